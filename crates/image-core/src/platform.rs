@@ -1,0 +1,1 @@
+//! Platforms (placeholder while the module is written).

@@ -1,0 +1,1 @@
+//! Image references (placeholder while the module is written).

@@ -1,0 +1,2 @@
+//! `imagectl`: the command line over the image crate family.
+fn main() {}
