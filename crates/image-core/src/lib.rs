@@ -22,23 +22,23 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-// pub mod config;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod ids;
 pub mod json;
-// pub mod manifest;
+pub mod manifest;
 pub mod media_type;
 pub mod platform;
 pub mod reference;
 
 pub use oci_spec;
 
-// pub use config::ImageConfig;
+pub use config::ImageConfig;
 pub use digest::{Algorithm, Digest, DigestError, DigestWriter, HashingReader, VerifyError, VerifyingReader};
 pub use error::{Classify, ErrorKind};
 pub use ids::{chain_id, chain_ids};
-// pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
+pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
 // pub use platform::Platform;
 // pub use reference::Reference;

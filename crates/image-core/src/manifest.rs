@@ -1,0 +1,631 @@
+//! Manifests and indexes of either format (OCI or Docker v2 schema 2),
+//! kept with their raw bytes.
+//!
+//! A [`Manifest`] or [`Index`] is parsed from bytes into `oci-spec`'s types
+//! and keeps those bytes: its [`digest`](Manifest::digest) is always the
+//! digest of the bytes as stored, never of re-serialised JSON. Top-level
+//! fields that `oci-spec` does not model are kept and written back, and a
+//! new document is serialised through the canonical writer, so the same
+//! value always has the same digest. Every descriptor digest is validated
+//! with [`Digest`]'s strict rules (oci-spec alone accepts `md5:abc`).
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::digest::{Digest, DigestError};
+use crate::error::{Classify, ErrorKind};
+use crate::json::to_canonical_vec;
+use crate::media_type::MediaType;
+
+pub use oci_spec::image::Descriptor;
+
+/// Why bytes are not a usable manifest, index or config.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The bytes are not JSON, or not JSON of the expected shape.
+    #[error("{what} is not valid JSON of its kind: {source}")]
+    Json {
+        /// What was being parsed ("manifest", "index", "image config").
+        what: &'static str,
+        /// The JSON error, with its line and column.
+        source: serde_json::Error,
+    },
+    /// A Docker schema 1 manifest, which this library does not support.
+    #[error("Docker schema 1 manifests are not supported (schemaVersion 1); convert the image to schema 2 or OCI")]
+    Schema1,
+    /// A `schemaVersion` other than 2.
+    #[error("unsupported schemaVersion {0} (expected 2)")]
+    SchemaVersion(u64),
+    /// The document is of another kind than expected.
+    #[error("expected {expected}, found a document of media type {found:?}")]
+    WrongKind {
+        /// What was expected.
+        expected: &'static str,
+        /// The media type (or shape) found.
+        found: String,
+    },
+    /// A descriptor in the document has an invalid digest.
+    #[error("{field} has an invalid digest {value:?}: {source}")]
+    Digest {
+        /// Where the descriptor sits (`config`, `layers[2]`, `manifests[0]`).
+        field: String,
+        /// The digest as written.
+        value: String,
+        /// What is wrong with it.
+        source: DigestError,
+    },
+    /// The JSON could not be written.
+    #[error("cannot serialise {what}: {source}")]
+    Serialize {
+        /// What was being written.
+        what: &'static str,
+        /// The serialisation error.
+        source: serde_json::Error,
+    },
+}
+
+impl Classify for ParseError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ParseError::Schema1 | ParseError::SchemaVersion(_) => ErrorKind::Unsupported,
+            ParseError::Digest { source, .. } => source.kind(),
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// Checks a descriptor's digest with the strict rules and returns it.
+///
+/// # Errors
+/// [`ParseError::Digest`] naming `field`.
+pub fn descriptor_digest(desc: &Descriptor, field: &str) -> Result<Digest, ParseError> {
+    let value = desc.digest().to_string();
+    value.parse().map_err(|source| ParseError::Digest {
+        field: field.to_owned(),
+        value,
+        source,
+    })
+}
+
+/// Builds a descriptor.
+pub fn descriptor(media_type: &MediaType, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(media_type.into(), size, digest)
+}
+
+/// The media type of a descriptor, as this crate's [`MediaType`].
+pub fn descriptor_media_type(desc: &Descriptor) -> MediaType {
+    MediaType::from(desc.media_type())
+}
+
+/// A typed document with its raw bytes and the top-level fields its type
+/// does not model.
+#[derive(Debug, Clone, PartialEq)]
+struct Raw<T> {
+    bytes: Vec<u8>,
+    digest: Digest,
+    value: T,
+    extra: Map<String, Value>,
+}
+
+impl<T: Serialize + DeserializeOwned> Raw<T> {
+    fn parse(bytes: Vec<u8>, what: &'static str) -> Result<(Self, Map<String, Value>), ParseError> {
+        let json = |source| ParseError::Json { what, source };
+        let object: Map<String, Value> = serde_json::from_slice(&bytes).map_err(json)?;
+        check_schema(&object)?;
+        let value: T = serde_json::from_value(Value::Object(object.clone())).map_err(json)?;
+        let modelled = match serde_json::to_value(&value) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        let extra = object
+            .iter()
+            .filter(|(k, _)| !modelled.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let digest = Digest::sha256(&bytes);
+        Ok((
+            Raw {
+                bytes,
+                digest,
+                value,
+                extra,
+            },
+            object,
+        ))
+    }
+
+    fn from_value(value: T, extra: Map<String, Value>, what: &'static str) -> Result<Self, ParseError> {
+        let mut object = match serde_json::to_value(&value) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => Map::new(),
+            Err(source) => return Err(ParseError::Serialize { what, source }),
+        };
+        for (k, v) in &extra {
+            object.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let bytes = to_canonical_vec(&Value::Object(object))
+            .map_err(|source| ParseError::Serialize { what, source })?;
+        let digest = Digest::sha256(&bytes);
+        Ok(Raw {
+            bytes,
+            digest,
+            value,
+            extra,
+        })
+    }
+}
+
+fn check_schema(object: &Map<String, Value>) -> Result<(), ParseError> {
+    match object.get("schemaVersion").and_then(Value::as_u64) {
+        Some(1) => Err(ParseError::Schema1),
+        Some(2) | None => Ok(()),
+        Some(v) => Err(ParseError::SchemaVersion(v)),
+    }
+}
+
+fn media_type_field(object: &Map<String, Value>) -> Option<MediaType> {
+    object
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .map(MediaType::from)
+}
+
+/// An image manifest (OCI or Docker v2 schema 2) with its raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    raw: Raw<oci_spec::image::ImageManifest>,
+    media_type: MediaType,
+}
+
+impl Manifest {
+    /// Parses a manifest from its bytes, as stored.
+    ///
+    /// # Errors
+    /// [`ParseError`] for bytes that are not a schema 2 manifest (schema 1 is
+    /// recognised and rejected) or hold an invalid digest.
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Manifest, ParseError> {
+        let bytes = bytes.into();
+        let probe: Map<String, Value> =
+            serde_json::from_slice(&bytes).map_err(|source| ParseError::Json {
+                what: "manifest",
+                source,
+            })?;
+        check_schema(&probe)?;
+        let declared = media_type_field(&probe);
+        if let Some(m) = &declared {
+            if m.is_schema1() {
+                return Err(ParseError::Schema1);
+            }
+            if !m.is_manifest() {
+                return Err(ParseError::WrongKind {
+                    expected: "an image manifest",
+                    found: m.to_string(),
+                });
+            }
+        } else if probe.contains_key("manifests") {
+            return Err(ParseError::WrongKind {
+                expected: "an image manifest",
+                found: "an index (it has \"manifests\")".into(),
+            });
+        }
+        let (raw, _) = Raw::parse(bytes, "manifest")?;
+        let m = Manifest {
+            raw,
+            media_type: declared.unwrap_or(MediaType::OciManifest),
+        };
+        m.validate_digests()?;
+        Ok(m)
+    }
+
+    /// Builds a new manifest, serialised canonically. Its media type is the
+    /// one set in `inner` (OCI when none is).
+    ///
+    /// # Errors
+    /// [`ParseError`] when a descriptor digest is invalid or the value cannot
+    /// be serialised.
+    pub fn new(inner: oci_spec::image::ImageManifest) -> Result<Manifest, ParseError> {
+        let media_type = inner
+            .media_type()
+            .as_ref()
+            .map(MediaType::from)
+            .unwrap_or(MediaType::OciManifest);
+        let raw = Raw::from_value(inner, Map::new(), "manifest")?;
+        let m = Manifest { raw, media_type };
+        m.validate_digests()?;
+        Ok(m)
+    }
+
+    /// A copy with `inner` changed by `f`, keeping the unmodelled fields, serialised canonically.
+    ///
+    /// # Errors
+    /// As [`Manifest::new`].
+    pub fn modify(
+        &self,
+        f: impl FnOnce(&mut oci_spec::image::ImageManifest),
+    ) -> Result<Manifest, ParseError> {
+        let mut inner = self.raw.value.clone();
+        f(&mut inner);
+        let raw = Raw::from_value(inner, self.raw.extra.clone(), "manifest")?;
+        let m = Manifest {
+            raw,
+            media_type: self.media_type.clone(),
+        };
+        m.validate_digests()?;
+        Ok(m)
+    }
+
+    fn validate_digests(&self) -> Result<(), ParseError> {
+        descriptor_digest(self.raw.value.config(), "config")?;
+        for (i, l) in self.raw.value.layers().iter().enumerate() {
+            descriptor_digest(l, &format!("layers[{i}]"))?;
+        }
+        if let Some(s) = self.raw.value.subject() {
+            descriptor_digest(s, "subject")?;
+        }
+        Ok(())
+    }
+
+    /// The bytes as stored; the digest is of these.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw.bytes
+    }
+
+    /// The sha256 digest of the raw bytes.
+    pub fn digest(&self) -> &Digest {
+        &self.raw.digest
+    }
+
+    /// The manifest's media type: the declared one, or OCI when none is declared.
+    pub fn media_type(&self) -> &MediaType {
+        &self.media_type
+    }
+
+    /// A descriptor of this manifest (media type, digest, size).
+    pub fn descriptor(&self) -> Descriptor {
+        descriptor(&self.media_type, &self.raw.digest, self.raw.bytes.len() as u64)
+    }
+
+    /// The parsed manifest.
+    pub fn inner(&self) -> &oci_spec::image::ImageManifest {
+        &self.raw.value
+    }
+
+    /// The config descriptor.
+    pub fn config(&self) -> &Descriptor {
+        self.raw.value.config()
+    }
+
+    /// The config digest (validated at parse time): the image ID.
+    pub fn config_digest(&self) -> Digest {
+        descriptor_digest(self.raw.value.config(), "config")
+            .unwrap_or_else(|_| Digest::sha256(b""))
+    }
+
+    /// The layer descriptors, bottom first.
+    pub fn layers(&self) -> &[Descriptor] {
+        self.raw.value.layers()
+    }
+
+    /// The layer digests (validated at parse time), bottom first.
+    pub fn layer_digests(&self) -> Vec<Digest> {
+        self.layers()
+            .iter()
+            .filter_map(|l| descriptor_digest(l, "layer").ok())
+            .collect()
+    }
+
+    /// The OCI 1.1 `artifactType`, when set.
+    pub fn artifact_type(&self) -> Option<MediaType> {
+        self.raw.value.artifact_type().as_ref().map(MediaType::from)
+    }
+
+    /// The OCI 1.1 `subject` (the manifest this one refers to), when set.
+    pub fn subject(&self) -> Option<&Descriptor> {
+        self.raw.value.subject().as_ref()
+    }
+
+    /// Top-level fields that oci-spec does not model, kept verbatim.
+    pub fn extra_fields(&self) -> &Map<String, Value> {
+        &self.raw.extra
+    }
+}
+
+/// An image index or Docker manifest list with its raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Index {
+    raw: Raw<oci_spec::image::ImageIndex>,
+    media_type: MediaType,
+}
+
+impl Index {
+    /// Parses an index from its bytes, as stored.
+    ///
+    /// # Errors
+    /// [`ParseError`] for bytes that are not an index or hold an invalid digest.
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Index, ParseError> {
+        let (raw, object) = Raw::<oci_spec::image::ImageIndex>::parse(bytes.into(), "index")?;
+        let declared = media_type_field(&object);
+        if let Some(m) = &declared {
+            if !m.is_index() {
+                return Err(ParseError::WrongKind {
+                    expected: "an image index",
+                    found: m.to_string(),
+                });
+            }
+        }
+        let idx = Index {
+            raw,
+            media_type: declared.unwrap_or(MediaType::OciIndex),
+        };
+        idx.validate_digests()?;
+        Ok(idx)
+    }
+
+    /// Builds a new index, serialised canonically.
+    ///
+    /// # Errors
+    /// [`ParseError`] when a descriptor digest is invalid.
+    pub fn new(inner: oci_spec::image::ImageIndex) -> Result<Index, ParseError> {
+        let media_type = inner
+            .media_type()
+            .as_ref()
+            .map(MediaType::from)
+            .unwrap_or(MediaType::OciIndex);
+        let raw = Raw::from_value(inner, Map::new(), "index")?;
+        let idx = Index { raw, media_type };
+        idx.validate_digests()?;
+        Ok(idx)
+    }
+
+    /// A copy with `inner` changed by `f`, keeping the unmodelled fields.
+    ///
+    /// # Errors
+    /// As [`Index::new`].
+    pub fn modify(
+        &self,
+        f: impl FnOnce(&mut oci_spec::image::ImageIndex),
+    ) -> Result<Index, ParseError> {
+        let mut inner = self.raw.value.clone();
+        f(&mut inner);
+        let raw = Raw::from_value(inner, self.raw.extra.clone(), "index")?;
+        let idx = Index {
+            raw,
+            media_type: self.media_type.clone(),
+        };
+        idx.validate_digests()?;
+        Ok(idx)
+    }
+
+    fn validate_digests(&self) -> Result<(), ParseError> {
+        for (i, m) in self.raw.value.manifests().iter().enumerate() {
+            descriptor_digest(m, &format!("manifests[{i}]"))?;
+        }
+        if let Some(s) = self.raw.value.subject() {
+            descriptor_digest(s, "subject")?;
+        }
+        Ok(())
+    }
+
+    /// The bytes as stored.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw.bytes
+    }
+
+    /// The sha256 digest of the raw bytes.
+    pub fn digest(&self) -> &Digest {
+        &self.raw.digest
+    }
+
+    /// The declared media type, or OCI's when none is declared.
+    pub fn media_type(&self) -> &MediaType {
+        &self.media_type
+    }
+
+    /// A descriptor of this index.
+    pub fn descriptor(&self) -> Descriptor {
+        descriptor(&self.media_type, &self.raw.digest, self.raw.bytes.len() as u64)
+    }
+
+    /// The parsed index.
+    pub fn inner(&self) -> &oci_spec::image::ImageIndex {
+        &self.raw.value
+    }
+
+    /// The descriptors of the manifests (or nested indexes).
+    pub fn manifests(&self) -> &[Descriptor] {
+        self.raw.value.manifests()
+    }
+
+    /// Top-level fields that oci-spec does not model, kept verbatim.
+    pub fn extra_fields(&self) -> &Map<String, Value> {
+        &self.raw.extra
+    }
+}
+
+/// A manifest or an index, as found behind a descriptor or a tag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Document {
+    /// An image manifest.
+    Manifest(Manifest),
+    /// An index or manifest list.
+    Index(Index),
+}
+
+impl Document {
+    /// Parses either kind, told by the media type when known (from the
+    /// descriptor or the document itself), by its shape otherwise.
+    ///
+    /// # Errors
+    /// [`ParseError`]: schema 1, unknown kind, bad JSON, invalid digests.
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>, hint: Option<&MediaType>) -> Result<Document, ParseError> {
+        let bytes = bytes.into();
+        let probe: Map<String, Value> =
+            serde_json::from_slice(&bytes).map_err(|source| ParseError::Json {
+                what: "manifest or index",
+                source,
+            })?;
+        check_schema(&probe)?;
+        let declared = media_type_field(&probe).or_else(|| hint.cloned());
+        let is_index = match &declared {
+            Some(m) if m.is_index() => true,
+            Some(m) if m.is_manifest() => false,
+            Some(m) if m.is_schema1() => return Err(ParseError::Schema1),
+            Some(m) => {
+                return Err(ParseError::WrongKind {
+                    expected: "a manifest or an index",
+                    found: m.to_string(),
+                })
+            }
+            None => probe.contains_key("manifests"),
+        };
+        if is_index {
+            Index::from_bytes(bytes).map(Document::Index)
+        } else {
+            Manifest::from_bytes(bytes).map(Document::Manifest)
+        }
+    }
+
+    /// The raw bytes.
+    pub fn raw(&self) -> &[u8] {
+        match self {
+            Document::Manifest(m) => m.raw(),
+            Document::Index(i) => i.raw(),
+        }
+    }
+
+    /// The digest of the raw bytes.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Document::Manifest(m) => m.digest(),
+            Document::Index(i) => i.digest(),
+        }
+    }
+
+    /// The media type.
+    pub fn media_type(&self) -> &MediaType {
+        match self {
+            Document::Manifest(m) => m.media_type(),
+            Document::Index(i) => i.media_type(),
+        }
+    }
+
+    /// A descriptor of this document.
+    pub fn descriptor(&self) -> Descriptor {
+        match self {
+            Document::Manifest(m) => m.descriptor(),
+            Document::Index(i) => i.descriptor(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCKER_MANIFEST: &str = r#"{
+   "schemaVersion": 2,
+   "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+   "config": {
+      "mediaType": "application/vnd.docker.container.image.v1+json",
+      "size": 1472,
+      "digest": "sha256:a9286defaba7b3a519d585ba0e37d0b2cbee74ebfe590960b0b1d6a5e97d1e1d"
+   },
+   "layers": [
+      {
+         "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+         "size": 772999,
+         "digest": "sha256:50e8d59317eb665383b2ef4d9434aeaa394dcd6f54b96bb7810fdde583e9c2d1"
+      }
+   ],
+   "x-custom": {"kept": [1, 2]}
+}"#;
+
+    #[test]
+    fn docker_manifest_keeps_bytes_and_unknown_fields() {
+        let m = Manifest::from_bytes(DOCKER_MANIFEST).expect("parses");
+        assert_eq!(m.raw(), DOCKER_MANIFEST.as_bytes());
+        assert_eq!(m.digest(), &Digest::sha256(DOCKER_MANIFEST.as_bytes()));
+        assert_eq!(m.media_type(), &MediaType::DockerManifest);
+        assert_eq!(
+            m.config_digest().to_string(),
+            "sha256:a9286defaba7b3a519d585ba0e37d0b2cbee74ebfe590960b0b1d6a5e97d1e1d"
+        );
+        assert_eq!(
+            descriptor_media_type(&m.layers()[0]),
+            MediaType::DockerLayerGzip
+        );
+        assert!(m.extra_fields().contains_key("x-custom"));
+        let m2 = m
+            .modify(|inner| {
+                inner.set_annotations(Some(
+                    [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]
+                        .into_iter()
+                        .collect(),
+                ));
+            })
+            .expect("modify");
+        let text = String::from_utf8(m2.raw().to_vec()).expect("utf8");
+        assert!(text.contains(r#""annotations":{"a":"1","b":"2"}"#), "{text}");
+        assert!(text.contains(r#""x-custom":{"kept":[1,2]}"#), "{text}");
+        let again = Manifest::from_bytes(m2.raw().to_vec()).expect("reparse");
+        assert_eq!(again.inner(), m2.inner());
+        assert_eq!(again.media_type(), &MediaType::DockerManifest);
+    }
+
+    #[test]
+    fn rejects_schema1_bad_digests_and_wrong_kinds() {
+        let s1 = r#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
+        let e = Manifest::from_bytes(s1).expect_err("schema 1");
+        assert!(matches!(e, ParseError::Schema1));
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(matches!(
+            Document::from_bytes(s1, None),
+            Err(ParseError::Schema1)
+        ));
+
+        let md5 = DOCKER_MANIFEST.replace(
+            "sha256:50e8d59317eb665383b2ef4d9434aeaa394dcd6f54b96bb7810fdde583e9c2d1",
+            "md5:abc",
+        );
+        let e = Manifest::from_bytes(md5).expect_err("md5");
+        assert!(
+            matches!(&e, ParseError::Digest { field, .. } if field == "layers[0]"),
+            "{e}"
+        );
+
+        let idx = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        assert!(matches!(
+            Manifest::from_bytes(idx),
+            Err(ParseError::WrongKind { .. })
+        ));
+        assert!(matches!(
+            Document::from_bytes(idx, None),
+            Ok(Document::Index(_))
+        ));
+        assert!(matches!(
+            Manifest::from_bytes("[1,2]"),
+            Err(ParseError::Json { .. })
+        ));
+        assert!(matches!(
+            Document::from_bytes(r#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None),
+            Err(ParseError::WrongKind { .. })
+        ));
+    }
+
+    #[test]
+    fn index_with_artifact_fields() {
+        let d = "sha256:a9286defaba7b3a519d585ba0e37d0b2cbee74ebfe590960b0b1d6a5e97d1e1d";
+        let text = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","artifactType":"application/vnd.example+type","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":7,"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":7}}}}"#
+        );
+        let idx = Index::from_bytes(text.clone()).expect("parses");
+        assert_eq!(idx.manifests().len(), 1);
+        assert!(idx.inner().subject().is_some());
+        let rebuilt = Index::new(idx.inner().clone()).expect("new");
+        let reparsed = Index::from_bytes(rebuilt.raw().to_vec()).expect("reparse");
+        assert_eq!(reparsed.inner(), idx.inner());
+        assert_eq!(Index::new(idx.inner().clone()).expect("again").raw(), rebuilt.raw());
+    }
+}
