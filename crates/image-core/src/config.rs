@@ -147,10 +147,18 @@ pub struct ConfigFile {
     #[serde(default)]
     pub os: String,
     /// OS version (Windows).
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     /// Required OS features.
-    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_features: Option<Vec<String>>,
     /// CPU variant (`v7`, `v8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,7 +316,10 @@ mod tests {
         let c = ImageConfig::from_bytes(DOCKER_CONFIG).expect("parses");
         assert_eq!(c.image_id(), &Digest::sha256(DOCKER_CONFIG.as_bytes()));
         let run = c.file().config.as_ref().expect("config");
-        assert_eq!(run.shell.as_deref(), Some(&["/bin/bash".to_string(), "-c".into()][..]));
+        assert_eq!(
+            run.shell.as_deref(),
+            Some(&["/bin/bash".to_string(), "-c".into()][..])
+        );
         assert_eq!(run.args_escaped, Some(true));
         assert_eq!(
             run.healthcheck.as_ref().and_then(|h| h.interval),
@@ -319,9 +330,7 @@ mod tests {
         let changed = c
             .modify(|f| {
                 if let Some(cfg) = f.config.as_mut() {
-                    cfg.env
-                        .get_or_insert_with(Vec::new)
-                        .push("A=1".into());
+                    cfg.env.get_or_insert_with(Vec::new).push("A=1".into());
                 }
             })
             .expect("modify");
@@ -342,7 +351,10 @@ mod tests {
         }
         let back = ImageConfig::from_bytes(changed.raw().to_vec()).expect("reparse");
         assert_eq!(back.file(), changed.file());
-        assert_eq!(ImageConfig::new(back.file().clone()).expect("new").raw(), changed.raw());
+        assert_eq!(
+            ImageConfig::new(back.file().clone()).expect("new").raw(),
+            changed.raw()
+        );
     }
 
     #[test]

@@ -197,10 +197,22 @@ impl Digest {
     ///
     /// # Errors
     /// Any error of the reader.
-    pub fn of_reader<R: Read>(algorithm: Algorithm, reader: R) -> io::Result<(Digest, u64)> {
-        let mut r = HashingReader::new(reader, algorithm);
-        io::copy(&mut r, &mut io::sink())?;
-        Ok(r.finish())
+    pub fn of_reader<R: Read>(algorithm: Algorithm, mut reader: R) -> io::Result<(Digest, u64)> {
+        let mut hasher = algorithm.hasher();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((hasher.finish(), total))
     }
 
     /// The algorithm.
@@ -634,23 +646,40 @@ mod tests {
         ));
         assert!(matches!(
             "sha256:abc".parse::<Digest>(),
-            Err(DigestError::BadLength { expected: 64, found: 3, .. })
+            Err(DigestError::BadLength {
+                expected: 64,
+                found: 3,
+                ..
+            })
         ));
         assert!(matches!(
             format!("sha512:{hex64}").parse::<Digest>(),
-            Err(DigestError::BadLength { expected: 128, found: 64, .. })
+            Err(DigestError::BadLength {
+                expected: 128,
+                found: 64,
+                ..
+            })
         ));
         assert!(matches!(
             format!("sha256:{}", "A".repeat(64)).parse::<Digest>(),
-            Err(DigestError::UpperCase { found: 'A', offset: 0 })
+            Err(DigestError::UpperCase {
+                found: 'A',
+                offset: 0
+            })
         ));
         assert!(matches!(
             format!("sha256:{}/", &hex64[..63]).parse::<Digest>(),
-            Err(DigestError::BadHex { found: '/', offset: 63 })
+            Err(DigestError::BadHex {
+                found: '/',
+                offset: 63
+            })
         ));
         assert!(matches!(
             format!("sha256:../{}", &hex64[..61]).parse::<Digest>(),
-            Err(DigestError::BadHex { found: '.', offset: 0 })
+            Err(DigestError::BadHex {
+                found: '.',
+                offset: 0
+            })
         ));
         assert_eq!(
             "md5:abc".parse::<Digest>().map_err(|e| e.kind()),

@@ -35,10 +35,12 @@ pub mod reference;
 pub use oci_spec;
 
 pub use config::ImageConfig;
-pub use digest::{Algorithm, Digest, DigestError, DigestWriter, HashingReader, VerifyError, VerifyingReader};
+pub use digest::{
+    Algorithm, Digest, DigestError, DigestWriter, HashingReader, VerifyError, VerifyingReader,
+};
 pub use error::{Classify, ErrorKind};
 pub use ids::{chain_id, chain_ids};
 pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
-// pub use platform::Platform;
-// pub use reference::Reference;
+pub use platform::Platform;
+pub use reference::Reference;

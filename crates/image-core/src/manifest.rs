@@ -136,7 +136,11 @@ impl<T: Serialize + DeserializeOwned> Raw<T> {
         ))
     }
 
-    fn from_value(value: T, extra: Map<String, Value>, what: &'static str) -> Result<Self, ParseError> {
+    fn from_value(
+        value: T,
+        extra: Map<String, Value>,
+        what: &'static str,
+    ) -> Result<Self, ParseError> {
         let mut object = match serde_json::to_value(&value) {
             Ok(Value::Object(m)) => m,
             Ok(_) => Map::new(),
@@ -284,7 +288,11 @@ impl Manifest {
 
     /// A descriptor of this manifest (media type, digest, size).
     pub fn descriptor(&self) -> Descriptor {
-        descriptor(&self.media_type, &self.raw.digest, self.raw.bytes.len() as u64)
+        descriptor(
+            &self.media_type,
+            &self.raw.digest,
+            self.raw.bytes.len() as u64,
+        )
     }
 
     /// The parsed manifest.
@@ -299,8 +307,7 @@ impl Manifest {
 
     /// The config digest (validated at parse time): the image ID.
     pub fn config_digest(&self) -> Digest {
-        descriptor_digest(self.raw.value.config(), "config")
-            .unwrap_or_else(|_| Digest::sha256(b""))
+        descriptor_digest(self.raw.value.config(), "config").unwrap_or_else(|_| Digest::sha256(b""))
     }
 
     /// The layer descriptors, bottom first.
@@ -425,7 +432,11 @@ impl Index {
 
     /// A descriptor of this index.
     pub fn descriptor(&self) -> Descriptor {
-        descriptor(&self.media_type, &self.raw.digest, self.raw.bytes.len() as u64)
+        descriptor(
+            &self.media_type,
+            &self.raw.digest,
+            self.raw.bytes.len() as u64,
+        )
     }
 
     /// The parsed index.
@@ -447,10 +458,10 @@ impl Index {
 /// A manifest or an index, as found behind a descriptor or a tag.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
-    /// An image manifest.
-    Manifest(Manifest),
+    /// An image manifest (boxed, as both documents are large).
+    Manifest(Box<Manifest>),
     /// An index or manifest list.
-    Index(Index),
+    Index(Box<Index>),
 }
 
 impl Document {
@@ -459,7 +470,10 @@ impl Document {
     ///
     /// # Errors
     /// [`ParseError`]: schema 1, unknown kind, bad JSON, invalid digests.
-    pub fn from_bytes(bytes: impl Into<Vec<u8>>, hint: Option<&MediaType>) -> Result<Document, ParseError> {
+    pub fn from_bytes(
+        bytes: impl Into<Vec<u8>>,
+        hint: Option<&MediaType>,
+    ) -> Result<Document, ParseError> {
         let bytes = bytes.into();
         let probe: Map<String, Value> =
             serde_json::from_slice(&bytes).map_err(|source| ParseError::Json {
@@ -481,9 +495,9 @@ impl Document {
             None => probe.contains_key("manifests"),
         };
         if is_index {
-            Index::from_bytes(bytes).map(Document::Index)
+            Index::from_bytes(bytes).map(|i| Document::Index(Box::new(i)))
         } else {
-            Manifest::from_bytes(bytes).map(Document::Manifest)
+            Manifest::from_bytes(bytes).map(|m| Document::Manifest(Box::new(m)))
         }
     }
 
@@ -560,14 +574,20 @@ mod tests {
         let m2 = m
             .modify(|inner| {
                 inner.set_annotations(Some(
-                    [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]
-                        .into_iter()
-                        .collect(),
+                    [
+                        ("b".to_string(), "2".to_string()),
+                        ("a".to_string(), "1".to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
                 ));
             })
             .expect("modify");
         let text = String::from_utf8(m2.raw().to_vec()).expect("utf8");
-        assert!(text.contains(r#""annotations":{"a":"1","b":"2"}"#), "{text}");
+        assert!(
+            text.contains(r#""annotations":{"a":"1","b":"2"}"#),
+            "{text}"
+        );
         assert!(text.contains(r#""x-custom":{"kept":[1,2]}"#), "{text}");
         let again = Manifest::from_bytes(m2.raw().to_vec()).expect("reparse");
         assert_eq!(again.inner(), m2.inner());
@@ -626,6 +646,9 @@ mod tests {
         let rebuilt = Index::new(idx.inner().clone()).expect("new");
         let reparsed = Index::from_bytes(rebuilt.raw().to_vec()).expect("reparse");
         assert_eq!(reparsed.inner(), idx.inner());
-        assert_eq!(Index::new(idx.inner().clone()).expect("again").raw(), rebuilt.raw());
+        assert_eq!(
+            Index::new(idx.inner().clone()).expect("again").raw(),
+            rebuilt.raw()
+        );
     }
 }

@@ -94,12 +94,30 @@ pub enum MediaType {
 }
 
 const TABLE: &[(&str, MediaType)] = &[
-    ("application/vnd.oci.image.manifest.v1+json", MediaType::OciManifest),
-    ("application/vnd.oci.image.index.v1+json", MediaType::OciIndex),
-    ("application/vnd.oci.image.config.v1+json", MediaType::OciConfig),
-    ("application/vnd.oci.image.layer.v1.tar", MediaType::OciLayer),
-    ("application/vnd.oci.image.layer.v1.tar+gzip", MediaType::OciLayerGzip),
-    ("application/vnd.oci.image.layer.v1.tar+zstd", MediaType::OciLayerZstd),
+    (
+        "application/vnd.oci.image.manifest.v1+json",
+        MediaType::OciManifest,
+    ),
+    (
+        "application/vnd.oci.image.index.v1+json",
+        MediaType::OciIndex,
+    ),
+    (
+        "application/vnd.oci.image.config.v1+json",
+        MediaType::OciConfig,
+    ),
+    (
+        "application/vnd.oci.image.layer.v1.tar",
+        MediaType::OciLayer,
+    ),
+    (
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        MediaType::OciLayerGzip,
+    ),
+    (
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        MediaType::OciLayerZstd,
+    ),
     (
         "application/vnd.oci.image.layer.nondistributable.v1.tar",
         MediaType::OciLayerNonDistributable,
@@ -148,7 +166,9 @@ const TABLE: &[(&str, MediaType)] = &[
 #[non_exhaustive]
 pub enum MediaTypeError {
     /// A Docker schema 1 manifest: deprecated, unsigned content, not supported.
-    #[error("Docker schema 1 manifests ({0}) are not supported; convert the image to schema 2 or OCI")]
+    #[error(
+        "Docker schema 1 manifests ({0}) are not supported; convert the image to schema 2 or OCI"
+    )]
     Schema1(String),
     /// A media type this operation does not know.
     #[error("unknown media type {0:?}")]
@@ -365,7 +385,9 @@ mod tests {
             MediaType::OciLayerZstd.to_docker(),
             Err(MediaTypeError::Unknown(_))
         ));
-        let e = MediaType::DockerSchema1SignedManifest.to_oci().expect_err("schema1");
+        let e = MediaType::DockerSchema1SignedManifest
+            .to_oci()
+            .expect_err("schema1");
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.to_string().contains("schema 1"));
         assert_eq!(
@@ -378,7 +400,10 @@ mod tests {
     #[test]
     fn sniffing() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
     }
 }
