@@ -1,4 +1,67 @@
 //! # image-store
 //!
-//! A content-addressable store for images (OCI image layout on disk, or in memory).
+//! A content-addressable store for OCI and Docker images, in containerd's
+//! model: blobs are ingested through a writer that hashes while it writes
+//! and commits atomically against an expected digest and size, then read
+//! back as streams that verify themselves. Two stores implement the
+//! [`ContentStore`] traits: [`OciDir`], an OCI image layout on disk
+//! (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`) that skopeo, umoci and
+//! oci-image-tool read and write too, and [`MemoryStore`]. On top of them:
+//! tags in `index.json` ([`TagStore`]), image resolution
+//! ([`resolve_image`]: reference -> index -> manifest for a platform ->
+//! config and layers), garbage collection with leases and a grace period
+//! ([`gc`], [`lease`]), and [`fsck`].
+//!
+//! The module of each operation owns its error type (`ContentError`,
+//! `TagError`, `GcError`, `FsckError`, `LeaseError`, `ImageError`,
+//! `LayoutError`); every one reports an [`image_core::ErrorKind`] through
+//! [`image_core::Classify`]. Every file-system mutation of [`OciDir`] goes
+//! through the [`fs::Fs`] seam, so tests inject ENOSPC or EIO at any step.
+//!
+//! ```
+//! use image_store::{Ingester, OciDir, Provider, ContentWriter};
+//! use std::io::Write;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = OciDir::open_or_create(dir.path())?;
+//!
+//! // One call for small blobs...
+//! let config = store.write_blob(br#"{"architecture":"amd64","os":"linux"}"#)?;
+//! assert!(store.exists(&config)?);
+//!
+//! // ...or a writer that hashes while it writes and commits atomically.
+//! let mut w = store.writer("my-layer")?;
+//! w.write_all(b"layer bytes")?;
+//! let layer = w.commit(Some(11), None)?;
+//! assert_eq!(store.read_blob_to_vec(&layer, 1024)?, b"layer bytes");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod archive;
+pub mod content;
+pub mod copy;
+pub mod fs;
+pub mod fsck;
+pub mod gc;
+pub mod image;
+pub mod ingest;
+pub mod lease;
+pub mod memory;
+pub mod oci_dir;
+pub mod refs;
+pub mod tags;
+
+pub use archive::{load, save_docker, save_oci, ArchiveError};
+pub use content::{
+    ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Manager, Provider,
+};
+pub use copy::{copy_image, copy_tag, CopyError, CopyReport};
+pub use fsck::{FsckOptions, FsckReport};
+pub use gc::{GcOptions, GcReport};
+pub use image::{resolve_image, Image};
+pub use lease::Lease;
+pub use memory::MemoryStore;
+pub use oci_dir::{LayoutError, OciDir};
+pub use tags::{TagError, TagStore, Tagged};

@@ -1,0 +1,50 @@
+//! Imports an image archive into an OCI layout, or ingests one file as a
+//! blob: the store side of `bench/store/load.sh`.
+//!
+//! ```text
+//! cargo run --release -p image-store --example load -- load ARCHIVE STORE_DIR
+//! cargo run --release -p image-store --example load -- ingest FILE STORE_DIR
+//! ```
+
+use std::fs::File;
+use std::time::Instant;
+
+use image_store::archive::{load, LoadOptions};
+use image_store::{Ingester, OciDir};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [cmd, input, store] = args.as_slice() else {
+        eprintln!("usage: load (load ARCHIVE | ingest FILE) STORE_DIR");
+        std::process::exit(2);
+    };
+    let store = OciDir::open_or_create(store)?;
+    let start = Instant::now();
+    match cmd.as_str() {
+        "load" => {
+            let report = load(&store, File::open(input)?, &LoadOptions::default())?;
+            for image in &report.images {
+                println!("{} {}", image.descriptor.digest(), image.tags.join(" "));
+            }
+            eprintln!(
+                "{:?}: {} blobs, {} bytes in {:.3} s",
+                report.format,
+                report.blobs,
+                report.bytes,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        "ingest" => {
+            let mut f = File::open(input)?;
+            let size = f.metadata()?.len();
+            let digest = store.ingest_reader(&mut f, Some(size), None)?;
+            println!("{digest}");
+            eprintln!("{size} bytes in {:.3} s", start.elapsed().as_secs_f64());
+        }
+        other => {
+            eprintln!("unknown command {other:?}");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}

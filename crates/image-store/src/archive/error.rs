@@ -1,0 +1,215 @@
+//! The error of archive import and export.
+
+use std::io;
+
+use image_core::{Classify, Digest, ErrorKind, MediaTypeError, ParseError};
+
+use crate::content::ContentError;
+use crate::tags::TagError;
+
+/// Why an archive could not be imported or exported.
+///
+/// Import never tags anything when it returns one of these: blobs it
+/// already ingested are verified and harmless (unreferenced, so garbage
+/// collection removes them).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The archive stream ended early: inside an entry, inside a header, or
+    /// before the end-of-archive marker.
+    #[error("truncated archive: {what}")]
+    Truncated {
+        /// Where the stream ended ("entry blobs/sha256/ab.. (12 of 512 bytes)").
+        what: String,
+    },
+    /// The tar stream itself is malformed (bad header checksum, bad size field).
+    #[error("malformed tar stream near {entry:?}: {source}")]
+    Tar {
+        /// The last entry read, when there was one.
+        entry: String,
+        /// The parser's error.
+        source: io::Error,
+    },
+    /// The archive holds neither `manifest.json` (docker save) nor
+    /// `index.json` with `oci-layout` (OCI image layout).
+    #[error("not an image archive: no manifest.json and no oci-layout/index.json")]
+    NotAnArchive,
+    /// The archive refers to a file it does not contain.
+    #[error("{referenced_by} refers to {path:?}, which is not in the archive")]
+    MissingEntry {
+        /// The path referred to.
+        path: String,
+        /// Which file refers to it (`manifest.json`, `index.json`).
+        referenced_by: String,
+    },
+    /// A descriptor names a blob that is neither in the archive nor in the store.
+    #[error(
+        "{referenced_by} refers to blob {digest}, which is neither in the archive nor in the store"
+    )]
+    MissingBlob {
+        /// The missing blob.
+        digest: Digest,
+        /// What refers to it.
+        referenced_by: String,
+    },
+    /// A layer's digest is not the diff ID its image config declares.
+    #[error("layer {path:?} of image {image:?} does not match its config: diff ID {expected}, found {found}")]
+    LayerMismatch {
+        /// The image (config path in the archive, or a tag).
+        image: String,
+        /// The layer's path in the archive.
+        path: String,
+        /// The diff ID in the config's `rootfs.diff_ids`.
+        expected: Digest,
+        /// The digest of the uncompressed layer.
+        found: Digest,
+    },
+    /// A blob named by its digest in the archive has other content.
+    #[error("{path:?} in the archive does not match its name: {source}")]
+    BlobMismatch {
+        /// The entry's path.
+        path: String,
+        /// The content error naming both digests.
+        source: ContentError,
+    },
+    /// An image lists another number of layers than its config has diff IDs.
+    #[error("image {image:?} has {layers} layers but its config lists {diff_ids} diff IDs")]
+    LayerCount {
+        /// The image (config path or tag).
+        image: String,
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// A metadata file (`manifest.json`, `index.json`, ...) is not valid JSON of its kind.
+    #[error("{path:?} is not valid: {source}")]
+    Json {
+        /// The file in the archive.
+        path: String,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// A manifest, index or config does not parse as one.
+    #[error("{what} is not a valid manifest, index or config: {source}")]
+    Parse {
+        /// The file or blob (`index.json`, `sha256:ab..`).
+        what: String,
+        /// Why.
+        source: ParseError,
+    },
+    /// A media type this operation cannot handle.
+    #[error("{what}: {source}")]
+    MediaType {
+        /// Where it was found.
+        what: String,
+        /// The media type error.
+        source: MediaTypeError,
+    },
+    /// A metadata file too big to be read into memory.
+    #[error("{path:?} is {size} bytes, more than the limit of {limit} for a metadata file")]
+    TooLarge {
+        /// The entry.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An entry path that leaves the archive root (`../x`).
+    #[error("entry path {path:?} leaves the archive root")]
+    UnsafePath {
+        /// The path as written.
+        path: String,
+    },
+    /// An index has no manifest for the requested platform (docker save
+    /// holds exactly one manifest per image).
+    #[error("index {digest} has no manifest for {platform}")]
+    NoPlatform {
+        /// The index.
+        digest: Digest,
+        /// The platform looked for (`linux/amd64`).
+        platform: String,
+    },
+    /// An image name that is not a valid reference.
+    #[error("invalid image name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A layer that cannot be written in this format (a non-distributable
+    /// layer whose blob is absent, for instance).
+    #[error("{what}: not supported")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
+    /// Reading or writing the store failed.
+    #[error("blob {digest}: {source}")]
+    Content {
+        /// The blob involved (the digest the caller gave, or the computed one).
+        digest: String,
+        /// The store's error.
+        source: ContentError,
+    },
+    /// Tagging failed.
+    #[error(transparent)]
+    Tag(#[from] TagError),
+    /// Reading a compressed layer failed (corrupt gzip or zstd stream).
+    #[error("decompressing layer {digest}: {source}")]
+    Decompress {
+        /// The layer blob.
+        digest: Digest,
+        /// The decoder's error.
+        source: io::Error,
+    },
+    /// Writing the output archive failed.
+    #[error("writing the archive: {source}")]
+    Write {
+        /// The error of the output stream.
+        source: io::Error,
+    },
+}
+
+impl Classify for ArchiveError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ArchiveError::Truncated { .. }
+            | ArchiveError::Tar { .. }
+            | ArchiveError::NotAnArchive
+            | ArchiveError::MissingEntry { .. }
+            | ArchiveError::LayerCount { .. }
+            | ArchiveError::Json { .. }
+            | ArchiveError::InvalidName { .. } => ErrorKind::InvalidInput,
+            ArchiveError::MissingBlob { .. } => ErrorKind::NotFound,
+            ArchiveError::LayerMismatch { .. } => ErrorKind::DigestMismatch,
+            ArchiveError::BlobMismatch { source, .. } => source.kind(),
+            ArchiveError::Parse { source, .. } => source.kind(),
+            ArchiveError::MediaType { source, .. } => source.kind(),
+            ArchiveError::TooLarge { .. } => ErrorKind::FailedPrecondition,
+            ArchiveError::UnsafePath { .. } => ErrorKind::Unsafe,
+            ArchiveError::NoPlatform { .. } => ErrorKind::NotFound,
+            ArchiveError::Unsupported { .. } => ErrorKind::Unsupported,
+            ArchiveError::Content { source, .. } => source.kind(),
+            ArchiveError::Tag(e) => e.kind(),
+            ArchiveError::Decompress { source, .. } => match source.kind() {
+                io::ErrorKind::InvalidData
+                | io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
+                _ => Classify::kind(source),
+            },
+            ArchiveError::Write { source } => Classify::kind(source),
+        }
+    }
+}
+
+impl ArchiveError {
+    pub(crate) fn content(digest: impl ToString, source: ContentError) -> ArchiveError {
+        ArchiveError::Content {
+            digest: digest.to_string(),
+            source,
+        }
+    }
+}

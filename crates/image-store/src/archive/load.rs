@@ -1,0 +1,729 @@
+//! Import: `docker save` tarballs (both layouts) and OCI archives, streamed
+//! into a store.
+//!
+//! The archive is read once, entry by entry, in stream order. Every file
+//! that looks like a blob goes straight into an ingest writer of the store
+//! as it streams past, hashed while written (a `blobs/<alg>/<hex>` entry is
+//! verified against its name); the few metadata files (`manifest.json`,
+//! `index.json`, `oci-layout`, `repositories`) are kept in memory (at most
+//! 8 MiB each); the legacy `<id>/json` and `<id>/VERSION` files are
+//! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
+//! aliases. Nothing is extracted to disk outside the store's own ingest.
+//!
+//! Only then, because `manifest.json` may come after the layers, are the
+//! images assembled: each layer is checked against the diff ID its config
+//! declares (uncompressed layers by their digest, compressed ones by
+//! decompressing the stored blob once), manifests are written (OCI
+//! manifests with `application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`
+//! layers, as sniffed; a Docker 25+ archive's own manifest is reused when
+//! it matches), and, when every image of the archive is valid, the tags
+//! are set. A failure before that point tags nothing.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read};
+use std::rc::Rc;
+
+use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
+use image_core::oci_spec::image::{ImageManifestBuilder, MediaType as OciMediaType};
+use image_core::{
+    Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Index, Manifest, MediaType,
+    MediaTypeError, ParseError,
+};
+use serde::Deserialize;
+
+use super::tarstream::{normalize, resolve_link, EofTracker};
+use super::{decoder, ArchiveError, BlobStore};
+use crate::content::{unique_reference, ContentError};
+use crate::refs::MAX_DOCUMENT_SIZE;
+use crate::tags::{normalize_name, ref_name, TagStore};
+
+/// The kind of archive [`load`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArchiveFormat {
+    /// `docker save` before Docker 25 (and skopeo's `docker-archive:`):
+    /// `manifest.json`, `<id>.json` configs, `<id>/layer.tar`.
+    DockerLegacy,
+    /// `docker save` of Docker 25 and later: `manifest.json` plus an OCI
+    /// layout (`oci-layout`, `index.json`, `blobs/sha256/<hex>`).
+    DockerOci,
+    /// A tar of an OCI image layout (`oci-archive:`).
+    Oci,
+}
+
+/// Options of [`load`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// The repository for OCI archives whose ref names are bare tags (as
+    /// skopeo writes `oci-archive:X:latest`): with `Some("busybox")` the
+    /// ref name `latest` is tagged `docker.io/library/busybox:latest`.
+    /// Without it such a name is normalised like any other (`latest` ->
+    /// `docker.io/library/latest:latest`).
+    pub repository: Option<String>,
+}
+
+impl LoadOptions {
+    /// Sets [`repository`](LoadOptions::repository).
+    pub fn repository(mut self, repository: impl Into<String>) -> Self {
+        self.repository = Some(repository.into());
+        self
+    }
+}
+
+/// One image found in an archive and stored.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LoadedImage {
+    /// The descriptor of its manifest (or index, for OCI archives).
+    pub descriptor: Descriptor,
+    /// The config digest (the image ID), for single-manifest images.
+    pub config: Option<Digest>,
+    /// The tags set for it, normalised; empty for an untagged image (which
+    /// nothing references: tag it, or gc removes it).
+    pub tags: Vec<String>,
+}
+
+/// What [`load`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LoadReport {
+    /// The archive's format.
+    pub format: ArchiveFormat,
+    /// The images, in archive order.
+    pub images: Vec<LoadedImage>,
+    /// Blobs streamed from the archive into the store (present ones included).
+    pub blobs: usize,
+    /// Bytes of those blobs.
+    pub bytes: u64,
+}
+
+/// Imports a `docker save` tarball (either layout) or an OCI archive from
+/// `reader` into `store`, tagging its images, in one streaming pass.
+///
+/// See the [module documentation](self) for how.
+///
+/// # Errors
+/// [`ArchiveError`]: truncated or malformed tar, missing files, layers that
+/// do not match their config's diff IDs, JSON that is not a manifest,
+/// index or config, unknown media types, store and tag errors. On error no
+/// tag has been set.
+pub fn load<S, R>(
+    store: &S,
+    mut reader: R,
+    options: &LoadOptions,
+) -> Result<LoadReport, ArchiveError>
+where
+    S: BlobStore + TagStore,
+    R: Read,
+{
+    load_dyn(store, store, &mut reader, options)
+}
+
+/// A blob as stored.
+#[derive(Debug, Clone)]
+struct Blob {
+    digest: Digest,
+    size: u64,
+    compression: Compression,
+}
+
+/// What the streaming pass found.
+#[derive(Default)]
+struct Scan {
+    files: HashMap<String, Blob>,
+    links: HashMap<String, String>,
+    meta: HashMap<&'static str, Vec<u8>>,
+    has_blobs_dir: bool,
+    blobs: usize,
+    bytes: u64,
+}
+
+const META: [&str; 4] = ["manifest.json", "index.json", "oci-layout", "repositories"];
+
+impl Scan {
+    /// The blob at `path`, following links.
+    fn lookup(&self, path: &str, referenced_by: &str) -> Result<&Blob, ArchiveError> {
+        let missing = || ArchiveError::MissingEntry {
+            path: path.to_owned(),
+            referenced_by: referenced_by.to_owned(),
+        };
+        let mut p = normalize(path)?;
+        for _ in 0..32 {
+            if let Some(b) = self.files.get(&p) {
+                return Ok(b);
+            }
+            match self.links.get(&p) {
+                Some(t) => p = t.clone(),
+                None => return Err(missing()),
+            }
+        }
+        Err(missing())
+    }
+}
+
+fn tar_error(e: io::Error, last: &str, hit_eof: bool) -> ArchiveError {
+    if hit_eof || e.kind() == io::ErrorKind::UnexpectedEof {
+        ArchiveError::Truncated {
+            what: format!("after entry {last:?}: {e}"),
+        }
+    } else {
+        ArchiveError::Tar {
+            entry: last.to_owned(),
+            source: e,
+        }
+    }
+}
+
+struct SharedEof<R> {
+    inner: EofTracker<R>,
+    flag: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for SharedEof<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.inner.hit_eof {
+            self.flag.set(true);
+        }
+        Ok(n)
+    }
+}
+
+/// The non-generic core of [`load`].
+fn load_dyn(
+    store: &dyn BlobStore,
+    tags: &dyn TagStore,
+    reader: &mut dyn Read,
+    options: &LoadOptions,
+) -> Result<LoadReport, ArchiveError> {
+    let scan = scan(store, reader)?;
+    if scan.meta.contains_key("manifest.json") {
+        let format = if scan.has_blobs_dir {
+            ArchiveFormat::DockerOci
+        } else {
+            ArchiveFormat::DockerLegacy
+        };
+        let images = docker_images(store, &scan)?;
+        finish(store, tags, &scan, format, images)
+    } else if scan.meta.contains_key("index.json") {
+        let images = oci_images(store, &scan, options)?;
+        finish(store, tags, &scan, ArchiveFormat::Oci, images)
+    } else {
+        Err(ArchiveError::NotAnArchive)
+    }
+}
+
+/// An image ready to be written and tagged.
+struct Pending {
+    /// Manifest bytes to store, when this import built the manifest.
+    manifest: Option<Manifest>,
+    loaded: LoadedImage,
+}
+
+/// Writes the manifests built, then sets every tag.
+fn finish(
+    store: &dyn BlobStore,
+    tags: &dyn TagStore,
+    scan: &Scan,
+    format: ArchiveFormat,
+    pending: Vec<Pending>,
+) -> Result<LoadReport, ArchiveError> {
+    for p in &pending {
+        if let Some(m) = &p.manifest {
+            store
+                .write_blob(m.raw())
+                .map_err(|e| ArchiveError::content(m.digest(), e))?;
+        }
+    }
+    for p in &pending {
+        for name in &p.loaded.tags {
+            tags.set_tag(name, &p.loaded.descriptor)?;
+        }
+    }
+    Ok(LoadReport {
+        format,
+        images: pending.into_iter().map(|p| p.loaded).collect(),
+        blobs: scan.blobs,
+        bytes: scan.bytes,
+    })
+}
+
+/// The streaming pass.
+fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
+    let flag = Rc::new(Cell::new(false));
+    let src = SharedEof {
+        inner: EofTracker::new(BufReader::with_capacity(256 * 1024, reader)),
+        flag: flag.clone(),
+    };
+    let mut archive = tar::Archive::new(src);
+    let mut out = Scan::default();
+    let mut last = String::from("<start>");
+    let entries = archive
+        .entries()
+        .map_err(|e| tar_error(e, &last, flag.get()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| tar_error(e, &last, flag.get()))?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = normalize(&raw)?;
+        last.clone_from(&raw);
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            if let Some(target) = entry.link_name_bytes() {
+                let target = String::from_utf8_lossy(&target).into_owned();
+                out.links.insert(
+                    path.clone(),
+                    resolve_link(&path, &target, kind.is_symlink())?,
+                );
+            }
+            continue;
+        }
+        if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+            continue;
+        }
+        let size = entry.size();
+        if let Some(name) = META.iter().find(|m| **m == path) {
+            if size > MAX_DOCUMENT_SIZE {
+                return Err(ArchiveError::TooLarge {
+                    path,
+                    size,
+                    limit: MAX_DOCUMENT_SIZE,
+                });
+            }
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| tar_error(e, &last, flag.get()))?;
+            if (data.len() as u64) < size {
+                return Err(truncated(&path, data.len() as u64, size));
+            }
+            out.meta.insert(name, data);
+            continue;
+        }
+        if path.ends_with("/json")
+            || path.ends_with("/VERSION")
+            || path == "json"
+            || path == "VERSION"
+        {
+            // Legacy v1 metadata: not needed, skipped by the parser.
+            continue;
+        }
+        let expected = blob_name(&path);
+        if expected.is_some() {
+            out.has_blobs_dir = true;
+        }
+        let blob = ingest_entry(store, &mut entry, size, expected.as_ref(), &path)?;
+        out.blobs += 1;
+        out.bytes += size;
+        out.files.insert(path, blob);
+    }
+    drop(archive);
+    if flag.get() {
+        return Err(ArchiveError::Truncated {
+            what: format!("no end-of-archive marker after entry {last:?}"),
+        });
+    }
+    Ok(out)
+}
+
+fn truncated(path: &str, got: u64, size: u64) -> ArchiveError {
+    ArchiveError::Truncated {
+        what: format!("entry {path:?} ends after {got} of {size} bytes"),
+    }
+}
+
+/// The digest named by a `blobs/<alg>/<hex>` path.
+fn blob_name(path: &str) -> Option<Digest> {
+    let rest = path.strip_prefix("blobs/")?;
+    let (alg, hex) = rest.split_once('/')?;
+    let alg: Algorithm = alg.parse().ok()?;
+    Digest::from_hex(alg, hex).ok()
+}
+
+/// Streams one entry into the store, sniffing its compression from the
+/// first bytes, and commits it (against `expected` when the entry's name is
+/// a digest). A failed ingest is aborted.
+fn ingest_entry(
+    store: &dyn BlobStore,
+    src: &mut dyn Read,
+    size: u64,
+    expected: Option<&Digest>,
+    path: &str,
+) -> Result<Blob, ArchiveError> {
+    let algorithm = expected.map_or(Algorithm::Sha256, Digest::algorithm);
+    let reference = unique_reference();
+    let mut w = store
+        .writer_with(&reference, algorithm)
+        .map_err(|e| ArchiveError::content(path, e))?;
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut head = [0u8; 8];
+    let mut head_len = 0usize;
+    let mut got = 0u64;
+    let result = loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(tar_error(e, path, true)),
+        };
+        if head_len < head.len() {
+            let k = (head.len() - head_len).min(n);
+            head[head_len..head_len + k].copy_from_slice(&buf[..k]);
+            head_len += k;
+        }
+        if let Err(e) = w.write_all(&buf[..n]) {
+            break Err(ArchiveError::content(
+                path,
+                ContentError::Read {
+                    what: format!("writing ingest of {path}"),
+                    source: e,
+                },
+            ));
+        }
+        got += n as u64;
+    };
+    let result = result.and_then(|()| {
+        if got < size {
+            Err(truncated(path, got, size))
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = result {
+        drop(w);
+        let _ = store.abort(&reference);
+        return Err(e);
+    }
+    match w.commit(Some(size), expected) {
+        Ok(digest) => Ok(Blob {
+            digest,
+            size,
+            compression: Compression::sniff(&head[..head_len]),
+        }),
+        Err(e) => {
+            let _ = store.abort(&reference);
+            Err(match e {
+                e @ ContentError::Verify { .. } => ArchiveError::BlobMismatch {
+                    path: path.to_owned(),
+                    source: e,
+                },
+                e => ArchiveError::content(path, e),
+            })
+        }
+    }
+}
+
+/// One entry of a docker-save `manifest.json`.
+#[derive(Debug, Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+/// Reads and checks an image config blob.
+fn read_config(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    what: &str,
+) -> Result<ImageConfig, ArchiveError> {
+    let bytes = store
+        .read_blob_to_vec(digest, MAX_DOCUMENT_SIZE)
+        .map_err(|e| ArchiveError::content(digest, e))?;
+    let config = ImageConfig::from_bytes(bytes).map_err(|source| ArchiveError::Parse {
+        what: what.to_owned(),
+        source,
+    })?;
+    if config.file().rootfs.fs_type != "layers" {
+        return Err(ArchiveError::Parse {
+            what: what.to_owned(),
+            source: ParseError::WrongKind {
+                expected: "an image config (rootfs.type \"layers\")",
+                found: "JSON without rootfs.type \"layers\"".into(),
+            },
+        });
+    }
+    Ok(config)
+}
+
+/// The diff ID of a stored layer: its digest when uncompressed, else the
+/// digest of its decompressed stream.
+fn diff_id(store: &dyn BlobStore, blob: &Blob) -> Result<Digest, ArchiveError> {
+    if blob.compression == Compression::None {
+        return Ok(blob.digest.clone());
+    }
+    let r = store
+        .reader(&blob.digest)
+        .map_err(|e| ArchiveError::content(&blob.digest, e))?;
+    let d = decoder(blob.compression, r).map_err(|source| ArchiveError::Decompress {
+        digest: blob.digest.clone(),
+        source,
+    })?;
+    Digest::of_reader(Algorithm::Sha256, d)
+        .map(|(d, _)| d)
+        .map_err(|source| ArchiveError::Decompress {
+            digest: blob.digest.clone(),
+            source,
+        })
+}
+
+fn check_names(names: &[String]) -> Result<Vec<String>, ArchiveError> {
+    names
+        .iter()
+        .map(|n| normalize_name(n).map_err(ArchiveError::from))
+        .collect()
+}
+
+/// The manifests of a Docker 25+ archive's `index.json`, by config and layers.
+fn archive_manifests(
+    store: &dyn BlobStore,
+    scan: &Scan,
+) -> HashMap<(Digest, Vec<Digest>), Manifest> {
+    let mut out = HashMap::new();
+    let Some(bytes) = scan.meta.get("index.json") else {
+        return out;
+    };
+    let Ok(index) = Index::from_bytes(bytes.clone()) else {
+        return out;
+    };
+    for d in index.manifests() {
+        if !descriptor_media_type(d).is_manifest() {
+            continue;
+        }
+        let Ok(digest) = descriptor_digest(d, "manifest") else {
+            continue;
+        };
+        let Ok(bytes) = store.read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE) else {
+            continue;
+        };
+        if let Ok(m) = Manifest::from_bytes(bytes) {
+            out.insert((m.config_digest(), m.layer_digests()), m);
+        }
+    }
+    out
+}
+
+/// Assembles the images of a docker-save archive.
+fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, ArchiveError> {
+    let bytes = scan
+        .meta
+        .get("manifest.json")
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(bytes).map_err(|source| ArchiveError::Json {
+            path: "manifest.json".into(),
+            source,
+        })?;
+    let known = archive_manifests(store, scan);
+    let mut out = Vec::new();
+    for entry in &entries {
+        let image = &entry.config;
+        let config_blob = scan.lookup(&entry.config, "manifest.json")?;
+        let config = read_config(store, &config_blob.digest, image)?;
+        let diff_ids = config.diff_ids();
+        if diff_ids.len() != entry.layers.len() {
+            return Err(ArchiveError::LayerCount {
+                image: image.clone(),
+                layers: entry.layers.len(),
+                diff_ids: diff_ids.len(),
+            });
+        }
+        let mut layers = Vec::with_capacity(entry.layers.len());
+        for (path, expected) in entry.layers.iter().zip(diff_ids) {
+            let blob = scan.lookup(path, "manifest.json")?;
+            let found = diff_id(store, blob)?;
+            if &found != expected {
+                return Err(ArchiveError::LayerMismatch {
+                    image: image.clone(),
+                    path: path.clone(),
+                    expected: expected.clone(),
+                    found,
+                });
+            }
+            layers.push(descriptor(
+                &MediaType::oci_layer(blob.compression),
+                &blob.digest,
+                blob.size,
+            ));
+        }
+        let tags = check_names(entry.repo_tags.as_deref().unwrap_or_default())?;
+        let layer_digests: Vec<Digest> = layers
+            .iter()
+            .filter_map(|l| descriptor_digest(l, "layer").ok())
+            .collect();
+        let manifest = match known.get(&(config_blob.digest.clone(), layer_digests)) {
+            Some(m) => m.clone(),
+            None => build_manifest(&config_blob.digest, config_blob.size, layers, image)?,
+        };
+        out.push(Pending {
+            loaded: LoadedImage {
+                descriptor: manifest.descriptor(),
+                config: Some(config_blob.digest.clone()),
+                tags,
+            },
+            manifest: Some(manifest),
+        });
+    }
+    Ok(out)
+}
+
+/// An OCI manifest for a config and layers.
+pub(crate) fn build_manifest(
+    config: &Digest,
+    config_size: u64,
+    layers: Vec<Descriptor>,
+    what: &str,
+) -> Result<Manifest, ArchiveError> {
+    let parse = |source| ArchiveError::Parse {
+        what: what.to_owned(),
+        source,
+    };
+    let inner = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(OciMediaType::ImageManifest)
+        .config(descriptor(&MediaType::OciConfig, config, config_size))
+        .layers(layers)
+        .build()
+        .map_err(|e| {
+            parse(ParseError::WrongKind {
+                expected: "a buildable manifest",
+                found: e.to_string(),
+            })
+        })?;
+    Manifest::new(inner).map_err(parse)
+}
+
+/// Whether `name` is a bare tag (no repository).
+fn is_bare_tag(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', ':', '@'])
+}
+
+/// Assembles the images of an OCI archive from its `index.json`.
+fn oci_images(
+    store: &dyn BlobStore,
+    scan: &Scan,
+    options: &LoadOptions,
+) -> Result<Vec<Pending>, ArchiveError> {
+    let bytes = scan.meta.get("index.json").cloned().unwrap_or_default();
+    let index = Index::from_bytes(bytes).map_err(|source| ArchiveError::Parse {
+        what: "index.json".into(),
+        source,
+    })?;
+    let mut out: Vec<Pending> = Vec::new();
+    for (i, d) in index.manifests().iter().enumerate() {
+        let field = format!("index.json manifests[{i}]");
+        let digest = descriptor_digest(d, &field).map_err(|source| ArchiveError::Parse {
+            what: field.clone(),
+            source,
+        })?;
+        let config = check_document(store, d, &digest, &field)?;
+        let tags = match ref_name(d) {
+            Some(name) => {
+                let name = match &options.repository {
+                    Some(repo) if is_bare_tag(name) => format!("{repo}:{name}"),
+                    _ => name.to_owned(),
+                };
+                check_names(&[name])?
+            }
+            None => Vec::new(),
+        };
+        let mut plain = d.clone();
+        if let Some(mut a) = plain.annotations().clone() {
+            a.remove(crate::tags::REF_NAME);
+            plain.set_annotations(if a.is_empty() { None } else { Some(a) });
+        }
+        // Several entries for one manifest (several names): one image.
+        if let Some(p) = out
+            .iter_mut()
+            .find(|p| p.loaded.descriptor.digest() == plain.digest())
+        {
+            p.loaded.tags.extend(tags);
+            continue;
+        }
+        out.push(Pending {
+            manifest: None,
+            loaded: LoadedImage {
+                descriptor: plain,
+                config,
+                tags,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Checks that the manifest or index behind `root` and everything it
+/// references are in the store and parse; returns the config digest of a
+/// manifest.
+fn check_document(
+    store: &dyn BlobStore,
+    root: &Descriptor,
+    digest: &Digest,
+    field: &str,
+) -> Result<Option<Digest>, ArchiveError> {
+    let mut config = None;
+    let mut stack = vec![(root.clone(), digest.clone(), field.to_owned())];
+    let mut first = true;
+    while let Some((d, digest, referenced_by)) = stack.pop() {
+        let media_type = descriptor_media_type(&d);
+        let info = store
+            .try_info(&digest)
+            .map_err(|e| ArchiveError::content(&digest, e))?
+            .ok_or_else(|| ArchiveError::MissingBlob {
+                digest: digest.clone(),
+                referenced_by: referenced_by.clone(),
+            })?;
+        if info.size != d.size() {
+            return Err(ArchiveError::BlobMismatch {
+                path: referenced_by.clone(),
+                source: ContentError::Verify {
+                    reference: referenced_by,
+                    source: image_core::VerifyError::Size {
+                        digest,
+                        expected: d.size(),
+                        found: info.size,
+                        truncated: false,
+                    },
+                },
+            });
+        }
+        if !(media_type.is_manifest() || media_type.is_index()) {
+            if first {
+                return Err(ArchiveError::MediaType {
+                    what: referenced_by,
+                    source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
+                });
+            }
+            continue;
+        }
+        let bytes = store
+            .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
+            .map_err(|e| ArchiveError::content(&digest, e))?;
+        let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
+            ArchiveError::Parse {
+                what: digest.to_string(),
+                source,
+            }
+        })?;
+        if first {
+            if let Document::Manifest(m) = &doc {
+                config = Some(m.config_digest());
+            }
+        }
+        first = false;
+        for child in crate::refs::children(&doc) {
+            let cd =
+                descriptor_digest(&child, "descriptor").map_err(|source| ArchiveError::Parse {
+                    what: digest.to_string(),
+                    source,
+                })?;
+            stack.push((child, cd, digest.to_string()));
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,243 @@
+//! The tar plumbing shared by import and export: an end-of-stream tracker
+//! for the reader, path normalisation, and a small streaming tar writer
+//! that checks every entry has exactly the size its header announces.
+
+use std::io::{self, Read, Write};
+
+use super::ArchiveError;
+
+/// Wraps the archive stream and remembers whether a read hit its end, so
+/// that a stream cut at an entry boundary (no end-of-archive marker) is
+/// told from a complete one: the tar parser reports both as "no more entries".
+pub(crate) struct EofTracker<R> {
+    inner: R,
+    pub(crate) hit_eof: bool,
+}
+
+impl<R: Read> EofTracker<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        EofTracker {
+            inner,
+            hit_eof: false,
+        }
+    }
+}
+
+impl<R: Read> Read for EofTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit_eof = true;
+        }
+        Ok(n)
+    }
+}
+
+/// Normalises an entry path lexically: drops `.` and empty components,
+/// resolves `..`; a path that climbs above the root is refused.
+pub(crate) fn normalize(path: &str) -> Result<String, ArchiveError> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(ArchiveError::UnsafePath {
+                        path: path.chars().take(300).collect(),
+                    });
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Resolves a link target written in an entry at `from` (relative to the
+/// entry's directory for symlinks, to the root for hard links).
+pub(crate) fn resolve_link(
+    from: &str,
+    target: &str,
+    symbolic: bool,
+) -> Result<String, ArchiveError> {
+    if !symbolic || target.starts_with('/') {
+        return normalize(target);
+    }
+    let dir = from.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    normalize(&format!("{dir}/{target}"))
+}
+
+/// Why streaming one entry into the output failed.
+pub(crate) enum CopyFail {
+    /// The source failed.
+    Read(io::Error),
+    /// The source ended after this many bytes, before the announced size.
+    Short(u64),
+    /// The source had more bytes than announced.
+    Long,
+    /// The output failed.
+    Write(io::Error),
+}
+
+/// A streaming tar writer (ustar headers, 512-byte padding, two zero
+/// blocks at the end) over any output.
+pub(crate) struct TarWriter<'a> {
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+}
+
+fn write_err(source: io::Error) -> ArchiveError {
+    ArchiveError::Write { source }
+}
+
+impl<'a> TarWriter<'a> {
+    pub(crate) fn new(out: &'a mut dyn Write) -> Self {
+        TarWriter {
+            out,
+            buf: vec![0u8; 1024 * 1024],
+        }
+    }
+
+    fn header(&mut self, path: &str, size: u64, kind: tar::EntryType) -> Result<(), ArchiveError> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).map_err(write_err)?;
+        h.set_size(size);
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).map_err(write_err)
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
+        let rem = (size % 512) as usize;
+        if rem != 0 {
+            self.out
+                .write_all(&[0u8; 512][..512 - rem])
+                .map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// A directory entry (`path` without the trailing slash).
+    pub(crate) fn add_dir(&mut self, path: &str) -> Result<(), ArchiveError> {
+        self.header(&format!("{path}/"), 0, tar::EntryType::Directory)
+    }
+
+    /// A regular file with these bytes.
+    pub(crate) fn add_bytes(&mut self, path: &str, data: &[u8]) -> Result<(), ArchiveError> {
+        self.header(path, data.len() as u64, tar::EntryType::Regular)?;
+        self.out.write_all(data).map_err(write_err)?;
+        self.pad(data.len() as u64)
+    }
+
+    /// A regular file of exactly `size` bytes streamed from `src`; `src`
+    /// must end exactly there. On failure the output is unusable.
+    pub(crate) fn add_stream(
+        &mut self,
+        path: &str,
+        size: u64,
+        src: &mut dyn Read,
+    ) -> Result<(), CopyFail> {
+        self.header(path, size, tar::EntryType::Regular)
+            .map_err(|e| match e {
+                ArchiveError::Write { source } => CopyFail::Write(source),
+                other => CopyFail::Write(io::Error::other(other.to_string())),
+            })?;
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
+            let n = match src.read(&mut self.buf[..want]) {
+                Ok(0) => return Err(CopyFail::Short(size - left)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyFail::Read(e)),
+            };
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(CopyFail::Write)?;
+            left -= n as u64;
+        }
+        // The source must be exhausted too (a verifying reader checks its
+        // digest on this last read).
+        loop {
+            match src.read(&mut self.buf[..1]) {
+                Ok(0) => break,
+                Ok(_) => return Err(CopyFail::Long),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CopyFail::Read(e)),
+            }
+        }
+        self.pad(size).map_err(|e| match e {
+            ArchiveError::Write { source } => CopyFail::Write(source),
+            other => CopyFail::Write(io::Error::other(other.to_string())),
+        })
+    }
+
+    /// Writes the end-of-archive marker and flushes.
+    pub(crate) fn finish(self) -> Result<(), ArchiveError> {
+        self.out.write_all(&[0u8; 1024]).map_err(write_err)?;
+        self.out.flush().map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize("./a//b/./c").ok().as_deref(), Some("a/b/c"));
+        assert_eq!(normalize("a/../b").ok().as_deref(), Some("b"));
+        assert!(normalize("../x").is_err());
+        assert_eq!(
+            resolve_link("abc/layer.tar", "../def/layer.tar", true)
+                .ok()
+                .as_deref(),
+            Some("def/layer.tar")
+        );
+        assert_eq!(
+            resolve_link("abc/layer.tar", "def/layer.tar", false)
+                .ok()
+                .as_deref(),
+            Some("def/layer.tar")
+        );
+    }
+
+    #[test]
+    fn writer_round_trips_through_tar() {
+        let mut out = Vec::new();
+        {
+            let mut w = TarWriter::new(&mut out);
+            w.add_dir("d").ok();
+            w.add_bytes("d/a", b"hello").ok();
+            let mut src: &[u8] = b"0123456789";
+            assert!(w.add_stream("d/b", 10, &mut src).is_ok());
+            let mut short: &[u8] = b"01";
+            assert!(matches!(
+                w.add_stream("d/c", 3, &mut short),
+                Err(CopyFail::Short(2))
+            ));
+        }
+        let mut a = tar::Archive::new(&out[..]);
+        let names: Vec<String> = a
+            .entries()
+            .map(|es| {
+                es.filter_map(|e| e.ok())
+                    .map(|e| {
+                        e.path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(names[..3], ["d/", "d/a", "d/b"]);
+    }
+}

@@ -1,0 +1,563 @@
+//! The content store traits, in containerd's model.
+//!
+//! # Lifecycle of a blob
+//!
+//! 1. **Ingest.** [`Ingester::writer`] opens (or re-opens) an ingest keyed by
+//!    a caller-chosen *reference* such as `"pull-sha256:ab12..."`. The
+//!    returned [`ContentWriter`] hashes every byte as it is written to a
+//!    temporary place inside the store. Nothing written there is readable
+//!    through [`Provider`]. Only one writer may hold a reference at a time;
+//!    a second one gets [`ContentError::Locked`].
+//! 2. **Resume.** Dropping a writer without committing keeps the partial
+//!    data. Opening the same reference again continues at
+//!    [`ContentWriter::offset`]; the hash state is recomputed from the
+//!    partial data, so the caller only sends the remaining bytes.
+//!    [`ContentWriter::truncate`] and [`Ingester::abort`] discard it.
+//! 3. **Commit.** [`ContentWriter::commit`] consumes the writer, checks the
+//!    size and digest against what the caller expected (when given),
+//!    makes the bytes durable and publishes them under their digest in one
+//!    atomic step. A mismatch is an error naming both values and leaves the
+//!    store unchanged (the ingest is discarded). A blob that is already
+//!    present is success: each blob is stored once.
+//! 4. **Read.** [`Provider::reader`] streams a committed blob and verifies
+//!    it as it goes: the read reaching the end fails when the bytes are not
+//!    the ones named by the digest. [`Provider::info`] and
+//!    [`Provider::exists`] answer without reading.
+//! 5. **Delete.** [`Manager::delete`] removes a blob; [`Manager::list`]
+//!    enumerates them. Garbage collection builds on these.
+//!
+//! Every trait has forwarding impls for `&T`, `Box<T>` and `Arc<T>`, so any
+//! pointer to a store is a store, and [`ContentStore`] is implemented for
+//! everything that is all three.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use image_core::digest::VerifyError;
+use image_core::{Algorithm, Classify, Digest, ErrorKind};
+
+/// Facts about a committed blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Info {
+    /// The digest of the blob's bytes.
+    pub digest: Digest,
+    /// The size in bytes.
+    pub size: u64,
+    /// When the blob was committed (file modification time on disk), when known.
+    pub created: Option<SystemTime>,
+}
+
+impl Info {
+    /// Builds an `Info`.
+    pub fn new(digest: Digest, size: u64, created: Option<SystemTime>) -> Info {
+        Info {
+            digest,
+            size,
+            created,
+        }
+    }
+}
+
+/// The state of an ingest that has not been committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngestStatus {
+    /// The reference the ingest was opened with.
+    pub reference: String,
+    /// Bytes written so far.
+    pub offset: u64,
+    /// When the ingest was last written to, when known.
+    pub updated: Option<SystemTime>,
+}
+
+/// Errors of the content store traits and their implementations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContentError {
+    /// No committed blob has this digest.
+    #[error("blob {digest} not found")]
+    NotFound {
+        /// The digest asked for.
+        digest: Digest,
+    },
+    /// The committed content is not what the caller expected.
+    #[error("ingest {reference:?}: {source}")]
+    Verify {
+        /// The ingest reference.
+        reference: String,
+        /// Expected and found digest or size.
+        source: VerifyError,
+    },
+    /// Another writer holds this ingest reference.
+    #[error("ingest {reference:?} is in use by another writer")]
+    Locked {
+        /// The ingest reference.
+        reference: String,
+    },
+    /// A blob is larger than the caller's limit for reading it into memory.
+    #[error("blob {digest} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The blob.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An ingest reference that is empty or too long.
+    #[error("invalid ingest reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The reference, cut to 80 characters.
+        reference: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The ingest expected one algorithm and the commit another.
+    #[error(
+        "ingest {reference:?} hashes with {ingest}, cannot commit against a {expected} digest"
+    )]
+    AlgorithmMismatch {
+        /// The ingest reference.
+        reference: String,
+        /// The algorithm the writer hashed with.
+        ingest: Algorithm,
+        /// The algorithm of the expected digest.
+        expected: Algorithm,
+    },
+    /// A file-system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create", "rename", "fsync", ...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating-system error.
+        source: io::Error,
+    },
+    /// Reading the source of an ingest or a blob failed.
+    #[error("reading {what}: {source}")]
+    Read {
+        /// What was being read.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl ContentError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> ContentError {
+        ContentError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether this error says the blob does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ContentError::NotFound { .. })
+    }
+}
+
+impl Classify for ContentError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContentError::NotFound { .. } => ErrorKind::NotFound,
+            ContentError::Verify { source, .. } => Classify::kind(source),
+            ContentError::Locked { .. } => ErrorKind::FailedPrecondition,
+            ContentError::TooLarge { .. } => ErrorKind::FailedPrecondition,
+            ContentError::InvalidReference { .. } => ErrorKind::InvalidInput,
+            ContentError::AlgorithmMismatch { .. } => ErrorKind::InvalidInput,
+            ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
+                Classify::kind(source)
+            }
+        }
+    }
+}
+
+/// The result type of this module.
+pub type Result<T, E = ContentError> = std::result::Result<T, E>;
+
+/// Validates an ingest reference: 1 to 1024 bytes, no NUL, no newline.
+pub(crate) fn check_reference(reference: &str) -> Result<()> {
+    let reason = if reference.is_empty() {
+        "empty"
+    } else if reference.len() > 1024 {
+        "longer than 1024 bytes"
+    } else if reference.contains(['\0', '\n']) {
+        "contains NUL or newline"
+    } else {
+        return Ok(());
+    };
+    Err(ContentError::InvalidReference {
+        reference: reference.chars().take(80).collect(),
+        reason,
+    })
+}
+
+/// A blob being ingested: hashes while written, published by [`commit`](ContentWriter::commit).
+///
+/// See the [module documentation](self) for the lifecycle.
+pub trait ContentWriter: Write + Send {
+    /// The ingest reference this writer holds.
+    fn reference(&self) -> &str;
+
+    /// Bytes written so far, including those of an earlier, resumed attempt.
+    /// A resuming caller continues its source from here.
+    fn offset(&self) -> u64;
+
+    /// The digest of the bytes written so far.
+    fn digest(&self) -> Digest;
+
+    /// Discards everything after the first `size` bytes (containerd's
+    /// `Truncate`); `truncate(0)` restarts the ingest.
+    ///
+    /// # Errors
+    /// I/O errors; `size` beyond the offset is an `InvalidInput` I/O error.
+    fn truncate(&mut self, size: u64) -> Result<()>;
+
+    /// Verifies and publishes the blob, consuming the writer.
+    ///
+    /// When `expected_size` or `expected` are given the content must match
+    /// them; otherwise the digest is computed and returned. On success the
+    /// blob is readable under the returned digest (and was made durable by
+    /// the on-disk store); an identical blob already present is success.
+    ///
+    /// # Errors
+    /// [`ContentError::Verify`] naming both values on a mismatch (the
+    /// ingest is discarded and the store is unchanged);
+    /// [`ContentError::AlgorithmMismatch`]; I/O errors (the ingest is kept
+    /// for a retry).
+    fn commit(
+        self: Box<Self>,
+        expected_size: Option<u64>,
+        expected: Option<&Digest>,
+    ) -> Result<Digest>;
+}
+
+/// Reads committed blobs.
+pub trait Provider {
+    /// Opens a committed blob as a stream that verifies its digest and size
+    /// as it is read: the read reaching the end fails with an
+    /// `InvalidData` I/O error wrapping a [`VerifyError`] when the stored
+    /// bytes are corrupt.
+    ///
+    /// # Errors
+    /// [`ContentError::NotFound`], I/O errors.
+    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>>;
+
+    /// Facts about a blob, or `None` when it is not in the store.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn try_info(&self, digest: &Digest) -> Result<Option<Info>>;
+
+    /// Facts about a blob.
+    ///
+    /// # Errors
+    /// [`ContentError::NotFound`], I/O errors.
+    fn info(&self, digest: &Digest) -> Result<Info> {
+        self.try_info(digest)?
+            .ok_or_else(|| ContentError::NotFound {
+                digest: digest.clone(),
+            })
+    }
+
+    /// Whether a committed blob has this digest.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn exists(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.try_info(digest)?.is_some())
+    }
+
+    /// Reads a whole blob into memory, verified, refusing blobs larger than
+    /// `limit` bytes (for manifests, indexes and configs).
+    ///
+    /// # Errors
+    /// [`ContentError::NotFound`], [`ContentError::TooLarge`],
+    /// [`ContentError::Read`] wrapping a [`VerifyError`] when the blob is corrupt.
+    fn read_blob_to_vec(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let info = self.info(digest)?;
+        if info.size > limit {
+            return Err(ContentError::TooLarge {
+                digest: digest.clone(),
+                size: info.size,
+                limit,
+            });
+        }
+        let mut reader = self.reader(digest)?;
+        let mut out = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
+        reader
+            .read_to_end(&mut out)
+            .map_err(|source| ContentError::Read {
+                what: format!("blob {digest}"),
+                source,
+            })?;
+        Ok(out)
+    }
+}
+
+/// Writes blobs through ingests.
+pub trait Ingester {
+    /// Opens the ingest `reference` hashing with `algorithm`, resuming its
+    /// partial data when it exists.
+    ///
+    /// # Errors
+    /// [`ContentError::Locked`] when another writer holds `reference`;
+    /// [`ContentError::InvalidReference`]; I/O errors.
+    fn writer_with(&self, reference: &str, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>>;
+
+    /// Discards the ingest `reference` and its partial data. Discarding an
+    /// ingest that does not exist is success.
+    ///
+    /// # Errors
+    /// [`ContentError::Locked`] when a writer holds it; I/O errors.
+    fn abort(&self, reference: &str) -> Result<()>;
+
+    /// The ingests that exist and have not been committed or aborted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn ingests(&self) -> Result<Vec<IngestStatus>>;
+
+    /// Opens the ingest `reference` hashing with sha256 (see [`writer_with`](Ingester::writer_with)).
+    ///
+    /// # Errors
+    /// As [`writer_with`](Ingester::writer_with).
+    fn writer(&self, reference: &str) -> Result<Box<dyn ContentWriter>> {
+        self.writer_with(reference, Algorithm::Sha256)
+    }
+
+    /// Stores `data` as a blob (sha256) and returns its digest.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn write_blob(&self, data: &[u8]) -> Result<Digest> {
+        let digest = Digest::sha256(data);
+        ingest_with_digest(self, &mut &data[..], Some(data.len() as u64), &digest)
+    }
+
+    /// Streams `reader` into a blob, verifying it against `expected` size
+    /// and digest when given, and returns its digest. With an expected
+    /// digest, the ingest reference is derived from it, so an interrupted
+    /// ingest of the same blob resumes (the reader's first `offset` bytes
+    /// are read and skipped). A blob already present is success (callers
+    /// that can stat first skip the read with [`Provider::exists`]).
+    ///
+    /// # Errors
+    /// [`ContentError::Verify`], [`ContentError::Read`] when `reader` fails, I/O errors.
+    fn ingest_reader(
+        &self,
+        reader: &mut dyn Read,
+        expected_size: Option<u64>,
+        expected: Option<&Digest>,
+    ) -> Result<Digest> {
+        match expected {
+            Some(digest) => ingest_with_digest(self, reader, expected_size, digest),
+            None => {
+                let reference = unique_reference();
+                let mut w = self.writer(&reference)?;
+                copy_into(reader, &mut *w, "ingest source")?;
+                w.commit(expected_size, None)
+            }
+        }
+    }
+}
+
+fn ingest_with_digest<I: Ingester + ?Sized>(
+    ingester: &I,
+    reader: &mut dyn Read,
+    expected_size: Option<u64>,
+    digest: &Digest,
+) -> Result<Digest> {
+    let reference = format!("blob-{digest}");
+    let mut w = match ingester.writer_with(&reference, digest.algorithm()) {
+        Ok(w) => w,
+        // Someone else ingests the same blob: write our own copy; the
+        // commit that loses the race deduplicates.
+        Err(ContentError::Locked { .. }) => {
+            ingester.writer_with(&unique_reference(), digest.algorithm())?
+        }
+        Err(e) => return Err(e),
+    };
+    let skip = w.offset();
+    if skip > 0 {
+        if expected_size.is_some_and(|s| skip > s) {
+            w.truncate(0)?;
+        } else {
+            let skipped =
+                io::copy(&mut (&mut *reader).take(skip), &mut io::sink()).map_err(|source| {
+                    ContentError::Read {
+                        what: "ingest source".into(),
+                        source,
+                    }
+                })?;
+            if skipped < skip {
+                w.truncate(skipped)?;
+            }
+        }
+    }
+    copy_into(reader, &mut *w, "ingest source")?;
+    w.commit(expected_size, Some(digest))
+}
+
+/// Copies `reader` into `writer`, telling read errors from write errors.
+pub(crate) fn copy_into(reader: &mut dyn Read, writer: &mut dyn Write, what: &str) -> Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ContentError::Read {
+                    what: what.to_owned(),
+                    source,
+                })
+            }
+        };
+        writer
+            .write_all(&buf[..n])
+            .map_err(|source| ContentError::io("write", PathBuf::from("<ingest>"), source))?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// A reference unique to this process and moment, for one-shot ingests.
+pub fn unique_reference() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("tmp-{}-{}-{}", std::process::id(), nanos, n)
+}
+
+/// Lists and deletes committed blobs.
+pub trait Manager {
+    /// Every committed blob, in no particular order.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn list(&self) -> Result<Vec<Info>>;
+
+    /// Removes a committed blob.
+    ///
+    /// # Errors
+    /// [`ContentError::NotFound`] when it is not there; I/O errors.
+    fn delete(&self, digest: &Digest) -> Result<()>;
+}
+
+/// A full content store: read, ingest, list and delete.
+pub trait ContentStore: Provider + Ingester + Manager {}
+
+impl<T: Provider + Ingester + Manager + ?Sized> ContentStore for T {}
+
+macro_rules! forward {
+    ($($ptr:ty),*) => {$(
+        impl<T: Provider + ?Sized> Provider for $ptr {
+            fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+                (**self).reader(digest)
+            }
+            fn try_info(&self, digest: &Digest) -> Result<Option<Info>> {
+                (**self).try_info(digest)
+            }
+            fn info(&self, digest: &Digest) -> Result<Info> {
+                (**self).info(digest)
+            }
+            fn exists(&self, digest: &Digest) -> Result<bool> {
+                (**self).exists(digest)
+            }
+            fn read_blob_to_vec(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+                (**self).read_blob_to_vec(digest, limit)
+            }
+        }
+
+        impl<T: Ingester + ?Sized> Ingester for $ptr {
+            fn writer_with(&self, reference: &str, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>> {
+                (**self).writer_with(reference, algorithm)
+            }
+            fn abort(&self, reference: &str) -> Result<()> {
+                (**self).abort(reference)
+            }
+            fn ingests(&self) -> Result<Vec<IngestStatus>> {
+                (**self).ingests()
+            }
+            fn writer(&self, reference: &str) -> Result<Box<dyn ContentWriter>> {
+                (**self).writer(reference)
+            }
+            fn write_blob(&self, data: &[u8]) -> Result<Digest> {
+                (**self).write_blob(data)
+            }
+            fn ingest_reader(
+                &self,
+                reader: &mut dyn Read,
+                expected_size: Option<u64>,
+                expected: Option<&Digest>,
+            ) -> Result<Digest> {
+                (**self).ingest_reader(reader, expected_size, expected)
+            }
+        }
+
+        impl<T: Manager + ?Sized> Manager for $ptr {
+            fn list(&self) -> Result<Vec<Info>> {
+                (**self).list()
+            }
+            fn delete(&self, digest: &Digest) -> Result<()> {
+                (**self).delete(digest)
+            }
+        }
+    )*};
+}
+
+forward!(&T, Box<T>, Arc<T>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_checked() {
+        assert!(check_reference("pull-sha256:abc").is_ok());
+        assert!(check_reference("").is_err());
+        assert!(check_reference("a\0b").is_err());
+        assert!(check_reference(&"x".repeat(1025)).is_err());
+        assert!(check_reference(&"x".repeat(1024)).is_ok());
+    }
+
+    #[test]
+    fn unique_references_differ() {
+        assert_ne!(unique_reference(), unique_reference());
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let d = Digest::sha256(b"");
+        assert_eq!(
+            ContentError::NotFound { digest: d.clone() }.kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            ContentError::Locked {
+                reference: "r".into()
+            }
+            .kind(),
+            ErrorKind::FailedPrecondition
+        );
+        let io = ContentError::io("write", "/x", io::Error::from_raw_os_error(28));
+        assert_eq!(io.kind(), ErrorKind::Io);
+        assert!(io.to_string().contains("/x"));
+    }
+}

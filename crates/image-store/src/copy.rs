@@ -1,0 +1,256 @@
+//! Copying images between stores, as `crane copy` and `skopeo copy` do.
+//!
+//! [`copy_image`] copies a manifest with its config and layers, or an
+//! index with every manifest it lists (recursively), from any [`Provider`]
+//! to any store that can also be read ([`BlobStore`]). Children are copied
+//! before their parent, so the destination never holds a manifest whose
+//! blobs are missing; a blob the destination already has is skipped
+//! without being read. Every blob is verified twice: by the source's
+//! verifying reader and by the destination's commit against the
+//! descriptor's digest and size. [`copy_tag`] resolves a tag in the
+//! source, copies, and tags in the destination.
+//!
+//! ```
+//! use image_store::{copy_tag, MemoryStore, TagStore, Ingester};
+//! # use image_core::{config::ConfigFile, ImageConfig};
+//! let src = MemoryStore::new();
+//! # let config = ImageConfig::new(ConfigFile::new("linux", "amd64"))?;
+//! # let cfg = src.write_blob(config.raw())?;
+//! # let m = image_store::archive::build_manifest(&cfg, config.raw().len() as u64, vec![])?;
+//! # src.write_blob(m.raw())?;
+//! # src.set_tag("app:1", &m.descriptor())?;
+//! let dst = MemoryStore::new();
+//! let report = copy_tag(&src, "app:1", &dst, Some("app:copy"))?;
+//! assert_eq!(report.copied, 2); // config and manifest
+//! assert_eq!(dst.resolve_tag("app:copy")?, report.descriptor);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use image_core::manifest::{descriptor_digest, descriptor_media_type};
+use image_core::{Classify, Descriptor, Digest, Document, ErrorKind, MediaTypeError, ParseError};
+
+use crate::archive::BlobStore;
+use crate::content::{ContentError, Provider};
+use crate::refs::MAX_DOCUMENT_SIZE;
+use crate::tags::{TagError, TagStore, REF_NAME};
+
+/// The deepest nesting of indexes followed.
+const MAX_DEPTH: usize = 8;
+
+/// Why a copy failed. The destination may hold some of the image's blobs
+/// (verified, harmless, collected by gc) but no tag was set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// Reading from the source or writing to the destination failed; a
+    /// digest or size mismatch is a [`ContentError::Verify`] or a
+    /// [`ContentError::Read`] wrapping a `VerifyError`.
+    #[error("copying blob {digest}: {source}")]
+    Content {
+        /// The blob.
+        digest: Digest,
+        /// The store's error.
+        source: ContentError,
+    },
+    /// A manifest or index that does not parse, or a descriptor with an invalid digest.
+    #[error("{what}: {source}")]
+    Parse {
+        /// The document or field.
+        what: String,
+        /// Why.
+        source: ParseError,
+    },
+    /// The descriptor to copy is neither a manifest nor an index.
+    #[error("cannot copy {digest} as an image: {source}")]
+    MediaType {
+        /// The descriptor's digest.
+        digest: String,
+        /// The media type error.
+        source: MediaTypeError,
+    },
+    /// Indexes nested deeper than the limit (8).
+    #[error("indexes nested more than {MAX_DEPTH} deep at {digest}")]
+    TooDeep {
+        /// The index at the limit.
+        digest: Digest,
+    },
+    /// Resolving the source tag or setting the destination tag failed.
+    #[error(transparent)]
+    Tag(#[from] TagError),
+}
+
+impl Classify for CopyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CopyError::Content { source, .. } => source.kind(),
+            CopyError::Parse { source, .. } => source.kind(),
+            CopyError::MediaType { source, .. } => source.kind(),
+            CopyError::TooDeep { .. } => ErrorKind::Unsupported,
+            CopyError::Tag(e) => e.kind(),
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CopyReport {
+    /// The descriptor of the copied manifest or index (without tag annotation).
+    pub descriptor: Descriptor,
+    /// Blobs written to the destination.
+    pub copied: usize,
+    /// Blobs the destination already had (not read).
+    pub skipped: usize,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Copies the manifest or index `descriptor` and everything it references
+/// from `src` to `dst`. Tags nothing.
+///
+/// # Errors
+/// [`CopyError`]: a blob missing from or corrupt in the source, a document
+/// that does not parse, a root that is not a manifest or index, a
+/// destination error.
+pub fn copy_image<S, D>(src: &S, dst: &D, descriptor: &Descriptor) -> Result<CopyReport, CopyError>
+where
+    S: Provider + ?Sized,
+    D: BlobStore + ?Sized,
+{
+    copy_dyn(&src, &dst, descriptor)
+}
+
+/// Copies the image tagged `name` in `src` to `dst` and tags it there as
+/// `dst_name` (default: `name`).
+///
+/// # Errors
+/// As [`copy_image`]; [`CopyError::Tag`] when `name` is not a tag of `src`
+/// or the destination tag cannot be set.
+pub fn copy_tag<S, D>(
+    src: &S,
+    name: &str,
+    dst: &D,
+    dst_name: Option<&str>,
+) -> Result<CopyReport, CopyError>
+where
+    S: Provider + TagStore,
+    D: BlobStore + TagStore,
+{
+    let descriptor = src.resolve_tag(name)?;
+    let report = copy_dyn(src, dst, &descriptor)?;
+    dst.set_tag(dst_name.unwrap_or(name), &report.descriptor)?;
+    Ok(report)
+}
+
+fn copy_dyn(
+    src: &dyn Provider,
+    dst: &dyn BlobStore,
+    descriptor: &Descriptor,
+) -> Result<CopyReport, CopyError> {
+    let media_type = descriptor_media_type(descriptor);
+    let digest =
+        descriptor_digest(descriptor, "descriptor").map_err(|source| CopyError::Parse {
+            what: "descriptor".into(),
+            source,
+        })?;
+    if !(media_type.is_manifest() || media_type.is_index()) {
+        return Err(CopyError::MediaType {
+            digest: digest.to_string(),
+            source: MediaTypeError::WrongKind {
+                expected: "a manifest or an index",
+                found: media_type.as_str().to_owned(),
+            },
+        });
+    }
+    let mut plain = descriptor.clone();
+    if let Some(mut a) = plain.annotations().clone() {
+        a.remove(REF_NAME);
+        plain.set_annotations(if a.is_empty() { None } else { Some(a) });
+    }
+    let mut report = CopyReport {
+        descriptor: plain,
+        copied: 0,
+        skipped: 0,
+        bytes: 0,
+    };
+    let mut done = std::collections::HashSet::new();
+    copy_node(src, dst, descriptor, &digest, 0, &mut done, &mut report)?;
+    Ok(report)
+}
+
+fn content(digest: &Digest) -> impl FnOnce(ContentError) -> CopyError + '_ {
+    move |source| CopyError::Content {
+        digest: digest.clone(),
+        source,
+    }
+}
+
+/// Copies one node after its children.
+fn copy_node(
+    src: &dyn Provider,
+    dst: &dyn BlobStore,
+    d: &Descriptor,
+    digest: &Digest,
+    depth: usize,
+    done: &mut std::collections::HashSet<Digest>,
+    report: &mut CopyReport,
+) -> Result<(), CopyError> {
+    if !done.insert(digest.clone()) {
+        return Ok(());
+    }
+    let media_type = descriptor_media_type(d);
+    if !(media_type.is_manifest() || media_type.is_index()) {
+        if dst.exists(digest).map_err(content(digest))? {
+            report.skipped += 1;
+            return Ok(());
+        }
+        let mut r = src.reader(digest).map_err(content(digest))?;
+        dst.ingest_reader(&mut r, Some(d.size()), Some(digest))
+            .map_err(content(digest))?;
+        report.copied += 1;
+        report.bytes += d.size();
+        return Ok(());
+    }
+    if depth >= MAX_DEPTH {
+        return Err(CopyError::TooDeep {
+            digest: digest.clone(),
+        });
+    }
+    let limit = d.size().min(MAX_DOCUMENT_SIZE);
+    let bytes = src
+        .read_blob_to_vec(digest, limit)
+        .map_err(content(digest))?;
+    let doc =
+        Document::from_bytes(bytes, Some(&media_type)).map_err(|source| CopyError::Parse {
+            what: digest.to_string(),
+            source,
+        })?;
+    let subject = match &doc {
+        Document::Manifest(m) => m.subject().cloned(),
+        Document::Index(i) => i.inner().subject().clone(),
+    };
+    for child in crate::refs::children(&doc) {
+        let cd = descriptor_digest(&child, "descriptor").map_err(|source| CopyError::Parse {
+            what: digest.to_string(),
+            source,
+        })?;
+        let optional = subject
+            .as_ref()
+            .is_some_and(|s| s.digest() == child.digest())
+            || descriptor_media_type(&child).is_non_distributable();
+        if optional && !src.exists(&cd).map_err(content(&cd))? {
+            continue;
+        }
+        copy_node(src, dst, &child, &cd, depth + 1, done, report)?;
+    }
+    if dst.exists(digest).map_err(content(digest))? {
+        report.skipped += 1;
+        return Ok(());
+    }
+    let raw = doc.raw();
+    dst.ingest_reader(&mut &raw[..], Some(d.size()), Some(digest))
+        .map_err(content(digest))?;
+    report.copied += 1;
+    report.bytes += raw.len() as u64;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Garbage collection: mark from the roots, sweep the rest.
+//!
+//! The roots are every descriptor of `index.json` (tagged or not) and
+//! every blob named by a live [lease](crate::lease). Marking follows
+//! indexes to their manifests, manifests to their config and layers, and
+//! the OCI 1.1 `subject` link both ways: a manifest keeps its subject, and
+//! a referrer (a signature, an SBOM) whose subject is kept is kept too.
+//!
+//! # Concurrency
+//! gc holds the store's index lock from marking to the end of the sweep;
+//! tagging checks, under the same lock, that what it tags is present, so a
+//! tag written after gc never points at a swept blob. Blobs committed but
+//! not yet tagged are protected by a lease or, failing that, by the grace
+//! period: a blob whose file is younger than [`GcOptions::grace`] is never
+//! swept (an ingest that finds its blob already present refreshes that
+//! time). Ingests in progress are locked by their writers and never
+//! touched; ingests left by a crash are removed once older than
+//! [`GcOptions::ingest_max_age`].
+
+use std::collections::HashSet;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use image_core::{Classify, Descriptor, Digest, Document, ErrorKind};
+
+use crate::content::{ContentError, Manager, Provider};
+use crate::fs::Target;
+use crate::lease::LeaseError;
+use crate::oci_dir::OciDir;
+use crate::refs::{self, MAX_DOCUMENT_SIZE};
+use crate::tags::TagError;
+
+/// Errors of garbage collection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GcError {
+    /// Reading or deleting blobs failed.
+    #[error("gc: {0}")]
+    Content(#[from] ContentError),
+    /// Reading `index.json` or taking the lock failed.
+    #[error("gc: {0}")]
+    Index(#[from] TagError),
+    /// Reading or removing leases failed.
+    #[error("gc: {0}")]
+    Lease(#[from] LeaseError),
+    /// Removing a file failed.
+    #[error("gc: remove {}: {source}", path.display())]
+    Remove {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl Classify for GcError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            GcError::Content(e) => e.kind(),
+            GcError::Index(e) => e.kind(),
+            GcError::Lease(e) => e.kind(),
+            GcError::Remove { source, .. } => Classify::kind(source),
+        }
+    }
+}
+
+/// Knobs of a collection.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GcOptions {
+    /// Unreferenced blobs younger than this are kept (default 10 minutes).
+    pub grace: Duration,
+    /// Unlocked ingests not written to for this long are removed (default 24 hours).
+    pub ingest_max_age: Duration,
+    /// Report what would be removed without removing it.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(600),
+            ingest_max_age: Duration::from_secs(24 * 3600),
+            dry_run: false,
+        }
+    }
+}
+
+impl GcOptions {
+    /// Sets the grace period.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets the age after which abandoned ingests are removed.
+    pub fn ingest_max_age(mut self, age: Duration) -> Self {
+        self.ingest_max_age = age;
+        self
+    }
+
+    /// Only report.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// What a collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Blobs reachable from a root or a lease.
+    pub marked: usize,
+    /// Blobs removed (or that would be, in a dry run).
+    pub removed: Vec<Digest>,
+    /// Their bytes.
+    pub freed_bytes: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub kept_recent: usize,
+    /// Abandoned ingests removed.
+    pub ingests_removed: usize,
+    /// Their bytes.
+    pub ingest_bytes: u64,
+    /// Expired leases removed.
+    pub leases_expired: usize,
+}
+
+/// The blobs reachable from `roots` and `leased` (see the module
+/// documentation for the links followed), in any store.
+///
+/// # Errors
+/// I/O errors of the store.
+pub fn reachable<S: Provider + Manager + ?Sized>(
+    store: &S,
+    roots: &[Descriptor],
+    leased: &[Digest],
+) -> Result<HashSet<Digest>, ContentError> {
+    let mut marked = HashSet::new();
+    let mut mark = |_: &Digest, _: bool| {};
+    for root in roots {
+        refs::walk_from(store, root, &mut marked, &mut mark)?;
+    }
+    for digest in leased {
+        let root = match sniff_document(store, digest)? {
+            Some(doc) => doc.descriptor(),
+            None => {
+                marked.insert(digest.clone());
+                continue;
+            }
+        };
+        refs::walk_from(store, &root, &mut marked, &mut mark)?;
+    }
+    // Referrers: unmarked manifests whose subject is marked, to a fixpoint.
+    let mut candidates: Vec<(Digest, Document)> = Vec::new();
+    for info in store.list()? {
+        if marked.contains(&info.digest) || info.size > MAX_DOCUMENT_SIZE {
+            continue;
+        }
+        if let Some(doc) = sniff_document(store, &info.digest)? {
+            if subject(&doc).is_some() {
+                candidates.push((info.digest, doc));
+            }
+        }
+    }
+    loop {
+        let mut changed = false;
+        let mut rest = Vec::new();
+        for (digest, doc) in candidates {
+            let kept = subject(&doc).is_some_and(|s| marked.contains(&s));
+            if kept && !marked.contains(&digest) {
+                refs::walk_from(store, &doc.descriptor(), &mut marked, &mut mark)?;
+                changed = true;
+            } else if !kept {
+                rest.push((digest, doc));
+            }
+        }
+        candidates = rest;
+        if !changed {
+            break;
+        }
+    }
+    Ok(marked)
+}
+
+fn subject(doc: &Document) -> Option<Digest> {
+    let s = match doc {
+        Document::Manifest(m) => m.subject().cloned(),
+        Document::Index(i) => i.inner().subject().clone(),
+    }?;
+    refs::descriptor_digest(&s).ok()
+}
+
+/// Reads a blob as a manifest or index when it looks like one.
+fn sniff_document<S: Provider + ?Sized>(
+    store: &S,
+    digest: &Digest,
+) -> Result<Option<Document>, ContentError> {
+    let Some(info) = store.try_info(digest)? else {
+        return Ok(None);
+    };
+    if info.size > MAX_DOCUMENT_SIZE || info.size < 2 {
+        return Ok(None);
+    }
+    let mut head = [0u8; 1];
+    let mut r = store.reader(digest)?;
+    if io::Read::read(&mut r, &mut head).unwrap_or(0) == 0 || head[0] != b'{' {
+        return Ok(None);
+    }
+    match store.read_blob_to_vec(digest, MAX_DOCUMENT_SIZE) {
+        Ok(bytes) => Ok(Document::from_bytes(bytes, None).ok()),
+        Err(ContentError::NotFound { .. } | ContentError::Read { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl OciDir {
+    /// Collects garbage: removes every blob not reachable from `index.json`
+    /// or a live lease and older than the grace period, abandoned ingests,
+    /// and expired leases.
+    ///
+    /// # Errors
+    /// [`GcError`]; what was removed before the error stays removed, which
+    /// is safe because only unreachable blobs are removed.
+    pub fn gc(&self, options: &GcOptions) -> Result<GcReport, GcError> {
+        let now = SystemTime::now();
+        let mut report = GcReport::default();
+        let _lock = self.lock_index()?;
+        let index = self.read_index()?;
+        let mut leased = Vec::new();
+        for lease in self.leases()? {
+            if lease.is_expired(now) {
+                if !options.dry_run {
+                    self.delete_lease(&lease.id)?;
+                }
+                report.leases_expired += 1;
+            } else {
+                leased.extend(lease.digests);
+            }
+        }
+        let marked = reachable(self, index.manifests(), &leased)?;
+        report.marked = marked.len();
+        for info in self.list()? {
+            if marked.contains(&info.digest) {
+                continue;
+            }
+            // Re-stat just before deciding: an ingest may have refreshed it.
+            let Some(info) = self.try_info(&info.digest)? else {
+                continue;
+            };
+            let young = info
+                .created
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() < options.grace);
+            if young {
+                report.kept_recent += 1;
+                continue;
+            }
+            if !options.dry_run {
+                match self.delete(&info.digest) {
+                    Ok(()) | Err(ContentError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            report.freed_bytes += info.size;
+            report.removed.push(info.digest);
+        }
+        if !options.dry_run {
+            let (bytes, count) = self.clean_ingests(options.ingest_max_age)?;
+            report.ingest_bytes = bytes;
+            report.ingests_removed = count;
+            self.clean_temp_files(options.grace)?;
+        }
+        Ok(report)
+    }
+
+    /// Removes temp files of atomic writes (`.NAME.tmp-PID`) left by a crash.
+    fn clean_temp_files(&self, older_than: Duration) -> Result<(), GcError> {
+        let now = SystemTime::now();
+        for dir in [self.root.clone(), self.root.join("leases")] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if !(name.starts_with('.') && name.contains(".tmp-")) {
+                    continue;
+                }
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| now.duration_since(t).unwrap_or_default() >= older_than)
+                    .unwrap_or(false);
+                if old {
+                    let path = entry.path();
+                    match self.fs.remove_file(Target::Layout, &path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            return Err(GcError::Remove { path, source: e })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

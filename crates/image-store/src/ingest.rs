@@ -1,0 +1,434 @@
+//! Ingest into an [`OciDir`]: write to a temp file in the store, hash while
+//! writing, verify, fsync, rename into `blobs/`, fsync the directory.
+//!
+//! Each ingest lives in `ingest/<sha256 of its reference>/` as a `ref`
+//! file naming the reference and a `data` file holding the bytes so far.
+//! The writer holds an exclusive `flock` on `data`, so a second writer of
+//! the same reference (in this or another process) gets
+//! [`ContentError::Locked`], and garbage collection never removes an ingest
+//! in progress; the lock dies with its process, so a crashed ingest can be
+//! resumed or collected.
+//!
+//! # Crash safety
+//! A blob appears under `blobs/<alg>/<hex>` only by `rename` of a file that
+//! was verified and fsynced, so a crash at any point leaves either no blob
+//! or the whole verified blob. The directory is fsynced after the rename so
+//! that a committed blob survives power loss.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use image_core::digest::{Hasher, VerifyError};
+use image_core::{Algorithm, Digest};
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
+
+use crate::content::{
+    check_reference, ContentError, ContentWriter, IngestStatus, Ingester, Result,
+};
+use crate::fs::{self as seam, Target};
+use crate::oci_dir::OciDir;
+
+const DATA: &str = "data";
+const REF: &str = "ref";
+
+impl OciDir {
+    /// The directory of the ingest `reference`.
+    fn ingest_dir(&self, reference: &str) -> PathBuf {
+        self.ingest_root()
+            .join(Digest::sha256(reference.as_bytes()).hex())
+    }
+
+    /// Opens and locks `dir/data`, retrying when the file was replaced
+    /// between open and lock (an abort or gc removed it).
+    fn open_locked_data(&self, reference: &str, dir: &Path) -> Result<File> {
+        let data = dir.join(DATA);
+        for _ in 0..8 {
+            self.fs
+                .create_dir_all(Target::Blob, dir)
+                .map_err(|e| ContentError::io("create directory", dir, e))?;
+            let file = match self.fs.open_temp(Target::Blob, &data, false) {
+                Ok(f) => f,
+                // The directory vanished under us (gc, abort): try again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ContentError::io("create", &data, e)),
+            };
+            try_lock(&file, reference, &data)?;
+            if same_file(&file, &data) {
+                return Ok(file);
+            }
+        }
+        Err(ContentError::io(
+            "lock",
+            data,
+            io::Error::other("the ingest was removed repeatedly while opening it"),
+        ))
+    }
+
+    /// Removes ingests that no writer holds and that were not written to
+    /// for `older_than`; returns the bytes freed and the count.
+    pub(crate) fn clean_ingests(&self, older_than: Duration) -> Result<(u64, usize)> {
+        let root = self.ingest_root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) => return Err(ContentError::io("read directory", root, e)),
+        };
+        let now = SystemTime::now();
+        let (mut bytes, mut count) = (0, 0);
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let data = dir.join(DATA);
+            let file = match File::open(&data) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A directory without data: a crash before the data
+                    // file was created, or after a commit's rename.
+                    if is_older(&dir, now, older_than) {
+                        let _ = self.fs.remove_dir_all(Target::Blob, &dir);
+                        count += 1;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(ContentError::io("open", data, e)),
+            };
+            if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+                continue;
+            }
+            if !is_older(&data, now, older_than) || !same_file(&file, &data) {
+                continue;
+            }
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            self.fs
+                .remove_dir_all(Target::Blob, &dir)
+                .map_err(|e| ContentError::io("remove", &dir, e))?;
+            bytes += len;
+            count += 1;
+        }
+        Ok((bytes, count))
+    }
+}
+
+/// Takes the writer's lock on an ingest's data file.
+///
+/// A lock held for a moment by a child process between `fork` and `exec`
+/// (it inherits the descriptor until exec closes it) is not a real holder,
+/// so a busy lock is retried for about 30 ms before reporting
+/// [`ContentError::Locked`].
+fn try_lock(file: &File, reference: &str, data: &Path) -> Result<()> {
+    let mut wait = Duration::from_millis(1);
+    loop {
+        match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(Errno::WOULDBLOCK) if wait <= Duration::from_millis(16) => {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            Err(Errno::WOULDBLOCK) => {
+                return Err(ContentError::Locked {
+                    reference: reference.to_owned(),
+                })
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(ContentError::io("lock", data, e.into())),
+        }
+    }
+}
+
+fn is_older(path: &Path, now: SystemTime, age: Duration) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| now.duration_since(t).unwrap_or_default() >= age)
+        .unwrap_or(false)
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Hashes the first `len` bytes of `file`; returns the hasher and the count read.
+fn rehash(
+    file: &File,
+    algorithm: Algorithm,
+    len: Option<u64>,
+    path: &Path,
+) -> Result<(Hasher, u64)> {
+    let mut hasher = algorithm.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pos = 0u64;
+    loop {
+        let want = match len {
+            Some(l) if pos >= l => break,
+            Some(l) => buf
+                .len()
+                .min(usize::try_from(l - pos).unwrap_or(usize::MAX)),
+            None => buf.len(),
+        };
+        let n = match file.read_at(&mut buf[..want], pos) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ContentError::io("read", path, e)),
+        };
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok((hasher, pos))
+}
+
+impl Ingester for OciDir {
+    fn writer_with(&self, reference: &str, algorithm: Algorithm) -> Result<Box<dyn ContentWriter>> {
+        check_reference(reference)?;
+        let dir = self.ingest_dir(reference);
+        let file = self.open_locked_data(reference, &dir)?;
+        let data = dir.join(DATA);
+        let (hasher, offset) = rehash(&file, algorithm, None, &data)?;
+        let ref_path = dir.join(REF);
+        if offset == 0 || !ref_path.exists() {
+            let mut f = self
+                .fs
+                .open_temp(Target::Blob, &ref_path, true)
+                .map_err(|e| ContentError::io("create", &ref_path, e))?;
+            seam::write_all(&*self.fs, Target::Blob, &mut f, reference.as_bytes())
+                .map_err(|e| ContentError::io("write", &ref_path, e))?;
+        }
+        Ok(Box::new(OciWriter {
+            store: self.clone(),
+            reference: reference.to_owned(),
+            dir,
+            data,
+            file,
+            algorithm,
+            hasher,
+            offset,
+        }))
+    }
+
+    fn abort(&self, reference: &str) -> Result<()> {
+        check_reference(reference)?;
+        let dir = self.ingest_dir(reference);
+        let data = dir.join(DATA);
+        let file = match File::open(&data) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return match self.fs.remove_dir_all(Target::Blob, &dir) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        Err(ContentError::io("remove", dir, e))
+                    }
+                    _ => Ok(()),
+                };
+            }
+            Err(e) => return Err(ContentError::io("open", data, e)),
+        };
+        try_lock(&file, reference, &data)?;
+        match self.fs.remove_dir_all(Target::Blob, &dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(ContentError::io("remove", dir, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ingests(&self) -> Result<Vec<IngestStatus>> {
+        let root = self.ingest_root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ContentError::io("read directory", root, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let Ok(reference) = std::fs::read_to_string(dir.join(REF)) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(dir.join(DATA)) else {
+                continue;
+            };
+            out.push(IngestStatus {
+                reference,
+                offset: meta.len(),
+                updated: meta.modified().ok(),
+            });
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+}
+
+/// The writer of [`OciDir`]: appends to `ingest/<ref>/data`, holding its lock.
+struct OciWriter {
+    store: OciDir,
+    reference: String,
+    dir: PathBuf,
+    data: PathBuf,
+    file: File,
+    algorithm: Algorithm,
+    hasher: Hasher,
+    offset: u64,
+}
+
+impl Write for OciWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.store.fs.write(Target::Blob, &mut self.file, buf)?;
+        self.hasher.update(&buf[..n]);
+        self.offset += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl OciWriter {
+    fn discard(&self) {
+        let _ = self.store.fs.remove_dir_all(Target::Blob, &self.dir);
+    }
+
+    /// Removes what is left of the ingest after the data was renamed away:
+    /// the `ref` file and the directory, unless another writer of the same
+    /// reference has started a new ingest there meanwhile.
+    fn cleanup_after_rename(&self) {
+        let fs = &*self.store.fs;
+        if !self.data.exists() {
+            let _ = fs.remove_file(Target::Blob, &self.dir.join(REF));
+            let _ = fs.remove_dir(Target::Blob, &self.dir);
+        }
+    }
+
+    fn publish(&self, digest: &Digest) -> Result<bool> {
+        let fs = &*self.store.fs;
+        fs.sync_file(Target::Blob, &self.file)
+            .map_err(|e| ContentError::io("fsync", &self.data, e))?;
+        let alg_dir = self.store.alg_dir(digest.algorithm());
+        let blob = self.store.blob_path(digest);
+        let renamed = match std::fs::metadata(&blob) {
+            // Already present: each blob is stored once. Refresh its time so
+            // gc's grace period protects it like a new blob, and sync the
+            // directory in case the process that renamed it died first.
+            Ok(m) if m.is_file() && m.len() == self.offset => {
+                if let Ok(f) = File::open(&blob) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+                false
+            }
+            _ => {
+                if !alg_dir.is_dir() {
+                    fs.create_dir_all(Target::Blob, &alg_dir)
+                        .map_err(|e| ContentError::io("create directory", &alg_dir, e))?;
+                    let blobs = self.store.root.join("blobs");
+                    fs.sync_dir(Target::Blob, &blobs)
+                        .map_err(|e| ContentError::io("fsync", blobs, e))?;
+                }
+                fs.rename(Target::Blob, &self.data, &blob)
+                    .map_err(|e| ContentError::io("rename", &self.data, e))?;
+                true
+            }
+        };
+        fs.sync_dir(Target::Blob, &alg_dir)
+            .map_err(|e| ContentError::io("fsync", &alg_dir, e))?;
+        Ok(renamed)
+    }
+}
+
+impl ContentWriter for OciWriter {
+    fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
+    fn truncate(&mut self, size: u64) -> Result<()> {
+        if size > self.offset {
+            return Err(ContentError::io(
+                "truncate",
+                &self.data,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "size beyond the ingest's offset",
+                ),
+            ));
+        }
+        self.store
+            .fs
+            .set_len(Target::Blob, &self.file, size)
+            .map_err(|e| ContentError::io("truncate", &self.data, e))?;
+        let (hasher, n) = rehash(&self.file, self.algorithm, Some(size), &self.data)?;
+        self.hasher = hasher;
+        self.offset = n;
+        Ok(())
+    }
+
+    fn commit(
+        self: Box<Self>,
+        expected_size: Option<u64>,
+        expected: Option<&Digest>,
+    ) -> Result<Digest> {
+        if let Some(e) = expected {
+            if e.algorithm() != self.algorithm {
+                return Err(ContentError::AlgorithmMismatch {
+                    reference: self.reference.clone(),
+                    ingest: self.algorithm,
+                    expected: e.algorithm(),
+                });
+            }
+        }
+        let found = self.hasher.clone().finish();
+        let check = match expected {
+            Some(e) => image_core::digest::verify(e, expected_size, &found, self.offset),
+            None => match expected_size {
+                Some(s) if s != self.offset => Err(VerifyError::Size {
+                    digest: found.clone(),
+                    expected: s,
+                    found: self.offset,
+                    truncated: false,
+                }),
+                _ => Ok(()),
+            },
+        };
+        if let Err(source) = check {
+            self.discard();
+            return Err(ContentError::Verify {
+                reference: self.reference.clone(),
+                source,
+            });
+        }
+        // The blob is committed once published; leftovers of the ingest
+        // directory are harmless and collected by gc if cleaning fails.
+        match self.publish(&found) {
+            Ok(true) => self.cleanup_after_rename(),
+            Ok(false) => self.discard(),
+            Err(e) => {
+                if !self.data.exists() {
+                    // Renamed, then the directory sync failed: the blob is
+                    // there but maybe not durable; report the error.
+                    self.cleanup_after_rename();
+                }
+                return Err(e);
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl std::fmt::Debug for OciWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciWriter")
+            .field("reference", &self.reference)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}

@@ -1,0 +1,107 @@
+//! The reference graph between blobs: index -> manifests, manifest ->
+//! config and layers, and the OCI 1.1 `subject` link, shared by tagging,
+//! image resolution, gc and fsck.
+
+use std::collections::HashSet;
+
+use image_core::{Descriptor, Digest, Document, ParseError};
+
+use crate::content::{ContentError, Provider};
+
+/// The largest manifest or index this crate reads into memory.
+pub const MAX_DOCUMENT_SIZE: u64 = 8 * 1024 * 1024;
+
+/// The strictly validated digest of a descriptor.
+pub(crate) fn descriptor_digest(d: &Descriptor) -> Result<Digest, ParseError> {
+    image_core::manifest::descriptor_digest(d, "descriptor")
+}
+
+/// Whether a blob with this media type may be a manifest or an index.
+fn may_be_document(d: &Descriptor) -> bool {
+    let m = image_core::manifest::descriptor_media_type(d);
+    m.is_manifest() || m.is_index()
+}
+
+/// The descriptors a manifest or index refers to (config, layers, child
+/// manifests, subject).
+pub fn children(doc: &Document) -> Vec<Descriptor> {
+    let mut out = Vec::new();
+    match doc {
+        Document::Manifest(m) => {
+            out.push(m.config().clone());
+            out.extend(m.layers().iter().cloned());
+            out.extend(m.subject().cloned());
+        }
+        Document::Index(i) => {
+            out.extend(i.manifests().iter().cloned());
+            out.extend(i.inner().subject().clone());
+        }
+    }
+    out
+}
+
+/// Reads and parses the document behind `d` when it is a present manifest
+/// or index; `None` when it is a leaf, missing, too big or unparsable.
+pub(crate) fn read_document<P: Provider + ?Sized>(
+    store: &P,
+    d: &Descriptor,
+    digest: &Digest,
+) -> Result<Option<Document>, ContentError> {
+    if !may_be_document(d) {
+        return Ok(None);
+    }
+    match store.read_blob_to_vec(digest, MAX_DOCUMENT_SIZE) {
+        Ok(bytes) => {
+            let hint = image_core::manifest::descriptor_media_type(d);
+            Ok(Document::from_bytes(bytes, Some(&hint)).ok())
+        }
+        Err(
+            ContentError::NotFound { .. }
+            | ContentError::TooLarge { .. }
+            | ContentError::Read { .. },
+        ) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Visits every blob reachable from `root` (itself included), once each,
+/// telling whether it is present. Descriptors with invalid digests are
+/// skipped; documents that cannot be read or parsed are treated as leaves.
+///
+/// # Errors
+/// I/O errors of the store other than a missing or corrupt blob.
+pub fn walk<P: Provider + ?Sized>(
+    store: &P,
+    root: &Descriptor,
+    visit: &mut dyn FnMut(&Digest, bool),
+) -> Result<(), ContentError> {
+    let mut seen = HashSet::new();
+    walk_from(store, root, &mut seen, visit)
+}
+
+/// Like [`walk`], sharing `seen` across several roots.
+pub(crate) fn walk_from<P: Provider + ?Sized>(
+    store: &P,
+    root: &Descriptor,
+    seen: &mut HashSet<Digest>,
+    visit: &mut dyn FnMut(&Digest, bool),
+) -> Result<(), ContentError> {
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(digest) = descriptor_digest(&d) else {
+            continue;
+        };
+        if !seen.insert(digest.clone()) {
+            continue;
+        }
+        let present = store.exists(&digest)?;
+        visit(&digest, present);
+        if !present {
+            continue;
+        }
+        if let Some(doc) = read_document(store, &d, &digest)? {
+            stack.extend(children(&doc));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Concurrency: 8 writer processes ingest overlapping blobs, tag, untag
+//! and take leases while gc runs in a loop (grace period zero, so only the
+//! lock, the tag-time closure check and the leases protect their work).
+//! Afterwards fsck is clean and every blob reachable from a tag whose
+//! write returned Ok, or held by a live lease, verifies.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image_core::Digest;
+use image_store::fsck::FsckOptions;
+use image_store::{GcOptions, Ingester, OciDir, Provider, TagStore};
+
+use crate::common::{bytes, child_guard, image_json, kill_group, spawn_self};
+
+const CHILD_ENV: &str = "IMAGE_STORE_CONC_CHILD";
+const WRITERS: usize = 8;
+const ROUNDS: u64 = 12;
+
+/// A writer process: runs only when started by `writers_and_gc_concurrently`.
+#[test]
+fn conc_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    child_guard(60);
+    let w: u64 = std::env::var("WRITER").unwrap().parse().unwrap();
+    let store = OciDir::open(&dir).unwrap();
+    for i in 0..ROUNDS {
+        // Two layers from a pool shared by every writer, one of its own.
+        let layers: Vec<Vec<u8>> = vec![
+            bytes((w + i) % 5, 8192),
+            bytes(5 + (w * 7 + i) % 4, 20_000),
+            bytes(1000 + w * 100 + i, 3000 + (i as usize) * 100),
+        ];
+        let descs: Vec<(Digest, u64)> = layers
+            .iter()
+            .map(|l| (Digest::sha256(l), l.len() as u64))
+            .collect();
+        let (config, manifest) = image_json(&descs, &format!("w{w}-{i}"));
+        let m = Digest::sha256(&manifest);
+        let mut all: Vec<Digest> = descs.iter().map(|(d, _)| d.clone()).collect();
+        all.push(Digest::sha256(&config));
+        all.push(m.clone());
+        // Lease first, so gc keeps the blobs between commit and tag.
+        let lease = format!("w{w}-{i}");
+        store
+            .create_lease(&lease, &all, Some(Duration::from_secs(600)))
+            .unwrap();
+        for (l, (d, size)) in layers.iter().zip(&descs) {
+            let got = store
+                .ingest_reader(&mut &l[..], Some(*size), Some(d))
+                .unwrap();
+            assert_eq!(&got, d);
+        }
+        store.write_blob(&config).unwrap();
+        store.write_blob(&manifest).unwrap();
+        let desc = image_core::manifest::descriptor(
+            &image_core::MediaType::OciManifest,
+            &m,
+            manifest.len() as u64,
+        );
+        let tag = format!("conc:w{w}-{i}");
+        store.set_tag(&tag, &desc).unwrap();
+        println!("OK {tag} {m}");
+        if i % 3 == 0 {
+            store.set_tag("conc:shared", &desc).unwrap();
+            println!("SHARED {m}");
+        }
+        if i % 4 == 2 {
+            store.remove_tag(&tag).unwrap();
+            println!("UNTAG {tag}");
+        }
+        if i % 2 == 0 {
+            store.delete_lease(&lease).unwrap();
+        } else {
+            println!(
+                "LEASE {lease} {}",
+                all.iter()
+                    .map(Digest::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        io::stdout().flush().unwrap();
+    }
+    println!("DONE");
+}
+
+#[test]
+fn writers_and_gc_concurrently() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = OciDir::open_or_create(&dir).unwrap();
+    let started = Instant::now();
+    let mut children: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            spawn_self(
+                "concurrency::conc_child",
+                &[
+                    (CHILD_ENV, dir.display().to_string()),
+                    ("WRITER", w.to_string()),
+                ],
+            )
+        })
+        .collect();
+
+    // gc in a loop while they write.
+    let stop = Arc::new(AtomicBool::new(false));
+    let gc = {
+        let store = store.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut runs, mut removed) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                let r = store
+                    .gc(&GcOptions::default().grace(Duration::ZERO))
+                    .unwrap();
+                runs += 1;
+                removed += r.removed.len();
+            }
+            (runs, removed)
+        })
+    };
+
+    let mut ok: HashMap<String, Digest> = HashMap::new();
+    let mut untagged = HashSet::new();
+    let mut shared = HashSet::new();
+    let mut leased: Vec<Digest> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (child, lines) in &mut children {
+        let mut done = false;
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            let (kind, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+            match kind {
+                "OK" => {
+                    let (tag, d) = rest.split_once(' ').unwrap();
+                    ok.insert(tag.to_owned(), d.parse().unwrap());
+                }
+                "SHARED" => {
+                    shared.insert(rest.parse::<Digest>().unwrap());
+                }
+                "UNTAG" => {
+                    untagged.insert(rest.to_owned());
+                }
+                "LEASE" => {
+                    let (_, ds) = rest.split_once(' ').unwrap();
+                    leased.extend(ds.split(',').map(|d| d.parse::<Digest>().unwrap()));
+                }
+                "DONE" => {
+                    done = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let status = child.wait().unwrap();
+        if !done || !status.success() {
+            kill_group(child);
+            panic!("a writer failed: {status:?}");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (gc_runs, gc_removed) = gc.join().unwrap();
+
+    assert_eq!(ok.len(), WRITERS * ROUNDS as usize);
+    let report = store.fsck(&FsckOptions::default()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let mut verified = 0;
+    for (tag, digest) in &ok {
+        if untagged.contains(tag) {
+            assert!(store.resolve_tag(tag).is_err(), "{tag} was removed");
+            continue;
+        }
+        let d = store
+            .resolve_tag(tag)
+            .unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(d.digest().to_string(), digest.to_string());
+        image_store::refs::walk(&store, &d, &mut |b, present| {
+            assert!(present, "{tag}: {b} missing");
+            io::copy(&mut store.reader(b).unwrap(), &mut io::sink()).unwrap();
+            verified += 1;
+        })
+        .unwrap();
+    }
+    let s = store.resolve_tag("conc:shared").unwrap();
+    assert!(shared.contains(&s.digest().to_string().parse::<Digest>().unwrap()));
+    for d in &leased {
+        io::copy(
+            &mut store
+                .reader(d)
+                .unwrap_or_else(|e| panic!("leased {d}: {e}")),
+            &mut io::sink(),
+        )
+        .unwrap();
+    }
+    // With the writers gone, one more gc leaves exactly what is reachable.
+    store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    let report = store.fsck(&FsckOptions::default()).unwrap();
+    assert!(
+        report.is_clean() && report.dangling.is_empty(),
+        "{report:?}"
+    );
+    eprintln!(
+        "concurrency: {WRITERS} writers x {ROUNDS} images in {:.1}s, {gc_runs} gc runs removed {gc_removed} blobs, {verified} blob reads verified, {} leased blobs verified",
+        started.elapsed().as_secs_f64(),
+        leased.len()
+    );
+}

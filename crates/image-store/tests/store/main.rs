@@ -1,0 +1,9 @@
+//! The integration tests of image-store, one module per area.
+
+mod common;
+mod concurrency;
+mod conformance;
+mod crash;
+mod faults;
+mod interop;
+mod tags_gc;
