@@ -1,0 +1,326 @@
+//! Store commands: `images`, `inspect`, `tag`, `rmi`, `gc`, `fsck`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use image_core::{Platform, Reference};
+use image_store::fsck::FsckOptions;
+use image_store::gc::GcOptions;
+use image_store::image::resolve_image;
+use image_store::{OciDir, TagStore};
+
+/// The store options every store command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The store directory (an OCI image layout). Default: $IMAGECTL_STORE,
+    /// else $XDG_DATA_HOME/imagectl/store, else ~/.local/share/imagectl/store.
+    #[arg(long, global = true, env = "IMAGECTL_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store directory chosen.
+    pub fn path(&self) -> PathBuf {
+        if let Some(p) = &self.store {
+            return p.clone();
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        data.join("imagectl/store")
+    }
+
+    /// Opens the store, creating it when absent.
+    pub fn open(&self) -> anyhow::Result<OciDir> {
+        let p = self.path();
+        OciDir::open_or_create(&p).with_context(|| format!("opening store {}", p.display()))
+    }
+}
+
+/// Arguments of `imagectl images`.
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Lists the tagged images.
+pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let mut rows = Vec::new();
+    for t in s.tags()? {
+        let image = resolve_image(&s, &t.name, None);
+        let (id, size, err) = match &image {
+            Ok(i) => (
+                Some(i.id().clone()),
+                i.size_on_disk(&s).ok(),
+                None::<String>,
+            ),
+            Err(e) => (None, None, Some(e.to_string())),
+        };
+        rows.push((t, id, size, err));
+    }
+    if args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(t, id, size, err)| {
+                serde_json::json!({
+                    "name": t.name,
+                    "digest": t.descriptor.digest().to_string(),
+                    "mediaType": t.descriptor.media_type().to_string(),
+                    "id": id.as_ref().map(ToString::to_string),
+                    "size": size,
+                    "error": err,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<20} {:<14} {:>10}",
+        "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
+    );
+    for (t, id, size, _) in rows {
+        let (repo, tag) = match t.name.parse::<Reference>() {
+            Ok(r) => (
+                r.without_tag().without_digest().familiar_name(),
+                r.tag().unwrap_or("<none>").to_owned(),
+            ),
+            Err(_) => (t.name.clone(), "<none>".into()),
+        };
+        let id = id
+            .map(|d| d.short().to_owned())
+            .unwrap_or_else(|| "<error>".into());
+        let size = size.map(human_size).unwrap_or_default();
+        println!("{repo:<40} {tag:<20} {id:<14} {size:>10}");
+    }
+    Ok(())
+}
+
+/// A size as `docker images` prints it (decimal units).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u])
+            .replace(".000", "")
+            .to_string()
+    }
+}
+
+/// Arguments of `imagectl inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The image reference.
+    pub reference: String,
+    /// Show the history as `docker history` does instead of the documents.
+    #[arg(long)]
+    pub history: bool,
+    /// The platform to choose from an index (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Prints an image's manifest, config and IDs, or its history.
+pub fn inspect(store: &StoreArgs, args: InspectArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let image = resolve_image(&s, &args.reference, platform.as_ref())?;
+    if args.history {
+        println!(
+            "{:<14} {:<30} {:<60} {:>10}  COMMENT",
+            "IMAGE", "CREATED", "CREATED BY", "SIZE"
+        );
+        let mut layers = image.layers().iter();
+        let mut rows = Vec::new();
+        for h in image.history() {
+            let size = if h.empty_layer {
+                0
+            } else {
+                layers.next().map_or(0, |l| l.size())
+            };
+            rows.push((h, size));
+        }
+        for (i, (h, size)) in rows.iter().enumerate().rev() {
+            let id = if i + 1 == rows.len() {
+                image.id().short().to_owned()
+            } else {
+                "<missing>".to_owned()
+            };
+            let mut by = h.created_by.clone().unwrap_or_default();
+            if by.chars().count() > 58 {
+                by = by.chars().take(55).collect::<String>() + "...";
+            }
+            println!(
+                "{id:<14} {:<30} {by:<60} {:>10}  {}",
+                h.created.as_deref().unwrap_or(""),
+                human_size(*size),
+                h.comment.as_deref().unwrap_or("")
+            );
+        }
+        return Ok(());
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(image.manifest.raw())?;
+    let config: serde_json::Value = serde_json::from_slice(image.config.raw())?;
+    let v = serde_json::json!({
+        "name": image.name,
+        "id": image.id().to_string(),
+        "manifestDigest": image.manifest_digest().to_string(),
+        "mediaType": image.manifest.media_type().to_string(),
+        "chainIds": image.config.chain_ids().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "manifest": manifest,
+        "config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// Arguments of `imagectl tag`.
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// The existing image.
+    pub source: String,
+    /// The new name.
+    pub target: String,
+}
+
+/// Gives an image another name.
+pub fn tag(store: &StoreArgs, args: TagArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let desc = s.resolve_tag(&args.source)?;
+    s.set_tag(&args.target, &desc)?;
+    Ok(())
+}
+
+/// Arguments of `imagectl rmi`.
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// The names to remove.
+    #[arg(required = true)]
+    pub references: Vec<String>,
+}
+
+/// Removes tags; `imagectl gc` then frees the blobs nothing else uses.
+pub fn rmi(store: &StoreArgs, args: RmiArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    for r in &args.references {
+        if !s.remove_tag(r)? {
+            bail!("no such image: {r}");
+        }
+        println!("Untagged: {r}");
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl gc`.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Keep unreferenced blobs younger than this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub grace: u64,
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Removes blobs no tag or lease reaches.
+pub fn gc(store: &StoreArgs, args: GcArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let report = s.gc(&GcOptions::default()
+        .grace(Duration::from_secs(args.grace))
+        .dry_run(args.dry_run))?;
+    if args.json {
+        let v = serde_json::json!({
+            "marked": report.marked,
+            "removed": report.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "freedBytes": report.freed_bytes,
+            "keptRecent": report.kept_recent,
+            "ingestsRemoved": report.ingests_removed,
+            "leasesExpired": report.leases_expired,
+            "dryRun": args.dry_run,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let verb = if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        println!(
+            "{verb} {} blobs ({}), kept {} reachable and {} recent; {} stale ingests removed",
+            report.removed.len(),
+            human_size(report.freed_bytes),
+            report.marked,
+            report.kept_recent,
+            report.ingests_removed
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl fsck`.
+#[derive(Debug, clap::Args)]
+pub struct FsckArgs {
+    /// Remove blobs that do not hash to their name.
+    #[arg(long)]
+    pub remove_corrupt: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Re-hashes every blob and checks every tag's closure; fails when not clean.
+pub fn fsck(store: &StoreArgs, args: FsckArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let r = s.fsck(&FsckOptions::default().remove_corrupt(args.remove_corrupt))?;
+    if args.json {
+        let v = serde_json::json!({
+            "checked": r.checked,
+            "bytes": r.bytes,
+            "corrupt": r.corrupt.iter().map(|c| serde_json::json!({"digest": c.digest.to_string(), "problem": c.problem})).collect::<Vec<_>>(),
+            "strays": r.strays,
+            "missing": r.missing.iter().map(|m| serde_json::json!({"digest": m.digest.to_string(), "root": m.root})).collect::<Vec<_>>(),
+            "dangling": r.dangling.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "removed": r.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "clean": r.is_clean(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("checked {} blobs ({})", r.checked, human_size(r.bytes));
+        for c in &r.corrupt {
+            println!("corrupt: {} ({})", c.digest, c.problem);
+        }
+        for p in &r.strays {
+            println!("stray: {}", p.display());
+        }
+        for m in &r.missing {
+            println!("missing: {} (from {})", m.digest, m.root);
+        }
+        println!("dangling: {} (gc frees them)", r.dangling.len());
+        for d in &r.removed {
+            println!("removed: {d}");
+        }
+    }
+    if !r.is_clean() {
+        bail!("the store is not clean");
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The fuzz targets' bodies, shared by the cargo-fuzz binaries (nightly) and
+//! by the corpus replay test of the main workspace (stable), which includes
+//! `targets.rs` by path.
+#[path = "targets.rs"]
+pub mod targets;
