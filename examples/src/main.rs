@@ -38,6 +38,15 @@ enum Command {
     Gc(cmd::store::GcArgs),
     /// Re-hash every blob and check every image's blobs are present.
     Fsck(cmd::store::FsckArgs),
+    /// Make a new image: a base (or nothing) plus a layer, with config changes.
+    Append(cmd::layer::AppendArgs),
+    /// Flatten an image's layers onto a directory (a root filesystem).
+    Unpack(cmd::layer::UnpackArgs),
+    /// Pack, apply or list layer tarballs.
+    #[command(subcommand)]
+    Layer(cmd::layer::LayerCommand),
+    /// Write the layer that turns one directory tree into another.
+    Diff(cmd::layer::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +61,10 @@ fn main() -> ExitCode {
         Command::Rmi(a) => cmd::store::rmi(&cli.store, a),
         Command::Gc(a) => cmd::store::gc(&cli.store, a),
         Command::Fsck(a) => cmd::store::fsck(&cli.store, a),
+        Command::Append(a) => cmd::layer::append(&cli.store, a),
+        Command::Unpack(a) => cmd::layer::unpack_image(&cli.store, a),
+        Command::Layer(c) => cmd::layer::layer(c),
+        Command::Diff(a) => cmd::layer::diff(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

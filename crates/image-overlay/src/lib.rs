@@ -1,4 +1,64 @@
 //! # image-overlay
 //!
-//! Layers as streams: unpack, pack and diff of layer tarballs, whiteouts, and storage drivers.
+//! Layers as streams. A layer is a tarball of filesystem changes; this
+//! crate reads and writes them in one pass, byte-exact and safe against
+//! hostile input:
+//!
+//! - [`unpack`]: decompress (gzip, zstd, sniffed or declared), hash the
+//!   blob digest and the diff ID, and apply a layer onto a directory at once,
+//!   working relative to directory descriptors (see its `# Security` section);
+//! - [`whiteout`]: OCI whiteouts, applied when flattening or converted to
+//!   overlayfs form for a layer unpacked into a directory of its own;
+//! - [`pack`]: a deterministic layer from a directory or from an overlayfs
+//!   upper directory, compressed and hashed in the same pass;
+//! - [`diff`]: a layer from the difference between two directory trees;
+//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded).
+//!
+//! ```
+//! use image_core::Compression;
+//! use image_overlay::pack::{pack_dir, PackOptions};
+//! use image_overlay::unpack::{unpack, UnpackOptions};
+//!
+//! let src = tempfile::tempdir()?;
+//! std::fs::create_dir(src.path().join("etc"))?;
+//! std::fs::write(src.path().join("etc/motd"), b"hello\n")?;
+//!
+//! let mut layer = Vec::new();
+//! let packed = pack_dir(src.path(), &mut layer, &PackOptions::new(Compression::Zstd))?;
+//!
+//! let dst = tempfile::tempdir()?;
+//! let options = UnpackOptions::default()
+//!     .with_digest(packed.digest.clone())
+//!     .with_diff_id(packed.diff_id.clone());
+//! let report = unpack(&layer[..], dst.path(), &options)?;
+//! assert_eq!(report.diff_id, packed.diff_id);
+//! assert_eq!(std::fs::read(dst.path().join("etc/motd"))?, b"hello\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod compress;
+pub mod diff;
+pub mod flatten;
+mod fsops;
+pub mod image_unpack;
+pub mod mount;
+pub mod pack;
+pub mod snapshot;
+mod tarwriter;
+pub mod unpack;
+pub mod whiteout;
+
+pub use compress::{CompressError, Encoding};
+pub use diff::{diff_dirs, DiffError};
+pub use flatten::{flatten_image, FlattenError};
+pub use pack::{pack_dir, pack_overlay_upper, PackError, PackOptions, PackReport};
+pub use unpack::{unpack, unpack_at, UnpackError, UnpackOptions, UnpackReport};
+pub use whiteout::{OverlayXattrs, WhiteoutMode};
+pub use image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport};
+pub use mount::{Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter};
+pub use snapshot::{
+    CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,
+    Snapshotter,
+};

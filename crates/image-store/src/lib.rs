@@ -49,6 +49,7 @@ pub mod image;
 pub mod ingest;
 pub mod lease;
 pub mod memory;
+pub mod mutate;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod digest;
+pub mod layer;
 pub mod platform;
 pub mod reference;
 pub mod store;
@@ -37,6 +38,11 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
         image_store::gc::GcError,
         image_store::fsck::FsckError,
         image_store::oci_dir::LayoutError,
+        image_store::mutate::MutateError,
+        image_overlay::UnpackError,
+        image_overlay::PackError,
+        image_overlay::DiffError,
+        image_overlay::FlattenError,
         std::io::Error,
     );
     None

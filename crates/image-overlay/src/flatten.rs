@@ -1,0 +1,158 @@
+//! Flatten an image from a store onto one directory: every layer in order,
+//! OCI whiteouts applied, each layer's digest and diff ID verified (as
+//! `umoci unpack` or `crane export` do).
+//!
+//! Layers are applied one after the other (a later layer may remove or
+//! replace what an earlier one made); each is a single streaming pass of
+//! [`unpack`](crate::unpack::unpack). For one directory per layer, unpacked
+//! in parallel, use the snapshotters and [`unpack_image`](crate::unpack_image).
+
+use std::path::{Path, PathBuf};
+
+use image_core::manifest::{descriptor_digest, descriptor_media_type};
+use image_core::{Classify, Digest, ErrorKind};
+use image_store::image::Image;
+use image_store::{ContentError, Provider};
+
+use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
+use crate::whiteout::WhiteoutMode;
+
+/// A failure to flatten an image.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlattenError {
+    /// The config lists another number of diff IDs than the manifest has layers.
+    #[error("image {image}: the manifest has {layers} layers but the config lists {diff_ids} diff IDs")]
+    LayerCount {
+        /// The image name.
+        image: String,
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// A layer descriptor is unusable (bad digest, not a layer media type).
+    #[error("image {image}: layer {index} ({media_type}) cannot be unpacked: {reason}")]
+    BadLayer {
+        /// The image name.
+        image: String,
+        /// The layer's position, base first.
+        index: usize,
+        /// Its media type.
+        media_type: String,
+        /// Why.
+        reason: String,
+    },
+    /// A layer blob could not be read from the store.
+    #[error("image {image}: layer {index} ({digest}): {source}")]
+    Content {
+        /// The image name.
+        image: String,
+        /// The layer's position.
+        index: usize,
+        /// The layer digest.
+        digest: Digest,
+        /// The store's error.
+        source: ContentError,
+    },
+    /// Unpacking a layer failed.
+    #[error("image {image}: layer {index} ({digest}): {source}")]
+    Unpack {
+        /// The image name.
+        image: String,
+        /// The layer's position.
+        index: usize,
+        /// The layer digest.
+        digest: Digest,
+        /// The unpack error.
+        source: Box<UnpackError>,
+    },
+    /// The target directory could not be created.
+    #[error("creating {path}: {source}")]
+    Target {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Classify for FlattenError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FlattenError::LayerCount { .. } | FlattenError::BadLayer { .. } => {
+                ErrorKind::InvalidInput
+            }
+            FlattenError::Content { source, .. } => source.kind(),
+            FlattenError::Unpack { source, .. } => source.kind(),
+            FlattenError::Target { source, .. } => Classify::kind(source),
+        }
+    }
+}
+
+/// Flattens `image` onto `target` (created when missing), applying
+/// `options` (limits, device and xattr policy) to every layer; the digests,
+/// compression and whiteout mode of each layer come from the image.
+///
+/// # Errors
+/// [`FlattenError`]: a layer missing or corrupt in the store, a digest or
+/// diff ID mismatch, hostile content. Layers before the failing one stay
+/// applied: flatten into a fresh directory and remove it on error.
+pub fn flatten_image<P: Provider + ?Sized>(
+    store: &P,
+    image: &Image,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<Vec<UnpackReport>, FlattenError> {
+    let layers = image.layers();
+    let diff_ids = image.diff_ids();
+    if layers.len() != diff_ids.len() {
+        return Err(FlattenError::LayerCount {
+            image: image.name.clone(),
+            layers: layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    std::fs::create_dir_all(target).map_err(|source| FlattenError::Target {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    let mut reports = Vec::with_capacity(layers.len());
+    for (index, (layer, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+        let media_type = descriptor_media_type(layer);
+        let bad = |reason: String| FlattenError::BadLayer {
+            image: image.name.clone(),
+            index,
+            media_type: media_type.to_string(),
+            reason,
+        };
+        let compression = media_type
+            .layer_compression()
+            .ok_or_else(|| bad("not a layer media type".into()))?;
+        let digest = descriptor_digest(layer, "layer").map_err(|e| bad(e.to_string()))?;
+        let reader = store
+            .reader(&digest)
+            .map_err(|source| FlattenError::Content {
+                image: image.name.clone(),
+                index,
+                digest: digest.clone(),
+                source,
+            })?;
+        let mut layer_options = options.clone();
+        layer_options.compression = Some(compression);
+        layer_options.digest = Some(digest.clone());
+        layer_options.size = Some(layer.size());
+        layer_options.diff_id = Some(diff_id.clone());
+        layer_options.whiteouts = WhiteoutMode::Apply;
+        let report = unpack(reader, target, &layer_options).map_err(|source| {
+            FlattenError::Unpack {
+                image: image.name.clone(),
+                index,
+                digest,
+                source: Box::new(source),
+            }
+        })?;
+        reports.push(report);
+    }
+    Ok(reports)
+}

@@ -1,0 +1,505 @@
+//! Unpack an image from a content store into snapshots, one committed
+//! snapshot per layer, named by the layer's chain ID.
+//!
+//! For each layer, bottom first: if a committed snapshot named by its chain
+//! ID exists, it is reused (an image sharing layers with another shares
+//! their snapshots); otherwise an active snapshot is prepared under a
+//! temporary key, the layer blob is streamed from the store into its
+//! directory (decompressed, verified against its digest and against the
+//! diff ID in the config, in one pass), and it is committed under the chain
+//! ID. A layer that fails is removed, so no partial snapshot is ever
+//! committed; layers below it that were complete stay committed.
+//!
+//! Drivers with [`Capabilities::rebase`](crate::snapshot::Capabilities)
+//! (overlay) keep each layer in a directory of its own: layers are then
+//! unpacked in parallel (whiteouts in overlayfs form), each into an active
+//! snapshot without parent, and committed in order onto their parent chain
+//! ID. Other drivers (copy) unpack one layer after another onto a copy of
+//! the parent, whiteouts applied.
+//!
+//! Temporary keys are `extract-<pid>-<nanos>-<chain id>`; leftovers of a
+//! process that died are removed by the next unpack.
+//!
+//! # Known limitation
+//! A hardlink in one layer to a file of a lower layer cannot be made in an
+//! overlay layer's own directory; such a layer fails with
+//! [`UnpackError::HardlinkTargetMissing`].
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use image_core::manifest::{descriptor_digest, descriptor_media_type};
+use image_core::{chain_ids, Classify, Digest, ErrorKind, ParseError};
+use image_store::{ContentError, Image, Provider};
+
+use crate::mount::Mount;
+use crate::snapshot::{CommitOptions, Kind, Labels, SnapshotError, Snapshotter};
+use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
+
+/// The label set on temporary snapshots, naming the chain ID they become.
+pub const LABEL_CHAIN_ID: &str = "image-overlay.unpack/chain-id";
+
+/// Knobs of an image unpack.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ImageUnpackOptions {
+    /// Most layers unpacked at once (drivers with rebase only); 0 means the
+    /// number of cores.
+    pub parallelism: usize,
+    /// Limits and policies of each layer unpack (digests and whiteout mode
+    /// are set per layer).
+    pub unpack: UnpackOptions,
+}
+
+impl ImageUnpackOptions {
+    /// Sets the parallelism (1 unpacks one layer at a time).
+    pub fn with_parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n;
+        self
+    }
+
+    /// Sets the per-layer unpack options.
+    pub fn with_unpack(mut self, unpack: UnpackOptions) -> Self {
+        self.unpack = unpack;
+        self
+    }
+}
+
+/// What an image unpack did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageUnpackReport {
+    /// The chain IDs of the image's layers, bottom first; the last one
+    /// names the snapshot to prepare a container on (none for an image
+    /// without layers).
+    pub chain_ids: Vec<Digest>,
+    /// The chain IDs whose snapshots this call made.
+    pub unpacked: Vec<Digest>,
+    /// The chain IDs that were present already.
+    pub reused: Vec<Digest>,
+    /// The report of each layer unpacked, in the order of `unpacked`.
+    pub layers: Vec<UnpackReport>,
+}
+
+impl ImageUnpackReport {
+    /// The name of the top snapshot (the image's root), if the image has layers.
+    pub fn top(&self) -> Option<String> {
+        self.chain_ids.last().map(ToString::to_string)
+    }
+}
+
+/// A failed image unpack.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageUnpackError {
+    /// The manifest and the config disagree on the number of layers.
+    #[error("image has {layers} layers but its config lists {diff_ids} diff IDs")]
+    LayerCount {
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// A layer descriptor with a bad digest.
+    #[error("layer {index}: {source}")]
+    Descriptor {
+        /// The layer index, bottom first.
+        index: usize,
+        /// The parse error.
+        #[source]
+        source: ParseError,
+    },
+    /// A layer blob could not be opened.
+    #[error("layer {index} ({digest}): {source}")]
+    Content {
+        /// The layer index.
+        index: usize,
+        /// The blob.
+        digest: Digest,
+        /// The store's error.
+        #[source]
+        source: Box<ContentError>,
+    },
+    /// A layer failed to unpack (corrupt, hostile, or its digest or diff ID
+    /// not the expected one).
+    #[error("layer {index} ({digest}): {source}")]
+    Unpack {
+        /// The layer index.
+        index: usize,
+        /// The blob.
+        digest: Digest,
+        /// The unpack error.
+        #[source]
+        source: UnpackError,
+    },
+    /// A snapshot operation failed.
+    #[error("snapshot {key}: {source}")]
+    Snapshot {
+        /// The key or name involved.
+        key: String,
+        /// The snapshotter's error.
+        #[source]
+        source: SnapshotError,
+    },
+    /// The driver returned mounts whose directory this unpacker cannot find.
+    #[error("snapshot {key}: cannot write into mounts {mounts:?} without mounting")]
+    UnsupportedMounts {
+        /// The key.
+        key: String,
+        /// The mounts.
+        mounts: Vec<Mount>,
+    },
+}
+
+impl Classify for ImageUnpackError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ImageUnpackError::LayerCount { .. } => ErrorKind::InvalidInput,
+            ImageUnpackError::Descriptor { source, .. } => source.kind(),
+            ImageUnpackError::Content { source, .. } => source.kind(),
+            ImageUnpackError::Unpack { source, .. } => source.kind(),
+            ImageUnpackError::Snapshot { source, .. } => source.kind(),
+            ImageUnpackError::UnsupportedMounts { .. } => ErrorKind::Unsupported,
+        }
+    }
+}
+
+fn snap_err(key: &str) -> impl FnOnce(SnapshotError) -> ImageUnpackError + '_ {
+    move |source| ImageUnpackError::Snapshot {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+/// The directory an active snapshot's mounts write into, without mounting:
+/// the upper directory of an overlay, or the source of a writable bind mount.
+fn writable_dir(mounts: &[Mount]) -> Option<String> {
+    match mounts {
+        [m] if m.fs_type == "overlay" => m.option("upperdir").map(str::to_owned),
+        [m] if m.fs_type == "bind" && !m.is_read_only() => Some(m.source.clone()),
+        _ => None,
+    }
+}
+
+/// One layer to unpack.
+struct Job {
+    index: usize,
+    digest: Digest,
+    chain: Digest,
+    key: String,
+    dir: String,
+}
+
+/// Unpacks every layer of `image` from `store` into `snapshotter` (see the
+/// module docs).
+///
+/// # Errors
+/// An [`ImageUnpackError`]; no snapshot of a failed layer is left behind.
+pub fn unpack_image<P, S>(
+    store: &P,
+    image: &Image,
+    snapshotter: &S,
+    options: &ImageUnpackOptions,
+) -> Result<ImageUnpackReport, ImageUnpackError>
+where
+    P: Provider + Sync + ?Sized,
+    S: Snapshotter + ?Sized,
+{
+    let layers = image.layers();
+    let diff_ids = image.diff_ids();
+    if layers.len() != diff_ids.len() {
+        return Err(ImageUnpackError::LayerCount {
+            layers: layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    let chains = chain_ids(diff_ids);
+    let mut report = ImageUnpackReport {
+        chain_ids: chains.clone(),
+        unpacked: Vec::new(),
+        reused: Vec::new(),
+        layers: Vec::new(),
+    };
+    // Everything below the highest present chain ID is present too (a
+    // committed snapshot's parents cannot be removed).
+    let mut start = 0;
+    for i in (0..chains.len()).rev() {
+        let name = chains[i].to_string();
+        if let Some(info) = snapshotter.try_stat(&name).map_err(snap_err(&name))? {
+            if info.kind == Kind::Committed {
+                start = i + 1;
+                break;
+            }
+        }
+    }
+    report.reused = chains[..start].to_vec();
+    if start == chains.len() {
+        return Ok(report);
+    }
+    remove_stale(snapshotter);
+
+    let caps = snapshotter.capabilities();
+    let mut unpack_opts = options.unpack.clone();
+    unpack_opts.whiteouts = caps.layer_whiteouts;
+    if caps.rebase {
+        unpack_independent(
+            store,
+            image,
+            snapshotter,
+            options,
+            &unpack_opts,
+            &chains,
+            start,
+            &mut report,
+        )?;
+    } else {
+        for i in start..chains.len() {
+            let parent = (i > 0).then(|| chains[i - 1].to_string());
+            let job = prepare_job(snapshotter, image, &chains, i, parent.as_deref())?;
+            let result = unpack_layer(store, image, &job, &unpack_opts);
+            let done = result.and_then(|r| commit_job(snapshotter, &job, None).map(|()| r));
+            match done {
+                Ok(r) => {
+                    report.unpacked.push(job.chain);
+                    report.layers.push(r);
+                }
+                Err(e) => {
+                    let _ = snapshotter.remove(&job.key);
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn temp_key(chain: &Digest) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "extract-{}-{nanos}{}-{chain}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes temporary snapshots of unpacks whose process is gone.
+fn remove_stale<S: Snapshotter + ?Sized>(snapshotter: &S) {
+    let Ok(all) = snapshotter.list() else {
+        return;
+    };
+    let me = std::process::id();
+    for info in all {
+        let Some(rest) = info.name.strip_prefix("extract-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if info.kind == Kind::Active
+            && pid != me
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = snapshotter.remove(&info.name);
+        }
+    }
+}
+
+fn prepare_job<S: Snapshotter + ?Sized>(
+    snapshotter: &S,
+    image: &Image,
+    chains: &[Digest],
+    index: usize,
+    parent: Option<&str>,
+) -> Result<Job, ImageUnpackError> {
+    let desc = &image.layers()[index];
+    let digest = descriptor_digest(desc, "layers")
+        .map_err(|source| ImageUnpackError::Descriptor { index, source })?;
+    let chain = chains[index].clone();
+    let key = temp_key(&chain);
+    let mut labels = Labels::new();
+    labels.insert(LABEL_CHAIN_ID.to_owned(), chain.to_string());
+    let mounts = snapshotter
+        .prepare_with(&key, parent, labels)
+        .map_err(snap_err(&key))?;
+    let Some(dir) = writable_dir(&mounts) else {
+        let _ = snapshotter.remove(&key);
+        return Err(ImageUnpackError::UnsupportedMounts { key, mounts });
+    };
+    Ok(Job {
+        index,
+        digest,
+        chain,
+        key,
+        dir,
+    })
+}
+
+fn unpack_layer<P: Provider + ?Sized>(
+    store: &P,
+    image: &Image,
+    job: &Job,
+    base: &UnpackOptions,
+) -> Result<UnpackReport, ImageUnpackError> {
+    let desc = &image.layers()[job.index];
+    let mut opts = base
+        .clone()
+        .with_digest(job.digest.clone())
+        .with_diff_id(image.diff_ids()[job.index].clone());
+    opts.size = Some(desc.size());
+    if let Some(c) = descriptor_media_type(desc).layer_compression() {
+        opts = opts.with_compression(c);
+    }
+    let reader = store
+        .reader(&job.digest)
+        .map_err(|source| ImageUnpackError::Content {
+            index: job.index,
+            digest: job.digest.clone(),
+            source: Box::new(source),
+        })?;
+    unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|source| {
+        ImageUnpackError::Unpack {
+            index: job.index,
+            digest: job.digest.clone(),
+            source,
+        }
+    })
+}
+
+/// Commits `job` under its chain ID (onto `rebase` if given). Someone else
+/// having committed the same chain ID meanwhile is success.
+fn commit_job<S: Snapshotter + ?Sized>(
+    snapshotter: &S,
+    job: &Job,
+    rebase: Option<String>,
+) -> Result<(), ImageUnpackError> {
+    let name = job.chain.to_string();
+    let opts = CommitOptions {
+        rebase,
+        ..CommitOptions::default()
+    };
+    match snapshotter.commit_with(&name, &job.key, opts) {
+        Ok(()) => Ok(()),
+        Err(SnapshotError::AlreadyExists { .. }) => {
+            let _ = snapshotter.remove(&job.key);
+            Ok(())
+        }
+        Err(e) => Err(ImageUnpackError::Snapshot { key: name, source: e }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn unpack_independent<P, S>(
+    store: &P,
+    image: &Image,
+    snapshotter: &S,
+    options: &ImageUnpackOptions,
+    unpack_opts: &UnpackOptions,
+    chains: &[Digest],
+    start: usize,
+    report: &mut ImageUnpackReport,
+) -> Result<(), ImageUnpackError>
+where
+    P: Provider + Sync + ?Sized,
+    S: Snapshotter + ?Sized,
+{
+    let mut jobs = Vec::new();
+    for i in start..chains.len() {
+        match prepare_job(snapshotter, image, chains, i, None) {
+            Ok(j) => jobs.push(j),
+            Err(e) => {
+                for j in &jobs {
+                    let _ = snapshotter.remove(&j.key);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = match options.parallelism {
+        0 => cores,
+        n => n,
+    }
+    .min(jobs.len())
+    .max(1);
+    let results: Vec<Mutex<Option<Result<UnpackReport, ImageUnpackError>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= jobs.len() || failed.load(Ordering::Relaxed) {
+            break;
+        }
+        let r = unpack_layer(store, image, &jobs[n], unpack_opts);
+        if r.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut slot) = results[n].lock() {
+            *slot = Some(r);
+        }
+    };
+    if threads == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(work);
+            }
+        });
+    }
+    // Commit in order up to the first failure; remove the rest.
+    let mut error = None;
+    for (job, slot) in jobs.iter().zip(results) {
+        if error.is_some() {
+            let _ = snapshotter.remove(&job.key);
+            continue;
+        }
+        let result = slot.into_inner().ok().flatten();
+        let outcome = match result {
+            Some(Ok(r)) => {
+                let rebase = (job.index > 0).then(|| chains[job.index - 1].to_string());
+                commit_job(snapshotter, job, rebase).map(|()| r)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(ImageUnpackError::Snapshot {
+                key: job.key.clone(),
+                source: SnapshotError::Unsupported {
+                    driver: snapshotter.driver(),
+                    what: "an unpack stopped after another layer failed",
+                },
+            }),
+        };
+        match outcome {
+            Ok(r) => {
+                report.unpacked.push(job.chain.clone());
+                report.layers.push(r);
+            }
+            Err(e) => {
+                let _ = snapshotter.remove(&job.key);
+                error = Some(e);
+            }
+        }
+    }
+    error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_dirs() {
+        let upper = Mount {
+            fs_type: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options: vec!["lowerdir=/a".into(), "upperdir=/u".into()],
+        };
+        assert_eq!(writable_dir(&[upper]).as_deref(), Some("/u"));
+        assert_eq!(writable_dir(&[Mount::bind("/b", false)]).as_deref(), Some("/b"));
+        assert_eq!(writable_dir(&[Mount::bind("/b", true)]), None);
+    }
+}

@@ -1,0 +1,590 @@
+//! Mounts as data, and the narrow seam that performs them.
+//!
+//! A snapshotter never mounts anything itself: it returns [`Mount`]s, plain
+//! descriptions in containerd's shape (type, source, options). A [`Mounter`]
+//! turns them into kernel mounts. [`SysMounter`] is the real one (rustix:
+//! the new mount API, `fsopen`/`fsconfig`/`fsmount`/`move_mount`, for
+//! overlayfs, so that lowerdir lists longer than a page are passed one
+//! directory at a time with `lowerdir+`; `mount(2)` for bind mounts);
+//! [`RecordingMounter`] only records what it is asked, for unit tests.
+//! [`MountGuard`] unmounts on drop.
+//!
+//! ```
+//! use image_overlay::mount::{Mount, Mounter, RecordingMounter, MountCall};
+//! use std::path::Path;
+//!
+//! let m = RecordingMounter::default();
+//! let mounts = vec![Mount::bind("/var/lib/snap/1/fs", false)];
+//! m.mount(&mounts, Path::new("/run/c1/rootfs"))?;
+//! m.unmount(Path::new("/run/c1/rootfs"), false)?;
+//! assert!(matches!(&m.calls()[0], MountCall::Mount { .. }));
+//! # Ok::<(), image_overlay::mount::MountError>(())
+//! ```
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use image_core::{Classify, ErrorKind};
+use rustix::fs::CWD;
+use rustix::io::Errno;
+use rustix::mount::{
+    self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags,
+    UnmountFlags,
+};
+
+/// One mount, as data: what `mount -t FS_TYPE -o OPTIONS SOURCE TARGET` would do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mount {
+    /// The filesystem type: `overlay`, `bind`, ...
+    pub fs_type: String,
+    /// The source: a directory for `bind`, `overlay` for overlayfs.
+    pub source: String,
+    /// A path relative to the mount point given to [`Mounter::mount`], for
+    /// mounts stacked below the root of a list; `None` is the mount point itself.
+    pub target: Option<PathBuf>,
+    /// Mount options, as `mount -o` spells them (`ro`, `rbind`, `lowerdir=a:b`, ...).
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// A bind mount of `source` (recursive), read-only when `read_only`.
+    pub fn bind(source: impl Into<String>, read_only: bool) -> Mount {
+        Mount {
+            fs_type: "bind".to_owned(),
+            source: source.into(),
+            target: None,
+            options: vec![
+                if read_only { "ro" } else { "rw" }.to_owned(),
+                "rbind".to_owned(),
+            ],
+        }
+    }
+
+    /// Whether the options contain `ro`.
+    pub fn is_read_only(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+
+    /// The value of option `key=value`, if present.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.iter().find_map(|o| {
+            o.split_once('=')
+                .and_then(|(k, v)| (k == key).then_some(v))
+        })
+    }
+
+    /// Whether a flag option (one without `=`) is present.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.options.iter().any(|o| o == flag)
+    }
+
+    /// For an overlay mount: its lower directories, nearest first.
+    pub fn lowerdirs(&self) -> Vec<&str> {
+        self.option("lowerdir")
+            .map(|l| l.split(':').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A failed mount or unmount.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    /// The kernel refused a mount.
+    #[error("mount {fs_type} {source_path} on {target}: {step}: {source}")]
+    Mount {
+        /// The filesystem type.
+        fs_type: String,
+        /// The mount source.
+        source_path: String,
+        /// The mount point.
+        target: PathBuf,
+        /// Which call failed (`fsopen`, `fsconfig lowerdir+`, `mount`, ...).
+        step: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused an unmount.
+    #[error("unmount {target}: {source}")]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A mount this mounter does not know how to perform.
+    #[error("unsupported mount {fs_type} on {target}: {reason}")]
+    Unsupported {
+        /// The filesystem type.
+        fs_type: String,
+        /// The mount point.
+        target: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A mount's relative target is absolute or has `..`.
+    #[error("mount target {target} is not a plain relative path")]
+    BadTarget {
+        /// The offending target.
+        target: PathBuf,
+    },
+}
+
+impl Classify for MountError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MountError::Mount { source, .. } | MountError::Unmount { source, .. } => {
+                match source.raw_os_error() {
+                    Some(e) if e == Errno::PERM.raw_os_error() => ErrorKind::PermissionDenied,
+                    _ => Classify::kind(source),
+                }
+            }
+            MountError::Unsupported { .. } => ErrorKind::Unsupported,
+            MountError::BadTarget { .. } => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// Performs mounts described as data. Keep implementations small: this
+/// is the seam between the snapshot logic and the kernel.
+pub trait Mounter: Send + Sync {
+    /// Mounts `mounts` in order on `target` (each on `target/<mount.target>`
+    /// when it names a relative target).
+    ///
+    /// # Errors
+    /// A [`MountError`]; mounts made before the failing one are undone.
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError>;
+
+    /// Unmounts `target`; `detach` unmounts lazily (`MNT_DETACH`).
+    ///
+    /// # Errors
+    /// [`MountError::Unmount`].
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError>;
+}
+
+impl<T: Mounter + ?Sized> Mounter for &T {
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        (**self).mount(mounts, target)
+    }
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+        (**self).unmount(target, detach)
+    }
+}
+
+impl<T: Mounter + ?Sized> Mounter for Box<T> {
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        (**self).mount(mounts, target)
+    }
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+        (**self).unmount(target, detach)
+    }
+}
+
+impl<T: Mounter + ?Sized> Mounter for std::sync::Arc<T> {
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        (**self).mount(mounts, target)
+    }
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+        (**self).unmount(target, detach)
+    }
+}
+
+fn mount_point(target: &Path, m: &Mount) -> Result<PathBuf, MountError> {
+    match &m.target {
+        None => Ok(target.to_path_buf()),
+        Some(rel) => {
+            if rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(MountError::BadTarget {
+                    target: rel.clone(),
+                });
+            }
+            Ok(target.join(rel))
+        }
+    }
+}
+
+/// The real mounter (needs `CAP_SYS_ADMIN` in the mount namespace).
+///
+/// - `overlay`: the new mount API, one `fsconfig(lowerdir+)` per lower
+///   directory (kernel 6.8+), so the list is not bounded by a page; on older
+///   kernels, `mount(2)` with the option string, which must then fit a page.
+///   Flags `ro`, `nosuid`, `nodev`, `noexec` become mount attributes; every
+///   other option is passed to overlayfs as is.
+/// - `bind` (or options containing `bind`/`rbind`): `mount(2)` with
+///   `MS_BIND` (`MS_REC` for `rbind`), then a read-only remount for `ro`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SysMounter;
+
+impl SysMounter {
+    /// A real mounter.
+    pub fn new() -> SysMounter {
+        SysMounter
+    }
+}
+
+fn has_lowerdir_plus() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+            return false;
+        };
+        let mut it = release.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let minor: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        (major, minor) >= (6, 8)
+    })
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+impl Mounter for SysMounter {
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        let mut done: Vec<PathBuf> = Vec::new();
+        for m in mounts {
+            let result = mount_point(target, m).and_then(|point| {
+                let is_bind = m.fs_type == "bind"
+                    || m.has_flag("bind")
+                    || m.has_flag("rbind");
+                if is_bind {
+                    mount_bind(m, &point)
+                } else if m.fs_type == "overlay" {
+                    mount_overlay(m, &point)
+                } else {
+                    Err(MountError::Unsupported {
+                        fs_type: m.fs_type.clone(),
+                        target: point.clone(),
+                        reason: "only overlay and bind mounts are supported".to_owned(),
+                    })
+                }
+                .map(|()| point)
+            });
+            match result {
+                Ok(point) => done.push(point),
+                Err(e) => {
+                    for p in done.iter().rev() {
+                        let _ = self.unmount(p, true);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+        let flags = if detach {
+            UnmountFlags::DETACH | UnmountFlags::NOFOLLOW
+        } else {
+            UnmountFlags::NOFOLLOW
+        };
+        rmount::unmount(target, flags).map_err(|e| MountError::Unmount {
+            target: target.to_path_buf(),
+            source: errno_io(e),
+        })
+    }
+}
+
+fn mount_bind(m: &Mount, point: &Path) -> Result<(), MountError> {
+    let err = |step: &str, e: Errno| MountError::Mount {
+        fs_type: m.fs_type.clone(),
+        source_path: m.source.clone(),
+        target: point.to_path_buf(),
+        step: step.to_owned(),
+        source: errno_io(e),
+    };
+    let recursive = m.has_flag("rbind") || !m.has_flag("bind");
+    if recursive {
+        rmount::mount_bind_recursive(m.source.as_str(), point).map_err(|e| err("mount", e))?;
+    } else {
+        rmount::mount_bind(m.source.as_str(), point).map_err(|e| err("mount", e))?;
+    }
+    let mut flags = MountFlags::BIND;
+    for o in &m.options {
+        match o.as_str() {
+            "ro" => flags |= MountFlags::RDONLY,
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "nodev" => flags |= MountFlags::NODEV,
+            "noexec" => flags |= MountFlags::NOEXEC,
+            _ => {}
+        }
+    }
+    if flags != MountFlags::BIND {
+        if let Err(e) = rmount::mount_remount(point, flags, "") {
+            let _ = rmount::unmount(point, UnmountFlags::DETACH);
+            return Err(err("remount", e));
+        }
+    }
+    Ok(())
+}
+
+fn attr_flag(o: &str) -> Option<MountAttrFlags> {
+    Some(match o {
+        "ro" => MountAttrFlags::MOUNT_ATTR_RDONLY,
+        "nosuid" => MountAttrFlags::MOUNT_ATTR_NOSUID,
+        "nodev" => MountAttrFlags::MOUNT_ATTR_NODEV,
+        "noexec" => MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        "rw" => MountAttrFlags::empty(),
+        _ => return None,
+    })
+}
+
+fn mount_overlay(m: &Mount, point: &Path) -> Result<(), MountError> {
+    let err = |step: &str, e: Errno| MountError::Mount {
+        fs_type: m.fs_type.clone(),
+        source_path: m.source.clone(),
+        target: point.to_path_buf(),
+        step: step.to_owned(),
+        source: errno_io(e),
+    };
+    if !has_lowerdir_plus() {
+        return mount_overlay_legacy(m, point);
+    }
+    let fs = rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen", e))?;
+    rmount::fsconfig_set_string(&fs, "source", m.source.as_str())
+        .map_err(|e| err("fsconfig source", e))?;
+    let mut attrs = MountAttrFlags::empty();
+    for o in &m.options {
+        if let Some(a) = attr_flag(o) {
+            attrs |= a;
+            continue;
+        }
+        match o.split_once('=') {
+            Some(("lowerdir", list)) => {
+                for dir in list.split(':').filter(|d| !d.is_empty()) {
+                    rmount::fsconfig_set_string(&fs, "lowerdir+", dir)
+                        .map_err(|e| err(&format!("fsconfig lowerdir+ {dir}"), e))?;
+                }
+            }
+            Some((key, value)) => rmount::fsconfig_set_string(&fs, key, value)
+                .map_err(|e| err(&format!("fsconfig {key}={value}"), e))?,
+            None => rmount::fsconfig_set_flag(&fs, o.as_str())
+                .map_err(|e| err(&format!("fsconfig {o}"), e))?,
+        }
+    }
+    rmount::fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
+    let mnt = rmount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| err("fsmount", e))?;
+    rmount::move_mount(
+        &mnt,
+        "",
+        CWD,
+        point,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| err("move_mount", e))
+}
+
+fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
+    let mut flags = MountFlags::empty();
+    let mut data = Vec::new();
+    for o in &m.options {
+        match o.as_str() {
+            "ro" => flags |= MountFlags::RDONLY,
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "nodev" => flags |= MountFlags::NODEV,
+            "noexec" => flags |= MountFlags::NOEXEC,
+            "rw" => {}
+            other => data.push(other),
+        }
+    }
+    let data = data.join(",");
+    if data.len() >= 4096 {
+        return Err(MountError::Unsupported {
+            fs_type: m.fs_type.clone(),
+            target: point.to_path_buf(),
+            reason: format!(
+                "{} bytes of options exceed a page and this kernel has no lowerdir+",
+                data.len()
+            ),
+        });
+    }
+    let data = std::ffi::CString::new(data).map_err(|_| MountError::Unsupported {
+        fs_type: m.fs_type.clone(),
+        target: point.to_path_buf(),
+        reason: "NUL byte in options".to_owned(),
+    })?;
+    rmount::mount(m.source.as_str(), point, "overlay", flags, data.as_c_str()).map_err(|e| {
+        MountError::Mount {
+            fs_type: m.fs_type.clone(),
+            source_path: m.source.clone(),
+            target: point.to_path_buf(),
+            step: "mount".to_owned(),
+            source: errno_io(e),
+        }
+    })
+}
+
+/// A call recorded by [`RecordingMounter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountCall {
+    /// A [`Mounter::mount`] call.
+    Mount {
+        /// The mounts.
+        mounts: Vec<Mount>,
+        /// The mount point.
+        target: PathBuf,
+    },
+    /// A [`Mounter::unmount`] call.
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// Lazily.
+        detach: bool,
+    },
+}
+
+/// A mounter that records its calls and performs nothing, for tests.
+#[derive(Debug, Default)]
+pub struct RecordingMounter {
+    calls: Mutex<Vec<MountCall>>,
+}
+
+impl RecordingMounter {
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<MountCall> {
+        match self.calls.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn push(&self, call: MountCall) {
+        match self.calls.lock() {
+            Ok(mut c) => c.push(call),
+            Err(p) => p.into_inner().push(call),
+        }
+    }
+}
+
+impl Mounter for RecordingMounter {
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        for m in mounts {
+            mount_point(target, m)?;
+        }
+        self.push(MountCall::Mount {
+            mounts: mounts.to_vec(),
+            target: target.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+        self.push(MountCall::Unmount {
+            target: target.to_path_buf(),
+            detach,
+        });
+        Ok(())
+    }
+}
+
+/// Mounts on creation and unmounts on drop (lazily, with `MNT_DETACH`, if a
+/// plain unmount fails), so that no mount outlives its scope.
+#[derive(Debug)]
+pub struct MountGuard<M: Mounter> {
+    mounter: M,
+    points: Vec<PathBuf>,
+}
+
+impl<M: Mounter> MountGuard<M> {
+    /// Mounts `mounts` on `target` with `mounter`.
+    ///
+    /// # Errors
+    /// As [`Mounter::mount`].
+    pub fn mount(mounter: M, mounts: &[Mount], target: &Path) -> Result<Self, MountError> {
+        mounter.mount(mounts, target)?;
+        let mut points: Vec<PathBuf> = Vec::with_capacity(mounts.len());
+        for m in mounts {
+            points.push(mount_point(target, m)?);
+        }
+        Ok(MountGuard { mounter, points })
+    }
+
+    /// The mount point.
+    pub fn target(&self) -> Option<&Path> {
+        self.points.first().map(PathBuf::as_path)
+    }
+
+    /// Unmounts now, reporting the first failure (and still detaching).
+    ///
+    /// # Errors
+    /// [`MountError::Unmount`] when a plain unmount failed (the mount was
+    /// then detached lazily).
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<(), MountError> {
+        let mut first = None;
+        while let Some(p) = self.points.pop() {
+            if let Err(e) = self.mounter.unmount(&p, false) {
+                let _ = self.mounter.unmount(&p, true);
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl<M: Mounter> Drop for MountGuard<M> {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_read() {
+        let m = Mount {
+            fs_type: "overlay".into(),
+            source: "overlay".into(),
+            target: None,
+            options: vec!["lowerdir=/a:/b".into(), "upperdir=/u".into(), "ro".into()],
+        };
+        assert_eq!(m.lowerdirs(), vec!["/a", "/b"]);
+        assert_eq!(m.option("upperdir"), Some("/u"));
+        assert!(m.is_read_only());
+        assert!(!Mount::bind("/x", false).is_read_only());
+    }
+
+    #[test]
+    fn guard_unmounts_in_reverse() {
+        let rec = RecordingMounter::default();
+        let mut inner = Mount::bind("/b", true);
+        inner.target = Some("sub".into());
+        {
+            let _g = MountGuard::mount(&rec, &[Mount::bind("/a", false), inner], Path::new("/t"))
+                .expect("mount");
+        }
+        let calls = rec.calls();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(
+            calls[1],
+            MountCall::Unmount {
+                target: "/t/sub".into(),
+                detach: false
+            }
+        );
+    }
+
+    #[test]
+    fn bad_targets_are_refused() {
+        let rec = RecordingMounter::default();
+        let mut m = Mount::bind("/a", false);
+        m.target = Some("../x".into());
+        assert!(matches!(
+            rec.mount(&[m], Path::new("/t")),
+            Err(MountError::BadTarget { .. })
+        ));
+    }
+}

@@ -1,0 +1,145 @@
+//! The overlayfs driver.
+//!
+//! Each snapshot is a directory `snapshots/<id>/` holding `fs/` (its own
+//! changes: for a committed snapshot, one layer in overlayfs form) and, for
+//! an active snapshot with a parent, `work/` (overlayfs' work directory).
+//! Mounts:
+//! - an active snapshot without parent, or a view with zero or one parent:
+//!   a bind mount (`rw` or `ro`) of a single directory;
+//! - otherwise one `overlay` mount: `lowerdir=` the parents' `fs`
+//!   directories, nearest first, `upperdir=`/`workdir=` for an active one,
+//!   and always `index=off,redirect_dir=off,metacopy=off`, so that an upper
+//!   directory is a faithful diff (no redirects, no metadata-only copy-ups).
+//!
+//! A lowerdir list longer than a page is fine: [`crate::mount::SysMounter`]
+//! passes it one directory at a time (`fsconfig` `lowerdir+`, kernel 6.8+).
+
+use std::path::Path;
+
+use crate::mount::Mount;
+use crate::whiteout::{OverlayXattrs, WhiteoutMode};
+
+use super::core::{Core, Layout};
+use super::{Capabilities, CommitOptions, Info, Kind, Labels, SnapshotError, Snapshotter, Usage};
+
+/// Knobs of the overlay driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OverlayOptions {
+    /// Mount with `userxattr` (rootless overlayfs in a user namespace);
+    /// layers then carry `user.overlay.*` markers.
+    pub userxattr: bool,
+    /// `syncfs` before a commit so that committed content is durable.
+    pub sync_on_commit: bool,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        OverlayOptions {
+            userxattr: false,
+            sync_on_commit: true,
+        }
+    }
+}
+
+impl OverlayOptions {
+    /// Sets `userxattr`.
+    pub fn with_userxattr(mut self, on: bool) -> Self {
+        self.userxattr = on;
+        self
+    }
+
+    /// Sets whether commits sync the filesystem.
+    pub fn with_sync_on_commit(mut self, on: bool) -> Self {
+        self.sync_on_commit = on;
+        self
+    }
+}
+
+/// The overlayfs snapshotter (see the module docs).
+#[derive(Debug)]
+pub struct OverlaySnapshotter {
+    core: Core,
+    options: OverlayOptions,
+}
+
+impl OverlaySnapshotter {
+    /// Opens (creating it if needed) the root `root` with default options.
+    ///
+    /// # Errors
+    /// I/O; [`SnapshotError::BadRoot`] for a root of another driver or a path
+    /// overlayfs options cannot carry (`:` or `,`).
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, SnapshotError> {
+        Self::open_with(root, OverlayOptions::default())
+    }
+
+    /// Opens the root `root` with `options`.
+    ///
+    /// # Errors
+    /// As [`OverlaySnapshotter::open`].
+    pub fn open_with(root: impl AsRef<Path>, options: OverlayOptions) -> Result<Self, SnapshotError> {
+        let core = Core::open(
+            root.as_ref(),
+            Layout::Overlay {
+                userxattr: options.userxattr,
+                sync: options.sync_on_commit,
+            },
+        )?;
+        Ok(OverlaySnapshotter { core, options })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        self.core.root()
+    }
+}
+
+impl Snapshotter for OverlaySnapshotter {
+    fn driver(&self) -> &'static str {
+        "overlay"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            rebase: true,
+            layer_whiteouts: WhiteoutMode::Overlay(if self.options.userxattr {
+                OverlayXattrs::User
+            } else {
+                OverlayXattrs::Trusted
+            }),
+        }
+    }
+    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
+        self.core.stat(key)
+    }
+    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
+        self.core.usage(key)
+    }
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
+        self.core.mounts(key)
+    }
+    fn prepare_with(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.core.create(Kind::Active, key, parent, labels)
+    }
+    fn view_with(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        self.core.create(Kind::View, key, parent, labels)
+    }
+    fn commit_with(&self, name: &str, key: &str, options: CommitOptions) -> Result<(), SnapshotError> {
+        self.core.commit(name, key, options)
+    }
+    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
+        self.core.remove(key)
+    }
+    fn walk(&self, visit: &mut dyn FnMut(&Info)) -> Result<(), SnapshotError> {
+        self.core.walk(visit)
+    }
+}

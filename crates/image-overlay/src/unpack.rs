@@ -1,0 +1,2106 @@
+//! Unpack one layer onto a directory in a single streaming pass.
+//!
+//! The stream is decompressed (gzip or zstd, sniffed from its first bytes
+//! or declared), hashed twice on the way (the compressed bytes give the
+//! blob digest, the uncompressed bytes the diff ID), parsed as a tar and
+//! applied to the target directory, all at once. The tar is read to the end
+//! of the stream, past its end-of-archive marker, so that the gzip CRC and
+//! both digests cover every byte.
+//!
+//! # Security
+//! The applier works relative to a directory descriptor of the target:
+//! parent directories are opened with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)`, so symlinks, whether from this layer or an
+//! earlier one, resolve as if the target were `/`; the last component is
+//! created with `O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `symlinkat`,
+//! `linkat` (not following) or `mknodat`, after removing whatever had the
+//! name; metadata is set through the opened file (`fchown`, `fchmod`,
+//! `fsetxattr`, `futimens`) or with no-follow calls. `..` components are
+//! rejected, absolute paths are taken relative to the target. Entry count,
+//! expanded bytes and entry sizes are limited ([`Limits`]); device nodes,
+//! `security.*`/`trusted.*` xattrs and overlayfs xattrs follow a policy
+//! ([`DevicePolicy`], [`XattrPolicy`]). What is not guarded: a concurrent
+//! process changing the target while it is unpacked, and the content of
+//! files (a setuid binary in a layer is still a setuid binary).
+//!
+//! On error the target is left as far as the unpack got: unpack into a
+//! fresh directory and discard it on failure.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use image_core::digest::Hasher;
+use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind, HashingReader};
+use rustix::fs::Timespec;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
+use rustix::io::Errno;
+
+use crate::compress;
+use crate::fsops::{self, display_path, io_err};
+use crate::whiteout::{self, WhiteoutMode, WhiteoutName};
+
+/// Limits that bound what a layer may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most uncompressed bytes (the whole tar stream, trailing bytes included).
+    pub max_expanded_bytes: u64,
+    /// Most entries (headers describing a file, link, directory or whiteout).
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_expanded_bytes: 64 << 30,
+            max_entries: 4_000_000,
+        }
+    }
+}
+
+/// What to do with character and block device entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DevicePolicy {
+    /// Create them; fail with [`UnpackError::DeviceNotPermitted`] when the
+    /// kernel refuses.
+    Create,
+    /// Create them when permitted, skip them (and report it) otherwise.
+    #[default]
+    CreateOrSkip,
+    /// Skip them and report it.
+    Skip,
+    /// Fail with [`UnpackError::DeviceRejected`].
+    Reject,
+}
+
+/// Which `security.*` xattrs to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityXattrs {
+    /// None.
+    None,
+    /// Only `security.capability` (file capabilities, which images use).
+    #[default]
+    Capability,
+    /// All of them (including `security.selinux` and `security.ima`).
+    All,
+}
+
+/// What to do with xattrs that overlayfs would interpret
+/// (`trusted.overlay.*`, `user.overlay.*`) when an image carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReservedXattrs {
+    /// Drop them and report it.
+    #[default]
+    Skip,
+    /// Fail with [`UnpackError::ReservedXattr`].
+    Reject,
+}
+
+/// Which PAX `SCHILY.xattr.*` records are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XattrPolicy {
+    /// Apply any xattrs at all.
+    pub enabled: bool,
+    /// `user.*` (other than `user.overlay.*`).
+    pub user: bool,
+    /// `security.*`.
+    pub security: SecurityXattrs,
+    /// `trusted.*` (other than `trusted.overlay.*`), which needs CAP_SYS_ADMIN.
+    pub trusted: bool,
+    /// `system.*` (POSIX ACLs).
+    pub system: bool,
+    /// Overlayfs markers from the image; never applied as-is.
+    pub reserved: ReservedXattrs,
+}
+
+impl Default for XattrPolicy {
+    fn default() -> Self {
+        XattrPolicy {
+            enabled: true,
+            user: true,
+            security: SecurityXattrs::Capability,
+            trusted: false,
+            system: true,
+            reserved: ReservedXattrs::Skip,
+        }
+    }
+}
+
+/// Knobs of an unpack. The defaults verify nothing, sniff the compression,
+/// apply whiteouts, keep ownership when running as root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnpackOptions {
+    /// The declared compression (from the media type); `None` sniffs it.
+    /// A declared compression that the bytes contradict is an error.
+    pub compression: Option<Compression>,
+    /// The expected blob digest (of the compressed bytes).
+    pub digest: Option<Digest>,
+    /// The expected diff ID (of the uncompressed tar).
+    pub diff_id: Option<Digest>,
+    /// The expected size of the compressed blob.
+    pub size: Option<u64>,
+    /// The algorithm for digests not given above (their own algorithm wins).
+    pub algorithm: Algorithm,
+    /// Whiteout handling.
+    pub whiteouts: WhiteoutMode,
+    /// Cost limits.
+    pub limits: Limits,
+    /// Device node handling.
+    pub devices: DevicePolicy,
+    /// Xattr handling.
+    pub xattrs: XattrPolicy,
+    /// Set owners from the tar (needs privilege); otherwise files belong to the caller.
+    pub preserve_ownership: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            compression: None,
+            digest: None,
+            diff_id: None,
+            size: None,
+            algorithm: Algorithm::Sha256,
+            whiteouts: WhiteoutMode::Apply,
+            limits: Limits::default(),
+            devices: DevicePolicy::default(),
+            xattrs: XattrPolicy::default(),
+            preserve_ownership: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+impl UnpackOptions {
+    /// Expects the blob digest `digest`.
+    pub fn with_digest(mut self, digest: Digest) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// Expects the diff ID `diff_id`.
+    pub fn with_diff_id(mut self, diff_id: Digest) -> Self {
+        self.diff_id = Some(diff_id);
+        self
+    }
+
+    /// Declares the compression (as a layer media type does).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// Sets the whiteout handling.
+    pub fn with_whiteouts(mut self, mode: WhiteoutMode) -> Self {
+        self.whiteouts = mode;
+        self
+    }
+
+    /// Sets the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Why an entry or part of it was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A device node, by policy or because the kernel refused it.
+    Device,
+    /// An xattr the policy excludes or the filesystem does not support.
+    Xattr,
+    /// An overlayfs xattr carried by the image.
+    ReservedXattr,
+    /// Whiteout metadata such as `.wh..wh.plnk`.
+    WhiteoutMeta,
+    /// A whiteout of an entry the same layer created.
+    SelfWhiteout,
+    /// A PAX global header (its records are not applied).
+    GlobalHeader,
+}
+
+/// One thing left out, with the entry it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The entry path as the tar names it.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: SkipReason,
+    /// The xattr name, for xattr skips.
+    pub detail: Option<String>,
+}
+
+/// What an unpack found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnpackReport {
+    /// The digest of the compressed blob, as read.
+    pub digest: Digest,
+    /// The diff ID: the digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The compression used.
+    pub compression: Compression,
+    /// Compressed bytes read.
+    pub compressed_size: u64,
+    /// Uncompressed bytes read (trailing bytes included).
+    pub size: u64,
+    /// Entries applied or skipped.
+    pub entries: u64,
+    /// Bytes after the end-of-archive marker (zero padding).
+    pub trailing_bytes: u64,
+    /// What was left out (the first 1000).
+    pub skipped: Vec<Skipped>,
+    /// How many things were left out in all.
+    pub skipped_total: u64,
+}
+
+/// A failed unpack. Every variant about an entry carries its path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnpackError {
+    /// The target directory could not be opened.
+    #[error("cannot open target directory {path}: {source}")]
+    OpenTarget {
+        /// The target.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the source stream failed.
+    #[error("reading the layer: {source}")]
+    Source {
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The declared compression is not what the bytes are.
+    #[error("layer declared as {declared:?} but its bytes are {found:?}")]
+    CompressionMismatch {
+        /// Declared (media type).
+        declared: Compression,
+        /// Sniffed.
+        found: Compression,
+    },
+    /// The compressed stream is corrupt (bad data, bad CRC or checksum).
+    #[error("corrupt {compression:?} stream: {source}")]
+    Decompress {
+        /// The compression.
+        compression: Compression,
+        /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The tar is malformed (bad header checksum, bad number, bad PAX record).
+    #[error("corrupt tar{}: {source}", at(.path))]
+    Corrupt {
+        /// The entry being read, when known.
+        path: Option<PathBuf>,
+        /// The parser's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The stream ended inside an entry or before the end-of-archive marker.
+    #[error("truncated layer{}", at(.path))]
+    Truncated {
+        /// The entry being read, when known.
+        path: Option<PathBuf>,
+    },
+    /// Non-zero bytes after the end-of-archive marker, which other tar
+    /// readers might take for more entries.
+    #[error("{count} bytes of data after the tar end-of-archive marker")]
+    TrailingData {
+        /// How many trailing bytes.
+        count: u64,
+    },
+    /// The layer expands to more bytes than allowed (decompression bomb),
+    /// or an entry claims more than that.
+    #[error("layer exceeds the limit of {limit} expanded bytes{}", at(.path))]
+    TooLarge {
+        /// The entry, when one claimed too much.
+        path: Option<PathBuf>,
+        /// The limit.
+        limit: u64,
+    },
+    /// The layer has more entries than allowed.
+    #[error("layer has more than {limit} entries")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// A `..` component.
+    #[error("entry path {path} has a '..' component")]
+    PathTraversal {
+        /// The entry path.
+        path: PathBuf,
+    },
+    /// A path that cannot name a file (NUL byte, empty link target).
+    #[error("entry {path}: {reason}")]
+    InvalidPath {
+        /// The entry path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A parent component exists and is not a directory (or is a dangling symlink).
+    #[error("a parent of {path} exists and is not a directory")]
+    ParentNotDirectory {
+        /// The entry path.
+        path: PathBuf,
+    },
+    /// A hardlink to a name that does not exist in the target.
+    #[error("hardlink {path} -> {target}: target does not exist")]
+    HardlinkTargetMissing {
+        /// The entry path.
+        path: PathBuf,
+        /// The link target.
+        target: PathBuf,
+    },
+    /// A hardlink to a directory.
+    #[error("hardlink {path} -> {target}: target is a directory")]
+    HardlinkToDirectory {
+        /// The entry path.
+        path: PathBuf,
+        /// The link target.
+        target: PathBuf,
+    },
+    /// A whiteout of nothing (`.wh.`), of its own directory (`.wh..`), of its
+    /// parent (`.wh...`), or a whiteout used as a directory.
+    #[error("invalid whiteout {path}")]
+    InvalidWhiteout {
+        /// The entry path.
+        path: PathBuf,
+    },
+    /// A 0/0 character device in a layer unpacked for overlayfs, where it
+    /// would act as a whiteout that the layer did not declare as one.
+    #[error("{path} is a 0/0 character device, which overlayfs would take for a whiteout")]
+    ForgedWhiteout {
+        /// The entry path.
+        path: PathBuf,
+    },
+    /// An overlayfs xattr in the image, refused by policy.
+    #[error("{path} carries the overlayfs xattr {name}")]
+    ReservedXattr {
+        /// The entry path.
+        path: PathBuf,
+        /// The xattr.
+        name: String,
+    },
+    /// A uid or gid that does not fit a 32-bit id (or is -1).
+    #[error("{path}: owner id {id} out of range")]
+    IdOutOfRange {
+        /// The entry path.
+        path: PathBuf,
+        /// The id.
+        id: u64,
+    },
+    /// A device number that does not fit 32 bits.
+    #[error("{path}: device number {value} out of range")]
+    DeviceOutOfRange {
+        /// The entry path.
+        path: PathBuf,
+        /// The major or minor number.
+        value: u64,
+    },
+    /// A device node refused by policy.
+    #[error("{path}: device nodes are rejected by policy")]
+    DeviceRejected {
+        /// The entry path.
+        path: PathBuf,
+    },
+    /// A device node the kernel refused to create.
+    #[error("{path}: not permitted to create a device node")]
+    DeviceNotPermitted {
+        /// The entry path.
+        path: PathBuf,
+    },
+    /// An entry type this unpacker does not apply.
+    #[error("{path}: unsupported tar entry type {entry_type:?}")]
+    UnsupportedEntry {
+        /// The entry path.
+        path: PathBuf,
+        /// The type flag byte.
+        entry_type: char,
+    },
+    /// A sparse file whose map is malformed or of an unsupported format.
+    #[error("{path}: bad sparse file: {reason}")]
+    Sparse {
+        /// The entry path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The blob digest is not the expected one.
+    #[error("layer digest mismatch: expected {expected}, found {found}")]
+    DigestMismatch {
+        /// Expected.
+        expected: Digest,
+        /// Computed.
+        found: Digest,
+    },
+    /// The diff ID is not the expected one.
+    #[error("layer diff ID mismatch: expected {expected}, found {found}")]
+    DiffIdMismatch {
+        /// Expected.
+        expected: Digest,
+        /// Computed.
+        found: Digest,
+    },
+    /// The compressed size is not the expected one.
+    #[error("layer size mismatch: expected {expected} bytes, found {found}")]
+    SizeMismatch {
+        /// Expected.
+        expected: u64,
+        /// Read.
+        found: u64,
+    },
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Fs {
+        /// The entry path.
+        path: PathBuf,
+        /// The operation.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn at(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" at {}", p.display()),
+        None => String::new(),
+    }
+}
+
+impl Classify for UnpackError {
+    fn kind(&self) -> ErrorKind {
+        use UnpackError as E;
+        match self {
+            E::OpenTarget { source, .. } | E::Fs { source, .. } | E::Source { source } => {
+                Classify::kind(source)
+            }
+            E::CompressionMismatch { .. }
+            | E::Decompress { .. }
+            | E::Corrupt { .. }
+            | E::Truncated { .. }
+            | E::ParentNotDirectory { .. }
+            | E::Sparse { .. } => ErrorKind::InvalidInput,
+            E::HardlinkTargetMissing { .. } => ErrorKind::NotFound,
+            E::TrailingData { .. }
+            | E::TooLarge { .. }
+            | E::TooManyEntries { .. }
+            | E::PathTraversal { .. }
+            | E::InvalidPath { .. }
+            | E::HardlinkToDirectory { .. }
+            | E::InvalidWhiteout { .. }
+            | E::ForgedWhiteout { .. }
+            | E::ReservedXattr { .. }
+            | E::IdOutOfRange { .. }
+            | E::DeviceOutOfRange { .. }
+            | E::DeviceRejected { .. } => ErrorKind::Unsafe,
+            E::DeviceNotPermitted { .. } => ErrorKind::PermissionDenied,
+            E::UnsupportedEntry { .. } => ErrorKind::Unsupported,
+            E::DigestMismatch { .. } | E::DiffIdMismatch { .. } => ErrorKind::DigestMismatch,
+            E::SizeMismatch { .. } => ErrorKind::SizeMismatch,
+        }
+    }
+}
+
+impl UnpackError {
+    /// The entry path the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        use UnpackError as E;
+        match self {
+            E::Corrupt { path, .. } | E::Truncated { path } | E::TooLarge { path, .. } => {
+                path.as_deref()
+            }
+            E::OpenTarget { path, .. }
+            | E::PathTraversal { path }
+            | E::InvalidPath { path, .. }
+            | E::ParentNotDirectory { path }
+            | E::HardlinkTargetMissing { path, .. }
+            | E::HardlinkToDirectory { path, .. }
+            | E::InvalidWhiteout { path }
+            | E::ForgedWhiteout { path }
+            | E::ReservedXattr { path, .. }
+            | E::IdOutOfRange { path, .. }
+            | E::DeviceOutOfRange { path, .. }
+            | E::DeviceRejected { path }
+            | E::DeviceNotPermitted { path }
+            | E::UnsupportedEntry { path, .. }
+            | E::Sparse { path, .. }
+            | E::Fs { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Unpacks one layer from `reader` onto the directory `target`.
+///
+/// `reader` is any byte stream (a blob file, an HTTP body, a byte slice);
+/// it is read to its end.
+///
+/// # Errors
+/// An [`UnpackError`]; see its variants. Hostile input is reported with
+/// [`ErrorKind::Unsafe`].
+///
+/// # Example
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use image_overlay::unpack::{unpack, UnpackOptions};
+/// let dir = tempfile::tempdir()?;
+/// let mut tar = tar::Builder::new(Vec::new());
+/// let mut h = tar::Header::new_ustar();
+/// h.set_path("hello.txt")?;
+/// h.set_size(2);
+/// h.set_mode(0o644);
+/// h.set_uid(0);
+/// h.set_gid(0);
+/// h.set_mtime(1_700_000_000);
+/// h.set_cksum();
+/// tar.append(&h, &b"hi"[..])?;
+/// let layer = tar.into_inner()?;
+/// let report = unpack(&layer[..], dir.path(), &UnpackOptions::default())?;
+/// assert_eq!(std::fs::read(dir.path().join("hello.txt"))?, b"hi");
+/// assert_eq!(report.digest, report.diff_id); // not compressed
+/// # Ok(()) }
+/// ```
+pub fn unpack<R: Read>(
+    mut reader: R,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let root = rfs::open(
+        target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| UnpackError::OpenTarget {
+        path: target.to_path_buf(),
+        source: io_err(e),
+    })?;
+    unpack_core(&mut reader, root.as_fd(), options)
+}
+
+/// Unpacks one layer from `reader` onto the directory open as `root`
+/// (an `O_PATH` descriptor is enough).
+///
+/// # Errors
+/// As [`unpack`].
+pub fn unpack_at<R: Read, Fd: AsFd>(
+    mut reader: R,
+    root: Fd,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    unpack_core(&mut reader, root.as_fd(), options)
+}
+
+// ---- the reader stack ------------------------------------------------------
+
+/// Marks an error of the source stream as it passes through the decoder.
+#[derive(Debug)]
+struct SourceFailure(io::Error);
+impl std::fmt::Display for SourceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl std::error::Error for SourceFailure {}
+
+/// Marks an error of the decoder.
+#[derive(Debug)]
+struct DecodeFailure(io::Error);
+impl std::fmt::Display for DecodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl std::error::Error for DecodeFailure {}
+
+/// Marks the expanded-bytes limit.
+#[derive(Debug)]
+struct LimitHit;
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("expanded-bytes limit reached")
+    }
+}
+impl std::error::Error for LimitHit {}
+
+struct SourceTag<'a>(&'a mut dyn Read);
+impl Read for SourceTag<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), SourceFailure(e)))
+    }
+}
+
+/// Hashes, counts and limits the uncompressed stream, and remembers how
+/// many zero bytes end what was read so far (to see the end marker).
+struct Meter<'a> {
+    inner: Box<dyn Read + 'a>,
+    hasher: Hasher,
+    count: u64,
+    limit: u64,
+    trailing_zeros: u64,
+}
+
+impl Read for Meter<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            let tagged = e
+                .get_ref()
+                .is_some_and(|i| i.is::<SourceFailure>() || i.is::<LimitHit>());
+            if tagged {
+                e
+            } else {
+                io::Error::new(e.kind(), DecodeFailure(e))
+            }
+        })?;
+        let data = &buf[..n];
+        self.count += n as u64;
+        if self.count > self.limit {
+            return Err(io::Error::other(LimitHit));
+        }
+        self.hasher.update(data);
+        match data.iter().rposition(|b| *b != 0) {
+            Some(i) => self.trailing_zeros = (n - 1 - i) as u64,
+            None => self.trailing_zeros += n as u64,
+        }
+        Ok(n)
+    }
+}
+
+fn classify_read(
+    e: io::Error,
+    path: Option<&[u8]>,
+    limit: u64,
+    compression: Compression,
+) -> UnpackError {
+    let path = path.map(display_path);
+    let marker = e.get_ref().map(|i| {
+        (
+            i.is::<LimitHit>(),
+            i.is::<SourceFailure>(),
+            i.is::<DecodeFailure>(),
+        )
+    });
+    match marker {
+        Some((true, _, _)) => return UnpackError::TooLarge { path, limit },
+        Some((_, true, _)) => {
+            if let Some(inner) = e.into_inner() {
+                if let Ok(s) = inner.downcast::<SourceFailure>() {
+                    return UnpackError::Source { source: s.0 };
+                }
+            }
+            return UnpackError::Source {
+                source: io::Error::other("source failed"),
+            };
+        }
+        Some((_, _, true)) => {
+            let kind = e.kind();
+            if kind == io::ErrorKind::UnexpectedEof && compression != Compression::None {
+                return UnpackError::Truncated { path };
+            }
+            let source = match e.into_inner().map(|i| i.downcast::<DecodeFailure>()) {
+                Some(Ok(d)) => d.0,
+                _ => io::Error::new(kind, "decoder failed"),
+            };
+            if compression == Compression::None {
+                return UnpackError::Source { source };
+            }
+            return UnpackError::Decompress {
+                compression,
+                source,
+            };
+        }
+        _ => {}
+    }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        UnpackError::Truncated { path }
+    } else {
+        UnpackError::Corrupt { path, source: e }
+    }
+}
+
+// ---- the applier -------------------------------------------------------------
+
+struct Ctx<'o> {
+    opts: &'o UnpackOptions,
+    limits: Limits,
+    compression: Compression,
+}
+
+impl Ctx<'_> {
+    fn err(&self, e: io::Error, path: Option<&[u8]>) -> UnpackError {
+        classify_read(e, path, self.limits.max_expanded_bytes, self.compression)
+    }
+}
+
+struct Applier<'r, 'o> {
+    root: BorrowedFd<'r>,
+    compression: Compression,
+    opts: &'o UnpackOptions,
+    /// The last parent directory opened, by normalised path.
+    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// Every path this layer created (whiteouts apply only to lower layers).
+    created: HashSet<Vec<u8>>,
+    /// Directories whose mode and times are set at the end.
+    dirs: Vec<(Vec<u8>, u32, Timespec)>,
+    skipped: Vec<Skipped>,
+    skipped_total: u64,
+    buf: Vec<u8>,
+}
+
+/// The metadata of one entry, from its header and PAX records.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Timespec,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A normalised entry path: components joined by `/`, no `.`, no empties.
+struct NormPath {
+    full: Vec<u8>,
+    /// Where the last component starts.
+    split: usize,
+}
+
+impl NormPath {
+    fn parent(&self) -> &[u8] {
+        if self.split == 0 {
+            b""
+        } else {
+            &self.full[..self.split - 1]
+        }
+    }
+    fn name(&self) -> &[u8] {
+        &self.full[self.split..]
+    }
+    fn is_root(&self) -> bool {
+        self.full.is_empty()
+    }
+}
+
+fn normalise(raw: &[u8]) -> Result<NormPath, UnpackError> {
+    if raw.contains(&0) {
+        return Err(UnpackError::InvalidPath {
+            path: display_path(raw),
+            reason: "NUL byte in path",
+        });
+    }
+    let mut full = Vec::with_capacity(raw.len());
+    let mut split = 0;
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => {
+                return Err(UnpackError::PathTraversal {
+                    path: display_path(raw),
+                })
+            }
+            c => {
+                if !full.is_empty() {
+                    full.push(b'/');
+                }
+                split = full.len();
+                full.extend_from_slice(c);
+            }
+        }
+    }
+    Ok(NormPath { full, split })
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(parent.len() + 1 + name.len());
+    v.extend_from_slice(parent);
+    if !parent.is_empty() {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+fn fs_err(path: &[u8], op: &'static str, e: Errno) -> UnpackError {
+    UnpackError::Fs {
+        path: display_path(path),
+        op,
+        source: io_err(e),
+    }
+}
+
+/// Parses a PAX time (`-12.5`, `1700000000.123456789`).
+fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = int.parse().ok()?;
+    let mut nanos: i64 = 0;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        nanos += i64::from(b - b'0') * 10i64.pow(8 - i as u32);
+    }
+    Some(if neg {
+        if nanos == 0 {
+            Timespec {
+                tv_sec: -secs,
+                tv_nsec: 0,
+            }
+        } else {
+            Timespec {
+                tv_sec: -secs - 1,
+                tv_nsec: 1_000_000_000 - nanos,
+            }
+        }
+    } else {
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        }
+    })
+}
+
+/// Parses a numeric tar header field (octal, or GNU base-256) to u64.
+fn parse_numeric(field: &[u8]) -> Option<u64> {
+    if let Some(&first) = field.first() {
+        if first & 0x80 != 0 {
+            if first & 0x40 != 0 {
+                return None; // negative
+            }
+            let mut v: u64 = u64::from(first & 0x3f);
+            for &b in &field[1..] {
+                v = v.checked_mul(256)?.checked_add(u64::from(b))?;
+            }
+            return Some(v);
+        }
+    }
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| *b != 0 && *b != b' ')
+        .collect();
+    if s.is_empty() {
+        return Some(0);
+    }
+    let s = std::str::from_utf8(&s).ok()?;
+    u64::from_str_radix(s, 8).ok()
+}
+
+fn check_id(path: &[u8], id: u64) -> Result<u32, UnpackError> {
+    u32::try_from(id)
+        .ok()
+        .filter(|v| *v != u32::MAX)
+        .ok_or(UnpackError::IdOutOfRange {
+            path: display_path(path),
+            id,
+        })
+}
+
+fn unpack_core(
+    src: &mut dyn Read,
+    root: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let blob_alg = opts
+        .digest
+        .as_ref()
+        .map_or(opts.algorithm, Digest::algorithm);
+    let diff_alg = opts
+        .diff_id
+        .as_ref()
+        .map_or(opts.algorithm, Digest::algorithm);
+    let mut tagged = SourceTag(src);
+    let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, blob_alg);
+
+    // Sniff.
+    let mut head = [0u8; 8];
+    let mut n = 0;
+    while n < head.len() {
+        match compressed.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(UnpackError::Source {
+                    source: match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
+                        Some(Ok(s)) => s.0,
+                        _ => io::Error::other("source failed"),
+                    },
+                })
+            }
+        }
+    }
+    let sniffed = Compression::sniff(&head[..n]);
+    let compression = match opts.compression {
+        Some(declared) if declared != sniffed => {
+            return Err(UnpackError::CompressionMismatch {
+                declared,
+                found: sniffed,
+            })
+        }
+        _ => sniffed,
+    };
+    let ctx = Ctx {
+        opts,
+        limits: opts.limits,
+        compression,
+    };
+
+    let mut applier = Applier {
+        root,
+        compression,
+        opts,
+        cache: None,
+        created: HashSet::new(),
+        dirs: Vec::new(),
+        skipped: Vec::new(),
+        skipped_total: 0,
+        buf: vec![0u8; 256 * 1024],
+    };
+    let stream = extract(&mut compressed, &head[..n], &ctx, &mut applier, diff_alg)?;
+    let Extracted {
+        diff_id,
+        size,
+        trailing_bytes,
+        nonzero_trailing,
+        entries: entries_seen,
+    } = stream;
+    // Anything the decoder left unread (nothing, normally).
+    io::copy(&mut compressed, &mut io::sink()).map_err(|e| ctx.err(e, None))?;
+    let (digest, compressed_size) = compressed.finish();
+
+    applier.finish_dirs()?;
+
+    if let Some(expected) = &opts.size {
+        if *expected != compressed_size {
+            return Err(UnpackError::SizeMismatch {
+                expected: *expected,
+                found: compressed_size,
+            });
+        }
+    }
+    if let Some(expected) = &opts.digest {
+        if *expected != digest {
+            return Err(UnpackError::DigestMismatch {
+                expected: expected.clone(),
+                found: digest,
+            });
+        }
+    }
+    if let Some(expected) = &opts.diff_id {
+        if *expected != diff_id {
+            return Err(UnpackError::DiffIdMismatch {
+                expected: expected.clone(),
+                found: diff_id,
+            });
+        }
+    }
+    if nonzero_trailing {
+        return Err(UnpackError::TrailingData {
+            count: trailing_bytes,
+        });
+    }
+    Ok(UnpackReport {
+        digest,
+        diff_id,
+        compression,
+        compressed_size,
+        size,
+        entries: entries_seen,
+        trailing_bytes,
+        skipped: applier.skipped,
+        skipped_total: applier.skipped_total,
+    })
+}
+
+struct Extracted {
+    diff_id: Digest,
+    size: u64,
+    trailing_bytes: u64,
+    nonzero_trailing: bool,
+    entries: u64,
+}
+
+/// Decompresses, hashes and applies the tar; reads to the end of the stream.
+fn extract(
+    compressed: &mut dyn Read,
+    head: &[u8],
+    ctx: &Ctx<'_>,
+    applier: &mut Applier<'_, '_>,
+    diff_alg: Algorithm,
+) -> Result<Extracted, UnpackError> {
+    let opts = ctx.opts;
+    let compression = ctx.compression;
+    let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
+    let decoder =
+        compress::decoder(compression, head_reader).map_err(|e| UnpackError::Decompress {
+            compression,
+            source: e,
+        })?;
+    let meter = Meter {
+        inner: decoder,
+        hasher: diff_alg.hasher(),
+        count: 0,
+        limit: opts.limits.max_expanded_bytes,
+        trailing_zeros: 0,
+    };
+    let mut archive = tar::Archive::new(meter);
+    let mut entries_seen: u64 = 0;
+    {
+        let entries = archive.entries().map_err(|e| ctx.err(e, None))?;
+        let mut last_path: Option<Vec<u8>> = None;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| ctx.err(e, last_path.as_deref()))?;
+            let raw_path = entry.path_bytes().into_owned();
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                applier.skip(&raw_path, SkipReason::GlobalHeader, None);
+                last_path = Some(raw_path);
+                continue;
+            }
+            entries_seen += 1;
+            if entries_seen > opts.limits.max_entries {
+                return Err(UnpackError::TooManyEntries {
+                    limit: opts.limits.max_entries,
+                });
+            }
+            applier.apply(&mut entry, &raw_path, ctx)?;
+            last_path = Some(raw_path);
+        }
+    }
+    let mut meter = archive.into_inner();
+    // The tar crate stops at the first zero block; make sure we saw one.
+    if meter.trailing_zeros < 512 {
+        return Err(UnpackError::Truncated { path: None });
+    }
+    let before = meter.count;
+    let mut nonzero_trailing = false;
+    loop {
+        let k = match meter.read(&mut applier.buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ctx.err(e, None)),
+        };
+        nonzero_trailing |= applier.buf[..k].iter().any(|b| *b != 0);
+    }
+    let trailing_bytes = meter.count - before;
+    let size = meter.count;
+    let diff_id = meter.hasher.finish();
+    drop(meter.inner);
+    Ok(Extracted {
+        diff_id,
+        size,
+        trailing_bytes,
+        nonzero_trailing,
+        entries: entries_seen,
+    })
+}
+
+/// Sparse layout of an entry: the real size and, for PAX 1.0 sparse files,
+/// whether a map precedes the data.
+enum Sparse {
+    None,
+    /// Old GNU sparse: the tar crate expands holes into zeros.
+    Gnu {
+        real_size: u64,
+    },
+    /// PAX 1.0 (`GNU.sparse.major=1`): a map at the start of the data.
+    Pax1 {
+        real_size: u64,
+    },
+}
+
+impl<'r, 'o> Applier<'r, 'o> {
+    fn err(&self, e: io::Error, raw: &[u8]) -> UnpackError {
+        classify_read(
+            e,
+            Some(raw),
+            self.opts.limits.max_expanded_bytes,
+            self.compression,
+        )
+    }
+
+    fn skip(&mut self, path: &[u8], reason: SkipReason, detail: Option<String>) {
+        self.skipped_total += 1;
+        if self.skipped.len() < 1000 {
+            self.skipped.push(Skipped {
+                path: display_path(path),
+                reason,
+                detail,
+            });
+        }
+    }
+
+    /// Opens (from the cache) the parent directory, creating missing ones.
+    fn parent(&mut self, parent: &[u8], raw: &[u8]) -> Result<BorrowedFd<'_>, UnpackError> {
+        let hit = matches!(&self.cache, Some((p, _)) if p == parent);
+        if !hit {
+            let fd = match fsops::open_dir_in_root(self.root, parent) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => self.create_parents(parent, raw)?,
+                Err(Errno::NOTDIR) => {
+                    return Err(UnpackError::ParentNotDirectory {
+                        path: display_path(raw),
+                    })
+                }
+                Err(e) => return Err(fs_err(raw, "open parent of", e)),
+            };
+            self.cache = Some((parent.to_vec(), fd));
+        }
+        match &self.cache {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => Err(fs_err(raw, "open parent of", Errno::NOENT)),
+        }
+    }
+
+    fn create_parents(&mut self, parent: &[u8], raw: &[u8]) -> Result<OwnedFd, UnpackError> {
+        let not_dir = || UnpackError::ParentNotDirectory {
+            path: display_path(raw),
+        };
+        let mut cur =
+            fsops::open_dir_in_root(self.root, b"").map_err(|e| fs_err(raw, "open target", e))?;
+        let mut end = 0;
+        for comp in parent.split(|b| *b == b'/') {
+            if comp.starts_with(whiteout::WHITEOUT_PREFIX.as_bytes()) {
+                return Err(UnpackError::InvalidWhiteout {
+                    path: display_path(raw),
+                });
+            }
+            end += comp.len();
+            let prefix = &parent[..end];
+            end += 1;
+            match fsops::open_dir_in_root(self.root, prefix) {
+                Ok(fd) => cur = fd,
+                Err(Errno::NOENT) => {
+                    match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => {}
+                        Err(Errno::EXIST) => return Err(not_dir()),
+                        Err(e) => return Err(fs_err(raw, "create parent of", e)),
+                    }
+                    self.created.insert(prefix.to_vec());
+                    cur = rfs::openat(
+                        &cur,
+                        comp,
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| fs_err(raw, "open parent of", e))?;
+                }
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => return Err(not_dir()),
+                Err(e) => return Err(fs_err(raw, "open parent of", e)),
+            }
+        }
+        Ok(cur)
+    }
+
+    fn apply(
+        &mut self,
+        entry: &mut tar::Entry<'_, Meter<'_>>,
+        raw_path: &[u8],
+        ctx: &Ctx<'_>,
+    ) -> Result<(), UnpackError> {
+        let opts = ctx.opts;
+        let header = entry.header().clone();
+        let etype = header.entry_type();
+        let hbytes = *header.as_bytes();
+
+        // PAX records that the tar crate does not apply for us.
+        let mut pax_mtime = None;
+        let mut xattrs = Vec::new();
+        let mut sparse_major = None;
+        let mut sparse_name = None;
+        let mut sparse_realsize = None;
+        let mut sparse_old = false;
+        if let Some(exts) = entry
+            .pax_extensions()
+            .map_err(|e| ctx.err(e, Some(raw_path)))?
+        {
+            for ext in exts {
+                let ext = ext.map_err(|e| ctx.err(e, Some(raw_path)))?;
+                let key = ext.key_bytes();
+                let value = ext.value_bytes();
+                if key == b"mtime" {
+                    pax_mtime = parse_pax_time(value);
+                    if pax_mtime.is_none() {
+                        return Err(UnpackError::Corrupt {
+                            path: Some(display_path(raw_path)),
+                            source: io::Error::new(io::ErrorKind::InvalidData, "bad PAX mtime"),
+                        });
+                    }
+                } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((name.to_vec(), value.to_vec()));
+                } else if key == b"GNU.sparse.major" {
+                    sparse_major = Some(value.to_vec());
+                } else if key == b"GNU.sparse.name" {
+                    sparse_name = Some(value.to_vec());
+                } else if key == b"GNU.sparse.realsize" || key == b"GNU.sparse.size" {
+                    sparse_realsize = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok());
+                } else if key == b"GNU.sparse.map" || key == b"GNU.sparse.offset" {
+                    sparse_old = true;
+                }
+            }
+        }
+
+        let mut sparse = Sparse::None;
+        let path_bytes: Vec<u8> = if let Some(major) = &sparse_major {
+            if major != b"1" {
+                return Err(UnpackError::Sparse {
+                    path: display_path(raw_path),
+                    reason: "unsupported PAX sparse version",
+                });
+            }
+            let real_size = sparse_realsize.ok_or(UnpackError::Sparse {
+                path: display_path(raw_path),
+                reason: "no GNU.sparse.realsize",
+            })?;
+            sparse = Sparse::Pax1 { real_size };
+            sparse_name.clone().unwrap_or_else(|| raw_path.to_vec())
+        } else if sparse_old {
+            return Err(UnpackError::Sparse {
+                path: display_path(raw_path),
+                reason: "PAX 0.x sparse format is not supported",
+            });
+        } else {
+            raw_path.to_vec()
+        };
+        let raw_path = &path_bytes[..];
+        if etype.is_gnu_sparse() {
+            let real_size =
+                header
+                    .as_gnu()
+                    .and_then(|g| g.real_size().ok())
+                    .ok_or(UnpackError::Sparse {
+                        path: display_path(raw_path),
+                        reason: "bad GNU sparse header",
+                    })?;
+            sparse = Sparse::Gnu { real_size };
+        }
+
+        let norm = normalise(raw_path)?;
+        let mode = header.mode().map_err(|e| ctx.err(e, Some(raw_path)))? & 0o7777;
+        let uid = check_id(
+            raw_path,
+            header.uid().map_err(|e| ctx.err(e, Some(raw_path)))?,
+        )?;
+        let gid = check_id(
+            raw_path,
+            header.gid().map_err(|e| ctx.err(e, Some(raw_path)))?,
+        )?;
+        let mtime = match pax_mtime {
+            Some(t) => t,
+            None => {
+                let secs = header.mtime().map_err(|e| ctx.err(e, Some(raw_path)))?;
+                Timespec {
+                    tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+                    tv_nsec: 0,
+                }
+            }
+        };
+        let size = entry.size();
+        let limit = ctx.limits.max_expanded_bytes;
+        let claimed = match sparse {
+            Sparse::None => size,
+            Sparse::Gnu { real_size } | Sparse::Pax1 { real_size } => real_size.max(size),
+        };
+        if claimed > limit {
+            return Err(UnpackError::TooLarge {
+                path: Some(display_path(raw_path)),
+                limit,
+            });
+        }
+        let meta = Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        };
+
+        // Whiteouts.
+        if !norm.is_root() {
+            let name = norm.name().to_vec();
+            let wh = whiteout::classify(&name).map_err(|_| UnpackError::InvalidWhiteout {
+                path: display_path(raw_path),
+            })?;
+            if norm
+                .parent()
+                .split(|b| *b == b'/')
+                .any(|c| c.starts_with(whiteout::WHITEOUT_PREFIX.as_bytes()))
+            {
+                return Err(UnpackError::InvalidWhiteout {
+                    path: display_path(raw_path),
+                });
+            }
+            match wh {
+                WhiteoutName::Plain => {}
+                WhiteoutName::Meta => {
+                    self.skip(raw_path, SkipReason::WhiteoutMeta, None);
+                    return Ok(());
+                }
+                WhiteoutName::Remove(target) => {
+                    if etype.is_dir() {
+                        return Err(UnpackError::InvalidWhiteout {
+                            path: display_path(raw_path),
+                        });
+                    }
+                    return self.whiteout(&norm, target, raw_path);
+                }
+                WhiteoutName::Opaque => {
+                    if etype.is_dir() {
+                        return Err(UnpackError::InvalidWhiteout {
+                            path: display_path(raw_path),
+                        });
+                    }
+                    return self.opaque(&norm, raw_path);
+                }
+            }
+        }
+
+        use tar::EntryType as T;
+        match etype {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                self.regular(entry, &norm, raw_path, &meta, size, sparse)
+            }
+            T::Directory => self.directory(&norm, raw_path, &meta),
+            T::Symlink => {
+                let target = entry.link_name_bytes().map(|c| c.into_owned());
+                self.symlink(&norm, raw_path, target, &meta)
+            }
+            T::Link => {
+                let target = entry.link_name_bytes().map(|c| c.into_owned());
+                self.hardlink(&norm, raw_path, target)
+            }
+            T::Char | T::Block | T::Fifo => {
+                let major = parse_numeric(&hbytes[329..337]);
+                let minor = parse_numeric(&hbytes[337..345]);
+                self.special(&norm, raw_path, etype, major, minor, &meta, opts)
+            }
+            other => Err(UnpackError::UnsupportedEntry {
+                path: display_path(raw_path),
+                entry_type: char::from(other.as_byte()),
+            }),
+        }
+    }
+
+    /// Clears the name for a new entry: removes what is there, except a
+    /// directory when `keep_dir`. Returns whether a directory was kept.
+    fn clear_name(
+        &mut self,
+        norm: &NormPath,
+        raw: &[u8],
+        keep_dir: bool,
+    ) -> Result<bool, UnpackError> {
+        let parent = self.parent(norm.parent(), raw)?;
+        match fsops::lstat_at(parent, norm.name()) {
+            Ok(None) => Ok(false),
+            Ok(Some(st)) => {
+                if keep_dir && FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    return Ok(true);
+                }
+                fsops::remove_all_at(parent, norm.name())
+                    .map_err(|e| fs_err(raw, "remove existing", e))?;
+                Ok(false)
+            }
+            Err(e) => Err(fs_err(raw, "stat", e)),
+        }
+    }
+
+    fn regular(
+        &mut self,
+        entry: &mut tar::Entry<'_, Meter<'_>>,
+        norm: &NormPath,
+        raw: &[u8],
+        meta: &Meta,
+        size: u64,
+        sparse: Sparse,
+    ) -> Result<(), UnpackError> {
+        if norm.is_root() {
+            return Err(UnpackError::InvalidPath {
+                path: display_path(raw),
+                reason: "a file cannot replace the target directory",
+            });
+        }
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut tries = 0;
+        let fd = loop {
+            let parent = self.parent(norm.parent(), raw)?;
+            match rfs::openat(parent, norm.name(), flags, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => break fd,
+                Err(Errno::EXIST) if tries == 0 => {
+                    tries += 1;
+                    self.clear_name(norm, raw, false)?;
+                }
+                Err(e) => return Err(fs_err(raw, "create", e)),
+            }
+        };
+        self.created.insert(norm.full.clone());
+        let mut file = File::from(fd);
+        match sparse {
+            Sparse::None => self.copy_data(entry, &mut file, raw, size, false)?,
+            Sparse::Gnu { real_size } => {
+                self.copy_data(entry, &mut file, raw, real_size, true)?;
+                rfs::ftruncate(&file, real_size).map_err(|e| fs_err(raw, "truncate", e))?;
+            }
+            Sparse::Pax1 { real_size } => {
+                self.copy_pax_sparse(entry, &file, raw, size, real_size)?;
+                rfs::ftruncate(&file, real_size).map_err(|e| fs_err(raw, "truncate", e))?;
+            }
+        }
+        let fd = OwnedFd::from(file);
+        self.set_meta_fd(fd.as_fd(), raw, meta, true)?;
+        Ok(())
+    }
+
+    fn read_entry(
+        &mut self,
+        entry: &mut tar::Entry<'_, Meter<'_>>,
+        raw: &[u8],
+        want: usize,
+    ) -> Result<usize, UnpackError> {
+        loop {
+            match entry.read(&mut self.buf[..want]) {
+                Ok(k) => return Ok(k),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.err(e, raw)),
+            }
+        }
+    }
+
+    /// Copies `expected` bytes of entry data into `file`; with `holes`,
+    /// all-zero blocks become holes.
+    fn copy_data(
+        &mut self,
+        entry: &mut tar::Entry<'_, Meter<'_>>,
+        file: &mut File,
+        raw: &[u8],
+        expected: u64,
+        holes: bool,
+    ) -> Result<(), UnpackError> {
+        let mut done: u64 = 0;
+        while done < expected {
+            let want = usize::try_from((expected - done).min(self.buf.len() as u64))
+                .unwrap_or(self.buf.len());
+            let k = self.read_entry(entry, raw, want)?;
+            if k == 0 {
+                return Err(UnpackError::Truncated {
+                    path: Some(display_path(raw)),
+                });
+            }
+            if holes && self.buf[..k].iter().all(|b| *b == 0) {
+                rfs::seek(&*file, rfs::SeekFrom::Current(k as i64))
+                    .map_err(|e| fs_err(raw, "seek", e))?;
+            } else {
+                file.write_all(&self.buf[..k])
+                    .map_err(|e| UnpackError::Fs {
+                        path: display_path(raw),
+                        op: "write",
+                        source: e,
+                    })?;
+            }
+            done += k as u64;
+        }
+        Ok(())
+    }
+
+    fn copy_pax_sparse(
+        &mut self,
+        entry: &mut tar::Entry<'_, Meter<'_>>,
+        file: &File,
+        raw: &[u8],
+        size: u64,
+        real_size: u64,
+    ) -> Result<(), UnpackError> {
+        let bad = |reason| UnpackError::Sparse {
+            path: display_path(raw),
+            reason,
+        };
+        // The map: decimal numbers, one a line, padded to a 512-byte block.
+        let mut consumed: u64 = 0;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut numbers: Vec<u64> = Vec::new();
+        let mut count: Option<u64> = None;
+        loop {
+            if let Some(c) = count {
+                if numbers.len() as u64 == c * 2 {
+                    break;
+                }
+            }
+            let mut byte = [0u8; 1];
+            let k = entry.read(&mut byte).map_err(|e| self.err(e, raw))?;
+            if k == 0 {
+                return Err(bad("map ends early"));
+            }
+            consumed += 1;
+            if consumed > 1 << 20 || consumed > size {
+                return Err(bad("map too long"));
+            }
+            if byte[0] == b'\n' {
+                let s = std::str::from_utf8(&pending).map_err(|_| bad("map is not decimal"))?;
+                let v: u64 = s.parse().map_err(|_| bad("map is not decimal"))?;
+                pending.clear();
+                match count {
+                    None => {
+                        if v > 1 << 16 {
+                            return Err(bad("too many sparse regions"));
+                        }
+                        count = Some(v);
+                    }
+                    Some(_) => numbers.push(v),
+                }
+            } else {
+                pending.push(byte[0]);
+                if pending.len() > 20 {
+                    return Err(bad("map is not decimal"));
+                }
+            }
+        }
+        let pad = (512 - consumed % 512) % 512;
+        let mut padbuf = vec![0u8; usize::try_from(pad).unwrap_or(0)];
+        entry
+            .read_exact(&mut padbuf)
+            .map_err(|e| self.err(e, raw))?;
+        consumed += pad;
+        let mut data_left = size
+            .checked_sub(consumed)
+            .ok_or(bad("map larger than entry"))?;
+        let mut last_end = 0u64;
+        for pair in numbers.chunks_exact(2) {
+            let (off, len) = (pair[0], pair[1]);
+            let end = off.checked_add(len).ok_or(bad("region overflows"))?;
+            if off < last_end || end > real_size {
+                return Err(bad("regions out of order or beyond the size"));
+            }
+            if len > data_left {
+                return Err(bad("regions hold more than the entry"));
+            }
+            last_end = end;
+            let mut pos = off;
+            let mut left = len;
+            while left > 0 {
+                let want = usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(0);
+                let k = self.read_entry(entry, raw, want)?;
+                if k == 0 {
+                    return Err(UnpackError::Truncated {
+                        path: Some(display_path(raw)),
+                    });
+                }
+                let mut written = 0;
+                while written < k {
+                    let w = rustix::io::pwrite(file, &self.buf[written..k], pos + written as u64)
+                        .map_err(|e| fs_err(raw, "write", e))?;
+                    written += w;
+                }
+                pos += k as u64;
+                left -= k as u64;
+            }
+            data_left -= len;
+        }
+        if data_left != 0 {
+            return Err(bad("data left after the last region"));
+        }
+        Ok(())
+    }
+
+    /// Sets owner, mode, xattrs and times through an open file.
+    fn set_meta_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        raw: &[u8],
+        meta: &Meta,
+        mode_and_times: bool,
+    ) -> Result<(), UnpackError> {
+        if self.opts.preserve_ownership {
+            rfs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+            )
+            .map_err(|e| fs_err(raw, "chown", e))?;
+        }
+        if mode_and_times {
+            rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(|e| fs_err(raw, "chmod", e))?;
+        }
+        self.set_xattrs(fd, raw, &meta.xattrs)?;
+        if mode_and_times {
+            rfs::futimens(fd, &times(meta.mtime)).map_err(|e| fs_err(raw, "set times of", e))?;
+        }
+        Ok(())
+    }
+
+    fn set_xattrs(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        raw: &[u8],
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), UnpackError> {
+        let policy = self.opts.xattrs;
+        for (name, value) in xattrs {
+            let lossy = || String::from_utf8_lossy(name).into_owned();
+            if whiteout::is_overlay_xattr(name) {
+                if policy.reserved == ReservedXattrs::Reject {
+                    return Err(UnpackError::ReservedXattr {
+                        path: display_path(raw),
+                        name: lossy(),
+                    });
+                }
+                self.skip(raw, SkipReason::ReservedXattr, Some(lossy()));
+                continue;
+            }
+            let allowed = policy.enabled
+                && if name.starts_with(b"user.") {
+                    policy.user
+                } else if name.starts_with(b"security.") {
+                    match policy.security {
+                        SecurityXattrs::None => false,
+                        SecurityXattrs::Capability => name == b"security.capability",
+                        SecurityXattrs::All => true,
+                    }
+                } else if name.starts_with(b"trusted.") {
+                    policy.trusted
+                } else if name.starts_with(b"system.") {
+                    policy.system
+                } else {
+                    false
+                };
+            if !allowed || name.contains(&0) {
+                self.skip(raw, SkipReason::Xattr, Some(lossy()));
+                continue;
+            }
+            match rfs::fsetxattr(fd, &name[..], value, rfs::XattrFlags::empty()) {
+                Ok(()) => {}
+                Err(Errno::NOTSUP) | Err(Errno::PERM) | Err(Errno::INVAL) => {
+                    self.skip(raw, SkipReason::Xattr, Some(lossy()))
+                }
+                Err(e) => return Err(fs_err(raw, "set xattr on", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn directory(&mut self, norm: &NormPath, raw: &[u8], meta: &Meta) -> Result<(), UnpackError> {
+        let fd = if norm.is_root() {
+            fsops::open_real_dir_in_root(self.root, b"").map_err(|e| fs_err(raw, "open", e))?
+        } else {
+            let mut tries = 0;
+            loop {
+                let parent = self.parent(norm.parent(), raw)?;
+                match rfs::mkdirat(parent, norm.name(), Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {
+                        self.created.insert(norm.full.clone());
+                    }
+                    Err(Errno::EXIST) if tries == 0 => {
+                        tries += 1;
+                        if !self.clear_name(norm, raw, true)? {
+                            continue;
+                        }
+                    }
+                    Err(e) => return Err(fs_err(raw, "create directory", e)),
+                }
+                let parent = self.parent(norm.parent(), raw)?;
+                break fsops::open_child_dir(parent, norm.name())
+                    .map_err(|e| fs_err(raw, "open directory", e))?;
+            }
+        };
+        self.created.insert(norm.full.clone());
+        self.set_meta_fd(fd.as_fd(), raw, meta, false)?;
+        self.dirs.push((norm.full.clone(), meta.mode, meta.mtime));
+        Ok(())
+    }
+
+    fn symlink(
+        &mut self,
+        norm: &NormPath,
+        raw: &[u8],
+        target: Option<Vec<u8>>,
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        let target = target.filter(|t| !t.is_empty() && !t.contains(&0)).ok_or(
+            UnpackError::InvalidPath {
+                path: display_path(raw),
+                reason: "symlink without a valid target",
+            },
+        )?;
+        if norm.is_root() {
+            return Err(UnpackError::InvalidPath {
+                path: display_path(raw),
+                reason: "a symlink cannot replace the target directory",
+            });
+        }
+        let mut tries = 0;
+        loop {
+            let parent = self.parent(norm.parent(), raw)?;
+            match rfs::symlinkat(&target[..], parent, norm.name()) {
+                Ok(()) => break,
+                Err(Errno::EXIST) if tries == 0 => {
+                    tries += 1;
+                    self.clear_name(norm, raw, false)?;
+                }
+                Err(e) => return Err(fs_err(raw, "create symlink", e)),
+            }
+        }
+        self.created.insert(norm.full.clone());
+        self.set_meta_at(norm, raw, meta, false)
+    }
+
+    /// Sets owner, (mode) and times of the last component without following it.
+    fn set_meta_at(
+        &mut self,
+        norm: &NormPath,
+        raw: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
+        let preserve = self.opts.preserve_ownership;
+        let parent = self.parent(norm.parent(), raw)?;
+        if preserve {
+            rfs::chownat(
+                parent,
+                norm.name(),
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| fs_err(raw, "chown", e))?;
+        }
+        if chmod {
+            // Only called for nodes just created by mknodat under this
+            // name, which cannot be symlinks; fchmodat has no working
+            // no-follow flag for them.
+            rfs::chmodat(
+                parent,
+                norm.name(),
+                Mode::from_raw_mode(meta.mode),
+                AtFlags::empty(),
+            )
+            .map_err(|e| fs_err(raw, "chmod", e))?;
+        }
+        rfs::utimensat(
+            parent,
+            norm.name(),
+            &times(meta.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| fs_err(raw, "set times of", e))?;
+        Ok(())
+    }
+
+    fn hardlink(
+        &mut self,
+        norm: &NormPath,
+        raw: &[u8],
+        target: Option<Vec<u8>>,
+    ) -> Result<(), UnpackError> {
+        let target = target.ok_or(UnpackError::InvalidPath {
+            path: display_path(raw),
+            reason: "hardlink without a target",
+        })?;
+        let tnorm = normalise(&target)?;
+        if tnorm.is_root() || norm.is_root() {
+            return Err(UnpackError::HardlinkToDirectory {
+                path: display_path(raw),
+                target: display_path(&target),
+            });
+        }
+        let missing = || UnpackError::HardlinkTargetMissing {
+            path: display_path(raw),
+            target: display_path(&target),
+        };
+        let tparent = match fsops::open_dir_in_root(self.root, tnorm.parent()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Err(missing()),
+            Err(e) => return Err(fs_err(raw, "open link target of", e)),
+        };
+        let tstat = match fsops::lstat_at(tparent.as_fd(), tnorm.name()) {
+            Ok(Some(st)) => st,
+            Ok(None) => return Err(missing()),
+            Err(e) => return Err(fs_err(raw, "stat link target of", e)),
+        };
+        if FileType::from_raw_mode(tstat.st_mode) == FileType::Directory {
+            return Err(UnpackError::HardlinkToDirectory {
+                path: display_path(raw),
+                target: display_path(&target),
+            });
+        }
+        let mut tries = 0;
+        loop {
+            let parent = self.parent(norm.parent(), raw)?;
+            match rfs::linkat(
+                &tparent,
+                tnorm.name(),
+                parent,
+                norm.name(),
+                AtFlags::empty(),
+            ) {
+                Ok(()) => break,
+                Err(Errno::EXIST) if tries == 0 => {
+                    tries += 1;
+                    if let Ok(Some(st)) = fsops::lstat_at(parent, norm.name()) {
+                        if st.st_dev == tstat.st_dev && st.st_ino == tstat.st_ino {
+                            break; // already this file
+                        }
+                    }
+                    self.clear_name(norm, raw, false)?;
+                }
+                Err(Errno::NOENT) => return Err(missing()),
+                Err(Errno::PERM) => {
+                    return Err(UnpackError::HardlinkToDirectory {
+                        path: display_path(raw),
+                        target: display_path(&target),
+                    })
+                }
+                Err(e) => return Err(fs_err(raw, "link", e)),
+            }
+        }
+        self.created.insert(norm.full.clone());
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn special(
+        &mut self,
+        norm: &NormPath,
+        raw: &[u8],
+        etype: tar::EntryType,
+        major: Option<u64>,
+        minor: Option<u64>,
+        meta: &Meta,
+        opts: &UnpackOptions,
+    ) -> Result<(), UnpackError> {
+        if norm.is_root() {
+            return Err(UnpackError::InvalidPath {
+                path: display_path(raw),
+                reason: "a special file cannot replace the target directory",
+            });
+        }
+        let (file_type, is_device) = match etype {
+            tar::EntryType::Char => (FileType::CharacterDevice, true),
+            tar::EntryType::Block => (FileType::BlockDevice, true),
+            _ => (FileType::Fifo, false),
+        };
+        let mut dev = 0;
+        if is_device {
+            let bad = |v| UnpackError::DeviceOutOfRange {
+                path: display_path(raw),
+                value: v,
+            };
+            let major = major.ok_or_else(|| bad(u64::MAX))?;
+            let minor = minor.ok_or_else(|| bad(u64::MAX))?;
+            let ma = u32::try_from(major).map_err(|_| bad(major))?;
+            let mi = u32::try_from(minor).map_err(|_| bad(minor))?;
+            if ma == 0 && mi == 0 && etype == tar::EntryType::Char {
+                if let WhiteoutMode::Overlay(_) = opts.whiteouts {
+                    return Err(UnpackError::ForgedWhiteout {
+                        path: display_path(raw),
+                    });
+                }
+            }
+            match opts.devices {
+                DevicePolicy::Reject => {
+                    return Err(UnpackError::DeviceRejected {
+                        path: display_path(raw),
+                    })
+                }
+                DevicePolicy::Skip => {
+                    self.skip(raw, SkipReason::Device, None);
+                    return Ok(());
+                }
+                DevicePolicy::Create | DevicePolicy::CreateOrSkip => {}
+            }
+            dev = rfs::makedev(ma, mi);
+        }
+        let mut tries = 0;
+        loop {
+            let parent = self.parent(norm.parent(), raw)?;
+            match rfs::mknodat(
+                parent,
+                norm.name(),
+                file_type,
+                Mode::from_raw_mode(meta.mode & 0o777),
+                dev,
+            ) {
+                Ok(()) => break,
+                Err(Errno::EXIST) if tries == 0 => {
+                    tries += 1;
+                    self.clear_name(norm, raw, false)?;
+                }
+                Err(Errno::PERM) if is_device => {
+                    if opts.devices == DevicePolicy::CreateOrSkip {
+                        self.skip(raw, SkipReason::Device, None);
+                        return Ok(());
+                    }
+                    return Err(UnpackError::DeviceNotPermitted {
+                        path: display_path(raw),
+                    });
+                }
+                Err(e) => return Err(fs_err(raw, "create node", e)),
+            }
+        }
+        self.created.insert(norm.full.clone());
+        // xattrs on special files would need a real descriptor, and
+        // opening a device opens the device: they are reported, not set.
+        for (name, _) in &meta.xattrs {
+            self.skip(
+                raw,
+                SkipReason::Xattr,
+                Some(String::from_utf8_lossy(name).into_owned()),
+            );
+        }
+        self.set_meta_at(norm, raw, meta, true)
+    }
+
+    fn whiteout(&mut self, norm: &NormPath, target: &[u8], raw: &[u8]) -> Result<(), UnpackError> {
+        let victim = join(norm.parent(), target);
+        if self.created.contains(&victim) {
+            self.skip(raw, SkipReason::SelfWhiteout, None);
+            return Ok(());
+        }
+        match self.opts.whiteouts {
+            WhiteoutMode::Apply => {
+                let parent = match fsops::open_dir_in_root(self.root, norm.parent()) {
+                    Ok(fd) => fd,
+                    // Nothing to delete below a missing or non-directory parent.
+                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(fs_err(raw, "open parent of", e)),
+                };
+                fsops::remove_all_at(parent.as_fd(), target)
+                    .map_err(|e| fs_err(raw, "apply whiteout", e))?;
+                Ok(())
+            }
+            WhiteoutMode::Overlay(_) => {
+                let vnorm = NormPath {
+                    split: victim.len() - target.len(),
+                    full: victim.clone(),
+                };
+                let mut tries = 0;
+                loop {
+                    let parent = self.parent(vnorm.parent(), raw)?;
+                    match rfs::mknodat(
+                        parent,
+                        target,
+                        FileType::CharacterDevice,
+                        Mode::empty(),
+                        rfs::makedev(0, 0),
+                    ) {
+                        Ok(()) => break,
+                        Err(Errno::EXIST) if tries == 0 => {
+                            tries += 1;
+                            self.clear_name(&vnorm, raw, false)?;
+                        }
+                        Err(e) => return Err(fs_err(raw, "create whiteout", e)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn opaque(&mut self, norm: &NormPath, raw: &[u8]) -> Result<(), UnpackError> {
+        let dir_path = norm.parent().to_vec();
+        // Make sure the directory exists (as the parent of the marker).
+        self.parent(&dir_path, raw)?;
+        let dir = fsops::open_real_dir_in_root(self.root, &dir_path)
+            .map_err(|e| fs_err(raw, "open opaque directory", e))?;
+        match self.opts.whiteouts {
+            WhiteoutMode::Apply => {
+                let created = &self.created;
+                fsops::clear_dir(dir.as_fd(), &mut |name| {
+                    created.contains(&join(&dir_path, name))
+                })
+                .map_err(|e| fs_err(raw, "apply opaque whiteout", e))?;
+            }
+            WhiteoutMode::Overlay(ns) => {
+                rfs::fsetxattr(&dir, ns.opaque(), b"y", rfs::XattrFlags::empty())
+                    .map_err(|e| fs_err(raw, "mark opaque", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets directory modes and times, after everything inside them.
+    fn finish_dirs(&mut self) -> Result<(), UnpackError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        self.cache = None;
+        for (path, mode, mtime) in dirs.iter().rev() {
+            let fd = match fsops::open_real_dir_in_root(self.root, path) {
+                Ok(fd) => fd,
+                // Replaced later in the layer by a non-directory.
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                Err(e) => return Err(fs_err(path, "open directory", e)),
+            };
+            rfs::fchmod(&fd, Mode::from_raw_mode(*mode)).map_err(|e| fs_err(path, "chmod", e))?;
+            rfs::futimens(&fd, &times(*mtime)).map_err(|e| fs_err(path, "set times of", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn times(t: Timespec) -> Timestamps {
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times() {
+        let t = parse_pax_time(b"1700000000.123456789").expect("t");
+        assert_eq!((t.tv_sec, t.tv_nsec), (1_700_000_000, 123_456_789));
+        let t = parse_pax_time(b"-1.5").expect("t");
+        assert_eq!((t.tv_sec, t.tv_nsec), (-2, 500_000_000));
+        let t = parse_pax_time(b"12").expect("t");
+        assert_eq!((t.tv_sec, t.tv_nsec), (12, 0));
+        assert!(parse_pax_time(b"x").is_none());
+        assert!(parse_pax_time(b"1.2.3").is_none());
+    }
+
+    #[test]
+    fn numeric_fields() {
+        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
+        let mut big = [0u8; 8];
+        big[0] = 0x80;
+        big[3] = 1; // 1 << 32
+        assert_eq!(parse_numeric(&big), Some(1 << 32));
+    }
+
+    #[test]
+    fn normalised_paths() {
+        let n = normalise(b"./a//b/./c/").expect("ok");
+        assert_eq!(n.full, b"a/b/c");
+        assert_eq!(n.parent(), b"a/b");
+        assert_eq!(n.name(), b"c");
+        let n = normalise(b"/etc").expect("ok");
+        assert_eq!(n.full, b"etc");
+        assert_eq!(n.parent(), b"");
+        assert!(normalise(b"./").expect("ok").is_root());
+        assert!(matches!(
+            normalise(b"a/../../b"),
+            Err(UnpackError::PathTraversal { .. })
+        ));
+    }
+}

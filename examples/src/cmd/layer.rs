@@ -1,0 +1,406 @@
+//! Layer and image-filesystem commands: `layer pack|apply|ls`, `diff`,
+//! `unpack`, `append`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use image_core::config::History;
+use image_core::{Compression, Digest, Platform};
+use image_overlay::compress::decoder;
+use image_overlay::pack::{pack_dir, PackOptions};
+use image_overlay::unpack::{unpack, UnpackOptions};
+use image_overlay::{diff_dirs, flatten_image};
+use image_store::image::resolve_image;
+use image_store::mutate::{append as append_layers, NewLayer};
+use image_store::{Ingester, Provider, TagStore};
+
+use super::store::StoreArgs;
+
+fn pack_options(compression: &str, level: Option<i32>) -> anyhow::Result<PackOptions> {
+    let mut o =
+        PackOptions::new(compression.parse::<Compression>()?).with_source_date_epoch_from_env();
+    if let Some(l) = level {
+        o = o.with_level(l);
+    }
+    Ok(o)
+}
+
+/// Arguments of `imagectl layer`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LayerCommand {
+    /// Pack a directory into a layer tarball; prints its digest and diff ID.
+    Pack {
+        /// The directory.
+        dir: PathBuf,
+        /// The output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// gzip, zstd or none.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+        /// The compression level.
+        #[arg(long)]
+        level: Option<i32>,
+    },
+    /// Apply a layer tarball onto a directory, whiteouts included.
+    Apply {
+        /// The layer file (plain, gzip or zstd: sniffed).
+        file: PathBuf,
+        /// The directory (created when missing).
+        dir: PathBuf,
+        /// The expected blob digest.
+        #[arg(long)]
+        digest: Option<Digest>,
+        /// The expected diff ID.
+        #[arg(long)]
+        diff_id: Option<Digest>,
+    },
+    /// List a layer's entries, like `tar -tv`.
+    Ls {
+        /// The layer file (plain, gzip or zstd: sniffed).
+        file: PathBuf,
+    },
+}
+
+/// Runs `imagectl layer ...`.
+pub fn layer(cmd: LayerCommand) -> anyhow::Result<()> {
+    match cmd {
+        LayerCommand::Pack {
+            dir,
+            output,
+            compression,
+            level,
+        } => {
+            let out =
+                File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+            let mut out = BufWriter::new(out);
+            let r = pack_dir(&dir, &mut out, &pack_options(&compression, level)?)?;
+            out.flush()?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            println!("digest:  {}", r.digest);
+            println!("diff_id: {}", r.diff_id);
+            println!(
+                "size:    {} ({} uncompressed, {} entries)",
+                r.size, r.uncompressed_size, r.entries
+            );
+            println!("type:    {}", r.media_type);
+        }
+        LayerCommand::Apply {
+            file,
+            dir,
+            digest,
+            diff_id,
+        } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let mut o = UnpackOptions::default();
+            o.digest = digest;
+            o.diff_id = diff_id;
+            let r = unpack(BufReader::with_capacity(1 << 20, f), &dir, &o)?;
+            println!("digest:  {}", r.digest);
+            println!("diff_id: {}", r.diff_id);
+            println!("entries: {} ({} skipped)", r.entries, r.skipped_total);
+        }
+        LayerCommand::Ls { file } => {
+            let mut f = BufReader::new(
+                File::open(&file).with_context(|| format!("opening {}", file.display()))?,
+            );
+            let mut head = [0u8; 4];
+            let n = f.read(&mut head)?;
+            let compression = Compression::sniff(&head[..n]);
+            let stream = decoder(compression, head[..n].chain(f))?;
+            let mut archive = tar::Archive::new(stream);
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            for entry in archive.entries()? {
+                let entry = entry?;
+                let h = entry.header();
+                let kind = match h.entry_type() {
+                    tar::EntryType::Directory => 'd',
+                    tar::EntryType::Symlink => 'l',
+                    tar::EntryType::Link => 'h',
+                    tar::EntryType::Char => 'c',
+                    tar::EntryType::Block => 'b',
+                    tar::EntryType::Fifo => 'p',
+                    _ => '-',
+                };
+                let mode = h.mode().unwrap_or(0);
+                let path = entry.path()?.display().to_string();
+                let link = entry
+                    .link_name()?
+                    .map(|l| format!(" -> {}", l.display()))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{kind}{} {}/{} {:>10} {}{link}",
+                    mode_string(mode),
+                    h.uid().unwrap_or(0),
+                    h.gid().unwrap_or(0),
+                    entry.size(),
+                    path
+                )?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        let bit = 1 << (8 - i);
+        s.push(if mode & bit != 0 { c } else { '-' });
+    }
+    s
+}
+
+/// Arguments of `imagectl diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The old tree.
+    pub lower: PathBuf,
+    /// The new tree.
+    pub upper: PathBuf,
+    /// The layer file to write.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// gzip, zstd or none.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+}
+
+/// Writes the layer that turns one tree into the other.
+pub fn diff(args: DiffArgs) -> anyhow::Result<()> {
+    let out = File::create(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let mut out = BufWriter::new(out);
+    let r = diff_dirs(
+        &args.lower,
+        &args.upper,
+        &mut out,
+        &pack_options(&args.compression, None)?,
+    )?;
+    out.flush()?;
+    println!("digest:  {}", r.digest);
+    println!("diff_id: {}", r.diff_id);
+    println!("entries: {}", r.entries);
+    Ok(())
+}
+
+/// Arguments of `imagectl unpack`.
+#[derive(Debug, clap::Args)]
+pub struct UnpackArgs {
+    /// The image.
+    pub reference: String,
+    /// The directory to make the root filesystem in (must be empty or absent).
+    pub dir: PathBuf,
+    /// The platform to choose from an index (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Flattens an image's layers onto a directory.
+pub fn unpack_image(store: &StoreArgs, args: UnpackArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let image = resolve_image(&s, &args.reference, platform.as_ref())?;
+    if args.dir.exists() && std::fs::read_dir(&args.dir)?.next().is_some() {
+        bail!("{} is not empty", args.dir.display());
+    }
+    let reports = flatten_image(&s, &image, &args.dir, &UnpackOptions::default())?;
+    let entries: u64 = reports.iter().map(|r| r.entries).sum();
+    println!(
+        "unpacked {} ({} layers, {entries} entries) into {}",
+        image.id(),
+        reports.len(),
+        args.dir.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `imagectl append`.
+#[derive(Debug, clap::Args)]
+pub struct AppendArgs {
+    /// The base image (default: none, an empty image).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// A directory to pack as the new layer.
+    #[arg(long, conflicts_with = "layer")]
+    pub rootfs: Option<PathBuf>,
+    /// A layer tarball (plain, gzip or zstd) to add as it is.
+    #[arg(long)]
+    pub layer: Option<PathBuf>,
+    /// The name to give the new image.
+    #[arg(short, long)]
+    pub tag: String,
+    /// Set the command (the remaining arguments).
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    pub cmd: Option<Vec<String>>,
+    /// Set the entrypoint.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Add or replace an environment variable (KEY=VALUE), repeatable.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Set the working directory.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Set the user.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The platform of a new image without a base (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Compression of a packed layer: gzip, zstd or none.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+}
+
+/// Makes a new image from a base plus a layer, with config changes.
+pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let platform = match &args.platform {
+        Some(p) => p.parse::<Platform>()?,
+        None => Platform::host(),
+    };
+    let base = args
+        .base
+        .as_deref()
+        .map(|b| resolve_image(&s, b, Some(&platform)))
+        .transpose()?;
+    let created_by;
+    let layer = if let Some(dir) = &args.rootfs {
+        let mut w = s.writer(&image_store::content::unique_reference())?;
+        let r = pack_dir(dir, &mut w, &pack_options(&args.compression, None)?)?;
+        w.commit(Some(r.size), Some(&r.digest))?;
+        created_by = format!("imagectl append --rootfs {}", dir.display());
+        Some((r.media_type, r.digest, r.size, r.diff_id))
+    } else if let Some(file) = &args.layer {
+        let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let digest = s.ingest_reader(&mut f, None, None)?;
+        let size = s.info(&digest)?.size;
+        let mut blob = s.reader(&digest)?;
+        let mut head = [0u8; 4];
+        let n = blob.read(&mut head)?;
+        let compression = Compression::sniff(&head[..n]);
+        let (diff_id, _) = Digest::of_reader(
+            image_core::Algorithm::Sha256,
+            decoder(compression, head[..n].chain(blob))?,
+        )?;
+        created_by = format!("imagectl append --layer {}", file.display());
+        Some((
+            image_core::MediaType::oci_layer(compression),
+            digest,
+            size,
+            diff_id,
+        ))
+    } else {
+        created_by = String::new();
+        None
+    };
+    let created = now_rfc3339();
+    let layers: Vec<NewLayer> = layer
+        .into_iter()
+        .map(|(media_type, digest, size, diff_id)| NewLayer {
+            media_type,
+            digest,
+            size,
+            diff_id,
+            history: History {
+                created: Some(created.clone()),
+                created_by: Some(created_by.clone()),
+                ..History::default()
+            },
+        })
+        .collect();
+    let arch = platform.architecture.clone();
+    let appended = append_layers(&s, base.as_ref(), (&platform.os, &arch), &layers, |c| {
+        c.created = Some(created.clone());
+        if let Some(v) = &platform.variant {
+            c.variant = Some(v.clone());
+        }
+        let run = c.config.get_or_insert_with(Default::default);
+        if let Some(cmd) = &args.cmd {
+            run.cmd = Some(cmd.clone());
+        }
+        if let Some(ep) = &args.entrypoint {
+            run.entrypoint = Some(ep.clone());
+        }
+        if let Some(w) = &args.workdir {
+            run.working_dir = Some(w.clone());
+        }
+        if let Some(u) = &args.user {
+            run.user = Some(u.clone());
+        }
+        if !args.env.is_empty() {
+            let env = run.env.get_or_insert_with(Vec::new);
+            for kv in &args.env {
+                let key = kv.split('=').next().unwrap_or_default();
+                env.retain(|e| e.split('=').next() != Some(key));
+                env.push(kv.clone());
+            }
+        }
+        if layers.is_empty() {
+            c.history.get_or_insert_with(Vec::new).push(History {
+                created: Some(created.clone()),
+                created_by: Some("imagectl append (config only)".into()),
+                empty_layer: true,
+                ..History::default()
+            });
+        }
+    })?;
+    s.set_tag(&args.tag, &appended.manifest.descriptor())?;
+    println!("{} {}", args.tag, appended.manifest.digest());
+    println!("image id: {}", appended.config.image_id());
+    Ok(())
+}
+
+/// The current UTC time as RFC 3339 (or SOURCE_DATE_EPOCH's, for reproducible images).
+fn now_rfc3339() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_of_known_instants() {
+        std::env::set_var("SOURCE_DATE_EPOCH", "951782400"); // 2000-02-29
+        assert_eq!(super::now_rfc3339(), "2000-02-29T00:00:00Z");
+        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+        assert_eq!(super::now_rfc3339(), "2023-11-14T22:13:20Z");
+        std::env::remove_var("SOURCE_DATE_EPOCH");
+    }
+}
