@@ -1,7 +1,110 @@
 //! # image-runtime
 //!
-//! Containers from images: a writable snapshot on the image's layers, a runtime spec
-//! from the image config, and a backend that runs the process.
+//! Containers from images, the way `docker run` makes them:
 //!
-//! Not yet filled in: the foundation issues build it after image-overlay.
+//! - [`spec`]: an image config plus [`RunOptions`] become an OCI runtime
+//!   [`Spec`](image_core::oci_spec::runtime::Spec): Entrypoint and Cmd with
+//!   Docker's override rules, Env merged (PATH, HOSTNAME, HOME, TERM),
+//!   WorkingDir, User resolved against the image's own `/etc/passwd` and
+//!   `/etc/group` ([`user`], read inside the root through
+//!   `openat2(RESOLVE_IN_ROOT)`, see [`rootfs`]), Docker's capabilities,
+//!   masked and read-only paths, default mounts, namespaces, rlimits capped
+//!   at the host's.
+//! - [`bundle`]: OCI bundles that runc and crun run unchanged.
+//! - [`Backend`]: the process side (create, start, wait, kill, state,
+//!   delete), first implemented by [`OciRuntime`] driving runc or crun.
+//! - [`Runtime`] / [`Container`]: the lifecycle, with state on disk (a
+//!   directory per container) so another process can list and clean up,
+//!   and [`Runtime::gc`] removing what crashed processes left.
+//!
+//! The root filesystem is a [`Rootfs`]: a plain directory, or a list of
+//! mounts as a snapshotter's `prepare` returns them.
+//!
+//! ```
+//! use image_runtime::spec::{self, RunOptions, SpecContext};
+//! use image_runtime::user::ResolvedUser;
+//! use image_core::config::RunConfig;
+//!
+//! let config = RunConfig {
+//!     entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+//!     cmd: Some(vec!["echo hi".into()]),
+//!     env: Some(vec!["A=1".into()]),
+//!     ..RunConfig::default()
+//! };
+//! let mut opts = RunOptions::new();
+//! opts.cmd = Some(vec!["id".into()]);
+//! let ctx = SpecContext {
+//!     id: "4f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d".into(),
+//!     root_path: "/var/lib/c/rootfs".into(),
+//!     user: ResolvedUser::root(),
+//!     etc_files: None,
+//!     host_hard_limits: spec::host_hard_limits(),
+//!     cgroups_path: None,
+//! };
+//! let spec = spec::generate(&config, &opts, &ctx)?;
+//! let process = spec.process().as_ref().unwrap();
+//! assert_eq!(process.args().as_ref().unwrap(), &["/bin/sh", "-c", "id"]);
+//! assert_eq!(spec.hostname().as_deref(), Some("4f2a1c0d9e8b"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Running a container (as root, with runc installed):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use image_runtime::{Rootfs, Runtime, RuntimeKind, Stdio};
+//!
+//! let rt = Runtime::oci("/var/lib/image-runtime".as_ref(), RuntimeKind::Runc)?;
+//! let container = rt
+//!     .container(Rootfs::Directory("/srv/busybox-rootfs".into()))
+//!     .cmd(["sh", "-c", "echo hello from $(hostname)"])
+//!     .create()?;
+//! let (container, exit) = container.run(Stdio::capture(), Duration::from_secs(30))?;
+//! let exit = exit.expect("finished in time");
+//! assert!(exit.status.success());
+//! print!("{}", exit.stdout_str());
+//! container.delete()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Not yet here: a writable snapshot made through image-overlay's
+//! snapshotter (pass its mounts as [`Rootfs::Mounts`] meanwhile), commit of
+//! a container's changes, and the native executor.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod backend;
+pub mod bundle;
+pub mod cgroup;
+mod container;
+pub mod create;
+pub mod delete;
+pub mod error;
+pub mod etc_files;
+pub mod gc;
+pub mod kill;
+pub mod lookup;
+pub mod mount;
+pub mod mountinfo;
+pub mod oci_runtime;
+pub mod rootfs;
+mod runtime;
+pub mod spec;
+pub mod start;
+pub mod state;
+pub mod stdio;
+pub mod user;
+pub mod wait;
+
+pub use backend::{
+    Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
+    Stdio,
+};
+pub use container::{Container, RunningContainer};
+pub use create::ContainerBuilder;
+pub use error::ContainerError;
+pub use oci_runtime::{OciRuntime, RuntimeKind};
+pub use rootfs::{MountSpec, Rootfs};
+pub use runtime::Runtime;
+pub use spec::{RunOptions, Volume};
+pub use state::{ContainerRecord, ContainerStatus};

@@ -1,0 +1,316 @@
+//! The process side of a container, behind the [`Backend`] trait.
+//!
+//! Lifecycle: [`Backend::create`] takes a bundle (a `config.json` whose
+//! `root.path` names a ready root filesystem) and registers the container;
+//! [`Backend::start`] runs its process with the given [`Stdio`] and hands
+//! back a [`Process`] to wait on; [`Backend::kill`] signals it (from any
+//! process: by ID); [`Backend::state`] reports it; [`Backend::delete`]
+//! forgets it and releases what the backend made (cgroups, its own state).
+//! Mounting the root filesystem and writing the bundle are the caller's
+//! job ([`crate::create`]), so every backend runs exactly the same spec.
+//!
+//! [`crate::oci_runtime::OciRuntime`] drives runc or crun; a native
+//! in-process executor implements the same trait.
+
+use std::path::Path;
+use std::time::Duration;
+
+use image_core::{Classify, ErrorKind};
+
+pub use rustix::process::Signal;
+
+pub use crate::stdio::{Input, Output, Stdio};
+
+/// How a container's process ended: its exit code, or 128 + the signal
+/// that killed it (as runc, crun and Docker report it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExitStatus(pub i32);
+
+impl ExitStatus {
+    /// The exit code (128 + signal for a killed process).
+    pub fn code(self) -> i32 {
+        self.0
+    }
+
+    /// True for exit code 0.
+    pub fn success(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The signal that killed the process, when the code says so.
+    pub fn signal(self) -> Option<i32> {
+        (129..=128 + 64).contains(&self.0).then(|| self.0 - 128)
+    }
+}
+
+/// An exited process: its status and whatever was captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// Captured stdout (empty unless [`Output::Capture`]).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (empty unless [`Output::Capture`]).
+    pub stderr: Vec<u8>,
+}
+
+impl Exit {
+    /// Captured stdout as text (lossy).
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Captured stderr as text (lossy).
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// A container's status as a backend sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Status {
+    /// Set up, process not started.
+    Created,
+    /// The process runs.
+    Running,
+    /// The process is frozen.
+    Paused,
+    /// The process has exited.
+    Stopped,
+}
+
+/// What [`Backend::state`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendState {
+    /// The status.
+    pub status: Status,
+    /// The host PID of the container's init process, when it has one.
+    pub pid: Option<u32>,
+}
+
+/// Errors of a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The runtime program (runc, crun, unshare) is not installed.
+    #[error("container runtime {program} not found: {source}")]
+    RuntimeNotFound {
+        /// The program.
+        program: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The runtime ran and failed; `message` is what it said.
+    #[error("{runtime} {operation} {id} failed: {message}")]
+    RuntimeFailed {
+        /// runc, crun.
+        runtime: String,
+        /// The operation (`run`, `kill`, `delete`, `state`).
+        operation: &'static str,
+        /// The container.
+        id: String,
+        /// Its error output.
+        message: String,
+    },
+    /// The runtime lacked the privilege for namespaces, mounts or cgroups.
+    #[error("{runtime} {operation} {id}: permission denied for namespaces, mounts or cgroups: {message}")]
+    PermissionDenied {
+        /// runc, crun.
+        runtime: String,
+        /// The operation.
+        operation: &'static str,
+        /// The container.
+        id: String,
+        /// What the runtime said.
+        message: String,
+    },
+    /// The spec asks for something this backend does not do (a terminal
+    /// without a console socket, for runc and crun).
+    #[error("{backend} cannot run container {id}: {what} is not supported")]
+    Unsupported {
+        /// The backend's name.
+        backend: String,
+        /// The container.
+        id: String,
+        /// What.
+        what: &'static str,
+    },
+    /// The backend does not know this container.
+    #[error("container {id} does not exist in the backend")]
+    NotFound {
+        /// The container.
+        id: String,
+    },
+    /// A runtime command did not finish in time and was killed.
+    #[error("{runtime} {operation} {id} timed out after {timeout:?}")]
+    Timeout {
+        /// runc, crun.
+        runtime: String,
+        /// The operation.
+        operation: &'static str,
+        /// The container.
+        id: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// Any other I/O failure (spawning, waiting, reading state).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl Classify for BackendError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            BackendError::RuntimeNotFound { .. } | BackendError::NotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            BackendError::RuntimeFailed { .. } | BackendError::Timeout { .. } => ErrorKind::Io,
+            BackendError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            BackendError::Unsupported { .. } => ErrorKind::Unsupported,
+            BackendError::Io { source, .. } => ErrorKind::from_io(source),
+        }
+    }
+}
+
+/// A started container process.
+pub trait Process: Send + std::fmt::Debug {
+    /// The host PID of the container's init, once known.
+    fn pid(&self) -> Option<u32>;
+
+    /// The exit status if the process has exited, without blocking.
+    ///
+    /// # Errors
+    /// [`BackendError::Io`].
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>, BackendError>;
+
+    /// Waits for the exit and for captured output.
+    ///
+    /// # Errors
+    /// [`BackendError::RuntimeFailed`] when the runtime failed to start
+    /// the process, [`BackendError::Io`].
+    fn wait(&mut self) -> Result<Exit, BackendError>;
+
+    /// Kills the process and everything it started, then reaps it
+    /// (best effort; used on drop and on timeouts).
+    fn kill_now(&mut self);
+}
+
+/// Waits at most `timeout`; on expiry kills the process (see
+/// [`Process::kill_now`]) and returns `None`.
+///
+/// # Errors
+/// As [`Process::wait`].
+pub fn wait_timeout(p: &mut dyn Process, timeout: Duration) -> Result<Option<Exit>, BackendError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if p.try_wait()?.is_some() {
+            return p.wait().map(Some);
+        }
+        if std::time::Instant::now() >= deadline {
+            p.kill_now();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs containers from bundles. See the module docs for the lifecycle.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// A short name (`runc`, `crun`, `native`), recorded with each container.
+    fn name(&self) -> &str;
+
+    /// Registers the container `id` whose bundle is `bundle`.
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError>;
+
+    /// Starts its process.
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError>;
+
+    /// Sends `signal` to the container's init.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`], [`BackendError::RuntimeFailed`].
+    fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError>;
+
+    /// The container's state.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] when the backend does not know it.
+    fn state(&self, id: &str) -> Result<BackendState, BackendError>;
+
+    /// Forgets the container (killing it first when `force`), releasing
+    /// what the backend made for it. Deleting an unknown container succeeds.
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    fn delete(&self, id: &str, force: bool) -> Result<(), BackendError>;
+}
+
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
+        (**self).create(id, bundle)
+    }
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        (**self).start(id, bundle, stdio)
+    }
+    fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
+        (**self).kill(id, signal)
+    }
+    fn state(&self, id: &str) -> Result<BackendState, BackendError> {
+        (**self).state(id)
+    }
+    fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
+        (**self).delete(id, force)
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
+        (**self).create(id, bundle)
+    }
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        (**self).start(id, bundle, stdio)
+    }
+    fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
+        (**self).kill(id, signal)
+    }
+    fn state(&self, id: &str) -> Result<BackendState, BackendError> {
+        (**self).state(id)
+    }
+    fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
+        (**self).delete(id, force)
+    }
+}

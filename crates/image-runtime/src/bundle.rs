@@ -1,0 +1,101 @@
+//! OCI bundles: a `config.json` generated from the image config and the
+//! options, next to (or pointing at) a root filesystem, that runc and crun
+//! run unchanged.
+//!
+//! Writing a bundle does the I/O spec generation needs, inside the root:
+//! resolves the user from the image's own passwd and group files, creates
+//! the working directory (0755, root-owned, as Docker does), checks that
+//! the program exists and is executable, and writes Docker's `/etc` files.
+
+use std::path::{Path, PathBuf};
+
+use image_core::config::RunConfig;
+use image_core::oci_spec::runtime::Spec;
+
+use crate::error::ContainerError;
+use crate::rootfs::RootDir;
+use crate::spec::{self, defaults::DEFAULT_PATH, process, RunOptions, SpecContext};
+use crate::{cgroup, etc_files, lookup, user};
+
+/// Where the bundle's pieces are.
+#[derive(Debug, Clone)]
+pub struct BundleLayout<'a> {
+    /// The bundle directory (`config.json` goes here).
+    pub dir: &'a Path,
+    /// The root filesystem on the host, ready (mounted) to be read.
+    pub rootfs: &'a Path,
+    /// `root.path` as written in the spec: absolute, or relative to `dir`.
+    pub root_path: PathBuf,
+    /// The container ID (hostname default, cgroup name).
+    pub id: &'a str,
+}
+
+/// Writes `config.json` (and the `/etc` files, in `<dir>/etc`) for a
+/// container of `config` with `opts`, after checking the root filesystem.
+///
+/// # Errors
+/// [`ContainerError::Spec`] (no command, bad working directory),
+/// [`ContainerError::User`], [`ContainerError::Lookup`] (program missing or
+/// not executable), [`ContainerError::Rootfs`], [`ContainerError::State`].
+pub fn write(
+    layout: &BundleLayout<'_>,
+    config: &RunConfig,
+    opts: &RunOptions,
+) -> Result<Spec, ContainerError> {
+    let root = RootDir::open(layout.rootfs)?;
+    let user_spec = opts
+        .user
+        .as_deref()
+        .or(config.user.as_deref())
+        .unwrap_or("");
+    let user = user::resolve(&root, user_spec)?;
+    let args = spec::args(config, opts)?;
+    let cwd = spec::working_dir(config, opts)?;
+    root.create_dir_all(&cwd, 0, 0)?;
+    let hostname = spec::hostname(layout.id, opts);
+    let env = spec::env(config, opts, &hostname, &user.home);
+    let path = process::lookup(&env, "PATH").unwrap_or(DEFAULT_PATH);
+    lookup::find_executable(&root, &args[0], path, &cwd)?;
+    let etc_dir = layout.dir.join("etc");
+    let etc = etc_files::write(&etc_dir, &hostname, opts.host_network)
+        .map_err(ContainerError::state(&etc_dir))?;
+    let ctx = SpecContext {
+        id: layout.id.to_owned(),
+        root_path: layout.root_path.clone(),
+        user,
+        etc_files: Some(etc),
+        host_hard_limits: spec::host_hard_limits(),
+        cgroups_path: Some(cgroup::cgroups_path(layout.id)),
+    };
+    let spec = spec::generate(config, opts, &ctx)?;
+    let config_path = layout.dir.join("config.json");
+    let json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::State {
+        path: config_path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    std::fs::write(&config_path, json).map_err(ContainerError::state(&config_path))?;
+    Ok(spec)
+}
+
+/// Exports a standalone bundle: `<dir>/rootfs` must hold the root
+/// filesystem (unpacked layers); writes `<dir>/config.json` with
+/// `root.path` = `rootfs`, so `runc run -b <dir>` and `crun run -b <dir>`
+/// run it as they are.
+///
+/// # Errors
+/// As [`write()`].
+pub fn export(dir: &Path, config: &RunConfig, opts: &RunOptions) -> Result<Spec, ContainerError> {
+    let id = crate::state::random_id()?;
+    let dir = std::path::absolute(dir).map_err(ContainerError::state(dir))?;
+    let rootfs = dir.join("rootfs");
+    write(
+        &BundleLayout {
+            dir: &dir,
+            rootfs: &rootfs,
+            root_path: PathBuf::from("rootfs"),
+            id: &id,
+        },
+        config,
+        opts,
+    )
+}

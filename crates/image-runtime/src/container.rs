@@ -1,0 +1,97 @@
+//! [`Container`] (created or stopped) and [`RunningContainer`] (its
+//! process started); the verbs live in their own modules.
+
+use std::path::Path;
+
+use image_core::oci_spec::runtime::Spec;
+
+use crate::backend::Process;
+use crate::error::ContainerError;
+use crate::rootfs::Rootfs;
+use crate::state::{ContainerRecord, ContainerStatus};
+use crate::Runtime;
+
+/// A container that exists on disk and is not running (created or stopped).
+#[derive(Debug)]
+pub struct Container {
+    pub(crate) runtime: Runtime,
+    pub(crate) record: ContainerRecord,
+}
+
+impl Container {
+    pub(crate) fn from_record(runtime: Runtime, record: ContainerRecord) -> Container {
+        Container { runtime, record }
+    }
+
+    /// Its ID.
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Its record (as last saved).
+    pub fn record(&self) -> &ContainerRecord {
+        &self.record
+    }
+
+    /// Its status.
+    pub fn status(&self) -> ContainerStatus {
+        self.record.status
+    }
+
+    /// The bundle directory (`config.json`; `rootfs/` for mounted roots).
+    pub fn bundle(&self) -> &Path {
+        &self.record.bundle
+    }
+
+    /// The writable upper directory of an overlay root filesystem
+    /// (`upperdir=` of a [`Rootfs::Mounts`] overlay mount): where the
+    /// container's changes land, whiteouts included; what a commit packs.
+    pub fn upper_dir(&self) -> Option<std::path::PathBuf> {
+        let Rootfs::Mounts(mounts) = &self.record.rootfs else {
+            return None;
+        };
+        mounts
+            .iter()
+            .filter(|m| m.fs_type == "overlay")
+            .flat_map(|m| m.options.iter())
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(std::path::PathBuf::from)
+    }
+
+    /// The runtime spec, as written in the bundle.
+    ///
+    /// # Errors
+    /// [`ContainerError::State`].
+    pub fn spec(&self) -> Result<Spec, ContainerError> {
+        let path = self.bundle().join("config.json");
+        Spec::load(&path).map_err(|e| ContainerError::State {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })
+    }
+}
+
+/// A container whose process was started by this process. Dropping it
+/// without waiting kills the process (the container stays, stopped).
+#[derive(Debug)]
+pub struct RunningContainer {
+    pub(crate) container: Container,
+    pub(crate) process: Box<dyn Process>,
+}
+
+impl RunningContainer {
+    /// Its ID.
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
+
+    /// The host PID of its init process, once the backend knows it.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// The container (for its bundle, spec, record).
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+}

@@ -1,0 +1,115 @@
+//! The error of the container lifecycle ([`crate::Runtime`],
+//! [`crate::Container`]): each variant wraps the error of the step that
+//! failed, so its context (path, user, program) is kept.
+
+use std::path::PathBuf;
+
+use image_core::{Classify, ErrorKind};
+
+use crate::backend::BackendError;
+use crate::lookup::LookupError;
+use crate::rootfs::RootfsError;
+use crate::spec::SpecError;
+use crate::state::ContainerStatus;
+use crate::user::UserError;
+
+/// Errors of creating, starting, waiting for, killing and deleting containers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContainerError {
+    /// The config and options do not make a spec (no command, bad option).
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The user is not in the image's passwd / group files.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The program is not found or not executable in the root filesystem.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The root filesystem could not be opened, mounted or unmounted.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The backend failed (runtime missing, runtime failed, no permission).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The container's state on disk could not be read or written.
+    #[error("container state {path}: {source}")]
+    State {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No container has this ID.
+    #[error("no such container: {id}")]
+    NotFound {
+        /// The ID.
+        id: String,
+    },
+    /// A container with this ID exists already.
+    #[error("container {id} already exists")]
+    AlreadyExists {
+        /// The ID.
+        id: String,
+    },
+    /// The ID has characters other than `[A-Za-z0-9_.-]` or is empty.
+    #[error("invalid container ID {id:?}")]
+    InvalidId {
+        /// The ID.
+        id: String,
+    },
+    /// The container is not in a state that allows the operation.
+    #[error("cannot {operation} container {id}: it is {status:?}")]
+    WrongStatus {
+        /// The ID.
+        id: String,
+        /// Its status.
+        status: ContainerStatus,
+        /// The operation.
+        operation: &'static str,
+    },
+    /// An operation failed and so did the cleanup after it; both are kept.
+    #[error("{error} (and cleaning up failed: {cleanup})")]
+    Cleanup {
+        /// The original failure.
+        error: Box<ContainerError>,
+        /// The cleanup failure.
+        cleanup: Box<ContainerError>,
+    },
+}
+
+impl Classify for ContainerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContainerError::Spec(e) => e.kind(),
+            ContainerError::User(e) => e.kind(),
+            ContainerError::Lookup(e) => e.kind(),
+            ContainerError::Rootfs(e) => e.kind(),
+            ContainerError::Backend(e) => e.kind(),
+            ContainerError::State { source, .. } => ErrorKind::from_io(source),
+            ContainerError::NotFound { .. } => ErrorKind::NotFound,
+            ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            ContainerError::InvalidId { .. } => ErrorKind::InvalidInput,
+            ContainerError::WrongStatus { .. } => ErrorKind::FailedPrecondition,
+            ContainerError::Cleanup { error, .. } => error.kind(),
+        }
+    }
+}
+
+impl ContainerError {
+    pub(crate) fn state(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {
+        let path = path.into();
+        move |source| ContainerError::State { path, source }
+    }
+
+    /// Keeps `cleanup`'s failure next to `self`.
+    pub(crate) fn with_cleanup(self, cleanup: Result<(), ContainerError>) -> ContainerError {
+        match cleanup {
+            Ok(()) => self,
+            Err(c) => ContainerError::Cleanup {
+                error: Box::new(self),
+                cleanup: Box::new(c),
+            },
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The [`Backend`] that hands the bundle to an external OCI runtime: runc
+//! or crun, with a `--root` state directory private to this library so the
+//! machine's other containers are never seen or touched.
+//!
+//! The process is started with `<runtime> run` in the foreground rather
+//! than `create` + `start`: only the parent of the runtime's process learns
+//! the container's exit status, and `run` keeps the runtime as our child
+//! (it forwards signals and exits with the container's code, 128 + signal
+//! when killed). [`Backend::create`] therefore only checks the bundle.
+//! Runtime commands are bounded in time and run in their own process group,
+//! which is killed on timeout; a [`Process`] dropped before it was waited
+//! for is killed (container first, then the runtime's group).
+//!
+//! crun 1.8 needs help on v1 and hybrid hosts, so every crun command runs
+//! through `unshare -m --propagation private` and, in that private mount
+//! namespace only:
+//! - the v2 mount (found in mountinfo) is unmounted on hybrid hosts (v1
+//!   controllers plus a v2 mount), which crun refuses ("cgroups in hybrid
+//!   mode not supported"), leaving crun a plain v1 host;
+//! - each v1 hierarchy where our own cgroup is not the root is replaced by
+//!   a bind of our own cgroup directory: crun takes a relative
+//!   `cgroupsPath` from the hierarchy's root (runc takes it from its own
+//!   cgroup), so this puts crun's container cgroups under ours too.
+
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use crate::backend::{
+    Backend, BackendError, BackendState, Exit, ExitStatus, Process, Signal, Status,
+};
+use crate::stdio::{self, Pumps, Stdio};
+
+/// Which OCI runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// runc.
+    Runc,
+    /// crun.
+    Crun,
+}
+
+impl RuntimeKind {
+    /// The program name.
+    pub fn program(self) -> &'static str {
+        match self {
+            RuntimeKind::Runc => "runc",
+            RuntimeKind::Crun => "crun",
+        }
+    }
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RuntimeKind, String> {
+        match s {
+            "runc" => Ok(RuntimeKind::Runc),
+            "crun" => Ok(RuntimeKind::Crun),
+            other => Err(format!("unknown runtime {other:?} (runc or crun)")),
+        }
+    }
+}
+
+/// A runc or crun backend.
+#[derive(Debug, Clone)]
+pub struct OciRuntime {
+    kind: RuntimeKind,
+    binary: PathBuf,
+    state_root: PathBuf,
+    /// For crun: `unshare`, to run it in a private mount namespace.
+    unshare: Option<PathBuf>,
+    timeout: Duration,
+}
+
+/// Finds `program` in the host's `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn not_found(program: &str) -> BackendError {
+    BackendError::RuntimeNotFound {
+        program: program.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in PATH"),
+    }
+}
+
+/// What crun needs changed in its private mount namespace: the v2 mount
+/// to unmount (hybrid hosts), and (own cgroup dir, mount point) binds.
+fn crun_cgroup_fixups() -> (Option<PathBuf>, Vec<(PathBuf, PathBuf)>) {
+    let Ok(h) = crate::cgroup::hierarchies() else {
+        return (None, Vec::new());
+    };
+    let v1 = h.iter().any(|h| !h.v2);
+    let unified = crate::mountinfo::current()
+        .ok()
+        .and_then(|m| m.into_iter().find(|m| m.fs_type == "cgroup2"))
+        .map(|m| m.mount_point)
+        .filter(|_| v1);
+    let binds = h
+        .into_iter()
+        .filter(|h| !h.v2 && h.own_dir != h.mount_point)
+        .map(|h| (h.own_dir, h.mount_point))
+        .collect();
+    (unified, binds)
+}
+
+/// The script run by `sh -c` inside crun's private mount namespace:
+/// `$1` the v2 mount to unmount (or `-`), then pairs of bind source and
+/// target up to `--`, then crun's argv.
+const CRUN_WRAPPER: &str = r#"u=$1; shift
+if [ "$u" != - ]; then umount "$u" 2>/dev/null || umount -l "$u" || exit 125; fi
+while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done
+shift
+exec "$@""#;
+
+impl OciRuntime {
+    /// A backend for `kind`, found in `PATH`, keeping its state under
+    /// `state_root` (created if missing).
+    ///
+    /// # Errors
+    /// [`BackendError::RuntimeNotFound`] when the program (or, for crun on a
+    /// hybrid host, `unshare`) is missing; [`BackendError::Io`].
+    pub fn new(kind: RuntimeKind, state_root: &Path) -> Result<OciRuntime, BackendError> {
+        let binary = which(kind.program()).ok_or_else(|| not_found(kind.program()))?;
+        OciRuntime::with_binary(kind, &binary, state_root)
+    }
+
+    /// As [`OciRuntime::new`] with an explicit binary.
+    ///
+    /// # Errors
+    /// As [`OciRuntime::new`].
+    pub fn with_binary(
+        kind: RuntimeKind,
+        binary: &Path,
+        state_root: &Path,
+    ) -> Result<OciRuntime, BackendError> {
+        if !binary.is_file() {
+            return Err(not_found(&binary.display().to_string()));
+        }
+        let unshare = match kind {
+            RuntimeKind::Crun => Some(which("unshare").ok_or_else(|| not_found("unshare"))?),
+            RuntimeKind::Runc => None,
+        };
+        std::fs::create_dir_all(state_root).map_err(|source| BackendError::Io {
+            context: format!("creating runtime state directory {}", state_root.display()),
+            source,
+        })?;
+        Ok(OciRuntime {
+            kind,
+            binary: binary.to_owned(),
+            state_root: state_root.to_owned(),
+            unshare,
+            timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Changes the limit on each runtime command other than `run`.
+    pub fn with_timeout(mut self, timeout: Duration) -> OciRuntime {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Which runtime.
+    pub fn kind(&self) -> RuntimeKind {
+        self.kind
+    }
+
+    /// The runtime's `--root`.
+    pub fn state_root(&self) -> &Path {
+        &self.state_root
+    }
+
+    /// The command line prefix: `<runtime> --root <state>`, wrapped for
+    /// crun (see the module docs).
+    pub fn command(&self) -> Command {
+        let (unified, binds) = crun_cgroup_fixups();
+        let mut cmd = match &self.unshare {
+            Some(unshare) if unified.is_some() || !binds.is_empty() => {
+                let mut c = Command::new(unshare);
+                c.args([
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    CRUN_WRAPPER,
+                    "sh",
+                ]);
+                match &unified {
+                    Some(u) => c.arg(u),
+                    None => c.arg("-"),
+                };
+                for (src, dst) in &binds {
+                    c.arg(src).arg(dst);
+                }
+                c.arg("--").arg(&self.binary);
+                c
+            }
+            _ => Command::new(&self.binary),
+        };
+        cmd.arg("--root").arg(&self.state_root);
+        cmd.process_group(0);
+        cmd
+    }
+
+    fn spawn_err(&self, e: std::io::Error) -> BackendError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            BackendError::RuntimeNotFound {
+                program: self.binary.display().to_string(),
+                source: e,
+            }
+        } else {
+            BackendError::Io {
+                context: format!("spawning {}", self.kind.program()),
+                source: e,
+            }
+        }
+    }
+
+    /// Runs a short runtime command to completion, bounded in time.
+    fn run_cmd(
+        &self,
+        operation: &'static str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<Exit, BackendError> {
+        let mut cmd = self.command();
+        cmd.args(args);
+        let pending = stdio::apply(&mut cmd, Stdio::capture());
+        let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
+        let mut pumps = pending.start(child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() >= deadline => {
+                    kill_group(&mut child);
+                    pumps.finish();
+                    return Err(BackendError::Timeout {
+                        runtime: self.kind.program().into(),
+                        operation,
+                        id: id.into(),
+                        timeout: self.timeout,
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(source) => {
+                    return Err(BackendError::Io {
+                        context: format!("waiting for {} {operation}", self.kind.program()),
+                        source,
+                    })
+                }
+            }
+        };
+        let (stdout, stderr) = pumps.finish();
+        Ok(Exit {
+            status: exit_status(status),
+            stdout,
+            stderr,
+        })
+    }
+
+    fn failure(&self, operation: &'static str, id: &str, message: String) -> BackendError {
+        let lower = message.to_lowercase();
+        // runc: "container does not exist"; crun: "error opening file
+        // `<root>/<id>/status`: No such file or directory".
+        let crun_missing =
+            lower.contains("no such file or directory") && message.contains(&format!("/{id}/"));
+        if lower.contains("does not exist") || crun_missing {
+            return BackendError::NotFound { id: id.into() };
+        }
+        if lower.contains("operation not permitted") || lower.contains("permission denied") {
+            return BackendError::PermissionDenied {
+                runtime: self.kind.program().into(),
+                operation,
+                id: id.into(),
+                message,
+            };
+        }
+        BackendError::RuntimeFailed {
+            runtime: self.kind.program().into(),
+            operation,
+            id: id.into(),
+            message,
+        }
+    }
+}
+
+fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)))
+}
+
+fn kill_group(child: &mut Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Error messages from a runtime's JSON log (`level` error or fatal).
+pub fn log_errors(log: &Path) -> Vec<String> {
+    let Ok(f) = std::fs::File::open(log) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            let level = v.get("level")?.as_str()?;
+            matches!(level, "error" | "fatal" | "panic")
+                .then(|| v.get("msg")?.as_str().map(str::to_owned))?
+        })
+        .collect()
+}
+
+impl Backend for OciRuntime {
+    fn name(&self) -> &str {
+        self.kind.program()
+    }
+
+    fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
+        let config = bundle.join("config.json");
+        let spec =
+            image_core::oci_spec::runtime::Spec::load(&config).map_err(|e| BackendError::Io {
+                context: format!("bundle {}", config.display()),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+        // runc and crun need a console socket (and a process receiving the
+        // pty master) for a terminal; not provided yet.
+        if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+            return Err(BackendError::Unsupported {
+                backend: self.kind.program().into(),
+                id: id.into(),
+                what: "a terminal (tty)",
+            });
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        let log = bundle.join(format!("{}.log", self.kind.program()));
+        let pid_file = bundle.join("init.pid");
+        let io = |source| BackendError::Io {
+            context: format!("preparing {}", bundle.display()),
+            source,
+        };
+        std::fs::write(&log, b"").map_err(io)?;
+        match std::fs::remove_file(&pid_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "run", "--bundle"])
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id);
+        let pending = stdio::apply(&mut cmd, stdio);
+        let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
+        let pumps = pending.start(child.stdin.take(), child.stdout.take(), child.stderr.take());
+        Ok(Box::new(OciProcess {
+            runtime: self.clone(),
+            id: id.to_owned(),
+            child,
+            pumps,
+            log,
+            pid_file,
+            status: None,
+            finished: false,
+        }))
+    }
+
+    fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
+        let sig = signal.as_raw().to_string();
+        let out = self.run_cmd("kill", id, &["kill", id, &sig])?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(self.failure("kill", id, out.stderr_str().trim().to_owned()))
+        }
+    }
+
+    fn state(&self, id: &str) -> Result<BackendState, BackendError> {
+        let out = self.run_cmd("state", id, &["state", id])?;
+        if !out.status.success() {
+            return Err(self.failure("state", id, out.stderr_str().trim().to_owned()));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| BackendError::Io {
+                context: format!("{} state {id}: bad JSON", self.kind.program()),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+        let status = match v.get("status").and_then(|s| s.as_str()) {
+            Some("created") | Some("creating") => Status::Created,
+            Some("running") => Status::Running,
+            Some("paused") | Some("pausing") => Status::Paused,
+            _ => Status::Stopped,
+        };
+        let pid = v
+            .get("pid")
+            .and_then(|p| p.as_u64())
+            .filter(|p| *p > 0 && status != Status::Stopped)
+            .and_then(|p| u32::try_from(p).ok());
+        Ok(BackendState { status, pid })
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
+        let mut args = vec!["delete"];
+        if force {
+            args.push("--force");
+        }
+        args.push(id);
+        let out = self.run_cmd("delete", id, &args)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        match self.failure("delete", id, out.stderr_str().trim().to_owned()) {
+            BackendError::NotFound { .. } => Ok(()),
+            e => Err(e),
+        }
+    }
+}
+
+/// A `runc run` / `crun run` in progress.
+#[derive(Debug)]
+struct OciProcess {
+    runtime: OciRuntime,
+    id: String,
+    child: Child,
+    pumps: Pumps,
+    log: PathBuf,
+    pid_file: PathBuf,
+    status: Option<ExitStatus>,
+    finished: bool,
+}
+
+impl Process for OciProcess {
+    fn pid(&self) -> Option<u32> {
+        // The runtime writes its pid file a little after the container runs.
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .or_else(|| self.runtime.state(&self.id).ok()?.pid)
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>, BackendError> {
+        if self.status.is_none() {
+            let s = self.child.try_wait().map_err(|source| BackendError::Io {
+                context: format!(
+                    "waiting for {} run {}",
+                    self.runtime.kind.program(),
+                    self.id
+                ),
+                source,
+            })?;
+            self.status = s.map(exit_status);
+        }
+        Ok(self.status)
+    }
+
+    fn wait(&mut self) -> Result<Exit, BackendError> {
+        let status = match self.status {
+            Some(s) => s,
+            None => {
+                let s = self.child.wait().map_err(|source| BackendError::Io {
+                    context: format!(
+                        "waiting for {} run {}",
+                        self.runtime.kind.program(),
+                        self.id
+                    ),
+                    source,
+                })?;
+                let s = exit_status(s);
+                self.status = Some(s);
+                s
+            }
+        };
+        let (stdout, stderr) = self.pumps.finish();
+        self.finished = true;
+        if !status.success() {
+            let errors = log_errors(&self.log);
+            if !errors.is_empty() {
+                return Err(self.runtime.failure("run", &self.id, errors.join("; ")));
+            }
+        }
+        Ok(Exit {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+
+    fn kill_now(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.status.is_none() {
+            let _ = self.runtime.kill(&self.id, Signal::KILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(s)) = self.child.try_wait() {
+                    self.status = Some(exit_status(s));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if self.status.is_none() {
+                kill_group(&mut self.child);
+                self.status = Some(ExitStatus(128 + 9));
+            }
+        }
+        self.pumps.finish();
+        self.finished = true;
+    }
+}
+
+impl Drop for OciProcess {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_messages_are_classified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt =
+            OciRuntime::with_binary(RuntimeKind::Runc, Path::new("/bin/sh"), tmp.path()).unwrap();
+        assert!(matches!(
+            rt.failure("state", "c1", "container does not exist".into()),
+            BackendError::NotFound { .. }
+        ));
+        assert!(matches!(
+            rt.failure(
+                "state",
+                "c1",
+                "error opening file `/r/c1/status`: No such file or directory".into()
+            ),
+            BackendError::NotFound { .. }
+        ));
+        let e = rt.failure("run", "c1", "mount proc: operation not permitted".into());
+        assert_eq!(
+            image_core::Classify::kind(&e),
+            image_core::ErrorKind::PermissionDenied
+        );
+        assert!(matches!(
+            rt.failure("run", "c1", "exec: \"x\": executable file not found".into()),
+            BackendError::RuntimeFailed { .. }
+        ));
+        assert!(
+            OciRuntime::with_binary(RuntimeKind::Runc, Path::new("/no/runc"), tmp.path()).is_err()
+        );
+    }
+
+    #[test]
+    fn log_errors_reads_json_logs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"x\"}\n{\"level\":\"error\",\"msg\":\"boom\"}\nnot json\n",
+        )
+        .unwrap();
+        assert_eq!(log_errors(&log), vec!["boom".to_owned()]);
+        assert!(log_errors(&tmp.path().join("missing")).is_empty());
+    }
+}

@@ -1,0 +1,355 @@
+//! The container's root filesystem: where it comes from ([`Rootfs`]) and
+//! safe access to files inside it ([`RootDir`]).
+//!
+//! # Security
+//! An image controls its own files: `/etc/passwd` may be a symlink to
+//! `/../../../etc/shadow`, a working directory may be a symlink out of the
+//! root. Every access here goes through a directory handle on the root and
+//! `openat2(2)` with `RESOLVE_IN_ROOT`, so absolute symlinks and `..` are
+//! resolved as if the root were `/`: nothing outside the root is ever read,
+//! created or changed. Host paths are never built by joining strings.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use image_core::{Classify, ErrorKind};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use serde::{Deserialize, Serialize};
+
+/// Where a container's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Rootfs {
+    /// A plain directory, used as it is (writes land in it).
+    Directory(PathBuf),
+    /// Mounts to perform, in order, on the bundle's `rootfs` directory: what
+    /// a snapshotter's `prepare(key, parent)` returns (typically a single
+    /// overlay mount). They are unmounted when the container is deleted.
+    Mounts(Vec<MountSpec>),
+}
+
+/// One mount as data (the shape snapshotters return): `mount -t fs_type
+/// -o options source <target>`, the target being the bundle's rootfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Filesystem type (`overlay`, `bind`, `tmpfs`, ...).
+    pub fs_type: String,
+    /// Source (a device, a directory, or a placeholder such as `overlay`).
+    pub source: String,
+    /// Options (`ro`, `bind`, `lowerdir=...`); flag words are turned into
+    /// mount flags, the rest is passed as data.
+    pub options: Vec<String>,
+}
+
+/// Errors of opening and reading inside a root filesystem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RootfsError {
+    /// The root directory itself could not be opened.
+    #[error("cannot open root filesystem {path}: {source}")]
+    OpenRoot {
+        /// The host path of the root.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A path inside the root could not be accessed.
+    #[error("{path} in the root filesystem: {source}")]
+    Access {
+        /// The path, as seen inside the container.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A path inside the root exists but is of the wrong type.
+    #[error("{path} in the root filesystem is not a {expected}")]
+    WrongType {
+        /// The path, as seen inside the container.
+        path: PathBuf,
+        /// What was expected (`directory`, `regular file`).
+        expected: &'static str,
+    },
+    /// A mount of the root filesystem failed.
+    #[error("mounting {fs_type} {source_path} on {target}: {source}")]
+    Mount {
+        /// The filesystem type.
+        fs_type: String,
+        /// The mount source.
+        source_path: String,
+        /// The host target.
+        target: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Unmounting the root filesystem failed.
+    #[error("unmounting {target}: {source}")]
+    Unmount {
+        /// The host target.
+        target: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl Classify for RootfsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RootfsError::OpenRoot { source, .. }
+            | RootfsError::Access { source, .. }
+            | RootfsError::Mount { source, .. }
+            | RootfsError::Unmount { source, .. } => ErrorKind::from_io(source),
+            RootfsError::WrongType { .. } => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// A handle on a root filesystem directory; every lookup stays inside it.
+#[derive(Debug)]
+pub struct RootDir {
+    fd: OwnedFd,
+    host_path: PathBuf,
+}
+
+/// What a path inside the root is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Mode bits including the file type.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+impl FileInfo {
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & 0o170000 == 0o040000
+    }
+
+    /// True for a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & 0o170000 == 0o100000
+    }
+
+    /// True when any execute bit is set.
+    pub fn is_executable(&self) -> bool {
+        self.mode & 0o111 != 0
+    }
+}
+
+fn io_err(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+/// The path relative to the root (leading `/` removed); empty means the root.
+fn relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect()
+}
+
+impl RootDir {
+    /// Opens the directory at `path` (a host path) as a root.
+    ///
+    /// # Errors
+    /// [`RootfsError::OpenRoot`] when it cannot be opened as a directory.
+    pub fn open(path: &Path) -> Result<RootDir, RootfsError> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| RootfsError::OpenRoot {
+            path: path.to_owned(),
+            source: io_err(e),
+        })?;
+        Ok(RootDir {
+            fd,
+            host_path: path.to_owned(),
+        })
+    }
+
+    /// The host path the root was opened from.
+    pub fn host_path(&self) -> &Path {
+        &self.host_path
+    }
+
+    fn open_in(&self, path: &Path, flags: OFlags) -> Result<OwnedFd, RootfsError> {
+        let rel = relative(path);
+        let rel: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &rel
+        };
+        rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| RootfsError::Access {
+            path: path.to_owned(),
+            source: io_err(e),
+        })
+    }
+
+    /// Reads a whole file inside the root, following symlinks inside it.
+    ///
+    /// # Errors
+    /// [`RootfsError::Access`] (classified `NotFound` when it is missing).
+    pub fn read(&self, path: &Path) -> Result<Vec<u8>, RootfsError> {
+        let fd = self.open_in(path, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK)?;
+        let info = fstat_info(&fd, path)?;
+        if !info.is_file() {
+            return Err(RootfsError::WrongType {
+                path: path.to_owned(),
+                expected: "regular file",
+            });
+        }
+        let mut file = std::fs::File::from(fd);
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)
+            .map_err(|source| RootfsError::Access {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    /// Stats a path inside the root (symlinks followed inside the root).
+    ///
+    /// # Errors
+    /// [`RootfsError::Access`].
+    pub fn stat(&self, path: &Path) -> Result<FileInfo, RootfsError> {
+        let fd = self.open_in(path, OFlags::PATH)?;
+        fstat_info(&fd, path)
+    }
+
+    /// Creates `path` and any missing parents inside the root, as Docker
+    /// does for a working directory: mode 0755, owned by `uid:gid`, and
+    /// only directories it creates are chowned. Existing symlinks are
+    /// followed inside the root.
+    ///
+    /// # Errors
+    /// [`RootfsError::Access`], or [`RootfsError::WrongType`] when a
+    /// component exists and is not a directory.
+    pub fn create_dir_all(&self, path: &Path, uid: u32, gid: u32) -> Result<(), RootfsError> {
+        let rel = relative(path);
+        let mut done = PathBuf::from("/");
+        let mut parent = self.open_in(&done, OFlags::PATH | OFlags::DIRECTORY)?;
+        for comp in rel.components() {
+            let name = match comp {
+                Component::Normal(n) => n,
+                Component::ParentDir => {
+                    done.pop();
+                    parent = self.open_in(&done, OFlags::PATH | OFlags::DIRECTORY)?;
+                    continue;
+                }
+                _ => continue,
+            };
+            done.push(name);
+            match self.open_in(&done, OFlags::PATH) {
+                Ok(fd) => {
+                    if !fstat_info(&fd, &done)?.is_dir() {
+                        return Err(RootfsError::WrongType {
+                            path: done,
+                            expected: "directory",
+                        });
+                    }
+                    parent = fd;
+                }
+                Err(RootfsError::Access { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    // The parent handle was resolved inside the root, and
+                    // `name` is a single component: mkdirat cannot escape.
+                    let dir_fd = self.open_in(
+                        done.parent().unwrap_or(Path::new("/")),
+                        OFlags::RDONLY | OFlags::DIRECTORY,
+                    )?;
+                    let access = |e: rustix::io::Errno| RootfsError::Access {
+                        path: done.clone(),
+                        source: io_err(e),
+                    };
+                    match rustix::fs::mkdirat(&dir_fd, name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => {}
+                        Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(access(e)),
+                    }
+                    let fd = self.open_in(&done, OFlags::RDONLY | OFlags::DIRECTORY)?;
+                    rustix::fs::fchown(
+                        &fd,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                    )
+                    .map_err(access)?;
+                    // mkdir's mode is masked by the umask; Docker's is 0755.
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(access)?;
+                    parent = fd;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        drop(parent);
+        Ok(())
+    }
+}
+
+fn fstat_info(fd: &OwnedFd, path: &Path) -> Result<FileInfo, RootfsError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| RootfsError::Access {
+        path: path.to_owned(),
+        source: io_err(e),
+    })?;
+    Ok(FileInfo {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(tmp.path().join("secret"), "host secret").unwrap();
+        std::fs::write(root.join("secret"), "inside").unwrap();
+        std::os::unix::fs::symlink("../../../../secret", root.join("etc/rel")).unwrap();
+        std::os::unix::fs::symlink("/secret", root.join("etc/abs")).unwrap();
+        let r = RootDir::open(&root).unwrap();
+        assert_eq!(r.read(Path::new("/etc/rel")).unwrap(), b"inside");
+        assert_eq!(r.read(Path::new("etc/abs")).unwrap(), b"inside");
+        assert_eq!(r.read(Path::new("/../secret")).unwrap(), b"inside");
+        let e = r.read(Path::new("/missing")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn create_dir_all_stays_inside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink("/../..", root.join("up")).unwrap();
+        let r = RootDir::open(&root).unwrap();
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        r.create_dir_all(Path::new("/up/a/b"), uid, gid).unwrap();
+        assert!(root.join("a/b").is_dir());
+        assert!(!tmp.path().join("a").exists());
+        let info = r.stat(Path::new("/a/b")).unwrap();
+        assert!(info.is_dir());
+        assert_eq!(info.mode & 0o7777, 0o755);
+        std::fs::write(root.join("file"), "").unwrap();
+        assert!(matches!(
+            r.create_dir_all(Path::new("/file/x"), uid, gid),
+            Err(RootfsError::WrongType { .. })
+        ));
+    }
+}

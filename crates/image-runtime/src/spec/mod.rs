@@ -1,0 +1,682 @@
+//! Spec generation: an image config and [`RunOptions`] become an OCI
+//! runtime [`Spec`], the way Docker builds one.
+//!
+//! [`generate`] is pure: everything it needs from the filesystem (the
+//! resolved user, the paths of the `/etc` files) is in [`SpecContext`],
+//! which [`crate::create`] fills by reading inside the root.
+
+pub mod defaults;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use image_core::config::RunConfig;
+use image_core::oci_spec::runtime::{PosixRlimitType, Spec};
+use image_core::{Classify, ErrorKind};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::user::ResolvedUser;
+
+/// Annotation recording the image's and the caller's exposed ports,
+/// comma-separated (`80/tcp,53/udp`).
+pub const ANNOTATION_EXPOSED_PORTS: &str = "io.image-crates.runtime.exposed-ports";
+/// Annotation recording the image's declared volumes, comma-separated.
+pub const ANNOTATION_IMAGE_VOLUMES: &str = "io.image-crates.runtime.image-volumes";
+
+/// A bind mount from the host: `src:dst[:ro|rw]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub destination: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl FromStr for Volume {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Volume, SpecError> {
+        let bad = |why: &str| SpecError::InvalidOption {
+            option: "volume",
+            value: s.to_owned(),
+            reason: why.to_owned(),
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, dst, ro) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, false),
+            [src, dst, "ro"] => (*src, *dst, true),
+            [src, dst, "rw"] => (*src, *dst, false),
+            [_, _, _] => return Err(bad("mode must be ro or rw")),
+            _ => return Err(bad("expected SRC:DST[:ro|rw]")),
+        };
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(bad("both paths must be absolute"));
+        }
+        Ok(Volume {
+            source: PathBuf::from(src),
+            destination: clean_absolute(dst),
+            read_only: ro,
+        })
+    }
+}
+
+/// A resource limit for the container process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// Which limit.
+    pub resource: PosixRlimitType,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Caller's choices for one container (`docker run`'s flags); the image
+/// config supplies the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// `--entrypoint`: replaces the image's; `Some(vec![])` or `[""]`
+    /// clears it. Overriding it drops the image's Cmd unless `cmd` is set.
+    pub entrypoint: Option<Vec<String>>,
+    /// The command after the image name; replaces the image's Cmd.
+    pub cmd: Option<Vec<String>>,
+    /// `-e KEY=value`, replacing the image's entries by key.
+    pub env: Vec<String>,
+    /// `-w`: the working directory (absolute).
+    pub working_dir: Option<String>,
+    /// `-u`: `name`, `uid`, `name:group`, `uid:gid`.
+    pub user: Option<String>,
+    /// `--group-add` (numeric).
+    pub additional_gids: Vec<u32>,
+    /// `-h`: defaults to the first 12 characters of the container ID.
+    pub hostname: Option<String>,
+    /// `-t`: allocate a terminal (sets `TERM=xterm`).
+    pub tty: bool,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only: bool,
+    /// `-v SRC:DST[:ro]`.
+    pub volumes: Vec<Volume>,
+    /// `--ulimit`; each is lowered to the host's hard limit.
+    pub rlimits: Vec<Rlimit>,
+    /// `-p`/`--expose`: ports recorded with the image's ExposedPorts.
+    pub exposed_ports: Vec<String>,
+    /// `--net host`: share the host's network namespace (and its
+    /// `/etc/hosts` and `/etc/resolv.conf`).
+    pub host_network: bool,
+    /// Extra annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl RunOptions {
+    /// Options that change nothing: the image's own settings apply.
+    pub fn new() -> RunOptions {
+        RunOptions::default()
+    }
+}
+
+/// The files Docker provides in `/etc`, kept in the container's state
+/// directory and bind-mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    /// Host path of the container's `/etc/hosts`.
+    pub hosts: PathBuf,
+    /// Host path of the container's `/etc/hostname`.
+    pub hostname: PathBuf,
+    /// Host path of the container's `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
+/// What [`generate`] needs from outside the config and the options.
+#[derive(Debug, Clone)]
+pub struct SpecContext {
+    /// Container ID (64 hex characters).
+    pub id: String,
+    /// `root.path` of the spec (absolute, or relative to the bundle).
+    pub root_path: PathBuf,
+    /// The resolved user (see [`crate::user::resolve`]).
+    pub user: ResolvedUser,
+    /// The `/etc` files to bind-mount, if any.
+    pub etc_files: Option<EtcFiles>,
+    /// The host's hard limits, by resource (`None` = unlimited).
+    pub host_hard_limits: Vec<(PosixRlimitType, Option<u64>)>,
+    /// `linux.cgroupsPath` (relative: under the runtime's own cgroup).
+    pub cgroups_path: Option<String>,
+}
+
+/// Errors of turning a config and options into a spec.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// Neither the image nor the options give a command.
+    #[error("no command specified: the image has no Entrypoint or Cmd and none was given")]
+    NoCommand,
+    /// An option's value is malformed.
+    #[error("invalid {option} {value:?}: {reason}")]
+    InvalidOption {
+        /// Which option.
+        option: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// oci-spec rejected the generated document (a bug).
+    #[error("building the runtime spec: {0}")]
+    Build(#[from] serde_json::Error),
+}
+
+impl Classify for SpecError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SpecError::NoCommand | SpecError::InvalidOption { .. } => ErrorKind::InvalidInput,
+            SpecError::Build(_) => ErrorKind::Io,
+        }
+    }
+}
+
+/// Cleans an absolute path lexically (`/a/./b/../c` -> `/a/c`).
+pub fn clean_absolute(p: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The working directory: the option's, else the image's, else `/`.
+///
+/// # Errors
+/// [`SpecError::InvalidOption`] when it is not absolute.
+pub fn working_dir(config: &RunConfig, opts: &RunOptions) -> Result<PathBuf, SpecError> {
+    let wd = opts
+        .working_dir
+        .as_deref()
+        .or(config.working_dir.as_deref())
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/");
+    if !wd.starts_with('/') {
+        return Err(SpecError::InvalidOption {
+            option: "working directory",
+            value: wd.to_owned(),
+            reason: "it must be an absolute path".into(),
+        });
+    }
+    Ok(clean_absolute(wd))
+}
+
+/// The argv of the process (Docker's Entrypoint/Cmd rules).
+///
+/// # Errors
+/// [`SpecError::NoCommand`] when it is empty.
+pub fn args(config: &RunConfig, opts: &RunOptions) -> Result<Vec<String>, SpecError> {
+    let args = process::command(
+        config.entrypoint.as_deref(),
+        config.cmd.as_deref(),
+        opts.entrypoint.as_deref(),
+        opts.cmd.as_deref(),
+    );
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// The hostname: the option's, else the first 12 characters of the ID.
+pub fn hostname(id: &str, opts: &RunOptions) -> String {
+    opts.hostname
+        .clone()
+        .unwrap_or_else(|| id.chars().take(12).collect())
+}
+
+/// The final environment (see [`process::container_env`]).
+pub fn env(config: &RunConfig, opts: &RunOptions, hostname: &str, home: &str) -> Vec<String> {
+    let merged = process::merge_env(config.env.as_deref().unwrap_or(&[]), &opts.env);
+    process::container_env(&merged, hostname, opts.tty, home)
+}
+
+fn rlimit_name(t: PosixRlimitType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The rlimits: Docker's default `RLIMIT_NOFILE` and the caller's, each
+/// soft and hard lowered to the host's hard limit (a process without
+/// `CAP_SYS_RESOURCE` cannot raise it, and the runtime would fail).
+pub fn rlimits(opts: &RunOptions, host_hard: &[(PosixRlimitType, Option<u64>)]) -> Vec<Rlimit> {
+    let mut out: Vec<Rlimit> = vec![Rlimit {
+        resource: PosixRlimitType::RlimitNofile,
+        soft: defaults::DEFAULT_NOFILE,
+        hard: defaults::DEFAULT_NOFILE,
+    }];
+    for r in &opts.rlimits {
+        match out.iter_mut().find(|o| o.resource == r.resource) {
+            Some(o) => *o = *r,
+            None => out.push(*r),
+        }
+    }
+    for r in &mut out {
+        let cap = host_hard
+            .iter()
+            .find(|(t, _)| *t == r.resource)
+            .and_then(|(_, h)| *h);
+        if let Some(cap) = cap {
+            r.hard = r.hard.min(cap);
+        }
+        r.soft = r.soft.min(r.hard);
+    }
+    out
+}
+
+/// The host's hard limits for every resource the spec can name.
+pub fn host_hard_limits() -> Vec<(PosixRlimitType, Option<u64>)> {
+    use rustix::process::{getrlimit, Resource};
+    [
+        (PosixRlimitType::RlimitCpu, Resource::Cpu),
+        (PosixRlimitType::RlimitFsize, Resource::Fsize),
+        (PosixRlimitType::RlimitData, Resource::Data),
+        (PosixRlimitType::RlimitStack, Resource::Stack),
+        (PosixRlimitType::RlimitCore, Resource::Core),
+        (PosixRlimitType::RlimitRss, Resource::Rss),
+        (PosixRlimitType::RlimitNproc, Resource::Nproc),
+        (PosixRlimitType::RlimitNofile, Resource::Nofile),
+        (PosixRlimitType::RlimitMemlock, Resource::Memlock),
+        (PosixRlimitType::RlimitAs, Resource::As),
+        (PosixRlimitType::RlimitLocks, Resource::Locks),
+        (PosixRlimitType::RlimitSigpending, Resource::Sigpending),
+        (PosixRlimitType::RlimitMsgqueue, Resource::Msgqueue),
+        (PosixRlimitType::RlimitNice, Resource::Nice),
+        (PosixRlimitType::RlimitRtprio, Resource::Rtprio),
+        (PosixRlimitType::RlimitRttime, Resource::Rttime),
+    ]
+    .into_iter()
+    .map(|(t, r)| (t, getrlimit(r).maximum))
+    .collect()
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> serde_json::Value {
+    json!({ "destination": dest, "type": typ, "source": source, "options": options })
+}
+
+/// Docker's default mounts: `/proc`, `/dev`, `/dev/pts`, `/sys` (ro),
+/// `/sys/fs/cgroup` (ro), `/dev/mqueue`, `/dev/shm`.
+pub fn default_mounts() -> Vec<serde_json::Value> {
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["ro", "nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+    ]
+}
+
+fn joined_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let mut v: Vec<&str> = keys.map(String::as_str).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.join(",")
+}
+
+/// Generates the runtime spec for a container of an image.
+///
+/// # Errors
+/// [`SpecError::NoCommand`], [`SpecError::InvalidOption`] (working
+/// directory not absolute), [`SpecError::Build`].
+pub fn generate(
+    config: &RunConfig,
+    opts: &RunOptions,
+    ctx: &SpecContext,
+) -> Result<Spec, SpecError> {
+    let args = args(config, opts)?;
+    let cwd = working_dir(config, opts)?;
+    let hostname = hostname(&ctx.id, opts);
+    let env = env(config, opts, &hostname, &ctx.user.home);
+
+    let caps = json!(defaults::DEFAULT_CAPABILITIES);
+    let rlimits: Vec<serde_json::Value> = rlimits(opts, &ctx.host_hard_limits)
+        .iter()
+        .map(|r| json!({ "type": rlimit_name(r.resource), "soft": r.soft, "hard": r.hard }))
+        .collect();
+    let mut gids = ctx.user.additional_gids.clone();
+    for g in &opts.additional_gids {
+        if !gids.contains(g) {
+            gids.push(*g);
+        }
+    }
+    let mut user = json!({ "uid": ctx.user.uid, "gid": ctx.user.gid });
+    if !gids.is_empty() {
+        user["additionalGids"] = json!(gids);
+    }
+
+    let mut mounts = default_mounts();
+    let etc_opts: &[&str] = if opts.read_only {
+        &["rbind", "rprivate", "ro"]
+    } else {
+        &["rbind", "rprivate"]
+    };
+    if let Some(f) = &ctx.etc_files {
+        for (dest, src) in [
+            ("/etc/resolv.conf", &f.resolv_conf),
+            ("/etc/hostname", &f.hostname),
+            ("/etc/hosts", &f.hosts),
+        ] {
+            mounts.push(json!({
+                "destination": dest, "type": "bind",
+                "source": src, "options": etc_opts,
+            }));
+        }
+    }
+    for v in &opts.volumes {
+        let mut o = vec!["rbind", "rprivate"];
+        if v.read_only {
+            o.push("ro");
+        }
+        mounts.push(json!({
+            "destination": v.destination, "type": "bind",
+            "source": v.source, "options": o,
+        }));
+    }
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !opts.host_network {
+        namespaces.push(json!({"type": "network"}));
+    }
+
+    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    for (typ, major, minor, access) in defaults::ALLOWED_DEVICES {
+        let mut d = json!({"allow": true, "type": typ, "access": access});
+        if major >= 0 {
+            d["major"] = json!(major);
+        }
+        if minor >= 0 {
+            d["minor"] = json!(minor);
+        }
+        devices.push(d);
+    }
+
+    let mut annotations: BTreeMap<String, String> = opts.annotations.clone();
+    let ports = config
+        .exposed_ports
+        .iter()
+        .flat_map(|m| m.keys())
+        .chain(opts.exposed_ports.iter());
+    let ports = joined_keys(ports);
+    if !ports.is_empty() {
+        annotations.insert(ANNOTATION_EXPOSED_PORTS.into(), ports);
+    }
+    let vols = joined_keys(config.volumes.iter().flat_map(|m| m.keys()));
+    if !vols.is_empty() {
+        annotations.insert(ANNOTATION_IMAGE_VOLUMES.into(), vols);
+    }
+
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": defaults::MASKED_PATHS,
+        "readonlyPaths": defaults::READONLY_PATHS,
+        "resources": { "devices": devices },
+    });
+    if let Some(p) = &ctx.cgroups_path {
+        linux["cgroupsPath"] = json!(p);
+    }
+
+    let mut process = json!({
+        "terminal": opts.tty,
+        "user": user,
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "rlimits": rlimits,
+        "noNewPrivileges": false,
+    });
+    if opts.tty {
+        process["consoleSize"] = json!({"height": 24, "width": 80});
+    }
+
+    let mut doc = json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": ctx.root_path, "readonly": opts.read_only },
+        "process": process,
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": linux,
+    });
+    if !annotations.is_empty() {
+        doc["annotations"] = json!(annotations);
+    }
+    Ok(serde_json::from_value(doc)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_core::oci_spec::runtime::{Capability, LinuxNamespaceType};
+
+    fn ctx() -> SpecContext {
+        SpecContext {
+            id: "0123456789abcdef0123".into(),
+            root_path: "/r".into(),
+            user: ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![10],
+                home: "/home/app".into(),
+                name: Some("app".into()),
+            },
+            etc_files: Some(EtcFiles {
+                hosts: "/s/hosts".into(),
+                hostname: "/s/hostname".into(),
+                resolv_conf: "/s/resolv.conf".into(),
+            }),
+            host_hard_limits: vec![(PosixRlimitType::RlimitNofile, Some(20000))],
+            cgroups_path: Some("image-runtime-x".into()),
+        }
+    }
+
+    fn config() -> RunConfig {
+        serde_json::from_value(json!({
+            "Env": ["PATH=/bin", "A=1"],
+            "Cmd": ["sh"],
+            "WorkingDir": "/work/./x/..",
+            "ExposedPorts": {"80/tcp": {}},
+            "Volumes": {"/data": {}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn generates_docker_like_spec() {
+        let mut opts = RunOptions::new();
+        opts.env = vec!["A=2".into()];
+        opts.additional_gids = vec![7, 10];
+        opts.volumes = vec!["/host:/mnt/v:ro".parse().unwrap()];
+        opts.exposed_ports = vec!["53/udp".into()];
+        opts.rlimits = vec![Rlimit {
+            resource: PosixRlimitType::RlimitNproc,
+            soft: 100,
+            hard: 200,
+        }];
+        let spec = generate(&config(), &opts, &ctx()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &vec!["sh".to_owned()]);
+        assert_eq!(p.cwd(), Path::new("/work"));
+        let env = p.env().as_ref().unwrap();
+        assert_eq!(
+            env,
+            &vec![
+                "HOSTNAME=0123456789ab",
+                "PATH=/bin",
+                "A=2",
+                "HOME=/home/app"
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+        );
+        assert_eq!(p.user().uid(), 1000);
+        assert_eq!(p.user().additional_gids().as_ref().unwrap(), &vec![10, 7]);
+        let caps = p
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .as_ref()
+            .unwrap();
+        assert_eq!(caps.len(), 14);
+        assert!(caps.contains(&Capability::NetBindService));
+        assert!(!caps.contains(&Capability::SysAdmin));
+        let rl = p.rlimits().as_ref().unwrap();
+        let nofile = rl
+            .iter()
+            .find(|r| r.typ() == PosixRlimitType::RlimitNofile)
+            .unwrap();
+        assert_eq!((nofile.soft(), nofile.hard()), (20000, 20000));
+        assert_eq!(spec.hostname().as_deref(), Some("0123456789ab"));
+        let mounts = spec.mounts().as_ref().unwrap();
+        let dests: Vec<_> = mounts.iter().map(|m| m.destination().clone()).collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+        ] {
+            assert!(dests.contains(&PathBuf::from(d)), "{d}");
+        }
+        let v = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/mnt/v"))
+            .unwrap();
+        assert!(v.options().as_ref().unwrap().contains(&"ro".to_owned()));
+        let hosts = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/etc/hosts"))
+            .unwrap();
+        assert_eq!(hosts.source().as_deref(), Some(Path::new("/s/hosts")));
+        let linux = spec.linux().as_ref().unwrap();
+        let ns: Vec<_> = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert!(ns.contains(&LinuxNamespaceType::Network));
+        assert_eq!(ns.len(), 5);
+        assert_eq!(linux.masked_paths().as_ref().unwrap().len(), 11);
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("image-runtime-x"))
+        );
+        let ann = spec.annotations().as_ref().unwrap();
+        assert_eq!(ann[ANNOTATION_EXPOSED_PORTS], "53/udp,80/tcp");
+        assert_eq!(ann[ANNOTATION_IMAGE_VOLUMES], "/data");
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+    }
+
+    #[test]
+    fn options_and_errors() {
+        let mut opts = RunOptions::new();
+        opts.entrypoint = Some(vec!["/bin/echo".into()]);
+        opts.read_only = true;
+        opts.tty = true;
+        opts.host_network = true;
+        opts.hostname = Some("box".into());
+        let spec = generate(&config(), &opts, &ctx()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &vec!["/bin/echo".to_owned()]);
+        assert!(p.env().as_ref().unwrap().contains(&"TERM=xterm".to_owned()));
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+        assert_eq!(
+            spec.linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(spec.hostname().as_deref(), Some("box"));
+
+        let empty = RunConfig::default();
+        assert!(matches!(
+            generate(&empty, &RunOptions::new(), &ctx()),
+            Err(SpecError::NoCommand)
+        ));
+        let mut o = RunOptions::new();
+        o.cmd = Some(vec!["x".into()]);
+        o.working_dir = Some("rel".into());
+        assert!(matches!(
+            generate(&empty, &o, &ctx()),
+            Err(SpecError::InvalidOption { .. })
+        ));
+        assert!("a:/b".parse::<Volume>().is_err());
+        assert!("/a:/b:xx".parse::<Volume>().is_err());
+        assert_eq!(
+            "/a:/b/../c".parse::<Volume>().unwrap().destination,
+            PathBuf::from("/c")
+        );
+    }
+}

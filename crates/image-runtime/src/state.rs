@@ -1,0 +1,261 @@
+//! Container state on disk: a directory per container under
+//! `<root>/containers/<id>/`, holding `container.json` (the
+//! [`ContainerRecord`]), the bundle (`config.json`, `rootfs/` when the root
+//! filesystem is mounted), the `/etc` files and the runtime's log. Any
+//! process can list the records and clean up after a crashed one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ContainerError;
+use crate::rootfs::Rootfs;
+
+/// Where a container is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ContainerStatus {
+    /// Being set up (a crash here leaves something for `gc`).
+    Creating,
+    /// Ready to start.
+    Created,
+    /// Its process was started by `owner`.
+    Running,
+    /// Its process exited.
+    Stopped,
+}
+
+/// The process that started a container, identified beyond PID reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// PID.
+    pub pid: u32,
+    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// The calling process.
+    pub fn current() -> Option<Owner> {
+        let pid = std::process::id();
+        Some(Owner {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// True while that very process exists.
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What is kept on disk about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Its ID.
+    pub id: String,
+    /// The image it was made from (a reference or an image ID), if known.
+    pub image: Option<String>,
+    /// The backend's name (`runc`, `crun`).
+    pub backend: String,
+    /// The bundle directory (also the container's state directory).
+    pub bundle: PathBuf,
+    /// Where the root filesystem comes from.
+    pub rootfs: Rootfs,
+    /// The lifecycle status.
+    pub status: ContainerStatus,
+    /// The process that created or started it.
+    pub owner: Option<Owner>,
+    /// The exit code once stopped.
+    pub exit_code: Option<i32>,
+}
+
+impl ContainerRecord {
+    /// True when nobody is managing it any more: stopped, or its owner died
+    /// before finishing.
+    pub fn is_stale(&self) -> bool {
+        match self.status {
+            ContainerStatus::Stopped => false,
+            ContainerStatus::Created => false,
+            ContainerStatus::Creating | ContainerStatus::Running => {
+                !self.owner.is_some_and(|o| o.is_alive())
+            }
+        }
+    }
+}
+
+/// The directory of container states.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// The record's file name inside a container's directory.
+pub const RECORD_FILE: &str = "container.json";
+
+impl StateDir {
+    /// Opens (creating) `<root>/containers`.
+    ///
+    /// # Errors
+    /// [`ContainerError::State`].
+    pub fn open(root: &Path) -> Result<StateDir, ContainerError> {
+        let dir = root.join("containers");
+        std::fs::create_dir_all(&dir).map_err(ContainerError::state(&dir))?;
+        Ok(StateDir { root: dir })
+    }
+
+    /// The directory of container `id`.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Writes a record atomically (temp file, fsync, rename).
+    ///
+    /// # Errors
+    /// [`ContainerError::State`].
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        use std::io::Write;
+        let dir = self.dir(&record.id);
+        let tmp = dir.join(".container.json.tmp");
+        let path = dir.join(RECORD_FILE);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| ContainerError::State {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        let mut f = std::fs::File::create(&tmp).map_err(ContainerError::state(&tmp))?;
+        f.write_all(&bytes).map_err(ContainerError::state(&tmp))?;
+        f.sync_all().map_err(ContainerError::state(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(ContainerError::state(&path))
+    }
+
+    /// Reads the record of `id`.
+    ///
+    /// # Errors
+    /// [`ContainerError::NotFound`], [`ContainerError::State`].
+    pub fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        let path = self.dir(id).join(RECORD_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ContainerError::NotFound { id: id.to_owned() }
+            } else {
+                ContainerError::State {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ContainerError::State {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    /// The IDs of every container directory (with or without a record).
+    ///
+    /// # Errors
+    /// [`ContainerError::State`].
+    pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
+        let mut ids = Vec::new();
+        for e in std::fs::read_dir(&self.root).map_err(ContainerError::state(&self.root))? {
+            let e = e.map_err(ContainerError::state(&self.root))?;
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                if let Some(name) = e.file_name().to_str() {
+                    ids.push(name.to_owned());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every readable record.
+    ///
+    /// # Errors
+    /// [`ContainerError::State`] when the directory cannot be listed.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+        Ok(self
+            .ids()?
+            .iter()
+            .filter_map(|id| self.load(id).ok())
+            .collect())
+    }
+}
+
+/// Checks a caller-chosen container ID: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 bytes.
+///
+/// # Errors
+/// [`ContainerError::InvalidId`].
+pub fn validate_id(id: &str) -> Result<(), ContainerError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ContainerError::InvalidId { id: id.to_owned() })
+    }
+}
+
+/// A random 64-hex-digit container ID, as Docker makes them.
+///
+/// # Errors
+/// [`ContainerError::State`] when `/dev/urandom` cannot be read.
+pub fn random_id() -> Result<String, ContainerError> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(ContainerError::state("/dev/urandom"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_staleness() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        let id = random_id().unwrap();
+        assert_eq!(id.len(), 64);
+        validate_id(&id).unwrap();
+        assert!(validate_id("../x").is_err());
+        std::fs::create_dir_all(sd.dir(&id)).unwrap();
+        let mut r = ContainerRecord {
+            id: id.clone(),
+            image: Some("busybox".into()),
+            backend: "runc".into(),
+            bundle: sd.dir(&id),
+            rootfs: Rootfs::Directory("/x".into()),
+            status: ContainerStatus::Running,
+            owner: Owner::current(),
+            exit_code: None,
+        };
+        sd.save(&r).unwrap();
+        assert_eq!(sd.load(&id).unwrap(), r);
+        assert!(!r.is_stale());
+        r.owner = Some(Owner {
+            pid: u32::MAX - 1,
+            start_time: 1,
+        });
+        assert!(r.is_stale());
+        assert_eq!(sd.list().unwrap().len(), 1);
+        assert!(matches!(
+            sd.load("nope"),
+            Err(ContainerError::NotFound { .. })
+        ));
+    }
+}
