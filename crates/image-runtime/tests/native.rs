@@ -1,0 +1,676 @@
+//! The native backend against the real kernel, as root: probes compared
+//! with runc, exit codes, signals, limits, descriptors, `/proc/self/exe`,
+//! exec, a terminal, and 50 containers started at once from a tokio
+//! runtime. A missing tool skips a test loudly unless CI=true, where it
+//! fails. Every test removes what it made (cgroups, mounts, temp dirs).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use image_core::config::RunConfig;
+use image_runtime::backend::{self, Backend};
+use image_runtime::{
+    BackendError, Exit, NativeOptions, NativeRuntime, OciRuntime, Rootfs, RunOptions, Runtime,
+    RuntimeKind, Signal, Status, Stdio,
+};
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+const APPLETS: &[&str] = &[
+    "sh", "id", "env", "hostname", "ls", "cat", "pwd", "echo", "mount", "sleep", "touch", "test",
+    "sort", "grep", "true", "dd", "readlink", "seq", "tty", "wc", "head", "kill",
+];
+
+/// Root, busybox and `tools` present; otherwise skip loudly (fail in CI).
+fn ready(tools: &[&str]) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|t| image_runtime::oci_runtime::which(t).is_none())
+        .map(|t| (*t).to_owned())
+        .collect();
+    if !Path::new("/bin/busybox").is_file() {
+        missing.push("/bin/busybox (busybox-static)".into());
+    }
+    if !rustix::process::geteuid().is_root() {
+        missing.push("root privileges".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(!ci, "CI=true and missing: {missing:?}");
+    eprintln!("SKIPPED: missing {missing:?}");
+    false
+}
+
+fn busybox_rootfs(dir: &Path) {
+    for d in [
+        "bin", "etc", "proc", "sys", "dev", "tmp", "home/app", "data",
+    ] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("/bin/busybox", dir.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nwheel:x:10:app\nstaff:x:50:app\napp:x:1000:\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(dir.join("data/readme"), "lower\n").unwrap();
+}
+
+fn image_config() -> RunConfig {
+    serde_json::from_value(json!({
+        "Env": ["PATH=/bin", "FOO=from-image"],
+        "Cmd": ["sh"],
+        "WorkingDir": "/work/dir",
+        "User": "app",
+    }))
+    .unwrap()
+}
+
+/// A bundle (busybox rootfs + config.json) in a temp dir, its spec as JSON.
+struct Bundle {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    spec: Value,
+}
+
+/// Containers a failing test left are deleted with it (cgroups included).
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        for name in ["native", "native-init"] {
+            let dir = self.tmp.path().join(name);
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let be = NativeRuntime::new(&dir).unwrap();
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = n.strip_suffix(".json").filter(|_| !n.starts_with('.')) {
+                    let _ = be.delete(id, true);
+                }
+            }
+        }
+    }
+}
+
+impl Bundle {
+    fn new(opts: &RunOptions) -> Bundle {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bundle");
+        busybox_rootfs(&dir.join("rootfs"));
+        let spec = image_runtime::bundle::export(&dir, &image_config(), opts).unwrap();
+        Bundle {
+            dir,
+            spec: serde_json::to_value(&spec).unwrap(),
+            tmp,
+        }
+    }
+
+    /// Writes config.json with these args (and changes made by `f`).
+    fn write(&self, args: &[&str], f: impl FnOnce(&mut Value)) {
+        let mut s = self.spec.clone();
+        s["process"]["args"] = json!(args);
+        f(&mut s);
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&s).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn native(&self) -> NativeRuntime {
+        NativeRuntime::new(&self.tmp.path().join("native")).unwrap()
+    }
+}
+
+/// Nothing of container `id` left: no cgroups, no mounts under `dir`.
+fn assert_clean(id: &str, dir: &Path) {
+    for h in image_runtime::cgroup::hierarchies().unwrap() {
+        let d = h.own_dir.join(format!("image-runtime-{id}"));
+        assert!(!d.exists(), "cgroup left: {}", d.display());
+    }
+    let m = image_runtime::mountinfo::mounts_under(dir).unwrap();
+    assert!(m.is_empty(), "left mounted: {m:?}");
+}
+
+fn run(be: &dyn Backend, id: &str, bundle: &Bundle, stdio: Stdio) -> Exit {
+    be.create(id, &bundle.dir).unwrap();
+    let mut p = be.start(id, &bundle.dir, stdio).unwrap();
+    let exit = backend::wait_timeout(&mut *p, TIMEOUT)
+        .unwrap()
+        .expect("finished in time");
+    drop(p);
+    be.delete(id, true).unwrap();
+    assert_clean(id, bundle.tmp.path());
+    exit
+}
+
+fn sh(b: &Bundle, be: &dyn Backend, id: &str, script: &str) -> Exit {
+    b.write(&["sh", "-c", script], |_| {});
+    run(be, id, b, Stdio::capture())
+}
+
+/// `/proc/self/mounts` as comparable facts.
+fn mount_set(text: &str) -> BTreeSet<(String, String, bool, bool, bool, bool)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let opts: BTreeSet<&str> = f.get(3)?.split(',').collect();
+            Some((
+                f[1].to_owned(),
+                f[2].to_owned(),
+                opts.contains("ro"),
+                opts.contains("nosuid"),
+                opts.contains("nodev"),
+                opts.contains("noexec"),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn native_probes_match_runc() {
+    if !ready(&["runc"]) {
+        return;
+    }
+    let mut opts = RunOptions::new();
+    opts.hostname = Some("probe-host".into());
+    let b = Bundle::new(&opts);
+    let probes: [&[&str]; 6] = [
+        &["id"],
+        &["pwd"],
+        &["env"],
+        &["hostname"],
+        &["ls", "/proc"],
+        &["cat", "/proc/self/mounts"],
+    ];
+    let runc = OciRuntime::new(RuntimeKind::Runc, &b.tmp.path().join("runc")).unwrap();
+    let native = b.native();
+    let backends: [(&str, &dyn Backend); 2] = [("runc", &runc), ("native", &native)];
+    let mut results = Vec::new();
+    for (name, be) in backends {
+        let mut outs = Vec::new();
+        for (i, probe) in probes.iter().enumerate() {
+            b.write(probe, |_| {});
+            let exit = run(be, &format!("probe-{name}-{i}"), &b, Stdio::capture());
+            assert!(
+                exit.status.success(),
+                "{name} {probe:?}: {}",
+                exit.stderr_str()
+            );
+            outs.push(exit.stdout_str());
+        }
+        results.push(outs);
+    }
+    for (i, name) in ["id", "pwd", "env", "hostname", "ls /proc"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(results[0][i], results[1][i], "probe {name} differs");
+    }
+    assert!(results[1][0].starts_with("uid=1000(app) gid=1000(app)"));
+    assert_eq!(results[1][3], "probe-host\n");
+    // Mounts: the same comparison as runc against crun (tests/runtime.rs):
+    // exact for plain mounts, (mount point, read-only) for masked and
+    // read-only paths.
+    let linux = &b.spec["linux"];
+    let list = |k: &str| -> BTreeSet<String> {
+        linux[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (masked, readonly) = (list("maskedPaths"), list("readonlyPaths"));
+    let split = |set: BTreeSet<(String, String, bool, bool, bool, bool)>| {
+        let (special, plain): (BTreeSet<_>, BTreeSet<_>) = set
+            .into_iter()
+            .partition(|m| masked.contains(&m.0) || readonly.contains(&m.0));
+        let special: BTreeSet<(String, bool)> = special
+            .into_iter()
+            .map(|m| (m.0.clone(), readonly.contains(&m.0) && m.2))
+            .collect();
+        (plain, special)
+    };
+    let (runc_plain, runc_special) = split(mount_set(&results[0][5]));
+    let (native_plain, native_special) = split(mount_set(&results[1][5]));
+    assert_eq!(
+        runc_plain, native_plain,
+        "mounts differ:\nrunc:\n{}\nnative:\n{}",
+        results[0][5], results[1][5]
+    );
+    assert_eq!(
+        runc_special, native_special,
+        "masked/read-only paths differ"
+    );
+    // Exactly the same, flags included, in fact.
+    assert_eq!(mount_set(&results[0][5]), mount_set(&results[1][5]));
+}
+
+#[test]
+fn native_exit_codes_signals_stop_and_init() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    assert_eq!(sh(&b, &be, "exit-42", "exit 42").status.code(), 42);
+    let e = sh(&b, &be, "out-err", "echo out; echo err >&2");
+    assert_eq!(
+        (e.stdout_str(), e.stderr_str()),
+        ("out\n".into(), "err\n".into())
+    );
+
+    // kill from "another process": by ID, through the state on disk.
+    b.write(&["sleep", "100"], |_| {});
+    be.create("killed", &b.dir).unwrap();
+    let mut p = be.start("killed", &b.dir, Stdio::capture()).unwrap();
+    let other = b.native();
+    assert_eq!(other.state("killed").unwrap().status, Status::Running);
+    assert_eq!(other.state("killed").unwrap().pid, p.pid());
+    other.kill("killed", Signal::KILL).unwrap();
+    let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
+    assert_eq!((exit.status.code(), exit.status.signal()), (137, Some(9)));
+    assert_eq!(other.state("killed").unwrap().status, Status::Stopped);
+    assert!(other.kill("killed", Signal::KILL).is_err());
+    be.delete("killed", false).unwrap();
+    assert!(matches!(
+        be.state("killed"),
+        Err(BackendError::NotFound { .. })
+    ));
+
+    // stop: sleep as pid 1 ignores SIGTERM, so it is killed after the timeout.
+    be.create("stopped", &b.dir).unwrap();
+    let mut p = be.start("stopped", &b.dir, Stdio::capture()).unwrap();
+    let t = Instant::now();
+    be.stop("stopped", Duration::from_millis(300)).unwrap();
+    let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
+    assert_eq!(exit.status.code(), 137);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    drop(p);
+    be.delete("stopped", true).unwrap();
+
+    // With --init, SIGTERM is forwarded to sleep (not pid 1), which dies of it;
+    // and orphans are reaped.
+    let init = NativeRuntime::with_options(&b.tmp.path().join("native-init"), {
+        let mut o = NativeOptions::default();
+        o.init = true;
+        o
+    })
+    .unwrap();
+    b.write(&["sh", "-c", "sleep 100 & echo $$; exec sleep 100"], |_| {});
+    init.create("init", &b.dir).unwrap();
+    let mut p = init.start("init", &b.dir, Stdio::capture()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    init.stop("init", Duration::from_secs(20)).unwrap();
+    let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(exit.status.code(), 128 + 15, "{}", exit.stderr_str());
+    // The program runs as pid 2 under the reaper.
+    assert_eq!(exit.stdout_str(), "2\n");
+    drop(p);
+    init.delete("init", true).unwrap();
+    assert_clean("init", b.tmp.path());
+
+    // Typed errors: no such program.
+    b.write(&["nosuchprog"], |_| {});
+    be.create("missing", &b.dir).unwrap();
+    let e = be.start("missing", &b.dir, Stdio::capture()).unwrap_err();
+    assert!(e.to_string().contains("executable file not found"), "{e}");
+    be.delete("missing", true).unwrap();
+    assert_clean("missing", b.tmp.path());
+    // A seccomp profile is refused, not ignored.
+    b.write(&["true"], |s| {
+        s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})
+    });
+    assert!(matches!(
+        be.create("seccomp", &b.dir),
+        Err(BackendError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn native_memory_limit_kills_and_pids_limit_bounds_a_fork_bomb() {
+    if !ready(&[]) {
+        return;
+    }
+    let mut opts = RunOptions::new();
+    opts.user = Some("0".into());
+    let b = Bundle::new(&opts);
+    let be = b.native();
+    // 64 MiB buffer filled from /dev/zero under a 16 MiB limit.
+    b.write(
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        |s| {
+            s["linux"]["resources"]["memory"] = json!({"limit": 16 << 20});
+        },
+    );
+    let exit = run(&be, "oom", &b, Stdio::capture());
+    assert_eq!(exit.status.code(), 137, "{}", exit.stderr_str());
+    // The same without the limit works.
+    b.write(
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        |_| {},
+    );
+    let exit = run(&be, "no-oom", &b, Stdio::capture());
+    assert!(exit.status.success(), "{}", exit.stderr_str());
+
+    // A fork bomb under pids.max = 10: never more than 10 processes (the
+    // bomb, an inner shell, dies at its first failed fork; the outer one
+    // counts with builtins only).
+    b.write(
+        &[
+            "sh",
+            "-c",
+            "sh -c 'for i in $(seq 1 60); do sleep 30 & done' 2>/dev/null; set -- /proc/[0-9]*; echo $#",
+        ],
+        |s| s["linux"]["resources"]["pids"] = json!({"limit": 10}),
+    );
+    be.create("bomb", &b.dir).unwrap();
+    let mut p = be.start("bomb", &b.dir, Stdio::capture()).unwrap();
+    let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
+    let n: u32 = exit.stdout_str().trim().parse().unwrap_or(999);
+    assert!(
+        (5..=10).contains(&n),
+        "{n} processes: {} {} {:?}",
+        exit.stdout_str(),
+        exit.stderr_str(),
+        exit.status
+    );
+    drop(p);
+    be.delete("bomb", true).unwrap();
+    assert_clean("bomb", b.tmp.path());
+}
+
+#[test]
+fn native_closes_leaked_fds_and_proc_self_exe_is_the_containers() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    // A descriptor opened without O_CLOEXEC on a host directory.
+    let leaked = rustix::fs::open(
+        b.tmp.path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    use std::os::fd::AsRawFd;
+    let n = leaked.as_raw_fd();
+    assert!(!rustix::io::fcntl_getfd(&leaked)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    let exit = sh(&b, &be, "fds", &format!(
+        "ls /proc/self/fd | sort -n | while read f; do echo -n \"$f \"; done; echo; \
+         test -e /proc/self/fd/{n} && echo LEAKED {n}; cd /proc/self/fd/{n} 2>/dev/null && echo ESCAPED"
+    ));
+    // ls's own directory descriptor is 3; nothing else beyond 0-2.
+    assert_eq!(exit.stdout_str(), "0 1 2 3 \n", "{}", exit.stderr_str());
+    drop(leaked);
+
+    // /proc/self/exe and /proc/1/exe point to the container's binary, and
+    // writing to it from inside fails (the binary is running) and cannot
+    // reach the host's binaries.
+    let host_exe = std::env::current_exe().unwrap();
+    let before = std::fs::read(&host_exe).unwrap();
+    let exit = sh(
+        &b,
+        &be,
+        "exe",
+        "readlink /proc/1/exe; readlink /proc/self/exe; \
+        echo x 2>/dev/null >> /proc/1/exe && echo WROTE || echo refused; \
+        echo x 2>/dev/null >> /proc/self/exe && echo WROTE || echo refused",
+    );
+    assert_eq!(
+        exit.stdout_str(),
+        "/bin/busybox\n/bin/busybox\nrefused\nrefused\n",
+        "{}",
+        exit.stderr_str()
+    );
+    assert_eq!(std::fs::read(&host_exe).unwrap(), before);
+    // Even as root in the container, writes land in the container's own
+    // copy (here: the rootfs) when it is not running.
+    let md = std::fs::metadata(b.dir.join("rootfs/bin/busybox")).unwrap();
+    assert_eq!(md.len(), std::fs::metadata("/bin/busybox").unwrap().len());
+}
+
+#[test]
+fn native_exec_joins_a_running_container_and_tty() {
+    if !ready(&[]) {
+        return;
+    }
+    let mut opts = RunOptions::new();
+    opts.hostname = Some("exec-host".into());
+    let b = Bundle::new(&opts);
+    let be = b.native();
+    b.write(
+        &["sh", "-c", "echo hello > /tmp/mark; exec sleep 100"],
+        |_| {},
+    );
+    be.create("target", &b.dir).unwrap();
+    let mut p = be.start("target", &b.dir, Stdio::capture()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let spec: image_core::oci_spec::runtime::Spec = serde_json::from_value(b.spec.clone()).unwrap();
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "hostname; cat /tmp/mark; cat /proc/1/comm; id -u; pwd".into(),
+    ]));
+    let mut e = be
+        .exec("target", &b.dir, &process, Stdio::capture())
+        .unwrap();
+    let exit = backend::wait_timeout(&mut *e, TIMEOUT).unwrap().unwrap();
+    assert_eq!(
+        exit.stdout_str(),
+        "exec-host\nhello\nsleep\n1000\n/work/dir\n",
+        "{}",
+        exit.stderr_str()
+    );
+    drop(e);
+    // The host's file is not the container's /tmp/mark.
+    assert!(b.dir.join("rootfs/tmp/mark").exists());
+    p.kill_now();
+    drop(p);
+    be.delete("target", true).unwrap();
+    assert_clean("target", b.tmp.path());
+    assert!(be
+        .exec("target", &b.dir, &process, Stdio::capture())
+        .is_err());
+
+    // A terminal: the slave is the controlling terminal, stdin and stdout.
+    b.write(
+        &[
+            "sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo both-tty; echo ctty > /dev/tty",
+        ],
+        |s| {
+            s["process"]["terminal"] = json!(true);
+        },
+    );
+    let exit = run(&be, "tty", &b, Stdio::capture());
+    let out = exit.stdout_str().replace('\r', "");
+    // fd 0 and 1 are the terminal, and it is the controlling one
+    // (/dev/tty opens). Its name is the caller's devpts (see NOTES.md).
+    assert_eq!(out, "both-tty\nctty\n");
+}
+
+#[test]
+fn native_through_the_container_lifecycle() {
+    if !ready(&[]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let root = tmp.path().join("state");
+    let rt = Runtime::new(&root, NativeRuntime::new(&root.join("native")).unwrap()).unwrap();
+    let c = rt
+        .container(Rootfs::Directory(rootfs.clone()))
+        .run_config(image_config())
+        .cmd(["sh", "-c", "id -u; echo $FOO; pwd; cat /etc/hostname"])
+        .create()
+        .unwrap();
+    let id = c.id().to_owned();
+    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+    let exit = exit.unwrap();
+    assert_eq!(
+        exit.stdout_str(),
+        format!("1000\nfrom-image\n/work/dir\n{}\n", &id[..12])
+    );
+    assert_eq!(rt.backend().name(), "native");
+    c.delete().unwrap();
+    assert_clean(&id, tmp.path());
+    assert!(rt.list().unwrap().is_empty());
+}
+
+#[test]
+fn native_user_namespace_maps_root() {
+    if !ready(&[]) {
+        return;
+    }
+    let mut opts = RunOptions::new();
+    opts.user = Some("0".into());
+    let b = Bundle::new(&opts);
+    let be = b.native();
+    b.write(
+        &[
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map; touch /tmp/x; ls -n /tmp",
+        ],
+        |s| {
+            s["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+            s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 0, "size": 65536}]);
+        },
+    );
+    let exit = run(&be, "userns", &b, Stdio::capture());
+    let out = exit.stdout_str();
+    assert!(exit.status.success(), "{out} {}", exit.stderr_str());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "65536"]
+    );
+}
+
+/// 50 containers started at once from a multi-threaded tokio runtime while
+/// other tasks allocate; each on its own overlay of one shared lower dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn native_fifty_concurrent_containers_from_tokio() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = std::sync::Arc::new(Bundle::new(&RunOptions::new()));
+    let be = std::sync::Arc::new(b.native());
+    let lower = b.dir.join("rootfs");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut allocators = Vec::new();
+    for _ in 0..3 {
+        let stop = stop.clone();
+        allocators.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 4096 + i]).collect();
+                n += v.len() as u64;
+                tokio::task::yield_now().await;
+            }
+            n
+        }));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (b, be, lower) = (b.clone(), be.clone(), lower.clone());
+        tasks.push(tokio::spawn(async move {
+            let base = b.tmp.path().join(format!("c{i}"));
+            let (bundle, upper, work) =
+                (base.join("bundle"), base.join("upper"), base.join("work"));
+            for d in [&bundle.join("rootfs"), &upper, &work] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            image_runtime::mount::mount_all(
+                &[image_runtime::MountSpec {
+                    fs_type: "overlay".into(),
+                    source: "overlay".into(),
+                    options: vec![
+                        format!("lowerdir={}", lower.display()),
+                        format!("upperdir={}", upper.display()),
+                        format!("workdir={}", work.display()),
+                    ],
+                }],
+                &bundle.join("rootfs"),
+            )
+            .unwrap();
+            let mut s = b.spec.clone();
+            s["hostname"] = json!(format!("host-{i}"));
+            s["root"]["path"] = json!("rootfs");
+            s["process"]["user"] = json!({"uid": 0, "gid": 0});
+            s["process"]["args"] = json!([
+                "sh",
+                "-c",
+                format!("echo $$ $(hostname); echo mine-{i} > /tmp/f; ls /tmp")
+            ]);
+            std::fs::write(bundle.join("config.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+            let id = format!("many-{i}");
+            // Started on the tokio worker thread itself.
+            be.create(&id, &bundle).unwrap();
+            let mut p = be.start(&id, &bundle, Stdio::capture()).unwrap();
+            let exit = tokio::task::spawn_blocking(move || {
+                let e = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
+                drop(p);
+                e
+            })
+            .await
+            .unwrap();
+            be.delete(&id, true).unwrap();
+            image_runtime::mount::unmount_all(&bundle).unwrap();
+            (i, id, exit, upper)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(tokio::time::timeout(TIMEOUT * 2, t).await.unwrap().unwrap());
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut allocated = 0;
+    for a in allocators {
+        allocated += a.await.unwrap();
+    }
+    assert!(allocated > 0);
+    for (i, id, exit, upper) in results {
+        assert!(exit.status.success(), "{i}: {}", exit.stderr_str());
+        assert_eq!(exit.stdout_str(), format!("1 host-{i}\nf\n"), "{i}");
+        assert_eq!(
+            std::fs::read_to_string(upper.join("tmp/f")).unwrap(),
+            format!("mine-{i}\n")
+        );
+        assert_clean(&id, b.tmp.path());
+    }
+    // The shared lower directory saw no write.
+    assert!(!lower.join("tmp/f").exists());
+    eprintln!("50 containers in {elapsed:?}");
+}
