@@ -37,6 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ingest" => {
             let mut f = File::open(input)?;
             let size = f.metadata()?.len();
+            // What `imagectl` does: the store's one-pass ingest (read,
+            // hash, write, fsync, rename).
             let digest = store.ingest_reader(&mut f, Some(size), None)?;
             println!("{digest}");
             eprintln!("{size} bytes in {:.3} s", start.elapsed().as_secs_f64());

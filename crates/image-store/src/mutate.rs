@@ -113,10 +113,12 @@ pub fn append<S: Ingester + ?Sized>(
     let mut descriptors = base.map(|b| b.layers().to_vec()).unwrap_or_default();
     for l in layers {
         let media_type = if docker {
-            l.media_type.to_docker().map_err(|_| MutateError::MixedFormats {
-                base: manifest_type.to_string(),
-                layer: l.media_type.to_string(),
-            })?
+            l.media_type
+                .to_docker()
+                .map_err(|_| MutateError::MixedFormats {
+                    base: manifest_type.to_string(),
+                    layer: l.media_type.to_string(),
+                })?
         } else {
             l.media_type.clone()
         };
@@ -169,13 +171,24 @@ mod tests {
             .set_tag("example/a:1", &first.manifest.descriptor())
             .expect("tag");
         let base = resolve_image(&store, "example/a:1", None).expect("resolve");
-        let second = append(&store, Some(&base), ("linux", "amd64"), &[blob(b"two!")], |_| {})
-            .expect("second");
+        let second = append(
+            &store,
+            Some(&base),
+            ("linux", "amd64"),
+            &[blob(b"two!")],
+            |_| {},
+        )
+        .expect("second");
         assert_eq!(second.config.diff_ids().len(), 2);
         assert_eq!(second.manifest.layers().len(), 2);
         assert_eq!(second.config.history().len(), 2);
         assert_eq!(
-            second.config.file().config.as_ref().and_then(|c| c.cmd.clone()),
+            second
+                .config
+                .file()
+                .config
+                .as_ref()
+                .and_then(|c| c.cmd.clone()),
             Some(vec!["sh".to_string()])
         );
         assert!(store.exists(second.manifest.digest()).expect("exists"));

@@ -677,3 +677,24 @@ fn export_detects_a_corrupt_layer() {
         "{err:?}"
     );
 }
+
+#[test]
+fn loading_twice_skips_present_blobs_and_still_detects_truncation() {
+    let store = MemoryStore::new();
+    let img = make_image(&store, &[(busybox_layer(), Compression::Gzip)], "amd64");
+    let mut tarball = Vec::new();
+    save_oci(
+        &store,
+        &[SaveImage::new(img.manifest.clone(), vec!["twice:1".into()])],
+        &mut tarball,
+    )
+    .expect("save");
+    let (_d, dst) = oci_dir();
+    let first = load(&dst, &tarball[..], &LoadOptions::default()).expect("first");
+    let second = load(&dst, &tarball[..], &LoadOptions::default()).expect("second");
+    assert_eq!(first.images, second.images);
+    // A stream cut inside a blob the store already has is still truncated.
+    let err =
+        load(&dst, &tarball[..tarball.len() / 2], &LoadOptions::default()).expect_err("truncated");
+    assert!(matches!(err, ArchiveError::Truncated { .. }), "{err:?}");
+}

@@ -232,3 +232,63 @@ fn skopeo_reads_our_oci_archive_and_we_read_its() {
         img.diff_ids()
     );
 }
+
+#[test]
+fn umoci_and_oci_image_tool_accept_our_oci_archive() {
+    if !have("umoci") || !have("oci-image-tool") || !have("tar") {
+        return;
+    }
+    let (tmp, store) = oci_dir();
+    let img = busybox_image(&store, "unpackme:1");
+    let file = tmp.path().join("ours.oci.tar");
+    save_oci(
+        &store,
+        &[SaveImage::new(
+            img.manifest.clone(),
+            vec!["unpackme:1".into()],
+        )],
+        std::fs::File::create(&file).expect("create"),
+    )
+    .expect("save");
+    let layout = tmp.path().join("extracted");
+    std::fs::create_dir(&layout).expect("mkdir");
+    run(
+        60,
+        "tar",
+        &[
+            "-xf",
+            file.to_str().expect("utf8"),
+            "-C",
+            layout.to_str().expect("utf8"),
+        ],
+    );
+    let name = "docker.io/library/unpackme:1";
+    run(
+        60,
+        "oci-image-tool",
+        &[
+            "validate",
+            "--type",
+            "image",
+            "--ref",
+            &format!("name={name}"),
+            layout.to_str().expect("utf8"),
+        ],
+    );
+    let bundle = tmp.path().join("bundle");
+    let image = format!("{}:{name}", layout.display());
+    run(
+        120,
+        "umoci",
+        &["unpack", "--image", &image, bundle.to_str().expect("utf8")],
+    );
+    assert!(bundle.join("rootfs/bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(bundle.join("rootfs/bin/sh")).expect("link"),
+        Path::new("busybox")
+    );
+    assert_eq!(
+        std::fs::read(bundle.join("rootfs/etc/hello")).expect("hello"),
+        b"unpackme:1"
+    );
+}

@@ -343,7 +343,8 @@ fn blob_name(path: &str) -> Option<Digest> {
 
 /// Streams one entry into the store, sniffing its compression from the
 /// first bytes, and commits it (against `expected` when the entry's name is
-/// a digest). A failed ingest is aborted.
+/// a digest; such a blob already in the store is not written again). A
+/// failed ingest is aborted.
 fn ingest_entry(
     store: &dyn BlobStore,
     src: &mut dyn Read,
@@ -351,6 +352,34 @@ fn ingest_entry(
     expected: Option<&Digest>,
     path: &str,
 ) -> Result<Blob, ArchiveError> {
+    if let Some(digest) = expected {
+        let present = store
+            .try_info(digest)
+            .map_err(|e| ArchiveError::content(digest, e))?;
+        if present.is_some_and(|i| i.size == size) {
+            // Already stored (and verified when it was): only the first
+            // bytes are read, to tell the compression; the parser skips
+            // the rest.
+            let mut head = [0u8; 8];
+            let mut n = 0;
+            while n < head.len() {
+                match src.read(&mut head[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(tar_error(e, path, false)),
+                }
+            }
+            if (n as u64) < size.min(head.len() as u64) {
+                return Err(truncated(path, n as u64, size));
+            }
+            return Ok(Blob {
+                digest: digest.clone(),
+                size,
+                compression: Compression::sniff(&head[..n]),
+            });
+        }
+    }
     let algorithm = expected.map_or(Algorithm::Sha256, Digest::algorithm);
     let reference = unique_reference();
     let mut w = store
@@ -365,7 +394,7 @@ fn ingest_entry(
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(tar_error(e, path, true)),
+            Err(e) => break Err(tar_error(e, path, false)),
         };
         if head_len < head.len() {
             let k = (head.len() - head_len).min(n);

@@ -1,7 +1,7 @@
 //! Image archives: `docker save` tarballs and OCI archives, imported into a
 //! store and exported from one, streaming.
 //!
-//! - [`load`] reads either kind of archive from any [`Read`] in one pass,
+//! - [`load()`] reads either kind of archive from any [`Read`] in one pass,
 //!   ingesting blobs as they stream past, then writes manifests and tags
 //!   (see [`load`](mod@load) for the details and for what is verified).
 //!   It recognises the old docker-save layout (`<id>/layer.tar`, as
@@ -11,7 +11,7 @@
 //! - [`save_docker`] writes a docker-save archive (old layout by default,
 //!   which skopeo, podman and every Docker read; the newer one on request)
 //!   and [`save_oci`] an OCI archive, both straight from the store to any
-//!   [`Write`], one image or several.
+//!   [`Write`](std::io::Write), one image or several.
 //!
 //! ```
 //! use image_store::archive::{load, save_oci, LoadOptions, SaveImage};
