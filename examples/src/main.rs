@@ -38,6 +38,12 @@ enum Command {
     Gc(cmd::store::GcArgs),
     /// Re-hash every blob and check every image's blobs are present.
     Fsck(cmd::store::FsckArgs),
+    /// Import a `docker save` tarball or an OCI archive into the store.
+    Load(cmd::archive::LoadArgs),
+    /// Export images as a `docker save` tarball or an OCI archive.
+    Save(cmd::archive::SaveArgs),
+    /// Copy an image between the store and OCI layouts, skipping blobs already there.
+    Copy(cmd::archive::CopyArgs),
     /// Make a new image: a base (or nothing) plus a layer, with config changes.
     Append(cmd::layer::AppendArgs),
     /// Flatten an image's layers onto a directory (a root filesystem).
@@ -47,6 +53,22 @@ enum Command {
     Layer(cmd::layer::LayerCommand),
     /// Write the layer that turns one directory tree into another.
     Diff(cmd::layer::DiffArgs),
+    /// Run a command in a new container from an image (attached; exits with its code).
+    Run(cmd::run::RunArgs),
+    /// Create a container from an image; print its ID.
+    Create(cmd::run::CreateArgs),
+    /// Start a created or stopped container, attached; exit with its code.
+    Start(cmd::run::StartArgs),
+    /// List containers.
+    Ps(cmd::run::PsArgs),
+    /// Send a signal to a running container.
+    Kill(cmd::run::KillArgs),
+    /// Remove containers (their writable snapshots too).
+    Rm(cmd::run::RmArgs),
+    /// Make a new image from a container's changes.
+    Commit(cmd::run::CommitArgs),
+    /// Write an OCI bundle (config.json + flattened rootfs) of an image.
+    Bundle(cmd::run::BundleArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,10 +83,21 @@ fn main() -> ExitCode {
         Command::Rmi(a) => cmd::store::rmi(&cli.store, a),
         Command::Gc(a) => cmd::store::gc(&cli.store, a),
         Command::Fsck(a) => cmd::store::fsck(&cli.store, a),
+        Command::Load(a) => cmd::archive::load(&cli.store, a),
+        Command::Save(a) => cmd::archive::save(&cli.store, a),
+        Command::Copy(a) => cmd::archive::copy(&cli.store, a),
         Command::Append(a) => cmd::layer::append(&cli.store, a),
         Command::Unpack(a) => cmd::layer::unpack_image(&cli.store, a),
         Command::Layer(c) => cmd::layer::layer(c),
         Command::Diff(a) => cmd::layer::diff(a),
+        Command::Run(a) => cmd::run::run(&cli.store, a),
+        Command::Create(a) => cmd::run::create(&cli.store, a),
+        Command::Start(a) => cmd::run::start(&cli.store, a),
+        Command::Ps(a) => cmd::run::ps(&cli.store, a),
+        Command::Kill(a) => cmd::run::kill(&cli.store, a),
+        Command::Rm(a) => cmd::run::rm(&cli.store, a),
+        Command::Commit(a) => cmd::run::commit(&cli.store, a),
+        Command::Bundle(a) => cmd::run::bundle(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,7 +53,7 @@ pub enum FlattenError {
         /// The layer digest.
         digest: Digest,
         /// The store's error.
-        source: ContentError,
+        source: Box<ContentError>,
     },
     /// Unpacking a layer failed.
     #[error("image {image}: layer {index} ({digest}): {source}")]
@@ -136,7 +136,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
                 image: image.name.clone(),
                 index,
                 digest: digest.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let mut layer_options = options.clone();
         layer_options.compression = Some(compression);

@@ -155,6 +155,17 @@ pub enum BackendError {
         /// The limit.
         timeout: Duration,
     },
+    /// A resource limit (memory, pids, cpu) was asked for and cannot be
+    /// enforced here (no cgroup hierarchy with its controller).
+    #[error("container {id}: {limit} limit cannot be enforced: {reason}")]
+    LimitUnavailable {
+        /// The container.
+        id: String,
+        /// `memory`, `pids`, `cpu`.
+        limit: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Any other I/O failure (spawning, waiting, reading state).
     #[error("{context}: {source}")]
     Io {
@@ -173,7 +184,9 @@ impl Classify for BackendError {
             }
             BackendError::RuntimeFailed { .. } | BackendError::Timeout { .. } => ErrorKind::Io,
             BackendError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
-            BackendError::Unsupported { .. } => ErrorKind::Unsupported,
+            BackendError::Unsupported { .. } | BackendError::LimitUnavailable { .. } => {
+                ErrorKind::Unsupported
+            }
             BackendError::Io { source, .. } => ErrorKind::from_io(source),
         }
     }
@@ -261,6 +274,27 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`BackendError`].
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError>;
+
+    /// Runs another process in the running container `id` (`docker exec`):
+    /// its namespaces and cgroups, `process`'s user, capabilities, cwd,
+    /// env and args. The default refuses with [`BackendError::Unsupported`].
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    fn exec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        process: &image_core::oci_spec::runtime::Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        let _ = (bundle, process, stdio);
+        Err(BackendError::Unsupported {
+            backend: self.name().to_owned(),
+            id: id.to_owned(),
+            what: "exec",
+        })
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -287,6 +321,15 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
         (**self).delete(id, force)
     }
+    fn exec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        process: &image_core::oci_spec::runtime::Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        (**self).exec(id, bundle, process, stdio)
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for Box<B> {
@@ -312,5 +355,14 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
         (**self).delete(id, force)
+    }
+    fn exec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        process: &image_core::oci_spec::runtime::Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        (**self).exec(id, bundle, process, stdio)
     }
 }

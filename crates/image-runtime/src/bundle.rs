@@ -99,3 +99,39 @@ pub fn export(dir: &Path, config: &RunConfig, opts: &RunOptions) -> Result<Spec,
         opts,
     )
 }
+
+/// Exports the image `name` of `store` (for the host's platform) as a
+/// standalone bundle in `dir`: its layers flattened into `<dir>/rootfs`
+/// (which must not exist yet), `config.json` generated from its config and
+/// `opts` (see [`export`]).
+///
+/// # Errors
+/// [`ContainerError::NoSuchImage`], [`ContainerError::Image`],
+/// [`ContainerError::State`] (`rootfs` exists, or flattening failed; the
+/// partial `rootfs` is removed), and as [`write()`].
+pub fn export_image<P: image_store::Provider + image_store::TagStore + ?Sized>(
+    store: &P,
+    name: &str,
+    dir: &Path,
+    opts: &RunOptions,
+) -> Result<Spec, ContainerError> {
+    let image = crate::from_image::find_image(store, name, None)?;
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(dir).map_err(ContainerError::state(dir))?;
+    std::fs::create_dir(&rootfs).map_err(ContainerError::state(&rootfs))?;
+    let flattened = image_overlay::flatten_image(
+        store,
+        &image,
+        &rootfs,
+        &image_overlay::UnpackOptions::default(),
+    );
+    if let Err(e) = flattened {
+        let _ = std::fs::remove_dir_all(&rootfs);
+        return Err(ContainerError::State {
+            path: rootfs,
+            source: std::io::Error::other(e),
+        });
+    }
+    let config = image.config.file().config.clone().unwrap_or_default();
+    export(dir, &config, opts)
+}

@@ -9,7 +9,9 @@ use image_core::ImageConfig;
 
 use crate::bundle::{self, BundleLayout};
 use crate::error::ContainerError;
+use crate::from_image::ImageRef;
 use crate::rootfs::Rootfs;
+use crate::snapshots::{self, SnapshotRef, Snapshots};
 use crate::spec::{RunOptions, Volume};
 use crate::state::{self, ContainerRecord, ContainerStatus, Owner};
 use crate::{mount, Container, Runtime};
@@ -25,6 +27,18 @@ pub struct ContainerBuilder {
     image: Option<String>,
     options: RunOptions,
     id: Option<String>,
+    snapshot: Option<PendingSnapshot>,
+}
+
+/// The writable snapshot a container from an image gets at create time.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingSnapshot {
+    /// Where.
+    pub(crate) snapshots: Snapshots,
+    /// The committed parent (the image's top chain ID).
+    pub(crate) parent: Option<String>,
+    /// The image.
+    pub(crate) image: ImageRef,
 }
 
 impl ContainerBuilder {
@@ -36,7 +50,13 @@ impl ContainerBuilder {
             image: None,
             options: RunOptions::default(),
             id: None,
+            snapshot: None,
         }
+    }
+
+    pub(crate) fn snapshot(mut self, snapshot: PendingSnapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
     }
 
     /// Runs the image of this config (its `config` section; the image ID is recorded).
@@ -119,7 +139,8 @@ impl ContainerBuilder {
         self
     }
 
-    /// Creates the container: state directory, root filesystem mounted (for
+    /// Creates the container: state directory, writable snapshot prepared
+    /// (for a container from an image), root filesystem mounted (for
     /// [`Rootfs::Mounts`]), checks inside it, bundle written, backend told.
     /// On failure everything made is removed again.
     ///
@@ -153,8 +174,20 @@ impl ContainerBuilder {
             status: ContainerStatus::Creating,
             owner: Owner::current(),
             exit_code: None,
+            image_ref: self.snapshot.as_ref().map(|p| p.image.clone()),
+            // Named before it is prepared, so a crash in between leaves
+            // nothing that `gc` cannot find.
+            snapshot: self.snapshot.as_ref().map(|p| SnapshotRef {
+                driver: p.snapshots.driver(),
+                root: p.snapshots.root().to_owned(),
+                key: id.clone(),
+                parent: Some(snapshots::init_name(&id)),
+                init: Some(snapshots::init_name(&id)),
+            }),
         };
-        let result = sd.save(&record).and_then(|()| self.prepare(&id, &dir));
+        let result = sd
+            .save(&record)
+            .and_then(|()| self.prepare(&id, &dir, &mut record));
         if let Err(e) = result {
             let cleanup = crate::delete::delete(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
@@ -167,8 +200,32 @@ impl ContainerBuilder {
         Ok(Container::from_record(self.runtime, record))
     }
 
-    fn prepare(&self, id: &str, dir: &Path) -> Result<(), ContainerError> {
-        let rootfs: PathBuf = match &self.rootfs {
+    fn prepare(
+        &self,
+        id: &str,
+        dir: &Path,
+        record: &mut ContainerRecord,
+    ) -> Result<(), ContainerError> {
+        if let Some(p) = &self.snapshot {
+            let target = dir.join("rootfs");
+            std::fs::create_dir(&target).map_err(ContainerError::state(&target))?;
+            let init = snapshots::make_init(
+                &self.runtime,
+                &p.snapshots,
+                id,
+                p.parent.as_deref(),
+                &target,
+            )?;
+            std::fs::remove_dir(&target).map_err(ContainerError::state(&target))?;
+            let mounts = p
+                .snapshots
+                .snapshotter()
+                .prepare_with(id, Some(&init), snapshots::labels(&self.runtime, id))
+                .map_err(snapshots::snapshot_err(id))?;
+            record.rootfs = Rootfs::Mounts(snapshots::mount_specs(mounts)?);
+            self.runtime.state().save(record)?;
+        }
+        let rootfs: PathBuf = match &record.rootfs {
             Rootfs::Directory(p) => {
                 std::fs::canonicalize(p).map_err(|source| crate::rootfs::RootfsError::OpenRoot {
                     path: p.clone(),

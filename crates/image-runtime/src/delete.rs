@@ -1,7 +1,10 @@
 //! `delete`: everything of a container goes: its process (killed), the
-//! backend's state, mounts under its directory, its cgroups, the directory.
-//! The directory is removed only once nothing is mounted under it, so a
-//! failed unmount can never turn into deleting a mounted filesystem's files.
+//! backend's state, mounts under its directory, its cgroups, its writable
+//! snapshot, the directory. The snapshot and the directory are removed only
+//! once nothing is mounted under it, so a failed unmount can never turn
+//! into deleting a mounted filesystem's files; the directory (with the
+//! record naming the snapshot) stays until the snapshot is gone, so a
+//! failed delete can be retried, by `gc` too.
 
 use crate::container::{Container, RunningContainer};
 use crate::error::ContainerError;
@@ -9,6 +12,7 @@ use crate::Runtime;
 
 pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> {
     let dir = runtime.state().dir(id);
+    let snapshot = runtime.state().load(id).ok().and_then(|r| r.snapshot);
     let mut first: Option<ContainerError> = None;
     let mut note = |r: Result<(), ContainerError>| {
         if let Err(e) = r {
@@ -21,7 +25,17 @@ pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> 
     let still_mounted = crate::mountinfo::mounts_under(&dir)
         .map(|m| !m.is_empty())
         .unwrap_or(true);
-    if !still_mounted {
+    // The snapshot goes before the record naming it, and only once unmounted.
+    let mut snapshot_kept = false;
+    if let Some(sref) = snapshot {
+        if still_mounted {
+            snapshot_kept = true;
+        } else if let Err(e) = crate::snapshots::remove(runtime, &sref) {
+            snapshot_kept = true;
+            note(Err(e));
+        }
+    }
+    if !still_mounted && !snapshot_kept {
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 note(Err(ContainerError::state(&dir)(e)))

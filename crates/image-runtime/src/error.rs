@@ -5,6 +5,9 @@
 use std::path::PathBuf;
 
 use image_core::{Classify, ErrorKind};
+use image_overlay::image_unpack::ImageUnpackError;
+use image_overlay::snapshot::SnapshotError;
+use image_store::image::ImageError;
 
 use crate::backend::BackendError;
 use crate::lookup::LookupError;
@@ -68,6 +71,41 @@ pub enum ContainerError {
         /// The operation.
         operation: &'static str,
     },
+    /// No image has this name in the store.
+    #[error("no such image: {name}")]
+    NoSuchImage {
+        /// The name asked for.
+        name: String,
+    },
+    /// The image could not be resolved (blobs missing or corrupt, no
+    /// manifest for the platform).
+    #[error("image {name}: {source}")]
+    Image {
+        /// The name asked for.
+        name: String,
+        /// The cause.
+        source: Box<ImageError>,
+    },
+    /// The image's layers could not be unpacked into snapshots.
+    #[error("unpacking image {name}: {source}")]
+    Unpack {
+        /// The image's name.
+        name: String,
+        /// The cause.
+        source: Box<ImageUnpackError>,
+    },
+    /// A snapshot operation failed.
+    #[error("snapshot {key}: {source}")]
+    Snapshot {
+        /// The key or name of the snapshot.
+        key: String,
+        /// The cause.
+        source: SnapshotError,
+    },
+    /// A container from an image needs snapshots, and the runtime has none
+    /// (see [`crate::Runtime::with_snapshots`]).
+    #[error("the runtime has no snapshotter to make containers from images")]
+    NoSnapshots,
     /// An operation failed and so did the cleanup after it; both are kept.
     #[error("{error} (and cleaning up failed: {cleanup})")]
     Cleanup {
@@ -91,6 +129,11 @@ impl Classify for ContainerError {
             ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ContainerError::InvalidId { .. } => ErrorKind::InvalidInput,
             ContainerError::WrongStatus { .. } => ErrorKind::FailedPrecondition,
+            ContainerError::NoSuchImage { .. } => ErrorKind::NotFound,
+            ContainerError::Image { source, .. } => source.kind(),
+            ContainerError::Unpack { source, .. } => source.kind(),
+            ContainerError::Snapshot { source, .. } => source.kind(),
+            ContainerError::NoSnapshots => ErrorKind::FailedPrecondition,
             ContainerError::Cleanup { error, .. } => error.kind(),
         }
     }

@@ -1,6 +1,8 @@
 //! `gc`: cleaning up after processes that crashed or were killed while
 //! they managed containers: records whose owner is gone while creating or
-//! running, and directories without a record older than a minute.
+//! running, and directories without a record older than a minute (their
+//! snapshots go with them, see [`crate::delete`]); then active snapshots
+//! labelled with this runtime whose container directory is gone.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +29,11 @@ pub(crate) fn gc(runtime: &Runtime) -> Result<Vec<String>, ContainerError> {
             && crate::state::validate_id(&id).is_ok()
             && crate::delete::delete(runtime, &id).is_ok()
         {
+            removed.push(id);
+        }
+    }
+    for id in crate::snapshots::remove_orphans(runtime) {
+        if !removed.contains(&id) {
             removed.push(id);
         }
     }

@@ -64,6 +64,9 @@ fn mount_one(m: &MountSpec, target: &Path) -> Result<(), RootfsError> {
     let (flags, data) = split_options(&m.options);
     let err = |e: rustix::io::Errno| mount_err(m, target, e.into());
     let bind = flags.contains(MountFlags::BIND) || m.fs_type == "bind";
+    if m.fs_type == "overlay" && !bind {
+        return mount_overlay(m, target);
+    }
     if bind {
         let rec = flags.contains(MountFlags::REC);
         if rec {
@@ -86,6 +89,26 @@ fn mount_one(m: &MountSpec, target: &Path) -> Result<(), RootfsError> {
     })?;
     let data = (!data.as_bytes().is_empty()).then_some(data.as_c_str());
     rustix::mount::mount(m.source.as_str(), target, m.fs_type.as_str(), flags, data).map_err(err)
+}
+
+/// overlayfs through image-overlay's mounter: one `fsconfig(lowerdir+)` per
+/// layer where the kernel has it, so deep images are not bounded by the
+/// page-sized option string of `mount(2)`.
+fn mount_overlay(m: &MountSpec, target: &Path) -> Result<(), RootfsError> {
+    use image_overlay::mount::{Mount, MountError, Mounter, SysMounter};
+    let mount = Mount {
+        fs_type: m.fs_type.clone(),
+        source: m.source.clone(),
+        target: None,
+        options: m.options.clone(),
+    };
+    SysMounter.mount(&[mount], target).map_err(|e| {
+        let source = match e {
+            MountError::Mount { source, .. } | MountError::Unmount { source, .. } => source,
+            other => std::io::Error::new(std::io::ErrorKind::Unsupported, other.to_string()),
+        };
+        mount_err(m, target, source)
+    })
 }
 
 /// Unmounts every mount at or below `dir`, deepest first; a busy mount is

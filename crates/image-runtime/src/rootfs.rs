@@ -296,6 +296,45 @@ impl RootDir {
         drop(parent);
         Ok(())
     }
+
+    /// Creates the empty regular file `path` (mode `mode`, owned by the
+    /// caller) inside the root unless something exists there (a dangling
+    /// symlink counts as existing); returns whether it was created. The
+    /// parent must exist.
+    ///
+    /// # Errors
+    /// [`RootfsError::Access`].
+    pub fn create_file(&self, path: &Path, mode: u32) -> Result<bool, RootfsError> {
+        let rel = relative(path);
+        let rel: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &rel
+        };
+        match rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => {
+                // The mode given to open is masked by the umask.
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| {
+                    RootfsError::Access {
+                        path: path.to_owned(),
+                        source: io_err(e),
+                    }
+                })?;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(RootfsError::Access {
+                path: path.to_owned(),
+                source: io_err(e),
+            }),
+        }
+    }
 }
 
 fn fstat_info(fd: &OwnedFd, path: &Path) -> Result<FileInfo, RootfsError> {

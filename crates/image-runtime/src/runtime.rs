@@ -8,6 +8,7 @@ use crate::create::ContainerBuilder;
 use crate::error::ContainerError;
 use crate::oci_runtime::{OciRuntime, RuntimeKind};
 use crate::rootfs::Rootfs;
+use crate::snapshots::Snapshots;
 use crate::state::{ContainerRecord, StateDir};
 use crate::Container;
 
@@ -22,7 +23,8 @@ pub struct Runtime {
 struct Inner {
     root: PathBuf,
     state: StateDir,
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
+    snapshots: Option<Snapshots>,
 }
 
 impl Runtime {
@@ -38,7 +40,8 @@ impl Runtime {
             inner: Arc::new(Inner {
                 root,
                 state,
-                backend: Box::new(backend),
+                backend: Arc::new(backend),
+                snapshots: None,
             }),
         };
         rt.gc()?;
@@ -54,6 +57,31 @@ impl Runtime {
     pub fn oci(root: &Path, kind: RuntimeKind) -> Result<Runtime, ContainerError> {
         let backend = OciRuntime::new(kind, &root.join(kind.program()))?;
         Runtime::new(root, backend)
+    }
+
+    /// This runtime making containers from images on `snapshots` (see
+    /// [`Runtime::container_from_image`]); then cleans up after crashed
+    /// processes again, now including active snapshots whose container is
+    /// gone (see [`Runtime::gc`]).
+    ///
+    /// # Errors
+    /// [`ContainerError::State`].
+    pub fn with_snapshots(self, snapshots: Snapshots) -> Result<Runtime, ContainerError> {
+        let rt = Runtime {
+            inner: Arc::new(Inner {
+                root: self.inner.root.clone(),
+                state: self.inner.state.clone(),
+                backend: Arc::clone(&self.inner.backend),
+                snapshots: Some(snapshots),
+            }),
+        };
+        rt.gc()?;
+        Ok(rt)
+    }
+
+    /// The snapshots containers from images are made on, if set.
+    pub fn snapshots(&self) -> Option<&Snapshots> {
+        self.inner.snapshots.as_ref()
     }
 
     /// The state directory.
@@ -113,7 +141,10 @@ impl Runtime {
     }
 
     /// Removes containers nobody manages any more (see
-    /// [`ContainerRecord::is_stale`]) and half-created ones; returns their IDs.
+    /// [`ContainerRecord::is_stale`]) and half-created ones, with their
+    /// mounts, cgroups and snapshots, and, when the runtime has
+    /// [`Snapshots`], active snapshots of its containers whose state is
+    /// gone; returns their IDs.
     ///
     /// # Errors
     /// [`ContainerError::State`] when the state directory cannot be listed.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ContainerError;
+use crate::from_image::ImageRef;
 use crate::rootfs::Rootfs;
+use crate::snapshots::SnapshotRef;
 
 /// Where a container is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,6 +79,13 @@ pub struct ContainerRecord {
     pub owner: Option<Owner>,
     /// The exit code once stopped.
     pub exit_code: Option<i32>,
+    /// The image it was made from, when made from a store (what commit
+    /// appends to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<ImageRef>,
+    /// Its writable snapshot, when made from an image: removed on delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
 }
 
 impl ContainerRecord {
@@ -243,6 +252,8 @@ mod tests {
             status: ContainerStatus::Running,
             owner: Owner::current(),
             exit_code: None,
+            image_ref: None,
+            snapshot: None,
         };
         sd.save(&r).unwrap();
         assert_eq!(sd.load(&id).unwrap(), r);

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
+pub mod archive;
 pub mod digest;
 pub mod layer;
 pub mod platform;
 pub mod reference;
+pub mod run;
 pub mod store;
 
 use image_core::{Classify, ErrorKind};
@@ -39,10 +41,14 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
         image_store::fsck::FsckError,
         image_store::oci_dir::LayoutError,
         image_store::mutate::MutateError,
+        image_store::ArchiveError,
+        image_store::CopyError,
         image_overlay::UnpackError,
         image_overlay::PackError,
         image_overlay::DiffError,
         image_overlay::FlattenError,
+        image_runtime::ContainerError,
+        image_runtime::CommitError,
         std::io::Error,
     );
     None

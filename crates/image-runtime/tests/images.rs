@@ -1,0 +1,767 @@
+//! Containers from images in a store, through real snapshots (overlay and
+//! copy), real mounts and the real runc, as root; and commit. Images are
+//! made in the test from Debian's busybox-static. A missing tool or
+//! privilege skips a test loudly (eprintln) unless CI=true, where it fails.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use image_core::config::History;
+use image_core::{Classify, Compression, ErrorKind};
+use image_overlay::snapshot::{Kind, Snapshotter};
+use image_overlay::{diff_dirs, pack_dir, PackOptions};
+use image_runtime::commit::CommitOptions;
+use image_runtime::snapshots::{Driver, Snapshots};
+use image_runtime::state::{ContainerStatus, Owner};
+use image_runtime::{CommitError, ContainerError, Exit, Runtime, RuntimeKind, Stdio};
+use image_store::mutate::{append, NewLayer};
+use image_store::{Ingester, OciDir, TagStore};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+const APPLETS: &[&str] = &[
+    "sh", "id", "env", "hostname", "ls", "cat", "pwd", "echo", "mkdir", "rm", "touch", "test",
+    "true", "false", "sleep",
+];
+
+/// Whether the test can run: root, runc, busybox-static.
+fn ready() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut missing = Vec::new();
+    if image_runtime::oci_runtime::which("runc").is_none() {
+        missing.push("runc");
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        missing.push("/bin/busybox (busybox-static)");
+    }
+    if !rustix::process::geteuid().is_root() {
+        missing.push("root privileges");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(!ci, "CI=true and missing: {missing:?}");
+    eprintln!("SKIPPED: missing {missing:?}");
+    false
+}
+
+/// A busybox-static root filesystem, as `busybox --install -s` makes it.
+fn busybox_rootfs(dir: &Path) {
+    for d in [
+        "bin", "etc", "proc", "sys", "dev", "tmp", "home/app", "data",
+    ] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("/bin/busybox", dir.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nwheel:x:10:app\nstaff:x:50:app\napp:x:1000:\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(dir.join("data/readme"), "lower\n").unwrap();
+    std::fs::write(dir.join("data/keep"), "kept\n").unwrap();
+}
+
+fn history(by: &str) -> History {
+    History {
+        created_by: Some(by.to_owned()),
+        ..History::default()
+    }
+}
+
+/// Packs `write` (a layer written by pack_dir or diff_dirs) into the store.
+fn store_layer(
+    store: &OciDir,
+    by: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> image_overlay::PackReport,
+) -> NewLayer {
+    let mut w = store
+        .writer(&image_store::content::unique_reference())
+        .unwrap();
+    let r = write(&mut w);
+    w.commit(Some(r.size), Some(&r.digest)).unwrap();
+    NewLayer {
+        media_type: r.media_type,
+        digest: r.digest,
+        size: r.size,
+        diff_id: r.diff_id,
+        history: history(by),
+    }
+}
+
+const SINGLE: &str = "test.local/busybox:1";
+const MULTI: &str = "test.local/multi:1";
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    store: OciDir,
+}
+
+impl Fixture {
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    fn snapshots_root(&self, driver: Driver) -> PathBuf {
+        self.tmp
+            .path()
+            .join(format!("snapshots-{}", driver.as_str()))
+    }
+
+    fn runtime(&self, driver: Driver) -> Runtime {
+        let snapshots = Snapshots::open(&self.snapshots_root(driver), driver).unwrap();
+        Runtime::oci(&self.state(), RuntimeKind::Runc)
+            .unwrap()
+            .with_snapshots(snapshots)
+            .unwrap()
+    }
+}
+
+/// Everything goes, even when a test fails: containers, snapshots, mounts.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for driver in [Driver::Overlay, Driver::Copy] {
+            if !self.snapshots_root(driver).exists() {
+                continue;
+            }
+            let rt = self.runtime(driver);
+            for r in rt.list().unwrap_or_default() {
+                let _ = rt.delete(&r.id);
+            }
+            remove_all_snapshots(rt.snapshots().unwrap().snapshotter());
+        }
+        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(self.tmp.path()) {
+            for m in mounts.iter().rev() {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+/// Removes every snapshot, children first.
+fn remove_all_snapshots(sn: &dyn Snapshotter) {
+    for _ in 0..64 {
+        let all = sn.list().unwrap_or_default();
+        if all.is_empty() {
+            return;
+        }
+        for i in all {
+            let _ = sn.remove(&i.name);
+        }
+    }
+}
+
+/// A store with two images: SINGLE (one busybox layer; Env, WorkingDir,
+/// User set) and MULTI (SINGLE plus a layer that deletes /data/readme and
+/// adds /data/second, plus a layer adding /opt/app; Env, WorkingDir and
+/// User changed).
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = OciDir::open_or_create(tmp.path().join("store")).unwrap();
+    let src = tmp.path().join("src");
+    let base = src.join("base");
+    busybox_rootfs(&base);
+    let gz = PackOptions::new(Compression::Gzip);
+    let l1 = store_layer(&store, "busybox", |w| pack_dir(&base, w, &gz).unwrap());
+    let single = append(&store, None, ("linux", "amd64"), &[l1], |c| {
+        let rc = c.config.get_or_insert_with(Default::default);
+        rc.env = Some(vec!["PATH=/bin".into(), "FOO=from-image".into()]);
+        rc.cmd = Some(vec!["sh".into()]);
+        rc.working_dir = Some("/work/dir".into());
+        rc.user = Some("app".into());
+    })
+    .unwrap();
+    store
+        .set_tag(SINGLE, &single.manifest.descriptor())
+        .unwrap();
+
+    // Layer 2: a deletion (whiteout) and an addition, made by diffing trees.
+    let second = src.join("second");
+    busybox_rootfs(&second);
+    std::fs::remove_file(second.join("data/readme")).unwrap();
+    std::fs::write(second.join("data/second"), "layer two\n").unwrap();
+    let l2 = store_layer(&store, "second", |w| {
+        diff_dirs(&base, &second, w, &PackOptions::new(Compression::Zstd)).unwrap()
+    });
+    // Layer 3: a directory of its own.
+    let third = src.join("third");
+    std::fs::create_dir_all(third.join("opt/app")).unwrap();
+    std::fs::write(third.join("opt/app/run.sh"), "echo run\n").unwrap();
+    let l3 = store_layer(&store, "third", |w| pack_dir(&third, w, &gz).unwrap());
+    let base_image = image_store::resolve_image(&store, SINGLE, None).unwrap();
+    let multi = append(
+        &store,
+        Some(&base_image),
+        ("linux", "amd64"),
+        &[l2, l3],
+        |c| {
+            let rc = c.config.get_or_insert_with(Default::default);
+            rc.env = Some(vec![
+                "PATH=/bin".into(),
+                "FOO=from-multi".into(),
+                "BAR=3".into(),
+            ]);
+            rc.working_dir = Some("/opt/app".into());
+            rc.user = Some("1000:50".into());
+        },
+    )
+    .unwrap();
+    store.set_tag(MULTI, &multi.manifest.descriptor()).unwrap();
+    std::fs::remove_dir_all(&src).unwrap();
+    Fixture { tmp, store }
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// Creates a container from `image` running `cmd`, runs it, checks it
+/// stopped; returns it (not deleted) and its exit.
+fn run(
+    rt: &Runtime,
+    store: &OciDir,
+    image: &str,
+    cmd: Vec<String>,
+) -> (image_runtime::Container, Exit) {
+    let c = rt
+        .container_from_image(store, image)
+        .unwrap()
+        .cmd(cmd)
+        .create()
+        .unwrap();
+    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+    let exit = exit.expect("container finished in time");
+    assert_eq!(c.status(), ContainerStatus::Stopped);
+    (c, exit)
+}
+
+/// Deletes `c` and checks that nothing of it is left: mounts, state, its
+/// snapshot.
+fn delete_clean(rt: &Runtime, c: image_runtime::Container) {
+    let id = c.id().to_owned();
+    let dir = rt.root().join("containers").join(&id);
+    c.delete().unwrap();
+    let mounts = image_runtime::mountinfo::mounts_under(&dir).unwrap();
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    assert!(!dir.exists());
+    let sn = rt.snapshots().unwrap().snapshotter();
+    assert!(sn.try_stat(&id).unwrap().is_none(), "snapshot {id} left");
+}
+
+/// Nothing is mounted under the runtime's state and only the committed
+/// layer snapshots remain.
+fn all_clean(rt: &Runtime) {
+    let mounts = image_runtime::mountinfo::mounts_under(rt.root()).unwrap();
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    assert!(rt.list().unwrap().is_empty());
+    for i in rt.snapshots().unwrap().snapshotter().list().unwrap() {
+        assert_eq!(i.kind, Kind::Committed, "left: {i:?}");
+    }
+}
+
+fn sees_image_settings(driver: Driver) {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(driver);
+    let probe = sh("id; pwd; echo FOO=$FOO BAR=$BAR; echo pid=$$; hostname; ls /data; ls /opt/app");
+    let (c, exit) = run(&rt, &f.store, SINGLE, probe.clone());
+    let id = c.id().to_owned();
+    let out = exit.stdout_str();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 7, "{out} {}", exit.stderr_str());
+    assert!(lines[0].starts_with("uid=1000(app) gid=1000(app)"), "{out}");
+    assert_eq!(lines[1], "/work/dir");
+    assert_eq!(lines[2], "FOO=from-image BAR=");
+    assert_eq!(lines[3], "pid=1");
+    assert_eq!(lines[4], &id[..12]);
+    assert_eq!(lines[5..7], ["keep", "readme"], "{out}");
+    assert_eq!(
+        exit.status.code(),
+        1,
+        "no /opt/app in the single-layer image"
+    );
+    delete_clean(&rt, c);
+
+    // The multi-layer image: settings changed, a layer's deletion applied.
+    let (c, exit) = run(&rt, &f.store, MULTI, probe);
+    let out = exit.stdout_str();
+    assert!(exit.status.success(), "{out} {}", exit.stderr_str());
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("uid=1000(app) gid=50(staff)"), "{out}");
+    assert_eq!(lines[1], "/opt/app");
+    assert_eq!(lines[2], "FOO=from-multi BAR=3");
+    assert_eq!(lines[3], "pid=1");
+    assert_eq!(lines[4], &c.id()[..12]);
+    assert_eq!(lines[5..], ["keep", "second", "run.sh"], "{out}");
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
+#[test]
+fn overlay_container_from_image_sees_env_workdir_user_pid1_hostname() {
+    sees_image_settings(Driver::Overlay);
+}
+
+#[test]
+fn copy_container_from_image_sees_env_workdir_user_pid1_hostname() {
+    sees_image_settings(Driver::Copy);
+}
+
+#[test]
+fn layers_are_unpacked_once_and_reused() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let (c1, _) = run(&rt, &f.store, MULTI, vec!["true".into()]);
+    let sn = rt.snapshots().unwrap().snapshotter();
+    // Layer snapshots: committed and not a container's init snapshot.
+    let committed = |sn: &dyn Snapshotter| {
+        sn.list()
+            .unwrap()
+            .into_iter()
+            .filter(|i| {
+                i.kind == Kind::Committed
+                    && !i
+                        .labels
+                        .contains_key(image_runtime::snapshots::LABEL_CONTAINER)
+            })
+            .count()
+    };
+    assert_eq!(committed(sn), 3);
+    // SINGLE is MULTI's bottom layer: nothing new to unpack.
+    let (c2, _) = run(&rt, &f.store, SINGLE, vec!["true".into()]);
+    assert_eq!(committed(sn), 3);
+    // The container's snapshot sits on its init snapshot, on the image's top layer.
+    let sref = c2.record().snapshot.clone().unwrap();
+    let init = sref.init.clone().unwrap();
+    assert_eq!(sref.parent.as_ref(), Some(&init));
+    assert_eq!(sn.stat(c2.id()).unwrap().parent, Some(init.clone()));
+    let image = image_store::resolve_image(&f.store, SINGLE, None).unwrap();
+    assert_eq!(
+        sn.stat(&init).unwrap().parent,
+        Some(image_core::chain_ids(image.diff_ids())[0].to_string())
+    );
+    delete_clean(&rt, c1);
+    delete_clean(&rt, c2);
+    all_clean(&rt);
+}
+
+#[test]
+fn writes_land_in_the_upper_layer_only_and_containers_are_isolated() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    // Both exist at once, made from one image; each runs as root.
+    let create = |script: &str| {
+        rt.container_from_image(&f.store, MULTI)
+            .unwrap()
+            .user("0")
+            .cmd(sh(script))
+            .create()
+            .unwrap()
+    };
+    let c1 =
+        create("echo one > /data/mine; echo changed > /data/keep; rm /data/second; cat /data/keep");
+    let c2 = create("ls /data; cat /data/keep");
+    let (c1, exit) = c1.run(Stdio::capture(), TIMEOUT).unwrap();
+    let exit = exit.unwrap();
+    assert_eq!(exit.stdout_str(), "changed\n", "{}", exit.stderr_str());
+    let (c2, exit) = c2.run(Stdio::capture(), TIMEOUT).unwrap();
+    assert_eq!(exit.unwrap().stdout_str(), "keep\nsecond\nkept\n");
+
+    // c1's changes are in its upper directory, whiteout included; the
+    // layer snapshots below are untouched.
+    let upper = c1.upper_dir().unwrap();
+    assert_eq!(std::fs::read(upper.join("data/mine")).unwrap(), b"one\n");
+    let wh = std::fs::symlink_metadata(upper.join("data/second")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    let spec = &c1.record().rootfs;
+    let image_runtime::Rootfs::Mounts(mounts) = spec else {
+        panic!("{spec:?}")
+    };
+    let lower = mounts[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap();
+    let lowers: Vec<&str> = lower.split(':').collect();
+    assert_eq!(lowers.len(), 4, "init snapshot and 3 layers: {lowers:?}");
+    for l in &lowers {
+        assert!(!Path::new(l).join("data/mine").exists());
+    }
+    // (diff_dirs saw new mtimes: layer 2 carries /data/keep again.)
+    let keep: Vec<String> = lowers
+        .iter()
+        .filter_map(|l| std::fs::read_to_string(Path::new(l).join("data/keep")).ok())
+        .collect();
+    assert!(
+        !keep.is_empty() && keep.iter().all(|k| k == "kept\n"),
+        "{keep:?}"
+    );
+    assert!(!c2.upper_dir().unwrap().join("data/mine").exists());
+    delete_clean(&rt, c1);
+    delete_clean(&rt, c2);
+    all_clean(&rt);
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 7", 7),
+        ("false", 1),
+        ("no-such-cmd", 127),
+    ] {
+        let (c, exit) = run(&rt, &f.store, SINGLE, sh(script));
+        assert_eq!(exit.status.code(), code, "{script}");
+        assert_eq!(c.record().exit_code, Some(code));
+        delete_clean(&rt, c);
+    }
+    all_clean(&rt);
+}
+
+/// Every file under `root`: type, mode, owner, content or link target.
+fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let what = if md.is_dir() {
+                stack.push(p.clone());
+                "dir".to_owned()
+            } else if md.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                format!("file {}", image_core::Digest::sha256(&bytes))
+            } else {
+                format!("special {:o} {}", md.mode() & 0o170000, md.rdev())
+            };
+            let rel = p.strip_prefix(root).unwrap().to_owned();
+            out.insert(
+                rel,
+                format!("{what} {:o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid()),
+            );
+        }
+    }
+    out
+}
+
+fn changes_reproduce_the_view(driver: Driver) {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(driver);
+    // A deletion, an opaque directory (removed and made again), a new
+    // file, a changed file, a new directory with an owner.
+    let script = "rm /data/keep; rm -rf /opt/app; mkdir /opt/app; echo new > /opt/app/new; \
+                  echo x >> /etc/passwd; \
+                  mkdir -p /srv/a/b; touch /srv/a/b/f";
+    let (c, exit) = {
+        let c = rt
+            .container_from_image(&f.store, MULTI)
+            .unwrap()
+            .user("0")
+            .cmd(sh(script))
+            .create()
+            .unwrap();
+        let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+        (c, exit.unwrap())
+    };
+    assert!(exit.status.success(), "{}", exit.stderr_str());
+    let mut layer = Vec::new();
+    let packed = c
+        .pack_changes(&mut layer, &PackOptions::new(Compression::Zstd))
+        .unwrap();
+    // The image's layers flattened, then the changes applied on top.
+    let applied = f.tmp.path().join("applied");
+    let image = image_store::resolve_image(&f.store, MULTI, None).unwrap();
+    image_overlay::flatten_image(
+        &f.store,
+        &image,
+        &applied,
+        &image_overlay::UnpackOptions::default(),
+    )
+    .unwrap();
+    // The mount points the runtime made in the init snapshot (absent from
+    // the image) are in the view and, by design, not in the changes.
+    let image_tree = tree(&applied);
+    let init_only: Vec<PathBuf> = image_runtime::snapshots::INIT_PATHS
+        .iter()
+        .map(|(p, _)| PathBuf::from(&p[1..]))
+        .filter(|p| !image_tree.contains_key(p))
+        .collect();
+    assert!(init_only.contains(&PathBuf::from("etc/hosts")));
+    let opts = image_overlay::UnpackOptions::default()
+        .with_digest(packed.digest.clone())
+        .with_diff_id(packed.diff_id.clone());
+    image_overlay::unpack(&layer[..], &applied, &opts).unwrap();
+    // The container's view: its root filesystem, mounted while it exists.
+    let mut view = tree(&c.bundle().join("rootfs"));
+    for p in &init_only {
+        assert!(view.remove(p).is_some(), "{} not in the view", p.display());
+    }
+    let got = tree(&applied);
+    assert!(view.contains_key(Path::new("opt/app/new")));
+    assert!(!view.contains_key(Path::new("data/keep")));
+    assert!(!view.contains_key(Path::new("opt/app/run.sh")));
+    assert_eq!(got, view);
+    std::fs::remove_dir_all(&applied).unwrap();
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
+#[test]
+fn overlay_packed_upper_applied_on_the_layers_reproduces_the_view() {
+    changes_reproduce_the_view(Driver::Overlay);
+}
+
+#[test]
+fn copy_diff_applied_on_the_layers_reproduces_the_view() {
+    changes_reproduce_the_view(Driver::Copy);
+}
+
+fn commit_round_trip(driver: Driver) {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(driver);
+    let c = rt
+        .container_from_image(&f.store, MULTI)
+        .unwrap()
+        .user("0")
+        .cmd(sh(
+            "echo new > /data/new; rm /data/keep; mkdir -p /home/app/x; echo y > /home/app/x/y",
+        ))
+        .create()
+        .unwrap();
+    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+    let exit = exit.unwrap();
+    assert!(exit.status.success(), "{}", exit.stderr_str());
+    let tag = "test.local/committed:1";
+    let committed = c
+        .commit_with(
+            &f.store,
+            &CommitOptions::new()
+                .author("tester")
+                .comment("round trip")
+                .tag(tag),
+            |cfg| {
+                let rc = cfg.config.get_or_insert_with(Default::default);
+                rc.env
+                    .get_or_insert_with(Vec::new)
+                    .push("COMMITTED=yes".into());
+            },
+        )
+        .unwrap();
+    delete_clean(&rt, c);
+    // The layer holds the changes, not the mount points the runtime made
+    // (those live in the init snapshot).
+    let blob = image_store::Provider::reader(&f.store, &committed.layer.digest).unwrap();
+    let layer_dir = f.tmp.path().join("layer");
+    std::fs::create_dir(&layer_dir).unwrap();
+    let mut o = image_overlay::UnpackOptions::default();
+    o.whiteouts = image_overlay::WhiteoutMode::Overlay(image_overlay::OverlayXattrs::Trusted);
+    image_overlay::unpack(blob, &layer_dir, &o).unwrap();
+    let listing: Vec<(String, String)> = tree(&layer_dir)
+        .into_iter()
+        .map(|(p, what)| {
+            let kind = what.split(' ').next().unwrap().to_owned();
+            (p.to_string_lossy().into_owned(), kind)
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("data", "dir"),
+        ("data/keep", "special"),
+        ("data/new", "file"),
+        ("home", "dir"),
+        ("home/app", "dir"),
+        ("home/app/x", "dir"),
+        ("home/app/x/y", "file"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(listing, want);
+    std::fs::remove_dir_all(&layer_dir).unwrap();
+    let image = image_store::resolve_image(&f.store, tag, None).unwrap();
+    assert_eq!(image.id(), committed.config.image_id());
+    assert_eq!(image.layers().len(), 4);
+    let h = image.history().last().unwrap();
+    assert_eq!(h.author.as_deref(), Some("tester"));
+    assert_eq!(h.comment.as_deref(), Some("round trip"));
+    assert!(
+        h.created_by
+            .as_deref()
+            .unwrap()
+            .starts_with("sh -c echo new"),
+        "{h:?}"
+    );
+    assert_eq!(image.config.file().author.as_deref(), Some("tester"));
+
+    // Run the committed image: the changes are there, the deletion too,
+    // and the image's own settings and the config change.
+    let (c, exit) = run(
+        &rt,
+        &f.store,
+        tag,
+        sh("cat /data/new; ls /data; cat /home/app/x/y; echo $COMMITTED; pwd; id -u"),
+    );
+    assert!(exit.status.success(), "{}", exit.stderr_str());
+    assert_eq!(
+        exit.stdout_str(),
+        "new\nnew\nsecond\ny\nyes\n/opt/app\n1000\n"
+    );
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
+#[test]
+fn overlay_commit_round_trip() {
+    commit_round_trip(Driver::Overlay);
+}
+
+#[test]
+fn copy_commit_round_trip() {
+    commit_round_trip(Driver::Copy);
+}
+
+#[test]
+fn typed_errors() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let e = rt
+        .container_from_image(&f.store, "test.local/nope:1")
+        .unwrap_err();
+    assert!(
+        matches!(&e, ContainerError::NoSuchImage { name } if name == "test.local/nope:1"),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(e.to_string(), "no such image: test.local/nope:1");
+
+    let bare = Runtime::oci(&f.state(), RuntimeKind::Runc).unwrap();
+    let e = bare.container_from_image(&f.store, SINGLE).unwrap_err();
+    assert!(matches!(e, ContainerError::NoSnapshots), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+
+    // A failed create (no such program) leaves no snapshot behind.
+    let e = rt
+        .container_from_image(&f.store, SINGLE)
+        .unwrap()
+        .cmd(["/no/such/program"])
+        .create()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(rt.list().unwrap().is_empty());
+    let sn = rt.snapshots().unwrap().snapshotter();
+    assert!(sn.list().unwrap().iter().all(|i| i.kind == Kind::Committed));
+    assert!(image_runtime::mountinfo::mounts_under(rt.root())
+        .unwrap()
+        .is_empty());
+
+    // A container from a plain directory has nothing to commit against.
+    let dir = f.tmp.path().join("plain");
+    busybox_rootfs(&dir);
+    let c = rt
+        .container(image_runtime::Rootfs::Directory(dir))
+        .cmd(["true"])
+        .create()
+        .unwrap();
+    let e = c.commit(&f.store, &CommitOptions::new()).unwrap_err();
+    assert!(matches!(e, CommitError::NotCommittable { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    c.delete().unwrap();
+}
+
+#[test]
+fn gc_removes_the_snapshot_of_a_crashed_container() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let c = rt
+        .container_from_image(&f.store, SINGLE)
+        .unwrap()
+        .cmd(["true"])
+        .create()
+        .unwrap();
+    let id = c.id().to_owned();
+    let sn = rt.snapshots().unwrap().snapshotter();
+    assert_eq!(sn.stat(&id).unwrap().kind, Kind::Active);
+    assert_eq!(
+        image_runtime::mountinfo::mounts_under(rt.root())
+            .unwrap()
+            .len(),
+        1
+    );
+    // Pretend its owner died while it ran.
+    let mut record = c.record().clone();
+    record.status = ContainerStatus::Running;
+    record.owner = Some(Owner {
+        pid: u32::MAX - 7,
+        start_time: 1,
+    });
+    std::fs::write(
+        c.bundle().join("container.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    drop(c);
+    // An orphan too: a snapshot of this runtime whose container is gone.
+    let mut labels = image_overlay::snapshot::Labels::new();
+    labels.insert(
+        image_runtime::snapshots::LABEL_CONTAINER.into(),
+        "orphan".into(),
+    );
+    labels.insert(
+        image_runtime::snapshots::LABEL_STATE.into(),
+        rt.root().to_string_lossy().into_owned(),
+    );
+    sn.prepare_with("orphan", None, labels).unwrap();
+    // ...and a snapshot of someone else, which stays.
+    sn.prepare("someone-else", None).unwrap();
+
+    let rt2 = f.runtime(Driver::Overlay);
+    assert!(rt2.list().unwrap().is_empty());
+    let sn2 = rt2.snapshots().unwrap().snapshotter();
+    assert!(sn2.try_stat(&id).unwrap().is_none());
+    assert!(sn2.try_stat("orphan").unwrap().is_none());
+    assert!(sn2.try_stat("someone-else").unwrap().is_some());
+    sn2.remove("someone-else").unwrap();
+    assert!(image_runtime::mountinfo::mounts_under(rt2.root())
+        .unwrap()
+        .is_empty());
+    assert!(!rt2.root().join("containers").join(&id).exists());
+}

@@ -1,0 +1,156 @@
+//! Archive and copy commands: `load`, `save`, `copy`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use image_store::archive::{
+    load as load_archive, save_docker, save_oci, DockerLayout, LoadOptions, RepoTagForm, SaveImage,
+    SaveOptions,
+};
+use image_store::copy::copy_tag;
+use image_store::OciDir;
+
+use super::store::StoreArgs;
+
+/// Arguments of `imagectl load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// A `docker save` tarball (either layout) or an OCI archive; `-` for standard input.
+    pub file: PathBuf,
+    /// The repository for OCI archives whose ref names are bare tags (`latest`).
+    #[arg(long)]
+    pub repository: Option<String>,
+}
+
+/// Imports an archive into the store, as a stream.
+pub fn load(store: &StoreArgs, args: LoadArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let mut options = LoadOptions::default();
+    if let Some(r) = args.repository {
+        options = options.repository(r);
+    }
+    let report = if args.file.as_os_str() == "-" {
+        load_archive(&s, std::io::stdin().lock(), &options)?
+    } else {
+        let f =
+            File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+        load_archive(&s, BufReader::with_capacity(1 << 20, f), &options)?
+    };
+    for image in &report.images {
+        let names = if image.tags.is_empty() {
+            "<untagged>".to_string()
+        } else {
+            image.tags.join(", ")
+        };
+        println!("Loaded image: {names} ({})", image.descriptor.digest());
+    }
+    println!(
+        "{} blobs, {} bytes ({:?})",
+        report.blobs, report.bytes, report.format
+    );
+    Ok(())
+}
+
+/// Arguments of `imagectl save`.
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// The images to save.
+    #[arg(required = true)]
+    pub references: Vec<String>,
+    /// The output file (`-` for standard output).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// docker (`docker save` layout, which docker/podman/skopeo load) or oci (an OCI layout in a tar).
+    #[arg(long, default_value = "docker")]
+    pub format: String,
+    /// In docker format, write RepoTags in Docker's short form (`busybox:latest`)
+    /// instead of the full one (`docker.io/library/busybox:latest`, which podman needs).
+    #[arg(long)]
+    pub familiar: bool,
+    /// In docker format, also lay the archive out as Docker 25+ does (blobs/, index.json).
+    #[arg(long)]
+    pub oci_layout: bool,
+    /// The platform to choose from an index (docker format).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Exports images to an archive, as a stream.
+pub fn save(store: &StoreArgs, args: SaveArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let images = args
+        .references
+        .iter()
+        .map(|r| SaveImage::from_tag(&s, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            File::create(&args.output)
+                .with_context(|| format!("creating {}", args.output.display()))?,
+        )
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let report = match args.format.as_str() {
+        "docker" => {
+            let mut o = SaveOptions::default();
+            if args.familiar {
+                o = o.repo_tags(RepoTagForm::Familiar);
+            }
+            if args.oci_layout {
+                o = o.layout(DockerLayout::Oci);
+            }
+            if let Some(p) = args.platform {
+                o = o.platform(p);
+            }
+            save_docker(&s, &images, &mut out, &o)?
+        }
+        "oci" => save_oci(&s, &images, &mut out)?,
+        other => bail!("unknown archive format {other:?} (docker or oci)"),
+    };
+    out.flush()?;
+    eprintln!(
+        "saved {} images, {} files, {} bytes",
+        report.images, report.files, report.bytes
+    );
+    Ok(())
+}
+
+/// Arguments of `imagectl copy`.
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The source: `REF` in the store, or `oci:DIR:REF` in another OCI layout.
+    pub source: String,
+    /// The destination, in the same forms.
+    pub destination: String,
+}
+
+fn location<'a>(store: &StoreArgs, spec: &'a str) -> anyhow::Result<(OciDir, &'a str)> {
+    if let Some(rest) = spec.strip_prefix("oci:") {
+        let (dir, reference) = rest
+            .split_once(':')
+            .with_context(|| format!("{spec}: expected oci:DIR:REF"))?;
+        let layout = OciDir::open_or_create(dir).with_context(|| format!("opening {dir}"))?;
+        Ok((layout, reference))
+    } else {
+        Ok((store.open()?, spec))
+    }
+}
+
+/// Copies an image (or a whole index) between stores, skipping blobs the destination has.
+pub fn copy(store: &StoreArgs, args: CopyArgs) -> anyhow::Result<()> {
+    let (src, src_ref) = location(store, &args.source)?;
+    let (dst, dst_ref) = location(store, &args.destination)?;
+    let report = copy_tag(&src, src_ref, &dst, Some(dst_ref))?;
+    println!(
+        "copied {} blobs ({} bytes), skipped {} already present: {}",
+        report.copied,
+        report.bytes,
+        report.skipped,
+        report.descriptor.digest()
+    );
+    Ok(())
+}

@@ -1,0 +1,489 @@
+//! Container commands: `run`, `create`, `start`, `ps`, `kill`, `rm`,
+//! `commit`, `bundle`, over image-runtime with runc or crun.
+//!
+//! Containers are made from images of the store (`--store`): their layers
+//! are unpacked into snapshots (once, shared by every container) and each
+//! container gets a writable snapshot of its own.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use image_runtime::commit::CommitOptions;
+use image_runtime::snapshots::{Driver, Snapshots};
+use image_runtime::state::{ContainerStatus, StateDir};
+use image_runtime::{ContainerRecord, RunOptions, Runtime, RuntimeKind, Signal, Stdio, Volume};
+
+use super::store::StoreArgs;
+
+const PLACES: &str = "Container state (records, bundles, the runtime's own state) lives in \
+--state DIR, default <store>/../containers; image layers and containers' writable layers \
+live in --snapshots DIR, default <store>/../snapshots, as overlay snapshots where overlay \
+mounts work (root, a filesystem overlayfs accepts), else as full copies.";
+
+/// Where containers and snapshots live, and which OCI runtime runs them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlaceArgs {
+    /// Container state directory. Default: $IMAGECTL_STATE, else <store>/../containers.
+    #[arg(long, env = "IMAGECTL_STATE")]
+    pub state: Option<PathBuf>,
+    /// Snapshot directory. Default: $IMAGECTL_SNAPSHOTS, else <store>/../snapshots.
+    #[arg(long, env = "IMAGECTL_SNAPSHOTS")]
+    pub snapshots: Option<PathBuf>,
+    /// Snapshot driver of a new snapshot directory (an existing one keeps
+    /// its own). Default: overlay where overlay mounts work, else copy.
+    #[arg(long, value_enum)]
+    pub snapshotter: Option<DriverArg>,
+}
+
+/// A snapshot driver on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverArg {
+    /// overlayfs.
+    Overlay,
+    /// Full copies.
+    Copy,
+}
+
+/// An OCI runtime on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    /// runc.
+    Runc,
+    /// crun (run in a private mount namespace on hybrid-cgroup hosts).
+    Crun,
+}
+
+impl RuntimeArg {
+    fn kind(self) -> RuntimeKind {
+        match self {
+            RuntimeArg::Runc => RuntimeKind::Runc,
+            RuntimeArg::Crun => RuntimeKind::Crun,
+        }
+    }
+}
+
+impl PlaceArgs {
+    fn beside_store(store: &StoreArgs, name: &str) -> anyhow::Result<PathBuf> {
+        let s = std::path::absolute(store.path())?;
+        Ok(s.parent().unwrap_or(Path::new("/")).join(name))
+    }
+
+    fn state_dir(&self, store: &StoreArgs) -> anyhow::Result<PathBuf> {
+        match &self.state {
+            Some(p) => Ok(p.clone()),
+            None => PlaceArgs::beside_store(store, "containers"),
+        }
+    }
+
+    fn snapshots(&self, store: &StoreArgs) -> anyhow::Result<Snapshots> {
+        let dir = match &self.snapshots {
+            Some(p) => p.clone(),
+            None => PlaceArgs::beside_store(store, "snapshots")?,
+        };
+        let s = match self.snapshotter {
+            None => Snapshots::open_default(&dir),
+            Some(DriverArg::Overlay) => Snapshots::open(&dir, Driver::Overlay),
+            Some(DriverArg::Copy) => Snapshots::open(&dir, Driver::Copy),
+        };
+        s.with_context(|| format!("opening snapshots {}", dir.display()))
+    }
+
+    /// The runtime with `kind`, its snapshots set.
+    fn runtime(&self, store: &StoreArgs, kind: RuntimeKind) -> anyhow::Result<Runtime> {
+        let state = self.state_dir(store)?;
+        let rt = Runtime::oci(&state, kind)
+            .with_context(|| format!("opening container state {}", state.display()))?;
+        Ok(rt.with_snapshots(self.snapshots(store)?)?)
+    }
+
+    /// The record of the container `id` (a full ID or a unique prefix).
+    fn find(&self, store: &StoreArgs, id: &str) -> anyhow::Result<ContainerRecord> {
+        let state = StateDir::open(&self.state_dir(store)?)?;
+        if let Ok(r) = state.load(id) {
+            return Ok(r);
+        }
+        let matches: Vec<ContainerRecord> = state
+            .list()?
+            .into_iter()
+            .filter(|r| r.id.starts_with(id))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().context("one match")?),
+            0 => Err(image_runtime::ContainerError::NotFound { id: id.to_owned() }.into()),
+            n => bail!("{n} containers have IDs starting with {id:?}"),
+        }
+    }
+
+    /// The runtime that made the container `id`, and its record.
+    fn runtime_of(
+        &self,
+        store: &StoreArgs,
+        id: &str,
+    ) -> anyhow::Result<(Runtime, ContainerRecord)> {
+        let record = self.find(store, id)?;
+        let kind = match record.backend.as_str() {
+            "crun" => RuntimeKind::Crun,
+            _ => RuntimeKind::Runc,
+        };
+        Ok((self.runtime(store, kind)?, record))
+    }
+}
+
+/// The options of a container (`create`, `run`, `bundle`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContainerFlags {
+    /// Set an environment variable (KEY=VALUE), repeatable.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// The working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// The user: name, uid, name:group or uid:gid (from the image's /etc/passwd).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Bind-mount a host directory: SRC:DST[:ro].
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// The hostname (default: the first 12 characters of the ID).
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+impl ContainerFlags {
+    fn options(&self, cmd: &[String]) -> anyhow::Result<RunOptions> {
+        let mut o = RunOptions::new();
+        o.env.clone_from(&self.env);
+        o.working_dir.clone_from(&self.workdir);
+        o.user.clone_from(&self.user);
+        o.entrypoint = self.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        });
+        o.read_only = self.read_only;
+        o.hostname.clone_from(&self.hostname);
+        o.cmd = (!cmd.is_empty()).then(|| cmd.to_vec());
+        for v in &self.volume {
+            o.volumes.push(v.parse::<Volume>()?);
+        }
+        Ok(o)
+    }
+}
+
+/// Arguments of `imagectl create`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// The OCI runtime.
+    #[arg(long, value_enum, default_value = "runc")]
+    pub runtime: RuntimeArg,
+    /// The container's ID (default: 64 random hex digits).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub flags: ContainerFlags,
+    /// The image.
+    pub image: String,
+    /// The command (replaces the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+/// Arguments of `imagectl run`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct RunArgs {
+    /// Delete the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Attach standard input.
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+fn create_container(store: &StoreArgs, a: &CreateArgs) -> anyhow::Result<image_runtime::Container> {
+    let s = store.open()?;
+    let rt = a.place.runtime(store, a.runtime.kind())?;
+    let mut b = rt
+        .container_from_image(&s, &a.image)?
+        .options(a.flags.options(&a.cmd)?);
+    if let Some(n) = &a.name {
+        b = b.id(n.clone());
+    }
+    Ok(b.create()?)
+}
+
+/// Creates a container from an image; prints its ID.
+pub fn create(store: &StoreArgs, a: CreateArgs) -> anyhow::Result<()> {
+    let c = create_container(store, &a)?;
+    println!("{}", c.id());
+    Ok(())
+}
+
+/// Runs `c` attached; returns its exit code.
+fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Result<i32> {
+    let stdio = Stdio {
+        stdin: if stdin {
+            image_runtime::Input::Inherit
+        } else {
+            image_runtime::Input::Null
+        },
+        stdout: image_runtime::Output::Inherit,
+        stderr: image_runtime::Output::Inherit,
+    };
+    let mut running = c.start(stdio)?;
+    let exit = running.wait();
+    let c = running.into_container();
+    let deleted = if rm { c.delete() } else { Ok(()) };
+    let code = exit?.status.code();
+    deleted?;
+    Ok(code)
+}
+
+fn exit_with(code: i32) -> anyhow::Result<()> {
+    let _ = std::io::stdout().flush();
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// Creates and runs a container attached, printing its output; exits with
+/// its exit code.
+pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
+    let c = create_container(store, &a.create)?;
+    let code = attached(c, a.interactive, a.rm)?;
+    exit_with(code)
+}
+
+/// Arguments of `imagectl start`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// Attach standard input.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// The container (ID or unique prefix).
+    pub container: String,
+}
+
+/// Starts a created or stopped container attached (the runtime runs in the
+/// foreground: this process waits for it); exits with its exit code.
+pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
+    let (rt, record) = a.place.runtime_of(store, &a.container)?;
+    let c = rt.load(&record.id)?;
+    let code = attached(c, a.interactive, false)?;
+    exit_with(code)
+}
+
+/// Arguments of `imagectl ps`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// Print only the IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print JSON records.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Lists the containers (every status).
+pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
+    let state = StateDir::open(&a.place.state_dir(store)?)?;
+    let records = state.list()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(());
+    }
+    if a.quiet {
+        for r in &records {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<12}  {:<30}  {:<14}  {:<5}  COMMAND",
+        "CONTAINER ID", "IMAGE", "STATUS", "BY"
+    );
+    for r in &records {
+        let status = match (r.status, r.exit_code) {
+            (ContainerStatus::Stopped, Some(c)) => format!("exited ({c})"),
+            (s, _) => format!("{s:?}").to_lowercase(),
+        };
+        let command = std::fs::read(r.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| {
+                let args = v.pointer("/process/args")?.as_array()?.clone();
+                Some(
+                    args.iter()
+                        .filter_map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<12}  {:<30}  {:<14}  {:<5}  {}",
+            r.id.chars().take(12).collect::<String>(),
+            r.image.as_deref().unwrap_or("-"),
+            status,
+            r.backend,
+            command
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl kill`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// The signal: a name (KILL, TERM, INT, HUP, QUIT, USR1, USR2) or a number.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    /// The container (ID or unique prefix).
+    pub container: String,
+}
+
+fn parse_signal(s: &str) -> anyhow::Result<Signal> {
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    let n = match name.as_str() {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        other => other
+            .parse::<i32>()
+            .with_context(|| format!("unknown signal {s:?}"))?,
+    };
+    Signal::from_named_raw(n).with_context(|| format!("unknown signal {s:?}"))
+}
+
+/// Sends a signal to a running container.
+pub fn kill(store: &StoreArgs, a: KillArgs) -> anyhow::Result<()> {
+    let signal = parse_signal(&a.signal)?;
+    let (rt, record) = a.place.runtime_of(store, &a.container)?;
+    rt.kill(&record.id, signal)?;
+    Ok(())
+}
+
+/// Arguments of `imagectl rm`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// Remove running containers too (killed first).
+    #[arg(short, long)]
+    pub force: bool,
+    /// The containers (IDs or unique prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Deletes containers: process, mounts, cgroups, writable snapshot, state.
+pub fn rm(store: &StoreArgs, a: RmArgs) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for id in &a.containers {
+        let result = a.place.runtime_of(store, id).and_then(|(rt, r)| {
+            let running = r.status == ContainerStatus::Running && !r.is_stale();
+            if running && !a.force {
+                bail!("container {} is running: stop it or use --force", r.id);
+            }
+            rt.delete(&r.id)?;
+            println!("{}", r.id);
+            Ok(())
+        });
+        if let Err(e) = result {
+            eprintln!("imagectl: {}", super::describe(&e));
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} containers not removed", a.containers.len());
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl commit`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = PLACES)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// The author of the new layer and image.
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// A comment for the history entry.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// The container (ID or unique prefix); it must not be running.
+    pub container: String,
+    /// The name of the new image.
+    pub reference: String,
+}
+
+/// Commits a container's changes as a new image; prints its ID.
+pub fn commit(store: &StoreArgs, a: CommitArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let (rt, record) = a.place.runtime_of(store, &a.container)?;
+    let c = rt.load(&record.id)?;
+    let mut o = CommitOptions::new().tag(a.reference.clone());
+    if let Some(x) = &a.author {
+        o = o.author(x.clone());
+    }
+    if let Some(x) = &a.message {
+        o = o.comment(x.clone());
+    }
+    let committed = c.commit(&s, &o)?;
+    println!("{}", committed.config.image_id());
+    Ok(())
+}
+
+/// Arguments of `imagectl bundle`.
+#[derive(Debug, clap::Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub flags: ContainerFlags,
+    /// The image.
+    pub image: String,
+    /// The bundle directory to write: config.json and rootfs/ (which must not exist).
+    pub dir: PathBuf,
+    /// The command (replaces the image's Cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+/// Writes an OCI bundle of an image: its layers flattened into `rootfs/`
+/// and a `config.json` that `runc run` and `crun run` accept.
+pub fn bundle(store: &StoreArgs, a: BundleArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let opts = a.flags.options(&a.cmd)?;
+    image_runtime::bundle::export_image(&s, &a.image, &a.dir, &opts)?;
+    println!("{}", a.dir.display());
+    Ok(())
+}
