@@ -207,6 +207,7 @@ impl Ingester for OciDir {
             algorithm,
             hasher,
             offset,
+            writeback: None,
         }))
     }
 
@@ -272,6 +273,78 @@ struct OciWriter {
     algorithm: Algorithm,
     hasher: Hasher,
     offset: u64,
+    writeback: Option<Writeback>,
+}
+
+/// Bytes written between two nudges of early writeback.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+/// Starts the kernel writing a large ingest's data to disk while the rest
+/// is still being received, so the fsync at commit finds little left to
+/// do: one pass with the disk busy throughout, instead of a write burst at
+/// the end. A thread syncs a duplicate descriptor whenever the writer has
+/// moved on by [`WRITEBACK_STEP`]; its errors are ignored, because the
+/// fsync of the commit, through the filesystem seam, is the one that
+/// decides durability and reports failure.
+struct Writeback {
+    nudge: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+    next: u64,
+}
+
+impl Writeback {
+    fn start(file: &File, next: u64) -> Option<Writeback> {
+        let dup = file.try_clone().ok()?;
+        let (nudge, wake) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("ingest-writeback".into())
+            .spawn(move || {
+                while wake.recv().is_ok() {
+                    let _ = dup.sync_data();
+                }
+            })
+            .ok()?;
+        Some(Writeback {
+            nudge,
+            thread,
+            next,
+        })
+    }
+
+    fn stop(self) {
+        drop(self.nudge);
+        let _ = self.thread.join();
+    }
+}
+
+impl OciWriter {
+    fn nudge_writeback(&mut self) {
+        if self.offset < WRITEBACK_STEP {
+            return;
+        }
+        if self.writeback.is_none() {
+            self.writeback = Writeback::start(&self.file, self.offset);
+        }
+        if let Some(w) = &mut self.writeback {
+            if self.offset >= w.next {
+                // A full channel means a sync is already under way.
+                let _ = w.nudge.try_send(());
+                w.next = self.offset + WRITEBACK_STEP;
+            }
+        }
+    }
+
+    fn stop_writeback(&mut self) {
+        if let Some(w) = self.writeback.take() {
+            w.stop();
+        }
+    }
+}
+
+impl Drop for OciWriter {
+    fn drop(&mut self) {
+        self.stop_writeback();
+    }
 }
 
 impl Write for OciWriter {
@@ -279,6 +352,7 @@ impl Write for OciWriter {
         let n = self.store.fs.write(Target::Blob, &mut self.file, buf)?;
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        self.nudge_writeback();
         Ok(n)
     }
 
@@ -303,7 +377,8 @@ impl OciWriter {
         }
     }
 
-    fn publish(&self, digest: &Digest) -> Result<bool> {
+    fn publish(&mut self, digest: &Digest) -> Result<bool> {
+        self.stop_writeback();
         let fs = &*self.store.fs;
         fs.sync_file(Target::Blob, &self.file)
             .map_err(|e| ContentError::io("fsync", &self.data, e))?;
@@ -373,7 +448,7 @@ impl ContentWriter for OciWriter {
     }
 
     fn commit(
-        self: Box<Self>,
+        mut self: Box<Self>,
         expected_size: Option<u64>,
         expected: Option<&Digest>,
     ) -> Result<Digest> {

@@ -14,7 +14,7 @@ use image_core::Digest;
 use image_store::fsck::FsckOptions;
 use image_store::{GcOptions, Ingester, OciDir, Provider, TagStore};
 
-use crate::common::{bytes, child_guard, image_json, kill_group, spawn_self};
+use crate::common::{bytes, child_guard, image_json, kill_group, scratch, spawn_self};
 
 const CHILD_ENV: &str = "IMAGE_STORE_CONC_CHILD";
 const WRITERS: usize = 8;
@@ -95,7 +95,7 @@ fn writers_and_gc_concurrently() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch(1024);
     let dir = tmp.path().join("store");
     let store = OciDir::open_or_create(&dir).unwrap();
     let started = Instant::now();

@@ -17,7 +17,7 @@ use image_store::fs::{Fs, RealFs, Target};
 use image_store::fsck::FsckOptions;
 use image_store::{Ingester, OciDir, Provider, TagStore};
 
-use crate::common::{bytes, child_guard, image_json, kill_group, spawn_self};
+use crate::common::{bytes, child_guard, image_json, kill_group, scratch, spawn_self};
 
 const PHASES: [&str; 5] = [
     "temp-created",
@@ -186,7 +186,7 @@ fn crash_kills_in_every_phase() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch(1024);
     let kills: usize = std::env::var("CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
