@@ -4,6 +4,9 @@
 //! layer unpack FILE DIR            # apply one layer onto DIR, print digests
 //! layer pack DIR FILE [none|gzip|zstd] [LEVEL]
 //! layer diff LOWER UPPER FILE [none|gzip|zstd]
+//! layer compress IN OUT [gzip|zstd] [LEVEL]   # the compressor alone, for profiling
+//! layer flatten LAYOUT REF DIR     # flatten an image of an OCI layout onto DIR
+//! layer image LAYOUT REF COMPRESSION DIR...  # one layer per DIR, tagged REF
 //! ```
 
 use std::error::Error;
@@ -12,8 +15,14 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use image_core::config::History;
 use image_core::Compression;
-use image_overlay::{diff_dirs, pack_dir, unpack, PackOptions, UnpackOptions};
+use image_overlay::compress::Encoder;
+use image_overlay::{
+    diff_dirs, flatten_image, pack_dir, unpack, Encoding, PackOptions, UnpackOptions,
+};
+use image_store::mutate::{append, NewLayer};
+use image_store::{resolve_image, Ingester, OciDir, TagStore};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +55,58 @@ fn main() -> Result<(), Box<dyn Error>> {
                 r.digest, r.diff_id, r.entries, r.uncompressed_size, r.size
             );
         }
+        Some("compress") if args.len() >= 3 => {
+            let c: Compression = args.get(3).map_or("gzip", String::as_str).parse()?;
+            let mut enc = Encoding::new(c);
+            if let Some(l) = args.get(4) {
+                enc = enc.with_level(l.parse()?);
+            }
+            let out = BufWriter::new(File::create(&args[2])?);
+            let mut w = Encoder::new(out, enc)?;
+            let n = std::io::copy(&mut File::open(&args[1])?, &mut w)?;
+            w.finish()?.flush()?;
+            println!("bytes {n}");
+        }
+        Some("flatten") if args.len() == 4 => {
+            let store = OciDir::open(&args[1])?;
+            let image = resolve_image(&store, &args[2], None)?;
+            let reports = flatten_image(
+                &store,
+                &image,
+                Path::new(&args[3]),
+                &UnpackOptions::default(),
+            )?;
+            let entries: u64 = reports.iter().map(|r| r.entries).sum();
+            println!("layers {}\nentries {entries}", reports.len());
+        }
+        Some("image") if args.len() >= 5 => {
+            let store = OciDir::open_or_create(&args[1])?;
+            let c: Compression = args[3].parse()?;
+            let mut layers = Vec::new();
+            for dir in &args[4..] {
+                let mut w = store.writer(&image_store::content::unique_reference())?;
+                let r = pack_dir(Path::new(dir), &mut w, &PackOptions::new(c))?;
+                w.commit(Some(r.size), Some(&r.digest))?;
+                println!(
+                    "layer {} {} bytes (diff_id {})",
+                    r.digest, r.size, r.diff_id
+                );
+                layers.push(NewLayer {
+                    media_type: r.media_type,
+                    digest: r.digest,
+                    size: r.size,
+                    diff_id: r.diff_id,
+                    history: History {
+                        created_by: Some(format!("layer image {dir}")),
+                        ..History::default()
+                    },
+                });
+            }
+            let (os, arch) = ("linux", std::env::consts::ARCH.replace("x86_64", "amd64"));
+            let appended = append(&store, None, (os, &arch), &layers, |_| {})?;
+            store.set_tag(&args[2], &appended.manifest.descriptor())?;
+            println!("image {} {}", args[2], appended.manifest.digest());
+        }
         Some("diff") if args.len() >= 4 => {
             let c: Compression = args.get(4).map_or("gzip", String::as_str).parse()?;
             let mut out = BufWriter::new(File::create(&args[3])?);
@@ -62,7 +123,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             );
         }
         _ => {
-            eprintln!("usage: layer unpack FILE DIR | pack DIR FILE [none|gzip|zstd] [LEVEL] | diff LOWER UPPER FILE [COMPRESSION]");
+            eprintln!("usage: layer unpack FILE DIR | pack DIR FILE [none|gzip|zstd] [LEVEL] | diff LOWER UPPER FILE [COMPRESSION] | compress IN OUT [COMPRESSION] [LEVEL] | flatten LAYOUT REF DIR | image LAYOUT REF COMPRESSION DIR...");
             std::process::exit(2);
         }
     }

@@ -1,10 +1,15 @@
 //! Compression of layer streams: gzip and zstd, sniffed or declared.
 //!
 //! Decoding wraps any [`Read`]; encoding wraps any [`Write`]. gzip goes
-//! through flate2 with the zlib-rs backend, zstd through libzstd with its
-//! multi-threaded compressor.
+//! through flate2 with the zlib-rs backend, on a worker thread when
+//! [`Encoding::threads`] allows it (so deflate overlaps with reading the
+//! source, hashing and writing, as `tar -c | gzip` overlaps two processes;
+//! the bytes are those of the single-threaded encoder); zstd through
+//! libzstd with its multi-threaded compressor.
 
 use std::io::{self, Read, Write};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
 
 use image_core::{Classify, Compression, ErrorKind};
 
@@ -15,7 +20,8 @@ pub struct Encoding {
     pub compression: Compression,
     /// The level; `None` for the algorithm's default (gzip 6, zstd 3).
     pub level: Option<i32>,
-    /// Worker threads for zstd (0 = single-threaded). Ignored by gzip.
+    /// Worker threads for zstd (0 = single-threaded). gzip deflates on one
+    /// worker thread when this is above 0 (same output bytes either way).
     pub threads: u32,
 }
 
@@ -108,6 +114,8 @@ pub enum Encoder<W: Write> {
     None(W),
     /// gzip.
     Gzip(flate2::write::GzEncoder<W>),
+    /// gzip deflated on a worker thread.
+    GzipThreaded(ThreadedGzip<W>),
     /// zstd.
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
@@ -117,6 +125,7 @@ impl<W: Write> std::fmt::Debug for Encoder<W> {
         let name = match self {
             Encoder::None(_) => "none",
             Encoder::Gzip(_) => "gzip",
+            Encoder::GzipThreaded(_) => "gzip (threaded)",
             Encoder::Zstd(_) => "zstd",
         };
         write!(f, "Encoder({name})")
@@ -142,11 +151,12 @@ impl<W: Write> Encoder<W> {
                         max: 9,
                     });
                 }
-                // No file name, mtime 0, OS "unknown": deterministic.
-                let enc = flate2::GzBuilder::new()
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::new(level.unsigned_abs()));
-                Encoder::Gzip(enc)
+                let level = level.unsigned_abs();
+                if encoding.threads > 0 {
+                    Encoder::GzipThreaded(ThreadedGzip::new(inner, level)?)
+                } else {
+                    Encoder::Gzip(gzip_encoder(inner, level))
+                }
             }
             Compression::Zstd => {
                 let level = encoding.level.unwrap_or(3);
@@ -181,6 +191,7 @@ impl<W: Write> Encoder<W> {
         match self {
             Encoder::None(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),
+            Encoder::GzipThreaded(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
         }
     }
@@ -191,6 +202,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.write(buf),
             Encoder::Gzip(e) => e.write(buf),
+            Encoder::GzipThreaded(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
         }
     }
@@ -199,8 +211,215 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.flush(),
             Encoder::Gzip(e) => e.flush(),
+            Encoder::GzipThreaded(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
+    }
+}
+
+/// No file name, mtime 0, OS "unknown": deterministic.
+fn gzip_encoder<W: Write>(inner: W, level: u32) -> flate2::write::GzEncoder<W> {
+    flate2::GzBuilder::new()
+        .operating_system(255)
+        .write(inner, flate2::Compression::new(level))
+}
+
+/// Compressed bytes handed back by the worker at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// What the caller's thread sends the deflate worker.
+enum ToWorker {
+    Data(Vec<u8>),
+    Flush,
+}
+
+/// What the worker sends back.
+enum FromWorker {
+    Data(Vec<u8>),
+    Flushed,
+    Done,
+    Failed(io::Error),
+}
+
+/// The worker's output: compressed bytes in chunks, sent back to the
+/// caller's thread, which writes them (the inner writer need not be `Send`).
+struct ChunkSink {
+    tx: Sender<FromWorker>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSink {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(FromWorker::Data(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "gzip writer gone"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+fn deflate_worker(level: u32, rx: Receiver<ToWorker>, tx: Sender<FromWorker>) {
+    let sink = ChunkSink {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let mut enc = gzip_encoder(sink, level);
+    let run = |enc: &mut flate2::write::GzEncoder<ChunkSink>| -> io::Result<()> {
+        // Ends when the caller drops its sender (finish, or drop on error).
+        for msg in rx.iter() {
+            match msg {
+                ToWorker::Data(d) => enc.write_all(&d)?,
+                ToWorker::Flush => {
+                    enc.flush()?;
+                    let _ = tx.send(FromWorker::Flushed);
+                }
+            }
+        }
+        enc.try_finish()?;
+        enc.get_mut().send()
+    };
+    let last = match run(&mut enc) {
+        Ok(()) => FromWorker::Done,
+        Err(e) => FromWorker::Failed(e),
+    };
+    let _ = tx.send(last);
+}
+
+/// A gzip encoder that deflates on a worker thread while the caller's
+/// thread goes on producing input and writes the compressed output to the
+/// inner writer; the output is byte for byte that of the single-threaded
+/// encoder at the same level given the same writes. At most a few writes
+/// are in flight.
+pub struct ThreadedGzip<W: Write> {
+    inner: W,
+    tx: Option<SyncSender<ToWorker>>,
+    rx: Receiver<FromWorker>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl<W: Write> ThreadedGzip<W> {
+    fn new(inner: W, level: u32) -> Result<Self, CompressError> {
+        let (tx, worker_rx) = mpsc::sync_channel(2);
+        let (worker_tx, rx) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("gzip".into())
+            .spawn(move || deflate_worker(level, worker_rx, worker_tx))
+            .map_err(|source| CompressError::Io {
+                compression: "gzip",
+                source,
+            })?;
+        Ok(ThreadedGzip {
+            inner,
+            tx: Some(tx),
+            rx,
+            worker: Some(worker),
+        })
+    }
+
+    /// The worker stopped early: its error, or a generic one.
+    fn worker_error(&mut self) -> io::Error {
+        while let Ok(msg) = self.rx.recv() {
+            if let FromWorker::Failed(e) = msg {
+                return e;
+            }
+        }
+        io::Error::other("gzip worker stopped")
+    }
+
+    fn send(&mut self, msg: ToWorker) -> io::Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.worker_error())
+        }
+    }
+
+    /// Handles one message from the worker; true when it ends a wait.
+    fn handle(&mut self, msg: FromWorker) -> io::Result<bool> {
+        match msg {
+            FromWorker::Data(d) => {
+                self.inner.write_all(&d)?;
+                Ok(false)
+            }
+            FromWorker::Flushed | FromWorker::Done => Ok(true),
+            FromWorker::Failed(e) => Err(e),
+        }
+    }
+
+    /// Writes out whatever compressed output is ready, without waiting.
+    fn drain(&mut self) -> io::Result<()> {
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg)?;
+        }
+        Ok(())
+    }
+
+    /// Writes out compressed output until the worker says `Flushed`/`Done`.
+    fn wait(&mut self) -> io::Result<()> {
+        loop {
+            let msg = self
+                .rx
+                .recv()
+                .map_err(|_| io::Error::other("gzip worker stopped"))?;
+            if self.handle(msg)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Compresses what is left, writes the trailer and returns the inner writer.
+    ///
+    /// # Errors
+    /// Write errors of the inner writer, or the worker's.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.tx = None; // the worker finishes the stream and says Done
+        self.wait()?;
+        if let Some(w) = self.worker.take() {
+            w.join()
+                .map_err(|_| io::Error::other("gzip worker panicked"))?;
+        }
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ThreadedGzip<W> {
+    /// Hands `buf` to the worker whole: deflate's output depends on how its
+    /// input is split into writes, so the worker makes exactly the calls
+    /// the single-threaded encoder would get from a `write_all` of `buf`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !buf.is_empty() {
+            self.send(ToWorker::Data(buf.to_vec()))?;
+        }
+        self.drain()?;
+        Ok(buf.len())
+    }
+
+    /// A gzip sync flush, as the single-threaded encoder does, then a flush
+    /// of the inner writer.
+    fn flush(&mut self) -> io::Result<()> {
+        self.send(ToWorker::Flush)?;
+        self.wait()?;
+        self.inner.flush()
     }
 }
 
@@ -225,6 +444,69 @@ mod tests {
                 .expect("read");
             assert_eq!(back, data);
         }
+    }
+
+    #[test]
+    fn threaded_gzip_writes_the_same_bytes() {
+        let data: Vec<u8> = (0..700_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> (i % 23)) as u8)
+            .collect();
+        let one = |threads: u32, split: usize, flush_at: Option<usize>| {
+            let mut enc = Encoding::new(Compression::Gzip);
+            enc.threads = threads;
+            let mut e = Encoder::new(Vec::new(), enc).expect("encoder");
+            for (i, c) in data.chunks(split).enumerate() {
+                e.write_all(c).expect("write");
+                if flush_at == Some(i) {
+                    e.flush().expect("flush");
+                }
+            }
+            e.finish().expect("finish")
+        };
+        for split in [7, 100_000, 256 * 1024] {
+            assert_eq!(
+                one(2, split, None),
+                one(0, split, None),
+                "writes of {split}"
+            );
+        }
+        assert_eq!(one(1, 70_000, Some(3)), one(0, 70_000, Some(3)));
+        let empty = |threads| {
+            let mut enc = Encoding::new(Compression::Gzip);
+            enc.threads = threads;
+            Encoder::new(Vec::new(), enc)
+                .expect("encoder")
+                .finish()
+                .expect("finish")
+        };
+        assert_eq!(empty(1), empty(0));
+    }
+
+    /// A writer that fails after some bytes.
+    struct Failing(usize);
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(io::Error::other("disk full"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn threaded_gzip_reports_write_errors() {
+        let mut enc = Encoding::new(Compression::Gzip);
+        enc.threads = 2;
+        let data: Vec<u8> = (0..1_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut e = Encoder::new(Failing(10), enc).expect("encoder");
+        let r = e.write_all(&data).and_then(|()| e.finish().map(|_| ()));
+        assert_eq!(r.expect_err("fails").to_string(), "disk full");
     }
 
     #[test]

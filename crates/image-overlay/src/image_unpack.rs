@@ -386,7 +386,10 @@ fn commit_job<S: Snapshotter + ?Sized>(
             let _ = snapshotter.remove(&job.key);
             Ok(())
         }
-        Err(e) => Err(ImageUnpackError::Snapshot { key: name, source: e }),
+        Err(e) => Err(ImageUnpackError::Snapshot {
+            key: name,
+            source: e,
+        }),
     }
 }
 
@@ -499,7 +502,10 @@ mod tests {
             options: vec!["lowerdir=/a".into(), "upperdir=/u".into()],
         };
         assert_eq!(writable_dir(&[upper]).as_deref(), Some("/u"));
-        assert_eq!(writable_dir(&[Mount::bind("/b", false)]).as_deref(), Some("/b"));
+        assert_eq!(
+            writable_dir(&[Mount::bind("/b", false)]).as_deref(),
+            Some("/b")
+        );
         assert_eq!(writable_dir(&[Mount::bind("/b", true)]), None);
     }
 }

@@ -68,10 +68,9 @@ impl Mount {
 
     /// The value of option `key=value`, if present.
     pub fn option(&self, key: &str) -> Option<&str> {
-        self.options.iter().find_map(|o| {
-            o.split_once('=')
-                .and_then(|(k, v)| (k == key).then_some(v))
-        })
+        self.options
+            .iter()
+            .find_map(|o| o.split_once('=').and_then(|(k, v)| (k == key).then_some(v)))
     }
 
     /// Whether a flag option (one without `=`) is present.
@@ -250,9 +249,7 @@ impl Mounter for SysMounter {
         let mut done: Vec<PathBuf> = Vec::new();
         for m in mounts {
             let result = mount_point(target, m).and_then(|point| {
-                let is_bind = m.fs_type == "bind"
-                    || m.has_flag("bind")
-                    || m.has_flag("rbind");
+                let is_bind = m.fs_type == "bind" || m.has_flag("bind") || m.has_flag("rbind");
                 if is_bind {
                     mount_bind(m, &point)
                 } else if m.fs_type == "overlay" {
@@ -347,7 +344,8 @@ fn mount_overlay(m: &Mount, point: &Path) -> Result<(), MountError> {
     if !has_lowerdir_plus() {
         return mount_overlay_legacy(m, point);
     }
-    let fs = rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen", e))?;
+    let fs =
+        rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen", e))?;
     rmount::fsconfig_set_string(&fs, "source", m.source.as_str())
         .map_err(|e| err("fsconfig source", e))?;
     let mut attrs = MountAttrFlags::empty();

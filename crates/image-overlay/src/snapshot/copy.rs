@@ -86,7 +86,12 @@ impl Snapshotter for CopySnapshotter {
     ) -> Result<Vec<Mount>, SnapshotError> {
         self.core.create(Kind::View, key, parent, labels)
     }
-    fn commit_with(&self, name: &str, key: &str, options: CommitOptions) -> Result<(), SnapshotError> {
+    fn commit_with(
+        &self,
+        name: &str,
+        key: &str,
+        options: CommitOptions,
+    ) -> Result<(), SnapshotError> {
         self.core.commit(name, key, options)
     }
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {

@@ -55,9 +55,11 @@ pub(crate) struct Meta {
 
 impl Meta {
     pub(crate) fn get(&self, key: &str) -> Result<&Record, SnapshotError> {
-        self.snapshots.get(key).ok_or_else(|| SnapshotError::NotFound {
-            key: key.to_owned(),
-        })
+        self.snapshots
+            .get(key)
+            .ok_or_else(|| SnapshotError::NotFound {
+                key: key.to_owned(),
+            })
     }
 
     /// The chain of committed parents of `parent`, nearest first, as ids.
@@ -169,10 +171,11 @@ impl MetaStore {
             }
             Err(e) => return Err(SnapshotError::io("read", &self.path, e)),
         };
-        let meta: Meta = serde_json::from_slice(&bytes).map_err(|source| SnapshotError::Metadata {
-            path: self.path.clone(),
-            source,
-        })?;
+        let meta: Meta =
+            serde_json::from_slice(&bytes).map_err(|source| SnapshotError::Metadata {
+                path: self.path.clone(),
+                source,
+            })?;
         if meta.version != VERSION {
             return Err(SnapshotError::BadRoot {
                 path: self.path.clone(),
@@ -182,10 +185,7 @@ impl MetaStore {
         if meta.driver != self.driver {
             return Err(SnapshotError::BadRoot {
                 path: self.path.clone(),
-                reason: format!(
-                    "holds {} snapshots, opened as {}",
-                    meta.driver, self.driver
-                ),
+                reason: format!("holds {} snapshots, opened as {}", meta.driver, self.driver),
             });
         }
         Ok(meta)

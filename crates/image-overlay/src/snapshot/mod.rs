@@ -327,8 +327,12 @@ pub trait Snapshotter: Send + Sync {
     /// [`SnapshotError::AlreadyExists`] for a used name; [`SnapshotError::NotFound`]
     /// or [`SnapshotError::WrongKind`] for a bad key; [`SnapshotError::Unsupported`]
     /// for a rebase the driver cannot do; I/O.
-    fn commit_with(&self, name: &str, key: &str, options: CommitOptions)
-        -> Result<(), SnapshotError>;
+    fn commit_with(
+        &self,
+        name: &str,
+        key: &str,
+        options: CommitOptions,
+    ) -> Result<(), SnapshotError>;
 
     /// Removes the snapshot `key` (of any kind) and its directory.
     ///

@@ -77,7 +77,10 @@ impl OverlaySnapshotter {
     ///
     /// # Errors
     /// As [`OverlaySnapshotter::open`].
-    pub fn open_with(root: impl AsRef<Path>, options: OverlayOptions) -> Result<Self, SnapshotError> {
+    pub fn open_with(
+        root: impl AsRef<Path>,
+        options: OverlayOptions,
+    ) -> Result<Self, SnapshotError> {
         let core = Core::open(
             root.as_ref(),
             Layout::Overlay {
@@ -133,7 +136,12 @@ impl Snapshotter for OverlaySnapshotter {
     ) -> Result<Vec<Mount>, SnapshotError> {
         self.core.create(Kind::View, key, parent, labels)
     }
-    fn commit_with(&self, name: &str, key: &str, options: CommitOptions) -> Result<(), SnapshotError> {
+    fn commit_with(
+        &self,
+        name: &str,
+        key: &str,
+        options: CommitOptions,
+    ) -> Result<(), SnapshotError> {
         self.core.commit(name, key, options)
     }
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {

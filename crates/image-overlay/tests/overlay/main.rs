@@ -6,3 +6,5 @@ mod hostile;
 mod interop;
 mod pack;
 mod unpack;
+mod umoci;
+mod zstd_interop;
