@@ -69,6 +69,14 @@ enum Command {
     Commit(cmd::run::CommitArgs),
     /// Write an OCI bundle (config.json + flattened rootfs) of an image.
     Bundle(cmd::run::BundleArgs),
+    /// Run another command in a running container; exit with its code.
+    Exec(cmd::run::ExecArgs),
+    /// Mount an image's root (read-only, or with a writable layer) on a directory.
+    Mount(cmd::snapshot::MountArgs),
+    /// Unmount a directory mounted by `mount` and remove its snapshot.
+    Umount(cmd::snapshot::UmountArgs),
+    /// List snapshots: kind, name, parent, disk usage.
+    Snapshots(cmd::snapshot::SnapshotsListArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +106,10 @@ fn main() -> ExitCode {
         Command::Rm(a) => cmd::run::rm(&cli.store, a),
         Command::Commit(a) => cmd::run::commit(&cli.store, a),
         Command::Bundle(a) => cmd::run::bundle(&cli.store, a),
+        Command::Exec(a) => cmd::run::exec(&cli.store, a),
+        Command::Mount(a) => cmd::snapshot::mount(&cli.store, a),
+        Command::Umount(a) => cmd::snapshot::umount(&cli.store, a),
+        Command::Snapshots(a) => cmd::snapshot::snapshots(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

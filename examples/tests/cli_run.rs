@@ -1,5 +1,6 @@
 //! `imagectl run`, `create`/`start`/`ps`/`kill`/`rm`, `commit` and `bundle`
-//! end to end, as root, with the real runc (and crun when present), on an
+//! end to end, as root, with the default (native) backend, the real runc
+//! for an exported bundle (and crun when present), on an
 //! image appended in the test from a busybox-static root filesystem. A
 //! missing tool or privilege skips the test loudly unless CI=true.
 

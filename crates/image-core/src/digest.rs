@@ -199,7 +199,7 @@ impl Digest {
     /// Any error of the reader.
     pub fn of_reader<R: Read>(algorithm: Algorithm, mut reader: R) -> io::Result<(Digest, u64)> {
         let mut hasher = algorithm.hasher();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         loop {
             match reader.read(&mut buf) {

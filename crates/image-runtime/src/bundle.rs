@@ -57,7 +57,7 @@ pub fn write(
     let path = process::lookup(&env, "PATH").unwrap_or(DEFAULT_PATH);
     lookup::find_executable(&root, &args[0], path, &cwd)?;
     let etc_dir = layout.dir.join("etc");
-    let etc = etc_files::write(&etc_dir, &hostname, opts.host_network)
+    let etc = etc_files::write(&etc_dir, &hostname, opts.network == spec::NetworkMode::Host)
         .map_err(ContainerError::state(&etc_dir))?;
     let ctx = SpecContext {
         id: layout.id.to_owned(),
@@ -66,6 +66,7 @@ pub fn write(
         etc_files: Some(etc),
         host_hard_limits: spec::host_hard_limits(),
         cgroups_path: Some(cgroup::cgroups_path(layout.id)),
+        swap_limit: opts.resources.memory.is_some() && cgroup::swap_limit_supported(),
     };
     let spec = spec::generate(config, opts, &ctx)?;
     let config_path = layout.dir.join("config.json");

@@ -12,7 +12,11 @@
 //!   at the host's.
 //! - [`bundle`]: OCI bundles that runc and crun run unchanged.
 //! - [`Backend`]: the process side (create, start, wait, kill, state,
-//!   delete), first implemented by [`OciRuntime`] driving runc or crun.
+//!   delete, exec), implemented by [`NativeRuntime`] (in process, the
+//!   default of imagectl) and by [`OciRuntime`] driving runc or crun.
+//!   Resource limits ([`Resources`]: memory, pids, CPUs), the network
+//!   ([`NetworkMode`]), a terminal and an init are [`RunOptions`] written
+//!   into the spec, so every backend gets the same one.
 //! - [`Runtime`] / [`Container`]: the lifecycle, with state on disk (a
 //!   directory per container) so another process can list and clean up,
 //!   and [`Runtime::gc`] removing what crashed processes left.
@@ -40,6 +44,7 @@
 //!     etc_files: None,
 //!     host_hard_limits: spec::host_hard_limits(),
 //!     cgroups_path: None,
+//!     swap_limit: false,
 //! };
 //! let spec = spec::generate(&config, &opts, &ctx)?;
 //! let process = spec.process().as_ref().unwrap();
@@ -85,6 +90,7 @@ pub mod create;
 pub mod delete;
 pub mod error;
 pub mod etc_files;
+pub mod exec;
 pub mod from_image;
 pub mod gc;
 pub mod kill;
@@ -112,11 +118,12 @@ pub use commit::{CommitError, CommitOptions, Committed};
 pub use container::{Container, RunningContainer};
 pub use create::ContainerBuilder;
 pub use error::ContainerError;
+pub use exec::ExecOptions;
 pub use from_image::{ImageRef, ImageStore};
 pub use native::{NativeOptions, NativeRuntime};
 pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::{MountSpec, Rootfs};
 pub use runtime::Runtime;
 pub use snapshots::{Driver, SnapshotRef, Snapshots};
-pub use spec::{RunOptions, Volume};
+pub use spec::{NetworkMode, Resources, RunOptions, Volume};
 pub use state::{ContainerRecord, ContainerStatus};

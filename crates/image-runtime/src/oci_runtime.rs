@@ -347,7 +347,32 @@ impl Backend for OciRuntime {
                 what: "a terminal (tty)",
             });
         }
-        Ok(())
+        // An init as pid 1 is the native backend's (runc and crun run the
+        // program as pid 1; `docker run --init` bind-mounts tini instead).
+        let init = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::native::ANNOTATION_INIT))
+            .is_some_and(|v| v == "true");
+        if init {
+            return Err(BackendError::Unsupported {
+                backend: self.kind.program().into(),
+                id: id.into(),
+                what: "an init process (--init; use the native backend)",
+            });
+        }
+        // A limit without its controller: say so before the runtime fails.
+        let json = serde_json::to_value(&spec).map_err(|e| BackendError::Io {
+            context: format!("bundle {}", config.display()),
+            source: std::io::Error::other(e),
+        })?;
+        crate::cgroup::check_limits(&json).map_err(|(limit, reason)| {
+            BackendError::LimitUnavailable {
+                id: id.into(),
+                limit,
+                reason,
+            }
+        })
     }
 
     fn start(
@@ -387,6 +412,7 @@ impl Backend for OciRuntime {
             pid_file,
             status: None,
             finished: false,
+            exec_files: None,
         }))
     }
 
@@ -424,6 +450,65 @@ impl Backend for OciRuntime {
         Ok(BackendState { status, pid })
     }
 
+    /// `<runtime> exec --process <file> <id>` in the foreground (runc and
+    /// crun both take an OCI process document); no terminal (it would need
+    /// a console socket).
+    fn exec(
+        &self,
+        id: &str,
+        bundle: &Path,
+        process: &image_core::oci_spec::runtime::Process,
+        stdio: Stdio,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        if process.terminal() == Some(true) {
+            return Err(BackendError::Unsupported {
+                backend: self.kind.program().into(),
+                id: id.into(),
+                what: "a terminal (tty) for exec",
+            });
+        }
+        let n = EXEC_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("exec-{}-{n}", std::process::id());
+        let process_file = bundle.join(format!("{tag}.json"));
+        let log = bundle.join(format!("{tag}.log"));
+        let pid_file = bundle.join(format!("{tag}.pid"));
+        let io = |source| BackendError::Io {
+            context: format!("preparing exec in {}", bundle.display()),
+            source,
+        };
+        let json = serde_json::to_vec(process).map_err(|e| io(std::io::Error::other(e)))?;
+        std::fs::write(&process_file, json).map_err(io)?;
+        std::fs::write(&log, b"").map_err(io)?;
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "exec", "--process"])
+            .arg(&process_file)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id);
+        let pending = stdio::apply(&mut cmd, stdio);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&process_file);
+                return Err(self.spawn_err(e));
+            }
+        };
+        let pumps = pending.start(child.stdin.take(), child.stdout.take(), child.stderr.take());
+        Ok(Box::new(OciProcess {
+            runtime: self.clone(),
+            id: id.to_owned(),
+            child,
+            pumps,
+            log,
+            pid_file,
+            status: None,
+            finished: false,
+            exec_files: Some(process_file),
+        }))
+    }
+
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
         let mut args = vec!["delete"];
         if force {
@@ -441,7 +526,10 @@ impl Backend for OciRuntime {
     }
 }
 
-/// A `runc run` / `crun run` in progress.
+/// Numbers the exec process files of this process.
+static EXEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A `runc run` / `crun run` (or `exec`) in progress.
 #[derive(Debug)]
 struct OciProcess {
     runtime: OciRuntime,
@@ -452,6 +540,28 @@ struct OciProcess {
     pid_file: PathBuf,
     status: Option<ExitStatus>,
     finished: bool,
+    /// For an exec: its process document, removed with the log and pid
+    /// file once it exited. The pid file then names the exec'd process,
+    /// which `kill_now` kills (not the container).
+    exec_files: Option<PathBuf>,
+}
+
+impl OciProcess {
+    fn operation(&self) -> &'static str {
+        if self.exec_files.is_some() {
+            "exec"
+        } else {
+            "run"
+        }
+    }
+
+    fn remove_exec_files(&self) {
+        if let Some(p) = &self.exec_files {
+            for f in [p, &self.log, &self.pid_file] {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
 }
 
 impl Process for OciProcess {
@@ -460,7 +570,13 @@ impl Process for OciProcess {
         std::fs::read_to_string(&self.pid_file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .or_else(|| self.runtime.state(&self.id).ok()?.pid)
+            .or_else(|| {
+                // An exec's pid is only in its pid file.
+                if self.exec_files.is_some() {
+                    return None;
+                }
+                self.runtime.state(&self.id).ok()?.pid
+            })
     }
 
     fn try_wait(&mut self) -> Result<Option<ExitStatus>, BackendError> {
@@ -500,9 +616,13 @@ impl Process for OciProcess {
         if !status.success() {
             let errors = log_errors(&self.log);
             if !errors.is_empty() {
-                return Err(self.runtime.failure("run", &self.id, errors.join("; ")));
+                self.remove_exec_files();
+                return Err(self
+                    .runtime
+                    .failure(self.operation(), &self.id, errors.join("; ")));
             }
         }
+        self.remove_exec_files();
         Ok(Exit {
             status,
             stdout,
@@ -515,7 +635,18 @@ impl Process for OciProcess {
             return;
         }
         if self.status.is_none() {
-            let _ = self.runtime.kill(&self.id, Signal::KILL);
+            if self.exec_files.is_some() {
+                // Only the exec'd process, never the container.
+                let pid = std::fs::read_to_string(&self.pid_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .and_then(rustix::process::Pid::from_raw);
+                if let Some(pid) = pid {
+                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                }
+            } else {
+                let _ = self.runtime.kill(&self.id, Signal::KILL);
+            }
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(s)) = self.child.try_wait() {
@@ -531,6 +662,7 @@ impl Process for OciProcess {
         }
         self.pumps.finish();
         self.finished = true;
+        self.remove_exec_files();
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, Signal};
 use crate::create::ContainerBuilder;
 use crate::error::ContainerError;
+use crate::native::{NativeOptions, NativeRuntime};
 use crate::oci_runtime::{OciRuntime, RuntimeKind};
 use crate::rootfs::Rootfs;
 use crate::snapshots::Snapshots;
@@ -56,6 +57,16 @@ impl Runtime {
     /// [`ContainerError::State`].
     pub fn oci(root: &Path, kind: RuntimeKind) -> Result<Runtime, ContainerError> {
         let backend = OciRuntime::new(kind, &root.join(kind.program()))?;
+        Runtime::new(root, backend)
+    }
+
+    /// A runtime backed by the native backend, whose own state lives in
+    /// `<root>/native`.
+    ///
+    /// # Errors
+    /// [`ContainerError::Backend`], [`ContainerError::State`].
+    pub fn native(root: &Path, options: NativeOptions) -> Result<Runtime, ContainerError> {
+        let backend = NativeRuntime::with_options(&root.join("native"), options)?;
         Runtime::new(root, backend)
     }
 

@@ -1,7 +1,7 @@
 //! `imagectl digest FILE|-`
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -28,7 +28,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         let f =
             File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-        Digest::of_reader(algorithm, BufReader::with_capacity(1 << 20, f))
+        // No BufReader: of_reader's 64 KiB reads keep each chunk in the
+        // CPU cache between the kernel's copy and the hash.
+        Digest::of_reader(algorithm, f)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
     if args.size {

@@ -6,6 +6,7 @@ pub mod layer;
 pub mod platform;
 pub mod reference;
 pub mod run;
+pub mod snapshot;
 pub mod store;
 
 use image_core::{Classify, ErrorKind};
@@ -47,8 +48,12 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
         image_overlay::PackError,
         image_overlay::DiffError,
         image_overlay::FlattenError,
+        image_overlay::ImageUnpackError,
+        image_overlay::SnapshotError,
+        image_overlay::MountError,
         image_runtime::ContainerError,
         image_runtime::CommitError,
+        image_runtime::spec::SpecError,
         std::io::Error,
     );
     None

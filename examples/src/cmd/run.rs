@@ -1,5 +1,6 @@
-//! Container commands: `run`, `create`, `start`, `ps`, `kill`, `rm`,
-//! `commit`, `bundle`, over image-runtime with runc or crun.
+//! Container commands: `run`, `create`, `start`, `exec`, `ps`, `kill`,
+//! `rm`, `commit`, `bundle`, over image-runtime's native backend (the
+//! default) or runc or crun (`--runtime`).
 //!
 //! Containers are made from images of the store (`--store`): their layers
 //! are unpacked into snapshots (once, shared by every container) and each
@@ -11,15 +12,29 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::{Driver, Snapshots};
+use image_runtime::spec::resources::{parse_bytes, parse_cpus};
+use image_runtime::spec::ANNOTATION_STDIN;
 use image_runtime::state::{ContainerStatus, StateDir};
-use image_runtime::{ContainerRecord, RunOptions, Runtime, RuntimeKind, Signal, Stdio, Volume};
+use image_runtime::{
+    ContainerRecord, ExecOptions, NativeOptions, NetworkMode, RunOptions, Runtime, RuntimeKind,
+    Signal, Stdio, Volume,
+};
 
 use super::store::StoreArgs;
 
 const PLACES: &str = "Container state (records, bundles, the runtime's own state) lives in \
 --state DIR, default <store>/../containers; image layers and containers' writable layers \
 live in --snapshots DIR, default <store>/../snapshots, as overlay snapshots where overlay \
-mounts work (root, a filesystem overlayfs accepts), else as full copies.";
+mounts work (root, a filesystem overlayfs accepts), else as full copies. \
+Containers run in process by the native backend unless --runtime runc|crun \
+was given when they were made; the native backend's state is in \
+<state>/native, runc's and crun's in <state>/runc and <state>/crun.";
+
+const LIMITS: &str = "Limits (--memory, --pids, --cpus) are enforced through cgroups: each \
+container gets a cgroup under this process's own one, in the v1 hierarchies \
+where there are any, else in the unified (v2) one. A limit whose controller \
+is missing fails with \"limit cannot be enforced\" before anything runs. \
+--init and -t need the native backend.";
 
 /// Where containers and snapshots live, and which OCI runtime runs them.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,9 +60,11 @@ pub enum DriverArg {
     Copy,
 }
 
-/// An OCI runtime on the command line.
+/// A container backend on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeArg {
+    /// The in-process native backend (namespaces, pivot_root, cgroups).
+    Native,
     /// runc.
     Runc,
     /// crun (run in a private mount namespace on hybrid-cgroup hosts).
@@ -55,10 +72,12 @@ pub enum RuntimeArg {
 }
 
 impl RuntimeArg {
-    fn kind(self) -> RuntimeKind {
-        match self {
-            RuntimeArg::Runc => RuntimeKind::Runc,
-            RuntimeArg::Crun => RuntimeKind::Crun,
+    /// The backend that made a container, from its record.
+    fn of_record(backend: &str) -> RuntimeArg {
+        match backend {
+            "native" => RuntimeArg::Native,
+            "crun" => RuntimeArg::Crun,
+            _ => RuntimeArg::Runc,
         }
     }
 }
@@ -89,11 +108,15 @@ impl PlaceArgs {
         s.with_context(|| format!("opening snapshots {}", dir.display()))
     }
 
-    /// The runtime with `kind`, its snapshots set.
-    fn runtime(&self, store: &StoreArgs, kind: RuntimeKind) -> anyhow::Result<Runtime> {
+    /// The runtime with backend `kind`, its snapshots set.
+    fn runtime(&self, store: &StoreArgs, kind: RuntimeArg) -> anyhow::Result<Runtime> {
         let state = self.state_dir(store)?;
-        let rt = Runtime::oci(&state, kind)
-            .with_context(|| format!("opening container state {}", state.display()))?;
+        let rt = match kind {
+            RuntimeArg::Native => Runtime::native(&state, NativeOptions::default()),
+            RuntimeArg::Runc => Runtime::oci(&state, RuntimeKind::Runc),
+            RuntimeArg::Crun => Runtime::oci(&state, RuntimeKind::Crun),
+        }
+        .with_context(|| format!("opening container state {}", state.display()))?;
         Ok(rt.with_snapshots(self.snapshots(store)?)?)
     }
 
@@ -122,10 +145,7 @@ impl PlaceArgs {
         id: &str,
     ) -> anyhow::Result<(Runtime, ContainerRecord)> {
         let record = self.find(store, id)?;
-        let kind = match record.backend.as_str() {
-            "crun" => RuntimeKind::Crun,
-            _ => RuntimeKind::Runc,
-        };
+        let kind = RuntimeArg::of_record(&record.backend);
         Ok((self.runtime(store, kind)?, record))
     }
 }
@@ -154,6 +174,30 @@ pub struct ContainerFlags {
     /// The hostname (default: the first 12 characters of the ID).
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Keep standard input attached (recorded: `start` attaches it too).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal for the process (native backend only).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Memory limit: bytes or a number with b, k, m, g (64m, 1g). Swap is
+    /// limited to the same where the host accounts swap. Minimum 6m.
+    #[arg(short, long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// The most processes and threads the container may have at once.
+    #[arg(long, alias = "pids-limit", value_name = "N")]
+    pub pids: Option<u64>,
+    /// CPU limit as a number of CPUs (0.5, 1.5): a CFS quota per 100 ms.
+    #[arg(long, value_name = "F")]
+    pub cpus: Option<String>,
+    /// The network: none (a network namespace with loopback only, the
+    /// default) or host (the host's network, /etc/hosts, /etc/resolv.conf).
+    #[arg(long, alias = "network", value_name = "MODE", default_value = "none")]
+    pub net: String,
+    /// Run a tiny init as pid 1 that forwards signals and reaps zombies
+    /// (the command runs as pid 2; native backend only).
+    #[arg(long)]
+    pub init: bool,
 }
 
 impl ContainerFlags {
@@ -175,18 +219,29 @@ impl ContainerFlags {
         for v in &self.volume {
             o.volumes.push(v.parse::<Volume>()?);
         }
+        o.stdin = self.interactive;
+        o.tty = self.tty;
+        o.init = self.init;
+        o.network = self.net.parse::<NetworkMode>()?;
+        if let Some(m) = &self.memory {
+            o.resources.memory = Some(parse_bytes("memory", m)?);
+        }
+        o.resources.pids = self.pids;
+        if let Some(c) = &self.cpus {
+            o.resources.nano_cpus = Some(parse_cpus(c)?);
+        }
         Ok(o)
     }
 }
 
 /// Arguments of `imagectl create`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = PLACES)]
+#[command(after_help = format!("{PLACES}\n\n{LIMITS}"))]
 pub struct CreateArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
-    /// The OCI runtime.
-    #[arg(long, value_enum, default_value = "runc")]
+    /// The backend that runs the container: native (in process), runc or crun.
+    #[arg(long, value_enum, default_value = "native")]
     pub runtime: RuntimeArg,
     /// The container's ID (default: 64 random hex digits).
     #[arg(long)]
@@ -202,21 +257,18 @@ pub struct CreateArgs {
 
 /// Arguments of `imagectl run`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = PLACES)]
+#[command(after_help = format!("{PLACES}\n\n{LIMITS}"))]
 pub struct RunArgs {
     /// Delete the container when it exits.
     #[arg(long)]
     pub rm: bool,
-    /// Attach standard input.
-    #[arg(short, long)]
-    pub interactive: bool,
     #[command(flatten)]
     pub create: CreateArgs,
 }
 
 fn create_container(store: &StoreArgs, a: &CreateArgs) -> anyhow::Result<image_runtime::Container> {
     let s = store.open()?;
-    let rt = a.place.runtime(store, a.runtime.kind())?;
+    let rt = a.place.runtime(store, a.runtime)?;
     let mut b = rt
         .container_from_image(&s, &a.image)?
         .options(a.flags.options(&a.cmd)?);
@@ -234,8 +286,9 @@ pub fn create(store: &StoreArgs, a: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `c` attached; returns its exit code.
-fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Result<i32> {
-    let stdio = Stdio {
+/// The caller's stdout and stderr; its stdin when `stdin`, else `/dev/null`.
+fn stdio(stdin: bool) -> Stdio {
+    Stdio {
         stdin: if stdin {
             image_runtime::Input::Inherit
         } else {
@@ -243,8 +296,11 @@ fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Resul
         },
         stdout: image_runtime::Output::Inherit,
         stderr: image_runtime::Output::Inherit,
-    };
-    let mut running = c.start(stdio)?;
+    }
+}
+
+fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Result<i32> {
+    let mut running = c.start(stdio(stdin))?;
     let exit = running.wait();
     let c = running.into_container();
     let deleted = if rm { c.delete() } else { Ok(()) };
@@ -265,7 +321,7 @@ fn exit_with(code: i32) -> anyhow::Result<()> {
 /// its exit code.
 pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
     let c = create_container(store, &a.create)?;
-    let code = attached(c, a.interactive, a.rm)?;
+    let code = attached(c, a.create.flags.interactive, a.rm)?;
     exit_with(code)
 }
 
@@ -275,7 +331,7 @@ pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
 pub struct StartArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
-    /// Attach standard input.
+    /// Attach standard input (the default for a container made with -i).
     #[arg(short, long)]
     pub interactive: bool,
     /// The container (ID or unique prefix).
@@ -287,8 +343,61 @@ pub struct StartArgs {
 pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let c = rt.load(&record.id)?;
-    let code = attached(c, a.interactive, false)?;
+    let made_with_stdin = c.spec().ok().is_some_and(|s| {
+        s.annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_STDIN))
+            .is_some_and(|v| v == "true")
+    });
+    let code = attached(c, a.interactive || made_with_stdin, false)?;
     exit_with(code)
+}
+
+/// Arguments of `imagectl exec`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The container must be running (its `run` or `start` still \
+attached in another process). The command gets the container's user, environment, \
+working directory, capabilities and limits unless overridden. With the native \
+backend it joins the container's namespaces and cgroups with setns; with runc \
+and crun it is `runc exec` / `crun exec` (no -t there)."
+)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// Keep standard input attached.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal (native backend only).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE), repeatable.
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// The working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// The user: name, uid, name:group or uid:gid (from the container's /etc/passwd).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The container (ID or unique prefix).
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+/// Runs a command in a running container, attached; exits with its code.
+pub fn exec(store: &StoreArgs, a: ExecArgs) -> anyhow::Result<()> {
+    let (rt, record) = a.place.runtime_of(store, &a.container)?;
+    let mut o = ExecOptions::new(a.cmd.iter().cloned());
+    o.env.clone_from(&a.env);
+    o.working_dir.clone_from(&a.workdir);
+    o.user.clone_from(&a.user);
+    o.tty = a.tty;
+    let mut p = rt.exec(&record.id, &o, stdio(a.interactive))?;
+    let exit = p.wait()?;
+    exit_with(exit.status.code())
 }
 
 /// Arguments of `imagectl ps`.
@@ -320,7 +429,7 @@ pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12}  {:<30}  {:<14}  {:<5}  COMMAND",
+        "{:<12}  {:<30}  {:<14}  {:<6}  COMMAND",
         "CONTAINER ID", "IMAGE", "STATUS", "BY"
     );
     for r in &records {
@@ -342,7 +451,7 @@ pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
             })
             .unwrap_or_default();
         println!(
-            "{:<12}  {:<30}  {:<14}  {:<5}  {}",
+            "{:<12}  {:<30}  {:<14}  {:<6}  {}",
             r.id.chars().take(12).collect::<String>(),
             r.image.as_deref().unwrap_or("-"),
             status,

@@ -170,23 +170,7 @@ fn create_in(
     limits: &Limits,
     made: &mut Vec<CgroupDir>,
 ) -> Result<(), CgroupError> {
-    for c in limits.controllers() {
-        let found = chosen.iter().any(|h| {
-            if h.v2 {
-                read_words(&h.own_dir.join("cgroup.controllers"))
-                    .iter()
-                    .any(|w| w == c)
-            } else {
-                h.controllers.iter().any(|x| x == c)
-            }
-        });
-        if !found {
-            return Err(CgroupError::Unavailable {
-                limit: c,
-                reason: format!("no cgroup hierarchy here has the {c} controller"),
-            });
-        }
-    }
+    check(chosen, limits)?;
     for h in chosen {
         let parent = h.own_dir.join(subpath);
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
@@ -218,6 +202,32 @@ fn create_in(
             }
         }
         apply(&cg, limits)?;
+    }
+    Ok(())
+}
+
+/// Checks that every controller `limits` need is in one of `chosen`
+/// (see [`select`]), before anything is created.
+///
+/// # Errors
+/// [`CgroupError::Unavailable`] naming the first missing one.
+pub fn check(chosen: &[&Hierarchy], limits: &Limits) -> Result<(), CgroupError> {
+    for c in limits.controllers() {
+        let found = chosen.iter().any(|h| {
+            if h.v2 {
+                read_words(&h.own_dir.join("cgroup.controllers"))
+                    .iter()
+                    .any(|w| w == c)
+            } else {
+                h.controllers.iter().any(|x| x == c)
+            }
+        });
+        if !found {
+            return Err(CgroupError::Unavailable {
+                limit: c,
+                reason: format!("no cgroup hierarchy here has the {c} controller"),
+            });
+        }
     }
     Ok(())
 }
@@ -447,6 +457,36 @@ mod tests {
         );
         // Nothing was created.
         assert!(!h.own_dir.join("image-runtime-c2").exists());
+    }
+
+    #[test]
+    fn v1_missing_controller_is_a_typed_error() {
+        let memory = Hierarchy {
+            v2: false,
+            controllers: vec!["memory".into()],
+            mount_point: PathBuf::from("/x/memory"),
+            own_dir: PathBuf::from("/x/memory"),
+        };
+        let limits = Limits {
+            memory: Some(16 << 20),
+            pids: Some(10),
+            ..Limits::default()
+        };
+        let e = check(&[&memory], &limits).unwrap_err();
+        assert!(
+            matches!(e, CgroupError::Unavailable { limit: "pids", .. }),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("pids limit cannot be enforced"),
+            "{e}"
+        );
+        let only_memory = Limits {
+            memory: Some(16 << 20),
+            ..Limits::default()
+        };
+        assert!(check(&[&memory], &only_memory).is_ok());
+        assert!(check(&[], &Limits::default()).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod defaults;
 pub mod process;
+pub mod resources;
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -20,11 +21,21 @@ use serde_json::json;
 
 use crate::user::ResolvedUser;
 
+pub use resources::{NetworkMode, Resources};
+
 /// Annotation recording the image's and the caller's exposed ports,
 /// comma-separated (`80/tcp,53/udp`).
 pub const ANNOTATION_EXPOSED_PORTS: &str = "io.image-crates.runtime.exposed-ports";
 /// Annotation recording the image's declared volumes, comma-separated.
 pub const ANNOTATION_IMAGE_VOLUMES: &str = "io.image-crates.runtime.image-volumes";
+/// Annotation asking the backend for an init process as pid 1 (`true`):
+/// the native backend's [`crate::native::ANNOTATION_INIT`]; runc and crun
+/// refuse it with [`crate::BackendError::Unsupported`].
+pub const ANNOTATION_INIT: &str = crate::native::ANNOTATION_INIT;
+/// Annotation recording that the container was made to read its standard
+/// input (`true`, `docker run -i`): what `start` attaches by default. The
+/// OCI spec has no field for it.
+pub const ANNOTATION_STDIN: &str = "io.image-crates.runtime.stdin";
 
 /// A bind mount from the host: `src:dst[:ro|rw]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +107,17 @@ pub struct RunOptions {
     pub additional_gids: Vec<u32>,
     /// `-h`: defaults to the first 12 characters of the container ID.
     pub hostname: Option<String>,
-    /// `-t`: allocate a terminal (sets `TERM=xterm`).
+    /// `-t`: allocate a terminal (`process.terminal`; sets `TERM=xterm`).
     pub tty: bool,
+    /// `-i`: the process reads the caller's standard input (recorded as
+    /// [`ANNOTATION_STDIN`]; the caller passes the matching
+    /// [`crate::Stdio`] when starting).
+    pub stdin: bool,
+    /// `--init`: a reaper runs as pid 1, forwards signals to the program
+    /// (pid 2) and reaps orphans ([`ANNOTATION_INIT`]). Native backend only.
+    pub init: bool,
+    /// `--memory`, `--pids-limit`, `--cpus`: written to `linux.resources`.
+    pub resources: Resources,
     /// `--read-only`: the root filesystem is mounted read-only.
     pub read_only: bool,
     /// `-v SRC:DST[:ro]`.
@@ -106,9 +126,10 @@ pub struct RunOptions {
     pub rlimits: Vec<Rlimit>,
     /// `-p`/`--expose`: ports recorded with the image's ExposedPorts.
     pub exposed_ports: Vec<String>,
-    /// `--net host`: share the host's network namespace (and its
-    /// `/etc/hosts` and `/etc/resolv.conf`).
-    pub host_network: bool,
+    /// `--net none` (the default: a network namespace with loopback only)
+    /// or `--net host` (no network namespace; the host's `/etc/hosts` and
+    /// `/etc/resolv.conf`).
+    pub network: NetworkMode,
     /// Extra annotations.
     pub annotations: BTreeMap<String, String>,
 }
@@ -147,6 +168,10 @@ pub struct SpecContext {
     pub host_hard_limits: Vec<(PosixRlimitType, Option<u64>)>,
     /// `linux.cgroupsPath` (relative: under the runtime's own cgroup).
     pub cgroups_path: Option<String>,
+    /// The host can limit memory + swap (v1 `memory.memsw.*`, v2
+    /// `memory.swap.max`; see [`crate::cgroup::swap_limit_supported`]):
+    /// a memory limit then also limits swap to the same (no swap use).
+    pub swap_limit: bool,
 }
 
 /// Errors of turning a config and options into a spec.
@@ -373,12 +398,13 @@ fn joined_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
 ///
 /// # Errors
 /// [`SpecError::NoCommand`], [`SpecError::InvalidOption`] (working
-/// directory not absolute), [`SpecError::Build`].
+/// directory not absolute, a resource limit out of range), [`SpecError::Build`].
 pub fn generate(
     config: &RunConfig,
     opts: &RunOptions,
     ctx: &SpecContext,
 ) -> Result<Spec, SpecError> {
+    opts.resources.validate()?;
     let args = args(config, opts)?;
     let cwd = working_dir(config, opts)?;
     let hostname = hostname(&ctx.id, opts);
@@ -435,7 +461,7 @@ pub fn generate(
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if !opts.host_network {
+    if opts.network == NetworkMode::None {
         namespaces.push(json!({"type": "network"}));
     }
 
@@ -465,12 +491,20 @@ pub fn generate(
     if !vols.is_empty() {
         annotations.insert(ANNOTATION_IMAGE_VOLUMES.into(), vols);
     }
+    if opts.init {
+        annotations.insert(ANNOTATION_INIT.into(), "true".into());
+    }
+    if opts.stdin {
+        annotations.insert(ANNOTATION_STDIN.into(), "true".into());
+    }
+    let mut resources = json!({ "devices": devices });
+    opts.resources.write_to(&mut resources, ctx.swap_limit);
 
     let mut linux = json!({
         "namespaces": namespaces,
         "maskedPaths": defaults::MASKED_PATHS,
         "readonlyPaths": defaults::READONLY_PATHS,
-        "resources": { "devices": devices },
+        "resources": resources,
     });
     if let Some(p) = &ctx.cgroups_path {
         linux["cgroupsPath"] = json!(p);
@@ -529,6 +563,7 @@ mod tests {
             }),
             host_hard_limits: vec![(PosixRlimitType::RlimitNofile, Some(20000))],
             cgroups_path: Some("image-runtime-x".into()),
+            swap_limit: true,
         }
     }
 
@@ -636,12 +671,79 @@ mod tests {
     }
 
     #[test]
+    fn limits_network_init_tty_and_stdin_in_the_spec() {
+        let mut opts = RunOptions::new();
+        opts.resources.memory = Some(64 << 20);
+        opts.resources.pids = Some(10);
+        opts.resources.nano_cpus = Some(1_500_000_000);
+        opts.init = true;
+        opts.tty = true;
+        opts.stdin = true;
+        let v = serde_json::to_value(generate(&config(), &opts, &ctx()).unwrap()).unwrap();
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": 64 << 20}));
+        assert_eq!(r["pids"], json!({"limit": 10}));
+        assert_eq!(r["cpu"], json!({"quota": 150_000, "period": 100_000}));
+        // Docker's device rules are still there.
+        assert_eq!(r["devices"].as_array().unwrap().len(), 13);
+        assert_eq!(v["process"]["terminal"], json!(true));
+        assert_eq!(v["annotations"][ANNOTATION_INIT], "true");
+        assert_eq!(v["annotations"][ANNOTATION_STDIN], "true");
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["type"].as_str())
+            .collect();
+        assert!(ns.contains(&"network"), "{ns:?}");
+        // The native backend reads the same limits back.
+        let l = crate::native::cgroup::Limits::from_spec(&v);
+        assert_eq!(
+            (l.memory, l.memory_swap, l.pids, l.cpu_quota, l.cpu_period),
+            (
+                Some(64 << 20),
+                Some(64 << 20),
+                Some(10),
+                Some(150_000),
+                Some(100_000)
+            )
+        );
+
+        // Without swap accounting only the limit; no limits, no entries;
+        // host network, no network namespace; no init, no annotation.
+        let mut c = ctx();
+        c.swap_limit = false;
+        let mut o = RunOptions::new();
+        o.resources.memory = Some(64 << 20);
+        o.network = NetworkMode::Host;
+        let v = serde_json::to_value(generate(&config(), &o, &c).unwrap()).unwrap();
+        assert_eq!(
+            v["linux"]["resources"]["memory"],
+            json!({"limit": 64 << 20})
+        );
+        assert!(v["linux"]["resources"]["pids"].is_null());
+        assert!(v["linux"]["resources"]["cpu"].is_null());
+        assert_eq!(v["process"]["terminal"], json!(false));
+        assert!(v["annotations"][ANNOTATION_INIT].is_null());
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.iter().all(|n| n["type"] != "network"), "{ns:?}");
+
+        // Out-of-range limits are refused before anything is made.
+        let mut o = RunOptions::new();
+        o.resources.memory = Some(1 << 20);
+        assert!(matches!(
+            generate(&config(), &o, &ctx()),
+            Err(SpecError::InvalidOption { .. })
+        ));
+    }
+
+    #[test]
     fn options_and_errors() {
         let mut opts = RunOptions::new();
         opts.entrypoint = Some(vec!["/bin/echo".into()]);
         opts.read_only = true;
         opts.tty = true;
-        opts.host_network = true;
+        opts.network = NetworkMode::Host;
         opts.hostname = Some("box".into());
         let spec = generate(&config(), &opts, &ctx()).unwrap();
         let p = spec.process().as_ref().unwrap();
