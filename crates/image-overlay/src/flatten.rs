@@ -22,7 +22,9 @@ use crate::whiteout::WhiteoutMode;
 #[non_exhaustive]
 pub enum FlattenError {
     /// The config lists another number of diff IDs than the manifest has layers.
-    #[error("image {image}: the manifest has {layers} layers but the config lists {diff_ids} diff IDs")]
+    #[error(
+        "image {image}: the manifest has {layers} layers but the config lists {diff_ids} diff IDs"
+    )]
     LayerCount {
         /// The image name.
         image: String,
@@ -144,14 +146,13 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layer_options.size = Some(layer.size());
         layer_options.diff_id = Some(diff_id.clone());
         layer_options.whiteouts = WhiteoutMode::Apply;
-        let report = unpack(reader, target, &layer_options).map_err(|source| {
-            FlattenError::Unpack {
+        let report =
+            unpack(reader, target, &layer_options).map_err(|source| FlattenError::Unpack {
                 image: image.name.clone(),
                 index,
                 digest,
                 source: Box::new(source),
-            }
-        })?;
+            })?;
         reports.push(report);
     }
     Ok(reports)

@@ -5,6 +5,6 @@ mod diff;
 mod hostile;
 mod interop;
 mod pack;
-mod unpack;
 mod umoci;
+mod unpack;
 mod zstd_interop;
