@@ -200,16 +200,30 @@ pub struct UnpackArgs {
     /// The platform to choose from an index (default: the host's).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Unpack into snapshots of this driver rooted at DIR (one per layer,
+    /// named by chain ID, which are printed) instead of flattening.
+    #[arg(long, value_enum)]
+    pub driver: Option<super::run::DriverArg>,
 }
 
-/// Flattens an image's layers onto a directory.
+/// Flattens an image's layers onto a directory (or, with `--driver`,
+/// unpacks them into snapshots there).
 pub fn unpack_image(store: &StoreArgs, args: UnpackArgs) -> anyhow::Result<()> {
-    let s = store.open()?;
     let platform = args
         .platform
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
+    if let Some(driver) = args.driver {
+        return super::snapshot::unpack_into_snapshots(
+            store,
+            &args.reference,
+            platform.as_ref(),
+            &args.dir,
+            driver,
+        );
+    }
+    let s = store.open()?;
     let image = resolve_image(&s, &args.reference, platform.as_ref())?;
     if args.dir.exists() && std::fs::read_dir(&args.dir)?.next().is_some() {
         bail!("{} is not empty", args.dir.display());
