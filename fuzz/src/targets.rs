@@ -86,3 +86,102 @@ pub fn config(data: &[u8]) {
     assert_eq!(again.file(), rewritten.file());
     assert_eq!(again.modify(|_| {}).expect("write").raw(), rewritten.raw());
 }
+
+/// Layer unpack: any bytes (plain, gzip or zstd, sniffed) applied with
+/// small limits onto a fresh directory inside a fresh parent that also
+/// holds sentinels; whatever the layer says, nothing outside the target
+/// may change: the parent lists the same names, and the sentinels keep
+/// their type, content, mode, owner and mtime. Errors are fine; escapes
+/// and panics are not.
+pub fn unpack(data: &[u8]) {
+    use image_overlay::unpack::{unpack, DevicePolicy, Limits, UnpackOptions};
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    type Facts = (
+        u32,
+        u32,
+        u32,
+        i64,
+        i64,
+        Option<Vec<u8>>,
+        Option<std::path::PathBuf>,
+    );
+    fn facts(p: &Path) -> Facts {
+        let md = std::fs::symlink_metadata(p).expect("sentinel is there");
+        let content = md
+            .is_file()
+            .then(|| std::fs::read(p).expect("read sentinel"));
+        let link = md
+            .file_type()
+            .is_symlink()
+            .then(|| std::fs::read_link(p).expect("link"));
+        (
+            md.mode(),
+            md.uid(),
+            md.gid(),
+            md.mtime(),
+            md.mtime_nsec(),
+            content,
+            link,
+        )
+    }
+    fn state(parent: &Path) -> BTreeMap<std::path::PathBuf, Option<Facts>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![parent.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("list") {
+                let p = e.expect("entry").path();
+                let rel = p.strip_prefix(parent).expect("under parent").to_path_buf();
+                if rel == Path::new("target") {
+                    out.insert(rel, None); // its content is the layer's business
+                    continue;
+                }
+                let f = facts(&p);
+                if std::fs::symlink_metadata(&p).expect("lstat").is_dir() {
+                    stack.push(p);
+                }
+                out.insert(rel, Some(f));
+            }
+        }
+        out
+    }
+    /// Makes every directory under `dir` removable again (a layer may
+    /// leave one with mode 000).
+    fn unlock(dir: &Path) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
+                unlock(&p);
+            }
+        }
+    }
+
+    let parent = tempfile::tempdir().expect("temp parent");
+    let base = parent.path();
+    let target = base.join("target");
+    std::fs::create_dir(&target).expect("target");
+    std::fs::write(base.join("sentinel"), b"keep").expect("sentinel");
+    std::fs::create_dir(base.join("sentinel-dir")).expect("sentinel dir");
+    std::fs::write(base.join("sentinel-dir/inner"), b"keep").expect("sentinel");
+    std::os::unix::fs::symlink("sentinel", base.join("sentinel-link")).expect("sentinel link");
+    let before = state(base);
+
+    let mut options = UnpackOptions::default().with_limits(Limits {
+        max_expanded_bytes: 16 << 20,
+        max_entries: 10_000,
+    });
+    // Device nodes are a policy question, not a containment one, and real
+    // ones in a temp dir are better not made when fuzzing as root.
+    options.devices = DevicePolicy::Skip;
+    let _ = unpack(data, &target, &options);
+
+    unlock(&target);
+    assert_eq!(state(base), before, "something outside the target changed");
+    assert!(!Path::new("/pwned").exists(), "a file appeared at /pwned");
+}
