@@ -8,7 +8,7 @@
 //! libzstd with its multi-threaded compressor.
 
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 use image_core::{Classify, Compression, ErrorKind};
@@ -423,6 +423,247 @@ impl<W: Write> Write for ThreadedGzip<W> {
     }
 }
 
+// ---- decoding on a worker thread ------------------------------------------------
+
+/// Compressed bytes read from the source at a time.
+const IN_CHUNK: usize = 128 * 1024;
+/// Compressed chunks handed to the worker and not yet taken.
+const IN_FLIGHT: usize = 4;
+/// Decompressed chunks the worker may have ready (bounds a bomb's lead).
+const OUT_QUEUE: usize = 4;
+/// The most decompressed bytes in one chunk.
+const OUT_CHUNK: usize = 256 * 1024;
+
+/// What the caller's thread sends the decompressor: compressed bytes, or
+/// the source's error at that point of the stream (the end is the sender
+/// going away).
+enum Compressed {
+    Data(Vec<u8>),
+    Failed(io::Error),
+}
+
+/// What the decompressor sends back.
+enum Decompressed {
+    Data(Vec<u8>),
+    /// One compressed chunk was taken off the queue.
+    Took,
+    End,
+    Failed(io::Error),
+}
+
+/// The decompressor's input: chunks from the caller's thread, in order.
+struct ChunkReader {
+    rx: Receiver<Compressed>,
+    tx: SyncSender<Decompressed>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Compressed::Data(d)) => {
+                    let _ = self.tx.send(Decompressed::Took);
+                    self.cur = d;
+                    self.pos = 0;
+                }
+                Ok(Compressed::Failed(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn decompress_worker(
+    compression: Compression,
+    rx: Receiver<Compressed>,
+    tx: SyncSender<Decompressed>,
+) {
+    let input = ChunkReader {
+        rx,
+        tx: tx.clone(),
+        cur: Vec::new(),
+        pos: 0,
+        done: false,
+    };
+    let mut dec = match decoder(compression, input) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(Decompressed::Failed(e));
+            return;
+        }
+    };
+    loop {
+        let mut buf = vec![0u8; OUT_CHUNK];
+        let msg = match dec.read(&mut buf) {
+            Ok(0) => Decompressed::End,
+            Ok(n) => {
+                buf.truncate(n);
+                Decompressed::Data(buf)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Decompressed::Failed(e),
+        };
+        let last = !matches!(msg, Decompressed::Data(_));
+        // The reader went away (an error, or the end): stop.
+        if tx.send(msg).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// A decoder that decompresses on a worker thread while the caller's
+/// thread reads the source (hashing it on the way) and consumes the
+/// output: the same bytes and the same errors, at the same points of the
+/// stream, as [`decoder`] over the same source. The source need not be
+/// `Send`: it is read on the caller's thread and handed over in chunks. At
+/// most a few chunks are in flight either way, so a decompression bomb
+/// gets no further ahead of the reader than that.
+pub(crate) struct ThreadedDecoder<'a> {
+    source: &'a mut dyn Read,
+    head: Option<Vec<u8>>,
+    to_worker: Option<Sender<Compressed>>,
+    from_worker: Receiver<Decompressed>,
+    in_flight: usize,
+    source_done: bool,
+    cur: Vec<u8>,
+    pos: usize,
+    finished: bool,
+}
+
+/// A started decompressor thread, waiting for its source.
+pub(crate) struct DecompressWorker {
+    to_worker: Sender<Compressed>,
+    from_worker: Receiver<Decompressed>,
+}
+
+impl DecompressWorker {
+    /// Starts a decompressor for `compression`; `None` when no thread can
+    /// be started.
+    pub(crate) fn start(compression: Compression) -> Option<Self> {
+        let (to_worker, worker_rx) = mpsc::channel();
+        let (worker_tx, from_worker) = mpsc::sync_channel(OUT_QUEUE);
+        std::thread::Builder::new()
+            .name("layer-decompress".into())
+            .spawn(move || decompress_worker(compression, worker_rx, worker_tx))
+            .ok()?;
+        Some(DecompressWorker {
+            to_worker,
+            from_worker,
+        })
+    }
+
+    /// Decompresses `head` then the rest of `source`.
+    pub(crate) fn decoder(self, head: Vec<u8>, source: &mut dyn Read) -> ThreadedDecoder<'_> {
+        ThreadedDecoder {
+            source,
+            head: Some(head),
+            to_worker: Some(self.to_worker),
+            from_worker: self.from_worker,
+            in_flight: 0,
+            source_done: false,
+            cur: Vec::new(),
+            pos: 0,
+            finished: false,
+        }
+    }
+}
+
+impl ThreadedDecoder<'_> {
+    /// Reads one chunk of the source (or its end, or its error) and hands
+    /// it to the worker.
+    fn feed(&mut self) {
+        let chunk = match self.head.take() {
+            Some(h) => Compressed::Data(h),
+            None => {
+                let mut b = vec![0u8; IN_CHUNK];
+                loop {
+                    match self.source.read(&mut b) {
+                        Ok(0) => {
+                            self.source_done = true;
+                            self.to_worker = None;
+                            return;
+                        }
+                        Ok(n) => {
+                            b.truncate(n);
+                            break Compressed::Data(b);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            self.source_done = true;
+                            break Compressed::Failed(e);
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(tx) = &self.to_worker {
+            if tx.send(chunk).is_ok() {
+                self.in_flight += 1;
+            }
+        }
+        if self.source_done {
+            self.to_worker = None;
+        }
+    }
+}
+
+impl Read for ThreadedDecoder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.cur.len() {
+                let n = buf.len().min(self.cur.len() - self.pos);
+                buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            if self.finished || buf.is_empty() {
+                return Ok(0);
+            }
+            let stopped = || io::Error::other("the decompressor stopped");
+            let msg = if !self.source_done && self.in_flight < IN_FLIGHT {
+                match self.from_worker.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => {
+                        self.feed();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => return Err(stopped()),
+                }
+            } else {
+                self.from_worker.recv().map_err(|_| stopped())?
+            };
+            match msg {
+                Decompressed::Data(d) => {
+                    self.cur = d;
+                    self.pos = 0;
+                }
+                Decompressed::Took => self.in_flight = self.in_flight.saturating_sub(1),
+                Decompressed::End => self.finished = true,
+                Decompressed::Failed(e) => {
+                    self.finished = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +748,83 @@ mod tests {
         let mut e = Encoder::new(Failing(10), enc).expect("encoder");
         let r = e.write_all(&data).and_then(|()| e.finish().map(|_| ()));
         assert_eq!(r.expect_err("fails").to_string(), "disk full");
+    }
+
+    /// A source that fails after `ok` bytes, in short reads.
+    struct Flaky<'a> {
+        data: &'a [u8],
+        ok: usize,
+        pos: usize,
+    }
+    impl Read for Flaky<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos >= self.ok {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "source broke",
+                ));
+            }
+            let n = buf
+                .len()
+                .min(777)
+                .min(self.ok - self.pos)
+                .min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn threaded_decoder_gives_the_same_bytes_and_errors() {
+        let data: Vec<u8> = (0..2_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> (i % 19)) as u8)
+            .collect();
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut e = Encoder::new(Vec::new(), Encoding::new(c)).expect("encoder");
+            e.write_all(&data).expect("write");
+            let blob = e.finish().expect("finish");
+            // Whole: same bytes.
+            let mut src = &blob[3..];
+            let mut back = Vec::new();
+            DecompressWorker::start(c)
+                .expect("thread")
+                .decoder(blob[..3].to_vec(), &mut src)
+                .read_to_end(&mut back)
+                .expect("decode");
+            assert!(back == data, "{c:?} round trip");
+            // Truncated and corrupt: the same error kind as the plain decoder.
+            for cut in [blob.len() / 2, blob.len() - 3] {
+                let mut mangled = blob[..cut].to_vec();
+                if cut == blob.len() / 2 {
+                    mangled.extend_from_slice(&[0xff; 64]);
+                }
+                let plain = decoder(c, &mangled[..])
+                    .expect("decoder")
+                    .read_to_end(&mut Vec::new())
+                    .expect_err("plain fails");
+                let mut src = &mangled[..];
+                let threaded = DecompressWorker::start(c)
+                    .expect("thread")
+                    .decoder(Vec::new(), &mut src)
+                    .read_to_end(&mut Vec::new())
+                    .expect_err("threaded fails");
+                assert_eq!(threaded.kind(), plain.kind(), "{c:?} cut at {cut}");
+            }
+            // A source error comes through after the bytes before it.
+            let mut flaky = Flaky {
+                data: &blob,
+                ok: blob.len() / 3,
+                pos: 0,
+            };
+            let mut got = Vec::new();
+            let mut d = DecompressWorker::start(c)
+                .expect("thread")
+                .decoder(Vec::new(), &mut flaky);
+            let err = d.read_to_end(&mut got).expect_err("source error");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+            assert!(!got.is_empty() && data.starts_with(&got));
+        }
     }
 
     #[test]

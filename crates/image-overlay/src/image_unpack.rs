@@ -17,14 +17,20 @@
 //! ID. Other drivers (copy) unpack one layer after another onto a copy of
 //! the parent, whiteouts applied.
 //!
+//! A hardlink in one layer to a file of a lower layer cannot be made
+//! across overlay layers' directories. Such a layer's first, parallel
+//! attempt stops with [`UnpackError::HardlinkTargetMissing`]; once the
+//! layers below it are committed, it is unpacked again into a fresh
+//! snapshot with their directories as [`UnpackOptions::lowers`] (taken from
+//! a temporary view of its parent): the target is looked up in their merged
+//! view, whiteouts of the layers in between honoured, copied up into the
+//! layer's directory and linked there. Layers without such hardlinks are
+//! read once.
+//!
 //! Temporary keys are `extract-<pid>-<nanos>-<chain id>`; leftovers of a
 //! process that died are removed by the next unpack.
-//!
-//! # Known limitation
-//! A hardlink in one layer to a file of a lower layer cannot be made in an
-//! overlay layer's own directory; such a layer fails with
-//! [`UnpackError::HardlinkTargetMissing`].
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -257,7 +263,7 @@ where
             let parent = (i > 0).then(|| chains[i - 1].to_string());
             let job = prepare_job(snapshotter, image, &chains, i, parent.as_deref())?;
             let result = unpack_layer(store, image, &job, &unpack_opts);
-            let done = result.and_then(|r| commit_job(snapshotter, &job, None).map(|()| r));
+            let done = result.and_then(|r| commit_job(snapshotter, &job, None, false).map(|()| r));
             match done {
                 Ok(r) => {
                     report.unpacked.push(job.chain);
@@ -298,7 +304,7 @@ fn remove_stale<S: Snapshotter + ?Sized>(snapshotter: &S) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if info.kind == Kind::Active
+        if info.kind != Kind::Committed
             && pid != me
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         {
@@ -368,16 +374,19 @@ fn unpack_layer<P: Provider + ?Sized>(
     })
 }
 
-/// Commits `job` under its chain ID (onto `rebase` if given). Someone else
-/// having committed the same chain ID meanwhile is success.
+/// Commits `job` under its chain ID (onto `rebase` if given; `synced` when
+/// its content is durable already). Someone else having committed the same
+/// chain ID meanwhile is success.
 fn commit_job<S: Snapshotter + ?Sized>(
     snapshotter: &S,
     job: &Job,
     rebase: Option<String>,
+    synced: bool,
 ) -> Result<(), ImageUnpackError> {
     let name = job.chain.to_string();
     let opts = CommitOptions {
         rebase,
+        synced,
         ..CommitOptions::default()
     };
     match snapshotter.commit_with(&name, &job.key, opts) {
@@ -437,7 +446,8 @@ where
             break;
         }
         let r = unpack_layer(store, image, &jobs[n], unpack_opts);
-        if r.is_err() {
+        // A hardlink to a lower layer is retried in order below.
+        if r.as_ref().is_err_and(|e| !needs_lowers(e)) {
             failed.store(true, Ordering::Relaxed);
         }
         if let Ok(mut slot) = results[n].lock() {
@@ -453,18 +463,39 @@ where
             }
         });
     }
+    // One syncfs for every layer unpacked so far, before any commit records
+    // one (instead of one per commit); a layer unpacked again below is
+    // synced by its own commit. Without it, each commit syncs.
+    let synced = sync_dirs(&jobs);
     // Commit in order up to the first failure; remove the rest.
     let mut error = None;
-    for (job, slot) in jobs.iter().zip(results) {
+    for (mut job, slot) in jobs.into_iter().zip(results) {
         if error.is_some() {
             let _ = snapshotter.remove(&job.key);
             continue;
         }
-        let result = slot.into_inner().ok().flatten();
+        let mut result = slot.into_inner().ok().flatten();
+        let mut durable = synced;
+        if job.index > 0
+            && result
+                .as_ref()
+                .is_some_and(|r| r.as_ref().is_err_and(needs_lowers))
+        {
+            // Everything below is committed now: again, with the lowers.
+            let _ = snapshotter.remove(&job.key);
+            durable = false;
+            result = Some(
+                prepare_job(snapshotter, image, chains, job.index, None).and_then(|j| {
+                    job = j;
+                    unpack_with_lowers(store, image, snapshotter, &job, unpack_opts, chains)
+                }),
+            );
+        }
+        let job = &job;
         let outcome = match result {
             Some(Ok(r)) => {
                 let rebase = (job.index > 0).then(|| chains[job.index - 1].to_string());
-                commit_job(snapshotter, job, rebase).map(|()| r)
+                commit_job(snapshotter, job, rebase, durable).map(|()| r)
             }
             Some(Err(e)) => Err(e),
             None => Err(ImageUnpackError::Snapshot {
@@ -487,6 +518,71 @@ where
         }
     }
     error.map_or(Ok(()), Err)
+}
+
+/// Makes the content of the jobs' directories durable: one `syncfs` per
+/// filesystem they are on (normally one). Whether that worked.
+fn sync_dirs(jobs: &[Job]) -> bool {
+    let mut devices = std::collections::HashSet::new();
+    for job in jobs {
+        let Ok(dir) = std::fs::File::open(&job.dir) else {
+            return false;
+        };
+        let Ok(st) = rustix::fs::fstat(&dir) else {
+            return false;
+        };
+        if devices.insert(st.st_dev) && rustix::fs::syncfs(&dir).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether a layer failed only for want of its lower layers.
+fn needs_lowers(e: &ImageUnpackError) -> bool {
+    matches!(
+        e,
+        ImageUnpackError::Unpack {
+            source: UnpackError::HardlinkTargetMissing { .. },
+            ..
+        }
+    )
+}
+
+/// Unpacks `job` with the directories of its (committed) parent chain as
+/// lowers, found through a temporary view of the parent.
+fn unpack_with_lowers<P, S>(
+    store: &P,
+    image: &Image,
+    snapshotter: &S,
+    job: &Job,
+    base: &UnpackOptions,
+    chains: &[Digest],
+) -> Result<UnpackReport, ImageUnpackError>
+where
+    P: Provider + ?Sized,
+    S: Snapshotter + ?Sized,
+{
+    let parent = chains[job.index - 1].to_string();
+    let view = temp_key(&chains[job.index]);
+    let mounts = snapshotter
+        .view(&view, Some(&parent))
+        .map_err(snap_err(&view))?;
+    let lowers = match mounts.as_slice() {
+        [m] if m.fs_type == "overlay" => m.lowerdirs().into_iter().map(PathBuf::from).collect(),
+        [m] if m.fs_type == "bind" => vec![PathBuf::from(&m.source)],
+        _ => Vec::new(),
+    };
+    let result = if lowers.is_empty() {
+        Err(ImageUnpackError::UnsupportedMounts {
+            key: view.clone(),
+            mounts,
+        })
+    } else {
+        unpack_layer(store, image, job, &base.clone().with_lowers(lowers))
+    };
+    let _ = snapshotter.remove(&view);
+    result
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod diff;
 pub mod flatten;
 mod fsops;
 pub mod image_unpack;
+mod lower;
 pub mod mount;
 pub mod pack;
 pub mod snapshot;

@@ -40,7 +40,8 @@ use rustix::io::Errno;
 
 use crate::compress;
 use crate::fsops::{self, display_path, io_err};
-use crate::whiteout::{self, WhiteoutMode, WhiteoutName};
+use crate::lower::{self, Found, Lowers};
+use crate::whiteout::{self, OverlayXattrs, WhiteoutMode, WhiteoutName};
 
 /// Limits that bound what a layer may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +155,16 @@ pub struct UnpackOptions {
     pub xattrs: XattrPolicy,
     /// Set owners from the tar (needs privilege); otherwise files belong to the caller.
     pub preserve_ownership: bool,
+    /// The directories of the lower layers, nearest first, for a layer
+    /// unpacked in overlay form ([`WhiteoutMode::Overlay`]) into a
+    /// directory of its own: a hardlink whose target is not in that
+    /// directory finds it in the merged view of these (whiteouts and opaque
+    /// directories honoured), copies it up (content and metadata, as
+    /// overlayfs' copy-up does) and links to the copy; only regular files
+    /// are copied up. Ignored when whiteouts are applied (flattening,
+    /// where the target is in the directory already). They are only read,
+    /// and must not change during the unpack.
+    pub lowers: Vec<PathBuf>,
 }
 
 impl Default for UnpackOptions {
@@ -169,6 +180,7 @@ impl Default for UnpackOptions {
             devices: DevicePolicy::default(),
             xattrs: XattrPolicy::default(),
             preserve_ownership: rustix::process::geteuid().is_root(),
+            lowers: Vec::new(),
         }
     }
 }
@@ -201,6 +213,13 @@ impl UnpackOptions {
     /// Sets the limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets the lower layers' directories, nearest first (see
+    /// [`UnpackOptions::lowers`]).
+    pub fn with_lowers(mut self, lowers: Vec<PathBuf>) -> Self {
+        self.lowers = lowers;
         self
     }
 }
@@ -360,6 +379,16 @@ pub enum UnpackError {
         /// The link target.
         target: PathBuf,
     },
+    /// A hardlink, in a layer unpacked in overlay form, to something in a
+    /// lower layer that is not a regular file (only regular files are
+    /// copied up).
+    #[error("hardlink {path} -> {target}: the target in a lower layer is not a regular file")]
+    HardlinkTargetNotRegular {
+        /// The entry path.
+        path: PathBuf,
+        /// The link target.
+        target: PathBuf,
+    },
     /// A hardlink to a directory.
     #[error("hardlink {path} -> {target}: target is a directory")]
     HardlinkToDirectory {
@@ -505,7 +534,9 @@ impl Classify for UnpackError {
             | E::DeviceOutOfRange { .. }
             | E::DeviceRejected { .. } => ErrorKind::Unsafe,
             E::DeviceNotPermitted { .. } => ErrorKind::PermissionDenied,
-            E::UnsupportedEntry { .. } => ErrorKind::Unsupported,
+            E::UnsupportedEntry { .. } | E::HardlinkTargetNotRegular { .. } => {
+                ErrorKind::Unsupported
+            }
             E::DigestMismatch { .. } | E::DiffIdMismatch { .. } => ErrorKind::DigestMismatch,
             E::SizeMismatch { .. } => ErrorKind::SizeMismatch,
         }
@@ -525,6 +556,7 @@ impl UnpackError {
             | E::InvalidPath { path, .. }
             | E::ParentNotDirectory { path }
             | E::HardlinkTargetMissing { path, .. }
+            | E::HardlinkTargetNotRegular { path, .. }
             | E::HardlinkToDirectory { path, .. }
             | E::InvalidWhiteout { path }
             | E::ForgedWhiteout { path }
@@ -757,6 +789,8 @@ struct Applier<'r, 'o> {
     skipped: Vec<Skipped>,
     skipped_total: u64,
     buf: Vec<u8>,
+    /// Lower layers, for hardlinks to their files (overlay form).
+    lowers: Lowers,
 }
 
 /// The metadata of one entry, from its header and PAX records.
@@ -974,6 +1008,7 @@ fn unpack_core(
         skipped: Vec::new(),
         skipped_total: 0,
         buf: vec![0u8; 256 * 1024],
+        lowers: Lowers::new(opts.lowers.clone()),
     };
     let stream = extract(&mut compressed, &head[..n], &ctx, &mut applier, diff_alg)?;
     let Extracted {
@@ -1049,12 +1084,22 @@ fn extract(
 ) -> Result<Extracted, UnpackError> {
     let opts = ctx.opts;
     let compression = ctx.compression;
-    let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
-    let decoder =
-        compress::decoder(compression, head_reader).map_err(|e| UnpackError::Decompress {
-            compression,
-            source: e,
-        })?;
+    // With a second CPU, decompress on a worker thread while this one
+    // hashes, parses and writes files (the bytes and errors are the same).
+    let worker = (compression != Compression::None
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    .then(|| compress::DecompressWorker::start(compression))
+    .flatten();
+    let decoder: Box<dyn Read + '_> = match worker {
+        Some(w) => Box::new(w.decoder(head.to_vec(), compressed)),
+        None => {
+            let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
+            compress::decoder(compression, head_reader).map_err(|e| UnpackError::Decompress {
+                compression,
+                source: e,
+            })?
+        }
+    };
     let meter = Meter {
         inner: decoder,
         hasher: diff_alg.hasher(),
@@ -1826,15 +1871,28 @@ impl<'r, 'o> Applier<'r, 'o> {
             path: display_path(raw),
             target: display_path(&target),
         };
-        let tparent = match fsops::open_dir_in_root(self.root, tnorm.parent()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Err(missing()),
+        let overlay = match self.opts.whiteouts {
+            WhiteoutMode::Overlay(ns) => Some(ns),
+            WhiteoutMode::Apply => None,
+        };
+        let own = match fsops::open_dir_in_root(self.root, tnorm.parent()) {
+            Ok(fd) => match fsops::lstat_at(fd.as_fd(), tnorm.name()) {
+                Ok(Some(st)) => Some((fd, st)),
+                Ok(None) => None,
+                Err(e) => return Err(fs_err(raw, "stat link target of", e)),
+            },
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => None,
             Err(e) => return Err(fs_err(raw, "open link target of", e)),
         };
-        let tstat = match fsops::lstat_at(tparent.as_fd(), tnorm.name()) {
-            Ok(Some(st)) => st,
-            Ok(None) => return Err(missing()),
-            Err(e) => return Err(fs_err(raw, "stat link target of", e)),
+        let (tparent, tstat) = match own {
+            // In overlay form, a whiteout of this layer deleted the target
+            // (a 0/0 device from the image itself is refused).
+            Some((_, st)) if overlay.is_some() && is_whiteout(&st) => return Err(missing()),
+            Some(found) => found,
+            None => match overlay {
+                Some(ns) if !self.lowers.is_empty() => self.copy_up(&tnorm, raw, &target, ns)?,
+                _ => return Err(missing()),
+            },
         };
         if FileType::from_raw_mode(tstat.st_mode) == FileType::Directory {
             return Err(UnpackError::HardlinkToDirectory {
@@ -1874,6 +1932,108 @@ impl<'r, 'o> Applier<'r, 'o> {
         }
         self.created.insert(norm.full.clone());
         Ok(())
+    }
+
+    /// Copies the lower layers' file `tnorm` up into this layer's directory
+    /// (see the `lower` module); returns the directory it is in and its stat.
+    fn copy_up(
+        &mut self,
+        tnorm: &NormPath,
+        raw: &[u8],
+        target: &[u8],
+        ns: OverlayXattrs,
+    ) -> Result<(OwnedFd, rfs::Stat), UnpackError> {
+        let err = |op| move |e| fs_err(raw, op, e);
+        let not_regular = || UnpackError::HardlinkTargetNotRegular {
+            path: display_path(raw),
+            target: display_path(target),
+        };
+        let found = self
+            .lowers
+            .lookup(self.root, &tnorm.full, ns)
+            .map_err(err("look up link target of"))?;
+        let (layer, stat, parents) = match found {
+            Found::Regular {
+                layer,
+                stat,
+                parents,
+            } => (layer, stat, parents),
+            Found::Missing => {
+                return Err(UnpackError::HardlinkTargetMissing {
+                    path: display_path(raw),
+                    target: display_path(target),
+                })
+            }
+            Found::Directory => {
+                return Err(UnpackError::HardlinkToDirectory {
+                    path: display_path(raw),
+                    target: display_path(target),
+                })
+            }
+            Found::NotRegular => return Err(not_regular()),
+        };
+        let src = self
+            .lowers
+            .open_file(layer, &tnorm.full, &stat)
+            .map_err(err("open link target of"))?
+            .ok_or_else(not_regular)?;
+        let preserve = self.opts.preserve_ownership;
+        let chown = |fd: BorrowedFd<'_>, st: &rfs::Stat| {
+            if !preserve {
+                return Ok(());
+            }
+            rfs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+            )
+        };
+        // The parents: this layer's where it has them, else new ones with
+        // the metadata of the lower directory the merged view shows (mode
+        // and times set once the copy is in, as overlayfs' copy-up leaves
+        // them; entries this layer adds later change their mtime, as they
+        // do when flattening).
+        let mut made = Vec::new();
+        let mut dir =
+            fsops::open_real_dir_in_root(self.root, b"").map_err(err("open target for"))?;
+        for (comp, level) in tnorm.parent().split(|b| *b == b'/').zip(parents) {
+            if level.layer != 0 {
+                rfs::mkdirat(&dir, comp, Mode::from_raw_mode(0o700))
+                    .map_err(err("copy up parent of"))?;
+                let sub =
+                    fsops::open_child_dir(dir.as_fd(), comp).map_err(err("copy up parent of"))?;
+                chown(sub.as_fd(), &level.stat).map_err(err("copy up parent of"))?;
+                lower::copy_xattrs(level.fd.as_fd(), sub.as_fd())
+                    .map_err(err("copy up parent of"))?;
+                made.push((
+                    rustix::io::dup(&sub).map_err(err("copy up parent of"))?,
+                    level.stat,
+                ));
+                dir = sub;
+            } else {
+                dir = fsops::open_child_dir(dir.as_fd(), comp).map_err(err("open parent of"))?;
+            }
+        }
+        let dst = rfs::openat(
+            &dir,
+            tnorm.name(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(err("copy up"))?;
+        lower::copy_content(&src, &dst, u64::try_from(stat.st_size).unwrap_or(0))
+            .map_err(err("copy up"))?;
+        chown(dst.as_fd(), &stat).map_err(err("copy up"))?;
+        lower::copy_xattrs(src.as_fd(), dst.as_fd()).map_err(err("copy up"))?;
+        rfs::fchmod(&dst, Mode::from_raw_mode(stat.st_mode & 0o7777)).map_err(err("copy up"))?;
+        rfs::futimens(&dst, &times(mtime_of(&stat))).map_err(err("copy up"))?;
+        let copied = rfs::fstat(&dst).map_err(err("copy up"))?;
+        for (fd, st) in made.iter().rev() {
+            rfs::fchmod(fd, Mode::from_raw_mode(st.st_mode & 0o7777))
+                .map_err(err("copy up parent of"))?;
+            rfs::futimens(fd, &times(mtime_of(st))).map_err(err("copy up parent of"))?;
+        }
+        Ok((dir, copied))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2052,6 +2212,19 @@ impl<'r, 'o> Applier<'r, 'o> {
             rfs::futimens(&fd, &times(*mtime)).map_err(|e| fs_err(path, "set times of", e))?;
         }
         Ok(())
+    }
+}
+
+/// Whether a file is an overlayfs whiteout (a 0/0 character device).
+fn is_whiteout(st: &rfs::Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+/// The modification time of a stat.
+fn mtime_of(st: &rfs::Stat) -> Timespec {
+    Timespec {
+        tv_sec: st.st_mtime,
+        tv_nsec: st.st_mtime_nsec as _,
     }
 }
 

@@ -1185,3 +1185,318 @@ fn hostile_overlay_forged_whiteout_is_rejected() {
     assert_eq!(err.kind(), ErrorKind::Unsafe, "{err}");
     assert_nothing_partial(&sn, 1);
 }
+
+// ---- hardlinks across layers ----------------------------------------------------
+
+/// A tar entry with an explicit mode and mtime.
+fn entry_with(
+    t: &mut RawTar,
+    name: &str,
+    kind: tar::EntryType,
+    data: &[u8],
+    mode: u32,
+    mtime: u64,
+) {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).expect("path");
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_uid(7);
+    h.set_gid(8);
+    h.set_mtime(mtime);
+    h.set_cksum();
+    t.0.append(&h, data).expect("append");
+}
+
+/// The facts of a tree that hardlinks and copy-ups could get wrong beyond
+/// [`tree`]: the mtimes of everything and which names share an inode.
+fn links_and_times(root: &Path) -> BTreeMap<String, String> {
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (rel, _) in tree(root) {
+        let md = fs::symlink_metadata(root.join(&rel)).expect("lstat");
+        let group = if md.is_file() {
+            inodes
+                .entry(md.ino())
+                .or_insert_with(|| rel.clone())
+                .clone()
+        } else {
+            String::new()
+        };
+        // Directories this unpack changed have the current time: compare
+        // that as such, not to the second.
+        let mtime = if md.mtime() > 1_700_000_000 {
+            "now".to_owned()
+        } else {
+            md.mtime().to_string()
+        };
+        out.insert(rel, format!("mtime={mtime} nlink-group={group}"));
+    }
+    out
+}
+
+/// Unpacks `t` with every driver (overlay parallel and sequential, copy)
+/// and checks that the image's root equals the flattened image, hardlink
+/// groups and mtimes included.
+fn assert_drivers_match_flatten(t: &TestImage, test: &str) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let flat = out.path().join("flat");
+    image_overlay::flatten::flatten_image(&t.store, &t.image, &flat, &UnpackOptions::default())
+        .expect("flatten");
+    let mut want = tree(&flat);
+    want.remove("");
+    let mut want_links = links_and_times(&flat);
+    want_links.remove("");
+    for (driver, parallel) in [("overlay", 0), ("overlay", 1), ("copy", 0)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn: Box<dyn Snapshotter> = if driver == "overlay" {
+            Box::new(OverlaySnapshotter::open(dir.path()).expect("open"))
+        } else {
+            Box::new(CopySnapshotter::open(dir.path()).expect("open"))
+        };
+        let report = unpack_image(
+            &t.store,
+            &t.image,
+            &sn,
+            &ImageUnpackOptions::default().with_parallelism(parallel),
+        )
+        .unwrap_or_else(|e| panic!("{driver}/{parallel}: {e}"));
+        assert_eq!(report.unpacked.len(), t.image.layers().len());
+        assert_eq!(
+            sn.list().expect("list").len(),
+            t.image.layers().len(),
+            "{driver}: no temporary snapshot or view left"
+        );
+        let v = sn.view("check", report.top().as_deref()).expect("view");
+        let (mut got, mut got_links) = if driver == "copy" {
+            let root = PathBuf::from(&v[0].source);
+            (tree(&root), links_and_times(&root))
+        } else {
+            if !mounts_permitted(test) {
+                return;
+            }
+            with_mounted(&v, |root| (tree(root), links_and_times(root)))
+        };
+        got.remove("");
+        got_links.remove("");
+        assert_eq!(got, want, "{driver}/{parallel}");
+        assert_eq!(got_links, want_links, "{driver}/{parallel}");
+    }
+}
+
+fn tool_layer() -> Vec<u8> {
+    let mut l1 = RawTar::new();
+    entry_with(
+        &mut l1,
+        "usr/",
+        tar::EntryType::Directory,
+        b"",
+        0o750,
+        1_500_000_000,
+    );
+    entry_with(
+        &mut l1,
+        "usr/bin/",
+        tar::EntryType::Directory,
+        b"",
+        0o711,
+        1_500_000_001,
+    );
+    entry_with(
+        &mut l1,
+        "usr/bin/tool",
+        tar::EntryType::Regular,
+        b"the tool",
+        0o4755,
+        1_500_000_002,
+    );
+    l1.finish()
+}
+
+#[test]
+fn image_unpack_hardlink_to_a_file_of_the_layer_below() {
+    let mut l2 = RawTar::new();
+    // No directory entries: the copy-up makes usr/ and usr/bin/ with the
+    // lower layer's metadata.
+    l2.entry(
+        b"usr/bin/alias",
+        tar::EntryType::Link,
+        b"",
+        Some("usr/bin/tool"),
+    );
+    l2.entry(b"top", tar::EntryType::Link, b"", Some("usr/bin/tool"));
+    let t = image_of_tars(vec![tool_layer(), l2.finish()]);
+    assert_drivers_match_flatten(&t, "image_unpack_hardlink_to_a_file_of_the_layer_below");
+}
+
+#[test]
+fn image_unpack_hardlink_to_a_file_two_layers_below() {
+    let mut l2 = RawTar::new();
+    entry_with(
+        &mut l2,
+        "usr/",
+        tar::EntryType::Directory,
+        b"",
+        0o755,
+        1_600_000_000,
+    );
+    l2.entry(b"etc/other", tar::EntryType::Regular, b"other", None);
+    let mut l3 = RawTar::new();
+    l3.entry(b"alias", tar::EntryType::Link, b"", Some("usr/bin/tool"));
+    l3.entry(
+        b"usr/bin/alias2",
+        tar::EntryType::Link,
+        b"",
+        Some("/usr/bin/tool"),
+    );
+    let t = image_of_tars(vec![tool_layer(), l2.finish(), l3.finish()]);
+    assert_drivers_match_flatten(&t, "image_unpack_hardlink_to_a_file_two_layers_below");
+
+    // The lower layer's file is untouched: the copy is the upper layer's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = OverlaySnapshotter::open(dir.path()).expect("open");
+    let report =
+        unpack_image(&t.store, &t.image, &sn, &ImageUnpackOptions::default()).expect("unpack");
+    let m = sn.prepare("c", report.top().as_deref()).expect("prepare");
+    let lowers: Vec<PathBuf> = m[0].lowerdirs().iter().map(PathBuf::from).collect();
+    assert_eq!(lowers.len(), 3);
+    let bottom = fs::metadata(lowers[2].join("usr/bin/tool")).expect("bottom");
+    assert_eq!(bottom.nlink(), 1, "the lower file gained no link");
+    let copy = fs::metadata(lowers[0].join("usr/bin/tool")).expect("copied up");
+    assert_eq!(copy.nlink(), 3);
+    assert_eq!(copy.mode() & 0o7777, 0o4755);
+    assert_eq!(
+        fs::read(lowers[0].join("alias")).expect("alias"),
+        b"the tool"
+    );
+}
+
+#[test]
+fn image_unpack_hardlink_finds_the_nearest_version() {
+    let mut l2 = RawTar::new();
+    // With its parents' entries: a layer without them gets new parents in
+    // overlay form (unlike flattening, which keeps the lower ones).
+    entry_with(
+        &mut l2,
+        "usr/",
+        tar::EntryType::Directory,
+        b"",
+        0o750,
+        1_500_000_000,
+    );
+    entry_with(
+        &mut l2,
+        "usr/bin/",
+        tar::EntryType::Directory,
+        b"",
+        0o711,
+        1_500_000_001,
+    );
+    l2.entry(
+        b"usr/bin/tool",
+        tar::EntryType::Regular,
+        b"newer tool",
+        None,
+    );
+    let mut l3 = RawTar::new();
+    l3.entry(b"alias", tar::EntryType::Link, b"", Some("usr/bin/tool"));
+    let t = image_of_tars(vec![tool_layer(), l2.finish(), l3.finish()]);
+    assert_drivers_match_flatten(&t, "image_unpack_hardlink_finds_the_nearest_version");
+}
+
+/// A hardlink to a target that a layer in between deleted fails as the
+/// flattened unpack does, with every driver, leaving only the layers below.
+fn assert_target_missing_everywhere(tars: Vec<Vec<u8>>) {
+    let t = image_of_tars(tars);
+    let flat = tempfile::tempdir().expect("tempdir");
+    let e = image_overlay::flatten::flatten_image(
+        &t.store,
+        &t.image,
+        &flat.path().join("root"),
+        &UnpackOptions::default(),
+    )
+    .expect_err("flatten: target deleted");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let n = t.image.layers().len();
+    for (driver, parallel) in [("overlay", 0), ("overlay", 1), ("copy", 0)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn: Box<dyn Snapshotter> = if driver == "overlay" {
+            Box::new(OverlaySnapshotter::open(dir.path()).expect("open"))
+        } else {
+            Box::new(CopySnapshotter::open(dir.path()).expect("open"))
+        };
+        let err = unpack_image(
+            &t.store,
+            &t.image,
+            &sn,
+            &ImageUnpackOptions::default().with_parallelism(parallel),
+        )
+        .expect_err("target deleted in between");
+        assert!(
+            matches!(
+                &err,
+                ImageUnpackError::Unpack {
+                    index,
+                    source: image_overlay::UnpackError::HardlinkTargetMissing { .. },
+                    ..
+                } if *index == n - 1
+            ),
+            "{driver}: {err}"
+        );
+        let all = sn.list().expect("list");
+        assert_eq!(all.len(), n - 1, "{driver}: {all:?}");
+        assert!(all.iter().all(|i| i.kind == Kind::Committed), "{driver}");
+    }
+}
+
+#[test]
+fn image_unpack_hardlink_to_a_file_deleted_in_between_is_missing() {
+    let mut l2 = RawTar::new();
+    l2.entry(b"usr/bin/.wh.tool", tar::EntryType::Regular, b"", None);
+    let mut l3 = RawTar::new();
+    l3.entry(b"alias", tar::EntryType::Link, b"", Some("usr/bin/tool"));
+    assert_target_missing_everywhere(vec![tool_layer(), l2.finish(), l3.finish()]);
+}
+
+#[test]
+fn image_unpack_hardlink_below_a_deleted_directory_is_missing() {
+    let mut l2 = RawTar::new();
+    l2.entry(b".wh.usr", tar::EntryType::Regular, b"", None);
+    let mut l3 = RawTar::new();
+    l3.entry(b"alias", tar::EntryType::Link, b"", Some("usr/bin/tool"));
+    assert_target_missing_everywhere(vec![tool_layer(), l2.finish(), l3.finish()]);
+}
+
+#[test]
+fn image_unpack_hardlink_below_an_opaque_directory_is_missing() {
+    let mut l2 = RawTar::new();
+    l2.entry(b"usr/bin/.wh..wh..opq", tar::EntryType::Regular, b"", None);
+    l2.entry(b"usr/bin/other", tar::EntryType::Regular, b"o", None);
+    let mut l3 = RawTar::new();
+    l3.entry(b"alias", tar::EntryType::Link, b"", Some("usr/bin/tool"));
+    assert_target_missing_everywhere(vec![tool_layer(), l2.finish(), l3.finish()]);
+}
+
+#[test]
+fn image_unpack_hardlink_to_a_lower_symlink_is_refused_in_overlay_form() {
+    let mut l1 = RawTar::new();
+    l1.entry(b"s", tar::EntryType::Symlink, b"", Some("/etc/passwd"));
+    let mut l2 = RawTar::new();
+    l2.entry(b"h", tar::EntryType::Link, b"", Some("s"));
+    let (_d, sn, _t, r) = overlay_unpack(vec![l1.finish(), l2.finish()]);
+    let err = r.expect_err("only regular files are copied up");
+    assert!(
+        matches!(
+            &err,
+            ImageUnpackError::Unpack {
+                index: 1,
+                source: image_overlay::UnpackError::HardlinkTargetNotRegular { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert_nothing_partial(&sn, 1);
+}

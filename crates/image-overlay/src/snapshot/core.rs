@@ -296,7 +296,7 @@ impl Core {
         };
         // Sync the content before the metadata names it committed (outside
         // the lock: syncfs can take a while).
-        if sync {
+        if sync && !options.synced {
             let id = self.meta.read(|m| Ok(m.get(key)?.id))?;
             let fs = self.fs(id);
             let f = std::fs::File::open(&fs).map_err(|e| SnapshotError::io("open", &fs, e))?;

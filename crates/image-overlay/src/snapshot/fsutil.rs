@@ -232,7 +232,7 @@ fn copy_dir(
     Ok(())
 }
 
-fn copy_data(src: &OwnedFd, dst: &OwnedFd, len: u64) -> Result<(), Errno> {
+pub(crate) fn copy_data(src: &OwnedFd, dst: &OwnedFd, len: u64) -> Result<(), Errno> {
     if len == 0 {
         return Ok(());
     }
