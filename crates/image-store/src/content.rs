@@ -410,27 +410,90 @@ fn ingest_with_digest<I: Ingester + ?Sized>(
 }
 
 /// Copies `reader` into `writer`, telling read errors from write errors.
-pub(crate) fn copy_into(reader: &mut dyn Read, writer: &mut dyn Write, what: &str) -> Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ContentError::Read {
-                    what: what.to_owned(),
-                    source,
-                })
-            }
-        };
-        writer
-            .write_all(&buf[..n])
-            .map_err(|source| ContentError::io("write", PathBuf::from("<ingest>"), source))?;
-        total += n as u64;
+/// Copies `reader` into `writer` until the end of the source.
+///
+/// Sources longer than one chunk are copied in a pipeline: this thread
+/// reads (waiting on the source) while a second thread hashes and writes
+/// what was read before, with a few chunk buffers in flight, so a large
+/// ingest takes about as long as its slowest stage instead of the sum of
+/// reading, hashing and writing.
+pub(crate) fn copy_into(
+    reader: &mut dyn Read,
+    writer: &mut (dyn Write + Send),
+    what: &str,
+) -> Result<u64> {
+    const CHUNK: usize = 1 << 20;
+    const IN_FLIGHT: usize = 4;
+    let read_err = |source| ContentError::Read {
+        what: what.to_owned(),
+        source,
+    };
+    let write_err = |source| ContentError::io("write", PathBuf::from("<ingest>"), source);
+    let mut first = vec![0u8; CHUNK];
+    let n = read_full(reader, &mut first).map_err(read_err)?;
+    if n < CHUNK {
+        writer.write_all(&first[..n]).map_err(write_err)?;
+        return Ok(n as u64);
     }
-    Ok(total)
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        for _ in 1..IN_FLIGHT {
+            let _ = empty_tx.send(vec![0u8; CHUNK]);
+        }
+        let worker = scope.spawn(move || -> io::Result<()> {
+            for (buf, n) in full_rx {
+                writer.write_all(&buf[..n])?;
+                // The reader may have stopped; a lost buffer is fine then.
+                let _ = empty_tx.send(buf);
+            }
+            Ok(())
+        });
+        let mut total = n as u64;
+        let mut outcome = Ok(());
+        if full_tx.send((first, n)).is_ok() {
+            // `recv` fails once the worker stopped on a write error.
+            while let Ok(mut buf) = empty_rx.recv() {
+                match read_full(reader, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        total += n as u64;
+                        if full_tx.send((buf, n)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        outcome = Err(read_err(e));
+                        break;
+                    }
+                }
+            }
+        }
+        drop(full_tx);
+        let written = match worker.join() {
+            Ok(r) => r.map_err(write_err),
+            Err(_) => Err(write_err(io::Error::other(
+                "the ingest writer thread panicked",
+            ))),
+        };
+        outcome?;
+        written?;
+        Ok(total)
+    })
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// A reference unique to this process and moment, for one-shot ingests.
@@ -559,5 +622,99 @@ mod tests {
         let io = ContentError::io("write", "/x", io::Error::from_raw_os_error(28));
         assert_eq!(io.kind(), ErrorKind::Io);
         assert!(io.to_string().contains("/x"));
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    /// A source that returns short reads of varying length, then optionally fails.
+    struct Choppy<'a> {
+        data: &'a [u8],
+        pos: usize,
+        step: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Choppy<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.fail_at.is_some_and(|f| self.pos >= f) {
+                return Err(io::Error::other("source broke"));
+            }
+            self.step = (self.step * 7 + 13) % 100_003 + 1;
+            let n = self.step.min(buf.len()).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    struct FailingWriter(usize);
+
+    impl Write for FailingWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(io::Error::other("disk full"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn pipelined_copy_keeps_every_byte_in_order() {
+        for len in [
+            0,
+            1,
+            (1 << 20) - 1,
+            1 << 20,
+            (1 << 20) + 1,
+            5 * (1 << 20) + 12345,
+        ] {
+            let src = data(len);
+            let mut out = Vec::new();
+            let mut r = Choppy {
+                data: &src,
+                pos: 0,
+                step: 1,
+                fail_at: None,
+            };
+            let n = copy_into(&mut r, &mut out, "test").expect("copies");
+            assert_eq!(n, len as u64);
+            assert!(out == src, "bytes differ for length {len}");
+        }
+    }
+
+    #[test]
+    fn pipelined_copy_reports_source_and_sink_failures() {
+        let src = data(4 << 20);
+        let mut r = Choppy {
+            data: &src,
+            pos: 0,
+            step: 1,
+            fail_at: Some(3 << 20),
+        };
+        let e = copy_into(&mut r, &mut Vec::new(), "layer").expect_err("source fails");
+        assert!(
+            matches!(e, ContentError::Read { ref what, .. } if what == "layer"),
+            "{e}"
+        );
+
+        let mut r = Choppy {
+            data: &src,
+            pos: 0,
+            step: 1,
+            fail_at: None,
+        };
+        let e = copy_into(&mut r, &mut FailingWriter(2 << 20), "layer").expect_err("sink fails");
+        assert!(matches!(e, ContentError::Io { .. }), "{e}");
     }
 }
