@@ -9,7 +9,19 @@
 //! have truncated), and a `.wh.NAME` whiteout for each entry only in `lower`.
 //! The parent directories of every change are written too (as containerd
 //! does), so that their metadata, mtime included, survives the change.
+//!
+//! Hardlinks: names of one file written by the layer are one file's entry
+//! and hardlink entries to it, as [`crate::pack`] writes them. A new or
+//! changed name of a file that also has a name the layer leaves out
+//! (unchanged since `lower`) is a hardlink entry to that unchanged name,
+//! which the tree the layer is applied to has already: so the link group
+//! survives the apply. A first pass over the trees finds those unchanged
+//! names (the first in the layer's order when a file has several) before
+//! anything is written; a name the layer whites out or replaces is never
+//! unchanged, so a file none of whose names is left out is written whole
+//! at its first name, as before.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -18,7 +30,7 @@ use std::path::{Path, PathBuf};
 use image_core::{Classify, ErrorKind};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
-use crate::fsops::{self, Xattrs};
+use crate::fsops::{self, display_path, Xattrs};
 use crate::pack::{open_root, read_err, Node, PackError, PackOptions, PackReport, Packer, Source};
 use crate::whiteout;
 
@@ -71,8 +83,103 @@ fn diff_core(
     let l = open_root(lower)?;
     let u = open_root(upper)?;
     let mut packer = Packer::new(out, opts, Source::Plain)?;
-    walk(&mut packer, l.as_fd(), u.as_fd(), b"", &mut Vec::new())?;
+    let mut linked = Linked::default();
+    scan(&packer, l.as_fd(), u.as_fd(), b"", &mut linked)?;
+    for (&(dev, ino), path) in &linked.targets {
+        packer.link_to_existing(dev, ino, path.clone());
+    }
+    linked.paths = linked.targets.values().cloned().collect();
+    walk(
+        &mut packer,
+        l.as_fd(),
+        u.as_fd(),
+        b"",
+        &mut Vec::new(),
+        &linked,
+    )?;
     Ok(packer.finish()?)
+}
+
+/// What the first pass learns about the non-directories with more than one
+/// link that are in both trees.
+#[derive(Default)]
+struct Linked {
+    /// Whether each changed (path -> changed), so that the second pass
+    /// neither compares their content again nor decides otherwise.
+    changed: HashMap<Vec<u8>, bool>,
+    /// (device, inode) of each unchanged one -> its first path in the
+    /// layer's order: the hardlink target of the file's other names.
+    targets: HashMap<(u64, u64), Vec<u8>>,
+    /// The paths of `targets`, sorted.
+    paths: BTreeSet<Vec<u8>>,
+}
+
+impl Linked {
+    /// Fails if the layer would white out or replace `path` while it is,
+    /// or something below it is, a hardlink target: an unchanged name never
+    /// is, unless the tree changed between the two passes, and the layer
+    /// would then link to a name it removes.
+    fn check(&self, path: &[u8]) -> Result<(), PackError> {
+        if self.paths.is_empty() {
+            return Ok(());
+        }
+        let mut below = path.to_vec();
+        below.push(b'/');
+        let mut after = path.to_vec();
+        after.push(b'/' + 1);
+        if self.paths.contains(path) || self.paths.range(below..after).next().is_some() {
+            return Err(PackError::FileChanged {
+                path: display_path(path),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The first pass: walks the directories in both trees, as [`walk`] does,
+/// and records into `linked` which non-directories with more than one link
+/// changed.
+fn scan(
+    packer: &Packer<'_, '_>,
+    lower: BorrowedFd<'_>,
+    upper: BorrowedFd<'_>,
+    path: &[u8],
+    linked: &mut Linked,
+) -> Result<(), DiffError> {
+    let lnames = fsops::list_dir(lower).map_err(|e| read_err(path, "list lower", e))?;
+    let unames = fsops::list_dir(upper).map_err(|e| read_err(path, "list upper", e))?;
+    let mut i = 0;
+    for name in &unames {
+        while lnames.get(i).is_some_and(|l| l < name) {
+            i += 1;
+        }
+        if lnames.get(i) != Some(name) {
+            continue; // only in upper: written whole
+        }
+        let full = join(path, name);
+        let un = Packer::stat(upper, name, &full)?;
+        if un.file_type == FileType::Directory {
+            let ln = Packer::stat(lower, name, &full)?;
+            if ln.file_type == FileType::Directory {
+                let lfd = fsops::open_child_dir(lower, name)
+                    .map_err(|e| read_err(&full, "open lower", e))?;
+                let ufd = fsops::open_child_dir(upper, name)
+                    .map_err(|e| read_err(&full, "open upper", e))?;
+                scan(packer, lfd.as_fd(), ufd.as_fd(), &full, linked)?;
+            }
+        } else if un.stat.st_nlink > 1 {
+            let ln = Packer::stat(lower, name, &full)?;
+            let ch = changed(packer, &ln, &un, lower, upper, name, &full)?;
+            if !ch {
+                linked
+                    .targets
+                    .entry((un.stat.st_dev, un.stat.st_ino))
+                    .or_insert_with(|| full.clone());
+            }
+            linked.changed.insert(full, ch);
+        }
+    }
+    Ok(())
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
@@ -104,6 +211,7 @@ fn walk(
     upper: BorrowedFd<'_>,
     path: &[u8],
     pending: &mut Vec<Pending>,
+    linked: &Linked,
 ) -> Result<(), DiffError> {
     let lnames = fsops::list_dir(lower).map_err(|e| read_err(path, "list lower", e))?;
     let unames = fsops::list_dir(upper).map_err(|e| read_err(path, "list upper", e))?;
@@ -118,7 +226,9 @@ fn walk(
             std::cmp::Ordering::Less => {
                 // Only in lower: deleted.
                 let name = &lnames[i];
-                let st = Packer::stat(lower, name, &join(path, name))?;
+                let full = join(path, name);
+                linked.check(&full)?;
+                let st = Packer::stat(lower, name, &full)?;
                 flush(packer, pending)?;
                 let mut wh = whiteout::WHITEOUT_PREFIX.as_bytes().to_vec();
                 wh.extend_from_slice(name);
@@ -126,6 +236,7 @@ fn walk(
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
+                linked.check(&join(path, &unames[j]))?;
                 flush(packer, pending)?;
                 packer.tree(upper, &unames[j], path)?;
                 j += 1;
@@ -153,9 +264,13 @@ fn walk(
                             stat: un.stat,
                         });
                     }
-                    walk(packer, lfd.as_fd(), ufd.as_fd(), &full, pending)?;
+                    walk(packer, lfd.as_fd(), ufd.as_fd(), &full, pending, linked)?;
                     pending.truncate(depth);
-                } else if changed(packer, &ln, &un, lower, upper, name, &full)? {
+                } else if match linked.changed.get(&full) {
+                    Some(&ch) => ch,
+                    None => changed(packer, &ln, &un, lower, upper, name, &full)?,
+                } {
+                    linked.check(&full)?;
                     flush(packer, pending)?;
                     packer.tree(upper, name, path)?;
                 }

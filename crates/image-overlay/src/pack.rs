@@ -266,6 +266,13 @@ impl<'w, 'o> Packer<'w, 'o> {
         })
     }
 
+    /// Makes every later entry of file `(dev, ino)` with more than one link
+    /// a hardlink to `path`, which the caller knows exists where the layer
+    /// is applied (a diff: a file of the lower tree the layer leaves alone).
+    pub(crate) fn link_to_existing(&mut self, dev: u64, ino: u64, path: Vec<u8>) {
+        self.links.insert((dev, ino), path);
+    }
+
     fn mtime(&self, st: &rfs::Stat) -> i64 {
         let m = st.st_mtime;
         match self.opts.source_date_epoch {
