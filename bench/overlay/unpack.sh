@@ -84,7 +84,8 @@ t() {
   printf "%-40s %8.2fs %8d KiB peak RSS\n" "$name" "$T" "$RSS"
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
-fresh() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; }
+# sync after the removal so its writeback does not land in the next timed run
+fresh() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; sync; }
 
 echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers)"
 for mode in cold warm; do
