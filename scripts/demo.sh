@@ -10,6 +10,7 @@ imagectl=$PWD/target/release/imagectl
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export IMAGECTL_STORE=${1:-$work/store}
+# Containers and snapshots live beside the store.
 
 # A root filesystem: busybox-static and the applets the demo uses.
 rootfs=$work/rootfs
@@ -32,14 +33,10 @@ echo "== imagectl append: pack the root filesystem as a layer, write config and 
 echo "== imagectl unpack: flatten the image's layers, verifying digests and diff IDs"
 "$imagectl" unpack demo/busybox "$work/unpacked"
 
-echo "== run it"
-# The image's own config says how: read Cmd, Env and WorkingDir from it.
-mapfile -t cmd < <("$imagectl" inspect demo/busybox | python3 -c 'import json,sys; [print(a) for a in json.load(sys.stdin)["config"]["config"]["Cmd"]]')
-mapfile -t env < <("$imagectl" inspect demo/busybox | python3 -c 'import json,sys; [print(a) for a in json.load(sys.stdin)["config"]["config"]["Env"]]')
-workdir=$("$imagectl" inspect demo/busybox | python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["config"].get("WorkingDir") or "/")')
-# Own pid, mount and uts namespaces, the unpacked tree as root (util-linux unshare).
-unshare --fork --pid --mount --uts --mount-proc --root="$work/unpacked" --wd="$workdir" \
-  /bin/busybox env -i "${env[@]}" "${cmd[@]}"
+echo "== imagectl run: a container from the image (overlay snapshots, native executor)"
+"$imagectl" run --rm --hostname demo demo/busybox
+echo "== and with a command of our own, under runc, with a memory limit"
+"$imagectl" run --rm --runtime runc --memory 64m demo/busybox /bin/sh -c 'echo "hostname $(hostname), pid $$, $(ls / | wc -w) entries in /"'
 
 echo "== imagectl fsck"
 "$imagectl" fsck
