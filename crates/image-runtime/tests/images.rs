@@ -3,6 +3,8 @@
 //! made in the test from Debian's busybox-static. A missing tool or
 //! privilege skips a test loudly (eprintln) unless CI=true, where it fails.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -28,49 +30,12 @@ const APPLETS: &[&str] = &[
 
 /// Whether the test can run: root, runc, busybox-static.
 fn ready() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if image_runtime::oci_runtime::which("runc").is_none() {
-        missing.push("runc");
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox (busybox-static)");
-    }
-    if !rustix::process::geteuid().is_root() {
-        missing.push("root privileges");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true and missing: {missing:?}");
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
+    common::ready(&["runc"])
 }
 
-/// A busybox-static root filesystem, as `busybox --install -s` makes it.
+/// The shared busybox root filesystem plus `data/keep`.
 fn busybox_rootfs(dir: &Path) {
-    for d in [
-        "bin", "etc", "proc", "sys", "dev", "tmp", "home/app", "data",
-    ] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for a in APPLETS {
-        std::os::unix::fs::symlink("/bin/busybox", dir.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("etc/group"),
-        "root:x:0:\nwheel:x:10:app\nstaff:x:50:app\napp:x:1000:\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::write(dir.join("data/readme"), "lower\n").unwrap();
+    common::busybox_rootfs(dir, APPLETS);
     std::fs::write(dir.join("data/keep"), "kept\n").unwrap();
 }
 

@@ -4,6 +4,8 @@
 //! runtime. A missing tool skips a test loudly unless CI=true, where it
 //! fails. Every test removes what it made (cgroups, mounts, temp dirs).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,51 +25,10 @@ const APPLETS: &[&str] = &[
     "sort", "grep", "true", "dd", "readlink", "seq", "tty", "wc", "head", "kill",
 ];
 
-/// Root, busybox and `tools` present; otherwise skip loudly (fail in CI).
-fn ready(tools: &[&str]) -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|t| image_runtime::oci_runtime::which(t).is_none())
-        .map(|t| (*t).to_owned())
-        .collect();
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox (busybox-static)".into());
-    }
-    if !rustix::process::geteuid().is_root() {
-        missing.push("root privileges".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true and missing: {missing:?}");
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
-}
+use common::ready;
 
 fn busybox_rootfs(dir: &Path) {
-    for d in [
-        "bin", "etc", "proc", "sys", "dev", "tmp", "home/app", "data",
-    ] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for a in APPLETS {
-        std::os::unix::fs::symlink("/bin/busybox", dir.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("etc/group"),
-        "root:x:0:\nwheel:x:10:app\nstaff:x:50:app\napp:x:1000:\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::write(dir.join("data/readme"), "lower\n").unwrap();
+    common::busybox_rootfs(dir, APPLETS);
 }
 
 fn image_config() -> RunConfig {
