@@ -297,72 +297,46 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
 }
 
-impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
-        (**self).create(id, bundle)
-    }
-    fn start(
-        &self,
-        id: &str,
-        bundle: &Path,
-        stdio: Stdio,
-    ) -> Result<Box<dyn Process>, BackendError> {
-        (**self).start(id, bundle, stdio)
-    }
-    fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
-        (**self).kill(id, signal)
-    }
-    fn state(&self, id: &str) -> Result<BackendState, BackendError> {
-        (**self).state(id)
-    }
-    fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
-        (**self).delete(id, force)
-    }
-    fn exec(
-        &self,
-        id: &str,
-        bundle: &Path,
-        process: &image_core::oci_spec::runtime::Process,
-        stdio: Stdio,
-    ) -> Result<Box<dyn Process>, BackendError> {
-        (**self).exec(id, bundle, process, stdio)
-    }
+// The same forwarding for every pointer to a backend, so any `Arc` or
+// `Box` of one is one too.
+macro_rules! forward_backend {
+    ($($ptr:ident)::+) => {
+        impl<B: Backend + ?Sized> Backend for $($ptr)::+<B> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
+                (**self).create(id, bundle)
+            }
+            fn start(
+                &self,
+                id: &str,
+                bundle: &Path,
+                stdio: Stdio,
+            ) -> Result<Box<dyn Process>, BackendError> {
+                (**self).start(id, bundle, stdio)
+            }
+            fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
+                (**self).kill(id, signal)
+            }
+            fn state(&self, id: &str) -> Result<BackendState, BackendError> {
+                (**self).state(id)
+            }
+            fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
+                (**self).delete(id, force)
+            }
+            fn exec(
+                &self,
+                id: &str,
+                bundle: &Path,
+                process: &image_core::oci_spec::runtime::Process,
+                stdio: Stdio,
+            ) -> Result<Box<dyn Process>, BackendError> {
+                (**self).exec(id, bundle, process, stdio)
+            }
+        }
+    };
 }
 
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
-        (**self).create(id, bundle)
-    }
-    fn start(
-        &self,
-        id: &str,
-        bundle: &Path,
-        stdio: Stdio,
-    ) -> Result<Box<dyn Process>, BackendError> {
-        (**self).start(id, bundle, stdio)
-    }
-    fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
-        (**self).kill(id, signal)
-    }
-    fn state(&self, id: &str) -> Result<BackendState, BackendError> {
-        (**self).state(id)
-    }
-    fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
-        (**self).delete(id, force)
-    }
-    fn exec(
-        &self,
-        id: &str,
-        bundle: &Path,
-        process: &image_core::oci_spec::runtime::Process,
-        stdio: Stdio,
-    ) -> Result<Box<dyn Process>, BackendError> {
-        (**self).exec(id, bundle, process, stdio)
-    }
-}
+forward_backend!(std::sync::Arc);
+forward_backend!(Box);
