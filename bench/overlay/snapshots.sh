@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Unpack of one generated multi-layer image into overlay snapshots (layers in
+# Unpack of one generated 10-layer image into overlay snapshots (layers in
 # parallel) against the flattened unpack and `umoci unpack`, cold (page cache
-# dropped, needs root) and warm; then mount of a 10-layer root.
+# dropped, needs root) and warm; then mount of its 10-layer root. The image
+# of bench/overlay/unpack.sh goes through the same comparison there.
 #
 #   bench/overlay/snapshots.sh [LAYERS] [FILES] [LARGE_MB]
 # Defaults: 10 layers, 20000 files in all, one 128 MiB file in the base layer.
@@ -45,20 +46,22 @@ run() { # NAME CMD...
   printf "%-40s %8.3fs\n" "$name" "$T"
 }
 
+# Outputs are kept until the end: see bench/overlay/unpack.sh for why a
+# deletion must not precede a timed run.
 for mode in cold warm; do
   echo "== unpack ($mode)"
-  rm -rf "$WORK/ov" "$WORK/ovn" "$WORK/ov1" "$WORK/flat" "$WORK/umoci"
+  OUT="$WORK/$mode"; mkdir -p "$OUT"; sync
   [ $mode = cold ] && drop
-  run "overlay snapshots, parallel ($mode)" "$BIN" overlay "$WORK/layout" "$WORK/ov" 0; OV=$T
+  run "overlay snapshots, parallel ($mode)" "$BIN" overlay "$WORK/layout" "$OUT/ov" 0; OV=$T
   [ $mode = cold ] && drop
-  SNAPSHOTS_SYNC=0 run "overlay, parallel, no syncfs ($mode)" "$BIN" overlay "$WORK/layout" "$WORK/ovn" 0; OVN=$T
+  SNAPSHOTS_SYNC=0 run "overlay, parallel, no syncfs ($mode)" "$BIN" overlay "$WORK/layout" "$OUT/ovn" 0; OVN=$T
   [ $mode = cold ] && drop
-  run "overlay snapshots, 1 thread ($mode)" "$BIN" overlay "$WORK/layout" "$WORK/ov1" 1; OV1=$T
+  run "overlay snapshots, 1 thread ($mode)" "$BIN" overlay "$WORK/layout" "$OUT/ov1" 1; OV1=$T
   [ $mode = cold ] && drop
-  run "flattened unpack ($mode)"          "$BIN" flatten "$WORK/layout" "$WORK/flat"; FL=$T
+  run "flattened unpack ($mode)"          "$BIN" flatten "$WORK/layout" "$OUT/flat"; FL=$T
   if command -v umoci >/dev/null; then
     [ $mode = cold ] && drop
-    run "umoci unpack ($mode)"            umoci unpack --image "$WORK/layout:bench" "$WORK/umoci"; UM=$T
+    run "umoci unpack ($mode)"            umoci unpack --image "$WORK/layout:bench" "$OUT/umoci"; UM=$T
     echo "ratio $mode: umoci / overlay-parallel = $(ratio "$UM" "$OV"), flattened / overlay-parallel = $(ratio "$FL" "$OV"), 1-thread / parallel = $(ratio "$OV1" "$OV")"
     echo "ratio $mode (no syncfs): umoci / overlay-parallel = $(ratio "$UM" "$OVN"), flattened / overlay-parallel = $(ratio "$FL" "$OVN")"
   else
@@ -67,4 +70,4 @@ for mode in cold warm; do
 done
 
 echo "== mount of the $LAYERS-layer root (prepare on the top chain ID, mount, unmount)"
-"$BIN" mount "$WORK/ov" 50 2>/dev/null
+"$BIN" mount "$OUT/ov" 50 2>/dev/null

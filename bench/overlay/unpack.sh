@@ -9,9 +9,12 @@
 # WORK=DIR puts the data elsewhere (default: a temp dir under /tmp).
 #
 # Unpack: the whole image flattened by us (`layer flatten`: every layer,
-# both digests verified) against `umoci unpack` (which also verifies) and
-# against `tar -xzf` of each layer in turn (no verification), cold (page
-# cache dropped before each run, needs root) and warm (the same run again).
+# both digests verified), and unpacked into overlay snapshots (layers in
+# parallel, both digests verified, with and without the syncfs that makes
+# commits durable), against `umoci unpack` (which verifies, and does not
+# sync) and against `tar -xzf` of each layer in turn (no verification), cold
+# (page cache dropped before each run, needs root) and warm (the same runs
+# again). Each run writes into a fresh directory (see `fresh` below).
 # Pack: one directory into a gzip / zstd layer, ours (digest and diff ID
 # computed in the same pass) against `tar -c | gzip | tee | sha256sum`,
 # the same with pigz, and with `zstd -T2`. Prints seconds, peak RSS and
@@ -26,7 +29,7 @@ WORK=${WORK:-$(mktemp -d /tmp/overlay-bench.XXXXXX)}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
-cargo build --release -q -p image-overlay --example layer --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p image-overlay --example layer --example snapshots --manifest-path "$ROOT/Cargo.toml"
 L="$ROOT/target/release/examples/layer"
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK ($(findmnt -no FSTYPE -T "$WORK"))"
 
@@ -84,19 +87,33 @@ t() {
   printf "%-40s %8.2fs %8d KiB peak RSS\n" "$name" "$T" "$RSS"
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
-# sync after the removal so its writeback does not land in the next timed run
-fresh() { rm -rf "$WORK/out"; mkdir -p "$WORK/out"; sync; }
+# Every run writes into a directory of its own and nothing is deleted until
+# the script ends. A deletion inside the timed window would bill one tool for
+# another's writeback, and on an ext4 without a journal (as this VM's root is)
+# the inode allocator skips inodes freed in the last minutes while their inode
+# table blocks are cached (ext4 ialloc.c, recently_deleted()): every warm run
+# after an `rm -rf` of the previous tree paid for that scan, which made warm
+# runs ~5x slower than cold ones for every tool.
+N=0
+fresh() { N=$((N + 1)); OUT="$WORK/out/$N"; mkdir -p "$OUT"; sync; }
 
 echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers)"
+S="$ROOT/target/release/examples/snapshots"
 for mode in cold warm; do
   fresh; [ $mode = cold ] && drop
-  t "ours flatten ($mode)" "$L" flatten "$WORK/layout" "$REF" "$WORK/out/rootfs"; OURS=$T
+  t "ours flatten ($mode)" "$L" flatten "$WORK/layout" "$REF" "$OUT/rootfs"; OURS=$T
   fresh; [ $mode = cold ] && drop
-  t "umoci unpack ($mode)" umoci unpack --image "$WORK/layout:$REF" "$WORK/out/bundle"; UMOCI=$T
+  t "ours overlay snapshots, parallel ($mode)" "$S" overlay "$WORK/layout" "$OUT/snap" 0 "$REF"; OV=$T
+  fresh; [ $mode = cold ] && drop
+  SNAPSHOTS_SYNC=0 t "ours overlay snapshots, no syncfs ($mode)" "$S" overlay "$WORK/layout" "$OUT/snap" 0 "$REF"; OVN=$T
+  fresh; [ $mode = cold ] && drop
+  t "umoci unpack ($mode)" umoci unpack --image "$WORK/layout:$REF" "$OUT/bundle"; UMOCI=$T
   fresh; [ $mode = cold ] && drop
   # shellcheck disable=SC2086
-  t "tar -xzf each layer ($mode)" sh -c 'd=$1; shift; for l in "$@"; do tar -xzf "$l" -C "$d" || exit 1; done' sh "$WORK/out" $LAYERS; TAR=$T
-  echo "ratio unpack $mode: umoci / ours = $(ratio "$UMOCI" "$OURS")   tar -xzf / ours = $(ratio "$TAR" "$OURS")"
+  t "tar -xzf each layer ($mode)" sh -c 'd=$1; shift; for l in "$@"; do tar -xzf "$l" -C "$d" || exit 1; done' sh "$OUT" $LAYERS; TAR=$T
+  echo "ratio unpack $mode, flattened: umoci / ours = $(ratio "$UMOCI" "$OURS")   tar -xzf / ours = $(ratio "$TAR" "$OURS")"
+  echo "ratio unpack $mode, overlay snapshots: umoci / ours = $(ratio "$UMOCI" "$OV")   tar -xzf / ours = $(ratio "$TAR" "$OV")   flattened / snapshots = $(ratio "$OURS" "$OV")"
+  echo "ratio unpack $mode, overlay snapshots without syncfs (umoci and tar do not sync either): umoci / ours = $(ratio "$UMOCI" "$OVN")   tar -xzf / ours = $(ratio "$TAR" "$OVN")"
 done
 
 echo "== pack one directory (layer 1 + the large file)"

@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! snapshots gen LAYOUT LAYERS FILES MB   # generate image "bench" (gzip layers) in an OCI layout
-//! snapshots overlay LAYOUT ROOT [PAR]    # unpack it into overlay snapshots (PAR threads, 0 = cores;
+//! snapshots overlay LAYOUT ROOT [PAR [REF]]  # unpack image REF (default "bench") into overlay
+//!                                        # snapshots (PAR threads, 0 = cores;
 //!                                        # SNAPSHOTS_SYNC=0: no syncfs before commits)
-//! snapshots copy LAYOUT ROOT             # unpack it into copy snapshots
+//! snapshots copy LAYOUT ROOT [PAR [REF]]  # unpack it into copy snapshots
 //! snapshots flatten LAYOUT DIR           # flattened unpack onto DIR
 //! snapshots mount ROOT [RUNS]            # time mount + unmount of the root of the top snapshot
 //! ```
@@ -134,7 +135,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         Some("overlay") | Some("copy") if args.len() >= 3 => {
             let store = OciDir::open(&args[1])?;
-            let image = image_store::resolve_image(&store, "bench", None)?;
+            let reference = args.get(4).map_or("bench", String::as_str);
+            let image = image_store::resolve_image(&store, reference, None)?;
             let par: usize = args.get(3).map_or(Ok(0), |p| p.parse())?;
             let opts = ImageUnpackOptions::default().with_parallelism(par);
             let r = if args[0] == "overlay" {

@@ -445,8 +445,9 @@ enum Compressed {
 /// What the decompressor sends back.
 enum Decompressed {
     Data(Vec<u8>),
-    /// One compressed chunk was taken off the queue.
-    Took,
+    /// One compressed chunk was taken off the queue; the buffer of the
+    /// one before it comes back for reuse.
+    Took(Vec<u8>),
     End,
     Failed(io::Error),
 }
@@ -468,8 +469,8 @@ impl Read for ChunkReader {
             }
             match self.rx.recv() {
                 Ok(Compressed::Data(d)) => {
-                    let _ = self.tx.send(Decompressed::Took);
-                    self.cur = d;
+                    let used = std::mem::replace(&mut self.cur, d);
+                    let _ = self.tx.send(Decompressed::Took(used));
                     self.pos = 0;
                 }
                 Ok(Compressed::Failed(e)) => {
@@ -493,6 +494,7 @@ fn decompress_worker(
     compression: Compression,
     rx: Receiver<Compressed>,
     tx: SyncSender<Decompressed>,
+    recycled: Receiver<Vec<u8>>,
 ) {
     let input = ChunkReader {
         rx,
@@ -509,7 +511,10 @@ fn decompress_worker(
         }
     };
     loop {
-        let mut buf = vec![0u8; OUT_CHUNK];
+        // Output buffers the reader is done with come back: no allocation
+        // (and no zeroing) per chunk once a few are in circulation.
+        let mut buf = recycled.try_recv().unwrap_or_default();
+        buf.resize(OUT_CHUNK, 0);
         let msg = match dec.read(&mut buf) {
             Ok(0) => Decompressed::End,
             Ok(n) => {
@@ -544,12 +549,17 @@ pub(crate) struct ThreadedDecoder<'a> {
     cur: Vec<u8>,
     pos: usize,
     finished: bool,
+    /// Output buffers going back to the worker.
+    recycle: Sender<Vec<u8>>,
+    /// Input buffers the worker is done with.
+    spare: Vec<Vec<u8>>,
 }
 
 /// A started decompressor thread, waiting for its source.
 pub(crate) struct DecompressWorker {
     to_worker: Sender<Compressed>,
     from_worker: Receiver<Decompressed>,
+    recycle: Sender<Vec<u8>>,
 }
 
 impl DecompressWorker {
@@ -558,13 +568,15 @@ impl DecompressWorker {
     pub(crate) fn start(compression: Compression) -> Option<Self> {
         let (to_worker, worker_rx) = mpsc::channel();
         let (worker_tx, from_worker) = mpsc::sync_channel(OUT_QUEUE);
+        let (recycle, recycled) = mpsc::channel();
         std::thread::Builder::new()
             .name("layer-decompress".into())
-            .spawn(move || decompress_worker(compression, worker_rx, worker_tx))
+            .spawn(move || decompress_worker(compression, worker_rx, worker_tx, recycled))
             .ok()?;
         Some(DecompressWorker {
             to_worker,
             from_worker,
+            recycle,
         })
     }
 
@@ -580,6 +592,8 @@ impl DecompressWorker {
             cur: Vec::new(),
             pos: 0,
             finished: false,
+            recycle: self.recycle,
+            spare: Vec::new(),
         }
     }
 }
@@ -591,7 +605,8 @@ impl ThreadedDecoder<'_> {
         let chunk = match self.head.take() {
             Some(h) => Compressed::Data(h),
             None => {
-                let mut b = vec![0u8; IN_CHUNK];
+                let mut b = self.spare.pop().unwrap_or_default();
+                b.resize(IN_CHUNK, 0);
                 loop {
                     match self.source.read(&mut b) {
                         Ok(0) => {
@@ -650,10 +665,19 @@ impl Read for ThreadedDecoder<'_> {
             };
             match msg {
                 Decompressed::Data(d) => {
-                    self.cur = d;
+                    let used = std::mem::replace(&mut self.cur, d);
+                    if used.capacity() > 0 {
+                        // The worker may be gone: then the buffer just drops.
+                        let _ = self.recycle.send(used);
+                    }
                     self.pos = 0;
                 }
-                Decompressed::Took => self.in_flight = self.in_flight.saturating_sub(1),
+                Decompressed::Took(used) => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    if used.capacity() >= IN_CHUNK && self.spare.len() <= IN_FLIGHT {
+                        self.spare.push(used);
+                    }
+                }
                 Decompressed::End => self.finished = true,
                 Decompressed::Failed(e) => {
                     self.finished = true;

@@ -32,6 +32,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
 use image_core::manifest::{descriptor_digest, descriptor_media_type};
@@ -440,7 +441,10 @@ where
         jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let work = || loop {
+    let sync = snapshotter.capabilities().sync_on_commit;
+    // Each finished layer wakes the flusher (see below); `tx` is the
+    // worker's handle to it.
+    let work = |tx: Option<SyncSender<()>>| loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
         if n >= jobs.len() || failed.load(Ordering::Relaxed) {
             break;
@@ -453,20 +457,40 @@ where
         if let Ok(mut slot) = results[n].lock() {
             *slot = Some(r);
         }
+        if let Some(tx) = &tx {
+            // A full channel means a sync is pending already.
+            let _ = tx.try_send(());
+        }
     };
-    if threads == 1 {
-        work();
-    } else {
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(work);
+    std::thread::scope(|s| {
+        // When commits must be durable, a flusher thread syncs the
+        // filesystem each time a layer is finished, while later layers are
+        // still being unpacked: the writeback of finished layers overlaps
+        // the work on the others, and the sync before the commits below
+        // finds little left to write. Its errors are ignored: that last
+        // sync decides.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        if sync {
+            if let Ok(dir) = std::fs::File::open(&jobs[0].dir) {
+                s.spawn(move || {
+                    while rx.recv().is_ok() {
+                        let _ = rustix::fs::syncfs(&dir);
+                    }
+                });
             }
-        });
-    }
+        }
+        let work = &work;
+        for _ in 1..threads {
+            let tx = sync.then(|| tx.clone());
+            s.spawn(move || work(tx));
+        }
+        work(sync.then_some(tx));
+    });
     // One syncfs for every layer unpacked so far, before any commit records
     // one (instead of one per commit); a layer unpacked again below is
-    // synced by its own commit. Without it, each commit syncs.
-    let synced = sync_dirs(&jobs);
+    // synced by its own commit. A driver that does not sync on commit is
+    // not synced here either.
+    let synced = sync && sync_dirs(&jobs);
     // Commit in order up to the first failure; remove the rest.
     let mut error = None;
     for (mut job, slot) in jobs.into_iter().zip(results) {

@@ -675,7 +675,8 @@ impl Read for SourceTag<'_> {
 }
 
 /// Hashes, counts and limits the uncompressed stream, and remembers how
-/// many zero bytes end what was read so far (to see the end marker).
+/// many zero bytes end what was read so far, up to one block (to see the
+/// end marker).
 struct Meter<'a> {
     inner: Box<dyn Read + 'a>,
     hasher: Hasher,
@@ -683,6 +684,9 @@ struct Meter<'a> {
     limit: u64,
     trailing_zeros: u64,
 }
+
+/// How many trailing zero bytes [`Meter`] counts exactly: one tar block.
+const TAIL: usize = 512;
 
 impl Read for Meter<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -702,8 +706,12 @@ impl Read for Meter<'_> {
             return Err(io::Error::other(LimitHit));
         }
         self.hasher.update(data);
-        match data.iter().rposition(|b| *b != 0) {
-            Some(i) => self.trailing_zeros = (n - 1 - i) as u64,
+        // Only whether a whole zero block ends the stream matters: look at
+        // no more than the last block's worth of bytes.
+        let tail = &data[n.saturating_sub(TAIL)..];
+        match tail.iter().rposition(|b| *b != 0) {
+            Some(i) => self.trailing_zeros = (tail.len() - 1 - i) as u64,
+            None if n >= TAIL => self.trailing_zeros = TAIL as u64,
             None => self.trailing_zeros += n as u64,
         }
         Ok(n)

@@ -16,7 +16,8 @@ use image_overlay::image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOpt
 use image_overlay::mount::{Mount, MountGuard, Mounter, RecordingMounter, SysMounter};
 use image_overlay::pack::{pack_overlay_upper, PackOptions};
 use image_overlay::snapshot::{
-    CommitOptions, CopySnapshotter, Kind, Labels, OverlaySnapshotter, SnapshotError, Snapshotter,
+    CommitOptions, CopySnapshotter, Kind, Labels, OverlayOptions, OverlaySnapshotter,
+    SnapshotError, Snapshotter,
 };
 use image_overlay::unpack::{unpack, UnpackOptions};
 use image_overlay::whiteout::OverlayXattrs;
@@ -879,6 +880,28 @@ fn image_unpack_overlay_parallel() {
 fn image_unpack_overlay_sequential() {
     let dir = tempfile::tempdir().expect("tempdir");
     unpack_into(&OverlaySnapshotter::open(dir.path()).expect("open"), 1);
+}
+
+#[test]
+fn image_unpack_without_sync_on_commit() {
+    // Durability is the default and is reported; a driver opened without
+    // it says so, and images unpack into it the same (unsynced).
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(
+        OverlaySnapshotter::open(dir.path())
+            .expect("open")
+            .capabilities()
+            .sync_on_commit
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = OverlayOptions::default().with_sync_on_commit(false);
+    let sn = OverlaySnapshotter::open_with(dir.path(), opts).expect("open");
+    assert!(!sn.capabilities().sync_on_commit);
+    unpack_into(&sn, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = CopySnapshotter::open_with(dir.path(), false).expect("open");
+    assert!(!sn.capabilities().sync_on_commit);
+    unpack_into(&sn, 0);
 }
 
 #[test]

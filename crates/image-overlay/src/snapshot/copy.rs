@@ -59,6 +59,7 @@ impl Snapshotter for CopySnapshotter {
         Capabilities {
             rebase: false,
             layer_whiteouts: WhiteoutMode::Apply,
+            sync_on_commit: self.core.syncs(),
         }
     }
     fn stat(&self, key: &str) -> Result<Info, SnapshotError> {

@@ -283,6 +283,13 @@ impl Core {
         result
     }
 
+    /// Whether commits sync the filesystem first.
+    pub(crate) fn syncs(&self) -> bool {
+        match self.layout {
+            Layout::Overlay { sync, .. } | Layout::Copy { sync } => sync,
+        }
+    }
+
     pub(crate) fn commit(
         &self,
         name: &str,
@@ -291,9 +298,7 @@ impl Core {
     ) -> Result<(), SnapshotError> {
         check_key(name)?;
         let rebase_ok = matches!(self.layout, Layout::Overlay { .. });
-        let sync = match self.layout {
-            Layout::Overlay { sync, .. } | Layout::Copy { sync } => sync,
-        };
+        let sync = self.syncs();
         // Sync the content before the metadata names it committed (outside
         // the lock: syncfs can take a while).
         if sync && !options.synced {

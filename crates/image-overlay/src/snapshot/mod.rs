@@ -129,6 +129,10 @@ pub struct Capabilities {
     /// How a layer is applied to an active snapshot's directory: with
     /// whiteouts converted to overlayfs form, or applied onto a full copy.
     pub layer_whiteouts: WhiteoutMode,
+    /// A commit makes the snapshot's content durable first (`syncfs`), so
+    /// that a crash never leaves a committed snapshot with lost data. A
+    /// caller that syncs itself says so with [`CommitOptions::synced`].
+    pub sync_on_commit: bool,
 }
 
 /// Options of [`Snapshotter::commit_with`].

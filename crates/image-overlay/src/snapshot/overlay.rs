@@ -109,6 +109,7 @@ impl Snapshotter for OverlaySnapshotter {
             } else {
                 OverlayXattrs::Trusted
             }),
+            sync_on_commit: self.core.syncs(),
         }
     }
     fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
