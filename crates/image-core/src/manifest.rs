@@ -99,65 +99,196 @@ pub fn descriptor_media_type(desc: &Descriptor) -> MediaType {
     MediaType::from(desc.media_type())
 }
 
-/// A typed document with its raw bytes and the top-level fields its type
-/// does not model.
+/// What [`Raw`] needs to know of the `oci-spec` type behind a [`Manifest`]
+/// or an [`Index`]: how the kind is named and told apart, and which
+/// descriptors it holds.
+trait Kind: Clone + Serialize + DeserializeOwned {
+    /// What is parsed, for errors ("manifest", "index").
+    const WHAT: &'static str;
+    /// The media type of a document that declares none.
+    const DEFAULT_MEDIA_TYPE: MediaType;
+
+    /// The media type set in the value, if any.
+    fn declared_media_type(&self) -> Option<MediaType>;
+
+    /// Rejects a document of another kind before it is read as `Self`, from
+    /// its declared media type and its top-level fields.
+    fn check_kind_before_reading(
+        _declared: Option<&MediaType>,
+        _object: &Map<String, Value>,
+    ) -> Result<(), ParseError> {
+        Ok(())
+    }
+
+    /// Rejects a declared media type of another kind once the document has
+    /// been read as `Self` (so a document of the wrong shape reports that).
+    fn check_kind_after_reading(_declared: Option<&MediaType>) -> Result<(), ParseError> {
+        Ok(())
+    }
+
+    /// Checks every descriptor digest with the strict rules.
+    fn validate_digests(&self) -> Result<(), ParseError>;
+}
+
+impl Kind for oci_spec::image::ImageManifest {
+    const WHAT: &'static str = "manifest";
+    const DEFAULT_MEDIA_TYPE: MediaType = MediaType::OciManifest;
+
+    fn declared_media_type(&self) -> Option<MediaType> {
+        self.media_type().as_ref().map(MediaType::from)
+    }
+
+    fn check_kind_before_reading(
+        declared: Option<&MediaType>,
+        object: &Map<String, Value>,
+    ) -> Result<(), ParseError> {
+        let found = match declared {
+            Some(m) if m.is_schema1() => return Err(ParseError::Schema1),
+            Some(m) if !m.is_manifest() => m.to_string(),
+            None if object.contains_key("manifests") => "an index (it has \"manifests\")".into(),
+            _ => return Ok(()),
+        };
+        Err(ParseError::WrongKind {
+            expected: "an image manifest",
+            found,
+        })
+    }
+
+    fn validate_digests(&self) -> Result<(), ParseError> {
+        descriptor_digest(self.config(), "config")?;
+        for (i, l) in self.layers().iter().enumerate() {
+            descriptor_digest(l, &format!("layers[{i}]"))?;
+        }
+        if let Some(s) = self.subject() {
+            descriptor_digest(s, "subject")?;
+        }
+        Ok(())
+    }
+}
+
+impl Kind for oci_spec::image::ImageIndex {
+    const WHAT: &'static str = "index";
+    const DEFAULT_MEDIA_TYPE: MediaType = MediaType::OciIndex;
+
+    fn declared_media_type(&self) -> Option<MediaType> {
+        self.media_type().as_ref().map(MediaType::from)
+    }
+
+    fn check_kind_after_reading(declared: Option<&MediaType>) -> Result<(), ParseError> {
+        match declared {
+            Some(m) if !m.is_index() => Err(ParseError::WrongKind {
+                expected: "an image index",
+                found: m.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_digests(&self) -> Result<(), ParseError> {
+        for (i, m) in self.manifests().iter().enumerate() {
+            descriptor_digest(m, &format!("manifests[{i}]"))?;
+        }
+        if let Some(s) = self.subject() {
+            descriptor_digest(s, "subject")?;
+        }
+        Ok(())
+    }
+}
+
+/// A typed document with its raw bytes, its media type and the top-level
+/// fields its type does not model: the whole of a [`Manifest`] or an
+/// [`Index`]. `digest` is always the digest of `bytes`.
 #[derive(Debug, Clone, PartialEq)]
 struct Raw<T> {
     bytes: Vec<u8>,
     digest: Digest,
+    media_type: MediaType,
     value: T,
     extra: Map<String, Value>,
 }
 
-impl<T: Serialize + DeserializeOwned> Raw<T> {
-    fn parse(bytes: Vec<u8>, what: &'static str) -> Result<(Self, Map<String, Value>), ParseError> {
-        let json = |source| ParseError::Json { what, source };
+impl<T: Kind> Raw<T> {
+    /// Parses bytes as stored, keeping them: the schema version, the kind,
+    /// the shape, then every descriptor digest.
+    fn parse(bytes: Vec<u8>) -> Result<Self, ParseError> {
+        let json = |source| ParseError::Json {
+            what: T::WHAT,
+            source,
+        };
         let object: Map<String, Value> = serde_json::from_slice(&bytes).map_err(json)?;
         check_schema(&object)?;
+        let declared = media_type_field(&object);
+        T::check_kind_before_reading(declared.as_ref(), &object)?;
         let value: T = serde_json::from_value(Value::Object(object.clone())).map_err(json)?;
+        T::check_kind_after_reading(declared.as_ref())?;
         let modelled = match serde_json::to_value(&value) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
         let extra = object
-            .iter()
-            .filter(|(k, _)| !modelled.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .into_iter()
+            .filter(|(k, _)| !modelled.contains_key(k))
             .collect();
-        let digest = Digest::sha256(&bytes);
-        Ok((
-            Raw {
-                bytes,
-                digest,
-                value,
-                extra,
-            },
-            object,
-        ))
-    }
-
-    fn from_value(
-        value: T,
-        extra: Map<String, Value>,
-        what: &'static str,
-    ) -> Result<Self, ParseError> {
-        let mut object = match serde_json::to_value(&value) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => Map::new(),
-            Err(source) => return Err(ParseError::Serialize { what, source }),
-        };
-        for (k, v) in &extra {
-            object.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        let bytes = to_canonical_vec(&Value::Object(object))
-            .map_err(|source| ParseError::Serialize { what, source })?;
+        value.validate_digests()?;
         let digest = Digest::sha256(&bytes);
         Ok(Raw {
             bytes,
             digest,
+            media_type: declared.unwrap_or(T::DEFAULT_MEDIA_TYPE),
             value,
             extra,
         })
+    }
+
+    /// A new document, serialised canonically, of the media type set in
+    /// `value` (the kind's default when none is).
+    fn new(value: T) -> Result<Self, ParseError> {
+        let media_type = value.declared_media_type().unwrap_or(T::DEFAULT_MEDIA_TYPE);
+        Raw::build(value, Map::new(), media_type)
+    }
+
+    /// A copy with the value changed by `f`, keeping the media type and the
+    /// unmodelled fields, serialised canonically.
+    fn modify(&self, f: impl FnOnce(&mut T)) -> Result<Self, ParseError> {
+        let mut value = self.value.clone();
+        f(&mut value);
+        Raw::build(value, self.extra.clone(), self.media_type.clone())
+    }
+
+    /// Serialises `value` canonically with the `extra` fields it does not
+    /// set, then checks its descriptor digests.
+    fn build(
+        value: T,
+        extra: Map<String, Value>,
+        media_type: MediaType,
+    ) -> Result<Self, ParseError> {
+        let serialize = |source| ParseError::Serialize {
+            what: T::WHAT,
+            source,
+        };
+        let mut object = match serde_json::to_value(&value) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => Map::new(),
+            Err(source) => return Err(serialize(source)),
+        };
+        for (k, v) in &extra {
+            object.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let bytes = to_canonical_vec(&Value::Object(object)).map_err(serialize)?;
+        value.validate_digests()?;
+        let digest = Digest::sha256(&bytes);
+        Ok(Raw {
+            bytes,
+            digest,
+            media_type,
+            value,
+            extra,
+        })
+    }
+
+    /// A descriptor of the document (media type, digest, size).
+    fn descriptor(&self) -> Descriptor {
+        descriptor(&self.media_type, &self.digest, self.bytes.len() as u64)
     }
 }
 
@@ -180,7 +311,6 @@ fn media_type_field(object: &Map<String, Value>) -> Option<MediaType> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     raw: Raw<oci_spec::image::ImageManifest>,
-    media_type: MediaType,
 }
 
 impl Manifest {
@@ -190,37 +320,7 @@ impl Manifest {
     /// [`ParseError`] for bytes that are not a schema 2 manifest (schema 1 is
     /// recognised and rejected) or hold an invalid digest.
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Manifest, ParseError> {
-        let bytes = bytes.into();
-        let probe: Map<String, Value> =
-            serde_json::from_slice(&bytes).map_err(|source| ParseError::Json {
-                what: "manifest",
-                source,
-            })?;
-        check_schema(&probe)?;
-        let declared = media_type_field(&probe);
-        if let Some(m) = &declared {
-            if m.is_schema1() {
-                return Err(ParseError::Schema1);
-            }
-            if !m.is_manifest() {
-                return Err(ParseError::WrongKind {
-                    expected: "an image manifest",
-                    found: m.to_string(),
-                });
-            }
-        } else if probe.contains_key("manifests") {
-            return Err(ParseError::WrongKind {
-                expected: "an image manifest",
-                found: "an index (it has \"manifests\")".into(),
-            });
-        }
-        let (raw, _) = Raw::parse(bytes, "manifest")?;
-        let m = Manifest {
-            raw,
-            media_type: declared.unwrap_or(MediaType::OciManifest),
-        };
-        m.validate_digests()?;
-        Ok(m)
+        Raw::parse(bytes.into()).map(|raw| Manifest { raw })
     }
 
     /// Builds a new manifest, serialised canonically. Its media type is the
@@ -230,15 +330,7 @@ impl Manifest {
     /// [`ParseError`] when a descriptor digest is invalid or the value cannot
     /// be serialised.
     pub fn new(inner: oci_spec::image::ImageManifest) -> Result<Manifest, ParseError> {
-        let media_type = inner
-            .media_type()
-            .as_ref()
-            .map(MediaType::from)
-            .unwrap_or(MediaType::OciManifest);
-        let raw = Raw::from_value(inner, Map::new(), "manifest")?;
-        let m = Manifest { raw, media_type };
-        m.validate_digests()?;
-        Ok(m)
+        Raw::new(inner).map(|raw| Manifest { raw })
     }
 
     /// A copy with `inner` changed by `f`, keeping the unmodelled fields, serialised canonically.
@@ -249,26 +341,7 @@ impl Manifest {
         &self,
         f: impl FnOnce(&mut oci_spec::image::ImageManifest),
     ) -> Result<Manifest, ParseError> {
-        let mut inner = self.raw.value.clone();
-        f(&mut inner);
-        let raw = Raw::from_value(inner, self.raw.extra.clone(), "manifest")?;
-        let m = Manifest {
-            raw,
-            media_type: self.media_type.clone(),
-        };
-        m.validate_digests()?;
-        Ok(m)
-    }
-
-    fn validate_digests(&self) -> Result<(), ParseError> {
-        descriptor_digest(self.raw.value.config(), "config")?;
-        for (i, l) in self.raw.value.layers().iter().enumerate() {
-            descriptor_digest(l, &format!("layers[{i}]"))?;
-        }
-        if let Some(s) = self.raw.value.subject() {
-            descriptor_digest(s, "subject")?;
-        }
-        Ok(())
+        self.raw.modify(f).map(|raw| Manifest { raw })
     }
 
     /// The bytes as stored; the digest is of these.
@@ -283,16 +356,12 @@ impl Manifest {
 
     /// The manifest's media type: the declared one, or OCI when none is declared.
     pub fn media_type(&self) -> &MediaType {
-        &self.media_type
+        &self.raw.media_type
     }
 
     /// A descriptor of this manifest (media type, digest, size).
     pub fn descriptor(&self) -> Descriptor {
-        descriptor(
-            &self.media_type,
-            &self.raw.digest,
-            self.raw.bytes.len() as u64,
-        )
+        self.raw.descriptor()
     }
 
     /// The parsed manifest.
@@ -343,7 +412,6 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Index {
     raw: Raw<oci_spec::image::ImageIndex>,
-    media_type: MediaType,
 }
 
 impl Index {
@@ -352,22 +420,7 @@ impl Index {
     /// # Errors
     /// [`ParseError`] for bytes that are not an index or hold an invalid digest.
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Index, ParseError> {
-        let (raw, object) = Raw::<oci_spec::image::ImageIndex>::parse(bytes.into(), "index")?;
-        let declared = media_type_field(&object);
-        if let Some(m) = &declared {
-            if !m.is_index() {
-                return Err(ParseError::WrongKind {
-                    expected: "an image index",
-                    found: m.to_string(),
-                });
-            }
-        }
-        let idx = Index {
-            raw,
-            media_type: declared.unwrap_or(MediaType::OciIndex),
-        };
-        idx.validate_digests()?;
-        Ok(idx)
+        Raw::parse(bytes.into()).map(|raw| Index { raw })
     }
 
     /// Builds a new index, serialised canonically.
@@ -375,15 +428,7 @@ impl Index {
     /// # Errors
     /// [`ParseError`] when a descriptor digest is invalid.
     pub fn new(inner: oci_spec::image::ImageIndex) -> Result<Index, ParseError> {
-        let media_type = inner
-            .media_type()
-            .as_ref()
-            .map(MediaType::from)
-            .unwrap_or(MediaType::OciIndex);
-        let raw = Raw::from_value(inner, Map::new(), "index")?;
-        let idx = Index { raw, media_type };
-        idx.validate_digests()?;
-        Ok(idx)
+        Raw::new(inner).map(|raw| Index { raw })
     }
 
     /// A copy with `inner` changed by `f`, keeping the unmodelled fields.
@@ -394,25 +439,7 @@ impl Index {
         &self,
         f: impl FnOnce(&mut oci_spec::image::ImageIndex),
     ) -> Result<Index, ParseError> {
-        let mut inner = self.raw.value.clone();
-        f(&mut inner);
-        let raw = Raw::from_value(inner, self.raw.extra.clone(), "index")?;
-        let idx = Index {
-            raw,
-            media_type: self.media_type.clone(),
-        };
-        idx.validate_digests()?;
-        Ok(idx)
-    }
-
-    fn validate_digests(&self) -> Result<(), ParseError> {
-        for (i, m) in self.raw.value.manifests().iter().enumerate() {
-            descriptor_digest(m, &format!("manifests[{i}]"))?;
-        }
-        if let Some(s) = self.raw.value.subject() {
-            descriptor_digest(s, "subject")?;
-        }
-        Ok(())
+        self.raw.modify(f).map(|raw| Index { raw })
     }
 
     /// The bytes as stored.
@@ -427,16 +454,12 @@ impl Index {
 
     /// The declared media type, or OCI's when none is declared.
     pub fn media_type(&self) -> &MediaType {
-        &self.media_type
+        &self.raw.media_type
     }
 
     /// A descriptor of this index.
     pub fn descriptor(&self) -> Descriptor {
-        descriptor(
-            &self.media_type,
-            &self.raw.digest,
-            self.raw.bytes.len() as u64,
-        )
+        self.raw.descriptor()
     }
 
     /// The parsed index.
@@ -632,6 +655,37 @@ mod tests {
             Document::from_bytes(r#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None),
             Err(ParseError::WrongKind { .. })
         ));
+    }
+
+    #[test]
+    fn index_checks_kind_and_keeps_unknown_fields() {
+        let as_manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[]}"#;
+        assert!(matches!(
+            Index::from_bytes(as_manifest),
+            Err(ParseError::WrongKind { .. })
+        ));
+        // The shape is checked before the declared kind.
+        assert!(matches!(
+            Index::from_bytes(DOCKER_MANIFEST),
+            Err(ParseError::Json { what: "index", .. })
+        ));
+
+        let text = r#"{"schemaVersion":2,"manifests":[],"x-custom":true}"#;
+        let idx = Index::from_bytes(text).expect("parses");
+        assert_eq!(idx.raw(), text.as_bytes());
+        assert_eq!(idx.digest(), &Digest::sha256(text.as_bytes()));
+        assert_eq!(idx.media_type(), &MediaType::OciIndex);
+        let changed = idx
+            .modify(|i| {
+                i.set_annotations(Some([("a".into(), "1".into())].into()));
+            })
+            .expect("modify");
+        assert_eq!(changed.digest(), &Digest::sha256(changed.raw()));
+        assert_eq!(changed.extra_fields(), idx.extra_fields());
+        assert_eq!(changed.media_type(), &MediaType::OciIndex);
+        let text = String::from_utf8(changed.raw().to_vec()).expect("utf8");
+        assert!(text.contains(r#""x-custom":true"#), "{text}");
+        assert_eq!(changed.descriptor().size(), changed.raw().len() as u64);
     }
 
     #[test]
