@@ -32,7 +32,7 @@ use crate::whiteout::{self, OverlayXattrs};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PackOptions {
-    /// Compression, level and zstd threads.
+    /// Compression, level and threads.
     pub encoding: Encoding,
     /// The digest algorithm.
     pub algorithm: Algorithm,
