@@ -10,11 +10,8 @@
 
 use std::path::Path;
 
-use crate::mount::Mount;
-use crate::whiteout::WhiteoutMode;
-
-use super::core::{Core, Layout};
-use super::{Capabilities, CommitOptions, Info, Kind, Labels, SnapshotError, Snapshotter, Usage};
+use super::core::{core_snapshotter, Core, Layout};
+use super::SnapshotError;
 
 /// The copy snapshotter (see the module docs).
 #[derive(Debug)]
@@ -51,54 +48,4 @@ impl CopySnapshotter {
     }
 }
 
-impl Snapshotter for CopySnapshotter {
-    fn driver(&self) -> &'static str {
-        "copy"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            rebase: false,
-            layer_whiteouts: WhiteoutMode::Apply,
-            sync_on_commit: self.core.syncs(),
-        }
-    }
-    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
-        self.core.stat(key)
-    }
-    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
-        self.core.usage(key)
-    }
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        self.core.mounts(key)
-    }
-    fn prepare_with(
-        &self,
-        key: &str,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.core.create(Kind::Active, key, parent, labels)
-    }
-    fn view_with(
-        &self,
-        key: &str,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.core.create(Kind::View, key, parent, labels)
-    }
-    fn commit_with(
-        &self,
-        name: &str,
-        key: &str,
-        options: CommitOptions,
-    ) -> Result<(), SnapshotError> {
-        self.core.commit(name, key, options)
-    }
-    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        self.core.remove(key)
-    }
-    fn walk(&self, visit: &mut dyn FnMut(&Info)) -> Result<(), SnapshotError> {
-        self.core.walk(visit)
-    }
-}
+core_snapshotter!(CopySnapshotter);

@@ -6,9 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::mount::Mount;
+use crate::whiteout::{OverlayXattrs, WhiteoutMode};
 
 use super::meta::{now_nanos, Meta, MetaStore, Record};
-use super::{fsutil, CommitOptions, Info, Kind, Labels, SnapshotError, Usage};
+use super::{fsutil, Capabilities, CommitOptions, Info, Kind, Labels, SnapshotError, Usage};
 
 /// How a driver lays out and mounts its snapshots.
 #[derive(Debug, Clone)]
@@ -80,6 +81,7 @@ impl Core {
             root,
             layout,
         };
+        debug_assert_eq!(core.driver(), driver);
         core.cleanup()?;
         Ok(core)
     }
@@ -283,6 +285,34 @@ impl Core {
         result
     }
 
+    /// The driver's name.
+    pub(crate) fn driver(&self) -> &'static str {
+        match self.layout {
+            Layout::Overlay { .. } => "overlay",
+            Layout::Copy { .. } => "copy",
+        }
+    }
+
+    /// What the driver of this layout can do.
+    pub(crate) fn capabilities(&self) -> Capabilities {
+        match self.layout {
+            Layout::Overlay { userxattr, sync } => Capabilities {
+                rebase: true,
+                layer_whiteouts: WhiteoutMode::Overlay(if userxattr {
+                    OverlayXattrs::User
+                } else {
+                    OverlayXattrs::Trusted
+                }),
+                sync_on_commit: sync,
+            },
+            Layout::Copy { sync } => Capabilities {
+                rebase: false,
+                layer_whiteouts: WhiteoutMode::Apply,
+                sync_on_commit: sync,
+            },
+        }
+    }
+
     /// Whether commits sync the filesystem first.
     pub(crate) fn syncs(&self) -> bool {
         match self.layout {
@@ -383,3 +413,58 @@ impl Core {
         Ok(())
     }
 }
+
+/// `impl Snapshotter` for drivers that are a [`Core`] in a field named
+/// `core`: every method goes to the core, which knows its layout.
+macro_rules! core_snapshotter {
+    ($($driver:ty),*) => {$(
+        impl super::Snapshotter for $driver {
+            fn driver(&self) -> &'static str {
+                self.core.driver()
+            }
+            fn capabilities(&self) -> super::Capabilities {
+                self.core.capabilities()
+            }
+            fn stat(&self, key: &str) -> Result<super::Info, super::SnapshotError> {
+                self.core.stat(key)
+            }
+            fn usage(&self, key: &str) -> Result<super::Usage, super::SnapshotError> {
+                self.core.usage(key)
+            }
+            fn mounts(&self, key: &str) -> Result<Vec<crate::mount::Mount>, super::SnapshotError> {
+                self.core.mounts(key)
+            }
+            fn prepare_with(
+                &self,
+                key: &str,
+                parent: Option<&str>,
+                labels: super::Labels,
+            ) -> Result<Vec<crate::mount::Mount>, super::SnapshotError> {
+                self.core.create(super::Kind::Active, key, parent, labels)
+            }
+            fn view_with(
+                &self,
+                key: &str,
+                parent: Option<&str>,
+                labels: super::Labels,
+            ) -> Result<Vec<crate::mount::Mount>, super::SnapshotError> {
+                self.core.create(super::Kind::View, key, parent, labels)
+            }
+            fn commit_with(
+                &self,
+                name: &str,
+                key: &str,
+                options: super::CommitOptions,
+            ) -> Result<(), super::SnapshotError> {
+                self.core.commit(name, key, options)
+            }
+            fn remove(&self, key: &str) -> Result<(), super::SnapshotError> {
+                self.core.remove(key)
+            }
+            fn walk(&self, visit: &mut dyn FnMut(&super::Info)) -> Result<(), super::SnapshotError> {
+                self.core.walk(visit)
+            }
+        }
+    )*};
+}
+pub(crate) use core_snapshotter;

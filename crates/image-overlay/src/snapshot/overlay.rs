@@ -16,11 +16,8 @@
 
 use std::path::Path;
 
-use crate::mount::Mount;
-use crate::whiteout::{OverlayXattrs, WhiteoutMode};
-
-use super::core::{Core, Layout};
-use super::{Capabilities, CommitOptions, Info, Kind, Labels, SnapshotError, Snapshotter, Usage};
+use super::core::{core_snapshotter, Core, Layout};
+use super::SnapshotError;
 
 /// Knobs of the overlay driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +57,6 @@ impl OverlayOptions {
 #[derive(Debug)]
 pub struct OverlaySnapshotter {
     core: Core,
-    options: OverlayOptions,
 }
 
 impl OverlaySnapshotter {
@@ -88,7 +84,7 @@ impl OverlaySnapshotter {
                 sync: options.sync_on_commit,
             },
         )?;
-        Ok(OverlaySnapshotter { core, options })
+        Ok(OverlaySnapshotter { core })
     }
 
     /// The root directory.
@@ -97,58 +93,4 @@ impl OverlaySnapshotter {
     }
 }
 
-impl Snapshotter for OverlaySnapshotter {
-    fn driver(&self) -> &'static str {
-        "overlay"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            rebase: true,
-            layer_whiteouts: WhiteoutMode::Overlay(if self.options.userxattr {
-                OverlayXattrs::User
-            } else {
-                OverlayXattrs::Trusted
-            }),
-            sync_on_commit: self.core.syncs(),
-        }
-    }
-    fn stat(&self, key: &str) -> Result<Info, SnapshotError> {
-        self.core.stat(key)
-    }
-    fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
-        self.core.usage(key)
-    }
-    fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
-        self.core.mounts(key)
-    }
-    fn prepare_with(
-        &self,
-        key: &str,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.core.create(Kind::Active, key, parent, labels)
-    }
-    fn view_with(
-        &self,
-        key: &str,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>, SnapshotError> {
-        self.core.create(Kind::View, key, parent, labels)
-    }
-    fn commit_with(
-        &self,
-        name: &str,
-        key: &str,
-        options: CommitOptions,
-    ) -> Result<(), SnapshotError> {
-        self.core.commit(name, key, options)
-    }
-    fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        self.core.remove(key)
-    }
-    fn walk(&self, visit: &mut dyn FnMut(&Info)) -> Result<(), SnapshotError> {
-        self.core.walk(visit)
-    }
-}
+core_snapshotter!(OverlaySnapshotter);
