@@ -7,216 +7,30 @@
 //! CI=true. Every container is removed (cgroups and mounts with it) and
 //! every background process group killed.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+use common::{container_rootfs, kill_group, ready, which, Cleanup, Cli, TIMEOUT};
+
 const IMAGE: &str = "test.local/cli-native:1";
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "sleep", "hostname", "id", "dd", "seq", "head", "tr", "true",
+];
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-fn ready() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox (busybox-static)");
-    }
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        });
-    if euid.as_deref() != Some("0") {
-        missing.push("root privileges");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true and missing: {missing:?}");
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
-}
-
-/// Runs `cmd`, killed (its process group) after TIMEOUT.
-fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            kill_group(&mut child);
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "timed out: {cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// SIGKILL to the child's own process group (it was spawned as its
-/// leader), through kill(1): only that group, never by name.
-fn kill_group(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
-    let _ = child.kill();
-}
-
-struct Cli {
-    tmp: tempfile::TempDir,
-    background: Vec<Child>,
-}
-
-impl Cli {
-    fn new() -> Cli {
-        let cli = Cli {
-            tmp: tempfile::tempdir().unwrap(),
-            background: Vec::new(),
-        };
-        let rootfs = cli.tmp.path().join("rootfs");
-        busybox_rootfs(&rootfs);
-        cli.ok(&[
-            "append",
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-            "--tag",
-            IMAGE,
-            "--env",
-            "PATH=/bin",
-            "--cmd",
-            "sh",
-        ]);
-        cli
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
-        cmd.arg("--store")
-            .arg(self.tmp.path().join("store"))
-            .args(args);
-        cmd.env_remove("IMAGECTL_STATE")
-            .env_remove("IMAGECTL_SNAPSHOTS");
-        cmd
-    }
-
-    fn imagectl(&self, args: &[&str]) -> Output {
-        run_bounded(self.command(args))
-    }
-
-    /// Runs imagectl and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.imagectl(args);
-        assert!(
-            out.status.success(),
-            "imagectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs imagectl and expects failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.imagectl(args);
-        assert!(
-            !out.status.success(),
-            "imagectl {args:?} succeeded: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// Starts imagectl in the background, in its own process group, killed
-    /// on drop if still there.
-    fn spawn(&mut self, args: &[&str]) {
-        let mut cmd = self.command(args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        self.background.push(cmd.spawn().unwrap());
-    }
-
-    /// Waits until `ps` shows container `name` running.
-    fn wait_running(&self, name: &str) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let ps = self.ok(&["ps"]);
-            if ps
-                .lines()
-                .any(|l| l.starts_with(&format!("{name} ")) && l.contains("running"))
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name} never running: {ps}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// Kills background runs, removes every container (so nothing stays
-/// mounted and no cgroup of ours is left); then checks.
-impl Drop for Cli {
-    fn drop(&mut self) {
-        for c in &mut self.background {
-            kill_group(c);
-            let _ = c.wait();
-        }
-        let ids = self.imagectl(&["ps", "-q"]);
-        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        for id in &ids {
-            let _ = self.imagectl(&["rm", "-f", id]);
-        }
-        if std::thread::panicking() {
-            return;
-        }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let tmp = self.tmp.path().to_string_lossy().into_owned();
-        let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&tmp)).collect();
-        assert!(left.is_empty(), "left mounted: {left:?}");
-        for id in &ids {
-            let dirs = image_runtime::cgroup::container_dirs(id).unwrap_or_default();
-            let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
-            assert!(left.is_empty(), "cgroups left: {left:?}");
-        }
-    }
-}
-
-fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for a in [
-        "sh", "echo", "cat", "ls", "sleep", "hostname", "id", "dd", "seq", "head", "tr", "true",
-    ] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+/// A store holding IMAGE, busybox-static, whose imagectl runs are each in
+/// a process group of their own. On drop, background runs are killed and
+/// every container removed; then nothing may stay mounted and no cgroup of
+/// ours be left.
+fn native_cli() -> Cli {
+    let cli = Cli::new(Cleanup::ContainersAndCgroups).in_own_process_groups();
+    let rootfs = cli.tmp.path().join("rootfs");
+    container_rootfs(&rootfs, APPLETS);
+    cli.append_shell_image(&rootfs, IMAGE);
+    cli
 }
 
 /// Interface names of a `/proc/net/dev` text.
@@ -229,10 +43,10 @@ fn interfaces(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn imagectl_run_native_limits_network_init_tty() {
-    if !ready() {
+    if !ready(&[]) {
         return;
     }
-    let cli = Cli::new();
+    let cli = native_cli();
 
     // Native is the default; output and exit codes pass through.
     assert_eq!(cli.ok(&["run", "--rm", IMAGE, "echo", "hi"]), "hi\n");
@@ -441,10 +255,10 @@ fn imagectl_run_native_limits_network_init_tty() {
 
 #[test]
 fn imagectl_exec_into_running_containers() {
-    if !ready() {
+    if !ready(&[]) {
         return;
     }
-    let mut cli = Cli::new();
+    let mut cli = native_cli();
 
     // Native: `run` stays attached in another process; exec joins it.
     cli.spawn(&["run", "--name", "x", IMAGE, "sleep", "30"]);

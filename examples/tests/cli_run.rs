@@ -4,153 +4,33 @@
 //! image appended in the test from a busybox-static root filesystem. A
 //! missing tool or privilege skips the test loudly unless CI=true.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+use common::{container_rootfs, ready, run_bounded, which, Cleanup, Cli, TIMEOUT};
+
 const IMAGE: &str = "test.local/cli-busybox:1";
 const COMMITTED: &str = "test.local/cli-busybox:committed";
+const APPLETS: &[&str] = &["sh", "echo", "cat", "ls", "rm", "sleep", "hostname", "id"];
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-fn ready() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if which("runc").is_none() {
-        missing.push("runc");
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox (busybox-static)");
-    }
-    // SAFETY-free root check: /proc/self/status's effective uid.
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        });
-    if euid.as_deref() != Some("0") {
-        missing.push("root privileges");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true and missing: {missing:?}");
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
-}
-
-/// Runs `program args`, killed after TIMEOUT.
-fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "timed out: {cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Cli {
-    tmp: tempfile::TempDir,
-}
-
-impl Cli {
-    fn store(&self) -> PathBuf {
-        self.tmp.path().join("store")
-    }
-
-    fn imagectl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
-        cmd.arg("--store").arg(self.store()).args(args);
-        cmd.env_remove("IMAGECTL_STATE")
-            .env_remove("IMAGECTL_SNAPSHOTS");
-        run_bounded(cmd)
-    }
-
-    /// Runs imagectl and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.imagectl(args);
-        assert!(
-            out.status.success(),
-            "imagectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-/// Removes every container, so nothing stays mounted; then checks it.
-impl Drop for Cli {
-    fn drop(&mut self) {
-        let ids = self.imagectl(&["ps", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.imagectl(&["rm", "-f", id]);
-        }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let tmp = self.tmp.path().to_string_lossy().into_owned();
-        let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&tmp)).collect();
-        if !left.is_empty() && !std::thread::panicking() {
-            panic!("left mounted: {left:?}");
-        }
-    }
-}
-
-fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for a in ["sh", "echo", "cat", "ls", "rm", "sleep", "hostname", "id"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+/// The root filesystem of IMAGE, with a file for a container to delete.
+fn image_rootfs(dir: &Path) {
+    container_rootfs(dir, APPLETS);
     std::fs::write(dir.join("etc/doomed"), "to be deleted\n").unwrap();
 }
 
 #[test]
 fn imagectl_runs_commits_and_bundles() {
-    if !ready() {
+    if !ready(&["runc"]) {
         return;
     }
-    let cli = Cli {
-        tmp: tempfile::tempdir().unwrap(),
-    };
+    let cli = Cli::new(Cleanup::Containers);
     let rootfs = cli.tmp.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    cli.ok(&[
-        "append",
-        "--rootfs",
-        rootfs.to_str().unwrap(),
-        "--tag",
-        IMAGE,
-        "--env",
-        "PATH=/bin",
-        "--cmd",
-        "sh",
-    ]);
+    image_rootfs(&rootfs);
+    cli.append_shell_image(&rootfs, IMAGE);
 
     // run --rm prints the output and leaves nothing.
     assert_eq!(cli.ok(&["run", "--rm", IMAGE, "echo", "hi"]), "hi\n");
@@ -228,10 +108,7 @@ fn imagectl_runs_commits_and_bundles() {
     let id = id.trim().to_owned();
     assert_eq!(id.len(), 64);
     let start = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
-        cmd.arg("--store")
-            .arg(cli.store())
-            .args(["start", &id[..12]]);
+        let mut cmd = cli.command(&["start", &id[..12]]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -313,12 +190,10 @@ fn imagectl_runs_commits_and_bundles() {
 
 #[test]
 fn imagectl_run_of_a_missing_image_fails_typed() {
-    if !ready() {
+    if !ready(&["runc"]) {
         return;
     }
-    let cli = Cli {
-        tmp: tempfile::tempdir().unwrap(),
-    };
+    let cli = Cli::new(Cleanup::Containers);
     let out = cli.imagectl(&["run", "--rm", "test.local/absent:1", "true"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -3,131 +3,18 @@
 //! root filesystem. A missing privilege or tool skips the test loudly
 //! unless CI=true. Every mount made is undone, whatever happens.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use image_overlay::mount::{Mounter, SysMounter};
+use std::path::Path;
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+use common::{ready, Cleanup, Cli};
+
 const IMAGE: &str = "test.local/cli-snapshots:1";
 const LAYERED: &str = "test.local/cli-snapshots:2";
 
-fn ready() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing = Vec::new();
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox (busybox-static)");
-    }
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        });
-    if euid.as_deref() != Some("0") {
-        missing.push("root privileges");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true and missing: {missing:?}");
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
-}
-
-/// Runs `cmd`, killed after TIMEOUT.
-fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn imagectl");
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "timed out: {cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A store and snapshots in a temporary directory. On drop, everything
-/// still mounted below it is unmounted (lazily if busy), then checked.
-struct Cli {
-    tmp: tempfile::TempDir,
-}
-
-impl Cli {
-    fn store(&self) -> PathBuf {
-        self.tmp.path().join("store")
-    }
-
-    fn imagectl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
-        cmd.arg("--store").arg(self.store()).args(args);
-        cmd.env_remove("IMAGECTL_STATE")
-            .env_remove("IMAGECTL_SNAPSHOTS");
-        run_bounded(cmd)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.imagectl(args);
-        assert!(
-            out.status.success(),
-            "imagectl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Mount points below the temporary directory, deepest first.
-    fn mounted(&self) -> Vec<PathBuf> {
-        let tmp = self.tmp.path().to_string_lossy().into_owned();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<PathBuf> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&tmp))
-            .map(PathBuf::from)
-            .collect();
-        points.sort();
-        points.reverse();
-        points
-    }
-}
-
-impl Drop for Cli {
-    fn drop(&mut self) {
-        let left = self.mounted();
-        for p in &left {
-            if SysMounter.unmount(p, false).is_err() {
-                let _ = SysMounter.unmount(p, true);
-            }
-        }
-        if !left.is_empty() && !std::thread::panicking() {
-            panic!("left mounted: {left:?}");
-        }
-    }
-}
-
-fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy busybox");
-    for a in ["sh", "cat", "ls"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).expect("symlink");
-    }
+/// The root filesystem of IMAGE: busybox-static and `etc/hello`.
+fn image_rootfs(dir: &Path) {
+    common::busybox_rootfs(dir, &["sh", "cat", "ls"]);
     std::fs::write(dir.join("etc/hello"), "hello from the image\n").expect("write");
 }
 
@@ -141,14 +28,14 @@ fn chain_ids(unpack_out: &str) -> Vec<String> {
 
 #[test]
 fn imagectl_mounts_lists_and_unpacks_snapshots() {
-    if !ready() {
+    if !ready(&[]) {
         return;
     }
-    let cli = Cli {
-        tmp: tempfile::tempdir().expect("tempdir"),
-    };
+    // A store and snapshots in a temporary directory. On drop, everything
+    // still mounted below it is unmounted (lazily if busy), then checked.
+    let cli = Cli::new(Cleanup::Mounts);
     let rootfs = cli.tmp.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    image_rootfs(&rootfs);
     cli.ok(&[
         "append",
         "--rootfs",

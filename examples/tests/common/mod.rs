@@ -1,0 +1,347 @@
+//! Helpers shared by the end-to-end `imagectl` tests (`cli_run`,
+//! `cli_native`, `cli_snapshots`): the loud skip when a tool or privilege
+//! is missing, bounded runs of a command, a busybox-static root filesystem,
+//! and [`Cli`], an `imagectl` on a store in a temporary directory that
+//! cleans up after itself.
+//!
+//! Each test binary compiles this module on its own and uses only part of
+//! it, hence the `dead_code` allowance.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use image_overlay::mount::{Mounter, SysMounter};
+
+/// How long one command (or one wait for a container) may take.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where the static busybox the root filesystems are made of is taken from.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The path of `program` in a directory of `PATH`, if there is one.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether the test can run: every program of `tools` on `PATH`,
+/// `/bin/busybox` (busybox-static) and root privileges. When something is
+/// missing, this fails under `CI=true`; elsewhere it prints a loud
+/// `SKIPPED: missing [...]` and returns false, and the test returns.
+pub fn ready(tools: &[&str]) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .collect();
+    if !Path::new(BUSYBOX).is_file() {
+        missing.push("/bin/busybox (busybox-static)");
+    }
+    // A root check without unsafe: the effective uid of /proc/self/status.
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        });
+    if euid.as_deref() != Some("0") {
+        missing.push("root privileges");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(!ci, "CI=true and missing: {missing:?}");
+    eprintln!("SKIPPED: missing {missing:?}");
+    false
+}
+
+/// Runs `cmd` (stdin from /dev/null, output captured) in the test's
+/// process group; it is killed, and the test fails, after [`TIMEOUT`].
+pub fn run_bounded(cmd: Command) -> Output {
+    bounded(cmd, false)
+}
+
+/// As [`run_bounded`], but `cmd` is spawned as the leader of a process
+/// group of its own, and on timeout that whole group is killed
+/// ([`kill_group`]).
+pub fn run_bounded_in_group(cmd: Command) -> Output {
+    bounded(cmd, true)
+}
+
+fn bounded(mut cmd: Command, own_group: bool) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if own_group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            if own_group {
+                kill_group(&mut child);
+            } else {
+                let _ = child.kill();
+            }
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out: {cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL to the child's own process group (it was spawned as its
+/// leader), through kill(1): only that group, never by name.
+pub fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+}
+
+/// A busybox-static root filesystem at `dir`: `bin`, `etc` and `tmp`,
+/// `bin/busybox` copied from `/bin/busybox`, and `bin/<applet>` a symlink
+/// to it for each of `applets`.
+pub fn busybox_rootfs(dir: &Path, applets: &[&str]) {
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::copy(BUSYBOX, dir.join("bin/busybox")).expect("copy busybox");
+    for a in applets {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).expect("symlink");
+    }
+}
+
+/// A [`busybox_rootfs`] to run containers of: also the `proc`, `sys` and
+/// `dev` mount points, and a root user and group in `etc/passwd` and
+/// `etc/group`.
+pub fn container_rootfs(dir: &Path, applets: &[&str]) {
+    busybox_rootfs(dir, applets);
+    for d in ["proc", "sys", "dev"] {
+        std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write");
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n").expect("write");
+}
+
+/// What dropping a [`Cli`] undoes, then checks (the checks are left out
+/// when the test is already panicking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Kills the background runs ([`Cli::spawn`]) and removes every
+    /// container (`rm -f`), then fails if anything below the temporary
+    /// directory is still mounted.
+    Containers,
+    /// As [`Cleanup::Containers`], and fails too if a cgroup of a removed
+    /// container is left.
+    ContainersAndCgroups,
+    /// Unmounts every mount point below the temporary directory (lazily if
+    /// busy), deepest first, then fails if there was any.
+    Mounts,
+}
+
+/// `imagectl` on a store (`<tmp>/store`, so its containers and snapshots
+/// state is next to it) in a temporary directory, with
+/// `IMAGECTL_STATE`/`IMAGECTL_SNAPSHOTS` removed from its environment.
+/// Dropping it cleans up as its [`Cleanup`] says.
+pub struct Cli {
+    /// The temporary directory; everything of the test lives below it.
+    pub tmp: tempfile::TempDir,
+    background: Vec<Child>,
+    own_group: bool,
+    cleanup: Cleanup,
+}
+
+impl Cli {
+    /// A fresh, empty store; imagectl runs in the test's process group.
+    pub fn new(cleanup: Cleanup) -> Cli {
+        Cli {
+            tmp: tempfile::tempdir().expect("tempdir"),
+            background: Vec::new(),
+            own_group: false,
+            cleanup,
+        }
+    }
+
+    /// From now on each imagectl is spawned as the leader of a process
+    /// group of its own, and that group is killed on timeout.
+    pub fn in_own_process_groups(mut self) -> Cli {
+        self.own_group = true;
+        self
+    }
+
+    /// The store directory.
+    pub fn store(&self) -> PathBuf {
+        self.tmp.path().join("store")
+    }
+
+    /// `imagectl --store <store> args`, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagectl"));
+        cmd.arg("--store").arg(self.store()).args(args);
+        cmd.env_remove("IMAGECTL_STATE")
+            .env_remove("IMAGECTL_SNAPSHOTS");
+        cmd
+    }
+
+    /// Runs imagectl within [`TIMEOUT`]; returns its output, whatever its
+    /// exit status.
+    pub fn imagectl(&self, args: &[&str]) -> Output {
+        let cmd = self.command(args);
+        if self.own_group {
+            run_bounded_in_group(cmd)
+        } else {
+            run_bounded(cmd)
+        }
+    }
+
+    /// Runs imagectl and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.imagectl(args);
+        assert!(
+            out.status.success(),
+            "imagectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs imagectl and expects failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.imagectl(args);
+        assert!(
+            !out.status.success(),
+            "imagectl {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Appends the image `tag` from `rootfs`, with `PATH=/bin` and `sh` as
+    /// its command.
+    pub fn append_shell_image(&self, rootfs: &Path, tag: &str) {
+        self.ok(&[
+            "append",
+            "--rootfs",
+            rootfs.to_str().expect("utf8"),
+            "--tag",
+            tag,
+            "--env",
+            "PATH=/bin",
+            "--cmd",
+            "sh",
+        ]);
+    }
+
+    /// Starts imagectl in the background, in its own process group, killed
+    /// on drop if still there.
+    pub fn spawn(&mut self, args: &[&str]) {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        self.background.push(cmd.spawn().expect("spawn imagectl"));
+    }
+
+    /// Waits until `ps` shows container `name` running.
+    pub fn wait_running(&self, name: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let ps = self.ok(&["ps"]);
+            if ps
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains("running"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} never running: {ps}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Mount points below the temporary directory, deepest first.
+    pub fn mounted(&self) -> Vec<PathBuf> {
+        let tmp = self.tmp.path().to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&tmp))
+            .map(PathBuf::from)
+            .collect();
+        points.sort();
+        points.reverse();
+        points
+    }
+
+    /// [`Cleanup::Containers`] and [`Cleanup::ContainersAndCgroups`].
+    fn remove_containers(&mut self) {
+        for c in &mut self.background {
+            kill_group(c);
+            let _ = c.wait();
+        }
+        let ids = self.imagectl(&["ps", "-q"]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        for id in &ids {
+            let _ = self.imagectl(&["rm", "-f", id]);
+        }
+        if std::thread::panicking() {
+            return;
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let tmp = self.tmp.path().to_string_lossy().into_owned();
+        let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&tmp)).collect();
+        assert!(left.is_empty(), "left mounted: {left:?}");
+        if self.cleanup == Cleanup::ContainersAndCgroups {
+            for id in &ids {
+                let dirs = image_runtime::cgroup::container_dirs(id).unwrap_or_default();
+                let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+                assert!(left.is_empty(), "cgroups left: {left:?}");
+            }
+        }
+    }
+
+    /// [`Cleanup::Mounts`].
+    fn unmount_all(&self) {
+        let left = self.mounted();
+        for p in &left {
+            if SysMounter.unmount(p, false).is_err() {
+                let _ = SysMounter.unmount(p, true);
+            }
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("left mounted: {left:?}");
+        }
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        match self.cleanup {
+            Cleanup::Containers | Cleanup::ContainersAndCgroups => self.remove_containers(),
+            Cleanup::Mounts => self.unmount_all(),
+        }
+    }
+}
