@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use image_core::config::History;
 use image_core::{Classify, Compression, ErrorKind};
@@ -16,12 +15,12 @@ use image_overlay::snapshot::{Kind, Snapshotter};
 use image_overlay::{diff_dirs, pack_dir, PackOptions};
 use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::{Driver, Snapshots};
-use image_runtime::state::{ContainerStatus, Owner};
+use image_runtime::state::ContainerStatus;
 use image_runtime::{CommitError, ContainerError, Exit, Runtime, RuntimeKind, Stdio};
 use image_store::mutate::{append, NewLayer};
 use image_store::{Ingester, OciDir, TagStore};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
+use common::{assert_unmounted, mount_count, pretend_owner_died, TIMEOUT};
 
 const APPLETS: &[&str] = &[
     "sh", "id", "env", "hostname", "ls", "cat", "pwd", "echo", "mkdir", "rm", "touch", "test",
@@ -218,8 +217,7 @@ fn delete_clean(rt: &Runtime, c: image_runtime::Container) {
     let id = c.id().to_owned();
     let dir = rt.root().join("containers").join(&id);
     c.delete().unwrap();
-    let mounts = image_runtime::mountinfo::mounts_under(&dir).unwrap();
-    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    assert_unmounted(&dir);
     assert!(!dir.exists());
     let sn = rt.snapshots().unwrap().snapshotter();
     assert!(sn.try_stat(&id).unwrap().is_none(), "snapshot {id} left");
@@ -228,8 +226,7 @@ fn delete_clean(rt: &Runtime, c: image_runtime::Container) {
 /// Nothing is mounted under the runtime's state and only the committed
 /// layer snapshots remain.
 fn all_clean(rt: &Runtime) {
-    let mounts = image_runtime::mountinfo::mounts_under(rt.root()).unwrap();
-    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    assert_unmounted(rt.root());
     assert!(rt.list().unwrap().is_empty());
     for i in rt.snapshots().unwrap().snapshotter().list().unwrap() {
         assert_eq!(i.kind, Kind::Committed, "left: {i:?}");
@@ -685,24 +682,8 @@ fn gc_removes_the_snapshot_of_a_crashed_container() {
     let id = c.id().to_owned();
     let sn = rt.snapshots().unwrap().snapshotter();
     assert_eq!(sn.stat(&id).unwrap().kind, Kind::Active);
-    assert_eq!(
-        image_runtime::mountinfo::mounts_under(rt.root())
-            .unwrap()
-            .len(),
-        1
-    );
-    // Pretend its owner died while it ran.
-    let mut record = c.record().clone();
-    record.status = ContainerStatus::Running;
-    record.owner = Some(Owner {
-        pid: u32::MAX - 7,
-        start_time: 1,
-    });
-    std::fs::write(
-        c.bundle().join("container.json"),
-        serde_json::to_vec(&record).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(mount_count(rt.root()), 1);
+    pretend_owner_died(&c);
     drop(c);
     // An orphan too: a snapshot of this runtime whose container is gone.
     let mut labels = image_overlay::snapshot::Labels::new();

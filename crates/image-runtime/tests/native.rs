@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use image_core::config::RunConfig;
 use image_runtime::backend::{self, Backend};
 use image_runtime::{
     BackendError, Exit, NativeOptions, NativeRuntime, OciRuntime, Rootfs, RunOptions, Runtime,
@@ -18,27 +17,18 @@ use image_runtime::{
 };
 use serde_json::{json, Value};
 
-const TIMEOUT: Duration = Duration::from_secs(60);
-
 const APPLETS: &[&str] = &[
     "sh", "id", "env", "hostname", "ls", "cat", "pwd", "echo", "mount", "sleep", "touch", "test",
     "sort", "grep", "true", "dd", "readlink", "seq", "tty", "wc", "head", "kill",
 ];
 
-use common::ready;
+use common::{
+    assert_no_cgroups, assert_same_probes, assert_unmounted, image_config, mount_set,
+    probe_outputs, ready, split_mounts, TIMEOUT,
+};
 
 fn busybox_rootfs(dir: &Path) {
     common::busybox_rootfs(dir, APPLETS);
-}
-
-fn image_config() -> RunConfig {
-    serde_json::from_value(json!({
-        "Env": ["PATH=/bin", "FOO=from-image"],
-        "Cmd": ["sh"],
-        "WorkingDir": "/work/dir",
-        "User": "app",
-    }))
-    .unwrap()
 }
 
 /// A bundle (busybox rootfs + config.json) in a temp dir, its spec as JSON.
@@ -99,12 +89,8 @@ impl Bundle {
 
 /// Nothing of container `id` left: no cgroups, no mounts under `dir`.
 fn assert_clean(id: &str, dir: &Path) {
-    for h in image_runtime::cgroup::hierarchies().unwrap() {
-        let d = h.own_dir.join(format!("image-runtime-{id}"));
-        assert!(!d.exists(), "cgroup left: {}", d.display());
-    }
-    let m = image_runtime::mountinfo::mounts_under(dir).unwrap();
-    assert!(m.is_empty(), "left mounted: {m:?}");
+    assert_no_cgroups(id);
+    assert_unmounted(dir);
 }
 
 fn run(be: &dyn Backend, id: &str, bundle: &Bundle, stdio: Stdio) -> Exit {
@@ -124,24 +110,6 @@ fn sh(b: &Bundle, be: &dyn Backend, id: &str, script: &str) -> Exit {
     run(be, id, b, Stdio::capture())
 }
 
-/// `/proc/self/mounts` as comparable facts.
-fn mount_set(text: &str) -> BTreeSet<(String, String, bool, bool, bool, bool)> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let opts: BTreeSet<&str> = f.get(3)?.split(',').collect();
-            Some((
-                f[1].to_owned(),
-                f[2].to_owned(),
-                opts.contains("ro"),
-                opts.contains("nosuid"),
-                opts.contains("nodev"),
-                opts.contains("noexec"),
-            ))
-        })
-        .collect()
-}
-
 #[test]
 fn native_probes_match_runc() {
     if !ready(&["runc"]) {
@@ -150,38 +118,17 @@ fn native_probes_match_runc() {
     let mut opts = RunOptions::new();
     opts.hostname = Some("probe-host".into());
     let b = Bundle::new(&opts);
-    let probes: [&[&str]; 6] = [
-        &["id"],
-        &["pwd"],
-        &["env"],
-        &["hostname"],
-        &["ls", "/proc"],
-        &["cat", "/proc/self/mounts"],
-    ];
     let runc = OciRuntime::new(RuntimeKind::Runc, &b.tmp.path().join("runc")).unwrap();
     let native = b.native();
     let backends: [(&str, &dyn Backend); 2] = [("runc", &runc), ("native", &native)];
     let mut results = Vec::new();
     for (name, be) in backends {
-        let mut outs = Vec::new();
-        for (i, probe) in probes.iter().enumerate() {
+        results.push(probe_outputs(name, |i, probe| {
             b.write(probe, |_| {});
-            let exit = run(be, &format!("probe-{name}-{i}"), &b, Stdio::capture());
-            assert!(
-                exit.status.success(),
-                "{name} {probe:?}: {}",
-                exit.stderr_str()
-            );
-            outs.push(exit.stdout_str());
-        }
-        results.push(outs);
+            run(be, &format!("probe-{name}-{i}"), &b, Stdio::capture())
+        }));
     }
-    for (i, name) in ["id", "pwd", "env", "hostname", "ls /proc"]
-        .iter()
-        .enumerate()
-    {
-        assert_eq!(results[0][i], results[1][i], "probe {name} differs");
-    }
+    assert_same_probes(&results[0], &results[1]);
     assert!(results[1][0].starts_with("uid=1000(app) gid=1000(app)"));
     assert_eq!(results[1][3], "probe-host\n");
     // Mounts: the same comparison as runc against crun (tests/runtime.rs):
@@ -197,16 +144,7 @@ fn native_probes_match_runc() {
             .collect()
     };
     let (masked, readonly) = (list("maskedPaths"), list("readonlyPaths"));
-    let split = |set: BTreeSet<(String, String, bool, bool, bool, bool)>| {
-        let (special, plain): (BTreeSet<_>, BTreeSet<_>) = set
-            .into_iter()
-            .partition(|m| masked.contains(&m.0) || readonly.contains(&m.0));
-        let special: BTreeSet<(String, bool)> = special
-            .into_iter()
-            .map(|m| (m.0.clone(), readonly.contains(&m.0) && m.2))
-            .collect();
-        (plain, special)
-    };
+    let split = |set| split_mounts(set, &masked, &readonly);
     let (runc_plain, runc_special) = split(mount_set(&results[0][5]));
     let (native_plain, native_special) = split(mount_set(&results[1][5]));
     assert_eq!(
@@ -342,9 +280,7 @@ fn native_memory_limit_kills_and_pids_limit_bounds_a_fork_bomb() {
         ],
         |s| s["linux"]["resources"]["pids"] = json!({"limit": 10}),
     );
-    be.create("bomb", &b.dir).unwrap();
-    let mut p = be.start("bomb", &b.dir, Stdio::capture()).unwrap();
-    let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
+    let exit = run(&be, "bomb", &b, Stdio::capture());
     let n: u32 = exit.stdout_str().trim().parse().unwrap_or(999);
     assert!(
         (5..=10).contains(&n),
@@ -353,9 +289,6 @@ fn native_memory_limit_kills_and_pids_limit_bounds_a_fork_bomb() {
         exit.stderr_str(),
         exit.status
     );
-    drop(p);
-    be.delete("bomb", true).unwrap();
-    assert_clean("bomb", b.tmp.path());
 }
 
 #[test]
@@ -573,15 +506,7 @@ async fn native_fifty_concurrent_containers_from_tokio() {
                 std::fs::create_dir_all(d).unwrap();
             }
             image_runtime::mount::mount_all(
-                &[image_runtime::MountSpec {
-                    fs_type: "overlay".into(),
-                    source: "overlay".into(),
-                    options: vec![
-                        format!("lowerdir={}", lower.display()),
-                        format!("upperdir={}", upper.display()),
-                        format!("workdir={}", work.display()),
-                    ],
-                }],
+                &[common::overlay_mount(&lower, &upper, &work)],
                 &bundle.join("rootfs"),
             )
             .unwrap();

@@ -13,11 +13,11 @@ use image_core::{Classify, ErrorKind};
 use image_runtime::backend::Backend;
 use image_runtime::lookup::LookupError;
 use image_runtime::spec::SpecError;
-use image_runtime::state::{ContainerStatus, Owner};
+use image_runtime::state::ContainerStatus;
 use image_runtime::user::UserError;
 use image_runtime::{
-    BackendError, ContainerError, Input, MountSpec, OciRuntime, Output, Rootfs, RunOptions,
-    Runtime, RuntimeKind, Stdio,
+    BackendError, ContainerError, Input, OciRuntime, Output, Rootfs, RunOptions, Runtime,
+    RuntimeKind, Stdio,
 };
 
 /// A writer whose bytes the test can read afterwards.
@@ -34,29 +34,20 @@ impl std::io::Write for SharedBuf {
     }
 }
 
-const TIMEOUT: Duration = Duration::from_secs(60);
-
 const APPLETS: &[&str] = &[
     "sh", "id", "env", "hostname", "ls", "cat", "pwd", "echo", "mount", "sleep", "touch", "test",
     "sort", "grep", "true",
 ];
 
-use common::ready;
+use common::{
+    assert_no_cgroups, assert_same_probes, assert_unmounted, image_config, mount_count, mount_set,
+    pretend_owner_died, probe_outputs, ready, split_mounts, TIMEOUT,
+};
 
 /// The shared busybox root filesystem plus a file without the exec bit.
 fn busybox_rootfs(dir: &Path) {
     common::busybox_rootfs(dir, APPLETS);
     std::fs::write(dir.join("bin/notexec"), "#!/bin/sh\n").unwrap();
-}
-
-fn image_config() -> RunConfig {
-    serde_json::from_value(serde_json::json!({
-        "Env": ["PATH=/bin", "FOO=from-image"],
-        "Cmd": ["sh"],
-        "WorkingDir": "/work/dir",
-        "User": "app",
-    }))
-    .unwrap()
 }
 
 struct Fixture {
@@ -92,11 +83,8 @@ fn fixture() -> Fixture {
 
 /// Asserts nothing of container `id` is left: mounts, cgroups, state.
 fn assert_clean(rt: &Runtime, id: &str) {
-    let mounts = image_runtime::mountinfo::mounts_under(rt.root()).unwrap();
-    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
-    for d in image_runtime::cgroup::container_dirs(id).unwrap() {
-        assert!(!d.exists(), "cgroup left: {}", d.display());
-    }
+    assert_unmounted(rt.root());
+    assert_no_cgroups(id);
     assert!(!rt.root().join("containers").join(id).exists());
     assert!(matches!(
         rt.backend().state(id),
@@ -123,6 +111,15 @@ fn run_in(
     c.delete().unwrap();
     assert_clean(rt, &id);
     (id, exit)
+}
+
+/// Waits (up to [`TIMEOUT`]) until the backend reports container `id` running.
+fn wait_until_running(rt: &Runtime, id: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while rt.backend().state(id).ok().map(|s| s.status) != Some(image_runtime::Status::Running) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn sh(script: &str) -> RunOptions {
@@ -222,11 +219,7 @@ fn exit_codes_and_signals_pass_through() {
     let id = c.id().to_owned();
     let mut running = c.start(Stdio::capture()).unwrap();
     // Wait until runc has the container running, then kill it from "another process".
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while rt.backend().state(&id).ok().map(|s| s.status) != Some(image_runtime::Status::Running) {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_running(&rt, &id);
     assert!(running.pid().is_some());
     let listed = Runtime::oci(&f.root, RuntimeKind::Runc)
         .unwrap()
@@ -304,18 +297,12 @@ fn read_only_rootfs_refuses_writes() {
     assert!(!f.rootfs.join("data/new").exists());
 }
 
+/// An overlay of `upper` on `lower` as a root filesystem, `upper` and
+/// `work` created.
 fn overlay(lower: &Path, upper: &Path, work: &Path) -> Rootfs {
     std::fs::create_dir_all(upper).unwrap();
     std::fs::create_dir_all(work).unwrap();
-    Rootfs::Mounts(vec![MountSpec {
-        fs_type: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![
-            format!("lowerdir={}", lower.display()),
-            format!("upperdir={}", upper.display()),
-            format!("workdir={}", work.display()),
-        ],
-    }])
+    Rootfs::Mounts(vec![common::overlay_mount(lower, upper, work)])
 }
 
 #[test]
@@ -452,46 +439,12 @@ fn gc_cleans_what_a_crashed_process_left() {
         .unwrap();
     let id = c.id().to_owned();
     assert_eq!(c.upper_dir(), Some(base.join("u")));
-    assert_eq!(
-        image_runtime::mountinfo::mounts_under(rt.root())
-            .unwrap()
-            .len(),
-        1
-    );
-    // Pretend its owner died while it ran.
-    let mut record = c.record().clone();
-    record.status = ContainerStatus::Running;
-    record.owner = Some(Owner {
-        pid: u32::MAX - 7,
-        start_time: 1,
-    });
-    std::fs::write(
-        c.bundle().join("container.json"),
-        serde_json::to_vec(&record).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(mount_count(rt.root()), 1);
+    pretend_owner_died(&c);
     drop(c);
     let rt2 = Runtime::oci(&f.root, RuntimeKind::Runc).unwrap();
     assert!(rt2.list().unwrap().is_empty());
     assert_clean(&rt2, &id);
-}
-
-/// Parses `/proc/self/mounts` into comparable facts.
-fn mount_set(text: &str) -> BTreeSet<(String, String, bool, bool, bool, bool)> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let opts: BTreeSet<&str> = f.get(3)?.split(',').collect();
-            Some((
-                f[1].to_owned(),
-                f[2].to_owned(),
-                opts.contains("ro"),
-                opts.contains("nosuid"),
-                opts.contains("nodev"),
-                opts.contains("noexec"),
-            ))
-        })
-        .collect()
 }
 
 #[test]
@@ -506,19 +459,10 @@ fn runc_and_crun_run_the_same_bundle_alike() {
     opts.hostname = Some("probe-host".into());
     let spec = image_runtime::bundle::export(&bundle, &image_config(), &opts).unwrap();
     assert_eq!(spec.root().as_ref().unwrap().path(), Path::new("rootfs"));
-    let probes: [&[&str]; 6] = [
-        &["id"],
-        &["pwd"],
-        &["env"],
-        &["hostname"],
-        &["ls", "/proc"],
-        &["cat", "/proc/self/mounts"],
-    ];
     let mut results = Vec::new();
     for kind in [RuntimeKind::Runc, RuntimeKind::Crun] {
         let be = OciRuntime::new(kind, &tmp.path().join(kind.program())).unwrap();
-        let mut outs = Vec::new();
-        for (i, probe) in probes.iter().enumerate() {
+        results.push(probe_outputs(&format!("{kind:?}"), |i, probe| {
             let mut s = spec.clone();
             let mut process = s.process().clone().unwrap();
             process.set_args(Some(probe.iter().map(|a| (*a).to_owned()).collect()));
@@ -531,19 +475,10 @@ fn runc_and_crun_run_the_same_bundle_alike() {
                 .unwrap()
                 .unwrap();
             be.delete(&id, true).unwrap();
-            assert!(
-                exit.status.success(),
-                "{kind:?} {probe:?}: {}",
-                exit.stderr_str()
-            );
-            outs.push(exit.stdout_str());
-        }
-        results.push(outs);
+            exit
+        }));
     }
-    let names = ["id", "pwd", "env", "hostname", "ls /proc"];
-    for (i, name) in names.iter().enumerate() {
-        assert_eq!(results[0][i], results[1][i], "probe {name} differs");
-    }
+    assert_same_probes(&results[0], &results[1]);
     assert!(results[0][0].starts_with("uid=1000(app)"));
     // Mounts: the same set, except how masked and read-only paths are
     // done, where the runtimes differ by design: runc masks files with the
@@ -559,16 +494,7 @@ fn runc_and_crun_run_the_same_bundle_alike() {
         .unwrap()
         .into_iter()
         .collect();
-    let split = |set: BTreeSet<(String, String, bool, bool, bool, bool)>| {
-        let (special, plain): (BTreeSet<_>, BTreeSet<_>) = set
-            .into_iter()
-            .partition(|m| masked.contains(&m.0) || readonly.contains(&m.0));
-        let special: BTreeSet<(String, bool)> = special
-            .into_iter()
-            .map(|m| (m.0.clone(), readonly.contains(&m.0) && m.2))
-            .collect();
-        (plain, special)
-    };
+    let split = |set| split_mounts(set, &masked, &readonly);
     let (runc_plain, runc_special) = split(mount_set(&results[0][5]));
     let (crun_plain, crun_special) = split(mount_set(&results[1][5]));
     assert_eq!(runc_plain, crun_plain, "mounts differ");
@@ -630,11 +556,7 @@ fn crash_child_helper() {
             stderr: Output::Null,
         })
         .unwrap();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while rt.backend().state(&id).ok().map(|s| s.status) != Some(image_runtime::Status::Running) {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_running(&rt, &id);
     println!("CONTAINER {id} PID {}", running.pid().unwrap());
     // Die without running any destructor.
     std::process::exit(0);
@@ -668,9 +590,7 @@ fn a_killed_caller_leaves_nothing_after_the_next_start() {
     let alive_before = found
         .as_ref()
         .is_some_and(|(_, pid)| Path::new(&format!("/proc/{pid}")).exists());
-    let mounted_before = image_runtime::mountinfo::mounts_under(&f.root)
-        .unwrap()
-        .len();
+    let mounted_before = mount_count(&f.root);
     // The next start cleans it up (before any assertion, so a failing
     // test leaves nothing behind either).
     let rt = Runtime::oci(&f.root, RuntimeKind::Runc).unwrap();
