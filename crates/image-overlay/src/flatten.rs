@@ -4,7 +4,7 @@
 //!
 //! Layers are applied one after the other (a later layer may remove or
 //! replace what an earlier one made); each is a single streaming pass of
-//! [`unpack`](crate::unpack::unpack). For one directory per layer, unpacked
+//! [`unpack()`](crate::unpack::unpack). For one directory per layer, unpacked
 //! in parallel, use the snapshotters and [`unpack_image`](crate::unpack_image).
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! crate reads and writes them in one pass, byte-exact and safe against
 //! hostile input:
 //!
-//! - [`unpack`]: decompress (gzip, zstd, sniffed or declared), hash the
+//! - [`unpack()`]: decompress (gzip, zstd, sniffed or declared), hash the
 //!   blob digest and the diff ID, and apply a layer onto a directory at once,
 //!   working relative to directory descriptors (see its `# Security` section);
 //! - [`whiteout`]: OCI whiteouts, applied when flattening or converted to
@@ -61,5 +61,5 @@ pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,
     Snapshotter,
 };
-pub use unpack::{unpack, unpack_at, UnpackError, UnpackOptions, UnpackReport};
+pub use unpack::{unpack, unpack_at, PathResolution, UnpackError, UnpackOptions, UnpackReport};
 pub use whiteout::{OverlayXattrs, WhiteoutMode};

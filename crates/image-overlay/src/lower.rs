@@ -37,6 +37,8 @@ use crate::whiteout::{self, OverlayXattrs};
 pub(crate) struct Lowers {
     paths: Vec<PathBuf>,
     fds: Option<Vec<OwnedFd>>,
+    /// Resolve paths by the component walk instead of `openat2`.
+    walk: bool,
 }
 
 /// One directory of the merged view: which layer provides it, opened.
@@ -76,8 +78,12 @@ fn is_opaque(dir: BorrowedFd<'_>, ns: OverlayXattrs) -> Result<bool, Errno> {
 
 impl Lowers {
     /// The lower directories `paths`, nearest first.
-    pub(crate) fn new(paths: Vec<PathBuf>) -> Lowers {
-        Lowers { paths, fds: None }
+    pub(crate) fn new(paths: Vec<PathBuf>, walk: bool) -> Lowers {
+        Lowers {
+            paths,
+            fds: None,
+            walk,
+        }
     }
 
     /// Whether there are none.
@@ -108,11 +114,12 @@ impl Lowers {
         path: &[u8],
         ns: OverlayXattrs,
     ) -> Result<Found, Errno> {
-        let mut cands: Vec<(usize, OwnedFd)> = vec![(0, fsops::open_real_dir_in_root(own, b"")?)];
+        let mut cands: Vec<(usize, OwnedFd)> =
+            vec![(0, fsops::open_real_dir_in_root(own, b"", false)?)];
         let own_opaque = is_opaque(cands[0].1.as_fd(), ns)?;
         if !own_opaque {
             for (i, fd) in self.fds()?.iter().enumerate() {
-                let root = fsops::open_real_dir_in_root(fd.as_fd(), b"")?;
+                let root = fsops::open_real_dir_in_root(fd.as_fd(), b"", false)?;
                 let opaque = is_opaque(root.as_fd(), ns)?;
                 cands.push((i + 1, root));
                 if opaque {
@@ -186,15 +193,15 @@ impl Lowers {
         path: &[u8],
         expected: &Stat,
     ) -> Result<Option<OwnedFd>, Errno> {
+        let walk = self.walk;
         let Some(root) = self.fds()?.get(layer.wrapping_sub(1)) else {
             return Err(Errno::NOENT);
         };
-        let fd = rfs::openat2(
-            root,
+        let fd = fsops::open_in_root(
+            root.as_fd(),
             path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-            fsops::in_root(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+            walk,
         )?;
         let st = rfs::fstat(&fd)?;
         let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile

@@ -10,8 +10,11 @@
 //! # Security
 //! The applier works relative to a directory descriptor of the target:
 //! parent directories are opened with `openat2(RESOLVE_IN_ROOT |
-//! RESOLVE_NO_MAGICLINKS)`, so symlinks, whether from this layer or an
-//! earlier one, resolve as if the target were `/`; the last component is
+//! RESOLVE_NO_MAGICLINKS)` (or, where the kernel lacks it or
+//! [`PathResolution::ComponentWalk`] asks, by a walk of one `O_NOFOLLOW`
+//! component at a time that expands symlinks itself), so symlinks, whether
+//! from this layer or an earlier one, resolve as if the target were `/`;
+//! the last component is
 //! created with `O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `symlinkat`,
 //! `linkat` (not following) or `mknodat`, after removing whatever had the
 //! name; metadata is set through the opened file (`fchown`, `fchmod`,
@@ -165,6 +168,24 @@ pub struct UnpackOptions {
     /// where the target is in the directory already). They are only read,
     /// and must not change during the unpack.
     pub lowers: Vec<PathBuf>,
+    /// How paths are resolved inside the target.
+    pub path_resolution: PathResolution,
+}
+
+/// How an unpack resolves paths inside its target directory, so that no
+/// symlink (from this layer or one before it) leads out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PathResolution {
+    /// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS` where the
+    /// kernel has it (Linux 5.6 and later), the component walk where it
+    /// does not (`ENOSYS`, also from a seccomp filter).
+    #[default]
+    Auto,
+    /// Always the component walk: one component at a time, each opened
+    /// with `O_NOFOLLOW` relative to the one before, symlinks expanded by
+    /// us and kept inside the target.
+    ComponentWalk,
 }
 
 impl Default for UnpackOptions {
@@ -181,6 +202,7 @@ impl Default for UnpackOptions {
             xattrs: XattrPolicy::default(),
             preserve_ownership: rustix::process::geteuid().is_root(),
             lowers: Vec::new(),
+            path_resolution: PathResolution::Auto,
         }
     }
 }
@@ -201,6 +223,12 @@ impl UnpackOptions {
     /// Declares the compression (as a layer media type does).
     pub fn with_compression(mut self, compression: Compression) -> Self {
         self.compression = Some(compression);
+        self
+    }
+
+    /// Sets how paths are resolved inside the target.
+    pub fn with_path_resolution(mut self, resolution: PathResolution) -> Self {
+        self.path_resolution = resolution;
         self
     }
 
@@ -862,6 +890,11 @@ fn normalise(raw: &[u8]) -> Result<NormPath, UnpackError> {
     Ok(NormPath { full, split })
 }
 
+/// Whether paths are resolved by the component walk.
+fn walk(opts: &UnpackOptions) -> bool {
+    opts.path_resolution == PathResolution::ComponentWalk
+}
+
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(parent.len() + 1 + name.len());
     v.extend_from_slice(parent);
@@ -1016,7 +1049,7 @@ fn unpack_core(
         skipped: Vec::new(),
         skipped_total: 0,
         buf: vec![0u8; 256 * 1024],
-        lowers: Lowers::new(opts.lowers.clone()),
+        lowers: Lowers::new(opts.lowers.clone(), walk(opts)),
     };
     let stream = extract(&mut compressed, &head[..n], &ctx, &mut applier, diff_alg)?;
     let Extracted {
@@ -1206,7 +1239,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     fn parent(&mut self, parent: &[u8], raw: &[u8]) -> Result<BorrowedFd<'_>, UnpackError> {
         let hit = matches!(&self.cache, Some((p, _)) if p == parent);
         if !hit {
-            let fd = match fsops::open_dir_in_root(self.root, parent) {
+            let fd = match fsops::open_dir_in_root(self.root, parent, walk(self.opts)) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => self.create_parents(parent, raw)?,
                 Err(Errno::NOTDIR) => {
@@ -1228,8 +1261,8 @@ impl<'r, 'o> Applier<'r, 'o> {
         let not_dir = || UnpackError::ParentNotDirectory {
             path: display_path(raw),
         };
-        let mut cur =
-            fsops::open_dir_in_root(self.root, b"").map_err(|e| fs_err(raw, "open target", e))?;
+        let mut cur = fsops::open_dir_in_root(self.root, b"", walk(self.opts))
+            .map_err(|e| fs_err(raw, "open target", e))?;
         let mut end = 0;
         for comp in parent.split(|b| *b == b'/') {
             if comp.starts_with(whiteout::WHITEOUT_PREFIX.as_bytes()) {
@@ -1240,7 +1273,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             end += comp.len();
             let prefix = &parent[..end];
             end += 1;
-            match fsops::open_dir_in_root(self.root, prefix) {
+            match fsops::open_dir_in_root(self.root, prefix, walk(self.opts)) {
                 Ok(fd) => cur = fd,
                 Err(Errno::NOENT) => {
                     match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
@@ -1753,7 +1786,8 @@ impl<'r, 'o> Applier<'r, 'o> {
 
     fn directory(&mut self, norm: &NormPath, raw: &[u8], meta: &Meta) -> Result<(), UnpackError> {
         let fd = if norm.is_root() {
-            fsops::open_real_dir_in_root(self.root, b"").map_err(|e| fs_err(raw, "open", e))?
+            fsops::open_real_dir_in_root(self.root, b"", walk(self.opts))
+                .map_err(|e| fs_err(raw, "open", e))?
         } else {
             let mut tries = 0;
             loop {
@@ -1883,7 +1917,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             WhiteoutMode::Overlay(ns) => Some(ns),
             WhiteoutMode::Apply => None,
         };
-        let own = match fsops::open_dir_in_root(self.root, tnorm.parent()) {
+        let own = match fsops::open_dir_in_root(self.root, tnorm.parent(), walk(self.opts)) {
             Ok(fd) => match fsops::lstat_at(fd.as_fd(), tnorm.name()) {
                 Ok(Some(st)) => Some((fd, st)),
                 Ok(None) => None,
@@ -2002,8 +2036,8 @@ impl<'r, 'o> Applier<'r, 'o> {
         // them; entries this layer adds later change their mtime, as they
         // do when flattening).
         let mut made = Vec::new();
-        let mut dir =
-            fsops::open_real_dir_in_root(self.root, b"").map_err(err("open target for"))?;
+        let mut dir = fsops::open_real_dir_in_root(self.root, b"", walk(self.opts))
+            .map_err(err("open target for"))?;
         for (comp, level) in tnorm.parent().split(|b| *b == b'/').zip(parents) {
             if level.layer != 0 {
                 rfs::mkdirat(&dir, comp, Mode::from_raw_mode(0o700))
@@ -2145,12 +2179,13 @@ impl<'r, 'o> Applier<'r, 'o> {
         }
         match self.opts.whiteouts {
             WhiteoutMode::Apply => {
-                let parent = match fsops::open_dir_in_root(self.root, norm.parent()) {
-                    Ok(fd) => fd,
-                    // Nothing to delete below a missing or non-directory parent.
-                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
-                    Err(e) => return Err(fs_err(raw, "open parent of", e)),
-                };
+                let parent =
+                    match fsops::open_dir_in_root(self.root, norm.parent(), walk(self.opts)) {
+                        Ok(fd) => fd,
+                        // Nothing to delete below a missing or non-directory parent.
+                        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
+                        Err(e) => return Err(fs_err(raw, "open parent of", e)),
+                    };
                 fsops::remove_all_at(parent.as_fd(), target)
                     .map_err(|e| fs_err(raw, "apply whiteout", e))?;
                 Ok(())
@@ -2187,7 +2222,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dir_path = norm.parent().to_vec();
         // Make sure the directory exists (as the parent of the marker).
         self.parent(&dir_path, raw)?;
-        let dir = fsops::open_real_dir_in_root(self.root, &dir_path)
+        let dir = fsops::open_real_dir_in_root(self.root, &dir_path, walk(self.opts))
             .map_err(|e| fs_err(raw, "open opaque directory", e))?;
         match self.opts.whiteouts {
             WhiteoutMode::Apply => {
@@ -2210,7 +2245,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dirs = std::mem::take(&mut self.dirs);
         self.cache = None;
         for (path, mode, mtime) in dirs.iter().rev() {
-            let fd = match fsops::open_real_dir_in_root(self.root, path) {
+            let fd = match fsops::open_real_dir_in_root(self.root, path, walk(self.opts)) {
                 Ok(fd) => fd,
                 // Replaced later in the layer by a non-directory.
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,

@@ -2,10 +2,12 @@
 //! outcome and that the sentinels beside the target and at an absolute path
 //! are untouched.
 //!
-//! The suite runs twice: flattened (whiteouts applied, the tests at this
-//! level) and in overlay form (`overlay_form::*`: whiteouts converted to
+//! The suite runs three times: flattened (whiteouts applied, the tests at
+//! this level), in overlay form (`overlay_form::*`: whiteouts converted to
 //! overlayfs' 0/0 devices and `trusted.overlay.opaque`, as each layer of an
-//! overlay snapshot is unpacked into a directory of its own). The cases are
+//! overlay snapshot is unpacked into a directory of its own), and flattened
+//! with paths resolved by the component walk instead of `openat2`
+//! (`component_walk::*`, what runs on kernels before 5.6). The cases are
 //! written once, inside [`hostile_cases!`], against [`opts`] and
 //! [`overlay_form`]; where the two forms legitimately differ, a case states
 //! the exact outcome of each. Cases of several layers apply them to the same
@@ -58,6 +60,23 @@ macro_rules! hostile_cases {
 
             fn overlay_form() -> bool {
                 true
+            }
+
+            $($case)*
+        }
+
+        /// The same cases, flattened, with paths resolved by the component
+        /// walk that stands in for `openat2` on kernels without it.
+        mod component_walk {
+            use super::*;
+            use image_overlay::PathResolution;
+
+            fn opts() -> UnpackOptions {
+                UnpackOptions::default().with_path_resolution(PathResolution::ComponentWalk)
+            }
+
+            fn overlay_form() -> bool {
+                false
             }
 
             $($case)*

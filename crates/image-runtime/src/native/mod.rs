@@ -12,7 +12,7 @@
 //! namespaces (and a user namespace when the spec has one). The parent
 //! writes the uid/gid maps, puts the child into the cgroups and only then
 //! releases it over a pipe. Between clone and `execve` the child does
-//! raw system calls only (see [`crate::sys`]): no allocation, no locks, so
+//! raw system calls only (see the crate's `sys` module): no allocation, no locks, so
 //! starting containers from a multi-threaded host (a tokio runtime, a
 //! thread pool) is safe; a failure comes back as a fixed (step, errno)
 //! record on a close-on-exec pipe and becomes a typed [`BackendError`].
