@@ -55,7 +55,9 @@ pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};
 pub use image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport};
-pub use mount::{Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter};
+pub use mount::{
+    LegacyMounter, Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter,
+};
 pub use pack::{pack_dir, pack_overlay_upper, PackError, PackOptions, PackReport};
 pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,

@@ -6,6 +6,8 @@
 //! the new mount API, `fsopen`/`fsconfig`/`fsmount`/`move_mount`, for
 //! overlayfs, so that lowerdir lists longer than a page are passed one
 //! directory at a time with `lowerdir+`; `mount(2)` for bind mounts);
+//! [`LegacyMounter`] is what it falls back to on kernels before 6.8
+//! (`mount(2)` only, long lists shortened through `/proc/self/fd`);
 //! [`RecordingMounter`] only records what it is asked, for unit tests.
 //! [`MountGuard`] unmounts on drop.
 //!
@@ -22,6 +24,7 @@
 //! ```
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -212,7 +215,8 @@ fn mount_point(target: &Path, m: &Mount) -> Result<PathBuf, MountError> {
 ///
 /// - `overlay`: the new mount API, one `fsconfig(lowerdir+)` per lower
 ///   directory (kernel 6.8+), so the list is not bounded by a page; on older
-///   kernels, `mount(2)` with the option string, which must then fit a page.
+///   kernels, or where `fsopen` is refused (`ENOSYS`, `EPERM`: a seccomp
+///   filter), `mount(2)` as [`LegacyMounter`] does.
 ///   Flags `ro`, `nosuid`, `nodev`, `noexec` become mount attributes; every
 ///   other option is passed to overlayfs as is.
 /// - `bind` (or options containing `bind`/`rbind`): `mount(2)` with
@@ -226,6 +230,16 @@ impl SysMounter {
         SysMounter
     }
 }
+
+/// A real mounter that mounts overlay with `mount(2)` only, never the new
+/// mount API: what [`SysMounter`] falls back to on kernels before 6.8 and
+/// where `fsopen` is refused. The option string must fit a page; a longer
+/// one (many layers) names the directories through a descriptor of their
+/// common parent (`/proc/self/fd/N/<id>/fs`, a few bytes each instead of a
+/// full path), which fits well over a hundred snapshot layers. Bind mounts
+/// as [`SysMounter`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LegacyMounter;
 
 fn has_lowerdir_plus() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
@@ -246,47 +260,72 @@ fn errno_io(e: Errno) -> io::Error {
 
 impl Mounter for SysMounter {
     fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
-        let mut done: Vec<PathBuf> = Vec::new();
-        for m in mounts {
-            let result = mount_point(target, m).and_then(|point| {
-                let is_bind = m.fs_type == "bind" || m.has_flag("bind") || m.has_flag("rbind");
-                if is_bind {
-                    mount_bind(m, &point)
-                } else if m.fs_type == "overlay" {
-                    mount_overlay(m, &point)
-                } else {
-                    Err(MountError::Unsupported {
-                        fs_type: m.fs_type.clone(),
-                        target: point.clone(),
-                        reason: "only overlay and bind mounts are supported".to_owned(),
-                    })
-                }
-                .map(|()| point)
-            });
-            match result {
-                Ok(point) => done.push(point),
-                Err(e) => {
-                    for p in done.iter().rev() {
-                        let _ = self.unmount(p, true);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        mount_all(self, mounts, target, false)
     }
 
     fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
-        let flags = if detach {
-            UnmountFlags::DETACH | UnmountFlags::NOFOLLOW
-        } else {
-            UnmountFlags::NOFOLLOW
-        };
-        rmount::unmount(target, flags).map_err(|e| MountError::Unmount {
-            target: target.to_path_buf(),
-            source: errno_io(e),
-        })
+        unmount(target, detach)
     }
+}
+
+impl Mounter for LegacyMounter {
+    fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        mount_all(self, mounts, target, true)
+    }
+
+    fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+        unmount(target, detach)
+    }
+}
+
+/// Mounts `mounts` in order under `target` (overlay with `mount(2)` only
+/// when `legacy`); on a failure, unmounts what it mounted.
+fn mount_all(
+    mounter: &dyn Mounter,
+    mounts: &[Mount],
+    target: &Path,
+    legacy: bool,
+) -> Result<(), MountError> {
+    let mut done: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        let result = mount_point(target, m).and_then(|point| {
+            let is_bind = m.fs_type == "bind" || m.has_flag("bind") || m.has_flag("rbind");
+            if is_bind {
+                mount_bind(m, &point)
+            } else if m.fs_type == "overlay" {
+                mount_overlay(m, &point, legacy)
+            } else {
+                Err(MountError::Unsupported {
+                    fs_type: m.fs_type.clone(),
+                    target: point.clone(),
+                    reason: "only overlay and bind mounts are supported".to_owned(),
+                })
+            }
+            .map(|()| point)
+        });
+        match result {
+            Ok(point) => done.push(point),
+            Err(e) => {
+                for p in done.iter().rev() {
+                    let _ = mounter.unmount(p, true);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unmount(target: &Path, detach: bool) -> Result<(), MountError> {
+    let flags = if detach {
+        UnmountFlags::DETACH | UnmountFlags::NOFOLLOW
+    } else {
+        UnmountFlags::NOFOLLOW
+    };
+    rmount::unmount(target, flags).map_err(|e| MountError::Unmount {
+        target: target.to_path_buf(),
+        source: errno_io(e),
+    })
 }
 
 fn mount_bind(m: &Mount, point: &Path) -> Result<(), MountError> {
@@ -333,7 +372,7 @@ fn attr_flag(o: &str) -> Option<MountAttrFlags> {
     })
 }
 
-fn mount_overlay(m: &Mount, point: &Path) -> Result<(), MountError> {
+fn mount_overlay(m: &Mount, point: &Path, legacy: bool) -> Result<(), MountError> {
     let err = |step: &str, e: Errno| MountError::Mount {
         fs_type: m.fs_type.clone(),
         source_path: m.source.clone(),
@@ -341,11 +380,14 @@ fn mount_overlay(m: &Mount, point: &Path) -> Result<(), MountError> {
         step: step.to_owned(),
         source: errno_io(e),
     };
-    if !has_lowerdir_plus() {
+    if legacy || !has_lowerdir_plus() {
         return mount_overlay_legacy(m, point);
     }
-    let fs =
-        rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| err("fsopen", e))?;
+    let fs = match rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fs) => fs,
+        Err(Errno::NOSYS) | Err(Errno::PERM) => return mount_overlay_legacy(m, point),
+        Err(e) => return Err(err("fsopen", e)),
+    };
     rmount::fsconfig_set_string(&fs, "source", m.source.as_str())
         .map_err(|e| err("fsconfig source", e))?;
     let mut attrs = MountAttrFlags::empty();
@@ -380,6 +422,60 @@ fn mount_overlay(m: &Mount, point: &Path) -> Result<(), MountError> {
     .map_err(|e| err("move_mount", e))
 }
 
+/// The most bytes of mount options `mount(2)` takes (one page).
+const PAGE: usize = 4096;
+
+/// `options` with the directories of `lowerdir=`, `upperdir=` and
+/// `workdir=` named through a descriptor of their common parent
+/// (`/proc/self/fd/N/rel`), and that descriptor; `None` when they are not
+/// all absolute or have no common parent below `/`.
+fn shorten_dirs(options: &[String]) -> Option<(Vec<String>, OwnedFd)> {
+    let is_dir_option = |k: &str| matches!(k, "lowerdir" | "upperdir" | "workdir");
+    let mut dirs: Vec<&Path> = Vec::new();
+    for o in options {
+        if let Some((k, v)) = o.split_once('=') {
+            if is_dir_option(k) {
+                dirs.extend(v.split(':').filter(|d| !d.is_empty()).map(Path::new));
+            }
+        }
+    }
+    let first = dirs.first()?;
+    if !dirs.iter().all(|d| d.is_absolute()) {
+        return None;
+    }
+    let mut common: PathBuf = first.parent()?.to_path_buf();
+    while !dirs.iter().all(|d| d.starts_with(&common)) {
+        common = common.parent()?.to_path_buf();
+    }
+    // Not `/` itself: nothing to shorten then.
+    common.parent()?;
+    let fd = rustix::fs::open(
+        &common,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let prefix = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let short = |d: &str| -> String {
+        match Path::new(d).strip_prefix(&common) {
+            Ok(rel) if rel.as_os_str().is_empty() => prefix.clone(),
+            Ok(rel) => format!("{prefix}/{}", rel.display()),
+            Err(_) => d.to_owned(),
+        }
+    };
+    let out = options
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) if is_dir_option(k) => {
+                let list: Vec<String> = v.split(':').map(short).collect();
+                format!("{k}={}", list.join(":"))
+            }
+            _ => o.clone(),
+        })
+        .collect();
+    Some((out, fd))
+}
+
 fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
     let mut flags = MountFlags::empty();
     let mut data = Vec::new();
@@ -393,8 +489,21 @@ fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
             other => data.push(other),
         }
     }
-    let data = data.join(",");
-    if data.len() >= 4096 {
+    let mut data = data.join(",");
+    // Keeps the common parent open until the mount is made.
+    let mut _parent = None;
+    if data.len() >= PAGE {
+        if let Some((short, fd)) = shorten_dirs(&m.options) {
+            data = short
+                .iter()
+                .filter(|o| !matches!(o.as_str(), "ro" | "nosuid" | "nodev" | "noexec" | "rw"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",");
+            _parent = Some(fd);
+        }
+    }
+    if data.len() >= PAGE {
         return Err(MountError::Unsupported {
             fs_type: m.fs_type.clone(),
             target: point.to_path_buf(),

@@ -13,7 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use image_core::{Classify, Compression, Digest, ErrorKind, MediaType};
 use image_overlay::image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions};
-use image_overlay::mount::{Mount, MountGuard, Mounter, RecordingMounter, SysMounter};
+use image_overlay::mount::{
+    LegacyMounter, Mount, MountGuard, Mounter, RecordingMounter, SysMounter,
+};
 use image_overlay::pack::{pack_overlay_upper, PackOptions};
 use image_overlay::snapshot::{
     CommitOptions, CopySnapshotter, Kind, Labels, OverlayOptions, OverlaySnapshotter,
@@ -554,6 +556,23 @@ fn overlay_128_layers() {
     with_mounted(&v, |root| {
         assert_eq!(fs::read_dir(root).expect("ls").count(), 129)
     });
+    // Kernels before 6.8 (no `lowerdir+`) get `mount(2)`, whose options
+    // must fit a page: the same root and view through that path.
+    for m in [&mounts, &v] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = MountGuard::mount(LegacyMounter, m, dir.path()).expect("legacy mount");
+        let root = dir.path();
+        assert_eq!(fs::read_dir(root).expect("ls").count(), 129);
+        assert_eq!(fs::read_to_string(root.join("f000")).expect("f"), "0");
+        assert_eq!(fs::read_to_string(root.join("last")).expect("last"), "127");
+        let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let line = info
+            .lines()
+            .find(|l| l.contains(&*root.to_string_lossy()))
+            .expect("mounted");
+        assert!(line.contains("/proc/self/fd/"), "{line}");
+        guard.unmount().expect("unmount");
+    }
 }
 
 #[test]
