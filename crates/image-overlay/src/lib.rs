@@ -46,6 +46,7 @@ pub mod image_unpack;
 mod lower;
 pub mod mount;
 pub mod pack;
+pub mod resolve;
 pub mod snapshot;
 mod tarwriter;
 pub mod unpack;

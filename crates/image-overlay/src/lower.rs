@@ -197,11 +197,12 @@ impl Lowers {
         let Some(root) = self.fds()?.get(layer.wrapping_sub(1)) else {
             return Err(Errno::NOENT);
         };
-        let fd = fsops::open_in_root(
+        let fd = crate::resolve::open_in_root(
             root.as_fd(),
             path,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
-            walk,
+            Mode::empty(),
+            fsops::resolution(walk),
         )?;
         let st = rfs::fstat(&fd)?;
         let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile

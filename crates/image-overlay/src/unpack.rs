@@ -44,6 +44,7 @@ use rustix::io::Errno;
 use crate::compress;
 use crate::fsops::{self, display_path, io_err};
 use crate::lower::{self, Found, Lowers};
+pub use crate::resolve::PathResolution;
 use crate::whiteout::{self, OverlayXattrs, WhiteoutMode, WhiteoutName};
 
 /// Limits that bound what a layer may cost.
@@ -170,22 +171,6 @@ pub struct UnpackOptions {
     pub lowers: Vec<PathBuf>,
     /// How paths are resolved inside the target.
     pub path_resolution: PathResolution,
-}
-
-/// How an unpack resolves paths inside its target directory, so that no
-/// symlink (from this layer or one before it) leads out of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum PathResolution {
-    /// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS` where the
-    /// kernel has it (Linux 5.6 and later), the component walk where it
-    /// does not (`ENOSYS`, also from a seccomp filter).
-    #[default]
-    Auto,
-    /// Always the component walk: one component at a time, each opened
-    /// with `O_NOFOLLOW` relative to the one before, symlinks expanded by
-    /// us and kept inside the target.
-    ComponentWalk,
 }
 
 impl Default for UnpackOptions {

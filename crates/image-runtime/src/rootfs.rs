@@ -5,16 +5,20 @@
 //! An image controls its own files: `/etc/passwd` may be a symlink to
 //! `/../../../etc/shadow`, a working directory may be a symlink out of the
 //! root. Every access here goes through a directory handle on the root and
-//! `openat2(2)` with `RESOLVE_IN_ROOT`, so absolute symlinks and `..` are
-//! resolved as if the root were `/`: nothing outside the root is ever read,
-//! created or changed. Host paths are never built by joining strings.
+//! [`image_overlay::resolve::open_in_root`] (`openat2(2)` with
+//! `RESOLVE_IN_ROOT`, or its component walk on kernels without it), so
+//! absolute symlinks and `..` are resolved as if the root were `/`: nothing
+//! outside the root is ever read, created or changed. Host paths are never
+//! built by joining strings.
 
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use image_core::{Classify, ErrorKind};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use image_overlay::resolve::{open_in_root, PathResolution};
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 /// Where a container's root filesystem comes from.
@@ -183,12 +187,12 @@ impl RootDir {
         } else {
             &rel
         };
-        rustix::fs::openat2(
+        open_in_root(
             self.fd.as_fd(),
-            rel,
-            flags | OFlags::CLOEXEC,
+            rel.as_os_str().as_bytes(),
+            flags,
             Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            PathResolution::Auto,
         )
         .map_err(|e| RootfsError::Access {
             path: path.to_owned(),
@@ -311,12 +315,12 @@ impl RootDir {
         } else {
             &rel
         };
-        match rustix::fs::openat2(
+        match open_in_root(
             self.fd.as_fd(),
-            rel,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rel.as_os_str().as_bytes(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
             Mode::from_raw_mode(mode),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            PathResolution::Auto,
         ) {
             Ok(fd) => {
                 // The mode given to open is masked by the umask.
