@@ -94,7 +94,7 @@ pub fn config(data: &[u8]) {
 /// their type, content, mode, owner and mtime. Errors are fine; escapes
 /// and panics are not.
 pub fn unpack(data: &[u8]) {
-    use image_overlay::unpack::{unpack, DevicePolicy, Limits, UnpackOptions};
+    use image_overlay::unpack::{unpack, DevicePolicy, Limits, PathResolution, UnpackOptions};
     use std::collections::BTreeMap;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::Path;
@@ -165,23 +165,35 @@ pub fn unpack(data: &[u8]) {
     let parent = tempfile::tempdir().expect("temp parent");
     let base = parent.path();
     let target = base.join("target");
-    std::fs::create_dir(&target).expect("target");
     std::fs::write(base.join("sentinel"), b"keep").expect("sentinel");
     std::fs::create_dir(base.join("sentinel-dir")).expect("sentinel dir");
     std::fs::write(base.join("sentinel-dir/inner"), b"keep").expect("sentinel");
     std::os::unix::fs::symlink("sentinel", base.join("sentinel-link")).expect("sentinel link");
     let before = state(base);
 
-    let mut options = UnpackOptions::default().with_limits(Limits {
-        max_expanded_bytes: 16 << 20,
-        max_entries: 10_000,
-    });
-    // Device nodes are a policy question, not a containment one, and real
-    // ones in a temp dir are better not made when fuzzing as root.
-    options.devices = DevicePolicy::Skip;
-    let _ = unpack(data, &target, &options);
+    // Both ways of resolving paths: openat2, and the component walk that
+    // stands in for it on kernels without it.
+    for resolution in [PathResolution::Auto, PathResolution::ComponentWalk] {
+        std::fs::create_dir(&target).expect("target");
+        let mut options = UnpackOptions::default()
+            .with_limits(Limits {
+                max_expanded_bytes: 16 << 20,
+                max_entries: 10_000,
+            })
+            .with_path_resolution(resolution);
+        // Device nodes are a policy question, not a containment one, and real
+        // ones in a temp dir are better not made when fuzzing as root.
+        options.devices = DevicePolicy::Skip;
+        let _ = unpack(data, &target, &options);
 
-    unlock(&target);
-    assert_eq!(state(base), before, "something outside the target changed");
-    assert!(!Path::new("/pwned").exists(), "a file appeared at /pwned");
+        unlock(&target);
+        // std's remove_dir_all does not follow links out of the target.
+        std::fs::remove_dir_all(&target).expect("remove target");
+        assert_eq!(
+            state(base),
+            before,
+            "something outside the target changed ({resolution:?})"
+        );
+        assert!(!Path::new("/pwned").exists(), "a file appeared at /pwned");
+    }
 }
