@@ -285,7 +285,13 @@ fn gzip_worker(level: u32, jobs: &std::sync::Mutex<Receiver<Job>>, done: &Sender
         };
         let Ok(job) = job else { return };
         let mut out = Vec::new();
-        let r = deflate_block(level, &job.dict, &job.data, job.last, &mut out).map(|()| out);
+        // A panic would lose the block and leave the writer waiting for
+        // it: report it as this block's error instead.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deflate_block(level, &job.dict, &job.data, job.last, &mut out)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("the gzip compressor panicked")))
+        .map(|()| out);
         let msg = Done {
             seq: job.seq,
             out: r,
