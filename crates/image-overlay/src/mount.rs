@@ -328,14 +328,19 @@ fn unmount(target: &Path, detach: bool) -> Result<(), MountError> {
     })
 }
 
-fn mount_bind(m: &Mount, point: &Path) -> Result<(), MountError> {
-    let err = |step: &str, e: Errno| MountError::Mount {
+/// The failure of step `step` of mounting `m` on `point`.
+fn mount_err(m: &Mount, point: &Path, step: &str, e: Errno) -> MountError {
+    MountError::Mount {
         fs_type: m.fs_type.clone(),
         source_path: m.source.clone(),
         target: point.to_path_buf(),
         step: step.to_owned(),
         source: errno_io(e),
-    };
+    }
+}
+
+fn mount_bind(m: &Mount, point: &Path) -> Result<(), MountError> {
+    let err = |step: &str, e: Errno| mount_err(m, point, step, e);
     let recursive = m.has_flag("rbind") || !m.has_flag("bind");
     if recursive {
         rmount::mount_bind_recursive(m.source.as_str(), point).map_err(|e| err("mount", e))?;
@@ -373,13 +378,7 @@ fn attr_flag(o: &str) -> Option<MountAttrFlags> {
 }
 
 fn mount_overlay(m: &Mount, point: &Path, legacy: bool) -> Result<(), MountError> {
-    let err = |step: &str, e: Errno| MountError::Mount {
-        fs_type: m.fs_type.clone(),
-        source_path: m.source.clone(),
-        target: point.to_path_buf(),
-        step: step.to_owned(),
-        source: errno_io(e),
-    };
+    let err = |step: &str, e: Errno| mount_err(m, point, step, e);
     if legacy || !has_lowerdir_plus() {
         return mount_overlay_legacy(m, point);
     }
@@ -518,15 +517,8 @@ fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
         target: point.to_path_buf(),
         reason: "NUL byte in options".to_owned(),
     })?;
-    rmount::mount(m.source.as_str(), point, "overlay", flags, data.as_c_str()).map_err(|e| {
-        MountError::Mount {
-            fs_type: m.fs_type.clone(),
-            source_path: m.source.clone(),
-            target: point.to_path_buf(),
-            step: "mount".to_owned(),
-            source: errno_io(e),
-        }
-    })
+    rmount::mount(m.source.as_str(), point, "overlay", flags, data.as_c_str())
+        .map_err(|e| mount_err(m, point, "mount", e))
 }
 
 /// A call recorded by [`RecordingMounter`].

@@ -186,6 +186,51 @@ impl Classify for ContentError {
 pub type Result<T, E = ContentError> = std::result::Result<T, E>;
 
 /// Validates an ingest reference: 1 to 1024 bytes, no NUL, no newline.
+/// A commit's first check: a digest of another algorithm than the ingest
+/// hashed with can never match.
+pub(crate) fn check_commit_algorithm(
+    reference: &str,
+    ingest: Algorithm,
+    expected: Option<&Digest>,
+) -> Result<()> {
+    match expected {
+        Some(e) if e.algorithm() != ingest => Err(ContentError::AlgorithmMismatch {
+            reference: reference.to_owned(),
+            ingest,
+            expected: e.algorithm(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A commit's content check: `found` (the digest of `size` bytes written)
+/// against the expected digest and size, or against the size alone when
+/// no digest is expected.
+pub(crate) fn verify_commit(
+    reference: &str,
+    expected_size: Option<u64>,
+    expected: Option<&Digest>,
+    found: &Digest,
+    size: u64,
+) -> Result<()> {
+    let check = match expected {
+        Some(e) => image_core::digest::verify(e, expected_size, found, size),
+        None => match expected_size {
+            Some(s) if s != size => Err(VerifyError::Size {
+                digest: found.clone(),
+                expected: s,
+                found: size,
+                truncated: false,
+            }),
+            _ => Ok(()),
+        },
+    };
+    check.map_err(|source| ContentError::Verify {
+        reference: reference.to_owned(),
+        source,
+    })
+}
+
 pub(crate) fn check_reference(reference: &str) -> Result<()> {
     let reason = if reference.is_empty() {
         "empty"

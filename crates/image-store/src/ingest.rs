@@ -21,13 +21,14 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use image_core::digest::{Hasher, VerifyError};
+use image_core::digest::Hasher;
 use image_core::{Algorithm, Digest};
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
 use crate::content::{
-    check_reference, ContentError, ContentWriter, IngestStatus, Ingester, Result,
+    check_commit_algorithm, check_reference, verify_commit, ContentError, ContentWriter,
+    IngestStatus, Ingester, Result,
 };
 use crate::fs::{self as seam, Target};
 use crate::oci_dir::OciDir;
@@ -452,34 +453,17 @@ impl ContentWriter for OciWriter {
         expected_size: Option<u64>,
         expected: Option<&Digest>,
     ) -> Result<Digest> {
-        if let Some(e) = expected {
-            if e.algorithm() != self.algorithm {
-                return Err(ContentError::AlgorithmMismatch {
-                    reference: self.reference.clone(),
-                    ingest: self.algorithm,
-                    expected: e.algorithm(),
-                });
-            }
-        }
+        check_commit_algorithm(&self.reference, self.algorithm, expected)?;
         let found = self.hasher.clone().finish();
-        let check = match expected {
-            Some(e) => image_core::digest::verify(e, expected_size, &found, self.offset),
-            None => match expected_size {
-                Some(s) if s != self.offset => Err(VerifyError::Size {
-                    digest: found.clone(),
-                    expected: s,
-                    found: self.offset,
-                    truncated: false,
-                }),
-                _ => Ok(()),
-            },
-        };
-        if let Err(source) = check {
+        if let Err(e) = verify_commit(
+            &self.reference,
+            expected_size,
+            expected,
+            &found,
+            self.offset,
+        ) {
             self.discard();
-            return Err(ContentError::Verify {
-                reference: self.reference.clone(),
-                source,
-            });
+            return Err(e);
         }
         // The blob is committed once published; leftovers of the ingest
         // directory are harmless and collected by gc if cleaning fails.

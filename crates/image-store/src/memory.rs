@@ -5,12 +5,12 @@ use std::io::{self, Cursor, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use image_core::digest::{Hasher, VerifyError};
+use image_core::digest::Hasher;
 use image_core::{Algorithm, Digest, VerifyingReader};
 
 use crate::content::{
-    check_reference, ContentError, ContentWriter, Info, IngestStatus, Ingester, Manager, Provider,
-    Result,
+    check_commit_algorithm, check_reference, verify_commit, ContentError, ContentWriter, Info,
+    IngestStatus, Ingester, Manager, Provider, Result,
 };
 use crate::tags::{TagError, TagStore, Tagged};
 
@@ -261,38 +261,19 @@ impl ContentWriter for MemoryWriter {
         expected_size: Option<u64>,
         expected: Option<&Digest>,
     ) -> Result<Digest> {
-        if let Some(e) = expected {
-            if e.algorithm() != self.algorithm {
-                return Err(ContentError::AlgorithmMismatch {
-                    reference: self.reference.clone(),
-                    ingest: self.algorithm,
-                    expected: e.algorithm(),
-                });
-            }
-        }
+        check_commit_algorithm(&self.reference, self.algorithm, expected)?;
         let data = self.data.take().unwrap_or_default();
         let found = self.hasher.clone().finish();
-        let size = data.len() as u64;
-        let check = match expected {
-            Some(e) => image_core::digest::verify(e, expected_size, &found, size),
-            None => match expected_size {
-                Some(s) if s != size => Err(VerifyError::Size {
-                    digest: found.clone(),
-                    expected: s,
-                    found: size,
-                    truncated: false,
-                }),
-                _ => Ok(()),
-            },
-        };
+        let check = verify_commit(
+            &self.reference,
+            expected_size,
+            expected,
+            &found,
+            data.len() as u64,
+        );
         let mut g = self.store.lock();
         g.open.remove(&self.reference);
-        if let Err(source) = check {
-            return Err(ContentError::Verify {
-                reference: self.reference.clone(),
-                source,
-            });
-        }
+        check?;
         g.blobs
             .entry(found.clone())
             .or_insert_with(|| (Arc::from(data), SystemTime::now()));
