@@ -270,6 +270,51 @@ impl OciRuntime {
         })
     }
 
+    /// Spawns `<runtime> --log <log> --log-format json <verb> <flag> <path>
+    /// --pid-file <pid_file> <id>` in the foreground with `stdio` (`run` and
+    /// `exec`) and returns it as an [`OciProcess`]. `exec_files`, an exec's
+    /// process document, is removed when the spawn fails.
+    fn spawn_foreground(
+        &self,
+        id: &str,
+        (verb, flag, path): (&str, &str, &Path),
+        log: PathBuf,
+        pid_file: PathBuf,
+        stdio: Stdio,
+        exec_files: Option<PathBuf>,
+    ) -> Result<Box<dyn Process>, BackendError> {
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", verb, flag])
+            .arg(path)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id);
+        let pending = stdio::apply(&mut cmd, stdio);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(f) = &exec_files {
+                    let _ = std::fs::remove_file(f);
+                }
+                return Err(self.spawn_err(e));
+            }
+        };
+        let pumps = pending.start(child.stdin.take(), child.stdout.take(), child.stderr.take());
+        Ok(Box::new(OciProcess {
+            runtime: self.clone(),
+            id: id.to_owned(),
+            child,
+            pumps,
+            log,
+            pid_file,
+            status: None,
+            finished: false,
+            exec_files,
+        }))
+    }
+
     fn failure(&self, operation: &'static str, id: &str, message: String) -> BackendError {
         let lower = message.to_lowercase();
         // runc: "container does not exist"; crun: "error opening file
@@ -392,28 +437,7 @@ impl Backend for OciRuntime {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
-        let mut cmd = self.command();
-        cmd.arg("--log")
-            .arg(&log)
-            .args(["--log-format", "json", "run", "--bundle"])
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id);
-        let pending = stdio::apply(&mut cmd, stdio);
-        let mut child = cmd.spawn().map_err(|e| self.spawn_err(e))?;
-        let pumps = pending.start(child.stdin.take(), child.stdout.take(), child.stderr.take());
-        Ok(Box::new(OciProcess {
-            runtime: self.clone(),
-            id: id.to_owned(),
-            child,
-            pumps,
-            log,
-            pid_file,
-            status: None,
-            finished: false,
-            exec_files: None,
-        }))
+        self.spawn_foreground(id, ("run", "--bundle", bundle), log, pid_file, stdio, None)
     }
 
     fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
@@ -479,34 +503,14 @@ impl Backend for OciRuntime {
         let json = serde_json::to_vec(process).map_err(|e| io(std::io::Error::other(e)))?;
         std::fs::write(&process_file, json).map_err(io)?;
         std::fs::write(&log, b"").map_err(io)?;
-        let mut cmd = self.command();
-        cmd.arg("--log")
-            .arg(&log)
-            .args(["--log-format", "json", "exec", "--process"])
-            .arg(&process_file)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id);
-        let pending = stdio::apply(&mut cmd, stdio);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&process_file);
-                return Err(self.spawn_err(e));
-            }
-        };
-        let pumps = pending.start(child.stdin.take(), child.stdout.take(), child.stderr.take());
-        Ok(Box::new(OciProcess {
-            runtime: self.clone(),
-            id: id.to_owned(),
-            child,
-            pumps,
+        self.spawn_foreground(
+            id,
+            ("exec", "--process", &process_file),
             log,
             pid_file,
-            status: None,
-            finished: false,
-            exec_files: Some(process_file),
-        }))
+            stdio,
+            Some(process_file.clone()),
+        )
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), BackendError> {
@@ -555,6 +559,18 @@ impl OciProcess {
         }
     }
 
+    /// The error of a failed `wait` / `try_wait` on the runtime's process.
+    fn wait_failed(&self, source: std::io::Error) -> BackendError {
+        BackendError::Io {
+            context: format!(
+                "waiting for {} run {}",
+                self.runtime.kind.program(),
+                self.id
+            ),
+            source,
+        }
+    }
+
     fn remove_exec_files(&self) {
         if let Some(p) = &self.exec_files {
             for f in [p, &self.log, &self.pid_file] {
@@ -581,14 +597,7 @@ impl Process for OciProcess {
 
     fn try_wait(&mut self) -> Result<Option<ExitStatus>, BackendError> {
         if self.status.is_none() {
-            let s = self.child.try_wait().map_err(|source| BackendError::Io {
-                context: format!(
-                    "waiting for {} run {}",
-                    self.runtime.kind.program(),
-                    self.id
-                ),
-                source,
-            })?;
+            let s = self.child.try_wait().map_err(|e| self.wait_failed(e))?;
             self.status = s.map(exit_status);
         }
         Ok(self.status)
@@ -598,14 +607,7 @@ impl Process for OciProcess {
         let status = match self.status {
             Some(s) => s,
             None => {
-                let s = self.child.wait().map_err(|source| BackendError::Io {
-                    context: format!(
-                        "waiting for {} run {}",
-                        self.runtime.kind.program(),
-                        self.id
-                    ),
-                    source,
-                })?;
+                let s = self.child.wait().map_err(|e| self.wait_failed(e))?;
                 let s = exit_status(s);
                 self.status = Some(s);
                 s

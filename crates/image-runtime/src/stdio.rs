@@ -168,15 +168,26 @@ impl PendingIo {
             })),
             _ => None,
         };
-        Pumps {
-            input,
-            stdout: pump(stdout, self.stdout),
-            stderr: pump(stderr, self.stderr),
-        }
+        Pumps::new(input, pump(stdout, self.stdout), pump(stderr, self.stderr))
     }
 }
 
 impl Pumps {
+    /// Pumps from their threads: the stdin feeder and the stdout and
+    /// stderr readers (each returning what it captured). Also used by the
+    /// native backend, whose threads work on its own descriptors.
+    pub(crate) fn new(
+        input: Option<JoinHandle<()>>,
+        stdout: Option<JoinHandle<Vec<u8>>>,
+        stderr: Option<JoinHandle<Vec<u8>>>,
+    ) -> Pumps {
+        Pumps {
+            input,
+            stdout,
+            stderr,
+        }
+    }
+
     /// Waits for the pumps (every writer of the pipes must have closed
     /// them, which happens when the container's processes are gone) and
     /// returns captured stdout and stderr.

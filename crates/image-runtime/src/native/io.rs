@@ -26,13 +26,8 @@ struct Pending {
     stderr: Option<(OwnedFd, Output)>,
 }
 
-/// Running pumps.
-#[derive(Debug, Default)]
-pub(crate) struct Pumps {
-    input: Option<JoinHandle<()>>,
-    stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
-}
+/// Running pumps: the same as the OCI backends' ([`Pumps::finish`]).
+pub(crate) use crate::stdio::Pumps;
 
 fn high(fd: impl AsFd) -> std::io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
@@ -199,30 +194,10 @@ impl Prepared {
                 let _ = std::io::copy(&mut std::io::stdin(), &mut w);
             });
         }
-        Pumps {
+        Pumps::new(
             input,
-            stdout: pending.stdout.and_then(|(r, o)| pump(r, o)),
-            stderr: pending.stderr.and_then(|(r, o)| pump(r, o)),
-        }
-    }
-}
-
-impl Pumps {
-    /// Joins the pumps (the writers must be gone) and returns what was captured.
-    pub(crate) fn finish(&mut self) -> (Vec<u8>, Vec<u8>) {
-        if let Some(h) = self.input.take() {
-            let _ = h.join();
-        }
-        let out = self
-            .stdout
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        let err = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        (out, err)
+            pending.stdout.and_then(|(r, o)| pump(r, o)),
+            pending.stderr.and_then(|(r, o)| pump(r, o)),
+        )
     }
 }

@@ -413,6 +413,22 @@ struct Pipes {
     err_write: OwnedFd,
 }
 
+impl Pipes {
+    /// After the clone: closes the child's ends (`go_read`, then
+    /// `err_write`) and returns the parent's, `(go_write, err_read)`.
+    fn into_parent_ends(self) -> (OwnedFd, OwnedFd) {
+        let Pipes {
+            go_read,
+            go_write,
+            err_read,
+            err_write,
+        } = self;
+        drop(go_read);
+        drop(err_write);
+        (go_write, err_read)
+    }
+}
+
 fn pipes() -> std::io::Result<Pipes> {
     let p = || -> std::io::Result<(OwnedFd, OwnedFd)> {
         let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -558,6 +574,39 @@ struct Launch<'a> {
 }
 
 impl Launch<'_> {
+    /// Lets the cloned child `pid` go and checks it: writes the uid/gid
+    /// maps of `id_maps` (a spec, when the child has a new user namespace),
+    /// joins it to `cgroups`, writes `g` on `go_write` to release it and
+    /// closes `go_write` whatever happened. On a failure there the child is
+    /// reaped and the error returned; otherwise [`Launch::verdict`].
+    fn release(
+        &self,
+        pid: i32,
+        id_maps: Option<&Value>,
+        cgroups: &[CgroupDir],
+        go_write: OwnedFd,
+        err_read: &OwnedFd,
+    ) -> Result<(), BackendError> {
+        let released = (|| -> Result<(), BackendError> {
+            if let Some(spec) = id_maps {
+                write_id_maps(pid, spec).map_err(io_err("writing uid/gid maps"))?;
+            }
+            cgroup::join(cgroups, pid as u32).map_err(|e| BackendError::Io {
+                context: format!("joining cgroups: {e}"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            rustix::io::write(&go_write, b"g")
+                .map_err(|e| io_err("releasing the child")(e.into()))?;
+            Ok(())
+        })();
+        drop(go_write);
+        if let Err(e) = released {
+            reap(pid);
+            return Err(e);
+        }
+        self.verdict(pid, err_read)
+    }
+
     /// Waits for the child's verdict on the error pipe.
     fn verdict(&self, pid: i32, err_read: &OwnedFd) -> Result<(), BackendError> {
         match sys::read_child_error(err_read.as_raw_fd()) {
@@ -827,38 +876,14 @@ impl NativeRuntime {
                     io_err("clone")(e)
                 }
             })?;
-        let Pipes {
-            go_read,
-            go_write,
-            err_read,
-            err_write,
-        } = pipes;
-        drop(go_read);
-        drop(err_write);
+        let (go_write, err_read) = pipes.into_parent_ends();
         let launch = Launch {
             id,
             operation: "start",
             op_names,
             arg0: pp.arg0,
         };
-        let released = (|| -> Result<(), BackendError> {
-            if userns {
-                write_id_maps(pid, spec).map_err(io_err("writing uid/gid maps"))?;
-            }
-            cgroup::join(cgroups, pid as u32).map_err(|e| BackendError::Io {
-                context: format!("joining cgroups: {e}"),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            rustix::io::write(&go_write, b"g")
-                .map_err(|e| io_err("releasing the child")(e.into()))?;
-            Ok(())
-        })();
-        drop(go_write);
-        if let Err(e) = released {
-            reap(pid);
-            return Err(e);
-        }
-        launch.verdict(pid, &err_read)?;
+        launch.release(pid, userns.then_some(spec), cgroups, go_write, &err_read)?;
         Ok((pid, prepared.start()))
     }
 
@@ -945,14 +970,7 @@ impl NativeRuntime {
             .map_err(io_err("clone"))?;
         drop(pid_write);
         drop(ns);
-        let Pipes {
-            go_read,
-            go_write,
-            err_read,
-            err_write,
-        } = pipes;
-        drop(go_read);
-        drop(err_write);
+        let (go_write, err_read) = pipes.into_parent_ends();
         let launch = Launch {
             id,
             operation: "exec",
@@ -985,21 +1003,7 @@ impl NativeRuntime {
                 };
             }
         };
-        let released = (|| -> Result<(), BackendError> {
-            cgroup::join(cgroups, pid as u32).map_err(|e| BackendError::Io {
-                context: format!("joining cgroups: {e}"),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            rustix::io::write(&go_write, b"g")
-                .map_err(|e| io_err("releasing the child")(e.into()))?;
-            Ok(())
-        })();
-        drop(go_write);
-        if let Err(e) = released {
-            reap(pid);
-            return Err(e);
-        }
-        launch.verdict(pid, &err_read)?;
+        launch.release(pid, None, cgroups, go_write, &err_read)?;
         Ok((pid, prepared.start()))
     }
 }
