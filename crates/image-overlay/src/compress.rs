@@ -392,9 +392,10 @@ impl<W: Write> ParallelGzip<W> {
         })
     }
 
-    /// Writes compressed bytes to the inner writer.
-    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.inner {
+    /// Writes compressed bytes to the inner writer (a field, so that a
+    /// buffer of `self` can be written).
+    fn emit(inner: &mut Option<W>, bytes: &[u8]) -> io::Result<()> {
+        match inner {
             Some(w) => w.write_all(bytes),
             None => Err(io::Error::other("gzip stream already finished")),
         }
@@ -409,7 +410,7 @@ impl<W: Write> ParallelGzip<W> {
                 0 | 1 => 4,
                 _ => 0,
             };
-            self.emit(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+            Self::emit(&mut self.inner, &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
             self.header = true;
         }
         Ok(())
@@ -442,10 +443,7 @@ impl<W: Write> ParallelGzip<W> {
         if self.pool.is_none() {
             self.out.clear();
             deflate_block(self.level, &dict, &data, last, &mut self.out)?;
-            let out = std::mem::take(&mut self.out);
-            let r = self.emit(&out);
-            self.out = out;
-            r?;
+            Self::emit(&mut self.inner, &self.out)?;
             self.written += 1;
             self.spare.push(data);
             return Ok(());
@@ -496,7 +494,7 @@ impl<W: Write> ParallelGzip<W> {
             self.ready.insert(msg.seq, msg.out?);
         }
         while let Some(out) = self.ready.remove(&self.written) {
-            self.emit(&out)?;
+            Self::emit(&mut self.inner, &out)?;
             self.written += 1;
         }
         Ok(())
@@ -520,8 +518,8 @@ impl<W: Write> ParallelGzip<W> {
         self.drain()?;
         let crc = self.crc.sum();
         let size = self.crc.amount();
-        self.emit(&crc.to_le_bytes())?;
-        self.emit(&size.to_le_bytes())?;
+        Self::emit(&mut self.inner, &crc.to_le_bytes())?;
+        Self::emit(&mut self.inner, &size.to_le_bytes())?;
         self.stop();
         self.inner
             .take()

@@ -12,21 +12,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::resolve::{self, PathResolution};
-use rustix::io::Errno;
 
 /// Extended attributes as (name, value) pairs, sorted by name.
 pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The resolution `walk` asks for.
-pub(crate) fn resolution(walk: bool) -> PathResolution {
-    if walk {
-        PathResolution::ComponentWalk
-    } else {
-        PathResolution::Auto
-    }
-}
 
 /// Opens the directory `path` (components separated by `/`, already
 /// normalised) under `root`, resolving symlinks as if `root` were `/`.
@@ -35,14 +26,14 @@ pub(crate) fn resolution(walk: bool) -> PathResolution {
 pub(crate) fn open_dir_in_root(
     root: BorrowedFd<'_>,
     path: &[u8],
-    walk: bool,
+    resolution: PathResolution,
 ) -> Result<OwnedFd, Errno> {
     resolve::open_in_root(
         root,
         path,
         OFlags::PATH | OFlags::DIRECTORY,
         Mode::empty(),
-        resolution(walk),
+        resolution,
     )
 }
 
@@ -51,14 +42,14 @@ pub(crate) fn open_dir_in_root(
 pub(crate) fn open_real_dir_in_root(
     root: BorrowedFd<'_>,
     path: &[u8],
-    walk: bool,
+    resolution: PathResolution,
 ) -> Result<OwnedFd, Errno> {
     resolve::open_in_root(
         root,
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
         Mode::empty(),
-        resolution(walk),
+        resolution,
     )
 }
 

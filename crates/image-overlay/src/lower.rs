@@ -30,6 +30,7 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat, XattrFlags};
 use rustix::io::Errno;
 
 use crate::fsops;
+use crate::resolve::{self, PathResolution};
 use crate::whiteout::{self, OverlayXattrs};
 
 /// The lower directories of a layer, nearest first, opened on first use.
@@ -37,8 +38,8 @@ use crate::whiteout::{self, OverlayXattrs};
 pub(crate) struct Lowers {
     paths: Vec<PathBuf>,
     fds: Option<Vec<OwnedFd>>,
-    /// Resolve paths by the component walk instead of `openat2`.
-    walk: bool,
+    /// How paths are resolved inside each lower directory.
+    resolution: PathResolution,
 }
 
 /// One directory of the merged view: which layer provides it, opened.
@@ -78,11 +79,11 @@ fn is_opaque(dir: BorrowedFd<'_>, ns: OverlayXattrs) -> Result<bool, Errno> {
 
 impl Lowers {
     /// The lower directories `paths`, nearest first.
-    pub(crate) fn new(paths: Vec<PathBuf>, walk: bool) -> Lowers {
+    pub(crate) fn new(paths: Vec<PathBuf>, resolution: PathResolution) -> Lowers {
         Lowers {
             paths,
             fds: None,
-            walk,
+            resolution,
         }
     }
 
@@ -114,12 +115,14 @@ impl Lowers {
         path: &[u8],
         ns: OverlayXattrs,
     ) -> Result<Found, Errno> {
-        let mut cands: Vec<(usize, OwnedFd)> =
-            vec![(0, fsops::open_real_dir_in_root(own, b"", false)?)];
+        let mut cands: Vec<(usize, OwnedFd)> = vec![(
+            0,
+            fsops::open_real_dir_in_root(own, b"", PathResolution::Auto)?,
+        )];
         let own_opaque = is_opaque(cands[0].1.as_fd(), ns)?;
         if !own_opaque {
             for (i, fd) in self.fds()?.iter().enumerate() {
-                let root = fsops::open_real_dir_in_root(fd.as_fd(), b"", false)?;
+                let root = fsops::open_real_dir_in_root(fd.as_fd(), b"", PathResolution::Auto)?;
                 let opaque = is_opaque(root.as_fd(), ns)?;
                 cands.push((i + 1, root));
                 if opaque {
@@ -193,16 +196,16 @@ impl Lowers {
         path: &[u8],
         expected: &Stat,
     ) -> Result<Option<OwnedFd>, Errno> {
-        let walk = self.walk;
+        let resolution = self.resolution;
         let Some(root) = self.fds()?.get(layer.wrapping_sub(1)) else {
             return Err(Errno::NOENT);
         };
-        let fd = crate::resolve::open_in_root(
+        let fd = resolve::open_in_root(
             root.as_fd(),
             path,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
-            fsops::resolution(walk),
+            resolution,
         )?;
         let st = rfs::fstat(&fd)?;
         let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile

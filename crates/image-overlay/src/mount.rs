@@ -485,23 +485,18 @@ fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
             "nodev" => flags |= MountFlags::NODEV,
             "noexec" => flags |= MountFlags::NOEXEC,
             "rw" => {}
-            other => data.push(other),
+            other => data.push(other.to_owned()),
         }
     }
-    let mut data = data.join(",");
     // Keeps the common parent open until the mount is made.
     let mut _parent = None;
-    if data.len() >= PAGE {
-        if let Some((short, fd)) = shorten_dirs(&m.options) {
-            data = short
-                .iter()
-                .filter(|o| !matches!(o.as_str(), "ro" | "nosuid" | "nodev" | "noexec" | "rw"))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(",");
+    if data.join(",").len() >= PAGE {
+        if let Some((short, fd)) = shorten_dirs(&data) {
+            data = short;
             _parent = Some(fd);
         }
     }
+    let data = data.join(",");
     if data.len() >= PAGE {
         return Err(MountError::Unsupported {
             fs_type: m.fs_type.clone(),

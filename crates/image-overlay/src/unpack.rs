@@ -875,11 +875,6 @@ fn normalise(raw: &[u8]) -> Result<NormPath, UnpackError> {
     Ok(NormPath { full, split })
 }
 
-/// Whether paths are resolved by the component walk.
-fn walk(opts: &UnpackOptions) -> bool {
-    opts.path_resolution == PathResolution::ComponentWalk
-}
-
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(parent.len() + 1 + name.len());
     v.extend_from_slice(parent);
@@ -1034,7 +1029,7 @@ fn unpack_core(
         skipped: Vec::new(),
         skipped_total: 0,
         buf: vec![0u8; 256 * 1024],
-        lowers: Lowers::new(opts.lowers.clone(), walk(opts)),
+        lowers: Lowers::new(opts.lowers.clone(), opts.path_resolution),
     };
     let stream = extract(&mut compressed, &head[..n], &ctx, &mut applier, diff_alg)?;
     let Extracted {
@@ -1224,7 +1219,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     fn parent(&mut self, parent: &[u8], raw: &[u8]) -> Result<BorrowedFd<'_>, UnpackError> {
         let hit = matches!(&self.cache, Some((p, _)) if p == parent);
         if !hit {
-            let fd = match fsops::open_dir_in_root(self.root, parent, walk(self.opts)) {
+            let fd = match fsops::open_dir_in_root(self.root, parent, self.opts.path_resolution) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => self.create_parents(parent, raw)?,
                 Err(Errno::NOTDIR) => {
@@ -1246,7 +1241,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let not_dir = || UnpackError::ParentNotDirectory {
             path: display_path(raw),
         };
-        let mut cur = fsops::open_dir_in_root(self.root, b"", walk(self.opts))
+        let mut cur = fsops::open_dir_in_root(self.root, b"", self.opts.path_resolution)
             .map_err(|e| fs_err(raw, "open target", e))?;
         let mut end = 0;
         for comp in parent.split(|b| *b == b'/') {
@@ -1258,7 +1253,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             end += comp.len();
             let prefix = &parent[..end];
             end += 1;
-            match fsops::open_dir_in_root(self.root, prefix, walk(self.opts)) {
+            match fsops::open_dir_in_root(self.root, prefix, self.opts.path_resolution) {
                 Ok(fd) => cur = fd,
                 Err(Errno::NOENT) => {
                     match rfs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
@@ -1771,7 +1766,7 @@ impl<'r, 'o> Applier<'r, 'o> {
 
     fn directory(&mut self, norm: &NormPath, raw: &[u8], meta: &Meta) -> Result<(), UnpackError> {
         let fd = if norm.is_root() {
-            fsops::open_real_dir_in_root(self.root, b"", walk(self.opts))
+            fsops::open_real_dir_in_root(self.root, b"", self.opts.path_resolution)
                 .map_err(|e| fs_err(raw, "open", e))?
         } else {
             let mut tries = 0;
@@ -1902,15 +1897,16 @@ impl<'r, 'o> Applier<'r, 'o> {
             WhiteoutMode::Overlay(ns) => Some(ns),
             WhiteoutMode::Apply => None,
         };
-        let own = match fsops::open_dir_in_root(self.root, tnorm.parent(), walk(self.opts)) {
-            Ok(fd) => match fsops::lstat_at(fd.as_fd(), tnorm.name()) {
-                Ok(Some(st)) => Some((fd, st)),
-                Ok(None) => None,
-                Err(e) => return Err(fs_err(raw, "stat link target of", e)),
-            },
-            Err(Errno::NOENT) | Err(Errno::NOTDIR) => None,
-            Err(e) => return Err(fs_err(raw, "open link target of", e)),
-        };
+        let own =
+            match fsops::open_dir_in_root(self.root, tnorm.parent(), self.opts.path_resolution) {
+                Ok(fd) => match fsops::lstat_at(fd.as_fd(), tnorm.name()) {
+                    Ok(Some(st)) => Some((fd, st)),
+                    Ok(None) => None,
+                    Err(e) => return Err(fs_err(raw, "stat link target of", e)),
+                },
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => None,
+                Err(e) => return Err(fs_err(raw, "open link target of", e)),
+            };
         let (tparent, tstat) = match own {
             // In overlay form, a whiteout of this layer deleted the target
             // (a 0/0 device from the image itself is refused).
@@ -2021,7 +2017,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         // them; entries this layer adds later change their mtime, as they
         // do when flattening).
         let mut made = Vec::new();
-        let mut dir = fsops::open_real_dir_in_root(self.root, b"", walk(self.opts))
+        let mut dir = fsops::open_real_dir_in_root(self.root, b"", self.opts.path_resolution)
             .map_err(err("open target for"))?;
         for (comp, level) in tnorm.parent().split(|b| *b == b'/').zip(parents) {
             if level.layer != 0 {
@@ -2164,13 +2160,16 @@ impl<'r, 'o> Applier<'r, 'o> {
         }
         match self.opts.whiteouts {
             WhiteoutMode::Apply => {
-                let parent =
-                    match fsops::open_dir_in_root(self.root, norm.parent(), walk(self.opts)) {
-                        Ok(fd) => fd,
-                        // Nothing to delete below a missing or non-directory parent.
-                        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
-                        Err(e) => return Err(fs_err(raw, "open parent of", e)),
-                    };
+                let parent = match fsops::open_dir_in_root(
+                    self.root,
+                    norm.parent(),
+                    self.opts.path_resolution,
+                ) {
+                    Ok(fd) => fd,
+                    // Nothing to delete below a missing or non-directory parent.
+                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(fs_err(raw, "open parent of", e)),
+                };
                 fsops::remove_all_at(parent.as_fd(), target)
                     .map_err(|e| fs_err(raw, "apply whiteout", e))?;
                 Ok(())
@@ -2207,7 +2206,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dir_path = norm.parent().to_vec();
         // Make sure the directory exists (as the parent of the marker).
         self.parent(&dir_path, raw)?;
-        let dir = fsops::open_real_dir_in_root(self.root, &dir_path, walk(self.opts))
+        let dir = fsops::open_real_dir_in_root(self.root, &dir_path, self.opts.path_resolution)
             .map_err(|e| fs_err(raw, "open opaque directory", e))?;
         match self.opts.whiteouts {
             WhiteoutMode::Apply => {
@@ -2230,7 +2229,8 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dirs = std::mem::take(&mut self.dirs);
         self.cache = None;
         for (path, mode, mtime) in dirs.iter().rev() {
-            let fd = match fsops::open_real_dir_in_root(self.root, path, walk(self.opts)) {
+            let fd = match fsops::open_real_dir_in_root(self.root, path, self.opts.path_resolution)
+            {
                 Ok(fd) => fd,
                 // Replaced later in the layer by a non-directory.
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,

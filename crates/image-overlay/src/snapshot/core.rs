@@ -28,6 +28,16 @@ pub(crate) enum Layout {
     },
 }
 
+impl Layout {
+    /// The name of the driver of this layout.
+    fn driver(&self) -> &'static str {
+        match self {
+            Layout::Overlay { .. } => "overlay",
+            Layout::Copy { .. } => "copy",
+        }
+    }
+}
+
 /// A snapshotter root: `metadata.json`, `lock`, `snapshots/<id>/`.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -72,16 +82,11 @@ impl Core {
         let snaps = root.join("snapshots");
         std::fs::create_dir_all(&snaps).map_err(|e| SnapshotError::io("create", &snaps, e))?;
         let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700));
-        let driver = match layout {
-            Layout::Overlay { .. } => "overlay",
-            Layout::Copy { .. } => "copy",
-        };
         let core = Core {
-            meta: MetaStore::open(&root, driver)?,
+            meta: MetaStore::open(&root, layout.driver())?,
             root,
             layout,
         };
-        debug_assert_eq!(core.driver(), driver);
         core.cleanup()?;
         Ok(core)
     }
@@ -287,10 +292,7 @@ impl Core {
 
     /// The driver's name.
     pub(crate) fn driver(&self) -> &'static str {
-        match self.layout {
-            Layout::Overlay { .. } => "overlay",
-            Layout::Copy { .. } => "copy",
-        }
+        self.layout.driver()
     }
 
     /// What the driver of this layout can do.
