@@ -137,6 +137,15 @@ pub enum ContentError {
         /// The operating-system error.
         source: io::Error,
     },
+    /// Adding a blob to the writer's lease failed, so it was not checked
+    /// or committed (gc could have removed it before its tag).
+    #[error("protecting blob {digest} with a lease")]
+    Lease {
+        /// The blob.
+        digest: Digest,
+        /// The lease's error.
+        source: Box<crate::lease::LeaseError>,
+    },
     /// Reading the source of an ingest or a blob failed.
     #[error("reading {what}: {source}")]
     Read {
@@ -175,6 +184,7 @@ impl Classify for ContentError {
             ContentError::TooLarge { .. } => ErrorKind::FailedPrecondition,
             ContentError::InvalidReference { .. } => ErrorKind::InvalidInput,
             ContentError::AlgorithmMismatch { .. } => ErrorKind::InvalidInput,
+            ContentError::Lease { source, .. } => source.kind(),
             ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
                 Classify::kind(source)
             }
@@ -395,7 +405,9 @@ pub trait Ingester {
     /// digest, the ingest reference is derived from it, so an interrupted
     /// ingest of the same blob resumes (the reader's first `offset` bytes
     /// are read and skipped). A blob already present is success (callers
-    /// that can stat first skip the read with [`Provider::exists`]).
+    /// that can stat first skip the read with [`Provider::exists`]). A
+    /// failure removes the ingest; at most `expected_size + 1` bytes are
+    /// read from `reader`.
     ///
     /// # Errors
     /// [`ContentError::Verify`], [`ContentError::Read`] when `reader` fails, I/O errors.
@@ -410,7 +422,11 @@ pub trait Ingester {
             None => {
                 let reference = unique_reference();
                 let mut w = self.writer(&reference)?;
-                copy_into(reader, &mut *w, "ingest source")?;
+                if let Err(e) = fill(&mut *w, reader, expected_size) {
+                    drop(w);
+                    let _ = self.abort(&reference);
+                    return Err(e);
+                }
                 w.commit(expected_size, None)
             }
         }
@@ -433,6 +449,24 @@ fn ingest_with_digest<I: Ingester + ?Sized>(
         }
         Err(e) => return Err(e),
     };
+    let reference = w.reference().to_owned();
+    if let Err(e) = fill(&mut *w, reader, expected_size) {
+        drop(w);
+        let _ = ingester.abort(&reference);
+        return Err(e);
+    }
+    w.commit(expected_size, Some(digest))
+}
+
+/// Writes the rest of `reader` into `w` after the `w.offset()` bytes a
+/// resumed ingest already holds (skipped in `reader`), at most one byte
+/// more than `expected_size`, so a source longer than its descriptor fails
+/// the commit without filling the disk first.
+fn fill(
+    w: &mut dyn ContentWriter,
+    reader: &mut dyn Read,
+    expected_size: Option<u64>,
+) -> Result<()> {
     let skip = w.offset();
     if skip > 0 {
         if expected_size.is_some_and(|s| skip > s) {
@@ -450,8 +484,16 @@ fn ingest_with_digest<I: Ingester + ?Sized>(
             }
         }
     }
-    copy_into(reader, &mut *w, "ingest source")?;
-    w.commit(expected_size, Some(digest))
+    match expected_size {
+        Some(size) => {
+            let rest = (size + 1).saturating_sub(w.offset());
+            copy_into(&mut reader.take(rest), w, "ingest source")?;
+        }
+        None => {
+            copy_into(reader, w, "ingest source")?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies `reader` into `writer`, telling read errors from write errors.

@@ -31,6 +31,7 @@ use image_core::{Classify, Descriptor, Digest, Document, ErrorKind, MediaTypeErr
 
 use crate::archive::BlobStore;
 use crate::content::{ContentError, Provider};
+use crate::lease::{LeaseError, Leases};
 use crate::refs::MAX_DOCUMENT_SIZE;
 use crate::tags::{TagError, TagStore, REF_NAME};
 
@@ -77,6 +78,9 @@ pub enum CopyError {
     /// Resolving the source tag or setting the destination tag failed.
     #[error(transparent)]
     Tag(#[from] TagError),
+    /// Taking the lease that keeps gc off the copied blobs failed.
+    #[error("taking a lease on the destination")]
+    Lease(#[from] LeaseError),
 }
 
 impl Classify for CopyError {
@@ -87,6 +91,7 @@ impl Classify for CopyError {
             CopyError::MediaType { source, .. } => source.kind(),
             CopyError::TooDeep { .. } => ErrorKind::Unsupported,
             CopyError::Tag(e) => e.kind(),
+            CopyError::Lease(e) => e.kind(),
         }
     }
 }
@@ -106,7 +111,10 @@ pub struct CopyReport {
 }
 
 /// Copies the manifest or index `descriptor` and everything it references
-/// from `src` to `dst`. Tags nothing.
+/// from `src` to `dst`. Tags nothing: a caller that tags the copy afterwards
+/// protects it from gc meanwhile by copying into
+/// [`lease.protect(dst)`](crate::lease::LeaseGuard::protect) and keeping
+/// the lease until the tag is set, as [`copy_tag`] does.
 ///
 /// # Errors
 /// [`CopyError`]: a blob missing from or corrupt in the source, a document
@@ -134,11 +142,15 @@ pub fn copy_tag<S, D>(
 ) -> Result<CopyReport, CopyError>
 where
     S: Provider + TagStore,
-    D: BlobStore + TagStore,
+    D: BlobStore + TagStore + Leases,
 {
     let descriptor = src.resolve_tag(name)?;
-    let report = copy_dyn(src, dst, &descriptor)?;
+    // Held until the tag is set: each blob is added before the destination
+    // is asked whether it has it, so gc cannot remove it in between.
+    let lease = dst.begin_lease()?;
+    let report = copy_dyn(src, &lease.protect(dst), &descriptor)?;
     dst.set_tag(dst_name.unwrap_or(name), &report.descriptor)?;
+    drop(lease);
     Ok(report)
 }
 

@@ -5,6 +5,9 @@
 //! (referenced from a root but absent) and *dangling* blobs (present but
 //! unreachable from any root or lease: garbage for gc, not an error).
 //! Corrupt blobs can be removed, so the next pull or load writes them anew.
+//! On an [`OciDir`] it also reports what writers that died left behind:
+//! *stale ingests* and *stale held leases* (no writer holds their lock),
+//! which gc removes.
 
 use std::collections::HashSet;
 use std::io;
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 
 use image_core::{Classify, Descriptor, Digest, ErrorKind};
 
-use crate::content::{ContentError, Manager, Provider};
+use crate::content::{ContentError, IngestStatus, Manager, Provider};
 use crate::fs::Target;
 use crate::oci_dir::OciDir;
 use crate::refs;
@@ -97,10 +100,16 @@ pub struct FsckReport {
     pub dangling: Vec<Digest>,
     /// Corrupt blobs removed.
     pub removed: Vec<Digest>,
+    /// Ingests no writer holds (left by a writer that died or failed):
+    /// garbage for gc, like dangling blobs.
+    pub stale_ingests: Vec<IngestStatus>,
+    /// Held leases whose holder is gone: garbage for gc.
+    pub stale_leases: Vec<String>,
 }
 
 impl FsckReport {
-    /// No corrupt, stray or missing blob (dangling ones are gc's business).
+    /// No corrupt, stray or missing blob (dangling blobs, stale ingests and
+    /// stale leases are gc's business).
     pub fn is_clean(&self) -> bool {
         self.corrupt.is_empty() && self.strays.is_empty() && self.missing.is_empty()
     }
@@ -172,19 +181,31 @@ pub fn fsck<S: Provider + Manager + ?Sized>(
 }
 
 impl OciDir {
-    /// Checks this store: every blob re-hashed, `index.json` and leases as roots.
+    /// Checks this store: every blob re-hashed, `index.json` and live
+    /// leases as roots; stale ingests and leases reported.
     ///
     /// # Errors
     /// [`FsckError`] when the store cannot be read at all.
     pub fn fsck(&self, options: &FsckOptions) -> Result<FsckReport, FsckError> {
         let index = self.read_index()?;
-        let leased: Vec<Digest> = self
+        let now = std::time::SystemTime::now();
+        let mut leased: Vec<Digest> = self
             .leases()?
             .into_iter()
-            .filter(|l| !l.is_expired(std::time::SystemTime::now()))
+            .filter(|l| !l.is_expired(now))
             .flat_map(|l| l.digests)
             .collect();
+        let mut stale_leases = Vec::new();
+        for held in self.held_leases()? {
+            if held.live {
+                leased.extend(held.digests);
+            } else {
+                stale_leases.push(held.id);
+            }
+        }
         let mut report = fsck(self, index.manifests(), &leased, options)?;
+        report.stale_leases = stale_leases;
+        report.stale_ingests = self.stale_ingests()?;
         let (_, strays) = self.walk_blobs()?;
         if options.remove_corrupt {
             for s in &strays {

@@ -7,15 +7,21 @@
 //! a referrer (a signature, an SBOM) whose subject is kept is kept too.
 //!
 //! # Concurrency
-//! gc holds the store's index lock from marking to the end of the sweep;
-//! tagging checks, under the same lock, that what it tags is present, so a
-//! tag written after gc never points at a swept blob. Blobs committed but
-//! not yet tagged are protected by a lease or, failing that, by the grace
-//! period: a blob whose file is younger than [`GcOptions::grace`] is never
-//! swept (an ingest that finds its blob already present refreshes that
-//! time). Ingests in progress are locked by their writers and never
-//! touched; ingests left by a crash are removed once older than
-//! [`GcOptions::ingest_max_age`].
+//! gc holds the store's index lock from reading the leases to the end of
+//! the sweep; tagging checks, under the same lock, that what it tags is
+//! present, so a tag written after gc never points at a swept blob. Every
+//! writer holds a [lease](crate::lease::Leases) from its first blob until
+//! it has tagged, adding each blob (under the same lock) before it checks
+//! that the blob exists and before it commits it: so gc at any grace period
+//! is safe beside writers. The grace period is a second line of defence,
+//! for writers that take no lease: a blob whose file is younger than
+//! [`GcOptions::grace`] is never swept (an ingest that finds its blob
+//! already present refreshes that time).
+//!
+//! A held lease or an ingest is locked (`flock`) by its writer for as long
+//! as the writer lives. One that is not locked was left by a writer that
+//! died or failed: it is stale at once, and gc removes it (ingests after
+//! [`GcOptions::ingest_max_age`], zero by default).
 
 use std::collections::HashSet;
 use std::io;
@@ -71,7 +77,9 @@ impl Classify for GcError {
 pub struct GcOptions {
     /// Unreferenced blobs younger than this are kept (default 10 minutes).
     pub grace: Duration,
-    /// Unlocked ingests not written to for this long are removed (default 24 hours).
+    /// Ingests no writer holds (their writer died or dropped them) and not
+    /// written to for this long are removed (default zero: at once; a
+    /// caller that drops writers to resume them later sets it).
     pub ingest_max_age: Duration,
     /// Report what would be removed without removing it.
     pub dry_run: bool,
@@ -81,7 +89,7 @@ impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             grace: Duration::from_secs(600),
-            ingest_max_age: Duration::from_secs(24 * 3600),
+            ingest_max_age: Duration::ZERO,
             dry_run: false,
         }
     }
@@ -119,12 +127,14 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Unreferenced blobs kept because they are younger than the grace period.
     pub kept_recent: usize,
-    /// Abandoned ingests removed.
+    /// Abandoned ingests (no writer holds them) removed (or that would be).
     pub ingests_removed: usize,
     /// Their bytes.
     pub ingest_bytes: u64,
     /// Expired leases removed.
     pub leases_expired: usize,
+    /// Held leases whose holder is gone, removed (or that would be).
+    pub leases_stale: usize,
 }
 
 /// The blobs reachable from `roots` and `leased` (see the module
@@ -218,7 +228,7 @@ fn sniff_document<S: Provider + ?Sized>(
 impl OciDir {
     /// Collects garbage: removes every blob not reachable from `index.json`
     /// or a live lease and older than the grace period, abandoned ingests,
-    /// and expired leases.
+    /// expired leases and held leases whose holder is gone.
     ///
     /// # Errors
     /// [`GcError`]; what was removed before the error stays removed, which
@@ -237,6 +247,13 @@ impl OciDir {
                 report.leases_expired += 1;
             } else {
                 leased.extend(lease.digests);
+            }
+        }
+        for held in self.scan_held_leases(!options.dry_run)? {
+            if held.live {
+                leased.extend(held.digests);
+            } else {
+                report.leases_stale += 1;
             }
         }
         let marked = reachable(self, index.manifests(), &leased)?;
@@ -265,10 +282,10 @@ impl OciDir {
             report.freed_bytes += info.size;
             report.removed.push(info.digest);
         }
+        let (bytes, count) = self.clean_ingests(options.ingest_max_age, !options.dry_run)?;
+        report.ingest_bytes = bytes;
+        report.ingests_removed = count;
         if !options.dry_run {
-            let (bytes, count) = self.clean_ingests(options.ingest_max_age)?;
-            report.ingest_bytes = bytes;
-            report.ingests_removed = count;
             self.clean_temp_files(options.grace)?;
         }
         Ok(report)

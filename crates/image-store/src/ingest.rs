@@ -70,8 +70,9 @@ impl OciDir {
     }
 
     /// Removes ingests that no writer holds and that were not written to
-    /// for `older_than`; returns the bytes freed and the count.
-    pub(crate) fn clean_ingests(&self, older_than: Duration) -> Result<(u64, usize)> {
+    /// for `older_than` (only counts them unless `remove`); returns the
+    /// bytes freed and the count.
+    pub(crate) fn clean_ingests(&self, older_than: Duration, remove: bool) -> Result<(u64, usize)> {
         let root = self.ingest_root();
         let entries = match std::fs::read_dir(&root) {
             Ok(r) => r,
@@ -89,7 +90,9 @@ impl OciDir {
                     // A directory without data: a crash before the data
                     // file was created, or after a commit's rename.
                     if is_older(&dir, now, older_than) {
-                        let _ = self.fs.remove_dir_all(Target::Blob, &dir);
+                        if remove {
+                            let _ = self.fs.remove_dir_all(Target::Blob, &dir);
+                        }
                         count += 1;
                     }
                     continue;
@@ -103,13 +106,61 @@ impl OciDir {
                 continue;
             }
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            self.fs
-                .remove_dir_all(Target::Blob, &dir)
-                .map_err(|e| ContentError::io("remove", &dir, e))?;
+            if remove {
+                self.fs
+                    .remove_dir_all(Target::Blob, &dir)
+                    .map_err(|e| ContentError::io("remove", &dir, e))?;
+            }
             bytes += len;
             count += 1;
         }
         Ok((bytes, count))
+    }
+}
+
+impl OciDir {
+    /// The ingests no writer holds: their writer died, failed, or dropped
+    /// them. gc removes them (see [`GcOptions::ingest_max_age`](crate::GcOptions)).
+    ///
+    /// # Errors
+    /// I/O errors reading the ingest directory.
+    pub fn stale_ingests(&self) -> Result<Vec<IngestStatus>> {
+        let root = self.ingest_root();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ContentError::io("read directory", root, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let data = dir.join(DATA);
+            let (offset, updated) = match File::open(&data) {
+                Ok(file) => {
+                    if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
+                        || !same_file(&file, &data)
+                    {
+                        continue;
+                    }
+                    let meta = file.metadata().ok();
+                    (
+                        meta.as_ref().map_or(0, |m| m.len()),
+                        meta.and_then(|m| m.modified().ok()),
+                    )
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => (0, None),
+                Err(e) => return Err(ContentError::io("open", data, e)),
+            };
+            let reference = std::fs::read_to_string(dir.join(REF))
+                .unwrap_or_else(|_| entry.file_name().to_string_lossy().into_owned());
+            out.push(IngestStatus {
+                reference,
+                offset,
+                updated,
+            });
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
     }
 }
 

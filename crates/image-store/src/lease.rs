@@ -1,28 +1,50 @@
-//! Leases: named sets of blobs that garbage collection must keep.
+//! Leases: sets of blobs that garbage collection must keep.
 //!
-//! A pull or a build that writes blobs before it tags them takes a lease
-//! naming those blobs (as containerd's leases do), then removes it once
-//! the tag is written. Each lease is a file `leases/<id>.json`:
+//! Two kinds, as containerd has them:
 //!
-//! ```json
-//! {"id":"pull-1","digests":["sha256:..."],"expires":1700000000}
-//! ```
+//! - **Held leases** ([`Leases::begin_lease`] -> [`LeaseGuard`]): every
+//!   writer (load, copy, commit, append, and later build and pull) holds one
+//!   from its first blob until it has tagged. The writer adds each digest
+//!   to its lease *before* it checks that the blob exists and before it
+//!   commits the ingest ([`Leased`] does both for any store), so gc, which
+//!   reads leases under the same lock, never sees an unprotected blob the
+//!   writer is about to reference. On an [`OciDir`] a held lease is the file
+//!   `leases/<id>.held`, one digest a line, created and locked (`flock`)
+//!   under the index lock and kept locked by its holder for as long as the
+//!   guard lives: a lease whose holder died is not locked any more, so it
+//!   is stale *at once*, and gc removes it. The guard deletes it on drop.
+//!   Held leases are not fsynced: a power loss ends their holders too.
+//! - **Explicit leases** ([`OciDir::create_lease`]): a file
+//!   `leases/<id>.json`,
 //!
-//! `expires` (seconds since the epoch) is optional; gc deletes expired
-//! leases, so a crashed process's lease does not protect garbage forever.
-//! Lease files are replaced atomically under the store's index lock, the
-//! lock gc takes, so gc always sees a lease whole.
+//!   ```json
+//!   {"id":"pull-1","digests":["sha256:..."],"expires":1700000000}
+//!   ```
+//!
+//!   kept until deleted or until `expires` (seconds since the epoch), when
+//!   gc deletes it, so a crashed process's lease does not protect garbage
+//!   forever. They are replaced atomically under the store's index lock.
+//!
+//! A lease on a manifest or an index protects everything it references.
 
-use std::collections::BTreeSet;
-use std::io;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use image_core::{Classify, Digest, ErrorKind};
+use image_core::{Algorithm, Classify, Descriptor, Digest, ErrorKind};
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
 
-use crate::fs::Target;
+use crate::content::{
+    ContentError, ContentWriter, Info, IngestStatus, Ingester, Provider, Result as ContentResult,
+};
+use crate::fs::{self as seam, Target};
 use crate::oci_dir::{write_file_atomic, OciDir};
-use crate::tags::TagError;
+use crate::tags::{TagError, TagStore, Tagged};
 
 /// Errors of lease operations.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +70,13 @@ pub enum LeaseError {
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// A held lease's file was removed while its guard lived (by hand:
+    /// gc never removes a lease whose holder is alive).
+    #[error("held lease {id:?} was removed from the store")]
+    Lost {
+        /// The id.
+        id: String,
+    },
     /// Taking the store lock failed.
     #[error(transparent)]
     Lock(#[from] TagError),
@@ -68,6 +97,7 @@ impl Classify for LeaseError {
         match self {
             LeaseError::InvalidId { .. } | LeaseError::Invalid { .. } => ErrorKind::InvalidInput,
             LeaseError::NotFound { .. } => ErrorKind::NotFound,
+            LeaseError::Lost { .. } => ErrorKind::FailedPrecondition,
             LeaseError::Lock(e) => e.kind(),
             LeaseError::Io { source, .. } => Classify::kind(source),
         }
@@ -256,6 +286,578 @@ impl OciDir {
         Ok(out)
     }
 }
+
+/// Stores whose blobs a writer can protect from gc while it works: the
+/// lease seam of a content store (containerd's lease manager).
+///
+/// # Lifecycle
+/// 1. [`begin_lease`](Leases::begin_lease) before the first blob; keep the
+///    [`LeaseGuard`] alive until the image is tagged.
+/// 2. Add each digest to it before checking whether the blob exists and
+///    before committing it: wrap the store as [`Leased`]
+///    ([`LeaseGuard::protect`]) and every `exists`, `info`, read and commit
+///    through the wrapper does that.
+/// 3. Tag, then drop the guard (or [`release`](LeaseGuard::release) it).
+///
+/// A guard whose holder dies stops protecting anything at once.
+pub trait Leases {
+    /// Starts a lease held by the caller for as long as the guard lives.
+    ///
+    /// # Errors
+    /// I/O errors of the store.
+    fn begin_lease(&self) -> Result<LeaseGuard, LeaseError>;
+
+    /// Every digest protected now by a live lease (held by a live holder,
+    /// or explicit and not expired).
+    ///
+    /// # Errors
+    /// I/O errors of the store.
+    fn leased_digests(&self) -> Result<BTreeSet<Digest>, LeaseError>;
+}
+
+/// A lease as a store keeps it while its holder lives; what
+/// [`Leases::begin_lease`] puts in a [`LeaseGuard`].
+pub trait HeldLease: Send + std::fmt::Debug {
+    /// The lease's id.
+    fn id(&self) -> &str;
+
+    /// Adds digests; they are protected once this returns.
+    ///
+    /// # Errors
+    /// I/O errors; [`LeaseError::Lost`].
+    fn add(&mut self, digests: &[Digest]) -> Result<(), LeaseError>;
+
+    /// Ends the lease. Called once, by the guard.
+    ///
+    /// # Errors
+    /// I/O errors (the lease is then stale and gc removes it).
+    fn release(&mut self) -> Result<(), LeaseError>;
+}
+
+#[derive(Debug)]
+struct LeaseState {
+    held: Box<dyn HeldLease>,
+    /// Digests already added, so each is written once.
+    added: HashSet<Digest>,
+    released: bool,
+}
+
+/// A lease held until this guard is dropped or released.
+///
+/// Writers opened through [`Leased`] share it: committing after the guard
+/// is gone fails with [`LeaseError::Lost`] instead of writing an
+/// unprotected blob.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    id: String,
+    state: Arc<Mutex<LeaseState>>,
+}
+
+/// Locks a lease's state. Every change is made only after its store call
+/// succeeded, so a panic leaves it consistent and poisoning is ignored.
+fn lock_state(state: &Mutex<LeaseState>) -> MutexGuard<'_, LeaseState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn add_to(state: &Mutex<LeaseState>, digests: &[Digest]) -> Result<(), LeaseError> {
+    let mut s = lock_state(state);
+    if s.released {
+        return Err(LeaseError::Lost {
+            id: s.held.id().to_owned(),
+        });
+    }
+    let new: Vec<Digest> = digests
+        .iter()
+        .filter(|d| !s.added.contains(*d))
+        .cloned()
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    s.held.add(&new)?;
+    s.added.extend(new);
+    Ok(())
+}
+
+impl LeaseGuard {
+    /// Wraps a store's held lease.
+    pub fn new(held: Box<dyn HeldLease>) -> LeaseGuard {
+        LeaseGuard {
+            id: held.id().to_owned(),
+            state: Arc::new(Mutex::new(LeaseState {
+                held,
+                added: HashSet::new(),
+                released: false,
+            })),
+        }
+    }
+
+    /// The lease's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Protects `digests` (and, for manifests and indexes, what they
+    /// reference) until the guard is dropped. Digests already added are
+    /// skipped without touching the store.
+    ///
+    /// # Errors
+    /// The store's [`HeldLease::add`] errors.
+    pub fn add(&self, digests: &[Digest]) -> Result<(), LeaseError> {
+        add_to(&self.state, digests)
+    }
+
+    /// Whether `digest` was added to this lease.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        lock_state(&self.state).added.contains(digest)
+    }
+
+    /// `store` seen through this lease: see [`Leased`].
+    pub fn protect<'a, S: ?Sized>(&'a self, store: &'a S) -> Leased<'a, S> {
+        Leased { store, lease: self }
+    }
+
+    /// Ends the lease now, reporting an error (dropping the guard ends it
+    /// too, ignoring errors).
+    ///
+    /// # Errors
+    /// The store's [`HeldLease::release`] errors.
+    pub fn release(self) -> Result<(), LeaseError> {
+        self.end()
+    }
+
+    fn end(&self) -> Result<(), LeaseError> {
+        let mut s = lock_state(&self.state);
+        if s.released {
+            return Ok(());
+        }
+        s.released = true;
+        s.held.release()
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        // A lease left behind is stale once its holder is gone, and gc
+        // removes it: nothing is lost by ignoring the error here.
+        let _ = self.end();
+    }
+}
+
+/// A store seen through a lease: every blob the caller asks about (`exists`,
+/// `info`, a read) or commits is added to the lease first, so gc cannot
+/// remove it between the check and the tag. Tags pass through unchanged.
+#[derive(Debug)]
+pub struct Leased<'a, S: ?Sized> {
+    store: &'a S,
+    lease: &'a LeaseGuard,
+}
+
+impl<S: ?Sized> Clone for Leased<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: ?Sized> Copy for Leased<'_, S> {}
+
+impl<'a, S: ?Sized> Leased<'a, S> {
+    /// The store itself.
+    pub fn store(&self) -> &'a S {
+        self.store
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> &'a LeaseGuard {
+        self.lease
+    }
+
+    fn protect(&self, digest: &Digest) -> ContentResult<()> {
+        self.lease
+            .add(std::slice::from_ref(digest))
+            .map_err(|source| ContentError::Lease {
+                digest: digest.clone(),
+                source: Box::new(source),
+            })
+    }
+}
+
+impl<S: Provider + ?Sized> Provider for Leased<'_, S> {
+    fn reader(&self, digest: &Digest) -> ContentResult<Box<dyn Read + Send>> {
+        self.protect(digest)?;
+        self.store.reader(digest)
+    }
+
+    fn try_info(&self, digest: &Digest) -> ContentResult<Option<Info>> {
+        self.protect(digest)?;
+        self.store.try_info(digest)
+    }
+}
+
+impl<S: Ingester + ?Sized> Ingester for Leased<'_, S> {
+    fn writer_with(
+        &self,
+        reference: &str,
+        algorithm: Algorithm,
+    ) -> ContentResult<Box<dyn ContentWriter>> {
+        let inner = self.store.writer_with(reference, algorithm)?;
+        Ok(Box::new(LeasedWriter {
+            inner,
+            lease: self.lease.state.clone(),
+        }))
+    }
+
+    fn abort(&self, reference: &str) -> ContentResult<()> {
+        self.store.abort(reference)
+    }
+
+    fn ingests(&self) -> ContentResult<Vec<IngestStatus>> {
+        self.store.ingests()
+    }
+}
+
+impl<S: TagStore + ?Sized> TagStore for Leased<'_, S> {
+    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
+        self.store.tags()
+    }
+
+    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
+        self.store.set_tag(name, descriptor)
+    }
+
+    fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
+        self.store.remove_tag(name)
+    }
+
+    fn resolve_tag(&self, name: &str) -> Result<Descriptor, TagError> {
+        self.store.resolve_tag(name)
+    }
+}
+
+/// A writer of a [`Leased`] store: adds the blob to the lease before it commits.
+struct LeasedWriter {
+    inner: Box<dyn ContentWriter>,
+    lease: Arc<Mutex<LeaseState>>,
+}
+
+impl std::fmt::Debug for LeasedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedWriter")
+            .field("reference", &self.inner.reference())
+            .finish()
+    }
+}
+
+impl Write for LeasedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ContentWriter for LeasedWriter {
+    fn reference(&self) -> &str {
+        self.inner.reference()
+    }
+
+    fn offset(&self) -> u64 {
+        self.inner.offset()
+    }
+
+    fn digest(&self) -> Digest {
+        self.inner.digest()
+    }
+
+    fn truncate(&mut self, size: u64) -> ContentResult<()> {
+        self.inner.truncate(size)
+    }
+
+    fn commit(
+        self: Box<Self>,
+        expected_size: Option<u64>,
+        expected: Option<&Digest>,
+    ) -> ContentResult<Digest> {
+        // The digest the commit will publish: the expected one, or, when
+        // none is given, the digest of what was written.
+        let digest = expected.cloned().unwrap_or_else(|| self.inner.digest());
+        if let Err(source) = add_to(&self.lease, std::slice::from_ref(&digest)) {
+            return Err(ContentError::Lease {
+                digest,
+                source: Box::new(source),
+            });
+        }
+        self.inner.commit(expected_size, expected)
+    }
+}
+
+/// A held lease of an [`OciDir`]: `leases/<id>.held`, locked while it lives.
+#[derive(Debug)]
+struct OciHeldLease {
+    store: OciDir,
+    id: String,
+    path: PathBuf,
+    file: Option<File>,
+}
+
+/// The suffix of held lease files.
+const HELD: &str = ".held";
+
+impl HeldLease for OciHeldLease {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn add(&mut self, digests: &[Digest]) -> Result<(), LeaseError> {
+        let mut lines = String::with_capacity(digests.len() * 72);
+        for d in digests {
+            lines.push_str(&d.to_string());
+            lines.push('\n');
+        }
+        let lost = || LeaseError::Lost {
+            id: self.id.clone(),
+        };
+        // Under the index lock: gc reads leases under it, so it sees either
+        // none of these digests (and finishes before the caller's next
+        // step) or all of them.
+        let _lock = self.store.lock_index()?;
+        let file = self.file.as_mut().ok_or_else(lost)?;
+        if !same_file(file, &self.path) {
+            return Err(lost());
+        }
+        seam::write_all(&*self.store.fs, Target::Lease, file, lines.as_bytes()).map_err(|source| {
+            LeaseError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
+    fn release(&mut self) -> Result<(), LeaseError> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        // Removed before it is unlocked: a gc never finds it unlocked
+        // while we live. (Either way the image is tagged by now.)
+        let result = match self.store.fs.remove_file(Target::Lease, &self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LeaseError::Io {
+                op: "remove",
+                path: self.path.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        };
+        drop(file);
+        result
+    }
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A held lease found in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeldLeaseStatus {
+    /// The lease's id.
+    pub id: String,
+    /// The digests it protects (while its holder lives).
+    pub digests: BTreeSet<Digest>,
+    /// Whether its holder is alive (the file is locked).
+    pub live: bool,
+}
+
+impl OciDir {
+    fn held_path(&self, id: &str) -> PathBuf {
+        self.lease_dir().join(format!("{id}{HELD}"))
+    }
+
+    /// Every held lease, sorted by id, with whether its holder lives. With
+    /// `remove_stale`, the stale ones (holder gone) are removed as they are
+    /// found; the caller holds the index lock then.
+    pub(crate) fn scan_held_leases(
+        &self,
+        remove_stale: bool,
+    ) -> Result<Vec<HeldLeaseStatus>, LeaseError> {
+        let dir = self.lease_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(LeaseError::Io {
+                    op: "read directory",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(HELD)) else {
+                continue;
+            };
+            if check_id(id).is_err() {
+                continue;
+            }
+            let path = entry.path();
+            let mut file = match open_no_follow(&path) {
+                Ok(f) => f,
+                // Released meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(LeaseError::Io {
+                        op: "open",
+                        path,
+                        source,
+                    })
+                }
+            };
+            let live = match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => false,
+                Err(Errno::WOULDBLOCK) => true,
+                Err(e) => {
+                    return Err(LeaseError::Io {
+                        op: "lock",
+                        path,
+                        source: e.into(),
+                    })
+                }
+            };
+            let mut digests = BTreeSet::new();
+            if live {
+                let mut text = String::new();
+                file.read_to_string(&mut text)
+                    .map_err(|source| LeaseError::Io {
+                        op: "read",
+                        path: path.clone(),
+                        source,
+                    })?;
+                // A line being appended by a holder that does not take
+                // the index lock (fsck does not either) may be cut short:
+                // skip what does not parse.
+                digests.extend(text.lines().filter_map(|l| l.parse::<Digest>().ok()));
+            } else if remove_stale {
+                match self.fs.remove_file(Target::Lease, &path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(LeaseError::Io {
+                            op: "remove",
+                            path,
+                            source: e,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            out.push(HeldLeaseStatus {
+                id: id.to_owned(),
+                digests,
+                live,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Every held lease (see [`Leases::begin_lease`]), with whether its
+    /// holder is alive, sorted by id.
+    ///
+    /// # Errors
+    /// I/O errors reading the directory or a lease.
+    pub fn held_leases(&self) -> Result<Vec<HeldLeaseStatus>, LeaseError> {
+        self.scan_held_leases(false)
+    }
+}
+
+/// Opens a file for reading without following a symlink in its last component.
+fn open_no_follow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// A new held lease id, unique to this process and moment.
+fn held_id() -> String {
+    // `tmp-PID-NANOS-N` from the ingest references: unique and a valid id.
+    let unique = crate::content::unique_reference();
+    format!("held-{}", unique.trim_start_matches("tmp-"))
+}
+
+impl Leases for OciDir {
+    fn begin_lease(&self) -> Result<LeaseGuard, LeaseError> {
+        let id = held_id();
+        let dir = self.lease_dir();
+        let path = self.held_path(&id);
+        let io_err = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LeaseError::Io { op, path, source }
+        };
+        // Created and locked under the index lock, so gc never finds it
+        // unlocked (and stale) before its holder locked it.
+        let _lock = self.lock_index()?;
+        self.fs
+            .create_dir_all(Target::Lease, &dir)
+            .map_err(io_err("create directory", &dir))?;
+        let file = self
+            .fs
+            .open_temp(Target::Lease, &path, true)
+            .map_err(io_err("create", &path))?;
+        if let Err(e) = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            let _ = self.fs.remove_file(Target::Lease, &path);
+            return Err(LeaseError::Io {
+                op: "lock",
+                path,
+                source: e.into(),
+            });
+        }
+        Ok(LeaseGuard::new(Box::new(OciHeldLease {
+            store: self.clone(),
+            id,
+            path,
+            file: Some(file),
+        })))
+    }
+
+    fn leased_digests(&self) -> Result<BTreeSet<Digest>, LeaseError> {
+        let now = SystemTime::now();
+        let mut out: BTreeSet<Digest> = self
+            .leases()?
+            .into_iter()
+            .filter(|l| !l.is_expired(now))
+            .flat_map(|l| l.digests)
+            .collect();
+        for held in self.held_leases()? {
+            if held.live {
+                out.extend(held.digests);
+            }
+        }
+        Ok(out)
+    }
+}
+
+macro_rules! forward_leases {
+    ($($ptr:ty),*) => {$(
+        impl<T: Leases + ?Sized> Leases for $ptr {
+            fn begin_lease(&self) -> Result<LeaseGuard, LeaseError> {
+                (**self).begin_lease()
+            }
+            fn leased_digests(&self) -> Result<BTreeSet<Digest>, LeaseError> {
+                (**self).leased_digests()
+            }
+        }
+    )*};
+}
+
+forward_leases!(&T, Box<T>, Arc<T>);
 
 #[cfg(test)]
 mod tests {

@@ -62,7 +62,7 @@ pub use copy::{copy_image, copy_tag, CopyError, CopyReport};
 pub use fsck::{FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use image::{resolve_image, Image};
-pub use lease::Lease;
+pub use lease::{Lease, LeaseError, LeaseGuard, Leased, Leases};
 pub use memory::MemoryStore;
 pub use oci_dir::{LayoutError, OciDir};
 pub use tags::{TagError, TagStore, Tagged};

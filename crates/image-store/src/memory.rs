@@ -1,6 +1,6 @@
 //! An in-memory content store, for tests and embedders.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Cursor, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -12,6 +12,7 @@ use crate::content::{
     check_commit_algorithm, check_reference, verify_commit, ContentError, ContentWriter, Info,
     IngestStatus, Ingester, Manager, Provider, Result,
 };
+use crate::lease::{HeldLease, LeaseError, LeaseGuard, Leases};
 use crate::tags::{TagError, TagStore, Tagged};
 
 #[derive(Default)]
@@ -19,6 +20,8 @@ struct Inner {
     blobs: HashMap<Digest, (Arc<[u8]>, SystemTime)>,
     ingests: HashMap<String, (Vec<u8>, SystemTime)>,
     open: HashSet<String>,
+    /// Held leases by id; a lease lives as long as its guard.
+    leases: HashMap<String, HashSet<Digest>>,
     tags: BTreeMap<String, image_core::Descriptor>,
 }
 
@@ -192,6 +195,51 @@ impl TagStore for MemoryStore {
     fn remove_tag(&self, name: &str) -> std::result::Result<bool, TagError> {
         let name = crate::tags::normalize_name(name)?;
         Ok(self.lock().tags.remove(&name).is_some())
+    }
+}
+
+impl Leases for MemoryStore {
+    fn begin_lease(&self) -> std::result::Result<LeaseGuard, LeaseError> {
+        let id = format!(
+            "held-{}",
+            crate::content::unique_reference().trim_start_matches("tmp-")
+        );
+        self.lock().leases.insert(id.clone(), HashSet::new());
+        Ok(LeaseGuard::new(Box::new(MemoryLease {
+            store: self.clone(),
+            id,
+        })))
+    }
+
+    fn leased_digests(&self) -> std::result::Result<BTreeSet<Digest>, LeaseError> {
+        Ok(self.lock().leases.values().flatten().cloned().collect())
+    }
+}
+
+/// A held lease of a [`MemoryStore`].
+#[derive(Debug)]
+struct MemoryLease {
+    store: MemoryStore,
+    id: String,
+}
+
+impl HeldLease for MemoryLease {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn add(&mut self, digests: &[Digest]) -> std::result::Result<(), LeaseError> {
+        let mut g = self.store.lock();
+        let set = g.leases.get_mut(&self.id).ok_or_else(|| LeaseError::Lost {
+            id: self.id.clone(),
+        })?;
+        set.extend(digests.iter().cloned());
+        Ok(())
+    }
+
+    fn release(&mut self) -> std::result::Result<(), LeaseError> {
+        self.store.lock().leases.remove(&self.id);
+        Ok(())
     }
 }
 

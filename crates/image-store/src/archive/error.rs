@@ -5,6 +5,7 @@ use std::io;
 use image_core::{Classify, Digest, ErrorKind, MediaTypeError, ParseError};
 
 use crate::content::ContentError;
+use crate::lease::LeaseError;
 use crate::tags::TagError;
 
 /// Why an archive could not be imported or exported.
@@ -157,6 +158,9 @@ pub enum ArchiveError {
     /// Tagging failed.
     #[error(transparent)]
     Tag(#[from] TagError),
+    /// Taking the lease that keeps gc off the import's blobs failed.
+    #[error("taking a lease on the store")]
+    Lease(#[from] LeaseError),
     /// Reading a compressed layer failed (corrupt gzip or zstd stream).
     #[error("decompressing layer {digest}: {source}")]
     Decompress {
@@ -194,6 +198,7 @@ impl Classify for ArchiveError {
             ArchiveError::Unsupported { .. } => ErrorKind::Unsupported,
             ArchiveError::Content { source, .. } => source.kind(),
             ArchiveError::Tag(e) => e.kind(),
+            ArchiveError::Lease(e) => e.kind(),
             ArchiveError::Decompress { source, .. } => match source.kind() {
                 io::ErrorKind::InvalidData
                 | io::ErrorKind::UnexpectedEof

@@ -35,6 +35,7 @@ use serde::Deserialize;
 use super::tarstream::{normalize, resolve_link, EofTracker};
 use super::{decoder, ArchiveError, BlobStore};
 use crate::content::{unique_reference, ContentError};
+use crate::lease::Leases;
 use crate::refs::MAX_DOCUMENT_SIZE;
 use crate::tags::{normalize_name, ref_name, TagStore};
 
@@ -115,10 +116,15 @@ pub fn load<S, R>(
     options: &LoadOptions,
 ) -> Result<LoadReport, ArchiveError>
 where
-    S: BlobStore + TagStore,
+    S: BlobStore + TagStore + Leases,
     R: Read,
 {
-    load_dyn(store, store, &mut reader, options)
+    // Held from the first blob until the tags are set: every blob is added
+    // before it is checked or committed, so gc cannot remove one between.
+    let lease = store.begin_lease()?;
+    let report = load_dyn(&lease.protect(store), store, &mut reader, options)?;
+    drop(lease);
+    Ok(report)
 }
 
 /// A blob as stored.

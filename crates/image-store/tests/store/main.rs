@@ -6,4 +6,5 @@ mod conformance;
 mod crash;
 mod faults;
 mod interop;
+mod leases;
 mod tags_gc;
