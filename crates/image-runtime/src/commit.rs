@@ -45,7 +45,7 @@ use image_overlay::{
 };
 use image_store::image::ImageError;
 use image_store::mutate::{self, MutateError, NewLayer};
-use image_store::{ContentError, TagError};
+use image_store::{ContentError, Ingester, LeaseError, Leases, TagError, TagStore};
 
 use crate::container::Container;
 use crate::error::ContainerError;
@@ -208,6 +208,14 @@ pub enum CommitError {
         /// The cause.
         source: Box<TagError>,
     },
+    /// Taking the lease that keeps gc off the new image's blobs failed.
+    #[error("taking a lease on the store to commit container {id}")]
+    Lease {
+        /// The container.
+        id: String,
+        /// The cause.
+        source: Box<LeaseError>,
+    },
 }
 
 impl Classify for CommitError {
@@ -223,6 +231,7 @@ impl Classify for CommitError {
             CommitError::Image { source, .. } => source.kind(),
             CommitError::Mutate(e) => e.kind(),
             CommitError::Tag { source, .. } => source.kind(),
+            CommitError::Lease { source, .. } => source.kind(),
         }
     }
 }
@@ -316,7 +325,7 @@ impl Container {
     ///
     /// # Errors
     /// As [`Container::commit_with`].
-    pub fn commit<S: ImageStore + ?Sized>(
+    pub fn commit<S: ImageStore + Leases + ?Sized>(
         &self,
         store: &S,
         options: &CommitOptions,
@@ -331,8 +340,8 @@ impl Container {
     /// [`CommitError::Running`] while its process runs; the errors of
     /// [`Container::pack_changes`]; [`CommitError::Content`],
     /// [`CommitError::Image`] (its image's blobs gone from `store`),
-    /// [`CommitError::Mutate`], [`CommitError::Tag`].
-    pub fn commit_with<S: ImageStore + ?Sized>(
+    /// [`CommitError::Mutate`], [`CommitError::Tag`], [`CommitError::Lease`].
+    pub fn commit_with<S: ImageStore + Leases + ?Sized>(
         &self,
         store: &S,
         options: &CommitOptions,
@@ -345,6 +354,15 @@ impl Container {
         if running {
             return Err(CommitError::Running { id, status });
         }
+        // Held until the tag is set, and taken before the base image is
+        // read: its blobs, the new layer, config and manifest are each
+        // added before they are checked or committed, so gc cannot remove
+        // them in between.
+        let lease = store.begin_lease().map_err(|source| CommitError::Lease {
+            id: id.clone(),
+            source: Box::new(source),
+        })?;
+        let store = &lease.protect(store);
         let base = self
             .record
             .image_ref
@@ -420,6 +438,7 @@ impl Container {
                     source: Box::new(source),
                 })?;
         }
+        drop(lease);
         Ok(Committed {
             manifest: appended.manifest,
             config: appended.config,

@@ -14,7 +14,7 @@ use image_overlay::unpack::{unpack, UnpackOptions};
 use image_overlay::{diff_dirs, flatten_image};
 use image_store::image::resolve_image;
 use image_store::mutate::{append as append_layers, NewLayer};
-use image_store::{Ingester, Provider, TagStore};
+use image_store::{Ingester, Leases, Provider, TagStore};
 
 use super::store::StoreArgs;
 
@@ -279,7 +279,11 @@ pub struct AppendArgs {
 
 /// Makes a new image from a base plus a layer, with config changes.
 pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
-    let s = store.open()?;
+    let store = store.open()?;
+    // Held until the tag is set, so `gc` beside us cannot remove the base,
+    // the layer, the config or the manifest before the tag references them.
+    let lease = store.begin_lease()?;
+    let s = lease.protect(&store);
     let platform = match &args.platform {
         Some(p) => p.parse::<Platform>()?,
         None => Platform::host(),
@@ -371,6 +375,7 @@ pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
         }
     })?;
     s.set_tag(&args.tag, &appended.manifest.descriptor())?;
+    drop(lease);
     println!("{} {}", args.tag, appended.manifest.digest());
     println!("image id: {}", appended.config.image_id());
     Ok(())

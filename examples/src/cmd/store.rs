@@ -228,9 +228,16 @@ pub fn rmi(store: &StoreArgs, args: RmiArgs) -> anyhow::Result<()> {
 }
 
 /// Arguments of `imagectl gc`.
+///
+/// Every writer (load, copy, append, commit) holds a lease on its blobs
+/// until it has tagged them, so gc is safe beside them at any grace period;
+/// the grace period only protects writers of other tools that take no
+/// lease. Ingests and leases whose writer is gone (killed, or failed) are
+/// removed at once.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// Keep unreferenced blobs younger than this many seconds.
+    /// Keep unreferenced blobs younger than this many seconds (a second
+    /// line of defence: writers hold leases).
     #[arg(long, default_value_t = 600)]
     pub grace: u64,
     /// Only report what would be removed.
@@ -254,7 +261,9 @@ pub fn gc(store: &StoreArgs, args: GcArgs) -> anyhow::Result<()> {
             "freedBytes": report.freed_bytes,
             "keptRecent": report.kept_recent,
             "ingestsRemoved": report.ingests_removed,
+            "ingestBytes": report.ingest_bytes,
             "leasesExpired": report.leases_expired,
+            "leasesStale": report.leases_stale,
             "dryRun": args.dry_run,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -265,12 +274,16 @@ pub fn gc(store: &StoreArgs, args: GcArgs) -> anyhow::Result<()> {
             "removed"
         };
         println!(
-            "{verb} {} blobs ({}), kept {} reachable and {} recent; {} stale ingests removed",
+            "{verb} {} blobs ({}), kept {} reachable and {} recent; \
+             {verb} {} stale ingests ({}) and {} stale leases, {} expired leases",
             report.removed.len(),
             human_size(report.freed_bytes),
             report.marked,
             report.kept_recent,
-            report.ingests_removed
+            report.ingests_removed,
+            human_size(report.ingest_bytes),
+            report.leases_stale,
+            report.leases_expired,
         );
     }
     Ok(())
@@ -300,6 +313,8 @@ pub fn fsck(store: &StoreArgs, args: FsckArgs) -> anyhow::Result<()> {
             "missing": r.missing.iter().map(|m| serde_json::json!({"digest": m.digest.to_string(), "root": m.root})).collect::<Vec<_>>(),
             "dangling": r.dangling.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "removed": r.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "staleIngests": r.stale_ingests.iter().map(|i| serde_json::json!({"reference": i.reference, "bytes": i.offset})).collect::<Vec<_>>(),
+            "staleLeases": r.stale_leases,
             "clean": r.is_clean(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -315,6 +330,16 @@ pub fn fsck(store: &StoreArgs, args: FsckArgs) -> anyhow::Result<()> {
             println!("missing: {} (from {})", m.digest, m.root);
         }
         println!("dangling: {} (gc frees them)", r.dangling.len());
+        for i in &r.stale_ingests {
+            println!(
+                "stale ingest: {} ({}, no writer holds it; gc removes it)",
+                i.reference,
+                human_size(i.offset)
+            );
+        }
+        for l in &r.stale_leases {
+            println!("stale lease: {l} (its holder is gone; gc removes it)");
+        }
         for d in &r.removed {
             println!("removed: {d}");
         }
