@@ -615,6 +615,72 @@ fn copy_commit_round_trip() {
     commit_round_trip(Driver::Copy);
 }
 
+/// Commits beside a gc with a grace period of zero running in a loop: each
+/// commit holds a lease from its layer until its tag, so none fails and
+/// every committed image is whole.
+#[test]
+fn commits_beside_gc_with_zero_grace_all_succeed() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let c = rt
+        .container_from_image(&f.store, MULTI)
+        .unwrap()
+        .user("0")
+        .cmd(sh("head -c 300000 /dev/urandom > /data/noise"))
+        .create()
+        .unwrap();
+    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+    assert!(exit.unwrap().status.success());
+    let stop = Arc::new(AtomicBool::new(false));
+    let removed = Arc::new(AtomicUsize::new(0));
+    let gc = {
+        let (store, stop, removed) = (f.store.clone(), stop.clone(), removed.clone());
+        std::thread::spawn(move || {
+            let mut runs = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let r = store
+                    .gc(&image_store::GcOptions::default().grace(std::time::Duration::ZERO))
+                    .unwrap();
+                removed.fetch_add(r.removed.len(), Ordering::Relaxed);
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let mut failures = Vec::new();
+    for round in 0..8 {
+        let tag = format!("test.local/gc-commit:{round}");
+        match c.commit(&f.store, &CommitOptions::new().tag(&tag)) {
+            Ok(committed) => {
+                let image = image_store::resolve_image(&f.store, &tag, None).unwrap();
+                assert_eq!(image.id(), committed.config.image_id());
+                // Untagged, so the next gc frees this commit's blobs and
+                // the next commit writes its layer anew.
+                f.store.remove_tag(&tag).unwrap();
+            }
+            Err(e) => failures.push(format!("round {round}: {e}")),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let runs = gc.join().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(runs > 0);
+    assert!(
+        removed.load(Ordering::Relaxed) > 0,
+        "gc never freed a commit"
+    );
+    let report = f.store.fsck(&image_store::FsckOptions::default()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.stale_ingests.is_empty() && report.stale_leases.is_empty());
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
 #[test]
 fn typed_errors() {
     if !ready() {
