@@ -80,6 +80,11 @@ pub struct Appended {
 /// manifest keeps the base's format (Docker v2 or OCI); without a base it
 /// is OCI.
 ///
+/// A caller that tags the result holds a lease until the tag is set and
+/// passes the store seen through it ([`LeaseGuard::protect`](crate::LeaseGuard::protect)),
+/// from the resolution of `base` on, so gc cannot remove the base's blobs,
+/// the layers, the config or the manifest in between.
+///
 /// # Errors
 /// [`MutateError`] when a blob cannot be written or the result is not a
 /// valid manifest.

@@ -8,7 +8,8 @@
 //!   ingest/<sha256(ref)>/      one directory per uncommitted ingest:
 //!       ref                    the ingest reference
 //!       data                   the bytes so far (flock'ed by its writer)
-//!   leases/<id>.json           leases protecting blobs from gc (see `lease`)
+//!   leases/<id>.json           explicit leases protecting blobs from gc (see `lease`)
+//!   leases/<id>.held           a writer's held lease, flock'ed while it lives
 //!   index.json.lock            flock'ed around every index.json update and gc
 //! ```
 //!
