@@ -704,7 +704,9 @@ impl OciDir {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(HELD)) else {
                 continue;
             };
-            if check_id(id).is_err() {
+            // Only regular files with a valid id: anything else is not ours
+            // and must not stop gc.
+            if check_id(id).is_err() || !entry.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
             let path = entry.path();

@@ -455,3 +455,21 @@ impl ListIsEmpty for OciDir {
         image_store::Manager::list(self).unwrap().is_empty()
     }
 }
+
+#[test]
+fn foreign_files_among_the_leases_do_not_stop_gc_or_fsck() {
+    let (tmp, store) = oci_dir();
+    let leases = store.root().join("leases");
+    std::fs::create_dir_all(leases.join("dir.held")).unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, "sha256:not a digest\n").unwrap();
+    std::os::unix::fs::symlink(&outside, leases.join("link.held")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", leases.join("zero.held")).unwrap();
+    let gc = store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert_eq!(gc.leases_stale, 0, "{gc:?}");
+    let report = store.fsck(&FsckOptions::default()).unwrap();
+    assert!(report.stale_leases.is_empty(), "{report:?}");
+    assert!(outside.exists());
+}
