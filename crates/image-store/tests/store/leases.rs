@@ -473,3 +473,37 @@ fn foreign_files_among_the_leases_do_not_stop_gc_or_fsck() {
     assert!(report.stale_leases.is_empty(), "{report:?}");
     assert!(outside.exists());
 }
+
+#[test]
+fn a_blob_asked_about_through_a_lease_survives_gc_until_the_guard_drops() {
+    let (_tmp, store) = oci_dir();
+    let present = store.write_blob(b"unreferenced, present").unwrap();
+    let later = b"absent when asked, written afterwards";
+    let later_digest = Digest::sha256(later);
+    let lease = store.begin_lease().unwrap();
+    let leased = lease.protect(&store);
+    assert!(leased.exists(&present).unwrap());
+    assert!(!leased.exists(&later_digest).unwrap());
+    // Written by someone else after the check: protected all the same.
+    store.write_blob(later).unwrap();
+    for _ in 0..3 {
+        let gc = store
+            .gc(&GcOptions::default().grace(Duration::ZERO))
+            .unwrap();
+        assert!(gc.removed.is_empty(), "{gc:?}");
+    }
+    drop(lease);
+    let gc = store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert_eq!(gc.removed.len(), 2, "{gc:?}");
+    // A guard outliving nothing: a writer opened through a lease that was
+    // released cannot commit an unprotected blob.
+    let lease = store.begin_lease().unwrap();
+    let mut w = lease.protect(&store).writer("after-release").unwrap();
+    w.write_all(b"late").unwrap();
+    lease.release().unwrap();
+    let e = w.commit(None, None).unwrap_err();
+    assert!(matches!(e, image_store::ContentError::Lease { .. }), "{e}");
+    assert!(!store.exists(&Digest::sha256(b"late")).unwrap());
+}
