@@ -137,6 +137,10 @@ pub enum ContentError {
         /// The operating-system error.
         source: io::Error,
     },
+    /// A file of the store is a symlink, is reached through one, or is not
+    /// a regular file: it is refused, never followed or read.
+    #[error(transparent)]
+    Refused(crate::fs::RefusedFile),
     /// Reading the source of an ingest or a blob failed.
     #[error("reading {what}: {source}")]
     Read {
@@ -175,8 +179,9 @@ impl Classify for ContentError {
             ContentError::TooLarge { .. } => ErrorKind::FailedPrecondition,
             ContentError::InvalidReference { .. } => ErrorKind::InvalidInput,
             ContentError::AlgorithmMismatch { .. } => ErrorKind::InvalidInput,
+            ContentError::Refused(e) => e.kind(),
             ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
-                Classify::kind(source)
+                crate::fs::io_kind(source)
             }
         }
     }

@@ -132,7 +132,7 @@ impl OciDir {
     fn write_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
         let dir = self.lease_dir();
         self.fs
-            .create_dir_all(Target::Lease, &dir)
+            .create_dir_all(Target::Lease, &self.dir, &dir)
             .map_err(|source| LeaseError::Io {
                 op: "create directory",
                 path: dir,
@@ -143,7 +143,7 @@ impl OciDir {
             path: path.clone(),
             source,
         })?;
-        write_file_atomic(&*self.fs, Target::Lease, &path, &bytes).map_err(|source| {
+        write_file_atomic(&*self.fs, &self.dir, Target::Lease, &path, &bytes).map_err(|source| {
             LeaseError::Io {
                 op: "write",
                 path,
@@ -210,7 +210,7 @@ impl OciDir {
     pub fn delete_lease(&self, id: &str) -> Result<bool, LeaseError> {
         check_id(id)?;
         let path = self.lease_path(id);
-        match self.fs.remove_file(Target::Lease, &path) {
+        match self.fs.remove_file(Target::Lease, &self.dir, &path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(source) => Err(LeaseError::Io {
