@@ -31,7 +31,7 @@ use crate::content::{
     IngestStatus, Ingester, Result,
 };
 use crate::fs::{self as seam, Target};
-use crate::oci_dir::OciDir;
+use crate::oci_dir::{content_io, OciDir};
 
 const DATA: &str = "data";
 const REF: &str = "ref";
@@ -83,7 +83,7 @@ impl OciDir {
         for entry in entries.flatten() {
             let dir = entry.path();
             let data = dir.join(DATA);
-            let file = match File::open(&data) {
+            let file = match self.dir.open_regular(&data).map(|(f, _)| f) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A directory without data: a crash before the data
@@ -94,7 +94,7 @@ impl OciDir {
                     }
                     continue;
                 }
-                Err(e) => return Err(ContentError::io("open", data, e)),
+                Err(e) => return Err(content_io("open", &data, e)),
             };
             if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
                 continue;
@@ -216,7 +216,7 @@ impl Ingester for OciDir {
         check_reference(reference)?;
         let dir = self.ingest_dir(reference);
         let data = dir.join(DATA);
-        let file = match File::open(&data) {
+        let file = match self.dir.open_regular(&data).map(|(f, _)| f) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return match self.fs.remove_dir_all(Target::Blob, &self.dir, &dir) {
@@ -226,7 +226,7 @@ impl Ingester for OciDir {
                     _ => Ok(()),
                 };
             }
-            Err(e) => return Err(ContentError::io("open", data, e)),
+            Err(e) => return Err(content_io("open", &data, e)),
         };
         try_lock(&file, reference, &data)?;
         match self.fs.remove_dir_all(Target::Blob, &self.dir, &dir) {
@@ -247,7 +247,12 @@ impl Ingester for OciDir {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
-            let Ok(reference) = std::fs::read_to_string(dir.join(REF)) else {
+            let Some(reference) = self
+                .dir
+                .read_regular(&dir.join(REF), 4096)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
                 continue;
             };
             let Ok(meta) = std::fs::metadata(dir.join(DATA)) else {

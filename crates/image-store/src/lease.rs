@@ -154,7 +154,8 @@ impl OciDir {
 
     fn read_lease(&self, id: &str) -> Result<Option<Lease>, LeaseError> {
         let path = self.lease_path(id);
-        match std::fs::read(&path) {
+        // A lease holds an id and digests: 8 MiB is far more than any.
+        match self.dir.read_regular(&path, crate::refs::MAX_DOCUMENT_SIZE) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|source| LeaseError::Invalid { path, source }),

@@ -14,6 +14,20 @@
 //!
 //! Peers (skopeo, umoci, oci-image-tool) ignore `ingest/`, `leases/` and
 //! the lock file.
+//!
+//! # Security
+//! A layout is input: a user names a directory someone else may have
+//! prepared. The directory is opened once ([`Root`]); every path inside it
+//! is resolved from that descriptor with no symlink followed, for reads
+//! and for every mutation of the [`Fs`] seam, so `blobs/sha256 ->
+//! /elsewhere` is refused, never written through. Files are read only when
+//! they are regular (a FIFO is opened without blocking and refused), blobs
+//! no further than their size at open, `index.json` up to 8 MiB and
+//! `oci-layout` up to 64 KiB. Refusals are [`RefusedFile`]s
+//! (`ErrorKind::Unsafe`). The directory itself may be reached through a
+//! symlink: naming it is the user's choice. [`OciDir::open`] refuses a
+//! directory without `oci-layout` (as umoci does) and a major layout
+//! version other than 1; [`OciDir::open_or_create`] creates a missing one.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

@@ -325,6 +325,50 @@ fn a_source_without_oci_layout_is_not_a_layout_and_is_left_untouched() {
     assert_eq!(listing(&src), before, "opening changed the directory");
 }
 
+#[test]
+fn fifos_and_dev_zero_links_among_ingests_and_leases_neither_hang_nor_are_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = source(dir.path());
+    let store = OciDir::open(&path).expect("open");
+    store.create_lease("l1", &[], None).expect("lease");
+    let mut w = store.writer("partial").expect("writer");
+    std::io::Write::write_all(&mut w, b"some bytes").expect("write");
+    drop(w);
+    let ingest = std::fs::read_dir(path.join("ingest"))
+        .expect("ingest dir")
+        .next()
+        .expect("one ingest")
+        .expect("entry")
+        .path();
+    std::fs::remove_file(ingest.join("ref")).expect("rm");
+    mkfifo(&ingest.join("ref"));
+    std::fs::remove_file(ingest.join("data")).expect("rm");
+    mkfifo(&ingest.join("data"));
+    std::fs::remove_file(path.join("leases/l1.json")).expect("rm");
+    symlink("/dev/zero", path.join("leases/l1.json")).expect("symlink");
+
+    let s = store.clone();
+    let ingests = within(30, "ingests", move || s.ingests().map(|v| v.len()));
+    assert_eq!(
+        ingests.expect("ingests"),
+        0,
+        "an unreadable ingest is not listed"
+    );
+    let s = store.clone();
+    let leases = within(30, "leases", move || s.leases().map(|v| v.len()));
+    assert_eq!(
+        leases.expect("leases"),
+        0,
+        "an unreadable lease is not listed"
+    );
+    let s = store.clone();
+    let options = image_store::GcOptions::default().grace(Duration::ZERO);
+    let gc = within(30, "gc", move || {
+        s.gc(&options).map(|_| ()).map_err(|e| e.kind())
+    });
+    assert_eq!(gc, Err(ErrorKind::Unsafe), "gc names the FIFO it refuses");
+}
+
 /// Every path under `dir`, sorted.
 fn listing(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
