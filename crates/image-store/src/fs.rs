@@ -288,6 +288,13 @@ pub enum RefusedFile {
         /// The path asked for.
         path: PathBuf,
     },
+    /// Something on the way to the path that should be a directory is not
+    /// one (a file, a FIFO where `blobs/` belongs).
+    #[error("{}: a file on the way where a directory belongs", path.display())]
+    NotADirectory {
+        /// The path asked for.
+        path: PathBuf,
+    },
     /// The path names something other than a regular file (a FIFO, a
     /// device, a directory, a socket).
     #[error("{}: a {found}, not a regular file", path.display())]
@@ -310,7 +317,9 @@ pub enum RefusedFile {
 impl Classify for RefusedFile {
     fn kind(&self) -> ErrorKind {
         match self {
-            RefusedFile::Symlink { .. } | RefusedFile::NotRegular { .. } => ErrorKind::Unsafe,
+            RefusedFile::Symlink { .. }
+            | RefusedFile::NotADirectory { .. }
+            | RefusedFile::NotRegular { .. } => ErrorKind::Unsafe,
             RefusedFile::TooLarge { .. } => ErrorKind::FailedPrecondition,
         }
     }
@@ -418,10 +427,16 @@ impl Root {
     }
 
     /// The I/O error for `errno` on `path`: a [`RefusedFile::Symlink`] for
-    /// the errors of a symlink met on the way.
+    /// the errors of a symlink met on the way, a
+    /// [`RefusedFile::NotADirectory`] for a file where a directory belongs
+    /// (the store's directories are never anything else).
     fn refused(&self, path: &Path, errno: Errno) -> io::Error {
         match errno {
             Errno::LOOP | Errno::XDEV => RefusedFile::Symlink {
+                path: path.to_path_buf(),
+            }
+            .into_io(),
+            Errno::NOTDIR => RefusedFile::NotADirectory {
                 path: path.to_path_buf(),
             }
             .into_io(),
@@ -823,6 +838,7 @@ mod tests {
             Some(RefusedFile::Symlink { .. }) => "symlink",
             Some(RefusedFile::NotRegular { .. }) => "not regular",
             Some(RefusedFile::TooLarge { .. }) => "too large",
+            Some(RefusedFile::NotADirectory { .. }) => "not a directory",
             None => "other",
         }
     }

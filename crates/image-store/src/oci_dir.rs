@@ -451,12 +451,6 @@ impl OciDir {
         match self.dir.open_at(path, flags, rustix::fs::Mode::empty()) {
             Ok(fd) => Ok(Some(fd)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
-                Err(ContentError::Refused(RefusedFile::NotRegular {
-                    path: path.to_path_buf(),
-                    found: "file where a directory belongs",
-                }))
-            }
             Err(e) => Err(content_io("open", path, e)),
         }
     }

@@ -369,6 +369,166 @@ fn fifos_and_dev_zero_links_among_ingests_and_leases_neither_hang_nor_are_read()
     assert_eq!(gc, Err(ErrorKind::Unsafe), "gc names the FIFO it refuses");
 }
 
+/// What a file or directory of a layout is replaced with.
+#[derive(Debug, Clone, Copy)]
+enum Hostile {
+    /// A symlink to an identical copy outside the layout.
+    LinkToCopy,
+    LinkToDevZero,
+    Fifo,
+    Directory,
+    /// A character device with /dev/zero's numbers.
+    Device,
+}
+
+const HOSTILE: [Hostile; 5] = [
+    Hostile::LinkToCopy,
+    Hostile::LinkToDevZero,
+    Hostile::Fifo,
+    Hostile::Directory,
+    Hostile::Device,
+];
+
+fn replace(path: &Path, with: Hostile, outside: &Path) {
+    let is_dir = path.is_dir();
+    match with {
+        Hostile::LinkToCopy => return move_out_and_link(path, outside),
+        _ if is_dir => std::fs::remove_dir_all(path).expect("rm -r"),
+        _ => std::fs::remove_file(path).expect("rm"),
+    }
+    match with {
+        Hostile::LinkToCopy => unreachable!(),
+        Hostile::LinkToDevZero => symlink("/dev/zero", path).expect("symlink"),
+        Hostile::Fifo => mkfifo(path),
+        Hostile::Directory => std::fs::create_dir(path).expect("mkdir"),
+        Hostile::Device => rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            rustix::fs::makedev(1, 5),
+        )
+        .expect("mknod"),
+    }
+}
+
+/// Every file and directory of a source layout, each replaced in turn by
+/// every hostile kind: the copy ends, within its time limit, refusing it
+/// as unsafe.
+#[test]
+fn every_file_of_a_source_layout_replaced_by_anything_hostile_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (template, _) = source(&dir.path().join("template"));
+    let mut targets: Vec<PathBuf> = listing(&template)
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(&template).ok().map(Path::to_path_buf))
+        // Not read by a copy from the layout: the lock and the store's own
+        // working directories.
+        .filter(|p| {
+            !["index.json.lock", "ingest", "leases"]
+                .iter()
+                .any(|n| p.starts_with(n))
+        })
+        .collect();
+    targets.sort();
+    let mut cases = 0;
+    for (i, target) in targets.iter().enumerate() {
+        for (j, with) in HOSTILE.into_iter().enumerate() {
+            let case = dir.path().join(format!("case-{i}-{j}"));
+            let src = case.join("src");
+            // An empty directory in place of a directory is no attack:
+            // the blobs are just missing.
+            let expected = if matches!(with, Hostile::Directory) && template.join(target).is_dir() {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::Unsafe
+            };
+            copy_tree(&template, &src);
+            replace(&src.join(target), with, &case.join("outside"));
+            let scratch = Scratch::new(64);
+            let dst = scratch.path().join("dst");
+            let what = format!("{} as {with:?}", target.display());
+            let r = within(30, &what, move || copy_from(src, dst));
+            let (kind, msg) = r.expect_err(&what);
+            assert_eq!(kind, expected, "{what}: {msg}");
+            cases += 1;
+        }
+    }
+    assert!(cases >= 30, "only {cases} cases");
+}
+
+/// Every directory and file a copy writes or locks in a destination
+/// layout, replaced by a symlink to a copy outside it: the copy fails as
+/// unsafe and nothing outside changes.
+#[test]
+fn every_path_of_a_destination_layout_linked_outside_is_not_written_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, _) = source(dir.path());
+    for target in [
+        "blobs",
+        "blobs/sha256",
+        "ingest",
+        "index.json",
+        "index.json.lock",
+        "oci-layout",
+    ] {
+        let case = dir
+            .path()
+            .join(format!("case-{}", target.replace('/', "-")));
+        let dst = case.join("dst");
+        OciDir::open_or_create(&dst).expect("create destination");
+        std::fs::create_dir_all(dst.join("ingest")).expect("mkdir");
+        OciDir::open(&dst)
+            .expect("open")
+            .lock_index()
+            .expect("lock file");
+        let outside = case.join("outside");
+        move_out_and_link(&dst.join(target), &outside);
+        let before = snapshot(&case.join("outside"));
+
+        let (s, d) = (src.clone(), dst.clone());
+        let r = within(60, target, move || copy_from(s, d));
+        let (kind, msg) = r.expect_err(target);
+        assert_eq!(kind, ErrorKind::Unsafe, "{target}: {msg}");
+        assert_eq!(
+            snapshot(&outside),
+            before,
+            "{target}: written through the link"
+        );
+    }
+}
+
+/// Paths and contents of everything under `path` (a file or a tree).
+fn snapshot(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    if path.is_file() {
+        return vec![(path.to_path_buf(), std::fs::read(path).expect("read"))];
+    }
+    listing(path)
+        .into_iter()
+        .map(|p| {
+            let bytes = if p.is_file() {
+                std::fs::read(&p).expect("read")
+            } else {
+                Vec::new()
+            };
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
 /// Every path under `dir`, sorted.
 fn listing(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
