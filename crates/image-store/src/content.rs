@@ -146,6 +146,10 @@ pub enum ContentError {
         /// The lease's error.
         source: Box<crate::lease::LeaseError>,
     },
+    /// A file of the store is a symlink, is reached through one, or is not
+    /// a regular file: it is refused, never followed or read.
+    #[error(transparent)]
+    Refused(crate::fs::RefusedFile),
     /// Reading the source of an ingest or a blob failed.
     #[error("reading {what}: {source}")]
     Read {
@@ -185,8 +189,9 @@ impl Classify for ContentError {
             ContentError::InvalidReference { .. } => ErrorKind::InvalidInput,
             ContentError::AlgorithmMismatch { .. } => ErrorKind::InvalidInput,
             ContentError::Lease { source, .. } => source.kind(),
+            ContentError::Refused(e) => e.kind(),
             ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
-                Classify::kind(source)
+                crate::fs::io_kind(source)
             }
         }
     }

@@ -69,6 +69,15 @@ pub enum CopyError {
         /// The media type error.
         source: MediaTypeError,
     },
+    /// The source holds more bytes for a blob than its descriptor says: the
+    /// copy stopped reading after the descriptor's size.
+    #[error("blob {digest} in the source holds more than the {size} bytes its descriptor gives")]
+    LargerThanDescriptor {
+        /// The blob.
+        digest: Digest,
+        /// The size in the descriptor.
+        size: u64,
+    },
     /// Indexes nested deeper than the limit (8).
     #[error("indexes nested more than {MAX_DEPTH} deep at {digest}")]
     TooDeep {
@@ -89,6 +98,7 @@ impl Classify for CopyError {
             CopyError::Content { source, .. } => source.kind(),
             CopyError::Parse { source, .. } => source.kind(),
             CopyError::MediaType { source, .. } => source.kind(),
+            CopyError::LargerThanDescriptor { .. } => ErrorKind::SizeMismatch,
             CopyError::TooDeep { .. } => ErrorKind::Unsupported,
             CopyError::Tag(e) => e.kind(),
             CopyError::Lease(e) => e.kind(),
@@ -216,9 +226,19 @@ fn copy_node(
             report.skipped += 1;
             return Ok(());
         }
-        let mut r = src.reader(digest).map_err(content(digest))?;
-        dst.ingest_reader(&mut r, Some(d.size()), Some(digest))
-            .map_err(content(digest))?;
+        let mut r = AtMost {
+            inner: src.reader(digest).map_err(content(digest))?,
+            left: d.size(),
+            over: false,
+        };
+        let ingested = dst.ingest_reader(&mut r, Some(d.size()), Some(digest));
+        if r.over {
+            return Err(CopyError::LargerThanDescriptor {
+                digest: digest.clone(),
+                size: d.size(),
+            });
+        }
+        ingested.map_err(content(digest))?;
         report.copied += 1;
         report.bytes += d.size();
         return Ok(());
@@ -265,4 +285,39 @@ fn copy_node(
     report.copied += 1;
     report.bytes += raw.len() as u64;
     Ok(())
+}
+
+/// Reads at most `left` bytes (a descriptor's size) from a source blob,
+/// then fails if the source has more: a blob larger than its descriptor
+/// is never read (or written) past that size.
+struct AtMost<R> {
+    inner: R,
+    left: u64,
+    over: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for AtMost<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // One more byte tells the end of the blob from a longer one.
+            let n = self.inner.read(&mut buf[..1])?;
+            if n > 0 {
+                self.over = true;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the blob is larger than its descriptor",
+                ));
+            }
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }

@@ -5,16 +5,26 @@
 //! [`FaultyFs`] fails a chosen call with a chosen `errno` (ENOSPC, EIO,
 //! ...) so tests can check that every step of an ingest or an index update
 //! fails cleanly; a wrapper of one's own can report each step (the crash
-//! test does). Each call names its [`Target`], the kind of file touched.
-//! Reads do not go through the seam.
+//! test does). Each call names its [`Target`], the kind of file touched,
+//! and the store's [`Root`], the directory opened once: [`RealFs`]
+//! resolves every path inside it without following a symlink, so a link
+//! planted in a layout (`blobs/sha256 -> /elsewhere`) is refused instead
+//! of written through. Reads do not go through the seam; they use the
+//! same [`Root`] ([`Root::open_regular`], [`Root::read_regular`]), which
+//! also refuses anything that is not a regular file (a FIFO, a device).
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use image_core::{Classify, ErrorKind};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 /// One kind of call of the seam.
@@ -76,14 +86,20 @@ pub trait Fs: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// The system call's error.
-    fn create_dir_all(&self, target: Target, path: &Path) -> io::Result<()>;
+    fn create_dir_all(&self, target: Target, root: &Root, path: &Path) -> io::Result<()>;
 
     /// Opens a file for reading and appending, creating it when missing,
     /// emptying it when `truncate`.
     ///
     /// # Errors
     /// The system call's error.
-    fn open_temp(&self, target: Target, path: &Path, truncate: bool) -> io::Result<File>;
+    fn open_temp(
+        &self,
+        target: Target,
+        root: &Root,
+        path: &Path,
+        truncate: bool,
+    ) -> io::Result<File>;
 
     /// Writes some of `buf` to `file`, returning how much.
     ///
@@ -107,31 +123,31 @@ pub trait Fs: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// The system call's error.
-    fn rename(&self, target: Target, from: &Path, to: &Path) -> io::Result<()>;
+    fn rename(&self, target: Target, root: &Root, from: &Path, to: &Path) -> io::Result<()>;
 
     /// Flushes the directory `dir` (its entries) to stable storage.
     ///
     /// # Errors
     /// The system call's error.
-    fn sync_dir(&self, target: Target, dir: &Path) -> io::Result<()>;
+    fn sync_dir(&self, target: Target, root: &Root, dir: &Path) -> io::Result<()>;
 
     /// Removes a file.
     ///
     /// # Errors
     /// The system call's error.
-    fn remove_file(&self, target: Target, path: &Path) -> io::Result<()>;
+    fn remove_file(&self, target: Target, root: &Root, path: &Path) -> io::Result<()>;
 
     /// Removes a directory and everything in it.
     ///
     /// # Errors
     /// The system call's error.
-    fn remove_dir_all(&self, target: Target, path: &Path) -> io::Result<()>;
+    fn remove_dir_all(&self, target: Target, root: &Root, path: &Path) -> io::Result<()>;
 
     /// Removes an empty directory (`rmdir`).
     ///
     /// # Errors
     /// The system call's error (`ENOTEMPTY` when it is not empty).
-    fn remove_dir(&self, target: Target, path: &Path) -> io::Result<()>;
+    fn remove_dir(&self, target: Target, root: &Root, path: &Path) -> io::Result<()>;
 }
 
 /// Writes all of `buf` through the seam.
@@ -157,23 +173,35 @@ pub(crate) fn write_all(
 pub struct RealFs;
 
 impl Fs for RealFs {
-    fn create_dir_all(&self, _: Target, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+    fn create_dir_all(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
+        let rel = root.relative(path)?;
+        let mut cur: Option<OwnedFd> = None;
+        for name in names(rel).map_err(|e| root.refused(path, e))? {
+            let at = cur.as_ref().map_or(root.fd.as_fd(), |f| f.as_fd());
+            match rfs::mkdirat(at, name, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(root.refused(path, e)),
+            }
+            cur = Some(step(at, name).map_err(|e| root.refused(path, e))?);
+        }
+        Ok(())
     }
 
-    fn open_temp(&self, _: Target, path: &Path, truncate: bool) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .and_then(|f| {
-                if truncate {
-                    f.set_len(0)?;
-                }
-                Ok(f)
-            })
+    fn open_temp(&self, _: Target, root: &Root, path: &Path, truncate: bool) -> io::Result<File> {
+        let (dir, name) = root.parent(path)?;
+        let flags = OFlags::RDWR
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC;
+        let fd = rfs::openat(&dir, &name, flags, Mode::from_raw_mode(0o666))
+            .map_err(|e| root.refused(path, e))?;
+        let file = File::from(regular(fd, path)?);
+        if truncate {
+            file.set_len(0)?;
+        }
+        Ok(file)
     }
 
     fn write(&self, _: Target, file: &mut File, buf: &[u8]) -> io::Result<usize> {
@@ -188,32 +216,444 @@ impl Fs for RealFs {
         rustix::fs::fsync(file).map_err(io::Error::from)
     }
 
-    fn rename(&self, _: Target, from: &Path, to: &Path) -> io::Result<()> {
-        rustix::fs::rename(from, to).map_err(io::Error::from)
+    fn rename(&self, _: Target, root: &Root, from: &Path, to: &Path) -> io::Result<()> {
+        let (from_dir, from_name) = root.parent(from)?;
+        let (to_dir, to_name) = root.parent(to)?;
+        rfs::renameat(&from_dir, &from_name, &to_dir, &to_name).map_err(io::Error::from)
     }
 
-    fn sync_dir(&self, _: Target, dir: &Path) -> io::Result<()> {
-        let fd = rustix::fs::open(
-            dir,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
+    fn sync_dir(&self, _: Target, root: &Root, dir: &Path) -> io::Result<()> {
+        let fd = root.open_at(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         rustix::fs::fsync(&fd).map_err(io::Error::from)
     }
 
-    fn remove_file(&self, _: Target, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+    fn remove_file(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
+        let (dir, name) = root.parent(path)?;
+        rfs::unlinkat(&dir, &name, AtFlags::empty()).map_err(io::Error::from)
     }
 
-    fn remove_dir_all(&self, _: Target, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(path)
+    fn remove_dir_all(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
+        let (dir, name) = root.parent(path)?;
+        remove_tree(dir.as_fd(), &name, 0).map_err(|e| root.refused(path, e))
     }
 
-    fn remove_dir(&self, _: Target, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir(path)
+    fn remove_dir(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
+        let (dir, name) = root.parent(path)?;
+        rfs::unlinkat(&dir, &name, AtFlags::REMOVEDIR).map_err(io::Error::from)
     }
+}
+
+/// The deepest tree [`RealFs::remove_dir_all`] removes (the store's own
+/// trees are two levels deep; anything deeper was not made by it).
+const MAX_REMOVE_DEPTH: usize = 16;
+
+/// Removes `name` in `dir`, a file or a directory tree, without following
+/// a symlink anywhere (a link is removed, never its target).
+fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr, depth: usize) -> Result<(), Errno> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
+        r => return r,
+    }
+    if depth >= MAX_REMOVE_DEPTH {
+        return Err(Errno::LOOP);
+    }
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut children = Vec::new();
+    for entry in rfs::Dir::read_from(&fd)? {
+        let entry = entry?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            children.push(OsStr::from_bytes(n).to_owned());
+        }
+    }
+    for child in &children {
+        remove_tree(fd.as_fd(), child, depth + 1)?;
+    }
+    rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// Why the store refused a file inside its directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefusedFile {
+    /// The path, or a directory on the way to it, is a symbolic link: the
+    /// store follows none inside its directory.
+    #[error("{}: a symbolic link on the way, which the store does not follow", path.display())]
+    Symlink {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// Something on the way to the path that should be a directory is not
+    /// one (a file, a FIFO where `blobs/` belongs).
+    #[error("{}: a file on the way where a directory belongs", path.display())]
+    NotADirectory {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The path names something other than a regular file (a FIFO, a
+    /// device, a directory, a socket).
+    #[error("{}: a {found}, not a regular file", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+    },
+    /// The file holds more bytes than the limit for reading it.
+    #[error("{}: larger than the limit of {limit} bytes", path.display())]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl Classify for RefusedFile {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RefusedFile::Symlink { .. }
+            | RefusedFile::NotADirectory { .. }
+            | RefusedFile::NotRegular { .. } => ErrorKind::Unsafe,
+            RefusedFile::TooLarge { .. } => ErrorKind::FailedPrecondition,
+        }
+    }
+}
+
+impl RefusedFile {
+    /// The [`RefusedFile`] an I/O error carries, when it carries one.
+    pub fn from_io(e: &io::Error) -> Option<&RefusedFile> {
+        e.get_ref().and_then(|i| i.downcast_ref::<RefusedFile>())
+    }
+
+    /// The error as an I/O error (`InvalidData`), to travel through the seam.
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+}
+
+/// The [`RefusedFile`] inside `e`, or `e` itself when it carries none.
+pub(crate) fn split_refused(e: io::Error) -> Result<RefusedFile, io::Error> {
+    if RefusedFile::from_io(&e).is_none() {
+        return Err(e);
+    }
+    let kind = e.kind();
+    match e.into_inner() {
+        Some(inner) => inner
+            .downcast::<RefusedFile>()
+            .map(|b| *b)
+            .map_err(|i| io::Error::new(kind, i)),
+        None => Err(io::Error::from(kind)),
+    }
+}
+
+/// The class of an I/O error of the store: that of the [`RefusedFile`] it
+/// carries, else the I/O error's own.
+pub(crate) fn io_kind(e: &io::Error) -> ErrorKind {
+    RefusedFile::from_io(e).map_or_else(|| Classify::kind(e), Classify::kind)
+}
+
+/// A store's directory, opened once. Every path inside it is resolved
+/// from this descriptor without following a symbolic link (the directory
+/// itself may be reached through one: that was the caller's choice when
+/// naming it), and a file is only read when it is a regular file.
+///
+/// Resolution uses `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where
+/// the kernel has it (Linux 5.6+) and otherwise a walk of one component at
+/// a time, each opened `O_PATH | O_NOFOLLOW` relative to the one before.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    fd: OwnedFd,
+    walk: bool,
+}
+
+/// Whether `openat2` is known to be missing (`ENOSYS`: Linux before 5.6,
+/// or a seccomp filter hiding it).
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+impl Root {
+    /// Opens the directory `path` (following a symlink there).
+    ///
+    /// # Errors
+    /// The system call's error (`NotFound` when it does not exist).
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            path: path.to_path_buf(),
+            fd,
+            walk: false,
+        })
+    }
+
+    /// Like [`open`](Root::open), always resolving by the component walk
+    /// (the fallback for kernels without `openat2`), for tests.
+    ///
+    /// # Errors
+    /// As [`open`](Root::open).
+    pub fn open_walking(path: &Path) -> io::Result<Root> {
+        Ok(Root {
+            walk: true,
+            ..Root::open(path)?
+        })
+    }
+
+    /// The directory as named.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `path` relative to the directory; `path` must be inside it.
+    fn relative<'a>(&self, path: &'a Path) -> io::Result<&'a Path> {
+        path.strip_prefix(&self.path).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not inside the store {}",
+                    path.display(),
+                    self.path.display()
+                ),
+            )
+        })
+    }
+
+    /// The I/O error for `errno` on `path`: a [`RefusedFile::Symlink`] for
+    /// the errors of a symlink met on the way, a
+    /// [`RefusedFile::NotADirectory`] for a file where a directory belongs
+    /// (the store's directories are never anything else).
+    fn refused(&self, path: &Path, errno: Errno) -> io::Error {
+        match errno {
+            Errno::LOOP | Errno::XDEV => RefusedFile::Symlink {
+                path: path.to_path_buf(),
+            }
+            .into_io(),
+            Errno::NOTDIR => RefusedFile::NotADirectory {
+                path: path.to_path_buf(),
+            }
+            .into_io(),
+            e => io::Error::from(e),
+        }
+    }
+
+    /// Opens `path` (inside the directory) with `flags`, following no
+    /// symlink. `O_NOFOLLOW` and `O_CLOEXEC` are always added.
+    pub(crate) fn open_at(&self, path: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let rel = self.relative(path)?;
+        open_beneath(self.fd.as_fd(), rel, flags, mode, self.walk)
+            .map_err(|e| self.refused(path, e))
+    }
+
+    /// The directory holding `path`, opened without following a symlink,
+    /// and `path`'s last component.
+    fn parent(&self, path: &Path) -> io::Result<(OwnedFd, OsString)> {
+        let rel = self.relative(path)?;
+        let name = rel.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} names no file in the store", path.display()),
+            )
+        })?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let dir = open_beneath(
+            self.fd.as_fd(),
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY,
+            Mode::empty(),
+            self.walk,
+        )
+        .map_err(|e| self.refused(path, e))?;
+        Ok((dir, name.to_owned()))
+    }
+
+    /// Facts about `path` without following a symlink: `None` when it does
+    /// not exist.
+    ///
+    /// # Errors
+    /// [`RefusedFile::Symlink`] when it or a directory on the way is a
+    /// symlink; the system call's error.
+    pub fn stat(&self, path: &Path) -> io::Result<Option<rfs::Stat>> {
+        let fd = match self.open_at(path, OFlags::PATH, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = rfs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(RefusedFile::Symlink {
+                path: path.to_path_buf(),
+            }
+            .into_io());
+        }
+        Ok(Some(st))
+    }
+
+    /// Opens the regular file `path` for reading and returns it with its
+    /// size. A FIFO is opened without blocking and refused like any other
+    /// file that is not regular.
+    ///
+    /// # Errors
+    /// [`RefusedFile`] inside an I/O error; the system call's error.
+    pub fn open_regular(&self, path: &Path) -> io::Result<(File, u64)> {
+        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
+        let fd = regular(fd, path)?;
+        // Blocking again: O_NONBLOCK only served to open a FIFO without
+        // waiting for a writer.
+        rfs::fcntl_setfl(&fd, OFlags::empty())?;
+        let size = rfs::fstat(&fd)?.st_size;
+        Ok((File::from(fd), u64::try_from(size).unwrap_or(0)))
+    }
+
+    /// Reads the whole regular file `path`, refusing more than `limit`
+    /// bytes (checked against its size first, then while reading, in case
+    /// it grows).
+    ///
+    /// # Errors
+    /// [`RefusedFile`] inside an I/O error; the system call's error.
+    pub fn read_regular(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+        let too_large = || {
+            RefusedFile::TooLarge {
+                path: path.to_path_buf(),
+                limit,
+            }
+            .into_io()
+        };
+        let (file, size) = self.open_regular(path)?;
+        if size > limit {
+            return Err(too_large());
+        }
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+        if out.len() as u64 > limit {
+            return Err(too_large());
+        }
+        Ok(out)
+    }
+}
+
+/// `fd` as a file when it is a regular one; else a [`RefusedFile::NotRegular`].
+pub(crate) fn regular_file(fd: OwnedFd, path: &Path) -> io::Result<File> {
+    regular(fd, path).map(File::from)
+}
+
+/// `fd` when it is a regular file; else a [`RefusedFile::NotRegular`].
+fn regular(fd: OwnedFd, path: &Path) -> io::Result<OwnedFd> {
+    let file_type = FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode);
+    if file_type == FileType::RegularFile {
+        return Ok(fd);
+    }
+    Err(RefusedFile::NotRegular {
+        path: path.to_path_buf(),
+        found: type_name(file_type),
+    }
+    .into_io())
+}
+
+/// What a file of this type is called in messages.
+pub(crate) fn type_name(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Fifo => "FIFO",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Socket => "socket",
+        FileType::Symlink => "symbolic link",
+        _ => "special file",
+    }
+}
+
+/// The names of `rel`, which may hold no `..` and be no absolute path.
+fn names(rel: &Path) -> Result<Vec<&OsStr>, Errno> {
+    rel.components()
+        .filter(|c| *c != Component::CurDir)
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(Errno::XDEV),
+        })
+        .collect()
+}
+
+/// Opens the directory `name` in `at` (`O_PATH`) when it is one: `ELOOP`
+/// for a symlink, `ENOTDIR` for anything else.
+fn step(at: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
+    let fd = rfs::openat(
+        at,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    match FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) {
+        FileType::Directory => Ok(fd),
+        FileType::Symlink => Err(Errno::LOOP),
+        _ => Err(Errno::NOTDIR),
+    }
+}
+
+/// Opens `rel` below `dir` with no symlink followed on the way or at its
+/// end (an `O_PATH` open of a final symlink gives the link), and no `..`:
+/// `ELOOP` for a symlink, `EXDEV` for `..`.
+fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    mode: Mode,
+    walk: bool,
+) -> Result<OwnedFd, Errno> {
+    match open_beneath_once(dir, rel, flags, mode, walk) {
+        // `O_DIRECTORY | O_NOFOLLOW` on a final symlink fails ENOTDIR: tell
+        // a link from a file, since only the link is hostile.
+        Err(Errno::NOTDIR) if flags.contains(OFlags::DIRECTORY) => {
+            let fd = open_beneath_once(dir, rel, OFlags::PATH, Mode::empty(), walk)?;
+            match FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) {
+                FileType::Symlink => Err(Errno::LOOP),
+                _ => Err(Errno::NOTDIR),
+            }
+        }
+        r => r,
+    }
+}
+
+fn open_beneath_once(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+    mode: Mode,
+    walk: bool,
+) -> Result<OwnedFd, Errno> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // `..` is refused before the kernel sees it, with either resolution.
+    let names = names(rel)?;
+    if !walk && !NO_OPENAT2.load(Ordering::Relaxed) {
+        let p = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+        match rfs::openat2(dir, p, flags, mode, how) {
+            Err(Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            r => return r,
+        }
+    }
+    let Some((last, parents)) = names.split_last() else {
+        return rfs::openat(dir, ".", flags, mode);
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for name in parents {
+        let at = cur.as_ref().map_or(dir, |f| f.as_fd());
+        cur = Some(step(at, name)?);
+    }
+    let at = cur.as_ref().map_or(dir, |f| f.as_fd());
+    rfs::openat(at, *last, flags, mode)
 }
 
 /// A seam that fails one chosen call and passes the others to another seam.
@@ -299,14 +739,20 @@ impl FaultyFs {
 }
 
 impl Fs for FaultyFs {
-    fn create_dir_all(&self, target: Target, path: &Path) -> io::Result<()> {
+    fn create_dir_all(&self, target: Target, root: &Root, path: &Path) -> io::Result<()> {
         self.check(Op::CreateDir, target)?;
-        self.inner.create_dir_all(target, path)
+        self.inner.create_dir_all(target, root, path)
     }
 
-    fn open_temp(&self, target: Target, path: &Path, truncate: bool) -> io::Result<File> {
+    fn open_temp(
+        &self,
+        target: Target,
+        root: &Root,
+        path: &Path,
+        truncate: bool,
+    ) -> io::Result<File> {
         self.check(Op::CreateTemp, target)?;
-        self.inner.open_temp(target, path, truncate)
+        self.inner.open_temp(target, root, path, truncate)
     }
 
     fn write(&self, target: Target, file: &mut File, buf: &[u8]) -> io::Result<usize> {
@@ -324,28 +770,145 @@ impl Fs for FaultyFs {
         self.inner.sync_file(target, file)
     }
 
-    fn rename(&self, target: Target, from: &Path, to: &Path) -> io::Result<()> {
+    fn rename(&self, target: Target, root: &Root, from: &Path, to: &Path) -> io::Result<()> {
         self.check(Op::Rename, target)?;
-        self.inner.rename(target, from, to)
+        self.inner.rename(target, root, from, to)
     }
 
-    fn sync_dir(&self, target: Target, dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, target: Target, root: &Root, dir: &Path) -> io::Result<()> {
         self.check(Op::SyncDir, target)?;
-        self.inner.sync_dir(target, dir)
+        self.inner.sync_dir(target, root, dir)
     }
 
-    fn remove_file(&self, target: Target, path: &Path) -> io::Result<()> {
+    fn remove_file(&self, target: Target, root: &Root, path: &Path) -> io::Result<()> {
         self.check(Op::RemoveFile, target)?;
-        self.inner.remove_file(target, path)
+        self.inner.remove_file(target, root, path)
     }
 
-    fn remove_dir_all(&self, target: Target, path: &Path) -> io::Result<()> {
+    fn remove_dir_all(&self, target: Target, root: &Root, path: &Path) -> io::Result<()> {
         self.check(Op::RemoveDir, target)?;
-        self.inner.remove_dir_all(target, path)
+        self.inner.remove_dir_all(target, root, path)
     }
 
-    fn remove_dir(&self, target: Target, path: &Path) -> io::Result<()> {
+    fn remove_dir(&self, target: Target, root: &Root, path: &Path) -> io::Result<()> {
         self.check(Op::RemoveDir, target)?;
-        self.inner.remove_dir(target, path)
+        self.inner.remove_dir(target, root, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A tree with links on the way and at the end, a FIFO, and a target
+    /// outside the root that must never be read or written.
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("d/e")).expect("mkdir");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(root.join("d/e/f"), b"inside").expect("write");
+        std::fs::write(outside.join("f"), b"outside").expect("write");
+        symlink(&outside, root.join("out")).expect("link");
+        symlink("e", root.join("d/rel")).expect("link");
+        symlink(outside.join("f"), root.join("d/file-link")).expect("link");
+        symlink("/dev/zero", root.join("zero")).expect("link");
+        rfs::mknodat(
+            rfs::CWD,
+            root.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("mkfifo");
+        (dir, root, outside)
+    }
+
+    fn roots(path: &Path) -> [Root; 2] {
+        [
+            Root::open(path).expect("open"),
+            Root::open_walking(path).expect("open"),
+        ]
+    }
+
+    fn refused(e: &io::Error) -> &'static str {
+        match RefusedFile::from_io(e) {
+            Some(RefusedFile::Symlink { .. }) => "symlink",
+            Some(RefusedFile::NotRegular { .. }) => "not regular",
+            Some(RefusedFile::TooLarge { .. }) => "too large",
+            Some(RefusedFile::NotADirectory { .. }) => "not a directory",
+            None => "other",
+        }
+    }
+
+    #[test]
+    fn reads_follow_no_link_with_openat2_and_with_the_walk() {
+        let (_d, root, _) = tree();
+        for r in roots(&root) {
+            let walk = r.walk;
+            let p = |s: &str| root.join(s);
+            assert_eq!(r.read_regular(&p("d/e/f"), 100).expect("read"), b"inside");
+            for link in ["out/f", "d/rel/f", "d/file-link", "zero"] {
+                let e = r.read_regular(&p(link), 100).expect_err(link);
+                assert_eq!(refused(&e), "symlink", "{link} (walk {walk}): {e}");
+                let e = r.stat(&p(link)).expect_err(link);
+                assert_eq!(refused(&e), "symlink", "{link} (walk {walk}): {e}");
+            }
+            let e = r.open_regular(&p("fifo")).expect_err("fifo");
+            assert_eq!(refused(&e), "not regular", "walk {walk}: {e}");
+            let e = r.read_regular(&p("d/e/f"), 3).expect_err("limit");
+            assert_eq!(refused(&e), "too large", "walk {walk}: {e}");
+            assert!(r.stat(&p("d/missing")).expect("stat").is_none());
+            let e = r.stat(&p("d/../d/e/f")).expect_err("dotdot");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+            let e = r.stat(Path::new("/etc/passwd")).expect_err("outside");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "walk {walk}: {e}");
+        }
+    }
+
+    #[test]
+    fn mutations_follow_no_link_with_openat2_and_with_the_walk() {
+        let (_d, root, outside) = tree();
+        for r in roots(&root) {
+            let walk = r.walk;
+            let p = |s: &str| root.join(s);
+            let fs = RealFs;
+            let t = Target::Layout;
+            let e = fs
+                .create_dir_all(t, &r, &p("out/new/dir"))
+                .expect_err("mkdir");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+            let e = fs
+                .open_temp(t, &r, &p("out/tmp"), true)
+                .expect_err("create");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+            let e = fs
+                .open_temp(t, &r, &p("d/file-link"), true)
+                .expect_err("create");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+            let e = fs.open_temp(t, &r, &p("fifo"), false).expect_err("fifo");
+            assert_eq!(refused(&e), "not regular", "walk {walk}: {e}");
+            let e = fs
+                .rename(t, &r, &p("d/e/f"), &p("out/f"))
+                .expect_err("rename");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+            let e = fs.remove_file(t, &r, &p("out/f")).expect_err("unlink");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+            let e = fs.sync_dir(t, &r, &p("out")).expect_err("sync");
+            assert_eq!(refused(&e), "symlink", "walk {walk}: {e}");
+
+            fs.create_dir_all(t, &r, &p("a/b/c")).expect("mkdir inside");
+            let mut f = fs.open_temp(t, &r, &p("a/b/c/x"), true).expect("create");
+            write_all(&fs, t, &mut f, b"x").expect("write");
+            symlink(&outside, p("a/b/link")).expect("link");
+            fs.remove_dir_all(t, &r, &p("a")).expect("rm -r");
+            assert!(!p("a").exists());
+        }
+        // Nothing outside was touched; the links are where they were.
+        assert_eq!(std::fs::read(outside.join("f")).expect("read"), b"outside");
+        assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 1);
+        assert!(root.join("out").is_symlink());
     }
 }

@@ -209,7 +209,7 @@ impl OciDir {
         let (_, strays) = self.walk_blobs()?;
         if options.remove_corrupt {
             for s in &strays {
-                let _ = self.fs.remove_file(Target::Blob, s);
+                let _ = self.fs.remove_file(Target::Blob, &self.dir, s);
             }
         }
         report.strays = strays;

@@ -311,7 +311,7 @@ impl OciDir {
                     .unwrap_or(false);
                 if old {
                     let path = entry.path();
-                    match self.fs.remove_file(Target::Layout, &path) {
+                    match self.fs.remove_file(Target::Layout, &self.dir, &path) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => {
                             return Err(GcError::Remove { path, source: e })
                         }

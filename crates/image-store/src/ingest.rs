@@ -31,7 +31,7 @@ use crate::content::{
     IngestStatus, Ingester, Result,
 };
 use crate::fs::{self as seam, Target};
-use crate::oci_dir::OciDir;
+use crate::oci_dir::{content_io, OciDir};
 
 const DATA: &str = "data";
 const REF: &str = "ref";
@@ -49,9 +49,9 @@ impl OciDir {
         let data = dir.join(DATA);
         for _ in 0..8 {
             self.fs
-                .create_dir_all(Target::Blob, dir)
+                .create_dir_all(Target::Blob, &self.dir, dir)
                 .map_err(|e| ContentError::io("create directory", dir, e))?;
-            let file = match self.fs.open_temp(Target::Blob, &data, false) {
+            let file = match self.fs.open_temp(Target::Blob, &self.dir, &data, false) {
                 Ok(f) => f,
                 // The directory vanished under us (gc, abort): try again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -84,20 +84,20 @@ impl OciDir {
         for entry in entries.flatten() {
             let dir = entry.path();
             let data = dir.join(DATA);
-            let file = match File::open(&data) {
+            let file = match self.dir.open_regular(&data).map(|(f, _)| f) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A directory without data: a crash before the data
                     // file was created, or after a commit's rename.
                     if is_older(&dir, now, older_than) {
                         if remove {
-                            let _ = self.fs.remove_dir_all(Target::Blob, &dir);
+                            let _ = self.fs.remove_dir_all(Target::Blob, &self.dir, &dir);
                         }
                         count += 1;
                     }
                     continue;
                 }
-                Err(e) => return Err(ContentError::io("open", data, e)),
+                Err(e) => return Err(content_io("open", &data, e)),
             };
             if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
                 continue;
@@ -108,7 +108,7 @@ impl OciDir {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             if remove {
                 self.fs
-                    .remove_dir_all(Target::Blob, &dir)
+                    .remove_dir_all(Target::Blob, &self.dir, &dir)
                     .map_err(|e| ContentError::io("remove", &dir, e))?;
             }
             bytes += len;
@@ -245,7 +245,7 @@ impl Ingester for OciDir {
         if offset == 0 || !ref_path.exists() {
             let mut f = self
                 .fs
-                .open_temp(Target::Blob, &ref_path, true)
+                .open_temp(Target::Blob, &self.dir, &ref_path, true)
                 .map_err(|e| ContentError::io("create", &ref_path, e))?;
             seam::write_all(&*self.fs, Target::Blob, &mut f, reference.as_bytes())
                 .map_err(|e| ContentError::io("write", &ref_path, e))?;
@@ -267,20 +267,20 @@ impl Ingester for OciDir {
         check_reference(reference)?;
         let dir = self.ingest_dir(reference);
         let data = dir.join(DATA);
-        let file = match File::open(&data) {
+        let file = match self.dir.open_regular(&data).map(|(f, _)| f) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return match self.fs.remove_dir_all(Target::Blob, &dir) {
+                return match self.fs.remove_dir_all(Target::Blob, &self.dir, &dir) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         Err(ContentError::io("remove", dir, e))
                     }
                     _ => Ok(()),
                 };
             }
-            Err(e) => return Err(ContentError::io("open", data, e)),
+            Err(e) => return Err(content_io("open", &data, e)),
         };
         try_lock(&file, reference, &data)?;
-        match self.fs.remove_dir_all(Target::Blob, &dir) {
+        match self.fs.remove_dir_all(Target::Blob, &self.dir, &dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(ContentError::io("remove", dir, e))
             }
@@ -298,7 +298,12 @@ impl Ingester for OciDir {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
-            let Ok(reference) = std::fs::read_to_string(dir.join(REF)) else {
+            let Some(reference) = self
+                .dir
+                .read_regular(&dir.join(REF), 4096)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
                 continue;
             };
             let Ok(meta) = std::fs::metadata(dir.join(DATA)) else {
@@ -415,7 +420,10 @@ impl Write for OciWriter {
 
 impl OciWriter {
     fn discard(&self) {
-        let _ = self.store.fs.remove_dir_all(Target::Blob, &self.dir);
+        let _ = self
+            .store
+            .fs
+            .remove_dir_all(Target::Blob, &self.store.dir, &self.dir);
     }
 
     /// Removes what is left of the ingest after the data was renamed away:
@@ -424,8 +432,8 @@ impl OciWriter {
     fn cleanup_after_rename(&self) {
         let fs = &*self.store.fs;
         if !self.data.exists() {
-            let _ = fs.remove_file(Target::Blob, &self.dir.join(REF));
-            let _ = fs.remove_dir(Target::Blob, &self.dir);
+            let _ = fs.remove_file(Target::Blob, &self.store.dir, &self.dir.join(REF));
+            let _ = fs.remove_dir(Target::Blob, &self.store.dir, &self.dir);
         }
     }
 
@@ -436,30 +444,32 @@ impl OciWriter {
             .map_err(|e| ContentError::io("fsync", &self.data, e))?;
         let alg_dir = self.store.alg_dir(digest.algorithm());
         let blob = self.store.blob_path(digest);
-        let renamed = match std::fs::metadata(&blob) {
+        // Looked at without following a symlink: a link planted at the
+        // blob's name is replaced by the rename below, never touched.
+        let renamed = match self.store.dir.open_regular(&blob) {
             // Already present: each blob is stored once. Refresh its time so
             // gc's grace period protects it like a new blob, and sync the
             // directory in case the process that renamed it died first.
-            Ok(m) if m.is_file() && m.len() == self.offset => {
-                if let Ok(f) = File::open(&blob) {
+            Ok((f, len)) if len == self.offset => {
+                {
                     let _ = f.set_modified(SystemTime::now());
                 }
                 false
             }
             _ => {
                 if !alg_dir.is_dir() {
-                    fs.create_dir_all(Target::Blob, &alg_dir)
+                    fs.create_dir_all(Target::Blob, &self.store.dir, &alg_dir)
                         .map_err(|e| ContentError::io("create directory", &alg_dir, e))?;
                     let blobs = self.store.root.join("blobs");
-                    fs.sync_dir(Target::Blob, &blobs)
+                    fs.sync_dir(Target::Blob, &self.store.dir, &blobs)
                         .map_err(|e| ContentError::io("fsync", blobs, e))?;
                 }
-                fs.rename(Target::Blob, &self.data, &blob)
+                fs.rename(Target::Blob, &self.store.dir, &self.data, &blob)
                     .map_err(|e| ContentError::io("rename", &self.data, e))?;
                 true
             }
         };
-        fs.sync_dir(Target::Blob, &alg_dir)
+        fs.sync_dir(Target::Blob, &self.store.dir, &alg_dir)
             .map_err(|e| ContentError::io("fsync", &alg_dir, e))?;
         Ok(renamed)
     }

@@ -162,7 +162,7 @@ impl OciDir {
     fn write_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
         let dir = self.lease_dir();
         self.fs
-            .create_dir_all(Target::Lease, &dir)
+            .create_dir_all(Target::Lease, &self.dir, &dir)
             .map_err(|source| LeaseError::Io {
                 op: "create directory",
                 path: dir,
@@ -173,7 +173,7 @@ impl OciDir {
             path: path.clone(),
             source,
         })?;
-        write_file_atomic(&*self.fs, Target::Lease, &path, &bytes).map_err(|source| {
+        write_file_atomic(&*self.fs, &self.dir, Target::Lease, &path, &bytes).map_err(|source| {
             LeaseError::Io {
                 op: "write",
                 path,
@@ -184,7 +184,8 @@ impl OciDir {
 
     fn read_lease(&self, id: &str) -> Result<Option<Lease>, LeaseError> {
         let path = self.lease_path(id);
-        match std::fs::read(&path) {
+        // A lease holds an id and digests: 8 MiB is far more than any.
+        match self.dir.read_regular(&path, crate::refs::MAX_DOCUMENT_SIZE) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
                 .map_err(|source| LeaseError::Invalid { path, source }),
@@ -240,7 +241,7 @@ impl OciDir {
     pub fn delete_lease(&self, id: &str) -> Result<bool, LeaseError> {
         check_id(id)?;
         let path = self.lease_path(id);
-        match self.fs.remove_file(Target::Lease, &path) {
+        match self.fs.remove_file(Target::Lease, &self.dir, &path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(source) => Err(LeaseError::Io {
@@ -605,6 +606,9 @@ struct OciHeldLease {
 /// The suffix of held lease files.
 const HELD: &str = ".held";
 
+/// The most of a held lease file that is read.
+const MAX_HELD_LEASE_BYTES: u64 = 64 << 20;
+
 impl HeldLease for OciHeldLease {
     fn id(&self) -> &str {
         &self.id
@@ -642,7 +646,11 @@ impl HeldLease for OciHeldLease {
         };
         // Removed before it is unlocked: a gc never finds it unlocked
         // while we live. (Either way the image is tagged by now.)
-        let result = match self.store.fs.remove_file(Target::Lease, &self.path) {
+        let result = match self
+            .store
+            .fs
+            .remove_file(Target::Lease, &self.store.dir, &self.path)
+        {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(LeaseError::Io {
                 op: "remove",
                 path: self.path.clone(),
@@ -710,8 +718,8 @@ impl OciDir {
                 continue;
             }
             let path = entry.path();
-            let mut file = match open_no_follow(&path) {
-                Ok(f) => f,
+            let mut file = match self.dir.open_regular(&path) {
+                Ok((f, _)) => f,
                 // Released meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(source) => {
@@ -735,8 +743,12 @@ impl OciDir {
             };
             let mut digests = BTreeSet::new();
             if live {
+                // A lease lists each blob of one image at most a few
+                // times: 64 MiB is far beyond any real writer's.
                 let mut text = String::new();
-                file.read_to_string(&mut text)
+                (&mut file)
+                    .take(MAX_HELD_LEASE_BYTES)
+                    .read_to_string(&mut text)
                     .map_err(|source| LeaseError::Io {
                         op: "read",
                         path: path.clone(),
@@ -747,7 +759,7 @@ impl OciDir {
                 // skip what does not parse.
                 digests.extend(text.lines().filter_map(|l| l.parse::<Digest>().ok()));
             } else if remove_stale {
-                match self.fs.remove_file(Target::Lease, &path) {
+                match self.fs.remove_file(Target::Lease, &self.dir, &path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         return Err(LeaseError::Io {
                             op: "remove",
@@ -778,15 +790,6 @@ impl OciDir {
     }
 }
 
-/// Opens a file for reading without following a symlink in its last component.
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-}
-
 /// A new held lease id, unique to this process and moment.
 fn held_id() -> String {
     // `tmp-PID-NANOS-N` from the ingest references: unique and a valid id.
@@ -807,14 +810,14 @@ impl Leases for OciDir {
         // unlocked (and stale) before its holder locked it.
         let _lock = self.lock_index()?;
         self.fs
-            .create_dir_all(Target::Lease, &dir)
+            .create_dir_all(Target::Lease, &self.dir, &dir)
             .map_err(io_err("create directory", &dir))?;
         let file = self
             .fs
-            .open_temp(Target::Lease, &path, true)
+            .open_temp(Target::Lease, &self.dir, &path, true)
             .map_err(io_err("create", &path))?;
         if let Err(e) = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            let _ = self.fs.remove_file(Target::Lease, &path);
+            let _ = self.fs.remove_file(Target::Lease, &self.dir, &path);
             return Err(LeaseError::Io {
                 op: "lock",
                 path,

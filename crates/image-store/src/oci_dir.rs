@@ -15,19 +15,38 @@
 //!
 //! Peers (skopeo, umoci, oci-image-tool) ignore `ingest/`, `leases/` and
 //! the lock file.
+//!
+//! # Security
+//! A layout is input: a user names a directory someone else may have
+//! prepared. The directory is opened once ([`Root`]); every path inside it
+//! is resolved from that descriptor with no symlink followed, for reads
+//! and for every mutation of the [`Fs`] seam, so `blobs/sha256 ->
+//! /elsewhere` is refused, never written through. Files are read only when
+//! they are regular (a FIFO is opened without blocking and refused), blobs
+//! no further than their size at open, `index.json` up to 8 MiB and
+//! `oci-layout` up to 64 KiB. Refusals are [`RefusedFile`]s
+//! (`ErrorKind::Unsafe`). The directory itself may be reached through a
+//! symlink: naming it is the user's choice. [`OciDir::open`] refuses a
+//! directory without `oci-layout` (as umoci does) and a major layout
+//! version other than 1; [`OciDir::open_or_create`] creates a missing one.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, FileType};
 
 use image_core::{Algorithm, Classify, Digest, ErrorKind, VerifyingReader};
 
 use crate::content::{ContentError, Info, Manager, Provider, Result};
-use crate::fs::{self as seam, Fs, RealFs, Target};
+use crate::fs::{self as seam, io_kind, Fs, RealFs, RefusedFile, Root, Target};
 
 /// The content of `oci-layout` this store writes.
 pub const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// The largest `oci-layout` file read (it holds one short JSON object).
+const MAX_LAYOUT_FILE: u64 = 64 << 10;
 
 /// Why a directory cannot be opened or created as a store.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +66,10 @@ pub enum LayoutError {
         /// The version found.
         version: String,
     },
+    /// A file of the layout is a symlink, is reached through one, is not a
+    /// regular file, or is too large.
+    #[error(transparent)]
+    Refused(RefusedFile),
     /// `oci-layout` is not the JSON it should be.
     #[error("{}: invalid oci-layout: {source}", path.display())]
     Invalid {
@@ -73,7 +96,8 @@ impl Classify for LayoutError {
             LayoutError::NotALayout { .. } => ErrorKind::NotFound,
             LayoutError::UnsupportedVersion { .. } => ErrorKind::Unsupported,
             LayoutError::Invalid { .. } => ErrorKind::InvalidInput,
-            LayoutError::Io { source, .. } => Classify::kind(source),
+            LayoutError::Refused(e) => e.kind(),
+            LayoutError::Io { source, .. } => io_kind(source),
         }
     }
 }
@@ -85,7 +109,31 @@ impl Classify for LayoutError {
 #[derive(Debug, Clone)]
 pub struct OciDir {
     pub(crate) root: PathBuf,
+    /// `root`, opened once; every path inside is resolved from it.
+    pub(crate) dir: Arc<Root>,
     pub(crate) fs: Arc<dyn Fs>,
+}
+
+/// The [`LayoutError`] for an I/O error: a [`RefusedFile`] it carries is
+/// reported as itself.
+fn layout_io(op: &'static str, path: &Path, source: io::Error) -> LayoutError {
+    match seam::split_refused(source) {
+        Ok(r) => LayoutError::Refused(r),
+        Err(source) => LayoutError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
+/// The [`ContentError`] for an I/O error: a [`RefusedFile`] it carries is
+/// reported as itself.
+pub(crate) fn content_io(op: &'static str, path: &Path, source: io::Error) -> ContentError {
+    match seam::split_refused(source) {
+        Ok(r) => ContentError::Refused(r),
+        Err(source) => ContentError::io(op, path, source),
+    }
 }
 
 impl OciDir {
@@ -99,6 +147,9 @@ impl OciDir {
 
     /// Like [`open_or_create`](OciDir::open_or_create), mutating files through `fs`.
     ///
+    /// `root` itself may be reached through a symlink; nothing inside it
+    /// is (see [`Root`]).
+    ///
     /// # Errors
     /// [`LayoutError`].
     pub fn open_or_create_with(
@@ -106,18 +157,37 @@ impl OciDir {
         fs: Arc<dyn Fs>,
     ) -> Result<OciDir, LayoutError> {
         let root = root.as_ref().to_path_buf();
-        let dir = OciDir { root, fs };
-        if !dir.root.join("oci-layout").exists() {
+        let dir = match Root::open(&root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The directory the caller names is created as named.
+                std::fs::create_dir_all(&root)
+                    .map_err(|e| layout_io("create directory", &root, e))?;
+                Root::open(&root)
+            }
+            r => r,
+        }
+        .map_err(|e| layout_io("open", &root, e))?;
+        let dir = OciDir {
+            root,
+            dir: Arc::new(dir),
+            fs,
+        };
+        if dir.layout_file_missing()? {
             dir.init()?;
         }
         dir.check_layout()?;
         Ok(dir)
     }
 
-    /// Opens an existing layout.
+    /// Opens an existing layout, as a source or a destination. Like umoci
+    /// (and as the image-layout spec says), a directory without an
+    /// `oci-layout` file is not a layout, and is left untouched.
     ///
     /// # Errors
-    /// [`LayoutError::NotALayout`] when `root` has no `oci-layout`; others.
+    /// [`LayoutError::NotALayout`] when `root` or its `oci-layout` does
+    /// not exist; [`LayoutError::UnsupportedVersion`] for a major version
+    /// other than 1; [`LayoutError::Refused`] when `oci-layout` is a
+    /// symlink or not a regular file; others.
     pub fn open(root: impl AsRef<Path>) -> Result<OciDir, LayoutError> {
         OciDir::open_with(root, Arc::new(RealFs))
     }
@@ -127,8 +197,17 @@ impl OciDir {
     /// # Errors
     /// As [`open`](OciDir::open).
     pub fn open_with(root: impl AsRef<Path>, fs: Arc<dyn Fs>) -> Result<OciDir, LayoutError> {
+        let root = root.as_ref().to_path_buf();
+        let dir = match Root::open(&root) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(LayoutError::NotALayout { path: root })
+            }
+            Err(e) => return Err(layout_io("open", &root, e)),
+        };
         let dir = OciDir {
-            root: root.as_ref().to_path_buf(),
+            root,
+            dir: Arc::new(dir),
             fs,
         };
         dir.check_layout()?;
@@ -140,27 +219,36 @@ impl OciDir {
         &self.root
     }
 
+    /// The layout directory, opened; paths inside it resolve without
+    /// following symlinks.
+    pub fn dir(&self) -> &Root {
+        &self.dir
+    }
+
     /// The file-system seam.
     pub fn fs(&self) -> &Arc<dyn Fs> {
         &self.fs
     }
 
+    /// Whether `oci-layout` is absent (a symlink there is an error).
+    fn layout_file_missing(&self) -> Result<bool, LayoutError> {
+        let path = self.root.join("oci-layout");
+        match self.dir.stat(&path) {
+            Ok(st) => Ok(st.is_none()),
+            Err(e) => Err(layout_io("stat", &path, e)),
+        }
+    }
+
     fn check_layout(&self) -> Result<(), LayoutError> {
         let path = self.root.join("oci-layout");
-        let bytes = match std::fs::read(&path) {
+        let bytes = match self.dir.read_regular(&path, MAX_LAYOUT_FILE) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(LayoutError::NotALayout {
                     path: self.root.clone(),
                 })
             }
-            Err(source) => {
-                return Err(LayoutError::Io {
-                    op: "read",
-                    path,
-                    source,
-                })
-            }
+            Err(e) => return Err(layout_io("read", &path, e)),
         };
         #[derive(serde::Deserialize)]
         struct Layout {
@@ -172,7 +260,8 @@ impl OciDir {
                 path: path.clone(),
                 source,
             })?;
-        if !layout.version.starts_with("1.") {
+        // Semantic versioning: any 1.x is read; another major is not.
+        if layout.version.split('.').next() != Some("1") {
             return Err(LayoutError::UnsupportedVersion {
                 path,
                 version: layout.version,
@@ -184,13 +273,8 @@ impl OciDir {
     /// Creates the skeleton durably: `blobs/sha256`, `index.json`, then
     /// `oci-layout` last, so a directory with `oci-layout` is complete.
     fn init(&self) -> Result<(), LayoutError> {
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LayoutError::Io { op, path, source }
-        };
         let fs = &*self.fs;
-        fs.create_dir_all(Target::Layout, &self.root)
-            .map_err(io("create directory", &self.root))?;
+        let root = &*self.dir;
         // Under the index lock, so that two processes creating the same
         // store at once cannot overwrite an index.json the other wrote.
         let _lock = self.lock_index().map_err(|e| LayoutError::Io {
@@ -198,23 +282,28 @@ impl OciDir {
             path: self.lock_path(),
             source: io::Error::other(e.to_string()),
         })?;
-        if self.root.join("oci-layout").exists() {
+        if !self.layout_file_missing()? {
             return Ok(());
         }
         let blobs = self.root.join("blobs").join("sha256");
-        fs.create_dir_all(Target::Layout, &blobs)
-            .map_err(io("create directory", &blobs))?;
+        fs.create_dir_all(Target::Layout, root, &blobs)
+            .map_err(|e| layout_io("create directory", &blobs, e))?;
         let index = self.root.join("index.json");
-        if !index.exists() {
+        let has_index = root
+            .stat(&index)
+            .map_err(|e| layout_io("stat", &index, e))?
+            .is_some();
+        if !has_index {
             let empty = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-            write_file_atomic(fs, Target::Layout, &index, empty).map_err(io("write", &index))?;
+            write_file_atomic(fs, root, Target::Layout, &index, empty)
+                .map_err(|e| layout_io("write", &index, e))?;
         }
         let layout = self.root.join("oci-layout");
-        write_file_atomic(fs, Target::Layout, &layout, OCI_LAYOUT.as_bytes())
-            .map_err(io("write", &layout))?;
+        write_file_atomic(fs, root, Target::Layout, &layout, OCI_LAYOUT.as_bytes())
+            .map_err(|e| layout_io("write", &layout, e))?;
         let blobs_parent = self.root.join("blobs");
-        fs.sync_dir(Target::Layout, &blobs_parent)
-            .map_err(io("fsync", &blobs_parent))?;
+        fs.sync_dir(Target::Layout, root, &blobs_parent)
+            .map_err(|e| layout_io("fsync", &blobs_parent, e))?;
         Ok(())
     }
 
@@ -240,9 +329,11 @@ impl OciDir {
     }
 }
 
-/// Writes `path` atomically and durably: temp file, fsync, rename, fsync dir.
+/// Writes `path` (inside `root`) atomically and durably: temp file,
+/// fsync, rename, fsync dir.
 pub(crate) fn write_file_atomic(
     fs: &dyn Fs,
+    root: &Root,
     target: Target,
     path: &Path,
     bytes: &[u8],
@@ -254,15 +345,15 @@ pub(crate) fn write_file_atomic(
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut f = fs.open_temp(target, &tmp, true)?;
+        let mut f = fs.open_temp(target, root, &tmp, true)?;
         seam::write_all(fs, target, &mut f, bytes)?;
         fs.sync_file(target, &f)?;
         drop(f);
-        fs.rename(target, &tmp, path)?;
-        fs.sync_dir(target, dir)
+        fs.rename(target, root, &tmp, path)?;
+        fs.sync_dir(target, root, dir)
     })();
-    if result.is_err() && tmp.exists() {
-        let _ = std::fs::remove_file(&tmp);
+    if result.is_err() && matches!(root.stat(&tmp), Ok(Some(_))) {
+        let _ = RealFs.remove_file(target, root, &tmp);
     }
     result
 }
@@ -270,68 +361,81 @@ pub(crate) fn write_file_atomic(
 impl Provider for OciDir {
     fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let path = self.blob_path(digest);
-        match File::open(&path) {
-            Ok(f) => Ok(Box::new(VerifyingReader::new(f, digest.clone(), None))),
+        match self.dir.open_regular(&path) {
+            // The size at open is a hard limit: a file that grows while it
+            // is read fails verification instead of being read on and on.
+            Ok((f, size)) => Ok(Box::new(VerifyingReader::new(
+                f,
+                digest.clone(),
+                Some(size),
+            ))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound {
                 digest: digest.clone(),
             }),
-            Err(source) => Err(ContentError::io("open", path, source)),
+            Err(e) => Err(content_io("open", &path, e)),
         }
     }
 
     fn try_info(&self, digest: &Digest) -> Result<Option<Info>> {
         let path = self.blob_path(digest);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(Some(Info::new(digest.clone(), m.len(), m.modified().ok()))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ContentError::io("stat", path, source)),
+        let st = match self.dir.stat(&path) {
+            Ok(Some(st)) => st,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(content_io("stat", &path, e)),
+        };
+        let file_type = FileType::from_raw_mode(st.st_mode);
+        if file_type != FileType::RegularFile {
+            return Err(ContentError::Refused(RefusedFile::NotRegular {
+                path,
+                found: seam::type_name(file_type),
+            }));
         }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        Ok(Some(Info::new(digest.clone(), size, mtime(&st))))
     }
 }
 
 impl OciDir {
-    /// Every file under `blobs/` whose name is not a valid digest, for fsck.
+    /// Every blob, and every entry under `blobs/` that is not a regular
+    /// file named by a valid digest (for fsck). Nothing is followed: a
+    /// symlink there is a stray.
     pub(crate) fn walk_blobs(&self) -> Result<(Vec<Info>, Vec<PathBuf>)> {
         let mut infos = Vec::new();
         let mut strays = Vec::new();
         let blobs = self.root.join("blobs");
-        let algs = match std::fs::read_dir(&blobs) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((infos, strays)),
-            Err(source) => return Err(ContentError::io("read directory", blobs, source)),
+        let Some(blobs_fd) = self.open_listing(&blobs)? else {
+            return Ok((infos, strays));
         };
-        for alg in algs {
-            let alg = alg.map_err(|source| ContentError::io("read directory", &blobs, source))?;
-            let alg_path = alg.path();
-            let Some(algorithm) = alg
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<Algorithm>().ok())
-            else {
+        for (name, alg_path) in list_dir(&blobs_fd, &blobs)? {
+            let Some(algorithm) = name.to_str().and_then(|s| s.parse::<Algorithm>().ok()) else {
                 strays.push(alg_path);
                 continue;
             };
-            let entries = match std::fs::read_dir(&alg_path) {
-                Ok(r) => r,
-                Err(source) => return Err(ContentError::io("read directory", alg_path, source)),
+            let alg_fd = match self.open_listing(&alg_path) {
+                Ok(Some(fd)) => fd,
+                Ok(None) => continue,
+                Err(ContentError::Refused(_)) => {
+                    strays.push(alg_path);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
-            for entry in entries {
-                let entry = entry
-                    .map_err(|source| ContentError::io("read directory", &alg_path, source))?;
-                let path = entry.path();
-                let digest = entry
-                    .file_name()
+            for (name, path) in list_dir(&alg_fd, &alg_path)? {
+                let st = match rustix::fs::statat(&alg_fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(ContentError::io("stat", path, e.into())),
+                };
+                let digest = name
                     .to_str()
                     .and_then(|h| Digest::from_hex(algorithm, h).ok());
-                let meta = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(ContentError::io("stat", path, source)),
-                };
                 match digest {
-                    Some(d) if meta.is_file() => {
-                        infos.push(Info::new(d, meta.len(), meta.modified().ok()))
+                    Some(d) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                        infos.push(Info::new(
+                            d,
+                            u64::try_from(st.st_size).unwrap_or(0),
+                            mtime(&st),
+                        ))
                     }
                     _ => strays.push(path),
                 }
@@ -340,6 +444,42 @@ impl OciDir {
         infos.sort_by(|a, b| a.digest.cmp(&b.digest));
         Ok((infos, strays))
     }
+
+    /// Opens a directory inside the store for listing: `None` when absent;
+    /// a symlink or a file there is [`ContentError::Refused`].
+    fn open_listing(&self, path: &Path) -> Result<Option<std::os::fd::OwnedFd>> {
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        match self.dir.open_at(path, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(content_io("open", path, e)),
+        }
+    }
+}
+
+/// The entries of the open directory `fd` (named `path`), without `.` and
+/// `..`, with their paths.
+fn list_dir(fd: &std::os::fd::OwnedFd, path: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let err = |e: rustix::io::Errno| ContentError::io("read directory", path, e.into());
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(fd).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name).to_owned();
+        out.push((name.clone(), path.join(name)));
+    }
+    Ok(out)
+}
+
+/// The modification time of a stat result.
+fn mtime(st: &rustix::fs::Stat) -> Option<std::time::SystemTime> {
+    let secs = u64::try_from(st.st_mtime).ok()?;
+    let nanos = u32::try_from(st.st_mtime_nsec).unwrap_or(0);
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 impl Manager for OciDir {
@@ -349,12 +489,12 @@ impl Manager for OciDir {
 
     fn delete(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest);
-        match self.fs.remove_file(Target::Blob, &path) {
+        match self.fs.remove_file(Target::Blob, &self.dir, &path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound {
                 digest: digest.clone(),
             }),
-            Err(source) => Err(ContentError::io("remove", path, source)),
+            Err(source) => Err(content_io("remove", &path, source)),
         }
     }
 }

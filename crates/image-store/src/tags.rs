@@ -86,7 +86,7 @@ impl Classify for TagError {
             TagError::Dangling { .. } => ErrorKind::FailedPrecondition,
             TagError::Index { source, .. } => Classify::kind(source),
             TagError::Content(e) => e.kind(),
-            TagError::Io { source, .. } => Classify::kind(source),
+            TagError::Io { source, .. } => crate::fs::io_kind(source),
         }
     }
 }
@@ -191,12 +191,12 @@ impl OciDir {
     /// I/O errors opening or locking the lock file.
     pub fn lock_index(&self) -> Result<IndexLock, TagError> {
         let path = self.lock_path();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
+        let flags =
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::NONBLOCK;
+        let file = self
+            .dir
+            .open_at(&path, flags, rustix::fs::Mode::from_raw_mode(0o666))
+            .and_then(|fd| crate::fs::regular_file(fd, &path))
             .map_err(|source| TagError::Io {
                 op: "open",
                 path: path.clone(),
@@ -217,24 +217,31 @@ impl OciDir {
         }
     }
 
-    /// Reads `index.json` (an empty index when it is missing).
+    /// Reads `index.json` (an empty index when it is missing): a regular
+    /// file, reached without a symlink, of at most 8 MiB (the document
+    /// limit of `load`).
     ///
     /// # Errors
-    /// [`TagError::Index`] when it is not an index; I/O errors.
+    /// [`TagError::Index`] when it is not an index;
+    /// [`ContentError::Refused`] when it is a symlink, not a regular file
+    /// or too large; I/O errors.
     pub fn read_index(&self) -> Result<Index, TagError> {
         let path = self.root.join("index.json");
-        match std::fs::read(&path) {
+        match self.dir.read_regular(&path, crate::refs::MAX_DOCUMENT_SIZE) {
             Ok(bytes) => {
                 Index::from_bytes(bytes).map_err(|source| TagError::Index { path, source })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 empty_index().map_err(|source| TagError::Index { path, source })
             }
-            Err(source) => Err(TagError::Io {
-                op: "read",
-                path,
-                source,
-            }),
+            Err(e) => match crate::fs::split_refused(e) {
+                Ok(r) => Err(TagError::Content(ContentError::Refused(r))),
+                Err(source) => Err(TagError::Io {
+                    op: "read",
+                    path,
+                    source,
+                }),
+            },
         }
     }
 
@@ -274,7 +281,7 @@ impl OciDir {
                 path: path.clone(),
                 source,
             })?;
-        write_file_atomic(&*self.fs, Target::Index, &path, new.raw()).map_err(|source| {
+        write_file_atomic(&*self.fs, &self.dir, Target::Index, &path, new.raw()).map_err(|source| {
             TagError::Io {
                 op: "write",
                 path,

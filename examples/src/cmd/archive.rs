@@ -128,12 +128,24 @@ pub struct CopyArgs {
     pub destination: String,
 }
 
-fn location<'a>(store: &StoreArgs, spec: &'a str) -> anyhow::Result<(OciDir, &'a str)> {
+/// The store and reference `spec` names. A source layout must exist (a
+/// directory without `oci-layout` is refused and left untouched, as umoci
+/// does); a destination layout is created when missing.
+fn location<'a>(
+    store: &StoreArgs,
+    spec: &'a str,
+    create: bool,
+) -> anyhow::Result<(OciDir, &'a str)> {
     if let Some(rest) = spec.strip_prefix("oci:") {
         let (dir, reference) = rest
             .split_once(':')
             .with_context(|| format!("{spec}: expected oci:DIR:REF"))?;
-        let layout = OciDir::open_or_create(dir).with_context(|| format!("opening {dir}"))?;
+        let layout = if create {
+            OciDir::open_or_create(dir)
+        } else {
+            OciDir::open(dir)
+        }
+        .with_context(|| format!("opening {dir}"))?;
         Ok((layout, reference))
     } else {
         Ok((store.open()?, spec))
@@ -142,8 +154,8 @@ fn location<'a>(store: &StoreArgs, spec: &'a str) -> anyhow::Result<(OciDir, &'a
 
 /// Copies an image (or a whole index) between stores, skipping blobs the destination has.
 pub fn copy(store: &StoreArgs, args: CopyArgs) -> anyhow::Result<()> {
-    let (src, src_ref) = location(store, &args.source)?;
-    let (dst, dst_ref) = location(store, &args.destination)?;
+    let (src, src_ref) = location(store, &args.source, false)?;
+    let (dst, dst_ref) = location(store, &args.destination, true)?;
     let report = copy_tag(&src, src_ref, &dst, Some(dst_ref))?;
     println!(
         "copied {} blobs ({} bytes), skipped {} already present: {}",

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use image_core::Digest;
-use image_store::fs::{Fs, RealFs, Target};
+use image_store::fs::{Fs, RealFs, Root, Target};
 use image_store::fsck::FsckOptions;
 use image_store::{Ingester, OciDir, Provider, TagStore};
 
@@ -55,11 +55,11 @@ impl PhaseFs {
 }
 
 impl Fs for PhaseFs {
-    fn create_dir_all(&self, t: Target, p: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(t, p)
+    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(t, r, p)
     }
-    fn open_temp(&self, t: Target, p: &Path, truncate: bool) -> io::Result<File> {
-        let f = self.inner.open_temp(t, p, truncate)?;
+    fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> io::Result<File> {
+        let f = self.inner.open_temp(t, r, p, truncate)?;
         if t == Target::Blob && p.ends_with("data") {
             self.reached("temp-created");
         }
@@ -84,8 +84,8 @@ impl Fs for PhaseFs {
         }
         Ok(())
     }
-    fn rename(&self, t: Target, a: &Path, b: &Path) -> io::Result<()> {
-        self.inner.rename(t, a, b)?;
+    fn rename(&self, t: Target, r: &Root, a: &Path, b: &Path) -> io::Result<()> {
+        self.inner.rename(t, r, a, b)?;
         match t {
             Target::Blob => self.reached("renamed"),
             Target::Index => self.reached("index-update"),
@@ -93,17 +93,17 @@ impl Fs for PhaseFs {
         }
         Ok(())
     }
-    fn sync_dir(&self, t: Target, d: &Path) -> io::Result<()> {
-        self.inner.sync_dir(t, d)
+    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
+        self.inner.sync_dir(t, r, d)
     }
-    fn remove_file(&self, t: Target, p: &Path) -> io::Result<()> {
-        self.inner.remove_file(t, p)
+    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.remove_file(t, r, p)
     }
-    fn remove_dir_all(&self, t: Target, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(t, p)
+    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(t, r, p)
     }
-    fn remove_dir(&self, t: Target, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir(t, p)
+    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.remove_dir(t, r, p)
     }
 }
 
