@@ -2,6 +2,7 @@
 
 mod common;
 mod diff;
+mod ending;
 mod hostile;
 mod interop;
 mod pack;
