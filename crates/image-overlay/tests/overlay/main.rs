@@ -6,6 +6,7 @@ mod ending;
 mod hostile;
 mod interop;
 mod pack;
+mod producers;
 mod umoci;
 mod unpack;
 mod zstd_interop;
