@@ -5,7 +5,10 @@
 //! blob digest, the uncompressed bytes the diff ID), parsed as a tar and
 //! applied to the target directory, all at once. The tar is read to the end
 //! of the stream, past its end-of-archive marker, so that the gzip CRC and
-//! both digests cover every byte.
+//! both digests cover every byte. The stream may end where Go's
+//! `archive/tar` (Docker, containerd, umoci) lets it: at an entry boundary,
+//! with or without the marker, or right after the last entry's data with
+//! none of its padding; an end anywhere else is [`UnpackError::Truncated`].
 //!
 //! # Security
 //! The applier works relative to a directory descriptor of the target:
