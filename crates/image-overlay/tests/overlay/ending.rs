@@ -334,3 +334,32 @@ fn every_cut_of_an_archive() {
     assert!(cuts > 200, "{cuts}");
     assert!(complete >= 3 * (l.boundaries.len() + l.data_ends.len()));
 }
+
+/// A source that gives at most 7 bytes a read.
+struct Dribble<'a>(&'a [u8]);
+impl std::io::Read for Dribble<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.len().min(buf.len()).min(7);
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn short_reads_change_nothing() {
+    let mut unpadded = two_files().0;
+    unpadded.truncate(unpadded.len() - 510);
+    let mut cut = two_files().0;
+    cut.truncate(cut.len() - 200);
+    for c in KINDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = compress(&unpadded, c);
+        let r = unpack(Dribble(&blob), dir.path(), &UnpackOptions::default()).expect("complete");
+        assert_eq!(r.entries, 3, "{c:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blob = compress(&cut, c);
+        let e = unpack(Dribble(&blob), dir.path(), &UnpackOptions::default()).expect_err("cut");
+        assert!(matches!(e, UnpackError::Truncated { .. }), "{c:?}: {e:?}");
+    }
+}
