@@ -8,6 +8,7 @@ packages=(
   docker-registry                             # the CNCF distribution server
   busybox-static                              # tiny root filesystems
   tar gzip pigz zstd bc                       # layer peers and bench tools
+  libarchive-tools buildah                    # more layer producers (bsdtar, buildah commit)
 )
 missing=()
 for p in "${packages[@]}"; do

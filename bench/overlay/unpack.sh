@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
-# Layer unpack and pack: ours against umoci, GNU tar, gzip, pigz and zstd,
-# in one run, on a generated image of several layers.
+# Layer unpack on a disk, measured fairly: ours against umoci, GNU tar,
+# gzip alone and a plain writer, in one run, on a generated image of
+# several layers; then the ingest of a 1 GiB blob against dd; then pack.
 #
 #   bench/overlay/unpack.sh [FILES_PER_LAYER] [LARGE_MB] [RSS_MB]
 #
 # Defaults: 3 layers of 12000 files each (about 170 MB per layer), one
 # 256 MiB file in a fourth layer, and a 1024 MiB layer for peak RSS.
-# WORK=DIR puts the data elsewhere (default: a temp dir under /tmp).
+# RUNS=N repetitions (default 5; medians, min and max are printed);
+# INGEST_MB=1024 the blob of the ingest comparison; PACK=0 skips pack and
+# peak RSS; WORK=DIR puts the data elsewhere (default: a temp dir under
+# /var/tmp). Needs root (loop device, mount, drop_caches).
 #
 # Unpack: the whole image flattened by us (`layer flatten`: every layer,
 # both digests verified), and unpacked into overlay snapshots (layers in
 # parallel, both digests verified, with and without the syncfs that makes
-# commits durable), against `umoci unpack` (which verifies, and does not
-# sync) and against `tar -xzf` of each layer in turn (no verification), cold
-# (page cache dropped before each run, needs root) and warm (the same runs
-# again). Each run writes into a fresh directory (see `fresh` below).
+# commits durable), against `umoci unpack` (verifies, does not sync),
+# `tar -xzf` of each layer in turn (no verification), `gzip -dc` of each
+# layer to /dev/null (decompression alone, no filesystem), and `plainwrite`
+# (crates/image-overlay/examples/plainwrite.rs: the same directories,
+# files and bytes created, written and closed, nothing else: the limit of
+# the filesystem).
+#
+# Fair: every run gets a filesystem of its own, made just before it: the
+# ext4 is a fixed loop device (direct I/O onto a pre-written file) made
+# anew with mkfs before each run, so no run pays for the reclaim of an
+# earlier run's tree (deleting a tree and unpacking again into the same
+# filesystem moved every tool's median by up to 3x); tmpfs is mounted anew
+# too. Cold runs drop the page cache first (the blobs are read from disk);
+# warm runs read the blobs into the page cache first. Each repetition runs
+# every tool once, in turn, so drift on a shared machine hits them alike.
+# Two times per run: until the tool exits ("exit"), and until a syncfs of
+# the new filesystem after it returns ("durable": the written data is on
+# the disk, whoever left it dirty).
+#
+# Ingest: a 1 GiB blob (read, hash, write, fsync, rename: the store's one
+# pass) against `dd bs=1M conv=fsync` of the same bytes, both from a cold
+# cache into a fresh ext4.
+#
 # Pack: one directory into a gzip / zstd layer, ours (digest and diff ID
 # computed in the same pass) against `tar -c | gzip | tee | sha256sum`,
 # the same with pigz, and with `zstd -T2`. Prints seconds, peak RSS and
@@ -25,12 +48,25 @@ FILES=${1:-12000}
 LARGE_MB=${2:-256}
 RSS_MB=${3:-1024}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=${WORK:-$(mktemp -d /tmp/overlay-bench.XXXXXX)}
+RUNS=${RUNS:-5}
+INGEST_MB=${INGEST_MB:-1024}
+PACK=${PACK:-1}
+WORK=${WORK:-$(mktemp -d /var/tmp/overlay-bench.XXXXXX)}
 mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+MNT="$WORK/mnt"
+LOOP=
+cleanup() {
+  mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
+  [ -n "$LOOP" ] && losetup -d "$LOOP"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
-cargo build --release -q -p image-overlay --example layer --example snapshots --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p image-overlay --example layer --example snapshots --example plainwrite --manifest-path "$ROOT/Cargo.toml"
+cargo build --release -q -p image-store --example load --manifest-path "$ROOT/Cargo.toml"
 L="$ROOT/target/release/examples/layer"
+P="$ROOT/target/release/examples/plainwrite"
+I="$ROOT/target/release/examples/load"
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK ($(findmnt -no FSTYPE -T "$WORK"))"
 
 gen() { # gen DIR FILES LARGE_MB SEED
@@ -87,35 +123,134 @@ t() {
   printf "%-40s %8.2fs %8d KiB peak RSS\n" "$name" "$T" "$RSS"
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
-# Every run writes into a directory of its own and nothing is deleted until
-# the script ends. A deletion inside the timed window would bill one tool for
-# another's writeback, and on an ext4 without a journal (as this VM's root is)
-# the inode allocator skips inodes freed in the last minutes while their inode
-# table blocks are cached (ext4 ialloc.c, recently_deleted()): every warm run
-# after an `rm -rf` of the previous tree paid for that scan, which made warm
-# runs ~5x slower than cold ones for every tool.
-N=0
-fresh() { N=$((N + 1)); OUT="$WORK/out/$N"; mkdir -p "$OUT"; sync; }
 
-echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers)"
+# The plain writer's list: every directory and file of the image, in the
+# order of the layers (their paths do not overlap).
+python3 - "$WORK/plain.list" "$WORK"/src? <<'PY'
+import os, sys
+out, roots = sys.argv[1], sys.argv[2:]
+with open(out, "w") as f:
+    made = set()
+    for root in roots:
+        for d, dirs, files in os.walk(root):
+            dirs.sort(); files.sort()
+            rel = os.path.relpath(d, root)
+            if rel != "." and rel not in made:
+                made.add(rel); f.write(f"d\t{rel}\n")
+            for n in files:
+                p = os.path.join(d, n)
+                f.write(f"f\t{os.path.getsize(p)}\t{os.path.normpath(os.path.join(rel, n))}\n")
+PY
+
+# The filesystem every run gets: a loop device onto a file written once
+# (so the host allocates nothing during a run), direct I/O (so the loop
+# does not go through the host's page cache a second time), made anew
+# with mkfs before each run; or a tmpfs mounted anew.
+SRC_MB=$(du -sm "$WORK"/src? | awk '{s += $1} END {print s}')
+FS_MB=$(( SRC_MB * 3 + INGEST_MB * 2 + 512 ))
+echo "== a ${FS_MB} MiB loop device for the fresh ext4 of each run"
+dd if=/dev/zero of="$WORK/fs.img" bs=16M count=$(( (FS_MB + 15) / 16 )) conv=fsync status=none
+LOOP=$(losetup --direct-io=on -f --show "$WORK/fs.img")
+mkdir -p "$MNT"
+newfs() { # newfs ext4|tmpfs
+  mountpoint -q "$MNT" && umount "$MNT"
+  case $1 in
+    ext4) mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP"
+          mount "$LOOP" "$MNT" ;;
+    tmpfs) mount -t tmpfs -o "size=${FS_MB}m" tmpfs "$MNT" ;;
+  esac
+}
+warm_blobs() { cat $LAYERS > /dev/null; }
+RESULTS="$WORK/results"
+: > "$RESULTS"
+# run FS MODE NAME CMD... : a fresh FS, the cache as MODE asks, then CMD
+# timed to its exit and to a syncfs of the filesystem after it.
+run() {
+  local fs=$1 mode=$2 name=$3; shift 3
+  newfs "$fs"
+  if [ "$mode" = cold ]; then drop; else sync; warm_blobs; fi
+  local t0 t1 t2
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>"$WORK/err.out" || { echo "($name failed)"; cat "$WORK/err.out"; }
+  t1=$(date +%s.%N)
+  sync -f "$MNT"
+  t2=$(date +%s.%N)
+  echo "$fs $mode $name $(echo "$t1 - $t0" | bc -l) $(echo "$t2 - $t0" | bc -l)" >> "$RESULTS"
+  printf "  %-5s %-4s %-22s exit %7.2fs  durable %7.2fs\n" "$fs" "$mode" "$name" \
+    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t0" | bc -l)"
+}
+untar_each() { d=$1; shift; mkdir -p "$d"; for l in "$@"; do tar -xzf "$l" -C "$d" || return 1; done; }
+gunzip_each() { for l in "$@"; do gzip -dc "$l" > /dev/null || return 1; done; }
+
 S="$ROOT/target/release/examples/snapshots"
-for mode in cold warm; do
-  fresh; [ $mode = cold ] && drop
-  t "ours flatten ($mode)" "$L" flatten "$WORK/layout" "$REF" "$OUT/rootfs"; OURS=$T
-  fresh; [ $mode = cold ] && drop
-  t "ours overlay snapshots, parallel ($mode)" "$S" overlay "$WORK/layout" "$OUT/snap" 0 "$REF"; OV=$T
-  fresh; [ $mode = cold ] && drop
-  SNAPSHOTS_SYNC=0 t "ours overlay snapshots, no syncfs ($mode)" "$S" overlay "$WORK/layout" "$OUT/snap" 0 "$REF"; OVN=$T
-  fresh; [ $mode = cold ] && drop
-  t "umoci unpack ($mode)" umoci unpack --image "$WORK/layout:$REF" "$OUT/bundle"; UMOCI=$T
-  fresh; [ $mode = cold ] && drop
-  # shellcheck disable=SC2086
-  t "tar -xzf each layer ($mode)" sh -c 'd=$1; shift; for l in "$@"; do tar -xzf "$l" -C "$d" || exit 1; done' sh "$OUT" $LAYERS; TAR=$T
-  echo "ratio unpack $mode, flattened: umoci / ours = $(ratio "$UMOCI" "$OURS")   tar -xzf / ours = $(ratio "$TAR" "$OURS")"
-  echo "ratio unpack $mode, overlay snapshots: umoci / ours = $(ratio "$UMOCI" "$OV")   tar -xzf / ours = $(ratio "$TAR" "$OV")   flattened / snapshots = $(ratio "$OURS" "$OV")"
-  echo "ratio unpack $mode, overlay snapshots without syncfs (umoci and tar do not sync either): umoci / ours = $(ratio "$UMOCI" "$OVN")   tar -xzf / ours = $(ratio "$TAR" "$OVN")"
+echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers), $RUNS runs of every tool per filesystem and cache state"
+for fs in ext4 tmpfs; do
+  for mode in cold warm; do
+    for _ in $(seq "$RUNS"); do
+      run $fs $mode flatten "$L" flatten "$WORK/layout" "$REF" "$MNT/rootfs"
+      run $fs $mode overlay "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
+      SNAPSHOTS_SYNC=0 run $fs $mode overlay-nosync "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
+      run $fs $mode umoci umoci unpack --image "$WORK/layout:$REF" "$MNT/bundle"
+      # shellcheck disable=SC2086
+      run $fs $mode tar-xzf untar_each "$MNT/tar" $LAYERS
+      # shellcheck disable=SC2086
+      run $fs $mode gzip-dc gunzip_each $LAYERS
+      run $fs $mode plainwrite "$P" "$WORK/plain.list" "$MNT/plain"
+    done
+  done
 done
 
+echo "== ingest of a ${INGEST_MB} MiB blob into a fresh ext4, cold, against dd conv=fsync"
+head -c $((INGEST_MB * 1024 * 1024)) /dev/urandom > "$WORK/blob"
+for _ in $(seq "$RUNS"); do
+  run ext4 cold ingest "$I" ingest "$WORK/blob" "$MNT/store"
+  run ext4 cold dd-fsync dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync status=none
+done
+rm -f "$WORK/blob"
+mountpoint -q "$MNT" && umount "$MNT"
+
+echo "== medians (min..max) of $RUNS runs, seconds; ratios of medians: theirs / ours (above 1: we are faster), ours / the limit (plainwrite, dd: at most the goal)"
+python3 - "$RESULTS" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1])]
+runs = {}
+for fs, mode, name, ex, du in rows:
+    runs.setdefault((fs, mode, name), []).append((float(ex), float(du)))
+def med(k, i):
+    v = runs.get(k)
+    return statistics.median(x[i] for x in v) if v else None
+for (fs, mode, name), v in runs.items():
+    e = sorted(x[0] for x in v); d = sorted(x[1] for x in v)
+    print(f"{fs:5} {mode:4} {name:15} exit {statistics.median(e):7.2f} ({e[0]:.2f}..{e[-1]:.2f})"
+          f"   durable {statistics.median(d):7.2f} ({d[0]:.2f}..{d[-1]:.2f})")
+def ratio(fs, mode, a, b, i, goal=None, what=""):
+    x, y = med((fs, mode, a), i), med((fs, mode, b), i)
+    if x is None or y is None:
+        return
+    r = x / y
+    g = "" if goal is None else (f"   goal {goal}: " + ("met" if r >= goal else "NOT met"))
+    print(f"  {a} / {b} = {r:.2f}{g}{what}")
+for fs in ("ext4", "tmpfs"):
+    for mode in ("cold", "warm"):
+        for i, t in ((1, "durable"), (0, "exit")):
+            print(f"ratios {fs} {mode} ({t}):")
+            ratio(fs, mode, "umoci", "flatten", i, 3)
+            ratio(fs, mode, "tar-xzf", "flatten", i, 2)
+            ratio(fs, mode, "umoci", "overlay", i, 4)
+            ratio(fs, mode, "tar-xzf", "overlay", i)
+            ratio(fs, mode, "umoci", "overlay-nosync", i)
+            ratio(fs, mode, "gzip-dc", "flatten", i)
+            # The limit: ours within 1.3x of the plain writer.
+            for ours in ("flatten", "overlay"):
+                x, y = med((fs, mode, ours), i), med((fs, mode, "plainwrite"), i)
+                if x and y:
+                    print(f"  {ours} / plainwrite = {x / y:.2f}   goal <= 1.3: " + ("met" if x / y <= 1.3 else "NOT met"))
+x, y = med(("ext4", "cold", "ingest"), 1), med(("ext4", "cold", "dd-fsync"), 1)
+if x and y:
+    print(f"ingest / dd conv=fsync (cold, ext4, durable) = {x / y:.2f}   goal <= 1.15: " + ("met" if x / y <= 1.15 else "NOT met"))
+PY
+
+[ "$PACK" = 1 ] || { echo "== done, $(uptime | sed 's/.*load/load/')"; exit 0; }
 echo "== pack one directory (layer 1 + the large file)"
 mkdir -p "$WORK/packsrc" && mv "$WORK/src1"/* "$WORK/packsrc/" && mv "$WORK/src4"/* "$WORK/packsrc/"
 du -sh "$WORK/packsrc"

@@ -46,7 +46,7 @@ pub enum FlattenError {
         reason: String,
     },
     /// A layer blob could not be read from the store.
-    #[error("image {image}: layer {index} ({digest}): {source}")]
+    #[error("image {image}: layer {index} ({digest})")]
     Content {
         /// The image name.
         image: String,
@@ -58,7 +58,7 @@ pub enum FlattenError {
         source: Box<ContentError>,
     },
     /// Unpacking a layer failed.
-    #[error("image {image}: layer {index} ({digest}): {source}")]
+    #[error("image {image}: layer {index} ({digest})")]
     Unpack {
         /// The image name.
         image: String,
@@ -70,7 +70,7 @@ pub enum FlattenError {
         source: Box<UnpackError>,
     },
     /// The target directory could not be created.
-    #[error("creating {path}: {source}")]
+    #[error("creating {path}")]
     Target {
         /// The directory.
         path: PathBuf,

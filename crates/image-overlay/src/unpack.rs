@@ -5,7 +5,10 @@
 //! blob digest, the uncompressed bytes the diff ID), parsed as a tar and
 //! applied to the target directory, all at once. The tar is read to the end
 //! of the stream, past its end-of-archive marker, so that the gzip CRC and
-//! both digests cover every byte.
+//! both digests cover every byte. The stream may end where Go's
+//! `archive/tar` (Docker, containerd, umoci) lets it: at an entry boundary,
+//! with or without the marker, or right after the last entry's data with
+//! none of its padding; an end anywhere else is [`UnpackError::Truncated`].
 //!
 //! # Security
 //! The applier works relative to a directory descriptor of the target:
@@ -29,6 +32,7 @@
 //! On error the target is left as far as the unpack got: unpack into a
 //! fresh directory and discard it on failure.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -295,7 +299,7 @@ pub struct UnpackReport {
 #[non_exhaustive]
 pub enum UnpackError {
     /// The target directory could not be opened.
-    #[error("cannot open target directory {path}: {source}")]
+    #[error("cannot open target directory {path}")]
     OpenTarget {
         /// The target.
         path: PathBuf,
@@ -304,7 +308,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// Reading the source stream failed.
-    #[error("reading the layer: {source}")]
+    #[error("reading the layer")]
     Source {
         /// The cause.
         #[source]
@@ -319,7 +323,7 @@ pub enum UnpackError {
         found: Compression,
     },
     /// The compressed stream is corrupt (bad data, bad CRC or checksum).
-    #[error("corrupt {compression:?} stream: {source}")]
+    #[error("corrupt {compression:?} stream")]
     Decompress {
         /// The compression.
         compression: Compression,
@@ -328,7 +332,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// The tar is malformed (bad header checksum, bad number, bad PAX record).
-    #[error("corrupt tar{}: {source}", at(.path))]
+    #[error("corrupt tar{}", at(.path))]
     Corrupt {
         /// The entry being read, when known.
         path: Option<PathBuf>,
@@ -336,8 +340,10 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-    /// The stream ended inside an entry or before the end-of-archive marker.
-    #[error("truncated layer{}", at(.path))]
+    /// The stream ended inside a header, an entry's data or its padding
+    /// (an end at an entry boundary, with or without the end-of-archive
+    /// marker, is a complete layer).
+    #[error("layer ends inside an entry{}", at(.path))]
     Truncated {
         /// The entry being read, when known.
         path: Option<PathBuf>,
@@ -501,7 +507,7 @@ pub enum UnpackError {
         found: u64,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Fs {
         /// The entry path.
         path: PathBuf,
@@ -687,19 +693,13 @@ impl Read for SourceTag<'_> {
     }
 }
 
-/// Hashes, counts and limits the uncompressed stream, and remembers how
-/// many zero bytes end what was read so far, up to one block (to see the
-/// end marker).
+/// Hashes, counts and limits the uncompressed stream.
 struct Meter<'a> {
     inner: Box<dyn Read + 'a>,
     hasher: Hasher,
     count: u64,
     limit: u64,
-    trailing_zeros: u64,
 }
-
-/// How many trailing zero bytes [`Meter`] counts exactly: one tar block.
-const TAIL: usize = 512;
 
 impl Read for Meter<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -713,20 +713,96 @@ impl Read for Meter<'_> {
                 io::Error::new(e.kind(), DecodeFailure(e))
             }
         })?;
-        let data = &buf[..n];
         self.count += n as u64;
         if self.count > self.limit {
             return Err(io::Error::other(LimitHit));
         }
-        self.hasher.update(data);
-        // Only whether a whole zero block ends the stream matters: look at
-        // no more than the last block's worth of bytes.
-        let tail = &data[n.saturating_sub(TAIL)..];
-        match tail.iter().rposition(|b| *b != 0) {
-            Some(i) => self.trailing_zeros = (tail.len() - 1 - i) as u64,
-            None if n >= TAIL => self.trailing_zeros = TAIL as u64,
-            None => self.trailing_zeros += n as u64,
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// One tar block.
+const BLOCK: u64 = 512;
+
+/// Where the tar stream may end, as Go's `archive/tar` (Docker, containerd,
+/// podman, umoci) decides it: at an entry boundary, with or without the
+/// end-of-archive marker (two zero blocks, or one), and also right after
+/// the data of the last entry with none of its padding to the block size
+/// (a Go `tar.Writer` that is never closed, as `umoci insert` leaves it,
+/// writes the padding only before the next header). An end anywhere else
+/// (inside a header, the data or the padding) is a truncation.
+///
+/// The tar crate already stops cleanly when the stream ends where a header
+/// would start; this reader supplies the missing padding (zeros that are
+/// neither hashed nor counted) when the stream ends exactly where the data
+/// of the current entry ends, and remembers that the stream ended so that
+/// the parser's complaints about it are reported as [`UnpackError::Truncated`].
+struct Ending<'a> {
+    meter: Meter<'a>,
+    /// Offset in the tar stream (what the tar crate has read).
+    pos: u64,
+    /// Zero bytes of padding still to supply.
+    fill: u64,
+    /// What the parse loop and this reader share while entries are borrowed.
+    end: &'a EndState,
+}
+
+/// Shared between [`Ending`] and the parse loop (which cannot reach the
+/// reader while the tar crate holds it).
+#[derive(Default)]
+struct EndState {
+    /// Where the current entry's data ends, when known exactly.
+    data_end: Cell<Option<u64>>,
+    /// The decoded stream has ended.
+    eof: Cell<bool>,
+}
+
+impl EndState {
+    /// Records where the data of the entry just parsed ends: its data start
+    /// plus its size in the archive. Not for an old GNU sparse entry with
+    /// extension headers, whose data starts further on than the tar crate
+    /// reports: such an entry must be padded (no Go writer makes one).
+    fn entry<R: Read>(&self, entry: &tar::Entry<'_, R>) {
+        let extended = entry.header().entry_type().is_gnu_sparse()
+            && entry.header().as_gnu().is_some_and(|g| g.is_extended());
+        self.data_end.set(
+            (!extended)
+                .then(|| entry.raw_file_position().checked_add(entry.size()))
+                .flatten(),
+        );
+    }
+
+    /// An error of the tar parser, or of reading an entry, as a truncation
+    /// when the stream had already ended.
+    fn classify(&self, e: UnpackError) -> UnpackError {
+        match e {
+            UnpackError::Corrupt { path, .. } if self.eof.get() => UnpackError::Truncated { path },
+            e => e,
         }
+    }
+}
+
+impl Read for Ending<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.fill == 0 && !self.end.eof.get() {
+            let n = self.meter.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.end.eof.set(true);
+            if self.end.data_end.get() == Some(self.pos) {
+                self.fill = (BLOCK - self.pos % BLOCK) % BLOCK;
+            }
+        }
+        let n = usize::try_from(self.fill).map_or(buf.len(), |f| f.min(buf.len()));
+        buf[..n].fill(0);
+        self.fill -= n as u64;
+        self.pos += n as u64;
         Ok(n)
     }
 }
@@ -1121,20 +1197,28 @@ fn extract(
             })?
         }
     };
-    let meter = Meter {
-        inner: decoder,
-        hasher: diff_alg.hasher(),
-        count: 0,
-        limit: opts.limits.max_expanded_bytes,
-        trailing_zeros: 0,
+    let end = EndState::default();
+    let ending = Ending {
+        meter: Meter {
+            inner: decoder,
+            hasher: diff_alg.hasher(),
+            count: 0,
+            limit: opts.limits.max_expanded_bytes,
+        },
+        pos: 0,
+        fill: 0,
+        end: &end,
     };
-    let mut archive = tar::Archive::new(meter);
+    let mut archive = tar::Archive::new(ending);
     let mut entries_seen: u64 = 0;
     {
-        let entries = archive.entries().map_err(|e| ctx.err(e, None))?;
+        let entries = archive
+            .entries()
+            .map_err(|e| end.classify(ctx.err(e, None)))?;
         let mut last_path: Option<Vec<u8>> = None;
         for entry in entries {
-            let mut entry = entry.map_err(|e| ctx.err(e, last_path.as_deref()))?;
+            let mut entry = entry.map_err(|e| end.classify(ctx.err(e, last_path.as_deref())))?;
+            end.entry(&entry);
             let raw_path = entry.path_bytes().into_owned();
             if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
                 applier.skip(&raw_path, SkipReason::GlobalHeader, None);
@@ -1147,18 +1231,19 @@ fn extract(
                     limit: opts.limits.max_entries,
                 });
             }
-            applier.apply(&mut entry, &raw_path, ctx)?;
+            applier
+                .apply(&mut entry, &raw_path, ctx)
+                .map_err(|e| end.classify(e))?;
             last_path = Some(raw_path);
         }
     }
-    let mut meter = archive.into_inner();
-    // The tar crate stops at the first zero block; make sure we saw one.
-    if meter.trailing_zeros < 512 {
-        return Err(UnpackError::Truncated { path: None });
-    }
+    // The tar crate stops at the first zero block or where the stream ends
+    // at an entry boundary; what follows must be zeros (the rest of the
+    // end-of-archive marker and any padding a writer added to a record size).
+    let mut meter = archive.into_inner().meter;
     let before = meter.count;
     let mut nonzero_trailing = false;
-    loop {
+    while !end.eof.get() {
         let k = match meter.read(&mut applier.buf) {
             Ok(0) => break,
             Ok(k) => k,
@@ -1279,7 +1364,7 @@ impl<'r, 'o> Applier<'r, 'o> {
 
     fn apply(
         &mut self,
-        entry: &mut tar::Entry<'_, Meter<'_>>,
+        entry: &mut tar::Entry<'_, Ending<'_>>,
         raw_path: &[u8],
         ctx: &Ctx<'_>,
     ) -> Result<(), UnpackError> {
@@ -1493,7 +1578,7 @@ impl<'r, 'o> Applier<'r, 'o> {
 
     fn regular(
         &mut self,
-        entry: &mut tar::Entry<'_, Meter<'_>>,
+        entry: &mut tar::Entry<'_, Ending<'_>>,
         norm: &NormPath,
         raw: &[u8],
         meta: &Meta,
@@ -1540,7 +1625,7 @@ impl<'r, 'o> Applier<'r, 'o> {
 
     fn read_entry(
         &mut self,
-        entry: &mut tar::Entry<'_, Meter<'_>>,
+        entry: &mut tar::Entry<'_, Ending<'_>>,
         raw: &[u8],
         want: usize,
     ) -> Result<usize, UnpackError> {
@@ -1557,7 +1642,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     /// all-zero blocks become holes.
     fn copy_data(
         &mut self,
-        entry: &mut tar::Entry<'_, Meter<'_>>,
+        entry: &mut tar::Entry<'_, Ending<'_>>,
         file: &mut File,
         raw: &[u8],
         expected: u64,
@@ -1591,7 +1676,7 @@ impl<'r, 'o> Applier<'r, 'o> {
 
     fn copy_pax_sparse(
         &mut self,
-        entry: &mut tar::Entry<'_, Meter<'_>>,
+        entry: &mut tar::Entry<'_, Ending<'_>>,
         file: &File,
         raw: &[u8],
         size: u64,

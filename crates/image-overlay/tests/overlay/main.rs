@@ -2,9 +2,11 @@
 
 mod common;
 mod diff;
+mod ending;
 mod hostile;
 mod interop;
 mod pack;
+mod producers;
 mod umoci;
 mod unpack;
 mod zstd_interop;

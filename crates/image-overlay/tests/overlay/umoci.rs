@@ -534,3 +534,177 @@ fn umoci_alone_restores_mtimes_of_directories_a_layer_has_no_entry_for() {
     assert_eq!(strip(&theirs), strip(&ours));
     assert_eq!(hardlink_groups(&theirs), hardlink_groups(&ours));
 }
+
+// ---- layers `umoci insert` writes ------------------------------------------------
+
+/// The uncompressed tar of every layer of `image`.
+fn layer_tars(store: &OciDir, image: &Image) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    image
+        .layers()
+        .iter()
+        .map(|l| {
+            let blob =
+                std::fs::read(store.blob_path(&Digest::try_from(l.digest()).expect("digest")))
+                    .expect("blob");
+            let mut tar = Vec::new();
+            image_overlay::compress::decoder(Compression::sniff(&blob), &blob[..])
+                .expect("decoder")
+                .read_to_end(&mut tar)
+                .expect("decompress");
+            tar
+        })
+        .collect()
+}
+
+/// An image made by umoci alone: `umoci insert` of a directory (its last
+/// entry a file of 6 bytes), of a single file (2 bytes), of a whiteout,
+/// and of a directory with `--opaque`. umoci 0.4.7 never closes its tar
+/// writer, so these layers end right after the last entry's data: no
+/// padding to the block size and no end-of-archive marker. Go's
+/// archive/tar (umoci, Docker, containerd) reads them; GNU tar and
+/// Python's tarfile do not.
+fn umoci_insert_image(work: &Path) -> PathBuf {
+    let layout = work.join("umoci-layout");
+    let src = work.join("src");
+    std::fs::create_dir_all(src.join("a/b")).expect("mkdir");
+    std::fs::write(src.join("a/b/f"), b"hello\n").expect("write");
+    std::fs::write(src.join("a/keep"), b"kept").expect("write");
+    std::fs::write(src.join("top"), b"x\n").expect("write");
+    std::fs::create_dir_all(src.join("opq/inner")).expect("mkdir");
+    std::fs::write(src.join("opq/inner/new"), vec![b'n'; 512]).expect("write");
+    set_all_mtimes(&src);
+    let image = format!("{}:t", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    run(Command::new("umoci")
+        .args(["insert", "--image", &image])
+        .arg(src.join("a"))
+        .arg("/a"));
+    run(Command::new("umoci")
+        .args(["insert", "--image", &image])
+        .arg(src.join("top"))
+        .arg("/top"));
+    run(Command::new("umoci").args(["insert", "--image", &image, "--whiteout", "/a/keep"]));
+    run(Command::new("umoci")
+        .args(["insert", "--image", &image, "--opaque"])
+        .arg(src.join("opq"))
+        .arg("/a/b"));
+    layout
+}
+
+/// The regression of issue 17: an image made by `umoci insert` loads,
+/// flattens and unpacks into snapshots, giving umoci's own tree.
+#[test]
+fn layers_from_umoci_insert_without_padding_or_end_marker_unpack() {
+    use image_overlay::image_unpack::{unpack_image, ImageUnpackOptions};
+    use image_overlay::mount::{MountGuard, SysMounter};
+    use image_overlay::snapshot::{CopySnapshotter, OverlaySnapshotter, Snapshotter};
+    if !tools() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = umoci_insert_image(work.path());
+    let store = OciDir::open(&layout).expect("umoci's layout");
+    let image = resolve_image(&store, "t", None).expect("resolve");
+    assert_eq!(image.layers().len(), 4);
+    // Not vacuous: the layers do end without padding or marker.
+    let tars = layer_tars(&store, &image);
+    assert_eq!(tars[1].len(), 512 + 2, "umoci insert of a 2-byte file");
+    assert!(tars
+        .iter()
+        .all(|t| t.len() < 1024 || t[t.len() - 1024..] != [0u8; 1024]));
+
+    let bundle = work.path().join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:t", layout.display()))
+        .arg(&bundle));
+    let theirs = bundle.join("rootfs");
+    let ours = work.path().join("ours");
+    flatten_image(&store, &image, &ours, &UnpackOptions::default()).expect("flatten");
+    assert_eq!(std::fs::read(ours.join("top")).expect("top"), b"x\n");
+    assert!(!ours.join("a/keep").exists(), "whiteout applied");
+    assert!(!ours.join("a/b/f").exists(), "opaque applied");
+    assert!(ours.join("a/b/inner/new").is_file());
+    // umoci restores the mtimes of directories a layer has no entry for
+    // (see the test above): compare everything else.
+    let strip = |root: &Path| {
+        let mut s = snapshot(root, true);
+        let f = s.get_mut(Path::new("a")).expect("dir");
+        f.mtime = 0;
+        f.mtime_nsec = 0;
+        s
+    };
+    assert_eq!(strip(&theirs), strip(&ours));
+
+    // Into snapshots: the top view of either driver is the flattened tree
+    // (the overlay driver's seen through a mount).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = CopySnapshotter::open(dir.path().join("copy")).expect("copy driver");
+    let r = unpack_image(&store, &image, &copy, &ImageUnpackOptions::default()).expect("copy");
+    assert_eq!(r.unpacked.len(), 4);
+    let v = copy.view("check", r.top().as_deref()).expect("view");
+    // (`a` has the time of the whiteout's unpack, as in every tree here.)
+    assert_eq!(strip(Path::new(&v[0].source)), strip(&ours));
+    let overlay = OverlaySnapshotter::open(dir.path().join("overlay")).expect("overlay driver");
+    let r =
+        unpack_image(&store, &image, &overlay, &ImageUnpackOptions::default()).expect("overlay");
+    assert_eq!(r.unpacked.len(), 4);
+    let v = overlay.view("check", r.top().as_deref()).expect("view");
+    let m = tempfile::tempdir().expect("tempdir");
+    match MountGuard::mount(SysMounter, &v, m.path()) {
+        Ok(guard) => {
+            let merged = strip(m.path());
+            guard.unmount().expect("unmount");
+            assert_eq!(merged, strip(&ours), "the overlay view");
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("overlay mounts are required under CI=true: {e}")
+        }
+        Err(e) => eprintln!("SKIPPED the overlay view: cannot mount here: {e}"),
+    }
+}
+
+/// A failure's error chain names each context once: no message repeats
+/// the message of its source (issue 17 saw "truncated layer: truncated
+/// layer").
+#[test]
+fn a_failed_flatten_says_its_cause_once() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(work.path().join("layout")).expect("layout");
+    let mut t = TarBuf::new();
+    t.file("f", b"data");
+    let mut tar = t.0;
+    tar.extend_from_slice(&Raw::new("g", b'0').block()[..200]);
+    let layers = vec![layer_from_tar(&store, &tar, Compression::Gzip)];
+    let image = build_image(&store, &layers, "cut:1");
+    let e = flatten_image(
+        &store,
+        &image,
+        &work.path().join("out"),
+        &UnpackOptions::default(),
+    )
+    .expect_err("cut header");
+    let mut chain: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        chain.push(err.to_string());
+        cur = err.source();
+    }
+    assert!(chain.len() >= 2, "{chain:?}");
+    for w in chain.windows(2) {
+        assert!(
+            !w[0].contains(&w[1]),
+            "{:?} repeats its source {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    assert!(
+        chain.join(": ").contains("layer ends inside an entry"),
+        "{chain:?}"
+    );
+}
