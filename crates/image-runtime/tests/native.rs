@@ -560,3 +560,31 @@ async fn native_fifty_concurrent_containers_from_tokio() {
     assert!(!lower.join("tmp/f").exists());
     eprintln!("50 containers in {elapsed:?}");
 }
+
+/// A bundle written by someone else with uid or gid `4294967295`
+/// (`(uid_t)-1`: setresuid would keep root) or a supplementary gid out of
+/// range is refused by the native backend, as runc refuses it.
+#[test]
+fn native_refuses_ids_out_of_range_in_a_bundle() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    for (i, user) in [
+        json!({"uid": 4_294_967_295_u64, "gid": 0}),
+        json!({"uid": 0, "gid": 4_294_967_295_u64}),
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [2_147_483_648_u64]}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        b.write(&["id"], |s| s["process"]["user"] = user.clone());
+        let id = format!("ids-{i}");
+        // Refused when the bundle is validated, before anything is made.
+        let e = be.create(&id, &b.dir).unwrap_err();
+        assert!(e.to_string().contains("out of range 0-2147483647"), "{e}");
+        let _ = be.delete(&id, true);
+        assert_clean(&id, b.tmp.path());
+    }
+}

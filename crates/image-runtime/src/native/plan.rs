@@ -374,6 +374,43 @@ pub(crate) fn caps(process: &Value) -> Result<Option<Caps>, PlanError> {
     }))
 }
 
+/// `(uid, gid, supplementary gids)` of `process.user`, each at most
+/// [`crate::user::MAX_ID`], as runc requires: a spec written by someone
+/// else may hold `4294967295`, which `setresuid` and `setgroups` read as
+/// "unchanged" (the process would stay root), or a number above `u32`.
+pub(crate) fn credentials(process: &Value) -> Result<(u32, u32, Vec<u32>), PlanError> {
+    let user = &process["user"];
+    let id = |what: &str, v: &Value| -> Result<u32, PlanError> {
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n <= crate::user::MAX_ID)
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{what} {v} is out of range 0-{}",
+                    crate::user::MAX_ID
+                ))
+            })
+    };
+    let uid = if user["uid"].is_null() {
+        0
+    } else {
+        id("uid", &user["uid"])?
+    };
+    let gid = if user["gid"].is_null() {
+        0
+    } else {
+        id("gid", &user["gid"])?
+    };
+    let groups = user["additionalGids"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| id("supplementary gid", g))
+        .collect::<Result<Vec<u32>, PlanError>>()?;
+    Ok((uid, gid, groups))
+}
+
 /// `(resource, soft, hard)` of the process's rlimits.
 pub(crate) fn rlimits(process: &Value) -> Result<Vec<(libc::c_int, u64, u64)>, PlanError> {
     let mut out = Vec::new();
@@ -472,6 +509,32 @@ mod tests {
         make_path(&mut ops, "etc/hosts", true).unwrap();
         assert!(matches!(ops[0], Op::Mkdir { .. }));
         assert!(matches!(ops[1], Op::Touch { .. }));
+    }
+
+    #[test]
+    fn credentials_out_of_range_are_refused() {
+        let p = |user: Value| serde_json::json!({ "user": user });
+        assert_eq!(
+            credentials(&p(
+                serde_json::json!({"uid": 5, "gid": 6, "additionalGids": [7]})
+            ))
+            .unwrap(),
+            (5, 6, vec![7])
+        );
+        assert_eq!(credentials(&p(Value::Null)).unwrap(), (0, 0, vec![]));
+        for user in [
+            serde_json::json!({"uid": 4_294_967_295_u64, "gid": 0}),
+            serde_json::json!({"uid": 0, "gid": 2_147_483_648_u64}),
+            serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [4_294_967_295_u64]}),
+            serde_json::json!({"uid": 4_294_967_296_u64, "gid": 0}),
+            serde_json::json!({"uid": -1, "gid": 0}),
+            serde_json::json!({"uid": "0", "gid": 0}),
+        ] {
+            assert!(
+                matches!(credentials(&p(user.clone())), Err(PlanError::Invalid(_))),
+                "{user}"
+            );
+        }
     }
 
     #[test]
