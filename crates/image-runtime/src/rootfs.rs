@@ -74,6 +74,13 @@ pub enum RootfsError {
         /// What was expected (`directory`, `regular file`).
         expected: &'static str,
     },
+    /// A path inside the root that must be reached through no symlink
+    /// (a proc or sysfs mount point) has one on its way.
+    #[error("{path} in the root filesystem is a symbolic link")]
+    Symlink {
+        /// The path, as seen inside the container, up to the symlink.
+        path: PathBuf,
+    },
     /// A mount of the root filesystem failed.
     #[error("mounting {fs_type} {source_path} on {target}: {source}")]
     Mount {
@@ -104,6 +111,7 @@ impl Classify for RootfsError {
             | RootfsError::Mount { source, .. }
             | RootfsError::Unmount { source, .. } => ErrorKind::from_io(source),
             RootfsError::WrongType { .. } => ErrorKind::InvalidInput,
+            RootfsError::Symlink { .. } => ErrorKind::Unsafe,
         }
     }
 }
@@ -221,6 +229,55 @@ impl RootDir {
                 source,
             })?;
         Ok(buf)
+    }
+
+    /// Checks that `path` is an ordinary directory: every component,
+    /// the last one too, a directory and none a symlink (`lstat` one
+    /// component at a time from the root handle).
+    ///
+    /// # Errors
+    /// [`RootfsError::Symlink`], [`RootfsError::WrongType`], or
+    /// [`RootfsError::Access`] (classified `NotFound` when a component
+    /// is missing).
+    pub fn ordinary_dir(&self, path: &Path) -> Result<(), RootfsError> {
+        let mut done = PathBuf::from("/");
+        let mut dir = rustix::io::dup(&self.fd).map_err(|e| RootfsError::Access {
+            path: done.clone(),
+            source: io_err(e),
+        })?;
+        for comp in relative(path).components() {
+            let Component::Normal(name) = comp else {
+                return Err(RootfsError::WrongType {
+                    path: path.to_owned(),
+                    expected: "path without `.` or `..`",
+                });
+            };
+            done.push(name);
+            let access = |e: rustix::io::Errno| RootfsError::Access {
+                path: done.clone(),
+                source: io_err(e),
+            };
+            let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(access)?;
+            match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                rustix::fs::FileType::Directory => {}
+                rustix::fs::FileType::Symlink => return Err(RootfsError::Symlink { path: done }),
+                _ => {
+                    return Err(RootfsError::WrongType {
+                        path: done,
+                        expected: "directory",
+                    })
+                }
+            }
+            dir = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(access)?;
+        }
+        Ok(())
     }
 
     /// Stats a path inside the root (symlinks followed inside the root).

@@ -809,6 +809,7 @@ impl NativeRuntime {
         stdio: Stdio,
     ) -> Result<(i32, io::Pumps), BackendError> {
         let userns = flags & libc::CLONE_NEWUSER != 0;
+        plan::check_mount_targets(spec, root).map_err(|e| self.failure(id, "start", e))?;
         let ops =
             plan::mount_ops(spec, userns, cgroups).map_err(|e| self.failure(id, "start", e))?;
         let op_names: Vec<String> = ops.iter().map(describe_op).collect();

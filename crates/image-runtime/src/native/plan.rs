@@ -87,6 +87,43 @@ pub(crate) fn mount_options(options: &[String]) -> (c_ulong, bool, bool, String)
     (flags, bind, rec, data.join(","))
 }
 
+/// Filesystems that must be mounted on an ordinary directory, reached
+/// through no symlink, as runc and crun require: mounted through an
+/// image's `/proc -> /tmp` they would sit where the masked and read-only
+/// paths (`/proc/kcore`, `/proc/sys`, ...) do not reach. Other mounts
+/// (tmpfs, binds, user volumes) resolve symlinks inside the root, as
+/// runc's securejoin does.
+fn needs_ordinary_dir(fs_type: &str) -> bool {
+    matches!(fs_type, "proc" | "sysfs")
+}
+
+/// Checks, before anything is mounted, that each proc and sysfs mount of
+/// the spec has an ordinary directory (or nothing yet) at its destination
+/// in the root at `root`: no component a symlink, the last one a directory
+/// when it exists. The child enforces the same again when it mounts; this
+/// check gives the clear error.
+pub(crate) fn check_mount_targets(spec: &Value, root: &Path) -> Result<(), PlanError> {
+    let root_dir = crate::rootfs::RootDir::open(root)
+        .map_err(|e| PlanError::Invalid(format!("checking mount targets: {e}")))?;
+    for m in spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let typ = m["type"].as_str().unwrap_or("");
+        if !needs_ordinary_dir(typ) {
+            continue;
+        }
+        let dest = m["destination"].as_str().unwrap_or("");
+        match root_dir.ordinary_dir(Path::new(&format!("/{}", rel(dest)))) {
+            Ok(()) => {}
+            Err(e) if image_core::Classify::kind(&e) == image_core::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(PlanError::Invalid(format!(
+                    "{typ} must be mounted on an ordinary directory: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Ops that create `rel` (directories, the last one a file when `file`).
 fn make_path(ops: &mut Vec<Op>, rel: &str, file: bool) -> Result<(), PlanError> {
     if rel == "." {
@@ -213,6 +250,7 @@ pub(crate) fn mount_ops(
                 fstype: Some(cstr(typ)?),
                 flags,
                 data: (!data.is_empty()).then(|| cstr(&data)).transpose()?,
+                ordinary_dir: needs_ordinary_dir(typ),
             });
             if typ == "tmpfs" && target == "dev" {
                 dev_ops(&mut ops, &target, userns)?;
@@ -269,6 +307,7 @@ fn cgroup_ops(ops: &mut Vec<Op>, target: &str, cgroups: &[CgroupDir]) -> Result<
         fstype: Some(cstr("tmpfs")?),
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: Some(cstr("mode=755")?),
+        ordinary_dir: false,
     });
     for c in v1 {
         let Some(name) = c.mount_point.file_name() else {
