@@ -183,6 +183,32 @@ impl RootDir {
         })
     }
 
+    /// Opens the directory `name` in the directory `parent` as a root,
+    /// without following a symlink there (`ELOOP`/`ENOTDIR`): for a
+    /// root inside a directory an operator named, whose entries may be
+    /// anything. `host_path` is what errors and [`RootDir::host_path`] say.
+    ///
+    /// # Errors
+    /// [`RootfsError::OpenRoot`].
+    pub fn open_nofollow_at(
+        parent: impl AsFd,
+        name: &str,
+        host_path: PathBuf,
+    ) -> Result<RootDir, RootfsError> {
+        match rustix::fs::openat(
+            parent,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(RootDir { fd, host_path }),
+            Err(e) => Err(RootfsError::OpenRoot {
+                path: host_path,
+                source: io_err(e),
+            }),
+        }
+    }
+
     /// The host path the root was opened from.
     pub fn host_path(&self) -> &Path {
         &self.host_path
