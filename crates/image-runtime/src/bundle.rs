@@ -47,7 +47,7 @@ pub struct BundleLayout<'a> {
 /// # Errors
 /// [`ContainerError::Spec`] (no command, bad working directory),
 /// [`ContainerError::User`], [`ContainerError::Lookup`] (program missing or
-/// not executable), [`ContainerError::Rootfs`], [`ContainerError::State`].
+/// not executable), [`ContainerError::Rootfs`], [`ContainerError::Bundle`] (`etc` a symlink).
 pub fn write(
     layout: &BundleLayout<'_>,
     config: &RunConfig,
@@ -91,7 +91,10 @@ fn write_with_root(
     lookup::find_executable(root, &args[0], path, &cwd)?;
     let etc_dir = layout.dir.join("etc");
     let etc = etc_files::write(&etc_dir, &hostname, opts.network == spec::NetworkMode::Host)
-        .map_err(ContainerError::state(&etc_dir))?;
+        .map_err(|source| ContainerError::Bundle {
+            path: etc_dir.clone(),
+            source,
+        })?;
     let ctx = SpecContext {
         id: layout.id.to_owned(),
         root_path: layout.root_path.clone(),
@@ -108,8 +111,12 @@ fn write_with_root(
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })?;
     let dir = open_bundle_dir(layout.dir)?;
-    etc_files::replace_file_at(&dir, "config.json", &json)
-        .map_err(ContainerError::state(&config_path))?;
+    etc_files::replace_file_at(&dir, "config.json", &json).map_err(|source| {
+        ContainerError::Bundle {
+            path: config_path.clone(),
+            source,
+        }
+    })?;
     Ok(spec)
 }
 

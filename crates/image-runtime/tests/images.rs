@@ -758,7 +758,8 @@ fn bundle_export_never_follows_symlinks_in_the_directory() {
     std::fs::create_dir(&b2).unwrap();
     std::os::unix::fs::symlink(&outside, b2.join("etc")).unwrap();
     let e = image_runtime::bundle::export_image(&f.store, SINGLE, &b2, &opts).unwrap_err();
-    assert!(matches!(e, ContainerError::State { .. }), "{e:?}");
+    assert!(matches!(e, ContainerError::Bundle { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
     untouched(&outside);
     assert!(!b2.join("rootfs").exists());
     assert!(!b2.join("config.json").exists());
