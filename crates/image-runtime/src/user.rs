@@ -415,6 +415,51 @@ mod tests {
     }
 
     #[test]
+    fn generated_numeric_users_resolve_only_within_range() {
+        // Boundaries and xorshift-generated numbers, in every spec form:
+        // a spec resolves exactly when its numbers are at most MAX_ID, and
+        // what resolves never holds an ID above it.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut ids: Vec<u64> = vec![
+            0,
+            1000,
+            u64::from(MAX_ID) - 1,
+            u64::from(MAX_ID),
+            u64::from(MAX_ID) + 1,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        for _ in 0..200 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ids.push(state >> (state % 64));
+        }
+        let ok = |n: u64| n <= u64::from(MAX_ID);
+        for &u in &ids {
+            for &g in ids.iter().step_by(7) {
+                for (spec, valid) in [
+                    (format!("{u}"), ok(u)),
+                    (format!("{u}:{g}"), ok(u) && ok(g)),
+                    (format!("app:{g}"), ok(g)),
+                    (format!("{u}:staff"), ok(u)),
+                ] {
+                    match r(&spec) {
+                        Ok(x) => {
+                            assert!(valid, "{spec} resolved: {x:?}");
+                            assert!(x.uid <= MAX_ID && x.gid <= MAX_ID, "{spec}");
+                            assert!(x.additional_gids.iter().all(|g| *g <= MAX_ID));
+                        }
+                        Err(UserError::IdOutOfRange { .. }) => assert!(!valid, "{spec}"),
+                        Err(e) => panic!("{spec}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn resolves_through_hostile_symlinks_inside_the_root() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("r");
