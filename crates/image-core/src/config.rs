@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::error::{Classify, ErrorKind};
 use crate::json::to_canonical_vec;
 use crate::manifest::ParseError;
 use crate::media_type::MediaType;
@@ -129,6 +130,106 @@ pub struct RunConfig {
     /// Fields not modelled here (Hostname, AttachStdin, Image, ...), kept verbatim.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// The most entries one list or map of a [`RunConfig`] may hold (Env,
+/// Cmd, Entrypoint, Shell, OnBuild, Healthcheck's Test, Labels,
+/// ExposedPorts, Volumes). Docker sets no limit; real images hold tens to
+/// a few hundred, and a process cannot even receive more than the kernel's
+/// `ARG_MAX` (a quarter of the stack limit, 2 MiB by default) of argv and
+/// environment together.
+pub const MAX_CONFIG_ENTRIES: usize = 65_536;
+
+/// The most bytes the strings of one list or map of a [`RunConfig`] may
+/// hold together (keys and values), see [`MAX_CONFIG_ENTRIES`].
+pub const MAX_CONFIG_FIELD_BYTES: usize = 4 << 20;
+
+/// A [`RunConfig`] field holds more than [`MAX_CONFIG_ENTRIES`] entries or
+/// [`MAX_CONFIG_FIELD_BYTES`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image config field {field} holds {found} {unit}, above the limit of {limit}")]
+pub struct ConfigLimitError {
+    /// The field, as the config names it (`Env`, `Labels`, ...).
+    pub field: &'static str,
+    /// `entries` or `bytes`.
+    pub unit: &'static str,
+    /// What the config holds.
+    pub found: usize,
+    /// The limit.
+    pub limit: usize,
+}
+
+impl Classify for ConfigLimitError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+fn check_field<'a>(
+    field: &'static str,
+    entries: usize,
+    strings: impl Iterator<Item = &'a str>,
+) -> Result<(), ConfigLimitError> {
+    if entries > MAX_CONFIG_ENTRIES {
+        return Err(ConfigLimitError {
+            field,
+            unit: "entries",
+            found: entries,
+            limit: MAX_CONFIG_ENTRIES,
+        });
+    }
+    let bytes = strings.fold(0usize, |n, s| n.saturating_add(s.len()));
+    if bytes > MAX_CONFIG_FIELD_BYTES {
+        return Err(ConfigLimitError {
+            field,
+            unit: "bytes",
+            found: bytes,
+            limit: MAX_CONFIG_FIELD_BYTES,
+        });
+    }
+    Ok(())
+}
+
+impl RunConfig {
+    /// Checks every list and map against [`MAX_CONFIG_ENTRIES`] and
+    /// [`MAX_CONFIG_FIELD_BYTES`], so that what is derived from the config
+    /// (a container's environment and argv) stays bounded. A map's values
+    /// other than strings (ExposedPorts' and Volumes' empty objects) are
+    /// not counted.
+    ///
+    /// # Errors
+    /// [`ConfigLimitError`] naming the first field over a limit.
+    pub fn check_limits(&self) -> Result<(), ConfigLimitError> {
+        let lists: [(&'static str, Option<&Vec<String>>); 6] = [
+            ("Env", self.env.as_ref()),
+            ("Cmd", self.cmd.as_ref()),
+            ("Entrypoint", self.entrypoint.as_ref()),
+            ("Shell", self.shell.as_ref()),
+            ("OnBuild", self.on_build.as_ref()),
+            (
+                "Healthcheck.Test",
+                self.healthcheck.as_ref().and_then(|h| h.test.as_ref()),
+            ),
+        ];
+        for (field, list) in lists {
+            if let Some(l) = list {
+                check_field(field, l.len(), l.iter().map(String::as_str))?;
+            }
+        }
+        if let Some(m) = &self.labels {
+            let strings = m.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+            check_field("Labels", m.len(), strings)?;
+        }
+        for (field, map) in [
+            ("ExposedPorts", &self.exposed_ports),
+            ("Volumes", &self.volumes),
+        ] {
+            if let Some(m) = map {
+                check_field(field, m.len(), m.keys().map(String::as_str))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The whole image config document, OCI and Docker fields alike.
@@ -355,6 +456,97 @@ mod tests {
             ImageConfig::new(back.file().clone()).expect("new").raw(),
             changed.raw()
         );
+    }
+
+    #[test]
+    fn config_limits_name_the_field() {
+        let many = |n: usize| (0..n).map(|i| format!("K{i}=v")).collect::<Vec<_>>();
+        let ok = RunConfig {
+            env: Some(many(MAX_CONFIG_ENTRIES)),
+            labels: Some((0..1000).map(|i| (format!("l{i}"), "v".into())).collect()),
+            ..RunConfig::default()
+        };
+        assert_eq!(ok.check_limits(), Ok(()));
+        let cases: Vec<(&str, &str, RunConfig)> = vec![
+            (
+                "Env",
+                "entries",
+                RunConfig {
+                    env: Some(many(MAX_CONFIG_ENTRIES + 1)),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "Env",
+                "bytes",
+                RunConfig {
+                    env: Some(vec!["A".repeat(MAX_CONFIG_FIELD_BYTES + 1)]),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "Cmd",
+                "entries",
+                RunConfig {
+                    cmd: Some(many(MAX_CONFIG_ENTRIES + 1)),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "Entrypoint",
+                "entries",
+                RunConfig {
+                    entrypoint: Some(many(MAX_CONFIG_ENTRIES + 1)),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "OnBuild",
+                "bytes",
+                RunConfig {
+                    on_build: Some(vec!["x".repeat(3 << 20), "y".repeat(2 << 20)]),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "Labels",
+                "bytes",
+                RunConfig {
+                    labels: Some([("k".into(), "v".repeat(MAX_CONFIG_FIELD_BYTES))].into()),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "ExposedPorts",
+                "entries",
+                RunConfig {
+                    exposed_ports: Some(
+                        (0..=MAX_CONFIG_ENTRIES)
+                            .map(|i| (format!("{i}/tcp"), Value::Object(Default::default())))
+                            .collect(),
+                    ),
+                    ..RunConfig::default()
+                },
+            ),
+            (
+                "Volumes",
+                "entries",
+                RunConfig {
+                    volumes: Some(
+                        (0..=MAX_CONFIG_ENTRIES)
+                            .map(|i| (format!("/v{i}"), Value::Object(Default::default())))
+                            .collect(),
+                    ),
+                    ..RunConfig::default()
+                },
+            ),
+        ];
+        for (field, unit, c) in cases {
+            let e = c.check_limits().expect_err(field);
+            assert_eq!((e.field, e.unit), (field, unit));
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(field), "{e}");
+        }
     }
 
     #[test]

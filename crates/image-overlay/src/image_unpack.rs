@@ -36,7 +36,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
 use image_core::manifest::{descriptor_digest, descriptor_media_type};
-use image_core::{chain_ids, Classify, Digest, ErrorKind, ParseError};
+use image_core::{chain_ids, Classify, Digest, ErrorKind, MediaTypeError, ParseError};
 use image_store::{ContentError, Image, Provider};
 
 use crate::mount::Mount;
@@ -107,6 +107,17 @@ pub enum ImageUnpackError {
         /// Diff IDs in the config.
         diff_ids: usize,
     },
+    /// A layer whose media type is not a layer this unpacker can read (an
+    /// `+encrypted` layer, a foreign type): refused before anything is
+    /// unpacked, with the error `save` gives ([`MediaTypeError::Unknown`]).
+    #[error("layer {index} cannot be unpacked")]
+    MediaType {
+        /// The layer index, bottom first.
+        index: usize,
+        /// The media type error.
+        #[source]
+        source: MediaTypeError,
+    },
     /// A layer descriptor with a bad digest.
     #[error("layer {index}: {source}")]
     Descriptor {
@@ -162,6 +173,7 @@ impl Classify for ImageUnpackError {
     fn kind(&self) -> ErrorKind {
         match self {
             ImageUnpackError::LayerCount { .. } => ErrorKind::InvalidInput,
+            ImageUnpackError::MediaType { source, .. } => source.kind(),
             ImageUnpackError::Descriptor { source, .. } => source.kind(),
             ImageUnpackError::Content { source, .. } => source.kind(),
             ImageUnpackError::Unpack { source, .. } => source.kind(),
@@ -219,6 +231,17 @@ where
             layers: layers.len(),
             diff_ids: diff_ids.len(),
         });
+    }
+    // Decided by the media type, never by sniffing: an encrypted layer
+    // (`...tar+gzip+encrypted`) must not be read as a plain tar.
+    for (index, desc) in layers.iter().enumerate() {
+        let media_type = descriptor_media_type(desc);
+        if media_type.layer_compression().is_none() {
+            return Err(ImageUnpackError::MediaType {
+                index,
+                source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
+            });
+        }
     }
     let chains = chain_ids(diff_ids);
     let mut report = ImageUnpackReport {

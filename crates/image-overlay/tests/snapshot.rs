@@ -1542,3 +1542,56 @@ fn image_unpack_hardlink_to_a_lower_symlink_is_refused_in_overlay_form() {
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert_nothing_partial(&sn, 1);
 }
+
+#[test]
+fn image_unpack_refuses_encrypted_layers_before_unpacking_anything() {
+    // The layer's bytes are a valid gzip tar: only the media type says
+    // they must not be read as one.
+    for (driver, media_type) in [
+        (
+            "overlay",
+            "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+        ),
+        ("copy", "application/vnd.oci.image.layer.v1.tar+encrypted"),
+        ("overlay", "application/vnd.example.layer.unknown"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn: Box<dyn Snapshotter> = if driver == "overlay" {
+            Box::new(OverlaySnapshotter::open(dir.path()).expect("open"))
+        } else {
+            Box::new(CopySnapshotter::open(dir.path()).expect("open"))
+        };
+        let t = make_image(&layers_abc(), "test/abc:1");
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(t.image.manifest.raw()).expect("manifest");
+        manifest["layers"][1]["mediaType"] = serde_json::json!(media_type);
+        let manifest = serde_json::to_vec(&manifest).expect("json");
+        let md = t.store.write_blob(&manifest).expect("blob");
+        let desc =
+            image_core::manifest::descriptor(&MediaType::OciManifest, &md, manifest.len() as u64);
+        t.store.set_tag("test/enc:1", &desc).expect("tag");
+        let enc = image_store::resolve_image(&t.store, "test/enc:1", None).expect("resolve");
+
+        let err = unpack_image(&t.store, &enc, &*sn, &ImageUnpackOptions::default())
+            .expect_err("an encrypted layer");
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{driver}: {err}");
+        match &err {
+            ImageUnpackError::MediaType {
+                index: 1,
+                source: image_core::MediaTypeError::Unknown(found),
+            } => assert_eq!(found, media_type),
+            other => panic!("{driver}: {other:?}"),
+        }
+        // Refused before anything was unpacked, not even the layer below.
+        assert!(sn.list().expect("list").is_empty(), "{driver}");
+        // `unpack` (flatten) refuses it too.
+        let out = tempfile::tempdir().expect("tempdir");
+        assert!(image_overlay::flatten::flatten_image(
+            &t.store,
+            &enc,
+            &out.path().join("root"),
+            &UnpackOptions::default()
+        )
+        .is_err());
+    }
+}

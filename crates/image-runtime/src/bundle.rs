@@ -6,11 +6,22 @@
 //! resolves the user from the image's own passwd and group files, creates
 //! the working directory (0755, root-owned, as Docker does), checks that
 //! the program exists and is executable, and writes Docker's `/etc` files.
+//!
+//! # Security
+//! The bundle directory may be one an operator named, holding whatever was
+//! there before: `config.json` and the `/etc` files are written under
+//! temporary names and renamed over theirs (a symlink there is replaced,
+//! never written through), `etc` and the `rootfs` of [`export`] are opened
+//! with `O_NOFOLLOW`, and [`export_image`] flattens only into a `rootfs` it
+//! has just created. Inside the root filesystem every access resolves
+//! inside it ([`RootDir`]).
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use image_core::config::RunConfig;
 use image_core::oci_spec::runtime::Spec;
+use rustix::fs::{Mode, OFlags};
 
 use crate::error::ContainerError;
 use crate::rootfs::RootDir;
@@ -36,29 +47,54 @@ pub struct BundleLayout<'a> {
 /// # Errors
 /// [`ContainerError::Spec`] (no command, bad working directory),
 /// [`ContainerError::User`], [`ContainerError::Lookup`] (program missing or
-/// not executable), [`ContainerError::Rootfs`], [`ContainerError::State`].
+/// not executable), [`ContainerError::Rootfs`], [`ContainerError::Bundle`] (`etc` a symlink).
 pub fn write(
     layout: &BundleLayout<'_>,
     config: &RunConfig,
     opts: &RunOptions,
 ) -> Result<Spec, ContainerError> {
     let root = RootDir::open(layout.rootfs)?;
+    write_with_root(layout, &root, config, opts)
+}
+
+/// The directory `dir`, opened as named (the operator's choice).
+fn open_bundle_dir(dir: &Path) -> Result<OwnedFd, ContainerError> {
+    rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ContainerError::State {
+        path: dir.to_owned(),
+        source: e.into(),
+    })
+}
+
+fn write_with_root(
+    layout: &BundleLayout<'_>,
+    root: &RootDir,
+    config: &RunConfig,
+    opts: &RunOptions,
+) -> Result<Spec, ContainerError> {
     let user_spec = opts
         .user
         .as_deref()
         .or(config.user.as_deref())
         .unwrap_or("");
-    let user = user::resolve(&root, user_spec)?;
+    let user = user::resolve(root, user_spec)?;
     let args = spec::args(config, opts)?;
     let cwd = spec::working_dir(config, opts)?;
     root.create_dir_all(&cwd, 0, 0)?;
     let hostname = spec::hostname(layout.id, opts);
     let env = spec::env(config, opts, &hostname, &user.home);
     let path = process::lookup(&env, "PATH").unwrap_or(DEFAULT_PATH);
-    lookup::find_executable(&root, &args[0], path, &cwd)?;
+    lookup::find_executable(root, &args[0], path, &cwd)?;
     let etc_dir = layout.dir.join("etc");
     let etc = etc_files::write(&etc_dir, &hostname, opts.network == spec::NetworkMode::Host)
-        .map_err(ContainerError::state(&etc_dir))?;
+        .map_err(|source| ContainerError::Bundle {
+            path: etc_dir.clone(),
+            source,
+        })?;
     let ctx = SpecContext {
         id: layout.id.to_owned(),
         root_path: layout.root_path.clone(),
@@ -74,7 +110,13 @@ pub fn write(
         path: config_path.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })?;
-    std::fs::write(&config_path, json).map_err(ContainerError::state(&config_path))?;
+    let dir = open_bundle_dir(layout.dir)?;
+    etc_files::replace_file_at(&dir, "config.json", &json).map_err(|source| {
+        ContainerError::Bundle {
+            path: config_path.clone(),
+            source,
+        }
+    })?;
     Ok(spec)
 }
 
@@ -89,13 +131,15 @@ pub fn export(dir: &Path, config: &RunConfig, opts: &RunOptions) -> Result<Spec,
     let id = crate::state::random_id()?;
     let dir = std::path::absolute(dir).map_err(ContainerError::state(dir))?;
     let rootfs = dir.join("rootfs");
-    write(
+    let root = RootDir::open_nofollow_at(open_bundle_dir(&dir)?, "rootfs", rootfs.clone())?;
+    write_with_root(
         &BundleLayout {
             dir: &dir,
             rootfs: &rootfs,
             root_path: PathBuf::from("rootfs"),
             id: &id,
         },
+        &root,
         config,
         opts,
     )
@@ -108,8 +152,9 @@ pub fn export(dir: &Path, config: &RunConfig, opts: &RunOptions) -> Result<Spec,
 ///
 /// # Errors
 /// [`ContainerError::NoSuchImage`], [`ContainerError::Image`],
-/// [`ContainerError::State`] (`rootfs` exists, or flattening failed; the
-/// partial `rootfs` is removed), and as [`write()`].
+/// [`ContainerError::State`] (`rootfs` exists, or flattening failed), and
+/// as [`write()`] (a symlink as `etc`); on any failure the `rootfs` this
+/// call made is removed.
 pub fn export_image<P: image_store::Provider + image_store::TagStore + ?Sized>(
     store: &P,
     name: &str,
@@ -134,5 +179,10 @@ pub fn export_image<P: image_store::Provider + image_store::TagStore + ?Sized>(
         });
     }
     let config = image.config.file().config.clone().unwrap_or_default();
-    export(dir, &config, opts)
+    let exported = export(dir, &config, opts);
+    if exported.is_err() {
+        // No half-made bundle: the rootfs this call made goes too.
+        let _ = std::fs::remove_dir_all(&rootfs);
+    }
+    exported
 }

@@ -43,6 +43,17 @@ pub enum ContainerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A bundle's `config.json` or `/etc` files could not be written into
+    /// its directory; a symlink where they go (`etc`) is refused, never
+    /// followed (`ELOOP`, classified [`ErrorKind::Unsafe`]).
+    #[error("writing bundle {path}")]
+    Bundle {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// No container has this ID.
     #[error("no such container: {id}")]
     NotFound {
@@ -125,6 +136,10 @@ impl Classify for ContainerError {
             ContainerError::Rootfs(e) => e.kind(),
             ContainerError::Backend(e) => e.kind(),
             ContainerError::State { source, .. } => ErrorKind::from_io(source),
+            ContainerError::Bundle { source, .. } => match source.raw_os_error() {
+                Some(libc::ELOOP) => ErrorKind::Unsafe,
+                _ => ErrorKind::from_io(source),
+            },
             ContainerError::NotFound { .. } => ErrorKind::NotFound,
             ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ContainerError::InvalidId { .. } => ErrorKind::InvalidInput,

@@ -21,6 +21,10 @@ use image_overlay::resolve::{open_in_root, PathResolution};
 use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+/// The largest file [`RootDir::read`] reads (the image's `/etc/passwd`
+/// and `/etc/group`, which real images keep to kilobytes).
+pub const MAX_READ: u64 = 16 << 20;
+
 /// Where a container's root filesystem comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -74,6 +78,21 @@ pub enum RootfsError {
         /// What was expected (`directory`, `regular file`).
         expected: &'static str,
     },
+    /// A path inside the root that must be reached through no symlink
+    /// (a proc or sysfs mount point) has one on its way.
+    #[error("{path} in the root filesystem is a symbolic link")]
+    Symlink {
+        /// The path, as seen inside the container, up to the symlink.
+        path: PathBuf,
+    },
+    /// A file inside the root is larger than [`MAX_READ`].
+    #[error("{path} in the root filesystem is larger than {limit} bytes")]
+    TooLarge {
+        /// The path, as seen inside the container.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
     /// A mount of the root filesystem failed.
     #[error("mounting {fs_type} {source_path} on {target}: {source}")]
     Mount {
@@ -104,6 +123,7 @@ impl Classify for RootfsError {
             | RootfsError::Mount { source, .. }
             | RootfsError::Unmount { source, .. } => ErrorKind::from_io(source),
             RootfsError::WrongType { .. } => ErrorKind::InvalidInput,
+            RootfsError::Symlink { .. } | RootfsError::TooLarge { .. } => ErrorKind::Unsafe,
         }
     }
 }
@@ -175,6 +195,32 @@ impl RootDir {
         })
     }
 
+    /// Opens the directory `name` in the directory `parent` as a root,
+    /// without following a symlink there (`ELOOP`/`ENOTDIR`): for a
+    /// root inside a directory an operator named, whose entries may be
+    /// anything. `host_path` is what errors and [`RootDir::host_path`] say.
+    ///
+    /// # Errors
+    /// [`RootfsError::OpenRoot`].
+    pub fn open_nofollow_at(
+        parent: impl AsFd,
+        name: &str,
+        host_path: PathBuf,
+    ) -> Result<RootDir, RootfsError> {
+        match rustix::fs::openat(
+            parent,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(RootDir { fd, host_path }),
+            Err(e) => Err(RootfsError::OpenRoot {
+                path: host_path,
+                source: io_err(e),
+            }),
+        }
+    }
+
     /// The host path the root was opened from.
     pub fn host_path(&self) -> &Path {
         &self.host_path
@@ -200,10 +246,13 @@ impl RootDir {
         })
     }
 
-    /// Reads a whole file inside the root, following symlinks inside it.
+    /// Reads a whole file inside the root, following symlinks inside it;
+    /// at most [`MAX_READ`] bytes.
     ///
     /// # Errors
-    /// [`RootfsError::Access`] (classified `NotFound` when it is missing).
+    /// [`RootfsError::Access`] (classified `NotFound` when it is missing),
+    /// [`RootfsError::WrongType`] (not a regular file),
+    /// [`RootfsError::TooLarge`].
     pub fn read(&self, path: &Path) -> Result<Vec<u8>, RootfsError> {
         let fd = self.open_in(path, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK)?;
         let info = fstat_info(&fd, path)?;
@@ -213,14 +262,70 @@ impl RootDir {
                 expected: "regular file",
             });
         }
-        let mut file = std::fs::File::from(fd);
+        let file = std::fs::File::from(fd);
         let mut buf = Vec::new();
-        file.read_to_end(&mut buf)
+        file.take(MAX_READ + 1)
+            .read_to_end(&mut buf)
             .map_err(|source| RootfsError::Access {
                 path: path.to_owned(),
                 source,
             })?;
+        if buf.len() as u64 > MAX_READ {
+            return Err(RootfsError::TooLarge {
+                path: path.to_owned(),
+                limit: MAX_READ,
+            });
+        }
         Ok(buf)
+    }
+
+    /// Checks that `path` is an ordinary directory: every component,
+    /// the last one too, a directory and none a symlink (`lstat` one
+    /// component at a time from the root handle).
+    ///
+    /// # Errors
+    /// [`RootfsError::Symlink`], [`RootfsError::WrongType`], or
+    /// [`RootfsError::Access`] (classified `NotFound` when a component
+    /// is missing).
+    pub fn ordinary_dir(&self, path: &Path) -> Result<(), RootfsError> {
+        let mut done = PathBuf::from("/");
+        let mut dir = rustix::io::dup(&self.fd).map_err(|e| RootfsError::Access {
+            path: done.clone(),
+            source: io_err(e),
+        })?;
+        for comp in relative(path).components() {
+            let Component::Normal(name) = comp else {
+                return Err(RootfsError::WrongType {
+                    path: path.to_owned(),
+                    expected: "path without `.` or `..`",
+                });
+            };
+            done.push(name);
+            let access = |e: rustix::io::Errno| RootfsError::Access {
+                path: done.clone(),
+                source: io_err(e),
+            };
+            let st = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(access)?;
+            match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                rustix::fs::FileType::Directory => {}
+                rustix::fs::FileType::Symlink => return Err(RootfsError::Symlink { path: done }),
+                _ => {
+                    return Err(RootfsError::WrongType {
+                        path: done,
+                        expected: "directory",
+                    })
+                }
+            }
+            dir = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(access)?;
+        }
+        Ok(())
     }
 
     /// Stats a path inside the root (symlinks followed inside the root).
@@ -372,6 +477,31 @@ mod tests {
         assert_eq!(r.read(Path::new("/../secret")).unwrap(), b"inside");
         let e = r.read(Path::new("/missing")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        // Sparse: no disk used, but a naive read would allocate it all.
+        let f = std::fs::File::create(root.join("etc/passwd")).unwrap();
+        f.set_len(64 << 30).unwrap();
+        let f = std::fs::File::create(root.join("etc/group")).unwrap();
+        f.set_len(MAX_READ).unwrap();
+        let r = RootDir::open(&root).unwrap();
+        let e = r.read(Path::new("/etc/passwd")).unwrap_err();
+        assert!(matches!(e, RootfsError::TooLarge { .. }), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Unsafe);
+        assert_eq!(
+            r.read(Path::new("/etc/group")).unwrap().len() as u64,
+            MAX_READ
+        );
+        // Through the user lookup too.
+        assert!(matches!(
+            crate::user::resolve(&r, "app"),
+            Err(crate::user::UserError::Read(RootfsError::TooLarge { .. }))
+        ));
     }
 
     #[test]

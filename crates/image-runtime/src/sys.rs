@@ -82,13 +82,17 @@ pub(crate) mod step {
 /// on `/proc/self/fd/N` of what was resolved.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// `mount(source, target, fstype, flags, data)`.
+    /// `mount(source, target, fstype, flags, data)`. With
+    /// `ordinary_dir`, `target` must be a directory reached through no
+    /// symlink at all (`RESOLVE_NO_SYMLINKS`, `O_DIRECTORY`), runc's rule
+    /// for proc and sysfs: else `ELOOP` or `ENOTDIR`.
     Mount {
         source: Option<CString>,
         target: CString,
         fstype: Option<CString>,
         flags: c_ulong,
         data: Option<CString>,
+        ordinary_dir: bool,
     },
     /// A bind mount of the host path `source` (resolved in the child's mount
     /// namespace) on `target`, then, when `remount` has flags, a remount
@@ -396,10 +400,20 @@ struct KStatfs {
 
 /// Opens `rel` inside the root `rootfd` (`O_PATH`), never leaving it.
 fn open_in_root(rootfd: c_int, rel: &CString, extra: u64) -> Result<c_int, c_int> {
+    open_in_root_with(rootfd, rel, extra, 0)
+}
+
+/// [`open_in_root`] with more `RESOLVE_*` flags.
+fn open_in_root_with(
+    rootfd: c_int,
+    rel: &CString,
+    extra: u64,
+    resolve: u64,
+) -> Result<c_int, c_int> {
     let how = OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC) as u64 | extra,
         mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | resolve,
     };
     // SAFETY: openat2(2) with a valid C string and a valid open_how of the
     // size passed; it only returns a descriptor or an error.
@@ -494,8 +508,19 @@ fn run_op(rootfd: c_int, op: &Op) -> c_int {
             fstype,
             flags,
             data,
+            ordinary_dir,
         } => {
-            let fd = match open_in_root(rootfd, target, 0) {
+            let opened = if *ordinary_dir {
+                open_in_root_with(
+                    rootfd,
+                    target,
+                    libc::O_DIRECTORY as u64,
+                    libc::RESOLVE_NO_SYMLINKS,
+                )
+            } else {
+                open_in_root(rootfd, target, 0)
+            };
+            let fd = match opened {
                 Ok(fd) => fd,
                 Err(e) => return e,
             };

@@ -8,6 +8,12 @@ use image_core::{Classify, ErrorKind};
 
 use crate::rootfs::{RootDir, RootfsError};
 
+/// The highest user or group ID a container may run as: 2^31 - 1, as
+/// runc enforces ("uids and gids must be in range 0-2147483647"). Above
+/// it, `4294967295` is `(uid_t)-1`, which `setresuid` and `setgroups`
+/// read as "leave unchanged": the process would stay root.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
 /// The user a container process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -59,6 +65,17 @@ pub enum UserError {
         /// The string as given.
         spec: String,
     },
+    /// A user or group ID (given, or found in `/etc/passwd` or
+    /// `/etc/group`) is above [`MAX_ID`].
+    #[error("invalid user specification {spec:?}: {what} {id} is out of range 0-{max}", max = MAX_ID)]
+    IdOutOfRange {
+        /// The string as given.
+        spec: String,
+        /// `uid`, `gid` or `supplementary gid`.
+        what: &'static str,
+        /// The ID.
+        id: u64,
+    },
     /// Reading `/etc/passwd` or `/etc/group` failed other than by absence.
     #[error("reading the image's user database: {0}")]
     Read(#[from] RootfsError),
@@ -68,7 +85,7 @@ impl Classify for UserError {
     fn kind(&self) -> ErrorKind {
         match self {
             UserError::UserNotFound { .. } | UserError::GroupNotFound { .. } => ErrorKind::NotFound,
-            UserError::Invalid { .. } => ErrorKind::InvalidInput,
+            UserError::Invalid { .. } | UserError::IdOutOfRange { .. } => ErrorKind::InvalidInput,
             UserError::Read(e) => e.kind(),
         }
     }
@@ -164,11 +181,35 @@ pub fn resolve(root: &RootDir, spec: &str) -> Result<ResolvedUser, UserError> {
     resolve_in(&parse_passwd(&passwd), &parse_group(&group), spec)
 }
 
-fn parse_id(s: &str) -> Option<u32> {
+/// A numeric ID: `None` when `s` is not all digits (a name), else the
+/// number saturated to `u64` (range checked by [`check_ids`]).
+fn parse_id(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.parse().ok()
+    Some(s.parse().unwrap_or(u64::MAX))
+}
+
+/// Refuses a user whose uid, gid or a supplementary gid is above [`MAX_ID`].
+///
+/// # Errors
+/// [`UserError::IdOutOfRange`], naming `spec`.
+pub fn check_ids(user: &ResolvedUser, spec: &str) -> Result<(), UserError> {
+    let ids = [("uid", user.uid), ("gid", user.gid)].into_iter().chain(
+        user.additional_gids
+            .iter()
+            .map(|g| ("supplementary gid", *g)),
+    );
+    for (what, id) in ids {
+        if id > MAX_ID {
+            return Err(UserError::IdOutOfRange {
+                spec: spec.to_owned(),
+                what,
+                id: id.into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// [`resolve`] on already parsed databases (pure).
@@ -193,14 +234,25 @@ pub fn resolve_in(
         None => (spec, None),
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
+    let out_of_range = |what: &'static str, id: u64| UserError::IdOutOfRange {
+        spec: spec.to_owned(),
+        what,
+        id,
+    };
+    let to_id = |what: &'static str, id: u64| {
+        u32::try_from(id)
+            .ok()
+            .filter(|id| *id <= MAX_ID)
+            .ok_or_else(|| out_of_range(what, id))
+    };
 
     // The user: by name, or by number (an entry is optional then).
     let (mut resolved, matched_name) = match parse_id(user_part) {
-        Some(uid) => match passwd.iter().find(|p| p.uid == uid) {
+        Some(uid) => match passwd.iter().find(|p| u64::from(p.uid) == uid) {
             Some(p) => (from_entry(p), true),
             None => (
                 ResolvedUser {
-                    uid,
+                    uid: to_id("uid", uid)?,
                     gid: 0,
                     additional_gids: Vec::new(),
                     home: "/".into(),
@@ -225,7 +277,7 @@ pub fn resolve_in(
     match group_part {
         Some(g) => {
             resolved.gid = match parse_id(g) {
-                Some(gid) => gid,
+                Some(gid) => to_id("gid", gid)?,
                 None => {
                     groups
                         .iter()
@@ -239,20 +291,19 @@ pub fn resolve_in(
         }
         None if matched_name => {
             if let Some(name) = &resolved.name {
-                let mut seen = Vec::new();
-                for e in groups
+                let mut seen = std::collections::HashSet::new();
+                resolved.additional_gids = groups
                     .iter()
                     .filter(|e| e.members.iter().any(|m| m == name))
-                {
-                    if !seen.contains(&e.gid) {
-                        seen.push(e.gid);
-                    }
-                }
-                resolved.additional_gids = seen;
+                    .map(|e| e.gid)
+                    .filter(|g| seen.insert(*g))
+                    .collect();
             }
         }
         None => {}
     }
+    // IDs from the image's passwd and group files are checked too.
+    check_ids(&resolved, spec)?;
     Ok(resolved)
 }
 
@@ -319,6 +370,93 @@ mod tests {
         ));
         assert!(matches!(r("app:"), Err(UserError::Invalid { .. })));
         assert_eq!(r("nobody").unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn ids_above_2_pow_31_minus_1_are_refused() {
+        let out = |spec: &str| match r(spec) {
+            Err(e @ UserError::IdOutOfRange { .. }) => e.kind() == ErrorKind::InvalidInput,
+            other => panic!("{spec}: {other:?}"),
+        };
+        for spec in [
+            "4294967295",
+            "2147483648",
+            "0:4294967295",
+            "app:2147483648",
+            "99999999999999999999999",
+            "1:99999999999999999999999",
+        ] {
+            assert!(out(spec), "{spec}");
+        }
+        assert_eq!(r("2147483647:2147483647").unwrap().uid, MAX_ID);
+        // The image's own files: a name mapping to -1, a group with -1.
+        let passwd = parse_passwd("evil:x:4294967295:0::/:/bin/sh\nhalf:x:5:4294967295::/:\n");
+        let groups = parse_group("g:x:4294967295:app2\n");
+        assert!(matches!(
+            resolve_in(&passwd, &groups, "evil"),
+            Err(UserError::IdOutOfRange { what: "uid", .. })
+        ));
+        assert!(matches!(
+            resolve_in(&passwd, &groups, "half"),
+            Err(UserError::IdOutOfRange { what: "gid", .. })
+        ));
+        let passwd = parse_passwd("app2:x:7:7::/:\n");
+        assert!(matches!(
+            resolve_in(&passwd, &groups, "app2"),
+            Err(UserError::IdOutOfRange {
+                what: "supplementary gid",
+                ..
+            })
+        ));
+        assert!(matches!(
+            resolve_in(&passwd, &groups, "app2:g"),
+            Err(UserError::IdOutOfRange { what: "gid", .. })
+        ));
+    }
+
+    #[test]
+    fn generated_numeric_users_resolve_only_within_range() {
+        // Boundaries and xorshift-generated numbers, in every spec form:
+        // a spec resolves exactly when its numbers are at most MAX_ID, and
+        // what resolves never holds an ID above it.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut ids: Vec<u64> = vec![
+            0,
+            1000,
+            u64::from(MAX_ID) - 1,
+            u64::from(MAX_ID),
+            u64::from(MAX_ID) + 1,
+            u64::from(u32::MAX),
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        for _ in 0..200 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ids.push(state >> (state % 64));
+        }
+        let ok = |n: u64| n <= u64::from(MAX_ID);
+        for &u in &ids {
+            for &g in ids.iter().step_by(7) {
+                for (spec, valid) in [
+                    (format!("{u}"), ok(u)),
+                    (format!("{u}:{g}"), ok(u) && ok(g)),
+                    (format!("app:{g}"), ok(g)),
+                    (format!("{u}:staff"), ok(u)),
+                ] {
+                    match r(&spec) {
+                        Ok(x) => {
+                            assert!(valid, "{spec} resolved: {x:?}");
+                            assert!(x.uid <= MAX_ID && x.gid <= MAX_ID, "{spec}");
+                            assert!(x.additional_gids.iter().all(|g| *g <= MAX_ID));
+                        }
+                        Err(UserError::IdOutOfRange { .. }) => assert!(!valid, "{spec}"),
+                        Err(e) => panic!("{spec}: {e}"),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use image_overlay::{diff_dirs, pack_dir, PackOptions};
 use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::state::ContainerStatus;
-use image_runtime::{CommitError, ContainerError, Exit, Runtime, RuntimeKind, Stdio};
+use image_runtime::{CommitError, ContainerError, Exit, RunOptions, Runtime, RuntimeKind, Stdio};
 use image_store::mutate::{append, NewLayer};
 use image_store::{Ingester, OciDir, TagStore};
 
@@ -776,4 +776,73 @@ fn gc_removes_the_snapshot_of_a_crashed_container() {
         .unwrap()
         .is_empty());
     assert!(!rt2.root().join("containers").join(&id).exists());
+}
+
+/// `bundle IMAGE DIR` into a directory an operator named, holding
+/// symlinks: `config.json` and the `/etc` files replace links instead of
+/// writing through them, a symlinked `etc` or `rootfs` is refused, and a
+/// refused bundle leaves no rootfs behind.
+#[test]
+fn bundle_export_never_follows_symlinks_in_the_directory() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let outside = f.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), "precious").unwrap();
+    let untouched = |outside: &Path| {
+        assert_eq!(
+            std::fs::read_to_string(outside.join("victim")).unwrap(),
+            "precious"
+        );
+        let names: Vec<_> = std::fs::read_dir(outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("victim")]);
+    };
+    let opts = RunOptions::new();
+
+    // config.json and etc/hosts are links to a file outside.
+    let b1 = f.tmp.path().join("b1");
+    std::fs::create_dir_all(b1.join("etc")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), b1.join("config.json")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), b1.join("etc/hosts")).unwrap();
+    image_runtime::bundle::export_image(&f.store, SINGLE, &b1, &opts).unwrap();
+    untouched(&outside);
+    for p in ["config.json", "etc/hosts"] {
+        let md = std::fs::symlink_metadata(b1.join(p)).unwrap();
+        assert!(md.is_file(), "{p} replaced by a regular file");
+    }
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b1.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["root"]["path"], "rootfs");
+
+    // etc is a link to a directory outside: refused, no rootfs left.
+    let b2 = f.tmp.path().join("b2");
+    std::fs::create_dir(&b2).unwrap();
+    std::os::unix::fs::symlink(&outside, b2.join("etc")).unwrap();
+    let e = image_runtime::bundle::export_image(&f.store, SINGLE, &b2, &opts).unwrap_err();
+    assert!(matches!(e, ContainerError::Bundle { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
+    untouched(&outside);
+    assert!(!b2.join("rootfs").exists());
+    assert!(!b2.join("config.json").exists());
+
+    // rootfs is a link: refused (export_image makes its own and will not
+    // use an existing one; export opens it without following).
+    let b3 = f.tmp.path().join("b3");
+    std::fs::create_dir(&b3).unwrap();
+    std::os::unix::fs::symlink(&outside, b3.join("rootfs")).unwrap();
+    assert!(image_runtime::bundle::export_image(&f.store, SINGLE, &b3, &opts).is_err());
+    let e = image_runtime::bundle::export(&b3, &image_config_of(&f), &opts).unwrap_err();
+    assert!(matches!(e, ContainerError::Rootfs(_)), "{e:?}");
+    untouched(&outside);
+    assert!(!b3.join("config.json").exists());
+}
+
+fn image_config_of(f: &Fixture) -> image_core::config::RunConfig {
+    let image = image_store::resolve_image(&f.store, SINGLE, None).unwrap();
+    image.config.file().config.clone().unwrap_or_default()
 }

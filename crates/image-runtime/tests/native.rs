@@ -560,3 +560,109 @@ async fn native_fifty_concurrent_containers_from_tokio() {
     assert!(!lower.join("tmp/f").exists());
     eprintln!("50 containers in {elapsed:?}");
 }
+
+/// An image whose `/proc` or `/sys` is a symlink (`/proc -> /tmp`) is
+/// refused, as runc and crun refuse it: the masked and read-only paths
+/// would not cover a proc mounted elsewhere. A symlinked `/dev` (a tmpfs,
+/// like user volumes) is resolved inside the root, as runc's securejoin
+/// does, and the container runs.
+#[test]
+fn native_refuses_proc_and_sys_through_symlinks_like_runc() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    let mut peers: Vec<(&str, OciRuntime)> = Vec::new();
+    for (name, kind) in [("runc", RuntimeKind::Runc), ("crun", RuntimeKind::Crun)] {
+        if image_runtime::oci_runtime::which(name).is_some() {
+            peers.push((
+                name,
+                OciRuntime::new(kind, &b.tmp.path().join(name)).unwrap(),
+            ));
+        } else {
+            eprintln!("SKIPPED comparison with {name}: not installed");
+        }
+    }
+    let rootfs = b.dir.join("rootfs");
+    for (dir, target) in [("proc", "/tmp"), ("sys", "tmp"), ("proc", "/nonexistent")] {
+        let real = rootfs.join(dir);
+        std::fs::remove_dir(&real).unwrap();
+        std::os::unix::fs::symlink(target, &real).unwrap();
+        b.write(&["true"], |_| {});
+        let id = format!("link-{dir}");
+        be.create(&id, &b.dir).unwrap();
+        let e = match be.start(&id, &b.dir, Stdio::capture()) {
+            Ok(mut p) => {
+                let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap();
+                panic!("{dir} -> {target}: started ({exit:?})")
+            }
+            Err(e) => e,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("must be mounted on an ordinary directory")
+                && text.contains(&format!("/{dir} in the root filesystem is a symbolic link")),
+            "{text}"
+        );
+        be.delete(&id, true).unwrap();
+        assert_clean(&id, b.tmp.path());
+        for (name, peer) in &peers {
+            let pid = format!("{name}-{dir}");
+            let refused = peer.create(&pid, &b.dir).is_err()
+                || match peer.start(&pid, &b.dir, Stdio::capture()) {
+                    Err(_) => true,
+                    // runc and crun report a failed init when waited for.
+                    Ok(mut p) => backend::wait_timeout(&mut *p, TIMEOUT)
+                        .map_or(true, |x| x.is_none_or(|x| !x.status.success())),
+                };
+            let _ = peer.delete(&pid, true);
+            assert!(refused, "{name} ran with {dir} -> {target}");
+        }
+        std::fs::remove_file(&real).unwrap();
+        std::fs::create_dir(&real).unwrap();
+    }
+    // /tmp itself untouched by a proc mount (the link was refused).
+    assert!(std::fs::read_dir(rootfs.join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+
+    // /dev as a symlink: resolved inside the root (runc does the same).
+    let dev = rootfs.join("dev");
+    std::fs::remove_dir(&dev).unwrap();
+    std::fs::create_dir(rootfs.join("realdev")).unwrap();
+    std::os::unix::fs::symlink("../../../realdev", &dev).unwrap();
+    let exit = sh(&b, &be, "link-dev", "test -c /realdev/null && echo ok");
+    assert_eq!(exit.stdout_str(), "ok\n");
+    std::fs::remove_file(&dev).unwrap();
+    std::fs::create_dir(&dev).unwrap();
+}
+
+/// A bundle written by someone else with uid or gid `4294967295`
+/// (`(uid_t)-1`: setresuid would keep root) or a supplementary gid out of
+/// range is refused by the native backend, as runc refuses it.
+#[test]
+fn native_refuses_ids_out_of_range_in_a_bundle() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    for (i, user) in [
+        json!({"uid": 4_294_967_295_u64, "gid": 0}),
+        json!({"uid": 0, "gid": 4_294_967_295_u64}),
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [2_147_483_648_u64]}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        b.write(&["id"], |s| s["process"]["user"] = user.clone());
+        let id = format!("ids-{i}");
+        // Refused when the bundle is validated, before anything is made.
+        let e = be.create(&id, &b.dir).unwrap_err();
+        assert!(e.to_string().contains("out of range 0-2147483647"), "{e}");
+        let _ = be.delete(&id, true);
+        assert_clean(&id, b.tmp.path());
+    }
+}

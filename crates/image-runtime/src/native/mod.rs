@@ -363,15 +363,7 @@ fn process_plan(process: &Value) -> Result<ProcessPlan, PlanError> {
     let programs = plan::programs(&arg0, &env)?;
     let envp = plan::strings(&process["env"])?;
     let user = &process["user"];
-    let groups = user["additionalGids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|g| g.as_u64())
-                .map(|g| g as u32)
-                .collect()
-        })
-        .unwrap_or_default();
+    let (uid, gid, groups) = plan::credentials(process)?;
     let cwd = process["cwd"].as_str().unwrap_or("/");
     if !cwd.starts_with('/') {
         return Err(PlanError::Invalid(format!("relative cwd {cwd:?}")));
@@ -385,8 +377,8 @@ fn process_plan(process: &Value) -> Result<ProcessPlan, PlanError> {
     });
     Ok(ProcessPlan {
         caps: plan::caps(process)?,
-        uid: user["uid"].as_u64().unwrap_or(0) as u32,
-        gid: user["gid"].as_u64().unwrap_or(0) as u32,
+        uid,
+        gid,
         groups,
         umask: user["umask"].as_u64().unwrap_or(0o022) as u32,
         no_new_privs: process["noNewPrivileges"].as_bool().unwrap_or(false),
@@ -817,6 +809,7 @@ impl NativeRuntime {
         stdio: Stdio,
     ) -> Result<(i32, io::Pumps), BackendError> {
         let userns = flags & libc::CLONE_NEWUSER != 0;
+        plan::check_mount_targets(spec, root).map_err(|e| self.failure(id, "start", e))?;
         let ops =
             plan::mount_ops(spec, userns, cgroups).map_err(|e| self.failure(id, "start", e))?;
         let op_names: Vec<String> = ops.iter().map(describe_op).collect();

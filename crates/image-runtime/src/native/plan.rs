@@ -87,6 +87,43 @@ pub(crate) fn mount_options(options: &[String]) -> (c_ulong, bool, bool, String)
     (flags, bind, rec, data.join(","))
 }
 
+/// Filesystems that must be mounted on an ordinary directory, reached
+/// through no symlink, as runc and crun require: mounted through an
+/// image's `/proc -> /tmp` they would sit where the masked and read-only
+/// paths (`/proc/kcore`, `/proc/sys`, ...) do not reach. Other mounts
+/// (tmpfs, binds, user volumes) resolve symlinks inside the root, as
+/// runc's securejoin does.
+fn needs_ordinary_dir(fs_type: &str) -> bool {
+    matches!(fs_type, "proc" | "sysfs")
+}
+
+/// Checks, before anything is mounted, that each proc and sysfs mount of
+/// the spec has an ordinary directory (or nothing yet) at its destination
+/// in the root at `root`: no component a symlink, the last one a directory
+/// when it exists. The child enforces the same again when it mounts; this
+/// check gives the clear error.
+pub(crate) fn check_mount_targets(spec: &Value, root: &Path) -> Result<(), PlanError> {
+    let root_dir = crate::rootfs::RootDir::open(root)
+        .map_err(|e| PlanError::Invalid(format!("checking mount targets: {e}")))?;
+    for m in spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let typ = m["type"].as_str().unwrap_or("");
+        if !needs_ordinary_dir(typ) {
+            continue;
+        }
+        let dest = m["destination"].as_str().unwrap_or("");
+        match root_dir.ordinary_dir(Path::new(&format!("/{}", rel(dest)))) {
+            Ok(()) => {}
+            Err(e) if image_core::Classify::kind(&e) == image_core::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(PlanError::Invalid(format!(
+                    "{typ} must be mounted on an ordinary directory: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Ops that create `rel` (directories, the last one a file when `file`).
 fn make_path(ops: &mut Vec<Op>, rel: &str, file: bool) -> Result<(), PlanError> {
     if rel == "." {
@@ -213,6 +250,7 @@ pub(crate) fn mount_ops(
                 fstype: Some(cstr(typ)?),
                 flags,
                 data: (!data.is_empty()).then(|| cstr(&data)).transpose()?,
+                ordinary_dir: needs_ordinary_dir(typ),
             });
             if typ == "tmpfs" && target == "dev" {
                 dev_ops(&mut ops, &target, userns)?;
@@ -269,6 +307,7 @@ fn cgroup_ops(ops: &mut Vec<Op>, target: &str, cgroups: &[CgroupDir]) -> Result<
         fstype: Some(cstr("tmpfs")?),
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: Some(cstr("mode=755")?),
+        ordinary_dir: false,
     });
     for c in v1 {
         let Some(name) = c.mount_point.file_name() else {
@@ -374,6 +413,43 @@ pub(crate) fn caps(process: &Value) -> Result<Option<Caps>, PlanError> {
     }))
 }
 
+/// `(uid, gid, supplementary gids)` of `process.user`, each at most
+/// [`crate::user::MAX_ID`], as runc requires: a spec written by someone
+/// else may hold `4294967295`, which `setresuid` and `setgroups` read as
+/// "unchanged" (the process would stay root), or a number above `u32`.
+pub(crate) fn credentials(process: &Value) -> Result<(u32, u32, Vec<u32>), PlanError> {
+    let user = &process["user"];
+    let id = |what: &str, v: &Value| -> Result<u32, PlanError> {
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n <= crate::user::MAX_ID)
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{what} {v} is out of range 0-{}",
+                    crate::user::MAX_ID
+                ))
+            })
+    };
+    let uid = if user["uid"].is_null() {
+        0
+    } else {
+        id("uid", &user["uid"])?
+    };
+    let gid = if user["gid"].is_null() {
+        0
+    } else {
+        id("gid", &user["gid"])?
+    };
+    let groups = user["additionalGids"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| id("supplementary gid", g))
+        .collect::<Result<Vec<u32>, PlanError>>()?;
+    Ok((uid, gid, groups))
+}
+
 /// `(resource, soft, hard)` of the process's rlimits.
 pub(crate) fn rlimits(process: &Value) -> Result<Vec<(libc::c_int, u64, u64)>, PlanError> {
     let mut out = Vec::new();
@@ -472,6 +548,32 @@ mod tests {
         make_path(&mut ops, "etc/hosts", true).unwrap();
         assert!(matches!(ops[0], Op::Mkdir { .. }));
         assert!(matches!(ops[1], Op::Touch { .. }));
+    }
+
+    #[test]
+    fn credentials_out_of_range_are_refused() {
+        let p = |user: Value| serde_json::json!({ "user": user });
+        assert_eq!(
+            credentials(&p(
+                serde_json::json!({"uid": 5, "gid": 6, "additionalGids": [7]})
+            ))
+            .unwrap(),
+            (5, 6, vec![7])
+        );
+        assert_eq!(credentials(&p(Value::Null)).unwrap(), (0, 0, vec![]));
+        for user in [
+            serde_json::json!({"uid": 4_294_967_295_u64, "gid": 0}),
+            serde_json::json!({"uid": 0, "gid": 2_147_483_648_u64}),
+            serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [4_294_967_295_u64]}),
+            serde_json::json!({"uid": 4_294_967_296_u64, "gid": 0}),
+            serde_json::json!({"uid": -1, "gid": 0}),
+            serde_json::json!({"uid": "0", "gid": 0}),
+        ] {
+            assert!(
+                matches!(credentials(&p(user.clone())), Err(PlanError::Invalid(_))),
+                "{user}"
+            );
+        }
     }
 
     #[test]

@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
-use image_core::config::RunConfig;
+use image_core::config::{ConfigLimitError, RunConfig};
 use image_core::oci_spec::runtime::{PosixRlimitType, Spec};
 use image_core::{Classify, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::user::ResolvedUser;
+use crate::user::{ResolvedUser, MAX_ID};
 
 pub use resources::{NetworkMode, Resources};
 
@@ -191,6 +191,27 @@ pub enum SpecError {
         /// Why.
         reason: String,
     },
+    /// The image config holds more than the limits allow (see
+    /// [`image_core::config::MAX_CONFIG_ENTRIES`]).
+    #[error(transparent)]
+    ConfigLimit(#[from] ConfigLimitError),
+    /// The user's uid or gid, or a supplementary gid, is above
+    /// [`MAX_ID`] (`4294967295` is `-1`, which `setresuid` reads as
+    /// "unchanged": the process would stay root).
+    #[error("{what} {id} is out of range 0-{max}", max = MAX_ID)]
+    IdOutOfRange {
+        /// `uid`, `gid` or `supplementary gid`.
+        what: &'static str,
+        /// The ID.
+        id: u64,
+    },
+    /// More supplementary groups than [`NGROUPS_MAX`] (the image's
+    /// `/etc/group` and `--group-add` together).
+    #[error("{found} supplementary groups, above the kernel's limit of {max}", max = NGROUPS_MAX)]
+    TooManyGroups {
+        /// How many distinct groups.
+        found: usize,
+    },
     /// oci-spec rejected the generated document (a bug).
     #[error("building the runtime spec: {0}")]
     Build(#[from] serde_json::Error),
@@ -199,7 +220,11 @@ pub enum SpecError {
 impl Classify for SpecError {
     fn kind(&self) -> ErrorKind {
         match self {
-            SpecError::NoCommand | SpecError::InvalidOption { .. } => ErrorKind::InvalidInput,
+            SpecError::NoCommand
+            | SpecError::InvalidOption { .. }
+            | SpecError::IdOutOfRange { .. }
+            | SpecError::TooManyGroups { .. } => ErrorKind::InvalidInput,
+            SpecError::ConfigLimit(e) => e.kind(),
             SpecError::Build(_) => ErrorKind::Io,
         }
     }
@@ -394,16 +419,54 @@ fn joined_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     v.join(",")
 }
 
+/// The most supplementary groups a process can have (`NGROUPS_MAX`,
+/// setgroups(2)).
+pub const NGROUPS_MAX: usize = 65_536;
+
+/// The process's supplementary groups: the user's, then `--group-add`'s
+/// not already there; every ID, the uid and gid too, at most [`MAX_ID`].
+///
+/// # Errors
+/// [`SpecError::IdOutOfRange`], [`SpecError::TooManyGroups`].
+pub fn groups(user: &ResolvedUser, opts: &RunOptions) -> Result<Vec<u32>, SpecError> {
+    let mut seen = std::collections::HashSet::new();
+    let gids: Vec<u32> = user
+        .additional_gids
+        .iter()
+        .chain(&opts.additional_gids)
+        .copied()
+        .filter(|g| seen.insert(*g))
+        .collect();
+    if gids.len() > NGROUPS_MAX {
+        return Err(SpecError::TooManyGroups { found: gids.len() });
+    }
+    let ids = [("uid", user.uid), ("gid", user.gid)]
+        .into_iter()
+        .chain(gids.iter().map(|g| ("supplementary gid", *g)));
+    for (what, id) in ids {
+        if id > MAX_ID {
+            return Err(SpecError::IdOutOfRange {
+                what,
+                id: id.into(),
+            });
+        }
+    }
+    Ok(gids)
+}
+
 /// Generates the runtime spec for a container of an image.
 ///
 /// # Errors
 /// [`SpecError::NoCommand`], [`SpecError::InvalidOption`] (working
-/// directory not absolute, a resource limit out of range), [`SpecError::Build`].
+/// directory not absolute, a resource limit out of range),
+/// [`SpecError::ConfigLimit`] (the config holds too much),
+/// [`SpecError::IdOutOfRange`], [`SpecError::Build`].
 pub fn generate(
     config: &RunConfig,
     opts: &RunOptions,
     ctx: &SpecContext,
 ) -> Result<Spec, SpecError> {
+    config.check_limits()?;
     opts.resources.validate()?;
     let args = args(config, opts)?;
     let cwd = working_dir(config, opts)?;
@@ -415,12 +478,7 @@ pub fn generate(
         .iter()
         .map(|r| json!({ "type": rlimit_name(r.resource), "soft": r.soft, "hard": r.hard }))
         .collect();
-    let mut gids = ctx.user.additional_gids.clone();
-    for g in &opts.additional_gids {
-        if !gids.contains(g) {
-            gids.push(*g);
-        }
-    }
+    let gids = groups(&ctx.user, opts)?;
     let mut user = json!({ "uid": ctx.user.uid, "gid": ctx.user.gid });
     if !gids.is_empty() {
         user["additionalGids"] = json!(gids);
@@ -734,6 +792,73 @@ mod tests {
         assert!(matches!(
             generate(&config(), &o, &ctx()),
             Err(SpecError::InvalidOption { .. })
+        ));
+    }
+
+    #[test]
+    fn ids_above_2_pow_31_minus_1_are_refused_for_every_backend() {
+        // 4294967295 is (uid_t)-1: setresuid/setgroups would keep root.
+        /// uid, gid, the image's groups, `--group-add`, what is refused.
+        type Case = (u32, u32, Vec<u32>, Vec<u32>, &'static str);
+        let cases: [Case; 5] = [
+            (u32::MAX, 0, vec![], vec![], "uid"),
+            (0, u32::MAX, vec![], vec![], "gid"),
+            (1000, 1000, vec![1 << 31], vec![], "supplementary gid"),
+            (1000, 1000, vec![], vec![u32::MAX], "supplementary gid"),
+            (1 << 31, 0, vec![], vec![], "uid"),
+        ];
+        for (uid, gid, image_gids, extra, what) in cases {
+            let mut c = ctx();
+            c.user.uid = uid;
+            c.user.gid = gid;
+            c.user.additional_gids = image_gids;
+            let mut o = RunOptions::new();
+            o.additional_gids = extra;
+            match generate(&config(), &o, &c) {
+                Err(e @ SpecError::IdOutOfRange { .. }) => {
+                    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                    assert!(e.to_string().starts_with(what), "{e}");
+                }
+                other => panic!("{uid}:{gid}: {other:?}"),
+            }
+        }
+        let mut c = ctx();
+        c.user.uid = MAX_ID;
+        c.user.gid = MAX_ID;
+        assert!(generate(&config(), &RunOptions::new(), &c).is_ok());
+        // The kernel's group limit, counted after removing duplicates.
+        let mut o = RunOptions::new();
+        o.additional_gids = (0..=NGROUPS_MAX as u32).collect();
+        assert!(matches!(
+            generate(&config(), &o, &c),
+            Err(SpecError::TooManyGroups { .. })
+        ));
+        o.additional_gids = (0..NGROUPS_MAX as u32 - 1)
+            .chain(std::iter::repeat_n(7, 10))
+            .collect();
+        assert!(generate(&config(), &o, &c).is_ok());
+    }
+
+    #[test]
+    fn an_oversized_config_is_refused_naming_the_field() {
+        let mut c = config();
+        c.env = Some(
+            (0..=image_core::config::MAX_CONFIG_ENTRIES)
+                .map(|i| format!("E{i}=1"))
+                .collect(),
+        );
+        match generate(&c, &RunOptions::new(), &ctx()) {
+            Err(e @ SpecError::ConfigLimit(_)) => {
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                assert!(e.to_string().contains("Env"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut c = config();
+        c.labels = Some([("k".to_owned(), "v".repeat(5 << 20))].into());
+        assert!(matches!(
+            generate(&c, &RunOptions::new(), &ctx()),
+            Err(SpecError::ConfigLimit(e)) if e.field == "Labels"
         ));
     }
 
