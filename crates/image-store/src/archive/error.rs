@@ -165,6 +165,21 @@ pub enum ArchiveError {
         /// The decoder's error.
         source: io::Error,
     },
+    /// The documents of an archive nest deeper than the limit (an index
+    /// listing an index listing ...).
+    #[error("{digest} is nested more than {limit} documents deep")]
+    TooDeep {
+        /// The first document past the limit.
+        digest: Digest,
+        /// The most nested documents allowed.
+        limit: usize,
+    },
+    /// The documents reachable from an archive's images are more than the limit.
+    #[error("the images reference more than {limit} distinct manifests and indexes")]
+    TooManyDocuments {
+        /// The most distinct documents allowed.
+        limit: usize,
+    },
     /// Writing the output archive failed.
     #[error("writing the archive: {source}")]
     Write {
@@ -182,7 +197,9 @@ impl Classify for ArchiveError {
             | ArchiveError::MissingEntry { .. }
             | ArchiveError::LayerCount { .. }
             | ArchiveError::Json { .. }
-            | ArchiveError::InvalidName { .. } => ErrorKind::InvalidInput,
+            | ArchiveError::InvalidName { .. }
+            | ArchiveError::TooDeep { .. } => ErrorKind::InvalidInput,
+            ArchiveError::TooManyDocuments { .. } => ErrorKind::FailedPrecondition,
             ArchiveError::MissingBlob { .. } => ErrorKind::NotFound,
             ArchiveError::LayerMismatch { .. } => ErrorKind::DigestMismatch,
             ArchiveError::BlobMismatch { source, .. } => source.kind(),

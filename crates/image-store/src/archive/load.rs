@@ -17,7 +17,10 @@
 //! manifests with `application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`
 //! layers, as sniffed; a Docker 25+ archive's own manifest is reused when
 //! it matches), and, when every image of the archive is valid, the tags
-//! are set. A failure before that point tags nothing.
+//! are set. A failure before that point tags nothing. The documents an OCI
+//! archive's `index.json` reaches are checked once each (a visited set
+//! across all its entries), with nesting and count bounded
+//! ([`MAX_DOCUMENT_DEPTH`], [`MAX_DOCUMENTS`]).
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -644,13 +647,14 @@ fn oci_images(
         source,
     })?;
     let mut out: Vec<Pending> = Vec::new();
+    let mut documents = DocumentCheck::new(store);
     for (i, d) in index.manifests().iter().enumerate() {
         let field = format!("index.json manifests[{i}]");
         let digest = descriptor_digest(d, &field).map_err(|source| ArchiveError::Parse {
             what: field.clone(),
             source,
         })?;
-        let config = check_document(store, d, &digest, &field)?;
+        let config = documents.check(d, &digest, &field)?;
         let tags = match ref_name(d) {
             Some(name) => {
                 let name = match &options.repository {
@@ -686,73 +690,136 @@ fn oci_images(
     Ok(out)
 }
 
-/// Checks that the manifest or index behind `root` and everything it
-/// references are in the store and parse; returns the config digest of a
-/// manifest.
-fn check_document(
-    store: &dyn BlobStore,
-    root: &Descriptor,
-    digest: &Digest,
-    field: &str,
-) -> Result<Option<Digest>, ArchiveError> {
-    let mut config = None;
-    let mut stack = vec![(root.clone(), digest.clone(), field.to_owned())];
-    let mut first = true;
-    while let Some((d, digest, referenced_by)) = stack.pop() {
-        let media_type = descriptor_media_type(&d);
-        let info = store
-            .try_info(&digest)
-            .map_err(|e| ArchiveError::content(&digest, e))?
-            .ok_or_else(|| ArchiveError::MissingBlob {
-                digest: digest.clone(),
-                referenced_by: referenced_by.clone(),
+/// The most nested manifests and indexes an archive's image may have (an
+/// index of indexes of manifests is three).
+pub const MAX_DOCUMENT_DEPTH: usize = 32;
+
+/// The most distinct manifests and indexes an archive's images may reach.
+pub const MAX_DOCUMENTS: usize = 65_536;
+
+/// The check of the documents behind an OCI archive's `index.json`: every
+/// blob they reach is present with the size its descriptors give, every
+/// manifest and index parses. Each blob is looked up once and each
+/// document read and parsed once, however many descriptors name it (a DAG
+/// of indexes each listing the next twice is linear, not exponential);
+/// nesting and the number of documents are bounded.
+struct DocumentCheck<'a> {
+    store: &'a dyn BlobStore,
+    /// Blobs looked up, with their stored size.
+    sizes: HashMap<Digest, u64>,
+    /// Documents read, with the config digest of those that are manifests.
+    documents: HashMap<Digest, Option<Digest>>,
+}
+
+impl<'a> DocumentCheck<'a> {
+    fn new(store: &'a dyn BlobStore) -> Self {
+        DocumentCheck {
+            store,
+            sizes: HashMap::new(),
+            documents: HashMap::new(),
+        }
+    }
+
+    /// Checks the manifest or index behind `root` and everything it
+    /// references; returns the config digest of a manifest.
+    fn check(
+        &mut self,
+        root: &Descriptor,
+        digest: &Digest,
+        field: &str,
+    ) -> Result<Option<Digest>, ArchiveError> {
+        let mut stack = vec![(root.clone(), digest.clone(), field.to_owned(), 1usize)];
+        while let Some((d, digest, referenced_by, depth)) = stack.pop() {
+            self.check_size(&d, &digest, &referenced_by)?;
+            let media_type = descriptor_media_type(&d);
+            if !(media_type.is_manifest() || media_type.is_index()) {
+                if depth == 1 {
+                    return Err(ArchiveError::MediaType {
+                        what: referenced_by,
+                        source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
+                    });
+                }
+                continue;
+            }
+            if self.documents.contains_key(&digest) {
+                continue;
+            }
+            if depth > MAX_DOCUMENT_DEPTH {
+                return Err(ArchiveError::TooDeep {
+                    digest,
+                    limit: MAX_DOCUMENT_DEPTH,
+                });
+            }
+            if self.documents.len() >= MAX_DOCUMENTS {
+                return Err(ArchiveError::TooManyDocuments {
+                    limit: MAX_DOCUMENTS,
+                });
+            }
+            let bytes = self
+                .store
+                .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
+                .map_err(|e| ArchiveError::content(&digest, e))?;
+            let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
+                ArchiveError::Parse {
+                    what: digest.to_string(),
+                    source,
+                }
             })?;
-        if info.size != d.size() {
+            let config = match &doc {
+                Document::Manifest(m) => Some(m.config_digest()),
+                Document::Index(_) => None,
+            };
+            self.documents.insert(digest.clone(), config);
+            for child in crate::refs::children(&doc) {
+                let cd = descriptor_digest(&child, "descriptor").map_err(|source| {
+                    ArchiveError::Parse {
+                        what: digest.to_string(),
+                        source,
+                    }
+                })?;
+                stack.push((child, cd, digest.to_string(), depth + 1));
+            }
+        }
+        Ok(self.documents.get(digest).cloned().flatten())
+    }
+
+    /// Checks that the blob `d` names is present with `d`'s size (looked
+    /// up once per blob, compared for every descriptor).
+    fn check_size(
+        &mut self,
+        d: &Descriptor,
+        digest: &Digest,
+        referenced_by: &str,
+    ) -> Result<(), ArchiveError> {
+        let size = match self.sizes.get(digest) {
+            Some(size) => *size,
+            None => {
+                let info = self
+                    .store
+                    .try_info(digest)
+                    .map_err(|e| ArchiveError::content(digest, e))?
+                    .ok_or_else(|| ArchiveError::MissingBlob {
+                        digest: digest.clone(),
+                        referenced_by: referenced_by.to_owned(),
+                    })?;
+                self.sizes.insert(digest.clone(), info.size);
+                info.size
+            }
+        };
+        if size != d.size() {
             return Err(ArchiveError::BlobMismatch {
-                path: referenced_by.clone(),
+                path: referenced_by.to_owned(),
                 source: ContentError::Verify {
-                    reference: referenced_by,
+                    reference: referenced_by.to_owned(),
                     source: image_core::VerifyError::Size {
-                        digest,
+                        digest: digest.clone(),
                         expected: d.size(),
-                        found: info.size,
+                        found: size,
                         truncated: false,
                     },
                 },
             });
         }
-        if !(media_type.is_manifest() || media_type.is_index()) {
-            if first {
-                return Err(ArchiveError::MediaType {
-                    what: referenced_by,
-                    source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
-                });
-            }
-            continue;
-        }
-        let bytes = store
-            .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
-            .map_err(|e| ArchiveError::content(&digest, e))?;
-        let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
-            ArchiveError::Parse {
-                what: digest.to_string(),
-                source,
-            }
-        })?;
-        if first {
-            if let Document::Manifest(m) = &doc {
-                config = Some(m.config_digest());
-            }
-        }
-        first = false;
-        for child in crate::refs::children(&doc) {
-            let cd =
-                descriptor_digest(&child, "descriptor").map_err(|source| ArchiveError::Parse {
-                    what: digest.to_string(),
-                    source,
-                })?;
-            stack.push((child, cd, digest.to_string()));
-        }
+        Ok(())
     }
-    Ok(config)
 }

@@ -39,7 +39,11 @@
 //! Entry paths are only used as names to look blobs up: nothing is ever
 //! written to a path taken from an archive, and a path climbing above the
 //! archive root is refused. Metadata files are limited to 8 MiB in memory;
-//! blobs stream to the store's ingest, bounded only by the disk.
+//! blobs stream to the store's ingest, bounded only by the disk. The work of checking what was loaded is
+//! linear in the archive: each manifest and index is read and parsed once
+//! however many descriptors name it, nested at most
+//! [`MAX_DOCUMENT_DEPTH`](load::MAX_DOCUMENT_DEPTH) deep and at most
+//! [`MAX_DOCUMENTS`](load::MAX_DOCUMENTS) of them.
 
 use std::io::{self, BufReader, Read};
 
