@@ -1,5 +1,6 @@
 //! Hostile archives against `load`: generators (no checked-in files) for a
-//! DAG of indexes; each test proves boundedness by counting what
+//! DAG of indexes, a manifest.json naming one layer many times and a zstd
+//! bomb; each test proves boundedness by counting what
 //! load opens, or by where it stops, never by timing.
 //!
 //! `write_bench_archives` (ignored) writes the same archives at the sizes
@@ -12,7 +13,7 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 
 use archive_fixtures::*;
-use image_core::{Algorithm, Classify, Descriptor, Digest, ErrorKind};
+use image_core::{Algorithm, Classify, Compression, Descriptor, Digest, ErrorKind};
 use image_store::archive::{load, ArchiveError, LoadOptions};
 use image_store::content::{ContentWriter, Info, IngestStatus, Result as ContentResult};
 use image_store::tags::Tagged;
@@ -148,7 +149,72 @@ fn dag_bomb(levels: usize, fanout: usize) -> (Vec<u8>, Vec<Digest>) {
     (archive_of(&files), docs)
 }
 
+/// A docker-save archive whose `manifest.json` has `entries` entries, all
+/// naming the same config and the same compressed `layer` (whose diff ID
+/// is `diff_id`).
+fn amplified_docker(entries: usize, layer: &[u8], diff_id: &Digest) -> Vec<u8> {
+    let config = config_with_diff_ids(std::slice::from_ref(diff_id));
+    let cfg = format!("{}.json", config.digest().hex());
+    let entry = json!({"Config": cfg, "RepoTags": null, "Layers": ["l/layer.tar"]});
+    let mj = serde_json::to_vec(&vec![entry; entries]).expect("json");
+    archive_of(&[
+        ("l/layer.tar", layer),
+        (&cfg, config.raw()),
+        ("manifest.json", &mj),
+    ])
+}
+
+/// A config declaring these diff IDs.
+fn config_with_diff_ids(diff_ids: &[Digest]) -> image_core::ImageConfig {
+    let ids: Vec<String> = diff_ids.iter().map(ToString::to_string).collect();
+    let v = json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ids},
+    });
+    image_core::ImageConfig::from_bytes(image_core::json::to_canonical_vec(&v).expect("json"))
+        .expect("config")
+}
+
+/// A zstd frame of `len` zero bytes written as RLE blocks (4 bytes per
+/// 128 KiB, so 100 GiB fit in 3.3 MB). With `corrupt_tail` the frame goes
+/// on with a block of the reserved type, which a decoder only reports once
+/// it has expanded everything before it.
+fn zstd_zeros(len: u64, corrupt_tail: bool) -> Vec<u8> {
+    const BLOCK: u64 = 128 * 1024;
+    // Magic, frame header (no content size, no checksum), window 128 KiB.
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(BLOCK);
+        left -= n;
+        let last = u32::from(left == 0 && !corrupt_tail);
+        let header = (u32::try_from(n).expect("block") << 3) | (1 << 1) | last;
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.push(0);
+    }
+    if corrupt_tail {
+        let header: u32 = (3 << 1) | 1;
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+    }
+    out
+}
+
+/// A gzip stream of `len` zero bytes, and the sha256 of those bytes.
+fn gzip_zeros(len: usize) -> (Vec<u8>, Digest) {
+    let zeros = vec![0u8; len];
+    (compress(&zeros, Compression::Gzip), Digest::sha256(&zeros))
+}
+
 // --------------------------------------------------------------------- tests
+
+#[test]
+fn the_zstd_generator_writes_what_zstd_reads() {
+    let frame = zstd_zeros(300 * 1024 + 5, false);
+    let plain = zstd::decode_all(&frame[..]).expect("valid zstd");
+    assert_eq!(plain.len(), 300 * 1024 + 5);
+    assert!(plain.iter().all(|b| *b == 0));
+    assert!(zstd::decode_all(&zstd_zeros(1024, true)[..]).is_err());
+}
 
 /// #6: 18 levels of indexes each listing the next twice: 262,144 paths,
 /// 19 documents. Each document must be read a bounded number of times
@@ -186,6 +252,70 @@ fn a_chain_of_indexes_deeper_than_the_limit_is_refused() {
     load(&Counting::default(), &tarball[..], &LoadOptions::default()).expect("30 levels load");
 }
 
+/// #8: 2,000 manifest entries naming the same layer: its diff ID is
+/// computed once (one open of the layer blob), the config read once.
+#[test]
+fn a_layer_named_by_many_entries_is_verified_once() {
+    let (layer, diff_id) = gzip_zeros(1 << 20);
+    let tarball = amplified_docker(2000, &layer, &diff_id);
+    let store = Counting::default();
+    let report = load(&store, &tarball[..], &LoadOptions::default()).expect("load");
+    assert_eq!(report.images.len(), 2000);
+    let layer_d = Digest::sha256(&layer);
+    assert_eq!(store.opens(&layer_d), 1, "the layer is decompressed once");
+    let config = config_with_diff_ids(&[diff_id]);
+    assert_eq!(store.opens(config.digest()), 1, "the config is read once");
+    assert!(store.total_opens() <= 3);
+}
+
+/// #8: a mismatching layer named many times still fails, on its first use.
+#[test]
+fn a_shared_layer_that_does_not_match_fails_once() {
+    let (layer, _) = gzip_zeros(4096);
+    let wrong = Digest::sha256(b"not the layer");
+    let tarball = amplified_docker(50, &layer, &wrong);
+    let store = Counting::default();
+    let err = load(&store, &tarball[..], &LoadOptions::default()).expect_err("mismatch");
+    assert!(matches!(err, ArchiveError::LayerMismatch { .. }), "{err:?}");
+    assert_eq!(store.opens(&Digest::sha256(&layer)), 1);
+}
+
+/// #11: a zstd layer that expands past the limit fails with a typed error,
+/// and the decoder stops there: the layer's corrupt tail, which a full
+/// decompression would reach and report, is never read.
+#[test]
+fn a_zstd_bomb_stops_at_the_expanded_size_limit() {
+    let bomb = zstd_zeros(256 << 20, true);
+    let tarball = amplified_docker(1, &bomb, &Digest::sha256(b"whatever"));
+    let store = Counting::default();
+    let options = LoadOptions::default().max_expanded_bytes(4 << 20);
+    let err = load(&store, &tarball[..], &options).expect_err("bomb");
+    match &err {
+        ArchiveError::LayerTooLarge { digest, limit } => {
+            assert_eq!(*limit, 4 << 20);
+            assert_eq!(*digest, Digest::sha256(&bomb));
+        }
+        other => panic!("expected LayerTooLarge, got {other:?}"),
+    }
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(store.tags().expect("tags").is_empty());
+}
+
+/// #11: the default limit is unpack's (64 GiB), and a layer exactly at
+/// the limit is accepted.
+#[test]
+fn the_expanded_size_limit_is_inclusive_and_defaults_to_unpacks() {
+    assert_eq!(LoadOptions::default().max_expanded_bytes, 64 << 30);
+    let layer = zstd_zeros(1 << 20, false);
+    let diff_id = Digest::sha256(&vec![0u8; 1 << 20]);
+    let tarball = amplified_docker(1, &layer, &diff_id);
+    let options = LoadOptions::default().max_expanded_bytes(1 << 20);
+    load(&MemoryStore::new(), &tarball[..], &options).expect("at the limit");
+    let options = LoadOptions::default().max_expanded_bytes((1 << 20) - 1);
+    let err = load(&MemoryStore::new(), &tarball[..], &options).expect_err("one byte over");
+    assert!(matches!(err, ArchiveError::LayerTooLarge { .. }), "{err:?}");
+}
+
 /// Writes the hostile archives of issue 18 at full size into
 /// `$HOSTILE_OUT` (for measuring `imagectl load`).
 #[test]
@@ -203,4 +333,28 @@ fn write_bench_archives() {
     write("dag-40x2.tar", &dag_bomb(40, 2).0);
     // The same within the depth limit, which loads.
     write("dag-30x2.tar", &dag_bomb(30, 2).0);
+    // #8: 10,000 entries naming one layer (zstd, so its diff ID is known
+    // without hashing it here: `HOSTILE_LAYER_MIB` MiB of zeros).
+    let mib: u64 = std::env::var("HOSTILE_LAYER_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let layer = zstd_zeros(mib << 20, false);
+    let diff_id: Digest = std::env::var("HOSTILE_LAYER_DIFF_ID")
+        .expect("HOSTILE_LAYER_DIFF_ID: sha256 of the zeros (head -c N /dev/zero | sha256sum)")
+        .parse()
+        .expect("digest");
+    let entries: usize = std::env::var("HOSTILE_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    write(
+        "amplified.tar",
+        &amplified_docker(entries, &layer, &diff_id),
+    );
+    // #11: 100 GiB of zeros in a 3.3 MB zstd layer.
+    write(
+        "zstd-bomb.tar",
+        &amplified_docker(1, &zstd_zeros(100 << 30, false), &Digest::sha256(b"x")),
+    );
 }

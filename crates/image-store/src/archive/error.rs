@@ -180,6 +180,16 @@ pub enum ArchiveError {
         /// The most distinct documents allowed.
         limit: usize,
     },
+    /// A compressed layer expands to more bytes than
+    /// [`LoadOptions::max_expanded_bytes`](super::LoadOptions::max_expanded_bytes)
+    /// (a decompression bomb); decompression stopped at the limit.
+    #[error("layer {digest} expands to more than the limit of {limit} bytes")]
+    LayerTooLarge {
+        /// The layer blob.
+        digest: Digest,
+        /// The limit.
+        limit: u64,
+    },
     /// Writing the output archive failed.
     #[error("writing the archive: {source}")]
     Write {
@@ -199,7 +209,9 @@ impl Classify for ArchiveError {
             | ArchiveError::Json { .. }
             | ArchiveError::InvalidName { .. }
             | ArchiveError::TooDeep { .. } => ErrorKind::InvalidInput,
-            ArchiveError::TooManyDocuments { .. } => ErrorKind::FailedPrecondition,
+            ArchiveError::TooManyDocuments { .. } | ArchiveError::LayerTooLarge { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             ArchiveError::MissingBlob { .. } => ErrorKind::NotFound,
             ArchiveError::LayerMismatch { .. } => ErrorKind::DigestMismatch,
             ArchiveError::BlobMismatch { source, .. } => source.kind(),

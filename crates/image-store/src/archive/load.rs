@@ -13,7 +13,9 @@
 //! Only then, because `manifest.json` may come after the layers, are the
 //! images assembled: each layer is checked against the diff ID its config
 //! declares (uncompressed layers by their digest, compressed ones by
-//! decompressing the stored blob once), manifests are written (OCI
+//! decompressing the stored blob once, up to
+//! [`LoadOptions::max_expanded_bytes`]; a blob named by many entries is
+//! verified once, as is a config), manifests are written (OCI
 //! manifests with `application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`
 //! layers, as sniffed; a Docker 25+ archive's own manifest is reused when
 //! it matches), and, when every image of the archive is valid, the tags
@@ -23,7 +25,7 @@
 //! ([`MAX_DOCUMENT_DEPTH`], [`MAX_DOCUMENTS`]).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
@@ -56,7 +58,7 @@ pub enum ArchiveFormat {
 }
 
 /// Options of [`load`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadOptions {
     /// The repository for OCI archives whose ref names are bare tags (as
@@ -65,9 +67,34 @@ pub struct LoadOptions {
     /// Without it such a name is normalised like any other (`latest` ->
     /// `docker.io/library/latest:latest`).
     pub repository: Option<String>,
+    /// The most bytes a compressed layer may expand to while its diff ID
+    /// is checked; past it the load fails with
+    /// [`ArchiveError::LayerTooLarge`] without decompressing the rest.
+    /// The default, 64 GiB, is image-overlay's unpack limit
+    /// (`Limits::max_expanded_bytes`), so a layer that loads also unpacks.
+    pub max_expanded_bytes: u64,
+}
+
+/// The default of [`LoadOptions::max_expanded_bytes`]: image-overlay's
+/// default unpack limit.
+pub const DEFAULT_MAX_EXPANDED_BYTES: u64 = 64 << 30;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            repository: None,
+            max_expanded_bytes: DEFAULT_MAX_EXPANDED_BYTES,
+        }
+    }
 }
 
 impl LoadOptions {
+    /// Sets [`max_expanded_bytes`](LoadOptions::max_expanded_bytes).
+    pub fn max_expanded_bytes(mut self, limit: u64) -> Self {
+        self.max_expanded_bytes = limit;
+        self
+    }
+
     /// Sets [`repository`](LoadOptions::repository).
     pub fn repository(mut self, repository: impl Into<String>) -> Self {
         self.repository = Some(repository.into());
@@ -208,7 +235,7 @@ fn load_dyn(
         } else {
             ArchiveFormat::DockerLegacy
         };
-        let images = docker_images(store, &scan)?;
+        let images = docker_images(store, &scan, options)?;
         finish(store, tags, &scan, format, images)
     } else if scan.meta.contains_key("index.json") {
         let images = oci_images(store, &scan, options)?;
@@ -233,8 +260,9 @@ fn finish(
     format: ArchiveFormat,
     pending: Vec<Pending>,
 ) -> Result<LoadReport, ArchiveError> {
+    let mut written = HashSet::new();
     for p in &pending {
-        if let Some(m) = &p.manifest {
+        if let Some(m) = p.manifest.as_ref().filter(|m| written.insert(m.digest())) {
             store
                 .write_blob(m.raw())
                 .map_err(|e| ArchiveError::content(m.digest(), e))?;
@@ -483,9 +511,17 @@ fn read_config(
 }
 
 /// The diff ID of a stored layer: its digest when uncompressed, else the
-/// digest of its decompressed stream.
-fn diff_id(store: &dyn BlobStore, blob: &Blob) -> Result<Digest, ArchiveError> {
+/// digest of its decompressed stream, which may not expand past `limit`
+/// bytes (the decoder is stopped there, not run to the end).
+fn diff_id(store: &dyn BlobStore, blob: &Blob, limit: u64) -> Result<Digest, ArchiveError> {
+    let too_large = || ArchiveError::LayerTooLarge {
+        digest: blob.digest.clone(),
+        limit,
+    };
     if blob.compression == Compression::None {
+        if blob.size > limit {
+            return Err(too_large());
+        }
         return Ok(blob.digest.clone());
     }
     let r = store
@@ -495,12 +531,15 @@ fn diff_id(store: &dyn BlobStore, blob: &Blob) -> Result<Digest, ArchiveError> {
         digest: blob.digest.clone(),
         source,
     })?;
-    Digest::of_reader(Algorithm::Sha256, d)
-        .map(|(d, _)| d)
+    let (digest, expanded) = Digest::of_reader(Algorithm::Sha256, d.take(limit.saturating_add(1)))
         .map_err(|source| ArchiveError::Decompress {
             digest: blob.digest.clone(),
             source,
-        })
+        })?;
+    if expanded > limit {
+        return Err(too_large());
+    }
+    Ok(digest)
 }
 
 fn check_names(names: &[String]) -> Result<Vec<String>, ArchiveError> {
@@ -522,6 +561,7 @@ fn archive_manifests(
     let Ok(index) = Index::from_bytes(bytes.clone()) else {
         return out;
     };
+    let mut read = HashSet::new();
     for d in index.manifests() {
         if !descriptor_media_type(d).is_manifest() {
             continue;
@@ -529,6 +569,9 @@ fn archive_manifests(
         let Ok(digest) = descriptor_digest(d, "manifest") else {
             continue;
         };
+        if !read.insert(digest.clone()) {
+            continue;
+        }
         let Ok(bytes) = store.read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE) else {
             continue;
         };
@@ -540,7 +583,11 @@ fn archive_manifests(
 }
 
 /// Assembles the images of a docker-save archive.
-fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, ArchiveError> {
+fn docker_images(
+    store: &dyn BlobStore,
+    scan: &Scan,
+    options: &LoadOptions,
+) -> Result<Vec<Pending>, ArchiveError> {
     let bytes = scan
         .meta
         .get("manifest.json")
@@ -552,11 +599,19 @@ fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, Arc
             source,
         })?;
     let known = archive_manifests(store, scan);
+    // Entries may name the same config and layers any number of times:
+    // each blob is read and verified once.
+    let mut configs: HashMap<Digest, ImageConfig> = HashMap::new();
+    let mut verified: HashMap<Digest, Digest> = HashMap::new();
     let mut out = Vec::new();
     for entry in &entries {
         let image = &entry.config;
         let config_blob = scan.lookup(&entry.config, "manifest.json")?;
-        let config = read_config(store, &config_blob.digest, image)?;
+        if !configs.contains_key(&config_blob.digest) {
+            let config = read_config(store, &config_blob.digest, image)?;
+            configs.insert(config_blob.digest.clone(), config);
+        }
+        let config = &configs[&config_blob.digest];
         let diff_ids = config.diff_ids();
         if diff_ids.len() != entry.layers.len() {
             return Err(ArchiveError::LayerCount {
@@ -568,7 +623,14 @@ fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, Arc
         let mut layers = Vec::with_capacity(entry.layers.len());
         for (path, expected) in entry.layers.iter().zip(diff_ids) {
             let blob = scan.lookup(path, "manifest.json")?;
-            let found = diff_id(store, blob)?;
+            let found = match verified.get(&blob.digest) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = diff_id(store, blob, options.max_expanded_bytes)?;
+                    verified.insert(blob.digest.clone(), found.clone());
+                    found
+                }
+            };
             if &found != expected {
                 return Err(ArchiveError::LayerMismatch {
                     image: image.clone(),

@@ -43,7 +43,11 @@
 //! linear in the archive: each manifest and index is read and parsed once
 //! however many descriptors name it, nested at most
 //! [`MAX_DOCUMENT_DEPTH`](load::MAX_DOCUMENT_DEPTH) deep and at most
-//! [`MAX_DOCUMENTS`](load::MAX_DOCUMENTS) of them.
+//! [`MAX_DOCUMENTS`](load::MAX_DOCUMENTS) of them; each layer's diff ID is
+//! computed once per blob however many images name it, and its
+//! decompression stops at
+//! [`LoadOptions::max_expanded_bytes`](load::LoadOptions::max_expanded_bytes)
+//! (a decompression bomb is refused after that many bytes, not expanded).
 
 use std::io::{self, BufReader, Read};
 
@@ -57,7 +61,9 @@ pub mod save;
 mod tarstream;
 
 pub use error::ArchiveError;
-pub use load::{load, ArchiveFormat, LoadOptions, LoadReport, LoadedImage};
+pub use load::{
+    load, ArchiveFormat, LoadOptions, LoadReport, LoadedImage, DEFAULT_MAX_EXPANDED_BYTES,
+};
 pub use save::{
     save_docker, save_oci, DockerLayout, RepoTagForm, SaveImage, SaveOptions, SaveReport,
 };
