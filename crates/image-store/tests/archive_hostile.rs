@@ -1,6 +1,6 @@
 //! Hostile archives against `load`: generators (no checked-in files) for a
-//! DAG of indexes, a manifest.json naming one layer many times and a zstd
-//! bomb; each test proves boundedness by counting what
+//! DAG of indexes, a manifest.json naming one layer many times, a zstd bomb,
+//! and compressed archives; each test proves boundedness by counting what
 //! load opens, or by where it stops, never by timing.
 //!
 //! `write_bench_archives` (ignored) writes the same archives at the sizes
@@ -314,6 +314,76 @@ fn the_expanded_size_limit_is_inclusive_and_defaults_to_unpacks() {
     let options = LoadOptions::default().max_expanded_bytes((1 << 20) - 1);
     let err = load(&MemoryStore::new(), &tarball[..], &options).expect_err("one byte over");
     assert!(matches!(err, ArchiveError::LayerTooLarge { .. }), "{err:?}");
+}
+
+/// Smaller point: gzip- and zstd-compressed archives load as plain ones
+/// (docker load accepts them), sniffed by their magic.
+#[test]
+fn compressed_archives_load() {
+    let (layer, diff_id) = gzip_zeros(10_000);
+    let tarball = amplified_docker(1, &layer, &diff_id);
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let packed = compress(&tarball, c);
+        let report = load(&MemoryStore::new(), &packed[..], &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert_eq!(report.images.len(), 1);
+    }
+}
+
+/// A truncated compressed archive is a typed truncation, not a tar error.
+#[test]
+fn truncated_compressed_archives_are_truncated() {
+    let (layer, diff_id) = gzip_zeros(10_000);
+    let tarball = amplified_docker(1, &layer, &diff_id);
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let packed = compress(&tarball, c);
+        for cut in [packed.len() / 3, packed.len() - 9] {
+            let store = MemoryStore::new();
+            let err = load(&store, &packed[..cut], &LoadOptions::default()).expect_err("truncated");
+            assert!(
+                matches!(err, ArchiveError::Truncated { .. }),
+                "{c:?} cut at {cut}: {err:?}"
+            );
+            assert!(store.tags().expect("tags").is_empty());
+        }
+    }
+}
+
+/// The compressed stream is read to its end: a gzip archive whose
+/// checksum does not match is refused, though its tar is complete.
+#[test]
+fn a_gzip_archive_with_a_bad_checksum_is_refused() {
+    let (layer, diff_id) = gzip_zeros(10_000);
+    let mut packed = compress(&amplified_docker(1, &layer, &diff_id), Compression::Gzip);
+    let crc = packed.len() - 8;
+    packed[crc] ^= 0xff;
+    let store = MemoryStore::new();
+    let err = load(&store, &packed[..], &LoadOptions::default()).expect_err("bad crc");
+    assert!(matches!(err, ArchiveError::Tar { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(store.tags().expect("tags").is_empty());
+}
+
+/// Formats load does not decode are named, with what to do.
+#[test]
+fn xz_and_bzip2_archives_are_named() {
+    for (head, name) in [
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00][..], "xz"),
+        (&b"BZh91AY&SY"[..], "bzip2"),
+    ] {
+        let mut data = head.to_vec();
+        data.extend_from_slice(&[0u8; 600]);
+        let err = load(&MemoryStore::new(), &data[..], &LoadOptions::default()).expect_err(name);
+        assert!(
+            matches!(&err, ArchiveError::CompressedArchive { compression } if *compression == name),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("compressed archive ({name}): decompress it first")
+        );
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+    }
 }
 
 /// Writes the hostile archives of issue 18 at full size into

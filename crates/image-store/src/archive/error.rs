@@ -190,6 +190,12 @@ pub enum ArchiveError {
         /// The limit.
         limit: u64,
     },
+    /// The archive is compressed in a format load does not decode.
+    #[error("compressed archive ({compression}): decompress it first")]
+    CompressedArchive {
+        /// The format (`xz`, `bzip2`).
+        compression: &'static str,
+    },
     /// Writing the output archive failed.
     #[error("writing the archive: {source}")]
     Write {
@@ -212,6 +218,7 @@ impl Classify for ArchiveError {
             ArchiveError::TooManyDocuments { .. } | ArchiveError::LayerTooLarge { .. } => {
                 ErrorKind::FailedPrecondition
             }
+            ArchiveError::CompressedArchive { .. } => ErrorKind::Unsupported,
             ArchiveError::MissingBlob { .. } => ErrorKind::NotFound,
             ArchiveError::LayerMismatch { .. } => ErrorKind::DigestMismatch,
             ArchiveError::BlobMismatch { source, .. } => source.kind(),

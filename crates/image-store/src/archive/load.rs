@@ -10,6 +10,11 @@
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
 //! aliases. Nothing is extracted to disk outside the store's own ingest.
 //!
+//! An archive that starts with the magic of gzip or zstd is decompressed
+//! as it streams (and read to the end of its compressed stream, so a
+//! cut-off one is [`ArchiveError::Truncated`]); xz and bzip2 are refused
+//! with [`ArchiveError::CompressedArchive`].
+//!
 //! Only then, because `manifest.json` may come after the layers, are the
 //! images assembled: each layer is checked against the diff ID its config
 //! declares (uncompressed layers by their digest, compressed ones by
@@ -281,11 +286,59 @@ fn finish(
     })
 }
 
+/// The archive stream, decompressed when its first bytes are the magic of
+/// gzip or zstd (as `docker load` accepts compressed tarballs); streamed,
+/// never held whole.
+///
+/// # Errors
+/// [`ArchiveError::CompressedArchive`] for xz and bzip2, which are not
+/// decoded; a read error of the first bytes.
+fn decompressed<'a>(
+    reader: &'a mut dyn Read,
+) -> Result<(Box<dyn Read + 'a>, Compression), ArchiveError> {
+    let mut head = [0u8; 6];
+    let mut n = 0;
+    while n < head.len() {
+        match reader.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(tar_error(e, "<start>", false)),
+        }
+    }
+    let head = &head[..n];
+    let unsupported = |compression| Err(ArchiveError::CompressedArchive { compression });
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        return unsupported("xz");
+    }
+    if head.starts_with(b"BZh") && head.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)) {
+        return unsupported("bzip2");
+    }
+    let stream = io::Cursor::new(head.to_vec()).chain(reader);
+    let compression = Compression::sniff(head);
+    let decoded: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(stream),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            256 * 1024,
+            stream,
+        ))),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(stream).map_err(|e| tar_error(e, "<start>", false))?,
+        ),
+    };
+    Ok((decoded, compression))
+}
+
+/// The most bytes read after the end-of-archive marker of a compressed
+/// archive, to reach the end of its compressed stream (tar pads to 10 KiB).
+const MAX_COMPRESSED_TAIL: u64 = 1 << 20;
+
 /// The streaming pass.
 fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
     let flag = Rc::new(Cell::new(false));
+    let (decoded, compression) = decompressed(reader)?;
     let src = SharedEof {
-        inner: EofTracker::new(BufReader::with_capacity(256 * 1024, reader)),
+        inner: EofTracker::new(BufReader::with_capacity(256 * 1024, decoded)),
         flag: flag.clone(),
     };
     let mut archive = tar::Archive::new(src);
@@ -349,11 +402,19 @@ fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveErr
         out.bytes += size;
         out.files.insert(path, blob);
     }
-    drop(archive);
     if flag.get() {
         return Err(ArchiveError::Truncated {
             what: format!("no end-of-archive marker after entry {last:?}"),
         });
+    }
+    if compression != Compression::None {
+        // Read on to the end of the compressed stream (bounded), so that
+        // a cut-off stream or a bad checksum is an error.
+        io::copy(
+            &mut archive.into_inner().take(MAX_COMPRESSED_TAIL),
+            &mut io::sink(),
+        )
+        .map_err(|e| tar_error(e, "<end-of-archive marker>", false))?;
     }
     Ok(out)
 }
