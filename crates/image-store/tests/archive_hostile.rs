@@ -316,6 +316,22 @@ fn the_expanded_size_limit_is_inclusive_and_defaults_to_unpacks() {
     assert!(matches!(err, ArchiveError::LayerTooLarge { .. }), "{err:?}");
 }
 
+/// #11: an uncompressed layer over the limit is refused too (unpack would).
+#[test]
+fn an_uncompressed_layer_over_the_limit_is_refused() {
+    let layer = file_layer("etc/data", &[7u8; 5000]);
+    let tarball = amplified_docker(1, &layer, &Digest::sha256(&layer));
+    let limit = layer.len() as u64 - 1;
+    let options = LoadOptions::default().max_expanded_bytes(limit);
+    let err = load(&MemoryStore::new(), &tarball[..], &options).expect_err("over");
+    assert!(
+        matches!(err, ArchiveError::LayerTooLarge { limit: l, .. } if l == limit),
+        "{err:?}"
+    );
+    let options = LoadOptions::default().max_expanded_bytes(limit + 1);
+    load(&MemoryStore::new(), &tarball[..], &options).expect("at the limit");
+}
+
 /// Smaller point: gzip- and zstd-compressed archives load as plain ones
 /// (docker load accepts them), sniffed by their magic.
 #[test]
@@ -403,6 +419,8 @@ fn write_bench_archives() {
     write("dag-40x2.tar", &dag_bomb(40, 2).0);
     // The same within the depth limit, which loads.
     write("dag-30x2.tar", &dag_bomb(30, 2).0);
+    // Small enough for the exponential walk to finish (2^20 paths).
+    write("dag-20x2.tar", &dag_bomb(20, 2).0);
     // #8: 10,000 entries naming one layer (zstd, so its diff ID is known
     // without hashing it here: `HOSTILE_LAYER_MIB` MiB of zeros).
     let mib: u64 = std::env::var("HOSTILE_LAYER_MIB")
