@@ -109,6 +109,16 @@ fn blob_path(d: &Digest) -> String {
 /// image manifest. Without a visited set a walk visits `fanout^levels`
 /// paths. Returns the archive and the digests of every document in it.
 fn dag_bomb(levels: usize, fanout: usize) -> (Vec<u8>, Vec<Digest>) {
+    let mut children = vec![Vec::new()];
+    children.extend((0..levels).map(|i| vec![i; fanout]));
+    index_graph(&children, &[levels])
+}
+
+/// An OCI archive of a graph of documents: node 0 is an image manifest,
+/// node `i > 0` an index listing the nodes `children[i]` (all below `i`,
+/// repeats allowed); `index.json` lists the nodes `roots`, the first one
+/// tagged `bomb:1`. Returns the archive and the digests of the nodes.
+fn index_graph(children: &[Vec<usize>], roots: &[usize]) -> (Vec<u8>, Vec<Digest>) {
     let layer = file_layer("etc/x", b"x\n");
     let config = config_for(std::slice::from_ref(&layer), "amd64");
     let layer_d = Digest::sha256(&layer);
@@ -124,29 +134,40 @@ fn dag_bomb(levels: usize, fanout: usize) -> (Vec<u8>, Vec<Digest>) {
         (blob_path(&layer_d), layer.clone()),
         (blob_path(config.digest()), config.raw().to_vec()),
     ];
-    let mut docs = vec![Digest::sha256(&manifest)];
-    let mut child = (MANIFEST, Digest::sha256(&manifest), manifest.len());
-    blobs.push((blob_path(&child.1), manifest));
-    for _ in 0..levels {
-        let entry = json!({"mediaType": child.0, "digest": child.1.to_string(), "size": child.2});
+    // (media type, digest, size) of each node.
+    let mut nodes = vec![(MANIFEST, Digest::sha256(&manifest), manifest.len())];
+    blobs.push((blob_path(&nodes[0].1), manifest));
+    let entry = |n: &(&str, Digest, usize)| json!({"mediaType": n.0, "digest": n.1.to_string(), "size": n.2});
+    for list in &children[1..] {
+        let manifests: Vec<_> = list.iter().map(|c| entry(&nodes[*c])).collect();
         let index = serde_json::to_vec(&json!({
-            "schemaVersion": 2, "mediaType": INDEX,
-            "manifests": vec![entry; fanout],
+            "schemaVersion": 2, "mediaType": INDEX, "manifests": manifests,
         }))
         .expect("json");
         let d = Digest::sha256(&index);
-        docs.push(d.clone());
-        child = (INDEX, d.clone(), index.len());
+        nodes.push((INDEX, d.clone(), index.len()));
         blobs.push((blob_path(&d), index));
     }
-    let index_json = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": child.0, "digest": child.1.to_string(), "size": child.2,
-        "annotations": {"org.opencontainers.image.ref.name": "bomb:1"}}]}))
-    .expect("json");
+    let mut top: Vec<_> = roots.iter().map(|r| entry(&nodes[*r])).collect();
+    top[0]["annotations"] = json!({"org.opencontainers.image.ref.name": "bomb:1"});
+    let index_json =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": top})).expect("json");
     let mut files: Vec<(&str, &[u8])> = vec![("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)];
     files.extend(blobs.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
     files.push(("index.json", &index_json));
-    (archive_of(&files), docs)
+    (archive_of(&files), nodes.into_iter().map(|n| n.1).collect())
+}
+
+/// A small deterministic generator (xorshift64*) for the generated tests.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    }
 }
 
 /// A docker-save archive whose `manifest.json` has `entries` entries, all
@@ -233,6 +254,35 @@ fn a_dag_of_indexes_is_walked_once_per_document() {
         );
     }
     assert!(store.total_opens() <= 3 * (docs.len() + 2));
+}
+
+/// #6, generated: random graphs of indexes sharing children (repeats
+/// included) and several `index.json` entries naming shared nodes: every
+/// document is read a bounded number of times, and the graph loads.
+#[test]
+fn random_index_graphs_read_each_document_a_bounded_number_of_times() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..40 {
+        let n = 2 + rng.below(24);
+        let mut children = vec![Vec::new()];
+        for i in 1..n {
+            let k = 1 + rng.below(6);
+            children.push((0..k).map(|_| rng.below(i)).collect());
+        }
+        let roots: Vec<usize> = (0..1 + rng.below(5)).map(|_| rng.below(n)).collect();
+        let (tarball, docs) = index_graph(&children, &roots);
+        let store = Counting::default();
+        let report = load(&store, &tarball[..], &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("case {case}: {e}"));
+        assert_eq!(report.images[0].tags, ["docker.io/library/bomb:1"]);
+        for d in &docs {
+            assert!(
+                store.opens(d) <= 3,
+                "case {case}: {d} opened {} times",
+                store.opens(d)
+            );
+        }
+    }
 }
 
 /// #6: the walk is bounded in depth, with a typed error.
