@@ -169,6 +169,37 @@ pub enum ArchiveError {
         /// The decoder's error.
         source: io::Error,
     },
+    /// The documents of an archive nest deeper than the limit (an index
+    /// listing an index listing ...).
+    #[error("{digest} is nested more than {limit} documents deep")]
+    TooDeep {
+        /// The first document past the limit.
+        digest: Digest,
+        /// The most nested documents allowed.
+        limit: usize,
+    },
+    /// The documents reachable from an archive's images are more than the limit.
+    #[error("the images reference more than {limit} distinct manifests and indexes")]
+    TooManyDocuments {
+        /// The most distinct documents allowed.
+        limit: usize,
+    },
+    /// A compressed layer expands to more bytes than
+    /// [`LoadOptions::max_expanded_bytes`](super::LoadOptions::max_expanded_bytes)
+    /// (a decompression bomb); decompression stopped at the limit.
+    #[error("layer {digest} expands to more than the limit of {limit} bytes")]
+    LayerTooLarge {
+        /// The layer blob.
+        digest: Digest,
+        /// The limit.
+        limit: u64,
+    },
+    /// The archive is compressed in a format load does not decode.
+    #[error("compressed archive ({compression}): decompress it first")]
+    CompressedArchive {
+        /// The format (`xz`, `bzip2`).
+        compression: &'static str,
+    },
     /// Writing the output archive failed.
     #[error("writing the archive: {source}")]
     Write {
@@ -186,7 +217,12 @@ impl Classify for ArchiveError {
             | ArchiveError::MissingEntry { .. }
             | ArchiveError::LayerCount { .. }
             | ArchiveError::Json { .. }
-            | ArchiveError::InvalidName { .. } => ErrorKind::InvalidInput,
+            | ArchiveError::InvalidName { .. }
+            | ArchiveError::TooDeep { .. } => ErrorKind::InvalidInput,
+            ArchiveError::TooManyDocuments { .. } | ArchiveError::LayerTooLarge { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            ArchiveError::CompressedArchive { .. } => ErrorKind::Unsupported,
             ArchiveError::MissingBlob { .. } => ErrorKind::NotFound,
             ArchiveError::LayerMismatch { .. } => ErrorKind::DigestMismatch,
             ArchiveError::BlobMismatch { source, .. } => source.kind(),

@@ -10,17 +10,27 @@
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
 //! aliases. Nothing is extracted to disk outside the store's own ingest.
 //!
+//! An archive that starts with the magic of gzip or zstd is decompressed
+//! as it streams (and read to the end of its compressed stream, so a
+//! cut-off one is [`ArchiveError::Truncated`]); xz and bzip2 are refused
+//! with [`ArchiveError::CompressedArchive`].
+//!
 //! Only then, because `manifest.json` may come after the layers, are the
 //! images assembled: each layer is checked against the diff ID its config
 //! declares (uncompressed layers by their digest, compressed ones by
-//! decompressing the stored blob once), manifests are written (OCI
+//! decompressing the stored blob once, up to
+//! [`LoadOptions::max_expanded_bytes`]; a blob named by many entries is
+//! verified once, as is a config), manifests are written (OCI
 //! manifests with `application/vnd.oci.image.layer.v1.tar[+gzip|+zstd]`
 //! layers, as sniffed; a Docker 25+ archive's own manifest is reused when
 //! it matches), and, when every image of the archive is valid, the tags
-//! are set. A failure before that point tags nothing.
+//! are set. A failure before that point tags nothing. The documents an OCI
+//! archive's `index.json` reaches are checked once each (a visited set
+//! across all its entries), with nesting and count bounded
+//! ([`MAX_DOCUMENT_DEPTH`], [`MAX_DOCUMENTS`]).
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
@@ -54,7 +64,7 @@ pub enum ArchiveFormat {
 }
 
 /// Options of [`load`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LoadOptions {
     /// The repository for OCI archives whose ref names are bare tags (as
@@ -63,9 +73,34 @@ pub struct LoadOptions {
     /// Without it such a name is normalised like any other (`latest` ->
     /// `docker.io/library/latest:latest`).
     pub repository: Option<String>,
+    /// The most bytes a compressed layer may expand to while its diff ID
+    /// is checked; past it the load fails with
+    /// [`ArchiveError::LayerTooLarge`] without decompressing the rest.
+    /// The default, 64 GiB, is image-overlay's unpack limit
+    /// (`Limits::max_expanded_bytes`), so a layer that loads also unpacks.
+    pub max_expanded_bytes: u64,
+}
+
+/// The default of [`LoadOptions::max_expanded_bytes`]: image-overlay's
+/// default unpack limit.
+pub const DEFAULT_MAX_EXPANDED_BYTES: u64 = 64 << 30;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            repository: None,
+            max_expanded_bytes: DEFAULT_MAX_EXPANDED_BYTES,
+        }
+    }
 }
 
 impl LoadOptions {
+    /// Sets [`max_expanded_bytes`](LoadOptions::max_expanded_bytes).
+    pub fn max_expanded_bytes(mut self, limit: u64) -> Self {
+        self.max_expanded_bytes = limit;
+        self
+    }
+
     /// Sets [`repository`](LoadOptions::repository).
     pub fn repository(mut self, repository: impl Into<String>) -> Self {
         self.repository = Some(repository.into());
@@ -211,7 +246,7 @@ fn load_dyn(
         } else {
             ArchiveFormat::DockerLegacy
         };
-        let images = docker_images(store, &scan)?;
+        let images = docker_images(store, &scan, options)?;
         finish(store, tags, &scan, format, images)
     } else if scan.meta.contains_key("index.json") {
         let images = oci_images(store, &scan, options)?;
@@ -236,8 +271,9 @@ fn finish(
     format: ArchiveFormat,
     pending: Vec<Pending>,
 ) -> Result<LoadReport, ArchiveError> {
+    let mut written = HashSet::new();
     for p in &pending {
-        if let Some(m) = &p.manifest {
+        if let Some(m) = p.manifest.as_ref().filter(|m| written.insert(m.digest())) {
             store
                 .write_blob(m.raw())
                 .map_err(|e| ArchiveError::content(m.digest(), e))?;
@@ -256,11 +292,59 @@ fn finish(
     })
 }
 
+/// The archive stream, decompressed when its first bytes are the magic of
+/// gzip or zstd (as `docker load` accepts compressed tarballs); streamed,
+/// never held whole.
+///
+/// # Errors
+/// [`ArchiveError::CompressedArchive`] for xz and bzip2, which are not
+/// decoded; a read error of the first bytes.
+fn decompressed<'a>(
+    reader: &'a mut dyn Read,
+) -> Result<(Box<dyn Read + 'a>, Compression), ArchiveError> {
+    let mut head = [0u8; 6];
+    let mut n = 0;
+    while n < head.len() {
+        match reader.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(tar_error(e, "<start>", false)),
+        }
+    }
+    let head = &head[..n];
+    let unsupported = |compression| Err(ArchiveError::CompressedArchive { compression });
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        return unsupported("xz");
+    }
+    if head.starts_with(b"BZh") && head.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)) {
+        return unsupported("bzip2");
+    }
+    let stream = io::Cursor::new(head.to_vec()).chain(reader);
+    let compression = Compression::sniff(head);
+    let decoded: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(stream),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            256 * 1024,
+            stream,
+        ))),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(stream).map_err(|e| tar_error(e, "<start>", false))?,
+        ),
+    };
+    Ok((decoded, compression))
+}
+
+/// The most bytes read after the end-of-archive marker of a compressed
+/// archive, to reach the end of its compressed stream (tar pads to 10 KiB).
+const MAX_COMPRESSED_TAIL: u64 = 1 << 20;
+
 /// The streaming pass.
 fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
     let flag = Rc::new(Cell::new(false));
+    let (decoded, compression) = decompressed(reader)?;
     let src = SharedEof {
-        inner: EofTracker::new(BufReader::with_capacity(256 * 1024, reader)),
+        inner: EofTracker::new(BufReader::with_capacity(256 * 1024, decoded)),
         flag: flag.clone(),
     };
     let mut archive = tar::Archive::new(src);
@@ -324,11 +408,19 @@ fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveErr
         out.bytes += size;
         out.files.insert(path, blob);
     }
-    drop(archive);
     if flag.get() {
         return Err(ArchiveError::Truncated {
             what: format!("no end-of-archive marker after entry {last:?}"),
         });
+    }
+    if compression != Compression::None {
+        // Read on to the end of the compressed stream (bounded), so that
+        // a cut-off stream or a bad checksum is an error.
+        io::copy(
+            &mut archive.into_inner().take(MAX_COMPRESSED_TAIL),
+            &mut io::sink(),
+        )
+        .map_err(|e| tar_error(e, "<end-of-archive marker>", false))?;
     }
     Ok(out)
 }
@@ -486,9 +578,17 @@ fn read_config(
 }
 
 /// The diff ID of a stored layer: its digest when uncompressed, else the
-/// digest of its decompressed stream.
-fn diff_id(store: &dyn BlobStore, blob: &Blob) -> Result<Digest, ArchiveError> {
+/// digest of its decompressed stream, which may not expand past `limit`
+/// bytes (the decoder is stopped there, not run to the end).
+fn diff_id(store: &dyn BlobStore, blob: &Blob, limit: u64) -> Result<Digest, ArchiveError> {
+    let too_large = || ArchiveError::LayerTooLarge {
+        digest: blob.digest.clone(),
+        limit,
+    };
     if blob.compression == Compression::None {
+        if blob.size > limit {
+            return Err(too_large());
+        }
         return Ok(blob.digest.clone());
     }
     let r = store
@@ -498,12 +598,15 @@ fn diff_id(store: &dyn BlobStore, blob: &Blob) -> Result<Digest, ArchiveError> {
         digest: blob.digest.clone(),
         source,
     })?;
-    Digest::of_reader(Algorithm::Sha256, d)
-        .map(|(d, _)| d)
+    let (digest, expanded) = Digest::of_reader(Algorithm::Sha256, d.take(limit.saturating_add(1)))
         .map_err(|source| ArchiveError::Decompress {
             digest: blob.digest.clone(),
             source,
-        })
+        })?;
+    if expanded > limit {
+        return Err(too_large());
+    }
+    Ok(digest)
 }
 
 fn check_names(names: &[String]) -> Result<Vec<String>, ArchiveError> {
@@ -525,6 +628,7 @@ fn archive_manifests(
     let Ok(index) = Index::from_bytes(bytes.clone()) else {
         return out;
     };
+    let mut read = HashSet::new();
     for d in index.manifests() {
         if !descriptor_media_type(d).is_manifest() {
             continue;
@@ -532,6 +636,9 @@ fn archive_manifests(
         let Ok(digest) = descriptor_digest(d, "manifest") else {
             continue;
         };
+        if !read.insert(digest.clone()) {
+            continue;
+        }
         let Ok(bytes) = store.read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE) else {
             continue;
         };
@@ -543,7 +650,11 @@ fn archive_manifests(
 }
 
 /// Assembles the images of a docker-save archive.
-fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, ArchiveError> {
+fn docker_images(
+    store: &dyn BlobStore,
+    scan: &Scan,
+    options: &LoadOptions,
+) -> Result<Vec<Pending>, ArchiveError> {
     let bytes = scan
         .meta
         .get("manifest.json")
@@ -555,11 +666,19 @@ fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, Arc
             source,
         })?;
     let known = archive_manifests(store, scan);
+    // Entries may name the same config and layers any number of times:
+    // each blob is read and verified once.
+    let mut configs: HashMap<Digest, ImageConfig> = HashMap::new();
+    let mut verified: HashMap<Digest, Digest> = HashMap::new();
     let mut out = Vec::new();
     for entry in &entries {
         let image = &entry.config;
         let config_blob = scan.lookup(&entry.config, "manifest.json")?;
-        let config = read_config(store, &config_blob.digest, image)?;
+        if !configs.contains_key(&config_blob.digest) {
+            let config = read_config(store, &config_blob.digest, image)?;
+            configs.insert(config_blob.digest.clone(), config);
+        }
+        let config = &configs[&config_blob.digest];
         let diff_ids = config.diff_ids();
         if diff_ids.len() != entry.layers.len() {
             return Err(ArchiveError::LayerCount {
@@ -571,7 +690,14 @@ fn docker_images(store: &dyn BlobStore, scan: &Scan) -> Result<Vec<Pending>, Arc
         let mut layers = Vec::with_capacity(entry.layers.len());
         for (path, expected) in entry.layers.iter().zip(diff_ids) {
             let blob = scan.lookup(path, "manifest.json")?;
-            let found = diff_id(store, blob)?;
+            let found = match verified.get(&blob.digest) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = diff_id(store, blob, options.max_expanded_bytes)?;
+                    verified.insert(blob.digest.clone(), found.clone());
+                    found
+                }
+            };
             if &found != expected {
                 return Err(ArchiveError::LayerMismatch {
                     image: image.clone(),
@@ -650,13 +776,14 @@ fn oci_images(
         source,
     })?;
     let mut out: Vec<Pending> = Vec::new();
+    let mut documents = DocumentCheck::new(store);
     for (i, d) in index.manifests().iter().enumerate() {
         let field = format!("index.json manifests[{i}]");
         let digest = descriptor_digest(d, &field).map_err(|source| ArchiveError::Parse {
             what: field.clone(),
             source,
         })?;
-        let config = check_document(store, d, &digest, &field)?;
+        let config = documents.check(d, &digest, &field)?;
         let tags = match ref_name(d) {
             Some(name) => {
                 let name = match &options.repository {
@@ -692,73 +819,136 @@ fn oci_images(
     Ok(out)
 }
 
-/// Checks that the manifest or index behind `root` and everything it
-/// references are in the store and parse; returns the config digest of a
-/// manifest.
-fn check_document(
-    store: &dyn BlobStore,
-    root: &Descriptor,
-    digest: &Digest,
-    field: &str,
-) -> Result<Option<Digest>, ArchiveError> {
-    let mut config = None;
-    let mut stack = vec![(root.clone(), digest.clone(), field.to_owned())];
-    let mut first = true;
-    while let Some((d, digest, referenced_by)) = stack.pop() {
-        let media_type = descriptor_media_type(&d);
-        let info = store
-            .try_info(&digest)
-            .map_err(|e| ArchiveError::content(&digest, e))?
-            .ok_or_else(|| ArchiveError::MissingBlob {
-                digest: digest.clone(),
-                referenced_by: referenced_by.clone(),
+/// The most nested manifests and indexes an archive's image may have (an
+/// index of indexes of manifests is three).
+pub const MAX_DOCUMENT_DEPTH: usize = 32;
+
+/// The most distinct manifests and indexes an archive's images may reach.
+pub const MAX_DOCUMENTS: usize = 65_536;
+
+/// The check of the documents behind an OCI archive's `index.json`: every
+/// blob they reach is present with the size its descriptors give, every
+/// manifest and index parses. Each blob is looked up once and each
+/// document read and parsed once, however many descriptors name it (a DAG
+/// of indexes each listing the next twice is linear, not exponential);
+/// nesting and the number of documents are bounded.
+struct DocumentCheck<'a> {
+    store: &'a dyn BlobStore,
+    /// Blobs looked up, with their stored size.
+    sizes: HashMap<Digest, u64>,
+    /// Documents read, with the config digest of those that are manifests.
+    documents: HashMap<Digest, Option<Digest>>,
+}
+
+impl<'a> DocumentCheck<'a> {
+    fn new(store: &'a dyn BlobStore) -> Self {
+        DocumentCheck {
+            store,
+            sizes: HashMap::new(),
+            documents: HashMap::new(),
+        }
+    }
+
+    /// Checks the manifest or index behind `root` and everything it
+    /// references; returns the config digest of a manifest.
+    fn check(
+        &mut self,
+        root: &Descriptor,
+        digest: &Digest,
+        field: &str,
+    ) -> Result<Option<Digest>, ArchiveError> {
+        let mut stack = vec![(root.clone(), digest.clone(), field.to_owned(), 1usize)];
+        while let Some((d, digest, referenced_by, depth)) = stack.pop() {
+            self.check_size(&d, &digest, &referenced_by)?;
+            let media_type = descriptor_media_type(&d);
+            if !(media_type.is_manifest() || media_type.is_index()) {
+                if depth == 1 {
+                    return Err(ArchiveError::MediaType {
+                        what: referenced_by,
+                        source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
+                    });
+                }
+                continue;
+            }
+            if self.documents.contains_key(&digest) {
+                continue;
+            }
+            if depth > MAX_DOCUMENT_DEPTH {
+                return Err(ArchiveError::TooDeep {
+                    digest,
+                    limit: MAX_DOCUMENT_DEPTH,
+                });
+            }
+            if self.documents.len() >= MAX_DOCUMENTS {
+                return Err(ArchiveError::TooManyDocuments {
+                    limit: MAX_DOCUMENTS,
+                });
+            }
+            let bytes = self
+                .store
+                .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
+                .map_err(|e| ArchiveError::content(&digest, e))?;
+            let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
+                ArchiveError::Parse {
+                    what: digest.to_string(),
+                    source,
+                }
             })?;
-        if info.size != d.size() {
+            let config = match &doc {
+                Document::Manifest(m) => Some(m.config_digest()),
+                Document::Index(_) => None,
+            };
+            self.documents.insert(digest.clone(), config);
+            for child in crate::refs::children(&doc) {
+                let cd = descriptor_digest(&child, "descriptor").map_err(|source| {
+                    ArchiveError::Parse {
+                        what: digest.to_string(),
+                        source,
+                    }
+                })?;
+                stack.push((child, cd, digest.to_string(), depth + 1));
+            }
+        }
+        Ok(self.documents.get(digest).cloned().flatten())
+    }
+
+    /// Checks that the blob `d` names is present with `d`'s size (looked
+    /// up once per blob, compared for every descriptor).
+    fn check_size(
+        &mut self,
+        d: &Descriptor,
+        digest: &Digest,
+        referenced_by: &str,
+    ) -> Result<(), ArchiveError> {
+        let size = match self.sizes.get(digest) {
+            Some(size) => *size,
+            None => {
+                let info = self
+                    .store
+                    .try_info(digest)
+                    .map_err(|e| ArchiveError::content(digest, e))?
+                    .ok_or_else(|| ArchiveError::MissingBlob {
+                        digest: digest.clone(),
+                        referenced_by: referenced_by.to_owned(),
+                    })?;
+                self.sizes.insert(digest.clone(), info.size);
+                info.size
+            }
+        };
+        if size != d.size() {
             return Err(ArchiveError::BlobMismatch {
-                path: referenced_by.clone(),
+                path: referenced_by.to_owned(),
                 source: ContentError::Verify {
-                    reference: referenced_by,
+                    reference: referenced_by.to_owned(),
                     source: image_core::VerifyError::Size {
-                        digest,
+                        digest: digest.clone(),
                         expected: d.size(),
-                        found: info.size,
+                        found: size,
                         truncated: false,
                     },
                 },
             });
         }
-        if !(media_type.is_manifest() || media_type.is_index()) {
-            if first {
-                return Err(ArchiveError::MediaType {
-                    what: referenced_by,
-                    source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
-                });
-            }
-            continue;
-        }
-        let bytes = store
-            .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
-            .map_err(|e| ArchiveError::content(&digest, e))?;
-        let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
-            ArchiveError::Parse {
-                what: digest.to_string(),
-                source,
-            }
-        })?;
-        if first {
-            if let Document::Manifest(m) = &doc {
-                config = Some(m.config_digest());
-            }
-        }
-        first = false;
-        for child in crate::refs::children(&doc) {
-            let cd =
-                descriptor_digest(&child, "descriptor").map_err(|source| ArchiveError::Parse {
-                    what: digest.to_string(),
-                    source,
-                })?;
-            stack.push((child, cd, digest.to_string()));
-        }
+        Ok(())
     }
-    Ok(config)
 }

@@ -1,7 +1,8 @@
 //! Image archives: `docker save` tarballs and OCI archives, imported into a
 //! store and exported from one, streaming.
 //!
-//! - [`load()`] reads either kind of archive from any [`Read`] in one pass,
+//! - [`load()`] reads either kind of archive from any [`Read`] in one pass
+//!   (plain, or compressed with gzip or zstd as `docker load` accepts it),
 //!   ingesting blobs as they stream past, then writes manifests and tags
 //!   (see [`load`](mod@load) for the details and for what is verified).
 //!   It recognises the old docker-save layout (`<id>/layer.tar`, as
@@ -39,7 +40,17 @@
 //! Entry paths are only used as names to look blobs up: nothing is ever
 //! written to a path taken from an archive, and a path climbing above the
 //! archive root is refused. Metadata files are limited to 8 MiB in memory;
-//! blobs stream to the store's ingest, bounded only by the disk.
+//! blobs stream to the store's ingest, bounded only by the disk (and so
+//! does a compressed archive: it is decoded as it streams, its expansion
+//! bounded only by the disk too). The work of checking what was loaded is
+//! linear in the archive: each manifest and index is read and parsed once
+//! however many descriptors name it, nested at most
+//! [`MAX_DOCUMENT_DEPTH`](load::MAX_DOCUMENT_DEPTH) deep and at most
+//! [`MAX_DOCUMENTS`](load::MAX_DOCUMENTS) of them; each layer's diff ID is
+//! computed once per blob however many images name it, and its
+//! decompression stops at
+//! [`LoadOptions::max_expanded_bytes`](load::LoadOptions::max_expanded_bytes)
+//! (a decompression bomb is refused after that many bytes, not expanded).
 
 use std::io::{self, BufReader, Read};
 
@@ -53,7 +64,9 @@ pub mod save;
 mod tarstream;
 
 pub use error::ArchiveError;
-pub use load::{load, ArchiveFormat, LoadOptions, LoadReport, LoadedImage};
+pub use load::{
+    load, ArchiveFormat, LoadOptions, LoadReport, LoadedImage, DEFAULT_MAX_EXPANDED_BYTES,
+};
 pub use save::{
     save_docker, save_oci, DockerLayout, RepoTagForm, SaveImage, SaveOptions, SaveReport,
 };
