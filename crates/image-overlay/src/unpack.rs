@@ -63,7 +63,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_expanded_bytes: 64 << 30,
+            max_expanded_bytes: image_store::archive::DEFAULT_MAX_EXPANDED_BYTES,
             max_entries: 4_000_000,
         }
     }
