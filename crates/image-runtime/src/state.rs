@@ -86,19 +86,47 @@ pub struct ContainerRecord {
     /// Its writable snapshot, when made from an image: removed on delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotRef>,
+    /// Removed when its run ends (`run --rm`, Docker's `AutoRemove`):
+    /// deleted when it fails to start, and collected by `gc` in any status
+    /// once its owner is gone (a `run --rm` killed before it could delete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
 
 impl ContainerRecord {
-    /// True when nobody is managing it any more: stopped, or its owner died
-    /// before finishing.
+    /// True when nobody is managing it any more, so `gc` removes it: its
+    /// owner died while creating or running it, or, for an
+    /// [`auto_remove`](Self::auto_remove) container, before it could delete
+    /// it (in any status). A created or stopped container that is not
+    /// auto-removed is kept: it waits for a `start` or an `rm`.
     pub fn is_stale(&self) -> bool {
+        let owner_gone = !self.owner.is_some_and(|o| o.is_alive());
         match self.status {
-            ContainerStatus::Stopped => false,
-            ContainerStatus::Created => false,
-            ContainerStatus::Creating | ContainerStatus::Running => {
-                !self.owner.is_some_and(|o| o.is_alive())
-            }
+            _ if self.auto_remove => owner_gone,
+            ContainerStatus::Stopped | ContainerStatus::Created => false,
+            ContainerStatus::Creating | ContainerStatus::Running => owner_gone,
         }
+    }
+
+    /// The status as it is now rather than as last saved: a container
+    /// recorded as running whose owner is gone has stopped (the native
+    /// backend's process dies with its owner; `gc` kills and removes what
+    /// runc or crun left), with no exit code known. Cheap: one read of
+    /// `/proc/<pid>/stat`, no lock and no backend call, so `ps` can use it.
+    pub fn observed_status(&self) -> ContainerStatus {
+        match self.status {
+            ContainerStatus::Running if !self.owner.is_some_and(|o| o.is_alive()) => {
+                ContainerStatus::Stopped
+            }
+            status => status,
+        }
+    }
+
+    /// The record with its [`observed_status`](Self::observed_status).
+    pub fn observed(&self) -> ContainerRecord {
+        let mut r = self.clone();
+        r.status = self.observed_status();
+        r
     }
 }
 
@@ -254,6 +282,7 @@ mod tests {
             exit_code: None,
             image_ref: None,
             snapshot: None,
+            auto_remove: false,
         };
         sd.save(&r).unwrap();
         assert_eq!(sd.load(&id).unwrap(), r);
@@ -263,10 +292,52 @@ mod tests {
             start_time: 1,
         });
         assert!(r.is_stale());
+        assert_eq!(r.observed_status(), ContainerStatus::Stopped);
         assert_eq!(sd.list().unwrap().len(), 1);
         assert!(matches!(
             sd.load("nope"),
             Err(ContainerError::NotFound { .. })
         ));
+    }
+
+    /// Which records `gc` collects, for every status, owner alive or gone,
+    /// with and without auto-remove; and what `ps` shows for them.
+    #[test]
+    fn staleness_by_status_owner_and_auto_remove() {
+        let alive = Owner::current();
+        let gone = Some(Owner {
+            pid: u32::MAX - 1,
+            start_time: 1,
+        });
+        use ContainerStatus::*;
+        for status in [Creating, Created, Running, Stopped] {
+            for auto_remove in [false, true] {
+                for (owner, owner_alive) in [(alive, true), (gone, false), (None, false)] {
+                    let r = ContainerRecord {
+                        id: "c".into(),
+                        image: None,
+                        backend: "native".into(),
+                        bundle: "/x".into(),
+                        rootfs: Rootfs::Directory("/x".into()),
+                        status,
+                        owner,
+                        exit_code: None,
+                        image_ref: None,
+                        snapshot: None,
+                        auto_remove,
+                    };
+                    let expected =
+                        !owner_alive && (auto_remove || matches!(status, Creating | Running));
+                    assert_eq!(r.is_stale(), expected, "{status:?} {auto_remove} {owner:?}");
+                    let shown = if status == Running && !owner_alive {
+                        Stopped
+                    } else {
+                        status
+                    };
+                    assert_eq!(r.observed_status(), shown);
+                    assert_eq!(r.observed().status, shown);
+                }
+            }
+        }
     }
 }

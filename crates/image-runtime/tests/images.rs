@@ -711,3 +711,109 @@ fn gc_removes_the_snapshot_of_a_crashed_container() {
         .is_empty());
     assert!(!rt2.root().join("containers").join(&id).exists());
 }
+
+/// A `run --rm` killed between create and start leaves a created container
+/// whose owner is gone: gc collects it (mount, snapshot, state), while a
+/// created container that is not auto-removed waits for its start.
+#[test]
+fn gc_reclaims_a_created_auto_removed_container_whose_owner_died() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let create = |auto_remove: bool| {
+        let c = rt
+            .container_from_image(&f.store, SINGLE)
+            .unwrap()
+            .cmd(["true"])
+            .auto_remove(auto_remove)
+            .create()
+            .unwrap();
+        let mut record = c.record().clone();
+        assert_eq!(record.status, ContainerStatus::Created);
+        assert_eq!(record.auto_remove, auto_remove);
+        record.owner = Some(image_runtime::state::Owner {
+            pid: u32::MAX - 7,
+            start_time: 1,
+        });
+        std::fs::write(
+            c.bundle().join("container.json"),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        c.id().to_owned()
+    };
+    let removed = create(true);
+    let kept = create(false);
+    assert_eq!(mount_count(rt.root()), 2);
+
+    let rt2 = f.runtime(Driver::Overlay);
+    let ids: Vec<String> = rt2.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, std::slice::from_ref(&kept));
+    let sn = rt2.snapshots().unwrap().snapshotter();
+    assert!(sn.try_stat(&removed).unwrap().is_none());
+    assert!(sn.try_stat(&kept).unwrap().is_some());
+    assert!(!rt2.root().join("containers").join(&removed).exists());
+    assert_eq!(mount_count(rt2.root()), 1);
+    rt2.delete(&kept).unwrap();
+    all_clean(&rt2);
+}
+
+/// A failed start of an auto-removed container deletes it, through the
+/// library alone (no CLI), under native, runc and crun: nothing mounted,
+/// no state, no snapshot, no cgroup. Without auto-remove the container
+/// stays (created for native, whose start fails; stopped for runc and crun,
+/// which fail in their foreground run) until deleted.
+#[test]
+fn a_failed_start_deletes_an_auto_removed_container() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let snapshots =
+        || Snapshots::open(&f.snapshots_root(Driver::Overlay), Driver::Overlay).unwrap();
+    let mut runtimes = vec![
+        Runtime::native(&f.state(), image_runtime::NativeOptions::default()).unwrap(),
+        Runtime::oci(&f.state(), RuntimeKind::Runc).unwrap(),
+    ];
+    if common::ready(&["crun"]) {
+        runtimes.push(Runtime::oci(&f.state(), RuntimeKind::Crun).unwrap());
+    }
+    for rt in runtimes {
+        let rt = rt.with_snapshots(snapshots()).unwrap();
+        let backend = rt.backend().name().to_owned();
+        for auto_remove in [true, false] {
+            let c = rt
+                .container_from_image(&f.store, SINGLE)
+                .unwrap()
+                .cmd(["true"])
+                .hostname("h".repeat(300))
+                .auto_remove(auto_remove)
+                .create()
+                .unwrap();
+            let id = c.id().to_owned();
+            let err = match c.run(Stdio::capture(), TIMEOUT) {
+                Err(e) => e,
+                Ok((_, exit)) => panic!("{backend}: a 300-byte hostname ran: {exit:?}"),
+            };
+            assert!(
+                !matches!(err, ContainerError::Cleanup { .. }),
+                "{backend}: cleanup failed: {err}"
+            );
+            common::assert_no_cgroups(&id);
+            if !auto_remove {
+                let status = rt.load(&id).unwrap().status();
+                let expected = if backend == "native" {
+                    ContainerStatus::Created
+                } else {
+                    ContainerStatus::Stopped
+                };
+                assert_eq!(status, expected, "{backend}");
+                assert_eq!(mount_count(rt.root()), 1, "{backend}");
+                rt.delete(&id).unwrap();
+            }
+            all_clean(&rt);
+        }
+    }
+}
