@@ -5,7 +5,9 @@
 //! volume whose target cannot be made) under the native backend, runc and
 //! crun, must leave no mount, no container state, no active snapshot and no
 //! cgroup; a `run` whose imagectl is killed with SIGKILL shows as stopped
-//! in `ps` at once and is reclaimed by `rm` or by the next command's gc.
+//! in `ps` at once and is reclaimed by `rm` or by the next command's gc
+//! (one run by runc, whose foreground run outlives it, shows running until
+//! that gc kills it).
 //! A missing tool or privilege skips loudly unless CI=true.
 
 mod common;
@@ -243,6 +245,18 @@ fn ps_status(cli: &Cli, name: &str) -> String {
         .to_owned()
 }
 
+/// Polls `f` until it gives a value, for at most [`TIMEOUT`].
+fn poll<T>(mut f: impl FnMut() -> Option<T>, what: &str) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn killed_owner_shows_stopped_at_once_and_is_reclaimed() {
     if !ready(&[]) {
@@ -278,6 +292,63 @@ fn killed_owner_shows_stopped_at_once_and_is_reclaimed() {
     let ps = cli.ok(&["ps", "-q"]);
     assert_eq!(ps.lines().collect::<Vec<_>>(), ["other"], "{ps}");
     assert_no_cgroups("r");
+    cli.ok(&["rm", "other"]);
+    assert_eq!(leftovers(&cli), before);
+
+    // runc's foreground run outlives its killed owner: ps says so (its
+    // init runs), and the next runc command's gc kills and removes it.
+    if which("runc").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and runc missing"
+        );
+        eprintln!("SKIPPED: runc not installed");
+        return;
+    }
+    let args = [
+        "run",
+        "--runtime",
+        "runc",
+        "--name",
+        "o",
+        IMAGE,
+        "sleep",
+        "600",
+    ];
+    let mut owner = spawn_run(&cli, &args, "o");
+    // runc writes the pid file just after the record says running.
+    let pid_file = cli.tmp.path().join("containers/containers/o/init.pid");
+    let init = poll(|| std::fs::read_to_string(&pid_file).ok(), "init.pid");
+    let init = format!("/proc/{}/stat", init.trim());
+    kill_owner(&mut owner);
+    assert_eq!(ps_status(&cli, "o"), "running");
+    // A native command leaves it to a runtime of its own backend.
+    cli.ok(&["create", "--name", "other", IMAGE, "true"]);
+    assert_eq!(ps_status(&cli, "o"), "running");
+    cli.ok(&["rm", "other"]);
+    cli.ok(&[
+        "create",
+        "--runtime",
+        "runc",
+        "--name",
+        "other",
+        IMAGE,
+        "true",
+    ]);
+    let ps = cli.ok(&["ps", "-q"]);
+    assert_eq!(ps.lines().collect::<Vec<_>>(), ["other"], "{ps}");
+    // Killed: gone, or a zombie until its orphaned runc reaps it.
+    poll(
+        || match std::fs::read_to_string(&init) {
+            Err(_) => Some(()),
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .filter(|(_, s)| s.starts_with('Z'))
+                .map(drop),
+        },
+        "the orphan's init killed",
+    );
+    assert_no_cgroups("o");
     cli.ok(&["rm", "other"]);
     assert_eq!(leftovers(&cli), before);
 }

@@ -109,17 +109,43 @@ impl ContainerRecord {
     }
 
     /// The status as it is now rather than as last saved: a container
-    /// recorded as running whose owner is gone has stopped (the native
-    /// backend's process dies with its owner; `gc` kills and removes what
-    /// runc or crun left), with no exit code known. Cheap: one read of
-    /// `/proc/<pid>/stat`, no lock and no backend call, so `ps` can use it.
+    /// recorded as running whose owner is gone has stopped, with no exit
+    /// code known, unless its init still runs. The native backend's init
+    /// dies with its owner (`PR_SET_PDEATHSIG`); runc's and crun's
+    /// foreground `run` outlives a killed owner, so for them the init named
+    /// in the bundle's pid file is looked up, and counts only if it is in
+    /// the container's own cgroup (not a process that reused the PID).
+    /// `gc` kills and removes such an orphan. Cheap: a few reads under
+    /// `/proc`, no lock and no backend call, so `ps` can use it.
     pub fn observed_status(&self) -> ContainerStatus {
         match self.status {
-            ContainerStatus::Running if !self.owner.is_some_and(|o| o.is_alive()) => {
+            ContainerStatus::Running
+                if !self.owner.is_some_and(|o| o.is_alive()) && !self.orphan_runs() =>
+            {
                 ContainerStatus::Stopped
             }
             status => status,
         }
+    }
+
+    /// True when a runc or crun container's init runs (see
+    /// [`ContainerRecord::observed_status`]).
+    fn orphan_runs(&self) -> bool {
+        if self.backend == crate::native::NAME {
+            return false;
+        }
+        let pid_file = self.bundle.join(crate::oci_runtime::INIT_PID_FILE);
+        let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        let own = crate::cgroup::cgroups_path(&self.id);
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| {
+            cg.lines()
+                .any(|l| l.rsplit('/').next() == Some(own.as_str()))
+        })
     }
 
     /// The record with its [`observed_status`](Self::observed_status).
@@ -339,5 +365,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A runc record whose owner is gone counts as running only while the
+    /// PID in its pid file is a process in the container's cgroup: this
+    /// test process (in no container cgroup) is not.
+    #[test]
+    fn an_orphan_needs_its_init_in_its_own_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join(crate::oci_runtime::INIT_PID_FILE),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        let r = ContainerRecord {
+            id: "c".into(),
+            image: None,
+            backend: "runc".into(),
+            bundle: tmp.path().to_owned(),
+            rootfs: Rootfs::Directory("/x".into()),
+            status: ContainerStatus::Running,
+            owner: Some(Owner {
+                pid: u32::MAX - 1,
+                start_time: 1,
+            }),
+            exit_code: None,
+            image_ref: None,
+            snapshot: None,
+            auto_remove: false,
+        };
+        assert_eq!(r.observed_status(), ContainerStatus::Stopped);
     }
 }

@@ -817,3 +817,40 @@ fn a_failed_start_deletes_an_auto_removed_container() {
         }
     }
 }
+
+/// A runtime deletes (and collects) only its own backend's containers:
+/// another backend's process would outlive the state (runc's foreground
+/// run outlives its killed owner).
+#[test]
+fn a_runtime_leaves_other_backends_containers_alone() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let snapshots =
+        || Snapshots::open(&f.snapshots_root(Driver::Overlay), Driver::Overlay).unwrap();
+    let runc = f.runtime(Driver::Overlay);
+    let c = runc
+        .container_from_image(&f.store, SINGLE)
+        .unwrap()
+        .cmd(["true"])
+        .create()
+        .unwrap();
+    let id = c.id().to_owned();
+    pretend_owner_died(&c);
+    let native = Runtime::native(&f.state(), image_runtime::NativeOptions::default())
+        .unwrap()
+        .with_snapshots(snapshots())
+        .unwrap();
+    assert_eq!(native.list().unwrap().len(), 1, "collected by native's gc");
+    let e = native.delete(&id).unwrap_err();
+    assert!(
+        matches!(&e, ContainerError::OtherBackend { backend, .. } if backend == "runc"),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(mount_count(native.root()), 1);
+    // runc's own runtime collects it.
+    let runc = f.runtime(Driver::Overlay);
+    all_clean(&runc);
+}
