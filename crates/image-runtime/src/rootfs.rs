@@ -86,6 +86,10 @@ pub enum RootfsError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The mounter refused an overlay mount before the kernel saw it (too
+    /// many layers for overlayfs, an option it does not take).
+    #[error(transparent)]
+    Overlay(image_overlay::mount::MountError),
     /// Unmounting the root filesystem failed.
     #[error("unmounting {target}: {source}")]
     Unmount {
@@ -104,6 +108,7 @@ impl Classify for RootfsError {
             | RootfsError::Mount { source, .. }
             | RootfsError::Unmount { source, .. } => ErrorKind::from_io(source),
             RootfsError::WrongType { .. } => ErrorKind::InvalidInput,
+            RootfsError::Overlay(e) => e.kind(),
         }
     }
 }

@@ -760,6 +760,25 @@ fn gc_reclaims_a_created_auto_removed_container_whose_owner_died() {
     all_clean(&rt2);
 }
 
+/// Runtimes on `f`'s state and `driver`'s snapshots with every backend
+/// installed: native, runc, and crun when present.
+fn every_backend(f: &Fixture, driver: Driver) -> Vec<Runtime> {
+    let mut runtimes = vec![
+        Runtime::native(&f.state(), image_runtime::NativeOptions::default()).unwrap(),
+        Runtime::oci(&f.state(), RuntimeKind::Runc).unwrap(),
+    ];
+    if common::ready(&["crun"]) {
+        runtimes.push(Runtime::oci(&f.state(), RuntimeKind::Crun).unwrap());
+    }
+    runtimes
+        .into_iter()
+        .map(|rt| {
+            let sn = Snapshots::open(&f.snapshots_root(driver), driver).unwrap();
+            rt.with_snapshots(sn).unwrap()
+        })
+        .collect()
+}
+
 /// A failed start of an auto-removed container deletes it, through the
 /// library alone (no CLI), under native, runc and crun: nothing mounted,
 /// no state, no snapshot, no cgroup. Without auto-remove the container
@@ -771,17 +790,7 @@ fn a_failed_start_deletes_an_auto_removed_container() {
         return;
     }
     let f = fixture();
-    let snapshots =
-        || Snapshots::open(&f.snapshots_root(Driver::Overlay), Driver::Overlay).unwrap();
-    let mut runtimes = vec![
-        Runtime::native(&f.state(), image_runtime::NativeOptions::default()).unwrap(),
-        Runtime::oci(&f.state(), RuntimeKind::Runc).unwrap(),
-    ];
-    if common::ready(&["crun"]) {
-        runtimes.push(Runtime::oci(&f.state(), RuntimeKind::Crun).unwrap());
-    }
-    for rt in runtimes {
-        let rt = rt.with_snapshots(snapshots()).unwrap();
+    for rt in every_backend(&f, Driver::Overlay) {
         let backend = rt.backend().name().to_owned();
         for auto_remove in [true, false] {
             let c = rt
@@ -853,4 +862,81 @@ fn a_runtime_leaves_other_backends_containers_alone() {
     // runc's own runtime collects it.
     let runc = f.runtime(Driver::Overlay);
     all_clean(&runc);
+}
+
+/// overlayfs stacks at most 500 lower directories and a container adds
+/// its init snapshot below its own: an image of 499 layers runs under
+/// every backend, one of 500 is refused before anything is mounted, with
+/// the typed error (`Unsupported`, naming the count and the limit) rather
+/// than the kernel's bare `EINVAL`, and leaves nothing behind.
+#[test]
+fn an_image_deeper_than_overlayfs_stacks_is_refused_with_a_typed_error() {
+    use image_overlay::mount::{MountError, MAX_OVERLAY_LOWERS};
+    use image_runtime::rootfs::RootfsError;
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let src = f.tmp.path().join("deep");
+    busybox_rootfs(&src.join("0"));
+    let plain = PackOptions::new(Compression::None);
+    let mut layers = vec![store_layer(&f.store, "busybox", |w| {
+        pack_dir(&src.join("0"), w, &plain).unwrap()
+    })];
+    for i in 1..MAX_OVERLAY_LOWERS {
+        let dir = src.join(i.to_string());
+        std::fs::create_dir_all(dir.join("deep")).unwrap();
+        std::fs::write(dir.join("deep").join(i.to_string()), format!("{i}\n")).unwrap();
+        layers.push(store_layer(&f.store, "tiny", |w| {
+            pack_dir(&dir, w, &plain).unwrap()
+        }));
+    }
+    std::fs::remove_dir_all(&src).unwrap();
+    let tag = |name: &str, n: usize| {
+        let image = append(&f.store, None, ("linux", "amd64"), &layers[..n], |c| {
+            let rc = c.config.get_or_insert_with(Default::default);
+            rc.env = Some(vec!["PATH=/bin".into()]);
+        })
+        .unwrap();
+        f.store.set_tag(name, &image.manifest.descriptor()).unwrap();
+    };
+    // The init snapshot is one more lower: 499 + 1 fits, 500 + 1 does not.
+    tag("test.local/deep:499", MAX_OVERLAY_LOWERS - 1);
+    tag("test.local/deep:500", MAX_OVERLAY_LOWERS);
+    for rt in every_backend(&f, Driver::Overlay) {
+        let backend = rt.backend().name().to_owned();
+        let (c, exit) = run(
+            &rt,
+            &f.store,
+            "test.local/deep:499",
+            sh("cat /deep/1 /deep/498; ls /deep | wc -l"),
+        );
+        assert_eq!(
+            exit.stdout_str(),
+            "1\n498\n498\n",
+            "{backend}: {}",
+            exit.stderr_str()
+        );
+        delete_clean(&rt, c);
+        let e = rt
+            .container_from_image(&f.store, "test.local/deep:500")
+            .unwrap()
+            .cmd(["true"])
+            .create()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{backend}: {e}");
+        assert!(
+            matches!(
+                &e,
+                ContainerError::Rootfs(RootfsError::Overlay(MountError::TooManyLayers {
+                    lowers, max, ..
+                })) if *lowers == MAX_OVERLAY_LOWERS + 1 && *max == MAX_OVERLAY_LOWERS
+            ),
+            "{backend}: {e:?}"
+        );
+        all_clean(&rt);
+    }
+    // Nothing is mounted: drop the 500 layers at once rather than one
+    // snapshot removal (and metadata rewrite) at a time.
+    std::fs::remove_dir_all(f.snapshots_root(Driver::Overlay)).unwrap();
 }
