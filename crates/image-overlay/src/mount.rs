@@ -127,6 +127,21 @@ pub enum MountError {
         /// Why.
         reason: String,
     },
+    /// An overlay mount with more lower directories than overlayfs stacks
+    /// ([`MAX_OVERLAY_LOWERS`]): refused before the kernel is asked, which
+    /// would only say `EINVAL`.
+    #[error(
+        "overlay on {target}: {lowers} lower layers, overlayfs stacks at most {max} \
+         (use the copy snapshotter for such an image)"
+    )]
+    TooManyLayers {
+        /// The mount point.
+        target: PathBuf,
+        /// How many lower directories the mount names.
+        lowers: usize,
+        /// The limit, [`MAX_OVERLAY_LOWERS`].
+        max: usize,
+    },
     /// A mount's relative target is absolute or has `..`.
     #[error("mount target {target} is not a plain relative path")]
     BadTarget {
@@ -144,7 +159,9 @@ impl Classify for MountError {
                     _ => Classify::kind(source),
                 }
             }
-            MountError::Unsupported { .. } => ErrorKind::Unsupported,
+            MountError::Unsupported { .. } | MountError::TooManyLayers { .. } => {
+                ErrorKind::Unsupported
+            }
             MountError::BadTarget { .. } => ErrorKind::InvalidInput,
         }
     }
@@ -377,8 +394,22 @@ fn attr_flag(o: &str) -> Option<MountAttrFlags> {
     })
 }
 
+/// The most lower directories one overlayfs mount takes: the kernel's
+/// `OVL_MAX_STACK` (fs/overlayfs/params.h), 500 since lowerdir stacking
+/// began, counted the same through `lowerdir=` and `lowerdir+`. Docker's
+/// overlay2 driver stops earlier (128), containers/storage at this one.
+pub const MAX_OVERLAY_LOWERS: usize = 500;
+
 fn mount_overlay(m: &Mount, point: &Path, legacy: bool) -> Result<(), MountError> {
     let err = |step: &str, e: Errno| mount_err(m, point, step, e);
+    let lowers = m.lowerdirs().len();
+    if lowers > MAX_OVERLAY_LOWERS {
+        return Err(MountError::TooManyLayers {
+            target: point.to_owned(),
+            lowers,
+            max: MAX_OVERLAY_LOWERS,
+        });
+    }
     if legacy || !has_lowerdir_plus() {
         return mount_overlay_legacy(m, point);
     }

@@ -575,6 +575,64 @@ fn overlay_128_layers() {
     }
 }
 
+/// overlayfs stacks at most 500 lower directories: a root on 500 layers
+/// mounts (so the limit is not below the kernel's), one on 501 is refused
+/// before the kernel is asked, with a typed error instead of its bare
+/// `EINVAL`, and nothing is left mounted.
+#[test]
+fn overlay_refuses_more_lowers_than_the_kernel_stacks() {
+    use image_overlay::mount::{MountError, MAX_OVERLAY_LOWERS};
+    if !mounts_permitted("overlay_refuses_more_lowers_than_the_kernel_stacks") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = OverlayOptions::default().with_sync_on_commit(false);
+    let sn = OverlaySnapshotter::open_with(dir.path(), opts).expect("open");
+    let mut chain: Vec<String> = Vec::new();
+    for i in 0..=MAX_OVERLAY_LOWERS {
+        let key = format!("layer-{i}-active");
+        let m = sn.prepare(&key, None).expect("prepare");
+        fs::write(bind_dir(&m).join(format!("f{i}")), "x").expect("write");
+        let mut opts = CommitOptions::default();
+        if let Some(p) = chain.last() {
+            opts = opts.with_rebase(p.clone());
+        }
+        let name = format!("sha256:{i:064x}");
+        sn.commit_with(&name, &key, opts).expect("commit");
+        chain.push(name);
+    }
+    let at_limit = sn
+        .prepare("at-limit", Some(&chain[MAX_OVERLAY_LOWERS - 1]))
+        .expect("prepare");
+    assert_eq!(at_limit[0].lowerdirs().len(), MAX_OVERLAY_LOWERS);
+    with_mounted(&at_limit, |root| {
+        assert!(root.join("f0").is_file());
+        assert!(root.join(format!("f{}", MAX_OVERLAY_LOWERS - 1)).is_file());
+    });
+    let over = sn
+        .prepare("over", Some(&chain[MAX_OVERLAY_LOWERS]))
+        .expect("prepare (not mounted yet)");
+    let target = tempfile::tempdir().expect("tempdir");
+    for mounter in [&SysMounter as &dyn Mounter, &LegacyMounter] {
+        let e = mounter.mount(&over, target.path()).expect_err("501 lowers");
+        assert!(
+            matches!(
+                &e,
+                MountError::TooManyLayers { lowers, max, .. }
+                    if *lowers == MAX_OVERLAY_LOWERS + 1 && *max == MAX_OVERLAY_LOWERS
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("at most 500"), "{e}");
+    }
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !info.contains(&*target.path().to_string_lossy()),
+        "left mounted"
+    );
+}
+
 #[test]
 fn overlay_copy_on_write_and_pack_upper() {
     if !mounts_permitted("overlay_copy_on_write_and_pack_upper") {

@@ -28,6 +28,7 @@ pub struct ContainerBuilder {
     options: RunOptions,
     id: Option<String>,
     snapshot: Option<PendingSnapshot>,
+    auto_remove: bool,
 }
 
 /// The writable snapshot a container from an image gets at create time.
@@ -51,6 +52,7 @@ impl ContainerBuilder {
             options: RunOptions::default(),
             id: None,
             snapshot: None,
+            auto_remove: false,
         }
     }
 
@@ -133,6 +135,15 @@ impl ContainerBuilder {
         self
     }
 
+    /// Removes the container when its run ends (`run --rm`; see
+    /// [`ContainerRecord::auto_remove`]): a failed [`Container::start`]
+    /// deletes it, and [`Runtime::gc`] collects it once its owner is gone.
+    /// The caller still deletes it after a successful run.
+    pub fn auto_remove(mut self, yes: bool) -> Self {
+        self.auto_remove = yes;
+        self
+    }
+
     /// Adds a bind mount.
     pub fn volume(mut self, volume: Volume) -> Self {
         self.options.volumes.push(volume);
@@ -184,6 +195,7 @@ impl ContainerBuilder {
                 parent: Some(snapshots::init_name(&id)),
                 init: Some(snapshots::init_name(&id)),
             }),
+            auto_remove: self.auto_remove,
         };
         let result = sd
             .save(&record)

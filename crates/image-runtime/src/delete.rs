@@ -1,4 +1,5 @@
-//! `delete`: everything of a container goes: its process (killed), the
+//! `delete`: everything of a container goes: its process (killed, by the
+//! backend that made it: a runtime with another backend refuses), the
 //! backend's state, mounts under its directory, its cgroups, its writable
 //! snapshot, the directory. The snapshot and the directory are removed only
 //! once nothing is mounted under it, so a failed unmount can never turn
@@ -12,7 +13,17 @@ use crate::Runtime;
 
 pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> {
     let dir = runtime.state().dir(id);
-    let snapshot = runtime.state().load(id).ok().and_then(|r| r.snapshot);
+    let record = runtime.state().load(id).ok();
+    // Another backend's process would outlive its state: refuse.
+    let ours = runtime.backend().name();
+    if let Some(r) = record.as_ref().filter(|r| r.backend != ours) {
+        return Err(ContainerError::OtherBackend {
+            id: id.to_owned(),
+            backend: r.backend.clone(),
+            ours: ours.to_owned(),
+        });
+    }
+    let snapshot = record.and_then(|r| r.snapshot);
     let mut first: Option<ContainerError> = None;
     let mut note = |r: Result<(), ContainerError>| {
         if let Err(e) = r {

@@ -117,6 +117,17 @@ pub enum ContainerError {
     /// (see [`crate::Runtime::with_snapshots`]).
     #[error("the runtime has no snapshotter to make containers from images")]
     NoSnapshots,
+    /// The container was made by another backend than this runtime's:
+    /// only a runtime with that backend can stop and remove its process.
+    #[error("container {id} belongs to the {backend} backend, not {ours}")]
+    OtherBackend {
+        /// The container.
+        id: String,
+        /// The backend that made it.
+        backend: String,
+        /// This runtime's backend.
+        ours: String,
+    },
     /// An operation failed and so did the cleanup after it; both are kept.
     #[error("{error} (and cleaning up failed: {cleanup})")]
     Cleanup {
@@ -149,6 +160,7 @@ impl Classify for ContainerError {
             ContainerError::Unpack { source, .. } => source.kind(),
             ContainerError::Snapshot { source, .. } => source.kind(),
             ContainerError::NoSnapshots => ErrorKind::FailedPrecondition,
+            ContainerError::OtherBackend { .. } => ErrorKind::FailedPrecondition,
             ContainerError::Cleanup { error, .. } => error.kind(),
         }
     }

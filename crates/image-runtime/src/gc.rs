@@ -1,8 +1,9 @@
 //! `gc`: cleaning up after processes that crashed or were killed while
-//! they managed containers: records whose owner is gone while creating or
-//! running, and directories without a record older than a minute (their
-//! snapshots go with them, see [`crate::delete`]); then active snapshots
-//! labelled with this runtime whose container directory is gone.
+//! they managed containers: records of this runtime's backend whose owner
+//! is gone while creating or running (or, auto-removed, in any status),
+//! and directories without a record older than a minute (their snapshots
+//! go with them, see [`crate::delete`]); then active snapshots labelled
+//! with this runtime whose container directory is gone.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +15,9 @@ pub(crate) fn gc(runtime: &Runtime) -> Result<Vec<String>, ContainerError> {
     let mut removed = Vec::new();
     for id in sd.ids()? {
         let stale = match sd.load(&id) {
-            Ok(record) => record.is_stale(),
+            // Another backend's containers wait for a runtime of theirs:
+            // only it can kill their process (runc's outlives its owner).
+            Ok(record) => record.backend == runtime.backend().name() && record.is_stale(),
             Err(ContainerError::NotFound { .. }) => {
                 // Being created right now by another process, or left over.
                 std::fs::metadata(sd.dir(&id))

@@ -102,12 +102,11 @@ fn mount_overlay(m: &MountSpec, target: &Path) -> Result<(), RootfsError> {
         target: None,
         options: m.options.clone(),
     };
-    SysMounter.mount(&[mount], target).map_err(|e| {
-        let source = match e {
-            MountError::Mount { source, .. } | MountError::Unmount { source, .. } => source,
-            other => std::io::Error::new(std::io::ErrorKind::Unsupported, other.to_string()),
-        };
-        mount_err(m, target, source)
+    SysMounter.mount(&[mount], target).map_err(|e| match e {
+        MountError::Mount { source, .. } | MountError::Unmount { source, .. } => {
+            mount_err(m, target, source)
+        }
+        other => RootfsError::Overlay(other),
     })
 }
 

@@ -33,6 +33,10 @@ use crate::backend::{
 };
 use crate::stdio::{self, Pumps, Stdio};
 
+/// The file in the bundle where runc and crun write the host PID of the
+/// container's init (`--pid-file`).
+pub(crate) const INIT_PID_FILE: &str = "init.pid";
+
 /// Which OCI runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -427,7 +431,7 @@ impl Backend for OciRuntime {
         stdio: Stdio,
     ) -> Result<Box<dyn Process>, BackendError> {
         let log = bundle.join(format!("{}.log", self.kind.program()));
-        let pid_file = bundle.join("init.pid");
+        let pid_file = bundle.join(INIT_PID_FILE);
         let io = |source| BackendError::Io {
             context: format!("preparing {}", bundle.display()),
             source,

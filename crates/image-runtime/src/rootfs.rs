@@ -105,6 +105,10 @@ pub enum RootfsError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The mounter refused an overlay mount before the kernel saw it (too
+    /// many layers for overlayfs, an option it does not take).
+    #[error(transparent)]
+    Overlay(image_overlay::mount::MountError),
     /// Unmounting the root filesystem failed.
     #[error("unmounting {target}: {source}")]
     Unmount {
@@ -124,6 +128,7 @@ impl Classify for RootfsError {
             | RootfsError::Unmount { source, .. } => ErrorKind::from_io(source),
             RootfsError::WrongType { .. } => ErrorKind::InvalidInput,
             RootfsError::Symlink { .. } | RootfsError::TooLarge { .. } => ErrorKind::Unsafe,
+            RootfsError::Overlay(e) => e.kind(),
         }
     }
 }

@@ -9,10 +9,32 @@ impl Container {
     /// Starts the process with `stdio`. A stopped container is started
     /// again (its backend state is reset first).
     ///
+    /// When the start fails, the backend has undone its part (the process
+    /// reaped, its cgroups removed) and the container is as it was, ready
+    /// for another start or a delete (Docker keeps it too); an
+    /// [auto-removed](crate::ContainerBuilder::auto_remove) one is deleted
+    /// (unmounted, snapshot, state and cgroups removed).
+    ///
     /// # Errors
     /// [`ContainerError::WrongStatus`] unless created or stopped;
-    /// [`ContainerError::Backend`]; [`ContainerError::State`].
-    pub fn start(mut self, stdio: Stdio) -> Result<RunningContainer, ContainerError> {
+    /// [`ContainerError::Backend`]; [`ContainerError::State`]; for an
+    /// auto-removed container whose delete failed too,
+    /// [`ContainerError::Cleanup`] holding both errors.
+    pub fn start(self, stdio: Stdio) -> Result<RunningContainer, ContainerError> {
+        let (runtime, id, auto_remove) = (
+            self.runtime.clone(),
+            self.record.id.clone(),
+            self.record.auto_remove,
+        );
+        match self.start_inner(stdio) {
+            Ok(running) => Ok(running),
+            Err(e @ ContainerError::WrongStatus { .. }) => Err(e),
+            Err(e) if auto_remove => Err(e.with_cleanup(crate::delete::delete(&runtime, &id))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_inner(mut self, stdio: Stdio) -> Result<RunningContainer, ContainerError> {
         match self.record.status {
             ContainerStatus::Created => {}
             ContainerStatus::Stopped => {

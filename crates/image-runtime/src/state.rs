@@ -86,19 +86,73 @@ pub struct ContainerRecord {
     /// Its writable snapshot, when made from an image: removed on delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotRef>,
+    /// Removed when its run ends (`run --rm`, Docker's `AutoRemove`):
+    /// deleted when it fails to start, and collected by `gc` in any status
+    /// once its owner is gone (a `run --rm` killed before it could delete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
 
 impl ContainerRecord {
-    /// True when nobody is managing it any more: stopped, or its owner died
-    /// before finishing.
+    /// True when nobody is managing it any more, so `gc` removes it: its
+    /// owner died while creating or running it, or, for an
+    /// [`auto_remove`](Self::auto_remove) container, before it could delete
+    /// it (in any status). A created or stopped container that is not
+    /// auto-removed is kept: it waits for a `start` or an `rm`.
     pub fn is_stale(&self) -> bool {
+        let owner_gone = !self.owner.is_some_and(|o| o.is_alive());
         match self.status {
-            ContainerStatus::Stopped => false,
-            ContainerStatus::Created => false,
-            ContainerStatus::Creating | ContainerStatus::Running => {
-                !self.owner.is_some_and(|o| o.is_alive())
-            }
+            _ if self.auto_remove => owner_gone,
+            ContainerStatus::Stopped | ContainerStatus::Created => false,
+            ContainerStatus::Creating | ContainerStatus::Running => owner_gone,
         }
+    }
+
+    /// The status as it is now rather than as last saved: a container
+    /// recorded as running whose owner is gone has stopped, with no exit
+    /// code known, unless its init still runs. The native backend's init
+    /// dies with its owner (`PR_SET_PDEATHSIG`); runc's and crun's
+    /// foreground `run` outlives a killed owner, so for them the init named
+    /// in the bundle's pid file is looked up, and counts only if it is in
+    /// the container's own cgroup (not a process that reused the PID).
+    /// `gc` kills and removes such an orphan. Cheap: a few reads under
+    /// `/proc`, no lock and no backend call, so `ps` can use it.
+    pub fn observed_status(&self) -> ContainerStatus {
+        match self.status {
+            ContainerStatus::Running
+                if !self.owner.is_some_and(|o| o.is_alive()) && !self.orphan_runs() =>
+            {
+                ContainerStatus::Stopped
+            }
+            status => status,
+        }
+    }
+
+    /// True when a runc or crun container's init runs (see
+    /// [`ContainerRecord::observed_status`]).
+    fn orphan_runs(&self) -> bool {
+        if self.backend == crate::native::NAME {
+            return false;
+        }
+        let pid_file = self.bundle.join(crate::oci_runtime::INIT_PID_FILE);
+        let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        let own = crate::cgroup::cgroups_path(&self.id);
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| {
+            cg.lines()
+                .any(|l| l.rsplit('/').next() == Some(own.as_str()))
+        })
+    }
+
+    /// The record with its [`observed_status`](Self::observed_status).
+    pub fn observed(&self) -> ContainerRecord {
+        let mut r = self.clone();
+        r.status = self.observed_status();
+        r
     }
 }
 
@@ -254,6 +308,7 @@ mod tests {
             exit_code: None,
             image_ref: None,
             snapshot: None,
+            auto_remove: false,
         };
         sd.save(&r).unwrap();
         assert_eq!(sd.load(&id).unwrap(), r);
@@ -263,10 +318,82 @@ mod tests {
             start_time: 1,
         });
         assert!(r.is_stale());
+        assert_eq!(r.observed_status(), ContainerStatus::Stopped);
         assert_eq!(sd.list().unwrap().len(), 1);
         assert!(matches!(
             sd.load("nope"),
             Err(ContainerError::NotFound { .. })
         ));
+    }
+
+    /// Which records `gc` collects, for every status, owner alive or gone,
+    /// with and without auto-remove; and what `ps` shows for them.
+    #[test]
+    fn staleness_by_status_owner_and_auto_remove() {
+        let alive = Owner::current();
+        let gone = Some(Owner {
+            pid: u32::MAX - 1,
+            start_time: 1,
+        });
+        use ContainerStatus::*;
+        for status in [Creating, Created, Running, Stopped] {
+            for auto_remove in [false, true] {
+                for (owner, owner_alive) in [(alive, true), (gone, false), (None, false)] {
+                    let r = ContainerRecord {
+                        id: "c".into(),
+                        image: None,
+                        backend: "native".into(),
+                        bundle: "/x".into(),
+                        rootfs: Rootfs::Directory("/x".into()),
+                        status,
+                        owner,
+                        exit_code: None,
+                        image_ref: None,
+                        snapshot: None,
+                        auto_remove,
+                    };
+                    let expected =
+                        !owner_alive && (auto_remove || matches!(status, Creating | Running));
+                    assert_eq!(r.is_stale(), expected, "{status:?} {auto_remove} {owner:?}");
+                    let shown = if status == Running && !owner_alive {
+                        Stopped
+                    } else {
+                        status
+                    };
+                    assert_eq!(r.observed_status(), shown);
+                    assert_eq!(r.observed().status, shown);
+                }
+            }
+        }
+    }
+
+    /// A runc record whose owner is gone counts as running only while the
+    /// PID in its pid file is a process in the container's cgroup: this
+    /// test process (in no container cgroup) is not.
+    #[test]
+    fn an_orphan_needs_its_init_in_its_own_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join(crate::oci_runtime::INIT_PID_FILE),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        let r = ContainerRecord {
+            id: "c".into(),
+            image: None,
+            backend: "runc".into(),
+            bundle: tmp.path().to_owned(),
+            rootfs: Rootfs::Directory("/x".into()),
+            status: ContainerStatus::Running,
+            owner: Some(Owner {
+                pid: u32::MAX - 1,
+                start_time: 1,
+            }),
+            exit_code: None,
+            image_ref: None,
+            snapshot: None,
+            auto_remove: false,
+        };
+        assert_eq!(r.observed_status(), ContainerStatus::Stopped);
     }
 }

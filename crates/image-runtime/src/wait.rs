@@ -58,7 +58,9 @@ impl RunningContainer {
 impl Container {
     /// Starts the container with `stdio`, waits at most `timeout` and
     /// returns the container (stopped) with the exit (`None` on timeout,
-    /// the process then killed).
+    /// the process then killed). An
+    /// [auto-removed](crate::ContainerBuilder::auto_remove) container is
+    /// deleted when starting or waiting fails.
     ///
     /// # Errors
     /// As [`Container::start`] and [`RunningContainer::wait`].
@@ -70,6 +72,10 @@ impl Container {
         let mut running = self.start(stdio)?;
         let exit = running.wait_timeout(timeout);
         let c = running.into_container();
-        Ok((c, exit?))
+        match exit {
+            Ok(exit) => Ok((c, exit)),
+            Err(e) if c.record.auto_remove => Err(e.with_cleanup(c.delete())),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -846,3 +846,232 @@ fn image_config_of(f: &Fixture) -> image_core::config::RunConfig {
     let image = image_store::resolve_image(&f.store, SINGLE, None).unwrap();
     image.config.file().config.clone().unwrap_or_default()
 }
+
+/// A `run --rm` killed between create and start leaves a created container
+/// whose owner is gone: gc collects it (mount, snapshot, state), while a
+/// created container that is not auto-removed waits for its start.
+#[test]
+fn gc_reclaims_a_created_auto_removed_container_whose_owner_died() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let create = |auto_remove: bool| {
+        let c = rt
+            .container_from_image(&f.store, SINGLE)
+            .unwrap()
+            .cmd(["true"])
+            .auto_remove(auto_remove)
+            .create()
+            .unwrap();
+        let mut record = c.record().clone();
+        assert_eq!(record.status, ContainerStatus::Created);
+        assert_eq!(record.auto_remove, auto_remove);
+        record.owner = Some(image_runtime::state::Owner {
+            pid: u32::MAX - 7,
+            start_time: 1,
+        });
+        std::fs::write(
+            c.bundle().join("container.json"),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        c.id().to_owned()
+    };
+    let removed = create(true);
+    let kept = create(false);
+    assert_eq!(mount_count(rt.root()), 2);
+
+    let rt2 = f.runtime(Driver::Overlay);
+    let ids: Vec<String> = rt2.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, std::slice::from_ref(&kept));
+    let sn = rt2.snapshots().unwrap().snapshotter();
+    assert!(sn.try_stat(&removed).unwrap().is_none());
+    assert!(sn.try_stat(&kept).unwrap().is_some());
+    assert!(!rt2.root().join("containers").join(&removed).exists());
+    assert_eq!(mount_count(rt2.root()), 1);
+    rt2.delete(&kept).unwrap();
+    all_clean(&rt2);
+}
+
+/// Runtimes on `f`'s state and `driver`'s snapshots with every backend
+/// installed: native, runc, and crun when present.
+fn every_backend(f: &Fixture, driver: Driver) -> Vec<Runtime> {
+    let mut runtimes = vec![
+        Runtime::native(&f.state(), image_runtime::NativeOptions::default()).unwrap(),
+        Runtime::oci(&f.state(), RuntimeKind::Runc).unwrap(),
+    ];
+    if common::ready(&["crun"]) {
+        runtimes.push(Runtime::oci(&f.state(), RuntimeKind::Crun).unwrap());
+    }
+    runtimes
+        .into_iter()
+        .map(|rt| {
+            let sn = Snapshots::open(&f.snapshots_root(driver), driver).unwrap();
+            rt.with_snapshots(sn).unwrap()
+        })
+        .collect()
+}
+
+/// A failed start of an auto-removed container deletes it, through the
+/// library alone (no CLI), under native, runc and crun: nothing mounted,
+/// no state, no snapshot, no cgroup. Without auto-remove the container
+/// stays (created for native, whose start fails; stopped for runc and crun,
+/// which fail in their foreground run) until deleted.
+#[test]
+fn a_failed_start_deletes_an_auto_removed_container() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    for rt in every_backend(&f, Driver::Overlay) {
+        let backend = rt.backend().name().to_owned();
+        for auto_remove in [true, false] {
+            let c = rt
+                .container_from_image(&f.store, SINGLE)
+                .unwrap()
+                .cmd(["true"])
+                .hostname("h".repeat(300))
+                .auto_remove(auto_remove)
+                .create()
+                .unwrap();
+            let id = c.id().to_owned();
+            let err = match c.run(Stdio::capture(), TIMEOUT) {
+                Err(e) => e,
+                Ok((_, exit)) => panic!("{backend}: a 300-byte hostname ran: {exit:?}"),
+            };
+            assert!(
+                !matches!(err, ContainerError::Cleanup { .. }),
+                "{backend}: cleanup failed: {err}"
+            );
+            common::assert_no_cgroups(&id);
+            if !auto_remove {
+                let status = rt.load(&id).unwrap().status();
+                let expected = if backend == "native" {
+                    ContainerStatus::Created
+                } else {
+                    ContainerStatus::Stopped
+                };
+                assert_eq!(status, expected, "{backend}");
+                assert_eq!(mount_count(rt.root()), 1, "{backend}");
+                rt.delete(&id).unwrap();
+            }
+            all_clean(&rt);
+        }
+    }
+}
+
+/// A runtime deletes (and collects) only its own backend's containers:
+/// another backend's process would outlive the state (runc's foreground
+/// run outlives its killed owner).
+#[test]
+fn a_runtime_leaves_other_backends_containers_alone() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let snapshots =
+        || Snapshots::open(&f.snapshots_root(Driver::Overlay), Driver::Overlay).unwrap();
+    let runc = f.runtime(Driver::Overlay);
+    let c = runc
+        .container_from_image(&f.store, SINGLE)
+        .unwrap()
+        .cmd(["true"])
+        .create()
+        .unwrap();
+    let id = c.id().to_owned();
+    pretend_owner_died(&c);
+    let native = Runtime::native(&f.state(), image_runtime::NativeOptions::default())
+        .unwrap()
+        .with_snapshots(snapshots())
+        .unwrap();
+    assert_eq!(native.list().unwrap().len(), 1, "collected by native's gc");
+    let e = native.delete(&id).unwrap_err();
+    assert!(
+        matches!(&e, ContainerError::OtherBackend { backend, .. } if backend == "runc"),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(mount_count(native.root()), 1);
+    // runc's own runtime collects it.
+    let runc = f.runtime(Driver::Overlay);
+    all_clean(&runc);
+}
+
+/// overlayfs stacks at most 500 lower directories and a container adds
+/// its init snapshot below its own: an image of 499 layers runs under
+/// every backend, one of 500 is refused before anything is mounted, with
+/// the typed error (`Unsupported`, naming the count and the limit) rather
+/// than the kernel's bare `EINVAL`, and leaves nothing behind.
+#[test]
+fn an_image_deeper_than_overlayfs_stacks_is_refused_with_a_typed_error() {
+    use image_overlay::mount::{MountError, MAX_OVERLAY_LOWERS};
+    use image_runtime::rootfs::RootfsError;
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let src = f.tmp.path().join("deep");
+    busybox_rootfs(&src.join("0"));
+    let plain = PackOptions::new(Compression::None);
+    let mut layers = vec![store_layer(&f.store, "busybox", |w| {
+        pack_dir(&src.join("0"), w, &plain).unwrap()
+    })];
+    for i in 1..MAX_OVERLAY_LOWERS {
+        let dir = src.join(i.to_string());
+        std::fs::create_dir_all(dir.join("deep")).unwrap();
+        std::fs::write(dir.join("deep").join(i.to_string()), format!("{i}\n")).unwrap();
+        layers.push(store_layer(&f.store, "tiny", |w| {
+            pack_dir(&dir, w, &plain).unwrap()
+        }));
+    }
+    std::fs::remove_dir_all(&src).unwrap();
+    let tag = |name: &str, n: usize| {
+        let image = append(&f.store, None, ("linux", "amd64"), &layers[..n], |c| {
+            let rc = c.config.get_or_insert_with(Default::default);
+            rc.env = Some(vec!["PATH=/bin".into()]);
+        })
+        .unwrap();
+        f.store.set_tag(name, &image.manifest.descriptor()).unwrap();
+    };
+    // The init snapshot is one more lower: 499 + 1 fits, 500 + 1 does not.
+    tag("test.local/deep:499", MAX_OVERLAY_LOWERS - 1);
+    tag("test.local/deep:500", MAX_OVERLAY_LOWERS);
+    for rt in every_backend(&f, Driver::Overlay) {
+        let backend = rt.backend().name().to_owned();
+        let (c, exit) = run(
+            &rt,
+            &f.store,
+            "test.local/deep:499",
+            sh("cat /deep/1 /deep/498; ls /deep | wc -l"),
+        );
+        assert_eq!(
+            exit.stdout_str(),
+            "1\n498\n498\n",
+            "{backend}: {}",
+            exit.stderr_str()
+        );
+        delete_clean(&rt, c);
+        let e = rt
+            .container_from_image(&f.store, "test.local/deep:500")
+            .unwrap()
+            .cmd(["true"])
+            .create()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{backend}: {e}");
+        assert!(
+            matches!(
+                &e,
+                ContainerError::Rootfs(RootfsError::Overlay(MountError::TooManyLayers {
+                    lowers, max, ..
+                })) if *lowers == MAX_OVERLAY_LOWERS + 1 && *max == MAX_OVERLAY_LOWERS
+            ),
+            "{backend}: {e:?}"
+        );
+        all_clean(&rt);
+    }
+    // Nothing is mounted: drop the 500 layers at once rather than one
+    // snapshot removal (and metadata rewrite) at a time.
+    std::fs::remove_dir_all(f.snapshots_root(Driver::Overlay)).unwrap();
+}

@@ -266,12 +266,19 @@ pub struct RunArgs {
     pub create: CreateArgs,
 }
 
-fn create_container(store: &StoreArgs, a: &CreateArgs) -> anyhow::Result<image_runtime::Container> {
+/// Creates the container of `a`; `rm`: removed when its run ends (also
+/// when it fails to start, or by a later gc if this process is killed).
+fn create_container(
+    store: &StoreArgs,
+    a: &CreateArgs,
+    rm: bool,
+) -> anyhow::Result<image_runtime::Container> {
     let s = store.open()?;
     let rt = a.place.runtime(store, a.runtime)?;
     let mut b = rt
         .container_from_image(&s, &a.image)?
-        .options(a.flags.options(&a.cmd)?);
+        .options(a.flags.options(&a.cmd)?)
+        .auto_remove(rm);
     if let Some(n) = &a.name {
         b = b.id(n.clone());
     }
@@ -280,12 +287,11 @@ fn create_container(store: &StoreArgs, a: &CreateArgs) -> anyhow::Result<image_r
 
 /// Creates a container from an image; prints its ID.
 pub fn create(store: &StoreArgs, a: CreateArgs) -> anyhow::Result<()> {
-    let c = create_container(store, &a)?;
+    let c = create_container(store, &a, false)?;
     println!("{}", c.id());
     Ok(())
 }
 
-/// Runs `c` attached; returns its exit code.
 /// The caller's stdout and stderr; its stdin when `stdin`, else `/dev/null`.
 fn stdio(stdin: bool) -> Stdio {
     Stdio {
@@ -299,6 +305,9 @@ fn stdio(stdin: bool) -> Stdio {
     }
 }
 
+/// Runs `c` attached; returns its exit code. With `rm` it is deleted
+/// afterwards, whatever happened (a failed start deletes an auto-removed
+/// container itself).
 fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Result<i32> {
     let mut running = c.start(stdio(stdin))?;
     let exit = running.wait();
@@ -320,7 +329,7 @@ fn exit_with(code: i32) -> anyhow::Result<()> {
 /// Creates and runs a container attached, printing its output; exits with
 /// its exit code.
 pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
-    let c = create_container(store, &a.create)?;
+    let c = create_container(store, &a.create, a.rm)?;
     let code = attached(c, a.create.flags.interactive, a.rm)?;
     exit_with(code)
 }
@@ -417,7 +426,8 @@ pub struct PsArgs {
 /// Lists the containers (every status).
 pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
     let state = StateDir::open(&a.place.state_dir(store)?)?;
-    let records = state.list()?;
+    // As they are now: one whose owner was killed while it ran has stopped.
+    let records: Vec<ContainerRecord> = state.list()?.iter().map(|r| r.observed()).collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(());
@@ -519,7 +529,7 @@ pub fn rm(store: &StoreArgs, a: RmArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     for id in &a.containers {
         let result = a.place.runtime_of(store, id).and_then(|(rt, r)| {
-            let running = r.status == ContainerStatus::Running && !r.is_stale();
+            let running = r.observed_status() == ContainerStatus::Running;
             if running && !a.force {
                 bail!("container {} is running: stop it or use --force", r.id);
             }

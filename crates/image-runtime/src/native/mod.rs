@@ -111,7 +111,7 @@ use self::plan::PlanError;
 /// Annotation asking for an init process (`true`), as `docker run --init`.
 pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";
 
-const NAME: &str = "native";
+pub(crate) const NAME: &str = "native";
 
 /// Knobs of the native backend.
 #[derive(Debug, Clone)]
