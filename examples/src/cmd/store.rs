@@ -8,7 +8,7 @@ use image_core::{Platform, Reference};
 use image_store::fsck::FsckOptions;
 use image_store::gc::GcOptions;
 use image_store::image::resolve_image;
-use image_store::{OciDir, TagStore};
+use image_store::{resolve_reference, OciDir, TagStore};
 
 /// The store options every store command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -199,10 +199,11 @@ pub struct TagArgs {
     pub target: String,
 }
 
-/// Gives an image another name.
+/// Gives an image another name (the source may be a digest reference; the
+/// new name may not hold a digest).
 pub fn tag(store: &StoreArgs, args: TagArgs) -> anyhow::Result<()> {
     let s = store.open()?;
-    let desc = s.resolve_tag(&args.source)?;
+    let desc = resolve_reference(&s, &args.source)?;
     s.set_tag(&args.target, &desc)?;
     Ok(())
 }
