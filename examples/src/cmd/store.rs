@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use image_core::{Platform, Reference};
 use image_store::fsck::FsckOptions;
 use image_store::gc::GcOptions;
-use image_store::image::resolve_image;
+use image_store::image::{resolve_descriptor, resolve_image};
 use image_store::{resolve_reference, OciDir, TagStore};
 
 /// The store options every store command takes.
@@ -52,7 +52,9 @@ pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
     let s = store.open()?;
     let mut rows = Vec::new();
     for t in s.tags()? {
-        let image = resolve_image(&s, &t.name, None);
+        // The listed descriptor itself: resolving each name again would
+        // read index.json once per tag.
+        let image = resolve_descriptor(&s, &t.name, &t.descriptor, None);
         let (id, size, err) = match &image {
             Ok(i) => (
                 Some(i.id().clone()),
