@@ -145,6 +145,14 @@ pub enum ReferenceError {
         /// Why [`Digest`] rejected it.
         error: DigestError,
     },
+    /// A name meant as a tag holds a digest. A digest names content, so
+    /// `name@sha256:...` is resolved by content and is never stored as a
+    /// tag (Docker: "refusing to create a tag with a digest reference").
+    #[error("refusing {input:?} as a tag: a tag cannot hold a digest")]
+    DigestInTag {
+        /// The input, cut to 256 characters.
+        input: String,
+    },
 }
 
 impl Classify for ReferenceError {
@@ -180,6 +188,30 @@ impl Reference {
     /// A [`ReferenceError`] naming the first malformed part of `s`.
     pub fn parse_name(s: &str) -> Result<Reference, ReferenceError> {
         parse_normalized(s)
+    }
+
+    /// Parses and normalises `s` as a name to tag an image with: like
+    /// [`FromStr`] (the tag `latest` is added when none is given), but a
+    /// reference holding a digest is refused, as `docker tag` refuses it.
+    /// A digest names content; a store never records it as a tag, or a tag
+    /// could claim any digest for any content.
+    ///
+    /// # Errors
+    /// [`ReferenceError::DigestInTag`], or the error of [`FromStr`].
+    ///
+    /// ```
+    /// use image_core::Reference;
+    /// let d = "sha256:8a1c8c7d5a6ba7c8ab6a4e2f0e7cd6d8b8c0f3bb8bc35ec2a8ca28f1f9b0ef8e";
+    /// assert!(Reference::parse_tag(&format!("busybox@{d}")).is_err());
+    /// assert_eq!(Reference::parse_tag("busybox")?.to_string(), "docker.io/library/busybox:latest");
+    /// # Ok::<(), image_core::reference::ReferenceError>(())
+    /// ```
+    pub fn parse_tag(s: &str) -> Result<Reference, ReferenceError> {
+        let r: Reference = s.parse()?;
+        if r.digest.is_some() {
+            return Err(ReferenceError::DigestInTag { input: clip(s) });
+        }
+        Ok(r)
     }
 
     /// The registry domain, with its port if any: `docker.io`,
@@ -656,6 +688,7 @@ mod tests {
             ReferenceError::InvalidPathComponent { .. } => "InvalidPathComponent",
             ReferenceError::InvalidTag { .. } => "InvalidTag",
             ReferenceError::InvalidDigest { .. } => "InvalidDigest",
+            ReferenceError::DigestInTag { .. } => "DigestInTag",
         }
     }
 
@@ -933,6 +966,27 @@ mod tests {
     }
 
     #[test]
+    fn parse_tag_refuses_a_digest() {
+        let r = Reference::parse_tag("nginx").expect("valid");
+        assert_eq!(r.to_string(), "docker.io/library/nginx:latest");
+        for s in [
+            format!("busybox@{SHA_BUSYBOX}"),
+            format!("busybox:latest@{SHA_BUSYBOX}"),
+            format!("test:5000/repo@{SHA_F}"),
+        ] {
+            let e = Reference::parse_tag(&s).expect_err("a digest is no tag");
+            assert!(matches!(e, ReferenceError::DigestInTag { .. }), "{e:?}");
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("cannot hold a digest"), "{e}");
+        }
+        // Other errors are the parser's.
+        assert!(matches!(
+            Reference::parse_tag("Nginx"),
+            Err(ReferenceError::UpperCase { .. })
+        ));
+    }
+
+    #[test]
     fn with_and_without() {
         let r: Reference = "nginx".parse().expect("valid");
         let d: Digest = SHA_REDIS.parse().expect("digest");
@@ -1073,6 +1127,14 @@ mod tests {
                 "display of {s:?}"
             );
             assert_eq!(Reference::parse_name(&full).as_ref(), Ok(&r), "{s:?}");
+            // A tag name is exactly a reference without a digest.
+            match Reference::parse_tag(&s) {
+                Ok(t) => assert!(t == r && r.digest().is_none(), "{s:?}"),
+                Err(e) => assert!(
+                    matches!(e, ReferenceError::DigestInTag { .. }) && r.digest().is_some(),
+                    "{s:?}: {e:?}"
+                ),
+            }
             assert_eq!(
                 full.parse::<Reference>().map(|x| x.to_string()),
                 Ok(full.clone())

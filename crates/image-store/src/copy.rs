@@ -33,7 +33,7 @@ use crate::archive::BlobStore;
 use crate::content::{ContentError, Provider};
 use crate::lease::{LeaseError, Leases};
 use crate::refs::MAX_DOCUMENT_SIZE;
-use crate::tags::{TagError, TagStore, REF_NAME};
+use crate::tags::{resolve_reference, TagError, TagStore, REF_NAME};
 
 /// The deepest nesting of indexes followed.
 const MAX_DEPTH: usize = 8;
@@ -138,12 +138,14 @@ where
     copy_dyn(&src, &dst, descriptor)
 }
 
-/// Copies the image tagged `name` in `src` to `dst` and tags it there as
-/// `dst_name` (default: `name`).
+/// Copies the image `name` names in `src` (a tag, or a digest reference
+/// resolved by content: see [`resolve_reference`]) to `dst` and tags it
+/// there as `dst_name` (default: `name`).
 ///
 /// # Errors
-/// As [`copy_image`]; [`CopyError::Tag`] when `name` is not a tag of `src`
-/// or the destination tag cannot be set.
+/// As [`copy_image`]; [`CopyError::Tag`] when `name` names no image of
+/// `src` or the destination tag cannot be set (a name holding a digest is
+/// refused as a tag).
 pub fn copy_tag<S, D>(
     src: &S,
     name: &str,
@@ -154,12 +156,15 @@ where
     S: Provider + TagStore,
     D: BlobStore + TagStore + Leases,
 {
-    let descriptor = src.resolve_tag(name)?;
+    let target = dst_name.unwrap_or(name);
+    // Refused before any blob is copied.
+    crate::tags::normalize_name(target)?;
+    let descriptor = resolve_reference(src, name)?;
     // Held until the tag is set: each blob is added before the destination
     // is asked whether it has it, so gc cannot remove it in between.
     let lease = dst.begin_lease()?;
     let report = copy_dyn(src, &lease.protect(dst), &descriptor)?;
-    dst.set_tag(dst_name.unwrap_or(name), &report.descriptor)?;
+    dst.set_tag(target, &report.descriptor)?;
     drop(lease);
     Ok(report)
 }

@@ -1,6 +1,8 @@
 //! Images: a reference resolved to its manifest, config and layers.
 //!
-//! [`resolve_image`] looks the name up among the tags, follows an index
+//! [`resolve_image`] looks the name up with
+//! [`resolve_reference`](crate::tags::resolve_reference) (a tag, or by
+//! content for a digest reference), follows an index
 //! to the manifest of the wanted platform (nested indexes too), then reads
 //! and parses the manifest and the config, verified.
 
@@ -11,7 +13,7 @@ use image_core::{
 
 use crate::content::{ContentError, Provider};
 use crate::refs::{self, MAX_DOCUMENT_SIZE};
-use crate::tags::{TagError, TagStore};
+use crate::tags::{resolve_reference, TagError, TagStore};
 
 /// Errors of image resolution.
 #[derive(Debug, thiserror::Error)]
@@ -157,16 +159,18 @@ impl Image {
 }
 
 /// Resolves `name` to an image for `platform` (the host's when `None`).
+/// `name` is a tag, or a digest reference resolved by content (see
+/// [`resolve_reference`]).
 ///
 /// # Errors
-/// [`ImageError`]: tag not found, blob missing or corrupt, JSON that is not
-/// a manifest, no manifest for the platform.
+/// [`ImageError`]: tag or digest not found, blob missing or corrupt, JSON
+/// that is not a manifest, no manifest for the platform.
 pub fn resolve_image<S: Provider + TagStore + ?Sized>(
     store: &S,
     name: &str,
     platform: Option<&Platform>,
 ) -> Result<Image, ImageError> {
-    let root = store.resolve_tag(name)?;
+    let root = resolve_reference(store, name)?;
     resolve_descriptor(store, name, &root, platform)
 }
 

@@ -65,4 +65,4 @@ pub use image::{resolve_image, Image};
 pub use lease::{Lease, LeaseError, LeaseGuard, Leased, Leases};
 pub use memory::MemoryStore;
 pub use oci_dir::{LayoutError, OciDir};
-pub use tags::{TagError, TagStore, Tagged};
+pub use tags::{resolve_reference, TagError, TagStore, Tagged};

@@ -105,3 +105,40 @@ pub(crate) fn walk_from<P: Provider + ?Sized>(
     }
     Ok(())
 }
+
+/// The descriptor of the manifest or index with digest `target` among
+/// `roots` and the manifests the indexes among them list (nested indexes
+/// too), or `None`. Each index is read once; a manifest's own references
+/// (config, layers, subject) are not followed, so an image is only found
+/// through an index that lists it.
+///
+/// # Errors
+/// I/O errors of the store other than a missing or corrupt blob.
+pub(crate) fn find_document<P: Provider + ?Sized>(
+    store: &P,
+    roots: &[Descriptor],
+    target: &Digest,
+) -> Result<Option<Descriptor>, ContentError> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<Descriptor> = roots.iter().rev().cloned().collect();
+    while let Some(d) = stack.pop() {
+        if !may_be_document(&d) {
+            continue;
+        }
+        let Ok(digest) = descriptor_digest(&d) else {
+            continue;
+        };
+        if digest == *target {
+            return Ok(Some(d));
+        }
+        if !image_core::manifest::descriptor_media_type(&d).is_index()
+            || !seen.insert(digest.clone())
+        {
+            continue;
+        }
+        if let Some(Document::Index(index)) = read_document(store, &d, &digest)? {
+            stack.extend(index.manifests().iter().rev().cloned());
+        }
+    }
+    Ok(None)
+}

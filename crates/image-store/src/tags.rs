@@ -8,16 +8,40 @@
 //! entry whose annotation is the same string, or else normalises to the
 //! same reference.
 //!
+//! # Digest references
+//!
+//! A tag never holds a digest: [`TagStore::set_tag`] refuses
+//! `name@sha256:...` (as `docker tag` does), and lookups never compare a
+//! digest reference with stored strings. Otherwise an archive or layout
+//! could tag its own content `busybox@sha256:<the real image's digest>`
+//! and be run in its place. A digest reference is resolved by content
+//! ([`resolve_reference`]): as in Docker's containerd image store, it
+//! names the image of the same repository (`domain/path`; a tag given with
+//! the digest is ignored) whose manifest or index has that digest, that is
+//! a tag of that repository points at it, or at an index listing it. An
+//! `index.json` entry whose name holds a digest (written by an older
+//! version or another tool) is not a tag: it is not listed or matched, it
+//! stays a root for gc, and [`TagStore::remove_tag`] removes it by its
+//! exact name.
+//!
+//! # Many tags
+//!
+//! [`TagStore::set_tags`] sets a batch of tags with one `index.json`
+//! rewrite and one closure check per distinct blob, so loading an archive
+//! with n names costs O(n), not n rewrites of a growing file.
+//!
 //! `index.json` is replaced atomically (temp file, fsync, rename, fsync of
 //! the directory) under an exclusive `flock` on `index.json.lock`, so
 //! concurrent updates from threads and processes never lose one another.
 //! Entries without the annotation (untagged roots) are kept as they are.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 
 use image_core::oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType as OciMediaType};
+use image_core::reference::{Reference, ReferenceError};
 use image_core::{Classify, Descriptor, Digest, ErrorKind, Index, ParseError};
 use rustix::fs::FlockOperation;
 
@@ -40,11 +64,27 @@ pub enum TagError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The name holds a digest: a tag cannot (it would claim content it
+    /// does not have), and a digest reference is not looked up as a tag
+    /// (see [`resolve_reference`]).
+    #[error("refusing {name:?} as a tag: a tag cannot hold a digest")]
+    DigestInName {
+        /// The name, cut to 200 characters.
+        name: String,
+    },
     /// No tag has this name.
     #[error("tag {name:?} not found")]
     NotFound {
         /// The name asked for.
         name: String,
+    },
+    /// No image of the repository has the digest a reference pins.
+    #[error("no image of repository {repository} with digest {digest} in the store")]
+    DigestNotFound {
+        /// The repository (`domain/path`).
+        repository: String,
+        /// The digest asked for.
+        digest: Digest,
     },
     /// The descriptor to tag names a blob (or a blob it references) that
     /// is not in the store.
@@ -81,8 +121,8 @@ pub enum TagError {
 impl Classify for TagError {
     fn kind(&self) -> ErrorKind {
         match self {
-            TagError::InvalidName { .. } => ErrorKind::InvalidInput,
-            TagError::NotFound { .. } => ErrorKind::NotFound,
+            TagError::InvalidName { .. } | TagError::DigestInName { .. } => ErrorKind::InvalidInput,
+            TagError::NotFound { .. } | TagError::DigestNotFound { .. } => ErrorKind::NotFound,
             TagError::Dangling { .. } => ErrorKind::FailedPrecondition,
             TagError::Index { source, .. } => Classify::kind(source),
             TagError::Content(e) => e.kind(),
@@ -112,19 +152,41 @@ impl Tagged {
 /// (`busybox` -> `docker.io/library/busybox:latest`).
 ///
 /// # Errors
-/// [`TagError::InvalidName`].
+/// [`TagError::DigestInName`] when the name holds a digest;
+/// [`TagError::InvalidName`] when it is not a reference.
 pub fn normalize_name(name: &str) -> Result<String, TagError> {
-    let r: image_core::reference::Reference = name.parse().map_err(
-        |e: image_core::reference::ReferenceError| TagError::InvalidName {
-            name: name.chars().take(200).collect(),
-            reason: e.to_string(),
-        },
-    )?;
-    Ok(r.to_string())
+    Reference::parse_tag(name)
+        .map(|r| r.to_string())
+        .map_err(|e| invalid_name(name, e))
 }
 
-/// Whether the stored name `stored` designates the same image as `wanted`.
+fn clip_name(name: &str) -> String {
+    name.chars().take(200).collect()
+}
+
+fn invalid_name(name: &str, e: ReferenceError) -> TagError {
+    match e {
+        ReferenceError::DigestInTag { .. } => TagError::DigestInName {
+            name: clip_name(name),
+        },
+        e => TagError::InvalidName {
+            name: clip_name(name),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Whether a stored or given name is a digest reference (and so no tag).
+fn holds_digest(name: &str) -> bool {
+    name.contains('@')
+}
+
+/// Whether the stored name `stored` designates the same image as `wanted`
+/// (a tag name, never a digest reference).
 pub(crate) fn name_matches(stored: &str, wanted: &str, wanted_norm: Option<&str>) -> bool {
+    if holds_digest(stored) || holds_digest(wanted) {
+        return false;
+    }
     if stored == wanted {
         return true;
     }
@@ -136,7 +198,8 @@ pub(crate) fn name_matches(stored: &str, wanted: &str, wanted_norm: Option<&str>
 
 /// A store of tags: names mapped to descriptors.
 pub trait TagStore {
-    /// Every tag, sorted by name.
+    /// Every tag, sorted by name. Stored names holding a digest are not
+    /// tags and are left out.
     ///
     /// # Errors
     /// I/O and parse errors of the underlying storage.
@@ -146,9 +209,27 @@ pub trait TagStore {
     /// entries that had the same name.
     ///
     /// # Errors
+    /// [`TagError::DigestInName`] when `name` holds a digest;
     /// [`TagError::InvalidName`]; [`TagError::Dangling`] when the on-disk
     /// store does not hold the descriptor's blob; I/O errors.
     fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError>;
+
+    /// Sets several tags, as [`set_tag`](TagStore::set_tag) each in turn
+    /// (a later name replaces an earlier equal one), but every name is
+    /// checked first, so one bad name sets none. [`OciDir`] writes
+    /// `index.json` once for the whole batch.
+    ///
+    /// # Errors
+    /// As [`set_tag`](TagStore::set_tag).
+    fn set_tags(&self, tags: &[(&str, &Descriptor)]) -> Result<(), TagError> {
+        for (name, _) in tags {
+            normalize_name(name)?;
+        }
+        for (name, descriptor) in tags {
+            self.set_tag(name, descriptor)?;
+        }
+        Ok(())
+    }
 
     /// Removes the tag `name` (every entry that resolves to it); returns
     /// whether there was one.
@@ -159,10 +240,17 @@ pub trait TagStore {
 
     /// The descriptor the tag `name` points at: the entry stored under the
     /// same string, or else one whose name normalises to the same reference.
+    /// A name holding a digest is no tag: resolve it with
+    /// [`resolve_reference`].
     ///
     /// # Errors
-    /// [`TagError::NotFound`]; I/O errors.
+    /// [`TagError::DigestInName`]; [`TagError::NotFound`]; I/O errors.
     fn resolve_tag(&self, name: &str) -> Result<Descriptor, TagError> {
+        if holds_digest(name) {
+            return Err(TagError::DigestInName {
+                name: clip_name(name),
+            });
+        }
         let tags = self.tags()?;
         if let Some(t) = tags.iter().find(|t| t.name == name) {
             return Ok(t.descriptor.clone());
@@ -175,6 +263,51 @@ pub trait TagStore {
                 name: name.to_owned(),
             })
     }
+}
+
+/// Resolves a user-given image reference to the descriptor of its manifest
+/// or index: the one resolver behind every command that takes an image
+/// name.
+///
+/// - Without a digest, `name` is a tag ([`TagStore::resolve_tag`]).
+/// - With a digest (`name[:tag]@sha256:...`), it is resolved by content,
+///   never as a string: to a manifest or index with that digest that a tag
+///   of the same repository points at, or that an index such a tag points
+///   at lists (a platform's manifest); the tag part is ignored, as Docker
+///   does. An image with the digest but no tag in that repository is not
+///   found, as in Docker's containerd store (`busybox@X` does not name
+///   `asdf@X`). The content is then the content the digest names, whatever
+///   names an archive brought along.
+///
+/// Each index is read at most once, and no larger than
+/// [`MAX_DOCUMENT_SIZE`](crate::refs::MAX_DOCUMENT_SIZE).
+///
+/// # Errors
+/// [`TagError::InvalidName`] when `name` is not a reference;
+/// [`TagError::NotFound`] or [`TagError::DigestNotFound`]; store errors.
+pub fn resolve_reference<S: Provider + TagStore + ?Sized>(
+    store: &S,
+    name: &str,
+) -> Result<Descriptor, TagError> {
+    if !holds_digest(name) {
+        return store.resolve_tag(name);
+    }
+    let wanted = Reference::parse_name(name).map_err(|e| invalid_name(name, e))?;
+    let (Some(digest), repository) = (wanted.digest(), wanted.name()) else {
+        return Err(TagError::DigestInName {
+            name: clip_name(name),
+        });
+    };
+    let roots: Vec<Descriptor> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| Reference::parse_tag(&t.name).is_ok_and(|r| r.name() == repository))
+        .map(|t| t.descriptor)
+        .collect();
+    crate::refs::find_document(store, &roots, digest)?.ok_or_else(|| TagError::DigestNotFound {
+        repository,
+        digest: digest.clone(),
+    })
 }
 
 /// An exclusive `flock` on `index.json.lock`, released on drop.
@@ -290,29 +423,53 @@ impl OciDir {
         })
     }
 
-    /// Checks that `descriptor`'s blob and everything it references are present.
-    fn check_closure(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
-        let root =
-            crate::refs::descriptor_digest(descriptor).map_err(|source| TagError::Index {
-                path: self.root.join("index.json"),
-                source,
+    /// Checks that each descriptor's blob and everything it references are
+    /// present, visiting each blob once across the whole batch.
+    fn check_closures(&self, entries: &[(String, Descriptor)]) -> Result<(), TagError> {
+        let mut seen = HashSet::new();
+        for (name, descriptor) in entries {
+            let root =
+                crate::refs::descriptor_digest(descriptor).map_err(|source| TagError::Index {
+                    path: self.root.join("index.json"),
+                    source,
+                })?;
+            let mut missing = None;
+            crate::refs::walk_from(self, descriptor, &mut seen, &mut |d, present| {
+                if !present && missing.is_none() {
+                    missing = Some(d.clone());
+                }
             })?;
-        let mut missing = None;
-        crate::refs::walk(self, descriptor, &mut |d, present| {
-            if !present && missing.is_none() {
-                missing = Some(d.clone());
+            if missing.is_none() && !self.exists(&root)? {
+                missing = Some(root);
             }
+            if let Some(digest) = missing {
+                return Err(TagError::Dangling {
+                    name: name.clone(),
+                    digest,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl OciDir {
+    /// Removes the entries stored under a name holding a digest (never a
+    /// tag of this store; an older version or another tool wrote them):
+    /// the exact string, or one that parses to the same reference.
+    fn remove_digest_entries(&self, name: &str) -> Result<bool, TagError> {
+        let wanted = Reference::parse_name(name).map_err(|e| invalid_name(name, e))?;
+        let same = |stored: &str| {
+            stored == name || Reference::parse_name(stored).is_ok_and(|r| r == wanted)
+        };
+        let mut removed = false;
+        self.update_index(|manifests| {
+            let before = manifests.len();
+            manifests.retain(|m| !ref_name(m).is_some_and(|n| holds_digest(n) && same(n)));
+            removed = manifests.len() != before;
+            Ok(removed)
         })?;
-        if !self.exists(&root)? {
-            missing = Some(root);
-        }
-        match missing {
-            Some(digest) => Err(TagError::Dangling {
-                name: name.to_owned(),
-                digest,
-            }),
-            None => Ok(()),
-        }
+        Ok(removed)
     }
 }
 
@@ -345,29 +502,62 @@ impl TagStore for OciDir {
             .manifests()
             .iter()
             .filter_map(|d| ref_name(d).map(|n| Tagged::new(n.to_owned(), d.clone())))
+            .filter(|t| !holds_digest(&t.name))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
-        let norm = normalize_name(name)?;
-        let mut d = descriptor.clone();
-        let mut annotations = d.annotations().clone().unwrap_or_default();
-        annotations.insert(REF_NAME.to_owned(), norm.clone());
-        d.set_annotations(Some(annotations));
+        self.set_tags(&[(name, descriptor)])
+    }
+
+    fn set_tags(&self, tags: &[(&str, &Descriptor)]) -> Result<(), TagError> {
+        // Every name first, so a bad one sets nothing. A later equal name
+        // replaces an earlier one in place (`slot`).
+        let mut entries: Vec<(String, Descriptor)> = Vec::with_capacity(tags.len());
+        let mut slot: HashMap<String, usize> = HashMap::with_capacity(tags.len());
+        let mut given: HashSet<&str> = HashSet::with_capacity(tags.len());
+        for &(name, descriptor) in tags {
+            let norm = normalize_name(name)?;
+            given.insert(name);
+            let mut d = descriptor.clone();
+            let mut annotations = d.annotations().clone().unwrap_or_default();
+            annotations.insert(REF_NAME.to_owned(), norm.clone());
+            d.set_annotations(Some(annotations));
+            match slot.get(&norm) {
+                Some(&i) => entries[i].1 = d,
+                None => {
+                    slot.insert(norm.clone(), entries.len());
+                    entries.push((norm, d));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
         let _lock = self.lock_index()?;
         // Under the lock, so gc (which takes it too) cannot remove what we
         // are about to reference once we checked it is there.
-        self.check_closure(&norm, descriptor)?;
+        self.check_closures(&entries)?;
+        // One pass over the entries: a stored name is replaced when it is
+        // one of the given strings or normalises to one of the new names.
+        let replaced = |stored: &str| {
+            !holds_digest(stored)
+                && (given.contains(stored)
+                    || normalize_name(stored).is_ok_and(|n| slot.contains_key(&n)))
+        };
         self.update_index_locked(|manifests| {
-            manifests.retain(|m| !ref_name(m).is_some_and(|n| name_matches(n, name, Some(&norm))));
-            manifests.push(d);
+            manifests.retain(|m| !ref_name(m).is_some_and(replaced));
+            manifests.extend(entries.into_iter().map(|(_, d)| d));
             Ok(true)
         })
     }
 
     fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
+        if holds_digest(name) {
+            return self.remove_digest_entries(name);
+        }
         let norm = normalize_name(name).ok();
         if norm.is_none() && !name.contains(['\0', '\n']) && name.is_empty() {
             return Err(TagError::InvalidName {

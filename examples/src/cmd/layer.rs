@@ -279,6 +279,8 @@ pub struct AppendArgs {
 
 /// Makes a new image from a base plus a layer, with config changes.
 pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
+    // The tag is checked before any layer is packed (a digest is refused).
+    image_store::tags::normalize_name(&args.tag)?;
     let store = store.open()?;
     // Held until the tag is set, so `gc` beside us cannot remove the base,
     // the layer, the config or the manifest before the tag references them.

@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use image_core::{Platform, Reference};
 use image_store::fsck::FsckOptions;
 use image_store::gc::GcOptions;
-use image_store::image::resolve_image;
-use image_store::{OciDir, TagStore};
+use image_store::image::{resolve_descriptor, resolve_image};
+use image_store::{resolve_reference, OciDir, TagStore};
 
 /// The store options every store command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +52,9 @@ pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
     let s = store.open()?;
     let mut rows = Vec::new();
     for t in s.tags()? {
-        let image = resolve_image(&s, &t.name, None);
+        // The listed descriptor itself: resolving each name again would
+        // read index.json once per tag.
+        let image = resolve_descriptor(&s, &t.name, &t.descriptor, None);
         let (id, size, err) = match &image {
             Ok(i) => (
                 Some(i.id().clone()),
@@ -199,10 +201,11 @@ pub struct TagArgs {
     pub target: String,
 }
 
-/// Gives an image another name.
+/// Gives an image another name (the source may be a digest reference; the
+/// new name may not hold a digest).
 pub fn tag(store: &StoreArgs, args: TagArgs) -> anyhow::Result<()> {
     let s = store.open()?;
-    let desc = s.resolve_tag(&args.source)?;
+    let desc = resolve_reference(&s, &args.source)?;
     s.set_tag(&args.target, &desc)?;
     Ok(())
 }

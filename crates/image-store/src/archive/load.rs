@@ -279,11 +279,17 @@ fn finish(
                 .map_err(|e| ArchiveError::content(m.digest(), e))?;
         }
     }
-    for p in &pending {
-        for name in &p.loaded.tags {
-            tags.set_tag(name, &p.loaded.descriptor)?;
-        }
-    }
+    // One batch: index.json is written once, however many names.
+    let batch: Vec<(&str, &Descriptor)> = pending
+        .iter()
+        .flat_map(|p| {
+            p.loaded
+                .tags
+                .iter()
+                .map(|n| (n.as_str(), &p.loaded.descriptor))
+        })
+        .collect();
+    tags.set_tags(&batch)?;
     Ok(LoadReport {
         format,
         images: pending.into_iter().map(|p| p.loaded).collect(),
@@ -777,6 +783,8 @@ fn oci_images(
     })?;
     let mut out: Vec<Pending> = Vec::new();
     let mut documents = DocumentCheck::new(store);
+    // The position in `out` of each manifest's image (no scan per entry).
+    let mut position: HashMap<String, usize> = HashMap::new();
     for (i, d) in index.manifests().iter().enumerate() {
         let field = format!("index.json manifests[{i}]");
         let digest = descriptor_digest(d, &field).map_err(|source| ArchiveError::Parse {
@@ -800,13 +808,11 @@ fn oci_images(
             plain.set_annotations(if a.is_empty() { None } else { Some(a) });
         }
         // Several entries for one manifest (several names): one image.
-        if let Some(p) = out
-            .iter_mut()
-            .find(|p| p.loaded.descriptor.digest() == plain.digest())
-        {
-            p.loaded.tags.extend(tags);
+        if let Some(&at) = position.get(plain.digest().as_ref()) {
+            out[at].loaded.tags.extend(tags);
             continue;
         }
+        position.insert(plain.digest().to_string(), out.len());
         out.push(Pending {
             manifest: None,
             loaded: LoadedImage {

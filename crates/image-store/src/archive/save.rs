@@ -24,7 +24,7 @@ use super::tarstream::{CopyFail, TarWriter};
 use super::{decoder, ArchiveError};
 use crate::content::{ContentError, Provider};
 use crate::refs::MAX_DOCUMENT_SIZE;
-use crate::tags::{TagStore, REF_NAME};
+use crate::tags::{resolve_reference, TagStore, REF_NAME};
 
 /// An image to write into an archive: a manifest or index, and its names.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,13 +42,23 @@ impl SaveImage {
         SaveImage { descriptor, names }
     }
 
-    /// The image a tag points at, named by that tag.
+    /// The image `name` names (see [`resolve_reference`]), named by it
+    /// when it is a tag; a digest reference gives an unnamed image, as
+    /// `docker save` writes no digest into `RepoTags`.
     ///
     /// # Errors
-    /// [`ArchiveError::Tag`] when the tag does not exist.
-    pub fn from_tag<T: TagStore + ?Sized>(tags: &T, name: &str) -> Result<SaveImage, ArchiveError> {
-        let descriptor = tags.resolve_tag(name)?;
-        Ok(SaveImage::new(descriptor, vec![name.to_owned()]))
+    /// [`ArchiveError::Tag`] when `name` names no image.
+    pub fn from_tag<T: Provider + TagStore + ?Sized>(
+        tags: &T,
+        name: &str,
+    ) -> Result<SaveImage, ArchiveError> {
+        let descriptor = resolve_reference(tags, name)?;
+        let names = if name.contains('@') {
+            Vec::new()
+        } else {
+            vec![name.to_owned()]
+        };
+        Ok(SaveImage::new(descriptor, names))
     }
 }
 
