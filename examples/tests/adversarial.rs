@@ -1899,3 +1899,75 @@ fn sigkill_at_random_moments_leaves_a_usable_store() {
     failures.dedup();
     assert!(failures.is_empty(), "seed {seed}:\n{}", failures.join("\n"));
 }
+
+/// The invariants catch what they guard: a file made next to the
+/// sentinels, a sentinel rewritten, a mount left under the test's
+/// directory, a cgroup of a named container, a process naming the test's
+/// directory, and a store that fails fsck are each reported; and after
+/// [`World::clean_up`] and fresh sentinels, nothing is.
+#[test]
+fn invariants_catch_what_they_guard() {
+    if !ready(&["mount", "umount", "kill", "tail"]) {
+        return;
+    }
+    let mut world = World::new();
+    let before = world.mounts();
+    assert!(
+        world.invariants(&before).is_empty(),
+        "a fresh world is clean"
+    );
+
+    std::fs::write(world.outside.join("pwned"), b"x").expect("write");
+    std::fs::write(world.outside.join("sentinel"), b"changed").expect("write");
+    let bad = world.invariants(&before);
+    assert!(
+        bad.iter().any(|b| b.contains("outside the roots")
+            && b.contains("pwned")
+            && b.contains("sentinel")),
+        "{bad:?}"
+    );
+
+    let m = world.tmp().join("mnt");
+    std::fs::create_dir(&m).expect("mkdir");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "adversarial", &m.to_string_lossy()])
+        .status()
+        .expect("mount");
+    assert!(ok.success());
+    let name = world.name();
+    let cg = image_runtime::cgroup::container_dirs(&name).expect("cgroup dirs");
+    if let Some(d) = cg.first() {
+        std::fs::create_dir_all(d).expect("mkdir cgroup");
+    }
+    // A process whose command line names the test's directory.
+    let follow = world.tmp().join("follow");
+    std::fs::write(&follow, b"").expect("write");
+    let mut sleeper = Command::new("tail")
+        .arg("-f")
+        .arg(&follow)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(100));
+    // A blob that does not hash to its name.
+    std::fs::create_dir_all(world.cli.store().join("blobs/sha256")).expect("mkdir");
+    std::fs::write(
+        world.cli.store().join("blobs/sha256").join("0".repeat(64)),
+        b"x",
+    )
+    .expect("write");
+
+    let bad = world.invariants(&before);
+    let has = |what: &str| bad.iter().any(|b| b.contains(what));
+    assert!(has("mounts left"), "{bad:?}");
+    assert!(cg.is_empty() || has("cgroups left"), "{bad:?}");
+    assert!(has("processes left"), "{bad:?}");
+    assert!(has("fsck"), "{bad:?}");
+
+    world.clean_up();
+    let _ = sleeper.wait();
+    std::fs::remove_file(world.cli.store().join("blobs/sha256").join("0".repeat(64))).expect("rm");
+    world.sentinels = make_sentinels(&world.outside);
+    let bad = world.invariants(&before);
+    assert!(bad.is_empty(), "after clean_up: {bad:?}");
+}
