@@ -144,16 +144,16 @@ fn write_seeds() {
         "docker-save-zstd-layer.tar",
         &hostile::docker_save(&[saved(vec!["t/zst:1".into()], vec![zstd])], &[]),
     );
-    let bomb = hostile::big_file_header("zeros", 1 << 30);
+    let bomb = hostile::big_file_header("zeros", 64 << 20);
     let bomb = Layer {
-        blob: hostile::zstd_bomb(&bomb, 1 << 30),
+        blob: hostile::zstd_bomb(&bomb, 64 << 20),
         media_type: hostile::OCI_LAYER_ZSTD,
         diff_id: Digest::sha256(b"unknown"),
     };
     assert!(bomb.blob.len() < 40 << 10);
     write(
         "archive",
-        "docker-save-zstd-bomb-1GiB.tar",
+        "docker-save-zstd-bomb-64MiB.tar",
         &hostile::docker_save(&[saved(vec!["t/bomb:1".into()], vec![bomb])], &[]),
     );
     write(
