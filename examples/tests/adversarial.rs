@@ -289,6 +289,34 @@ impl World {
         out
     }
 
+    /// Files named `pwned*` (what hostile layers try to write) anywhere
+    /// under the test's directory but inside no root: not below a `rootfs`
+    /// (unpack, bundle and container roots) or `fs` (snapshot) directory.
+    /// This catches a relative escape landing next to a root, which the
+    /// sentinels far away would not see.
+    fn strays(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.tmp().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let p = e.path();
+                if name.starts_with("pwned") {
+                    out.push(p.clone());
+                }
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && name != "rootfs" && name != "fs" && p != self.outside {
+                    stack.push(p);
+                }
+            }
+        }
+        out
+    }
+
     /// Cgroup directories of containers named so far that still exist.
     fn cgroups(&self) -> Vec<PathBuf> {
         self.names
@@ -312,6 +340,13 @@ impl World {
                 .collect();
             bad.push(format!("outside the roots, changed or new: {changed:?}"));
             self.sentinels_dirty.set(true);
+        }
+        let strays = self.strays();
+        if !strays.is_empty() {
+            bad.push(format!("written next to a root: {strays:?}"));
+            for p in &strays {
+                let _ = std::fs::remove_file(p);
+            }
         }
         for p in ["/pwned", "/tmp/pwned"] {
             if Path::new(p).exists() {
@@ -582,6 +617,19 @@ fn layer_cases(world: &mut World, base: &Base) -> Vec<Case> {
                 Entry::file("../pwned", "x"),
                 Entry::file("a/../../pwned", "x"),
             ],
+        ),
+        (
+            "dotdot-near",
+            (1..8)
+                .map(|k| Entry::file(format!("{}pwned-{k}", "../".repeat(k)), "x"))
+                .chain([
+                    Entry::symlink("near", ".."),
+                    Entry::file("near/pwned-near", "x"),
+                    Entry::symlink("near2", "../../.."),
+                    Entry::file("near2/pwned-near2", "x"),
+                    Entry::hardlink("pwned-hard", "../../image.tar"),
+                ])
+                .collect(),
         ),
         (
             "absolute-names",
@@ -1901,7 +1949,8 @@ fn sigkill_at_random_moments_leaves_a_usable_store() {
 }
 
 /// The invariants catch what they guard: a file made next to the
-/// sentinels, a sentinel rewritten, a mount left under the test's
+/// sentinels, a sentinel rewritten, a `pwned` file next to a root (not
+/// one inside it), a mount left under the test's
 /// directory, a cgroup of a named container, a process naming the test's
 /// directory, and a store that fails fsck are each reported; and after
 /// [`World::clean_up`] and fresh sentinels, nothing is.
@@ -1949,6 +1998,12 @@ fn invariants_catch_what_they_guard() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(100));
+    // A file a layer would have written next to its root (reported),
+    // and one inside a root (not).
+    let case = world.case_dir();
+    std::fs::create_dir_all(case.join("rootfs")).expect("mkdir");
+    std::fs::write(case.join("rootfs/pwned-inside"), b"x").expect("write");
+    std::fs::write(case.join("pwned-next-to-root"), b"x").expect("write");
     // A blob that does not hash to its name.
     std::fs::create_dir_all(world.cli.store().join("blobs/sha256")).expect("mkdir");
     std::fs::write(
@@ -1963,6 +2018,7 @@ fn invariants_catch_what_they_guard() {
     assert!(cg.is_empty() || has("cgroups left"), "{bad:?}");
     assert!(has("processes left"), "{bad:?}");
     assert!(has("fsck"), "{bad:?}");
+    assert!(has("pwned-next-to-root") && !has("pwned-inside"), "{bad:?}");
 
     world.clean_up();
     let _ = sleeper.wait();
