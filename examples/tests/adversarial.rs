@@ -1915,7 +1915,10 @@ fn sigkill_at_random_moments_leaves_a_usable_store() {
             if *op == "commit" {
                 ensure_keep(&world);
             }
-            let at = Duration::from_micros(rng.below(full.as_micros() as u64 + 1));
+            // Within the first three quarters of the unkilled run: its
+            // duration varies on a shared machine, and a kill after the
+            // end tests nothing.
+            let at = Duration::from_micros(rng.below(full.as_micros() as u64 * 3 / 4 + 1));
             let was_killed = kill_after(&world, &make(i), at);
             killed += usize::from(was_killed);
             eprintln!(
