@@ -1164,6 +1164,7 @@ fn archive_cases(world: &mut World, base: &Base) -> Vec<Case> {
 /// into them, `bundle` into them.
 fn layout_cases(world: &mut World, base: &Base) -> Vec<Case> {
     let out = world.outside.clone();
+    let base_layer = base.layer.clone();
     let small = Layer::tar(&[Entry::file("hello", "hello")]);
     let config = hostile::config(json!({"Cmd": ["true"]}), std::slice::from_ref(&small));
     let mut cases = Vec::new();
@@ -1279,6 +1280,47 @@ fn layout_cases(world: &mut World, base: &Base) -> Vec<Case> {
             ],
         )
         .check(refused(1)),
+    );
+
+    // 5: an encrypted layer copied in from a layout (copy does not look at
+    // layer types) is refused by unpack and by run alike.
+    let dir = world.case_dir();
+    let layout = dir.join("layout");
+    let enc = Layer {
+        media_type: "application/vnd.oci.image.layer.v1.tar+encrypted",
+        ..Layer::tar(&[Entry::file("secret", "x")])
+    };
+    let enc_config = hostile::config(
+        json!({"Env": ["PATH=/bin"]}),
+        &[base_layer.clone(), enc.clone()],
+    );
+    let (b3, d3) = hostile::oci_image(&enc_config, &[base_layer.clone(), enc]);
+    hostile::write_layout(
+        &layout,
+        &b3,
+        &hostile::index(vec![hostile::named(d3, "t/enc:1")]),
+    );
+    let n = world.name();
+    cases.push(
+        Case::new(
+            "layout/encrypted-layer-run",
+            vec![
+                args(&[
+                    "copy",
+                    &format!("oci:{}:t/enc:1", layout.display()),
+                    "t/enc:1",
+                ]),
+                args(&["unpack", "t/enc:1", &dir.join("rootfs").to_string_lossy()]),
+                args(&["run", "--rm", "--name", &n, "t/enc:1", "true"]),
+            ],
+        )
+        .check(|o: &[Output]| {
+            if o[0].status.success() {
+                refused(1)(o)?;
+                refused(2)(o)?;
+            }
+            Ok(())
+        }),
     );
 
     // 3: copy into a layout whose blob directory links outside.
