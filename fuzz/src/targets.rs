@@ -197,3 +197,245 @@ pub fn unpack(data: &[u8]) {
         assert!(!Path::new("/pwned").exists(), "a file appeared at /pwned");
     }
 }
+
+/// Archive load: any bytes read as a `docker save` tarball (either layout)
+/// or an OCI archive, loaded into a [`MemoryStore`]. Errors are fine;
+/// panics are not, and neither is a load that succeeds with something
+/// wrong in the store: no tag may carry a digest (`name@sha256:...` would
+/// be looked up as a string and spoof the content it names), every tag set
+/// must name a loaded image, the store must pass fsck, and every loaded
+/// image must copy out (every blob of its closure there and verifying).
+///
+/// [`MemoryStore`]: image_store::MemoryStore
+pub fn archive(data: &[u8]) {
+    use image_store::archive::{load, LoadOptions};
+    use image_store::{copy_image, FsckOptions, MemoryStore, TagStore};
+
+    let store = MemoryStore::new();
+    let Ok(report) = load(&store, data, &LoadOptions::default()) else {
+        return;
+    };
+    let tags = store.tags().expect("tags of a memory store");
+    for t in &tags {
+        assert!(
+            !t.name.contains('@'),
+            "a tag with a digest was set: {:?}",
+            t.name
+        );
+        assert!(
+            report
+                .images
+                .iter()
+                .any(|i| i.descriptor.digest() == t.descriptor.digest()),
+            "tag {:?} names no loaded image",
+            t.name
+        );
+    }
+    let roots: Vec<_> = report.images.iter().map(|i| i.descriptor.clone()).collect();
+    let fsck = image_store::fsck::fsck(&store, &roots, &[], &FsckOptions::default())
+        .expect("fsck of a memory store");
+    assert!(fsck.is_clean(), "fsck after a successful load: {fsck:?}");
+    for image in &report.images {
+        copy_image(&store, &MemoryStore::new(), &image.descriptor)
+            .expect("a loaded image is complete and verifies");
+    }
+}
+
+/// OCI layout read and copy: the input is a tar (plain, gzip or zstd)
+/// that is unpacked, with small limits and no device nodes, into a fresh
+/// directory (so it may hold symlinks to anywhere, hard links, FIFOs,
+/// anything a hostile layout on disk can); next to that directory lies a
+/// secret file the layout's links may point at. Each tag of the layout
+/// (at most four) is then copied into a [`MemoryStore`] and into a fresh
+/// on-disk layout.
+///
+/// Errors are fine; panics and hangs are not, and a copy that succeeds
+/// must not have read through a link: `index.json`, `oci-layout` and
+/// every blob it copied must be regular files of the layout (so a layout
+/// without `oci-layout` is refused too), not symlinks (a link may
+/// lead outside it, to `/dev/zero` or to a FIFO). Nothing outside the
+/// layout and the destination may change.
+///
+/// [`MemoryStore`]: image_store::MemoryStore
+pub fn layout(data: &[u8]) {
+    use image_overlay::unpack::{unpack, DevicePolicy, Limits, UnpackOptions};
+    use image_store::{copy_tag, MemoryStore, OciDir, TagStore};
+    use std::path::Path;
+
+    let parent = tempfile::tempdir().expect("temp parent");
+    let base = parent.path();
+    let src = base.join("layout");
+    std::fs::create_dir(&src).expect("layout dir");
+    std::fs::write(base.join("secret"), b"outside the layout").expect("secret");
+    let mut options = UnpackOptions::default().with_limits(Limits {
+        max_expanded_bytes: 4 << 20,
+        max_entries: 1_000,
+    });
+    options.devices = DevicePolicy::Skip;
+    if unpack(data, &src, &options).is_err() {
+        return;
+    }
+    let listing = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(base);
+
+    let Ok(layout) = OciDir::open(&src) else {
+        return;
+    };
+    let Ok(tags) = layout.tags() else {
+        return;
+    };
+    let is_regular =
+        |rel: &str| std::fs::symlink_metadata(src.join(rel)).is_ok_and(|m| m.file_type().is_file());
+    for (n, tag) in tags.iter().take(4).enumerate() {
+        let mem = MemoryStore::new();
+        if let Ok(report) = copy_tag(&layout, &tag.name, &mem, Some("fuzz.local/copy:1")) {
+            for file in ["index.json", "oci-layout"] {
+                assert!(
+                    is_regular(file),
+                    "copied from a layout whose {file} is not a regular file"
+                );
+            }
+            for info in image_store::Manager::list(&mem).expect("list") {
+                let rel = format!("blobs/{}/{}", info.digest.algorithm(), info.digest.hex());
+                assert!(
+                    is_regular(&rel),
+                    "copied {rel} ({}), which is not a regular file of the layout",
+                    report.descriptor.digest()
+                );
+            }
+        }
+        let dst = base.join(format!("dst{n}"));
+        if let Ok(dst) = OciDir::open_or_create(&dst) {
+            let _ = copy_tag(&layout, &tag.name, &dst, Some("fuzz.local/copy:1"));
+        }
+    }
+    let mut after = listing(base);
+    after.retain(|n| !n.starts_with("dst"));
+    assert_eq!(
+        after, before,
+        "something appeared or vanished next to the layout"
+    );
+    assert_eq!(
+        std::fs::read(base.join("secret")).expect("secret"),
+        b"outside the layout",
+        "the file next to the layout changed"
+    );
+    assert!(!Path::new("/pwned").exists(), "a file appeared at /pwned");
+}
+
+/// Spec generation: the input is a JSON object
+/// `{"image": <image config>, "run": {...}, "passwd": "...", "group": "..."}`
+/// whose `run` holds `docker run`'s choices (`user`, `groupAdd`, `env`,
+/// `workdir`, `hostname`, `entrypoint`, `cmd`, `tty`, `readOnly`,
+/// `volumes`); the user is resolved against the given `/etc/passwd` and
+/// `/etc/group` texts and the spec generated as `create` does. Errors are
+/// fine; panics are not, and a generated spec must never name a uid or
+/// gid (primary or supplementary) above 2^31-1, which the kernel reads as
+/// -1 ("unchanged", so root), must have an absolute `cwd` and a command.
+pub fn spec(data: &[u8]) {
+    use image_core::config::RunConfig;
+    use image_runtime::spec::{generate, SpecContext};
+    use image_runtime::user::{parse_group, parse_passwd, resolve_in};
+    use image_runtime::{RunOptions, Volume};
+    use serde_json::Value;
+
+    let Ok(input) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let Some(image) = input.get("image") else {
+        return;
+    };
+    let Ok(config) = ImageConfig::from_bytes(serde_json::to_vec(image).expect("re-encode")) else {
+        return;
+    };
+    let run_config: RunConfig = config.file().config.clone().unwrap_or_default();
+    let run = input.get("run").cloned().unwrap_or(Value::Null);
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+    };
+    let mut opts = RunOptions::new();
+    opts.user = run.get("user").and_then(Value::as_str).map(str::to_owned);
+    opts.additional_gids = run
+        .get("groupAdd")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|g| u32::try_from(g).unwrap_or(u32::MAX))
+                .collect()
+        })
+        .unwrap_or_default();
+    opts.env = run.get("env").and_then(strings).unwrap_or_default();
+    opts.working_dir = run
+        .get("workdir")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    opts.hostname = run
+        .get("hostname")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    opts.entrypoint = run.get("entrypoint").and_then(strings);
+    opts.cmd = run.get("cmd").and_then(strings);
+    opts.tty = run.get("tty").and_then(Value::as_bool).unwrap_or(false);
+    opts.read_only = run
+        .get("readOnly")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    for v in run.get("volumes").and_then(strings).unwrap_or_default() {
+        match v.parse::<Volume>() {
+            Ok(v) => opts.volumes.push(v),
+            Err(_) => return,
+        }
+    }
+    let text = |k: &str| input.get(k).and_then(Value::as_str).unwrap_or_default();
+    let passwd = parse_passwd(text("passwd"));
+    let group = parse_group(text("group"));
+    let user_spec = opts
+        .user
+        .as_deref()
+        .or(run_config.user.as_deref())
+        .unwrap_or("");
+    let Ok(user) = resolve_in(&passwd, &group, user_spec) else {
+        return;
+    };
+    let ctx = SpecContext {
+        id: "f".repeat(64),
+        root_path: "rootfs".into(),
+        user,
+        etc_files: None,
+        host_hard_limits: Vec::new(),
+        cgroups_path: None,
+        swap_limit: false,
+    };
+    let Ok(spec) = generate(&run_config, &opts, &ctx) else {
+        return;
+    };
+    let process = spec.process().as_ref().expect("a spec has a process");
+    let user = process.user();
+    let max = u32::try_from(i32::MAX).expect("fits");
+    assert!(user.uid() <= max, "uid {} above 2^31-1", user.uid());
+    assert!(user.gid() <= max, "gid {} above 2^31-1", user.gid());
+    for g in user.additional_gids().iter().flatten() {
+        assert!(*g <= max, "supplementary gid {g} above 2^31-1");
+    }
+    assert!(
+        process.cwd().is_absolute(),
+        "cwd {:?} is not absolute",
+        process.cwd()
+    );
+    assert!(
+        process.args().as_ref().is_some_and(|a| !a.is_empty()),
+        "a spec without a command"
+    );
+}
