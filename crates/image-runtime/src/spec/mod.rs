@@ -263,8 +263,27 @@ pub fn working_dir(config: &RunConfig, opts: &RunOptions) -> Result<PathBuf, Spe
             reason: "it must be an absolute path".into(),
         });
     }
-    Ok(clean_absolute(wd))
+    let cleaned = clean_absolute(wd);
+    // The kernel takes no path argument of PATH_MAX bytes or more, so the
+    // process could never start there: refuse it before any directory of
+    // it is made in the root (a hostile image's 3,000-component WORKDIR
+    // took seconds to fail otherwise).
+    if cleaned.as_os_str().len() >= MAX_WORKING_DIR {
+        return Err(SpecError::InvalidOption {
+            option: "working directory",
+            value: wd.chars().take(80).collect::<String>() + "...",
+            reason: format!(
+                "it is {} bytes long, the kernel takes at most {}",
+                cleaned.as_os_str().len(),
+                MAX_WORKING_DIR - 1
+            ),
+        });
+    }
+    Ok(cleaned)
 }
+
+/// The longest working directory, in bytes, plus one (Linux's PATH_MAX).
+pub const MAX_WORKING_DIR: usize = 4096;
 
 /// The argv of the process (Docker's Entrypoint/Cmd rules).
 ///
@@ -905,5 +924,18 @@ mod tests {
             "/a:/b/../c".parse::<Volume>().unwrap().destination,
             PathBuf::from("/c")
         );
+    }
+
+    #[test]
+    fn a_working_dir_of_path_max_or_more_is_refused() {
+        let c = RunConfig::default();
+        let mut o = RunOptions::default();
+        o.working_dir = Some("/a".repeat(2047));
+        assert_eq!(working_dir(&c, &o).unwrap().as_os_str().len(), 4094);
+        o.working_dir = Some("/a".repeat(3000));
+        let e = working_dir(&c, &o).unwrap_err();
+        assert!(matches!(e, SpecError::InvalidOption { .. }), "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().len() < 400, "{e}");
     }
 }
