@@ -22,6 +22,11 @@ pub struct LoadArgs {
     /// The repository for OCI archives whose ref names are bare tags (`latest`).
     #[arg(long)]
     pub repository: Option<String>,
+    /// The most bytes a layer may expand to while its diff ID is checked
+    /// (`512m`, `8g`; default 64 GiB, unpack's limit): a decompression bomb
+    /// is refused once it passes this, without expanding the rest.
+    #[arg(long, value_name = "SIZE")]
+    pub max_layer_size: Option<String>,
 }
 
 /// Imports an archive into the store, as a stream.
@@ -30,6 +35,10 @@ pub fn load(store: &StoreArgs, args: LoadArgs) -> anyhow::Result<()> {
     let mut options = LoadOptions::default();
     if let Some(r) = args.repository {
         options = options.repository(r);
+    }
+    if let Some(size) = &args.max_layer_size {
+        options.max_expanded_bytes =
+            image_runtime::spec::resources::parse_bytes("--max-layer-size", size)?;
     }
     let report = if args.file.as_os_str() == "-" {
         load_archive(&s, std::io::stdin().lock(), &options)?
