@@ -99,7 +99,7 @@ impl Classify for LeaseError {
             LeaseError::NotFound { .. } => ErrorKind::NotFound,
             LeaseError::Lost { .. } => ErrorKind::FailedPrecondition,
             LeaseError::Lock(e) => e.kind(),
-            LeaseError::Io { source, .. } => Classify::kind(source),
+            LeaseError::Io { source, .. } => seam::io_kind(source),
         }
     }
 }
@@ -258,21 +258,8 @@ impl OciDir {
     /// # Errors
     /// I/O errors reading the directory.
     pub fn leases(&self) -> Result<Vec<Lease>, LeaseError> {
-        let dir = self.lease_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(LeaseError::Io {
-                    op: "read directory",
-                    path: dir,
-                    source,
-                })
-            }
-        };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for (name, _, _) in self.list_leases()? {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
@@ -628,7 +615,7 @@ impl HeldLease for OciHeldLease {
         // step) or all of them.
         let _lock = self.store.lock_index()?;
         let file = self.file.as_mut().ok_or_else(lost)?;
-        if !same_file(file, &self.path) {
+        if !same_file(&self.store, file, &self.path) {
             return Err(lost());
         }
         seam::write_all(&*self.store.fs, Target::Lease, file, lines.as_bytes()).map_err(|source| {
@@ -663,9 +650,11 @@ impl HeldLease for OciHeldLease {
     }
 }
 
-fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::symlink_metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+/// Whether `file` is what `path` names now, looking at `path` inside the
+/// store without following a symlink.
+fn same_file(store: &OciDir, file: &File, path: &Path) -> bool {
+    match (file.metadata(), store.dir.stat(path)) {
+        (Ok(a), Ok(Some(b))) => a.dev() == b.st_dev && a.ino() == b.st_ino,
         _ => false,
     }
 }
@@ -683,6 +672,51 @@ pub struct HeldLeaseStatus {
 }
 
 impl OciDir {
+    /// The entries of `leases/`, listed without following a symlink, with
+    /// their paths and types (`None` when unknown): none when it does not
+    /// exist; [`LeaseError::Io`] carrying a [`RefusedFile`](crate::fs::RefusedFile)
+    /// when it is a symlink or not a directory.
+    pub(crate) fn list_leases(
+        &self,
+    ) -> Result<Vec<(std::ffi::OsString, PathBuf, Option<rustix::fs::FileType>)>, LeaseError> {
+        let dir = self.lease_dir();
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        let fd = match self.dir.open_at(&dir, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(LeaseError::Io {
+                    op: "open",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(|e| LeaseError::Io {
+            op: "read directory",
+            path: dir.clone(),
+            source: e.into(),
+        })? {
+            let entry = entry.map_err(|e| LeaseError::Io {
+                op: "read directory",
+                path: dir.clone(),
+                source: e.into(),
+            })?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = std::os::unix::ffi::OsStrExt::from_bytes(name);
+            let name = std::ffi::OsStr::to_owned(name);
+            let file_type = rustix::fs::statat(&fd, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode));
+            out.push((name.clone(), dir.join(&name), file_type));
+        }
+        Ok(out)
+    }
+
     fn held_path(&self, id: &str) -> PathBuf {
         self.lease_dir().join(format!("{id}{HELD}"))
     }
@@ -694,30 +728,16 @@ impl OciDir {
         &self,
         remove_stale: bool,
     ) -> Result<Vec<HeldLeaseStatus>, LeaseError> {
-        let dir = self.lease_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(LeaseError::Io {
-                    op: "read directory",
-                    path: dir,
-                    source,
-                })
-            }
-        };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for (name, path, file_type) in self.list_leases()? {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(HELD)) else {
                 continue;
             };
             // Only regular files with a valid id: anything else is not ours
             // and must not stop gc.
-            if check_id(id).is_err() || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            if check_id(id).is_err() || file_type != Some(rustix::fs::FileType::RegularFile) {
                 continue;
             }
-            let path = entry.path();
             let mut file = match self.dir.open_regular(&path) {
                 Ok((f, _)) => f,
                 // Released meanwhile.

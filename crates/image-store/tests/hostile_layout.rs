@@ -362,11 +362,160 @@ fn fifos_and_dev_zero_links_among_ingests_and_leases_neither_hang_nor_are_read()
         "an unreadable lease is not listed"
     );
     let s = store.clone();
+    let fsck = within(30, "fsck", move || {
+        s.fsck(&image_store::fsck::FsckOptions::default())
+            .map(|r| r.stale_ingests.len())
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(fsck, Ok(1), "fsck reports the ingest of FIFOs as stale");
+    let s = store.clone();
     let options = image_store::GcOptions::default().grace(Duration::ZERO);
     let gc = within(30, "gc", move || {
-        s.gc(&options).map(|_| ()).map_err(|e| e.kind())
+        s.gc(&options)
+            .map(|r| r.ingests_removed)
+            .map_err(|e| e.to_string())
     });
-    assert_eq!(gc, Err(ErrorKind::Unsafe), "gc names the FIFO it refuses");
+    assert_eq!(gc, Ok(1), "gc removes the ingest of FIFOs, no writer's");
+    assert!(!ingest.exists(), "the ingest of FIFOs is gone");
+    assert!(
+        path.join("leases/l1.json").symlink_metadata().is_ok(),
+        "a foreign file among the leases is left alone"
+    );
+}
+
+/// Junk in `ingest/` (what no writer of the store makes: an entry that is
+/// a link or a file, a `data` or `ref` of any hostile kind) is garbage, as
+/// containerd's gc aborts every ingest no one holds: fsck reports it and
+/// gc removes it, never following a link or opening a FIFO, and never
+/// stops on it; an ingest a writer holds stays.
+#[test]
+fn every_kind_of_junk_in_the_ingest_directory_is_collected_without_following_it() {
+    let kinds = [
+        "entry-link",
+        "entry-file",
+        "entry-fifo",
+        "data-link-outside",
+        "data-link-dev-zero",
+        "data-fifo",
+        "data-directory",
+        "data-device",
+        "ref-fifo",
+        "ref-link-dev-zero",
+    ];
+    for kind in kinds {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _) = source(dir.path());
+        let store = OciDir::open(&path).expect("open");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("data"), b"outside").expect("write");
+        let mut held = store.writer("held").expect("writer");
+        std::io::Write::write_all(&mut held, b"held bytes").expect("write");
+        let mut w = store.writer("junk").expect("writer");
+        std::io::Write::write_all(&mut w, b"junk bytes").expect("write");
+        drop(w);
+        let ingest = path
+            .join("ingest")
+            .join(image_core::Digest::sha256(b"junk").hex());
+        assert!(ingest.join("data").exists(), "{kind}: the ingest layout");
+        let (what, with) = kind.split_once('-').expect("kind");
+        match what {
+            "entry" => {
+                std::fs::remove_dir_all(&ingest).expect("rm -r");
+                match with {
+                    "link" => symlink(&outside, &ingest).expect("symlink"),
+                    "file" => std::fs::write(&ingest, b"a file").expect("write"),
+                    _ => mkfifo(&ingest),
+                }
+            }
+            file => {
+                let file = ingest.join(file);
+                match with {
+                    "link-outside" => {
+                        std::fs::remove_file(&file).expect("rm");
+                        symlink(outside.join("data"), &file).expect("symlink");
+                    }
+                    "link-dev-zero" => replace(&file, Hostile::LinkToDevZero, &outside),
+                    "fifo" => replace(&file, Hostile::Fifo, &outside),
+                    "directory" => replace(&file, Hostile::Directory, &outside),
+                    _ => replace(&file, Hostile::Device, &outside),
+                }
+            }
+        }
+
+        let s = store.clone();
+        let fsck = within(30, kind, move || {
+            s.fsck(&image_store::fsck::FsckOptions::default())
+                .map(|r| r.stale_ingests.len())
+                .map_err(|e| e.to_string())
+        });
+        assert_eq!(
+            fsck,
+            Ok(1),
+            "{kind}: fsck reports the junk, not the held one"
+        );
+        let s = store.clone();
+        let gc = within(30, kind, move || {
+            s.gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+                .map(|r| r.ingests_removed)
+                .map_err(|e| e.to_string())
+        });
+        assert_eq!(gc, Ok(1), "{kind}: gc removes the junk, not the held one");
+        assert!(ingest.symlink_metadata().is_err(), "{kind}: junk left");
+        assert_eq!(
+            std::fs::read(outside.join("data")).expect("outside"),
+            b"outside",
+            "{kind}: a file outside was touched"
+        );
+        let s = store.clone();
+        let ingests = within(30, kind, move || s.ingests().expect("ingests"));
+        assert_eq!(ingests.len(), 1, "{kind}: {ingests:?}");
+        assert_eq!(ingests[0].reference, "held", "{kind}");
+        std::io::Write::write_all(&mut held, b" and more").expect("write");
+        held.commit(None, None).expect("the held ingest commits");
+    }
+}
+
+/// A store whose `ingest` or `leases` directory is a symlink is refused
+/// (as a symlinked `blobs/sha256` is): fsck and gc neither list, lock nor
+/// remove what is behind it.
+#[test]
+fn an_ingest_or_leases_directory_that_is_a_symlink_is_not_listed_through() {
+    for name in ["ingest", "leases"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _) = source(dir.path());
+        let store = OciDir::open(&path).expect("open");
+        let outside = dir.path().join("outside");
+        // What an unheld ingest and a stale held lease look like.
+        std::fs::create_dir_all(outside.join("abc")).expect("mkdir");
+        std::fs::write(outside.join("abc/ref"), b"r").expect("write");
+        std::fs::write(outside.join("abc/data"), b"outside").expect("write");
+        std::fs::write(outside.join("held-1.held"), b"").expect("write");
+        let _ = std::fs::remove_dir_all(path.join(name));
+        symlink(&outside, path.join(name)).expect("symlink");
+        let before = snapshot(&outside);
+
+        let fsck = store.fsck(&image_store::fsck::FsckOptions::default());
+        assert_eq!(
+            fsck.as_ref().map_err(|e| e.kind()).err(),
+            Some(ErrorKind::Unsafe),
+            "{name}: fsck {fsck:?}"
+        );
+        let gc = store.gc(&image_store::GcOptions::default().grace(Duration::ZERO));
+        assert_eq!(
+            gc.as_ref().map_err(|e| e.kind()).err(),
+            Some(ErrorKind::Unsafe),
+            "{name}: gc {gc:?}"
+        );
+        assert_eq!(snapshot(&outside), before, "{name}: outside changed");
+        assert!(
+            std::fs::symlink_metadata(path.join(name))
+                .expect("link")
+                .file_type()
+                .is_symlink(),
+            "{name}"
+        );
+    }
 }
 
 /// What a file or directory of a layout is replaced with.
