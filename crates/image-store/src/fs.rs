@@ -11,7 +11,8 @@
 //! planted in a layout (`blobs/sha256 -> /elsewhere`) is refused instead
 //! of written through. Reads do not go through the seam; they use the
 //! same [`Root`] ([`Root::open_regular`], [`Root::read_regular`]), which
-//! also refuses anything that is not a regular file (a FIFO, a device).
+//! also refuses anything that is not a regular file (a FIFO, a device)
+//! having only looked at it (`O_PATH`): a device node is never opened.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -189,15 +190,29 @@ impl Fs for RealFs {
 
     fn open_temp(&self, _: Target, root: &Root, path: &Path, truncate: bool) -> io::Result<File> {
         let (dir, name) = root.parent(path)?;
-        let flags = OFlags::RDWR
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::CLOEXEC;
-        let fd = rfs::openat(&dir, &name, flags, Mode::from_raw_mode(0o666))
-            .map_err(|e| root.refused(path, e))?;
-        let file = File::from(regular(fd, path)?);
+        let flags = OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // A new file is created exclusively; an existing one is looked at
+        // (`O_PATH`) before it is opened, so a device node or a FIFO there
+        // is refused without being opened.
+        let fd = match rfs::openat(
+            &dir,
+            &name,
+            flags | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o666),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => {
+                let look = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let at = rfs::openat(&dir, &name, look, Mode::empty())
+                    .map_err(|e| root.refused(path, e))?;
+                reopen_regular(at, path, flags, || {
+                    rfs::openat(&dir, &name, flags | OFlags::NONBLOCK, Mode::empty())
+                })
+                .map_err(|e| refused_file(root, path, e))?
+            }
+            Err(e) => return Err(root.refused(path, e)),
+        };
+        let file = File::from(fd);
         if truncate {
             file.set_len(0)?;
         }
@@ -503,11 +518,18 @@ impl Root {
     /// # Errors
     /// [`RefusedFile`] inside an I/O error; the system call's error.
     pub fn open_regular(&self, path: &Path) -> io::Result<(File, u64)> {
-        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
-        let fd = regular(fd, path)?;
-        // Blocking again: O_NONBLOCK only served to open a FIFO without
-        // waiting for a writer.
-        rfs::fcntl_setfl(&fd, OFlags::empty())?;
+        let at = self.open_at(path, OFlags::PATH, Mode::empty())?;
+        let fd = reopen_regular(at, path, OFlags::RDONLY, || {
+            let rel = self.relative(path).map_err(|_| Errno::INVAL)?;
+            open_beneath(
+                self.fd.as_fd(),
+                rel,
+                OFlags::RDONLY | OFlags::NONBLOCK,
+                Mode::empty(),
+                self.walk,
+            )
+        })
+        .map_err(|e| refused_file(self, path, e))?;
         let size = rfs::fstat(&fd)?.st_size;
         Ok((File::from(fd), u64::try_from(size).unwrap_or(0)))
     }
@@ -537,6 +559,69 @@ impl Root {
         }
         Ok(out)
     }
+}
+
+/// An error of [`reopen_regular`] as the store reports it.
+fn refused_file(root: &Root, path: &Path, e: io::Error) -> io::Error {
+    if RefusedFile::from_io(&e).is_some() {
+        return e;
+    }
+    match e.raw_os_error() {
+        Some(n) => root.refused(path, Errno::from_raw_os_error(n)),
+        None => e,
+    }
+}
+
+/// Opens with `flags` the file that `at` (an `O_PATH` descriptor) names,
+/// when it is a regular file: anything else (a symlink, a FIFO, a device)
+/// is refused having only been looked at, never opened, since opening a
+/// device node can act on the device. The file is opened again through
+/// `/proc/self/fd`, which names the very inode; without `/proc`, `again`
+/// resolves the path anew (`O_NONBLOCK`, cleared after) and the result
+/// must be the same inode.
+fn reopen_regular(
+    at: OwnedFd,
+    path: &Path,
+    flags: OFlags,
+    again: impl FnOnce() -> Result<OwnedFd, Errno>,
+) -> io::Result<OwnedFd> {
+    let st = rfs::fstat(&at)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => {
+            return Err(RefusedFile::Symlink {
+                path: path.to_path_buf(),
+            }
+            .into_io())
+        }
+        other => {
+            return Err(RefusedFile::NotRegular {
+                path: path.to_path_buf(),
+                found: type_name(other),
+            }
+            .into_io())
+        }
+    }
+    // The magic link must be followed: it is what names the inode.
+    let flags = flags.difference(OFlags::NOFOLLOW) | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&at));
+    match rfs::open(proc_path.as_str(), flags, Mode::empty()) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // No /proc: a file swapped in between is opened, but refused.
+    let fd = again()?;
+    let now = rfs::fstat(&fd)?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(RefusedFile::NotRegular {
+            path: path.to_path_buf(),
+            found: type_name(FileType::from_raw_mode(now.st_mode)),
+        }
+        .into_io());
+    }
+    rfs::fcntl_setfl(&fd, flags & OFlags::APPEND)?;
+    Ok(fd)
 }
 
 /// `fd` as a file when it is a regular one; else a [`RefusedFile::NotRegular`].

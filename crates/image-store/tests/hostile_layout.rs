@@ -219,6 +219,87 @@ fn a_source_blob_that_is_a_device_node_is_refused() {
     assert!(msg.contains("character device"), "{msg}");
 }
 
+/// Watches a file for being opened (inotify `IN_OPEN`, which an `O_PATH`
+/// look at it does not raise): opening a device node can act (a watchdog
+/// starts, a tape rewinds, a terminal becomes the controlling one), so the
+/// store must refuse one without ever opening it.
+struct OpenWatch(std::os::fd::OwnedFd);
+
+impl OpenWatch {
+    fn new(path: &Path) -> OpenWatch {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+            .expect("inotify");
+        inotify::add_watch(&fd, path, inotify::WatchFlags::OPEN).expect("watch");
+        OpenWatch(fd)
+    }
+
+    /// Whether the file was opened since the watch began.
+    fn opened(&self) -> bool {
+        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+        let mut reader = rustix::fs::inotify::Reader::new(&self.0, &mut buf);
+        loop {
+            match reader.next() {
+                // `IN_IGNORED` comes too, when the file is removed.
+                Ok(e) if e.events().contains(rustix::fs::inotify::ReadFlags::OPEN) => return true,
+                Ok(_) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return false,
+                Err(e) => panic!("inotify: {e}"),
+            }
+        }
+    }
+}
+
+fn mknod_dev_zero(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        rustix::fs::makedev(1, 5),
+    )
+    .expect("mknod");
+}
+
+#[test]
+fn a_device_node_in_a_layout_is_refused_without_being_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Read: a blob of a source layout.
+    let (src, image) = source(dir.path());
+    let layer = blob_file(&src, image.layers[0].digest().as_ref());
+    std::fs::remove_file(&layer).expect("rm");
+    mknod_dev_zero(&layer);
+    let watch = OpenWatch::new(&layer);
+    let dst = dir.path().join("dst");
+    let (kind, msg) = within(30, "copy", move || copy_from(src.clone(), dst)).expect_err("refused");
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    assert!(!watch.opened(), "copy opened the device node of a blob");
+
+    // Written: the data file of an ingest a writer resumes, and gc's look
+    // at it.
+    let store = OciDir::open_or_create(dir.path().join("store")).expect("store");
+    drop(store.writer("r").expect("writer"));
+    let data = dir
+        .path()
+        .join("store/ingest")
+        .join(image_core::Digest::sha256(b"r").hex())
+        .join("data");
+    std::fs::remove_file(&data).expect("rm");
+    mknod_dev_zero(&data);
+    let watch = OpenWatch::new(&data);
+    let err = store.writer("r").map(|_| ()).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Unsafe, "{err}");
+    assert!(
+        !watch.opened(),
+        "a writer opened the device node of an ingest"
+    );
+    let gc = store
+        .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+        .expect("gc");
+    assert_eq!(gc.ingests_removed, 1, "{gc:?}");
+    assert!(!watch.opened(), "gc opened the device node of an ingest");
+}
+
 #[test]
 fn a_source_index_json_linked_to_dev_zero_or_a_fifo_is_refused() {
     for fifo in [false, true] {
