@@ -189,29 +189,7 @@ impl Fs for RealFs {
     }
 
     fn open_temp(&self, _: Target, root: &Root, path: &Path, truncate: bool) -> io::Result<File> {
-        let (dir, name) = root.parent(path)?;
-        let flags = OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        // A new file is created exclusively; an existing one is looked at
-        // (`O_PATH`) before it is opened, so a device node or a FIFO there
-        // is refused without being opened.
-        let fd = match rfs::openat(
-            &dir,
-            &name,
-            flags | OFlags::CREATE | OFlags::EXCL,
-            Mode::from_raw_mode(0o666),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::EXIST) => {
-                let look = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let at = rfs::openat(&dir, &name, look, Mode::empty())
-                    .map_err(|e| root.refused(path, e))?;
-                reopen_regular(at, path, flags, || {
-                    rfs::openat(&dir, &name, flags | OFlags::NONBLOCK, Mode::empty())
-                })
-                .map_err(|e| refused_file(root, path, e))?
-            }
-            Err(e) => return Err(root.refused(path, e)),
-        };
+        let fd = root.open_or_create_regular(path, OFlags::RDWR | OFlags::APPEND)?;
         let file = File::from(fd);
         if truncate {
             file.set_len(0)?;
@@ -489,6 +467,37 @@ impl Root {
         Ok((dir, name.to_owned()))
     }
 
+    /// Opens the regular file `path` with `flags` (`O_RDWR`, `O_APPEND`),
+    /// creating it when it does not exist. A new file is created
+    /// exclusively; an existing one is looked at (`O_PATH`) before it is
+    /// opened, so a symlink, a FIFO or a device node there is refused
+    /// without being opened.
+    ///
+    /// # Errors
+    /// [`RefusedFile`] inside an I/O error; the system call's error.
+    pub(crate) fn open_or_create_regular(&self, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let (dir, name) = self.parent(path)?;
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(
+            &dir,
+            &name,
+            flags | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o666),
+        ) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::EXIST) => {
+                let look = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let at = rfs::openat(&dir, &name, look, Mode::empty())
+                    .map_err(|e| self.refused(path, e))?;
+                reopen_regular(at, path, flags, || {
+                    rfs::openat(&dir, &name, flags | OFlags::NONBLOCK, Mode::empty())
+                })
+                .map_err(|e| refused_file(self, path, e))
+            }
+            Err(e) => Err(self.refused(path, e)),
+        }
+    }
+
     /// Facts about `path` without following a symlink: `None` when it does
     /// not exist.
     ///
@@ -622,24 +631,6 @@ fn reopen_regular(
     }
     rfs::fcntl_setfl(&fd, flags & OFlags::APPEND)?;
     Ok(fd)
-}
-
-/// `fd` as a file when it is a regular one; else a [`RefusedFile::NotRegular`].
-pub(crate) fn regular_file(fd: OwnedFd, path: &Path) -> io::Result<File> {
-    regular(fd, path).map(File::from)
-}
-
-/// `fd` when it is a regular file; else a [`RefusedFile::NotRegular`].
-fn regular(fd: OwnedFd, path: &Path) -> io::Result<OwnedFd> {
-    let file_type = FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode);
-    if file_type == FileType::RegularFile {
-        return Ok(fd);
-    }
-    Err(RefusedFile::NotRegular {
-        path: path.to_path_buf(),
-        found: type_name(file_type),
-    }
-    .into_io())
 }
 
 /// What a file of this type is called in messages.

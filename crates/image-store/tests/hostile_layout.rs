@@ -298,6 +298,18 @@ fn a_device_node_in_a_layout_is_refused_without_being_opened() {
         .expect("gc");
     assert_eq!(gc.ingests_removed, 1, "{gc:?}");
     assert!(!watch.opened(), "gc opened the device node of an ingest");
+
+    // The index lock every tag and gc takes.
+    let lock = dir.path().join("store/index.json.lock");
+    let _ = std::fs::remove_file(&lock);
+    mknod_dev_zero(&lock);
+    let watch = OpenWatch::new(&lock);
+    let err = store
+        .gc(&image_store::GcOptions::default())
+        .map(|_| ())
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Unsafe, "{err}");
+    assert!(!watch.opened(), "the index lock's device node was opened");
 }
 
 #[test]
