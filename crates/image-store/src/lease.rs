@@ -602,7 +602,11 @@ impl HeldLease for OciHeldLease {
     }
 
     fn add(&mut self, digests: &[Digest]) -> Result<(), LeaseError> {
-        let mut lines = String::with_capacity(digests.len() * 72);
+        // Each batch starts on a new line: a write cut short before (a
+        // full disk) leaves a partial line, which must not swallow the
+        // first digest of this one (gc skips lines that do not parse).
+        let mut lines = String::with_capacity(digests.len() * 72 + 1);
+        lines.push('\n');
         for d in digests {
             lines.push_str(&d.to_string());
             lines.push('\n');
@@ -826,23 +830,34 @@ impl Leases for OciDir {
             let path = path.to_path_buf();
             move |source| LeaseError::Io { op, path, source }
         };
-        // Created and locked under the index lock, so gc never finds it
-        // unlocked (and stale) before its holder locked it.
+        // Created and locked under a temp name no scanner looks at, then
+        // renamed into place, under the index lock: neither gc nor fsck
+        // (which takes no lock) ever finds it unlocked (and stale) before
+        // its holder locked it, nor holds its lock while it is taken.
+        // gc removes the temp file of a crash here (`clean_temp_files`).
+        let tmp = dir.join(format!(".{id}{HELD}.tmp-{}", std::process::id()));
         let _lock = self.lock_index()?;
         self.fs
             .create_dir_all(Target::Lease, &self.dir, &dir)
             .map_err(io_err("create directory", &dir))?;
         let file = self
             .fs
-            .open_temp(Target::Lease, &self.dir, &path, true)
-            .map_err(io_err("create", &path))?;
-        if let Err(e) = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            let _ = self.fs.remove_file(Target::Lease, &self.dir, &path);
-            return Err(LeaseError::Io {
+            .open_temp(Target::Lease, &self.dir, &tmp, true)
+            .map_err(io_err("create", &tmp))?;
+        let published = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| LeaseError::Io {
                 op: "lock",
-                path,
+                path: tmp.clone(),
                 source: e.into(),
+            })
+            .and_then(|()| {
+                self.fs
+                    .rename(Target::Lease, &self.dir, &tmp, &path)
+                    .map_err(io_err("rename", &tmp))
             });
+        if let Err(e) = published {
+            let _ = self.fs.remove_file(Target::Lease, &self.dir, &tmp);
+            return Err(e);
         }
         Ok(LeaseGuard::new(Box::new(OciHeldLease {
             store: self.clone(),
