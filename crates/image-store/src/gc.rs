@@ -291,14 +291,18 @@ impl OciDir {
         report.ingest_bytes = bytes;
         report.ingests_removed = count;
         if !options.dry_run {
-            self.clean_temp_files(options.grace)?;
+            self.clean_temp_files()?;
         }
         Ok(report)
     }
 
-    /// Removes temp files of atomic writes (`.NAME.tmp-PID`) left by a crash.
-    fn clean_temp_files(&self, older_than: Duration) -> Result<(), GcError> {
-        let now = SystemTime::now();
+    /// Removes temp files of atomic writes (`.NAME.tmp-PID`) left by a
+    /// crash, at once: every atomic write of the store (`index.json`,
+    /// `oci-layout`, leases, a new held lease) makes and renames its temp
+    /// file under the index lock, which the caller holds, so a temp file
+    /// found here has no live writer. What is not a file or a link (a
+    /// directory of that name is not the store's) is left alone.
+    fn clean_temp_files(&self) -> Result<(), GcError> {
         for dir in [self.root.clone(), self.root.join("leases")] {
             // Listed without following a symlink; one in place of `leases`
             // was refused by the lease scan already.
@@ -310,11 +314,14 @@ impl OciDir {
                 if !(name.starts_with('.') && name.contains(".tmp-")) {
                     continue;
                 }
-                let old = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .ok()
-                    .and_then(|st| crate::oci_dir::mtime(&st))
-                    .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= older_than);
-                if old {
+                let file = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| {
+                        matches!(
+                            rustix::fs::FileType::from_raw_mode(st.st_mode),
+                            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink
+                        )
+                    });
+                if file {
                     match self.fs.remove_file(Target::Layout, &self.dir, &path) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => {
                             return Err(GcError::Remove { path, source: e })

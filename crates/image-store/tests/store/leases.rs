@@ -665,3 +665,31 @@ fn a_scanner_locking_lease_files_does_not_fail_a_new_lease() {
     drop(lease);
     assert!(store.held_leases().unwrap().is_empty());
 }
+
+/// What a writer killed in the middle of an atomic write leaves (the temp
+/// file of `index.json`, of an explicit lease, of a new held lease) is
+/// collected by the next gc at its default grace: every such write is
+/// made under the index lock that gc holds, so a temp file gc finds has
+/// no live writer.
+#[test]
+fn temp_files_of_a_killed_atomic_write_are_collected_at_once() {
+    let (_tmp, store) = oci_dir();
+    let root = store.root().to_path_buf();
+    std::fs::create_dir_all(root.join("leases")).unwrap();
+    let debris = [
+        root.join(".index.json.tmp-4194304"),
+        root.join("leases/.pull-1.json.tmp-4194304"),
+        root.join("leases/.held-1-2-3.held.tmp-4194304"),
+    ];
+    for d in &debris {
+        std::fs::write(d, b"cut short").unwrap();
+    }
+    // Not the store's: left alone, and no reason to stop gc.
+    let foreign = root.join(".a-directory.tmp-1");
+    std::fs::create_dir(&foreign).unwrap();
+    store.gc(&GcOptions::default()).unwrap();
+    for d in &debris {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    assert!(foreign.is_dir());
+}
