@@ -26,6 +26,47 @@
 //!   forever. They are replaced atomically under the store's index lock.
 //!
 //! A lease on a manifest or an index protects everything it references.
+//!
+//! # A writer of one's own
+//!
+//! A library writer (a puller, a builder) takes a held lease the way
+//! `load` and `copy_tag` do: begin it before the first blob, do every
+//! check, read and commit through [`LeaseGuard::protect`], tag, then drop
+//! the guard. gc at any grace period is then safe beside it; a writer that
+//! skips the lease is protected only by the grace period.
+//!
+//! ```
+//! use image_core::{Digest, Manifest};
+//! use image_store::{Ingester, Leases, OciDir, Provider, TagStore};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = OciDir::open_or_create(dir.path())?;
+//!
+//! // 1. From the first blob until the tag is set.
+//! let lease = store.begin_lease()?;
+//! let leased = lease.protect(&store);
+//!
+//! // 2. Through `leased`: a blob asked about is leased before it is
+//! //    checked, so gc cannot remove it after `exists` said yes; a blob
+//! //    written is leased before its commit. Write the manifest last.
+//! let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+//! let config_digest = Digest::sha256(config);
+//! if !leased.exists(&config_digest)? {
+//!     leased.write_blob(config)?;
+//! }
+//! let manifest = format!(
+//!     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+//!     config.len()
+//! );
+//! leased.write_blob(manifest.as_bytes())?;
+//!
+//! // 3. Tag, then end the lease: the tag protects the image now.
+//! let manifest = Manifest::from_bytes(manifest.into_bytes())?;
+//! leased.set_tag("example:1", &manifest.descriptor())?;
+//! lease.release()?;
+//! assert!(store.resolve_tag("example:1").is_ok());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -287,7 +328,8 @@ impl OciDir {
 ///    through the wrapper does that.
 /// 3. Tag, then drop the guard (or [`release`](LeaseGuard::release) it).
 ///
-/// A guard whose holder dies stops protecting anything at once.
+/// A guard whose holder dies stops protecting anything at once. The
+/// [module documentation](self#a-writer-of-ones-own) has an example.
 pub trait Leases {
     /// Starts a lease held by the caller for as long as the guard lives.
     ///
