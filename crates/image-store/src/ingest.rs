@@ -76,30 +76,29 @@ impl OciDir {
     pub(crate) fn clean_ingests(&self, older_than: Duration, remove: bool) -> Result<(u64, usize)> {
         let now = SystemTime::now();
         let (mut bytes, mut count) = (0, 0);
-        for unheld in self.unheld_ingests()? {
+        self.unheld_ingests(|unheld| {
             let old = unheld
                 .status
                 .updated
                 .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= older_than);
             if !old {
-                continue;
+                return Ok(());
             }
             if remove {
                 // Still holding the data file's lock, so no writer resumes
                 // it meanwhile; a link or a file is removed, never followed.
-                match self
-                    .fs
-                    .remove_dir_all(Target::Blob, &self.dir, &unheld.path)
-                {
+                let path = &unheld.path;
+                match self.fs.remove_dir_all(Target::Blob, &self.dir, path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(content_io("remove", &unheld.path, e))
+                        return Err(content_io("remove", path, e))
                     }
                     _ => {}
                 }
             }
             bytes += unheld.status.offset;
             count += 1;
-        }
+            Ok(())
+        })?;
         Ok((bytes, count))
     }
 
@@ -111,12 +110,14 @@ impl OciDir {
     /// and locks only a regular `data` in a directory), so junk is
     /// garbage like an abandoned ingest, as containerd's gc aborts every
     /// ingest no one holds; it is listed without following or opening it.
-    fn unheld_ingests(&self) -> Result<Vec<Unheld>> {
+    ///
+    /// Each is given to `each` in turn and its lock released after, so one
+    /// descriptor is open at a time however many there are.
+    fn unheld_ingests(&self, mut each: impl FnMut(Unheld) -> Result<()>) -> Result<()> {
         let root = self.ingest_root();
         let Some(fd) = self.open_listing(&root)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let mut out = Vec::new();
         for (name, path) in list_dir(&fd, &root)? {
             let st = match rustix::fs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
@@ -133,7 +134,7 @@ impl OciDir {
                 _lock: None,
             };
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                out.push(junk(path));
+                each(junk(path))?;
                 continue;
             }
             let data = path.join(DATA);
@@ -142,12 +143,12 @@ impl OciDir {
                 // A directory without data: a crash before the data file
                 // was created, or after a commit's rename.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    out.push(junk(path));
+                    each(junk(path))?;
                     continue;
                 }
                 Err(e) => match seam::split_refused(e) {
                     Ok(_) => {
-                        out.push(junk(path));
+                        each(junk(path))?;
                         continue;
                     }
                     Err(e) => return Err(ContentError::io("open", data, e)),
@@ -167,7 +168,7 @@ impl OciDir {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_else(|| name.to_string_lossy().into_owned());
-            out.push(Unheld {
+            each(Unheld {
                 status: IngestStatus {
                     reference,
                     offset: meta.len(),
@@ -175,10 +176,9 @@ impl OciDir {
                 },
                 path,
                 _lock: Some(file),
-            });
+            })?;
         }
-        out.sort_by(|a, b| a.status.reference.cmp(&b.status.reference));
-        Ok(out)
+        Ok(())
     }
 
     /// The ingests no writer holds: their writer died, failed, or dropped
@@ -189,11 +189,13 @@ impl OciDir {
     /// I/O errors reading the ingest directory; [`ContentError::Refused`]
     /// when `ingest` itself is a symlink or not a directory.
     pub fn stale_ingests(&self) -> Result<Vec<IngestStatus>> {
-        Ok(self
-            .unheld_ingests()?
-            .into_iter()
-            .map(|u| u.status)
-            .collect())
+        let mut out = Vec::new();
+        self.unheld_ingests(|u| {
+            out.push(u.status);
+            Ok(())
+        })?;
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
     }
 
     /// Whether `file` is what `path` names now (not removed or replaced),

@@ -693,3 +693,31 @@ fn temp_files_of_a_killed_atomic_write_are_collected_at_once() {
     }
     assert!(foreign.is_dir());
 }
+
+/// More stale ingests than this process may have descriptors open: fsck
+/// and gc look at (and lock) one at a time, so they list and remove them
+/// all instead of failing with EMFILE.
+#[test]
+fn more_stale_ingests_than_open_descriptors_are_all_collected() {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    if limit > 100_000 {
+        eprintln!("SKIP: the descriptor limit {limit} is too high to exceed here");
+        return;
+    }
+    let n = usize::try_from(limit).unwrap() + 16;
+    let (_tmp, store) = oci_dir();
+    let ingest = store.root().join("ingest");
+    for i in 0..n {
+        let dir = ingest.join(format!("{i:064x}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ref"), format!("r{i}")).unwrap();
+        std::fs::write(dir.join("data"), b"x").unwrap();
+    }
+    let stale = store.stale_ingests().unwrap();
+    assert_eq!(stale.len(), n);
+    let gc = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(gc.ingests_removed, n, "{gc:?}");
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+}
