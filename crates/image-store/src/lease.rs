@@ -118,6 +118,15 @@ pub enum LeaseError {
         /// The id.
         id: String,
     },
+    /// Adding to a held lease would grow it past what gc reads of one
+    /// (far more than any image has blobs).
+    #[error("held lease {id:?} would grow past {limit} bytes")]
+    Full {
+        /// The id.
+        id: String,
+        /// The most gc reads of a held lease.
+        limit: u64,
+    },
     /// Taking the store lock failed.
     #[error(transparent)]
     Lock(#[from] TagError),
@@ -138,7 +147,7 @@ impl Classify for LeaseError {
         match self {
             LeaseError::InvalidId { .. } | LeaseError::Invalid { .. } => ErrorKind::InvalidInput,
             LeaseError::NotFound { .. } => ErrorKind::NotFound,
-            LeaseError::Lost { .. } => ErrorKind::FailedPrecondition,
+            LeaseError::Lost { .. } | LeaseError::Full { .. } => ErrorKind::FailedPrecondition,
             LeaseError::Lock(e) => e.kind(),
             LeaseError::Io { source, .. } => seam::io_kind(source),
         }
@@ -630,6 +639,8 @@ struct OciHeldLease {
     id: String,
     path: PathBuf,
     file: Option<File>,
+    /// Bytes written to the file (or tried: a failed write counts whole).
+    written: u64,
 }
 
 /// The suffix of held lease files.
@@ -659,8 +670,18 @@ impl HeldLease for OciHeldLease {
         // Under the index lock: gc reads leases under it, so it sees either
         // none of these digests (and finishes before the caller's next
         // step) or all of them.
+        // gc reads no more of the file than this: past it, an added
+        // digest would not be protected.
+        let len = lines.len() as u64;
+        if self.written + len > MAX_HELD_LEASE_BYTES {
+            return Err(LeaseError::Full {
+                id: self.id.clone(),
+                limit: MAX_HELD_LEASE_BYTES,
+            });
+        }
         let _lock = self.store.lock_index()?;
         let file = self.file.as_mut().ok_or_else(lost)?;
+        self.written += len;
         if !same_file(&self.store, file, &self.path) {
             return Err(lost());
         }
@@ -906,6 +927,7 @@ impl Leases for OciDir {
             id,
             path,
             file: Some(file),
+            written: 0,
         })))
     }
 

@@ -721,3 +721,35 @@ fn more_stale_ingests_than_open_descriptors_are_all_collected() {
     assert_eq!(gc.ingests_removed, n, "{gc:?}");
     assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
 }
+
+/// gc reads at most 64 MiB of a held lease: a writer cannot add past that
+/// (its add fails, so it stops) instead of believing protected a blob gc
+/// would not see.
+#[test]
+fn a_held_lease_refuses_digests_past_what_gc_reads() {
+    let (_tmp, store) = oci_dir();
+    let lease = store.begin_lease().unwrap();
+    // 72 bytes a line: 64 MiB hold about 932,000.
+    let many: Vec<Digest> = (0..940_000u64)
+        .map(|i| Digest::from_hex(image_core::Algorithm::Sha256, &format!("{i:064x}")).unwrap())
+        .collect();
+    let result = lease.add(&many);
+    let blob = store.write_blob(b"added last").unwrap();
+    let last = lease.add(std::slice::from_ref(&blob));
+    let gc = store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    if result.is_ok() && last.is_ok() {
+        assert!(
+            gc.removed.is_empty(),
+            "a blob added to the lease was swept: {gc:?}"
+        );
+    } else {
+        let e = result.err().or(last.err()).unwrap();
+        assert_eq!(
+            image_core::Classify::kind(&e),
+            image_core::ErrorKind::FailedPrecondition,
+            "{e}"
+        );
+    }
+}
