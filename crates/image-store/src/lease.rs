@@ -349,6 +349,12 @@ pub trait Leases {
     /// Every digest protected now by a live lease (held by a live holder,
     /// or explicit and not expired).
     ///
+    /// A snapshot: a collector of its own (over [`gc::reachable`](crate::gc::reachable))
+    /// must keep writers from adding to their leases between this call
+    /// and the end of its sweep, as [`OciDir::gc`] does by holding the
+    /// index lock that [`HeldLease::add`] takes; a [`MemoryStore`](crate::MemoryStore)
+    /// offers no such lock, so nothing may sweep one beside its writers.
+    ///
     /// # Errors
     /// I/O errors of the store.
     fn leased_digests(&self) -> Result<BTreeSet<Digest>, LeaseError>;
