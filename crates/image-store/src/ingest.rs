@@ -501,7 +501,8 @@ impl OciWriter {
                 false
             }
             _ => {
-                if !alg_dir.is_dir() {
+                // Looked at, not followed: a link there is refused below.
+                if !matches!(self.store.dir.stat(&alg_dir), Ok(Some(_))) {
                     fs.create_dir_all(Target::Blob, &self.store.dir, &alg_dir)
                         .map_err(|e| ContentError::io("create directory", &alg_dir, e))?;
                     let blobs = self.store.root.join("blobs");
