@@ -48,9 +48,13 @@ impl OciDir {
     fn open_locked_data(&self, reference: &str, dir: &Path) -> Result<File> {
         let data = dir.join(DATA);
         for _ in 0..8 {
-            self.fs
-                .create_dir_all(Target::Blob, &self.dir, dir)
-                .map_err(|e| ContentError::io("create directory", dir, e))?;
+            match self.fs.create_dir_all(Target::Blob, &self.dir, dir) {
+                Ok(()) => {}
+                // gc removed it between its mkdir and its open: a directory
+                // without data is stale at once. Make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ContentError::io("create directory", dir, e)),
+            }
             let file = match self.fs.open_temp(Target::Blob, &self.dir, &data, false) {
                 Ok(f) => f,
                 // The directory vanished under us (gc, abort): try again.
