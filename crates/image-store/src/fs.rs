@@ -227,7 +227,15 @@ impl Fs for RealFs {
 
     fn remove_dir_all(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
         let (dir, name) = root.parent(path)?;
-        remove_tree(dir.as_fd(), &name, 0).map_err(|e| root.refused(path, e))
+        remove_tree(dir.as_fd(), &name, 0).map_err(|e| match e {
+            // A link is removed, never followed: `ELOOP` is the depth bound.
+            Errno::LOOP => RefusedFile::TooDeep {
+                path: path.to_path_buf(),
+                limit: MAX_REMOVE_DEPTH,
+            }
+            .into_io(),
+            e => root.refused(path, e),
+        })
     }
 
     fn remove_dir(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
@@ -297,6 +305,15 @@ pub enum RefusedFile {
         /// What it is.
         found: &'static str,
     },
+    /// A tree to remove is deeper than the store ever makes one, and than
+    /// it descends.
+    #[error("{}: a tree deeper than {limit} levels, not the store's", path.display())]
+    TooDeep {
+        /// The tree.
+        path: PathBuf,
+        /// The deepest the store descends.
+        limit: usize,
+    },
     /// The file holds more bytes than the limit for reading it.
     #[error("{}: larger than the limit of {limit} bytes", path.display())]
     TooLarge {
@@ -312,7 +329,8 @@ impl Classify for RefusedFile {
         match self {
             RefusedFile::Symlink { .. }
             | RefusedFile::NotADirectory { .. }
-            | RefusedFile::NotRegular { .. } => ErrorKind::Unsafe,
+            | RefusedFile::NotRegular { .. }
+            | RefusedFile::TooDeep { .. } => ErrorKind::Unsafe,
             RefusedFile::TooLarge { .. } => ErrorKind::FailedPrecondition,
         }
     }
@@ -915,6 +933,7 @@ mod tests {
             Some(RefusedFile::NotRegular { .. }) => "not regular",
             Some(RefusedFile::TooLarge { .. }) => "too large",
             Some(RefusedFile::NotADirectory { .. }) => "not a directory",
+            Some(RefusedFile::TooDeep { .. }) => "too deep",
             None => "other",
         }
     }

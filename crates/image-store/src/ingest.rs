@@ -30,7 +30,7 @@ use crate::content::{
     check_commit_algorithm, check_reference, verify_commit, ContentError, ContentWriter,
     IngestStatus, Ingester, Result,
 };
-use crate::fs::{self as seam, Target};
+use crate::fs::{self as seam, RefusedFile, Target};
 use crate::oci_dir::{content_io, list_dir, mtime, OciDir};
 
 const DATA: &str = "data";
@@ -93,6 +93,10 @@ impl OciDir {
                 // it meanwhile; a link or a file is removed, never followed.
                 let path = &unheld.path;
                 match self.fs.remove_dir_all(Target::Blob, &self.dir, path) {
+                    // Junk the store cannot remove (a tree deeper than it
+                    // descends) is left to the operator, never a reason to
+                    // stop collecting the rest; fsck keeps reporting it.
+                    Err(e) if unheld.junk && RefusedFile::from_io(&e).is_some() => return Ok(()),
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         return Err(content_io("remove", path, e))
                     }
@@ -128,17 +132,18 @@ impl OciDir {
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(ContentError::io("stat", path, e.into())),
             };
-            let junk = |path: PathBuf| Unheld {
+            let junk = |path: PathBuf, junk: bool| Unheld {
                 status: IngestStatus {
                     reference: name.to_string_lossy().into_owned(),
                     offset: 0,
                     updated: mtime(&st),
                 },
                 path,
+                junk,
                 _lock: None,
             };
             if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                each(junk(path))?;
+                each(junk(path, true))?;
                 continue;
             }
             let data = path.join(DATA);
@@ -147,12 +152,12 @@ impl OciDir {
                 // A directory without data: a crash before the data file
                 // was created, or after a commit's rename.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    each(junk(path))?;
+                    each(junk(path, false))?;
                     continue;
                 }
                 Err(e) => match seam::split_refused(e) {
                     Ok(_) => {
-                        each(junk(path))?;
+                        each(junk(path, true))?;
                         continue;
                     }
                     Err(e) => return Err(ContentError::io("open", data, e)),
@@ -179,6 +184,7 @@ impl OciDir {
                     updated: meta.modified().ok(),
                 },
                 path,
+                junk: false,
                 _lock: Some(file),
             })?;
         }
@@ -217,6 +223,9 @@ struct Unheld {
     /// The entry.
     path: PathBuf,
     status: IngestStatus,
+    /// Whether it is junk no writer made (not a directory, or its data
+    /// not a regular file).
+    junk: bool,
     /// Its data file, locked by us while we decide.
     _lock: Option<File>,
 }

@@ -832,3 +832,31 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// Junk in `ingest/` deeper than gc descends (no writer makes a tree
+/// deeper than two) cannot stop gc: it collects the rest, every time, and
+/// leaves that tree to the operator; nothing outside is touched.
+#[test]
+fn a_junk_tree_too_deep_to_remove_does_not_stop_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = source(dir.path());
+    let store = OciDir::open(&path).expect("open");
+    let mut deep = path.join("ingest/deep/data");
+    for _ in 0..40 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).expect("mkdir -p");
+    for round in 0..2 {
+        let mut w = store.writer(&format!("dropped-{round}")).expect("writer");
+        std::io::Write::write_all(&mut w, b"bytes").expect("write");
+        drop(w);
+        let gc = store
+            .gc(&image_store::GcOptions::default())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            gc.map(|r| r.ingests_removed),
+            Ok(1),
+            "round {round}: gc removes the dropped ingest beside the deep junk"
+        );
+    }
+}
