@@ -158,6 +158,11 @@ pub fn reachable<S: Provider + Manager + ?Sized>(
         refs::walk_from(store, root, &mut marked, &mut mark)?;
     }
     for digest in leased {
+        // Marked already (reached, or named by another lease): walked
+        // once, however many leases name it.
+        if marked.contains(digest) {
+            continue;
+        }
         let root = match sniff_document(store, digest)? {
             Some(doc) => doc.descriptor(),
             None => {
