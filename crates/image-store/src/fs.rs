@@ -11,7 +11,8 @@
 //! planted in a layout (`blobs/sha256 -> /elsewhere`) is refused instead
 //! of written through. Reads do not go through the seam; they use the
 //! same [`Root`] ([`Root::open_regular`], [`Root::read_regular`]), which
-//! also refuses anything that is not a regular file (a FIFO, a device).
+//! also refuses anything that is not a regular file (a FIFO, a device)
+//! having only looked at it (`O_PATH`): a device node is never opened.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -188,16 +189,8 @@ impl Fs for RealFs {
     }
 
     fn open_temp(&self, _: Target, root: &Root, path: &Path, truncate: bool) -> io::Result<File> {
-        let (dir, name) = root.parent(path)?;
-        let flags = OFlags::RDWR
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::CLOEXEC;
-        let fd = rfs::openat(&dir, &name, flags, Mode::from_raw_mode(0o666))
-            .map_err(|e| root.refused(path, e))?;
-        let file = File::from(regular(fd, path)?);
+        let fd = root.open_or_create_regular(path, OFlags::RDWR | OFlags::APPEND)?;
+        let file = File::from(fd);
         if truncate {
             file.set_len(0)?;
         }
@@ -234,7 +227,15 @@ impl Fs for RealFs {
 
     fn remove_dir_all(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
         let (dir, name) = root.parent(path)?;
-        remove_tree(dir.as_fd(), &name, 0).map_err(|e| root.refused(path, e))
+        remove_tree(dir.as_fd(), &name, 0).map_err(|e| match e {
+            // A link is removed, never followed: `ELOOP` is the depth bound.
+            Errno::LOOP => RefusedFile::TooDeep {
+                path: path.to_path_buf(),
+                limit: MAX_REMOVE_DEPTH,
+            }
+            .into_io(),
+            e => root.refused(path, e),
+        })
     }
 
     fn remove_dir(&self, _: Target, root: &Root, path: &Path) -> io::Result<()> {
@@ -304,6 +305,15 @@ pub enum RefusedFile {
         /// What it is.
         found: &'static str,
     },
+    /// A tree to remove is deeper than the store ever makes one, and than
+    /// it descends.
+    #[error("{}: a tree deeper than {limit} levels, not the store's", path.display())]
+    TooDeep {
+        /// The tree.
+        path: PathBuf,
+        /// The deepest the store descends.
+        limit: usize,
+    },
     /// The file holds more bytes than the limit for reading it.
     #[error("{}: larger than the limit of {limit} bytes", path.display())]
     TooLarge {
@@ -319,7 +329,8 @@ impl Classify for RefusedFile {
         match self {
             RefusedFile::Symlink { .. }
             | RefusedFile::NotADirectory { .. }
-            | RefusedFile::NotRegular { .. } => ErrorKind::Unsafe,
+            | RefusedFile::NotRegular { .. }
+            | RefusedFile::TooDeep { .. } => ErrorKind::Unsafe,
             RefusedFile::TooLarge { .. } => ErrorKind::FailedPrecondition,
         }
     }
@@ -474,6 +485,37 @@ impl Root {
         Ok((dir, name.to_owned()))
     }
 
+    /// Opens the regular file `path` with `flags` (`O_RDWR`, `O_APPEND`),
+    /// creating it when it does not exist. A new file is created
+    /// exclusively; an existing one is looked at (`O_PATH`) before it is
+    /// opened, so a symlink, a FIFO or a device node there is refused
+    /// without being opened.
+    ///
+    /// # Errors
+    /// [`RefusedFile`] inside an I/O error; the system call's error.
+    pub(crate) fn open_or_create_regular(&self, path: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let (dir, name) = self.parent(path)?;
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rfs::openat(
+            &dir,
+            &name,
+            flags | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o666),
+        ) {
+            Ok(fd) => Ok(fd),
+            Err(Errno::EXIST) => {
+                let look = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let at = rfs::openat(&dir, &name, look, Mode::empty())
+                    .map_err(|e| self.refused(path, e))?;
+                reopen_regular(at, path, flags, || {
+                    rfs::openat(&dir, &name, flags | OFlags::NONBLOCK, Mode::empty())
+                })
+                .map_err(|e| refused_file(self, path, e))
+            }
+            Err(e) => Err(self.refused(path, e)),
+        }
+    }
+
     /// Facts about `path` without following a symlink: `None` when it does
     /// not exist.
     ///
@@ -503,11 +545,18 @@ impl Root {
     /// # Errors
     /// [`RefusedFile`] inside an I/O error; the system call's error.
     pub fn open_regular(&self, path: &Path) -> io::Result<(File, u64)> {
-        let fd = self.open_at(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
-        let fd = regular(fd, path)?;
-        // Blocking again: O_NONBLOCK only served to open a FIFO without
-        // waiting for a writer.
-        rfs::fcntl_setfl(&fd, OFlags::empty())?;
+        let at = self.open_at(path, OFlags::PATH, Mode::empty())?;
+        let fd = reopen_regular(at, path, OFlags::RDONLY, || {
+            let rel = self.relative(path).map_err(|_| Errno::INVAL)?;
+            open_beneath(
+                self.fd.as_fd(),
+                rel,
+                OFlags::RDONLY | OFlags::NONBLOCK,
+                Mode::empty(),
+                self.walk,
+            )
+        })
+        .map_err(|e| refused_file(self, path, e))?;
         let size = rfs::fstat(&fd)?.st_size;
         Ok((File::from(fd), u64::try_from(size).unwrap_or(0)))
     }
@@ -539,22 +588,67 @@ impl Root {
     }
 }
 
-/// `fd` as a file when it is a regular one; else a [`RefusedFile::NotRegular`].
-pub(crate) fn regular_file(fd: OwnedFd, path: &Path) -> io::Result<File> {
-    regular(fd, path).map(File::from)
+/// An error of [`reopen_regular`] as the store reports it.
+fn refused_file(root: &Root, path: &Path, e: io::Error) -> io::Error {
+    if RefusedFile::from_io(&e).is_some() {
+        return e;
+    }
+    match e.raw_os_error() {
+        Some(n) => root.refused(path, Errno::from_raw_os_error(n)),
+        None => e,
+    }
 }
 
-/// `fd` when it is a regular file; else a [`RefusedFile::NotRegular`].
-fn regular(fd: OwnedFd, path: &Path) -> io::Result<OwnedFd> {
-    let file_type = FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode);
-    if file_type == FileType::RegularFile {
-        return Ok(fd);
+/// Opens with `flags` the file that `at` (an `O_PATH` descriptor) names,
+/// when it is a regular file: anything else (a symlink, a FIFO, a device)
+/// is refused having only been looked at, never opened, since opening a
+/// device node can act on the device. The file is opened again through
+/// `/proc/self/fd`, which names the very inode; without `/proc`, `again`
+/// resolves the path anew (`O_NONBLOCK`, cleared after) and the result
+/// must be the same inode.
+fn reopen_regular(
+    at: OwnedFd,
+    path: &Path,
+    flags: OFlags,
+    again: impl FnOnce() -> Result<OwnedFd, Errno>,
+) -> io::Result<OwnedFd> {
+    let st = rfs::fstat(&at)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => {}
+        FileType::Symlink => {
+            return Err(RefusedFile::Symlink {
+                path: path.to_path_buf(),
+            }
+            .into_io())
+        }
+        other => {
+            return Err(RefusedFile::NotRegular {
+                path: path.to_path_buf(),
+                found: type_name(other),
+            }
+            .into_io())
+        }
     }
-    Err(RefusedFile::NotRegular {
-        path: path.to_path_buf(),
-        found: type_name(file_type),
+    // The magic link must be followed: it is what names the inode.
+    let flags = flags.difference(OFlags::NOFOLLOW) | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&at));
+    match rfs::open(proc_path.as_str(), flags, Mode::empty()) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
     }
-    .into_io())
+    // No /proc: a file swapped in between is opened, but refused.
+    let fd = again()?;
+    let now = rfs::fstat(&fd)?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(RefusedFile::NotRegular {
+            path: path.to_path_buf(),
+            found: type_name(FileType::from_raw_mode(now.st_mode)),
+        }
+        .into_io());
+    }
+    rfs::fcntl_setfl(&fd, flags & OFlags::APPEND)?;
+    Ok(fd)
 }
 
 /// What a file of this type is called in messages.
@@ -839,6 +933,7 @@ mod tests {
             Some(RefusedFile::NotRegular { .. }) => "not regular",
             Some(RefusedFile::TooLarge { .. }) => "too large",
             Some(RefusedFile::NotADirectory { .. }) => "not a directory",
+            Some(RefusedFile::TooDeep { .. }) => "too deep",
             None => "other",
         }
     }

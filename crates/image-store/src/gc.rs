@@ -21,7 +21,12 @@
 //! A held lease or an ingest is locked (`flock`) by its writer for as long
 //! as the writer lives. One that is not locked was left by a writer that
 //! died or failed: it is stale at once, and gc removes it (ingests after
-//! [`GcOptions::ingest_max_age`], zero by default).
+//! [`GcOptions::ingest_max_age`], zero by default). So is junk in
+//! `ingest/` that no writer makes (an entry that is a link or a file, a
+//! `data` that is not a regular file): no writer can hold it, and gc
+//! removes it without following or opening it rather than stopping on it
+//! forever. The store's own directories (`ingest`, `leases`) are listed
+//! without following a symlink; one that is a symlink is refused.
 
 use std::collections::HashSet;
 use std::io;
@@ -33,7 +38,7 @@ use image_core::{Classify, Descriptor, Digest, Document, ErrorKind};
 use crate::content::{ContentError, Manager, Provider};
 use crate::fs::Target;
 use crate::lease::LeaseError;
-use crate::oci_dir::OciDir;
+use crate::oci_dir::{list_dir, OciDir};
 use crate::refs::{self, MAX_DOCUMENT_SIZE};
 use crate::tags::TagError;
 
@@ -153,6 +158,11 @@ pub fn reachable<S: Provider + Manager + ?Sized>(
         refs::walk_from(store, root, &mut marked, &mut mark)?;
     }
     for digest in leased {
+        // Marked already (reached, or named by another lease): walked
+        // once, however many leases name it.
+        if marked.contains(digest) {
+            continue;
+        }
         let root = match sniff_document(store, digest)? {
             Some(doc) => doc.descriptor(),
             None => {
@@ -286,31 +296,37 @@ impl OciDir {
         report.ingest_bytes = bytes;
         report.ingests_removed = count;
         if !options.dry_run {
-            self.clean_temp_files(options.grace)?;
+            self.clean_temp_files()?;
         }
         Ok(report)
     }
 
-    /// Removes temp files of atomic writes (`.NAME.tmp-PID`) left by a crash.
-    fn clean_temp_files(&self, older_than: Duration) -> Result<(), GcError> {
-        let now = SystemTime::now();
+    /// Removes temp files of atomic writes (`.NAME.tmp-PID`) left by a
+    /// crash, at once: every atomic write of the store (`index.json`,
+    /// `oci-layout`, leases, a new held lease) makes and renames its temp
+    /// file under the index lock, which the caller holds, so a temp file
+    /// found here has no live writer. What is not a file or a link (a
+    /// directory of that name is not the store's) is left alone.
+    fn clean_temp_files(&self) -> Result<(), GcError> {
         for dir in [self.root.clone(), self.root.join("leases")] {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+            // Listed without following a symlink; one in place of `leases`
+            // was refused by the lease scan already.
+            let Ok(Some(fd)) = self.open_listing(&dir) else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
+            for (name, path) in list_dir(&fd, &dir)? {
                 let Some(name) = name.to_str() else { continue };
                 if !(name.starts_with('.') && name.contains(".tmp-")) {
                     continue;
                 }
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map(|t| now.duration_since(t).unwrap_or_default() >= older_than)
-                    .unwrap_or(false);
-                if old {
-                    let path = entry.path();
+                let file = rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| {
+                        matches!(
+                            rustix::fs::FileType::from_raw_mode(st.st_mode),
+                            rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink
+                        )
+                    });
+                if file {
                     match self.fs.remove_file(Target::Layout, &self.dir, &path) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => {
                             return Err(GcError::Remove { path, source: e })

@@ -23,15 +23,15 @@ use std::time::{Duration, SystemTime};
 
 use image_core::digest::Hasher;
 use image_core::{Algorithm, Digest};
-use rustix::fs::FlockOperation;
+use rustix::fs::{AtFlags, FileType, FlockOperation};
 use rustix::io::Errno;
 
 use crate::content::{
     check_commit_algorithm, check_reference, verify_commit, ContentError, ContentWriter,
     IngestStatus, Ingester, Result,
 };
-use crate::fs::{self as seam, Target};
-use crate::oci_dir::{content_io, OciDir};
+use crate::fs::{self as seam, RefusedFile, Target};
+use crate::oci_dir::{content_io, list_dir, mtime, OciDir};
 
 const DATA: &str = "data";
 const REF: &str = "ref";
@@ -50,8 +50,8 @@ impl OciDir {
         for _ in 0..8 {
             match self.fs.create_dir_all(Target::Blob, &self.dir, dir) {
                 Ok(()) => {}
-                // A gc removed the new, still empty directory (it cannot
-                // tell it from a crashed writer's): try again.
+                // gc removed it between its mkdir and its open: a directory
+                // without data is stale at once. Make it again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(ContentError::io("create directory", dir, e)),
             }
@@ -62,7 +62,7 @@ impl OciDir {
                 Err(e) => return Err(ContentError::io("create", &data, e)),
             };
             try_lock(&file, reference, &data)?;
-            if same_file(&file, &data) {
+            if self.same_file(&file, &data) {
                 return Ok(file);
             }
         }
@@ -75,98 +75,164 @@ impl OciDir {
 
     /// Removes ingests that no writer holds and that were not written to
     /// for `older_than` (only counts them unless `remove`); returns the
-    /// bytes freed and the count.
+    /// bytes freed and the count. Junk (see [`unheld_ingests`](OciDir::unheld_ingests))
+    /// is removed the same way, never followed.
     pub(crate) fn clean_ingests(&self, older_than: Duration, remove: bool) -> Result<(u64, usize)> {
-        let root = self.ingest_root();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
-            Err(e) => return Err(ContentError::io("read directory", root, e)),
-        };
         let now = SystemTime::now();
         let (mut bytes, mut count) = (0, 0);
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            let data = dir.join(DATA);
-            let file = match self.dir.open_regular(&data).map(|(f, _)| f) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // A directory without data: a crash before the data
-                    // file was created, or after a commit's rename.
-                    if is_older(&dir, now, older_than) {
-                        if remove {
-                            let _ = self.fs.remove_dir_all(Target::Blob, &self.dir, &dir);
-                        }
-                        count += 1;
-                    }
-                    continue;
-                }
-                Err(e) => return Err(content_io("open", &data, e)),
-            };
-            if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-                continue;
+        self.unheld_ingests(|unheld| {
+            let old = unheld
+                .status
+                .updated
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() >= older_than);
+            if !old {
+                return Ok(());
             }
-            if !is_older(&data, now, older_than) || !same_file(&file, &data) {
-                continue;
-            }
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             if remove {
-                self.fs
-                    .remove_dir_all(Target::Blob, &self.dir, &dir)
-                    .map_err(|e| ContentError::io("remove", &dir, e))?;
+                // Still holding the data file's lock, so no writer resumes
+                // it meanwhile; a link or a file is removed, never followed.
+                let path = &unheld.path;
+                match self.fs.remove_dir_all(Target::Blob, &self.dir, path) {
+                    // Junk the store cannot remove (a tree deeper than it
+                    // descends) is left to the operator, never a reason to
+                    // stop collecting the rest; fsck keeps reporting it.
+                    Err(e) if unheld.junk && RefusedFile::from_io(&e).is_some() => return Ok(()),
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(content_io("remove", path, e))
+                    }
+                    _ => {}
+                }
             }
-            bytes += len;
+            bytes += unheld.status.offset;
             count += 1;
-        }
+            Ok(())
+        })?;
         Ok((bytes, count))
     }
-}
 
-impl OciDir {
-    /// The ingests no writer holds: their writer died, failed, or dropped
-    /// them. gc removes them (see [`GcOptions::ingest_max_age`](crate::GcOptions)).
+    /// Every entry of `ingest/` that no writer holds, with the lock of its
+    /// data file taken when it has one. Besides ingests whose writer died
+    /// or dropped them, that is junk no writer of the store makes: an
+    /// entry that is not a directory (a link, a file, a FIFO) or whose
+    /// `data` is not a regular file. A writer never holds junk (it creates
+    /// and locks only a regular `data` in a directory), so junk is
+    /// garbage like an abandoned ingest, as containerd's gc aborts every
+    /// ingest no one holds; it is listed without following or opening it.
     ///
-    /// # Errors
-    /// I/O errors reading the ingest directory.
-    pub fn stale_ingests(&self) -> Result<Vec<IngestStatus>> {
+    /// Each is given to `each` in turn and its lock released after, so one
+    /// descriptor is open at a time however many there are.
+    fn unheld_ingests(&self, mut each: impl FnMut(Unheld) -> Result<()>) -> Result<()> {
         let root = self.ingest_root();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(ContentError::io("read directory", root, e)),
+        let Some(fd) = self.open_listing(&root)? else {
+            return Ok(());
         };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            let data = dir.join(DATA);
-            let (offset, updated) = match File::open(&data) {
-                Ok(file) => {
-                    if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
-                        || !same_file(&file, &data)
-                    {
+        for (name, path) in list_dir(&fd, &root)? {
+            let st = match rustix::fs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(ContentError::io("stat", path, e.into())),
+            };
+            let junk = |path: PathBuf, junk: bool| Unheld {
+                status: IngestStatus {
+                    reference: name.to_string_lossy().into_owned(),
+                    offset: 0,
+                    updated: mtime(&st),
+                },
+                path,
+                junk,
+                _lock: None,
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                each(junk(path, true))?;
+                continue;
+            }
+            let data = path.join(DATA);
+            let file = match self.dir.open_regular(&data) {
+                Ok((f, _)) => f,
+                // A directory without data: a crash before the data file
+                // was created, or after a commit's rename.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    each(junk(path, false))?;
+                    continue;
+                }
+                Err(e) => match seam::split_refused(e) {
+                    Ok(_) => {
+                        each(junk(path, true))?;
                         continue;
                     }
-                    let meta = file.metadata().ok();
-                    (
-                        meta.as_ref().map_or(0, |m| m.len()),
-                        meta.and_then(|m| m.modified().ok()),
-                    )
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => (0, None),
-                Err(e) => return Err(ContentError::io("open", data, e)),
+                    Err(e) => return Err(ContentError::io("open", data, e)),
+                },
             };
-            let reference = std::fs::read_to_string(dir.join(REF))
-                .unwrap_or_else(|_| entry.file_name().to_string_lossy().into_owned());
-            out.push(IngestStatus {
-                reference,
-                offset,
-                updated,
-            });
+            if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
+                || !self.same_file(&file, &data)
+            {
+                continue;
+            }
+            let meta = file
+                .metadata()
+                .map_err(|e| ContentError::io("stat", &data, e))?;
+            let reference = self
+                .dir
+                .read_regular(&path.join(REF), MAX_REFERENCE_FILE)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_else(|| name.to_string_lossy().into_owned());
+            each(Unheld {
+                status: IngestStatus {
+                    reference,
+                    offset: meta.len(),
+                    updated: meta.modified().ok(),
+                },
+                path,
+                junk: false,
+                _lock: Some(file),
+            })?;
         }
+        Ok(())
+    }
+
+    /// The ingests no writer holds: their writer died, failed, or dropped
+    /// them, and junk no writer made (see `clean_ingests`). gc removes
+    /// them (see [`GcOptions::ingest_max_age`](crate::GcOptions)).
+    ///
+    /// # Errors
+    /// I/O errors reading the ingest directory; [`ContentError::Refused`]
+    /// when `ingest` itself is a symlink or not a directory.
+    pub fn stale_ingests(&self) -> Result<Vec<IngestStatus>> {
+        let mut out = Vec::new();
+        self.unheld_ingests(|u| {
+            out.push(u.status);
+            Ok(())
+        })?;
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(out)
     }
+
+    /// Whether `file` is what `path` names now (not removed or replaced),
+    /// looking at `path` without following a symlink.
+    fn same_file(&self, file: &File, path: &Path) -> bool {
+        match (file.metadata(), self.dir.stat(path)) {
+            (Ok(a), Ok(Some(b))) => a.dev() == b.st_dev && a.ino() == b.st_ino,
+            _ => false,
+        }
+    }
 }
+
+/// An entry of `ingest/` no writer holds.
+struct Unheld {
+    /// The entry.
+    path: PathBuf,
+    status: IngestStatus,
+    /// Whether it is junk no writer made (not a directory, or its data
+    /// not a regular file).
+    junk: bool,
+    /// Its data file, locked by us while we decide.
+    _lock: Option<File>,
+}
+
+/// The most of an ingest's `ref` file that is read (a reference is at most
+/// a few hundred bytes).
+const MAX_REFERENCE_FILE: u64 = 4096;
 
 /// Takes the writer's lock on an ingest's data file.
 ///
@@ -191,20 +257,6 @@ fn try_lock(file: &File, reference: &str, data: &Path) -> Result<()> {
             Err(Errno::INTR) => {}
             Err(e) => return Err(ContentError::io("lock", data, e.into())),
         }
-    }
-}
-
-fn is_older(path: &Path, now: SystemTime, age: Duration) -> bool {
-    std::fs::symlink_metadata(path)
-        .and_then(|m| m.modified())
-        .map(|t| now.duration_since(t).unwrap_or_default() >= age)
-        .unwrap_or(false)
-}
-
-fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
     }
 }
 
@@ -246,7 +298,7 @@ impl Ingester for OciDir {
         let data = dir.join(DATA);
         let (hasher, offset) = rehash(&file, algorithm, None, &data)?;
         let ref_path = dir.join(REF);
-        if offset == 0 || !ref_path.exists() {
+        if offset == 0 || !matches!(self.dir.stat(&ref_path), Ok(Some(_))) {
             let mut f = self
                 .fs
                 .open_temp(Target::Blob, &self.dir, &ref_path, true)
@@ -294,29 +346,30 @@ impl Ingester for OciDir {
 
     fn ingests(&self) -> Result<Vec<IngestStatus>> {
         let root = self.ingest_root();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(ContentError::io("read directory", root, e)),
+        let Some(fd) = self.open_listing(&root)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let dir = entry.path();
+        for (_, dir) in list_dir(&fd, &root)? {
             let Some(reference) = self
                 .dir
-                .read_regular(&dir.join(REF), 4096)
+                .read_regular(&dir.join(REF), MAX_REFERENCE_FILE)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
             else {
                 continue;
             };
-            let Ok(meta) = std::fs::metadata(dir.join(DATA)) else {
+            // Looked at, not followed: only a regular data file is an ingest.
+            let Ok(Some(st)) = self.dir.stat(&dir.join(DATA)) else {
                 continue;
             };
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                continue;
+            }
             out.push(IngestStatus {
                 reference,
-                offset: meta.len(),
-                updated: meta.modified().ok(),
+                offset: u64::try_from(st.st_size).unwrap_or(0),
+                updated: mtime(&st),
             });
         }
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -435,7 +488,7 @@ impl OciWriter {
     /// reference has started a new ingest there meanwhile.
     fn cleanup_after_rename(&self) {
         let fs = &*self.store.fs;
-        if !self.data.exists() {
+        if matches!(self.store.dir.stat(&self.data), Ok(None)) {
             let _ = fs.remove_file(Target::Blob, &self.store.dir, &self.dir.join(REF));
             let _ = fs.remove_dir(Target::Blob, &self.store.dir, &self.dir);
         }
@@ -461,7 +514,8 @@ impl OciWriter {
                 false
             }
             _ => {
-                if !alg_dir.is_dir() {
+                // Looked at, not followed: a link there is refused below.
+                if !matches!(self.store.dir.stat(&alg_dir), Ok(Some(_))) {
                     fs.create_dir_all(Target::Blob, &self.store.dir, &alg_dir)
                         .map_err(|e| ContentError::io("create directory", &alg_dir, e))?;
                     let blobs = self.store.root.join("blobs");
@@ -536,7 +590,7 @@ impl ContentWriter for OciWriter {
             Ok(true) => self.cleanup_after_rename(),
             Ok(false) => self.discard(),
             Err(e) => {
-                if !self.data.exists() {
+                if matches!(self.store.dir.stat(&self.data), Ok(None)) {
                     // Renamed, then the directory sync failed: the blob is
                     // there but maybe not durable; report the error.
                     self.cleanup_after_rename();

@@ -26,6 +26,47 @@
 //!   forever. They are replaced atomically under the store's index lock.
 //!
 //! A lease on a manifest or an index protects everything it references.
+//!
+//! # A writer of one's own
+//!
+//! A library writer (a puller, a builder) takes a held lease the way
+//! `load` and `copy_tag` do: begin it before the first blob, do every
+//! check, read and commit through [`LeaseGuard::protect`], tag, then drop
+//! the guard. gc at any grace period is then safe beside it; a writer that
+//! skips the lease is protected only by the grace period.
+//!
+//! ```
+//! use image_core::{Digest, Manifest};
+//! use image_store::{Ingester, Leases, OciDir, Provider, TagStore};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = OciDir::open_or_create(dir.path())?;
+//!
+//! // 1. From the first blob until the tag is set.
+//! let lease = store.begin_lease()?;
+//! let leased = lease.protect(&store);
+//!
+//! // 2. Through `leased`: a blob asked about is leased before it is
+//! //    checked, so gc cannot remove it after `exists` said yes; a blob
+//! //    written is leased before its commit. Write the manifest last.
+//! let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+//! let config_digest = Digest::sha256(config);
+//! if !leased.exists(&config_digest)? {
+//!     leased.write_blob(config)?;
+//! }
+//! let manifest = format!(
+//!     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+//!     config.len()
+//! );
+//! leased.write_blob(manifest.as_bytes())?;
+//!
+//! // 3. Tag, then end the lease: the tag protects the image now.
+//! let manifest = Manifest::from_bytes(manifest.into_bytes())?;
+//! leased.set_tag("example:1", &manifest.descriptor())?;
+//! lease.release()?;
+//! assert!(store.resolve_tag("example:1").is_ok());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
@@ -77,6 +118,15 @@ pub enum LeaseError {
         /// The id.
         id: String,
     },
+    /// Adding to a held lease would grow it past what gc reads of one
+    /// (far more than any image has blobs).
+    #[error("held lease {id:?} would grow past {limit} bytes")]
+    Full {
+        /// The id.
+        id: String,
+        /// The most gc reads of a held lease.
+        limit: u64,
+    },
     /// Taking the store lock failed.
     #[error(transparent)]
     Lock(#[from] TagError),
@@ -97,9 +147,9 @@ impl Classify for LeaseError {
         match self {
             LeaseError::InvalidId { .. } | LeaseError::Invalid { .. } => ErrorKind::InvalidInput,
             LeaseError::NotFound { .. } => ErrorKind::NotFound,
-            LeaseError::Lost { .. } => ErrorKind::FailedPrecondition,
+            LeaseError::Lost { .. } | LeaseError::Full { .. } => ErrorKind::FailedPrecondition,
             LeaseError::Lock(e) => e.kind(),
-            LeaseError::Io { source, .. } => Classify::kind(source),
+            LeaseError::Io { source, .. } => seam::io_kind(source),
         }
     }
 }
@@ -258,21 +308,8 @@ impl OciDir {
     /// # Errors
     /// I/O errors reading the directory.
     pub fn leases(&self) -> Result<Vec<Lease>, LeaseError> {
-        let dir = self.lease_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(LeaseError::Io {
-                    op: "read directory",
-                    path: dir,
-                    source,
-                })
-            }
-        };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for (name, _, _) in self.list_leases()? {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
@@ -300,7 +337,8 @@ impl OciDir {
 ///    through the wrapper does that.
 /// 3. Tag, then drop the guard (or [`release`](LeaseGuard::release) it).
 ///
-/// A guard whose holder dies stops protecting anything at once.
+/// A guard whose holder dies stops protecting anything at once. The
+/// [module documentation](self#a-writer-of-ones-own) has an example.
 pub trait Leases {
     /// Starts a lease held by the caller for as long as the guard lives.
     ///
@@ -310,6 +348,12 @@ pub trait Leases {
 
     /// Every digest protected now by a live lease (held by a live holder,
     /// or explicit and not expired).
+    ///
+    /// A snapshot: a collector of its own (over [`gc::reachable`](crate::gc::reachable))
+    /// must keep writers from adding to their leases between this call
+    /// and the end of its sweep, as [`OciDir::gc`] does by holding the
+    /// index lock that [`HeldLease::add`] takes; a [`MemoryStore`](crate::MemoryStore)
+    /// offers no such lock, so nothing may sweep one beside its writers.
     ///
     /// # Errors
     /// I/O errors of the store.
@@ -601,6 +645,8 @@ struct OciHeldLease {
     id: String,
     path: PathBuf,
     file: Option<File>,
+    /// Bytes written to the file (or tried: a failed write counts whole).
+    written: u64,
 }
 
 /// The suffix of held lease files.
@@ -615,7 +661,11 @@ impl HeldLease for OciHeldLease {
     }
 
     fn add(&mut self, digests: &[Digest]) -> Result<(), LeaseError> {
-        let mut lines = String::with_capacity(digests.len() * 72);
+        // Each batch starts on a new line: a write cut short before (a
+        // full disk) leaves a partial line, which must not swallow the
+        // first digest of this one (gc skips lines that do not parse).
+        let mut lines = String::with_capacity(digests.len() * 72 + 1);
+        lines.push('\n');
         for d in digests {
             lines.push_str(&d.to_string());
             lines.push('\n');
@@ -626,9 +676,19 @@ impl HeldLease for OciHeldLease {
         // Under the index lock: gc reads leases under it, so it sees either
         // none of these digests (and finishes before the caller's next
         // step) or all of them.
+        // gc reads no more of the file than this: past it, an added
+        // digest would not be protected.
+        let len = lines.len() as u64;
+        if self.written + len > MAX_HELD_LEASE_BYTES {
+            return Err(LeaseError::Full {
+                id: self.id.clone(),
+                limit: MAX_HELD_LEASE_BYTES,
+            });
+        }
         let _lock = self.store.lock_index()?;
         let file = self.file.as_mut().ok_or_else(lost)?;
-        if !same_file(file, &self.path) {
+        self.written += len;
+        if !same_file(&self.store, file, &self.path) {
             return Err(lost());
         }
         seam::write_all(&*self.store.fs, Target::Lease, file, lines.as_bytes()).map_err(|source| {
@@ -663,9 +723,11 @@ impl HeldLease for OciHeldLease {
     }
 }
 
-fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::symlink_metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+/// Whether `file` is what `path` names now, looking at `path` inside the
+/// store without following a symlink.
+fn same_file(store: &OciDir, file: &File, path: &Path) -> bool {
+    match (file.metadata(), store.dir.stat(path)) {
+        (Ok(a), Ok(Some(b))) => a.dev() == b.st_dev && a.ino() == b.st_ino,
         _ => false,
     }
 }
@@ -683,6 +745,51 @@ pub struct HeldLeaseStatus {
 }
 
 impl OciDir {
+    /// The entries of `leases/`, listed without following a symlink, with
+    /// their paths and types (`None` when unknown): none when it does not
+    /// exist; [`LeaseError::Io`] carrying a [`RefusedFile`](crate::fs::RefusedFile)
+    /// when it is a symlink or not a directory.
+    pub(crate) fn list_leases(
+        &self,
+    ) -> Result<Vec<(std::ffi::OsString, PathBuf, Option<rustix::fs::FileType>)>, LeaseError> {
+        let dir = self.lease_dir();
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        let fd = match self.dir.open_at(&dir, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(LeaseError::Io {
+                    op: "open",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(|e| LeaseError::Io {
+            op: "read directory",
+            path: dir.clone(),
+            source: e.into(),
+        })? {
+            let entry = entry.map_err(|e| LeaseError::Io {
+                op: "read directory",
+                path: dir.clone(),
+                source: e.into(),
+            })?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = std::os::unix::ffi::OsStrExt::from_bytes(name);
+            let name = std::ffi::OsStr::to_owned(name);
+            let file_type = rustix::fs::statat(&fd, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode));
+            out.push((name.clone(), dir.join(&name), file_type));
+        }
+        Ok(out)
+    }
+
     fn held_path(&self, id: &str) -> PathBuf {
         self.lease_dir().join(format!("{id}{HELD}"))
     }
@@ -694,30 +801,16 @@ impl OciDir {
         &self,
         remove_stale: bool,
     ) -> Result<Vec<HeldLeaseStatus>, LeaseError> {
-        let dir = self.lease_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(LeaseError::Io {
-                    op: "read directory",
-                    path: dir,
-                    source,
-                })
-            }
-        };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for (name, path, file_type) in self.list_leases()? {
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(HELD)) else {
                 continue;
             };
             // Only regular files with a valid id: anything else is not ours
             // and must not stop gc.
-            if check_id(id).is_err() || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            if check_id(id).is_err() || file_type != Some(rustix::fs::FileType::RegularFile) {
                 continue;
             }
-            let path = entry.path();
             let mut file = match self.dir.open_regular(&path) {
                 Ok((f, _)) => f,
                 // Released meanwhile.
@@ -806,29 +899,41 @@ impl Leases for OciDir {
             let path = path.to_path_buf();
             move |source| LeaseError::Io { op, path, source }
         };
-        // Created and locked under the index lock, so gc never finds it
-        // unlocked (and stale) before its holder locked it.
+        // Created and locked under a temp name no scanner looks at, then
+        // renamed into place, under the index lock: neither gc nor fsck
+        // (which takes no lock) ever finds it unlocked (and stale) before
+        // its holder locked it, nor holds its lock while it is taken.
+        // gc removes the temp file of a crash here (`clean_temp_files`).
+        let tmp = dir.join(format!(".{id}{HELD}.tmp-{}", std::process::id()));
         let _lock = self.lock_index()?;
         self.fs
             .create_dir_all(Target::Lease, &self.dir, &dir)
             .map_err(io_err("create directory", &dir))?;
         let file = self
             .fs
-            .open_temp(Target::Lease, &self.dir, &path, true)
-            .map_err(io_err("create", &path))?;
-        if let Err(e) = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            let _ = self.fs.remove_file(Target::Lease, &self.dir, &path);
-            return Err(LeaseError::Io {
+            .open_temp(Target::Lease, &self.dir, &tmp, true)
+            .map_err(io_err("create", &tmp))?;
+        let published = rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| LeaseError::Io {
                 op: "lock",
-                path,
+                path: tmp.clone(),
                 source: e.into(),
+            })
+            .and_then(|()| {
+                self.fs
+                    .rename(Target::Lease, &self.dir, &tmp, &path)
+                    .map_err(io_err("rename", &tmp))
             });
+        if let Err(e) = published {
+            let _ = self.fs.remove_file(Target::Lease, &self.dir, &tmp);
+            return Err(e);
         }
         Ok(LeaseGuard::new(Box::new(OciHeldLease {
             store: self.clone(),
             id,
             path,
             file: Some(file),
+            written: 0,
         })))
     }
 

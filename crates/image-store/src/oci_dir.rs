@@ -447,7 +447,7 @@ impl OciDir {
 
     /// Opens a directory inside the store for listing: `None` when absent;
     /// a symlink or a file there is [`ContentError::Refused`].
-    fn open_listing(&self, path: &Path) -> Result<Option<std::os::fd::OwnedFd>> {
+    pub(crate) fn open_listing(&self, path: &Path) -> Result<Option<std::os::fd::OwnedFd>> {
         let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
         match self.dir.open_at(path, flags, rustix::fs::Mode::empty()) {
             Ok(fd) => Ok(Some(fd)),
@@ -459,7 +459,10 @@ impl OciDir {
 
 /// The entries of the open directory `fd` (named `path`), without `.` and
 /// `..`, with their paths.
-fn list_dir(fd: &std::os::fd::OwnedFd, path: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {
+pub(crate) fn list_dir(
+    fd: &std::os::fd::OwnedFd,
+    path: &Path,
+) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {
     use std::os::unix::ffi::OsStrExt;
     let err = |e: rustix::io::Errno| ContentError::io("read directory", path, e.into());
     let mut out = Vec::new();
@@ -476,7 +479,7 @@ fn list_dir(fd: &std::os::fd::OwnedFd, path: &Path) -> Result<Vec<(std::ffi::OsS
 }
 
 /// The modification time of a stat result.
-fn mtime(st: &rustix::fs::Stat) -> Option<std::time::SystemTime> {
+pub(crate) fn mtime(st: &rustix::fs::Stat) -> Option<std::time::SystemTime> {
     let secs = u64::try_from(st.st_mtime).ok()?;
     let nanos = u32::try_from(st.st_mtime_nsec).unwrap_or(0);
     Some(UNIX_EPOCH + Duration::new(secs, nanos))

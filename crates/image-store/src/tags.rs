@@ -324,12 +324,10 @@ impl OciDir {
     /// I/O errors opening or locking the lock file.
     pub fn lock_index(&self) -> Result<IndexLock, TagError> {
         let path = self.lock_path();
-        let flags =
-            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::NONBLOCK;
         let file = self
             .dir
-            .open_at(&path, flags, rustix::fs::Mode::from_raw_mode(0o666))
-            .and_then(|fd| crate::fs::regular_file(fd, &path))
+            .open_or_create_regular(&path, rustix::fs::OFlags::RDWR)
+            .map(File::from)
             .map_err(|source| TagError::Io {
                 op: "open",
                 path: path.clone(),

@@ -219,6 +219,99 @@ fn a_source_blob_that_is_a_device_node_is_refused() {
     assert!(msg.contains("character device"), "{msg}");
 }
 
+/// Watches a file for being opened (inotify `IN_OPEN`, which an `O_PATH`
+/// look at it does not raise): opening a device node can act (a watchdog
+/// starts, a tape rewinds, a terminal becomes the controlling one), so the
+/// store must refuse one without ever opening it.
+struct OpenWatch(std::os::fd::OwnedFd);
+
+impl OpenWatch {
+    fn new(path: &Path) -> OpenWatch {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+            .expect("inotify");
+        inotify::add_watch(&fd, path, inotify::WatchFlags::OPEN).expect("watch");
+        OpenWatch(fd)
+    }
+
+    /// Whether the file was opened since the watch began.
+    fn opened(&self) -> bool {
+        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+        let mut reader = rustix::fs::inotify::Reader::new(&self.0, &mut buf);
+        loop {
+            match reader.next() {
+                // `IN_IGNORED` comes too, when the file is removed.
+                Ok(e) if e.events().contains(rustix::fs::inotify::ReadFlags::OPEN) => return true,
+                Ok(_) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return false,
+                Err(e) => panic!("inotify: {e}"),
+            }
+        }
+    }
+}
+
+fn mknod_dev_zero(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        rustix::fs::makedev(1, 5),
+    )
+    .expect("mknod");
+}
+
+#[test]
+fn a_device_node_in_a_layout_is_refused_without_being_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Read: a blob of a source layout.
+    let (src, image) = source(dir.path());
+    let layer = blob_file(&src, image.layers[0].digest().as_ref());
+    std::fs::remove_file(&layer).expect("rm");
+    mknod_dev_zero(&layer);
+    let watch = OpenWatch::new(&layer);
+    let dst = dir.path().join("dst");
+    let (kind, msg) = within(30, "copy", move || copy_from(src.clone(), dst)).expect_err("refused");
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    assert!(!watch.opened(), "copy opened the device node of a blob");
+
+    // Written: the data file of an ingest a writer resumes, and gc's look
+    // at it.
+    let store = OciDir::open_or_create(dir.path().join("store")).expect("store");
+    drop(store.writer("r").expect("writer"));
+    let data = dir
+        .path()
+        .join("store/ingest")
+        .join(image_core::Digest::sha256(b"r").hex())
+        .join("data");
+    std::fs::remove_file(&data).expect("rm");
+    mknod_dev_zero(&data);
+    let watch = OpenWatch::new(&data);
+    let err = store.writer("r").map(|_| ()).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Unsafe, "{err}");
+    assert!(
+        !watch.opened(),
+        "a writer opened the device node of an ingest"
+    );
+    let gc = store
+        .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+        .expect("gc");
+    assert_eq!(gc.ingests_removed, 1, "{gc:?}");
+    assert!(!watch.opened(), "gc opened the device node of an ingest");
+
+    // The index lock every tag and gc takes.
+    let lock = dir.path().join("store/index.json.lock");
+    let _ = std::fs::remove_file(&lock);
+    mknod_dev_zero(&lock);
+    let watch = OpenWatch::new(&lock);
+    let err = store
+        .gc(&image_store::GcOptions::default())
+        .map(|_| ())
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Unsafe, "{err}");
+    assert!(!watch.opened(), "the index lock's device node was opened");
+}
+
 #[test]
 fn a_source_index_json_linked_to_dev_zero_or_a_fifo_is_refused() {
     for fifo in [false, true] {
@@ -362,11 +455,160 @@ fn fifos_and_dev_zero_links_among_ingests_and_leases_neither_hang_nor_are_read()
         "an unreadable lease is not listed"
     );
     let s = store.clone();
+    let fsck = within(30, "fsck", move || {
+        s.fsck(&image_store::fsck::FsckOptions::default())
+            .map(|r| r.stale_ingests.len())
+            .map_err(|e| e.to_string())
+    });
+    assert_eq!(fsck, Ok(1), "fsck reports the ingest of FIFOs as stale");
+    let s = store.clone();
     let options = image_store::GcOptions::default().grace(Duration::ZERO);
     let gc = within(30, "gc", move || {
-        s.gc(&options).map(|_| ()).map_err(|e| e.kind())
+        s.gc(&options)
+            .map(|r| r.ingests_removed)
+            .map_err(|e| e.to_string())
     });
-    assert_eq!(gc, Err(ErrorKind::Unsafe), "gc names the FIFO it refuses");
+    assert_eq!(gc, Ok(1), "gc removes the ingest of FIFOs, no writer's");
+    assert!(!ingest.exists(), "the ingest of FIFOs is gone");
+    assert!(
+        path.join("leases/l1.json").symlink_metadata().is_ok(),
+        "a foreign file among the leases is left alone"
+    );
+}
+
+/// Junk in `ingest/` (what no writer of the store makes: an entry that is
+/// a link or a file, a `data` or `ref` of any hostile kind) is garbage, as
+/// containerd's gc aborts every ingest no one holds: fsck reports it and
+/// gc removes it, never following a link or opening a FIFO, and never
+/// stops on it; an ingest a writer holds stays.
+#[test]
+fn every_kind_of_junk_in_the_ingest_directory_is_collected_without_following_it() {
+    let kinds = [
+        "entry-link",
+        "entry-file",
+        "entry-fifo",
+        "data-link-outside",
+        "data-link-dev-zero",
+        "data-fifo",
+        "data-directory",
+        "data-device",
+        "ref-fifo",
+        "ref-link-dev-zero",
+    ];
+    for kind in kinds {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _) = source(dir.path());
+        let store = OciDir::open(&path).expect("open");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("data"), b"outside").expect("write");
+        let mut held = store.writer("held").expect("writer");
+        std::io::Write::write_all(&mut held, b"held bytes").expect("write");
+        let mut w = store.writer("junk").expect("writer");
+        std::io::Write::write_all(&mut w, b"junk bytes").expect("write");
+        drop(w);
+        let ingest = path
+            .join("ingest")
+            .join(image_core::Digest::sha256(b"junk").hex());
+        assert!(ingest.join("data").exists(), "{kind}: the ingest layout");
+        let (what, with) = kind.split_once('-').expect("kind");
+        match what {
+            "entry" => {
+                std::fs::remove_dir_all(&ingest).expect("rm -r");
+                match with {
+                    "link" => symlink(&outside, &ingest).expect("symlink"),
+                    "file" => std::fs::write(&ingest, b"a file").expect("write"),
+                    _ => mkfifo(&ingest),
+                }
+            }
+            file => {
+                let file = ingest.join(file);
+                match with {
+                    "link-outside" => {
+                        std::fs::remove_file(&file).expect("rm");
+                        symlink(outside.join("data"), &file).expect("symlink");
+                    }
+                    "link-dev-zero" => replace(&file, Hostile::LinkToDevZero, &outside),
+                    "fifo" => replace(&file, Hostile::Fifo, &outside),
+                    "directory" => replace(&file, Hostile::Directory, &outside),
+                    _ => replace(&file, Hostile::Device, &outside),
+                }
+            }
+        }
+
+        let s = store.clone();
+        let fsck = within(30, kind, move || {
+            s.fsck(&image_store::fsck::FsckOptions::default())
+                .map(|r| r.stale_ingests.len())
+                .map_err(|e| e.to_string())
+        });
+        assert_eq!(
+            fsck,
+            Ok(1),
+            "{kind}: fsck reports the junk, not the held one"
+        );
+        let s = store.clone();
+        let gc = within(30, kind, move || {
+            s.gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+                .map(|r| r.ingests_removed)
+                .map_err(|e| e.to_string())
+        });
+        assert_eq!(gc, Ok(1), "{kind}: gc removes the junk, not the held one");
+        assert!(ingest.symlink_metadata().is_err(), "{kind}: junk left");
+        assert_eq!(
+            std::fs::read(outside.join("data")).expect("outside"),
+            b"outside",
+            "{kind}: a file outside was touched"
+        );
+        let s = store.clone();
+        let ingests = within(30, kind, move || s.ingests().expect("ingests"));
+        assert_eq!(ingests.len(), 1, "{kind}: {ingests:?}");
+        assert_eq!(ingests[0].reference, "held", "{kind}");
+        std::io::Write::write_all(&mut held, b" and more").expect("write");
+        held.commit(None, None).expect("the held ingest commits");
+    }
+}
+
+/// A store whose `ingest` or `leases` directory is a symlink is refused
+/// (as a symlinked `blobs/sha256` is): fsck and gc neither list, lock nor
+/// remove what is behind it.
+#[test]
+fn an_ingest_or_leases_directory_that_is_a_symlink_is_not_listed_through() {
+    for name in ["ingest", "leases"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _) = source(dir.path());
+        let store = OciDir::open(&path).expect("open");
+        let outside = dir.path().join("outside");
+        // What an unheld ingest and a stale held lease look like.
+        std::fs::create_dir_all(outside.join("abc")).expect("mkdir");
+        std::fs::write(outside.join("abc/ref"), b"r").expect("write");
+        std::fs::write(outside.join("abc/data"), b"outside").expect("write");
+        std::fs::write(outside.join("held-1.held"), b"").expect("write");
+        let _ = std::fs::remove_dir_all(path.join(name));
+        symlink(&outside, path.join(name)).expect("symlink");
+        let before = snapshot(&outside);
+
+        let fsck = store.fsck(&image_store::fsck::FsckOptions::default());
+        assert_eq!(
+            fsck.as_ref().map_err(|e| e.kind()).err(),
+            Some(ErrorKind::Unsafe),
+            "{name}: fsck {fsck:?}"
+        );
+        let gc = store.gc(&image_store::GcOptions::default().grace(Duration::ZERO));
+        assert_eq!(
+            gc.as_ref().map_err(|e| e.kind()).err(),
+            Some(ErrorKind::Unsafe),
+            "{name}: gc {gc:?}"
+        );
+        assert_eq!(snapshot(&outside), before, "{name}: outside changed");
+        assert!(
+            std::fs::symlink_metadata(path.join(name))
+                .expect("link")
+                .file_type()
+                .is_symlink(),
+            "{name}"
+        );
+    }
 }
 
 /// What a file or directory of a layout is replaced with.
@@ -588,5 +830,33 @@ impl Drop for Scratch {
         if self.mounted {
             let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
         }
+    }
+}
+
+/// Junk in `ingest/` deeper than gc descends (no writer makes a tree
+/// deeper than two) cannot stop gc: it collects the rest, every time, and
+/// leaves that tree to the operator; nothing outside is touched.
+#[test]
+fn a_junk_tree_too_deep_to_remove_does_not_stop_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, _) = source(dir.path());
+    let store = OciDir::open(&path).expect("open");
+    let mut deep = path.join("ingest/deep/data");
+    for _ in 0..40 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).expect("mkdir -p");
+    for round in 0..2 {
+        let mut w = store.writer(&format!("dropped-{round}")).expect("writer");
+        std::io::Write::write_all(&mut w, b"bytes").expect("write");
+        drop(w);
+        let gc = store
+            .gc(&image_store::GcOptions::default())
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            gc.map(|r| r.ingests_removed),
+            Ok(1),
+            "round {round}: gc removes the dropped ingest beside the deep junk"
+        );
     }
 }

@@ -179,3 +179,20 @@ fn failing_fs_fails_every_ingest_without_damage() {
     verify_all(&store, &[kept]);
     assert_store_valid(&store);
 }
+
+/// An ingest directory without data is stale at once, so a gc may remove
+/// it between a writer's `mkdir` and its open of it (the open then fails
+/// ENOENT, as injected here): the writer makes it again instead of failing.
+#[test]
+fn a_writer_whose_new_ingest_directory_vanishes_makes_it_again() {
+    let (_tmp, store, faulty) = faulty_store();
+    faulty.arm(
+        Op::CreateDir,
+        Some(Target::Blob),
+        0,
+        rustix::io::Errno::NOENT,
+    );
+    let digest = store.write_blob(b"written after all").unwrap();
+    assert_eq!(faulty.hits(), 1, "the fault was not hit");
+    verify_all(&store, &[digest]);
+}

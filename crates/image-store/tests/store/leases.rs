@@ -507,3 +507,249 @@ fn a_blob_asked_about_through_a_lease_survives_gc_until_the_guard_drops() {
     assert!(matches!(e, image_store::ContentError::Lease { .. }), "{e}");
     assert!(!store.exists(&Digest::sha256(b"late")).unwrap());
 }
+
+/// A seam that plays two things that happen to held lease files: a disk
+/// filling up mid-write (one write cut short, the next failing), and a
+/// scanner (fsck, `held_leases`) that locks each `*.held` file it finds
+/// the moment it appears, as a concurrent fsck may.
+#[derive(Debug, Default)]
+struct LeaseFileFs {
+    cut_next_write: AtomicBool,
+    fail_next_write: AtomicBool,
+    scan: AtomicBool,
+    scanned: std::sync::Mutex<Vec<std::fs::File>>,
+}
+
+impl LeaseFileFs {
+    fn scan(&self, path: &std::path::Path) {
+        if !self.scan.load(Ordering::SeqCst) || path.extension().is_none_or(|e| e != "held") {
+            return;
+        }
+        let f = std::fs::File::open(path).unwrap();
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            self.scanned.lock().unwrap().push(f);
+        }
+    }
+}
+
+impl image_store::fs::Fs for LeaseFileFs {
+    fn create_dir_all(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        p: &std::path::Path,
+    ) -> io::Result<()> {
+        image_store::fs::RealFs.create_dir_all(t, r, p)
+    }
+    fn open_temp(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        p: &std::path::Path,
+        truncate: bool,
+    ) -> io::Result<std::fs::File> {
+        let f = image_store::fs::RealFs.open_temp(t, r, p, truncate)?;
+        self.scan(p);
+        Ok(f)
+    }
+    fn write(
+        &self,
+        t: image_store::fs::Target,
+        f: &mut std::fs::File,
+        b: &[u8],
+    ) -> io::Result<usize> {
+        if t == image_store::fs::Target::Lease {
+            if self.fail_next_write.swap(false, Ordering::SeqCst) {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            if self.cut_next_write.swap(false, Ordering::SeqCst) {
+                self.fail_next_write.store(true, Ordering::SeqCst);
+                return image_store::fs::RealFs.write(t, f, &b[..b.len() / 2]);
+            }
+        }
+        image_store::fs::RealFs.write(t, f, b)
+    }
+    fn set_len(&self, t: image_store::fs::Target, f: &std::fs::File, l: u64) -> io::Result<()> {
+        image_store::fs::RealFs.set_len(t, f, l)
+    }
+    fn sync_file(&self, t: image_store::fs::Target, f: &std::fs::File) -> io::Result<()> {
+        image_store::fs::RealFs.sync_file(t, f)
+    }
+    fn rename(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        a: &std::path::Path,
+        b: &std::path::Path,
+    ) -> io::Result<()> {
+        image_store::fs::RealFs.rename(t, r, a, b)?;
+        self.scan(b);
+        Ok(())
+    }
+    fn sync_dir(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        d: &std::path::Path,
+    ) -> io::Result<()> {
+        image_store::fs::RealFs.sync_dir(t, r, d)
+    }
+    fn remove_file(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        p: &std::path::Path,
+    ) -> io::Result<()> {
+        image_store::fs::RealFs.remove_file(t, r, p)
+    }
+    fn remove_dir_all(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        p: &std::path::Path,
+    ) -> io::Result<()> {
+        image_store::fs::RealFs.remove_dir_all(t, r, p)
+    }
+    fn remove_dir(
+        &self,
+        t: image_store::fs::Target,
+        r: &image_store::fs::Root,
+        p: &std::path::Path,
+    ) -> io::Result<()> {
+        image_store::fs::RealFs.remove_dir(t, r, p)
+    }
+}
+
+fn lease_file_store() -> (tempfile::TempDir, OciDir, Arc<LeaseFileFs>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Arc::new(LeaseFileFs::default());
+    let store = OciDir::open_or_create_with(tmp.path().join("layout"), fs.clone()).unwrap();
+    (tmp, store, fs)
+}
+
+/// A write to a held lease cut short (the disk filled) fails that add; a
+/// later add, after space was freed, still protects its blob: it is not
+/// glued to the cut line, where gc would not read it.
+#[test]
+fn an_add_after_a_lease_write_cut_short_still_protects_its_blob() {
+    let (_tmp, store, fs) = lease_file_store();
+    let blob = store.write_blob(b"protected by the second add").unwrap();
+    let lease = store.begin_lease().unwrap();
+    fs.cut_next_write.store(true, Ordering::SeqCst);
+    lease
+        .add(&[Digest::sha256(b"first")])
+        .expect_err("the cut write fails the add");
+    lease.add(std::slice::from_ref(&blob)).unwrap();
+    let gc = store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert!(gc.removed.is_empty(), "{gc:?}");
+    assert!(store.exists(&blob).unwrap());
+}
+
+/// A scanner that locks a held lease file for a moment (fsck does, to see
+/// whether its holder lives) cannot make a new lease fail: the file is
+/// locked by its holder before a scanner can find it.
+#[test]
+fn a_scanner_locking_lease_files_does_not_fail_a_new_lease() {
+    let (_tmp, store, fs) = lease_file_store();
+    fs.scan.store(true, Ordering::SeqCst);
+    let lease = store.begin_lease().expect("begin_lease beside a scanner");
+    assert!(
+        fs.scanned.lock().unwrap().is_empty(),
+        "a scanner got the lock"
+    );
+    let held = store.held_leases().unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].live, "{held:?}");
+    drop(lease);
+    assert!(store.held_leases().unwrap().is_empty());
+}
+
+/// What a writer killed in the middle of an atomic write leaves (the temp
+/// file of `index.json`, of an explicit lease, of a new held lease) is
+/// collected by the next gc at its default grace: every such write is
+/// made under the index lock that gc holds, so a temp file gc finds has
+/// no live writer.
+#[test]
+fn temp_files_of_a_killed_atomic_write_are_collected_at_once() {
+    let (_tmp, store) = oci_dir();
+    let root = store.root().to_path_buf();
+    std::fs::create_dir_all(root.join("leases")).unwrap();
+    let debris = [
+        root.join(".index.json.tmp-4194304"),
+        root.join("leases/.pull-1.json.tmp-4194304"),
+        root.join("leases/.held-1-2-3.held.tmp-4194304"),
+    ];
+    for d in &debris {
+        std::fs::write(d, b"cut short").unwrap();
+    }
+    // Not the store's: left alone, and no reason to stop gc.
+    let foreign = root.join(".a-directory.tmp-1");
+    std::fs::create_dir(&foreign).unwrap();
+    store.gc(&GcOptions::default()).unwrap();
+    for d in &debris {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+    assert!(foreign.is_dir());
+}
+
+/// More stale ingests than this process may have descriptors open: fsck
+/// and gc look at (and lock) one at a time, so they list and remove them
+/// all instead of failing with EMFILE.
+#[test]
+fn more_stale_ingests_than_open_descriptors_are_all_collected() {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    if limit > 100_000 {
+        eprintln!("SKIP: the descriptor limit {limit} is too high to exceed here");
+        return;
+    }
+    let n = usize::try_from(limit).unwrap() + 16;
+    let (_tmp, store) = oci_dir();
+    let ingest = store.root().join("ingest");
+    for i in 0..n {
+        let dir = ingest.join(format!("{i:064x}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ref"), format!("r{i}")).unwrap();
+        std::fs::write(dir.join("data"), b"x").unwrap();
+    }
+    let stale = store.stale_ingests().unwrap();
+    assert_eq!(stale.len(), n);
+    let gc = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(gc.ingests_removed, n, "{gc:?}");
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+}
+
+/// gc reads at most 64 MiB of a held lease: a writer cannot add past that
+/// (its add fails, so it stops) instead of believing protected a blob gc
+/// would not see.
+#[test]
+fn a_held_lease_refuses_digests_past_what_gc_reads() {
+    let (_tmp, store) = oci_dir();
+    let lease = store.begin_lease().unwrap();
+    // 72 bytes a line: 64 MiB hold about 932,000.
+    let many: Vec<Digest> = (0..940_000u64)
+        .map(|i| Digest::from_hex(image_core::Algorithm::Sha256, &format!("{i:064x}")).unwrap())
+        .collect();
+    let result = lease.add(&many);
+    let blob = store.write_blob(b"added last").unwrap();
+    let last = lease.add(std::slice::from_ref(&blob));
+    let gc = store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    if result.is_ok() && last.is_ok() {
+        assert!(
+            gc.removed.is_empty(),
+            "a blob added to the lease was swept: {gc:?}"
+        );
+    } else {
+        let e = result.err().or(last.err()).unwrap();
+        assert_eq!(
+            image_core::Classify::kind(&e),
+            image_core::ErrorKind::FailedPrecondition,
+            "{e}"
+        );
+    }
+}

@@ -298,3 +298,54 @@ fn generic_fsck_and_tags_on_memory_store() {
     );
     verify_all(&store, &img.layers);
 }
+
+/// Counts the reads of a store.
+struct CountingReads<'a> {
+    inner: &'a MemoryStore,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Provider for CountingReads<'_> {
+    fn reader(
+        &self,
+        digest: &Digest,
+    ) -> image_store::content::Result<Box<dyn std::io::Read + Send>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.reader(digest)
+    }
+    fn try_info(
+        &self,
+        digest: &Digest,
+    ) -> image_store::content::Result<Option<image_store::content::Info>> {
+        self.inner.try_info(digest)
+    }
+}
+
+impl Manager for CountingReads<'_> {
+    fn list(&self) -> image_store::content::Result<Vec<image_store::content::Info>> {
+        self.inner.list()
+    }
+    fn delete(&self, digest: &Digest) -> image_store::content::Result<()> {
+        self.inner.delete(digest)
+    }
+}
+
+/// A digest named by many leases (one file each: a lease's own set has
+/// each once) is read once by the mark, not once per lease: marking is
+/// linear in the leases, whatever a hostile store lists.
+#[test]
+fn a_manifest_named_by_many_leases_is_read_once() {
+    let store = MemoryStore::new();
+    let img = write_image(&store, &[bytes(30, 100)], "many");
+    let manifest: Digest = img.manifest.digest().to_string().parse().unwrap();
+    let leased = vec![manifest; 1000];
+    let counting = CountingReads {
+        inner: &store,
+        reads: Default::default(),
+    };
+    let marked = image_store::gc::reachable(&counting, &[], &leased).unwrap();
+    assert_eq!(marked.len(), 3, "manifest, config, layer");
+    let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(reads <= 4, "{reads} reads for one leased manifest");
+}
