@@ -684,7 +684,7 @@ impl std::fmt::Display for LimitHit {
 }
 impl std::error::Error for LimitHit {}
 
-struct SourceTag<'a>(&'a mut dyn Read);
+pub(crate) struct SourceTag<'a>(pub(crate) &'a mut dyn Read);
 impl Read for SourceTag<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0
@@ -738,7 +738,7 @@ const BLOCK: u64 = 512;
 /// neither hashed nor counted) when the stream ends exactly where the data
 /// of the current entry ends, and remembers that the stream ended so that
 /// the parser's complaints about it are reported as [`UnpackError::Truncated`].
-struct Ending<'a> {
+pub(crate) struct Ending<'a> {
     meter: Meter<'a>,
     /// Offset in the tar stream (what the tar crate has read).
     pos: u64,
@@ -970,7 +970,7 @@ fn fs_err(path: &[u8], op: &'static str, e: Errno) -> UnpackError {
 }
 
 /// Parses a PAX time (`-12.5`, `1700000000.123456789`).
-fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
+pub(crate) fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
     let s = std::str::from_utf8(v).ok()?;
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -1060,35 +1060,7 @@ fn unpack_core(
         .map_or(opts.algorithm, Digest::algorithm);
     let mut tagged = SourceTag(src);
     let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, blob_alg);
-
-    // Sniff.
-    let mut head = [0u8; 8];
-    let mut n = 0;
-    while n < head.len() {
-        match compressed.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(UnpackError::Source {
-                    source: match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
-                        Some(Ok(s)) => s.0,
-                        _ => io::Error::other("source failed"),
-                    },
-                })
-            }
-        }
-    }
-    let sniffed = Compression::sniff(&head[..n]);
-    let compression = match opts.compression {
-        Some(declared) if declared != sniffed => {
-            return Err(UnpackError::CompressionMismatch {
-                declared,
-                found: sniffed,
-            })
-        }
-        _ => sniffed,
-    };
+    let (head, compression) = sniff(&mut compressed, opts.compression)?;
     let ctx = Ctx {
         opts,
         limits: opts.limits,
@@ -1107,8 +1079,22 @@ fn unpack_core(
         buf: vec![0u8; 256 * 1024],
         lowers: Lowers::new(opts.lowers.clone(), opts.path_resolution),
     };
-    let stream = extract(&mut compressed, &head[..n], &ctx, &mut applier, diff_alg)?;
-    let Extracted {
+    let stream = walk(
+        &mut compressed,
+        &head,
+        compression,
+        opts.limits,
+        diff_alg,
+        &mut |entry, raw_path, global| {
+            if global {
+                applier.skip(raw_path, SkipReason::GlobalHeader, None);
+                Ok(())
+            } else {
+                applier.apply(entry, raw_path, &ctx)
+            }
+        },
+    )?;
+    let Walked {
         diff_id,
         size,
         trailing_bytes,
@@ -1163,24 +1149,69 @@ fn unpack_core(
     })
 }
 
-struct Extracted {
-    diff_id: Digest,
-    size: u64,
-    trailing_bytes: u64,
-    nonzero_trailing: bool,
-    entries: u64,
+/// Reads the first bytes of the (possibly compressed) stream and decides
+/// its compression: sniffed, checked against the `declared` one.
+pub(crate) fn sniff(
+    compressed: &mut dyn Read,
+    declared: Option<Compression>,
+) -> Result<(Vec<u8>, Compression), UnpackError> {
+    let mut head = [0u8; 8];
+    let mut n = 0;
+    while n < head.len() {
+        match compressed.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(UnpackError::Source {
+                    source: match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
+                        Some(Ok(s)) => s.0,
+                        _ => io::Error::other("source failed"),
+                    },
+                })
+            }
+        }
+    }
+    let sniffed = Compression::sniff(&head[..n]);
+    match declared {
+        Some(declared) if declared != sniffed => Err(UnpackError::CompressionMismatch {
+            declared,
+            found: sniffed,
+        }),
+        _ => Ok((head[..n].to_vec(), sniffed)),
+    }
 }
 
-/// Decompresses, hashes and applies the tar; reads to the end of the stream.
-fn extract(
+/// What [`walk`] found in the uncompressed stream.
+pub(crate) struct Walked {
+    pub(crate) diff_id: Digest,
+    pub(crate) size: u64,
+    pub(crate) trailing_bytes: u64,
+    pub(crate) nonzero_trailing: bool,
+    pub(crate) entries: u64,
+}
+
+/// What [`walk`] hands each entry to: the entry (its data readable), its
+/// raw path, and whether it is a PAX global header (not counted as an
+/// entry).
+pub(crate) type Visitor<'v> =
+    dyn FnMut(&mut tar::Entry<'_, Ending<'_>>, &[u8], bool) -> Result<(), UnpackError> + 'v;
+
+/// The one tar reading path of unpack and list: decompresses (`head` is
+/// what [`sniff`] read), hashes, counts and limits the uncompressed stream,
+/// parses it as a tar that may end where [`Ending`] allows, hands every
+/// entry to `visit` and reads to the end of the stream.
+pub(crate) fn walk(
     compressed: &mut dyn Read,
     head: &[u8],
-    ctx: &Ctx<'_>,
-    applier: &mut Applier<'_, '_>,
+    compression: Compression,
+    limits: Limits,
     diff_alg: Algorithm,
-) -> Result<Extracted, UnpackError> {
-    let opts = ctx.opts;
-    let compression = ctx.compression;
+    visit: &mut Visitor<'_>,
+) -> Result<Walked, UnpackError> {
+    let err = |e: io::Error, path: Option<&[u8]>| {
+        classify_read(e, path, limits.max_expanded_bytes, compression)
+    };
     // With a second CPU, decompress on a worker thread while this one
     // hashes, parses and writes files (the bytes and errors are the same).
     let worker = (compression != Compression::None
@@ -1203,7 +1234,7 @@ fn extract(
             inner: decoder,
             hasher: diff_alg.hasher(),
             count: 0,
-            limit: opts.limits.max_expanded_bytes,
+            limit: limits.max_expanded_bytes,
         },
         pos: 0,
         fill: 0,
@@ -1212,28 +1243,22 @@ fn extract(
     let mut archive = tar::Archive::new(ending);
     let mut entries_seen: u64 = 0;
     {
-        let entries = archive
-            .entries()
-            .map_err(|e| end.classify(ctx.err(e, None)))?;
+        let entries = archive.entries().map_err(|e| end.classify(err(e, None)))?;
         let mut last_path: Option<Vec<u8>> = None;
         for entry in entries {
-            let mut entry = entry.map_err(|e| end.classify(ctx.err(e, last_path.as_deref())))?;
+            let mut entry = entry.map_err(|e| end.classify(err(e, last_path.as_deref())))?;
             end.entry(&entry);
             let raw_path = entry.path_bytes().into_owned();
-            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
-                applier.skip(&raw_path, SkipReason::GlobalHeader, None);
-                last_path = Some(raw_path);
-                continue;
+            let global = entry.header().entry_type() == tar::EntryType::XGlobalHeader;
+            if !global {
+                entries_seen += 1;
+                if entries_seen > limits.max_entries {
+                    return Err(UnpackError::TooManyEntries {
+                        limit: limits.max_entries,
+                    });
+                }
             }
-            entries_seen += 1;
-            if entries_seen > opts.limits.max_entries {
-                return Err(UnpackError::TooManyEntries {
-                    limit: opts.limits.max_entries,
-                });
-            }
-            applier
-                .apply(&mut entry, &raw_path, ctx)
-                .map_err(|e| end.classify(e))?;
+            visit(&mut entry, &raw_path, global).map_err(|e| end.classify(e))?;
             last_path = Some(raw_path);
         }
     }
@@ -1243,20 +1268,21 @@ fn extract(
     let mut meter = archive.into_inner().meter;
     let before = meter.count;
     let mut nonzero_trailing = false;
+    let mut buf = vec![0u8; 64 * 1024];
     while !end.eof.get() {
-        let k = match meter.read(&mut applier.buf) {
+        let k = match meter.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ctx.err(e, None)),
+            Err(e) => return Err(err(e, None)),
         };
-        nonzero_trailing |= applier.buf[..k].iter().any(|b| *b != 0);
+        nonzero_trailing |= buf[..k].iter().any(|b| *b != 0);
     }
     let trailing_bytes = meter.count - before;
     let size = meter.count;
     let diff_id = meter.hasher.finish();
     drop(meter.inner);
-    Ok(Extracted {
+    Ok(Walked {
         diff_id,
         size,
         trailing_bytes,
