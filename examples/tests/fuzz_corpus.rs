@@ -42,4 +42,4 @@ macro_rules! corpus_tests {
     )*};
 }
 
-corpus_tests!(digest, reference, platform, document, config, unpack);
+corpus_tests!(digest, reference, platform, document, config, unpack, load);

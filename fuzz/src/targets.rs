@@ -184,7 +184,20 @@ pub fn unpack(data: &[u8]) {
         // Device nodes are a policy question, not a containment one, and real
         // ones in a temp dir are better not made when fuzzing as root.
         options.devices = DevicePolicy::Skip;
-        let _ = unpack(data, &target, &options);
+        let unpacked = unpack(data, &target, &options);
+
+        // Listing reads the stream through the same path: whatever unpack
+        // read whole, list reads whole, with the same entries and diff ID.
+        if let Ok(r) = &unpacked {
+            let listed = image_overlay::list::list(
+                data,
+                &image_overlay::list::ListOptions::default().with_limits(options.limits),
+                |_| {},
+            )
+            .expect("unpack read the layer, so list must");
+            assert_eq!(listed.entries, r.entries);
+            assert_eq!(listed.diff_id, r.diff_id);
+        }
 
         unlock(&target);
         // std's remove_dir_all does not follow links out of the target.
@@ -195,5 +208,21 @@ pub fn unpack(data: &[u8]) {
             "something outside the target changed ({resolution:?})"
         );
         assert!(!Path::new("/pwned").exists(), "a file appeared at /pwned");
+    }
+}
+
+/// Archive load (`docker save` tarballs and OCI archives, plain, gzip or
+/// zstd): any bytes into an in-memory store; errors are fine, panics are
+/// not, and a failed load tags nothing.
+pub fn load(data: &[u8]) {
+    use image_store::archive::{load, LoadOptions};
+    use image_store::{MemoryStore, TagStore};
+    let store = MemoryStore::new();
+    let options = LoadOptions::default().max_expanded_bytes(16 << 20);
+    if load(&store, data, &options).is_err() {
+        assert!(
+            store.tags().expect("tags").is_empty(),
+            "a failed load tagged"
+        );
     }
 }
