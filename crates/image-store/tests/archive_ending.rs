@@ -154,3 +154,47 @@ fn an_archive_cut_at_an_entry_boundary_before_its_documents_is_not_loaded() {
         }
     }
 }
+
+/// Every cut of both archives, plain (and compressed near each place the
+/// stream may end): the load is never `Truncated` where Go's reader ends
+/// cleanly (an entry boundary, the end of an entry's data, anything after
+/// the first zero block) and always `Truncated` elsewhere.
+#[test]
+fn every_cut_of_an_archive() {
+    for (what, tar) in archives() {
+        let mut legal = std::collections::BTreeSet::new();
+        let mut a = tar::Archive::new(&tar[..]);
+        for e in a.entries().expect("entries") {
+            let e = e.expect("entry");
+            let header = usize::try_from(e.raw_header_position()).expect("small");
+            let data_end = usize::try_from(e.raw_file_position() + e.size()).expect("small");
+            legal.insert(header);
+            legal.insert(data_end);
+        }
+        let zeros_from = tail_of(&tar).padded_end + 512;
+        legal.insert(tail_of(&tar).padded_end);
+        let is_legal = |cut: usize| cut >= zeros_from || legal.contains(&cut);
+        let check = |cut: usize, c: Compression| {
+            let (r, store) = load_as(&tar[..cut], c);
+            let truncated = matches!(r, Err(ArchiveError::Truncated { .. }));
+            assert_eq!(
+                truncated,
+                !is_legal(cut),
+                "{what}, {c:?}, cut at {cut}: {:?}",
+                r.err()
+            );
+            if r.is_err() {
+                assert!(store.tags().expect("tags").is_empty());
+            }
+        };
+        for cut in 0..=tar.len() {
+            check(cut, Compression::None);
+        }
+        for &at in &legal {
+            for cut in at.saturating_sub(1)..=(at + 1).min(tar.len()) {
+                check(cut, Compression::Gzip);
+                check(cut, Compression::Zstd);
+            }
+        }
+    }
+}
