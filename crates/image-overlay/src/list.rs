@@ -22,6 +22,9 @@
 //! h.set_path("hello.txt")?;
 //! h.set_size(2);
 //! h.set_mode(0o644);
+//! h.set_uid(0);
+//! h.set_gid(0);
+//! h.set_mtime(1_700_000_000);
 //! h.set_cksum();
 //! tar.append(&h, &b"hi"[..])?;
 //! let layer = tar.into_inner()?;
