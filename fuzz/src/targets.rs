@@ -179,6 +179,7 @@ pub fn unpack(data: &[u8]) {
             .with_limits(Limits {
                 max_expanded_bytes: 16 << 20,
                 max_entries: 10_000,
+                max_header_bytes: 1 << 20,
             })
             .with_path_resolution(resolution);
         // Device nodes are a policy question, not a containment one, and real

@@ -6,13 +6,14 @@
 //! Go's `archive/tar` lets it (at an entry boundary with or without the
 //! end-of-archive marker, or right after the last entry's data with none
 //! of its padding), and an end anywhere else is [`UnpackError::Truncated`].
-//! The same [`Limits`] bound the entry count and the expanded bytes.
+//! The same [`Limits`] bound the entry count, the expanded bytes and the
+//! size of each entry's header group.
 //!
 //! # Security
 //! Nothing is written; each entry's metadata is handed to the caller and
-//! dropped, so memory stays bounded by one entry's header and PAX records.
-//! Those records are read whole by the tar parser, and are bounded only by
-//! [`Limits::max_expanded_bytes`] (as for [`unpack`]).
+//! dropped, so memory stays bounded by one entry's header group (its PAX
+//! records and GNU long names, which the tar parser reads whole), itself
+//! bounded by [`Limits::max_header_bytes`] as for [`unpack`].
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -213,7 +214,8 @@ pub struct ListReport {
 /// An [`UnpackError`] of the stream: [`UnpackError::Truncated`] for a
 /// header, data or compressed stream cut short, [`UnpackError::Corrupt`]
 /// for a malformed header, [`UnpackError::TooManyEntries`] and
-/// [`UnpackError::TooLarge`] for the limits, [`UnpackError::Decompress`],
+/// [`UnpackError::TooLarge`] and [`UnpackError::HeaderTooLarge`] for the
+/// limits, [`UnpackError::Decompress`],
 /// [`UnpackError::CompressionMismatch`], [`UnpackError::TrailingData`],
 /// [`UnpackError::Source`].
 pub fn list<R: Read, F: FnMut(&ListEntry)>(

@@ -23,7 +23,8 @@
 //! name; metadata is set through the opened file (`fchown`, `fchmod`,
 //! `fsetxattr`, `futimens`) or with no-follow calls. `..` components are
 //! rejected, absolute paths are taken relative to the target. Entry count,
-//! expanded bytes and entry sizes are limited ([`Limits`]); device nodes,
+//! expanded bytes, entry sizes and the size of each entry's header group
+//! (PAX records, GNU long names, held in memory) are limited ([`Limits`]); device nodes,
 //! `security.*`/`trusted.*` xattrs and overlayfs xattrs follow a policy
 //! ([`DevicePolicy`], [`XattrPolicy`]). What is not guarded: a concurrent
 //! process changing the target while it is unpacked, and the content of
@@ -51,6 +52,10 @@ use crate::lower::{self, Found, Lowers};
 pub use crate::resolve::PathResolution;
 use crate::whiteout::{self, OverlayXattrs, WhiteoutMode, WhiteoutName};
 
+/// The default of [`Limits::max_header_bytes`]: room for a PAX record, a
+/// GNU long name and a GNU long link of 1 MiB each, as Go allows them.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 4 << 20;
+
 /// Limits that bound what a layer may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -58,6 +63,11 @@ pub struct Limits {
     pub max_expanded_bytes: u64,
     /// Most entries (headers describing a file, link, directory or whiteout).
     pub max_entries: u64,
+    /// Most bytes of one entry's header group: its header block and the
+    /// PAX records and GNU long names and links before it, which the tar
+    /// parser holds in memory. Go's `archive/tar` caps each such record
+    /// at 1 MiB.
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +75,7 @@ impl Default for Limits {
         Limits {
             max_expanded_bytes: image_store::archive::DEFAULT_MAX_EXPANDED_BYTES,
             max_entries: 4_000_000,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -355,6 +366,15 @@ pub enum UnpackError {
         /// How many trailing bytes.
         count: u64,
     },
+    /// An entry's header group (header block, PAX records, GNU long name
+    /// and link) is larger than allowed.
+    #[error("entry header exceeds the limit of {limit} bytes{}", after_entry(.after))]
+    HeaderTooLarge {
+        /// The entry before it, when there was one.
+        after: Option<PathBuf>,
+        /// The limit.
+        limit: u64,
+    },
     /// The layer expands to more bytes than allowed (decompression bomb),
     /// or an entry claims more than that.
     #[error("layer exceeds the limit of {limit} expanded bytes{}", at(.path))]
@@ -519,6 +539,12 @@ pub enum UnpackError {
     },
 }
 
+fn after_entry(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" after entry {}", p.display()))
+        .unwrap_or_default()
+}
+
 fn at(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => format!(" at {}", p.display()),
@@ -542,6 +568,7 @@ impl Classify for UnpackError {
             E::HardlinkTargetMissing { .. } => ErrorKind::NotFound,
             E::TrailingData { .. }
             | E::TooLarge { .. }
+            | E::HeaderTooLarge { .. }
             | E::TooManyEntries { .. }
             | E::PathTraversal { .. }
             | E::InvalidPath { .. }
@@ -684,6 +711,16 @@ impl std::fmt::Display for LimitHit {
 }
 impl std::error::Error for LimitHit {}
 
+/// Marks the header-size limit.
+#[derive(Debug)]
+struct HeaderLimitHit;
+impl std::fmt::Display for HeaderLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("header-size limit reached")
+    }
+}
+impl std::error::Error for HeaderLimitHit {}
+
 pub(crate) struct SourceTag<'a>(pub(crate) &'a mut dyn Read);
 impl Read for SourceTag<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -756,6 +793,12 @@ struct EndState {
     data_end: Cell<Option<u64>>,
     /// The decoded stream has ended.
     eof: Cell<bool>,
+    /// Where the header group of the next entry starts (the end of the
+    /// current entry's padded data): bytes read past it before the next
+    /// entry is parsed are header bytes.
+    header_from: Cell<u64>,
+    /// The most header bytes of one entry; `u64::MAX` once parsing is over.
+    header_limit: Cell<u64>,
 }
 
 impl EndState {
@@ -766,11 +809,12 @@ impl EndState {
     fn entry<R: Read>(&self, entry: &tar::Entry<'_, R>) {
         let extended = entry.header().entry_type().is_gnu_sparse()
             && entry.header().as_gnu().is_some_and(|g| g.is_extended());
-        self.data_end.set(
-            (!extended)
-                .then(|| entry.raw_file_position().checked_add(entry.size()))
-                .flatten(),
-        );
+        let data_end = entry.raw_file_position().saturating_add(entry.size());
+        self.data_end.set((!extended).then_some(data_end));
+        // (An extended sparse entry's data starts later than reported: its
+        // extension blocks then count as header bytes of the next entry.)
+        self.header_from
+            .set(data_end.div_ceil(BLOCK).saturating_mul(BLOCK));
     }
 
     /// An error of the tar parser, or of reading an entry, as a truncation
@@ -792,6 +836,10 @@ impl Read for Ending<'_> {
             let n = self.meter.read(buf)?;
             if n > 0 {
                 self.pos += n as u64;
+                let limit = self.end.header_limit.get();
+                if self.pos.saturating_sub(self.end.header_from.get()) > limit {
+                    return Err(io::Error::other(HeaderLimitHit));
+                }
                 return Ok(n);
             }
             self.end.eof.set(true);
@@ -810,10 +858,17 @@ impl Read for Ending<'_> {
 fn classify_read(
     e: io::Error,
     path: Option<&[u8]>,
-    limit: u64,
+    limits: Limits,
     compression: Compression,
 ) -> UnpackError {
+    let (limit, header_limit) = (limits.max_expanded_bytes, limits.max_header_bytes);
     let path = path.map(display_path);
+    if e.get_ref().is_some_and(|i| i.is::<HeaderLimitHit>()) {
+        return UnpackError::HeaderTooLarge {
+            after: path,
+            limit: header_limit,
+        };
+    }
     let marker = e.get_ref().map(|i| {
         (
             i.is::<LimitHit>(),
@@ -869,7 +924,7 @@ struct Ctx<'o> {
 
 impl Ctx<'_> {
     fn err(&self, e: io::Error, path: Option<&[u8]>) -> UnpackError {
-        classify_read(e, path, self.limits.max_expanded_bytes, self.compression)
+        classify_read(e, path, self.limits, self.compression)
     }
 }
 
@@ -1209,9 +1264,7 @@ pub(crate) fn walk(
     diff_alg: Algorithm,
     visit: &mut Visitor<'_>,
 ) -> Result<Walked, UnpackError> {
-    let err = |e: io::Error, path: Option<&[u8]>| {
-        classify_read(e, path, limits.max_expanded_bytes, compression)
-    };
+    let err = |e: io::Error, path: Option<&[u8]>| classify_read(e, path, limits, compression);
     // With a second CPU, decompress on a worker thread while this one
     // hashes, parses and writes files (the bytes and errors are the same).
     let worker = (compression != Compression::None
@@ -1229,6 +1282,7 @@ pub(crate) fn walk(
         }
     };
     let end = EndState::default();
+    end.header_limit.set(limits.max_header_bytes);
     let ending = Ending {
         meter: Meter {
             inner: decoder,
@@ -1262,6 +1316,7 @@ pub(crate) fn walk(
             last_path = Some(raw_path);
         }
     }
+    end.header_limit.set(u64::MAX);
     // The tar crate stops at the first zero block or where the stream ends
     // at an entry boundary; what follows must be zeros (the rest of the
     // end-of-archive marker and any padding a writer added to a record size).
@@ -1307,12 +1362,7 @@ enum Sparse {
 
 impl<'r, 'o> Applier<'r, 'o> {
     fn err(&self, e: io::Error, raw: &[u8]) -> UnpackError {
-        classify_read(
-            e,
-            Some(raw),
-            self.opts.limits.max_expanded_bytes,
-            self.compression,
-        )
+        classify_read(e, Some(raw), self.opts.limits, self.compression)
     }
 
     fn skip(&mut self, path: &[u8], reason: SkipReason, detail: Option<String>) {

@@ -185,3 +185,53 @@ fn layers_from_umoci_insert_are_listed() {
         "{all:?}"
     );
 }
+
+/// The tar parser holds an entry's PAX records and GNU long names in
+/// memory: their size is bounded (as Go bounds each at 1 MiB), for unpack
+/// and list alike, while file data of any size is not a header.
+#[test]
+fn header_groups_are_bounded() {
+    use image_overlay::unpack::{unpack, UnpackOptions, DEFAULT_MAX_HEADER_BYTES};
+    let limit = DEFAULT_MAX_HEADER_BYTES;
+    let huge = vec![b'c'; usize::try_from(limit).expect("small") + 4096];
+    let mut pax = TarBuf::new();
+    pax.file("first", b"1");
+    pax.pax(&[("comment", &huge)]);
+    pax.file("f", b"x");
+    let mut long = TarBuf::new();
+    long.gnu_longname(&huge);
+    long.file("f", b"x");
+    for (what, tar) in [("PAX", pax.end()), ("GNU long name", long.end())] {
+        for c in KINDS {
+            let blob = compress(&tar, c);
+            let e = list(&blob[..], &ListOptions::default(), |_| {}).expect_err("too large");
+            assert!(
+                matches!(e, UnpackError::HeaderTooLarge { limit: l, .. } if l == limit),
+                "{what}, {c:?}: {e:?}"
+            );
+            assert_eq!(e.kind(), ErrorKind::Unsafe);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let e =
+                unpack(&blob[..], dir.path(), &UnpackOptions::default()).expect_err("too large");
+            assert!(
+                matches!(e, UnpackError::HeaderTooLarge { .. }),
+                "{what}, {c:?}: {e:?}"
+            );
+        }
+    }
+    // Up to the limit (1 MiB records, as Go writes them), and data of any
+    // size around them, is fine.
+    let mib = vec![b'n'; 1 << 20];
+    let mut ok = TarBuf::new();
+    ok.file(
+        "big",
+        &vec![7u8; usize::try_from(limit).expect("small") * 2],
+    );
+    ok.pax(&[("comment", &mib)]);
+    ok.gnu_longname(&mib);
+    ok.file("f", b"x");
+    let tar = ok.end();
+    let (r, seen) = list_all(&tar);
+    assert_eq!(r.expect("within the limit").entries, 2);
+    assert_eq!(seen[1].path.len(), 1 << 20);
+}
