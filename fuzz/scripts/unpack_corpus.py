@@ -132,6 +132,20 @@ with gzip.GzipFile(fileobj=bomb, mode="wb", compresslevel=9, mtime=0) as g:
     g.write(bytes(1024))
 write("bomb.tar.gz", bomb.getvalue())
 
+# Where a stream may end (issue 17): no end-of-archive marker, one zero
+# block of it, none of the last entry's padding (what `umoci insert`
+# writes; also compressed), and a header cut short.
+small = tar([info("d/", tarfile.DIRTYPE, mode=0o755), (info("d/a"), b"hello"), (info("b"), b"x\n")],
+            fmt=tarfile.USTAR_FORMAT)
+body = small.rstrip(b"\0")  # the last data, without its padding or the marker
+padded = body + bytes(-len(body) % 512)
+write("end-no-marker.tar", padded)
+write("end-one-zero-block.tar", padded + bytes(512))
+write("end-no-padding.tar", body)
+write("end-no-padding.tar.gz", gz(body))
+write("end-no-padding.tar.zst", zst(body))
+write("end-cut-header.tar", padded + small[:100])
+
 # Sparse files from GNU tar (old GNU and PAX 1.0).
 with tempfile.TemporaryDirectory() as d:
     p = os.path.join(d, "sparse")

@@ -179,12 +179,26 @@ pub fn unpack(data: &[u8]) {
             .with_limits(Limits {
                 max_expanded_bytes: 16 << 20,
                 max_entries: 10_000,
+                max_header_bytes: 1 << 20,
             })
             .with_path_resolution(resolution);
         // Device nodes are a policy question, not a containment one, and real
         // ones in a temp dir are better not made when fuzzing as root.
         options.devices = DevicePolicy::Skip;
-        let _ = unpack(data, &target, &options);
+        let unpacked = unpack(data, &target, &options);
+
+        // Listing reads the stream through the same path: whatever unpack
+        // read whole, list reads whole, with the same entries and diff ID.
+        if let Ok(r) = &unpacked {
+            let listed = image_overlay::list::list(
+                data,
+                &image_overlay::list::ListOptions::default().with_limits(options.limits),
+                |_| {},
+            )
+            .expect("unpack read the layer, so list must");
+            assert_eq!(listed.entries, r.entries);
+            assert_eq!(listed.diff_id, r.diff_id);
+        }
 
         unlock(&target);
         // std's remove_dir_all does not follow links out of the target.
@@ -212,7 +226,15 @@ pub fn archive(data: &[u8]) {
     use image_store::{copy_image, FsckOptions, MemoryStore, TagStore};
 
     let store = MemoryStore::new();
-    let Ok(report) = load(&store, data, &LoadOptions::default()) else {
+    // A small expansion limit: the corpus holds bombs, and the replay runs
+    // in a debug build.
+    let options = LoadOptions::default().max_expanded_bytes(16 << 20);
+    let Ok(report) = load(&store, data, &options) else {
+        // A failed load tags nothing (names are checked first, tags set last).
+        assert!(
+            store.tags().expect("tags of a memory store").is_empty(),
+            "a failed load tagged"
+        );
         return;
     };
     let tags = store.tags().expect("tags of a memory store");
@@ -270,6 +292,7 @@ pub fn layout(data: &[u8]) {
     let mut options = UnpackOptions::default().with_limits(Limits {
         max_expanded_bytes: 4 << 20,
         max_entries: 1_000,
+        ..Limits::default()
     });
     options.devices = DevicePolicy::Skip;
     if unpack(data, &src, &options).is_err() {

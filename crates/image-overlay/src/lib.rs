@@ -7,6 +7,8 @@
 //! - [`unpack()`]: decompress (gzip, zstd, sniffed or declared), hash the
 //!   blob digest and the diff ID, and apply a layer onto a directory at once,
 //!   working relative to directory descriptors (see its `# Security` section);
+//! - [`list`]: the entries of a layer, read through the same stream path
+//!   as unpack (decompression, digests, where the tar may end, limits);
 //! - [`whiteout`]: OCI whiteouts, applied when flattening or converted to
 //!   overlayfs form for a layer unpacked into a directory of its own;
 //! - [`pack`]: a deterministic layer from a directory or from an overlayfs
@@ -43,6 +45,7 @@ pub mod diff;
 pub mod flatten;
 mod fsops;
 pub mod image_unpack;
+pub mod list;
 mod lower;
 pub mod mount;
 pub mod pack;
@@ -56,6 +59,7 @@ pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};
 pub use image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport};
+pub use list::{list, ListEntry, ListOptions, ListReport};
 pub use mount::{
     LegacyMounter, Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter,
 };

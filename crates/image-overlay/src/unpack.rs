@@ -23,7 +23,8 @@
 //! name; metadata is set through the opened file (`fchown`, `fchmod`,
 //! `fsetxattr`, `futimens`) or with no-follow calls. `..` components are
 //! rejected, absolute paths are taken relative to the target. Entry count,
-//! expanded bytes and entry sizes are limited ([`Limits`]); device nodes,
+//! expanded bytes, entry sizes and the size of each entry's header group
+//! (PAX records, GNU long names, held in memory) are limited ([`Limits`]); device nodes,
 //! `security.*`/`trusted.*` xattrs and overlayfs xattrs follow a policy
 //! ([`DevicePolicy`], [`XattrPolicy`]). What is not guarded: a concurrent
 //! process changing the target while it is unpacked, and the content of
@@ -51,6 +52,10 @@ use crate::lower::{self, Found, Lowers};
 pub use crate::resolve::PathResolution;
 use crate::whiteout::{self, OverlayXattrs, WhiteoutMode, WhiteoutName};
 
+/// The default of [`Limits::max_header_bytes`]: room for a PAX record, a
+/// GNU long name and a GNU long link of 1 MiB each, as Go allows them.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 4 << 20;
+
 /// Limits that bound what a layer may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -58,6 +63,11 @@ pub struct Limits {
     pub max_expanded_bytes: u64,
     /// Most entries (headers describing a file, link, directory or whiteout).
     pub max_entries: u64,
+    /// Most bytes of one entry's header group: its header block and the
+    /// PAX records and GNU long names and links before it, which the tar
+    /// parser holds in memory. Go's `archive/tar` caps each such record
+    /// at 1 MiB.
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +75,7 @@ impl Default for Limits {
         Limits {
             max_expanded_bytes: image_store::archive::DEFAULT_MAX_EXPANDED_BYTES,
             max_entries: 4_000_000,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -355,6 +366,15 @@ pub enum UnpackError {
         /// How many trailing bytes.
         count: u64,
     },
+    /// An entry's header group (header block, PAX records, GNU long name
+    /// and link) is larger than allowed.
+    #[error("entry header exceeds the limit of {limit} bytes{}", after_entry(.after))]
+    HeaderTooLarge {
+        /// The entry before it, when there was one.
+        after: Option<PathBuf>,
+        /// The limit.
+        limit: u64,
+    },
     /// The layer expands to more bytes than allowed (decompression bomb),
     /// or an entry claims more than that.
     #[error("layer exceeds the limit of {limit} expanded bytes{}", at(.path))]
@@ -519,6 +539,12 @@ pub enum UnpackError {
     },
 }
 
+fn after_entry(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" after entry {}", p.display()))
+        .unwrap_or_default()
+}
+
 fn at(path: &Option<PathBuf>) -> String {
     match path {
         Some(p) => format!(" at {}", p.display()),
@@ -542,6 +568,7 @@ impl Classify for UnpackError {
             E::HardlinkTargetMissing { .. } => ErrorKind::NotFound,
             E::TrailingData { .. }
             | E::TooLarge { .. }
+            | E::HeaderTooLarge { .. }
             | E::TooManyEntries { .. }
             | E::PathTraversal { .. }
             | E::InvalidPath { .. }
@@ -684,7 +711,17 @@ impl std::fmt::Display for LimitHit {
 }
 impl std::error::Error for LimitHit {}
 
-struct SourceTag<'a>(&'a mut dyn Read);
+/// Marks the header-size limit.
+#[derive(Debug)]
+struct HeaderLimitHit;
+impl std::fmt::Display for HeaderLimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("header-size limit reached")
+    }
+}
+impl std::error::Error for HeaderLimitHit {}
+
+pub(crate) struct SourceTag<'a>(pub(crate) &'a mut dyn Read);
 impl Read for SourceTag<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0
@@ -738,7 +775,7 @@ const BLOCK: u64 = 512;
 /// neither hashed nor counted) when the stream ends exactly where the data
 /// of the current entry ends, and remembers that the stream ended so that
 /// the parser's complaints about it are reported as [`UnpackError::Truncated`].
-struct Ending<'a> {
+pub(crate) struct Ending<'a> {
     meter: Meter<'a>,
     /// Offset in the tar stream (what the tar crate has read).
     pos: u64,
@@ -756,6 +793,12 @@ struct EndState {
     data_end: Cell<Option<u64>>,
     /// The decoded stream has ended.
     eof: Cell<bool>,
+    /// Where the header group of the next entry starts (the end of the
+    /// current entry's padded data): bytes read past it before the next
+    /// entry is parsed are header bytes.
+    header_from: Cell<u64>,
+    /// The most header bytes of one entry; `u64::MAX` once parsing is over.
+    header_limit: Cell<u64>,
 }
 
 impl EndState {
@@ -766,11 +809,12 @@ impl EndState {
     fn entry<R: Read>(&self, entry: &tar::Entry<'_, R>) {
         let extended = entry.header().entry_type().is_gnu_sparse()
             && entry.header().as_gnu().is_some_and(|g| g.is_extended());
-        self.data_end.set(
-            (!extended)
-                .then(|| entry.raw_file_position().checked_add(entry.size()))
-                .flatten(),
-        );
+        let data_end = entry.raw_file_position().saturating_add(entry.size());
+        self.data_end.set((!extended).then_some(data_end));
+        // (An extended sparse entry's data starts later than reported: its
+        // extension blocks then count as header bytes of the next entry.)
+        self.header_from
+            .set(data_end.div_ceil(BLOCK).saturating_mul(BLOCK));
     }
 
     /// An error of the tar parser, or of reading an entry, as a truncation
@@ -792,6 +836,10 @@ impl Read for Ending<'_> {
             let n = self.meter.read(buf)?;
             if n > 0 {
                 self.pos += n as u64;
+                let limit = self.end.header_limit.get();
+                if self.pos.saturating_sub(self.end.header_from.get()) > limit {
+                    return Err(io::Error::other(HeaderLimitHit));
+                }
                 return Ok(n);
             }
             self.end.eof.set(true);
@@ -810,10 +858,17 @@ impl Read for Ending<'_> {
 fn classify_read(
     e: io::Error,
     path: Option<&[u8]>,
-    limit: u64,
+    limits: Limits,
     compression: Compression,
 ) -> UnpackError {
+    let (limit, header_limit) = (limits.max_expanded_bytes, limits.max_header_bytes);
     let path = path.map(display_path);
+    if e.get_ref().is_some_and(|i| i.is::<HeaderLimitHit>()) {
+        return UnpackError::HeaderTooLarge {
+            after: path,
+            limit: header_limit,
+        };
+    }
     let marker = e.get_ref().map(|i| {
         (
             i.is::<LimitHit>(),
@@ -869,7 +924,7 @@ struct Ctx<'o> {
 
 impl Ctx<'_> {
     fn err(&self, e: io::Error, path: Option<&[u8]>) -> UnpackError {
-        classify_read(e, path, self.limits.max_expanded_bytes, self.compression)
+        classify_read(e, path, self.limits, self.compression)
     }
 }
 
@@ -970,7 +1025,7 @@ fn fs_err(path: &[u8], op: &'static str, e: Errno) -> UnpackError {
 }
 
 /// Parses a PAX time (`-12.5`, `1700000000.123456789`).
-fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
+pub(crate) fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
     let s = std::str::from_utf8(v).ok()?;
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -1060,35 +1115,7 @@ fn unpack_core(
         .map_or(opts.algorithm, Digest::algorithm);
     let mut tagged = SourceTag(src);
     let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, blob_alg);
-
-    // Sniff.
-    let mut head = [0u8; 8];
-    let mut n = 0;
-    while n < head.len() {
-        match compressed.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(UnpackError::Source {
-                    source: match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
-                        Some(Ok(s)) => s.0,
-                        _ => io::Error::other("source failed"),
-                    },
-                })
-            }
-        }
-    }
-    let sniffed = Compression::sniff(&head[..n]);
-    let compression = match opts.compression {
-        Some(declared) if declared != sniffed => {
-            return Err(UnpackError::CompressionMismatch {
-                declared,
-                found: sniffed,
-            })
-        }
-        _ => sniffed,
-    };
+    let (head, compression) = sniff(&mut compressed, opts.compression)?;
     let ctx = Ctx {
         opts,
         limits: opts.limits,
@@ -1107,8 +1134,22 @@ fn unpack_core(
         buf: vec![0u8; 256 * 1024],
         lowers: Lowers::new(opts.lowers.clone(), opts.path_resolution),
     };
-    let stream = extract(&mut compressed, &head[..n], &ctx, &mut applier, diff_alg)?;
-    let Extracted {
+    let stream = walk(
+        &mut compressed,
+        &head,
+        compression,
+        opts.limits,
+        diff_alg,
+        &mut |entry, raw_path, global| {
+            if global {
+                applier.skip(raw_path, SkipReason::GlobalHeader, None);
+                Ok(())
+            } else {
+                applier.apply(entry, raw_path, &ctx)
+            }
+        },
+    )?;
+    let Walked {
         diff_id,
         size,
         trailing_bytes,
@@ -1163,24 +1204,67 @@ fn unpack_core(
     })
 }
 
-struct Extracted {
-    diff_id: Digest,
-    size: u64,
-    trailing_bytes: u64,
-    nonzero_trailing: bool,
-    entries: u64,
+/// Reads the first bytes of the (possibly compressed) stream and decides
+/// its compression: sniffed, checked against the `declared` one.
+pub(crate) fn sniff(
+    compressed: &mut dyn Read,
+    declared: Option<Compression>,
+) -> Result<(Vec<u8>, Compression), UnpackError> {
+    let mut head = [0u8; 8];
+    let mut n = 0;
+    while n < head.len() {
+        match compressed.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(UnpackError::Source {
+                    source: match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
+                        Some(Ok(s)) => s.0,
+                        _ => io::Error::other("source failed"),
+                    },
+                })
+            }
+        }
+    }
+    let sniffed = Compression::sniff(&head[..n]);
+    match declared {
+        Some(declared) if declared != sniffed => Err(UnpackError::CompressionMismatch {
+            declared,
+            found: sniffed,
+        }),
+        _ => Ok((head[..n].to_vec(), sniffed)),
+    }
 }
 
-/// Decompresses, hashes and applies the tar; reads to the end of the stream.
-fn extract(
+/// What [`walk`] found in the uncompressed stream.
+pub(crate) struct Walked {
+    pub(crate) diff_id: Digest,
+    pub(crate) size: u64,
+    pub(crate) trailing_bytes: u64,
+    pub(crate) nonzero_trailing: bool,
+    pub(crate) entries: u64,
+}
+
+/// What [`walk`] hands each entry to: the entry (its data readable), its
+/// raw path, and whether it is a PAX global header (not counted as an
+/// entry).
+pub(crate) type Visitor<'v> =
+    dyn FnMut(&mut tar::Entry<'_, Ending<'_>>, &[u8], bool) -> Result<(), UnpackError> + 'v;
+
+/// The one tar reading path of unpack and list: decompresses (`head` is
+/// what [`sniff`] read), hashes, counts and limits the uncompressed stream,
+/// parses it as a tar that may end where [`Ending`] allows, hands every
+/// entry to `visit` and reads to the end of the stream.
+pub(crate) fn walk(
     compressed: &mut dyn Read,
     head: &[u8],
-    ctx: &Ctx<'_>,
-    applier: &mut Applier<'_, '_>,
+    compression: Compression,
+    limits: Limits,
     diff_alg: Algorithm,
-) -> Result<Extracted, UnpackError> {
-    let opts = ctx.opts;
-    let compression = ctx.compression;
+    visit: &mut Visitor<'_>,
+) -> Result<Walked, UnpackError> {
+    let err = |e: io::Error, path: Option<&[u8]>| classify_read(e, path, limits, compression);
     // With a second CPU, decompress on a worker thread while this one
     // hashes, parses and writes files (the bytes and errors are the same).
     let worker = (compression != Compression::None
@@ -1198,12 +1282,13 @@ fn extract(
         }
     };
     let end = EndState::default();
+    end.header_limit.set(limits.max_header_bytes);
     let ending = Ending {
         meter: Meter {
             inner: decoder,
             hasher: diff_alg.hasher(),
             count: 0,
-            limit: opts.limits.max_expanded_bytes,
+            limit: limits.max_expanded_bytes,
         },
         pos: 0,
         fill: 0,
@@ -1212,51 +1297,47 @@ fn extract(
     let mut archive = tar::Archive::new(ending);
     let mut entries_seen: u64 = 0;
     {
-        let entries = archive
-            .entries()
-            .map_err(|e| end.classify(ctx.err(e, None)))?;
+        let entries = archive.entries().map_err(|e| end.classify(err(e, None)))?;
         let mut last_path: Option<Vec<u8>> = None;
         for entry in entries {
-            let mut entry = entry.map_err(|e| end.classify(ctx.err(e, last_path.as_deref())))?;
+            let mut entry = entry.map_err(|e| end.classify(err(e, last_path.as_deref())))?;
             end.entry(&entry);
             let raw_path = entry.path_bytes().into_owned();
-            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
-                applier.skip(&raw_path, SkipReason::GlobalHeader, None);
-                last_path = Some(raw_path);
-                continue;
+            let global = entry.header().entry_type() == tar::EntryType::XGlobalHeader;
+            if !global {
+                entries_seen += 1;
+                if entries_seen > limits.max_entries {
+                    return Err(UnpackError::TooManyEntries {
+                        limit: limits.max_entries,
+                    });
+                }
             }
-            entries_seen += 1;
-            if entries_seen > opts.limits.max_entries {
-                return Err(UnpackError::TooManyEntries {
-                    limit: opts.limits.max_entries,
-                });
-            }
-            applier
-                .apply(&mut entry, &raw_path, ctx)
-                .map_err(|e| end.classify(e))?;
+            visit(&mut entry, &raw_path, global).map_err(|e| end.classify(e))?;
             last_path = Some(raw_path);
         }
     }
+    end.header_limit.set(u64::MAX);
     // The tar crate stops at the first zero block or where the stream ends
     // at an entry boundary; what follows must be zeros (the rest of the
     // end-of-archive marker and any padding a writer added to a record size).
     let mut meter = archive.into_inner().meter;
     let before = meter.count;
     let mut nonzero_trailing = false;
+    let mut buf = vec![0u8; 64 * 1024];
     while !end.eof.get() {
-        let k = match meter.read(&mut applier.buf) {
+        let k = match meter.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ctx.err(e, None)),
+            Err(e) => return Err(err(e, None)),
         };
-        nonzero_trailing |= applier.buf[..k].iter().any(|b| *b != 0);
+        nonzero_trailing |= buf[..k].iter().any(|b| *b != 0);
     }
     let trailing_bytes = meter.count - before;
     let size = meter.count;
     let diff_id = meter.hasher.finish();
     drop(meter.inner);
-    Ok(Extracted {
+    Ok(Walked {
         diff_id,
         size,
         trailing_bytes,
@@ -1281,12 +1362,7 @@ enum Sparse {
 
 impl<'r, 'o> Applier<'r, 'o> {
     fn err(&self, e: io::Error, raw: &[u8]) -> UnpackError {
-        classify_read(
-            e,
-            Some(raw),
-            self.opts.limits.max_expanded_bytes,
-            self.compression,
-        )
+        classify_read(e, Some(raw), self.opts.limits, self.compression)
     }
 
     fn skip(&mut self, path: &[u8], reason: SkipReason, detail: Option<String>) {

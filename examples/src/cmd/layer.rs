@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use image_core::config::History;
 use image_core::{Compression, Digest, Platform};
 use image_overlay::compress::decoder;
+use image_overlay::list::{list, ListOptions};
 use image_overlay::pack::{pack_dir, PackOptions};
 use image_overlay::unpack::{unpack, UnpackOptions};
 use image_overlay::{diff_dirs, flatten_image};
@@ -104,43 +105,40 @@ pub fn layer(cmd: LayerCommand) -> anyhow::Result<()> {
             println!("entries: {} ({} skipped)", r.entries, r.skipped_total);
         }
         LayerCommand::Ls { file } => {
-            let mut f = BufReader::new(
+            let f = BufReader::with_capacity(
+                1 << 20,
                 File::open(&file).with_context(|| format!("opening {}", file.display()))?,
             );
-            let mut head = [0u8; 4];
-            let n = f.read(&mut head)?;
-            let compression = Compression::sniff(&head[..n]);
-            let stream = decoder(compression, head[..n].chain(f))?;
-            let mut archive = tar::Archive::new(stream);
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());
-            for entry in archive.entries()? {
-                let entry = entry?;
-                let h = entry.header();
-                let kind = match h.entry_type() {
-                    tar::EntryType::Directory => 'd',
-                    tar::EntryType::Symlink => 'l',
-                    tar::EntryType::Link => 'h',
-                    tar::EntryType::Char => 'c',
-                    tar::EntryType::Block => 'b',
-                    tar::EntryType::Fifo => 'p',
-                    _ => '-',
-                };
-                let mode = h.mode().unwrap_or(0);
-                let path = entry.path()?.display().to_string();
-                let link = entry
-                    .link_name()?
-                    .map(|l| format!(" -> {}", l.display()))
+            // The first write error stops the output; it is reported after
+            // the listing (which still reads the layer to its end).
+            let mut write_err = None;
+            list(f, &ListOptions::default(), |e| {
+                if write_err.is_some() {
+                    return;
+                }
+                let link = e
+                    .link_target
+                    .as_ref()
+                    .map(|l| format!(" -> {}", String::from_utf8_lossy(l)))
                     .unwrap_or_default();
-                writeln!(
+                if let Err(err) = writeln!(
                     out,
-                    "{kind}{} {}/{} {:>10} {}{link}",
-                    mode_string(mode),
-                    h.uid().unwrap_or(0),
-                    h.gid().unwrap_or(0),
-                    entry.size(),
-                    path
-                )?;
+                    "{}{} {}/{} {:>10} {}{link}",
+                    e.kind.letter(),
+                    mode_string(e.mode),
+                    e.uid,
+                    e.gid,
+                    e.size,
+                    e.path_lossy()
+                ) {
+                    write_err = Some(err);
+                }
+            })
+            .with_context(|| format!("listing {}", file.display()))?;
+            if let Some(err) = write_err {
+                return Err(err.into());
             }
             out.flush()?;
         }

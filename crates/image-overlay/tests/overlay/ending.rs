@@ -29,7 +29,7 @@ fn unpack_as(tar: &[u8], c: Compression) -> (Result<UnpackReport, UnpackError>, 
     (r, dir)
 }
 
-fn two_files() -> TarBuf {
+pub(crate) fn two_files() -> TarBuf {
     let mut t = TarBuf::new();
     t.dir("d/");
     t.file("d/a", b"hello");
@@ -188,24 +188,24 @@ fn data_after_an_unterminated_stream_is_still_refused() {
 }
 
 /// One archive with every kind of header group, and where each may end.
-struct Layout {
-    tar: Vec<u8>,
+pub(crate) struct Layout {
+    pub(crate) tar: Vec<u8>,
     /// Offsets where a header group starts (with the count of complete
     /// entries before it), including the marker's first block.
-    boundaries: Vec<(usize, u64)>,
+    pub(crate) boundaries: Vec<(usize, u64)>,
     /// Offsets where an entry's data ends short of a block boundary (the
     /// count of entries including that one).
-    data_ends: Vec<(usize, u64)>,
+    pub(crate) data_ends: Vec<(usize, u64)>,
     /// Where the marker's first zero block ends: any end from there on is
     /// complete (the zeros after one zero block are padding, as GNU tar's
     /// records are; Go would refuse a partial second block, but nothing of
     /// the content is missing).
-    zeros_from: usize,
+    pub(crate) zeros_from: usize,
     /// Entries in all.
-    entries: u64,
+    pub(crate) entries: u64,
 }
 
-fn layout() -> Layout {
+pub(crate) fn layout() -> Layout {
     let mut t = TarBuf::new();
     let mut boundaries = Vec::new();
     let mut data_ends = Vec::new();

@@ -5,6 +5,7 @@ mod diff;
 mod ending;
 mod hostile;
 mod interop;
+mod list;
 mod pack;
 mod producers;
 mod umoci;

@@ -320,7 +320,7 @@ fn opaque_layer() -> Vec<u8> {
     t.end()
 }
 
-fn tools() -> bool {
+pub(crate) fn tools() -> bool {
     if !is_root() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the umoci interop tests run as root under CI=true");
@@ -538,7 +538,7 @@ fn umoci_alone_restores_mtimes_of_directories_a_layer_has_no_entry_for() {
 // ---- layers `umoci insert` writes ------------------------------------------------
 
 /// The uncompressed tar of every layer of `image`.
-fn layer_tars(store: &OciDir, image: &Image) -> Vec<Vec<u8>> {
+pub(crate) fn layer_tars(store: &OciDir, image: &Image) -> Vec<Vec<u8>> {
     use std::io::Read;
     image
         .layers()
@@ -564,7 +564,7 @@ fn layer_tars(store: &OciDir, image: &Image) -> Vec<Vec<u8>> {
 /// padding to the block size and no end-of-archive marker. Go's
 /// archive/tar (umoci, Docker, containerd) reads them; GNU tar and
 /// Python's tarfile do not.
-fn umoci_insert_image(work: &Path) -> PathBuf {
+pub(crate) fn umoci_insert_image(work: &Path) -> PathBuf {
     let layout = work.join("umoci-layout");
     let src = work.join("src");
     std::fs::create_dir_all(src.join("a/b")).expect("mkdir");

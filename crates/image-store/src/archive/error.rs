@@ -16,8 +16,9 @@ use crate::tags::TagError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArchiveError {
-    /// The archive stream ended early: inside an entry, inside a header, or
-    /// before the end-of-archive marker.
+    /// The archive stream ended early: inside a header, an entry's data or
+    /// its padding (an end at an entry boundary, with or without the
+    /// end-of-archive marker, is a complete archive, as for `docker load`).
     #[error("truncated archive: {what}")]
     Truncated {
         /// Where the stream ended ("entry blobs/sha256/ab.. (12 of 512 bytes)").

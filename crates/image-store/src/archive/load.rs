@@ -10,6 +10,11 @@
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
 //! aliases. Nothing is extracted to disk outside the store's own ingest.
 //!
+//! The tar stream may end where Go's `archive/tar` (so `docker load`)
+//! lets it: at an entry boundary with the end-of-archive marker, one zero
+//! block of it or none, or right after the last entry's data without its
+//! padding; a header or data cut short is [`ArchiveError::Truncated`].
+//!
 //! An archive that starts with the magic of gzip or zstd is decompressed
 //! as it streams (and read to the end of its compressed stream, so a
 //! cut-off one is [`ArchiveError::Truncated`]); xz and bzip2 are refused
@@ -29,7 +34,6 @@
 //! across all its entries), with nesting and count bounded
 //! ([`MAX_DOCUMENT_DEPTH`], [`MAX_DOCUMENTS`]).
 
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::rc::Rc;
@@ -42,7 +46,7 @@ use image_core::{
 };
 use serde::Deserialize;
 
-use super::tarstream::{normalize, resolve_link, EofTracker};
+use super::tarstream::{normalize, resolve_link, EndState, Ending};
 use super::{decoder, ArchiveError, BlobStore};
 use crate::content::{unique_reference, ContentError};
 use crate::lease::Leases;
@@ -217,21 +221,6 @@ fn tar_error(e: io::Error, last: &str, hit_eof: bool) -> ArchiveError {
     }
 }
 
-struct SharedEof<R> {
-    inner: EofTracker<R>,
-    flag: Rc<Cell<bool>>,
-}
-
-impl<R: Read> Read for SharedEof<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.inner.hit_eof {
-            self.flag.set(true);
-        }
-        Ok(n)
-    }
-}
-
 /// The non-generic core of [`load`].
 fn load_dyn(
     store: &dyn BlobStore,
@@ -347,20 +336,18 @@ const MAX_COMPRESSED_TAIL: u64 = 1 << 20;
 
 /// The streaming pass.
 fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
-    let flag = Rc::new(Cell::new(false));
+    let end = Rc::new(EndState::default());
     let (decoded, compression) = decompressed(reader)?;
-    let src = SharedEof {
-        inner: EofTracker::new(BufReader::with_capacity(256 * 1024, decoded)),
-        flag: flag.clone(),
-    };
+    let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), end.clone());
     let mut archive = tar::Archive::new(src);
     let mut out = Scan::default();
     let mut last = String::from("<start>");
     let entries = archive
         .entries()
-        .map_err(|e| tar_error(e, &last, flag.get()))?;
+        .map_err(|e| tar_error(e, &last, end.hit_eof()))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| tar_error(e, &last, flag.get()))?;
+        let mut entry = entry.map_err(|e| tar_error(e, &last, end.hit_eof()))?;
+        end.entry(&entry);
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let path = normalize(&raw)?;
         last.clone_from(&raw);
@@ -390,7 +377,7 @@ fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveErr
             let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             entry
                 .read_to_end(&mut data)
-                .map_err(|e| tar_error(e, &last, flag.get()))?;
+                .map_err(|e| tar_error(e, &last, end.hit_eof()))?;
             if (data.len() as u64) < size {
                 return Err(truncated(&path, data.len() as u64, size));
             }
@@ -414,11 +401,9 @@ fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveErr
         out.bytes += size;
         out.files.insert(path, blob);
     }
-    if flag.get() {
-        return Err(ArchiveError::Truncated {
-            what: format!("no end-of-archive marker after entry {last:?}"),
-        });
-    }
+    // Ending at an entry boundary without the end-of-archive marker (or
+    // with one zero block of it), or right after the last data without its
+    // padding, is a complete archive, as for `docker load` (see [`EndState`]).
     if compression != Compression::None {
         // Read on to the end of the compressed stream (bounded), so that
         // a cut-off stream or a bad checksum is an error.
