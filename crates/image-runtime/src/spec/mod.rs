@@ -929,8 +929,10 @@ mod tests {
     #[test]
     fn a_working_dir_of_path_max_or_more_is_refused() {
         let c = RunConfig::default();
-        let mut o = RunOptions::default();
-        o.working_dir = Some("/a".repeat(2047));
+        let mut o = RunOptions {
+            working_dir: Some("/a".repeat(2047)),
+            ..RunOptions::default()
+        };
         assert_eq!(working_dir(&c, &o).unwrap().as_os_str().len(), 4094);
         o.working_dir = Some("/a".repeat(3000));
         let e = working_dir(&c, &o).unwrap_err();
