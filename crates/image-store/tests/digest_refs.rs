@@ -12,7 +12,7 @@ use std::sync::Arc;
 use archive_fixtures::*;
 use image_core::{Classify, Compression, Descriptor, Digest, ErrorKind};
 use image_store::archive::{load, save_docker, ArchiveError, LoadOptions, SaveImage, SaveOptions};
-use image_store::fs::{Fs, RealFs, Target};
+use image_store::fs::{Fs, RealFs, Root, Target};
 use image_store::image::ImageError;
 use image_store::{
     copy_tag, resolve_image, resolve_reference, CopyError, MemoryStore, OciDir, Provider, TagError,
@@ -328,11 +328,17 @@ struct CountingFs {
 }
 
 impl Fs for CountingFs {
-    fn create_dir_all(&self, t: Target, p: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(t, p)
+    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(t, r, p)
     }
-    fn open_temp(&self, t: Target, p: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
-        self.inner.open_temp(t, p, truncate)
+    fn open_temp(
+        &self,
+        t: Target,
+        r: &Root,
+        p: &Path,
+        truncate: bool,
+    ) -> std::io::Result<std::fs::File> {
+        self.inner.open_temp(t, r, p, truncate)
     }
     fn write(&self, t: Target, f: &mut std::fs::File, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(t, f, buf)?;
@@ -347,23 +353,23 @@ impl Fs for CountingFs {
     fn sync_file(&self, t: Target, f: &std::fs::File) -> std::io::Result<()> {
         self.inner.sync_file(t, f)
     }
-    fn rename(&self, t: Target, from: &Path, to: &Path) -> std::io::Result<()> {
+    fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> std::io::Result<()> {
         if t == Target::Index {
             self.index_renames.fetch_add(1, Ordering::SeqCst);
         }
-        self.inner.rename(t, from, to)
+        self.inner.rename(t, r, from, to)
     }
-    fn sync_dir(&self, t: Target, d: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(t, d)
+    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(t, r, d)
     }
-    fn remove_file(&self, t: Target, p: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(t, p)
+    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(t, r, p)
     }
-    fn remove_dir_all(&self, t: Target, p: &Path) -> std::io::Result<()> {
-        self.inner.remove_dir_all(t, p)
+    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(t, r, p)
     }
-    fn remove_dir(&self, t: Target, p: &Path) -> std::io::Result<()> {
-        self.inner.remove_dir(t, p)
+    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir(t, r, p)
     }
 }
 
