@@ -232,16 +232,21 @@ pub fn rmi(store: &StoreArgs, args: RmiArgs) -> anyhow::Result<()> {
 
 /// Arguments of `imagectl gc`.
 ///
-/// Every writer (load, copy, append, commit) holds a lease on its blobs
-/// until it has tagged them, so gc is safe beside them at any grace period;
-/// the grace period only protects writers of other tools that take no
-/// lease. Ingests and leases whose writer is gone (killed, or failed) are
-/// removed at once.
+/// Removes at once, as `docker rmi` and `docker image prune` do, every blob
+/// that no tag and no running writer needs: `imagectl rmi x && imagectl gc`
+/// frees x's blobs (unless they were written in the last 10 s). Every writer here (load, copy, append, commit) holds a
+/// lease on its blobs until it has tagged them, so gc is safe beside them
+/// at any grace period. The short default grace (10 s) only protects tools
+/// that write into the store without a lease (umoci, skopeo), whose blobs
+/// land a moment before their index.json; `--grace 0` frees those too.
+/// Ingests and leases whose writer is gone (killed, or failed) are removed
+/// at once.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// Keep unreferenced blobs younger than this many seconds (a second
-    /// line of defence: writers hold leases).
-    #[arg(long, default_value_t = 600)]
+    /// Keep unreferenced blobs younger than this many seconds: a second
+    /// line of defence for other tools writing into the store without a
+    /// lease (this tool's writers hold leases).
+    #[arg(long, default_value_t = image_store::gc::DEFAULT_GRACE.as_secs())]
     pub grace: u64,
     /// Only report what would be removed.
     #[arg(long)]
