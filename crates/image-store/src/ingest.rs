@@ -92,10 +92,17 @@ impl OciDir {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // A directory without data: a crash before the data
-                    // file was created, or after a commit's rename.
+                    // file was created, or after a commit's rename. A
+                    // writer may be creating its data file in it right
+                    // now: remove only its `ref` and the then empty
+                    // directory, never recursively, so a data file made
+                    // since the check stays (`ENOTEMPTY`: skipped).
                     if is_older(&dir, now, older_than) {
                         if remove {
-                            let _ = self.fs.remove_dir_all(Target::Blob, &self.dir, &dir);
+                            let _ = self.fs.remove_file(Target::Blob, &self.dir, &dir.join(REF));
+                            if self.fs.remove_dir(Target::Blob, &self.dir, &dir).is_err() {
+                                continue;
+                            }
                         }
                         count += 1;
                     }
