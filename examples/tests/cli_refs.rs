@@ -136,3 +136,56 @@ fn names_with_a_digest_are_refused_and_digests_resolve_by_content() {
     let err = cli.fails(&["inspect", &format!("other/x@{digest}")]);
     assert!(err.contains("no image of repository"), "{err}");
 }
+
+/// The tags `imagectl images --json` lists.
+fn listed(cli: &Cli) -> Vec<String> {
+    let out: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["images", "--json"])).expect("json");
+    let mut names: Vec<String> = out
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `imagectl rmi NAME@DIGEST` removes the image by content, as `docker rmi
+/// busybox@sha256:...` does: every tag of that repository pointing at the
+/// digest goes; tags of other repositories and other images stay.
+#[test]
+fn rmi_by_digest_untags_the_repositorys_tags_of_that_image() {
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    let (a, b) = (cli.tmp.path().join("a"), cli.tmp.path().join("b"));
+    rootfs(&a, "a");
+    rootfs(&b, "b");
+    let digest = append(&cli, &a, "test/rm:1");
+    cli.ok(&["tag", "test/rm:1", "test/rm:2"]);
+    cli.ok(&["tag", "test/rm:1", "test/other:1"]);
+    append(&cli, &b, "test/rm:3");
+    let before = listed(&cli);
+
+    let out = cli.ok(&["rmi", &format!("test/rm@{digest}")]);
+    assert!(out.contains("Untagged: docker.io/test/rm:1"), "{out}");
+    assert!(out.contains("Untagged: docker.io/test/rm:2"), "{out}");
+    let after = listed(&cli);
+    let gone: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+    assert_eq!(gone.len(), 2, "{before:?} -> {after:?}");
+    assert!(gone
+        .iter()
+        .all(|n| n.contains("test/rm:1") || n.contains("test/rm:2")));
+    // The other repository still names it; resolving by digest there works.
+    cli.ok(&["inspect", &format!("test/other@{digest}")]);
+    // Gone from this repository: a second rmi and an inspect find nothing.
+    let err = cli.fails(&["rmi", &format!("test/rm@{digest}")]);
+    assert!(err.contains("not found"), "{err}");
+    cli.fails(&["inspect", &format!("test/rm@{digest}")]);
+    // A digest no tag of the repository reaches removes nothing.
+    let err = cli.fails(&["rmi", &format!("test/none@{digest}")]);
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(listed(&cli), after);
+}

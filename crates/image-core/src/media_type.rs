@@ -257,6 +257,19 @@ impl MediaType {
         })
     }
 
+    /// The compression of a layer media type, or the error every reader of
+    /// layers gives for anything else (an `+encrypted` layer, a foreign or
+    /// non-layer type): [`MediaTypeError::Unknown`], never a guess from the
+    /// bytes. Unpack, flatten and save all decide a layer's codec here, so
+    /// they refuse the same image with the same error.
+    ///
+    /// # Errors
+    /// [`MediaTypeError::Unknown`] when this is not a layer media type.
+    pub fn require_layer_compression(&self) -> Result<Compression, MediaTypeError> {
+        self.layer_compression()
+            .ok_or_else(|| MediaTypeError::Unknown(self.as_str().to_owned()))
+    }
+
     /// The OCI layer media type for a compression.
     pub fn oci_layer(compression: Compression) -> MediaType {
         match compression {

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use image_core::manifest::{descriptor_digest, descriptor_media_type};
-use image_core::{Classify, Digest, ErrorKind};
+use image_core::{Classify, Digest, ErrorKind, MediaTypeError};
 use image_store::image::Image;
 use image_store::{ContentError, Provider};
 
@@ -33,7 +33,21 @@ pub enum FlattenError {
         /// Diff IDs in the config.
         diff_ids: usize,
     },
-    /// A layer descriptor is unusable (bad digest, not a layer media type).
+    /// A layer whose media type is not a layer this crate can read (an
+    /// `+encrypted` layer, a foreign type): refused before anything is
+    /// unpacked, with the error `run` (snapshot unpack) and `save` give
+    /// ([`MediaTypeError::Unknown`], class `Unsupported`).
+    #[error("image {image}: layer {index} cannot be unpacked")]
+    MediaType {
+        /// The image name.
+        image: String,
+        /// The layer's position, base first.
+        index: usize,
+        /// The media type error.
+        #[source]
+        source: MediaTypeError,
+    },
+    /// A layer descriptor is unusable (bad digest).
     #[error("image {image}: layer {index} ({media_type}) cannot be unpacked: {reason}")]
     BadLayer {
         /// The image name.
@@ -85,6 +99,7 @@ impl Classify for FlattenError {
             FlattenError::LayerCount { .. } | FlattenError::BadLayer { .. } => {
                 ErrorKind::InvalidInput
             }
+            FlattenError::MediaType { source, .. } => source.kind(),
             FlattenError::Content { source, .. } => source.kind(),
             FlattenError::Unpack { source, .. } => source.kind(),
             FlattenError::Target { source, .. } => Classify::kind(source),
@@ -115,12 +130,30 @@ pub fn flatten_image<P: Provider + ?Sized>(
             diff_ids: diff_ids.len(),
         });
     }
+    // Decided by the media type, never by sniffing, and for every layer
+    // before the first is applied: an encrypted layer (`...tar+gzip+encrypted`)
+    // must not be read as a plain tar, nor leave the layers below it behind.
+    let compressions = layers
+        .iter()
+        .enumerate()
+        .map(|(index, layer)| {
+            descriptor_media_type(layer)
+                .require_layer_compression()
+                .map_err(|source| FlattenError::MediaType {
+                    image: image.name.clone(),
+                    index,
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     std::fs::create_dir_all(target).map_err(|source| FlattenError::Target {
         path: target.to_path_buf(),
         source,
     })?;
     let mut reports = Vec::with_capacity(layers.len());
-    for (index, (layer, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+    for (index, ((layer, diff_id), compression)) in
+        layers.iter().zip(diff_ids).zip(compressions).enumerate()
+    {
         let media_type = descriptor_media_type(layer);
         let bad = |reason: String| FlattenError::BadLayer {
             image: image.name.clone(),
@@ -128,9 +161,6 @@ pub fn flatten_image<P: Provider + ?Sized>(
             media_type: media_type.to_string(),
             reason,
         };
-        let compression = media_type
-            .layer_compression()
-            .ok_or_else(|| bad("not a layer media type".into()))?;
         let digest = descriptor_digest(layer, "layer").map_err(|e| bad(e.to_string()))?;
         let reader = store
             .reader(&digest)

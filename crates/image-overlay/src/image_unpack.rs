@@ -235,13 +235,9 @@ where
     // Decided by the media type, never by sniffing: an encrypted layer
     // (`...tar+gzip+encrypted`) must not be read as a plain tar.
     for (index, desc) in layers.iter().enumerate() {
-        let media_type = descriptor_media_type(desc);
-        if media_type.layer_compression().is_none() {
-            return Err(ImageUnpackError::MediaType {
-                index,
-                source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
-            });
-        }
+        descriptor_media_type(desc)
+            .require_layer_compression()
+            .map_err(|source| ImageUnpackError::MediaType { index, source })?;
     }
     let chains = chain_ids(diff_ids);
     let mut report = ImageUnpackReport {

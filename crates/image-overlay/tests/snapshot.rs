@@ -1642,14 +1642,22 @@ fn image_unpack_refuses_encrypted_layers_before_unpacking_anything() {
         }
         // Refused before anything was unpacked, not even the layer below.
         assert!(sn.list().expect("list").is_empty(), "{driver}");
-        // `unpack` (flatten) refuses it too.
+        // `unpack` (flatten) refuses it with the same error and class,
+        // before it makes or applies anything.
         let out = tempfile::tempdir().expect("tempdir");
-        assert!(image_overlay::flatten::flatten_image(
-            &t.store,
-            &enc,
-            &out.path().join("root"),
-            &UnpackOptions::default()
-        )
-        .is_err());
+        let root = out.path().join("root");
+        let flat =
+            image_overlay::flatten::flatten_image(&t.store, &enc, &root, &UnpackOptions::default())
+                .expect_err("flatten of an encrypted layer");
+        assert_eq!(flat.kind(), ErrorKind::Unsupported, "{driver}: {flat}");
+        match &flat {
+            image_overlay::FlattenError::MediaType {
+                index: 1,
+                source: image_core::MediaTypeError::Unknown(found),
+                ..
+            } => assert_eq!(found, media_type),
+            other => panic!("{driver}: {other:?}"),
+        }
+        assert!(!root.exists(), "{driver}: flatten made {}", root.display());
     }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use image_core::{Classify, ErrorKind};
 
+use crate::rootfs::RootfsError;
+
 pub use rustix::process::Signal;
 
 pub use crate::stdio::{Input, Output, Stdio};
@@ -166,6 +168,24 @@ pub enum BackendError {
         /// Why.
         reason: String,
     },
+    /// The container's root filesystem cannot be used as its spec asks,
+    /// found before anything is mounted: a proc or sysfs mount point
+    /// reached through a symlink ([`RootfsError::Symlink`], classified
+    /// [`ErrorKind::Unsafe`]), as runc and crun refuse it. The class is the
+    /// source's.
+    #[error("{backend} cannot start container {id}: {what}")]
+    Rootfs {
+        /// The backend's name.
+        backend: String,
+        /// The container.
+        id: String,
+        /// What the root filesystem failed (`proc must be mounted on an
+        /// ordinary directory`).
+        what: String,
+        /// The typed cause.
+        #[source]
+        source: Box<RootfsError>,
+    },
     /// Any other I/O failure (spawning, waiting, reading state).
     #[error("{context}: {source}")]
     Io {
@@ -188,6 +208,7 @@ impl Classify for BackendError {
                 ErrorKind::Unsupported
             }
             BackendError::Io { source, .. } => ErrorKind::from_io(source),
+            BackendError::Rootfs { source, .. } => source.kind(),
         }
     }
 }

@@ -158,7 +158,7 @@ pub enum CommitError {
     #[error(transparent)]
     Container(Box<ContainerError>),
     /// A snapshot operation failed.
-    #[error("snapshot {key}: {source}")]
+    #[error("snapshot {key}")]
     Snapshot {
         /// The key.
         key: String,
@@ -166,7 +166,7 @@ pub enum CommitError {
         source: Box<SnapshotError>,
     },
     /// Packing the changes failed.
-    #[error("packing the changes of container {id}: {source}")]
+    #[error("packing the changes of container {id}")]
     Pack {
         /// The container.
         id: String,
@@ -174,7 +174,7 @@ pub enum CommitError {
         source: Box<PackError>,
     },
     /// Diffing the copy against its parent failed.
-    #[error("diffing container {id} against its image: {source}")]
+    #[error("diffing container {id} against its image")]
     Diff {
         /// The container.
         id: String,
@@ -182,7 +182,7 @@ pub enum CommitError {
         source: Box<DiffError>,
     },
     /// Writing the layer into the store failed.
-    #[error("storing the layer of container {id}: {source}")]
+    #[error("storing the layer of container {id}")]
     Content {
         /// The container.
         id: String,
@@ -190,7 +190,7 @@ pub enum CommitError {
         source: Box<ContentError>,
     },
     /// The container's image is no longer readable in the store.
-    #[error("the image of container {id}: {source}")]
+    #[error("the image of container {id}")]
     Image {
         /// The container.
         id: String,
@@ -201,7 +201,7 @@ pub enum CommitError {
     #[error("writing the new image: {0}")]
     Mutate(Box<MutateError>),
     /// Tagging the new image failed.
-    #[error("tagging {name}: {source}")]
+    #[error("tagging {name}")]
     Tag {
         /// The name.
         name: String,
@@ -353,6 +353,15 @@ impl Container {
             && self.record.owner.is_some_and(|o| o.is_alive());
         if running {
             return Err(CommitError::Running { id, status });
+        }
+        // The tag is checked before anything is written (as append does):
+        // a name the store would refuse (one with a digest) must not leave
+        // a layer, config and manifest behind.
+        if let Some(name) = &options.tag {
+            image_store::tags::normalize_name(name).map_err(|source| CommitError::Tag {
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
         }
         // Held until the tag is set, and taken before the base image is
         // read: its blobs, the new layer, config and manifest are each

@@ -681,6 +681,53 @@ fn commits_beside_gc_with_zero_grace_all_succeed() {
     all_clean(&rt);
 }
 
+/// A commit whose tag is refused (a name with a digest, a name that is
+/// not a reference) fails before it writes anything: no blob, no ingest,
+/// no lease, the store as it was.
+#[test]
+fn commit_with_a_refused_tag_writes_nothing() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let c = rt
+        .container_from_image(&f.store, MULTI)
+        .unwrap()
+        .user("0")
+        .cmd(sh("echo changed > /data/changed"))
+        .create()
+        .unwrap();
+    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+    assert!(exit.unwrap().status.success());
+    let store_dir = f.tmp.path().join("store");
+    let before = tree(&store_dir);
+    let digest = image_store::resolve_image(&f.store, MULTI, None)
+        .unwrap()
+        .manifest
+        .digest()
+        .to_string();
+    for name in [
+        format!("test.local/multi@{digest}"),
+        "Not A Name".to_owned(),
+    ] {
+        let e = c
+            .commit(&f.store, &CommitOptions::new().tag(&name))
+            .expect_err("a refused tag");
+        assert!(
+            matches!(&e, CommitError::Tag { name: n, .. } if *n == name),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert_eq!(tree(&store_dir), before, "{name}: the store changed");
+    }
+    // The same commit with a good name goes through.
+    c.commit(&f.store, &CommitOptions::new().tag("test.local/ok:1"))
+        .unwrap();
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
 #[test]
 fn typed_errors() {
     if !ready() {

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use image_core::{Classify, ErrorKind};
 use image_runtime::backend::{self, Backend};
 use image_runtime::{
     BackendError, Exit, NativeOptions, NativeRuntime, OciRuntime, Rootfs, RunOptions, Runtime,
@@ -599,11 +600,30 @@ fn native_refuses_proc_and_sys_through_symlinks_like_runc() {
             }
             Err(e) => e,
         };
+        // Typed: the class is the rootfs error's (Unsafe), and that error
+        // is kept as the source, so a caller can branch on either.
+        assert_eq!(e.kind(), ErrorKind::Unsafe, "{dir} -> {target}: {e:?}");
         let text = e.to_string();
         assert!(
-            text.contains("must be mounted on an ordinary directory")
-                && text.contains(&format!("/{dir} in the root filesystem is a symbolic link")),
+            text.contains("must be mounted on an ordinary directory"),
             "{text}"
+        );
+        match &e {
+            BackendError::Rootfs { source, .. } => match &**source {
+                image_runtime::rootfs::RootfsError::Symlink { path } => {
+                    assert_eq!(path, Path::new(&format!("/{dir}")), "{e:?}")
+                }
+                other => panic!("{dir} -> {target}: source {other:?}"),
+            },
+            other => panic!("{dir} -> {target}: {other:?}"),
+        }
+        assert_eq!(
+            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .filter(|m| m.contains("is a symbolic link"))
+                .count(),
+            1,
+            "the message does not repeat its source: {text}"
         );
         be.delete(&id, true).unwrap();
         assert_clean(&id, b.tmp.path());

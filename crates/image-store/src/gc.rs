@@ -76,11 +76,24 @@ impl Classify for GcError {
     }
 }
 
+/// The default grace period of [`GcOptions`]: ten seconds.
+///
+/// Every writer of this family holds a lease from its first blob until it
+/// has tagged, so gc is safe beside them at any grace: the grace only
+/// covers tools that write into the layout without a lease (their blobs
+/// land a moment before their `index.json` does). Ten seconds covers that
+/// moment for a local writer and still frees at once, as `docker rmi` and
+/// `docker image prune` do, what an image untagged a while after it was
+/// made no longer needs. (It was ten minutes, so `rmi` then `gc` freed
+/// nothing of an image made in the last ten minutes.)
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
 /// Knobs of a collection.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GcOptions {
-    /// Unreferenced blobs younger than this are kept (default 10 minutes).
+    /// Unreferenced blobs younger than this are kept (default
+    /// [`DEFAULT_GRACE`], ten seconds).
     pub grace: Duration,
     /// Ingests no writer holds (their writer died or dropped them) and not
     /// written to for this long are removed (default zero: at once; a
@@ -93,7 +106,7 @@ pub struct GcOptions {
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
-            grace: Duration::from_secs(600),
+            grace: DEFAULT_GRACE,
             ingest_max_age: Duration::ZERO,
             dry_run: false,
         }

@@ -88,7 +88,39 @@ impl OciDir {
             if !old {
                 return Ok(());
             }
-            if remove {
+            if remove && !unheld.junk && unheld._lock.is_none() {
+                // A directory without data: a writer may be making its data
+                // file in it right now (it made the directory a moment
+                // ago). Remove only its `ref` and then the directory if it
+                // is still empty, never recursively, so a data file made
+                // since the look stays (`ENOTEMPTY`: left to its writer).
+                let path = &unheld.path;
+                let _ = self
+                    .fs
+                    .remove_file(Target::Blob, &self.dir, &path.join(REF));
+                match self.fs.remove_dir(Target::Blob, &self.dir, path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Not empty: a writer's new data file, or files no
+                    // writer makes. The latter is removed whole once it has
+                    // not changed for a minute, far longer than a writer
+                    // takes between its mkdir and its lock.
+                    Err(_) => {
+                        let settled = unheld.status.updated.is_some_and(|t| {
+                            now.duration_since(t).unwrap_or_default() >= EMPTY_INGEST_SETTLE
+                        });
+                        if !settled || self.dir.stat(&path.join(DATA)).ok().flatten().is_some() {
+                            return Ok(());
+                        }
+                        match self.fs.remove_dir_all(Target::Blob, &self.dir, path) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                                return Err(content_io("remove", path, e))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            } else if remove {
                 // Still holding the data file's lock, so no writer resumes
                 // it meanwhile; a link or a file is removed, never followed.
                 let path = &unheld.path;
@@ -229,6 +261,10 @@ struct Unheld {
     /// Its data file, locked by us while we decide.
     _lock: Option<File>,
 }
+
+/// How long a directory of `ingest/` without a data file but with other
+/// files must stay unchanged before gc removes it whole.
+const EMPTY_INGEST_SETTLE: Duration = Duration::from_secs(60);
 
 /// The most of an ingest's `ref` file that is read (a reference is at most
 /// a few hundred bytes).

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image_store::archive::{
@@ -94,16 +94,58 @@ pub fn save(store: &StoreArgs, args: SaveArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| SaveImage::from_tag(&s, r))
         .collect::<Result<Vec<_>, _>>()?;
-    let out: Box<dyn Write> = if args.output.as_os_str() == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(
-            File::create(&args.output)
-                .with_context(|| format!("creating {}", args.output.display()))?,
-        )
-    };
-    let mut out = BufWriter::with_capacity(1 << 20, out);
-    let report = match args.format.as_str() {
+    if args.output.as_os_str() == "-" {
+        let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let report = save_to(&s, &images, &args, &mut out)?;
+        out.flush()?;
+        return saved(&report);
+    }
+    // Written beside the output and renamed over it only when complete: a
+    // refused or failed save leaves no partial archive behind.
+    let partial = partial_path(&args.output);
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let written = save_to(&s, &images, &args, &mut out).and_then(|report| {
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&partial, &args.output).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                partial.display(),
+                args.output.display()
+            )
+        })?;
+        Ok(report)
+    });
+    match written {
+        Ok(report) => saved(&report),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// `<dir>/.<name>.<pid>.partial` for the output `<dir>/<name>`.
+fn partial_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    output.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+fn save_to(
+    s: &OciDir,
+    images: &[SaveImage],
+    args: &SaveArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<image_store::archive::SaveReport> {
+    Ok(match args.format.as_str() {
         "docker" => {
             let mut o = SaveOptions::default();
             if args.familiar {
@@ -112,15 +154,17 @@ pub fn save(store: &StoreArgs, args: SaveArgs) -> anyhow::Result<()> {
             if args.oci_layout {
                 o = o.layout(DockerLayout::Oci);
             }
-            if let Some(p) = args.platform {
-                o = o.platform(p);
+            if let Some(p) = &args.platform {
+                o = o.platform(p.clone());
             }
-            save_docker(&s, &images, &mut out, &o)?
+            save_docker(s, images, out, &o)?
         }
-        "oci" => save_oci(&s, &images, &mut out)?,
+        "oci" => save_oci(s, images, out)?,
         other => bail!("unknown archive format {other:?} (docker or oci)"),
-    };
-    out.flush()?;
+    })
+}
+
+fn saved(report: &image_store::archive::SaveReport) -> anyhow::Result<()> {
     eprintln!(
         "saved {} images, {} files, {} bytes",
         report.images, report.files, report.bytes

@@ -219,9 +219,17 @@ pub struct RmiArgs {
 }
 
 /// Removes tags; `imagectl gc` then frees the blobs nothing else uses.
+/// `NAME@DIGEST` removes an image by content, as `docker rmi` does: every
+/// tag of NAME's repository that points at the digest.
 pub fn rmi(store: &StoreArgs, args: RmiArgs) -> anyhow::Result<()> {
     let s = store.open()?;
     for r in &args.references {
+        if r.contains('@') {
+            for name in untag_digest(&s, r)? {
+                println!("Untagged: {name}");
+            }
+            continue;
+        }
         if !s.remove_tag(r)? {
             bail!("no such image: {r}");
         }
@@ -230,18 +238,70 @@ pub fn rmi(store: &StoreArgs, args: RmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes, in one update of `index.json`, the tags of the repository of
+/// `reference` (`NAME@DIGEST`, resolved by content) that point at the
+/// digest, and any entry an older version stored under that very name;
+/// returns the names removed.
+fn untag_digest(s: &OciDir, reference: &str) -> anyhow::Result<Vec<String>> {
+    let wanted = Reference::parse_name(reference)?;
+    let repository = wanted.name();
+    // Entries an older version stored with a digest in their name are no
+    // tags (resolve_reference does not see them): removed by name.
+    let legacy = s.remove_tag(reference)?;
+    let found = match resolve_reference(s, reference) {
+        Ok(d) => Some(image_core::manifest::descriptor_digest(&d, "image")?),
+        Err(image_store::TagError::DigestNotFound { .. }) if legacy => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut removed = Vec::new();
+    if let Some(digest) = &found {
+        s.update_index(|manifests| {
+            manifests.retain(|m| {
+                let hit = image_store::tags::ref_name(m).filter(|n| {
+                    !n.contains('@')
+                        && Reference::parse_tag(n).is_ok_and(|t| t.name() == repository)
+                        && image_core::manifest::descriptor_digest(m, "image")
+                            .is_ok_and(|d| d == *digest)
+                });
+                if let Some(n) = hit {
+                    removed.push(n.to_owned());
+                }
+                hit.is_none()
+            });
+            Ok(!removed.is_empty())
+        })?;
+        if removed.is_empty() {
+            // Found inside an index a tag points at: removing that tag would
+            // remove the other platforms too.
+            bail!(
+                "{reference} is a manifest listed in an index tagged in {repository}, \
+                 not tagged itself: remove the index's tag instead"
+            );
+        }
+    }
+    if legacy {
+        removed.push(reference.to_owned());
+    }
+    Ok(removed)
+}
+
 /// Arguments of `imagectl gc`.
 ///
-/// Every writer (load, copy, append, commit) holds a lease on its blobs
-/// until it has tagged them, so gc is safe beside them at any grace period;
-/// the grace period only protects writers of other tools that take no
-/// lease. Ingests and leases whose writer is gone (killed, or failed) are
-/// removed at once.
+/// Removes at once, as `docker rmi` and `docker image prune` do, every blob
+/// that no tag and no running writer needs: `imagectl rmi x && imagectl gc`
+/// frees x's blobs (unless they were written in the last 10 s). Every writer here (load, copy, append, commit) holds a
+/// lease on its blobs until it has tagged them, so gc is safe beside them
+/// at any grace period. The short default grace (10 s) only protects tools
+/// that write into the store without a lease (umoci, skopeo), whose blobs
+/// land a moment before their index.json; `--grace 0` frees those too.
+/// Ingests and leases whose writer is gone (killed, or failed) are removed
+/// at once.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
-    /// Keep unreferenced blobs younger than this many seconds (a second
-    /// line of defence: writers hold leases).
-    #[arg(long, default_value_t = 600)]
+    /// Keep unreferenced blobs younger than this many seconds: a second
+    /// line of defence for other tools writing into the store without a
+    /// lease (this tool's writers hold leases).
+    #[arg(long, default_value_t = image_store::gc::DEFAULT_GRACE.as_secs())]
     pub grace: u64,
     /// Only report what would be removed.
     #[arg(long)]

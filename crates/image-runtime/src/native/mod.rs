@@ -279,6 +279,12 @@ impl NativeRuntime {
                 id: id.into(),
                 message,
             },
+            PlanError::Rootfs { what, source } => BackendError::Rootfs {
+                backend: NAME.into(),
+                id: id.into(),
+                what,
+                source,
+            },
         }
     }
 

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use libc::c_ulong;
 use serde_json::Value;
 
+use crate::rootfs::{RootDir, RootfsError};
 use crate::spec::defaults::DEFAULT_PATH;
 use crate::sys::{Caps, Op};
 
@@ -21,6 +22,14 @@ pub(crate) enum PlanError {
     Unsupported(&'static str),
     /// A malformed value.
     Invalid(String),
+    /// The root filesystem cannot take a mount as the spec asks (a proc or
+    /// sysfs mount point that is a symlink, [`RootfsError::Symlink`]).
+    Rootfs {
+        /// What was being checked.
+        what: String,
+        /// The typed cause, kept for the caller's class.
+        source: Box<RootfsError>,
+    },
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, PlanError> {
@@ -103,8 +112,10 @@ fn needs_ordinary_dir(fs_type: &str) -> bool {
 /// when it exists. The child enforces the same again when it mounts; this
 /// check gives the clear error.
 pub(crate) fn check_mount_targets(spec: &Value, root: &Path) -> Result<(), PlanError> {
-    let root_dir = crate::rootfs::RootDir::open(root)
-        .map_err(|e| PlanError::Invalid(format!("checking mount targets: {e}")))?;
+    let root_dir = RootDir::open(root).map_err(|source| PlanError::Rootfs {
+        what: "checking mount targets".into(),
+        source: Box::new(source),
+    })?;
     for m in spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let typ = m["type"].as_str().unwrap_or("");
         if !needs_ordinary_dir(typ) {
@@ -114,10 +125,11 @@ pub(crate) fn check_mount_targets(spec: &Value, root: &Path) -> Result<(), PlanE
         match root_dir.ordinary_dir(Path::new(&format!("/{}", rel(dest)))) {
             Ok(()) => {}
             Err(e) if image_core::Classify::kind(&e) == image_core::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(PlanError::Invalid(format!(
-                    "{typ} must be mounted on an ordinary directory: {e}"
-                )))
+            Err(source) => {
+                return Err(PlanError::Rootfs {
+                    what: format!("{typ} must be mounted on an ordinary directory"),
+                    source: Box::new(source),
+                })
             }
         }
     }

@@ -101,7 +101,7 @@ pub enum ArchiveError {
         source: ParseError,
     },
     /// A media type this operation cannot handle.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     MediaType {
         /// Where it was found.
         what: String,

@@ -396,15 +396,13 @@ fn write_layer(
         what: "layer".into(),
         source,
     })?;
-    let compression = match media_type.layer_compression() {
-        Some(c) => c,
-        None => {
-            return Err(ArchiveError::MediaType {
+    let compression =
+        media_type
+            .require_layer_compression()
+            .map_err(|source| ArchiveError::MediaType {
                 what: format!("layer {digest}"),
-                source: MediaTypeError::Unknown(media_type.as_str().to_owned()),
-            })
-        }
-    };
+                source,
+            })?;
     if media_type.is_non_distributable()
         && !store
             .exists(&digest)

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_core::Digest;
+use std::path::Path;
+
+use image_store::fs::{Fs, RealFs, Root, Target};
 use image_store::fsck::FsckOptions;
 use image_store::{GcOptions, Ingester, OciDir, Provider, TagStore};
 
@@ -215,4 +218,99 @@ fn writers_and_gc_concurrently() {
         started.elapsed().as_secs_f64(),
         leased.len()
     );
+}
+
+/// A seam on which a writer arrives at an ingest directory just as gc,
+/// having found no data file in it, starts removing it: before gc's first
+/// removal under that directory goes through, the writer creates its data
+/// file there and locks it (the window gc cannot close with a check).
+#[derive(Debug)]
+struct ArrivingWriter {
+    dir: std::path::PathBuf,
+    arrived: AtomicBool,
+    held: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl ArrivingWriter {
+    fn arrive(&self, path: &std::path::Path) {
+        let mut held = self.held.lock().unwrap();
+        if path.starts_with(&self.dir) && !self.arrived.swap(true, Ordering::SeqCst) {
+            let f = std::fs::File::create(self.dir.join("data")).unwrap();
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+            *held = Some(f);
+        }
+    }
+}
+
+impl Fs for ArrivingWriter {
+    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        RealFs.create_dir_all(t, r, p)
+    }
+    fn open_temp(&self, t: Target, r: &Root, p: &Path, trunc: bool) -> io::Result<std::fs::File> {
+        RealFs.open_temp(t, r, p, trunc)
+    }
+    fn write(&self, t: Target, f: &mut std::fs::File, buf: &[u8]) -> io::Result<usize> {
+        RealFs.write(t, f, buf)
+    }
+    fn set_len(&self, t: Target, f: &std::fs::File, len: u64) -> io::Result<()> {
+        RealFs.set_len(t, f, len)
+    }
+    fn sync_file(&self, t: Target, f: &std::fs::File) -> io::Result<()> {
+        RealFs.sync_file(t, f)
+    }
+    fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.rename(t, r, from, to)
+    }
+    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
+        RealFs.sync_dir(t, r, d)
+    }
+    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.arrive(p);
+        RealFs.remove_file(t, r, p)
+    }
+    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.arrive(p);
+        RealFs.remove_dir_all(t, r, p)
+    }
+    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.arrive(p);
+        RealFs.remove_dir(t, r, p)
+    }
+}
+
+/// gc removing an ingest directory it found without a data file never
+/// takes the data file a writer made there since (the writer's next step,
+/// its `ref` file, failed with ENOENT beside `gc --grace 0`).
+#[test]
+fn gc_leaves_a_data_file_made_after_it_looked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("arriving");
+    OciDir::open_or_create(&root).unwrap();
+    let dir = root.join("ingest").join("0".repeat(64));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = Arc::new(ArrivingWriter {
+        dir: dir.clone(),
+        arrived: AtomicBool::new(false),
+        held: std::sync::Mutex::new(None),
+    });
+    let store = OciDir::open_with(&root, fs.clone()).unwrap();
+    store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert!(
+        fs.held.lock().unwrap().is_some(),
+        "gc never removed anything there"
+    );
+    assert!(
+        dir.join("data").is_file(),
+        "gc removed the writer's data file"
+    );
+    // Once the writer is gone and the directory holds only its stale data,
+    // gc removes it as before.
+    fs.held.lock().unwrap().take();
+    let report = store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert_eq!(report.ingests_removed, 1, "{report:?}");
+    assert!(!dir.exists());
 }

@@ -176,7 +176,9 @@ fn gc_sweeps_unreachable_keeps_leased_recent_and_referrers() {
         .unwrap();
 
     // Within the grace period nothing goes.
-    let report = store.gc(&GcOptions::default()).unwrap();
+    let report = store
+        .gc(&GcOptions::default().grace(Duration::from_secs(600)))
+        .unwrap();
     assert!(report.removed.is_empty());
     assert!(report.kept_recent >= 2, "{report:?}");
 
