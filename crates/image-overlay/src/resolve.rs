@@ -79,9 +79,18 @@ pub fn open_in_root(
     if resolution == PathResolution::Auto && !NO_OPENAT2.load(Ordering::Relaxed) {
         let p: &[u8] = if path.is_empty() { b"." } else { path };
         let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        match rfs::openat2(root, p, flags | OFlags::CLOEXEC, mode, how) {
-            Err(Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
-            r => return r,
+        // EAGAIN: a rename or mount anywhere raced a `..` of the path;
+        // openat2(2) says to retry (a bounded number of times).
+        let mut tries = 0;
+        loop {
+            match rfs::openat2(root, p, flags | OFlags::CLOEXEC, mode, how) {
+                Err(Errno::AGAIN) if tries < 63 => tries += 1,
+                Err(Errno::NOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    break;
+                }
+                r => return r,
+            }
         }
     }
     walk_in_root(root, path, flags, mode)

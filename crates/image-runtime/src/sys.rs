@@ -415,23 +415,35 @@ fn open_in_root_with(
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | resolve,
     };
-    // SAFETY: openat2(2) with a valid C string and a valid open_how of the
-    // size passed; it only returns a descriptor or an error.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            rootfd,
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(fd as c_int)
+    // EAGAIN: a rename or mount anywhere on the system raced a `..` of the
+    // path; openat2(2) says to retry (bounded here: a steady race is an
+    // error like any other).
+    let mut tries = 0;
+    loop {
+        // SAFETY: openat2(2) with a valid C string and a valid open_how of
+        // the size passed; it only returns a descriptor or an error.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                rootfd,
+                rel.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            return Ok(fd as c_int);
+        }
+        let e = errno();
+        tries += 1;
+        if e != libc::EAGAIN || tries >= OPENAT2_TRIES {
+            return Err(e);
+        }
     }
 }
+
+/// How often an `openat2` that failed with `EAGAIN` is tried in all.
+const OPENAT2_TRIES: u32 = 64;
 
 fn close(fd: c_int) {
     // SAFETY: closing a descriptor this child opened and no longer uses.

@@ -733,9 +733,18 @@ fn open_beneath_once(
             rel
         };
         let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-        match rfs::openat2(dir, p, flags, mode, how) {
-            Err(Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
-            r => return r,
+        // EAGAIN: a rename or mount anywhere raced the lookup; openat2(2)
+        // says to retry (a bounded number of times).
+        let mut tries = 0;
+        loop {
+            match rfs::openat2(dir, p, flags, mode, how) {
+                Err(Errno::AGAIN) if tries < 63 => tries += 1,
+                Err(Errno::NOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    break;
+                }
+                r => return r,
+            }
         }
     }
     let Some((last, parents)) = names.split_last() else {
