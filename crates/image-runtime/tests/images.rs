@@ -16,7 +16,9 @@ use image_overlay::{diff_dirs, pack_dir, PackOptions};
 use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::state::ContainerStatus;
-use image_runtime::{CommitError, ContainerError, Exit, RunOptions, Runtime, RuntimeKind, Stdio};
+use image_runtime::{
+    CommitError, Container, ContainerError, Exit, RunOptions, Runtime, RuntimeKind, Stdio,
+};
 use image_store::mutate::{append, NewLayer};
 use image_store::{Ingester, OciDir, TagStore};
 
@@ -189,6 +191,20 @@ fn fixture() -> Fixture {
 
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// A container of `MULTI` that ran `script` as root and exited 0.
+fn ran_as_root(rt: &Runtime, f: &Fixture, script: &str) -> Container {
+    let c = rt
+        .container_from_image(&f.store, MULTI)
+        .unwrap()
+        .user("0")
+        .cmd(sh(script))
+        .create()
+        .unwrap();
+    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
+    assert!(exit.unwrap().status.success());
+    c
 }
 
 /// Creates a container from `image` running `cmd`, runs it, checks it
@@ -627,15 +643,7 @@ fn commits_beside_gc_with_zero_grace_all_succeed() {
     }
     let f = fixture();
     let rt = f.runtime(Driver::Overlay);
-    let c = rt
-        .container_from_image(&f.store, MULTI)
-        .unwrap()
-        .user("0")
-        .cmd(sh("head -c 300000 /dev/urandom > /data/noise"))
-        .create()
-        .unwrap();
-    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
-    assert!(exit.unwrap().status.success());
+    let c = ran_as_root(&rt, &f, "head -c 300000 /dev/urandom > /data/noise");
     let stop = Arc::new(AtomicBool::new(false));
     let removed = Arc::new(AtomicUsize::new(0));
     let gc = {
@@ -691,15 +699,7 @@ fn commit_with_a_refused_tag_writes_nothing() {
     }
     let f = fixture();
     let rt = f.runtime(Driver::Overlay);
-    let c = rt
-        .container_from_image(&f.store, MULTI)
-        .unwrap()
-        .user("0")
-        .cmd(sh("echo changed > /data/changed"))
-        .create()
-        .unwrap();
-    let (c, exit) = c.run(Stdio::capture(), TIMEOUT).unwrap();
-    assert!(exit.unwrap().status.success());
+    let c = ran_as_root(&rt, &f, "echo changed > /data/changed");
     let store_dir = f.tmp.path().join("store");
     let before = tree(&store_dir);
     let digest = image_store::resolve_image(&f.store, MULTI, None)
