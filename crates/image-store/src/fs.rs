@@ -538,6 +538,16 @@ impl Root {
         Ok(Some(st))
     }
 
+    /// Whether `file` is what `path` names now (not removed or replaced
+    /// since it was opened), looking at `path` without following a symlink.
+    pub(crate) fn holds(&self, file: &File, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), self.stat(path)) {
+            (Ok(a), Ok(Some(b))) => a.dev() == b.st_dev && a.ino() == b.st_ino,
+            _ => false,
+        }
+    }
+
     /// Opens the regular file `path` for reading and returns it with its
     /// size. A FIFO is opened without blocking and refused like any other
     /// file that is not regular.

@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -62,7 +62,7 @@ impl OciDir {
                 Err(e) => return Err(ContentError::io("create", &data, e)),
             };
             try_lock(&file, reference, &data)?;
-            if self.same_file(&file, &data) {
+            if self.dir.holds(&file, &data) {
                 return Ok(file);
             }
         }
@@ -196,7 +196,7 @@ impl OciDir {
                 },
             };
             if rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err()
-                || !self.same_file(&file, &data)
+                || !self.dir.holds(&file, &data)
             {
                 continue;
             }
@@ -238,15 +238,6 @@ impl OciDir {
         })?;
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(out)
-    }
-
-    /// Whether `file` is what `path` names now (not removed or replaced),
-    /// looking at `path` without following a symlink.
-    fn same_file(&self, file: &File, path: &Path) -> bool {
-        match (file.metadata(), self.dir.stat(path)) {
-            (Ok(a), Ok(Some(b))) => a.dev() == b.st_dev && a.ino() == b.st_ino,
-            _ => false,
-        }
     }
 }
 

@@ -71,7 +71,6 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -688,7 +687,7 @@ impl HeldLease for OciHeldLease {
         let _lock = self.store.lock_index()?;
         let file = self.file.as_mut().ok_or_else(lost)?;
         self.written += len;
-        if !same_file(&self.store, file, &self.path) {
+        if !self.store.dir.holds(file, &self.path) {
             return Err(lost());
         }
         seam::write_all(&*self.store.fs, Target::Lease, file, lines.as_bytes()).map_err(|source| {
@@ -722,16 +721,6 @@ impl HeldLease for OciHeldLease {
         result
     }
 }
-
-/// Whether `file` is what `path` names now, looking at `path` inside the
-/// store without following a symlink.
-fn same_file(store: &OciDir, file: &File, path: &Path) -> bool {
-    match (file.metadata(), store.dir.stat(path)) {
-        (Ok(a), Ok(Some(b))) => a.dev() == b.st_dev && a.ino() == b.st_ino,
-        _ => false,
-    }
-}
-
 /// A held lease found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
