@@ -48,6 +48,7 @@ use serde::Deserialize;
 
 use super::tarstream::{normalize, resolve_link, EndState, Ending};
 use super::{decoder, ArchiveError, BlobStore};
+use crate::content::read_full;
 use crate::content::{unique_reference, ContentError};
 use crate::lease::Leases;
 use crate::refs::MAX_DOCUMENT_SIZE;
@@ -298,15 +299,7 @@ fn decompressed<'a>(
     reader: &'a mut dyn Read,
 ) -> Result<(Box<dyn Read + 'a>, Compression), ArchiveError> {
     let mut head = [0u8; 6];
-    let mut n = 0;
-    while n < head.len() {
-        match reader.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(tar_error(e, "<start>", false)),
-        }
-    }
+    let n = read_full(reader, &mut head).map_err(|e| tar_error(e, "<start>", false))?;
     let head = &head[..n];
     let unsupported = |compression| Err(ArchiveError::CompressedArchive { compression });
     if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
@@ -450,15 +443,7 @@ fn ingest_entry(
             // bytes are read, to tell the compression; the parser skips
             // the rest.
             let mut head = [0u8; 8];
-            let mut n = 0;
-            while n < head.len() {
-                match src.read(&mut head[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(tar_error(e, path, false)),
-                }
-            }
+            let n = read_full(src, &mut head).map_err(|e| tar_error(e, path, false))?;
             if (n as u64) < size.min(head.len() as u64) {
                 return Err(truncated(path, n as u64, size));
             }
