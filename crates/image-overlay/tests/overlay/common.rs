@@ -466,19 +466,7 @@ pub fn make_tree(root: &Path) {
     symlink("/etc/hostname", root.join("abs-link")).expect("symlink");
     symlink("nowhere", root.join("dangling")).expect("symlink");
     std::fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-hard")).expect("link");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        root.join("run/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .expect("mkfifo");
-    std::fs::set_permissions(
-        root.join("run/fifo"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .expect("chmod");
+    mkfifo(&root.join("run/fifo"), 0o640);
     rustix::fs::setxattr(
         root.join("etc/hostname"),
         "user.comment",
@@ -524,4 +512,17 @@ pub fn set_all_mtimes(root: &Path) {
             123_456_789,
         );
     }
+}
+
+/// Makes a FIFO at `path` with exactly `mode` (the umask cleared by a chmod).
+pub fn mkfifo(path: &Path, mode: u32) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(mode),
+        0,
+    )
+    .expect("mkfifo");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }

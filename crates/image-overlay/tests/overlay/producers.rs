@@ -43,8 +43,8 @@ use image_overlay::unpack::{unpack, UnpackOptions, UnpackReport};
 use image_store::image::resolve_image;
 use image_store::OciDir;
 
-use crate::common::{gzip, have, is_root, set_mtime, snapshot, Facts, Raw, TarBuf};
-use crate::umoci::{hardlink_groups, run};
+use crate::common::{gzip, have, is_root, mkfifo, set_mtime, snapshot, Facts, Raw, TarBuf};
+use crate::umoci::{gnu_tar_x, hardlink_groups, run};
 
 // ---- the source tree -------------------------------------------------------------
 
@@ -128,19 +128,7 @@ fn source_tree(root: &Path, p: Profile) {
     chown(&root.join("dangling"), 5, 6);
     std::fs::hard_link(root.join("srv/data/f7"), root.join("srv/hard-a")).expect("link");
     std::fs::hard_link(root.join("srv/data/f7"), root.join("usr/hard-b")).expect("link");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        root.join("tmp/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .expect("mkfifo");
-    std::fs::set_permissions(
-        root.join("tmp/fifo"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .expect("chmod");
+    mkfifo(&root.join("tmp/fifo"), 0o640);
     if p.devices && is_root() {
         std::fs::create_dir(root.join("dev")).expect("mkdir");
         rustix::fs::mknodat(
@@ -263,23 +251,6 @@ fn assert_carries_the_tree(what: &str, out: &Path, src: &Path) {
     );
 }
 
-/// GNU tar's extraction of `layer` into a new directory `dir`.
-fn gnu_extract(layer: &Path, dir: &Path) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    run(Command::new("tar")
-        .args([
-            "--xattrs",
-            "--xattrs-include=user.*",
-            "--same-owner",
-            "--numeric-owner",
-            "-p",
-            "-xf",
-        ])
-        .arg(layer)
-        .arg("-C")
-        .arg(dir));
-}
-
 fn ours(layer: &Path, dir: &Path) -> UnpackReport {
     std::fs::create_dir_all(dir).expect("mkdir");
     let f = std::fs::File::open(layer).expect("layer");
@@ -292,7 +263,7 @@ fn against_gnu_tar(what: &str, work: &Path, layer: &Path, except: &[&str]) -> Pa
     let o = work.join(format!("{what}.ours"));
     let t = work.join(format!("{what}.gnu"));
     ours(layer, &o);
-    gnu_extract(layer, &t);
+    gnu_tar_x(layer, &t);
     assert_same(what, &o, &t, except);
     o
 }
@@ -446,7 +417,7 @@ fn our_pack() {
             let o = w.join(format!("pack-{c:?}.ours"));
             ours(&layer, &o);
             let t = w.join(format!("pack-{c:?}.gnu"));
-            gnu_extract(&plain, &t);
+            gnu_tar_x(&plain, &t);
             // Pack writes no entry for the root.
             assert_same(&format!("our pack ({c:?})"), &o, &t, &[""]);
             continue;
@@ -671,7 +642,7 @@ fn each_layer_against_gnu_tar(what: &str, work: &Path, layout: &Path, tag: &str)
         let o = work.join(format!("{what}-{i}.ours"));
         ours(&blob, &o);
         let t = work.join(format!("{what}-{i}.gnu"));
-        gnu_extract(&plain, &t);
+        gnu_tar_x(&plain, &t);
         assert_same(&format!("{what} layer {i}"), &o, &t, &[""]);
     }
 }

@@ -417,7 +417,10 @@ fn apply_whiteouts_by_hand(root: &Path) {
     }
 }
 
-fn gnu_tar_x(layer: &Path, dir: &Path) {
+/// GNU tar's extraction of `layer` into `dir` (made if missing), with
+/// owners, modes and user xattrs.
+pub(crate) fn gnu_tar_x(layer: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
     run(Command::new("tar")
         .args([
             "--xattrs",
