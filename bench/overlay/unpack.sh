@@ -18,7 +18,7 @@
 # commits durable), against `umoci unpack` (verifies, does not sync),
 # `tar -xzf` of each layer in turn (no verification), `gzip -dc` of each
 # layer to /dev/null (decompression alone, no filesystem), and `plainwrite`
-# (crates/image-overlay/examples/plainwrite.rs: the same directories,
+# (image-overlay/examples/plainwrite.rs: the same directories,
 # files and bytes created, written and closed, nothing else: the limit of
 # the filesystem).
 #

@@ -6,7 +6,7 @@
 # crun 1.8 refuses hybrid cgroups: it runs inside one private mount
 # namespace where /sys/fs/cgroup/unified is unmounted and each v1 hierarchy
 # whose own cgroup is not its root is replaced by a bind of our cgroup (as
-# image-runtime's OciRuntime does; see crates/image-runtime/NOTES.md).
+# image-runtime's OciRuntime does; see image-runtime/NOTES.md).
 # Usage (root): bench/runtime/start.sh [N] (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
