@@ -9,7 +9,9 @@
 //! [`LegacyMounter`] is what it falls back to on kernels before 6.8
 //! (`mount(2)` only, long lists shortened through `/proc/self/fd`);
 //! [`RecordingMounter`] only records what it is asked, for unit tests.
-//! [`MountGuard`] unmounts on drop.
+//! [`MountGuard`] unmounts on drop. [`MountOptions`] reads a mount's
+//! options, once, for every mounter (and for the runtime's native
+//! executor, which mounts inside the container with the same rules).
 //!
 //! ```
 //! use image_overlay::mount::{Mount, Mounter, RecordingMounter, MountCall};
@@ -32,12 +34,19 @@ use image_core::{Classify, ErrorKind};
 use rustix::fs::CWD;
 use rustix::io::Errno;
 use rustix::mount::{
-    self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags,
-    UnmountFlags,
+    self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags,
 };
+use serde::{Deserialize, Serialize};
+
+/// The `MS_*` flags of [`MountOptions::flags`] (rustix's, re-exported so
+/// that a caller never meets two versions of it).
+pub use rustix::mount::MountFlags;
 
 /// One mount, as data: what `mount -t FS_TYPE -o OPTIONS SOURCE TARGET` would do.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Serialized as `{"fs_type", "source", "options"}` plus `"target"` when
+/// it has one (how a container record keeps its root filesystem's mounts).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Mount {
     /// The filesystem type: `overlay`, `bind`, ...
     pub fs_type: String,
@@ -45,6 +54,7 @@ pub struct Mount {
     pub source: String,
     /// A path relative to the mount point given to [`Mounter::mount`], for
     /// mounts stacked below the root of a list; `None` is the mount point itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<PathBuf>,
     /// Mount options, as `mount -o` spells them (`ro`, `rbind`, `lowerdir=a:b`, ...).
     pub options: Vec<String>,
@@ -66,7 +76,18 @@ impl Mount {
 
     /// Whether the options contain `ro`.
     pub fn is_read_only(&self) -> bool {
-        self.options.iter().any(|o| o == "ro")
+        self.parsed_options().flags.contains(MountFlags::RDONLY)
+    }
+
+    /// The options, read ([`MountOptions::parse`]).
+    pub fn parsed_options(&self) -> MountOptions {
+        MountOptions::parse(&self.options)
+    }
+
+    /// Whether this is a bind mount: of type `bind`, or with a `bind` or
+    /// `rbind` option (whatever its type, as `mount(8)` reads it).
+    pub fn is_bind(&self) -> bool {
+        self.fs_type == "bind" || self.parsed_options().bind
     }
 
     /// The value of option `key=value`, if present.
@@ -86,6 +107,118 @@ impl Mount {
         self.option("lowerdir")
             .map(|l| l.split(':').filter(|s| !s.is_empty()).collect())
             .unwrap_or_default()
+    }
+}
+
+/// A mount's options, read once, by the one parser every mounter uses:
+/// the flag words `mount(2)` takes as `MS_*` flags, whether it binds
+/// (recursively), and the rest, passed to the filesystem as it is.
+///
+/// - `ro`, `nosuid`, `nodev`, `noexec`, `noatime`, `nodiratime`,
+///   `relatime`, `strictatime`, `sync` are [`MountOptions::flags`];
+///   `rw` and `defaults` set nothing.
+/// - `bind` binds, `rbind` binds recursively (as runc reads them: a mount
+///   of type `bind` with neither is a plain, non-recursive bind).
+/// - Propagation (`private`, `rprivate`, `shared`, `rshared`, `slave`,
+///   `rslave`, `unbindable`, `runbindable`) is dropped: nothing here makes
+///   a mount shared, and the native executor makes every mount private.
+/// - Anything else (`lowerdir=a:b`, `mode=755`, `userxattr`) is
+///   [`MountOptions::data`], in order.
+///
+/// ```
+/// use image_overlay::mount::{MountFlags, MountOptions};
+///
+/// let o = MountOptions::parse(&["rbind", "rprivate", "ro", "mode=755"]);
+/// assert!(o.bind && o.recursive);
+/// assert_eq!(o.flags, MountFlags::RDONLY);
+/// assert_eq!(o.data, ["mode=755"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MountOptions {
+    /// The `MS_*` flags (never `MS_BIND` or `MS_REC`: see
+    /// [`MountOptions::bind`]).
+    pub flags: MountFlags,
+    /// `bind` or `rbind`.
+    pub bind: bool,
+    /// `rbind`.
+    pub recursive: bool,
+    /// The filesystem's own options, in order.
+    pub data: Vec<String>,
+}
+
+impl MountOptions {
+    /// Reads `options` (see the type's documentation).
+    pub fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
+        let mut out = MountOptions {
+            flags: MountFlags::empty(),
+            bind: false,
+            recursive: false,
+            data: Vec::new(),
+        };
+        for o in options {
+            let o = o.as_ref();
+            out.flags |= match o {
+                "ro" => MountFlags::RDONLY,
+                "nosuid" => MountFlags::NOSUID,
+                "nodev" => MountFlags::NODEV,
+                "noexec" => MountFlags::NOEXEC,
+                "noatime" => MountFlags::NOATIME,
+                "nodiratime" => MountFlags::NODIRATIME,
+                "relatime" => MountFlags::RELATIME,
+                "strictatime" => MountFlags::STRICTATIME,
+                "sync" => MountFlags::SYNCHRONOUS,
+                "rw" | "defaults" | "private" | "rprivate" | "shared" | "rshared" | "slave"
+                | "rslave" | "unbindable" | "runbindable" => MountFlags::empty(),
+                "bind" => {
+                    out.bind = true;
+                    MountFlags::empty()
+                }
+                "rbind" => {
+                    out.bind = true;
+                    out.recursive = true;
+                    MountFlags::empty()
+                }
+                other => {
+                    out.data.push(other.to_owned());
+                    MountFlags::empty()
+                }
+            };
+        }
+        out
+    }
+
+    /// The data options joined as `mount(2)` takes them (`a,b=c`).
+    pub fn data_string(&self) -> String {
+        self.data.join(",")
+    }
+
+    /// The flags that are per-mount attributes of the new mount API
+    /// (`fsmount`, `mount_setattr`); [`MountFlags::SYNCHRONOUS`], a
+    /// superblock flag, is not one.
+    pub fn attrs(&self) -> MountAttrFlags {
+        let mut a = MountAttrFlags::empty();
+        for (flag, attr) in [
+            (MountFlags::RDONLY, MountAttrFlags::MOUNT_ATTR_RDONLY),
+            (MountFlags::NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+            (MountFlags::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+            (MountFlags::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+            (MountFlags::NOATIME, MountAttrFlags::MOUNT_ATTR_NOATIME),
+            (
+                MountFlags::NODIRATIME,
+                MountAttrFlags::MOUNT_ATTR_NODIRATIME,
+            ),
+            (
+                MountFlags::STRICTATIME,
+                MountAttrFlags::MOUNT_ATTR_STRICTATIME,
+            ),
+            (MountFlags::RELATIME, MountAttrFlags::MOUNT_ATTR_RELATIME),
+        ] {
+            if self.flags.contains(flag) {
+                a |= attr;
+            }
+        }
+        a
     }
 }
 
@@ -234,10 +367,13 @@ fn mount_point(target: &Path, m: &Mount) -> Result<PathBuf, MountError> {
 ///   directory (kernel 6.8+), so the list is not bounded by a page; on older
 ///   kernels, or where `fsopen` is refused (`ENOSYS`, `EPERM`: a seccomp
 ///   filter), `mount(2)` as [`LegacyMounter`] does.
-///   Flags `ro`, `nosuid`, `nodev`, `noexec` become mount attributes; every
-///   other option is passed to overlayfs as is.
+///   The flags of [`MountOptions`] become mount attributes (`sync` a
+///   superblock flag); the data options are passed to overlayfs as they are.
 /// - `bind` (or options containing `bind`/`rbind`): `mount(2)` with
-///   `MS_BIND` (`MS_REC` for `rbind`), then a read-only remount for `ro`.
+///   `MS_BIND` (`MS_REC` for `rbind`), then a remount with the flags
+///   (`ro`, `nosuid`, ...).
+/// - any other type (`tmpfs`, `proc`, ...): `mount(2)` with the flags and
+///   the data options.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SysMounter;
 
@@ -306,17 +442,13 @@ fn mount_all(
     let mut done: Vec<PathBuf> = Vec::new();
     for m in mounts {
         let result = mount_point(target, m).and_then(|point| {
-            let is_bind = m.fs_type == "bind" || m.has_flag("bind") || m.has_flag("rbind");
-            if is_bind {
-                mount_bind(m, &point)
+            let options = m.parsed_options();
+            if m.fs_type == "bind" || options.bind {
+                mount_bind(m, &options, &point)
             } else if m.fs_type == "overlay" {
-                mount_overlay(m, &point, legacy)
+                mount_overlay(m, &options, &point, legacy)
             } else {
-                Err(MountError::Unsupported {
-                    fs_type: m.fs_type.clone(),
-                    target: point.clone(),
-                    reason: "only overlay and bind mounts are supported".to_owned(),
-                })
+                mount_other(m, &options, &point)
             }
             .map(|()| point)
         });
@@ -356,26 +488,15 @@ fn mount_err(m: &Mount, point: &Path, step: &str, e: Errno) -> MountError {
     }
 }
 
-fn mount_bind(m: &Mount, point: &Path) -> Result<(), MountError> {
+fn mount_bind(m: &Mount, options: &MountOptions, point: &Path) -> Result<(), MountError> {
     let err = |step: &str, e: Errno| mount_err(m, point, step, e);
-    let recursive = m.has_flag("rbind") || !m.has_flag("bind");
-    if recursive {
+    if options.recursive {
         rmount::mount_bind_recursive(m.source.as_str(), point).map_err(|e| err("mount", e))?;
     } else {
         rmount::mount_bind(m.source.as_str(), point).map_err(|e| err("mount", e))?;
     }
-    let mut flags = MountFlags::BIND;
-    for o in &m.options {
-        match o.as_str() {
-            "ro" => flags |= MountFlags::RDONLY,
-            "nosuid" => flags |= MountFlags::NOSUID,
-            "nodev" => flags |= MountFlags::NODEV,
-            "noexec" => flags |= MountFlags::NOEXEC,
-            _ => {}
-        }
-    }
-    if flags != MountFlags::BIND {
-        if let Err(e) = rmount::mount_remount(point, flags, "") {
+    if !options.flags.is_empty() {
+        if let Err(e) = rmount::mount_remount(point, options.flags | MountFlags::BIND, "") {
             let _ = rmount::unmount(point, UnmountFlags::DETACH);
             return Err(err("remount", e));
         }
@@ -383,15 +504,28 @@ fn mount_bind(m: &Mount, point: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
-fn attr_flag(o: &str) -> Option<MountAttrFlags> {
-    Some(match o {
-        "ro" => MountAttrFlags::MOUNT_ATTR_RDONLY,
-        "nosuid" => MountAttrFlags::MOUNT_ATTR_NOSUID,
-        "nodev" => MountAttrFlags::MOUNT_ATTR_NODEV,
-        "noexec" => MountAttrFlags::MOUNT_ATTR_NOEXEC,
-        "rw" => MountAttrFlags::empty(),
-        _ => return None,
+/// The options of `m` as the C string `mount(2)` takes.
+fn data_cstring(m: &Mount, point: &Path, data: String) -> Result<std::ffi::CString, MountError> {
+    std::ffi::CString::new(data).map_err(|_| MountError::Unsupported {
+        fs_type: m.fs_type.clone(),
+        target: point.to_path_buf(),
+        reason: "NUL byte in options".to_owned(),
     })
+}
+
+/// Any other filesystem (`tmpfs`, `proc`, ...): `mount(2)` with the flags
+/// and the data options.
+fn mount_other(m: &Mount, options: &MountOptions, point: &Path) -> Result<(), MountError> {
+    let data = data_cstring(m, point, options.data_string())?;
+    let data = (!data.as_bytes().is_empty()).then_some(data.as_c_str());
+    rmount::mount(
+        m.source.as_str(),
+        point,
+        m.fs_type.as_str(),
+        options.flags,
+        data,
+    )
+    .map_err(|e| mount_err(m, point, "mount", e))
 }
 
 /// The most lower directories one overlayfs mount takes: the kernel's
@@ -400,7 +534,12 @@ fn attr_flag(o: &str) -> Option<MountAttrFlags> {
 /// overlay2 driver stops earlier (128), containers/storage at this one.
 pub const MAX_OVERLAY_LOWERS: usize = 500;
 
-fn mount_overlay(m: &Mount, point: &Path, legacy: bool) -> Result<(), MountError> {
+fn mount_overlay(
+    m: &Mount,
+    options: &MountOptions,
+    point: &Path,
+    legacy: bool,
+) -> Result<(), MountError> {
     let err = |step: &str, e: Errno| mount_err(m, point, step, e);
     let lowers = m.lowerdirs().len();
     if lowers > MAX_OVERLAY_LOWERS {
@@ -411,21 +550,19 @@ fn mount_overlay(m: &Mount, point: &Path, legacy: bool) -> Result<(), MountError
         });
     }
     if legacy || !has_lowerdir_plus() {
-        return mount_overlay_legacy(m, point);
+        return mount_overlay_legacy(m, options, point);
     }
     let fs = match rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
         Ok(fs) => fs,
-        Err(Errno::NOSYS) | Err(Errno::PERM) => return mount_overlay_legacy(m, point),
+        Err(Errno::NOSYS) | Err(Errno::PERM) => return mount_overlay_legacy(m, options, point),
         Err(e) => return Err(err("fsopen", e)),
     };
     rmount::fsconfig_set_string(&fs, "source", m.source.as_str())
         .map_err(|e| err("fsconfig source", e))?;
-    let mut attrs = MountAttrFlags::empty();
-    for o in &m.options {
-        if let Some(a) = attr_flag(o) {
-            attrs |= a;
-            continue;
-        }
+    if options.flags.contains(MountFlags::SYNCHRONOUS) {
+        rmount::fsconfig_set_flag(&fs, "sync").map_err(|e| err("fsconfig sync", e))?;
+    }
+    for o in &options.data {
         match o.split_once('=') {
             Some(("lowerdir", list)) => {
                 for dir in list.split(':').filter(|d| !d.is_empty()) {
@@ -440,7 +577,7 @@ fn mount_overlay(m: &Mount, point: &Path, legacy: bool) -> Result<(), MountError
         }
     }
     rmount::fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
-    let mnt = rmount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+    let mnt = rmount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, options.attrs())
         .map_err(|e| err("fsmount", e))?;
     rmount::move_mount(
         &mnt,
@@ -506,19 +643,8 @@ fn shorten_dirs(options: &[String]) -> Option<(Vec<String>, OwnedFd)> {
     Some((out, fd))
 }
 
-fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
-    let mut flags = MountFlags::empty();
-    let mut data = Vec::new();
-    for o in &m.options {
-        match o.as_str() {
-            "ro" => flags |= MountFlags::RDONLY,
-            "nosuid" => flags |= MountFlags::NOSUID,
-            "nodev" => flags |= MountFlags::NODEV,
-            "noexec" => flags |= MountFlags::NOEXEC,
-            "rw" => {}
-            other => data.push(other.to_owned()),
-        }
-    }
+fn mount_overlay_legacy(m: &Mount, options: &MountOptions, point: &Path) -> Result<(), MountError> {
+    let mut data = options.data.clone();
     // Keeps the common parent open until the mount is made.
     let mut _parent = None;
     if data.join(",").len() >= PAGE {
@@ -538,13 +664,15 @@ fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
             ),
         });
     }
-    let data = std::ffi::CString::new(data).map_err(|_| MountError::Unsupported {
-        fs_type: m.fs_type.clone(),
-        target: point.to_path_buf(),
-        reason: "NUL byte in options".to_owned(),
-    })?;
-    rmount::mount(m.source.as_str(), point, "overlay", flags, data.as_c_str())
-        .map_err(|e| mount_err(m, point, "mount", e))
+    let data = data_cstring(m, point, data)?;
+    rmount::mount(
+        m.source.as_str(),
+        point,
+        "overlay",
+        options.flags,
+        data.as_c_str(),
+    )
+    .map_err(|e| mount_err(m, point, "mount", e))
 }
 
 /// A call recorded by [`RecordingMounter`].
@@ -680,6 +808,91 @@ mod tests {
         assert_eq!(m.option("upperdir"), Some("/u"));
         assert!(m.is_read_only());
         assert!(!Mount::bind("/x", false).is_read_only());
+    }
+
+    #[test]
+    fn one_parser_reads_every_word() {
+        let flags = [
+            ("ro", MountFlags::RDONLY),
+            ("nosuid", MountFlags::NOSUID),
+            ("nodev", MountFlags::NODEV),
+            ("noexec", MountFlags::NOEXEC),
+            ("noatime", MountFlags::NOATIME),
+            ("nodiratime", MountFlags::NODIRATIME),
+            ("relatime", MountFlags::RELATIME),
+            ("strictatime", MountFlags::STRICTATIME),
+            ("sync", MountFlags::SYNCHRONOUS),
+        ];
+        let ignored = [
+            "rw",
+            "defaults",
+            "private",
+            "rprivate",
+            "shared",
+            "rshared",
+            "slave",
+            "rslave",
+            "unbindable",
+            "runbindable",
+        ];
+        let data = ["lowerdir=/a:/b", "mode=755", "userxattr", "size=65536k"];
+        // Every subset of flags, interleaved with every ignored word and
+        // the data in order: the flags are their union, the data kept in
+        // order, nothing else appears.
+        for mask in 0u32..(1 << flags.len()) {
+            let mut words: Vec<&str> = Vec::new();
+            let mut want = MountFlags::empty();
+            for (i, (w, f)) in flags.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    words.push(w);
+                    want |= *f;
+                }
+                words.push(ignored[(i + mask as usize) % ignored.len()]);
+                if let Some(d) = data.get(i) {
+                    words.push(d);
+                }
+            }
+            let o = MountOptions::parse(&words);
+            assert_eq!(o.flags, want, "{words:?}");
+            assert_eq!(o.data, data, "{words:?}");
+            assert!(!o.bind && !o.recursive);
+            assert_eq!(o.data_string(), data.join(","));
+            let attrs = o.attrs();
+            assert_eq!(
+                attrs.contains(MountAttrFlags::MOUNT_ATTR_RDONLY),
+                want.contains(MountFlags::RDONLY)
+            );
+            assert_eq!(
+                attrs.contains(MountAttrFlags::MOUNT_ATTR_NOATIME),
+                want.contains(MountFlags::NOATIME)
+            );
+        }
+        let b = MountOptions::parse(&["bind", "ro"]);
+        assert!(b.bind && !b.recursive);
+        let r = MountOptions::parse(&["rbind"]);
+        assert!(r.bind && r.recursive);
+        let typed = Mount {
+            fs_type: "bind".into(),
+            source: "/x".into(),
+            target: None,
+            options: vec![],
+        };
+        assert!(typed.is_bind() && !typed.parsed_options().recursive);
+        assert!(Mount::bind("/x", true).parsed_options().recursive);
+    }
+
+    #[test]
+    fn a_mount_serializes_as_the_records_kept_it() {
+        // A container record written before the mount model was one type.
+        let old = r#"{"fs_type":"overlay","source":"overlay","options":["lowerdir=/a"]}"#;
+        let m: Mount = serde_json::from_str(old).expect("parse");
+        assert_eq!(m.target, None);
+        assert_eq!(serde_json::to_string(&m).expect("json"), old);
+        let mut m = Mount::bind("/b", true);
+        m.target = Some("sub".into());
+        let back: Mount =
+            serde_json::from_str(&serde_json::to_string(&m).expect("json")).expect("parse");
+        assert_eq!(back, m);
     }
 
     #[test]

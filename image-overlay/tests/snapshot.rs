@@ -464,6 +464,77 @@ conformance!(conformance_copy, Copy);
 
 // ---- overlay specifics -----------------------------------------------------
 
+/// Every mounter reads a mount's options with the one parser: a tmpfs (a
+/// type other than overlay and bind, which the runtime mounts for a root
+/// filesystem given as mounts) is mounted with its flags and data; a bind
+/// and an overlay take every flag word (`noatime` too, which overlayfs
+/// refused when it was passed to it as one of its own options).
+#[test]
+fn every_mounter_takes_every_flag_of_the_one_parser() {
+    if !mounts_permitted("every_mounter_takes_every_flag_of_the_one_parser") {
+        return;
+    }
+    use rustix::fs::StatVfsMountFlags as F;
+    let t = tempfile::tempdir().expect("tempdir");
+    for d in ["src", "l1", "l2", "u", "w"] {
+        fs::create_dir(t.path().join(d)).expect("mkdir");
+    }
+    let p = |d: &str| t.path().join(d).to_string_lossy().into_owned();
+    let s = |v: &[&str]| v.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>();
+    let tmpfs = Mount {
+        fs_type: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: None,
+        options: s(&[
+            "nosuid",
+            "nodev",
+            "noexec",
+            "rprivate",
+            "mode=0710",
+            "size=1m",
+        ]),
+    };
+    let mut bind = Mount::bind(p("src"), false);
+    bind.options.extend(s(&["noatime", "nodev"]));
+    let overlay = Mount {
+        fs_type: "overlay".into(),
+        source: "overlay".into(),
+        target: None,
+        options: vec![
+            "noatime".into(),
+            "nosuid".into(),
+            format!("lowerdir={}:{}", p("l1"), p("l2")),
+            format!("upperdir={}", p("u")),
+            format!("workdir={}", p("w")),
+        ],
+    };
+    let mounters: [(&str, &dyn Mounter); 2] = [("sys", &SysMounter), ("legacy", &LegacyMounter)];
+    for (name, mounter) in mounters {
+        let flags = |m: &Mount| {
+            with_mounted_by(mounter, std::slice::from_ref(m), |dir| {
+                let st = rustix::fs::statvfs(dir).expect("statvfs");
+                (st.f_flag, fs::metadata(dir).expect("stat").mode() & 0o7777)
+            })
+        };
+        let (f, mode) = flags(&tmpfs);
+        assert!(f.contains(F::NOSUID | F::NODEV | F::NOEXEC), "{name} {f:?}");
+        assert_eq!(mode, 0o710, "{name}");
+        let (f, _) = flags(&bind);
+        assert!(f.contains(F::NOATIME | F::NODEV), "{name} {f:?}");
+        let (f, _) = flags(&overlay);
+        assert!(f.contains(F::NOATIME | F::NOSUID), "{name} {f:?}");
+    }
+}
+
+/// Mounts `mounts` with `mounter` on a fresh directory, runs `f`, unmounts.
+fn with_mounted_by<T>(mounter: &dyn Mounter, mounts: &[Mount], f: impl FnOnce(&Path) -> T) -> T {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guard = MountGuard::mount(mounter, mounts, dir.path()).expect("mount");
+    let out = f(dir.path());
+    guard.unmount().expect("unmount");
+    out
+}
+
 #[test]
 fn overlay_mount_options_are_explicit() {
     let dir = tempfile::tempdir().expect("tempdir");
