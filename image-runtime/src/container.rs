@@ -53,8 +53,7 @@ impl Container {
         mounts
             .iter()
             .filter(|m| m.fs_type == "overlay")
-            .flat_map(|m| m.options.iter())
-            .find_map(|o| o.strip_prefix("upperdir="))
+            .find_map(|m| m.option("upperdir"))
             .map(std::path::PathBuf::from)
     }
 

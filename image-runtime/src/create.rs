@@ -14,7 +14,8 @@ use crate::rootfs::Rootfs;
 use crate::snapshots::{self, SnapshotRef, Snapshots};
 use crate::spec::{RunOptions, Volume};
 use crate::state::{self, ContainerRecord, ContainerStatus, Owner};
-use crate::{mount, Container, Runtime};
+use crate::{Container, Runtime};
+use image_overlay::mount::SysMounter;
 
 /// Builds a container; see [`Runtime::container`]. Setters take and return
 /// the builder by value.
@@ -234,7 +235,7 @@ impl ContainerBuilder {
                 .snapshotter()
                 .prepare_with(id, Some(&init), snapshots::labels(&self.runtime, id))
                 .map_err(snapshots::snapshot_err(id))?;
-            record.rootfs = Rootfs::Mounts(snapshots::mount_specs(mounts)?);
+            record.rootfs = Rootfs::Mounts(mounts);
             self.runtime.state().save(record)?;
         }
         let rootfs: PathBuf = match &record.rootfs {
@@ -247,7 +248,7 @@ impl ContainerBuilder {
             Rootfs::Mounts(mounts) => {
                 let target = dir.join("rootfs");
                 std::fs::create_dir(&target).map_err(ContainerError::state(&target))?;
-                mount::mount_all(mounts, &target)?;
+                crate::rootfs::mount_all(&SysMounter, mounts, &target)?;
                 target
             }
         };

@@ -10,6 +10,7 @@
 use crate::container::{Container, RunningContainer};
 use crate::error::ContainerError;
 use crate::Runtime;
+use image_overlay::mount::SysMounter;
 
 pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> {
     let dir = runtime.state().dir(id);
@@ -31,7 +32,7 @@ pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> 
         }
     };
     note(runtime.backend().delete(id, true).map_err(Into::into));
-    note(crate::mount::unmount_all(&dir).map_err(Into::into));
+    note(crate::rootfs::unmount_all(&SysMounter, &dir).map_err(Into::into));
     note(crate::cgroup::remove_container_cgroups(id).map_err(ContainerError::state("cgroup")));
     let still_mounted = crate::mountinfo::mounts_under(&dir)
         .map(|m| !m.is_empty())

@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use image_core::{Classify, ErrorKind};
+use image_overlay::mount::{Mount, MountError, Mounter};
 use image_overlay::resolve::{open_in_root, PathResolution};
 use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
@@ -33,21 +34,51 @@ pub enum Rootfs {
     Directory(PathBuf),
     /// Mounts to perform, in order, on the bundle's `rootfs` directory: what
     /// a snapshotter's `prepare(key, parent)` returns (typically a single
-    /// overlay mount). They are unmounted when the container is deleted.
-    Mounts(Vec<MountSpec>),
+    /// overlay mount), performed through image-overlay's
+    /// [`Mounter`]. They are unmounted when the container is deleted.
+    Mounts(Vec<Mount>),
 }
 
-/// One mount as data (the shape snapshotters return): `mount -t fs_type
-/// -o options source <target>`, the target being the bundle's rootfs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountSpec {
-    /// Filesystem type (`overlay`, `bind`, `tmpfs`, ...).
-    pub fs_type: String,
-    /// Source (a device, a directory, or a placeholder such as `overlay`).
-    pub source: String,
-    /// Options (`ro`, `bind`, `lowerdir=...`); flag words are turned into
-    /// mount flags, the rest is passed as data.
-    pub options: Vec<String>,
+/// Performs `mounts` on `target` with `mounter` (image-overlay's seam).
+///
+/// # Errors
+/// [`RootfsError::Mount`] (classified `PermissionDenied` without the
+/// privilege to mount), [`RootfsError::Overlay`] for a mount refused
+/// before the kernel saw it.
+pub(crate) fn mount_all(
+    mounter: &dyn Mounter,
+    mounts: &[Mount],
+    target: &Path,
+) -> Result<(), RootfsError> {
+    mounter.mount(mounts, target).map_err(RootfsError::from)
+}
+
+/// Unmounts every mount at or below `dir` with `mounter`, deepest first;
+/// a busy mount is detached (lazy) rather than left behind.
+///
+/// # Errors
+/// [`RootfsError::Unmount`] for a mount that cannot be removed at all.
+pub(crate) fn unmount_all(mounter: &dyn Mounter, dir: &Path) -> Result<(), RootfsError> {
+    let mounts: Vec<PathBuf> =
+        crate::mountinfo::mounts_under(dir).map_err(|source| RootfsError::Unmount {
+            target: dir.to_owned(),
+            source,
+        })?;
+    let errno = |e: &MountError| match e {
+        MountError::Unmount { source, .. } => source.raw_os_error(),
+        _ => None,
+    };
+    for m in mounts {
+        let Err(e) = mounter.unmount(&m, false) else {
+            continue;
+        };
+        match errno(&e) {
+            Some(libc::EINVAL) | Some(libc::ENOENT) => {}
+            Some(libc::EBUSY) => mounter.unmount(&m, true).map_err(RootfsError::from)?,
+            _ => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Errors of opening and reading inside a root filesystem.
@@ -117,6 +148,27 @@ pub enum RootfsError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl From<MountError> for RootfsError {
+    fn from(e: MountError) -> RootfsError {
+        match e {
+            MountError::Mount {
+                fs_type,
+                source_path,
+                target,
+                source,
+                ..
+            } => RootfsError::Mount {
+                fs_type,
+                source_path,
+                target,
+                source,
+            },
+            MountError::Unmount { target, source } => RootfsError::Unmount { target, source },
+            other => RootfsError::Overlay(other),
+        }
+    }
 }
 
 impl Classify for RootfsError {

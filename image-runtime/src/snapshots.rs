@@ -20,7 +20,7 @@ use image_overlay::snapshot::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::ContainerError;
-use crate::rootfs::{MountSpec, RootfsError};
+use crate::rootfs::RootfsError;
 use crate::Runtime;
 
 /// Label on a container's snapshot: the container ID.
@@ -247,33 +247,6 @@ pub(crate) fn labels(runtime: &Runtime, id: &str) -> Labels {
     l
 }
 
-/// A snapshotter's mounts as the runtime's [`MountSpec`]s.
-///
-/// # Errors
-/// [`ContainerError::Rootfs`] for a mount below the root (not made by
-/// image-overlay's drivers).
-pub(crate) fn mount_specs(mounts: Vec<Mount>) -> Result<Vec<MountSpec>, ContainerError> {
-    mounts
-        .into_iter()
-        .map(|m| match &m.target {
-            None => Ok(MountSpec {
-                fs_type: m.fs_type,
-                source: m.source,
-                options: m.options,
-            }),
-            Some(t) => Err(ContainerError::Rootfs(RootfsError::Mount {
-                fs_type: m.fs_type.clone(),
-                source_path: m.source.clone(),
-                target: t.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "mounts below the root filesystem are not supported",
-                ),
-            })),
-        })
-        .collect()
-}
-
 /// Removes the snapshots of `sref`: the container's, then its init
 /// snapshot (unmounted first by the caller); snapshots that are gone
 /// already are success. A snapshot under these keys that is not labelled
@@ -348,9 +321,9 @@ pub(crate) fn make_init(
     let mounts = sn
         .prepare_with(&key, parent, labels(runtime, id))
         .map_err(snapshot_err(&key))?;
-    crate::mount::mount_all(&mount_specs(mounts)?, target)?;
+    crate::rootfs::mount_all(&SysMounter, &mounts, target)?;
     let made = make_mount_points(target);
-    let unmounted = crate::mount::unmount_all(target);
+    let unmounted = crate::rootfs::unmount_all(&SysMounter, target);
     made?;
     unmounted?;
     let name = init_name(id);

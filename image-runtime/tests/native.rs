@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image_core::{Classify, ErrorKind};
+use image_overlay::mount::{Mounter, SysMounter};
 use image_runtime::backend::{self, Backend};
 use image_runtime::{
     BackendError, Exit, NativeOptions, NativeRuntime, OciRuntime, Rootfs, RunOptions, Runtime,
@@ -506,11 +507,12 @@ async fn native_fifty_concurrent_containers_from_tokio() {
             for d in [&bundle.join("rootfs"), &upper, &work] {
                 std::fs::create_dir_all(d).unwrap();
             }
-            image_runtime::mount::mount_all(
-                &[common::overlay_mount(&lower, &upper, &work)],
-                &bundle.join("rootfs"),
-            )
-            .unwrap();
+            SysMounter
+                .mount(
+                    &[common::overlay_mount(&lower, &upper, &work)],
+                    &bundle.join("rootfs"),
+                )
+                .unwrap();
             let mut s = b.spec.clone();
             s["hostname"] = json!(format!("host-{i}"));
             s["root"]["path"] = json!("rootfs");
@@ -533,7 +535,7 @@ async fn native_fifty_concurrent_containers_from_tokio() {
             .await
             .unwrap();
             be.delete(&id, true).unwrap();
-            image_runtime::mount::unmount_all(&bundle).unwrap();
+            SysMounter.unmount(&bundle.join("rootfs"), false).unwrap();
             (i, id, exit, upper)
         }));
     }

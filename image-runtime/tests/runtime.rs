@@ -361,6 +361,40 @@ fn two_containers_do_not_see_each_others_writes() {
     assert!(!base.join("u2/data/a").exists());
 }
 
+/// A root filesystem given as image-overlay's mounts is mounted through
+/// its `Mounter` as they are: an overlay and a tmpfs stacked below it
+/// (`target`, relative to the root; refused while the runtime kept its own
+/// mount type), with the tmpfs's flags and size; delete takes both down.
+#[test]
+fn a_root_of_stacked_mounts_is_mounted_through_the_mounter() {
+    if !ready(&["runc"]) {
+        return;
+    }
+    let f = fixture();
+    let rt = Runtime::oci(&f.root, RuntimeKind::Runc).unwrap();
+    let base = f.root.parent().unwrap();
+    let Rootfs::Mounts(mut mounts) = overlay(&f.rootfs, &base.join("u"), &base.join("w")) else {
+        unreachable!("overlay() gives mounts")
+    };
+    mounts.push(image_overlay::mount::Mount {
+        fs_type: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: Some("data".into()),
+        options: vec!["nosuid".into(), "size=1m".into(), "mode=0700".into()],
+    });
+    let mut opts = sh("ls /data; grep ' /data ' /proc/mounts | cut -d' ' -f3,4");
+    opts.user = Some("root".into());
+    let (_, exit) = run_in(&rt, Rootfs::Mounts(mounts), image_config(), opts);
+    assert_eq!(
+        exit.stdout_str(),
+        "tmpfs rw,nosuid,relatime,size=1024k,mode=700\n",
+        "{}",
+        exit.stderr_str()
+    );
+    // The lower directory's /data was hidden, not touched.
+    assert!(f.rootfs.join("data/readme").exists());
+}
+
 #[test]
 fn typed_errors_before_anything_runs() {
     if !ready(&["runc"]) {

@@ -77,10 +77,11 @@ pub fn image_config() -> RunConfig {
 
 /// An overlay mount of `upper` (with its `work` directory) on `lower`; the
 /// directories must exist when it is mounted.
-pub fn overlay_mount(lower: &Path, upper: &Path, work: &Path) -> image_runtime::MountSpec {
-    image_runtime::MountSpec {
+pub fn overlay_mount(lower: &Path, upper: &Path, work: &Path) -> image_overlay::mount::Mount {
+    image_overlay::mount::Mount {
         fs_type: "overlay".into(),
         source: "overlay".into(),
+        target: None,
         options: vec![
             format!("lowerdir={}", lower.display()),
             format!("upperdir={}", upper.display()),
