@@ -126,12 +126,14 @@ pub fn swap_limit_supported() -> bool {
     })
 }
 
-/// Checks that every limit `spec` (as JSON) asks for in `linux.resources`
-/// has its controller in a hierarchy a container's cgroups would go in.
+/// Checks that every limit `spec` asks for in `linux.resources` has its
+/// controller in a hierarchy a container's cgroups would go in.
 ///
 /// # Errors
 /// `(limit, reason)` of the first that cannot be enforced.
-pub fn check_limits(spec: &serde_json::Value) -> Result<(), (&'static str, String)> {
+pub fn check_limits(
+    spec: &image_core::oci_spec::runtime::Spec,
+) -> Result<(), (&'static str, String)> {
     let limits = crate::native::cgroup::Limits::from_spec(spec);
     if limits.controllers().is_empty() {
         return Ok(());

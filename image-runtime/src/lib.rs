@@ -22,7 +22,9 @@
 //!   and [`Runtime::gc`] removing what crashed processes left.
 //!
 //! The root filesystem is a [`Rootfs`]: a plain directory, or a list of
-//! mounts as a snapshotter's `prepare` returns them.
+//! mounts as a snapshotter's `prepare` returns them (image-overlay's
+//! [`Mount`](image_overlay::mount::Mount), performed through its
+//! [`Mounter`](image_overlay::mount::Mounter)).
 //!
 //! ```
 //! use image_runtime::spec::{self, RunOptions, SpecContext};

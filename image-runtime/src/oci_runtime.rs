@@ -411,11 +411,7 @@ impl Backend for OciRuntime {
             });
         }
         // A limit without its controller: say so before the runtime fails.
-        let json = serde_json::to_value(&spec).map_err(|e| BackendError::Io {
-            context: format!("bundle {}", config.display()),
-            source: std::io::Error::other(e),
-        })?;
-        crate::cgroup::check_limits(&json).map_err(|(limit, reason)| {
+        crate::cgroup::check_limits(&spec).map_err(|(limit, reason)| {
             BackendError::LimitUnavailable {
                 id: id.into(),
                 limit,

@@ -688,3 +688,59 @@ fn native_refuses_ids_out_of_range_in_a_bundle() {
         assert_clean(&id, b.tmp.path());
     }
 }
+
+/// The native backend plans from the typed spec: a field it does not
+/// implement is refused at create with `Unsupported` naming the field
+/// (as seccomp was), never ignored; what runc and crun would do with it
+/// (a sysctl, an AppArmor profile, a device node, a blkio weight) the
+/// container must not silently go without. runc runs the same bundles.
+#[test]
+fn native_refuses_each_field_it_does_not_implement_naming_it() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    /// The field named, and how the spec gets it.
+    type Case = (&'static str, fn(&mut Value));
+    let cases: [Case; 6] = [
+        ("linux.sysctl", |s| {
+            s["linux"]["sysctl"] = json!({"kernel.domainname": "example.org"})
+        }),
+        ("process.apparmorProfile", |s| {
+            s["process"]["apparmorProfile"] = json!("unconfined")
+        }),
+        (
+            "linux.devices",
+            |s| {
+                s["linux"]["devices"] =
+                    json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}])
+            },
+        ),
+        ("linux.resources.blockIO", |s| {
+            s["linux"]["resources"]["blockIO"] = json!({"weight": 100})
+        }),
+        ("hooks", |s| {
+            s["hooks"] = json!({"poststop": [{"path": "/bin/true"}]})
+        }),
+        ("process.oomScoreAdj", |s| {
+            s["process"]["oomScoreAdj"] = json!(100)
+        }),
+    ];
+    for (i, (field, change)) in cases.into_iter().enumerate() {
+        b.write(&["true"], change);
+        let id = format!("field-{i}");
+        match be.create(&id, &b.dir) {
+            Err(e @ BackendError::Unsupported { what, .. }) => {
+                assert!(what.starts_with(field), "{field}: {what}");
+                assert_eq!(e.kind(), ErrorKind::Unsupported);
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+        let _ = be.delete(&id, true);
+        assert_clean(&id, b.tmp.path());
+    }
+    // The same bundle without them runs.
+    b.write(&["true"], |_| {});
+    assert_eq!(run(&be, "plain", &b, Stdio::capture()).status.code(), 0);
+}

@@ -16,6 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use image_core::oci_spec::runtime::{LinuxResources, Spec};
+
 use crate::cgroup::{Hierarchy, CGROUP_PREFIX};
 
 /// The limits a spec's `linux.resources` asks for.
@@ -36,16 +38,28 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Reads `linux.resources` of a spec (as JSON).
-    pub fn from_spec(spec: &serde_json::Value) -> Limits {
-        let r = &spec["linux"]["resources"];
+    /// The limits of a spec's `linux.resources` (none without one).
+    pub fn from_spec(spec: &Spec) -> Limits {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .map(Limits::from_resources)
+            .unwrap_or_default()
+    }
+
+    /// The memory, pids and CPU limits of `r`; zero and negative values
+    /// (the spec's "unlimited") are none.
+    pub fn from_resources(r: &LinuxResources) -> Limits {
+        let positive = |v: Option<i64>| v.filter(|v| *v > 0);
+        let memory = r.memory().as_ref();
+        let cpu = r.cpu().as_ref();
         Limits {
-            memory: r["memory"]["limit"].as_i64().filter(|v| *v > 0),
-            memory_swap: r["memory"]["swap"].as_i64().filter(|v| *v > 0),
-            pids: r["pids"]["limit"].as_i64().filter(|v| *v > 0),
-            cpu_quota: r["cpu"]["quota"].as_i64().filter(|v| *v > 0),
-            cpu_period: r["cpu"]["period"].as_u64().filter(|v| *v > 0),
-            cpu_shares: r["cpu"]["shares"].as_u64().filter(|v| *v > 0),
+            memory: positive(memory.and_then(|m| m.limit())),
+            memory_swap: positive(memory.and_then(|m| m.swap())),
+            pids: positive(r.pids().as_ref().map(|p| p.limit())),
+            cpu_quota: positive(cpu.and_then(|c| c.quota())),
+            cpu_period: cpu.and_then(|c| c.period()).filter(|v| *v > 0),
+            cpu_shares: cpu.and_then(|c| c.shares()).filter(|v| *v > 0),
         }
     }
 
@@ -510,10 +524,13 @@ mod tests {
             "memory": {"limit": 1048576}, "pids": {"limit": 10},
             "cpu": {"quota": 20000, "period": 100000}
         }}});
-        let l = Limits::from_spec(&spec);
+        let l = Limits::from_spec(&serde_json::from_value(spec).unwrap());
         assert_eq!(l.memory, Some(1 << 20));
         assert_eq!(l.pids, Some(10));
         assert_eq!(l.controllers(), vec!["memory", "pids", "cpu"]);
-        assert_eq!(Limits::from_spec(&serde_json::json!({})), Limits::default());
+        assert_eq!(
+            Limits::from_spec(&serde_json::from_value(serde_json::json!({})).unwrap()),
+            Limits::default()
+        );
     }
 }

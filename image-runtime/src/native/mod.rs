@@ -67,8 +67,10 @@
 //!   sense of confinement. Confinement here comes from namespaces,
 //!   dropped capabilities (Docker's 14), read-only and masked paths and
 //!   cgroups. A spec that asks for a seccomp profile is refused with
-//!   [`BackendError::Unsupported`] rather than run unconfined silently.
-//!   AppArmor and SELinux labels are ignored (none are generated).
+//!   [`BackendError::Unsupported`] rather than run unconfined silently,
+//!   and so is every other field the native backend does not implement
+//!   (AppArmor and SELinux labels, sysctls, hooks, device nodes, limits
+//!   other than memory, pids and CPU, ...), named in the error.
 //!
 //! # Processes
 //! [`Process::wait`] reaps with `waitpid` (exit code, or 128 + signal);
@@ -97,7 +99,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use image_core::oci_spec::runtime::{LinuxIdMapping, Process as SpecProcess, Spec};
 
 use crate::backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Process, Signal, Status,
@@ -288,7 +290,7 @@ impl NativeRuntime {
         }
     }
 
-    fn read_spec(&self, bundle: &Path) -> Result<Value, BackendError> {
+    fn read_spec(&self, bundle: &Path) -> Result<Spec, BackendError> {
         let p = bundle.join("config.json");
         let b = std::fs::read(&p).map_err(io_err(format!("bundle {}", p.display())))?;
         serde_json::from_slice(&b).map_err(|e| BackendError::Io {
@@ -297,41 +299,20 @@ impl NativeRuntime {
         })
     }
 
-    /// Namespace flags of the spec, refusing what is not supported.
-    fn namespaces(&self, spec: &Value) -> Result<libc::c_int, PlanError> {
-        if !spec["linux"]["seccomp"].is_null() {
-            return Err(PlanError::Unsupported(
-                "a seccomp profile (the native backend runs without seccomp)",
-            ));
-        }
-        let mut flags = 0;
-        for ns in spec["linux"]["namespaces"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            if ns["path"].as_str().is_some_and(|p| !p.is_empty()) {
-                return Err(PlanError::Unsupported("joining a namespace by path"));
-            }
-            flags |= match ns["type"].as_str().unwrap_or("") {
-                "pid" => libc::CLONE_NEWPID,
-                "network" => libc::CLONE_NEWNET,
-                "mount" => libc::CLONE_NEWNS,
-                "ipc" => libc::CLONE_NEWIPC,
-                "uts" => libc::CLONE_NEWUTS,
-                "user" => libc::CLONE_NEWUSER,
-                "cgroup" => libc::CLONE_NEWCGROUP,
-                _ => return Err(PlanError::Unsupported("an unknown namespace type")),
-            };
-        }
-        if flags & libc::CLONE_NEWNS == 0 {
-            return Err(PlanError::Unsupported("a spec without a mount namespace"));
-        }
-        Ok(flags)
+    /// Namespace flags of the spec, refusing every field the native
+    /// backend does not implement.
+    fn namespaces(&self, spec: &Spec) -> Result<libc::c_int, PlanError> {
+        plan::unsupported(spec)?;
+        plan::namespaces(spec)
     }
 
-    fn wants_init(&self, spec: &Value) -> bool {
-        self.options.init || spec["annotations"][ANNOTATION_INIT].as_str() == Some("true")
+    fn wants_init(&self, spec: &Spec) -> bool {
+        self.options.init
+            || spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_INIT))
+                .is_some_and(|v| v == "true")
     }
 }
 
@@ -352,52 +333,44 @@ struct ProcessPlan {
     arg0: String,
 }
 
-fn process_plan(process: &Value) -> Result<ProcessPlan, PlanError> {
-    let args = plan::strings(&process["args"])?;
-    let arg0 = process["args"][0].as_str().unwrap_or("").to_owned();
+fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError> {
+    let process = process.ok_or_else(|| PlanError::Invalid("no process".into()))?;
+    plan::process_unsupported(process)?;
+    let args = process.args().as_deref().unwrap_or(&[]);
+    let arg0 = args.first().cloned().unwrap_or_default();
     if args.is_empty() {
         return Err(PlanError::Invalid("no process.args".into()));
     }
-    let env: Vec<String> = process["env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let programs = plan::programs(&arg0, &env)?;
-    let envp = plan::strings(&process["env"])?;
-    let user = &process["user"];
+    let env = process.env().as_deref().unwrap_or(&[]);
+    let programs = plan::programs(&arg0, env)?;
     let (uid, gid, groups) = plan::credentials(process)?;
-    let cwd = process["cwd"].as_str().unwrap_or("/");
-    if !cwd.starts_with('/') {
+    let cwd = process.cwd();
+    if !cwd.is_absolute() {
         return Err(PlanError::Invalid(format!("relative cwd {cwd:?}")));
     }
-    let tty = process["terminal"].as_bool().unwrap_or(false).then(|| {
-        let s = &process["consoleSize"];
-        (
-            s["height"].as_u64().unwrap_or(24) as u16,
-            s["width"].as_u64().unwrap_or(80) as u16,
-        )
+    let tty = process.terminal().unwrap_or(false).then(|| {
+        let (height, width) = process
+            .console_size()
+            .map_or((24, 80), |s| (s.height(), s.width()));
+        (height as u16, width as u16)
     });
     Ok(ProcessPlan {
-        caps: plan::caps(process)?,
+        caps: plan::caps(process),
         uid,
         gid,
         groups,
-        umask: user["umask"].as_u64().unwrap_or(0o022) as u32,
-        no_new_privs: process["noNewPrivileges"].as_bool().unwrap_or(false),
+        umask: process.user().umask().unwrap_or(0o022),
+        no_new_privs: process.no_new_privileges().unwrap_or(false),
         cwd: CString::new(
-            crate::spec::clean_absolute(cwd)
+            crate::spec::clean_absolute(&cwd.to_string_lossy())
                 .as_os_str()
                 .as_encoded_bytes(),
         )
         .map_err(|_| PlanError::Invalid("cwd with a NUL byte".into()))?,
         programs,
-        argv: CVec::new(args),
-        envp: CVec::new(envp),
-        rlimits: plan::rlimits(process)?,
+        argv: CVec::new(plan::strings(args)?),
+        envp: CVec::new(plan::strings(env)?),
+        rlimits: plan::rlimits(process),
         tty,
         arg0,
     })
@@ -541,25 +514,19 @@ fn reap(pid: i32) {
     }
 }
 
-fn write_id_maps(pid: i32, spec: &Value) -> std::io::Result<()> {
-    let map = |v: &Value| -> String {
-        v.as_array()
-            .map(Vec::as_slice)
+fn write_id_maps(pid: i32, spec: &Spec) -> std::io::Result<()> {
+    let map = |m: Option<&Vec<LinuxIdMapping>>| -> String {
+        m.map(Vec::as_slice)
             .unwrap_or(&[])
             .iter()
-            .map(|m| {
-                format!(
-                    "{} {} {}\n",
-                    m["containerID"].as_u64().unwrap_or(0),
-                    m["hostID"].as_u64().unwrap_or(0),
-                    m["size"].as_u64().unwrap_or(0)
-                )
-            })
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
             .collect()
     };
-    let linux = &spec["linux"];
-    std::fs::write(format!("/proc/{pid}/gid_map"), map(&linux["gidMappings"]))?;
-    std::fs::write(format!("/proc/{pid}/uid_map"), map(&linux["uidMappings"]))?;
+    let linux = spec.linux().as_ref();
+    let gid = map(linux.and_then(|l| l.gid_mappings().as_ref()));
+    let uid = map(linux.and_then(|l| l.uid_mappings().as_ref()));
+    std::fs::write(format!("/proc/{pid}/gid_map"), gid)?;
+    std::fs::write(format!("/proc/{pid}/uid_map"), uid)?;
     Ok(())
 }
 
@@ -580,7 +547,7 @@ impl Launch<'_> {
     fn release(
         &self,
         pid: i32,
-        id_maps: Option<&Value>,
+        id_maps: Option<&Spec>,
         cgroups: &[CgroupDir],
         go_write: OwnedFd,
         err_read: &OwnedFd,
@@ -631,7 +598,7 @@ impl Backend for NativeRuntime {
         let spec = self.read_spec(bundle)?;
         self.namespaces(&spec)
             .map_err(|e| self.failure(id, "create", e))?;
-        process_plan(&spec["process"]).map_err(|e| self.failure(id, "create", e))?;
+        process_plan(spec.process().as_ref()).map_err(|e| self.failure(id, "create", e))?;
         let userns = self.namespaces(&spec).unwrap_or(0) & libc::CLONE_NEWUSER != 0;
         self.save(
             id,
@@ -665,7 +632,7 @@ impl Backend for NativeRuntime {
             .namespaces(&spec)
             .map_err(|e| self.failure(id, "start", e))?;
         let userns = flags & libc::CLONE_NEWUSER != 0;
-        let pp = process_plan(&spec["process"]).map_err(|e| self.failure(id, "start", e))?;
+        let pp = process_plan(spec.process().as_ref()).map_err(|e| self.failure(id, "start", e))?;
         let root = plan::root_path(&spec, bundle).map_err(|e| self.failure(id, "start", e))?;
         let root = std::fs::canonicalize(&root)
             .map_err(io_err(format!("root filesystem {}", root.display())))?;
@@ -780,7 +747,7 @@ impl Backend for NativeRuntime {
         &self,
         id: &str,
         _bundle: &Path,
-        process: &image_core::oci_spec::runtime::Process,
+        process: &SpecProcess,
         stdio: Stdio,
     ) -> Result<Box<dyn Process>, BackendError> {
         let st = self.load(id)?;
@@ -792,11 +759,7 @@ impl Backend for NativeRuntime {
                 message: "the container is not running".into(),
             });
         };
-        let process = serde_json::to_value(process).map_err(|e| BackendError::Io {
-            context: "exec process".into(),
-            source: std::io::Error::other(e),
-        })?;
-        let pp = process_plan(&process).map_err(|e| self.failure(id, "exec", e))?;
+        let pp = process_plan(Some(process)).map_err(|e| self.failure(id, "exec", e))?;
         let (pid, pumps) = self.exec_launch(id, target, st.userns, pp, &st.cgroups, stdio)?;
         Ok(Box::new(NativeProcess::new(id, pid, pumps, Vec::new())))
     }
@@ -807,7 +770,7 @@ impl NativeRuntime {
     fn launch(
         &self,
         id: &str,
-        spec: &Value,
+        spec: &Spec,
         flags: libc::c_int,
         pp: ProcessPlan,
         root: &Path,
@@ -815,13 +778,14 @@ impl NativeRuntime {
         stdio: Stdio,
     ) -> Result<(i32, io::Pumps), BackendError> {
         let userns = flags & libc::CLONE_NEWUSER != 0;
-        plan::check_mount_targets(spec, root).map_err(|e| self.failure(id, "start", e))?;
-        let ops =
-            plan::mount_ops(spec, userns, cgroups).map_err(|e| self.failure(id, "start", e))?;
+        let mounts = plan::spec_mounts(spec).map_err(|e| self.failure(id, "start", e))?;
+        plan::check_mount_targets(&mounts, root).map_err(|e| self.failure(id, "start", e))?;
+        let ops = plan::mount_ops(spec, &mounts, userns, cgroups)
+            .map_err(|e| self.failure(id, "start", e))?;
         let op_names: Vec<String> = ops.iter().map(describe_op).collect();
         let prepared = io::prepare(stdio, pp.tty).map_err(io_err("preparing stdio"))?;
         let pipes = pipes().map_err(io_err("creating pipes"))?;
-        let hostname = match spec["hostname"].as_str() {
+        let hostname = match spec.hostname().as_deref() {
             Some(h) if flags & libc::CLONE_NEWUTS != 0 && !h.is_empty() => {
                 Some(CString::new(h).map_err(|_| {
                     self.failure(id, "start", PlanError::Invalid("hostname".into()))
@@ -835,7 +799,11 @@ impl NativeRuntime {
                     .map_err(|_| self.failure(id, "start", PlanError::Invalid("root".into())))?,
             ),
             ops,
-            readonly_root: spec["root"]["readonly"].as_bool().unwrap_or(false),
+            readonly_root: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
             hostname,
             loopback: flags & libc::CLONE_NEWNET != 0,
             rlimits: pp.rlimits,

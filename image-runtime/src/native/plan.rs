@@ -1,16 +1,20 @@
-//! A runtime spec (as JSON) turned into what the child does: the mount
+//! A runtime [`Spec`] turned into what the child does: the mount
 //! operations, devices, masked and read-only paths, credentials,
 //! capabilities, rlimits and the program to exec, all prepared before the
-//! clone (see [`crate::sys`]).
+//! clone (see [`crate::sys`]). A field of the spec that the native backend
+//! does not implement is refused ([`unsupported`]), never ignored.
 
 use std::ffi::CString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use libc::c_ulong;
-use serde_json::Value;
+use image_core::oci_spec::runtime::{
+    Capabilities, Capability, LinuxNamespaceType, PosixRlimitType, Process, Spec,
+};
+use image_overlay::mount::Mount;
 
 use crate::rootfs::{RootDir, RootfsError};
 use crate::spec::defaults::DEFAULT_PATH;
+use crate::spec::mounts;
 use crate::sys::{Caps, Op};
 
 use super::cgroup::CgroupDir;
@@ -18,7 +22,7 @@ use super::cgroup::CgroupDir;
 /// Why a spec cannot be run natively.
 #[derive(Debug)]
 pub(crate) enum PlanError {
-    /// Something the native backend does not do.
+    /// Something the native backend does not do: the spec's field, named.
     Unsupported(&'static str),
     /// A malformed value.
     Invalid(String),
@@ -39,21 +43,18 @@ fn cstr(s: impl AsRef<[u8]>) -> Result<CString, PlanError> {
 
 /// `/a/b/../c` as `a/c` (relative to the root), `.` for the root.
 pub(crate) fn rel(dest: &str) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in Path::new(dest).components() {
-        match c {
-            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
+    let cleaned = crate::spec::clean_absolute(dest);
+    match cleaned.to_string_lossy().trim_start_matches('/') {
+        "" => ".".into(),
+        r => r.to_owned(),
     }
-    if parts.is_empty() {
-        ".".into()
-    } else {
-        parts.join("/")
-    }
+}
+
+/// The target of a mount read from a spec, as [`rel`] gives it.
+fn target_of(m: &Mount) -> String {
+    m.target
+        .as_deref()
+        .map_or_else(|| ".".to_owned(), |t| t.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -64,36 +65,165 @@ fn parent_and_name(rel: &str) -> (String, String) {
     }
 }
 
-/// Mount flags and data of an OCI mount's options; propagation options are
-/// dropped (everything is made private first).
-pub(crate) fn mount_options(options: &[String]) -> (c_ulong, bool, bool, String) {
-    let mut flags: c_ulong = 0;
-    let mut bind = false;
-    let mut rec = false;
-    let mut data = Vec::new();
-    for o in options {
-        match o.as_str() {
-            "ro" => flags |= libc::MS_RDONLY,
-            "rw" | "defaults" => {}
-            "nosuid" => flags |= libc::MS_NOSUID,
-            "nodev" => flags |= libc::MS_NODEV,
-            "noexec" => flags |= libc::MS_NOEXEC,
-            "noatime" => flags |= libc::MS_NOATIME,
-            "nodiratime" => flags |= libc::MS_NODIRATIME,
-            "relatime" => flags |= libc::MS_RELATIME,
-            "strictatime" => flags |= libc::MS_STRICTATIME,
-            "sync" => flags |= libc::MS_SYNCHRONOUS,
-            "bind" => bind = true,
-            "rbind" => {
-                bind = true;
-                rec = true;
-            }
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
-            | "runbindable" => {}
-            other => data.push(other),
+/// `Unsupported(field)` when `set`.
+fn refuse(set: bool, field: &'static str) -> Result<(), PlanError> {
+    if set {
+        Err(PlanError::Unsupported(field))
+    } else {
+        Ok(())
+    }
+}
+
+/// The first field of `spec` that is set and that the native backend does
+/// not implement, named as the spec names it; `Ok` when there is none.
+/// runc and crun implement them; running without one of them silently
+/// (a seccomp profile, a sysctl, an AppArmor profile) would give the
+/// container less confinement or another setup than its spec asks for.
+pub(crate) fn unsupported(spec: &Spec) -> Result<(), PlanError> {
+    refuse(spec.hooks().is_some(), "hooks")?;
+    refuse(spec.domainname().is_some(), "domainname")?;
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        refuse(
+            m.uid_mappings().is_some() || m.gid_mappings().is_some(),
+            "mounts[].uidMappings and gidMappings (idmapped mounts)",
+        )?;
+    }
+    if let Some(p) = spec.process() {
+        process_unsupported(p)?;
+    }
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    refuse(
+        linux.seccomp().is_some(),
+        "linux.seccomp (a seccomp profile: the native backend runs without seccomp)",
+    )?;
+    refuse(
+        linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()),
+        "linux.sysctl",
+    )?;
+    refuse(
+        linux.devices().as_ref().is_some_and(|d| !d.is_empty()),
+        "linux.devices",
+    )?;
+    refuse(linux.net_devices().is_some(), "linux.netDevices")?;
+    refuse(linux.intel_rdt().is_some(), "linux.intelRdt")?;
+    refuse(linux.personality().is_some(), "linux.personality")?;
+    refuse(linux.time_offsets().is_some(), "linux.timeOffsets")?;
+    refuse(linux.memory_policy().is_some(), "linux.memoryPolicy")?;
+    refuse(
+        linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()),
+        "linux.mountLabel (an SELinux label)",
+    )?;
+    refuse(
+        !matches!(
+            linux.rootfs_propagation().as_deref(),
+            None | Some("" | "private" | "rprivate")
+        ),
+        "linux.rootfsPropagation other than private",
+    )?;
+    if let Some(r) = linux.resources() {
+        refuse(r.block_io().is_some(), "linux.resources.blockIO")?;
+        refuse(
+            r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+            "linux.resources.hugepageLimits",
+        )?;
+        refuse(r.network().is_some(), "linux.resources.network")?;
+        refuse(r.rdma().is_some(), "linux.resources.rdma")?;
+        refuse(
+            r.unified().as_ref().is_some_and(|u| !u.is_empty()),
+            "linux.resources.unified",
+        )?;
+        if let Some(m) = r.memory() {
+            #[allow(deprecated)]
+            let kernel = m.kernel();
+            refuse(
+                m.reservation().is_some()
+                    || kernel.is_some()
+                    || m.kernel_tcp().is_some()
+                    || m.swappiness().is_some()
+                    || m.disable_oom_killer().is_some(),
+                "linux.resources.memory other than limit and swap",
+            )?;
+        }
+        if let Some(c) = r.cpu() {
+            refuse(
+                c.realtime_runtime().is_some()
+                    || c.realtime_period().is_some()
+                    || c.cpus().is_some()
+                    || c.mems().is_some()
+                    || c.idle().is_some()
+                    || c.burst().is_some(),
+                "linux.resources.cpu other than shares, quota and period",
+            )?;
         }
     }
-    (flags, bind, rec, data.join(","))
+    Ok(())
+}
+
+/// As [`unsupported`], for a process (a container's or an exec's).
+pub(crate) fn process_unsupported(p: &Process) -> Result<(), PlanError> {
+    refuse(
+        p.capabilities()
+            .as_ref()
+            .and_then(|c| c.ambient().as_ref())
+            .is_some_and(|a| !a.is_empty()),
+        "process.capabilities.ambient (ambient capabilities)",
+    )?;
+    refuse(
+        p.apparmor_profile().as_ref().is_some_and(|a| !a.is_empty()),
+        "process.apparmorProfile",
+    )?;
+    refuse(
+        p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()),
+        "process.selinuxLabel",
+    )?;
+    refuse(p.scheduler().is_some(), "process.scheduler")?;
+    refuse(p.io_priority().is_some(), "process.ioPriority")?;
+    refuse(p.oom_score_adj().is_some(), "process.oomScoreAdj")?;
+    refuse(p.exec_cpu_affinity().is_some(), "process.execCPUAffinity")?;
+    Ok(())
+}
+
+/// Namespace flags of the spec (`clone(2)`'s `CLONE_NEW*`).
+pub(crate) fn namespaces(spec: &Spec) -> Result<libc::c_int, PlanError> {
+    let mut flags = 0;
+    let all = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    for ns in all.map(Vec::as_slice).unwrap_or(&[]) {
+        if ns
+            .path()
+            .as_ref()
+            .is_some_and(|p| !p.as_os_str().is_empty())
+        {
+            return Err(PlanError::Unsupported(
+                "linux.namespaces[].path (joining a namespace)",
+            ));
+        }
+        flags |= match ns.typ() {
+            LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+            LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+            LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+            LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+            LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+            LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+            LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+            LinuxNamespaceType::Time => return Err(PlanError::Unsupported("a time namespace")),
+        };
+    }
+    if flags & libc::CLONE_NEWNS == 0 {
+        return Err(PlanError::Unsupported("a spec without a mount namespace"));
+    }
+    Ok(flags)
+}
+
+/// The spec's mounts, read (see [`mounts::from_oci`]).
+pub(crate) fn spec_mounts(spec: &Spec) -> Result<Vec<Mount>, PlanError> {
+    spec.mounts()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|m| mounts::from_oci(m).map_err(|e| PlanError::Invalid(e.to_string())))
+        .collect()
 }
 
 /// Filesystems that must be mounted on an ordinary directory, reached
@@ -111,23 +241,19 @@ fn needs_ordinary_dir(fs_type: &str) -> bool {
 /// in the root at `root`: no component a symlink, the last one a directory
 /// when it exists. The child enforces the same again when it mounts; this
 /// check gives the clear error.
-pub(crate) fn check_mount_targets(spec: &Value, root: &Path) -> Result<(), PlanError> {
+pub(crate) fn check_mount_targets(mounts: &[Mount], root: &Path) -> Result<(), PlanError> {
     let root_dir = RootDir::open(root).map_err(|source| PlanError::Rootfs {
         what: "checking mount targets".into(),
         source: Box::new(source),
     })?;
-    for m in spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let typ = m["type"].as_str().unwrap_or("");
-        if !needs_ordinary_dir(typ) {
-            continue;
-        }
-        let dest = m["destination"].as_str().unwrap_or("");
-        match root_dir.ordinary_dir(Path::new(&format!("/{}", rel(dest)))) {
+    for m in mounts.iter().filter(|m| needs_ordinary_dir(&m.fs_type)) {
+        let target = Path::new("/").join(target_of(m));
+        match root_dir.ordinary_dir(&target) {
             Ok(()) => {}
             Err(e) if image_core::Classify::kind(&e) == image_core::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(PlanError::Rootfs {
-                    what: format!("{typ} must be mounted on an ordinary directory"),
+                    what: format!("{} must be mounted on an ordinary directory", m.fs_type),
                     source: Box::new(source),
                 })
             }
@@ -217,47 +343,38 @@ fn dev_ops(ops: &mut Vec<Op>, dev: &str, userns: bool) -> Result<(), PlanError> 
     Ok(())
 }
 
-/// The filesystem operations for a spec's mounts, masked and read-only
-/// paths. `cgroups` are the container's cgroup directories (bound under a
-/// `cgroup` mount's destination, read-only).
+/// The filesystem operations for a spec's mounts (read with
+/// [`spec_mounts`]), masked and read-only paths. `cgroups` are the
+/// container's cgroup directories (bound under a `cgroup` mount's
+/// destination, read-only).
 pub(crate) fn mount_ops(
-    spec: &Value,
+    spec: &Spec,
+    mounts: &[Mount],
     userns: bool,
     cgroups: &[CgroupDir],
 ) -> Result<Vec<Op>, PlanError> {
     let mut ops = Vec::new();
-    let mut done: Vec<String> = Vec::new();
-    for m in spec["mounts"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let dest = m["destination"]
-            .as_str()
-            .ok_or_else(|| PlanError::Invalid("a mount without a destination".into()))?;
-        let target = rel(dest);
-        let typ = m["type"].as_str().unwrap_or("");
-        let source = m["source"].as_str().unwrap_or("");
-        let options: Vec<String> = m["options"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|o| o.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (flags, bind, rec, data) = mount_options(&options);
-        let bind = bind || typ == "bind";
-        let is_file = bind && Path::new(source).metadata().is_ok_and(|md| !md.is_dir());
+    for m in mounts {
+        let target = target_of(m);
+        let typ = m.fs_type.as_str();
+        let options = m.parsed_options();
+        let flags = libc::c_ulong::from(options.flags.bits());
+        let bind = m.is_bind();
+        let is_file = bind && Path::new(&m.source).metadata().is_ok_and(|md| !md.is_dir());
         make_path(&mut ops, &target, is_file)?;
         if bind {
             ops.push(Op::Bind {
-                source: cstr(source)?,
+                source: cstr(&m.source)?,
                 target: cstr(&target)?,
-                recursive: rec,
+                recursive: options.recursive,
                 remount: flags,
             });
         } else if typ == "cgroup" || typ == "cgroup2" {
             cgroup_ops(&mut ops, &target, cgroups)?;
         } else {
+            let data = options.data_string();
             ops.push(Op::Mount {
-                source: Some(cstr(source)?),
+                source: Some(cstr(&m.source)?),
                 target: cstr(&target)?,
                 fstype: Some(cstr(typ)?),
                 flags,
@@ -268,31 +385,24 @@ pub(crate) fn mount_ops(
                 dev_ops(&mut ops, &target, userns)?;
             }
         }
-        done.push(target);
     }
-    let linux = &spec["linux"];
-    for p in linux["maskedPaths"]
-        .as_array()
-        .map(Vec::as_slice)
+    let linux = spec.linux().as_ref();
+    for p in linux
+        .and_then(|l| l.masked_paths().as_deref())
         .unwrap_or(&[])
     {
-        if let Some(p) = p.as_str() {
-            ops.push(Op::Mask {
-                target: cstr(rel(p))?,
-                dev_null: cstr("dev/null")?,
-            });
-        }
+        ops.push(Op::Mask {
+            target: cstr(rel(p))?,
+            dev_null: cstr("dev/null")?,
+        });
     }
-    for p in linux["readonlyPaths"]
-        .as_array()
-        .map(Vec::as_slice)
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_deref())
         .unwrap_or(&[])
     {
-        if let Some(p) = p.as_str() {
-            ops.push(Op::ReadOnly {
-                target: cstr(rel(p))?,
-            });
-        }
+        ops.push(Op::ReadOnly {
+            target: cstr(rel(p))?,
+        });
     }
     Ok(ops)
 }
@@ -341,62 +451,56 @@ fn cgroup_ops(ops: &mut Vec<Op>, target: &str, cgroups: &[CgroupDir]) -> Result<
     Ok(())
 }
 
-/// Linux capability names, by number (capabilities(7)).
-const CAP_NAMES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-fn cap_mask(v: &Value) -> Result<u64, PlanError> {
-    let mut m = 0u64;
-    for c in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let name = c.as_str().unwrap_or("");
-        let n = CAP_NAMES
-            .iter()
-            .position(|x| *x == name)
-            .ok_or_else(|| PlanError::Invalid(format!("unknown capability {name}")))?;
-        m |= 1 << n;
+/// A capability's number (capabilities(7)).
+fn cap_number(c: Capability) -> u32 {
+    use Capability as C;
+    match c {
+        C::Chown => 0,
+        C::DacOverride => 1,
+        C::DacReadSearch => 2,
+        C::Fowner => 3,
+        C::Fsetid => 4,
+        C::Kill => 5,
+        C::Setgid => 6,
+        C::Setuid => 7,
+        C::Setpcap => 8,
+        C::LinuxImmutable => 9,
+        C::NetBindService => 10,
+        C::NetBroadcast => 11,
+        C::NetAdmin => 12,
+        C::NetRaw => 13,
+        C::IpcLock => 14,
+        C::IpcOwner => 15,
+        C::SysModule => 16,
+        C::SysRawio => 17,
+        C::SysChroot => 18,
+        C::SysPtrace => 19,
+        C::SysPacct => 20,
+        C::SysAdmin => 21,
+        C::SysBoot => 22,
+        C::SysNice => 23,
+        C::SysResource => 24,
+        C::SysTime => 25,
+        C::SysTtyConfig => 26,
+        C::Mknod => 27,
+        C::Lease => 28,
+        C::AuditWrite => 29,
+        C::AuditControl => 30,
+        C::Setfcap => 31,
+        C::MacOverride => 32,
+        C::MacAdmin => 33,
+        C::Syslog => 34,
+        C::WakeAlarm => 35,
+        C::BlockSuspend => 36,
+        C::AuditRead => 37,
+        C::Perfmon => 38,
+        C::Bpf => 39,
+        C::CheckpointRestore => 40,
     }
-    Ok(m)
+}
+
+fn cap_mask(set: &Option<Capabilities>) -> u64 {
+    set.iter().flatten().fold(0, |m, c| m | 1 << cap_number(*c))
 }
 
 /// The highest capability number of this kernel.
@@ -408,95 +512,74 @@ pub(crate) fn last_cap() -> u32 {
 }
 
 /// The process's capability sets (`None`: the spec sets none).
-pub(crate) fn caps(process: &Value) -> Result<Option<Caps>, PlanError> {
-    let c = &process["capabilities"];
-    if c.is_null() {
-        return Ok(None);
-    }
-    if c["ambient"].as_array().is_some_and(|a| !a.is_empty()) {
-        return Err(PlanError::Unsupported("ambient capabilities"));
-    }
-    Ok(Some(Caps {
-        bounding: cap_mask(&c["bounding"])?,
-        effective: cap_mask(&c["effective"])?,
-        permitted: cap_mask(&c["permitted"])?,
-        inheritable: cap_mask(&c["inheritable"])?,
+/// Ambient capabilities are refused by [`process_unsupported`].
+pub(crate) fn caps(process: &Process) -> Option<Caps> {
+    process.capabilities().as_ref().map(|c| Caps {
+        bounding: cap_mask(c.bounding()),
+        effective: cap_mask(c.effective()),
+        permitted: cap_mask(c.permitted()),
+        inheritable: cap_mask(c.inheritable()),
         last_cap: last_cap(),
-    }))
+    })
 }
 
 /// `(uid, gid, supplementary gids)` of `process.user`, each at most
 /// [`crate::user::MAX_ID`], as runc requires: a spec written by someone
 /// else may hold `4294967295`, which `setresuid` and `setgroups` read as
-/// "unchanged" (the process would stay root), or a number above `u32`.
-pub(crate) fn credentials(process: &Value) -> Result<(u32, u32, Vec<u32>), PlanError> {
-    let user = &process["user"];
-    let id = |what: &str, v: &Value| -> Result<u32, PlanError> {
-        v.as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| *n <= crate::user::MAX_ID)
-            .ok_or_else(|| {
-                PlanError::Invalid(format!(
-                    "{what} {v} is out of range 0-{}",
-                    crate::user::MAX_ID
-                ))
-            })
+/// "unchanged" (the process would stay root). (A number above `u32` or
+/// below zero is refused when the spec is read.)
+pub(crate) fn credentials(process: &Process) -> Result<(u32, u32, Vec<u32>), PlanError> {
+    let user = process.user();
+    let id = |what: &str, n: u32| -> Result<u32, PlanError> {
+        if n <= crate::user::MAX_ID {
+            Ok(n)
+        } else {
+            Err(PlanError::Invalid(format!(
+                "{what} {n} is out of range 0-{}",
+                crate::user::MAX_ID
+            )))
+        }
     };
-    let uid = if user["uid"].is_null() {
-        0
-    } else {
-        id("uid", &user["uid"])?
-    };
-    let gid = if user["gid"].is_null() {
-        0
-    } else {
-        id("gid", &user["gid"])?
-    };
-    let groups = user["additionalGids"]
-        .as_array()
-        .map(Vec::as_slice)
+    let groups = user
+        .additional_gids()
+        .as_deref()
         .unwrap_or(&[])
         .iter()
-        .map(|g| id("supplementary gid", g))
+        .map(|g| id("supplementary gid", *g))
         .collect::<Result<Vec<u32>, PlanError>>()?;
-    Ok((uid, gid, groups))
+    Ok((id("uid", user.uid())?, id("gid", user.gid())?, groups))
 }
 
 /// `(resource, soft, hard)` of the process's rlimits.
-pub(crate) fn rlimits(process: &Value) -> Result<Vec<(libc::c_int, u64, u64)>, PlanError> {
-    let mut out = Vec::new();
-    for r in process["rlimits"]
-        .as_array()
-        .map(Vec::as_slice)
+pub(crate) fn rlimits(process: &Process) -> Vec<(libc::c_int, u64, u64)> {
+    use PosixRlimitType as R;
+    process
+        .rlimits()
+        .as_deref()
         .unwrap_or(&[])
-    {
-        let name = r["type"].as_str().unwrap_or("");
-        let res = match name {
-            "RLIMIT_CPU" => libc::RLIMIT_CPU,
-            "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-            "RLIMIT_DATA" => libc::RLIMIT_DATA,
-            "RLIMIT_STACK" => libc::RLIMIT_STACK,
-            "RLIMIT_CORE" => libc::RLIMIT_CORE,
-            "RLIMIT_RSS" => libc::RLIMIT_RSS,
-            "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-            "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-            "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-            "RLIMIT_AS" => libc::RLIMIT_AS,
-            "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-            "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-            "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-            "RLIMIT_NICE" => libc::RLIMIT_NICE,
-            "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-            "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-            other => return Err(PlanError::Invalid(format!("unknown rlimit {other}"))),
-        };
-        out.push((
-            res as libc::c_int,
-            r["soft"].as_u64().unwrap_or(0),
-            r["hard"].as_u64().unwrap_or(0),
-        ));
-    }
-    Ok(out)
+        .iter()
+        .map(|r| {
+            let res = match r.typ() {
+                R::RlimitCpu => libc::RLIMIT_CPU,
+                R::RlimitFsize => libc::RLIMIT_FSIZE,
+                R::RlimitData => libc::RLIMIT_DATA,
+                R::RlimitStack => libc::RLIMIT_STACK,
+                R::RlimitCore => libc::RLIMIT_CORE,
+                R::RlimitRss => libc::RLIMIT_RSS,
+                R::RlimitNproc => libc::RLIMIT_NPROC,
+                R::RlimitNofile => libc::RLIMIT_NOFILE,
+                R::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+                R::RlimitAs => libc::RLIMIT_AS,
+                R::RlimitLocks => libc::RLIMIT_LOCKS,
+                R::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+                R::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+                R::RlimitNice => libc::RLIMIT_NICE,
+                R::RlimitRtprio => libc::RLIMIT_RTPRIO,
+                R::RlimitRttime => libc::RLIMIT_RTTIME,
+            };
+            (res as libc::c_int, r.soft(), r.hard())
+        })
+        .collect()
 }
 
 /// The paths `execve` is tried on: `arg0` itself when it has a slash, else
@@ -516,22 +599,19 @@ pub(crate) fn programs(arg0: &str, env: &[String]) -> Result<Vec<CString>, PlanE
         .collect()
 }
 
-/// C strings of a JSON string array.
-pub(crate) fn strings(v: &Value) -> Result<Vec<CString>, PlanError> {
-    v.as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .map(|s| cstr(s.as_str().unwrap_or("")))
-        .collect()
+/// C strings of `strings`.
+pub(crate) fn strings(strings: &[String]) -> Result<Vec<CString>, PlanError> {
+    strings.iter().map(cstr).collect()
 }
 
 /// The spec's root, absolute.
-pub(crate) fn root_path(spec: &Value, bundle: &Path) -> Result<PathBuf, PlanError> {
-    let p = spec["root"]["path"]
-        .as_str()
+pub(crate) fn root_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, PlanError> {
+    let p = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path())
+        .filter(|p| !p.as_os_str().is_empty())
         .ok_or(PlanError::Invalid("no root.path".into()))?;
-    let p = Path::new(p);
     Ok(if p.is_absolute() {
         p.to_owned()
     } else {
@@ -543,28 +623,56 @@ pub(crate) fn root_path(spec: &Value, bundle: &Path) -> Result<PathBuf, PlanErro
 mod tests {
     use super::*;
 
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn process(json: serde_json::Value) -> Process {
+        let mut p = serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}});
+        for (k, v) in json.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        serde_json::from_value(p).unwrap()
+    }
+
     #[test]
     fn paths_and_options() {
         assert_eq!(rel("/"), ".");
         assert_eq!(rel("/proc/../etc//hosts"), "etc/hosts");
         assert_eq!(parent_and_name("a/b/c"), ("a/b".into(), "c".into()));
-        let o: Vec<String> = ["rbind", "rprivate", "ro", "mode=755", "nosuid"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let (f, bind, rec, data) = mount_options(&o);
-        assert!(bind && rec);
-        assert_eq!(f, libc::MS_RDONLY | libc::MS_NOSUID);
-        assert_eq!(data, "mode=755");
+        let s = spec(serde_json::json!({"mounts": [{
+            "destination": "/proc/../mnt//v", "type": "bind", "source": "/nonexistent",
+            "options": ["rbind", "rprivate", "ro", "mode=755", "nosuid"]
+        }]}));
+        let mounts = spec_mounts(&s).unwrap();
+        let ops = mount_ops(&s, &mounts, false, &[]).unwrap();
+        assert!(matches!(&ops[0], Op::Mkdir { name, .. } if name.as_bytes() == b"mnt"));
+        match &ops[2] {
+            Op::Bind {
+                source,
+                target,
+                recursive,
+                remount,
+            } => {
+                assert_eq!(source.as_bytes(), b"/nonexistent");
+                assert_eq!(target.as_bytes(), b"mnt/v");
+                assert!(*recursive);
+                assert_eq!(*remount, libc::MS_RDONLY | libc::MS_NOSUID);
+            }
+            other => panic!("{other:?}"),
+        }
         let mut ops = Vec::new();
         make_path(&mut ops, "etc/hosts", true).unwrap();
         assert!(matches!(ops[0], Op::Mkdir { .. }));
         assert!(matches!(ops[1], Op::Touch { .. }));
+        // A mount without a type is refused when read, not mounted as "".
+        let s = spec(serde_json::json!({"mounts": [{"destination": "/x"}]}));
+        assert!(matches!(spec_mounts(&s), Err(PlanError::Invalid(_))));
     }
 
     #[test]
     fn credentials_out_of_range_are_refused() {
-        let p = |user: Value| serde_json::json!({ "user": user });
+        let p = |user: serde_json::Value| process(serde_json::json!({ "user": user }));
         assert_eq!(
             credentials(&p(
                 serde_json::json!({"uid": 5, "gid": 6, "additionalGids": [7]})
@@ -572,28 +680,37 @@ mod tests {
             .unwrap(),
             (5, 6, vec![7])
         );
-        assert_eq!(credentials(&p(Value::Null)).unwrap(), (0, 0, vec![]));
+        assert_eq!(
+            credentials(&p(serde_json::json!({}))).unwrap(),
+            (0, 0, vec![])
+        );
         for user in [
             serde_json::json!({"uid": 4_294_967_295_u64, "gid": 0}),
             serde_json::json!({"uid": 0, "gid": 2_147_483_648_u64}),
             serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [4_294_967_295_u64]}),
-            serde_json::json!({"uid": 4_294_967_296_u64, "gid": 0}),
-            serde_json::json!({"uid": -1, "gid": 0}),
-            serde_json::json!({"uid": "0", "gid": 0}),
         ] {
             assert!(
                 matches!(credentials(&p(user.clone())), Err(PlanError::Invalid(_))),
                 "{user}"
             );
         }
+        // Not a u32 at all: refused when the spec is read.
+        for user in [
+            serde_json::json!({"uid": 4_294_967_296_u64, "gid": 0}),
+            serde_json::json!({"uid": -1, "gid": 0}),
+            serde_json::json!({"uid": "0", "gid": 0}),
+        ] {
+            let p = serde_json::json!({"cwd": "/", "user": user});
+            assert!(serde_json::from_value::<Process>(p).is_err(), "{user}");
+        }
     }
 
     #[test]
     fn capabilities_and_programs() {
-        let p = serde_json::json!({"capabilities": {
+        let p = process(serde_json::json!({"capabilities": {
             "bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_KILL"],
-            "permitted": ["CAP_KILL"]}});
-        let c = caps(&p).unwrap().unwrap();
+            "permitted": ["CAP_KILL"]}}));
+        let c = caps(&p).unwrap();
         assert_eq!(c.bounding, 0b10_0001);
         assert_eq!(c.effective, 1 << 5);
         assert_eq!(c.inheritable, 0);
@@ -603,5 +720,175 @@ mod tests {
             vec![cstr("/a/ls").unwrap(), cstr("/b/ls").unwrap()]
         );
         assert_eq!(programs("./x", &env).unwrap(), vec![cstr("./x").unwrap()]);
+    }
+
+    #[test]
+    fn every_capability_has_its_own_number() {
+        let all: Vec<Capability> = (0..=40)
+            .map(|n| {
+                let name = format!("\"CAP_{}\"", CAP_NAMES_FOR_TEST[n]);
+                serde_json::from_str(&name).unwrap()
+            })
+            .collect();
+        for (n, c) in all.into_iter().enumerate() {
+            assert_eq!(cap_number(c), n as u32, "{c:?}");
+        }
+    }
+
+    /// capabilities(7), by number, without `CAP_`.
+    const CAP_NAMES_FOR_TEST: [&str; 41] = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+
+    #[test]
+    fn fields_the_native_backend_does_not_implement_are_named() {
+        let base = serde_json::json!({
+            "process": {"cwd": "/", "user": {"uid": 0, "gid": 0}, "args": ["true"]},
+            "linux": {"namespaces": [{"type": "mount"}]}
+        });
+        assert!(unsupported(&spec(base.clone())).is_ok());
+        let cases: [(&str, serde_json::Value, &str); 12] = [
+            (
+                "/linux/seccomp",
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),
+                "linux.seccomp",
+            ),
+            (
+                "/linux/sysctl",
+                serde_json::json!({"net.ipv4.ip_forward": "1"}),
+                "linux.sysctl",
+            ),
+            (
+                "/linux/devices",
+                serde_json::json!([{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]),
+                "linux.devices",
+            ),
+            (
+                "/linux/rootfsPropagation",
+                serde_json::json!("shared"),
+                "linux.rootfsPropagation",
+            ),
+            (
+                "/linux/resources",
+                serde_json::json!({"blockIO": {"weight": 10}}),
+                "linux.resources.blockIO",
+            ),
+            (
+                "/linux/resources",
+                serde_json::json!({"memory": {"swappiness": 0}}),
+                "linux.resources.memory",
+            ),
+            (
+                "/linux/resources",
+                serde_json::json!({"cpu": {"cpus": "0"}}),
+                "linux.resources.cpu",
+            ),
+            (
+                "/process/apparmorProfile",
+                serde_json::json!("docker-default"),
+                "process.apparmorProfile",
+            ),
+            (
+                "/process/oomScoreAdj",
+                serde_json::json!(500),
+                "process.oomScoreAdj",
+            ),
+            (
+                "/process/capabilities",
+                serde_json::json!({"ambient": ["CAP_KILL"]}),
+                "process.capabilities.ambient",
+            ),
+            (
+                "/hooks",
+                serde_json::json!({"prestart": [{"path": "/bin/true"}]}),
+                "hooks",
+            ),
+            (
+                "/domainname",
+                serde_json::json!("example.org"),
+                "domainname",
+            ),
+        ];
+        for (pointer, value, field) in cases {
+            let mut s = base.clone();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            s.pointer_mut(if parent.is_empty() { "" } else { parent })
+                .unwrap()[key] = value;
+            match unsupported(&spec(s)) {
+                Err(PlanError::Unsupported(what)) => assert!(what.starts_with(field), "{what}"),
+                other => panic!("{pointer}: {other:?}"),
+            }
+        }
+        // What the native backend does: limits, private propagation.
+        let mut s = base;
+        s["linux"]["rootfsPropagation"] = serde_json::json!("rprivate");
+        s["linux"]["resources"] = serde_json::json!({
+            "memory": {"limit": 1 << 24, "swap": 1 << 24}, "pids": {"limit": 5},
+            "cpu": {"quota": 1000, "period": 100_000, "shares": 512},
+            "devices": [{"allow": false, "access": "rwm"}]
+        });
+        assert!(unsupported(&spec(s)).is_ok());
+    }
+
+    #[test]
+    fn namespaces_are_typed_flags() {
+        let s = spec(serde_json::json!({"linux": {"namespaces": [
+            {"type": "mount"}, {"type": "pid"}, {"type": "network"}
+        ]}}));
+        assert_eq!(
+            namespaces(&s).unwrap(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET
+        );
+        for bad in [
+            serde_json::json!([{"type": "pid"}]),
+            serde_json::json!([{"type": "mount"}, {"type": "time"}]),
+            serde_json::json!([{"type": "mount"}, {"type": "network", "path": "/proc/1/ns/net"}]),
+        ] {
+            let s = spec(serde_json::json!({"linux": {"namespaces": bad}}));
+            assert!(
+                matches!(namespaces(&s), Err(PlanError::Unsupported(_))),
+                "{bad}"
+            );
+        }
     }
 }

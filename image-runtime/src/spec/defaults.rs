@@ -1,6 +1,8 @@
 //! Docker's defaults (moby's `oci/defaults.go` and `caps`), as data.
 
-use image_core::oci_spec::runtime::Capability;
+use image_core::oci_spec::runtime::{Capability, LinuxDeviceType};
+
+use LinuxDeviceType::{B, C};
 
 /// `PATH` when neither the image nor the caller sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -48,20 +50,20 @@ pub const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// Docker's default device cgroup rules after "deny all":
-/// `(type, major, minor, access)`, `-1` meaning any.
-pub const ALLOWED_DEVICES: [(&str, i64, i64, &str); 12] = [
-    ("c", -1, -1, "m"),
-    ("b", -1, -1, "m"),
-    ("c", 1, 3, "rwm"),    // /dev/null
-    ("c", 1, 8, "rwm"),    // /dev/random
-    ("c", 1, 7, "rwm"),    // /dev/full
-    ("c", 5, 0, "rwm"),    // /dev/tty
-    ("c", 1, 5, "rwm"),    // /dev/zero
-    ("c", 1, 9, "rwm"),    // /dev/urandom
-    ("c", 136, -1, "rwm"), // /dev/pts/*
-    ("c", 5, 2, "rwm"),    // /dev/ptmx
-    ("c", 10, 200, "rwm"), // /dev/net/tun
-    ("c", 5, 1, "rwm"),    // /dev/console
+/// `(type, major, minor, access)`, `None` meaning any.
+pub const ALLOWED_DEVICES: [(LinuxDeviceType, Option<i64>, Option<i64>, &str); 12] = [
+    (C, None, None, "m"),
+    (B, None, None, "m"),
+    (C, Some(1), Some(3), "rwm"),    // /dev/null
+    (C, Some(1), Some(8), "rwm"),    // /dev/random
+    (C, Some(1), Some(7), "rwm"),    // /dev/full
+    (C, Some(5), Some(0), "rwm"),    // /dev/tty
+    (C, Some(1), Some(5), "rwm"),    // /dev/zero
+    (C, Some(1), Some(9), "rwm"),    // /dev/urandom
+    (C, Some(136), None, "rwm"),     // /dev/pts/*
+    (C, Some(5), Some(2), "rwm"),    // /dev/ptmx
+    (C, Some(10), Some(200), "rwm"), // /dev/net/tun
+    (C, Some(5), Some(1), "rwm"),    // /dev/console
 ];
 
 /// Docker's default file-descriptor limit (soft and hard), lowered to the

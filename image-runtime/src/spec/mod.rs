@@ -6,6 +6,7 @@
 //! which [`crate::create`] fills by reading inside the root.
 
 pub mod defaults;
+pub mod mounts;
 pub mod process;
 pub mod resources;
 
@@ -14,13 +15,17 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use image_core::config::{ConfigLimitError, RunConfig};
-use image_core::oci_spec::runtime::{PosixRlimitType, Spec};
+use image_core::oci_spec::runtime::{
+    Box as ConsoleSize, BoxBuilder, Capabilities, Linux, LinuxCapabilities, LinuxDeviceCgroup,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Root, Spec, User,
+};
 use image_core::{Classify, ErrorKind};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::user::{ResolvedUser, MAX_ID};
 
+pub use mounts::default_mounts;
 pub use resources::{NetworkMode, Resources};
 
 /// Annotation recording the image's and the caller's exposed ports,
@@ -212,9 +217,6 @@ pub enum SpecError {
         /// How many distinct groups.
         found: usize,
     },
-    /// oci-spec rejected the generated document (a bug).
-    #[error("building the runtime spec: {0}")]
-    Build(#[from] serde_json::Error),
 }
 
 impl Classify for SpecError {
@@ -225,7 +227,6 @@ impl Classify for SpecError {
             | SpecError::IdOutOfRange { .. }
             | SpecError::TooManyGroups { .. } => ErrorKind::InvalidInput,
             SpecError::ConfigLimit(e) => e.kind(),
-            SpecError::Build(_) => ErrorKind::Io,
         }
     }
 }
@@ -315,13 +316,6 @@ pub fn env(config: &RunConfig, opts: &RunOptions, hostname: &str, home: &str) ->
     process::container_env(&merged, hostname, opts.tty, home)
 }
 
-fn rlimit_name(t: PosixRlimitType) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// The rlimits: Docker's default `RLIMIT_NOFILE` and the caller's, each
 /// soft and hard lowered to the host's hard limit (a process without
 /// `CAP_SYS_RESOURCE` cannot raise it, and the runtime would fail).
@@ -376,61 +370,6 @@ pub fn host_hard_limits() -> Vec<(PosixRlimitType, Option<u64>)> {
     .collect()
 }
 
-fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> serde_json::Value {
-    json!({ "destination": dest, "type": typ, "source": source, "options": options })
-}
-
-/// Docker's default mounts: `/proc`, `/dev`, `/dev/pts`, `/sys` (ro),
-/// `/sys/fs/cgroup` (ro), `/dev/mqueue`, `/dev/shm`.
-pub fn default_mounts() -> Vec<serde_json::Value> {
-    vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["ro", "nosuid", "noexec", "nodev"],
-        ),
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-    ]
-}
-
 fn joined_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     let mut v: Vec<&str> = keys.map(String::as_str).collect();
     v.sort_unstable();
@@ -479,7 +418,7 @@ pub fn groups(user: &ResolvedUser, opts: &RunOptions) -> Result<Vec<u32>, SpecEr
 /// [`SpecError::NoCommand`], [`SpecError::InvalidOption`] (working
 /// directory not absolute, a resource limit out of range),
 /// [`SpecError::ConfigLimit`] (the config holds too much),
-/// [`SpecError::IdOutOfRange`], [`SpecError::Build`].
+/// [`SpecError::IdOutOfRange`].
 pub fn generate(
     config: &RunConfig,
     opts: &RunOptions,
@@ -492,65 +431,69 @@ pub fn generate(
     let hostname = hostname(&ctx.id, opts);
     let env = env(config, opts, &hostname, &ctx.user.home);
 
-    let caps = json!(defaults::DEFAULT_CAPABILITIES);
-    let rlimits: Vec<serde_json::Value> = rlimits(opts, &ctx.host_hard_limits)
+    let caps: Capabilities = defaults::DEFAULT_CAPABILITIES.into_iter().collect();
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities
+        .set_bounding(Some(caps.clone()))
+        .set_effective(Some(caps.clone()))
+        .set_permitted(Some(caps))
+        .set_inheritable(None)
+        .set_ambient(None);
+    let rlimits: Vec<PosixRlimit> = rlimits(opts, &ctx.host_hard_limits)
         .iter()
-        .map(|r| json!({ "type": rlimit_name(r.resource), "soft": r.soft, "hard": r.hard }))
+        .map(|r| posix_rlimit(r.resource, r.soft, r.hard))
         .collect();
     let gids = groups(&ctx.user, opts)?;
-    let mut user = json!({ "uid": ctx.user.uid, "gid": ctx.user.gid });
-    if !gids.is_empty() {
-        user["additionalGids"] = json!(gids);
-    }
+    let mut user = User::default();
+    user.set_uid(ctx.user.uid)
+        .set_gid(ctx.user.gid)
+        .set_additional_gids((!gids.is_empty()).then_some(gids));
 
-    let mut mounts = default_mounts();
-    let etc_opts: &[&str] = if opts.read_only {
-        &["rbind", "rprivate", "ro"]
-    } else {
-        &["rbind", "rprivate"]
-    };
+    let mut mounts = mounts::default_mounts();
     if let Some(f) = &ctx.etc_files {
         for (dest, src) in [
             ("/etc/resolv.conf", &f.resolv_conf),
             ("/etc/hostname", &f.hostname),
             ("/etc/hosts", &f.hosts),
         ] {
-            mounts.push(json!({
-                "destination": dest, "type": "bind",
-                "source": src, "options": etc_opts,
-            }));
+            mounts.push(mounts::bind(Path::new(dest), src, opts.read_only));
         }
     }
     for v in &opts.volumes {
-        let mut o = vec!["rbind", "rprivate"];
-        if v.read_only {
-            o.push("ro");
-        }
-        mounts.push(json!({
-            "destination": v.destination, "type": "bind",
-            "source": v.source, "options": o,
-        }));
+        mounts.push(mounts::bind(&v.destination, &v.source, v.read_only));
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
+    let mut kinds = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
     ];
     if opts.network == NetworkMode::None {
-        namespaces.push(json!({"type": "network"}));
+        kinds.push(LinuxNamespaceType::Network);
     }
+    let namespaces: Vec<LinuxNamespace> = kinds
+        .into_iter()
+        .map(|k| {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(k).set_path(None);
+            ns
+        })
+        .collect();
 
-    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    let mut deny_all = LinuxDeviceCgroup::default();
+    deny_all
+        .set_allow(false)
+        .set_typ(None)
+        .set_access(Some("rwm".to_owned()));
+    let mut devices = vec![deny_all];
     for (typ, major, minor, access) in defaults::ALLOWED_DEVICES {
-        let mut d = json!({"allow": true, "type": typ, "access": access});
-        if major >= 0 {
-            d["major"] = json!(major);
-        }
-        if minor >= 0 {
-            d["minor"] = json!(minor);
-        }
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true)
+            .set_typ(Some(typ))
+            .set_major(major)
+            .set_minor(minor)
+            .set_access(Some(access.to_owned()));
         devices.push(d);
     }
 
@@ -574,53 +517,79 @@ pub fn generate(
     if opts.stdin {
         annotations.insert(ANNOTATION_STDIN.into(), "true".into());
     }
-    let mut resources = json!({ "devices": devices });
-    opts.resources.write_to(&mut resources, ctx.swap_limit);
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(devices));
+    opts.resources.apply_to(&mut resources, ctx.swap_limit);
 
-    let mut linux = json!({
-        "namespaces": namespaces,
-        "maskedPaths": defaults::MASKED_PATHS,
-        "readonlyPaths": defaults::READONLY_PATHS,
-        "resources": resources,
-    });
-    if let Some(p) = &ctx.cgroups_path {
-        linux["cgroupsPath"] = json!(p);
-    }
+    let mut linux = Linux::default();
+    linux
+        .set_namespaces(Some(namespaces))
+        .set_masked_paths(Some(strings(&defaults::MASKED_PATHS)))
+        .set_readonly_paths(Some(strings(&defaults::READONLY_PATHS)))
+        .set_resources(Some(resources))
+        .set_cgroups_path(ctx.cgroups_path.as_ref().map(PathBuf::from));
 
-    let mut process = json!({
-        "terminal": opts.tty,
-        "user": user,
-        "args": args,
-        "env": env,
-        "cwd": cwd,
-        "capabilities": {
-            "bounding": caps, "effective": caps, "permitted": caps,
-        },
-        "rlimits": rlimits,
-        "noNewPrivileges": false,
-    });
-    if opts.tty {
-        process["consoleSize"] = json!({"height": 24, "width": 80});
-    }
+    let console_size = opts.tty.then(|| console_size(24, 80));
+    let mut process = Process::default();
+    process
+        .set_terminal(Some(opts.tty))
+        .set_console_size(console_size)
+        .set_user(user)
+        .set_args(Some(args))
+        .set_env(Some(env))
+        .set_cwd(cwd)
+        .set_capabilities(Some(capabilities))
+        .set_rlimits(Some(rlimits))
+        .set_no_new_privileges(Some(false));
 
-    let mut doc = json!({
-        "ociVersion": "1.0.2",
-        "root": { "path": ctx.root_path, "readonly": opts.read_only },
-        "process": process,
-        "hostname": hostname,
-        "mounts": mounts,
-        "linux": linux,
-    });
-    if !annotations.is_empty() {
-        doc["annotations"] = json!(annotations);
-    }
-    Ok(serde_json::from_value(doc)?)
+    let mut root = Root::default();
+    root.set_path(ctx.root_path.clone())
+        .set_readonly(Some(opts.read_only));
+
+    let mut spec = Spec::default();
+    spec.set_version("1.0.2".to_owned())
+        .set_root(Some(root))
+        .set_process(Some(process))
+        .set_hostname(Some(hostname))
+        .set_mounts(Some(mounts))
+        .set_linux(Some(linux))
+        .set_annotations((!annotations.is_empty()).then(|| annotations.into_iter().collect()));
+    Ok(spec)
+}
+
+// `PosixRlimit` and `Box` are the two oci-spec types used here without
+// setters, so they come from their builders. Every field of those has a
+// default (struct-level `#[builder(default)]`) and neither has a
+// validation function: derive_builder's `build` has no error to return.
+
+#[allow(clippy::expect_used)]
+fn posix_rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> PosixRlimit {
+    PosixRlimitBuilder::default()
+        .typ(typ)
+        .soft(soft)
+        .hard(hard)
+        .build()
+        .expect("PosixRlimitBuilder: every field has a default")
+}
+
+#[allow(clippy::expect_used)]
+fn console_size(height: u64, width: u64) -> ConsoleSize {
+    BoxBuilder::default()
+        .height(height)
+        .width(width)
+        .build()
+        .expect("BoxBuilder: every field has a default")
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| (*s).to_owned()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image_core::oci_spec::runtime::{Capability, LinuxNamespaceType};
+    use image_core::oci_spec::runtime::Capability;
+    use serde_json::json;
 
     fn ctx() -> SpecContext {
         SpecContext {
@@ -774,7 +743,8 @@ mod tests {
             .collect();
         assert!(ns.contains(&"network"), "{ns:?}");
         // The native backend reads the same limits back.
-        let l = crate::native::cgroup::Limits::from_spec(&v);
+        let l =
+            crate::native::cgroup::Limits::from_spec(&generate(&config(), &opts, &ctx()).unwrap());
         assert_eq!(
             (l.memory, l.memory_swap, l.pids, l.cpu_quota, l.cpu_period),
             (

@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use serde_json::json;
+use image_core::oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 
 use super::SpecError;
 
@@ -78,22 +78,27 @@ impl Resources {
         Ok(())
     }
 
-    /// The spec's `linux.resources` entries other than devices: `memory`
-    /// (`limit`, and `swap` equal to it when `swap_limit`), `pids`, `cpu`.
-    pub(crate) fn write_to(&self, resources: &mut serde_json::Value, swap_limit: bool) {
+    /// Writes the spec's `linux.resources` entries other than devices:
+    /// `memory` (`limit`, and `swap` equal to it when `swap_limit`),
+    /// `pids`, `cpu`; a limit that is not set is left as it is.
+    pub(crate) fn apply_to(&self, resources: &mut LinuxResources, swap_limit: bool) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         if let Some(m) = self.memory {
-            let m = i64::try_from(m).unwrap_or(i64::MAX);
-            resources["memory"] = if swap_limit {
-                json!({ "limit": m, "swap": m })
-            } else {
-                json!({ "limit": m })
-            };
+            let mut memory = LinuxMemory::default();
+            memory
+                .set_limit(Some(clamp(m)))
+                .set_swap(swap_limit.then_some(clamp(m)));
+            resources.set_memory(Some(memory));
         }
         if let Some(p) = self.pids {
-            resources["pids"] = json!({ "limit": i64::try_from(p).unwrap_or(i64::MAX) });
+            let mut pids = LinuxPids::default();
+            pids.set_limit(clamp(p));
+            resources.set_pids(Some(pids));
         }
         if let Some((quota, period)) = self.cpu_quota() {
-            resources["cpu"] = json!({ "quota": quota, "period": period });
+            let mut cpu = LinuxCpu::default();
+            cpu.set_quota(Some(quota)).set_period(Some(period));
+            resources.set_cpu(Some(cpu));
         }
     }
 }
