@@ -31,7 +31,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use image_core::{Classify, ErrorKind};
-use rustix::fs::CWD;
+use rustix::fs::{FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use rustix::mount::{
     self as rmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags,
@@ -281,6 +281,14 @@ pub enum MountError {
         /// The offending target.
         target: PathBuf,
     },
+    /// A mount's relative target is reached through a symbolic link below
+    /// the mount point (the files mounted there, an image's, would decide
+    /// where on the host it lands).
+    #[error("mount target {target} is reached through a symbolic link")]
+    SymlinkTarget {
+        /// The mount point, up to the symlink.
+        target: PathBuf,
+    },
 }
 
 impl Classify for MountError {
@@ -296,6 +304,7 @@ impl Classify for MountError {
                 ErrorKind::Unsupported
             }
             MountError::BadTarget { .. } => ErrorKind::InvalidInput,
+            MountError::SymlinkTarget { .. } => ErrorKind::Unsafe,
         }
     }
 }
@@ -304,7 +313,8 @@ impl Classify for MountError {
 /// is the seam between the snapshot logic and the kernel.
 pub trait Mounter: Send + Sync {
     /// Mounts `mounts` in order on `target` (each on `target/<mount.target>`
-    /// when it names a relative target).
+    /// when it names a relative target, which must be reached through no
+    /// symlink below `target`: [`MountError::SymlinkTarget`]).
     ///
     /// # Errors
     /// A [`MountError`]; mounts made before the failing one are undone.
@@ -359,6 +369,43 @@ fn mount_point(target: &Path, m: &Mount) -> Result<PathBuf, MountError> {
             Ok(target.join(rel))
         }
     }
+}
+
+/// Checks that `m`'s relative target below `target` is reached through
+/// no symlink: each component opened `O_PATH | O_NOFOLLOW` from the one
+/// before, none a symlink (the last may be a file, for a file bind). The
+/// mounts of a list are made before anything runs on them, so nothing
+/// changes the tree between this check and the mount.
+fn check_no_symlink(target: &Path, m: &Mount, point: &Path) -> Result<(), MountError> {
+    let Some(rel) = &m.target else {
+        return Ok(());
+    };
+    let open_err = |at: &Path, e: Errno| MountError::Mount {
+        fs_type: m.fs_type.clone(),
+        source_path: m.source.clone(),
+        target: at.to_path_buf(),
+        step: "opening the mount point".to_owned(),
+        source: errno_io(e),
+    };
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(target, flags | OFlags::DIRECTORY, Mode::empty())
+        .map_err(|e| open_err(target, e))?;
+    let mut at = target.to_path_buf();
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        at.push(name);
+        let next =
+            rustix::fs::openat(&dir, name, flags, Mode::empty()).map_err(|e| open_err(&at, e))?;
+        let st = rustix::fs::fstat(&next).map_err(|e| open_err(&at, e))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(MountError::SymlinkTarget { target: at });
+        }
+        dir = next;
+    }
+    debug_assert_eq!(at, point);
+    Ok(())
 }
 
 /// The real mounter (needs `CAP_SYS_ADMIN` in the mount namespace).
@@ -442,6 +489,7 @@ fn mount_all(
     let mut done: Vec<PathBuf> = Vec::new();
     for m in mounts {
         let result = mount_point(target, m).and_then(|point| {
+            check_no_symlink(target, m, &point)?;
             let options = m.parsed_options();
             if m.fs_type == "bind" || options.bind {
                 mount_bind(m, &options, &point)

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use image_core::{Classify, Compression, Digest, ErrorKind, MediaType};
 use image_overlay::image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions};
 use image_overlay::mount::{
-    LegacyMounter, Mount, MountGuard, Mounter, RecordingMounter, SysMounter,
+    LegacyMounter, Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter,
 };
 use image_overlay::pack::{pack_overlay_upper, PackOptions};
 use image_overlay::snapshot::{
@@ -523,6 +523,52 @@ fn every_mounter_takes_every_flag_of_the_one_parser() {
         assert!(f.contains(F::NOATIME | F::NODEV), "{name} {f:?}");
         let (f, _) = flags(&overlay);
         assert!(f.contains(F::NOATIME | F::NOSUID), "{name} {f:?}");
+    }
+}
+
+/// A mount stacked below the mount point (a relative `target`) lands in
+/// the tree mounted there, never through a symlink of it: an image whose
+/// `data` is a link to `/etc` must not get a tmpfs over the host's `/etc`.
+#[test]
+fn a_relative_mount_target_is_never_reached_through_a_symlink() {
+    if !mounts_permitted("a_relative_mount_target_is_never_reached_through_a_symlink") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let (root, outside) = (t.path().join("root"), t.path().join("outside"));
+    for d in [root.join("dir/sub"), outside.join("sub")] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    std::os::unix::fs::symlink(&outside, root.join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/", root.join("dir/up")).expect("symlink");
+    let tmpfs = |target: &str| Mount {
+        fs_type: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: Some(target.into()),
+        options: vec!["size=1m".into()],
+    };
+    let mounters: [(&str, &dyn Mounter); 2] = [("sys", &SysMounter), ("legacy", &LegacyMounter)];
+    for (name, mounter) in mounters {
+        for target in ["link/sub", "link", "dir/up/tmp"] {
+            let e = mounter
+                .mount(&[tmpfs(target)], &root)
+                .expect_err(&format!("{name}: {target} mounted"));
+            assert!(
+                matches!(&e, MountError::SymlinkTarget { .. }),
+                "{name}: {target}: {e:?}"
+            );
+            assert_eq!(e.kind(), ErrorKind::Unsafe);
+        }
+        // Nothing reached outside; a plain relative target is mounted.
+        let outside_dev = fs::metadata(outside.join("sub")).expect("stat").dev();
+        assert_eq!(outside_dev, fs::metadata(t.path()).expect("stat").dev());
+        let g = MountGuard::mount(mounter, &[tmpfs("dir/sub")], &root).expect("mount");
+        assert_ne!(
+            fs::metadata(root.join("dir/sub")).expect("stat").dev(),
+            outside_dev,
+            "{name}"
+        );
+        g.unmount().expect("unmount");
     }
 }
 
