@@ -352,7 +352,8 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
         let (height, width) = process
             .console_size()
             .map_or((24, 80), |s| (s.height(), s.width()));
-        (height as u16, width as u16)
+        let cap = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+        (cap(height), cap(width))
     });
     Ok(ProcessPlan {
         caps: plan::caps(process),

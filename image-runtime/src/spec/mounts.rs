@@ -171,14 +171,7 @@ mod tests {
 
     #[test]
     fn generated_destinations_stay_below_the_root_and_read_back_alike() {
-        // xorshift64: a fixed seed, so a failure reproduces.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::spec::test_rng(0x2545_f491_4f6c_dd1d);
         let parts = ["..", ".", "", "a", "b c", "...", "proc", "x:y", "-"];
         let words = [
             "ro", "rw", "bind", "rbind", "rprivate", "nosuid", "mode=755", "size=1m",

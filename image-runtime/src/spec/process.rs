@@ -137,14 +137,7 @@ mod tests {
 
     #[test]
     fn merge_agrees_with_the_reference_on_generated_environments() {
-        // xorshift64: a fixed seed, so a failure reproduces.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::spec::test_rng(0x9e37_79b9_7f4a_7c15);
         let entry = |next: &mut dyn FnMut(u64) -> u64| -> String {
             // Few keys, so that repeats within and across lists are common;
             // some entries without `=`, some with `=` in the value or an
