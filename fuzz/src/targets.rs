@@ -461,4 +461,21 @@ pub fn spec(data: &[u8]) {
         process.args().as_ref().is_some_and(|a| !a.is_empty()),
         "a spec without a command"
     );
+    // Every mount (the volumes') reads back as image-overlay's one mount
+    // type, below the root, and converts back to itself.
+    for m in spec.mounts().iter().flatten() {
+        let read = image_runtime::spec::mounts::from_oci(m).expect("a generated mount reads");
+        assert!(
+            read.target.iter().all(|t| t.is_relative()
+                && t.components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))),
+            "mount target {:?} leaves the root",
+            read.target
+        );
+        let back = image_runtime::spec::mounts::to_oci(&read);
+        assert_eq!(
+            image_runtime::spec::mounts::from_oci(&back).expect("reads again"),
+            read
+        );
+    }
 }
