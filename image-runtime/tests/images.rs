@@ -1122,3 +1122,47 @@ fn an_image_deeper_than_overlayfs_stacks_is_refused_with_a_typed_error() {
     // snapshot removal (and metadata rewrite) at a time.
     std::fs::remove_dir_all(f.snapshots_root(Driver::Overlay)).unwrap();
 }
+
+/// An image made by `append_dir` on SINGLE (a directory of its own, with
+/// config changes) runs: the container sees the base's files and the
+/// directory's, and the changed environment and working directory.
+#[test]
+fn an_image_appended_from_a_directory_runs() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let dir = f.tmp.path().join("appended");
+    std::fs::create_dir_all(dir.join("srv/site")).unwrap();
+    std::fs::write(dir.join("srv/site/index.html"), "appended\n").unwrap();
+    let changes = image_overlay::ConfigChanges::new()
+        .env("FOO=appended")
+        .working_dir("/srv/site")
+        .user("0");
+    let platform: image_core::Platform = "linux/amd64".parse().unwrap();
+    image_overlay::append_dir(
+        &f.store,
+        Some(SINGLE),
+        &dir,
+        &platform,
+        &changes,
+        "test.local/appended:1",
+    )
+    .unwrap();
+    let rt = f.runtime(Driver::Overlay);
+    let (c, exit) = run(
+        &rt,
+        &f.store,
+        "test.local/appended:1",
+        sh("pwd; echo FOO=$FOO; cat index.html /data/keep"),
+    );
+    let out = exit.stdout_str();
+    assert!(exit.status.success(), "{out} {}", exit.stderr_str());
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/srv/site", "FOO=appended", "appended", "kept"],
+        "{out}"
+    );
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
