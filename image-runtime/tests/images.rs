@@ -1166,3 +1166,48 @@ fn an_image_appended_from_a_directory_runs() {
     delete_clean(&rt, c);
     all_clean(&rt);
 }
+
+/// Where overlay cannot work (here: a root inside an overlay mount, which
+/// overlayfs refuses as an upper layer), `open_default` says so with the
+/// probe's failure instead of opening the copy driver; the caller opens
+/// copy explicitly. A root where overlay works gets overlay.
+#[test]
+fn open_default_refuses_a_root_where_overlay_is_unavailable() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    use image_overlay::snapshot::SnapshotError;
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| tmp.path().join(d));
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let opt = |k: &str, p: &Path| format!("{k}={}", p.display());
+    let mount = Mount {
+        fs_type: "overlay".into(),
+        source: "overlay".into(),
+        target: None,
+        options: vec![
+            opt("lowerdir", &dirs[0]),
+            opt("upperdir", &dirs[1]),
+            opt("workdir", &dirs[2]),
+        ],
+    };
+    SysMounter.mount(&[mount], &dirs[3]).unwrap();
+    let root = dirs[3].join("snapshots");
+    let result = Snapshots::open_default(&root);
+    let copy = Snapshots::open(&root, Driver::Copy).map(|s| s.driver());
+    SysMounter.unmount(&dirs[3], true).unwrap();
+    match result {
+        Err(e @ SnapshotError::OverlayUnavailable { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+            assert!(e.to_string().contains("overlayfs is unavailable at"), "{e}");
+        }
+        other => panic!("expected OverlayUnavailable, got {other:?}"),
+    }
+    assert_eq!(copy.unwrap(), Driver::Copy);
+
+    let fine = Snapshots::open_default(&tmp.path().join("fine")).unwrap();
+    assert_eq!(fine.driver(), Driver::Overlay);
+}

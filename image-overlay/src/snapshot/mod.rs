@@ -231,6 +231,18 @@ pub enum SnapshotError {
         /// Why.
         reason: String,
     },
+    /// overlayfs cannot be used at this root: a probe mount with an upper
+    /// directory there failed (no mount privilege, a filesystem overlayfs
+    /// refuses as upper layer, no overlayfs in the kernel). The caller may
+    /// choose the copy driver instead.
+    #[error("overlayfs is unavailable at {} (the copy driver works without it)", path.display())]
+    OverlayUnavailable {
+        /// The snapshotter root.
+        path: PathBuf,
+        /// The probe mount's failure (boxed: a mount error is large).
+        #[source]
+        source: Box<crate::mount::MountError>,
+    },
     /// The metadata file is not valid JSON of the expected shape.
     #[error("{path}: corrupt snapshot metadata: {source}")]
     Metadata {
@@ -276,6 +288,10 @@ impl Classify for SnapshotError {
                 ErrorKind::FailedPrecondition
             }
             SnapshotError::Unsupported { .. } => ErrorKind::Unsupported,
+            SnapshotError::OverlayUnavailable { source, .. } => match source.kind() {
+                ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Unsupported,
+            },
             SnapshotError::Io { source, .. } => Classify::kind(source),
         }
     }
