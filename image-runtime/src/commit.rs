@@ -13,22 +13,37 @@
 //! Docker, the container's own command and environment are not copied
 //! into it (what a build's `RUN` needs); pass a change for that.
 //!
-//! ```no_run
+//! As root (containers need `CAP_SYS_ADMIN`), with an image made by
+//! [`image_overlay::append_dir`] from busybox-static:
+//!
+//! ```
+//! use image_core::Platform;
+//! use image_overlay::{append_dir, ConfigChanges};
 //! use image_runtime::commit::CommitOptions;
 //! use image_runtime::snapshots::Snapshots;
-//! use image_runtime::{Runtime, RuntimeKind, Stdio};
-//! use std::path::Path;
+//! use image_runtime::{NativeOptions, Runtime, Stdio};
 //!
-//! let store = image_store::OciDir::open_or_create(Path::new("/var/lib/images"))?;
-//! let rt = Runtime::oci(Path::new("/var/lib/runtime"), RuntimeKind::Runc)?
-//!     .with_snapshots(Snapshots::open_default(Path::new("/var/lib/snapshots"))?)?;
+//! let tmp = tempfile::tempdir()?;
+//! let store = image_store::OciDir::open_or_create(tmp.path().join("images"))?;
+//! let dir = tmp.path().join("busybox");
+//! std::fs::create_dir_all(dir.join("bin"))?;
+//! std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+//! std::os::unix::fs::symlink("busybox", dir.join("bin/sh"))?;
+//! let platform = Platform::host();
+//! let changes = ConfigChanges::new().env("PATH=/bin").cmd(["sh"]);
+//! append_dir(&store, None, &dir, &platform, &changes, "busybox:latest")?;
+//!
+//! let snapshots = Snapshots::open_default(&tmp.path().join("snapshots"))?;
+//! let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default())?
+//!     .with_snapshots(snapshots)?;
 //! let c = rt
 //!     .container_from_image(&store, "busybox:latest")?
 //!     .cmd(["sh", "-c", "echo hi > /greeting"])
 //!     .create()?;
-//! let (c, _exit) = c.run(Stdio::capture(), std::time::Duration::from_secs(30))?;
+//! let (c, exit) = c.run(Stdio::capture(), std::time::Duration::from_secs(30))?;
+//! assert!(exit.expect("finished in time").status.success());
 //! let committed = c.commit(&store, &CommitOptions::new().tag("busybox:greeting"))?;
-//! println!("{}", committed.config.image_id());
+//! assert_eq!(committed.manifest.layers().len(), 2);
 //! c.delete()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
