@@ -39,7 +39,7 @@ enum Command {
     /// Like `docker rmi`, `imagectl rmi x && imagectl gc` frees x's blobs
     /// at once: the default grace period is seconds, not minutes, because
     /// concurrent writers do not depend on it. Every writer of imagectl
-    /// (load, copy, append, commit, run's image preparation) holds a lease
+    /// (load, copy, append, commit) holds a lease
     /// on its blobs from the first one until it has tagged them, so gc
     /// never removes them, at any grace. The grace (10 s by default) only
     /// keeps blobs just written by tools that take no lease (skopeo,
