@@ -51,6 +51,17 @@ use crate::list::{list, ListOptions};
 use crate::pack::{pack_dir, PackError, PackOptions};
 use crate::unpack::UnpackError;
 
+/// Setters of `Option<String>` fields, one per field name.
+macro_rules! string_setters {
+    ($($(#[$doc:meta])* $field:ident,)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, value: impl Into<String>) -> Self {
+            self.$field = Some(value.into());
+            self
+        }
+    )*};
+}
+
 /// Changes to the config of the new image, applied after the base's
 /// config is copied (Docker's `commit --change`, crane's `mutate`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,28 +110,15 @@ impl ConfigChanges {
         self
     }
 
-    /// Replaces the working directory.
-    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
-        self.working_dir = Some(dir.into());
-        self
-    }
-
-    /// Replaces the user.
-    pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.user = Some(user.into());
-        self
-    }
-
-    /// Sets the creation time (RFC 3339).
-    pub fn created(mut self, created: impl Into<String>) -> Self {
-        self.created = Some(created.into());
-        self
-    }
-
-    /// Sets the history entry's `created_by`.
-    pub fn created_by(mut self, created_by: impl Into<String>) -> Self {
-        self.created_by = Some(created_by.into());
-        self
+    string_setters! {
+        /// Replaces the working directory.
+        working_dir,
+        /// Replaces the user.
+        user,
+        /// Sets the creation time (RFC 3339).
+        created,
+        /// Sets the history entry's `created_by`.
+        created_by,
     }
 
     fn apply(&self, c: &mut ConfigFile) {
@@ -389,45 +387,52 @@ impl Read for Tee<'_> {
     }
 }
 
-/// The current UTC time as RFC 3339 (or `SOURCE_DATE_EPOCH`'s).
-fn now_rfc3339() -> String {
+/// Now, or `SOURCE_DATE_EPOCH` when it is set (reproducible images), as
+/// RFC 3339 in UTC: the creation time [`append_source`] and image-runtime's
+/// commit write.
+pub fn now_rfc3339() -> String {
     let secs = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         });
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
+fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
-        (rem % 3600) / 60,
+        rem % 3600 / 60,
         rem % 60
     )
 }
 
 #[cfg(test)]
 mod tests {
+    use super::rfc3339;
+
     #[test]
     fn rfc3339_of_known_instants() {
-        std::env::set_var("SOURCE_DATE_EPOCH", "951782400"); // 2000-02-29
-        assert_eq!(super::now_rfc3339(), "2000-02-29T00:00:00Z");
-        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
-        assert_eq!(super::now_rfc3339(), "2023-11-14T22:13:20Z");
-        std::env::remove_var("SOURCE_DATE_EPOCH");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
     }
 }
