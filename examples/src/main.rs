@@ -35,6 +35,17 @@ enum Command {
     /// Remove image names (blobs are freed by `gc`).
     Rmi(cmd::store::RmiArgs),
     /// Remove blobs that no tag or lease reaches.
+    ///
+    /// Like `docker rmi`, `imagectl rmi x && imagectl gc` frees x's blobs
+    /// at once: the default grace period is seconds, not minutes, because
+    /// concurrent writers do not depend on it. Every writer of imagectl
+    /// (load, copy, append, commit) holds a lease
+    /// on its blobs from the first one until it has tagged them, so gc
+    /// never removes them, at any grace. The grace (10 s by default) only
+    /// keeps blobs just written by tools that take no lease (skopeo,
+    /// umoci), which land a moment before their index.json names them;
+    /// `--grace 0` frees those too. Ingests and leases whose writer is gone
+    /// are removed at once.
     Gc(cmd::store::GcArgs),
     /// Re-hash every blob and check every image's blobs are present.
     Fsck(cmd::store::FsckArgs),

@@ -264,3 +264,19 @@ fn rmi_then_gc_frees_the_images_blobs() {
     );
     assert!(blobs(&cli).is_empty());
 }
+
+/// `gc --help` says why the default grace is short: leases, not the grace,
+/// keep concurrent writers safe, so `rmi && gc` frees at once.
+#[test]
+fn gc_help_says_why_the_default_grace_is_short() {
+    let cli = Cli::new(Cleanup::Mounts);
+    let help = cli.ok(&["gc", "--help"]);
+    for phrase in [
+        "imagectl rmi x && imagectl gc",
+        "holds a lease",
+        "[default: 10]",
+        "--grace 0",
+    ] {
+        assert!(help.contains(phrase), "{phrase:?} missing from:\n{help}");
+    }
+}

@@ -202,3 +202,51 @@ fn imagectl_run_of_a_missing_image_fails_typed() {
         "{err}"
     );
 }
+
+/// Without CAP_SYS_ADMIN (root with it dropped from the bounding set, by
+/// util-linux's setpriv), `run` says so up front: overlay is unavailable
+/// (the copy driver is chosen, with a message), and the container is
+/// refused as needing root before any layer is unpacked or any state is
+/// written.
+#[test]
+fn imagectl_run_without_privilege_says_it_needs_root_and_makes_nothing() {
+    if !ready(&["setpriv"]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    let rootfs = cli.tmp.path().join("rootfs");
+    image_rootfs(&rootfs);
+    cli.append_shell_image(&rootfs, IMAGE);
+    let imagectl = cli.command(&["run", "--rm", IMAGE, "echo", "hi"]);
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--bounding-set",
+        "-sys_admin",
+        "--inh-caps",
+        "-sys_admin",
+        "--",
+    ])
+    .arg(imagectl.get_program())
+    .args(imagectl.get_args())
+    .env_remove("IMAGECTL_STATE")
+    .env_remove("IMAGECTL_SNAPSHOTS");
+    let out = run_bounded(cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("permission denied: creating a container needs root (CAP_SYS_ADMIN)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("overlayfs is unavailable at") && err.contains("using the copy driver"),
+        "{err}"
+    );
+    // Nothing made: no container, no snapshot of the image's layers (the
+    // copy driver's root, chosen above, holds none).
+    assert_eq!(cli.ok(&["ps", "-q"]), "");
+    assert_eq!(
+        cli.ok(&["snapshots", "--snapshotter", "copy", "--json"])
+            .trim(),
+        "[]"
+    );
+}

@@ -8,6 +8,11 @@
 //! and platform matching, and the [`ErrorKind`] classification that every
 //! error of the family reports.
 //!
+//! Nothing here needs privilege. Parsing and hashing in memory never block;
+//! the hashing readers and writers block only as the reader or writer they
+//! wrap does (from async code, hash on a blocking thread or feed the bytes
+//! of an async stream to a [`DigestWriter`] yourself).
+//!
 //! ```
 //! use image_core::{chain_ids, Digest, Reference};
 //!

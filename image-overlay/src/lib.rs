@@ -14,7 +14,20 @@
 //! - [`pack`]: a deterministic layer from a directory or from an overlayfs
 //!   upper directory, compressed and hashed in the same pass;
 //! - [`diff`]: a layer from the difference between two directory trees;
-//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded).
+//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded);
+//! - [`append`]: a new tagged image from a base plus a directory or a
+//!   layer tarball, with config changes, in one call ([`append_dir`]);
+//! - [`snapshot`]: overlay and copy snapshotters, and [`image_unpack`]
+//!   unpacking an image's layers into them.
+//!
+//! Every call blocks (filesystem work, and compression on worker
+//! threads): from async code run them on a blocking thread
+//! (`tokio::task::spawn_blocking`). Packing, unpacking onto a directory,
+//! listing, diffing and appending need no privilege, except to keep what
+//! only root may make: an unpack as another user keeps no file owners and
+//! skips device nodes the kernel refuses (see [`UnpackOptions`]). Root (`CAP_SYS_ADMIN`)
+//! is needed to mount ([`SysMounter`], an [`OverlaySnapshotter`]'s
+//! snapshots) and for overlayfs whiteouts in `trusted.*` form.
 //!
 //! ```
 //! use image_core::Compression;
@@ -40,6 +53,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod append;
 pub mod compress;
 pub mod diff;
 pub mod flatten;
@@ -55,6 +69,7 @@ mod tarwriter;
 pub mod unpack;
 pub mod whiteout;
 
+pub use append::{append_dir, append_source, AppendError, AppendSource, ConfigChanges};
 pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};

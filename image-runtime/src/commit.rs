@@ -13,22 +13,37 @@
 //! Docker, the container's own command and environment are not copied
 //! into it (what a build's `RUN` needs); pass a change for that.
 //!
-//! ```no_run
+//! As root (containers need `CAP_SYS_ADMIN`), with an image made by
+//! [`image_overlay::append_dir`] from busybox-static:
+//!
+//! ```
+//! use image_core::Platform;
+//! use image_overlay::{append_dir, ConfigChanges};
 //! use image_runtime::commit::CommitOptions;
 //! use image_runtime::snapshots::Snapshots;
-//! use image_runtime::{Runtime, RuntimeKind, Stdio};
-//! use std::path::Path;
+//! use image_runtime::{NativeOptions, Runtime, Stdio};
 //!
-//! let store = image_store::OciDir::open_or_create(Path::new("/var/lib/images"))?;
-//! let rt = Runtime::oci(Path::new("/var/lib/runtime"), RuntimeKind::Runc)?
-//!     .with_snapshots(Snapshots::open_default(Path::new("/var/lib/snapshots"))?)?;
+//! let tmp = tempfile::tempdir()?;
+//! let store = image_store::OciDir::open_or_create(tmp.path().join("images"))?;
+//! let dir = tmp.path().join("busybox");
+//! std::fs::create_dir_all(dir.join("bin"))?;
+//! std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+//! std::os::unix::fs::symlink("busybox", dir.join("bin/sh"))?;
+//! let platform = Platform::host();
+//! let changes = ConfigChanges::new().env("PATH=/bin").cmd(["sh"]);
+//! append_dir(&store, None, &dir, &platform, &changes, "busybox:latest")?;
+//!
+//! let snapshots = Snapshots::open_default(&tmp.path().join("snapshots"))?;
+//! let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default())?
+//!     .with_snapshots(snapshots)?;
 //! let c = rt
 //!     .container_from_image(&store, "busybox:latest")?
 //!     .cmd(["sh", "-c", "echo hi > /greeting"])
 //!     .create()?;
-//! let (c, _exit) = c.run(Stdio::capture(), std::time::Duration::from_secs(30))?;
+//! let (c, exit) = c.run(Stdio::capture(), std::time::Duration::from_secs(30))?;
+//! assert!(exit.expect("finished in time").status.success());
 //! let committed = c.commit(&store, &CommitOptions::new().tag("busybox:greeting"))?;
-//! println!("{}", committed.config.image_id());
+//! assert_eq!(committed.manifest.layers().len(), 2);
 //! c.delete()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -404,7 +419,7 @@ impl Container {
             Some(c) => c.clone(),
             None => self.command().unwrap_or_default(),
         };
-        let created = now_rfc3339();
+        let created = image_overlay::append::now_rfc3339();
         let new_layer = NewLayer {
             media_type: layer.media_type.clone(),
             digest: layer.digest.clone(),
@@ -507,52 +522,4 @@ where
     let report = result?;
     removed?;
     Ok(report)
-}
-
-/// Now (or `SOURCE_DATE_EPOCH` when set), as RFC 3339 in UTC.
-fn now_rfc3339() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        });
-    rfc3339(secs)
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_of_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
 }

@@ -12,13 +12,31 @@ use crate::error::ContainerError;
 use crate::from_image::ImageRef;
 use crate::rootfs::Rootfs;
 use crate::snapshots::{self, SnapshotRef, Snapshots};
-use crate::spec::{RunOptions, Volume};
+use crate::spec::{NetworkMode, RunOptions, Volume};
 use crate::state::{self, ContainerRecord, ContainerStatus, Owner};
 use crate::{Container, Runtime};
 use image_overlay::mount::SysMounter;
 
 /// Builds a container; see [`Runtime::container`]. Setters take and return
-/// the builder by value.
+/// the builder by value and compose in any order: [`options`](Self::options)
+/// replaces the base options, and every other option setter (`cmd`, `env`,
+/// `memory`, ...) applies over them whether it was called before or after,
+/// in the order the setters were called.
+///
+/// ```
+/// # use image_runtime::{NativeOptions, Rootfs, RunOptions, Runtime};
+/// # let tmp = tempfile::tempdir()?;
+/// # let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default())?;
+/// # let rootfs = Rootfs::Directory(tmp.path().to_owned());
+/// let mut base = RunOptions::new();
+/// base.hostname = Some("web".into());
+/// let a = rt.container(rootfs.clone()).cmd(["sh"]).memory(64 << 20).options(base.clone());
+/// let b = rt.container(rootfs).options(base).memory(64 << 20).cmd(["sh"]);
+/// assert_eq!(a.run_options(), b.run_options());
+/// assert_eq!(a.run_options().cmd, Some(vec!["sh".to_string()]));
+/// assert_eq!(a.run_options().hostname.as_deref(), Some("web"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct ContainerBuilder {
@@ -26,10 +44,65 @@ pub struct ContainerBuilder {
     rootfs: Rootfs,
     config: RunConfig,
     image: Option<String>,
+    /// The options of [`ContainerBuilder::options`] (default: none).
     options: RunOptions,
+    /// The other option setters' changes, applied over `options` in order.
+    edits: Vec<Edit>,
     id: Option<String>,
     snapshot: Option<PendingSnapshot>,
     auto_remove: bool,
+}
+
+/// One option setter's change, kept apart from the base options so that
+/// [`ContainerBuilder::options`] does not undo it.
+#[derive(Debug, Clone)]
+enum Edit {
+    Cmd(Vec<String>),
+    Entrypoint(Vec<String>),
+    Env(String),
+    User(String),
+    WorkingDir(String),
+    Hostname(String),
+    ReadOnly(bool),
+    Volume(Volume),
+    Memory(u64),
+    Pids(u64),
+    NanoCpus(u64),
+    Network(NetworkMode),
+    Init(bool),
+}
+
+impl Edit {
+    fn apply(&self, o: &mut RunOptions) {
+        match self.clone() {
+            Edit::Cmd(v) => o.cmd = Some(v),
+            Edit::Entrypoint(v) => o.entrypoint = Some(v),
+            Edit::Env(v) => o.env.push(v),
+            Edit::User(v) => o.user = Some(v),
+            Edit::WorkingDir(v) => o.working_dir = Some(v),
+            Edit::Hostname(v) => o.hostname = Some(v),
+            Edit::ReadOnly(v) => o.read_only = v,
+            Edit::Volume(v) => o.volumes.push(v),
+            Edit::Memory(v) => o.resources.memory = Some(v),
+            Edit::Pids(v) => o.resources.pids = Some(v),
+            Edit::NanoCpus(v) => o.resources.nano_cpus = Some(v),
+            Edit::Network(v) => o.network = v,
+            Edit::Init(v) => o.init = v,
+        }
+    }
+}
+
+/// Refuses `operation` up front when this process lacks `CAP_SYS_ADMIN`:
+/// every container needs namespaces, and one from an image needs mounts.
+/// Where the capabilities cannot be read, the kernel decides later.
+pub(crate) fn require_root(operation: &'static str) -> Result<(), ContainerError> {
+    use rustix::thread::{capabilities, CapabilitySet};
+    match capabilities(None) {
+        Ok(caps) if !caps.effective.contains(CapabilitySet::SYS_ADMIN) => {
+            Err(ContainerError::NeedsRoot { operation })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The writable snapshot a container from an image gets at create time.
@@ -51,6 +124,7 @@ impl ContainerBuilder {
             config: RunConfig::default(),
             image: None,
             options: RunOptions::default(),
+            edits: Vec::new(),
             id: None,
             snapshot: None,
             auto_remove: false,
@@ -82,9 +156,25 @@ impl ContainerBuilder {
         self
     }
 
-    /// Replaces all options.
+    /// Sets the base options. The other option setters apply over them
+    /// whether they were called before or after this.
     pub fn options(mut self, options: RunOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The options the container gets: those of [`Self::options`] with
+    /// every other option setter's change applied, in call order.
+    pub fn run_options(&self) -> RunOptions {
+        let mut o = self.options.clone();
+        for e in &self.edits {
+            e.apply(&mut o);
+        }
+        o
+    }
+
+    fn edit(mut self, edit: Edit) -> Self {
+        self.edits.push(edit);
         self
     }
 
@@ -95,45 +185,38 @@ impl ContainerBuilder {
     }
 
     /// The command (replaces the image's Cmd).
-    pub fn cmd<I: IntoIterator<Item = S>, S: Into<String>>(mut self, cmd: I) -> Self {
-        self.options.cmd = Some(cmd.into_iter().map(Into::into).collect());
-        self
+    pub fn cmd<I: IntoIterator<Item = S>, S: Into<String>>(self, cmd: I) -> Self {
+        self.edit(Edit::Cmd(cmd.into_iter().map(Into::into).collect()))
     }
 
     /// The entrypoint (replaces the image's; drops its Cmd unless [`Self::cmd`] is set).
-    pub fn entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ep: I) -> Self {
-        self.options.entrypoint = Some(ep.into_iter().map(Into::into).collect());
-        self
+    pub fn entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(self, ep: I) -> Self {
+        self.edit(Edit::Entrypoint(ep.into_iter().map(Into::into).collect()))
     }
 
     /// Adds `KEY=value` to the environment.
-    pub fn env(mut self, entry: impl Into<String>) -> Self {
-        self.options.env.push(entry.into());
-        self
+    pub fn env(self, entry: impl Into<String>) -> Self {
+        self.edit(Edit::Env(entry.into()))
     }
 
     /// The user (`name`, `uid`, `name:group`, `uid:gid`).
-    pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.options.user = Some(user.into());
-        self
+    pub fn user(self, user: impl Into<String>) -> Self {
+        self.edit(Edit::User(user.into()))
     }
 
     /// The working directory.
-    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
-        self.options.working_dir = Some(dir.into());
-        self
+    pub fn working_dir(self, dir: impl Into<String>) -> Self {
+        self.edit(Edit::WorkingDir(dir.into()))
     }
 
     /// The hostname.
-    pub fn hostname(mut self, name: impl Into<String>) -> Self {
-        self.options.hostname = Some(name.into());
-        self
+    pub fn hostname(self, name: impl Into<String>) -> Self {
+        self.edit(Edit::Hostname(name.into()))
     }
 
     /// Mounts the root filesystem read-only.
-    pub fn read_only(mut self, yes: bool) -> Self {
-        self.options.read_only = yes;
-        self
+    pub fn read_only(self, yes: bool) -> Self {
+        self.edit(Edit::ReadOnly(yes))
     }
 
     /// Removes the container when its run ends (`run --rm`; see
@@ -146,9 +229,36 @@ impl ContainerBuilder {
     }
 
     /// Adds a bind mount.
-    pub fn volume(mut self, volume: Volume) -> Self {
-        self.options.volumes.push(volume);
-        self
+    pub fn volume(self, volume: Volume) -> Self {
+        self.edit(Edit::Volume(volume))
+    }
+
+    /// Limits memory to `bytes` (`--memory`; swap too, where the host can).
+    pub fn memory(self, bytes: u64) -> Self {
+        self.edit(Edit::Memory(bytes))
+    }
+
+    /// Limits the processes and threads at once (`--pids-limit`).
+    pub fn pids(self, max: u64) -> Self {
+        self.edit(Edit::Pids(max))
+    }
+
+    /// Limits CPU time to `cpus` CPUs (`--cpus 1.5`), kept to the
+    /// billionth (`nano_cpus`); a negative or NaN value is zero, which
+    /// [`create`](Self::create) refuses.
+    pub fn cpus(self, cpus: f64) -> Self {
+        // `as` saturates: NaN and negatives become 0, huge values u64::MAX.
+        self.edit(Edit::NanoCpus((cpus * 1e9).round() as u64))
+    }
+
+    /// The network: a namespace with loopback only (the default) or the host's.
+    pub fn network(self, mode: NetworkMode) -> Self {
+        self.edit(Edit::Network(mode))
+    }
+
+    /// Runs a reaper as pid 1 (`--init`; native backend only).
+    pub fn init(self, yes: bool) -> Self {
+        self.edit(Edit::Init(yes))
     }
 
     /// Creates the container: state directory, writable snapshot prepared
@@ -157,10 +267,12 @@ impl ContainerBuilder {
     /// On failure everything made is removed again.
     ///
     /// # Errors
-    /// [`ContainerError`]: `Spec(NoCommand)`, `Lookup` (program missing or
+    /// [`ContainerError`]: `NeedsRoot` (no `CAP_SYS_ADMIN`) before anything
+    /// is made, `Spec(NoCommand)`, `Lookup` (program missing or
     /// not executable), `User` (not found), `Rootfs` (mount refused:
     /// classified `PermissionDenied`), `Backend`, `AlreadyExists`, `State`.
     pub fn create(self) -> Result<Container, ContainerError> {
+        require_root("creating a container")?;
         let id = match &self.id {
             Some(id) => {
                 state::validate_id(id)?;
@@ -198,9 +310,10 @@ impl ContainerBuilder {
             }),
             auto_remove: self.auto_remove,
         };
+        let options = self.run_options();
         let result = sd
             .save(&record)
-            .and_then(|()| self.prepare(&id, &dir, &mut record));
+            .and_then(|()| self.prepare(&id, &dir, &options, &mut record));
         if let Err(e) = result {
             let cleanup = crate::delete::delete(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
@@ -217,6 +330,7 @@ impl ContainerBuilder {
         &self,
         id: &str,
         dir: &Path,
+        options: &RunOptions,
         record: &mut ContainerRecord,
     ) -> Result<(), ContainerError> {
         if let Some(p) = &self.snapshot {
@@ -253,7 +367,7 @@ impl ContainerBuilder {
             }
         };
         // As `docker run -v`: a missing host source directory is created.
-        for v in &self.options.volumes {
+        for v in &options.volumes {
             if !v.source.exists() {
                 std::fs::create_dir_all(&v.source).map_err(ContainerError::state(&v.source))?;
             }
@@ -266,9 +380,95 @@ impl ContainerBuilder {
                 id,
             },
             &self.config,
-            &self.options,
+            options,
         )?;
         self.runtime.backend().create(id, dir)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NativeOptions;
+
+    /// Every option setter, in one order.
+    fn setters(b: ContainerBuilder) -> ContainerBuilder {
+        b.cmd(["sh", "-c", "true"])
+            .entrypoint(["/init"])
+            .env("A=1")
+            .env("B=2")
+            .user("1000:50")
+            .working_dir("/srv")
+            .hostname("box")
+            .read_only(true)
+            .volume(Volume {
+                source: "/tmp/src".into(),
+                destination: "/data".into(),
+                read_only: true,
+            })
+            .memory(64 << 20)
+            .pids(100)
+            .cpus(1.5)
+            .network(NetworkMode::Host)
+            .init(true)
+    }
+
+    fn base() -> RunOptions {
+        let mut o = RunOptions::new();
+        o.cmd = Some(vec!["replaced".into()]);
+        o.env = vec!["BASE=1".into()];
+        o.tty = true;
+        o.additional_gids = vec![7];
+        o.resources.memory = Some(1 << 30);
+        o
+    }
+
+    /// `options()` before or after the other setters gives the same
+    /// options: the setters' values over the base's, the base's own fields
+    /// (tty, groups) kept, lists extended in call order.
+    #[test]
+    fn setters_compose_with_options_in_any_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default()).unwrap();
+        let rootfs = Rootfs::Directory(tmp.path().to_owned());
+        let before = setters(rt.container(rootfs.clone()).options(base())).run_options();
+        let after = setters(rt.container(rootfs.clone()))
+            .options(base())
+            .run_options();
+        assert_eq!(before, after);
+        assert_eq!(
+            after.cmd,
+            Some(vec!["sh".to_string(), "-c".into(), "true".into()])
+        );
+        assert_eq!(after.entrypoint, Some(vec!["/init".to_string()]));
+        assert_eq!(after.env, ["BASE=1", "A=1", "B=2"]);
+        assert_eq!(after.user.as_deref(), Some("1000:50"));
+        assert_eq!(after.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(after.hostname.as_deref(), Some("box"));
+        assert!(after.read_only && after.tty && after.init);
+        assert_eq!(after.additional_gids, [7]);
+        assert_eq!(after.volumes.len(), 1);
+        assert_eq!(after.resources.memory, Some(64 << 20));
+        assert_eq!(after.resources.pids, Some(100));
+        assert_eq!(after.resources.nano_cpus, Some(1_500_000_000));
+        assert_eq!(after.network, NetworkMode::Host);
+        // Without options() the setters alone make the same, less the base.
+        let alone = setters(rt.container(rootfs)).run_options();
+        assert_eq!(alone.env, ["A=1", "B=2"]);
+        assert!(!alone.tty);
+    }
+
+    /// A NaN or negative CPU count is zero, which the spec refuses.
+    #[test]
+    fn cpus_out_of_range_become_zero() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default()).unwrap();
+        let b = rt.container(Rootfs::Directory(tmp.path().to_owned()));
+        let b = b.cpus(f64::NAN);
+        assert_eq!(b.run_options().resources.nano_cpus, Some(0));
+        assert!(b.run_options().resources.validate().is_err());
+        let b = b.cpus(-2.0);
+        assert_eq!(b.run_options().resources.nano_cpus, Some(0));
     }
 }

@@ -128,6 +128,14 @@ pub enum ContainerError {
         /// This runtime's backend.
         ours: String,
     },
+    /// The operation needs privilege this process lacks: a container's
+    /// namespaces and mounts need `CAP_SYS_ADMIN` (root has it). Refused
+    /// before anything is created.
+    #[error("{operation} needs root (CAP_SYS_ADMIN), which this process lacks")]
+    NeedsRoot {
+        /// What was asked for.
+        operation: &'static str,
+    },
     /// An operation failed and so did the cleanup after it; both are kept.
     #[error("{error} (and cleaning up failed: {cleanup})")]
     Cleanup {
@@ -161,6 +169,7 @@ impl Classify for ContainerError {
             ContainerError::Snapshot { source, .. } => source.kind(),
             ContainerError::NoSnapshots => ErrorKind::FailedPrecondition,
             ContainerError::OtherBackend { .. } => ErrorKind::FailedPrecondition,
+            ContainerError::NeedsRoot { .. } => ErrorKind::PermissionDenied,
             ContainerError::Cleanup { error, .. } => error.kind(),
         }
     }

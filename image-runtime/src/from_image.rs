@@ -104,7 +104,8 @@ impl Runtime {
     ///
     /// # Errors
     /// [`ContainerError::NoSnapshots`] when the runtime has none (see
-    /// [`Runtime::with_snapshots`]); [`ContainerError::NoSuchImage`];
+    /// [`Runtime::with_snapshots`]); [`ContainerError::NeedsRoot`] before
+    /// anything is unpacked; [`ContainerError::NoSuchImage`];
     /// [`ContainerError::Image`] (blobs missing or corrupt, no manifest for
     /// the platform); [`ContainerError::Unpack`].
     pub fn container_from_image_for<S: ImageStore + ?Sized>(
@@ -114,6 +115,7 @@ impl Runtime {
         platform: Option<&Platform>,
     ) -> Result<ContainerBuilder, ContainerError> {
         let snapshots = self.snapshots().ok_or(ContainerError::NoSnapshots)?.clone();
+        crate::create::require_root("creating a container")?;
         let image = find_image(store, name, platform)?;
         let report = unpack_image(
             store,

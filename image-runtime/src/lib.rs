@@ -55,21 +55,41 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Running a container (as root, with runc installed):
+//! # Blocking and privilege
 //!
-//! ```no_run
+//! Every call blocks: on the filesystem, on the backend's processes, and
+//! [`Container::run`]/[`RunningContainer::wait`] until the container exits
+//! or the timeout passes. From async code run them on a blocking thread
+//! (`tokio::task::spawn_blocking`). Spec generation ([`spec`]) and bundle
+//! writing need no privilege; creating a container needs root
+//! (`CAP_SYS_ADMIN`, for its namespaces and mounts): without it
+//! [`ContainerBuilder::create`] and [`Runtime::container_from_image`] fail
+//! with [`ContainerError::NeedsRoot`] (`PermissionDenied`) before anything
+//! is made. [`Snapshots::open_default`] picks overlay and says when it is
+//! unavailable rather than falling back to copy.
+//!
+//! Running a container (as root) on a directory of busybox-static:
+//!
+//! ```
 //! use std::time::Duration;
-//! use image_runtime::{Rootfs, Runtime, RuntimeKind, Stdio};
+//! use image_runtime::{NativeOptions, Rootfs, Runtime, Stdio};
 //!
-//! let rt = Runtime::oci("/var/lib/image-runtime".as_ref(), RuntimeKind::Runc)?;
+//! let tmp = tempfile::tempdir()?;
+//! let rootfs = tmp.path().join("rootfs");
+//! std::fs::create_dir_all(rootfs.join("bin"))?;
+//! std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))?;
+//! std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh"))?;
+//!
+//! let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default())?;
 //! let container = rt
-//!     .container(Rootfs::Directory("/srv/busybox-rootfs".into()))
-//!     .cmd(["sh", "-c", "echo hello from $(hostname)"])
+//!     .container(Rootfs::Directory(rootfs))
+//!     .cmd(["/bin/sh", "-c", "echo hello from $$"])
+//!     .memory(64 << 20)
 //!     .create()?;
 //! let (container, exit) = container.run(Stdio::capture(), Duration::from_secs(30))?;
 //! let exit = exit.expect("finished in time");
 //! assert!(exit.status.success());
-//! print!("{}", exit.stdout_str());
+//! assert_eq!(exit.stdout_str(), "hello from 1\n");
 //! container.delete()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -91,22 +91,22 @@ impl Snapshots {
     }
 
     /// Opens `root` with the driver it already holds, or, for a new root,
-    /// overlay when an overlay mount works there (root privileges, a
-    /// filesystem overlayfs accepts as upper layer), else copy.
+    /// overlay after checking that an overlay mount with an upper directory
+    /// there works (it needs mount privilege, `CAP_SYS_ADMIN`, and a
+    /// filesystem overlayfs accepts as upper layer). It never falls back to
+    /// the copy driver silently: a caller that wants copy where overlay is
+    /// unavailable opens it with [`Snapshots::open`] on that error.
     ///
     /// # Errors
-    /// As [`Snapshots::open`].
+    /// [`SnapshotError::OverlayUnavailable`] (classified `PermissionDenied`
+    /// without mount privilege, else `Unsupported`) naming the probe's
+    /// failure; otherwise as [`Snapshots::open`].
     pub fn open_default(root: &Path) -> Result<Snapshots, SnapshotError> {
         if let Some(driver) = existing_driver(root) {
             return Snapshots::open(root, driver);
         }
-        if overlay_works(root) {
-            match Snapshots::open(root, Driver::Overlay) {
-                Err(SnapshotError::BadRoot { .. }) => {}
-                other => return other,
-            }
-        }
-        Snapshots::open(root, Driver::Copy)
+        probe_overlay(root)?;
+        Snapshots::open(root, Driver::Overlay)
     }
 
     /// The driver.
@@ -140,16 +140,22 @@ fn existing_driver(root: &Path) -> Option<Driver> {
     }
 }
 
-/// Whether an overlay mount with an upper directory under `root` works.
-fn overlay_works(root: &Path) -> bool {
+/// Checks that an overlay mount with an upper directory under `root` works.
+fn probe_overlay(root: &Path) -> Result<(), SnapshotError> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let probe = root.join(format!(".probe-{}-{nanos}", std::process::id()));
     let dirs = ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
-    if dirs.iter().any(|d| std::fs::create_dir_all(d).is_err()) {
-        let _ = std::fs::remove_dir_all(&probe);
-        return false;
+    for d in &dirs {
+        if let Err(source) = std::fs::create_dir_all(d) {
+            let _ = std::fs::remove_dir_all(&probe);
+            return Err(SnapshotError::Io {
+                op: "create the overlay probe",
+                path: d.clone(),
+                source,
+            });
+        }
     }
     let s = |p: &PathBuf| p.to_string_lossy().into_owned();
     let mount = Mount {
@@ -162,12 +168,15 @@ fn overlay_works(root: &Path) -> bool {
             format!("workdir={}", s(&dirs[2])),
         ],
     };
-    let ok = SysMounter.mount(&[mount], &dirs[3]).is_ok();
-    if ok {
+    let mounted = SysMounter.mount(&[mount], &dirs[3]);
+    if mounted.is_ok() {
         let _ = SysMounter.unmount(&dirs[3], true);
     }
     let _ = std::fs::remove_dir_all(&probe);
-    ok
+    mounted.map_err(|source| SnapshotError::OverlayUnavailable {
+        path: root.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 /// Where a container's writable snapshot is: enough to find and remove it

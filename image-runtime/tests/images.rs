@@ -1122,3 +1122,92 @@ fn an_image_deeper_than_overlayfs_stacks_is_refused_with_a_typed_error() {
     // snapshot removal (and metadata rewrite) at a time.
     std::fs::remove_dir_all(f.snapshots_root(Driver::Overlay)).unwrap();
 }
+
+/// An image made by `append_dir` on SINGLE (a directory of its own, with
+/// config changes) runs: the container sees the base's files and the
+/// directory's, and the changed environment and working directory.
+#[test]
+fn an_image_appended_from_a_directory_runs() {
+    if !ready() {
+        return;
+    }
+    let f = fixture();
+    let dir = f.tmp.path().join("appended");
+    std::fs::create_dir_all(dir.join("srv/site")).unwrap();
+    std::fs::write(dir.join("srv/site/index.html"), "appended\n").unwrap();
+    let changes = image_overlay::ConfigChanges::new()
+        .env("FOO=appended")
+        .working_dir("/srv/site")
+        .user("0");
+    let platform: image_core::Platform = "linux/amd64".parse().unwrap();
+    image_overlay::append_dir(
+        &f.store,
+        Some(SINGLE),
+        &dir,
+        &platform,
+        &changes,
+        "test.local/appended:1",
+    )
+    .unwrap();
+    let rt = f.runtime(Driver::Overlay);
+    let (c, exit) = run(
+        &rt,
+        &f.store,
+        "test.local/appended:1",
+        sh("pwd; echo FOO=$FOO; cat index.html /data/keep"),
+    );
+    let out = exit.stdout_str();
+    assert!(exit.status.success(), "{out} {}", exit.stderr_str());
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/srv/site", "FOO=appended", "appended", "kept"],
+        "{out}"
+    );
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
+/// Where overlay cannot work (here: a root inside an overlay mount, which
+/// overlayfs refuses as an upper layer), `open_default` says so with the
+/// probe's failure instead of opening the copy driver; the caller opens
+/// copy explicitly. A root where overlay works gets overlay.
+#[test]
+fn open_default_refuses_a_root_where_overlay_is_unavailable() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    use image_overlay::snapshot::SnapshotError;
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| tmp.path().join(d));
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let opt = |k: &str, p: &Path| format!("{k}={}", p.display());
+    let mount = Mount {
+        fs_type: "overlay".into(),
+        source: "overlay".into(),
+        target: None,
+        options: vec![
+            opt("lowerdir", &dirs[0]),
+            opt("upperdir", &dirs[1]),
+            opt("workdir", &dirs[2]),
+        ],
+    };
+    SysMounter.mount(&[mount], &dirs[3]).unwrap();
+    let root = dirs[3].join("snapshots");
+    let result = Snapshots::open_default(&root);
+    let copy = Snapshots::open(&root, Driver::Copy).map(|s| s.driver());
+    SysMounter.unmount(&dirs[3], true).unwrap();
+    match result {
+        Err(e @ SnapshotError::OverlayUnavailable { .. }) => {
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+            assert!(e.to_string().contains("overlayfs is unavailable at"), "{e}");
+        }
+        other => panic!("expected OverlayUnavailable, got {other:?}"),
+    }
+    assert_eq!(copy.unwrap(), Driver::Copy);
+
+    let fine = Snapshots::open_default(&tmp.path().join("fine")).unwrap();
+    assert_eq!(fine.driver(), Driver::Overlay);
+}

@@ -18,6 +18,12 @@
 //! [`image_core::Classify`]. Every file-system mutation of [`OciDir`] goes
 //! through the [`fs::Fs`] seam, so tests inject ENOSPC or EIO at any step.
 //!
+//! Every call of [`OciDir`] blocks on the filesystem (and some on the
+//! store's `flock`, held briefly by other writers and by gc): from async
+//! code run them on a blocking thread (`tokio::task::spawn_blocking`).
+//! [`MemoryStore`] blocks only on its own mutex. Nothing needs root: a
+//! store is plain files, readable and writable by whoever owns them.
+//!
 //! ```
 //! use image_store::{Ingester, OciDir, Provider, ContentWriter};
 //! use std::io::Write;

@@ -2,20 +2,17 @@
 //! `unpack`, `append`.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use image_core::config::History;
 use image_core::{Compression, Digest, Platform};
-use image_overlay::compress::decoder;
+use image_overlay::append::{append_source, AppendSource, ConfigChanges};
 use image_overlay::list::{list, ListOptions};
 use image_overlay::pack::{pack_dir, PackOptions};
 use image_overlay::unpack::{unpack, UnpackOptions};
 use image_overlay::{diff_dirs, flatten_image};
 use image_store::image::resolve_image;
-use image_store::mutate::{append as append_layers, NewLayer};
-use image_store::{Ingester, Leases, Provider, TagStore};
 
 use super::store::StoreArgs;
 
@@ -277,149 +274,42 @@ pub struct AppendArgs {
 
 /// Makes a new image from a base plus a layer, with config changes.
 pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
-    // The tag is checked before any layer is packed (a digest is refused).
-    image_store::tags::normalize_name(&args.tag)?;
-    let store = store.open()?;
-    // Held until the tag is set, so `gc` beside us cannot remove the base,
-    // the layer, the config or the manifest before the tag references them.
-    let lease = store.begin_lease()?;
-    let s = lease.protect(&store);
     let platform = match &args.platform {
         Some(p) => p.parse::<Platform>()?,
         None => Platform::host(),
     };
-    let base = args
-        .base
-        .as_deref()
-        .map(|b| resolve_image(&s, b, Some(&platform)))
-        .transpose()?;
-    let created_by;
-    let layer = if let Some(dir) = &args.rootfs {
-        let mut w = s.writer(&image_store::content::unique_reference())?;
-        let r = pack_dir(dir, &mut w, &pack_options(&args.compression, None)?)?;
-        w.commit(Some(r.size), Some(&r.digest))?;
-        created_by = format!("imagectl append --rootfs {}", dir.display());
-        Some((r.media_type, r.digest, r.size, r.diff_id))
-    } else if let Some(file) = &args.layer {
-        let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-        let digest = s.ingest_reader(&mut f, None, None)?;
-        let size = s.info(&digest)?.size;
-        let mut blob = s.reader(&digest)?;
-        let mut head = [0u8; 4];
-        let n = blob.read(&mut head)?;
-        let compression = Compression::sniff(&head[..n]);
-        let (diff_id, _) = Digest::of_reader(
-            image_core::Algorithm::Sha256,
-            decoder(compression, head[..n].chain(blob))?,
-        )?;
-        created_by = format!("imagectl append --layer {}", file.display());
-        Some((
-            image_core::MediaType::oci_layer(compression),
-            digest,
-            size,
-            diff_id,
-        ))
+    let mut changes = ConfigChanges::new();
+    changes.cmd = args.cmd;
+    changes.entrypoint = args.entrypoint;
+    changes.env = args.env;
+    changes.working_dir = args.workdir;
+    changes.user = args.user;
+    let pack = pack_options(&args.compression, None)?;
+    let mut file;
+    let source = if let Some(dir) = &args.rootfs {
+        changes.created_by = Some(format!("imagectl append --rootfs {}", dir.display()));
+        AppendSource::Dir(dir, &pack)
+    } else if let Some(path) = &args.layer {
+        changes.created_by = Some(format!("imagectl append --layer {}", path.display()));
+        file = BufReader::with_capacity(
+            1 << 20,
+            File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        AppendSource::Tarball(&mut file)
     } else {
-        created_by = String::new();
-        None
+        changes.created_by = Some("imagectl append (config only)".into());
+        AppendSource::ConfigOnly
     };
-    let created = now_rfc3339();
-    let layers: Vec<NewLayer> = layer
-        .into_iter()
-        .map(|(media_type, digest, size, diff_id)| NewLayer {
-            media_type,
-            digest,
-            size,
-            diff_id,
-            history: History {
-                created: Some(created.clone()),
-                created_by: Some(created_by.clone()),
-                ..History::default()
-            },
-        })
-        .collect();
-    let arch = platform.architecture.clone();
-    let appended = append_layers(&s, base.as_ref(), (&platform.os, &arch), &layers, |c| {
-        c.created = Some(created.clone());
-        if let Some(v) = &platform.variant {
-            c.variant = Some(v.clone());
-        }
-        let run = c.config.get_or_insert_with(Default::default);
-        if let Some(cmd) = &args.cmd {
-            run.cmd = Some(cmd.clone());
-        }
-        if let Some(ep) = &args.entrypoint {
-            run.entrypoint = Some(ep.clone());
-        }
-        if let Some(w) = &args.workdir {
-            run.working_dir = Some(w.clone());
-        }
-        if let Some(u) = &args.user {
-            run.user = Some(u.clone());
-        }
-        if !args.env.is_empty() {
-            let env = run.env.get_or_insert_with(Vec::new);
-            for kv in &args.env {
-                let key = kv.split('=').next().unwrap_or_default();
-                env.retain(|e| e.split('=').next() != Some(key));
-                env.push(kv.clone());
-            }
-        }
-        if layers.is_empty() {
-            c.history.get_or_insert_with(Vec::new).push(History {
-                created: Some(created.clone()),
-                created_by: Some("imagectl append (config only)".into()),
-                empty_layer: true,
-                ..History::default()
-            });
-        }
-    })?;
-    s.set_tag(&args.tag, &appended.manifest.descriptor())?;
-    drop(lease);
+    let store = store.open()?;
+    let appended = append_source(
+        &store,
+        args.base.as_deref(),
+        source,
+        &platform,
+        &changes,
+        &args.tag,
+    )?;
     println!("{} {}", args.tag, appended.manifest.digest());
     println!("image id: {}", appended.config.image_id());
     Ok(())
-}
-
-/// The current UTC time as RFC 3339 (or SOURCE_DATE_EPOCH's, for reproducible images).
-fn now_rfc3339() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
-        });
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_of_known_instants() {
-        std::env::set_var("SOURCE_DATE_EPOCH", "951782400"); // 2000-02-29
-        assert_eq!(super::now_rfc3339(), "2000-02-29T00:00:00Z");
-        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
-        assert_eq!(super::now_rfc3339(), "2023-11-14T22:13:20Z");
-        std::env::remove_var("SOURCE_DATE_EPOCH");
-    }
 }

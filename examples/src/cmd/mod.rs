@@ -44,6 +44,7 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
         image_store::mutate::MutateError,
         image_store::ArchiveError,
         image_store::CopyError,
+        image_overlay::AppendError,
         image_overlay::UnpackError,
         image_overlay::PackError,
         image_overlay::DiffError,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image_runtime::commit::CommitOptions;
-use image_runtime::snapshots::{Driver, Snapshots};
+use image_runtime::snapshots::Snapshots;
 use image_runtime::spec::resources::{parse_bytes, parse_cpus};
 use image_runtime::spec::ANNOTATION_STDIN;
 use image_runtime::state::{ContainerStatus, StateDir};
@@ -100,12 +100,7 @@ impl PlaceArgs {
             Some(p) => p.clone(),
             None => PlaceArgs::beside_store(store, "snapshots")?,
         };
-        let s = match self.snapshotter {
-            None => Snapshots::open_default(&dir),
-            Some(DriverArg::Overlay) => Snapshots::open(&dir, Driver::Overlay),
-            Some(DriverArg::Copy) => Snapshots::open(&dir, Driver::Copy),
-        };
-        s.with_context(|| format!("opening snapshots {}", dir.display()))
+        super::snapshot::open_snapshots(&dir, self.snapshotter)
     }
 
     /// The runtime with backend `kind`, its snapshots set.

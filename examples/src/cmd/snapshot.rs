@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use image_core::{Digest, Platform};
 use image_overlay::image_unpack::{unpack_image, ImageUnpackOptions};
 use image_overlay::mount::{Mounter, SysMounter};
-use image_overlay::snapshot::{Kind, Labels};
+use image_overlay::snapshot::{Kind, Labels, SnapshotError};
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_store::image::resolve_image;
 
@@ -48,12 +48,31 @@ impl SnapshotsArgs {
                 s.parent().unwrap_or(Path::new("/")).join("snapshots")
             }
         };
-        let s = match self.snapshotter {
-            None => Snapshots::open_default(&dir),
-            Some(d) => Snapshots::open(&dir, driver(d)),
-        };
-        s.with_context(|| format!("opening snapshots {}", dir.display()))
+        open_snapshots(&dir, self.snapshotter)
     }
+}
+
+/// Opens the snapshots at `dir` with `driver`, or without one with the
+/// driver `dir` holds, else overlay where it works; where overlay is
+/// unavailable the copy driver is chosen, and the reason is said on stderr.
+pub(crate) fn open_snapshots(
+    dir: &Path,
+    driver_arg: Option<DriverArg>,
+) -> anyhow::Result<Snapshots> {
+    let s = match driver_arg {
+        Some(d) => Snapshots::open(dir, driver(d)),
+        None => match Snapshots::open_default(dir) {
+            Err(e @ SnapshotError::OverlayUnavailable { .. }) => {
+                eprintln!(
+                    "imagectl: {}; using the copy driver (--snapshotter copy chooses it)",
+                    super::describe(&anyhow::Error::new(e))
+                );
+                Snapshots::open(dir, Driver::Copy)
+            }
+            other => other,
+        },
+    };
+    s.with_context(|| format!("opening snapshots {}", dir.display()))
 }
 
 fn driver(d: DriverArg) -> Driver {

@@ -285,17 +285,8 @@ fn untag_digest(s: &OciDir, reference: &str) -> anyhow::Result<Vec<String>> {
     Ok(removed)
 }
 
-/// Arguments of `imagectl gc`.
-///
-/// Removes at once, as `docker rmi` and `docker image prune` do, every blob
-/// that no tag and no running writer needs: `imagectl rmi x && imagectl gc`
-/// frees x's blobs (unless they were written in the last 10 s). Every writer here (load, copy, append, commit) holds a
-/// lease on its blobs until it has tagged them, so gc is safe beside them
-/// at any grace period. The short default grace (10 s) only protects tools
-/// that write into the store without a lease (umoci, skopeo), whose blobs
-/// land a moment before their index.json; `--grace 0` frees those too.
-/// Ingests and leases whose writer is gone (killed, or failed) are removed
-/// at once.
+/// Arguments of `imagectl gc` (its help, on the `Gc` command, says why
+/// the default grace is short).
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
     /// Keep unreferenced blobs younger than this many seconds: a second

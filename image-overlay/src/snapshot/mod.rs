@@ -28,19 +28,33 @@
 //! a crash) are removed. Committing syncs the filesystem first (`syncfs`),
 //! so a committed snapshot's content survives a crash too.
 //!
-//! ```no_run
-//! use image_overlay::snapshot::{OverlaySnapshotter, Snapshotter};
-//! use image_overlay::mount::{MountGuard, SysMounter};
+//! Mounting an overlay snapshot needs root (`CAP_SYS_ADMIN`); every call
+//! blocks on the filesystem (run them on a blocking thread from async
+//! code). The copy driver's directories are usable without mounting.
 //!
-//! let sn = OverlaySnapshotter::open("/var/lib/image-overlay/overlay")?;
+//! ```
+//! use image_overlay::mount::{MountGuard, SysMounter};
+//! use image_overlay::snapshot::{OverlaySnapshotter, Snapshotter};
+//!
+//! let tmp = tempfile::tempdir()?;
+//! let sn = OverlaySnapshotter::open(tmp.path().join("overlay"))?;
+//! let rootfs = tmp.path().join("rootfs");
+//! std::fs::create_dir(&rootfs)?;
+//!
+//! // A first layer: an active snapshot, mounted, written, committed.
 //! let mounts = sn.prepare("build-1", None)?;
-//! let rootfs = std::path::Path::new("/run/build-1/rootfs");
-//! let guard = MountGuard::mount(SysMounter, &mounts, rootfs)?;
+//! let guard = MountGuard::mount(SysMounter, &mounts, &rootfs)?;
 //! std::fs::write(rootfs.join("hello"), b"hi")?;
 //! guard.unmount()?;
 //! sn.commit("layer-1", "build-1")?;
+//!
+//! // A container on it: an overlay of its own upper directory on the layer.
 //! let mounts = sn.prepare("container-1", Some("layer-1"))?;
-//! assert_eq!(mounts[0].fs_type, "bind"); // a single parent: overlay needs two layers
+//! assert_eq!(mounts[0].fs_type, "overlay");
+//! let guard = MountGuard::mount(SysMounter, &mounts, &rootfs)?;
+//! assert_eq!(std::fs::read(rootfs.join("hello"))?, b"hi");
+//! guard.unmount()?;
+//! sn.remove("container-1")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -231,6 +245,18 @@ pub enum SnapshotError {
         /// Why.
         reason: String,
     },
+    /// overlayfs cannot be used at this root: a probe mount with an upper
+    /// directory there failed (no mount privilege, a filesystem overlayfs
+    /// refuses as upper layer, no overlayfs in the kernel). The caller may
+    /// choose the copy driver instead.
+    #[error("overlayfs is unavailable at {} (the copy driver works without it)", path.display())]
+    OverlayUnavailable {
+        /// The snapshotter root.
+        path: PathBuf,
+        /// The probe mount's failure (boxed: a mount error is large).
+        #[source]
+        source: Box<crate::mount::MountError>,
+    },
     /// The metadata file is not valid JSON of the expected shape.
     #[error("{path}: corrupt snapshot metadata: {source}")]
     Metadata {
@@ -276,6 +302,10 @@ impl Classify for SnapshotError {
                 ErrorKind::FailedPrecondition
             }
             SnapshotError::Unsupported { .. } => ErrorKind::Unsupported,
+            SnapshotError::OverlayUnavailable { source, .. } => match source.kind() {
+                ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+                _ => ErrorKind::Unsupported,
+            },
             SnapshotError::Io { source, .. } => Classify::kind(source),
         }
     }

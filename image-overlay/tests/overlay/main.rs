@@ -1,5 +1,6 @@
 //! Integration tests of image-overlay; the module tree mirrors `src/`.
 
+mod append;
 mod common;
 mod diff;
 mod ending;

@@ -120,7 +120,7 @@ pub(crate) fn run(cmd: &mut Command) -> String {
 }
 
 /// `umoci unpack` of `tag` in `layout` into `bundle`; returns the rootfs.
-fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+pub(crate) fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
     // Our store writes the normalised name as the ref annotation, which is
     // what umoci matches.
     let name = normalize_name(tag).expect("name");
