@@ -54,6 +54,8 @@ pub mod mutate;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{

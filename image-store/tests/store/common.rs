@@ -1,14 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use image_store::OciDir;
-
-/// A fresh on-disk store in a temporary directory (kept alive by the guard).
-pub fn oci_dir() -> (tempfile::TempDir, OciDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = OciDir::open_or_create(dir.path().join("layout")).expect("create layout");
-    (dir, store)
-}
+pub use image_testsupport::process::{child_guard, kill_group, spawn_self};
+pub use image_testsupport::store::{bytes, oci_dir};
+pub use image_testsupport::tools::have as have_tool;
 
 /// A scratch directory that cannot grow past a size limit: a tmpfs with
 /// `size=` mounted on a fresh temporary directory, unmounted and removed on
@@ -48,7 +43,7 @@ pub fn scratch(size_mib: u64) -> Scratch {
         Ok(()) => true,
         Err(e) => {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                !image_testsupport::tools::ci(),
                 "cannot mount a size-limited tmpfs for scratch data: {e}"
             );
             eprintln!("SKIP size limit: cannot mount a tmpfs ({e}); scratch data is unbounded");
@@ -56,22 +51,6 @@ pub fn scratch(size_mib: u64) -> Scratch {
         }
     };
     Scratch { dir, mounted }
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 use image_core::{Descriptor, Digest, MediaType};
@@ -137,80 +116,4 @@ pub fn verify_all<P: Provider + ?Sized>(store: &P, digests: &[Digest]) {
         let mut r = store.reader(d).unwrap_or_else(|e| panic!("open {d}: {e}"));
         std::io::copy(&mut r, &mut std::io::sink()).unwrap_or_else(|e| panic!("verify {d}: {e}"));
     }
-}
-
-/// Whether an external tool is installed; when not, says so loudly, and
-/// panics under CI=true.
-pub fn have_tool(name: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} is required under CI=true but is not installed");
-        }
-        eprintln!("SKIPPED: {name} is not installed");
-    }
-    found
-}
-
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-
-/// Starts this test binary again to run only the test `name`, in its own
-/// process group, with `envs`; returns the child and a channel of its
-/// stdout lines.
-pub fn spawn_self(name: &str, envs: &[(&str, String)]) -> (Child, Receiver<String>) {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        name,
-        "--nocapture",
-        "--test-threads=1",
-        "--quiet",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit())
-    .process_group(0);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// In a child started by [`spawn_self`]: dies with the parent, and exits
-/// (killed) after `seconds` whatever happens.
-pub fn child_guard(seconds: u64) {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).unwrap();
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(seconds));
-        eprintln!("child timed out after {seconds}s");
-        std::process::exit(3);
-    });
-}
-
-/// Kills a child's process group and reaps it.
-pub fn kill_group(child: &mut Child) {
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    let _ = child.kill();
-    let _ = child.wait();
 }
