@@ -20,17 +20,26 @@
 //!   data, the content store conformance suite of `image_store::testsuite`).
 //! - `overlay`: [`overlay`] (the snapshotter conformance suite of
 //!   `image_overlay::testsuite`).
+//! - `runtime`: [`runtime`] (the backend conformance suite of
+//!   `image_runtime::testsuite`).
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // fixtures panic on failure
 
 pub mod codec;
 pub mod process;
 pub mod rootfs;
+pub mod scratch;
 pub mod tar;
 pub mod tools;
 
 #[cfg(feature = "store")]
 pub mod store;
+
+/// The backend conformance suite, re-exported from `image_runtime`.
+#[cfg(feature = "runtime")]
+pub mod runtime {
+    pub use image_runtime::testsuite::*;
+}
 
 /// The snapshotter conformance suite, re-exported from `image_overlay`.
 #[cfg(feature = "overlay")]

@@ -370,3 +370,69 @@ pub fn archive(entries: &[Entry]) -> Vec<u8> {
     out.resize(out.len() + 1024, 0);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the tar crate reads back: (path, type flag, size, uid, link).
+    fn read_back(bytes: &[u8]) -> Vec<(String, u8, u64, u64, Option<String>)> {
+        let mut a = ::tar::Archive::new(bytes);
+        a.entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let h = e.header();
+                (
+                    e.path().expect("path").to_string_lossy().into_owned(),
+                    h.entry_type().as_byte(),
+                    h.size().expect("size"),
+                    h.uid().expect("uid"),
+                    e.link_name()
+                        .expect("link")
+                        .map(|l| l.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_faces_write_what_tar_reads_back() {
+        let long = "d/".repeat(60) + "f";
+        let mut huge = Entry::file(&long, "x");
+        huge.uid = u64::from(u32::MAX);
+        let entries = archive(&[Entry::dir("d"), huge, Entry::symlink("l", "d/f")]);
+        assert_eq!(
+            read_back(&entries),
+            vec![
+                ("d".into(), b'5', 0, 0, None),
+                (long, b'0', 1, u64::from(u32::MAX), None),
+                ("l".into(), b'2', 0, 0, Some("d/f".into())),
+            ]
+        );
+        let stream = TarBuf::new()
+            .dir("d")
+            .file("d/f", b"abc")
+            .hardlink("h", "d/f")
+            .end();
+        assert_eq!(
+            read_back(&stream),
+            vec![
+                ("d".into(), b'5', 0, 0, None),
+                ("d/f".into(), b'0', 3, 0, None),
+                ("h".into(), b'1', 0, 0, Some("d/f".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        for value in [&b"x"[..], &[b'v'; 5][..], &[b'v'; 93][..], &[b'v'; 994][..]] {
+            let r = pax_record("path", value);
+            let (len, _) = std::str::from_utf8(&r[..r.iter().position(|b| *b == b' ').unwrap()])
+                .map(|l| (l.parse::<usize>().unwrap(), ()))
+                .unwrap();
+            assert_eq!(len, r.len(), "{}", String::from_utf8_lossy(&r));
+        }
+    }
+}

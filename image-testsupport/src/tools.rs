@@ -38,6 +38,16 @@ pub fn skip_or_fail(what: &str) {
     eprintln!("SKIPPED: missing {what}");
 }
 
+/// Whether the test runs as root; when not, [`skip_or_fail`] says that
+/// `why` needs it.
+pub fn root(why: &str) -> bool {
+    let ok = is_root();
+    if !ok {
+        skip_or_fail(&format!("root privileges ({why})"));
+    }
+    ok
+}
+
 /// Whether `tool` is on `PATH`; when it is not, [`skip_or_fail`].
 pub fn have(tool: &str) -> bool {
     let found = which(tool).is_some();
@@ -45,6 +55,12 @@ pub fn have(tool: &str) -> bool {
         skip_or_fail(&format!("{tool} (not installed)"));
     }
     found
+}
+
+/// Those of `tools` that are on `PATH`; each missing one is
+/// [`skip_or_fail`]ed (for a test that tries every installed runtime).
+pub fn installed<'a>(tools: &[&'a str]) -> Vec<&'a str> {
+    tools.iter().copied().filter(|t| have(t)).collect()
 }
 
 /// Whether a test that runs containers can run: every program of `tools`
