@@ -804,17 +804,10 @@ impl RawTar {
     }
 
     fn pax(&mut self, records: &[(&str, &[u8])]) {
-        let mut body = Vec::new();
-        for (k, v) in records {
-            let rest = k.len() + v.len() + 3; // ' ', '=', '\n'
-            let mut len = rest + 1;
-            while len != rest + len.to_string().len() {
-                len = rest + len.to_string().len();
-            }
-            body.extend_from_slice(format!("{len} {k}=").as_bytes());
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|(k, v)| image_testsupport::tar::pax_record(k, v))
+            .collect();
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::XHeader);
         h.set_size(body.len() as u64);

@@ -1,5 +1,5 @@
 //! Test images and archives for the archive, copy and interop tests.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::io::Read;
 use std::path::Path;
@@ -10,9 +10,13 @@ use image_core::{Compression, Descriptor, Digest, ImageConfig, Index, MediaType}
 use image_store::archive::{build_manifest, BlobStore};
 use serde_json::json;
 
+#[allow(unused_imports)] // each test binary uses a part
 pub use image_testsupport::codec::compress;
+#[allow(unused_imports)] // each test binary uses a part
 pub use image_testsupport::process::run_checked as run;
+#[allow(unused_imports)] // each test binary uses a part
 pub use image_testsupport::store::{oci_dir, ShortReads};
+#[allow(unused_imports)] // each test binary uses a part
 pub use image_testsupport::tools::have;
 
 /// A file or link of a layer.

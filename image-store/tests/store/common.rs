@@ -2,56 +2,9 @@
 #![allow(dead_code)]
 
 pub use image_testsupport::process::{child_guard, kill_group, spawn_self};
+pub use image_testsupport::scratch::scratch;
 pub use image_testsupport::store::{bytes, oci_dir};
 pub use image_testsupport::tools::have as have_tool;
-
-/// A scratch directory that cannot grow past a size limit: a tmpfs with
-/// `size=` mounted on a fresh temporary directory, unmounted and removed on
-/// drop. Where mounting is not permitted it says so and falls back to a
-/// plain temporary directory, except under `CI=true`, where it fails.
-pub struct Scratch {
-    dir: tempfile::TempDir,
-    mounted: bool,
-}
-
-impl Scratch {
-    /// The directory.
-    pub fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-}
-
-/// A [`Scratch`] directory of at most `size_mib` MiB.
-pub fn scratch(size_mib: u64) -> Scratch {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = std::ffi::CString::new(format!("size={size_mib}m,mode=0700")).expect("no NUL");
-    let mounted = match rustix::mount::mount(
-        "tmpfs",
-        dir.path(),
-        "tmpfs",
-        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
-        data.as_c_str(),
-    ) {
-        Ok(()) => true,
-        Err(e) => {
-            assert!(
-                !image_testsupport::tools::ci(),
-                "cannot mount a size-limited tmpfs for scratch data: {e}"
-            );
-            eprintln!("SKIP size limit: cannot mount a tmpfs ({e}); scratch data is unbounded");
-            false
-        }
-    };
-    Scratch { dir, mounted }
-}
 
 use image_core::{Descriptor, Digest, MediaType};
 use image_store::{ContentStore, Provider};
