@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kill_group, ready, which, Cleanup, Cli};
+use common::{kill_group, ready, Cleanup, Cli};
 use hostile::awaiting;
 use hostile::{Entry, Kind, Layer, SavedImage};
 use image_core::Digest;
@@ -554,17 +554,7 @@ fn save_image(
 /// installed (a loud skip otherwise; a failure under CI=true).
 fn runtimes() -> Vec<&'static str> {
     let mut out = vec!["native"];
-    for rt in ["runc", "crun"] {
-        if which(rt).is_some() {
-            out.push(rt);
-        } else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and {rt} is missing"
-            );
-            eprintln!("SKIPPED: {rt} is not installed; its backend is not tried");
-        }
-    }
+    out.extend(image_testsupport::tools::installed(&["runc", "crun"]));
     out
 }
 

@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{container_rootfs, kill_group, ready, which, Cleanup, Cli, TIMEOUT};
+use common::{container_rootfs, kill_group, ready, Cleanup, Cli, TIMEOUT};
 
 const IMAGE: &str = "test.local/leaks:1";
 const APPLETS: &[&str] = &["sh", "true", "sleep", "echo"];
@@ -144,17 +144,7 @@ fn failed_run_rm_leaves_no_mount_state_snapshot_or_cgroup() {
         ("volume", vec!["-v", &volume, IMAGE]),
     ];
     let mut runtimes = vec!["native"];
-    for rt in ["runc", "crun"] {
-        if which(rt).is_some() {
-            runtimes.push(rt);
-        } else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and {rt} missing"
-            );
-            eprintln!("SKIPPED: {rt} not installed");
-        }
-    }
+    runtimes.extend(image_testsupport::tools::installed(&["runc", "crun"]));
     let before = leftovers(&cli);
     assert!(before.containers.is_empty() && before.active_snapshots.is_empty());
     for rt in &runtimes {
@@ -297,12 +287,7 @@ fn killed_owner_shows_stopped_at_once_and_is_reclaimed() {
 
     // runc's foreground run outlives its killed owner: ps says so (its
     // init runs), and the next runc command's gc kills and removes it.
-    if which("runc").is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and runc missing"
-        );
-        eprintln!("SKIPPED: runc not installed");
+    if !image_testsupport::tools::have("runc") {
         return;
     }
     let args = [

@@ -1,5 +1,8 @@
 //! The crate family's dependencies point only downward:
 //! core <- store <- overlay <- runtime <- build, and registry <- {core, store}.
+//! image-testsupport (the shared test fixtures and conformance suites) sits
+//! beside them: it may use the libraries, and they may use it only as a
+//! dev-dependency, so it is never part of what a user of the family builds.
 //! This reads `cargo metadata` so a new edge that breaks the tiers fails here.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,7 +10,7 @@ use std::process::Command;
 
 /// What each crate of the family may depend on (directly, any dependency kind).
 fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
-    let family: [(&str, &[&str]); 7] = [
+    let family: [(&str, &[&str]); 8] = [
         ("image-core", &[]),
         ("image-store", &["image-core"]),
         ("image-overlay", &["image-core", "image-store"]),
@@ -26,6 +29,15 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ),
         ("image-registry", &["image-core", "image-store"]),
         (
+            "image-testsupport",
+            &[
+                "image-core",
+                "image-store",
+                "image-overlay",
+                "image-runtime",
+            ],
+        ),
+        (
             "imagectl",
             &[
                 "image-core",
@@ -42,6 +54,9 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         .map(|(k, v)| (k, v.iter().copied().collect()))
         .collect()
 }
+
+/// The crates that any member may use, but only as a dev-dependency.
+const DEV_ONLY: &[&str] = &["image-testsupport"];
 
 /// Returns the edges between workspace members that are not allowed.
 fn violations(metadata: &serde_json::Value) -> Vec<String> {
@@ -62,7 +77,16 @@ fn violations(metadata: &serde_json::Value) -> Vec<String> {
         };
         for dep in p["dependencies"].as_array().into_iter().flatten() {
             let dep_name = dep["name"].as_str().unwrap_or_default();
-            if members.contains(dep_name) && !ok.contains(dep_name) {
+            if !members.contains(dep_name) {
+                continue;
+            }
+            if DEV_ONLY.contains(&dep_name) {
+                if dep["kind"].as_str() != Some("dev") {
+                    bad.push(format!(
+                        "{name} depends on {dep_name} other than as a dev-dependency"
+                    ));
+                }
+            } else if !ok.contains(dep_name) {
                 bad.push(format!("{name} depends on {dep_name}"));
             }
         }
@@ -96,7 +120,7 @@ fn dependencies_point_only_downward() {
         .iter()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(names.len(), 7, "the family has seven packages: {names:?}");
+    assert_eq!(names.len(), 8, "the family has eight packages: {names:?}");
     let bad = violations(&metadata);
     assert!(bad.is_empty(), "dependency direction broken: {bad:?}");
 }
@@ -108,12 +132,20 @@ fn an_upward_edge_is_caught() {
         {"name": "image-store", "dependencies": [{"name": "image-core"}]},
         {"name": "image-registry", "dependencies": [{"name": "image-overlay"}]},
         {"name": "image-overlay", "dependencies": []},
+        {"name": "image-testsupport", "dependencies": [{"name": "image-store"}]},
+        {"name": "image-runtime", "dependencies": [
+            {"name": "image-testsupport", "kind": "dev"},
+        ]},
+        {"name": "imagectl", "dependencies": [
+            {"name": "image-testsupport", "kind": null},
+        ]},
     ]});
     assert_eq!(
         violations(&metadata),
         vec![
             "image-core depends on image-store".to_string(),
-            "image-registry depends on image-overlay".to_string()
+            "image-registry depends on image-overlay".to_string(),
+            "imagectl depends on image-testsupport other than as a dev-dependency".to_string(),
         ]
     );
 }

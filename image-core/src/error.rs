@@ -80,21 +80,6 @@ pub trait Classify {
     fn kind(&self) -> ErrorKind;
 }
 
-impl Classify for std::io::Error {
-    fn kind(&self) -> ErrorKind {
-        // Errors of this family travelling inside an io::Error keep their class.
-        if let Some(inner) = self.get_ref() {
-            if let Some(d) = inner.downcast_ref::<crate::digest::DigestError>() {
-                return d.kind();
-            }
-            if let Some(v) = inner.downcast_ref::<crate::digest::VerifyError>() {
-                return v.kind();
-            }
-        }
-        ErrorKind::from_io(self)
-    }
-}
-
 impl<T: Classify + ?Sized> Classify for Box<T> {
     fn kind(&self) -> ErrorKind {
         (**self).kind()

@@ -66,6 +66,8 @@ pub mod pack;
 pub mod resolve;
 pub mod snapshot;
 mod tarwriter;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 pub mod unpack;
 pub mod whiteout;
 

@@ -128,6 +128,8 @@ pub mod start;
 pub mod state;
 pub mod stdio;
 mod sys;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 pub mod user;
 pub mod wait;
 

@@ -322,9 +322,12 @@ impl OciRuntime {
     fn failure(&self, operation: &'static str, id: &str, message: String) -> BackendError {
         let lower = message.to_lowercase();
         // runc: "container does not exist"; crun: "error opening file
-        // `<root>/<id>/status`: No such file or directory".
-        let crun_missing =
-            lower.contains("no such file or directory") && message.contains(&format!("/{id}/"));
+        // `<root>/<id>/status`: No such file or directory", or (delete)
+        // "cannot open directory '<root>/<id>': No such file or directory".
+        let crun_missing = lower.contains("no such file or directory")
+            && ["/", "'", "`"]
+                .iter()
+                .any(|end| message.contains(&format!("/{id}{end}")));
         if lower.contains("does not exist") || crun_missing {
             return BackendError::NotFound { id: id.into() };
         }

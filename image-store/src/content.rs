@@ -36,7 +36,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use image_core::digest::VerifyError;
-use image_core::{Algorithm, Classify, Digest, ErrorKind};
+use image_core::{Algorithm, Digest};
+
+pub use crate::error::ContentError;
 
 /// Facts about a committed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,130 +73,6 @@ pub struct IngestStatus {
     pub offset: u64,
     /// When the ingest was last written to, when known.
     pub updated: Option<SystemTime>,
-}
-
-/// Errors of the content store traits and their implementations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ContentError {
-    /// No committed blob has this digest.
-    #[error("blob {digest} not found")]
-    NotFound {
-        /// The digest asked for.
-        digest: Digest,
-    },
-    /// The committed content is not what the caller expected.
-    #[error("ingest {reference:?}: {source}")]
-    Verify {
-        /// The ingest reference.
-        reference: String,
-        /// Expected and found digest or size.
-        source: VerifyError,
-    },
-    /// Another writer holds this ingest reference.
-    #[error("ingest {reference:?} is in use by another writer")]
-    Locked {
-        /// The ingest reference.
-        reference: String,
-    },
-    /// A blob is larger than the caller's limit for reading it into memory.
-    #[error("blob {digest} is {size} bytes, more than the limit of {limit}")]
-    TooLarge {
-        /// The blob.
-        digest: Digest,
-        /// Its size.
-        size: u64,
-        /// The limit.
-        limit: u64,
-    },
-    /// An ingest reference that is empty or too long.
-    #[error("invalid ingest reference {reference:?}: {reason}")]
-    InvalidReference {
-        /// The reference, cut to 80 characters.
-        reference: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// The ingest expected one algorithm and the commit another.
-    #[error(
-        "ingest {reference:?} hashes with {ingest}, cannot commit against a {expected} digest"
-    )]
-    AlgorithmMismatch {
-        /// The ingest reference.
-        reference: String,
-        /// The algorithm the writer hashed with.
-        ingest: Algorithm,
-        /// The algorithm of the expected digest.
-        expected: Algorithm,
-    },
-    /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("create", "rename", "fsync", ...).
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The operating-system error.
-        source: io::Error,
-    },
-    /// Adding a blob to the writer's lease failed, so it was not checked
-    /// or committed (gc could have removed it before its tag).
-    #[error("protecting blob {digest} with a lease")]
-    Lease {
-        /// The blob.
-        digest: Digest,
-        /// The lease's error.
-        source: Box<crate::lease::LeaseError>,
-    },
-    /// A file of the store is a symlink, is reached through one, or is not
-    /// a regular file: it is refused, never followed or read.
-    #[error(transparent)]
-    Refused(crate::fs::RefusedFile),
-    /// Reading the source of an ingest or a blob failed.
-    #[error("reading {what}: {source}")]
-    Read {
-        /// What was being read.
-        what: String,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl ContentError {
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-        source: io::Error,
-    ) -> ContentError {
-        ContentError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
-    }
-
-    /// Whether this error says the blob does not exist.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, ContentError::NotFound { .. })
-    }
-}
-
-impl Classify for ContentError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            ContentError::NotFound { .. } => ErrorKind::NotFound,
-            ContentError::Verify { source, .. } => Classify::kind(source),
-            ContentError::Locked { .. } => ErrorKind::FailedPrecondition,
-            ContentError::TooLarge { .. } => ErrorKind::FailedPrecondition,
-            ContentError::InvalidReference { .. } => ErrorKind::InvalidInput,
-            ContentError::AlgorithmMismatch { .. } => ErrorKind::InvalidInput,
-            ContentError::Lease { source, .. } => source.kind(),
-            ContentError::Refused(e) => e.kind(),
-            ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
-                crate::fs::io_kind(source)
-            }
-        }
-    }
 }
 
 /// The result type of this module.
@@ -695,25 +573,6 @@ mod tests {
     #[test]
     fn unique_references_differ() {
         assert_ne!(unique_reference(), unique_reference());
-    }
-
-    #[test]
-    fn errors_are_classified() {
-        let d = Digest::sha256(b"");
-        assert_eq!(
-            ContentError::NotFound { digest: d.clone() }.kind(),
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            ContentError::Locked {
-                reference: "r".into()
-            }
-            .kind(),
-            ErrorKind::FailedPrecondition
-        );
-        let io = ContentError::io("write", "/x", io::Error::from_raw_os_error(28));
-        assert_eq!(io.kind(), ErrorKind::Io);
-        assert!(io.to_string().contains("/x"));
     }
 }
 

@@ -75,7 +75,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use image_core::{Algorithm, Classify, Descriptor, Digest, ErrorKind};
+use image_core::{Algorithm, Descriptor, Digest};
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
@@ -86,72 +86,7 @@ use crate::fs::{self as seam, Target};
 use crate::oci_dir::{write_file_atomic, OciDir};
 use crate::tags::{TagError, TagStore, Tagged};
 
-/// Errors of lease operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum LeaseError {
-    /// The lease id is not 1 to 128 characters of `[A-Za-z0-9._-]`.
-    #[error("invalid lease id {id:?}")]
-    InvalidId {
-        /// The id, cut to 80 characters.
-        id: String,
-    },
-    /// No lease has this id.
-    #[error("lease {id:?} not found")]
-    NotFound {
-        /// The id.
-        id: String,
-    },
-    /// A lease file is not valid JSON of its kind.
-    #[error("{}: invalid lease: {source}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// The JSON error.
-        source: serde_json::Error,
-    },
-    /// A held lease's file was removed while its guard lived (by hand:
-    /// gc never removes a lease whose holder is alive).
-    #[error("held lease {id:?} was removed from the store")]
-    Lost {
-        /// The id.
-        id: String,
-    },
-    /// Adding to a held lease would grow it past what gc reads of one
-    /// (far more than any image has blobs).
-    #[error("held lease {id:?} would grow past {limit} bytes")]
-    Full {
-        /// The id.
-        id: String,
-        /// The most gc reads of a held lease.
-        limit: u64,
-    },
-    /// Taking the store lock failed.
-    #[error(transparent)]
-    Lock(#[from] TagError),
-    /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl Classify for LeaseError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            LeaseError::InvalidId { .. } | LeaseError::Invalid { .. } => ErrorKind::InvalidInput,
-            LeaseError::NotFound { .. } => ErrorKind::NotFound,
-            LeaseError::Lost { .. } | LeaseError::Full { .. } => ErrorKind::FailedPrecondition,
-            LeaseError::Lock(e) => e.kind(),
-            LeaseError::Io { source, .. } => seam::io_kind(source),
-        }
-    }
-}
+pub use crate::error::LeaseError;
 
 /// A lease: blobs gc keeps until the lease is deleted or expires.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

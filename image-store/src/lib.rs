@@ -48,6 +48,7 @@
 pub mod archive;
 pub mod content;
 pub mod copy;
+pub mod error;
 pub mod fs;
 pub mod fsck;
 pub mod gc;
@@ -59,6 +60,8 @@ pub mod mutate;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{

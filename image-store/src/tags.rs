@@ -38,98 +38,19 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
 
 use image_core::oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::reference::{Reference, ReferenceError};
-use image_core::{Classify, Descriptor, Digest, ErrorKind, Index, ParseError};
+use image_core::{Descriptor, Index, ParseError};
 use rustix::fs::FlockOperation;
 
 use crate::content::{ContentError, Provider};
+pub use crate::error::TagError;
 use crate::fs::Target;
 use crate::oci_dir::{write_file_atomic, OciDir};
 
 /// The annotation naming a tag in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// Errors of tag operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TagError {
-    /// The name is not a valid reference.
-    #[error("invalid tag name {name:?}: {reason}")]
-    InvalidName {
-        /// The name, cut to 200 characters.
-        name: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The name holds a digest: a tag cannot (it would claim content it
-    /// does not have), and a digest reference is not looked up as a tag
-    /// (see [`resolve_reference`]).
-    #[error("refusing {name:?} as a tag: a tag cannot hold a digest")]
-    DigestInName {
-        /// The name, cut to 200 characters.
-        name: String,
-    },
-    /// No tag has this name.
-    #[error("tag {name:?} not found")]
-    NotFound {
-        /// The name asked for.
-        name: String,
-    },
-    /// No image of the repository has the digest a reference pins.
-    #[error("no image of repository {repository} with digest {digest} in the store")]
-    DigestNotFound {
-        /// The repository (`domain/path`).
-        repository: String,
-        /// The digest asked for.
-        digest: Digest,
-    },
-    /// The descriptor to tag names a blob (or a blob it references) that
-    /// is not in the store.
-    #[error("cannot tag {name:?}: blob {digest} is not in the store")]
-    Dangling {
-        /// The tag.
-        name: String,
-        /// The missing blob.
-        digest: Digest,
-    },
-    /// `index.json` is not a valid index.
-    #[error("{}: {source}", path.display())]
-    Index {
-        /// The file.
-        path: PathBuf,
-        /// The parse error.
-        source: ParseError,
-    },
-    /// Reading the blobs to check failed.
-    #[error(transparent)]
-    Content(#[from] ContentError),
-    /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-}
-
-impl Classify for TagError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            TagError::InvalidName { .. } | TagError::DigestInName { .. } => ErrorKind::InvalidInput,
-            TagError::NotFound { .. } | TagError::DigestNotFound { .. } => ErrorKind::NotFound,
-            TagError::Dangling { .. } => ErrorKind::FailedPrecondition,
-            TagError::Index { source, .. } => Classify::kind(source),
-            TagError::Content(e) => e.kind(),
-            TagError::Io { source, .. } => crate::fs::io_kind(source),
-        }
-    }
-}
 
 /// A tag and the descriptor it names.
 #[derive(Debug, Clone, PartialEq)]

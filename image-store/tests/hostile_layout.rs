@@ -788,50 +788,7 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A directory on a size-limited tmpfs, unmounted on drop; a plain
-/// temporary directory (loudly) where mounting is refused, except under
-/// CI=true.
-struct Scratch {
-    dir: tempfile::TempDir,
-    mounted: bool,
-}
-
-impl Scratch {
-    fn new(size_mib: u64) -> Scratch {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = std::ffi::CString::new(format!("size={size_mib}m,mode=0700")).expect("no NUL");
-        let mounted = match rustix::mount::mount(
-            "tmpfs",
-            dir.path(),
-            "tmpfs",
-            rustix::mount::MountFlags::NOSUID,
-            data.as_c_str(),
-        ) {
-            Ok(()) => true,
-            Err(e) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "cannot mount a size-limited tmpfs: {e}"
-                );
-                eprintln!("SKIP size limit: cannot mount a tmpfs ({e}); scratch is unbounded");
-                false
-            }
-        };
-        Scratch { dir, mounted }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-}
+use image_testsupport::scratch::Scratch;
 
 /// Junk in `ingest/` deeper than gc descends (no writer makes a tree
 /// deeper than two) cannot stop gc: it collects the rest, every time, and

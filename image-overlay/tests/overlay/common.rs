@@ -3,186 +3,14 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use image_core::Compression;
+// ---- raw tar, compression, tools: the family's shared fixtures -------------
 
-// ---- raw tar ----------------------------------------------------------------
-
-/// A header with every field under the test's control.
-#[derive(Clone, Debug)]
-pub struct Raw {
-    pub name: Vec<u8>,
-    pub typ: u8,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub size: u64,
-    pub mtime: u64,
-    pub link: Vec<u8>,
-    pub major: u64,
-    pub minor: u64,
-    pub bad_checksum: bool,
-}
-
-impl Raw {
-    pub fn new(name: &str, typ: u8) -> Raw {
-        Raw {
-            name: name.as_bytes().to_vec(),
-            typ,
-            mode: if typ == b'5' { 0o755 } else { 0o644 },
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 1_600_000_000,
-            link: Vec::new(),
-            major: 0,
-            minor: 0,
-            bad_checksum: false,
-        }
-    }
-    pub fn link(mut self, l: &str) -> Raw {
-        self.link = l.as_bytes().to_vec();
-        self
-    }
-    pub fn size(mut self, s: u64) -> Raw {
-        self.size = s;
-        self
-    }
-    pub fn block(&self) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        let n = self.name.len().min(100);
-        h[..n].copy_from_slice(&self.name[..n]);
-        num(&mut h[100..108], u64::from(self.mode));
-        num(&mut h[108..116], self.uid);
-        num(&mut h[116..124], self.gid);
-        num(&mut h[124..136], self.size);
-        num(&mut h[136..148], self.mtime);
-        h[156] = self.typ;
-        let l = self.link.len().min(100);
-        h[157..157 + l].copy_from_slice(&self.link[..l]);
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        num(&mut h[329..337], self.major);
-        num(&mut h[337..345], self.minor);
-        h[148..156].copy_from_slice(b"        ");
-        let mut sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        if self.bad_checksum {
-            sum += 1;
-        }
-        let s = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(s.as_bytes());
-        h
-    }
-}
-
-/// Octal when it fits, GNU base-256 otherwise.
-fn num(field: &mut [u8], v: u64) {
-    let digits = field.len() - 1;
-    let max = (1u64 << (3 * digits as u32)) - 1;
-    if v <= max {
-        let s = format!("{v:0digits$o}");
-        field[..digits].copy_from_slice(s.as_bytes());
-        field[digits] = 0;
-    } else {
-        for b in field.iter_mut() {
-            *b = 0;
-        }
-        let bytes = v.to_be_bytes();
-        let n = field.len();
-        field[n - 8..].copy_from_slice(&bytes);
-        field[0] |= 0x80;
-    }
-}
-
-/// Builds a tar stream entry by entry.
-#[derive(Default)]
-pub struct TarBuf(pub Vec<u8>);
-
-impl TarBuf {
-    pub fn new() -> TarBuf {
-        TarBuf(Vec::new())
-    }
-    pub fn raw(&mut self, h: &Raw, data: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(&h.block());
-        self.0.extend_from_slice(data);
-        pad(&mut self.0);
-        self
-    }
-    pub fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
-        let h = Raw::new(name, b'0').size(data.len() as u64);
-        self.raw(&h, data)
-    }
-    pub fn dir(&mut self, name: &str) -> &mut Self {
-        self.raw(&Raw::new(name, b'5'), b"")
-    }
-    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.raw(&Raw::new(name, b'2').link(target), b"")
-    }
-    pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.raw(&Raw::new(name, b'1').link(target), b"")
-    }
-    /// A PAX extended header for the next entry.
-    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
-        let mut body = Vec::new();
-        for (k, v) in records {
-            let base = k.len() + v.len() + 3;
-            let mut len = base + 1;
-            while base + len.to_string().len() != len {
-                len = base + len.to_string().len();
-            }
-            body.extend_from_slice(format!("{len} {k}=").as_bytes());
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
-        let h = Raw::new("PaxHeaders/x", b'x').size(body.len() as u64);
-        self.raw(&h, &body)
-    }
-    /// A GNU long-name entry for the next entry.
-    pub fn gnu_longname(&mut self, name: &[u8]) -> &mut Self {
-        let mut data = name.to_vec();
-        data.push(0);
-        let mut h = Raw::new("././@LongLink", b'L').size(data.len() as u64);
-        h.mode = 0;
-        // GNU magic so the tar crate recognises it.
-        let mut b = h.block();
-        b[257..265].copy_from_slice(b"ustar  \0");
-        b[148..156].copy_from_slice(b"        ");
-        let sum: u32 = b.iter().map(|x| u32::from(*x)).sum();
-        b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        self.0.extend_from_slice(&b);
-        self.0.extend_from_slice(&data);
-        pad(&mut self.0);
-        self
-    }
-    pub fn end(&mut self) -> Vec<u8> {
-        self.0.extend_from_slice(&[0u8; 1024]);
-        std::mem::take(&mut self.0)
-    }
-}
-
-fn pad(v: &mut Vec<u8>) {
-    while v.len() % 512 != 0 {
-        v.push(0);
-    }
-}
-
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
-pub fn compress(data: &[u8], c: Compression) -> Vec<u8> {
-    match c {
-        Compression::None => data.to_vec(),
-        Compression::Gzip => gzip(data),
-        _ => zstd::encode_all(data, 3).expect("zstd"),
-    }
-}
+pub use image_testsupport::codec::{compress, gzip};
+pub use image_testsupport::tar::{Raw, TarBuf};
+pub use image_testsupport::tools::{have, is_root, ready, root, skip_or_fail};
 
 // ---- snapshots of trees -----------------------------------------------------
 
@@ -385,26 +213,22 @@ fn snapshot_beside(base: &Path) -> BTreeMap<PathBuf, Facts> {
         .collect()
 }
 
-// ---- tools ------------------------------------------------------------------
-
-/// Whether `tool` runs; when it does not, fails under CI=true, else prints why and returns false.
-pub fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required under CI=true but is not installed");
-        }
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
-    ok
-}
-
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+/// `dev/null` (1, 3), mode 0666, in a new `dev` below `root` (as root).
+pub fn dev_null(root: &Path) {
+    std::fs::create_dir(root.join("dev")).expect("mkdir");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("dev/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .expect("mknod");
+    std::fs::set_permissions(
+        root.join("dev/null"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod");
 }
 
 pub fn set_mtime(p: &Path, secs: i64, nsec: i64) {
@@ -475,20 +299,7 @@ pub fn make_tree(root: &Path) {
     )
     .expect("setxattr");
     if is_root() {
-        std::fs::create_dir(root.join("dev")).expect("mkdir");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("dev/null"),
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(1, 3),
-        )
-        .expect("mknod");
-        std::fs::set_permissions(
-            root.join("dev/null"),
-            std::fs::Permissions::from_mode(0o666),
-        )
-        .expect("chmod");
+        dev_null(root);
         std::os::unix::fs::lchown(root.join("usr/bin/tool"), Some(1000), Some(1000))
             .expect("chown");
         std::os::unix::fs::lchown(root.join("etc/sgid"), Some(12345), Some(54321)).expect("chown");

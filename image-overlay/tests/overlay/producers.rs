@@ -130,20 +130,7 @@ fn source_tree(root: &Path, p: Profile) {
     std::fs::hard_link(root.join("srv/data/f7"), root.join("usr/hard-b")).expect("link");
     mkfifo(&root.join("tmp/fifo"), 0o640);
     if p.devices && is_root() {
-        std::fs::create_dir(root.join("dev")).expect("mkdir");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("dev/null"),
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(1, 3),
-        )
-        .expect("mknod");
-        std::fs::set_permissions(
-            root.join("dev/null"),
-            std::fs::Permissions::from_mode(0o666),
-        )
-        .expect("chmod");
+        crate::common::dev_null(root);
     }
     if p.long_names {
         let long = format!(
@@ -269,14 +256,8 @@ fn against_gnu_tar(what: &str, work: &Path, layer: &Path, except: &[&str]) -> Pa
 }
 
 fn tools(list: &[&str]) -> bool {
-    if !is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the producer matrix runs as root under CI=true");
-        }
-        eprintln!("SKIPPED: the producer matrix needs root (owners, devices)");
-        return false;
-    }
-    list.iter().all(|t| have(t))
+    crate::common::root("the producer matrix sets owners and makes devices")
+        && list.iter().all(|t| have(t))
 }
 
 // ---- tar producers -------------------------------------------------------------------

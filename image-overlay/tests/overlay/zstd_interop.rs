@@ -13,7 +13,7 @@ use image_store::mutate::NewLayer;
 use image_store::tags::normalize_name;
 use image_store::{OciDir, Provider};
 
-use crate::common::{assert_same_tree, have, is_root, make_tree, set_all_mtimes};
+use crate::common::{assert_same_tree, make_tree, set_all_mtimes};
 use crate::umoci::{build_image, hardlink_groups, layer_from_dir, run};
 
 /// Debian's busybox-static with a few applets, and a file to read back.
@@ -112,14 +112,7 @@ impl Drop for Podman {
 }
 
 fn tools(names: &[&str]) -> bool {
-    if !is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the zstd interop tests run as root under CI=true");
-        }
-        eprintln!("SKIPPED: zstd interop needs root");
-        return false;
-    }
-    names.iter().all(|t| have(t)) && Path::new("/bin/busybox").exists()
+    crate::common::ready(names)
 }
 
 #[test]

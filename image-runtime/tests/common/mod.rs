@@ -11,28 +11,7 @@ use image_runtime::state::{ContainerStatus, Owner};
 /// How long a test lets a container run before it gives up on it.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether a test can run: root, busybox-static and `tools` present.
-/// Otherwise it says so loudly and the test returns; under `CI=true` it fails.
-pub fn ready(tools: &[&str]) -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|t| image_runtime::oci_runtime::which(t).is_none())
-        .map(|t| (*t).to_owned())
-        .collect();
-    if !Path::new("/bin/busybox").is_file() {
-        missing.push("/bin/busybox (busybox-static)".into());
-    }
-    if !rustix::process::geteuid().is_root() {
-        missing.push("root privileges".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(!ci, "CI=true and missing: {missing:?}");
-    eprintln!("SKIPPED: missing {missing:?}");
-    false
-}
+pub use image_testsupport::tools::ready;
 
 /// A busybox-static root filesystem with `applets` linked in /bin, as
 /// `busybox --install -s` makes it, users root and app (1000, in wheel and

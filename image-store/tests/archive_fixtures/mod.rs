@@ -1,23 +1,23 @@
 //! Test images and archives for the archive, copy and interop tests.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use image_core::manifest::descriptor;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType, PlatformBuilder};
 use image_core::{Compression, Descriptor, Digest, ImageConfig, Index, MediaType};
 use image_store::archive::{build_manifest, BlobStore};
-use image_store::OciDir;
 use serde_json::json;
 
-/// A fresh on-disk store in a temporary directory.
-pub fn oci_dir() -> (tempfile::TempDir, OciDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = OciDir::open_or_create(dir.path().join("layout")).expect("create layout");
-    (dir, store)
-}
+#[allow(unused_imports)] // each test binary uses a part
+pub use image_testsupport::codec::compress;
+#[allow(unused_imports)] // each test binary uses a part
+pub use image_testsupport::process::run_checked as run;
+#[allow(unused_imports)] // each test binary uses a part
+pub use image_testsupport::store::{oci_dir, ShortReads};
+#[allow(unused_imports)] // each test binary uses a part
+pub use image_testsupport::tools::have;
 
 /// A file or link of a layer.
 pub enum Node<'a> {
@@ -74,19 +74,6 @@ pub fn busybox_layer() -> Vec<u8> {
 /// A layer with one file.
 pub fn file_layer(name: &str, content: &[u8]) -> Vec<u8> {
     tar_of(&[("etc", Node::Dir), (name, Node::File(content, 0o644))])
-}
-
-/// Compresses a layer.
-pub fn compress(data: &[u8], c: Compression) -> Vec<u8> {
-    match c {
-        Compression::None => data.to_vec(),
-        Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(data).expect("gzip");
-            e.finish().expect("gzip")
-        }
-        Compression::Zstd => zstd::encode_all(data, 3).expect("zstd"),
-    }
 }
 
 /// An image made in a test.
@@ -189,42 +176,6 @@ pub fn archive_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     tar_of(&entries)
 }
 
-/// Whether a peer tool is installed. When it is not: fails under CI=true,
-/// otherwise says so loudly and returns false (the test then returns).
-pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required under CI=true but is not installed");
-        }
-        eprintln!("SKIPPED: {tool} is not installed; this interop test did not run");
-    }
-    found
-}
-
-/// Runs a command bounded in time (timeout(1), killed 5 s after TERM).
-pub fn run(secs: u32, program: &str, args: &[&str]) -> Output {
-    let out = Command::new("timeout")
-        .args(["-k", "5", &secs.to_string(), program])
-        .args(args)
-        .output()
-        .expect("spawn");
-    if !out.status.success() {
-        panic!(
-            "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
-
 /// Reads a whole file.
 pub fn read(path: &Path) -> Vec<u8> {
     let mut v = Vec::new();
@@ -233,20 +184,4 @@ pub fn read(path: &Path) -> Vec<u8> {
         .read_to_end(&mut v)
         .expect("read");
     v
-}
-
-/// A reader that returns short, irregular reads.
-pub struct ShortReads<'a> {
-    pub data: &'a [u8],
-    pub n: usize,
-}
-
-impl Read for ShortReads<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.n = self.n.wrapping_mul(31).wrapping_add(7);
-        let k = (self.n % 1000 + 1).min(buf.len()).min(self.data.len());
-        buf[..k].copy_from_slice(&self.data[..k]);
-        self.data = &self.data[k..];
-        Ok(k)
-    }
 }

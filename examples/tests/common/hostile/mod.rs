@@ -34,12 +34,7 @@ pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// The annotation OCI layouts name their images with.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-/// gzip of `data` (fast level: these are test inputs).
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(data).expect("gzip");
-    enc.finish().expect("gzip")
-}
+pub use image_testsupport::codec::gzip;
 
 /// A gzip stream of `prefix` followed by `zeros` zero bytes, made without
 /// holding the zeros in memory (1 GiB of zeros is about 1 MB of gzip).

@@ -1,0 +1,304 @@
+//! The content store conformance suite, as containerd exports its content
+//! test suite: every implementation of [`ContentStore`] runs the same checks
+//! of the lifecycle the [`content`](crate::content) module describes (ingest,
+//! resume, commit with its checks, read, delete, forwarding impls).
+//!
+//! Built with the `testsuite` feature, for this crate's own tests and for
+//! another implementation's:
+//!
+//! ```
+//! image_store::testsuite::content_store(image_store::MemoryStore::new);
+//! ```
+//!
+//! A failed check panics (it is meant to run inside a `#[test]`), naming what
+//! the store did.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed check panics
+
+use std::io::{Read, Write};
+
+use image_core::{Algorithm, Classify, Digest, ErrorKind};
+
+use crate::{ContentError, ContentStore};
+
+/// Runs every check of the suite, each against a fresh store from `new`.
+///
+/// # Panics
+/// When the store behaves otherwise than a content store must.
+pub fn content_store<S, F>(new: F)
+where
+    S: ContentStore + 'static,
+    F: Fn() -> S,
+{
+    empty_and_missing(&new());
+    write_read_round_trip(&new());
+    writer_commit_checks(&new());
+    resume(&new());
+    locked_reference(&new());
+    dedup_and_delete(&new());
+    sha512(&new());
+    ingest_reader(&new());
+    // The forwarding impls: a reference, an Arc and a Box of a store are stores.
+    #[allow(clippy::needless_borrows_for_generic_args)] // tests the `&T` impls
+    forwarding(&new());
+    forwarding(std::sync::Arc::new(new()));
+    forwarding(Box::new(new()) as Box<dyn ContentStore>);
+}
+
+/// Deterministic pseudo-random bytes (xorshift from `seed`), the data of
+/// the suite and of the crate's other tests.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn empty_and_missing<S: ContentStore>(store: &S) {
+    let d = Digest::sha256(b"never written");
+    assert!(!store.exists(&d).unwrap());
+    assert!(store.try_info(&d).unwrap().is_none());
+    let e = store.info(&d).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(matches!(store.reader(&d), Err(ContentError::NotFound { digest }) if digest == d));
+    assert!(matches!(
+        store.delete(&d),
+        Err(ContentError::NotFound { .. })
+    ));
+}
+
+fn write_read_round_trip<S: ContentStore>(store: &S) {
+    let data = bytes(1, 300_000);
+    let d = store.write_blob(&data).unwrap();
+    assert_eq!(d, Digest::sha256(&data));
+    let info = store.info(&d).unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.digest, d);
+    let mut out = Vec::new();
+    store.reader(&d).unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(out, data);
+    assert!(store.list().unwrap().iter().any(|i| i.digest == d));
+    let e = store.read_blob_to_vec(&d, 1000).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ContentError::TooLarge {
+                size: 300_000,
+                limit: 1000,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(store.read_blob_to_vec(&d, 1 << 20).unwrap(), data);
+}
+
+fn writer_commit_checks<S: ContentStore>(store: &S) {
+    // No expectations: the digest is computed.
+    let mut w = store.writer("commit-free").unwrap();
+    w.write_all(b"hello ").unwrap();
+    w.write_all(b"world").unwrap();
+    assert_eq!(w.offset(), 11);
+    assert_eq!(w.digest(), Digest::sha256(b"hello world"));
+    let d = w.commit(None, None).unwrap();
+    assert_eq!(d, Digest::sha256(b"hello world"));
+
+    // Wrong digest: typed error naming both, nothing published, ingest gone.
+    let wrong = Digest::sha256(b"something else");
+    let mut w = store.writer("commit-wrong").unwrap();
+    w.write_all(b"payload-1").unwrap();
+    let e = w.commit(Some(9), Some(&wrong)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&wrong.to_string()) && msg.contains(&Digest::sha256(b"payload-1").to_string()),
+        "{msg}"
+    );
+    assert!(!store.exists(&Digest::sha256(b"payload-1")).unwrap());
+    assert!(store
+        .ingests()
+        .unwrap()
+        .iter()
+        .all(|i| i.reference != "commit-wrong"));
+
+    // Wrong size.
+    let mut w = store.writer("commit-size").unwrap();
+    w.write_all(b"payload-2").unwrap();
+    let e = w
+        .commit(Some(10), Some(&Digest::sha256(b"payload-2")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::SizeMismatch, "{e}");
+    let mut w = store.writer("commit-size").unwrap();
+    assert_eq!(w.offset(), 0, "a failed commit discards the ingest");
+    w.write_all(b"payload-2").unwrap();
+    let e = w.commit(Some(3), None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::SizeMismatch, "{e}");
+    assert!(!store.exists(&Digest::sha256(b"payload-2")).unwrap());
+
+    // Algorithm mismatch.
+    let w = store.writer("commit-alg").unwrap();
+    let e = w
+        .commit(None, Some(&Digest::of_bytes(Algorithm::Sha512, b"")))
+        .unwrap_err();
+    assert!(matches!(e, ContentError::AlgorithmMismatch { .. }), "{e}");
+
+    // Invalid references.
+    assert_eq!(
+        store.writer("").map(|_| ()).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        store.writer("a\nb").map(|_| ()).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+fn resume<S: ContentStore>(store: &S) {
+    let data = bytes(2, 100_000);
+    let d = Digest::sha256(&data);
+    {
+        let mut w = store.writer("resumable").unwrap();
+        w.write_all(&data[..40_000]).unwrap();
+        // dropped without commit
+    }
+    let st = store.ingests().unwrap();
+    let s = st
+        .iter()
+        .find(|s| s.reference == "resumable")
+        .expect("listed");
+    assert_eq!(s.offset, 40_000);
+    let mut w = store.writer("resumable").unwrap();
+    assert_eq!(w.offset(), 40_000);
+    assert_eq!(w.digest(), Digest::sha256(&data[..40_000]));
+    w.write_all(&data[40_000..]).unwrap();
+    assert_eq!(w.commit(Some(100_000), Some(&d)).unwrap(), d);
+    assert_eq!(store.read_blob_to_vec(&d, 1 << 20).unwrap(), data);
+    assert!(store
+        .ingests()
+        .unwrap()
+        .iter()
+        .all(|i| i.reference != "resumable"));
+
+    // Truncate and abort.
+    let mut w = store.writer("trunc").unwrap();
+    w.write_all(b"abcdef").unwrap();
+    w.truncate(3).unwrap();
+    assert_eq!(w.offset(), 3);
+    assert_eq!(w.digest(), Digest::sha256(b"abc"));
+    assert!(w.truncate(4).is_err());
+    w.write_all(b"xyz").unwrap();
+    assert_eq!(
+        w.commit(None, Some(&Digest::sha256(b"abcxyz"))).unwrap(),
+        Digest::sha256(b"abcxyz")
+    );
+
+    let mut w = store.writer("to-abort").unwrap();
+    w.write_all(b"partial").unwrap();
+    drop(w);
+    store.abort("to-abort").unwrap();
+    store.abort("to-abort").unwrap();
+    assert_eq!(store.writer("to-abort").unwrap().offset(), 0);
+}
+
+fn locked_reference<S: ContentStore>(store: &S) {
+    let w = store.writer("held").unwrap();
+    let e = store.writer("held").map(|_| ()).unwrap_err();
+    assert!(matches!(e, ContentError::Locked { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    assert!(matches!(
+        store.abort("held"),
+        Err(ContentError::Locked { .. })
+    ));
+    drop(w);
+    let w = store.writer("held").unwrap();
+    drop(w);
+    store.abort("held").unwrap();
+}
+
+fn dedup_and_delete<S: ContentStore>(store: &S) {
+    let a = store.write_blob(b"same").unwrap();
+    let b = store.write_blob(b"same").unwrap();
+    assert_eq!(a, b);
+    let mut w = store.writer("dup").unwrap();
+    w.write_all(b"same").unwrap();
+    assert_eq!(w.commit(Some(4), Some(&a)).unwrap(), a);
+    assert_eq!(
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .filter(|i| i.digest == a)
+            .count(),
+        1
+    );
+    store.delete(&a).unwrap();
+    assert!(!store.exists(&a).unwrap());
+}
+
+fn sha512<S: ContentStore>(store: &S) {
+    let d = Digest::of_bytes(Algorithm::Sha512, b"five-twelve");
+    let mut w = store.writer_with("s512", Algorithm::Sha512).unwrap();
+    w.write_all(b"five-twelve").unwrap();
+    assert_eq!(w.commit(None, Some(&d)).unwrap(), d);
+    assert_eq!(store.read_blob_to_vec(&d, 100).unwrap(), b"five-twelve");
+    let d2 = store
+        .ingest_reader(
+            &mut &b"via reader 512"[..],
+            None,
+            Some(&Digest::of_bytes(Algorithm::Sha512, b"via reader 512")),
+        )
+        .unwrap();
+    assert_eq!(d2.algorithm(), Algorithm::Sha512);
+}
+
+fn ingest_reader<S: ContentStore>(store: &S) {
+    let data = bytes(3, 70_000);
+    let d = Digest::sha256(&data);
+    // A partial ingest under the derived reference is resumed.
+    {
+        let mut w = store.writer(&format!("blob-{d}")).unwrap();
+        w.write_all(&data[..1000]).unwrap();
+    }
+    assert_eq!(
+        store
+            .ingest_reader(&mut &data[..], Some(70_000), Some(&d))
+            .unwrap(),
+        d
+    );
+    assert_eq!(store.read_blob_to_vec(&d, 1 << 20).unwrap(), data);
+    // A bad stream is refused and leaves nothing.
+    let bad = bytes(4, 5000);
+    let want = Digest::sha256(b"not this");
+    let e = store
+        .ingest_reader(&mut &bad[..], None, Some(&want))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch);
+    assert!(!store.exists(&Digest::sha256(&bad)).unwrap());
+    // Without expectations the digest is computed.
+    let d = store
+        .ingest_reader(&mut &bad[..], Some(5000), None)
+        .unwrap();
+    assert_eq!(d, Digest::sha256(&bad));
+    // A failing reader is a Read error and publishes nothing.
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("boom"))
+        }
+    }
+    let e = store.ingest_reader(&mut Failing, None, None).unwrap_err();
+    assert!(matches!(e, ContentError::Read { .. }), "{e}");
+}
+
+fn forwarding<S: ContentStore>(store: S) {
+    let d = store.write_blob(b"through a pointer").unwrap();
+    assert!(store.exists(&d).unwrap());
+}

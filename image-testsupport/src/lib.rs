@@ -1,0 +1,48 @@
+//! The test fixtures shared by the crates of the image family, in one place
+//! instead of a copy in each crate's `tests/`: finding a tool and skipping
+//! loudly without it (failing under `CI=true`), bounded child processes,
+//! a tar writer that writes whatever it is told, compression of test
+//! inputs, busybox-static root filesystems, and, behind features, a store
+//! in a temporary directory and the family's conformance suites.
+//!
+//! A dev-dependency only (`publish = false`): no library of the family
+//! depends on it for its build, which the dependency-direction test checks.
+//!
+//! ```
+//! use image_testsupport::tar::TarBuf;
+//!
+//! let layer = TarBuf::new().dir("etc").file("etc/hostname", b"box\n").end();
+//! assert_eq!(layer.len() % 512, 0);
+//! ```
+//!
+//! # Features
+//! - `store`: [`store`] (an `OciDir` in a temporary directory, deterministic
+//!   data, the content store conformance suite of `image_store::testsuite`).
+//! - `overlay`: [`overlay`] (the snapshotter conformance suite of
+//!   `image_overlay::testsuite`).
+//! - `runtime`: [`runtime`] (the backend conformance suite of
+//!   `image_runtime::testsuite`).
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // fixtures panic on failure
+
+pub mod codec;
+pub mod process;
+pub mod rootfs;
+pub mod scratch;
+pub mod tar;
+pub mod tools;
+
+#[cfg(feature = "store")]
+pub mod store;
+
+/// The backend conformance suite, re-exported from `image_runtime`.
+#[cfg(feature = "runtime")]
+pub mod runtime {
+    pub use image_runtime::testsuite::*;
+}
+
+/// The snapshotter conformance suite, re-exported from `image_overlay`.
+#[cfg(feature = "overlay")]
+pub mod overlay {
+    pub use image_overlay::testsuite::*;
+}
