@@ -25,7 +25,7 @@ pub use oci_spec::image::Descriptor;
 #[non_exhaustive]
 pub enum ParseError {
     /// The bytes are not JSON, or not JSON of the expected shape.
-    #[error("{what} is not valid JSON of its kind: {source}")]
+    #[error("{what} is not valid JSON of its kind")]
     Json {
         /// What was being parsed ("manifest", "index", "image config").
         what: &'static str,
@@ -47,7 +47,7 @@ pub enum ParseError {
         found: String,
     },
     /// A descriptor in the document has an invalid digest.
-    #[error("{field} has an invalid digest {value:?}: {source}")]
+    #[error("{field} has an invalid digest {value:?}")]
     Digest {
         /// Where the descriptor sits (`config`, `layers[2]`, `manifests[0]`).
         field: String,
@@ -57,7 +57,7 @@ pub enum ParseError {
         source: DigestError,
     },
     /// The JSON could not be written.
-    #[error("cannot serialise {what}: {source}")]
+    #[error("cannot serialise {what}")]
     Serialize {
         /// What was being written.
         what: &'static str,

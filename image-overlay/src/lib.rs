@@ -42,6 +42,7 @@
 
 pub mod compress;
 pub mod diff;
+pub mod error;
 pub mod flatten;
 mod fsops;
 pub mod image_unpack;

@@ -94,7 +94,7 @@ impl Mount {
 #[non_exhaustive]
 pub enum MountError {
     /// The kernel refused a mount.
-    #[error("mount {fs_type} {source_path} on {target}: {step}: {source}")]
+    #[error("mount {fs_type} {source_path} on {target}: {step}")]
     Mount {
         /// The filesystem type.
         fs_type: String,
@@ -109,7 +109,7 @@ pub enum MountError {
         source: io::Error,
     },
     /// The kernel refused an unmount.
-    #[error("unmount {target}: {source}")]
+    #[error("unmount {target}")]
     Unmount {
         /// The mount point.
         target: PathBuf,

@@ -198,8 +198,8 @@ pub enum CommitError {
         source: Box<ImageError>,
     },
     /// Writing the new config or manifest failed.
-    #[error("writing the new image: {0}")]
-    Mutate(Box<MutateError>),
+    #[error("making the new image")]
+    Mutate(#[source] Box<MutateError>),
     /// Tagging the new image failed.
     #[error("tagging {name}")]
     Tag {

@@ -84,7 +84,7 @@ pub enum ContentError {
         digest: Digest,
     },
     /// The committed content is not what the caller expected.
-    #[error("ingest {reference:?}: {source}")]
+    #[error("ingest {reference:?}")]
     Verify {
         /// The ingest reference.
         reference: String,
@@ -128,7 +128,7 @@ pub enum ContentError {
         expected: Algorithm,
     },
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done ("create", "rename", "fsync", ...).
         op: &'static str,
@@ -151,7 +151,7 @@ pub enum ContentError {
     #[error(transparent)]
     Refused(crate::fs::RefusedFile),
     /// Reading the source of an ingest or a blob failed.
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Read {
         /// What was being read.
         what: String,

@@ -103,7 +103,7 @@ pub enum LeaseError {
         id: String,
     },
     /// A lease file is not valid JSON of its kind.
-    #[error("{}: invalid lease: {source}", path.display())]
+    #[error("{}: invalid lease", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -130,7 +130,7 @@ pub enum LeaseError {
     #[error(transparent)]
     Lock(#[from] TagError),
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,

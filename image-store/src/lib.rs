@@ -42,6 +42,7 @@
 pub mod archive;
 pub mod content;
 pub mod copy;
+pub mod error;
 pub mod fs;
 pub mod fsck;
 pub mod gc;

@@ -20,13 +20,13 @@ use crate::image::Image;
 #[non_exhaustive]
 pub enum MutateError {
     /// A config or manifest could not be built.
-    #[error("building the new image: {0}")]
+    #[error("building the new image")]
     Build(#[from] ParseError),
     /// oci-spec refused the manifest.
-    #[error("building the manifest: {0}")]
-    Manifest(String),
+    #[error("building the manifest")]
+    Manifest(#[source] image_core::oci_spec::OciSpecError),
     /// Writing a blob failed.
-    #[error("writing the new image: {0}")]
+    #[error("writing the new image")]
     Content(#[from] ContentError),
     /// The base image's manifest is not of a kind layers can be appended to.
     #[error("cannot append {layer} layers to a {base} image")]
@@ -137,9 +137,7 @@ pub fn append<S: Ingester + ?Sized>(
     if let Some(annotations) = base.and_then(|b| b.manifest.inner().annotations().clone()) {
         builder = builder.annotations(annotations);
     }
-    let inner = builder
-        .build()
-        .map_err(|e| MutateError::Manifest(e.to_string()))?;
+    let inner = builder.build().map_err(MutateError::Manifest)?;
     let manifest = Manifest::new(inner)?;
     store.write_blob(manifest.raw())?;
     Ok(Appended { manifest, config })

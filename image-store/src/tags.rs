@@ -57,12 +57,13 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 #[non_exhaustive]
 pub enum TagError {
     /// The name is not a valid reference.
-    #[error("invalid tag name {name:?}: {reason}")]
+    #[error("invalid tag name {name:?}")]
     InvalidName {
         /// The name, cut to 200 characters.
         name: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: ReferenceError,
     },
     /// The name holds a digest: a tag cannot (it would claim content it
     /// does not have), and a digest reference is not looked up as a tag
@@ -96,7 +97,7 @@ pub enum TagError {
         digest: Digest,
     },
     /// `index.json` is not a valid index.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Index {
         /// The file.
         path: PathBuf,
@@ -107,7 +108,7 @@ pub enum TagError {
     #[error(transparent)]
     Content(#[from] ContentError),
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -169,9 +170,9 @@ fn invalid_name(name: &str, e: ReferenceError) -> TagError {
         ReferenceError::DigestInTag { .. } => TagError::DigestInName {
             name: clip_name(name),
         },
-        e => TagError::InvalidName {
+        source => TagError::InvalidName {
             name: clip_name(name),
-            reason: e.to_string(),
+            source,
         },
     }
 }
@@ -255,9 +256,12 @@ pub trait TagStore {
         if let Some(t) = tags.iter().find(|t| t.name == name) {
             return Ok(t.descriptor.clone());
         }
-        let norm = normalize_name(name).ok();
+        // A name no tag has exactly and that is no reference is not "not
+        // found" but invalid (a stored name is matched as it is above, so
+        // names another tool wrote still resolve).
+        let norm = normalize_name(name)?;
         tags.into_iter()
-            .find(|t| name_matches(&t.name, name, norm.as_deref()))
+            .find(|t| name_matches(&t.name, name, Some(&norm)))
             .map(|t| t.descriptor)
             .ok_or_else(|| TagError::NotFound {
                 name: name.to_owned(),
@@ -556,12 +560,14 @@ impl TagStore for OciDir {
         if holds_digest(name) {
             return self.remove_digest_entries(name);
         }
-        let norm = normalize_name(name).ok();
-        if norm.is_none() && !name.contains(['\0', '\n']) && name.is_empty() {
-            return Err(TagError::InvalidName {
-                name: String::new(),
-                reason: "empty".into(),
-            });
+        let (norm, invalid) = match normalize_name(name) {
+            Ok(n) => (Some(n), None),
+            Err(e) => (None, Some(e)),
+        };
+        if name.is_empty() {
+            if let Some(e) = invalid {
+                return Err(e);
+            }
         }
         let mut removed = false;
         self.update_index(|manifests| {
@@ -571,6 +577,11 @@ impl TagStore for OciDir {
             removed = manifests.len() != before;
             Ok(removed)
         })?;
-        Ok(removed)
+        // An invalid name removes only an entry stored under it as it is;
+        // with none, it is reported as invalid rather than absent.
+        match invalid {
+            Some(e) if !removed => Err(e),
+            _ => Ok(removed),
+        }
     }
 }

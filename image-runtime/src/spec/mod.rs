@@ -213,7 +213,7 @@ pub enum SpecError {
         found: usize,
     },
     /// oci-spec rejected the generated document (a bug).
-    #[error("building the runtime spec: {0}")]
+    #[error("building the runtime spec")]
     Build(#[from] serde_json::Error),
 }
 

@@ -326,6 +326,7 @@ fn resolve_all(
 fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveError {
     match e {
         CopyFail::Write(source) => ArchiveError::Write { source },
+        CopyFail::Header(e) => e,
         CopyFail::Read(source) => {
             let verify = source
                 .get_ref()
@@ -339,7 +340,7 @@ fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveErr
                 ArchiveError::content(
                     what,
                     ContentError::Read {
-                        what: format!("blob {what}"),
+                        what: "the blob".into(),
                         source,
                     },
                 )
@@ -348,7 +349,7 @@ fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveErr
         CopyFail::Short(n) => ArchiveError::content(
             what,
             ContentError::Read {
-                what: format!("blob {what}"),
+                what: "the blob".into(),
                 source: io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("ended after {n} bytes"),
@@ -358,7 +359,7 @@ fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveErr
         CopyFail::Long => ArchiveError::content(
             what,
             ContentError::Read {
-                what: format!("blob {what}"),
+                what: "the blob".into(),
                 source: io::Error::new(
                     io::ErrorKind::InvalidData,
                     "longer than its descriptor says",

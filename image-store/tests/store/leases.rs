@@ -140,7 +140,8 @@ fn a_failed_ingest_removes_its_ingest_and_reads_at_most_one_byte_too_many() {
     let e = store
         .ingest_reader(&mut src, Some(4), Some(&want))
         .unwrap_err();
-    assert!(e.to_string().contains("size"), "{e}");
+    let msg = image_core::error::Chain(&e).to_string();
+    assert!(msg.contains("size"), "{msg}");
     assert!(
         src.0 <= 2 << 20,
         "read {} bytes of an endless source",

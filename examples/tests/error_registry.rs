@@ -1,0 +1,82 @@
+//! Every error type of the family that has a class is in its crate's
+//! registry (`<crate>::error::CLASSIFIED`, made by
+//! `image_core::classify_registry!`), so `image_core::error::classify`
+//! finds the class of any of them behind a `&dyn Error` (imagectl does).
+//! The types are found in the sources: each `impl Classify for X`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The type names of every `impl ... Classify for X` under `dir`.
+fn classified_in(dir: &Path, found: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            classified_in(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("read source");
+            let impls = text
+                .lines()
+                .map(str::trim_start)
+                .filter(|l| l.starts_with("impl"))
+                .filter_map(|l| l.split_once("Classify for ").map(|(_, rest)| rest));
+            for rest in impls {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let last = name.rsplit("::").next().unwrap_or_default();
+                // The forwarding impl for Box<T> is no type of its own.
+                if !last.is_empty() && last != "Box" {
+                    found.insert(last.to_owned());
+                }
+            }
+        }
+    }
+}
+
+fn registered(names: &[&str]) -> BTreeSet<String> {
+    names
+        .iter()
+        .map(|n| n.rsplit("::").next().unwrap_or_default().trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn every_classified_error_is_in_its_crates_registry() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (krate, names) in [
+        ("image-core", image_core::error::CLASSIFIED),
+        ("image-store", image_store::error::CLASSIFIED),
+        ("image-overlay", image_overlay::error::CLASSIFIED),
+        ("image-runtime", image_runtime::error::CLASSIFIED),
+    ] {
+        let mut found = BTreeSet::new();
+        classified_in(&root.join(krate).join("src"), &mut found);
+        assert!(!found.is_empty(), "{krate}: no Classify impl found");
+        assert_eq!(
+            found,
+            registered(names),
+            "{krate}: registry and impls differ"
+        );
+    }
+}
+
+#[test]
+fn the_runtime_registry_recognises_every_crate_below() {
+    use image_core::ErrorKind;
+    let core: Box<dyn std::error::Error> = "md5:abc"
+        .parse::<image_core::Digest>()
+        .expect_err("md5 is refused")
+        .into();
+    let kind = image_core::error::classify(&*core, image_runtime::error::kind_of);
+    assert_eq!(kind, Some(ErrorKind::Unsupported));
+    let store = image_store::MemoryStore::new();
+    let missing = image_core::Digest::sha256(b"absent");
+    let err = image_store::Provider::reader(&store, &missing)
+        .err()
+        .expect("absent");
+    let boxed: Box<dyn std::error::Error> = Box::new(err);
+    let kind = image_core::error::classify(&*boxed, image_runtime::error::kind_of);
+    assert_eq!(kind, Some(ErrorKind::NotFound));
+}
