@@ -40,7 +40,7 @@ pub use digest::{
 };
 pub use error::{Classify, ErrorKind};
 pub use ids::{chain_id, chain_ids};
-pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
+pub use manifest::{Descriptor, DescriptorExt, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
 pub use platform::Platform;
 pub use reference::Reference;

@@ -89,6 +89,32 @@ pub fn descriptor_digest(desc: &Descriptor, field: &str) -> Result<Digest, Parse
     })
 }
 
+/// What this crate reads from an oci-spec [`Descriptor`] by its own rules,
+/// so a caller holding one never handles oci-spec's digest type.
+pub trait DescriptorExt {
+    /// The descriptor's digest, checked with [`Digest`]'s strict rules
+    /// (oci-spec accepts `md5:abc`).
+    ///
+    /// ```
+    /// use image_core::{Descriptor, DescriptorExt, Digest, MediaType};
+    ///
+    /// let digest = Digest::sha256(b"layer");
+    /// let d = image_core::manifest::descriptor(&MediaType::OciLayer, &digest, 5);
+    /// assert_eq!(d.checked_digest().unwrap(), digest);
+    /// ```
+    ///
+    /// # Errors
+    /// [`ParseError::Digest`], naming the descriptor by its media type.
+    fn checked_digest(&self) -> Result<Digest, ParseError>;
+}
+
+impl DescriptorExt for Descriptor {
+    fn checked_digest(&self) -> Result<Digest, ParseError> {
+        let field = format!("{} descriptor", self.media_type());
+        descriptor_digest(self, &field)
+    }
+}
+
 /// Builds a descriptor.
 pub fn descriptor(media_type: &MediaType, digest: &Digest, size: u64) -> Descriptor {
     Descriptor::new(media_type.into(), size, digest)

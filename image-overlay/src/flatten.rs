@@ -59,7 +59,7 @@ pub enum FlattenError {
         media_type: String,
         /// Why: the descriptor's digest is invalid.
         #[source]
-        source: ParseError,
+        source: Box<ParseError>,
     },
     /// A layer blob could not be read from the store.
     #[error("image {image}: layer {index}{}", unless_named(.digest, &**.source))]
@@ -162,7 +162,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
                 image: image.name.clone(),
                 index,
                 media_type: media_type.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let reader = store
             .reader(&digest)

@@ -418,27 +418,15 @@ impl Container {
                 ..History::default()
             },
         };
-        let host = Platform::host();
-        let platform = match &base {
-            Some(b) => (
-                b.config.file().os.clone(),
-                b.config.file().architecture.clone(),
-            ),
-            None => (host.os.clone(), host.architecture.clone()),
-        };
-        let appended = mutate::append(
-            store,
-            base.as_ref(),
-            (&platform.0, &platform.1),
-            &[new_layer],
-            |c| {
+        // With a base the new config is the base's, platform included.
+        let appended =
+            mutate::append(store, base.as_ref(), &Platform::host(), &[new_layer], |c| {
                 c.created = Some(created.clone());
                 if let Some(a) = &options.author {
                     c.author = Some(a.clone());
                 }
                 change(c);
-            },
-        )?;
+            })?;
         if let Some(name) = &options.tag {
             store
                 .set_tag(name, &appended.manifest.descriptor())

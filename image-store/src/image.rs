@@ -199,7 +199,7 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
         })?;
         match doc {
             Document::Index(index) => {
-                let next = select_manifest(index.inner(), wanted)
+                let next = select_manifest(&index, wanted)
                     .map_err(|source| ImageError::Platform {
                         name: name.to_owned(),
                         source: Box::new(source),

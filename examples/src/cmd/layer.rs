@@ -338,8 +338,7 @@ pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
             },
         })
         .collect();
-    let arch = platform.architecture.clone();
-    let appended = append_layers(&s, base.as_ref(), (&platform.os, &arch), &layers, |c| {
+    let appended = append_layers(&s, base.as_ref(), &platform, &layers, |c| {
         c.created = Some(created.clone());
         if let Some(v) = &platform.variant {
             c.variant = Some(v.clone());

@@ -97,9 +97,15 @@ pub(crate) fn layer_from_tar(store: &OciDir, tar: &[u8], c: Compression) -> NewL
 
 /// Writes an image of `layers` tagged `tag` and resolves it.
 pub(crate) fn build_image(store: &OciDir, layers: &[NewLayer], tag: &str) -> Image {
-    let appended = append(store, None, ("linux", "amd64"), layers, |c| {
-        c.config.get_or_insert_with(Default::default).cmd = Some(vec!["/bin/sh".into()]);
-    })
+    let appended = append(
+        store,
+        None,
+        &image_core::Platform::new("linux", "amd64"),
+        layers,
+        |c| {
+            c.config.get_or_insert_with(Default::default).cmd = Some(vec!["/bin/sh".into()]);
+        },
+    )
     .expect("append");
     store
         .set_tag(tag, &appended.manifest.descriptor())

@@ -134,12 +134,13 @@ pub enum ArchiveError {
         platform: String,
     },
     /// An image name that is not a valid reference.
-    #[error("invalid image name {name:?}: {reason}")]
+    #[error("invalid image name {name:?}")]
     InvalidName {
         /// The name.
         name: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: image_core::reference::ReferenceError,
     },
     /// A layer that cannot be written in this format (a non-distributable
     /// layer whose blob is absent, for instance).

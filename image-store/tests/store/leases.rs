@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_core::config::History;
-use image_core::{Digest, MediaType};
+use image_core::{Digest, MediaType, Platform};
 use image_store::archive::{load, save_docker, save_oci, LoadOptions, SaveImage, SaveOptions};
 use image_store::fsck::FsckOptions;
 use image_store::image::resolve_image;
@@ -404,8 +404,14 @@ fn writers_beside_gc_with_zero_grace_all_succeed() {
                     diff_id: digest,
                     history: History::default(),
                 };
-                let out = append(&leased, None, ("linux", "amd64"), &[new], |_| {})
-                    .unwrap_or_else(|e| panic!("append round {round}: {e}"));
+                let out = append(
+                    &leased,
+                    None,
+                    &Platform::new("linux", "amd64"),
+                    &[new],
+                    |_| {},
+                )
+                .unwrap_or_else(|e| panic!("append round {round}: {e}"));
                 leased
                     .set_tag("append/a:1", &out.manifest.descriptor())
                     .unwrap_or_else(|e| panic!("append tag round {round}: {e}"));
