@@ -178,13 +178,12 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layer_options.size = Some(layer.size());
         layer_options.diff_id = Some(diff_id.clone());
         layer_options.whiteouts = WhiteoutMode::Apply;
-        let report =
-            unpack(reader, target, &layer_options).map_err(|source| FlattenError::Unpack {
-                image: image.name.clone(),
-                index,
-                digest,
-                source: Box::new(source),
-            })?;
+        let report = unpack(reader, target, &layer_options).map_err(|e| FlattenError::Unpack {
+            image: image.name.clone(),
+            index,
+            source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
+            digest,
+        })?;
         reports.push(report);
     }
     Ok(reports)

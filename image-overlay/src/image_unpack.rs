@@ -386,12 +386,10 @@ fn unpack_layer<P: Provider + ?Sized>(
             digest: job.digest.clone(),
             source: Box::new(source),
         })?;
-    unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|source| {
-        ImageUnpackError::Unpack {
-            index: job.index,
-            digest: job.digest.clone(),
-            source,
-        }
+    unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| ImageUnpackError::Unpack {
+        index: job.index,
+        digest: job.digest.clone(),
+        source: crate::unpack::blame_the_blob(store, &job.digest, e),
     })
 }
 

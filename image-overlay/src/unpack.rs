@@ -715,6 +715,36 @@ fn source_failed(source: io::Error) -> UnpackError {
     }
 }
 
+/// The error of an unpack of the blob `digest` of `store` that failed on
+/// the layer's bytes (a corrupt compressed stream or tar, a cut): the blob is
+/// read again to its end through the store's verifying reader, and when it
+/// is not what its digest says, that mismatch is the error, as the cause,
+/// rather than what the decoder tripped on first (a gzip checksum sits
+/// before the digest check at the end). Other errors are returned as they
+/// are. The extra read happens only on this error path, at most the blob's
+/// size (the reader stops there).
+pub(crate) fn blame_the_blob<P: image_store::Provider + ?Sized>(
+    store: &P,
+    digest: &Digest,
+    e: UnpackError,
+) -> UnpackError {
+    if !matches!(
+        e,
+        UnpackError::Decompress { .. }
+            | UnpackError::Corrupt { .. }
+            | UnpackError::Truncated { .. }
+    ) {
+        return e;
+    }
+    let Ok(mut blob) = store.reader(digest) else {
+        return e;
+    };
+    match io::copy(&mut blob, &mut io::sink()).map_err(source_failed) {
+        Err(m @ (UnpackError::DigestMismatch { .. } | UnpackError::SizeMismatch { .. })) => m,
+        _ => e,
+    }
+}
+
 /// Marks an error of the decoder.
 #[derive(Debug)]
 struct DecodeFailure(io::Error);
