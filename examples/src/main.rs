@@ -8,9 +8,16 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+/// The exit statuses, shown by `--help`.
+const EXIT_STATUS: &str = "\
+Exit status: 0 on success; 1 on a failure, reported on stderr as
+`imagectl: <class>: <message>`; 75 when a peer is unavailable for now
+(retry later), 77 when it refused the credentials, 130 when cancelled.
+run, start and exec exit with the container's own status.";
+
 /// Work with OCI and Docker images: digests, references, platforms, stores, layers.
 #[derive(Debug, Parser)]
-#[command(name = "imagectl", version, about, long_about = None)]
+#[command(name = "imagectl", version, about, long_about = None, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(flatten)]
     store: cmd::store::StoreArgs,
@@ -126,7 +133,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imagectl: {}", cmd::describe(&e));
-            ExitCode::FAILURE
+            ExitCode::from(cmd::exit_code(cmd::classify(&e)))
         }
     }
 }

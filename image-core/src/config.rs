@@ -301,6 +301,17 @@ impl ConfigFile {
         }
     }
 
+    /// A new config for `platform` (OS, architecture, variant, OS version
+    /// and features) with no layers.
+    pub fn for_platform(platform: &crate::Platform) -> ConfigFile {
+        ConfigFile {
+            os_version: platform.os_version.clone(),
+            os_features: (!platform.os_features.is_empty()).then(|| platform.os_features.clone()),
+            variant: platform.variant.clone(),
+            ..ConfigFile::new(&platform.os, &platform.architecture)
+        }
+    }
+
     /// Converts to oci-spec's type (lossy: Docker's fields are dropped).
     ///
     /// # Errors

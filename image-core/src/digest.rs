@@ -508,25 +508,6 @@ impl From<VerifyError> for io::Error {
     }
 }
 
-/// An `io::Error` is classified by [`ErrorKind::from_io`], except that a
-/// [`DigestError`] or [`VerifyError`] travelling inside one (as
-/// [`VerifyingReader`] sends it) keeps its own class. It lives here, beside
-/// the errors it looks for, so that `error` stays the leaf every module
-/// builds on.
-impl Classify for io::Error {
-    fn kind(&self) -> ErrorKind {
-        if let Some(inner) = self.get_ref() {
-            if let Some(d) = inner.downcast_ref::<DigestError>() {
-                return d.kind();
-            }
-            if let Some(v) = inner.downcast_ref::<VerifyError>() {
-                return v.kind();
-            }
-        }
-        ErrorKind::from_io(self)
-    }
-}
-
 /// Checks a finished hash against expectations.
 ///
 /// # Errors

@@ -3,9 +3,30 @@
 //! Each operation has its own error enum carrying its context (a path, a
 //! digest, a reference, a line and column). All of them also report one
 //! [`ErrorKind`] through [`Classify`], so a caller can branch on the class of
-//! a failure (retry on `Io`, create on `NotFound`, report on `InvalidInput`)
-//! without matching on every crate's variants.
+//! a failure (retry when [`ErrorKind::is_retryable`], create on `NotFound`,
+//! report on `InvalidInput`) without matching on every crate's variants.
+//!
+//! # Classes across crates
+//!
+//! An error of a higher crate wraps the one below as its `source()`, with
+//! its message naming only its own context (the chain printer shows each
+//! link once). A caller holding only `&dyn Error` (an `anyhow::Error`, a
+//! `Box<dyn Error>`) finds the class with [`classify`]: it walks the chain,
+//! outermost first, and asks a *registry* which of the family's types each
+//! link is. Each crate keeps its registry next to its errors, made by
+//! [`classify_registry!`](crate::classify_registry), and chains to the one of
+//! the crate below, so the highest crate a caller uses recognises the whole
+//! family beneath it:
+//!
+//! ```
+//! use image_core::error::{classify, ErrorKind};
+//! use image_core::kind_of;
+//!
+//! let e: Box<dyn std::error::Error> = "md5:abc".parse::<image_core::Digest>().unwrap_err().into();
+//! assert_eq!(classify(&*e, kind_of), Some(ErrorKind::Unsupported));
+//! ```
 
+use std::error::Error;
 use std::fmt;
 
 /// The class of a failure, common to every public error of the family.
@@ -35,6 +56,15 @@ pub enum ErrorKind {
     Unsafe,
     /// Any other input/output failure.
     Io,
+    /// The peer (a registry) wants credentials, or refused the ones given.
+    Unauthenticated,
+    /// The peer or a resource is unavailable for now (refused or reset
+    /// connection, timeout, rate limit, a 5xx answer); the same call may
+    /// succeed later ([`ErrorKind::is_retryable`]).
+    Unavailable,
+    /// The caller cancelled the operation (its cancellation flag was set);
+    /// nothing it wrote is visible.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -51,7 +81,17 @@ impl ErrorKind {
             ErrorKind::FailedPrecondition => "failed precondition",
             ErrorKind::Unsafe => "unsafe input",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the same call may succeed if made again later, unchanged:
+    /// true only for [`ErrorKind::Unavailable`]. Every other class needs a
+    /// change first (other input, credentials, a free lock, space).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Unavailable)
     }
 
     /// Classifies an operating-system error.
@@ -63,6 +103,13 @@ impl ErrorKind {
             K::PermissionDenied => ErrorKind::PermissionDenied,
             K::InvalidInput | K::InvalidData | K::UnexpectedEof => ErrorKind::InvalidInput,
             K::Unsupported => ErrorKind::Unsupported,
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::TimedOut
+            | K::HostUnreachable
+            | K::NetworkUnreachable => ErrorKind::Unavailable,
             _ => ErrorKind::Io,
         }
     }
@@ -83,5 +130,214 @@ pub trait Classify {
 impl<T: Classify + ?Sized> Classify for Box<T> {
     fn kind(&self) -> ErrorKind {
         (**self).kind()
+    }
+}
+
+/// The class of a failure held as `&dyn Error`: the kind of the outermost
+/// link of `err`'s chain (`err`, then each `source()`) that `registry`
+/// recognises, or `None` when no link is an error of the family.
+///
+/// `registry` is the `kind_of` of the highest crate of the family the caller
+/// uses (`image_runtime::kind_of` recognises every crate below it).
+/// An `io::Error` carrying an error of the family (its `source()` skips
+/// what it carries) is classified by what it carries.
+pub fn classify(err: &(dyn Error + 'static), registry: Registry) -> Option<ErrorKind> {
+    let mut link = Some(err);
+    while let Some(e) = link {
+        let carried = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| registry(inner));
+        if let Some(k) = carried.or_else(|| registry(e)) {
+            return Some(k);
+        }
+        link = e.source();
+    }
+    None
+}
+
+/// Displays an error and each of its sources, outermost first, joined by
+/// `": "` (what `anyhow` prints for `{:#}`): the whole message of a failure
+/// whose links each name only their own context.
+///
+/// ```
+/// use image_core::error::Chain;
+///
+/// let e = "x@sha256:abc".parse::<image_core::Reference>().unwrap_err();
+/// let text = Chain(&e).to_string();
+/// assert!(text.starts_with("invalid digest \"sha256:abc\" in reference: "), "{text}");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut link = self.0.source();
+        while let Some(e) = link {
+            write!(f, ": {e}")?;
+            link = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `" (value)"`, or nothing when the chain of `source` names `value`
+/// already: for a message whose context is a value (a digest) its cause
+/// may also give, so that the printed chain names it once.
+///
+/// ```
+/// use image_core::error::unless_named;
+///
+/// let cause = std::io::Error::other("blob sha256:abc not found");
+/// assert_eq!(unless_named(&"sha256:abc", &cause), "");
+/// assert_eq!(unless_named(&"sha256:def", &cause), " (sha256:def)");
+/// ```
+pub fn unless_named(value: &dyn fmt::Display, source: &(dyn Error + 'static)) -> String {
+    let value = value.to_string();
+    if Chain(source).to_string().contains(&value) {
+        String::new()
+    } else {
+        format!(" ({value})")
+    }
+}
+
+/// A crate's registry of its error types: the class of `err` when `err`
+/// itself (not its sources) is one of them or of the crates below, as made
+/// by [`classify_registry!`](crate::classify_registry).
+pub type Registry = fn(&(dyn Error + 'static)) -> Option<ErrorKind>;
+
+/// Makes a crate's error registry: a documented `pub fn kind_of` (a
+/// [`Registry`]) that recognises the listed types by downcasting and asks
+/// `below` (the registry of the crate beneath) for any other, and a
+/// `pub const CLASSIFIED` naming the listed types, which a test compares
+/// with the crate's `impl Classify for` items so that none is forgotten.
+///
+/// ```
+/// mod error {
+///     #[derive(Debug, thiserror::Error)]
+///     #[error("my failure")]
+///     pub struct MyError;
+///     impl image_core::Classify for MyError {
+///         fn kind(&self) -> image_core::ErrorKind {
+///             image_core::ErrorKind::NotFound
+///         }
+///     }
+///     image_core::classify_registry!(below: image_core::kind_of; MyError);
+/// }
+/// let e: Box<dyn std::error::Error> = Box::new(error::MyError);
+/// let kind = image_core::error::classify(&*e, error::kind_of);
+/// assert_eq!(kind, Some(image_core::ErrorKind::NotFound));
+/// assert_eq!(error::CLASSIFIED, ["MyError"]);
+/// ```
+#[macro_export]
+macro_rules! classify_registry {
+    (below: $below:expr; $($t:ty),+ $(,)?) => {
+        /// The class of `err` when it is one of this crate's public errors
+        /// or one of the crates below (a registry for
+        /// `image_core::error::classify`).
+        pub fn kind_of(
+            err: &(dyn ::std::error::Error + 'static),
+        ) -> ::core::option::Option<$crate::ErrorKind> {
+            $(
+                if let ::core::option::Option::Some(e) = err.downcast_ref::<$t>() {
+                    return ::core::option::Option::Some($crate::Classify::kind(e));
+                }
+            )+
+            let below: $crate::error::Registry = $below;
+            below(err)
+        }
+
+        /// The names of the error types this crate's `kind_of` recognises.
+        pub const CLASSIFIED: &[&str] = &[$(::core::stringify!($t)),+];
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::DigestError;
+    use crate::kind_of;
+
+    /// An error of no family type that wraps one that is.
+    #[derive(Debug)]
+    struct Outer(Box<dyn Error + 'static>);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("outer context")
+        }
+    }
+    impl Error for Outer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    fn digest_error() -> DigestError {
+        "md5:abc".parse::<crate::Digest>().unwrap_err()
+    }
+
+    #[test]
+    fn only_unavailable_is_retryable() {
+        let all = [
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::InvalidInput,
+            ErrorKind::DigestMismatch,
+            ErrorKind::SizeMismatch,
+            ErrorKind::Unsupported,
+            ErrorKind::PermissionDenied,
+            ErrorKind::FailedPrecondition,
+            ErrorKind::Unsafe,
+            ErrorKind::Io,
+            ErrorKind::Unauthenticated,
+            ErrorKind::Unavailable,
+            ErrorKind::Cancelled,
+        ];
+        let retryable: Vec<_> = all.iter().filter(|k| k.is_retryable()).collect();
+        assert_eq!(retryable, [&ErrorKind::Unavailable]);
+        let names: std::collections::HashSet<_> = all.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), all.len(), "each class has its own name");
+    }
+
+    #[test]
+    fn network_failures_are_unavailable() {
+        for k in [
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::TimedOut,
+        ] {
+            let e = std::io::Error::from(k);
+            assert_eq!(Classify::kind(&e), ErrorKind::Unavailable, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn classify_finds_the_outermost_family_error() {
+        let e = Outer(Box::new(digest_error()));
+        assert_eq!(classify(&e, kind_of), Some(ErrorKind::Unsupported));
+        let plain = Outer(Box::new(std::fmt::Error));
+        assert_eq!(classify(&plain, kind_of), None);
+    }
+
+    #[test]
+    fn classify_looks_inside_an_io_error() {
+        // io::Error::source() skips what it carries: classify looks at it.
+        let io = std::io::Error::other(digest_error());
+        let e = Outer(Box::new(io));
+        assert_eq!(classify(&e, kind_of), Some(ErrorKind::Unsupported));
+    }
+
+    #[test]
+    fn chain_prints_each_link_once() {
+        let e = Outer(Box::new(digest_error()));
+        let text = Chain(&e).to_string();
+        assert_eq!(text, format!("outer context: {}", digest_error()));
     }
 }

@@ -45,7 +45,36 @@ pub use digest::{
 };
 pub use error::{Classify, ErrorKind};
 pub use ids::{chain_id, chain_ids};
-pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
+pub use manifest::{Descriptor, DescriptorExt, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
 pub use platform::Platform;
 pub use reference::Reference;
+
+/// An `io::Error` is classified by [`ErrorKind::from_io`], except that an
+/// error of this family travelling inside one (as [`VerifyingReader`] sends
+/// a [`VerifyError`]) keeps its own class. It sits at the crate root, beside
+/// the registry, so that `error` stays the leaf every module builds on.
+impl Classify for std::io::Error {
+    fn kind(&self) -> ErrorKind {
+        self.get_ref()
+            .and_then(|inner| kind_of(inner))
+            .unwrap_or_else(|| ErrorKind::from_io(self))
+    }
+}
+
+// The registry's end: no type below image-core.
+fn nothing_below(_: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    None
+}
+
+classify_registry!(
+    below: nothing_below;
+    std::io::Error,
+    crate::digest::DigestError,
+    crate::digest::VerifyError,
+    crate::reference::ReferenceError,
+    crate::media_type::MediaTypeError,
+    crate::config::ConfigLimitError,
+    crate::manifest::ParseError,
+    crate::platform::PlatformError,
+);

@@ -25,7 +25,7 @@ pub use oci_spec::image::Descriptor;
 #[non_exhaustive]
 pub enum ParseError {
     /// The bytes are not JSON, or not JSON of the expected shape.
-    #[error("{what} is not valid JSON of its kind: {source}")]
+    #[error("{what} is not valid JSON of its kind")]
     Json {
         /// What was being parsed ("manifest", "index", "image config").
         what: &'static str,
@@ -47,7 +47,7 @@ pub enum ParseError {
         found: String,
     },
     /// A descriptor in the document has an invalid digest.
-    #[error("{field} has an invalid digest {value:?}: {source}")]
+    #[error("{field} has an invalid digest {value:?}")]
     Digest {
         /// Where the descriptor sits (`config`, `layers[2]`, `manifests[0]`).
         field: String,
@@ -57,7 +57,7 @@ pub enum ParseError {
         source: DigestError,
     },
     /// The JSON could not be written.
-    #[error("cannot serialise {what}: {source}")]
+    #[error("cannot serialise {what}")]
     Serialize {
         /// What was being written.
         what: &'static str,
@@ -87,6 +87,32 @@ pub fn descriptor_digest(desc: &Descriptor, field: &str) -> Result<Digest, Parse
         value,
         source,
     })
+}
+
+/// What this crate reads from an oci-spec [`Descriptor`] by its own rules,
+/// so a caller holding one never handles oci-spec's digest type.
+pub trait DescriptorExt {
+    /// The descriptor's digest, checked with [`Digest`]'s strict rules
+    /// (oci-spec accepts `md5:abc`).
+    ///
+    /// ```
+    /// use image_core::{Descriptor, DescriptorExt, Digest, MediaType};
+    ///
+    /// let digest = Digest::sha256(b"layer");
+    /// let d = image_core::manifest::descriptor(&MediaType::OciLayer, &digest, 5);
+    /// assert_eq!(d.checked_digest().unwrap(), digest);
+    /// ```
+    ///
+    /// # Errors
+    /// [`ParseError::Digest`], naming the descriptor by its media type.
+    fn checked_digest(&self) -> Result<Digest, ParseError>;
+}
+
+impl DescriptorExt for Descriptor {
+    fn checked_digest(&self) -> Result<Digest, ParseError> {
+        let field = format!("{} descriptor", self.media_type());
+        descriptor_digest(self, &field)
+    }
 }
 
 /// Builds a descriptor.

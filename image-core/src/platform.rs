@@ -39,6 +39,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Classify, ErrorKind};
+use crate::manifest::{Descriptor, Index};
 
 /// Highest numbered variant walked down from when building fallbacks, so a
 /// hostile `amd64/v4000000000` cannot make a huge fallback list.
@@ -376,11 +377,11 @@ impl Matcher {
 /// [`PlatformError::NoMatch`], listing the platforms the index offers, when
 /// no manifest fits.
 pub fn select_manifest<'a>(
-    index: &'a oci_spec::image::ImageIndex,
+    index: &'a Index,
     wanted: &Platform,
-) -> Result<&'a oci_spec::image::Descriptor, PlatformError> {
+) -> Result<&'a Descriptor, PlatformError> {
     let matcher = Matcher::only(wanted);
-    let mut best: Option<(usize, usize, &'a oci_spec::image::Descriptor)> = None;
+    let mut best: Option<(usize, usize, &'a Descriptor)> = None;
     for descriptor in index.manifests() {
         let Some(platform) = descriptor.platform() else {
             continue;
@@ -1369,10 +1370,10 @@ mod tests {
         d
     }
 
-    fn index(entries: Vec<(&str, Option<Platform>)>) -> oci_spec::image::ImageIndex {
+    fn index(entries: Vec<(&str, Option<Platform>)>) -> Index {
         let mut index = oci_spec::image::ImageIndex::default();
         index.set_manifests(entries.into_iter().map(|(t, p)| descriptor(t, p)).collect());
-        index
+        Index::new(index).expect("a valid index")
     }
 
     #[test]

@@ -138,11 +138,12 @@ pub enum ReferenceError {
         tag: String,
     },
     /// The digest after `@` is not a digest this library accepts.
-    #[error("invalid digest {digest:?} in reference: {error}")]
+    #[error("invalid digest {digest:?} in reference")]
     InvalidDigest {
         /// The digest part, cut to 256 characters.
         digest: String,
         /// Why [`Digest`] rejected it.
+        #[source]
         error: DigestError,
     },
     /// A name meant as a tag holds a digest. A digest names content, so
@@ -918,7 +919,10 @@ mod tests {
 
     #[test]
     fn error_messages_name_the_offending_part() {
-        let msg = |s: &str| s.parse::<Reference>().map(|_| ()).unwrap_err().to_string();
+        let msg = |s: &str| {
+            let e = s.parse::<Reference>().map(|_| ()).unwrap_err();
+            crate::error::Chain(&e).to_string()
+        };
         assert!(msg("docker/Docker").contains("\"docker/Docker\""));
         assert!(msg("foo:-x").contains("\"-x\""));
         assert!(msg("example.com:port/foo").contains("\"example.com:port\""));

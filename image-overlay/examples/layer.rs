@@ -102,8 +102,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                     },
                 });
             }
-            let (os, arch) = ("linux", std::env::consts::ARCH.replace("x86_64", "amd64"));
-            let appended = append(&store, None, (os, &arch), &layers, |_| {})?;
+            let platform = image_core::Platform::host();
+            let appended = append(&store, None, &platform, &layers, |_| {})?;
             store.set_tag(&args[2], &appended.manifest.descriptor())?;
             println!("image {} {}", args[2], appended.manifest.digest());
         }

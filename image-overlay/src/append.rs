@@ -352,8 +352,7 @@ where
             history: history.clone(),
         })
         .collect();
-    let os_arch = (platform.os.as_str(), platform.architecture.as_str());
-    let appended = append(&s, base_image.as_ref(), os_arch, &layers, |c| {
+    let appended = append(&s, base_image.as_ref(), platform, &layers, |c| {
         c.created = Some(created.clone());
         if let Some(v) = &platform.variant {
             c.variant = Some(v.clone());

@@ -75,7 +75,7 @@ pub enum CompressError {
         max: i32,
     },
     /// The compressor failed to start or to write.
-    #[error("{compression} compressor: {source}")]
+    #[error("{compression} compressor")]
     Io {
         /// The algorithm.
         compression: &'static str,

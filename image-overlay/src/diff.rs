@@ -42,7 +42,7 @@ pub enum DiffError {
     #[error(transparent)]
     Pack(#[from] PackError),
     /// Comparing the content of a file failed.
-    #[error("comparing {path}: {source}")]
+    #[error("comparing {path}")]
     Compare {
         /// The path relative to the trees.
         path: PathBuf,

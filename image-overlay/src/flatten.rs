@@ -7,10 +7,11 @@
 //! [`unpack()`](crate::unpack::unpack). For one directory per layer, unpacked
 //! in parallel, use the snapshotters and [`unpack_image`](crate::unpack_image).
 
+use image_core::error::unless_named;
 use std::path::{Path, PathBuf};
 
 use image_core::manifest::{descriptor_digest, descriptor_media_type};
-use image_core::{Classify, Digest, ErrorKind, MediaTypeError};
+use image_core::{Classify, Digest, ErrorKind, MediaTypeError, ParseError};
 use image_store::image::Image;
 use image_store::{ContentError, Provider};
 
@@ -48,7 +49,7 @@ pub enum FlattenError {
         source: MediaTypeError,
     },
     /// A layer descriptor is unusable (bad digest).
-    #[error("image {image}: layer {index} ({media_type}) cannot be unpacked: {reason}")]
+    #[error("image {image}: layer {index} ({media_type}) cannot be unpacked")]
     BadLayer {
         /// The image name.
         image: String,
@@ -56,11 +57,12 @@ pub enum FlattenError {
         index: usize,
         /// Its media type.
         media_type: String,
-        /// Why.
-        reason: String,
+        /// Why: the descriptor's digest is invalid.
+        #[source]
+        source: Box<ParseError>,
     },
     /// A layer blob could not be read from the store.
-    #[error("image {image}: layer {index} ({digest})")]
+    #[error("image {image}: layer {index}{}", unless_named(.digest, &**.source))]
     Content {
         /// The image name.
         image: String,
@@ -72,7 +74,7 @@ pub enum FlattenError {
         source: Box<ContentError>,
     },
     /// Unpacking a layer failed.
-    #[error("image {image}: layer {index} ({digest})")]
+    #[error("image {image}: layer {index}{}", unless_named(.digest, &**.source))]
     Unpack {
         /// The image name.
         image: String,
@@ -155,13 +157,13 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layers.iter().zip(diff_ids).zip(compressions).enumerate()
     {
         let media_type = descriptor_media_type(layer);
-        let bad = |reason: String| FlattenError::BadLayer {
-            image: image.name.clone(),
-            index,
-            media_type: media_type.to_string(),
-            reason,
-        };
-        let digest = descriptor_digest(layer, "layer").map_err(|e| bad(e.to_string()))?;
+        let digest =
+            descriptor_digest(layer, "layer").map_err(|source| FlattenError::BadLayer {
+                image: image.name.clone(),
+                index,
+                media_type: media_type.to_string(),
+                source: Box::new(source),
+            })?;
         let reader = store
             .reader(&digest)
             .map_err(|source| FlattenError::Content {
@@ -176,13 +178,12 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layer_options.size = Some(layer.size());
         layer_options.diff_id = Some(diff_id.clone());
         layer_options.whiteouts = WhiteoutMode::Apply;
-        let report =
-            unpack(reader, target, &layer_options).map_err(|source| FlattenError::Unpack {
-                image: image.name.clone(),
-                index,
-                digest,
-                source: Box::new(source),
-            })?;
+        let report = unpack(reader, target, &layer_options).map_err(|e| FlattenError::Unpack {
+            image: image.name.clone(),
+            index,
+            source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
+            digest,
+        })?;
         reports.push(report);
     }
     Ok(reports)

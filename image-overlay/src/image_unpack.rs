@@ -30,6 +30,7 @@
 //! Temporary keys are `extract-<pid>-<nanos>-<chain id>`; leftovers of a
 //! process that died are removed by the next unpack.
 
+use image_core::error::unless_named;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -119,7 +120,7 @@ pub enum ImageUnpackError {
         source: MediaTypeError,
     },
     /// A layer descriptor with a bad digest.
-    #[error("layer {index}: {source}")]
+    #[error("layer {index}")]
     Descriptor {
         /// The layer index, bottom first.
         index: usize,
@@ -128,7 +129,7 @@ pub enum ImageUnpackError {
         source: ParseError,
     },
     /// A layer blob could not be opened.
-    #[error("layer {index} ({digest}): {source}")]
+    #[error("layer {index}{}", unless_named(.digest, .source.as_ref()))]
     Content {
         /// The layer index.
         index: usize,
@@ -140,7 +141,7 @@ pub enum ImageUnpackError {
     },
     /// A layer failed to unpack (corrupt, hostile, or its digest or diff ID
     /// not the expected one).
-    #[error("layer {index} ({digest}): {source}")]
+    #[error("layer {index}{}", unless_named(.digest, .source))]
     Unpack {
         /// The layer index.
         index: usize,
@@ -151,7 +152,7 @@ pub enum ImageUnpackError {
         source: UnpackError,
     },
     /// A snapshot operation failed.
-    #[error("snapshot {key}: {source}")]
+    #[error("snapshot {key}")]
     Snapshot {
         /// The key or name involved.
         key: String,
@@ -385,12 +386,10 @@ fn unpack_layer<P: Provider + ?Sized>(
             digest: job.digest.clone(),
             source: Box::new(source),
         })?;
-    unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|source| {
-        ImageUnpackError::Unpack {
-            index: job.index,
-            digest: job.digest.clone(),
-            source,
-        }
+    unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| ImageUnpackError::Unpack {
+        index: job.index,
+        digest: job.digest.clone(),
+        source: crate::unpack::blame_the_blob(store, &job.digest, e),
     })
 }
 

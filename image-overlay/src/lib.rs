@@ -87,3 +87,20 @@ pub use snapshot::{
 };
 pub use unpack::{unpack, unpack_at, PathResolution, UnpackError, UnpackOptions, UnpackReport};
 pub use whiteout::{OverlayXattrs, WhiteoutMode};
+
+// The registry of image-overlay's public errors, for
+// `image_core::error::classify`: it recognises each error type of this crate
+// and, through image-store's registry, of the crates below.
+image_core::classify_registry!(
+    below: image_store::kind_of;
+    crate::append::AppendError,
+    crate::compress::CompressError,
+    crate::diff::DiffError,
+    crate::flatten::FlattenError,
+    crate::image_unpack::ImageUnpackError,
+    crate::mount::MountError,
+    crate::pack::PackError,
+    crate::snapshot::SnapshotError,
+    crate::unpack::UnpackError,
+    crate::whiteout::WhiteoutError,
+);

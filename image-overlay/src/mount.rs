@@ -227,7 +227,7 @@ impl MountOptions {
 #[non_exhaustive]
 pub enum MountError {
     /// The kernel refused a mount.
-    #[error("mount {fs_type} {source_path} on {target}: {step}: {source}")]
+    #[error("mount {fs_type} {source_path} on {target}: {step}")]
     Mount {
         /// The filesystem type.
         fs_type: String,
@@ -242,7 +242,7 @@ pub enum MountError {
         source: io::Error,
     },
     /// The kernel refused an unmount.
-    #[error("unmount {target}: {source}")]
+    #[error("unmount {target}")]
     Unmount {
         /// The mount point.
         target: PathBuf,

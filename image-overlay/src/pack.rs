@@ -111,7 +111,7 @@ pub struct PackReport {
 #[non_exhaustive]
 pub enum PackError {
     /// A file or directory of the source could not be opened or read.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Read {
         /// The path relative to the source directory.
         path: PathBuf,
@@ -122,7 +122,7 @@ pub enum PackError {
         source: io::Error,
     },
     /// Writing the layer failed.
-    #[error("writing the layer: {source}")]
+    #[error("writing the layer")]
     Write {
         /// The cause.
         #[source]

@@ -41,7 +41,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::digest::Hasher;
-use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind, HashingReader};
+use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind, HashingReader, VerifyError};
 use rustix::fs::Timespec;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
@@ -691,6 +691,60 @@ impl std::fmt::Display for SourceFailure {
 }
 impl std::error::Error for SourceFailure {}
 
+/// The unpack's error for a failed read of its source. A verifying
+/// source (a store's reader) that found the layer's bytes are not the
+/// blob's reports a [`VerifyError`] inside the `io::Error`: it becomes the
+/// unpack's own [`UnpackError::DigestMismatch`] or
+/// [`UnpackError::SizeMismatch`], as if the unpack had checked them itself.
+fn source_failed(source: io::Error) -> UnpackError {
+    match source
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<VerifyError>())
+    {
+        Some(VerifyError::Digest { expected, found }) => UnpackError::DigestMismatch {
+            expected: expected.clone(),
+            found: found.clone(),
+        },
+        Some(VerifyError::Size {
+            expected, found, ..
+        }) => UnpackError::SizeMismatch {
+            expected: *expected,
+            found: *found,
+        },
+        _ => UnpackError::Source { source },
+    }
+}
+
+/// The error of an unpack of the blob `digest` of `store` that failed on
+/// the layer's bytes (a corrupt compressed stream or tar, a cut): the blob is
+/// read again to its end through the store's verifying reader, and when it
+/// is not what its digest says, that mismatch is the error, as the cause,
+/// rather than what the decoder tripped on first (a gzip checksum sits
+/// before the digest check at the end). Other errors are returned as they
+/// are. The extra read happens only on this error path, at most the blob's
+/// size (the reader stops there).
+pub(crate) fn blame_the_blob<P: image_store::Provider + ?Sized>(
+    store: &P,
+    digest: &Digest,
+    e: UnpackError,
+) -> UnpackError {
+    if !matches!(
+        e,
+        UnpackError::Decompress { .. }
+            | UnpackError::Corrupt { .. }
+            | UnpackError::Truncated { .. }
+    ) {
+        return e;
+    }
+    let Ok(mut blob) = store.reader(digest) else {
+        return e;
+    };
+    match io::copy(&mut blob, &mut io::sink()).map_err(source_failed) {
+        Err(m @ (UnpackError::DigestMismatch { .. } | UnpackError::SizeMismatch { .. })) => m,
+        _ => e,
+    }
+}
+
 /// Marks an error of the decoder.
 #[derive(Debug)]
 struct DecodeFailure(io::Error);
@@ -881,7 +935,7 @@ fn classify_read(
         Some((_, true, _)) => {
             if let Some(inner) = e.into_inner() {
                 if let Ok(s) = inner.downcast::<SourceFailure>() {
-                    return UnpackError::Source { source: s.0 };
+                    return source_failed(s.0);
                 }
             }
             return UnpackError::Source {
@@ -898,7 +952,7 @@ fn classify_read(
                 _ => io::Error::new(kind, "decoder failed"),
             };
             if compression == Compression::None {
-                return UnpackError::Source { source };
+                return source_failed(source);
             }
             return UnpackError::Decompress {
                 compression,
@@ -1218,12 +1272,12 @@ pub(crate) fn sniff(
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(UnpackError::Source {
-                    source: match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
+                return Err(source_failed(
+                    match e.into_inner().map(|i| i.downcast::<SourceFailure>()) {
                         Some(Ok(s)) => s.0,
                         _ => io::Error::other("source failed"),
                     },
-                })
+                ))
             }
         }
     }

@@ -97,7 +97,7 @@ pub struct BackendState {
 #[non_exhaustive]
 pub enum BackendError {
     /// The runtime program (runc, crun, unshare) is not installed.
-    #[error("container runtime {program} not found: {source}")]
+    #[error("container runtime {program} not found")]
     RuntimeNotFound {
         /// The program.
         program: String,
@@ -186,8 +186,36 @@ pub enum BackendError {
         #[source]
         source: Box<RootfsError>,
     },
+    /// A bundle's `config.json` could not be read as a runtime spec.
+    #[error("reading the runtime spec {path}")]
+    RuntimeSpec {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause (I/O, or not a spec).
+        #[source]
+        source: image_core::oci_spec::OciSpecError,
+    },
+    /// A document the backend writes or hands on (its state, a process)
+    /// could not be turned into JSON.
+    #[error("serialising {what}")]
+    Json {
+        /// What was being serialised.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The container's process could not be placed in its cgroups.
+    #[error("joining container {id} to its cgroups")]
+    Cgroup {
+        /// The container.
+        id: String,
+        /// The cause.
+        #[source]
+        source: crate::native::cgroup::CgroupError,
+    },
     /// Any other I/O failure (spawning, waiting, reading state).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -209,6 +237,9 @@ impl Classify for BackendError {
             }
             BackendError::Io { source, .. } => ErrorKind::from_io(source),
             BackendError::Rootfs { source, .. } => source.kind(),
+            BackendError::RuntimeSpec { source, .. } => crate::error::oci_spec_kind(source),
+            BackendError::Json { .. } => ErrorKind::InvalidInput,
+            BackendError::Cgroup { source, .. } => source.kind(),
         }
     }
 }

@@ -173,9 +173,9 @@ pub fn export_image<P: image_store::Provider + image_store::TagStore + ?Sized>(
     );
     if let Err(e) = flattened {
         let _ = std::fs::remove_dir_all(&rootfs);
-        return Err(ContainerError::State {
+        return Err(ContainerError::Flatten {
             path: rootfs,
-            source: std::io::Error::other(e),
+            source: Box::new(e),
         });
     }
     let config = image.config.file().config.clone().unwrap_or_default();

@@ -213,8 +213,8 @@ pub enum CommitError {
         source: Box<ImageError>,
     },
     /// Writing the new config or manifest failed.
-    #[error("writing the new image: {0}")]
-    Mutate(Box<MutateError>),
+    #[error("making the new image")]
+    Mutate(#[source] Box<MutateError>),
     /// Tagging the new image failed.
     #[error("tagging {name}")]
     Tag {
@@ -433,27 +433,15 @@ impl Container {
                 ..History::default()
             },
         };
-        let host = Platform::host();
-        let platform = match &base {
-            Some(b) => (
-                b.config.file().os.clone(),
-                b.config.file().architecture.clone(),
-            ),
-            None => (host.os.clone(), host.architecture.clone()),
-        };
-        let appended = mutate::append(
-            store,
-            base.as_ref(),
-            (&platform.0, &platform.1),
-            &[new_layer],
-            |c| {
+        // With a base the new config is the base's, platform included.
+        let appended =
+            mutate::append(store, base.as_ref(), &Platform::host(), &[new_layer], |c| {
                 c.created = Some(created.clone());
                 if let Some(a) = &options.author {
                     c.author = Some(a.clone());
                 }
                 change(c);
-            },
-        )?;
+            })?;
         if let Some(name) = &options.tag {
             store
                 .set_tag(name, &appended.manifest.descriptor())

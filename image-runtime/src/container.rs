@@ -60,13 +60,10 @@ impl Container {
     /// The runtime spec, as written in the bundle.
     ///
     /// # Errors
-    /// [`ContainerError::State`].
+    /// [`ContainerError::RuntimeSpec`].
     pub fn spec(&self) -> Result<Spec, ContainerError> {
         let path = self.bundle().join("config.json");
-        Spec::load(&path).map_err(|e| ContainerError::State {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-        })
+        Spec::load(&path).map_err(|source| ContainerError::RuntimeSpec { path, source })
     }
 }
 

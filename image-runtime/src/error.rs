@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use image_core::error::unless_named;
 use image_core::{Classify, ErrorKind};
 use image_overlay::image_unpack::ImageUnpackError;
 use image_overlay::snapshot::SnapshotError;
@@ -36,7 +37,7 @@ pub enum ContainerError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// The container's state on disk could not be read or written.
-    #[error("container state {path}: {source}")]
+    #[error("container state {path}")]
     State {
         /// The file or directory.
         path: PathBuf,
@@ -53,6 +54,25 @@ pub enum ContainerError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A bundle's `config.json` could not be read as a runtime spec.
+    #[error("reading the runtime spec {path}")]
+    RuntimeSpec {
+        /// The file.
+        path: PathBuf,
+        /// The cause (I/O, or not a spec).
+        #[source]
+        source: image_core::oci_spec::OciSpecError,
+    },
+    /// The image could not be flattened into a bundle's root filesystem
+    /// (a layer missing, corrupt or hostile); the class is the source's.
+    #[error("flattening the image into {path}")]
+    Flatten {
+        /// The root filesystem directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<image_overlay::FlattenError>,
     },
     /// No container has this ID.
     #[error("no such container: {id}")]
@@ -90,7 +110,7 @@ pub enum ContainerError {
     },
     /// The image could not be resolved (blobs missing or corrupt, no
     /// manifest for the platform).
-    #[error("image {name}: {source}")]
+    #[error("resolving the image{}", unless_named(.name, &**.source))]
     Image {
         /// The name asked for.
         name: String,
@@ -98,7 +118,7 @@ pub enum ContainerError {
         source: Box<ImageError>,
     },
     /// The image's layers could not be unpacked into snapshots.
-    #[error("unpacking image {name}: {source}")]
+    #[error("unpacking image {name}")]
     Unpack {
         /// The image's name.
         name: String,
@@ -106,7 +126,7 @@ pub enum ContainerError {
         source: Box<ImageUnpackError>,
     },
     /// A snapshot operation failed.
-    #[error("snapshot {key}: {source}")]
+    #[error("snapshot {key}")]
     Snapshot {
         /// The key or name of the snapshot.
         key: String,
@@ -159,6 +179,8 @@ impl Classify for ContainerError {
                 Some(libc::ELOOP) => ErrorKind::Unsafe,
                 _ => ErrorKind::from_io(source),
             },
+            ContainerError::RuntimeSpec { source, .. } => oci_spec_kind(source),
+            ContainerError::Flatten { source, .. } => source.kind(),
             ContainerError::NotFound { .. } => ErrorKind::NotFound,
             ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ContainerError::InvalidId { .. } => ErrorKind::InvalidInput,
@@ -172,6 +194,15 @@ impl Classify for ContainerError {
             ContainerError::NeedsRoot { .. } => ErrorKind::PermissionDenied,
             ContainerError::Cleanup { error, .. } => error.kind(),
         }
+    }
+}
+
+/// The class of an oci-spec failure: its I/O error's, or invalid input (a
+/// document that is not a spec, a builder missing a field).
+pub(crate) fn oci_spec_kind(e: &image_core::oci_spec::OciSpecError) -> ErrorKind {
+    match e {
+        image_core::oci_spec::OciSpecError::Io(io) => ErrorKind::from_io(io),
+        _ => ErrorKind::InvalidInput,
     }
 }
 

@@ -150,3 +150,18 @@ pub use runtime::Runtime;
 pub use snapshots::{Driver, SnapshotRef, Snapshots};
 pub use spec::{NetworkMode, Resources, RunOptions, Volume};
 pub use state::{ContainerRecord, ContainerStatus};
+
+// The registry of image-runtime's public errors, for
+// `image_core::error::classify`: it recognises each error type of this crate
+// and, through image-overlay's registry, of every crate below.
+image_core::classify_registry!(
+    below: image_overlay::kind_of;
+    crate::backend::BackendError,
+    crate::commit::CommitError,
+    crate::error::ContainerError,
+    crate::lookup::LookupError,
+    crate::native::cgroup::CgroupError,
+    crate::rootfs::RootfsError,
+    crate::spec::SpecError,
+    crate::user::UserError,
+);

@@ -385,11 +385,12 @@ impl Backend for OciRuntime {
 
     fn create(&self, id: &str, bundle: &Path) -> Result<(), BackendError> {
         let config = bundle.join("config.json");
-        let spec =
-            image_core::oci_spec::runtime::Spec::load(&config).map_err(|e| BackendError::Io {
-                context: format!("bundle {}", config.display()),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-            })?;
+        let spec = image_core::oci_spec::runtime::Spec::load(&config).map_err(|source| {
+            BackendError::RuntimeSpec {
+                path: config.clone(),
+                source,
+            }
+        })?;
         // runc and crun need a console socket (and a process receiving the
         // pty master) for a terminal; not provided yet.
         if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
@@ -503,7 +504,10 @@ impl Backend for OciRuntime {
             context: format!("preparing exec in {}", bundle.display()),
             source,
         };
-        let json = serde_json::to_vec(process).map_err(|e| io(std::io::Error::other(e)))?;
+        let json = serde_json::to_vec(process).map_err(|source| BackendError::Json {
+            what: format!("the process of exec {tag}"),
+            source,
+        })?;
         std::fs::write(&process_file, json).map_err(io)?;
         std::fs::write(&log, b"").map_err(io)?;
         self.spawn_foreground(

@@ -86,7 +86,7 @@ pub(crate) fn unmount_all(mounter: &dyn Mounter, dir: &Path) -> Result<(), Rootf
 #[non_exhaustive]
 pub enum RootfsError {
     /// The root directory itself could not be opened.
-    #[error("cannot open root filesystem {path}: {source}")]
+    #[error("cannot open root filesystem {path}")]
     OpenRoot {
         /// The host path of the root.
         path: PathBuf,
@@ -94,7 +94,7 @@ pub enum RootfsError {
         source: std::io::Error,
     },
     /// A path inside the root could not be accessed.
-    #[error("{path} in the root filesystem: {source}")]
+    #[error("{path} in the root filesystem")]
     Access {
         /// The path, as seen inside the container.
         path: PathBuf,
@@ -125,7 +125,7 @@ pub enum RootfsError {
         limit: u64,
     },
     /// A mount of the root filesystem failed.
-    #[error("mounting {fs_type} {source_path} on {target}: {source}")]
+    #[error("mounting {fs_type} {source_path} on {target}")]
     Mount {
         /// The filesystem type.
         fs_type: String,
@@ -141,7 +141,7 @@ pub enum RootfsError {
     #[error(transparent)]
     Overlay(image_overlay::mount::MountError),
     /// Unmounting the root filesystem failed.
-    #[error("unmounting {target}: {source}")]
+    #[error("unmounting {target}")]
     Unmount {
         /// The host target.
         target: PathBuf,

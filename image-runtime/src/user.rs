@@ -77,7 +77,7 @@ pub enum UserError {
         id: u64,
     },
     /// Reading `/etc/passwd` or `/etc/group` failed other than by absence.
-    #[error("reading the image's user database: {0}")]
+    #[error("reading the image's user database")]
     Read(#[from] RootfsError),
 }
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use image_core::config::History;
-use image_core::{Classify, Compression, ErrorKind};
+use image_core::{Classify, Compression, ErrorKind, Platform};
 use image_overlay::snapshot::{Kind, Snapshotter};
 use image_overlay::{diff_dirs, pack_dir, PackOptions};
 use image_runtime::commit::CommitOptions;
@@ -141,7 +141,7 @@ fn fixture() -> Fixture {
     busybox_rootfs(&base);
     let gz = PackOptions::new(Compression::Gzip);
     let l1 = store_layer(&store, "busybox", |w| pack_dir(&base, w, &gz).unwrap());
-    let single = append(&store, None, ("linux", "amd64"), &[l1], |c| {
+    let single = append(&store, None, &Platform::new("linux", "amd64"), &[l1], |c| {
         let rc = c.config.get_or_insert_with(Default::default);
         rc.env = Some(vec!["PATH=/bin".into(), "FOO=from-image".into()]);
         rc.cmd = Some(vec!["sh".into()]);
@@ -170,7 +170,7 @@ fn fixture() -> Fixture {
     let multi = append(
         &store,
         Some(&base_image),
-        ("linux", "amd64"),
+        &Platform::new("linux", "amd64"),
         &[l2, l3],
         |c| {
             let rc = c.config.get_or_insert_with(Default::default);
@@ -1075,10 +1075,16 @@ fn an_image_deeper_than_overlayfs_stacks_is_refused_with_a_typed_error() {
     }
     std::fs::remove_dir_all(&src).unwrap();
     let tag = |name: &str, n: usize| {
-        let image = append(&f.store, None, ("linux", "amd64"), &layers[..n], |c| {
-            let rc = c.config.get_or_insert_with(Default::default);
-            rc.env = Some(vec!["PATH=/bin".into()]);
-        })
+        let image = append(
+            &f.store,
+            None,
+            &Platform::new("linux", "amd64"),
+            &layers[..n],
+            |c| {
+                let rc = c.config.get_or_insert_with(Default::default);
+                rc.env = Some(vec!["PATH=/bin".into()]);
+            },
+        )
         .unwrap();
         f.store.set_tag(name, &image.manifest.descriptor()).unwrap();
     };

@@ -46,7 +46,7 @@ pub enum CopyError {
     /// Reading from the source or writing to the destination failed; a
     /// digest or size mismatch is a [`ContentError::Verify`] or a
     /// [`ContentError::Read`] wrapping a `VerifyError`.
-    #[error("copying blob {digest}: {source}")]
+    #[error("copying blob {digest}")]
     Content {
         /// The blob.
         digest: Digest,
@@ -54,7 +54,7 @@ pub enum CopyError {
         source: ContentError,
     },
     /// A manifest or index that does not parse, or a descriptor with an invalid digest.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Parse {
         /// The document or field.
         what: String,
@@ -62,7 +62,7 @@ pub enum CopyError {
         source: ParseError,
     },
     /// The descriptor to copy is neither a manifest nor an index.
-    #[error("cannot copy {digest} as an image: {source}")]
+    #[error("cannot copy {digest} as an image")]
     MediaType {
         /// The descriptor's digest.
         digest: String,

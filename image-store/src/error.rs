@@ -11,6 +11,7 @@ use std::io;
 use std::path::PathBuf;
 
 use image_core::digest::VerifyError;
+use image_core::reference::ReferenceError;
 use image_core::{Algorithm, Classify, Digest, ErrorKind, ParseError};
 
 /// Errors of the content store traits and their implementations.
@@ -24,7 +25,7 @@ pub enum ContentError {
         digest: Digest,
     },
     /// The committed content is not what the caller expected.
-    #[error("ingest {reference:?}: {source}")]
+    #[error("ingest {reference:?}")]
     Verify {
         /// The ingest reference.
         reference: String,
@@ -68,7 +69,7 @@ pub enum ContentError {
         expected: Algorithm,
     },
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done ("create", "rename", "fsync", ...).
         op: &'static str,
@@ -91,7 +92,7 @@ pub enum ContentError {
     #[error(transparent)]
     Refused(crate::fs::RefusedFile),
     /// Reading the source of an ingest or a blob failed.
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Read {
         /// What was being read.
         what: String,
@@ -142,12 +143,13 @@ impl Classify for ContentError {
 #[non_exhaustive]
 pub enum TagError {
     /// The name is not a valid reference.
-    #[error("invalid tag name {name:?}: {reason}")]
+    #[error("invalid tag name {name:?}")]
     InvalidName {
         /// The name, cut to 200 characters.
         name: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: ReferenceError,
     },
     /// The name holds a digest: a tag cannot (it would claim content it
     /// does not have), and a digest reference is not looked up as a tag
@@ -181,7 +183,7 @@ pub enum TagError {
         digest: Digest,
     },
     /// `index.json` is not a valid index.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Index {
         /// The file.
         path: PathBuf,
@@ -192,7 +194,7 @@ pub enum TagError {
     #[error(transparent)]
     Content(#[from] ContentError),
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -233,7 +235,7 @@ pub enum LeaseError {
         id: String,
     },
     /// A lease file is not valid JSON of its kind.
-    #[error("{}: invalid lease: {source}", path.display())]
+    #[error("{}: invalid lease", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -260,7 +262,7 @@ pub enum LeaseError {
     #[error(transparent)]
     Lock(#[from] TagError),
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,

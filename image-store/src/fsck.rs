@@ -26,13 +26,13 @@ use crate::tags::{ref_name, TagError};
 #[non_exhaustive]
 pub enum FsckError {
     /// Listing or reading blobs failed.
-    #[error("fsck: {0}")]
+    #[error("fsck")]
     Content(#[from] ContentError),
     /// Reading `index.json` failed.
-    #[error("fsck: {0}")]
+    #[error("fsck")]
     Index(#[from] TagError),
     /// Reading leases failed.
-    #[error("fsck: {0}")]
+    #[error("fsck")]
     Lease(#[from] crate::lease::LeaseError),
 }
 

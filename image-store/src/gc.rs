@@ -47,16 +47,16 @@ use crate::tags::TagError;
 #[non_exhaustive]
 pub enum GcError {
     /// Reading or deleting blobs failed.
-    #[error("gc: {0}")]
+    #[error("gc")]
     Content(#[from] ContentError),
     /// Reading `index.json` or taking the lock failed.
-    #[error("gc: {0}")]
+    #[error("gc")]
     Index(#[from] TagError),
     /// Reading or removing leases failed.
-    #[error("gc: {0}")]
+    #[error("gc")]
     Lease(#[from] LeaseError),
     /// Removing a file failed.
-    #[error("gc: remove {}: {source}", path.display())]
+    #[error("gc: remove {}", path.display())]
     Remove {
         /// The file.
         path: PathBuf,

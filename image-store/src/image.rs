@@ -23,7 +23,7 @@ pub enum ImageError {
     #[error(transparent)]
     Tag(#[from] TagError),
     /// A blob could not be read.
-    #[error("image {name:?}: {source}")]
+    #[error("image {name:?}")]
     Content {
         /// The name resolved.
         name: String,
@@ -31,7 +31,7 @@ pub enum ImageError {
         source: ContentError,
     },
     /// A manifest, index or config is not valid.
-    #[error("image {name:?}: blob {digest}: {source}")]
+    #[error("image {name:?}: blob {digest}")]
     Parse {
         /// The name resolved.
         name: String,
@@ -41,7 +41,7 @@ pub enum ImageError {
         source: Box<ParseError>,
     },
     /// A descriptor on the way has an invalid digest.
-    #[error("image {name:?}: {source}")]
+    #[error("image {name:?}")]
     BadDescriptor {
         /// The name resolved.
         name: String,
@@ -49,7 +49,7 @@ pub enum ImageError {
         source: Box<ParseError>,
     },
     /// No manifest of the index fits the platform.
-    #[error("image {name:?}: {source}")]
+    #[error("image {name:?}")]
     Platform {
         /// The name resolved.
         name: String,
@@ -199,7 +199,7 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
         })?;
         match doc {
             Document::Index(index) => {
-                let next = select_manifest(index.inner(), wanted)
+                let next = select_manifest(&index, wanted)
                     .map_err(|source| ImageError::Platform {
                         name: name.to_owned(),
                         source: Box::new(source),

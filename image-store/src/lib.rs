@@ -75,3 +75,22 @@ pub use lease::{Lease, LeaseError, LeaseGuard, Leased, Leases};
 pub use memory::MemoryStore;
 pub use oci_dir::{LayoutError, OciDir};
 pub use tags::{resolve_reference, TagError, TagStore, Tagged};
+
+// The registry of image-store's public errors, for
+// `image_core::error::classify`: it recognises each error type of this crate
+// and, through image-core's registry, of the crate below. It sits at the
+// crate root so that no module below depends on every other.
+image_core::classify_registry!(
+    below: image_core::kind_of;
+    crate::archive::ArchiveError,
+    crate::error::ContentError,
+    crate::copy::CopyError,
+    crate::fs::RefusedFile,
+    crate::fsck::FsckError,
+    crate::gc::GcError,
+    crate::image::ImageError,
+    crate::error::LeaseError,
+    crate::mutate::MutateError,
+    crate::oci_dir::LayoutError,
+    crate::error::TagError,
+);

@@ -10,7 +10,9 @@
 use image_core::config::{ConfigFile, History};
 use image_core::manifest::descriptor;
 use image_core::oci_spec::image::{ImageManifestBuilder, MediaType as OciMediaType};
-use image_core::{Classify, Digest, ErrorKind, ImageConfig, Manifest, MediaType, ParseError};
+use image_core::{
+    Classify, Digest, ErrorKind, ImageConfig, Manifest, MediaType, ParseError, Platform,
+};
 
 use crate::content::{ContentError, Ingester};
 use crate::image::Image;
@@ -20,13 +22,13 @@ use crate::image::Image;
 #[non_exhaustive]
 pub enum MutateError {
     /// A config or manifest could not be built.
-    #[error("building the new image: {0}")]
+    #[error("building the new image")]
     Build(#[from] ParseError),
     /// oci-spec refused the manifest.
-    #[error("building the manifest: {0}")]
-    Manifest(String),
+    #[error("building the manifest")]
+    Manifest(#[source] image_core::oci_spec::OciSpecError),
     /// Writing a blob failed.
-    #[error("writing the new image: {0}")]
+    #[error("writing the new image")]
     Content(#[from] ContentError),
     /// The base image's manifest is not of a kind layers can be appended to.
     #[error("cannot append {layer} layers to a {base} image")]
@@ -72,8 +74,9 @@ pub struct Appended {
     pub config: ImageConfig,
 }
 
-/// Writes a new image: `base` (or an empty image for `os`/`architecture`
-/// when `None`) plus `layers`, with the config changed by `change`.
+/// Writes a new image: `base` (or an empty image for `platform`, its
+/// variant, OS version and features included, when `None`) plus `layers`,
+/// with the config changed by `change`.
 ///
 /// History entries of the layers are appended in order; `change` may add
 /// more (for steps that make no layer, with `empty_layer: true`). The
@@ -91,13 +94,13 @@ pub struct Appended {
 pub fn append<S: Ingester + ?Sized>(
     store: &S,
     base: Option<&Image>,
-    platform: (&str, &str),
+    platform: &Platform,
     layers: &[NewLayer],
     change: impl FnOnce(&mut ConfigFile),
 ) -> Result<Appended, MutateError> {
     let mut file = match base {
         Some(b) => b.config.file().clone(),
-        None => ConfigFile::new(platform.0, platform.1),
+        None => ConfigFile::for_platform(platform),
     };
     let docker = base.is_some_and(|b| *b.manifest.media_type() == MediaType::DockerManifest);
     for l in layers {
@@ -137,9 +140,7 @@ pub fn append<S: Ingester + ?Sized>(
     if let Some(annotations) = base.and_then(|b| b.manifest.inner().annotations().clone()) {
         builder = builder.annotations(annotations);
     }
-    let inner = builder
-        .build()
-        .map_err(|e| MutateError::Manifest(e.to_string()))?;
+    let inner = builder.build().map_err(MutateError::Manifest)?;
     let manifest = Manifest::new(inner)?;
     store.write_blob(manifest.raw())?;
     Ok(Appended { manifest, config })
@@ -168,7 +169,8 @@ mod tests {
                 },
             }
         };
-        let first = append(&store, None, ("linux", "amd64"), &[blob(b"one")], |c| {
+        let amd64 = Platform::new("linux", "amd64");
+        let first = append(&store, None, &amd64, &[blob(b"one")], |c| {
             c.config.get_or_insert_with(Default::default).cmd = Some(vec!["sh".into()]);
         })
         .expect("first");
@@ -176,14 +178,7 @@ mod tests {
             .set_tag("example/a:1", &first.manifest.descriptor())
             .expect("tag");
         let base = resolve_image(&store, "example/a:1", None).expect("resolve");
-        let second = append(
-            &store,
-            Some(&base),
-            ("linux", "amd64"),
-            &[blob(b"two!")],
-            |_| {},
-        )
-        .expect("second");
+        let second = append(&store, Some(&base), &amd64, &[blob(b"two!")], |_| {}).expect("second");
         assert_eq!(second.config.diff_ids().len(), 2);
         assert_eq!(second.manifest.layers().len(), 2);
         assert_eq!(second.config.history().len(), 2);
@@ -199,5 +194,21 @@ mod tests {
         assert!(store.exists(second.manifest.digest()).expect("exists"));
         assert!(store.exists(second.config.digest()).expect("exists"));
         assert_eq!(second.manifest.config_digest(), *second.config.digest());
+    }
+
+    #[test]
+    fn a_new_image_keeps_the_platform_variant() {
+        let store = MemoryStore::new();
+        let arm = "linux/arm/v7".parse::<Platform>().expect("platform");
+        let image = append(&store, None, &arm, &[], |_| {}).expect("append");
+        let file = image.config.file();
+        assert_eq!(
+            (
+                file.os.as_str(),
+                file.architecture.as_str(),
+                file.variant.as_deref()
+            ),
+            ("linux", "arm", Some("v7"))
+        );
     }
 }

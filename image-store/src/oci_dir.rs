@@ -71,15 +71,22 @@ pub enum LayoutError {
     #[error(transparent)]
     Refused(RefusedFile),
     /// `oci-layout` is not the JSON it should be.
-    #[error("{}: invalid oci-layout: {source}", path.display())]
+    #[error("{}: invalid oci-layout", path.display())]
     Invalid {
         /// The `oci-layout` file.
         path: PathBuf,
         /// The JSON error.
         source: serde_json::Error,
     },
+    /// The index lock could not be taken to create the layout.
+    #[error("taking the index lock")]
+    Lock {
+        /// The lock's error, naming its file.
+        #[source]
+        source: Box<crate::tags::TagError>,
+    },
     /// A file-system operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done.
         op: &'static str,
@@ -97,6 +104,7 @@ impl Classify for LayoutError {
             LayoutError::UnsupportedVersion { .. } => ErrorKind::Unsupported,
             LayoutError::Invalid { .. } => ErrorKind::InvalidInput,
             LayoutError::Refused(e) => e.kind(),
+            LayoutError::Lock { source } => source.kind(),
             LayoutError::Io { source, .. } => io_kind(source),
         }
     }
@@ -277,10 +285,8 @@ impl OciDir {
         let root = &*self.dir;
         // Under the index lock, so that two processes creating the same
         // store at once cannot overwrite an index.json the other wrote.
-        let _lock = self.lock_index().map_err(|e| LayoutError::Io {
-            op: "lock",
-            path: self.lock_path(),
-            source: io::Error::other(e.to_string()),
+        let _lock = self.lock_index().map_err(|e| LayoutError::Lock {
+            source: Box::new(e),
         })?;
         if !self.layout_file_missing()? {
             return Ok(());

@@ -90,9 +90,9 @@ fn invalid_name(name: &str, e: ReferenceError) -> TagError {
         ReferenceError::DigestInTag { .. } => TagError::DigestInName {
             name: clip_name(name),
         },
-        e => TagError::InvalidName {
+        source => TagError::InvalidName {
             name: clip_name(name),
-            reason: e.to_string(),
+            source,
         },
     }
 }
@@ -176,9 +176,12 @@ pub trait TagStore {
         if let Some(t) = tags.iter().find(|t| t.name == name) {
             return Ok(t.descriptor.clone());
         }
-        let norm = normalize_name(name).ok();
+        // A name no tag has exactly and that is no reference is not "not
+        // found" but invalid (a stored name is matched as it is above, so
+        // names another tool wrote still resolve).
+        let norm = normalize_name(name)?;
         tags.into_iter()
-            .find(|t| name_matches(&t.name, name, norm.as_deref()))
+            .find(|t| name_matches(&t.name, name, Some(&norm)))
             .map(|t| t.descriptor)
             .ok_or_else(|| TagError::NotFound {
                 name: name.to_owned(),
@@ -477,12 +480,14 @@ impl TagStore for OciDir {
         if holds_digest(name) {
             return self.remove_digest_entries(name);
         }
-        let norm = normalize_name(name).ok();
-        if norm.is_none() && !name.contains(['\0', '\n']) && name.is_empty() {
-            return Err(TagError::InvalidName {
-                name: String::new(),
-                reason: "empty".into(),
-            });
+        let (norm, invalid) = match normalize_name(name) {
+            Ok(n) => (Some(n), None),
+            Err(e) => (None, Some(e)),
+        };
+        if name.is_empty() {
+            if let Some(e) = invalid {
+                return Err(e);
+            }
         }
         let mut removed = false;
         self.update_index(|manifests| {
@@ -492,6 +497,11 @@ impl TagStore for OciDir {
             removed = manifests.len() != before;
             Ok(removed)
         })?;
-        Ok(removed)
+        // An invalid name removes only an entry stored under it as it is;
+        // with none, it is reported as invalid rather than absent.
+        match invalid {
+            Some(e) if !removed => Err(e),
+            _ => Ok(removed),
+        }
     }
 }

@@ -117,7 +117,8 @@ fn writer_commit_checks<S: ContentStore>(store: &S) {
     w.write_all(b"payload-1").unwrap();
     let e = w.commit(Some(9), Some(&wrong)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
-    let msg = e.to_string();
+    // The message with its sources, as a chain printer shows it.
+    let msg = image_core::error::Chain(&e).to_string();
     assert!(
         msg.contains(&wrong.to_string()) && msg.contains(&Digest::sha256(b"payload-1").to_string()),
         "{msg}"

@@ -334,7 +334,7 @@ fn oci_archive_round_trip_of_an_index() {
         &src,
         &[SaveImage::from_tag(&src, "multi:1").expect("image")],
         &mut docker,
-        &SaveOptions::default().platform("linux/arm64"),
+        &SaveOptions::default().platform("linux/arm64".parse().expect("platform")),
     )
     .expect("save docker");
     let (_d3, dst3) = oci_dir();
@@ -347,7 +347,7 @@ fn oci_archive_round_trip_of_an_index() {
         &src,
         &[SaveImage::from_tag(&src, "multi:1").expect("image")],
         &mut Vec::new(),
-        &SaveOptions::default().platform("linux/s390x"),
+        &SaveOptions::default().platform("linux/s390x".parse().expect("platform")),
     )
     .expect_err("no such platform");
     assert!(matches!(err, ArchiveError::NoPlatform { .. }), "{err}");

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use archive_fixtures::*;
+use image_core::error::Chain;
 use image_core::{Classify, Compression, ErrorKind};
 use image_store::{copy_tag, Ingester, OciDir, TagStore};
 
@@ -59,11 +60,13 @@ fn move_out_and_link(file: &Path, outside: &Path) {
 
 /// Copies `app:1` from the layout at `src` into a fresh layout at `dst`.
 fn copy_from(src: PathBuf, dst: PathBuf) -> Result<(), (ErrorKind, String)> {
-    let s = OciDir::open(&src).map_err(|e| (e.kind(), e.to_string()))?;
-    let d = OciDir::open_or_create(&dst).map_err(|e| (e.kind(), e.to_string()))?;
+    // The message is the whole chain, as imagectl prints it: each link
+    // names only its own context.
+    let s = OciDir::open(&src).map_err(|e| (e.kind(), Chain(&e).to_string()))?;
+    let d = OciDir::open_or_create(&dst).map_err(|e| (e.kind(), Chain(&e).to_string()))?;
     copy_tag(&s, "app:1", &d, None)
         .map(|_| ())
-        .map_err(|e| (e.kind(), e.to_string()))
+        .map_err(|e| (e.kind(), Chain(&e).to_string()))
 }
 
 fn mkfifo(path: &Path) {

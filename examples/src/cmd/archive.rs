@@ -155,7 +155,7 @@ fn save_to(
                 o = o.layout(DockerLayout::Oci);
             }
             if let Some(p) = &args.platform {
-                o = o.platform(p.clone());
+                o = o.platform(p.parse()?);
             }
             save_docker(s, images, out, &o)?
         }

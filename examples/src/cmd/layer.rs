@@ -198,7 +198,7 @@ pub struct UnpackArgs {
     /// Unpack into snapshots of this driver rooted at DIR (one per layer,
     /// named by chain ID, which are printed) instead of flattening.
     #[arg(long, value_enum)]
-    pub driver: Option<super::run::DriverArg>,
+    pub driver: Option<super::snapshot::DriverArg>,
 }
 
 /// Flattens an image's layers onto a directory (or, with `--driver`,

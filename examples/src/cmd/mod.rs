@@ -9,53 +9,34 @@ pub mod run;
 pub mod snapshot;
 pub mod store;
 
-use image_core::{Classify, ErrorKind};
+use image_core::ErrorKind;
+
+/// The class of a failure: the kind of the outermost error of the family in
+/// its chain, found through image-runtime's registry (which holds every
+/// crate's below it), or `None` for an error of imagectl's own.
+pub fn classify(e: &anyhow::Error) -> Option<ErrorKind> {
+    image_core::error::classify(e.as_ref(), image_runtime::kind_of)
+}
 
 /// The error chain of a failure, prefixed by its class when a library error reports one.
 pub fn describe(e: &anyhow::Error) -> String {
-    let kind = e.chain().find_map(classify);
     let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-    match kind {
+    match classify(e) {
         Some(k) => format!("{k}: {}", chain.join(": ")),
         None => chain.join(": "),
     }
 }
 
-fn classify(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
-    macro_rules! try_kinds {
-        ($($t:ty),* $(,)?) => {$(
-            if let Some(e) = e.downcast_ref::<$t>() {
-                return Some(Classify::kind(e));
-            }
-        )*};
+/// imagectl's exit status for a failure of class `kind`: 1 for every class
+/// it has always reported, and a status of its own for the classes a caller
+/// branches on without reading the message (see `imagectl --help`).
+pub fn exit_code(kind: Option<ErrorKind>) -> u8 {
+    match kind {
+        // sysexits.h: EX_NOPERM, EX_TEMPFAIL ("try again later").
+        Some(ErrorKind::Unauthenticated) => 77,
+        Some(ErrorKind::Unavailable) => 75,
+        // As a shell reports a command ended by SIGINT.
+        Some(ErrorKind::Cancelled) => 130,
+        _ => 1,
     }
-    try_kinds!(
-        image_core::DigestError,
-        image_core::VerifyError,
-        image_core::ParseError,
-        image_core::reference::ReferenceError,
-        image_core::platform::PlatformError,
-        image_store::ContentError,
-        image_store::TagError,
-        image_store::image::ImageError,
-        image_store::gc::GcError,
-        image_store::fsck::FsckError,
-        image_store::oci_dir::LayoutError,
-        image_store::mutate::MutateError,
-        image_store::ArchiveError,
-        image_store::CopyError,
-        image_overlay::AppendError,
-        image_overlay::UnpackError,
-        image_overlay::PackError,
-        image_overlay::DiffError,
-        image_overlay::FlattenError,
-        image_overlay::ImageUnpackError,
-        image_overlay::SnapshotError,
-        image_overlay::MountError,
-        image_runtime::ContainerError,
-        image_runtime::CommitError,
-        image_runtime::spec::SpecError,
-        std::io::Error,
-    );
-    None
 }

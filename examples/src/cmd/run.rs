@@ -20,6 +20,7 @@ use image_runtime::{
     Signal, Stdio, Volume,
 };
 
+use super::snapshot::{open_snapshots, DriverArg};
 use super::store::StoreArgs;
 
 const PLACES: &str = "Container state (records, bundles, the runtime's own state) lives in \
@@ -49,15 +50,6 @@ pub struct PlaceArgs {
     /// its own). Default: overlay where overlay mounts work, else copy.
     #[arg(long, value_enum)]
     pub snapshotter: Option<DriverArg>,
-}
-
-/// A snapshot driver on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DriverArg {
-    /// overlayfs.
-    Overlay,
-    /// Full copies.
-    Copy,
 }
 
 /// A container backend on the command line.
@@ -100,7 +92,7 @@ impl PlaceArgs {
             Some(p) => p.clone(),
             None => PlaceArgs::beside_store(store, "snapshots")?,
         };
-        super::snapshot::open_snapshots(&dir, self.snapshotter)
+        open_snapshots(&dir, self.snapshotter)
     }
 
     /// The runtime with backend `kind`, its snapshots set.

@@ -18,7 +18,6 @@ use image_overlay::snapshot::{Kind, Labels, SnapshotError};
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_store::image::resolve_image;
 
-use super::run::DriverArg;
 use super::store::StoreArgs;
 
 /// The label naming the directory a `mount` snapshot is mounted on.
@@ -50,6 +49,15 @@ impl SnapshotsArgs {
         };
         open_snapshots(&dir, self.snapshotter)
     }
+}
+
+/// A snapshot driver on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverArg {
+    /// overlayfs.
+    Overlay,
+    /// Full copies.
+    Copy,
 }
 
 /// Opens the snapshots at `dir` with `driver`, or without one with the

@@ -258,7 +258,7 @@ pub enum SnapshotError {
         source: Box<crate::mount::MountError>,
     },
     /// The metadata file is not valid JSON of the expected shape.
-    #[error("{path}: corrupt snapshot metadata: {source}")]
+    #[error("{path}: corrupt snapshot metadata")]
     Metadata {
         /// The file.
         path: PathBuf,
@@ -267,7 +267,7 @@ pub enum SnapshotError {
         source: serde_json::Error,
     },
     /// A filesystem operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// The operation.
         op: &'static str,

@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use image_core::config::History;
-use image_core::{Compression, Digest, MediaType};
+use image_core::{Classify, Compression, Digest, ErrorKind, MediaType};
 use image_overlay::diff::diff_dirs;
 use image_overlay::flatten::flatten_image;
 use image_overlay::pack::{pack_dir, PackOptions};
-use image_overlay::unpack::UnpackOptions;
+use image_overlay::unpack::{UnpackError, UnpackOptions};
 use image_store::image::{resolve_image, Image};
 use image_store::mutate::{append, NewLayer};
 use image_store::tags::normalize_name;
@@ -97,9 +97,15 @@ pub(crate) fn layer_from_tar(store: &OciDir, tar: &[u8], c: Compression) -> NewL
 
 /// Writes an image of `layers` tagged `tag` and resolves it.
 pub(crate) fn build_image(store: &OciDir, layers: &[NewLayer], tag: &str) -> Image {
-    let appended = append(store, None, ("linux", "amd64"), layers, |c| {
-        c.config.get_or_insert_with(Default::default).cmd = Some(vec!["/bin/sh".into()]);
-    })
+    let appended = append(
+        store,
+        None,
+        &image_core::Platform::new("linux", "amd64"),
+        layers,
+        |c| {
+            c.config.get_or_insert_with(Default::default).cmd = Some(vec!["/bin/sh".into()]);
+        },
+    )
     .expect("append");
     store
         .set_tag(tag, &appended.manifest.descriptor())
@@ -700,4 +706,65 @@ fn a_failed_flatten_says_its_cause_once() {
         chain.join(": ").contains("layer ends inside an entry"),
         "{chain:?}"
     );
+}
+
+/// A layer blob damaged in the store: the store's verifying reader finds
+/// it, and the flatten reports the unpack's own mismatch variant (class
+/// DigestMismatch or SizeMismatch), naming the layer's digest once; it was
+/// `UnpackError::Source` ("reading the layer") with the store's error
+/// inside an io::Error, and the digest in the chain twice.
+#[test]
+fn a_damaged_blob_is_the_unpacks_mismatch() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(work.path().join("layout")).expect("layout");
+    let mut t = TarBuf::new();
+    t.file("f", &[7u8; 70_000]);
+    let layers = vec![layer_from_tar(&store, &t.0, Compression::Gzip)];
+    let image = build_image(&store, &layers, "damaged:1");
+    let blob = store
+        .root()
+        .join("blobs/sha256")
+        .join(layers[0].digest.hex());
+    for (cut, wanted) in [(true, "truncated"), (false, "one byte changed")] {
+        let good = std::fs::read(&blob).expect("read blob");
+        let mut bad = good.clone();
+        if cut {
+            bad.truncate(good.len() - 1);
+        } else {
+            // The gzip trailer's size field: the decoder does not check it
+            // before the end, the store's digest check does.
+            *bad.last_mut().expect("bytes") ^= 1;
+        }
+        std::fs::write(&blob, &bad).expect("damage");
+        let e = flatten_image(
+            &store,
+            &image,
+            &work.path().join(format!("out-{cut}")),
+            &UnpackOptions::default(),
+        )
+        .expect_err(wanted);
+        std::fs::write(&blob, &good).expect("restore");
+        let unpack = match &e {
+            image_overlay::FlattenError::Unpack { source, .. } => &**source,
+            other => panic!("{wanted}: {other:?}"),
+        };
+        assert!(
+            matches!(
+                unpack,
+                UnpackError::DigestMismatch { .. } | UnpackError::SizeMismatch { .. }
+            ),
+            "{wanted}: {unpack:?}"
+        );
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::DigestMismatch | ErrorKind::SizeMismatch
+            ),
+            "{wanted}: {:?}",
+            e.kind()
+        );
+        let chain = image_core::error::Chain(&e).to_string();
+        let digest = layers[0].digest.to_string();
+        assert_eq!(chain.matches(&digest).count(), 1, "{wanted}: {chain}");
+    }
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image_core::oci_spec::runtime::{LinuxResources, Spec};
+use image_core::{Classify, ErrorKind};
 
 use crate::cgroup::{Hierarchy, CGROUP_PREFIX};
 
@@ -92,13 +93,22 @@ pub enum CgroupError {
         reason: String,
     },
     /// A cgroup file or directory could not be written.
-    #[error("cgroup {path}: {source}")]
+    #[error("cgroup {path}")]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl Classify for CgroupError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CgroupError::Unavailable { .. } => ErrorKind::Unsupported,
+            CgroupError::Io { source, .. } => ErrorKind::from_io(source),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {

@@ -234,9 +234,9 @@ impl NativeRuntime {
     fn save(&self, id: &str, st: &State) -> Result<(), BackendError> {
         let p = self.state_path(id);
         let tmp = self.state_root.join(format!(".{id}.json.tmp"));
-        let json = serde_json::to_vec(st).map_err(|e| BackendError::Io {
-            context: "native state".into(),
-            source: std::io::Error::other(e),
+        let json = serde_json::to_vec(st).map_err(|source| BackendError::Json {
+            what: format!("the native state of container {id}"),
+            source,
         })?;
         std::fs::write(&tmp, json)
             .and_then(|()| std::fs::rename(&tmp, &p))
@@ -557,9 +557,9 @@ impl Launch<'_> {
             if let Some(spec) = id_maps {
                 write_id_maps(pid, spec).map_err(io_err("writing uid/gid maps"))?;
             }
-            cgroup::join(cgroups, pid as u32).map_err(|e| BackendError::Io {
-                context: format!("joining cgroups: {e}"),
-                source: std::io::Error::other(e.to_string()),
+            cgroup::join(cgroups, pid as u32).map_err(|source| BackendError::Cgroup {
+                id: self.id.into(),
+                source,
             })?;
             rustix::io::write(&go_write, b"g")
                 .map_err(|e| io_err("releasing the child")(e.into()))?;

@@ -25,7 +25,7 @@ pub enum ArchiveError {
         what: String,
     },
     /// The tar stream itself is malformed (bad header checksum, bad size field).
-    #[error("malformed tar stream near {entry:?}: {source}")]
+    #[error("malformed tar stream near {entry:?}")]
     Tar {
         /// The last entry read, when there was one.
         entry: String,
@@ -67,7 +67,7 @@ pub enum ArchiveError {
         found: Digest,
     },
     /// A blob named by its digest in the archive has other content.
-    #[error("{path:?} in the archive does not match its name: {source}")]
+    #[error("{path:?} in the archive does not match its name")]
     BlobMismatch {
         /// The entry's path.
         path: String,
@@ -85,7 +85,7 @@ pub enum ArchiveError {
         diff_ids: usize,
     },
     /// A metadata file (`manifest.json`, `index.json`, ...) is not valid JSON of its kind.
-    #[error("{path:?} is not valid: {source}")]
+    #[error("{path:?} is not valid")]
     Json {
         /// The file in the archive.
         path: String,
@@ -93,7 +93,7 @@ pub enum ArchiveError {
         source: serde_json::Error,
     },
     /// A manifest, index or config does not parse as one.
-    #[error("{what} is not a valid manifest, index or config: {source}")]
+    #[error("{what} is not a valid manifest, index or config")]
     Parse {
         /// The file or blob (`index.json`, `sha256:ab..`).
         what: String,
@@ -134,12 +134,13 @@ pub enum ArchiveError {
         platform: String,
     },
     /// An image name that is not a valid reference.
-    #[error("invalid image name {name:?}: {reason}")]
+    #[error("invalid image name {name:?}")]
     InvalidName {
         /// The name.
         name: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: image_core::reference::ReferenceError,
     },
     /// A layer that cannot be written in this format (a non-distributable
     /// layer whose blob is absent, for instance).
@@ -149,7 +150,7 @@ pub enum ArchiveError {
         what: String,
     },
     /// Reading or writing the store failed.
-    #[error("blob {digest}: {source}")]
+    #[error("blob {digest}")]
     Content {
         /// The blob involved (the digest the caller gave, or the computed one).
         digest: String,
@@ -163,7 +164,7 @@ pub enum ArchiveError {
     #[error("taking a lease on the store")]
     Lease(#[from] LeaseError),
     /// Reading a compressed layer failed (corrupt gzip or zstd stream).
-    #[error("decompressing layer {digest}: {source}")]
+    #[error("decompressing layer {digest}")]
     Decompress {
         /// The layer blob.
         digest: Digest,
@@ -202,7 +203,7 @@ pub enum ArchiveError {
         compression: &'static str,
     },
     /// Writing the output archive failed.
-    #[error("writing the archive: {source}")]
+    #[error("writing the archive")]
     Write {
         /// The error of the output stream.
         source: io::Error,

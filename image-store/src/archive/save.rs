@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
+use image_core::platform::select_manifest;
 use image_core::reference::Reference;
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Manifest, MediaType,
-    MediaTypeError, VerifyError,
+    MediaTypeError, Platform, VerifyError,
 };
 use serde_json::{json, Value};
 
@@ -98,9 +99,10 @@ pub struct SaveOptions {
     pub layout: DockerLayout,
     /// The form of the names written.
     pub repo_tags: RepoTagForm,
-    /// The platform to pick from an index (`linux/arm64`, `linux/arm/v7`);
-    /// default: linux and the architecture of this machine.
-    pub platform: Option<String>,
+    /// The platform to pick from an index (`linux/arm64`, `linux/arm/v7`),
+    /// matched as [`select_manifest`] does; default: this machine's
+    /// ([`Platform::host`]).
+    pub platform: Option<Platform>,
 }
 
 impl SaveOptions {
@@ -117,8 +119,8 @@ impl SaveOptions {
     }
 
     /// Sets the platform.
-    pub fn platform(mut self, platform: impl Into<String>) -> Self {
-        self.platform = Some(platform.into());
+    pub fn platform(mut self, platform: Platform) -> Self {
+        self.platform = Some(platform);
         self
     }
 }
@@ -182,9 +184,9 @@ where
 
 fn parse_name(name: &str) -> Result<Reference, ArchiveError> {
     name.parse::<Reference>()
-        .map_err(|e| ArchiveError::InvalidName {
+        .map_err(|source| ArchiveError::InvalidName {
             name: name.chars().take(200).collect(),
-            reason: e.to_string(),
+            source,
         })
 }
 
@@ -205,33 +207,11 @@ fn read_doc(store: &dyn Provider, d: &Descriptor) -> Result<(Digest, Document), 
     Ok((digest, doc))
 }
 
-/// The platform of this machine in OCI terms.
-fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    format!("linux/{arch}")
-}
-
-fn platform_string(d: &Descriptor) -> Option<String> {
-    let v = serde_json::to_value(d.platform().as_ref()?).ok()?;
-    let os = v.get("os")?.as_str()?;
-    let arch = v.get("architecture")?.as_str()?;
-    Some(match v.get("variant").and_then(Value::as_str) {
-        Some(var) if !var.is_empty() => format!("{os}/{arch}/{var}"),
-        _ => format!("{os}/{arch}"),
-    })
-}
-
 /// Resolves a descriptor to one manifest, choosing a platform from indexes.
 fn resolve_manifest(
     store: &dyn Provider,
     d: &Descriptor,
-    platform: &str,
+    platform: &Platform,
 ) -> Result<Manifest, ArchiveError> {
     let mut d = d.clone();
     for _ in 0..8 {
@@ -239,21 +219,18 @@ fn resolve_manifest(
         match doc {
             Document::Manifest(m) => return Ok(*m),
             Document::Index(i) => {
-                let pick = i
-                    .manifests()
-                    .iter()
-                    .find(|m| {
-                        platform_string(m).is_some_and(|p| {
-                            p == platform || p.starts_with(&format!("{platform}/"))
-                        })
-                    })
-                    .or_else(|| (i.manifests().len() == 1).then(|| &i.manifests()[0]));
+                // An index of one manifest is that image, whatever its
+                // platform says.
+                let pick = match i.manifests() {
+                    [only] => Ok(only),
+                    _ => select_manifest(&i, platform),
+                };
                 match pick {
-                    Some(m) => d = m.clone(),
-                    None => {
+                    Ok(m) => d = m.clone(),
+                    Err(_) => {
                         return Err(ArchiveError::NoPlatform {
                             digest,
-                            platform: platform.to_owned(),
+                            platform: platform.to_string(),
                         })
                     }
                 }
@@ -276,7 +253,7 @@ struct Resolved {
 fn resolve_all(
     store: &dyn Provider,
     images: &[SaveImage],
-    platform: &str,
+    platform: &Platform,
 ) -> Result<Vec<Resolved>, ArchiveError> {
     let mut out: Vec<Resolved> = Vec::new();
     for image in images {
@@ -326,6 +303,7 @@ fn resolve_all(
 fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveError {
     match e {
         CopyFail::Write(source) => ArchiveError::Write { source },
+        CopyFail::Header(e) => e,
         CopyFail::Read(source) => {
             let verify = source
                 .get_ref()
@@ -339,7 +317,7 @@ fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveErr
                 ArchiveError::content(
                     what,
                     ContentError::Read {
-                        what: format!("blob {what}"),
+                        what: "the blob".into(),
                         source,
                     },
                 )
@@ -348,7 +326,7 @@ fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveErr
         CopyFail::Short(n) => ArchiveError::content(
             what,
             ContentError::Read {
-                what: format!("blob {what}"),
+                what: "the blob".into(),
                 source: io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("ended after {n} bytes"),
@@ -358,7 +336,7 @@ fn read_fail(what: &Digest, e: CopyFail, compression: Compression) -> ArchiveErr
         CopyFail::Long => ArchiveError::content(
             what,
             ContentError::Read {
-                what: format!("blob {what}"),
+                what: "the blob".into(),
                 source: io::Error::new(
                     io::ErrorKind::InvalidData,
                     "longer than its descriptor says",
@@ -469,7 +447,7 @@ fn save_docker_dyn(
     out: &mut dyn Write,
     options: &SaveOptions,
 ) -> Result<SaveReport, ArchiveError> {
-    let platform = options.platform.clone().unwrap_or_else(host_platform);
+    let platform = options.platform.clone().unwrap_or_else(Platform::host);
     let resolved = resolve_all(store, images, &platform)?;
     let mut tar = TarWriter::new(out);
     let mut report = SaveReport {

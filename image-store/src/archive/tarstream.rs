@@ -137,6 +137,8 @@ pub(crate) enum CopyFail {
     Long,
     /// The output failed.
     Write(io::Error),
+    /// The entry's header could not be written (a name too long for it).
+    Header(ArchiveError),
 }
 
 /// A streaming tar writer (ustar headers, 512-byte padding, two zero
@@ -208,7 +210,7 @@ impl<'a> TarWriter<'a> {
         self.header(path, size, tar::EntryType::Regular)
             .map_err(|e| match e {
                 ArchiveError::Write { source } => CopyFail::Write(source),
-                other => CopyFail::Write(io::Error::other(other.to_string())),
+                other => CopyFail::Header(other),
             })?;
         let mut left = size;
         while left > 0 {
@@ -236,7 +238,7 @@ impl<'a> TarWriter<'a> {
         }
         self.pad(size).map_err(|e| match e {
             ArchiveError::Write { source } => CopyFail::Write(source),
-            other => CopyFail::Write(io::Error::other(other.to_string())),
+            other => CopyFail::Header(other),
         })
     }
 

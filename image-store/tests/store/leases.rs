@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image_core::config::History;
-use image_core::{Digest, MediaType};
+use image_core::{Digest, MediaType, Platform};
 use image_store::archive::{load, save_docker, save_oci, LoadOptions, SaveImage, SaveOptions};
 use image_store::fsck::FsckOptions;
 use image_store::image::resolve_image;
@@ -140,7 +140,8 @@ fn a_failed_ingest_removes_its_ingest_and_reads_at_most_one_byte_too_many() {
     let e = store
         .ingest_reader(&mut src, Some(4), Some(&want))
         .unwrap_err();
-    assert!(e.to_string().contains("size"), "{e}");
+    let msg = image_core::error::Chain(&e).to_string();
+    assert!(msg.contains("size"), "{msg}");
     assert!(
         src.0 <= 2 << 20,
         "read {} bytes of an endless source",
@@ -403,8 +404,14 @@ fn writers_beside_gc_with_zero_grace_all_succeed() {
                     diff_id: digest,
                     history: History::default(),
                 };
-                let out = append(&leased, None, ("linux", "amd64"), &[new], |_| {})
-                    .unwrap_or_else(|e| panic!("append round {round}: {e}"));
+                let out = append(
+                    &leased,
+                    None,
+                    &Platform::new("linux", "amd64"),
+                    &[new],
+                    |_| {},
+                )
+                .unwrap_or_else(|e| panic!("append round {round}: {e}"));
                 leased
                     .set_tag("append/a:1", &out.manifest.descriptor())
                     .unwrap_or_else(|e| panic!("append tag round {round}: {e}"));

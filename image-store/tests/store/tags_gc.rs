@@ -5,7 +5,7 @@ use std::time::Duration;
 use image_core::{Classify, Digest, ErrorKind};
 use image_store::fsck::FsckOptions;
 use image_store::gc::GcOptions;
-use image_store::tags::REF_NAME;
+use image_store::tags::{TagError, REF_NAME};
 use image_store::{resolve_image, Ingester, Manager, MemoryStore, Provider, TagStore};
 
 use crate::common::{bytes, oci_dir, verify_all, write_image};
@@ -350,4 +350,24 @@ fn a_manifest_named_by_many_leases_is_read_once() {
     assert_eq!(marked.len(), 3, "manifest, config, layer");
     let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
     assert!(reads <= 4, "{reads} reads for one leased manifest");
+}
+
+/// A name that is no reference is invalid input, not "not found", when no
+/// tag is stored under it as it is; a stored odd name still resolves.
+#[test]
+fn an_invalid_name_is_invalid_input() {
+    let (_tmp, store) = oci_dir();
+    let img = write_image(&store, &[bytes(12, 100)], "a");
+    store.set_tag("busybox", &img.manifest).unwrap();
+    for name in ["Bad Name", "library/UPPER", ""] {
+        let e = store.resolve_tag(name).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name:?}: {e}");
+        assert!(matches!(e, TagError::InvalidName { .. }), "{name:?}: {e:?}");
+        let e = store.remove_tag(name).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name:?}: {e}");
+    }
+    assert_eq!(
+        store.resolve_tag("other").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
