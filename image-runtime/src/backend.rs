@@ -7,7 +7,7 @@
 //! process: by ID); [`Backend::state`] reports it; [`Backend::delete`]
 //! forgets it and releases what the backend made (cgroups, its own state).
 //! Mounting the root filesystem and writing the bundle are the caller's
-//! job ([`crate::create`]), so every backend runs exactly the same spec.
+//! job ([`crate::ContainerBuilder`]), so every backend runs exactly the same spec.
 //!
 //! [`crate::oci_runtime::OciRuntime`] drives runc or crun; a native
 //! in-process executor implements the same trait.

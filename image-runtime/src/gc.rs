@@ -2,7 +2,7 @@
 //! they managed containers: records of this runtime's backend whose owner
 //! is gone while creating or running (or, auto-removed, in any status),
 //! and directories without a record older than a minute (their snapshots
-//! go with them, see [`crate::delete`]); then active snapshots labelled
+//! go with them, see [`crate::Runtime::delete`]); then active snapshots labelled
 //! with this runtime whose container directory is gone.
 
 use std::time::{Duration, SystemTime};
@@ -30,7 +30,7 @@ pub(crate) fn gc(runtime: &Runtime) -> Result<Vec<String>, ContainerError> {
         };
         if stale
             && crate::state::validate_id(&id).is_ok()
-            && crate::delete::delete(runtime, &id).is_ok()
+            && crate::container::delete::delete(runtime, &id).is_ok()
         {
             removed.push(id);
         }

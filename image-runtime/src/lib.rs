@@ -72,11 +72,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Containers from images in a store ([`from_image`]): the image's layers
+//! Containers from images in a store ([`Runtime::container_from_image`]): the image's layers
 //! unpacked into image-overlay snapshots ([`snapshots`]: overlay, or copy
 //! where overlay mounts are unavailable), a writable snapshot per
 //! container on an init snapshot of mount points, removed on delete and by
-//! [`Runtime::gc`] after a crash; [`commit`] turns a container's changes
+//! [`Runtime::gc`] after a crash; [`Container::commit`] turns a container's changes
 //! into a new image (`docker commit`).
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -84,16 +84,10 @@
 pub mod backend;
 pub mod bundle;
 pub mod cgroup;
-pub mod commit;
 mod container;
-pub mod create;
-pub mod delete;
 pub mod error;
 pub mod etc_files;
-pub mod exec;
-pub mod from_image;
 pub mod gc;
-pub mod kill;
 pub mod lookup;
 pub mod mount;
 pub mod mountinfo;
@@ -103,23 +97,20 @@ pub mod rootfs;
 mod runtime;
 pub mod snapshots;
 pub mod spec;
-pub mod start;
 pub mod state;
 pub mod stdio;
 mod sys;
 pub mod user;
-pub mod wait;
 
 pub use backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
     Stdio,
 };
-pub use commit::{CommitError, CommitOptions, Committed};
-pub use container::{Container, RunningContainer};
-pub use create::ContainerBuilder;
+pub use container::{
+    CommitError, CommitOptions, Committed, Container, ContainerBuilder, ExecOptions, ImageRef,
+    ImageStore, RunningContainer,
+};
 pub use error::ContainerError;
-pub use exec::ExecOptions;
-pub use from_image::{ImageRef, ImageStore};
 pub use native::{NativeOptions, NativeRuntime};
 pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::{MountSpec, Rootfs};

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{Backend, Signal};
-use crate::create::ContainerBuilder;
+use crate::container::builder::ContainerBuilder;
 use crate::error::ContainerError;
 use crate::native::{NativeOptions, NativeRuntime};
 use crate::oci_runtime::{OciRuntime, RuntimeKind};
@@ -137,7 +137,7 @@ impl Runtime {
     /// # Errors
     /// [`ContainerError::NotFound`], [`ContainerError::Backend`].
     pub fn kill(&self, id: &str, signal: Signal) -> Result<(), ContainerError> {
-        crate::kill::kill(self, id, signal)
+        crate::container::kill::kill(self, id, signal)
     }
 
     /// Deletes a container, running or not: its process killed, its
@@ -148,7 +148,7 @@ impl Runtime {
     /// is returned.
     pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
         crate::state::validate_id(id)?;
-        crate::delete::delete(self, id)
+        crate::container::delete::delete(self, id)
     }
 
     /// Removes containers nobody manages any more (see

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::container::from_image::ImageRef;
 use crate::error::ContainerError;
-use crate::from_image::ImageRef;
 use crate::rootfs::Rootfs;
 use crate::snapshots::SnapshotRef;
 

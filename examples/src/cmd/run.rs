@@ -10,11 +10,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::spec::resources::{parse_bytes, parse_cpus};
 use image_runtime::spec::ANNOTATION_STDIN;
 use image_runtime::state::{ContainerStatus, StateDir};
+use image_runtime::CommitOptions;
 use image_runtime::{
     ContainerRecord, ExecOptions, NativeOptions, NetworkMode, RunOptions, Runtime, RuntimeKind,
     Signal, Stdio, Volume,

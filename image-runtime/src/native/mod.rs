@@ -87,7 +87,6 @@
 //! process and never signal a recycled pid) and the cgroups made, which
 //! [`Backend::delete`] removes.
 
-pub mod cgroup;
 mod io;
 mod plan;
 mod spawner;
@@ -105,8 +104,8 @@ use crate::backend::{
 use crate::stdio::Stdio;
 use crate::sys::{self, step, CVec, ChildPlan};
 
-use self::cgroup::{CgroupDir, CgroupError, Limits};
 use self::plan::PlanError;
+use crate::cgroup::manager::{self as cgroup, CgroupDir, CgroupError, Limits};
 
 /// Annotation asking for an init process (`true`), as `docker run --init`.
 pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";

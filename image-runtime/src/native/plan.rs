@@ -13,7 +13,7 @@ use crate::rootfs::{RootDir, RootfsError};
 use crate::spec::defaults::DEFAULT_PATH;
 use crate::sys::{Caps, Op};
 
-use super::cgroup::CgroupDir;
+use crate::cgroup::manager::CgroupDir;
 
 /// Why a spec cannot be run natively.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //!
 //! [`generate`] is pure: everything it needs from the filesystem (the
 //! resolved user, the paths of the `/etc` files) is in [`SpecContext`],
-//! which [`crate::create`] fills by reading inside the root.
+//! which [`crate::ContainerBuilder`] fills by reading inside the root.
 
 pub mod defaults;
 pub mod process;
@@ -774,7 +774,7 @@ mod tests {
             .collect();
         assert!(ns.contains(&"network"), "{ns:?}");
         // The native backend reads the same limits back.
-        let l = crate::native::cgroup::Limits::from_spec(&v);
+        let l = crate::cgroup::manager::Limits::from_spec(&v);
         assert_eq!(
             (l.memory, l.memory_swap, l.pids, l.cpu_quota, l.cpu_period),
             (

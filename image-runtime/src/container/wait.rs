@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::backend::{self, Exit};
-use crate::container::{Container, RunningContainer};
+use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
 use crate::state::ContainerStatus;
 

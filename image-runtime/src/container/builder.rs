@@ -8,8 +8,8 @@ use image_core::config::RunConfig;
 use image_core::ImageConfig;
 
 use crate::bundle::{self, BundleLayout};
+use crate::container::from_image::ImageRef;
 use crate::error::ContainerError;
-use crate::from_image::ImageRef;
 use crate::rootfs::Rootfs;
 use crate::snapshots::{self, SnapshotRef, Snapshots};
 use crate::spec::{RunOptions, Volume};
@@ -201,12 +201,12 @@ impl ContainerBuilder {
             .save(&record)
             .and_then(|()| self.prepare(&id, &dir, &mut record));
         if let Err(e) = result {
-            let cleanup = crate::delete::delete(&self.runtime, &id);
+            let cleanup = crate::container::delete::delete(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
         }
         record.status = ContainerStatus::Created;
         if let Err(e) = sd.save(&record) {
-            let cleanup = crate::delete::delete(&self.runtime, &id);
+            let cleanup = crate::container::delete::delete(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
         }
         Ok(Container::from_record(self.runtime, record))

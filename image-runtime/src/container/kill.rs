@@ -1,7 +1,7 @@
 //! `kill`: a signal to a container's init process.
 
 use crate::backend::Signal;
-use crate::container::RunningContainer;
+use crate::container::handle::RunningContainer;
 use crate::error::ContainerError;
 use crate::Runtime;
 

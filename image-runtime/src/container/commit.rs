@@ -14,7 +14,7 @@
 //! into it (what a build's `RUN` needs); pass a change for that.
 //!
 //! ```no_run
-//! use image_runtime::commit::CommitOptions;
+//! use image_runtime::CommitOptions;
 //! use image_runtime::snapshots::Snapshots;
 //! use image_runtime::{Runtime, RuntimeKind, Stdio};
 //! use std::path::Path;
@@ -47,9 +47,9 @@ use image_store::image::ImageError;
 use image_store::mutate::{self, MutateError, NewLayer};
 use image_store::{ContentError, Ingester, LeaseError, Leases, TagError, TagStore};
 
-use crate::container::Container;
+use crate::container::from_image::ImageStore;
+use crate::container::handle::Container;
 use crate::error::ContainerError;
-use crate::from_image::ImageStore;
 use crate::rootfs::Rootfs;
 use crate::snapshots::Driver;
 use crate::state::ContainerStatus;

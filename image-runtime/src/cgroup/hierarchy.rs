@@ -110,12 +110,12 @@ pub fn cgroups_path(id: &str) -> String {
 /// `memory.memsw.limit_in_bytes` (swap accounting on) or v2's
 /// `memory.swap.max`, in our own memory cgroup (the hierarchies a
 /// container's cgroups go in: v1 where there is any, see
-/// [`crate::native::cgroup::select`]).
+/// [`super::manager::select`]).
 pub fn swap_limit_supported() -> bool {
     let Ok(all) = hierarchies() else {
         return false;
     };
-    crate::native::cgroup::select(&all).iter().any(|h| {
+    super::manager::select(&all).iter().any(|h| {
         if h.v2 {
             h.own_dir.join("memory.swap.max").exists()
                 || h.own_dir.join("memory.swap.current").exists()
@@ -132,14 +132,14 @@ pub fn swap_limit_supported() -> bool {
 /// # Errors
 /// `(limit, reason)` of the first that cannot be enforced.
 pub fn check_limits(spec: &serde_json::Value) -> Result<(), (&'static str, String)> {
-    let limits = crate::native::cgroup::Limits::from_spec(spec);
+    let limits = super::manager::Limits::from_spec(spec);
     if limits.controllers().is_empty() {
         return Ok(());
     }
     let all = hierarchies().map_err(|e| ("cgroup", format!("reading cgroup hierarchies: {e}")))?;
-    let chosen = crate::native::cgroup::select(&all);
-    crate::native::cgroup::check(&chosen, &limits).map_err(|e| match e {
-        crate::native::cgroup::CgroupError::Unavailable { limit, reason } => (limit, reason),
+    let chosen = super::manager::select(&all);
+    super::manager::check(&chosen, &limits).map_err(|e| match e {
+        super::manager::CgroupError::Unavailable { limit, reason } => (limit, reason),
         other => ("cgroup", other.to_string()),
     })
 }

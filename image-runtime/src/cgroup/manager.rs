@@ -1,7 +1,7 @@
 //! Resource limits of native containers through cgroups.
 //!
 //! Each container gets a cgroup named `image-runtime-<id>` under the calling
-//! process's own cgroup (plus [`super::NativeOptions::cgroup_subpath`]) in
+//! process's own cgroup (plus [`crate::NativeOptions::cgroup_subpath`]) in
 //! every hierarchy: every v1 hierarchy on v1 and hybrid hosts (these
 //! machines: memory, pids, cpu, cpuacct, ... on v1, only hugetlb on v2), the
 //! unified hierarchy on pure v2 hosts. The parent writes the child's pid
@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cgroup::{Hierarchy, CGROUP_PREFIX};
+use super::hierarchy::{Hierarchy, CGROUP_PREFIX};
 
 /// The limits a spec's `linux.resources` asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

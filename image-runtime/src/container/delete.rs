@@ -7,7 +7,7 @@
 //! record naming the snapshot) stays until the snapshot is gone, so a
 //! failed delete can be retried, by `gc` too.
 
-use crate::container::{Container, RunningContainer};
+use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
 use crate::Runtime;
 

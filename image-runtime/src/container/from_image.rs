@@ -12,7 +12,7 @@ use image_store::image::{resolve_descriptor, resolve_image, ImageError};
 use image_store::{Image, Ingester, Provider, TagError, TagStore};
 use serde::{Deserialize, Serialize};
 
-use crate::create::{ContainerBuilder, PendingSnapshot};
+use crate::container::builder::{ContainerBuilder, PendingSnapshot};
 use crate::error::ContainerError;
 use crate::rootfs::Rootfs;
 use crate::Runtime;
