@@ -11,9 +11,9 @@ use image_store::image::ImageError;
 
 use crate::backend::BackendError;
 use crate::lookup::LookupError;
+use crate::model::ContainerStatus;
 use crate::rootfs::RootfsError;
 use crate::spec::SpecError;
-use crate::state::ContainerStatus;
 use crate::user::UserError;
 
 /// Errors of creating, starting, waiting for, killing and deleting containers.

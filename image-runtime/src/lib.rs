@@ -88,11 +88,14 @@ mod container;
 pub mod error;
 pub mod etc_files;
 pub mod gc;
+pub mod image;
 pub mod lookup;
+pub mod model;
 pub mod mount;
 pub mod mountinfo;
 pub mod native;
 pub mod oci_runtime;
+mod open;
 pub mod rootfs;
 mod runtime;
 pub mod snapshots;
@@ -107,14 +110,15 @@ pub use backend::{
     Stdio,
 };
 pub use container::{
-    CommitError, CommitOptions, Committed, Container, ContainerBuilder, ExecOptions, ImageRef,
-    ImageStore, RunningContainer,
+    CommitError, CommitOptions, Committed, Container, ContainerBuilder, ExecOptions,
+    RunningContainer,
 };
 pub use error::ContainerError;
+pub use image::ImageStore;
+pub use model::{ContainerRecord, ContainerStatus, Driver, ImageRef, Owner, SnapshotRef};
 pub use native::{NativeOptions, NativeRuntime};
 pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::{MountSpec, Rootfs};
 pub use runtime::Runtime;
-pub use snapshots::{Driver, SnapshotRef, Snapshots};
+pub use snapshots::Snapshots;
 pub use spec::{NetworkMode, Resources, RunOptions, Volume};
-pub use state::{ContainerRecord, ContainerStatus};

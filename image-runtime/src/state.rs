@@ -6,108 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::container::from_image::ImageRef;
 use crate::error::ContainerError;
-use crate::rootfs::Rootfs;
-use crate::snapshots::SnapshotRef;
-
-/// Where a container is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum ContainerStatus {
-    /// Being set up (a crash here leaves something for `gc`).
-    Creating,
-    /// Ready to start.
-    Created,
-    /// Its process was started by `owner`.
-    Running,
-    /// Its process exited.
-    Stopped,
-}
-
-/// The process that started a container, identified beyond PID reuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    /// PID.
-    pub pid: u32,
-    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
-    pub start_time: u64,
-}
-
-impl Owner {
-    /// The calling process.
-    pub fn current() -> Option<Owner> {
-        let pid = std::process::id();
-        Some(Owner {
-            pid,
-            start_time: start_time(pid)?,
-        })
-    }
-
-    /// True while that very process exists.
-    pub fn is_alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
-    }
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// What is kept on disk about a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerRecord {
-    /// Its ID.
-    pub id: String,
-    /// The image it was made from (a reference or an image ID), if known.
-    pub image: Option<String>,
-    /// The backend's name (`runc`, `crun`).
-    pub backend: String,
-    /// The bundle directory (also the container's state directory).
-    pub bundle: PathBuf,
-    /// Where the root filesystem comes from.
-    pub rootfs: Rootfs,
-    /// The lifecycle status.
-    pub status: ContainerStatus,
-    /// The process that created or started it.
-    pub owner: Option<Owner>,
-    /// The exit code once stopped.
-    pub exit_code: Option<i32>,
-    /// The image it was made from, when made from a store (what commit
-    /// appends to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_ref: Option<ImageRef>,
-    /// Its writable snapshot, when made from an image: removed on delete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotRef>,
-    /// Removed when its run ends (`run --rm`, Docker's `AutoRemove`):
-    /// deleted when it fails to start, and collected by `gc` in any status
-    /// once its owner is gone (a `run --rm` killed before it could delete).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub auto_remove: bool,
-}
+pub use crate::model::{ContainerRecord, ContainerStatus, Owner};
 
 impl ContainerRecord {
-    /// True when nobody is managing it any more, so `gc` removes it: its
-    /// owner died while creating or running it, or, for an
-    /// [`auto_remove`](Self::auto_remove) container, before it could delete
-    /// it (in any status). A created or stopped container that is not
-    /// auto-removed is kept: it waits for a `start` or an `rm`.
-    pub fn is_stale(&self) -> bool {
-        let owner_gone = !self.owner.is_some_and(|o| o.is_alive());
-        match self.status {
-            _ if self.auto_remove => owner_gone,
-            ContainerStatus::Stopped | ContainerStatus::Created => false,
-            ContainerStatus::Creating | ContainerStatus::Running => owner_gone,
-        }
-    }
-
     /// The status as it is now rather than as last saved: a container
     /// recorded as running whose owner is gone has stopped, with no exit
     /// code known, unless its init still runs. The native backend's init
@@ -258,13 +160,7 @@ impl StateDir {
 /// # Errors
 /// [`ContainerError::InvalidId`].
 pub fn validate_id(id: &str) -> Result<(), ContainerError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok {
+    if crate::model::is_valid_id(id) {
         Ok(())
     } else {
         Err(ContainerError::InvalidId { id: id.to_owned() })
@@ -276,17 +172,13 @@ pub fn validate_id(id: &str) -> Result<(), ContainerError> {
 /// # Errors
 /// [`ContainerError::State`] when `/dev/urandom` cannot be read.
 pub fn random_id() -> Result<String, ContainerError> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(ContainerError::state("/dev/urandom"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::model::random_id().map_err(ContainerError::state("/dev/urandom"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rootfs::Rootfs;
 
     #[test]
     fn records_round_trip_and_staleness() {

@@ -141,6 +141,45 @@ pub fn select(hierarchies: &[Hierarchy]) -> Vec<&Hierarchy> {
     }
 }
 
+/// True when the memory controller here can limit memory + swap: v1's
+/// `memory.memsw.limit_in_bytes` (swap accounting on) or v2's
+/// `memory.swap.max`, in our own memory cgroup (the hierarchies a
+/// container's cgroups go in: v1 where there is any, see
+/// `select`).
+pub fn swap_limit_supported() -> bool {
+    let Ok(all) = super::hierarchy::hierarchies() else {
+        return false;
+    };
+    select(&all).iter().any(|h| {
+        if h.v2 {
+            h.own_dir.join("memory.swap.max").exists()
+                || h.own_dir.join("memory.swap.current").exists()
+        } else {
+            h.controllers.iter().any(|c| c == "memory")
+                && h.own_dir.join("memory.memsw.limit_in_bytes").exists()
+        }
+    })
+}
+
+/// Checks that every limit `spec` (as JSON) asks for in `linux.resources`
+/// has its controller in a hierarchy a container's cgroups would go in.
+///
+/// # Errors
+/// `(limit, reason)` of the first that cannot be enforced.
+pub fn check_limits(spec: &serde_json::Value) -> Result<(), (&'static str, String)> {
+    let limits = Limits::from_spec(spec);
+    if limits.controllers().is_empty() {
+        return Ok(());
+    }
+    let all = super::hierarchy::hierarchies()
+        .map_err(|e| ("cgroup", format!("reading cgroup hierarchies: {e}")))?;
+    let chosen = select(&all);
+    check(&chosen, &limits).map_err(|e| match e {
+        CgroupError::Unavailable { limit, reason } => (limit, reason),
+        other => ("cgroup", other.to_string()),
+    })
+}
+
 /// Creates the container's cgroups in `hierarchies` (see [`select`]) under
 /// `subpath`, and writes `limits`. On failure what was created is removed.
 ///

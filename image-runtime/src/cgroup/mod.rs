@@ -7,3 +7,4 @@ mod hierarchy;
 pub(crate) mod manager;
 
 pub use self::hierarchy::*;
+pub use self::manager::{check_limits, swap_limit_supported};

@@ -8,13 +8,16 @@ use image_core::config::RunConfig;
 use image_core::ImageConfig;
 
 use crate::bundle::{self, BundleLayout};
-use crate::container::from_image::ImageRef;
+use crate::container::handle::Container;
 use crate::error::ContainerError;
+use crate::model::ImageRef;
+use crate::model::{ContainerRecord, ContainerStatus, Owner};
+use crate::mount;
 use crate::rootfs::Rootfs;
+use crate::runtime::Runtime;
 use crate::snapshots::{self, SnapshotRef, Snapshots};
 use crate::spec::{RunOptions, Volume};
-use crate::state::{self, ContainerRecord, ContainerStatus, Owner};
-use crate::{mount, Container, Runtime};
+use crate::state;
 
 /// Builds a container; see [`Runtime::container`]. Setters take and return
 /// the builder by value.
@@ -222,7 +225,7 @@ impl ContainerBuilder {
             let target = dir.join("rootfs");
             std::fs::create_dir(&target).map_err(ContainerError::state(&target))?;
             let init = snapshots::make_init(
-                &self.runtime,
+                self.runtime.root(),
                 &p.snapshots,
                 id,
                 p.parent.as_deref(),
@@ -232,7 +235,7 @@ impl ContainerBuilder {
             let mounts = p
                 .snapshots
                 .snapshotter()
-                .prepare_with(id, Some(&init), snapshots::labels(&self.runtime, id))
+                .prepare_with(id, Some(&init), snapshots::labels(self.runtime.root(), id))
                 .map_err(snapshots::snapshot_err(id))?;
             record.rootfs = Rootfs::Mounts(snapshots::mount_specs(mounts)?);
             self.runtime.state().save(record)?;
@@ -269,5 +272,12 @@ impl ContainerBuilder {
         )?;
         self.runtime.backend().create(id, dir)?;
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// Starts building a container on `rootfs`.
+    pub fn container(&self, rootfs: Rootfs) -> ContainerBuilder {
+        ContainerBuilder::new(self.clone(), rootfs)
     }
 }

@@ -47,12 +47,12 @@ use image_store::image::ImageError;
 use image_store::mutate::{self, MutateError, NewLayer};
 use image_store::{ContentError, Ingester, LeaseError, Leases, TagError, TagStore};
 
-use crate::container::from_image::ImageStore;
 use crate::container::handle::Container;
 use crate::error::ContainerError;
+use crate::image::ImageStore;
+use crate::model::ContainerStatus;
+use crate::model::Driver;
 use crate::rootfs::Rootfs;
-use crate::snapshots::Driver;
-use crate::state::ContainerStatus;
 
 /// Knobs of a commit.
 #[derive(Debug, Clone)]
@@ -274,7 +274,7 @@ impl Container {
             source: Box::new(source),
         };
         if let Some(sref) = &self.record.snapshot {
-            let snapshots = sref.open(&self.runtime)?;
+            let snapshots = sref.open(self.runtime.snapshots())?;
             let sn = snapshots.snapshotter();
             let snap_err = |key: &str| {
                 let key = key.to_owned();

@@ -9,7 +9,7 @@
 
 use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> {
     let dir = runtime.state().dir(id);
@@ -41,7 +41,8 @@ pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> 
     if let Some(sref) = snapshot {
         if still_mounted {
             snapshot_kept = true;
-        } else if let Err(e) = crate::snapshots::remove(runtime, &sref) {
+        } else if let Err(e) = crate::snapshots::remove(runtime.snapshots(), runtime.root(), &sref)
+        {
             snapshot_kept = true;
             note(Err(e));
         }
@@ -74,5 +75,18 @@ impl RunningContainer {
     /// As [`Container::delete`].
     pub fn delete(self) -> Result<(), ContainerError> {
         self.into_container().delete()
+    }
+}
+
+impl Runtime {
+    /// Deletes a container, running or not: its process killed, its
+    /// backend state, mounts, cgroups and directory removed.
+    ///
+    /// # Errors
+    /// [`ContainerError`]; cleaning continues past failures and the first
+    /// is returned.
+    pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        crate::state::validate_id(id)?;
+        delete(self, id)
     }
 }

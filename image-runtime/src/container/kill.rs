@@ -3,13 +3,19 @@
 use crate::backend::Signal;
 use crate::container::handle::RunningContainer;
 use crate::error::ContainerError;
-use crate::Runtime;
+use crate::runtime::Runtime;
 
-pub(crate) fn kill(runtime: &Runtime, id: &str, signal: Signal) -> Result<(), ContainerError> {
-    crate::state::validate_id(id)?;
-    let record = runtime.state().load(id)?;
-    runtime.backend().kill(&record.id, signal)?;
-    Ok(())
+impl Runtime {
+    /// Sends `signal` to a running container, from any process.
+    ///
+    /// # Errors
+    /// [`ContainerError::NotFound`], [`ContainerError::Backend`].
+    pub fn kill(&self, id: &str, signal: Signal) -> Result<(), ContainerError> {
+        crate::state::validate_id(id)?;
+        let record = self.state().load(id)?;
+        self.backend().kill(&record.id, signal)?;
+        Ok(())
+    }
 }
 
 impl RunningContainer {

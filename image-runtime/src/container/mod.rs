@@ -16,5 +16,4 @@ pub(crate) mod wait;
 pub use self::builder::ContainerBuilder;
 pub use self::commit::{CommitError, CommitOptions, Committed};
 pub use self::exec::ExecOptions;
-pub use self::from_image::{ImageRef, ImageStore};
 pub use self::handle::{Container, RunningContainer};

@@ -3,7 +3,7 @@
 use crate::backend::Stdio;
 use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
-use crate::state::{ContainerStatus, Owner};
+use crate::model::{ContainerStatus, Owner};
 
 impl Container {
     /// Starts the process with `stdio`. A stopped container is started

@@ -28,10 +28,10 @@ pub use resources::{NetworkMode, Resources};
 pub const ANNOTATION_EXPOSED_PORTS: &str = "io.image-crates.runtime.exposed-ports";
 /// Annotation recording the image's declared volumes, comma-separated.
 pub const ANNOTATION_IMAGE_VOLUMES: &str = "io.image-crates.runtime.image-volumes";
-/// Annotation asking the backend for an init process as pid 1 (`true`):
-/// the native backend's [`crate::native::ANNOTATION_INIT`]; runc and crun
+/// Annotation asking the backend for an init process as pid 1 (`true`),
+/// as `docker run --init`: the native backend runs one; runc and crun
 /// refuse it with [`crate::BackendError::Unsupported`].
-pub const ANNOTATION_INIT: &str = crate::native::ANNOTATION_INIT;
+pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";
 /// Annotation recording that the container was made to read its standard
 /// input (`true`, `docker run -i`): what `start` attaches by default. The
 /// OCI spec has no field for it.
