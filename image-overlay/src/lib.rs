@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod compare;
 pub mod compress;
 pub mod diff;
 pub mod flatten;
@@ -55,6 +56,7 @@ mod tarwriter;
 pub mod unpack;
 pub mod whiteout;
 
+pub use compare::{compare, compare_into, CompareError, ComparedLayer};
 pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};

@@ -1661,3 +1661,240 @@ fn image_unpack_refuses_encrypted_layers_before_unpacking_anything() {
         assert!(!root.exists(), "{driver}: flatten made {}", root.display());
     }
 }
+
+// ---- the changes of a snapshot as a layer (compare) ---------------------------
+
+/// The files of the parent the changes are made on: a file to change, one
+/// to delete, a directory to delete and make again.
+const BASE: &[(&str, &[u8])] = &[
+    ("etc/conf", b"original"),
+    ("etc/gone", b"x"),
+    ("bin/tool", b"tool"),
+    ("var/d/f", b"f"),
+    ("var/d/g", b"g"),
+];
+
+/// Changes every kind of thing a layer carries, through the snapshot's
+/// mounts: a changed file, a deleted file, a directory replaced by a new
+/// one (its old content must not come back), new files and directories.
+fn change_everything(root: &Path) {
+    fs::write(root.join("etc/conf"), b"changed").expect("change");
+    fs::remove_file(root.join("etc/gone")).expect("delete file");
+    fs::remove_dir_all(root.join("var/d")).expect("delete dir");
+    fs::create_dir(root.join("var/d")).expect("make dir again");
+    write(&root.join("var/d/new"), b"n");
+    write(&root.join("new/deep/file"), b"new");
+    std::os::unix::fs::symlink("../bin/tool", root.join("etc/tool")).expect("symlink");
+}
+
+/// Applies `blobs` (gzip layers, bottom first) onto an empty directory and
+/// returns its tree, root entry excluded (a layer does not carry it).
+fn applied(blobs: &[(Vec<u8>, Digest)]) -> Tree {
+    let flat = tempfile::tempdir().expect("tempdir");
+    for (blob, diff_id) in blobs {
+        unpack(
+            &blob[..],
+            flat.path(),
+            &UnpackOptions::default().with_diff_id(diff_id.clone()),
+        )
+        .expect("apply layer");
+    }
+    let mut t = tree(flat.path());
+    t.remove("");
+    t
+}
+
+/// The blob of `desc` in `store`, checked against the descriptor.
+fn stored_blob(store: &OciDir, layer: &image_overlay::ComparedLayer) -> Vec<u8> {
+    use image_store::Provider;
+    let digest = image_core::manifest::descriptor_digest(&layer.descriptor, "digest")
+        .expect("descriptor digest");
+    assert_eq!(digest, layer.report.digest);
+    assert_eq!(layer.descriptor.size(), layer.report.size);
+    assert_eq!(
+        image_core::manifest::descriptor_media_type(&layer.descriptor),
+        MediaType::OciLayerGzip
+    );
+    let blob = store
+        .read_blob_to_vec(&digest, 1 << 30)
+        .expect("blob in store");
+    assert_eq!(blob.len() as u64, layer.report.size);
+    blob
+}
+
+/// The changes of an active snapshot on a parent, stored as a layer:
+/// applied onto the parent's content they give exactly what the snapshot
+/// shows, and the parent's view made for the comparison is gone.
+fn changes_on_a_parent_as_a_layer<D: Driver>(test: &str) {
+    if !mounts_permitted(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    commit_layer(&sn, "base", None, BASE, &[]);
+    let mounts = sn.prepare("work", Some("base")).expect("prepare");
+    let want = with_mounted(&mounts, |root| {
+        change_everything(root);
+        let mut t = tree(root);
+        t.remove("");
+        t
+    });
+
+    let opts = PackOptions::new(Compression::Gzip);
+    let layer = image_overlay::compare_into(&store, &sn, "work", &opts).expect("compare");
+    let blob = stored_blob(&store, &layer);
+    assert!(store.ingests().expect("ingests").is_empty());
+
+    // The base as a layer of its own (its whole tree), then the changes.
+    let base_mounts = sn.view("base-view", Some("base")).expect("view");
+    let mut base_blob = Vec::new();
+    let base_report = with_mounted(&base_mounts, |root| {
+        image_overlay::pack_dir(root, &mut base_blob, &opts).expect("pack base")
+    });
+    sn.remove("base-view").expect("remove view");
+    let got = applied(&[
+        (base_blob, base_report.diff_id),
+        (blob, layer.report.diff_id.clone()),
+    ]);
+    assert_eq!(got, want);
+
+    // Only what the test made is left: no view of the comparison.
+    let mut names: Vec<String> = sn
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["base", "work"]);
+
+    // The same changes into a writer are the same layer.
+    let mut again = Vec::new();
+    let report = image_overlay::compare(&sn, "work", &mut again, &opts).expect("compare");
+    assert_eq!(report.diff_id, layer.report.diff_id);
+}
+
+/// Without a parent, the whole tree of the snapshot is the change.
+fn changes_without_a_parent_are_the_tree<D: Driver>(test: &str) {
+    if !mounts_permitted(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    let mounts = sn.prepare("solo", None).expect("prepare");
+    let want = with_mounted(&mounts, |root| {
+        for (p, data) in BASE {
+            write(&root.join(p), data);
+        }
+        let mut t = tree(root);
+        t.remove("");
+        t
+    });
+    let layer =
+        image_overlay::compare_into(&store, &sn, "solo", &PackOptions::new(Compression::Gzip))
+            .expect("compare");
+    let blob = stored_blob(&store, &layer);
+    assert_eq!(applied(&[(blob, layer.report.diff_id)]), want);
+}
+
+/// A committed snapshot, a view and a missing key have no changes to
+/// compare: each is refused with its class, and nothing is left in the
+/// store (no blob, no ingest).
+fn what_has_no_changes_is_refused<D: Driver>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    let m = sn.prepare("a", None).expect("prepare");
+    write(&bind_dir(&m).join("f"), b"f");
+    sn.commit("c", "a").expect("commit");
+    sn.view("v", Some("c")).expect("view");
+    let opts = PackOptions::new(Compression::Gzip);
+    for (key, kind) in [
+        ("c", ErrorKind::FailedPrecondition),
+        ("v", ErrorKind::Unsupported),
+        ("nope", ErrorKind::NotFound),
+    ] {
+        let e = image_overlay::compare_into(&store, &sn, key, &opts).unwrap_err();
+        assert_eq!(e.kind(), kind, "{key}: {e}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    assert!(store.ingests().expect("ingests").is_empty());
+    use image_store::Manager;
+    assert!(store.list().expect("list").is_empty());
+}
+
+#[test]
+fn compare_overlay_changes_on_a_parent() {
+    changes_on_a_parent_as_a_layer::<Overlay>("compare_overlay_changes_on_a_parent");
+}
+
+#[test]
+fn compare_copy_changes_on_a_parent() {
+    changes_on_a_parent_as_a_layer::<Copy>("compare_copy_changes_on_a_parent");
+}
+
+#[test]
+fn compare_overlay_without_a_parent() {
+    changes_without_a_parent_are_the_tree::<Overlay>("compare_overlay_without_a_parent");
+}
+
+#[test]
+fn compare_copy_without_a_parent() {
+    changes_without_a_parent_are_the_tree::<Copy>("compare_copy_without_a_parent");
+}
+
+#[test]
+fn compare_overlay_refuses_what_has_no_changes() {
+    what_has_no_changes_is_refused::<Overlay>();
+}
+
+#[test]
+fn compare_copy_refuses_what_has_no_changes() {
+    what_has_no_changes_is_refused::<Copy>();
+}
+
+/// The driver of a root is read from its metadata: none for a new root,
+/// the driver that made it otherwise, a typed error for a corrupt file.
+#[test]
+fn driver_at_names_the_driver_of_a_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (o, c) = (dir.path().join("o"), dir.path().join("c"));
+    assert_eq!(image_overlay::snapshot::driver_at(&o).expect("new"), None);
+    let sn = OverlaySnapshotter::open(&o).expect("open");
+    sn.prepare("k", None).expect("prepare");
+    let sn = CopySnapshotter::open(&c).expect("open");
+    sn.prepare("k", None).expect("prepare");
+    assert_eq!(
+        image_overlay::snapshot::driver_at(&o)
+            .expect("overlay")
+            .as_deref(),
+        Some("overlay")
+    );
+    assert_eq!(
+        image_overlay::snapshot::driver_at(&c)
+            .expect("copy")
+            .as_deref(),
+        Some("copy")
+    );
+    fs::write(c.join("metadata.json"), b"{not json").expect("corrupt");
+    let e = image_overlay::snapshot::driver_at(&c).unwrap_err();
+    assert!(matches!(e, SnapshotError::Metadata { .. }), "{e:?}");
+}
+
+/// The overlay probe mounts through the mounter it is given and leaves
+/// nothing under the root.
+#[test]
+fn overlay_works_at_probes_through_the_mounter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = RecordingMounter::default();
+    assert!(OverlaySnapshotter::works_at(dir.path(), &rec));
+    let calls = rec.calls();
+    assert!(!calls.is_empty(), "{calls:?}");
+    assert_eq!(fs::read_dir(dir.path()).expect("read_dir").count(), 0);
+    if mounts_permitted("overlay_works_at_probes_through_the_mounter") {
+        assert!(OverlaySnapshotter::works_at(dir.path(), &SysMounter));
+        assert_eq!(fs::read_dir(dir.path()).expect("read_dir").count(), 0);
+    }
+}

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use super::core::{core_snapshotter, Core, Layout};
 use super::SnapshotError;
+use crate::mount::{Mount, Mounter};
 
 /// Knobs of the overlay driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,40 @@ pub struct OverlaySnapshotter {
 }
 
 impl OverlaySnapshotter {
+    /// Whether an overlay mount with its upper directory under `root` works
+    /// here through `mounter` (mount privilege, a filesystem overlayfs
+    /// accepts as an upper layer): a probe directory under `root` is made,
+    /// mounted, unmounted and removed. Creates `root` if missing.
+    pub fn works_at(root: impl AsRef<Path>, mounter: &dyn Mounter) -> bool {
+        let root = root.as_ref();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let probe = root.join(format!(".probe-{}-{nanos}", std::process::id()));
+        let dirs = ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
+        if dirs.iter().any(|d| std::fs::create_dir_all(d).is_err()) {
+            let _ = std::fs::remove_dir_all(&probe);
+            return false;
+        }
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let mount = Mount {
+            fs_type: "overlay".to_owned(),
+            source: "overlay".to_owned(),
+            target: None,
+            options: vec![
+                format!("lowerdir={}", s(&dirs[0])),
+                format!("upperdir={}", s(&dirs[1])),
+                format!("workdir={}", s(&dirs[2])),
+            ],
+        };
+        let ok = mounter.mount(&[mount], &dirs[3]).is_ok();
+        if ok {
+            let _ = mounter.unmount(&dirs[3], true);
+        }
+        let _ = std::fs::remove_dir_all(&probe);
+        ok
+    }
+
     /// Opens (creating it if needed) the root `root` with default options.
     ///
     /// # Errors
