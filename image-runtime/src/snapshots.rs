@@ -17,7 +17,7 @@ use crate::error::ContainerError;
 pub use crate::model::{Driver, SnapshotRef};
 use crate::rootfs::{MountSpec, RootfsError};
 use crate::state::StateDir;
-use image_overlay::mount::{Mount, Mounter, SysMounter};
+use image_overlay::mount::{Mount, SysMounter};
 use image_overlay::snapshot::{
     CommitOptions, CopySnapshotter, Kind, Labels, OverlaySnapshotter, SnapshotError, Snapshotter,
 };
@@ -72,12 +72,21 @@ impl Snapshots {
     /// filesystem overlayfs accepts as upper layer), else copy.
     ///
     /// # Errors
-    /// As [`Snapshots::open`].
+    /// As [`Snapshots::open`]; [`SnapshotError::Metadata`] for a corrupt
+    /// metadata file, [`SnapshotError::BadRoot`] for a driver not known here.
     pub fn open_default(root: &Path) -> Result<Snapshots, SnapshotError> {
-        if let Some(driver) = existing_driver(root) {
-            return Snapshots::open(root, driver);
+        match image_overlay::snapshot::driver_at(root)?.as_deref() {
+            Some("overlay") => return Snapshots::open(root, Driver::Overlay),
+            Some("copy") => return Snapshots::open(root, Driver::Copy),
+            Some(other) => {
+                return Err(SnapshotError::BadRoot {
+                    path: root.to_owned(),
+                    reason: format!("holds snapshots of the unknown driver {other}"),
+                })
+            }
+            None => {}
         }
-        if overlay_works(root) {
+        if OverlaySnapshotter::works_at(root, &SysMounter) {
             match Snapshots::open(root, Driver::Overlay) {
                 Err(SnapshotError::BadRoot { .. }) => {}
                 other => return other,
@@ -104,47 +113,6 @@ impl Snapshots {
     fn is(&self, driver: Driver, root: &Path) -> bool {
         self.driver == driver && self.root == root
     }
-}
-
-/// The driver named by `<root>/metadata.json`, if the root exists.
-fn existing_driver(root: &Path) -> Option<Driver> {
-    let bytes = std::fs::read(root.join("metadata.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    match v.get("driver")?.as_str()? {
-        "overlay" => Some(Driver::Overlay),
-        "copy" => Some(Driver::Copy),
-        _ => None,
-    }
-}
-
-/// Whether an overlay mount with an upper directory under `root` works.
-fn overlay_works(root: &Path) -> bool {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let probe = root.join(format!(".probe-{}-{nanos}", std::process::id()));
-    let dirs = ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
-    if dirs.iter().any(|d| std::fs::create_dir_all(d).is_err()) {
-        let _ = std::fs::remove_dir_all(&probe);
-        return false;
-    }
-    let s = |p: &PathBuf| p.to_string_lossy().into_owned();
-    let mount = Mount {
-        fs_type: "overlay".to_owned(),
-        source: "overlay".to_owned(),
-        target: None,
-        options: vec![
-            format!("lowerdir={}", s(&dirs[0])),
-            format!("upperdir={}", s(&dirs[1])),
-            format!("workdir={}", s(&dirs[2])),
-        ],
-    };
-    let ok = SysMounter.mount(&[mount], &dirs[3]).is_ok();
-    if ok {
-        let _ = SysMounter.unmount(&dirs[3], true);
-    }
-    let _ = std::fs::remove_dir_all(&probe);
-    ok
 }
 
 /// The name of container `id`'s init snapshot.
