@@ -8,10 +8,11 @@
 //! directory at a time with `lowerdir+`; `mount(2)` for bind mounts);
 //! [`LegacyMounter`] is what it falls back to on kernels before 6.8
 //! (`mount(2)` only, long lists shortened through `/proc/self/fd`);
-//! [`RecordingMounter`] only records what it is asked, for unit tests.
-//! [`MountGuard`] unmounts on drop.
+//! `RecordingMounter` (with the `testing` feature) only records what it is
+//! asked, for tests. [`MountGuard`] unmounts on drop.
 //!
 //! ```
+//! # #[cfg(feature = "testing")] {
 //! use image_overlay::mount::{Mount, Mounter, RecordingMounter, MountCall};
 //! use std::path::Path;
 //!
@@ -20,13 +21,16 @@
 //! m.mount(&mounts, Path::new("/run/c1/rootfs"))?;
 //! m.unmount(Path::new("/run/c1/rootfs"), false)?;
 //! assert!(matches!(&m.calls()[0], MountCall::Mount { .. }));
+//! # }
 //! # Ok::<(), image_overlay::mount::MountError>(())
 //! ```
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+#[cfg(any(test, feature = "testing"))]
+use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use image_core::{Classify, ErrorKind};
 use rustix::fs::CWD;
@@ -548,6 +552,7 @@ fn mount_overlay_legacy(m: &Mount, point: &Path) -> Result<(), MountError> {
 }
 
 /// A call recorded by [`RecordingMounter`].
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountCall {
     /// A [`Mounter::mount`] call.
@@ -567,11 +572,13 @@ pub enum MountCall {
 }
 
 /// A mounter that records its calls and performs nothing, for tests.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 pub struct RecordingMounter {
     calls: Mutex<Vec<MountCall>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl RecordingMounter {
     /// The calls so far, in order.
     pub fn calls(&self) -> Vec<MountCall> {
@@ -589,6 +596,7 @@ impl RecordingMounter {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Mounter for RecordingMounter {
     fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
         for m in mounts {

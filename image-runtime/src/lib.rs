@@ -78,21 +78,36 @@
 //! container on an init snapshot of mount points, removed on delete and by
 //! [`Runtime::gc`] after a crash; [`Container::commit`] turns a container's changes
 //! into a new image (`docker commit`).
+//!
+//! # Features
+//! - `testing`: makes public the internals this crate's own tests and
+//!   imagectl's leak checks look at (`cgroup`: a container's cgroup
+//!   directories; `mountinfo`: what is mounted under a directory; `mount`:
+//!   the mount helpers). Not a stable API; nothing else needs it.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backend;
 pub mod bundle;
+#[cfg(feature = "testing")]
 pub mod cgroup;
+#[cfg(not(feature = "testing"))]
+mod cgroup;
 mod container;
-pub mod error;
-pub mod etc_files;
-pub mod gc;
-pub mod image;
-pub mod lookup;
+mod error;
+mod etc_files;
+mod gc;
+mod image;
+mod lookup;
 pub mod model;
+#[cfg(feature = "testing")]
 pub mod mount;
+#[cfg(not(feature = "testing"))]
+mod mount;
+#[cfg(feature = "testing")]
 pub mod mountinfo;
+#[cfg(not(feature = "testing"))]
+mod mountinfo;
 pub mod native;
 pub mod oci_runtime;
 mod open;
@@ -101,7 +116,7 @@ mod runtime;
 pub mod snapshots;
 pub mod spec;
 pub mod state;
-pub mod stdio;
+mod stdio;
 mod sys;
 pub mod user;
 
@@ -115,6 +130,7 @@ pub use container::{
 };
 pub use error::ContainerError;
 pub use image::ImageStore;
+pub use lookup::LookupError;
 pub use model::{ContainerRecord, ContainerStatus, Driver, ImageRef, Owner, SnapshotRef};
 pub use native::{NativeOptions, NativeRuntime};
 pub use oci_runtime::{OciRuntime, RuntimeKind};

@@ -87,7 +87,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`].
-    pub fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+    pub(crate) fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
         use std::io::Write;
         let dir = self.dir(&record.id);
         let tmp = dir.join(".container.json.tmp");

@@ -4,7 +4,7 @@
 //! # How a container starts
 //! Everything is prepared in the caller before any process exists: the
 //! spec is read, the container's cgroups made and limited
-//! ([`crate::cgroup`]), the stdio descriptors and pumps set up, the list of mount
+//! (`cgroup`), the stdio descriptors and pumps set up, the list of mount
 //! operations, device nodes, masked and read-only paths, credentials,
 //! capability sets, rlimits, argv, envp and the candidate program paths
 //! built as C data. Then one raw `clone` (made on a dedicated thread, see

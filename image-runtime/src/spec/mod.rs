@@ -169,7 +169,7 @@ pub struct SpecContext {
     /// `linux.cgroupsPath` (relative: under the runtime's own cgroup).
     pub cgroups_path: Option<String>,
     /// The host can limit memory + swap (v1 `memory.memsw.*`, v2
-    /// `memory.swap.max`; see [`crate::cgroup::swap_limit_supported`]):
+    /// `memory.swap.max`; see `cgroup::swap_limit_supported`):
     /// a memory limit then also limits swap to the same (no swap use).
     pub swap_limit: bool,
 }
