@@ -2,8 +2,8 @@
 //! a container's [`ContainerStatus`], [`Owner`] and [`ContainerRecord`],
 //! the [`ImageRef`] of the image it was made from, the [`SnapshotRef`] of
 //! its writable snapshot and the snapshot [`Driver`]s, and container IDs.
-//! Plain values (serde for the record on disk); no module of the crate
-//! below this one.
+//! Plain values (serde for the record on disk); of the crate's own modules
+//! only [`rootfs`](crate::rootfs) (what a root filesystem is) lies below.
 
 use std::path::PathBuf;
 

@@ -16,7 +16,8 @@
 //! use image_runtime::CommitOptions;
 //! use image_runtime::snapshots::Snapshots;
 //! use image_runtime::{Runtime, RuntimeKind, Stdio};
-//! //!
+//! use std::path::Path;
+//!
 //! let store = image_store::OciDir::open_or_create(Path::new("/var/lib/images"))?;
 //! let rt = Runtime::oci(Path::new("/var/lib/runtime"), RuntimeKind::Runc)?
 //!     .with_snapshots(Snapshots::open_default(Path::new("/var/lib/snapshots"))?)?;
