@@ -58,9 +58,31 @@ impl ContainerRecord {
     }
 }
 
+/// The records of every container under the runtime state directory
+/// `root` (as [`Runtime::list`](crate::Runtime::list) gives them, without
+/// opening a runtime: no backend needed, nothing collected), what `ps`
+/// shows; unreadable records are skipped.
+///
+/// # Errors
+/// [`ContainerError::State`] when the directory cannot be listed.
+pub fn list(root: &Path) -> Result<Vec<ContainerRecord>, ContainerError> {
+    StateDir::open(root)?.list()
+}
+
+/// The record of container `id` under the runtime state directory `root`.
+///
+/// # Errors
+/// [`ContainerError::InvalidId`] for an ID that is not a single name (so
+/// that nothing outside the state directory is read);
+/// [`ContainerError::NotFound`]; [`ContainerError::State`].
+pub fn load(root: &Path, id: &str) -> Result<ContainerRecord, ContainerError> {
+    validate_id(id)?;
+    StateDir::open(root)?.load(id)
+}
+
 /// The directory of container states.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
@@ -72,14 +94,14 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`].
-    pub fn open(root: &Path) -> Result<StateDir, ContainerError> {
+    pub(crate) fn open(root: &Path) -> Result<StateDir, ContainerError> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir).map_err(ContainerError::state(&dir))?;
         Ok(StateDir { root: dir })
     }
 
     /// The directory of container `id`.
-    pub fn dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
@@ -106,7 +128,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::NotFound`], [`ContainerError::State`].
-    pub fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+    pub(crate) fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let path = self.dir(id).join(RECORD_FILE);
         let bytes = std::fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -128,7 +150,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`].
-    pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
+    pub(crate) fn ids(&self) -> Result<Vec<String>, ContainerError> {
         let mut ids = Vec::new();
         for e in std::fs::read_dir(&self.root).map_err(ContainerError::state(&self.root))? {
             let e = e.map_err(ContainerError::state(&self.root))?;
@@ -146,7 +168,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`] when the directory cannot be listed.
-    pub fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+    pub(crate) fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
         Ok(self
             .ids()?
             .iter()
@@ -179,6 +201,39 @@ pub fn random_id() -> Result<String, ContainerError> {
 mod tests {
     use super::*;
     use crate::rootfs::Rootfs;
+
+    /// Reading a record by ID never leaves the state directory: an ID
+    /// that is a path is refused, even where a record lies at its end.
+    #[test]
+    fn load_refuses_an_id_that_is_a_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        let outside = tmp.path().join("x");
+        std::fs::create_dir_all(&outside).unwrap();
+        let r = ContainerRecord {
+            id: "x".into(),
+            image: None,
+            backend: "runc".into(),
+            bundle: outside.clone(),
+            rootfs: Rootfs::Directory("/x".into()),
+            status: ContainerStatus::Stopped,
+            owner: None,
+            exit_code: None,
+            image_ref: None,
+            snapshot: None,
+            auto_remove: false,
+        };
+        std::fs::write(outside.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(
+            sd.load("../x").is_ok(),
+            "the planted record is where ../x leads"
+        );
+        assert!(matches!(
+            load(tmp.path(), "../x"),
+            Err(ContainerError::InvalidId { .. })
+        ));
+        assert_eq!(list(tmp.path()).unwrap(), Vec::new());
+    }
 
     #[test]
     fn records_round_trip_and_staleness() {
