@@ -1898,3 +1898,197 @@ fn overlay_works_at_probes_through_the_mounter() {
         assert_eq!(fs::read_dir(dir.path()).expect("read_dir").count(), 0);
     }
 }
+
+/// A small deterministic generator (xorshift64*), so that a failing seed
+/// can be replayed.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A path of one to three components from a small namespace, so that
+    /// changes often meet what the parent holds.
+    fn path(&mut self) -> PathBuf {
+        let mut p = PathBuf::new();
+        for _ in 0..=self.below(3) {
+            p.push(["a", "b", "c", "d"][self.below(4)]);
+        }
+        p
+    }
+}
+
+/// Every entry below `root` (not `root` itself), parents before children.
+fn entries(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = tree(root)
+        .into_keys()
+        .filter(|k| !k.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes whatever is at `p` (a directory with its content).
+fn remove_any(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).expect("remove dir"),
+        Ok(_) => fs::remove_file(p).expect("remove"),
+        Err(_) => {}
+    }
+}
+
+/// Writes a file at `rel` under `root`, replacing any non-directory on the
+/// way (a file where a directory is wanted goes).
+fn put_file(root: &Path, rel: &Path, data: &[u8]) {
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in &parts[..parts.len() - 1] {
+        at.push(c);
+        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            remove_any(&at);
+            fs::create_dir(&at).expect("mkdir");
+        }
+    }
+    let file = root.join(rel);
+    if fs::symlink_metadata(&file).is_ok_and(|m| m.is_dir()) {
+        remove_any(&file);
+    }
+    let _ = fs::remove_file(&file);
+    fs::write(&file, data).expect("write");
+}
+
+/// One random change under `root`: a new or changed file, a removal (of a
+/// file, link or whole directory), a file replaced by a directory or the
+/// reverse, a symlink, a mode change, an emptied directory.
+fn random_change(g: &mut Gen, root: &Path) {
+    let existing = entries(root);
+    let pick = |g: &mut Gen| existing.get(g.below(existing.len().max(1))).cloned();
+    match g.below(7) {
+        0 | 1 => {
+            let p = g.path();
+            put_file(root, &p, format!("data {}", g.next()).as_bytes());
+        }
+        2 => {
+            if let Some(p) = pick(g) {
+                remove_any(&root.join(p));
+            }
+        }
+        3 => {
+            if let Some(p) = pick(g) {
+                let full = root.join(&p);
+                let was_dir = fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir());
+                remove_any(&full);
+                if was_dir {
+                    fs::write(&full, b"was a directory").expect("write");
+                } else {
+                    fs::create_dir(&full).expect("mkdir");
+                    fs::write(full.join("inside"), b"new").expect("write");
+                }
+            }
+        }
+        4 => {
+            let p = g.path();
+            put_file(root, &p, b"");
+            let full = root.join(&p);
+            fs::remove_file(&full).expect("remove");
+            std::os::unix::fs::symlink(format!("target-{}", g.below(9)), &full).expect("symlink");
+        }
+        5 => {
+            if let Some(p) = pick(g) {
+                let full = root.join(p);
+                if fs::symlink_metadata(&full).is_ok_and(|m| m.is_file()) {
+                    let mode = [0o600, 0o644, 0o755, 0o700][g.below(4)];
+                    fs::set_permissions(&full, fs::Permissions::from_mode(mode)).expect("chmod");
+                }
+            }
+        }
+        _ => {
+            if let Some(p) = pick(g) {
+                let full = root.join(p);
+                if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&full).expect("remove");
+                    fs::create_dir(&full).expect("mkdir");
+                }
+            }
+        }
+    }
+}
+
+/// For many generated parents and changes, on both drivers: the layer
+/// `compare_into` stores, applied onto the parent's content, gives exactly
+/// the tree the active snapshot shows.
+fn generated_changes_round_trip<D: Driver>(test: &str) {
+    if !mounts_permitted(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    let opts = PackOptions::new(Compression::Gzip);
+    for seed in 1..=24u64 {
+        let mut g = Gen(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (base, work) = (format!("base-{seed}"), format!("work-{seed}"));
+        let key = format!("{base}-active");
+        let mounts = sn.prepare(&key, None).expect("prepare base");
+        let base_tree = with_mounted(&mounts, |root| {
+            for _ in 0..=g.below(8) {
+                let p = g.path();
+                put_file(root, &p, format!("base {}", g.next()).as_bytes());
+            }
+            tree(root)
+        });
+        sn.commit(&base, &key).expect("commit base");
+        let mounts = sn.prepare(&work, Some(&base)).expect("prepare");
+        let mut want = with_mounted(&mounts, |root| {
+            for _ in 0..=g.below(10) {
+                random_change(&mut g, root);
+            }
+            tree(root)
+        });
+        want.remove("");
+        let layer = compare_into_ok(&store, &sn, &work, &opts, seed);
+        let blob = stored_blob(&store, &layer);
+        // The parent's content as a plain layer of its tree.
+        let view = sn.view(&format!("view-{seed}"), Some(&base)).expect("view");
+        let mut base_blob = Vec::new();
+        let base_report = with_mounted(&view, |root| {
+            assert_eq!(tree(root), base_tree, "seed {seed}: the parent's view");
+            image_overlay::pack_dir(root, &mut base_blob, &opts).expect("pack base")
+        });
+        let got = applied(&[
+            (base_blob, base_report.diff_id),
+            (blob, layer.report.diff_id.clone()),
+        ]);
+        assert_eq!(got, want, "seed {seed}");
+    }
+}
+
+fn compare_into_ok(
+    store: &OciDir,
+    sn: &dyn Snapshotter,
+    key: &str,
+    opts: &PackOptions,
+    seed: u64,
+) -> image_overlay::ComparedLayer {
+    image_overlay::compare_into(store, sn, key, opts)
+        .unwrap_or_else(|e| panic!("seed {seed}: compare {key}: {e}"))
+}
+
+#[test]
+fn compare_overlay_generated_changes() {
+    generated_changes_round_trip::<Overlay>("compare_overlay_generated_changes");
+}
+
+#[test]
+fn compare_copy_generated_changes() {
+    generated_changes_round_trip::<Copy>("compare_copy_generated_changes");
+}
