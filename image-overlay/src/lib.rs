@@ -50,10 +50,16 @@
 //! assert_eq!(std::fs::read(dst.path().join("etc/motd"))?, b"hello\n");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Features
+//! - `testing`: test doubles (`mount::RecordingMounter`, which records
+//!   mount calls and performs none) for tests of code above the
+//!   [`Mounter`] seam. Not for production use.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod append;
+pub mod compare;
 pub mod compress;
 pub mod diff;
 pub mod flatten;
@@ -72,14 +78,15 @@ pub mod unpack;
 pub mod whiteout;
 
 pub use append::{append_dir, append_source, AppendError, AppendSource, ConfigChanges};
+pub use compare::{compare, compare_into, CompareError, ComparedLayer};
 pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};
 pub use image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport};
 pub use list::{list, ListEntry, ListOptions, ListReport};
-pub use mount::{
-    LegacyMounter, Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter,
-};
+#[cfg(feature = "testing")]
+pub use mount::RecordingMounter;
+pub use mount::{LegacyMounter, Mount, MountError, MountGuard, Mounter, SysMounter};
 pub use pack::{pack_dir, pack_overlay_upper, PackError, PackOptions, PackReport};
 pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,

@@ -8,12 +8,13 @@
 //! directory at a time with `lowerdir+`; `mount(2)` for bind mounts);
 //! [`LegacyMounter`] is what it falls back to on kernels before 6.8
 //! (`mount(2)` only, long lists shortened through `/proc/self/fd`);
-//! [`RecordingMounter`] only records what it is asked, for unit tests.
-//! [`MountGuard`] unmounts on drop. [`MountOptions`] reads a mount's
-//! options, once, for every mounter (and for the runtime's native
+//! `RecordingMounter` (with the `testing` feature) only records what it is
+//! asked, for tests. [`MountGuard`] unmounts on drop. [`MountOptions`] reads
+//! a mount's options, once, for every mounter (and for the runtime's native
 //! executor, which mounts inside the container with the same rules).
 //!
 //! ```
+//! # #[cfg(feature = "testing")] {
 //! use image_overlay::mount::{Mount, Mounter, RecordingMounter, MountCall};
 //! use std::path::Path;
 //!
@@ -22,13 +23,16 @@
 //! m.mount(&mounts, Path::new("/run/c1/rootfs"))?;
 //! m.unmount(Path::new("/run/c1/rootfs"), false)?;
 //! assert!(matches!(&m.calls()[0], MountCall::Mount { .. }));
+//! # }
 //! # Ok::<(), image_overlay::mount::MountError>(())
 //! ```
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+#[cfg(any(test, feature = "testing"))]
+use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use image_core::{Classify, ErrorKind};
 use rustix::fs::{FileType, Mode, OFlags, CWD};
@@ -724,6 +728,7 @@ fn mount_overlay_legacy(m: &Mount, options: &MountOptions, point: &Path) -> Resu
 }
 
 /// A call recorded by [`RecordingMounter`].
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountCall {
     /// A [`Mounter::mount`] call.
@@ -743,11 +748,13 @@ pub enum MountCall {
 }
 
 /// A mounter that records its calls and performs nothing, for tests.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Default)]
 pub struct RecordingMounter {
     calls: Mutex<Vec<MountCall>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl RecordingMounter {
     /// The calls so far, in order.
     pub fn calls(&self) -> Vec<MountCall> {
@@ -765,6 +772,7 @@ impl RecordingMounter {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Mounter for RecordingMounter {
     fn mount(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
         for m in mounts {

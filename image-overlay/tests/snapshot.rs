@@ -1491,3 +1491,441 @@ fn image_unpack_refuses_encrypted_layers_before_unpacking_anything() {
         assert!(!root.exists(), "{driver}: flatten made {}", root.display());
     }
 }
+
+// ---- the changes of a snapshot as a layer (compare) ---------------------------
+
+/// The files of the parent the changes are made on: a file to change, one
+/// to delete, a directory to delete and make again.
+const BASE: &[(&str, &[u8])] = &[
+    ("etc/conf", b"original"),
+    ("etc/gone", b"x"),
+    ("bin/tool", b"tool"),
+    ("var/d/f", b"f"),
+    ("var/d/g", b"g"),
+];
+
+/// Changes every kind of thing a layer carries, through the snapshot's
+/// mounts: a changed file, a deleted file, a directory replaced by a new
+/// one (its old content must not come back), new files and directories.
+fn change_everything(root: &Path) {
+    fs::write(root.join("etc/conf"), b"changed").expect("change");
+    fs::remove_file(root.join("etc/gone")).expect("delete file");
+    fs::remove_dir_all(root.join("var/d")).expect("delete dir");
+    fs::create_dir(root.join("var/d")).expect("make dir again");
+    write(&root.join("var/d/new"), b"n");
+    write(&root.join("new/deep/file"), b"new");
+    std::os::unix::fs::symlink("../bin/tool", root.join("etc/tool")).expect("symlink");
+}
+
+/// Applies `blobs` (gzip layers, bottom first) onto an empty directory and
+/// returns its tree, root entry excluded (a layer does not carry it).
+fn applied(blobs: &[(Vec<u8>, Digest)]) -> Tree {
+    let flat = tempfile::tempdir().expect("tempdir");
+    for (blob, diff_id) in blobs {
+        unpack(
+            &blob[..],
+            flat.path(),
+            &UnpackOptions::default().with_diff_id(diff_id.clone()),
+        )
+        .expect("apply layer");
+    }
+    let mut t = tree(flat.path());
+    t.remove("");
+    t
+}
+
+/// The blob of `desc` in `store`, checked against the descriptor.
+fn stored_blob(store: &OciDir, layer: &image_overlay::ComparedLayer) -> Vec<u8> {
+    use image_store::Provider;
+    let digest = image_core::manifest::descriptor_digest(&layer.descriptor, "digest")
+        .expect("descriptor digest");
+    assert_eq!(digest, layer.report.digest);
+    assert_eq!(layer.descriptor.size(), layer.report.size);
+    assert_eq!(
+        image_core::manifest::descriptor_media_type(&layer.descriptor),
+        MediaType::OciLayerGzip
+    );
+    let blob = store
+        .read_blob_to_vec(&digest, 1 << 30)
+        .expect("blob in store");
+    assert_eq!(blob.len() as u64, layer.report.size);
+    blob
+}
+
+/// The changes of an active snapshot on a parent, stored as a layer:
+/// applied onto the parent's content they give exactly what the snapshot
+/// shows, and the parent's view made for the comparison is gone.
+fn changes_on_a_parent_as_a_layer<D: Driver>(test: &str) {
+    if !mounts_permitted(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    commit_layer(&sn, "base", None, BASE, &[]);
+    let mounts = sn.prepare("work", Some("base")).expect("prepare");
+    let want = with_mounted(&mounts, |root| {
+        change_everything(root);
+        let mut t = tree(root);
+        t.remove("");
+        t
+    });
+
+    let opts = PackOptions::new(Compression::Gzip);
+    let layer = image_overlay::compare_into(&store, &sn, "work", &opts).expect("compare");
+    let blob = stored_blob(&store, &layer);
+    assert!(store.ingests().expect("ingests").is_empty());
+
+    // The base as a layer of its own (its whole tree), then the changes.
+    let base_mounts = sn.view("base-view", Some("base")).expect("view");
+    let mut base_blob = Vec::new();
+    let base_report = with_mounted(&base_mounts, |root| {
+        image_overlay::pack_dir(root, &mut base_blob, &opts).expect("pack base")
+    });
+    sn.remove("base-view").expect("remove view");
+    let got = applied(&[
+        (base_blob, base_report.diff_id),
+        (blob, layer.report.diff_id.clone()),
+    ]);
+    assert_eq!(got, want);
+
+    // Only what the test made is left: no view of the comparison.
+    let mut names: Vec<String> = sn
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["base", "work"]);
+
+    // The same changes into a writer are the same layer.
+    let mut again = Vec::new();
+    let report = image_overlay::compare(&sn, "work", &mut again, &opts).expect("compare");
+    assert_eq!(report.diff_id, layer.report.diff_id);
+}
+
+/// Without a parent, the whole tree of the snapshot is the change.
+fn changes_without_a_parent_are_the_tree<D: Driver>(test: &str) {
+    if !mounts_permitted(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    let mounts = sn.prepare("solo", None).expect("prepare");
+    let want = with_mounted(&mounts, |root| {
+        for (p, data) in BASE {
+            write(&root.join(p), data);
+        }
+        let mut t = tree(root);
+        t.remove("");
+        t
+    });
+    let layer =
+        image_overlay::compare_into(&store, &sn, "solo", &PackOptions::new(Compression::Gzip))
+            .expect("compare");
+    let blob = stored_blob(&store, &layer);
+    assert_eq!(applied(&[(blob, layer.report.diff_id)]), want);
+}
+
+/// A committed snapshot, a view and a missing key have no changes to
+/// compare: each is refused with its class, and nothing is left in the
+/// store (no blob, no ingest).
+fn what_has_no_changes_is_refused<D: Driver>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    let m = sn.prepare("a", None).expect("prepare");
+    write(&bind_dir(&m).join("f"), b"f");
+    sn.commit("c", "a").expect("commit");
+    sn.view("v", Some("c")).expect("view");
+    let opts = PackOptions::new(Compression::Gzip);
+    for (key, kind) in [
+        ("c", ErrorKind::FailedPrecondition),
+        ("v", ErrorKind::Unsupported),
+        ("nope", ErrorKind::NotFound),
+    ] {
+        let e = image_overlay::compare_into(&store, &sn, key, &opts).unwrap_err();
+        assert_eq!(e.kind(), kind, "{key}: {e}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    assert!(store.ingests().expect("ingests").is_empty());
+    use image_store::Manager;
+    assert!(store.list().expect("list").is_empty());
+}
+
+#[test]
+fn compare_overlay_changes_on_a_parent() {
+    changes_on_a_parent_as_a_layer::<Overlay>("compare_overlay_changes_on_a_parent");
+}
+
+#[test]
+fn compare_copy_changes_on_a_parent() {
+    changes_on_a_parent_as_a_layer::<Copy>("compare_copy_changes_on_a_parent");
+}
+
+#[test]
+fn compare_overlay_without_a_parent() {
+    changes_without_a_parent_are_the_tree::<Overlay>("compare_overlay_without_a_parent");
+}
+
+#[test]
+fn compare_copy_without_a_parent() {
+    changes_without_a_parent_are_the_tree::<Copy>("compare_copy_without_a_parent");
+}
+
+#[test]
+fn compare_overlay_refuses_what_has_no_changes() {
+    what_has_no_changes_is_refused::<Overlay>();
+}
+
+#[test]
+fn compare_copy_refuses_what_has_no_changes() {
+    what_has_no_changes_is_refused::<Copy>();
+}
+
+/// The driver of a root is read from its metadata: none for a new root,
+/// the driver that made it otherwise, a typed error for a corrupt file.
+#[test]
+fn driver_at_names_the_driver_of_a_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (o, c) = (dir.path().join("o"), dir.path().join("c"));
+    assert_eq!(image_overlay::snapshot::driver_at(&o).expect("new"), None);
+    let sn = OverlaySnapshotter::open(&o).expect("open");
+    sn.prepare("k", None).expect("prepare");
+    let sn = CopySnapshotter::open(&c).expect("open");
+    sn.prepare("k", None).expect("prepare");
+    assert_eq!(
+        image_overlay::snapshot::driver_at(&o)
+            .expect("overlay")
+            .as_deref(),
+        Some("overlay")
+    );
+    assert_eq!(
+        image_overlay::snapshot::driver_at(&c)
+            .expect("copy")
+            .as_deref(),
+        Some("copy")
+    );
+    fs::write(c.join("metadata.json"), b"{not json").expect("corrupt");
+    let e = image_overlay::snapshot::driver_at(&c).unwrap_err();
+    assert!(matches!(e, SnapshotError::Metadata { .. }), "{e:?}");
+}
+
+/// The overlay probe mounts through the mounter it is given and leaves
+/// nothing under the root.
+#[test]
+fn overlay_works_at_probes_through_the_mounter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = RecordingMounter::default();
+    assert!(OverlaySnapshotter::works_at(dir.path(), &rec));
+    let calls = rec.calls();
+    assert!(!calls.is_empty(), "{calls:?}");
+    assert_eq!(fs::read_dir(dir.path()).expect("read_dir").count(), 0);
+    if mounts_permitted("overlay_works_at_probes_through_the_mounter") {
+        assert!(OverlaySnapshotter::works_at(dir.path(), &SysMounter));
+        assert_eq!(fs::read_dir(dir.path()).expect("read_dir").count(), 0);
+    }
+}
+
+/// A deterministic generator: the SHA-256 of a seed and a counter, so
+/// that a failing seed can be replayed.
+struct Gen {
+    seed: u64,
+    count: u64,
+}
+
+impl Gen {
+    fn new(seed: u64) -> Gen {
+        Gen { seed, count: 0 }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.count += 1;
+        let input = [self.seed.to_le_bytes(), self.count.to_le_bytes()].concat();
+        let d = Digest::sha256(&input);
+        u64::from_str_radix(&d.hex()[..16], 16).expect("hex")
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A path of one to three components from a small namespace, so that
+    /// changes often meet what the parent holds.
+    fn path(&mut self) -> PathBuf {
+        let mut p = PathBuf::new();
+        for _ in 0..=self.below(3) {
+            p.push(["a", "b", "c", "d"][self.below(4)]);
+        }
+        p
+    }
+}
+
+/// Every entry below `root` (not `root` itself), parents before children.
+fn entries(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = tree(root)
+        .into_keys()
+        .filter(|k| !k.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes whatever is at `p` (a directory with its content).
+fn remove_any(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).expect("remove dir"),
+        Ok(_) => fs::remove_file(p).expect("remove"),
+        Err(_) => {}
+    }
+}
+
+/// Writes a file at `rel` under `root`, replacing any non-directory on the
+/// way (a file where a directory is wanted goes).
+fn put_file(root: &Path, rel: &Path, data: &[u8]) {
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in &parts[..parts.len() - 1] {
+        at.push(c);
+        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            remove_any(&at);
+            fs::create_dir(&at).expect("mkdir");
+        }
+    }
+    let file = root.join(rel);
+    if fs::symlink_metadata(&file).is_ok_and(|m| m.is_dir()) {
+        remove_any(&file);
+    }
+    let _ = fs::remove_file(&file);
+    fs::write(&file, data).expect("write");
+}
+
+/// One random change under `root`: a new or changed file, a removal (of a
+/// file, link or whole directory), a file replaced by a directory or the
+/// reverse, a symlink, a mode change, an emptied directory.
+fn random_change(g: &mut Gen, root: &Path) {
+    let existing = entries(root);
+    let pick = |g: &mut Gen| existing.get(g.below(existing.len().max(1))).cloned();
+    match g.below(7) {
+        0 | 1 => {
+            let p = g.path();
+            put_file(root, &p, format!("data {}", g.next()).as_bytes());
+        }
+        2 => {
+            if let Some(p) = pick(g) {
+                remove_any(&root.join(p));
+            }
+        }
+        3 => {
+            if let Some(p) = pick(g) {
+                let full = root.join(&p);
+                let was_dir = fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir());
+                remove_any(&full);
+                if was_dir {
+                    fs::write(&full, b"was a directory").expect("write");
+                } else {
+                    fs::create_dir(&full).expect("mkdir");
+                    fs::write(full.join("inside"), b"new").expect("write");
+                }
+            }
+        }
+        4 => {
+            let p = g.path();
+            put_file(root, &p, b"");
+            let full = root.join(&p);
+            fs::remove_file(&full).expect("remove");
+            std::os::unix::fs::symlink(format!("target-{}", g.below(9)), &full).expect("symlink");
+        }
+        5 => {
+            if let Some(p) = pick(g) {
+                let full = root.join(p);
+                if fs::symlink_metadata(&full).is_ok_and(|m| m.is_file()) {
+                    let mode = [0o600, 0o644, 0o755, 0o700][g.below(4)];
+                    fs::set_permissions(&full, fs::Permissions::from_mode(mode)).expect("chmod");
+                }
+            }
+        }
+        _ => {
+            if let Some(p) = pick(g) {
+                let full = root.join(p);
+                if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                    fs::remove_dir_all(&full).expect("remove");
+                    fs::create_dir(&full).expect("mkdir");
+                }
+            }
+        }
+    }
+}
+
+/// For many generated parents and changes, on both drivers: the layer
+/// `compare_into` stores, applied onto the parent's content, gives exactly
+/// the tree the active snapshot shows.
+fn generated_changes_round_trip<D: Driver>(test: &str) {
+    if !mounts_permitted(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = D::open(&dir.path().join("snapshots"));
+    let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
+    let opts = PackOptions::new(Compression::Gzip);
+    for seed in 1..=24u64 {
+        let mut g = Gen::new(seed);
+        let (base, work) = (format!("base-{seed}"), format!("work-{seed}"));
+        let key = format!("{base}-active");
+        let mounts = sn.prepare(&key, None).expect("prepare base");
+        let base_tree = with_mounted(&mounts, |root| {
+            for _ in 0..=g.below(8) {
+                let p = g.path();
+                put_file(root, &p, format!("base {}", g.next()).as_bytes());
+            }
+            tree(root)
+        });
+        sn.commit(&base, &key).expect("commit base");
+        let mounts = sn.prepare(&work, Some(&base)).expect("prepare");
+        let mut want = with_mounted(&mounts, |root| {
+            for _ in 0..=g.below(10) {
+                random_change(&mut g, root);
+            }
+            tree(root)
+        });
+        want.remove("");
+        let layer = compare_into_ok(&store, &sn, &work, &opts, seed);
+        let blob = stored_blob(&store, &layer);
+        // The parent's content as a plain layer of its tree.
+        let view = sn.view(&format!("view-{seed}"), Some(&base)).expect("view");
+        let mut base_blob = Vec::new();
+        let base_report = with_mounted(&view, |root| {
+            assert_eq!(tree(root), base_tree, "seed {seed}: the parent's view");
+            image_overlay::pack_dir(root, &mut base_blob, &opts).expect("pack base")
+        });
+        let got = applied(&[
+            (base_blob, base_report.diff_id),
+            (blob, layer.report.diff_id.clone()),
+        ]);
+        assert_eq!(got, want, "seed {seed}");
+    }
+}
+
+fn compare_into_ok(
+    store: &OciDir,
+    sn: &dyn Snapshotter,
+    key: &str,
+    opts: &PackOptions,
+    seed: u64,
+) -> image_overlay::ComparedLayer {
+    image_overlay::compare_into(store, sn, key, opts)
+        .unwrap_or_else(|e| panic!("seed {seed}: compare {key}: {e}"))
+}
+
+#[test]
+fn compare_overlay_generated_changes() {
+    generated_changes_round_trip::<Overlay>("compare_overlay_generated_changes");
+}
+
+#[test]
+fn compare_copy_generated_changes() {
+    generated_changes_round_trip::<Copy>("compare_copy_generated_changes");
+}

@@ -7,7 +7,7 @@
 //! process: by ID); [`Backend::state`] reports it; [`Backend::delete`]
 //! forgets it and releases what the backend made (cgroups, its own state).
 //! Mounting the root filesystem and writing the bundle are the caller's
-//! job ([`crate::create`]), so every backend runs exactly the same spec.
+//! job ([`crate::ContainerBuilder`]), so every backend runs exactly the same spec.
 //!
 //! [`crate::oci_runtime::OciRuntime`] drives runc or crun; a native
 //! in-process executor implements the same trait.
@@ -212,7 +212,7 @@ pub enum BackendError {
         id: String,
         /// The cause.
         #[source]
-        source: crate::native::cgroup::CgroupError,
+        source: crate::cgroup::manager::CgroupError,
     },
     /// Any other I/O failure (spawning, waiting, reading state).
     #[error("{context}")]
@@ -237,7 +237,7 @@ impl Classify for BackendError {
             }
             BackendError::Io { source, .. } => ErrorKind::from_io(source),
             BackendError::Rootfs { source, .. } => source.kind(),
-            BackendError::RuntimeSpec { source, .. } => crate::error::oci_spec_kind(source),
+            BackendError::RuntimeSpec { source, .. } => oci_spec_kind(source),
             BackendError::Json { .. } => ErrorKind::InvalidInput,
             BackendError::Cgroup { source, .. } => source.kind(),
         }
@@ -392,3 +392,12 @@ macro_rules! forward_backend {
 
 forward_backend!(std::sync::Arc);
 forward_backend!(Box);
+
+/// The class of an oci-spec failure: its I/O error's, or invalid input (a
+/// document that is not a spec, a builder missing a field).
+pub(crate) fn oci_spec_kind(e: &image_core::oci_spec::OciSpecError) -> ErrorKind {
+    match e {
+        image_core::oci_spec::OciSpecError::Io(io) => ErrorKind::from_io(io),
+        _ => ErrorKind::InvalidInput,
+    }
+}

@@ -161,7 +161,7 @@ pub fn export_image<P: image_store::Provider + image_store::TagStore + ?Sized>(
     dir: &Path,
     opts: &RunOptions,
 ) -> Result<Spec, ContainerError> {
-    let image = crate::from_image::find_image(store, name, None)?;
+    let image = crate::image::find_image(store, name, None)?;
     let rootfs = dir.join("rootfs");
     std::fs::create_dir_all(dir).map_err(ContainerError::state(dir))?;
     std::fs::create_dir(&rootfs).map_err(ContainerError::state(&rootfs))?;

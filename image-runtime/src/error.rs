@@ -12,9 +12,9 @@ use image_store::image::ImageError;
 
 use crate::backend::BackendError;
 use crate::lookup::LookupError;
+use crate::model::ContainerStatus;
 use crate::rootfs::RootfsError;
 use crate::spec::SpecError;
-use crate::state::ContainerStatus;
 use crate::user::UserError;
 
 /// Errors of creating, starting, waiting for, killing and deleting containers.
@@ -179,7 +179,7 @@ impl Classify for ContainerError {
                 Some(libc::ELOOP) => ErrorKind::Unsafe,
                 _ => ErrorKind::from_io(source),
             },
-            ContainerError::RuntimeSpec { source, .. } => oci_spec_kind(source),
+            ContainerError::RuntimeSpec { source, .. } => crate::backend::oci_spec_kind(source),
             ContainerError::Flatten { source, .. } => source.kind(),
             ContainerError::NotFound { .. } => ErrorKind::NotFound,
             ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
@@ -194,15 +194,6 @@ impl Classify for ContainerError {
             ContainerError::NeedsRoot { .. } => ErrorKind::PermissionDenied,
             ContainerError::Cleanup { error, .. } => error.kind(),
         }
-    }
-}
-
-/// The class of an oci-spec failure: its I/O error's, or invalid input (a
-/// document that is not a spec, a builder missing a field).
-pub(crate) fn oci_spec_kind(e: &image_core::oci_spec::OciSpecError) -> ErrorKind {
-    match e {
-        image_core::oci_spec::OciSpecError::Io(io) => ErrorKind::from_io(io),
-        _ => ErrorKind::InvalidInput,
     }
 }
 

@@ -2,43 +2,58 @@
 //! they managed containers: records of this runtime's backend whose owner
 //! is gone while creating or running (or, auto-removed, in any status),
 //! and directories without a record older than a minute (their snapshots
-//! go with them, see [`crate::delete`]); then active snapshots labelled
+//! go with them, see [`crate::Runtime::delete`]); then active snapshots labelled
 //! with this runtime whose container directory is gone.
 
 use std::time::{Duration, SystemTime};
 
 use crate::error::ContainerError;
-use crate::Runtime;
+use crate::runtime::Runtime;
 
-pub(crate) fn gc(runtime: &Runtime) -> Result<Vec<String>, ContainerError> {
-    let sd = runtime.state();
-    let mut removed = Vec::new();
-    for id in sd.ids()? {
-        let stale = match sd.load(&id) {
-            // Another backend's containers wait for a runtime of theirs:
-            // only it can kill their process (runc's outlives its owner).
-            Ok(record) => record.backend == runtime.backend().name() && record.is_stale(),
-            Err(ContainerError::NotFound { .. }) => {
-                // Being created right now by another process, or left over.
-                std::fs::metadata(sd.dir(&id))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age > Duration::from_secs(60))
+impl Runtime {
+    /// Removes containers nobody manages any more (see
+    /// [`ContainerRecord::is_stale`](crate::ContainerRecord::is_stale)) and
+    /// half-created ones, with their mounts, cgroups and snapshots, and,
+    /// when the runtime has [`Snapshots`](crate::Snapshots), active
+    /// snapshots of its containers whose state is gone; returns their IDs.
+    ///
+    /// # Errors
+    /// [`ContainerError::State`] when the state directory cannot be listed.
+    pub fn gc(&self) -> Result<Vec<String>, ContainerError> {
+        let runtime = self;
+        let sd = runtime.state();
+        let mut removed = Vec::new();
+        for id in sd.ids()? {
+            let stale = match sd.load(&id) {
+                // Another backend's containers wait for a runtime of theirs:
+                // only it can kill their process (runc's outlives its owner).
+                Ok(record) => record.backend == runtime.backend().name() && record.is_stale(),
+                Err(ContainerError::NotFound { .. }) => {
+                    // Being created right now by another process, or left over.
+                    std::fs::metadata(sd.dir(&id))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age > Duration::from_secs(60))
+                }
+                Err(_) => false,
+            };
+            if stale
+                && crate::state::validate_id(&id).is_ok()
+                && crate::container::delete::delete(runtime, &id).is_ok()
+            {
+                removed.push(id);
             }
-            Err(_) => false,
+        }
+        let orphans = match runtime.snapshots() {
+            Some(s) => crate::snapshots::remove_orphans(s, runtime.root(), sd),
+            None => Vec::new(),
         };
-        if stale
-            && crate::state::validate_id(&id).is_ok()
-            && crate::delete::delete(runtime, &id).is_ok()
-        {
-            removed.push(id);
+        for id in orphans {
+            if !removed.contains(&id) {
+                removed.push(id);
+            }
         }
+        Ok(removed)
     }
-    for id in crate::snapshots::remove_orphans(runtime) {
-        if !removed.contains(&id) {
-            removed.push(id);
-        }
-    }
-    Ok(removed)
 }

@@ -94,62 +94,70 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Containers from images in a store ([`from_image`]): the image's layers
+//! Containers from images in a store ([`Runtime::container_from_image`]): the image's layers
 //! unpacked into image-overlay snapshots ([`snapshots`]: overlay, or copy
 //! where overlay mounts are unavailable), a writable snapshot per
 //! container on an init snapshot of mount points, removed on delete and by
-//! [`Runtime::gc`] after a crash; [`commit`] turns a container's changes
+//! [`Runtime::gc`] after a crash; [`Container::commit`] turns a container's changes
 //! into a new image (`docker commit`).
+//!
+//! # Features
+//! - `testing`: makes public the internals this crate's own tests and
+//!   imagectl's leak checks look at (`cgroup`: a container's cgroup
+//!   directories; `mountinfo`: what is mounted under a directory). Not a
+//!   stable API; nothing else needs it.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backend;
 pub mod bundle;
+#[cfg(feature = "testing")]
 pub mod cgroup;
-pub mod commit;
+#[cfg(not(feature = "testing"))]
+mod cgroup;
 mod container;
-pub mod create;
-pub mod delete;
-pub mod error;
-pub mod etc_files;
-pub mod exec;
-pub mod from_image;
-pub mod gc;
-pub mod kill;
-pub mod lookup;
+mod error;
+mod etc_files;
+mod gc;
+mod image;
+mod lookup;
+pub mod model;
+#[cfg(feature = "testing")]
 pub mod mountinfo;
+#[cfg(not(feature = "testing"))]
+mod mountinfo;
 pub mod native;
 pub mod oci_runtime;
+mod open;
 pub mod rootfs;
 mod runtime;
 pub mod snapshots;
 pub mod spec;
-pub mod start;
 pub mod state;
-pub mod stdio;
+mod stdio;
 mod sys;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 pub mod user;
-pub mod wait;
 
 pub use backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
     Stdio,
 };
-pub use commit::{CommitError, CommitOptions, Committed};
-pub use container::{Container, RunningContainer};
-pub use create::ContainerBuilder;
+pub use container::{
+    CommitError, CommitOptions, Committed, Container, ContainerBuilder, ExecOptions,
+    RunningContainer,
+};
 pub use error::ContainerError;
-pub use exec::ExecOptions;
-pub use from_image::{ImageRef, ImageStore};
+pub use image::ImageStore;
+pub use lookup::LookupError;
+pub use model::{ContainerRecord, ContainerStatus, Driver, ImageRef, Owner, SnapshotRef};
 pub use native::{NativeOptions, NativeRuntime};
 pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::Rootfs;
 pub use runtime::Runtime;
-pub use snapshots::{Driver, SnapshotRef, Snapshots};
+pub use snapshots::Snapshots;
 pub use spec::{NetworkMode, Resources, RunOptions, Volume};
-pub use state::{ContainerRecord, ContainerStatus};
 
 // The registry of image-runtime's public errors, for
 // `image_core::error::classify`: it recognises each error type of this crate
@@ -157,10 +165,10 @@ pub use state::{ContainerRecord, ContainerStatus};
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::backend::BackendError,
-    crate::commit::CommitError,
+    crate::container::CommitError,
     crate::error::ContainerError,
     crate::lookup::LookupError,
-    crate::native::cgroup::CgroupError,
+    crate::cgroup::manager::CgroupError,
     crate::rootfs::RootfsError,
     crate::spec::SpecError,
     crate::user::UserError,

@@ -405,7 +405,7 @@ impl Backend for OciRuntime {
         let init = spec
             .annotations()
             .as_ref()
-            .and_then(|a| a.get(crate::native::ANNOTATION_INIT))
+            .and_then(|a| a.get(crate::spec::ANNOTATION_INIT))
             .is_some_and(|v| v == "true");
         if init {
             return Err(BackendError::Unsupported {

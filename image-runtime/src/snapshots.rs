@@ -13,42 +13,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image_overlay::mount::{Mount, Mounter, SysMounter};
+use crate::error::ContainerError;
+pub use crate::model::{Driver, SnapshotRef};
+use crate::rootfs::RootfsError;
+use crate::state::StateDir;
+use image_overlay::mount::SysMounter;
 use image_overlay::snapshot::{
     CommitOptions, CopySnapshotter, Kind, Labels, OverlaySnapshotter, SnapshotError, Snapshotter,
 };
-use serde::{Deserialize, Serialize};
-
-use crate::error::ContainerError;
-use crate::rootfs::RootfsError;
-use crate::Runtime;
 
 /// Label on a container's snapshot: the container ID.
 pub const LABEL_CONTAINER: &str = "image-runtime/container";
 /// Label on a container's snapshot: the runtime's state directory.
 pub const LABEL_STATE: &str = "image-runtime/state";
-
-/// The snapshot drivers a container's record can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Driver {
-    /// overlayfs ([`OverlaySnapshotter`]): a container's changes land in
-    /// its own upper directory.
-    Overlay,
-    /// Full copies ([`CopySnapshotter`]): portable, no overlayfs needed.
-    Copy,
-}
-
-impl Driver {
-    /// `overlay` or `copy`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Driver::Overlay => "overlay",
-            Driver::Copy => "copy",
-        }
-    }
-}
 
 /// A snapshotter of a known [`Driver`] at a known root. Cheap to clone.
 #[derive(Clone)]
@@ -102,10 +79,18 @@ impl Snapshots {
     /// without mount privilege, else `Unsupported`) naming the probe's
     /// failure; otherwise as [`Snapshots::open`].
     pub fn open_default(root: &Path) -> Result<Snapshots, SnapshotError> {
-        if let Some(driver) = existing_driver(root) {
-            return Snapshots::open(root, driver);
+        match image_overlay::snapshot::driver_at(root)?.as_deref() {
+            Some("overlay") => return Snapshots::open(root, Driver::Overlay),
+            Some("copy") => return Snapshots::open(root, Driver::Copy),
+            Some(other) => {
+                return Err(SnapshotError::BadRoot {
+                    path: root.to_owned(),
+                    reason: format!("holds snapshots of the unknown driver {other}"),
+                })
+            }
+            None => {}
         }
-        probe_overlay(root)?;
+        OverlaySnapshotter::probe_at(root, &SysMounter)?;
         Snapshots::open(root, Driver::Overlay)
     }
 
@@ -127,79 +112,6 @@ impl Snapshots {
     fn is(&self, driver: Driver, root: &Path) -> bool {
         self.driver == driver && self.root == root
     }
-}
-
-/// The driver named by `<root>/metadata.json`, if the root exists.
-fn existing_driver(root: &Path) -> Option<Driver> {
-    let bytes = std::fs::read(root.join("metadata.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    match v.get("driver")?.as_str()? {
-        "overlay" => Some(Driver::Overlay),
-        "copy" => Some(Driver::Copy),
-        _ => None,
-    }
-}
-
-/// Checks that an overlay mount with an upper directory under `root` works.
-fn probe_overlay(root: &Path) -> Result<(), SnapshotError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let probe = root.join(format!(".probe-{}-{nanos}", std::process::id()));
-    let dirs = ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
-    for d in &dirs {
-        if let Err(source) = std::fs::create_dir_all(d) {
-            let _ = std::fs::remove_dir_all(&probe);
-            return Err(SnapshotError::Io {
-                op: "create the overlay probe",
-                path: d.clone(),
-                source,
-            });
-        }
-    }
-    let s = |p: &PathBuf| p.to_string_lossy().into_owned();
-    let mount = Mount {
-        fs_type: "overlay".to_owned(),
-        source: "overlay".to_owned(),
-        target: None,
-        options: vec![
-            format!("lowerdir={}", s(&dirs[0])),
-            format!("upperdir={}", s(&dirs[1])),
-            format!("workdir={}", s(&dirs[2])),
-        ],
-    };
-    let mounted = SysMounter.mount(&[mount], &dirs[3]);
-    if mounted.is_ok() {
-        let _ = SysMounter.unmount(&dirs[3], true);
-    }
-    let _ = std::fs::remove_dir_all(&probe);
-    mounted.map_err(|source| SnapshotError::OverlayUnavailable {
-        path: root.to_owned(),
-        source: Box::new(source),
-    })
-}
-
-/// Where a container's writable snapshot is: enough to find and remove it
-/// from any process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotRef {
-    /// The driver.
-    pub driver: Driver,
-    /// The snapshotter root.
-    pub root: PathBuf,
-    /// The active snapshot's key (the container ID).
-    pub key: String,
-    /// The committed parent: the container's init snapshot when it has
-    /// one, else the chain ID of the image's top layer (none for an image
-    /// without layers).
-    pub parent: Option<String>,
-    /// The name of the container's init snapshot (committed, on the
-    /// image's top layer): the mount points the runtime needs (`/proc`,
-    /// `/sys`, `/dev`, `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`)
-    /// made when the image lacks them, so that they are not part of the
-    /// container's changes (Docker's init layer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init: Option<String>,
 }
 
 /// The name of container `id`'s init snapshot.
@@ -225,13 +137,13 @@ pub const INIT_PATHS: &[(&str, bool)] = &[
 ];
 
 impl SnapshotRef {
-    /// The snapshotter holding it: `runtime`'s own when it is the same,
-    /// else the root reopened.
+    /// The snapshotter holding it: `current` (a runtime's own) when it is
+    /// the same, else the root reopened.
     ///
     /// # Errors
     /// [`ContainerError::Snapshot`].
-    pub fn open(&self, runtime: &Runtime) -> Result<Snapshots, ContainerError> {
-        match runtime.snapshots() {
+    pub fn open(&self, current: Option<&Snapshots>) -> Result<Snapshots, ContainerError> {
+        match current {
             Some(s) if s.is(self.driver, &self.root) => Ok(s.clone()),
             _ => Snapshots::open(&self.root, self.driver).map_err(snapshot_err(&self.key)),
         }
@@ -245,13 +157,14 @@ pub(crate) fn snapshot_err(key: &str) -> impl FnOnce(SnapshotError) -> Container
     }
 }
 
-/// The labels of container `id`'s snapshot under `runtime`.
-pub(crate) fn labels(runtime: &Runtime, id: &str) -> Labels {
+/// The labels of container `id`'s snapshot under the runtime whose state
+/// directory is `state_root`.
+pub(crate) fn labels(state_root: &Path, id: &str) -> Labels {
     let mut l = Labels::new();
     l.insert(LABEL_CONTAINER.to_owned(), id.to_owned());
     l.insert(
         LABEL_STATE.to_owned(),
-        runtime.root().to_string_lossy().into_owned(),
+        state_root.to_string_lossy().into_owned(),
     );
     l
 }
@@ -259,17 +172,22 @@ pub(crate) fn labels(runtime: &Runtime, id: &str) -> Labels {
 /// Removes the snapshots of `sref`: the container's, then its init
 /// snapshot (unmounted first by the caller); snapshots that are gone
 /// already are success. A snapshot under these keys that is not labelled
-/// as this container's (another runtime's container with the same ID) is
-/// left alone.
-pub(crate) fn remove(runtime: &Runtime, sref: &SnapshotRef) -> Result<(), ContainerError> {
-    let snapshots = sref.open(runtime)?;
+/// as this container's under `state_root` (another runtime's container
+/// with the same ID) is left alone. `current` is the runtime's own
+/// snapshotter, reused when `sref` is on it.
+pub(crate) fn remove(
+    current: Option<&Snapshots>,
+    state_root: &Path,
+    sref: &SnapshotRef,
+) -> Result<(), ContainerError> {
+    let snapshots = sref.open(current)?;
     let sn = snapshots.snapshotter();
     let mut keys = vec![sref.key.clone()];
     if let Some(init) = &sref.init {
         keys.push(init_key(&sref.key));
         keys.push(init.clone());
     }
-    let ours = labels(runtime, &sref.key);
+    let ours = labels(state_root, &sref.key);
     for key in keys {
         let Some(info) = sn.try_stat(&key).map_err(snapshot_err(&key))? else {
             continue;
@@ -285,27 +203,29 @@ pub(crate) fn remove(runtime: &Runtime, sref: &SnapshotRef) -> Result<(), Contai
     Ok(())
 }
 
-/// Removes snapshots of this runtime's containers (active ones, then init
-/// snapshots) whose container directory is gone; returns their container IDs.
-pub(crate) fn remove_orphans(runtime: &Runtime) -> Vec<String> {
-    let Some(snapshots) = runtime.snapshots() else {
-        return Vec::new();
-    };
+/// Removes the snapshots in `snapshots` of the containers of the runtime
+/// at `state_root` (active ones, then init snapshots) whose directory in
+/// `state` is gone; returns their container IDs.
+pub(crate) fn remove_orphans(
+    snapshots: &Snapshots,
+    state_root: &Path,
+    state: &StateDir,
+) -> Vec<String> {
     let Ok(mut all) = snapshots.snapshotter().list() else {
         return Vec::new();
     };
     // Children first: an init snapshot is the parent of the container's.
     all.sort_by_key(|i| i.kind == Kind::Committed);
-    let state = runtime.root().to_string_lossy();
+    let state_label = state_root.to_string_lossy();
     let mut removed = Vec::new();
     for info in all {
-        if info.labels.get(LABEL_STATE).map(String::as_str) != Some(&*state) {
+        if info.labels.get(LABEL_STATE).map(String::as_str) != Some(&*state_label) {
             continue;
         }
         let Some(id) = info.labels.get(LABEL_CONTAINER) else {
             continue;
         };
-        if crate::state::validate_id(id).is_err() || runtime.state().dir(id).exists() {
+        if !crate::model::is_valid_id(id) || state.dir(id).exists() {
             continue;
         }
         if snapshots.snapshotter().remove(&info.name).is_ok() && !removed.contains(id) {
@@ -319,7 +239,7 @@ pub(crate) fn remove_orphans(runtime: &Runtime) -> Vec<String> {
 /// [`SnapshotRef::init`]), using `target` (an empty directory) as a
 /// temporary mount point; returns its name.
 pub(crate) fn make_init(
-    runtime: &Runtime,
+    state_root: &Path,
     snapshots: &Snapshots,
     id: &str,
     parent: Option<&str>,
@@ -328,7 +248,7 @@ pub(crate) fn make_init(
     let sn = snapshots.snapshotter();
     let key = init_key(id);
     let mounts = sn
-        .prepare_with(&key, parent, labels(runtime, id))
+        .prepare_with(&key, parent, labels(state_root, id))
         .map_err(snapshot_err(&key))?;
     crate::rootfs::mount_all(&SysMounter, &mounts, target)?;
     let made = make_mount_points(target);
@@ -339,7 +259,7 @@ pub(crate) fn make_init(
     sn.commit_with(
         &name,
         &key,
-        CommitOptions::default().with_labels(labels(runtime, id)),
+        CommitOptions::default().with_labels(labels(state_root, id)),
     )
     .map_err(snapshot_err(&key))?;
     Ok(name)

@@ -6,108 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::ContainerError;
-use crate::from_image::ImageRef;
-use crate::rootfs::Rootfs;
-use crate::snapshots::SnapshotRef;
-
-/// Where a container is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum ContainerStatus {
-    /// Being set up (a crash here leaves something for `gc`).
-    Creating,
-    /// Ready to start.
-    Created,
-    /// Its process was started by `owner`.
-    Running,
-    /// Its process exited.
-    Stopped,
-}
-
-/// The process that started a container, identified beyond PID reuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    /// PID.
-    pub pid: u32,
-    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
-    pub start_time: u64,
-}
-
-impl Owner {
-    /// The calling process.
-    pub fn current() -> Option<Owner> {
-        let pid = std::process::id();
-        Some(Owner {
-            pid,
-            start_time: start_time(pid)?,
-        })
-    }
-
-    /// True while that very process exists.
-    pub fn is_alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
-    }
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// What is kept on disk about a container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerRecord {
-    /// Its ID.
-    pub id: String,
-    /// The image it was made from (a reference or an image ID), if known.
-    pub image: Option<String>,
-    /// The backend's name (`runc`, `crun`).
-    pub backend: String,
-    /// The bundle directory (also the container's state directory).
-    pub bundle: PathBuf,
-    /// Where the root filesystem comes from.
-    pub rootfs: Rootfs,
-    /// The lifecycle status.
-    pub status: ContainerStatus,
-    /// The process that created or started it.
-    pub owner: Option<Owner>,
-    /// The exit code once stopped.
-    pub exit_code: Option<i32>,
-    /// The image it was made from, when made from a store (what commit
-    /// appends to).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_ref: Option<ImageRef>,
-    /// Its writable snapshot, when made from an image: removed on delete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotRef>,
-    /// Removed when its run ends (`run --rm`, Docker's `AutoRemove`):
-    /// deleted when it fails to start, and collected by `gc` in any status
-    /// once its owner is gone (a `run --rm` killed before it could delete).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub auto_remove: bool,
-}
+pub use crate::model::{ContainerRecord, ContainerStatus, Owner};
 
 impl ContainerRecord {
-    /// True when nobody is managing it any more, so `gc` removes it: its
-    /// owner died while creating or running it, or, for an
-    /// [`auto_remove`](Self::auto_remove) container, before it could delete
-    /// it (in any status). A created or stopped container that is not
-    /// auto-removed is kept: it waits for a `start` or an `rm`.
-    pub fn is_stale(&self) -> bool {
-        let owner_gone = !self.owner.is_some_and(|o| o.is_alive());
-        match self.status {
-            _ if self.auto_remove => owner_gone,
-            ContainerStatus::Stopped | ContainerStatus::Created => false,
-            ContainerStatus::Creating | ContainerStatus::Running => owner_gone,
-        }
-    }
-
     /// The status as it is now rather than as last saved: a container
     /// recorded as running whose owner is gone has stopped, with no exit
     /// code known, unless its init still runs. The native backend's init
@@ -156,9 +58,31 @@ impl ContainerRecord {
     }
 }
 
+/// The records of every container under the runtime state directory
+/// `root` (as [`Runtime::list`](crate::Runtime::list) gives them, without
+/// opening a runtime: no backend needed, nothing collected), what `ps`
+/// shows; unreadable records are skipped.
+///
+/// # Errors
+/// [`ContainerError::State`] when the directory cannot be listed.
+pub fn list(root: &Path) -> Result<Vec<ContainerRecord>, ContainerError> {
+    StateDir::open(root)?.list()
+}
+
+/// The record of container `id` under the runtime state directory `root`.
+///
+/// # Errors
+/// [`ContainerError::InvalidId`] for an ID that is not a single name (so
+/// that nothing outside the state directory is read);
+/// [`ContainerError::NotFound`]; [`ContainerError::State`].
+pub fn load(root: &Path, id: &str) -> Result<ContainerRecord, ContainerError> {
+    validate_id(id)?;
+    StateDir::open(root)?.load(id)
+}
+
 /// The directory of container states.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
@@ -170,14 +94,14 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`].
-    pub fn open(root: &Path) -> Result<StateDir, ContainerError> {
+    pub(crate) fn open(root: &Path) -> Result<StateDir, ContainerError> {
         let dir = root.join("containers");
         std::fs::create_dir_all(&dir).map_err(ContainerError::state(&dir))?;
         Ok(StateDir { root: dir })
     }
 
     /// The directory of container `id`.
-    pub fn dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
@@ -185,7 +109,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`].
-    pub fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+    pub(crate) fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
         use std::io::Write;
         let dir = self.dir(&record.id);
         let tmp = dir.join(".container.json.tmp");
@@ -204,7 +128,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::NotFound`], [`ContainerError::State`].
-    pub fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+    pub(crate) fn load(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let path = self.dir(id).join(RECORD_FILE);
         let bytes = std::fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -226,7 +150,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`].
-    pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
+    pub(crate) fn ids(&self) -> Result<Vec<String>, ContainerError> {
         let mut ids = Vec::new();
         for e in std::fs::read_dir(&self.root).map_err(ContainerError::state(&self.root))? {
             let e = e.map_err(ContainerError::state(&self.root))?;
@@ -244,7 +168,7 @@ impl StateDir {
     ///
     /// # Errors
     /// [`ContainerError::State`] when the directory cannot be listed.
-    pub fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+    pub(crate) fn list(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
         Ok(self
             .ids()?
             .iter()
@@ -258,13 +182,7 @@ impl StateDir {
 /// # Errors
 /// [`ContainerError::InvalidId`].
 pub fn validate_id(id: &str) -> Result<(), ContainerError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if ok {
+    if crate::model::is_valid_id(id) {
         Ok(())
     } else {
         Err(ContainerError::InvalidId { id: id.to_owned() })
@@ -276,17 +194,46 @@ pub fn validate_id(id: &str) -> Result<(), ContainerError> {
 /// # Errors
 /// [`ContainerError::State`] when `/dev/urandom` cannot be read.
 pub fn random_id() -> Result<String, ContainerError> {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(ContainerError::state("/dev/urandom"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::model::random_id().map_err(ContainerError::state("/dev/urandom"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rootfs::Rootfs;
+
+    /// Reading a record by ID never leaves the state directory: an ID
+    /// that is a path is refused, even where a record lies at its end.
+    #[test]
+    fn load_refuses_an_id_that_is_a_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        let outside = tmp.path().join("x");
+        std::fs::create_dir_all(&outside).unwrap();
+        let r = ContainerRecord {
+            id: "x".into(),
+            image: None,
+            backend: "runc".into(),
+            bundle: outside.clone(),
+            rootfs: Rootfs::Directory("/x".into()),
+            status: ContainerStatus::Stopped,
+            owner: None,
+            exit_code: None,
+            image_ref: None,
+            snapshot: None,
+            auto_remove: false,
+        };
+        std::fs::write(outside.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(
+            sd.load("../x").is_ok(),
+            "the planted record is where ../x leads"
+        );
+        assert!(matches!(
+            load(tmp.path(), "../x"),
+            Err(ContainerError::InvalidId { .. })
+        ));
+        assert_eq!(list(tmp.path()).unwrap(), Vec::new());
+    }
 
     #[test]
     fn records_round_trip_and_staleness() {

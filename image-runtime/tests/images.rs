@@ -13,9 +13,9 @@ use image_core::config::History;
 use image_core::{Classify, Compression, ErrorKind, Platform};
 use image_overlay::snapshot::{Kind, Snapshotter};
 use image_overlay::{diff_dirs, pack_dir, PackOptions};
-use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::state::ContainerStatus;
+use image_runtime::CommitOptions;
 use image_runtime::{
     CommitError, Container, ContainerError, Exit, RunOptions, Runtime, RuntimeKind, Stdio,
 };

@@ -10,11 +10,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use image_runtime::commit::CommitOptions;
 use image_runtime::snapshots::Snapshots;
 use image_runtime::spec::resources::{parse_bytes, parse_cpus};
 use image_runtime::spec::ANNOTATION_STDIN;
-use image_runtime::state::{ContainerStatus, StateDir};
+use image_runtime::state::{self, ContainerStatus};
+use image_runtime::CommitOptions;
 use image_runtime::{
     ContainerRecord, ExecOptions, NativeOptions, NetworkMode, RunOptions, Runtime, RuntimeKind,
     Signal, Stdio, Volume,
@@ -109,12 +109,11 @@ impl PlaceArgs {
 
     /// The record of the container `id` (a full ID or a unique prefix).
     fn find(&self, store: &StoreArgs, id: &str) -> anyhow::Result<ContainerRecord> {
-        let state = StateDir::open(&self.state_dir(store)?)?;
-        if let Ok(r) = state.load(id) {
+        let root = self.state_dir(store)?;
+        if let Ok(r) = state::load(&root, id) {
             return Ok(r);
         }
-        let matches: Vec<ContainerRecord> = state
-            .list()?
+        let matches: Vec<ContainerRecord> = state::list(&root)?
             .into_iter()
             .filter(|r| r.id.starts_with(id))
             .collect();
@@ -412,9 +411,11 @@ pub struct PsArgs {
 
 /// Lists the containers (every status).
 pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
-    let state = StateDir::open(&a.place.state_dir(store)?)?;
     // As they are now: one whose owner was killed while it ran has stopped.
-    let records: Vec<ContainerRecord> = state.list()?.iter().map(|r| r.observed()).collect();
+    let records: Vec<ContainerRecord> = state::list(&a.place.state_dir(store)?)?
+        .iter()
+        .map(|r| r.observed())
+        .collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(());

@@ -94,6 +94,24 @@ pub(crate) fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The driver named by the metadata file of `root`; `None` when there is
+/// none yet (a new or empty root).
+pub(crate) fn driver_at(root: &Path) -> Result<Option<String>, SnapshotError> {
+    #[derive(Deserialize)]
+    struct Head {
+        driver: String,
+    }
+    let path = root.join("metadata.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SnapshotError::io("read", &path, e)),
+    };
+    let head: Head = serde_json::from_slice(&bytes)
+        .map_err(|source| SnapshotError::Metadata { path, source })?;
+    Ok(Some(head.driver))
+}
+
 /// The metadata file guarded by a mutex (threads) and a `flock` (processes).
 #[derive(Debug)]
 pub(crate) struct MetaStore {

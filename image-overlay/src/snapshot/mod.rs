@@ -77,6 +77,17 @@ mod overlay;
 pub use self::copy::CopySnapshotter;
 pub use self::overlay::{OverlayOptions, OverlaySnapshotter};
 
+/// The name of the driver whose snapshots the root `root` holds
+/// ([`Snapshotter::driver`]: `overlay`, `copy`), read from its metadata;
+/// `None` for a root without snapshot metadata (new, or not a root yet),
+/// so a caller can reopen a root with the driver it was made with.
+///
+/// # Errors
+/// [`SnapshotError::Metadata`] for a corrupt metadata file; I/O.
+pub fn driver_at(root: impl AsRef<std::path::Path>) -> Result<Option<String>, SnapshotError> {
+    meta::driver_at(root.as_ref())
+}
+
 /// Labels of a snapshot: free-form key/value pairs.
 pub type Labels = BTreeMap<String, String>;
 

@@ -18,6 +18,7 @@ use std::path::Path;
 
 use super::core::{core_snapshotter, Core, Layout};
 use super::SnapshotError;
+use crate::mount::{Mount, Mounter};
 
 /// Knobs of the overlay driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,59 @@ pub struct OverlaySnapshotter {
 }
 
 impl OverlaySnapshotter {
+    /// Whether an overlay mount with its upper directory under `root` works
+    /// here through `mounter`: [`OverlaySnapshotter::probe_at`] succeeds.
+    pub fn works_at(root: impl AsRef<Path>, mounter: &dyn Mounter) -> bool {
+        Self::probe_at(root, mounter).is_ok()
+    }
+
+    /// Checks that an overlay mount with its upper directory under `root`
+    /// works here through `mounter` (mount privilege, a filesystem overlayfs
+    /// accepts as an upper layer): a probe directory under `root` is made,
+    /// mounted, unmounted and removed. Creates `root` if missing.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] when the probe directories cannot be made;
+    /// [`SnapshotError::OverlayUnavailable`] with the probe mount's failure.
+    pub fn probe_at(root: impl AsRef<Path>, mounter: &dyn Mounter) -> Result<(), SnapshotError> {
+        let root = root.as_ref();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let probe = root.join(format!(".probe-{}-{nanos}", std::process::id()));
+        let dirs = ["lower", "upper", "work", "merged"].map(|d| probe.join(d));
+        for d in &dirs {
+            if let Err(source) = std::fs::create_dir_all(d) {
+                let _ = std::fs::remove_dir_all(&probe);
+                return Err(SnapshotError::Io {
+                    op: "create the overlay probe",
+                    path: d.clone(),
+                    source,
+                });
+            }
+        }
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let mount = Mount {
+            fs_type: "overlay".to_owned(),
+            source: "overlay".to_owned(),
+            target: None,
+            options: vec![
+                format!("lowerdir={}", s(&dirs[0])),
+                format!("upperdir={}", s(&dirs[1])),
+                format!("workdir={}", s(&dirs[2])),
+            ],
+        };
+        let mounted = mounter.mount(&[mount], &dirs[3]);
+        if mounted.is_ok() {
+            let _ = mounter.unmount(&dirs[3], true);
+        }
+        let _ = std::fs::remove_dir_all(&probe);
+        mounted.map_err(|source| SnapshotError::OverlayUnavailable {
+            path: root.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
     /// Opens (creating it if needed) the root `root` with default options.
     ///
     /// # Errors

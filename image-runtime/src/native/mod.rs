@@ -4,7 +4,7 @@
 //! # How a container starts
 //! Everything is prepared in the caller before any process exists: the
 //! spec is read, the container's cgroups made and limited
-//! ([`cgroup`]), the stdio descriptors and pumps set up, the list of mount
+//! (`cgroup`), the stdio descriptors and pumps set up, the list of mount
 //! operations, device nodes, masked and read-only paths, credentials,
 //! capability sets, rlimits, argv, envp and the candidate program paths
 //! built as C data. Then one raw `clone` (made on a dedicated thread, see
@@ -89,7 +89,6 @@
 //! process and never signal a recycled pid) and the cgroups made, which
 //! [`Backend::delete`] removes.
 
-pub mod cgroup;
 mod io;
 mod plan;
 mod spawner;
@@ -107,11 +106,10 @@ use crate::backend::{
 use crate::stdio::Stdio;
 use crate::sys::{self, step, CVec, ChildPlan};
 
-use self::cgroup::{CgroupDir, CgroupError, Limits};
 use self::plan::PlanError;
+use crate::cgroup::manager::{self as cgroup, CgroupDir, CgroupError, Limits};
 
-/// Annotation asking for an init process (`true`), as `docker run --init`.
-pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";
+pub use crate::spec::ANNOTATION_INIT;
 
 pub(crate) const NAME: &str = "native";
 

@@ -17,7 +17,7 @@ use crate::spec::defaults::DEFAULT_PATH;
 use crate::spec::mounts;
 use crate::sys::{Caps, Op};
 
-use super::cgroup::CgroupDir;
+use crate::cgroup::manager::CgroupDir;
 
 /// Why a spec cannot be run natively.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //!
 //! [`generate`] is pure: everything it needs from the filesystem (the
 //! resolved user, the paths of the `/etc` files) is in [`SpecContext`],
-//! which [`crate::create`] fills by reading inside the root.
+//! which [`crate::ContainerBuilder`] fills by reading inside the root.
 
 pub mod defaults;
 pub mod mounts;
@@ -33,10 +33,10 @@ pub use resources::{NetworkMode, Resources};
 pub const ANNOTATION_EXPOSED_PORTS: &str = "io.image-crates.runtime.exposed-ports";
 /// Annotation recording the image's declared volumes, comma-separated.
 pub const ANNOTATION_IMAGE_VOLUMES: &str = "io.image-crates.runtime.image-volumes";
-/// Annotation asking the backend for an init process as pid 1 (`true`):
-/// the native backend's [`crate::native::ANNOTATION_INIT`]; runc and crun
+/// Annotation asking the backend for an init process as pid 1 (`true`),
+/// as `docker run --init`: the native backend runs one; runc and crun
 /// refuse it with [`crate::BackendError::Unsupported`].
-pub const ANNOTATION_INIT: &str = crate::native::ANNOTATION_INIT;
+pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";
 /// Annotation recording that the container was made to read its standard
 /// input (`true`, `docker run -i`): what `start` attaches by default. The
 /// OCI spec has no field for it.
@@ -174,7 +174,7 @@ pub struct SpecContext {
     /// `linux.cgroupsPath` (relative: under the runtime's own cgroup).
     pub cgroups_path: Option<String>,
     /// The host can limit memory + swap (v1 `memory.memsw.*`, v2
-    /// `memory.swap.max`; see [`crate::cgroup::swap_limit_supported`]):
+    /// `memory.swap.max`; see `cgroup::swap_limit_supported`):
     /// a memory limit then also limits swap to the same (no swap use).
     pub swap_limit: bool,
 }
@@ -757,7 +757,7 @@ mod tests {
         assert!(ns.contains(&"network"), "{ns:?}");
         // The native backend reads the same limits back.
         let l =
-            crate::native::cgroup::Limits::from_spec(&generate(&config(), &opts, &ctx()).unwrap());
+            crate::cgroup::manager::Limits::from_spec(&generate(&config(), &opts, &ctx()).unwrap());
         assert_eq!(
             (l.memory, l.memory_swap, l.pids, l.cpu_quota, l.cpu_period),
             (

@@ -1,9 +1,9 @@
 //! `start`: runs a created (or stopped) container's process.
 
 use crate::backend::Stdio;
-use crate::container::{Container, RunningContainer};
+use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
-use crate::state::{ContainerStatus, Owner};
+use crate::model::{ContainerStatus, Owner};
 
 impl Container {
     /// Starts the process with `stdio`. A stopped container is started
@@ -29,7 +29,9 @@ impl Container {
         match self.start_inner(stdio) {
             Ok(running) => Ok(running),
             Err(e @ ContainerError::WrongStatus { .. }) => Err(e),
-            Err(e) if auto_remove => Err(e.with_cleanup(crate::delete::delete(&runtime, &id))),
+            Err(e) if auto_remove => {
+                Err(e.with_cleanup(crate::container::delete::delete(&runtime, &id)))
+            }
             Err(e) => Err(e),
         }
     }

@@ -8,13 +8,15 @@ use image_core::config::RunConfig;
 use image_core::ImageConfig;
 
 use crate::bundle::{self, BundleLayout};
+use crate::container::handle::Container;
 use crate::error::ContainerError;
-use crate::from_image::ImageRef;
+use crate::model::ImageRef;
+use crate::model::{ContainerRecord, ContainerStatus, Owner};
 use crate::rootfs::Rootfs;
+use crate::runtime::Runtime;
 use crate::snapshots::{self, SnapshotRef, Snapshots};
 use crate::spec::{NetworkMode, RunOptions, Volume};
-use crate::state::{self, ContainerRecord, ContainerStatus, Owner};
-use crate::{Container, Runtime};
+use crate::state;
 use image_overlay::mount::SysMounter;
 
 /// Builds a container; see [`Runtime::container`]. Setters take and return
@@ -315,12 +317,12 @@ impl ContainerBuilder {
             .save(&record)
             .and_then(|()| self.prepare(&id, &dir, &options, &mut record));
         if let Err(e) = result {
-            let cleanup = crate::delete::delete(&self.runtime, &id);
+            let cleanup = crate::container::delete::delete(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
         }
         record.status = ContainerStatus::Created;
         if let Err(e) = sd.save(&record) {
-            let cleanup = crate::delete::delete(&self.runtime, &id);
+            let cleanup = crate::container::delete::delete(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
         }
         Ok(Container::from_record(self.runtime, record))
@@ -337,7 +339,7 @@ impl ContainerBuilder {
             let target = dir.join("rootfs");
             std::fs::create_dir(&target).map_err(ContainerError::state(&target))?;
             let init = snapshots::make_init(
-                &self.runtime,
+                self.runtime.root(),
                 &p.snapshots,
                 id,
                 p.parent.as_deref(),
@@ -347,7 +349,7 @@ impl ContainerBuilder {
             let mounts = p
                 .snapshots
                 .snapshotter()
-                .prepare_with(id, Some(&init), snapshots::labels(&self.runtime, id))
+                .prepare_with(id, Some(&init), snapshots::labels(self.runtime.root(), id))
                 .map_err(snapshots::snapshot_err(id))?;
             record.rootfs = Rootfs::Mounts(mounts);
             self.runtime.state().save(record)?;
@@ -384,6 +386,13 @@ impl ContainerBuilder {
         )?;
         self.runtime.backend().create(id, dir)?;
         Ok(())
+    }
+}
+
+impl Runtime {
+    /// Starts building a container on `rootfs`.
+    pub fn container(&self, rootfs: Rootfs) -> ContainerBuilder {
+        ContainerBuilder::new(self.clone(), rootfs)
     }
 }
 

@@ -11,10 +11,11 @@ use image_core::oci_spec::runtime::Process as SpecProcess;
 
 use crate::backend::{BackendError, Process, Status, Stdio};
 use crate::error::ContainerError;
+use crate::model::ContainerStatus;
 use crate::rootfs::RootDir;
+use crate::runtime::Runtime;
 use crate::spec::{self, process};
-use crate::state::ContainerStatus;
-use crate::{user, Runtime};
+use crate::user;
 
 /// What `exec` runs and how it differs from the container's own process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,80 +6,15 @@
 //! unmounts and removes that snapshot; the layer snapshots stay for the
 //! next container.
 
-use image_core::{Descriptor, Digest, ErrorKind, Platform};
+use image_core::Platform;
 use image_overlay::image_unpack::{unpack_image, ImageUnpackOptions};
-use image_store::image::{resolve_descriptor, resolve_image, ImageError};
-use image_store::{Image, Ingester, Provider, TagError, TagStore};
-use serde::{Deserialize, Serialize};
 
-use crate::create::{ContainerBuilder, PendingSnapshot};
+use crate::container::builder::{ContainerBuilder, PendingSnapshot};
 use crate::error::ContainerError;
+use crate::image::{find_image, ImageStore};
+use crate::model::ImageRef;
 use crate::rootfs::Rootfs;
-use crate::Runtime;
-
-/// What a store of images must do for containers: read blobs and tags
-/// (resolve, unpack) and write blobs and tags (commit). Every
-/// [`image_store::OciDir`] and [`image_store::MemoryStore`] is one.
-pub trait ImageStore: Provider + Ingester + TagStore + Sync {}
-
-impl<T: Provider + Ingester + TagStore + Sync + ?Sized> ImageStore for T {}
-
-/// The image a container was made from, as resolved when it was created,
-/// so that commit finds exactly that image again (even if the name moved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRef {
-    /// The name it was resolved from.
-    pub name: String,
-    /// The image ID (config digest).
-    pub id: Digest,
-    /// The descriptor of its manifest (the platform's, below any index).
-    pub manifest: Descriptor,
-}
-
-impl ImageRef {
-    /// Of a resolved image.
-    pub fn of(image: &Image) -> ImageRef {
-        ImageRef {
-            name: image.name.clone(),
-            id: image.id().clone(),
-            manifest: image.manifest.descriptor(),
-        }
-    }
-
-    /// The image again, from `store`.
-    ///
-    /// # Errors
-    /// [`ImageError`] when its blobs are gone or corrupt.
-    pub fn resolve<P: Provider + ?Sized>(&self, store: &P) -> Result<Image, ImageError> {
-        resolve_descriptor(store, &self.name, &self.manifest, None)
-    }
-}
-
-/// Resolves `name` in `store` for `platform` (the host's when `None`).
-///
-/// # Errors
-/// [`ContainerError::NoSuchImage`] when no tag has this name,
-/// [`ContainerError::Image`] otherwise.
-pub fn find_image<S: Provider + TagStore + ?Sized>(
-    store: &S,
-    name: &str,
-    platform: Option<&Platform>,
-) -> Result<Image, ContainerError> {
-    resolve_image(store, name, platform).map_err(|source| match source {
-        ImageError::Tag(TagError::NotFound { .. }) => ContainerError::NoSuchImage {
-            name: name.to_owned(),
-        },
-        ImageError::Tag(ref e) if image_core::Classify::kind(e) == ErrorKind::NotFound => {
-            ContainerError::NoSuchImage {
-                name: name.to_owned(),
-            }
-        }
-        source => ContainerError::Image {
-            name: name.to_owned(),
-            source: Box::new(source),
-        },
-    })
-}
+use crate::runtime::Runtime;
 
 impl Runtime {
     /// Starts building a container from the image `name` in `store` for
@@ -115,7 +50,7 @@ impl Runtime {
         platform: Option<&Platform>,
     ) -> Result<ContainerBuilder, ContainerError> {
         let snapshots = self.snapshots().ok_or(ContainerError::NoSnapshots)?.clone();
-        crate::create::require_root("creating a container")?;
+        super::builder::require_root("creating a container")?;
         let image = find_image(store, name, platform)?;
         let report = unpack_image(
             store,

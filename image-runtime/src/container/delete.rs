@@ -7,9 +7,9 @@
 //! record naming the snapshot) stays until the snapshot is gone, so a
 //! failed delete can be retried, by `gc` too.
 
-use crate::container::{Container, RunningContainer};
+use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
-use crate::Runtime;
+use crate::runtime::Runtime;
 use image_overlay::mount::SysMounter;
 
 pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> {
@@ -42,7 +42,8 @@ pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> 
     if let Some(sref) = snapshot {
         if still_mounted {
             snapshot_kept = true;
-        } else if let Err(e) = crate::snapshots::remove(runtime, &sref) {
+        } else if let Err(e) = crate::snapshots::remove(runtime.snapshots(), runtime.root(), &sref)
+        {
             snapshot_kept = true;
             note(Err(e));
         }
@@ -75,5 +76,18 @@ impl RunningContainer {
     /// As [`Container::delete`].
     pub fn delete(self) -> Result<(), ContainerError> {
         self.into_container().delete()
+    }
+}
+
+impl Runtime {
+    /// Deletes a container, running or not: its process killed, its
+    /// backend state, mounts, cgroups and directory removed.
+    ///
+    /// # Errors
+    /// [`ContainerError`]; cleaning continues past failures and the first
+    /// is returned.
+    pub fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        crate::state::validate_id(id)?;
+        delete(self, id)
     }
 }

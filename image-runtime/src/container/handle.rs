@@ -7,9 +7,9 @@ use image_core::oci_spec::runtime::Spec;
 
 use crate::backend::Process;
 use crate::error::ContainerError;
+use crate::model::{ContainerRecord, ContainerStatus};
 use crate::rootfs::Rootfs;
-use crate::state::{ContainerRecord, ContainerStatus};
-use crate::Runtime;
+use crate::runtime::Runtime;
 
 /// A container that exists on disk and is not running (created or stopped).
 #[derive(Debug)]
@@ -89,5 +89,17 @@ impl RunningContainer {
     /// The container (for its bundle, spec, record).
     pub fn container(&self) -> &Container {
         &self.container
+    }
+}
+
+impl Runtime {
+    /// A handle on an existing container (to start, inspect or delete it).
+    ///
+    /// # Errors
+    /// [`ContainerError::NotFound`], [`ContainerError::State`].
+    pub fn load(&self, id: &str) -> Result<Container, ContainerError> {
+        crate::state::validate_id(id)?;
+        let record = self.state().load(id)?;
+        Ok(Container::from_record(self.clone(), record))
     }
 }

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use crate::backend::{self, Exit};
-use crate::container::{Container, RunningContainer};
+use crate::container::handle::{Container, RunningContainer};
 use crate::error::ContainerError;
-use crate::state::ContainerStatus;
+use crate::model::ContainerStatus;
 
 impl RunningContainer {
     /// Waits for the process to exit; records the container as stopped.

@@ -2,12 +2,11 @@
 //! image, and a new image with a history entry.
 //!
 //! The changes are packed straight into the store (compressed and hashed in
-//! one pass, never held in memory):
-//! - overlay snapshot: its upper directory, overlayfs whiteouts (0/0
-//!   character devices, opaque-directory xattrs) turned into OCI whiteouts;
-//! - copy snapshot: the difference between the parent (a read-only view of
-//!   it) and the container's full copy;
-//! - a container without a parent snapshot: its whole tree.
+//! one pass, never held in memory). For a container made from an image they
+//! are its writable snapshot's changes as the snapshotter shows them,
+//! found by [`image_overlay::compare`] (an overlay upper directory, or a
+//! full copy compared with its parent), the same call a build step uses;
+//! for a root of overlay mounts given by the caller, the upper directory.
 //!
 //! The new config is the image's, with the caller's changes applied: unlike
 //! Docker, the container's own command and environment are not copied
@@ -19,7 +18,7 @@
 //! ```
 //! use image_core::Platform;
 //! use image_overlay::{append_dir, ConfigChanges};
-//! use image_runtime::commit::CommitOptions;
+//! use image_runtime::CommitOptions;
 //! use image_runtime::snapshots::Snapshots;
 //! use image_runtime::{NativeOptions, Runtime, Stdio};
 //!
@@ -49,25 +48,23 @@
 //! ```
 
 use std::io::Write;
-use std::path::Path;
 
 use image_core::config::{ConfigFile, History};
 use image_core::{Classify, Compression, ErrorKind, ImageConfig, Manifest, Platform};
-use image_overlay::snapshot::{SnapshotError, Snapshotter};
+use image_overlay::compare::{compare, store_layer, CompareError};
+use image_overlay::snapshot::SnapshotError;
 use image_overlay::{
-    diff_dirs, pack_dir, pack_overlay_upper, DiffError, OverlayXattrs, PackError, PackOptions,
-    PackReport,
+    pack_overlay_upper, DiffError, OverlayXattrs, PackError, PackOptions, PackReport,
 };
 use image_store::image::ImageError;
 use image_store::mutate::{self, MutateError, NewLayer};
-use image_store::{ContentError, Ingester, LeaseError, Leases, TagError, TagStore};
+use image_store::{ContentError, LeaseError, Leases, TagError, TagStore};
 
-use crate::container::Container;
+use crate::container::handle::Container;
 use crate::error::ContainerError;
-use crate::from_image::ImageStore;
+use crate::image::ImageStore;
+use crate::model::ContainerStatus;
 use crate::rootfs::Rootfs;
-use crate::snapshots::Driver;
-use crate::state::ContainerStatus;
 
 /// Knobs of a commit.
 #[derive(Debug, Clone)]
@@ -289,35 +286,9 @@ impl Container {
             source: Box::new(source),
         };
         if let Some(sref) = &self.record.snapshot {
-            let snapshots = sref.open(&self.runtime)?;
-            let sn = snapshots.snapshotter();
-            let snap_err = |key: &str| {
-                let key = key.to_owned();
-                move |source| CommitError::Snapshot {
-                    key,
-                    source: Box::new(source),
-                }
-            };
-            let mounts = sn.mounts(&sref.key).map_err(snap_err(&sref.key))?;
-            let own = match mounts.as_slice() {
-                [m] if m.fs_type == "overlay" => m.option("upperdir").map(str::to_owned),
-                [m] if m.fs_type == "bind" => Some(m.source.clone()),
-                _ => None,
-            }
-            .ok_or(CommitError::NotCommittable {
-                id: id.to_owned(),
-                reason: "its snapshot's mounts have no directory of its own",
-            })?;
-            let own = Path::new(&own);
-            return match (sref.driver, &sref.parent) {
-                (Driver::Overlay, Some(_)) => {
-                    pack_overlay_upper(own, out, options, OverlayXattrs::Trusted).map_err(pack_err)
-                }
-                (Driver::Copy, Some(parent)) => {
-                    diff_against(sn, id, parent, own, out, options, snap_err)
-                }
-                (_, None) => pack_dir(own, out, options).map_err(pack_err),
-            };
+            let snapshots = sref.open(self.runtime.snapshots())?;
+            return compare(snapshots.snapshotter(), &sref.key, out, options)
+                .map_err(|e| from_compare(id, e));
         }
         match &self.record.rootfs {
             Rootfs::Mounts(_) => match self.upper_dir() {
@@ -402,18 +373,9 @@ impl Container {
             source: Box::new(source),
         };
 
-        let reference = image_store::content::unique_reference();
-        let mut w = store.writer(&reference).map_err(content_err)?;
-        let layer = match self.pack_changes_dyn(&mut w, &options.pack) {
-            Ok(r) => r,
-            Err(e) => {
-                drop(w);
-                let _ = store.abort(&reference);
-                return Err(e);
-            }
-        };
-        w.commit(Some(layer.size), Some(&layer.digest))
-            .map_err(content_err)?;
+        let layer = store_layer(store, content_err, |out| {
+            self.pack_changes_dyn(out, &options.pack)
+        })?;
 
         let created_by = match &options.created_by {
             Some(c) => c.clone(),
@@ -475,39 +437,32 @@ impl Container {
     }
 }
 
-/// The diff of a copy snapshot against a read-only view of its parent.
-fn diff_against<F, E>(
-    sn: &dyn Snapshotter,
-    id: &str,
-    parent: &str,
-    own: &Path,
-    out: &mut dyn Write,
-    options: &PackOptions,
-    snap_err: F,
-) -> Result<PackReport, CommitError>
-where
-    F: Fn(&str) -> E,
-    E: FnOnce(SnapshotError) -> CommitError,
-{
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let view = format!("commit-{id}-{}-{nanos}", std::process::id());
-    let mounts = sn.view(&view, Some(parent)).map_err(snap_err(&view))?;
-    let result = match mounts.as_slice() {
-        [m] if m.fs_type == "bind" => {
-            diff_dirs(Path::new(&m.source), own, out, options).map_err(|source| CommitError::Diff {
-                id: id.to_owned(),
-                source: Box::new(source),
-            })
-        }
-        _ => Err(CommitError::NotCommittable {
-            id: id.to_owned(),
-            reason: "the parent's view is not a single directory",
-        }),
-    };
-    let removed = sn.remove(&view).map_err(snap_err(&view));
-    let report = result?;
-    removed?;
-    Ok(report)
+/// A comparison's error as the commit of container `id` reports it.
+fn from_compare(id: &str, e: CompareError) -> CommitError {
+    let id = id.to_owned();
+    match e {
+        CompareError::Snapshot { key, source } => CommitError::Snapshot {
+            key,
+            source: Box::new(source),
+        },
+        CompareError::Unsupported { reason, .. } => CommitError::NotCommittable { id, reason },
+        CompareError::Pack { source, .. } => CommitError::Pack {
+            id,
+            source: Box::new(source),
+        },
+        CompareError::Diff { source, .. } => CommitError::Diff {
+            id,
+            source: Box::new(source),
+        },
+        CompareError::Content { source, .. } => CommitError::Content {
+            id,
+            source: Box::new(source),
+        },
+        // A variant added later keeps its class through the container's
+        // commit as an unsupported snapshot shape would.
+        _ => CommitError::NotCommittable {
+            id,
+            reason: "its snapshot's changes cannot be compared",
+        },
+    }
 }

@@ -1,7 +1,7 @@
 //! Resource limits of native containers through cgroups.
 //!
 //! Each container gets a cgroup named `image-runtime-<id>` under the calling
-//! process's own cgroup (plus [`super::NativeOptions::cgroup_subpath`]) in
+//! process's own cgroup (plus [`crate::NativeOptions::cgroup_subpath`]) in
 //! every hierarchy: every v1 hierarchy on v1 and hybrid hosts (these
 //! machines: memory, pids, cpu, cpuacct, ... on v1, only hugetlb on v2), the
 //! unified hierarchy on pure v2 hosts. The parent writes the child's pid
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use image_core::oci_spec::runtime::{LinuxResources, Spec};
 use image_core::{Classify, ErrorKind};
 
-use crate::cgroup::{Hierarchy, CGROUP_PREFIX};
+use super::hierarchy::{Hierarchy, CGROUP_PREFIX};
 
 /// The limits a spec's `linux.resources` asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -163,6 +163,45 @@ pub fn select(hierarchies: &[Hierarchy]) -> Vec<&Hierarchy> {
     } else {
         v1
     }
+}
+
+/// True when the memory controller here can limit memory + swap: v1's
+/// `memory.memsw.limit_in_bytes` (swap accounting on) or v2's
+/// `memory.swap.max`, in our own memory cgroup (the hierarchies a
+/// container's cgroups go in: v1 where there is any, see
+/// `select`).
+pub fn swap_limit_supported() -> bool {
+    let Ok(all) = super::hierarchy::hierarchies() else {
+        return false;
+    };
+    select(&all).iter().any(|h| {
+        if h.v2 {
+            h.own_dir.join("memory.swap.max").exists()
+                || h.own_dir.join("memory.swap.current").exists()
+        } else {
+            h.controllers.iter().any(|c| c == "memory")
+                && h.own_dir.join("memory.memsw.limit_in_bytes").exists()
+        }
+    })
+}
+
+/// Checks that every limit `spec` (as JSON) asks for in `linux.resources`
+/// has its controller in a hierarchy a container's cgroups would go in.
+///
+/// # Errors
+/// `(limit, reason)` of the first that cannot be enforced.
+pub fn check_limits(spec: &Spec) -> Result<(), (&'static str, String)> {
+    let limits = Limits::from_spec(spec);
+    if limits.controllers().is_empty() {
+        return Ok(());
+    }
+    let all = super::hierarchy::hierarchies()
+        .map_err(|e| ("cgroup", format!("reading cgroup hierarchies: {e}")))?;
+    let chosen = select(&all);
+    check(&chosen, &limits).map_err(|e| match e {
+        CgroupError::Unavailable { limit, reason } => (limit, reason),
+        other => ("cgroup", other.to_string()),
+    })
 }
 
 /// Creates the container's cgroups in `hierarchies` (see [`select`]) under

@@ -106,46 +106,6 @@ pub fn cgroups_path(id: &str) -> String {
     format!("{CGROUP_PREFIX}{id}")
 }
 
-/// True when the memory controller here can limit memory + swap: v1's
-/// `memory.memsw.limit_in_bytes` (swap accounting on) or v2's
-/// `memory.swap.max`, in our own memory cgroup (the hierarchies a
-/// container's cgroups go in: v1 where there is any, see
-/// [`crate::native::cgroup::select`]).
-pub fn swap_limit_supported() -> bool {
-    let Ok(all) = hierarchies() else {
-        return false;
-    };
-    crate::native::cgroup::select(&all).iter().any(|h| {
-        if h.v2 {
-            h.own_dir.join("memory.swap.max").exists()
-                || h.own_dir.join("memory.swap.current").exists()
-        } else {
-            h.controllers.iter().any(|c| c == "memory")
-                && h.own_dir.join("memory.memsw.limit_in_bytes").exists()
-        }
-    })
-}
-
-/// Checks that every limit `spec` asks for in `linux.resources` has its
-/// controller in a hierarchy a container's cgroups would go in.
-///
-/// # Errors
-/// `(limit, reason)` of the first that cannot be enforced.
-pub fn check_limits(
-    spec: &image_core::oci_spec::runtime::Spec,
-) -> Result<(), (&'static str, String)> {
-    let limits = crate::native::cgroup::Limits::from_spec(spec);
-    if limits.controllers().is_empty() {
-        return Ok(());
-    }
-    let all = hierarchies().map_err(|e| ("cgroup", format!("reading cgroup hierarchies: {e}")))?;
-    let chosen = crate::native::cgroup::select(&all);
-    crate::native::cgroup::check(&chosen, &limits).map_err(|e| match e {
-        crate::native::cgroup::CgroupError::Unavailable { limit, reason } => (limit, reason),
-        other => ("cgroup", other.to_string()),
-    })
-}
-
 /// The host directories a container's cgroups have (or would have).
 ///
 /// # Errors

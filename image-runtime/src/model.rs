@@ -1,0 +1,209 @@
+//! The data of the runtime's model, on which everything else is built:
+//! a container's [`ContainerStatus`], [`Owner`] and [`ContainerRecord`],
+//! the [`ImageRef`] of the image it was made from, the [`SnapshotRef`] of
+//! its writable snapshot and the snapshot [`Driver`]s, and container IDs.
+//! Plain values (serde for the record on disk); of the crate's own modules
+//! only [`rootfs`](crate::rootfs) (what a root filesystem is) lies below.
+
+use std::path::PathBuf;
+
+use image_core::{Descriptor, Digest};
+use image_store::image::{resolve_descriptor, ImageError};
+use image_store::{Image, Provider};
+use serde::{Deserialize, Serialize};
+
+use crate::rootfs::Rootfs;
+
+/// Where a container is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ContainerStatus {
+    /// Being set up (a crash here leaves something for `gc`).
+    Creating,
+    /// Ready to start.
+    Created,
+    /// Its process was started by `owner`.
+    Running,
+    /// Its process exited.
+    Stopped,
+}
+
+/// The process that started a container, identified beyond PID reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// PID.
+    pub pid: u32,
+    /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+}
+
+impl Owner {
+    /// The calling process.
+    pub fn current() -> Option<Owner> {
+        let pid = std::process::id();
+        Some(Owner {
+            pid,
+            start_time: start_time(pid)?,
+        })
+    }
+
+    /// True while that very process exists.
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// What is kept on disk about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// Its ID.
+    pub id: String,
+    /// The image it was made from (a reference or an image ID), if known.
+    pub image: Option<String>,
+    /// The backend's name (`runc`, `crun`).
+    pub backend: String,
+    /// The bundle directory (also the container's state directory).
+    pub bundle: PathBuf,
+    /// Where the root filesystem comes from.
+    pub rootfs: Rootfs,
+    /// The lifecycle status.
+    pub status: ContainerStatus,
+    /// The process that created or started it.
+    pub owner: Option<Owner>,
+    /// The exit code once stopped.
+    pub exit_code: Option<i32>,
+    /// The image it was made from, when made from a store (what commit
+    /// appends to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<ImageRef>,
+    /// Its writable snapshot, when made from an image: removed on delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
+    /// Removed when its run ends (`run --rm`, Docker's `AutoRemove`):
+    /// deleted when it fails to start, and collected by `gc` in any status
+    /// once its owner is gone (a `run --rm` killed before it could delete).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
+}
+
+impl ContainerRecord {
+    /// True when nobody is managing it any more, so `gc` removes it: its
+    /// owner died while creating or running it, or, for an
+    /// [`auto_remove`](Self::auto_remove) container, before it could delete
+    /// it (in any status). A created or stopped container that is not
+    /// auto-removed is kept: it waits for a `start` or an `rm`.
+    pub fn is_stale(&self) -> bool {
+        let owner_gone = !self.owner.is_some_and(|o| o.is_alive());
+        match self.status {
+            _ if self.auto_remove => owner_gone,
+            ContainerStatus::Stopped | ContainerStatus::Created => false,
+            ContainerStatus::Creating | ContainerStatus::Running => owner_gone,
+        }
+    }
+}
+
+/// The image a container was made from, as resolved when it was created,
+/// so that commit finds exactly that image again (even if the name moved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The name it was resolved from.
+    pub name: String,
+    /// The image ID (config digest).
+    pub id: Digest,
+    /// The descriptor of its manifest (the platform's, below any index).
+    pub manifest: Descriptor,
+}
+
+impl ImageRef {
+    /// Of a resolved image.
+    pub fn of(image: &Image) -> ImageRef {
+        ImageRef {
+            name: image.name.clone(),
+            id: image.id().clone(),
+            manifest: image.manifest.descriptor(),
+        }
+    }
+
+    /// The image again, from `store`.
+    ///
+    /// # Errors
+    /// [`ImageError`] when its blobs are gone or corrupt.
+    pub fn resolve<P: Provider + ?Sized>(&self, store: &P) -> Result<Image, ImageError> {
+        resolve_descriptor(store, &self.name, &self.manifest, None)
+    }
+}
+
+/// The snapshot drivers a container's record can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Driver {
+    /// overlayfs ([`OverlaySnapshotter`](image_overlay::OverlaySnapshotter)): a container's changes land in
+    /// its own upper directory.
+    Overlay,
+    /// Full copies ([`CopySnapshotter`](image_overlay::CopySnapshotter)): portable, no overlayfs needed.
+    Copy,
+}
+
+impl Driver {
+    /// `overlay` or `copy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::Copy => "copy",
+        }
+    }
+}
+
+/// Where a container's writable snapshot is: enough to find and remove it
+/// from any process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The driver.
+    pub driver: Driver,
+    /// The snapshotter root.
+    pub root: PathBuf,
+    /// The active snapshot's key (the container ID).
+    pub key: String,
+    /// The committed parent: the container's init snapshot when it has
+    /// one, else the chain ID of the image's top layer (none for an image
+    /// without layers).
+    pub parent: Option<String>,
+    /// The name of the container's init snapshot (committed, on the
+    /// image's top layer): the mount points the runtime needs (`/proc`,
+    /// `/sys`, `/dev`, `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`)
+    /// made when the image lacks them, so that they are not part of the
+    /// container's changes (Docker's init layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+/// True for a caller-chosen container ID: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at
+/// most 128 bytes (a single path component, never `.` or `..`).
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// A random 64-hex-digit container ID, as Docker makes them.
+///
+/// # Errors
+/// When `/dev/urandom` cannot be read.
+pub fn random_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
