@@ -8,6 +8,10 @@
 //! and platform matching, and the [`ErrorKind`] classification that every
 //! error of the family reports.
 //!
+//! With the `codec` feature, [`codec`] compresses and decompresses layer
+//! and archive streams (gzip, zstd), for every crate of the family that
+//! reads or writes them.
+//!
 //! ```
 //! use image_core::{chain_ids, Digest, Reference};
 //!
@@ -22,6 +26,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "codec")]
+pub mod codec;
 pub mod config;
 pub mod digest;
 pub mod error;

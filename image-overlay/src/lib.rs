@@ -14,7 +14,8 @@
 //! - [`pack`]: a deterministic layer from a directory or from an overlayfs
 //!   upper directory, compressed and hashed in the same pass;
 //! - [`diff`]: a layer from the difference between two directory trees;
-//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded).
+//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded), which
+//!   is image-core's [`codec`](image_core::codec) under its old name.
 //!
 //! ```
 //! use image_core::Compression;
@@ -40,7 +41,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod compress;
+/// Compression of layer streams: image-core's [`codec`](image_core::codec),
+/// under the name this crate has always used. The codec lives at the
+/// lowest tier, so that the store (archives) and a registry client use the
+/// same one without depending on image-overlay.
+pub mod compress {
+    pub use image_core::codec::*;
+}
 pub mod diff;
 pub mod flatten;
 mod fsops;

@@ -1275,10 +1275,12 @@ pub(crate) fn walk(
         Some(w) => Box::new(w.decoder(head.to_vec(), compressed)),
         None => {
             let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
-            compress::decoder(compression, head_reader).map_err(|e| UnpackError::Decompress {
-                compression,
-                source: e,
-            })?
+            Box::new(compress::decoder(compression, head_reader).map_err(|e| {
+                UnpackError::Decompress {
+                    compression,
+                    source: e,
+                }
+            })?)
         }
     };
     let end = EndState::default();

@@ -38,6 +38,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
+use image_core::codec;
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
 use image_core::oci_spec::image::{ImageManifestBuilder, MediaType as OciMediaType};
 use image_core::{
@@ -47,7 +48,7 @@ use image_core::{
 use serde::Deserialize;
 
 use super::tarstream::{normalize, resolve_link, EndState, Ending};
-use super::{decoder, ArchiveError, BlobStore};
+use super::{ArchiveError, BlobStore};
 use crate::content::read_full;
 use crate::content::{unique_reference, ContentError};
 use crate::lease::Leases;
@@ -301,25 +302,13 @@ fn decompressed<'a>(
     let mut head = [0u8; 6];
     let n = read_full(reader, &mut head).map_err(|e| tar_error(e, "<start>", false))?;
     let head = &head[..n];
-    let unsupported = |compression| Err(ArchiveError::CompressedArchive { compression });
-    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        return unsupported("xz");
-    }
-    if head.starts_with(b"BZh") && head.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)) {
-        return unsupported("bzip2");
+    if let Some(compression) = codec::sniff_unsupported(head) {
+        return Err(ArchiveError::CompressedArchive { compression });
     }
     let stream = io::Cursor::new(head.to_vec()).chain(reader);
     let compression = Compression::sniff(head);
-    let decoded: Box<dyn Read + 'a> = match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            256 * 1024,
-            stream,
-        ))),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(stream).map_err(|e| tar_error(e, "<start>", false))?,
-        ),
-    };
+    let decoded: Box<dyn Read + 'a> =
+        Box::new(codec::decoder(compression, stream).map_err(|e| tar_error(e, "<start>", false))?);
     Ok((decoded, compression))
 }
 
@@ -570,7 +559,7 @@ fn diff_id(store: &dyn BlobStore, blob: &Blob, limit: u64) -> Result<Digest, Arc
     let r = store
         .reader(&blob.digest)
         .map_err(|e| ArchiveError::content(&blob.digest, e))?;
-    let d = decoder(blob.compression, r).map_err(|source| ArchiveError::Decompress {
+    let d = codec::decoder(blob.compression, r).map_err(|source| ArchiveError::Decompress {
         digest: blob.digest.clone(),
         source,
     })?;
