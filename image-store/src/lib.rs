@@ -53,6 +53,7 @@ pub mod mutate;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;
+pub mod tar_ending;
 
 pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{

@@ -36,7 +36,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
-use std::rc::Rc;
 
 use image_core::codec;
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
@@ -47,13 +46,14 @@ use image_core::{
 };
 use serde::Deserialize;
 
-use super::tarstream::{normalize, resolve_link, EndState, Ending};
+use super::tarstream::{normalize, resolve_link};
 use super::{ArchiveError, BlobStore};
 use crate::content::read_full;
 use crate::content::{unique_reference, ContentError};
 use crate::lease::Leases;
 use crate::refs::MAX_DOCUMENT_SIZE;
 use crate::tags::{normalize_name, ref_name, TagStore};
+use crate::tar_ending::{EndState, Ending};
 
 /// The kind of archive [`load`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,9 +318,9 @@ const MAX_COMPRESSED_TAIL: u64 = 1 << 20;
 
 /// The streaming pass.
 fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
-    let end = Rc::new(EndState::default());
+    let end = EndState::default();
     let (decoded, compression) = decompressed(reader)?;
-    let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), end.clone());
+    let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), &end);
     let mut archive = tar::Archive::new(src);
     let mut out = Scan::default();
     let mut last = String::from("<start>");
