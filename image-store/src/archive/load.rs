@@ -39,7 +39,6 @@ use std::io::{self, BufReader, Read};
 
 use image_core::codec;
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
-use image_core::oci_spec::image::{ImageManifestBuilder, MediaType as OciMediaType};
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Index, Manifest, MediaType,
     MediaTypeError, ParseError,
@@ -698,30 +697,21 @@ fn docker_images(
     Ok(out)
 }
 
-/// An OCI manifest for a config and layers.
+/// An OCI manifest for a config and layers ([`Manifest::build`]), its
+/// failure named by `what`.
 pub(crate) fn build_manifest(
     config: &Digest,
     config_size: u64,
     layers: Vec<Descriptor>,
     what: &str,
 ) -> Result<Manifest, ArchiveError> {
-    let parse = |source| ArchiveError::Parse {
-        what: what.to_owned(),
-        source,
-    };
-    let inner = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(OciMediaType::ImageManifest)
-        .config(descriptor(&MediaType::OciConfig, config, config_size))
-        .layers(layers)
-        .build()
-        .map_err(|e| {
-            parse(ParseError::WrongKind {
-                expected: "a buildable manifest",
-                found: e.to_string(),
-            })
-        })?;
-    Manifest::new(inner).map_err(parse)
+    let config = descriptor(&MediaType::OciConfig, config, config_size);
+    Manifest::build(&MediaType::OciManifest, config, layers, None).map_err(|source| {
+        ArchiveError::Parse {
+            what: what.to_owned(),
+            source,
+        }
+    })
 }
 
 /// Whether `name` is a bare tag (no repository).
