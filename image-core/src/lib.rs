@@ -8,6 +8,10 @@
 //! and platform matching, and the [`ErrorKind`] classification that every
 //! error of the family reports.
 //!
+//! Small helpers the crates above share: [`path`] cleans the paths images
+//! and archives name, [`time`] writes `created` times (RFC 3339, UTC,
+//! `SOURCE_DATE_EPOCH`), [`Manifest::build`] makes a new manifest.
+//!
 //! With the `codec` feature, [`codec`] compresses and decompresses layer
 //! and archive streams (gzip, zstd), for every crate of the family that
 //! reads or writes them.
@@ -35,8 +39,10 @@ pub mod ids;
 pub mod json;
 pub mod manifest;
 pub mod media_type;
+pub mod path;
 pub mod platform;
 pub mod reference;
+pub mod time;
 
 pub use oci_spec;
 

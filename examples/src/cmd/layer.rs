@@ -323,7 +323,7 @@ pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
         created_by = String::new();
         None
     };
-    let created = now_rfc3339();
+    let created = image_core::time::created_now();
     let layers: Vec<NewLayer> = layer
         .into_iter()
         .map(|(media_type, digest, size, diff_id)| NewLayer {
@@ -379,47 +379,4 @@ pub fn append(store: &StoreArgs, args: AppendArgs) -> anyhow::Result<()> {
     println!("{} {}", args.tag, appended.manifest.digest());
     println!("image id: {}", appended.config.image_id());
     Ok(())
-}
-
-/// The current UTC time as RFC 3339 (or SOURCE_DATE_EPOCH's, for reproducible images).
-fn now_rfc3339() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64)
-        });
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_of_known_instants() {
-        std::env::set_var("SOURCE_DATE_EPOCH", "951782400"); // 2000-02-29
-        assert_eq!(super::now_rfc3339(), "2000-02-29T00:00:00Z");
-        std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
-        assert_eq!(super::now_rfc3339(), "2023-11-14T22:13:20Z");
-        std::env::remove_var("SOURCE_DATE_EPOCH");
-    }
 }

@@ -7,24 +7,13 @@ use std::io::{self, Read, Write};
 
 use super::ArchiveError;
 
-/// Normalises an entry path lexically: drops `.` and empty components,
-/// resolves `..`; a path that climbs above the root is refused.
+/// Normalises an entry path lexically ([`image_core::path::clean_relative`]):
+/// drops `.` and empty components, resolves `..`; a path that climbs above
+/// the root is refused.
 pub(crate) fn normalize(path: &str) -> Result<String, ArchiveError> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(ArchiveError::UnsafePath {
-                        path: path.chars().take(300).collect(),
-                    });
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join("/"))
+    image_core::path::clean_relative(path).ok_or_else(|| ArchiveError::UnsafePath {
+        path: path.chars().take(300).collect(),
+    })
 }
 
 /// Resolves a link target written in an entry at `from` (relative to the
