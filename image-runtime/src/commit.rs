@@ -404,7 +404,7 @@ impl Container {
             Some(c) => c.clone(),
             None => self.command().unwrap_or_default(),
         };
-        let created = now_rfc3339();
+        let created = image_core::time::created_now();
         let new_layer = NewLayer {
             media_type: layer.media_type.clone(),
             digest: layer.digest.clone(),
@@ -509,44 +509,9 @@ where
     Ok(report)
 }
 
-/// Now (or `SOURCE_DATE_EPOCH` when set), as RFC 3339 in UTC.
-fn now_rfc3339() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        });
-    rfc3339(secs)
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use image_core::time::rfc3339;
 
     #[test]
     fn rfc3339_of_known_instants() {
