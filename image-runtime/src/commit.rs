@@ -508,16 +508,3 @@ where
     removed?;
     Ok(report)
 }
-
-#[cfg(test)]
-mod tests {
-    use image_core::time::rfc3339;
-
-    #[test]
-    fn rfc3339_of_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
-}
