@@ -12,7 +12,7 @@
 //! and archives name, [`time`] writes `created` times (RFC 3339, UTC,
 //! `SOURCE_DATE_EPOCH`), [`Manifest::build`] makes a new manifest.
 //!
-//! With the `codec` feature, [`codec`] compresses and decompresses layer
+//! With the `codec` feature, the `codec` module compresses and decompresses layer
 //! and archive streams (gzip, zstd), for every crate of the family that
 //! reads or writes them.
 //!
