@@ -13,6 +13,14 @@
 //! wrap does (from async code, hash on a blocking thread or feed the bytes
 //! of an async stream to a [`DigestWriter`] yourself).
 //!
+//! Small helpers the crates above share: [`path`] cleans the paths images
+//! and archives name, [`time`] writes `created` times (RFC 3339, UTC,
+//! `SOURCE_DATE_EPOCH`), [`Manifest::build`] makes a new manifest.
+//!
+//! With the `codec` feature, the `codec` module compresses and decompresses layer
+//! and archive streams (gzip, zstd), for every crate of the family that
+//! reads or writes them.
+//!
 //! ```
 //! use image_core::{chain_ids, Digest, Reference};
 //!
@@ -27,6 +35,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+#[cfg(feature = "codec")]
+pub mod codec;
 pub mod config;
 pub mod digest;
 pub mod error;
@@ -34,8 +44,10 @@ pub mod ids;
 pub mod json;
 pub mod manifest;
 pub mod media_type;
+pub mod path;
 pub mod platform;
 pub mod reference;
+pub mod time;
 
 pub use oci_spec;
 

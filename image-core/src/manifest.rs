@@ -359,6 +359,41 @@ impl Manifest {
         Raw::new(inner).map(|raw| Manifest { raw })
     }
 
+    /// Builds a new image manifest of `media_type` (OCI's or Docker's v2
+    /// schema 2 manifest type) for a config and its layers (bottom first),
+    /// with `annotations`, serialised canonically: the one manifest builder
+    /// of the family (loading a docker-save archive, appending layers, and
+    /// whatever builds an image next).
+    ///
+    /// # Errors
+    /// [`ParseError::WrongKind`] when `media_type` is not a manifest type;
+    /// as [`Manifest::new`] for an invalid descriptor digest.
+    pub fn build(
+        media_type: &MediaType,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+        annotations: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Manifest, ParseError> {
+        if !media_type.is_manifest() {
+            return Err(ParseError::WrongKind {
+                expected: "an image manifest media type",
+                found: media_type.to_string(),
+            });
+        }
+        let mut inner = oci_spec::image::ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(oci_spec::image::MediaType::from(media_type.as_str()))
+            .config(config)
+            .layers(layers)
+            .build()
+            .map_err(|e| ParseError::WrongKind {
+                expected: "a buildable manifest",
+                found: e.to_string(),
+            })?;
+        inner.set_annotations(annotations);
+        Manifest::new(inner)
+    }
+
     /// A copy with `inner` changed by `f`, keeping the unmodelled fields, serialised canonically.
     ///
     /// # Errors
@@ -730,5 +765,40 @@ mod tests {
             Index::new(idx.inner().clone()).expect("again").raw(),
             rebuilt.raw()
         );
+    }
+
+    #[test]
+    fn build_makes_either_format_and_refuses_other_types() {
+        let config = descriptor(&MediaType::OciConfig, &Digest::sha256(b"{}"), 2);
+        let layer = descriptor(&MediaType::OciLayerGzip, &Digest::sha256(b"l"), 1);
+        let annotations: std::collections::HashMap<String, String> =
+            [("k".to_owned(), "v".to_owned())].into();
+        let m = Manifest::build(
+            &MediaType::OciManifest,
+            config.clone(),
+            vec![layer.clone()],
+            Some(annotations.clone()),
+        )
+        .expect("oci");
+        assert_eq!(*m.media_type(), MediaType::OciManifest);
+        assert_eq!(m.layers(), std::slice::from_ref(&layer));
+        assert_eq!(m.inner().annotations().as_ref(), Some(&annotations));
+        // Canonical: parsing the bytes gives the same digest and value.
+        let back = Manifest::from_bytes(m.raw().to_vec()).expect("parse");
+        assert_eq!(back.digest(), m.digest());
+        let d = Manifest::build(&MediaType::DockerManifest, config.clone(), vec![], None)
+            .expect("docker");
+        assert_eq!(*d.media_type(), MediaType::DockerManifest);
+        assert!(d.inner().annotations().is_none());
+        for wrong in [
+            MediaType::OciIndex,
+            MediaType::OciLayer,
+            MediaType::OciConfig,
+        ] {
+            assert!(matches!(
+                Manifest::build(&wrong, config.clone(), vec![], None),
+                Err(ParseError::WrongKind { .. })
+            ));
+        }
     }
 }

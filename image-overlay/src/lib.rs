@@ -14,7 +14,8 @@
 //! - [`pack`]: a deterministic layer from a directory or from an overlayfs
 //!   upper directory, compressed and hashed in the same pass;
 //! - [`diff`]: a layer from the difference between two directory trees;
-//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded);
+//! - [`compress`]: gzip (flate2, zlib-rs) and zstd (multi-threaded), which
+//!   is image-core's [`codec`](image_core::codec) under its old name;
 //! - [`append`]: a new tagged image from a base plus a directory or a
 //!   layer tarball, with config changes, in one call ([`append_dir`]);
 //! - [`snapshot`]: overlay and copy snapshotters, and [`image_unpack`]
@@ -60,7 +61,13 @@
 
 pub mod append;
 pub mod compare;
-pub mod compress;
+/// Compression of layer streams: image-core's [`codec`](image_core::codec),
+/// under the name this crate has always used. The codec lives at the
+/// lowest tier, so that the store (archives) and a registry client use the
+/// same one without depending on image-overlay.
+pub mod compress {
+    pub use image_core::codec::*;
+}
 pub mod diff;
 pub mod flatten;
 mod fsops;

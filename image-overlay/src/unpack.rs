@@ -33,7 +33,6 @@
 //! On error the target is left as far as the unpack got: unpack into a
 //! fresh directory and discard it on failure.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -42,6 +41,7 @@ use std::path::{Path, PathBuf};
 
 use image_core::digest::Hasher;
 use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind, HashingReader, VerifyError};
+use image_store::tar_ending::{self, EndState, HeaderLimitHit};
 use rustix::fs::Timespec;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
@@ -765,16 +765,6 @@ impl std::fmt::Display for LimitHit {
 }
 impl std::error::Error for LimitHit {}
 
-/// Marks the header-size limit.
-#[derive(Debug)]
-struct HeaderLimitHit;
-impl std::fmt::Display for HeaderLimitHit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("header-size limit reached")
-    }
-}
-impl std::error::Error for HeaderLimitHit {}
-
 pub(crate) struct SourceTag<'a>(pub(crate) &'a mut dyn Read);
 impl Read for SourceTag<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -785,7 +775,7 @@ impl Read for SourceTag<'_> {
 }
 
 /// Hashes, counts and limits the uncompressed stream.
-struct Meter<'a> {
+pub(crate) struct Meter<'a> {
     inner: Box<dyn Read + 'a>,
     hasher: Hasher,
     count: u64,
@@ -813,99 +803,16 @@ impl Read for Meter<'_> {
     }
 }
 
-/// One tar block.
-const BLOCK: u64 = 512;
+/// The decoded layer as the tar parser reads it: metered, ending where
+/// the family's one rule ([`image_store::tar_ending`]) allows.
+pub(crate) type Ending<'a> = tar_ending::Ending<'a, Meter<'a>>;
 
-/// Where the tar stream may end, as Go's `archive/tar` (Docker, containerd,
-/// podman, umoci) decides it: at an entry boundary, with or without the
-/// end-of-archive marker (two zero blocks, or one), and also right after
-/// the data of the last entry with none of its padding to the block size
-/// (a Go `tar.Writer` that is never closed, as `umoci insert` leaves it,
-/// writes the padding only before the next header). An end anywhere else
-/// (inside a header, the data or the padding) is a truncation.
-///
-/// The tar crate already stops cleanly when the stream ends where a header
-/// would start; this reader supplies the missing padding (zeros that are
-/// neither hashed nor counted) when the stream ends exactly where the data
-/// of the current entry ends, and remembers that the stream ended so that
-/// the parser's complaints about it are reported as [`UnpackError::Truncated`].
-pub(crate) struct Ending<'a> {
-    meter: Meter<'a>,
-    /// Offset in the tar stream (what the tar crate has read).
-    pos: u64,
-    /// Zero bytes of padding still to supply.
-    fill: u64,
-    /// What the parse loop and this reader share while entries are borrowed.
-    end: &'a EndState,
-}
-
-/// Shared between [`Ending`] and the parse loop (which cannot reach the
-/// reader while the tar crate holds it).
-#[derive(Default)]
-struct EndState {
-    /// Where the current entry's data ends, when known exactly.
-    data_end: Cell<Option<u64>>,
-    /// The decoded stream has ended.
-    eof: Cell<bool>,
-    /// Where the header group of the next entry starts (the end of the
-    /// current entry's padded data): bytes read past it before the next
-    /// entry is parsed are header bytes.
-    header_from: Cell<u64>,
-    /// The most header bytes of one entry; `u64::MAX` once parsing is over.
-    header_limit: Cell<u64>,
-}
-
-impl EndState {
-    /// Records where the data of the entry just parsed ends: its data start
-    /// plus its size in the archive. Not for an old GNU sparse entry with
-    /// extension headers, whose data starts further on than the tar crate
-    /// reports: such an entry must be padded (no Go writer makes one).
-    fn entry<R: Read>(&self, entry: &tar::Entry<'_, R>) {
-        let extended = entry.header().entry_type().is_gnu_sparse()
-            && entry.header().as_gnu().is_some_and(|g| g.is_extended());
-        let data_end = entry.raw_file_position().saturating_add(entry.size());
-        self.data_end.set((!extended).then_some(data_end));
-        // (An extended sparse entry's data starts later than reported: its
-        // extension blocks then count as header bytes of the next entry.)
-        self.header_from
-            .set(data_end.div_ceil(BLOCK).saturating_mul(BLOCK));
-    }
-
-    /// An error of the tar parser, or of reading an entry, as a truncation
-    /// when the stream had already ended.
-    fn classify(&self, e: UnpackError) -> UnpackError {
-        match e {
-            UnpackError::Corrupt { path, .. } if self.eof.get() => UnpackError::Truncated { path },
-            e => e,
-        }
-    }
-}
-
-impl Read for Ending<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.fill == 0 && !self.end.eof.get() {
-            let n = self.meter.read(buf)?;
-            if n > 0 {
-                self.pos += n as u64;
-                let limit = self.end.header_limit.get();
-                if self.pos.saturating_sub(self.end.header_from.get()) > limit {
-                    return Err(io::Error::other(HeaderLimitHit));
-                }
-                return Ok(n);
-            }
-            self.end.eof.set(true);
-            if self.end.data_end.get() == Some(self.pos) {
-                self.fill = (BLOCK - self.pos % BLOCK) % BLOCK;
-            }
-        }
-        let n = usize::try_from(self.fill).map_or(buf.len(), |f| f.min(buf.len()));
-        buf[..n].fill(0);
-        self.fill -= n as u64;
-        self.pos += n as u64;
-        Ok(n)
+/// An error of the tar parser, or of reading an entry, as a truncation
+/// when the stream had already ended.
+fn at_end(end: &EndState, e: UnpackError) -> UnpackError {
+    match e {
+        UnpackError::Corrupt { path, .. } if end.hit_eof() => UnpackError::Truncated { path },
+        e => e,
     }
 }
 
@@ -1329,32 +1236,32 @@ pub(crate) fn walk(
         Some(w) => Box::new(w.decoder(head.to_vec(), compressed)),
         None => {
             let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
-            compress::decoder(compression, head_reader).map_err(|e| UnpackError::Decompress {
-                compression,
-                source: e,
-            })?
+            Box::new(compress::decoder(compression, head_reader).map_err(|e| {
+                UnpackError::Decompress {
+                    compression,
+                    source: e,
+                }
+            })?)
         }
     };
     let end = EndState::default();
-    end.header_limit.set(limits.max_header_bytes);
-    let ending = Ending {
-        meter: Meter {
+    end.set_header_limit(limits.max_header_bytes);
+    let ending = Ending::new(
+        Meter {
             inner: decoder,
             hasher: diff_alg.hasher(),
             count: 0,
             limit: limits.max_expanded_bytes,
         },
-        pos: 0,
-        fill: 0,
-        end: &end,
-    };
+        &end,
+    );
     let mut archive = tar::Archive::new(ending);
     let mut entries_seen: u64 = 0;
     {
-        let entries = archive.entries().map_err(|e| end.classify(err(e, None)))?;
+        let entries = archive.entries().map_err(|e| at_end(&end, err(e, None)))?;
         let mut last_path: Option<Vec<u8>> = None;
         for entry in entries {
-            let mut entry = entry.map_err(|e| end.classify(err(e, last_path.as_deref())))?;
+            let mut entry = entry.map_err(|e| at_end(&end, err(e, last_path.as_deref())))?;
             end.entry(&entry);
             let raw_path = entry.path_bytes().into_owned();
             let global = entry.header().entry_type() == tar::EntryType::XGlobalHeader;
@@ -1366,19 +1273,19 @@ pub(crate) fn walk(
                     });
                 }
             }
-            visit(&mut entry, &raw_path, global).map_err(|e| end.classify(e))?;
+            visit(&mut entry, &raw_path, global).map_err(|e| at_end(&end, e))?;
             last_path = Some(raw_path);
         }
     }
-    end.header_limit.set(u64::MAX);
+    end.set_header_limit(u64::MAX);
     // The tar crate stops at the first zero block or where the stream ends
     // at an entry boundary; what follows must be zeros (the rest of the
     // end-of-archive marker and any padding a writer added to a record size).
-    let mut meter = archive.into_inner().meter;
+    let mut meter = archive.into_inner().into_inner();
     let before = meter.count;
     let mut nonzero_trailing = false;
     let mut buf = vec![0u8; 64 * 1024];
-    while !end.eof.get() {
+    while !end.hit_eof() {
         let k = match meter.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => k,

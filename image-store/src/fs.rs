@@ -384,6 +384,43 @@ pub struct Root {
     walk: bool,
 }
 
+/// Writes `path` (inside `root`) atomically and durably: a temporary file
+/// beside it (`.<name>.tmp-<pid>`), the bytes, fsync, rename over `path`,
+/// fsync of the directory; the one atomic write of the family. Every step
+/// resolves inside `root` without following a symlink (a symlink planted at
+/// the temporary name or in a parent is refused, never written through),
+/// and goes through `fs`, so that a test can fail any of them; on failure
+/// the temporary file is removed and `path` is as it was.
+///
+/// # Errors
+/// The first failing step's error.
+pub fn write_file_atomic(
+    fs: &dyn Fs,
+    root: &Root,
+    target: Target,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs.open_temp(target, root, &tmp, true)?;
+        write_all(fs, target, &mut f, bytes)?;
+        fs.sync_file(target, &f)?;
+        drop(f);
+        fs.rename(target, root, &tmp, path)?;
+        fs.sync_dir(target, root, dir)
+    })();
+    if result.is_err() && matches!(root.stat(&tmp), Ok(Some(_))) {
+        let _ = RealFs.remove_file(target, root, &tmp);
+    }
+    result
+}
+
 /// Whether `openat2` is known to be missing (`ENOSYS`: Linux before 5.6,
 /// or a seccomp filter hiding it).
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
@@ -416,6 +453,16 @@ impl Root {
             walk: true,
             ..Root::open(path)?
         })
+    }
+
+    /// Writes `path` (inside this directory, named from [`Root::path`] as
+    /// every path given to a `Root` is) atomically and durably, with no
+    /// symlink followed: [`write_file_atomic`] through the real file system.
+    ///
+    /// # Errors
+    /// As [`write_file_atomic`].
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        write_file_atomic(&RealFs, self, Target::Layout, path, bytes)
     }
 
     /// The directory as named.

@@ -60,6 +60,7 @@ pub mod mutate;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;
+pub mod tar_ending;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 

@@ -9,7 +9,6 @@
 
 use image_core::config::{ConfigFile, History};
 use image_core::manifest::descriptor;
-use image_core::oci_spec::image::{ImageManifestBuilder, MediaType as OciMediaType};
 use image_core::{
     Classify, Digest, ErrorKind, ImageConfig, Manifest, MediaType, ParseError, Platform,
 };
@@ -132,16 +131,13 @@ pub fn append<S: Ingester + ?Sized>(
         };
         descriptors.push(descriptor(&media_type, &l.digest, l.size));
     }
-    let mut builder = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(OciMediaType::from(manifest_type.as_str()))
-        .config(config.descriptor(&config_type))
-        .layers(descriptors);
-    if let Some(annotations) = base.and_then(|b| b.manifest.inner().annotations().clone()) {
-        builder = builder.annotations(annotations);
-    }
-    let inner = builder.build().map_err(MutateError::Manifest)?;
-    let manifest = Manifest::new(inner)?;
+    let annotations = base.and_then(|b| b.manifest.inner().annotations().clone());
+    let manifest = Manifest::build(
+        &manifest_type,
+        config.descriptor(&config_type),
+        descriptors,
+        annotations,
+    )?;
     store.write_blob(manifest.raw())?;
     Ok(Appended { manifest, config })
 }

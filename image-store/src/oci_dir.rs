@@ -40,6 +40,7 @@ use rustix::fs::{AtFlags, FileType};
 use image_core::{Algorithm, Classify, Digest, ErrorKind, VerifyingReader};
 
 use crate::content::{ContentError, Info, Manager, Provider, Result};
+pub(crate) use crate::fs::write_file_atomic;
 use crate::fs::{self as seam, io_kind, Fs, RealFs, RefusedFile, Root, Target};
 
 /// The content of `oci-layout` this store writes.
@@ -333,35 +334,6 @@ impl OciDir {
     pub(crate) fn lock_path(&self) -> PathBuf {
         self.root.join("index.json.lock")
     }
-}
-
-/// Writes `path` (inside `root`) atomically and durably: temp file,
-/// fsync, rename, fsync dir.
-pub(crate) fn write_file_atomic(
-    fs: &dyn Fs,
-    root: &Root,
-    target: Target,
-    path: &Path,
-    bytes: &[u8],
-) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs.open_temp(target, root, &tmp, true)?;
-        seam::write_all(fs, target, &mut f, bytes)?;
-        fs.sync_file(target, &f)?;
-        drop(f);
-        fs.rename(target, root, &tmp, path)?;
-        fs.sync_dir(target, root, dir)
-    })();
-    if result.is_err() && matches!(root.stat(&tmp), Ok(Some(_))) {
-        let _ = RealFs.remove_file(target, root, &tmp);
-    }
-    result
 }
 
 impl Provider for OciDir {

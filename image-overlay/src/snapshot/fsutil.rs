@@ -1,40 +1,18 @@
-//! Filesystem helpers of the snapshot drivers: atomic writes, a faithful
+//! Filesystem helpers of the snapshot drivers (atomic writes are the
+//! store's [`Root::write_atomic`](image_store::fs::Root::write_atomic)): a faithful
 //! tree copy, disk usage. Everything walks with directory descriptors and
 //! never follows a symlink found in a tree.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use rustix::io::Errno;
-
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync,
-/// rename, fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
 /// Fsyncs a directory (so that a rename or create in it is durable).
 pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {

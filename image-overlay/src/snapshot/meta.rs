@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-use super::fsutil;
+use image_store::fs::Root;
+
 use super::{Info, Kind, Labels, SnapshotError};
 
 /// The version of the metadata format.
@@ -94,6 +95,9 @@ pub(crate) fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The metadata file's name in the snapshotter's root.
+const METADATA: &str = "metadata.json";
+
 /// The driver named by the metadata file of `root`; `None` when there is
 /// none yet (a new or empty root).
 pub(crate) fn driver_at(root: &Path) -> Result<Option<String>, SnapshotError> {
@@ -101,7 +105,7 @@ pub(crate) fn driver_at(root: &Path) -> Result<Option<String>, SnapshotError> {
     struct Head {
         driver: String,
     }
-    let path = root.join("metadata.json");
+    let path = root.join(METADATA);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -116,6 +120,8 @@ pub(crate) fn driver_at(root: &Path) -> Result<Option<String>, SnapshotError> {
 #[derive(Debug)]
 pub(crate) struct MetaStore {
     path: PathBuf,
+    /// The snapshotter's root, which the metadata is written into.
+    root: Root,
     driver: &'static str,
     lock: Mutex<File>,
 }
@@ -130,8 +136,10 @@ impl MetaStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| SnapshotError::io("open", &lock_path, e))?;
+        let dir = Root::open(root).map_err(|e| SnapshotError::io("open", root, e))?;
         Ok(MetaStore {
-            path: root.join("metadata.json"),
+            path: root.join(METADATA),
+            root: dir,
             driver,
             lock: Mutex::new(lock),
         })
@@ -214,7 +222,42 @@ impl MetaStore {
             path: self.path.clone(),
             source,
         })?;
-        fsutil::write_atomic(&self.path, &bytes)
+        self.root
+            .write_atomic(&self.path, &bytes)
             .map_err(|e| SnapshotError::io("write", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metadata is written into the root with no symlink followed: a
+    /// link planted at the temporary name is refused, not written through.
+    #[test]
+    fn save_never_writes_through_a_planted_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"keep").expect("sentinel");
+        let root = dir.path().join("snapshots");
+        std::fs::create_dir(&root).expect("root");
+        let store = MetaStore::open(&root, "copy").expect("open");
+        let tmp = root.join(format!(".{METADATA}.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &tmp).expect("plant");
+        let r = store.update(|meta| {
+            meta.next_id += 1;
+            Ok(((), true))
+        });
+        assert!(r.is_err(), "the write through the link is refused");
+        assert_eq!(std::fs::read(&outside).expect("read"), b"keep");
+        // Once the link is gone, the same update succeeds.
+        std::fs::remove_file(&tmp).expect("unplant");
+        store
+            .update(|meta| {
+                meta.next_id += 1;
+                Ok(((), true))
+            })
+            .expect("update");
+        assert!(root.join(METADATA).is_file());
     }
 }

@@ -381,7 +381,7 @@ impl Container {
             Some(c) => c.clone(),
             None => self.command().unwrap_or_default(),
         };
-        let created = image_overlay::append::now_rfc3339();
+        let created = image_core::time::created_now();
         let new_layer = NewLayer {
             media_type: layer.media_type.clone(),
             digest: layer.digest.clone(),

@@ -11,7 +11,7 @@ pub mod process;
 pub mod resources;
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use image_core::config::{ConfigLimitError, RunConfig};
@@ -231,19 +231,10 @@ impl Classify for SpecError {
     }
 }
 
-/// Cleans an absolute path lexically (`/a/./b/../c` -> `/a/c`).
+/// Cleans an absolute path lexically (`/a/./b/../c` -> `/a/c`), with the
+/// family's one cleaner, [`image_core::path::clean_absolute`].
 pub fn clean_absolute(p: &str) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in Path::new(p).components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
+    PathBuf::from(image_core::path::clean_absolute(p))
 }
 
 /// The working directory: the option's, else the image's, else `/`.
@@ -601,8 +592,9 @@ pub(crate) fn test_rng(seed: u64) -> impl FnMut(u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image_core::oci_spec::runtime::Capability;
+    use image_core::oci_spec::runtime::{Capability, LinuxNamespaceType};
     use serde_json::json;
+    use std::path::Path;
 
     fn ctx() -> SpecContext {
         SpecContext {

@@ -36,23 +36,23 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
-use std::rc::Rc;
 
+use image_core::codec;
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
-use image_core::oci_spec::image::{ImageManifestBuilder, MediaType as OciMediaType};
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Index, Manifest, MediaType,
     MediaTypeError, ParseError,
 };
 use serde::Deserialize;
 
-use super::tarstream::{normalize, resolve_link, EndState, Ending};
-use super::{decoder, ArchiveError, BlobStore};
+use super::tarstream::{normalize, resolve_link};
+use super::{ArchiveError, BlobStore};
 use crate::content::read_full;
 use crate::content::{unique_reference, ContentError};
 use crate::lease::Leases;
 use crate::refs::MAX_DOCUMENT_SIZE;
 use crate::tags::{normalize_name, ref_name, TagStore};
+use crate::tar_ending::{EndState, Ending};
 
 /// The kind of archive [`load`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,25 +301,13 @@ fn decompressed<'a>(
     let mut head = [0u8; 6];
     let n = read_full(reader, &mut head).map_err(|e| tar_error(e, "<start>", false))?;
     let head = &head[..n];
-    let unsupported = |compression| Err(ArchiveError::CompressedArchive { compression });
-    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        return unsupported("xz");
-    }
-    if head.starts_with(b"BZh") && head.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)) {
-        return unsupported("bzip2");
+    if let Some(compression) = codec::sniff_unsupported(head) {
+        return Err(ArchiveError::CompressedArchive { compression });
     }
     let stream = io::Cursor::new(head.to_vec()).chain(reader);
     let compression = Compression::sniff(head);
-    let decoded: Box<dyn Read + 'a> = match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            256 * 1024,
-            stream,
-        ))),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(stream).map_err(|e| tar_error(e, "<start>", false))?,
-        ),
-    };
+    let decoded: Box<dyn Read + 'a> =
+        Box::new(codec::decoder(compression, stream).map_err(|e| tar_error(e, "<start>", false))?);
     Ok((decoded, compression))
 }
 
@@ -329,9 +317,9 @@ const MAX_COMPRESSED_TAIL: u64 = 1 << 20;
 
 /// The streaming pass.
 fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
-    let end = Rc::new(EndState::default());
+    let end = EndState::default();
     let (decoded, compression) = decompressed(reader)?;
-    let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), end.clone());
+    let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), &end);
     let mut archive = tar::Archive::new(src);
     let mut out = Scan::default();
     let mut last = String::from("<start>");
@@ -570,7 +558,7 @@ fn diff_id(store: &dyn BlobStore, blob: &Blob, limit: u64) -> Result<Digest, Arc
     let r = store
         .reader(&blob.digest)
         .map_err(|e| ArchiveError::content(&blob.digest, e))?;
-    let d = decoder(blob.compression, r).map_err(|source| ArchiveError::Decompress {
+    let d = codec::decoder(blob.compression, r).map_err(|source| ArchiveError::Decompress {
         digest: blob.digest.clone(),
         source,
     })?;
@@ -709,30 +697,21 @@ fn docker_images(
     Ok(out)
 }
 
-/// An OCI manifest for a config and layers.
+/// An OCI manifest for a config and layers ([`Manifest::build`]), its
+/// failure named by `what`.
 pub(crate) fn build_manifest(
     config: &Digest,
     config_size: u64,
     layers: Vec<Descriptor>,
     what: &str,
 ) -> Result<Manifest, ArchiveError> {
-    let parse = |source| ArchiveError::Parse {
-        what: what.to_owned(),
-        source,
-    };
-    let inner = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(OciMediaType::ImageManifest)
-        .config(descriptor(&MediaType::OciConfig, config, config_size))
-        .layers(layers)
-        .build()
-        .map_err(|e| {
-            parse(ParseError::WrongKind {
-                expected: "a buildable manifest",
-                found: e.to_string(),
-            })
-        })?;
-    Manifest::new(inner).map_err(parse)
+    let config = descriptor(&MediaType::OciConfig, config, config_size);
+    Manifest::build(&MediaType::OciManifest, config, layers, None).map_err(|source| {
+        ArchiveError::Parse {
+            what: what.to_owned(),
+            source,
+        }
+    })
 }
 
 /// Whether `name` is a bare tag (no repository).

@@ -52,10 +52,6 @@
 //! [`LoadOptions::max_expanded_bytes`](load::LoadOptions::max_expanded_bytes)
 //! (a decompression bomb is refused after that many bytes, not expanded).
 
-use std::io::{self, BufReader, Read};
-
-use image_core::Compression;
-
 use crate::content::{Ingester, Provider};
 
 mod error;
@@ -88,19 +84,4 @@ pub fn build_manifest(
     layers: Vec<image_core::Descriptor>,
 ) -> Result<image_core::Manifest, ArchiveError> {
     load::build_manifest(config, config_size, layers, "new manifest")
-}
-
-/// A decoder for a layer stream of this compression.
-pub(crate) fn decoder<'a>(
-    compression: Compression,
-    reader: Box<dyn Read + Send + 'a>,
-) -> io::Result<Box<dyn Read + Send + 'a>> {
-    Ok(match compression {
-        Compression::None => reader,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            256 * 1024,
-            reader,
-        ))),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
-    })
 }

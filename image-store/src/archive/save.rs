@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
+use image_core::codec;
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
 use image_core::platform::select_manifest;
 use image_core::reference::Reference;
@@ -22,7 +23,7 @@ use image_core::{
 use serde_json::{json, Value};
 
 use super::tarstream::{CopyFail, TarWriter};
-use super::{decoder, ArchiveError};
+use super::ArchiveError;
 use crate::content::{ContentError, Provider};
 use crate::refs::MAX_DOCUMENT_SIZE;
 use crate::tags::{resolve_reference, TagStore, REF_NAME};
@@ -400,10 +401,11 @@ fn write_layer(
         let r = store
             .reader(&digest)
             .map_err(|e| ArchiveError::content(&digest, e))?;
-        decoder(compression, r).map_err(|source| ArchiveError::Decompress {
+        let d = codec::decoder(compression, r).map_err(|source| ArchiveError::Decompress {
             digest: digest.clone(),
             source,
-        })
+        })?;
+        Ok(Box::new(d))
     };
     let size = if compression == Compression::None {
         if &digest != diff_id {
@@ -659,7 +661,7 @@ fn uncompressed_size(store: &dyn Provider, layer: &Descriptor) -> Result<u64, Ar
     let r = store
         .reader(&digest)
         .map_err(|e| ArchiveError::content(&digest, e))?;
-    let mut d = decoder(compression, r).map_err(|source| ArchiveError::Decompress {
+    let mut d = codec::decoder(compression, r).map_err(|source| ArchiveError::Decompress {
         digest: digest.clone(),
         source,
     })?;

@@ -1,116 +1,19 @@
-//! The tar plumbing shared by import and export: where the reader's
-//! stream may end, path normalisation, and a small streaming tar writer
-//! that checks every entry has exactly the size its header announces.
+//! The tar plumbing shared by import and export: path normalisation and a
+//! small streaming tar writer that checks every entry has exactly the size
+//! its header announces. Where the reader's stream may end is the family's
+//! one rule, [`crate::tar_ending`].
 
-use std::cell::Cell;
 use std::io::{self, Read, Write};
-use std::rc::Rc;
 
 use super::ArchiveError;
 
-/// One tar block.
-const BLOCK: u64 = 512;
-
-/// Where an archive's tar stream may end, as Go's `archive/tar` (so
-/// `docker load`) decides it: at an entry boundary, with the end-of-archive
-/// marker (two zero blocks), one zero block of it, or none; and right after
-/// the last entry's data with none of its padding (a Go `tar.Writer` left
-/// unclosed writes the padding only before the next header). Anywhere else
-/// (inside a header, an entry's data or its padding) the stream is cut
-/// short. image-overlay holds the same rule for layer streams; the tiers
-/// are kept apart (image-store does not depend on image-overlay), and the
-/// rule is this small.
-///
-/// The parse loop tells [`EndState::entry`] where each entry's data ends;
-/// the [`Ending`] reader over the stream supplies the missing padding as
-/// zeros when the stream ends exactly there, and records that the stream
-/// ended, so that the parser's complaints after it are truncations.
-#[derive(Default)]
-pub(crate) struct EndState {
-    data_end: Cell<Option<u64>>,
-    eof: Cell<bool>,
-}
-
-impl EndState {
-    /// Records where the data of the entry just parsed ends (unknown for
-    /// an old GNU sparse entry with extension headers, which must be padded).
-    pub(crate) fn entry<R: Read>(&self, entry: &tar::Entry<'_, R>) {
-        let extended = entry.header().entry_type().is_gnu_sparse()
-            && entry.header().as_gnu().is_some_and(|g| g.is_extended());
-        self.data_end.set(
-            (!extended)
-                .then(|| entry.raw_file_position().checked_add(entry.size()))
-                .flatten(),
-        );
-    }
-
-    /// Whether the stream has ended.
-    pub(crate) fn hit_eof(&self) -> bool {
-        self.eof.get()
-    }
-}
-
-/// The archive's tar stream, ending as [`EndState`] says.
-pub(crate) struct Ending<R> {
-    inner: R,
-    pos: u64,
-    fill: u64,
-    state: Rc<EndState>,
-}
-
-impl<R: Read> Ending<R> {
-    pub(crate) fn new(inner: R, state: Rc<EndState>) -> Self {
-        Ending {
-            inner,
-            pos: 0,
-            fill: 0,
-            state,
-        }
-    }
-}
-
-impl<R: Read> Read for Ending<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.fill == 0 && !self.state.eof.get() {
-            let n = self.inner.read(buf)?;
-            if n > 0 {
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            self.state.eof.set(true);
-            if self.state.data_end.get() == Some(self.pos) {
-                self.fill = (BLOCK - self.pos % BLOCK) % BLOCK;
-            }
-        }
-        let n = usize::try_from(self.fill).map_or(buf.len(), |f| f.min(buf.len()));
-        buf[..n].fill(0);
-        self.fill -= n as u64;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Normalises an entry path lexically: drops `.` and empty components,
-/// resolves `..`; a path that climbs above the root is refused.
+/// Normalises an entry path lexically ([`image_core::path::clean_relative`]):
+/// drops `.` and empty components, resolves `..`; a path that climbs above
+/// the root is refused.
 pub(crate) fn normalize(path: &str) -> Result<String, ArchiveError> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(ArchiveError::UnsafePath {
-                        path: path.chars().take(300).collect(),
-                    });
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join("/"))
+    image_core::path::clean_relative(path).ok_or_else(|| ArchiveError::UnsafePath {
+        path: path.chars().take(300).collect(),
+    })
 }
 
 /// Resolves a link target written in an entry at `from` (relative to the

@@ -1,17 +1,39 @@
-//! Compression of layer streams: gzip and zstd, sniffed or declared.
+//! Compression of layer and archive streams: gzip and zstd (and plain),
+//! sniffed or declared; the one codec of the family, behind image-core's
+//! `codec` feature so that a user of digests and documents alone does not
+//! build flate2 and libzstd.
 //!
-//! Decoding wraps any [`Read`] (gzip inflates on a second thread while the
-//! caller hashes and applies); encoding wraps any [`Write`]. gzip goes
-//! through flate2 with the zlib-rs backend, deflating 128 KiB blocks on
-//! [`Encoding::threads`] workers as pigz does ([`ParallelGzip`]: one
-//! ordinary gzip member, whose bytes do not depend on the thread count);
-//! zstd through libzstd with its multi-threaded compressor.
+//! Decoding wraps any [`Read`] ([`decoder`]; [`DecompressWorker`] inflates
+//! on a second thread while the caller hashes and applies); encoding wraps
+//! any [`Write`] ([`Encoder`]). gzip goes through flate2 with the zlib-rs
+//! backend, deflating 128 KiB blocks on [`Encoding::threads`] workers as
+//! pigz does ([`ParallelGzip`]: one ordinary gzip member, whose bytes do not
+//! depend on the thread count); zstd through libzstd with its
+//! multi-threaded compressor. [`Compression::sniff`] recognises what a
+//! stream holds from its first bytes; [`sniff_unsupported`] names the
+//! compressions that are recognised but not decoded (xz, bzip2).
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use image_core::codec::{decoder, Encoder, Encoding};
+//! use image_core::Compression;
+//!
+//! let mut e = Encoder::new(Vec::new(), Encoding::new(Compression::Zstd))?;
+//! e.write_all(b"a layer tar")?;
+//! let blob = e.finish()?;
+//! assert_eq!(Compression::sniff(&blob), Compression::Zstd);
+//!
+//! let mut back = Vec::new();
+//! decoder(Compression::sniff(&blob), &blob[..])?.read_to_end(&mut back)?;
+//! assert_eq!(back, b"a layer tar");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
-use image_core::{Classify, Compression, ErrorKind};
+use crate::{Classify, Compression, ErrorKind};
 
 /// How a layer is compressed when packing, with its level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,19 +116,68 @@ impl Classify for CompressError {
     }
 }
 
+/// Compressed bytes buffered ahead of a gzip decoder.
+const GZIP_READ_BUFFER: usize = 256 * 1024;
+
+/// A decompressing reader over `R`, made by [`decoder`]: the plain bytes of
+/// a gzip (every member), zstd (every frame) or uncompressed stream. It is
+/// `Send` when `R` is.
+pub struct Decoder<R: Read>(DecoderKind<R>);
+
+enum DecoderKind<R: Read> {
+    Plain(R),
+    // Boxed: the gzip state is several times the others' size.
+    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<R>>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
+}
+
+impl<R: Read> std::fmt::Debug for Decoder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match &self.0 {
+            DecoderKind::Plain(_) => "none",
+            DecoderKind::Gzip(_) => "gzip",
+            DecoderKind::Zstd(_) => "zstd",
+        };
+        write!(f, "Decoder({name})")
+    }
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            DecoderKind::Plain(r) => r.read(buf),
+            DecoderKind::Gzip(d) => d.read(buf),
+            DecoderKind::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
 /// A decoder over `inner` for `compression`.
 ///
 /// # Errors
 /// When the zstd decoder cannot be created.
-pub fn decoder<'a, R: Read + 'a>(
-    compression: Compression,
-    inner: R,
-) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match compression {
-        Compression::None => Box::new(inner),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(inner)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(inner)?),
-    })
+pub fn decoder<R: Read>(compression: Compression, inner: R) -> io::Result<Decoder<R>> {
+    Ok(Decoder(match compression {
+        Compression::None => DecoderKind::Plain(inner),
+        Compression::Gzip => DecoderKind::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(
+            BufReader::with_capacity(GZIP_READ_BUFFER, inner),
+        ))),
+        Compression::Zstd => DecoderKind::Zstd(zstd::stream::read::Decoder::new(inner)?),
+    }))
+}
+
+/// The name of a compression recognised from the first bytes of a stream
+/// (at least 6) that this codec does not decode: `"xz"` or `"bzip2"`. A
+/// caller refuses such a stream by name ("decompress it first") rather than
+/// read it as a tar.
+pub fn sniff_unsupported(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some("xz")
+    } else if head.starts_with(b"BZh") && head.get(3).is_some_and(|b| (b'1'..=b'9').contains(b)) {
+        Some("bzip2")
+    } else {
+        None
+    }
 }
 
 /// A compressing writer; call [`Encoder::finish`] to write the trailer.
@@ -690,7 +761,7 @@ fn decompress_worker(
 /// `Send`: it is read on the caller's thread and handed over in chunks. At
 /// most a few chunks are in flight either way, so a decompression bomb
 /// gets no further ahead of the reader than that.
-pub(crate) struct ThreadedDecoder<'a> {
+pub struct ThreadedDecoder<'a> {
     source: &'a mut dyn Read,
     head: Option<Vec<u8>>,
     to_worker: Option<Sender<Compressed>>,
@@ -707,7 +778,7 @@ pub(crate) struct ThreadedDecoder<'a> {
 }
 
 /// A started decompressor thread, waiting for its source.
-pub(crate) struct DecompressWorker {
+pub struct DecompressWorker {
     to_worker: Sender<Compressed>,
     from_worker: Receiver<Decompressed>,
     recycle: Sender<Vec<u8>>,
@@ -716,7 +787,7 @@ pub(crate) struct DecompressWorker {
 impl DecompressWorker {
     /// Starts a decompressor for `compression`; `None` when no thread can
     /// be started.
-    pub(crate) fn start(compression: Compression) -> Option<Self> {
+    pub fn start(compression: Compression) -> Option<Self> {
         let (to_worker, worker_rx) = mpsc::channel();
         let (worker_tx, from_worker) = mpsc::sync_channel(OUT_QUEUE);
         let (recycle, recycled) = mpsc::channel();
@@ -732,7 +803,7 @@ impl DecompressWorker {
     }
 
     /// Decompresses `head` then the rest of `source`.
-    pub(crate) fn decoder(self, head: Vec<u8>, source: &mut dyn Read) -> ThreadedDecoder<'_> {
+    pub fn decoder(self, head: Vec<u8>, source: &mut dyn Read) -> ThreadedDecoder<'_> {
         ThreadedDecoder {
             source,
             head: Some(head),
@@ -1104,6 +1175,27 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
             assert!(!got.is_empty() && data.starts_with(&got));
         }
+    }
+
+    #[test]
+    fn unsupported_compressions_are_named() {
+        assert_eq!(
+            sniff_unsupported(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
+            Some("xz")
+        );
+        assert_eq!(sniff_unsupported(b"BZh91AY"), Some("bzip2"));
+        assert_eq!(sniff_unsupported(b"BZh0"), None);
+        assert_eq!(sniff_unsupported(&[0x1f, 0x8b, 8, 0, 0, 0]), None);
+        assert_eq!(sniff_unsupported(b"etc/\0\0"), None);
+    }
+
+    #[test]
+    fn decoder_is_send_over_a_send_source() {
+        // The store hands decoders of its blob readers across threads.
+        fn send<T: Send>(_: &T) {}
+        let d = decoder(Compression::Gzip, io::empty()).expect("decoder");
+        send(&d);
+        assert_eq!(format!("{d:?}"), "Decoder(gzip)");
     }
 
     #[test]
