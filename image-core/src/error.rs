@@ -35,6 +35,9 @@ pub enum ErrorKind {
     Unsafe,
     /// Any other input/output failure.
     Io,
+    /// The operation was stopped by its caller (its interrupt flag was
+    /// set); it left nothing half-written.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::FailedPrecondition => "failed precondition",
             ErrorKind::Unsafe => "unsafe input",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 
@@ -89,6 +93,9 @@ impl Classify for std::io::Error {
             }
             if let Some(v) = inner.downcast_ref::<crate::digest::VerifyError>() {
                 return v.kind();
+            }
+            if let Some(c) = inner.downcast_ref::<crate::progress::Cancelled>() {
+                return c.kind();
             }
         }
         ErrorKind::from_io(self)

@@ -30,6 +30,7 @@ pub mod json;
 pub mod manifest;
 pub mod media_type;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 
 pub use oci_spec;
@@ -43,4 +44,5 @@ pub use ids::{chain_id, chain_ids};
 pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
 pub use platform::Platform;
+pub use progress::{Cancelled, Interrupt, NoProgress, Progress, Tracker};
 pub use reference::Reference;
