@@ -226,34 +226,52 @@ impl Tracker {
     /// an `io::Error` carrying [`Cancelled`]) and reports the bytes read as
     /// the progress of `item`, started now and finished at the end of
     /// `inner`.
-    pub fn reader<R: Read>(&self, item: &str, total: Option<u64>, inner: R) -> Tracked<'_, R> {
-        Tracked::new(self, item, total, inner)
+    pub fn reader<R: Read>(&self, item: &str, total: Option<u64>, inner: R) -> Tracked<R> {
+        Tracked::new(self, Some(item), total, inner)
     }
 
     /// Wraps `inner` so that each write checks the flag first and reports
     /// the bytes written as the progress of `item`, started now and
     /// finished by [`Tracked::finish`].
-    pub fn writer<W: Write>(&self, item: &str, total: Option<u64>, inner: W) -> Tracked<'_, W> {
-        Tracked::new(self, item, total, inner)
+    pub fn writer<W: Write>(&self, item: &str, total: Option<u64>, inner: W) -> Tracked<W> {
+        Tracked::new(self, Some(item), total, inner)
+    }
+
+    /// Wraps a reader or writer so that each call checks the flag first,
+    /// reporting no progress (for a second pass over bytes already shown).
+    pub fn checked<T>(&self, inner: T) -> Tracked<T> {
+        Tracked::new(self, None, None, inner)
     }
 }
 
 /// A reader or writer that reports its bytes to a [`Tracker`] and stops
-/// once its interrupt is set (see [`Tracker::reader`], [`Tracker::writer`]).
-pub struct Tracked<'t, T> {
-    tracker: &'t Tracker,
-    item: String,
+/// once its interrupt is set (see [`Tracker::reader`], [`Tracker::writer`],
+/// [`Tracker::checked`]).
+pub struct Tracked<T> {
+    tracker: Tracker,
+    item: Option<String>,
     done: u64,
     finished: bool,
     inner: T,
 }
 
-impl<'t, T> Tracked<'t, T> {
-    fn new(tracker: &'t Tracker, item: &str, total: Option<u64>, inner: T) -> Tracked<'t, T> {
-        tracker.progress().item_started(item, total);
+impl<T> fmt::Debug for Tracked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked")
+            .field("item", &self.item)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Tracked<T> {
+    fn new(tracker: &Tracker, item: Option<&str>, total: Option<u64>, inner: T) -> Tracked<T> {
+        if let Some(item) = item {
+            tracker.progress().item_started(item, total);
+        }
         Tracked {
-            tracker,
-            item: item.to_owned(),
+            tracker: tracker.clone(),
+            item: item.map(str::to_owned),
             done: 0,
             finished: false,
             inner,
@@ -272,21 +290,21 @@ impl<'t, T> Tracked<'t, T> {
     }
 
     fn report_finished(&mut self) {
-        if !self.finished {
+        if let (Some(item), false) = (&self.item, self.finished) {
             self.finished = true;
-            self.tracker.progress().item_finished(&self.item);
+            self.tracker.progress().item_finished(item);
         }
     }
 
     fn advance(&mut self, n: usize) {
-        if n > 0 {
-            self.done += n as u64;
-            self.tracker.progress().item_progress(&self.item, self.done);
+        self.done += n as u64;
+        if let (Some(item), true) = (&self.item, n > 0) {
+            self.tracker.progress().item_progress(item, self.done);
         }
     }
 }
 
-impl<T: Read> Read for Tracked<'_, T> {
+impl<T: Read> Read for Tracked<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.tracker.check()?;
         let n = self.inner.read(buf)?;
@@ -298,7 +316,7 @@ impl<T: Read> Read for Tracked<'_, T> {
     }
 }
 
-impl<T: Write> Write for Tracked<'_, T> {
+impl<T: Write> Write for Tracked<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.tracker.check()?;
         let n = self.inner.write(buf)?;
