@@ -36,7 +36,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use image_core::digest::VerifyError;
-use image_core::{Algorithm, Classify, Digest, ErrorKind};
+use image_core::manifest::descriptor_digest;
+use image_core::{Algorithm, Classify, Descriptor, Digest, ErrorKind, ParseError};
 
 /// Facts about a committed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +151,19 @@ pub enum ContentError {
     /// a regular file: it is refused, never followed or read.
     #[error(transparent)]
     Refused(crate::fs::RefusedFile),
+    /// A descriptor whose digest is not a valid digest.
+    #[error("invalid descriptor")]
+    InvalidDescriptor {
+        /// Why.
+        source: ParseError,
+    },
+    /// The stored blob has another size than the descriptor it was asked
+    /// for by (see [`Provider::reader_for`]).
+    #[error("blob does not match its descriptor")]
+    DescriptorMismatch {
+        /// The digest, expected and found sizes.
+        source: VerifyError,
+    },
     /// Reading the source of an ingest or a blob failed.
     #[error("reading {what}: {source}")]
     Read {
@@ -190,6 +204,8 @@ impl Classify for ContentError {
             ContentError::AlgorithmMismatch { .. } => ErrorKind::InvalidInput,
             ContentError::Lease { source, .. } => source.kind(),
             ContentError::Refused(e) => e.kind(),
+            ContentError::InvalidDescriptor { source } => source.kind(),
+            ContentError::DescriptorMismatch { source } => source.kind(),
             ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
                 crate::fs::io_kind(source)
             }
@@ -318,6 +334,33 @@ pub trait Provider {
     /// # Errors
     /// I/O errors.
     fn try_info(&self, digest: &Digest) -> Result<Option<Info>>;
+
+    /// Opens the blob a descriptor names (containerd's `Fetcher.Fetch(desc)`),
+    /// verified as [`reader`](Provider::reader) verifies it. A provider
+    /// that serves content by kind (a registry: the manifest or the blob
+    /// endpoint, an `Accept` header from the media type) overrides this;
+    /// the default, for local stores, refuses a stored blob whose size is
+    /// not the descriptor's before reading any of it.
+    ///
+    /// # Errors
+    /// [`ContentError::InvalidDescriptor`], [`ContentError::NotFound`],
+    /// [`ContentError::DescriptorMismatch`] naming both sizes, I/O errors.
+    fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        let digest = descriptor_digest(descriptor, "digest")
+            .map_err(|source| ContentError::InvalidDescriptor { source })?;
+        let info = self.info(&digest)?;
+        if info.size != descriptor.size() {
+            return Err(ContentError::DescriptorMismatch {
+                source: VerifyError::Size {
+                    digest,
+                    expected: descriptor.size(),
+                    found: info.size,
+                    truncated: false,
+                },
+            });
+        }
+        self.reader(&digest)
+    }
 
     /// Facts about a blob.
     ///
@@ -628,6 +671,9 @@ macro_rules! forward {
             }
             fn try_info(&self, digest: &Digest) -> Result<Option<Info>> {
                 (**self).try_info(digest)
+            }
+            fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+                (**self).reader_for(descriptor)
             }
             fn info(&self, digest: &Digest) -> Result<Info> {
                 (**self).info(digest)

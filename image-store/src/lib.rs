@@ -58,7 +58,9 @@ pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{
     ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Manager, Provider,
 };
-pub use copy::{copy_image, copy_tag, CopyError, CopyReport};
+pub use copy::{
+    copy_image, copy_image_with, copy_tag, copy_tag_with, CopyError, CopyOptions, CopyReport,
+};
 pub use fsck::{FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use image::{resolve_image, Image};

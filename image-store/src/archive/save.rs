@@ -16,7 +16,7 @@ use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type}
 use image_core::reference::Reference;
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Manifest, MediaType,
-    MediaTypeError, VerifyError,
+    MediaTypeError, Tracker, VerifyError,
 };
 use serde_json::{json, Value};
 
@@ -101,6 +101,11 @@ pub struct SaveOptions {
     /// The platform to pick from an index (`linux/arm64`, `linux/arm/v7`);
     /// default: linux and the architecture of this machine.
     pub platform: Option<String>,
+    /// Reports the archive written as one item, `"archive"` (bytes written,
+    /// total unknown), and stops the export at the next write once its
+    /// interrupt is set (the output is then unusable, as after any failed
+    /// write; the store is only read).
+    pub tracker: Tracker,
 }
 
 impl SaveOptions {
@@ -119,6 +124,12 @@ impl SaveOptions {
     /// Sets the platform.
     pub fn platform(mut self, platform: impl Into<String>) -> Self {
         self.platform = Some(platform.into());
+        self
+    }
+
+    /// Sets [`tracker`](SaveOptions::tracker).
+    pub fn tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
         self
     }
 }
@@ -157,8 +168,14 @@ where
     P: Provider + ?Sized,
     W: Write,
 {
-    save_docker_dyn(&store, images, &mut out, options)
+    let mut out = options.tracker.writer(ARCHIVE_ITEM, None, &mut out);
+    let report = save_docker_dyn(&store, images, &mut out, options)?;
+    out.finish();
+    Ok(report)
 }
+
+/// The item [`SaveOptions::tracker`] reports.
+const ARCHIVE_ITEM: &str = "archive";
 
 /// Writes `images` as an OCI archive (a tar of an image layout) to `out`:
 /// `oci-layout`, every blob reachable from the images once, and
@@ -178,6 +195,28 @@ where
     W: Write,
 {
     save_oci_dyn(&store, images, &mut out)
+}
+
+/// [`save_oci`] reporting to and stopped by [`SaveOptions::tracker`] (the
+/// other options are those of docker-save archives and are not used).
+///
+/// # Errors
+/// As [`save_oci`]; an [`ArchiveError::Write`] of class
+/// [`Cancelled`](image_core::ErrorKind::Cancelled) once the interrupt is set.
+pub fn save_oci_with<P, W>(
+    store: &P,
+    images: &[SaveImage],
+    mut out: W,
+    options: &SaveOptions,
+) -> Result<SaveReport, ArchiveError>
+where
+    P: Provider + ?Sized,
+    W: Write,
+{
+    let mut out = options.tracker.writer(ARCHIVE_ITEM, None, &mut out);
+    let report = save_oci_dyn(&store, images, &mut out)?;
+    out.finish();
+    Ok(report)
 }
 
 fn parse_name(name: &str) -> Result<Reference, ArchiveError> {
