@@ -44,5 +44,5 @@ pub use ids::{chain_id, chain_ids};
 pub use manifest::{Descriptor, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
 pub use platform::Platform;
-pub use progress::{Cancelled, Interrupt, NoProgress, Progress, Tracker};
+pub use progress::{Cancelled, Interrupt, NoProgress, Progress, Recorder, Tracker};
 pub use reference::Reference;

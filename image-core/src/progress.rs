@@ -92,6 +92,110 @@ impl<P: Progress + ?Sized> Progress for Arc<P> {
     }
 }
 
+/// One item as a [`Recorder`] saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ItemRecord {
+    /// The total given when it started.
+    pub total: Option<u64>,
+    /// The last count reported.
+    pub done: u64,
+    /// Whether it was reported finished.
+    pub finished: bool,
+}
+
+/// A [`Progress`] that records what it is told, checking the order of the
+/// calls (an item starts once, before it progresses or finishes; its
+/// count never goes back), and that can set an [`Interrupt`] once an item
+/// reaches a count: for tests and for a caller that wants a summary.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    state: std::sync::Mutex<RecorderState>,
+    stop: Option<(Interrupt, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct RecorderState {
+    items: std::collections::BTreeMap<String, ItemRecord>,
+    violations: Vec<String>,
+}
+
+impl Recorder {
+    /// A recorder that only records.
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// A recorder that sets `interrupt` once any item has reached `at`.
+    pub fn stopping_at(interrupt: Interrupt, at: u64) -> Recorder {
+        Recorder {
+            stop: Some((interrupt, at)),
+            ..Recorder::default()
+        }
+    }
+
+    /// The items seen, by name.
+    pub fn items(&self) -> std::collections::BTreeMap<String, ItemRecord> {
+        self.lock().items.clone()
+    }
+
+    /// The calls made out of order ("x progressed before it started",
+    /// "x went back from 5 to 3"); empty when every call was in order.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
+        // A panic elsewhere while holding it leaves the records usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Progress for Recorder {
+    fn item_started(&self, item: &str, total: Option<u64>) {
+        let mut s = self.lock();
+        let record = ItemRecord {
+            total,
+            ..ItemRecord::default()
+        };
+        if s.items.insert(item.to_owned(), record).is_some() {
+            s.violations.push(format!("{item} started twice"));
+        }
+    }
+
+    fn item_progress(&self, item: &str, done: u64) {
+        let mut s = self.lock();
+        let s = &mut *s;
+        match s.items.get_mut(item) {
+            None => s
+                .violations
+                .push(format!("{item} progressed before it started")),
+            Some(r) if done < r.done => s
+                .violations
+                .push(format!("{item} went back from {} to {done}", r.done)),
+            Some(r) => r.done = done,
+        }
+        if let Some((interrupt, at)) = &self.stop {
+            if done >= *at {
+                interrupt.set();
+            }
+        }
+    }
+
+    fn item_finished(&self, item: &str) {
+        let mut s = self.lock();
+        let s = &mut *s;
+        match s.items.get_mut(item) {
+            None => s
+                .violations
+                .push(format!("{item} finished before it started")),
+            Some(r) => r.finished = true,
+        }
+    }
+}
+
 /// A cancellation flag shared between an operation and whoever may stop
 /// it (a signal handler, a UI, a dropped future). Cloning shares the flag.
 #[derive(Debug, Clone, Default)]
@@ -178,6 +282,21 @@ impl fmt::Debug for Tracker {
             .finish()
     }
 }
+
+/// Two trackers are equal when they report to the same progress object
+/// and watch the same flag.
+impl PartialEq for Tracker {
+    fn eq(&self, other: &Tracker) -> bool {
+        let same_progress = match (&self.progress, &other.progress) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (None, None) => true,
+            _ => false,
+        };
+        same_progress && Arc::ptr_eq(&self.interrupt.0, &other.interrupt.0)
+    }
+}
+
+impl Eq for Tracker {}
 
 impl Tracker {
     /// A tracker reporting to `progress` and stopped by `interrupt`.
@@ -332,25 +451,6 @@ impl<T: Write> Write for Tracked<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Record(Mutex<Vec<String>>);
-
-    impl Progress for Record {
-        fn item_started(&self, item: &str, total: Option<u64>) {
-            self.0
-                .lock()
-                .expect("lock")
-                .push(format!("start {item} {total:?}"));
-        }
-        fn item_progress(&self, item: &str, done: u64) {
-            self.0.lock().expect("lock").push(format!("{item} {done}"));
-        }
-        fn item_finished(&self, item: &str) {
-            self.0.lock().expect("lock").push(format!("finish {item}"));
-        }
-    }
 
     /// Reads one byte at a time.
     struct Slow<'a>(&'a [u8]);
@@ -365,18 +465,18 @@ mod tests {
 
     #[test]
     fn a_reader_reports_start_running_totals_and_finish() {
-        let rec = Arc::new(Record::default());
+        let rec = Arc::new(Recorder::new());
         let tracker = Tracker::default().with_progress(rec.clone());
         let mut out = Vec::new();
-        tracker
-            .reader("b", Some(3), Slow(b"abc"))
-            .read_to_end(&mut out)
-            .expect("reads");
-        assert_eq!(out, b"abc");
-        assert_eq!(
-            *rec.0.lock().expect("lock"),
-            ["start b Some(3)", "b 1", "b 2", "b 3", "finish b"]
-        );
+        let mut r = tracker.reader("b", Some(3), Slow(b"abc"));
+        r.read_exact(&mut [0u8; 2]).expect("two bytes");
+        let b = &rec.items()["b"];
+        assert_eq!((b.total, b.done, b.finished), (Some(3), 2, false));
+        r.read_to_end(&mut out).expect("reads");
+        assert_eq!(out, b"c");
+        let b = &rec.items()["b"];
+        assert_eq!((b.done, b.finished), (3, true));
+        assert!(rec.violations().is_empty());
     }
 
     #[test]
@@ -394,6 +494,22 @@ mod tests {
         let e = w.write_all(b"x").expect_err("stopped");
         assert_eq!(Classify::kind(&e), ErrorKind::Cancelled);
         assert!(w.finish().is_empty());
+    }
+
+    #[test]
+    fn a_recorder_flags_calls_out_of_order_and_stops_at_its_count() {
+        let interrupt = Interrupt::new();
+        let rec = Recorder::stopping_at(interrupt.clone(), 10);
+        rec.item_progress("x", 1);
+        rec.item_started("y", None);
+        rec.item_progress("y", 5);
+        rec.item_progress("y", 4);
+        rec.item_started("y", None);
+        rec.item_finished("z");
+        assert_eq!(rec.violations().len(), 4, "{:?}", rec.violations());
+        assert!(!interrupt.is_set());
+        rec.item_progress("y", 10);
+        assert!(interrupt.is_set());
     }
 
     #[test]
