@@ -3,15 +3,16 @@
 
 mod archive_fixtures;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use archive_fixtures::*;
 use image_core::manifest::descriptor;
+use image_core::progress::ItemRecord;
 use image_core::{
-    Classify, Compression, Digest, ErrorKind, Interrupt, MediaType, Progress, Tracker,
+    Classify, Compression, Digest, ErrorKind, Interrupt, MediaType, Recorder, Tracker,
 };
 use image_store::archive::{load, save_docker, save_oci_with, LoadOptions, SaveImage, SaveOptions};
 use image_store::{
@@ -19,72 +20,23 @@ use image_store::{
     MemoryStore, OciDir, Provider, TagStore,
 };
 
-/// What a progress saw, per item, and when to pull the interrupt.
-#[derive(Default)]
-struct Recorder {
-    state: Mutex<State>,
-    /// Sets this interrupt once an item has reached `at` bytes.
-    stop: Option<(Interrupt, u64)>,
+/// A recorder that stops its tracker once an item reaches `at` bytes.
+fn stopping_at(at: u64) -> (Arc<Recorder>, Tracker) {
+    let interrupt = Interrupt::new();
+    let rec = Arc::new(Recorder::stopping_at(interrupt.clone(), at));
+    (rec.clone(), Tracker::new(rec, interrupt))
 }
 
-#[derive(Default)]
-struct State {
-    started: HashMap<String, Option<u64>>,
-    done: HashMap<String, u64>,
-    finished: Vec<String>,
-    errors: Vec<String>,
+/// A recorder that only records, and its tracker.
+fn recording() -> (Arc<Recorder>, Tracker) {
+    let rec = Arc::new(Recorder::new());
+    (rec.clone(), Tracker::default().with_progress(rec))
 }
 
-impl Progress for Recorder {
-    fn item_started(&self, item: &str, total: Option<u64>) {
-        let mut s = self.state.lock().expect("lock");
-        if s.started.insert(item.to_owned(), total).is_some() {
-            s.errors.push(format!("{item} started twice"));
-        }
-    }
-
-    fn item_progress(&self, item: &str, done: u64) {
-        let mut s = self.state.lock().expect("lock");
-        if !s.started.contains_key(item) {
-            s.errors
-                .push(format!("{item} progressed before it started"));
-        }
-        let before = s.done.insert(item.to_owned(), done).unwrap_or(0);
-        if done < before {
-            s.errors
-                .push(format!("{item} went back from {before} to {done}"));
-        }
-        if let Some((i, at)) = &self.stop {
-            if done >= *at {
-                i.set();
-            }
-        }
-    }
-
-    fn item_finished(&self, item: &str) {
-        let mut s = self.state.lock().expect("lock");
-        if !s.started.contains_key(item) {
-            s.errors.push(format!("{item} finished before it started"));
-        }
-        s.finished.push(item.to_owned());
-    }
-}
-
-impl Recorder {
-    fn stopping_at(at: u64) -> (Arc<Recorder>, Tracker) {
-        let interrupt = Interrupt::new();
-        let rec = Arc::new(Recorder {
-            stop: Some((interrupt.clone(), at)),
-            ..Recorder::default()
-        });
-        (rec.clone(), Tracker::new(rec, interrupt))
-    }
-
-    fn checked(&self) -> std::sync::MutexGuard<'_, State> {
-        let s = self.state.lock().expect("lock");
-        assert!(s.errors.is_empty(), "{:?}", s.errors);
-        s
-    }
+/// The items a recorder saw, after checking every call came in order.
+fn items(rec: &Recorder) -> BTreeMap<String, ItemRecord> {
+    assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+    rec.items()
 }
 
 /// 3 MiB that do not compress.
@@ -134,16 +86,15 @@ fn assert_valid_then_collectable(store: &OciDir) {
 fn load_reports_every_blob_started_growing_and_finished_summing_to_the_blob_sizes() {
     let tar = archive();
     let (_d, store) = oci_dir();
-    let rec = Arc::new(Recorder::default());
-    let options = LoadOptions::default().tracker(Tracker::default().with_progress(rec.clone()));
-    let report = load(&store, &tar[..], &options).expect("load");
-    let s = rec.checked();
-    assert_eq!(s.started.len(), report.blobs);
-    assert_eq!(s.finished.len(), report.blobs);
-    for (item, total) in &s.started {
-        assert_eq!(Some(s.done[item]), *total, "{item}");
+    let (rec, tracker) = recording();
+    let report = load(&store, &tar[..], &LoadOptions::default().tracker(tracker)).expect("load");
+    let items = items(&rec);
+    assert_eq!(items.len(), report.blobs);
+    for (item, r) in &items {
+        assert!(r.finished, "{item}");
+        assert_eq!(Some(r.done), r.total, "{item}");
     }
-    assert_eq!(s.done.values().sum::<u64>(), report.bytes);
+    assert_eq!(items.values().map(|r| r.done).sum::<u64>(), report.bytes);
     assert!(report.bytes > 3 << 20);
 }
 
@@ -151,15 +102,14 @@ fn load_reports_every_blob_started_growing_and_finished_summing_to_the_blob_size
 fn a_load_stopped_mid_blob_is_cancelled_tags_nothing_and_leaves_no_ingest() {
     let tar = archive();
     let (_d, store) = oci_dir();
-    let (rec, tracker) = Recorder::stopping_at(1 << 20);
+    let (rec, tracker) = stopping_at(1 << 20);
     let e = load(&store, &tar[..], &LoadOptions::default().tracker(tracker)).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     // It stopped inside the big layer, which was never finished.
-    let s = rec.checked();
-    let big = s.done.iter().find(|(_, d)| **d >= 1 << 20).expect("big");
-    assert!(*big.1 < 3 << 20);
-    assert!(!s.finished.contains(big.0));
-    drop(s);
+    let items = items(&rec);
+    let big = items.values().find(|r| r.done >= 1 << 20).expect("big");
+    assert!(big.done < 3 << 20);
+    assert!(!big.finished);
     assert_valid_then_collectable(&store);
 }
 
@@ -187,20 +137,19 @@ fn copy_reports_each_blob_and_a_stopped_copy_tags_nothing() {
     src.set_tag("app:1", &img.manifest).expect("tag");
 
     let (_d, dst) = oci_dir();
-    let rec = Arc::new(Recorder::default());
-    let options = CopyOptions::default().tracker(Tracker::default().with_progress(rec.clone()));
+    let (rec, tracker) = recording();
+    let options = CopyOptions::default().tracker(tracker);
     let report = copy_tag_with(&src, "app:1", &dst, None, &options).expect("copy");
-    {
-        let s = rec.checked();
-        assert_eq!(s.finished.len(), report.copied);
-        assert_eq!(s.done.values().sum::<u64>(), report.bytes);
-        for (item, total) in &s.started {
-            assert_eq!(Some(s.done[item]), *total, "{item}");
-        }
+    let items = items(&rec);
+    assert_eq!(items.len(), report.copied);
+    assert_eq!(items.values().map(|r| r.done).sum::<u64>(), report.bytes);
+    for (item, r) in &items {
+        assert!(r.finished, "{item}");
+        assert_eq!(Some(r.done), r.total, "{item}");
     }
 
     let (_d, dst) = oci_dir();
-    let (_rec, tracker) = Recorder::stopping_at(1 << 20);
+    let (_rec, tracker) = stopping_at(1 << 20);
     let options = CopyOptions::default().tracker(tracker);
     let e = copy_tag_with(&src, "app:1", &dst, None, &options).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
@@ -212,7 +161,7 @@ fn an_ingest_whose_source_is_stopped_is_removed_not_committed() {
     let (_d, store) = oci_dir();
     let data = big_file();
     let digest = Digest::sha256(&data);
-    let (_rec, tracker) = Recorder::stopping_at(1 << 20);
+    let (_rec, tracker) = stopping_at(1 << 20);
     let mut r = tracker.reader("blob", Some(data.len() as u64), &data[..]);
     let e = store
         .ingest_reader(&mut r, Some(data.len() as u64), Some(&digest))
@@ -233,14 +182,16 @@ fn save_is_stopped_at_the_next_write_and_reports_the_bytes_written() {
     src.set_tag("app:1", &img.manifest).expect("tag");
     let image = || vec![SaveImage::from_tag(&src, "app:1").expect("image")];
 
-    let rec = Arc::new(Recorder::default());
-    let options = SaveOptions::default().tracker(Tracker::default().with_progress(rec.clone()));
+    let (rec, tracker) = recording();
+    let options = SaveOptions::default().tracker(tracker);
     let mut out = Vec::new();
     save_oci_with(&src, &image(), &mut out, &options).expect("save");
-    assert_eq!(rec.checked().done["archive"], out.len() as u64);
-    assert_eq!(rec.checked().finished, ["archive"]);
+    let items = items(&rec);
+    assert_eq!(items.keys().collect::<Vec<_>>(), ["archive"]);
+    assert_eq!(items["archive"].done, out.len() as u64);
+    assert!(items["archive"].finished);
 
-    let (_rec, tracker) = Recorder::stopping_at(1 << 20);
+    let (_rec, tracker) = stopping_at(1 << 20);
     let options = SaveOptions::default().tracker(tracker);
     let mut out = Vec::new();
     let e = save_docker(&src, &image(), &mut out, &options).expect_err("stopped");
@@ -254,16 +205,11 @@ fn gc_stops_between_blobs_and_the_next_gc_finishes() {
     for i in 0..5u8 {
         store.write_blob(&[i]).expect("blob");
     }
-    let interrupt = Interrupt::new();
-    let rec = Arc::new(Recorder {
-        stop: Some((interrupt.clone(), 1)),
-        ..Recorder::default()
-    });
-    let tracker = Tracker::new(rec.clone(), interrupt);
+    let (rec, tracker) = stopping_at(1);
     let options = GcOptions::default().grace(Duration::ZERO).tracker(tracker);
     let e = store.gc(&options).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
-    assert_eq!(rec.checked().started["sweep"], Some(5));
+    assert_eq!(items(&rec)["sweep"].total, Some(5));
     // One blob was looked at and removed before the flag was seen.
     assert_eq!(store.list().expect("list").len(), 4);
     assert_valid_then_collectable(&store);
