@@ -163,7 +163,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
         };
         let digest = descriptor_digest(layer, "layer").map_err(|e| bad(e.to_string()))?;
         let reader = store
-            .reader(&digest)
+            .reader_for(layer)
             .map_err(|source| FlattenError::Content {
                 image: image.name.clone(),
                 index,

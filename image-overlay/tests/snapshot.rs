@@ -11,7 +11,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use image_core::{Classify, Compression, Digest, ErrorKind, MediaType};
+use image_core::{
+    Classify, Compression, Digest, ErrorKind, Interrupt, MediaType, Recorder, Tracker,
+};
 use image_overlay::image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions};
 use image_overlay::mount::{
     LegacyMounter, Mount, MountGuard, Mounter, RecordingMounter, SysMounter,
@@ -1660,4 +1662,117 @@ fn image_unpack_refuses_encrypted_layers_before_unpacking_anything() {
         }
         assert!(!root.exists(), "{driver}: flatten made {}", root.display());
     }
+}
+
+// ---- progress and cancellation ------------------------------------------------
+
+/// `n` bytes that do not compress.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A recorder that sets its tracker's interrupt once an item reaches `at`
+/// (never, for `u64::MAX`), and the tracker.
+fn recorder(at: u64) -> (Arc<Recorder>, Tracker) {
+    let interrupt = Interrupt::new();
+    let rec = Arc::new(Recorder::stopping_at(interrupt.clone(), at));
+    (rec.clone(), Tracker::new(rec, interrupt))
+}
+
+#[test]
+fn image_unpack_reports_each_layer_and_a_stopped_one_leaves_no_snapshot() {
+    let layers = vec![
+        vec![("big/file", noise(3 << 20))],
+        vec![("small", b"x".to_vec())],
+    ];
+    let t = make_image(&layers, "test/big:1");
+    for driver in ["copy", "overlay"] {
+        let open = |dir: &Path| -> Box<dyn Snapshotter> {
+            match driver {
+                "copy" => Box::new(CopySnapshotter::open(dir).expect("open copy")),
+                _ => Box::new(OverlaySnapshotter::open(dir).expect("open overlay")),
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn = open(dir.path());
+        let (rec, tracker) = recorder(u64::MAX);
+        let options = ImageUnpackOptions::default()
+            .with_parallelism(1)
+            .with_tracker(tracker);
+        unpack_image(&t.store, &t.image, &*sn, &options).expect("unpack");
+        assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+        let items = rec.items();
+        assert_eq!(items.len(), 2, "{driver}");
+        for layer in t.image.layers() {
+            let r = &items[&layer.digest().to_string()];
+            assert!(r.finished, "{driver}");
+            assert_eq!((r.total, r.done), (Some(layer.size()), layer.size()));
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn = open(dir.path());
+        let (_rec, tracker) = recorder(1 << 20);
+        let options = ImageUnpackOptions::default()
+            .with_parallelism(1)
+            .with_tracker(tracker);
+        let e = unpack_image(&t.store, &t.image, &*sn, &options).expect_err("stopped");
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{driver}: {e}");
+        // The big layer is the first: nothing is left, not even a temporary snapshot.
+        assert!(sn.list().expect("list").is_empty(), "{driver}");
+        unpack_image(&t.store, &t.image, &*sn, &ImageUnpackOptions::default())
+            .expect("unpack after a stop");
+        assert_eq!(sn.list().expect("list").len(), 2, "{driver}");
+    }
+}
+
+#[test]
+fn an_interrupted_unpack_and_pack_stop_with_cancelled() {
+    let src = tempfile::tempdir().expect("tempdir");
+    write(&src.path().join("big"), &noise(3 << 20));
+    let (rec, tracker) = recorder(u64::MAX);
+    let mut layer = Vec::new();
+    let opts = PackOptions::new(Compression::Gzip).with_tracker(tracker);
+    let report = image_overlay::pack::pack_dir(src.path(), &mut layer, &opts).expect("pack");
+    let items = rec.items();
+    assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+    assert_eq!(
+        (items["layer"].done, items["layer"].finished),
+        (report.size, true)
+    );
+    assert_eq!(report.size, layer.len() as u64);
+
+    let (_rec, tracker) = recorder(1 << 20);
+    let opts = PackOptions::new(Compression::Gzip).with_tracker(tracker);
+    let e = image_overlay::pack::pack_dir(src.path(), &mut Vec::new(), &opts)
+        .expect_err("pack stopped");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+
+    let (_rec, tracker) = recorder(1 << 20);
+    let out = tempfile::tempdir().expect("tempdir");
+    let e = unpack(
+        &layer[..],
+        out.path(),
+        &UnpackOptions::default().with_tracker(tracker),
+    )
+    .expect_err("unpack stopped");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+
+    let interrupt = Interrupt::new();
+    interrupt.set();
+    let tracker = Tracker::default().with_interrupt(interrupt);
+    let e = unpack(
+        &layer[..],
+        out.path(),
+        &UnpackOptions::default().with_tracker(tracker),
+    )
+    .expect_err("unpack stopped");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
 }
