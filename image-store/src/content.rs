@@ -30,6 +30,7 @@
 //! pointer to a store is a store, and [`ContentStore`] is implemented for
 //! everything that is all three.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,17 +50,61 @@ pub struct Info {
     pub size: u64,
     /// When the blob was committed (file modification time on disk), when known.
     pub created: Option<SystemTime>,
+    /// Labels set with [`Manager::set_labels`] (containerd's content
+    /// labels: a build cache keeps its keys here). Filled in by
+    /// [`Provider::info`]; [`Manager::list`] may leave them out.
+    pub labels: Labels,
 }
 
+/// The labels of a blob: at most [`MAX_LABELS`] of them, each key not
+/// empty, each key and value together at most [`MAX_LABEL_BYTES`] bytes.
+pub type Labels = BTreeMap<String, String>;
+
+/// The most labels a blob may carry.
+pub const MAX_LABELS: usize = 256;
+
+/// The most bytes of a label's key and value together (containerd's limit).
+pub const MAX_LABEL_BYTES: usize = 4096;
+
 impl Info {
-    /// Builds an `Info`.
+    /// Builds an `Info` without labels.
     pub fn new(digest: Digest, size: u64, created: Option<SystemTime>) -> Info {
         Info {
             digest,
             size,
             created,
+            labels: Labels::new(),
         }
     }
+
+    /// This `Info` with `labels`.
+    pub fn with_labels(mut self, labels: Labels) -> Info {
+        self.labels = labels;
+        self
+    }
+}
+
+/// Checks labels against the limits of [`Labels`].
+///
+/// # Errors
+/// [`ContentError::InvalidLabels`] naming the first problem.
+pub fn check_labels(labels: &Labels) -> Result<()> {
+    let invalid = |reason: String| Err(ContentError::InvalidLabels { reason });
+    if labels.len() > MAX_LABELS {
+        return invalid(format!("{} labels, more than {MAX_LABELS}", labels.len()));
+    }
+    for (k, v) in labels {
+        if k.is_empty() {
+            return invalid("an empty key".into());
+        }
+        if k.len() + v.len() > MAX_LABEL_BYTES {
+            let key: String = k.chars().take(40).collect();
+            return invalid(format!(
+                "label {key:?} is more than {MAX_LABEL_BYTES} bytes with its value"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The state of an ingest that has not been committed.
@@ -164,6 +209,19 @@ pub enum ContentError {
         /// The digest, expected and found sizes.
         source: VerifyError,
     },
+    /// Taking the store's lock failed.
+    #[error("taking the store's lock")]
+    Lock {
+        /// The lock's error.
+        source: Box<crate::tags::TagError>,
+    },
+    /// Labels over the limits, or a stored labels file that is not a
+    /// JSON object of strings.
+    #[error("invalid labels: {reason}")]
+    InvalidLabels {
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading the source of an ingest or a blob failed.
     #[error("reading {what}: {source}")]
     Read {
@@ -205,6 +263,8 @@ impl Classify for ContentError {
             ContentError::Lease { source, .. } => source.kind(),
             ContentError::Refused(e) => e.kind(),
             ContentError::InvalidDescriptor { source } => source.kind(),
+            ContentError::InvalidLabels { .. } => ErrorKind::InvalidInput,
+            ContentError::Lock { source } => source.kind(),
             ContentError::DescriptorMismatch { source } => source.kind(),
             ContentError::Io { source, .. } | ContentError::Read { source, .. } => {
                 crate::fs::io_kind(source)
@@ -651,11 +711,21 @@ pub trait Manager {
     /// I/O errors.
     fn list(&self) -> Result<Vec<Info>>;
 
-    /// Removes a committed blob.
+    /// Removes a committed blob, and its labels.
     ///
     /// # Errors
     /// [`ContentError::NotFound`] when it is not there; I/O errors.
     fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Replaces the labels of a committed blob (an empty map removes them)
+    /// and returns its `Info` with them (containerd's `Update` of the
+    /// `labels` field). Labels live as long as the blob; they do not keep
+    /// it from gc.
+    ///
+    /// # Errors
+    /// [`ContentError::InvalidLabels`] over the limits of [`Labels`];
+    /// [`ContentError::NotFound`]; I/O errors.
+    fn set_labels(&self, digest: &Digest, labels: Labels) -> Result<Info>;
 }
 
 /// A full content store: read, ingest, list and delete.
@@ -718,6 +788,9 @@ macro_rules! forward {
             }
             fn delete(&self, digest: &Digest) -> Result<()> {
                 (**self).delete(digest)
+            }
+            fn set_labels(&self, digest: &Digest, labels: Labels) -> Result<Info> {
+                (**self).set_labels(digest, labels)
             }
         }
     )*};

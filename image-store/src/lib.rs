@@ -56,7 +56,8 @@ pub mod tags;
 
 pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{
-    ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Manager, Provider,
+    ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Labels, Manager,
+    Provider,
 };
 pub use copy::{
     copy_image, copy_image_with, copy_tag, copy_tag_with, CopyError, CopyOptions, CopyReport,

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use image_core::{Algorithm, Classify, Digest, ErrorKind};
-use image_store::{ContentError, ContentStore, Ingester, MemoryStore, Provider};
+use image_store::{ContentError, ContentStore, Ingester, Manager, MemoryStore, Provider};
 
 use crate::common::{bytes, oci_dir};
 
@@ -17,6 +17,7 @@ fn suite<S: ContentStore>(store: &S) {
     dedup_and_delete(store);
     sha512(store);
     ingest_reader(store);
+    labels(store);
     #[allow(clippy::needless_borrows_for_generic_args)] // tests the `&T` impls
     forwarding(&store);
     forwarding(std::sync::Arc::new(MemoryStore::new()));
@@ -259,6 +260,48 @@ fn ingest_reader<S: ContentStore>(store: &S) {
     assert!(matches!(e, ContentError::Read { .. }), "{e}");
 }
 
+fn labels<S: ContentStore>(store: &S) {
+    use image_store::content::{Labels, MAX_LABELS, MAX_LABEL_BYTES};
+    let d = store.write_blob(b"labelled").unwrap();
+    assert!(store.info(&d).unwrap().labels.is_empty());
+    let labels: Labels = [("cache.key", "sha256:abc"), ("x", "")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let info = store.set_labels(&d, labels.clone()).unwrap();
+    assert_eq!(info.labels, labels);
+    assert_eq!(info.size, 8);
+    assert_eq!(store.info(&d).unwrap().labels, labels);
+    // Replaced whole, not merged.
+    let one: Labels = [("y".to_owned(), "1".to_owned())].into();
+    store.set_labels(&d, one.clone()).unwrap();
+    assert_eq!(store.info(&d).unwrap().labels, one);
+    // Over the limits: refused, the labels unchanged.
+    let too_many: Labels = (0..=MAX_LABELS)
+        .map(|i| (i.to_string(), String::new()))
+        .collect();
+    let too_long: Labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES))].into();
+    let empty_key: Labels = [(String::new(), "v".to_owned())].into();
+    for bad in [too_many, too_long, empty_key] {
+        let e = store.set_labels(&d, bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    assert_eq!(store.info(&d).unwrap().labels, one);
+    // Absent blob.
+    let missing = Digest::sha256(b"no such blob");
+    assert!(store
+        .set_labels(&missing, one.clone())
+        .unwrap_err()
+        .is_not_found());
+    // Labels go with the blob: a blob written again has none.
+    store.delete(&d).unwrap();
+    store.write_blob(b"labelled").unwrap();
+    assert!(store.info(&d).unwrap().labels.is_empty());
+    store.set_labels(&d, one).unwrap();
+    store.set_labels(&d, Labels::new()).unwrap();
+    assert!(store.info(&d).unwrap().labels.is_empty());
+    store.delete(&d).unwrap();
+}
+
 fn forwarding<S: ContentStore>(store: S) {
     let d = store.write_blob(b"through a pointer").unwrap();
     assert!(store.exists(&d).unwrap());
@@ -314,4 +357,24 @@ fn oci_dir_layout_on_disk() {
     assert!(image_store::Provider::exists(&again, &d).unwrap());
     let e = image_store::OciDir::open(root.join("blobs")).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn oci_dir_keeps_labels_across_opens_and_refuses_a_linked_labels_file() {
+    use image_store::content::Labels;
+    let (tmp, store) = oci_dir();
+    let d = store.write_blob(b"labelled").unwrap();
+    let labels: Labels = [("k".to_owned(), "v".to_owned())].into();
+    store.set_labels(&d, labels.clone()).unwrap();
+    let again = image_store::OciDir::open(store.root()).unwrap();
+    assert_eq!(again.info(&d).unwrap().labels, labels);
+
+    // A labels file that is a symlink (to a file outside) is not followed.
+    let outside = tmp.path().join("outside.json");
+    std::fs::write(&outside, br#"{"stolen":"yes"}"#).unwrap();
+    let path = store.root().join("labels/sha256").join(d.hex());
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&outside, &path).unwrap();
+    let e = again.info(&d).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
 }
