@@ -448,6 +448,42 @@ impl<T: Write> Write for Tracked<T> {
     }
 }
 
+/// Runs the blocking `f` on tokio's blocking pool and waits for it
+/// without blocking the async caller (feature `tokio`).
+///
+/// `f` receives `tracker` (pass it in the operation's options). Dropping
+/// the returned future before `f` returns sets the tracker's interrupt, so
+/// the operation stops at its next check and cleans up as it does on any
+/// cancellation; its result is then discarded. A panic in `f` is resumed
+/// in the caller.
+///
+/// # Panics
+/// Outside a tokio runtime; when the runtime shuts down while `f` runs.
+#[cfg(feature = "tokio")]
+pub async fn spawn_blocking<T, F>(tracker: Tracker, f: F) -> T
+where
+    F: FnOnce(Tracker) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    /// Sets the interrupt when dropped armed: the future went away first.
+    struct StopOnDrop(Option<Interrupt>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            if let Some(i) = self.0.take() {
+                i.set();
+            }
+        }
+    }
+    let mut guard = StopOnDrop(Some(tracker.interrupt().clone()));
+    let joined = tokio::task::spawn_blocking(move || f(tracker)).await;
+    guard.0 = None;
+    match joined {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the blocking task did not finish: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

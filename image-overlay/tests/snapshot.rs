@@ -1776,3 +1776,47 @@ fn an_interrupted_unpack_and_pack_stop_with_cancelled() {
     .expect_err("unpack stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
 }
+
+#[test]
+fn dropping_an_image_unpack_future_stops_it_and_leaves_no_snapshot() {
+    let t = make_image(
+        &[
+            vec![("big/file", noise(8 << 20))],
+            vec![("small", b"x".to_vec())],
+        ],
+        "test/big:1",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .build()
+        .expect("runtime");
+    let (rec, tracker) = recorder(u64::MAX);
+    let interrupt = tracker.interrupt().clone();
+    let sn = CopySnapshotter::open(dir.path()).expect("open");
+    let options = ImageUnpackOptions::default()
+        .with_parallelism(1)
+        .with_tracker(tracker);
+    let unpack =
+        image_overlay::nonblocking::unpack_image(t.store.clone(), t.image.clone(), sn, options);
+    rt.block_on(async {
+        let mut unpack = Box::pin(unpack);
+        loop {
+            let finished = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(unpack.as_mut(), cx).is_ready())
+            })
+            .await;
+            if finished || rec.items().values().any(|r| r.done > 0) {
+                assert!(!finished, "the unpack finished before it was dropped");
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    assert!(interrupt.is_set(), "dropping the future sets the interrupt");
+    // Dropping the runtime waits for its blocking tasks.
+    drop(rt);
+    let items = rec.items();
+    assert!(items.values().all(|r| !r.finished), "{items:?}");
+    let sn = CopySnapshotter::open(dir.path()).expect("open");
+    assert!(sn.list().expect("list").is_empty());
+}

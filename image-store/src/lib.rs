@@ -18,6 +18,18 @@
 //! [`image_core::Classify`]. Every file-system mutation of [`OciDir`] goes
 //! through the [`fs::Fs`] seam, so tests inject ENOSPC or EIO at any step.
 //!
+//! # Blocking
+//!
+//! Every call of this crate that touches a store blocks the calling thread
+//! on file I/O (and, for `gc` and tagging, on the store's lock): reads,
+//! ingests, [`archive::load`], [`archive::save_docker`], [`copy_tag`],
+//! [`OciDir::gc`], [`fsck`]. From async code, run them with
+//! `tokio::task::spawn_blocking`, or enable the `tokio` feature and use
+//! the `nonblocking` module (the long operations, with progress and cancellation on
+//! drop). Long operations take a [`Tracker`](image_core::Tracker) in their
+//! options: progress per blob, and an interrupt checked between chunks that
+//! stops them with an error of class `Cancelled`.
+//!
 //! ```
 //! use image_store::{Ingester, OciDir, Provider, ContentWriter};
 //! use std::io::Write;
@@ -50,6 +62,8 @@ pub mod ingest;
 pub mod lease;
 pub mod memory;
 pub mod mutate;
+#[cfg(feature = "tokio")]
+pub mod nonblocking;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;
