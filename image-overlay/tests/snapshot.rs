@@ -1755,26 +1755,15 @@ fn an_interrupted_unpack_and_pack_stop_with_cancelled() {
         .expect_err("pack stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
 
-    let (_rec, tracker) = recorder(1 << 20);
-    let out = tempfile::tempdir().expect("tempdir");
-    let e = unpack(
-        &layer[..],
-        out.path(),
-        &UnpackOptions::default().with_tracker(tracker),
-    )
-    .expect_err("unpack stopped");
-    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
-
-    let interrupt = Interrupt::new();
-    interrupt.set();
-    let tracker = Tracker::default().with_interrupt(interrupt);
-    let e = unpack(
-        &layer[..],
-        out.path(),
-        &UnpackOptions::default().with_tracker(tracker),
-    )
-    .expect_err("unpack stopped");
-    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    // Stopped mid-layer, and before it starts.
+    let set = Interrupt::new();
+    set.set();
+    for tracker in [recorder(1 << 20).1, Tracker::default().with_interrupt(set)] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let options = UnpackOptions::default().with_tracker(tracker);
+        let e = unpack(&layer[..], out.path(), &options).expect_err("unpack stopped");
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    }
 }
 
 #[test]

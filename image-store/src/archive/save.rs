@@ -168,14 +168,23 @@ where
     P: Provider + ?Sized,
     W: Write,
 {
-    let mut out = options.tracker.writer(ARCHIVE_ITEM, None, &mut out);
-    let report = save_docker_dyn(&store, images, &mut out, options)?;
+    tracked(options, &mut out, |out| {
+        save_docker_dyn(&store, images, out, options)
+    })
+}
+
+/// Runs `save` on `out` seen through [`SaveOptions::tracker`], as the
+/// item `"archive"`, finished when `save` succeeds.
+fn tracked(
+    options: &SaveOptions,
+    out: &mut dyn Write,
+    save: impl FnOnce(&mut dyn Write) -> Result<SaveReport, ArchiveError>,
+) -> Result<SaveReport, ArchiveError> {
+    let mut out = options.tracker.writer("archive", None, out);
+    let report = save(&mut out)?;
     out.finish();
     Ok(report)
 }
-
-/// The item [`SaveOptions::tracker`] reports.
-const ARCHIVE_ITEM: &str = "archive";
 
 /// Writes `images` as an OCI archive (a tar of an image layout) to `out`:
 /// `oci-layout`, every blob reachable from the images once, and
@@ -213,10 +222,7 @@ where
     P: Provider + ?Sized,
     W: Write,
 {
-    let mut out = options.tracker.writer(ARCHIVE_ITEM, None, &mut out);
-    let report = save_oci_dyn(&store, images, &mut out)?;
-    out.finish();
-    Ok(report)
+    tracked(options, &mut out, |out| save_oci_dyn(&store, images, out))
 }
 
 fn parse_name(name: &str) -> Result<Reference, ArchiveError> {
