@@ -62,6 +62,11 @@ fn violations(metadata: &serde_json::Value) -> Vec<String> {
         };
         for dep in p["dependencies"].as_array().into_iter().flatten() {
             let dep_name = dep["name"].as_str().unwrap_or_default();
+            // A crate's dev-dependency on itself only turns on its own
+            // features for its tests (`tokio`): no edge between tiers.
+            if dep_name == name && dep["kind"].as_str() == Some("dev") {
+                continue;
+            }
             if members.contains(dep_name) && !ok.contains(dep_name) {
                 bad.push(format!("{name} depends on {dep_name}"));
             }
@@ -99,6 +104,18 @@ fn dependencies_point_only_downward() {
     assert_eq!(names.len(), 7, "the family has seven packages: {names:?}");
     let bad = violations(&metadata);
     assert!(bad.is_empty(), "dependency direction broken: {bad:?}");
+}
+
+#[test]
+fn a_dev_dependency_on_itself_is_no_edge_but_a_normal_one_is() {
+    let metadata = serde_json::json!({"packages": [
+        {"name": "image-store", "dependencies": [{"name": "image-store", "kind": "dev"}]},
+        {"name": "image-overlay", "dependencies": [{"name": "image-overlay", "kind": null}]},
+    ]});
+    assert_eq!(
+        violations(&metadata),
+        ["image-overlay depends on image-overlay"]
+    );
 }
 
 #[test]
