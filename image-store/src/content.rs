@@ -517,6 +517,11 @@ pub trait Ingester {
     /// failure removes the ingest; at most `expected_size + 1` bytes are
     /// read from `reader`.
     ///
+    /// For progress and cancellation, pass the source through
+    /// [`Tracker::reader`](image_core::Tracker::reader): once its interrupt
+    /// is set the next read fails, the ingest is removed and the error is
+    /// of class [`ErrorKind::Cancelled`].
+    ///
     /// # Errors
     /// [`ContentError::Verify`], [`ContentError::Read`] when `reader` fails, I/O errors.
     fn ingest_reader(

@@ -22,7 +22,7 @@
 //!
 //! Every call of this crate that touches a store blocks the calling thread
 //! on file I/O (and, for `gc` and tagging, on the store's lock): reads,
-//! ingests, [`archive::load`], [`archive::save_docker`], [`copy_tag`],
+//! ingests, [`archive::load()`], [`archive::save_docker`], [`copy_tag`],
 //! [`OciDir::gc`], [`fsck`]. From async code, run them with
 //! `tokio::task::spawn_blocking`, or enable the `tokio` feature and use
 //! the `nonblocking` module (the long operations, with progress and cancellation on
