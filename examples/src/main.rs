@@ -21,6 +21,8 @@ run, start and exec exit with the container's own status.";
 struct Cli {
     #[command(flatten)]
     store: cmd::store::StoreArgs,
+    #[command(flatten)]
+    ui: cmd::progress::UiArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,7 +79,7 @@ enum Command {
     Create(cmd::run::CreateArgs),
     /// Start a created or stopped container, attached; exit with its code.
     Start(cmd::run::StartArgs),
-    /// List containers.
+    /// List containers (with `-q`, only their IDs).
     Ps(cmd::run::PsArgs),
     /// Send a signal to a running container.
     Kill(cmd::run::KillArgs),
@@ -109,17 +111,17 @@ fn main() -> ExitCode {
         Command::Rmi(a) => cmd::store::rmi(&cli.store, a),
         Command::Gc(a) => cmd::store::gc(&cli.store, a),
         Command::Fsck(a) => cmd::store::fsck(&cli.store, a),
-        Command::Load(a) => cmd::archive::load(&cli.store, a),
-        Command::Save(a) => cmd::archive::save(&cli.store, a),
-        Command::Copy(a) => cmd::archive::copy(&cli.store, a),
+        Command::Load(a) => cmd::archive::load(&cli.store, &cli.ui, a),
+        Command::Save(a) => cmd::archive::save(&cli.store, &cli.ui, a),
+        Command::Copy(a) => cmd::archive::copy(&cli.store, &cli.ui, a),
         Command::Append(a) => cmd::layer::append(&cli.store, a),
-        Command::Unpack(a) => cmd::layer::unpack_image(&cli.store, a),
+        Command::Unpack(a) => cmd::layer::unpack_image(&cli.store, &cli.ui, a),
         Command::Layer(c) => cmd::layer::layer(c),
         Command::Diff(a) => cmd::layer::diff(a),
         Command::Run(a) => cmd::run::run(&cli.store, a),
         Command::Create(a) => cmd::run::create(&cli.store, a),
         Command::Start(a) => cmd::run::start(&cli.store, a),
-        Command::Ps(a) => cmd::run::ps(&cli.store, a),
+        Command::Ps(a) => cmd::run::ps(&cli.store, &cli.ui, a),
         Command::Kill(a) => cmd::run::kill(&cli.store, a),
         Command::Rm(a) => cmd::run::rm(&cli.store, a),
         Command::Commit(a) => cmd::run::commit(&cli.store, a),

@@ -80,8 +80,8 @@ fn violations(metadata: &serde_json::Value) -> Vec<String> {
             if !members.contains(dep_name) {
                 continue;
             }
-            // A crate's tests may enable its own `testing` feature through
-            // a dev-dependency on itself: no edge between tiers.
+            // A crate's tests may enable its own features (`testing`, `tokio`)
+            // through a dev-dependency on itself: no edge between tiers.
             if dep_name == name && dep["kind"].as_str() == Some("dev") {
                 continue;
             }
@@ -128,6 +128,18 @@ fn dependencies_point_only_downward() {
     assert_eq!(names.len(), 8, "the family has eight packages: {names:?}");
     let bad = violations(&metadata);
     assert!(bad.is_empty(), "dependency direction broken: {bad:?}");
+}
+
+#[test]
+fn a_dev_dependency_on_itself_is_no_edge_but_a_normal_one_is() {
+    let metadata = serde_json::json!({"packages": [
+        {"name": "image-store", "dependencies": [{"name": "image-store", "kind": "dev"}]},
+        {"name": "image-overlay", "dependencies": [{"name": "image-overlay", "kind": null}]},
+    ]});
+    assert_eq!(
+        violations(&metadata),
+        ["image-overlay depends on image-overlay"]
+    );
 }
 
 #[test]

@@ -46,6 +46,7 @@ pub mod manifest;
 pub mod media_type;
 pub mod path;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod time;
 
@@ -60,6 +61,7 @@ pub use ids::{chain_id, chain_ids};
 pub use manifest::{Descriptor, DescriptorExt, Document, Index, Manifest, ParseError};
 pub use media_type::{Compression, MediaType, MediaTypeError};
 pub use platform::Platform;
+pub use progress::{Cancelled, Interrupt, NoProgress, Progress, Recorder, Tracker};
 pub use reference::Reference;
 
 /// An `io::Error` is classified by [`ErrorKind::from_io`], except that an
@@ -89,4 +91,5 @@ classify_registry!(
     crate::config::ConfigLimitError,
     crate::manifest::ParseError,
     crate::platform::PlatformError,
+    crate::progress::Cancelled,
 );

@@ -165,7 +165,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
                 source: Box::new(source),
             })?;
         let reader = store
-            .reader(&digest)
+            .reader_for(layer)
             .map_err(|source| FlattenError::Content {
                 image: image.name.clone(),
                 index,

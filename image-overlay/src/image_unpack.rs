@@ -71,6 +71,16 @@ impl ImageUnpackOptions {
         self.unpack = unpack;
         self
     }
+
+    /// Reports each layer (an item named by its digest, with its size as
+    /// the total: compressed bytes read) and stops the unpack once the
+    /// interrupt is set; the snapshot of a stopped layer is removed, the
+    /// layers committed before stay (they are complete). Sets
+    /// [`UnpackOptions::tracker`] of [`unpack`](ImageUnpackOptions::unpack).
+    pub fn with_tracker(mut self, tracker: image_core::Tracker) -> Self {
+        self.unpack.tracker = tracker;
+        self
+    }
 }
 
 /// What an image unpack did.
@@ -380,7 +390,7 @@ fn unpack_layer<P: Provider + ?Sized>(
         opts = opts.with_compression(c);
     }
     let reader = store
-        .reader(&job.digest)
+        .reader_for(desc)
         .map_err(|source| ImageUnpackError::Content {
             index: job.index,
             digest: job.digest.clone(),

@@ -30,6 +30,17 @@
 //! is needed to mount ([`SysMounter`], an [`OverlaySnapshotter`]'s
 //! snapshots) and for overlayfs whiteouts in `trusted.*` form.
 //!
+//! # Blocking
+//!
+//! Every operation here blocks the calling thread on file I/O and CPU:
+//! [`unpack()`], [`pack_dir`], [`diff_dirs`], [`flatten_image`],
+//! [`unpack_image`], the snapshotters and mounts. From async code, run them
+//! with `tokio::task::spawn_blocking`, or enable the `tokio` feature and use
+//! the `nonblocking` module (unpack, pack, flatten and image unpack, with
+//! progress and cancellation on drop). The long ones take a
+//! [`Tracker`](image_core::Tracker) in their options
+//! ([`UnpackOptions::tracker`], [`PackOptions::tracker`]).
+//!
 //! ```
 //! use image_core::Compression;
 //! use image_overlay::pack::{pack_dir, PackOptions};
@@ -75,6 +86,8 @@ pub mod image_unpack;
 pub mod list;
 mod lower;
 pub mod mount;
+#[cfg(feature = "tokio")]
+pub mod nonblocking;
 pub mod pack;
 pub mod resolve;
 pub mod snapshot;

@@ -19,7 +19,9 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use image_core::{Algorithm, Classify, Compression, Digest, DigestWriter, ErrorKind, MediaType};
+use image_core::{
+    Algorithm, Classify, Compression, Digest, DigestWriter, ErrorKind, MediaType, Tracker,
+};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -42,6 +44,11 @@ pub struct PackOptions {
     /// Include xattrs (as PAX `SCHILY.xattr.*`); overlayfs xattrs and
     /// `security.selinux` are never included.
     pub xattrs: bool,
+    /// Reports the layer written as one item, `"layer"` (compressed bytes
+    /// written, total unknown), and stops the pack at the next write once
+    /// its interrupt is set (the output is then incomplete, as after any
+    /// failed write: a caller packing into an ingest aborts it).
+    pub tracker: Tracker,
 }
 
 impl Default for PackOptions {
@@ -51,6 +58,7 @@ impl Default for PackOptions {
             algorithm: Algorithm::Sha256,
             source_date_epoch: None,
             xattrs: true,
+            tracker: Tracker::default(),
         }
     }
 }
@@ -84,6 +92,12 @@ impl PackOptions {
         {
             self.source_date_epoch = Some(v);
         }
+        self
+    }
+
+    /// Sets [`tracker`](PackOptions::tracker).
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
         self
     }
 }
@@ -571,7 +585,10 @@ fn pack_core(
     source: Source,
 ) -> Result<PackReport, PackError> {
     let root = open_root(dir)?;
-    let mut packer = Packer::new(out, opts, source)?;
+    let mut out = opts.tracker.writer("layer", None, out);
+    let mut packer = Packer::new(&mut out, opts, source)?;
     packer.children(root.as_fd(), b"")?;
-    packer.finish()
+    let report = packer.finish()?;
+    out.finish();
+    Ok(report)
 }

@@ -40,7 +40,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::digest::Hasher;
-use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind, HashingReader, VerifyError};
+use image_core::{
+    Algorithm, Cancelled, Classify, Compression, Digest, ErrorKind, HashingReader, Tracker,
+    VerifyError,
+};
 use image_store::tar_ending::{self, EndState, HeaderLimitHit};
 use rustix::fs::Timespec;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
@@ -186,6 +189,13 @@ pub struct UnpackOptions {
     pub lowers: Vec<PathBuf>,
     /// How paths are resolved inside the target.
     pub path_resolution: PathResolution,
+    /// Reports the layer's compressed bytes read (an item named by
+    /// [`digest`](UnpackOptions::digest), or `"layer"`, with
+    /// [`size`](UnpackOptions::size) as its total) and stops the unpack
+    /// once its interrupt is set: per chunk read and per entry. What was
+    /// applied stays in the target (as after any failed unpack): an image
+    /// unpack removes the snapshot it was unpacking into.
+    pub tracker: Tracker,
 }
 
 impl Default for UnpackOptions {
@@ -203,6 +213,7 @@ impl Default for UnpackOptions {
             preserve_ownership: rustix::process::geteuid().is_root(),
             lowers: Vec::new(),
             path_resolution: PathResolution::Auto,
+            tracker: Tracker::default(),
         }
     }
 }
@@ -241,6 +252,12 @@ impl UnpackOptions {
     /// Sets the limits.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Sets [`tracker`](UnpackOptions::tracker).
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
         self
     }
 
@@ -318,6 +335,10 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// The unpack's interrupt was set between two entries (a stop while
+    /// reading the layer is a [`UnpackError::Source`] of the same class).
+    #[error("unpack stopped")]
+    Cancelled(#[from] Cancelled),
     /// Reading the source stream failed.
     #[error("reading the layer")]
     Source {
@@ -559,6 +580,7 @@ impl Classify for UnpackError {
             E::OpenTarget { source, .. } | E::Fs { source, .. } | E::Source { source } => {
                 Classify::kind(source)
             }
+            E::Cancelled(c) => c.kind(),
             E::CompressionMismatch { .. }
             | E::Decompress { .. }
             | E::Corrupt { .. }
@@ -1074,7 +1096,11 @@ fn unpack_core(
         .diff_id
         .as_ref()
         .map_or(opts.algorithm, Digest::algorithm);
-    let mut tagged = SourceTag(src);
+    let item = opts.digest.as_ref().map(Digest::to_string);
+    let mut src = opts
+        .tracker
+        .reader(item.as_deref().unwrap_or("layer"), opts.size, src);
+    let mut tagged = SourceTag(&mut src);
     let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, blob_alg);
     let (head, compression) = sniff(&mut compressed, opts.compression)?;
     let ctx = Ctx {
@@ -1102,6 +1128,7 @@ fn unpack_core(
         opts.limits,
         diff_alg,
         &mut |entry, raw_path, global| {
+            opts.tracker.check()?;
             if global {
                 applier.skip(raw_path, SkipReason::GlobalHeader, None);
                 Ok(())

@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use image_core::{Classify, Compression, Digest, ErrorKind, MediaType};
+use image_core::{
+    Classify, Compression, Digest, ErrorKind, Interrupt, MediaType, Recorder, Tracker,
+};
 use image_overlay::image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions};
 use image_overlay::mount::{
     LegacyMounter, Mount, MountError, MountGuard, Mounter, RecordingMounter, SysMounter,
@@ -1928,4 +1931,150 @@ fn compare_overlay_generated_changes() {
 #[test]
 fn compare_copy_generated_changes() {
     generated_changes_round_trip::<Copy>("compare_copy_generated_changes");
+}
+
+// ---- progress and cancellation ------------------------------------------------
+
+/// `n` bytes that do not compress.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A recorder that sets its tracker's interrupt once an item reaches `at`
+/// (never, for `u64::MAX`), and the tracker.
+fn recorder(at: u64) -> (Arc<Recorder>, Tracker) {
+    let interrupt = Interrupt::new();
+    let rec = Arc::new(Recorder::stopping_at(interrupt.clone(), at));
+    (rec.clone(), Tracker::new(rec, interrupt))
+}
+
+#[test]
+fn image_unpack_reports_each_layer_and_a_stopped_one_leaves_no_snapshot() {
+    let layers = vec![
+        vec![("big/file", noise(3 << 20))],
+        vec![("small", b"x".to_vec())],
+    ];
+    let t = make_image(&layers, "test/big:1");
+    for driver in ["copy", "overlay"] {
+        let open = |dir: &Path| -> Box<dyn Snapshotter> {
+            match driver {
+                "copy" => Box::new(CopySnapshotter::open(dir).expect("open copy")),
+                _ => Box::new(OverlaySnapshotter::open(dir).expect("open overlay")),
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn = open(dir.path());
+        let (rec, tracker) = recorder(u64::MAX);
+        let options = ImageUnpackOptions::default()
+            .with_parallelism(1)
+            .with_tracker(tracker);
+        unpack_image(&t.store, &t.image, &*sn, &options).expect("unpack");
+        assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+        let items = rec.items();
+        assert_eq!(items.len(), 2, "{driver}");
+        for layer in t.image.layers() {
+            let r = &items[&layer.digest().to_string()];
+            assert!(r.finished, "{driver}");
+            assert_eq!((r.total, r.done), (Some(layer.size()), layer.size()));
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sn = open(dir.path());
+        let (_rec, tracker) = recorder(1 << 20);
+        let options = ImageUnpackOptions::default()
+            .with_parallelism(1)
+            .with_tracker(tracker);
+        let e = unpack_image(&t.store, &t.image, &*sn, &options).expect_err("stopped");
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{driver}: {e}");
+        // The big layer is the first: nothing is left, not even a temporary snapshot.
+        assert!(sn.list().expect("list").is_empty(), "{driver}");
+        unpack_image(&t.store, &t.image, &*sn, &ImageUnpackOptions::default())
+            .expect("unpack after a stop");
+        assert_eq!(sn.list().expect("list").len(), 2, "{driver}");
+    }
+}
+
+#[test]
+fn an_interrupted_unpack_and_pack_stop_with_cancelled() {
+    let src = tempfile::tempdir().expect("tempdir");
+    write(&src.path().join("big"), &noise(3 << 20));
+    let (rec, tracker) = recorder(u64::MAX);
+    let mut layer = Vec::new();
+    let opts = PackOptions::new(Compression::Gzip).with_tracker(tracker);
+    let report = image_overlay::pack::pack_dir(src.path(), &mut layer, &opts).expect("pack");
+    let items = rec.items();
+    assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+    assert_eq!(
+        (items["layer"].done, items["layer"].finished),
+        (report.size, true)
+    );
+    assert_eq!(report.size, layer.len() as u64);
+
+    let (_rec, tracker) = recorder(1 << 20);
+    let opts = PackOptions::new(Compression::Gzip).with_tracker(tracker);
+    let e = image_overlay::pack::pack_dir(src.path(), &mut Vec::new(), &opts)
+        .expect_err("pack stopped");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+
+    // Stopped mid-layer, and before it starts.
+    let set = Interrupt::new();
+    set.set();
+    for tracker in [recorder(1 << 20).1, Tracker::default().with_interrupt(set)] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let options = UnpackOptions::default().with_tracker(tracker);
+        let e = unpack(&layer[..], out.path(), &options).expect_err("unpack stopped");
+        assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    }
+}
+
+#[test]
+fn dropping_an_image_unpack_future_stops_it_and_leaves_no_snapshot() {
+    let t = make_image(
+        &[
+            vec![("big/file", noise(8 << 20))],
+            vec![("small", b"x".to_vec())],
+        ],
+        "test/big:1",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .build()
+        .expect("runtime");
+    let (rec, tracker) = recorder(u64::MAX);
+    let interrupt = tracker.interrupt().clone();
+    let sn = CopySnapshotter::open(dir.path()).expect("open");
+    let options = ImageUnpackOptions::default()
+        .with_parallelism(1)
+        .with_tracker(tracker);
+    let unpack =
+        image_overlay::nonblocking::unpack_image(t.store.clone(), t.image.clone(), sn, options);
+    rt.block_on(async {
+        let mut unpack = Box::pin(unpack);
+        loop {
+            let finished = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(unpack.as_mut(), cx).is_ready())
+            })
+            .await;
+            if finished || rec.items().values().any(|r| r.done > 0) {
+                assert!(!finished, "the unpack finished before it was dropped");
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    assert!(interrupt.is_set(), "dropping the future sets the interrupt");
+    // Dropping the runtime waits for its blocking tasks.
+    drop(rt);
+    let items = rec.items();
+    assert!(items.values().all(|r| !r.finished), "{items:?}");
+    let sn = CopySnapshotter::open(dir.path()).expect("open");
+    assert!(sn.list().expect("list").is_empty());
 }

@@ -30,13 +30,15 @@
 //! pointer to a store is a store, and [`ContentStore`] is implemented for
 //! everything that is all three.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use image_core::digest::VerifyError;
-use image_core::{Algorithm, Digest};
+use image_core::manifest::descriptor_digest;
+use image_core::{Algorithm, Descriptor, Digest};
 
 pub use crate::error::ContentError;
 
@@ -50,17 +52,61 @@ pub struct Info {
     pub size: u64,
     /// When the blob was committed (file modification time on disk), when known.
     pub created: Option<SystemTime>,
+    /// Labels set with [`Manager::set_labels`] (containerd's content
+    /// labels: a build cache keeps its keys here). Filled in by
+    /// [`Provider::info`]; [`Manager::list`] may leave them out.
+    pub labels: Labels,
 }
 
+/// The labels of a blob: at most [`MAX_LABELS`] of them, each key not
+/// empty, each key and value together at most [`MAX_LABEL_BYTES`] bytes.
+pub type Labels = BTreeMap<String, String>;
+
+/// The most labels a blob may carry.
+pub const MAX_LABELS: usize = 256;
+
+/// The most bytes of a label's key and value together (containerd's limit).
+pub const MAX_LABEL_BYTES: usize = 4096;
+
 impl Info {
-    /// Builds an `Info`.
+    /// Builds an `Info` without labels.
     pub fn new(digest: Digest, size: u64, created: Option<SystemTime>) -> Info {
         Info {
             digest,
             size,
             created,
+            labels: Labels::new(),
         }
     }
+
+    /// This `Info` with `labels`.
+    pub fn with_labels(mut self, labels: Labels) -> Info {
+        self.labels = labels;
+        self
+    }
+}
+
+/// Checks labels against the limits of [`Labels`].
+///
+/// # Errors
+/// [`ContentError::InvalidLabels`] naming the first problem.
+pub fn check_labels(labels: &Labels) -> Result<()> {
+    let invalid = |reason: String| Err(ContentError::InvalidLabels { reason });
+    if labels.len() > MAX_LABELS {
+        return invalid(format!("{} labels, more than {MAX_LABELS}", labels.len()));
+    }
+    for (k, v) in labels {
+        if k.is_empty() {
+            return invalid("an empty key".into());
+        }
+        if k.len() + v.len() > MAX_LABEL_BYTES {
+            let key: String = k.chars().take(40).collect();
+            return invalid(format!(
+                "label {key:?} is more than {MAX_LABEL_BYTES} bytes with its value"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The state of an ingest that has not been committed.
@@ -197,6 +243,33 @@ pub trait Provider {
     /// I/O errors.
     fn try_info(&self, digest: &Digest) -> Result<Option<Info>>;
 
+    /// Opens the blob a descriptor names (containerd's `Fetcher.Fetch(desc)`),
+    /// verified as [`reader`](Provider::reader) verifies it. A provider
+    /// that serves content by kind (a registry: the manifest or the blob
+    /// endpoint, an `Accept` header from the media type) overrides this;
+    /// the default, for local stores, refuses a stored blob whose size is
+    /// not the descriptor's before reading any of it.
+    ///
+    /// # Errors
+    /// [`ContentError::InvalidDescriptor`], [`ContentError::NotFound`],
+    /// [`ContentError::DescriptorMismatch`] naming both sizes, I/O errors.
+    fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        let digest = descriptor_digest(descriptor, "digest")
+            .map_err(|source| ContentError::InvalidDescriptor { source })?;
+        let info = self.info(&digest)?;
+        if info.size != descriptor.size() {
+            return Err(ContentError::DescriptorMismatch {
+                source: VerifyError::Size {
+                    digest,
+                    expected: descriptor.size(),
+                    found: info.size,
+                    truncated: false,
+                },
+            });
+        }
+        self.reader(&digest)
+    }
+
     /// Facts about a blob.
     ///
     /// # Errors
@@ -291,6 +364,11 @@ pub trait Ingester {
     /// that can stat first skip the read with [`Provider::exists`]). A
     /// failure removes the ingest; at most `expected_size + 1` bytes are
     /// read from `reader`.
+    ///
+    /// For progress and cancellation, pass the source through
+    /// [`Tracker::reader`](image_core::Tracker::reader): once its interrupt
+    /// is set the next read fails, the ingest is removed and the error is
+    /// of class [`ErrorKind::Cancelled`].
     ///
     /// # Errors
     /// [`ContentError::Verify`], [`ContentError::Read`] when `reader` fails, I/O errors.
@@ -486,11 +564,21 @@ pub trait Manager {
     /// I/O errors.
     fn list(&self) -> Result<Vec<Info>>;
 
-    /// Removes a committed blob.
+    /// Removes a committed blob, and its labels.
     ///
     /// # Errors
     /// [`ContentError::NotFound`] when it is not there; I/O errors.
     fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Replaces the labels of a committed blob (an empty map removes them)
+    /// and returns its `Info` with them (containerd's `Update` of the
+    /// `labels` field). Labels live as long as the blob; they do not keep
+    /// it from gc.
+    ///
+    /// # Errors
+    /// [`ContentError::InvalidLabels`] over the limits of [`Labels`];
+    /// [`ContentError::NotFound`]; I/O errors.
+    fn set_labels(&self, digest: &Digest, labels: Labels) -> Result<Info>;
 }
 
 /// A full content store: read, ingest, list and delete.
@@ -506,6 +594,9 @@ macro_rules! forward {
             }
             fn try_info(&self, digest: &Digest) -> Result<Option<Info>> {
                 (**self).try_info(digest)
+            }
+            fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+                (**self).reader_for(descriptor)
             }
             fn info(&self, digest: &Digest) -> Result<Info> {
                 (**self).info(digest)
@@ -550,6 +641,9 @@ macro_rules! forward {
             }
             fn delete(&self, digest: &Digest) -> Result<()> {
                 (**self).delete(digest)
+            }
+            fn set_labels(&self, digest: &Digest, labels: Labels) -> Result<Info> {
+                (**self).set_labels(digest, labels)
             }
         }
     )*};

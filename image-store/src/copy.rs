@@ -26,8 +26,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use image_core::digest::VerifyError;
 use image_core::manifest::{descriptor_digest, descriptor_media_type};
-use image_core::{Classify, Descriptor, Digest, Document, ErrorKind, MediaTypeError, ParseError};
+use image_core::{
+    Cancelled, Classify, Descriptor, Digest, Document, ErrorKind, MediaTypeError, ParseError,
+    Tracker,
+};
 
 use crate::archive::BlobStore;
 use crate::content::{ContentError, Provider};
@@ -90,6 +94,9 @@ pub enum CopyError {
     /// Taking the lease that keeps gc off the copied blobs failed.
     #[error("taking a lease on the destination")]
     Lease(#[from] LeaseError),
+    /// The copy's interrupt was set between two blobs.
+    #[error("copy stopped")]
+    Cancelled(#[from] Cancelled),
 }
 
 impl Classify for CopyError {
@@ -102,6 +109,7 @@ impl Classify for CopyError {
             CopyError::TooDeep { .. } => ErrorKind::Unsupported,
             CopyError::Tag(e) => e.kind(),
             CopyError::Lease(e) => e.kind(),
+            CopyError::Cancelled(e) => e.kind(),
         }
     }
 }
@@ -120,6 +128,25 @@ pub struct CopyReport {
     pub bytes: u64,
 }
 
+/// Options of [`copy_image_with`] and [`copy_tag_with`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CopyOptions {
+    /// Reports each blob copied (an item named by its digest, with the
+    /// descriptor's size) and stops the copy once its interrupt is set.
+    /// A blob stopped mid-way is not committed and its ingest is removed;
+    /// no tag is set.
+    pub tracker: Tracker,
+}
+
+impl CopyOptions {
+    /// Sets [`tracker`](CopyOptions::tracker).
+    pub fn tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
+        self
+    }
+}
+
 /// Copies the manifest or index `descriptor` and everything it references
 /// from `src` to `dst`. Tags nothing: a caller that tags the copy afterwards
 /// protects it from gc meanwhile by copying into
@@ -135,7 +162,26 @@ where
     S: Provider + ?Sized,
     D: BlobStore + ?Sized,
 {
-    copy_dyn(&src, &dst, descriptor)
+    copy_dyn(&src, &dst, descriptor, &Tracker::default())
+}
+
+/// [`copy_image`] with options: progress and cancellation.
+///
+/// # Errors
+/// As [`copy_image`]; [`CopyError::Cancelled`], or a
+/// [`CopyError::Content`] of class [`ErrorKind::Cancelled`] when a blob
+/// was stopped mid-way.
+pub fn copy_image_with<S, D>(
+    src: &S,
+    dst: &D,
+    descriptor: &Descriptor,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError>
+where
+    S: Provider + ?Sized,
+    D: BlobStore + ?Sized,
+{
+    copy_dyn(&src, &dst, descriptor, &options.tracker)
 }
 
 /// Copies the image `name` names in `src` (a tag, or a digest reference
@@ -156,6 +202,25 @@ where
     S: Provider + TagStore,
     D: BlobStore + TagStore + Leases,
 {
+    copy_tag_with(src, name, dst, dst_name, &CopyOptions::default())
+}
+
+/// [`copy_tag`] with options: progress and cancellation. A cancelled copy
+/// sets no tag.
+///
+/// # Errors
+/// As [`copy_tag`] and [`copy_image_with`].
+pub fn copy_tag_with<S, D>(
+    src: &S,
+    name: &str,
+    dst: &D,
+    dst_name: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError>
+where
+    S: Provider + TagStore,
+    D: BlobStore + TagStore + Leases,
+{
     let target = dst_name.unwrap_or(name);
     // Refused before any blob is copied.
     crate::tags::normalize_name(target)?;
@@ -163,7 +228,8 @@ where
     // Held until the tag is set: each blob is added before the destination
     // is asked whether it has it, so gc cannot remove it in between.
     let lease = dst.begin_lease()?;
-    let report = copy_dyn(src, &lease.protect(dst), &descriptor)?;
+    let report = copy_dyn(src, &lease.protect(dst), &descriptor, &options.tracker)?;
+    options.tracker.check()?;
     dst.set_tag(target, &report.descriptor)?;
     drop(lease);
     Ok(report)
@@ -173,6 +239,7 @@ fn copy_dyn(
     src: &dyn Provider,
     dst: &dyn BlobStore,
     descriptor: &Descriptor,
+    tracker: &Tracker,
 ) -> Result<CopyReport, CopyError> {
     let media_type = descriptor_media_type(descriptor);
     let digest =
@@ -194,15 +261,21 @@ fn copy_dyn(
         a.remove(REF_NAME);
         plain.set_annotations(if a.is_empty() { None } else { Some(a) });
     }
-    let mut report = CopyReport {
+    let report = CopyReport {
         descriptor: plain,
         copied: 0,
         skipped: 0,
         bytes: 0,
     };
-    let mut done = std::collections::HashSet::new();
-    copy_node(src, dst, descriptor, &digest, 0, &mut done, &mut report)?;
-    Ok(report)
+    let mut copy = Copy {
+        src,
+        dst,
+        tracker,
+        done: std::collections::HashSet::new(),
+        report,
+    };
+    copy.node(descriptor, &digest, 0)?;
+    Ok(copy.report)
 }
 
 fn content(digest: &Digest) -> impl FnOnce(ContentError) -> CopyError + '_ {
@@ -212,84 +285,112 @@ fn content(digest: &Digest) -> impl FnOnce(ContentError) -> CopyError + '_ {
     }
 }
 
-/// Copies one node after its children.
-fn copy_node(
-    src: &dyn Provider,
-    dst: &dyn BlobStore,
-    d: &Descriptor,
-    digest: &Digest,
-    depth: usize,
-    done: &mut std::collections::HashSet<Digest>,
-    report: &mut CopyReport,
-) -> Result<(), CopyError> {
-    if !done.insert(digest.clone()) {
-        return Ok(());
-    }
-    let media_type = descriptor_media_type(d);
-    if !(media_type.is_manifest() || media_type.is_index()) {
-        if dst.exists(digest).map_err(content(digest))? {
-            report.skipped += 1;
+/// One copy's state: the stores, the tracker, the visited set and the report.
+struct Copy<'a> {
+    src: &'a dyn Provider,
+    dst: &'a dyn BlobStore,
+    tracker: &'a Tracker,
+    done: std::collections::HashSet<Digest>,
+    report: CopyReport,
+}
+
+impl Copy<'_> {
+    /// Copies one node after its children.
+    fn node(&mut self, d: &Descriptor, digest: &Digest, depth: usize) -> Result<(), CopyError> {
+        let (src, dst) = (self.src, self.dst);
+        if !self.done.insert(digest.clone()) {
             return Ok(());
         }
+        self.tracker.check()?;
+        let media_type = descriptor_media_type(d);
+        if !(media_type.is_manifest() || media_type.is_index()) {
+            return self.blob(d, digest);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(CopyError::TooDeep {
+                digest: digest.clone(),
+            });
+        }
+        let limit = d.size().min(MAX_DOCUMENT_SIZE);
+        let bytes = src
+            .read_blob_to_vec(digest, limit)
+            .map_err(content(digest))?;
+        let doc =
+            Document::from_bytes(bytes, Some(&media_type)).map_err(|source| CopyError::Parse {
+                what: digest.to_string(),
+                source,
+            })?;
+        let subject = match &doc {
+            Document::Manifest(m) => m.subject().cloned(),
+            Document::Index(i) => i.inner().subject().clone(),
+        };
+        for child in crate::refs::children(&doc) {
+            let cd =
+                descriptor_digest(&child, "descriptor").map_err(|source| CopyError::Parse {
+                    what: digest.to_string(),
+                    source,
+                })?;
+            let optional = subject
+                .as_ref()
+                .is_some_and(|s| s.digest() == child.digest())
+                || descriptor_media_type(&child).is_non_distributable();
+            if optional && !src.exists(&cd).map_err(content(&cd))? {
+                continue;
+            }
+            self.node(&child, &cd, depth + 1)?;
+        }
+        if dst.exists(digest).map_err(content(digest))? {
+            self.report.skipped += 1;
+            return Ok(());
+        }
+        let raw = doc.raw();
+        let item = digest.to_string();
+        let mut r = self.tracker.reader(&item, Some(raw.len() as u64), raw);
+        dst.ingest_reader(&mut r, Some(d.size()), Some(digest))
+            .map_err(content(digest))?;
+        r.finish();
+        self.report.copied += 1;
+        self.report.bytes += raw.len() as u64;
+        Ok(())
+    }
+
+    /// Copies a blob that is not a manifest or an index, read by its
+    /// descriptor, at most the descriptor's size.
+    fn blob(&mut self, d: &Descriptor, digest: &Digest) -> Result<(), CopyError> {
+        if self.dst.exists(digest).map_err(content(digest))? {
+            self.report.skipped += 1;
+            return Ok(());
+        }
+        let larger = || CopyError::LargerThanDescriptor {
+            digest: digest.clone(),
+            size: d.size(),
+        };
+        let inner = match self.src.reader_for(d) {
+            Ok(r) => r,
+            Err(ContentError::DescriptorMismatch {
+                source:
+                    VerifyError::Size {
+                        expected, found, ..
+                    },
+            }) if found > expected => return Err(larger()),
+            Err(e) => return Err(content(digest)(e)),
+        };
+        let item = digest.to_string();
         let mut r = AtMost {
-            inner: src.reader(digest).map_err(content(digest))?,
+            inner: self.tracker.reader(&item, Some(d.size()), inner),
             left: d.size(),
             over: false,
         };
-        let ingested = dst.ingest_reader(&mut r, Some(d.size()), Some(digest));
+        let ingested = self.dst.ingest_reader(&mut r, Some(d.size()), Some(digest));
         if r.over {
-            return Err(CopyError::LargerThanDescriptor {
-                digest: digest.clone(),
-                size: d.size(),
-            });
+            return Err(larger());
         }
         ingested.map_err(content(digest))?;
-        report.copied += 1;
-        report.bytes += d.size();
-        return Ok(());
+        r.inner.finish();
+        self.report.copied += 1;
+        self.report.bytes += d.size();
+        Ok(())
     }
-    if depth >= MAX_DEPTH {
-        return Err(CopyError::TooDeep {
-            digest: digest.clone(),
-        });
-    }
-    let limit = d.size().min(MAX_DOCUMENT_SIZE);
-    let bytes = src
-        .read_blob_to_vec(digest, limit)
-        .map_err(content(digest))?;
-    let doc =
-        Document::from_bytes(bytes, Some(&media_type)).map_err(|source| CopyError::Parse {
-            what: digest.to_string(),
-            source,
-        })?;
-    let subject = match &doc {
-        Document::Manifest(m) => m.subject().cloned(),
-        Document::Index(i) => i.inner().subject().clone(),
-    };
-    for child in crate::refs::children(&doc) {
-        let cd = descriptor_digest(&child, "descriptor").map_err(|source| CopyError::Parse {
-            what: digest.to_string(),
-            source,
-        })?;
-        let optional = subject
-            .as_ref()
-            .is_some_and(|s| s.digest() == child.digest())
-            || descriptor_media_type(&child).is_non_distributable();
-        if optional && !src.exists(&cd).map_err(content(&cd))? {
-            continue;
-        }
-        copy_node(src, dst, &child, &cd, depth + 1, done, report)?;
-    }
-    if dst.exists(digest).map_err(content(digest))? {
-        report.skipped += 1;
-        return Ok(());
-    }
-    let raw = doc.raw();
-    dst.ingest_reader(&mut &raw[..], Some(d.size()), Some(digest))
-        .map_err(content(digest))?;
-    report.copied += 1;
-    report.bytes += raw.len() as u64;
-    Ok(())
 }
 
 /// Reads at most `left` bytes (a descriptor's size) from a source blob,

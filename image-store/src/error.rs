@@ -91,6 +91,32 @@ pub enum ContentError {
     /// a regular file: it is refused, never followed or read.
     #[error(transparent)]
     Refused(crate::fs::RefusedFile),
+    /// A descriptor whose digest is not a valid digest.
+    #[error("invalid descriptor")]
+    InvalidDescriptor {
+        /// Why.
+        source: ParseError,
+    },
+    /// The stored blob has another size than the descriptor it was asked
+    /// for by (see [`Provider::reader_for`](crate::Provider::reader_for)).
+    #[error("blob does not match its descriptor")]
+    DescriptorMismatch {
+        /// The digest, expected and found sizes.
+        source: VerifyError,
+    },
+    /// Taking the store's lock failed.
+    #[error("taking the store's lock")]
+    Lock {
+        /// The lock's error.
+        source: Box<TagError>,
+    },
+    /// Labels over the limits, or a stored labels file that is not a
+    /// JSON object of strings.
+    #[error("invalid labels: {reason}")]
+    InvalidLabels {
+        /// What is wrong.
+        reason: String,
+    },
     /// Reading the source of an ingest or a blob failed.
     #[error("reading {what}")]
     Read {
@@ -124,6 +150,10 @@ impl Classify for ContentError {
     fn kind(&self) -> ErrorKind {
         match self {
             ContentError::NotFound { .. } => ErrorKind::NotFound,
+            ContentError::InvalidDescriptor { source } => source.kind(),
+            ContentError::InvalidLabels { .. } => ErrorKind::InvalidInput,
+            ContentError::Lock { source } => source.kind(),
+            ContentError::DescriptorMismatch { source } => source.kind(),
             ContentError::Verify { source, .. } => Classify::kind(source),
             ContentError::Locked { .. } => ErrorKind::FailedPrecondition,
             ContentError::TooLarge { .. } => ErrorKind::FailedPrecondition,

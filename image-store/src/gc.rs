@@ -33,7 +33,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use image_core::{Classify, Descriptor, Digest, Document, ErrorKind};
+use image_core::{Cancelled, Classify, Descriptor, Digest, Document, ErrorKind, Tracker};
 
 use crate::content::{ContentError, Manager, Provider};
 use crate::fs::Target;
@@ -63,6 +63,10 @@ pub enum GcError {
         /// The error.
         source: io::Error,
     },
+    /// The collection's interrupt was set; what was removed before stays
+    /// removed (it was unreachable), the rest is left for the next run.
+    #[error("gc stopped")]
+    Cancelled(#[from] Cancelled),
 }
 
 impl Classify for GcError {
@@ -72,6 +76,7 @@ impl Classify for GcError {
             GcError::Index(e) => e.kind(),
             GcError::Lease(e) => e.kind(),
             GcError::Remove { source, .. } => Classify::kind(source),
+            GcError::Cancelled(e) => e.kind(),
         }
     }
 }
@@ -101,6 +106,10 @@ pub struct GcOptions {
     pub ingest_max_age: Duration,
     /// Report what would be removed without removing it.
     pub dry_run: bool,
+    /// Reports the sweep as one item, `"sweep"`, whose units are blobs
+    /// (total: the blobs in the store; done: the blobs looked at), and
+    /// stops between two blobs once its interrupt is set.
+    pub tracker: Tracker,
 }
 
 impl Default for GcOptions {
@@ -109,6 +118,7 @@ impl Default for GcOptions {
             grace: DEFAULT_GRACE,
             ingest_max_age: Duration::ZERO,
             dry_run: false,
+            tracker: Tracker::default(),
         }
     }
 }
@@ -129,6 +139,12 @@ impl GcOptions {
     /// Only report.
     pub fn dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets [`tracker`](GcOptions::tracker).
+    pub fn tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
         self
     }
 }
@@ -259,6 +275,8 @@ impl OciDir {
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, GcError> {
         let now = SystemTime::now();
         let mut report = GcReport::default();
+        let tracker = &options.tracker;
+        tracker.check()?;
         let _lock = self.lock_index()?;
         let index = self.read_index()?;
         let mut leased = Vec::new();
@@ -281,7 +299,14 @@ impl OciDir {
         }
         let marked = reachable(self, index.manifests(), &leased)?;
         report.marked = marked.len();
-        for info in self.list()? {
+        let blobs = self.list()?;
+        let progress = tracker.progress();
+        progress.item_started("sweep", Some(blobs.len() as u64));
+        let total = blobs.len() as u64;
+        for (n, info) in blobs.into_iter().enumerate() {
+            // `n` blobs are looked at; the flag is seen before the next one.
+            progress.item_progress("sweep", n as u64);
+            tracker.check()?;
             if marked.contains(&info.digest) {
                 continue;
             }
@@ -305,6 +330,9 @@ impl OciDir {
             report.freed_bytes += info.size;
             report.removed.push(info.digest);
         }
+        progress.item_progress("sweep", total);
+        progress.item_finished("sweep");
+        tracker.check()?;
         let (bytes, count) = self.clean_ingests(options.ingest_max_age, !options.dry_run)?;
         report.ingest_bytes = bytes;
         report.ingests_removed = count;

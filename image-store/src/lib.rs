@@ -18,9 +18,18 @@
 //! [`image_core::Classify`]. Every file-system mutation of [`OciDir`] goes
 //! through the [`fs::Fs`] seam, so tests inject ENOSPC or EIO at any step.
 //!
-//! Every call of [`OciDir`] blocks on the filesystem (and some on the
-//! store's `flock`, held briefly by other writers and by gc): from async
-//! code run them on a blocking thread (`tokio::task::spawn_blocking`).
+//! # Blocking
+//!
+//! Every call of this crate that touches a store blocks the calling thread
+//! on file I/O (and, for `gc` and tagging, on the store's lock): reads,
+//! ingests, [`archive::load()`], [`archive::save_docker`], [`copy_tag`],
+//! [`OciDir::gc`], [`fsck`]. From async code, run them with
+//! `tokio::task::spawn_blocking`, or enable the `tokio` feature and use
+//! the `nonblocking` module (the long operations, with progress and cancellation on
+//! drop). Long operations take a [`Tracker`](image_core::Tracker) in their
+//! options: progress per blob, and an interrupt checked between chunks that
+//! stops them with an error of class `Cancelled`.
+//!
 //! [`MemoryStore`] blocks only on its own mutex. Nothing needs root: a
 //! store is plain files, readable and writable by whoever owns them.
 //!
@@ -57,6 +66,8 @@ pub mod ingest;
 pub mod lease;
 pub mod memory;
 pub mod mutate;
+#[cfg(feature = "tokio")]
+pub mod nonblocking;
 pub mod oci_dir;
 pub mod refs;
 pub mod tags;
@@ -66,9 +77,12 @@ pub mod testsuite;
 
 pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{
-    ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Manager, Provider,
+    ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Labels, Manager,
+    Provider,
 };
-pub use copy::{copy_image, copy_tag, CopyError, CopyReport};
+pub use copy::{
+    copy_image, copy_image_with, copy_tag, copy_tag_with, CopyError, CopyOptions, CopyReport,
+};
 pub use fsck::{FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcReport};
 pub use image::{resolve_image, Image};

@@ -9,8 +9,8 @@ use image_core::digest::Hasher;
 use image_core::{Algorithm, Digest, VerifyingReader};
 
 use crate::content::{
-    check_commit_algorithm, check_reference, verify_commit, ContentError, ContentWriter, Info,
-    IngestStatus, Ingester, Manager, Provider, Result,
+    check_commit_algorithm, check_labels, check_reference, verify_commit, ContentError,
+    ContentWriter, Info, IngestStatus, Ingester, Labels, Manager, Provider, Result,
 };
 use crate::lease::{HeldLease, LeaseError, LeaseGuard, Leases};
 use crate::tags::{TagError, TagStore, Tagged};
@@ -23,6 +23,7 @@ struct Inner {
     /// Held leases by id; a lease lives as long as its guard.
     leases: HashMap<String, HashSet<Digest>>,
     tags: BTreeMap<String, image_core::Descriptor>,
+    labels: HashMap<Digest, Labels>,
 }
 
 /// A content store (and tag store) held in memory.
@@ -84,9 +85,10 @@ impl Provider for MemoryStore {
 
     fn try_info(&self, digest: &Digest) -> Result<Option<Info>> {
         let g = self.lock();
-        Ok(g.blobs
-            .get(digest)
-            .map(|(b, t)| Info::new(digest.clone(), b.len() as u64, Some(*t))))
+        Ok(g.blobs.get(digest).map(|(b, t)| {
+            Info::new(digest.clone(), b.len() as u64, Some(*t))
+                .with_labels(g.labels.get(digest).cloned().unwrap_or_default())
+        }))
     }
 }
 
@@ -164,12 +166,31 @@ impl Manager for MemoryStore {
 
     fn delete(&self, digest: &Digest) -> Result<()> {
         let mut g = self.lock();
+        g.labels.remove(digest);
         match g.blobs.remove(digest) {
             Some(_) => Ok(()),
             None => Err(ContentError::NotFound {
                 digest: digest.clone(),
             }),
         }
+    }
+
+    fn set_labels(&self, digest: &Digest, labels: Labels) -> Result<Info> {
+        check_labels(&labels)?;
+        let mut g = self.lock();
+        let Some((bytes, created)) = g.blobs.get(digest) else {
+            return Err(ContentError::NotFound {
+                digest: digest.clone(),
+            });
+        };
+        let info = Info::new(digest.clone(), bytes.len() as u64, Some(*created))
+            .with_labels(labels.clone());
+        if labels.is_empty() {
+            g.labels.remove(digest);
+        } else {
+            g.labels.insert(digest.clone(), labels);
+        }
+        Ok(info)
     }
 }
 

@@ -39,7 +39,7 @@ use rustix::fs::{AtFlags, FileType};
 
 use image_core::{Algorithm, Classify, Digest, ErrorKind, VerifyingReader};
 
-use crate::content::{ContentError, Info, Manager, Provider, Result};
+use crate::content::{check_labels, ContentError, Info, Labels, Manager, Provider, Result};
 pub(crate) use crate::fs::write_file_atomic;
 use crate::fs::{self as seam, io_kind, Fs, RealFs, RefusedFile, Root, Target};
 
@@ -369,7 +369,49 @@ impl Provider for OciDir {
             }));
         }
         let size = u64::try_from(st.st_size).unwrap_or(0);
-        Ok(Some(Info::new(digest.clone(), size, mtime(&st))))
+        let labels = self.read_labels(digest)?;
+        Ok(Some(
+            Info::new(digest.clone(), size, mtime(&st)).with_labels(labels),
+        ))
+    }
+}
+
+/// The most bytes of a stored labels file: the limits of [`Labels`] with
+/// room for JSON escapes.
+const MAX_LABELS_FILE: u64 = 4 << 20;
+
+impl OciDir {
+    /// `labels/<alg>/<hex>`: a blob's labels, a JSON object of strings.
+    fn labels_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("labels")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// The labels stored for `digest` (none when it has no labels file).
+    fn read_labels(&self, digest: &Digest) -> Result<Labels> {
+        let path = self.labels_path(digest);
+        let bytes = match self.dir.read_regular(&path, MAX_LABELS_FILE) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Labels::new()),
+            Err(e) => return Err(content_io("read", &path, e)),
+        };
+        let labels: Labels =
+            serde_json::from_slice(&bytes).map_err(|e| ContentError::InvalidLabels {
+                reason: format!("{}: {e}", path.display()),
+            })?;
+        check_labels(&labels)?;
+        Ok(labels)
+    }
+
+    /// Removes the labels file of `digest`, if any.
+    fn remove_labels(&self, digest: &Digest) -> Result<()> {
+        let path = self.labels_path(digest);
+        match self.fs.remove_file(Target::Layout, &self.dir, &path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(content_io("remove", &path, e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -469,6 +511,9 @@ impl Manager for OciDir {
     }
 
     fn delete(&self, digest: &Digest) -> Result<()> {
+        // Labels first: a crash in between leaves a blob without labels,
+        // never labels that a later blob of the same digest would inherit.
+        self.remove_labels(digest)?;
         let path = self.blob_path(digest);
         match self.fs.remove_file(Target::Blob, &self.dir, &path) {
             Ok(()) => Ok(()),
@@ -477,5 +522,34 @@ impl Manager for OciDir {
             }),
             Err(source) => Err(content_io("remove", &path, source)),
         }
+    }
+
+    fn set_labels(&self, digest: &Digest, labels: Labels) -> Result<Info> {
+        check_labels(&labels)?;
+        // Under the index lock, as gc deletes: labels are never written
+        // for a blob gc is removing.
+        let _lock = self.lock_index().map_err(|source| ContentError::Lock {
+            source: Box::new(source),
+        })?;
+        let info = self
+            .try_info(digest)?
+            .ok_or_else(|| ContentError::NotFound {
+                digest: digest.clone(),
+            })?;
+        if labels.is_empty() {
+            self.remove_labels(digest)?;
+        } else {
+            let path = self.labels_path(digest);
+            let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+            let bytes = serde_json::to_vec(&labels).map_err(|e| ContentError::InvalidLabels {
+                reason: e.to_string(),
+            })?;
+            self.fs
+                .create_dir_all(Target::Layout, &self.dir, &dir)
+                .map_err(|e| content_io("create", &dir, e))?;
+            write_file_atomic(&*self.fs, &self.dir, Target::Layout, &path, &bytes)
+                .map_err(|e| content_io("write", &path, e))?;
+        }
+        Ok(info.with_labels(labels))
     }
 }

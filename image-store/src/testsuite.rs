@@ -37,6 +37,7 @@ where
     dedup_and_delete(&new());
     sha512(&new());
     ingest_reader(&new());
+    labels(&new());
     // The forwarding impls: a reference, an Arc and a Box of a store are stores.
     #[allow(clippy::needless_borrows_for_generic_args)] // tests the `&T` impls
     forwarding(&new());
@@ -297,6 +298,50 @@ fn ingest_reader<S: ContentStore>(store: &S) {
     }
     let e = store.ingest_reader(&mut Failing, None, None).unwrap_err();
     assert!(matches!(e, ContentError::Read { .. }), "{e}");
+}
+
+/// Labels on content `Info` (containerd's): set whole, bounded, gone
+/// with their blob.
+fn labels<S: ContentStore>(store: &S) {
+    use crate::content::{Labels, MAX_LABELS, MAX_LABEL_BYTES};
+    let d = store.write_blob(b"labelled").unwrap();
+    assert!(store.info(&d).unwrap().labels.is_empty());
+    let labels: Labels = [("cache.key", "sha256:abc"), ("x", "")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    let info = store.set_labels(&d, labels.clone()).unwrap();
+    assert_eq!(info.labels, labels);
+    assert_eq!(info.size, 8);
+    assert_eq!(store.info(&d).unwrap().labels, labels);
+    // Replaced whole, not merged.
+    let one: Labels = [("y".to_owned(), "1".to_owned())].into();
+    store.set_labels(&d, one.clone()).unwrap();
+    assert_eq!(store.info(&d).unwrap().labels, one);
+    // Over the limits: refused, the labels unchanged.
+    let too_many: Labels = (0..=MAX_LABELS)
+        .map(|i| (i.to_string(), String::new()))
+        .collect();
+    let too_long: Labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES))].into();
+    let empty_key: Labels = [(String::new(), "v".to_owned())].into();
+    for bad in [too_many, too_long, empty_key] {
+        let e = store.set_labels(&d, bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    assert_eq!(store.info(&d).unwrap().labels, one);
+    // Absent blob.
+    let missing = Digest::sha256(b"no such blob");
+    assert!(store
+        .set_labels(&missing, one.clone())
+        .unwrap_err()
+        .is_not_found());
+    // Labels go with the blob: a blob written again has none.
+    store.delete(&d).unwrap();
+    store.write_blob(b"labelled").unwrap();
+    assert!(store.info(&d).unwrap().labels.is_empty());
+    store.set_labels(&d, one).unwrap();
+    store.set_labels(&d, Labels::new()).unwrap();
+    assert!(store.info(&d).unwrap().labels.is_empty());
+    store.delete(&d).unwrap();
 }
 
 fn forwarding<S: ContentStore>(store: S) {

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image_store::archive::{
-    load as load_archive, save_docker, save_oci, DockerLayout, LoadOptions, RepoTagForm, SaveImage,
-    SaveOptions,
+    load as load_archive, save_docker, save_oci_with, DockerLayout, LoadOptions, RepoTagForm,
+    SaveImage, SaveOptions,
 };
-use image_store::copy::copy_tag;
+use image_store::copy::{copy_tag_with, CopyOptions};
 use image_store::OciDir;
 
+use super::progress::UiArgs;
 use super::store::StoreArgs;
 
 /// Arguments of `imagectl load`.
@@ -30,9 +31,9 @@ pub struct LoadArgs {
 }
 
 /// Imports an archive into the store, as a stream.
-pub fn load(store: &StoreArgs, args: LoadArgs) -> anyhow::Result<()> {
+pub fn load(store: &StoreArgs, ui: &UiArgs, args: LoadArgs) -> anyhow::Result<()> {
     let s = store.open()?;
-    let mut options = LoadOptions::default();
+    let mut options = LoadOptions::default().tracker(ui.tracker());
     if let Some(r) = args.repository {
         options = options.repository(r);
     }
@@ -87,8 +88,9 @@ pub struct SaveArgs {
 }
 
 /// Exports images to an archive, as a stream.
-pub fn save(store: &StoreArgs, args: SaveArgs) -> anyhow::Result<()> {
+pub fn save(store: &StoreArgs, ui: &UiArgs, args: SaveArgs) -> anyhow::Result<()> {
     let s = store.open()?;
+    let options = SaveOptions::default().tracker(ui.tracker());
     let images = args
         .references
         .iter()
@@ -96,7 +98,7 @@ pub fn save(store: &StoreArgs, args: SaveArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     if args.output.as_os_str() == "-" {
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let report = save_to(&s, &images, &args, &mut out)?;
+        let report = save_to(&s, &images, &args, options.clone(), &mut out)?;
         out.flush()?;
         return saved(&report);
     }
@@ -109,7 +111,7 @@ pub fn save(store: &StoreArgs, args: SaveArgs) -> anyhow::Result<()> {
         .open(&partial)
         .with_context(|| format!("creating {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let written = save_to(&s, &images, &args, &mut out).and_then(|report| {
+    let written = save_to(&s, &images, &args, options.clone(), &mut out).and_then(|report| {
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&partial, &args.output).with_context(|| {
@@ -143,11 +145,12 @@ fn save_to(
     s: &OciDir,
     images: &[SaveImage],
     args: &SaveArgs,
+    options: SaveOptions,
     out: &mut dyn Write,
 ) -> anyhow::Result<image_store::archive::SaveReport> {
     Ok(match args.format.as_str() {
         "docker" => {
-            let mut o = SaveOptions::default();
+            let mut o = options;
             if args.familiar {
                 o = o.repo_tags(RepoTagForm::Familiar);
             }
@@ -159,7 +162,7 @@ fn save_to(
             }
             save_docker(s, images, out, &o)?
         }
-        "oci" => save_oci(s, images, out)?,
+        "oci" => save_oci_with(s, images, out, &options)?,
         other => bail!("unknown archive format {other:?} (docker or oci)"),
     })
 }
@@ -206,10 +209,11 @@ fn location<'a>(
 }
 
 /// Copies an image (or a whole index) between stores, skipping blobs the destination has.
-pub fn copy(store: &StoreArgs, args: CopyArgs) -> anyhow::Result<()> {
+pub fn copy(store: &StoreArgs, ui: &UiArgs, args: CopyArgs) -> anyhow::Result<()> {
     let (src, src_ref) = location(store, &args.source, false)?;
     let (dst, dst_ref) = location(store, &args.destination, true)?;
-    let report = copy_tag(&src, src_ref, &dst, Some(dst_ref))?;
+    let options = CopyOptions::default().tracker(ui.tracker());
+    let report = copy_tag_with(&src, src_ref, &dst, Some(dst_ref), &options)?;
     println!(
         "copied {} blobs ({} bytes), skipped {} already present: {}",
         report.copied,

@@ -14,6 +14,7 @@ use image_overlay::unpack::{unpack, UnpackOptions};
 use image_overlay::{diff_dirs, flatten_image};
 use image_store::image::resolve_image;
 
+use super::progress::UiArgs;
 use super::store::StoreArgs;
 
 fn pack_options(compression: &str, level: Option<i32>) -> anyhow::Result<PackOptions> {
@@ -203,7 +204,7 @@ pub struct UnpackArgs {
 
 /// Flattens an image's layers onto a directory (or, with `--driver`,
 /// unpacks them into snapshots there).
-pub fn unpack_image(store: &StoreArgs, args: UnpackArgs) -> anyhow::Result<()> {
+pub fn unpack_image(store: &StoreArgs, ui: &UiArgs, args: UnpackArgs) -> anyhow::Result<()> {
     let platform = args
         .platform
         .as_deref()
@@ -216,6 +217,7 @@ pub fn unpack_image(store: &StoreArgs, args: UnpackArgs) -> anyhow::Result<()> {
             platform.as_ref(),
             &args.dir,
             driver,
+            ui,
         );
     }
     let s = store.open()?;
@@ -223,7 +225,8 @@ pub fn unpack_image(store: &StoreArgs, args: UnpackArgs) -> anyhow::Result<()> {
     if args.dir.exists() && std::fs::read_dir(&args.dir)?.next().is_some() {
         bail!("{} is not empty", args.dir.display());
     }
-    let reports = flatten_image(&s, &image, &args.dir, &UnpackOptions::default())?;
+    let options = UnpackOptions::default().with_tracker(ui.tracker());
+    let reports = flatten_image(&s, &image, &args.dir, &options)?;
     let entries: u64 = reports.iter().map(|r| r.entries).sum();
     println!(
         "unpacked {} ({} layers, {entries} entries) into {}",

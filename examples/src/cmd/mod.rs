@@ -4,6 +4,7 @@ pub mod archive;
 pub mod digest;
 pub mod layer;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod run;
 pub mod snapshot;

@@ -401,16 +401,14 @@ pub fn exec(store: &StoreArgs, a: ExecArgs) -> anyhow::Result<()> {
 pub struct PsArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
-    /// Print only the IDs.
-    #[arg(short, long)]
-    pub quiet: bool,
     /// Print JSON records.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Lists the containers (every status).
-pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
+/// With the global `--quiet`/`-q`, only the IDs are printed.
+pub fn ps(store: &StoreArgs, ui: &super::progress::UiArgs, a: PsArgs) -> anyhow::Result<()> {
     // As they are now: one whose owner was killed while it ran has stopped.
     let records: Vec<ContainerRecord> = state::list(&a.place.state_dir(store)?)?
         .iter()
@@ -420,7 +418,7 @@ pub fn ps(store: &StoreArgs, a: PsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(());
     }
-    if a.quiet {
+    if ui.quiet {
         for r in &records {
             println!("{}", r.id);
         }

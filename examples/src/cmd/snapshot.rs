@@ -281,6 +281,7 @@ pub fn unpack_into_snapshots(
     platform: Option<&Platform>,
     dir: &Path,
     driver_arg: DriverArg,
+    ui: &super::progress::UiArgs,
 ) -> anyhow::Result<()> {
     let s = store.open()?;
     let image = resolve_image(&s, reference, platform)?;
@@ -290,7 +291,7 @@ pub fn unpack_into_snapshots(
         &s,
         &image,
         snaps.snapshotter(),
-        &ImageUnpackOptions::default(),
+        &ImageUnpackOptions::default().with_tracker(ui.tracker()),
     )
     .with_context(|| format!("unpacking {reference}"))?;
     let reused: std::collections::HashSet<&Digest> = report.reused.iter().collect();

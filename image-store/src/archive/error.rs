@@ -208,6 +208,10 @@ pub enum ArchiveError {
         /// The error of the output stream.
         source: io::Error,
     },
+    /// The import or export was stopped by its interrupt: no tag was set
+    /// and no partial blob was committed.
+    #[error("stopped")]
+    Cancelled(#[from] image_core::Cancelled),
 }
 
 impl Classify for ArchiveError {
@@ -244,6 +248,7 @@ impl Classify for ArchiveError {
                 _ => Classify::kind(source),
             },
             ArchiveError::Write { source } => Classify::kind(source),
+            ArchiveError::Cancelled(e) => e.kind(),
         }
     }
 }

@@ -39,9 +39,10 @@ use std::io::{self, BufReader, Read};
 
 use image_core::codec;
 use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
+use image_core::progress::is_cancelled;
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Index, Manifest, MediaType,
-    MediaTypeError, ParseError,
+    MediaTypeError, ParseError, Tracker,
 };
 use serde::Deserialize;
 
@@ -84,6 +85,12 @@ pub struct LoadOptions {
     /// The default, 64 GiB, is image-overlay's unpack limit
     /// (`Limits::max_expanded_bytes`), so a layer that loads also unpacks.
     pub max_expanded_bytes: u64,
+    /// Reports each blob entry of the archive as it streams into the store
+    /// (an item named by its path in the archive, with the entry's size),
+    /// and stops the load once its interrupt is set: between entries, per
+    /// chunk of an entry and of a layer's diff-ID check. A blob stopped
+    /// mid-way is not committed and its ingest is removed; no tag is set.
+    pub tracker: Tracker,
 }
 
 /// The default of [`LoadOptions::max_expanded_bytes`]: image-overlay's
@@ -95,6 +102,7 @@ impl Default for LoadOptions {
         LoadOptions {
             repository: None,
             max_expanded_bytes: DEFAULT_MAX_EXPANDED_BYTES,
+            tracker: Tracker::default(),
         }
     }
 }
@@ -103,6 +111,12 @@ impl LoadOptions {
     /// Sets [`max_expanded_bytes`](LoadOptions::max_expanded_bytes).
     pub fn max_expanded_bytes(mut self, limit: u64) -> Self {
         self.max_expanded_bytes = limit;
+        self
+    }
+
+    /// Sets [`tracker`](LoadOptions::tracker).
+    pub fn tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
         self
     }
 
@@ -210,7 +224,9 @@ impl Scan {
 }
 
 fn tar_error(e: io::Error, last: &str, hit_eof: bool) -> ArchiveError {
-    if hit_eof || e.kind() == io::ErrorKind::UnexpectedEof {
+    if is_cancelled(&e) {
+        ArchiveError::Cancelled(image_core::Cancelled)
+    } else if hit_eof || e.kind() == io::ErrorKind::UnexpectedEof {
         ArchiveError::Truncated {
             what: format!("after entry {last:?}: {e}"),
         }
@@ -229,7 +245,7 @@ fn load_dyn(
     reader: &mut dyn Read,
     options: &LoadOptions,
 ) -> Result<LoadReport, ArchiveError> {
-    let scan = scan(store, reader)?;
+    let scan = scan(store, reader, &options.tracker)?;
     if scan.meta.contains_key("manifest.json") {
         let format = if scan.has_blobs_dir {
             ArchiveFormat::DockerOci
@@ -237,9 +253,11 @@ fn load_dyn(
             ArchiveFormat::DockerLegacy
         };
         let images = docker_images(store, &scan, options)?;
+        options.tracker.check()?;
         finish(store, tags, &scan, format, images)
     } else if scan.meta.contains_key("index.json") {
         let images = oci_images(store, &scan, options)?;
+        options.tracker.check()?;
         finish(store, tags, &scan, ArchiveFormat::Oci, images)
     } else {
         Err(ArchiveError::NotAnArchive)
@@ -316,7 +334,11 @@ fn decompressed<'a>(
 const MAX_COMPRESSED_TAIL: u64 = 1 << 20;
 
 /// The streaming pass.
-fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveError> {
+fn scan(
+    store: &dyn BlobStore,
+    reader: &mut dyn Read,
+    tracker: &Tracker,
+) -> Result<Scan, ArchiveError> {
     let end = EndState::default();
     let (decoded, compression) = decompressed(reader)?;
     let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), &end);
@@ -327,6 +349,7 @@ fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveErr
         .entries()
         .map_err(|e| tar_error(e, &last, end.hit_eof()))?;
     for entry in entries {
+        tracker.check()?;
         let mut entry = entry.map_err(|e| tar_error(e, &last, end.hit_eof()))?;
         end.entry(&entry);
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -377,7 +400,13 @@ fn scan(store: &dyn BlobStore, reader: &mut dyn Read) -> Result<Scan, ArchiveErr
         if expected.is_some() {
             out.has_blobs_dir = true;
         }
-        let blob = ingest_entry(store, &mut entry, size, expected.as_ref(), &path)?;
+        let mut src = tracker.reader(&path, Some(size), &mut entry);
+        let blob = ingest_entry(store, &mut src, size, expected.as_ref(), &path)?;
+        // A blob already stored was only sniffed: it is done all the same.
+        tracker
+            .progress()
+            .item_progress(&path, size.max(src.done()));
+        src.finish();
         out.blobs += 1;
         out.bytes += size;
         out.files.insert(path, blob);
@@ -544,7 +573,12 @@ fn read_config(
 /// The diff ID of a stored layer: its digest when uncompressed, else the
 /// digest of its decompressed stream, which may not expand past `limit`
 /// bytes (the decoder is stopped there, not run to the end).
-fn diff_id(store: &dyn BlobStore, blob: &Blob, limit: u64) -> Result<Digest, ArchiveError> {
+fn diff_id(
+    store: &dyn BlobStore,
+    blob: &Blob,
+    limit: u64,
+    tracker: &Tracker,
+) -> Result<Digest, ArchiveError> {
     let too_large = || ArchiveError::LayerTooLarge {
         digest: blob.digest.clone(),
         limit,
@@ -562,8 +596,9 @@ fn diff_id(store: &dyn BlobStore, blob: &Blob, limit: u64) -> Result<Digest, Arc
         digest: blob.digest.clone(),
         source,
     })?;
-    let (digest, expanded) = Digest::of_reader(Algorithm::Sha256, d.take(limit.saturating_add(1)))
-        .map_err(|source| ArchiveError::Decompress {
+    let d = tracker.checked(d.take(limit.saturating_add(1)));
+    let (digest, expanded) =
+        Digest::of_reader(Algorithm::Sha256, d).map_err(|source| ArchiveError::Decompress {
             digest: blob.digest.clone(),
             source,
         })?;
@@ -657,7 +692,7 @@ fn docker_images(
             let found = match verified.get(&blob.digest) {
                 Some(found) => found.clone(),
                 None => {
-                    let found = diff_id(store, blob, options.max_expanded_bytes)?;
+                    let found = diff_id(store, blob, options.max_expanded_bytes, &options.tracker)?;
                     verified.insert(blob.digest.clone(), found.clone());
                     found
                 }

@@ -64,7 +64,8 @@ pub use load::{
     load, ArchiveFormat, LoadOptions, LoadReport, LoadedImage, DEFAULT_MAX_EXPANDED_BYTES,
 };
 pub use save::{
-    save_docker, save_oci, DockerLayout, RepoTagForm, SaveImage, SaveOptions, SaveReport,
+    save_docker, save_oci, save_oci_with, DockerLayout, RepoTagForm, SaveImage, SaveOptions,
+    SaveReport,
 };
 
 /// A store blobs can be read from and written to; implemented for every

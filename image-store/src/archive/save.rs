@@ -18,7 +18,7 @@ use image_core::platform::select_manifest;
 use image_core::reference::Reference;
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Manifest, MediaType,
-    MediaTypeError, Platform, VerifyError,
+    MediaTypeError, Platform, Tracker, VerifyError,
 };
 use serde_json::{json, Value};
 
@@ -104,6 +104,11 @@ pub struct SaveOptions {
     /// matched as [`select_manifest`] does; default: this machine's
     /// ([`Platform::host`]).
     pub platform: Option<Platform>,
+    /// Reports the archive written as one item, `"archive"` (bytes written,
+    /// total unknown), and stops the export at the next write once its
+    /// interrupt is set (the output is then unusable, as after any failed
+    /// write; the store is only read).
+    pub tracker: Tracker,
 }
 
 impl SaveOptions {
@@ -122,6 +127,12 @@ impl SaveOptions {
     /// Sets the platform.
     pub fn platform(mut self, platform: Platform) -> Self {
         self.platform = Some(platform);
+        self
+    }
+
+    /// Sets [`tracker`](SaveOptions::tracker).
+    pub fn tracker(mut self, tracker: Tracker) -> Self {
+        self.tracker = tracker;
         self
     }
 }
@@ -160,7 +171,22 @@ where
     P: Provider + ?Sized,
     W: Write,
 {
-    save_docker_dyn(&store, images, &mut out, options)
+    tracked(options, &mut out, |out| {
+        save_docker_dyn(&store, images, out, options)
+    })
+}
+
+/// Runs `save` on `out` seen through [`SaveOptions::tracker`], as the
+/// item `"archive"`, finished when `save` succeeds.
+fn tracked(
+    options: &SaveOptions,
+    out: &mut dyn Write,
+    save: impl FnOnce(&mut dyn Write) -> Result<SaveReport, ArchiveError>,
+) -> Result<SaveReport, ArchiveError> {
+    let mut out = options.tracker.writer("archive", None, out);
+    let report = save(&mut out)?;
+    out.finish();
+    Ok(report)
 }
 
 /// Writes `images` as an OCI archive (a tar of an image layout) to `out`:
@@ -181,6 +207,25 @@ where
     W: Write,
 {
     save_oci_dyn(&store, images, &mut out)
+}
+
+/// [`save_oci`] reporting to and stopped by [`SaveOptions::tracker`] (the
+/// other options are those of docker-save archives and are not used).
+///
+/// # Errors
+/// As [`save_oci`]; an [`ArchiveError::Write`] of class
+/// [`Cancelled`](image_core::ErrorKind::Cancelled) once the interrupt is set.
+pub fn save_oci_with<P, W>(
+    store: &P,
+    images: &[SaveImage],
+    mut out: W,
+    options: &SaveOptions,
+) -> Result<SaveReport, ArchiveError>
+where
+    P: Provider + ?Sized,
+    W: Write,
+{
+    tracked(options, &mut out, |out| save_oci_dyn(&store, images, out))
 }
 
 fn parse_name(name: &str) -> Result<Reference, ArchiveError> {

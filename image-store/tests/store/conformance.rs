@@ -3,7 +3,7 @@
 
 use image_core::{Classify, ErrorKind};
 use image_store::testsuite::content_store;
-use image_store::{Ingester, MemoryStore, OciDir, Provider};
+use image_store::{Ingester, Manager, MemoryStore, OciDir, Provider};
 
 use crate::common::oci_dir;
 
@@ -59,4 +59,24 @@ fn oci_dir_layout_on_disk() {
     assert!(image_store::Provider::exists(&again, &d).unwrap());
     let e = image_store::OciDir::open(root.join("blobs")).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn oci_dir_keeps_labels_across_opens_and_refuses_a_linked_labels_file() {
+    use image_store::content::Labels;
+    let (tmp, store) = oci_dir();
+    let d = store.write_blob(b"labelled").unwrap();
+    let labels: Labels = [("k".to_owned(), "v".to_owned())].into();
+    store.set_labels(&d, labels.clone()).unwrap();
+    let again = image_store::OciDir::open(store.root()).unwrap();
+    assert_eq!(again.info(&d).unwrap().labels, labels);
+
+    // A labels file that is a symlink (to a file outside) is not followed.
+    let outside = tmp.path().join("outside.json");
+    std::fs::write(&outside, br#"{"stolen":"yes"}"#).unwrap();
+    let path = store.root().join("labels/sha256").join(d.hex());
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&outside, &path).unwrap();
+    let e = again.info(&d).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
 }

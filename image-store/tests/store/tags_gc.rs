@@ -331,6 +331,13 @@ impl Manager for CountingReads<'_> {
     fn delete(&self, digest: &Digest) -> image_store::content::Result<()> {
         self.inner.delete(digest)
     }
+    fn set_labels(
+        &self,
+        digest: &Digest,
+        labels: image_store::content::Labels,
+    ) -> image_store::content::Result<image_store::content::Info> {
+        self.inner.set_labels(digest, labels)
+    }
 }
 
 /// A digest named by many leases (one file each: a lease's own set has
