@@ -40,8 +40,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use image_core::digest::Hasher;
-use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind, HashingReader};
+use image_core::digest::ThreadedHasher;
+use image_core::{Algorithm, Classify, Compression, Digest, ErrorKind};
 use rustix::fs::Timespec;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
 use rustix::io::Errno;
@@ -730,10 +730,27 @@ impl Read for SourceTag<'_> {
     }
 }
 
-/// Hashes, counts and limits the uncompressed stream.
+/// Hashes and counts the compressed stream, hashing on a helper thread
+/// (the decompressor and the applier keep this thread busy).
+struct BlobReader<'a> {
+    inner: &'a mut dyn Read,
+    hasher: ThreadedHasher,
+    read: u64,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes (on a helper thread), counts and limits the uncompressed stream.
 struct Meter<'a> {
     inner: Box<dyn Read + 'a>,
-    hasher: Hasher,
+    hasher: ThreadedHasher,
     count: u64,
     limit: u64,
 }
@@ -1114,7 +1131,11 @@ fn unpack_core(
         .as_ref()
         .map_or(opts.algorithm, Digest::algorithm);
     let mut tagged = SourceTag(src);
-    let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, blob_alg);
+    let mut compressed = BlobReader {
+        inner: &mut tagged,
+        hasher: ThreadedHasher::new(blob_alg),
+        read: 0,
+    };
     let (head, compression) = sniff(&mut compressed, opts.compression)?;
     let ctx = Ctx {
         opts,
@@ -1158,7 +1179,7 @@ fn unpack_core(
     } = stream;
     // Anything the decoder left unread (nothing, normally).
     io::copy(&mut compressed, &mut io::sink()).map_err(|e| ctx.err(e, None))?;
-    let (digest, compressed_size) = compressed.finish();
+    let (digest, compressed_size) = (compressed.hasher.finish(), compressed.read);
 
     applier.finish_dirs()?;
 
@@ -1286,7 +1307,7 @@ pub(crate) fn walk(
     let ending = Ending {
         meter: Meter {
             inner: decoder,
-            hasher: diff_alg.hasher(),
+            hasher: ThreadedHasher::new(diff_alg),
             count: 0,
             limit: limits.max_expanded_bytes,
         },
@@ -1705,13 +1726,18 @@ impl<'r, 'o> Applier<'r, 'o> {
         raw: &[u8],
         want: usize,
     ) -> Result<usize, UnpackError> {
-        loop {
-            match entry.read(&mut self.buf[..want]) {
-                Ok(k) => return Ok(k),
+        // Filled as far as the entry goes (the decoder hands out its
+        // chunks one by one): one write per buffer, not one per chunk.
+        let mut filled = 0;
+        while filled < want {
+            match entry.read(&mut self.buf[filled..want]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.err(e, raw)),
             }
         }
+        Ok(filled)
     }
 
     /// Copies `expected` bytes of entry data into `file`; with `holes`,
