@@ -951,6 +951,12 @@ struct Applier<'r, 'o> {
     opts: &'o UnpackOptions,
     /// The last parent directory opened, by normalised path.
     cache: Option<(Vec<u8>, OwnedFd)>,
+    /// The owner a file gets when created in the cached parent (learned
+    /// from the first one), so the `fchown` of those already owned as the
+    /// layer says is skipped. Known only across a run of regular files in
+    /// one parent: forgotten when the parent changes and at any other
+    /// entry (which may change a directory's group or setgid bit).
+    born: Option<(u32, u32)>,
     /// Every path this layer created (whiteouts apply only to lower layers).
     created: HashSet<Vec<u8>>,
     /// Directories whose mode and times are set at the end.
@@ -1148,6 +1154,7 @@ fn unpack_core(
         compression,
         opts,
         cache: None,
+        born: None,
         created: HashSet::new(),
         dirs: Vec::new(),
         skipped: Vec::new(),
@@ -1412,6 +1419,7 @@ impl<'r, 'o> Applier<'r, 'o> {
                 Err(e) => return Err(fs_err(raw, "open parent of", e)),
             };
             self.cache = Some((parent.to_vec(), fd));
+            self.born = None;
         }
         match &self.cache {
             Some((_, fd)) => Ok(fd.as_fd()),
@@ -1584,6 +1592,10 @@ impl<'r, 'o> Applier<'r, 'o> {
             xattrs,
         };
 
+        use tar::EntryType as T;
+        if !matches!(etype, T::Regular | T::Continuous | T::GNUSparse) {
+            self.born = None;
+        }
         // Whiteouts.
         if !norm.is_root() {
             let name = norm.name().to_vec();
@@ -1624,7 +1636,6 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         }
 
-        use tar::EntryType as T;
         match etype {
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.regular(entry, &norm, raw_path, &meta, size, sparse)
@@ -1716,8 +1727,19 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         }
         let fd = OwnedFd::from(file);
-        self.set_meta_fd(fd.as_fd(), raw, meta, true)?;
-        Ok(())
+        if self.opts.preserve_ownership {
+            let born = match self.born {
+                Some(b) => b,
+                None => {
+                    let st = rfs::fstat(&fd).map_err(|e| fs_err(raw, "stat", e))?;
+                    *self.born.insert((st.st_uid, st.st_gid))
+                }
+            };
+            if born == (meta.uid, meta.gid) {
+                return self.set_meta_fd(fd.as_fd(), raw, meta, true, false);
+            }
+        }
+        self.set_meta_fd(fd.as_fd(), raw, meta, true, true)
     }
 
     fn read_entry(
@@ -1875,15 +1897,17 @@ impl<'r, 'o> Applier<'r, 'o> {
         Ok(())
     }
 
-    /// Sets owner, mode, xattrs and times through an open file.
+    /// Sets owner (unless `chown` is false: it is already right), mode,
+    /// xattrs and times through an open file.
     fn set_meta_fd(
         &mut self,
         fd: BorrowedFd<'_>,
         raw: &[u8],
         meta: &Meta,
         mode_and_times: bool,
+        chown: bool,
     ) -> Result<(), UnpackError> {
-        if self.opts.preserve_ownership {
+        if chown && self.opts.preserve_ownership {
             rfs::fchown(
                 fd,
                 Some(rustix::fs::Uid::from_raw(meta.uid)),
@@ -1977,7 +2001,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         };
         self.created.insert(norm.full.clone());
-        self.set_meta_fd(fd.as_fd(), raw, meta, false)?;
+        self.set_meta_fd(fd.as_fd(), raw, meta, false, true)?;
         self.dirs.push((norm.full.clone(), meta.mode, meta.mtime));
         Ok(())
     }
@@ -2340,6 +2364,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     }
 
     fn whiteout(&mut self, norm: &NormPath, target: &[u8], raw: &[u8]) -> Result<(), UnpackError> {
+        self.born = None;
         let victim = join(norm.parent(), target);
         if self.created.contains(&victim) {
             self.skip(raw, SkipReason::SelfWhiteout, None);
@@ -2390,6 +2415,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     }
 
     fn opaque(&mut self, norm: &NormPath, raw: &[u8]) -> Result<(), UnpackError> {
+        self.born = None;
         let dir_path = norm.parent().to_vec();
         // Make sure the directory exists (as the parent of the marker).
         self.parent(&dir_path, raw)?;
@@ -2415,6 +2441,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     fn finish_dirs(&mut self) -> Result<(), UnpackError> {
         let dirs = std::mem::take(&mut self.dirs);
         self.cache = None;
+        self.born = None;
         for (path, mode, mtime) in dirs.iter().rev() {
             let fd = match fsops::open_real_dir_in_root(self.root, path, self.opts.path_resolution)
             {
