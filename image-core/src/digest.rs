@@ -354,6 +354,224 @@ impl fmt::Debug for Hasher {
     }
 }
 
+/// A [`Hasher`] that hashes on a thread of its own once the input is
+/// large, so that the thread feeding it (a writer, a parser) does not pay
+/// for the hash: the bytes are copied into batches of [`BATCH`](Self::BATCH)
+/// bytes that a helper thread hashes while the feeder moves on. The digest
+/// is the same as a [`Hasher`]'s over the same bytes.
+///
+/// The first [`INLINE`](Self::INLINE) bytes are hashed on the caller's
+/// thread, so small inputs start no thread; on a machine with one CPU, or
+/// when no thread can be started, everything is hashed inline. At most
+/// [`QUEUE`](Self::QUEUE) batches wait for the helper: a feeder faster than
+/// the hash waits for it rather than buffering without bound.
+///
+/// A panic of the helper thread is resumed on the caller's thread.
+#[derive(Debug)]
+pub struct ThreadedHasher {
+    algorithm: Algorithm,
+    inline: Option<Hasher>,
+    fed: u64,
+    helper: Option<HashHelper>,
+    batch: Vec<u8>,
+}
+
+/// What the helper thread of a [`ThreadedHasher`] is sent.
+enum HashJob {
+    /// Bytes to hash; the buffer comes back to be refilled.
+    Data(Vec<u8>),
+    /// A copy of the hash state so far, sent back.
+    Snapshot(std::sync::mpsc::SyncSender<Hasher>),
+}
+
+#[derive(Debug)]
+struct HashHelper {
+    jobs: std::sync::mpsc::SyncSender<HashJob>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<Hasher>,
+}
+
+impl fmt::Debug for HashJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HashJob::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            HashJob::Snapshot(_) => f.write_str("Snapshot"),
+        }
+    }
+}
+
+impl ThreadedHasher {
+    /// Bytes per batch handed to the helper thread.
+    pub const BATCH: usize = 256 * 1024;
+    /// Bytes hashed on the caller's thread before a helper is started.
+    pub const INLINE: u64 = 1 << 20;
+    /// Batches that may wait for the helper.
+    pub const QUEUE: usize = 4;
+
+    /// A hasher for `algorithm`.
+    pub fn new(algorithm: Algorithm) -> Self {
+        Self::from_hasher(algorithm.hasher())
+    }
+
+    /// Continues `hasher` (which may already have hashed some bytes).
+    pub fn from_hasher(hasher: Hasher) -> Self {
+        ThreadedHasher {
+            algorithm: hasher.algorithm(),
+            inline: Some(hasher),
+            fed: 0,
+            helper: None,
+            batch: Vec::new(),
+        }
+    }
+
+    /// The algorithm of this hasher.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Feeds bytes to the hash.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.fed += data.len() as u64;
+        if let Some(h) = &mut self.inline {
+            if self.fed <= Self::INLINE || !Self::start(h, &mut self.helper) {
+                h.update(data);
+                return;
+            }
+            self.inline = None;
+        }
+        while !data.is_empty() {
+            if self.batch.capacity() == 0 {
+                self.batch = self.take_spare();
+            }
+            let room = Self::BATCH - self.batch.len();
+            let k = room.min(data.len());
+            self.batch.extend_from_slice(&data[..k]);
+            data = &data[k..];
+            if self.batch.len() == Self::BATCH {
+                self.send_batch();
+            }
+        }
+    }
+
+    /// Starts the helper with the state of `h`; false when there is a
+    /// single CPU or no thread could be started.
+    fn start(h: &Hasher, helper: &mut Option<HashHelper>) -> bool {
+        if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+            return false;
+        }
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<HashJob>(Self::QUEUE);
+        let (give_back, spare) = std::sync::mpsc::channel();
+        let mut state = h.clone();
+        let thread = std::thread::Builder::new()
+            .name("hash".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        HashJob::Data(mut d) => {
+                            state.update(&d);
+                            d.clear();
+                            // The feeder may be gone; the buffer drops then.
+                            let _ = give_back.send(d);
+                        }
+                        HashJob::Snapshot(reply) => {
+                            let _ = reply.send(state.clone());
+                        }
+                    }
+                }
+                state
+            });
+        match thread {
+            Ok(thread) => {
+                *helper = Some(HashHelper {
+                    jobs,
+                    spare,
+                    thread,
+                });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// An empty batch buffer: one the helper gave back, or a new one.
+    fn take_spare(&mut self) -> Vec<u8> {
+        self.helper
+            .as_ref()
+            .and_then(|h| h.spare.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(Self::BATCH))
+    }
+
+    /// Hands the pending batch to the helper.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let Some(helper) = &self.helper else {
+            unreachable!("a threaded hasher has a helper")
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = helper.jobs.send(HashJob::Data(batch)) {
+            // The helper stopped: only by a panic, which the join resumes;
+            // a helper that returned instead is continued inline.
+            let mut h = self.join_helper();
+            if let HashJob::Data(d) = job {
+                h.update(&d);
+            }
+            self.inline = Some(h);
+        }
+    }
+
+    /// Ends the helper and returns its state, resuming its panic.
+    fn join_helper(&mut self) -> Hasher {
+        let helper = self
+            .helper
+            .take()
+            .unwrap_or_else(|| unreachable!("a threaded hasher has a helper"));
+        drop(helper.jobs);
+        match helper.thread.join() {
+            Ok(h) => h,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// The digest of the bytes fed so far, without finishing.
+    pub fn digest(&mut self) -> Digest {
+        self.send_batch();
+        self.snapshot().finish()
+    }
+
+    /// A copy of the hash state: every batch sent so far is hashed.
+    fn snapshot(&mut self) -> Hasher {
+        if let Some(h) = &self.inline {
+            return h.clone();
+        }
+        let (reply, state) = std::sync::mpsc::sync_channel(1);
+        let asked = self
+            .helper
+            .as_ref()
+            .is_some_and(|h| h.jobs.send(HashJob::Snapshot(reply)).is_ok());
+        match state.recv() {
+            Ok(h) if asked => h,
+            // The helper stopped: only by a panic, which the join resumes;
+            // a helper that returns instead is asked again inline.
+            _ => {
+                let h = self.join_helper();
+                self.inline = Some(h.clone());
+                h
+            }
+        }
+    }
+
+    /// Finishes the hash and returns the digest (waiting for the helper).
+    pub fn finish(mut self) -> Digest {
+        if let Some(h) = self.inline.take() {
+            return h.finish();
+        }
+        self.send_batch();
+        self.join_helper().finish()
+    }
+}
+
 /// A writer that hashes and counts every byte written through it.
 #[derive(Debug)]
 pub struct DigestWriter<W> {
@@ -615,6 +833,64 @@ impl<R: Read> Read for VerifyingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A threaded hasher gives a plain hasher's digest for any split of
+    /// the input into updates, with snapshots taken anywhere, on either
+    /// side of the inline threshold and of batch boundaries.
+    #[test]
+    fn threaded_hasher_matches_plain() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let total = ThreadedHasher::INLINE as usize + 5 * ThreadedHasher::BATCH + 123;
+        let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 1000) as u8).collect();
+        for round in 0..24 {
+            let algorithm = if round % 3 == 2 {
+                Algorithm::Sha512
+            } else {
+                Algorithm::Sha256
+            };
+            let len = match round {
+                0 => 0,
+                1 => ThreadedHasher::INLINE as usize,
+                2 => ThreadedHasher::INLINE as usize + 1,
+                3 => ThreadedHasher::INLINE as usize + ThreadedHasher::BATCH,
+                _ => (next() % total as u64) as usize,
+            };
+            let mut plain = algorithm.hasher();
+            let mut threaded = ThreadedHasher::new(algorithm);
+            let mut pos = 0;
+            while pos < len {
+                let step = match next() % 4 {
+                    0 => 1,
+                    1 => (next() % 4096) as usize,
+                    2 => ThreadedHasher::BATCH,
+                    _ => (next() % (3 * ThreadedHasher::BATCH as u64)) as usize,
+                };
+                let end = (pos + step).min(len);
+                plain.update(&data[pos..end]);
+                threaded.update(&data[pos..end]);
+                pos = end;
+                if next() % 16 == 0 {
+                    assert_eq!(
+                        threaded.digest(),
+                        plain.clone().finish(),
+                        "round {round} at {pos}"
+                    );
+                }
+            }
+            assert_eq!(threaded.algorithm(), algorithm);
+            assert_eq!(
+                threaded.finish(),
+                plain.finish(),
+                "round {round}, {len} bytes"
+            );
+        }
+    }
 
     const ABC256: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 

@@ -39,10 +39,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use image_core::digest::Hasher;
+use image_core::digest::ThreadedHasher;
 use image_core::{
-    Algorithm, Cancelled, Classify, Compression, Digest, ErrorKind, HashingReader, Tracker,
-    VerifyError,
+    Algorithm, Cancelled, Classify, Compression, Digest, ErrorKind, Tracker, VerifyError,
 };
 use image_store::tar_ending::{self, EndState, HeaderLimitHit};
 use rustix::fs::Timespec;
@@ -796,10 +795,27 @@ impl Read for SourceTag<'_> {
     }
 }
 
-/// Hashes, counts and limits the uncompressed stream.
+/// Hashes and counts the compressed stream, hashing on a helper thread
+/// (the decompressor and the applier keep this thread busy).
+struct BlobReader<'a> {
+    inner: &'a mut dyn Read,
+    hasher: ThreadedHasher,
+    read: u64,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes (on a helper thread), counts and limits the uncompressed stream.
 pub(crate) struct Meter<'a> {
     inner: Box<dyn Read + 'a>,
-    hasher: Hasher,
+    hasher: ThreadedHasher,
     count: u64,
     limit: u64,
 }
@@ -917,6 +933,12 @@ struct Applier<'r, 'o> {
     opts: &'o UnpackOptions,
     /// The last parent directory opened, by normalised path.
     cache: Option<(Vec<u8>, OwnedFd)>,
+    /// The owner a file gets when created in the cached parent (learned
+    /// from the first one), so the `fchown` of those already owned as the
+    /// layer says is skipped. Known only across a run of regular files in
+    /// one parent: forgotten when the parent changes and at any other
+    /// entry (which may change a directory's group or setgid bit).
+    born: Option<(u32, u32)>,
     /// Every path this layer created (whiteouts apply only to lower layers).
     created: HashSet<Vec<u8>>,
     /// Directories whose mode and times are set at the end.
@@ -1101,7 +1123,11 @@ fn unpack_core(
         .tracker
         .reader(item.as_deref().unwrap_or("layer"), opts.size, src);
     let mut tagged = SourceTag(&mut src);
-    let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, blob_alg);
+    let mut compressed = BlobReader {
+        inner: &mut tagged,
+        hasher: ThreadedHasher::new(blob_alg),
+        read: 0,
+    };
     let (head, compression) = sniff(&mut compressed, opts.compression)?;
     let ctx = Ctx {
         opts,
@@ -1114,6 +1140,7 @@ fn unpack_core(
         compression,
         opts,
         cache: None,
+        born: None,
         created: HashSet::new(),
         dirs: Vec::new(),
         skipped: Vec::new(),
@@ -1146,7 +1173,7 @@ fn unpack_core(
     } = stream;
     // Anything the decoder left unread (nothing, normally).
     io::copy(&mut compressed, &mut io::sink()).map_err(|e| ctx.err(e, None))?;
-    let (digest, compressed_size) = compressed.finish();
+    let (digest, compressed_size) = (compressed.hasher.finish(), compressed.read);
 
     applier.finish_dirs()?;
 
@@ -1276,7 +1303,7 @@ pub(crate) fn walk(
     let ending = Ending::new(
         Meter {
             inner: decoder,
-            hasher: diff_alg.hasher(),
+            hasher: ThreadedHasher::new(diff_alg),
             count: 0,
             limit: limits.max_expanded_bytes,
         },
@@ -1379,6 +1406,7 @@ impl<'r, 'o> Applier<'r, 'o> {
                 Err(e) => return Err(fs_err(raw, "open parent of", e)),
             };
             self.cache = Some((parent.to_vec(), fd));
+            self.born = None;
         }
         match &self.cache {
             Some((_, fd)) => Ok(fd.as_fd()),
@@ -1551,6 +1579,10 @@ impl<'r, 'o> Applier<'r, 'o> {
             xattrs,
         };
 
+        use tar::EntryType as T;
+        if !matches!(etype, T::Regular | T::Continuous | T::GNUSparse) {
+            self.born = None;
+        }
         // Whiteouts.
         if !norm.is_root() {
             let name = norm.name().to_vec();
@@ -1591,7 +1623,6 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         }
 
-        use tar::EntryType as T;
         match etype {
             T::Regular | T::Continuous | T::GNUSparse => {
                 self.regular(entry, &norm, raw_path, &meta, size, sparse)
@@ -1683,8 +1714,19 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         }
         let fd = OwnedFd::from(file);
-        self.set_meta_fd(fd.as_fd(), raw, meta, true)?;
-        Ok(())
+        if self.opts.preserve_ownership {
+            let born = match self.born {
+                Some(b) => b,
+                None => {
+                    let st = rfs::fstat(&fd).map_err(|e| fs_err(raw, "stat", e))?;
+                    *self.born.insert((st.st_uid, st.st_gid))
+                }
+            };
+            if born == (meta.uid, meta.gid) {
+                return self.set_meta_fd(fd.as_fd(), raw, meta, true, false);
+            }
+        }
+        self.set_meta_fd(fd.as_fd(), raw, meta, true, true)
     }
 
     fn read_entry(
@@ -1693,13 +1735,18 @@ impl<'r, 'o> Applier<'r, 'o> {
         raw: &[u8],
         want: usize,
     ) -> Result<usize, UnpackError> {
-        loop {
-            match entry.read(&mut self.buf[..want]) {
-                Ok(k) => return Ok(k),
+        // Filled as far as the entry goes (the decoder hands out its
+        // chunks one by one): one write per buffer, not one per chunk.
+        let mut filled = 0;
+        while filled < want {
+            match entry.read(&mut self.buf[filled..want]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.err(e, raw)),
             }
         }
+        Ok(filled)
     }
 
     /// Copies `expected` bytes of entry data into `file`; with `holes`,
@@ -1837,15 +1884,17 @@ impl<'r, 'o> Applier<'r, 'o> {
         Ok(())
     }
 
-    /// Sets owner, mode, xattrs and times through an open file.
+    /// Sets owner (unless `chown` is false: it is already right), mode,
+    /// xattrs and times through an open file.
     fn set_meta_fd(
         &mut self,
         fd: BorrowedFd<'_>,
         raw: &[u8],
         meta: &Meta,
         mode_and_times: bool,
+        chown: bool,
     ) -> Result<(), UnpackError> {
-        if self.opts.preserve_ownership {
+        if chown && self.opts.preserve_ownership {
             rfs::fchown(
                 fd,
                 Some(rustix::fs::Uid::from_raw(meta.uid)),
@@ -1939,7 +1988,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         };
         self.created.insert(norm.full.clone());
-        self.set_meta_fd(fd.as_fd(), raw, meta, false)?;
+        self.set_meta_fd(fd.as_fd(), raw, meta, false, true)?;
         self.dirs.push((norm.full.clone(), meta.mode, meta.mtime));
         Ok(())
     }
@@ -2302,6 +2351,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     }
 
     fn whiteout(&mut self, norm: &NormPath, target: &[u8], raw: &[u8]) -> Result<(), UnpackError> {
+        self.born = None;
         let victim = join(norm.parent(), target);
         if self.created.contains(&victim) {
             self.skip(raw, SkipReason::SelfWhiteout, None);
@@ -2352,6 +2402,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     }
 
     fn opaque(&mut self, norm: &NormPath, raw: &[u8]) -> Result<(), UnpackError> {
+        self.born = None;
         let dir_path = norm.parent().to_vec();
         // Make sure the directory exists (as the parent of the marker).
         self.parent(&dir_path, raw)?;
@@ -2377,6 +2428,7 @@ impl<'r, 'o> Applier<'r, 'o> {
     fn finish_dirs(&mut self) -> Result<(), UnpackError> {
         let dirs = std::mem::take(&mut self.dirs);
         self.cache = None;
+        self.born = None;
         for (path, mode, mtime) in dirs.iter().rev() {
             let fd = match fsops::open_real_dir_in_root(self.root, path, self.opts.path_resolution)
             {

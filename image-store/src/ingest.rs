@@ -19,9 +19,10 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use image_core::digest::Hasher;
+use image_core::digest::{Hasher, ThreadedHasher};
 use image_core::{Algorithm, Digest};
 use rustix::fs::{AtFlags, FileType, FlockOperation};
 use rustix::io::Errno;
@@ -340,7 +341,7 @@ impl Ingester for OciDir {
             data,
             file,
             algorithm,
-            hasher,
+            hasher: Mutex::new(ThreadedHasher::from_hasher(hasher)),
             offset,
             writeback: None,
         }))
@@ -412,7 +413,9 @@ struct OciWriter {
     data: PathBuf,
     file: File,
     algorithm: Algorithm,
-    hasher: Hasher,
+    /// Hashes large ingests on a helper thread beside the writes (a mutex
+    /// only because [`ContentWriter::digest`] takes `&self`; never contended).
+    hasher: Mutex<ThreadedHasher>,
     offset: u64,
     writeback: Option<Writeback>,
 }
@@ -459,6 +462,12 @@ impl Writeback {
 }
 
 impl OciWriter {
+    fn hasher_mut(&mut self) -> &mut ThreadedHasher {
+        self.hasher
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn nudge_writeback(&mut self) {
         if self.offset < WRITEBACK_STEP {
             return;
@@ -491,7 +500,7 @@ impl Drop for OciWriter {
 impl Write for OciWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.store.fs.write(Target::Blob, &mut self.file, buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher_mut().update(&buf[..n]);
         self.offset += n as u64;
         self.nudge_writeback();
         Ok(n)
@@ -570,7 +579,10 @@ impl ContentWriter for OciWriter {
     }
 
     fn digest(&self) -> Digest {
-        self.hasher.clone().finish()
+        self.hasher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .digest()
     }
 
     fn truncate(&mut self, size: u64) -> Result<()> {
@@ -589,7 +601,7 @@ impl ContentWriter for OciWriter {
             .set_len(Target::Blob, &self.file, size)
             .map_err(|e| ContentError::io("truncate", &self.data, e))?;
         let (hasher, n) = rehash(&self.file, self.algorithm, Some(size), &self.data)?;
-        self.hasher = hasher;
+        *self.hasher_mut() = ThreadedHasher::from_hasher(hasher);
         self.offset = n;
         Ok(())
     }
@@ -600,7 +612,8 @@ impl ContentWriter for OciWriter {
         expected: Option<&Digest>,
     ) -> Result<Digest> {
         check_commit_algorithm(&self.reference, self.algorithm, expected)?;
-        let found = self.hasher.clone().finish();
+        let algorithm = self.algorithm;
+        let found = std::mem::replace(self.hasher_mut(), ThreadedHasher::new(algorithm)).finish();
         if let Err(e) = verify_commit(
             &self.reference,
             expected_size,

@@ -33,6 +33,7 @@ where
     write_read_round_trip(&new());
     writer_commit_checks(&new());
     resume(&new());
+    large_resume(&new());
     locked_reference(&new());
     dedup_and_delete(&new());
     sha512(&new());
@@ -208,6 +209,39 @@ fn resume<S: ContentStore>(store: &S) {
     store.abort("to-abort").unwrap();
     store.abort("to-abort").unwrap();
     assert_eq!(store.writer("to-abort").unwrap().offset(), 0);
+}
+
+/// Large ingests (hashed beside the writes by the on-disk store): the
+/// digest so far, truncation and resumption stay exact, and a mismatch at
+/// commit publishes nothing.
+fn large_resume<S: ContentStore>(store: &S) {
+    let data = bytes(3, 5 << 20);
+    let d = Digest::sha256(&data);
+    let mut w = store.writer("large").unwrap();
+    for chunk in data[..3 << 20].chunks(100_003) {
+        w.write_all(chunk).unwrap();
+    }
+    assert_eq!(w.digest(), Digest::sha256(&data[..3 << 20]));
+    w.truncate(1_500_000).unwrap();
+    assert_eq!(w.digest(), Digest::sha256(&data[..1_500_000]));
+    w.write_all(&data[1_500_000..4 << 20]).unwrap();
+    drop(w);
+    let mut w = store.writer("large").unwrap();
+    assert_eq!(w.offset(), 4 << 20);
+    w.write_all(&data[4 << 20..]).unwrap();
+    assert_eq!(w.commit(Some(5 << 20), Some(&d)).unwrap(), d);
+    assert_eq!(store.read_blob_to_vec(&d, 6 << 20).unwrap(), data);
+
+    let mut w = store.writer("large-wrong").unwrap();
+    w.write_all(&data[..(5 << 20) - 1]).unwrap();
+    w.write_all(b"?").unwrap();
+    let e = w
+        .commit(None, Some(&Digest::sha256(&data[1..])))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+    let mut other = data.clone();
+    *other.last_mut().unwrap() = b'?';
+    assert!(!store.exists(&Digest::sha256(&other)).unwrap());
 }
 
 fn locked_reference<S: ContentStore>(store: &S) {

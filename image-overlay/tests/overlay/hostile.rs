@@ -730,6 +730,60 @@ fn digest_and_diff_id_mismatch() {
     sb.assert_untouched();
 }
 
+/// Past the first MiB both digests are computed on helper threads: a
+/// large layer still verifies, and a mismatch of either still fails.
+#[test]
+fn large_layer_digests_are_verified_off_thread() {
+    let sb = Sandbox::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..(3 << 20))
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let tar = TarBuf::new()
+        .file("noise", &noise)
+        .file("zeros", &vec![0u8; 2 << 20])
+        .end();
+    let layer = gzip(&tar);
+    assert!(layer.len() > 2 << 20, "incompressible enough");
+    for (digest, diff_id) in [
+        (Digest::sha256(b"no"), Digest::sha256(&tar)),
+        (Digest::sha256(&layer), Digest::sha256(&tar[..tar.len() - 1])),
+    ] {
+        let e = unsafe_err(run(
+            &sb,
+            &layer,
+            &opts().with_digest(digest).with_diff_id(diff_id),
+        ));
+        assert!(
+            matches!(
+                e,
+                UnpackError::DigestMismatch { .. } | UnpackError::DiffIdMismatch { .. }
+            ),
+            "{e:?}"
+        );
+        sb.assert_untouched();
+        std::fs::remove_dir_all(sb.target()).expect("clean");
+        std::fs::create_dir(sb.target()).expect("target");
+    }
+    let report = run(
+        &sb,
+        &layer,
+        &opts()
+            .with_digest(Digest::sha256(&layer))
+            .with_diff_id(Digest::sha256(&tar)),
+    )
+    .expect("a verified layer unpacks");
+    assert_eq!(report.digest, Digest::sha256(&layer));
+    assert_eq!(report.diff_id, Digest::sha256(&tar));
+    assert_eq!(report.compressed_size, layer.len() as u64);
+    assert_eq!(std::fs::read(sb.target().join("noise")).expect("noise"), noise);
+}
+
 #[test]
 fn declared_compression_contradicted_by_the_bytes() {
     let sb = Sandbox::new();

@@ -173,6 +173,64 @@ fn whiteouts_are_applied_when_flattening() {
     assert_eq!(r.skipped_total, 1, "{:?}", r.skipped);
 }
 
+/// Files get the owner the layer gives them even where a new file is
+/// born with another group (a setgid directory), and when a directory
+/// entry changes that group between two files: the `fchown` that is
+/// skipped for files born right is skipped only when the owner a file is
+/// born with was seen in that same directory since the last other entry.
+#[test]
+fn owners_are_right_where_new_files_inherit_a_group() {
+    if !is_root() {
+        eprintln!("SKIPPED: owners need root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sg = dir.path().join("sg");
+    std::fs::create_dir(&sg).expect("mkdir");
+    std::os::unix::fs::chown(&sg, Some(0), Some(1234)).expect("chown");
+    std::fs::set_permissions(&sg, std::fs::Permissions::from_mode(0o2775)).expect("chmod");
+    let owned = |name: &str, uid: u64, gid: u64| {
+        let mut r = Raw::new(name, b'0').size(1);
+        r.uid = uid;
+        r.gid = gid;
+        r
+    };
+    let mut t = TarBuf::new();
+    let files = [
+        ("sg/a", 0, 0),
+        ("sg/b", 0, 1234),
+        ("sg/c", 0, 1234),
+        ("sg/d", 0, 0),
+        ("sg/e", 5, 6),
+        ("top", 0, 0),
+        ("top2", 7, 8),
+        ("top3", 0, 0),
+    ];
+    for (name, uid, gid) in files {
+        t.raw(&owned(name, uid, gid), b"x");
+    }
+    // A directory entry regroups sg between two of its files.
+    let mut d = Raw::new("sg/", b'5');
+    d.gid = 999;
+    d.mode = 0o2775;
+    t.raw(&d, b"");
+    let after = [("sg/f", 0, 1234), ("sg/g", 0, 999), ("sg/h", 0, 0)];
+    for (name, uid, gid) in after {
+        t.raw(&owned(name, uid, gid), b"x");
+    }
+    let layer = t.end();
+    unpack(&layer[..], dir.path(), &UnpackOptions::default()).expect("unpack");
+    for (name, uid, gid) in files.into_iter().chain(after) {
+        let m = std::fs::symlink_metadata(dir.path().join(name)).expect(name);
+        assert_eq!(
+            (u64::from(m.uid()), u64::from(m.gid())),
+            (uid, gid),
+            "owner of {name}"
+        );
+        assert_eq!(m.mode() & 0o7777, 0o644, "mode of {name}");
+    }
+}
+
 #[test]
 fn whiteouts_become_overlayfs_form_in_their_own_directory() {
     if !is_root() {
