@@ -164,14 +164,22 @@ pub fn flatten_image<P: Provider + ?Sized>(
                 media_type: media_type.to_string(),
                 source: Box::new(source),
             })?;
-        let reader = store
-            .reader_for(layer)
-            .map_err(|source| FlattenError::Content {
-                image: image.name.clone(),
-                index,
-                digest: digest.clone(),
-                source: Box::new(source),
-            })?;
+        let reader = store.reader_for(layer).map_err(|source| {
+            match crate::unpack::descriptor_mismatch(source) {
+                Ok(unpack) => FlattenError::Unpack {
+                    image: image.name.clone(),
+                    index,
+                    digest: digest.clone(),
+                    source: Box::new(unpack),
+                },
+                Err(source) => FlattenError::Content {
+                    image: image.name.clone(),
+                    index,
+                    digest: digest.clone(),
+                    source: Box::new(source),
+                },
+            }
+        })?;
         let mut layer_options = options.clone();
         layer_options.compression = Some(compression);
         layer_options.digest = Some(digest.clone());

@@ -389,12 +389,20 @@ fn unpack_layer<P: Provider + ?Sized>(
     if let Some(c) = descriptor_media_type(desc).layer_compression() {
         opts = opts.with_compression(c);
     }
-    let reader = store
-        .reader_for(desc)
-        .map_err(|source| ImageUnpackError::Content {
-            index: job.index,
-            digest: job.digest.clone(),
-            source: Box::new(source),
+    let reader =
+        store.reader_for(desc).map_err(|source| {
+            match crate::unpack::descriptor_mismatch(source) {
+                Ok(unpack) => ImageUnpackError::Unpack {
+                    index: job.index,
+                    digest: job.digest.clone(),
+                    source: unpack,
+                },
+                Err(source) => ImageUnpackError::Content {
+                    index: job.index,
+                    digest: job.digest.clone(),
+                    source: Box::new(source),
+                },
+            }
         })?;
     unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| ImageUnpackError::Unpack {
         index: job.index,

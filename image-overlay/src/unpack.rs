@@ -722,17 +722,43 @@ fn source_failed(source: io::Error) -> UnpackError {
         .get_ref()
         .and_then(|i| i.downcast_ref::<VerifyError>())
     {
-        Some(VerifyError::Digest { expected, found }) => UnpackError::DigestMismatch {
+        Some(v) => mismatch(v),
+        None => UnpackError::Source { source },
+    }
+}
+
+/// The unpack's own mismatch variant for a store's verification failure
+/// (`VerifyError` is non-exhaustive: a kind added later stays a source
+/// error carrying it, which keeps its own class).
+fn mismatch(v: &VerifyError) -> UnpackError {
+    match v {
+        VerifyError::Digest { expected, found } => UnpackError::DigestMismatch {
             expected: expected.clone(),
             found: found.clone(),
         },
-        Some(VerifyError::Size {
+        VerifyError::Size {
             expected, found, ..
-        }) => UnpackError::SizeMismatch {
+        } => UnpackError::SizeMismatch {
             expected: *expected,
             found: *found,
         },
-        _ => UnpackError::Source { source },
+        other => UnpackError::Source {
+            source: io::Error::new(io::ErrorKind::InvalidData, other.clone()),
+        },
+    }
+}
+
+/// A layer read by its descriptor whose stored blob does not match it
+/// ([`ContentError::DescriptorMismatch`](image_store::ContentError)) fails
+/// as the unpack's own mismatch, as if the unpack had read the blob and
+/// checked it: the caller sees one variant for a damaged blob whichever
+/// check found it first. Any other read failure is given back.
+pub(crate) fn descriptor_mismatch(
+    e: image_store::ContentError,
+) -> Result<UnpackError, image_store::ContentError> {
+    match &e {
+        image_store::ContentError::DescriptorMismatch { source } => Ok(mismatch(source)),
+        _ => Err(e),
     }
 }
 
