@@ -220,7 +220,11 @@ impl Lexer<'_> {
                 let word = self.until(Some(&['}']), pattern_op)?;
                 let unset = value.is_none() || (null_is_unset && value.as_deref() == Some(""));
                 match modifier {
-                    '-' => Ok(if unset { word } else { value.unwrap_or_default() }),
+                    '-' => Ok(if unset {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
                     '+' => Ok(if unset { String::new() } else { word }),
                     '?' => match value {
                         Some(v) if !unset => Ok(v),

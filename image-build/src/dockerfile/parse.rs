@@ -747,7 +747,9 @@ fn command_in(
                 None => (rest, ""),
             };
             match kind.to_ascii_uppercase().as_str() {
-                "NONE" if tail.is_empty() && split.flags.is_empty() => Command::Healthcheck(Healthcheck::None),
+                "NONE" if tail.is_empty() && split.flags.is_empty() => {
+                    Command::Healthcheck(Healthcheck::None)
+                }
                 "NONE" => return Err(args("nothing after NONE")),
                 "CMD" => {
                     let command = command_line(tail).ok_or_else(|| args("a command after CMD"))?;
@@ -763,11 +765,13 @@ fn command_in(
                     };
                     let retries = match flags.string("retries") {
                         None => None,
-                        Some(v) => Some(v.parse::<u32>().map_err(|_| Problem::HealthcheckValue {
-                            flag: "retries",
-                            expected: "a number of retries",
-                            value: v.clone(),
-                        })?),
+                        Some(v) => {
+                            Some(v.parse::<u32>().map_err(|_| Problem::HealthcheckValue {
+                                flag: "retries",
+                                expected: "a number of retries",
+                                value: v.clone(),
+                            })?)
+                        }
                     };
                     Command::Healthcheck(Healthcheck::Cmd {
                         command,
@@ -807,7 +811,11 @@ fn command_line(rest: &str) -> Option<CommandLine> {
     (!t.is_empty()).then(|| CommandLine::Shell(t.to_string()))
 }
 
-pub(crate) fn name_values(kw: &'static str, rest: &str, esc: char) -> Result<Vec<KeyValue>, Problem> {
+pub(crate) fn name_values(
+    kw: &'static str,
+    rest: &str,
+    esc: char,
+) -> Result<Vec<KeyValue>, Problem> {
     let w = words(rest, esc);
     let two = Problem::Arguments {
         instruction: kw,

@@ -173,9 +173,10 @@ fn command_line(cmd: &Command, esc: char) -> (String, Vec<Heredoc>) {
             (words.join(" "), Vec::new())
         }
         Command::Expose(p) => (p.join(" "), Vec::new()),
-        Command::User(s) | Command::Workdir(s) | Command::Stopsignal(s) | Command::Maintainer(s) => {
-            (s.clone(), Vec::new())
-        }
+        Command::User(s)
+        | Command::Workdir(s)
+        | Command::Stopsignal(s)
+        | Command::Maintainer(s) => (s.clone(), Vec::new()),
         Command::Volume(v) => (
             if v.json {
                 json(&v.paths)
