@@ -79,7 +79,7 @@ pub struct Instruction {
 
 /// An instruction and its typed arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "instruction", rename_all = "UPPERCASE")]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Command {
     /// `FROM [--platform=p] image [AS name]`.
     From(From),

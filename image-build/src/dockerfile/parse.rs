@@ -247,7 +247,7 @@ fn extract_flags(line: &str) -> (Vec<String>, &str) {
         }
         rest = &rest[end..];
         if word == "--" {
-            return (words, rest);
+            return (words, rest.trim_start_matches(char::is_whitespace));
         }
         words.push(word);
     }

@@ -33,7 +33,12 @@ pub fn print(df: &Dockerfile) -> String {
 
 /// Prints one instruction (with its heredoc bodies), ending in a newline.
 pub fn print_command(out: &mut String, cmd: &Command, esc: char) {
-    let (line, heredocs) = command_line(cmd, esc);
+    let (mut line, heredocs) = command_line(cmd, esc);
+    if line.trim_end_matches([' ', '\t']).ends_with(esc) {
+        // A logical line ending in the escape character (possible only at
+        // the end of the file): one more keeps it from being a continuation.
+        line.push(esc);
+    }
     out.push_str(&line);
     out.push('\n');
     for h in heredocs {
