@@ -14,12 +14,7 @@ use image_core::error::{Classify, ErrorKind};
 /// The directives and every command in order (FROMs included), without
 /// positions: what must survive printing.
 fn shape(df: &Dockerfile) -> (Directives, Vec<Command>) {
-    let mut out: Vec<Command> = df.global_args.iter().map(|i| i.command.clone()).collect();
-    for s in &df.stages {
-        out.push(Command::From(s.from.clone()));
-        out.extend(s.instructions.iter().map(|i| i.command.clone()));
-    }
-    (df.directives.clone(), out)
+    (df.directives.clone(), df.commands())
 }
 
 /// Parsing the printed form gives the same tree, and printing is a fixed point.

@@ -46,6 +46,19 @@ pub struct Dockerfile {
     pub stages: Vec<Stage>,
 }
 
+impl Dockerfile {
+    /// Every instruction in file order (each stage's FROM included), without
+    /// positions: what the printer must keep.
+    pub fn commands(&self) -> Vec<Command> {
+        let mut out: Vec<Command> = self.global_args.iter().map(|i| i.command.clone()).collect();
+        for s in &self.stages {
+            out.push(Command::From(s.from.clone()));
+            out.extend(s.instructions.iter().map(|i| i.command.clone()));
+        }
+        out
+    }
+}
+
 /// One build stage: a FROM and the instructions up to the next FROM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Stage {
