@@ -156,30 +156,12 @@ impl Ignore {
     /// directories decides.
     pub fn is_excluded(&self, path: &str) -> bool {
         let file = clean(path.trim_start_matches('/'));
-        let parents: Vec<&str> = match file.rfind('/') {
-            Some(i) => file[..i].split('/').collect(),
-            None => Vec::new(),
-        };
         let mut matched = false;
         for p in &self.patterns {
             if p.exclusion != matched {
                 continue;
             }
-            let mut hit = p.matches(&file);
-            if !hit {
-                let mut prefix = String::new();
-                for (i, part) in parents.iter().enumerate() {
-                    if i > 0 {
-                        prefix.push('/');
-                    }
-                    prefix.push_str(part);
-                    if p.matches(&prefix) {
-                        hit = true;
-                        break;
-                    }
-                }
-            }
-            if hit {
+            if p.matches_or_parent(&file) {
                 matched = !p.exclusion;
             }
         }
@@ -190,12 +172,27 @@ impl Ignore {
 impl Pattern {
     /// True when the pattern matches the whole of `path`.
     pub fn matches(&self, path: &str) -> bool {
+        self.run(path, false)
+    }
+
+    /// True when the pattern matches `path` or one of its parent
+    /// directories: one pass, the parents are the prefixes before a `/`.
+    pub fn matches_or_parent(&self, path: &str) -> bool {
+        self.run(path, true)
+    }
+
+    fn run(&self, path: &str, parents: bool) -> bool {
         let n = self.toks.len();
         // States 0..=n: before token i; n+1..: inside the `.*` of an AnyDirs at i.
         let mut cur = vec![false; 2 * (n + 1)];
         cur[0] = true;
         self.closure(&mut cur);
+        let mut seen_dir = false;
         for c in path.chars() {
+            if parents && c == '/' && seen_dir && cur[n] {
+                return true;
+            }
+            seen_dir = c != '/';
             let mut next = vec![false; cur.len()];
             for (i, t) in self.toks.iter().enumerate() {
                 if cur[i] {

@@ -502,3 +502,31 @@ fn generated_parse_print_parse() {
     }
     assert!(parsed > 4_000, "only {parsed} generated files parsed");
 }
+
+/// Bounded, linear work on large inputs: a quadratic walk over stages or
+/// over ENV scopes would take minutes on these.
+#[test]
+fn many_stages_and_envs_are_linear() {
+    let mut text = String::new();
+    for i in 0..(dockerfile::MAX_INSTRUCTIONS / 2) {
+        text.push_str(&format!("FROM base AS s{i}\nENV V{i}=$V{i}x\n"));
+    }
+    let df = dockerfile::parse("big", &text).unwrap();
+    assert_eq!(df.stages.len(), dockerfile::MAX_INSTRUCTIONS / 2);
+    text.push_str("FROM one-too-many\n");
+    let e = dockerfile::parse("big", &text).unwrap_err();
+    assert!(matches!(e.problem, Problem::TooLarge { .. }), "{e}");
+
+    let mut envs = String::from("FROM base\n");
+    for i in 0..50_000 {
+        envs.push_str(&format!("ENV V{i}=$V0\n"));
+    }
+    let df = dockerfile::parse("envs", &envs).unwrap();
+    let inputs = inputs(&[]);
+    let ex = Expander::new("envs", &df, &inputs).unwrap();
+    let mut scope = ex.stage_scope(BTreeMap::new());
+    for ins in &df.stages[0].instructions {
+        ex.step(&mut scope, ins).unwrap();
+    }
+    assert_eq!(scope.env.len(), 50_000);
+}

@@ -137,3 +137,14 @@ fn matching_is_linear_in_the_path() {
     let path = "a".repeat(20_000);
     assert!(!ig.is_excluded(&path));
 }
+
+#[test]
+fn parent_matching_is_linear_in_the_depth() {
+    // Checking each parent directory separately is quadratic in the depth;
+    // one pass over the path checks them all.
+    let ig = Ignore::parse("*/*/*/*/*/zz\n**/a/**/b/**/c/**/d").unwrap();
+    let path = "a/".repeat(50_000) + "f";
+    assert!(!ig.is_excluded(&path));
+    let deep = "x/".repeat(50_000) + "a/b/c/d/e";
+    assert!(ig.is_excluded(&deep));
+}

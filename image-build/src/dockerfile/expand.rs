@@ -199,13 +199,18 @@ impl<'a> Expander<'a> {
                 Command::Arg(out)
             }
             Command::Env(pairs) => {
-                let before = scope.clone();
-                let mut out = Vec::with_capacity(pairs.len());
-                for kv in pairs {
-                    let key = ex(&before, &kv.key)?;
-                    let value = ex(&before, &kv.value)?;
-                    scope.env.insert(key.clone(), value.clone());
-                    out.push(KeyValue { key, value });
+                // Every pair sees the scope from before the instruction.
+                let out = pairs
+                    .iter()
+                    .map(|kv| {
+                        Ok(KeyValue {
+                            key: ex(scope, &kv.key)?,
+                            value: ex(scope, &kv.value)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, DockerfileError>>()?;
+                for kv in &out {
+                    scope.env.insert(kv.key.clone(), kv.value.clone());
                 }
                 Command::Env(out)
             }

@@ -899,11 +899,12 @@ fn go_duration(s: &str) -> bool {
 fn stages(directives: Directives, instructions: Vec<Instruction>) -> Located<Dockerfile> {
     let mut global_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for ins in instructions {
         match (&ins.command, stages.last_mut()) {
             (Command::From(from), _) => {
                 if let Some(name) = &from.alias {
-                    if stages.iter().any(|s| s.name() == Some(name)) {
+                    if !names.insert(name.clone()) {
                         return Err((ins.pos, Problem::DuplicateStage(name.clone())));
                     }
                 }
