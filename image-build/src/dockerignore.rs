@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use image_core::error::{Classify, ErrorKind};
 use rustix::fs::{Mode, OFlags, CWD};
 
+use crate::glob::Glob;
+
 /// The largest ignore file read, in bytes.
 pub const MAX_IGNORE_BYTES: u64 = 1 << 20;
 /// The most patterns in one ignore file.
@@ -65,23 +67,6 @@ impl Classify for IgnoreError {
     }
 }
 
-/// One element of a compiled pattern.
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    /// `*`: any run of characters but `/`.
-    Star,
-    /// `?`: one character but `/`.
-    One,
-    /// A literal character.
-    Char(char),
-    /// `[...]` (`[^...]` negated), as Go's regexp reads it.
-    Class(bool, Vec<(char, char)>),
-    /// `**` at the end: anything.
-    AnyTail,
-    /// `**/` or `**` before more pattern: nothing, or anything ending in `/`.
-    AnyDirs,
-}
-
 /// One line of the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pattern {
@@ -89,7 +74,7 @@ pub struct Pattern {
     pub text: String,
     /// A `!` exception: matching paths are included again.
     pub exclusion: bool,
-    toks: Vec<Tok>,
+    glob: Glob,
 }
 
 /// The patterns of an ignore file, in order.
@@ -135,7 +120,7 @@ impl Ignore {
             if cleaned.len() > 1 && cleaned.starts_with('/') {
                 cleaned.remove(0);
             }
-            let toks = compile(&cleaned).ok_or_else(|| bad("unterminated '[' class"))?;
+            let glob = Glob::path(&cleaned).ok_or_else(|| bad("unterminated '[' class"))?;
             if patterns.len() == MAX_PATTERNS {
                 return Err(IgnoreError::TooLarge {
                     what: "the number of patterns",
@@ -145,7 +130,7 @@ impl Ignore {
             patterns.push(Pattern {
                 text: cleaned,
                 exclusion,
-                toks,
+                glob,
             });
         }
         Ok(Ignore { patterns })
@@ -172,126 +157,14 @@ impl Ignore {
 impl Pattern {
     /// True when the pattern matches the whole of `path`.
     pub fn matches(&self, path: &str) -> bool {
-        self.run(path, false)
+        self.glob.matches(path, false)
     }
 
     /// True when the pattern matches `path` or one of its parent
     /// directories: one pass, the parents are the prefixes before a `/`.
     pub fn matches_or_parent(&self, path: &str) -> bool {
-        self.run(path, true)
+        self.glob.matches(path, true)
     }
-
-    fn run(&self, path: &str, parents: bool) -> bool {
-        let n = self.toks.len();
-        // States 0..=n: before token i; n+1..: inside the `.*` of an AnyDirs at i.
-        let mut cur = vec![false; 2 * (n + 1)];
-        cur[0] = true;
-        self.closure(&mut cur);
-        let mut seen_dir = false;
-        for c in path.chars() {
-            if parents && c == '/' && seen_dir && cur[n] {
-                return true;
-            }
-            seen_dir = c != '/';
-            let mut next = vec![false; cur.len()];
-            for (i, t) in self.toks.iter().enumerate() {
-                if cur[i] {
-                    match t {
-                        Tok::Star => next[i] |= c != '/',
-                        Tok::One => next[i + 1] |= c != '/',
-                        Tok::Char(x) => next[i + 1] |= *x == c,
-                        Tok::Class(neg, r) => {
-                            next[i + 1] |= r.iter().any(|&(a, b)| a <= c && c <= b) != *neg
-                        }
-                        Tok::AnyTail => next[i] = true,
-                        Tok::AnyDirs => {
-                            next[n + 1 + i] = true;
-                            next[i + 1] |= c == '/';
-                        }
-                    }
-                }
-                if cur[n + 1 + i] {
-                    next[n + 1 + i] = true;
-                    next[i + 1] |= c == '/';
-                }
-            }
-            self.closure(&mut next);
-            if !next.iter().any(|&s| s) {
-                return false;
-            }
-            cur = next;
-        }
-        cur[n]
-    }
-
-    fn closure(&self, states: &mut [bool]) {
-        for (i, t) in self.toks.iter().enumerate() {
-            if states[i] && matches!(t, Tok::Star | Tok::AnyTail | Tok::AnyDirs) {
-                states[i + 1] = true;
-            }
-        }
-    }
-}
-
-fn compile(p: &str) -> Option<Vec<Tok>> {
-    let chars: Vec<char> = p.chars().collect();
-    let mut toks = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        i += 1;
-        match c {
-            '*' if chars.get(i) == Some(&'*') => {
-                i += 1;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                toks.push(if i == chars.len() {
-                    Tok::AnyTail
-                } else {
-                    Tok::AnyDirs
-                });
-            }
-            '*' => toks.push(Tok::Star),
-            '?' => toks.push(Tok::One),
-            '\\' => match chars.get(i) {
-                Some(&n) => {
-                    toks.push(Tok::Char(n));
-                    i += 1;
-                }
-                None => toks.push(Tok::Char('\\')),
-            },
-            '[' => {
-                let neg = chars.get(i) == Some(&'^');
-                if neg {
-                    i += 1;
-                }
-                let mut ranges = Vec::new();
-                let mut first = true;
-                loop {
-                    let mut c = *chars.get(i)?;
-                    i += 1;
-                    if c == ']' && !first {
-                        break;
-                    }
-                    first = false;
-                    if c == '\\' {
-                        c = *chars.get(i)?;
-                        i += 1;
-                    }
-                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&e| e != ']') {
-                        ranges.push((c, chars[i + 1]));
-                        i += 2;
-                    } else {
-                        ranges.push((c, c));
-                    }
-                }
-                toks.push(Tok::Class(neg, ranges));
-            }
-            c => toks.push(Tok::Char(c)),
-        }
-    }
-    Some(toks)
 }
 
 /// Go's `filepath.Clean` on a `/`-separated path.

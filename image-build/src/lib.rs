@@ -34,3 +34,4 @@
 
 pub mod dockerfile;
 pub mod dockerignore;
+mod glob;

@@ -342,25 +342,7 @@ impl Rng {
 }
 
 const FRAGMENTS: &[&str] = &[
-    "FROM",
     "from",
-    "RUN",
-    "CMD",
-    "ENTRYPOINT",
-    "COPY",
-    "ADD",
-    "ENV",
-    "ARG",
-    "LABEL",
-    "EXPOSE",
-    "USER",
-    "WORKDIR",
-    "VOLUME",
-    "SHELL",
-    "STOPSIGNAL",
-    "HEALTHCHECK",
-    "ONBUILD",
-    "MAINTAINER",
     "NONE",
     "AS",
     "as",
@@ -466,7 +448,12 @@ fn generate(rng: &mut Rng) -> String {
     let mut s = String::new();
     let n = rng.next() % 40;
     for _ in 0..n {
-        s.push_str(rng.pick(FRAGMENTS));
+        let list = if rng.next() % 4 == 0 {
+            KEYWORDS
+        } else {
+            FRAGMENTS
+        };
+        s.push_str(rng.pick(list));
         if rng.next() % 3 == 0 {
             s.push(' ');
         }

@@ -2,6 +2,7 @@
 //! does it: quotes, escapes, `$VAR`, `${VAR}` and its modifiers.
 
 use super::error::ExpandProblem;
+use crate::glob::Glob;
 
 /// The deepest nesting of `${...}` inside `${...}` expanded.
 pub const MAX_DEPTH: usize = 32;
@@ -246,7 +247,7 @@ impl Lexer<'_> {
                             None => (false, word.as_str()),
                         };
                         let v: Vec<char> = value.chars().collect();
-                        let pat = Pattern::new(pat);
+                        let pat = Glob::shell(pat);
                         Ok(if modifier == '#' {
                             match pat.prefix(&v, longest) {
                                 Some(n) => v[n..].iter().collect(),
@@ -270,7 +271,7 @@ impl Lexer<'_> {
                 let pat = self.until_pattern()?;
                 let rep = self.until(Some(&['}']), true)?;
                 let value: Vec<char> = value.unwrap_or_default().chars().collect();
-                Ok(Pattern::new(&pat).replace(&value, &rep, all))
+                Ok(Glob::shell(&pat).replace(&value, &rep, all))
             }
             other => Err(ExpandProblem::Modifier(other.to_string())),
         }
@@ -286,158 +287,4 @@ impl Lexer<'_> {
         }
         Ok(p)
     }
-}
-
-/// One element of a shell pattern.
-#[derive(Clone, Debug)]
-enum Tok {
-    Star,
-    One,
-    Char(char),
-    Class(bool, Vec<(char, char)>),
-}
-
-/// A shell pattern (`*`, `?`, `[...]`, `\x`), matched by simulating its
-/// automaton: linear in the text times the pattern's length.
-struct Pattern(Vec<Tok>);
-
-impl Pattern {
-    fn new(p: &str) -> Pattern {
-        let chars: Vec<char> = p.chars().collect();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < chars.len() {
-            let c = chars[i];
-            i += 1;
-            match c {
-                '*' => toks.push(Tok::Star),
-                '?' => toks.push(Tok::One),
-                '\\' if i < chars.len() => {
-                    toks.push(Tok::Char(chars[i]));
-                    i += 1;
-                }
-                '[' => match class(&chars[i..]) {
-                    Some((t, n)) => {
-                        toks.push(t);
-                        i += n;
-                    }
-                    None => toks.push(Tok::Char('[')),
-                },
-                c => toks.push(Tok::Char(c)),
-            }
-        }
-        Pattern(toks)
-    }
-
-    fn reversed(&self) -> Pattern {
-        Pattern(self.0.iter().rev().cloned().collect())
-    }
-
-    fn closure(&self, states: &mut [bool]) {
-        for i in 0..self.0.len() {
-            if states[i] && matches!(self.0[i], Tok::Star) {
-                states[i + 1] = true;
-            }
-        }
-    }
-
-    fn step(&self, states: &[bool], c: char) -> Vec<bool> {
-        let mut next = vec![false; states.len()];
-        for (i, t) in self.0.iter().enumerate() {
-            if !states[i] {
-                continue;
-            }
-            match t {
-                Tok::Star => next[i] = true,
-                Tok::One => next[i + 1] = true,
-                Tok::Char(x) => next[i + 1] |= *x == c,
-                Tok::Class(neg, ranges) => {
-                    next[i + 1] |= ranges.iter().any(|&(a, b)| a <= c && c <= b) != *neg
-                }
-            }
-        }
-        self.closure(&mut next);
-        next
-    }
-
-    /// The length of the shortest (or longest) prefix of `text` it matches.
-    fn prefix(&self, text: &[char], longest: bool) -> Option<usize> {
-        let n = self.0.len();
-        let mut states = vec![false; n + 1];
-        states[0] = true;
-        self.closure(&mut states);
-        let mut best = None;
-        if states[n] {
-            if !longest {
-                return Some(0);
-            }
-            best = Some(0);
-        }
-        for (k, &c) in text.iter().enumerate() {
-            states = self.step(&states, c);
-            if !states.iter().any(|&s| s) {
-                break;
-            }
-            if states[n] {
-                if !longest {
-                    return Some(k + 1);
-                }
-                best = Some(k + 1);
-            }
-        }
-        best
-    }
-
-    fn replace(&self, text: &[char], rep: &str, all: bool) -> String {
-        let mut out = String::new();
-        let mut i = 0;
-        let mut replaced = false;
-        while i <= text.len() {
-            if !replaced || all {
-                if let Some(n) = self.prefix(&text[i..], true) {
-                    out.push_str(rep);
-                    replaced = true;
-                    if n > 0 {
-                        i += n;
-                        continue;
-                    }
-                }
-            }
-            if i < text.len() {
-                out.push(text[i]);
-            }
-            i += 1;
-        }
-        out
-    }
-}
-
-/// A `[...]` class after its `[`: the token and how many chars it took.
-fn class(chars: &[char]) -> Option<(Tok, usize)> {
-    let mut i = 0;
-    let neg = matches!(chars.first(), Some('!' | '^'));
-    if neg {
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    while i < chars.len() {
-        let mut c = chars[i];
-        if c == ']' && !first {
-            return Some((Tok::Class(neg, ranges), i + 1));
-        }
-        first = false;
-        i += 1;
-        if c == '\\' && i < chars.len() {
-            c = chars[i];
-            i += 1;
-        }
-        if i + 1 < chars.len() && chars[i] == '-' && chars[i + 1] != ']' {
-            ranges.push((c, chars[i + 1]));
-            i += 2;
-        } else {
-            ranges.push((c, c));
-        }
-    }
-    None
 }
