@@ -517,3 +517,19 @@ fn many_stages_and_envs_are_linear() {
     }
     assert_eq!(scope.env.len(), 50_000);
 }
+
+#[test]
+fn copy_heredocs_expand_unless_quoted_keeping_quotes() {
+    let text = "FROM x\nENV U=me\nCOPY <<EOF <<'RAW' <<-TABS /d/\nhi \"$U\" '$U' ${U}\nEOF\n$U\nRAW\n\t\t$U\n\tTABS\nRUN <<EOF\necho $U\nEOF\n";
+    let got = expand_all(text, &[]).unwrap();
+    let Command::Copy(c) = &got[0][2] else {
+        panic!("{:?}", got[0][2]);
+    };
+    let bodies: Vec<&str> = c.heredocs.iter().map(|h| h.content.as_str()).collect();
+    assert_eq!(bodies, vec!["hi \"me\" '$U' me\n", "$U\n", "me\n"]);
+    // RUN heredocs are left to the shell.
+    let Command::Run(r) = &got[0][3] else {
+        panic!("{:?}", got[0][3]);
+    };
+    assert_eq!(r.heredocs[0].content, "echo $U\n");
+}

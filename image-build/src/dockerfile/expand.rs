@@ -7,7 +7,7 @@ use image_core::Platform;
 
 use super::ast::*;
 use super::error::{DockerfileError, ExpandProblem, Problem};
-use super::lex::expand_word;
+use super::lex::{expand_heredoc, expand_word};
 
 /// The build arguments that need no ARG to reach RUN's environment.
 pub const PROXY_ARGS: [&str; 10] = [
@@ -87,6 +87,27 @@ impl Scope {
     /// Expands one word in this scope.
     pub fn expand(&self, word: &str) -> Result<String, ExpandProblem> {
         expand_word(word, self.escape, &|n| self.get(n).map(str::to_string))
+    }
+
+    /// Expands heredoc bodies whose delimiter was not quoted, after `<<-`
+    /// tab stripping (the result has `chomp` cleared).
+    fn heredocs(&self, docs: &[Heredoc]) -> Result<Vec<Heredoc>, (String, ExpandProblem)> {
+        docs.iter()
+            .map(|d| {
+                let body = d.body();
+                let content = if d.expand {
+                    expand_heredoc(&body, self.escape, &|n| self.get(n).map(str::to_string))
+                        .map_err(|p| (d.name.clone(), p))?
+                } else {
+                    body
+                };
+                Ok(Heredoc {
+                    content,
+                    chomp: false,
+                    ..d.clone()
+                })
+            })
+            .collect()
     }
 }
 
@@ -170,7 +191,8 @@ impl<'a> Expander<'a> {
     /// Expands one instruction of a stage in `scope` and applies its ARG or
     /// ENV to `scope`. Returns the instruction with every word Docker
     /// expands expanded (RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK and
-    /// ONBUILD are returned as written).
+    /// ONBUILD are returned as written; COPY and ADD heredoc bodies are
+    /// expanded unless their delimiter was quoted, keeping quotes).
     pub fn step(&self, scope: &mut Scope, ins: &Instruction) -> Result<Command, DockerfileError> {
         let at = ins.pos;
         let file = self.file;
@@ -179,6 +201,10 @@ impl<'a> Expander<'a> {
             l.iter().map(|w| ex(s, w)).collect()
         };
         let opt = |s: &Scope, o: &Option<String>| o.as_deref().map(|w| ex(s, w)).transpose();
+        let docs = |s: &Scope, d: &[Heredoc]| {
+            s.heredocs(d)
+                .map_err(|(name, p)| located(file, at, &format!("<<{name}"), p))
+        };
         Ok(match &ins.command {
             Command::Arg(decls) => {
                 let mut out = Vec::with_capacity(decls.len());
@@ -232,6 +258,7 @@ impl<'a> Expander<'a> {
                 chown: opt(scope, &c.chown)?,
                 chmod: opt(scope, &c.chmod)?,
                 exclude: list(scope, &c.exclude)?,
+                heredocs: docs(scope, &c.heredocs)?,
                 ..c.clone()
             }),
             Command::Add(a) => Command::Add(Add {
@@ -241,6 +268,7 @@ impl<'a> Expander<'a> {
                 chmod: opt(scope, &a.chmod)?,
                 exclude: list(scope, &a.exclude)?,
                 checksum: opt(scope, &a.checksum)?,
+                heredocs: docs(scope, &a.heredocs)?,
                 ..a.clone()
             }),
             Command::Run(r) => Command::Run(Run {

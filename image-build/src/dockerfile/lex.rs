@@ -23,8 +23,28 @@ pub fn expand_word(
         escape,
         lookup,
         depth: 0,
+        raw: false,
     };
     lx.until(None, false)
+}
+
+/// Expands the body of a COPY or ADD heredoc as BuildKit does: variables
+/// are substituted, quotes and escape characters are kept as written (and
+/// text in single quotes is not expanded).
+pub fn expand_heredoc(
+    body: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandProblem> {
+    let mut lx = Lexer {
+        chars: body.chars().collect(),
+        at: 0,
+        escape,
+        lookup,
+        depth: 0,
+        raw: true,
+    };
+    lx.until(None, true)
 }
 
 struct Lexer<'a> {
@@ -33,6 +53,8 @@ struct Lexer<'a> {
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
     depth: usize,
+    /// Keep quotes and escapes (heredoc bodies).
+    raw: bool,
 }
 
 impl Lexer<'_> {
@@ -104,10 +126,18 @@ impl Lexer<'_> {
     fn single(&mut self) -> Result<String, ExpandProblem> {
         self.at += 1;
         let mut out = String::new();
+        if self.raw {
+            out.push('\'');
+        }
         loop {
             match self.next() {
                 None => return Err(ExpandProblem::SingleQuote),
-                Some('\'') => return Ok(out),
+                Some('\'') => {
+                    if self.raw {
+                        out.push('\'');
+                    }
+                    return Ok(out);
+                }
                 Some(c) => out.push(c),
             }
         }
@@ -116,11 +146,17 @@ impl Lexer<'_> {
     fn double(&mut self) -> Result<String, ExpandProblem> {
         self.at += 1;
         let mut out = String::new();
+        if self.raw {
+            out.push('"');
+        }
         loop {
             match self.peek() {
                 None => return Err(ExpandProblem::DoubleQuote),
                 Some('"') => {
                     self.at += 1;
+                    if self.raw {
+                        out.push('"');
+                    }
                     return Ok(out);
                 }
                 Some('$') => {
@@ -130,6 +166,9 @@ impl Lexer<'_> {
                 Some(c) => {
                     self.at += 1;
                     if c == self.escape {
+                        if self.raw {
+                            out.push(c);
+                        }
                         match self.peek() {
                             None => continue,
                             Some(n) if n == '"' || n == '$' || n == self.escape => {
