@@ -154,7 +154,8 @@ fn parse_instructions(text: &str) -> Located<(Directives, Vec<Instruction>)> {
             }
             heredocs.push(Heredoc { content, ..spec });
         }
-        let command = command_in(&split, heredocs, esc, false).map_err(|e| (pos, e))?;
+        let command =
+            command_in(&split, heredocs, esc, false).map_err(|e| (flag_pos(&e, raw, pos), e))?;
         out.push(Instruction {
             pos,
             end_line: i,
@@ -162,6 +163,36 @@ fn parse_instructions(text: &str) -> Located<(Directives, Vec<Instruction>)> {
         });
     }
     Ok((directives, out))
+}
+
+/// Where a flag named in a problem is on the instruction's first line (the
+/// instruction's place when it is on a continuation line).
+fn flag_pos(problem: &Problem, first_line: &str, at: Pos) -> Pos {
+    let flag = match problem {
+        Problem::UnknownFlag { flag, .. }
+        | Problem::DuplicateFlag(flag)
+        | Problem::FlagValue(flag)
+        | Problem::FlagBool { flag, .. } => flag,
+        _ => return at,
+    };
+    let needle = format!("--{flag}");
+    let places: Vec<usize> = first_line
+        .match_indices(&needle)
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            let after = first_line[i + needle.len()..].chars().next();
+            !after.is_some_and(|c| c.is_alphanumeric() || c == '-')
+        })
+        .collect();
+    // A duplicate is reported where it is given the second time.
+    let nth = usize::from(matches!(problem, Problem::DuplicateFlag(_)));
+    match places.get(nth) {
+        Some(&i) => Pos {
+            line: at.line,
+            column: first_line[..i].chars().count() + 1,
+        },
+        None => at,
+    }
 }
 
 fn trim_newline(s: &str) -> &str {
