@@ -4,6 +4,9 @@
 //! and matched by simulating it: linear in the text times the pattern's
 //! length, never backtracking.
 
+/// The most automaton steps one `${VAR/pattern/replacement}` may take.
+pub const REPLACE_BUDGET: usize = 50_000_000;
+
 /// One element of a pattern.
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -144,12 +147,19 @@ impl Glob {
     }
 
     /// Replaces the first (or every) leftmost-longest match in `text`.
-    pub(crate) fn replace(&self, text: &[char], rep: &str, all: bool) -> String {
+    /// Trying each start is quadratic at worst, so the work is bounded by
+    /// [`REPLACE_BUDGET`] automaton steps: None beyond it.
+    pub(crate) fn replace(&self, text: &[char], rep: &str, all: bool) -> Option<String> {
         let mut out = String::new();
         let mut i = 0;
         let mut replaced = false;
+        let mut spent = 0usize;
         while i <= text.len() {
             if !replaced || all {
+                spent = spent.saturating_add((text.len() - i + 1) * (self.toks.len() + 1));
+                if spent > REPLACE_BUDGET {
+                    return None;
+                }
                 if let Some(n) = self.prefix(&text[i..], true) {
                     out.push_str(rep);
                     replaced = true;
@@ -164,7 +174,7 @@ impl Glob {
             }
             i += 1;
         }
-        out
+        Some(out)
     }
 }
 

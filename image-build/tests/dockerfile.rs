@@ -173,6 +173,17 @@ fn word_expansion_errors() {
         expand_word(&deep, '\\', &env(&vars)),
         Err(ExpandProblem::TooDeep(dockerfile::MAX_DEPTH))
     );
+    // Replacing tries every start: bounded work, a typed error beyond it.
+    let long = "a".repeat(200_000);
+    assert_eq!(
+        expand_word("${L//*b/x}", '\\', &|_| Some(long.clone())),
+        Err(ExpandProblem::TooComplex(dockerfile::REPLACE_BUDGET))
+    );
+    let ok = "a".repeat(2_000) + "b";
+    assert_eq!(
+        expand_word("${L//a*b/x}", '\\', &|_| Some(ok.clone())).as_deref(),
+        Ok("x")
+    );
     // Growth is bounded: each reference doubles nothing past the cap.
     let big = "x".repeat(1 << 16);
     let many = "$B".repeat(64);

@@ -146,6 +146,9 @@ pub enum ExpandProblem {
     /// Substitutions nested too deep.
     #[error("substitutions nested deeper than {0}")]
     TooDeep(usize),
+    /// A `${VAR/pattern/replacement}` that would take more steps than the bound.
+    #[error("substitution would take more than {0} pattern steps")]
+    TooComplex(usize),
     /// The result grew beyond the bound.
     #[error("result longer than {0} bytes")]
     TooLong(usize),

@@ -310,7 +310,9 @@ impl Lexer<'_> {
                 let pat = self.until_pattern()?;
                 let rep = self.until(Some(&['}']), true)?;
                 let value: Vec<char> = value.unwrap_or_default().chars().collect();
-                Ok(Glob::shell(&pat).replace(&value, &rep, all))
+                Glob::shell(&pat)
+                    .replace(&value, &rep, all)
+                    .ok_or(ExpandProblem::TooComplex(crate::glob::REPLACE_BUDGET))
             }
             other => Err(ExpandProblem::Modifier(other.to_string())),
         }

@@ -10,7 +10,8 @@
 //! # Security
 //! The input is hostile: its size ([`MAX_BYTES`]), instruction count
 //! ([`MAX_INSTRUCTIONS`]), heredocs per line ([`MAX_HEREDOCS`]), nesting of
-//! substitutions ([`MAX_DEPTH`]) and expanded length ([`MAX_EXPANDED`]) are
+//! substitutions ([`MAX_DEPTH`]), expanded length ([`MAX_EXPANDED`]) and the
+//! work of a `${VAR/pattern/replacement}` ([`REPLACE_BUDGET`]) are
 //! bounded; every failure is a [`DockerfileError`] with a place.
 
 mod ast;
@@ -20,6 +21,7 @@ mod lex;
 mod parse;
 mod print;
 
+pub use crate::glob::REPLACE_BUDGET;
 pub use ast::*;
 pub use error::{DockerfileError, ExpandProblem, Problem};
 pub use expand::{BuildInputs, Expander, Scope, PROXY_ARGS};
