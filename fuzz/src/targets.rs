@@ -504,11 +504,7 @@ pub fn dockerfile(data: &[u8]) {
     };
     if let Ok(ex) = Expander::new("fuzz", &df, &inputs) {
         for stage in &df.stages {
-            let _ = ex.from(stage);
-            let mut scope = ex.stage_scope(Default::default());
-            for ins in &stage.instructions {
-                let _ = ex.step(&mut scope, ins);
-            }
+            let _ = ex.stage(stage, Default::default());
         }
     }
 }

@@ -208,16 +208,10 @@ fn expand_all(text: &str, args: &[(&str, &str)]) -> Result<Vec<Vec<Command>>, St
     let df = dockerfile::parse("Dockerfile", text).map_err(|e| e.to_string())?;
     let inputs = inputs(args);
     let ex = Expander::new("Dockerfile", &df, &inputs).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for stage in &df.stages {
-        let mut steps = vec![Command::From(ex.from(stage).map_err(|e| e.to_string())?)];
-        let mut scope = ex.stage_scope(BTreeMap::new());
-        for ins in &stage.instructions {
-            steps.push(ex.step(&mut scope, ins).map_err(|e| e.to_string())?);
-        }
-        out.push(steps);
-    }
-    Ok(out)
+    df.stages
+        .iter()
+        .map(|s| ex.stage(s, BTreeMap::new()).map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn word_of(c: &Command) -> String {
@@ -489,11 +483,7 @@ fn generated_parse_print_parse() {
             let inputs = inputs(&[]);
             if let Ok(ex) = Expander::new("gen", &df, &inputs) {
                 for stage in &df.stages {
-                    let _ = ex.from(stage);
-                    let mut scope = ex.stage_scope(BTreeMap::new());
-                    for ins in &stage.instructions {
-                        let _ = ex.step(&mut scope, ins);
-                    }
+                    let _ = ex.stage(stage, BTreeMap::new());
                 }
             }
         }

@@ -188,6 +188,22 @@ impl<'a> Expander<'a> {
         }
     }
 
+    /// Expands a whole stage from its base image's ENV: its FROM (in the
+    /// global scope), then each instruction in order.
+    pub fn stage(
+        &self,
+        stage: &Stage,
+        base_env: BTreeMap<String, String>,
+    ) -> Result<Vec<Command>, DockerfileError> {
+        let mut out = Vec::with_capacity(stage.instructions.len() + 1);
+        out.push(Command::From(self.from(stage)?));
+        let mut scope = self.stage_scope(base_env);
+        for ins in &stage.instructions {
+            out.push(self.step(&mut scope, ins)?);
+        }
+        Ok(out)
+    }
+
     /// Expands one instruction of a stage in `scope` and applies its ARG or
     /// ENV to `scope`. Returns the instruction with every word Docker
     /// expands expanded (RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK and

@@ -17,15 +17,7 @@ pub fn expand_word(
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandProblem> {
-    let mut lx = Lexer {
-        chars: word.chars().collect(),
-        at: 0,
-        escape,
-        lookup,
-        depth: 0,
-        raw: false,
-    };
-    lx.until(None, false)
+    run(word, escape, lookup, false)
 }
 
 /// Expands the body of a COPY or ADD heredoc as BuildKit does: variables
@@ -36,15 +28,24 @@ pub fn expand_heredoc(
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandProblem> {
+    run(body, escape, lookup, true)
+}
+
+fn run(
+    text: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    raw: bool,
+) -> Result<String, ExpandProblem> {
     let mut lx = Lexer {
-        chars: body.chars().collect(),
+        chars: text.chars().collect(),
         at: 0,
         escape,
         lookup,
         depth: 0,
-        raw: true,
+        raw,
     };
-    lx.until(None, true)
+    lx.until(None, raw)
 }
 
 struct Lexer<'a> {
