@@ -80,7 +80,9 @@ macro_rules! corpus_tests {
     )*};
 }
 
-corpus_tests!(digest, reference, platform, document, config, unpack, archive, layout, spec);
+corpus_tests!(
+    digest, reference, platform, document, config, unpack, archive, layout, spec, dockerfile,
+);
 
 /// Writes the seeds of the `archive`, `layout` and `spec` targets (small
 /// files, each under 64 KiB) from the adversarial generators.

@@ -479,3 +479,32 @@ pub fn spec(data: &[u8]) {
         );
     }
 }
+
+/// Dockerfiles: parsing never panics; a parsed file prints to text that
+/// parses to the same directives and instructions, printing is a fixed
+/// point, and expanding every step never panics.
+pub fn dockerfile(data: &[u8]) {
+    use image_build::dockerfile::{parse, print, BuildInputs, Expander};
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(df) = parse("fuzz", s) else {
+        return;
+    };
+    let printed = print(&df);
+    let again = parse("printed", &printed).expect("a printed Dockerfile parses");
+    assert_eq!(again.directives, df.directives, "directives of {s:?}");
+    assert_eq!(again.commands(), df.commands(), "instructions of {s:?}");
+    assert_eq!(print(&again), printed, "printing is a fixed point");
+    let platform: Platform = "linux/amd64".parse().expect("a platform");
+    let inputs = BuildInputs {
+        build_args: Default::default(),
+        target: platform.clone(),
+        build: platform,
+    };
+    if let Ok(ex) = Expander::new("fuzz", &df, &inputs) {
+        for stage in &df.stages {
+            let _ = ex.stage(stage, Default::default());
+        }
+    }
+}

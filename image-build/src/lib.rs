@@ -1,7 +1,37 @@
 //! # image-build
 //!
-//! Dockerfile parsing and image builds: one layer per filesystem-changing step, a layer
-//! cache, multi-stage builds.
+//! Dockerfile parsing and image builds. This part holds the language layer:
+//! the Dockerfile parser ([`dockerfile::parse`]) into a typed tree, its
+//! printer, the expansion pass, and `.dockerignore` matching
+//! ([`dockerignore`]). The build steps come on top of it.
 //!
-//! Not yet filled in: it comes after the foundation issues (core, store, overlay, runtime).
+//! ```
+//! use std::collections::BTreeMap;
+//! use image_build::dockerfile::{self, BuildInputs, Command, Expander};
+//!
+//! let text = "ARG BASE=busybox\nFROM $BASE AS app\nENV DIR=/srv\nWORKDIR ${DIR:-/}/app\nRUN echo $DIR\n";
+//! let df = dockerfile::parse("Dockerfile", text)?;
+//! assert_eq!(df.stages[0].name(), Some("app"));
+//!
+//! let platform: image_core::Platform = "linux/amd64".parse()?;
+//! let inputs = BuildInputs { build_args: BTreeMap::new(), target: platform.clone(), build: platform };
+//! let expander = Expander::new("Dockerfile", &df, &inputs)?;
+//! assert_eq!(expander.from(&df.stages[0])?.image, "busybox");
+//!
+//! let mut scope = expander.stage_scope(BTreeMap::new());
+//! let steps: Vec<Command> = df.stages[0]
+//!     .instructions
+//!     .iter()
+//!     .map(|i| expander.step(&mut scope, i))
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(steps[1], Command::Workdir("/srv/app".into()));
+//! // RUN's shell text is left to the shell.
+//! assert_eq!(dockerfile::print(&df).lines().last(), Some("RUN echo $DIR"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod dockerfile;
+pub mod dockerignore;
+mod glob;

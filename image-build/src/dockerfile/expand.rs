@@ -1,0 +1,317 @@
+//! The expansion pass: ARG/ENV scopes and the words Docker expands, one
+//! instruction at a time, so a builder expands each step as it reaches it.
+
+use std::collections::BTreeMap;
+
+use image_core::Platform;
+
+use super::ast::*;
+use super::error::{DockerfileError, ExpandProblem, Problem};
+use super::lex::{expand_heredoc, expand_word};
+
+/// The build arguments that need no ARG to reach RUN's environment.
+pub const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// What a build is given from outside the Dockerfile.
+#[derive(Debug, Clone)]
+pub struct BuildInputs {
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// The platform the result is for (TARGETPLATFORM and friends).
+    pub target: Platform,
+    /// The platform the build runs on (BUILDPLATFORM and friends).
+    pub build: Platform,
+}
+
+impl BuildInputs {
+    /// The automatic platform ARGs: TARGETPLATFORM, TARGETOS, TARGETARCH,
+    /// TARGETVARIANT, BUILDPLATFORM, BUILDOS, BUILDARCH, BUILDVARIANT.
+    pub fn platform_args(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for (prefix, p) in [("TARGET", &self.target), ("BUILD", &self.build)] {
+            let variant = p.variant.clone().unwrap_or_default();
+            let mut full = format!("{}/{}", p.os, p.architecture);
+            if !variant.is_empty() {
+                full = format!("{full}/{variant}");
+            }
+            m.insert(format!("{prefix}PLATFORM"), full);
+            m.insert(format!("{prefix}OS"), p.os.clone());
+            m.insert(format!("{prefix}ARCH"), p.architecture.clone());
+            m.insert(format!("{prefix}VARIANT"), variant);
+        }
+        m
+    }
+
+    /// The proxy build args given, which RUN sees without an ARG.
+    pub fn proxy_args(&self) -> BTreeMap<String, String> {
+        self.build_args
+            .iter()
+            .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// The variables visible to one stage at one point: its ENV and the ARGs
+/// declared so far (ENV wins over an ARG of the same name, as in Docker).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The escape character of the file.
+    pub escape: char,
+    /// ENV so far (the base image's first, then the stage's).
+    pub env: BTreeMap<String, String>,
+    /// ARGs declared so far that have a value.
+    pub args: BTreeMap<String, String>,
+}
+
+impl Scope {
+    /// The value of a variable.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.env
+            .get(name)
+            .or_else(|| self.args.get(name))
+            .map(String::as_str)
+    }
+
+    /// Expands one word in this scope.
+    pub fn expand(&self, word: &str) -> Result<String, ExpandProblem> {
+        expand_word(word, self.escape, &|n| self.get(n).map(str::to_string))
+    }
+
+    /// Expands heredoc bodies whose delimiter was not quoted, after `<<-`
+    /// tab stripping (the result has `chomp` cleared).
+    fn heredocs(&self, docs: &[Heredoc]) -> Result<Vec<Heredoc>, (String, ExpandProblem)> {
+        docs.iter()
+            .map(|d| {
+                let body = d.body();
+                let content = if d.expand {
+                    expand_heredoc(&body, self.escape, &|n| self.get(n).map(str::to_string))
+                        .map_err(|p| (d.name.clone(), p))?
+                } else {
+                    body
+                };
+                Ok(Heredoc {
+                    content,
+                    chomp: false,
+                    ..d.clone()
+                })
+            })
+            .collect()
+    }
+}
+
+/// Expands a parsed Dockerfile for one set of inputs.
+#[derive(Debug, Clone)]
+pub struct Expander<'a> {
+    file: &'a str,
+    dockerfile: &'a Dockerfile,
+    inputs: &'a BuildInputs,
+    global: Scope,
+}
+
+impl<'a> Expander<'a> {
+    /// Evaluates the global ARGs (before the first FROM) in order, with the
+    /// automatic platform ARGs visible. `file` names the Dockerfile in errors.
+    pub fn new(
+        file: &'a str,
+        dockerfile: &'a Dockerfile,
+        inputs: &'a BuildInputs,
+    ) -> Result<Self, DockerfileError> {
+        let mut global = Scope {
+            escape: dockerfile.directives.escape,
+            env: BTreeMap::new(),
+            args: inputs.platform_args(),
+        };
+        for ins in &dockerfile.global_args {
+            if let Command::Arg(decls) = &ins.command {
+                for d in decls {
+                    let value = match (inputs.build_args.get(&d.name), &d.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, Some(def)) => Some(
+                            global
+                                .expand(def)
+                                .map_err(|e| located(file, ins.pos, def, e))?,
+                        ),
+                        (None, None) => None,
+                    };
+                    if let Some(v) = value {
+                        global.args.insert(d.name.clone(), v);
+                    }
+                }
+            }
+        }
+        Ok(Expander {
+            file,
+            dockerfile,
+            inputs,
+            global,
+        })
+    }
+
+    /// The global scope: automatic platform ARGs and the global ARGs.
+    pub fn global(&self) -> &Scope {
+        &self.global
+    }
+
+    /// The FROM of a stage with its image and platform expanded in the
+    /// global scope.
+    pub fn from(&self, stage: &Stage) -> Result<From, DockerfileError> {
+        let e = |w: &str| {
+            self.global
+                .expand(w)
+                .map_err(|p| located(self.file, stage.pos, w, p))
+        };
+        Ok(From {
+            image: e(&stage.from.image)?,
+            alias: stage.from.alias.clone(),
+            platform: stage.from.platform.as_deref().map(e).transpose()?,
+        })
+    }
+
+    /// A fresh scope for a stage, starting from its base image's ENV.
+    pub fn stage_scope(&self, base_env: BTreeMap<String, String>) -> Scope {
+        Scope {
+            escape: self.dockerfile.directives.escape,
+            env: base_env,
+            args: BTreeMap::new(),
+        }
+    }
+
+    /// Expands a whole stage from its base image's ENV: its FROM (in the
+    /// global scope), then each instruction in order.
+    pub fn stage(
+        &self,
+        stage: &Stage,
+        base_env: BTreeMap<String, String>,
+    ) -> Result<Vec<Command>, DockerfileError> {
+        let mut out = Vec::with_capacity(stage.instructions.len() + 1);
+        out.push(Command::From(self.from(stage)?));
+        let mut scope = self.stage_scope(base_env);
+        for ins in &stage.instructions {
+            out.push(self.step(&mut scope, ins)?);
+        }
+        Ok(out)
+    }
+
+    /// Expands one instruction of a stage in `scope` and applies its ARG or
+    /// ENV to `scope`. Returns the instruction with every word Docker
+    /// expands expanded (RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK and
+    /// ONBUILD are returned as written; COPY and ADD heredoc bodies are
+    /// expanded unless their delimiter was quoted, keeping quotes).
+    pub fn step(&self, scope: &mut Scope, ins: &Instruction) -> Result<Command, DockerfileError> {
+        let at = ins.pos;
+        let file = self.file;
+        let ex = |s: &Scope, w: &str| s.expand(w).map_err(|p| located(file, at, w, p));
+        let list = |s: &Scope, l: &[String]| -> Result<Vec<String>, DockerfileError> {
+            l.iter().map(|w| ex(s, w)).collect()
+        };
+        let opt = |s: &Scope, o: &Option<String>| o.as_deref().map(|w| ex(s, w)).transpose();
+        let docs = |s: &Scope, d: &[Heredoc]| {
+            s.heredocs(d)
+                .map_err(|(name, p)| located(file, at, &format!("<<{name}"), p))
+        };
+        Ok(match &ins.command {
+            Command::Arg(decls) => {
+                let mut out = Vec::with_capacity(decls.len());
+                for d in decls {
+                    let value = match (self.inputs.build_args.get(&d.name), &d.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, Some(def)) => Some(ex(scope, def)?),
+                        (None, None) => self.global.args.get(&d.name).cloned(),
+                    };
+                    if let Some(v) = &value {
+                        scope.args.insert(d.name.clone(), v.clone());
+                    }
+                    out.push(ArgDecl {
+                        name: d.name.clone(),
+                        default: value,
+                    });
+                }
+                Command::Arg(out)
+            }
+            Command::Env(pairs) => {
+                // Every pair sees the scope from before the instruction.
+                let out = pairs
+                    .iter()
+                    .map(|kv| {
+                        Ok(KeyValue {
+                            key: ex(scope, &kv.key)?,
+                            value: ex(scope, &kv.value)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, DockerfileError>>()?;
+                for kv in &out {
+                    scope.env.insert(kv.key.clone(), kv.value.clone());
+                }
+                Command::Env(out)
+            }
+            Command::Label(pairs) => Command::Label(
+                pairs
+                    .iter()
+                    .map(|kv| {
+                        Ok(KeyValue {
+                            key: ex(scope, &kv.key)?,
+                            value: ex(scope, &kv.value)?,
+                        })
+                    })
+                    .collect::<Result<_, DockerfileError>>()?,
+            ),
+            Command::Copy(c) => Command::Copy(Copy {
+                sources: list(scope, &c.sources)?,
+                dest: ex(scope, &c.dest)?,
+                from: opt(scope, &c.from)?,
+                chown: opt(scope, &c.chown)?,
+                chmod: opt(scope, &c.chmod)?,
+                exclude: list(scope, &c.exclude)?,
+                heredocs: docs(scope, &c.heredocs)?,
+                ..c.clone()
+            }),
+            Command::Add(a) => Command::Add(Add {
+                sources: list(scope, &a.sources)?,
+                dest: ex(scope, &a.dest)?,
+                chown: opt(scope, &a.chown)?,
+                chmod: opt(scope, &a.chmod)?,
+                exclude: list(scope, &a.exclude)?,
+                checksum: opt(scope, &a.checksum)?,
+                heredocs: docs(scope, &a.heredocs)?,
+                ..a.clone()
+            }),
+            Command::Run(r) => Command::Run(Run {
+                mounts: list(scope, &r.mounts)?,
+                ..r.clone()
+            }),
+            Command::Expose(ports) => Command::Expose(list(scope, ports)?),
+            Command::User(u) => Command::User(ex(scope, u)?),
+            Command::Workdir(w) => Command::Workdir(ex(scope, w)?),
+            Command::Stopsignal(s) => Command::Stopsignal(ex(scope, s)?),
+            Command::Volume(v) => Command::Volume(PathList {
+                paths: list(scope, &v.paths)?,
+                json: v.json,
+            }),
+            other => other.clone(),
+        })
+    }
+}
+
+fn located(file: &str, pos: Pos, word: &str, reason: ExpandProblem) -> DockerfileError {
+    DockerfileError {
+        file: file.to_string(),
+        line: pos.line,
+        column: pos.column,
+        problem: Problem::Expand {
+            word: word.to_string(),
+            reason,
+        },
+    }
+}

@@ -1,0 +1,30 @@
+//! The Dockerfile language: parse into a typed tree, print it back, expand
+//! its words per step.
+//!
+//! The parser follows BuildKit's Dockerfile frontend: parser directives,
+//! comments and continuations where it allows them, every instruction and
+//! flag it knows, JSON forms with the fallback to shell form, heredocs.
+//! Expansion is a separate pass ([`Expander`]) so that a builder expands
+//! each step in the scope it has reached.
+//!
+//! # Security
+//! The input is hostile: its size ([`MAX_BYTES`]), instruction count
+//! ([`MAX_INSTRUCTIONS`]), heredocs per line ([`MAX_HEREDOCS`]), nesting of
+//! substitutions ([`MAX_DEPTH`]), expanded length ([`MAX_EXPANDED`]) and the
+//! work of a `${VAR/pattern/replacement}` ([`REPLACE_BUDGET`]) are
+//! bounded; every failure is a [`DockerfileError`] with a place.
+
+mod ast;
+mod error;
+mod expand;
+mod lex;
+mod parse;
+mod print;
+
+pub use crate::glob::REPLACE_BUDGET;
+pub use ast::*;
+pub use error::{DockerfileError, ExpandProblem, Problem};
+pub use expand::{BuildInputs, Expander, Scope, PROXY_ARGS};
+pub use lex::{expand_heredoc, expand_word, MAX_DEPTH, MAX_EXPANDED};
+pub use parse::{parse, MAX_BYTES, MAX_HEREDOCS, MAX_INSTRUCTIONS};
+pub use print::{print, print_command};

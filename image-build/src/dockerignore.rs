@@ -1,0 +1,254 @@
+//! `.dockerignore`: which context paths a build does not see, by Docker's
+//! pattern rules (moby/patternmatcher): patterns cleaned as paths with a
+//! leading `/` dropped, `*` and `?` within one path element, `**` across
+//! elements, `[...]` classes, `\` escapes, `!` exceptions evaluated in
+//! order, and a path excluded when it or one of its parent directories
+//! matches. The `.dockerignore` file and the Dockerfile may be excluded like
+//! any other file (the builder still reads them).
+//!
+//! # Security
+//! The file is read without following a symlink in its last component
+//! (`O_NOFOLLOW`), and its size ([`MAX_IGNORE_BYTES`]) and pattern count
+//! ([`MAX_PATTERNS`]) are bounded. Matching is linear in the path's length
+//! times the pattern's.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use image_core::error::{Classify, ErrorKind};
+use rustix::fs::{Mode, OFlags, CWD};
+
+use crate::glob::Glob;
+
+/// The largest ignore file read, in bytes.
+pub const MAX_IGNORE_BYTES: u64 = 1 << 20;
+/// The most patterns in one ignore file.
+pub const MAX_PATTERNS: usize = 10_000;
+
+/// A failure to read or understand an ignore file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IgnoreError {
+    /// A pattern that cannot be compiled.
+    #[error("line {line}: pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The line, from 1.
+        line: usize,
+        /// The pattern as written.
+        pattern: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The file or its pattern count is beyond the bounds.
+    #[error("{what} exceeds the limit of {limit}")]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file could not be read (a symlink is refused as ELOOP).
+    #[error("reading {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Classify for IgnoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            IgnoreError::Read { source, .. } => Classify::kind(source),
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// One line of the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pattern {
+    /// The cleaned pattern, without its `!`.
+    pub text: String,
+    /// A `!` exception: matching paths are included again.
+    pub exclusion: bool,
+    glob: Glob,
+}
+
+/// The patterns of an ignore file, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ignore {
+    /// The patterns.
+    pub patterns: Vec<Pattern>,
+}
+
+impl Ignore {
+    /// Reads the text of an ignore file: comments (`#` first on a line) and
+    /// blank lines skipped, each pattern trimmed and cleaned.
+    pub fn parse(text: &str) -> Result<Ignore, IgnoreError> {
+        if text.len() as u64 > MAX_IGNORE_BYTES {
+            return Err(IgnoreError::TooLarge {
+                what: "the ignore file's size in bytes",
+                limit: MAX_IGNORE_BYTES,
+            });
+        }
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut patterns = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            if raw.starts_with('#') {
+                continue;
+            }
+            let mut p = raw.trim();
+            if p.is_empty() {
+                continue;
+            }
+            let exclusion = p.starts_with('!');
+            if exclusion {
+                p = p[1..].trim();
+            }
+            let bad = |reason| IgnoreError::Pattern {
+                line: i + 1,
+                pattern: raw.to_string(),
+                reason,
+            };
+            if p.is_empty() {
+                return Err(bad("an exception needs a pattern after '!'"));
+            }
+            let mut cleaned = clean(p);
+            if cleaned.len() > 1 && cleaned.starts_with('/') {
+                cleaned.remove(0);
+            }
+            let glob = Glob::path(&cleaned).ok_or_else(|| bad("unterminated '[' class"))?;
+            if patterns.len() == MAX_PATTERNS {
+                return Err(IgnoreError::TooLarge {
+                    what: "the number of patterns",
+                    limit: MAX_PATTERNS as u64,
+                });
+            }
+            patterns.push(Pattern {
+                text: cleaned,
+                exclusion,
+                glob,
+            });
+        }
+        Ok(Ignore { patterns })
+    }
+
+    /// True when `path` (relative to the context, `/`-separated) is left
+    /// out of the build: the last pattern matching it or one of its parent
+    /// directories decides.
+    pub fn is_excluded(&self, path: &str) -> bool {
+        let file = clean(path.trim_start_matches('/'));
+        let mut matched = false;
+        for p in &self.patterns {
+            if p.exclusion != matched {
+                continue;
+            }
+            if p.matches_or_parent(&file) {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+}
+
+impl Pattern {
+    /// True when the pattern matches the whole of `path`.
+    pub fn matches(&self, path: &str) -> bool {
+        self.glob.matches(path, false)
+    }
+
+    /// True when the pattern matches `path` or one of its parent
+    /// directories: one pass, the parents are the prefixes before a `/`.
+    pub fn matches_or_parent(&self, path: &str) -> bool {
+        self.glob.matches(path, true)
+    }
+}
+
+/// Go's `filepath.Clean` on a `/`-separated path.
+fn clean(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// The ignore file of a build, as Docker looks for it: `<name>.dockerignore`
+/// next to the Dockerfile (when one is named), else `.dockerignore` at the
+/// context's root. Returns the file read and its patterns, or None when
+/// neither exists. Neither file is read through a symlink.
+pub fn find_ignore_file(
+    context: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Option<(PathBuf, Ignore)>, IgnoreError> {
+    let mut candidates = Vec::new();
+    if let Some(df) = dockerfile {
+        if let Some(name) = df.file_name() {
+            let mut n = name.to_os_string();
+            n.push(".dockerignore");
+            candidates.push(df.with_file_name(n));
+        }
+    }
+    candidates.push(context.join(".dockerignore"));
+    for path in candidates {
+        if let Some(text) = read_no_follow(&path)? {
+            let ignore = Ignore::parse(&text)?;
+            return Ok(Some((path, ignore)));
+        }
+    }
+    Ok(None)
+}
+
+fn read_no_follow(path: &Path) -> Result<Option<String>, IgnoreError> {
+    let err = |source| IgnoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let fd = match rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(err(e.into())),
+    };
+    let mut file = std::fs::File::from(fd);
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(err(std::io::Error::other("not a regular file")));
+    }
+    let mut buf = Vec::new();
+    (&mut file)
+        .take(MAX_IGNORE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(err)?;
+    if buf.len() as u64 > MAX_IGNORE_BYTES {
+        return Err(IgnoreError::TooLarge {
+            what: "the ignore file's size in bytes",
+            limit: MAX_IGNORE_BYTES,
+        });
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}

@@ -1,0 +1,252 @@
+//! The patterns of word expansion (`${VAR#pattern}`, shell rules: `*` and
+//! `?` match any character) and of `.dockerignore` (path rules: `*` and `?`
+//! stop at `/`, `**` crosses directories), compiled to one small automaton
+//! and matched by simulating it: linear in the text times the pattern's
+//! length, never backtracking.
+
+/// The most automaton steps one `${VAR/pattern/replacement}` may take.
+pub const REPLACE_BUDGET: usize = 50_000_000;
+
+/// One element of a pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    /// `*`.
+    Star,
+    /// `?`.
+    One,
+    /// A literal character (`\x` is `x`).
+    Char(char),
+    /// `[...]`: negated or not, inclusive ranges.
+    Class(bool, Vec<(char, char)>),
+    /// Path rules: `**` at the end, anything.
+    AnyTail,
+    /// Path rules: `**/` or `**` before more pattern: nothing, or anything
+    /// ending in `/`.
+    AnyDirs,
+}
+
+/// A compiled pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Glob {
+    toks: Vec<Tok>,
+    /// Path rules: `*` and `?` do not match `/`.
+    path: bool,
+}
+
+impl Glob {
+    /// Shell rules; an unterminated `[` is a literal.
+    pub(crate) fn shell(p: &str) -> Glob {
+        Glob {
+            toks: tokens(p, false).unwrap_or_default(),
+            path: false,
+        }
+    }
+
+    /// `.dockerignore` rules; None for an unterminated `[`.
+    pub(crate) fn path(p: &str) -> Option<Glob> {
+        Some(Glob {
+            toks: tokens(p, true)?,
+            path: true,
+        })
+    }
+
+    /// The pattern read backwards (to match suffixes on reversed text).
+    pub(crate) fn reversed(&self) -> Glob {
+        Glob {
+            toks: self.toks.iter().rev().cloned().collect(),
+            path: self.path,
+        }
+    }
+
+    fn start(&self) -> Vec<bool> {
+        // States 0..=n: before token i; n+1+i: inside the `.*` of AnyDirs i.
+        let mut s = vec![false; 2 * (self.toks.len() + 1)];
+        s[0] = true;
+        self.closure(&mut s);
+        s
+    }
+
+    fn closure(&self, states: &mut [bool]) {
+        for (i, t) in self.toks.iter().enumerate() {
+            if states[i] && matches!(t, Tok::Star | Tok::AnyTail | Tok::AnyDirs) {
+                states[i + 1] = true;
+            }
+        }
+    }
+
+    /// The states after reading `c`; None when none is left.
+    fn step(&self, cur: &[bool], c: char) -> Option<Vec<bool>> {
+        let n = self.toks.len();
+        let free = !self.path || c != '/';
+        let mut next = vec![false; cur.len()];
+        for (i, t) in self.toks.iter().enumerate() {
+            if cur[i] {
+                match t {
+                    Tok::Star => next[i] |= free,
+                    Tok::One => next[i + 1] |= free,
+                    Tok::Char(x) => next[i + 1] |= *x == c,
+                    Tok::Class(neg, r) => {
+                        next[i + 1] |= r.iter().any(|&(a, b)| a <= c && c <= b) != *neg
+                    }
+                    Tok::AnyTail => next[i] = true,
+                    Tok::AnyDirs => {
+                        next[n + 1 + i] = true;
+                        next[i + 1] |= c == '/';
+                    }
+                }
+            }
+            if cur[n + 1 + i] {
+                next[n + 1 + i] = true;
+                next[i + 1] |= c == '/';
+            }
+        }
+        self.closure(&mut next);
+        next.iter().any(|&s| s).then_some(next)
+    }
+
+    /// True when the pattern matches the whole of `text`, or (with
+    /// `parents`) one of its prefixes that ends before a `/`.
+    pub(crate) fn matches(&self, text: &str, parents: bool) -> bool {
+        let n = self.toks.len();
+        let mut cur = self.start();
+        let mut prev_sep = true;
+        for c in text.chars() {
+            if parents && c == '/' && !prev_sep && cur[n] {
+                return true;
+            }
+            prev_sep = c == '/';
+            match self.step(&cur, c) {
+                Some(next) => cur = next,
+                None => return false,
+            }
+        }
+        cur[n]
+    }
+
+    /// The length of the shortest (or longest) prefix of `text` it matches.
+    pub(crate) fn prefix(&self, text: &[char], longest: bool) -> Option<usize> {
+        let n = self.toks.len();
+        let mut cur = self.start();
+        let mut best = cur[n].then_some(0);
+        if best.is_some() && !longest {
+            return best;
+        }
+        for (k, &c) in text.iter().enumerate() {
+            match self.step(&cur, c) {
+                Some(next) => cur = next,
+                None => break,
+            }
+            if cur[n] {
+                best = Some(k + 1);
+                if !longest {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// Replaces the first (or every) leftmost-longest match in `text`.
+    /// Trying each start is quadratic at worst, so the work is bounded by
+    /// [`REPLACE_BUDGET`] automaton steps: None beyond it.
+    pub(crate) fn replace(&self, text: &[char], rep: &str, all: bool) -> Option<String> {
+        let mut out = String::new();
+        let mut i = 0;
+        let mut replaced = false;
+        let mut spent = 0usize;
+        while i <= text.len() {
+            if !replaced || all {
+                spent = spent.saturating_add((text.len() - i + 1) * (self.toks.len() + 1));
+                if spent > REPLACE_BUDGET {
+                    return None;
+                }
+                if let Some(n) = self.prefix(&text[i..], true) {
+                    out.push_str(rep);
+                    replaced = true;
+                    if n > 0 {
+                        i += n;
+                        continue;
+                    }
+                }
+            }
+            if i < text.len() {
+                out.push(text[i]);
+            }
+            i += 1;
+        }
+        Some(out)
+    }
+}
+
+fn tokens(p: &str, path: bool) -> Option<Vec<Tok>> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' if path && chars.get(i) == Some(&'*') => {
+                i += 1;
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                toks.push(if i == chars.len() {
+                    Tok::AnyTail
+                } else {
+                    Tok::AnyDirs
+                });
+            }
+            '*' => toks.push(Tok::Star),
+            '?' => toks.push(Tok::One),
+            '\\' if i < chars.len() => {
+                toks.push(Tok::Char(chars[i]));
+                i += 1;
+            }
+            '[' => match class(&chars[i..], !path) {
+                Some((t, n)) => {
+                    toks.push(t);
+                    i += n;
+                }
+                None if path => return None,
+                None => toks.push(Tok::Char('[')),
+            },
+            c => toks.push(Tok::Char(c)),
+        }
+    }
+    Some(toks)
+}
+
+/// A class after its `[`, and how many characters it took (the `]`
+/// included). `^` negates; `!` too when `bang_negates` (shell rules).
+fn class(chars: &[char], bang_negates: bool) -> Option<(Tok, usize)> {
+    let mut i = 0;
+    let neg = match chars.first() {
+        Some('^') => true,
+        Some('!') => bang_negates,
+        _ => false,
+    };
+    if neg {
+        i += 1;
+    }
+    let mut ranges = Vec::new();
+    let mut first = true;
+    loop {
+        let mut c = *chars.get(i)?;
+        i += 1;
+        if c == ']' && !first {
+            return Some((Tok::Class(neg, ranges), i));
+        }
+        first = false;
+        if c == '\\' {
+            c = *chars.get(i)?;
+            i += 1;
+        }
+        if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|&e| e != ']') {
+            ranges.push((c, chars[i + 1]));
+            i += 2;
+        } else {
+            ranges.push((c, c));
+        }
+    }
+}

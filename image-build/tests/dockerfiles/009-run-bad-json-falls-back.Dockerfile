@@ -1,0 +1,4 @@
+FROM alpine
+RUN ["echo", 'single']
+CMD ["a", 1]
+ENTRYPOINT [oops

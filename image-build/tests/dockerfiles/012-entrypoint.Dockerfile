@@ -1,0 +1,3 @@
+FROM alpine
+ENTRYPOINT ["/entry.sh"]
+ENTRYPOINT exec top -b

@@ -1,0 +1,3 @@
+FROM alpine
+COPY a.txt /dst/
+COPY a b c /dir/

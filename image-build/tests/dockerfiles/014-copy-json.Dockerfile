@@ -1,0 +1,2 @@
+FROM alpine
+COPY ["with space.txt", "/dst dir/"]

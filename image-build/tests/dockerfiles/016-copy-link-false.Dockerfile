@@ -1,0 +1,2 @@
+FROM alpine
+COPY --link=false --chown="app user" a /b

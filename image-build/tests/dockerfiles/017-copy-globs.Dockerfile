@@ -1,0 +1,4 @@
+FROM alpine
+COPY *.go go.* /src/
+COPY dir/ /dest
+COPY file /dest/

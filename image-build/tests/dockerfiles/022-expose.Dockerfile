@@ -1,0 +1,2 @@
+FROM alpine
+EXPOSE 80 443/tcp 53/udp 8000-8010

@@ -1,0 +1,3 @@
+FROM alpine
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN echo $0

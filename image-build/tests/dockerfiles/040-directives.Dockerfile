@@ -1,0 +1,4 @@
+# syntax=docker/dockerfile:1.7
+# check=skip=JSONArgsRecommended;error=true
+# escape=\
+FROM alpine

@@ -1,0 +1,3 @@
+# hello
+# syntax=x
+FROM alpine

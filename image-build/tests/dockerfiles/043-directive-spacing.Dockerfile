@@ -1,0 +1,2 @@
+#  SYNTAX = docker/dockerfile:1  
+FROM alpine

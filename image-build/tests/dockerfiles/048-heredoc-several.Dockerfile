@@ -1,0 +1,6 @@
+FROM alpine
+RUN <<A cat /dev/stdin && <<B cat
+first
+A
+second
+B

@@ -1,0 +1,2 @@
+FROM alpine
+ENV PATH=/x:$PATH A='single $q' B="dq \"in\""

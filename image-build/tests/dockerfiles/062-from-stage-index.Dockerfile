@@ -1,0 +1,3 @@
+FROM alpine
+FROM 0
+COPY --from=0 / /

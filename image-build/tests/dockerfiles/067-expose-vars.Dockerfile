@@ -1,0 +1,2 @@
+FROM alpine
+EXPOSE $PORT ${OTHER:-8080}/udp

@@ -1,0 +1,2 @@
+FROM alpine
+ONBUILD COPY --from=builder /a /b

@@ -1,0 +1,3 @@
+ARG A
+USER root
+FROM alpine

@@ -1,0 +1,3 @@
+FROM alpine
+NOPE \
+  x

@@ -1,0 +1,150 @@
+//! `.dockerignore` rules, from Docker's documented examples and
+//! moby/patternmatcher's behaviour.
+
+use image_build::dockerignore::{find_ignore_file, Ignore, IgnoreError};
+use image_core::error::{Classify, ErrorKind};
+
+/// (ignore file, path, excluded?)
+const TABLE: &[(&str, &str, bool)] = &[
+    // Docker's documentation example.
+    (
+        "# comment\n*/temp*\n*/*/temp*\ntemp?\n",
+        "somedir/temporary.txt",
+        true,
+    ),
+    ("*/temp*", "somedir/temp", true),
+    ("*/temp*", "temp", false),
+    ("*/temp*", "a/b/temp", false),
+    ("*/*/temp*", "somedir/subdir/temporary.txt", true),
+    ("*/*/temp*", "somedir/temporary.txt", false),
+    ("temp?", "tempa", true),
+    ("temp?", "tempb", true),
+    ("temp?", "temp", false),
+    ("temp?", "tempab", false),
+    ("# comment\n", "# comment", false),
+    // `**` across elements.
+    ("**/*.go", "main.go", true),
+    ("**/*.go", "a/b/c/x.go", true),
+    ("**/*.go", "a/b/c/x.gox", false),
+    ("**", "anything/at/all", true),
+    ("dir/**", "dir/a/b", true),
+    ("dir/**", "dir", false),
+    ("a/**/b", "a/b", true),
+    ("a/**/b", "a/x/y/b", true),
+    ("a/**/b", "a/xb", false),
+    ("**/foo", "foo", true),
+    ("**/foo", "x/y/foo", true),
+    // Exceptions, in order.
+    ("*.md\n!README.md", "README.md", false),
+    ("*.md\n!README.md", "CHANGES.md", true),
+    (
+        "*.md\n!README*.md\nREADME-secret.md",
+        "README-secret.md",
+        true,
+    ),
+    ("*.md\n!README*.md\nREADME-secret.md", "README-x.md", false),
+    (
+        "*.md\nREADME-secret.md\n!README*.md",
+        "README-secret.md",
+        false,
+    ),
+    // A parent directory that matches excludes what is under it.
+    ("node_modules", "node_modules/x/y.js", true),
+    ("*", "a/b", true),
+    ("dir\n!dir/keep", "dir/keep", false),
+    ("dir\n!dir/keep", "dir/other", true),
+    // Leading `/` and `./`, and cleaning.
+    ("/foo", "foo", true),
+    ("./foo", "foo", true),
+    ("foo/../bar", "bar", true),
+    ("foo/", "foo/x", true),
+    ("  spaced  ", "spaced", true),
+    ("! foo\n*", "foo", true),
+    // The ignore file and the Dockerfile can be excluded.
+    (".dockerignore\nDockerfile", ".dockerignore", true),
+    (".dockerignore\nDockerfile", "Dockerfile", true),
+    // Classes and escapes.
+    ("file[0-9]", "file7", true),
+    ("file[0-9]", "filex", false),
+    ("file[^0-9]", "filex", true),
+    ("a\\*b", "a*b", true),
+    ("a\\*b", "axb", false),
+    ("*.txt", "a.txt/inner", true),
+    ("?", "ab", false),
+    ("a?c", "a/c", false),
+];
+
+#[test]
+fn documented_examples() {
+    for (file, path, want) in TABLE {
+        let ig = Ignore::parse(file).unwrap();
+        assert_eq!(ig.is_excluded(path), *want, "patterns {file:?} on {path:?}");
+    }
+}
+
+#[test]
+fn bad_patterns_are_typed_errors() {
+    for (text, line) in [("ok\n!", 2), ("[abc", 1)] {
+        let e = Ignore::parse(text).unwrap_err();
+        assert!(
+            matches!(e, IgnoreError::Pattern { line: l, .. } if l == line),
+            "{e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+}
+
+#[test]
+fn lookup_prefers_the_dockerfile_specific_file() {
+    let ctx = tempfile::tempdir().unwrap();
+    let dir = ctx.path();
+    assert!(find_ignore_file(dir, None).unwrap().is_none());
+    std::fs::write(dir.join(".dockerignore"), "a\n").unwrap();
+    let (p, ig) = find_ignore_file(dir, Some(&dir.join("build/app.Dockerfile")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p, dir.join(".dockerignore"));
+    assert!(ig.is_excluded("a"));
+    std::fs::create_dir(dir.join("build")).unwrap();
+    std::fs::write(dir.join("build/app.Dockerfile.dockerignore"), "b\n").unwrap();
+    let (p, ig) = find_ignore_file(dir, Some(&dir.join("build/app.Dockerfile")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(p, dir.join("build/app.Dockerfile.dockerignore"));
+    assert!(ig.is_excluded("b") && !ig.is_excluded("a"));
+}
+
+#[test]
+fn a_symlinked_ignore_file_is_refused() {
+    let ctx = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "x\n").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret"),
+        ctx.path().join(".dockerignore"),
+    )
+    .unwrap();
+    let e = find_ignore_file(ctx.path(), None).unwrap_err();
+    assert!(matches!(e, IgnoreError::Read { .. }), "{e}");
+}
+
+#[test]
+fn matching_is_linear_in_the_path() {
+    // A backtracking matcher takes exponential time on this; the automaton
+    // visits each character once per pattern state.
+    let pattern = "*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b";
+    let ig = Ignore::parse(pattern).unwrap();
+    let path = "a".repeat(20_000);
+    assert!(!ig.is_excluded(&path));
+}
+
+#[test]
+fn parent_matching_is_linear_in_the_depth() {
+    // Checking each parent directory separately is quadratic in the depth;
+    // one pass over the path checks them all.
+    let ig = Ignore::parse("*/*/*/*/*/zz\n**/a/**/b/**/c/**/d").unwrap();
+    let path = "a/".repeat(50_000) + "f";
+    assert!(!ig.is_excluded(&path));
+    let deep = "x/".repeat(50_000) + "a/b/c/d/e";
+    assert!(ig.is_excluded(&deep));
+}
