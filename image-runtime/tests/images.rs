@@ -340,6 +340,54 @@ fn layers_are_unpacked_once_and_reused() {
     all_clean(&rt);
 }
 
+/// Run's image preparation reports each layer it unpacks and stops on its
+/// interrupt: an interrupt already set stops it with `Cancelled`, makes no
+/// container and leaves no snapshot; a tracked preparation reports every
+/// layer of the image, started, grown to its size and finished.
+#[test]
+fn image_preparation_reports_progress_and_stops_on_its_interrupt() {
+    if !ready() {
+        return;
+    }
+    use image_core::progress::{Interrupt, Recorder, Tracker};
+    use image_overlay::ImageUnpackOptions;
+    let f = fixture();
+    let rt = f.runtime(Driver::Overlay);
+    let sn = rt.snapshots().unwrap().snapshotter();
+
+    let stop = Interrupt::new();
+    stop.set();
+    let options =
+        ImageUnpackOptions::default().with_tracker(Tracker::default().with_interrupt(stop));
+    let e = rt
+        .container_from_image_with(&f.store, MULTI, None, &options)
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
+    assert!(sn.list().unwrap().is_empty(), "{:?}", sn.list());
+    assert!(rt.list().unwrap().is_empty());
+
+    let rec = std::sync::Arc::new(Recorder::default());
+    let tracker = Tracker::new(rec.clone(), Interrupt::new());
+    let options = ImageUnpackOptions::default().with_tracker(tracker);
+    let c = rt
+        .container_from_image_with(&f.store, MULTI, None, &options)
+        .unwrap()
+        .create()
+        .unwrap();
+    assert!(rec.violations().is_empty(), "{:?}", rec.violations());
+    let image = image_store::resolve_image(&f.store, MULTI, None).unwrap();
+    let items = rec.items();
+    assert_eq!(items.len(), image.layers().len());
+    for layer in image.layers() {
+        let r = &items[&layer.digest().to_string()];
+        assert!(r.finished);
+        assert_eq!((r.total, r.done), (Some(layer.size()), layer.size()));
+    }
+    delete_clean(&rt, c);
+    all_clean(&rt);
+}
+
 #[test]
 fn writes_land_in_the_upper_layer_only_and_containers_are_isolated() {
     if !ready() {

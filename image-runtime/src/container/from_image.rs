@@ -49,19 +49,35 @@ impl Runtime {
         name: &str,
         platform: Option<&Platform>,
     ) -> Result<ContainerBuilder, ContainerError> {
+        self.container_from_image_with(store, name, platform, &ImageUnpackOptions::default())
+    }
+
+    /// As [`Runtime::container_from_image_for`], preparing the image with
+    /// `unpack`: its tracker ([`ImageUnpackOptions::with_tracker`]) sees
+    /// each layer unpacked (bytes of the compressed blob), and its interrupt
+    /// stops the preparation between chunks with an error of class
+    /// `Cancelled`; the layer being unpacked leaves no snapshot, the
+    /// layers done stay for the next container, and no container is made.
+    ///
+    /// # Errors
+    /// As [`Runtime::container_from_image_for`].
+    pub fn container_from_image_with<S: ImageStore + ?Sized>(
+        &self,
+        store: &S,
+        name: &str,
+        platform: Option<&Platform>,
+        unpack: &ImageUnpackOptions,
+    ) -> Result<ContainerBuilder, ContainerError> {
         let snapshots = self.snapshots().ok_or(ContainerError::NoSnapshots)?.clone();
         super::builder::require_root("creating a container")?;
         let image = find_image(store, name, platform)?;
-        let report = unpack_image(
-            store,
-            &image,
-            snapshots.snapshotter(),
-            &ImageUnpackOptions::default(),
-        )
-        .map_err(|source| ContainerError::Unpack {
-            name: name.to_owned(),
-            source: Box::new(source),
-        })?;
+        let report =
+            unpack_image(store, &image, snapshots.snapshotter(), unpack).map_err(|source| {
+                ContainerError::Unpack {
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         let builder = self
             .container(Rootfs::Mounts(Vec::new()))
             .image_config(&image.config)
