@@ -50,6 +50,7 @@ fn every_classified_error_is_in_its_crates_registry() {
         ("image-store", image_store::CLASSIFIED),
         ("image-overlay", image_overlay::CLASSIFIED),
         ("image-runtime", image_runtime::CLASSIFIED),
+        ("image-build", image_build::CLASSIFIED),
     ] {
         let mut found = BTreeSet::new();
         classified_in(&root.join(krate).join("src"), &mut found);

@@ -35,3 +35,19 @@
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
+
+// The registry of image-build's public errors, for
+// `image_core::error::classify`: it recognises each error type of this crate
+// and, through the registry of the crate beneath it, of every crate below.
+#[cfg(feature = "runtime")]
+image_core::classify_registry!(
+    below: image_runtime::kind_of;
+    crate::dockerfile::DockerfileError,
+    crate::dockerignore::IgnoreError,
+);
+#[cfg(not(feature = "runtime"))]
+image_core::classify_registry!(
+    below: image_overlay::kind_of;
+    crate::dockerfile::DockerfileError,
+    crate::dockerignore::IgnoreError,
+);

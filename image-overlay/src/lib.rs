@@ -121,7 +121,7 @@ pub use whiteout::{OverlayXattrs, WhiteoutMode};
 image_core::classify_registry!(
     below: image_store::kind_of;
     crate::append::AppendError,
-    crate::compress::CompressError,
+    crate::compare::CompareError,
     crate::diff::DiffError,
     crate::flatten::FlattenError,
     crate::image_unpack::ImageUnpackError,

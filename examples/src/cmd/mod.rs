@@ -13,10 +13,10 @@ pub mod store;
 use image_core::ErrorKind;
 
 /// The class of a failure: the kind of the outermost error of the family in
-/// its chain, found through image-runtime's registry (which holds every
+/// its chain, found through image-build's registry (which holds every
 /// crate's below it), or `None` for an error of imagectl's own.
 pub fn classify(e: &anyhow::Error) -> Option<ErrorKind> {
-    image_core::error::classify(e.as_ref(), image_runtime::kind_of)
+    image_core::error::classify(e.as_ref(), image_build::kind_of)
 }
 
 /// The error chain of a failure, prefixed by its class when a library error reports one.
