@@ -16,6 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
+use image_core::path::clean;
 use rustix::fs::{Mode, OFlags, CWD};
 
 use crate::glob::Glob;
@@ -164,31 +165,6 @@ impl Pattern {
     /// directories: one pass, the parents are the prefixes before a `/`.
     pub fn matches_or_parent(&self, path: &str) -> bool {
         self.glob.matches(path, true)
-    }
-}
-
-/// Go's `filepath.Clean` on a `/`-separated path.
-fn clean(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
     }
 }
 
