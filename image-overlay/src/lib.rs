@@ -21,26 +21,6 @@
 //! - [`snapshot`]: overlay and copy snapshotters, and [`image_unpack`]
 //!   unpacking an image's layers into them.
 //!
-//! Every call blocks (filesystem work, and compression on worker
-//! threads): from async code run them on a blocking thread
-//! (`tokio::task::spawn_blocking`). Packing, unpacking onto a directory,
-//! listing, diffing and appending need no privilege, except to keep what
-//! only root may make: an unpack as another user keeps no file owners and
-//! skips device nodes the kernel refuses (see [`UnpackOptions`]). Root (`CAP_SYS_ADMIN`)
-//! is needed to mount ([`SysMounter`], an [`OverlaySnapshotter`]'s
-//! snapshots) and for overlayfs whiteouts in `trusted.*` form.
-//!
-//! # Blocking
-//!
-//! Every operation here blocks the calling thread on file I/O and CPU:
-//! [`unpack()`], [`pack_dir`], [`diff_dirs`], [`flatten_image`],
-//! [`unpack_image`], the snapshotters and mounts. From async code, run them
-//! with `tokio::task::spawn_blocking`, or enable the `tokio` feature and use
-//! the `nonblocking` module (unpack, pack, flatten and image unpack, with
-//! progress and cancellation on drop). The long ones take a
-//! [`Tracker`](image_core::Tracker) in their options
-//! ([`UnpackOptions::tracker`], [`PackOptions::tracker`]).
-//!
 //! ```
 //! use image_core::Compression;
 //! use image_overlay::pack::{pack_dir, PackOptions};
@@ -63,10 +43,32 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Blocking
+//!
+//! Every operation here blocks the calling thread on file I/O and CPU
+//! (compression and hashing run on worker threads besides): [`unpack()`],
+//! [`list()`], [`pack_dir`], [`diff_dirs`], [`compare()`], [`flatten_image`],
+//! [`append_dir`], [`unpack_image`], the snapshotters and mounts. From async
+//! code, run them with `tokio::task::spawn_blocking`, or enable the `tokio`
+//! feature and use the `nonblocking` module (unpack, pack, flatten and image
+//! unpack, with progress and cancellation when the future is dropped). The
+//! long ones take a [`Tracker`](image_core::Tracker) in their options
+//! ([`UnpackOptions::tracker`], [`PackOptions::tracker`]).
+//!
+//! Packing, unpacking onto a directory, listing, diffing and appending
+//! need no privilege, except to keep what only root may make: an unpack as
+//! another user keeps no file owners and skips device nodes the kernel
+//! refuses (see [`UnpackOptions`]). Root (`CAP_SYS_ADMIN`) is needed to
+//! mount ([`SysMounter`], an [`OverlaySnapshotter`]'s snapshots) and for
+//! overlayfs whiteouts in `trusted.*` form.
+//!
 //! # Features
 //! - `testing`: test doubles (`mount::RecordingMounter`, which records
 //!   mount calls and performs none) for tests of code above the
 //!   [`Mounter`] seam. Not for production use.
+//! - `tokio`: the `nonblocking` module (see [Blocking](#blocking)).
+//! - `testsuite`: the snapshotter conformance suite, for this crate's
+//!   drivers and for other implementations of [`Snapshotter`].
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
