@@ -7,7 +7,7 @@
 //! - [`unpack()`]: decompress (gzip, zstd, sniffed or declared), hash the
 //!   blob digest and the diff ID, and apply a layer onto a directory at once,
 //!   working relative to directory descriptors (see its `# Security` section);
-//! - [`list`]: the entries of a layer, read through the same stream path
+//! - [`list`](mod@list): the entries of a layer, read through the same stream path
 //!   as unpack (decompression, digests, where the tar may end, limits);
 //! - [`whiteout`]: OCI whiteouts, applied when flattening or converted to
 //!   overlayfs form for a layer unpacked into a directory of its own;
