@@ -60,7 +60,12 @@
 //! Every call blocks: on the filesystem, on the backend's processes, and
 //! [`Container::run`]/[`RunningContainer::wait`] until the container exits
 //! or the timeout passes. From async code run them on a blocking thread
-//! (`tokio::task::spawn_blocking`). Spec generation ([`spec`]) and bundle
+//! (`tokio::task::spawn_blocking`), or enable the `tokio` feature and use
+//! the `nonblocking` module: an image's preparation
+//! ([`Runtime::container_from_image_with`]), create, commit and gc, with
+//! progress and cancellation when the future is dropped. The image
+//! preparation and a commit take a [`Tracker`](image_core::Tracker) in
+//! their options. Spec generation ([`spec`]) and bundle
 //! writing need no privilege; creating a container needs root
 //! (`CAP_SYS_ADMIN`, for its namespaces and mounts): without it
 //! [`ContainerBuilder::create`] and [`Runtime::container_from_image`] fail
@@ -106,6 +111,8 @@
 //!   imagectl's leak checks look at (`cgroup`: a container's cgroup
 //!   directories; `mountinfo`: what is mounted under a directory). Not a
 //!   stable API; nothing else needs it.
+//! - `tokio`: the `nonblocking` module (see
+//!   [Blocking and privilege](#blocking-and-privilege)).
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -127,6 +134,8 @@ pub mod mountinfo;
 #[cfg(not(feature = "testing"))]
 mod mountinfo;
 pub mod native;
+#[cfg(feature = "tokio")]
+pub mod nonblocking;
 pub mod oci_runtime;
 mod open;
 pub mod rootfs;

@@ -1,0 +1,180 @@
+//! The async wrappers (`nonblocking`, feature `tokio`) against real
+//! snapshots, as root: a whole lifecycle through them, and a dropped image
+//! preparation that stops and leaves nothing. A missing tool or privilege
+//! skips a test loudly (eprintln) unless CI=true, where it fails.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use image_core::progress::{Interrupt, Progress, Tracker};
+use image_core::Platform;
+use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions};
+use image_runtime::snapshots::{Driver, Snapshots};
+use image_runtime::{nonblocking, CommitOptions, NativeOptions, Runtime};
+use image_store::{OciDir, TagStore};
+
+const BIG: &str = "test.local/big:1";
+
+/// Bytes gzip cannot shrink.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    store: OciDir,
+}
+
+impl Fixture {
+    /// A store holding BIG: one layer of 8 MiB of noise and busybox-static.
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = OciDir::open_or_create(tmp.path().join("store")).unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("noise"), noise(8 << 20)).unwrap();
+        std::fs::copy("/bin/busybox", src.join("busybox")).unwrap();
+        let host = Platform::host();
+        append_dir(&store, None, &src, &host, &ConfigChanges::default(), BIG).unwrap();
+        std::fs::remove_dir_all(&src).unwrap();
+        Fixture { tmp, store }
+    }
+
+    fn runtime(&self) -> Runtime {
+        let snapshots = Snapshots::open(&self.tmp.path().join("snapshots"), Driver::Copy).unwrap();
+        Runtime::native(&self.tmp.path().join("state"), NativeOptions::default())
+            .unwrap()
+            .with_snapshots(snapshots)
+            .unwrap()
+    }
+}
+
+/// A progress sink that, once some bytes of an item are done, tells the
+/// test and then holds the unpack until the interrupt is set (at most a
+/// minute, so a wrapper that never sets it lets the unpack finish, and the
+/// test sees what it left); it records the items finished.
+struct Gate {
+    reached: Mutex<Option<mpsc::Sender<()>>>,
+    interrupt: Interrupt,
+    finished: Mutex<Vec<String>>,
+}
+
+impl Progress for Gate {
+    fn item_progress(&self, _item: &str, done: u64) {
+        let Some(tx) = self.reached.lock().unwrap().take().filter(|_| done > 0) else {
+            return;
+        };
+        let _ = tx.send(());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.interrupt.is_set() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn item_finished(&self, item: &str) {
+        self.finished.lock().unwrap().push(item.to_owned());
+    }
+}
+
+/// Dropping the future of an image preparation sets its interrupt; the
+/// unpack stops at its next chunk, leaves no snapshot, finishes no layer
+/// and makes no container.
+#[test]
+fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
+    if !common::ready(&[]) {
+        return;
+    }
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let interrupt = Interrupt::new();
+    let (tx, reached) = mpsc::channel();
+    let gate = Arc::new(Gate {
+        reached: Mutex::new(Some(tx)),
+        interrupt: interrupt.clone(),
+        finished: Mutex::new(Vec::new()),
+    });
+    let options = ImageUnpackOptions::default()
+        .with_parallelism(1)
+        .with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
+    let prepare = nonblocking::container_from_image_with(
+        runtime.clone(),
+        f.store.clone(),
+        BIG.to_owned(),
+        None,
+        options,
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+    tokio.block_on(async move {
+        let mut prepare = Box::pin(prepare);
+        loop {
+            let finished = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(prepare.as_mut(), cx).is_ready())
+            })
+            .await;
+            assert!(!finished, "the preparation finished before it was dropped");
+            if reached.try_recv().is_ok() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // `prepare` is dropped here, with its unpack held by the gate.
+    });
+    assert!(interrupt.is_set(), "dropping the future sets the interrupt");
+    // Dropping the tokio runtime waits for its blocking tasks.
+    drop(tokio);
+    let finished = gate.finished.lock().unwrap().clone();
+    assert!(finished.is_empty(), "{finished:?}");
+    let sn = runtime.snapshots().unwrap().snapshotter();
+    assert!(sn.list().unwrap().is_empty(), "{:?}", sn.list());
+    assert!(runtime.list().unwrap().is_empty());
+}
+
+/// A container's life through the wrappers: prepared, created, committed
+/// (the container comes back), deleted, and gc finds nothing left.
+#[test]
+fn a_container_prepared_created_and_committed_through_the_wrappers() {
+    if !common::ready(&[]) {
+        return;
+    }
+    let f = Fixture::new();
+    let runtime = f.runtime();
+    let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+    let (committed, container) = tokio.block_on(async {
+        let builder = nonblocking::container_from_image_with(
+            runtime.clone(),
+            f.store.clone(),
+            BIG.to_owned(),
+            None,
+            ImageUnpackOptions::default(),
+        )
+        .await
+        .unwrap();
+        let container = nonblocking::create(builder.cmd(["/busybox", "true"]))
+            .await
+            .unwrap();
+        let options = CommitOptions::new().tag("test.local/committed:1");
+        nonblocking::commit(container, f.store.clone(), options)
+            .await
+            .unwrap()
+    });
+    assert_eq!(runtime.list().unwrap().len(), 1);
+    let tagged = f.store.resolve_tag("test.local/committed:1").unwrap();
+    assert_eq!(tagged.digest(), committed.manifest.descriptor().digest());
+    container.delete().unwrap();
+    assert!(tokio
+        .block_on(nonblocking::gc(runtime.clone()))
+        .unwrap()
+        .is_empty());
+    assert!(runtime.list().unwrap().is_empty());
+}
