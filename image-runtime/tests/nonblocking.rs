@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::future::Future;
+use std::io::Read;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,23 +15,12 @@ use image_core::progress::{Interrupt, Progress, Tracker};
 use image_core::Platform;
 use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions};
 use image_runtime::snapshots::{Driver, Snapshots};
-use image_runtime::{nonblocking, CommitOptions, NativeOptions, Runtime};
+use image_runtime::{
+    nonblocking, CommitOptions, ContainerBuilder, ContainerError, NativeOptions, Runtime,
+};
 use image_store::{OciDir, TagStore};
 
 const BIG: &str = "test.local/big:1";
-
-/// Bytes gzip cannot shrink.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -37,13 +28,43 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The fixture and its runtime, when the test can run (root,
+    /// busybox-static).
+    fn ready() -> Option<(Fixture, Runtime)> {
+        if !common::ready(&[]) {
+            return None;
+        }
+        let f = Fixture::new();
+        let runtime = f.runtime();
+        Some((f, runtime))
+    }
+
+    /// BIG prepared by `runtime` through the wrapper, with `options`.
+    fn prepare(
+        &self,
+        runtime: &Runtime,
+        options: ImageUnpackOptions,
+    ) -> impl Future<Output = Result<ContainerBuilder, ContainerError>> + use<> {
+        nonblocking::container_from_image_with(
+            runtime.clone(),
+            self.store.clone(),
+            BIG.to_owned(),
+            None,
+            options,
+        )
+    }
+
     /// A store holding BIG: one layer of 8 MiB of noise and busybox-static.
     fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let store = OciDir::open_or_create(tmp.path().join("store")).unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("noise"), noise(8 << 20)).unwrap();
+        // Bytes gzip cannot shrink.
+        let mut noise = Vec::new();
+        let urandom = std::fs::File::open("/dev/urandom").unwrap();
+        urandom.take(8 << 20).read_to_end(&mut noise).unwrap();
+        std::fs::write(src.join("noise"), noise).unwrap();
         std::fs::copy("/bin/busybox", src.join("busybox")).unwrap();
         let host = Platform::host();
         append_dir(&store, None, &src, &host, &ConfigChanges::default(), BIG).unwrap();
@@ -72,7 +93,10 @@ struct Gate {
 
 impl Progress for Gate {
     fn item_progress(&self, _item: &str, done: u64) {
-        let Some(tx) = self.reached.lock().unwrap().take().filter(|_| done > 0) else {
+        if done == 0 {
+            return;
+        }
+        let Some(tx) = self.reached.lock().unwrap().take() else {
             return;
         };
         let _ = tx.send(());
@@ -92,11 +116,9 @@ impl Progress for Gate {
 /// and makes no container.
 #[test]
 fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
-    if !common::ready(&[]) {
+    let Some((f, runtime)) = Fixture::ready() else {
         return;
-    }
-    let f = Fixture::new();
-    let runtime = f.runtime();
+    };
     let interrupt = Interrupt::new();
     let (tx, reached) = mpsc::channel();
     let gate = Arc::new(Gate {
@@ -107,19 +129,13 @@ fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
     let options = ImageUnpackOptions::default()
         .with_parallelism(1)
         .with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
-    let prepare = nonblocking::container_from_image_with(
-        runtime.clone(),
-        f.store.clone(),
-        BIG.to_owned(),
-        None,
-        options,
-    );
+    let prepare = f.prepare(&runtime, options);
     let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
     tokio.block_on(async move {
         let mut prepare = Box::pin(prepare);
         loop {
             let finished = std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(std::future::Future::poll(prepare.as_mut(), cx).is_ready())
+                std::task::Poll::Ready(Future::poll(prepare.as_mut(), cx).is_ready())
             })
             .await;
             assert!(!finished, "the preparation finished before it was dropped");
@@ -144,22 +160,15 @@ fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
 /// (the container comes back), deleted, and gc finds nothing left.
 #[test]
 fn a_container_prepared_created_and_committed_through_the_wrappers() {
-    if !common::ready(&[]) {
+    let Some((f, runtime)) = Fixture::ready() else {
         return;
-    }
-    let f = Fixture::new();
-    let runtime = f.runtime();
+    };
     let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
     let (committed, container) = tokio.block_on(async {
-        let builder = nonblocking::container_from_image_with(
-            runtime.clone(),
-            f.store.clone(),
-            BIG.to_owned(),
-            None,
-            ImageUnpackOptions::default(),
-        )
-        .await
-        .unwrap();
+        let builder = f
+            .prepare(&runtime, ImageUnpackOptions::default())
+            .await
+            .unwrap();
         let container = nonblocking::create(builder.cmd(["/busybox", "true"]))
             .await
             .unwrap();
