@@ -89,7 +89,9 @@ where
 /// interrupted part way (it makes a bundle, a snapshot and the backend's
 /// container, and undoes them itself on failure); when the future is
 /// dropped while it runs, the container it made is deleted, since no one
-/// can receive it.
+/// can receive it. (Dropped after creation returned but before it was
+/// polled again, the container stays created and [listed](Runtime::list)
+/// until it is deleted.)
 ///
 /// # Errors
 /// As `create`.
@@ -99,7 +101,7 @@ pub async fn create(builder: ContainerBuilder) -> Result<Container, ContainerErr
         if tracker.interrupt().is_set() {
             // The result goes nowhere: leave nothing behind either. The
             // error is never seen (the future is gone); a failed delete
-            // leaves the container to `Runtime::gc` once this process ends.
+            // leaves the container created and listed, as a failed `rm`.
             let id = container.id().to_owned();
             container.delete()?;
             return Err(ContainerError::NotFound { id });
