@@ -82,7 +82,10 @@ fn diff_core(
 ) -> Result<PackReport, DiffError> {
     let l = open_root(lower)?;
     let u = open_root(upper)?;
-    let mut packer = Packer::new(out, opts, Source::Plain)?;
+    // Progress and cancellation as in a pack: the tracker sees the layer's
+    // bytes and its interrupt stops the next write.
+    let mut out = opts.tracker.writer("layer", None, out);
+    let mut packer = Packer::new(&mut out, opts, Source::Plain)?;
     let mut linked = Linked::default();
     scan(&packer, l.as_fd(), u.as_fd(), b"", &mut linked)?;
     for (&(dev, ino), path) in &linked.targets {
@@ -97,7 +100,9 @@ fn diff_core(
         &mut Vec::new(),
         &linked,
     )?;
-    Ok(packer.finish()?)
+    let report = packer.finish()?;
+    out.finish();
+    Ok(report)
 }
 
 /// What the first pass learns about the non-directories with more than one

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use image_core::progress::{Interrupt, Progress, Tracker};
 use image_core::Platform;
-use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions};
+use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions, PackOptions};
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::{
-    nonblocking, CommitOptions, ContainerBuilder, ContainerError, NativeOptions, Runtime,
+    nonblocking, CommitOptions, ContainerBuilder, ContainerError, ContainerStatus, NativeOptions,
+    Runtime,
 };
 use image_store::{OciDir, TagStore};
 
@@ -111,6 +112,43 @@ impl Progress for Gate {
     }
 }
 
+/// Polls `future` on `tokio` until the gate behind `reached` holds its
+/// operation, then drops it (the operation must not have finished).
+fn drop_when_reached<F: Future>(
+    tokio: &tokio::runtime::Runtime,
+    future: F,
+    reached: &mpsc::Receiver<()>,
+) {
+    tokio.block_on(async move {
+        let mut future = Box::pin(future);
+        loop {
+            let finished = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(Future::poll(future.as_mut(), cx).is_ready())
+            })
+            .await;
+            assert!(!finished, "the operation finished before it was dropped");
+            if reached.try_recv().is_ok() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // `future` is dropped here, with its operation held by the gate.
+    });
+}
+
+impl Gate {
+    /// A gate on `interrupt`, and the receiver it signals.
+    fn new(interrupt: &Interrupt) -> (Arc<Gate>, mpsc::Receiver<()>) {
+        let (tx, reached) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            reached: Mutex::new(Some(tx)),
+            interrupt: interrupt.clone(),
+            finished: Mutex::new(Vec::new()),
+        });
+        (gate, reached)
+    }
+}
+
 /// Dropping the future of an image preparation sets its interrupt; the
 /// unpack stops at its next chunk, leaves no snapshot, finishes no layer
 /// and makes no container.
@@ -120,32 +158,13 @@ fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
         return;
     };
     let interrupt = Interrupt::new();
-    let (tx, reached) = mpsc::channel();
-    let gate = Arc::new(Gate {
-        reached: Mutex::new(Some(tx)),
-        interrupt: interrupt.clone(),
-        finished: Mutex::new(Vec::new()),
-    });
+    let (gate, reached) = Gate::new(&interrupt);
     let options = ImageUnpackOptions::default()
         .with_parallelism(1)
         .with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
     let prepare = f.prepare(&runtime, options);
     let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
-    tokio.block_on(async move {
-        let mut prepare = Box::pin(prepare);
-        loop {
-            let finished = std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(Future::poll(prepare.as_mut(), cx).is_ready())
-            })
-            .await;
-            assert!(!finished, "the preparation finished before it was dropped");
-            if reached.try_recv().is_ok() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        // `prepare` is dropped here, with its unpack held by the gate.
-    });
+    drop_when_reached(&tokio, prepare, &reached);
     assert!(interrupt.is_set(), "dropping the future sets the interrupt");
     // Dropping the tokio runtime waits for its blocking tasks.
     drop(tokio);
@@ -186,4 +205,51 @@ fn a_container_prepared_created_and_committed_through_the_wrappers() {
         .unwrap()
         .is_empty());
     assert!(runtime.list().unwrap().is_empty());
+}
+
+/// Dropping the future of a commit sets its pack tracker's interrupt: the
+/// layer stops being written, no tag is set, and the container is still
+/// there, created.
+#[test]
+fn dropping_a_commit_future_stops_it_and_tags_nothing() {
+    let Some((f, runtime)) = Fixture::ready() else {
+        return;
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+    let container = tokio.block_on(async {
+        let builder = f
+            .prepare(&runtime, ImageUnpackOptions::default())
+            .await
+            .unwrap();
+        nonblocking::create(builder.cmd(["/busybox", "true"]))
+            .await
+            .unwrap()
+    });
+    // Changes worth packing: the noise again, in the container's own
+    // snapshot (a copy snapshot is one directory, bound as the root).
+    let key = &container.record().snapshot.as_ref().unwrap().key;
+    let mounts = runtime
+        .snapshots()
+        .unwrap()
+        .snapshotter()
+        .mounts(key)
+        .unwrap();
+    let upper = std::path::PathBuf::from(&mounts[0].source);
+    std::fs::copy(upper.join("noise"), upper.join("changed")).unwrap();
+    let id = container.id().to_owned();
+
+    let interrupt = Interrupt::new();
+    let (gate, reached) = Gate::new(&interrupt);
+    let pack = PackOptions::default().with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
+    let options = CommitOptions::new().tag("test.local/never:1").pack(pack);
+    let commit = nonblocking::commit(container, f.store.clone(), options);
+    drop_when_reached(&tokio, commit, &reached);
+    assert!(interrupt.is_set(), "dropping the future sets the interrupt");
+    drop(tokio);
+    let finished = gate.finished.lock().unwrap().clone();
+    assert!(finished.is_empty(), "{finished:?}");
+    assert!(f.store.resolve_tag("test.local/never:1").is_err());
+    let container = runtime.load(&id).unwrap();
+    assert_eq!(container.status(), ContainerStatus::Created);
+    container.delete().unwrap();
 }
