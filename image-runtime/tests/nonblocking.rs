@@ -16,8 +16,8 @@ use image_core::Platform;
 use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions, PackOptions};
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::{
-    nonblocking, CommitOptions, ContainerBuilder, ContainerError, ContainerStatus, NativeOptions,
-    Runtime,
+    nonblocking, CommitOptions, Container, ContainerBuilder, ContainerError, ContainerStatus,
+    NativeOptions, Runtime,
 };
 use image_store::{OciDir, TagStore};
 
@@ -29,15 +29,16 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// The fixture and its runtime, when the test can run (root,
-    /// busybox-static).
-    fn ready() -> Option<(Fixture, Runtime)> {
+    /// The fixture, its runtime and a tokio runtime, when the test can run
+    /// (root, busybox-static).
+    fn ready() -> Option<(Fixture, Runtime, tokio::runtime::Runtime)> {
         if !common::ready(&[]) {
             return None;
         }
         let f = Fixture::new();
         let runtime = f.runtime();
-        Some((f, runtime))
+        let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        Some((f, runtime, tokio))
     }
 
     /// BIG prepared by `runtime` through the wrapper, with `options`.
@@ -53,6 +54,18 @@ impl Fixture {
             None,
             options,
         )
+    }
+
+    /// A container of BIG running `/busybox true`, prepared and created
+    /// through the wrappers.
+    async fn create(&self, runtime: &Runtime) -> Container {
+        let builder = self
+            .prepare(runtime, ImageUnpackOptions::default())
+            .await
+            .unwrap();
+        nonblocking::create(builder.cmd(["/busybox", "true"]))
+            .await
+            .unwrap()
     }
 
     /// A store holding BIG: one layer of 8 MiB of noise and busybox-static.
@@ -154,7 +167,7 @@ impl Gate {
 /// and makes no container.
 #[test]
 fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
-    let Some((f, runtime)) = Fixture::ready() else {
+    let Some((f, runtime, tokio)) = Fixture::ready() else {
         return;
     };
     let interrupt = Interrupt::new();
@@ -163,7 +176,6 @@ fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
         .with_parallelism(1)
         .with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
     let prepare = f.prepare(&runtime, options);
-    let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
     drop_when_reached(&tokio, prepare, &reached);
     assert!(interrupt.is_set(), "dropping the future sets the interrupt");
     // Dropping the tokio runtime waits for its blocking tasks.
@@ -179,18 +191,11 @@ fn dropping_an_image_preparation_future_stops_it_and_leaves_nothing() {
 /// (the container comes back), deleted, and gc finds nothing left.
 #[test]
 fn a_container_prepared_created_and_committed_through_the_wrappers() {
-    let Some((f, runtime)) = Fixture::ready() else {
+    let Some((f, runtime, tokio)) = Fixture::ready() else {
         return;
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
     let (committed, container) = tokio.block_on(async {
-        let builder = f
-            .prepare(&runtime, ImageUnpackOptions::default())
-            .await
-            .unwrap();
-        let container = nonblocking::create(builder.cmd(["/busybox", "true"]))
-            .await
-            .unwrap();
+        let container = f.create(&runtime).await;
         let options = CommitOptions::new().tag("test.local/committed:1");
         nonblocking::commit(container, f.store.clone(), options)
             .await
@@ -212,19 +217,10 @@ fn a_container_prepared_created_and_committed_through_the_wrappers() {
 /// there, created.
 #[test]
 fn dropping_a_commit_future_stops_it_and_tags_nothing() {
-    let Some((f, runtime)) = Fixture::ready() else {
+    let Some((f, runtime, tokio)) = Fixture::ready() else {
         return;
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread().build().unwrap();
-    let container = tokio.block_on(async {
-        let builder = f
-            .prepare(&runtime, ImageUnpackOptions::default())
-            .await
-            .unwrap();
-        nonblocking::create(builder.cmd(["/busybox", "true"]))
-            .await
-            .unwrap()
-    });
+    let container = tokio.block_on(f.create(&runtime));
     // Changes worth packing: the noise again, in the container's own
     // snapshot (a copy snapshot is one directory, bound as the root).
     let key = &container.record().snapshot.as_ref().unwrap().key;
