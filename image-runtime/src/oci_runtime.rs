@@ -80,7 +80,7 @@ pub struct OciRuntime {
 }
 
 /// Finds `program` in the host's `PATH`.
-pub fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program)).filter(|p| p.is_file());
     }
