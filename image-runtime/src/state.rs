@@ -275,6 +275,33 @@ mod tests {
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 
+    /// Threads of one process saving the same record at once each write a
+    /// temporary file of their own: every save succeeds and the record
+    /// read back is whole.
+    #[test]
+    fn concurrent_saves_of_one_record_do_not_mix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        std::fs::create_dir_all(sd.dir("c1")).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let sd = &sd;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        let r = record("c1", format!("/bundle/{t}/{i}").into());
+                        sd.save(&r).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(sd.load("c1").unwrap().id, "c1");
+        let left: Vec<_> = std::fs::read_dir(sd.dir("c1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [RECORD_FILE], "no temporary file is left");
+    }
+
     #[test]
     fn records_round_trip_and_staleness() {
         let tmp = tempfile::tempdir().unwrap();
