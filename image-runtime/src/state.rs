@@ -195,39 +195,7 @@ mod tests {
     use super::*;
     use crate::rootfs::Rootfs;
 
-    /// Reading a record by ID never leaves the state directory: an ID
-    /// that is a path is refused, even where a record lies at its end.
-    #[test]
-    fn load_refuses_an_id_that_is_a_path() {
-        let tmp = tempfile::tempdir().unwrap();
-        let sd = StateDir::open(tmp.path()).unwrap();
-        let outside = tmp.path().join("x");
-        std::fs::create_dir_all(&outside).unwrap();
-        let r = ContainerRecord {
-            id: "x".into(),
-            image: None,
-            backend: "runc".into(),
-            bundle: outside.clone(),
-            rootfs: Rootfs::Directory("/x".into()),
-            status: ContainerStatus::Stopped,
-            owner: None,
-            exit_code: None,
-            image_ref: None,
-            snapshot: None,
-            auto_remove: false,
-        };
-        std::fs::write(outside.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
-        assert!(
-            sd.load("../x").is_ok(),
-            "the planted record is where ../x leads"
-        );
-        assert!(matches!(
-            load(tmp.path(), "../x"),
-            Err(ContainerError::InvalidId { .. })
-        ));
-        assert_eq!(list(tmp.path()).unwrap(), Vec::new());
-    }
-
+    /// A stopped record of `id` whose bundle is `bundle`.
     fn record(id: &str, bundle: PathBuf) -> ContainerRecord {
         ContainerRecord {
             id: id.into(),
@@ -242,6 +210,27 @@ mod tests {
             snapshot: None,
             auto_remove: false,
         }
+    }
+
+    /// Reading a record by ID never leaves the state directory: an ID
+    /// that is a path is refused, even where a record lies at its end.
+    #[test]
+    fn load_refuses_an_id_that_is_a_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        let outside = tmp.path().join("x");
+        std::fs::create_dir_all(&outside).unwrap();
+        let r = record("x", outside.clone());
+        std::fs::write(outside.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(
+            sd.load("../x").is_ok(),
+            "the planted record is where ../x leads"
+        );
+        assert!(matches!(
+            load(tmp.path(), "../x"),
+            Err(ContainerError::InvalidId { .. })
+        ));
+        assert_eq!(list(tmp.path()).unwrap(), Vec::new());
     }
 
     /// A record that is not JSON is a typed JSON error naming the file.
