@@ -56,6 +56,14 @@ pub enum ParseError {
         /// What is wrong with it.
         source: DigestError,
     },
+    /// oci-spec's builder refused the fields it was given.
+    #[error("building {what}")]
+    Build {
+        /// What was being built ("an image manifest").
+        what: &'static str,
+        /// The builder's error.
+        source: oci_spec::OciSpecError,
+    },
     /// The JSON could not be written.
     #[error("cannot serialise {what}")]
     Serialize {
@@ -73,6 +81,13 @@ impl Classify for ParseError {
             ParseError::Digest { source, .. } => source.kind(),
             _ => ErrorKind::InvalidInput,
         }
+    }
+}
+
+impl ParseError {
+    /// The [`ParseError::Build`] of `what` for a builder's error.
+    fn build(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> ParseError {
+        move |source| ParseError::Build { what, source }
     }
 }
 
@@ -386,10 +401,7 @@ impl Manifest {
             .config(config)
             .layers(layers)
             .build()
-            .map_err(|e| ParseError::WrongKind {
-                expected: "a buildable manifest",
-                found: e.to_string(),
-            })?;
+            .map_err(ParseError::build("an image manifest"))?;
         inner.set_annotations(annotations);
         Manifest::new(inner)
     }
@@ -621,6 +633,22 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A builder's failure is its own variant carrying the builder's error
+    /// as its source, not the builder's text posing as a media type.
+    #[test]
+    fn a_builder_failure_keeps_its_source() {
+        use std::error::Error as _;
+        let e = oci_spec::image::ImageManifestBuilder::default()
+            .build()
+            .map_err(ParseError::build("an image manifest"))
+            .unwrap_err();
+        assert!(matches!(e, ParseError::Build { .. }), "{e:?}");
+        let source = e.source().expect("a source");
+        assert!(source.downcast_ref::<oci_spec::OciSpecError>().is_some());
+        assert_eq!(e.to_string(), "building an image manifest");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
 
     const DOCKER_MANIFEST: &str = r#"{
    "schemaVersion": 2,

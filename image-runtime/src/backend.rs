@@ -195,11 +195,12 @@ pub enum BackendError {
         #[source]
         source: image_core::oci_spec::OciSpecError,
     },
-    /// A document the backend writes or hands on (its state, a process)
-    /// could not be turned into JSON.
-    #[error("serialising {what}")]
+    /// A document the backend writes, hands on or reads back (its state, a
+    /// process) could not be turned into JSON or read from it.
+    #[error("{what}")]
     Json {
-        /// What was being serialised.
+        /// What was being done (`serialising the process of exec x`,
+        /// `parsing the native state /run/x.json`).
         what: String,
         /// The cause.
         #[source]

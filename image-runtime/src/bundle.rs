@@ -106,9 +106,9 @@ fn write_with_root(
     };
     let spec = spec::generate(config, opts, &ctx)?;
     let config_path = layout.dir.join("config.json");
-    let json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::State {
-        path: config_path.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    let json = serde_json::to_vec_pretty(&spec).map_err(|source| ContainerError::Json {
+        what: format!("serialising the runtime spec {}", config_path.display()),
+        source,
     })?;
     let dir = open_bundle_dir(layout.dir)?;
     etc_files::replace_file_at(&dir, "config.json", &json).map_err(|source| {
@@ -128,7 +128,7 @@ fn write_with_root(
 /// # Errors
 /// As [`write()`].
 pub fn export(dir: &Path, config: &RunConfig, opts: &RunOptions) -> Result<Spec, ContainerError> {
-    let id = crate::state::random_id()?;
+    let id = ContainerError::random_id()?;
     let dir = std::path::absolute(dir).map_err(ContainerError::state(dir))?;
     let rootfs = dir.join("rootfs");
     let root = RootDir::open_nofollow_at(open_bundle_dir(&dir)?, "rootfs", rootfs.clone())?;

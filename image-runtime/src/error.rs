@@ -44,6 +44,17 @@ pub enum ContainerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A document the runtime writes or reads back (a container's record,
+    /// a bundle's `config.json`) could not be turned into JSON or read
+    /// from it.
+    #[error("{what}")]
+    Json {
+        /// What was being done (`parsing the container record /x/container.json`).
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A bundle's `config.json` or `/etc` files could not be written into
     /// its directory; a symlink where they go (`etc`) is refused, never
     /// followed (`ELOOP`, classified [`ErrorKind::Unsafe`]).
@@ -175,6 +186,7 @@ impl Classify for ContainerError {
             ContainerError::Rootfs(e) => e.kind(),
             ContainerError::Backend(e) => e.kind(),
             ContainerError::State { source, .. } => ErrorKind::from_io(source),
+            ContainerError::Json { .. } => ErrorKind::InvalidInput,
             ContainerError::Bundle { source, .. } => match source.raw_os_error() {
                 Some(libc::ELOOP) => ErrorKind::Unsafe,
                 _ => ErrorKind::from_io(source),
@@ -201,6 +213,12 @@ impl ContainerError {
     pub(crate) fn state(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {
         let path = path.into();
         move |source| ContainerError::State { path, source }
+    }
+
+    /// A fresh [`random_id`](crate::model::random_id), its read failure as
+    /// [`ContainerError::State`] naming `/dev/urandom`.
+    pub(crate) fn random_id() -> Result<String, ContainerError> {
+        crate::model::random_id().map_err(ContainerError::state("/dev/urandom"))
     }
 
     /// Keeps `cleanup`'s failure next to `self`.

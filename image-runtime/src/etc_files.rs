@@ -87,6 +87,13 @@ pub(crate) fn open_dir_nofollow(parent: impl AsFd, name: &str) -> std::io::Resul
 /// `O_EXCL | O_NOFOLLOW`, then renamed over `name` (a symlink there is
 /// replaced, its target untouched; a reader sees the old or the new file,
 /// never half of one).
+///
+/// Not the family's atomic write (`image_store::fs::write_file_atomic`),
+/// deliberately: it writes relative to a directory descriptor the caller
+/// already opened without following (the bundle and its `etc`), which a
+/// `Root` (opened by path) cannot take without reopening by name; the
+/// files get mode 0644 so a container's non-root user can read them; and
+/// they are derived, rewritten on every create, so they need no fsync.
 pub(crate) fn replace_file_at(dir: impl AsFd, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = format!(".{name}.tmp-{}", std::process::id());
     let fd = rustix::fs::openat(

@@ -6,8 +6,8 @@
 //!   [`Spec`](image_core::oci_spec::runtime::Spec): Entrypoint and Cmd with
 //!   Docker's override rules, Env merged (PATH, HOSTNAME, HOME, TERM),
 //!   WorkingDir, User resolved against the image's own `/etc/passwd` and
-//!   `/etc/group` ([`user`], read inside the root through
-//!   `openat2(RESOLVE_IN_ROOT)`, see [`rootfs`]), Docker's capabilities,
+//!   `/etc/group` (read inside the root through `openat2(RESOLVE_IN_ROOT)`,
+//!   see [`rootfs`]; failures are [`UserError`]), Docker's capabilities,
 //!   masked and read-only paths, default mounts, namespaces, rlimits capped
 //!   at the host's.
 //! - [`bundle`]: OCI bundles that runc and crun run unchanged.
@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use image_runtime::spec::{self, RunOptions, SpecContext};
-//! use image_runtime::user::ResolvedUser;
+//! use image_runtime::spec::ResolvedUser;
 //! use image_core::config::RunConfig;
 //!
 //! let config = RunConfig {
@@ -109,7 +109,8 @@
 //! # Features
 //! - `testing`: makes public the internals this crate's own tests and
 //!   imagectl's leak checks look at (`cgroup`: a container's cgroup
-//!   directories; `mountinfo`: what is mounted under a directory). Not a
+//!   directories; `mountinfo`: what is mounted under a directory; `user`:
+//!   the passwd and group parsers, for the fuzz target). Not a
 //!   stable API; nothing else needs it.
 //! - `tokio`: the `nonblocking` module (see
 //!   [Blocking and privilege](#blocking-and-privilege)).
@@ -147,7 +148,10 @@ mod stdio;
 mod sys;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+#[cfg(feature = "testing")]
 pub mod user;
+#[cfg(not(feature = "testing"))]
+mod user;
 
 pub use backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
@@ -167,6 +171,7 @@ pub use rootfs::Rootfs;
 pub use runtime::Runtime;
 pub use snapshots::Snapshots;
 pub use spec::{NetworkMode, Resources, RunOptions, Volume};
+pub use user::UserError;
 
 // The registry of image-runtime's public errors, for
 // `image_core::error::classify`: it recognises each error type of this crate

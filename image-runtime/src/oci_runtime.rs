@@ -80,7 +80,7 @@ pub struct OciRuntime {
 }
 
 /// Finds `program` in the host's `PATH`.
-pub fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program)).filter(|p| p.is_file());
     }
@@ -505,7 +505,7 @@ impl Backend for OciRuntime {
             source,
         };
         let json = serde_json::to_vec(process).map_err(|source| BackendError::Json {
-            what: format!("the process of exec {tag}"),
+            what: format!("serialising the process of exec {tag}"),
             source,
         })?;
         std::fs::write(&process_file, json).map_err(io)?;

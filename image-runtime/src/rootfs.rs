@@ -187,14 +187,13 @@ impl Classify for RootfsError {
 
 /// A handle on a root filesystem directory; every lookup stays inside it.
 #[derive(Debug)]
-pub struct RootDir {
+pub(crate) struct RootDir {
     fd: OwnedFd,
-    host_path: PathBuf,
 }
 
 /// What a path inside the root is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileInfo {
+pub(crate) struct FileInfo {
     /// Mode bits including the file type.
     pub mode: u32,
     /// Owner.
@@ -246,16 +245,13 @@ impl RootDir {
             path: path.to_owned(),
             source: io_err(e),
         })?;
-        Ok(RootDir {
-            fd,
-            host_path: path.to_owned(),
-        })
+        Ok(RootDir { fd })
     }
 
     /// Opens the directory `name` in the directory `parent` as a root,
     /// without following a symlink there (`ELOOP`/`ENOTDIR`): for a
     /// root inside a directory an operator named, whose entries may be
-    /// anything. `host_path` is what errors and [`RootDir::host_path`] say.
+    /// anything. `host_path` is what an error says.
     ///
     /// # Errors
     /// [`RootfsError::OpenRoot`].
@@ -270,17 +266,12 @@ impl RootDir {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
-            Ok(fd) => Ok(RootDir { fd, host_path }),
+            Ok(fd) => Ok(RootDir { fd }),
             Err(e) => Err(RootfsError::OpenRoot {
                 path: host_path,
                 source: io_err(e),
             }),
         }
-    }
-
-    /// The host path the root was opened from.
-    pub fn host_path(&self) -> &Path {
-        &self.host_path
     }
 
     fn open_in(&self, path: &Path, flags: OFlags) -> Result<OwnedFd, RootfsError> {

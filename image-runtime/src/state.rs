@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use image_store::fs::Root;
+
 use crate::error::ContainerError;
 pub use crate::model::{ContainerRecord, ContainerStatus, Owner};
 
@@ -105,23 +107,22 @@ impl StateDir {
         self.root.join(id)
     }
 
-    /// Writes a record atomically (temp file, fsync, rename).
+    /// Writes a record atomically and durably through the family's one
+    /// atomic write ([`Root::write_atomic`]: a temporary file unique to the
+    /// writer, fsync, rename, fsync of the directory), with no symlink
+    /// followed inside the state directory.
     ///
     /// # Errors
-    /// [`ContainerError::State`].
+    /// [`ContainerError::Json`], [`ContainerError::State`].
     pub(crate) fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
-        use std::io::Write;
-        let dir = self.dir(&record.id);
-        let tmp = dir.join(".container.json.tmp");
-        let path = dir.join(RECORD_FILE);
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| ContainerError::State {
-            path: path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        let path = self.dir(&record.id).join(RECORD_FILE);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| ContainerError::Json {
+            what: format!("serialising the container record {}", path.display()),
+            source,
         })?;
-        let mut f = std::fs::File::create(&tmp).map_err(ContainerError::state(&tmp))?;
-        f.write_all(&bytes).map_err(ContainerError::state(&tmp))?;
-        f.sync_all().map_err(ContainerError::state(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(ContainerError::state(&path))
+        Root::open(&self.root)
+            .and_then(|root| root.write_atomic(&path, &bytes))
+            .map_err(ContainerError::state(&path))
     }
 
     /// Reads the record of `id`.
@@ -140,9 +141,9 @@ impl StateDir {
                 }
             }
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| ContainerError::State {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        serde_json::from_slice(&bytes).map_err(|source| ContainerError::Json {
+            what: format!("parsing the container record {}", path.display()),
+            source,
         })
     }
 
@@ -189,18 +190,27 @@ pub fn validate_id(id: &str) -> Result<(), ContainerError> {
     }
 }
 
-/// A random 64-hex-digit container ID, as Docker makes them.
-///
-/// # Errors
-/// [`ContainerError::State`] when `/dev/urandom` cannot be read.
-pub fn random_id() -> Result<String, ContainerError> {
-    crate::model::random_id().map_err(ContainerError::state("/dev/urandom"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rootfs::Rootfs;
+
+    /// A stopped record of `id` whose bundle is `bundle`.
+    fn record(id: &str, bundle: PathBuf) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            image: None,
+            backend: "runc".into(),
+            bundle,
+            rootfs: Rootfs::Directory("/x".into()),
+            status: ContainerStatus::Stopped,
+            owner: None,
+            exit_code: None,
+            image_ref: None,
+            snapshot: None,
+            auto_remove: false,
+        }
+    }
 
     /// Reading a record by ID never leaves the state directory: an ID
     /// that is a path is refused, even where a record lies at its end.
@@ -210,19 +220,7 @@ mod tests {
         let sd = StateDir::open(tmp.path()).unwrap();
         let outside = tmp.path().join("x");
         std::fs::create_dir_all(&outside).unwrap();
-        let r = ContainerRecord {
-            id: "x".into(),
-            image: None,
-            backend: "runc".into(),
-            bundle: outside.clone(),
-            rootfs: Rootfs::Directory("/x".into()),
-            status: ContainerStatus::Stopped,
-            owner: None,
-            exit_code: None,
-            image_ref: None,
-            snapshot: None,
-            auto_remove: false,
-        };
+        let r = record("x", outside.clone());
         std::fs::write(outside.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
         assert!(
             sd.load("../x").is_ok(),
@@ -235,11 +233,69 @@ mod tests {
         assert_eq!(list(tmp.path()).unwrap(), Vec::new());
     }
 
+    /// A record that is not JSON is a typed JSON error naming the file.
+    #[test]
+    fn a_corrupt_record_is_a_json_error() {
+        use image_core::error::{Classify, ErrorKind};
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        std::fs::create_dir_all(sd.dir("c1")).unwrap();
+        std::fs::write(sd.dir("c1").join(RECORD_FILE), b"{not json").unwrap();
+        match load(tmp.path(), "c1") {
+            Err(e @ ContainerError::Json { .. }) => {
+                assert!(e.to_string().contains(RECORD_FILE), "{e}");
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Saving a record follows no symlink inside the state directory: a
+    /// container directory that is a symlink to elsewhere is refused, and
+    /// nothing is written where it leads.
+    #[test]
+    fn saving_a_record_follows_no_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(&tmp.path().join("state")).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, sd.dir("c1")).unwrap();
+        assert!(sd.save(&record("c1", outside.clone())).is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    /// Threads of one process saving the same record at once each write a
+    /// temporary file of their own: every save succeeds and the record
+    /// read back is whole.
+    #[test]
+    fn concurrent_saves_of_one_record_do_not_mix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(tmp.path()).unwrap();
+        std::fs::create_dir_all(sd.dir("c1")).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let sd = &sd;
+                s.spawn(move || {
+                    for i in 0..100 {
+                        let r = record("c1", format!("/bundle/{t}/{i}").into());
+                        sd.save(&r).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(sd.load("c1").unwrap().id, "c1");
+        let left: Vec<_> = std::fs::read_dir(sd.dir("c1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [RECORD_FILE], "no temporary file is left");
+    }
+
     #[test]
     fn records_round_trip_and_staleness() {
         let tmp = tempfile::tempdir().unwrap();
         let sd = StateDir::open(tmp.path()).unwrap();
-        let id = random_id().unwrap();
+        let id = crate::model::random_id().unwrap();
         assert_eq!(id.len(), 64);
         validate_id(&id).unwrap();
         assert!(validate_id("../x").is_err());

@@ -175,7 +175,7 @@ fn read_db(root: &RootDir, path: &str) -> Result<Option<String>, UserError> {
 /// # Errors
 /// [`UserError::UserNotFound`] / [`UserError::GroupNotFound`] for names
 /// that have no entry, [`UserError::Invalid`], [`UserError::Read`].
-pub fn resolve(root: &RootDir, spec: &str) -> Result<ResolvedUser, UserError> {
+pub(crate) fn resolve(root: &RootDir, spec: &str) -> Result<ResolvedUser, UserError> {
     let passwd = read_db(root, "/etc/passwd")?.unwrap_or_default();
     let group = read_db(root, "/etc/group")?.unwrap_or_default();
     resolve_in(&parse_passwd(&passwd), &parse_group(&group), spec)

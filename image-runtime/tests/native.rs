@@ -597,7 +597,7 @@ fn native_refuses_proc_and_sys_through_symlinks_like_runc() {
     let be = b.native();
     let mut peers: Vec<(&str, OciRuntime)> = Vec::new();
     for (name, kind) in [("runc", RuntimeKind::Runc), ("crun", RuntimeKind::Crun)] {
-        if image_runtime::oci_runtime::which(name).is_some() {
+        if image_testsupport::tools::which(name).is_some() {
             peers.push((
                 name,
                 OciRuntime::new(kind, &b.tmp.path().join(name)).unwrap(),

@@ -13,8 +13,8 @@ use image_core::{Classify, ErrorKind};
 use image_runtime::backend::Backend;
 use image_runtime::spec::SpecError;
 use image_runtime::state::ContainerStatus;
-use image_runtime::user::UserError;
 use image_runtime::LookupError;
+use image_runtime::UserError;
 use image_runtime::{
     BackendError, ContainerError, Input, OciRuntime, Output, Rootfs, RunOptions, Runtime,
     RuntimeKind, Stdio,

@@ -390,7 +390,8 @@ pub struct Root {
 /// resolves inside `root` without following a symlink (a symlink planted at
 /// the temporary name or in a parent is refused, never written through),
 /// and goes through `fs`, so that a test can fail any of them; on failure
-/// the temporary file is removed and `path` is as it was.
+/// the temporary file is removed and `path` is as it was. Threads of one
+/// process writing the same `path` take turns on its temporary name.
 ///
 /// # Errors
 /// The first failing step's error.
@@ -407,6 +408,7 @@ pub fn write_file_atomic(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _in_use = TempInUse::claim(&tmp);
     let result = (|| {
         let mut f = fs.open_temp(target, root, &tmp, true)?;
         write_all(fs, target, &mut f, bytes)?;
@@ -419,6 +421,38 @@ pub fn write_file_atomic(
         let _ = RealFs.remove_file(target, root, &tmp);
     }
     result
+}
+
+/// A temporary name of [`write_file_atomic`] held by one writer of this
+/// process: the pid keeps the name apart from other processes, and this
+/// claim from other threads writing the same file (who would otherwise
+/// append into one temporary file and rename it from under each other).
+struct TempInUse(PathBuf);
+
+/// The temporary names claimed now, and the wake-up of their waiters.
+static TEMPS_IN_USE: (Mutex<Vec<PathBuf>>, std::sync::Condvar) =
+    (Mutex::new(Vec::new()), std::sync::Condvar::new());
+
+impl TempInUse {
+    /// Waits until no other thread holds `tmp`, then holds it until dropped.
+    fn claim(tmp: &Path) -> TempInUse {
+        let (lock, freed) = &TEMPS_IN_USE;
+        let mut held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while held.iter().any(|t| t == tmp) {
+            held = freed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        held.push(tmp.to_path_buf());
+        TempInUse(tmp.to_path_buf())
+    }
+}
+
+impl Drop for TempInUse {
+    fn drop(&mut self) {
+        let (lock, freed) = &TEMPS_IN_USE;
+        let mut held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|t| *t != self.0);
+        freed.notify_all();
+    }
 }
 
 /// Whether `openat2` is known to be missing (`ENOSYS`: Linux before 5.6,

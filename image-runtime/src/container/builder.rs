@@ -280,7 +280,7 @@ impl ContainerBuilder {
                 state::validate_id(id)?;
                 id.clone()
             }
-            None => state::random_id()?,
+            None => ContainerError::random_id()?,
         };
         let sd = self.runtime.state();
         let dir = sd.dir(&id);

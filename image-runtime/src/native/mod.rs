@@ -99,6 +99,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image_core::oci_spec::runtime::{LinuxIdMapping, Process as SpecProcess, Spec};
+use image_store::fs::Root;
 
 use crate::backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Process, Signal, Status,
@@ -218,9 +219,9 @@ impl NativeRuntime {
     fn load(&self, id: &str) -> Result<State, BackendError> {
         let p = self.state_path(id);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| BackendError::Io {
-                context: format!("native state {}", p.display()),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| BackendError::Json {
+                what: format!("parsing the native state {}", p.display()),
+                source,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(BackendError::NotFound { id: id.into() })
@@ -231,13 +232,12 @@ impl NativeRuntime {
 
     fn save(&self, id: &str, st: &State) -> Result<(), BackendError> {
         let p = self.state_path(id);
-        let tmp = self.state_root.join(format!(".{id}.json.tmp"));
         let json = serde_json::to_vec(st).map_err(|source| BackendError::Json {
-            what: format!("the native state of container {id}"),
+            what: format!("serialising the native state of container {id}"),
             source,
         })?;
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &p))
+        Root::open(&self.state_root)
+            .and_then(|root| root.write_atomic(&p, &json))
             .map_err(io_err(format!("native state {}", p.display())))
     }
 
@@ -289,12 +289,8 @@ impl NativeRuntime {
     }
 
     fn read_spec(&self, bundle: &Path) -> Result<Spec, BackendError> {
-        let p = bundle.join("config.json");
-        let b = std::fs::read(&p).map_err(io_err(format!("bundle {}", p.display())))?;
-        serde_json::from_slice(&b).map_err(|e| BackendError::Io {
-            context: format!("bundle {}", p.display()),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        let path = bundle.join("config.json");
+        Spec::load(&path).map_err(|source| BackendError::RuntimeSpec { path, source })
     }
 
     /// Namespace flags of the spec, refusing every field the native
@@ -480,27 +476,29 @@ fn describe_op(op: &sys::Op) -> String {
     }
 }
 
+/// The error of a step the child reported (`what`, `errno`): EPERM, and
+/// EACCES outside `execve`, are [`BackendError::PermissionDenied`]; any
+/// other errno stays the typed source of a [`BackendError::Io`], so that its
+/// class (`ENOENT` not found, `EINVAL` invalid input...) is the errno's.
 fn child_error(id: &str, operation: &'static str, what: String, errno: i32) -> BackendError {
     let err = std::io::Error::from_raw_os_error(errno);
-    let message = if what.starts_with("executing") && errno == libc::ENOENT {
+    let executing = what.starts_with("executing");
+    if errno == libc::EPERM || errno == libc::EACCES && !executing {
+        return BackendError::PermissionDenied {
+            runtime: NAME.into(),
+            operation,
+            id: id.into(),
+            message: format!("{what}: {err}"),
+        };
+    }
+    let what = if executing && errno == libc::ENOENT {
         format!("{what}: executable file not found")
     } else {
-        format!("{what}: {err}")
+        what
     };
-    if errno == libc::EPERM || errno == libc::EACCES && !what.starts_with("executing") {
-        BackendError::PermissionDenied {
-            runtime: NAME.into(),
-            operation,
-            id: id.into(),
-            message,
-        }
-    } else {
-        BackendError::RuntimeFailed {
-            runtime: NAME.into(),
-            operation,
-            id: id.into(),
-            message,
-        }
+    BackendError::Io {
+        context: format!("{NAME} {operation} {id}: {what}"),
+        source: err,
     }
 }
 
@@ -1072,5 +1070,81 @@ impl Process for NativeProcess {
 impl Drop for NativeProcess {
     fn drop(&mut self) {
         self.kill_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_core::error::{Classify, ErrorKind};
+    use std::error::Error as _;
+
+    /// A step's errno stays the typed source of the error, so its class is
+    /// the errno's rather than a blanket I/O failure; the message names the
+    /// step and does not repeat the errno's text.
+    #[test]
+    fn a_child_errno_keeps_its_class() {
+        for (errno, kind) in [
+            (libc::ENOENT, ErrorKind::NotFound),
+            (libc::EINVAL, ErrorKind::InvalidInput),
+            (libc::EEXIST, ErrorKind::AlreadyExists),
+            (libc::EPERM, ErrorKind::PermissionDenied),
+            (libc::EACCES, ErrorKind::PermissionDenied),
+        ] {
+            let e = child_error("c1", "start", "mounting proc on /proc".into(), errno);
+            assert_eq!(e.kind(), kind, "{errno}: {e}");
+            assert!(e.to_string().contains("mounting proc on /proc"), "{e}");
+            if !matches!(e, BackendError::PermissionDenied { .. }) {
+                let source = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+                assert_eq!(source.and_then(|s| s.raw_os_error()), Some(errno), "{e}");
+                let text = std::io::Error::from_raw_os_error(errno).to_string();
+                assert!(!e.to_string().contains(&text), "{e}");
+            }
+        }
+        let e = child_error("c1", "start", "executing /x".into(), libc::ENOENT);
+        assert!(e.to_string().contains("executable file not found"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    /// A state file that is not JSON is a typed JSON error naming the
+    /// file, not an I/O error wrapping serde's text.
+    #[test]
+    fn a_corrupt_state_file_is_a_json_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = NativeRuntime::new(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("c1.json"), b"{not json").unwrap();
+        match rt.state("c1") {
+            Err(e @ BackendError::Json { .. }) => {
+                assert!(e.to_string().contains("c1.json"), "{e}");
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Saving the state writes no file through a symlink planted at a
+    /// temporary name beside it (the old fixed name, or the writer's).
+    #[test]
+    fn saving_the_state_follows_no_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let rt = NativeRuntime::new(&root).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"precious").unwrap();
+        for name in [
+            ".c1.json.tmp".to_owned(),
+            format!(".c1.json.tmp-{}", std::process::id()),
+        ] {
+            std::os::unix::fs::symlink(&outside, root.join(name)).unwrap();
+        }
+        let st = State {
+            bundle: "/b".into(),
+            pid: None,
+            start_time: None,
+            cgroups: Vec::new(),
+            userns: false,
+        };
+        let _ = rt.save("c1", &st);
+        assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
     }
 }

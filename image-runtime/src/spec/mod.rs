@@ -23,7 +23,8 @@ use image_core::oci_spec::runtime::{
 use image_core::{Classify, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::user::{ResolvedUser, MAX_ID};
+pub use crate::user::ResolvedUser;
+use crate::user::MAX_ID;
 
 pub use mounts::default_mounts;
 pub use resources::{NetworkMode, Resources};

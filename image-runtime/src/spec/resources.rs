@@ -107,6 +107,11 @@ impl Resources {
 /// binary suffix `b`, `k`, `m`, `g`, `t` (each may end in `b` or `ib`,
 /// any case): `64m`, `1g`, `1.5GiB`, `1048576`.
 ///
+/// Public on purpose, with [`parse_cpus`]: they are the grammar of
+/// `docker run`'s `--memory` and `--cpus` for the values [`Resources`](super::Resources)
+/// holds, which every front end offering those flags (imagectl, a build's
+/// `RUN` limits) must read the same way, with the same typed error.
+///
 /// # Errors
 /// [`SpecError::InvalidOption`] (`option` names the flag in the message).
 pub fn parse_bytes(option: &'static str, s: &str) -> Result<u64, SpecError> {
