@@ -61,6 +61,9 @@ impl MemoryStore {
 
     /// Replaces the bytes stored under `digest` without re-hashing them,
     /// to test corruption handling. Returns whether the blob existed.
+    ///
+    /// A test double (the `testing` feature): not for production use.
+    #[cfg(feature = "testing")]
     pub fn corrupt(&self, digest: &Digest, bytes: &[u8]) -> bool {
         let mut g = self.lock();
         match g.blobs.get_mut(digest) {
