@@ -425,12 +425,7 @@ fn write_layer(
     diff_id: &Digest,
 ) -> Result<u64, ArchiveError> {
     let media_type = descriptor_media_type(layer);
-    let digest = layer
-        .checked_digest()
-        .map_err(|source| ArchiveError::Parse {
-            what: "layer".into(),
-            source,
-        })?;
+    let digest = layer_digest(layer)?;
     let compression =
         media_type
             .require_layer_compression()
@@ -703,16 +698,21 @@ fn docker_oci_manifest(
     )
 }
 
-fn uncompressed_size(store: &dyn Provider, layer: &Descriptor) -> Result<u64, ArchiveError> {
-    let compression = descriptor_media_type(layer)
-        .layer_compression()
-        .unwrap_or_default();
-    let digest = layer
+/// The checked digest of a layer's descriptor.
+fn layer_digest(layer: &Descriptor) -> Result<Digest, ArchiveError> {
+    layer
         .checked_digest()
         .map_err(|source| ArchiveError::Parse {
             what: "layer".into(),
             source,
-        })?;
+        })
+}
+
+fn uncompressed_size(store: &dyn Provider, layer: &Descriptor) -> Result<u64, ArchiveError> {
+    let compression = descriptor_media_type(layer)
+        .layer_compression()
+        .unwrap_or_default();
+    let digest = layer_digest(layer)?;
     if compression == Compression::None {
         return Ok(layer.size());
     }
