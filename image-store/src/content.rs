@@ -419,7 +419,7 @@ pub trait Ingester {
     /// For progress and cancellation, pass the source through
     /// [`Tracker::reader`](image_core::Tracker::reader): once its interrupt
     /// is set the next read fails, the ingest is removed and the error is
-    /// of class [`ErrorKind::Cancelled`].
+    /// of class [`ErrorKind::Cancelled`](image_core::ErrorKind::Cancelled).
     ///
     /// # Errors
     /// [`ContentError::Verify`], [`ContentError::Read`] when `reader` fails, I/O errors.

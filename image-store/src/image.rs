@@ -1,7 +1,7 @@
 //! Images: a reference resolved to its manifest, config and layers.
 //!
 //! [`resolve_image`] looks the name up with
-//! [`resolve_reference`](crate::tags::resolve_reference) (a tag, or by
+//! [`resolve_reference`] (a tag, or by
 //! content for a digest reference), follows an index
 //! to the manifest of the wanted platform (nested indexes too), then reads
 //! and parses the manifest and the config, verified.

@@ -29,8 +29,8 @@ struct Inner {
 /// A content store (and tag store) held in memory.
 ///
 /// Cloning it gives another handle to the same store. Blobs are verified
-/// when read like on disk, so a test can corrupt one with
-/// [`corrupt`](MemoryStore::corrupt) and see the error.
+/// when read like on disk, so a test can corrupt one with `corrupt` (the
+/// `testing` feature) and see the error.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
