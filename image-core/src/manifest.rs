@@ -92,10 +92,12 @@ impl ParseError {
 }
 
 /// Checks a descriptor's digest with the strict rules and returns it.
+/// Outside this crate, [`DescriptorExt::checked_digest`] does it, naming
+/// the descriptor by its media type.
 ///
 /// # Errors
 /// [`ParseError::Digest`] naming `field`.
-pub fn descriptor_digest(desc: &Descriptor, field: &str) -> Result<Digest, ParseError> {
+pub(crate) fn descriptor_digest(desc: &Descriptor, field: &str) -> Result<Digest, ParseError> {
     let value = desc.digest().to_string();
     value.parse().map_err(|source| ParseError::Digest {
         field: field.to_owned(),

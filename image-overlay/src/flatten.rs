@@ -10,7 +10,8 @@
 use image_core::error::unless_named;
 use std::path::{Path, PathBuf};
 
-use image_core::manifest::{descriptor_digest, descriptor_media_type};
+use image_core::manifest::descriptor_media_type;
+use image_core::DescriptorExt;
 use image_core::{Classify, Digest, ErrorKind, MediaTypeError, ParseError};
 use image_store::image::Image;
 use image_store::{ContentError, Provider};
@@ -157,8 +158,9 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layers.iter().zip(diff_ids).zip(compressions).enumerate()
     {
         let media_type = descriptor_media_type(layer);
-        let digest =
-            descriptor_digest(layer, "layer").map_err(|source| FlattenError::BadLayer {
+        let digest = layer
+            .checked_digest()
+            .map_err(|source| FlattenError::BadLayer {
                 image: image.name.clone(),
                 index,
                 media_type: media_type.to_string(),

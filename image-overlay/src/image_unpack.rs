@@ -36,7 +36,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
-use image_core::manifest::{descriptor_digest, descriptor_media_type};
+use image_core::manifest::descriptor_media_type;
+use image_core::DescriptorExt;
 use image_core::{chain_ids, Classify, Digest, ErrorKind, MediaTypeError, ParseError};
 use image_store::{ContentError, Image, Provider};
 
@@ -352,7 +353,8 @@ fn prepare_job<S: Snapshotter + ?Sized>(
     parent: Option<&str>,
 ) -> Result<Job, ImageUnpackError> {
     let desc = &image.layers()[index];
-    let digest = descriptor_digest(desc, "layers")
+    let digest = desc
+        .checked_digest()
         .map_err(|source| ImageUnpackError::Descriptor { index, source })?;
     let chain = chains[index].clone();
     let key = temp_key(&chain);

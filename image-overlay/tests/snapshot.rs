@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image_core::{
-    Classify, Compression, Digest, ErrorKind, Interrupt, MediaType, Recorder, Tracker,
+    Classify, Compression, DescriptorExt, Digest, ErrorKind, Interrupt, MediaType, Recorder,
+    Tracker,
 };
 use image_overlay::image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions};
 use image_overlay::mount::{
@@ -1540,7 +1541,9 @@ fn applied(blobs: &[(Vec<u8>, Digest)]) -> Tree {
 /// The blob of `desc` in `store`, checked against the descriptor.
 fn stored_blob(store: &OciDir, layer: &image_overlay::ComparedLayer) -> Vec<u8> {
     use image_store::Provider;
-    let digest = image_core::manifest::descriptor_digest(&layer.descriptor, "digest")
+    let digest = layer
+        .descriptor
+        .checked_digest()
         .expect("descriptor digest");
     assert_eq!(digest, layer.report.digest);
     assert_eq!(layer.descriptor.size(), layer.report.size);

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use image_core::digest::VerifyError;
-use image_core::manifest::descriptor_digest;
+use image_core::DescriptorExt;
 use image_core::{Algorithm, Descriptor, Digest};
 
 pub use crate::error::ContentError;
@@ -254,7 +254,8 @@ pub trait Provider {
     /// [`ContentError::InvalidDescriptor`], [`ContentError::NotFound`],
     /// [`ContentError::DescriptorMismatch`] naming both sizes, I/O errors.
     fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
-        let digest = descriptor_digest(descriptor, "digest")
+        let digest = descriptor
+            .checked_digest()
             .map_err(|source| ContentError::InvalidDescriptor { source })?;
         let info = self.info(&digest)?;
         if info.size != descriptor.size() {
@@ -314,6 +315,56 @@ pub trait Provider {
             })?;
         Ok(out)
     }
+
+    /// Reads a whole document (manifest, index, config) by its descriptor,
+    /// through [`reader_for`](Provider::reader_for), so a provider that
+    /// serves content by kind reads it from the right place. The
+    /// descriptor's size is checked against `limit` before anything is
+    /// opened, and no more than that size (plus one byte, to see a longer
+    /// stream) is read: a provider whose stream is longer or shorter than
+    /// the descriptor fails with a size mismatch instead of growing the
+    /// buffer.
+    ///
+    /// # Errors
+    /// [`ContentError::InvalidDescriptor`], [`ContentError::TooLarge`] (the
+    /// descriptor's size over `limit`), [`ContentError::NotFound`],
+    /// [`ContentError::DescriptorMismatch`] (the blob's size is not the
+    /// descriptor's), [`ContentError::Read`] wrapping a [`VerifyError`]
+    /// when the blob is corrupt.
+    fn read_descriptor_to_vec(&self, descriptor: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| ContentError::InvalidDescriptor { source })?;
+        let size = descriptor.size();
+        if size > limit {
+            return Err(ContentError::TooLarge {
+                digest,
+                size,
+                limit,
+            });
+        }
+        let reader = self.reader_for(descriptor)?;
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        reader
+            .take(size.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|source| ContentError::Read {
+                what: format!("{} {digest}", descriptor.media_type()),
+                source,
+            })?;
+        let found = out.len() as u64;
+        if found != size {
+            return Err(ContentError::DescriptorMismatch {
+                source: VerifyError::Size {
+                    digest,
+                    expected: size,
+                    found,
+                    truncated: found > size,
+                },
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Writes blobs through ingests.
@@ -368,7 +419,7 @@ pub trait Ingester {
     /// For progress and cancellation, pass the source through
     /// [`Tracker::reader`](image_core::Tracker::reader): once its interrupt
     /// is set the next read fails, the ingest is removed and the error is
-    /// of class [`ErrorKind::Cancelled`].
+    /// of class [`ErrorKind::Cancelled`](image_core::ErrorKind::Cancelled).
     ///
     /// # Errors
     /// [`ContentError::Verify`], [`ContentError::Read`] when `reader` fails, I/O errors.
@@ -606,6 +657,9 @@ macro_rules! forward {
             }
             fn read_blob_to_vec(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
                 (**self).read_blob_to_vec(digest, limit)
+            }
+            fn read_descriptor_to_vec(&self, descriptor: &Descriptor, limit: u64) -> Result<Vec<u8>> {
+                (**self).read_descriptor_to_vec(descriptor, limit)
             }
         }
 

@@ -27,7 +27,8 @@
 //! ```
 
 use image_core::digest::VerifyError;
-use image_core::manifest::{descriptor_digest, descriptor_media_type};
+use image_core::manifest::descriptor_media_type;
+use image_core::DescriptorExt;
 use image_core::{
     Cancelled, Classify, Descriptor, Digest, Document, ErrorKind, MediaTypeError, ParseError,
     Tracker,
@@ -140,10 +141,18 @@ pub struct CopyOptions {
 }
 
 impl CopyOptions {
-    /// Sets [`tracker`](CopyOptions::tracker).
-    pub fn tracker(mut self, tracker: Tracker) -> Self {
+    /// Sets [`tracker`](CopyOptions::tracker), under the setter name every
+    /// options type of the family uses.
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
         self.tracker = tracker;
         self
+    }
+
+    /// Sets the tracker: the former name of
+    /// [`with_tracker`](CopyOptions::with_tracker).
+    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
+    pub fn tracker(self, tracker: Tracker) -> Self {
+        self.with_tracker(tracker)
     }
 }
 
@@ -242,8 +251,9 @@ fn copy_dyn(
     tracker: &Tracker,
 ) -> Result<CopyReport, CopyError> {
     let media_type = descriptor_media_type(descriptor);
-    let digest =
-        descriptor_digest(descriptor, "descriptor").map_err(|source| CopyError::Parse {
+    let digest = descriptor
+        .checked_digest()
+        .map_err(|source| CopyError::Parse {
             what: "descriptor".into(),
             source,
         })?;
@@ -311,9 +321,8 @@ impl Copy<'_> {
                 digest: digest.clone(),
             });
         }
-        let limit = d.size().min(MAX_DOCUMENT_SIZE);
         let bytes = src
-            .read_blob_to_vec(digest, limit)
+            .read_descriptor_to_vec(d, MAX_DOCUMENT_SIZE)
             .map_err(content(digest))?;
         let doc =
             Document::from_bytes(bytes, Some(&media_type)).map_err(|source| CopyError::Parse {
@@ -325,11 +334,10 @@ impl Copy<'_> {
             Document::Index(i) => i.inner().subject().clone(),
         };
         for child in crate::refs::children(&doc) {
-            let cd =
-                descriptor_digest(&child, "descriptor").map_err(|source| CopyError::Parse {
-                    what: digest.to_string(),
-                    source,
-                })?;
+            let cd = child.checked_digest().map_err(|source| CopyError::Parse {
+                what: digest.to_string(),
+                source,
+            })?;
             let optional = subject
                 .as_ref()
                 .is_some_and(|s| s.digest() == child.digest())

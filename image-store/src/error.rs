@@ -183,7 +183,7 @@ pub enum TagError {
     },
     /// The name holds a digest: a tag cannot (it would claim content it
     /// does not have), and a digest reference is not looked up as a tag
-    /// (see [`resolve_reference`]).
+    /// (see [`resolve_reference`](crate::resolve_reference)).
     #[error("refusing {name:?} as a tag: a tag cannot hold a digest")]
     DigestInName {
         /// The name, cut to 200 characters.

@@ -33,7 +33,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use image_core::{Cancelled, Classify, Descriptor, Digest, Document, ErrorKind, Tracker};
+use image_core::{
+    Cancelled, Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Tracker,
+};
 
 use crate::content::{ContentError, Manager, Provider};
 use crate::fs::Target;
@@ -142,10 +144,18 @@ impl GcOptions {
         self
     }
 
-    /// Sets [`tracker`](GcOptions::tracker).
-    pub fn tracker(mut self, tracker: Tracker) -> Self {
+    /// Sets [`tracker`](GcOptions::tracker), under the setter name every
+    /// options type of the family uses.
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
         self.tracker = tracker;
         self
+    }
+
+    /// Sets the tracker: the former name of
+    /// [`with_tracker`](GcOptions::with_tracker).
+    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
+    pub fn tracker(self, tracker: Tracker) -> Self {
+        self.with_tracker(tracker)
     }
 }
 
@@ -238,7 +248,7 @@ fn subject(doc: &Document) -> Option<Digest> {
         Document::Manifest(m) => m.subject().cloned(),
         Document::Index(i) => i.inner().subject().clone(),
     }?;
-    refs::descriptor_digest(&s).ok()
+    s.checked_digest().ok()
 }
 
 /// Reads a blob as a manifest or index when it looks like one.

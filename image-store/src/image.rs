@@ -1,18 +1,19 @@
 //! Images: a reference resolved to its manifest, config and layers.
 //!
 //! [`resolve_image`] looks the name up with
-//! [`resolve_reference`](crate::tags::resolve_reference) (a tag, or by
+//! [`resolve_reference`] (a tag, or by
 //! content for a digest reference), follows an index
 //! to the manifest of the wanted platform (nested indexes too), then reads
 //! and parses the manifest and the config, verified.
 
 use image_core::platform::{select_manifest, Platform, PlatformError};
 use image_core::{
-    Classify, Descriptor, Digest, Document, ErrorKind, ImageConfig, Index, Manifest, ParseError,
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, ImageConfig, Index, Manifest,
+    ParseError,
 };
 
 use crate::content::{ContentError, Provider};
-use crate::refs::{self, MAX_DOCUMENT_SIZE};
+use crate::refs::MAX_DOCUMENT_SIZE;
 use crate::tags::{resolve_reference, TagError, TagStore};
 
 /// Errors of image resolution.
@@ -134,7 +135,7 @@ impl Image {
         ));
         out.push((self.config.digest().clone(), self.config.raw().len() as u64));
         for l in self.layers() {
-            if let Ok(d) = refs::descriptor_digest(l) {
+            if let Ok(d) = l.checked_digest() {
                 out.push((d, l.size()));
             }
         }
@@ -190,7 +191,7 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
     let mut current = root.clone();
     for _ in 0..8 {
         let digest = digest_of(name, &current)?;
-        let bytes = read(store, name, &digest)?;
+        let bytes = read(store, name, &current)?;
         let hint = image_core::manifest::descriptor_media_type(&current);
         let doc = Document::from_bytes(bytes, Some(&hint)).map_err(|source| ImageError::Parse {
             name: name.to_owned(),
@@ -210,7 +211,7 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
             }
             Document::Manifest(manifest) => {
                 let config_digest = digest_of(name, manifest.config())?;
-                let bytes = read(store, name, &config_digest)?;
+                let bytes = read(store, name, manifest.config())?;
                 let config =
                     ImageConfig::from_bytes(bytes).map_err(|source| ImageError::Parse {
                         name: name.to_owned(),
@@ -233,19 +234,22 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
 }
 
 fn digest_of(name: &str, d: &Descriptor) -> Result<Digest, ImageError> {
-    refs::descriptor_digest(d).map_err(|source| ImageError::BadDescriptor {
-        name: name.to_owned(),
-        source: Box::new(source),
-    })
+    d.checked_digest()
+        .map_err(|source| ImageError::BadDescriptor {
+            name: name.to_owned(),
+            source: Box::new(source),
+        })
 }
 
+/// The document or config `d` names, read by its descriptor: a blob whose
+/// size is not the descriptor's is refused.
 fn read<P: Provider + ?Sized>(
     store: &P,
     name: &str,
-    digest: &Digest,
+    d: &Descriptor,
 ) -> Result<Vec<u8>, ImageError> {
     store
-        .read_blob_to_vec(digest, MAX_DOCUMENT_SIZE)
+        .read_descriptor_to_vec(d, MAX_DOCUMENT_SIZE)
         .map_err(|source| ImageError::Content {
             name: name.to_owned(),
             source,

@@ -62,7 +62,7 @@ pub mod fs;
 pub mod fsck;
 pub mod gc;
 pub mod image;
-pub mod ingest;
+mod ingest;
 pub mod lease;
 pub mod memory;
 pub mod mutate;

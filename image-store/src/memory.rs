@@ -29,8 +29,8 @@ struct Inner {
 /// A content store (and tag store) held in memory.
 ///
 /// Cloning it gives another handle to the same store. Blobs are verified
-/// when read like on disk, so a test can corrupt one with
-/// [`corrupt`](MemoryStore::corrupt) and see the error.
+/// when read like on disk, so a test can corrupt one with `corrupt` (the
+/// `testing` feature) and see the error.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
@@ -61,6 +61,9 @@ impl MemoryStore {
 
     /// Replaces the bytes stored under `digest` without re-hashing them,
     /// to test corruption handling. Returns whether the blob existed.
+    ///
+    /// A test double (the `testing` feature): not for production use.
+    #[cfg(feature = "testing")]
     pub fn corrupt(&self, digest: &Digest, bytes: &[u8]) -> bool {
         let mut g = self.lock();
         match g.blobs.get_mut(digest) {

@@ -4,17 +4,12 @@
 
 use std::collections::HashSet;
 
-use image_core::{Descriptor, Digest, Document, ParseError};
+use image_core::{Descriptor, DescriptorExt, Digest, Document};
 
 use crate::content::{ContentError, Provider};
 
 /// The largest manifest or index this crate reads into memory.
 pub const MAX_DOCUMENT_SIZE: u64 = 8 * 1024 * 1024;
-
-/// The strictly validated digest of a descriptor.
-pub(crate) fn descriptor_digest(d: &Descriptor) -> Result<Digest, ParseError> {
-    image_core::manifest::descriptor_digest(d, "descriptor")
-}
 
 /// Whether a blob with this media type may be a manifest or an index.
 fn may_be_document(d: &Descriptor) -> bool {
@@ -40,8 +35,13 @@ pub fn children(doc: &Document) -> Vec<Descriptor> {
     out
 }
 
-/// Reads and parses the document behind `d` when it is a present manifest
-/// or index; `None` when it is a leaf, missing, too big or unparsable.
+/// Reads and parses the document behind `d` (whose digest is `digest`) when it is a present manifest
+/// or index, by its descriptor; `None` when it is a leaf, missing, too big
+/// or unparsable. A descriptor that lies about the size of a present blob
+/// does not hide the blob's references: the blob is read by its digest
+/// then, so the graph of a blob (walked once per digest) is the same
+/// whichever descriptor reached it first, and gc never collects what a
+/// true descriptor elsewhere still needs.
 pub(crate) fn read_document<P: Provider + ?Sized>(
     store: &P,
     d: &Descriptor,
@@ -50,7 +50,13 @@ pub(crate) fn read_document<P: Provider + ?Sized>(
     if !may_be_document(d) {
         return Ok(None);
     }
-    match store.read_blob_to_vec(digest, MAX_DOCUMENT_SIZE) {
+    let read = match store.read_descriptor_to_vec(d, MAX_DOCUMENT_SIZE) {
+        Err(ContentError::DescriptorMismatch { .. }) => {
+            store.read_blob_to_vec(digest, MAX_DOCUMENT_SIZE)
+        }
+        read => read,
+    };
+    match read {
         Ok(bytes) => {
             let hint = image_core::manifest::descriptor_media_type(d);
             Ok(Document::from_bytes(bytes, Some(&hint)).ok())
@@ -88,7 +94,7 @@ pub(crate) fn walk_from<P: Provider + ?Sized>(
 ) -> Result<(), ContentError> {
     let mut stack = vec![root.clone()];
     while let Some(d) = stack.pop() {
-        let Ok(digest) = descriptor_digest(&d) else {
+        let Ok(digest) = d.checked_digest() else {
             continue;
         };
         if !seen.insert(digest.clone()) {
@@ -125,7 +131,7 @@ pub(crate) fn find_document<P: Provider + ?Sized>(
         if !may_be_document(&d) {
             continue;
         }
-        let Ok(digest) = descriptor_digest(&d) else {
+        let Ok(digest) = d.checked_digest() else {
             continue;
         };
         if digest == *target {

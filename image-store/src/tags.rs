@@ -41,7 +41,7 @@ use std::io;
 
 use image_core::oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::reference::{Reference, ReferenceError};
-use image_core::{Descriptor, Index, ParseError};
+use image_core::{Descriptor, DescriptorExt, Index, ParseError};
 use rustix::fs::FlockOperation;
 
 use crate::content::{ContentError, Provider};
@@ -350,8 +350,9 @@ impl OciDir {
     fn check_closures(&self, entries: &[(String, Descriptor)]) -> Result<(), TagError> {
         let mut seen = HashSet::new();
         for (name, descriptor) in entries {
-            let root =
-                crate::refs::descriptor_digest(descriptor).map_err(|source| TagError::Index {
+            let root = descriptor
+                .checked_digest()
+                .map_err(|source| TagError::Index {
                     path: self.root.join("index.json"),
                     source,
                 })?;

@@ -39,6 +39,7 @@ where
     sha512(&new());
     ingest_reader(&new());
     labels(&new());
+    read_by_descriptor(&new());
     // The forwarding impls: a reference, an Arc and a Box of a store are stores.
     #[allow(clippy::needless_borrows_for_generic_args)] // tests the `&T` impls
     forwarding(&new());
@@ -378,7 +379,73 @@ fn labels<S: ContentStore>(store: &S) {
     store.delete(&d).unwrap();
 }
 
+/// `read_descriptor_to_vec`: the bytes for a true descriptor; the limit
+/// checked against the descriptor before anything is opened (a missing
+/// blob over the limit is `TooLarge`, not `NotFound`); a size that is not
+/// the blob's, either way, a size mismatch; a digest the strict rules
+/// refuse, an invalid descriptor.
+fn read_by_descriptor<S: ContentStore>(store: &S) {
+    use image_core::manifest::descriptor;
+    use image_core::MediaType;
+
+    let data = bytes(11, 2000);
+    let d = store.write_blob(&data).unwrap();
+    let config = |digest: &Digest, size: u64| descriptor(&MediaType::OciConfig, digest, size);
+    assert_eq!(
+        store
+            .read_descriptor_to_vec(&config(&d, 2000), 2000)
+            .unwrap(),
+        data
+    );
+
+    let e = store
+        .read_descriptor_to_vec(&config(&d, 2000), 1999)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ContentError::TooLarge {
+                size: 2000,
+                limit: 1999,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let absent = Digest::sha256(b"absent document");
+    let e = store
+        .read_descriptor_to_vec(&config(&absent, 1 << 40), 1 << 20)
+        .unwrap_err();
+    assert!(matches!(e, ContentError::TooLarge { .. }), "{e}");
+    let e = store
+        .read_descriptor_to_vec(&config(&absent, 10), 1 << 20)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+
+    for size in [1999, 2001] {
+        let e = store
+            .read_descriptor_to_vec(&config(&d, size), 1 << 20)
+            .unwrap_err();
+        assert!(matches!(e, ContentError::DescriptorMismatch { .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::SizeMismatch, "{e}");
+    }
+
+    let md5: image_core::Descriptor = serde_json::from_value(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": "md5:abc",
+        "size": 2000,
+    }))
+    .unwrap();
+    let e = store.read_descriptor_to_vec(&md5, 1 << 20).unwrap_err();
+    assert!(matches!(e, ContentError::InvalidDescriptor { .. }), "{e}");
+}
+
 fn forwarding<S: ContentStore>(store: S) {
     let d = store.write_blob(b"through a pointer").unwrap();
     assert!(store.exists(&d).unwrap());
+    let desc = image_core::manifest::descriptor(&image_core::MediaType::OciConfig, &d, 17);
+    assert_eq!(
+        store.read_descriptor_to_vec(&desc, 17).unwrap(),
+        b"through a pointer"
+    );
 }

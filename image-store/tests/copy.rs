@@ -109,3 +109,25 @@ fn only_manifests_and_indexes_are_images() {
     let err = copy_tag(&src, "nope:1", &MemoryStore::new(), None).expect_err("no such tag");
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+/// A copy reads each manifest and index by its descriptor: a root whose
+/// descriptor lies about the manifest's size (smaller or larger) is a size
+/// mismatch before anything is copied, not a "too large" refusal or a
+/// failure after the layers are in.
+#[test]
+fn a_document_whose_descriptor_lies_about_its_size_copies_nothing() {
+    let src = MemoryStore::new();
+    let img = make_image(
+        &src,
+        &[(file_layer("etc/lie", b"lie"), Compression::Gzip)],
+        "amd64",
+    );
+    for delta in [-1i64, 1] {
+        let mut root = img.manifest.clone();
+        root.set_size(root.size().checked_add_signed(delta).expect("size"));
+        let dst = MemoryStore::new();
+        let err = copy_image(&src, &dst, &root).expect_err("lying size");
+        assert_eq!(err.kind(), ErrorKind::SizeMismatch, "{delta}: {err}");
+        assert!(dst.list().expect("list").is_empty(), "{delta}");
+    }
+}

@@ -74,7 +74,7 @@ fn dropping_a_load_future_stops_the_load_and_leaves_no_ingest() {
     let interrupt = Interrupt::new();
     let rec = Arc::new(Recorder::new());
     let tracker = Tracker::new(rec.clone(), interrupt.clone());
-    let options = LoadOptions::default().tracker(tracker);
+    let options = LoadOptions::default().with_tracker(tracker);
     let load = nonblocking::load(store.clone(), endless(tx), options);
     // Run it until it has streamed some of the entry, then drop it.
     rt.block_on(async {
@@ -154,7 +154,7 @@ fn the_wrappers_return_what_the_blocking_calls_return() {
     let e = rt
         .block_on(nonblocking::gc(
             OciDir::open(dst.root()).expect("open"),
-            image_store::GcOptions::default().tracker(Tracker::default().with_interrupt({
+            image_store::GcOptions::default().with_tracker(Tracker::default().with_interrupt({
                 let i = Interrupt::new();
                 i.set();
                 i

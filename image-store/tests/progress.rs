@@ -87,7 +87,12 @@ fn load_reports_every_blob_started_growing_and_finished_summing_to_the_blob_size
     let tar = archive();
     let (_d, store) = oci_dir();
     let (rec, tracker) = recording();
-    let report = load(&store, &tar[..], &LoadOptions::default().tracker(tracker)).expect("load");
+    let report = load(
+        &store,
+        &tar[..],
+        &LoadOptions::default().with_tracker(tracker),
+    )
+    .expect("load");
     let items = items(&rec);
     assert_eq!(items.len(), report.blobs);
     for (item, r) in &items {
@@ -103,7 +108,12 @@ fn a_load_stopped_mid_blob_is_cancelled_tags_nothing_and_leaves_no_ingest() {
     let tar = archive();
     let (_d, store) = oci_dir();
     let (rec, tracker) = stopping_at(1 << 20);
-    let e = load(&store, &tar[..], &LoadOptions::default().tracker(tracker)).expect_err("stopped");
+    let e = load(
+        &store,
+        &tar[..],
+        &LoadOptions::default().with_tracker(tracker),
+    )
+    .expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     // It stopped inside the big layer, which was never finished.
     let items = items(&rec);
@@ -119,7 +129,7 @@ fn a_load_interrupted_before_it_starts_writes_nothing() {
     let (_d, store) = oci_dir();
     let interrupt = Interrupt::new();
     interrupt.set();
-    let options = LoadOptions::default().tracker(Tracker::default().with_interrupt(interrupt));
+    let options = LoadOptions::default().with_tracker(Tracker::default().with_interrupt(interrupt));
     let e = load(&store, &tar[..], &options).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     assert!(store.list().expect("list").is_empty());
@@ -138,7 +148,7 @@ fn copy_reports_each_blob_and_a_stopped_copy_tags_nothing() {
 
     let (_d, dst) = oci_dir();
     let (rec, tracker) = recording();
-    let options = CopyOptions::default().tracker(tracker);
+    let options = CopyOptions::default().with_tracker(tracker);
     let report = copy_tag_with(&src, "app:1", &dst, None, &options).expect("copy");
     let items = items(&rec);
     assert_eq!(items.len(), report.copied);
@@ -150,7 +160,7 @@ fn copy_reports_each_blob_and_a_stopped_copy_tags_nothing() {
 
     let (_d, dst) = oci_dir();
     let (_rec, tracker) = stopping_at(1 << 20);
-    let options = CopyOptions::default().tracker(tracker);
+    let options = CopyOptions::default().with_tracker(tracker);
     let e = copy_tag_with(&src, "app:1", &dst, None, &options).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     assert_valid_then_collectable(&dst);
@@ -183,7 +193,7 @@ fn save_is_stopped_at_the_next_write_and_reports_the_bytes_written() {
     let image = || vec![SaveImage::from_tag(&src, "app:1").expect("image")];
 
     let (rec, tracker) = recording();
-    let options = SaveOptions::default().tracker(tracker);
+    let options = SaveOptions::default().with_tracker(tracker);
     let mut out = Vec::new();
     save_oci_with(&src, &image(), &mut out, &options).expect("save");
     let items = items(&rec);
@@ -192,7 +202,7 @@ fn save_is_stopped_at_the_next_write_and_reports_the_bytes_written() {
     assert!(items["archive"].finished);
 
     let (_rec, tracker) = stopping_at(1 << 20);
-    let options = SaveOptions::default().tracker(tracker);
+    let options = SaveOptions::default().with_tracker(tracker);
     let mut out = Vec::new();
     let e = save_docker(&src, &image(), &mut out, &options).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
@@ -206,7 +216,9 @@ fn gc_stops_between_blobs_and_the_next_gc_finishes() {
         store.write_blob(&[i]).expect("blob");
     }
     let (rec, tracker) = stopping_at(1);
-    let options = GcOptions::default().grace(Duration::ZERO).tracker(tracker);
+    let options = GcOptions::default()
+        .grace(Duration::ZERO)
+        .with_tracker(tracker);
     let e = store.gc(&options).expect_err("stopped");
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     assert_eq!(items(&rec)["sweep"].total, Some(5));

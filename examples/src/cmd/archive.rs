@@ -33,7 +33,7 @@ pub struct LoadArgs {
 /// Imports an archive into the store, as a stream.
 pub fn load(store: &StoreArgs, ui: &UiArgs, args: LoadArgs) -> anyhow::Result<()> {
     let s = store.open()?;
-    let mut options = LoadOptions::default().tracker(ui.tracker());
+    let mut options = LoadOptions::default().with_tracker(ui.tracker());
     if let Some(r) = args.repository {
         options = options.repository(r);
     }
@@ -90,7 +90,7 @@ pub struct SaveArgs {
 /// Exports images to an archive, as a stream.
 pub fn save(store: &StoreArgs, ui: &UiArgs, args: SaveArgs) -> anyhow::Result<()> {
     let s = store.open()?;
-    let options = SaveOptions::default().tracker(ui.tracker());
+    let options = SaveOptions::default().with_tracker(ui.tracker());
     let images = args
         .references
         .iter()
@@ -212,7 +212,7 @@ fn location<'a>(
 pub fn copy(store: &StoreArgs, ui: &UiArgs, args: CopyArgs) -> anyhow::Result<()> {
     let (src, src_ref) = location(store, &args.source, false)?;
     let (dst, dst_ref) = location(store, &args.destination, true)?;
-    let options = CopyOptions::default().tracker(ui.tracker());
+    let options = CopyOptions::default().with_tracker(ui.tracker());
     let report = copy_tag_with(&src, src_ref, &dst, Some(dst_ref), &options)?;
     println!(
         "copied {} blobs ({} bytes), skipped {} already present: {}",

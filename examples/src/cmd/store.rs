@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use image_core::{Platform, Reference};
+use image_core::{DescriptorExt, Platform, Reference};
 use image_store::fsck::FsckOptions;
 use image_store::gc::GcOptions;
 use image_store::image::{resolve_descriptor, resolve_image};
@@ -249,7 +249,7 @@ fn untag_digest(s: &OciDir, reference: &str) -> anyhow::Result<Vec<String>> {
     // tags (resolve_reference does not see them): removed by name.
     let legacy = s.remove_tag(reference)?;
     let found = match resolve_reference(s, reference) {
-        Ok(d) => Some(image_core::manifest::descriptor_digest(&d, "image")?),
+        Ok(d) => Some(d.checked_digest()?),
         Err(image_store::TagError::DigestNotFound { .. }) if legacy => None,
         Err(e) => return Err(e.into()),
     };
@@ -260,8 +260,7 @@ fn untag_digest(s: &OciDir, reference: &str) -> anyhow::Result<Vec<String>> {
                 let hit = image_store::tags::ref_name(m).filter(|n| {
                     !n.contains('@')
                         && Reference::parse_tag(n).is_ok_and(|t| t.name() == repository)
-                        && image_core::manifest::descriptor_digest(m, "image")
-                            .is_ok_and(|d| d == *digest)
+                        && m.checked_digest().is_ok_and(|d| d == *digest)
                 });
                 if let Some(n) = hit {
                     removed.push(n.to_owned());

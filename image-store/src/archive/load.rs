@@ -38,8 +38,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, Read};
 
 use image_core::codec;
-use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
+use image_core::manifest::{descriptor, descriptor_media_type};
 use image_core::progress::is_cancelled;
+use image_core::DescriptorExt;
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Index, Manifest, MediaType,
     MediaTypeError, ParseError, Tracker,
@@ -114,10 +115,18 @@ impl LoadOptions {
         self
     }
 
-    /// Sets [`tracker`](LoadOptions::tracker).
-    pub fn tracker(mut self, tracker: Tracker) -> Self {
+    /// Sets [`tracker`](LoadOptions::tracker), under the setter name every
+    /// options type of the family uses.
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
         self.tracker = tracker;
         self
+    }
+
+    /// Sets the tracker: the former name of
+    /// [`with_tracker`](LoadOptions::with_tracker).
+    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
+    pub fn tracker(self, tracker: Tracker) -> Self {
+        self.with_tracker(tracker)
     }
 
     /// Sets [`repository`](LoadOptions::repository).
@@ -632,7 +641,7 @@ fn archive_manifests(
         if !descriptor_media_type(d).is_manifest() {
             continue;
         }
-        let Ok(digest) = descriptor_digest(d, "manifest") else {
+        let Ok(digest) = d.checked_digest() else {
             continue;
         };
         if !read.insert(digest.clone()) {
@@ -714,7 +723,7 @@ fn docker_images(
         let tags = check_names(entry.repo_tags.as_deref().unwrap_or_default())?;
         let layer_digests: Vec<Digest> = layers
             .iter()
-            .filter_map(|l| descriptor_digest(l, "layer").ok())
+            .filter_map(|l| l.checked_digest().ok())
             .collect();
         let manifest = match known.get(&(config_blob.digest.clone(), layer_digests)) {
             Some(m) => m.clone(),
@@ -771,7 +780,7 @@ fn oci_images(
     let mut position: HashMap<String, usize> = HashMap::new();
     for (i, d) in index.manifests().iter().enumerate() {
         let field = format!("index.json manifests[{i}]");
-        let digest = descriptor_digest(d, &field).map_err(|source| ArchiveError::Parse {
+        let digest = d.checked_digest().map_err(|source| ArchiveError::Parse {
             what: field.clone(),
             source,
         })?;
@@ -890,12 +899,12 @@ impl<'a> DocumentCheck<'a> {
             };
             self.documents.insert(digest.clone(), config);
             for child in crate::refs::children(&doc) {
-                let cd = descriptor_digest(&child, "descriptor").map_err(|source| {
-                    ArchiveError::Parse {
+                let cd = child
+                    .checked_digest()
+                    .map_err(|source| ArchiveError::Parse {
                         what: digest.to_string(),
                         source,
-                    }
-                })?;
+                    })?;
                 stack.push((child, cd, digest.to_string(), depth + 1));
             }
         }

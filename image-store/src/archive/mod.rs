@@ -1,7 +1,7 @@
 //! Image archives: `docker save` tarballs and OCI archives, imported into a
 //! store and exported from one, streaming.
 //!
-//! - [`load()`] reads either kind of archive from any [`Read`] in one pass
+//! - [`load()`] reads either kind of archive from any [`Read`](std::io::Read) in one pass
 //!   (plain, or compressed with gzip or zstd as `docker load` accepts it),
 //!   ingesting blobs as they stream past, then writes manifests and tags
 //!   (see [`load`](mod@load) for the details and for what is verified).

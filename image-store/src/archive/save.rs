@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use image_core::codec;
-use image_core::manifest::{descriptor, descriptor_digest, descriptor_media_type};
+use image_core::manifest::{descriptor, descriptor_media_type};
 use image_core::platform::select_manifest;
 use image_core::reference::Reference;
+use image_core::DescriptorExt;
 use image_core::{
     Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Manifest, MediaType,
     MediaTypeError, Platform, Tracker, VerifyError,
@@ -130,10 +131,18 @@ impl SaveOptions {
         self
     }
 
-    /// Sets [`tracker`](SaveOptions::tracker).
-    pub fn tracker(mut self, tracker: Tracker) -> Self {
+    /// Sets [`tracker`](SaveOptions::tracker), under the setter name every
+    /// options type of the family uses.
+    pub fn with_tracker(mut self, tracker: Tracker) -> Self {
         self.tracker = tracker;
         self
+    }
+
+    /// Sets the tracker: the former name of
+    /// [`with_tracker`](SaveOptions::with_tracker).
+    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
+    pub fn tracker(self, tracker: Tracker) -> Self {
+        self.with_tracker(tracker)
     }
 }
 
@@ -237,7 +246,7 @@ fn parse_name(name: &str) -> Result<Reference, ArchiveError> {
 }
 
 fn read_doc(store: &dyn Provider, d: &Descriptor) -> Result<(Digest, Document), ArchiveError> {
-    let digest = descriptor_digest(d, "descriptor").map_err(|source| ArchiveError::Parse {
+    let digest = d.checked_digest().map_err(|source| ArchiveError::Parse {
         what: "descriptor".into(),
         source,
     })?;
@@ -416,10 +425,7 @@ fn write_layer(
     diff_id: &Digest,
 ) -> Result<u64, ArchiveError> {
     let media_type = descriptor_media_type(layer);
-    let digest = descriptor_digest(layer, "layer").map_err(|source| ArchiveError::Parse {
-        what: "layer".into(),
-        source,
-    })?;
+    let digest = layer_digest(layer)?;
     let compression =
         media_type
             .require_layer_compression()
@@ -660,7 +666,7 @@ fn docker_oci_manifest(
         .layers()
         .iter()
         .zip(layers)
-        .all(|(l, (diff_id, _))| descriptor_digest(l, "layer").is_ok_and(|d| &d == diff_id));
+        .all(|(l, (diff_id, _))| l.checked_digest().is_ok_and(|d| &d == diff_id));
     if same && image.manifest.media_type() == &MediaType::OciManifest {
         return Ok(image.manifest.clone());
     }
@@ -692,14 +698,21 @@ fn docker_oci_manifest(
     )
 }
 
+/// The checked digest of a layer's descriptor.
+fn layer_digest(layer: &Descriptor) -> Result<Digest, ArchiveError> {
+    layer
+        .checked_digest()
+        .map_err(|source| ArchiveError::Parse {
+            what: "layer".into(),
+            source,
+        })
+}
+
 fn uncompressed_size(store: &dyn Provider, layer: &Descriptor) -> Result<u64, ArchiveError> {
     let compression = descriptor_media_type(layer)
         .layer_compression()
         .unwrap_or_default();
-    let digest = descriptor_digest(layer, "layer").map_err(|source| ArchiveError::Parse {
-        what: "layer".into(),
-        source,
-    })?;
+    let digest = layer_digest(layer)?;
     if compression == Compression::None {
         return Ok(layer.size());
     }
@@ -760,7 +773,7 @@ fn reachable(
 ) -> Result<(), ArchiveError> {
     let mut stack = vec![root.clone()];
     while let Some(d) = stack.pop() {
-        let digest = descriptor_digest(&d, "descriptor").map_err(|source| ArchiveError::Parse {
+        let digest = d.checked_digest().map_err(|source| ArchiveError::Parse {
             what: "descriptor".into(),
             source,
         })?;

@@ -80,3 +80,88 @@ fn oci_dir_keeps_labels_across_opens_and_refuses_a_linked_labels_file() {
     let e = again.info(&d).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
 }
+
+/// A provider whose streams are not what its `info` says: endless, or
+/// shorter than the blob (a hostile or broken remote). Counts the bytes
+/// it serves.
+struct Lying {
+    inner: MemoryStore,
+    short: bool,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An endless stream of `x`, counting what it serves.
+struct Endless(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl std::io::Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        buf.fill(b'x');
+        self.0
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(buf.len())
+    }
+}
+
+impl Provider for Lying {
+    fn reader(
+        &self,
+        _: &image_core::Digest,
+    ) -> image_store::content::Result<Box<dyn std::io::Read + Send>> {
+        if self.short {
+            return Ok(Box::new(std::io::Cursor::new(b"short".to_vec())));
+        }
+        Ok(Box::new(Endless(self.served.clone())))
+    }
+    fn try_info(
+        &self,
+        digest: &image_core::Digest,
+    ) -> image_store::content::Result<Option<image_store::content::Info>> {
+        self.inner.try_info(digest)
+    }
+}
+
+/// `read_descriptor_to_vec` reads at most one byte past the descriptor's
+/// size whatever the provider streams: an endless stream ends as a size
+/// mismatch after `size + 1` bytes served, a short one as a size mismatch
+/// naming what it found.
+#[test]
+fn a_read_by_descriptor_is_bounded_by_the_descriptor() {
+    use image_store::ContentError;
+    let inner = MemoryStore::new();
+    let data = vec![7u8; 100_000];
+    let digest = inner.write_blob(&data).unwrap();
+    let desc =
+        image_core::manifest::descriptor(&image_core::MediaType::OciConfig, &digest, 100_000);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let endless = Lying {
+        inner,
+        short: false,
+        served: served.clone(),
+    };
+    // (expected, found, truncated) of the size mismatch `e` must be.
+    let mismatch = |e: image_store::ContentError| {
+        assert_eq!(e.kind(), ErrorKind::SizeMismatch, "{e}");
+        match e {
+            ContentError::DescriptorMismatch {
+                source:
+                    image_core::digest::VerifyError::Size {
+                        expected,
+                        found,
+                        truncated,
+                        ..
+                    },
+            } => (expected, found, truncated),
+            e => panic!("not a descriptor size mismatch: {e}"),
+        }
+    };
+    let e = endless.read_descriptor_to_vec(&desc, 1 << 20).unwrap_err();
+    assert_eq!(mismatch(e), (100_000, 100_001, true));
+    assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 100_001);
+
+    let short = Lying {
+        short: true,
+        ..endless
+    };
+    let e = short.read_descriptor_to_vec(&desc, 1 << 20).unwrap_err();
+    assert_eq!(mismatch(e), (100_000, 5, false));
+}

@@ -378,3 +378,69 @@ fn an_invalid_name_is_invalid_input() {
         ErrorKind::NotFound
     );
 }
+
+/// The descriptor `d` with its size changed by `delta`.
+fn resized(d: &image_core::Descriptor, delta: i64) -> image_core::Descriptor {
+    let mut d = d.clone();
+    d.set_size(d.size().checked_add_signed(delta).unwrap());
+    d
+}
+
+/// Image resolution reads the manifest and the config by their
+/// descriptors: a stored blob whose size is not the one its descriptor
+/// declares (the tag's, or the manifest's config descriptor) is a size
+/// mismatch, on both stores, not an image.
+#[test]
+fn resolution_refuses_a_document_whose_descriptor_lies_about_its_size() {
+    let (_tmp, dir) = oci_dir();
+    let mem = MemoryStore::new();
+    let stores: [&dyn image_store::ContentStore; 2] = [&dir, &mem];
+    for (i, store) in stores.into_iter().enumerate() {
+        let img = write_image(store, &[bytes(50, 300)], "lie");
+        for delta in [-1, 1] {
+            let root = resized(&img.manifest, delta);
+            let e = image_store::image::resolve_descriptor(store, "lie", &root, None)
+                .expect_err("a manifest of another size than its descriptor's");
+            assert_eq!(e.kind(), ErrorKind::SizeMismatch, "store {i}: {e}");
+        }
+
+        // A manifest whose config descriptor lies about the config's size.
+        let config = store.read_blob_to_vec(&img.config, 1 << 20).unwrap();
+        let mut manifest: serde_json::Value = serde_json::from_slice(
+            &store
+                .read_descriptor_to_vec(&img.manifest, 1 << 20)
+                .unwrap(),
+        )
+        .unwrap();
+        manifest["config"]["size"] = serde_json::json!(config.len() + 1);
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let root = image_core::manifest::descriptor(
+            &image_core::MediaType::OciManifest,
+            &store.write_blob(&manifest).unwrap(),
+            manifest.len() as u64,
+        );
+        let e = image_store::image::resolve_descriptor(store, "lie", &root, None)
+            .expect_err("a config of another size than its descriptor's");
+        assert_eq!(e.kind(), ErrorKind::SizeMismatch, "store {i}: {e}");
+
+        // The true descriptor still resolves.
+        let image = image_store::image::resolve_descriptor(store, "lie", &img.manifest, None)
+            .expect("true descriptor");
+        assert_eq!(image.id(), &img.config);
+    }
+}
+
+/// gc marks what a manifest refers to even when the only descriptor of the
+/// manifest lies about its size: reading documents by descriptor never
+/// lets gc collect the layers of a manifest it keeps.
+#[test]
+fn gc_follows_a_manifest_whose_descriptor_lies_about_its_size() {
+    let (_tmp, store) = oci_dir();
+    let img = write_image(&store, &[bytes(51, 400), bytes(52, 500)], "kept");
+    store.set_tag("kept", &resized(&img.manifest, 1)).unwrap();
+    store
+        .gc(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    verify_all(&store, &img.layers);
+    verify_all(&store, std::slice::from_ref(&img.config));
+}
