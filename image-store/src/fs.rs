@@ -429,8 +429,8 @@ pub fn write_file_atomic(
 struct TempInUse(PathBuf);
 
 /// The temporary names claimed now, and the wake-up of their waiters.
-static TEMPS_IN_USE: (Mutex<Vec<PathBuf>>, std::sync::Condvar) =
-    (Mutex::new(Vec::new()), std::sync::Condvar::new());
+static TEMPS_IN_USE: (std::sync::Mutex<Vec<PathBuf>>, std::sync::Condvar) =
+    (std::sync::Mutex::new(Vec::new()), std::sync::Condvar::new());
 
 impl TempInUse {
     /// Waits until no other thread holds `tmp`, then holds it until dropped.
