@@ -147,13 +147,6 @@ impl CopyOptions {
         self.tracker = tracker;
         self
     }
-
-    /// Sets the tracker: the former name of
-    /// [`with_tracker`](CopyOptions::with_tracker).
-    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
-    pub fn tracker(self, tracker: Tracker) -> Self {
-        self.with_tracker(tracker)
-    }
 }
 
 /// Copies the manifest or index `descriptor` and everything it references

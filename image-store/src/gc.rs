@@ -150,13 +150,6 @@ impl GcOptions {
         self.tracker = tracker;
         self
     }
-
-    /// Sets the tracker: the former name of
-    /// [`with_tracker`](GcOptions::with_tracker).
-    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
-    pub fn tracker(self, tracker: Tracker) -> Self {
-        self.with_tracker(tracker)
-    }
 }
 
 /// What a collection did.

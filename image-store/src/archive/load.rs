@@ -122,13 +122,6 @@ impl LoadOptions {
         self
     }
 
-    /// Sets the tracker: the former name of
-    /// [`with_tracker`](LoadOptions::with_tracker).
-    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
-    pub fn tracker(self, tracker: Tracker) -> Self {
-        self.with_tracker(tracker)
-    }
-
     /// Sets [`repository`](LoadOptions::repository).
     pub fn repository(mut self, repository: impl Into<String>) -> Self {
         self.repository = Some(repository.into());

@@ -137,13 +137,6 @@ impl SaveOptions {
         self.tracker = tracker;
         self
     }
-
-    /// Sets the tracker: the former name of
-    /// [`with_tracker`](SaveOptions::with_tracker).
-    #[deprecated(note = "use `with_tracker`, the setter's name across the family")]
-    pub fn tracker(self, tracker: Tracker) -> Self {
-        self.with_tracker(tracker)
-    }
 }
 
 /// What an export wrote.
