@@ -35,6 +35,9 @@
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
+pub mod layer;
+
+pub use layer::Layer;
 
 // The registry of image-build's public errors, for
 // `image_core::error::classify`: it recognises each error type of this crate
