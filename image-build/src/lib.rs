@@ -36,6 +36,7 @@ pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
 pub mod layer;
+pub mod run;
 
 pub use layer::Layer;
 
@@ -47,10 +48,12 @@ image_core::classify_registry!(
     below: image_runtime::kind_of;
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::run::RunError,
 );
 #[cfg(not(feature = "runtime"))]
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::run::RunError,
 );
