@@ -280,11 +280,22 @@ pub enum RunError {
     #[cfg(feature = "runtime")]
     #[error("{what} the RUN container")]
     Container {
-        /// The step: `creating`, `starting`, `waiting for`, `deleting`.
+        /// The step: `creating`, `reading the spec of`, `starting`, `waiting for`.
         what: &'static str,
         /// The runtime's error.
         #[source]
         source: Box<image_runtime::ContainerError>,
+    },
+    /// The container could not be deleted after the run: its root may
+    /// still be mounted, so its mount points were left as they are.
+    #[cfg(feature = "runtime")]
+    #[error("the RUN container could not be deleted")]
+    NotDeleted {
+        /// The runtime's error.
+        #[source]
+        source: Box<image_runtime::ContainerError>,
+        /// How the run itself failed, if it did.
+        run: Option<Box<RunError>>,
     },
     /// Mounting the snapshot to look at or clean its mount points failed.
     #[error("mounting the snapshot {what}")]
@@ -321,6 +332,8 @@ impl image_core::Classify for RunError {
             RunError::Unsupported { .. } => ErrorKind::Unsupported,
             #[cfg(feature = "runtime")]
             RunError::Container { source, .. } => source.kind(),
+            #[cfg(feature = "runtime")]
+            RunError::NotDeleted { source, .. } => source.kind(),
             RunError::Mount { source, .. } => source.kind(),
             RunError::Io { source, .. } => ErrorKind::from_io(source),
         }
@@ -366,8 +379,9 @@ mod exec {
     /// [`RunError::Failed`] (non-zero exit: its code and last lines),
     /// [`RunError::Cancelled`], [`RunError::Invalid`] (no command, a file
     /// name that is not one component), [`RunError::Container`],
-    /// [`RunError::Mount`], [`RunError::Io`]. A cleanup failure is
-    /// reported when the run itself succeeded.
+    /// [`RunError::NotDeleted`] (holding the run's own error, if any),
+    /// [`RunError::Mount`], [`RunError::Io`]. A failure to remove the mount
+    /// points is reported when the run itself succeeded.
     ///
     /// # Security
     /// The root filesystem is the image's: every path looked at or
@@ -418,15 +432,9 @@ mod exec {
             output,
             interrupt,
         );
-        // The container is gone (or could not be deleted: then its root is
-        // still mounted and is left alone).
-        if matches!(
-            ran,
-            Err(RunError::Container {
-                what: "deleting",
-                ..
-            })
-        ) {
+        // A container that could not be deleted may still have its root
+        // mounted: its mount points are left alone.
+        if matches!(ran, Err(RunError::NotDeleted { .. })) {
             return ran;
         }
         let cleaned = with_root(&mounts, "to remove its mount points", |root| {
@@ -537,7 +545,8 @@ mod exec {
         }
     }
 
-    /// Deletes the container on drop unless it was deleted already.
+    /// Deletes the container on drop (a panic's unwinding) unless it was
+    /// deleted already.
     struct Cleanup<'r> {
         runtime: &'r Runtime,
         id: String,
@@ -609,6 +618,31 @@ mod exec {
             id: container.id().to_owned(),
             armed: true,
         };
+        let ran = start_and_wait(runtime, container, stubs, output, interrupt);
+        match cleanup.delete() {
+            Ok(()) => ran,
+            Err(source) => Err(RunError::NotDeleted {
+                source: Box::new(source),
+                run: ran.err().map(Box::new),
+            }),
+        }
+    }
+
+    /// The created `container` started, its output pumped, its exit
+    /// waited for (the caller deletes it).
+    fn start_and_wait(
+        runtime: &Runtime,
+        container: image_runtime::Container,
+        stubs: &Stubs,
+        output: &mut dyn FnMut(OutputStream, &[u8]),
+        interrupt: Option<&Interrupt>,
+    ) -> Result<(), RunError> {
+        let container_err = |what| {
+            move |source| RunError::Container {
+                what,
+                source: Box::new(source),
+            }
+        };
         // The runtime made the missing working directory as root: give it
         // to the command's user, as BuildKit's executor makes it.
         let oci = container
@@ -630,10 +664,8 @@ mod exec {
             stderr: Output::Fd(err_w),
         };
         let running = container.start(stdio).map_err(container_err("starting"))?;
-        let exit = pump(runtime, running, [out_r, err_r], output, interrupt);
-        let deleted = cleanup.delete().map_err(container_err("deleting"));
-        let (exit, last_lines, interrupted) = exit?;
-        deleted?;
+        let (exit, last_lines, interrupted) =
+            pump(runtime, running, [out_r, err_r], output, interrupt);
         if interrupted {
             return Err(RunError::Cancelled);
         }
@@ -666,7 +698,7 @@ mod exec {
         readers: [OwnedFd; 2],
         output: &mut dyn FnMut(OutputStream, &[u8]),
         interrupt: Option<&Interrupt>,
-    ) -> Result<Pumped, RunError> {
+    ) -> Pumped {
         let id = running.id().to_owned();
         let (tx, rx) = mpsc::channel::<Event>();
         let [out_r, err_r] = readers;
@@ -720,7 +752,7 @@ mod exec {
                 source: std::io::Error::other("the waiting thread ended without an exit"),
             })
         });
-        Ok((exit, last, interrupted))
+        (exit, last, interrupted)
     }
 
     /// Sends each line read from `fd` (a piece of [`MAX_LINE`] bytes of a

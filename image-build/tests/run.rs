@@ -318,6 +318,31 @@ fn a_mount_point_the_command_filled_stays() {
     });
 }
 
+/// The cleaning reaches every path without following a symlink: a
+/// command that moves a stub's directory away and puts a symlink in its
+/// place keeps the empty file the symlink leads to. (On the copy driver:
+/// overlayfs refuses to rename a lower directory, so no command can do
+/// this there.)
+#[test]
+fn a_symlink_in_place_of_a_stubs_directory_is_not_followed() {
+    if !ready() {
+        return;
+    }
+    {
+        let driver = Driver::Copy;
+        let f = Fixture::new(driver);
+        let script = "mkdir /victim && touch /victim/hosts /victim/hostname && \
+                      mv /etc /etc.moved && ln -s victim /etc";
+        let (r, lines) = f.run("build-link", &sh(script));
+        r.unwrap_or_else(|e| panic!("{e:?} {lines:?}"));
+        let layer = f.layer("build-link");
+        for p in ["victim/hosts", "victim/hostname", "etc"] {
+            assert!(layer.contains(p), "{driver:?}: {p} missing from {layer:?}");
+        }
+        f.assert_clean();
+    }
+}
+
 #[test]
 fn network_none_has_only_loopback_and_host_the_hosts() {
     each_driver(|driver| {
