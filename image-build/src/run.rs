@@ -584,12 +584,6 @@ mod exec {
         output: &mut dyn FnMut(OutputStream, &[u8]),
         interrupt: Option<&Interrupt>,
     ) -> Result<(), RunError> {
-        let container_err = |what| {
-            move |source| RunError::Container {
-                what,
-                source: Box::new(source),
-            }
-        };
         let mut b = runtime
             .container(Rootfs::Mounts(mounts.to_vec()))
             .cmd(spec.args.clone())
@@ -637,12 +631,6 @@ mod exec {
         output: &mut dyn FnMut(OutputStream, &[u8]),
         interrupt: Option<&Interrupt>,
     ) -> Result<(), RunError> {
-        let container_err = |what| {
-            move |source| RunError::Container {
-                what,
-                source: Box::new(source),
-            }
-        };
         // The runtime made the missing working directory as root: give it
         // to the command's user, as BuildKit's executor makes it.
         let oci = container
@@ -677,6 +665,14 @@ mod exec {
             code: exit.status.code(),
             last_lines: last_lines.into_iter().collect(),
         })
+    }
+
+    /// A runtime error at step `what` of the container's life.
+    fn container_err(what: &'static str) -> impl FnOnce(ContainerError) -> RunError {
+        move |source| RunError::Container {
+            what,
+            source: Box::new(source),
+        }
     }
 
     fn pipe() -> Result<(OwnedFd, OwnedFd), RunError> {

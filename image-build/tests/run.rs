@@ -149,6 +149,11 @@ fn mount_private(mounts: &[Mount], target: &Path) -> MountGuard<SysMounter> {
     guard
 }
 
+/// A set of layer paths.
+fn paths(p: &[&str]) -> BTreeSet<String> {
+    p.iter().map(|s| (*s).to_owned()).collect()
+}
+
 fn sh(script: &str) -> RunSpec {
     RunSpec::new(["/bin/sh", "-c", script])
 }
@@ -252,9 +257,7 @@ fn env_user_and_workdir_are_the_commands() {
         );
         // The working directory stays (as Docker's RUN makes it), the
         // mount points do not.
-        let want: BTreeSet<String> = ["work", "work/dir", "work/dir/made"]
-            .map(String::from)
-            .into();
+        let want = paths(&["work", "work/dir", "work/dir/made"]);
         assert_eq!(f.layer("build-env"), want);
         f.assert_clean();
     });
@@ -269,7 +272,7 @@ fn a_layer_holds_only_the_commands_changes() {
             &sh("echo hi > /hello; echo more > /etc/more"),
         );
         r.unwrap();
-        let want: BTreeSet<String> = ["hello", "etc", "etc/more"].map(String::from).into();
+        let want = paths(&["hello", "etc", "etc/more"]);
         assert_eq!(f.layer("build-write"), want, "{driver:?}");
 
         // A command that changes nothing still makes a layer: an empty one.
@@ -277,8 +280,7 @@ fn a_layer_holds_only_the_commands_changes() {
         r.unwrap();
         assert_eq!(f.layer("build-nothing"), BTreeSet::new(), "{driver:?}");
 
-        // The mount points are gone from the snapshot itself, and the
-        // base's own directories keep their times.
+        // The mount points are gone from the snapshot itself.
         let target = f.tmp.path().join("check");
         std::fs::create_dir(&target).unwrap();
         let mounts = f.sn().mounts("build-nothing").unwrap();
@@ -310,9 +312,7 @@ fn a_mount_point_the_command_filled_stays() {
             &sh("mkdir -p /run && echo x > /run/x; touch /etc/hosts.allow"),
         );
         r.unwrap();
-        let want: BTreeSet<String> = ["run", "run/x", "etc", "etc/hosts.allow"]
-            .map(String::from)
-            .into();
+        let want = paths(&["run", "run/x", "etc", "etc/hosts.allow"]);
         assert_eq!(f.layer("build-fill"), want);
         f.assert_clean();
     });
@@ -607,7 +607,7 @@ fn heredoc_scripts_run() {
             assert_eq!(stream(&lines, OutputStream::Stdout), *want, "{text}");
             let layer = f.layer(&key);
             if i == 0 {
-                assert_eq!(layer, BTreeSet::from(["made".to_owned()]));
+                assert_eq!(layer, paths(&["made"]));
             } else {
                 assert_eq!(
                     layer,
@@ -645,9 +645,7 @@ fn runc_and_crun_run_steps_too() {
             "{tool}"
         );
         assert_eq!(stream(&lines, OutputStream::Stderr), ["err"], "{tool}");
-        let want: BTreeSet<String> = ["home", "home/app", "home/app/hello"]
-            .map(String::from)
-            .into();
+        let want = paths(&["home", "home/app", "home/app/hello"]);
         assert_eq!(f.layer("build-oci"), want, "{tool}");
         f.assert_clean();
     }
