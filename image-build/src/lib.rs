@@ -32,11 +32,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod builder;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
 pub mod layer;
 
+pub use builder::{BuilderError, ImageBuilder};
 pub use layer::Layer;
 
 // The registry of image-build's public errors, for
@@ -45,12 +47,14 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::builder::BuilderError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );
 #[cfg(not(feature = "runtime"))]
 image_core::classify_registry!(
     below: image_overlay::kind_of;
+    crate::builder::BuilderError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );
