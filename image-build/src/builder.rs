@@ -188,15 +188,9 @@ pub enum BuilderError {
     /// The store's lease could not be taken or extended.
     #[error("holding a lease for the new image")]
     Lease(#[from] LeaseError),
-    /// The base image could not be resolved.
-    #[error("resolving the base image {reference:?}")]
-    Base {
-        /// The base as named.
-        reference: String,
-        /// Why (boxed: an image error is large).
-        #[source]
-        source: Box<ImageError>,
-    },
+    /// The base image could not be resolved (the image error names it).
+    #[error("resolving the base image")]
+    Base(#[source] Box<ImageError>),
     /// A tag is not a valid name for an image (checked before anything
     /// is written).
     #[error("invalid tag {tag:?} for the new image")]
@@ -244,28 +238,53 @@ pub enum BuilderError {
         /// `xz` or `bzip2`.
         format: &'static str,
     },
-    /// The directory could not be packed.
-    #[error("packing {}", path.display())]
+    /// The directory of the builder's `layer`th new layer could not be
+    /// packed.
+    #[error("new layer {layer}: packing {}", path.display())]
     Pack {
+        /// The layer's place among those the builder adds (from 1).
+        layer: usize,
         /// The directory.
         path: PathBuf,
         /// Why.
         #[source]
         source: PackError,
     },
-    /// The layer of files given in memory could not be written.
-    #[error("writing the layer of files")]
-    Write(#[source] PackError),
-    /// The tar stream was refused (corrupt, truncated, over a limit) or
+    /// A new layer could not be written (files in memory, or a tar stream
+    /// recompressed).
+    #[error("new layer {layer}: writing it")]
+    Write {
+        /// The layer's place among those the builder adds (from 1).
+        layer: usize,
+        /// Why.
+        #[source]
+        source: PackError,
+    },
+    /// A tar stream was refused (corrupt, truncated, over a limit) or
     /// could not be read.
-    #[error("reading the layer tarball")]
-    Tar(#[source] UnpackError),
-    /// A layer blob could not be stored.
-    #[error("storing the new layer")]
-    Content(#[source] ContentError),
+    #[error("new layer {layer}: reading its tar stream")]
+    Tar {
+        /// The layer's place among those the builder adds (from 1).
+        layer: usize,
+        /// Why.
+        #[source]
+        source: UnpackError,
+    },
+    /// The store failed: storing a new layer's blob, or looking for a
+    /// layer given to [`ImageBuilder::add_layer`].
+    #[error("new layer {layer}: in the store")]
+    Content {
+        /// The layer's place among those the builder adds (from 1).
+        layer: usize,
+        /// Why.
+        #[source]
+        source: ContentError,
+    },
     /// A layer given to [`ImageBuilder::add_layer`] is not in the store.
-    #[error("layer {digest} is not in the store")]
+    #[error("new layer {layer}: blob {digest} is not in the store")]
     MissingLayer {
+        /// The layer's place among those the builder adds (from 1).
+        layer: usize,
         /// The layer blob's digest.
         digest: Digest,
     },
@@ -281,16 +300,16 @@ impl Classify for BuilderError {
     fn kind(&self) -> ErrorKind {
         match self {
             BuilderError::Lease(e) => e.kind(),
-            BuilderError::Base { source, .. } => source.kind(),
+            BuilderError::Base(source) => source.kind(),
             BuilderError::InvalidTag { source, .. } => source.kind(),
             BuilderError::InvalidPath { .. }
             | BuilderError::DuplicatePath { .. }
             | BuilderError::NotADirectory { .. }
             | BuilderError::HardlinkTarget { .. } => ErrorKind::InvalidInput,
             BuilderError::UnsupportedCompression { .. } => ErrorKind::Unsupported,
-            BuilderError::Pack { source, .. } | BuilderError::Write(source) => source.kind(),
-            BuilderError::Tar(e) => e.kind(),
-            BuilderError::Content(e) => e.kind(),
+            BuilderError::Pack { source, .. } | BuilderError::Write { source, .. } => source.kind(),
+            BuilderError::Tar { source, .. } => source.kind(),
+            BuilderError::Content { source, .. } => source.kind(),
             BuilderError::MissingLayer { .. } => ErrorKind::NotFound,
             BuilderError::Mutate(e) => e.kind(),
             BuilderError::Tag(e) => e.kind(),
@@ -348,12 +367,8 @@ where
         platform: Option<&Platform>,
     ) -> Result<Self, BuilderError> {
         let lease = store.begin_lease()?;
-        let image = image_store::resolve_image(&lease.protect(store), name, platform).map_err(
-            |source| BuilderError::Base {
-                reference: name.to_owned(),
-                source: Box::new(source),
-            },
-        )?;
+        let image = image_store::resolve_image(&lease.protect(store), name, platform)
+            .map_err(|source| BuilderError::Base(Box::new(source)))?;
         Ok(Self::on(store, lease, image))
     }
 
@@ -452,10 +467,12 @@ where
     fn add_packed(
         &mut self,
         history: History,
-        pack: impl FnOnce(&mut dyn Write) -> Result<PackReport, BuilderError>,
+        pack: impl FnOnce(&mut dyn Write, usize) -> Result<PackReport, BuilderError>,
     ) -> Result<Layer, BuilderError> {
+        let layer = self.layers.len() + 1;
         let store = self.lease.protect(self.store);
-        let report = store_layer(&store, BuilderError::Content, pack)?;
+        let content = |source| BuilderError::Content { layer, source };
+        let report = store_layer(&store, content, |w| pack(w, layer))?;
         let layer = Layer {
             descriptor: descriptor(&report.media_type, &report.digest, report.size),
             diff_id: report.diff_id,
@@ -472,8 +489,9 @@ where
     /// [`BuilderError::Pack`] naming the directory; [`BuilderError::Content`].
     pub fn add_dir(&mut self, dir: &Path, history: History) -> Result<Layer, BuilderError> {
         let options = self.pack_options();
-        self.add_packed(history, |w| {
+        self.add_packed(history, |w, layer| {
             pack_dir(dir, w, &options).map_err(|source| BuilderError::Pack {
+                layer,
                 path: dir.to_owned(),
                 source,
             })
@@ -495,19 +513,22 @@ where
     }
 
     fn add_tar_dyn(&mut self, tar: &mut dyn Read, history: History) -> Result<Layer, BuilderError> {
+        let layer = self.layers.len() + 1;
+        let read_err = |e| BuilderError::Tar {
+            layer,
+            source: UnpackError::Source { source: e },
+        };
         let mut head = Vec::with_capacity(6);
-        tar.take(6)
-            .read_to_end(&mut head)
-            .map_err(|e| BuilderError::Tar(UnpackError::Source { source: e }))?;
+        tar.take(6).read_to_end(&mut head).map_err(read_err)?;
         if let Some(format) = sniff_unsupported(&head) {
             return Err(BuilderError::UnsupportedCompression { format });
         }
         let input = io::Cursor::new(&head[..]).chain(tar);
-        let plain = decoder(Compression::sniff(&head), input)
-            .map_err(|e| BuilderError::Tar(UnpackError::Source { source: e }))?;
+        let plain = decoder(Compression::sniff(&head), input).map_err(read_err)?;
         let options = self.pack_options();
-        self.add_packed(history, |w| {
-            let mut stream = LayerStream::new(w, &options).map_err(BuilderError::Write)?;
+        self.add_packed(history, |w, layer| {
+            let write_err = |source| BuilderError::Write { layer, source };
+            let mut stream = LayerStream::new(w, &options).map_err(write_err)?;
             let listed = list(
                 Tee {
                     reader: plain,
@@ -516,8 +537,8 @@ where
                 &ListOptions::default().with_compression(Compression::None),
                 |_| {},
             )
-            .map_err(BuilderError::Tar)?;
-            stream.finish(listed.entries).map_err(BuilderError::Write)
+            .map_err(|source| BuilderError::Tar { layer, source })?;
+            stream.finish(listed.entries).map_err(write_err)
         })
     }
 
@@ -535,8 +556,9 @@ where
         let tree = FileTree::new(files)?;
         let options = self.pack_options();
         let epoch = self.epoch;
-        self.add_packed(history, |w| {
-            tree.write(w, &options, epoch).map_err(BuilderError::Write)
+        self.add_packed(history, |w, layer| {
+            tree.write(w, &options, epoch)
+                .map_err(|source| BuilderError::Write { layer, source })
         })
     }
 
@@ -563,14 +585,18 @@ where
         let store = self.lease.protect(self.store);
         let mut new_layers = Vec::with_capacity(self.layers.len());
         let layer_history = self.history.iter().filter(|h| !h.empty_layer);
-        for (l, h) in self.layers.iter().zip(layer_history) {
+        for (i, (l, h)) in self.layers.iter().zip(layer_history).enumerate() {
+            let layer = i + 1;
             let digest = l
                 .descriptor
                 .checked_digest()
                 .map_err(|e| BuilderError::Mutate(MutateError::Build(e)))?;
             // Through the lease: present now, and kept until tagged.
-            if !store.exists(&digest).map_err(BuilderError::Content)? {
-                return Err(BuilderError::MissingLayer { digest });
+            let present = store
+                .exists(&digest)
+                .map_err(|source| BuilderError::Content { layer, source })?;
+            if !present {
+                return Err(BuilderError::MissingLayer { layer, digest });
             }
             new_layers.push(NewLayer {
                 media_type: descriptor_media_type(&l.descriptor),
@@ -748,5 +774,52 @@ impl<'f> FileTree<'f> {
             w.entry(&entry, data)?;
         }
         w.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use image_overlay::list::{list, ListOptions};
+    use image_store::{MemoryStore, Provider};
+
+    use super::*;
+
+    /// `SOURCE_DATE_EPOCH` stamps the image and its history and clamps the
+    /// mtimes of files and directories packed (none of this crate's other
+    /// unit tests reads it).
+    #[test]
+    fn source_date_epoch_stamps_created_and_clamps_mtimes() {
+        std::env::set_var("SOURCE_DATE_EPOCH", "1000");
+        let store = MemoryStore::new();
+        let platform = Platform::new("linux", "amd64");
+        let built = ImageBuilder::scratch(&store, &platform).map(|mut b| {
+            let files = [
+                File::regular("late", b"x".to_vec(), 0o644).mtime(5000),
+                File::regular("early", b"y".to_vec(), 0o644).mtime(10),
+            ];
+            let layer = b.add_files(&files, History::default());
+            b.add_history(History::default());
+            (layer, b.commit(&["example/epoch:1"]))
+        });
+        std::env::remove_var("SOURCE_DATE_EPOCH");
+        let (layer, built) = built.expect("scratch");
+        let (layer, built) = (layer.expect("files"), built.expect("commit"));
+        let stamp = image_core::time::rfc3339(1000);
+        let file = built.config.file();
+        assert_eq!(file.created.as_deref(), Some(stamp.as_str()));
+        let history = file.history.as_deref().unwrap_or_default();
+        assert_eq!(history.len(), 2);
+        assert!(history
+            .iter()
+            .all(|h| h.created.as_deref() == Some(stamp.as_str())));
+        let digest = layer.descriptor.checked_digest().expect("digest");
+        let mut mtimes = Vec::new();
+        list(
+            store.reader(&digest).expect("blob"),
+            &ListOptions::default(),
+            |e| mtimes.push((e.path_lossy(), e.mtime)),
+        )
+        .expect("list");
+        assert_eq!(mtimes, [("early".into(), 10), ("late".into(), 1000)]);
     }
 }

@@ -317,6 +317,10 @@ fn an_image_on_a_base_keeps_its_layers_history_config_and_format() {
     let run = image.config.file().config.clone().expect("run");
     assert_eq!(run.working_dir.as_deref(), Some("/srv/app"));
 
+    let e = ImageBuilder::from_image(&b.store, "example/nope:1", None).expect_err("no base");
+    assert!(matches!(e, BuilderError::Base(_)), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+
     // add_layer reuses a layer already in the store, with no I/O; one
     // not in the store is refused at commit, typed.
     let mut again = ImageBuilder::from_resolved(&b.store, image).expect("resolved");
@@ -332,7 +336,7 @@ fn an_image_on_a_base_keeps_its_layers_history_config_and_format() {
         .commit(&["example/missing:1"])
         .expect_err("missing layer");
     assert!(
-        matches!(&e, BuilderError::MissingLayer { digest } if *digest == absent),
+        matches!(&e, BuilderError::MissingLayer { layer: 1, digest } if *digest == absent),
         "{e:?}"
     );
     assert_eq!(e.kind(), ErrorKind::NotFound);
@@ -466,7 +470,7 @@ fn a_tar_that_would_not_unpack_leaves_no_blob() {
     let mut cut = tar_stream();
     cut.truncate(700);
     let e = b.add_tar(&cut[..], history("cut")).expect_err("truncated");
-    assert!(matches!(e, BuilderError::Tar(_)), "{e:?}");
+    assert!(matches!(e, BuilderError::Tar { layer: 1, .. }), "{e:?}");
     let xz = [0xfd, b'7', b'z', b'X', b'Z', 0, 1, 2];
     let e = b.add_tar(&xz[..], history("xz")).expect_err("xz");
     assert!(
