@@ -3,7 +3,9 @@
 //! Dockerfile parsing and image builds. This part holds the language layer:
 //! the Dockerfile parser ([`dockerfile::parse`]) into a typed tree, its
 //! printer, the expansion pass, and `.dockerignore` matching
-//! ([`dockerignore`]). The build steps come on top of it.
+//! ([`dockerignore`]). The build steps come on top of it, and on the
+//! builder API ([`builder`]), which makes an image without a Dockerfile
+//! (crane `append`, ko, jib).
 //!
 //! ```
 //! use std::collections::BTreeMap;

@@ -12,6 +12,12 @@
 //! [`pack_overlay_upper`] reads an overlayfs upper directory: its 0/0
 //! character devices become `.wh.NAME` whiteouts and its opaque directories
 //! get a `.wh..wh..opq` marker.
+//!
+//! The writer stack is public for layers that do not come from a
+//! directory: [`LayerWriter`] writes entries a caller makes (files held in
+//! memory) with the same tar writer, and [`LayerStream`] takes a whole
+//! uncompressed tar stream as it is (recompressing a layer tarball); both
+//! give a [`PackReport`] with the digest and diff ID of the one pass.
 
 use std::collections::HashMap;
 use std::fs::File;
