@@ -3,7 +3,9 @@
 //! Dockerfile parsing and image builds. This part holds the language layer:
 //! the Dockerfile parser ([`dockerfile::parse`]) into a typed tree, its
 //! printer, the expansion pass, and `.dockerignore` matching
-//! ([`dockerignore`]). The build steps come on top of it.
+//! ([`dockerignore`]). The build steps come on top of it, and on the
+//! builder API ([`builder`]), which makes an image without a Dockerfile
+//! (crane `append`, ko, jib).
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -32,12 +34,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod builder;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
 pub mod layer;
 pub mod run;
 
+pub use builder::{BuilderError, ImageBuilder};
 pub use layer::Layer;
 
 // The registry of image-build's public errors, for
@@ -46,6 +50,7 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::builder::BuilderError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::run::RunError,
@@ -53,6 +58,7 @@ image_core::classify_registry!(
 #[cfg(not(feature = "runtime"))]
 image_core::classify_registry!(
     below: image_overlay::kind_of;
+    crate::builder::BuilderError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::run::RunError,

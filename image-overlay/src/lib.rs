@@ -109,7 +109,9 @@ pub use list::{list, ListEntry, ListOptions, ListReport};
 #[cfg(feature = "testing")]
 pub use mount::RecordingMounter;
 pub use mount::{LegacyMounter, Mount, MountError, MountGuard, Mounter, SysMounter};
-pub use pack::{pack_dir, pack_overlay_upper, PackError, PackOptions, PackReport};
+pub use pack::{
+    pack_dir, pack_overlay_upper, LayerStream, LayerWriter, PackError, PackOptions, PackReport,
+};
 pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,
     Snapshotter,
