@@ -830,6 +830,8 @@ impl Client {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthenticated => {
                     reauthenticated = true;
                     self.learn_challenge(target, &resp, auth.is_some())?;
+                    // The challenge round is not a failed attempt.
+                    attempt -= 1;
                     continue;
                 }
                 Ok(resp)
