@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use image_core::{Classify, ErrorKind};
 
-use crate::config::MAX_CONFIG_FILE;
+use crate::config::{read_config_file, MAX_CONFIG_FILE};
 use crate::secret::Secret;
 
 /// The largest answer read from a credential helper.
@@ -206,25 +206,22 @@ impl DockerConfig {
     pub fn load(paths: &[PathBuf]) -> Result<DockerConfig, CredentialError> {
         let mut files = Vec::new();
         for path in paths {
-            let read_err = |source| CredentialError::Read {
-                path: path.clone(),
-                source,
-            };
-            let file = match std::fs::File::open(path) {
-                Ok(f) => f,
+            let text = match read_config_file(path) {
+                Ok(Some(text)) => text,
+                Ok(None) => {
+                    return Err(CredentialError::TooLarge {
+                        path: path.clone(),
+                        limit: MAX_CONFIG_FILE,
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(read_err(e)),
+                Err(source) => {
+                    return Err(CredentialError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                }
             };
-            let mut text = Vec::new();
-            file.take(MAX_CONFIG_FILE + 1)
-                .read_to_end(&mut text)
-                .map_err(read_err)?;
-            if text.len() as u64 > MAX_CONFIG_FILE {
-                return Err(CredentialError::TooLarge {
-                    path: path.clone(),
-                    limit: MAX_CONFIG_FILE,
-                });
-            }
             let shape = serde_json::from_slice(&text).map_err(|source| CredentialError::Json {
                 path: path.clone(),
                 source,

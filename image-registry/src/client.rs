@@ -550,29 +550,13 @@ impl Client {
     /// # Errors
     /// A request error; `TooMany`, `TooLarge`, `ForeignLink`.
     pub async fn tags(&self, reference: &Reference) -> Result<Vec<String>, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct Page {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let pages = self
-            .list(
-                reference.domain(),
-                reference.repository(),
-                "tags/list?n=1000",
-            )
-            .await?;
-        let mut out = Vec::new();
-        for (url, body) in pages {
-            let page: Page =
-                serde_json::from_slice(&body).map_err(|source| RegistryError::Json {
-                    url,
-                    what: "tags list",
-                    source,
-                })?;
-            out.extend(page.tags.unwrap_or_default());
-        }
-        Ok(out)
+        self.list(
+            reference.domain(),
+            reference.repository(),
+            "tags/list?n=1000",
+            ("tags list", "tags"),
+        )
+        .await
     }
 
     /// The repositories of registry `domain` (`/v2/_catalog`), every page
@@ -581,23 +565,8 @@ impl Client {
     /// # Errors
     /// As [`tags`](Client::tags).
     pub async fn catalog(&self, domain: &str) -> Result<Vec<String>, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct Page {
-            #[serde(default)]
-            repositories: Option<Vec<String>>,
-        }
-        let pages = self.list(domain, "", "_catalog?n=1000").await?;
-        let mut out = Vec::new();
-        for (url, body) in pages {
-            let page: Page =
-                serde_json::from_slice(&body).map_err(|source| RegistryError::Json {
-                    url,
-                    what: "catalog",
-                    source,
-                })?;
-            out.extend(page.repositories.unwrap_or_default());
-        }
-        Ok(out)
+        self.list(domain, "", "_catalog?n=1000", ("catalog", "repositories"))
+            .await
     }
 
     /// The manifests that refer to `digest` (signatures, SBOMs), through
@@ -698,13 +667,15 @@ impl Client {
         check_status(Method::DELETE, resp).await.map(drop)
     }
 
-    /// Every page of a list, with its URL (without query).
+    /// Every entry of a paginated list: the strings of field `field.1` of
+    /// each page (a `field.0`, as messages name it).
     async fn list(
         &self,
         domain: &str,
         repository: &str,
         first: &str,
-    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        field: (&'static str, &'static str),
+    ) -> Result<Vec<String>, RegistryError> {
         let endpoint = self.inner.config.origin(domain);
         let (path, scope) = if repository.is_empty() {
             (first.to_owned(), "registry:catalog:*".to_owned())
@@ -722,8 +693,8 @@ impl Client {
             path,
             scope: Some(scope),
         };
-        let mut pages = Vec::new();
-        let mut entries = 0u64;
+        let mut out = Vec::new();
+        let mut pages = 0u64;
         loop {
             let resp = self.send(&target, Method::GET, HeaderMap::new()).await?;
             let resp = check_status(Method::GET, resp).await?;
@@ -731,24 +702,31 @@ impl Client {
             let shown = show_url(&url);
             let next = next_link(&resp, &url)?;
             let body = read_bounded(resp, MAX_LIST_PAGE, "list page", &shown).await?;
-            entries += body.iter().filter(|b| **b == b',').count() as u64 + 1;
-            if entries > MAX_LIST_ENTRIES {
-                return Err(RegistryError::TooMany {
-                    what: "list",
-                    url: shown,
-                    limit: MAX_LIST_ENTRIES,
-                });
-            }
-            pages.push((shown.clone(), body));
-            let Some(next) = next else {
-                return Ok(pages);
+            let json_err = |source| RegistryError::Json {
+                url: shown.clone(),
+                what: field.0,
+                source,
             };
-            if pages.len() as u64 >= MAX_LIST_PAGES {
-                return Err(RegistryError::TooMany {
-                    what: "list",
-                    url: shown,
-                    limit: MAX_LIST_PAGES,
-                });
+            let mut page: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(&body).map_err(json_err)?;
+            let entries: Option<Vec<String>> =
+                serde_json::from_value(page.remove(field.1).unwrap_or_default())
+                    .map_err(json_err)?;
+            out.extend(entries.unwrap_or_default());
+            pages += 1;
+            let too_many = |limit| RegistryError::TooMany {
+                what: field.0,
+                url: shown.clone(),
+                limit,
+            };
+            if out.len() as u64 > MAX_LIST_ENTRIES {
+                return Err(too_many(MAX_LIST_ENTRIES));
+            }
+            let Some(next) = next else {
+                return Ok(out);
+            };
+            if pages >= MAX_LIST_PAGES {
+                return Err(too_many(MAX_LIST_PAGES));
             }
             let path =
                 next.path()

@@ -267,24 +267,31 @@ impl RegistryConfig {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+/// A configuration file's bytes, at most [`MAX_CONFIG_FILE`]; `Ok(None)`
+/// when the file is larger.
+pub(crate) fn read_config_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let read_err = |source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut text = String::new();
-    file.take(MAX_CONFIG_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
-    if text.len() as u64 > MAX_CONFIG_FILE {
-        return Err(ConfigError::TooLarge {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_CONFIG_FILE).then_some(bytes))
+}
+
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    let bytes = read_config_file(path)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| ConfigError::TooLarge {
             path: path.to_owned(),
             limit: MAX_CONFIG_FILE,
-        });
-    }
-    Ok(text)
+        })?;
+    String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    })
 }
 
 /// Splits `host[:port][/path]` into the host and the path (without

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,10 +26,89 @@ struct Registry {
     child: Child,
     host: String,
     _dir: tempfile::TempDir,
+    _certs: Option<tempfile::TempDir>,
 }
 
 impl Registry {
     fn start() -> Option<Registry> {
+        Registry::start_with("")
+    }
+
+    /// With TLS from a CA made here: returns the registry and the CA (PEM).
+    fn start_tls() -> Option<(Registry, Vec<u8>)> {
+        let Some(openssl) = which("openssl") else {
+            skip_or_fail("openssl");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let run = |args: &[&str]| {
+            let mut cmd = Command::new(&openssl);
+            cmd.args(args).current_dir(d);
+            let out = image_testsupport::process::run_bounded(cmd);
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        );
+        let ca = std::fs::read(d.join("ca.pem")).unwrap();
+        let mut registry = Registry::start_with(&tls)?;
+        registry._certs = Some(dir);
+        Some((registry, ca))
+    }
+
+    fn start_with(http_extra: &str) -> Option<Registry> {
         let Some(bin) = which("docker-registry") else {
             skip_or_fail("docker-registry");
             return None;
@@ -41,7 +119,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
                 dir.path().join("data").display()
             ),
         )
@@ -57,6 +135,7 @@ impl Registry {
             child,
             host: format!("127.0.0.1:{port}"),
             _dir: dir,
+            _certs: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(&registry.host).is_err() {
@@ -108,18 +187,31 @@ fn make_image(store: &OciDir, platform: &Platform, layer_size: usize, seed: u64)
     m
 }
 
-/// `skopeo copy` of `name` in the layout at `dir` to the registry.
-fn skopeo_push(dir: &Path, name: &str, dest: &str, all: bool) -> bool {
+/// Tags `descriptor` in the layout `src` (at `dir/layout`) as `name` and
+/// pushes it with `skopeo copy` (`--all` when asked) to `host/repo_tag`;
+/// the reference it has there, `None` when skopeo is missing.
+fn push(
+    dir: &tempfile::TempDir,
+    src: &OciDir,
+    descriptor: &image_core::Descriptor,
+    host: &str,
+    name: &str,
+    all: bool,
+) -> Option<Reference> {
+    src.set_tag(name, descriptor).unwrap();
     let Some(skopeo) = which("skopeo") else {
         skip_or_fail("skopeo");
-        return false;
+        return None;
     };
+    let dest = format!("{host}/{name}");
     let mut cmd = Command::new(skopeo);
     cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
     if all {
         cmd.arg("--all");
     }
-    cmd.arg(format!("oci:{}:{name}", dir.display()))
+    let layout = dir.path().join("layout");
+    let stored = Reference::parse_name(name).unwrap().to_string();
+    cmd.arg(format!("oci:{}:{stored}", layout.display()))
         .arg(format!("docker://{dest}"));
     let out = image_testsupport::process::run_bounded(cmd);
     assert!(
@@ -127,7 +219,16 @@ fn skopeo_push(dir: &Path, name: &str, dest: &str, all: bool) -> bool {
         "skopeo: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    true
+    Some(Reference::parse_name(&dest).unwrap())
+}
+
+/// A fake registry's answer with a manifest.
+fn manifest_answer(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let ct = (
+        "Content-Type".to_owned(),
+        "application/vnd.oci.image.manifest.v1+json".to_owned(),
+    );
+    (200, vec![ct], raw.to_vec())
 }
 
 fn client(config: RegistryConfig) -> blocking::Client {
@@ -151,20 +252,20 @@ fn an_image_pushed_by_skopeo_pulls_with_identical_digests_and_present_blobs_are_
     };
     let (src_dir, src) = image_testsupport::store::oci_dir();
     let m = make_image(&src, &Platform::host(), 300_000, 1);
-    src.set_tag("x:1", &m.descriptor()).unwrap();
-    let dest = format!("{}/team/x:1", registry.host);
-    if !skopeo_push(
-        &src_dir.path().join("layout"),
-        "docker.io/library/x:1",
-        &dest,
+    let Some(reference) = push(
+        &src_dir,
+        &src,
+        &m.descriptor(),
+        &registry.host,
+        "team/x:1",
         false,
-    ) {
+    ) else {
         return;
-    }
+    };
+    let dest = reference.to_string();
 
     // Plain HTTP to loopback only when asked.
     let refused = client(RegistryConfig::new());
-    let reference = Reference::parse_name(&dest).unwrap();
     let (_d, dst) = image_testsupport::store::oci_dir();
     assert!(refused
         .pull(&reference, &dst, &PullOptions::default())
@@ -238,17 +339,17 @@ fn an_interrupted_pull_resumes_with_a_range_request() {
     };
     let (src_dir, src) = image_testsupport::store::oci_dir();
     let m = make_image(&src, &Platform::host(), 6 * 1024 * 1024, 2);
-    src.set_tag("big:1", &m.descriptor()).unwrap();
-    let dest = format!("{}/big:1", registry.host);
-    if !skopeo_push(
-        &src_dir.path().join("layout"),
-        "docker.io/library/big:1",
-        &dest,
+    let Some(reference) = push(
+        &src_dir,
+        &src,
+        &m.descriptor(),
+        &registry.host,
+        "big:1",
         false,
-    ) {
+    ) else {
         return;
-    }
-    let reference = Reference::parse_name(&dest).unwrap();
+    };
+    let dest = reference.to_string();
     let c = client(RegistryConfig::new().with_loopback_http(true));
     let (_d, dst) = image_testsupport::store::oci_dir();
     let interrupt = Interrupt::new();
@@ -305,17 +406,16 @@ fn a_multi_platform_index_gives_the_platform_asked_for_or_all() {
     });
     let index = image_core::Index::from_bytes(serde_json::to_vec(&index).unwrap()).unwrap();
     src.write_blob(index.raw()).unwrap();
-    src.set_tag("multi:1", &index.descriptor()).unwrap();
-    let dest = format!("{}/multi:1", registry.host);
-    if !skopeo_push(
-        &src_dir.path().join("layout"),
-        "docker.io/library/multi:1",
-        &dest,
+    let Some(reference) = push(
+        &src_dir,
+        &src,
+        &index.descriptor(),
+        &registry.host,
+        "multi:1",
         true,
-    ) {
+    ) else {
         return;
-    }
-    let reference = Reference::parse_name(&dest).unwrap();
+    };
     let c = client(RegistryConfig::new().with_loopback_http(true));
 
     let (_d, dst) = image_testsupport::store::oci_dir();
@@ -460,11 +560,7 @@ fn a_redirect_to_another_host_is_followed_without_the_authorization_header() {
             return (307, vec![("Location".into(), to)], vec![]);
         }
         if s.path.contains("/manifests/") {
-            let ct = (
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            );
-            return (200, vec![ct], raw.clone());
+            return manifest_answer(&raw);
         }
         if s.path.contains("/blobs/") {
             return (200, vec![], config.clone());
@@ -507,11 +603,7 @@ fn wrong_bytes_are_rejected_and_the_store_is_unchanged() {
     let served = layer.clone();
     let registry = Fake::start(Arc::new(move |s: &Seen| {
         if s.path.contains("/manifests/") {
-            let ct = (
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            );
-            return (200, vec![ct], raw.clone());
+            return manifest_answer(&raw);
         }
         if s.path.ends_with(&config_digest.to_string()) {
             return (200, vec![], config.clone());
@@ -639,11 +731,7 @@ fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried()
                 2 => return (429, vec![("Retry-After".into(), "0".into())], vec![]),
                 _ => {}
             }
-            let ct = (
-                "Content-Type".into(),
-                "application/vnd.oci.image.manifest.v1+json".into(),
-            );
-            return (200, vec![ct], raw.clone());
+            return manifest_answer(&raw);
         }
         if s.path.ends_with(&config_digest.to_string()) {
             return (200, vec![], config.clone());
@@ -679,4 +767,36 @@ fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried()
     );
     assert!(tokens[0].path.contains("service=fake"));
     assert!(tokens[0].headers["authorization"].starts_with("Basic "));
+}
+
+#[test]
+fn a_tls_registry_is_trusted_through_a_given_ca_only() {
+    let Some((registry, ca)) = Registry::start_tls() else {
+        return;
+    };
+    let (src_dir, src) = image_testsupport::store::oci_dir();
+    let m = make_image(&src, &Platform::host(), 20_000, 8);
+    let Some(reference) = push(
+        &src_dir,
+        &src,
+        &m.descriptor(),
+        &registry.host,
+        "tls:1",
+        false,
+    ) else {
+        return;
+    };
+
+    // Without the CA the certificate is refused.
+    let (_d0, none) = image_testsupport::store::oci_dir();
+    let e = client(RegistryConfig::new())
+        .pull(&reference, &none, &PullOptions::default())
+        .unwrap_err();
+    assert!(none.tags().unwrap().is_empty(), "{e:?}");
+
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let c = client(RegistryConfig::new().with_ca_certificate(ca));
+    c.ping(&registry.host).unwrap();
+    let report = c.pull(&reference, &dst, &PullOptions::default()).unwrap();
+    assert_eq!(report.descriptor.unwrap().digest(), m.descriptor().digest());
 }
