@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
@@ -45,12 +46,14 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::cache::CacheError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );
 #[cfg(not(feature = "runtime"))]
 image_core::classify_registry!(
     below: image_overlay::kind_of;
+    crate::cache::CacheError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );
