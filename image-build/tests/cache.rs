@@ -3,8 +3,11 @@
 //! the snapshots of cached layers on both snapshot drivers.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::Read;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use image_build::cache::{
@@ -18,6 +21,7 @@ use image_core::{Algorithm, Descriptor, DescriptorExt, Digest, Manifest, MediaTy
 use image_overlay::image_unpack::ImageUnpackOptions;
 use image_overlay::snapshot::{CopySnapshotter, Kind, OverlaySnapshotter, Snapshotter};
 use image_store::content::{ContentWriter, Info, IngestStatus};
+use image_store::fs::{Fs, Op, RealFs, Root, Target};
 use image_store::{
     ContentError, GcOptions, Ingester, Leases, Manager, OciDir, Provider, TagError, TagStore,
     Tagged,
@@ -443,6 +447,120 @@ fn concurrent_builders_both_keep_their_records() {
     for (k, l) in made.iter().flatten() {
         assert_eq!(cache.lookup(k).expect("lookup"), Some(cached(l, "RUN")));
     }
+}
+
+/// A seam that records every mutation of the store, by kind and target.
+#[derive(Debug, Default)]
+struct Recording {
+    calls: std::sync::Mutex<Vec<(Op, Target)>>,
+}
+
+impl Recording {
+    fn note(&self, op: Op, target: Target) {
+        self.calls.lock().expect("calls").push((op, target));
+    }
+
+    fn take(&self) -> Vec<(Op, Target)> {
+        std::mem::take(&mut *self.calls.lock().expect("calls"))
+    }
+}
+
+impl Fs for Recording {
+    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.note(Op::CreateDir, t);
+        RealFs.create_dir_all(t, r, p)
+    }
+    fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> std::io::Result<File> {
+        self.note(Op::CreateTemp, t);
+        RealFs.open_temp(t, r, p, truncate)
+    }
+    fn write(&self, t: Target, f: &mut File, buf: &[u8]) -> std::io::Result<usize> {
+        self.note(Op::Write, t);
+        RealFs.write(t, f, buf)
+    }
+    fn set_len(&self, t: Target, f: &File, len: u64) -> std::io::Result<()> {
+        self.note(Op::SetLen, t);
+        RealFs.set_len(t, f, len)
+    }
+    fn sync_file(&self, t: Target, f: &File) -> std::io::Result<()> {
+        self.note(Op::SyncFile, t);
+        RealFs.sync_file(t, f)
+    }
+    fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.note(Op::Rename, t);
+        RealFs.rename(t, r, from, to)
+    }
+    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> std::io::Result<()> {
+        self.note(Op::SyncDir, t);
+        RealFs.sync_dir(t, r, d)
+    }
+    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.note(Op::RemoveFile, t);
+        RealFs.remove_file(t, r, p)
+    }
+    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.note(Op::RemoveDir, t);
+        RealFs.remove_dir_all(t, r, p)
+    }
+    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
+        self.note(Op::RemoveDir, t);
+        RealFs.remove_dir(t, r, p)
+    }
+}
+
+/// A fully cached rebuild of ten steps (open, ten hits, a flush of
+/// nothing) changes nothing in the store but the build's own lease: no
+/// blob or `index.json` written, nothing synced or renamed; and the first
+/// build tags its ten records with one `index.json` write.
+#[test]
+fn a_cached_rebuild_writes_and_syncs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = Arc::new(Recording::default());
+    let store = OciDir::open_or_create_with(dir.path().join("layout"), fs.clone()).expect("open");
+    let keys: Vec<CacheKey> = (0..10)
+        .scan(CacheKey::base(None, &amd64()), |k, i| {
+            *k = k.child(&format!("RUN step {i}"), &[]);
+            Some(k.clone())
+        })
+        .collect();
+    let build = |first: bool| {
+        let lease = store.begin_lease().expect("lease");
+        let leased = lease.protect(&store);
+        let layers: Vec<Layer> = if first {
+            (0..10)
+                .map(|i| layer(&leased, &[("f", &i.to_string())]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        fs.take();
+        let cache = Cache::open(&leased).expect("open");
+        for (i, k) in keys.iter().enumerate() {
+            match cache.lookup(k).expect("lookup") {
+                Some(hit) => assert_eq!(hit.created_by, "RUN"),
+                None => cache.record(k, &cached(&layers[i], "RUN")).expect("record"),
+            }
+        }
+        cache.flush().expect("flush");
+        (fs.take(), cache.stats())
+    };
+    let (first, stats) = build(true);
+    assert_eq!(stats.misses, 10);
+    let index_renames = first
+        .iter()
+        .filter(|c| **c == (Op::Rename, Target::Index))
+        .count();
+    assert_eq!(index_renames, 1, "one index.json write for ten records");
+
+    let (again, stats) = build(false);
+    assert_eq!(stats.hits, 10);
+    let outside_lease: Vec<_> = again.iter().filter(|(_, t)| *t != Target::Lease).collect();
+    assert!(outside_lease.is_empty(), "{outside_lease:?}");
+    let synced: Vec<_> = again
+        .iter()
+        .filter(|(op, _)| matches!(op, Op::SyncFile | Op::SyncDir | Op::Rename))
+        .collect();
+    assert!(synced.is_empty(), "{synced:?}");
 }
 
 // ---- hostile records ---------------------------------------------------------
