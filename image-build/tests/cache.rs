@@ -159,13 +159,7 @@ fn keys_are_injective_on_generated_steps() {
     ];
     let inputs = [d("1"), d("2"), d("3")];
     let spelled: Vec<String> = inputs.iter().map(ToString::to_string).collect();
-    let mut seed = 0x1234_5678_9abc_def1u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = image_testsupport::xorshift(0x1234_5678_9abc_def1);
     let mut seen = std::collections::HashMap::new();
     for _ in 0..5000 {
         let p = (next() % 2) as usize;

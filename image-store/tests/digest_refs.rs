@@ -439,13 +439,7 @@ fn a_batch_equals_one_tag_at_a_time() {
             _ => format!("{repo}:{tag}"),
         }
     };
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = image_testsupport::xorshift(0x2545_f491_4f6c_dd1d);
     for round in 0..40 {
         let (_d1, one) = oci_dir();
         let (_d2, batch) = oci_dir();
@@ -556,13 +550,7 @@ fn a_batch_removal_equals_one_removal_at_a_time() {
         "quay.io/x/y:3",
         "absent:9",
     ];
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = image_testsupport::xorshift(0x9e37_79b9_7f4a_7c15);
     for round in 0..40 {
         let (_d1, one) = oci_dir();
         let (_d2, batch) = oci_dir();
