@@ -224,6 +224,14 @@ pub enum CacheError {
         #[source]
         source: Box<ContentError>,
     },
+    /// A record names a layer blob the store does not hold.
+    #[error("build cache record {key}: layer {layer} is not in the store")]
+    MissingLayer {
+        /// The record's key.
+        key: Digest,
+        /// The layer blob's digest.
+        layer: Digest,
+    },
     /// A record's manifest could not be made (a layer descriptor with a bad digest).
     #[error("build cache record {key}: making its manifest")]
     Manifest {
@@ -277,6 +285,7 @@ impl Classify for CacheError {
             | CacheError::Flush { source, .. }
             | CacheError::Prune { source } => source.kind(),
             CacheError::Write { source, .. } | CacheError::Lookup { source, .. } => source.kind(),
+            CacheError::MissingLayer { .. } => ErrorKind::NotFound,
             CacheError::Manifest { source, .. } => source.kind(),
             CacheError::Serialize { .. } => ErrorKind::InvalidInput,
             CacheError::Snapshots { source, .. } => source.kind(),
@@ -533,8 +542,10 @@ where
     /// it. A later lookup of `key` on this cache finds it at once.
     ///
     /// # Errors
-    /// [`CacheError::Write`] when a blob cannot be written;
-    /// [`CacheError::Manifest`] for a layer descriptor with a bad digest.
+    /// [`CacheError::MissingLayer`] when the layer blob is not in the
+    /// store (or has another size); [`CacheError::Write`] when a blob
+    /// cannot be written; [`CacheError::Manifest`] for a layer descriptor
+    /// with a bad digest.
     pub fn record(&self, key: &CacheKey, layer: &CachedLayer) -> Result<(), CacheError> {
         let k = &key.0;
         let serialize = |source| CacheError::Serialize {
@@ -542,6 +553,26 @@ where
             source,
         };
         let l = &layer.layer;
+        let manifest_err = |source| CacheError::Manifest {
+            key: k.clone(),
+            source,
+        };
+        // Checked here, so that one record cannot fail the whole batch of
+        // `flush` (whose tagging checks every blob again, under the lock).
+        let layer_digest = l.descriptor.checked_digest().map_err(manifest_err)?;
+        let present = self
+            .store
+            .try_info(&layer_digest)
+            .map_err(|source| CacheError::Lookup {
+                key: k.clone(),
+                source: Box::new(source),
+            })?;
+        if present.is_none_or(|info| info.size != l.descriptor.size()) {
+            return Err(CacheError::MissingLayer {
+                key: k.clone(),
+                layer: layer_digest,
+            });
+        }
         let config = RecordConfig {
             key: k.to_string(),
             diff_id: l.diff_id.to_string(),
@@ -560,10 +591,6 @@ where
             .map_err(|e| write("config", e))?;
         let config_type = MediaType::from(CACHE_CONFIG_MEDIA_TYPE);
         let config_desc = descriptor(&config_type, &config_digest, config.len() as u64);
-        let manifest_err = |source| CacheError::Manifest {
-            key: k.clone(),
-            source,
-        };
         let manifest = Manifest::build(
             &MediaType::OciManifest,
             config_desc.clone(),

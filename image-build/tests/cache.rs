@@ -12,12 +12,15 @@ use std::time::Duration;
 
 use image_build::cache::{
     chain_name, ensure_snapshots, ensure_snapshots_with, is_cache_reference, prune, Cache,
-    CacheKey, CachedLayer, CACHE_CONFIG_MEDIA_TYPE, CACHE_REPOSITORY, MAX_NOTE_CREATED_BY,
-    RECORD_ANNOTATION,
+    CacheError, CacheKey, CachedLayer, CACHE_CONFIG_MEDIA_TYPE, CACHE_REPOSITORY,
+    MAX_NOTE_CREATED_BY, RECORD_ANNOTATION,
 };
 use image_build::Layer;
 use image_core::manifest::descriptor;
-use image_core::{Algorithm, Descriptor, DescriptorExt, Digest, Manifest, MediaType, Platform};
+use image_core::{
+    Algorithm, Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType,
+    Platform,
+};
 use image_overlay::image_unpack::ImageUnpackOptions;
 use image_overlay::snapshot::{CopySnapshotter, Kind, OverlaySnapshotter, Snapshotter};
 use image_store::content::{ContentWriter, Info, IngestStatus};
@@ -256,6 +259,31 @@ fn a_record_is_found_before_and_after_flush_and_reopen() {
     assert_eq!(config["diff_id"], l1.diff_id.to_string());
     assert_eq!(config["created_by"], "COPY f /");
     assert_eq!(config["media_type"], MediaType::OciLayerGzip.to_string());
+}
+
+/// A record of a layer the store does not hold is refused at once, so it
+/// cannot fail the flush of the others.
+#[test]
+fn a_record_of_a_missing_layer_is_refused() {
+    let (_t, store) = oci_dir();
+    let base = CacheKey::base(None, &amd64());
+    let good = layer(&store, &[("x", "x")]);
+    let mut absent = good.clone();
+    absent.descriptor = descriptor(&MediaType::OciLayerGzip, &d("no such blob"), 5);
+    let mut resized = good.clone();
+    resized.descriptor = descriptor(&MediaType::OciLayerGzip, &digest_of(&good.descriptor), 1);
+    let cache = Cache::open(&store).expect("open");
+    for (i, bad) in [absent, resized].iter().enumerate() {
+        let err = cache
+            .record(&base.child(&format!("bad {i}"), &[]), &cached(bad, "RUN"))
+            .expect_err("a missing layer");
+        assert!(matches!(err, CacheError::MissingLayer { .. }), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+    let k = base.child("good", &[]);
+    cache.record(&k, &cached(&good, "RUN")).expect("record");
+    cache.flush().expect("flush");
+    assert_eq!(store.tags().expect("tags").len(), 1);
 }
 
 #[test]
