@@ -373,6 +373,18 @@ impl Fs for CountingFs {
     }
 }
 
+/// A store in a temporary directory (`<dir>/layout`) whose seam counts.
+fn counting_store() -> (tempfile::TempDir, OciDir, Arc<CountingFs>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = Arc::new(CountingFs {
+        inner: RealFs,
+        index_renames: AtomicUsize::new(0),
+        index_bytes: AtomicUsize::new(0),
+    });
+    let store = OciDir::open_or_create_with(dir.path().join("layout"), fs.clone()).expect("open");
+    (dir, store, fs)
+}
+
 /// Loading an OCI archive whose index names one manifest 5,000 times
 /// writes `index.json` once: the bytes written are the final file's size,
 /// not the sum of 5,000 growing rewrites (which took minutes at 20,000).
@@ -384,13 +396,7 @@ fn loading_many_names_writes_the_index_once() {
     let names: Vec<String> = (0..N).map(|i| format!("example/many:t{i}")).collect();
     let tarball = oci_archive_naming(&src, &img, &names);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = Arc::new(CountingFs {
-        inner: RealFs,
-        index_renames: AtomicUsize::new(0),
-        index_bytes: AtomicUsize::new(0),
-    });
-    let store = OciDir::open_or_create_with(dir.path().join("layout"), fs.clone()).expect("open");
+    let (dir, store, fs) = counting_store();
     let renames_before = fs.index_renames.load(Ordering::SeqCst);
     let bytes_before = fs.index_bytes.load(Ordering::SeqCst);
     let report = load(&store, &tarball[..], &LoadOptions::default()).expect("load");
@@ -495,13 +501,7 @@ fn a_batch_equals_one_tag_at_a_time() {
 fn batches_through_a_lease_write_the_index_once() {
     use image_store::Leases;
     const N: usize = 50;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = Arc::new(CountingFs {
-        inner: RealFs,
-        index_renames: AtomicUsize::new(0),
-        index_bytes: AtomicUsize::new(0),
-    });
-    let store = OciDir::open_or_create_with(dir.path().join("layout"), fs.clone()).expect("open");
+    let (_dir, store, fs) = counting_store();
     let img = evil_image(&store);
     let names: Vec<String> = (0..N).map(|i| format!("example/batch:t{i}")).collect();
     let lease = store.begin_lease().expect("lease");
