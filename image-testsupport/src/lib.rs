@@ -35,6 +35,23 @@ pub mod tools;
 #[cfg(feature = "store")]
 pub mod store;
 
+/// The numbers of a generated test: xorshift64 from a fixed, non-zero
+/// `seed`, so a failing round replays from its seed.
+///
+/// ```
+/// let mut next = image_testsupport::xorshift(0x2545_f491_4f6c_dd1d);
+/// assert_ne!(next(), next());
+/// ```
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// The backend conformance suite, re-exported from `image_runtime`.
 #[cfg(feature = "runtime")]
 pub mod runtime {
