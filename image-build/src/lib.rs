@@ -32,6 +32,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
@@ -45,12 +47,16 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );
 #[cfg(not(feature = "runtime"))]
 image_core::classify_registry!(
     below: image_overlay::kind_of;
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );

@@ -1610,7 +1610,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             self.born = None;
         }
         // Whiteouts.
-        if !norm.is_root() {
+        if !norm.is_root() && self.opts.whiteouts != WhiteoutMode::Keep {
             let name = norm.name().to_vec();
             let wh = whiteout::classify(&name).map_err(|_| UnpackError::InvalidWhiteout {
                 path: display_path(raw_path),
@@ -2119,7 +2119,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         };
         let overlay = match self.opts.whiteouts {
             WhiteoutMode::Overlay(ns) => Some(ns),
-            WhiteoutMode::Apply => None,
+            WhiteoutMode::Apply | WhiteoutMode::Keep => None,
         };
         let own =
             match fsops::open_dir_in_root(self.root, tnorm.parent(), self.opts.path_resolution) {
@@ -2384,7 +2384,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             return Ok(());
         }
         match self.opts.whiteouts {
-            WhiteoutMode::Apply => {
+            WhiteoutMode::Apply | WhiteoutMode::Keep => {
                 let parent = match fsops::open_dir_in_root(
                     self.root,
                     norm.parent(),
@@ -2435,7 +2435,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dir = fsops::open_real_dir_in_root(self.root, &dir_path, self.opts.path_resolution)
             .map_err(|e| fs_err(raw, "open opaque directory", e))?;
         match self.opts.whiteouts {
-            WhiteoutMode::Apply => {
+            WhiteoutMode::Apply | WhiteoutMode::Keep => {
                 let created = &self.created;
                 fsops::clear_dir(dir.as_fd(), &mut |name| {
                     created.contains(&join(&dir_path, name))

@@ -1,0 +1,608 @@
+//! COPY and ADD into a plain destination directory: BuildKit's rules
+//! (destinations, directories, globs, owners, modes, times, links),
+//! `.dockerignore`, the escape cases (nothing written outside, a sentinel
+//! proves it) and the plan's digest (what changes it and what does not).
+//! Run as root (owners are set).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use image_build::context::Context;
+use image_build::copy::{apply, plan, CopyError, CopyPlan, CopyReport, CopySource, CopySpec};
+use image_core::error::{Classify, ErrorKind};
+use image_core::Compression;
+use image_testsupport::tar::{Raw, TarBuf};
+
+/// One entry of a tree as read back: kind and target or content, mode,
+/// owner, mtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    kind: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+/// Every entry below `dir`, by relative path.
+fn tree(dir: &Path) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let kind = if m.file_type().is_symlink() {
+            format!("link:{}", fs::read_link(&p).unwrap().display())
+        } else if m.is_dir() {
+            "dir".to_owned()
+        } else {
+            format!("file:{}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+        };
+        out.insert(
+            rel,
+            Node {
+                kind,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: m.mtime(),
+            },
+        );
+        if m.is_dir() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+fn write(path: &Path, content: &str, mode: u32, mtime: i64) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).unwrap();
+    }
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    set_mtime(path, mtime);
+}
+
+fn set_mtime(path: &Path, mtime: i64) {
+    let ts = rustix::fs::Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+}
+
+/// A context directory and a destination root, side by side in one
+/// temporary directory (so a sentinel beside them shows any escape).
+struct Fixture {
+    top: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let top = tempfile::tempdir().unwrap();
+        fs::create_dir(top.path().join("ctx")).unwrap();
+        fs::create_dir(top.path().join("root")).unwrap();
+        fs::write(top.path().join("sentinel"), "untouched").unwrap();
+        Fixture { top }
+    }
+    fn ctx(&self) -> std::path::PathBuf {
+        self.top.path().join("ctx")
+    }
+    fn root(&self) -> std::path::PathBuf {
+        self.top.path().join("root")
+    }
+    fn context(&self) -> Context {
+        Context::open(&self.ctx(), None).unwrap()
+    }
+    fn plan(&self, spec: &CopySpec) -> Result<CopyPlan, CopyError> {
+        let c = self.context();
+        plan(&CopySource::Context(&c), spec)
+    }
+    fn copy(&self, spec: &CopySpec) -> Result<CopyReport, CopyError> {
+        let c = self.context();
+        let p = plan(&CopySource::Context(&c), spec)?;
+        apply(&p, &CopySource::Context(&c), spec, &self.root())
+    }
+    fn sentinel_intact(&self) {
+        assert_eq!(
+            fs::read_to_string(self.top.path().join("sentinel")).unwrap(),
+            "untouched"
+        );
+        let names: Vec<_> = fs::read_dir(self.top.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "nothing new beside the roots: {names:?}");
+    }
+}
+
+fn spec(sources: &[&str], dest: &str) -> CopySpec {
+    CopySpec::new(sources.iter().map(|s| s.to_string()).collect(), dest, "/")
+}
+
+fn node(kind: &str, mode: u32, uid: u32, gid: u32, mtime: i64) -> Node {
+    Node {
+        kind: kind.to_owned(),
+        mode,
+        uid,
+        gid,
+        mtime,
+    }
+}
+
+#[test]
+fn a_directory_copies_its_contents_with_modes_times_links_and_owner_root() {
+    let f = Fixture::new();
+    let c = f.ctx();
+    write(&c.join("src/a.txt"), "A", 0o640, 1_000);
+    write(&c.join("src/sub/b.sh"), "B", 0o755, 2_000);
+    symlink("a.txt", c.join("src/link")).unwrap();
+    set_mtime(&c.join("src/link"), 3_000);
+    fs::hard_link(c.join("src/a.txt"), c.join("src/sub/hard")).unwrap();
+    fs::set_permissions(c.join("src/sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    set_mtime(&c.join("src/sub"), 4_000);
+    set_mtime(&c.join("src"), 5_000);
+    chown(&c.join("src/a.txt"), 1234, 1234);
+
+    let report = f.copy(&spec(&["src"], "/app")).unwrap();
+    assert_eq!(report.files, 6); // app, a.txt, link, sub, b.sh, hard
+    let t = tree(&f.root());
+    let want = BTreeMap::from([
+        ("app".to_owned(), node("dir", 0o755, 0, 0, 5_000)),
+        ("app/a.txt".to_owned(), node("file:A", 0o640, 0, 0, 1_000)),
+        (
+            "app/link".to_owned(),
+            node("link:a.txt", 0o777, 0, 0, 3_000),
+        ),
+        ("app/sub".to_owned(), node("dir", 0o750, 0, 0, 4_000)),
+        (
+            "app/sub/b.sh".to_owned(),
+            node("file:B", 0o755, 0, 0, 2_000),
+        ),
+        (
+            "app/sub/hard".to_owned(),
+            node("file:A", 0o640, 0, 0, 1_000),
+        ),
+    ]);
+    let mut t2 = t.clone();
+    // The created destination's mode is the source directory's.
+    t2.get_mut("app").unwrap().mode = fs::metadata(c.join("src")).unwrap().mode() & 0o7777;
+    let mut want2 = want.clone();
+    want2.get_mut("app").unwrap().mode = t2["app"].mode;
+    assert_eq!(t2, want2);
+    let a = fs::metadata(f.root().join("app/a.txt")).unwrap();
+    let h = fs::metadata(f.root().join("app/sub/hard")).unwrap();
+    assert_eq!(a.ino(), h.ino(), "hard links stay one file");
+    assert_eq!(a.nlink(), 2);
+}
+
+#[test]
+fn a_file_goes_to_a_file_path_or_into_a_directory() {
+    let f = Fixture::new();
+    write(&f.ctx().join("f.txt"), "x", 0o644, 7);
+    f.copy(&spec(&["f.txt"], "/renamed")).unwrap();
+    f.copy(&spec(&["f.txt"], "/dir/")).unwrap();
+    fs::create_dir(f.root().join("exists")).unwrap();
+    f.copy(&spec(&["f.txt"], "/exists")).unwrap();
+    // Relative to the working directory; parents created 0755.
+    let mut s = spec(&["f.txt"], "rel/");
+    s.workdir = "/work/dir".into();
+    f.copy(&s).unwrap();
+    let t = tree(&f.root());
+    assert_eq!(t["renamed"].kind, "file:x");
+    assert_eq!(t["dir/f.txt"].kind, "file:x");
+    assert_eq!(t["exists/f.txt"].kind, "file:x");
+    assert_eq!(t["work/dir/rel/f.txt"].mtime, 7);
+    assert_eq!(t["work"].mode, 0o755);
+}
+
+#[test]
+fn several_sources_need_a_directory_destination() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    write(&f.ctx().join("b"), "b", 0o644, 1);
+    let e = f.copy(&spec(&["a", "b"], "/dest")).unwrap_err();
+    assert!(matches!(e, CopyError::DestNotDirectory { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let e = f.copy(&spec(&["*"], "/dest")).unwrap_err();
+    assert!(matches!(e, CopyError::DestNotDirectory { .. }), "{e}");
+    f.copy(&spec(&["a", "b"], "/dest/")).unwrap();
+    assert_eq!(tree(&f.root())["dest/b"].kind, "file:b");
+}
+
+#[test]
+fn globs_match_within_one_element_and_must_match_something() {
+    let f = Fixture::new();
+    for n in ["a1.txt", "a2.txt", "b.txt", "a3.md", "d/a4.txt"] {
+        write(&f.ctx().join(n), n, 0o644, 1);
+    }
+    f.copy(&spec(&["a?.txt", "[b]*"], "/out/")).unwrap();
+    let names: Vec<_> = tree(&f.root()).into_keys().collect();
+    assert_eq!(names, ["out", "out/a1.txt", "out/a2.txt", "out/b.txt"]);
+    f.copy(&spec(&["*/*.txt"], "/two/")).unwrap();
+    assert!(f.root().join("two/a4.txt").exists());
+    let e = f.copy(&spec(&["*.none"], "/x/")).unwrap_err();
+    assert!(matches!(e, CopyError::NoMatch { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = f.copy(&spec(&["missing"], "/x/")).unwrap_err();
+    assert!(matches!(e, CopyError::NotFound { .. }), "{e}");
+}
+
+#[test]
+fn chown_names_resolve_in_the_destination_and_chmod_applies_to_all() {
+    let f = Fixture::new();
+    write(&f.ctx().join("d/f"), "f", 0o600, 1);
+    write(
+        &f.root().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        0o644,
+        1,
+    );
+    write(
+        &f.root().join("etc/group"),
+        "root:x:0:\nstaff:x:50:\n",
+        0o644,
+        1,
+    );
+    let mut s = spec(&["d"], "/srv/a/");
+    s.chown = Some("app".into());
+    s.chmod = Some("u+x,go=rX".into());
+    f.copy(&s).unwrap();
+    let t = tree(&f.root());
+    // X counts the x that u+x set just before, as chmod(1) does.
+    assert_eq!(t["srv/a/f"], node("file:f", 0o755, 1000, 1001, 1));
+    // Parents made for the destination belong to the --chown owner.
+    assert_eq!(
+        (t["srv"].uid, t["srv"].gid, t["srv"].mode),
+        (1000, 1001, 0o755)
+    );
+
+    let mut s = spec(&["d/f"], "/g");
+    s.chown = Some("7:staff".into());
+    s.chmod = Some("0750".into());
+    f.copy(&s).unwrap();
+    assert_eq!(tree(&f.root())["g"], node("file:f", 0o750, 7, 50, 1));
+    let mut s = spec(&["d/f"], "/n");
+    s.chown = Some("42".into());
+    f.copy(&s).unwrap();
+    assert_eq!(
+        (tree(&f.root())["n"].uid, tree(&f.root())["n"].gid),
+        (42, 42)
+    );
+
+    let mut s = spec(&["d/f"], "/x");
+    s.chown = Some("nobody".into());
+    let e = f.copy(&s).unwrap_err();
+    assert!(matches!(e, CopyError::Chown { .. }), "{e}");
+    let mut s = spec(&["d/f"], "/x");
+    s.chmod = Some("u*x".into());
+    assert!(matches!(f.plan(&s).unwrap_err(), CopyError::Chmod { .. }));
+}
+
+#[test]
+fn chown_names_are_read_inside_the_destination_root() {
+    let f = Fixture::new();
+    write(&f.ctx().join("f"), "f", 0o644, 1);
+    // The destination's /etc links to an etc outside the root that knows
+    // "app": read in-root, the link names the root's own (missing) path.
+    let host_etc = f.top.path().join("host-etc");
+    write(
+        &host_etc.join("passwd"),
+        "app:x:1000:1000::/:/bin/sh\n",
+        0o644,
+        1,
+    );
+    symlink(&host_etc, f.root().join("etc")).unwrap();
+    let mut s = spec(&["f"], "/x");
+    s.chown = Some("app".into());
+    let e = f.copy(&s).unwrap_err();
+    assert!(matches!(e, CopyError::Chown { .. }), "{e}");
+}
+
+#[test]
+fn escapes_from_the_context_are_errors() {
+    let f = Fixture::new();
+    let c = f.ctx();
+    write(&c.join("ok"), "ok", 0o644, 1);
+    symlink("/etc", c.join("abs")).unwrap();
+    symlink("../sentinel", c.join("up")).unwrap();
+    symlink("hop", c.join("chain")).unwrap();
+    symlink("../../sentinel", c.join("hop")).unwrap();
+    for src in [
+        "../sentinel",
+        "sub/../../sentinel",
+        "abs/passwd",
+        "up",
+        "chain",
+        "abs",
+    ] {
+        let e = f.copy(&spec(&[src], "/x")).unwrap_err();
+        assert!(
+            matches!(e, CopyError::OutsideContext { .. }),
+            "{src}: {e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Unsafe);
+    }
+    // Links inside a copied directory are copied as links, not followed.
+    fs::create_dir(c.join("d")).unwrap();
+    symlink("/etc/passwd", c.join("d/p")).unwrap();
+    f.copy(&spec(&["d"], "/d")).unwrap();
+    assert_eq!(tree(&f.root())["d/p"].kind, "link:/etc/passwd");
+    f.sentinel_intact();
+    assert_eq!(fs::read_dir(f.root()).unwrap().count(), 1);
+}
+
+#[test]
+fn destination_links_resolve_inside_the_root_and_are_replaced_below_it() {
+    let f = Fixture::new();
+    write(&f.ctx().join("s/file"), "new", 0o644, 1);
+    write(&f.ctx().join("one"), "one", 0o644, 1);
+    let out = f.top.path().join("sentinel");
+    // The destination path itself goes through links in-root.
+    symlink(f.top.path(), f.root().join("escape")).unwrap();
+    f.copy(&spec(&["one"], "/escape/sentinel")).unwrap();
+    f.sentinel_intact();
+    assert_eq!(
+        fs::read_to_string(
+            f.root()
+                .join(f.top.path().strip_prefix("/").unwrap())
+                .join("sentinel")
+        )
+        .unwrap(),
+        "one"
+    );
+    // An entry of the copy meeting a link in the destination replaces it.
+    fs::create_dir(f.root().join("app")).unwrap();
+    symlink(&out, f.root().join("app/file")).unwrap();
+    f.copy(&spec(&["s"], "/app")).unwrap();
+    f.sentinel_intact();
+    assert_eq!(tree(&f.root())["app/file"].kind, "file:new");
+    // A file copied onto a link named as the destination replaces it too.
+    symlink(&out, f.root().join("lnk")).unwrap();
+    f.copy(&spec(&["one"], "/lnk")).unwrap();
+    f.sentinel_intact();
+    assert_eq!(tree(&f.root())["lnk"].kind, "file:one");
+}
+
+#[test]
+fn dockerignore_excludes_with_exceptions_and_may_exclude_itself() {
+    let f = Fixture::new();
+    let c = f.ctx();
+    fs::write(
+        c.join(".dockerignore"),
+        "**/*.log\nbuild\n!build/keep\n.dockerignore\nDockerfile\n/secret\n",
+    )
+    .unwrap();
+    write(&c.join("Dockerfile"), "FROM scratch\n", 0o644, 1);
+    write(&c.join("a.log"), "x", 0o644, 1);
+    write(&c.join("d/e/b.log"), "x", 0o644, 1);
+    write(&c.join("d/e/c.txt"), "c", 0o644, 1);
+    write(&c.join("build/out"), "x", 0o644, 1);
+    write(&c.join("build/keep"), "k", 0o644, 1);
+    write(&c.join("secret"), "s", 0o644, 1);
+    write(&c.join("src/secret"), "s", 0o644, 1);
+    f.copy(&spec(&["."], "/ctx/")).unwrap();
+    let names: Vec<_> = tree(&f.root().join("ctx")).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "build",
+            "build/keep",
+            "d",
+            "d/e",
+            "d/e/c.txt",
+            "src",
+            "src/secret"
+        ]
+    );
+    let e = f.copy(&spec(&["secret"], "/x")).unwrap_err();
+    assert!(matches!(e, CopyError::NotFound { .. }), "{e}");
+    let e = f.copy(&spec(&["*.log"], "/x/")).unwrap_err();
+    assert!(matches!(e, CopyError::NoMatch { .. }), "{e}");
+}
+
+#[test]
+fn a_named_dockerfile_has_its_own_ignore_file() {
+    let f = Fixture::new();
+    let c = f.ctx();
+    fs::write(c.join(".dockerignore"), "a\n").unwrap();
+    fs::write(c.join("app.Dockerfile.dockerignore"), "b\n").unwrap();
+    write(&c.join("a"), "a", 0o644, 1);
+    write(&c.join("b"), "b", 0o644, 1);
+    let ctx = Context::open(&c, Some(&c.join("app.Dockerfile"))).unwrap();
+    let s = spec(&["a"], "/a");
+    let p = plan(&CopySource::Context(&ctx), &s).unwrap();
+    apply(&p, &CopySource::Context(&ctx), &s, &f.root()).unwrap();
+    let e = plan(&CopySource::Context(&ctx), &spec(&["b"], "/b")).unwrap_err();
+    assert!(matches!(e, CopyError::NotFound { .. }));
+}
+
+#[test]
+fn exclude_and_parents() {
+    let f = Fixture::new();
+    let c = f.ctx();
+    write(&c.join("p/q/a.txt"), "a", 0o644, 1);
+    write(&c.join("p/q/b.md"), "b", 0o644, 1);
+    write(&c.join("p/r/c.txt"), "c", 0o644, 1);
+    let mut s = spec(&["p"], "/e/");
+    s.exclude = vec!["**/*.md".into()];
+    f.copy(&s).unwrap();
+    let mut s = spec(&["p/*/a.txt", "p/./r/c.txt"], "/par/");
+    s.parents = true;
+    f.copy(&s).unwrap();
+    let names: Vec<_> = tree(&f.root()).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "e",
+            "e/q",
+            "e/q/a.txt",
+            "e/r",
+            "e/r/c.txt",
+            "par",
+            "par/p",
+            "par/p/q",
+            "par/p/q/a.txt",
+            "par/r",
+            "par/r/c.txt"
+        ]
+    );
+}
+
+#[test]
+fn heredocs_become_files() {
+    let f = Fixture::new();
+    let mut s = spec(&[], "/etc/");
+    s.heredocs = vec![("conf".into(), "x=1\n".into())];
+    f.copy(&s).unwrap();
+    let t = tree(&f.root());
+    assert_eq!(
+        (t["etc/conf"].kind.as_str(), t["etc/conf"].mode),
+        ("file:x=1\n", 0o644)
+    );
+}
+
+#[test]
+fn no_context_fails_clearly() {
+    let c = Context::none();
+    let e = plan(&CopySource::Context(&c), &spec(&["a"], "/a")).unwrap_err();
+    assert!(matches!(e, CopyError::NoContext { .. }), "{e}");
+}
+
+#[test]
+fn from_a_root_links_resolve_inside_that_root() {
+    let f = Fixture::new();
+    let stage = f.top.path().join("ctx"); // used as a stage root here
+    write(&stage.join("etc/conf"), "stage", 0o600, 9);
+    symlink("/etc/conf", stage.join("abs")).unwrap();
+    symlink("../../../../../etc", stage.join("up")).unwrap();
+    let src = CopySource::Root(&stage);
+    for (source, dest) in [("abs", "/a"), ("/../../abs", "/b"), ("up/conf", "/c")] {
+        let s = spec(&[source], dest);
+        let p = plan(&src, &s).unwrap();
+        apply(&p, &src, &s, &f.root()).unwrap();
+    }
+    let t = tree(&f.root());
+    for n in ["a", "b", "c"] {
+        assert_eq!(t[n], node("file:stage", 0o600, 0, 0, 9));
+    }
+    f.sentinel_intact();
+}
+
+fn add_spec(sources: &[&str], dest: &str) -> CopySpec {
+    let mut s = spec(sources, dest);
+    s.add = true;
+    s
+}
+
+#[test]
+fn add_unpacks_local_archives_keeping_whiteout_names() {
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let f = Fixture::new();
+        let mut tar = TarBuf::new();
+        let mut h = Raw::new("d/f", b'0').size(2);
+        h.mtime = 12_345;
+        h.uid = 33;
+        tar.raw(&h, b"hi");
+        tar.file("d/.wh.gone", b"");
+        tar.symlink("d/l", "/etc/passwd");
+        let bytes = image_testsupport::codec::compress(&tar.end(), c);
+        fs::write(f.ctx().join("a.tar"), bytes).unwrap();
+        write(&f.root().join("x/gone"), "stays", 0o644, 1);
+        f.copy(&add_spec(&["a.tar"], "/x")).unwrap();
+        let t = tree(&f.root());
+        assert_eq!(t["x/d/f"].kind, "file:hi", "{c:?}");
+        assert_eq!((t["x/d/f"].mtime, t["x/d/f"].uid), (12_345, 33));
+        assert_eq!(t["x/d/.wh.gone"].kind, "file:", "{c:?}");
+        assert_eq!(t["x/gone"].kind, "file:stays");
+        f.sentinel_intact();
+    }
+    // Not an archive: copied as a file, even under ADD.
+    let f = Fixture::new();
+    fs::write(
+        f.ctx().join("a.tar.gz"),
+        image_testsupport::codec::gzip(b"plain"),
+    )
+    .unwrap();
+    f.copy(&add_spec(&["a.tar.gz"], "/y")).unwrap();
+    assert!(tree(&f.root())["y"].kind.starts_with("file:"));
+}
+
+#[test]
+fn add_refuses_remote_sources_and_local_checksums() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    for src in [
+        "https://example.com/x.tar",
+        "http://h/x",
+        "git@github.com:moby/moby.git",
+        "git://h/r",
+        "github.com/moby/moby.git",
+    ] {
+        let e = f.copy(&add_spec(&[src], "/x")).unwrap_err();
+        match &e {
+            CopyError::Remote { source } => assert_eq!(source, src),
+            other => panic!("{src}: {other:?}"),
+        }
+        assert!(e.to_string().contains(src));
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+    }
+    let mut s = add_spec(&["a"], "/x");
+    s.checksum = Some("sha256:00".into());
+    assert!(matches!(
+        f.copy(&s).unwrap_err(),
+        CopyError::ChecksumLocal { .. }
+    ));
+}
+
+#[test]
+fn the_digest_follows_content_mode_and_owner_but_not_mtime() {
+    let f = Fixture::new();
+    let c = f.ctx();
+    write(&c.join("d/a"), "a", 0o644, 1);
+    write(&c.join("d/b"), "b", 0o644, 1);
+    let s = spec(&["d"], "/d");
+    let d0 = f.plan(&s).unwrap();
+    assert!(d0.created_by_source.starts_with("dir:"));
+    set_mtime(&c.join("d/a"), 99);
+    set_mtime(&c.join("d"), 99);
+    assert_eq!(f.plan(&s).unwrap().digest, d0.digest, "mtime ignored");
+    let mut seen = vec![d0.digest.clone()];
+    let changes: [&dyn Fn(); 5] = [
+        &|| fs::write(c.join("d/a"), "A").unwrap(),
+        &|| fs::set_permissions(c.join("d/a"), fs::Permissions::from_mode(0o600)).unwrap(),
+        &|| chown(&c.join("d/b"), 5, 5),
+        &|| symlink("a", c.join("d/l")).unwrap(),
+        &|| fs::rename(c.join("d/b"), c.join("d/c")).unwrap(),
+    ];
+    for change in changes {
+        change();
+        let d = f.plan(&s).unwrap().digest;
+        assert!(!seen.contains(&d), "each change changes the digest");
+        seen.push(d);
+    }
+    let one = f.plan(&spec(&["d/a"], "/a")).unwrap();
+    assert!(one.created_by_source.starts_with("file:"));
+    let multi = f.plan(&spec(&["d/a", "d/c"], "/m/")).unwrap();
+    assert!(multi.created_by_source.starts_with("multi:"));
+}
