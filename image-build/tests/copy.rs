@@ -606,3 +606,106 @@ fn the_digest_follows_content_mode_and_owner_but_not_mtime() {
     let multi = f.plan(&spec(&["d/a", "d/c"], "/m/")).unwrap();
     assert!(multi.created_by_source.starts_with("multi:"));
 }
+
+/// A small deterministic generator for the generated cases.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// Every regular file below `dir` (no link followed) holds no byte of
+/// what lies outside the context.
+fn holds_no_secret(dir: &Path) -> bool {
+    fs::read_dir(dir).unwrap().all(|e| {
+        let p = e.unwrap().path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            holds_no_secret(&p)
+        } else {
+            !m.is_file() || !fs::read(&p).unwrap().windows(6).any(|w| w == b"SECRET")
+        }
+    })
+}
+
+/// Generated contexts and destinations full of links that point out (to
+/// `/`, `..` chains, absolute paths of a secret and of an outside
+/// directory): whatever is copied, nothing outside the context is read
+/// and nothing outside the destination root is written.
+#[test]
+fn generated_links_never_lead_a_copy_out() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..400 {
+        let f = Fixture::new();
+        let top = f.top.path();
+        let secret = top.join("secret");
+        fs::create_dir(&secret).unwrap();
+        fs::write(secret.join("s"), "SECRET").unwrap();
+        let outside = top.join("outside");
+        fs::create_dir(&outside).unwrap();
+        let secret_s = secret.display().to_string();
+        let outside_s = outside.display().to_string();
+        let outside_new = format!("{outside_s}/new");
+        let targets = [
+            "/",
+            "/etc",
+            "..",
+            "../..",
+            "../secret",
+            "../../secret/s",
+            "a/../../secret",
+            secret_s.as_str(),
+            "d",
+            "d/f",
+            "l0",
+            "l1",
+        ];
+        let c = f.ctx();
+        write(&c.join("d/f"), "ok", 0o644, 1);
+        for i in 0..4 {
+            let dir = rng.pick(&["", "d/"]);
+            let _ = symlink(rng.pick(&targets), c.join(format!("{dir}l{i}")));
+        }
+        let droot = f.root();
+        for i in 0..3 {
+            let t = rng.pick(&[
+                outside_s.as_str(),
+                outside_new.as_str(),
+                "/",
+                "..",
+                "../../outside",
+                "../outside/new",
+                "x",
+                "dl0",
+            ]);
+            let _ = symlink(t, droot.join(format!("dl{i}")));
+        }
+        let src = rng.pick(&[
+            ".", "d", "d/f", "d/f", "l0", "l1", "l2", "l3", "d/l1", "l*", "d/*", "*/f",
+        ]);
+        let dest = rng.pick(&["/", "/dl0", "/dl1", "/dl1/", "/dl2/x", "/new/", "dl0/sub/f"]);
+        let mut s = spec(&[src], dest);
+        s.parents = rng.next() % 4 == 0;
+        let r = f.copy(&s);
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "case {case}: {src} -> {dest}: {r:?}"
+        );
+        assert_eq!(fs::read_to_string(secret.join("s")).unwrap(), "SECRET");
+        assert!(holds_no_secret(&droot), "case {case}: {src} -> {dest}");
+        assert_eq!(
+            fs::read_to_string(top.join("sentinel")).unwrap(),
+            "untouched"
+        );
+        assert_eq!(fs::read_dir(top).unwrap().count(), 5, "case {case}");
+    }
+}
