@@ -1,6 +1,8 @@
 //! `ADD` of a local archive: recognised by content as Docker does (a tar,
 //! plain or compressed, whose first header reads), unpacked into the
 //! destination by image-overlay's unpack with whiteouts kept as files.
+//! bzip2 and xz, which image-overlay does not decode (no layer uses them),
+//! are decoded here and handed to the unpack as a plain tar.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,10 +14,40 @@ use image_overlay::WhiteoutMode;
 
 use super::CopyError;
 
-/// True when the file is a tar archive, plain or gzip- or
-/// zstd-compressed: its first 512 bytes (decompressed) are a tar header
-/// with a valid checksum, as Go's `tar.Reader.Next` requires. A file
-/// compressed with bzip2 or xz is refused by name (no decoder here).
+/// How an archive's bytes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Packing {
+    /// Plain, gzip or zstd: image-overlay's unpack decodes them itself.
+    Layer(Compression),
+    /// bzip2.
+    Bzip2,
+    /// xz.
+    Xz,
+}
+
+impl Packing {
+    fn sniff(head: &[u8]) -> Packing {
+        match codec::sniff_unsupported(head) {
+            Some("xz") => Packing::Xz,
+            Some(_) => Packing::Bzip2,
+            None => Packing::Layer(Compression::sniff(head)),
+        }
+    }
+
+    /// A reader of the decompressed bytes of `r`.
+    fn decoder<'r>(self, r: impl Read + 'r) -> std::io::Result<Box<dyn Read + 'r>> {
+        Ok(match self {
+            Packing::Layer(c) => Box::new(codec::decoder(c, r)?),
+            Packing::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(r)),
+            Packing::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+        })
+    }
+}
+
+/// True when the file is a tar archive, plain or compressed (gzip, bzip2,
+/// xz, zstd): its first 512 bytes, decompressed, are a tar header with a
+/// valid checksum, as Go's `tar.Reader.Next` requires of what Docker
+/// unpacks. Anything else is copied as a file.
 pub(crate) fn is_archive(fd: OwnedFd, path: &str) -> Result<bool, CopyError> {
     let read_err = |source| CopyError::Read {
         path: path.to_owned(),
@@ -25,20 +57,9 @@ pub(crate) fn is_archive(fd: OwnedFd, path: &str) -> Result<bool, CopyError> {
     let mut head = [0u8; 6];
     let n = read_full(&mut file, &mut head).map_err(read_err)?;
     let head = &head[..n];
-    if let Some(name) = codec::sniff_unsupported(head) {
-        return Err(CopyError::Unsupported {
-            path: path.to_owned(),
-            what: if name == "xz" {
-                "xz-compressed file"
-            } else {
-                "bzip2-compressed file"
-            },
-        });
-    }
-    let compression = Compression::sniff(head);
     let chained = std::io::Cursor::new(head.to_vec()).chain(file);
     let mut block = [0u8; 512];
-    let n = match codec::decoder(compression, chained) {
+    let n = match Packing::sniff(head).decoder(chained) {
         // A stream that does not decode is not an archive: it is copied.
         Ok(mut d) => read_full(&mut d, &mut block).unwrap_or(0),
         Err(_) => 0,
@@ -89,13 +110,33 @@ pub(crate) fn unpack(
     dest: BorrowedFd<'_>,
     path: &str,
 ) -> Result<(u64, u64), CopyError> {
+    let mut file = std::fs::File::from(file);
+    let mut head = [0u8; 6];
+    let n = read_full(&mut file, &mut head).map_err(|source| CopyError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let packing = Packing::sniff(&head[..n]);
+    let source = std::io::Cursor::new(head[..n].to_vec()).chain(file);
     let options = UnpackOptions::default().with_whiteouts(WhiteoutMode::Keep);
-    let report =
-        unpack_at(std::fs::File::from(file), dest.as_fd(), &options).map_err(|source| {
-            CopyError::Unpack {
-                source_path: path.to_owned(),
+    let unpack_err = |source| CopyError::Unpack {
+        source_path: path.to_owned(),
+        source,
+    };
+    let report = match packing {
+        Packing::Layer(_) => unpack_at(source, dest.as_fd(), &options),
+        other => {
+            let decoded = other.decoder(source).map_err(|source| CopyError::Read {
+                path: path.to_owned(),
                 source,
-            }
-        })?;
+            })?;
+            unpack_at(
+                decoded,
+                dest.as_fd(),
+                &options.with_compression(Compression::None),
+            )
+        }
+    }
+    .map_err(unpack_err)?;
     Ok((report.entries, report.size))
 }

@@ -12,7 +12,7 @@
 //! owner 0:0 unless `--chown`, `--chmod` on every file and directory
 //! copied, `--exclude` patterns, `--parents` (the source's path kept under
 //! the destination, from a `/./` pivot when there is one). `ADD` unpacks a
-//! local tar archive (plain, gzip, zstd; bzip2 and xz are refused by name)
+//! local tar archive (plain, gzip, bzip2, xz, zstd)
 //! into the destination, keeping `.wh.` files as plain files as Docker's
 //! untar does, and refuses URL and git sources ([`CopyError::Remote`]).
 //!
