@@ -21,8 +21,7 @@ use crate::dockerignore::{find_ignore_file, Ignore, IgnoreError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ContextError {
-    /// The context directory cannot be opened (a symlink as its last
-    /// component is refused as `ELOOP`).
+    /// The context directory cannot be opened.
     #[error("opening the build context {path}")]
     Open {
         /// The directory.
@@ -71,14 +70,14 @@ impl Context {
     /// exists, else `.dockerignore` at the context's root (Docker's order).
     ///
     /// # Errors
-    /// [`ContextError::Open`] when `dir` is not a directory reachable
-    /// without following a symlink in its last component;
+    /// [`ContextError::Open`] when `dir` is not a directory (the path the
+    /// user names is followed, as Docker does; nothing inside it is);
     /// [`ContextError::Ignore`] for an unreadable or invalid ignore file.
     pub fn open(dir: &Path, dockerfile: Option<&Path>) -> Result<Context, ContextError> {
         let fd = rustix::fs::openat(
             CWD,
             dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| ContextError::Open {

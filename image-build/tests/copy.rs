@@ -470,6 +470,32 @@ fn exclude_and_parents() {
 }
 
 #[test]
+fn exclude_applies_to_matched_files_too() {
+    let f = Fixture::new();
+    for n in ["a.txt", "b.txt", "c.md"] {
+        write(&f.ctx().join(n), n, 0o644, 1);
+    }
+    let mut s = spec(&["*"], "/x/");
+    s.exclude = vec!["*.md".into(), "b.*".into()];
+    f.copy(&s).unwrap();
+    let names: Vec<_> = tree(&f.root()).into_keys().collect();
+    assert_eq!(names, ["x", "x/a.txt"]);
+}
+
+#[test]
+fn walks_are_bounded_in_depth() {
+    let f = Fixture::new();
+    let mut p = f.ctx().join("deep");
+    for _ in 0..(image_build::copy::MAX_DEPTH + 2) {
+        p.push("d");
+    }
+    fs::create_dir_all(&p).unwrap();
+    let e = f.plan(&spec(&["deep"], "/x")).unwrap_err();
+    assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+}
+
+#[test]
 fn heredocs_become_files() {
     let f = Fixture::new();
     let mut s = spec(&[], "/etc/");

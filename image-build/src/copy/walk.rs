@@ -472,13 +472,21 @@ impl Walker {
         };
         let st = rfs::fstat(&fd).map_err(|e| read_err(path, e))?;
         let ftype = FileType::from_raw_mode(st.st_mode);
-        let excluded = src.excluded(path);
+        // The context's root is never excluded; a named or matched source
+        // is by the ignore rules, and by --exclude (its path or its name).
+        let excluded = !path.is_empty() && src.excluded(path);
+        let name = path.rsplit('/').next().unwrap_or(path);
         if excluded && (ftype != FileType::Directory || !src.has_exceptions()) {
             return Ok(None);
         }
+        if ftype != FileType::Directory
+            && !path.is_empty()
+            && (self.exclude.is_excluded(path) || self.exclude.is_excluded(name))
+        {
+            return Ok(None);
+        }
         let first = self.entries.len();
-        let name = path.rsplit('/').next().unwrap_or(path).as_bytes().to_vec();
-        let mut e = entry(&st, 0, name, Vec::new());
+        let mut e = entry(&st, 0, name.as_bytes().to_vec(), Vec::new());
         e.keep = !excluded;
         match ftype {
             FileType::Directory => {
