@@ -4,6 +4,7 @@
 //! proves it) and the plan's digest (what changes it and what does not).
 //! Run as root (owners are set).
 
+use image_testsupport::rng::Rng;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -651,21 +652,6 @@ fn the_digest_follows_content_mode_and_owner_but_not_mtime() {
     assert!(one.created_by_source.starts_with("file:"));
     let multi = f.plan(&spec(&["d/a", "d/c"], "/m/")).unwrap();
     assert!(multi.created_by_source.starts_with("multi:"));
-}
-
-/// A small deterministic generator for the generated cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
 }
 
 /// Every regular file below `dir` (no link followed) holds no byte of

@@ -7,7 +7,6 @@
 //! octal mode or a symbolic one (`u+x`, `go-w,a+r`, `a=rX`), applied to the
 //! source's mode as chmod(1) does.
 
-use std::io::Read;
 use std::os::fd::BorrowedFd;
 
 use image_overlay::resolve::{open_in_root, PathResolution};
@@ -105,16 +104,13 @@ fn read_db(root: BorrowedFd<'_>, path: &str) -> Result<String, CopyError> {
         Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
         Err(e) => return Err(err(e.into())),
     };
-    let mut file = std::fs::File::from(fd);
-    if !file.metadata().map_err(err)?.is_file() {
-        return Err(err(std::io::Error::other("not a regular file")));
+    match crate::dockerignore::read_regular(fd, MAX_DB_BYTES).map_err(err)? {
+        Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        None => Err(CopyError::TooLarge {
+            what: "the destination's user or group database in bytes",
+            limit: MAX_DB_BYTES,
+        }),
     }
-    let mut buf = Vec::new();
-    (&mut file)
-        .take(MAX_DB_BYTES)
-        .read_to_end(&mut buf)
-        .map_err(err)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// A parsed `--chmod`.

@@ -590,13 +590,7 @@ impl Walker {
             let index = self.entries.len();
             match ftype {
                 FileType::Directory => {
-                    let sub = rfs::openat(
-                        dir,
-                        &name[..],
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| read_err(&full, e))?;
+                    let sub = open_child(dir, &name[..], true).map_err(|e| read_err(&full, e))?;
                     self.push(e)?;
                     if !excluded {
                         self.mark_kept();
@@ -617,13 +611,8 @@ impl Walker {
                         // Its content is hashed at its first link.
                         e.kind = Kind::Hardlink(first);
                     } else {
-                        let f = rfs::openat(
-                            dir,
-                            &name[..],
-                            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        )
-                        .map_err(|e| read_err(&full, e))?;
+                        let f =
+                            open_child(dir, &name[..], false).map_err(|e| read_err(&full, e))?;
                         check_same(&f, &st, &full)?;
                         e.kind = Kind::File(self.hash(f, &full, st.st_size as u64)?);
                         if st.st_nlink > 1 {
@@ -723,6 +712,22 @@ fn entry(st: &rfs::Stat, depth: usize, name: Vec<u8>, rel: Vec<u8>) -> Entry {
         size: st.st_size as u64,
         keep: true,
     }
+}
+
+/// The directory (`dir`) or the file (read-only, non-blocking for a FIFO)
+/// `name` in `parent`, opened without following a link.
+pub(crate) fn open_child(parent: BorrowedFd<'_>, name: &[u8], dir: bool) -> Result<OwnedFd, Errno> {
+    let kind = if dir {
+        OFlags::DIRECTORY
+    } else {
+        OFlags::NONBLOCK
+    };
+    rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | kind | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// The names in a directory, sorted bytewise, without `.` and `..`.

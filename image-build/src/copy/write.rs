@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::archive;
 use super::owner::{resolve_chown, Chmod};
-use super::walk::{dest_is_dir, Entry, ItemKind, Kind, Source};
+use super::walk::{dest_is_dir, open_child, Entry, ItemKind, Kind, Source};
 use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec};
 
 pub(crate) fn apply(
@@ -255,13 +255,8 @@ impl Writer {
                     }
                     Err(e) => return Err(write_err(&prefix, e)),
                 }
-                let fd = rfs::openat(
-                    &cur,
-                    *comp,
-                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| write_err(&prefix, e))?;
+                let fd = open_child(cur.as_fd(), comp.as_bytes(), true)
+                    .map_err(|e| write_err(&prefix, e))?;
                 rfs::fchown(
                     &fd,
                     Some(rfs::Uid::from_raw(self.uid)),
@@ -331,6 +326,18 @@ impl Writer {
         .map_err(|e| write_err(path, e))
     }
 
+    /// Gives the link or node `name` in `dir` the copy's owner.
+    fn lchown(&self, dir: BorrowedFd<'_>, name: &[u8], path: &str) -> Result<(), CopyError> {
+        rfs::chownat(
+            dir,
+            name,
+            Some(rfs::Uid::from_raw(self.uid)),
+            Some(rfs::Gid::from_raw(self.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| write_err(path, err))
+    }
+
     /// The mode an entry of mode `mode` gets (`--chmod`).
     fn mode(&self, mode: u32, dir: bool) -> u32 {
         self.chmod.as_ref().map_or(mode, |c| c.apply(mode, dir))
@@ -396,20 +403,10 @@ impl Writer {
                     rfs::mkdirat(d, &e.name[..], Mode::from_raw_mode(0o700))
                         .map_err(|err| write_err(&path, err))?;
                 }
-                let nd = rfs::openat(
-                    d,
-                    &e.name[..],
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|err| write_err(&path, err))?;
-                let ns = rfs::openat(
-                    s,
-                    &e.name[..],
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|err| super::walk::read_err(&path, err))?;
+                let nd =
+                    open_child(d.as_fd(), &e.name, true).map_err(|err| write_err(&path, err))?;
+                let ns = open_child(s.as_fd(), &e.name, true)
+                    .map_err(|err| super::walk::read_err(&path, err))?;
                 same(&ns, e, &path)?;
                 self.report.files += 1;
                 stack.push((ns, nd, k));
@@ -418,13 +415,8 @@ impl Writer {
             }
             let sfile = match e.kind {
                 Kind::File(_) => {
-                    let f = rfs::openat(
-                        s,
-                        &e.name[..],
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|err| super::walk::read_err(&path, err))?;
+                    let f = open_child(s.as_fd(), &e.name, false)
+                        .map_err(|err| super::walk::read_err(&path, err))?;
                     Some(f)
                 }
                 _ => None,
@@ -486,14 +478,7 @@ impl Writer {
             Kind::Symlink(t) => {
                 self.clear(dir, name, false, path)?;
                 rfs::symlinkat(&t[..], dir, name).map_err(|err| write_err(path, err))?;
-                rfs::chownat(
-                    dir,
-                    name,
-                    Some(rfs::Uid::from_raw(self.uid)),
-                    Some(rfs::Gid::from_raw(self.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|err| write_err(path, err))?;
+                self.lchown(dir, name, path)?;
                 rfs::utimensat(dir, name, &stamp(e.mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|err| write_err(path, err))?;
             }
@@ -501,14 +486,7 @@ impl Writer {
                 self.clear(dir, name, false, path)?;
                 rfs::mknodat(dir, name, *t, Mode::from_raw_mode(0o600), *dev)
                     .map_err(|err| write_err(path, err))?;
-                rfs::chownat(
-                    dir,
-                    name,
-                    Some(rfs::Uid::from_raw(self.uid)),
-                    Some(rfs::Gid::from_raw(self.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|err| write_err(path, err))?;
+                self.lchown(dir, name, path)?;
                 rfs::chmodat(
                     dir,
                     name,
