@@ -741,3 +741,22 @@ fn generated_links_never_lead_a_copy_out() {
         assert_eq!(fs::read_dir(top).unwrap().count(), 5, "case {case}");
     }
 }
+
+#[test]
+fn a_source_changed_after_the_plan_fails_the_copy() {
+    let f = Fixture::new();
+    write(&f.ctx().join("d/a"), "a", 0o644, 1);
+    let s = spec(&["d"], "/d");
+    let c = f.context();
+    let p = plan(&CopySource::Context(&c), &s).unwrap();
+    fs::write(f.ctx().join("d/a"), "longer").unwrap();
+    let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+    assert!(matches!(e, CopyError::Changed { .. }), "{e}");
+    // Replaced by another file (another inode: the old one is kept) of the
+    // same size.
+    let p = plan(&CopySource::Context(&c), &s).unwrap();
+    fs::rename(f.ctx().join("d/a"), f.ctx().join("old")).unwrap();
+    fs::write(f.ctx().join("d/a"), "LONGER").unwrap();
+    let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+    assert!(matches!(e, CopyError::Changed { .. }), "{e}");
+}
