@@ -81,6 +81,9 @@ pub(crate) struct Source<'a> {
     /// `--from` root: links stay inside it).
     pub(crate) beneath: bool,
     pub(crate) ignore: Option<&'a Ignore>,
+    /// The ignore rules have `!` exceptions: an excluded directory is
+    /// still walked for what they include again.
+    exceptions: bool,
 }
 
 pub(crate) enum SourceRoot<'a> {
@@ -128,6 +131,7 @@ impl Source<'_> {
                     root: SourceRoot::Borrowed(fd),
                     beneath: true,
                     ignore: c.ignore(),
+                    exceptions: c.ignore().is_some_and(has_exceptions),
                 }),
                 None => Err(CopyError::NoContext {
                     source: first.to_owned(),
@@ -147,6 +151,7 @@ impl Source<'_> {
                     root: SourceRoot::Owned(fd),
                     beneath: false,
                     ignore: None,
+                    exceptions: false,
                 })
             }
         }
@@ -154,11 +159,6 @@ impl Source<'_> {
 
     fn excluded(&self, path: &str) -> bool {
         self.ignore.is_some_and(|i| i.is_excluded(path))
-    }
-
-    fn has_exceptions(&self) -> bool {
-        self.ignore
-            .is_some_and(|i| i.patterns.iter().any(|p| p.exclusion))
     }
 }
 
@@ -231,6 +231,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
         entries: Vec::new(),
         links: HashMap::new(),
         buf: vec![0; 256 << 10],
+        exclude_exceptions: has_exceptions(&exclude),
         exclude,
         stack: Vec::new(),
     };
@@ -342,6 +343,8 @@ struct Walker {
     links: HashMap<(u64, u64), usize>,
     buf: Vec<u8>,
     exclude: Ignore,
+    /// `exclude` has `!` exceptions.
+    exclude_exceptions: bool,
     /// The entries of the directories being walked, outermost first.
     stack: Vec<usize>,
 }
@@ -476,7 +479,7 @@ impl Walker {
         // is by the ignore rules, and by --exclude (its path or its name).
         let excluded = !path.is_empty() && src.excluded(path);
         let name = path.rsplit('/').next().unwrap_or(path);
-        if excluded && (ftype != FileType::Directory || !src.has_exceptions()) {
+        if excluded && (ftype != FileType::Directory || !src.exceptions) {
             return Ok(None);
         }
         if ftype != FileType::Directory
@@ -582,7 +585,7 @@ impl Walker {
             let ftype = FileType::from_raw_mode(st.st_mode);
             let excluded = src.excluded(&full) || self.exclude.is_excluded(&rel_s);
             let is_dir = ftype == FileType::Directory;
-            if excluded && !(is_dir && (src.has_exceptions() || has_exc(&self.exclude))) {
+            if excluded && !(is_dir && (src.exceptions || self.exclude_exceptions)) {
                 continue;
             }
             let mut e = entry(&st, depth, name.clone(), rel);
@@ -663,7 +666,7 @@ impl Walker {
     }
 }
 
-fn has_exc(i: &Ignore) -> bool {
+fn has_exceptions(i: &Ignore) -> bool {
     i.patterns.iter().any(|p| p.exclusion)
 }
 
