@@ -5,7 +5,9 @@
 //! The rules are BuildKit's: sources relative to the context (or to a
 //! stage's or an image's root for `--from`), globs (`*`, `?`, `[...]` within
 //! one path element) that must match something, a directory source copies
-//! its contents, several sources need a destination ending in `/`, a
+//! its contents (the destination directory keeps its own metadata: made
+//! for the copy, it is 0755 and owned by the `--chown` owner, as BuildKit
+//! makes it; subdirectories take their source's), several sources need a destination ending in `/`, a
 //! destination relative to the working directory, parents of the
 //! destination created (mode 0755, owned by the `--chown` owner), symlinks
 //! copied as links, hard links kept within one copy, modes and mtimes kept,

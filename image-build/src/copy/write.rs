@@ -387,7 +387,7 @@ impl Writer {
             while stack.len() > e.depth {
                 let (_, d, i) = stack.pop().expect("a directory");
                 let p = paths.pop().expect("a path");
-                if i != 0 || created {
+                if i != 0 {
                     self.meta_fd(&d, entries[i].mode, true, entries[i].mtime, &p)?;
                 }
             }
@@ -426,7 +426,7 @@ impl Writer {
         }
         while let Some((_, d, i)) = stack.pop() {
             let p = paths.pop().expect("a path");
-            if i != 0 || created {
+            if i != 0 {
                 self.meta_fd(&d, entries[i].mode, true, entries[i].mtime, &p)?;
             }
         }
