@@ -760,3 +760,50 @@ fn a_source_changed_after_the_plan_fails_the_copy() {
     let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
     assert!(matches!(e, CopyError::Changed { .. }), "{e}");
 }
+
+/// Generated symbolic `--chmod` values give the mode chmod(1) gives (with
+/// no umask) to a file of the same starting mode.
+#[test]
+fn generated_symbolic_chmod_matches_chmod_1() {
+    let Some(chmod) = ["/usr/bin/chmod", "/bin/chmod"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        panic!("chmod(1) is part of coreutils and must be installed");
+    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let f = Fixture::new();
+    let probe = f.top.path().join("probe");
+    for case in 0..300 {
+        let clauses = 1 + rng.next() % 3;
+        let spec_text: Vec<String> = (0..clauses)
+            .map(|_| {
+                let who = rng.pick(&["", "u", "g", "o", "a", "ug", "go", "uo"]);
+                let op = rng.pick(&["+", "-", "="]);
+                let perms: String = "rwxXst".chars().filter(|_| rng.next() % 3 == 0).collect();
+                format!("{who}{op}{perms}")
+            })
+            .collect();
+        let spec_text = spec_text.join(",");
+        let start = (rng.next() % 0o10000) as u32;
+        write(&f.ctx().join("x"), "x", start, 1);
+        // Set again: a set-group-ID bit survives fs::write's open as root.
+        fs::set_permissions(f.ctx().join("x"), fs::Permissions::from_mode(start)).unwrap();
+        fs::copy(f.ctx().join("x"), &probe).unwrap();
+        fs::set_permissions(&probe, fs::Permissions::from_mode(start)).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 0 && {chmod} -- \"$0\" \"$1\""))
+            .arg(&spec_text)
+            .arg(&probe)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{spec_text}: {out:?}");
+        let want = fs::metadata(&probe).unwrap().mode() & 0o7777;
+        let mut s = spec(&["x"], "/x");
+        s.chmod = Some(spec_text.clone());
+        f.copy(&s).unwrap();
+        let got = fs::metadata(f.root().join("x")).unwrap().mode() & 0o7777;
+        assert_eq!(got, want, "case {case}: {start:o} with {spec_text}");
+    }
+}
