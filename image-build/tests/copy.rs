@@ -765,12 +765,10 @@ fn a_source_changed_after_the_plan_fails_the_copy() {
 /// no umask) to a file of the same starting mode.
 #[test]
 fn generated_symbolic_chmod_matches_chmod_1() {
-    let Some(chmod) = ["/usr/bin/chmod", "/bin/chmod"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        panic!("chmod(1) is part of coreutils and must be installed");
-    };
+    if !image_testsupport::tools::have("chmod") {
+        return;
+    }
+    let chmod = "chmod";
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let f = Fixture::new();
     let probe = f.top.path().join("probe");
