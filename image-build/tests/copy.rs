@@ -584,15 +584,26 @@ fn add_unpacks_local_archives_keeping_whiteout_names() {
         assert_eq!(t["x/gone"].kind, "file:stays");
         f.sentinel_intact();
     }
-    // Not an archive: copied as a file, even under ADD.
+    // --chown owns every entry the archive holds.
     let f = Fixture::new();
-    fs::write(
-        f.ctx().join("a.tar.gz"),
-        image_testsupport::codec::gzip(b"plain"),
-    )
-    .unwrap();
-    f.copy(&add_spec(&["a.tar.gz"], "/y")).unwrap();
-    assert!(tree(&f.root())["y"].kind.starts_with("file:"));
+    let mut tar = TarBuf::new();
+    let mut h = Raw::new("a/f", b'0').size(1);
+    h.uid = 33;
+    h.gid = 33;
+    tar.raw(&h, b"x");
+    fs::write(f.ctx().join("a.tar"), tar.end()).unwrap();
+    let mut s = add_spec(&["a.tar"], "/x/");
+    s.chown = Some("7:8".into());
+    f.copy(&s).unwrap();
+    let t = tree(&f.root());
+    assert_eq!((t["x/a/f"].uid, t["x/a/f"].gid), (7, 8));
+    // Not an archive (compressed or not): copied as a file, even under ADD.
+    for c in ["plain", "gzip", "zstd", "bzip2", "xz"] {
+        let f = Fixture::new();
+        fs::write(f.ctx().join("a.tar.gz"), pack(&[b'x'; 600], c)).unwrap();
+        f.copy(&add_spec(&["a.tar.gz"], "/y")).unwrap();
+        assert!(tree(&f.root())["y"].kind.starts_with("file:"), "{c}");
+    }
 }
 
 #[test]

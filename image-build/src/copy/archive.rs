@@ -104,11 +104,13 @@ fn tar_header(b: &[u8; 512]) -> bool {
 
 /// Unpacks the archive `file` into the directory `dest` (its links resolve
 /// inside `dest`, as Docker's chrooted untar does); `.wh.` entries are
-/// plain files. Returns the entries unpacked and their bytes.
+/// plain files; `owner` (`--chown`) replaces the entries' owners, as
+/// BuildKit's unpack does. Returns the entries unpacked and their bytes.
 pub(crate) fn unpack(
     file: OwnedFd,
     dest: BorrowedFd<'_>,
     path: &str,
+    owner: Option<(u32, u32)>,
 ) -> Result<(u64, u64), CopyError> {
     let mut file = std::fs::File::from(file);
     let mut head = [0u8; 6];
@@ -118,7 +120,10 @@ pub(crate) fn unpack(
     })?;
     let packing = Packing::sniff(&head[..n]);
     let source = std::io::Cursor::new(head[..n].to_vec()).chain(file);
-    let options = UnpackOptions::default().with_whiteouts(WhiteoutMode::Keep);
+    let mut options = UnpackOptions::default().with_whiteouts(WhiteoutMode::Keep);
+    if let Some((uid, gid)) = owner {
+        options = options.with_owner(uid, gid);
+    }
     let unpack_err = |source| CopyError::Unpack {
         source_path: path.to_owned(),
         source,

@@ -113,7 +113,8 @@ pub(crate) fn apply(
                     .open(&item.path, OFlags::RDONLY | OFlags::NONBLOCK)
                     .map_err(|e| super::walk::read_err(&item.path, e))?;
                 same(&f, &plan.entries[*entry], &item.path)?;
-                let (files, bytes) = archive::unpack(f, dir.as_fd(), &item.path)?;
+                let owner = spec.chown.is_some().then_some((w.uid, w.gid));
+                let (files, bytes) = archive::unpack(f, dir.as_fd(), &item.path, owner)?;
                 w.report.files += files;
                 w.report.bytes += bytes;
             }
