@@ -138,14 +138,9 @@ impl Source<'_> {
                 }),
             },
             CopySource::Root(path) => {
-                let fd = rfs::open(
-                    *path,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| CopyError::Read {
+                let fd = open_root(path).map_err(|source| CopyError::Read {
                     path: path.display().to_string(),
-                    source: e.into(),
+                    source,
                 })?;
                 Ok(Source {
                     root: SourceRoot::Owned(fd),
@@ -715,6 +710,13 @@ fn entry(st: &rfs::Stat, depth: usize, name: Vec<u8>, rel: Vec<u8>) -> Entry {
         size: st.st_size as u64,
         keep: true,
     }
+}
+
+/// A root directory a copy reads or writes (a `--from` root, the
+/// destination), named by the caller.
+pub(crate) fn open_root(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rfs::open(path, flags, Mode::empty())?)
 }
 
 /// The directory (`dir`) or the file (read-only, non-blocking for a FIFO)

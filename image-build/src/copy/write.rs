@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::archive;
 use super::owner::{resolve_chown, Chmod};
-use super::walk::{dest_is_dir, open_child, Entry, ItemKind, Kind, Source};
+use super::walk::{dest_is_dir, open_child, open_root, Entry, ItemKind, Kind, Source};
 use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec};
 
 pub(crate) fn apply(
@@ -26,14 +26,9 @@ pub(crate) fn apply(
     spec: &CopySpec,
     dest_root: &Path,
 ) -> Result<CopyReport, CopyError> {
-    let root = rfs::open(
-        dest_root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| CopyError::Write {
+    let root = open_root(dest_root).map_err(|source| CopyError::Write {
         path: dest_root.display().to_string(),
-        source: e.into(),
+        source,
     })?;
     let (uid, gid) = match &spec.chown {
         Some(c) => resolve_chown(root.as_fd(), c)?,
