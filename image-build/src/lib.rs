@@ -36,6 +36,8 @@
 
 pub mod builder;
 pub mod cache;
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
@@ -53,6 +55,8 @@ image_core::classify_registry!(
     below: image_runtime::kind_of;
     crate::builder::BuilderError,
     crate::cache::CacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::run::RunError,
@@ -62,6 +66,8 @@ image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::builder::BuilderError,
     crate::cache::CacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::run::RunError,

@@ -27,6 +27,7 @@
 
 pub mod codec;
 pub mod process;
+pub mod rng;
 pub mod rootfs;
 pub mod scratch;
 pub mod tar;
