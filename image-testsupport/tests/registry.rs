@@ -594,3 +594,73 @@ fn the_proxy_redirects_a_blob_get_to_another_host_that_records_authorization() {
         assert_eq!((last.authorization, last.status), (None, 200));
     }
 }
+
+#[test]
+fn the_proxy_cuts_an_upload_after_n_bytes_which_ends_the_upload_session() {
+    let Some((_registry, _img, proxy)) = proxied(
+        Faults::none().with(
+            Fault::cut_request_after(300)
+                .on("/blobs/uploads/")
+                .method("PATCH"),
+        ),
+    ) else {
+        return;
+    };
+    let started = request(proxy.addr(), "POST", "/v2/p/blobs/uploads/", &[], b"").unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.header("location").unwrap().to_owned();
+    let upload = location.strip_prefix(&proxy.url()).unwrap().to_owned();
+    let chunk = vec![7u8; 1000];
+    let cut = request(proxy.addr(), "PATCH", &upload, &[], &chunk);
+    assert!(cut.is_err(), "no answer to a cut upload: {cut:?}");
+    let ex = proxy.exchanges();
+    assert_eq!(ex[1].fault, Some(FaultKind::CutRequestAfter(300)));
+    assert_eq!((ex[1].request_bytes, ex[1].status), (300, 0));
+    assert_eq!(proxy.bytes_uploaded("/blobs/uploads/"), 300);
+    // Once the registry has taken the 300 bytes, the session's URL (its
+    // state signed with offset 0) is no longer valid: distribution 2.8
+    // answers 404 BLOB_UPLOAD_INVALID, and a client starts again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = get(proxy.addr(), &upload, &[]);
+        if status.status() != 204 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.status(), 404);
+    assert!(String::from_utf8_lossy(&status.body).contains("BLOB_UPLOAD_INVALID"));
+    let again = request(proxy.addr(), "POST", "/v2/p/blobs/uploads/", &[], b"").unwrap();
+    let upload = again.header("location").unwrap();
+    let upload = upload.strip_prefix(&proxy.url()).unwrap();
+    let r = request(proxy.addr(), "PATCH", upload, &[], &chunk).unwrap();
+    assert_eq!((r.status(), r.header("range")), (202, Some("0-999")));
+}
+
+#[test]
+fn the_proxy_holds_a_request_while_the_test_kills_the_registry() {
+    let Some((mut registry, img, proxy)) =
+        proxied(Faults::none().with(Fault::hold().on("/manifests/")))
+    else {
+        return;
+    };
+    let addr = proxy.addr();
+    let held = std::thread::spawn(move || {
+        request(
+            addr,
+            "GET",
+            "/v2/p/manifests/1",
+            &[("Accept", MANIFEST)],
+            b"",
+        )
+    });
+    assert!(proxy.wait_held(1, std::time::Duration::from_secs(60)));
+    assert!(proxy.exchanges()[0].status == 0, "nothing answered yet");
+    registry.kill();
+    proxy.release();
+    let answer = held.join().unwrap();
+    assert!(answer.is_err(), "the registry was down: {answer:?}");
+    registry.restart();
+    assert_eq!(manifest_digest(proxy.addr(), "p", &[]), img.manifest);
+    assert!(!proxy.wait_held(2, std::time::Duration::ZERO), "held once");
+}

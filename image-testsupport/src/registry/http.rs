@@ -332,6 +332,11 @@ impl<'a, W: Write> BodyWriter<'a, W> {
         }
     }
 
+    /// Flushes what was written, the body not ended.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
     /// Ends the body (the last chunk when chunked) and flushes.
     pub fn finish(self) -> io::Result<()> {
         if self.chunked {

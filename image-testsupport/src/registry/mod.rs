@@ -9,8 +9,9 @@
 //! Basic auth, or token auth from a [`TokenServer`] in the test process)
 //! and TLS (a CA and a server certificate made in the test). The
 //! [`FaultProxy`] forwards HTTP/1.1 and injects faults by request path
-//! and count: a cut connection, a 500 or 429, a flipped byte, a redirect
-//! to another host; it counts the body bytes it forwarded.
+//! and count: a response or an upload cut after N bytes, a 500 or 429, a
+//! flipped byte, a redirect to another host; it counts the body bytes it
+//! forwarded each way.
 //!
 //! A test that needs the registry starts it with
 //! [`Registry::start_or_skip`], which skips loudly when `docker-registry`

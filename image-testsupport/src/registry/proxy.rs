@@ -2,15 +2,18 @@
 //! plain-HTTP registry, a thread per client connection and a new upstream
 //! connection per request. Each request is matched against the [`Faults`]
 //! in order; the first that matches (path, method) and has uses left is
-//! applied once. Every exchange is recorded with the body bytes the
-//! client got, for "the bytes fetched stayed under 1.2x the image size".
+//! applied once. Every exchange is recorded with the request body bytes
+//! forwarded and the response body bytes the client got, for "the bytes
+//! fetched stayed under 1.2x the image size" and "the retried push
+//! skipped what arrived".
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::http::{self, BodyReader, BodyWriter, Framing, Head};
 
@@ -29,6 +32,17 @@ pub enum FaultKind {
         /// The `Retry-After` header's seconds.
         retry_after: Option<u64>,
     },
+    /// Forwards the request head and the first `n` bytes of its body to
+    /// the registry, then cuts both connections, the client's without an
+    /// answer (a push interrupted mid-upload). distribution 2.8 keeps
+    /// the bytes but then refuses the session's URL (its signed state
+    /// holds the old offset): 404 `BLOB_UPLOAD_INVALID`.
+    CutRequestAfter(u64),
+    /// Holds the request (nothing forwarded) until [`FaultProxy::release`],
+    /// then forwards it: a test waits for it with
+    /// [`FaultProxy::wait_held`] and does something meanwhile (kills the
+    /// registry in the middle of a push).
+    Hold,
     /// Forwards the response with the body byte at this offset flipped
     /// (all bits; the last byte when the body is shorter and its length
     /// known).
@@ -68,6 +82,16 @@ impl Fault {
     /// [`FaultKind::CutAfter`]`(bytes)`, once, on any request.
     pub fn cut_after(bytes: u64) -> Fault {
         Fault::new(FaultKind::CutAfter(bytes))
+    }
+
+    /// [`FaultKind::CutRequestAfter`]`(bytes)`, once, on any request.
+    pub fn cut_request_after(bytes: u64) -> Fault {
+        Fault::new(FaultKind::CutRequestAfter(bytes))
+    }
+
+    /// [`FaultKind::Hold`], once, on any request.
+    pub fn hold() -> Fault {
+        Fault::new(FaultKind::Hold)
     }
 
     /// [`FaultKind::Status`] without `Retry-After`, once, on any request.
@@ -155,6 +179,8 @@ pub struct Exchange {
     pub range: Option<String>,
     /// Whether the request had an `Authorization` header.
     pub authorization: bool,
+    /// The request body bytes forwarded to the registry.
+    pub request_bytes: u64,
     /// The status the client got (0 when none came).
     pub status: u16,
     /// The response body bytes the client got.
@@ -179,8 +205,18 @@ pub struct RedirectHit {
     pub body_bytes: u64,
 }
 
+/// The requests held by [`FaultKind::Hold`]: how many came, whether they
+/// may go on.
+#[derive(Default)]
+struct Held {
+    count: usize,
+    released: bool,
+}
+
 struct Shared {
     upstream: SocketAddr,
+    held: Mutex<Held>,
+    wake: Condvar,
     faults: Mutex<Vec<Fault>>,
     exchanges: Mutex<Vec<Exchange>>,
     redirect: Arc<Redirects>,
@@ -248,6 +284,8 @@ impl FaultProxy {
         let redirect = Server::start(other, redirects.clone(), serve_redirect);
         let shared = Arc::new(Shared {
             upstream,
+            held: Mutex::new(Held::default()),
+            wake: Condvar::new(),
             faults: Mutex::new(faults.0),
             exchanges: Mutex::new(Vec::new()),
             redirect: redirects,
@@ -291,6 +329,28 @@ impl FaultProxy {
         self.shared.faults.lock().expect("faults").clone()
     }
 
+    /// Waits until `n` requests in all have been held by
+    /// [`FaultKind::Hold`], at most `timeout`; whether they were.
+    pub fn wait_held(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut held = self.shared.held.lock().expect("held");
+        while held.count < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = self.shared.wake.wait_timeout(held, left).expect("held").0;
+        }
+        true
+    }
+
+    /// Lets every held request, and every later one a hold matches, go
+    /// on.
+    pub fn release(&self) {
+        self.shared.held.lock().expect("held").released = true;
+        self.shared.wake.notify_all();
+    }
+
     /// Every exchange so far, in the order they started.
     pub fn exchanges(&self) -> Vec<Exchange> {
         self.shared.exchanges.lock().expect("exchanges").clone()
@@ -306,9 +366,26 @@ impl FaultProxy {
             .sum()
     }
 
+    /// The request body bytes forwarded to the registry for requests
+    /// whose path (without the query) contains `pattern` (what a push
+    /// uploaded).
+    pub fn bytes_uploaded(&self, pattern: &str) -> u64 {
+        self.exchanges()
+            .iter()
+            .filter(|e| e.target.split('?').next().unwrap_or("").contains(pattern))
+            .map(|e| e.request_bytes)
+            .sum()
+    }
+
     /// Every request the redirect server answered.
     pub fn redirect_hits(&self) -> Vec<RedirectHit> {
         self.shared.redirect.hits.lock().expect("hits").clone()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -322,6 +399,17 @@ impl Shared {
     }
 
     /// Logs `e` and returns a handle to update it with.
+    /// Counts a held request and waits for [`FaultProxy::release`] (or
+    /// the proxy's drop).
+    fn hold(&self) {
+        let mut held = self.held.lock().expect("held");
+        held.count += 1;
+        self.wake.notify_all();
+        while !held.released {
+            held = self.wake.wait(held).expect("held");
+        }
+    }
+
     fn record(&self, e: Exchange) -> Entry<'_> {
         let mut log = self.exchanges.lock().expect("exchanges");
         log.push(e);
@@ -369,6 +457,7 @@ fn serve_client(client: TcpStream, shared: Arc<Shared>) {
             target: head.target().to_owned(),
             range: head.header("range").map(str::to_owned),
             authorization: head.header("authorization").is_some(),
+            request_bytes: 0,
             status: 0,
             body_bytes: 0,
             fault: fault.clone(),
@@ -390,6 +479,9 @@ fn exchange(
     fault: Option<FaultKind>,
     e: &Entry<'_>,
 ) -> io::Result<bool> {
+    if fault == Some(FaultKind::Hold) {
+        shared.hold();
+    }
     if let Some(FaultKind::Status { code, retry_after }) = fault {
         io::copy(
             &mut BodyReader::new(r, Framing::of_request(head)?),
@@ -408,7 +500,14 @@ fn exchange(
     let mut req = head.clone();
     req.remove("Expect").set("Connection", "close");
     req.write_to(&mut up_w)?;
-    http::copy_body(r, &mut up_w, Framing::of_request(head)?)?;
+    if let Some(FaultKind::CutRequestAfter(n)) = fault {
+        let sent = forward_part(r, &mut up_w, Framing::of_request(head)?, n)?;
+        e.update(|e| e.request_bytes = sent);
+        let _ = up.shutdown(Shutdown::Both);
+        return Ok(false);
+    }
+    let sent = http::copy_body(r, &mut up_w, Framing::of_request(head)?)?;
+    e.update(|e| e.request_bytes = sent);
     let mut up_r = BufReader::new(up);
     let reply = loop {
         let h = http::read_head(&mut up_r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
@@ -430,6 +529,29 @@ fn exchange(
         return Ok(true);
     }
     relay(reply, &mut up_r, framing, w, head.wants_close(), fault, e)
+}
+
+/// Forwards the first `n` bytes of a request body in its framing, and
+/// flushes them; returns how many there were.
+fn forward_part(
+    r: &mut BufReader<TcpStream>,
+    w: &mut impl Write,
+    framing: Framing,
+    n: u64,
+) -> io::Result<u64> {
+    let mut body = BodyReader::new(r, framing).take(n);
+    let mut out = BodyWriter::new(w, framing);
+    let mut buf = vec![0; 64 * 1024];
+    let mut sent = 0;
+    loop {
+        let got = body.read(&mut buf)?;
+        if got == 0 {
+            out.flush()?;
+            return Ok(sent);
+        }
+        out.write(&buf[..got])?;
+        sent += got as u64;
+    }
 }
 
 /// Forwards a response (head and body, the body in its own framing) and
@@ -584,6 +706,8 @@ mod tests {
     fn a_fault_applies_its_count_of_times_to_matching_requests_only() {
         let shared = Shared {
             upstream: "127.0.0.1:1".parse().unwrap(),
+            held: Mutex::new(Held::default()),
+            wake: Condvar::new(),
             faults: Mutex::new(vec![
                 Fault::status(429).on("/manifests/").times(2),
                 Fault::redirect().on("/blobs/"),
