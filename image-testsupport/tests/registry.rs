@@ -25,6 +25,11 @@ struct Image {
 }
 
 impl Image {
+    /// The path of its layer in repository `name`.
+    fn blob(&self, name: &str) -> String {
+        format!("/v2/{name}/blobs/{}", self.layer_digest)
+    }
+
     /// The layout as a skopeo source.
     fn source(&self) -> String {
         format!("oci:{}:1", self.dir.path().display())
@@ -142,7 +147,7 @@ fn a_plain_registry_answers_v2_and_serves_what_skopeo_pushed() {
     assert_eq!(manifest_digest(registry.addr(), "plain", &[]), img.manifest);
     let blob = get(
         registry.addr(),
-        &format!("/v2/plain/blobs/{}", img.layer_digest),
+        &img.blob("plain"),
         &[],
     );
     assert_eq!(blob.body, img.layer);
@@ -468,7 +473,7 @@ fn the_proxy_forwards_a_skopeo_push_and_counts_body_bytes_per_path() {
     );
     assert_ok(&out, "skopeo push through the proxy");
     assert_eq!(manifest_digest(proxy.addr(), "again", &[]), img.manifest);
-    let blob = format!("/v2/again/blobs/{}", img.layer_digest);
+    let blob = img.blob("again");
     let r = get(proxy.addr(), &blob, &[]);
     assert_eq!(r.body, img.layer);
     assert_eq!(proxy.bytes_forwarded(&blob), img.layer.len() as u64);
@@ -483,7 +488,7 @@ fn the_proxy_cuts_a_body_after_n_bytes_once_and_a_range_fetches_the_rest() {
     else {
         return;
     };
-    let blob = format!("/v2/p/blobs/{}", img.layer_digest);
+    let blob = img.blob("p");
     let cut = get(proxy.addr(), &blob, &[]);
     assert_eq!(cut.status(), 200);
     assert!(!cut.complete);
@@ -515,7 +520,7 @@ fn the_proxy_answers_429_and_500_the_first_k_times() {
         assert_eq!((r.status(), r.header("retry-after")), (429, Some("3")));
     }
     assert_eq!(manifest_digest(proxy.addr(), "p", &[]), img.manifest);
-    let blob = format!("/v2/p/blobs/{}", img.layer_digest);
+    let blob = img.blob("p");
     let head = request(proxy.addr(), "HEAD", &blob, &[], b"").unwrap();
     assert_eq!(head.status(), 200, "a HEAD is not a GET");
     assert_eq!(get(proxy.addr(), &blob, &[]).status(), 500);
@@ -530,7 +535,7 @@ fn the_proxy_flips_one_byte_of_a_blob() {
     else {
         return;
     };
-    let blob = format!("/v2/p/blobs/{}", img.layer_digest);
+    let blob = img.blob("p");
     let bad = get(proxy.addr(), &blob, &[]);
     assert!(bad.complete);
     assert_eq!(bad.body.len(), img.layer.len());
@@ -549,7 +554,7 @@ fn the_proxy_redirects_a_blob_get_to_another_host_that_records_authorization() {
     else {
         return;
     };
-    let blob = format!("/v2/p/blobs/{}", img.layer_digest);
+    let blob = img.blob("p");
     let r = get(proxy.addr(), &blob, &[("Authorization", "Bearer secret")]);
     assert_eq!(r.status(), 307);
     let location = r.header("location").unwrap().to_owned();

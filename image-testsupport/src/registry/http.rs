@@ -346,22 +346,31 @@ impl<'a, W: Write> BodyWriter<'a, W> {
     }
 }
 
-/// Copies a body from `r` to `w` in the same framing; returns the
-/// payload's length.
-pub fn copy_body(r: &mut impl BufRead, w: &mut impl Write, framing: Framing) -> io::Result<u64> {
+/// Copies a body from `r` to `w` in the same framing, at most `limit`
+/// bytes of its payload, and flushes; the body is ended (its last chunk)
+/// when it came whole before `limit`. Returns the payload bytes copied.
+pub fn copy_body(
+    r: &mut impl BufRead,
+    w: &mut impl Write,
+    framing: Framing,
+    limit: u64,
+) -> io::Result<u64> {
     let mut body = BodyReader::new(r, framing);
     let mut out = BodyWriter::new(w, framing);
     let mut buf = vec![0; 64 * 1024];
     let mut total = 0;
-    loop {
-        let n = body.read(&mut buf)?;
+    while total < limit {
+        let want = buf
+            .len()
+            .min(usize::try_from(limit - total).unwrap_or(usize::MAX));
+        let n = body.read(&mut buf[..want])?;
         if n == 0 {
-            out.finish()?;
-            return Ok(total);
+            return out.finish().map(|()| total);
         }
         out.write(&buf[..n])?;
         total += n as u64;
     }
+    out.flush().map(|()| total)
 }
 
 /// Writes a whole response: `head` (given a `Content-Length`) and `body`.
@@ -521,7 +530,7 @@ mod tests {
         let wire = b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\nTrailer: 1\r\n\r\nNEXT";
         let mut r = &wire[..];
         let mut out = Vec::new();
-        let n = copy_body(&mut r, &mut out, Framing::Chunked).unwrap();
+        let n = copy_body(&mut r, &mut out, Framing::Chunked, u64::MAX).unwrap();
         assert_eq!(n, 9);
         assert_eq!(r, b"NEXT", "the body ends where its framing says");
         let mut again = &out[..];

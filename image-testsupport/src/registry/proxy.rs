@@ -359,21 +359,21 @@ impl FaultProxy {
     /// The response body bytes forwarded to clients for requests whose
     /// path (without the query) contains `pattern`.
     pub fn bytes_forwarded(&self, pattern: &str) -> u64 {
-        self.exchanges()
-            .iter()
-            .filter(|e| e.target.split('?').next().unwrap_or("").contains(pattern))
-            .map(|e| e.body_bytes)
-            .sum()
+        self.sum(pattern, |e| e.body_bytes)
     }
 
     /// The request body bytes forwarded to the registry for requests
     /// whose path (without the query) contains `pattern` (what a push
     /// uploaded).
     pub fn bytes_uploaded(&self, pattern: &str) -> u64 {
+        self.sum(pattern, |e| e.request_bytes)
+    }
+
+    fn sum(&self, pattern: &str, bytes: fn(&Exchange) -> u64) -> u64 {
         self.exchanges()
             .iter()
             .filter(|e| e.target.split('?').next().unwrap_or("").contains(pattern))
-            .map(|e| e.request_bytes)
+            .map(bytes)
             .sum()
     }
 
@@ -501,12 +501,12 @@ fn exchange(
     req.remove("Expect").set("Connection", "close");
     req.write_to(&mut up_w)?;
     if let Some(FaultKind::CutRequestAfter(n)) = fault {
-        let sent = forward_part(r, &mut up_w, Framing::of_request(head)?, n)?;
+        let sent = http::copy_body(r, &mut up_w, Framing::of_request(head)?, n)?;
         e.update(|e| e.request_bytes = sent);
         let _ = up.shutdown(Shutdown::Both);
         return Ok(false);
     }
-    let sent = http::copy_body(r, &mut up_w, Framing::of_request(head)?)?;
+    let sent = http::copy_body(r, &mut up_w, Framing::of_request(head)?, u64::MAX)?;
     e.update(|e| e.request_bytes = sent);
     let mut up_r = BufReader::new(up);
     let reply = loop {
@@ -529,29 +529,6 @@ fn exchange(
         return Ok(true);
     }
     relay(reply, &mut up_r, framing, w, head.wants_close(), fault, e)
-}
-
-/// Forwards the first `n` bytes of a request body in its framing, and
-/// flushes them; returns how many there were.
-fn forward_part(
-    r: &mut BufReader<TcpStream>,
-    w: &mut impl Write,
-    framing: Framing,
-    n: u64,
-) -> io::Result<u64> {
-    let mut body = BodyReader::new(r, framing).take(n);
-    let mut out = BodyWriter::new(w, framing);
-    let mut buf = vec![0; 64 * 1024];
-    let mut sent = 0;
-    loop {
-        let got = body.read(&mut buf)?;
-        if got == 0 {
-            out.flush()?;
-            return Ok(sent);
-        }
-        out.write(&buf[..got])?;
-        sent += got as u64;
-    }
 }
 
 /// Forwards a response (head and body, the body in its own framing) and
