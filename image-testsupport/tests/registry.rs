@@ -145,11 +145,7 @@ fn a_plain_registry_answers_v2_and_serves_what_skopeo_pushed() {
     );
     assert_ok(&out, "skopeo push");
     assert_eq!(manifest_digest(registry.addr(), "plain", &[]), img.manifest);
-    let blob = get(
-        registry.addr(),
-        &img.blob("plain"),
-        &[],
-    );
+    let blob = get(registry.addr(), &img.blob("plain"), &[]);
     assert_eq!(blob.body, img.layer);
     assert!(
         blob_data_path(&registry.storage(), img.layer_digest.hex()).is_file(),
@@ -526,6 +522,8 @@ fn the_proxy_answers_429_and_500_the_first_k_times() {
     assert_eq!(get(proxy.addr(), &blob, &[]).status(), 500);
     assert_eq!(get(proxy.addr(), &blob, &[]).body, img.layer);
     assert!(proxy.faults().iter().all(|f| f.times == 0));
+    let ex = proxy.exchanges();
+    assert!(ex.windows(2).all(|w| w[0].started <= w[1].started));
 }
 
 #[test]

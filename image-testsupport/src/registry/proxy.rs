@@ -187,6 +187,9 @@ pub struct Exchange {
     pub body_bytes: u64,
     /// The fault applied, if any.
     pub fault: Option<FaultKind>,
+    /// When its head had come (for a test to see the backoff between a
+    /// 429 and the retry).
+    pub started: Instant,
 }
 
 /// One request the redirect server answered.
@@ -461,6 +464,7 @@ fn serve_client(client: TcpStream, shared: Arc<Shared>) {
             status: 0,
             body_bytes: 0,
             fault: fault.clone(),
+            started: Instant::now(),
         });
         let keep = exchange(&shared, &head, &mut r, &mut w, fault, &e);
         if !matches!(keep, Ok(true)) || head.wants_close() {
