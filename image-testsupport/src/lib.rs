@@ -3,7 +3,8 @@
 //! loudly without it (failing under `CI=true`), bounded child processes,
 //! a tar writer that writes whatever it is told, compression of test
 //! inputs, busybox-static root filesystems, and, behind features, a store
-//! in a temporary directory and the family's conformance suites.
+//! in a temporary directory, the family's conformance suites and a
+//! registry with a fault-injecting proxy.
 //!
 //! A dev-dependency only (`publish = false`): no library of the family
 //! depends on it for its build, which the dependency-direction test checks.
@@ -22,6 +23,8 @@
 //!   `image_overlay::testsuite`).
 //! - `runtime`: [`runtime`] (the backend conformance suite of
 //!   `image_runtime::testsuite`).
+//! - `registry`: [`registry`] (the distribution server without auth, with
+//!   Basic auth, token auth or TLS, and a fault-injecting proxy).
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // fixtures panic on failure
 
@@ -33,6 +36,8 @@ pub mod scratch;
 pub mod tar;
 pub mod tools;
 
+#[cfg(feature = "registry")]
+pub mod registry;
 #[cfg(feature = "store")]
 pub mod store;
 
