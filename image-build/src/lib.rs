@@ -35,6 +35,9 @@
 #![deny(missing_docs)]
 
 pub mod builder;
+pub mod cache;
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
@@ -51,6 +54,9 @@ pub use layer::Layer;
 image_core::classify_registry!(
     below: image_runtime::kind_of;
     crate::builder::BuilderError,
+    crate::cache::CacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::run::RunError,
@@ -59,6 +65,9 @@ image_core::classify_registry!(
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::builder::BuilderError,
+    crate::cache::CacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::run::RunError,

@@ -104,7 +104,9 @@ pub use compare::{compare, compare_into, CompareError, ComparedLayer};
 pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};
-pub use image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport};
+pub use image_unpack::{
+    unpack_image, unpack_layers, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport,
+};
 pub use list::{list, ListEntry, ListOptions, ListReport};
 #[cfg(feature = "testing")]
 pub use mount::RecordingMounter;

@@ -800,3 +800,85 @@ fn a_tls_registry_is_trusted_through_a_given_ca_only() {
     let report = c.pull(&reference, &dst, &PullOptions::default()).unwrap();
     assert_eq!(report.descriptor.unwrap().digest(), m.descriptor().digest());
 }
+
+#[test]
+fn hostile_answers_are_bounded_and_pagination_stays_on_its_origin() {
+    let layer = random(30_000, 9);
+    let layer_copy = layer.clone();
+    let (m, config) = fake_image(&layer);
+    let raw = m.raw().to_vec();
+    let config_digest = Digest::sha256(&config);
+    let registry = Fake::start(Arc::new(move |s: &Seen| {
+        let p = s.path.as_str();
+        if p.starts_with("/v2/big/manifests/") {
+            // Larger than any document read.
+            return (200, vec![], vec![b' '; 9 * 1024 * 1024]);
+        }
+        if p.starts_with("/v2/loop/") {
+            return (302, vec![("Location".into(), p.to_owned())], vec![]);
+        }
+        if p.starts_with("/v2/paged/tags/list") {
+            let (body, link) = if p.contains("last=b") {
+                (r#"{"tags":["c"]}"#, None)
+            } else if p.contains("last=a") {
+                (
+                    r#"{"tags":["b"]}"#,
+                    Some("</v2/paged/tags/list?n=1&last=b>; rel=\"next\""),
+                )
+            } else {
+                (
+                    r#"{"tags":["a"]}"#,
+                    Some("</v2/paged/tags/list?n=1&last=a>; rel=\"next\""),
+                )
+            };
+            let headers = link
+                .map(|l| ("Link".to_owned(), l.to_owned()))
+                .into_iter()
+                .collect();
+            return (200, headers, body.as_bytes().to_vec());
+        }
+        if p.starts_with("/v2/away/tags/list") {
+            let link = "<http://other.example/v2/away/tags/list?last=a>; rel=\"next\"";
+            return (
+                200,
+                vec![("Link".into(), link.into())],
+                br#"{"tags":["a"]}"#.to_vec(),
+            );
+        }
+        if p.contains("/manifests/") {
+            return manifest_answer(&raw);
+        }
+        if p.ends_with(&config_digest.to_string()) {
+            return (200, vec![], config.clone());
+        }
+        // The layer with bytes past its descriptor's size.
+        let mut long = layer.clone();
+        long.extend_from_slice(b"trailing");
+        (200, vec![], long)
+    }));
+    let c = client(RegistryConfig::new().with_insecure(registry.host.clone()));
+    let at = |repo: &str| Reference::parse_name(&format!("{}/{repo}", registry.host)).unwrap();
+    let kind = |e: &(dyn std::error::Error + 'static)| classify(e, image_registry::kind_of);
+
+    let e = c.get_manifest(&at("big:1")).unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::Unsafe), "{e:?}");
+    let e = c.get_manifest(&at("loop:1")).unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::Unsafe), "{e:?}");
+    assert_eq!(c.tags(&at("paged")).unwrap(), vec!["a", "b", "c"]);
+    let e = c.tags(&at("away")).unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::Unsafe), "{e:?}");
+
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let e = c
+        .pull(&at("app:1"), &dst, &PullOptions::default())
+        .unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::Unsafe), "{e:?}");
+    assert!(!dst.exists(&Digest::sha256(&layer_copy)).unwrap());
+    assert!(dst.tags().unwrap().is_empty());
+    let loops = registry
+        .seen()
+        .iter()
+        .filter(|s| s.path.starts_with("/v2/loop/"))
+        .count();
+    assert!(loops <= 11 * 3, "redirects followed: {loops}");
+}
