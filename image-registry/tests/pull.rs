@@ -198,6 +198,19 @@ fn push(
     name: &str,
     all: bool,
 ) -> Option<Reference> {
+    push_as(dir, src, descriptor, host, name, all, None)
+}
+
+/// [`push`] with `user:password` credentials.
+fn push_as(
+    dir: &tempfile::TempDir,
+    src: &OciDir,
+    descriptor: &image_core::Descriptor,
+    host: &str,
+    name: &str,
+    all: bool,
+    creds: Option<&str>,
+) -> Option<Reference> {
     src.set_tag(name, descriptor).unwrap();
     let Some(skopeo) = which("skopeo") else {
         skip_or_fail("skopeo");
@@ -208,6 +221,9 @@ fn push(
     cmd.args(["--insecure-policy", "copy", "--dest-tls-verify=false"]);
     if all {
         cmd.arg("--all");
+    }
+    if let Some(creds) = creds {
+        cmd.arg(format!("--dest-creds={creds}"));
     }
     let layout = dir.path().join("layout");
     let stored = Reference::parse_name(name).unwrap().to_string();
@@ -881,4 +897,65 @@ fn hostile_answers_are_bounded_and_pagination_stays_on_its_origin() {
         .filter(|s| s.path.starts_with("/v2/loop/"))
         .count();
     assert!(loops <= 11 * 3, "redirects followed: {loops}");
+}
+
+#[test]
+fn basic_and_token_auth_against_the_real_registry() {
+    use image_testsupport::registry::{Registry as Real, RegistryOptions};
+    for (what, options) in [
+        ("basic", RegistryOptions::basic()),
+        ("token", RegistryOptions::token()),
+    ] {
+        let Some(registry) = Real::start_or_skip(options) else {
+            return;
+        };
+        let creds = registry.credentials().unwrap().clone();
+        let (src_dir, src) = image_testsupport::store::oci_dir();
+        let m = make_image(&src, &Platform::host(), 50_000, 10);
+        let host = registry.host_port();
+        let Some(reference) = push_as(
+            &src_dir,
+            &src,
+            &m.descriptor(),
+            &host,
+            "auth/x:1",
+            false,
+            Some(&creds.colon()),
+        ) else {
+            return;
+        };
+        let config = RegistryConfig::new().with_loopback_http(true);
+        let tokens_before = registry.token_requests().len();
+        let c =
+            blocking::Client::from_builder(Client::builder().config(config.clone()).credentials(
+                host.clone(),
+                Credentials::basic(creds.user.clone(), creds.password.clone()),
+            ))
+            .unwrap();
+        let (_d, dst) = image_testsupport::store::oci_dir();
+        let report = c.pull(&reference, &dst, &PullOptions::default()).unwrap();
+        assert_eq!(
+            report.descriptor.unwrap().digest(),
+            m.descriptor().digest(),
+            "{what}"
+        );
+        assert_eq!(report.fetched.len(), 2);
+        if what == "token" {
+            // Manifest, config and layer under one scope: one token.
+            assert_eq!(registry.token_requests().len() - tokens_before, 1, "{what}");
+        }
+
+        let anonymous = client(config);
+        let (_d2, none) = image_testsupport::store::oci_dir();
+        let e = anonymous
+            .pull(&reference, &none, &PullOptions::default())
+            .unwrap_err();
+        assert_eq!(
+            classify(&e, image_registry::kind_of),
+            Some(ErrorKind::Unauthenticated),
+            "{what}: {e:?}"
+        );
+        let text = format!("{e} {e:?} {c:?}");
+        assert!(!text.contains(&creds.password), "{what}: {text}");
+    }
 }
