@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use image_core::config::ConfigFile;
 use image_core::error::classify;
@@ -18,147 +18,41 @@ use image_core::{
 };
 use image_registry::{blocking, Client, Credentials, PullOptions, RegistryConfig, RetryPolicy};
 use image_store::{Ingester, Manager, OciDir, Provider, TagStore};
+use image_testsupport::registry::{Registry, RegistryOptions};
 use image_testsupport::tools::{skip_or_fail, which};
 
-/// A `docker-registry` on 127.0.0.1 with its storage in a temp dir,
-/// killed on drop.
-struct Registry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-    _certs: Option<tempfile::TempDir>,
+/// A registry started with `options` and one image (a layer of
+/// `layer_size` random bytes) pushed to it by skopeo as `name`.
+struct Pushed {
+    registry: Registry,
+    src: OciDir,
+    _src_dir: tempfile::TempDir,
+    manifest: Manifest,
+    reference: Reference,
 }
 
-impl Registry {
-    fn start() -> Option<Registry> {
-        Registry::start_with("")
-    }
-
-    /// With TLS from a CA made here: returns the registry and the CA (PEM).
-    fn start_tls() -> Option<(Registry, Vec<u8>)> {
-        let Some(openssl) = which("openssl") else {
-            skip_or_fail("openssl");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let run = |args: &[&str]| {
-            let mut cmd = Command::new(&openssl);
-            cmd.args(args).current_dir(d);
-            let out = image_testsupport::process::run_bounded(cmd);
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        let tls = format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            d.join("server.pem").display(),
-            d.join("server.key").display()
-        );
-        let ca = std::fs::read(d.join("ca.pem")).unwrap();
-        let mut registry = Registry::start_with(&tls)?;
-        registry._certs = Some(dir);
-        Some((registry, ca))
-    }
-
-    fn start_with(http_extra: &str) -> Option<Registry> {
-        let Some(bin) = which("docker-registry") else {
-            skip_or_fail("docker-registry");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let registry = Registry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-            _dir: dir,
-            _certs: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.host).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(registry)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// [`Pushed`], or `None` after a loud skip.
+fn pushed(options: RegistryOptions, name: &str, layer_size: usize, seed: u64) -> Option<Pushed> {
+    let registry = Registry::start_or_skip(options)?;
+    let (src_dir, src) = image_testsupport::store::oci_dir();
+    let manifest = make_image(&src, &Platform::host(), layer_size, seed);
+    let creds = registry.credentials().map(|c| c.colon());
+    let reference = push_as(
+        &src_dir,
+        &src,
+        &manifest.descriptor(),
+        &registry.host_port(),
+        name,
+        false,
+        creds.as_deref(),
+    )?;
+    Some(Pushed {
+        registry,
+        src,
+        _src_dir: src_dir,
+        manifest,
+        reference,
+    })
 }
 
 fn random(len: usize, seed: u64) -> Vec<u8> {
@@ -263,19 +157,14 @@ fn blob_total(store: &OciDir, m: &Manifest) -> u64 {
 
 #[test]
 fn an_image_pushed_by_skopeo_pulls_with_identical_digests_and_present_blobs_are_skipped() {
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let (src_dir, src) = image_testsupport::store::oci_dir();
-    let m = make_image(&src, &Platform::host(), 300_000, 1);
-    let Some(reference) = push(
-        &src_dir,
-        &src,
-        &m.descriptor(),
-        &registry.host,
-        "team/x:1",
-        false,
-    ) else {
+    let Some(Pushed {
+        registry,
+        src,
+        manifest: m,
+        reference,
+        _src_dir,
+    }) = pushed(RegistryOptions::plain(), "team/x:1", 300_000, 1)
+    else {
         return;
     };
     let dest = reference.to_string();
@@ -326,7 +215,7 @@ fn an_image_pushed_by_skopeo_pulls_with_identical_digests_and_present_blobs_are_
     // The other calls on the same registry.
     assert_eq!(c.tags(&reference).unwrap(), vec!["1".to_owned()]);
     assert!(c
-        .catalog(&registry.host)
+        .catalog(&registry.host_port())
         .unwrap()
         .contains(&"team/x".to_owned()));
     let head = c.head_manifest(&reference).unwrap().unwrap();
@@ -350,19 +239,14 @@ fn an_image_pushed_by_skopeo_pulls_with_identical_digests_and_present_blobs_are_
 
 #[test]
 fn an_interrupted_pull_resumes_with_a_range_request() {
-    let Some(registry) = Registry::start() else {
-        return;
-    };
-    let (src_dir, src) = image_testsupport::store::oci_dir();
-    let m = make_image(&src, &Platform::host(), 6 * 1024 * 1024, 2);
-    let Some(reference) = push(
-        &src_dir,
-        &src,
-        &m.descriptor(),
-        &registry.host,
-        "big:1",
-        false,
-    ) else {
+    let Some(Pushed {
+        registry: _registry,
+        src,
+        manifest: m,
+        reference,
+        _src_dir,
+    }) = pushed(RegistryOptions::plain(), "big:1", 6 * 1024 * 1024, 2)
+    else {
         return;
     };
     let dest = reference.to_string();
@@ -401,7 +285,7 @@ fn an_interrupted_pull_resumes_with_a_range_request() {
 
 #[test]
 fn a_multi_platform_index_gives_the_platform_asked_for_or_all() {
-    let Some(registry) = Registry::start() else {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
         return;
     };
     let (src_dir, src) = image_testsupport::store::oci_dir();
@@ -426,7 +310,7 @@ fn a_multi_platform_index_gives_the_platform_asked_for_or_all() {
         &src_dir,
         &src,
         &index.descriptor(),
-        &registry.host,
+        &registry.host_port(),
         "multi:1",
         true,
     ) else {
@@ -787,21 +671,16 @@ fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried()
 
 #[test]
 fn a_tls_registry_is_trusted_through_a_given_ca_only() {
-    let Some((registry, ca)) = Registry::start_tls() else {
+    let Some(Pushed {
+        registry,
+        manifest: m,
+        reference,
+        ..
+    }) = pushed(RegistryOptions::plain().with_tls(), "tls:1", 20_000, 8)
+    else {
         return;
     };
-    let (src_dir, src) = image_testsupport::store::oci_dir();
-    let m = make_image(&src, &Platform::host(), 20_000, 8);
-    let Some(reference) = push(
-        &src_dir,
-        &src,
-        &m.descriptor(),
-        &registry.host,
-        "tls:1",
-        false,
-    ) else {
-        return;
-    };
+    let ca = std::fs::read(registry.ca_pem().unwrap()).unwrap();
 
     // Without the CA the certificate is refused.
     let (_d0, none) = image_testsupport::store::oci_dir();
@@ -812,7 +691,7 @@ fn a_tls_registry_is_trusted_through_a_given_ca_only() {
 
     let (_d, dst) = image_testsupport::store::oci_dir();
     let c = client(RegistryConfig::new().with_ca_certificate(ca));
-    c.ping(&registry.host).unwrap();
+    c.ping(&registry.host_port()).unwrap();
     let report = c.pull(&reference, &dst, &PullOptions::default()).unwrap();
     assert_eq!(report.descriptor.unwrap().digest(), m.descriptor().digest());
 }
@@ -901,29 +780,21 @@ fn hostile_answers_are_bounded_and_pagination_stays_on_its_origin() {
 
 #[test]
 fn basic_and_token_auth_against_the_real_registry() {
-    use image_testsupport::registry::{Registry as Real, RegistryOptions};
     for (what, options) in [
         ("basic", RegistryOptions::basic()),
         ("token", RegistryOptions::token()),
     ] {
-        let Some(registry) = Real::start_or_skip(options) else {
+        let Some(Pushed {
+            registry,
+            manifest: m,
+            reference,
+            ..
+        }) = pushed(options, "auth/x:1", 50_000, 10)
+        else {
             return;
         };
         let creds = registry.credentials().unwrap().clone();
-        let (src_dir, src) = image_testsupport::store::oci_dir();
-        let m = make_image(&src, &Platform::host(), 50_000, 10);
         let host = registry.host_port();
-        let Some(reference) = push_as(
-            &src_dir,
-            &src,
-            &m.descriptor(),
-            &host,
-            "auth/x:1",
-            false,
-            Some(&creds.colon()),
-        ) else {
-            return;
-        };
         let config = RegistryConfig::new().with_loopback_http(true);
         let tokens_before = registry.token_requests().len();
         let c =
