@@ -830,3 +830,57 @@ fn basic_and_token_auth_against_the_real_registry() {
         assert!(!text.contains(&creds.password), "{what}: {text}");
     }
 }
+
+#[test]
+fn through_the_fault_proxy_a_cut_layer_resumes_errors_are_retried_and_flipped_bytes_refused() {
+    use image_testsupport::registry::{Fault, FaultProxy, Faults};
+    let Some(Pushed {
+        registry,
+        src,
+        manifest: m,
+        _src_dir,
+        ..
+    }) = pushed(RegistryOptions::plain(), "faults:1", 4 * 1024 * 1024, 11)
+    else {
+        return;
+    };
+    let layer: Digest = m.layers()[0].digest().to_string().parse().unwrap();
+    let faults = Faults::none()
+        .with(Fault::status(500).on("/manifests/"))
+        .with(Fault::status(429).retry_after(0).on("/manifests/"))
+        .with(Fault::cut_after(1_500_000).on(layer.hex()).method("GET"));
+    let proxy = FaultProxy::start(registry.addr(), faults);
+    let reference = Reference::parse_name(&format!("{}/faults:1", proxy.host_port())).unwrap();
+    let c = client(RegistryConfig::new().with_loopback_http(true));
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let report = c.pull(&reference, &dst, &PullOptions::default()).unwrap();
+    assert_eq!(report.descriptor.unwrap().digest(), m.descriptor().digest());
+    assert!(dst.exists(&layer).unwrap());
+    let fetched = proxy.bytes_forwarded("/blobs/");
+    let total = blob_total(&src, &m);
+    assert!(
+        (fetched as f64) < 1.2 * total as f64,
+        "fetched {fetched} for an image of {total}"
+    );
+    let ranged = proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.range.is_some() && e.target.contains(layer.hex()))
+        .count();
+    assert!(ranged >= 1, "no Range request: {:?}", proxy.exchanges());
+
+    // A flipped byte in the layer: refused, the fresh store unchanged.
+    proxy.add(Fault::flip_byte(1000).on(layer.hex()).method("GET"));
+    let (_d2, fresh) = image_testsupport::store::oci_dir();
+    let e = c
+        .pull(&reference, &fresh, &PullOptions::default())
+        .unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::DigestMismatch),
+        "{e:?}"
+    );
+    assert!(!fresh.exists(&layer).unwrap());
+    assert!(fresh.tags().unwrap().is_empty());
+    assert!(fresh.ingests().unwrap().is_empty());
+}
