@@ -810,3 +810,42 @@ fn through_the_fault_proxy_a_cut_layer_resumes_errors_are_retried_and_flipped_by
     assert!(!fresh.exists(&layer).unwrap());
     assert!(fresh.ingests().unwrap().is_empty());
 }
+
+#[test]
+fn reads_try_the_mirrors_first_then_the_registry() {
+    let (m, _config) = fake_image(b"layer");
+    let raw = m.raw().to_vec();
+    let mirror = Fake::start(Arc::new(|_s: &Seen| (404, vec![], vec![])));
+    let origin = Fake::start(Arc::new(move |s: &Seen| {
+        if s.path.contains("/manifests/") {
+            return manifest_answer(&raw);
+        }
+        (404, vec![], vec![])
+    }));
+    let config = RegistryConfig::new().with_host(
+        origin.host.clone(),
+        image_registry::HostConfig {
+            insecure: true,
+            mirrors: vec![image_registry::Mirror {
+                location: format!("{}/cache", mirror.host),
+                insecure: true,
+            }],
+        },
+    );
+    let c = client(config);
+    let reference = Reference::parse_name(&format!("{}/app:1", origin.host)).unwrap();
+    let doc = c.get_manifest(&reference).unwrap();
+    assert_eq!(doc.digest(), m.digest());
+    assert!(
+        mirror
+            .seen()
+            .iter()
+            .any(|s| s.path == "/v2/cache/app/manifests/1"),
+        "{:?}",
+        mirror.seen()
+    );
+    assert!(origin
+        .seen()
+        .iter()
+        .any(|s| s.path == "/v2/app/manifests/1"));
+}
