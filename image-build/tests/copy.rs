@@ -816,3 +816,41 @@ fn generated_symbolic_chmod_matches_chmod_1() {
         assert_eq!(got, want, "case {case}: {start:o} with {spec_text}");
     }
 }
+
+/// A source file rewritten in place (same inode, same size, other bytes)
+/// between the plan and the copy: the layer would not hold what the cache
+/// key says it holds, so the copy fails, for a file in a copied directory
+/// and for a file named as the source.
+#[test]
+fn a_source_rewritten_in_place_with_the_same_size_fails_the_copy() {
+    let f = Fixture::new();
+    write(&f.ctx().join("d/a"), "aaaa", 0o644, 1);
+    let c = f.context();
+    for s in [spec(&["d"], "/d"), spec(&["d/a"], "/a")] {
+        fs::write(f.ctx().join("d/a"), "aaaa").unwrap();
+        let p = plan(&CopySource::Context(&c), &s).unwrap();
+        let ino = fs::metadata(f.ctx().join("d/a")).unwrap().ino();
+        fs::write(f.ctx().join("d/a"), "bbbb").unwrap();
+        assert_eq!(fs::metadata(f.ctx().join("d/a")).unwrap().ino(), ino);
+        let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+        assert!(matches!(e, CopyError::Changed { .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    }
+}
+
+/// A destination nested deeper than the walk bound is refused before
+/// anything is made (each component would be resolved from the root:
+/// quadratic in the depth).
+#[test]
+fn a_destination_deeper_than_the_bound_is_refused() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    let deep = "/d".repeat(image_build::copy::MAX_DEPTH + 1) + "/";
+    let e = f.copy(&spec(&["a"], &deep)).unwrap_err();
+    assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+    assert_eq!(fs::read_dir(f.root()).unwrap().count(), 0);
+    // At the bound it is made.
+    let ok = "/d".repeat(image_build::copy::MAX_DEPTH) + "/";
+    f.copy(&spec(&["a"], &ok)).unwrap();
+}

@@ -18,7 +18,7 @@ use rustix::io::Errno;
 use super::archive;
 use super::owner::{resolve_chown, Chmod};
 use super::walk::{dest_is_dir, open_child, open_root, Entry, ItemKind, Kind, Source};
-use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec};
+use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec, MAX_DEPTH};
 
 pub(crate) fn apply(
     plan: &CopyPlan,
@@ -53,6 +53,7 @@ pub(crate) fn apply(
         chmod,
         report: CopyReport::default(),
         links: link_targets,
+        buf: None,
     };
     let src = match plan
         .items
@@ -142,6 +143,8 @@ struct Writer {
     /// The entries other entries hard-link to, with where they were
     /// written (their directory and name) once they are.
     links: HashMap<usize, Option<(OwnedFd, Vec<u8>)>>,
+    /// The copy buffer, made at the first file.
+    buf: Option<Vec<u8>>,
 }
 
 fn write_err(path: &str, e: Errno) -> CopyError {
@@ -211,6 +214,14 @@ impl Writer {
             let mut created = false;
             let mut prefix = String::new();
             let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+            // Each component is resolved from the root: bounded, so that
+            // the work (quadratic in the depth) is too.
+            if comps.len() > MAX_DEPTH {
+                return Err(CopyError::TooLarge {
+                    what: "the destination's directory depth",
+                    limit: MAX_DEPTH as u64,
+                });
+            }
             for (i, comp) in comps.iter().enumerate() {
                 let parent = prefix.clone();
                 prefix.push('/');
@@ -429,6 +440,54 @@ impl Writer {
         Ok(())
     }
 
+    /// Copies the content of `from` into `to`, hashing it on the way: it
+    /// must be the `size` bytes of sha256 `want` that the plan read (an
+    /// in-place rewrite of the same size would otherwise put other bytes
+    /// under the plan's cache key). Returns `to`.
+    fn copy_checked(
+        &mut self,
+        from: OwnedFd,
+        to: OwnedFd,
+        size: u64,
+        want: &[u8; 32],
+        path: &str,
+    ) -> Result<OwnedFd, CopyError> {
+        use sha2::Digest as _;
+        use std::io::{Read, Write};
+        let (mut from, mut to) = (std::fs::File::from(from), std::fs::File::from(to));
+        let buf = self.buf.get_or_insert_with(|| vec![0; 256 << 10]);
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        loop {
+            let k = match from.read(buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(CopyError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+            };
+            n += k as u64;
+            if n > size {
+                break;
+            }
+            h.update(&buf[..k]);
+            to.write_all(&buf[..k]).map_err(|source| CopyError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        if n != size || h.finalize().as_slice() != want {
+            return Err(CopyError::Changed {
+                path: path.to_owned(),
+            });
+        }
+        Ok(OwnedFd::from(to))
+    }
+
     /// Writes one non-directory entry `e` (plan index `index`) as `name`
     /// in `dir`.
     fn entry(
@@ -441,25 +500,13 @@ impl Writer {
         path: &str,
     ) -> Result<(), CopyError> {
         match &e.kind {
-            Kind::File(_) => {
+            Kind::File(want) => {
                 let sfile = sfile.expect("a file has its source open");
                 same(&sfile, e, path)?;
                 let f = self.create_file(dir, name, path)?;
-                let mut from = std::fs::File::from(sfile);
-                let mut to = std::fs::File::from(f);
-                let n = std::io::copy(&mut std::io::Read::take(&mut from, e.size + 1), &mut to)
-                    .map_err(|source| CopyError::Write {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                if n != e.size {
-                    return Err(CopyError::Changed {
-                        path: path.to_owned(),
-                    });
-                }
-                let f = OwnedFd::from(to);
+                let f = self.copy_checked(sfile, f, e.size, want, path)?;
                 self.meta_fd(&f, e.mode, false, e.mtime, path)?;
-                self.report.bytes += n;
+                self.report.bytes += e.size;
             }
             Kind::Hardlink(j) => {
                 self.clear(dir, name, false, path)?;
