@@ -854,3 +854,34 @@ fn a_destination_deeper_than_the_bound_is_refused() {
     let ok = "/d".repeat(image_build::copy::MAX_DEPTH) + "/";
     f.copy(&spec(&["a"], &ok)).unwrap();
 }
+/// A glob matches names that are not UTF-8 (and names with a newline) and
+/// copies them under their own bytes, as Docker does; none is lost.
+#[test]
+fn a_glob_copies_names_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    let odd = OsStr::from_bytes(b"\xff\xfe.txt");
+    fs::write(f.ctx().join(odd), "odd").unwrap();
+    fs::write(f.ctx().join("new\nline.txt"), "nl").unwrap();
+    fs::write(f.ctx().join("plain.txt"), "plain").unwrap();
+    let r = f.copy(&spec(&["*.txt"], "/d/")).unwrap();
+    assert_eq!(r.files, 3);
+    assert_eq!(fs::read(f.root().join("d").join(odd)).unwrap(), b"odd");
+    assert_eq!(fs::read(f.root().join("d/new\nline.txt")).unwrap(), b"nl");
+    assert_eq!(fs::read(f.root().join("d/plain.txt")).unwrap(), b"plain");
+    // The plan's digest tells the odd name from its lossy spelling.
+    let f2 = Fixture::new();
+    fs::write(f2.ctx().join("\u{fffd}\u{fffd}.txt"), "odd").unwrap();
+    fs::write(f2.ctx().join("new\nline.txt"), "nl").unwrap();
+    fs::write(f2.ctx().join("plain.txt"), "plain").unwrap();
+    let s = spec(&["*.txt"], "/d/");
+    assert_ne!(f.plan(&s).unwrap().digest, f2.plan(&s).unwrap().digest);
+    // --parents must join such a name into the destination's path as
+    // text: a typed refusal, never a renamed copy.
+    let mut s = spec(&["*.txt"], "/p/");
+    s.parents = true;
+    let e = f.plan(&s).unwrap_err();
+    assert!(matches!(e, CopyError::Unsupported { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+}

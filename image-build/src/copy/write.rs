@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::archive;
 use super::owner::{resolve_chown, Chmod};
-use super::walk::{dest_is_dir, open_child, open_root, Entry, ItemKind, Kind, Source};
+use super::walk::{dest_is_dir, lossy, open_child, open_root, Entry, ItemKind, Kind, Source};
 use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec, MAX_DEPTH};
 
 pub(crate) fn apply(
@@ -64,14 +64,32 @@ pub(crate) fn apply(
         false => None,
     };
     for item in &plan.items {
+        let shown = lossy(&item.path);
         let join = |base: &str, rest: &str| clean_absolute(&format!("{base}/{rest}"));
-        let basename = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
-        let file_target = |w: &Writer, name: &str| -> Result<String, CopyError> {
-            Ok(match &item.keep_path {
-                Some(k) => join(&dest, k),
-                None if dest_is_dir(&spec.dest) || w.is_dir(&dest)? => join(&dest, name),
-                None => dest.clone(),
-            })
+        // `--parents` keeps the source's path under the destination, which
+        // must then be text to be joined and made.
+        let keep_path = item.keep_text()?;
+        // The directory and the name a non-directory source is written as:
+        // the name keeps its bytes.
+        let file_target = |w: &Writer, name: &[u8]| -> Result<(String, Vec<u8>), CopyError> {
+            let split = |p: String| -> Result<(String, Vec<u8>), CopyError> {
+                let (dir, leaf) = p.rsplit_once('/').unwrap_or(("", &p));
+                if leaf.is_empty() {
+                    return Err(CopyError::Conflict { path: p.clone() });
+                }
+                Ok((dir.to_owned(), leaf.as_bytes().to_vec()))
+            };
+            match keep_path {
+                Some(k) => split(join(&dest, k)),
+                None if dest_is_dir(&spec.dest) || w.is_dir(&dest)? => {
+                    match std::str::from_utf8(name) {
+                        Ok(name) => split(join(&dest, name)),
+                        // A glob's match: one name, no `/`, not a dot.
+                        Err(_) => Ok((dest.clone(), name.to_vec())),
+                    }
+                }
+                None => split(dest.clone()),
+            }
         };
         match &item.kind {
             ItemKind::Tree { first, end } => {
@@ -79,27 +97,28 @@ pub(crate) fn apply(
                 let entries = &plan.entries[*first..*end];
                 let e0 = &entries[0];
                 if e0.kind == Kind::Dir {
-                    let target = match &item.keep_path {
+                    let target = match keep_path {
                         Some(k) => join(&dest, k),
                         None => dest.clone(),
                     };
                     let (dir, created) = w.mkdir_all(&target)?;
                     let sdir = src
                         .open(&item.path, OFlags::RDONLY | OFlags::DIRECTORY)
-                        .map_err(|e| super::walk::read_err(&item.path, e))?;
-                    same(&sdir, e0, &item.path)?;
+                        .map_err(|e| super::walk::read_err(&shown, e))?;
+                    same(&sdir, e0, &shown)?;
                     w.tree(sdir, dir, created, entries, *first, &target)?;
                 } else {
-                    let target = file_target(&w, &basename(&item.path))?;
-                    let (parent, name) = w.parent(&target)?;
+                    let (dir, name) = file_target(&w, basename(&item.path))?;
+                    let target = format!("{}/{}", dir.trim_end_matches('/'), lossy(&name));
+                    let parent = w.mkdir_all(&dir)?.0;
                     let sfile = match e0.kind {
                         Kind::File(_) => Some(
                             src.open(&item.path, OFlags::RDONLY | OFlags::NONBLOCK)
-                                .map_err(|e| super::walk::read_err(&item.path, e))?,
+                                .map_err(|e| super::walk::read_err(&shown, e))?,
                         ),
                         _ => None,
                     };
-                    w.entry(parent.as_fd(), name.as_bytes(), e0, *first, sfile, &target)?;
+                    w.entry(parent.as_fd(), &name, e0, *first, sfile, &target)?;
                 }
             }
             ItemKind::Archive { entry } => {
@@ -107,17 +126,18 @@ pub(crate) fn apply(
                 let (dir, _) = w.mkdir_all(&dest)?;
                 let f = src
                     .open(&item.path, OFlags::RDONLY | OFlags::NONBLOCK)
-                    .map_err(|e| super::walk::read_err(&item.path, e))?;
-                same(&f, &plan.entries[*entry], &item.path)?;
+                    .map_err(|e| super::walk::read_err(&shown, e))?;
+                same(&f, &plan.entries[*entry], &shown)?;
                 let owner = spec.chown.is_some().then_some((w.uid, w.gid));
-                let (files, bytes) = archive::unpack(f, dir.as_fd(), &item.path, owner)?;
+                let (files, bytes) = archive::unpack(f, dir.as_fd(), &shown, owner)?;
                 w.report.files += files;
                 w.report.bytes += bytes;
             }
             ItemKind::Heredoc { name, content } => {
-                let target = file_target(&w, name)?;
-                let (parent, leaf) = w.parent(&target)?;
-                let f = w.create_file(parent.as_fd(), leaf.as_bytes(), &target)?;
+                let (dir, leaf) = file_target(&w, name.as_bytes())?;
+                let target = format!("{}/{}", dir.trim_end_matches('/'), lossy(&leaf));
+                let parent = w.mkdir_all(&dir)?.0;
+                let f = w.create_file(parent.as_fd(), &leaf, &target)?;
                 rustix::io::write(&f, content)
                     .map_err(|e| write_err(&target, e))
                     .and_then(|n| match n == content.len() {
@@ -132,6 +152,11 @@ pub(crate) fn apply(
         }
     }
     Ok(w.report)
+}
+
+/// The last component of a source path.
+fn basename(p: &[u8]) -> &[u8] {
+    p.rsplit(|&b| b == b'/').next().unwrap_or(p)
 }
 
 struct Writer {
@@ -276,17 +301,6 @@ impl Writer {
             }
             return Ok((cur, created));
         }
-    }
-
-    /// The directory that holds `path` (created as needed) and its name.
-    fn parent(&self, path: &str) -> Result<(OwnedFd, String), CopyError> {
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if name.is_empty() {
-            return Err(CopyError::Conflict {
-                path: path.to_owned(),
-            });
-        }
-        Ok((self.mkdir_all(dir)?.0, name.to_owned()))
     }
 
     /// Removes a non-directory named `name` in `dir` (a directory there is
