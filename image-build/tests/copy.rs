@@ -885,3 +885,110 @@ fn a_glob_copies_names_that_are_not_utf8() {
     assert!(matches!(e, CopyError::Unsupported { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 }
+
+/// Hostile `ADD` archives (names with `..` or absolute, links out then
+/// written through, hard links out, a link chain, a destination that is
+/// itself a link out): whatever each does, nothing lands outside the
+/// destination root, and a refusal is a typed unpack error.
+#[test]
+fn hostile_add_archives_stay_in_the_root() {
+    type Make = Box<dyn Fn(&mut TarBuf)>;
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "dotdot",
+            Box::new(|t| {
+                t.file("../../sentinel", b"pwned");
+            }),
+        ),
+        (
+            "absolute",
+            Box::new(|t| {
+                t.file("/../../sentinel", b"pwned");
+            }),
+        ),
+        (
+            "link out then through",
+            Box::new(|t| {
+                t.symlink("out", "../../..");
+                t.file("out/sentinel", b"pwned");
+            }),
+        ),
+        (
+            "absolute link then through",
+            Box::new(|t| {
+                t.symlink("out", "/");
+                t.file("out/../sentinel", b"pwned");
+            }),
+        ),
+        (
+            "chain",
+            Box::new(|t| {
+                t.symlink("a", "b");
+                t.symlink("b", "c/../../..");
+                t.dir("c");
+                t.file("a/sentinel", b"pwned");
+            }),
+        ),
+        (
+            "hard link out",
+            Box::new(|t| {
+                t.hardlink("h", "../../sentinel");
+                t.file("h", b"pwned");
+            }),
+        ),
+        (
+            "hard link through a link",
+            Box::new(|t| {
+                t.symlink("up", "../..");
+                t.hardlink("h", "up/sentinel");
+                t.file("h", b"pwned");
+            }),
+        ),
+    ];
+    for (name, make) in cases {
+        for dest in ["/x/", "/via/"] {
+            let f = Fixture::new();
+            // The destination's own path goes through a link that points
+            // out of the root: it resolves inside it.
+            symlink("../..", f.root().join("via")).unwrap();
+            let mut tar = TarBuf::new();
+            make(&mut tar);
+            fs::write(f.ctx().join("a.tar"), tar.end()).unwrap();
+            match f.copy(&add_spec(&["a.tar"], dest)) {
+                Ok(_) => {}
+                Err(e @ CopyError::Unpack { .. }) => {
+                    eprintln!("{name} {dest}: {e}: {:?}", e.kind());
+                }
+                Err(e) => panic!("{name} {dest}: {e:?}"),
+            }
+            f.sentinel_intact();
+        }
+    }
+}
+
+/// A hostile base for `--chown`: a 100 MB (sparse) `/etc/passwd` is
+/// refused by its size before it is read whole, typed, with nothing
+/// written; `/etc` a link to `/` resolves inside the root.
+#[test]
+fn chown_databases_are_bounded_and_read_in_the_root() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    fs::create_dir(f.root().join("etc")).unwrap();
+    let big = fs::File::create(f.root().join("etc/passwd")).unwrap();
+    big.set_len(100 << 20).unwrap();
+    let mut s = spec(&["a"], "/out");
+    s.chown = Some("app".into());
+    let e = f.copy(&s).unwrap_err();
+    assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+    assert!(!f.root().join("out").exists());
+    // /etc -> / : the root's own /passwd is read, not the host's.
+    fs::remove_file(f.root().join("etc/passwd")).unwrap();
+    fs::remove_dir(f.root().join("etc")).unwrap();
+    symlink("/", f.root().join("etc")).unwrap();
+    fs::write(f.root().join("passwd"), "app:x:4242:4343::/:/bin/sh\n").unwrap();
+    f.copy(&s).unwrap();
+    let t = tree(&f.root());
+    assert_eq!((t["out"].uid, t["out"].gid), (4242, 4343));
+    f.sentinel_intact();
+}
