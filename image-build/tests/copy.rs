@@ -892,68 +892,48 @@ fn a_glob_copies_names_that_are_not_utf8() {
 /// destination root, and a refusal is a typed unpack error.
 #[test]
 fn hostile_add_archives_stay_in_the_root() {
-    type Make = Box<dyn Fn(&mut TarBuf)>;
-    let cases: Vec<(&str, Make)> = vec![
-        (
-            "dotdot",
-            Box::new(|t| {
-                t.file("../../sentinel", b"pwned");
-            }),
-        ),
-        (
-            "absolute",
-            Box::new(|t| {
-                t.file("/../../sentinel", b"pwned");
-            }),
-        ),
+    use image_testsupport::tar::{archive, Entry as E};
+    let pwn = |n: &str| E::file(n, "pwned");
+    let cases = [
+        ("dotdot", vec![pwn("../../sentinel")]),
+        ("absolute", vec![pwn("/../../sentinel")]),
         (
             "link out then through",
-            Box::new(|t| {
-                t.symlink("out", "../../..");
-                t.file("out/sentinel", b"pwned");
-            }),
+            vec![E::symlink("out", "../../.."), pwn("out/sentinel")],
         ),
         (
             "absolute link then through",
-            Box::new(|t| {
-                t.symlink("out", "/");
-                t.file("out/../sentinel", b"pwned");
-            }),
+            vec![E::symlink("out", "/"), pwn("out/../sentinel")],
         ),
         (
             "chain",
-            Box::new(|t| {
-                t.symlink("a", "b");
-                t.symlink("b", "c/../../..");
-                t.dir("c");
-                t.file("a/sentinel", b"pwned");
-            }),
+            vec![
+                E::symlink("a", "b"),
+                E::symlink("b", "c/../../.."),
+                E::dir("c"),
+                pwn("a/sentinel"),
+            ],
         ),
         (
             "hard link out",
-            Box::new(|t| {
-                t.hardlink("h", "../../sentinel");
-                t.file("h", b"pwned");
-            }),
+            vec![E::hardlink("h", "../../sentinel"), pwn("h")],
         ),
         (
             "hard link through a link",
-            Box::new(|t| {
-                t.symlink("up", "../..");
-                t.hardlink("h", "up/sentinel");
-                t.file("h", b"pwned");
-            }),
+            vec![
+                E::symlink("up", "../.."),
+                E::hardlink("h", "up/sentinel"),
+                pwn("h"),
+            ],
         ),
     ];
-    for (name, make) in cases {
+    for (name, entries) in &cases {
         for dest in ["/x/", "/via/"] {
             let f = Fixture::new();
             // The destination's own path goes through a link that points
             // out of the root: it resolves inside it.
             symlink("../..", f.root().join("via")).unwrap();
-            let mut tar = TarBuf::new();
-            make(&mut tar);
-            fs::write(f.ctx().join("a.tar"), tar.end()).unwrap();
+            fs::write(f.ctx().join("a.tar"), archive(entries)).unwrap();
             match f.copy(&add_spec(&["a.tar"], dest)) {
                 Ok(_) => {}
                 Err(e @ CopyError::Unpack { .. }) => {
