@@ -49,8 +49,8 @@
 //! [`add_files`](ImageBuilder::add_files) writes a tar stream directly (no
 //! temporary directory) with pack's tar writer. Paths are cleaned as paths
 //! inside the root (`/a/./b` and `a/b` are the same entry) and one that
-//! climbs out (`../x`, `a/../../x`) is refused with
-//! [`BuilderError::InvalidPath`]. Entries come in pack's order: depth first,
+//! climbs out (`../x`, `a/../../x`) or is longer than [`MAX_PATH_BYTES`]
+//! is refused with [`BuilderError::InvalidPath`]. Entries come in pack's order: depth first,
 //! names sorted bytewise within a directory, a directory before its
 //! contents. A parent directory not given is written before its first child
 //! as jib does: mode `0755`, owner `0:0`, mtime 0. A hard link is an entry of
@@ -65,7 +65,7 @@
 //! layer is committed, so a stream that would not unpack is refused and
 //! leaves no blob.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -650,6 +650,10 @@ impl<R: Read> Read for Tee<'_, '_, R> {
     }
 }
 
+/// The longest path of a file given in memory, in bytes (Linux's
+/// `PATH_MAX`: no unpack could make a longer one).
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// In-memory files checked and ordered for writing: cleaned paths as
 /// component lists (their order is pack's), each a given file or an
 /// implied parent directory.
@@ -665,6 +669,9 @@ fn cleaned(path: &str) -> Result<Vec<String>, BuilderError> {
         path: path.to_owned(),
         reason,
     };
+    if path.len() > MAX_PATH_BYTES {
+        return Err(invalid("is longer than PATH_MAX (4096 bytes)"));
+    }
     let c =
         image_core::path::clean_relative(path).ok_or_else(|| invalid("climbs out of the root"))?;
     if c.is_empty() {
@@ -685,9 +692,13 @@ impl<'f> FileTree<'f> {
             }
         }
         let mut links = HashMap::new();
-        let mut parents = Vec::new();
+        // Implied parents, each made once: a file's ancestors are walked
+        // from the nearest up to the first one known (given, whose own
+        // ancestors its own walk checks, or implied already, whose were),
+        // so the work is linear in the paths' total length.
+        let mut parents: BTreeSet<Vec<String>> = BTreeSet::new();
         for (key, f) in &entries {
-            for n in 1..key.len() {
+            for n in (1..key.len()).rev() {
                 match entries.get(&key[..n]) {
                     Some(Some(p)) if p.kind != FileKind::Dir => {
                         return Err(BuilderError::NotADirectory {
@@ -695,8 +706,9 @@ impl<'f> FileTree<'f> {
                             parent: key[..n].join("/"),
                         })
                     }
-                    Some(_) => {}
-                    None => parents.push(key[..n].to_vec()),
+                    Some(_) => break,
+                    None if !parents.insert(key[..n].to_vec()) => break,
+                    None => {}
                 }
             }
             if let Some(File {

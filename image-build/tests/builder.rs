@@ -630,3 +630,31 @@ fn busybox_image_built_with_add_files_runs() {
     assert!(exit.status.success(), "{exit:?}");
     assert_eq!(stdout, "hello from 0\n/bin/sh\n1777\nroot:x:0:\n");
 }
+
+/// Hostile in-memory files: a path longer than PATH_MAX (one entry per
+/// component would make a quadratic tree of implied parents, and no
+/// unpack could make it) is refused typed before anything is written; a
+/// few thousand files deep in one directory are checked in linear work
+/// (each stops at its nearest known parent: the per-component walk of
+/// every file's every ancestor took minutes here).
+#[test]
+fn deep_in_memory_paths_are_bounded_and_checked_linearly() {
+    let (_tmp, store) = store();
+    let mut b = ImageBuilder::scratch(&store, &amd64()).expect("scratch");
+    let long = format!("{}f", "a/".repeat(5000));
+    let e = b
+        .add_files(&[File::regular(long, vec![], 0o644)], history("long"))
+        .expect_err("a path beyond PATH_MAX");
+    assert!(matches!(e, BuilderError::InvalidPath { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(store.list().expect("list").is_empty(), "nothing written");
+    // 3000 files in a directory 1000 deep: 3 million ancestor look-ups of
+    // up to 1000 components each before; 3000 after.
+    let dir = "d/".repeat(1000);
+    let files: Vec<File> = (0..3000)
+        .map(|i| File::regular(format!("{dir}{i}"), vec![], 0o644))
+        .collect();
+    let layer = b.add_files(&files, history("deep")).expect("deep files");
+    let listed = entries(&store, &layer);
+    assert_eq!(listed.len(), 3000 + 1000);
+}

@@ -816,3 +816,159 @@ fn generated_symbolic_chmod_matches_chmod_1() {
         assert_eq!(got, want, "case {case}: {start:o} with {spec_text}");
     }
 }
+
+/// A source file rewritten in place (same inode, same size, other bytes)
+/// between the plan and the copy: the layer would not hold what the cache
+/// key says it holds, so the copy fails, for a file in a copied directory
+/// and for a file named as the source.
+#[test]
+fn a_source_rewritten_in_place_with_the_same_size_fails_the_copy() {
+    let f = Fixture::new();
+    write(&f.ctx().join("d/a"), "aaaa", 0o644, 1);
+    let c = f.context();
+    for s in [spec(&["d"], "/d"), spec(&["d/a"], "/a")] {
+        fs::write(f.ctx().join("d/a"), "aaaa").unwrap();
+        let p = plan(&CopySource::Context(&c), &s).unwrap();
+        let ino = fs::metadata(f.ctx().join("d/a")).unwrap().ino();
+        fs::write(f.ctx().join("d/a"), "bbbb").unwrap();
+        assert_eq!(fs::metadata(f.ctx().join("d/a")).unwrap().ino(), ino);
+        let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+        assert!(matches!(e, CopyError::Changed { .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+    }
+}
+
+/// A destination nested deeper than the walk bound is refused before
+/// anything is made (each component would be resolved from the root:
+/// quadratic in the depth).
+#[test]
+fn a_destination_deeper_than_the_bound_is_refused() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    let deep = "/d".repeat(image_build::copy::MAX_DEPTH + 1) + "/";
+    let e = f.copy(&spec(&["a"], &deep)).unwrap_err();
+    assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+    assert_eq!(fs::read_dir(f.root()).unwrap().count(), 0);
+    // At the bound it is made.
+    let ok = "/d".repeat(image_build::copy::MAX_DEPTH) + "/";
+    f.copy(&spec(&["a"], &ok)).unwrap();
+}
+/// A glob matches names that are not UTF-8 (and names with a newline) and
+/// copies them under their own bytes, as Docker does; none is lost.
+#[test]
+fn a_glob_copies_names_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    let odd = OsStr::from_bytes(b"\xff\xfe.txt");
+    fs::write(f.ctx().join(odd), "odd").unwrap();
+    fs::write(f.ctx().join("new\nline.txt"), "nl").unwrap();
+    fs::write(f.ctx().join("plain.txt"), "plain").unwrap();
+    let r = f.copy(&spec(&["*.txt"], "/d/")).unwrap();
+    assert_eq!(r.files, 3);
+    assert_eq!(fs::read(f.root().join("d").join(odd)).unwrap(), b"odd");
+    assert_eq!(fs::read(f.root().join("d/new\nline.txt")).unwrap(), b"nl");
+    assert_eq!(fs::read(f.root().join("d/plain.txt")).unwrap(), b"plain");
+    // The plan's digest tells the odd name from its lossy spelling.
+    let f2 = Fixture::new();
+    fs::write(f2.ctx().join("\u{fffd}\u{fffd}.txt"), "odd").unwrap();
+    fs::write(f2.ctx().join("new\nline.txt"), "nl").unwrap();
+    fs::write(f2.ctx().join("plain.txt"), "plain").unwrap();
+    let s = spec(&["*.txt"], "/d/");
+    assert_ne!(f.plan(&s).unwrap().digest, f2.plan(&s).unwrap().digest);
+    // --parents must join such a name into the destination's path as
+    // text: a typed refusal, never a renamed copy.
+    let mut s = spec(&["*.txt"], "/p/");
+    s.parents = true;
+    let e = f.plan(&s).unwrap_err();
+    assert!(matches!(e, CopyError::Unsupported { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+}
+
+/// Hostile `ADD` archives (names with `..` or absolute, links out then
+/// written through, hard links out, a link chain, a destination that is
+/// itself a link out): whatever each does, nothing lands outside the
+/// destination root, and a refusal is a typed unpack error.
+#[test]
+fn hostile_add_archives_stay_in_the_root() {
+    use image_testsupport::tar::{archive, Entry as E};
+    let pwn = |n: &str| E::file(n, "pwned");
+    let cases = [
+        ("dotdot", vec![pwn("../../sentinel")]),
+        ("absolute", vec![pwn("/../../sentinel")]),
+        (
+            "link out then through",
+            vec![E::symlink("out", "../../.."), pwn("out/sentinel")],
+        ),
+        (
+            "absolute link then through",
+            vec![E::symlink("out", "/"), pwn("out/../sentinel")],
+        ),
+        (
+            "chain",
+            vec![
+                E::symlink("a", "b"),
+                E::symlink("b", "c/../../.."),
+                E::dir("c"),
+                pwn("a/sentinel"),
+            ],
+        ),
+        (
+            "hard link out",
+            vec![E::hardlink("h", "../../sentinel"), pwn("h")],
+        ),
+        (
+            "hard link through a link",
+            vec![
+                E::symlink("up", "../.."),
+                E::hardlink("h", "up/sentinel"),
+                pwn("h"),
+            ],
+        ),
+    ];
+    for (name, entries) in &cases {
+        for dest in ["/x/", "/via/"] {
+            let f = Fixture::new();
+            // The destination's own path goes through a link that points
+            // out of the root: it resolves inside it.
+            symlink("../..", f.root().join("via")).unwrap();
+            fs::write(f.ctx().join("a.tar"), archive(entries)).unwrap();
+            match f.copy(&add_spec(&["a.tar"], dest)) {
+                Ok(_) => {}
+                Err(e @ CopyError::Unpack { .. }) => {
+                    eprintln!("{name} {dest}: {e}: {:?}", e.kind());
+                }
+                Err(e) => panic!("{name} {dest}: {e:?}"),
+            }
+            f.sentinel_intact();
+        }
+    }
+}
+
+/// A hostile base for `--chown`: a 100 MB (sparse) `/etc/passwd` is
+/// refused by its size before it is read whole, typed, with nothing
+/// written; `/etc` a link to `/` resolves inside the root.
+#[test]
+fn chown_databases_are_bounded_and_read_in_the_root() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    fs::create_dir(f.root().join("etc")).unwrap();
+    let big = fs::File::create(f.root().join("etc/passwd")).unwrap();
+    big.set_len(100 << 20).unwrap();
+    let mut s = spec(&["a"], "/out");
+    s.chown = Some("app".into());
+    let e = f.copy(&s).unwrap_err();
+    assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+    assert!(!f.root().join("out").exists());
+    // /etc -> / : the root's own /passwd is read, not the host's.
+    fs::remove_file(f.root().join("etc/passwd")).unwrap();
+    fs::remove_dir(f.root().join("etc")).unwrap();
+    symlink("/", f.root().join("etc")).unwrap();
+    fs::write(f.root().join("passwd"), "app:x:4242:4343::/:/bin/sh\n").unwrap();
+    f.copy(&s).unwrap();
+    let t = tree(&f.root());
+    assert_eq!((t["out"].uid, t["out"].gid), (4242, 4343));
+    f.sentinel_intact();
+}

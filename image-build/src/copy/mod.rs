@@ -304,7 +304,10 @@ pub fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan, CopyEr
 }
 
 /// Copies what `plan` found from `source` into the root filesystem at
-/// `dest_root`, following `spec`'s rules.
+/// `dest_root`, following `spec`'s rules. It blocks on file I/O for as long
+/// as the copy takes, and needs root (`CAP_CHOWN`, `CAP_MKNOD` for device
+/// nodes): every entry is given an owner. Each file's bytes are hashed as
+/// they are copied and must be those the plan read.
 ///
 /// # Errors
 /// A [`CopyError`]: a `--chown` name not in the destination's databases,

@@ -23,11 +23,29 @@ use crate::glob::Glob;
 /// unpack (`ADD`) or a heredoc.
 #[derive(Debug)]
 pub(crate) struct Item {
-    /// The path in the source (relative to its root), as matched.
-    pub(crate) path: String,
+    /// The path in the source (relative to its root), as matched: bytes,
+    /// as a glob may match a name that is not UTF-8.
+    pub(crate) path: Vec<u8>,
     /// `--parents`: the path kept under the destination.
-    pub(crate) keep_path: Option<String>,
+    pub(crate) keep_path: Option<Vec<u8>>,
     pub(crate) kind: ItemKind,
+}
+
+impl Item {
+    /// The `--parents` path as text, to be joined into the destination's
+    /// path: a name that is not UTF-8 is refused (the plan checks it before
+    /// anything is written).
+    pub(crate) fn keep_text(&self) -> Result<Option<&str>, CopyError> {
+        self.keep_path
+            .as_deref()
+            .map(|k| {
+                std::str::from_utf8(k).map_err(|_| CopyError::Unsupported {
+                    path: lossy(&self.path).into_owned(),
+                    what: "path that is not UTF-8 (with --parents)",
+                })
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug)]
@@ -99,10 +117,10 @@ impl Source<'_> {
         }
     }
 
-    pub(crate) fn open(&self, path: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    pub(crate) fn open(&self, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
         if self.beneath {
             let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-            let p = if path.is_empty() { "." } else { path };
+            let p: &[u8] = if path.is_empty() { b"." } else { path };
             let mut tries = 0;
             loop {
                 match rfs::openat2(self.fd(), p, flags | OFlags::CLOEXEC, Mode::empty(), how) {
@@ -119,7 +137,7 @@ impl Source<'_> {
         } else {
             PathResolution::Auto
         };
-        open_in_root(self.fd(), path.as_bytes(), flags, Mode::empty(), res)
+        open_in_root(self.fd(), path, flags, Mode::empty(), res)
     }
 
     /// Opens the source of the plan's copy: the context or the `--from`
@@ -239,7 +257,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
     }
     for (name, content) in &spec.heredocs {
         items.push(Item {
-            path: name.clone(),
+            path: name.as_bytes().to_vec(),
             keep_path: None,
             kind: ItemKind::Heredoc {
                 name: name.clone(),
@@ -284,8 +302,8 @@ fn digest(items: &[Item], entries: &[Entry]) -> Digest {
         h.update(b);
     };
     for item in items {
-        field(&mut h, item.path.as_bytes());
-        field(&mut h, item.keep_path.as_deref().unwrap_or("").as_bytes());
+        field(&mut h, &item.path);
+        field(&mut h, item.keep_path.as_deref().unwrap_or_default());
         match &item.kind {
             ItemKind::Tree { first, end } => {
                 field(&mut h, b"tree");
@@ -370,13 +388,13 @@ impl Walker {
         let keep = keep.map(|k| clean_absolute(&k)[1..].to_owned());
         if !has_meta(&cleaned) {
             let kind = self
-                .item(src, spec, raw, &cleaned)?
+                .item(src, spec, raw, cleaned.as_bytes())?
                 .ok_or_else(|| CopyError::NotFound {
                     source: raw.to_owned(),
                 })?;
             items.push(Item {
-                path: cleaned,
-                keep_path: keep,
+                path: cleaned.into_bytes(),
+                keep_path: keep.map(String::into_bytes),
                 kind,
             });
             return Ok(());
@@ -389,17 +407,20 @@ impl Walker {
                     // The pivot sits before the glob: keep what follows it.
                     Some(i) => {
                         let pivot = clean_absolute(&raw[..i])[1..].to_owned();
-                        m.strip_prefix(&pivot)
-                            .map(|r| r.trim_start_matches('/').to_owned())
-                            .unwrap_or_else(|| m.clone())
+                        match m.strip_prefix(pivot.as_bytes()) {
+                            Some(r) => r[r.iter().take_while(|&&b| b == b'/').count()..].to_vec(),
+                            None => m.clone(),
+                        }
                     }
                     None => m.clone(),
                 });
-                items.push(Item {
+                let item = Item {
                     path: m,
                     keep_path,
                     kind,
-                });
+                };
+                item.keep_text()?;
+                items.push(item);
             }
         }
         if items.len() == before {
@@ -416,18 +437,21 @@ impl Walker {
         src: &Source<'_>,
         raw: &str,
         pattern: &str,
-    ) -> Result<Vec<String>, CopyError> {
-        let mut cands = vec![String::new()];
+    ) -> Result<Vec<Vec<u8>>, CopyError> {
+        let mut cands = vec![Vec::new()];
         for comp in pattern.split('/') {
-            let join = |c: &str, n: &str| {
-                if c.is_empty() {
-                    n.to_owned()
-                } else {
-                    format!("{c}/{n}")
+            // Names are bytes: one that is not UTF-8 is matched by its
+            // lossy spelling and kept as it is.
+            let join = |c: &[u8], n: &[u8]| {
+                let mut p = c.to_vec();
+                if !p.is_empty() {
+                    p.push(b'/');
                 }
+                p.extend_from_slice(n);
+                p
             };
             if !has_meta(comp) {
-                cands.iter_mut().for_each(|c| *c = join(c, comp));
+                cands.iter_mut().for_each(|c| *c = join(c, comp.as_bytes()));
                 continue;
             }
             let glob = element_glob(comp).ok_or_else(|| CopyError::NoMatch {
@@ -438,11 +462,10 @@ impl Walker {
                 let dir = match src.open(c, OFlags::RDONLY | OFlags::DIRECTORY) {
                     Ok(fd) => fd,
                     Err(Errno::NOENT | Errno::NOTDIR) => continue,
-                    Err(e) => return Err(source_err(src, raw, c, e)),
+                    Err(e) => return Err(source_err(src, raw, &lossy(c), e)),
                 };
-                for name in list(dir.as_fd()).map_err(|e| source_err(src, raw, c, e))? {
-                    let name = String::from_utf8_lossy(&name).into_owned();
-                    if glob.matches(&name, false) {
+                for name in list(dir.as_fd()).map_err(|e| source_err(src, raw, &lossy(c), e))? {
+                    if glob.matches(&lossy(&name), false) {
                         if next.len() == MAX_ENTRIES {
                             return Err(too_many());
                         }
@@ -461,9 +484,10 @@ impl Walker {
         src: &Source<'_>,
         spec: &CopySpec,
         raw: &str,
-        path: &str,
+        path_bytes: &[u8],
     ) -> Result<Option<ItemKind>, CopyError> {
-        let fd = match src.open(path, OFlags::PATH) {
+        let path = &*lossy(path_bytes);
+        let fd = match src.open(path_bytes, OFlags::PATH) {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
             Err(e) => return Err(source_err(src, raw, path, e)),
@@ -484,7 +508,8 @@ impl Walker {
             return Ok(None);
         }
         let first = self.entries.len();
-        let mut e = entry(&st, 0, name.as_bytes().to_vec(), Vec::new());
+        let base = path_bytes.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let mut e = entry(&st, 0, base.to_vec(), Vec::new());
         e.keep = !excluded;
         match ftype {
             FileType::Directory => {
@@ -507,10 +532,10 @@ impl Walker {
                 }
             }
             FileType::RegularFile => {
-                let file = reopen_file(src, path, &st)?;
+                let file = reopen_file(src, path_bytes, &st)?;
                 e.kind = Kind::File(self.hash(file, path, st.st_size as u64)?);
                 self.push(e)?;
-                if spec.add && archive::is_archive(reopen_file(src, path, &st)?, path)? {
+                if spec.add && archive::is_archive(reopen_file(src, path_bytes, &st)?, path)? {
                     return Ok(Some(ItemKind::Archive { entry: first }));
                 }
             }
@@ -666,12 +691,18 @@ fn has_exceptions(i: &Ignore) -> bool {
 }
 
 /// Opens the regular file at `path` (as the plan saw it, `st`) for reading.
-fn reopen_file(src: &Source<'_>, path: &str, st: &rfs::Stat) -> Result<OwnedFd, CopyError> {
+fn reopen_file(src: &Source<'_>, path: &[u8], st: &rfs::Stat) -> Result<OwnedFd, CopyError> {
     let f = src
         .open(path, OFlags::RDONLY | OFlags::NONBLOCK)
-        .map_err(|e| read_err(path, e))?;
-    check_same(&f, st, path)?;
+        .map_err(|e| read_err(&lossy(path), e))?;
+    check_same(&f, st, &lossy(path))?;
     Ok(f)
+}
+
+/// A path's bytes as text, for matching and messages (a byte that is not
+/// UTF-8 shows as U+FFFD).
+pub(crate) fn lossy(path: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(path)
 }
 
 fn check_same(f: &OwnedFd, st: &rfs::Stat, path: &str) -> Result<(), CopyError> {

@@ -17,8 +17,8 @@ use rustix::io::Errno;
 
 use super::archive;
 use super::owner::{resolve_chown, Chmod};
-use super::walk::{dest_is_dir, open_child, open_root, Entry, ItemKind, Kind, Source};
-use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec};
+use super::walk::{dest_is_dir, lossy, open_child, open_root, Entry, ItemKind, Kind, Source};
+use super::{CopyError, CopyPlan, CopyReport, CopySource, CopySpec, MAX_DEPTH};
 
 pub(crate) fn apply(
     plan: &CopyPlan,
@@ -53,6 +53,7 @@ pub(crate) fn apply(
         chmod,
         report: CopyReport::default(),
         links: link_targets,
+        buf: None,
     };
     let src = match plan
         .items
@@ -63,14 +64,32 @@ pub(crate) fn apply(
         false => None,
     };
     for item in &plan.items {
+        let shown = lossy(&item.path);
         let join = |base: &str, rest: &str| clean_absolute(&format!("{base}/{rest}"));
-        let basename = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
-        let file_target = |w: &Writer, name: &str| -> Result<String, CopyError> {
-            Ok(match &item.keep_path {
-                Some(k) => join(&dest, k),
-                None if dest_is_dir(&spec.dest) || w.is_dir(&dest)? => join(&dest, name),
-                None => dest.clone(),
-            })
+        // `--parents` keeps the source's path under the destination, which
+        // must then be text to be joined and made.
+        let keep_path = item.keep_text()?;
+        // The directory and the name a non-directory source is written as:
+        // the name keeps its bytes.
+        let file_target = |w: &Writer, name: &[u8]| -> Result<(String, Vec<u8>), CopyError> {
+            let split = |p: String| -> Result<(String, Vec<u8>), CopyError> {
+                let (dir, leaf) = p.rsplit_once('/').unwrap_or(("", &p));
+                if leaf.is_empty() {
+                    return Err(CopyError::Conflict { path: p.clone() });
+                }
+                Ok((dir.to_owned(), leaf.as_bytes().to_vec()))
+            };
+            match keep_path {
+                Some(k) => split(join(&dest, k)),
+                None if dest_is_dir(&spec.dest) || w.is_dir(&dest)? => {
+                    match std::str::from_utf8(name) {
+                        Ok(name) => split(join(&dest, name)),
+                        // A glob's match: one name, no `/`, not a dot.
+                        Err(_) => Ok((dest.clone(), name.to_vec())),
+                    }
+                }
+                None => split(dest.clone()),
+            }
         };
         match &item.kind {
             ItemKind::Tree { first, end } => {
@@ -78,27 +97,28 @@ pub(crate) fn apply(
                 let entries = &plan.entries[*first..*end];
                 let e0 = &entries[0];
                 if e0.kind == Kind::Dir {
-                    let target = match &item.keep_path {
+                    let target = match keep_path {
                         Some(k) => join(&dest, k),
                         None => dest.clone(),
                     };
                     let (dir, created) = w.mkdir_all(&target)?;
                     let sdir = src
                         .open(&item.path, OFlags::RDONLY | OFlags::DIRECTORY)
-                        .map_err(|e| super::walk::read_err(&item.path, e))?;
-                    same(&sdir, e0, &item.path)?;
+                        .map_err(|e| super::walk::read_err(&shown, e))?;
+                    same(&sdir, e0, &shown)?;
                     w.tree(sdir, dir, created, entries, *first, &target)?;
                 } else {
-                    let target = file_target(&w, &basename(&item.path))?;
-                    let (parent, name) = w.parent(&target)?;
+                    let (dir, name) = file_target(&w, basename(&item.path))?;
+                    let target = format!("{}/{}", dir.trim_end_matches('/'), lossy(&name));
+                    let parent = w.mkdir_all(&dir)?.0;
                     let sfile = match e0.kind {
                         Kind::File(_) => Some(
                             src.open(&item.path, OFlags::RDONLY | OFlags::NONBLOCK)
-                                .map_err(|e| super::walk::read_err(&item.path, e))?,
+                                .map_err(|e| super::walk::read_err(&shown, e))?,
                         ),
                         _ => None,
                     };
-                    w.entry(parent.as_fd(), name.as_bytes(), e0, *first, sfile, &target)?;
+                    w.entry(parent.as_fd(), &name, e0, *first, sfile, &target)?;
                 }
             }
             ItemKind::Archive { entry } => {
@@ -106,17 +126,18 @@ pub(crate) fn apply(
                 let (dir, _) = w.mkdir_all(&dest)?;
                 let f = src
                     .open(&item.path, OFlags::RDONLY | OFlags::NONBLOCK)
-                    .map_err(|e| super::walk::read_err(&item.path, e))?;
-                same(&f, &plan.entries[*entry], &item.path)?;
+                    .map_err(|e| super::walk::read_err(&shown, e))?;
+                same(&f, &plan.entries[*entry], &shown)?;
                 let owner = spec.chown.is_some().then_some((w.uid, w.gid));
-                let (files, bytes) = archive::unpack(f, dir.as_fd(), &item.path, owner)?;
+                let (files, bytes) = archive::unpack(f, dir.as_fd(), &shown, owner)?;
                 w.report.files += files;
                 w.report.bytes += bytes;
             }
             ItemKind::Heredoc { name, content } => {
-                let target = file_target(&w, name)?;
-                let (parent, leaf) = w.parent(&target)?;
-                let f = w.create_file(parent.as_fd(), leaf.as_bytes(), &target)?;
+                let (dir, leaf) = file_target(&w, name.as_bytes())?;
+                let target = format!("{}/{}", dir.trim_end_matches('/'), lossy(&leaf));
+                let parent = w.mkdir_all(&dir)?.0;
+                let f = w.create_file(parent.as_fd(), &leaf, &target)?;
                 rustix::io::write(&f, content)
                     .map_err(|e| write_err(&target, e))
                     .and_then(|n| match n == content.len() {
@@ -133,6 +154,11 @@ pub(crate) fn apply(
     Ok(w.report)
 }
 
+/// The last component of a source path.
+fn basename(p: &[u8]) -> &[u8] {
+    p.rsplit(|&b| b == b'/').next().unwrap_or(p)
+}
+
 struct Writer {
     root: OwnedFd,
     uid: u32,
@@ -142,6 +168,8 @@ struct Writer {
     /// The entries other entries hard-link to, with where they were
     /// written (their directory and name) once they are.
     links: HashMap<usize, Option<(OwnedFd, Vec<u8>)>>,
+    /// The copy buffer, made at the first file.
+    buf: Option<Vec<u8>>,
 }
 
 fn write_err(path: &str, e: Errno) -> CopyError {
@@ -211,6 +239,14 @@ impl Writer {
             let mut created = false;
             let mut prefix = String::new();
             let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+            // Each component is resolved from the root: bounded, so that
+            // the work (quadratic in the depth) is too.
+            if comps.len() > MAX_DEPTH {
+                return Err(CopyError::TooLarge {
+                    what: "the destination's directory depth",
+                    limit: MAX_DEPTH as u64,
+                });
+            }
             for (i, comp) in comps.iter().enumerate() {
                 let parent = prefix.clone();
                 prefix.push('/');
@@ -265,17 +301,6 @@ impl Writer {
             }
             return Ok((cur, created));
         }
-    }
-
-    /// The directory that holds `path` (created as needed) and its name.
-    fn parent(&self, path: &str) -> Result<(OwnedFd, String), CopyError> {
-        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        if name.is_empty() {
-            return Err(CopyError::Conflict {
-                path: path.to_owned(),
-            });
-        }
-        Ok((self.mkdir_all(dir)?.0, name.to_owned()))
     }
 
     /// Removes a non-directory named `name` in `dir` (a directory there is
@@ -429,6 +454,54 @@ impl Writer {
         Ok(())
     }
 
+    /// Copies the content of `from` into `to`, hashing it on the way: it
+    /// must be the `size` bytes of sha256 `want` that the plan read (an
+    /// in-place rewrite of the same size would otherwise put other bytes
+    /// under the plan's cache key). Returns `to`.
+    fn copy_checked(
+        &mut self,
+        from: OwnedFd,
+        to: OwnedFd,
+        size: u64,
+        want: &[u8; 32],
+        path: &str,
+    ) -> Result<OwnedFd, CopyError> {
+        use sha2::Digest as _;
+        use std::io::{Read, Write};
+        let (mut from, mut to) = (std::fs::File::from(from), std::fs::File::from(to));
+        let buf = self.buf.get_or_insert_with(|| vec![0; 256 << 10]);
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        loop {
+            let k = match from.read(buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(CopyError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+            };
+            n += k as u64;
+            if n > size {
+                break;
+            }
+            h.update(&buf[..k]);
+            to.write_all(&buf[..k]).map_err(|source| CopyError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        if n != size || h.finalize().as_slice() != want {
+            return Err(CopyError::Changed {
+                path: path.to_owned(),
+            });
+        }
+        Ok(OwnedFd::from(to))
+    }
+
     /// Writes one non-directory entry `e` (plan index `index`) as `name`
     /// in `dir`.
     fn entry(
@@ -441,25 +514,13 @@ impl Writer {
         path: &str,
     ) -> Result<(), CopyError> {
         match &e.kind {
-            Kind::File(_) => {
+            Kind::File(want) => {
                 let sfile = sfile.expect("a file has its source open");
                 same(&sfile, e, path)?;
                 let f = self.create_file(dir, name, path)?;
-                let mut from = std::fs::File::from(sfile);
-                let mut to = std::fs::File::from(f);
-                let n = std::io::copy(&mut std::io::Read::take(&mut from, e.size + 1), &mut to)
-                    .map_err(|source| CopyError::Write {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                if n != e.size {
-                    return Err(CopyError::Changed {
-                        path: path.to_owned(),
-                    });
-                }
-                let f = OwnedFd::from(to);
+                let f = self.copy_checked(sfile, f, e.size, want, path)?;
                 self.meta_fd(&f, e.mode, false, e.mtime, path)?;
-                self.report.bytes += n;
+                self.report.bytes += e.size;
             }
             Kind::Hardlink(j) => {
                 self.clear(dir, name, false, path)?;
