@@ -97,6 +97,9 @@ enum Command {
     Umount(cmd::snapshot::UmountArgs),
     /// List snapshots: kind, name, parent, disk usage.
     Snapshots(cmd::snapshot::SnapshotsListArgs),
+    /// Print a Dockerfile's instructions as JSON (parsed; with `--expand`,
+    /// expanded too): the form docs/dockerfile-json.md documents.
+    Dockerfile(cmd::dockerfile::Args),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => cmd::snapshot::mount(&cli.store, a),
         Command::Umount(a) => cmd::snapshot::umount(&cli.store, a),
         Command::Snapshots(a) => cmd::snapshot::snapshots(&cli.store, a),
+        Command::Dockerfile(a) => cmd::dockerfile::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

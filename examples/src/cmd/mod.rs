@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod dockerfile;
 pub mod layer;
 pub mod platform;
 pub mod progress;
