@@ -261,3 +261,49 @@ fn reads_standard_input_and_bounds_it() {
     assert!(err.starts_with("imagectl: invalid input: -:"), "{err}");
     assert!(err.contains(&limit.to_string()), "{err}");
 }
+
+/// The demo's example project (examples/project) is what the README says:
+/// two stages, both on the busybox-static base, the final one taking the
+/// build stage's output with `COPY --from` and setting ENV, USER,
+/// HEALTHCHECK and CMD; every instruction expands.
+#[test]
+fn the_example_project_is_a_multi_stage_build_on_the_busybox_base() {
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("project");
+    let (out, err, ok) = dockerfile(&project.join("Dockerfile"), &["--expand"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    for s in stages {
+        assert_eq!(s["from"], "demo/busybox:latest");
+        assert_eq!(s["needed"], true);
+    }
+    let keywords = |s: &serde_json::Value| -> Vec<String> {
+        s["instructions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["keyword"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(keywords(&stages[0]).contains(&"RUN".to_owned()));
+    let last = keywords(&stages[1]);
+    for k in ["ENV", "COPY", "USER", "HEALTHCHECK", "CMD"] {
+        assert!(last.contains(&k.to_owned()), "no {k} in {last:?}");
+    }
+    let from_build = stages[1]["instructions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["expanded"]["COPY"]["from"] == "build");
+    assert!(from_build, "no COPY --from=build");
+    // Every file the Dockerfile copies is in the project.
+    for f in [
+        "data/inventory.csv",
+        "data/orders.csv",
+        "scripts/report.sh",
+        "scripts/show.sh",
+    ] {
+        assert!(project.join(f).is_file(), "{f}");
+    }
+}
