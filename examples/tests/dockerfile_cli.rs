@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use image_core::Platform;
+use image_testsupport::process::TIMEOUT;
 
 /// image-build's corpus of Dockerfiles, each with its expected parse.
 fn corpus() -> PathBuf {
@@ -23,9 +24,18 @@ fn goldens() -> PathBuf {
 /// of `source` as `Dockerfile` (so the output names the file alike
 /// wherever the test runs); returns stdout, stderr and success.
 fn dockerfile(source: &Path, args: &[&str]) -> (String, String, bool) {
+    dockerfile_text(&std::fs::read_to_string(source).unwrap(), args)
+}
+
+/// [`dockerfile`] of the text of a Dockerfile, killed after
+/// image-testsupport's bound on a process (through timeout(1): its output
+/// can be larger than a pipe holds, so it is read while imagectl runs).
+fn dockerfile_text(text: &str, args: &[&str]) -> (String, String, bool) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(source, dir.path().join("Dockerfile")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imagectl"))
+    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
+    let out = Command::new("timeout")
+        .args(["-k", "5", &TIMEOUT.as_secs().to_string()])
+        .arg(env!("CARGO_BIN_EXE_imagectl"))
         .current_dir(dir.path())
         .args(["dockerfile", "-f", "Dockerfile"])
         .args(args)
@@ -33,6 +43,12 @@ fn dockerfile(source: &Path, args: &[&str]) -> (String, String, bool) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    // timeout(1) exits 124 when it had to stop imagectl.
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "imagectl dockerfile {args:?} timed out"
+    );
     (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
@@ -306,4 +322,68 @@ fn the_example_project_is_a_multi_stage_build_on_the_busybox_base() {
     ] {
         assert!(project.join(f).is_file(), "{f}");
     }
+}
+
+/// The stages a name names are looked up in a map, once each: a chain of
+/// 90000 stages, each FROM the one before, is linear work (the lookup by a
+/// scan of the earlier stages took about a minute for half as many in a
+/// release build, and runs past the bound of a test process here).
+#[test]
+fn a_long_chain_of_stages_is_linear_work() {
+    let n = 90_000;
+    let mut text = String::from("FROM busybox AS s0\n");
+    for i in 1..n {
+        text.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+    }
+    let (out, err, ok) = dockerfile_text(&text, &["--expand"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), n);
+    assert!(stages.iter().all(|s| s["needed"] == true));
+    assert_eq!(stages[n - 1]["base_stage"], n - 2);
+}
+
+/// A stage's ENV goes to its one heir without a copy: a chain of stages
+/// each adding an ENV carries every variable to the end in linear work (a
+/// copy per stage would hold about 4.5e8 entries at once).
+#[test]
+fn a_chain_of_stages_hands_its_env_down_without_copies() {
+    let n = 30_000;
+    let mut text = String::from("FROM busybox AS s0\n");
+    for i in 1..n {
+        text.push_str(&format!("FROM s{} AS s{i}\nENV V{i}={i}\n", i - 1));
+    }
+    text.push_str("FROM s29999\nLABEL first=$V1 last=$V29999\n");
+    let (out, err, ok) = dockerfile_text(&text, &["--expand"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let last = &v["stages"][n]["instructions"][0]["expanded"]["LABEL"];
+    assert_eq!(last[0]["value"], "1");
+    assert_eq!(last[1]["value"], "29999");
+}
+
+/// Many stages on one stage with a large ENV each start from a copy of
+/// it: the copies are bounded in all, and past the bound the Dockerfile is
+/// refused with a message that says so.
+#[test]
+fn copies_of_inherited_env_are_bounded() {
+    let pairs: Vec<String> = (0..2000).map(|i| format!("K{i}=v")).collect();
+    let mut text = format!("FROM busybox AS big\nENV {}\n", pairs.join(" "));
+    for _ in 0..600 {
+        text.push_str("FROM big\nRUN true\n");
+    }
+    let (out, err, ok) = dockerfile_text(&text, &["--expand"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert_eq!(
+        err,
+        format!(
+            "imagectl: Dockerfile: the stages built on other stages inherit more than {} \
+             ENV entries in all\n",
+            1 << 20
+        )
+    );
+    // Without --expand nothing is inherited.
+    let (_, err, ok) = dockerfile_text(&text, &[]);
+    assert!(ok, "{err}");
 }

@@ -7,7 +7,7 @@
 //! here, so with `--expand` a reference to it expands as unset (a stage
 //! built on an earlier stage sees that stage's ENV).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -215,28 +215,50 @@ pub fn outline(
     let global_args = global_args(name, &df, &expander, inputs, expand)?;
 
     // Each stage's FROM (expanded or as written) and the earlier stage it
-    // names; with --expand, each instruction expanded in the scope it
-    // reaches, a stage on a stage starting from that stage's ENV.
-    let mut stages: Vec<StageOutline> = Vec::with_capacity(df.stages.len());
-    let mut env_at_end: Vec<BTreeMap<String, String>> = Vec::new();
+    // names, looked up by name in one map (the parser lower-cases names
+    // and refuses a name given twice).
+    let names: HashMap<&str, usize> = df
+        .stages
+        .iter()
+        .filter_map(|s| Some((s.name()?, s.index)))
+        .collect();
+    let stage_before = |index: usize, word: &str| {
+        names
+            .get(word.to_ascii_lowercase().as_str())
+            .copied()
+            .filter(|&i| i < index)
+    };
+    let mut froms = Vec::with_capacity(df.stages.len());
+    let mut bases = Vec::with_capacity(df.stages.len());
+    let mut heirs = vec![0usize; df.stages.len()];
     for stage in &df.stages {
         let from = if expand {
             expander.from(stage)?
         } else {
             stage.from.clone()
         };
-        let base_stage = stage_named(&df, stage.index, &from.image);
+        let base = stage_before(stage.index, &from.image);
+        if let Some(b) = base {
+            heirs[b] += 1;
+        }
+        froms.push(from);
+        bases.push(base);
+    }
+
+    // With --expand, each instruction expanded in the scope it reaches; a
+    // stage on a stage starts from that stage's ENV, handed over to its
+    // last heir and copied for the others, the copies bounded.
+    let mut inherited = Inherited::new(name, heirs);
+    let mut stages: Vec<StageOutline> = Vec::with_capacity(df.stages.len());
+    for ((stage, from), base_stage) in df.stages.iter().zip(froms).zip(bases) {
         let mut instructions = Vec::with_capacity(stage.instructions.len());
         if expand {
-            let base_env = base_stage
-                .map(|i| env_at_end[i].clone())
-                .unwrap_or_default();
-            let mut scope = expander.stage_scope(base_env);
+            let mut scope = expander.stage_scope(inherited.take(base_stage)?);
             for ins in &stage.instructions {
                 let expanded = expander.step(&mut scope, ins)?;
                 instructions.push(Step::new(ins, Some(expanded)));
             }
-            env_at_end.push(scope.env);
+            inherited.keep(stage.index, scope.env);
         } else {
             instructions.extend(stage.instructions.iter().map(|i| Step::new(i, None)));
         }
@@ -254,13 +276,11 @@ pub fn outline(
 
     let target = match target {
         None => stages.len() - 1,
-        Some(t) => df
-            .stages
-            .iter()
-            .position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(t)))
+        Some(t) => *names
+            .get(t.to_ascii_lowercase().as_str())
             .with_context(|| format!("--target {t}: no stage of {name} has that name"))?,
     };
-    mark_needed(&df, &mut stages, target);
+    mark_needed(&mut stages, target, stage_before);
     Ok(Outline {
         version: VERSION,
         file: name.to_owned(),
@@ -326,28 +346,69 @@ fn global_args(
     Ok(out)
 }
 
-/// The index of the stage before `index` named `image` (stage names are
-/// matched without regard to case, as Docker does), if any.
-fn stage_named(df: &Dockerfile, index: usize, image: &str) -> Option<usize> {
-    df.stages[..index]
-        .iter()
-        .position(|s| s.name().is_some_and(|n| n.eq_ignore_ascii_case(image)))
+/// How many ENV entries the stages built on other stages may copy from
+/// them in all (a stage's last heir takes its ENV without a copy).
+pub const MAX_INHERITED_ENV: usize = 1 << 20;
+
+/// The ENV at the end of each stage that later stages are built on, kept
+/// until its last heir takes it.
+struct Inherited<'a> {
+    file: &'a str,
+    /// Per stage, how many later stages are still to take its ENV.
+    heirs: Vec<usize>,
+    envs: Vec<Option<BTreeMap<String, String>>>,
+    copied: usize,
 }
 
-/// The stage a `COPY --from` value names: an earlier stage's name or
-/// index (anything else is an image).
-fn copy_from_stage(df: &Dockerfile, index: usize, from: &str) -> Option<usize> {
-    match from.parse::<usize>() {
-        Ok(i) if i < index => Some(i),
-        Ok(_) => None,
-        Err(_) => stage_named(df, index, from),
+impl<'a> Inherited<'a> {
+    fn new(file: &'a str, heirs: Vec<usize>) -> Self {
+        let envs = vec![None; heirs.len()];
+        Inherited {
+            file,
+            heirs,
+            envs,
+            copied: 0,
+        }
+    }
+
+    /// The ENV a stage on `base` starts from (empty on an image).
+    fn take(&mut self, base: Option<usize>) -> anyhow::Result<BTreeMap<String, String>> {
+        let Some(b) = base else {
+            return Ok(BTreeMap::new());
+        };
+        self.heirs[b] -= 1;
+        if self.heirs[b] == 0 {
+            return Ok(self.envs[b].take().unwrap_or_default());
+        }
+        let env = self.envs[b].clone().unwrap_or_default();
+        self.copied += env.len();
+        if self.copied > MAX_INHERITED_ENV {
+            bail!(
+                "{}: the stages built on other stages inherit more than {MAX_INHERITED_ENV} \
+                 ENV entries in all",
+                self.file
+            );
+        }
+        Ok(env)
+    }
+
+    /// Keeps a stage's final ENV if a later stage is built on it.
+    fn keep(&mut self, stage: usize, env: BTreeMap<String, String>) {
+        if self.heirs[stage] > 0 {
+            self.envs[stage] = Some(env);
+        }
     }
 }
 
 /// Marks the stages that building `target` builds: the target, and what
-/// its FROM and its `COPY --from`s name, transitively; each stage is
-/// visited once. With `--expand` the `--from` values are the expanded ones.
-fn mark_needed(df: &Dockerfile, stages: &mut [StageOutline], target: usize) {
+/// its FROM and its `COPY --from`s name (`stage_before(i, word)`: the
+/// stage before `i` named `word`), transitively; each stage is visited
+/// once. With `--expand` the `--from` values are the expanded ones.
+fn mark_needed(
+    stages: &mut [StageOutline],
+    target: usize,
+    stage_before: impl Fn(usize, &str) -> Option<usize>,
+) {
     let mut todo = vec![target];
     let mut seen = BTreeSet::new();
     while let Some(i) = todo.pop() {
@@ -359,7 +420,11 @@ fn mark_needed(df: &Dockerfile, stages: &mut [StageOutline], target: usize) {
         for step in &stages[i].instructions {
             if let Command::Copy(c) = step.expanded.as_ref().unwrap_or(&step.command) {
                 if let Some(from) = &c.from {
-                    todo.extend(copy_from_stage(df, i, from));
+                    // An index names that stage; anything else, a name or an image.
+                    todo.extend(match from.parse::<usize>() {
+                        Ok(j) => Some(j).filter(|&j| j < i),
+                        Err(_) => stage_before(i, from),
+                    });
                 }
             }
         }
