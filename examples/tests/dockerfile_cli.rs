@@ -387,3 +387,31 @@ fn copies_of_inherited_env_are_bounded() {
     let (_, err, ok) = dockerfile_text(&text, &[]);
     assert!(ok, "{err}");
 }
+
+/// A few bytes may expand to a megabyte (image-build's bound on one
+/// instruction); the expanded forms of a whole Dockerfile are bounded in
+/// all, so a small file cannot make imagectl hold or print gigabytes.
+#[test]
+fn the_expanded_forms_are_bounded_in_all() {
+    let mut text = format!(
+        "FROM busybox\nENV A={}\nENV B={}\n",
+        "x".repeat(1000),
+        "$A".repeat(1000)
+    );
+    for _ in 0..100 {
+        text.push_str("LABEL x=$B\n");
+    }
+    let (out, err, ok) = dockerfile_text(&text, &["--expand"]);
+    assert!(!ok && out.is_empty(), "{} bytes out", out.len());
+    assert_eq!(
+        err,
+        format!(
+            "imagectl: Dockerfile: the expanded instructions take more than {} bytes\n",
+            64 << 20
+        )
+    );
+    // As parsed, the file is small.
+    let (out, err, ok) = dockerfile_text(&text, &[]);
+    assert!(ok, "{err}");
+    assert!(out.len() < 100_000, "{}", out.len());
+}

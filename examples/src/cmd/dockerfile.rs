@@ -212,7 +212,11 @@ pub fn outline(
 ) -> anyhow::Result<Outline> {
     let df = dockerfile::parse(name, text)?;
     let expander = Expander::new(name, &df, inputs)?;
-    let global_args = global_args(name, &df, &expander, inputs, expand)?;
+    let mut budget = Budget {
+        file: name,
+        left: MAX_EXPANDED_OUTPUT,
+    };
+    let global_args = global_args(name, &df, &expander, inputs, expand, &mut budget)?;
 
     // Each stage's FROM (expanded or as written) and the earlier stage it
     // names, looked up by name in one map (the parser lower-cases names
@@ -233,7 +237,9 @@ pub fn outline(
     let mut heirs = vec![0usize; df.stages.len()];
     for stage in &df.stages {
         let from = if expand {
-            expander.from(stage)?
+            let from = expander.from(stage)?;
+            budget.charge(from.image.len() + from.platform.as_ref().map_or(0, String::len))?;
+            from
         } else {
             stage.from.clone()
         };
@@ -256,6 +262,7 @@ pub fn outline(
             let mut scope = expander.stage_scope(inherited.take(base_stage)?);
             for ins in &stage.instructions {
                 let expanded = expander.step(&mut scope, ins)?;
+                budget.charge_command(&expanded)?;
                 instructions.push(Step::new(ins, Some(expanded)));
             }
             inherited.keep(stage.index, scope.env);
@@ -305,6 +312,7 @@ fn global_args(
     expander: &Expander<'_>,
     inputs: &BuildInputs,
     expand: bool,
+    budget: &mut Budget<'_>,
 ) -> anyhow::Result<Vec<Step>> {
     let mut scope = expander.stage_scope(BTreeMap::new());
     scope.args = inputs.platform_args();
@@ -337,13 +345,58 @@ fn global_args(
                         default: value,
                     });
                 }
-                Some(Command::Arg(values))
+                let expanded = Command::Arg(values);
+                budget.charge_command(&expanded)?;
+                Some(expanded)
             }
             _ => None,
         };
         out.push(Step::new(ins, expanded));
     }
     Ok(out)
+}
+
+/// The most bytes the expanded forms of a Dockerfile may take, in their
+/// JSON form, in all: one expansion may be image-build's
+/// `dockerfile::MAX_EXPANDED` (1 MiB) from a few bytes of input.
+pub const MAX_EXPANDED_OUTPUT: usize = 64 << 20;
+
+/// What the expanded forms may still take of [`MAX_EXPANDED_OUTPUT`].
+struct Budget<'a> {
+    file: &'a str,
+    left: usize,
+}
+
+impl Budget<'_> {
+    fn charge(&mut self, bytes: usize) -> anyhow::Result<()> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => bail!(
+                "{}: the expanded instructions take more than {MAX_EXPANDED_OUTPUT} bytes",
+                self.file
+            ),
+        }
+    }
+
+    /// Charges the size of `command`'s JSON form, counted as it is written.
+    fn charge_command(&mut self, command: &Command) -> anyhow::Result<()> {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, command)?;
+        self.charge(count.0)
+    }
 }
 
 /// How many ENV entries the stages built on other stages may copy from
