@@ -324,6 +324,16 @@ fn the_example_project_is_a_multi_stage_build_on_the_busybox_base() {
     }
 }
 
+/// A Dockerfile of `n` stages `s0`.. each FROM the one before, each
+/// stage's instructions `body(i)`.
+fn chain(n: usize, body: impl Fn(usize) -> String) -> String {
+    let mut text = String::from("FROM busybox AS s0\n");
+    for i in 1..n {
+        text.push_str(&format!("FROM s{} AS s{i}\n{}", i - 1, body(i)));
+    }
+    text
+}
+
 /// The stages a name names are looked up in a map, once each: a chain of
 /// 90000 stages, each FROM the one before, is linear work (the lookup by a
 /// scan of the earlier stages took about a minute for half as many in a
@@ -331,11 +341,7 @@ fn the_example_project_is_a_multi_stage_build_on_the_busybox_base() {
 #[test]
 fn a_long_chain_of_stages_is_linear_work() {
     let n = 90_000;
-    let mut text = String::from("FROM busybox AS s0\n");
-    for i in 1..n {
-        text.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
-    }
-    let (out, err, ok) = dockerfile_text(&text, &["--expand"]);
+    let (out, err, ok) = dockerfile_text(&chain(n, |_| String::new()), &["--expand"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let stages = v["stages"].as_array().unwrap();
@@ -350,10 +356,7 @@ fn a_long_chain_of_stages_is_linear_work() {
 #[test]
 fn a_chain_of_stages_hands_its_env_down_without_copies() {
     let n = 30_000;
-    let mut text = String::from("FROM busybox AS s0\n");
-    for i in 1..n {
-        text.push_str(&format!("FROM s{} AS s{i}\nENV V{i}={i}\n", i - 1));
-    }
+    let mut text = chain(n, |i| format!("ENV V{i}={i}\n"));
     text.push_str("FROM s29999\nLABEL first=$V1 last=$V29999\n");
     let (out, err, ok) = dockerfile_text(&text, &["--expand"]);
     assert!(ok, "{err}");
