@@ -2,23 +2,12 @@
 //! `docker builder prune` does; `imagectl gc` then frees their blobs.
 //!
 //! The cache keeps each record as an image tagged in the repository
-//! [`CACHE_REPOSITORY`] of the store (image-build's `cache` module), so gc
+//! `image-build.local/cache` of the store (image-build's `cache` module), so gc
 //! keeps what a record names and `imagectl images` hides them.
 
-use image_core::Reference;
 use image_store::OciDir;
 
-use super::store::StoreArgs;
-
-/// The repository the build cache tags its records in
-/// (`image_build::cache::CACHE_REPOSITORY`).
-pub const CACHE_REPOSITORY: &str = "image-build.local/cache";
-
-/// Whether a tag is a build cache record rather than an image of the
-/// user's (`image_build::cache::is_cache_reference`).
-pub fn is_cache_reference(name: &str) -> bool {
-    Reference::parse_tag(name).is_ok_and(|r| r.name() == CACHE_REPOSITORY)
-}
+use super::store::{is_cache_reference, StoreArgs};
 
 /// `imagectl builder` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -55,7 +44,7 @@ fn prune(store: &StoreArgs, args: PruneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes every tag of [`CACHE_REPOSITORY`], under the index lock, in one
+/// Removes every tag of the cache's repository, under the index lock, in one
 /// write (none when there is none); returns how many.
 fn prune_records(s: &OciDir) -> anyhow::Result<usize> {
     let mut removed = 0;
