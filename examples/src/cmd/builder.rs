@@ -5,9 +5,7 @@
 //! `image-build.local/cache` of the store (image-build's `cache` module), so gc
 //! keeps what a record names and `imagectl images` hides them.
 
-use image_store::OciDir;
-
-use super::store::{is_cache_reference, StoreArgs};
+use super::store::StoreArgs;
 
 /// `imagectl builder` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -35,24 +33,11 @@ pub fn builder(store: &StoreArgs, command: BuilderCommand) -> anyhow::Result<()>
 /// Drops every cache record in one update of `index.json`.
 fn prune(store: &StoreArgs, args: PruneArgs) -> anyhow::Result<()> {
     let s = store.open()?;
-    let removed = prune_records(&s)?;
+    let removed = image_build::cache::prune(&s)?;
     if args.json {
         println!("{}", serde_json::json!({ "removed": removed }));
     } else {
         println!("removed {removed} build cache records (`imagectl gc` frees their blobs)");
     }
     Ok(())
-}
-
-/// Removes every tag of the cache's repository, under the index lock, in one
-/// write (none when there is none); returns how many.
-fn prune_records(s: &OciDir) -> anyhow::Result<usize> {
-    let mut removed = 0;
-    s.update_index(|manifests| {
-        let before = manifests.len();
-        manifests.retain(|m| !image_store::tags::ref_name(m).is_some_and(is_cache_reference));
-        removed = before - manifests.len();
-        Ok(removed > 0)
-    })?;
-    Ok(removed)
 }

@@ -55,7 +55,7 @@ pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
     for t in s
         .tags()?
         .into_iter()
-        .filter(|t| !is_cache_reference(&t.name))
+        .filter(|t| !image_build::cache::is_cache_reference(&t.name))
     {
         // The listed descriptor itself: resolving each name again would
         // read index.json once per tag.
@@ -106,16 +106,6 @@ pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
         println!("{repo:<40} {tag:<20} {id:<14} {size:>10}");
     }
     Ok(())
-}
-
-/// The repository the build cache tags its records in
-/// (`image_build::cache::CACHE_REPOSITORY`).
-pub const CACHE_REPOSITORY: &str = "image-build.local/cache";
-
-/// Whether a tag is a build cache record rather than an image of the
-/// user's (`image_build::cache::is_cache_reference`).
-pub fn is_cache_reference(name: &str) -> bool {
-    Reference::parse_tag(name).is_ok_and(|r| r.name() == CACHE_REPOSITORY)
 }
 
 /// A size as `docker images` prints it (decimal units).
