@@ -419,8 +419,8 @@ fn unpack_layer<P: Provider + ?Sized>(
         opts = opts.with_compression(c);
     }
     let reader =
-        store.reader_for(desc).map_err(|source| {
-            match crate::unpack::descriptor_mismatch(source) {
+        store.reader_for_unverified(desc).map_err(
+            |source| match crate::unpack::descriptor_mismatch(source) {
                 Ok(unpack) => ImageUnpackError::Unpack {
                     index: job.index,
                     digest: job.digest.clone(),
@@ -431,8 +431,8 @@ fn unpack_layer<P: Provider + ?Sized>(
                     digest: job.digest.clone(),
                     source: Box::new(source),
                 },
-            }
-        })?;
+            },
+        )?;
     unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| ImageUnpackError::Unpack {
         index: job.index,
         digest: job.digest.clone(),

@@ -75,7 +75,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use image_core::{Algorithm, Descriptor, Digest};
+use image_core::{Algorithm, Descriptor, DescriptorExt, Digest};
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
@@ -465,6 +465,16 @@ impl<S: Provider + ?Sized> Provider for Leased<'_, S> {
     fn reader(&self, digest: &Digest) -> ContentResult<Box<dyn Read + Send>> {
         self.protect(digest)?;
         self.store.reader(digest)
+    }
+
+    fn reader_for_unverified(
+        &self,
+        descriptor: &Descriptor,
+    ) -> ContentResult<Box<dyn Read + Send>> {
+        if let Ok(digest) = descriptor.checked_digest() {
+            self.protect(&digest)?;
+        }
+        self.store.reader_for_unverified(descriptor)
     }
 
     fn try_info(&self, digest: &Digest) -> ContentResult<Option<Info>> {
