@@ -32,6 +32,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "runtime")]
+pub mod build;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
@@ -45,6 +47,8 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::build::BuildError,
+    crate::build::StepError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
 );
