@@ -97,6 +97,8 @@ enum Command {
     Umount(cmd::snapshot::UmountArgs),
     /// List snapshots: kind, name, parent, disk usage.
     Snapshots(cmd::snapshot::SnapshotsListArgs),
+    /// Build an image from a Dockerfile (RUN steps run in containers).
+    Build(cmd::build::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
         Command::Mount(a) => cmd::snapshot::mount(&cli.store, a),
         Command::Umount(a) => cmd::snapshot::umount(&cli.store, a),
         Command::Snapshots(a) => cmd::snapshot::snapshots(&cli.store, a),
+        Command::Build(a) => cmd::build::run(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod archive;
+pub mod build;
 pub mod digest;
 pub mod layer;
 pub mod platform;
