@@ -120,6 +120,58 @@ fn build_shows_plain_progress_tags_and_writes_what_is_asked() {
     let inspect = cli.ok(&["inspect", "test.local/stdin:1"]);
     assert!(inspect.contains("FROM_STDIN=1"), "{inspect}");
 
+    // RUN and COPY: their output, and CACHED on a rebuild.
+    std::fs::write(ctx.join("file.txt"), "from the context\n").unwrap();
+    let dockerfile = cli.tmp.path().join("Dockerfile.run");
+    std::fs::write(
+        &dockerfile,
+        format!("FROM {BASE}\nCOPY file.txt /file.txt\nRUN cat /file.txt\n"),
+    )
+    .unwrap();
+    let args = [
+        "build",
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "-t",
+        "test.local/run:1",
+        ctx.to_str().unwrap(),
+    ];
+    let out = cli.imagectl(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("#2 [2/3] COPY file.txt /file.txt\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("#3 [3/3] RUN cat /file.txt\n"), "{stderr}");
+    let output = stderr
+        .lines()
+        .find(|l| l.starts_with("#3 ") && l.ends_with(" from the context"));
+    assert!(output.is_some(), "{stderr}");
+    assert!(stderr.contains(": 2 steps, 0 cached"), "{stderr}");
+    let out = cli.imagectl(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("#2 CACHED\n") && stderr.contains("#3 CACHED\n"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": 2 steps, 2 cached"), "{stderr}");
+
+    // A failing RUN: its code, its last lines, its line.
+    let out = with_stdin(
+        &cli,
+        &["build", "--progress", "quiet", "-"],
+        &format!("FROM {BASE}\nRUN echo last words; exit 7\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("> last words\n"), "{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:2: RUN: running the command: the command exited with code 7"),
+        "{stderr}"
+    );
+
     // A failing build names the line, and exits 1.
     let out = with_stdin(&cli, &["build", "-"], "FROM test.local/absent:1\n");
     assert_eq!(out.status.code(), Some(1));

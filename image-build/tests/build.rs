@@ -12,7 +12,7 @@ use image_core::{Classify, ErrorKind, Platform};
 use image_overlay::ConfigChanges;
 use image_runtime::snapshots::Snapshots;
 use image_runtime::{NativeOptions, Runtime};
-use image_store::OciDir;
+use image_store::{Manager, OciDir, Provider};
 
 const BASE: &str = "test.local/busybox:1";
 const APPLETS: &[&str] = &[
@@ -49,6 +49,10 @@ impl Fixture {
             .build(&options, &mut |e: &BuildEvent| events.push(e.clone()));
         (r, events)
     }
+
+    fn blobs(&self) -> usize {
+        self.store.list().expect("list").len()
+    }
 }
 
 /// Nothing outlives a test: snapshots and mounts.
@@ -81,6 +85,12 @@ fn fixture() -> Option<Fixture> {
     if !image_testsupport::tools::ready(&[]) {
         return None;
     }
+    // Every time in an image is this one, so that a rebuild from the cache
+    // gives the same image (without it, only the config and manifest are
+    // new). Set once, before any build of any test reads it: every test
+    // starts here and waits for the one writer.
+    static EPOCH: std::sync::Once = std::sync::Once::new();
+    EPOCH.call_once(|| std::env::set_var("SOURCE_DATE_EPOCH", "1700000000"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
     let rootfs = tmp.path().join("rootfs");
@@ -294,4 +304,230 @@ fn an_unused_build_arg_is_a_warning() {
         .collect();
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("[NOBODY]"), "{warnings:?}");
+}
+
+fn layer_steps(r: &BuildResult) -> usize {
+    r.config.history().iter().filter(|h| !h.empty_layer).count()
+}
+
+/// The content of `path` in the image `name`, read by running `cat` in a
+/// build from it (the build engine is what is tested: a RUN whose output
+/// is captured).
+fn cat(f: &Fixture, name: &str, path: &str) -> String {
+    let (r, events) = f.build(&format!("FROM {name}\nRUN cat {path}\n"), |o| {
+        o.no_cache = true;
+    });
+    r.expect("cat build");
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Output { line, .. } => Some(format!("{line}\n")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cached_steps(events: &[BuildEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, BuildEvent::StepCached { .. }))
+        .count()
+}
+
+const MULTI: &str = r#"FROM test.local/busybox:1 AS build
+WORKDIR /src
+RUN echo setup > /setup
+COPY greeting.txt .
+RUN echo "built from $(cat greeting.txt)" > out.txt
+FROM test.local/not-there:1 AS unused
+RUN false
+FROM test.local/busybox:1
+ARG FLAVOUR=plain
+COPY --from=build /src/out.txt /app/out.txt
+RUN echo "$FLAVOUR" > /app/flavour && rm /bin/true
+ENV DONE=1
+CMD ["cat", "/app/out.txt"]
+"#;
+
+#[test]
+fn a_multi_stage_build_runs_copies_and_caches() {
+    let Some(f) = fixture() else { return };
+    std::fs::write(f.context().join("greeting.txt"), "hello\n").unwrap();
+    let (r, events) = f.build(MULTI, |o| o.tags = vec!["test.local/multi:1".into()]);
+    let r = r.expect("build");
+    // Only the final stage's layers and history: the base's layer, COPY
+    // --from and RUN.
+    assert_eq!(r.manifest.layers().len(), 3);
+    assert_eq!(layer_steps(&r), 3);
+    assert_eq!(empty_pattern(&r), [false, true, false, false, true, true]);
+    assert_eq!((r.steps, r.cached), (5, 0));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, BuildEvent::StageSkipped { stage } if stage == "unused")));
+    assert_eq!(
+        cat(&f, "test.local/multi:1", "/app/out.txt"),
+        "built from hello\n"
+    );
+    assert_eq!(cat(&f, "test.local/multi:1", "/app/flavour"), "plain\n");
+    let by: Vec<String> = r
+        .config
+        .history()
+        .iter()
+        .filter_map(|h| h.created_by.clone())
+        .collect();
+    assert!(
+        by[2].starts_with("COPY file:") && by[2].ends_with(" in /app/out.txt "),
+        "{by:?}"
+    );
+    assert_eq!(
+        by[3],
+        "RUN |1 FLAVOUR=plain /bin/sh -c echo \"$FLAVOUR\" > /app/flavour && rm /bin/true # buildkit"
+    );
+
+    // Nothing changed: every layer step is cached and no blob is written
+    // (the times in the image are SOURCE_DATE_EPOCH's, see `fixture`).
+    let blobs = f.blobs();
+    let (again, events) = f.build(MULTI, |o| o.tags = vec!["test.local/multi:1".into()]);
+    let again = again.expect("rebuild");
+    assert_eq!((again.steps, again.cached), (5, 5));
+    assert_eq!(cached_steps(&events), 5);
+    assert_eq!(again.image_id, r.image_id);
+    assert_eq!(f.blobs(), blobs, "a fully cached rebuild writes no blob");
+
+    // One copied file changed: its COPY and every step after it run again,
+    // the RUN before it is cached.
+    std::fs::write(f.context().join("greeting.txt"), "bonjour\n").unwrap();
+    let (changed, events) = f.build(MULTI, |o| o.tags = vec!["test.local/multi:2".into()]);
+    let changed = changed.expect("changed");
+    assert_eq!((changed.steps, changed.cached), (5, 1), "{events:?}");
+    assert!(matches!(
+        events
+            .iter()
+            .find(|e| matches!(e, BuildEvent::StepCached { .. })),
+        Some(BuildEvent::StepCached { step: 2 })
+    ));
+    assert_eq!(
+        cat(&f, "test.local/multi:2", "/app/out.txt"),
+        "built from bonjour\n"
+    );
+
+    // --no-cache runs everything; --no-cache-filter only the stage named.
+    let (r, _) = f.build(MULTI, |o| o.no_cache = true);
+    assert_eq!(r.expect("no cache").cached, 0);
+    let (r, _) = f.build(MULTI, |o| o.no_cache_filter = vec!["build".into()]);
+    let r = r.expect("filter");
+    assert_eq!((r.steps, r.cached), (5, 2));
+
+    // --target builds only that stage.
+    let (r, _) = f.build(MULTI, |o| o.target = Some("build".into()));
+    let r = r.expect("target");
+    assert_eq!(r.manifest.layers().len(), 4);
+    assert_eq!(
+        r.config
+            .file()
+            .config
+            .as_ref()
+            .unwrap()
+            .working_dir
+            .as_deref(),
+        Some("/src")
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child() {
+    let Some(f) = fixture() else { return };
+    let (r, _) = f.build(
+        &format!("FROM {BASE}\nONBUILD ENV FROM_PARENT=1\nONBUILD RUN echo triggered > /trigger\n"),
+        |o| o.tags = vec!["test.local/parent:1".into()],
+    );
+    r.expect("parent");
+    let (r, events) = f.build("FROM test.local/parent:1\nRUN cat /trigger\n", |o| {
+        o.tags = vec!["test.local/child:1".into()]
+    });
+    let r = r.expect("child");
+    let rc = r.config.file().config.clone().unwrap();
+    assert!(rc.env.unwrap().contains(&"FROM_PARENT=1".to_owned()));
+    assert_eq!(rc.on_build, None, "triggers are cleared once run");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, BuildEvent::Output { line, .. } if line == "triggered")));
+}
+
+#[test]
+fn a_failing_run_stops_the_build_with_its_code_last_lines_and_line() {
+    let Some(f) = fixture() else { return };
+    let before = f.runtime.snapshots().unwrap().snapshotter().list().unwrap();
+    let (r, _) = f.build(
+        &format!("FROM {BASE}\nENV A=1\nRUN echo one; echo two >&2; exit 3\nRUN echo never\n"),
+        |_| {},
+    );
+    let e = r.expect_err("fails");
+    let BuildError::Step {
+        line,
+        instruction,
+        source,
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!((*line, instruction.as_str()), (3, "RUN"));
+    let StepError::Run(run) = source else {
+        panic!("{source:?}")
+    };
+    let image_build::run::RunError::Failed { code, last_lines } = &**run else {
+        panic!("{run:?}")
+    };
+    assert_eq!(*code, 3);
+    assert_eq!(last_lines, &["one", "two"]);
+    // No active snapshot, no mount is left behind.
+    let after = f.runtime.snapshots().unwrap().snapshotter().list().unwrap();
+    assert!(
+        after
+            .iter()
+            .all(|i| i.kind != image_overlay::snapshot::Kind::Active),
+        "{after:?}"
+    );
+    assert!(after.len() >= before.len());
+    let mounts = image_runtime::mountinfo::mounts_under(f.tmp.path()).unwrap();
+    assert!(mounts.is_empty(), "{mounts:?}");
+}
+
+#[test]
+fn gc_beside_a_build_removes_nothing_it_needs() {
+    let Some(f) = fixture() else { return };
+    std::fs::write(f.context().join("a"), "a\n").unwrap();
+    let store_path = f.tmp.path().join("store");
+    let mut options = BuildOptions::new(f.context());
+    options.dockerfile_text = Some(format!(
+        "FROM {BASE}\nCOPY a /a\nRUN cat /a > /b\nRUN cat /b > /c\nCOPY a /d\n"
+    ));
+    options.tags = vec!["test.local/gc:1".into()];
+    let mut collections = 0;
+    let mut observer = |e: &BuildEvent| {
+        if matches!(e, BuildEvent::StepDone { .. }) {
+            // Another handle on the store, in another thread, as another
+            // imagectl would be: gc at grace 0 between every two steps.
+            let path = store_path.clone();
+            std::thread::spawn(move || {
+                let other = OciDir::open(&path).expect("open");
+                other
+                    .gc(&image_store::GcOptions::default().grace(std::time::Duration::ZERO))
+                    .expect("gc")
+            })
+            .join()
+            .expect("gc thread");
+            collections += 1;
+        }
+    };
+    let r = f.builder().build(&options, &mut observer).expect("build");
+    assert_eq!(collections, 5);
+    // Everything the image needs is there.
+    let image = image_store::resolve_image(&f.store, "test.local/gc:1", None).expect("image");
+    for (digest, _) in image.blobs() {
+        assert!(f.store.exists(&digest).unwrap(), "{digest} collected");
+    }
+    assert_eq!(image.id(), &r.image_id);
+    assert_eq!(cat(&f, "test.local/gc:1", "/c"), "a\n");
 }

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use image_build::build::{BuildEvent, BuildOptions, BuildResult, Builder, Stream};
+use image_build::build::{
+    BuildError, BuildEvent, BuildOptions, BuildResult, Builder, OutputStream,
+};
+use image_build::run::{Network, RunError};
 use image_store::archive::{save_docker, save_oci, SaveImage, SaveOptions};
 
 use super::archive::write_file;
@@ -147,12 +150,22 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;
     options.no_cache_filter = a.no_cache_filter.clone();
+    options.network = match a.network {
+        NetworkArg::None => Network::None,
+        NetworkArg::Host => Network::Host,
+    };
     let s = store.open()?;
     let runtime = a.places.runtime(store, RuntimeArg::Native)?;
     let builder = Builder::new(&s, &runtime);
     let mut display = Display::new(a.progress, std::io::stderr());
     let started = Instant::now();
-    let result = builder.build(&options, &mut |e: &BuildEvent| display.event(e))?;
+    let result = match builder.build(&options, &mut |e: &BuildEvent| display.event(e)) {
+        Ok(r) => r,
+        Err(e) => {
+            display.failed(&e);
+            return Err(e.into());
+        }
+    };
     display.summary(&result, started.elapsed());
     if let Some(path) = &a.iidfile {
         std::fs::write(path, result.image_id.to_string())
@@ -229,7 +242,11 @@ impl<W: Write> Display<W> {
                     .started
                     .get(step)
                     .map_or(Duration::ZERO, Instant::elapsed);
-                let mark = if *stream == Stream::Stderr { " !" } else { "" };
+                let mark = if *stream == OutputStream::Stderr {
+                    " !"
+                } else {
+                    ""
+                };
                 writeln!(self.out, "#{step} {:.3}{mark} {line}", t.as_secs_f64())
             }
             BuildEvent::StepDone {
@@ -245,6 +262,24 @@ impl<W: Write> Display<W> {
             BuildEvent::StageSkipped { stage } => writeln!(self.out, "skipping stage {stage}"),
             BuildEvent::Warning { message } => writeln!(self.out, "WARNING: {message}"),
             _ => Ok(()),
+        }
+    }
+
+    /// The last lines of a failed RUN's output, which the error itself
+    /// does not repeat.
+    fn failed(&mut self, e: &BuildError) {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = source {
+            let run = err
+                .downcast_ref::<RunError>()
+                .or_else(|| err.downcast_ref::<Box<RunError>>().map(|b| &**b));
+            if let Some(RunError::Failed { last_lines, .. }) = run {
+                for line in last_lines {
+                    let _ = writeln!(self.out, "> {line}");
+                }
+                return;
+            }
+            source = err.source();
         }
     }
 

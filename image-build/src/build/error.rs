@@ -11,7 +11,12 @@ use image_overlay::CompareError;
 use image_store::image::ImageError;
 use image_store::LeaseError;
 
+use crate::builder::BuilderError;
+use crate::cache::CacheError;
+use crate::context::ContextError;
+use crate::copy::CopyError;
 use crate::dockerfile::DockerfileError;
+use crate::run::RunError;
 
 /// A build that failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,12 @@ pub enum BuildError {
     /// The runtime given to the builder has no snapshots to build on.
     #[error("the runtime has no snapshots to build on")]
     NoSnapshots,
+    /// The build context could not be opened.
+    #[error("the build context")]
+    Context(#[source] Box<ContextError>),
+    /// The cache's records could not be read or written.
+    #[error("the build cache")]
+    Cache(#[source] Box<CacheError>),
     /// The build's lease could not be taken or kept.
     #[error("the build's lease")]
     Lease(#[source] LeaseError),
@@ -61,7 +72,7 @@ pub enum BuildError {
     },
     /// The result could not be written or tagged.
     #[error("writing the image")]
-    Commit(#[source] StepError),
+    Commit(#[source] Box<BuilderError>),
     /// The build was interrupted between steps.
     #[error("the build was interrupted")]
     Cancelled(#[source] Cancelled),
@@ -75,7 +86,10 @@ impl Classify for BuildError {
             BuildError::Dockerfile(e) => e.kind(),
             BuildError::NoSnapshots => ErrorKind::FailedPrecondition,
             BuildError::Lease(e) => e.kind(),
-            BuildError::Step { source, .. } | BuildError::Commit(source) => source.kind(),
+            BuildError::Step { source, .. } => source.kind(),
+            BuildError::Context(e) => e.kind(),
+            BuildError::Cache(e) => e.kind(),
+            BuildError::Commit(e) => e.kind(),
             BuildError::Cancelled(_) => ErrorKind::Cancelled,
         }
     }
@@ -151,9 +165,17 @@ pub enum StepError {
     /// The snapshot's changes could not be stored as a layer.
     #[error("storing the step's layer")]
     Layer(#[source] Box<CompareError>),
-    /// The image could not be resolved or written.
-    #[error("the image")]
-    Image(#[source] Box<ImageError>),
+    /// COPY or ADD failed.
+    #[error("copying")]
+    Copy(#[source] Box<CopyError>),
+    /// RUN failed (a non-zero exit: [`RunError::Failed`] holds its code
+    /// and last lines).
+    #[error("running the command")]
+    Run(#[source] Box<RunError>),
+    /// The cache could not be asked or written, or the snapshots of cached
+    /// layers made.
+    #[error("the build cache")]
+    Cache(#[source] Box<CacheError>),
     /// The step was interrupted.
     #[error("interrupted")]
     Cancelled(#[source] Cancelled),
@@ -162,7 +184,10 @@ pub enum StepError {
 impl Classify for StepError {
     fn kind(&self) -> ErrorKind {
         match self {
-            StepError::BaseImage { source, .. } | StepError::Image(source) => source.kind(),
+            StepError::BaseImage { source, .. } => source.kind(),
+            StepError::Copy(e) => e.kind(),
+            StepError::Run(e) => e.kind(),
+            StepError::Cache(e) => e.kind(),
             StepError::Invalid { .. } | StepError::TooManyTriggers { .. } => {
                 ErrorKind::InvalidInput
             }

@@ -3,14 +3,7 @@
 
 use std::time::Duration;
 
-/// Which stream of a RUN an output line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
+pub use crate::run::OutputStream;
 
 /// One thing that happened in a build, in order.
 ///
@@ -45,7 +38,7 @@ pub enum BuildEvent {
         /// The step's number.
         step: usize,
         /// Which stream.
-        stream: Stream,
+        stream: OutputStream,
         /// The line, lossily decoded as UTF-8.
         line: String,
     },

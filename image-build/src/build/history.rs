@@ -33,7 +33,6 @@ pub fn text(command: &Command, escape: char) -> String {
 
 /// The history entry of a RUN whose final argv is `argv`, with the build
 /// args `args` (`K=V`) in its environment.
-#[allow(dead_code)] // used by the layer steps
 pub fn run(argv: &[String], args: &[String]) -> History {
     let mut by = String::from("RUN ");
     if !args.is_empty() {
@@ -46,7 +45,6 @@ pub fn run(argv: &[String], args: &[String]) -> History {
 
 /// The history entry of a COPY or ADD (`keyword`) of `source` (Docker's
 /// `file:<hex>`, `dir:<hex>` or `multi:<hex>`) into `dest` as written.
-#[allow(dead_code)] // used by the layer steps
 pub fn copy(keyword: &str, source: &str, dest: &str) -> History {
     entry(format!("{keyword} {source} in {dest} "), false)
 }

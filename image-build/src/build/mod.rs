@@ -24,6 +24,7 @@ mod error;
 mod events;
 pub mod graph;
 mod history;
+mod layer;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,19 +32,22 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use image_core::config::History;
 use image_core::{Digest, ImageConfig, Manifest, Platform, Tracker};
 use image_runtime::Runtime;
-use image_store::{ContentStore, LeaseGuard, Leases, TagStore};
+use image_store::{ContentStore, LeaseGuard, Leased, Leases, TagStore};
 
 pub use error::{BuildError, StepError};
-pub use events::{BuildEvent, Observer, Stream};
+pub use events::{BuildEvent, Observer, OutputStream};
 use graph::{stage_name, Graph, Source};
 pub use state::{Entry, State};
 
+use crate::builder::ImageBuilder;
+use crate::cache::Cache;
+use crate::context::Context;
 use crate::dockerfile::{
-    self, BuildInputs, Command, Dockerfile, Expander, Instruction, Scope, PROXY_ARGS,
+    self, BuildInputs, Command, Dockerfile, Expander, Instruction, PROXY_ARGS,
 };
+use crate::run::Network;
 
 /// The most ONBUILD triggers a base image may hold.
 pub const MAX_TRIGGERS: usize = 1024;
@@ -71,6 +75,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: the stages whose steps run, cache or not.
     pub no_cache_filter: Vec<String>,
+    /// The network of a RUN that names none.
+    pub network: Network,
     /// Progress of long operations (unpacking, packing) and the interrupt,
     /// checked between steps and passed to RUN.
     pub tracker: Option<Tracker>,
@@ -153,11 +159,23 @@ where
         if self.runtime.snapshots().is_none() {
             return Err(BuildError::NoSnapshots);
         }
+        let context = match &options.context {
+            Some(dir) => {
+                let named = (!options.dockerfile.as_os_str().is_empty())
+                    .then_some(options.dockerfile.as_path());
+                Context::open(dir, named).map_err(|e| BuildError::Context(Box::new(e)))?
+            }
+            None => Context::none(),
+        };
         let lease = self.store.begin_lease().map_err(BuildError::Lease)?;
+        let leased = lease.protect(self.store);
+        let cache = Cache::open(&leased).map_err(|e| BuildError::Cache(Box::new(e)))?;
         let mut run = Run {
             store: self.store,
             runtime: self.runtime,
             lease: &lease,
+            cache: &cache,
+            context: &context,
             options,
             file: &file,
             df: &df,
@@ -193,6 +211,7 @@ where
         let state = run.states[graph.target()]
             .take()
             .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+        cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
         let result = run.commit(state)?;
         lease.release().map_err(BuildError::Lease)?;
         Ok(result)
@@ -202,9 +221,10 @@ where
 /// One build in progress.
 struct Run<'b, S: ?Sized> {
     store: &'b S,
-    #[allow(dead_code)]
     runtime: &'b Runtime,
     lease: &'b LeaseGuard,
+    cache: &'b Cache<'b, Leased<'b, S>>,
+    context: &'b Context,
     options: &'b BuildOptions,
     file: &'b str,
     df: &'b Dockerfile,
@@ -279,7 +299,7 @@ where
                     source: Box::new(source),
                 })
                 .map_err(self.at(stage.pos.line, "FROM".into()))?;
-                State::from_image(resolved)
+                State::from_image(resolved, &self.platform)
             }
         };
         let triggers = self.triggers(&mut state, stage.pos.line)?;
@@ -331,12 +351,15 @@ where
                 })?;
             if is_layer_step(&command) {
                 index += 1;
-                self.layer_step(&mut state, &scope, &command, &name, index, total)
+                self.layer_step(&mut state, &scope, &command, i, index, total)
                     .map_err(self.at(line, keyword))?;
             } else {
                 state.apply(&command).map_err(self.at(line, keyword))?;
+                let entry = history::config_only(&command, df.directives.escape);
+                let by = entry.created_by.as_deref().unwrap_or_default();
+                state.key = state.key.child(by, &[]);
                 state.added.push(Entry {
-                    history: history::config_only(&command, df.directives.escape),
+                    history: entry,
                     layer: None,
                 });
             }
@@ -371,22 +394,6 @@ where
         Ok(out)
     }
 
-    fn layer_step(
-        &mut self,
-        _state: &mut State,
-        _scope: &Scope,
-        command: &Command,
-        _stage: &str,
-        _index: usize,
-        _total: usize,
-    ) -> Result<(), StepError> {
-        Err(StepError::Invalid {
-            what: "instruction",
-            value: command.keyword().into(),
-            reason: "layer steps are wired in with the run, copy and cache modules",
-        })
-    }
-
     /// Warns of build args that no ARG of the stages built declares (as
     /// Docker does, not an error).
     fn warn_unused_args(&mut self) {
@@ -407,71 +414,36 @@ where
         }
     }
 
-    /// Writes the final stage as an image and tags it.
+    /// Writes the final stage as an image through the builder API: its
+    /// base image (or scratch), the layers and history entries the build
+    /// added, its config; and tags it.
     fn commit(&mut self, mut state: State) -> Result<BuildResult, BuildError> {
         if !self.options.labels.is_empty() {
             let labels = state.run_config().labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.options.labels.clone());
         }
-        let store = self.lease.protect(self.store);
-        let layers: Vec<image_store::mutate::NewLayer> = state
-            .added
-            .iter()
-            .filter_map(|e| {
-                e.layer.as_ref().map(|l| image_store::mutate::NewLayer {
-                    media_type: image_core::manifest::descriptor_media_type(&l.descriptor),
-                    digest: image_core::DescriptorExt::checked_digest(&l.descriptor)
-                        .expect("digest"),
-                    size: l.descriptor.size(),
-                    diff_id: l.diff_id.clone(),
-                    history: e.history.clone(),
-                })
-            })
-            .collect();
-        let config = state.config.clone();
-        let added: Vec<History> = state.added.iter().map(|e| e.history.clone()).collect();
-        let base_history = state
-            .base
-            .as_ref()
-            .map(|b| b.history().to_vec())
-            .unwrap_or_default();
-        let appended = image_store::mutate::append(
-            &store,
-            state.base.as_ref(),
-            &self.platform,
-            &layers,
-            |c| {
-                c.config = config.config.clone();
-                c.author = config.author.clone();
-                c.history = Some([base_history, added].concat());
-            },
-        )
-        .map_err(|e| {
-            BuildError::Commit(StepError::Invalid {
-                what: "image",
-                value: e.to_string(),
-                reason: "temporary",
-            })
-        })?;
-        let desc = appended.manifest.descriptor();
-        let tags: Vec<(&str, &image_core::Descriptor)> = self
-            .options
-            .tags
-            .iter()
-            .map(|t| (t.as_str(), &desc))
-            .collect();
-        store.set_tags(&tags).map_err(|e| {
-            BuildError::Commit(StepError::Invalid {
-                what: "tag",
-                value: e.to_string(),
-                reason: "temporary",
-            })
-        })?;
+        let commit_err = |e| BuildError::Commit(Box::new(e));
+        let mut image = match state.base.take() {
+            Some(base) => ImageBuilder::from_resolved(self.store, base),
+            None => ImageBuilder::scratch(self.store, &self.platform),
+        }
+        .map_err(commit_err)?;
+        for entry in state.added {
+            match entry.layer {
+                Some(layer) => image.add_layer(layer, entry.history),
+                None => image.add_history(entry.history),
+            };
+        }
+        let config = image.config_mut();
+        config.config = state.config.config;
+        config.author = state.config.author;
+        let tags: Vec<&str> = self.options.tags.iter().map(String::as_str).collect();
+        let built = image.commit(&tags).map_err(commit_err)?;
         Ok(BuildResult {
-            image_id: appended.config.digest().clone(),
-            manifest: appended.manifest,
-            config: appended.config,
-            tags: self.options.tags.clone(),
+            image_id: built.config.digest().clone(),
+            manifest: built.manifest,
+            config: built.config,
+            tags: built.tags,
             steps: self.steps,
             cached: self.cached,
         })

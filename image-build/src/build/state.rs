@@ -8,6 +8,7 @@ use image_core::Platform;
 use image_store::Image;
 
 use super::error::StepError;
+use crate::cache::CacheKey;
 use crate::dockerfile::{Command, CommandLine, Healthcheck};
 use crate::Layer;
 
@@ -39,6 +40,8 @@ pub struct State {
     pub top: Option<String>,
     /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
     pub cmd_set: bool,
+    /// The cache key of the state: the base's, then each step's.
+    pub key: CacheKey,
 }
 
 impl State {
@@ -51,11 +54,12 @@ impl State {
             layers: Vec::new(),
             top: None,
             cmd_set: false,
+            key: CacheKey::base(None, platform),
         }
     }
 
     /// The state of `FROM image`.
-    pub fn from_image(image: Image) -> State {
+    pub fn from_image(image: Image, platform: &Platform) -> State {
         let layers = image
             .layers()
             .iter()
@@ -67,6 +71,7 @@ impl State {
             .collect();
         State {
             config: image.config.file().clone(),
+            key: CacheKey::base(Some(image.manifest_digest()), platform),
             base: Some(image),
             added: Vec::new(),
             layers,
