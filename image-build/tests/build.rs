@@ -531,3 +531,73 @@ fn gc_beside_a_build_removes_nothing_it_needs() {
     assert_eq!(image.id(), &r.image_id);
     assert_eq!(cat(&f, "test.local/gc:1", "/c"), "a\n");
 }
+
+/// Builds `text` on another thread and waits at most `secs` for it: a
+/// build whose work grows faster than its input never returns in time.
+fn build_within(f: &Fixture, text: String, secs: u64) -> Result<BuildResult, BuildError> {
+    let store = OciDir::open(f.tmp.path().join("store")).expect("store");
+    let runtime = f.runtime.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut options = BuildOptions::default();
+        options.dockerfile_text = Some(text);
+        let r = Builder::new(&store, &runtime).build(&options, &mut |_: &BuildEvent| {});
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("the build did not finish in time")
+}
+
+/// ENV pairs each cost the same however long `Env` is: 65,536 names, then
+/// 200,000 replacements of the last one. Scanning `Env` for each pair (as
+/// the first version did) is 13 billion comparisons: minutes, not seconds.
+#[test]
+fn env_pairs_cost_the_same_however_long_env_is() {
+    let Some(f) = fixture() else { return };
+    let mut text = String::from("FROM scratch\n");
+    let names: Vec<String> = (0..65_536 - 1).map(|i| format!("K{i}=v")).collect();
+    for chunk in names.chunks(1000) {
+        text.push_str(&format!("ENV {}\n", chunk.join(" ")));
+    }
+    let last = vec!["LAST=x"; 1000].join(" ");
+    for _ in 0..200 {
+        text.push_str(&format!("ENV {last}\n"));
+    }
+    let r = build_within(&f, text, 120).expect("build");
+    let env = r.config.file().config.clone().unwrap().env.unwrap();
+    assert_eq!(env.len(), 65_536);
+    assert_eq!(env.last().map(String::as_str), Some("LAST=x"));
+}
+
+/// The config's lists are bounded: one more ENV name than a config may
+/// hold, or more ports named by EXPOSE ranges than a stage may name, is an
+/// error naming the instruction, not a config nothing can read.
+#[test]
+fn config_lists_and_expose_ranges_are_bounded() {
+    let Some(f) = fixture() else { return };
+    let mut text = String::from("FROM scratch\n");
+    let names: Vec<String> = (0..65_537).map(|i| format!("K{i}=v")).collect();
+    for chunk in names.chunks(1000) {
+        text.push_str(&format!("ENV {}\n", chunk.join(" ")));
+    }
+    let e = build_within(&f, text, 120).expect_err("too many names");
+    assert!(
+        matches!(&e, BuildError::Step { line: 67, source: StepError::Limit(l), .. } if l.field == "Env"),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+
+    let text = format!("FROM scratch\n{}", "EXPOSE 0-65535\n".repeat(300));
+    let e = build_within(&f, text, 120).expect_err("too many ports");
+    assert!(
+        matches!(
+            &e,
+            BuildError::Step {
+                line: 6,
+                source: StepError::Invalid { what: "port", .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use image_core::config::ConfigLimitError;
 use image_core::error::{Classify, ErrorKind};
 use image_core::progress::Cancelled;
 use image_overlay::mount::MountError;
@@ -118,6 +119,9 @@ pub enum StepError {
         /// What was expected.
         reason: &'static str,
     },
+    /// The config would hold more than a config may.
+    #[error("the stage's config would grow too large")]
+    Limit(#[source] ConfigLimitError),
     /// An ONBUILD trigger of the base image does not parse.
     #[error("the base image's ONBUILD trigger {trigger:?}")]
     Trigger {
@@ -192,6 +196,7 @@ impl Classify for StepError {
                 ErrorKind::InvalidInput
             }
             StepError::Trigger { source, .. } => source.kind(),
+            StepError::Limit(e) => e.kind(),
             StepError::Snapshot { source, .. } => source.kind(),
             StepError::Mount { source, .. } => source.kind(),
             StepError::MountPoint { source, .. } => ErrorKind::from_io(source),

@@ -1,9 +1,11 @@
 //! A stage's state as the build walks it, and the instructions that change
 //! only the config, applied as Docker applies them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use image_core::config::{ConfigFile, HealthConfig, History, RunConfig};
+use image_core::config::{
+    ConfigFile, ConfigLimitError, HealthConfig, History, RunConfig, MAX_CONFIG_ENTRIES,
+};
 use image_core::Platform;
 use image_store::Image;
 
@@ -42,6 +44,29 @@ pub struct State {
     pub cmd_set: bool,
     /// The cache key of the state: the base's, then each step's.
     pub key: CacheKey,
+    /// Where each name of `Env` is in it, made on the first ENV, so that
+    /// each pair of an ENV costs the same however long `Env` is.
+    env_index: Option<HashMap<String, usize>>,
+    /// The ports EXPOSE ranges have named so far, repeats included.
+    ports_named: usize,
+}
+
+/// The most ports the EXPOSE instructions of a stage may name, ranges
+/// expanded and repeats included (the distinct ones are bounded by
+/// [`MAX_CONFIG_ENTRIES`]).
+pub const MAX_EXPOSE_PORTS: usize = 4 * MAX_CONFIG_ENTRIES;
+
+/// Fails when a config list or map holds more than [`MAX_CONFIG_ENTRIES`].
+fn bounded(field: &'static str, found: usize) -> Result<(), StepError> {
+    if found > MAX_CONFIG_ENTRIES {
+        return Err(StepError::Limit(ConfigLimitError {
+            field,
+            unit: "entries",
+            found,
+            limit: MAX_CONFIG_ENTRIES,
+        }));
+    }
+    Ok(())
 }
 
 impl State {
@@ -55,6 +80,8 @@ impl State {
             top: None,
             cmd_set: false,
             key: CacheKey::base(None, platform),
+            env_index: None,
+            ports_named: 0,
         }
     }
 
@@ -77,6 +104,8 @@ impl State {
             layers,
             top: None,
             cmd_set: false,
+            env_index: None,
+            ports_named: 0,
         }
     }
 
@@ -163,30 +192,49 @@ impl State {
     pub fn apply(&mut self, command: &Command) -> Result<(), StepError> {
         match command {
             Command::Env(pairs) => {
+                let mut index = match self.env_index.take() {
+                    Some(index) => index,
+                    None => self
+                        .env()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            (
+                                e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_owned(),
+                                i,
+                            )
+                        })
+                        .collect(),
+                };
                 let env = self.run_config().env.get_or_insert_with(Vec::new);
                 for kv in pairs {
                     let item = format!("{}={}", kv.key, kv.value);
-                    let prefix = format!("{}=", kv.key);
-                    match env
-                        .iter_mut()
-                        .find(|e| e.starts_with(&prefix) || **e == kv.key)
-                    {
-                        Some(e) => *e = item,
-                        None => env.push(item),
+                    match index.get(&kv.key) {
+                        Some(&i) => env[i] = item,
+                        None => {
+                            index.insert(kv.key.clone(), env.len());
+                            env.push(item);
+                        }
                     }
                 }
+                let len = env.len();
+                self.env_index = Some(index);
+                bounded("Env", len)?;
             }
             Command::Label(pairs) => {
                 let labels = self.run_config().labels.get_or_insert_with(BTreeMap::new);
                 for kv in pairs {
                     labels.insert(kv.key.clone(), kv.value.clone());
                 }
+                bounded("Labels", labels.len())?;
             }
             Command::Expose(ports) => {
+                let mut named = self.ports_named;
                 let mut keys = Vec::new();
                 for p in ports {
-                    exposed(p, &mut keys)?;
+                    exposed(p, &mut keys, &mut named)?;
                 }
+                self.ports_named = named;
                 let map = self
                     .run_config()
                     .exposed_ports
@@ -194,6 +242,7 @@ impl State {
                 for k in keys {
                     map.insert(k, serde_json::Value::Object(Default::default()));
                 }
+                bounded("ExposedPorts", map.len())?;
             }
             Command::User(u) => self.run_config().user = Some(u.clone()),
             Command::Workdir(w) => {
@@ -209,6 +258,7 @@ impl State {
                 for p in &v.paths {
                     vols.insert(p.clone(), serde_json::Value::Object(Default::default()));
                 }
+                bounded("Volumes", vols.len())?;
             }
             Command::Shell(s) => self.run_config().shell = Some(s.clone()),
             Command::Stopsignal(s) => self.run_config().stop_signal = Some(s.clone()),
@@ -232,10 +282,9 @@ impl State {
             }
             Command::Onbuild(trigger) => {
                 let text = super::history::text(trigger, '\\');
-                self.run_config()
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(text);
+                let triggers = self.run_config().on_build.get_or_insert_with(Vec::new);
+                triggers.push(text);
+                bounded("OnBuild", triggers.len())?;
             }
             Command::Maintainer(m) => self.config.author = Some(m.clone()),
             Command::From(_)
@@ -283,8 +332,9 @@ impl State {
 
 /// The keys of `ExposedPorts` for one EXPOSE word: `80` (tcp by default),
 /// `80/udp`, or a range `8000-8002/tcp` (one key per port, as Docker's
-/// `nat.ParsePortSpecs`).
-fn exposed(word: &str, out: &mut Vec<String>) -> Result<(), StepError> {
+/// `nat.ParsePortSpecs`). `named` counts the ports named so far, bounded
+/// by [`MAX_EXPOSE_PORTS`] before any is expanded.
+fn exposed(word: &str, out: &mut Vec<String>, named: &mut usize) -> Result<(), StepError> {
     let invalid = |reason| StepError::Invalid {
         what: "port",
         value: word.to_owned(),
@@ -307,6 +357,12 @@ fn exposed(word: &str, out: &mut Vec<String>) -> Result<(), StepError> {
     };
     if hi < lo {
         return Err(invalid("a range must not end below its start"));
+    }
+    *named += usize::from(hi - lo) + 1;
+    if *named > MAX_EXPOSE_PORTS {
+        return Err(invalid(
+            "the stage's EXPOSE instructions name too many ports",
+        ));
     }
     out.extend((lo..=hi).map(|p| format!("{p}/{proto}")));
     Ok(())
@@ -382,15 +438,17 @@ mod tests {
     #[test]
     fn ports() {
         let mut out = Vec::new();
-        exposed("80", &mut out).unwrap();
-        exposed("53/UDP", &mut out).unwrap();
-        exposed("8000-8002/tcp", &mut out).unwrap();
+        let mut named = 0;
+        exposed("80", &mut out, &mut named).unwrap();
+        exposed("53/UDP", &mut out, &mut named).unwrap();
+        exposed("8000-8002/tcp", &mut out, &mut named).unwrap();
+        assert_eq!(named, 5);
         assert_eq!(
             out,
             ["80/tcp", "53/udp", "8000/tcp", "8001/tcp", "8002/tcp"]
         );
         for bad in ["x", "80/icmp", "9-8", "70000"] {
-            assert!(exposed(bad, &mut Vec::new()).is_err(), "{bad}");
+            assert!(exposed(bad, &mut Vec::new(), &mut 0).is_err(), "{bad}");
         }
     }
 }
