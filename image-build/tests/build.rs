@@ -601,3 +601,30 @@ fn config_lists_and_expose_ranges_are_bounded() {
         "{e:?}"
     );
 }
+
+/// The tracker's interrupt stops the build between steps: the build fails
+/// as cancelled, and nothing is tagged.
+#[test]
+fn an_interrupt_stops_the_build_between_steps() {
+    let Some(f) = fixture() else { return };
+    let interrupt = image_core::progress::Interrupt::new();
+    let mut options = BuildOptions::new(f.context());
+    options.dockerfile_text = Some(format!(
+        "FROM {BASE}\nRUN echo one > /one\nRUN echo two > /two\n"
+    ));
+    options.tags = vec!["test.local/interrupted:1".into()];
+    options.tracker = Some(image_core::Tracker::default().with_interrupt(interrupt.clone()));
+    let mut started = Vec::new();
+    let r = f.builder().build(&options, &mut |e: &BuildEvent| {
+        if let BuildEvent::StepStarted { step, .. } = e {
+            started.push(*step);
+        }
+        if let BuildEvent::StepDone { step: 2, .. } = e {
+            interrupt.set();
+        }
+    });
+    let e = r.expect_err("interrupted");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+    assert_eq!(started, [1, 2], "no step starts after the interrupt");
+    assert!(image_store::resolve_image(&f.store, "test.local/interrupted:1", None).is_err());
+}

@@ -25,6 +25,8 @@ pub struct Graph {
     names: BTreeMap<String, usize>,
     deps: Vec<Vec<usize>>,
     needed: Vec<bool>,
+    /// How many times the stages built name each stage (FROM, COPY --from).
+    uses: Vec<usize>,
     target: usize,
 }
 
@@ -87,10 +89,18 @@ impl Graph {
         let mut graph = Graph {
             names,
             needed: vec![false; deps.len()],
+            uses: vec![0; deps.len()],
             deps,
             target,
         };
         graph.mark_needed();
+        for i in 0..graph.deps.len() {
+            if graph.needed[i] {
+                for &j in &graph.deps[i] {
+                    graph.uses[j] += 1;
+                }
+            }
+        }
         Ok(Some(graph))
     }
 
@@ -118,6 +128,12 @@ impl Graph {
     /// Whether stage `i` is built.
     pub fn is_needed(&self, i: usize) -> bool {
         self.needed.get(i).copied().unwrap_or(false)
+    }
+
+    /// Whether stage `i` is named once only by the stages built and is not
+    /// the target: the one stage that names it may take its state.
+    pub fn used_once(&self, i: usize) -> bool {
+        i != self.target && self.uses.get(i) == Some(&1)
     }
 
     /// The stages `i` depends on directly.
@@ -167,6 +183,7 @@ mod tests {
         assert_eq!(g.target(), 2);
         assert_eq!(g.deps(2), &[0, 1]);
         assert!(g.is_needed(0) && g.is_needed(1) && g.is_needed(2) && !g.is_needed(3));
+        assert!(g.used_once(0) && g.used_once(1) && !g.used_once(2));
         let g = graph(text, None).unwrap();
         assert_eq!(
             (0..4).map(|i| g.is_needed(i)).collect::<Vec<_>>(),

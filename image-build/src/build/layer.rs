@@ -116,22 +116,34 @@ where
     /// Makes the committed snapshots of `state`'s layers present (after
     /// cache hits they may not be) and returns the top one's name.
     fn ensure_top(&self, state: &mut State) -> Result<Option<String>, StepError> {
-        if state.top.is_none() && !state.layers.is_empty() {
-            state.top = cache::ensure_snapshots(
+        self.ensure(&state.layers, &mut state.top)
+    }
+
+    /// Makes `top`, the committed snapshot of `layers`, known to be present.
+    fn ensure(
+        &self,
+        layers: &[Layer],
+        top: &mut Option<String>,
+    ) -> Result<Option<String>, StepError> {
+        if top.is_none() && !layers.is_empty() {
+            *top = cache::ensure_snapshots(
                 &self.lease.protect(self.store),
                 self.snapshotter(),
-                &state.layers,
+                layers,
                 self.options.tracker.as_ref(),
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;
         }
-        Ok(state.top.clone())
+        Ok(top.clone())
     }
 
     /// The read-only root filesystem of `layers` on a new directory.
-    fn view_of(&self, mut source: State) -> Result<SourceRoot<'b>, StepError> {
+    fn view_of(
+        &self,
+        (layers, mut top): (Vec<Layer>, Option<String>),
+    ) -> Result<SourceRoot<'b>, StepError> {
         let dir = self.mount_dir()?;
-        let Some(top) = self.ensure_top(&mut source)? else {
+        let Some(top) = self.ensure(&layers, &mut top)? else {
             return Ok(SourceRoot {
                 _mount: None,
                 _view: None,
@@ -158,15 +170,24 @@ where
         })
     }
 
-    /// The state a `COPY --from` reads: an earlier stage's, or an image's.
-    fn source_state(&self, from: &str, at: usize) -> Result<State, StepError> {
+    /// The layers (and their snapshot, when known) a `COPY --from` reads:
+    /// an earlier stage's, or an image's. Only those are taken, never the
+    /// stage's whole state.
+    fn source_layers(
+        &self,
+        from: &str,
+        at: usize,
+    ) -> Result<(Vec<Layer>, Option<String>), StepError> {
         match self.graph.source(from, at) {
-            Source::Scratch => Ok(State::scratch(&self.platform)),
-            Source::Stage(j) => Ok(self.states[j].clone().ok_or_else(|| StepError::Invalid {
-                what: "--from",
-                value: from.to_owned(),
-                reason: "names a stage that is not built",
-            })?),
+            Source::Scratch => Ok((Vec::new(), None)),
+            Source::Stage(j) => {
+                let state = self.states[j].as_ref().ok_or_else(|| StepError::Invalid {
+                    what: "--from",
+                    value: from.to_owned(),
+                    reason: "names a stage that is not built",
+                })?;
+                Ok((state.layers.clone(), state.top.clone()))
+            }
             Source::Image(name) => {
                 let image = image_store::resolve_image(
                     &self.lease.protect(self.store),
@@ -177,7 +198,7 @@ where
                     name: name.clone(),
                     source: Box::new(source),
                 })?;
-                Ok(State::from_image(image, &self.platform))
+                Ok((super::state::image_layers(&image), None))
             }
         }
     }
@@ -255,7 +276,7 @@ where
             Command::Copy(_) | Command::Add(_) => {
                 let (spec, from) = copy_spec(command, state.workdir());
                 let from_root = match &from {
-                    Some(f) => Some(self.view_of(self.source_state(f, stage_index)?)?),
+                    Some(f) => Some(self.view_of(self.source_layers(f, stage_index)?)?),
                     None => None,
                 };
                 let plan = {

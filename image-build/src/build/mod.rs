@@ -284,6 +284,12 @@ where
         let from = self.expander.from(stage)?;
         let mut state = match self.graph.source(&from.image, i) {
             Source::Scratch => State::scratch(&self.platform),
+            // A stage named by this FROM only is taken, not copied: a
+            // chain of stages costs the same per stage however long.
+            Source::Stage(j) if self.graph.used_once(j) => self.states[j]
+                .take()
+                .map(State::into_child)
+                .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
             Source::Stage(j) => self.states[j]
                 .as_ref()
                 .map(State::child)

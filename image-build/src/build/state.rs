@@ -51,6 +51,19 @@ pub struct State {
     ports_named: usize,
 }
 
+/// The layers of an image (its descriptors with their diff IDs).
+pub fn image_layers(image: &Image) -> Vec<Layer> {
+    image
+        .layers()
+        .iter()
+        .zip(image.diff_ids())
+        .map(|(d, id)| Layer {
+            descriptor: d.clone(),
+            diff_id: id.clone(),
+        })
+        .collect()
+}
+
 /// The most ports the EXPOSE instructions of a stage may name, ranges
 /// expanded and repeats included (the distinct ones are bounded by
 /// [`MAX_CONFIG_ENTRIES`]).
@@ -87,15 +100,7 @@ impl State {
 
     /// The state of `FROM image`.
     pub fn from_image(image: Image, platform: &Platform) -> State {
-        let layers = image
-            .layers()
-            .iter()
-            .zip(image.diff_ids())
-            .map(|(d, id)| Layer {
-                descriptor: d.clone(),
-                diff_id: id.clone(),
-            })
-            .collect();
+        let layers = image_layers(&image);
         State {
             config: image.config.file().clone(),
             key: CacheKey::base(Some(image.manifest_digest()), platform),
@@ -111,10 +116,13 @@ impl State {
 
     /// The state another stage starts from when its FROM names this one.
     pub fn child(&self) -> State {
-        State {
-            cmd_set: false,
-            ..self.clone()
-        }
+        self.clone().into_child()
+    }
+
+    /// [`State::child`] of a state no other stage needs (no copy).
+    pub fn into_child(mut self) -> State {
+        self.cmd_set = false;
+        self
     }
 
     /// The run config, made if missing.
