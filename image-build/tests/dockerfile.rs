@@ -2,6 +2,7 @@
 //! expected parse or error, word expansion tables, and a generated
 //! parse -> print -> parse property.
 
+use image_testsupport::rng::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -329,21 +330,6 @@ fn problems_are_invalid_input() {
     let big = "#".repeat(dockerfile::MAX_BYTES + 1);
     let e = dockerfile::parse("f", &big).unwrap_err();
     assert!(matches!(e.problem, Problem::TooLarge { .. }));
-}
-
-/// A seeded xorshift: the generated cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
 }
 
 const FRAGMENTS: &[&str] = &[

@@ -504,8 +504,16 @@ impl<S: TagStore + ?Sized> TagStore for Leased<'_, S> {
         self.store.set_tag(name, descriptor)
     }
 
+    fn set_tags(&self, tags: &[(&str, &Descriptor)]) -> Result<(), TagError> {
+        self.store.set_tags(tags)
+    }
+
     fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
         self.store.remove_tag(name)
+    }
+
+    fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {
+        self.store.remove_tags(names)
     }
 
     fn resolve_tag(&self, name: &str) -> Result<Descriptor, TagError> {
