@@ -188,18 +188,7 @@ where
                 })?;
                 Ok((state.layers.clone(), state.top.clone()))
             }
-            Source::Image(name) => {
-                let image = image_store::resolve_image(
-                    &self.lease.protect(self.store),
-                    &name,
-                    Some(&self.platform),
-                )
-                .map_err(|source| StepError::BaseImage {
-                    name: name.clone(),
-                    source: Box::new(source),
-                })?;
-                Ok((super::state::image_layers(&image), None))
-            }
+            Source::Image(name) => Ok((super::state::image_layers(&self.resolve(&name)?), None)),
         }
     }
 
@@ -446,6 +435,13 @@ fn snap_err(key: &str, source: image_overlay::snapshot::SnapshotError) -> StepEr
     }
 }
 
+/// Heredoc sources as a copy takes them: (name, content).
+fn heredocs(docs: &[crate::dockerfile::Heredoc]) -> Vec<(String, String)> {
+    docs.iter()
+        .map(|h| (h.name.clone(), h.content.clone()))
+        .collect()
+}
+
 /// The copy spec of an expanded COPY or ADD in `workdir`, and its `--from`.
 fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
     match command {
@@ -456,11 +452,7 @@ fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
             spec.exclude = c.exclude.clone();
             spec.parents = c.parents;
             spec.link = c.link;
-            spec.heredocs = c
-                .heredocs
-                .iter()
-                .map(|h| (h.name.clone(), h.content.clone()))
-                .collect();
+            spec.heredocs = heredocs(&c.heredocs);
             (spec, c.from.clone())
         }
         Command::Add(a) => {
@@ -472,11 +464,7 @@ fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
             spec.link = a.link;
             spec.checksum = a.checksum.clone();
             spec.keep_git_dir = a.keep_git_dir;
-            spec.heredocs = a
-                .heredocs
-                .iter()
-                .map(|h| (h.name.clone(), h.content.clone()))
-                .collect();
+            spec.heredocs = heredocs(&a.heredocs);
             (spec, None)
         }
         _ => (CopySpec::default(), None),

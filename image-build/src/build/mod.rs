@@ -270,6 +270,16 @@ where
         }
     }
 
+    /// The image `name` of the store, for the host's platform, read
+    /// through the build's lease.
+    fn resolve(&self, name: &str) -> Result<image_store::Image, StepError> {
+        image_store::resolve_image(&self.lease.protect(self.store), name, Some(&self.platform))
+            .map_err(|source| StepError::BaseImage {
+                name: name.to_owned(),
+                source: Box::new(source),
+            })
+    }
+
     fn next_step(&mut self) -> usize {
         self.step += 1;
         self.step
@@ -295,16 +305,9 @@ where
                 .map(State::child)
                 .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
             Source::Image(image) => {
-                let resolved = image_store::resolve_image(
-                    &self.lease.protect(self.store),
-                    &image,
-                    Some(&self.platform),
-                )
-                .map_err(|source| StepError::BaseImage {
-                    name: image.clone(),
-                    source: Box::new(source),
-                })
-                .map_err(self.at(stage.pos.line, "FROM".into()))?;
+                let resolved = self
+                    .resolve(&image)
+                    .map_err(self.at(stage.pos.line, "FROM".into()))?;
                 State::from_image(resolved, &self.platform)
             }
         };
