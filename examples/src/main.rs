@@ -105,6 +105,8 @@ enum Command {
     /// Manage the build cache.
     #[command(subcommand)]
     Builder(cmd::builder::BuilderCommand),
+    /// Build an image from a Dockerfile (RUN steps run in containers).
+    Build(cmd::build::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         Command::Snapshots(a) => cmd::snapshot::snapshots(&cli.store, a),
         Command::Dockerfile(a) => cmd::dockerfile::run(a),
         Command::Builder(c) => cmd::builder::builder(&cli.store, c),
+        Command::Build(a) => cmd::build::run(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

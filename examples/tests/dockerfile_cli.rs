@@ -324,6 +324,41 @@ fn the_example_project_is_a_multi_stage_build_on_the_busybox_base() {
     }
 }
 
+/// `imagectl build --print CONTEXT` prints what `imagectl dockerfile
+/// --expand` prints for the context's Dockerfile, and builds nothing (no
+/// store is made).
+#[test]
+fn build_print_is_the_expanded_json_and_builds_nothing() {
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("project");
+    let (expected, err, ok) = dockerfile(&project.join("Dockerfile"), &["--expand"]);
+    assert!(ok, "{err}");
+    let store = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .args(["-k", "5", &TIMEOUT.as_secs().to_string()])
+        .arg(env!("CARGO_BIN_EXE_imagectl"))
+        .arg("--store")
+        .arg(store.path().join("store"))
+        .args(["build", "--print"])
+        .arg(&project)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    // The file name differs (a path here, `Dockerfile` there); the rest is one form.
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("file");
+        v
+    };
+    assert_eq!(strip(got), strip(want));
+    assert!(!store.path().join("store").exists(), "--print made a store");
+}
+
 /// A Dockerfile of `n` stages `s0`.. each FROM the one before, each
 /// stage's instructions `body(i)`.
 fn chain(n: usize, body: impl Fn(usize) -> String) -> String {

@@ -34,6 +34,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "runtime")]
+pub mod build;
 pub mod builder;
 pub mod cache;
 pub mod context;
@@ -53,6 +55,8 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::build::BuildError,
+    crate::build::StepError,
     crate::builder::BuilderError,
     crate::cache::CacheError,
     crate::context::ContextError,

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod archive;
+pub mod build;
 pub mod builder;
 pub mod digest;
 pub mod dockerfile;
