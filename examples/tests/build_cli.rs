@@ -119,6 +119,17 @@ fn build_shows_plain_progress_tags_and_writes_what_is_asked() {
     );
     let inspect = cli.ok(&["inspect", "test.local/stdin:1"]);
     assert!(inspect.contains("FROM_STDIN=1"), "{inspect}");
+    // Built again a second later: the same image, as the steps that make
+    // no layer take their time from the base, not from the clock.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = with_stdin(
+        &cli,
+        &["build", "--progress", "quiet", "-"],
+        &format!("FROM {BASE}\nENV FROM_STDIN=1\n"),
+    );
+    assert!(again.status.success());
+    assert!(out.stdout.starts_with(b"sha256:"), "no image ID printed");
+    assert_eq!(again.stdout, out.stdout, "a rebuild made another image");
 
     // RUN and COPY: their output, and CACHED on a rebuild.
     std::fs::write(ctx.join("file.txt"), "from the context\n").unwrap();
@@ -149,6 +160,15 @@ fn build_shows_plain_progress_tags_and_writes_what_is_asked() {
         .find(|l| l.starts_with("#3 ") && l.ends_with(" from the context"));
     assert!(output.is_some(), "{stderr}");
     assert!(stderr.contains(": 2 steps, 0 cached"), "{stderr}");
+    let first = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let blobs = || {
+        std::fs::read_dir(cli.store().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let before = blobs();
+    // A second later, so that a time taken from the clock would differ.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = cli.imagectl(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -157,6 +177,10 @@ fn build_shows_plain_progress_tags_and_writes_what_is_asked() {
         "{stderr}"
     );
     assert!(stderr.contains(": 2 steps, 2 cached"), "{stderr}");
+    // Without SOURCE_DATE_EPOCH too, the cached rebuild is the same image
+    // (its times are the first build's) and writes no new blob.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
+    assert_eq!(blobs(), before, "a cached rebuild wrote blobs");
 
     // A failing RUN: its code, its last lines, its line.
     let out = with_stdin(

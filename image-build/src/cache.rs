@@ -172,6 +172,10 @@ pub struct CachedLayer {
     pub layer: Layer,
     /// The history entry's `created_by` of the step.
     pub created_by: String,
+    /// The history entry's `created` time (RFC 3339) of the step when it
+    /// first ran: a cached rebuild reuses it, so that its config, and so
+    /// the image, are the first build's, byte for byte.
+    pub created: Option<String>,
 }
 
 /// What a cache saw: records read at open, what it skipped, and the
@@ -299,6 +303,8 @@ struct RecordConfig {
     key: String,
     diff_id: String,
     created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
     media_type: String,
 }
 
@@ -311,6 +317,9 @@ struct RecordNote {
     /// Absent when longer than [`MAX_NOTE_CREATED_BY`]: read from `config`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     created_by: Option<String>,
+    /// The step's `created` time, when it is a time (RFC 3339, bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
     config: NoteDescriptor,
 }
 
@@ -346,7 +355,18 @@ struct Entry {
     layer: Layer,
     /// `None`: read it from the config blob.
     created_by: Option<String>,
+    created: Option<String>,
     config: Descriptor,
+}
+
+/// Whether `s` looks like the RFC 3339 time a history entry holds (short,
+/// digits and the separators only): a record's time is copied into the
+/// image's config, so anything else in it is dropped.
+fn is_time(s: &str) -> bool {
+    s.len() <= 40
+        && s.bytes().next().is_some_and(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'T' | b'Z' | b'+'))
 }
 
 /// Parses the `index.json` entry of a record whose tag is `hex`: `None`
@@ -381,6 +401,7 @@ fn parse_entry(hex: &str, d: &Descriptor) -> Option<(Digest, Entry)> {
             diff_id: note.diff_id.parse().ok()?,
         },
         created_by: note.created_by,
+        created: note.created.filter(|c| is_time(c)),
         config,
     };
     Some((key, entry))
@@ -519,6 +540,7 @@ where
         Ok(Some(CachedLayer {
             layer: entry.layer,
             created_by,
+            created: entry.created,
         }))
     }
 
@@ -577,6 +599,7 @@ where
             key: k.to_string(),
             diff_id: l.diff_id.to_string(),
             created_by: layer.created_by.clone(),
+            created: layer.created.clone().filter(|c| is_time(c)),
             media_type: l.descriptor.media_type().to_string(),
         };
         let config = image_core::json::to_canonical_vec(&config).map_err(serialize)?;
@@ -612,6 +635,7 @@ where
             layer: NoteDescriptor::of(&l.descriptor),
             diff_id: l.diff_id.to_string(),
             created_by: short.then(|| layer.created_by.clone()),
+            created: layer.created.clone().filter(|c| is_time(c)),
             config: NoteDescriptor::of(&config_desc),
         };
         let note = image_core::json::to_canonical_vec(&note).map_err(serialize)?;
@@ -625,6 +649,7 @@ where
         let entry = Entry {
             layer: l.clone(),
             created_by: short.then(|| layer.created_by.clone()),
+            created: layer.created.clone().filter(|c| is_time(c)),
             config: config_desc,
         };
         let mut state = self.state();

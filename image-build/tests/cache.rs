@@ -57,6 +57,7 @@ fn cached(layer: &Layer, created_by: &str) -> CachedLayer {
     CachedLayer {
         layer: layer.clone(),
         created_by: created_by.to_owned(),
+        created: Some("2026-12-05T10:00:00Z".to_owned()),
     }
 }
 
@@ -258,6 +259,7 @@ fn a_record_is_found_before_and_after_flush_and_reopen() {
     assert_eq!(config["key"], k1.digest().to_string());
     assert_eq!(config["diff_id"], l1.diff_id.to_string());
     assert_eq!(config["created_by"], "COPY f /");
+    assert_eq!(config["created"], "2026-12-05T10:00:00Z");
     assert_eq!(config["media_type"], MediaType::OciLayerGzip.to_string());
 }
 
@@ -766,7 +768,11 @@ fn hostile_records_are_misses_and_bounded() {
     }
     assert_eq!(
         cache.lookup(&keys[5]).expect("lookup"),
-        Some(cached(&l, "RUN ok"))
+        // A note without a time (as the first records had) gives none.
+        Some(CachedLayer {
+            created: None,
+            ..cached(&l, "RUN ok")
+        })
     );
     assert_eq!(
         counting.readers.load(Ordering::SeqCst),

@@ -305,6 +305,11 @@ where
                 self.cached += 1;
                 self.observer.event(&BuildEvent::StepCached { step });
                 entry.created_by = Some(hit.created_by);
+                // The first build's time, so that a cached rebuild makes
+                // the same config (and so no new blob).
+                if hit.created.is_some() {
+                    entry.created = hit.created;
+                }
                 let size = hit.layer.descriptor.size();
                 state.layers.push(hit.layer.clone());
                 state.top = None;
@@ -328,6 +333,7 @@ where
                 &CachedLayer {
                     layer: layer.clone(),
                     created_by: entry.created_by.clone().unwrap_or_default(),
+                    created: entry.created.clone(),
                 },
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;

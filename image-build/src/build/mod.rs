@@ -432,6 +432,11 @@ where
             labels.extend(self.options.labels.clone());
         }
         let commit_err = |e| BuildError::Commit(Box::new(e));
+        let base_created = state
+            .base
+            .as_ref()
+            .and_then(|b| b.config.file().created.clone());
+        let created = settle_times(&mut state.added, base_created);
         let mut image = match state.base.take() {
             Some(base) => ImageBuilder::from_resolved(self.store, base),
             None => ImageBuilder::scratch(self.store, &self.platform),
@@ -446,6 +451,9 @@ where
         let config = image.config_mut();
         config.config = state.config.config;
         config.author = state.config.author;
+        if let Some(created) = created {
+            config.created = Some(created);
+        }
         let tags: Vec<&str> = self.options.tags.iter().map(String::as_str).collect();
         let built = image.commit(&tags).map_err(commit_err)?;
         Ok(BuildResult {
@@ -457,6 +465,37 @@ where
             cached: self.cached,
         })
     }
+}
+
+/// Gives every history entry a time that a cached rebuild reproduces, and
+/// returns the image's `created`: a layer step keeps its own (the time it
+/// first ran, which the cache record keeps); a step that made no layer
+/// takes the time of the layer step before it (the base image's time
+/// before the first; the first layer step's in a stage from scratch), as
+/// BuildKit's exporter does, so that a rebuild with every step cached
+/// writes the same config and manifest, i.e. no new blob. With
+/// `SOURCE_DATE_EPOCH` every new entry has that time already, and is left.
+/// `None` when there is no time to give (a build of config steps only on
+/// scratch): the builder's time then.
+fn settle_times(entries: &mut [state::Entry], base: Option<String>) -> Option<String> {
+    if image_core::time::source_date_epoch().is_some() {
+        return entries.last().and_then(|e| e.history.created.clone());
+    }
+    let first_layer = || {
+        entries
+            .iter()
+            .find(|e| e.layer.is_some())
+            .and_then(|e| e.history.created.clone())
+    };
+    let mut last = base.or_else(first_layer);
+    for e in entries.iter_mut() {
+        if e.layer.is_some() && e.history.created.is_some() {
+            last = e.history.created.clone();
+        } else if e.layer.is_none() && last.is_some() {
+            e.history.created = last.clone();
+        }
+    }
+    last
 }
 
 /// Whether a command makes a layer.
