@@ -529,8 +529,16 @@ pub fn differences(an: &str, a: &Facts, bn: &str, b: &Facts, base: &Tree) -> Vec
     let (mut ta, mut tb) = (a.tree.clone(), b.tree.clone());
     ta.drop_runtime_stubs(base);
     tb.drop_runtime_stubs(base);
-    for (p, x) in ta.iter() {
-        match tb.get(p) {
+    out.extend(tree_differences(an, &ta, bn, &tb));
+    out
+}
+
+/// Every difference between two trees (paths, kinds, content, link
+/// targets, modes, owners, hard-link groups), one line each.
+pub fn tree_differences(an: &str, a: &Tree, bn: &str, b: &Tree) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, x) in a.iter() {
+        match b.get(p) {
             None => out.push(format!("/{p}: only {an}'s: {}", x.describe())),
             Some(y) if x.kind != y.kind || x.mode != y.mode || x.uid != y.uid || x.gid != y.gid => {
                 out.push(format!(
@@ -542,12 +550,12 @@ pub fn differences(an: &str, a: &Facts, bn: &str, b: &Facts, base: &Tree) -> Vec
             Some(_) => {}
         }
     }
-    for (p, y) in tb.iter() {
-        if ta.get(p).is_none() {
+    for (p, y) in b.iter() {
+        if a.get(p).is_none() {
             out.push(format!("/{p}: only {bn}'s: {}", y.describe()));
         }
     }
-    let (ga, gb) = (ta.hardlink_groups(), tb.hardlink_groups());
+    let (ga, gb) = (a.hardlink_groups(), b.hardlink_groups());
     if ga != gb {
         out.push(format!("hard-link groups: {an} {ga:?}, {bn} {gb:?}"));
     }

@@ -55,7 +55,13 @@ impl Containers {
         std::fs::create_dir_all(dir.join("tmp")).expect("mkdir");
         // With no storage.conf of their own the tools read /etc's; with
         // an unqualified-search list, a short name never prompts.
-        std::fs::write(dir.join("storage.conf"), "[storage]\ndriver = \"vfs\"\n").expect("write");
+        // (podman wants the roots there too, not only as flags).
+        let conf = format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            dir.join("root").display(),
+            dir.join("runroot").display()
+        );
+        std::fs::write(dir.join("storage.conf"), conf).expect("write");
         std::fs::write(
             dir.join("registries.conf"),
             "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
