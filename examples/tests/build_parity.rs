@@ -260,6 +260,7 @@ fn buildah_and_imagectl_build_the_same_images() {
                 continue;
             }
         }
+        eprintln!("parity: {}", case.name);
         let theirs = b.buildah(&case);
         if !with_ours {
             if let Err(e) = theirs {
@@ -271,6 +272,7 @@ fn buildah_and_imagectl_build_the_same_images() {
             (Ok(theirs), Ok(ours)) => {
                 let base = b.base_facts(&case);
                 for d in differences("buildah", &theirs, "ours", &ours, &base.tree) {
+                    eprintln!("parity: {}: {d}", case.name);
                     report.push(format!("{}: {d}", case.name));
                 }
             }

@@ -335,14 +335,7 @@ impl Builders {
         args.extend(case.options());
         args.push(context.to_string_lossy().into_owned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.cli.imagectl(&args);
-        if !out.status.success() {
-            return Err(format!(
-                "imagectl {args:?} failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+        tools::output(self.cli.command(&args))?;
         Ok(Facts::from_oci_layout(
             &self.cli.store(),
             &full_name(&case.tag()),

@@ -3,10 +3,13 @@
 //! containers-storage (vfs driver, its own storage.conf and
 //! registries.conf, never /var/lib/containers).
 
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use image_testsupport::process::run_bounded;
+use image_testsupport::process::kill_group;
 use image_testsupport::tools::which;
 
 /// The OCI runtime buildah and podman run steps with: runc when installed
@@ -20,20 +23,77 @@ pub fn oci_runtime() -> &'static str {
     }
 }
 
-/// Runs `cmd` within the tests' time limit; its output, or the failure
-/// text naming the command and what it printed.
-pub fn output(cmd: Command) -> Result<Output, String> {
+/// How long one build (or other tool run) may take before it counts as
+/// hung: generous, because builds on a loaded machine are slow (vfs
+/// copies every layer); a guard against hanging, never a measure.
+pub const TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Runs `cmd` (stdin from /dev/null) as the leader of a process group of
+/// its own, killed with that group after [`TIMEOUT`]; its output, or the
+/// failure text naming the command and what it printed. A timeout is a
+/// failure of that command, not a panic, so a corpus run reports every
+/// case.
+pub fn output(mut cmd: Command) -> Result<Output, String> {
     let shown = format!("{cmd:?}");
-    let out = run_bounded(cmd);
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{shown} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{shown}: cannot start: {e}"))?;
+    // Drained while it runs, so a chatty command never blocks on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("{shown}: {e}"))? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            kill_group(&mut child);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let text = || {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )
+    };
+    match status {
+        Some(status) if status.success() => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        Some(status) => Err(format!("{shown} failed ({status}):\n{}", text())),
+        None => Err(format!("{shown} timed out after {TIMEOUT:?}:\n{}", text())),
     }
 }
 
