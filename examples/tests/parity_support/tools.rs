@@ -1,6 +1,6 @@
 //! The other tools of the parity and interop tests, each confined to a
 //! temporary directory: buildah, podman and skopeo on a private
-//! containers-storage (vfs driver, its own storage.conf and
+//! containers-storage (overlay driver, its own storage.conf and
 //! registries.conf, never /var/lib/containers).
 
 use std::io::Read;
@@ -24,8 +24,8 @@ pub fn oci_runtime() -> &'static str {
 }
 
 /// How long one build (or other tool run) may take before it counts as
-/// hung: generous, because builds on a loaded machine are slow (vfs
-/// copies every layer); a guard against hanging, never a measure.
+/// hung: generous, because builds on a loaded machine are slow; a guard
+/// against hanging, never a measure.
 pub const TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Runs `cmd` (stdin from /dev/null) as the leader of a process group of
@@ -104,7 +104,10 @@ pub fn checked(cmd: Command) -> String {
 }
 
 /// buildah, podman and skopeo on a containers-storage of their own below
-/// `dir`.
+/// `dir`. The overlay driver, as Docker's overlay2 and our snapshots: with
+/// vfs, buildah stores a hard link that a RUN makes to a file of a lower
+/// layer as a second copy (its diff sees only the new name), which no
+/// overlay-based builder does.
 pub struct Containers {
     dir: PathBuf,
 }
@@ -117,7 +120,7 @@ impl Containers {
         // an unqualified-search list, a short name never prompts.
         // (podman wants the roots there too, not only as flags).
         let conf = format!(
-            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
             dir.join("root").display(),
             dir.join("runroot").display()
         );
@@ -155,7 +158,7 @@ impl Containers {
                 .arg(self.root())
                 .arg("--runroot")
                 .arg(self.runroot())
-                .args(["--storage-driver", "vfs"]);
+                .args(["--storage-driver", "overlay"]);
         }
         if program == "podman" {
             cmd.args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"]);
@@ -166,7 +169,7 @@ impl Containers {
     /// This storage as a skopeo transport, for the image `name`.
     pub fn transport(&self, name: &str) -> String {
         format!(
-            "containers-storage:[vfs@{}+{}]{name}",
+            "containers-storage:[overlay@{}+{}]{name}",
             self.root().display(),
             self.runroot().display()
         )
