@@ -152,7 +152,7 @@ fn check_interop(b: &Builders, name: &str, layers: usize) {
 
 #[test]
 fn a_built_multi_stage_image_is_read_run_and_unpacked_by_other_tools() {
-    if !ready(&["skopeo", "podman", "crun", "umoci", "buildah", "unshare"]) {
+    if !ready(&["skopeo", "podman", "crun", "umoci", "unshare"]) {
         return;
     }
     let b = Builders::new(Cli::new(Cleanup::Mounts));
