@@ -228,10 +228,11 @@ pub fn busybox_base_rootfs(dir: &Path) {
 /// imagectl, a [`Cli`]) and buildah's private storage, both below the
 /// Cli's temporary directory.
 pub struct Builders {
+    /// buildah, podman and skopeo on their own storage (dropped first:
+    /// its mounts are undone before the Cli checks that none is left).
+    pub containers: Containers,
     /// imagectl on our store.
     pub cli: Cli,
-    /// buildah, podman and skopeo on their own storage.
-    pub containers: Containers,
     debian: Option<Result<(), String>>,
 }
 

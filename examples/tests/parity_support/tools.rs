@@ -232,3 +232,28 @@ impl Containers {
         checked(cmd);
     }
 }
+
+impl Drop for Containers {
+    /// Undoes the mounts left below the storage, deepest first: the
+    /// overlay driver keeps its home directory mounted (a private bind)
+    /// after a command that does not shut the driver down (`skopeo copy`
+    /// into the storage). They are the tools' own, so they do not count as
+    /// our leaks; ours are checked by the [`crate::common::Cli`] beside.
+    fn drop(&mut self) {
+        use image_overlay::mount::{Mounter, SysMounter};
+        let below = self.dir.to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<PathBuf> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&below))
+            .map(PathBuf::from)
+            .collect();
+        points.sort();
+        for p in points.iter().rev() {
+            if SysMounter.unmount(p, false).is_err() {
+                let _ = SysMounter.unmount(p, true);
+            }
+        }
+    }
+}
