@@ -1,42 +1,66 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: make an image from Debian's
-# busybox-static into a local store, unpack it, and run it.
+# The main job, with no network: make a base image from Debian's
+# busybox-static with the builder API, build the example project
+# (examples/project: a two-stage Dockerfile) on it, run the result, build
+# it again (every step CACHED, the same image) and show its history.
 # Usage: scripts/demo.sh [STORE_DIR]   (as root; installs what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh >/dev/null
-cargo build --release -q -p imagectl
+
+# Each step says what it does; the first that fails stops the demo and
+# says which it was.
+step() { # step "what it does" command...
+  local what=$1
+  shift
+  echo "== $what"
+  "$@" || fail "$what" "exit status $?"
+}
+fail() { # fail "step" "why"
+  echo "demo.sh: FAILED: $1: $2" >&2
+  exit 1
+}
+
+step "install the peer tools (apt-get, only what is missing)" \
+  sh -c 'scripts/install-deps.sh >/dev/null'
+[ -f image-build/examples/busybox_image.rs ] ||
+  fail "the base image" "image-build/examples/busybox_image.rs (the builder API's example) is missing"
+step "build imagectl and the builder API's busybox_image example (release)" \
+  cargo build --release -q -p imagectl -p image-build --bin imagectl --example busybox_image
 imagectl=$PWD/target/release/imagectl
+busybox_image=$PWD/target/release/examples/busybox_image
+"$imagectl" build --help >/dev/null 2>&1 ||
+  fail "imagectl build" "this imagectl has no build command"
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export IMAGECTL_STORE=${1:-$work/store}
-# Containers and snapshots live beside the store.
+# Containers, snapshots and the build's state live beside the store.
 
-# A root filesystem: busybox-static and the applets the demo uses.
-rootfs=$work/rootfs
-mkdir -p "$rootfs"/{bin,etc,tmp,root,proc,dev,sys}
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in sh echo cat ls id hostname uname env pwd; do
-  ln -s busybox "$rootfs/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
-echo "hello from an image made by imagectl" > "$rootfs/etc/motd"
-
-echo "== imagectl append: pack the root filesystem as a layer, write config and manifest, tag"
-"$imagectl" append --rootfs "$rootfs" --tag demo/busybox:latest \
-  --env GREETING=hello --workdir /root \
-  --cmd /bin/sh -c 'cat /etc/motd; echo "$GREETING from pid $$ as $(id -u) in $(pwd) on $(uname -s)"'
+step "the base image: busybox-static as demo/busybox:latest, made by the builder API" \
+  "$busybox_image" "$IMAGECTL_STORE" demo/busybox:latest
 "$imagectl" images
-"$imagectl" inspect --history demo/busybox
 
-echo "== imagectl unpack: flatten the image's layers, verifying digests and diff IDs"
-"$imagectl" unpack demo/busybox "$work/unpacked"
+step "imagectl build: examples/project (a build stage makes a report, the final stage prints it)" \
+  "$imagectl" build --progress plain --iidfile "$work/iid1" -t demo/app examples/project
 
-echo "== imagectl run: a container from the image (overlay snapshots, native executor)"
-"$imagectl" run --rm --hostname demo demo/busybox
-echo "== and with a command of our own, under runc, with a memory limit"
-"$imagectl" run --rm --runtime runc --memory 64m demo/busybox /bin/sh -c 'echo "hostname $(hostname), pid $$, $(ls / | wc -w) entries in /"'
+step "imagectl run: the built image, as the user and with the command it sets" \
+  "$imagectl" run --rm demo/app
+step "and with a command of our own, under runc: the image's USER and WORKDIR hold" \
+  "$imagectl" run --rm --runtime runc demo/app /bin/sh -c 'echo "$(id -un) in $(pwd): $(wc -l < "$REPORT") report lines"'
 
-echo "== imagectl fsck"
-"$imagectl" fsck
+echo "== imagectl build again: nothing changed, every step CACHED, the same image"
+"$imagectl" build --progress plain --iidfile "$work/iid2" -t demo/app examples/project \
+  2>&1 | tee "$work/rebuild.log" ||
+  fail "the second build" "exit status ${PIPESTATUS[0]}"
+cmp -s "$work/iid1" "$work/iid2" ||
+  fail "the second build" "another image ($(cat "$work/iid1") then $(cat "$work/iid2"))"
+grep -q CACHED "$work/rebuild.log" ||
+  fail "the second build" "no step reported CACHED"
+
+step "imagectl history: one line per instruction, as docker history" \
+  "$imagectl" history demo/app
+step "imagectl images (the build cache's records are not listed)" \
+  "$imagectl" images
+step "imagectl fsck: every blob re-hashed, every image complete" \
+  "$imagectl" fsck
+echo "== done: demo/app is $(cat "$work/iid1")"

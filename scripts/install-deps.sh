@@ -9,6 +9,7 @@ packages=(
   busybox-static                              # tiny root filesystems
   tar gzip pigz zstd bc                       # layer peers and bench tools
   libarchive-tools buildah                    # more layer producers (bsdtar, buildah commit)
+  curl                                        # an HTTPS client for the registry fixtures' tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -39,6 +39,8 @@ enum Command {
     Images(cmd::store::ImagesArgs),
     /// Show an image's manifest, config and IDs, or its history.
     Inspect(cmd::store::InspectArgs),
+    /// Show an image's history, as `docker history` does (= `inspect --history`).
+    History(cmd::store::HistoryArgs),
     /// Give an image another name.
     Tag(cmd::store::TagArgs),
     /// Remove image names (blobs are freed by `gc`).
@@ -97,6 +99,14 @@ enum Command {
     Umount(cmd::snapshot::UmountArgs),
     /// List snapshots: kind, name, parent, disk usage.
     Snapshots(cmd::snapshot::SnapshotsListArgs),
+    /// Print a Dockerfile's instructions as JSON (parsed; with `--expand`,
+    /// expanded too): the form docs/dockerfile-json.md documents.
+    Dockerfile(cmd::dockerfile::Args),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(cmd::builder::BuilderCommand),
+    /// Build an image from a Dockerfile (RUN steps run in containers).
+    Build(cmd::build::BuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +117,7 @@ fn main() -> ExitCode {
         Command::Platform(a) => cmd::platform::run(a),
         Command::Images(a) => cmd::store::images(&cli.store, a),
         Command::Inspect(a) => cmd::store::inspect(&cli.store, a),
+        Command::History(a) => cmd::store::history(&cli.store, a),
         Command::Tag(a) => cmd::store::tag(&cli.store, a),
         Command::Rmi(a) => cmd::store::rmi(&cli.store, a),
         Command::Gc(a) => cmd::store::gc(&cli.store, a),
@@ -130,6 +141,9 @@ fn main() -> ExitCode {
         Command::Mount(a) => cmd::snapshot::mount(&cli.store, a),
         Command::Umount(a) => cmd::snapshot::umount(&cli.store, a),
         Command::Snapshots(a) => cmd::snapshot::snapshots(&cli.store, a),
+        Command::Dockerfile(a) => cmd::dockerfile::run(a),
+        Command::Builder(c) => cmd::builder::builder(&cli.store, c),
+        Command::Build(a) => cmd::build::run(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

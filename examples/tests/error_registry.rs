@@ -51,6 +51,7 @@ fn every_classified_error_is_in_its_crates_registry() {
         ("image-overlay", image_overlay::CLASSIFIED),
         ("image-runtime", image_runtime::CLASSIFIED),
         ("image-build", image_build::CLASSIFIED),
+        ("image-registry", image_registry::CLASSIFIED),
     ] {
         let mut found = BTreeSet::new();
         classified_in(&root.join(krate).join("src"), &mut found);

@@ -13,6 +13,7 @@
 //! times the pattern's.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
@@ -209,22 +210,25 @@ fn read_no_follow(path: &Path) -> Result<Option<String>, IgnoreError> {
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(err(e.into())),
     };
-    let mut file = std::fs::File::from(fd);
-    if !file.metadata().map_err(err)?.is_file() {
-        return Err(err(std::io::Error::other("not a regular file")));
-    }
-    let mut buf = Vec::new();
-    (&mut file)
-        .take(MAX_IGNORE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(err)?;
-    if buf.len() as u64 > MAX_IGNORE_BYTES {
+    let Some(buf) = read_regular(fd, MAX_IGNORE_BYTES).map_err(err)? else {
         return Err(IgnoreError::TooLarge {
             what: "the ignore file's size in bytes",
             limit: MAX_IGNORE_BYTES,
         });
-    }
+    };
     String::from_utf8(buf)
         .map(Some)
         .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// Reads the regular file open as `fd` (any other type is an error), at
+/// most `limit` bytes: None when it holds more.
+pub(crate) fn read_regular(fd: OwnedFd, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut buf = Vec::new();
+    (&mut file).take(limit + 1).read_to_end(&mut buf)?;
+    Ok((buf.len() as u64 <= limit).then_some(buf))
 }

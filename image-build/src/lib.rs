@@ -3,7 +3,9 @@
 //! Dockerfile parsing and image builds. This part holds the language layer:
 //! the Dockerfile parser ([`dockerfile::parse`]) into a typed tree, its
 //! printer, the expansion pass, and `.dockerignore` matching
-//! ([`dockerignore`]). The build steps come on top of it.
+//! ([`dockerignore`]). The build steps come on top of it, and on the
+//! builder API ([`builder`]), which makes an image without a Dockerfile
+//! (crane `append`, ko, jib).
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -32,11 +34,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "runtime")]
+pub mod build;
+pub mod builder;
+pub mod cache;
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
 pub mod layer;
+pub mod run;
 
+pub use builder::{BuilderError, ImageBuilder};
 pub use layer::Layer;
 
 // The registry of image-build's public errors, for
@@ -45,12 +55,24 @@ pub use layer::Layer;
 #[cfg(feature = "runtime")]
 image_core::classify_registry!(
     below: image_runtime::kind_of;
+    crate::build::BuildError,
+    crate::build::StepError,
+    crate::builder::BuilderError,
+    crate::cache::CacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::run::RunError,
 );
 #[cfg(not(feature = "runtime"))]
 image_core::classify_registry!(
     below: image_overlay::kind_of;
+    crate::builder::BuilderError,
+    crate::cache::CacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::run::RunError,
 );

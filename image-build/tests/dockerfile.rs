@@ -2,6 +2,7 @@
 //! expected parse or error, word expansion tables, and a generated
 //! parse -> print -> parse property.
 
+use image_testsupport::rng::Rng;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -331,21 +332,6 @@ fn problems_are_invalid_input() {
     assert!(matches!(e.problem, Problem::TooLarge { .. }));
 }
 
-/// A seeded xorshift: the generated cases are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
 const FRAGMENTS: &[&str] = &[
     "from",
     "NONE",
@@ -533,4 +519,41 @@ fn copy_heredocs_expand_unless_quoted_keeping_quotes() {
         panic!("{:?}", got[0][3]);
     };
     assert_eq!(r.heredocs[0].content, "echo $U\n");
+}
+
+/// One word may grow to `MAX_EXPANDED` from a few bytes; an instruction of
+/// many such words is bounded too, in all, so an 8 MiB Dockerfile cannot
+/// ask for terabytes: `COPY $A $A ... /d` fails once its words pass the
+/// bound, naming the word that did, and one such word alone is fine.
+#[test]
+fn an_instruction_expands_to_at_most_max_expanded_in_all() {
+    let half = dockerfile::MAX_EXPANDED / 2 + 1;
+    let base = format!("FROM x\nENV A={}\n", "a".repeat(half));
+    let got = expand_all(&format!("{base}COPY $A /d\n"), &[]).unwrap();
+    let Command::Copy(c) = &got[0][2] else {
+        panic!("not a COPY: {}", got[0][2].keyword());
+    };
+    assert_eq!(c.sources[0].len(), half);
+
+    for line in [
+        "COPY $A $A /d",
+        "LABEL a=$A b=$A",
+        "COPY <<EOF /d\n$A\n$A\nEOF",
+        "COPY <<EOF <<EOG /d\n$A\nEOF\n$A\nEOG",
+    ] {
+        let err = expand_all(&format!("{base}{line}\n"), &[]).unwrap_err();
+        assert!(
+            err.starts_with("Dockerfile:3:1: ")
+                && err.contains(&dockerfile::MAX_EXPANDED.to_string()),
+            "{line}: {err}"
+        );
+    }
+    // Many words, each small, the sum past the bound.
+    let many = format!(
+        "FROM x\nENV A={}\nCOPY {} /d\n",
+        "a".repeat(1000),
+        "$A ".repeat(1100)
+    );
+    let err = expand_all(&many, &[]).unwrap_err();
+    assert!(err.contains(&dockerfile::MAX_EXPANDED.to_string()), "{err}");
 }

@@ -166,7 +166,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
                 media_type: media_type.to_string(),
                 source: Box::new(source),
             })?;
-        let reader = store.reader_for(layer).map_err(|source| {
+        let reader = store.reader_for_unverified(layer).map_err(|source| {
             match crate::unpack::descriptor_mismatch(source) {
                 Ok(unpack) => FlattenError::Unpack {
                     image: image.name.clone(),

@@ -37,8 +37,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 
 use image_core::manifest::descriptor_media_type;
-use image_core::DescriptorExt;
 use image_core::{chain_ids, Classify, Digest, ErrorKind, MediaTypeError, ParseError};
+use image_core::{Descriptor, DescriptorExt};
 use image_store::{ContentError, Image, Provider};
 
 use crate::mount::Mount;
@@ -222,7 +222,7 @@ struct Job {
 }
 
 /// Unpacks every layer of `image` from `store` into `snapshotter` (see the
-/// module docs).
+/// module docs): [`unpack_layers`] of the image's layers and diff IDs.
 ///
 /// # Errors
 /// An [`ImageUnpackError`]; no snapshot of a failed layer is left behind.
@@ -236,22 +236,49 @@ where
     P: Provider + Sync + ?Sized,
     S: Snapshotter + ?Sized,
 {
-    let layers = image.layers();
-    let diff_ids = image.diff_ids();
+    let (layers, diff_ids) = (image.layers(), image.diff_ids());
     if layers.len() != diff_ids.len() {
         return Err(ImageUnpackError::LayerCount {
             layers: layers.len(),
             diff_ids: diff_ids.len(),
         });
     }
+    let layers: Vec<(Descriptor, Digest)> = layers
+        .iter()
+        .cloned()
+        .zip(diff_ids.iter().cloned())
+        .collect();
+    unpack_layers(store, &layers, snapshotter, options)
+}
+
+/// Makes the committed snapshots of a stack of layers present in
+/// `snapshotter`, one per layer, named by its chain ID: each layer is a
+/// blob of `store` (its descriptor) with the diff ID it must have, bottom
+/// first. What is present already is reused (everything below the highest
+/// present chain ID), the rest unpacked (see the module docs). An image's
+/// unpack ([`unpack_image`]) and a build's cache hits both come here.
+///
+/// # Errors
+/// An [`ImageUnpackError`]; no snapshot of a failed layer is left behind.
+pub fn unpack_layers<P, S>(
+    store: &P,
+    layers: &[(Descriptor, Digest)],
+    snapshotter: &S,
+    options: &ImageUnpackOptions,
+) -> Result<ImageUnpackReport, ImageUnpackError>
+where
+    P: Provider + Sync + ?Sized,
+    S: Snapshotter + ?Sized,
+{
     // Decided by the media type, never by sniffing: an encrypted layer
     // (`...tar+gzip+encrypted`) must not be read as a plain tar.
-    for (index, desc) in layers.iter().enumerate() {
+    for (index, (desc, _)) in layers.iter().enumerate() {
         descriptor_media_type(desc)
             .require_layer_compression()
             .map_err(|source| ImageUnpackError::MediaType { index, source })?;
     }
-    let chains = chain_ids(diff_ids);
+    let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
+    let chains = chain_ids(&diff_ids);
     let mut report = ImageUnpackReport {
         chain_ids: chains.clone(),
         unpacked: Vec::new(),
@@ -282,7 +309,7 @@ where
     if caps.rebase {
         unpack_independent(
             store,
-            image,
+            layers,
             snapshotter,
             options,
             &unpack_opts,
@@ -293,8 +320,8 @@ where
     } else {
         for i in start..chains.len() {
             let parent = (i > 0).then(|| chains[i - 1].to_string());
-            let job = prepare_job(snapshotter, image, &chains, i, parent.as_deref())?;
-            let result = unpack_layer(store, image, &job, &unpack_opts);
+            let job = prepare_job(snapshotter, layers, &chains, i, parent.as_deref())?;
+            let result = unpack_layer(store, layers, &job, &unpack_opts);
             let done = result.and_then(|r| commit_job(snapshotter, &job, None, false).map(|()| r));
             match done {
                 Ok(r) => {
@@ -347,12 +374,12 @@ fn remove_stale<S: Snapshotter + ?Sized>(snapshotter: &S) {
 
 fn prepare_job<S: Snapshotter + ?Sized>(
     snapshotter: &S,
-    image: &Image,
+    layers: &[(Descriptor, Digest)],
     chains: &[Digest],
     index: usize,
     parent: Option<&str>,
 ) -> Result<Job, ImageUnpackError> {
-    let desc = &image.layers()[index];
+    let desc = &layers[index].0;
     let digest = desc
         .checked_digest()
         .map_err(|source| ImageUnpackError::Descriptor { index, source })?;
@@ -378,22 +405,22 @@ fn prepare_job<S: Snapshotter + ?Sized>(
 
 fn unpack_layer<P: Provider + ?Sized>(
     store: &P,
-    image: &Image,
+    layers: &[(Descriptor, Digest)],
     job: &Job,
     base: &UnpackOptions,
 ) -> Result<UnpackReport, ImageUnpackError> {
-    let desc = &image.layers()[job.index];
+    let (desc, diff_id) = &layers[job.index];
     let mut opts = base
         .clone()
         .with_digest(job.digest.clone())
-        .with_diff_id(image.diff_ids()[job.index].clone());
+        .with_diff_id(diff_id.clone());
     opts.size = Some(desc.size());
     if let Some(c) = descriptor_media_type(desc).layer_compression() {
         opts = opts.with_compression(c);
     }
     let reader =
-        store.reader_for(desc).map_err(|source| {
-            match crate::unpack::descriptor_mismatch(source) {
+        store.reader_for_unverified(desc).map_err(
+            |source| match crate::unpack::descriptor_mismatch(source) {
                 Ok(unpack) => ImageUnpackError::Unpack {
                     index: job.index,
                     digest: job.digest.clone(),
@@ -404,8 +431,8 @@ fn unpack_layer<P: Provider + ?Sized>(
                     digest: job.digest.clone(),
                     source: Box::new(source),
                 },
-            }
-        })?;
+            },
+        )?;
     unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| ImageUnpackError::Unpack {
         index: job.index,
         digest: job.digest.clone(),
@@ -444,7 +471,7 @@ fn commit_job<S: Snapshotter + ?Sized>(
 #[allow(clippy::too_many_arguments)]
 fn unpack_independent<P, S>(
     store: &P,
-    image: &Image,
+    layers: &[(Descriptor, Digest)],
     snapshotter: &S,
     options: &ImageUnpackOptions,
     unpack_opts: &UnpackOptions,
@@ -458,7 +485,7 @@ where
 {
     let mut jobs = Vec::new();
     for i in start..chains.len() {
-        match prepare_job(snapshotter, image, chains, i, None) {
+        match prepare_job(snapshotter, layers, chains, i, None) {
             Ok(j) => jobs.push(j),
             Err(e) => {
                 for j in &jobs {
@@ -487,7 +514,7 @@ where
         if n >= jobs.len() || failed.load(Ordering::Relaxed) {
             break;
         }
-        let r = unpack_layer(store, image, &jobs[n], unpack_opts);
+        let r = unpack_layer(store, layers, &jobs[n], unpack_opts);
         // A hardlink to a lower layer is retried in order below.
         if r.as_ref().is_err_and(|e| !needs_lowers(e)) {
             failed.store(true, Ordering::Relaxed);
@@ -547,9 +574,9 @@ where
             let _ = snapshotter.remove(&job.key);
             durable = false;
             result = Some(
-                prepare_job(snapshotter, image, chains, job.index, None).and_then(|j| {
+                prepare_job(snapshotter, layers, chains, job.index, None).and_then(|j| {
                     job = j;
-                    unpack_with_lowers(store, image, snapshotter, &job, unpack_opts, chains)
+                    unpack_with_lowers(store, layers, snapshotter, &job, unpack_opts, chains)
                 }),
             );
         }
@@ -615,7 +642,7 @@ fn needs_lowers(e: &ImageUnpackError) -> bool {
 /// lowers, found through a temporary view of the parent.
 fn unpack_with_lowers<P, S>(
     store: &P,
-    image: &Image,
+    layers: &[(Descriptor, Digest)],
     snapshotter: &S,
     job: &Job,
     base: &UnpackOptions,
@@ -641,7 +668,7 @@ where
             mounts,
         })
     } else {
-        unpack_layer(store, image, job, &base.clone().with_lowers(lowers))
+        unpack_layer(store, layers, job, &base.clone().with_lowers(lowers))
     };
     let _ = snapshotter.remove(&view);
     result

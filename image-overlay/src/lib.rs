@@ -104,12 +104,16 @@ pub use compare::{compare, compare_into, CompareError, ComparedLayer};
 pub use compress::{CompressError, Encoding};
 pub use diff::{diff_dirs, DiffError};
 pub use flatten::{flatten_image, FlattenError};
-pub use image_unpack::{unpack_image, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport};
+pub use image_unpack::{
+    unpack_image, unpack_layers, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport,
+};
 pub use list::{list, ListEntry, ListOptions, ListReport};
 #[cfg(feature = "testing")]
 pub use mount::RecordingMounter;
 pub use mount::{LegacyMounter, Mount, MountError, MountGuard, Mounter, SysMounter};
-pub use pack::{pack_dir, pack_overlay_upper, PackError, PackOptions, PackReport};
+pub use pack::{
+    pack_dir, pack_overlay_upper, LayerStream, LayerWriter, PackError, PackOptions, PackReport,
+};
 pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,
     Snapshotter,

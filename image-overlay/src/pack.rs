@@ -12,6 +12,12 @@
 //! [`pack_overlay_upper`] reads an overlayfs upper directory: its 0/0
 //! character devices become `.wh.NAME` whiteouts and its opaque directories
 //! get a `.wh..wh..opq` marker.
+//!
+//! The writer stack is public for layers that do not come from a
+//! directory: [`LayerWriter`] writes entries a caller makes (files held in
+//! memory) with the same tar writer, and [`LayerStream`] takes a whole
+//! uncompressed tar stream as it is (recompressing a layer tarball); both
+//! give a [`PackReport`] with the digest and diff ID of the one pass.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,7 +33,8 @@ use rustix::io::Errno;
 
 use crate::compress::{CompressError, Encoder, Encoding};
 use crate::fsops::{self, display_path, io_err, Xattrs};
-use crate::tarwriter::{self, Kind, TarWriter};
+pub use crate::tarwriter::{Entry as TarEntry, Kind as TarKind};
+use crate::tarwriter::{Kind, TarWriter};
 use crate::whiteout::{self, OverlayXattrs};
 
 /// Knobs of a pack.
@@ -228,13 +235,134 @@ pub(crate) enum Source {
 
 type Stack<'w> = BufWriter<DigestWriter<Encoder<DigestWriter<&'w mut dyn Write>>>>;
 
+/// A layer's uncompressed tar stream in, the layer blob out: compressor
+/// over hashing writer over the caller's writer, with a hashing writer
+/// above the compressor for the diff ID, so both digests come from one
+/// pass. Pack writes through it; so does a caller that recompresses a
+/// whole tar stream it has checked (bytes written as they are, framing
+/// included), or one that writes entries of its own ([`LayerWriter`]).
+pub struct LayerStream<'w> {
+    stack: Stack<'w>,
+    compression: Compression,
+}
+
+impl<'w> LayerStream<'w> {
+    /// A stream compressing with `options.encoding` and hashing with
+    /// `options.algorithm` into `out`.
+    ///
+    /// # Errors
+    /// [`PackError::Compress`] when the compressor cannot be set up.
+    pub fn new(out: &'w mut dyn Write, options: &PackOptions) -> Result<Self, PackError> {
+        let blob = DigestWriter::new(out, options.algorithm);
+        let enc = Encoder::new(blob, options.encoding)?;
+        let diff = DigestWriter::new(enc, options.algorithm);
+        Ok(LayerStream {
+            stack: BufWriter::with_capacity(256 * 1024, diff),
+            compression: options.encoding.compression,
+        })
+    }
+
+    /// Ends the compressed stream and reports both digests and sizes;
+    /// `entries` is what the report says of the entry count.
+    ///
+    /// # Errors
+    /// [`PackError::Write`] when the last bytes cannot be written.
+    pub fn finish(self, entries: u64) -> Result<PackReport, PackError> {
+        let diff = self
+            .stack
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?;
+        let (enc, diff_id, uncompressed_size) = diff.finish();
+        let mut blob = enc.finish().map_err(write_err)?;
+        blob.flush().map_err(write_err)?;
+        let (_, digest, size) = blob.finish();
+        Ok(PackReport {
+            digest,
+            diff_id,
+            size,
+            uncompressed_size,
+            entries,
+            media_type: MediaType::oci_layer(self.compression),
+        })
+    }
+}
+
+impl Write for LayerStream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stack.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stack.flush()
+    }
+}
+
+/// A layer written entry by entry with pack's deterministic tar writer
+/// (ustar headers, PAX records only where ustar cannot hold a value, empty
+/// user and group names), compressed and hashed in the same pass. The
+/// caller chooses the order and the paths (relative, without `./`; a
+/// directory's path ends in `/`) and writes a hard link after its target.
+pub struct LayerWriter<'w> {
+    tar: TarWriter<LayerStream<'w>>,
+    entries: u64,
+}
+
+impl<'w> LayerWriter<'w> {
+    /// A layer writer into `out` (see [`LayerStream::new`]).
+    ///
+    /// # Errors
+    /// [`PackError::Compress`] when the compressor cannot be set up.
+    pub fn new(out: &'w mut dyn Write, options: &PackOptions) -> Result<Self, PackError> {
+        Ok(LayerWriter {
+            tar: TarWriter::new(LayerStream::new(out, options)?),
+            entries: 0,
+        })
+    }
+
+    /// Writes one entry: its header and, for a regular file, `data`, whose
+    /// length must be the size its kind declares (other kinds take none).
+    ///
+    /// # Errors
+    /// [`PackError::Write`]; of class `InvalidInput` when `data` does not
+    /// fit the entry.
+    pub fn entry(&mut self, entry: &TarEntry<'_>, data: &[u8]) -> Result<(), PackError> {
+        let size = match entry.kind {
+            Kind::File { size } => size,
+            _ => 0,
+        };
+        if size != data.len() as u64 {
+            return Err(write_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "entry data is not the size its header declares",
+            )));
+        }
+        self.header(entry)?;
+        self.tar.data(data).map_err(write_err)?;
+        self.tar.pad(size).map_err(write_err)
+    }
+
+    fn header(&mut self, entry: &TarEntry<'_>) -> Result<(), PackError> {
+        self.tar.header(entry).map_err(write_err)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Writes the end-of-archive marker and ends the stream.
+    ///
+    /// # Errors
+    /// [`PackError::Write`].
+    pub fn finish(self) -> Result<PackReport, PackError> {
+        let stream = self.tar.finish().map_err(write_err)?;
+        stream.finish(self.entries)
+    }
+}
+
 /// The shared writing core of pack and diff.
 pub(crate) struct Packer<'w, 'o> {
-    tar: TarWriter<Stack<'w>>,
+    layer: LayerWriter<'w>,
     opts: &'o PackOptions,
     source: Source,
     links: HashMap<(u64, u64), Vec<u8>>,
-    entries: u64,
     buf: Vec<u8>,
 }
 
@@ -250,34 +378,17 @@ impl<'w, 'o> Packer<'w, 'o> {
         opts: &'o PackOptions,
         source: Source,
     ) -> Result<Self, PackError> {
-        let blob = DigestWriter::new(out, opts.algorithm);
-        let enc = Encoder::new(blob, opts.encoding)?;
-        let diff = DigestWriter::new(enc, opts.algorithm);
         Ok(Packer {
-            tar: TarWriter::new(BufWriter::with_capacity(256 * 1024, diff)),
+            layer: LayerWriter::new(out, opts)?,
             opts,
             source,
             links: HashMap::new(),
-            entries: 0,
             buf: vec![0u8; 256 * 1024],
         })
     }
 
     pub(crate) fn finish(self) -> Result<PackReport, PackError> {
-        let buf = self.tar.finish().map_err(write_err)?;
-        let diff = buf.into_inner().map_err(|e| write_err(e.into_error()))?;
-        let (enc, diff_id, uncompressed_size) = diff.finish();
-        let mut blob = enc.finish().map_err(write_err)?;
-        blob.flush().map_err(write_err)?;
-        let (_, digest, size) = blob.finish();
-        Ok(PackReport {
-            digest,
-            diff_id,
-            size,
-            uncompressed_size,
-            entries: self.entries,
-            media_type: MediaType::oci_layer(self.opts.encoding.compression),
-        })
+        self.layer.finish()
     }
 
     /// Makes every later entry of file `(dev, ino)` with more than one link
@@ -348,19 +459,15 @@ impl<'w, 'o> Packer<'w, 'o> {
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), PackError> {
         let mtime = self.mtime(st);
-        self.tar
-            .header(&tarwriter::Entry {
-                path,
-                kind,
-                mode: st.st_mode & 0o7777,
-                uid: u64::from(st.st_uid),
-                gid: u64::from(st.st_gid),
-                mtime,
-                xattrs,
-            })
-            .map_err(write_err)?;
-        self.entries += 1;
-        Ok(())
+        self.layer.header(&TarEntry {
+            path,
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: u64::from(st.st_uid),
+            gid: u64::from(st.st_gid),
+            mtime,
+            xattrs,
+        })
     }
 
     /// Writes a `.wh.NAME` (or the opaque marker) entry in directory `parent`.
@@ -376,19 +483,15 @@ impl<'w, 'o> Packer<'w, 'o> {
         }
         path.extend_from_slice(name);
         let mtime = self.mtime(st);
-        self.tar
-            .header(&tarwriter::Entry {
-                path: &path,
-                kind: Kind::File { size: 0 },
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                mtime,
-                xattrs: &[],
-            })
-            .map_err(write_err)?;
-        self.entries += 1;
-        Ok(())
+        self.layer.header(&TarEntry {
+            path: &path,
+            kind: Kind::File { size: 0 },
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: &[],
+        })
     }
 
     /// Writes one entry for `name` in `dir` (path `path`); for a directory
@@ -480,10 +583,10 @@ impl<'w, 'o> Packer<'w, 'o> {
                             })
                         }
                     };
-                    self.tar.data(&self.buf[..k]).map_err(write_err)?;
+                    self.layer.tar.data(&self.buf[..k]).map_err(write_err)?;
                     left -= k as u64;
                 }
-                self.tar.pad(size).map_err(write_err)?;
+                self.layer.tar.pad(size).map_err(write_err)?;
                 Ok(None)
             }
             FileType::Symlink => {

@@ -5,26 +5,43 @@ use std::io::{self, Write};
 
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kind {
-    File { size: u64 },
+pub enum Kind {
+    /// A regular file of `size` bytes (its data follows the header).
+    File {
+        /// The data's length.
+        size: u64,
+    },
+    /// A directory.
     Dir,
+    /// A symbolic link to this target.
     Symlink(Vec<u8>),
+    /// A hard link to this path (of an entry written before, or of a file
+    /// the layer is applied over).
     Hardlink(Vec<u8>),
+    /// A character device (major, minor).
     Char(u64, u64),
+    /// A block device (major, minor).
     Block(u64, u64),
+    /// A named pipe.
     Fifo,
 }
 
 /// One entry header.
 #[derive(Debug, Clone)]
-pub(crate) struct Entry<'a> {
+pub struct Entry<'a> {
     /// The path, without a leading `./` or `/`; directories get their `/` here.
     pub path: &'a [u8],
+    /// What the entry is.
     pub kind: Kind,
+    /// Permission bits (and setuid, setgid, sticky): `mode & 0o7777` is kept.
     pub mode: u32,
+    /// The owner's user ID.
     pub uid: u64,
+    /// The owner's group ID.
     pub gid: u64,
+    /// Modification time, seconds since the epoch.
     pub mtime: i64,
+    /// Extended attributes (name, value), written as PAX `SCHILY.xattr.*`.
     pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 

@@ -176,6 +176,10 @@ pub struct UnpackOptions {
     pub xattrs: XattrPolicy,
     /// Set owners from the tar (needs privilege); otherwise files belong to the caller.
     pub preserve_ownership: bool,
+    /// With [`preserve_ownership`](UnpackOptions::preserve_ownership), the
+    /// owner (uid, gid) of every entry instead of the tar's (`ADD --chown`
+    /// of an archive).
+    pub owner: Option<(u32, u32)>,
     /// The directories of the lower layers, nearest first, for a layer
     /// unpacked in overlay form ([`WhiteoutMode::Overlay`]) into a
     /// directory of its own: a hardlink whose target is not in that
@@ -210,6 +214,7 @@ impl Default for UnpackOptions {
             devices: DevicePolicy::default(),
             xattrs: XattrPolicy::default(),
             preserve_ownership: rustix::process::geteuid().is_root(),
+            owner: None,
             lowers: Vec::new(),
             path_resolution: PathResolution::Auto,
             tracker: Tracker::default(),
@@ -257,6 +262,12 @@ impl UnpackOptions {
     /// Sets [`tracker`](UnpackOptions::tracker).
     pub fn with_tracker(mut self, tracker: Tracker) -> Self {
         self.tracker = tracker;
+        self
+    }
+
+    /// Gives every entry the owner `uid`:`gid` instead of the tar's.
+    pub fn with_owner(mut self, uid: u32, gid: u32) -> Self {
+        self.owner = Some((uid, gid));
         self
     }
 
@@ -1575,6 +1586,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             raw_path,
             header.gid().map_err(|e| ctx.err(e, Some(raw_path)))?,
         )?;
+        let (uid, gid) = self.opts.owner.unwrap_or((uid, gid));
         let mtime = match pax_mtime {
             Some(t) => t,
             None => {
@@ -1610,7 +1622,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             self.born = None;
         }
         // Whiteouts.
-        if !norm.is_root() {
+        if !norm.is_root() && self.opts.whiteouts != WhiteoutMode::Keep {
             let name = norm.name().to_vec();
             let wh = whiteout::classify(&name).map_err(|_| UnpackError::InvalidWhiteout {
                 path: display_path(raw_path),
@@ -2119,7 +2131,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         };
         let overlay = match self.opts.whiteouts {
             WhiteoutMode::Overlay(ns) => Some(ns),
-            WhiteoutMode::Apply => None,
+            WhiteoutMode::Apply | WhiteoutMode::Keep => None,
         };
         let own =
             match fsops::open_dir_in_root(self.root, tnorm.parent(), self.opts.path_resolution) {
@@ -2384,7 +2396,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             return Ok(());
         }
         match self.opts.whiteouts {
-            WhiteoutMode::Apply => {
+            WhiteoutMode::Apply | WhiteoutMode::Keep => {
                 let parent = match fsops::open_dir_in_root(
                     self.root,
                     norm.parent(),
@@ -2435,7 +2447,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dir = fsops::open_real_dir_in_root(self.root, &dir_path, self.opts.path_resolution)
             .map_err(|e| fs_err(raw, "open opaque directory", e))?;
         match self.opts.whiteouts {
-            WhiteoutMode::Apply => {
+            WhiteoutMode::Apply | WhiteoutMode::Keep => {
                 let created = &self.created;
                 fsops::clear_dir(dir.as_fd(), &mut |name| {
                     created.contains(&join(&dir_path, name))

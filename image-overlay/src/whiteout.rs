@@ -55,6 +55,10 @@ pub enum WhiteoutMode {
     /// directory of its own: `.wh.NAME` becomes a 0/0 character device
     /// `NAME`, the opaque marker an `overlay.opaque=y` xattr on its directory.
     Overlay(OverlayXattrs),
+    /// Neither: a `.wh.` name is an ordinary file name, created as the tar
+    /// says (what Docker's `ADD` does with a local archive, which it
+    /// extracts with a plain untar rather than as a layer).
+    Keep,
 }
 
 /// What a file name means to whiteout processing.

@@ -1,6 +1,63 @@
 //! # image-registry
 //!
-//! An OCI distribution client: pull, push, auth and tags, into and out of an image-store.
+//! An OCI distribution client: talk to registries (CNCF distribution,
+//! Harbor, GHCR, ECR...) and pull images into an image-store.
 //!
-//! Not yet filled in: it comes after the foundation issues.
+//! - [`Client`]: the asynchronous client (tokio, reqwest, rustls with the
+//!   system's roots through rustls-native-certs plus the CAs given in the
+//!   [`RegistryConfig`]): ping, manifests by tag or digest with Accept
+//!   negotiation (schema 1 refused), HEAD, blobs with redirects followed
+//!   without credentials to other hosts, tags and catalog with pagination,
+//!   referrers (with the tag-schema fallback), delete.
+//! - [`blocking::Client`]: the same calls, each **blocking** its caller on
+//!   a private runtime.
+//! - [`pull()`](pull::pull): an image into a store, verified, resumable,
+//!   parallel, under a lease.
+//! - [`RegistryConfig`]: mirrors and insecure hosts (registries.conf's
+//!   shape), loopback over plain HTTP only when asked.
+//! - [`DockerConfig`] and [`Credentials`]: Docker's and containers' auth
+//!   files and credential helpers; [`Secret`] keeps secrets out of Debug,
+//!   Display and errors.
+//!
+//! References resolve as Docker resolves them: `busybox` is
+//! `docker.io/library/busybox`, reached at `registry-1.docker.io`.
+//!
+//! ```no_run
+//! use image_core::Reference;
+//! use image_registry::{blocking, Client, PullOptions, RegistryConfig};
+//! use image_store::{OciDir, TagStore};
+//!
+//! let store = OciDir::open_or_create("/var/lib/images")?;
+//! // A local registry over plain HTTP.
+//! let config = RegistryConfig::new().with_loopback_http(true);
+//! let client = blocking::Client::from_builder(Client::builder().config(config))?;
+//! let reference = Reference::parse_name("127.0.0.1:5000/app:1")?;
+//! let report = client.pull(&reference, &store, &PullOptions::default())?;
+//! assert_eq!(report.tag.as_deref(), Some("127.0.0.1:5000/app:1"));
+//! store.resolve_tag("127.0.0.1:5000/app:1")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod blocking;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod pull;
+pub mod secret;
+
+pub use auth::{Challenge, CredentialError, Credentials, DockerConfig};
+pub use client::{BlobStream, Client, ClientBuilder, RetryPolicy};
+pub use config::{ConfigError, Endpoint, HostConfig, Mirror, RegistryConfig};
+pub use error::RegistryError;
+pub use pull::{pull, PullError, PullOptions, PullReport, PullStore};
+pub use secret::Secret;
+
+image_core::classify_registry!(
+    below: image_store::kind_of;
+    crate::auth::CredentialError,
+    crate::config::ConfigError,
+    crate::error::RegistryError,
+    crate::pull::PullError,
+);

@@ -271,6 +271,24 @@ pub trait Provider {
         self.reader(&digest)
     }
 
+    /// Opens the blob a descriptor names, with the checks of
+    /// [`reader_for`](Provider::reader_for) before any byte is read, for a
+    /// caller that hashes what it reads and compares the digest and size
+    /// itself (an unpack does, on a helper thread): a store may then skip
+    /// its own hashing, so the blob is hashed once, not twice. The default
+    /// is `reader_for` (verified: slower, never wrong).
+    ///
+    /// # Security
+    /// The bytes are not known to be the blob until the caller's check
+    /// passes: a caller that does not check must use `reader_for`. At most
+    /// the descriptor's size is read.
+    ///
+    /// # Errors
+    /// As [`reader_for`](Provider::reader_for).
+    fn reader_for_unverified(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        self.reader_for(descriptor)
+    }
+
     /// Facts about a blob.
     ///
     /// # Errors
@@ -648,6 +666,9 @@ macro_rules! forward {
             }
             fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
                 (**self).reader_for(descriptor)
+            }
+            fn reader_for_unverified(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+                (**self).reader_for_unverified(descriptor)
             }
             fn info(&self, digest: &Digest) -> Result<Info> {
                 (**self).info(digest)

@@ -75,7 +75,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use image_core::{Algorithm, Descriptor, Digest};
+use image_core::{Algorithm, Descriptor, DescriptorExt, Digest};
 use rustix::fs::FlockOperation;
 use rustix::io::Errno;
 
@@ -467,6 +467,16 @@ impl<S: Provider + ?Sized> Provider for Leased<'_, S> {
         self.store.reader(digest)
     }
 
+    fn reader_for_unverified(
+        &self,
+        descriptor: &Descriptor,
+    ) -> ContentResult<Box<dyn Read + Send>> {
+        if let Ok(digest) = descriptor.checked_digest() {
+            self.protect(&digest)?;
+        }
+        self.store.reader_for_unverified(descriptor)
+    }
+
     fn try_info(&self, digest: &Digest) -> ContentResult<Option<Info>> {
         self.protect(digest)?;
         self.store.try_info(digest)
@@ -504,8 +514,16 @@ impl<S: TagStore + ?Sized> TagStore for Leased<'_, S> {
         self.store.set_tag(name, descriptor)
     }
 
+    fn set_tags(&self, tags: &[(&str, &Descriptor)]) -> Result<(), TagError> {
+        self.store.set_tags(tags)
+    }
+
     fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
         self.store.remove_tag(name)
+    }
+
+    fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {
+        self.store.remove_tags(names)
     }
 
     fn resolve_tag(&self, name: &str) -> Result<Descriptor, TagError> {

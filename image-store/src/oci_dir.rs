@@ -37,7 +37,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, FileType};
 
-use image_core::{Algorithm, Classify, Digest, ErrorKind, VerifyingReader};
+use image_core::digest::VerifyError;
+use image_core::{
+    Algorithm, Classify, Descriptor, DescriptorExt, Digest, ErrorKind, VerifyingReader,
+};
 
 use crate::content::{check_labels, ContentError, Info, Labels, Manager, Provider, Result};
 pub(crate) use crate::fs::write_file_atomic;
@@ -350,6 +353,29 @@ impl Provider for OciDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound {
                 digest: digest.clone(),
             }),
+            Err(e) => Err(content_io("open", &path, e)),
+        }
+    }
+
+    /// The file as it is, at most the descriptor's size of it: the caller
+    /// hashes it. A blob whose size at open is not the descriptor's is
+    /// refused before any byte is read, as `reader_for` refuses it.
+    fn reader_for_unverified(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| ContentError::InvalidDescriptor { source })?;
+        let path = self.blob_path(&digest);
+        match self.dir.open_regular(&path) {
+            Ok((f, size)) if size == descriptor.size() => Ok(Box::new(f.take(size))),
+            Ok((_, size)) => Err(ContentError::DescriptorMismatch {
+                source: VerifyError::Size {
+                    digest,
+                    expected: descriptor.size(),
+                    found: size,
+                    truncated: false,
+                },
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound { digest }),
             Err(e) => Err(content_io("open", &path, e)),
         }
     }

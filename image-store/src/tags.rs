@@ -159,6 +159,26 @@ pub trait TagStore {
     /// [`TagError::InvalidName`], I/O errors.
     fn remove_tag(&self, name: &str) -> Result<bool, TagError>;
 
+    /// Removes several tags, as [`remove_tag`](TagStore::remove_tag) each
+    /// in turn, but every name is checked first, so one bad name removes
+    /// none; returns how many of the names were tags. [`OciDir`] writes
+    /// `index.json` once for the whole batch (and not at all when none of
+    /// the names is a tag).
+    ///
+    /// # Errors
+    /// [`TagError::DigestInName`] and [`TagError::InvalidName`] for a name
+    /// that is no tag name; I/O errors.
+    fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {
+        for name in names {
+            normalize_name(name)?;
+        }
+        let mut removed = 0;
+        for name in names {
+            removed += usize::from(self.remove_tag(name)?);
+        }
+        Ok(removed)
+    }
+
     /// The descriptor the tag `name` points at: the entry stored under the
     /// same string, or else one whose name normalises to the same reference.
     /// A name holding a digest is no tag: resolve it with
@@ -475,6 +495,43 @@ impl TagStore for OciDir {
             manifests.extend(entries.into_iter().map(|(_, d)| d));
             Ok(true)
         })
+    }
+
+    fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {
+        let mut wanted: HashMap<String, usize> = HashMap::with_capacity(names.len());
+        let mut given: HashMap<&str, usize> = HashMap::with_capacity(names.len());
+        for (i, &name) in names.iter().enumerate() {
+            let norm = normalize_name(name)?;
+            let slot = *wanted.entry(norm).or_insert(i);
+            given.insert(name, slot);
+        }
+        if names.is_empty() {
+            return Ok(0);
+        }
+        // The slot of the given name a stored one designates, as
+        // `name_matches` decides it for one name.
+        let slot_of = |stored: &str| {
+            if holds_digest(stored) {
+                return None;
+            }
+            given.get(stored).copied().or_else(|| {
+                normalize_name(stored)
+                    .ok()
+                    .and_then(|n| wanted.get(&n).copied())
+            })
+        };
+        let mut hit: HashSet<usize> = HashSet::new();
+        self.update_index(|manifests| {
+            manifests.retain(|m| match ref_name(m).and_then(slot_of) {
+                Some(slot) => {
+                    hit.insert(slot);
+                    false
+                }
+                None => true,
+            });
+            Ok(!hit.is_empty())
+        })?;
+        Ok(hit.len())
     }
 
     fn remove_tag(&self, name: &str) -> Result<bool, TagError> {

@@ -373,6 +373,18 @@ impl Fs for CountingFs {
     }
 }
 
+/// A store in a temporary directory (`<dir>/layout`) whose seam counts.
+fn counting_store() -> (tempfile::TempDir, OciDir, Arc<CountingFs>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = Arc::new(CountingFs {
+        inner: RealFs,
+        index_renames: AtomicUsize::new(0),
+        index_bytes: AtomicUsize::new(0),
+    });
+    let store = OciDir::open_or_create_with(dir.path().join("layout"), fs.clone()).expect("open");
+    (dir, store, fs)
+}
+
 /// Loading an OCI archive whose index names one manifest 5,000 times
 /// writes `index.json` once: the bytes written are the final file's size,
 /// not the sum of 5,000 growing rewrites (which took minutes at 20,000).
@@ -384,13 +396,7 @@ fn loading_many_names_writes_the_index_once() {
     let names: Vec<String> = (0..N).map(|i| format!("example/many:t{i}")).collect();
     let tarball = oci_archive_naming(&src, &img, &names);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = Arc::new(CountingFs {
-        inner: RealFs,
-        index_renames: AtomicUsize::new(0),
-        index_bytes: AtomicUsize::new(0),
-    });
-    let store = OciDir::open_or_create_with(dir.path().join("layout"), fs.clone()).expect("open");
+    let (dir, store, fs) = counting_store();
     let renames_before = fs.index_renames.load(Ordering::SeqCst);
     let bytes_before = fs.index_bytes.load(Ordering::SeqCst);
     let report = load(&store, &tarball[..], &LoadOptions::default()).expect("load");
@@ -439,13 +445,7 @@ fn a_batch_equals_one_tag_at_a_time() {
             _ => format!("{repo}:{tag}"),
         }
     };
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = image_testsupport::xorshift(0x2545_f491_4f6c_dd1d);
     for round in 0..40 {
         let (_d1, one) = oci_dir();
         let (_d2, batch) = oci_dir();
@@ -488,6 +488,116 @@ fn a_batch_equals_one_tag_at_a_time() {
                 .map(|t| (t.name, t.descriptor.digest().to_string()))
                 .collect()
         };
+        assert_eq!(view(&one), view(&batch), "round {round}: {seq:?}");
+        assert_eq!(view(&one), view(&mem), "round {round}: {seq:?}");
+    }
+}
+
+/// A batch of tags set or removed through a lease's view of the store
+/// ([`image_store::Leased`], as every writer tags) writes `index.json`
+/// once, as the store's own batch does; a removal of names that are no
+/// tags writes nothing.
+#[test]
+fn batches_through_a_lease_write_the_index_once() {
+    use image_store::Leases;
+    const N: usize = 50;
+    let (_dir, store, fs) = counting_store();
+    let img = evil_image(&store);
+    let names: Vec<String> = (0..N).map(|i| format!("example/batch:t{i}")).collect();
+    let lease = store.begin_lease().expect("lease");
+    let leased = lease.protect(&store);
+    let renames = || fs.index_renames.load(Ordering::SeqCst);
+
+    let before = renames();
+    let refs: Vec<(&str, &Descriptor)> =
+        names.iter().map(|n| (n.as_str(), &img.manifest)).collect();
+    leased.set_tags(&refs).expect("set");
+    assert_eq!(renames() - before, 1);
+    assert_eq!(store.tags().expect("tags").len(), N);
+
+    let before = renames();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(leased.remove_tags(&names).expect("remove"), N);
+    assert_eq!(renames() - before, 1);
+    assert!(store.tags().expect("tags").is_empty());
+
+    let before = renames();
+    assert_eq!(leased.remove_tags(&names).expect("again"), 0);
+    assert_eq!(renames(), before, "nothing to remove, nothing written");
+}
+
+/// Property: removing a batch of names gives the same tags and the same
+/// count as removing each in turn, on generated sequences of names
+/// (duplicates, short and full spellings of one reference, absent names),
+/// on both stores; one bad name removes nothing.
+#[test]
+fn a_batch_removal_equals_one_removal_at_a_time() {
+    let (_s, src) = oci_dir();
+    let img = make_image(
+        &src,
+        &[(file_layer("etc/n", b"x"), Compression::None)],
+        "amd64",
+    )
+    .manifest;
+    let spellings = [
+        "a",
+        "a:latest",
+        "docker.io/library/a:latest",
+        "a:1",
+        "b/c:2",
+        "index.docker.io/b/c:2",
+        "quay.io/x/y",
+        "quay.io/x/y:3",
+        "absent:9",
+    ];
+    let mut next = image_testsupport::xorshift(0x9e37_79b9_7f4a_7c15);
+    for round in 0..40 {
+        let (_d1, one) = oci_dir();
+        let (_d2, batch) = oci_dir();
+        let mem = MemoryStore::new();
+        for s in [&one, &batch] {
+            image_store::copy_image(&src, s, &img).expect("copy");
+        }
+        image_store::copy_image(&src, &mem, &img).expect("copy");
+        for name in &spellings[..8] {
+            if next() % 2 == 0 {
+                for s in [&one as &dyn TagStore, &batch, &mem] {
+                    s.set_tag(name, &img).expect("tag");
+                }
+            }
+        }
+        let seq: Vec<&str> = (0..next() % 8)
+            .map(|_| spellings[(next() % 9) as usize])
+            .collect();
+        let mut removed = 0;
+        for name in &seq {
+            removed += usize::from(one.remove_tag(name).expect("remove"));
+        }
+        let view = |s: &dyn TagStore| -> Vec<String> {
+            s.tags()
+                .expect("tags")
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        };
+        let mem_before = view(&mem);
+        assert!(mem.remove_tags(&["ok", "bad@sha256:00"]).is_err());
+        assert!(batch.remove_tags(&["a", "Not A Name"]).is_err());
+        assert_eq!(
+            view(&mem),
+            mem_before,
+            "round {round}: a bad name removes none"
+        );
+        assert_eq!(
+            batch.remove_tags(&seq).expect("batch"),
+            removed,
+            "round {round}: {seq:?}"
+        );
+        assert_eq!(
+            mem.remove_tags(&seq).expect("batch"),
+            removed,
+            "round {round}: {seq:?}"
+        );
         assert_eq!(view(&one), view(&batch), "round {round}: {seq:?}");
         assert_eq!(view(&one), view(&mem), "round {round}: {seq:?}");
     }

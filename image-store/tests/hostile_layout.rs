@@ -820,3 +820,57 @@ fn a_junk_tree_too_deep_to_remove_does_not_stop_gc() {
         );
     }
 }
+
+/// The unverified reader (for a caller that hashes what it reads, as an
+/// unpack does) keeps every check made before a byte is read: it returns
+/// the blob's bytes, at most the descriptor's size; refuses a stored size
+/// that is not the descriptor's, a missing blob, a blob that is a symlink
+/// or a FIFO (without hanging), each with its class.
+#[test]
+fn the_unverified_reader_keeps_the_checks_before_reading() {
+    use std::io::Read;
+
+    use image_core::{Descriptor, Digest, MediaType};
+    use image_store::Provider;
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    let store = OciDir::open_or_create(&layout).expect("layout");
+    let data = b"the bytes of a blob".to_vec();
+    let digest = store.write_blob(&data).expect("write");
+    let desc =
+        |d: &Digest, size: u64| Descriptor::new((&MediaType::OciLayerGzip).into(), size, d.clone());
+    let read = |d: &Descriptor| -> Result<Vec<u8>, ErrorKind> {
+        let mut r = store.reader_for_unverified(d).map_err(|e| e.kind())?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("read");
+        Ok(out)
+    };
+    assert_eq!(read(&desc(&digest, data.len() as u64)), Ok(data.clone()));
+    // The same refusals, of the same class, as the verified reader's.
+    let missing = Digest::sha256(b"not stored");
+    for d in [desc(&digest, 3), desc(&missing, 10)] {
+        let verified = store.reader_for(&d).map(|_| ()).map_err(|e| e.kind());
+        assert!(verified.is_err());
+        assert_eq!(read(&d).map(|_| ()), verified);
+    }
+    assert_eq!(read(&desc(&missing, 10)), Err(ErrorKind::NotFound));
+
+    let path = blob_file(&layout, &digest.to_string());
+    let outside = work.path().join("outside");
+    move_out_and_link(&path, &outside);
+    assert!(
+        read(&desc(&digest, data.len() as u64)).is_err(),
+        "a linked blob is read"
+    );
+    std::fs::remove_file(&path).expect("rm link");
+    mkfifo(&path);
+    let d = desc(&digest, data.len() as u64);
+    let kind = within(10, "a FIFO blob", move || {
+        store
+            .reader_for_unverified(&d)
+            .map(|_| ())
+            .map_err(|e| e.kind())
+    });
+    assert!(kind.is_err(), "a FIFO blob is opened");
+}

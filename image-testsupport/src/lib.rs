@@ -3,7 +3,8 @@
 //! loudly without it (failing under `CI=true`), bounded child processes,
 //! a tar writer that writes whatever it is told, compression of test
 //! inputs, busybox-static root filesystems, and, behind features, a store
-//! in a temporary directory and the family's conformance suites.
+//! in a temporary directory, the family's conformance suites and a
+//! registry with a fault-injecting proxy.
 //!
 //! A dev-dependency only (`publish = false`): no library of the family
 //! depends on it for its build, which the dependency-direction test checks.
@@ -22,18 +23,40 @@
 //!   `image_overlay::testsuite`).
 //! - `runtime`: [`runtime`] (the backend conformance suite of
 //!   `image_runtime::testsuite`).
+//! - `registry`: [`registry`] (the distribution server without auth, with
+//!   Basic auth, token auth or TLS, and a fault-injecting proxy).
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // fixtures panic on failure
 
 pub mod codec;
 pub mod process;
+pub mod rng;
 pub mod rootfs;
 pub mod scratch;
 pub mod tar;
 pub mod tools;
 
+#[cfg(feature = "registry")]
+pub mod registry;
 #[cfg(feature = "store")]
 pub mod store;
+
+/// The numbers of a generated test: xorshift64 from a fixed, non-zero
+/// `seed`, so a failing round replays from its seed.
+///
+/// ```
+/// let mut next = image_testsupport::xorshift(0x2545_f491_4f6c_dd1d);
+/// assert_ne!(next(), next());
+/// ```
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
 
 /// The backend conformance suite, re-exported from `image_runtime`.
 #[cfg(feature = "runtime")]

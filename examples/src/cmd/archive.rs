@@ -102,34 +102,36 @@ pub fn save(store: &StoreArgs, ui: &UiArgs, args: SaveArgs) -> anyhow::Result<()
         out.flush()?;
         return saved(&report);
     }
-    // Written beside the output and renamed over it only when complete: a
-    // refused or failed save leaves no partial archive behind.
-    let partial = partial_path(&args.output);
+    let report = write_file(&args.output, |out| {
+        save_to(&s, &images, &args, options.clone(), out)
+    })?;
+    saved(&report)
+}
+
+/// Writes `output` with `write`, beside it and renamed over it only when
+/// complete and synced: a refused or failed write leaves no partial file.
+pub fn write_file<R>(
+    output: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    let partial = partial_path(output);
     let file = File::options()
         .write(true)
         .create_new(true)
         .open(&partial)
         .with_context(|| format!("creating {}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let written = save_to(&s, &images, &args, options.clone(), &mut out).and_then(|report| {
+    let written = write(&mut out).and_then(|r| {
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&partial, &args.output).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                partial.display(),
-                args.output.display()
-            )
-        })?;
-        Ok(report)
+        std::fs::rename(&partial, output)
+            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+        Ok(r)
     });
-    match written {
-        Ok(report) => saved(&report),
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
     }
+    written
 }
 
 /// `<dir>/.<name>.<pid>.partial` for the output `<dir>/<name>`.

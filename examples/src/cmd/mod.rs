@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
 pub mod archive;
+pub mod build;
+pub mod builder;
 pub mod digest;
+pub mod dockerfile;
 pub mod layer;
 pub mod platform;
 pub mod progress;

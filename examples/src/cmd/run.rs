@@ -96,7 +96,7 @@ impl PlaceArgs {
     }
 
     /// The runtime with backend `kind`, its snapshots set.
-    fn runtime(&self, store: &StoreArgs, kind: RuntimeArg) -> anyhow::Result<Runtime> {
+    pub(crate) fn runtime(&self, store: &StoreArgs, kind: RuntimeArg) -> anyhow::Result<Runtime> {
         let state = self.state_dir(store)?;
         let rt = match kind {
             RuntimeArg::Native => Runtime::native(&state, NativeOptions::default()),

@@ -51,7 +51,12 @@ pub struct ImagesArgs {
 pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
     let s = store.open()?;
     let mut rows = Vec::new();
-    for t in s.tags()? {
+    // The build cache's records are images of the store, not the user's.
+    for t in s
+        .tags()?
+        .into_iter()
+        .filter(|t| !image_build::cache::is_cache_reference(&t.name))
+    {
         // The listed descriptor itself: resolving each name again would
         // read index.json once per tag.
         let image = resolve_descriptor(&s, &t.name, &t.descriptor, None);
@@ -190,6 +195,28 @@ pub fn inspect(store: &StoreArgs, args: InspectArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
+}
+
+/// Arguments of `imagectl history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// The image reference.
+    pub reference: String,
+    /// The platform to choose from an index (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// `imagectl history REF`: `imagectl inspect --history REF`.
+pub fn history(store: &StoreArgs, args: HistoryArgs) -> anyhow::Result<()> {
+    inspect(
+        store,
+        InspectArgs {
+            reference: args.reference,
+            history: true,
+            platform: args.platform,
+        },
+    )
 }
 
 /// Arguments of `imagectl tag`.

@@ -7,7 +7,7 @@ use image_core::Platform;
 
 use super::ast::*;
 use super::error::{DockerfileError, ExpandProblem, Problem};
-use super::lex::{expand_heredoc, expand_word};
+use super::lex::{expand_heredoc, expand_word, MAX_EXPANDED};
 
 /// The build arguments that need no ARG to reach RUN's environment.
 pub const PROXY_ARGS: [&str; 10] = [
@@ -209,17 +209,40 @@ impl<'a> Expander<'a> {
     /// expands expanded (RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK and
     /// ONBUILD are returned as written; COPY and ADD heredoc bodies are
     /// expanded unless their delimiter was quoted, keeping quotes).
+    ///
+    /// # Errors
+    /// A word that does not expand, or an instruction whose expanded words
+    /// take more than [`MAX_EXPANDED`] bytes in all
+    /// ([`ExpandProblem::TooLong`]: one word may grow to that from a few
+    /// bytes, and an instruction may have many).
     pub fn step(&self, scope: &mut Scope, ins: &Instruction) -> Result<Command, DockerfileError> {
         let at = ins.pos;
         let file = self.file;
-        let ex = |s: &Scope, w: &str| s.expand(w).map_err(|p| located(file, at, w, p));
+        let total = std::cell::Cell::new(0usize);
+        let count = |w: &str, n: usize| {
+            total.set(total.get() + n);
+            if total.get() > MAX_EXPANDED {
+                return Err(located(file, at, w, ExpandProblem::TooLong(MAX_EXPANDED)));
+            }
+            Ok(())
+        };
+        let ex = |s: &Scope, w: &str| {
+            let out = s.expand(w).map_err(|p| located(file, at, w, p))?;
+            count(w, out.len())?;
+            Ok(out)
+        };
         let list = |s: &Scope, l: &[String]| -> Result<Vec<String>, DockerfileError> {
             l.iter().map(|w| ex(s, w)).collect()
         };
         let opt = |s: &Scope, o: &Option<String>| o.as_deref().map(|w| ex(s, w)).transpose();
         let docs = |s: &Scope, d: &[Heredoc]| {
-            s.heredocs(d)
-                .map_err(|(name, p)| located(file, at, &format!("<<{name}"), p))
+            let docs = s
+                .heredocs(d)
+                .map_err(|(name, p)| located(file, at, &format!("<<{name}"), p))?;
+            for doc in &docs {
+                count(&format!("<<{}", doc.name), doc.content.len())?;
+            }
+            Ok(docs)
         };
         Ok(match &ins.command {
             Command::Arg(decls) => {

@@ -4,6 +4,7 @@ mod append;
 mod common;
 mod diff;
 mod ending;
+mod flatten;
 mod hostile;
 mod interop;
 mod list;

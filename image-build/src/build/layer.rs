@@ -1,0 +1,472 @@
+//! The steps that make a layer (RUN, COPY, ADD): the cache is asked
+//! first; on a miss, an active snapshot is prepared on the stage's
+//! committed one, changed (COPY/ADD through a mount of it, RUN in a
+//! container whose root it is), its changes stored as one layer and the
+//! snapshot committed under the chain ID of the stage's layers.
+//!
+//! A failing step leaves no active snapshot, view or mount behind: each is
+//! held by a guard that undoes it on every path.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use image_core::Digest;
+use image_overlay::mount::{MountGuard, SysMounter};
+use image_overlay::snapshot::{Kind, Snapshotter};
+use image_overlay::PackOptions;
+use image_store::{ContentStore, Leases, TagStore};
+
+use super::error::StepError;
+use super::events::BuildEvent;
+use super::graph::Source;
+use super::state::{Entry, State};
+use super::{history, Run};
+use crate::cache::{self, CachedLayer};
+use crate::copy::{self, CopySource, CopySpec};
+use crate::dockerfile::{Command, Scope, PROXY_ARGS};
+use crate::run::{self, RunSpec};
+use crate::Layer;
+
+/// A snapshot this step made (active, or a view), removed on drop unless
+/// kept.
+struct SnapshotGuard<'a> {
+    sn: &'a dyn Snapshotter,
+    key: String,
+    keep: bool,
+}
+
+impl Drop for SnapshotGuard<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = self.sn.remove(&self.key);
+        }
+    }
+}
+
+/// An empty directory made for a mount, removed on drop (after the mount
+/// guard declared after it has unmounted).
+struct MountDir(PathBuf);
+
+impl Drop for MountDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A name no other step of any process uses: `<prefix>-<pid>-<n>-<nanos>`.
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A root filesystem mounted read-only for `COPY --from` (or an empty
+/// directory for a source with no layer), undone on drop.
+struct SourceRoot<'a> {
+    // Dropped in order: unmount, then the view, then the directory.
+    _mount: Option<MountGuard<SysMounter>>,
+    _view: Option<SnapshotGuard<'a>>,
+    dir: MountDir,
+}
+
+/// How a layer step's work changes the active snapshot.
+enum Work<'a> {
+    Copy {
+        spec: Box<CopySpec>,
+        plan: Box<copy::CopyPlan>,
+        from: Option<SourceRoot<'a>>,
+    },
+    Run {
+        spec: RunSpec,
+    },
+}
+
+impl<'b, S> Run<'b, S>
+where
+    S: ContentStore + TagStore + Leases + Sync + ?Sized,
+{
+    fn snapshotter(&self) -> &'b dyn Snapshotter {
+        // Checked when the build starts.
+        self.runtime
+            .snapshots()
+            .map(|s| s.snapshotter())
+            .expect("the runtime has snapshots")
+    }
+
+    /// A directory for a mount, below the runtime's state directory.
+    fn mount_dir(&self) -> Result<MountDir, StepError> {
+        let parent = self.runtime.root().join("build");
+        let dir = parent.join(unique("mnt"));
+        std::fs::create_dir_all(&parent)
+            .and_then(|()| std::fs::create_dir(&dir))
+            .map_err(|source| StepError::MountPoint {
+                dir: dir.clone(),
+                source,
+            })?;
+        Ok(MountDir(dir))
+    }
+
+    /// Makes the committed snapshots of `state`'s layers present (after
+    /// cache hits they may not be) and returns the top one's name.
+    fn ensure_top(&self, state: &mut State) -> Result<Option<String>, StepError> {
+        self.ensure(&state.layers, &mut state.top)
+    }
+
+    /// Makes `top`, the committed snapshot of `layers`, known to be present.
+    fn ensure(
+        &self,
+        layers: &[Layer],
+        top: &mut Option<String>,
+    ) -> Result<Option<String>, StepError> {
+        if top.is_none() && !layers.is_empty() {
+            *top = cache::ensure_snapshots(
+                &self.lease.protect(self.store),
+                self.snapshotter(),
+                layers,
+                self.options.tracker.as_ref(),
+            )
+            .map_err(|e| StepError::Cache(Box::new(e)))?;
+        }
+        Ok(top.clone())
+    }
+
+    /// The read-only root filesystem of `layers` on a new directory.
+    fn view_of(
+        &self,
+        (layers, mut top): (Vec<Layer>, Option<String>),
+    ) -> Result<SourceRoot<'b>, StepError> {
+        let dir = self.mount_dir()?;
+        let Some(top) = self.ensure(&layers, &mut top)? else {
+            return Ok(SourceRoot {
+                _mount: None,
+                _view: None,
+                dir,
+            });
+        };
+        let sn = self.snapshotter();
+        let key = unique("build-view");
+        let mounts = sn.view(&key, Some(&top)).map_err(|e| snap_err(&key, e))?;
+        let view = SnapshotGuard {
+            sn,
+            key: key.clone(),
+            keep: false,
+        };
+        let mount =
+            MountGuard::mount(SysMounter, &mounts, &dir.0).map_err(|e| StepError::Mount {
+                key,
+                source: Box::new(e),
+            })?;
+        Ok(SourceRoot {
+            _mount: Some(mount),
+            _view: Some(view),
+            dir,
+        })
+    }
+
+    /// The layers (and their snapshot, when known) a `COPY --from` reads:
+    /// an earlier stage's, or an image's. Only those are taken, never the
+    /// stage's whole state.
+    fn source_layers(
+        &self,
+        from: &str,
+        at: usize,
+    ) -> Result<(Vec<Layer>, Option<String>), StepError> {
+        match self.graph.source(from, at) {
+            Source::Scratch => Ok((Vec::new(), None)),
+            Source::Stage(j) => {
+                let state = self.states[j].as_ref().ok_or_else(|| StepError::Invalid {
+                    what: "--from",
+                    value: from.to_owned(),
+                    reason: "names a stage that is not built",
+                })?;
+                Ok((state.layers.clone(), state.top.clone()))
+            }
+            Source::Image(name) => Ok((super::state::image_layers(&self.resolve(&name)?), None)),
+        }
+    }
+
+    /// The build args a RUN sees as environment (`K=V`, sorted): the
+    /// stage's ARGs that no ENV shadows, and the proxy args given.
+    fn run_args(&self, state: &State, scope: &Scope) -> Vec<String> {
+        let env = state.env_map();
+        let mut args: std::collections::BTreeMap<&str, &str> = scope
+            .args
+            .iter()
+            .filter(|(k, _)| !env.contains_key(*k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for (k, v) in &self.options.build_args {
+            if PROXY_ARGS.contains(&k.as_str()) && !env.contains_key(k) {
+                args.insert(k, v);
+            }
+        }
+        args.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    /// Runs one RUN, COPY or ADD (expanded) of stage `stage_index` on
+    /// `state`.
+    pub(super) fn layer_step(
+        &mut self,
+        state: &mut State,
+        scope: &Scope,
+        command: &Command,
+        stage_index: usize,
+        index: usize,
+        total: usize,
+    ) -> Result<(), StepError> {
+        let started = Instant::now();
+        let stage = super::graph::stage_name(&self.df.stages[stage_index]);
+        let step = self.next_step();
+        let escape = self.df.directives.escape;
+        let text = history::text(command, escape);
+        self.observer.event(&BuildEvent::StepStarted {
+            step,
+            stage: stage.clone(),
+            index,
+            total,
+            text: text.clone(),
+        });
+        // What the step does, what it reads, and its history entry.
+        let (work, key, mut entry) = match command {
+            Command::Run(r) => {
+                let args = self.run_args(state, scope);
+                let mut env = state.env().to_vec();
+                env.extend(args.iter().cloned());
+                let mut spec = RunSpec::from_instruction(
+                    r,
+                    &state.shell(),
+                    env,
+                    state.user(),
+                    state.workdir(),
+                )
+                .map_err(|e| StepError::Run(Box::new(e)))?;
+                if r.network.is_none() {
+                    spec.network = self.options.network;
+                }
+                let files: Vec<Digest> = spec
+                    .files
+                    .iter()
+                    .map(|(name, data)| Digest::sha256(&[name.as_bytes(), b"\0", data].concat()))
+                    .collect();
+                let entry = history::run(&spec.args, &args);
+                let by = entry.created_by.clone().unwrap_or_default();
+                let key = state
+                    .key
+                    .child(&format!("{by}\0network={:?}", spec.network), &files);
+                (Work::Run { spec }, key, entry)
+            }
+            Command::Copy(_) | Command::Add(_) => {
+                let (spec, from) = copy_spec(command, state.workdir());
+                let from_root = match &from {
+                    Some(f) => Some(self.view_of(self.source_layers(f, stage_index)?)?),
+                    None => None,
+                };
+                let plan = {
+                    let source = match &from_root {
+                        Some(root) => CopySource::Root(&root.dir.0),
+                        None => CopySource::Context(self.context),
+                    };
+                    copy::plan(&source, &spec).map_err(|e| StepError::Copy(Box::new(e)))?
+                };
+                let entry = history::copy(command.keyword(), &plan.created_by_source, &spec.dest);
+                let key = state.key.child(&text, std::slice::from_ref(&plan.digest));
+                (
+                    Work::Copy {
+                        spec: Box::new(spec),
+                        plan: Box::new(plan),
+                        from: from_root,
+                    },
+                    key,
+                    entry,
+                )
+            }
+            _ => unreachable!("layer_step is called for RUN, COPY and ADD only"),
+        };
+        self.steps += 1;
+        let use_cache = !self.options.no_cache
+            && !self
+                .options
+                .no_cache_filter
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&stage) || *s == stage_index.to_string());
+        if use_cache {
+            if let Some(hit) = self
+                .cache
+                .lookup(&key)
+                .map_err(|e| StepError::Cache(Box::new(e)))?
+            {
+                self.cached += 1;
+                self.observer.event(&BuildEvent::StepCached { step });
+                entry.created_by = Some(hit.created_by);
+                let size = hit.layer.descriptor.size();
+                state.layers.push(hit.layer.clone());
+                state.top = None;
+                state.key = key;
+                state.added.push(Entry {
+                    history: entry,
+                    layer: Some(hit.layer),
+                });
+                self.observer.event(&BuildEvent::StepDone {
+                    step,
+                    layer_size: Some(size),
+                    elapsed: started.elapsed(),
+                });
+                return Ok(());
+            }
+        }
+        let layer = self.make_layer(state, work, step)?;
+        self.cache
+            .record(
+                &key,
+                &CachedLayer {
+                    layer: layer.clone(),
+                    created_by: entry.created_by.clone().unwrap_or_default(),
+                },
+            )
+            .map_err(|e| StepError::Cache(Box::new(e)))?;
+        state.key = key;
+        let size = layer.descriptor.size();
+        state.added.push(Entry {
+            history: entry,
+            layer: Some(layer),
+        });
+        self.observer.event(&BuildEvent::StepDone {
+            step,
+            layer_size: Some(size),
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    /// Prepares an active snapshot on `state`'s top, lets `work` change
+    /// it, stores its changes as a layer, commits it as the new top.
+    fn make_layer(
+        &mut self,
+        state: &mut State,
+        work: Work<'b>,
+        step: usize,
+    ) -> Result<Layer, StepError> {
+        let parent = self.ensure_top(state)?;
+        let sn = self.snapshotter();
+        let key = unique("build");
+        let mounts = sn
+            .prepare(&key, parent.as_deref())
+            .map_err(|e| snap_err(&key, e))?;
+        let mut active = SnapshotGuard {
+            sn,
+            key: key.clone(),
+            keep: false,
+        };
+        match work {
+            Work::Copy { spec, plan, from } => {
+                let dir = self.mount_dir()?;
+                let mount = MountGuard::mount(SysMounter, &mounts, &dir.0).map_err(|e| {
+                    StepError::Mount {
+                        key: key.clone(),
+                        source: Box::new(e),
+                    }
+                })?;
+                let source = match &from {
+                    Some(root) => CopySource::Root(&root.dir.0),
+                    None => CopySource::Context(self.context),
+                };
+                copy::apply(&plan, &source, &spec, &dir.0)
+                    .map_err(|e| StepError::Copy(Box::new(e)))?;
+                mount.unmount().map_err(|e| StepError::Mount {
+                    key: key.clone(),
+                    source: Box::new(e),
+                })?;
+                drop(from);
+            }
+            Work::Run { spec } => {
+                let interrupt = self.options.tracker.as_ref().map(|t| t.interrupt().clone());
+                let observer = &mut *self.observer;
+                let mut output = |stream, line: &[u8]| {
+                    observer.event(&BuildEvent::Output {
+                        step,
+                        stream,
+                        line: String::from_utf8_lossy(line).into_owned(),
+                    });
+                };
+                run::run(self.runtime, mounts, &spec, &mut output, interrupt.as_ref())
+                    .map_err(|e| StepError::Run(Box::new(e)))?;
+            }
+        }
+        let mut pack = PackOptions::default().with_source_date_epoch_from_env();
+        if let Some(t) = &self.options.tracker {
+            pack.tracker = t.clone();
+        }
+        let compared =
+            image_overlay::compare_into(&self.lease.protect(self.store), sn, &key, &pack)
+                .map_err(|e| StepError::Layer(Box::new(e)))?;
+        let layer = Layer {
+            descriptor: compared.descriptor,
+            diff_id: compared.report.diff_id,
+        };
+        state.layers.push(layer.clone());
+        let name = cache::chain_name(&state.layers).unwrap_or_default();
+        // The same content may have been built before (without a cache
+        // record): the committed snapshot is then already there.
+        let exists = sn
+            .try_stat(&name)
+            .map_err(|e| snap_err(&name, e))?
+            .is_some_and(|i| i.kind == Kind::Committed);
+        if !exists {
+            sn.commit(&name, &key).map_err(|e| snap_err(&key, e))?;
+            active.keep = true;
+        }
+        drop(active);
+        state.top = Some(name);
+        Ok(layer)
+    }
+}
+
+fn snap_err(key: &str, source: image_overlay::snapshot::SnapshotError) -> StepError {
+    StepError::Snapshot {
+        key: key.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// Heredoc sources as a copy takes them: (name, content).
+fn heredocs(docs: &[crate::dockerfile::Heredoc]) -> Vec<(String, String)> {
+    docs.iter()
+        .map(|h| (h.name.clone(), h.content.clone()))
+        .collect()
+}
+
+/// The copy spec of an expanded COPY or ADD in `workdir`, and its `--from`.
+fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
+    match command {
+        Command::Copy(c) => {
+            let mut spec = CopySpec::new(c.sources.clone(), c.dest.clone(), workdir);
+            spec.chown = c.chown.clone();
+            spec.chmod = c.chmod.clone();
+            spec.exclude = c.exclude.clone();
+            spec.parents = c.parents;
+            spec.link = c.link;
+            spec.heredocs = heredocs(&c.heredocs);
+            (spec, c.from.clone())
+        }
+        Command::Add(a) => {
+            let mut spec = CopySpec::new(a.sources.clone(), a.dest.clone(), workdir);
+            spec.add = true;
+            spec.chown = a.chown.clone();
+            spec.chmod = a.chmod.clone();
+            spec.exclude = a.exclude.clone();
+            spec.link = a.link;
+            spec.checksum = a.checksum.clone();
+            spec.keep_git_dir = a.keep_git_dir;
+            spec.heredocs = heredocs(&a.heredocs);
+            (spec, None)
+        }
+        _ => (CopySpec::default(), None),
+    }
+}

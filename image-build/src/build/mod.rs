@@ -1,0 +1,520 @@
+//! The build engine: a Dockerfile into an image in a store, stage by stage,
+//! each RUN, COPY and ADD a layer, the other instructions config changes.
+//!
+//! A build parses the Dockerfile, expands it for the build args and the
+//! host platform, and finds the stages the target needs ([`graph`]); each
+//! of those is built in file order from its FROM (scratch, an earlier
+//! stage, or an image in the store). A step that makes a layer prepares an
+//! active snapshot on the stage's committed snapshot, lets COPY/ADD or RUN
+//! change it, stores its changes as a layer and commits it under the chain
+//! ID of the stage's layers, so the next step builds on it without
+//! unpacking anything. The cache ([`crate::cache`]) is asked before each
+//! layer step; after cache hits, snapshots are made only when a later step
+//! needs a filesystem. One lease covers every blob the build writes until
+//! the result is tagged.
+//!
+//! # Security
+//! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), its
+//! stage graph walked once; the base image's ONBUILD triggers are bounded
+//! ([`MAX_TRIGGERS`]) and parsed as the Dockerfile's own instructions are.
+//! What COPY reads and RUN runs is guarded by [`crate::copy`] and
+//! [`crate::run`].
+
+mod error;
+mod events;
+pub mod graph;
+mod history;
+mod layer;
+mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use image_core::{Digest, ImageConfig, Manifest, Platform, Tracker};
+use image_runtime::Runtime;
+use image_store::{ContentStore, LeaseGuard, Leased, Leases, TagStore};
+
+pub use error::{BuildError, StepError};
+pub use events::{BuildEvent, Observer, OutputStream};
+use graph::{stage_name, Graph, Source};
+pub use state::{Entry, State};
+
+use crate::builder::ImageBuilder;
+use crate::cache::Cache;
+use crate::context::Context;
+use crate::dockerfile::{
+    self, BuildInputs, Command, Dockerfile, Expander, Instruction, PROXY_ARGS,
+};
+use crate::run::Network;
+
+/// The most ONBUILD triggers a base image may hold.
+pub const MAX_TRIGGERS: usize = 1024;
+
+/// What to build and how.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// The Dockerfile's path; when empty, `Dockerfile` in the context.
+    pub dockerfile: PathBuf,
+    /// The Dockerfile's text (read from standard input); wins over
+    /// `dockerfile`, which then only names it in errors.
+    pub dockerfile_text: Option<String>,
+    /// The build context directory; `None` for none (COPY from it fails).
+    pub context: Option<PathBuf>,
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build (the last one when `None`).
+    pub target: Option<String>,
+    /// `--label`: labels set on the result.
+    pub labels: BTreeMap<String, String>,
+    /// The tags to give the result.
+    pub tags: Vec<String>,
+    /// `--no-cache`: run every step.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: the stages whose steps run, cache or not.
+    pub no_cache_filter: Vec<String>,
+    /// The network of a RUN that names none.
+    pub network: Network,
+    /// Progress of long operations (unpacking, packing) and the interrupt,
+    /// checked between steps and passed to RUN.
+    pub tracker: Option<Tracker>,
+}
+
+impl BuildOptions {
+    /// Options to build the Dockerfile of `context`.
+    pub fn new(context: impl Into<PathBuf>) -> BuildOptions {
+        BuildOptions {
+            context: Some(context.into()),
+            ..BuildOptions::default()
+        }
+    }
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuildResult {
+    /// The image's manifest, as stored.
+    pub manifest: Manifest,
+    /// The image's config, as stored.
+    pub config: ImageConfig,
+    /// The image ID (the config's digest).
+    pub image_id: Digest,
+    /// The tags set.
+    pub tags: Vec<String>,
+    /// The layer steps (RUN, COPY, ADD) of the stages built.
+    pub steps: usize,
+    /// How many of them came from the cache.
+    pub cached: usize,
+}
+
+/// Builds Dockerfiles into images of a store, running RUN steps with a
+/// runtime whose snapshots hold the build's filesystems.
+pub struct Builder<'a, S: ?Sized> {
+    store: &'a S,
+    runtime: &'a Runtime,
+}
+
+impl<S: ?Sized> std::fmt::Debug for Builder<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S> Builder<'a, S>
+where
+    S: ContentStore + TagStore + Leases + Sync + ?Sized,
+{
+    /// A builder on `store`; `runtime` must have snapshots
+    /// ([`Runtime::snapshots`]).
+    pub fn new(store: &'a S, runtime: &'a Runtime) -> Self {
+        Builder { store, runtime }
+    }
+
+    /// Builds as `options` say, telling `observer` what happens.
+    ///
+    /// # Errors
+    /// A [`BuildError`]; a failed step names its instruction's line. Nothing
+    /// is tagged then, and no active snapshot or mount is left.
+    pub fn build(
+        &self,
+        options: &BuildOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<BuildResult, BuildError> {
+        let (file, text) = read_dockerfile(options)?;
+        let df = dockerfile::parse(&file, &text)?;
+        let platform = Platform::host();
+        let inputs = BuildInputs {
+            build_args: options.build_args.clone(),
+            target: platform.clone(),
+            build: platform.clone(),
+        };
+        let expander = Expander::new(&file, &df, &inputs)?;
+        let graph = Graph::new(&df, &expander, options.target.as_deref())?
+            .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+        if self.runtime.snapshots().is_none() {
+            return Err(BuildError::NoSnapshots);
+        }
+        let context = match &options.context {
+            Some(dir) => {
+                let named = (!options.dockerfile.as_os_str().is_empty())
+                    .then_some(options.dockerfile.as_path());
+                Context::open(dir, named).map_err(|e| BuildError::Context(Box::new(e)))?
+            }
+            None => Context::none(),
+        };
+        let lease = self.store.begin_lease().map_err(BuildError::Lease)?;
+        let leased = lease.protect(self.store);
+        let cache = Cache::open(&leased).map_err(|e| BuildError::Cache(Box::new(e)))?;
+        let mut run = Run {
+            store: self.store,
+            runtime: self.runtime,
+            lease: &lease,
+            cache: &cache,
+            context: &context,
+            options,
+            file: &file,
+            df: &df,
+            expander: &expander,
+            graph: &graph,
+            platform,
+            observer,
+            states: vec![None; df.stages.len()],
+            step: 0,
+            steps: 0,
+            cached: 0,
+            declared: df
+                .global_args
+                .iter()
+                .flat_map(arg_names)
+                .collect::<BTreeSet<String>>(),
+        };
+        for stage in &df.stages {
+            if !graph.is_needed(stage.index) {
+                run.observer.event(&BuildEvent::StageSkipped {
+                    stage: stage_name(stage),
+                });
+            }
+        }
+        for i in 0..df.stages.len() {
+            if graph.is_needed(i) {
+                run.check_interrupt()?;
+                let state = run.stage(i)?;
+                run.states[i] = Some(state);
+            }
+        }
+        run.warn_unused_args();
+        let state = run.states[graph.target()]
+            .take()
+            .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+        cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
+        let result = run.commit(state)?;
+        lease.release().map_err(BuildError::Lease)?;
+        Ok(result)
+    }
+}
+
+/// One build in progress.
+struct Run<'b, S: ?Sized> {
+    store: &'b S,
+    runtime: &'b Runtime,
+    lease: &'b LeaseGuard,
+    cache: &'b Cache<'b, Leased<'b, S>>,
+    context: &'b Context,
+    options: &'b BuildOptions,
+    file: &'b str,
+    df: &'b Dockerfile,
+    expander: &'b Expander<'b>,
+    graph: &'b Graph,
+    platform: Platform,
+    observer: &'b mut dyn Observer,
+    states: Vec<Option<State>>,
+    /// The last step number given.
+    step: usize,
+    steps: usize,
+    cached: usize,
+    /// Every ARG name the stages built declare (for the unused warning).
+    declared: BTreeSet<String>,
+}
+
+/// Where an instruction comes from: the Dockerfile, or a base image's
+/// ONBUILD trigger run right after the stage's FROM.
+#[derive(Clone, Copy)]
+enum Origin {
+    File,
+    Trigger,
+}
+
+impl<S> Run<'_, S>
+where
+    S: ContentStore + TagStore + Leases + Sync + ?Sized,
+{
+    fn check_interrupt(&self) -> Result<(), BuildError> {
+        match &self.options.tracker {
+            Some(t) => t.check().map_err(BuildError::Cancelled),
+            None => Ok(()),
+        }
+    }
+
+    fn at(&self, line: usize, instruction: String) -> impl FnOnce(StepError) -> BuildError {
+        let file = self.file.to_owned();
+        move |source| BuildError::Step {
+            file,
+            line,
+            instruction,
+            source,
+        }
+    }
+
+    /// The image `name` of the store, for the host's platform, read
+    /// through the build's lease.
+    fn resolve(&self, name: &str) -> Result<image_store::Image, StepError> {
+        image_store::resolve_image(&self.lease.protect(self.store), name, Some(&self.platform))
+            .map_err(|source| StepError::BaseImage {
+                name: name.to_owned(),
+                source: Box::new(source),
+            })
+    }
+
+    fn next_step(&mut self) -> usize {
+        self.step += 1;
+        self.step
+    }
+
+    /// Builds stage `i` (every stage it needs is built).
+    fn stage(&mut self, i: usize) -> Result<State, BuildError> {
+        let df = self.df;
+        let stage = &df.stages[i];
+        let name = stage_name(stage);
+        let started = Instant::now();
+        let from = self.expander.from(stage)?;
+        let mut state = match self.graph.source(&from.image, i) {
+            Source::Scratch => State::scratch(&self.platform),
+            // A stage named by this FROM only is taken, not copied: a
+            // chain of stages costs the same per stage however long.
+            Source::Stage(j) if self.graph.used_once(j) => self.states[j]
+                .take()
+                .map(State::into_child)
+                .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
+            Source::Stage(j) => self.states[j]
+                .as_ref()
+                .map(State::child)
+                .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
+            Source::Image(image) => {
+                let resolved = self
+                    .resolve(&image)
+                    .map_err(self.at(stage.pos.line, "FROM".into()))?;
+                State::from_image(resolved, &self.platform)
+            }
+        };
+        let triggers = self.triggers(&mut state, stage.pos.line)?;
+        let layer_steps = triggers
+            .iter()
+            .chain(&stage.instructions)
+            .filter(|i| is_layer_step(&i.command))
+            .count();
+        let total = layer_steps + 1;
+        let step = self.next_step();
+        self.observer.event(&BuildEvent::StepStarted {
+            step,
+            stage: name.clone(),
+            index: 1,
+            total,
+            text: format!("FROM {}", from.image),
+        });
+        self.observer.event(&BuildEvent::StepDone {
+            step,
+            layer_size: None,
+            elapsed: started.elapsed(),
+        });
+        let mut scope = self.expander.stage_scope(state.env_map());
+        let mut index = 1;
+        for (ins, origin) in triggers
+            .iter()
+            .map(|t| (t, Origin::Trigger))
+            .chain(stage.instructions.iter().map(|t| (t, Origin::File)))
+        {
+            self.check_interrupt()?;
+            self.declared.extend(arg_names(ins));
+            let keyword = match origin {
+                Origin::File => ins.command.keyword().to_owned(),
+                Origin::Trigger => format!("ONBUILD {}", ins.command.keyword()),
+            };
+            let line = match origin {
+                Origin::File => ins.pos.line,
+                Origin::Trigger => stage.pos.line,
+            };
+            let command = self
+                .expander
+                .step(&mut scope, ins)
+                .map_err(|e| match origin {
+                    Origin::File => BuildError::Dockerfile(e),
+                    Origin::Trigger => self.at(line, keyword.clone())(StepError::Trigger {
+                        trigger: history::text(&ins.command, df.directives.escape),
+                        source: Box::new(e),
+                    }),
+                })?;
+            if is_layer_step(&command) {
+                index += 1;
+                self.layer_step(&mut state, &scope, &command, i, index, total)
+                    .map_err(self.at(line, keyword))?;
+            } else {
+                state.apply(&command).map_err(self.at(line, keyword))?;
+                let entry = history::config_only(&command, df.directives.escape);
+                let by = entry.created_by.as_deref().unwrap_or_default();
+                state.key = state.key.child(by, &[]);
+                state.added.push(Entry {
+                    history: entry,
+                    layer: None,
+                });
+            }
+        }
+        Ok(state)
+    }
+
+    /// The base's ONBUILD triggers as instructions, bounded; the config's
+    /// `OnBuild` is cleared, as Docker does once they have run.
+    fn triggers(&self, state: &mut State, line: usize) -> Result<Vec<Instruction>, BuildError> {
+        let Some(stored) = state.config.config.as_mut().and_then(|c| c.on_build.take()) else {
+            return Ok(Vec::new());
+        };
+        let at = |e| self.at(line, "FROM".into())(e);
+        if stored.len() > MAX_TRIGGERS {
+            return Err(at(StepError::TooManyTriggers {
+                found: stored.len(),
+                limit: MAX_TRIGGERS,
+            }));
+        }
+        let mut out = Vec::with_capacity(stored.len());
+        for trigger in stored {
+            let parsed = dockerfile::parse("ONBUILD", &format!("FROM scratch\n{trigger}\n"))
+                .map_err(|source| {
+                    at(StepError::Trigger {
+                        trigger: trigger.clone(),
+                        source: Box::new(source),
+                    })
+                })?;
+            out.extend(parsed.stages.into_iter().flat_map(|s| s.instructions));
+        }
+        Ok(out)
+    }
+
+    /// Warns of build args that no ARG of the stages built declares (as
+    /// Docker does, not an error).
+    fn warn_unused_args(&mut self) {
+        let unused: Vec<&str> = self
+            .options
+            .build_args
+            .keys()
+            .filter(|k| !self.declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            self.observer.event(&BuildEvent::Warning {
+                message: format!(
+                    "one or more build args were not consumed: [{}]",
+                    unused.join(" ")
+                ),
+            });
+        }
+    }
+
+    /// Writes the final stage as an image through the builder API: its
+    /// base image (or scratch), the layers and history entries the build
+    /// added, its config; and tags it.
+    fn commit(&mut self, mut state: State) -> Result<BuildResult, BuildError> {
+        if !self.options.labels.is_empty() {
+            let labels = state.run_config().labels.get_or_insert_with(BTreeMap::new);
+            labels.extend(self.options.labels.clone());
+        }
+        let commit_err = |e| BuildError::Commit(Box::new(e));
+        let mut image = match state.base.take() {
+            Some(base) => ImageBuilder::from_resolved(self.store, base),
+            None => ImageBuilder::scratch(self.store, &self.platform),
+        }
+        .map_err(commit_err)?;
+        for entry in state.added {
+            match entry.layer {
+                Some(layer) => image.add_layer(layer, entry.history),
+                None => image.add_history(entry.history),
+            };
+        }
+        let config = image.config_mut();
+        config.config = state.config.config;
+        config.author = state.config.author;
+        let tags: Vec<&str> = self.options.tags.iter().map(String::as_str).collect();
+        let built = image.commit(&tags).map_err(commit_err)?;
+        Ok(BuildResult {
+            image_id: built.config.digest().clone(),
+            manifest: built.manifest,
+            config: built.config,
+            tags: built.tags,
+            steps: self.steps,
+            cached: self.cached,
+        })
+    }
+}
+
+/// Whether a command makes a layer.
+fn is_layer_step(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Run(_) | Command::Copy(_) | Command::Add(_)
+    )
+}
+
+/// The names an ARG instruction declares.
+fn arg_names(ins: &Instruction) -> Vec<String> {
+    match &ins.command {
+        Command::Arg(decls) => decls.iter().map(|d| d.name.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The Dockerfile's name (for errors) and text: the given text, else the
+/// file read with a bound.
+fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildError> {
+    let path = if options.dockerfile.as_os_str().is_empty() {
+        options
+            .context
+            .as_deref()
+            .unwrap_or(std::path::Path::new("."))
+            .join("Dockerfile")
+    } else {
+        options.dockerfile.clone()
+    };
+    let name = if options.dockerfile.as_os_str().is_empty() {
+        "Dockerfile".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    if let Some(text) = &options.dockerfile_text {
+        return Ok((name, text.clone()));
+    }
+    let read_err = |source| BuildError::Read {
+        path: path.clone(),
+        source,
+    };
+    let f = std::fs::File::open(&path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    f.take(dockerfile::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() > dockerfile::MAX_BYTES {
+        return Err(BuildError::TooLarge {
+            path,
+            limit: dockerfile::MAX_BYTES,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.utf8_error(),
+        ))
+    })?;
+    Ok((name, text))
+}

@@ -1,0 +1,201 @@
+//! [`RegistryError`]: why a request to a registry failed.
+
+use image_core::{Classify, Digest, ErrorKind, ParseError};
+
+use crate::auth::CredentialError;
+
+/// Why a registry request failed. URLs are shown without their query (a
+/// blob store's signed redirect carries its signature there) and without
+/// user information; no secret is ever part of a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The connection failed, was reset or timed out, or the answer's body
+    /// was cut.
+    #[error("request {method} {url} failed in transport")]
+    Transport {
+        /// The method.
+        method: String,
+        /// The URL (without its query).
+        url: String,
+        /// reqwest's error.
+        source: reqwest::Error,
+    },
+    /// The registry answered with an error status.
+    #[error("{method} {url} answered {status}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Status {
+        /// The method.
+        method: String,
+        /// The URL (without its query).
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The distribution error code (`MANIFEST_UNKNOWN`, `DENIED`...).
+        code: Option<String>,
+    },
+    /// The registry wants credentials, or refused those given.
+    #[error("{url} refused access ({reason})")]
+    Unauthenticated {
+        /// The URL (without its query).
+        url: String,
+        /// What happened: no credentials, rejected credentials, no token.
+        reason: &'static str,
+    },
+    /// The token server's answer was not a token.
+    #[error("token server {realm} answered without a usable token")]
+    Token {
+        /// The realm (without its query).
+        realm: String,
+    },
+    /// An answer is larger than this client reads.
+    #[error("{what} from {url} is larger than {limit} bytes")]
+    TooLarge {
+        /// What was read.
+        what: &'static str,
+        /// The URL (without its query).
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// A list is longer (pages or entries) than this client follows.
+    #[error("{what} from {url} has more than {limit} entries or pages")]
+    TooMany {
+        /// What was listed.
+        what: &'static str,
+        /// The URL (without its query).
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// A redirect chain was too long, or a redirect went where it may not
+    /// (HTTPS to plain HTTP, another scheme).
+    #[error("redirect from {from} refused: {reason}")]
+    Redirect {
+        /// The URL redirected from (without its query).
+        from: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A pagination link leads to another host.
+    #[error("pagination link from {url} leaves its host")]
+    ForeignLink {
+        /// The URL (without its query).
+        url: String,
+    },
+    /// An answer or header is malformed.
+    #[error("{url} sent an invalid {what}")]
+    InvalidAnswer {
+        /// The URL (without its query).
+        url: String,
+        /// What was invalid.
+        what: &'static str,
+    },
+    /// A JSON answer does not have its shape.
+    #[error("{url} sent JSON that is not a valid {what}")]
+    Json {
+        /// The URL (without its query).
+        url: String,
+        /// What was expected.
+        what: &'static str,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// A manifest or index cannot be used (schema 1, bad JSON, unknown kind).
+    #[error("manifest from {url} is unusable")]
+    Document {
+        /// The URL (without its query).
+        url: String,
+        /// Why.
+        source: ParseError,
+    },
+    /// A document asked for by digest has another digest.
+    #[error("document from {url} has digest {found}, not {expected}")]
+    DigestMismatch {
+        /// The URL (without its query).
+        url: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of the bytes received.
+        found: Digest,
+    },
+    /// Credentials for the registry could not be found.
+    #[error("cannot find credentials for {domain}")]
+    Credentials {
+        /// The registry.
+        domain: String,
+        /// Why.
+        source: CredentialError,
+    },
+    /// The HTTP client could not be built (a bad CA certificate).
+    #[error("cannot build the HTTP client")]
+    Client {
+        /// reqwest's error.
+        source: reqwest::Error,
+    },
+    /// The caller's interrupt was set.
+    #[error("registry request cancelled")]
+    Cancelled(#[source] image_core::Cancelled),
+}
+
+impl Classify for RegistryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RegistryError::Transport { source, .. } => transport_kind(source),
+            RegistryError::Status { status, .. } => status_kind(*status),
+            RegistryError::Unauthenticated { .. } | RegistryError::Token { .. } => {
+                ErrorKind::Unauthenticated
+            }
+            RegistryError::TooLarge { .. }
+            | RegistryError::TooMany { .. }
+            | RegistryError::Redirect { .. }
+            | RegistryError::ForeignLink { .. } => ErrorKind::Unsafe,
+            RegistryError::InvalidAnswer { .. } | RegistryError::Json { .. } => {
+                ErrorKind::InvalidInput
+            }
+            RegistryError::Document { source, .. } => source.kind(),
+            RegistryError::DigestMismatch { .. } => ErrorKind::DigestMismatch,
+            RegistryError::Credentials { source, .. } => source.kind(),
+            RegistryError::Client { .. } => ErrorKind::InvalidInput,
+            RegistryError::Cancelled(_) => ErrorKind::Cancelled,
+        }
+    }
+}
+
+/// The class of an HTTP status.
+pub(crate) fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        401 | 403 => ErrorKind::Unauthenticated,
+        404 => ErrorKind::NotFound,
+        408 | 429 | 500..=599 => ErrorKind::Unavailable,
+        400 | 405..=428 | 430..=499 => ErrorKind::InvalidInput,
+        _ => ErrorKind::Io,
+    }
+}
+
+fn transport_kind(e: &reqwest::Error) -> ErrorKind {
+    if e.is_builder() {
+        ErrorKind::InvalidInput
+    } else {
+        // Refused, reset, timed out, cut short: all may work on retry.
+        ErrorKind::Unavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_have_their_class() {
+        assert_eq!(status_kind(401), ErrorKind::Unauthenticated);
+        assert_eq!(status_kind(404), ErrorKind::NotFound);
+        assert_eq!(status_kind(429), ErrorKind::Unavailable);
+        assert_eq!(status_kind(503), ErrorKind::Unavailable);
+        assert_eq!(status_kind(400), ErrorKind::InvalidInput);
+        let e = RegistryError::Document {
+            url: "http://x/v2/a/manifests/1".into(),
+            source: ParseError::Schema1,
+        };
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+    }
+}
