@@ -536,6 +536,43 @@ fn from_a_root_links_resolve_inside_that_root() {
     f.sentinel_intact();
 }
 
+/// As Docker and BuildKit (moby#38599): a copy from another stage or an
+/// image keeps its owners, one from the context is root's, and `--chown`
+/// overrides both. (Found by the buildah parity test.)
+#[test]
+fn a_copy_from_a_root_keeps_owners_and_one_from_the_context_does_not() {
+    let f = Fixture::new();
+    for top in [f.ctx(), f.top.path().join("stage")] {
+        write(&top.join("out/data/seed"), "x", 0o640, 9);
+        chown(&top.join("out/data/seed"), 1000, 1000);
+        chown(&top.join("out/data"), 1000, 50);
+        symlink("seed", top.join("out/data/link")).unwrap();
+        chown(&top.join("out/data/link"), 7, 7);
+    }
+    let stage = f.top.path().join("stage");
+    let from_stage = CopySource::Root(&stage);
+    let s = spec(&["/out"], "/srv");
+    apply(&plan(&from_stage, &s).unwrap(), &from_stage, &s, &f.root()).unwrap();
+    let t = tree(&f.root());
+    assert_eq!(t["srv/data/seed"], node("file:x", 0o640, 1000, 1000, 9));
+    assert_eq!((t["srv/data"].uid, t["srv/data"].gid), (1000, 50));
+    assert_eq!((t["srv/data/link"].uid, t["srv/data/link"].gid), (7, 7));
+
+    let mut s = spec(&["/out"], "/chowned");
+    s.chown = Some("5:6".into());
+    apply(&plan(&from_stage, &s).unwrap(), &from_stage, &s, &f.root()).unwrap();
+    f.copy(&spec(&["out"], "/ctx")).unwrap();
+    let t = tree(&f.root());
+    for (dir, owner) in [("chowned", (5, 6)), ("ctx", (0, 0))] {
+        for p in ["data", "data/seed", "data/link"] {
+            let n = &t[&format!("{dir}/{p}")];
+            assert_eq!((n.uid, n.gid), owner, "{dir}/{p}");
+        }
+    }
+    fs::remove_dir_all(&stage).unwrap();
+    f.sentinel_intact();
+}
+
 fn add_spec(sources: &[&str], dest: &str) -> CopySpec {
     let mut s = spec(sources, dest);
     s.add = true;

@@ -448,11 +448,31 @@ fn heredocs(docs: &[crate::dockerfile::Heredoc]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The sources of a COPY or ADD that are files: a `<<NAME` word names one
+/// of its heredocs (given to the copy as content), not a path, as BuildKit
+/// reads it.
+fn file_sources(sources: &[String], docs: &[crate::dockerfile::Heredoc]) -> Vec<String> {
+    sources
+        .iter()
+        .filter(|s| {
+            docs.is_empty()
+                || !s
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .starts_with("<<")
+        })
+        .cloned()
+        .collect()
+}
+
 /// The copy spec of an expanded COPY or ADD in `workdir`, and its `--from`.
 fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
     match command {
         Command::Copy(c) => {
-            let mut spec = CopySpec::new(c.sources.clone(), c.dest.clone(), workdir);
+            let mut spec = CopySpec::new(
+                file_sources(&c.sources, &c.heredocs),
+                c.dest.clone(),
+                workdir,
+            );
             spec.chown = c.chown.clone();
             spec.chmod = c.chmod.clone();
             spec.exclude = c.exclude.clone();
@@ -462,7 +482,11 @@ fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
             (spec, c.from.clone())
         }
         Command::Add(a) => {
-            let mut spec = CopySpec::new(a.sources.clone(), a.dest.clone(), workdir);
+            let mut spec = CopySpec::new(
+                file_sources(&a.sources, &a.heredocs),
+                a.dest.clone(),
+                workdir,
+            );
             spec.add = true;
             spec.chown = a.chown.clone();
             spec.chmod = a.chmod.clone();

@@ -46,10 +46,15 @@ pub(crate) fn apply(
             link_targets.insert(j, None);
         }
     }
+    // As Docker and BuildKit: a copy from the context is owned by root, a
+    // copy from another stage or an image keeps its owners (moby#38599),
+    // and `--chown` overrides both.
+    let keep_owners = spec.chown.is_none() && matches!(source, CopySource::Root(_));
     let mut w = Writer {
         root,
         uid,
         gid,
+        keep_owners,
         chmod,
         report: CopyReport::default(),
         links: link_targets,
@@ -145,7 +150,7 @@ pub(crate) fn apply(
                         false => Err(write_err(&target, Errno::NOSPC)),
                     })?;
                 let now = image_core::time::now_secs();
-                w.meta_fd(&f, 0o644, false, (now, 0), &target)?;
+                w.meta_fd(&f, (0o644, (w.uid, w.gid)), false, (now, 0), &target)?;
                 w.report.files += 1;
                 w.report.bytes += content.len() as u64;
             }
@@ -163,6 +168,8 @@ struct Writer {
     root: OwnedFd,
     uid: u32,
     gid: u32,
+    /// Entries keep their source's owner (`COPY --from` without `--chown`).
+    keep_owners: bool,
     chmod: Option<Chmod>,
     report: CopyReport,
     /// The entries other entries hard-link to, with where they were
@@ -347,13 +354,29 @@ impl Writer {
         .map_err(|e| write_err(path, e))
     }
 
-    /// Gives the link or node `name` in `dir` the copy's owner.
-    fn lchown(&self, dir: BorrowedFd<'_>, name: &[u8], path: &str) -> Result<(), CopyError> {
+    /// The owner the copy of an entry owned by `source` gets.
+    fn owner(&self, source: (u32, u32)) -> (u32, u32) {
+        match self.keep_owners {
+            true => source,
+            false => (self.uid, self.gid),
+        }
+    }
+
+    /// Gives the link or node `name` in `dir` (copied from one owned by
+    /// `source`) the copy's owner.
+    fn lchown(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        source: (u32, u32),
+        path: &str,
+    ) -> Result<(), CopyError> {
+        let (uid, gid) = self.owner(source);
         rfs::chownat(
             dir,
             name,
-            Some(rfs::Uid::from_raw(self.uid)),
-            Some(rfs::Gid::from_raw(self.gid)),
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|err| write_err(path, err))
@@ -368,15 +391,16 @@ impl Writer {
     fn meta_fd(
         &self,
         fd: &OwnedFd,
-        mode: u32,
+        (mode, source): (u32, (u32, u32)),
         dir: bool,
         mtime: (i64, u32),
         path: &str,
     ) -> Result<(), CopyError> {
+        let (uid, gid) = self.owner(source);
         rfs::fchown(
             fd,
-            Some(rfs::Uid::from_raw(self.uid)),
-            Some(rfs::Gid::from_raw(self.gid)),
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
         )
         .map_err(|e| write_err(path, e))?;
         rfs::fchmod(fd, Mode::from_raw_mode(self.mode(mode, dir)))
@@ -409,7 +433,8 @@ impl Writer {
                 let (_, d, i) = stack.pop().expect("a directory");
                 let p = paths.pop().expect("a path");
                 if i != 0 {
-                    self.meta_fd(&d, entries[i].mode, true, entries[i].mtime, &p)?;
+                    let e = &entries[i];
+                    self.meta_fd(&d, (e.mode, (e.uid, e.gid)), true, e.mtime, &p)?;
                 }
             }
             let (s, d, _) = stack.last().expect("the parent");
@@ -448,7 +473,8 @@ impl Writer {
         while let Some((_, d, i)) = stack.pop() {
             let p = paths.pop().expect("a path");
             if i != 0 {
-                self.meta_fd(&d, entries[i].mode, true, entries[i].mtime, &p)?;
+                let e = &entries[i];
+                self.meta_fd(&d, (e.mode, (e.uid, e.gid)), true, e.mtime, &p)?;
             }
         }
         Ok(())
@@ -519,7 +545,7 @@ impl Writer {
                 same(&sfile, e, path)?;
                 let f = self.create_file(dir, name, path)?;
                 let f = self.copy_checked(sfile, f, e.size, want, path)?;
-                self.meta_fd(&f, e.mode, false, e.mtime, path)?;
+                self.meta_fd(&f, (e.mode, (e.uid, e.gid)), false, e.mtime, path)?;
                 self.report.bytes += e.size;
             }
             Kind::Hardlink(j) => {
@@ -535,7 +561,7 @@ impl Writer {
             Kind::Symlink(t) => {
                 self.clear(dir, name, false, path)?;
                 rfs::symlinkat(&t[..], dir, name).map_err(|err| write_err(path, err))?;
-                self.lchown(dir, name, path)?;
+                self.lchown(dir, name, (e.uid, e.gid), path)?;
                 rfs::utimensat(dir, name, &stamp(e.mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|err| write_err(path, err))?;
             }
@@ -543,7 +569,7 @@ impl Writer {
                 self.clear(dir, name, false, path)?;
                 rfs::mknodat(dir, name, *t, Mode::from_raw_mode(0o600), *dev)
                     .map_err(|err| write_err(path, err))?;
-                self.lchown(dir, name, path)?;
+                self.lchown(dir, name, (e.uid, e.gid), path)?;
                 rfs::chmodat(
                     dir,
                     name,
