@@ -345,3 +345,89 @@ fn a_descriptor_the_store_lacks_is_not_found() {
         "{e:?}"
     );
 }
+
+/// Adds `fault` to the proxy once blob `item` has `at` bytes
+/// acknowledged: a fault on the requests after the first chunk.
+struct FaultAt {
+    proxy: Arc<FaultProxy>,
+    item: String,
+    at: u64,
+    fault: std::sync::Mutex<Option<Fault>>,
+}
+
+impl image_core::Progress for FaultAt {
+    fn item_progress(&self, item: &str, done: u64) {
+        if item == self.item && done >= self.at {
+            if let Some(f) = self.fault.lock().unwrap().take() {
+                self.proxy.add(f);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_chunked_upload_failing_past_its_retries_goes_on_from_the_registrys_range() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let proxy = Arc::new(FaultProxy::start(registry.addr(), Faults::none()));
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[10_000, 3_000_000], 6);
+    let layer: Digest = m.layers()[1].digest().to_string().parse().unwrap();
+    let chunk = 1024 * 1024;
+    // Every PATCH after the first chunk answers 500 as many times as the
+    // client tries a request (3): the upload must ask where it stands.
+    let faults = Arc::new(FaultAt {
+        proxy: proxy.clone(),
+        item: layer.to_string(),
+        at: chunk,
+        fault: std::sync::Mutex::new(Some(
+            Fault::status(500)
+                .on("/blobs/uploads/")
+                .method("PATCH")
+                .times(3),
+        )),
+    });
+    let dest = Reference::parse_name(&format!("{}/range/app:1", proxy.host_port())).unwrap();
+    let options = PushOptions::default()
+        .with_chunking(chunk, chunk)
+        .with_tracker(Tracker::new(faults, Interrupt::new()));
+    let c = client();
+    let report = push(&c, &src, &m, &dest, &options).unwrap();
+    assert_eq!(report.resumed, vec![(layer.clone(), chunk)], "{report:?}");
+    let exchanges = proxy.exchanges();
+    assert!(exchanges
+        .iter()
+        .any(|e| e.method == "GET" && e.target.contains("/blobs/uploads/") && e.status == 204));
+    // The acknowledged chunk was not sent again.
+    let sent: u64 = upload_requests(&exchanges, "range/app")
+        .iter()
+        .filter(|e| e.method == "PATCH" && e.status == 202)
+        .map(|e| e.request_bytes)
+        .sum();
+    assert_eq!(sent, m.layers()[1].size());
+    pulled_back(&c, &dest, &src, &m);
+}
+
+#[test]
+fn an_interrupt_stops_the_push_between_chunks_and_sets_no_tag() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[3_000_000], 7);
+    let interrupt = Interrupt::new();
+    let recorder = Arc::new(Recorder::stopping_at(interrupt.clone(), 512 * 1024));
+    let options = PushOptions::default()
+        .with_chunking(1024, 512 * 1024)
+        .with_tracker(Tracker::new(recorder, interrupt));
+    let dest = Reference::parse_name(&format!("{}/stop/app:1", registry.host_port())).unwrap();
+    let c = client();
+    let e = push(&c, &src, &m, &dest, &options).unwrap_err();
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(image_core::ErrorKind::Cancelled),
+        "{e:?}"
+    );
+    assert!(c.head_manifest(&dest).unwrap().is_none());
+}
