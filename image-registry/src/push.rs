@@ -635,7 +635,7 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
     {
         return done(How::Skipped, Vec::new(), 0);
     }
-    let Some(mut location) = repo
+    let Some(location) = repo
         .start_upload(&digest, repo.mount.is_some())
         .await
         .map_err(blob_err)?
@@ -643,23 +643,18 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
         return done(How::Mounted, Vec::new(), 0);
     };
     let policy = repo.client.retry_policy();
-    let mut offset = 0u64;
-    let mut sent = 0u64;
+    let mut state = Upload {
+        location,
+        offset: 0,
+        sent: 0,
+        shown: 0,
+    };
     let mut resumed = Vec::new();
     let mut restarts = 0u32;
     loop {
-        let attempt = upload(
-            repo,
-            store,
-            (&digest, size),
-            &mut location,
-            &mut offset,
-            options,
-            &mut sent,
-        )
-        .await;
+        let attempt = upload(repo, store, (&digest, size), &mut state, options).await;
         match attempt {
-            Ok(()) => return done(How::Uploaded, resumed, sent),
+            Ok(()) => return done(How::Uploaded, resumed, state.sent),
             Err(Stop::Push(e)) => return Err(e),
             Err(Stop::Net(e)) if e.kind() == ErrorKind::Cancelled => return Err(blob_err(e)),
             Err(Stop::Net(e)) if restarts + 1 >= policy.attempts.max(1) => return Err(blob_err(e)),
@@ -667,11 +662,15 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
                 restarts += 1;
                 tokio::time::sleep(policy.delay(restarts - 1, None)).await;
                 // Where the registry stands, or a new upload.
-                offset = match repo.upload_offset(&location).await.map_err(blob_err)? {
+                state.offset = match repo
+                    .upload_offset(&state.location)
+                    .await
+                    .map_err(blob_err)?
+                {
                     // "0-0" says 0 or 1 byte: only a longer range is sure.
                     Some(at) if at > 1 && at <= size => at,
                     _ => {
-                        location = repo
+                        state.location = repo
                             .start_upload(&digest, false)
                             .await
                             .map_err(blob_err)?
@@ -679,25 +678,40 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
                         0
                     }
                 };
-                resumed.push(offset);
-                progress.item_progress(&item, offset);
+                resumed.push(state.offset);
             }
         }
     }
 }
 
-/// Sends blob `digest` from `offset` to the upload at `location`, in one
-/// `PUT` when small, else in chunks; keeps `location` and `offset` up to
-/// date with what the registry acknowledged.
+/// Where one blob's upload stands.
+struct Upload {
+    /// The upload URL (path and query) the registry gave last.
+    location: String,
+    /// The bytes the registry acknowledged.
+    offset: u64,
+    /// The bytes sent in all (some again after a failure).
+    sent: u64,
+    /// The progress shown (never going back after a new upload).
+    shown: u64,
+}
+
+/// Sends blob `digest` from `state.offset` to the upload at
+/// `state.location`, in one `PUT` when small, else in chunks; keeps the
+/// state up to date with what the registry acknowledged.
 async fn upload<S: Provider + Sync + ?Sized>(
     repo: &Repo<'_>,
     store: &S,
     (digest, size): (&Digest, u64),
-    location: &mut String,
-    offset: &mut u64,
+    state: &mut Upload,
     options: &PushOptions,
-    sent: &mut u64,
 ) -> Result<(), Stop> {
+    let Upload {
+        location,
+        offset,
+        sent,
+        shown,
+    } = state;
     let read_err = |source| {
         Stop::Push(PushError::Read {
             digest: digest.clone(),
@@ -761,7 +775,10 @@ async fn upload<S: Provider + Sync + ?Sized>(
             }));
         }
         *offset = acknowledged;
-        progress.item_progress(&item, *offset);
+        if *offset > *shown {
+            *shown = *offset;
+            progress.item_progress(&item, *offset);
+        }
     }
     let put = with_query(location, "digest", &digest.to_string());
     repo.request(Method::PUT, &put, HeaderMap::new(), None)

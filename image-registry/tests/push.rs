@@ -240,24 +240,39 @@ fn a_patch_cut_mid_body_goes_on_in_a_new_upload_and_completes() {
     let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
         return;
     };
-    let faults = Faults::none().with(
+    let proxy = Arc::new(FaultProxy::start(registry.addr(), Faults::none()));
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[10_000, 3_000_000], 3);
+    let layer: Digest = m.layers()[1].digest().to_string().parse().unwrap();
+    let chunk = 1024 * 1024;
+    // The second PATCH is cut mid-body: distribution then refuses the old
+    // upload URL, and the layer goes again in a new upload.
+    let faults = FaultAt::new(
+        &proxy,
+        &layer,
+        chunk,
         Fault::cut_request_after(300_000)
             .on("/blobs/uploads/")
             .method("PATCH"),
     );
-    let proxy = FaultProxy::start(registry.addr(), faults);
-    let (_s, src) = image_testsupport::store::oci_dir();
-    let m = image(&src, &[10_000, 2_000_000], 3);
     let dest = Reference::parse_name(&format!("{}/cut/app:1", proxy.host_port())).unwrap();
     let c = client();
-    let options = PushOptions::default().with_chunking(1024 * 1024, 1024 * 1024);
+    let options = PushOptions::default()
+        .with_chunking(chunk, chunk)
+        .with_tracker(Tracker::new(faults.clone(), Interrupt::new()));
     let report = push(&c, &src, &m, &dest, &options).unwrap();
-    let layer: Digest = m.layers()[1].digest().to_string().parse().unwrap();
     assert!(
-        report.resumed.iter().any(|(d, _)| d == &layer),
+        report.resumed.contains(&(layer.clone(), 0)),
         "{report:?}\n{:#?}",
         proxy.exchanges()
     );
+    // The progress shown never went back to 0.
+    assert!(
+        faults.recorder.violations().is_empty(),
+        "{:?}",
+        faults.recorder.violations()
+    );
+    assert!(faults.recorder.items().values().all(|i| i.finished));
     pulled_back(&c, &dest, &src, &m);
 }
 
@@ -347,21 +362,44 @@ fn a_descriptor_the_store_lacks_is_not_found() {
 }
 
 /// Adds `fault` to the proxy once blob `item` has `at` bytes
-/// acknowledged: a fault on the requests after the first chunk.
+/// acknowledged (a fault on the requests after the first chunk), and
+/// records the progress.
 struct FaultAt {
     proxy: Arc<FaultProxy>,
     item: String,
     at: u64,
     fault: std::sync::Mutex<Option<Fault>>,
+    recorder: Recorder,
+}
+
+impl FaultAt {
+    fn new(proxy: &Arc<FaultProxy>, item: &Digest, at: u64, fault: Fault) -> Arc<FaultAt> {
+        Arc::new(FaultAt {
+            proxy: proxy.clone(),
+            item: item.to_string(),
+            at,
+            fault: std::sync::Mutex::new(Some(fault)),
+            recorder: Recorder::new(),
+        })
+    }
 }
 
 impl image_core::Progress for FaultAt {
+    fn item_started(&self, item: &str, total: Option<u64>) {
+        self.recorder.item_started(item, total);
+    }
+
     fn item_progress(&self, item: &str, done: u64) {
+        self.recorder.item_progress(item, done);
         if item == self.item && done >= self.at {
             if let Some(f) = self.fault.lock().unwrap().take() {
                 self.proxy.add(f);
             }
         }
+    }
+
+    fn item_finished(&self, item: &str) {
+        self.recorder.item_finished(item);
     }
 }
 
@@ -377,24 +415,23 @@ fn a_chunked_upload_failing_past_its_retries_goes_on_from_the_registrys_range() 
     let chunk = 1024 * 1024;
     // Every PATCH after the first chunk answers 500 as many times as the
     // client tries a request (3): the upload must ask where it stands.
-    let faults = Arc::new(FaultAt {
-        proxy: proxy.clone(),
-        item: layer.to_string(),
-        at: chunk,
-        fault: std::sync::Mutex::new(Some(
-            Fault::status(500)
-                .on("/blobs/uploads/")
-                .method("PATCH")
-                .times(3),
-        )),
-    });
+    let faults = FaultAt::new(
+        &proxy,
+        &layer,
+        chunk,
+        Fault::status(500)
+            .on("/blobs/uploads/")
+            .method("PATCH")
+            .times(3),
+    );
     let dest = Reference::parse_name(&format!("{}/range/app:1", proxy.host_port())).unwrap();
     let options = PushOptions::default()
         .with_chunking(chunk, chunk)
-        .with_tracker(Tracker::new(faults, Interrupt::new()));
+        .with_tracker(Tracker::new(faults.clone(), Interrupt::new()));
     let c = client();
     let report = push(&c, &src, &m, &dest, &options).unwrap();
     assert_eq!(report.resumed, vec![(layer.clone(), chunk)], "{report:?}");
+    assert!(faults.recorder.violations().is_empty());
     let exchanges = proxy.exchanges();
     assert!(exchanges
         .iter()
