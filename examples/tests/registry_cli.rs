@@ -69,6 +69,36 @@ fn push_pull_tags_and_manifest_round_trip_with_insecure_and_are_refused_without_
     let full = Reference::parse_name(&dest).unwrap().to_string();
     assert_eq!(full, dest);
     assert_eq!(stored_digest(&other.store(), &dest), digest);
+
+    // podman pulls what we pushed (a private store under the test's
+    // directory) and finds our digest. (`podman run` cannot run here:
+    // this sandbox refuses the setrlimit every OCI runtime makes.)
+    let Some(podman) = image_testsupport::tools::which("podman") else {
+        image_testsupport::tools::skip_or_fail("podman");
+        return;
+    };
+    let dir = cli.tmp.path();
+    let podman = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&podman);
+        cmd.arg("--root")
+            .arg(dir.join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.join("podman-run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "file"])
+            .args(args);
+        let out = image_testsupport::process::run_bounded(cmd);
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    podman(&["pull", "--tls-verify=false", &dest]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Digest}}", &dest]),
+        digest
+    );
 }
 
 #[test]
