@@ -133,32 +133,18 @@ fn login_writes_the_config_file_a_pull_then_uses_and_logout_removes_it() {
     let out = run(&["push", "app:1", &dest, "--insecure"], "");
     assert_eq!(out.status.code(), Some(77), "{out:?}");
 
+    let login = |password: &str| {
+        let args = ["login", &host, "-u", &creds.user, "--password-stdin"];
+        run(
+            &[&args[..], &["--insecure"]].concat(),
+            &format!("{password}\n"),
+        )
+    };
     // A wrong password is not kept.
-    let out = run(
-        &[
-            "login",
-            &host,
-            "-u",
-            &creds.user,
-            "--password-stdin",
-            "--insecure",
-        ],
-        "wrong\n",
-    );
-    assert!(!out.status.success());
+    assert!(!login("wrong").status.success());
     assert!(!docker_config.join("config.json").exists());
 
-    let out = run(
-        &[
-            "login",
-            &host,
-            "-u",
-            &creds.user,
-            "--password-stdin",
-            "--insecure",
-        ],
-        &format!("{}\n", creds.password),
-    );
+    let out = login(&creds.password);
     assert!(out.status.success(), "{out:?}");
     let file = docker_config.join("config.json");
     let meta = std::fs::metadata(&file).unwrap();

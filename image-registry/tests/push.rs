@@ -237,43 +237,29 @@ fn a_blob_in_another_repository_is_mounted_not_uploaded() {
 
 #[test]
 fn a_patch_cut_mid_body_goes_on_in_a_new_upload_and_completes() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
-        return;
-    };
-    let proxy = Arc::new(FaultProxy::start(registry.addr(), Faults::none()));
-    let (_s, src) = image_testsupport::store::oci_dir();
-    let m = image(&src, &[10_000, 3_000_000], 3);
-    let layer: Digest = m.layers()[1].digest().to_string().parse().unwrap();
-    let chunk = 1024 * 1024;
     // The second PATCH is cut mid-body: distribution then refuses the old
     // upload URL, and the layer goes again in a new upload.
-    let faults = FaultAt::new(
-        &proxy,
-        &layer,
-        chunk,
-        Fault::cut_request_after(300_000)
-            .on("/blobs/uploads/")
-            .method("PATCH"),
-    );
-    let dest = Reference::parse_name(&format!("{}/cut/app:1", proxy.host_port())).unwrap();
-    let c = client();
-    let options = PushOptions::default()
-        .with_chunking(chunk, chunk)
-        .with_tracker(Tracker::new(faults.clone(), Interrupt::new()));
-    let report = push(&c, &src, &m, &dest, &options).unwrap();
+    let fault = Fault::cut_request_after(300_000)
+        .on("/blobs/uploads/")
+        .method("PATCH");
+    let Some(run) = FaultedPush::run("cut/app", 3, fault) else {
+        return;
+    };
     assert!(
-        report.resumed.contains(&(layer.clone(), 0)),
-        "{report:?}\n{:#?}",
-        proxy.exchanges()
+        run.report.resumed.contains(&(run.layer.clone(), 0)),
+        "{:?}\n{:#?}",
+        run.report,
+        run.proxy.exchanges()
     );
     // The progress shown never went back to 0.
+    let recorder = &run.faults.recorder;
     assert!(
-        faults.recorder.violations().is_empty(),
+        recorder.violations().is_empty(),
         "{:?}",
-        faults.recorder.violations()
+        recorder.violations()
     );
-    assert!(faults.recorder.items().values().all(|i| i.finished));
-    pulled_back(&c, &dest, &src, &m);
+    assert!(recorder.items().values().all(|i| i.finished));
+    run.pulled_back();
 }
 
 #[test]
@@ -403,36 +389,76 @@ impl image_core::Progress for FaultAt {
     }
 }
 
+/// A push through the fault proxy of an image whose second layer (3 MB)
+/// goes in 1 MiB chunks, `fault` added once its first chunk is
+/// acknowledged.
+struct FaultedPush {
+    _registry: Registry,
+    proxy: Arc<FaultProxy>,
+    _src_dir: tempfile::TempDir,
+    src: OciDir,
+    m: Manifest,
+    layer: Digest,
+    faults: Arc<FaultAt>,
+    client: blocking::Client,
+    dest: Reference,
+    report: PushReport,
+}
+
+impl FaultedPush {
+    const CHUNK: u64 = 1024 * 1024;
+
+    fn run(repository: &str, seed: u64, fault: Fault) -> Option<FaultedPush> {
+        let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+        let proxy = Arc::new(FaultProxy::start(registry.addr(), Faults::none()));
+        let (src_dir, src) = image_testsupport::store::oci_dir();
+        let m = image(&src, &[10_000, 3_000_000], seed);
+        let layer: Digest = m.layers()[1].digest().to_string().parse().unwrap();
+        let faults = FaultAt::new(&proxy, &layer, Self::CHUNK, fault);
+        let dest = Reference::parse_name(&format!("{}/{repository}:1", proxy.host_port())).unwrap();
+        let options = PushOptions::default()
+            .with_chunking(Self::CHUNK, Self::CHUNK)
+            .with_tracker(Tracker::new(faults.clone(), Interrupt::new()));
+        let client = client();
+        let report = push(&client, &src, &m, &dest, &options).unwrap();
+        Some(FaultedPush {
+            _registry: registry,
+            proxy,
+            _src_dir: src_dir,
+            src,
+            m,
+            layer,
+            faults,
+            client,
+            dest,
+            report,
+        })
+    }
+
+    fn pulled_back(&self) {
+        pulled_back(&self.client, &self.dest, &self.src, &self.m);
+    }
+}
+
 #[test]
 fn a_chunked_upload_failing_past_its_retries_goes_on_from_the_registrys_range() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
-        return;
-    };
-    let proxy = Arc::new(FaultProxy::start(registry.addr(), Faults::none()));
-    let (_s, src) = image_testsupport::store::oci_dir();
-    let m = image(&src, &[10_000, 3_000_000], 6);
-    let layer: Digest = m.layers()[1].digest().to_string().parse().unwrap();
-    let chunk = 1024 * 1024;
     // Every PATCH after the first chunk answers 500 as many times as the
     // client tries a request (3): the upload must ask where it stands.
-    let faults = FaultAt::new(
-        &proxy,
-        &layer,
-        chunk,
-        Fault::status(500)
-            .on("/blobs/uploads/")
-            .method("PATCH")
-            .times(3),
+    let fault = Fault::status(500)
+        .on("/blobs/uploads/")
+        .method("PATCH")
+        .times(3);
+    let Some(run) = FaultedPush::run("range/app", 6, fault) else {
+        return;
+    };
+    assert_eq!(
+        run.report.resumed,
+        vec![(run.layer.clone(), FaultedPush::CHUNK)],
+        "{:?}",
+        run.report
     );
-    let dest = Reference::parse_name(&format!("{}/range/app:1", proxy.host_port())).unwrap();
-    let options = PushOptions::default()
-        .with_chunking(chunk, chunk)
-        .with_tracker(Tracker::new(faults.clone(), Interrupt::new()));
-    let c = client();
-    let report = push(&c, &src, &m, &dest, &options).unwrap();
-    assert_eq!(report.resumed, vec![(layer.clone(), chunk)], "{report:?}");
-    assert!(faults.recorder.violations().is_empty());
-    let exchanges = proxy.exchanges();
+    assert!(run.faults.recorder.violations().is_empty());
+    let exchanges = run.proxy.exchanges();
     assert!(exchanges
         .iter()
         .any(|e| e.method == "GET" && e.target.contains("/blobs/uploads/") && e.status == 204));
@@ -442,8 +468,8 @@ fn a_chunked_upload_failing_past_its_retries_goes_on_from_the_registrys_range() 
         .filter(|e| e.method == "PATCH" && e.status == 202)
         .map(|e| e.request_bytes)
         .sum();
-    assert_eq!(sent, m.layers()[1].size());
-    pulled_back(&c, &dest, &src, &m);
+    assert_eq!(sent, run.m.layers()[1].size());
+    run.pulled_back();
 }
 
 #[test]
