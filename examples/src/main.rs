@@ -107,6 +107,18 @@ enum Command {
     Builder(cmd::builder::BuilderCommand),
     /// Build an image from a Dockerfile (RUN steps run in containers).
     Build(cmd::build::BuildArgs),
+    /// Pull an image from a registry into the store.
+    Pull(cmd::registry::PullArgs),
+    /// Push an image of the store to a registry.
+    Push(cmd::registry::PushArgs),
+    /// List the tags of a repository on a registry.
+    Tags(cmd::registry::TagsArgs),
+    /// Print a manifest or index from a registry.
+    Manifest(cmd::registry::ManifestArgs),
+    /// Keep credentials for a registry in the Docker config file.
+    Login(cmd::registry::LoginArgs),
+    /// Remove a registry's credentials from the Docker config file.
+    Logout(cmd::registry::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -144,6 +156,12 @@ fn main() -> ExitCode {
         Command::Dockerfile(a) => cmd::dockerfile::run(a),
         Command::Builder(c) => cmd::builder::builder(&cli.store, c),
         Command::Build(a) => cmd::build::run(&cli.store, a),
+        Command::Pull(a) => cmd::registry::pull(&cli.store, &cli.ui, a),
+        Command::Push(a) => cmd::registry::push(&cli.store, &cli.ui, a),
+        Command::Tags(a) => cmd::registry::tags(a),
+        Command::Manifest(a) => cmd::registry::manifest(a),
+        Command::Login(a) => cmd::registry::login(a),
+        Command::Logout(a) => cmd::registry::logout(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

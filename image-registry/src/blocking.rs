@@ -11,6 +11,7 @@ use image_core::{Descriptor, Digest, Document, Reference};
 use crate::client::{Client as AsyncClient, ClientBuilder};
 use crate::error::RegistryError;
 use crate::pull::{PullError, PullOptions, PullReport, PullStore};
+use crate::push::{PushError, PushOptions, PushReport};
 
 /// A blocking registry client: [`crate::Client`] on a private runtime.
 #[derive(Debug)]
@@ -165,5 +166,25 @@ impl Client {
     ) -> Result<PullReport, PullError> {
         self.runtime
             .block_on(crate::pull::pull(&self.client, reference, store, options))
+    }
+
+    /// Blocks on [`crate::push()`].
+    ///
+    /// # Errors
+    /// As the asynchronous call.
+    pub fn push<S: image_store::Provider + Sync + ?Sized>(
+        &self,
+        store: &S,
+        source: &Descriptor,
+        dest: &Reference,
+        options: &PushOptions,
+    ) -> Result<PushReport, PushError> {
+        self.runtime.block_on(crate::push::push(
+            &self.client,
+            store,
+            source,
+            dest,
+            options,
+        ))
     }
 }

@@ -234,14 +234,16 @@ impl std::fmt::Debug for Client {
 
 /// A request's target: an endpoint, the path after `/v2/`, and the token
 /// scope it needs.
-struct Target<'a> {
-    endpoint: &'a Endpoint,
+pub(crate) struct Target<'a> {
+    pub(crate) endpoint: &'a Endpoint,
     /// The registry domain (for credentials).
-    domain: &'a str,
+    pub(crate) domain: &'a str,
     /// The repository on the registry (for credentials).
-    repository: &'a str,
-    path: String,
-    scope: Option<String>,
+    pub(crate) repository: &'a str,
+    /// The path after `/v2/`, with its query.
+    pub(crate) path: String,
+    /// The token scope (several separated by spaces).
+    pub(crate) scope: Option<String>,
 }
 
 /// A blob being downloaded: its bytes from [`offset`](BlobStream::offset).
@@ -789,6 +791,18 @@ impl Client {
         method: Method,
         headers: HeaderMap,
     ) -> Result<reqwest::Response, RegistryError> {
+        self.send_body(target, method, headers, None).await
+    }
+
+    /// [`send`](Client::send) with a request body (sent again on a retry,
+    /// so held in memory: a document or one upload chunk).
+    pub(crate) async fn send_body(
+        &self,
+        target: &Target<'_>,
+        method: Method,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+    ) -> Result<reqwest::Response, RegistryError> {
         let scheme = self.scheme(target.endpoint).await;
         let url = format!("{scheme}://{}/v2/{}", target.endpoint.host, target.path);
         let url = Url::parse(&url).map_err(|_| RegistryError::InvalidAnswer {
@@ -802,7 +816,13 @@ impl Client {
             attempt += 1;
             let auth = self.authorization(target).await?;
             let outcome = self
-                .follow(target.endpoint, &method, &url, &headers, auth.as_ref())
+                .follow(
+                    target.endpoint,
+                    &method,
+                    &url,
+                    &headers,
+                    (auth.as_ref(), body.as_ref()),
+                )
                 .await;
             let retry_after = match outcome {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthenticated => {
@@ -825,15 +845,18 @@ impl Client {
         }
     }
 
-    /// Follows redirects; `Authorization` only to the first URL's origin.
+    /// Follows redirects; `Authorization` only to the first URL's origin,
+    /// the body (when any) only with the first method (a 303 turns it
+    /// into a GET without one).
     async fn follow(
         &self,
         endpoint: &Endpoint,
         method: &Method,
         first: &Url,
         headers: &HeaderMap,
-        auth: Option<&HeaderValue>,
+        (auth, body): (Option<&HeaderValue>, Option<&bytes::Bytes>),
     ) -> Result<reqwest::Response, RegistryError> {
+        let mut body = body;
         let origin = first.origin();
         let mut url = first.clone();
         let mut method = method.clone();
@@ -849,6 +872,9 @@ impl Client {
                 .headers(headers.clone());
             if let (true, Some(auth)) = (same_origin, auth) {
                 request = request.header(AUTHORIZATION, auth.clone());
+            }
+            if let Some(body) = body {
+                request = request.body(body.clone());
             }
             let resp = request
                 .send()
@@ -880,6 +906,7 @@ impl Client {
             }
             if resp.status() == StatusCode::SEE_OTHER {
                 method = Method::GET;
+                body = None;
             }
             url = next;
         }
@@ -1179,7 +1206,7 @@ pub(crate) fn show_url(url: &Url) -> String {
 
 /// Turns an error status into a [`RegistryError`], reading (a bounded
 /// part of) the body for its distribution error code.
-async fn check_status(
+pub(crate) async fn check_status(
     method: Method,
     resp: reqwest::Response,
 ) -> Result<reqwest::Response, RegistryError> {
@@ -1231,7 +1258,7 @@ async fn check_status(
 }
 
 /// Reads a body up to `limit` bytes; more is [`RegistryError::TooLarge`].
-async fn read_bounded(
+pub(crate) async fn read_bounded(
     resp: reqwest::Response,
     limit: u64,
     what: &'static str,

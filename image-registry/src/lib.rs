@@ -13,6 +13,9 @@
 //!   a private runtime.
 //! - [`pull()`](pull::pull): an image into a store, verified, resumable,
 //!   parallel, under a lease.
+//! - [`push()`](push::push): an image from a store to a registry, blobs
+//!   skipped when present, mounted from another repository when asked,
+//!   uploaded whole or in resumable chunks, in parallel, tag last.
 //! - [`RegistryConfig`]: mirrors and insecure hosts (registries.conf's
 //!   shape), loopback over plain HTTP only when asked.
 //! - [`DockerConfig`] and [`Credentials`]: Docker's and containers' auth
@@ -45,6 +48,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod pull;
+pub mod push;
 pub mod secret;
 
 pub use auth::{Challenge, CredentialError, Credentials, DockerConfig};
@@ -52,6 +56,7 @@ pub use client::{BlobStream, Client, ClientBuilder, RetryPolicy};
 pub use config::{ConfigError, Endpoint, HostConfig, Mirror, RegistryConfig};
 pub use error::RegistryError;
 pub use pull::{pull, PullError, PullOptions, PullReport, PullStore};
+pub use push::{push, PushError, PushOptions, PushReport};
 pub use secret::Secret;
 
 image_core::classify_registry!(
@@ -60,4 +65,5 @@ image_core::classify_registry!(
     crate::config::ConfigError,
     crate::error::RegistryError,
     crate::pull::PullError,
+    crate::push::PushError,
 );

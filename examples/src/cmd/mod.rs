@@ -9,6 +9,7 @@ pub mod layer;
 pub mod platform;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod run;
 pub mod snapshot;
 pub mod store;
@@ -17,9 +18,15 @@ use image_core::ErrorKind;
 
 /// The class of a failure: the kind of the outermost error of the family in
 /// its chain, found through image-build's registry (which holds every
-/// crate's below it), or `None` for an error of imagectl's own.
+/// crate's below it) and image-registry's (beside it), or `None` for an
+/// error of imagectl's own.
 pub fn classify(e: &anyhow::Error) -> Option<ErrorKind> {
-    image_core::error::classify(e.as_ref(), image_build::kind_of)
+    image_core::error::classify(e.as_ref(), kind_of)
+}
+
+/// The class of one error of the family (not of its sources).
+fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    image_build::kind_of(e).or_else(|| image_registry::kind_of(e))
 }
 
 /// The error chain of a failure, prefixed by its class when a library error reports one.

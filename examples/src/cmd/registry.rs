@@ -1,0 +1,326 @@
+//! Registry commands: `pull`, `push`, `tags`, `manifest`, `login`,
+//! `logout`, over image-registry's blocking client.
+//!
+//! Without `--insecure` a registry is reached over verified HTTPS only; a
+//! failure to reach it says that `--insecure` allows plain HTTP and
+//! unverified TLS for that registry (as crane's flag does).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use image_core::{Classify, ErrorKind, Reference};
+use image_registry::{blocking, Client, PullOptions, PushOptions, RegistryConfig};
+use image_store::resolve_reference;
+
+use super::progress::UiArgs;
+use super::store::StoreArgs;
+
+/// How to reach a registry, shared by the commands that talk to one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReachArgs {
+    /// Allow plain HTTP and unverified TLS for this registry.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl ReachArgs {
+    /// A client for registry `domain`, with the default auth files.
+    fn client(&self, domain: &str) -> anyhow::Result<blocking::Client> {
+        let mut config = RegistryConfig::new();
+        if self.insecure {
+            config = config.with_insecure(domain);
+        }
+        let docker_config = image_registry::DockerConfig::load_default()?;
+        Ok(blocking::Client::from_builder(
+            Client::builder()
+                .config(config)
+                .docker_config(docker_config),
+        )?)
+    }
+
+    /// `result`, with the hint that names `--insecure` when the registry
+    /// could not be reached without it.
+    fn hint<T, E>(&self, domain: &str, result: Result<T, E>) -> anyhow::Result<T>
+    where
+        E: std::error::Error + Classify + Send + Sync + 'static,
+    {
+        result.map_err(|e| {
+            let unreachable = e.kind() == ErrorKind::Unavailable;
+            let e = anyhow::Error::new(e);
+            if unreachable && !self.insecure {
+                e.context(format!(
+                    "cannot reach {domain} over verified HTTPS (for plain HTTP or unverified TLS, pass --insecure)"
+                ))
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// Arguments of `imagectl pull`.
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The image (`busybox`, `127.0.0.1:5000/app:1`, `name@sha256:...`).
+    pub reference: String,
+    /// The platform to take from an index (the host's by default).
+    #[arg(long, conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Take every platform of an index.
+    #[arg(long)]
+    pub all_platforms: bool,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// Pulls an image into the store, named by the reference it was pulled by.
+pub fn pull(store: &StoreArgs, ui: &UiArgs, args: PullArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    let reference = Reference::parse_name(&args.reference)?;
+    let client = args.reach.client(reference.domain())?;
+    let mut options = PullOptions::default()
+        .with_all_platforms(args.all_platforms)
+        .with_tracker(ui.tracker());
+    if let Some(p) = &args.platform {
+        options = options.with_platform(p.parse()?);
+    }
+    let report = args
+        .reach
+        .hint(reference.domain(), client.pull(&reference, &s, &options))?;
+    let digest = report
+        .descriptor
+        .map(|d| d.digest().to_string())
+        .unwrap_or_default();
+    println!(
+        "Pulled {} ({digest}): {} blobs fetched, {} present",
+        report.tag.as_deref().unwrap_or(&args.reference),
+        report.fetched.len(),
+        report.skipped.len()
+    );
+    Ok(())
+}
+
+/// Arguments of `imagectl push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The image in the store.
+    pub reference: String,
+    /// Where to push it (a full registry reference; REFERENCE by default).
+    pub dest: Option<String>,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// Pushes an image of the store to a registry.
+pub fn push(store: &StoreArgs, ui: &UiArgs, args: PushArgs) -> anyhow::Result<()> {
+    let s = store.open()?;
+    // As given, else in the full form a pull stores names in.
+    let full = Reference::parse_name(&args.reference).map(|r| r.to_string());
+    let descriptor = resolve_reference(&s, &args.reference)
+        .or_else(|e| match &full {
+            Ok(full) if full != &args.reference => resolve_reference(&s, full),
+            _ => Err(e),
+        })
+        .with_context(|| format!("finding {} in the store", args.reference))?;
+    let dest = Reference::parse_name(args.dest.as_deref().unwrap_or(&args.reference))?;
+    let client = args.reach.client(dest.domain())?;
+    let options = PushOptions::default().with_tracker(ui.tracker());
+    let report = args
+        .reach
+        .hint(dest.domain(), client.push(&s, &descriptor, &dest, &options))?;
+    println!(
+        "Pushed {dest} ({}): {} blobs uploaded, {} present, {} mounted",
+        descriptor.digest(),
+        report.uploaded.len(),
+        report.skipped.len(),
+        report.mounted.len()
+    );
+    Ok(())
+}
+
+/// Arguments of `imagectl tags`.
+#[derive(Debug, clap::Args)]
+pub struct TagsArgs {
+    /// The repository (`127.0.0.1:5000/app`).
+    pub repository: String,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// Lists a repository's tags, one a line.
+pub fn tags(args: TagsArgs) -> anyhow::Result<()> {
+    let reference = Reference::parse_name(&args.repository)?;
+    let client = args.reach.client(reference.domain())?;
+    for t in args
+        .reach
+        .hint(reference.domain(), client.tags(&reference))?
+    {
+        println!("{t}");
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl manifest`.
+#[derive(Debug, clap::Args)]
+pub struct ManifestArgs {
+    /// The image (tag or digest).
+    pub reference: String,
+    /// Print the bytes as the registry sent them (else indented JSON).
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// Prints a manifest or index from a registry.
+pub fn manifest(args: ManifestArgs) -> anyhow::Result<()> {
+    let reference = Reference::parse_name(&args.reference)?;
+    let client = args.reach.client(reference.domain())?;
+    let doc = args
+        .reach
+        .hint(reference.domain(), client.get_manifest(&reference))?;
+    let mut out = std::io::stdout().lock();
+    if args.raw {
+        out.write_all(doc.raw())?;
+    } else {
+        let value: serde_json::Value = serde_json::from_slice(doc.raw())?;
+        serde_json::to_writer_pretty(&mut out, &value)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl login`.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The registry (`127.0.0.1:5000`, `docker.io`).
+    pub registry: String,
+    /// The user name.
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password from standard input.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// The largest password read from standard input.
+const MAX_PASSWORD: u64 = 64 * 1024;
+/// The largest Docker config file read.
+const MAX_CONFIG: u64 = 4 * 1024 * 1024;
+
+/// Checks the credentials against the registry, then keeps them in the
+/// Docker config file.
+pub fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .take(MAX_PASSWORD)
+        .read_to_string(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let domain = Reference::parse_name(&format!("{}/x", args.registry))?
+        .domain()
+        .to_owned();
+    let mut config = RegistryConfig::new();
+    if args.reach.insecure {
+        config = config.with_insecure(&domain);
+    }
+    let client = blocking::Client::from_builder(Client::builder().config(config).credentials(
+        domain.clone(),
+        image_registry::Credentials::basic(args.username.clone(), password.clone()),
+    ))?;
+    args.reach.hint(&domain, client.ping(&domain))?;
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", args.username));
+    let path = docker_config_path()?;
+    edit_config(&path, |auths| {
+        auths.insert(args.registry.clone(), serde_json::json!({ "auth": auth }));
+    })?;
+    println!("Login Succeeded ({})", path.display());
+    Ok(())
+}
+
+/// Arguments of `imagectl logout`.
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    /// The registry.
+    pub registry: String,
+}
+
+/// Removes a registry's credentials from the Docker config file.
+pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    let path = docker_config_path()?;
+    let mut removed = false;
+    edit_config(&path, |auths| {
+        removed = auths.remove(&args.registry).is_some();
+    })?;
+    if !removed {
+        bail!("not logged in to {}", args.registry);
+    }
+    println!("Removed login credentials for {}", args.registry);
+    Ok(())
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+fn docker_config_path() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        return Ok(Path::new(&dir).join("config.json"));
+    }
+    let home = std::env::var_os("HOME").context("neither DOCKER_CONFIG nor HOME is set")?;
+    Ok(Path::new(&home).join(".docker/config.json"))
+}
+
+/// Changes the `auths` of the Docker config file at `path` (other keys
+/// kept), written beside it with mode 0600 and renamed over it.
+fn edit_config(
+    path: &Path,
+    change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().context("the config file has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut doc = match std::fs::File::open(path) {
+        Ok(f) => {
+            let mut raw = Vec::new();
+            f.take(MAX_CONFIG + 1)
+                .read_to_end(&mut raw)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if raw.len() as u64 > MAX_CONFIG {
+                bail!("{} is larger than {MAX_CONFIG} bytes", path.display());
+            }
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let auths = doc
+        .entry("auths")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .with_context(|| format!("{}: \"auths\" is not an object", path.display()))?;
+    change(auths);
+    let partial = dir.join(format!(".config.json.{}.partial", std::process::id()));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)?;
+        serde_json::to_writer_pretty(&mut f, &doc)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&partial, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! `imagectl push`, `pull`, `tags`, `manifest`, `login` and `logout`
+//! against the real distribution registry (image-testsupport's fixture):
+//! a round trip with `--insecure`, the refusal without it naming the
+//! flag, and a login whose config file a later pull uses.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use common::{Cleanup, Cli};
+use image_core::{Digest, Reference};
+use image_store::{OciDir, TagStore};
+use image_testsupport::registry::{Registry, RegistryOptions};
+
+/// A store with the busybox image `app:1` in it.
+fn cli_with_image() -> Cli {
+    let cli = Cli::new(Cleanup::Containers);
+    let rootfs = cli.tmp.path().join("rootfs");
+    image_testsupport::rootfs::container_rootfs(&rootfs, &["sh", "echo"]);
+    cli.append_shell_image(&rootfs, "app:1");
+    cli
+}
+
+fn stored_digest(store: &std::path::Path, tag: &str) -> String {
+    OciDir::open(store)
+        .unwrap()
+        .resolve_tag(tag)
+        .unwrap()
+        .digest()
+        .to_string()
+}
+
+#[test]
+fn push_pull_tags_and_manifest_round_trip_with_insecure_and_are_refused_without_it() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let cli = cli_with_image();
+    let local = Reference::parse_name("app:1").unwrap().to_string();
+    let digest = stored_digest(&cli.store(), &local);
+    let dest = format!("{}/cli/app:1", registry.host_port());
+
+    // A plain-HTTP registry without --insecure: refused, naming the flag.
+    let err = cli.fails(&["push", "app:1", &dest]);
+    assert!(err.contains("--insecure"), "{err}");
+
+    let out = cli.ok(&["push", "app:1", &dest, "--insecure", "--quiet"]);
+    assert!(out.contains(&digest), "{out}");
+    let tags = cli.ok(&[
+        "tags",
+        &format!("{}/cli/app", registry.host_port()),
+        "--insecure",
+    ]);
+    assert_eq!(tags.trim(), "1");
+    let raw = cli
+        .command(&["manifest", &dest, "--raw", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    assert_eq!(Digest::sha256(&raw.stdout).to_string(), digest);
+
+    // Into a fresh store: the same digest, named by the pulled reference.
+    let other = Cli::new(Cleanup::Containers);
+    let err = other.fails(&["pull", &dest]);
+    assert!(err.contains("--insecure"), "{err}");
+    other.ok(&["pull", &dest, "--insecure", "--quiet"]);
+    let full = Reference::parse_name(&dest).unwrap().to_string();
+    assert_eq!(full, dest);
+    assert_eq!(stored_digest(&other.store(), &dest), digest);
+
+    // podman pulls what we pushed (a private store under the test's
+    // directory) and finds our digest. (`podman run` cannot run here:
+    // this sandbox refuses the setrlimit every OCI runtime makes.)
+    let Some(podman) = image_testsupport::tools::which("podman") else {
+        image_testsupport::tools::skip_or_fail("podman");
+        return;
+    };
+    let dir = cli.tmp.path();
+    let podman = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(&podman);
+        cmd.arg("--root")
+            .arg(dir.join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.join("podman-run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "file"])
+            .args(args);
+        let out = image_testsupport::process::run_bounded(cmd);
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    podman(&["pull", "--tls-verify=false", &dest]);
+    assert_eq!(
+        podman(&["image", "inspect", "--format", "{{.Digest}}", &dest]),
+        digest
+    );
+}
+
+#[test]
+fn login_writes_the_config_file_a_pull_then_uses_and_logout_removes_it() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::basic()) else {
+        return;
+    };
+    let creds = registry.credentials().unwrap().clone();
+    let host = registry.host_port();
+    let cli = cli_with_image();
+    let docker_config = cli.tmp.path().join("docker");
+    let dest = format!("{host}/private/app:1");
+    let run = |args: &[&str], stdin: &str| {
+        let mut cmd = cli.command(args);
+        cmd.env("DOCKER_CONFIG", &docker_config)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    // Anonymous: refused with the credentials' exit status.
+    let out = run(&["push", "app:1", &dest, "--insecure"], "");
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+
+    let login = |password: &str| {
+        let args = ["login", &host, "-u", &creds.user, "--password-stdin"];
+        run(
+            &[&args[..], &["--insecure"]].concat(),
+            &format!("{password}\n"),
+        )
+    };
+    // A wrong password is not kept.
+    assert!(!login("wrong").status.success());
+    assert!(!docker_config.join("config.json").exists());
+
+    let out = login(&creds.password);
+    assert!(out.status.success(), "{out:?}");
+    let file = docker_config.join("config.json");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(json["auths"][&host]["auth"].is_string(), "{json}");
+
+    let out = run(&["push", "app:1", &dest, "--insecure", "--quiet"], "");
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["pull", &dest, "--insecure", "--quiet"], "");
+    assert!(out.status.success(), "{out:?}");
+
+    let out = run(&["logout", &host], "");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(json["auths"].get(&host).is_none(), "{json}");
+    let out = run(&["pull", &dest, "--insecure", "--quiet"], "");
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+}

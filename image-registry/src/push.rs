@@ -1,0 +1,787 @@
+//! Push: an image from a store to a registry.
+//!
+//! [`push`] reads the document a descriptor names from the store (a
+//! manifest, or an index and every manifest under it, walked once with a
+//! visited set, at most [`MAX_DEPTH`] deep and [`MAX_MANIFESTS`] wide),
+//! then uploads the blobs (configs and layers), at most
+//! [`PushOptions::parallel`] at once, then the manifests by digest, then
+//! the indexes from the deepest up, and the tag last: a registry never
+//! holds a document whose references are missing, and the tag appears
+//! only once the whole image is there. Documents are pushed as the store
+//! holds them, byte for byte, so the pushed digest is the stored one.
+//!
+//! Each blob:
+//! - is skipped when the registry has it (`HEAD`);
+//! - is mounted from [`PushOptions::mount_from`] when asked
+//!   (`POST ...?mount=<digest>&from=<repository>`, with a token for both
+//!   repositories); a registry that cannot mount starts an upload instead;
+//! - is uploaded in one `PUT` when not larger than
+//!   [`PushOptions::monolithic_limit`], else in `PATCH` chunks of
+//!   [`PushOptions::chunk_size`] with `Content-Range`, then a closing
+//!   `PUT ?digest=`.
+//!
+//! A failed upload asks the registry where it stands (`GET` on the upload
+//! URL, its `Range`) and goes on from there; a registry that no longer
+//! knows the upload (distribution answers 404 `BLOB_UPLOAD_INVALID` after
+//! a cut `PATCH`) gets a new one from the start. Each request is retried
+//! by the client (backoff, `Retry-After`); an upload is restarted at most
+//! [`RetryPolicy::attempts`](crate::RetryPolicy) times.
+//!
+//! Progress: each blob is an item named by its digest (started with its
+//! size, bytes as they are sent, finished when the registry has it). The
+//! tracker's interrupt stops the push between chunks with `Cancelled`.
+//!
+//! # Security
+//! Documents are read from the store up to [`MAX_DOCUMENT_SIZE`]; a blob
+//! is held in memory one chunk at a time (or whole up to the monolithic
+//! limit). Upload locations must stay on the registry's origin (the
+//! credentials go with them).
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use futures_util::{StreamExt, TryStreamExt};
+use image_core::{
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, ParseError, Reference,
+    Tracker,
+};
+use image_store::{ContentError, Provider};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::client::{
+    check_interrupt, check_status, show_url, Client, Target, MANIFEST_ACCEPT, MAX_DOCUMENT_SIZE,
+};
+use crate::config::Endpoint;
+use crate::error::RegistryError;
+
+/// The deepest nesting of indexes pushed.
+pub const MAX_DEPTH: usize = 4;
+/// The most manifests one push takes from indexes.
+pub const MAX_MANIFESTS: usize = 1024;
+
+/// How to push.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PushOptions {
+    /// Blobs uploaded at once (at least 1; default 4).
+    pub parallel: usize,
+    /// Blobs up to this size go in one `PUT` (default 16 MiB).
+    pub monolithic_limit: u64,
+    /// The size of each `PATCH` of a chunked upload (at least 1 byte;
+    /// default 8 MiB).
+    pub chunk_size: u64,
+    /// A repository of the same registry to mount blobs from.
+    pub mount_from: Option<String>,
+    /// Progress and cancellation.
+    pub tracker: Tracker,
+}
+
+impl Default for PushOptions {
+    fn default() -> PushOptions {
+        PushOptions {
+            parallel: 4,
+            monolithic_limit: 16 * 1024 * 1024,
+            chunk_size: 8 * 1024 * 1024,
+            mount_from: None,
+            tracker: Tracker::default(),
+        }
+    }
+}
+
+impl PushOptions {
+    /// Blobs uploaded at once.
+    pub fn with_parallel(mut self, parallel: usize) -> PushOptions {
+        self.parallel = parallel;
+        self
+    }
+
+    /// The largest blob uploaded in one `PUT`; larger ones go in chunks of
+    /// `chunk_size`.
+    pub fn with_chunking(mut self, monolithic_limit: u64, chunk_size: u64) -> PushOptions {
+        self.monolithic_limit = monolithic_limit;
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// Mounts blobs from `repository` (on the same registry) when it has
+    /// them.
+    pub fn with_mount_from(mut self, repository: impl Into<String>) -> PushOptions {
+        self.mount_from = Some(repository.into());
+        self
+    }
+
+    /// Progress and cancellation.
+    pub fn with_tracker(mut self, tracker: Tracker) -> PushOptions {
+        self.tracker = tracker;
+        self
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PushReport {
+    /// The descriptor pushed (and tagged).
+    pub descriptor: Option<Descriptor>,
+    /// The tag set, `None` for a reference without a tag.
+    pub tag: Option<String>,
+    /// Blobs uploaded.
+    pub uploaded: Vec<Digest>,
+    /// Blobs the registry already had.
+    pub skipped: Vec<Digest>,
+    /// Blobs mounted from [`PushOptions::mount_from`].
+    pub mounted: Vec<Digest>,
+    /// Blobs whose upload went on after a failure, with the offset it
+    /// went on from (0 for a new upload).
+    pub resumed: Vec<(Digest, u64)>,
+    /// Manifests and indexes put (those the registry lacked).
+    pub documents: Vec<Digest>,
+    /// Blob bytes sent (chunks sent again included).
+    pub bytes_sent: u64,
+}
+
+/// Why a push failed. Blobs uploaded before the failure stay on the
+/// registry (a push again skips them); the tag was not set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// A registry request for the image failed (a document, the tag).
+    #[error("pushing to {reference}")]
+    Registry {
+        /// The reference pushed to.
+        reference: String,
+        /// Why.
+        source: Box<RegistryError>,
+    },
+    /// A blob could not be uploaded.
+    #[error("uploading blob {digest}")]
+    Blob {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        source: Box<RegistryError>,
+    },
+    /// The store could not give a blob or document.
+    #[error("reading {digest} from the store")]
+    Store {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        source: Box<ContentError>,
+    },
+    /// A blob's bytes could not be read from the store, or were fewer
+    /// than its descriptor says.
+    #[error("reading blob {digest} from the store")]
+    Read {
+        /// The blob.
+        digest: Digest,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A stored document is unusable.
+    #[error("stored document {digest} is unusable")]
+    Document {
+        /// The document.
+        digest: Digest,
+        /// Why.
+        source: ParseError,
+    },
+    /// A descriptor in a document is unusable (a bad digest, a document
+    /// larger than [`MAX_DOCUMENT_SIZE`]).
+    #[error("descriptor {digest} in {parent} is unusable")]
+    Descriptor {
+        /// The descriptor's digest as written.
+        digest: String,
+        /// The document holding it.
+        parent: Digest,
+    },
+    /// Indexes nest deeper than this pusher follows, or list too many
+    /// manifests.
+    #[error("index {digest} nests too deep or lists too many manifests")]
+    TooDeep {
+        /// The index.
+        digest: Digest,
+    },
+}
+
+impl Classify for PushError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PushError::Registry { source, .. } | PushError::Blob { source, .. } => source.kind(),
+            PushError::Store { source, .. } => source.kind(),
+            PushError::Read { source, .. } if image_core::progress::is_cancelled(source) => {
+                ErrorKind::Cancelled
+            }
+            PushError::Read { source, .. } => ErrorKind::from_io(source),
+            PushError::Document { source, .. } => source.kind(),
+            PushError::Descriptor { .. } => ErrorKind::InvalidInput,
+            PushError::TooDeep { .. } => ErrorKind::Unsafe,
+        }
+    }
+}
+
+/// Pushes the image `source` names in `store` to `dest` (its registry and
+/// repository; tagged with its tag when it has one); see the
+/// [module documentation](self).
+///
+/// # Errors
+/// [`PushError`]; its class tells a retryable failure (`Unavailable`)
+/// from a refusal (`Unauthenticated`, `NotFound`...).
+pub async fn push<S: Provider + Sync + ?Sized>(
+    client: &Client,
+    store: &S,
+    source: &Descriptor,
+    dest: &Reference,
+    options: &PushOptions,
+) -> Result<PushReport, PushError> {
+    let registry = |source| PushError::Registry {
+        reference: dest.to_string(),
+        source: Box::new(source),
+    };
+    let walk = walk(store, source)?;
+    let repo = Repo::new(client, dest, options.mount_from.as_deref());
+
+    let parallel = options.parallel.max(1);
+    let outcomes: Vec<Outcome> = futures_util::stream::iter(walk.blobs.iter())
+        .map(|d| push_blob(&repo, store, d, options))
+        .buffer_unordered(parallel)
+        .try_collect()
+        .await?;
+    let mut report = PushReport::default();
+    for o in outcomes {
+        report.bytes_sent += o.sent;
+        report
+            .resumed
+            .extend(o.resumed.into_iter().map(|at| (o.digest.clone(), at)));
+        match o.how {
+            How::Skipped => report.skipped.push(o.digest),
+            How::Mounted => report.mounted.push(o.digest),
+            How::Uploaded => report.uploaded.push(o.digest),
+        }
+    }
+
+    for doc in &walk.documents {
+        let path = format!("manifests/{}", doc.digest());
+        if !repo.exists(&path).await.map_err(registry)? {
+            repo.put_document(doc, &doc.digest().to_string())
+                .await
+                .map_err(registry)?;
+            report.documents.push(doc.digest().clone());
+        }
+    }
+    let top = walk
+        .documents
+        .last()
+        .expect("the walk yields the top document");
+    let tag = dest.tag().map(str::to_owned);
+    if let Some(tag) = &tag {
+        repo.put_document(top, tag).await.map_err(registry)?;
+    }
+    report.descriptor = Some(source.clone());
+    report.tag = tag.map(|_| dest.to_string());
+    Ok(report)
+}
+
+/// What a push takes from the store: blobs, and documents in the order
+/// they go (children before parents, the top one last).
+struct Walk {
+    blobs: Vec<Descriptor>,
+    documents: Vec<Document>,
+}
+
+/// Reads the documents under `top`, each once.
+fn walk<S: Provider + ?Sized>(store: &S, top: &Descriptor) -> Result<Walk, PushError> {
+    let mut blobs = Vec::new();
+    let mut seen: HashSet<Digest> = HashSet::new();
+    // (document, depth), in the order read; sorted deepest first below.
+    let mut documents: Vec<(usize, Document)> = Vec::new();
+    let top_digest = checked(top, &Digest::sha256(b""))?;
+    let mut pending = vec![(top.clone(), 0usize)];
+    seen.insert(top_digest);
+    while let Some((d, depth)) = pending.pop() {
+        let doc = read_document(store, &d)?;
+        match &doc {
+            Document::Manifest(m) => {
+                for b in std::iter::once(m.config()).chain(m.layers()) {
+                    if seen.insert(checked(b, m.digest())?) {
+                        blobs.push(b.clone());
+                    }
+                }
+            }
+            Document::Index(index) => {
+                for child in index.manifests() {
+                    if !seen.insert(checked(child, index.digest())?) {
+                        continue;
+                    }
+                    if depth + 1 > MAX_DEPTH || documents.len() + pending.len() >= MAX_MANIFESTS {
+                        return Err(PushError::TooDeep {
+                            digest: index.digest().clone(),
+                        });
+                    }
+                    pending.push((child.clone(), depth + 1));
+                }
+            }
+        }
+        documents.push((depth, doc));
+    }
+    // Deepest first; the sort is stable, so the top (depth 0, read first)
+    // ends last.
+    documents.sort_by_key(|d| std::cmp::Reverse(d.0));
+    Ok(Walk {
+        blobs,
+        documents: documents.into_iter().map(|(_, d)| d).collect(),
+    })
+}
+
+fn checked(d: &Descriptor, parent: &Digest) -> Result<Digest, PushError> {
+    d.checked_digest().map_err(|_| PushError::Descriptor {
+        digest: d.digest().to_string(),
+        parent: parent.clone(),
+    })
+}
+
+fn read_document<S: Provider + ?Sized>(store: &S, d: &Descriptor) -> Result<Document, PushError> {
+    let digest = checked(d, &Digest::sha256(b""))?;
+    let raw = store
+        .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
+        .map_err(|source| PushError::Store {
+            digest: digest.clone(),
+            source: Box::new(source),
+        })?;
+    Document::from_bytes(raw, Some(&d.media_type().into()))
+        .map_err(|source| PushError::Document { digest, source })
+}
+
+/// The repository pushed to, on the registry itself (never a mirror).
+struct Repo<'a> {
+    client: &'a Client,
+    endpoint: Endpoint,
+    domain: &'a str,
+    /// The repository as the client names it (for credentials).
+    name: &'a str,
+    /// The repository's path on the endpoint.
+    path: String,
+    scope: String,
+    /// The repository to mount from and the scope for both.
+    mount: Option<(String, String)>,
+}
+
+impl<'a> Repo<'a> {
+    fn new(client: &'a Client, dest: &'a Reference, mount_from: Option<&str>) -> Repo<'a> {
+        let endpoint = client.config().origin(dest.domain());
+        let path = endpoint.repository_path(dest.repository());
+        let scope = format!("repository:{path}:pull,push");
+        let mount = mount_from.map(|from| {
+            let from = endpoint.repository_path(from);
+            let scope = format!("{scope} repository:{from}:pull");
+            (from, scope)
+        });
+        Repo {
+            client,
+            endpoint,
+            domain: dest.domain(),
+            name: dest.repository(),
+            path,
+            scope,
+            mount,
+        }
+    }
+
+    /// A target: `suffix` under the repository, or (starting with `/v2/`)
+    /// a path the registry gave.
+    fn target(&self, suffix: &str, scope: &str) -> Target<'_> {
+        let path = match suffix.strip_prefix("/v2/") {
+            Some(p) => p.to_owned(),
+            None => format!("{}/{suffix}", self.path),
+        };
+        Target {
+            endpoint: &self.endpoint,
+            domain: self.domain,
+            repository: self.name,
+            path,
+            scope: Some(scope.to_owned()),
+        }
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        suffix: &str,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        self.request_scoped(method, suffix, headers, body, &self.scope)
+            .await
+    }
+
+    async fn request_scoped(
+        &self,
+        method: Method,
+        suffix: &str,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let target = self.target(suffix, scope);
+        let resp = self
+            .client
+            .send_body(&target, method.clone(), headers, body)
+            .await?;
+        check_status(method, resp).await
+    }
+
+    /// Whether `suffix` (a blob or a manifest) is there (`HEAD`; every
+    /// manifest type accepted: distribution answers 404 for an OCI
+    /// manifest a client does not accept).
+    async fn exists(&self, suffix: &str) -> Result<bool, RegistryError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        match self.request(Method::HEAD, suffix, headers, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a document under `name` (its digest or a tag), checking the
+    /// digest the registry computed when it says.
+    async fn put_document(&self, doc: &Document, name: &str) -> Result<(), RegistryError> {
+        let mut headers = HeaderMap::new();
+        let media_type = doc.media_type().to_string();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(&media_type).map_err(|_| RegistryError::InvalidAnswer {
+                url: name.to_owned(),
+                what: "media type for a header",
+            })?,
+        );
+        let body = bytes::Bytes::copy_from_slice(doc.raw());
+        let resp = self
+            .request(
+                Method::PUT,
+                &format!("manifests/{name}"),
+                headers,
+                Some(body),
+            )
+            .await?;
+        let url = show_url(resp.url());
+        if let Some(found) = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok())
+        {
+            if &found != doc.digest() {
+                return Err(RegistryError::DigestMismatch {
+                    url,
+                    expected: doc.digest().clone(),
+                    found,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an upload (with a mount when asked): `None` when the blob
+    /// was mounted, else the upload's location.
+    async fn start_upload(
+        &self,
+        digest: &Digest,
+        mount: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        let (suffix, scope) = match (&self.mount, mount) {
+            (Some((from, scope)), true) => (
+                format!("blobs/uploads/?mount={digest}&from={from}"),
+                scope.as_str(),
+            ),
+            _ => ("blobs/uploads/".to_owned(), self.scope.as_str()),
+        };
+        let resp = self
+            .request_scoped(Method::POST, &suffix, HeaderMap::new(), None, scope)
+            .await?;
+        if resp.status() == StatusCode::CREATED && mount {
+            return Ok(None);
+        }
+        location(&resp).map(Some)
+    }
+
+    /// Where an upload stands: `Some(next offset)`, or `None` when the
+    /// registry no longer knows it.
+    async fn upload_offset(&self, location: &str) -> Result<Option<u64>, RegistryError> {
+        match self
+            .request(Method::GET, location, HeaderMap::new(), None)
+            .await
+        {
+            Ok(resp) => Ok(Some(range_end(&resp)?)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => Ok(None),
+            Err(RegistryError::Status { status: 416, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The upload location of an answer, as a path under `/v2/` with its
+/// query, required to stay on the answer's origin.
+fn location(resp: &reqwest::Response) -> Result<String, RegistryError> {
+    let url = resp.url();
+    let invalid = |what| RegistryError::InvalidAnswer {
+        url: show_url(url),
+        what,
+    };
+    let next = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| url.join(l).ok())
+        .ok_or_else(|| invalid("upload Location"))?;
+    if next.origin() != url.origin() || !next.path().starts_with("/v2/") {
+        return Err(invalid("upload Location on another origin or outside /v2/"));
+    }
+    Ok(path_and_query(&next))
+}
+
+fn path_and_query(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+/// The offset after an answer's `Range: 0-<last>` (0 without one).
+fn range_end(resp: &reqwest::Response) -> Result<u64, RegistryError> {
+    let Some(range) = resp.headers().get(RANGE) else {
+        return Ok(0);
+    };
+    range
+        .to_str()
+        .ok()
+        .and_then(|r| r.trim().strip_prefix("bytes=").or(Some(r.trim())))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(_, last)| last.parse::<u64>().ok())
+        .map(|last| last + 1)
+        .ok_or_else(|| RegistryError::InvalidAnswer {
+            url: show_url(resp.url()),
+            what: "upload Range",
+        })
+}
+
+/// `location` with `key=value` added to its query.
+fn with_query(location: &str, key: &str, value: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}{key}={value}")
+}
+
+enum How {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+struct Outcome {
+    digest: Digest,
+    how: How,
+    resumed: Vec<u64>,
+    sent: u64,
+}
+
+/// Why one upload attempt stopped: the registry (the upload goes on from
+/// where the registry stands) or the store (not retried).
+enum Stop {
+    Net(RegistryError),
+    Push(PushError),
+}
+
+impl From<RegistryError> for Stop {
+    fn from(e: RegistryError) -> Stop {
+        Stop::Net(e)
+    }
+}
+
+/// Uploads one blob unless the registry has it or can mount it.
+async fn push_blob<S: Provider + Sync + ?Sized>(
+    repo: &Repo<'_>,
+    store: &S,
+    d: &Descriptor,
+    options: &PushOptions,
+) -> Result<Outcome, PushError> {
+    let digest = checked(d, &Digest::sha256(b""))?;
+    let size = d.size();
+    let item = digest.to_string();
+    let tracker = &options.tracker;
+    let progress = tracker.progress();
+    let blob_err = |source| PushError::Blob {
+        digest: digest.clone(),
+        source: Box::new(source),
+    };
+    progress.item_started(&item, Some(size));
+    let done = |how, resumed, sent| {
+        progress.item_progress(&item, size);
+        progress.item_finished(&item);
+        Ok(Outcome {
+            digest: digest.clone(),
+            how,
+            resumed,
+            sent,
+        })
+    };
+    check_interrupt(tracker.interrupt()).map_err(blob_err)?;
+    if repo
+        .exists(&format!("blobs/{digest}"))
+        .await
+        .map_err(blob_err)?
+    {
+        return done(How::Skipped, Vec::new(), 0);
+    }
+    let Some(location) = repo
+        .start_upload(&digest, repo.mount.is_some())
+        .await
+        .map_err(blob_err)?
+    else {
+        return done(How::Mounted, Vec::new(), 0);
+    };
+    let policy = repo.client.retry_policy();
+    let mut state = Upload {
+        location,
+        offset: 0,
+        sent: 0,
+        shown: 0,
+    };
+    let mut resumed = Vec::new();
+    let mut restarts = 0u32;
+    loop {
+        let attempt = upload(repo, store, (&digest, size), &mut state, options).await;
+        match attempt {
+            Ok(()) => return done(How::Uploaded, resumed, state.sent),
+            Err(Stop::Push(e)) => return Err(e),
+            Err(Stop::Net(e)) if e.kind() == ErrorKind::Cancelled => return Err(blob_err(e)),
+            Err(Stop::Net(e)) if restarts + 1 >= policy.attempts.max(1) => return Err(blob_err(e)),
+            Err(Stop::Net(_)) => {
+                restarts += 1;
+                tokio::time::sleep(policy.delay(restarts - 1, None)).await;
+                // Where the registry stands, or a new upload.
+                state.offset = match repo
+                    .upload_offset(&state.location)
+                    .await
+                    .map_err(blob_err)?
+                {
+                    // "0-0" says 0 or 1 byte: only a longer range is sure.
+                    Some(at) if at > 1 && at <= size => at,
+                    _ => {
+                        state.location = repo
+                            .start_upload(&digest, false)
+                            .await
+                            .map_err(blob_err)?
+                            .expect("an upload without a mount gives a location");
+                        0
+                    }
+                };
+                resumed.push(state.offset);
+            }
+        }
+    }
+}
+
+/// Where one blob's upload stands.
+struct Upload {
+    /// The upload URL (path and query) the registry gave last.
+    location: String,
+    /// The bytes the registry acknowledged.
+    offset: u64,
+    /// The bytes sent in all (some again after a failure).
+    sent: u64,
+    /// The progress shown (never going back after a new upload).
+    shown: u64,
+}
+
+/// Sends blob `digest` from `state.offset` to the upload at
+/// `state.location`, in one `PUT` when small, else in chunks; keeps the
+/// state up to date with what the registry acknowledged.
+async fn upload<S: Provider + Sync + ?Sized>(
+    repo: &Repo<'_>,
+    store: &S,
+    (digest, size): (&Digest, u64),
+    state: &mut Upload,
+    options: &PushOptions,
+) -> Result<(), Stop> {
+    let Upload {
+        location,
+        offset,
+        sent,
+        shown,
+    } = state;
+    let read_err = |source| {
+        Stop::Push(PushError::Read {
+            digest: digest.clone(),
+            source,
+        })
+    };
+    let mut reader = store.reader(digest).map_err(|source| {
+        Stop::Push(PushError::Store {
+            digest: digest.clone(),
+            source: Box::new(source),
+        })
+    })?;
+    std::io::copy(&mut (&mut reader).take(*offset), &mut std::io::sink()).map_err(read_err)?;
+    let progress = options.tracker.progress();
+    let item = digest.to_string();
+    let octets = HeaderValue::from_static("application/octet-stream");
+    let chunked = size > options.monolithic_limit;
+    let chunk_size = if chunked {
+        options.chunk_size.max(1)
+    } else {
+        size.max(1)
+    };
+    while *offset < size {
+        check_interrupt(options.tracker.interrupt())?;
+        let n = chunk_size.min(size - *offset);
+        let mut chunk = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        (&mut reader)
+            .take(n)
+            .read_to_end(&mut chunk)
+            .map_err(read_err)?;
+        if chunk.len() as u64 != n {
+            return Err(read_err(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, octets.clone());
+        if !chunked {
+            // The whole blob in the closing PUT.
+            let put = with_query(location, "digest", &digest.to_string());
+            repo.request(Method::PUT, &put, headers, Some(chunk.into()))
+                .await?;
+            *sent += n;
+            *offset = size;
+            return Ok(());
+        }
+        let range = format!("{}-{}", *offset, *offset + n - 1);
+        headers.insert(
+            CONTENT_RANGE,
+            HeaderValue::from_str(&range).expect("digits and a dash"),
+        );
+        let resp = repo
+            .request(Method::PATCH, location, headers, Some(chunk.into()))
+            .await?;
+        *sent += n;
+        let acknowledged = range_end(&resp)?;
+        *location = self::location(&resp)?;
+        if acknowledged != *offset + n {
+            // The registry holds other bytes than sent: ask again.
+            return Err(Stop::Net(RegistryError::InvalidAnswer {
+                url: show_url(resp.url()),
+                what: "upload Range after a chunk",
+            }));
+        }
+        *offset = acknowledged;
+        if *offset > *shown {
+            *shown = *offset;
+            progress.item_progress(&item, *offset);
+        }
+    }
+    let put = with_query(location, "digest", &digest.to_string());
+    repo.request(Method::PUT, &put, HeaderMap::new(), None)
+        .await?;
+    Ok(())
+}
