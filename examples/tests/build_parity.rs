@@ -271,9 +271,28 @@ fn buildah_and_imagectl_build_the_same_images() {
         match (theirs, b.ours(&case)) {
             (Ok(theirs), Ok(ours)) => {
                 let base = b.base_facts(&case);
-                for d in differences("buildah", &theirs, "ours", &ours, &base.tree) {
+                let found = differences("buildah", &theirs, "ours", &ours, &base.tree);
+                let expected: Vec<String> = std::fs::read_to_string(case.dir.join("differences"))
+                    .map(|t| {
+                        t.lines()
+                            .filter(|l| !l.starts_with('#'))
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if found == expected {
+                    continue;
+                }
+                for d in &found {
                     eprintln!("parity: {}: {d}", case.name);
                     report.push(format!("{}: {d}", case.name));
+                }
+                if !expected.is_empty() {
+                    report.push(format!(
+                        "{}: expected exactly these differences instead:\n{}",
+                        case.name,
+                        expected.join("\n")
+                    ));
                 }
             }
             (Err(e), Ok(_)) => report.push(format!("{}: only buildah fails: {e}", case.name)),

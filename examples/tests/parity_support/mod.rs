@@ -48,6 +48,11 @@ pub fn full_name(name: &str) -> String {
 /// - `tag NAME`: also tag the result NAME (a later case builds FROM it);
 /// - `needs debian`: the case starts from [`DEBIAN_BASE`].
 ///
+/// A `differences` file lists, one a line, the differences the case is
+/// expected to show: where Docker's two builders disagree and we follow
+/// BuildKit while buildah follows the classic builder. The case then
+/// passes when exactly those are found.
+///
 /// Cases are built in name order, so a case tagged for another sorts
 /// before it.
 #[derive(Debug, Clone)]
@@ -148,7 +153,7 @@ fn copy_tree(src: &Path, dest: &Path, case: bool) {
     for entry in std::fs::read_dir(src).expect("read_dir") {
         let entry = entry.expect("entry");
         let name = entry.file_name();
-        if case && (name == "args" || name == "Dockerfile.buildah") {
+        if case && (name == "args" || name == "Dockerfile.buildah" || name == "differences") {
             continue;
         }
         let (from, to) = (entry.path(), dest.join(&name));
