@@ -427,6 +427,59 @@ fn native_exec_joins_a_running_container_and_tty() {
     assert_eq!(out, "both-tty\nctty\n");
 }
 
+/// The process's groups, as Docker, containerd and buildah set them: the
+/// primary group first, then every `/etc/group` entry naming the user
+/// (only when no group is given), then `--group-add`; the same under the
+/// native backend, runc and crun. `id -G` prints them with the gid; the
+/// kernel's own list (`Groups:`, sorted) shows the primary group is one.
+#[test]
+fn supplementary_groups_hold_the_primary_group_and_etc_group_on_every_backend() {
+    if !ready(&[]) {
+        return;
+    }
+    let script = "id -G; grep '^Groups:' /proc/self/status";
+    // (user, --group-add, `id -G`, the kernel's sorted list)
+    let cases: [(&str, &[u32], &str, &str); 4] = [
+        ("app", &[], "1000 10 50", "10 50 1000"),
+        ("app", &[7], "1000 10 50 7", "7 10 50 1000"),
+        ("app:50", &[], "50", "50"),
+        ("1000", &[], "1000 10 50", "10 50 1000"),
+    ];
+    for (user, extra, id_g, kernel) in cases {
+        let mut opts = RunOptions::new();
+        opts.user = Some(user.into());
+        opts.additional_gids = extra.to_vec();
+        let b = Bundle::new(&opts);
+        let mut backends: Vec<(&str, Box<dyn Backend>)> = vec![("native", Box::new(b.native()))];
+        for kind in [RuntimeKind::Runc, RuntimeKind::Crun] {
+            if ready(&[kind.program()]) {
+                let state = b.tmp.path().join(kind.program());
+                backends.push((
+                    kind.program(),
+                    Box::new(OciRuntime::new(kind, &state).unwrap()),
+                ));
+            }
+        }
+        for (name, be) in &backends {
+            let exit = sh(&b, &**be, &format!("groups-{name}"), script);
+            let out = exit.stdout_str();
+            assert!(
+                exit.status.success(),
+                "{name} {user}: {out} {}",
+                exit.stderr_str()
+            );
+            let lines: Vec<&str> = out.lines().collect();
+            // busybox prints the gid, then the kernel's list without it.
+            let listed: BTreeSet<&str> = lines[0].split_whitespace().collect();
+            let want: BTreeSet<&str> = id_g.split_whitespace().collect();
+            assert_eq!(listed, want, "{name} {user}: {out}");
+            let got: Vec<&str> = lines[1]["Groups:".len()..].split_whitespace().collect();
+            let want: Vec<&str> = kernel.split_whitespace().collect();
+            assert_eq!(got, want, "{name} {user}: {out}");
+        }
+    }
+}
+
 #[test]
 fn native_through_the_container_lifecycle() {
     if !ready(&[]) {

@@ -150,12 +150,8 @@ impl Runtime {
             };
             let root = RootDir::open(&root_path)?;
             let resolved = user::resolve(&root, u)?;
-            let mut su = p.user().clone();
-            su.set_uid(resolved.uid);
-            su.set_gid(resolved.gid);
-            su.set_additional_gids(
-                (!resolved.additional_gids.is_empty()).then_some(resolved.additional_gids),
-            );
+            let mut su = spec::process_user(&resolved, &[])?;
+            su.set_umask(p.user().umask());
             p.set_user(su);
         }
         p.set_terminal(Some(opts.tty));

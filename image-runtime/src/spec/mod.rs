@@ -373,17 +373,28 @@ fn joined_keys<'a>(keys: impl Iterator<Item = &'a String>) -> String {
 /// setgroups(2)).
 pub const NGROUPS_MAX: usize = 65_536;
 
-/// The process's supplementary groups: the user's, then `--group-add`'s
-/// not already there; every ID, the uid and gid too, at most [`MAX_ID`].
+/// The process's supplementary groups: the primary group first, then the
+/// user's (`/etc/group`), then `--group-add`'s, each once; every ID, the
+/// uid and gid too, at most [`MAX_ID`].
+///
+/// The primary group is always in the list, as Docker, containerd,
+/// BuildKit and buildah put it since CVE-2022-36109 / CVE-2023-25173: a
+/// process whose primary group is missing from its supplementary groups
+/// escapes a file's group-deny mode (`0705`) once it drops that group
+/// with `setgid`, and a RUN step's `id` would differ from theirs.
 ///
 /// # Errors
 /// [`SpecError::IdOutOfRange`], [`SpecError::TooManyGroups`].
 pub fn groups(user: &ResolvedUser, opts: &RunOptions) -> Result<Vec<u32>, SpecError> {
+    supplementary(user, &opts.additional_gids)
+}
+
+/// [`groups`] with the extra groups given as a list.
+fn supplementary(user: &ResolvedUser, extra: &[u32]) -> Result<Vec<u32>, SpecError> {
     let mut seen = std::collections::HashSet::new();
-    let gids: Vec<u32> = user
-        .additional_gids
-        .iter()
-        .chain(&opts.additional_gids)
+    let gids: Vec<u32> = std::iter::once(&user.gid)
+        .chain(&user.additional_gids)
+        .chain(extra)
         .copied()
         .filter(|g| seen.insert(*g))
         .collect();
@@ -402,6 +413,20 @@ pub fn groups(user: &ResolvedUser, opts: &RunOptions) -> Result<Vec<u32>, SpecEr
         }
     }
     Ok(gids)
+}
+
+/// The spec's `process.user` of `user`, with the `extra` groups
+/// (`--group-add`) after the user's own (see [`groups`]).
+///
+/// # Errors
+/// As [`groups`].
+pub(crate) fn process_user(user: &ResolvedUser, extra: &[u32]) -> Result<User, SpecError> {
+    let gids = supplementary(user, extra)?;
+    let mut u = User::default();
+    u.set_uid(user.uid)
+        .set_gid(user.gid)
+        .set_additional_gids(Some(gids));
+    Ok(u)
 }
 
 /// Generates the runtime spec for a container of an image.
@@ -435,11 +460,7 @@ pub fn generate(
         .iter()
         .map(|r| posix_rlimit(r.resource, r.soft, r.hard))
         .collect();
-    let gids = groups(&ctx.user, opts)?;
-    let mut user = User::default();
-    user.set_uid(ctx.user.uid)
-        .set_gid(ctx.user.gid)
-        .set_additional_gids((!gids.is_empty()).then_some(gids));
+    let user = process_user(&ctx.user, &opts.additional_gids)?;
 
     let mut mounts = mounts::default_mounts();
     if let Some(f) = &ctx.etc_files {
@@ -660,7 +681,10 @@ mod tests {
             .collect::<Vec<_>>()
         );
         assert_eq!(p.user().uid(), 1000);
-        assert_eq!(p.user().additional_gids().as_ref().unwrap(), &vec![10, 7]);
+        assert_eq!(
+            p.user().additional_gids().as_ref().unwrap(),
+            &vec![1000, 10, 7]
+        );
         let caps = p
             .capabilities()
             .as_ref()
@@ -788,6 +812,41 @@ mod tests {
             generate(&config(), &o, &ctx()),
             Err(SpecError::InvalidOption { .. })
         ));
+    }
+
+    #[test]
+    fn supplementary_groups_start_with_the_primary_group_each_once() {
+        let user = |gid: u32, image: &[u32]| ResolvedUser {
+            gid,
+            additional_gids: image.to_vec(),
+            ..ctx().user
+        };
+        let with = |extra: &[u32]| {
+            let mut o = RunOptions::new();
+            o.additional_gids = extra.to_vec();
+            o
+        };
+        /// The primary group, the image's /etc/group, --group-add, the list.
+        type Case = (u32, &'static [u32], &'static [u32], &'static [u32]);
+        let cases: [Case; 6] = [
+            (1000, &[], &[], &[1000]),
+            (1000, &[10, 50], &[], &[1000, 10, 50]),
+            (1000, &[10, 1000, 50], &[50, 7, 1000], &[1000, 10, 50, 7]),
+            (50, &[], &[7], &[50, 7]),
+            (0, &[0, 1, 2], &[], &[0, 1, 2]),
+            (0, &[], &[], &[0]),
+        ];
+        for (gid, image, extra, want) in cases {
+            let u = user(gid, image);
+            assert_eq!(
+                groups(&u, &with(extra)).unwrap(),
+                want,
+                "{gid} {image:?} {extra:?}"
+            );
+            let p = process_user(&u, extra).unwrap();
+            assert_eq!(p.additional_gids().as_deref(), Some(want));
+            assert_eq!((p.uid(), p.gid()), (1000, gid));
+        }
     }
 
     #[test]
