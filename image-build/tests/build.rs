@@ -258,6 +258,62 @@ fn a_missing_base_image_is_named_with_its_line() {
     assert!(e.to_string().starts_with("Dockerfile:2: FROM"), "{e}");
 }
 
+/// `FROM --platform`: a stage for another platform may COPY and change its
+/// config (the result is for that platform), but not RUN (no emulation);
+/// a platform that does not parse is refused at its FROM.
+#[test]
+fn from_platform_makes_a_foreign_image_without_run_and_refuses_run() {
+    let Some(f) = fixture() else { return };
+    let foreign = if image_core::Platform::host().architecture == "s390x" {
+        "linux/ppc64le"
+    } else {
+        "linux/s390x"
+    };
+    std::fs::write(f.context().join("p.txt"), "for another machine\n").unwrap();
+    let (r, _) = f.build(
+        &format!("FROM --platform={foreign} scratch\nCOPY p.txt /p.txt\nENV A=1\n"),
+        |_| {},
+    );
+    let r = r.expect("a foreign stage without RUN builds");
+    let c = config(&r);
+    assert_eq!(format!("{}/{}", c.os, c.architecture), foreign);
+    assert_eq!(layer_steps(&r), 1);
+
+    let (r, _) = f.build(
+        &format!("FROM --platform={foreign} {BASE}\nRUN true\n"),
+        |_| {},
+    );
+    let e = r.expect_err("RUN on a foreign platform");
+    assert!(
+        matches!(
+            &e,
+            BuildError::Step {
+                line: 1,
+                source: StepError::Invalid {
+                    what: "FROM --platform",
+                    ..
+                },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+
+    let (r, _) = f.build("FROM --platform=not/a/plat/form scratch\n", |_| {});
+    assert!(r.is_err(), "a bad platform is refused");
+    // The host's own platform, spelled out, is the host's.
+    let host = image_core::Platform::host();
+    let (r, _) = f.build(
+        &format!(
+            "FROM --platform={}/{} {BASE}\nRUN true\n",
+            host.os, host.architecture
+        ),
+        |_| {},
+    );
+    r.expect("the host's platform runs");
+}
+
 #[test]
 fn the_target_builds_only_the_stages_it_needs() {
     let Some(f) = fixture() else { return };

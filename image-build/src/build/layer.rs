@@ -188,7 +188,10 @@ where
                 })?;
                 Ok((state.layers.clone(), state.top.clone()))
             }
-            Source::Image(name) => Ok((super::state::image_layers(&self.resolve(&name)?), None)),
+            Source::Image(name) => Ok((
+                super::state::image_layers(&self.resolve(&name, &self.platform)?),
+                None,
+            )),
         }
     }
 

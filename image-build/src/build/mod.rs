@@ -270,14 +270,47 @@ where
         }
     }
 
-    /// The image `name` of the store, for the host's platform, read
-    /// through the build's lease.
-    fn resolve(&self, name: &str) -> Result<image_store::Image, StepError> {
-        image_store::resolve_image(&self.lease.protect(self.store), name, Some(&self.platform))
-            .map_err(|source| StepError::BaseImage {
+    /// The image `name` of the store, for `platform`, read through the
+    /// build's lease.
+    fn resolve(&self, name: &str, platform: &Platform) -> Result<image_store::Image, StepError> {
+        image_store::resolve_image(&self.lease.protect(self.store), name, Some(platform)).map_err(
+            |source| StepError::BaseImage {
                 name: name.to_owned(),
                 source: Box::new(source),
-            })
+            },
+        )
+    }
+
+    /// The platform of a stage: `FROM --platform` (expanded), else the
+    /// host's. A stage for a platform the host cannot run may COPY, ADD and
+    /// change its config, but not RUN (there is no emulation here).
+    fn stage_platform(
+        &self,
+        stage: &crate::dockerfile::Stage,
+        asked: Option<&str>,
+    ) -> Result<Platform, StepError> {
+        let Some(asked) = asked else {
+            return Ok(self.platform.clone());
+        };
+        let platform: Platform = asked.parse().map_err(|_| StepError::Invalid {
+            what: "FROM --platform",
+            value: asked.to_owned(),
+            reason: "expected os/arch[/variant]",
+        })?;
+        let runs = stage
+            .instructions
+            .iter()
+            .any(|i| matches!(i.command, Command::Run(_)));
+        if runs && !self.platform.matches(&platform) {
+            return Err(StepError::Invalid {
+                what: "FROM --platform",
+                value: asked.to_owned(),
+                reason:
+                    "a stage that RUNs must be for the host's platform (there is no emulation); \
+                         one for another platform may only COPY, ADD and change its config",
+            });
+        }
+        Ok(platform)
     }
 
     fn next_step(&mut self) -> usize {
@@ -292,8 +325,11 @@ where
         let name = stage_name(stage);
         let started = Instant::now();
         let from = self.expander.from(stage)?;
+        let platform = self
+            .stage_platform(stage, from.platform.as_deref())
+            .map_err(self.at(stage.pos.line, "FROM".into()))?;
         let mut state = match self.graph.source(&from.image, i) {
-            Source::Scratch => State::scratch(&self.platform),
+            Source::Scratch => State::scratch(&platform),
             // A stage named by this FROM only is taken, not copied: a
             // chain of stages costs the same per stage however long.
             Source::Stage(j) if self.graph.used_once(j) => self.states[j]
@@ -306,9 +342,9 @@ where
                 .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
             Source::Image(image) => {
                 let resolved = self
-                    .resolve(&image)
+                    .resolve(&image, &platform)
                     .map_err(self.at(stage.pos.line, "FROM".into()))?;
-                State::from_image(resolved, &self.platform)
+                State::from_image(resolved, &platform)
             }
         };
         let triggers = self.triggers(&mut state, stage.pos.line)?;
@@ -451,6 +487,10 @@ where
         let config = image.config_mut();
         config.config = state.config.config;
         config.author = state.config.author;
+        // The stage's platform (`FROM --platform` on scratch sets it).
+        config.os = state.config.os;
+        config.architecture = state.config.architecture;
+        config.variant = state.config.variant;
         if let Some(created) = created {
             config.created = Some(created);
         }
