@@ -113,20 +113,15 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     Ok(Output { docker, dest })
 }
 
-/// `K=V` pairs; a bare `K` takes `$K` when `env` says so.
-fn pairs(what: &str, items: &[String], env: bool) -> anyhow::Result<BTreeMap<String, String>> {
+/// `--label` pairs: each `KEY=VALUE` with a key.
+fn labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
         match item.split_once('=') {
             Some((k, v)) if !k.is_empty() => {
                 out.insert(k.to_owned(), v.to_owned());
             }
-            None if env && !item.is_empty() => {
-                if let Ok(v) = std::env::var(item) {
-                    out.insert(item.clone(), v);
-                }
-            }
-            _ => bail!("{what} {item:?}: expected KEY=VALUE"),
+            _ => bail!("--label {item:?}: expected KEY=VALUE"),
         }
     }
     Ok(out)
@@ -157,8 +152,8 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         options.context = Some(a.context.clone());
         options.dockerfile = a.file.clone().unwrap_or_default();
     }
-    options.build_args = pairs("--build-arg", &a.build_args, true)?;
-    options.labels = pairs("--label", &a.labels, false)?;
+    options.build_args = super::dockerfile::parse_build_args(&a.build_args)?;
+    options.labels = labels(&a.labels)?;
     options.target = a.target.clone();
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;
