@@ -595,11 +595,13 @@ where
                 layer: layer_digest,
             });
         }
+        // Only a time is copied into a later image's config.
+        let created = layer.created.clone().filter(|c| is_time(c));
         let config = RecordConfig {
             key: k.to_string(),
             diff_id: l.diff_id.to_string(),
             created_by: layer.created_by.clone(),
-            created: layer.created.clone().filter(|c| is_time(c)),
+            created: created.clone(),
             media_type: l.descriptor.media_type().to_string(),
         };
         let config = image_core::json::to_canonical_vec(&config).map_err(serialize)?;
@@ -635,7 +637,7 @@ where
             layer: NoteDescriptor::of(&l.descriptor),
             diff_id: l.diff_id.to_string(),
             created_by: short.then(|| layer.created_by.clone()),
-            created: layer.created.clone().filter(|c| is_time(c)),
+            created: created.clone(),
             config: NoteDescriptor::of(&config_desc),
         };
         let note = image_core::json::to_canonical_vec(&note).map_err(serialize)?;
@@ -649,7 +651,7 @@ where
         let entry = Entry {
             layer: l.clone(),
             created_by: short.then(|| layer.created_by.clone()),
-            created: layer.created.clone().filter(|c| is_time(c)),
+            created,
             config: config_desc,
         };
         let mut state = self.state();

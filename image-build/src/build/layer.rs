@@ -451,17 +451,15 @@ fn heredocs(docs: &[crate::dockerfile::Heredoc]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The sources of a COPY or ADD that are files: a `<<NAME` word names one
-/// of its heredocs (given to the copy as content), not a path, as BuildKit
-/// reads it.
+/// The sources of a COPY or ADD that are files: a `<<NAME` word (by the
+/// parser's own rule) naming one of its heredocs is that heredoc, given to
+/// the copy as content, not a path, as BuildKit reads it.
 fn file_sources(sources: &[String], docs: &[crate::dockerfile::Heredoc]) -> Vec<String> {
     sources
         .iter()
         .filter(|s| {
-            docs.is_empty()
-                || !s
-                    .trim_start_matches(|c: char| c.is_ascii_digit())
-                    .starts_with("<<")
+            !crate::dockerfile::heredoc_word(s)
+                .is_some_and(|h| docs.iter().any(|d| d.name == h.name))
         })
         .cloned()
         .collect()

@@ -353,7 +353,7 @@ fn raw_words(line: &str) -> Vec<String> {
 }
 
 /// `[fd]<<[-]NAME` as one raw word.
-fn heredoc_word(word: &str) -> Option<Heredoc> {
+pub(crate) fn heredoc_word(word: &str) -> Option<Heredoc> {
     let digits = word.bytes().take_while(u8::is_ascii_digit).count();
     let rest = word[digits..].strip_prefix("<<")?;
     let (chomp, rest) = match rest.strip_prefix('-') {
