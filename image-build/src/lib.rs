@@ -44,6 +44,7 @@ pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
 pub mod layer;
+pub mod mounts;
 pub mod run;
 
 pub use builder::{BuilderError, ImageBuilder};
@@ -63,6 +64,8 @@ image_core::classify_registry!(
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::mounts::MountError,
+    crate::mounts::SetupError,
     crate::run::RunError,
 );
 #[cfg(not(feature = "runtime"))]
@@ -74,5 +77,7 @@ image_core::classify_registry!(
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::mounts::MountError,
+    crate::mounts::SetupError,
     crate::run::RunError,
 );

@@ -30,6 +30,7 @@
 use std::str::FromStr;
 
 use crate::dockerfile::{CommandLine, Run};
+use crate::mounts::{HostBind, MountError, MountSpec};
 
 /// Where the files of [`RunSpec::files`] are in the container: BuildKit's
 /// read-only mount for a heredoc with a shebang. It is inside the
@@ -92,6 +93,15 @@ pub struct RunSpec {
     /// [`FILES_DIR`] (mode 0755), outside the layer. Each name is one path
     /// component.
     pub files: Vec<(String, Vec<u8>)>,
+    /// `--mount`, parsed: what the caller makes ready as [`Self::binds`].
+    pub mounts: Vec<MountSpec>,
+    /// Host files and directories bind-mounted into the container (the
+    /// mounts' host side): their mount points are removed from the root
+    /// filesystem after the run when the runtime created them.
+    pub binds: Vec<HostBind>,
+    /// `--security=insecure`: refused by [`run`] (this runtime makes no
+    /// privileged container).
+    pub insecure: bool,
 }
 
 impl RunSpec {
@@ -105,6 +115,9 @@ impl RunSpec {
             workdir: "/".to_owned(),
             network: Network::None,
             files: Vec::new(),
+            mounts: Vec::new(),
+            binds: Vec::new(),
+            insecure: false,
         }
     }
 
@@ -124,9 +137,13 @@ impl RunSpec {
     /// The heredoc bodies are never expanded by the builder (BuildKit
     /// ignores the choice for `RUN`: the shell expands what it reads).
     ///
+    /// `--mount` values are parsed ([`crate::mounts`]) against the working
+    /// directory; `--security=insecure` sets [`Self::insecure`].
+    ///
     /// # Errors
     /// [`RunError::Network`] (`--network` not `none`, `default`, `host`),
-    /// [`RunError::Unsupported`] (`--mount`, `--security=insecure`),
+    /// [`RunError::Security`] (`--security` not `sandbox` or `insecure`),
+    /// [`RunError::MountFlag`] (a `--mount` that cannot be used),
     /// [`RunError::Invalid`] (heredocs on an exec-form line, a shebang
     /// heredoc whose name is not one path component, no command).
     pub fn from_instruction(
@@ -140,16 +157,17 @@ impl RunSpec {
             Some(n) => n.parse()?,
             None => Network::None,
         };
-        if !run.mounts.is_empty() {
-            return Err(RunError::Unsupported {
-                what: "RUN --mount",
-            });
-        }
-        if run.security.as_deref() == Some("insecure") {
-            return Err(RunError::Unsupported {
-                what: "RUN --security=insecure",
-            });
-        }
+        let insecure = match run.security.as_deref() {
+            None | Some("sandbox") => false,
+            Some("insecure") => true,
+            Some(other) => {
+                return Err(RunError::Security {
+                    value: other.to_owned(),
+                })
+            }
+        };
+        let mounts = crate::mounts::parse_all(&run.mounts, &workdir)
+            .map_err(|source| RunError::MountFlag { source })?;
         let mut files = Vec::new();
         let text = match &run.command {
             CommandLine::Exec(args) => {
@@ -166,6 +184,9 @@ impl RunSpec {
                     workdir,
                     network,
                     files,
+                    mounts,
+                    binds: Vec::new(),
+                    insecure,
                 });
             }
             CommandLine::Shell(text) => match run.heredocs.as_slice() {
@@ -206,6 +227,9 @@ impl RunSpec {
             workdir,
             network,
             files,
+            mounts,
+            binds: Vec::new(),
+            insecure,
         })
     }
 }
@@ -263,6 +287,29 @@ pub enum RunError {
     Network {
         /// The value.
         value: String,
+    },
+    /// `--security` has a value other than `sandbox` or `insecure`.
+    #[error("RUN --security={value} is not sandbox or insecure")]
+    Security {
+        /// The value.
+        value: String,
+    },
+    /// `--security=insecure` and the caller did not allow it.
+    #[error("RUN --security=insecure is not allowed (the caller must allow security.insecure)")]
+    InsecureNotAllowed,
+    /// A `--mount` value that cannot be used.
+    #[error("invalid RUN --mount")]
+    MountFlag {
+        /// Why.
+        #[source]
+        source: MountError,
+    },
+    /// A mount's host side could not be made ready.
+    #[error("setting up the RUN's mounts")]
+    MountSetup {
+        /// Why.
+        #[source]
+        source: Box<crate::mounts::SetupError>,
     },
     /// A feature this builder does not have (yet).
     #[error("{what} is not supported")]
@@ -328,7 +375,12 @@ impl image_core::Classify for RunError {
             // fault, not the system, and retrying gives the same result.
             RunError::Failed { .. } => ErrorKind::InvalidInput,
             RunError::Cancelled => ErrorKind::Cancelled,
-            RunError::Network { .. } | RunError::Invalid { .. } => ErrorKind::InvalidInput,
+            RunError::Network { .. } | RunError::Invalid { .. } | RunError::Security { .. } => {
+                ErrorKind::InvalidInput
+            }
+            RunError::InsecureNotAllowed => ErrorKind::PermissionDenied,
+            RunError::MountFlag { source } => source.kind(),
+            RunError::MountSetup { source } => source.kind(),
             RunError::Unsupported { .. } => ErrorKind::Unsupported,
             #[cfg(feature = "runtime")]
             RunError::Container { source, .. } => source.kind(),
@@ -410,6 +462,11 @@ mod exec {
                 reason: "a file's name must be one path component",
             });
         }
+        if spec.insecure {
+            return Err(RunError::Unsupported {
+                what: "RUN --security=insecure (this runtime makes no privileged container)",
+            });
+        }
         if interrupt.is_some_and(Interrupt::is_set) {
             return Err(RunError::Cancelled);
         }
@@ -420,7 +477,9 @@ mod exec {
             spec.workdir.as_str()
         };
         let stubs = with_root(&mounts, "to note its mount points", |root| {
-            Stubs::record(root, &stubs::destinations(), workdir)
+            let mut destinations = stubs::destinations();
+            destinations.extend(spec.binds.iter().map(|b| stubs::components(&b.destination)));
+            Stubs::record(root, &destinations, workdir)
         })?;
         let ran = in_container(
             runtime,
@@ -598,6 +657,13 @@ mod exec {
         }
         if let Some(u) = &spec.user {
             b = b.user(u.clone());
+        }
+        for bind in &spec.binds {
+            b = b.volume(Volume {
+                source: bind.source.clone(),
+                destination: bind.destination.clone().into(),
+                read_only: bind.read_only,
+            });
         }
         if let Some(dir) = files {
             b = b.volume(Volume {
@@ -828,7 +894,8 @@ mod stubs {
         all.iter().map(|d| components(d)).collect()
     }
 
-    fn components(path: &str) -> Vec<String> {
+    /// `path`'s components (`.` and empty ones left out).
+    pub(super) fn components(path: &str) -> Vec<String> {
         path.split('/')
             .filter(|c| !c.is_empty() && *c != ".")
             .map(str::to_owned)

@@ -62,14 +62,18 @@ impl Graph {
                 // ARG and ENV update the scope; COPY's --from is read in it.
                 if !matches!(
                     &ins.command,
-                    Command::Copy(_) | Command::Arg(_) | Command::Env(_)
+                    Command::Copy(_) | Command::Arg(_) | Command::Env(_) | Command::Run(_)
                 ) {
                     continue;
                 }
-                if let Command::Copy(c) = expander.step(&mut scope, ins)? {
-                    if let Some(Source::Stage(j)) =
-                        c.from.as_deref().map(|f| resolve(&names, f, stage.index))
-                    {
+                let froms = match expander.step(&mut scope, ins)? {
+                    Command::Copy(c) => c.from.into_iter().collect(),
+                    // RUN --mount=from=... (a bad mount is the step's error).
+                    Command::Run(r) => crate::mounts::froms(&r.mounts),
+                    _ => Vec::new(),
+                };
+                for f in froms {
+                    if let Source::Stage(j) = resolve(&names, &f, stage.index) {
                         mine.push(j);
                     }
                 }

@@ -85,6 +85,8 @@ enum Work<'a> {
     },
     Run {
         spec: RunSpec,
+        /// The stage it runs in (for its mounts' `from`).
+        stage: usize,
     },
 }
 
@@ -213,6 +215,55 @@ where
         args.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
 
+    /// The part of a RUN's cache key its mounts make: each mount's spec
+    /// (never a secret's value, never a cache's content) and, for a bind
+    /// mount, what it reads: the chain ID of a stage's or image's layers,
+    /// or the content digest of the context files (added to `inputs`).
+    fn mounts_key(
+        &self,
+        spec: &RunSpec,
+        stage: usize,
+        inputs: &mut Vec<Digest>,
+    ) -> Result<String, StepError> {
+        let mut text = String::new();
+        for m in &spec.mounts {
+            text.push_str("\0mount=");
+            text.push_str(&m.key());
+            let crate::mounts::MountSpec::Bind(b) = m else {
+                continue;
+            };
+            match &b.from {
+                Some(f) => {
+                    let (layers, _) = self.source_layers(f, stage)?;
+                    text.push_str(",layers=");
+                    text.push_str(&cache::chain_name(&layers).unwrap_or_default());
+                }
+                None => {
+                    // What the mount shows: the source resolved in the
+                    // context, hashed as a COPY of it would be.
+                    let host = crate::mounts::resolve_in_context(self.context, &b.source).map_err(
+                        |e| {
+                            StepError::Run(Box::new(run::RunError::MountSetup {
+                                source: Box::new(e),
+                            }))
+                        },
+                    )?;
+                    let (root, name) = match (host.is_dir(), host.parent(), host.file_name()) {
+                        (false, Some(parent), Some(name)) => {
+                            (parent.to_owned(), name.to_string_lossy().into_owned())
+                        }
+                        _ => (host, ".".to_owned()),
+                    };
+                    let copy = CopySpec::new(vec![name], "/".to_owned(), "/".to_owned());
+                    let plan = copy::plan(&CopySource::Root(&root), &copy)
+                        .map_err(|e| StepError::Copy(Box::new(e)))?;
+                    inputs.push(plan.digest);
+                }
+            }
+        }
+        Ok(text)
+    }
+
     /// Runs one RUN, COPY or ADD (expanded) of stage `stage_index` on
     /// `state`.
     pub(super) fn layer_step(
@@ -253,17 +304,28 @@ where
                 if r.network.is_none() {
                     spec.network = self.options.network;
                 }
-                let files: Vec<Digest> = spec
+                if spec.insecure && !self.options.allow_insecure {
+                    return Err(StepError::Run(Box::new(run::RunError::InsecureNotAllowed)));
+                }
+                let mut files: Vec<Digest> = spec
                     .files
                     .iter()
                     .map(|(name, data)| Digest::sha256(&[name.as_bytes(), b"\0", data].concat()))
                     .collect();
+                let mounts = self.mounts_key(&spec, stage_index, &mut files)?;
                 let entry = history::run(&spec.args, &args);
                 let by = entry.created_by.clone().unwrap_or_default();
                 let key = state
                     .key
-                    .child(&format!("{by}\0network={:?}", spec.network), &files);
-                (Work::Run { spec }, key, entry)
+                    .child(&format!("{by}\0network={:?}{mounts}", spec.network), &files);
+                (
+                    Work::Run {
+                        spec,
+                        stage: stage_index,
+                    },
+                    key,
+                    entry,
+                )
             }
             Command::Copy(_) | Command::Add(_) => {
                 let (spec, from) = copy_spec(command, state.workdir());
@@ -394,7 +456,34 @@ where
                 })?;
                 drop(from);
             }
-            Work::Run { spec } => {
+            Work::Run { mut spec, stage } => {
+                // The mounts' host side, undone (and the roots they read
+                // unmounted) when this arm ends.
+                let mut roots = Vec::new();
+                let mut paths = std::collections::BTreeMap::new();
+                for f in crate::mounts::froms_of(&spec.mounts) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = paths.entry(f) {
+                        let root = self.view_of(self.source_layers(e.key(), stage)?)?;
+                        e.insert(root.dir.0.clone());
+                        roots.push(root);
+                    }
+                }
+                let work = self.runtime.root().join("build");
+                let prepared = crate::mounts::Setup {
+                    work: &work,
+                    state: self.runtime.root(),
+                    secrets: &self.options.secrets,
+                    context: self.context,
+                    roots: &paths,
+                }
+                .prepare(&spec.mounts)
+                .map_err(|e| {
+                    StepError::Run(Box::new(run::RunError::MountSetup {
+                        source: Box::new(e),
+                    }))
+                })?;
+                spec.binds.clone_from(&prepared.binds);
+                spec.env.extend(prepared.env.iter().cloned());
                 let interrupt = self.options.tracker.as_ref().map(|t| t.interrupt().clone());
                 let observer = &mut *self.observer;
                 let mut output = |stream, line: &[u8]| {
@@ -404,8 +493,10 @@ where
                         line: String::from_utf8_lossy(line).into_owned(),
                     });
                 };
-                run::run(self.runtime, mounts, &spec, &mut output, interrupt.as_ref())
-                    .map_err(|e| StepError::Run(Box::new(e)))?;
+                let ran = run::run(self.runtime, mounts, &spec, &mut output, interrupt.as_ref());
+                drop(prepared);
+                drop(roots);
+                ran.map_err(|e| StepError::Run(Box::new(e)))?;
             }
         }
         let mut pack = PackOptions::default().with_source_date_epoch_from_env();

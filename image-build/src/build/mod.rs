@@ -77,6 +77,12 @@ pub struct BuildOptions {
     pub no_cache_filter: Vec<String>,
     /// The network of a RUN that names none.
     pub network: Network,
+    /// `--secret`: the secrets a `RUN --mount=type=secret` may mount, by id.
+    pub secrets: BTreeMap<String, crate::mounts::Secret>,
+    /// `--allow security.insecure`: a `RUN --security=insecure` is let
+    /// through to the runtime (which refuses it: it makes no privileged
+    /// container) instead of refused as not allowed.
+    pub allow_insecure: bool,
     /// Progress of long operations (unpacking, packing) and the interrupt,
     /// checked between steps and passed to RUN.
     pub tracker: Option<Tracker>,

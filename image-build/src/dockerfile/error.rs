@@ -51,6 +51,15 @@ pub enum Problem {
         /// Its value.
         value: String,
     },
+    /// A `RUN --mount` value that cannot be used (checked when it names no
+    /// variable; otherwise when the RUN runs).
+    #[error("--mount={value}: {source}")]
+    Mount {
+        /// The value.
+        value: String,
+        /// Why.
+        source: crate::mounts::MountError,
+    },
     /// An instruction with the wrong number or shape of arguments.
     #[error("{instruction}: expected {expected}")]
     Arguments {

@@ -645,6 +645,14 @@ fn command_in(
         }
         "RUN" => {
             let flags = Flags::parse(kw, &split.flags, RUN_FLAGS)?;
+            for value in flags.list("mount") {
+                // A value with variables is checked once expanded.
+                if !value.contains('$') {
+                    if let Err(source) = crate::mounts::MountSpec::parse(&value, "/") {
+                        return Err(Problem::Mount { value, source });
+                    }
+                }
+            }
             Command::Run(Run {
                 command: command_line(rest).ok_or_else(|| args("a command"))?,
                 heredocs,

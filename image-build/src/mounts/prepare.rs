@@ -1,0 +1,537 @@
+//! The host side of a RUN's mounts: each [`MountSpec`] made into a
+//! directory or file of the host that the container gets bind-mounted at
+//! the mount's target, and undone after the run ([`Prepared`]'s drop).
+//!
+//! - bind: the source resolved inside its root (`openat2` with
+//!   `RESOLVE_IN_ROOT`: a link in the context or a stage's root resolves
+//!   inside it, never out), mounted read-only; with `rw`, an overlay whose
+//!   lower directory is the source and whose upper directory is thrown
+//!   away (a single file: a throwaway copy);
+//! - cache: the id's directory under [`cache_dir_root`], made (seeded,
+//!   then renamed into place) on first use; `locked` holds an exclusive
+//!   `flock` on its lock file for the run, `private` takes it without
+//!   waiting and, when busy, mounts a new empty directory thrown away
+//!   after;
+//! - tmpfs: a tmpfs of the given size;
+//! - secret: a file on a private tmpfs (so its bytes never reach a disk
+//!   of ours), or a `KEY=value` for the run's environment only.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use image_overlay::mount::{Mount, MountGuard, SysMounter};
+use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use super::{cache_dir_root, CacheMount, MountSpec, SecretMount, MAX_SECRET};
+use crate::context::Context;
+use crate::copy::{self, CopySource, CopySpec};
+
+/// A secret's value, given by the build's caller. Its `Debug` form shows
+/// only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// A secret of `bytes`.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
+        Secret(bytes.into())
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Setting up a RUN's mounts failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A `required` secret the caller did not give.
+    #[error("the secret {id:?} is required and was not given")]
+    SecretMissing {
+        /// Its id.
+        id: String,
+    },
+    /// A secret larger than [`MAX_SECRET`], or not UTF-8 for `env=`.
+    #[error("the secret {id:?} {reason}")]
+    SecretValue {
+        /// Its id.
+        id: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A bind or seed source that cannot be used.
+    #[error("the mount source {path:?} {reason}")]
+    Source {
+        /// The source, as given.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A `from` that names nothing the build made ready.
+    #[error("--mount from={0} names no stage or image of the build")]
+    From(String),
+    /// A file or directory of the host could not be made or read.
+    #[error("{what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tmpfs or overlay could not be mounted.
+    #[error("mounting a {what} at {path}")]
+    Mount {
+        /// The kind of mount.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<image_overlay::MountError>,
+    },
+    /// Copying a cache mount's seed failed.
+    #[error("seeding the cache mount {id}")]
+    Seed {
+        /// The cache id.
+        id: String,
+        /// The copy's error.
+        #[source]
+        source: Box<copy::CopyError>,
+    },
+}
+
+impl image_core::Classify for SetupError {
+    fn kind(&self) -> image_core::ErrorKind {
+        use image_core::ErrorKind;
+        match self {
+            SetupError::SecretMissing { .. } => ErrorKind::NotFound,
+            SetupError::SecretValue { .. } | SetupError::Source { .. } | SetupError::From(_) => {
+                ErrorKind::InvalidInput
+            }
+            SetupError::Io { source, .. } => ErrorKind::from_io(source),
+            SetupError::Mount { source, .. } => source.kind(),
+            SetupError::Seed { source, .. } => source.kind(),
+        }
+    }
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupError {
+    let path = path.to_owned();
+    move |source| SetupError::Io { what, path, source }
+}
+
+/// A bind mount the container gets: a host path at a container path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostBind {
+    /// The host file or directory.
+    pub source: PathBuf,
+    /// The absolute path in the container.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// What a RUN's mounts need while it runs; dropping it unmounts the
+/// tmpfs and overlays, removes the throwaway directories and releases the
+/// cache locks, in that order.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The binds to give the container.
+    pub binds: Vec<HostBind>,
+    /// `KEY=value` entries for the run's environment (secrets with `env=`).
+    pub env: Vec<String>,
+    // Dropped in declaration order: mounts, then their directories, then
+    // the locks.
+    mounts: Vec<MountGuard<SysMounter>>,
+    dirs: Vec<tempfile::TempDir>,
+    locks: Vec<OwnedFd>,
+}
+
+/// What setting up mounts reads: where to make throwaway directories, the
+/// runtime's state directory (for the cache mounts), the caller's secrets,
+/// the context and the mounted roots of the stages and images named by
+/// `from`.
+pub struct Setup<'a> {
+    /// A directory for throwaway directories (on a filesystem overlayfs
+    /// takes as upper directory).
+    pub work: &'a Path,
+    /// The runtime's state directory ([`cache_dir_root`] of it).
+    pub state: &'a Path,
+    /// The caller's secrets.
+    pub secrets: &'a BTreeMap<String, Secret>,
+    /// The build context.
+    pub context: &'a Context,
+    /// The root of each `from` the mounts name, mounted.
+    pub roots: &'a BTreeMap<String, PathBuf>,
+}
+
+impl Setup<'_> {
+    /// Makes the host side of `specs`.
+    ///
+    /// # Errors
+    /// [`SetupError`]; what was made before the failure is undone.
+    pub fn prepare(&self, specs: &[MountSpec]) -> Result<Prepared, SetupError> {
+        let mut p = Prepared::default();
+        for spec in specs {
+            match spec {
+                MountSpec::Bind(b) => {
+                    let source = self.resolve(b.from.as_deref(), &b.source)?;
+                    let source = if b.rw {
+                        self.throwaway(&mut p, &source)?
+                    } else {
+                        source
+                    };
+                    p.binds.push(HostBind {
+                        source,
+                        destination: b.target.clone(),
+                        read_only: !b.rw,
+                    });
+                }
+                MountSpec::Cache(c) => {
+                    let source = self.cache(&mut p, c)?;
+                    p.binds.push(HostBind {
+                        source,
+                        destination: c.target.clone(),
+                        read_only: c.read_only,
+                    });
+                }
+                MountSpec::Tmpfs(t) => {
+                    let mut options = vec!["mode=755".to_owned()];
+                    if let Some(size) = t.size {
+                        options.push(format!("size={size}"));
+                    }
+                    let source = self.tmpfs(&mut p, options)?;
+                    p.binds.push(HostBind {
+                        source,
+                        destination: t.target.clone(),
+                        read_only: false,
+                    });
+                }
+                MountSpec::Secret(s) => self.secret(&mut p, s)?,
+            }
+        }
+        Ok(p)
+    }
+
+    fn temp_dir(&self, p: &mut Prepared) -> Result<PathBuf, SetupError> {
+        std::fs::create_dir_all(self.work).map_err(io("making", self.work))?;
+        let dir = tempfile::Builder::new()
+            .prefix("run-mount-")
+            .tempdir_in(self.work)
+            .map_err(io("making a directory in", self.work))?;
+        let path = dir.path().to_owned();
+        p.dirs.push(dir);
+        Ok(path)
+    }
+
+    /// A new tmpfs with `options`, mounted on a throwaway directory.
+    fn tmpfs(&self, p: &mut Prepared, options: Vec<String>) -> Result<PathBuf, SetupError> {
+        let dir = self.temp_dir(p)?;
+        let m = Mount {
+            fs_type: "tmpfs".to_owned(),
+            source: "tmpfs".to_owned(),
+            target: None,
+            options,
+        };
+        let guard =
+            MountGuard::mount(SysMounter, &[m], &dir).map_err(|source| SetupError::Mount {
+                what: "tmpfs",
+                path: dir.clone(),
+                source: Box::new(source),
+            })?;
+        p.mounts.push(guard);
+        Ok(dir)
+    }
+
+    /// The host path of `source` inside the root of `from` (the context
+    /// when `None`), every link resolved inside that root.
+    fn resolve(&self, from: Option<&str>, source: &str) -> Result<PathBuf, SetupError> {
+        match from {
+            None => resolve_in_context(self.context, source),
+            Some(f) => {
+                let path = self
+                    .roots
+                    .get(f)
+                    .ok_or_else(|| SetupError::From(f.to_owned()))?;
+                let root = rustix::fs::open(
+                    path,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io("opening", path)(e.into()))?;
+                resolve_in(&root, source)
+            }
+        }
+    }
+
+    /// A writable throwaway view of `source`: an overlay on it (a
+    /// directory) or a copy (a file).
+    fn throwaway(&self, p: &mut Prepared, source: &Path) -> Result<PathBuf, SetupError> {
+        let md = std::fs::symlink_metadata(source).map_err(io("looking at", source))?;
+        let dir = self.temp_dir(p)?;
+        if !md.is_dir() {
+            let copy = dir.join("file");
+            std::fs::copy(source, &copy).map_err(io("copying", source))?;
+            return Ok(copy);
+        }
+        let text = source.to_string_lossy();
+        if text.contains([',', ':', '\\']) || text != source.as_os_str().to_str().unwrap_or("") {
+            return Err(SetupError::Source {
+                path: text.into_owned(),
+                reason: "has a name overlayfs cannot take (',', ':', '\\' or not UTF-8)",
+            });
+        }
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).map_err(io("making", d))?;
+        }
+        let m = Mount {
+            fs_type: "overlay".to_owned(),
+            source: "overlay".to_owned(),
+            target: None,
+            options: vec![
+                format!("lowerdir={text}"),
+                format!("upperdir={}", upper.display()),
+                format!("workdir={}", work.display()),
+            ],
+        };
+        let guard =
+            MountGuard::mount(SysMounter, &[m], &merged).map_err(|source| SetupError::Mount {
+                what: "overlay",
+                path: merged.clone(),
+                source: Box::new(source),
+            })?;
+        p.mounts.push(guard);
+        Ok(merged)
+    }
+
+    /// The cache directory of `c`, locked as its sharing asks.
+    fn cache(&self, p: &mut Prepared, c: &CacheMount) -> Result<PathBuf, SetupError> {
+        use super::Sharing;
+        let root = cache_dir_root(self.state);
+        std::fs::create_dir_all(&root).map_err(io("making", &root))?;
+        let name = c.id.escaped();
+        let dir = root.join(&name);
+        if c.sharing != Sharing::Shared {
+            let lock_path = root.join(format!("{name}.lock"));
+            let lock = rustix::fs::open(
+                &lock_path,
+                OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| io("opening the lock", &lock_path)(e.into()))?;
+            let op = if c.sharing == Sharing::Locked {
+                FlockOperation::LockExclusive
+            } else {
+                FlockOperation::NonBlockingLockExclusive
+            };
+            match rustix::fs::flock(&lock, op) {
+                Ok(()) => p.locks.push(lock),
+                Err(Errno::WOULDBLOCK) => {
+                    // Private and busy: a new directory for this run only.
+                    let fresh = self.temp_dir(p)?.join("cache");
+                    self.make_cache_dir(&fresh, c)?;
+                    return Ok(fresh);
+                }
+                Err(e) => return Err(io("locking", &lock_path)(e.into())),
+            }
+        }
+        match std::fs::symlink_metadata(&dir) {
+            Ok(md) if md.is_dir() => return Ok(dir),
+            Ok(_) => {
+                return Err(SetupError::Source {
+                    path: dir.display().to_string(),
+                    reason: "is not a directory",
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("looking at", &dir)(e)),
+        }
+        let new = root.join(format!(".new-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&new);
+        let made = self.make_cache_dir(&new, c).and_then(|()| {
+            match std::fs::rename(&new, &dir) {
+                Ok(()) => Ok(()),
+                // Another build made it first: theirs is kept.
+                Err(e) if dir.is_dir() => {
+                    let _ = e;
+                    std::fs::remove_dir_all(&new).map_err(io("removing", &new))
+                }
+                Err(e) => Err(io("renaming into place", &dir)(e)),
+            }
+        });
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&new);
+        }
+        made.map(|()| dir)
+    }
+
+    /// A new cache directory at `dir`: seeded, then given its mode and
+    /// owner.
+    fn make_cache_dir(&self, dir: &Path, c: &CacheMount) -> Result<(), SetupError> {
+        std::fs::create_dir(dir).map_err(io("making", dir))?;
+        if c.from.is_some() || !c.source.is_empty() {
+            let root;
+            let source = match c.from.as_deref() {
+                None => CopySource::Context(self.context),
+                Some(f) => {
+                    root = self
+                        .roots
+                        .get(f)
+                        .ok_or_else(|| SetupError::From(f.to_owned()))?;
+                    CopySource::Root(root)
+                }
+            };
+            let from = if c.source.is_empty() {
+                ".".to_owned()
+            } else {
+                c.source.clone()
+            };
+            let spec = CopySpec::new(vec![from], "/".to_owned(), "/".to_owned());
+            let seed = |e| SetupError::Seed {
+                id: c.id.to_string(),
+                source: Box::new(e),
+            };
+            let plan = copy::plan(&source, &spec).map_err(seed)?;
+            copy::apply(&plan, &source, &spec, dir).map_err(seed)?;
+        }
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io("opening", dir)(e.into()))?;
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(c.uid)),
+            Some(rustix::fs::Gid::from_raw(c.gid)),
+        )
+        .map_err(|e| io("changing the owner of", dir)(e.into()))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(c.mode))
+            .map_err(|e| io("changing the mode of", dir)(e.into()))
+    }
+
+    /// `s` as a file on a private tmpfs, or an environment entry.
+    fn secret(&self, p: &mut Prepared, s: &SecretMount) -> Result<(), SetupError> {
+        let Some(value) = self.secrets.get(&s.id) else {
+            if s.required {
+                return Err(SetupError::SecretMissing { id: s.id.clone() });
+            }
+            return Ok(());
+        };
+        let bytes = value.bytes();
+        if bytes.len() > MAX_SECRET {
+            return Err(SetupError::SecretValue {
+                id: s.id.clone(),
+                reason: "is larger than 500 KiB",
+            });
+        }
+        if let Some(env) = &s.env {
+            let text = std::str::from_utf8(bytes).map_err(|_| SetupError::SecretValue {
+                id: s.id.clone(),
+                reason: "is not UTF-8 text, as an environment variable must be",
+            })?;
+            p.env.push(format!("{env}={text}"));
+        }
+        let Some(target) = &s.target else {
+            return Ok(());
+        };
+        let dir = self.tmpfs(
+            p,
+            vec![
+                "mode=700".to_owned(),
+                format!("size={}", MAX_SECRET + 64 * 1024),
+            ],
+        )?;
+        let file = dir.join("secret");
+        write_secret(&file, bytes, s).map_err(io("writing the secret file", &file))?;
+        p.binds.push(HostBind {
+            source: file,
+            destination: target.clone(),
+            read_only: true,
+        });
+        Ok(())
+    }
+}
+
+fn write_secret(file: &Path, bytes: &[u8], s: &SecretMount) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc_nofollow())
+        .open(file)?;
+    f.write_all(bytes)?;
+    std::os::unix::fs::fchown(&f, Some(s.uid), Some(s.gid))?;
+    f.set_permissions(std::fs::Permissions::from_mode(s.mode))
+}
+
+fn libc_nofollow() -> i32 {
+    OFlags::NOFOLLOW.bits() as i32
+}
+
+/// The host path of `source` in the build context, every link resolved
+/// inside the context (`RESOLVE_IN_ROOT`).
+///
+/// # Errors
+/// [`SetupError::Source`] when the build has no context, or `source` is
+/// missing; [`SetupError::Io`].
+pub fn resolve_in_context(context: &Context, source: &str) -> Result<PathBuf, SetupError> {
+    let dir = context.dir().ok_or_else(|| SetupError::Source {
+        path: source.to_owned(),
+        reason: "is in the context, and the build has none",
+    })?;
+    resolve_in(&dir, source)
+}
+
+/// The host path of `source` under the directory `root`, every link
+/// resolved inside it; checked to be beneath `root`'s own path.
+fn resolve_in(root: &impl AsFd, source: &str) -> Result<PathBuf, SetupError> {
+    let name = if source.is_empty() { "." } else { source };
+    let fd = rustix::fs::openat2(
+        root,
+        name,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        Errno::NOENT | Errno::NOTDIR => SetupError::Source {
+            path: source.to_owned(),
+            reason: "does not exist",
+        },
+        e => io("opening the mount source", Path::new(source))(e.into()),
+    })?;
+    let host = fd_path(&fd)?;
+    if !host.starts_with(fd_path(root)?) {
+        return Err(SetupError::Source {
+            path: source.to_owned(),
+            reason: "resolves outside its root",
+        });
+    }
+    Ok(host)
+}
+
+/// The path the kernel gives the open `fd`.
+fn fd_path(fd: &impl AsFd) -> Result<PathBuf, SetupError> {
+    let link = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd())
+    );
+    std::fs::read_link(&link).map_err(io("reading", Path::new(&link)))
+}

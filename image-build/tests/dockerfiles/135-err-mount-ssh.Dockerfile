@@ -1,0 +1,2 @@
+FROM alpine
+RUN --mount=type=ssh ssh -T git@example.com

@@ -1,0 +1,424 @@
+//! `RUN --mount` and the RUN options end to end, as root, on a real store,
+//! real snapshots, mounts and containers (the native executor) of a
+//! busybox-static base made in the test (no network). A missing tool or
+//! privilege skips a test loudly unless CI=true, where it fails.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder, StepError};
+use image_build::mounts::{cache_dir_root, CacheMountId, Secret};
+use image_build::run::RunError;
+use image_core::{Classify, Compression, ErrorKind, Platform};
+use image_overlay::ConfigChanges;
+use image_runtime::snapshots::Snapshots;
+use image_runtime::{NativeOptions, Runtime};
+use image_store::OciDir;
+
+const BASE: &str = "test.local/busybox:1";
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "dd", "sleep",
+    "grep", "wc",
+];
+
+/// A store holding BASE, a runtime with snapshots, a context directory,
+/// all under one temporary directory.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    store: OciDir,
+    runtime: Runtime,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        if !image_testsupport::tools::ready(&[]) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+        let rootfs = tmp.path().join("rootfs");
+        image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
+        image_overlay::append_dir(
+            &store,
+            None,
+            &rootfs,
+            &Platform::host(),
+            &ConfigChanges::new().env("PATH=/bin"),
+            BASE,
+        )
+        .expect("base image");
+        std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
+        std::fs::create_dir(tmp.path().join("context")).expect("context");
+        let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
+        let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
+            .expect("runtime")
+            .with_snapshots(snapshots)
+            .expect("with snapshots");
+        Some(Fixture {
+            tmp,
+            store,
+            runtime,
+        })
+    }
+
+    fn context(&self) -> PathBuf {
+        self.tmp.path().join("context")
+    }
+
+    /// Builds `body` (after `FROM BASE`), recording events.
+    fn build(
+        &self,
+        body: &str,
+        change: impl FnOnce(&mut BuildOptions),
+    ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
+        let mut options = BuildOptions::new(self.context());
+        options.dockerfile_text = Some(format!("FROM {BASE}\n{body}"));
+        change(&mut options);
+        let mut events = Vec::new();
+        let r = Builder::new(&self.store, &self.runtime)
+            .build(&options, &mut |e: &BuildEvent| events.push(e.clone()));
+        (r, events)
+    }
+
+    /// The output lines of a build that must succeed.
+    fn output(&self, body: &str, change: impl FnOnce(&mut BuildOptions)) -> Vec<String> {
+        let (r, events) = self.build(body, change);
+        r.unwrap_or_else(|e| panic!("{}", chain(&e)));
+        lines(&events)
+    }
+
+    /// The RUN error of a build that must fail in a RUN step.
+    fn run_error(&self, body: &str, change: impl FnOnce(&mut BuildOptions)) -> RunError {
+        let (r, _) = self.build(body, change);
+        let e = r.expect_err("the build fails");
+        match e {
+            BuildError::Step {
+                source: StepError::Run(run),
+                ..
+            } => *run,
+            e => panic!("{}", chain(&e)),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(self.tmp.path()) {
+            for m in mounts.iter().rev() {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn lines(events: &[BuildEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Output { line, .. } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cached(events: &[BuildEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, BuildEvent::StepCached { .. }))
+        .count()
+}
+
+/// No mount is left under the fixture's directory.
+fn no_mounts_left(f: &Fixture) {
+    let mounts = image_runtime::mountinfo::mounts_under(f.tmp.path()).unwrap();
+    assert!(mounts.is_empty(), "{mounts:?}");
+}
+
+/// 32 random bytes written as letters and digits.
+fn token() -> Vec<u8> {
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut raw)
+        .unwrap();
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    raw.iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()])
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file under `dir` (links not followed) whose bytes, as stored or
+/// decompressed (gzip, zstd), hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ty = e.file_type().unwrap();
+            seen += 1;
+            if ty.is_dir() {
+                stack.push(e.path());
+            } else if ty.is_file() {
+                let data = std::fs::read(e.path()).unwrap();
+                let decompressed = match Compression::sniff(&data) {
+                    Compression::None => Vec::new(),
+                    c => {
+                        let mut out = Vec::new();
+                        image_core::codec::decoder(c, &data[..])
+                            .and_then(|mut d| d.read_to_end(&mut out))
+                            .unwrap_or_else(|e| panic!("{}: {e}", e_path(&e, &d)));
+                        out
+                    }
+                };
+                if contains(&data, needle) || contains(&decompressed, needle) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    assert!(seen > 10, "only {seen} entries under {}", dir.display());
+    found
+}
+
+fn e_path(_: &std::io::Error, d: &Path) -> String {
+    d.display().to_string()
+}
+
+/// Builds with a secret mounted as a file and given as a variable, read
+/// but copied nowhere: its bytes are in no blob of the store (as stored
+/// and decompressed), not in the config or its history, in no file under
+/// the store, the runtime's state or the snapshots, in no output line;
+/// another value of the secret is the same cache key. Then a RUN that
+/// writes it into a file: it is found (the search works).
+#[test]
+fn a_secret_reaches_no_blob_file_config_history_key_or_line() {
+    let Some(f) = Fixture::new() else { return };
+    let secret = token();
+    let secrets = |s: &[u8]| {
+        let s = Secret::new(s.to_vec());
+        move |o: &mut BuildOptions| {
+            o.secrets = BTreeMap::from([("x".to_owned(), s)]);
+        }
+    };
+    let body = "RUN --mount=type=secret,id=x --mount=type=secret,id=x,env=TOK,target=/s/x \
+                sh -c 'test -s /run/secrets/x && cat /run/secrets/x > /dev/null && test -n \"$TOK\" \
+                && test \"$TOK\" = \"$(cat /s/x)\" && touch /done'\n";
+    let (r, events) = f.build(body, secrets(&secret));
+    let r = r.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    no_mounts_left(&f);
+    let found = files_holding(f.tmp.path(), &secret);
+    assert!(found.is_empty(), "the secret is in {found:?}");
+    let config = serde_json::to_vec(r.config.file()).unwrap();
+    assert!(!contains(&config, &secret));
+    assert!(!format!("{events:?}")
+        .as_bytes()
+        .windows(secret.len())
+        .any(|w| w == secret));
+    // The mount points are not in the layer: /run/secrets and /s are gone.
+    let out = f.output(
+        &format!(
+            "{body}RUN --mount=type=secret,id=x sh -c 'cat /run/secrets/x; echo'\n\
+             RUN test -e /done && test ! -e /s && test ! -e /run/secrets && echo clean\n"
+        ),
+        |o| {
+            o.secrets = BTreeMap::from([("x".to_owned(), Secret::new(b"v".to_vec()))]);
+        },
+    );
+    assert_eq!(out, ["v", "clean"]);
+    // Another value of the secret: the same key, the step is cached.
+    let (r2, events) = f.build(body, secrets(b"another value"));
+    assert_eq!(r2.unwrap().image_id, r.image_id);
+    assert_eq!(cached(&events), 1);
+
+    // The negative control: a RUN writing the secret into the layer.
+    let (r, _) = f.build(
+        "RUN --mount=type=secret,id=x cp /run/secrets/x /leak\n",
+        secrets(&secret),
+    );
+    r.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let found = files_holding(&f.tmp.path().join("store"), &secret);
+    assert!(
+        !found.is_empty(),
+        "the search does not find a leaked secret"
+    );
+}
+
+#[test]
+fn a_required_secret_that_is_missing_is_a_clear_error() {
+    let Some(f) = Fixture::new() else { return };
+    let e = f.run_error("RUN --mount=type=secret,id=tok,required true\n", |_| {});
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(chain(&e).contains("\"tok\" is required"), "{}", chain(&e));
+    // Not required: the RUN runs without it.
+    let out = f.output(
+        "RUN --mount=type=secret,id=tok sh -c 'test ! -e /run/secrets/tok && echo none'\n",
+        |_| {},
+    );
+    assert_eq!(out, ["none"]);
+    no_mounts_left(&f);
+}
+
+const APPEND: &str = "RUN --mount=type=cache,target=/var/c,id=shared-c sh -c 'echo {LINE} >> /var/c/log; cat /var/c/log'\n";
+
+/// A cache mount is kept between builds (the second sees the first's
+/// line), is in no layer, lives under `cache_dir_root`.
+#[test]
+fn a_cache_mount_is_kept_between_builds_and_in_no_layer() {
+    let Some(f) = Fixture::new() else { return };
+    let out = f.output(&APPEND.replace("{LINE}", "first"), |_| {});
+    assert_eq!(out, ["first"]);
+    let out = f.output(
+        &format!(
+            "{}RUN test ! -e /var/c && echo absent\n",
+            APPEND.replace("{LINE}", "second")
+        ),
+        |_| {},
+    );
+    assert_eq!(out, ["first", "second", "absent"]);
+    let id = CacheMountId::new("shared-c").unwrap();
+    let dir = cache_dir_root(f.runtime.root()).join(id.escaped());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("log")).unwrap(),
+        "first\nsecond\n"
+    );
+    let found = files_holding(&f.tmp.path().join("store"), b"second\n");
+    assert!(found.is_empty(), "the cache's content is in {found:?}");
+    no_mounts_left(&f);
+}
+
+/// Two builds in threads append under `sharing=locked`: the lines of one
+/// are never between those of the other.
+#[test]
+fn a_locked_cache_mount_serialises_concurrent_builds() {
+    let Some(f) = Fixture::new() else { return };
+    let body = |tag: &str| {
+        format!(
+            "RUN --mount=type=cache,target=/c,sharing=locked sh -c \
+             'for i in 1 2 3 4 5 6; do echo {tag} >> /c/log; sleep 0.1; done'\n"
+        )
+    };
+    std::thread::scope(|s| {
+        let a = s.spawn(|| f.output(&body("A"), |_| {}));
+        let b = s.spawn(|| f.output(&body("B"), |_| {}));
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    let dir = cache_dir_root(f.runtime.root()).join(CacheMountId::new("/c").unwrap().escaped());
+    let log = std::fs::read_to_string(dir.join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 12, "{log}");
+    let changes = lines.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(changes, 1, "interleaved: {log}");
+    no_mounts_left(&f);
+}
+
+/// A bind mount of the context is read-only; with `rw` its writes are
+/// thrown away; a link in the context resolves inside it; a stage's root
+/// can be bound; none of it is in the layer.
+#[test]
+fn bind_mounts_are_read_only_in_root_and_rw_writes_are_discarded() {
+    let Some(f) = Fixture::new() else { return };
+    std::fs::write(f.context().join("hello"), "hello\n").unwrap();
+    std::os::unix::fs::symlink("../../..", f.context().join("up")).unwrap();
+    std::os::unix::fs::symlink("/", f.context().join("abs")).unwrap();
+    let out = f.output(
+        "RUN --mount=target=/src cat /src/hello\n\
+         RUN --mount=target=/src sh -c 'touch /src/new 2>/dev/null && echo wrote || echo read-only'\n\
+         RUN --mount=target=/src,rw sh -c 'echo changed > /src/hello && touch /src/new && cat /src/hello'\n\
+         RUN --mount=source=up,target=/u --mount=source=abs,target=/a cat /u/hello /a/hello\n\
+         RUN test ! -e /src && test ! -e /u && echo clean\n",
+        |_| {},
+    );
+    assert_eq!(
+        out,
+        ["hello", "read-only", "changed", "hello", "hello", "clean"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.context().join("hello")).unwrap(),
+        "hello\n"
+    );
+    assert!(!f.context().join("new").exists());
+    // A stage's root, and its key follows the stage's content.
+    let stage = |v: &str| {
+        format!(
+            "RUN echo {v} > /made\nFROM {BASE}\nRUN --mount=from=0,source=/made,target=/m cat /m\n"
+        )
+    };
+    assert_eq!(f.output(&stage("one"), |_| {}), ["one"]);
+    assert_eq!(f.output(&stage("two"), |_| {}), ["two"]);
+    // The context's content keys the step: a change runs it again.
+    std::fs::write(f.context().join("hello"), "hi again\n").unwrap();
+    let out = f.output("RUN --mount=target=/src cat /src/hello\n", |_| {});
+    assert_eq!(out, ["hi again"]);
+    // A source missing from the context.
+    let e = f.run_error("RUN --mount=source=nope,target=/n true\n", |_| {});
+    assert!(
+        chain(&e).contains("\"nope\" does not exist"),
+        "{}",
+        chain(&e)
+    );
+    no_mounts_left(&f);
+}
+
+/// A tmpfs mount takes no more than its size, and is in no layer.
+#[test]
+fn a_tmpfs_mount_honours_its_size() {
+    let Some(f) = Fixture::new() else { return };
+    let out = f.output(
+        "RUN --mount=type=tmpfs,target=/t,size=1m sh -c \
+         'dd if=/dev/zero of=/t/a bs=1024 count=512 2>/dev/null && echo fits; \
+          dd if=/dev/zero of=/t/b bs=1024 count=2048 2>/dev/null || echo full'\n\
+         RUN test ! -e /t && echo clean\n",
+        |_| {},
+    );
+    assert_eq!(out, ["fits", "full", "clean"]);
+    no_mounts_left(&f);
+}
+
+#[test]
+fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
+    let Some(f) = Fixture::new() else { return };
+    for (body, want) in [
+        ("RUN --mount=type=ssh true\n", "type=ssh is not supported"),
+        (
+            "RUN --mount=type=cache,target=/c,colour=red true\n",
+            "unknown key \"colour\"",
+        ),
+    ] {
+        let (r, _) = f.build(body, |_| {});
+        let e = r.expect_err(body);
+        assert!(chain(&e).contains(want), "{}", chain(&e));
+    }
+    // A variable makes the check wait for the expansion: same error.
+    let (r, _) = f.build("ARG T=ssh\nRUN --mount=type=$T true\n", |_| {});
+    let e = r.expect_err("ssh");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(chain(&e).contains("type=ssh"), "{}", chain(&e));
+
+    let insecure = "RUN --security=insecure true\n";
+    let e = f.run_error(insecure, |_| {});
+    assert!(matches!(e, RunError::InsecureNotAllowed), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    let e = f.run_error(insecure, |o| o.allow_insecure = true);
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
+    let out = f.output("RUN --security=sandbox --network=none echo ok\n", |_| {});
+    assert_eq!(out, ["ok"]);
+}
