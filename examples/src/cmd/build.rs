@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use image_build::build::{
     BuildError, BuildEvent, BuildOptions, BuildResult, Builder, OutputStream,
 };
+use image_build::mounts::Secret;
 use image_build::run::{Network, RunError};
 use image_store::archive::{save_docker, save_oci, SaveImage, SaveOptions};
 
@@ -83,6 +84,15 @@ pub struct BuildArgs {
     /// instead of building.
     #[arg(long)]
     pub print: bool,
+    /// A secret for `RUN --mount=type=secret`, as buildx takes it:
+    /// `id=ID,src=FILE` (or `source=`) or `id=ID,env=VAR`; `id=ID` alone
+    /// reads the variable ID.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An entitlement: `security.insecure` lets `RUN --security=insecure`
+    /// through (`network.host` is accepted: host networking needs none).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub places: PlaceArgs,
 }
@@ -111,6 +121,66 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     };
     let dest = dest.with_context(|| format!("--output {spec:?}: expected dest=PATH"))?;
     Ok(Output { docker, dest })
+}
+
+/// `--secret` values: each read from its file (at most
+/// [`image_build::mounts::MAX_SECRET`] bytes) or environment variable.
+/// The value is never part of an error message.
+fn secrets(items: &[String]) -> anyhow::Result<BTreeMap<String, Secret>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
+        for part in item.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) if !v.is_empty() => id = Some(v.to_owned()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_owned()),
+                Some(("type", t @ ("file" | "env"))) => typ = Some(t),
+                _ => bail!("--secret {item:?}: expected id=ID,src=FILE or id=ID,env=VAR"),
+            }
+        }
+        let id = id.with_context(|| format!("--secret {item:?}: expected id=ID"))?;
+        let bytes = match (src, env) {
+            (Some(path), None) if typ != Some("env") => {
+                let mut data = Vec::new();
+                std::fs::File::open(&path)
+                    .and_then(|f| {
+                        f.take(image_build::mounts::MAX_SECRET as u64 + 1)
+                            .read_to_end(&mut data)
+                    })
+                    .with_context(|| format!("--secret id={id}: reading {}", path.display()))?;
+                if data.len() > image_build::mounts::MAX_SECRET {
+                    bail!(
+                        "--secret id={id}: {} is larger than 500 KiB",
+                        path.display()
+                    );
+                }
+                data
+            }
+            (None, env) if typ != Some("file") => {
+                let var = env.unwrap_or_else(|| id.clone());
+                std::env::var_os(&var)
+                    .with_context(|| format!("--secret id={id}: the variable {var} is not set"))?
+                    .into_encoded_bytes()
+            }
+            _ => bail!("--secret {item:?}: expected one of src=FILE or env=VAR"),
+        };
+        out.insert(id, Secret::new(bytes));
+    }
+    Ok(out)
+}
+
+/// Whether `--allow` grants `security.insecure` (others are refused).
+fn allow_insecure(items: &[String]) -> anyhow::Result<bool> {
+    let mut insecure = false;
+    for item in items {
+        match item.as_str() {
+            "security.insecure" => insecure = true,
+            "network.host" => {}
+            other => bail!("--allow {other:?}: expected security.insecure or network.host"),
+        }
+    }
+    Ok(insecure)
 }
 
 /// `--label` pairs: each `KEY=VALUE` with a key.
@@ -158,6 +228,8 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;
     options.no_cache_filter = a.no_cache_filter.clone();
+    options.secrets = secrets(&a.secrets)?;
+    options.allow_insecure = allow_insecure(&a.allow)?;
     options.network = match a.network {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,
@@ -326,5 +398,35 @@ mod tests {
         for bad in ["type=tar,dest=/x", "type=oci", "type=oci,dest=/x,push=true"] {
             assert!(parse_output(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn secret_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, b"file value").unwrap();
+        std::env::set_var("IMAGECTL_TEST_SECRET", "env value");
+        let got = secrets(&[
+            format!("id=a,src={}", file.display()),
+            "id=b,env=IMAGECTL_TEST_SECRET".to_owned(),
+            "id=IMAGECTL_TEST_SECRET".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(got["a"].bytes(), b"file value");
+        assert_eq!(got["b"].bytes(), b"env value");
+        assert_eq!(got["IMAGECTL_TEST_SECRET"].bytes(), b"env value");
+        std::fs::write(&file, vec![b'x'; image_build::mounts::MAX_SECRET + 1]).unwrap();
+        for bad in [
+            format!("id=a,src={}", file.display()),
+            "src=/x".to_owned(),
+            "id=a,env=IMAGECTL_NOT_SET_ANYWHERE".to_owned(),
+            "id=a,colour=red".to_owned(),
+        ] {
+            let e = secrets(std::slice::from_ref(&bad)).unwrap_err();
+            assert!(!format!("{e:#}").contains("xxxx"), "{bad}: {e:#}");
+        }
+        assert!(allow_insecure(&["security.insecure".into()]).unwrap());
+        assert!(!allow_insecure(&["network.host".into()]).unwrap());
+        assert!(allow_insecure(&["device".into()]).is_err());
     }
 }
