@@ -880,7 +880,7 @@ mod stubs {
 
     /// The most components a mount destination or working directory may
     /// have for its stubs to be handled (deeper ones are left alone).
-    const MAX_DEPTH: usize = 64;
+    const MAX_DEPTH: usize = crate::mounts::MAX_TARGET_DEPTH;
 
     /// Every path the runtime mounts on in the container's root: Docker's
     /// default mounts and the `/etc` files. (The RUN files' mount point is

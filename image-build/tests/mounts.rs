@@ -422,3 +422,71 @@ fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
     let out = f.output("RUN --security=sandbox --network=none echo ok\n", |_| {});
     assert_eq!(out, ["ok"]);
 }
+
+/// `sharing=private` finds the directory busy (the test holds its lock):
+/// the RUN gets a new empty directory, thrown away; once free, the kept
+/// one. A new cache directory is seeded from `from`/`source` and given
+/// its mode and owner.
+#[test]
+fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones() {
+    let Some(f) = Fixture::new() else { return };
+    let body =
+        "RUN --mount=type=cache,target=/p,sharing=private sh -c 'ls /p; echo {V} > /p/{V}'\n";
+    assert!(f.output(&body.replace("{V}", "kept"), |_| {}).is_empty());
+    let root = cache_dir_root(f.runtime.root());
+    let name = CacheMountId::new("/p").unwrap().escaped();
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(root.join(format!("{name}.lock")))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    assert!(f.output(&body.replace("{V}", "busy"), |_| {}).is_empty());
+    drop(lock);
+    assert_eq!(f.output(&body.replace("{V}", "free"), |_| {}), ["kept"]);
+    let mut kept: Vec<String> = std::fs::read_dir(root.join(&name))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["free", "kept"]);
+
+    let out = f.output(
+        &format!(
+            "RUN mkdir -p /seed/sub && echo seeded > /seed/sub/file\n\
+             FROM {BASE}\n\
+             RUN --mount=type=cache,target=/s,from=0,source=/seed,mode=0750,uid=7,gid=8 \
+             sh -c 'cat /s/sub/file; ls -ldn /s'\n"
+        ),
+        |_| {},
+    );
+    assert_eq!(out[0], "seeded");
+    let fields: Vec<&str> = out[1].split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[2], fields[3]),
+        ("drwxr-x---", "7", "8"),
+        "{out:?}"
+    );
+    no_mounts_left(&f);
+}
+
+/// `rw` on a bind of a stage's root: the writes are seen by the RUN and
+/// gone after it, from the stage and from the layer.
+#[test]
+fn a_rw_bind_of_a_stage_discards_its_writes() {
+    let Some(f) = Fixture::new() else { return };
+    let out = f.output(
+        &format!(
+            "RUN mkdir /d && echo original > /d/file\n\
+             FROM {BASE}\n\
+             RUN --mount=from=0,source=/d,target=/m,rw sh -c 'echo changed > /m/file; touch /m/new; cat /m/file'\n\
+             RUN --mount=from=0,source=/d,target=/m sh -c 'cat /m/file; test ! -e /m/new && echo no-new'\n\
+             RUN test ! -e /m && echo clean\n"
+        ),
+        |_| {},
+    );
+    assert_eq!(out, ["changed", "original", "no-new", "clean"]);
+    no_mounts_left(&f);
+}

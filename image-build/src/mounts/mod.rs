@@ -60,6 +60,10 @@ pub const MAX_SECRET: usize = 500 * 1024;
 /// The longest cache or secret id, in bytes.
 pub const MAX_ID: usize = 80;
 
+/// The most components a target may have, plus one (the RUN step removes
+/// the runtime's mount points up to this depth).
+pub const MAX_TARGET_DEPTH: usize = 64;
+
 /// The longest `--mount` value, in bytes.
 pub const MAX_SPEC: usize = 8 * 1024;
 
@@ -413,6 +417,14 @@ fn target_of(v: &str, workdir: &str) -> Result<String, MountError> {
         });
     }
     let t = clean_target(v, workdir);
+    // The runtime's mount points for deeper targets could not be removed
+    // from the layer (the RUN step handles MAX_TARGET_DEPTH components).
+    if t.split('/').count() > MAX_TARGET_DEPTH || t.len() > 4096 {
+        return Err(MountError::Value {
+            key: "target".to_owned(),
+            reason: "is deeper than 63 components or longer than 4096 bytes",
+        });
+    }
     if t == "/" {
         return Err(MountError::Value {
             key: "target".to_owned(),
@@ -795,6 +807,37 @@ mod tests {
             parse_all(&["target=/a".into(), "type=tmpfs,target=/a/".into()], "/"),
             Err(MountError::Mounts(_))
         ));
+    }
+
+    #[test]
+    fn keys_in_any_order_give_one_spec() {
+        let fields = [
+            "type=cache",
+            "target=/var/cache/apt",
+            "id=apt",
+            "sharing=locked",
+            "mode=0700",
+            "uid=100",
+            "gid=200",
+            "\"source=a,b\"",
+            "from=build",
+        ];
+        let want = MountSpec::parse(&fields.join(","), "/w").unwrap();
+        let mut seed = 0x1234_5678_u32;
+        let mut order: Vec<&str> = fields.to_vec();
+        for _ in 0..500 {
+            for i in (1..order.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                order.swap(i, seed as usize % (i + 1));
+            }
+            assert_eq!(MountSpec::parse(&order.join(","), "/w").unwrap(), want);
+        }
+        // A target as deep as the stub cleaner reaches, and one deeper.
+        let deep = |n: usize| format!("target=/{}", vec!["d"; n].join("/"));
+        assert!(MountSpec::parse(&deep(MAX_TARGET_DEPTH - 1), "/").is_ok());
+        assert!(MountSpec::parse(&deep(MAX_TARGET_DEPTH), "/").is_err());
     }
 
     #[test]
