@@ -19,7 +19,7 @@ use image_store::OciDir;
 const BASE: &str = "test.local/busybox:1";
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "dd", "sleep",
-    "grep", "wc",
+    "grep", "wc", "readlink",
 ];
 
 /// A store holding BASE, a runtime with snapshots, a context directory,
@@ -489,4 +489,24 @@ fn a_rw_bind_of_a_stage_discards_its_writes() {
     );
     assert_eq!(out, ["changed", "original", "no-new", "clean"]);
     no_mounts_left(&f);
+}
+
+/// `--network=default` is the build's network, `none` and `host` are
+/// themselves whatever the build's is (the namespace compared with ours).
+#[test]
+fn run_network_default_is_the_builds_network() {
+    let Some(f) = Fixture::new() else { return };
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let ours = ours.to_string_lossy();
+    let body = "RUN --network=default readlink /proc/self/ns/net\n\
+                RUN --network=none readlink /proc/self/ns/net\n\
+                RUN readlink /proc/self/ns/net\n";
+    let out = f.output(body, |o| o.network = image_build::run::Network::Host);
+    assert_eq!(out[0], ours, "{out:?}");
+    assert_ne!(out[1], ours, "{out:?}");
+    assert_eq!(out[2], ours, "{out:?}");
+    let out = f.output("RUN --network=host readlink /proc/self/ns/net\n", |o| {
+        o.no_cache = true
+    });
+    assert_eq!(out, [ours.as_ref()]);
 }

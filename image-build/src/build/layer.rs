@@ -301,7 +301,8 @@ where
                     state.workdir(),
                 )
                 .map_err(|e| StepError::Run(Box::new(e)))?;
-                if r.network.is_none() {
+                // `default` is the build's network, as no flag is.
+                if r.network.is_none() || r.network.as_deref() == Some("default") {
                     spec.network = self.options.network;
                 }
                 if spec.insecure && !self.options.allow_insecure {

@@ -360,14 +360,17 @@ impl Setup<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("looking at", &dir)(e)),
         }
-        let new = root.join(format!(".new-{name}-{}", std::process::id()));
+        // Unique to this process and this call: builds in threads may make
+        // the same id at once (the first rename wins).
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let new = root.join(format!(".new-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&new);
         let made = self.make_cache_dir(&new, c).and_then(|()| {
             match std::fs::rename(&new, &dir) {
                 Ok(()) => Ok(()),
                 // Another build made it first: theirs is kept.
-                Err(e) if dir.is_dir() => {
-                    let _ = e;
+                Err(_) if dir.is_dir() => {
                     std::fs::remove_dir_all(&new).map_err(io("removing", &new))
                 }
                 Err(e) => Err(io("renaming into place", &dir)(e)),
