@@ -7,108 +7,39 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder, StepError};
+use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, StepError};
 use image_build::mounts::{cache_dir_root, CacheMountId, Secret};
 use image_build::run::RunError;
-use image_core::{Classify, Compression, ErrorKind, Platform};
-use image_overlay::ConfigChanges;
-use image_runtime::snapshots::Snapshots;
-use image_runtime::{NativeOptions, Runtime};
-use image_store::OciDir;
+use image_core::{Classify, Compression, ErrorKind};
 
-const BASE: &str = "test.local/busybox:1";
-const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "dd", "sleep",
-    "grep", "wc", "readlink",
-];
+mod support;
+use support::{fixture, Fixture, BASE};
 
-/// A store holding BASE, a runtime with snapshots, a context directory,
-/// all under one temporary directory.
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: OciDir,
-    runtime: Runtime,
+/// Builds `body` after `FROM BASE`, recording events.
+fn build(
+    f: &Fixture,
+    body: &str,
+    change: impl FnOnce(&mut BuildOptions),
+) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
+    f.build(&format!("FROM {BASE}\n{body}"), change)
 }
 
-impl Fixture {
-    fn new() -> Option<Fixture> {
-        if !image_testsupport::tools::ready(&[]) {
-            return None;
-        }
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
-        let rootfs = tmp.path().join("rootfs");
-        image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
-        image_overlay::append_dir(
-            &store,
-            None,
-            &rootfs,
-            &Platform::host(),
-            &ConfigChanges::new().env("PATH=/bin"),
-            BASE,
-        )
-        .expect("base image");
-        std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
-        std::fs::create_dir(tmp.path().join("context")).expect("context");
-        let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
-        let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
-            .expect("runtime")
-            .with_snapshots(snapshots)
-            .expect("with snapshots");
-        Some(Fixture {
-            tmp,
-            store,
-            runtime,
-        })
-    }
-
-    fn context(&self) -> PathBuf {
-        self.tmp.path().join("context")
-    }
-
-    /// Builds `body` (after `FROM BASE`), recording events.
-    fn build(
-        &self,
-        body: &str,
-        change: impl FnOnce(&mut BuildOptions),
-    ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
-        let mut options = BuildOptions::new(self.context());
-        options.dockerfile_text = Some(format!("FROM {BASE}\n{body}"));
-        change(&mut options);
-        let mut events = Vec::new();
-        let r = Builder::new(&self.store, &self.runtime)
-            .build(&options, &mut |e: &BuildEvent| events.push(e.clone()));
-        (r, events)
-    }
-
-    /// The output lines of a build that must succeed.
-    fn output(&self, body: &str, change: impl FnOnce(&mut BuildOptions)) -> Vec<String> {
-        let (r, events) = self.build(body, change);
-        r.unwrap_or_else(|e| panic!("{}", chain(&e)));
-        lines(&events)
-    }
-
-    /// The RUN error of a build that must fail in a RUN step.
-    fn run_error(&self, body: &str, change: impl FnOnce(&mut BuildOptions)) -> RunError {
-        let (r, _) = self.build(body, change);
-        let e = r.expect_err("the build fails");
-        match e {
-            BuildError::Step {
-                source: StepError::Run(run),
-                ..
-            } => *run,
-            e => panic!("{}", chain(&e)),
-        }
-    }
+/// The output lines of a build of `body` that must succeed.
+fn output(f: &Fixture, body: &str, change: impl FnOnce(&mut BuildOptions)) -> Vec<String> {
+    let (r, events) = build(f, body, change);
+    r.unwrap_or_else(|e| panic!("{}", chain(&e)));
+    lines(&events)
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(self.tmp.path()) {
-            for m in mounts.iter().rev() {
-                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+/// The RUN error of a build of `body` that must fail in a RUN step.
+fn run_error(f: &Fixture, body: &str, change: impl FnOnce(&mut BuildOptions)) -> RunError {
+    let (r, _) = build(f, body, change);
+    match r.expect_err("the build fails") {
+        BuildError::Step {
+            source: StepError::Run(run),
+            ..
+        } => *run,
+        e => panic!("{}", chain(&e)),
     }
 }
 
@@ -210,7 +141,7 @@ fn e_path(_: &std::io::Error, d: &Path) -> String {
 /// writes it into a file: it is found (the search works).
 #[test]
 fn a_secret_reaches_no_blob_file_config_history_key_or_line() {
-    let Some(f) = Fixture::new() else { return };
+    let Some(f) = fixture() else { return };
     let secret = token();
     let secrets = |s: &[u8]| {
         let s = Secret::new(s.to_vec());
@@ -221,7 +152,7 @@ fn a_secret_reaches_no_blob_file_config_history_key_or_line() {
     let body = "RUN --mount=type=secret,id=x --mount=type=secret,id=x,env=TOK,target=/s/x \
                 sh -c 'test -s /run/secrets/x && cat /run/secrets/x > /dev/null && test -n \"$TOK\" \
                 && test \"$TOK\" = \"$(cat /s/x)\" && touch /done'\n";
-    let (r, events) = f.build(body, secrets(&secret));
+    let (r, events) = build(&f, body, secrets(&secret));
     let r = r.unwrap_or_else(|e| panic!("{}", chain(&e)));
     no_mounts_left(&f);
     let found = files_holding(f.tmp.path(), &secret);
@@ -233,7 +164,8 @@ fn a_secret_reaches_no_blob_file_config_history_key_or_line() {
         .windows(secret.len())
         .any(|w| w == secret));
     // The mount points are not in the layer: /run/secrets and /s are gone.
-    let out = f.output(
+    let out = output(
+        &f,
         &format!(
             "{body}RUN --mount=type=secret,id=x sh -c 'cat /run/secrets/x; echo'\n\
              RUN test -e /done && test ! -e /s && test ! -e /run/secrets && echo clean\n"
@@ -244,12 +176,13 @@ fn a_secret_reaches_no_blob_file_config_history_key_or_line() {
     );
     assert_eq!(out, ["v", "clean"]);
     // Another value of the secret: the same key, the step is cached.
-    let (r2, events) = f.build(body, secrets(b"another value"));
+    let (r2, events) = build(&f, body, secrets(b"another value"));
     assert_eq!(r2.unwrap().image_id, r.image_id);
     assert_eq!(cached(&events), 1);
 
     // The negative control: a RUN writing the secret into the layer.
-    let (r, _) = f.build(
+    let (r, _) = build(
+        &f,
         "RUN --mount=type=secret,id=x cp /run/secrets/x /leak\n",
         secrets(&secret),
     );
@@ -263,12 +196,13 @@ fn a_secret_reaches_no_blob_file_config_history_key_or_line() {
 
 #[test]
 fn a_required_secret_that_is_missing_is_a_clear_error() {
-    let Some(f) = Fixture::new() else { return };
-    let e = f.run_error("RUN --mount=type=secret,id=tok,required true\n", |_| {});
+    let Some(f) = fixture() else { return };
+    let e = run_error(&f, "RUN --mount=type=secret,id=tok,required true\n", |_| {});
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(chain(&e).contains("\"tok\" is required"), "{}", chain(&e));
     // Not required: the RUN runs without it.
-    let out = f.output(
+    let out = output(
+        &f,
         "RUN --mount=type=secret,id=tok sh -c 'test ! -e /run/secrets/tok && echo none'\n",
         |_| {},
     );
@@ -282,10 +216,11 @@ const APPEND: &str = "RUN --mount=type=cache,target=/var/c,id=shared-c sh -c 'ec
 /// line), is in no layer, lives under `cache_dir_root`.
 #[test]
 fn a_cache_mount_is_kept_between_builds_and_in_no_layer() {
-    let Some(f) = Fixture::new() else { return };
-    let out = f.output(&APPEND.replace("{LINE}", "first"), |_| {});
+    let Some(f) = fixture() else { return };
+    let out = output(&f, &APPEND.replace("{LINE}", "first"), |_| {});
     assert_eq!(out, ["first"]);
-    let out = f.output(
+    let out = output(
+        &f,
         &format!(
             "{}RUN test ! -e /var/c && echo absent\n",
             APPEND.replace("{LINE}", "second")
@@ -308,7 +243,7 @@ fn a_cache_mount_is_kept_between_builds_and_in_no_layer() {
 /// are never between those of the other.
 #[test]
 fn a_locked_cache_mount_serialises_concurrent_builds() {
-    let Some(f) = Fixture::new() else { return };
+    let Some(f) = fixture() else { return };
     let body = |tag: &str| {
         format!(
             "RUN --mount=type=cache,target=/c,sharing=locked sh -c \
@@ -316,8 +251,8 @@ fn a_locked_cache_mount_serialises_concurrent_builds() {
         )
     };
     std::thread::scope(|s| {
-        let a = s.spawn(|| f.output(&body("A"), |_| {}));
-        let b = s.spawn(|| f.output(&body("B"), |_| {}));
+        let a = s.spawn(|| output(&f, &body("A"), |_| {}));
+        let b = s.spawn(|| output(&f, &body("B"), |_| {}));
         a.join().unwrap();
         b.join().unwrap();
     });
@@ -335,11 +270,12 @@ fn a_locked_cache_mount_serialises_concurrent_builds() {
 /// can be bound; none of it is in the layer.
 #[test]
 fn bind_mounts_are_read_only_in_root_and_rw_writes_are_discarded() {
-    let Some(f) = Fixture::new() else { return };
+    let Some(f) = fixture() else { return };
     std::fs::write(f.context().join("hello"), "hello\n").unwrap();
     std::os::unix::fs::symlink("../../..", f.context().join("up")).unwrap();
     std::os::unix::fs::symlink("/", f.context().join("abs")).unwrap();
-    let out = f.output(
+    let out = output(
+        &f,
         "RUN --mount=target=/src cat /src/hello\n\
          RUN --mount=target=/src sh -c 'touch /src/new 2>/dev/null && echo wrote || echo read-only'\n\
          RUN --mount=target=/src,rw sh -c 'echo changed > /src/hello && touch /src/new && cat /src/hello'\n\
@@ -362,14 +298,14 @@ fn bind_mounts_are_read_only_in_root_and_rw_writes_are_discarded() {
             "RUN echo {v} > /made\nFROM {BASE}\nRUN --mount=from=0,source=/made,target=/m cat /m\n"
         )
     };
-    assert_eq!(f.output(&stage("one"), |_| {}), ["one"]);
-    assert_eq!(f.output(&stage("two"), |_| {}), ["two"]);
+    assert_eq!(output(&f, &stage("one"), |_| {}), ["one"]);
+    assert_eq!(output(&f, &stage("two"), |_| {}), ["two"]);
     // The context's content keys the step: a change runs it again.
     std::fs::write(f.context().join("hello"), "hi again\n").unwrap();
-    let out = f.output("RUN --mount=target=/src cat /src/hello\n", |_| {});
+    let out = output(&f, "RUN --mount=target=/src cat /src/hello\n", |_| {});
     assert_eq!(out, ["hi again"]);
     // A source missing from the context.
-    let e = f.run_error("RUN --mount=source=nope,target=/n true\n", |_| {});
+    let e = run_error(&f, "RUN --mount=source=nope,target=/n true\n", |_| {});
     assert!(
         chain(&e).contains("\"nope\" does not exist"),
         "{}",
@@ -381,8 +317,9 @@ fn bind_mounts_are_read_only_in_root_and_rw_writes_are_discarded() {
 /// A tmpfs mount takes no more than its size, and is in no layer.
 #[test]
 fn a_tmpfs_mount_honours_its_size() {
-    let Some(f) = Fixture::new() else { return };
-    let out = f.output(
+    let Some(f) = fixture() else { return };
+    let out = output(
+        &f,
         "RUN --mount=type=tmpfs,target=/t,size=1m sh -c \
          'dd if=/dev/zero of=/t/a bs=1024 count=512 2>/dev/null && echo fits; \
           dd if=/dev/zero of=/t/b bs=1024 count=2048 2>/dev/null || echo full'\n\
@@ -395,7 +332,7 @@ fn a_tmpfs_mount_honours_its_size() {
 
 #[test]
 fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
-    let Some(f) = Fixture::new() else { return };
+    let Some(f) = fixture() else { return };
     for (body, want) in [
         ("RUN --mount=type=ssh true\n", "type=ssh is not supported"),
         (
@@ -403,23 +340,27 @@ fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
             "unknown key \"colour\"",
         ),
     ] {
-        let (r, _) = f.build(body, |_| {});
+        let (r, _) = build(&f, body, |_| {});
         let e = r.expect_err(body);
         assert!(chain(&e).contains(want), "{}", chain(&e));
     }
     // A variable makes the check wait for the expansion: same error.
-    let (r, _) = f.build("ARG T=ssh\nRUN --mount=type=$T true\n", |_| {});
+    let (r, _) = build(&f, "ARG T=ssh\nRUN --mount=type=$T true\n", |_| {});
     let e = r.expect_err("ssh");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(chain(&e).contains("type=ssh"), "{}", chain(&e));
 
     let insecure = "RUN --security=insecure true\n";
-    let e = f.run_error(insecure, |_| {});
+    let e = run_error(&f, insecure, |_| {});
     assert!(matches!(e, RunError::InsecureNotAllowed), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    let e = f.run_error(insecure, |o| o.allow_insecure = true);
+    let e = run_error(&f, insecure, |o| o.allow_insecure = true);
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
-    let out = f.output("RUN --security=sandbox --network=none echo ok\n", |_| {});
+    let out = output(
+        &f,
+        "RUN --security=sandbox --network=none echo ok\n",
+        |_| {},
+    );
     assert_eq!(out, ["ok"]);
 }
 
@@ -429,10 +370,10 @@ fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
 /// its mode and owner.
 #[test]
 fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones() {
-    let Some(f) = Fixture::new() else { return };
+    let Some(f) = fixture() else { return };
     let body =
         "RUN --mount=type=cache,target=/p,sharing=private sh -c 'ls /p; echo {V} > /p/{V}'\n";
-    assert!(f.output(&body.replace("{V}", "kept"), |_| {}).is_empty());
+    assert!(output(&f, &body.replace("{V}", "kept"), |_| {}).is_empty());
     let root = cache_dir_root(f.runtime.root());
     let name = CacheMountId::new("/p").unwrap().escaped();
     let lock = std::fs::OpenOptions::new()
@@ -443,9 +384,9 @@ fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones(
         .open(root.join(format!("{name}.lock")))
         .unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
-    assert!(f.output(&body.replace("{V}", "busy"), |_| {}).is_empty());
+    assert!(output(&f, &body.replace("{V}", "busy"), |_| {}).is_empty());
     drop(lock);
-    assert_eq!(f.output(&body.replace("{V}", "free"), |_| {}), ["kept"]);
+    assert_eq!(output(&f, &body.replace("{V}", "free"), |_| {}), ["kept"]);
     let mut kept: Vec<String> = std::fs::read_dir(root.join(&name))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -453,7 +394,8 @@ fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones(
     kept.sort();
     assert_eq!(kept, ["free", "kept"]);
 
-    let out = f.output(
+    let out = output(
+        &f,
         &format!(
             "RUN mkdir -p /seed/sub && echo seeded > /seed/sub/file\n\
              FROM {BASE}\n\
@@ -476,8 +418,9 @@ fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones(
 /// gone after it, from the stage and from the layer.
 #[test]
 fn a_rw_bind_of_a_stage_discards_its_writes() {
-    let Some(f) = Fixture::new() else { return };
-    let out = f.output(
+    let Some(f) = fixture() else { return };
+    let out = output(
+        &f,
         &format!(
             "RUN mkdir /d && echo original > /d/file\n\
              FROM {BASE}\n\
@@ -495,17 +438,17 @@ fn a_rw_bind_of_a_stage_discards_its_writes() {
 /// themselves whatever the build's is (the namespace compared with ours).
 #[test]
 fn run_network_default_is_the_builds_network() {
-    let Some(f) = Fixture::new() else { return };
+    let Some(f) = fixture() else { return };
     let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
     let ours = ours.to_string_lossy();
     let body = "RUN --network=default readlink /proc/self/ns/net\n\
                 RUN --network=none readlink /proc/self/ns/net\n\
                 RUN readlink /proc/self/ns/net\n";
-    let out = f.output(body, |o| o.network = image_build::run::Network::Host);
+    let out = output(&f, body, |o| o.network = image_build::run::Network::Host);
     assert_eq!(out[0], ours, "{out:?}");
     assert_ne!(out[1], ours, "{out:?}");
     assert_eq!(out[2], ours, "{out:?}");
-    let out = f.output("RUN --network=host readlink /proc/self/ns/net\n", |o| {
+    let out = output(&f, "RUN --network=host readlink /proc/self/ns/net\n", |o| {
         o.no_cache = true
     });
     assert_eq!(out, [ours.as_ref()]);

@@ -240,20 +240,7 @@ impl Setup<'_> {
     /// A new tmpfs with `options`, mounted on a throwaway directory.
     fn tmpfs(&self, p: &mut Prepared, options: Vec<String>) -> Result<PathBuf, SetupError> {
         let dir = self.temp_dir(p)?;
-        let m = Mount {
-            fs_type: "tmpfs".to_owned(),
-            source: "tmpfs".to_owned(),
-            target: None,
-            options,
-        };
-        let guard =
-            MountGuard::mount(SysMounter, &[m], &dir).map_err(|source| SetupError::Mount {
-                what: "tmpfs",
-                path: dir.clone(),
-                source: Box::new(source),
-            })?;
-        p.mounts.push(guard);
-        Ok(dir)
+        mount_on(p, "tmpfs", options, dir)
     }
 
     /// The host path of `source` inside the root of `from` (the context
@@ -298,24 +285,12 @@ impl Setup<'_> {
         for d in [&upper, &work, &merged] {
             std::fs::create_dir(d).map_err(io("making", d))?;
         }
-        let m = Mount {
-            fs_type: "overlay".to_owned(),
-            source: "overlay".to_owned(),
-            target: None,
-            options: vec![
-                format!("lowerdir={text}"),
-                format!("upperdir={}", upper.display()),
-                format!("workdir={}", work.display()),
-            ],
-        };
-        let guard =
-            MountGuard::mount(SysMounter, &[m], &merged).map_err(|source| SetupError::Mount {
-                what: "overlay",
-                path: merged.clone(),
-                source: Box::new(source),
-            })?;
-        p.mounts.push(guard);
-        Ok(merged)
+        let options = vec![
+            format!("lowerdir={text}"),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+        ];
+        mount_on(p, "overlay", options, merged)
     }
 
     /// The cache directory of `c`, locked as its sharing asks.
@@ -468,6 +443,29 @@ impl Setup<'_> {
         });
         Ok(())
     }
+}
+
+/// A mount of type `fs` (`tmpfs`, `overlay`) with `options` on `dir`,
+/// kept in `p` until it is dropped; `dir` back.
+fn mount_on(
+    p: &mut Prepared,
+    fs: &'static str,
+    options: Vec<String>,
+    dir: PathBuf,
+) -> Result<PathBuf, SetupError> {
+    let m = Mount {
+        fs_type: fs.to_owned(),
+        source: fs.to_owned(),
+        target: None,
+        options,
+    };
+    let guard = MountGuard::mount(SysMounter, &[m], &dir).map_err(|source| SetupError::Mount {
+        what: fs,
+        path: dir.clone(),
+        source: Box::new(source),
+    })?;
+    p.mounts.push(guard);
+    Ok(dir)
 }
 
 fn write_secret(file: &Path, bytes: &[u8], s: &SecretMount) -> std::io::Result<()> {

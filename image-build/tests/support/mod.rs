@@ -1,0 +1,125 @@
+//! The fixture of the build engine's end-to-end tests (`build.rs`,
+//! `mounts.rs`): a store holding a busybox-static base image made in the
+//! test, a runtime with snapshots beside it, a context directory.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder};
+use image_core::Platform;
+use image_overlay::ConfigChanges;
+use image_runtime::snapshots::Snapshots;
+use image_runtime::{NativeOptions, Runtime};
+use image_store::{Manager, OciDir};
+
+pub const BASE: &str = "test.local/busybox:1";
+/// The applets of the base image.
+pub const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "env", "id", "dd",
+    "sleep", "grep", "wc", "readlink",
+];
+
+/// A store, a runtime with snapshots and a context, under one directory.
+pub struct Fixture {
+    /// Everything of the test is under it.
+    pub tmp: tempfile::TempDir,
+    /// The store.
+    pub store: OciDir,
+    /// The runtime, with snapshots.
+    pub runtime: Runtime,
+}
+
+impl Fixture {
+    pub fn context(&self) -> PathBuf {
+        self.tmp.path().join("context")
+    }
+
+    pub fn builder(&self) -> Builder<'_, OciDir> {
+        Builder::new(&self.store, &self.runtime)
+    }
+
+    /// Builds `dockerfile` with the context directory, recording events.
+    pub fn build(
+        &self,
+        dockerfile: &str,
+        change: impl FnOnce(&mut BuildOptions),
+    ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
+        let mut options = BuildOptions::new(self.context());
+        options.dockerfile_text = Some(dockerfile.to_owned());
+        change(&mut options);
+        let mut events = Vec::new();
+        let r = self
+            .builder()
+            .build(&options, &mut |e: &BuildEvent| events.push(e.clone()));
+        (r, events)
+    }
+
+    pub fn blobs(&self) -> usize {
+        self.store.list().expect("list").len()
+    }
+}
+
+/// Nothing outlives a test: snapshots and mounts.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(self.tmp.path()) {
+            for m in mounts.iter().rev() {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        if let Some(s) = self.runtime.snapshots() {
+            let sn = s.snapshotter();
+            for _ in 0..64 {
+                let all = sn.list().unwrap_or_default();
+                if all.is_empty() {
+                    break;
+                }
+                for i in all {
+                    let _ = sn.remove(&i.name);
+                }
+            }
+        }
+    }
+}
+
+/// A store holding BASE (busybox-static, PATH set, CMD sh), a runtime with
+/// snapshots beside it, and an empty context directory; `None` (after a
+/// loud skip) when the test cannot run here.
+pub fn fixture() -> Option<Fixture> {
+    if !image_testsupport::tools::ready(&[]) {
+        return None;
+    }
+    // Every time in an image is this one, so that a rebuild from the cache
+    // gives the same image (without it, only the config and manifest are
+    // new). Set once, before any build of any test reads it: every test
+    // starts here and waits for the one writer.
+    static EPOCH: std::sync::Once = std::sync::Once::new();
+    EPOCH.call_once(|| std::env::set_var("SOURCE_DATE_EPOCH", "1700000000"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+    let rootfs = tmp.path().join("rootfs");
+    image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
+    image_overlay::append_dir(
+        &store,
+        None,
+        &rootfs,
+        &Platform::host(),
+        &ConfigChanges::new()
+            .cmd(["sh"])
+            .env("PATH=/usr/local/bin:/usr/bin:/bin"),
+        BASE,
+    )
+    .expect("base image");
+    std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
+    std::fs::create_dir(tmp.path().join("context")).expect("context");
+    let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
+    let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
+        .expect("runtime")
+        .with_snapshots(snapshots)
+        .expect("with snapshots");
+    Some(Fixture {
+        tmp,
+        store,
+        runtime,
+    })
+}
