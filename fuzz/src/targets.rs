@@ -482,7 +482,8 @@ pub fn spec(data: &[u8]) {
 
 /// Dockerfiles: parsing never panics; a parsed file prints to text that
 /// parses to the same directives and instructions, printing is a fixed
-/// point, and expanding every step never panics.
+/// point, RUN mounts parse the same twice, and expanding every step never
+/// panics.
 pub fn dockerfile(data: &[u8]) {
     use image_build::dockerfile::{parse, print, BuildInputs, Expander};
     let Ok(s) = std::str::from_utf8(data) else {
@@ -496,6 +497,16 @@ pub fn dockerfile(data: &[u8]) {
     assert_eq!(again.directives, df.directives, "directives of {s:?}");
     assert_eq!(again.commands(), df.commands(), "instructions of {s:?}");
     assert_eq!(print(&again), printed, "printing is a fixed point");
+    // RUN --mount values: parsing one never panics, and a parsed spec's
+    // key is that of the same value parsed again.
+    for c in df.commands() {
+        if let image_build::dockerfile::Command::Run(r) = c {
+            if let Ok(specs) = image_build::mounts::parse_all(&r.mounts, "/w") {
+                let again = image_build::mounts::parse_all(&r.mounts, "/w").expect("parses again");
+                assert_eq!(specs, again, "mounts of {s:?}");
+            }
+        }
+    }
     let platform: Platform = "linux/amd64".parse().expect("a platform");
     let inputs = BuildInputs {
         build_args: Default::default(),
