@@ -207,6 +207,20 @@ fn a_required_secret_that_is_missing_is_a_clear_error() {
         |_| {},
     );
     assert_eq!(out, ["none"]);
+    // Given: a read-only file of its mode and owner.
+    let out = output(
+        &f,
+        "RUN --mount=type=secret,id=tok,target=/etc/tok,mode=0440,uid=5,gid=6 \
+         sh -c 'ls -ln /etc/tok; echo x > /etc/tok || echo read-only'\n",
+        |o| o.secrets = BTreeMap::from([("tok".to_owned(), Secret::new(b"v".to_vec()))]),
+    );
+    let fields: Vec<&str> = out[0].split_whitespace().collect();
+    assert_eq!(
+        (fields[0], fields[2], fields[3]),
+        ("-r--r-----", "5", "6"),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|l| l == "read-only"), "{out:?}");
     no_mounts_left(&f);
 }
 
