@@ -250,6 +250,11 @@ fn a_cache_mount_is_kept_between_builds_and_in_no_layer() {
     );
     let found = files_holding(&f.tmp.path().join("store"), b"second\n");
     assert!(found.is_empty(), "the cache's content is in {found:?}");
+    // The cache's content (changed since) keys nothing: the first build
+    // again is cached.
+    let (r, events) = build(&f, &APPEND.replace("{LINE}", "first"), |_| {});
+    r.unwrap();
+    assert_eq!(cached(&events), 1);
     no_mounts_left(&f);
 }
 
