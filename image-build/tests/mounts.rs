@@ -214,7 +214,9 @@ fn a_required_secret_that_is_missing_is_a_clear_error() {
          sh -c 'ls -ln /etc/tok; echo x > /etc/tok || echo read-only'\n",
         |o| o.secrets = BTreeMap::from([("tok".to_owned(), Secret::new(b"v".to_vec()))]),
     );
-    let fields: Vec<&str> = out[0].split_whitespace().collect();
+    // stdout and stderr lines come in no fixed order between them.
+    let ls = out.iter().find(|l| l.ends_with("/etc/tok")).expect("ls");
+    let fields: Vec<&str> = ls.split_whitespace().collect();
     assert_eq!(
         (fields[0], fields[2], fields[3]),
         ("-r--r-----", "5", "6"),
@@ -395,16 +397,27 @@ fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones(
     assert!(output(&f, &body.replace("{V}", "kept"), |_| {}).is_empty());
     let root = cache_dir_root(f.runtime.root());
     let name = CacheMountId::new("/p").unwrap().escaped();
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(root.join(format!("{name}.lock")))
-        .unwrap();
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    // Held by another process (flock(1) running cat until its stdin
+    // closes): a descriptor of this process would be copied by the forks
+    // of the tests running beside it, and outlive its drop.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(root.join(format!("{name}.lock")))
+        .args(["-c", "echo held; exec cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) (util-linux)");
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held, "held\n");
     assert!(output(&f, &body.replace("{V}", "busy"), |_| {}).is_empty());
-    drop(lock);
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
     assert_eq!(output(&f, &body.replace("{V}", "free"), |_| {}), ["kept"]);
     let mut kept: Vec<String> = std::fs::read_dir(root.join(&name))
         .unwrap()
