@@ -652,6 +652,77 @@ fn a_chain_of_stages_costs_its_input_not_stages_times_config() {
     assert_eq!(env.last(), Some(&format!("SEEN=1-{x5}")));
 }
 
+/// An ADD of a URL or a git source has no network here: without a cache
+/// record for its key (what names the source: the URL, the ref, the
+/// checksum) the build fails naming the source; with one (made where the
+/// content was fetched, or imported), the step is that record's layer.
+#[test]
+fn a_remote_add_is_taken_from_the_cache_or_fails_naming_its_source() {
+    use image_build::cache::{Cache, CacheKey, CachedLayer};
+    use image_build::copy::{remote_digest, CopyError, CopySpec};
+    let Some(f) = fixture() else { return };
+    let url = "https://example.invalid/app.txt";
+    let add = format!("ADD --chmod=644 {url} /app.txt");
+    let dockerfile = format!("FROM scratch\n{add}\n");
+
+    // The step's error is the copy's, naming the URL.
+    let names_remote = |e: &BuildError| {
+        matches!(e, BuildError::Step { line: 2, source: StepError::Copy(c), .. }
+            if matches!(&**c, CopyError::Remote { source } if source == url))
+            && std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.to_string().contains(url))
+    };
+    let (r, _) = f.build(&dockerfile, |_| {});
+    let e = r.expect_err("no network and no record");
+    assert!(names_remote(&e), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+
+    // The content as a build with network would have made it: a layer
+    // holding /app.txt, recorded under the step's key.
+    std::fs::write(f.context().join("app.txt"), "fetched\n").unwrap();
+    let (made, _) = f.build("FROM scratch\nCOPY --chmod=644 app.txt /app.txt\n", |_| {});
+    let made = made.expect("the layer");
+    let layer = image_build::Layer {
+        descriptor: made.manifest.layers()[0].clone(),
+        diff_id: made.config.diff_ids()[0].clone(),
+    };
+    let mut spec = CopySpec::new(vec![url.to_owned()], "/app.txt", "/");
+    spec.add = true;
+    spec.chmod = Some("644".into());
+    let key = CacheKey::base(None, &Platform::host())
+        .child(&add, &[remote_digest(&spec).unwrap().expect("remote")]);
+    let cache = Cache::open(&f.store).expect("cache");
+    cache
+        .record(
+            &key,
+            &CachedLayer {
+                layer: layer.clone(),
+                created_by: format!("ADD {url} /app.txt"),
+                created: None,
+            },
+        )
+        .expect("record");
+    cache.flush().expect("flush");
+
+    let (r, events) = f.build(&dockerfile, |_| {});
+    let r = r.expect("the cached layer");
+    assert_eq!((r.steps, r.cached), (1, 1));
+    assert_eq!(cached_steps(&events), 1);
+    assert_eq!(r.manifest.layers(), std::slice::from_ref(&layer.descriptor));
+    assert_eq!(r.config.diff_ids(), &[layer.diff_id]);
+
+    // Another checksum is another key: no record, the clear error again.
+    let (r, _) = f.build(
+        &format!(
+            "FROM scratch\nADD --checksum=sha256:{} --chmod=644 {url} /app.txt\n",
+            "0".repeat(64)
+        ),
+        |_| {},
+    );
+    let e = r.expect_err("another key");
+    assert!(names_remote(&e), "{e:?}");
+}
+
 /// The config's lists are bounded: one more ENV name than a config may
 /// hold, or more ports named by EXPOSE ranges than a stage may name, is an
 /// error naming the instruction, not a config nothing can read.
