@@ -158,6 +158,9 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;
     options.no_cache_filter = a.no_cache_filter.clone();
+    // Ctrl-C stops the build between steps and a RUN's container at once.
+    options.tracker =
+        Some(image_core::Tracker::default().with_interrupt(super::progress::interrupt()));
     options.network = match a.network {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,
