@@ -327,3 +327,52 @@ fn sigint_stops_a_build_and_leaves_nothing_behind() {
     .unwrap();
     cli.ok(&["build", "--progress", "quiet", ctx.to_str().unwrap()]);
 }
+
+/// `--progress auto` (the default) on a terminal (util-linux `script`) is
+/// the tty display: lines redrawn in place, each step settled with its
+/// time, the RUN's output shown while it runs, the plain summary at the
+/// end; off a terminal it is the plain display, with no escape sequence.
+#[test]
+fn progress_auto_draws_in_place_on_a_terminal_only() {
+    if !ready(&[]) {
+        return;
+    }
+    if common::which("script").is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "CI=true and missing: script (util-linux)");
+        eprintln!("SKIPPED: missing script (util-linux)");
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    base(&cli);
+    let ctx = cli.tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {BASE}\nRUN echo from-the-run\n"),
+    )
+    .unwrap();
+    let line = format!(
+        "{} --store {} build --no-cache {}",
+        env!("CARGO_BIN_EXE_imagectl"),
+        cli.store().display(),
+        ctx.display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("IMAGECTL_STATE")
+        .env_remove("IMAGECTL_SNAPSHOTS");
+    let out = common::run_bounded(cmd);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\x1b[J"), "{shown:?}");
+    assert!(shown.contains("from-the-run"), "{shown:?}");
+    assert!(shown.contains("RUN echo from-the-run DONE "), "{shown:?}");
+    assert!(shown.contains("Built sha256:"), "{shown:?}");
+
+    let out = cli.imagectl(&["build", "--no-cache", ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(stderr.contains(" from-the-run\n"), "{stderr}");
+}
