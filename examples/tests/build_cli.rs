@@ -19,6 +19,14 @@ fn base(cli: &Cli) {
     cli.append_shell_image(&rootfs, BASE);
 }
 
+/// The directory `ctx` of the test, holding a Dockerfile of `text`.
+fn context(cli: &Cli, text: &str) -> std::path::PathBuf {
+    let ctx = cli.tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    ctx
+}
+
 /// Runs `imagectl args` with `stdin` as its standard input; returns the
 /// output whatever its status.
 fn with_stdin(cli: &Cli, args: &[&str], stdin: &str) -> std::process::Output {
@@ -239,14 +247,11 @@ fn sigint_stops_a_build_and_leaves_nothing_behind() {
     let rootfs = cli.tmp.path().join("rootfs");
     container_rootfs(&rootfs, &["sh", "echo", "sleep"]);
     cli.append_shell_image(&rootfs, BASE);
-    let ctx = cli.tmp.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
     // Left alone, the RUN takes five minutes.
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {BASE}\nRUN echo started && sleep 300\n"),
-    )
-    .unwrap();
+    let ctx = context(
+        &cli,
+        &format!("FROM {BASE}\nRUN echo started && sleep 300\n"),
+    );
     let mut child = cli
         .command(&["build", "--progress", "plain", ctx.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -334,24 +339,12 @@ fn sigint_stops_a_build_and_leaves_nothing_behind() {
 /// end; off a terminal it is the plain display, with no escape sequence.
 #[test]
 fn progress_auto_draws_in_place_on_a_terminal_only() {
-    if !ready(&[]) {
-        return;
-    }
-    if common::which("script").is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "CI=true and missing: script (util-linux)");
-        eprintln!("SKIPPED: missing script (util-linux)");
+    if !ready(&["script"]) {
         return;
     }
     let cli = Cli::new(Cleanup::Mounts);
     base(&cli);
-    let ctx = cli.tmp.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {BASE}\nRUN echo from-the-run\n"),
-    )
-    .unwrap();
+    let ctx = context(&cli, &format!("FROM {BASE}\nRUN echo from-the-run\n"));
     let line = format!(
         "{} --store {} build --no-cache {}",
         env!("CARGO_BIN_EXE_imagectl"),

@@ -253,22 +253,11 @@ impl<W: Write> Display<W> {
     }
 
     fn write(&mut self, e: &BuildEvent) -> std::io::Result<()> {
+        if let Some((step, title)) = tty::started(e) {
+            self.started.insert(step, Instant::now());
+            return writeln!(self.out, "{title}");
+        }
         match e {
-            BuildEvent::StepStarted {
-                step,
-                stage,
-                index,
-                total,
-                text,
-            } => {
-                self.started.insert(*step, Instant::now());
-                let at = if stage == "stage-0" {
-                    format!("{index}/{total}")
-                } else {
-                    format!("{stage} {index}/{total}")
-                };
-                writeln!(self.out, "#{step} [{at}] {text}")
-            }
             BuildEvent::StepCached { step } => writeln!(self.out, "#{step} CACHED"),
             BuildEvent::Output { step, line, stream } => {
                 if self.mode != ProgressArg::Plain {

@@ -61,37 +61,41 @@ fn printable(line: &str) -> String {
         .collect()
 }
 
-/// `#step [stage index/total] text`, as the plain display writes it.
-pub fn title(step: usize, stage: &str, index: usize, total: usize, text: &str) -> String {
+/// The step a `StepStarted` starts and its title, `#step [stage
+/// index/total] text`, as the plain display writes it too.
+pub fn started(e: &BuildEvent) -> Option<(usize, String)> {
+    let BuildEvent::StepStarted {
+        step,
+        stage,
+        index,
+        total,
+        text,
+    } = e
+    else {
+        return None;
+    };
     let at = if stage == "stage-0" {
         format!("{index}/{total}")
     } else {
         format!("{stage} {index}/{total}")
     };
-    format!("#{step} [{at}] {}", printable(text))
+    Some((*step, format!("#{step} [{at}] {text}")))
 }
 
 impl Tty {
     /// Takes one event of the build, seen at `now`.
     pub fn event(&mut self, e: &BuildEvent, now: Instant) {
+        if let Some((step, title)) = started(e) {
+            let running = Running {
+                title: printable(&title),
+                started: now,
+                cached: false,
+                output: VecDeque::new(),
+            };
+            self.running.insert(step, running);
+            return;
+        }
         match e {
-            BuildEvent::StepStarted {
-                step,
-                stage,
-                index,
-                total,
-                text,
-            } => {
-                self.running.insert(
-                    *step,
-                    Running {
-                        title: title(*step, stage, *index, *total, text),
-                        started: now,
-                        cached: false,
-                        output: VecDeque::new(),
-                    },
-                );
-            }
             BuildEvent::StepCached { step } => {
                 if let Some(r) = self.running.get_mut(step) {
                     r.cached = true;
