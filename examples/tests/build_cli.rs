@@ -19,6 +19,14 @@ fn base(cli: &Cli) {
     cli.append_shell_image(&rootfs, BASE);
 }
 
+/// The directory `ctx` of the test, holding a Dockerfile of `text`.
+fn context(cli: &Cli, text: &str) -> std::path::PathBuf {
+    let ctx = cli.tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    ctx
+}
+
 /// Runs `imagectl args` with `stdin` as its standard input; returns the
 /// output whatever its status.
 fn with_stdin(cli: &Cli, args: &[&str], stdin: &str) -> std::process::Output {
@@ -204,4 +212,160 @@ fn build_shows_plain_progress_tags_and_writes_what_is_asked() {
         stderr.contains("Dockerfile:1: FROM: base image test.local/absent:1"),
         "{stderr}"
     );
+}
+
+/// Processes whose root directory is below `dir` (a container's).
+fn processes_rooted_in(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(root) = std::fs::read_link(entry.path().join("root")) {
+            if root.starts_with(dir) {
+                let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push(format!("{name}: {}", String::from_utf8_lossy(&cmd)));
+            }
+        }
+    }
+    found
+}
+
+/// Ctrl-C: SIGINT while a RUN runs stops the build (the library's
+/// interrupt, not the signal's default action): imagectl exits 130 with
+/// one line on stderr long before the RUN would end, and leaves no
+/// container process, no mount, no active snapshot, no lease; fsck is
+/// clean and the store builds again.
+#[test]
+fn sigint_stops_a_build_and_leaves_nothing_behind() {
+    use std::io::BufRead;
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    let rootfs = cli.tmp.path().join("rootfs");
+    container_rootfs(&rootfs, &["sh", "echo", "sleep"]);
+    cli.append_shell_image(&rootfs, BASE);
+    // Left alone, the RUN takes five minutes.
+    let ctx = context(
+        &cli,
+        &format!("FROM {BASE}\nRUN echo started && sleep 300\n"),
+    );
+    let mut child = cli
+        .command(&["build", "--progress", "plain", ctx.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imagectl");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            let _ = tx.send(line.clone());
+            all.push(line);
+        }
+        all
+    });
+    // The RUN's own output says its container runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.ends_with(" started") => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the RUN never started: {e}");
+            }
+        }
+    }
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    // Bounded by the RUN's length, not by a speed: stopped, it exits long
+    // before the five minutes the sleep would take.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("imagectl did not stop on SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let lines = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{lines:#?}");
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("imagectl:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{lines:#?}");
+    assert!(errors[0].starts_with("imagectl: cancelled"), "{lines:#?}");
+    assert_eq!(lines.last(), Some(errors[0]), "one line, last: {lines:#?}");
+
+    assert_eq!(processes_rooted_in(cli.tmp.path()), Vec::<String>::new());
+    assert_eq!(cli.mounted(), Vec::<std::path::PathBuf>::new());
+    let snapshots = cli.ok(&["snapshots"]);
+    let active: Vec<&str> = snapshots
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("committed"))
+        .collect();
+    assert!(active.is_empty(), "{snapshots}");
+    let leases: Vec<_> = std::fs::read_dir(cli.store().join("leases"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+    cli.ok(&["fsck"]);
+    // The store is usable: a build of another step succeeds.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {BASE}\nRUN echo again\n"),
+    )
+    .unwrap();
+    cli.ok(&["build", "--progress", "quiet", ctx.to_str().unwrap()]);
+}
+
+/// `--progress auto` (the default) on a terminal (util-linux `script`) is
+/// the tty display: lines redrawn in place, each step settled with its
+/// time, the RUN's output shown while it runs, the plain summary at the
+/// end; off a terminal it is the plain display, with no escape sequence.
+#[test]
+fn progress_auto_draws_in_place_on_a_terminal_only() {
+    if !ready(&["script"]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    base(&cli);
+    let ctx = context(&cli, &format!("FROM {BASE}\nRUN echo from-the-run\n"));
+    let line = format!(
+        "{} --store {} build --no-cache {}",
+        env!("CARGO_BIN_EXE_imagectl"),
+        cli.store().display(),
+        ctx.display()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env_remove("IMAGECTL_STATE")
+        .env_remove("IMAGECTL_SNAPSHOTS");
+    let out = common::run_bounded(cmd);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\x1b[J"), "{shown:?}");
+    assert!(shown.contains("from-the-run"), "{shown:?}");
+    assert!(shown.contains("RUN echo from-the-run DONE "), "{shown:?}");
+    assert!(shown.contains("Built sha256:"), "{shown:?}");
+
+    let out = cli.imagectl(&["build", "--no-cache", ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(stderr.contains(" from-the-run\n"), "{stderr}");
 }

@@ -9,9 +9,15 @@
 //! # Security
 //! The file is read without following a symlink in its last component
 //! (`O_NOFOLLOW`), and its size ([`MAX_IGNORE_BYTES`]) and pattern count
-//! ([`MAX_PATTERNS`]) are bounded. Matching is linear in the path's length
-//! times the pattern's.
+//! ([`MAX_PATTERNS`]) are bounded. Matching one pattern is linear in the
+//! path's length times the pattern's; a path is matched against the
+//! patterns compiled once at parse ([`Ignore::parse`]): repeated patterns
+//! kept once (the last, which alone can decide), runs such as `**/**/`
+//! made one, and the patterns indexed by the first or last path element
+//! they fix, so that a path is tried only against the patterns that can
+//! match it, from the last to the first, stopping at the first match.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -79,11 +85,101 @@ pub struct Pattern {
     glob: Glob,
 }
 
-/// The patterns of an ignore file, in order.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The patterns of an ignore file, in order, and their compiled index.
+#[derive(Debug, Clone, Default)]
 pub struct Ignore {
-    /// The patterns.
-    pub patterns: Vec<Pattern>,
+    patterns: Vec<Pattern>,
+    index: Index,
+}
+
+impl PartialEq for Ignore {
+    fn eq(&self, other: &Ignore) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+/// The patterns as matching uses them. The last pattern that matches a path
+/// decides, so a pattern repeated (after simplifying) is kept at its last
+/// place only, and the candidates of a path are tried from the last.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// The distinct patterns: place in the file, simplified glob, literal
+    /// prefix, exception or not.
+    entries: Vec<Entry>,
+    /// The entries whose matches all start with this path element.
+    by_first: HashMap<String, Vec<usize>>,
+    /// The entries whose matches all end with this path element.
+    by_last: HashMap<String, Vec<usize>>,
+    /// The others, tried on every path.
+    general: Vec<usize>,
+    /// Whether some entry is an exception (else any match excludes).
+    exceptions: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    glob: Glob,
+    prefix: String,
+    exclusion: bool,
+}
+
+impl Index {
+    fn new(patterns: &[Pattern]) -> Index {
+        let mut seen = HashSet::new();
+        let mut last_first: Vec<(Glob, bool)> = Vec::new();
+        for p in patterns.iter().rev() {
+            let glob = p.glob.simplified();
+            if seen.insert(glob.clone()) {
+                last_first.push((glob, p.exclusion));
+            }
+        }
+        let mut index = Index::default();
+        for (glob, exclusion) in last_first.into_iter().rev() {
+            let at = index.entries.len();
+            if let Some(first) = glob.first_element() {
+                index.by_first.entry(first).or_default().push(at);
+            } else if let Some(last) = glob.last_element() {
+                index.by_last.entry(last).or_default().push(at);
+            } else {
+                index.general.push(at);
+            }
+            index.exceptions |= exclusion;
+            index.entries.push(Entry {
+                prefix: glob.literal_prefix(),
+                glob,
+                exclusion,
+            });
+        }
+        index
+    }
+
+    /// The verdict of the last entry matching `file` or a parent of it:
+    /// excluded unless it is an exception; not excluded when none matches.
+    fn is_excluded(&self, file: &str) -> bool {
+        let mut candidates: Vec<usize> = self.general.clone();
+        let mut elements = file.split('/');
+        if let Some(found) = elements.next().and_then(|first| self.by_first.get(first)) {
+            candidates.extend(found);
+        }
+        if !self.by_last.is_empty() {
+            let mut named = HashSet::new();
+            for element in file.split('/') {
+                if named.insert(element) {
+                    if let Some(found) = self.by_last.get(element) {
+                        candidates.extend(found);
+                    }
+                }
+            }
+        }
+        if self.exceptions {
+            candidates.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        candidates
+            .into_iter()
+            .map(|i| &self.entries[i])
+            .find(|e| file.starts_with(&e.prefix) && e.glob.matches(file, true))
+            .is_some_and(|e| !e.exclusion)
+    }
 }
 
 impl Ignore {
@@ -135,24 +231,27 @@ impl Ignore {
                 glob,
             });
         }
-        Ok(Ignore { patterns })
+        Ok(Ignore::new(patterns))
+    }
+
+    /// The ignore of these patterns, in order.
+    pub fn new(patterns: Vec<Pattern>) -> Ignore {
+        Ignore {
+            index: Index::new(&patterns),
+            patterns,
+        }
+    }
+
+    /// The patterns, in order.
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
     }
 
     /// True when `path` (relative to the context, `/`-separated) is left
     /// out of the build: the last pattern matching it or one of its parent
     /// directories decides.
     pub fn is_excluded(&self, path: &str) -> bool {
-        let file = clean(path.trim_start_matches('/'));
-        let mut matched = false;
-        for p in &self.patterns {
-            if p.exclusion != matched {
-                continue;
-            }
-            if p.matches_or_parent(&file) {
-                matched = !p.exclusion;
-            }
-        }
-        matched
+        self.index.is_excluded(&clean(path.trim_start_matches('/')))
     }
 }
 

@@ -8,7 +8,7 @@
 pub const REPLACE_BUDGET: usize = 50_000_000;
 
 /// One element of a pattern.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Tok {
     /// `*`.
     Star,
@@ -26,7 +26,7 @@ enum Tok {
 }
 
 /// A compiled pattern.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Glob {
     toks: Vec<Tok>,
     /// Path rules: `*` and `?` do not match `/`.
@@ -76,9 +76,16 @@ impl Glob {
 
     /// The states after reading `c`; None when none is left.
     fn step(&self, cur: &[bool], c: char) -> Option<Vec<bool>> {
+        let mut next = vec![false; cur.len()];
+        self.step_into(cur, c, &mut next).then_some(next)
+    }
+
+    /// Writes into `next` the states after reading `c`; false when none is
+    /// left.
+    fn step_into(&self, cur: &[bool], c: char, next: &mut [bool]) -> bool {
         let n = self.toks.len();
         let free = !self.path || c != '/';
-        let mut next = vec![false; cur.len()];
+        next.fill(false);
         for (i, t) in self.toks.iter().enumerate() {
             if cur[i] {
                 match t {
@@ -100,27 +107,110 @@ impl Glob {
                 next[i + 1] |= c == '/';
             }
         }
-        self.closure(&mut next);
-        next.iter().any(|&s| s).then_some(next)
+        self.closure(next);
+        next.iter().any(|&s| s)
     }
 
     /// True when the pattern matches the whole of `text`, or (with
-    /// `parents`) one of its prefixes that ends before a `/`.
+    /// `parents`) one of its prefixes that ends before a `/`. Two state
+    /// vectors are reused for the whole text.
     pub(crate) fn matches(&self, text: &str, parents: bool) -> bool {
         let n = self.toks.len();
         let mut cur = self.start();
+        let mut next = vec![false; cur.len()];
         let mut prev_sep = true;
         for c in text.chars() {
             if parents && c == '/' && !prev_sep && cur[n] {
                 return true;
             }
             prev_sep = c == '/';
-            match self.step(&cur, c) {
-                Some(next) => cur = next,
-                None => return false,
+            if !self.step_into(&cur, c, &mut next) {
+                return false;
             }
+            std::mem::swap(&mut cur, &mut next);
         }
         cur[n]
+    }
+
+    /// The same pattern with runs that match the same texts as one token
+    /// made one: `**/**/` is `**/`, `**/**` is `**`, `**` after `*` is
+    /// `**`... (a hostile file repeats them to make each step cost more).
+    pub(crate) fn simplified(&self) -> Glob {
+        let mut toks: Vec<Tok> = Vec::with_capacity(self.toks.len());
+        for t in &self.toks {
+            match (toks.last(), t) {
+                (Some(Tok::AnyDirs), Tok::AnyDirs) | (Some(Tok::Star), Tok::Star) => {}
+                (Some(Tok::AnyDirs), Tok::AnyTail) => {
+                    toks.pop();
+                    toks.push(Tok::AnyTail);
+                }
+                _ => toks.push(t.clone()),
+            }
+        }
+        Glob {
+            toks,
+            path: self.path,
+        }
+    }
+
+    /// The literal text every match starts with (up to the first token
+    /// that is not a plain character).
+    pub(crate) fn literal_prefix(&self) -> String {
+        self.toks
+            .iter()
+            .map_while(|t| match t {
+                Tok::Char(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Path rules: the first path element of every text the pattern
+    /// matches, when the pattern fixes it (its literal prefix holds a `/`,
+    /// or the whole pattern is literal).
+    pub(crate) fn first_element(&self) -> Option<String> {
+        let prefix = self.literal_prefix();
+        let whole = prefix.chars().count() == self.toks.len();
+        let first = match prefix.split_once('/') {
+            Some((first, _)) => first,
+            None if whole => prefix.as_str(),
+            None => return None,
+        };
+        (!first.is_empty()).then(|| first.to_owned())
+    }
+
+    /// Path rules: the last path element of every text the pattern
+    /// matches, when the pattern fixes it: its literal tail holds a `/`,
+    /// or follows a `**/` that starts the pattern or a path element, or
+    /// the whole pattern is literal.
+    pub(crate) fn last_element(&self) -> Option<String> {
+        let lit = self
+            .toks
+            .iter()
+            .rev()
+            .take_while(|t| matches!(t, Tok::Char(_)))
+            .count();
+        let start = self.toks.len() - lit;
+        let tail: String = self.toks[start..]
+            .iter()
+            .map(|t| match t {
+                Tok::Char(c) => *c,
+                _ => unreachable!("the tail holds characters only"),
+            })
+            .collect();
+        let last = match tail.rsplit_once('/') {
+            Some((_, last)) => last,
+            None if start == 0 => tail.as_str(),
+            None => {
+                let after_dirs = matches!(self.toks[start - 1], Tok::AnyDirs)
+                    && (start == 1 || self.toks[start - 2] == Tok::Char('/'));
+                if !after_dirs {
+                    return None;
+                }
+                tail.as_str()
+            }
+        };
+        (!last.is_empty()).then(|| last.to_owned())
     }
 
     /// The length of the shortest (or longest) prefix of `text` it matches.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder, StepError};
 use image_core::config::ConfigFile;
-use image_core::{Classify, ErrorKind};
+use image_core::{Classify, ErrorKind, Platform};
 use image_store::{OciDir, Provider};
 
 mod support;
@@ -521,6 +521,99 @@ fn env_pairs_cost_the_same_however_long_env_is() {
     let env = r.config.file().config.clone().unwrap().env.unwrap();
     assert_eq!(env.len(), 65_536);
     assert_eq!(env.last().map(String::as_str), Some("LAST=x"));
+}
+
+/// A chain of stages costs its input, not stages times config: 20,000
+/// stages, each `FROM` the one before and adding an ENV, on a first stage
+/// of 30,000 ENV names. Remaking each stage's expansion scope from its
+/// base's `Env` (as before) is 600 million entries copied and sorted,
+/// minutes; handed on from stage to stage, it is seconds.
+#[test]
+fn a_chain_of_stages_costs_its_input_not_stages_times_config() {
+    let Some(f) = fixture() else { return };
+    let names: Vec<String> = (0..30_000).map(|i| format!("A{i}=1")).collect();
+    let mut text = format!("FROM scratch AS s0\nENV {}\n", names.join(" "));
+    for k in 1..20_000 {
+        text.push_str(&format!("FROM s{} AS s{k}\nENV X{}={k}\n", k - 1, k % 7));
+    }
+    // Each stage expands in the ENV its chain of stages made.
+    text.push_str("ENV SEEN=${A29999}-${X5}\n");
+    let r = build_within(&f, text, 120).expect("build");
+    let env = r.config.file().config.clone().unwrap().env.unwrap();
+    assert_eq!(env.len(), 30_008);
+    let x5 = (1..20_000).rev().find(|k| k % 7 == 5).unwrap();
+    assert_eq!(env.last(), Some(&format!("SEEN=1-{x5}")));
+}
+
+/// An ADD of a URL or a git source has no network here: without a cache
+/// record for its key (what names the source: the URL, the ref, the
+/// checksum) the build fails naming the source; with one (made where the
+/// content was fetched, or imported), the step is that record's layer.
+#[test]
+fn a_remote_add_is_taken_from_the_cache_or_fails_naming_its_source() {
+    use image_build::cache::{Cache, CacheKey, CachedLayer};
+    use image_build::copy::{remote_digest, CopyError, CopySpec};
+    let Some(f) = fixture() else { return };
+    let url = "https://example.invalid/app.txt";
+    let add = format!("ADD --chmod=644 {url} /app.txt");
+    let dockerfile = format!("FROM scratch\n{add}\n");
+
+    // The step's error is the copy's, naming the URL.
+    let names_remote = |e: &BuildError| {
+        matches!(e, BuildError::Step { line: 2, source: StepError::Copy(c), .. }
+            if matches!(&**c, CopyError::Remote { source } if source == url))
+            && std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.to_string().contains(url))
+    };
+    let (r, _) = f.build(&dockerfile, |_| {});
+    let e = r.expect_err("no network and no record");
+    assert!(names_remote(&e), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+
+    // The content as a build with network would have made it: a layer
+    // holding /app.txt, recorded under the step's key.
+    std::fs::write(f.context().join("app.txt"), "fetched\n").unwrap();
+    let (made, _) = f.build("FROM scratch\nCOPY --chmod=644 app.txt /app.txt\n", |_| {});
+    let made = made.expect("the layer");
+    let layer = image_build::Layer {
+        descriptor: made.manifest.layers()[0].clone(),
+        diff_id: made.config.diff_ids()[0].clone(),
+    };
+    let mut spec = CopySpec::new(vec![url.to_owned()], "/app.txt", "/");
+    spec.add = true;
+    spec.chmod = Some("644".into());
+    let key = CacheKey::base(None, &Platform::host())
+        .child(&add, &[remote_digest(&spec).unwrap().expect("remote")]);
+    let cache = Cache::open(&f.store).expect("cache");
+    cache
+        .record(
+            &key,
+            &CachedLayer {
+                layer: layer.clone(),
+                created_by: format!("ADD {url} /app.txt"),
+                created: None,
+            },
+        )
+        .expect("record");
+    cache.flush().expect("flush");
+
+    let (r, events) = f.build(&dockerfile, |_| {});
+    let r = r.expect("the cached layer");
+    assert_eq!((r.steps, r.cached), (1, 1));
+    assert_eq!(cached_steps(&events), 1);
+    assert_eq!(r.manifest.layers(), std::slice::from_ref(&layer.descriptor));
+    assert_eq!(r.config.diff_ids(), &[layer.diff_id]);
+
+    // Another checksum is another key: no record, the clear error again.
+    let (r, _) = f.build(
+        &format!(
+            "FROM scratch\nADD --checksum=sha256:{} --chmod=644 {url} /app.txt\n",
+            "0".repeat(64)
+        ),
+        |_| {},
+    );
+    let e = r.expect_err("another key");
+    assert!(names_remote(&e), "{e:?}");
 }
 
 /// The config's lists are bounded: one more ENV name than a config may

@@ -148,3 +148,108 @@ fn parent_matching_is_linear_in_the_depth() {
     let deep = "x/".repeat(50_000) + "a/b/c/d/e";
     assert!(ig.is_excluded(&deep));
 }
+
+/// The matcher before the index (kept as the reference): every pattern in
+/// file order, each on the path and its parents, the last match deciding.
+fn reference(ig: &Ignore, path: &str) -> bool {
+    let file = image_core::path::clean(path.trim_start_matches('/'));
+    let mut matched = false;
+    for p in ig.patterns() {
+        if p.exclusion != matched {
+            continue;
+        }
+        if p.matches_or_parent(&file) {
+            matched = !p.exclusion;
+        }
+    }
+    matched
+}
+
+/// A small deterministic generator (xorshift), so a failure reproduces.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn the_index_decides_as_every_pattern_in_order_does() {
+    // Pieces that exercise each index: literal first and last elements,
+    // `**` in every position (repeated too), classes, escapes, `?`, and
+    // elements shared by paths and patterns.
+    const PIECES: &[&str] = &[
+        "a", "b", "ab", "**", "*", "?", "a*", "*b", "[ab]", "[^a]", "\\a", "**/**", "x?",
+    ];
+    const NAMES: &[&str] = &["a", "b", "ab", "ba", "x", "xa", "aa", "*"];
+    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..3000 {
+        let mut text = String::new();
+        for _ in 0..(1 + g.next() % 6) {
+            if g.next() % 3 == 0 {
+                text.push('!');
+            }
+            if g.next() % 5 == 0 {
+                text.push('/');
+            }
+            let parts: Vec<String> = (0..(1 + g.next() % 4))
+                .map(|_| {
+                    let mut part = g.pick(PIECES).to_owned();
+                    if g.next() % 4 == 0 {
+                        part.push_str(g.pick(PIECES));
+                    }
+                    part
+                })
+                .collect();
+            text.push_str(&parts.join("/"));
+            text.push('\n');
+        }
+        let Ok(ig) = Ignore::parse(&text) else {
+            continue;
+        };
+        for _ in 0..20 {
+            let path: Vec<&str> = (0..(1 + g.next() % 5)).map(|_| g.pick(NAMES)).collect();
+            let path = path.join("/");
+            assert_eq!(
+                ig.is_excluded(&path),
+                reference(&ig, &path),
+                "patterns {text:?} on {path:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn many_patterns_cost_what_each_path_can_match() {
+    // 10,000 distinct patterns of 30 `**/` each, then 10,000 copies of one
+    // general pattern, on 20,000 paths: every pattern on every path (the
+    // matcher before the index) is about 10^10 automaton steps, minutes;
+    // indexed by last element, deduplicated and simplified, each path is
+    // tried against a handful of patterns.
+    let mut text = String::new();
+    for i in 0..10_000 {
+        text.push_str(&"**/".repeat(30));
+        text.push_str(&format!("x{i}\n"));
+    }
+    let ig = Ignore::parse(&text).unwrap();
+    for j in 0..20_000 {
+        let path = format!("d{}/e/f{j}", j % 50);
+        assert!(!ig.is_excluded(&path), "{path}");
+    }
+    assert!(ig.is_excluded("d/x9999") && ig.is_excluded("x0/y"));
+    let general = "**/**/**/**/**/**/*q*\n".repeat(9_999) + "!**/*qq*\n";
+    let ig = Ignore::parse(&general).unwrap();
+    for j in 0..20_000 {
+        let path = format!("d{}/e/q{j}", j % 50);
+        assert!(ig.is_excluded(&path), "{path}");
+    }
+    assert!(!ig.is_excluded("a/qq"));
+}

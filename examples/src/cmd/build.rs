@@ -2,8 +2,10 @@
 //! BuildKit-like progress on standard error and the image ID on standard
 //! output.
 
+mod tty;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,9 +24,12 @@ use super::store::StoreArgs;
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressArg {
+    /// `tty` when standard error is a terminal, `plain` otherwise.
+    Auto,
     /// Every step, its output lines and its time, as BuildKit's plain progress.
     Plain,
-    /// Every step and its time, without the output of RUN.
+    /// The running steps with their time and last output lines, redrawn in
+    /// place; each step settles as one line when done (BuildKit's tty).
     Tty,
     /// Nothing but the image ID.
     Quiet,
@@ -74,7 +79,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "type=oci|docker,dest=PATH")]
     pub output: Option<String>,
     /// How to show progress.
-    #[arg(long, value_enum, default_value = "plain")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressArg,
     /// The network of RUN steps without --network.
     #[arg(long, value_enum, default_value = "none")]
@@ -230,6 +235,9 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     options.no_cache_filter = a.no_cache_filter.clone();
     options.secrets = secrets(&a.secrets)?;
     options.allow_insecure = allow_insecure(&a.allow)?;
+    // Ctrl-C stops the build between steps and a RUN's container at once.
+    options.tracker =
+        Some(image_core::Tracker::default().with_interrupt(super::progress::interrupt()));
     options.network = match a.network {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,
@@ -237,16 +245,36 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     let s = store.open()?;
     let runtime = a.places.runtime(store, RuntimeArg::Native)?;
     let builder = Builder::new(&s, &runtime);
-    let mut display = Display::new(a.progress, std::io::stderr());
-    let started = Instant::now();
-    let result = match builder.build(&options, &mut |e: &BuildEvent| display.event(e)) {
-        Ok(r) => r,
-        Err(e) => {
-            display.failed(&e);
-            return Err(e.into());
-        }
+    let mode = match a.progress {
+        ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressArg::Tty,
+        ProgressArg::Auto => ProgressArg::Plain,
+        mode => mode,
     };
-    display.summary(&result, started.elapsed());
+    let started = Instant::now();
+    let built = if mode == ProgressArg::Tty {
+        let width = console::Term::stderr()
+            .size_checked()
+            .map_or(80, |(_, cols)| usize::from(cols));
+        let mut live = tty::Live::start(std::io::stderr(), width);
+        let built = builder.build(&options, &mut |e: &BuildEvent| live.event(e));
+        live.finish(|out| {
+            let mut display = Display::new(mode, out);
+            match &built {
+                Ok(r) => display.summary(r, started.elapsed()),
+                Err(e) => display.failed(e),
+            }
+        });
+        built
+    } else {
+        let mut display = Display::new(mode, std::io::stderr());
+        let built = builder.build(&options, &mut |e: &BuildEvent| display.event(e));
+        match &built {
+            Ok(r) => display.summary(r, started.elapsed()),
+            Err(e) => display.failed(e),
+        }
+        built
+    };
+    let result = built?;
     if let Some(path) = &a.iidfile {
         std::fs::write(path, result.image_id.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -297,22 +325,11 @@ impl<W: Write> Display<W> {
     }
 
     fn write(&mut self, e: &BuildEvent) -> std::io::Result<()> {
+        if let Some((step, title)) = tty::started(e) {
+            self.started.insert(step, Instant::now());
+            return writeln!(self.out, "{title}");
+        }
         match e {
-            BuildEvent::StepStarted {
-                step,
-                stage,
-                index,
-                total,
-                text,
-            } => {
-                self.started.insert(*step, Instant::now());
-                let at = if stage == "stage-0" {
-                    format!("{index}/{total}")
-                } else {
-                    format!("{stage} {index}/{total}")
-                };
-                writeln!(self.out, "#{step} [{at}] {text}")
-            }
             BuildEvent::StepCached { step } => writeln!(self.out, "#{step} CACHED"),
             BuildEvent::Output { step, line, stream } => {
                 if self.mode != ProgressArg::Plain {

@@ -88,6 +88,10 @@ enum Work<'a> {
         /// The stage it runs in (for its mounts' `from`).
         stage: usize,
     },
+    /// An `ADD` of remote sources: only a cache record gives its layer.
+    Remote {
+        source: String,
+    },
 }
 
 impl<'b, S> Run<'b, S>
@@ -288,7 +292,9 @@ where
             text: text.clone(),
         });
         // What the step does, what it reads, and its history entry.
+        let remote = remote_add(command, state, &text)?;
         let (work, key, mut entry) = match command {
+            _ if remote.is_some() => remote.expect("an ADD of remote sources"),
             Command::Run(r) => {
                 let args = self.run_args(state, scope);
                 let mut env = state.env().to_vec();
@@ -392,6 +398,11 @@ where
                 return Ok(());
             }
         }
+        if let Work::Remote { source } = work {
+            return Err(StepError::Copy(Box::new(copy::CopyError::Remote {
+                source,
+            })));
+        }
         let layer = self.make_layer(state, work, step)?;
         self.cache
             .record(
@@ -456,6 +467,11 @@ where
                     source: Box::new(e),
                 })?;
                 drop(from);
+            }
+            Work::Remote { source } => {
+                return Err(StepError::Copy(Box::new(copy::CopyError::Remote {
+                    source,
+                })));
             }
             Work::Run { mut spec, stage } => {
                 // The mounts' host side, undone (and the roots they read
@@ -527,6 +543,34 @@ where
         state.top = Some(name);
         Ok(layer)
     }
+}
+
+/// An `ADD` of remote sources as a step without the network: keyed by what
+/// names them ([`copy::remote_digest`]), so that only a cache record can
+/// give its layer; `None` for any other step.
+fn remote_add<'a>(
+    command: &Command,
+    state: &State,
+    text: &str,
+) -> Result<
+    Option<(
+        Work<'a>,
+        crate::cache::CacheKey,
+        image_core::config::History,
+    )>,
+    StepError,
+> {
+    if !matches!(command, Command::Add(_)) {
+        return Ok(None);
+    }
+    let (spec, _) = copy_spec(command, state.workdir());
+    let Some(digest) = copy::remote_digest(&spec).map_err(|e| StepError::Copy(Box::new(e)))? else {
+        return Ok(None);
+    };
+    let entry = history::copy(command.keyword(), &spec.sources.join(" "), &spec.dest);
+    let key = state.key.child(text, &[digest]);
+    let source = spec.sources.first().cloned().unwrap_or_default();
+    Ok(Some((Work::Remote { source }, key, entry)))
 }
 
 fn snap_err(key: &str, source: image_overlay::snapshot::SnapshotError) -> StepError {

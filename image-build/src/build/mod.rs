@@ -373,7 +373,7 @@ where
             layer_size: None,
             elapsed: started.elapsed(),
         });
-        let mut scope = self.expander.stage_scope(state.env_map());
+        let mut scope = self.expander.stage_scope(state.take_scope_env());
         let mut index = 1;
         for (ins, origin) in triggers
             .iter()
@@ -415,6 +415,7 @@ where
                 });
             }
         }
+        state.keep_scope_env(scope.env);
         Ok(state)
     }
 

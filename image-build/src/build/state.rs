@@ -49,6 +49,10 @@ pub struct State {
     env_index: Option<HashMap<String, usize>>,
     /// The ports EXPOSE ranges have named so far, repeats included.
     ports_named: usize,
+    /// The ENV of the stage's expansion scope when the stage ended (the
+    /// same map as [`State::env_map`]), handed on to the stage built from
+    /// this one, so that a chain of stages does not remake it per stage.
+    scope_env: Option<BTreeMap<String, String>>,
 }
 
 /// The layers of an image (its descriptors with their diff IDs).
@@ -95,6 +99,7 @@ impl State {
             key: CacheKey::base(None, platform),
             env_index: None,
             ports_named: 0,
+            scope_env: None,
         }
     }
 
@@ -111,6 +116,7 @@ impl State {
             cmd_set: false,
             env_index: None,
             ports_named: 0,
+            scope_env: None,
         }
     }
 
@@ -139,6 +145,19 @@ impl State {
                 None => (e.clone(), String::new()),
             })
             .collect()
+    }
+
+    /// The environment a stage built on this state starts its expansion
+    /// scope with: the map its parent stage's scope ended with when that
+    /// was kept ([`State::keep_scope_env`]), else [`State::env_map`].
+    pub fn take_scope_env(&mut self) -> BTreeMap<String, String> {
+        self.scope_env.take().unwrap_or_else(|| self.env_map())
+    }
+
+    /// Keeps the ENV of the stage's expansion scope as the stage ended, for
+    /// the stage built on it ([`State::take_scope_env`]).
+    pub fn keep_scope_env(&mut self, env: BTreeMap<String, String>) {
+        self.scope_env = Some(env);
     }
 
     /// `Env` as stored.

@@ -16,7 +16,9 @@
 //! the destination, from a `/./` pivot when there is one). `ADD` unpacks a
 //! local tar archive (plain, gzip, bzip2, xz, zstd)
 //! into the destination, keeping `.wh.` files as plain files as Docker's
-//! untar does, and refuses URL and git sources ([`CopyError::Remote`]).
+//! untar does. URL and git sources are not fetched (there is no network):
+//! [`remote_digest`] keys them for the build cache, and [`plan`] refuses
+//! them ([`CopyError::Remote`]).
 //!
 //! # Security
 //! Every input is hostile. Context sources are resolved beneath the
@@ -30,6 +32,7 @@
 
 mod archive;
 mod owner;
+mod remote;
 mod walk;
 mod write;
 
@@ -37,6 +40,8 @@ use std::path::Path;
 
 use image_core::error::{Classify, ErrorKind};
 use image_core::Digest;
+
+pub use remote::remote_digest;
 
 use crate::context::Context;
 use crate::dockerignore::IgnoreError;
@@ -243,7 +248,7 @@ impl std::fmt::Display for CopyError {
             E::OutsideContext { source, .. } => write!(f, "source {source:?} is outside the build context"),
             E::NotFound { source, .. } => write!(f, "source {source:?} not found"),
             E::NoMatch { pattern, .. } => write!(f, "no source files were specified: {pattern:?} matches nothing"),
-            E::Remote { source, .. } => write!(f, "ADD of the remote source {source:?} is not supported (no network)"),
+            E::Remote { source, .. } => write!(f, "ADD of the remote source {source:?} is not supported (no network) and no cache record holds it"),
             E::ChecksumLocal { source, .. } => write!(f, "ADD --checksum applies to URL sources only, not to {source:?}"),
             E::DestNotDirectory { dest, .. } => write!(f, "with more than one source file, the destination {dest:?} must be a directory and end with a /"),
             E::Chown { reason, spec, .. } => write!(f, "--chown={spec}: {reason}"),

@@ -687,7 +687,7 @@ impl Walker {
 }
 
 fn has_exceptions(i: &Ignore) -> bool {
-    i.patterns.iter().any(|p| p.exclusion)
+    i.patterns().iter().any(|p| p.exclusion)
 }
 
 /// Opens the regular file at `path` (as the plan saw it, `st`) for reading.
