@@ -65,19 +65,7 @@ fn make_index(store: &OciDir) -> (Index, Manifest, Manifest) {
     let arm = Platform::new("linux", "arm64").with_variant("v8");
     let m_amd = make_image(store, &amd, 1);
     let m_arm = make_image(store, &arm, 2);
-    let mut entries = Vec::new();
-    for (m, p) in [(&m_amd, &amd), (&m_arm, &arm)] {
-        let mut d = m.descriptor();
-        d.set_platform(Some(p.into()));
-        entries.push(serde_json::to_value(&d).unwrap());
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    });
-    let index = Index::from_bytes(serde_json::to_vec(&index).unwrap()).unwrap();
-    store.write_blob(index.raw()).unwrap();
+    let index = image_testsupport::store::write_index(store, &[(&m_amd, &amd), (&m_arm, &arm)]);
     (index, m_amd, m_arm)
 }
 
@@ -166,16 +154,25 @@ fn skopeo_raw(reference: &str) -> Option<Vec<u8>> {
     Some(out.stdout)
 }
 
+/// Two registries, a client and an empty store; `None` after a loud skip.
+fn two_registries() -> Option<(
+    Registry,
+    Registry,
+    blocking::Client,
+    tempfile::TempDir,
+    OciDir,
+)> {
+    let r1 = Registry::start_or_skip(RegistryOptions::plain())?;
+    let r2 = Registry::start_or_skip(RegistryOptions::plain())?;
+    let (dir, src) = image_testsupport::store::oci_dir();
+    Some((r1, r2, client(), dir, src))
+}
+
 #[test]
 fn an_index_goes_store_registry_layout_store_and_registry_to_registry_with_identical_digests() {
-    let Some(r1) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((r1, r2, c, _s, src)) = two_registries() else {
         return;
     };
-    let Some(r2) = Registry::start_or_skip(RegistryOptions::plain()) else {
-        return;
-    };
-    let c = client();
-    let (_s, src) = image_testsupport::store::oci_dir();
     let (index, m_amd, m_arm) = make_index(&src);
     src.set_tag("multi:1", &index.descriptor()).unwrap();
     let want = all_digests(&src, &index.descriptor());
@@ -361,6 +358,26 @@ struct WithReferrers {
     _dir: tempfile::TempDir,
 }
 
+impl WithReferrers {
+    /// Copies `src/app:1` to `dest` with its referrers: both artifacts,
+    /// the signature first, then the tag.
+    fn copied_with_both(&self, c: &blocking::Client, dest: &str) {
+        let src = format!("{}/src/app:1", self.registry.host_port());
+        let report = c
+            .copy(
+                &at(&src),
+                &at(dest),
+                &CopyOptions::default().with_referrers(true),
+            )
+            .unwrap();
+        assert_eq!(
+            report.referrers,
+            vec![self.sig.digest().clone(), self.sig_of_sig.digest().clone()]
+        );
+        assert_eq!(report.tag.as_deref(), Some(dest));
+    }
+}
+
 fn with_referrers() -> Option<WithReferrers> {
     let registry = Registry::start_or_skip(RegistryOptions::plain())?;
     let c = client();
@@ -453,18 +470,7 @@ fn referrers_are_copied_on_request_recursively_and_absent_without() {
     assert!(referrers(&c, &plain, w.image.digest()).is_empty());
 
     let with = format!("{host}/with/app");
-    let report = c
-        .copy(
-            &at(&format!("{src}:1")),
-            &at(&format!("{with}:1")),
-            &CopyOptions::default().with_referrers(true),
-        )
-        .unwrap();
-    assert_eq!(
-        report.referrers,
-        vec![w.sig.digest().clone(), w.sig_of_sig.digest().clone()]
-    );
-    assert_eq!(report.tag.as_deref(), Some(format!("{with}:1").as_str()));
+    w.copied_with_both(&c, &format!("{with}:1"));
     assert_eq!(
         referrers(&c, &with, w.image.digest()),
         vec![w.sig.digest().to_string()]
@@ -527,18 +533,7 @@ fn a_loop_of_referrers_ends_and_a_list_past_the_bound_is_refused_without_a_tag()
     .unwrap();
     assert!(referrers(&c, &src, w.sig.digest()).contains(&w.image.digest().to_string()));
 
-    let looped = format!("{host}/looped/app");
-    let report = c
-        .copy(
-            &at(&format!("{src}:1")),
-            &at(&format!("{looped}:1")),
-            &CopyOptions::default().with_referrers(true),
-        )
-        .unwrap();
-    assert_eq!(
-        report.referrers,
-        vec![w.sig.digest().clone(), w.sig_of_sig.digest().clone()]
-    );
+    w.copied_with_both(&c, &format!("{host}/looped/app:1"));
 
     // Two referrers of the image where the copy takes one: refused, typed,
     // no tag set.
@@ -586,14 +581,9 @@ fn a_loop_of_referrers_ends_and_a_list_past_the_bound_is_refused_without_a_tag()
 
 #[test]
 fn a_blob_changed_on_its_way_from_the_source_registry_is_refused_before_its_upload_closes() {
-    let Some(r1) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((r1, r2, c, _s, src)) = two_registries() else {
         return;
     };
-    let Some(r2) = Registry::start_or_skip(RegistryOptions::plain()) else {
-        return;
-    };
-    let c = client();
-    let (_s, src) = image_testsupport::store::oci_dir();
     let m = make_image(&src, &Platform::host(), 9);
     src.set_tag("app:1", &m.descriptor()).unwrap();
     let on_r1 = format!("{}/src/app:1", r1.host_port());
