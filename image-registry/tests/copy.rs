@@ -621,3 +621,63 @@ fn a_blob_changed_on_its_way_from_the_source_registry_is_refused_before_its_uplo
     assert_eq!(c.blob_size(&dst, &layer).unwrap(), None);
     assert!(c.head_manifest(&dst).unwrap().is_none());
 }
+
+#[test]
+fn a_copy_reports_each_blob_and_an_interrupt_stops_it_without_a_tag() {
+    use image_core::progress::Recorder;
+    use image_core::{Interrupt, Tracker};
+    use std::sync::Arc;
+    let Some((r1, r2, c, _s, src)) = two_registries() else {
+        return;
+    };
+    let (index, _, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let on_r1 = format!("{}/src/app:1", r1.host_port());
+    c.copy(
+        &in_store(&src, "multi:1"),
+        &at(&on_r1),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+
+    // Stopped once the first blob has moved: Cancelled, no tag.
+    let interrupt = Interrupt::new();
+    let stopping = Arc::new(Recorder::stopping_at(interrupt.clone(), 1));
+    let stopped = format!("{}/stopped/app:1", r2.host_port());
+    let e = c
+        .copy(
+            &at(&on_r1),
+            &at(&stopped),
+            &CopyOptions::default().with_tracker(Tracker::new(stopping, interrupt)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Cancelled),
+        "{e:?}"
+    );
+    assert!(c
+        .head_manifest(&Reference::parse_name(&stopped).unwrap())
+        .unwrap()
+        .is_none());
+
+    // Each blob an item, finished at its size.
+    let recorder = Arc::new(Recorder::new());
+    let to = format!("{}/dst/app:1", r2.host_port());
+    c.copy(
+        &at(&on_r1),
+        &at(&to),
+        &CopyOptions::default().with_tracker(Tracker::new(recorder.clone(), Interrupt::new())),
+    )
+    .unwrap();
+    let items = recorder.items();
+    assert_eq!(items.len(), 6, "{items:#?}");
+    assert!(items
+        .values()
+        .all(|i| i.finished && Some(i.done) == i.total));
+    assert!(
+        recorder.violations().is_empty(),
+        "{:?}",
+        recorder.violations()
+    );
+}
