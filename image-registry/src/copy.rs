@@ -191,6 +191,14 @@ pub enum CopyError {
         /// Why.
         source: Box<RegistryError>,
     },
+    /// The source's index could not be read to choose a platform.
+    #[error("reading index {digest} from the source")]
+    Read {
+        /// The index.
+        digest: String,
+        /// Why.
+        source: Box<PushError>,
+    },
     /// No manifest of the source's index fits the platform.
     #[error("choosing the platform from {digest}")]
     Platform {
@@ -241,7 +249,7 @@ impl Classify for CopyError {
     fn kind(&self) -> ErrorKind {
         match self {
             CopyError::Pull(source) => source.kind(),
-            CopyError::Push { source, .. } => source.kind(),
+            CopyError::Push { source, .. } | CopyError::Read { source, .. } => source.kind(),
             CopyError::Store(source) => source.kind(),
             CopyError::Name { source, .. } => source.kind(),
             CopyError::Lease(source) => source.kind(),
@@ -375,11 +383,11 @@ async fn select<S: Provider + Sync + ?Sized>(
     if !image_core::manifest::descriptor_media_type(&top).is_index() {
         return Ok(top);
     }
-    let push_err = |source| CopyError::Push {
-        dest: String::new(),
+    let read_err = |source| CopyError::Read {
+        digest: top.digest().to_string(),
         source: Box::new(source),
     };
-    let Document::Index(index) = source.document(&top).await.map_err(push_err)? else {
+    let Document::Index(index) = source.document(&top).await.map_err(read_err)? else {
         return Ok(top);
     };
     select_manifest(&index, platform)
