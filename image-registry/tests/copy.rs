@@ -681,3 +681,108 @@ fn a_copy_reports_each_blob_and_an_interrupt_stops_it_without_a_tag() {
         recorder.violations()
     );
 }
+
+/// Generated referrer graphs: the tag-schema lists of an image and of
+/// artifacts are random subsets of them all (loops, self-references and
+/// shared referrers among them); a copy with referrers takes exactly what
+/// is reachable from the image, each once, and ends.
+#[test]
+fn generated_referrer_graphs_copy_exactly_what_is_reachable() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let host = registry.host_port();
+    let repo = format!("{host}/graph/app");
+    let untagged = Reference::parse_name(&repo).unwrap();
+    let image = make_image(&src, &Platform::host(), 21);
+    let other = make_image(&src, &Platform::host(), 22);
+    for m in [&image, &other] {
+        c.push(&src, &m.descriptor(), &untagged, &PushOptions::default())
+            .unwrap();
+    }
+    src.set_tag("app:1", &image.descriptor()).unwrap();
+    c.push(
+        &src,
+        &image.descriptor(),
+        &Reference::parse_name(&format!("{repo}:1")).unwrap(),
+        &PushOptions::default(),
+    )
+    .unwrap();
+    // Artifacts whose subject is `other`: their listing under the image
+    // comes only from the generated lists below.
+    let artifacts: Vec<Manifest> = (0..5)
+        .map(|i| {
+            let a = artifact(
+                &src,
+                &other.descriptor(),
+                format!("payload {i}").as_bytes(),
+                "application/vnd.example.gen",
+            );
+            c.push(&src, &a.descriptor(), &untagged, &PushOptions::default())
+                .unwrap();
+            a
+        })
+        .collect();
+    let nodes: Vec<&Manifest> = std::iter::once(&image).chain(&artifacts).collect();
+    for seed in 0..4u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut lists: Vec<Vec<usize>> = Vec::new();
+        for node in &nodes {
+            let list: Vec<usize> = (0..nodes.len()).filter(|_| rng.u8(..) < 90).collect();
+            let entries: Vec<serde_json::Value> = list
+                .iter()
+                .map(|&i| serde_json::to_value(nodes[i].descriptor()).unwrap())
+                .collect();
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": entries,
+            });
+            let index = Index::from_bytes(serde_json::to_vec(&index).unwrap()).unwrap();
+            src.write_blob(index.raw()).unwrap();
+            let tag = format!("{repo}:sha256-{}", node.digest().hex());
+            c.push(
+                &src,
+                &index.descriptor(),
+                &Reference::parse_name(&tag).unwrap(),
+                &PushOptions::default(),
+            )
+            .unwrap();
+            lists.push(list);
+        }
+        // What a walk from the image reaches, the image itself aside.
+        let mut reached = vec![false; nodes.len()];
+        reached[0] = true;
+        let mut pending = vec![0usize];
+        while let Some(n) = pending.pop() {
+            for &m in &lists[n] {
+                if !reached[m] {
+                    reached[m] = true;
+                    pending.push(m);
+                }
+            }
+        }
+        let mut want: Vec<String> = (1..nodes.len())
+            .filter(|&i| reached[i])
+            .map(|i| nodes[i].digest().to_string())
+            .collect();
+        want.sort();
+        let dest = format!("{host}/gen{seed}/app");
+        let report = c
+            .copy(
+                &at(&format!("{repo}:1")),
+                &at(&format!("{dest}:1")),
+                &CopyOptions::default().with_referrers(true),
+            )
+            .unwrap();
+        let mut got: Vec<String> = report.referrers.iter().map(|d| d.to_string()).collect();
+        got.sort();
+        assert_eq!(got, want, "seed {seed}: {lists:?}");
+        for d in &report.referrers {
+            let by_digest = Reference::parse_name(&dest).unwrap().with_digest(d.clone());
+            c.head_manifest(&by_digest).unwrap().expect("copied");
+        }
+    }
+}
