@@ -1,7 +1,8 @@
 //! `imagectl push`, `pull`, `tags`, `manifest`, `login` and `logout`
 //! against the real distribution registry (image-testsupport's fixture):
 //! a round trip with `--insecure`, the refusal without it naming the
-//! flag, and a login whose config file a later pull uses.
+//! flag, and a login whose config file a later pull uses; `imagectl
+//! copy` with a registry at one end or both.
 
 mod common;
 
@@ -163,4 +164,66 @@ fn login_writes_the_config_file_a_pull_then_uses_and_logout_removes_it() {
     assert!(json["auths"].get(&host).is_none(), "{json}");
     let out = run(&["pull", &dest, "--insecure", "--quiet"], "");
     assert_eq!(out.status.code(), Some(77), "{out:?}");
+}
+
+#[test]
+fn copy_between_store_registries_and_layouts_keeps_the_digest() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let cli = cli_with_image();
+    let local = Reference::parse_name("app:1").unwrap().to_string();
+    let digest = stored_digest(&cli.store(), &local);
+    let host = registry.host_port();
+    let first = format!("docker://{host}/cli/app:1");
+
+    let err = cli.fails(&["copy", "app:1", &first]);
+    assert!(err.contains("--insecure"), "{err}");
+    let out = cli.ok(&["copy", "app:1", &first, "--insecure", "--quiet"]);
+    assert!(out.contains(&digest), "{out}");
+
+    // Registry to registry on one host: every blob mounted.
+    let second = format!("docker://{host}/other/app:2");
+    let out = cli.ok(&["copy", &first, &second, "--insecure", "--quiet"]);
+    assert!(out.contains("0 blobs copied"), "{out}");
+    assert!(!out.contains(" 0 mounted"), "{out}");
+
+    // skopeo reads it with our digest.
+    if let Some(skopeo) = image_testsupport::tools::which("skopeo") {
+        let mut cmd = std::process::Command::new(skopeo);
+        cmd.args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{host}/other/app:2"));
+        let out = image_testsupport::process::run_bounded(cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(image_core::Digest::sha256(&out.stdout).to_string(), digest);
+    } else {
+        image_testsupport::tools::skip_or_fail("skopeo");
+    }
+
+    // Registry -> layout -> the store under another name.
+    let layout = cli.tmp.path().join("layout");
+    let in_layout = format!("oci:{}:copied", layout.display());
+    cli.ok(&["copy", &second, &in_layout, "--insecure", "--quiet"]);
+    assert_eq!(stored_digest(&layout, "copied"), digest);
+    cli.ok(&["copy", &in_layout, "store:back:1", "--quiet"]);
+    let back = Reference::parse_name("back:1").unwrap().to_string();
+    assert_eq!(stored_digest(&cli.store(), &back), digest);
+
+    // Referrers need a registry at both ends.
+    let err = cli.fails(&["copy", &second, "store:x:1", "--referrers", "--insecure"]);
+    assert!(err.contains("referrers"), "{err}");
+    // With --referrers between registries: the image (it has none).
+    let out = cli.ok(&[
+        "copy",
+        &second,
+        &format!("docker://{host}/third/app:3"),
+        "--referrers",
+        "--insecure",
+        "--quiet",
+    ]);
+    assert!(out.contains("0 referrers"), "{out}");
 }

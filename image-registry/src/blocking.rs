@@ -187,4 +187,22 @@ impl Client {
             options,
         ))
     }
+
+    /// Blocks on [`crate::copy()`].
+    ///
+    /// # Errors
+    /// As the asynchronous call.
+    pub fn copy<S, D>(
+        &self,
+        src: &crate::Location<'_, S>,
+        dst: &crate::Location<'_, D>,
+        options: &crate::CopyOptions,
+    ) -> Result<crate::CopyReport, crate::CopyError>
+    where
+        S: image_store::Provider + image_store::TagStore + Sync,
+        D: PullStore,
+    {
+        self.runtime
+            .block_on(crate::copy::copy(&self.client, src, dst, options))
+    }
 }

@@ -16,6 +16,8 @@
 //! - [`push()`](push::push): an image from a store to a registry, blobs
 //!   skipped when present, mounted from another repository when asked,
 //!   uploaded whole or in resumable chunks, in parallel, tag last.
+//! - [`copy()`](copy::copy): an image between registries, stores and
+//!   OCI layouts, every platform or one, with its referrers on request.
 //! - [`RegistryConfig`]: mirrors and insecure hosts (registries.conf's
 //!   shape), loopback over plain HTTP only when asked.
 //! - [`DockerConfig`] and [`Credentials`]: Docker's and containers' auth
@@ -46,6 +48,7 @@ pub mod auth;
 pub mod blocking;
 pub mod client;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod pull;
 pub mod push;
@@ -54,6 +57,7 @@ pub mod secret;
 pub use auth::{Challenge, CredentialError, Credentials, DockerConfig};
 pub use client::{BlobStream, Client, ClientBuilder, RetryPolicy};
 pub use config::{ConfigError, Endpoint, HostConfig, Mirror, RegistryConfig};
+pub use copy::{copy, CopyError, CopyOptions, CopyReport, Location};
 pub use error::RegistryError;
 pub use pull::{pull, PullError, PullOptions, PullReport, PullStore};
 pub use push::{push, PushError, PushOptions, PushReport};
@@ -63,6 +67,7 @@ image_core::classify_registry!(
     below: image_store::kind_of;
     crate::auth::CredentialError,
     crate::config::ConfigError,
+    crate::copy::CopyError,
     crate::error::RegistryError,
     crate::pull::PullError,
     crate::push::PushError,

@@ -46,6 +46,9 @@ pub struct PullOptions {
     pub parallel: usize,
     /// Progress and cancellation.
     pub tracker: Tracker,
+    /// The tag to set instead of the reference pulled (a copy into a
+    /// store names the image as its destination says).
+    pub tag: Option<String>,
 }
 
 impl Default for PullOptions {
@@ -55,6 +58,7 @@ impl Default for PullOptions {
             all_platforms: false,
             parallel: 4,
             tracker: Tracker::default(),
+            tag: None,
         }
     }
 }
@@ -83,6 +87,12 @@ impl PullOptions {
         self.tracker = tracker;
         self
     }
+
+    /// Tags the image as `tag` instead of the reference pulled.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> PullOptions {
+        self.tag = Some(tag.into());
+        self
+    }
 }
 
 /// What a pull did.
@@ -92,7 +102,8 @@ pub struct PullReport {
     /// The descriptor tagged: the index with `all_platforms`, else the
     /// chosen manifest.
     pub descriptor: Option<Descriptor>,
-    /// The tag set (the reference pulled), `None` for a pull by digest.
+    /// The tag set (the reference pulled, or [`PullOptions::tag`]), `None`
+    /// for a pull by digest.
     pub tag: Option<String>,
     /// Blobs written (configs and layers).
     pub fetched: Vec<Digest>,
@@ -325,7 +336,10 @@ pub async fn pull<S: PullStore + ?Sized>(
         }
     }
 
-    let tag = reference.digest().is_none().then(|| reference.to_string());
+    let tag = options
+        .tag
+        .clone()
+        .or_else(|| reference.digest().is_none().then(|| reference.to_string()));
     if let Some(tag) = &tag {
         leased
             .set_tag(tag, &tagged)

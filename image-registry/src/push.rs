@@ -52,7 +52,8 @@ use reqwest::header::{
 use reqwest::{Method, StatusCode, Url};
 
 use crate::client::{
-    check_interrupt, check_status, show_url, Client, Target, MANIFEST_ACCEPT, MAX_DOCUMENT_SIZE,
+    check_interrupt, check_status, read_bounded, show_url, Client, Target, MANIFEST_ACCEPT,
+    MAX_DOCUMENT_SIZE,
 };
 use crate::config::Endpoint;
 use crate::error::RegistryError;
@@ -205,6 +206,32 @@ pub enum PushError {
         /// The index.
         digest: Digest,
     },
+    /// The destination names a digest other than the source's.
+    #[error("the destination names {dest} but the image pushed is {source_digest}")]
+    DestinationDigest {
+        /// The digest in the destination reference.
+        dest: Digest,
+        /// The digest of the image pushed.
+        source_digest: Digest,
+    },
+    /// A document or blob could not be read from the source registry (a
+    /// copy between registries).
+    #[error("reading {digest} from the source registry")]
+    Source {
+        /// The document or blob.
+        digest: Digest,
+        /// Why.
+        source: Box<RegistryError>,
+    },
+    /// A blob read from the source registry hashed to another digest;
+    /// the upload was not finished.
+    #[error("blob {digest} from the source registry hashes to {found}")]
+    SourceDigest {
+        /// The blob's digest.
+        digest: Digest,
+        /// The digest of the bytes read.
+        found: Digest,
+    },
 }
 
 impl Classify for PushError {
@@ -219,6 +246,9 @@ impl Classify for PushError {
             PushError::Document { source, .. } => source.kind(),
             PushError::Descriptor { .. } => ErrorKind::InvalidInput,
             PushError::TooDeep { .. } => ErrorKind::Unsafe,
+            PushError::DestinationDigest { .. } => ErrorKind::InvalidInput,
+            PushError::Source { source, .. } => source.kind(),
+            PushError::SourceDigest { .. } => ErrorKind::DigestMismatch,
         }
     }
 }
@@ -237,16 +267,203 @@ pub async fn push<S: Provider + Sync + ?Sized>(
     dest: &Reference,
     options: &PushOptions,
 ) -> Result<PushReport, PushError> {
+    check_destination(dest, source)?;
+    push_from(client, &Source::Store(store), source, dest, options)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// Refuses a destination naming a digest other than `top`'s.
+pub(crate) fn check_destination(dest: &Reference, top: &Descriptor) -> Result<(), PushError> {
+    let top_digest = checked(top, &Digest::sha256(b""))?;
+    match dest.digest() {
+        Some(named) if named != &top_digest => Err(PushError::DestinationDigest {
+            dest: named.clone(),
+            source_digest: top_digest,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Where a push (or a copy) reads the image from.
+pub(crate) enum Source<'a, S: ?Sized> {
+    /// A store: documents and blobs by digest, verified as they are read.
+    Store(&'a S),
+    /// A repository of a registry: documents by digest (checked by the
+    /// client), blobs streamed and hashed, the hash checked before the
+    /// upload is closed when the blob was read from its start (the
+    /// destination registry checks the digest of what it was sent too).
+    Registry {
+        /// The client reaching the source registry.
+        client: &'a Client,
+        /// The source repository (its tag and digest are ignored).
+        reference: &'a Reference,
+    },
+}
+
+impl<S: Provider + Sync + ?Sized> Source<'_, S> {
+    /// The document `d` names, up to [`MAX_DOCUMENT_SIZE`].
+    pub(crate) async fn document(&self, d: &Descriptor) -> Result<Document, PushError> {
+        let digest = checked(d, &Digest::sha256(b""))?;
+        match self {
+            Source::Store(store) => read_document(*store, d),
+            Source::Registry { .. } if d.size() > MAX_DOCUMENT_SIZE => Err(PushError::Descriptor {
+                digest: digest.to_string(),
+                parent: digest,
+            }),
+            Source::Registry { client, reference } => {
+                let by_digest = reference
+                    .without_tag()
+                    .without_digest()
+                    .with_digest(digest.clone());
+                client
+                    .get_manifest(&by_digest)
+                    .await
+                    .map_err(|source| PushError::Source {
+                        digest,
+                        source: Box::new(source),
+                    })
+            }
+        }
+    }
+
+    /// A reader of blob `d` from `offset`.
+    async fn open(&self, d: &Descriptor, offset: u64) -> Result<BlobReader, Stop> {
+        let digest = checked(d, &Digest::sha256(b"")).map_err(Stop::Push)?;
+        match self {
+            Source::Store(store) => {
+                let mut reader = store.reader(&digest).map_err(|source| {
+                    Stop::Push(PushError::Store {
+                        digest: digest.clone(),
+                        source: Box::new(source),
+                    })
+                })?;
+                std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink())
+                    .map_err(|source| Stop::Push(PushError::Read { digest, source }))?;
+                Ok(BlobReader::Store(reader))
+            }
+            Source::Registry { client, reference } => {
+                let stream = client.get_blob(reference, d, offset).await?;
+                let from_start = stream.offset() == 0;
+                let mut reader = BlobReader::Registry(Box::new(FromRegistry {
+                    hasher: from_start.then(|| digest.algorithm().hasher()),
+                    read: stream.offset(),
+                    stream,
+                    pending: bytes::Bytes::new(),
+                    digest,
+                    size: d.size(),
+                }));
+                // A registry that ignored the Range sent the whole blob.
+                if offset > 0 && from_start {
+                    reader.chunk(offset).await?;
+                }
+                Ok(reader)
+            }
+        }
+    }
+}
+
+/// A blob being read for an upload.
+enum BlobReader {
+    Store(Box<dyn Read + Send>),
+    Registry(Box<FromRegistry>),
+}
+
+/// A blob streamed from a source registry.
+struct FromRegistry {
+    stream: crate::client::BlobStream,
+    pending: bytes::Bytes,
+    /// Hashing every byte read, when reading started at 0.
+    hasher: Option<image_core::digest::Hasher>,
+    /// The offset of the next byte.
+    read: u64,
+    digest: Digest,
+    size: u64,
+}
+
+impl BlobReader {
+    /// The next `n` bytes (fewer is an error).
+    async fn chunk(&mut self, n: u64) -> Result<Vec<u8>, Stop> {
+        let mut chunk = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        match self {
+            BlobReader::Store(reader) => {
+                reader.take(n).read_to_end(&mut chunk).map_err(|source| {
+                    Stop::Push(PushError::Read {
+                        digest: Digest::sha256(b""),
+                        source,
+                    })
+                })?;
+            }
+            BlobReader::Registry(from) => {
+                let FromRegistry {
+                    stream,
+                    pending,
+                    hasher,
+                    read,
+                    digest,
+                    size,
+                } = from.as_mut();
+                while (chunk.len() as u64) < n {
+                    if pending.is_empty() {
+                        match stream.chunk().await? {
+                            Some(next) => *pending = next,
+                            None => break,
+                        }
+                    }
+                    let take = pending.len().min((n - chunk.len() as u64) as usize);
+                    let part = pending.split_to(take);
+                    if let Some(h) = hasher {
+                        h.update(&part);
+                    }
+                    chunk.extend_from_slice(&part);
+                }
+                *read += chunk.len() as u64;
+                if *read == *size {
+                    if let Some(h) = hasher.take() {
+                        let found = h.finish();
+                        if &found != digest {
+                            return Err(Stop::Push(PushError::SourceDigest {
+                                digest: digest.clone(),
+                                found,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        if chunk.len() as u64 != n {
+            return Err(Stop::Push(PushError::Read {
+                digest: Digest::sha256(b""),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            }));
+        }
+        Ok(chunk)
+    }
+}
+
+/// What [`push_from`] pushed besides its report: the documents, children
+/// first, the top one last.
+pub(crate) type Pushed = Vec<Document>;
+
+/// [`push`] from any [`Source`]: the one walk, blob transfer and document
+/// order shared by push and copy.
+pub(crate) async fn push_from<S: Provider + Sync + ?Sized>(
+    client: &Client,
+    source: &Source<'_, S>,
+    top: &Descriptor,
+    dest: &Reference,
+    options: &PushOptions,
+) -> Result<(PushReport, Pushed), PushError> {
     let registry = |source| PushError::Registry {
         reference: dest.to_string(),
         source: Box::new(source),
     };
-    let walk = walk(store, source)?;
+    let walk = walk(source, top).await?;
     let repo = Repo::new(client, dest, options.mount_from.as_deref());
 
     let parallel = options.parallel.max(1);
     let outcomes: Vec<Outcome> = futures_util::stream::iter(walk.blobs.iter())
-        .map(|d| push_blob(&repo, store, d, options))
+        .map(|d| push_blob(&repo, source, d, options))
         .buffer_unordered(parallel)
         .try_collect()
         .await?;
@@ -266,23 +483,52 @@ pub async fn push<S: Provider + Sync + ?Sized>(
     for doc in &walk.documents {
         let path = format!("manifests/{}", doc.digest());
         if !repo.exists(&path).await.map_err(registry)? {
-            repo.put_document(doc, &doc.digest().to_string())
+            let subject_seen = repo
+                .put_document(doc, &doc.digest().to_string())
                 .await
                 .map_err(registry)?;
+            if !subject_seen {
+                if let Some(subject) = subject(doc) {
+                    repo.add_referrer(&subject, doc).await.map_err(registry)?;
+                }
+            }
             report.documents.push(doc.digest().clone());
         }
     }
-    let top = walk
+    let top_doc = walk
         .documents
         .last()
         .expect("the walk yields the top document");
-    let tag = dest.tag().map(str::to_owned);
-    if let Some(tag) = &tag {
-        repo.put_document(top, tag).await.map_err(registry)?;
+    report.tag = put_tag(client, dest, top_doc).await?;
+    report.descriptor = Some(top.clone());
+    Ok((report, walk.documents))
+}
+
+/// Tags `doc` (already pushed) as `dest` says; the tag set, if any.
+pub(crate) async fn put_tag(
+    client: &Client,
+    dest: &Reference,
+    doc: &Document,
+) -> Result<Option<String>, PushError> {
+    let Some(tag) = dest.tag() else {
+        return Ok(None);
+    };
+    Repo::new(client, dest, None)
+        .put_document(doc, tag)
+        .await
+        .map_err(|source| PushError::Registry {
+            reference: dest.to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(Some(dest.to_string()))
+}
+
+/// The `subject` a document refers to, when it has one.
+fn subject(doc: &Document) -> Option<Descriptor> {
+    match doc {
+        Document::Manifest(m) => m.subject().cloned(),
+        Document::Index(i) => i.inner().subject().clone(),
     }
-    report.descriptor = Some(source.clone());
-    report.tag = tag.map(|_| dest.to_string());
-    Ok(report)
 }
 
 /// What a push takes from the store: blobs, and documents in the order
@@ -293,7 +539,10 @@ struct Walk {
 }
 
 /// Reads the documents under `top`, each once.
-fn walk<S: Provider + ?Sized>(store: &S, top: &Descriptor) -> Result<Walk, PushError> {
+async fn walk<S: Provider + Sync + ?Sized>(
+    source: &Source<'_, S>,
+    top: &Descriptor,
+) -> Result<Walk, PushError> {
     let mut blobs = Vec::new();
     let mut seen: HashSet<Digest> = HashSet::new();
     // (document, depth), in the order read; sorted deepest first below.
@@ -302,7 +551,7 @@ fn walk<S: Provider + ?Sized>(store: &S, top: &Descriptor) -> Result<Walk, PushE
     let mut pending = vec![(top.clone(), 0usize)];
     seen.insert(top_digest);
     while let Some((d, depth)) = pending.pop() {
-        let doc = read_document(store, &d)?;
+        let doc = source.document(&d).await?;
         match &doc {
             Document::Manifest(m) => {
                 for b in std::iter::once(m.config()).chain(m.layers()) {
@@ -447,8 +696,10 @@ impl<'a> Repo<'a> {
     }
 
     /// Puts a document under `name` (its digest or a tag), checking the
-    /// digest the registry computed when it says.
-    async fn put_document(&self, doc: &Document, name: &str) -> Result<(), RegistryError> {
+    /// digest the registry computed when it says; whether the registry
+    /// acknowledged the document's `subject` (`OCI-Subject`: it keeps
+    /// the referrers list itself).
+    async fn put_document(&self, doc: &Document, name: &str) -> Result<bool, RegistryError> {
         let mut headers = HeaderMap::new();
         let media_type = doc.media_type().to_string();
         headers.insert(
@@ -482,7 +733,85 @@ impl<'a> Repo<'a> {
                 });
             }
         }
-        Ok(())
+        Ok(resp.headers().contains_key("oci-subject"))
+    }
+
+    /// Adds `doc` to the referrers of `subject` kept under the tag schema
+    /// (`<alg>-<hex>`), for a registry without the referrers API: the
+    /// index under that tag is read (or started), the document's
+    /// descriptor (with its artifact type and annotations) added unless
+    /// there, and the index put back, as the distribution spec asks.
+    async fn add_referrer(
+        &self,
+        subject: &Descriptor,
+        doc: &Document,
+    ) -> Result<(), RegistryError> {
+        let invalid = |what| RegistryError::InvalidAnswer {
+            url: format!("{}/manifests/{}", self.path, subject.digest()),
+            what,
+        };
+        let subject = subject
+            .checked_digest()
+            .map_err(|_| invalid("subject digest"))?;
+        let tag = format!("{}-{}", subject.algorithm(), subject.hex());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        );
+        let suffix = format!("manifests/{tag}");
+        let mut index = match self.request(Method::GET, &suffix, headers, None).await {
+            Ok(resp) => {
+                let url = show_url(resp.url());
+                let body = read_bounded(resp, MAX_DOCUMENT_SIZE, "referrers index", &url).await?;
+                image_core::Index::from_bytes(body.clone())
+                    .map_err(|source| RegistryError::Document { url, source })?;
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map_err(|_| invalid("referrers index"))?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [],
+            }),
+            Err(e) => return Err(e),
+        };
+        let digest = doc.digest().to_string();
+        let manifests = index
+            .get_mut("manifests")
+            .and_then(serde_json::Value::as_array_mut)
+            .ok_or_else(|| invalid("referrers index without manifests"))?;
+        if manifests
+            .iter()
+            .any(|m| m.get("digest").and_then(serde_json::Value::as_str) == Some(&digest))
+        {
+            return Ok(());
+        }
+        let mut entry = doc.descriptor();
+        let (artifact_type, annotations) = match doc {
+            Document::Manifest(m) => (
+                m.artifact_type()
+                    .map(|a| a.to_string())
+                    .or_else(|| Some(m.config().media_type().to_string())),
+                m.inner().annotations().clone(),
+            ),
+            Document::Index(i) => (
+                i.inner().artifact_type().as_ref().map(|a| a.to_string()),
+                i.inner().annotations().clone(),
+            ),
+        };
+        entry.set_artifact_type(artifact_type.map(|a| a.as_str().into()));
+        entry.set_annotations(annotations);
+        manifests.push(serde_json::to_value(&entry).map_err(|_| invalid("referrer descriptor"))?);
+        let raw = serde_json::to_vec(&index).map_err(|_| invalid("referrers index"))?;
+        let updated =
+            image_core::Index::from_bytes(raw).map_err(|source| RegistryError::Document {
+                url: suffix.clone(),
+                source,
+            })?;
+        self.put_document(&Document::Index(Box::new(updated)), &tag)
+            .await
+            .map(drop)
     }
 
     /// Starts an upload (with a mount when asked): `None` when the blob
@@ -603,7 +932,7 @@ impl From<RegistryError> for Stop {
 /// Uploads one blob unless the registry has it or can mount it.
 async fn push_blob<S: Provider + Sync + ?Sized>(
     repo: &Repo<'_>,
-    store: &S,
+    source: &Source<'_, S>,
     d: &Descriptor,
     options: &PushOptions,
 ) -> Result<Outcome, PushError> {
@@ -652,7 +981,7 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
     let mut resumed = Vec::new();
     let mut restarts = 0u32;
     loop {
-        let attempt = upload(repo, store, (&digest, size), &mut state, options).await;
+        let attempt = upload(repo, source, d, &mut state, options).await;
         match attempt {
             Ok(()) => return done(How::Uploaded, resumed, state.sent),
             Err(Stop::Push(e)) => return Err(e),
@@ -701,30 +1030,22 @@ struct Upload {
 /// state up to date with what the registry acknowledged.
 async fn upload<S: Provider + Sync + ?Sized>(
     repo: &Repo<'_>,
-    store: &S,
-    (digest, size): (&Digest, u64),
+    source: &Source<'_, S>,
+    d: &Descriptor,
     state: &mut Upload,
     options: &PushOptions,
 ) -> Result<(), Stop> {
+    let (digest, size) = (
+        &checked(d, &Digest::sha256(b"")).map_err(Stop::Push)?,
+        d.size(),
+    );
     let Upload {
         location,
         offset,
         sent,
         shown,
     } = state;
-    let read_err = |source| {
-        Stop::Push(PushError::Read {
-            digest: digest.clone(),
-            source,
-        })
-    };
-    let mut reader = store.reader(digest).map_err(|source| {
-        Stop::Push(PushError::Store {
-            digest: digest.clone(),
-            source: Box::new(source),
-        })
-    })?;
-    std::io::copy(&mut (&mut reader).take(*offset), &mut std::io::sink()).map_err(read_err)?;
+    let mut reader = source.open(d, *offset).await?;
     let progress = options.tracker.progress();
     let item = digest.to_string();
     let octets = HeaderValue::from_static("application/octet-stream");
@@ -737,14 +1058,14 @@ async fn upload<S: Provider + Sync + ?Sized>(
     while *offset < size {
         check_interrupt(options.tracker.interrupt())?;
         let n = chunk_size.min(size - *offset);
-        let mut chunk = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        (&mut reader)
-            .take(n)
-            .read_to_end(&mut chunk)
-            .map_err(read_err)?;
-        if chunk.len() as u64 != n {
-            return Err(read_err(std::io::ErrorKind::UnexpectedEof.into()));
-        }
+        let chunk = reader.chunk(n).await.map_err(|stop| match stop {
+            // The blob's digest, which the reader does not know for a store.
+            Stop::Push(PushError::Read { source, .. }) => Stop::Push(PushError::Read {
+                digest: digest.clone(),
+                source,
+            }),
+            other => other,
+        })?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, octets.clone());
         if !chunked {

@@ -494,3 +494,31 @@ fn an_interrupt_stops_the_push_between_chunks_and_sets_no_tag() {
     );
     assert!(c.head_manifest(&dest).unwrap().is_none());
 }
+
+#[test]
+fn a_digest_in_the_destination_must_be_the_images() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[1000], 11);
+    let other = image(&src, &[1000], 12);
+    let c = client();
+    let host = registry.host_port();
+    let wrong = Reference::parse_name(&format!("{host}/x@{}", other.digest())).unwrap();
+    let e = push(&c, &src, &m, &wrong, &PushOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, image_registry::PushError::DestinationDigest { dest, source_digest }
+            if dest == other.digest() && source_digest == m.digest()),
+        "{e:?}"
+    );
+    assert_eq!(
+        image_core::Classify::kind(&e),
+        image_core::ErrorKind::InvalidInput
+    );
+    // Nothing was sent.
+    assert_eq!(c.blob_size(&wrong, &blobs(&m)[1]).unwrap(), None);
+    let right = Reference::parse_name(&format!("{host}/x@{}", m.digest())).unwrap();
+    push(&c, &src, &m, &right, &PushOptions::default()).unwrap();
+    assert_eq!(c.get_manifest(&right).unwrap().raw(), m.raw());
+}

@@ -32,3 +32,29 @@ impl Read for ShortReads<'_> {
         Ok(k)
     }
 }
+
+/// An OCI index of `entries` (each manifest with its platform in its
+/// descriptor), written into `store`.
+pub fn write_index(
+    store: &OciDir,
+    entries: &[(&image_core::Manifest, &image_core::Platform)],
+) -> image_core::Index {
+    use image_store::Ingester;
+    let manifests: Vec<image_core::Descriptor> = entries
+        .iter()
+        .map(|(m, p)| {
+            let mut d = m.descriptor();
+            d.set_platform(Some((*p).into()));
+            d
+        })
+        .collect();
+    let index = image_core::oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(image_core::oci_spec::image::MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .expect("an index");
+    let index = image_core::Index::new(index).expect("an index");
+    store.write_blob(index.raw()).expect("write the index");
+    index
+}

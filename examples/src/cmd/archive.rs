@@ -180,10 +180,13 @@ fn saved(report: &image_store::archive::SaveReport) -> anyhow::Result<()> {
 /// Arguments of `imagectl copy`.
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
-    /// The source: `REF` in the store, or `oci:DIR:REF` in another OCI layout.
+    /// The source: `REF` (or `store:REF`) in the store, `oci:DIR:REF` in
+    /// an OCI layout, `docker://REF` on a registry.
     pub source: String,
     /// The destination, in the same forms.
     pub destination: String,
+    #[command(flatten)]
+    pub registry: super::registry::CopyFlags,
 }
 
 /// The store and reference `spec` names. A source layout must exist (a
@@ -194,6 +197,10 @@ fn location<'a>(
     spec: &'a str,
     create: bool,
 ) -> anyhow::Result<(OciDir, &'a str)> {
+    if spec.starts_with(super::registry::DOCKER_PREFIX) {
+        // A registry: no store at this end (the store is opened, unused).
+        return Ok((store.open()?, spec));
+    }
     if let Some(rest) = spec.strip_prefix("oci:") {
         let (dir, reference) = rest
             .split_once(':')
@@ -206,12 +213,23 @@ fn location<'a>(
         .with_context(|| format!("opening {dir}"))?;
         Ok((layout, reference))
     } else {
-        Ok((store.open()?, spec))
+        Ok((store.open()?, spec.strip_prefix("store:").unwrap_or(spec)))
     }
 }
 
-/// Copies an image (or a whole index) between stores, skipping blobs the destination has.
+/// Copies an image (or a whole index) between stores, layouts and
+/// registries, skipping blobs the destination has.
 pub fn copy(store: &StoreArgs, ui: &UiArgs, args: CopyArgs) -> anyhow::Result<()> {
+    if super::registry::wants_registry_copy(&args.source, &args.destination, &args.registry) {
+        let (src, src_ref) = location(store, &args.source, false)?;
+        let (dst, dst_ref) = location(store, &args.destination, true)?;
+        return super::registry::copy(
+            (&src, src_ref, &args.source),
+            (&dst, dst_ref, &args.destination),
+            ui,
+            &args.registry,
+        );
+    }
     let (src, src_ref) = location(store, &args.source, false)?;
     let (dst, dst_ref) = location(store, &args.destination, true)?;
     let options = CopyOptions::default().with_tracker(ui.tracker());

@@ -1,5 +1,6 @@
 //! Registry commands: `pull`, `push`, `tags`, `manifest`, `login`,
-//! `logout`, over image-registry's blocking client.
+//! `logout`, and `copy` when a registry is at one end, over
+//! image-registry's blocking client.
 //!
 //! Without `--insecure` a registry is reached over verified HTTPS only; a
 //! failure to reach it says that `--insecure` allows plain HTTP and
@@ -11,8 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use base64::Engine;
 use image_core::{Classify, ErrorKind, Reference};
-use image_registry::{blocking, Client, PullOptions, PushOptions, RegistryConfig};
-use image_store::resolve_reference;
+use image_registry::{
+    blocking, Client, CopyOptions, Location, PullOptions, PushOptions, RegistryConfig,
+};
+use image_store::{resolve_reference, OciDir};
 
 use super::progress::UiArgs;
 use super::store::StoreArgs;
@@ -28,9 +31,17 @@ pub struct ReachArgs {
 impl ReachArgs {
     /// A client for registry `domain`, with the default auth files.
     fn client(&self, domain: &str) -> anyhow::Result<blocking::Client> {
+        self.client_for(&[domain])
+    }
+
+    /// A client for the registries `domains` (each insecure with
+    /// `--insecure`), with the default auth files.
+    fn client_for(&self, domains: &[&str]) -> anyhow::Result<blocking::Client> {
         let mut config = RegistryConfig::new();
         if self.insecure {
-            config = config.with_insecure(domain);
+            for domain in domains {
+                config = config.with_insecure(*domain);
+            }
         }
         let docker_config = image_registry::DockerConfig::load_default()?;
         Ok(blocking::Client::from_builder(
@@ -322,5 +333,86 @@ fn edit_config(
         let _ = std::fs::remove_file(&partial);
         return Err(e).with_context(|| format!("writing {}", path.display()));
     }
+    Ok(())
+}
+
+/// The prefix of a registry reference in `imagectl copy`.
+pub const DOCKER_PREFIX: &str = "docker://";
+
+/// The flags of `imagectl copy` that concern registries and indexes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CopyFlags {
+    /// Copy every platform of an index (the default).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Copy only this platform's manifest of an index (`linux/arm64/v8`).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Copy the referrers (signatures, SBOMs, attestations) of every
+    /// manifest copied, recursively; between registries only.
+    #[arg(long)]
+    pub referrers: bool,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// Whether `imagectl copy` goes through image-registry's copy: a registry
+/// at one end, or a flag only it has (a store-to-store copy of every
+/// platform keeps image-store's copy and its report).
+pub fn wants_registry_copy(source: &str, destination: &str, flags: &CopyFlags) -> bool {
+    source.starts_with(DOCKER_PREFIX)
+        || destination.starts_with(DOCKER_PREFIX)
+        || flags.platform.is_some()
+        || flags.referrers
+}
+
+/// One end of a copy: the store or layout, the name in it (or the
+/// `docker://` reference), and the end as given.
+type End<'a> = (&'a OciDir, &'a str, &'a str);
+
+/// Copies between registries, stores and layouts.
+pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyhow::Result<()> {
+    fn end<'a>(store: &'a OciDir, name: &str) -> anyhow::Result<Location<'a, OciDir>> {
+        Ok(match name.strip_prefix(DOCKER_PREFIX) {
+            Some(r) => Location::Registry(Reference::parse_name(r)?),
+            None => Location::Store {
+                store,
+                name: name.to_owned(),
+            },
+        })
+    }
+    let from = end(src.0, src.1)?;
+    let to = end(dst.0, dst.1)?;
+    let domains: Vec<&str> = [&from, &to]
+        .into_iter()
+        .filter_map(|l| match l {
+            Location::Registry(r) => Some(r.domain()),
+            Location::Store { .. } => None,
+        })
+        .collect();
+    let client = flags.reach.client_for(&domains)?;
+    let mut options = CopyOptions::default()
+        .with_referrers(flags.referrers)
+        .with_tracker(ui.tracker());
+    if let Some(p) = &flags.platform {
+        options = options.with_platform(p.parse()?);
+    }
+    let shown = domains.join(", ");
+    let report = flags
+        .reach
+        .hint(&shown, client.copy(&from, &to, &options))?;
+    let digest = report
+        .descriptor
+        .map(|d| d.digest().to_string())
+        .unwrap_or_default();
+    println!(
+        "Copied {} to {} ({digest}): {} blobs copied, {} present, {} mounted, {} referrers",
+        src.2,
+        dst.2,
+        report.copied,
+        report.skipped,
+        report.mounted,
+        report.referrers.len()
+    );
     Ok(())
 }

@@ -1,0 +1,517 @@
+//! Copy: an image between registries, stores and OCI layouts, as
+//! `skopeo copy --all` and `crane copy` do, with the referrers too on
+//! request (which skopeo cannot: containers/skopeo#1674).
+//!
+//! [`copy`] takes a source and a destination [`Location`]: a registry
+//! reference, or a store (an image-store, an OCI layout: any
+//! [`OciDir`](image_store::OciDir)) with the image's name in it. Every
+//! platform of an index is copied unless [`CopyOptions::platform`] picks
+//! one. The documents keep their bytes, so every digest is the source's.
+//! Each pair is one of the operations this crate and image-store already
+//! have, so there is one walk of an image for push and copy alike:
+//! - registry to store: [`pull`](crate::pull::pull), tagged with the
+//!   destination's name, under a lease until tagged;
+//! - store to registry, and registry to registry: the push's walk and
+//!   blob transfer ([`push`](crate::push::push)) reading from the store or
+//!   streaming from the source registry (each blob hashed while it passes
+//!   and checked before its upload is closed; nothing is buffered whole).
+//!   Blobs the destination has are skipped (`HEAD`); between two
+//!   repositories of the same registry they are mounted
+//!   (`mount=&from=`), never sent;
+//! - store to store: image-store's [`copy_image_with`], under a lease
+//!   until tagged.
+//!
+//! With [`CopyOptions::referrers`], the referrers of every document
+//! copied (signatures, SBOMs, attestations: manifests whose `subject`
+//! names it), found through the referrers API or its tag-schema fallback,
+//! are copied too, and theirs in turn, each once (a visited set, so a
+//! loop of referrers ends), at most [`MAX_REFERRER_DEPTH`] deep and
+//! [`CopyOptions::max_referrers`] in all. They go to the destination as
+//! any manifest with a `subject` is pushed: a registry without the
+//! referrers API gets its tag-schema index updated. Referrers are copied
+//! between registries only (a store keeps no referrers index).
+//!
+//! Progress and cancellation go through [`CopyOptions::tracker`], one
+//! item per blob.
+
+use std::collections::HashSet;
+
+use image_core::{
+    platform::{select_manifest, PlatformError},
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Platform, Reference, Tracker,
+};
+use image_store::{copy_image_with, LeaseError, Provider, TagError, TagStore};
+
+use crate::client::{check_interrupt, Client};
+use crate::error::RegistryError;
+use crate::pull::{pull, PullError, PullOptions, PullStore};
+use crate::push::{
+    check_destination, push_from, put_tag, PushError, PushOptions, PushReport, Source,
+};
+
+/// The deepest chain of referrers followed (a signature of an SBOM of an
+/// image is 2).
+pub const MAX_REFERRER_DEPTH: usize = 8;
+
+/// Where an image is copied from or to.
+#[derive(Debug)]
+pub enum Location<'a, S: ?Sized> {
+    /// A registry reference: the image its tag or digest names; at a
+    /// destination, the repository, tagged with its tag when it has one
+    /// (a digest there must be the source's).
+    Registry(Reference),
+    /// A store (an image-store or any OCI layout) and the image's name in
+    /// it: a tag, or at a source a digest reference.
+    Store {
+        /// The store.
+        store: &'a S,
+        /// The image's name.
+        name: String,
+    },
+}
+
+/// How to copy.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CopyOptions {
+    /// The platform to take from an index; every platform when `None`.
+    pub platform: Option<Platform>,
+    /// Copy the referrers of every document copied, recursively.
+    pub referrers: bool,
+    /// The most referrers one copy takes (default 1024); a list that
+    /// would pass it is refused before any of it is copied.
+    pub max_referrers: usize,
+    /// Blobs moved at once (at least 1; default 4).
+    pub parallel: usize,
+    /// Progress and cancellation.
+    pub tracker: Tracker,
+}
+
+impl Default for CopyOptions {
+    fn default() -> CopyOptions {
+        CopyOptions {
+            platform: None,
+            referrers: false,
+            max_referrers: 1024,
+            parallel: 4,
+            tracker: Tracker::default(),
+        }
+    }
+}
+
+impl CopyOptions {
+    /// Takes only `platform` from an index.
+    pub fn with_platform(mut self, platform: Platform) -> CopyOptions {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// Copies the referrers too.
+    pub fn with_referrers(mut self, referrers: bool) -> CopyOptions {
+        self.referrers = referrers;
+        self
+    }
+
+    /// The most referrers one copy takes.
+    pub fn with_max_referrers(mut self, max: usize) -> CopyOptions {
+        self.max_referrers = max;
+        self
+    }
+
+    /// Progress and cancellation.
+    pub fn with_tracker(mut self, tracker: Tracker) -> CopyOptions {
+        self.tracker = tracker;
+        self
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyReport {
+    /// The descriptor copied (the index, or the manifest chosen).
+    pub descriptor: Option<Descriptor>,
+    /// The tag set at the destination, if any.
+    pub tag: Option<String>,
+    /// Blobs written to the destination (configs, layers; documents too
+    /// between stores).
+    pub copied: usize,
+    /// Blobs the destination had.
+    pub skipped: usize,
+    /// Blobs mounted from another repository of the same registry.
+    pub mounted: usize,
+    /// The referrers copied (manifests with a `subject`).
+    pub referrers: Vec<Digest>,
+}
+
+impl CopyReport {
+    fn add_push(&mut self, r: &PushReport) {
+        self.copied += r.uploaded.len();
+        self.skipped += r.skipped.len();
+        self.mounted += r.mounted.len();
+    }
+}
+
+/// Why a copy failed. The destination may hold some of the image's blobs
+/// (verified, and collected by gc in a store) but no tag was set.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyError {
+    /// Reading from a registry into a store failed.
+    #[error("copying into the store")]
+    Pull(#[source] Box<PullError>),
+    /// Copying to a registry failed.
+    #[error("copying to {dest}")]
+    Push {
+        /// The destination.
+        dest: String,
+        /// Why.
+        source: Box<PushError>,
+    },
+    /// Copying between stores failed.
+    #[error("copying between stores")]
+    Store(#[source] image_store::CopyError),
+    /// The source store has no image of that name, or the destination
+    /// store refused the tag.
+    #[error("naming {name} in a store")]
+    Name {
+        /// The name.
+        name: String,
+        /// Why.
+        source: Box<TagError>,
+    },
+    /// The destination store's lease could not be taken or kept.
+    #[error("leasing the copy's blobs")]
+    Lease(#[source] LeaseError),
+    /// The source registry did not give the image.
+    #[error("reading {reference}")]
+    Source {
+        /// The source.
+        reference: String,
+        /// Why.
+        source: Box<RegistryError>,
+    },
+    /// The source's index could not be read to choose a platform.
+    #[error("reading index {digest} from the source")]
+    Read {
+        /// The index.
+        digest: String,
+        /// Why.
+        source: Box<PushError>,
+    },
+    /// No manifest of the source's index fits the platform.
+    #[error("choosing the platform from {digest}")]
+    Platform {
+        /// The index.
+        digest: Digest,
+        /// The platforms offered.
+        source: PlatformError,
+    },
+    /// The referrers of a document could not be listed.
+    #[error("listing the referrers of {digest}")]
+    Referrers {
+        /// The document.
+        digest: Digest,
+        /// Why.
+        source: Box<RegistryError>,
+    },
+    /// A document has more referrers (not yet copied) than the copy still
+    /// takes ([`CopyOptions::max_referrers`] in all).
+    #[error("{digest} has {found} referrers, more than the {limit} the copy still takes")]
+    TooManyReferrers {
+        /// The document referred to.
+        digest: Digest,
+        /// The referrers it lists.
+        found: usize,
+        /// The limit left.
+        limit: usize,
+    },
+    /// Referrers of referrers nest deeper than [`MAX_REFERRER_DEPTH`].
+    #[error("referrer {digest} is nested deeper than {MAX_REFERRER_DEPTH}")]
+    ReferrersTooDeep {
+        /// The referrer past the depth.
+        digest: Digest,
+    },
+    /// A referrers listing names an unusable descriptor.
+    #[error("referrer {digest} of {parent} is unusable")]
+    Referrer {
+        /// The descriptor's digest as written.
+        digest: String,
+        /// The document it refers to.
+        parent: Digest,
+    },
+    /// Referrers were asked for with a store at one end.
+    #[error("referrers are copied between registries only")]
+    ReferrersNeedRegistries,
+}
+
+impl Classify for CopyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CopyError::Pull(source) => source.kind(),
+            CopyError::Push { source, .. } | CopyError::Read { source, .. } => source.kind(),
+            CopyError::Store(source) => source.kind(),
+            CopyError::Name { source, .. } => source.kind(),
+            CopyError::Lease(source) => source.kind(),
+            CopyError::Source { source, .. } | CopyError::Referrers { source, .. } => source.kind(),
+            CopyError::Platform { source, .. } => source.kind(),
+            CopyError::TooManyReferrers { .. } | CopyError::ReferrersTooDeep { .. } => {
+                ErrorKind::Unsafe
+            }
+            CopyError::Referrer { .. } => ErrorKind::InvalidInput,
+            CopyError::ReferrersNeedRegistries => ErrorKind::Unsupported,
+        }
+    }
+}
+
+/// Copies the image `src` names to `dst`; see the
+/// [module documentation](self).
+///
+/// # Errors
+/// [`CopyError`]; its class tells a retryable failure (`Unavailable`)
+/// from a refusal (`NotFound`, `DigestMismatch`, `Unsafe` for a bound
+/// passed...).
+pub async fn copy<S, D>(
+    client: &Client,
+    src: &Location<'_, S>,
+    dst: &Location<'_, D>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError>
+where
+    S: Provider + TagStore + Sync,
+    D: PullStore,
+{
+    let registries = matches!((src, dst), (Location::Registry(_), Location::Registry(_)));
+    if options.referrers && !registries {
+        return Err(CopyError::ReferrersNeedRegistries);
+    }
+    match (src, dst) {
+        (Location::Registry(from), Location::Store { store, name }) => {
+            let mut pull_options = PullOptions::default()
+                .with_parallel(options.parallel)
+                .with_tracker(options.tracker.clone())
+                .with_tag(name.clone())
+                .with_all_platforms(options.platform.is_none());
+            if let Some(p) = &options.platform {
+                pull_options = pull_options.with_platform(p.clone());
+            }
+            let r = pull(client, from, *store, &pull_options)
+                .await
+                .map_err(|e| CopyError::Pull(Box::new(e)))?;
+            Ok(CopyReport {
+                descriptor: r.descriptor,
+                tag: r.tag,
+                copied: r.fetched.len(),
+                skipped: r.skipped.len(),
+                ..CopyReport::default()
+            })
+        }
+        (
+            Location::Store { store, name },
+            Location::Store {
+                store: to,
+                name: as_name,
+            },
+        ) => {
+            let top = resolve(*store, name)?;
+            let top = select(&Source::Store(*store), top, options).await?;
+            let lease = to.begin_lease().map_err(CopyError::Lease)?;
+            let store_options =
+                image_store::CopyOptions::default().with_tracker(options.tracker.clone());
+            let r = copy_image_with(*store, &lease.protect(*to), &top, &store_options)
+                .map_err(CopyError::Store)?;
+            options
+                .tracker
+                .check()
+                .map_err(|e| CopyError::Store(e.into()))?;
+            to.set_tag(as_name, &r.descriptor)
+                .map_err(|source| CopyError::Name {
+                    name: as_name.clone(),
+                    source: Box::new(source),
+                })?;
+            lease.release().map_err(CopyError::Lease)?;
+            Ok(CopyReport {
+                descriptor: Some(r.descriptor),
+                tag: Some(as_name.clone()),
+                copied: r.copied,
+                skipped: r.skipped,
+                ..CopyReport::default()
+            })
+        }
+        (Location::Store { store, name }, Location::Registry(to)) => {
+            let top = resolve(*store, name)?;
+            to_registry(client, &Source::Store(*store), top, to, None, options).await
+        }
+        (Location::Registry(from), Location::Registry(to)) => {
+            let top = client
+                .get_manifest(from)
+                .await
+                .map_err(|source| CopyError::Source {
+                    reference: from.to_string(),
+                    source: Box::new(source),
+                })?
+                .descriptor();
+            let source: Source<'_, S> = Source::Registry {
+                client,
+                reference: from,
+            };
+            // Between repositories of one registry, blobs are mounted.
+            let mount = (from.domain() == to.domain() && from.repository() != to.repository())
+                .then(|| from.repository());
+            to_registry(client, &source, top, to, mount, options).await
+        }
+    }
+}
+
+/// The image `name` names in a source store.
+fn resolve<S: Provider + TagStore>(store: &S, name: &str) -> Result<Descriptor, CopyError> {
+    image_store::resolve_reference(store, name).map_err(|source| CopyError::Name {
+        name: name.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// `top`, or the manifest of its index for the platform asked for.
+async fn select<S: Provider + Sync + ?Sized>(
+    source: &Source<'_, S>,
+    top: Descriptor,
+    options: &CopyOptions,
+) -> Result<Descriptor, CopyError> {
+    let Some(platform) = &options.platform else {
+        return Ok(top);
+    };
+    if !image_core::manifest::descriptor_media_type(&top).is_index() {
+        return Ok(top);
+    }
+    let read_err = |source| CopyError::Read {
+        digest: top.digest().to_string(),
+        source: Box::new(source),
+    };
+    let Document::Index(index) = source.document(&top).await.map_err(read_err)? else {
+        return Ok(top);
+    };
+    select_manifest(&index, platform)
+        .cloned()
+        .map_err(|source| CopyError::Platform {
+            digest: index.digest().clone(),
+            source,
+        })
+}
+
+/// Copies `top` from `source` to registry reference `to` (mounting from
+/// repository `mount` of the same registry), then its referrers when
+/// asked.
+async fn to_registry<S: Provider + Sync + ?Sized>(
+    client: &Client,
+    source: &Source<'_, S>,
+    top: Descriptor,
+    to: &Reference,
+    mount: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let push_err = |source| CopyError::Push {
+        dest: to.to_string(),
+        source: Box::new(source),
+    };
+    let top = select(source, top, options).await?;
+    check_destination(to, &top).map_err(push_err)?;
+    let mut push_options = PushOptions::default()
+        .with_parallel(options.parallel)
+        .with_tracker(options.tracker.clone());
+    if let Some(from) = mount {
+        push_options = push_options.with_mount_from(from);
+    }
+    let referrers = match source {
+        Source::Registry { reference, .. } if options.referrers => Some(*reference),
+        _ => None,
+    };
+    // With referrers, the tag is set after them: last, as always.
+    let first = match referrers {
+        Some(_) => to.without_tag(),
+        None => to.clone(),
+    };
+    let (pushed, documents) = push_from(client, source, &top, &first, &push_options)
+        .await
+        .map_err(push_err)?;
+    let mut report = CopyReport {
+        descriptor: pushed.descriptor.clone(),
+        tag: pushed.tag.clone(),
+        ..CopyReport::default()
+    };
+    report.add_push(&pushed);
+    if let Some(from) = referrers {
+        let roots = documents.iter().map(|d| d.digest().clone()).collect();
+        copy_referrers(client, from, roots, to, &push_options, options, &mut report).await?;
+        let top_doc = documents.last().expect("a push yields its top document");
+        report.tag = put_tag(client, to, top_doc).await.map_err(push_err)?;
+    }
+    Ok(report)
+}
+
+/// Copies the referrers of `roots` (documents already copied) from
+/// repository `from` to repository `to`, recursively, each once.
+async fn copy_referrers(
+    client: &Client,
+    from: &Reference,
+    roots: Vec<Digest>,
+    to: &Reference,
+    push_options: &PushOptions,
+    options: &CopyOptions,
+    report: &mut CopyReport,
+) -> Result<(), CopyError> {
+    let source: Source<'_, image_store::MemoryStore> = Source::Registry {
+        client,
+        reference: from,
+    };
+    let dest = to.without_tag().without_digest();
+    let mut seen: HashSet<Digest> = roots.iter().cloned().collect();
+    let mut pending: Vec<(Digest, usize)> = roots.into_iter().map(|d| (d, 0)).collect();
+    let mut taken = 0usize;
+    while let Some((digest, depth)) = pending.pop() {
+        check_interrupt(options.tracker.interrupt()).map_err(|source| CopyError::Referrers {
+            digest: digest.clone(),
+            source: Box::new(source),
+        })?;
+        let listed = client
+            .referrers(from, &digest, None)
+            .await
+            .map_err(|source| CopyError::Referrers {
+                digest: digest.clone(),
+                source: Box::new(source),
+            })?;
+        let mut fresh = Vec::new();
+        for r in listed {
+            let rd = r.checked_digest().map_err(|_| CopyError::Referrer {
+                digest: r.digest().to_string(),
+                parent: digest.clone(),
+            })?;
+            if seen.insert(rd.clone()) {
+                fresh.push((r, rd));
+            }
+        }
+        let limit = options.max_referrers.saturating_sub(taken);
+        if fresh.len() > limit {
+            return Err(CopyError::TooManyReferrers {
+                digest,
+                found: fresh.len(),
+                limit,
+            });
+        }
+        for (r, rd) in fresh {
+            if depth + 1 > MAX_REFERRER_DEPTH {
+                return Err(CopyError::ReferrersTooDeep { digest: rd });
+            }
+            taken += 1;
+            let (pushed, _) = push_from(client, &source, &r, &dest, push_options)
+                .await
+                .map_err(|source| CopyError::Push {
+                    dest: dest.to_string(),
+                    source: Box::new(source),
+                })?;
+            report.add_push(&pushed);
+            report.referrers.push(rd.clone());
+            pending.push((rd, depth + 1));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,788 @@
+//! Copies between the real distribution registry (Debian's
+//! `docker-registry`), stores and OCI layouts: digests kept byte for
+//! byte, blobs mounted within one registry, referrers on request, and the
+//! bounds on hostile referrers.
+
+use std::process::Command;
+use std::time::Duration;
+
+use image_core::config::ConfigFile;
+use image_core::{
+    Descriptor, Digest, ErrorKind, ImageConfig, Index, Manifest, MediaType, Platform, Reference,
+};
+use image_registry::{
+    blocking, Client, CopyError, CopyOptions, Location, PullOptions, PushOptions, RegistryConfig,
+    RetryPolicy,
+};
+use image_store::{Ingester, OciDir, Provider, TagStore};
+use image_testsupport::registry::{Fault, FaultProxy, Faults, Registry, RegistryOptions};
+use image_testsupport::tools::{skip_or_fail, which};
+
+fn client() -> blocking::Client {
+    let retry = RetryPolicy {
+        attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+    };
+    blocking::Client::from_builder(
+        Client::builder()
+            .config(RegistryConfig::new().with_loopback_http(true))
+            .retry(retry),
+    )
+    .unwrap()
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+/// An image in `store`: a config for `platform` and two layers (one
+/// gzip) of random bytes.
+fn make_image(store: &OciDir, platform: &Platform, seed: u64) -> Manifest {
+    let gz = image_testsupport::codec::gzip(&random(40_000, seed));
+    let plain = random(10_000, seed + 1000);
+    let mut layers = Vec::new();
+    for (bytes, media_type) in [(gz, MediaType::OciLayerGzip), (plain, MediaType::OciLayer)] {
+        let digest = store.write_blob(&bytes).unwrap();
+        layers.push(image_core::manifest::descriptor(
+            &media_type,
+            &digest,
+            bytes.len() as u64,
+        ));
+    }
+    let config = ImageConfig::new(ConfigFile::new(&platform.os, &platform.architecture)).unwrap();
+    let config_digest = store.write_blob(config.raw()).unwrap();
+    let m = image_store::archive::build_manifest(&config_digest, config.raw().len() as u64, layers)
+        .unwrap();
+    store.write_blob(m.raw()).unwrap();
+    m
+}
+
+/// An index of an amd64 and an arm64 image in `store`.
+fn make_index(store: &OciDir) -> (Index, Manifest, Manifest) {
+    let amd = Platform::new("linux", "amd64");
+    let arm = Platform::new("linux", "arm64").with_variant("v8");
+    let m_amd = make_image(store, &amd, 1);
+    let m_arm = make_image(store, &arm, 2);
+    let index = image_testsupport::store::write_index(store, &[(&m_amd, &amd), (&m_arm, &arm)]);
+    (index, m_amd, m_arm)
+}
+
+/// An artifact (OCI 1.1: empty config, one layer) in `store` whose
+/// `subject` is `subject`.
+fn artifact(store: &OciDir, subject: &Descriptor, payload: &[u8], kind: &str) -> Manifest {
+    let empty = store.write_blob(b"{}").unwrap();
+    let layer = store.write_blob(payload).unwrap();
+    let json = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": kind,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": empty.to_string(),
+            "size": 2,
+        },
+        "layers": [{
+            "mediaType": "application/octet-stream",
+            "digest": layer.to_string(),
+            "size": payload.len(),
+        }],
+        "subject": serde_json::to_value(subject).unwrap(),
+        "annotations": { "org.example.kind": kind },
+    });
+    let m = Manifest::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
+    store.write_blob(m.raw()).unwrap();
+    m
+}
+
+fn at(s: &str) -> Location<'static, OciDir> {
+    Location::Registry(Reference::parse_name(s).unwrap())
+}
+
+fn in_store<'a>(store: &'a OciDir, name: &str) -> Location<'a, OciDir> {
+    Location::Store {
+        store,
+        name: name.to_owned(),
+    }
+}
+
+/// Every blob and document under `top` in `store`, read back (each
+/// verified by the store's reader).
+fn all_digests(store: &OciDir, top: &Descriptor) -> Vec<Digest> {
+    let mut out = Vec::new();
+    let mut pending = vec![top.clone()];
+    while let Some(d) = pending.pop() {
+        let digest: Digest = d.digest().to_string().parse().unwrap();
+        let raw = store.read_blob_to_vec(&digest, 1 << 30).unwrap();
+        out.push(digest);
+        match image_core::manifest::descriptor_media_type(&d) {
+            m if m.is_index() => {
+                pending.extend(Index::from_bytes(raw).unwrap().manifests().iter().cloned())
+            }
+            m if m.is_manifest() => {
+                let m = Manifest::from_bytes(raw).unwrap();
+                for b in std::iter::once(m.config()).chain(m.layers()) {
+                    let b: Digest = b.digest().to_string().parse().unwrap();
+                    store.read_blob_to_vec(&b, 1 << 30).unwrap();
+                    out.push(b);
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort_by_key(|d| d.to_string());
+    out
+}
+
+/// `skopeo inspect --raw` of `reference`, `None` (after a loud skip)
+/// without skopeo.
+fn skopeo_raw(reference: &str) -> Option<Vec<u8>> {
+    let Some(skopeo) = which("skopeo") else {
+        skip_or_fail("skopeo");
+        return None;
+    };
+    let mut cmd = Command::new(skopeo);
+    cmd.args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"));
+    let out = image_testsupport::process::run_bounded(cmd);
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out.stdout)
+}
+
+/// Two registries, a client and an empty store; `None` after a loud skip.
+fn two_registries() -> Option<(
+    Registry,
+    Registry,
+    blocking::Client,
+    tempfile::TempDir,
+    OciDir,
+)> {
+    let r1 = Registry::start_or_skip(RegistryOptions::plain())?;
+    let r2 = Registry::start_or_skip(RegistryOptions::plain())?;
+    let (dir, src) = image_testsupport::store::oci_dir();
+    Some((r1, r2, client(), dir, src))
+}
+
+#[test]
+fn an_index_goes_store_registry_layout_store_and_registry_to_registry_with_identical_digests() {
+    let Some((r1, r2, c, _s, src)) = two_registries() else {
+        return;
+    };
+    let (index, m_amd, m_arm) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let want = all_digests(&src, &index.descriptor());
+    assert_eq!(want.len(), 9, "an index, 2 manifests, 2 configs, 4 layers");
+
+    // Store -> registry: every platform.
+    let on_r1 = format!("{}/multi/app:1", r1.host_port());
+    let report = c
+        .copy(
+            &in_store(&src, "multi:1"),
+            &at(&on_r1),
+            &CopyOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        report.descriptor.as_ref().unwrap().digest(),
+        index.descriptor().digest()
+    );
+    assert_eq!(report.copied, 6, "{report:?}");
+    let Some(raw) = skopeo_raw(&on_r1) else {
+        return;
+    };
+    assert_eq!(raw, index.raw(), "skopeo reads the index byte for byte");
+
+    // A pull of the pushed index chooses the platform asked for.
+    let (_p, pulled) = image_testsupport::store::oci_dir();
+    let arm = Platform::new("linux", "arm64").with_variant("v8");
+    let r = c
+        .pull(
+            &Reference::parse_name(&on_r1).unwrap(),
+            &pulled,
+            &PullOptions::default().with_platform(arm.clone()),
+        )
+        .unwrap();
+    assert_eq!(r.descriptor.unwrap().digest(), m_arm.descriptor().digest());
+
+    // Registry -> layout (every platform), then layout -> store.
+    let (_l, layout) = image_testsupport::store::oci_dir();
+    let report = c
+        .copy(
+            &at(&on_r1),
+            &in_store(&layout, "copied:1"),
+            &CopyOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.tag.as_deref(), Some("copied:1"));
+    let tagged = layout.resolve_tag("copied:1").unwrap();
+    assert_eq!(tagged.digest(), index.descriptor().digest());
+    assert_eq!(all_digests(&layout, &tagged), want);
+    let (_b, back) = image_testsupport::store::oci_dir();
+    c.copy(
+        &in_store(&layout, "copied:1"),
+        &in_store(&back, "back:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let tagged = back.resolve_tag("back:1").unwrap();
+    assert_eq!(tagged.digest(), index.descriptor().digest());
+    assert_eq!(all_digests(&back, &tagged), want);
+    // One platform on request, between stores.
+    let (_o, one) = image_testsupport::store::oci_dir();
+    c.copy(
+        &in_store(&back, "back:1"),
+        &in_store(&one, "amd:1"),
+        &CopyOptions::default().with_platform(Platform::new("linux", "amd64")),
+    )
+    .unwrap();
+    assert_eq!(
+        one.resolve_tag("amd:1").unwrap().digest(),
+        m_amd.descriptor().digest()
+    );
+    assert!(!one.exists(index.digest()).unwrap());
+
+    // Registry -> another registry: every platform, every digest kept.
+    let on_r2 = format!("{}/mirror/app:2", r2.host_port());
+    let report = c
+        .copy(&at(&on_r1), &at(&on_r2), &CopyOptions::default())
+        .unwrap();
+    assert_eq!(report.copied, 6, "{report:?}");
+    assert_eq!(report.mounted, 0);
+    let Some(raw) = skopeo_raw(&on_r2) else {
+        return;
+    };
+    assert_eq!(raw, index.raw());
+    let (_f, fresh) = image_testsupport::store::oci_dir();
+    c.copy(
+        &at(&on_r2),
+        &in_store(&fresh, "fresh:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        all_digests(&fresh, &fresh.resolve_tag("fresh:1").unwrap()),
+        want
+    );
+    // Again: every blob present, skipped.
+    let again = c
+        .copy(&at(&on_r1), &at(&on_r2), &CopyOptions::default())
+        .unwrap();
+    assert_eq!((again.copied, again.skipped), (0, 6), "{again:?}");
+
+    // One platform, registry to registry: that manifest, tagged.
+    let on_r2_arm = format!("{}/mirror/arm:1", r2.host_port());
+    c.copy(
+        &at(&on_r1),
+        &at(&on_r2_arm),
+        &CopyOptions::default().with_platform(arm),
+    )
+    .unwrap();
+    let got = c
+        .get_manifest(&Reference::parse_name(&on_r2_arm).unwrap())
+        .unwrap();
+    assert_eq!(got.raw(), m_arm.raw());
+
+    // A digest in the destination must be the source's.
+    let wrong = format!("{}/mirror/app@{}", r2.host_port(), m_amd.digest());
+    let e = c
+        .copy(&at(&on_r1), &at(&wrong), &CopyOptions::default())
+        .unwrap_err();
+    assert_eq!(
+        image_core::Classify::kind(&e),
+        ErrorKind::InvalidInput,
+        "{e:?}"
+    );
+}
+
+#[test]
+fn between_repositories_of_one_registry_every_blob_is_mounted() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let proxy = FaultProxy::start(registry.addr(), Faults::none());
+    let host = proxy.host_port();
+    let c = client();
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let (index, _, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let from = format!("{host}/base/app:1");
+    c.copy(
+        &in_store(&src, "multi:1"),
+        &at(&from),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+
+    let before = proxy.exchanges().len();
+    let to = format!("{host}/other/app:1");
+    let report = c
+        .copy(&at(&from), &at(&to), &CopyOptions::default())
+        .unwrap();
+    assert_eq!((report.mounted, report.copied), (6, 0), "{report:?}");
+    let exchanges = proxy.exchanges()[before..].to_vec();
+    let uploads: Vec<_> = exchanges
+        .iter()
+        .filter(|e| e.target.starts_with("/v2/other/app/blobs/uploads/"))
+        .collect();
+    assert_eq!(uploads.len(), 6, "{uploads:#?}");
+    assert!(uploads
+        .iter()
+        .all(|e| e.method == "POST" && e.target.contains("mount=") && e.status == 201));
+    // No blob was read from the source: mounting needs none.
+    assert!(
+        !exchanges
+            .iter()
+            .any(|e| e.method == "GET" && e.target.starts_with("/v2/base/app/blobs/")),
+        "{exchanges:#?}"
+    );
+    let got = c
+        .get_manifest(&Reference::parse_name(&to).unwrap())
+        .unwrap();
+    assert_eq!(got.raw(), index.raw());
+}
+
+/// A registry with `app:1` (one image) and an artifact referring to it,
+/// and one referring to the artifact, pushed by our push (which keeps the
+/// tag-schema index up to date on a registry without the referrers API).
+struct WithReferrers {
+    registry: Registry,
+    image: Manifest,
+    sig: Manifest,
+    sig_of_sig: Manifest,
+    src: OciDir,
+    _dir: tempfile::TempDir,
+}
+
+impl WithReferrers {
+    /// Copies `src/app:1` to `dest` with its referrers: both artifacts,
+    /// the signature first, then the tag.
+    fn copied_with_both(&self, c: &blocking::Client, dest: &str) {
+        let src = format!("{}/src/app:1", self.registry.host_port());
+        let report = c
+            .copy(
+                &at(&src),
+                &at(dest),
+                &CopyOptions::default().with_referrers(true),
+            )
+            .unwrap();
+        assert_eq!(
+            report.referrers,
+            vec![self.sig.digest().clone(), self.sig_of_sig.digest().clone()]
+        );
+        assert_eq!(report.tag.as_deref(), Some(dest));
+    }
+}
+
+fn with_referrers() -> Option<WithReferrers> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let c = client();
+    let (dir, src) = image_testsupport::store::oci_dir();
+    let image = make_image(&src, &Platform::host(), 7);
+    src.set_tag("app:1", &image.descriptor()).unwrap();
+    let repo = format!("{}/src/app", registry.host_port());
+    c.copy(
+        &in_store(&src, "app:1"),
+        &at(&format!("{repo}:1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let sig = artifact(
+        &src,
+        &image.descriptor(),
+        b"signature",
+        "application/vnd.example.sig",
+    );
+    let sig_of_sig = artifact(
+        &src,
+        &sig.descriptor(),
+        b"counter",
+        "application/vnd.example.sig",
+    );
+    let untagged = Reference::parse_name(&repo).unwrap();
+    for m in [&sig, &sig_of_sig] {
+        c.push(&src, &m.descriptor(), &untagged, &PushOptions::default())
+            .unwrap();
+    }
+    Some(WithReferrers {
+        registry,
+        image,
+        sig,
+        sig_of_sig,
+        src,
+        _dir: dir,
+    })
+}
+
+fn referrers(c: &blocking::Client, repo: &str, digest: &Digest) -> Vec<String> {
+    let mut found: Vec<String> = c
+        .referrers(&Reference::parse_name(repo).unwrap(), digest, None)
+        .unwrap()
+        .iter()
+        .map(|d| d.digest().to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn referrers_are_copied_on_request_recursively_and_absent_without() {
+    let Some(w) = with_referrers() else {
+        return;
+    };
+    let c = client();
+    let host = w.registry.host_port();
+    let src = format!("{host}/src/app");
+    // Our push kept the tag-schema index: the source lists them.
+    assert_eq!(
+        referrers(&c, &src, w.image.digest()),
+        vec![w.sig.digest().to_string()]
+    );
+    // Its entry carries the artifact type and annotations, as the spec asks.
+    let listed = c
+        .referrers(
+            &Reference::parse_name(&src).unwrap(),
+            w.image.digest(),
+            Some("application/vnd.example.sig"),
+        )
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0]
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get("org.example.kind"))
+            .map(String::as_str),
+        Some("application/vnd.example.sig")
+    );
+
+    let plain = format!("{host}/plain/app");
+    c.copy(
+        &at(&format!("{src}:1")),
+        &at(&format!("{plain}:1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(referrers(&c, &plain, w.image.digest()).is_empty());
+
+    let with = format!("{host}/with/app");
+    w.copied_with_both(&c, &format!("{with}:1"));
+    assert_eq!(
+        referrers(&c, &with, w.image.digest()),
+        vec![w.sig.digest().to_string()]
+    );
+    assert_eq!(
+        referrers(&c, &with, w.sig.digest()),
+        vec![w.sig_of_sig.digest().to_string()]
+    );
+    for m in [&w.sig, &w.sig_of_sig] {
+        let by_digest = Reference::parse_name(&with)
+            .unwrap()
+            .with_digest(m.digest().clone());
+        assert_eq!(c.get_manifest(&by_digest).unwrap().raw(), m.raw());
+    }
+    // skopeo reads the copied artifact too.
+    if let Some(raw) = skopeo_raw(&format!("{with}@{}", w.sig.digest())) {
+        assert_eq!(raw, w.sig.raw());
+    }
+    // From or into a store, referrers are refused, before anything moves.
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let e = c
+        .copy(
+            &at(&format!("{src}:1")),
+            &in_store(&dst, "x:1"),
+            &CopyOptions::default().with_referrers(true),
+        )
+        .unwrap_err();
+    assert!(matches!(e, CopyError::ReferrersNeedRegistries), "{e:?}");
+    assert!(dst.resolve_tag("x:1").is_err());
+}
+
+#[test]
+fn a_loop_of_referrers_ends_and_a_list_past_the_bound_is_refused_without_a_tag() {
+    let Some(w) = with_referrers() else {
+        return;
+    };
+    let c = client();
+    let host = w.registry.host_port();
+    let src = format!("{host}/src/app");
+    // The artifact's tag-schema index lists the image besides its own
+    // referrer: image -> sig -> image, a loop (content addressing cannot
+    // make one; the tag schema can).
+    let loop_index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            serde_json::to_value(w.sig_of_sig.descriptor()).unwrap(),
+            serde_json::to_value(w.image.descriptor()).unwrap(),
+        ],
+    });
+    let loop_index = Index::from_bytes(serde_json::to_vec(&loop_index).unwrap()).unwrap();
+    w.src.write_blob(loop_index.raw()).unwrap();
+    let tag = format!("{src}:sha256-{}", w.sig.digest().hex());
+    c.push(
+        &w.src,
+        &loop_index.descriptor(),
+        &Reference::parse_name(&tag).unwrap(),
+        &PushOptions::default(),
+    )
+    .unwrap();
+    assert!(referrers(&c, &src, w.sig.digest()).contains(&w.image.digest().to_string()));
+
+    w.copied_with_both(&c, &format!("{host}/looped/app:1"));
+
+    // Two referrers of the image where the copy takes one: refused, typed,
+    // no tag set.
+    let second = artifact(
+        &w.src,
+        &w.image.descriptor(),
+        b"sbom",
+        "application/vnd.example.sbom",
+    );
+    c.push(
+        &w.src,
+        &second.descriptor(),
+        &Reference::parse_name(&src).unwrap(),
+        &PushOptions::default(),
+    )
+    .unwrap();
+    let bounded = format!("{host}/bounded/app");
+    let e = c
+        .copy(
+            &at(&format!("{src}:1")),
+            &at(&format!("{bounded}:1")),
+            &CopyOptions::default()
+                .with_referrers(true)
+                .with_max_referrers(1),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CopyError::TooManyReferrers {
+                found: 2,
+                limit: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(image_core::Classify::kind(&e), ErrorKind::Unsafe);
+    assert!(c
+        .head_manifest(&Reference::parse_name(&format!("{bounded}:1")).unwrap())
+        .unwrap()
+        .is_none());
+    assert!(referrers(&c, &bounded, w.image.digest()).is_empty());
+}
+
+#[test]
+fn a_blob_changed_on_its_way_from_the_source_registry_is_refused_before_its_upload_closes() {
+    let Some((r1, r2, c, _s, src)) = two_registries() else {
+        return;
+    };
+    let m = make_image(&src, &Platform::host(), 9);
+    src.set_tag("app:1", &m.descriptor()).unwrap();
+    let on_r1 = format!("{}/src/app:1", r1.host_port());
+    c.copy(
+        &in_store(&src, "app:1"),
+        &at(&on_r1),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let layer = m.layers()[0].digest().to_string();
+    let proxy = FaultProxy::start(
+        r1.addr(),
+        Faults::none().with(
+            Fault::flip_byte(100)
+                .on(format!("/blobs/{layer}"))
+                .method("GET")
+                .always(),
+        ),
+    );
+    let through = format!("{}/src/app:1", proxy.host_port());
+    let on_r2 = format!("{}/dst/app:1", r2.host_port());
+    let e = c
+        .copy(&at(&through), &at(&on_r2), &CopyOptions::default())
+        .unwrap_err();
+    let CopyError::Push { source, .. } = &e else {
+        panic!("{e:?}");
+    };
+    assert!(
+        matches!(**source, image_registry::PushError::SourceDigest { .. }),
+        "{e:?}"
+    );
+    assert_eq!(image_core::Classify::kind(&e), ErrorKind::DigestMismatch);
+    let dst = Reference::parse_name(&on_r2).unwrap();
+    let layer: Digest = layer.parse().unwrap();
+    assert_eq!(c.blob_size(&dst, &layer).unwrap(), None);
+    assert!(c.head_manifest(&dst).unwrap().is_none());
+}
+
+#[test]
+fn a_copy_reports_each_blob_and_an_interrupt_stops_it_without_a_tag() {
+    use image_core::progress::Recorder;
+    use image_core::{Interrupt, Tracker};
+    use std::sync::Arc;
+    let Some((r1, r2, c, _s, src)) = two_registries() else {
+        return;
+    };
+    let (index, _, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let on_r1 = format!("{}/src/app:1", r1.host_port());
+    c.copy(
+        &in_store(&src, "multi:1"),
+        &at(&on_r1),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+
+    // Stopped once the first blob has moved: Cancelled, no tag.
+    let interrupt = Interrupt::new();
+    let stopping = Arc::new(Recorder::stopping_at(interrupt.clone(), 1));
+    let stopped = format!("{}/stopped/app:1", r2.host_port());
+    let e = c
+        .copy(
+            &at(&on_r1),
+            &at(&stopped),
+            &CopyOptions::default().with_tracker(Tracker::new(stopping, interrupt)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Cancelled),
+        "{e:?}"
+    );
+    assert!(c
+        .head_manifest(&Reference::parse_name(&stopped).unwrap())
+        .unwrap()
+        .is_none());
+
+    // Each blob an item, finished at its size.
+    let recorder = Arc::new(Recorder::new());
+    let to = format!("{}/dst/app:1", r2.host_port());
+    c.copy(
+        &at(&on_r1),
+        &at(&to),
+        &CopyOptions::default().with_tracker(Tracker::new(recorder.clone(), Interrupt::new())),
+    )
+    .unwrap();
+    let items = recorder.items();
+    assert_eq!(items.len(), 6, "{items:#?}");
+    assert!(items
+        .values()
+        .all(|i| i.finished && Some(i.done) == i.total));
+    assert!(
+        recorder.violations().is_empty(),
+        "{:?}",
+        recorder.violations()
+    );
+}
+
+/// Generated referrer graphs: the tag-schema lists of an image and of
+/// artifacts are random subsets of them all (loops, self-references and
+/// shared referrers among them); a copy with referrers takes exactly what
+/// is reachable from the image, each once, and ends.
+#[test]
+fn generated_referrer_graphs_copy_exactly_what_is_reachable() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let host = registry.host_port();
+    let repo = format!("{host}/graph/app");
+    let untagged = Reference::parse_name(&repo).unwrap();
+    let image = make_image(&src, &Platform::host(), 21);
+    let other = make_image(&src, &Platform::host(), 22);
+    for m in [&image, &other] {
+        c.push(&src, &m.descriptor(), &untagged, &PushOptions::default())
+            .unwrap();
+    }
+    src.set_tag("app:1", &image.descriptor()).unwrap();
+    c.push(
+        &src,
+        &image.descriptor(),
+        &Reference::parse_name(&format!("{repo}:1")).unwrap(),
+        &PushOptions::default(),
+    )
+    .unwrap();
+    // Artifacts whose subject is `other`: their listing under the image
+    // comes only from the generated lists below.
+    let artifacts: Vec<Manifest> = (0..5)
+        .map(|i| {
+            let a = artifact(
+                &src,
+                &other.descriptor(),
+                format!("payload {i}").as_bytes(),
+                "application/vnd.example.gen",
+            );
+            c.push(&src, &a.descriptor(), &untagged, &PushOptions::default())
+                .unwrap();
+            a
+        })
+        .collect();
+    let nodes: Vec<&Manifest> = std::iter::once(&image).chain(&artifacts).collect();
+    for seed in 0..4u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut lists: Vec<Vec<usize>> = Vec::new();
+        for node in &nodes {
+            let list: Vec<usize> = (0..nodes.len()).filter(|_| rng.u8(..) < 90).collect();
+            let entries: Vec<serde_json::Value> = list
+                .iter()
+                .map(|&i| serde_json::to_value(nodes[i].descriptor()).unwrap())
+                .collect();
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": entries,
+            });
+            let index = Index::from_bytes(serde_json::to_vec(&index).unwrap()).unwrap();
+            src.write_blob(index.raw()).unwrap();
+            let tag = format!("{repo}:sha256-{}", node.digest().hex());
+            c.push(
+                &src,
+                &index.descriptor(),
+                &Reference::parse_name(&tag).unwrap(),
+                &PushOptions::default(),
+            )
+            .unwrap();
+            lists.push(list);
+        }
+        // What a walk from the image reaches, the image itself aside.
+        let mut reached = vec![false; nodes.len()];
+        reached[0] = true;
+        let mut pending = vec![0usize];
+        while let Some(n) = pending.pop() {
+            for &m in &lists[n] {
+                if !reached[m] {
+                    reached[m] = true;
+                    pending.push(m);
+                }
+            }
+        }
+        let mut want: Vec<String> = (1..nodes.len())
+            .filter(|&i| reached[i])
+            .map(|i| nodes[i].digest().to_string())
+            .collect();
+        want.sort();
+        let dest = format!("{host}/gen{seed}/app");
+        let report = c
+            .copy(
+                &at(&format!("{repo}:1")),
+                &at(&format!("{dest}:1")),
+                &CopyOptions::default().with_referrers(true),
+            )
+            .unwrap();
+        let mut got: Vec<String> = report.referrers.iter().map(|d| d.to_string()).collect();
+        got.sort();
+        assert_eq!(got, want, "seed {seed}: {lists:?}");
+        for d in &report.referrers {
+            let by_digest = Reference::parse_name(&dest).unwrap().with_digest(d.clone());
+            c.head_manifest(&by_digest).unwrap().expect("copied");
+        }
+    }
+}
