@@ -86,6 +86,15 @@ enum State {
     Removed,
 }
 
+/// A whiteout or opaque marker the merged layer needs for a path (the
+/// stronger wins: a whiteout hides what an opaque marker would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Out {
+    None,
+    Opaque,
+    Whiteout,
+}
+
 struct Node {
     parent: u32,
     name: Box<[u8]>,
@@ -96,8 +105,8 @@ struct Node {
     /// 1 + the layer whose entry at this path survived (a later duplicate
     /// in the same layer wins).
     seen: u32,
-    /// The merged layer must mark it opaque (it sits on a base).
-    out_opaque: bool,
+    /// What the merged layer, on a base, writes for it before its entries.
+    out: Out,
 }
 
 /// The index of paths: one node per distinct path, children found by
@@ -120,7 +129,7 @@ impl Tree {
                 state: State::Free,
                 opaque: false,
                 seen: 0,
-                out_opaque: false,
+                out: Out::None,
             }],
             children: HashMap::new(),
             key: Vec::new(),
@@ -160,7 +169,7 @@ impl Tree {
             state: State::Free,
             opaque: false,
             seen: 0,
-            out_opaque: false,
+            out: Out::None,
         });
         Ok(Some(id))
     }
@@ -251,7 +260,6 @@ enum Hdr {
 pub(crate) struct Plan {
     tree: Tree,
     actions: Vec<Vec<Action>>,
-    removed: Vec<u32>,
     pub(crate) read: Read2,
 }
 
@@ -378,7 +386,6 @@ pub(crate) fn plan<P: Provider + ?Sized>(
 ) -> Result<Plan, SurgeryError> {
     let mut tree = Tree::new(limits.max_paths);
     let mut actions = vec![Vec::new(); layers.len()];
-    let mut removed = Vec::new();
     let mut read = Read2::default();
     for (l, source) in layers.iter().enumerate().rev() {
         let stamp = u32::try_from(l + 1).unwrap_or(u32::MAX);
@@ -505,24 +512,28 @@ pub(crate) fn plan<P: Provider + ?Sized>(
         }
         for (node, opaque) in whiteouts {
             let n = &mut tree.nodes[node as usize];
+            // Without a base below, the merged layer needs no markers.
+            let before = n.out;
             match (opaque, n.state) {
-                (true, State::Free | State::Dir) => {
+                // Hidden below: by a whiteout in the merged layer when the
+                // merged layer makes the directory again (the base's path
+                // may be anything, even a file), else by an opaque marker.
+                (true, State::Dir) | (false, State::Dir) => {
                     n.opaque = true;
-                    n.out_opaque |= on_base;
+                    n.out = n.out.max(Out::Whiteout);
+                }
+                (true, State::Free) => {
+                    n.opaque = true;
+                    n.out = n.out.max(Out::Opaque);
                 }
                 (false, State::Free) => {
                     n.state = State::Removed;
-                    if on_base {
-                        removed.push(node);
-                    }
-                }
-                (false, State::Dir) => {
-                    // Made again as a directory above: nothing of the
-                    // lower one shows through it.
-                    n.opaque = true;
-                    n.out_opaque |= on_base;
+                    n.out = n.out.max(Out::Whiteout);
                 }
                 _ => {}
+            }
+            if !on_base {
+                n.out = before;
             }
         }
 
@@ -555,7 +566,6 @@ pub(crate) fn plan<P: Provider + ?Sized>(
     Ok(Plan {
         tree,
         actions,
-        removed,
         read,
     })
 }
@@ -603,24 +613,27 @@ pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
 ) -> Result<u64, SurgeryError> {
     let tree = &plan.tree;
     let mut written = 0u64;
-    for node in &plan.removed {
-        let n = &tree.nodes[*node as usize];
-        let mut path = tree.path(n.parent);
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(b".wh.");
-        path.extend_from_slice(&n.name);
-        marker(tar, &path)?;
-        written += 1;
-    }
-    for (id, n) in tree.nodes.iter().enumerate() {
-        if n.out_opaque {
-            let mut path = tree.path(id as u32);
+    // Whiteouts first, then opaque markers: an opaque marker makes its
+    // directory, which a whiteout after it would take for this layer's own.
+    for want in [Out::Whiteout, Out::Opaque] {
+        for (id, n) in tree.nodes.iter().enumerate() {
+            if n.out != want {
+                continue;
+            }
+            let mut path = match want {
+                Out::Whiteout => tree.path(n.parent),
+                _ => tree.path(id as u32),
+            };
             if !path.is_empty() {
                 path.push(b'/');
             }
-            path.extend_from_slice(b".wh..wh..opq");
+            match want {
+                Out::Whiteout => {
+                    path.extend_from_slice(b".wh.");
+                    path.extend_from_slice(&n.name);
+                }
+                _ => path.extend_from_slice(b".wh..wh..opq"),
+            }
             marker(tar, &path)?;
             written += 1;
         }

@@ -604,3 +604,189 @@ fn mutate_append_does_not_follow_links_in_the_directory() {
     assert_eq!(link.header().entry_type(), tar::EntryType::Symlink);
     assert_eq!(link.size(), 0);
 }
+
+/// What a generated layer stack has made so far at each path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Dir,
+    File,
+    Link,
+}
+
+/// One generated layer: valid changes over `model` (parents made before
+/// children, hard links to earlier files of the layer), applied to it.
+fn random_layer(
+    next: &mut dyn FnMut() -> u64,
+    model: &mut std::collections::BTreeMap<String, Made>,
+    layer: usize,
+) -> Vec<u8> {
+    const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+    let mut t = TarBuf::new();
+    let mut files_here: Vec<String> = Vec::new();
+    let mut touched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let ops = 3 + next() % 8;
+    // Parents made in this layer: never changed again in it.
+    let mut touched_parents: Vec<String> = Vec::new();
+    for op in 0..ops {
+        // A path of depth 1 to 3 of the small name set.
+        let depth = 1 + (next() % 3) as usize;
+        let path: Vec<&str> = (0..depth).map(|_| NAMES[(next() % 4) as usize]).collect();
+        let p = path.join("/");
+        if touched
+            .iter()
+            .any(|t| p.starts_with(&format!("{t}/")) || t.starts_with(&format!("{p}/")) || *t == p)
+        {
+            continue; // one change per path (and below it) per layer
+        }
+        // Parents must be directories: make the missing ones, skip if a
+        // parent is something else.
+        let mut ok = true;
+        for i in 1..depth {
+            let parent = path[..i].join("/");
+            match model.get(&parent) {
+                Some(Made::Dir) => {}
+                None => {
+                    t.dir(&format!("{parent}/"));
+                    model.insert(parent.clone(), Made::Dir);
+                    touched_parents.push(parent);
+                }
+                Some(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        touched.extend(touched_parents.drain(..).map(|d| format!("{d}/")));
+        if !ok {
+            continue;
+        }
+        touched.insert(p.clone());
+        let (parent, name) = match p.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n.to_owned()),
+            None => (String::new(), p.clone()),
+        };
+        let below = |m: &mut std::collections::BTreeMap<String, Made>| {
+            m.retain(|k, _| !k.starts_with(&format!("{p}/")));
+        };
+        match (next() % 7, model.get(&p).copied()) {
+            // Delete what is there.
+            (0 | 1, Some(_)) => {
+                t.file(&format!("{parent}.wh.{name}"), b"");
+                model.remove(&p);
+                below(model);
+            }
+            // An opaque directory with a new file in it.
+            (2, Some(Made::Dir)) => {
+                t.dir(&format!("{p}/"));
+                t.file(&format!("{p}/.wh..wh..opq"), b"");
+                below(model);
+                t.file(&format!("{p}/new{layer}"), b"after opaque");
+                model.insert(format!("{p}/new{layer}"), Made::File);
+            }
+            // A directory (kept if there is one).
+            (3, None | Some(Made::Dir)) => {
+                t.dir(&format!("{p}/"));
+                model.insert(p.clone(), Made::Dir);
+            }
+            // A symlink replacing a file or nothing.
+            (4, None | Some(Made::File | Made::Link)) => {
+                t.symlink(&p, &format!("target{op}"));
+                model.insert(p.clone(), Made::Link);
+            }
+            // A hard link to a file of this layer.
+            (5, None | Some(Made::File | Made::Link)) if !files_here.is_empty() => {
+                let target = files_here[(next() % files_here.len() as u64) as usize].clone();
+                if target != p {
+                    t.hardlink(&p, &target);
+                    model.insert(p.clone(), Made::File);
+                }
+            }
+            // A file, replacing anything (a directory through its whiteout).
+            (_, current) => {
+                if current == Some(Made::Dir) {
+                    t.file(&format!("{parent}.wh.{name}"), b"");
+                    below(model);
+                }
+                let data = format!("{p} in layer {layer} op {op}");
+                t.file(&p, data.as_bytes());
+                model.insert(p.clone(), Made::File);
+                files_here.push(p.clone());
+            }
+        }
+    }
+    t.end()
+}
+
+/// The tree's facts, directory mtimes aside (our unpack leaves a
+/// directory the kernel's time when a later layer changes it without an
+/// entry for it, so a flatten and a squash differ there by design).
+fn facts(
+    root: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
+    let mut t = snapshot(root, false);
+    for f in t.values_mut() {
+        if f.kind == "dir" {
+            f.mtime = 0;
+        }
+    }
+    t
+}
+
+/// Generated stacks: a squash from every position flattens to the tree the
+/// original flattens to, and an export extracts to it too (our flatten
+/// applies the layers one by one, so it is an independent view of the merge).
+#[test]
+fn squash_and_export_of_generated_stacks_keep_the_tree() {
+    use image_overlay::flatten::flatten_image;
+    use image_overlay::unpack::UnpackOptions;
+    let (work, store) = image_testsupport::store::oci_dir();
+    let mut next = image_testsupport::xorshift(0x005e_ed0f_5a5a);
+    for round in 0..30 {
+        let mut model = std::collections::BTreeMap::new();
+        let count = 2 + (next() % 4) as usize;
+        let layers: Vec<NewLayer> = (0..count)
+            .map(|l| {
+                layer_from_tar(
+                    &store,
+                    &random_layer(&mut next, &mut model, l),
+                    Compression::Gzip,
+                )
+            })
+            .collect();
+        let tag = format!("gen:{round}");
+        let original = build_image(&store, &layers, &tag);
+        let want = work.path().join(format!("want{round}"));
+        flatten_image(&store, &original, &want, &UnpackOptions::default())
+            .unwrap_or_else(|e| panic!("round {round}: flatten: {e:?}"));
+        for from in 0..count {
+            let sq = format!("gen:{round}-{from}");
+            squash(
+                &store,
+                &tag,
+                &sq,
+                &SquashOptions::new(SquashFrom::Layer(from)),
+            )
+            .unwrap_or_else(|e| panic!("round {round} from {from}: {e:?}"));
+            let image = resolve_image(&store, &sq, None).expect("resolve");
+            let got = work.path().join(format!("got{round}-{from}"));
+            flatten_image(&store, &image, &got, &UnpackOptions::default()).expect("flatten");
+            assert_eq!(
+                facts(&want),
+                facts(&got),
+                "round {round}, squash from {from}"
+            );
+            assert_eq!(
+                hardlink_groups(&want),
+                hardlink_groups(&got),
+                "round {round}"
+            );
+        }
+        let mut tar = Vec::new();
+        export(&store, &tag, None, &mut tar, MergeLimits::default()).expect("export");
+        let got = work.path().join(format!("export{round}"));
+        std::fs::create_dir(&got).expect("mkdir");
+        image_overlay::unpack::unpack(&tar[..], &got, &UnpackOptions::default())
+            .unwrap_or_else(|e| panic!("round {round}: unpack of the export: {e:?}"));
+        assert_eq!(facts(&want), facts(&got), "round {round}, export");
+    }
+}
