@@ -121,7 +121,7 @@ impl ConfigChanges {
         created_by,
     }
 
-    fn apply(&self, c: &mut ConfigFile) {
+    pub(crate) fn apply(&self, c: &mut ConfigFile) {
         let run = c.config.get_or_insert_with(Default::default);
         if let Some(cmd) = &self.cmd {
             run.cmd = Some(cmd.clone());

@@ -18,6 +18,12 @@ fn platform(p: Option<&str>) -> anyhow::Result<Option<Platform>> {
         .transpose()
 }
 
+/// Prints the new image's name, manifest digest and ID.
+fn made(name: &str, manifest: &image_core::Manifest, config: &image_core::ImageConfig) {
+    println!("{name} {}", manifest.digest());
+    println!("image id: {}", config.image_id());
+}
+
 /// Arguments of `imagectl squash`.
 #[derive(Debug, clap::Args)]
 pub struct SquashArgs {
@@ -48,8 +54,7 @@ pub fn squash_cmd(store: &StoreArgs, args: SquashArgs) -> anyhow::Result<()> {
     options.created_by = Some(format!("imagectl squash {}", args.reference));
     let store = store.open()?;
     let r = squash(&store, &args.reference, &args.new_reference, &options)?;
-    println!("{} {}", args.new_reference, r.manifest.digest());
-    println!("image id: {}", r.config.image_id());
+    made(&args.new_reference, &r.manifest, &r.config);
     println!(
         "squashed {} layers (from layer {}): {} -> {} bytes compressed, {} -> {} bytes uncompressed",
         r.squashed,
@@ -97,8 +102,7 @@ pub fn rebase_cmd(store: &StoreArgs, args: RebaseArgs) -> anyhow::Result<()> {
         &args.new_reference,
         platform.as_ref(),
     )?;
-    println!("{} {}", args.new_reference, r.manifest.digest());
-    println!("image id: {}", r.config.image_id());
+    made(&args.new_reference, &r.manifest, &r.config);
     Ok(())
 }
 
@@ -211,8 +215,7 @@ pub fn mutate_cmd(store: &StoreArgs, args: MutateArgs) -> anyhow::Result<()> {
         layer,
         platform.as_ref(),
     )?;
-    println!("{} {}", args.new_reference, r.manifest.digest());
-    println!("image id: {}", r.config.image_id());
+    made(&args.new_reference, &r.manifest, &r.config);
     Ok(())
 }
 

@@ -587,9 +587,10 @@ fn write_err(source: io::Error) -> SurgeryError {
     SurgeryError::Write { source }
 }
 
-/// A whiteout entry (an empty file), as Docker writes them.
-fn marker<W: Write>(tar: &mut TarWriter<W>, path: &[u8]) -> Result<(), SurgeryError> {
-    let e = TarEntry {
+/// The header of a whiteout or opaque marker at `path`: an empty file,
+/// as Docker writes them.
+pub(crate) fn whiteout_entry(path: &[u8]) -> TarEntry<'_> {
+    TarEntry {
         path,
         kind: Kind::File { size: 0 },
         mode: 0o644,
@@ -597,8 +598,11 @@ fn marker<W: Write>(tar: &mut TarWriter<W>, path: &[u8]) -> Result<(), SurgeryEr
         gid: 0,
         mtime: 0,
         xattrs: &[],
-    };
-    tar.header(&e).map_err(write_err)
+    }
+}
+
+fn marker<W: Write>(tar: &mut TarWriter<W>, path: &[u8]) -> Result<(), SurgeryError> {
+    tar.header(&whiteout_entry(path)).map_err(write_err)
 }
 
 /// Writes the merged tar stream of `layers` (as planned) into `tar`:

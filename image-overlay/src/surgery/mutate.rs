@@ -26,10 +26,10 @@ use image_core::{Compression, ImageConfig, Manifest, Platform};
 use image_store::content::unique_reference;
 use image_store::{Ingester, Leases, Provider, TagStore};
 
-use crate::append::{store_layer, AppendSource, StoredLayer};
+use crate::append::{store_layer, AppendSource, ConfigChanges, StoredLayer};
 use crate::pack::{LayerWriter, PackOptions};
-use crate::tarwriter::{Entry as TarEntry, Kind};
 
+use super::merge::whiteout_entry;
 use super::{check_tag, layer_descriptor, resolve, set_tag, write_image, SurgeryError};
 
 /// Changes to an image's config and manifest. Empty fields change nothing.
@@ -159,40 +159,17 @@ impl Mutation {
         if let Some(t) = &self.created {
             c.created = Some(t.clone());
         }
+        // The fields `append` changes too, by its rules.
+        let mut common = ConfigChanges::new();
+        common.entrypoint = self.entrypoint.clone();
+        common.cmd = self.cmd.clone();
+        common.env = self.env.clone();
+        common.user = self.user.clone();
+        common.working_dir = self.working_dir.clone();
+        common.apply(c);
         let run = c.config.get_or_insert_with(Default::default);
-        if let Some(v) = &self.entrypoint {
-            run.entrypoint = Some(v.clone());
-        }
-        if let Some(v) = &self.cmd {
-            run.cmd = Some(v.clone());
-        }
-        if let Some(v) = &self.user {
-            run.user = Some(v.clone());
-        }
-        if let Some(v) = &self.working_dir {
-            run.working_dir = Some(v.clone());
-        }
         if let Some(v) = &self.stop_signal {
             run.stop_signal = Some(v.clone());
-        }
-        if !self.env.is_empty() {
-            // One pass: the entries kept, then the new ones in order, each
-            // key once (an index of keys, not a scan per entry).
-            let mut new: Vec<&str> = Vec::new();
-            let mut at: BTreeMap<&str, usize> = BTreeMap::new();
-            for e in &self.env {
-                let key = e.split('=').next().unwrap_or_default();
-                match at.get(key) {
-                    Some(i) => new[*i] = e,
-                    None => {
-                        at.insert(key, new.len());
-                        new.push(e);
-                    }
-                }
-            }
-            let env = run.env.get_or_insert_with(Vec::new);
-            env.retain(|e| !at.contains_key(e.split('=').next().unwrap_or_default()));
-            env.extend(new.into_iter().map(str::to_owned));
         }
         if !self.labels.is_empty() {
             let labels = run.labels.get_or_insert_with(BTreeMap::new);
@@ -285,16 +262,9 @@ fn removal_layer<S: Ingester + ?Sized>(s: &S, path: &str) -> Result<StoredLayer,
     let mut w = s.writer(&unique_reference()).map_err(SurgeryError::Store)?;
     let options = PackOptions::new(Compression::Gzip).with_source_date_epoch_from_env();
     let mut layer = LayerWriter::new(&mut w, &options).map_err(SurgeryError::Pack)?;
-    let entry = TarEntry {
-        path: &wh,
-        kind: Kind::File { size: 0 },
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-        xattrs: &[],
-    };
-    layer.entry(&entry, &[]).map_err(SurgeryError::Pack)?;
+    layer
+        .entry(&whiteout_entry(&wh), &[])
+        .map_err(SurgeryError::Pack)?;
     let r = layer.finish().map_err(SurgeryError::Pack)?;
     w.commit(Some(r.size), Some(&r.digest))
         .map_err(SurgeryError::Store)?;
@@ -402,7 +372,7 @@ mod tests {
         m.apply(&mut c).expect("apply");
         assert_eq!(
             c.config.and_then(|r| r.env).expect("env"),
-            ["A=1", "C=3", "B=y", "D=4"]
+            ["A=1", "C=3", "D=4", "B=y"]
         );
     }
 }
