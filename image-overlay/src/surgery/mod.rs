@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use image_core::config::ConfigFile;
+use image_core::error::unless_named;
 use image_core::manifest::descriptor;
 use image_core::{
     Classify, Descriptor, Digest, ErrorKind, ImageConfig, Manifest, MediaType, MediaTypeError,
@@ -110,7 +111,7 @@ pub enum SurgeryError {
         source: Box<ParseError>,
     },
     /// A layer blob could not be opened in the store.
-    #[error("layer {index} ({digest})")]
+    #[error("layer {index}{}", unless_named(.digest, &**.source))]
     Content {
         /// The layer's position.
         index: usize,
@@ -121,7 +122,7 @@ pub enum SurgeryError {
         source: Box<ContentError>,
     },
     /// A layer's stream was refused (corrupt, over a limit, not its digest).
-    #[error("layer {index} ({digest})")]
+    #[error("layer {index}{}", unless_named(.digest, &**.source))]
     Layer {
         /// The layer's position.
         index: usize,
