@@ -201,6 +201,19 @@ fn squash_refuses_hostile_layers_with_typed_errors() {
         "{e:?}"
     );
     assert_eq!(e.kind(), ErrorKind::Unsafe);
+    // And so are the entries of all layers together.
+    let mut options = SquashOptions::new(SquashFrom::All);
+    options.limits = MergeLimits {
+        max_entries: 60,
+        ..MergeLimits::default()
+    };
+    let e = squash(&store, "many:1", "many:2", &options).expect_err("too many entries");
+    assert!(
+        matches!(e, SurgeryError::TooManyEntries { limit: 60 }),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+    assert!(resolve_image(&store, "many:2", None).is_err());
 }
 
 /// The merge is linear: a layer of many entries under one deep directory
