@@ -119,6 +119,14 @@ enum Command {
     Login(cmd::registry::LoginArgs),
     /// Remove a registry's credentials from the Docker config file.
     Logout(cmd::registry::LogoutArgs),
+    /// Merge an image's layers (all, or those above a base) into one.
+    Squash(cmd::surgery::SquashArgs),
+    /// Swap an image's base layers for another base's (crane rebase).
+    Rebase(cmd::surgery::RebaseArgs),
+    /// Make a new image with config changes, a layer appended or a path removed.
+    Mutate(cmd::surgery::MutateArgs),
+    /// Write an image's final filesystem as one tar stream (crane export).
+    Export(cmd::surgery::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -162,6 +170,10 @@ fn main() -> ExitCode {
         Command::Manifest(a) => cmd::registry::manifest(a),
         Command::Login(a) => cmd::registry::login(a),
         Command::Logout(a) => cmd::registry::logout(a),
+        Command::Squash(a) => cmd::surgery::squash_cmd(&cli.store, a),
+        Command::Rebase(a) => cmd::surgery::rebase_cmd(&cli.store, a),
+        Command::Mutate(a) => cmd::surgery::mutate_cmd(&cli.store, a),
+        Command::Export(a) => cmd::surgery::export_cmd(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,7 +39,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use image_core::config::{ConfigFile, History};
-use image_core::{Classify, ErrorKind, MediaType, Platform};
+use image_core::{Classify, Digest, ErrorKind, MediaType, Platform};
 use image_store::content::{unique_reference, ContentError, ContentWriter};
 use image_store::image::{resolve_image, ImageError};
 use image_store::lease::LeaseError;
@@ -121,7 +121,7 @@ impl ConfigChanges {
         created_by,
     }
 
-    fn apply(&self, c: &mut ConfigFile) {
+    pub(crate) fn apply(&self, c: &mut ConfigFile) {
         let run = c.config.get_or_insert_with(Default::default);
         if let Some(cmd) = &self.cmd {
             run.cmd = Some(cmd.clone());
@@ -304,41 +304,7 @@ where
         .created
         .clone()
         .unwrap_or_else(image_core::time::created_now);
-    let (layer, what) = match source {
-        AppendSource::Dir(dir, options) => {
-            let mut w = s
-                .writer(&unique_reference())
-                .map_err(AppendError::Content)?;
-            let r = pack_dir(dir, &mut w, options).map_err(|source| AppendError::Pack {
-                path: dir.to_owned(),
-                source,
-            })?;
-            w.commit(Some(r.size), Some(&r.digest))
-                .map_err(AppendError::Content)?;
-            let what = format!("append {}", dir.display());
-            (Some((r.media_type, r.digest, r.size, r.diff_id)), what)
-        }
-        AppendSource::Tarball(reader) => {
-            let mut w = s
-                .writer(&unique_reference())
-                .map_err(AppendError::Content)?;
-            let r = list(
-                Tee {
-                    reader,
-                    writer: &mut w,
-                },
-                &ListOptions::default(),
-                |_| {},
-            )
-            .map_err(AppendError::Layer)?;
-            w.commit(Some(r.compressed_size), Some(&r.digest))
-                .map_err(AppendError::Content)?;
-            let media_type = MediaType::oci_layer(r.compression);
-            let layer = (media_type, r.digest, r.compressed_size, r.diff_id);
-            (Some(layer), "append (layer tarball)".to_owned())
-        }
-        AppendSource::ConfigOnly => (None, "append (config only)".to_owned()),
-    };
+    let (layer, what) = store_layer(&s, source)?;
     let history = History {
         created: Some(created.clone()),
         created_by: Some(changes.created_by.clone().unwrap_or(what)),
@@ -373,6 +339,52 @@ where
         })?;
     drop(lease);
     Ok(appended)
+}
+
+/// A new layer's media type, digest, size and diff ID.
+pub(crate) type StoredLayer = (MediaType, Digest, u64, Digest);
+
+/// Stores the layer `source` makes (none for [`AppendSource::ConfigOnly`])
+/// and says what it was made from.
+pub(crate) fn store_layer<S: Ingester + ?Sized>(
+    s: &S,
+    source: AppendSource<'_>,
+) -> Result<(Option<StoredLayer>, String), AppendError> {
+    Ok(match source {
+        AppendSource::Dir(dir, options) => {
+            let mut w = s
+                .writer(&unique_reference())
+                .map_err(AppendError::Content)?;
+            let r = pack_dir(dir, &mut w, options).map_err(|source| AppendError::Pack {
+                path: dir.to_owned(),
+                source,
+            })?;
+            w.commit(Some(r.size), Some(&r.digest))
+                .map_err(AppendError::Content)?;
+            let what = format!("append {}", dir.display());
+            (Some((r.media_type, r.digest, r.size, r.diff_id)), what)
+        }
+        AppendSource::Tarball(reader) => {
+            let mut w = s
+                .writer(&unique_reference())
+                .map_err(AppendError::Content)?;
+            let r = list(
+                Tee {
+                    reader,
+                    writer: &mut w,
+                },
+                &ListOptions::default(),
+                |_| {},
+            )
+            .map_err(AppendError::Layer)?;
+            w.commit(Some(r.compressed_size), Some(&r.digest))
+                .map_err(AppendError::Content)?;
+            let media_type = MediaType::oci_layer(r.compression);
+            let layer = (media_type, r.digest, r.compressed_size, r.diff_id);
+            (Some(layer), "append (layer tarball)".to_owned())
+        }
+        AppendSource::ConfigOnly => (None, "append (config only)".to_owned()),
+    })
 }
 
 /// Copies what is read into a writer (the layer blob being ingested).

@@ -18,6 +18,8 @@
 //!   is image-core's [`codec`](image_core::codec) under its old name;
 //! - [`append`]: a new tagged image from a base plus a directory or a
 //!   layer tarball, with config changes, in one call ([`append_dir`]);
+//! - [`surgery`]: squash, rebase, mutate and export an image without a
+//!   rebuild or an unpack to disk;
 //! - [`snapshot`]: overlay and copy snapshotters, and [`image_unpack`]
 //!   unpacking an image's layers into them.
 //!
@@ -93,6 +95,7 @@ pub mod nonblocking;
 pub mod pack;
 pub mod resolve;
 pub mod snapshot;
+pub mod surgery;
 mod tarwriter;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -134,6 +137,7 @@ image_core::classify_registry!(
     crate::mount::MountError,
     crate::pack::PackError,
     crate::snapshot::SnapshotError,
+    crate::surgery::SurgeryError,
     crate::unpack::UnpackError,
     crate::whiteout::WhiteoutError,
 );

@@ -280,7 +280,10 @@ fn corrupt(raw: &[u8], what: &'static str) -> UnpackError {
 }
 
 /// An entry's metadata from its header and PAX records.
-fn describe<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<ListEntry, UnpackError> {
+pub(crate) fn describe<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    raw: &[u8],
+) -> Result<ListEntry, UnpackError> {
     let bad = |e: io::Error| UnpackError::Corrupt {
         path: Some(display_path(raw)),
         source: e,

@@ -10,6 +10,7 @@ mod interop;
 mod list;
 mod pack;
 mod producers;
+mod surgery;
 mod umoci;
 mod unpack;
 mod zstd_interop;

@@ -1,0 +1,750 @@
+//! The newest-wins merge of a stack of layers into one tar stream, without
+//! unpacking anything to disk: the core of [`squash`](super::squash) and
+//! [`export`](super::export).
+//!
+//! Two reads of each layer, both through unpack's stream path (sniffed and
+//! declared compression, both digests verified, where a tar may end, the
+//! [`Limits`] per layer):
+//!
+//! 1. the plan: every layer's headers, newest layer first, against an index
+//!    of the paths seen so far (a tree of path components, one node per
+//!    distinct path, bounded by [`MergeLimits::max_paths`]). An entry
+//!    survives unless a higher layer wrote or removed its path, or removed,
+//!    made opaque or replaced by a non-directory one of its parents; within
+//!    a layer the last entry of a path wins. Whiteouts act on lower layers
+//!    only, as unpack applies them. A hard link must name an earlier entry
+//!    of its own layer; when that entry does not survive but a link does,
+//!    the first surviving link carries the data.
+//! 2. the output: the surviving entries, oldest layer first and in each
+//!    layer's order (so parents and link targets come before what needs
+//!    them), their data streamed from the layer to the writer.
+//!
+//! Each entry is looked at once per read and its path resolved once
+//! (linear in the path's length), so the work is linear in the layers'
+//! size. Two reads rather than one: a single newest-first pass cannot know,
+//! when it meets a file, whether a later entry of the same layer links to
+//! it, nor write a parent before its children.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+
+use image_core::manifest::descriptor_media_type;
+use image_core::{Descriptor, DescriptorExt, Digest, HashingReader};
+use image_store::Provider;
+
+use crate::fsops::display_path;
+use crate::list::{describe, EntryKind, ListEntry, WhiteoutKind};
+use crate::tarwriter::{Entry as TarEntry, Kind, TarWriter};
+use crate::unpack::{
+    blame_the_blob, descriptor_mismatch, sniff, walk, Ending, Limits, SourceTag, UnpackError,
+};
+
+use super::SurgeryError;
+
+/// Bounds of a merge beyond each layer's own [`Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MergeLimits {
+    /// Each layer's limits (entries, expanded bytes, header group size).
+    pub layer: Limits,
+    /// Most distinct paths (and path prefixes) in all layers together,
+    /// which the merge keeps in memory.
+    pub max_paths: usize,
+    /// Most entries in all layers together.
+    pub max_entries: u64,
+}
+
+impl Default for MergeLimits {
+    fn default() -> Self {
+        MergeLimits {
+            layer: Limits::default(),
+            max_paths: 8_000_000,
+            max_entries: 8_000_000,
+        }
+    }
+}
+
+/// A layer to merge: its descriptor, diff ID and position in its image.
+pub(crate) struct Source<'a> {
+    pub(crate) descriptor: &'a Descriptor,
+    pub(crate) diff_id: &'a Digest,
+    pub(crate) index: usize,
+}
+
+/// The sizes of the merged layers, as read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Read2 {
+    pub(crate) compressed: u64,
+    pub(crate) uncompressed: u64,
+    pub(crate) entries: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    Dir,
+    Other,
+    Removed,
+}
+
+/// A whiteout or opaque marker the merged layer needs for a path (the
+/// stronger wins: a whiteout hides what an opaque marker would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Out {
+    None,
+    Opaque,
+    Whiteout,
+}
+
+struct Node {
+    parent: u32,
+    name: Box<[u8]>,
+    /// What the layers above the one being planned made of this path.
+    state: State,
+    /// A layer above made it opaque: lower layers' entries below it are hidden.
+    opaque: bool,
+    /// 1 + the layer whose entry at this path survived (a later duplicate
+    /// in the same layer wins).
+    seen: u32,
+    /// What the merged layer, on a base, writes for it before its entries.
+    out: Out,
+}
+
+/// The index of paths: one node per distinct path, children found by
+/// (parent, name).
+struct Tree {
+    nodes: Vec<Node>,
+    children: HashMap<Box<[u8]>, u32>,
+    key: Vec<u8>,
+    limit: usize,
+}
+
+const ROOT: u32 = 0;
+
+impl Tree {
+    fn new(limit: usize) -> Tree {
+        Tree {
+            nodes: vec![Node {
+                parent: ROOT,
+                name: Box::default(),
+                state: State::Free,
+                opaque: false,
+                seen: 0,
+                out: Out::None,
+            }],
+            children: HashMap::new(),
+            key: Vec::new(),
+            limit,
+        }
+    }
+
+    fn set_key(&mut self, parent: u32, name: &[u8]) {
+        self.key.clear();
+        self.key.extend_from_slice(&parent.to_le_bytes());
+        self.key.extend_from_slice(name);
+    }
+
+    fn child(
+        &mut self,
+        parent: u32,
+        name: &[u8],
+        create: bool,
+    ) -> Result<Option<u32>, SurgeryError> {
+        self.set_key(parent, name);
+        if let Some(n) = self.children.get(self.key.as_slice()) {
+            return Ok(Some(*n));
+        }
+        if !create {
+            return Ok(None);
+        }
+        if self.nodes.len() >= self.limit {
+            return Err(SurgeryError::TooManyPaths { limit: self.limit });
+        }
+        let id = u32::try_from(self.nodes.len())
+            .map_err(|_| SurgeryError::TooManyPaths { limit: self.limit })?;
+        self.children
+            .insert(self.key.clone().into_boxed_slice(), id);
+        self.nodes.push(Node {
+            parent,
+            name: name.into(),
+            state: State::Free,
+            opaque: false,
+            seen: 0,
+            out: Out::None,
+        });
+        Ok(Some(id))
+    }
+
+    /// The node of a normalised path (components), created when `create`.
+    fn lookup(&mut self, path: &[&[u8]], create: bool) -> Result<Option<u32>, SurgeryError> {
+        let mut at = ROOT;
+        for c in path {
+            match self.child(at, c, create)? {
+                Some(n) => at = n,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(at))
+    }
+
+    /// Whether a layer above hides what lower layers have strictly below `node`.
+    fn hidden_below(&self, mut node: u32) -> bool {
+        loop {
+            let n = &self.nodes[node as usize];
+            if n.opaque || matches!(n.state, State::Other | State::Removed) {
+                return true;
+            }
+            if node == ROOT {
+                return false;
+            }
+            node = n.parent;
+        }
+    }
+
+    /// The path of a node, relative, without a trailing `/`.
+    fn path(&self, mut node: u32) -> Vec<u8> {
+        let mut parts = Vec::new();
+        while node != ROOT {
+            let n = &self.nodes[node as usize];
+            parts.push(&n.name[..]);
+            node = n.parent;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+}
+
+/// An entry's components, without `.`, empty components or a leading `/`;
+/// `None` for a path with `..` (unpack refuses those too).
+fn components(raw: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// What the output does with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Skip,
+    Emit,
+    /// The data of a hard link group whose first entry is hidden, written
+    /// under the name of its first surviving link.
+    EmitAs(u32),
+    /// A surviving hard link, to the entry that carries its group's data.
+    LinkTo(u32),
+}
+
+/// One header of the plan's read.
+enum Hdr {
+    Entry {
+        node: u32,
+        dir: bool,
+        link: Option<usize>,
+    },
+    Remove {
+        target: u32,
+    },
+    Opaque {
+        dir: u32,
+    },
+    Ignored,
+}
+
+/// What the merge decided: per layer, per entry, what to write; and the
+/// whiteouts and opaque markers a merged layer on a base needs.
+pub(crate) struct Plan {
+    tree: Tree,
+    actions: Vec<Vec<Action>>,
+    pub(crate) read: Read2,
+}
+
+fn bad_path(index: usize, raw: &[u8], reason: &'static str) -> SurgeryError {
+    SurgeryError::Entry {
+        index,
+        path: display_path(raw),
+        reason,
+    }
+}
+
+/// What [`read_layer`] hands each entry to: the entry (its data readable)
+/// and its metadata.
+type EntryVisitor<'v> =
+    dyn FnMut(&mut tar::Entry<'_, Ending<'_>>, &ListEntry) -> Result<(), SurgeryError> + 'v;
+
+/// Reads one layer through unpack's stream path, verifying its digest,
+/// size and diff ID, and hands each entry (not PAX globals) to `visit`.
+fn read_layer<P: Provider + ?Sized>(
+    store: &P,
+    source: &Source<'_>,
+    limits: Limits,
+    visit: &mut EntryVisitor<'_>,
+) -> Result<Read2, SurgeryError> {
+    let desc = source.descriptor;
+    let index = source.index;
+    let compression = descriptor_media_type(desc)
+        .require_layer_compression()
+        .map_err(|source| SurgeryError::MediaType { index, source })?;
+    let digest = desc
+        .checked_digest()
+        .map_err(|source| SurgeryError::BadLayer {
+            index,
+            source: Box::new(source),
+        })?;
+    let layer_err = |e: UnpackError| SurgeryError::Layer {
+        index,
+        digest: digest.clone(),
+        source: Box::new(blame_the_blob(store, &digest, e)),
+    };
+    let mut reader =
+        store
+            .reader_for_unverified(desc)
+            .map_err(|e| match descriptor_mismatch(e) {
+                Ok(unpack) => SurgeryError::Layer {
+                    index,
+                    digest: digest.clone(),
+                    source: Box::new(unpack),
+                },
+                Err(e) => SurgeryError::Content {
+                    index,
+                    digest: digest.clone(),
+                    source: Box::new(e),
+                },
+            })?;
+    let mut tagged = SourceTag(&mut reader);
+    let mut hashing = HashingReader::new(&mut tagged as &mut dyn Read, digest.algorithm());
+    let (head, compression) = sniff(&mut hashing, Some(compression)).map_err(layer_err)?;
+    let mut own: Option<SurgeryError> = None;
+    let walked = walk(
+        &mut hashing,
+        &head,
+        compression,
+        limits,
+        source.diff_id.algorithm(),
+        &mut |entry, raw, global| {
+            if global {
+                return Ok(());
+            }
+            let listed = describe(entry, raw)?;
+            visit(entry, &listed).map_err(|e| {
+                own = Some(e);
+                UnpackError::Source {
+                    source: io::Error::other("stopped by the merge"),
+                }
+            })
+        },
+    );
+    if let Some(e) = own {
+        return Err(e);
+    }
+    let walked = walked.map_err(layer_err)?;
+    io::copy(&mut hashing, &mut io::sink())
+        .map_err(|e| layer_err(UnpackError::Source { source: e }))?;
+    let (found, size) = hashing.finish();
+    if walked.nonzero_trailing {
+        return Err(layer_err(UnpackError::TrailingData {
+            count: walked.trailing_bytes,
+        }));
+    }
+    if size != desc.size() {
+        return Err(layer_err(UnpackError::SizeMismatch {
+            expected: desc.size(),
+            found: size,
+        }));
+    }
+    if found != digest {
+        return Err(layer_err(UnpackError::DigestMismatch {
+            expected: digest.clone(),
+            found,
+        }));
+    }
+    if walked.diff_id != *source.diff_id {
+        return Err(layer_err(UnpackError::DiffIdMismatch {
+            expected: source.diff_id.clone(),
+            found: walked.diff_id,
+        }));
+    }
+    Ok(Read2 {
+        compressed: size,
+        uncompressed: walked.size,
+        entries: walked.entries,
+    })
+}
+
+/// Plans the merge of `layers` (base first). With `on_base`, the merged
+/// layer is meant to sit on lower layers, so the removals and opaque
+/// directories that reach below the merged ones are kept.
+pub(crate) fn plan<P: Provider + ?Sized>(
+    store: &P,
+    layers: &[Source<'_>],
+    limits: MergeLimits,
+    on_base: bool,
+) -> Result<Plan, SurgeryError> {
+    let mut tree = Tree::new(limits.max_paths);
+    let mut actions = vec![Vec::new(); layers.len()];
+    let mut read = Read2::default();
+    for (l, source) in layers.iter().enumerate().rev() {
+        let stamp = u32::try_from(l + 1).unwrap_or(u32::MAX);
+        let index = source.index;
+        // Forward: headers, paths resolved once, hard links to the entry
+        // that was at their target when they were written.
+        let mut hdrs: Vec<Hdr> = Vec::new();
+        let mut last: HashMap<u32, usize> = HashMap::new();
+        let mut total = read.entries;
+        let r = read_layer(store, source, limits.layer, &mut |_, e| {
+            total += 1;
+            if total > limits.max_entries {
+                return Err(SurgeryError::TooManyEntries {
+                    limit: limits.max_entries,
+                });
+            }
+            let Some(parts) = components(&e.path) else {
+                return Err(bad_path(index, &e.path, "a path with '..'"));
+            };
+            let hdr = match &e.whiteout {
+                Some(WhiteoutKind::Invalid) => {
+                    return Err(bad_path(index, &e.path, "an invalid whiteout name"))
+                }
+                Some(WhiteoutKind::Meta) => Hdr::Ignored,
+                Some(WhiteoutKind::Remove(name)) => {
+                    let parent = tree.lookup(&parts[..parts.len().saturating_sub(1)], true)?;
+                    let parent = parent.unwrap_or(ROOT);
+                    let target = tree.child(parent, name, true)?.unwrap_or(ROOT);
+                    Hdr::Remove { target }
+                }
+                Some(WhiteoutKind::Opaque) => {
+                    let dir = tree.lookup(&parts[..parts.len().saturating_sub(1)], true)?;
+                    Hdr::Opaque {
+                        dir: dir.unwrap_or(ROOT),
+                    }
+                }
+                None => {
+                    let node = tree.lookup(&parts, true)?.unwrap_or(ROOT);
+                    let link = match e.kind {
+                        EntryKind::HardLink => {
+                            let target = e.link_target.as_deref().unwrap_or_default();
+                            let found = match components(target) {
+                                Some(t) => tree.lookup(&t, false)?,
+                                None => None,
+                            };
+                            let Some(t) = found.and_then(|t| last.get(&t).copied()) else {
+                                return Err(bad_path(
+                                    index,
+                                    &e.path,
+                                    "a hard link to no earlier entry of its layer",
+                                ));
+                            };
+                            let leader = match hdrs[t] {
+                                Hdr::Entry {
+                                    dir: false, link, ..
+                                } => link.unwrap_or(t),
+                                _ => {
+                                    return Err(bad_path(
+                                        index,
+                                        &e.path,
+                                        "a hard link to a directory",
+                                    ))
+                                }
+                            };
+                            Some(leader)
+                        }
+                        EntryKind::Other(_) => {
+                            return Err(bad_path(index, &e.path, "an unsupported entry type"))
+                        }
+                        _ => None,
+                    };
+                    last.insert(node, hdrs.len());
+                    Hdr::Entry {
+                        node,
+                        dir: e.kind == EntryKind::Directory,
+                        link,
+                    }
+                }
+            };
+            hdrs.push(hdr);
+            Ok(())
+        })?;
+        read.compressed += r.compressed;
+        read.uncompressed += r.uncompressed;
+        read.entries += r.entries;
+
+        // Backward: what survives against the layers above (their state is
+        // applied after this layer, whiteouts last).
+        let mut kept = vec![false; hdrs.len()];
+        let mut writes = Vec::new();
+        let mut whiteouts = Vec::new();
+        for (i, h) in hdrs.iter().enumerate().rev() {
+            match *h {
+                Hdr::Entry { node, dir, .. } => {
+                    let n = &tree.nodes[node as usize];
+                    let shadowed = n.state != State::Free || n.seen == stamp;
+                    if shadowed || (node != ROOT && tree.hidden_below(n.parent)) {
+                        continue;
+                    }
+                    tree.nodes[node as usize].seen = stamp;
+                    kept[i] = true;
+                    writes.push((node, dir));
+                }
+                Hdr::Remove { target } => {
+                    let parent = tree.nodes[target as usize].parent;
+                    if !tree.hidden_below(parent) {
+                        whiteouts.push((target, false));
+                    }
+                }
+                Hdr::Opaque { dir } => {
+                    let n = &tree.nodes[dir as usize];
+                    let hidden = matches!(n.state, State::Other | State::Removed)
+                        || (dir != ROOT && tree.hidden_below(n.parent));
+                    if !hidden {
+                        whiteouts.push((dir, true));
+                    }
+                }
+                Hdr::Ignored => {}
+            }
+        }
+        for (node, dir) in writes {
+            let n = &mut tree.nodes[node as usize];
+            n.state = if dir { State::Dir } else { State::Other };
+        }
+        for (node, opaque) in whiteouts {
+            let n = &mut tree.nodes[node as usize];
+            // Without a base below, the merged layer needs no markers.
+            let before = n.out;
+            match (opaque, n.state) {
+                // Hidden below: by a whiteout in the merged layer when the
+                // merged layer makes the directory again (the base's path
+                // may be anything, even a file), else by an opaque marker.
+                (true, State::Dir) | (false, State::Dir) => {
+                    n.opaque = true;
+                    n.out = n.out.max(Out::Whiteout);
+                }
+                (true, State::Free) => {
+                    n.opaque = true;
+                    n.out = n.out.max(Out::Opaque);
+                }
+                (false, State::Free) => {
+                    n.state = State::Removed;
+                    n.out = n.out.max(Out::Whiteout);
+                }
+                _ => {}
+            }
+            if !on_base {
+                n.out = before;
+            }
+        }
+
+        // Forward again: hard link groups get a carrier.
+        let mut layer_actions = vec![Action::Skip; hdrs.len()];
+        let mut carrier: HashMap<usize, u32> = HashMap::new();
+        for (i, h) in hdrs.iter().enumerate() {
+            let Hdr::Entry { node, link, .. } = *h else {
+                continue;
+            };
+            if !kept[i] {
+                continue;
+            }
+            match link {
+                None => {
+                    layer_actions[i] = Action::Emit;
+                    carrier.insert(i, node);
+                }
+                Some(leader) => match carrier.get(&leader) {
+                    Some(c) => layer_actions[i] = Action::LinkTo(*c),
+                    None => {
+                        layer_actions[leader] = Action::EmitAs(node);
+                        carrier.insert(leader, node);
+                    }
+                },
+            }
+        }
+        actions[l] = layer_actions;
+    }
+    Ok(Plan {
+        tree,
+        actions,
+        read,
+    })
+}
+
+/// The header the output writes for an entry.
+fn header<'a>(path: &'a [u8], e: &'a ListEntry, kind: Kind) -> TarEntry<'a> {
+    TarEntry {
+        path,
+        kind,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime: e.mtime,
+        xattrs: &e.xattrs,
+    }
+}
+
+fn write_err(source: io::Error) -> SurgeryError {
+    SurgeryError::Write { source }
+}
+
+/// The header of a whiteout or opaque marker at `path`: an empty file,
+/// as Docker writes them.
+pub(crate) fn whiteout_entry(path: &[u8]) -> TarEntry<'_> {
+    TarEntry {
+        path,
+        kind: Kind::File { size: 0 },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        xattrs: &[],
+    }
+}
+
+fn marker<W: Write>(tar: &mut TarWriter<W>, path: &[u8]) -> Result<(), SurgeryError> {
+    tar.header(&whiteout_entry(path)).map_err(write_err)
+}
+
+/// Writes the merged tar stream of `layers` (as planned) into `tar`:
+/// the whiteouts and opaque markers first (for a layer on a base), then
+/// the surviving entries. Returns the entries written.
+pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
+    store: &P,
+    layers: &[Source<'_>],
+    plan: &Plan,
+    limits: Limits,
+    tar: &mut TarWriter<W>,
+) -> Result<u64, SurgeryError> {
+    let tree = &plan.tree;
+    let mut written = 0u64;
+    // Whiteouts first, then opaque markers: an opaque marker makes its
+    // directory, which a whiteout after it would take for this layer's own.
+    for want in [Out::Whiteout, Out::Opaque] {
+        for (id, n) in tree.nodes.iter().enumerate() {
+            if n.out != want {
+                continue;
+            }
+            let mut path = match want {
+                Out::Whiteout => tree.path(n.parent),
+                _ => tree.path(id as u32),
+            };
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            match want {
+                Out::Whiteout => {
+                    path.extend_from_slice(b".wh.");
+                    path.extend_from_slice(&n.name);
+                }
+                _ => path.extend_from_slice(b".wh..wh..opq"),
+            }
+            marker(tar, &path)?;
+            written += 1;
+        }
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    for (l, source) in layers.iter().enumerate() {
+        let actions = &plan.actions[l];
+        let digest = source
+            .descriptor
+            .checked_digest()
+            .map_err(|e| SurgeryError::BadLayer {
+                index: source.index,
+                source: Box::new(e),
+            })?;
+        let mut at = 0usize;
+        read_layer(store, source, limits, &mut |entry, e| {
+            let action = actions.get(at).copied().unwrap_or(Action::Skip);
+            at += 1;
+            let (node, link) = match action {
+                Action::Skip => return Ok(()),
+                Action::Emit => (None, None),
+                Action::EmitAs(n) => (Some(n), None),
+                Action::LinkTo(n) => (None, Some(tree.path(n))),
+            };
+            let mut path = match node {
+                Some(n) => tree.path(n),
+                None => {
+                    let parts = components(&e.path).unwrap_or_default();
+                    parts.join(&b'/')
+                }
+            };
+            let kind = match (link, e.kind) {
+                (Some(target), _) => Kind::Hardlink(target),
+                (None, EntryKind::Regular) => Kind::File { size: e.size },
+                (None, EntryKind::Directory) => {
+                    if path.is_empty() {
+                        path.push(b'.');
+                    }
+                    path.push(b'/');
+                    Kind::Dir
+                }
+                (None, EntryKind::Symlink) => {
+                    Kind::Symlink(e.link_target.clone().unwrap_or_default())
+                }
+                (None, EntryKind::Char) => {
+                    let (a, b) = e.device.unwrap_or_default();
+                    Kind::Char(a.into(), b.into())
+                }
+                (None, EntryKind::Block) => {
+                    let (a, b) = e.device.unwrap_or_default();
+                    Kind::Block(a.into(), b.into())
+                }
+                (None, EntryKind::Fifo) => Kind::Fifo,
+                (None, _) => {
+                    return Err(bad_path(source.index, &e.path, "an unsupported entry type"))
+                }
+            };
+            let size = match kind {
+                Kind::File { size } => size,
+                _ => 0,
+            };
+            let mut head = header(&path, e, kind);
+            if e.kind == EntryKind::Symlink {
+                // A link's own mode means nothing on Linux (always 0777),
+                // which is what an unpacked tree shows.
+                head.mode = 0o777;
+            }
+            tar.header(&head).map_err(write_err)?;
+            let mut left = size;
+            while left > 0 {
+                let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+                let k = entry
+                    .read(&mut buf[..want])
+                    .map_err(|e| SurgeryError::Layer {
+                        index: source.index,
+                        digest: digest.clone(),
+                        source: Box::new(UnpackError::Source { source: e }),
+                    })?;
+                if k == 0 {
+                    return Err(bad_path(
+                        source.index,
+                        &e.path,
+                        "file data shorter than its size (a sparse file?)",
+                    ));
+                }
+                tar.data(&buf[..k]).map_err(write_err)?;
+                left -= k as u64;
+            }
+            tar.pad(size).map_err(write_err)?;
+            written += 1;
+            Ok(())
+        })?;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::components;
+
+    #[test]
+    fn components_drop_dots_and_refuse_dotdot() {
+        assert_eq!(
+            components(b"./a//b/./c/").expect("clean"),
+            vec![&b"a"[..], b"b", b"c"]
+        );
+        assert!(components(b"a/../b").is_none());
+        assert!(components(b"./").expect("root").is_empty());
+    }
+}
