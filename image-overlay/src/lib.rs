@@ -72,6 +72,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 pub mod append;
 pub mod compare;
 /// Compression of layer streams: image-core's [`codec`](image_core::codec),
@@ -126,6 +127,9 @@ pub use whiteout::{OverlayXattrs, WhiteoutMode};
 // and, through image-store's registry, of the crates below.
 image_core::classify_registry!(
     below: image_store::kind_of;
+    crate::analysis::AnalysisError,
+    crate::analysis::AllowListError,
+    crate::analysis::GateError,
     crate::append::AppendError,
     crate::compare::CompareError,
     crate::diff::DiffError,
