@@ -119,6 +119,13 @@ enum Command {
     Login(cmd::registry::LoginArgs),
     /// Remove a registry's credentials from the Docker config file.
     Logout(cmd::registry::LogoutArgs),
+    /// Report an image's size efficiency (as dive computes it) and wasted
+    /// bytes; optionally an HTML page and CI thresholds.
+    Analyze(cmd::analyze::AnalyzeArgs),
+    /// Find secrets leaked into an image's layers, history or config.
+    Secrets(cmd::analyze::SecretsArgs),
+    /// Print what each layer adds, modifies and deletes.
+    Layers(cmd::analyze::LayersArgs),
 }
 
 fn main() -> ExitCode {
@@ -162,6 +169,9 @@ fn main() -> ExitCode {
         Command::Manifest(a) => cmd::registry::manifest(a),
         Command::Login(a) => cmd::registry::login(a),
         Command::Logout(a) => cmd::registry::logout(a),
+        Command::Analyze(a) => cmd::analyze::analyze_cmd(&cli.store, a),
+        Command::Secrets(a) => cmd::analyze::secrets_cmd(&cli.store, a),
+        Command::Layers(a) => cmd::analyze::layers_cmd(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -178,7 +178,7 @@ pub fn render(analysis: &Analysis) -> String {
             h,
             "<tr class=\"layer\" data-index=\"{i}\" data-digest=\"{d}\" data-bytes=\"{b}\" data-useful=\"{u}\" data-wasted=\"{w}\">\
              <td><span class=\"swatch\" style=\"background:{c}\"></span>{i}</td><td>{b}</td><td>{u}</td><td>{w}</td>\
-             <td><div class=\"bar\" style=\"width:{bw:.2}%\"><span class=\"useful\" style=\"width:{up:.2}%;background:{c}\"></span><span class=\"wasted\" style=\"width:{wp:.2}%\"></span></div></td>\
+             <td class=\"barcell\"><div class=\"bar\" style=\"width:{bw:.2}%\"><span class=\"useful\" style=\"width:{up:.2}%;background:{c}\"></span><span class=\"wasted\" style=\"width:{wp:.2}%\"></span></div></td>\
              <td class=\"cmd\">{cmd}</td></tr>",
             i = l.index,
             d = esc(&l.digest.to_string()),
@@ -229,7 +229,7 @@ const STYLE: &str = "body{font:14px sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin-bottom:1em}td,th{padding:2px 8px;text-align:left;border-bottom:1px solid #eee}\
 .digest{font-family:monospace;color:#666}.bar{height:14px;background:#eee;display:flex;min-width:2px}\
 .bar span{display:block;height:100%}.wasted{background:repeating-linear-gradient(45deg,#c33,#c33 3px,#e88 3px,#e88 6px)}\
-.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}.cmd{font-family:monospace;font-size:12px;max-width:40em;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}\
+.barcell{width:320px}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}.cmd{font-family:monospace;font-size:12px;max-width:40em;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}\
 #treemap{position:relative;width:100%;height:520px;border:1px solid #999}\
 .cell{position:absolute;box-sizing:border-box;border:1px solid rgba(255,255,255,.6);overflow:hidden;font-size:10px;color:#000}\
 #hover{font-family:monospace;min-height:1.5em}";
