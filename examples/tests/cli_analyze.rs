@@ -283,3 +283,42 @@ fn dom_value_attr<'a>(dom: &'a str, attr: &str) -> &'a str {
         .next()
         .unwrap_or_else(|| panic!("{attr} in the DOM"))
 }
+
+/// `docker://REF` reads the image from a registry (the real distribution
+/// server): the same numbers as from the store it was pushed from.
+#[test]
+fn a_registry_source_gives_the_same_numbers() {
+    use image_testsupport::registry::{Registry, RegistryOptions};
+    if !busybox_ready() {
+        return;
+    }
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let cli = Cli::new(Cleanup::Mounts);
+    leaky_image(&cli);
+    let dest = format!("{}/analyze/leaky:3", registry.host_port());
+    cli.ok(&["push", "t:3", &dest, "--insecure", "--quiet"]);
+    let pick = |v: Value| {
+        (
+            v["wastedBytes"].clone(),
+            v["totalBytes"].clone(),
+            v["efficiency"].clone(),
+        )
+    };
+    let store = pick(json(&cli.ok(&["analyze", "t:3", "--json"])));
+    let remote = json(&cli.ok(&[
+        "analyze",
+        &format!("docker://{dest}"),
+        "--insecure",
+        "--json",
+    ]));
+    assert_eq!(store, pick(remote));
+    let v = json(&cli.ok(&[
+        "secrets",
+        &format!("docker://{dest}"),
+        "--insecure",
+        "--json",
+    ]));
+    assert_eq!(v["findings"][0]["path"], "/tmp/pass");
+}
