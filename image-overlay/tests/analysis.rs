@@ -590,3 +590,26 @@ fn a_tampered_layer_is_refused() {
     assert!(matches!(e, AnalysisError::Layer { index: 0, .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::DigestMismatch);
 }
+
+/// Only the first `max_scan_bytes` of a file are read for secrets: a token
+/// past them is not seen, one inside them is; a NUL byte there marks the
+/// file binary and skips it.
+#[test]
+fn the_scan_reads_only_the_start_of_each_file() {
+    let token = format!("ghp_{}", alnum(36, 21));
+    let mut far = vec![b'x'; 200_000];
+    far.extend_from_slice(format!(" {token}\n").as_bytes());
+    let near = format!("{token}\n{}", "y".repeat(200_000));
+    let binary = format!("\0{token}\n");
+    let l0 = TarBuf::new()
+        .file("far.txt", &far)
+        .file("near.txt", near.as_bytes())
+        .file("bin.dat", binary.as_bytes())
+        .end();
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(work.path().join("layout")).expect("layout");
+    let image = image_of(&store, "t/bounded", &[(l0, "ADD files")], &[]);
+    let a = analyze(&store, &image, &AnalyzeOptions::default()).expect("analyze");
+    let paths: Vec<Option<&str>> = a.findings.iter().map(|f| f.path.as_deref()).collect();
+    assert_eq!(paths, [Some("/near.txt")]);
+}

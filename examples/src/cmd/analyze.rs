@@ -278,7 +278,11 @@ pub fn analyze_cmd(store: &StoreArgs, args: AnalyzeArgs) -> anyhow::Result<()> {
         }
         gates = gates.min_efficiency(f);
     }
-    let a = run(store, &args.source, &AnalyzeOptions::default())?;
+    let a = run(
+        store,
+        &args.source,
+        &AnalyzeOptions::default().with_changes(false),
+    )?;
     let e = &a.efficiency;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -363,7 +367,9 @@ pub fn secrets_cmd(store: &StoreArgs, args: SecretsArgs) -> anyhow::Result<()> {
     let a = run(
         store,
         &args.source,
-        &AnalyzeOptions::default().with_secrets(secrets),
+        &AnalyzeOptions::default()
+            .with_secrets(secrets)
+            .with_changes(false),
     )?;
     let mut out = std::io::stdout().lock();
     if args.json {

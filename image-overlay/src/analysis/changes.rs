@@ -6,7 +6,7 @@
 //! opaque directory removes them in one range walk, and every path is
 //! removed at most once after it was added (linear work per layer).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -250,11 +250,17 @@ pub(crate) struct Buried {
 #[derive(Debug, Default)]
 pub(crate) struct Stack {
     pub(crate) paths: BTreeMap<String, Node>,
+    /// Paths visited by `whiteout_sizes` (for the linearity test).
+    #[cfg(test)]
+    pub(crate) visited: std::cell::Cell<usize>,
 }
 
 impl Stack {
     /// The bytes of `path` and everything beneath it, for dive's sizing of
-    /// a whiteout: the subtree's sizes when `path` is a directory, else 0.
+    /// a whiteout: the subtree's sizes when `path` is a directory, else 0
+    /// (the plain definition [`whiteout_sizes`](Stack::whiteout_sizes) is
+    /// checked against).
+    #[cfg(test)]
     pub(crate) fn whiteout_size(&self, path: &str) -> u64 {
         match self.paths.get(path) {
             Some(n) if n.file_type == FileType::Dir => {
@@ -267,6 +273,61 @@ impl Stack {
             }
             _ => 0,
         }
+    }
+
+    /// [`whiteout_size`](Stack::whiteout_size) of each of `targets` (the
+    /// paths one layer's whiteouts delete), in one walk: each path of the
+    /// filesystem is visited at most once, however the targets nest (a
+    /// target beneath another is summed from the outer one's walk).
+    pub(crate) fn whiteout_sizes<'t>(&self, targets: &[&'t str]) -> HashMap<&'t str, u64> {
+        // In component order a directory's descendants follow it at once
+        // (in byte order `a-b` would sort between `a` and `a/b`), so one
+        // sweep finds the outermost target above each target.
+        let mut sorted: Vec<&'t str> = targets.to_vec();
+        sorted.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        sorted.dedup();
+        let mut groups: Vec<(&'t str, Vec<&'t str>)> = Vec::new();
+        for t in sorted {
+            match groups.last_mut() {
+                Some((outer, inner))
+                    if t.len() > outer.len()
+                        && t.starts_with(*outer)
+                        && t.as_bytes()[outer.len()] == b'/' =>
+                {
+                    inner.push(t);
+                }
+                _ => groups.push((t, vec![t])),
+            }
+        }
+        let mut sizes = HashMap::with_capacity(targets.len());
+        for (outer, inner) in groups {
+            // The outer target's tree, sorted, with running sums.
+            let mut keys: Vec<&str> = Vec::new();
+            let mut sums: Vec<u64> = vec![0];
+            let own = self.paths.get_key_value(outer);
+            for (k, n) in own.into_iter().chain(self.paths.range(descendants(outer))) {
+                #[cfg(test)]
+                self.visited.set(self.visited.get() + 1);
+                keys.push(k);
+                sums.push(sums[sums.len() - 1] + n.size);
+            }
+            for t in inner {
+                let size = match self.paths.get(t) {
+                    Some(n) if n.file_type == FileType::Dir => {
+                        // `t` itself, then the range `t/` .. `t0` (what sorts
+                        // between, `t-x`, is not beneath `t`).
+                        let lo = format!("{t}/");
+                        let hi = format!("{t}0");
+                        let from = keys.partition_point(|k| *k < lo.as_str());
+                        let to = keys.partition_point(|k| *k < hi.as_str());
+                        n.size + sums[to] - sums[from]
+                    }
+                    _ => 0,
+                };
+                sizes.insert(t, size);
+            }
+        }
+        sizes
     }
 
     /// Removes the paths beneath `dir` (and `dir` itself when `with_dir`),
@@ -425,6 +486,83 @@ mod tests {
             0,
             "a deleted file counts 0, as in dive"
         );
+    }
+
+    fn file(t: FileType, size: u64) -> Node {
+        Node {
+            file_type: t,
+            size,
+            mode: 0,
+            layer: 0,
+            sensitive: None,
+        }
+    }
+
+    /// Generated trees and nested whiteout targets: the one-walk sizes are
+    /// the plain definition's, and each path is visited at most once.
+    #[test]
+    fn whiteout_sizes_match_the_definition_and_visit_each_path_once() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..200 {
+            let mut s = Stack::default();
+            let names = ["a", "a-b", "b", "a0", "c"];
+            let mut dirs = vec![String::new()];
+            for _ in 0..40 {
+                let parent = dirs[(next() % dirs.len() as u64) as usize].clone();
+                let name = names[(next() % names.len() as u64) as usize];
+                let p = join(&parent, name);
+                if next() % 2 == 0 {
+                    s.paths.insert(p.clone(), file(FileType::Dir, 0));
+                    dirs.push(p);
+                } else {
+                    s.paths
+                        .entry(p)
+                        .or_insert(file(FileType::File, next() % 100));
+                }
+            }
+            let keys: Vec<String> = s.paths.keys().cloned().collect();
+            let targets: Vec<&str> = keys
+                .iter()
+                .filter(|_| next() % 3 == 0)
+                .map(String::as_str)
+                .chain(["zz", "a/none"])
+                .collect();
+            s.visited.set(0);
+            let got = s.whiteout_sizes(&targets);
+            assert!(s.visited.get() <= s.paths.len(), "each path once");
+            for t in &targets {
+                assert_eq!(got[t], s.whiteout_size(t), "{t} in {keys:?}");
+            }
+        }
+    }
+
+    /// A deep chain of directories, each deleted by a whiteout of the same
+    /// layer (dive sums each one's tree): one walk of the chain, not one
+    /// per whiteout.
+    #[test]
+    fn nested_whiteouts_walk_the_tree_once() {
+        let mut s = Stack::default();
+        let mut p = String::from("d");
+        let mut targets = Vec::new();
+        for _ in 0..2000 {
+            s.paths.insert(p.clone(), file(FileType::Dir, 0));
+            targets.push(p.clone());
+            p.push_str("/d");
+        }
+        for i in 0..1000 {
+            s.paths.insert(format!("{p}/f{i}"), file(FileType::File, 1));
+        }
+        let t: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let sizes = s.whiteout_sizes(&t);
+        assert_eq!(sizes["d"], 1000);
+        assert_eq!(sizes[t[1999]], 1000);
+        assert_eq!(s.visited.get(), s.paths.len());
     }
 
     #[test]

@@ -87,12 +87,22 @@ impl Builder {
                 nodes.insert(node, e);
             }
         }
-        for (node, e) in &nodes {
-            if nodes.range(descendants(node)).next().is_some() {
-                continue;
-            }
+        let leaves: Vec<(&String, &&LayerEntry)> = nodes
+            .iter()
+            .filter(|(node, _)| nodes.range(descendants(node)).next().is_none())
+            .collect();
+        let targets: Vec<&str> = leaves
+            .iter()
+            .filter(|(_, e)| e.whiteout == Some(Whiteout::Remove))
+            .map(|(_, e)| e.path.as_str())
+            .collect();
+        let deleted = lower.whiteout_sizes(&targets);
+        for (node, e) in leaves {
             let (path, size) = match e.whiteout {
-                Some(Whiteout::Remove) => (e.path.as_str(), lower.whiteout_size(&e.path)),
+                Some(Whiteout::Remove) => (
+                    e.path.as_str(),
+                    deleted.get(e.path.as_str()).copied().unwrap_or(0),
+                ),
                 _ => (node.as_str(), e.size),
             };
             match self.paths.get_mut(path) {

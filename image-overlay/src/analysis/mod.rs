@@ -62,16 +62,36 @@ pub use secrets::{AllowList, AllowListError, Finding, LayerRef, SecretOptions, S
 use changes::{LayerEntry, Stack};
 
 /// Knobs of an analysis.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AnalyzeOptions {
     /// Cost limits of each layer, as for unpack.
     pub limits: Limits,
     /// The secret scan.
     pub secrets: SecretOptions,
+    /// Keep each layer's change list ([`LayerAnalysis::changes`]); without
+    /// it only their counts are kept, and memory holds the filesystem's
+    /// paths and one layer's entries whatever the number of layers.
+    pub keep_changes: bool,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            limits: Limits::default(),
+            secrets: SecretOptions::default(),
+            keep_changes: true,
+        }
+    }
 }
 
 impl AnalyzeOptions {
+    /// Keeps each layer's change list, or only their counts.
+    pub fn with_changes(mut self, keep: bool) -> Self {
+        self.keep_changes = keep;
+        self
+    }
+
     /// Uses these secret-scan options.
     pub fn with_secrets(mut self, secrets: SecretOptions) -> Self {
         self.secrets = secrets;
@@ -197,7 +217,8 @@ pub struct LayerAnalysis {
     pub modified: u64,
     /// See `added`.
     pub deleted: u64,
-    /// The changes, in archive order (whiteouts first).
+    /// The changes, in archive order (whiteouts first); empty unless
+    /// [`AnalyzeOptions::keep_changes`].
     pub changes: Vec<Change>,
 }
 
@@ -384,7 +405,11 @@ fn analyze_core(
             added: count(ChangeKind::Added),
             modified: count(ChangeKind::Modified),
             deleted: count(ChangeKind::Deleted) + count(ChangeKind::Opaque),
-            changes,
+            changes: if options.keep_changes {
+                changes
+            } else {
+                Vec::new()
+            },
         });
         refs.push(layer_ref);
     }
