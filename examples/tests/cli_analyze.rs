@@ -322,3 +322,35 @@ fn a_registry_source_gives_the_same_numbers() {
     ]));
     assert_eq!(v["findings"][0]["path"], "/tmp/pass");
 }
+
+/// A Debian image (made offline from this machine's own packages, as the
+/// parity tests make their Debian base) reports no secret.
+#[test]
+fn a_debian_image_reports_no_secret() {
+    if image_testsupport::tools::which("dpkg-query").is_none() {
+        image_testsupport::tools::skip_or_fail(
+            "dpkg-query (a Debian machine to make a Debian root from)",
+        );
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    let root = cli.tmp.path().join("debian");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity_support/debian-root.sh");
+    let mut cmd = Command::new("sh");
+    cmd.arg(script).arg(&root);
+    let out = run_bounded(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli.ok(&[
+        "append",
+        "--rootfs",
+        root.to_str().expect("utf8"),
+        "--tag",
+        "debian:1",
+    ]);
+    let v = json(&cli.ok(&["secrets", "debian:1", "--json"]));
+    assert_eq!(v, serde_json::json!({"findings": []}));
+}

@@ -135,9 +135,9 @@ const CONTENT: &[ContentRule] = &[
     },
     ContentRule {
         name: "npmrc-auth",
-        pattern: r"(?m)(?:_authToken|_auth|_password)\s*=\s*([^\s$][^\s]*)",
+        pattern: r"(?m)(?:_authToken|_auth|_password)[ \t]*=[ \t]*([^\s$][^\s]*)",
         show: Show::Lead,
-        names: &[],
+        names: &[".npmrc", "npmrc"],
         accept: any,
     },
     ContentRule {
@@ -177,7 +177,7 @@ const CONTENT: &[ContentRule] = &[
     },
     ContentRule {
         name: "high-entropy-assignment",
-        pattern: r#"(?i)\b(?:[a-z0-9_.-]*(?:_key|_token|_secret|password|passwd)|secret|token|api_?key)["']?\s*[:=]\s*["']?([^\s"'$<>{}()\[\];,`\\]{16,})"#,
+        pattern: r#"(?i)\b(?:[a-z0-9_.-]*(?:_key|_token|_secret|password|passwd)|secret|token|api_?key)["']?[ \t]*[:=][ \t]*["']?([^\s"'$<>{}()\[\];,`\\%&]{16,})"#,
         show: Show::Lead,
         names: &[],
         accept: high_entropy,
@@ -218,6 +218,9 @@ pub(crate) fn scan_content(path: &str, text: &[u8], hit: &mut dyn FnMut(Hit)) {
         if !rule.names.is_empty() && !rule.names.contains(&base) {
             continue;
         }
+        if rule.name == "high-entropy-assignment" && !generic_applies(path) {
+            continue;
+        }
         for caps in c.each[i].captures_iter(text) {
             let (Some(all), Some(secret)) = (caps.get(0), caps.get(1)) else {
                 continue;
@@ -248,6 +251,27 @@ pub(crate) fn scan_content(path: &str, text: &[u8], hit: &mut dyn FnMut(Hit)) {
                 excerpt,
             });
         }
+    }
+}
+
+/// Whether the generic rule (a high-entropy value assigned to a
+/// secret-sounding name) applies to the file at `path`: not to program
+/// sources, where such names hold expressions and documented protocol
+/// examples (pip, oauthlib, cryptography in Debian's python3 all do), nor
+/// to documentation; the rules with documented prefixes still apply there.
+/// Shell scripts and configuration files are scanned.
+fn generic_applies(path: &str) -> bool {
+    const CODE: &[&str] = &[
+        "py", "pyi", "pl", "pm", "rb", "js", "mjs", "cjs", "ts", "go", "java", "c", "h", "cc",
+        "cpp", "hpp", "rs", "php", "lua", "tcl", "html", "htm", "md", "rst", "txt", "pod",
+    ];
+    if path.starts_with("usr/share/doc/") || path.starts_with("usr/share/man/") {
+        return false;
+    }
+    let base = super::super::changes::name(path);
+    match base.rsplit_once('.') {
+        Some((_, ext)) => !CODE.contains(&ext.to_ascii_lowercase().as_str()),
+        None => true,
     }
 }
 
@@ -443,6 +467,33 @@ mod tests {
         assert!(rules_of("x", "AKIAIOSFODNN7EXAMPLE").is_empty());
         assert!(rules_of("x", "DB_PASSWORD=${DB_PASSWORD}").is_empty());
         assert!(rules_of("x", "sort_key = lambda item: item.name").is_empty());
+    }
+
+    /// What a probe of Debian's python3, perl, docs and /etc flagged
+    /// before: code expressions, protocol examples in sources, `_password`
+    /// outside an .npmrc, a match across a line break.
+    #[test]
+    fn debian_false_positives_stay_out() {
+        let code = "        private_key = ec.derive_private_key(secret2, self.curve)\n\
+                    oauth_token=Kd8sLmQ2pZx7Vb3NcR5tYw1Pa9\n";
+        assert!(rules_of("usr/lib/python3/dist-packages/x/ssh.py", code).is_empty());
+        assert!(rules_of(
+            "usr/share/doc/x/README",
+            "api_key=Kd8sLmQ2pZx7Vb3NcR5tYw1Pa9"
+        )
+        .is_empty());
+        assert!(rules_of("etc/ssl/openssl.cnf", "challenge_password = A challenge").is_empty());
+        assert!(rules_of("x.cfg", "token':\n   Kd8sLmQ2pZx7Vb3NcR5tYw1Pa9").is_empty());
+        assert!(rules_of("x.cfg", "secret=a%3Db&oauth_token=lock%26key9876543").is_empty());
+        assert_eq!(rules_of("root/.npmrc", "_authToken=abc")[0].0, "npmrc-auth");
+        assert_eq!(
+            rules_of(
+                "srv/entrypoint.sh",
+                "export API_TOKEN=Kd8sLmQ2pZx7Vb3NcR5tYw1Pa9"
+            )[0]
+            .0,
+            "high-entropy-assignment"
+        );
     }
 
     #[test]
