@@ -27,30 +27,8 @@ I="$ROOT/target/release/imagectl"
 export IMAGECTL_STORE="$WORK/store"
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK"
 
-gen() { # gen DIR FILES LARGE_MB SEED (as bench/overlay/unpack.sh)
-  python3 - "$@" <<'PY'
-import os, sys, random
-root, n, large, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rnd = random.Random(seed)
-words = [bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz_") for _ in range(rnd.randint(2, 10))) for _ in range(4000)]
-os.makedirs(root, exist_ok=True)
-for i in range(n):
-    d = os.path.join(root, f"l{seed}", f"d{i % 300:03d}", f"s{i % 5}")
-    os.makedirs(d, exist_ok=True)
-    size = rnd.choice([0, 100, 1000, 4000, 16000, 64000])
-    if i % 2:
-        data = b" ".join(rnd.choice(words) for _ in range(size // 6))[:size]
-    else:
-        half = size // 2
-        data = rnd.randbytes(half) + bytes(size - half)
-    with open(os.path.join(d, f"f{i}"), "wb") as f:
-        f.write(data)
-if large:
-    os.makedirs(os.path.join(root, "large"), exist_ok=True)
-    with open(os.path.join(root, "large", "blob"), "wb") as f:
-        for _ in range(large):
-            f.write(rnd.randbytes(512 * 1024) + bytes(512 * 1024))
-PY
+gen() { # gen DIR FILES LARGE_MB SEED (bench/gen_tree.py, as unpack.sh)
+  python3 "$ROOT/bench/gen_tree.py" "$@"
 }
 
 make_image() { # make_image TAG LAYERS... (each a directory)

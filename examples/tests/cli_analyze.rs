@@ -14,41 +14,32 @@ use serde_json::Value;
 /// `t:3` rewrites `/tmp/big` and deletes `/tmp/pass`.
 fn leaky_image(cli: &Cli) {
     let tmp = cli.tmp.path();
+    let append = |dir: &Path, base: Option<&str>, tag: &str| {
+        let mut args = vec![
+            "append",
+            "--rootfs",
+            dir.to_str().expect("utf8"),
+            "--tag",
+            tag,
+        ];
+        if let Some(b) = base {
+            args.extend(["--base", b]);
+        }
+        cli.ok(&args);
+    };
     let r1 = tmp.join("r1");
     busybox_rootfs(&r1, &["sh"]);
-    cli.ok(&[
-        "append",
-        "--rootfs",
-        r1.to_str().expect("utf8"),
-        "--tag",
-        "t:1",
-    ]);
+    append(&r1, None, "t:1");
     let r2 = tmp.join("r2");
     std::fs::create_dir_all(r2.join("tmp")).expect("mkdir");
     std::fs::write(r2.join("tmp/big"), vec![7u8; 50_000]).expect("write");
     std::fs::write(r2.join("tmp/pass"), b"hunter2\n").expect("write");
-    cli.ok(&[
-        "append",
-        "--base",
-        "t:1",
-        "--rootfs",
-        r2.to_str().expect("utf8"),
-        "--tag",
-        "t:2",
-    ]);
+    append(&r2, Some("t:1"), "t:2");
     let r3 = tmp.join("r3");
     std::fs::create_dir_all(r3.join("tmp")).expect("mkdir");
     std::fs::write(r3.join("tmp/big"), vec![8u8; 50_000]).expect("write");
     std::fs::write(r3.join("tmp/.wh.pass"), b"").expect("write");
-    cli.ok(&[
-        "append",
-        "--base",
-        "t:2",
-        "--rootfs",
-        r3.to_str().expect("utf8"),
-        "--tag",
-        "t:3",
-    ]);
+    append(&r3, Some("t:2"), "t:3");
 }
 
 fn json(s: &str) -> Value {

@@ -437,10 +437,16 @@ impl Stack {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(path: &str, kind: EntryKind, size: u64, whiteout: Option<Whiteout>) -> LayerEntry {
+    /// An entry for tests (of this module and of efficiency).
+    pub(crate) fn entry(
+        path: &str,
+        kind: EntryKind,
+        size: u64,
+        whiteout: Option<Whiteout>,
+    ) -> LayerEntry {
         LayerEntry {
             path: path.into(),
             kind,
@@ -502,13 +508,7 @@ mod tests {
     /// the plain definition's, and each path is visited at most once.
     #[test]
     fn whiteout_sizes_match_the_definition_and_visit_each_path_once() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = image_testsupport::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200 {
             let mut s = Stack::default();
             let names = ["a", "a-b", "b", "a0", "c"];

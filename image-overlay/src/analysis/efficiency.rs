@@ -285,16 +285,7 @@ mod tests {
     use super::*;
     use crate::list::EntryKind;
 
-    fn e(path: &str, kind: EntryKind, size: u64, whiteout: Option<Whiteout>) -> LayerEntry {
-        LayerEntry {
-            path: path.into(),
-            kind,
-            mode: 0o644,
-            size,
-            whiteout,
-            sensitive: None,
-        }
-    }
+    use crate::analysis::changes::tests::entry as e;
 
     fn run(layers: &[Vec<LayerEntry>]) -> Efficiency {
         let mut b = Builder::default();

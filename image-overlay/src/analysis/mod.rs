@@ -45,11 +45,11 @@ use std::io::Read;
 use image_core::config::History;
 use image_core::error::unless_named;
 use image_core::manifest::descriptor_media_type;
-use image_core::{
-    Classify, Compression, DescriptorExt, Digest, ErrorKind, MediaTypeError, ParseError,
-};
+use image_core::{Classify, Compression, Descriptor, Digest, ErrorKind};
 use image_store::image::Image;
-use image_store::{ContentError, Provider};
+use image_store::Provider;
+
+use crate::flatten::{layer_compressions, open_layer, FlattenError};
 use serde::Serialize;
 
 use crate::list::{list_reading, EntryKind, ListOptions};
@@ -109,50 +109,11 @@ impl AnalyzeOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnalysisError {
-    /// The manifest and the config disagree on the number of layers.
-    #[error(
-        "image {image}: the manifest has {layers} layers but the config lists {diff_ids} diff IDs"
-    )]
-    LayerCount {
-        /// The image.
-        image: String,
-        /// Layers in the manifest.
-        layers: usize,
-        /// Diff IDs in the config.
-        diff_ids: usize,
-    },
-    /// A layer's media type is not a layer's.
-    #[error("image {image}: layer {index}")]
-    MediaType {
-        /// The image.
-        image: String,
-        /// The layer's position.
-        index: usize,
-        /// The error.
-        source: MediaTypeError,
-    },
-    /// A layer descriptor's digest is not valid.
-    #[error("image {image}: layer {index}")]
-    BadLayer {
-        /// The image.
-        image: String,
-        /// The layer's position.
-        index: usize,
-        /// The error.
-        source: Box<ParseError>,
-    },
-    /// A layer could not be opened.
-    #[error("image {image}: layer {index}{}", unless_named(.digest, &**.source))]
-    Content {
-        /// The image.
-        image: String,
-        /// The layer's position.
-        index: usize,
-        /// The layer's digest.
-        digest: Digest,
-        /// The error.
-        source: Box<ContentError>,
-    },
+    /// The layers cannot be read: the config and manifest disagree on
+    /// their number, a media type is not a layer's, a descriptor is
+    /// invalid, a blob is missing (the checks of a flatten, shared).
+    #[error(transparent)]
+    Open(#[from] FlattenError),
     /// A layer could not be read, or is not the blob its descriptor names.
     #[error("image {image}: layer {index}{}", unless_named(.digest, &**.source))]
     Layer {
@@ -170,11 +131,7 @@ pub enum AnalysisError {
 impl Classify for AnalysisError {
     fn kind(&self) -> ErrorKind {
         match self {
-            AnalysisError::LayerCount { .. } | AnalysisError::BadLayer { .. } => {
-                ErrorKind::InvalidInput
-            }
-            AnalysisError::MediaType { source, .. } => source.kind(),
-            AnalysisError::Content { source, .. } => source.kind(),
+            AnalysisError::Open(source) => source.kind(),
             AnalysisError::Layer { source, .. } => source.kind(),
         }
     }
@@ -294,27 +251,22 @@ pub fn analyze<P: Provider + ?Sized>(
     image: &Image,
     options: &AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
-    let open = |d: &image_core::Descriptor| provider.reader_for_unverified(d);
-    analyze_core(&open, image, options)
+    let compressions = layer_compressions(image)?;
+    let open = |index: usize, d: &Descriptor| open_layer(provider, image, index, d);
+    analyze_core(&open, &compressions, image, options)
 }
 
-type Open<'a> = dyn Fn(&image_core::Descriptor) -> Result<Box<dyn Read + Send>, ContentError> + 'a;
+type Open<'a> =
+    dyn Fn(usize, &Descriptor) -> Result<(Digest, Box<dyn Read + Send>), FlattenError> + 'a;
 
 fn analyze_core(
     open: &Open<'_>,
+    compressions: &[Compression],
     image: &Image,
     options: &AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
-    let name = || image.name.clone();
     let layers = image.layers();
     let diff_ids = image.diff_ids();
-    if layers.len() != diff_ids.len() {
-        return Err(AnalysisError::LayerCount {
-            image: name(),
-            layers: layers.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
     let config = image.config.file();
     let history = config.history.as_deref().unwrap_or(&[]);
     let made_by = history_for_layers(history, layers.len());
@@ -323,43 +275,20 @@ fn analyze_core(
     let mut eff = efficiency::Builder::default();
     let mut out = Vec::with_capacity(layers.len());
     let mut refs = Vec::with_capacity(layers.len());
-    for (index, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
-        let media_type = descriptor_media_type(desc);
-        let compression =
-            media_type
-                .require_layer_compression()
-                .map_err(|source| AnalysisError::MediaType {
-                    image: name(),
-                    index,
-                    source,
-                })?;
-        let digest = desc
-            .checked_digest()
-            .map_err(|source| AnalysisError::BadLayer {
-                image: name(),
-                index,
-                source: Box::new(source),
-            })?;
+    for (index, ((desc, diff_id), &compression)) in
+        layers.iter().zip(diff_ids).zip(compressions).enumerate()
+    {
+        let (digest, reader) = open(index, desc)?;
         let layer_ref = LayerRef {
             index,
             digest: digest.clone(),
         };
         let layer_err = |source: UnpackError| AnalysisError::Layer {
-            image: name(),
+            image: image.name.clone(),
             index,
             digest: digest.clone(),
             source: Box::new(source),
         };
-        let reader =
-            open(desc).map_err(|source| match crate::unpack::descriptor_mismatch(source) {
-                Ok(unpack) => layer_err(unpack),
-                Err(source) => AnalysisError::Content {
-                    image: name(),
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(source),
-                },
-            })?;
         let read = read_layer(reader, compression, &layer_ref, options, &mut collector)
             .map_err(layer_err)?;
         verify(&read.report, &digest, desc.size(), diff_id).map_err(layer_err)?;
@@ -393,7 +322,7 @@ fn analyze_core(
             index,
             digest: digest.clone(),
             diff_id: diff_id.clone(),
-            media_type: media_type.to_string(),
+            media_type: descriptor_media_type(desc).to_string(),
             history: made_by[index],
             created_by: made_by[index].and_then(|h| history[h].created_by.clone()),
             compressed_size: read.report.compressed_size,

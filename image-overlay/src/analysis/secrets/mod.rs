@@ -312,6 +312,17 @@ mod tests {
         }
     }
 
+    fn push_one(c: &mut Collector<'_>) {
+        c.push(
+            "r",
+            None,
+            Some("/x".into()),
+            None,
+            Source::File,
+            String::new(),
+        );
+    }
+
     #[test]
     fn findings_are_bounded_and_allowed_by_fingerprint() {
         let options = SecretOptions {
@@ -320,14 +331,7 @@ mod tests {
         };
         let mut c = Collector::new(&options);
         for _ in 0..5 {
-            c.push(
-                "r",
-                None,
-                Some("/x".into()),
-                None,
-                Source::File,
-                String::new(),
-            );
+            push_one(&mut c);
         }
         assert_eq!(c.findings.len(), 2);
         assert!(c.truncated);
@@ -336,22 +340,8 @@ mod tests {
         let options = SecretOptions::default()
             .with_allow(AllowList::parse(&format!("fingerprint:{fp}")).unwrap());
         let mut c = Collector::new(&options);
-        c.push(
-            "r",
-            None,
-            Some("/x".into()),
-            None,
-            Source::File,
-            String::new(),
-        );
-        c.push(
-            "r",
-            None,
-            Some("/x".into()),
-            None,
-            Source::File,
-            String::new(),
-        );
+        push_one(&mut c);
+        push_one(&mut c);
         assert_eq!(c.findings.len(), 1);
     }
 }
