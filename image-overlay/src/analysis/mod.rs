@@ -16,7 +16,7 @@
 //! use image_overlay::analysis::{analyze, AnalyzeOptions};
 //! use image_store::{image::resolve_image, OciDir};
 //!
-//! let store = OciDir::open("/var/lib/images".as_ref())?;
+//! let store = OciDir::open("/var/lib/images")?;
 //! let image = resolve_image(&store, "docker.io/library/debian:12", None)?;
 //! let analysis = analyze(&store, &image, &AnalyzeOptions::default())?;
 //! println!("efficiency {:.2}, {} bytes wasted", analysis.efficiency.efficiency,
