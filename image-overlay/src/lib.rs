@@ -19,7 +19,9 @@
 //! - [`append`]: a new tagged image from a base plus a directory or a
 //!   layer tarball, with config changes, in one call ([`append_dir`]);
 //! - [`snapshot`]: overlay and copy snapshotters, and [`image_unpack`]
-//!   unpacking an image's layers into them.
+//!   unpacking an image's layers into them;
+//! - [`analysis`]: what each layer changes, dive's efficiency, leaked
+//!   secrets and an HTML size report, from one read of each layer.
 //!
 //! ```
 //! use image_core::Compression;
