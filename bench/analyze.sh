@@ -10,7 +10,7 @@
 #
 # Defaults: 4 layers of 6000 files and one 128 MiB layer. RUNS=N
 # repetitions (default 5; medians, min and max printed); WORK=DIR puts the
-# data elsewhere. Then peak RSS of the analysis of images of 1, 2, 4 and 8
+# data elsewhere; IMAGECTL=PATH measures that binary (no build). Then peak RSS of the analysis of images of 1, 2, 4 and 8
 # layers that rewrite the same files (memory should stay flat as layers
 # grow: the paths of the filesystem and of one layer are kept, never
 # data). Goal: analysis <= 1.3x gzip -dc.
@@ -22,8 +22,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$(mktemp -d /var/tmp/analyze-bench.XXXXXX)}
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
-cargo build --release -q -p imagectl --manifest-path "$ROOT/Cargo.toml"
-I="$ROOT/target/release/imagectl"
+# IMAGECTL=PATH measures that binary instead of building the release one.
+if [ -z "${IMAGECTL:-}" ]; then
+  cargo build --release -q -p imagectl --manifest-path "$ROOT/Cargo.toml"
+fi
+I=${IMAGECTL:-"$ROOT/target/release/imagectl"}
 export IMAGECTL_STORE="$WORK/store"
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK"
 
