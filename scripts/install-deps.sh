@@ -10,6 +10,7 @@ packages=(
   tar gzip pigz zstd bc                       # layer peers and bench tools
   libarchive-tools buildah                    # more layer producers (bsdtar, buildah commit)
   curl                                        # an HTTPS client for the registry fixtures' tests
+  chromium                                    # headless check of imagectl analyze --html
 )
 missing=()
 for p in "${packages[@]}"; do

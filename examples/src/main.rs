@@ -127,6 +127,13 @@ enum Command {
     Mutate(cmd::surgery::MutateArgs),
     /// Write an image's final filesystem as one tar stream (crane export).
     Export(cmd::surgery::ExportArgs),
+    /// Report an image's size efficiency (as dive computes it) and wasted
+    /// bytes; optionally an HTML page and CI thresholds.
+    Analyze(cmd::analyze::AnalyzeArgs),
+    /// Find secrets leaked into an image's layers, history or config.
+    Secrets(cmd::analyze::SecretsArgs),
+    /// Print what each layer adds, modifies and deletes.
+    Layers(cmd::analyze::LayersArgs),
 }
 
 fn main() -> ExitCode {
@@ -174,6 +181,9 @@ fn main() -> ExitCode {
         Command::Rebase(a) => cmd::surgery::rebase_cmd(&cli.store, a),
         Command::Mutate(a) => cmd::surgery::mutate_cmd(&cli.store, a),
         Command::Export(a) => cmd::surgery::export_cmd(&cli.store, a),
+        Command::Analyze(a) => cmd::analyze::analyze_cmd(&cli.store, a),
+        Command::Secrets(a) => cmd::analyze::secrets_cmd(&cli.store, a),
+        Command::Layers(a) => cmd::analyze::layers_cmd(&cli.store, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use image_core::manifest::descriptor_media_type;
 use image_core::DescriptorExt;
-use image_core::{Classify, Digest, ErrorKind, MediaTypeError, ParseError};
+use image_core::{Classify, Compression, Digest, ErrorKind, MediaTypeError, ParseError};
 use image_store::image::Image;
 use image_store::{ContentError, Provider};
 
@@ -126,29 +126,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
 ) -> Result<Vec<UnpackReport>, FlattenError> {
     let layers = image.layers();
     let diff_ids = image.diff_ids();
-    if layers.len() != diff_ids.len() {
-        return Err(FlattenError::LayerCount {
-            image: image.name.clone(),
-            layers: layers.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
-    // Decided by the media type, never by sniffing, and for every layer
-    // before the first is applied: an encrypted layer (`...tar+gzip+encrypted`)
-    // must not be read as a plain tar, nor leave the layers below it behind.
-    let compressions = layers
-        .iter()
-        .enumerate()
-        .map(|(index, layer)| {
-            descriptor_media_type(layer)
-                .require_layer_compression()
-                .map_err(|source| FlattenError::MediaType {
-                    image: image.name.clone(),
-                    index,
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let compressions = layer_compressions(image)?;
     std::fs::create_dir_all(target).map_err(|source| FlattenError::Target {
         path: target.to_path_buf(),
         source,
@@ -157,31 +135,7 @@ pub fn flatten_image<P: Provider + ?Sized>(
     for (index, ((layer, diff_id), compression)) in
         layers.iter().zip(diff_ids).zip(compressions).enumerate()
     {
-        let media_type = descriptor_media_type(layer);
-        let digest = layer
-            .checked_digest()
-            .map_err(|source| FlattenError::BadLayer {
-                image: image.name.clone(),
-                index,
-                media_type: media_type.to_string(),
-                source: Box::new(source),
-            })?;
-        let reader = store.reader_for_unverified(layer).map_err(|source| {
-            match crate::unpack::descriptor_mismatch(source) {
-                Ok(unpack) => FlattenError::Unpack {
-                    image: image.name.clone(),
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(unpack),
-                },
-                Err(source) => FlattenError::Content {
-                    image: image.name.clone(),
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(source),
-                },
-            }
-        })?;
+        let (digest, reader) = open_layer(store, image, index, layer)?;
         let mut layer_options = options.clone();
         layer_options.compression = Some(compression);
         layer_options.digest = Some(digest.clone());
@@ -197,4 +151,71 @@ pub fn flatten_image<P: Provider + ?Sized>(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The compression of each of `image`'s layers, decided by its media type
+/// (never by sniffing) and for every layer before the first is read: an
+/// encrypted layer (`...tar+gzip+encrypted`) must not be read as a plain
+/// tar, nor leave the layers below it behind. Checks first that the config
+/// has a diff ID per layer.
+pub(crate) fn layer_compressions(image: &Image) -> Result<Vec<Compression>, FlattenError> {
+    let layers = image.layers();
+    let diff_ids = image.diff_ids();
+    if layers.len() != diff_ids.len() {
+        return Err(FlattenError::LayerCount {
+            image: image.name.clone(),
+            layers: layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    layers
+        .iter()
+        .enumerate()
+        .map(|(index, layer)| {
+            descriptor_media_type(layer)
+                .require_layer_compression()
+                .map_err(|source| FlattenError::MediaType {
+                    image: image.name.clone(),
+                    index,
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Opens layer `index` of `image` (its descriptor `layer`): its digest
+/// checked, its blob opened unverified, for a caller that hashes what it
+/// reads and compares digest, size and diff ID itself.
+pub(crate) fn open_layer<P: Provider + ?Sized>(
+    store: &P,
+    image: &Image,
+    index: usize,
+    layer: &image_core::Descriptor,
+) -> Result<(Digest, Box<dyn std::io::Read + Send>), FlattenError> {
+    let media_type = descriptor_media_type(layer);
+    let digest = layer
+        .checked_digest()
+        .map_err(|source| FlattenError::BadLayer {
+            image: image.name.clone(),
+            index,
+            media_type: media_type.to_string(),
+            source: Box::new(source),
+        })?;
+    let reader = store.reader_for_unverified(layer).map_err(|source| {
+        match crate::unpack::descriptor_mismatch(source) {
+            Ok(unpack) => FlattenError::Unpack {
+                image: image.name.clone(),
+                index,
+                digest: digest.clone(),
+                source: Box::new(unpack),
+            },
+            Err(source) => FlattenError::Content {
+                image: image.name.clone(),
+                index,
+                digest: digest.clone(),
+                source: Box::new(source),
+            },
+        }
+    })?;
+    Ok((digest, reader))
 }

@@ -21,7 +21,9 @@
 //! - [`surgery`]: squash, rebase, mutate and export an image without a
 //!   rebuild or an unpack to disk;
 //! - [`snapshot`]: overlay and copy snapshotters, and [`image_unpack`]
-//!   unpacking an image's layers into them.
+//!   unpacking an image's layers into them;
+//! - [`analysis`]: what each layer changes, dive's efficiency, leaked
+//!   secrets and an HTML size report, from one read of each layer.
 //!
 //! ```
 //! use image_core::Compression;
@@ -74,6 +76,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod analysis;
 pub mod append;
 pub mod compare;
 /// Compression of layer streams: image-core's [`codec`](image_core::codec),
@@ -129,6 +132,9 @@ pub use whiteout::{OverlayXattrs, WhiteoutMode};
 // and, through image-store's registry, of the crates below.
 image_core::classify_registry!(
     below: image_store::kind_of;
+    crate::analysis::AnalysisError,
+    crate::analysis::AllowListError,
+    crate::analysis::GateError,
     crate::append::AppendError,
     crate::compare::CompareError,
     crate::diff::DiffError,

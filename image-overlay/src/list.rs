@@ -45,7 +45,9 @@ use std::io::{self, Read};
 use image_core::{Algorithm, Compression, Digest, HashingReader};
 
 use crate::fsops::display_path;
-use crate::unpack::{parse_pax_time, sniff, walk, Limits, SourceTag, UnpackError, Walked};
+use crate::unpack::{
+    classify_read, parse_pax_time, sniff, walk, Limits, SourceTag, UnpackError, Walked,
+};
 use crate::whiteout::{self, WhiteoutName};
 
 /// Knobs of a listing.
@@ -223,13 +225,24 @@ pub fn list<R: Read, F: FnMut(&ListEntry)>(
     options: &ListOptions,
     mut visit: F,
 ) -> Result<ListReport, UnpackError> {
-    list_core(&mut reader, options, &mut visit)
+    list_reading(&mut reader, options, &mut |entry, _| {
+        visit(entry);
+        Ok(())
+    })
 }
 
-fn list_core(
+/// What [`list_reading`] hands each entry to: its metadata and its data
+/// (what is not read is skipped by the walk); a read error it returns is
+/// classified as unpack classifies it (truncated, too large, corrupt).
+pub(crate) type DataVisitor<'v> = dyn FnMut(&ListEntry, &mut dyn Read) -> io::Result<()> + 'v;
+
+/// [`list`] with each entry's data readable by the visitor (the analysis
+/// reads the start of files in the same pass); an error of the visitor
+/// stops the listing.
+pub(crate) fn list_reading(
     src: &mut dyn Read,
     opts: &ListOptions,
-    visit: &mut dyn FnMut(&ListEntry),
+    visit: &mut DataVisitor<'_>,
 ) -> Result<ListReport, UnpackError> {
     let mut tagged = SourceTag(src);
     let mut compressed = HashingReader::new(&mut tagged as &mut dyn Read, opts.algorithm);
@@ -250,8 +263,9 @@ fn list_core(
             if global {
                 return Ok(());
             }
-            visit(&describe(entry, raw)?);
-            Ok(())
+            let described = describe(entry, raw)?;
+            visit(&described, entry)
+                .map_err(|e| classify_read(e, Some(raw), opts.limits, compression))
         },
     )?;
     io::copy(&mut compressed, &mut io::sink()).map_err(|e| UnpackError::Source { source: e })?;

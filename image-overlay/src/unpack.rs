@@ -891,7 +891,7 @@ fn at_end(end: &EndState, e: UnpackError) -> UnpackError {
     }
 }
 
-fn classify_read(
+pub(crate) fn classify_read(
     e: io::Error,
     path: Option<&[u8]>,
     limits: Limits,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod analyze;
 pub mod archive;
 pub mod build;
 pub mod builder;
