@@ -485,3 +485,70 @@ fn run_network_default_is_the_builds_network() {
     });
     assert_eq!(out, [ours.as_ref()]);
 }
+
+/// `rw` on a bind whose source is neither a file nor a directory (a FIFO
+/// or a device node in the context, or one a previous RUN made in a
+/// stage): a clear error naming the source, before anything is read from
+/// it (a FIFO without a writer would block the build forever, a
+/// `/dev/zero` would be copied until the disk is full).
+#[test]
+fn a_rw_bind_of_a_fifo_or_device_is_refused_not_read() {
+    let Some(f) = fixture() else { return };
+    let fifo = f.context().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    // Before the fix the build blocks reading the FIFO: a watchdog opens
+    // it for writing after a generous wait, so the build goes on and the
+    // test fails instead of hanging.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (done, hung, fifo) = (done.clone(), hung.clone(), fifo.clone());
+        std::thread::spawn(move || {
+            for _ in 0..1800 {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            hung.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        })
+    };
+    let (r, _) = build(&f, "RUN --mount=source=fifo,target=/p,rw true\n", |_| {});
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    watchdog.join().unwrap();
+    assert!(
+        !hung.load(std::sync::atomic::Ordering::SeqCst),
+        "the build blocked on the FIFO"
+    );
+    let e = chain(&r.expect_err("a rw bind of a FIFO is refused"));
+    assert!(
+        e.contains("\"fifo\" is neither a regular file nor a directory"),
+        "{e}"
+    );
+    // A device node made by a stage's RUN (mknod as root in the
+    // container), bound from that stage (a null device: before the fix
+    // it was copied, empty, and the RUN went on).
+    let e = chain(&run_error(
+        &f,
+        &format!(
+            "RUN mknod /null c 1 3\n\
+             FROM {BASE}\n\
+             RUN --mount=from=0,source=/null,target=/n,rw true\n"
+        ),
+        |_| {},
+    ));
+    assert!(
+        e.contains("\"null\" is neither a regular file nor a directory"),
+        "{e}"
+    );
+    no_mounts_left(&f);
+}
+

@@ -190,7 +190,7 @@ impl Setup<'_> {
                 MountSpec::Bind(b) => {
                     let source = self.resolve(b.from.as_deref(), &b.source)?;
                     let source = if b.rw {
-                        self.throwaway(&mut p, &source)?
+                        self.throwaway(&mut p, &source, &b.source)?
                     } else {
                         source
                     };
@@ -264,14 +264,47 @@ impl Setup<'_> {
         }
     }
 
-    /// A writable throwaway view of `source`: an overlay on it (a
-    /// directory) or a copy (a file).
-    fn throwaway(&self, p: &mut Prepared, source: &Path) -> Result<PathBuf, SetupError> {
+    /// A writable throwaway view of `source` (`given` in the Dockerfile):
+    /// an overlay on it (a directory) or a copy (a regular file; anything
+    /// else, a FIFO or a device node, is refused before it is opened).
+    fn throwaway(
+        &self,
+        p: &mut Prepared,
+        source: &Path,
+        given: &str,
+    ) -> Result<PathBuf, SetupError> {
         let md = std::fs::symlink_metadata(source).map_err(io("looking at", source))?;
         let dir = self.temp_dir(p)?;
         if !md.is_dir() {
+            // A device is never opened (an open has effects); the file is
+            // opened without following a link and without blocking, and
+            // looked at again through the descriptor: what is copied is a
+            // regular file, whatever replaced its name meanwhile.
+            let refused = || SetupError::Source {
+                path: given.to_owned(),
+                reason: "is neither a regular file nor a directory (rw copies it)",
+            };
+            if !md.is_file() {
+                return Err(refused());
+            }
+            let from: std::fs::File = rustix::fs::open(
+                source,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::LOOP => refused(),
+                e => io("opening", source)(e.into()),
+            })?
+            .into();
+            if !from.metadata().map_err(io("looking at", source))?.is_file() {
+                return Err(refused());
+            }
             let copy = dir.join("file");
-            std::fs::copy(source, &copy).map_err(io("copying", source))?;
+            let mut to = std::fs::File::create_new(&copy).map_err(io("making", &copy))?;
+            std::io::copy(&mut &from, &mut to).map_err(io("copying", source))?;
+            to.set_permissions(md.permissions())
+                .map_err(io("changing the mode of", &copy))?;
             return Ok(copy);
         }
         let text = source.to_string_lossy();
