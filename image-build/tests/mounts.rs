@@ -552,3 +552,41 @@ fn a_rw_bind_of_a_fifo_or_device_is_refused_not_read() {
     no_mounts_left(&f);
 }
 
+/// A build killed in the middle of a RUN (kill -9) leaves the RUN's
+/// throwaway directories mounted: a secret's tmpfs, holding the secret,
+/// under the runtime's state directory. The next RUN with a mount sweeps
+/// them (unmounted, removed), and leaves alone those a live build holds.
+#[test]
+fn a_killed_runs_secret_tmpfs_is_swept_by_the_next_run() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    let Some(f) = fixture() else { return };
+    let secret = token();
+    let work = f.runtime.root().join("build");
+    std::fs::create_dir_all(&work).unwrap();
+    // As a killed build leaves it: a tmpfs with the secret, nobody's lock.
+    let dead = work.join("run-mount-killed");
+    std::fs::create_dir(&dead).unwrap();
+    let tmpfs = Mount {
+        fs_type: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: None,
+        options: vec!["mode=700".into()],
+    };
+    SysMounter.mount(&[tmpfs], &dead).unwrap();
+    std::fs::write(dead.join("secret"), &secret).unwrap();
+    // One a live build holds, locked as it locks it.
+    let live = work.join("run-mount-live");
+    std::fs::create_dir(&live).unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let out = output(&f, "RUN --mount=type=tmpfs,target=/t echo ran\n", |_| {});
+    assert_eq!(out, ["ran"]);
+    assert!(!dead.exists(), "the killed RUN's directory is left");
+    assert!(live.is_dir(), "a live RUN's directory was taken");
+    let found = files_holding(f.tmp.path(), &secret);
+    assert!(found.is_empty(), "the secret is in {found:?}");
+    drop(held);
+    std::fs::remove_dir(&live).unwrap();
+    no_mounts_left(&f);
+}

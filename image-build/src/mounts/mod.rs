@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 mod prepare;
 
-pub use prepare::{resolve_in_context, HostBind, Prepared, Secret, Setup, SetupError};
+pub use prepare::{resolve_in_context, sweep, HostBind, Prepared, Secret, Setup, SetupError};
 
 /// The most `--mount` flags a RUN may have.
 pub const MAX_MOUNTS: usize = 64;

@@ -15,6 +15,11 @@
 //! - tmpfs: a tmpfs of the given size;
 //! - secret: a file on a private tmpfs (so its bytes never reach a disk
 //!   of ours), or a `KEY=value` for the run's environment only.
+//!
+//! Each throwaway directory (`run-mount-*` in [`Setup::work`]) is held
+//! with a `flock` while its RUN lasts; one nobody holds is a killed
+//! build's, and the next RUN with a mount [`sweep`]s it: a secret's
+//! tmpfs is not left mounted, with the secret, after a crash.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -146,7 +151,8 @@ pub struct HostBind {
 
 /// What a RUN's mounts need while it runs; dropping it unmounts the
 /// tmpfs and overlays, removes the throwaway directories and releases the
-/// cache locks, in that order.
+/// locks (the cache locks, the throwaway directories' own), in that
+/// order.
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// The binds to give the container.
@@ -184,6 +190,9 @@ impl Setup<'_> {
     /// # Errors
     /// [`SetupError`]; what was made before the failure is undone.
     pub fn prepare(&self, specs: &[MountSpec]) -> Result<Prepared, SetupError> {
+        if !specs.is_empty() {
+            sweep(self.work)?;
+        }
         let mut p = Prepared::default();
         for spec in specs {
             match spec {
@@ -226,15 +235,33 @@ impl Setup<'_> {
         Ok(p)
     }
 
+    /// A new throwaway directory under `work`, locked (`flock`) by this
+    /// process until `p` is dropped, so that [`sweep`] leaves it alone.
     fn temp_dir(&self, p: &mut Prepared) -> Result<PathBuf, SetupError> {
         std::fs::create_dir_all(self.work).map_err(io("making", self.work))?;
-        let dir = tempfile::Builder::new()
-            .prefix("run-mount-")
-            .tempdir_in(self.work)
-            .map_err(io("making a directory in", self.work))?;
-        let path = dir.path().to_owned();
-        p.dirs.push(dir);
-        Ok(path)
+        // A sweep in another process may take the directory between its
+        // creation and its lock (it is not locked yet): then it is no
+        // longer the one at its name, and another is made.
+        for _ in 0..8 {
+            let dir = tempfile::Builder::new()
+                .prefix(THROWAWAY)
+                .tempdir_in(self.work)
+                .map_err(io("making a directory in", self.work))?;
+            let path = dir.path().to_owned();
+            let lock = open_dir(&path).map_err(|e| io("opening", &path)(e.into()))?;
+            rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
+                .map_err(|e| io("locking", &path)(e.into()))?;
+            let ours = rustix::fs::fstat(&lock).map_err(|e| io("looking at", &path)(e.into()))?;
+            let named = rustix::fs::lstat(&path);
+            if named.is_ok_and(|n| (n.st_dev, n.st_ino) == (ours.st_dev, ours.st_ino)) {
+                p.dirs.push(dir);
+                p.locks.push(lock);
+                return Ok(path);
+            }
+        }
+        Err(io("making a directory in", self.work)(
+            std::io::Error::other("removed as soon as made, again and again"),
+        ))
     }
 
     /// A new tmpfs with `options`, mounted on a throwaway directory.
@@ -476,6 +503,71 @@ impl Setup<'_> {
         });
         Ok(())
     }
+}
+
+/// The name prefix of a RUN's throwaway directories in [`Setup::work`].
+const THROWAWAY: &str = "run-mount-";
+
+fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Removes from `work` (a [`Setup::work`]) the throwaway directories of
+/// RUNs whose process is gone without undoing its mounts (killed in the
+/// middle of a RUN): each is unmounted (lazily: a container left running
+/// may still hold it) and removed, with what it held (a secret's tmpfs,
+/// a `rw` bind's writes). A directory is another process's while that
+/// process holds its `flock`, which the kernel releases when it dies.
+/// [`Setup::prepare`] sweeps before it makes anything; returns how many
+/// directories went.
+///
+/// # Errors
+/// [`SetupError::Io`] when `work` cannot be listed or a directory not
+/// removed.
+pub fn sweep(work: &Path) -> Result<usize, SetupError> {
+    let entries = match std::fs::read_dir(work) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("listing", work)(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(io("listing", work))?;
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(THROWAWAY.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(lock) = open_dir(&path) else { continue };
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(io("locking", &path)(e.into())),
+        }
+        // What a RUN mounts there: a tmpfs on the directory itself, or an
+        // overlay on its `merged` (never a link: NOFOLLOW).
+        use image_overlay::mount::Mounter;
+        for point in [path.clone(), path.join("merged")] {
+            for _ in 0..8 {
+                if SysMounter.unmount(&point, true).is_err() {
+                    break;
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &path)(e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// A mount of type `fs` (`tmpfs`, `overlay`) with `options` on `dir`,
