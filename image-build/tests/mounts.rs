@@ -590,3 +590,25 @@ fn a_killed_runs_secret_tmpfs_is_swept_by_the_next_run() {
     std::fs::remove_dir(&live).unwrap();
     no_mounts_left(&f);
 }
+
+/// A mount target through a symlink of the image (`/run -> /etc`, a
+/// relative `../etc`): the runtime makes its mount point where the link
+/// leads, inside the root, and that stub is removed from the layer as any
+/// other (before the fix, `/etc/secrets/x` and `/etc/tt` stayed in it).
+#[test]
+fn mount_points_made_through_an_image_symlink_are_not_left_in_the_layer() {
+    let Some(f) = fixture() else { return };
+    let out = output(
+        &f,
+        "RUN rm -rf /run && ln -s /etc /run && mkdir /a && ln -s ../etc /a/l\n\
+         RUN --mount=type=secret,id=x --mount=type=tmpfs,target=/run/tt \
+             --mount=type=tmpfs,target=/a/l/deep/er sh -c 'cat /run/secrets/x; echo'\n\
+         RUN test ! -e /etc/secrets && test ! -e /etc/tt && test ! -e /etc/deep \
+             && test -L /run && test -L /a/l && echo clean\n",
+        |o| {
+            o.secrets = BTreeMap::from([("x".to_owned(), Secret::new(b"v".to_vec()))]);
+        },
+    );
+    assert_eq!(out, ["v", "clean"]);
+    no_mounts_left(&f);
+}
