@@ -612,3 +612,96 @@ fn mount_points_made_through_an_image_symlink_are_not_left_in_the_layer() {
     assert_eq!(out, ["v", "clean"]);
     no_mounts_left(&f);
 }
+
+/// Ctrl-C while a RUN waits for a `sharing=locked` cache mount another
+/// build holds: the wait ends, cancelled (before the fix the blocking
+/// flock ignored the interrupt until the other build let go), and no
+/// lock, mount or directory of the RUN is left.
+#[test]
+fn a_wait_for_a_locked_cache_mount_honours_the_interrupt() {
+    let Some(f) = fixture() else { return };
+    let root = cache_dir_root(f.runtime.root());
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = root.join(format!(
+        "{}.lock",
+        CacheMountId::new("c").unwrap().escaped()
+    ));
+    // Held by another process (as in the private cache test).
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&lock)
+        .args(["-c", "echo held; exec cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) (util-linux)");
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held, "held\n");
+    let interrupt = image_core::Interrupt::new();
+    let build_done = std::sync::atomic::AtomicBool::new(false);
+    let hung = std::sync::atomic::AtomicBool::new(false);
+    let (r, _) = std::thread::scope(|s| {
+        let build = s.spawn(|| {
+            let r = build(
+                &f,
+                "RUN --mount=type=cache,id=c,target=/c,sharing=locked true\n",
+                |o| {
+                    o.tracker =
+                        Some(image_core::Tracker::default().with_interrupt(interrupt.clone()))
+                },
+            );
+            build_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        // The build has opened the lock file (a descriptor of this
+        // process names it): it is waiting, or about to. Ctrl-C.
+        let opened = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .any(|e| std::fs::read_link(e.unwrap().path()).is_ok_and(|l| l == lock))
+        };
+        let mut waited = 0;
+        while !opened() && !build_done.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            waited += 1;
+            assert!(waited < 15_000, "the build never opened the lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        interrupt.set();
+        // A generous wait, then the holder lets go so a hung build ends.
+        for _ in 0..1200 {
+            if build_done.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if !build_done.load(std::sync::atomic::Ordering::SeqCst) {
+            hung.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(holder.stdin.take());
+        }
+        build.join().unwrap()
+    });
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert!(
+        !hung.load(std::sync::atomic::Ordering::SeqCst),
+        "the interrupt did not end the wait for the lock"
+    );
+    let e = r.expect_err("the build is cancelled");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{}", chain(&e));
+    assert!(
+        chain(&e).contains("interrupted waiting for the cache mount c"),
+        "{}",
+        chain(&e)
+    );
+    // The lock is free again, and nothing of the RUN is left.
+    let fd = std::fs::File::open(&lock).unwrap();
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    drop(fd);
+    no_mounts_left(&f);
+}

@@ -8,7 +8,8 @@
 //!   lower directory is the source and whose upper directory is thrown
 //!   away (a single file: a throwaway copy);
 //! - cache: the id's directory under [`cache_dir_root`], made (seeded,
-//!   then renamed into place) on first use; `locked` holds an exclusive
+//!   then renamed into place) on first use; `locked` holds (waiting, the
+//!   interrupt honoured) an exclusive
 //!   `flock` on its lock file for the run, `private` takes it without
 //!   waiting and, when busy, mounts a new empty directory thrown away
 //!   after;
@@ -107,6 +108,12 @@ pub enum SetupError {
         #[source]
         source: Box<image_overlay::MountError>,
     },
+    /// The interrupt was set while waiting for a locked cache mount.
+    #[error("interrupted waiting for the cache mount {id}")]
+    Cancelled {
+        /// The cache id.
+        id: String,
+    },
     /// Copying a cache mount's seed failed.
     #[error("seeding the cache mount {id}")]
     Seed {
@@ -123,6 +130,7 @@ impl image_core::Classify for SetupError {
         use image_core::ErrorKind;
         match self {
             SetupError::SecretMissing { .. } => ErrorKind::NotFound,
+            SetupError::Cancelled { .. } => ErrorKind::Cancelled,
             SetupError::SecretValue { .. } | SetupError::Source { .. } | SetupError::From(_) => {
                 ErrorKind::InvalidInput
             }
@@ -182,6 +190,9 @@ pub struct Setup<'a> {
     pub context: &'a Context,
     /// The root of each `from` the mounts name, mounted.
     pub roots: &'a BTreeMap<String, PathBuf>,
+    /// Stops a wait for a `sharing=locked` cache mount another build
+    /// holds ([`SetupError::Cancelled`]).
+    pub interrupt: Option<&'a image_core::Interrupt>,
 }
 
 impl Setup<'_> {
@@ -368,12 +379,19 @@ impl Setup<'_> {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| io("opening the lock", &lock_path)(e.into()))?;
-            let op = if c.sharing == Sharing::Locked {
-                FlockOperation::LockExclusive
-            } else {
-                FlockOperation::NonBlockingLockExclusive
-            };
-            match rustix::fs::flock(&lock, op) {
+            let mut locked = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive);
+            // Locked: waited for, the interrupt looked at meanwhile (a
+            // blocking flock would not return on Ctrl-C).
+            while c.sharing == Sharing::Locked && locked == Err(Errno::WOULDBLOCK) {
+                if self.interrupt.is_some_and(image_core::Interrupt::is_set) {
+                    return Err(SetupError::Cancelled {
+                        id: c.id.to_string(),
+                    });
+                }
+                std::thread::sleep(LOCK_POLL);
+                locked = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive);
+            }
+            match locked {
                 Ok(()) => p.locks.push(lock),
                 Err(Errno::WOULDBLOCK) => {
                     // Private and busy: a new directory for this run only.
@@ -504,6 +522,9 @@ impl Setup<'_> {
         Ok(())
     }
 }
+
+/// How often a wait for a locked cache mount tries the lock again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The name prefix of a RUN's throwaway directories in [`Setup::work`].
 const THROWAWAY: &str = "run-mount-";
