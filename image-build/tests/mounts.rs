@@ -129,6 +129,29 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     found
 }
 
+/// A process holding an exclusive `flock` on `path` until its stdin is
+/// closed (flock(1) running cat): a descriptor of this process would be
+/// copied by the forks of the tests running beside it, and outlive its
+/// drop.
+fn hold_lock(path: &Path) -> std::process::Child {
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(path)
+        .args(["-c", "echo held; exec cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) (util-linux)");
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held, "held\n");
+    holder
+}
+
 fn e_path(_: &std::io::Error, d: &Path) -> String {
     d.display().to_string()
 }
@@ -397,24 +420,7 @@ fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones(
     assert!(output(&f, &body.replace("{V}", "kept"), |_| {}).is_empty());
     let root = cache_dir_root(f.runtime.root());
     let name = CacheMountId::new("/p").unwrap().escaped();
-    // Held by another process (flock(1) running cat until its stdin
-    // closes): a descriptor of this process would be copied by the forks
-    // of the tests running beside it, and outlive its drop.
-    let mut holder = std::process::Command::new("flock")
-        .arg("-x")
-        .arg(root.join(format!("{name}.lock")))
-        .args(["-c", "echo held; exec cat"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("flock(1) (util-linux)");
-    let mut held = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut held,
-    )
-    .unwrap();
-    assert_eq!(held, "held\n");
+    let mut holder = hold_lock(&root.join(format!("{name}.lock")));
     assert!(output(&f, &body.replace("{V}", "busy"), |_| {}).is_empty());
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
@@ -626,22 +632,7 @@ fn a_wait_for_a_locked_cache_mount_honours_the_interrupt() {
         "{}.lock",
         CacheMountId::new("c").unwrap().escaped()
     ));
-    // Held by another process (as in the private cache test).
-    let mut holder = std::process::Command::new("flock")
-        .arg("-x")
-        .arg(&lock)
-        .args(["-c", "echo held; exec cat"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("flock(1) (util-linux)");
-    let mut held = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut held,
-    )
-    .unwrap();
-    assert_eq!(held, "held\n");
+    let mut holder = hold_lock(&lock);
     let interrupt = image_core::Interrupt::new();
     let build_done = std::sync::atomic::AtomicBool::new(false);
     let hung = std::sync::atomic::AtomicBool::new(false);
