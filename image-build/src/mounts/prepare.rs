@@ -260,8 +260,12 @@ impl Setup<'_> {
                 .map_err(io("making a directory in", self.work))?;
             let path = dir.path().to_owned();
             let lock = open_dir(&path).map_err(|e| io("opening", &path)(e.into()))?;
-            rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
-                .map_err(|e| io("locking", &path)(e.into()))?;
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                // A sweep took it first: it goes, another is made.
+                Err(Errno::WOULDBLOCK) => continue,
+                Err(e) => return Err(io("locking", &path)(e.into())),
+            }
             let ours = rustix::fs::fstat(&lock).map_err(|e| io("looking at", &path)(e.into()))?;
             let named = rustix::fs::lstat(&path);
             if named.is_ok_and(|n| (n.st_dev, n.st_ino) == (ours.st_dev, ours.st_ino)) {
