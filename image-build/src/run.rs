@@ -15,7 +15,9 @@
 //! filesystem has no such path, the runtime creates an empty directory or
 //! file to mount on, which would end up in the layer. As BuildKit's
 //! executor does (its mount-stub cleaner), [`run`] notes which of those
-//! paths are missing before the run and removes them afterwards when they
+//! paths are missing before the run (each resolved inside the root as
+//! the runtime resolves it: through an image's `/run -> /etc` the stub is
+//! `/etc/...`) and removes them afterwards when they
 //! are still empty, then gives their parent directory its old
 //! modification time back, so that a comparison of the snapshot with its
 //! parent sees only the command's changes. On an overlay snapshot an
@@ -992,9 +994,89 @@ mod stubs {
         Ok(None)
     }
 
+    /// The most symlinks followed in resolving one destination (the
+    /// kernel's own limit).
+    const MAX_LINKS: usize = 40;
+
+    /// `path` with every symlink among its existing components resolved
+    /// inside `root`, as the runtime resolves a mount destination (an
+    /// absolute link from the root, `..` never above it): where it makes
+    /// the mount point. `None` past [`MAX_LINKS`] links or [`MAX_DEPTH`]
+    /// components, or when an existing component before the last is not
+    /// a directory (no stub of ours there).
+    fn resolve_in_root(root: &OwnedFd, path: &[String]) -> Result<Option<Vec<String>>, Errno> {
+        let mut todo: std::collections::VecDeque<String> = path.iter().cloned().collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut dir = rustix::io::dup(root)?;
+        let mut links = 0;
+        while let Some(c) = todo.pop_front() {
+            if done.len() > MAX_DEPTH {
+                return Ok(None);
+            }
+            match c.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    done.pop();
+                    let Some(d) = walk(root, &done)? else {
+                        return Ok(None);
+                    };
+                    dir = d;
+                    continue;
+                }
+                _ => {}
+            }
+            let st = match rustix::fs::statat(&dir, c.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => {
+                    // Missing from here on: made as named.
+                    done.push(c);
+                    for c in todo {
+                        match c.as_str() {
+                            "" | "." => {}
+                            ".." => {
+                                done.pop();
+                            }
+                            _ => done.push(c),
+                        }
+                    }
+                    return Ok((done.len() <= MAX_DEPTH).then_some(done));
+                }
+                Err(e) => return Err(e),
+                Ok(st) => st,
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Symlink => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Ok(None);
+                    }
+                    let target = rustix::fs::readlinkat(&dir, c.as_str(), Vec::new())?;
+                    let target = String::from_utf8_lossy(target.as_bytes()).into_owned();
+                    if target.starts_with('/') {
+                        done.clear();
+                        dir = rustix::io::dup(root)?;
+                    }
+                    for t in target.split('/').rev() {
+                        todo.push_front(t.to_owned());
+                    }
+                }
+                FileType::Directory if !todo.is_empty() => {
+                    dir = open_dir(&dir, &c)?;
+                    done.push(c);
+                }
+                _ if todo.is_empty() => {
+                    done.push(c);
+                    return Ok((done.len() <= MAX_DEPTH).then_some(done));
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(done))
+    }
+
     impl Stubs {
-        /// Notes which of `destinations` and of `workdir` are missing in
-        /// the root filesystem mounted at `root`.
+        /// Notes which of `destinations` (resolved inside the root, as
+        /// the runtime resolves them) and of `workdir` are missing in the
+        /// root filesystem mounted at `root`.
         pub(super) fn record(
             root: &Path,
             destinations: &[Vec<String>],
@@ -1003,6 +1085,11 @@ mod stubs {
             let root = open_root(root)?;
             let mut stubs = Vec::new();
             for path in destinations {
+                let Some(path) = resolve_in_root(&root, path).map_err(io("resolving", path))?
+                else {
+                    continue;
+                };
+                let path = &path;
                 let Some((missing, parent)) =
                     first_missing(&root, path).map_err(io("looking at", path))?
                 else {
@@ -1217,5 +1304,71 @@ mod stubs {
             }
         }
         Ok(false)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Generated trees of directories and links (relative, absolute,
+        /// `..` past the root, loops): every existing path resolves where
+        /// the kernel's `RESOLVE_IN_ROOT` resolves it.
+        #[test]
+        fn resolving_in_root_agrees_with_the_kernel() {
+            let names = ["a", "b", "c", "..", "."];
+            let mut seed = 0x2545_f491_u32;
+            let mut next = |n: usize| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as usize % n
+            };
+            let mut checked = 0;
+            for _ in 0..40 {
+                let tmp = tempfile::tempdir().unwrap();
+                let base = tmp.path();
+                for d in ["a", "a/b", "b", "b/c", "c/a"] {
+                    std::fs::create_dir_all(base.join(d)).unwrap();
+                }
+                for _ in 0..6 {
+                    let at = ["l", "a/l", "b/c/l", "c/l"][next(4)];
+                    let mut target: Vec<&str> = (0..1 + next(4)).map(|_| names[next(5)]).collect();
+                    if next(2) == 0 {
+                        target.insert(0, "");
+                    }
+                    let _ = std::os::unix::fs::symlink(target.join("/"), base.join(at));
+                }
+                let root = open_root(base).unwrap();
+                for _ in 0..40 {
+                    let path: Vec<String> = (0..1 + next(5))
+                        .map(|_| ["a", "b", "c", "l", ".."][next(5)].to_owned())
+                        .collect();
+                    let Ok(fd) = rustix::fs::openat2(
+                        &root,
+                        path.join("/"),
+                        OFlags::PATH | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        rustix::fs::ResolveFlags::IN_ROOT,
+                    ) else {
+                        continue;
+                    };
+                    let real = std::fs::read_link(format!(
+                        "/proc/self/fd/{}",
+                        std::os::fd::AsRawFd::as_raw_fd(&fd)
+                    ))
+                    .unwrap();
+                    let want: Vec<String> = real
+                        .strip_prefix(std::fs::canonicalize(base).unwrap())
+                        .unwrap()
+                        .iter()
+                        .map(|c| c.to_string_lossy().into_owned())
+                        .collect();
+                    let got = resolve_in_root(&root, &path).unwrap();
+                    assert_eq!(got, Some(want), "{path:?}");
+                    checked += 1;
+                }
+            }
+            assert!(checked > 200, "only {checked} paths existed");
+        }
     }
 }

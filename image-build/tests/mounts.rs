@@ -129,6 +129,29 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     found
 }
 
+/// A process holding an exclusive `flock` on `path` until its stdin is
+/// closed (flock(1) running cat): a descriptor of this process would be
+/// copied by the forks of the tests running beside it, and outlive its
+/// drop.
+fn hold_lock(path: &Path) -> std::process::Child {
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(path)
+        .args(["-c", "echo held; exec cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock(1) (util-linux)");
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held, "held\n");
+    holder
+}
+
 fn e_path(_: &std::io::Error, d: &Path) -> String {
     d.display().to_string()
 }
@@ -397,24 +420,7 @@ fn private_cache_mounts_get_a_fresh_directory_when_busy_and_seeds_fill_new_ones(
     assert!(output(&f, &body.replace("{V}", "kept"), |_| {}).is_empty());
     let root = cache_dir_root(f.runtime.root());
     let name = CacheMountId::new("/p").unwrap().escaped();
-    // Held by another process (flock(1) running cat until its stdin
-    // closes): a descriptor of this process would be copied by the forks
-    // of the tests running beside it, and outlive its drop.
-    let mut holder = std::process::Command::new("flock")
-        .arg("-x")
-        .arg(root.join(format!("{name}.lock")))
-        .args(["-c", "echo held; exec cat"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("flock(1) (util-linux)");
-    let mut held = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut held,
-    )
-    .unwrap();
-    assert_eq!(held, "held\n");
+    let mut holder = hold_lock(&root.join(format!("{name}.lock")));
     assert!(output(&f, &body.replace("{V}", "busy"), |_| {}).is_empty());
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
@@ -484,4 +490,209 @@ fn run_network_default_is_the_builds_network() {
         o.no_cache = true
     });
     assert_eq!(out, [ours.as_ref()]);
+}
+
+/// `rw` on a bind whose source is neither a file nor a directory (a FIFO
+/// or a device node in the context, or one a previous RUN made in a
+/// stage): a clear error naming the source, before anything is read from
+/// it (a FIFO without a writer would block the build forever, a
+/// `/dev/zero` would be copied until the disk is full).
+#[test]
+fn a_rw_bind_of_a_fifo_or_device_is_refused_not_read() {
+    let Some(f) = fixture() else { return };
+    let fifo = f.context().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    // Before the fix the build blocks reading the FIFO: a watchdog opens
+    // it for writing after a generous wait, so the build goes on and the
+    // test fails instead of hanging.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (done, hung, fifo) = (done.clone(), hung.clone(), fifo.clone());
+        std::thread::spawn(move || {
+            for _ in 0..1800 {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            hung.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        })
+    };
+    let (r, _) = build(&f, "RUN --mount=source=fifo,target=/p,rw true\n", |_| {});
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    watchdog.join().unwrap();
+    assert!(
+        !hung.load(std::sync::atomic::Ordering::SeqCst),
+        "the build blocked on the FIFO"
+    );
+    let e = chain(&r.expect_err("a rw bind of a FIFO is refused"));
+    assert!(
+        e.contains("\"fifo\" is neither a regular file nor a directory"),
+        "{e}"
+    );
+    // A device node made by a stage's RUN (mknod as root in the
+    // container), bound from that stage (a null device: before the fix
+    // it was copied, empty, and the RUN went on).
+    let e = chain(&run_error(
+        &f,
+        &format!(
+            "RUN mknod /null c 1 3\n\
+             FROM {BASE}\n\
+             RUN --mount=from=0,source=/null,target=/n,rw true\n"
+        ),
+        |_| {},
+    ));
+    assert!(
+        e.contains("\"null\" is neither a regular file nor a directory"),
+        "{e}"
+    );
+    no_mounts_left(&f);
+}
+
+/// A build killed in the middle of a RUN (kill -9) leaves the RUN's
+/// throwaway directories mounted: a secret's tmpfs, holding the secret,
+/// under the runtime's state directory. The next RUN with a mount sweeps
+/// them (unmounted, removed), and leaves alone those a live build holds.
+#[test]
+fn a_killed_runs_secret_tmpfs_is_swept_by_the_next_run() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    let Some(f) = fixture() else { return };
+    let secret = token();
+    let work = f.runtime.root().join("build");
+    std::fs::create_dir_all(&work).unwrap();
+    // As a killed build leaves it: a tmpfs with the secret, nobody's lock.
+    let dead = work.join("run-mount-killed");
+    std::fs::create_dir(&dead).unwrap();
+    let tmpfs = Mount {
+        fs_type: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: None,
+        options: vec!["mode=700".into()],
+    };
+    SysMounter.mount(&[tmpfs], &dead).unwrap();
+    std::fs::write(dead.join("secret"), &secret).unwrap();
+    // One a live build holds, locked as it locks it.
+    let live = work.join("run-mount-live");
+    std::fs::create_dir(&live).unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let out = output(&f, "RUN --mount=type=tmpfs,target=/t echo ran\n", |_| {});
+    assert_eq!(out, ["ran"]);
+    assert!(!dead.exists(), "the killed RUN's directory is left");
+    assert!(live.is_dir(), "a live RUN's directory was taken");
+    let found = files_holding(f.tmp.path(), &secret);
+    assert!(found.is_empty(), "the secret is in {found:?}");
+    drop(held);
+    std::fs::remove_dir(&live).unwrap();
+    no_mounts_left(&f);
+}
+
+/// A mount target through a symlink of the image (`/run -> /etc`, a
+/// relative `../etc`): the runtime makes its mount point where the link
+/// leads, inside the root, and that stub is removed from the layer as any
+/// other (before the fix, `/etc/secrets/x` and `/etc/tt` stayed in it).
+#[test]
+fn mount_points_made_through_an_image_symlink_are_not_left_in_the_layer() {
+    let Some(f) = fixture() else { return };
+    let out = output(
+        &f,
+        "RUN rm -rf /run && ln -s /etc /run && mkdir /a && ln -s ../etc /a/l\n\
+         RUN --mount=type=secret,id=x --mount=type=tmpfs,target=/run/tt \
+             --mount=type=tmpfs,target=/a/l/deep/er sh -c 'cat /run/secrets/x; echo'\n\
+         RUN test ! -e /etc/secrets && test ! -e /etc/tt && test ! -e /etc/deep \
+             && test -L /run && test -L /a/l && echo clean\n",
+        |o| {
+            o.secrets = BTreeMap::from([("x".to_owned(), Secret::new(b"v".to_vec()))]);
+        },
+    );
+    assert_eq!(out, ["v", "clean"]);
+    no_mounts_left(&f);
+}
+
+/// Ctrl-C while a RUN waits for a `sharing=locked` cache mount another
+/// build holds: the wait ends, cancelled (before the fix the blocking
+/// flock ignored the interrupt until the other build let go), and no
+/// lock, mount or directory of the RUN is left.
+#[test]
+fn a_wait_for_a_locked_cache_mount_honours_the_interrupt() {
+    let Some(f) = fixture() else { return };
+    let root = cache_dir_root(f.runtime.root());
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = root.join(format!(
+        "{}.lock",
+        CacheMountId::new("c").unwrap().escaped()
+    ));
+    let mut holder = hold_lock(&lock);
+    let interrupt = image_core::Interrupt::new();
+    let build_done = std::sync::atomic::AtomicBool::new(false);
+    let hung = std::sync::atomic::AtomicBool::new(false);
+    let (r, _) = std::thread::scope(|s| {
+        let build = s.spawn(|| {
+            let r = build(
+                &f,
+                "RUN --mount=type=cache,id=c,target=/c,sharing=locked true\n",
+                |o| {
+                    o.tracker =
+                        Some(image_core::Tracker::default().with_interrupt(interrupt.clone()))
+                },
+            );
+            build_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        // The build has opened the lock file (a descriptor of this
+        // process names it): it is waiting, or about to. Ctrl-C.
+        let opened = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .any(|e| std::fs::read_link(e.unwrap().path()).is_ok_and(|l| l == lock))
+        };
+        let mut waited = 0;
+        while !opened() && !build_done.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            waited += 1;
+            assert!(waited < 15_000, "the build never opened the lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        interrupt.set();
+        // A generous wait, then the holder lets go so a hung build ends.
+        for _ in 0..1200 {
+            if build_done.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if !build_done.load(std::sync::atomic::Ordering::SeqCst) {
+            hung.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(holder.stdin.take());
+        }
+        build.join().unwrap()
+    });
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert!(
+        !hung.load(std::sync::atomic::Ordering::SeqCst),
+        "the interrupt did not end the wait for the lock"
+    );
+    let e = r.expect_err("the build is cancelled");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{}", chain(&e));
+    assert!(
+        chain(&e).contains("interrupted waiting for the cache mount c"),
+        "{}",
+        chain(&e)
+    );
+    // The lock is free again, and nothing of the RUN is left.
+    let fd = std::fs::File::open(&lock).unwrap();
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    drop(fd);
+    no_mounts_left(&f);
 }

@@ -486,12 +486,14 @@ where
                     }
                 }
                 let work = self.runtime.root().join("build");
+                let interrupt = self.options.tracker.as_ref().map(|t| t.interrupt().clone());
                 let prepared = crate::mounts::Setup {
                     work: &work,
                     state: self.runtime.root(),
                     secrets: &self.options.secrets,
                     context: self.context,
                     roots: &paths,
+                    interrupt: interrupt.as_ref(),
                 }
                 .prepare(&spec.mounts)
                 .map_err(|e| {
@@ -501,7 +503,6 @@ where
                 })?;
                 spec.binds.clone_from(&prepared.binds);
                 spec.env.extend(prepared.env.iter().cloned());
-                let interrupt = self.options.tracker.as_ref().map(|t| t.interrupt().clone());
                 let observer = &mut *self.observer;
                 let mut output = |stream, line: &[u8]| {
                     observer.event(&BuildEvent::Output {

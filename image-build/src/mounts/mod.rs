@@ -49,7 +49,7 @@ use std::path::{Path, PathBuf};
 
 mod prepare;
 
-pub use prepare::{resolve_in_context, HostBind, Prepared, Secret, Setup, SetupError};
+pub use prepare::{resolve_in_context, sweep, HostBind, Prepared, Secret, Setup, SetupError};
 
 /// The most `--mount` flags a RUN may have.
 pub const MAX_MOUNTS: usize = 64;
@@ -589,10 +589,11 @@ impl MountSpec {
                     }
                 };
                 CacheMountId::new(&id)?;
-                if id.contains('/') {
+                // The id names a file of /run/secrets: one component.
+                if id.contains('/') || id == "." || id == ".." {
                     return Err(MountError::Value {
                         key: "id".to_owned(),
-                        reason: "cannot hold '/'",
+                        reason: "cannot hold '/' or be '.' or '..'",
                     });
                 }
                 let target = match (target, &env) {
@@ -807,6 +808,29 @@ mod tests {
             parse_all(&["target=/a".into(), "type=tmpfs,target=/a/".into()], "/"),
             Err(MountError::Mounts(_))
         ));
+    }
+
+    #[test]
+    fn a_secret_id_is_one_component_so_its_default_target_is_clean() {
+        for id in ["..", ".", "a/b"] {
+            assert!(
+                matches!(
+                    MountSpec::parse(&format!("type=secret,id={id}"), "/"),
+                    Err(MountError::Value { .. })
+                ),
+                "{id}"
+            );
+        }
+        // Else `/run/secrets/..` would be a second mount at /run, unseen.
+        assert!(parse_all(
+            &["type=secret,id=..".into(), "type=tmpfs,target=/run".into()],
+            "/"
+        )
+        .is_err());
+        let MountSpec::Secret(s) = MountSpec::parse("type=secret,id=..a", "/").unwrap() else {
+            panic!("not a secret")
+        };
+        assert_eq!(s.target.as_deref(), Some("/run/secrets/..a"));
     }
 
     #[test]

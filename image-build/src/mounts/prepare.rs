@@ -8,13 +8,19 @@
 //!   lower directory is the source and whose upper directory is thrown
 //!   away (a single file: a throwaway copy);
 //! - cache: the id's directory under [`cache_dir_root`], made (seeded,
-//!   then renamed into place) on first use; `locked` holds an exclusive
+//!   then renamed into place) on first use; `locked` holds (waiting, the
+//!   interrupt honoured) an exclusive
 //!   `flock` on its lock file for the run, `private` takes it without
 //!   waiting and, when busy, mounts a new empty directory thrown away
 //!   after;
 //! - tmpfs: a tmpfs of the given size;
 //! - secret: a file on a private tmpfs (so its bytes never reach a disk
 //!   of ours), or a `KEY=value` for the run's environment only.
+//!
+//! Each throwaway directory (`run-mount-*` in [`Setup::work`]) is held
+//! with a `flock` while its RUN lasts; one nobody holds is a killed
+//! build's, and the next RUN with a mount [`sweep`]s it: a secret's
+//! tmpfs is not left mounted, with the secret, after a crash.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -102,6 +108,12 @@ pub enum SetupError {
         #[source]
         source: Box<image_overlay::MountError>,
     },
+    /// The interrupt was set while waiting for a locked cache mount.
+    #[error("interrupted waiting for the cache mount {id}")]
+    Cancelled {
+        /// The cache id.
+        id: String,
+    },
     /// Copying a cache mount's seed failed.
     #[error("seeding the cache mount {id}")]
     Seed {
@@ -118,6 +130,7 @@ impl image_core::Classify for SetupError {
         use image_core::ErrorKind;
         match self {
             SetupError::SecretMissing { .. } => ErrorKind::NotFound,
+            SetupError::Cancelled { .. } => ErrorKind::Cancelled,
             SetupError::SecretValue { .. } | SetupError::Source { .. } | SetupError::From(_) => {
                 ErrorKind::InvalidInput
             }
@@ -146,7 +159,8 @@ pub struct HostBind {
 
 /// What a RUN's mounts need while it runs; dropping it unmounts the
 /// tmpfs and overlays, removes the throwaway directories and releases the
-/// cache locks, in that order.
+/// locks (the cache locks, the throwaway directories' own), in that
+/// order.
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// The binds to give the container.
@@ -176,6 +190,9 @@ pub struct Setup<'a> {
     pub context: &'a Context,
     /// The root of each `from` the mounts name, mounted.
     pub roots: &'a BTreeMap<String, PathBuf>,
+    /// Stops a wait for a `sharing=locked` cache mount another build
+    /// holds ([`SetupError::Cancelled`]).
+    pub interrupt: Option<&'a image_core::Interrupt>,
 }
 
 impl Setup<'_> {
@@ -184,13 +201,16 @@ impl Setup<'_> {
     /// # Errors
     /// [`SetupError`]; what was made before the failure is undone.
     pub fn prepare(&self, specs: &[MountSpec]) -> Result<Prepared, SetupError> {
+        if !specs.is_empty() {
+            sweep(self.work)?;
+        }
         let mut p = Prepared::default();
         for spec in specs {
             match spec {
                 MountSpec::Bind(b) => {
                     let source = self.resolve(b.from.as_deref(), &b.source)?;
                     let source = if b.rw {
-                        self.throwaway(&mut p, &source)?
+                        self.throwaway(&mut p, &source, &b.source)?
                     } else {
                         source
                     };
@@ -226,15 +246,37 @@ impl Setup<'_> {
         Ok(p)
     }
 
+    /// A new throwaway directory under `work`, locked (`flock`) by this
+    /// process until `p` is dropped, so that [`sweep`] leaves it alone.
     fn temp_dir(&self, p: &mut Prepared) -> Result<PathBuf, SetupError> {
         std::fs::create_dir_all(self.work).map_err(io("making", self.work))?;
-        let dir = tempfile::Builder::new()
-            .prefix("run-mount-")
-            .tempdir_in(self.work)
-            .map_err(io("making a directory in", self.work))?;
-        let path = dir.path().to_owned();
-        p.dirs.push(dir);
-        Ok(path)
+        // A sweep in another process may take the directory between its
+        // creation and its lock (it is not locked yet): then it is no
+        // longer the one at its name, and another is made.
+        for _ in 0..8 {
+            let dir = tempfile::Builder::new()
+                .prefix(THROWAWAY)
+                .tempdir_in(self.work)
+                .map_err(io("making a directory in", self.work))?;
+            let path = dir.path().to_owned();
+            let lock = open_dir(&path).map_err(|e| io("opening", &path)(e.into()))?;
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                // A sweep took it first: it goes, another is made.
+                Err(Errno::WOULDBLOCK) => continue,
+                Err(e) => return Err(io("locking", &path)(e.into())),
+            }
+            let ours = rustix::fs::fstat(&lock).map_err(|e| io("looking at", &path)(e.into()))?;
+            let named = rustix::fs::lstat(&path);
+            if named.is_ok_and(|n| (n.st_dev, n.st_ino) == (ours.st_dev, ours.st_ino)) {
+                p.dirs.push(dir);
+                p.locks.push(lock);
+                return Ok(path);
+            }
+        }
+        Err(io("making a directory in", self.work)(
+            std::io::Error::other("removed as soon as made, again and again"),
+        ))
     }
 
     /// A new tmpfs with `options`, mounted on a throwaway directory.
@@ -264,14 +306,47 @@ impl Setup<'_> {
         }
     }
 
-    /// A writable throwaway view of `source`: an overlay on it (a
-    /// directory) or a copy (a file).
-    fn throwaway(&self, p: &mut Prepared, source: &Path) -> Result<PathBuf, SetupError> {
+    /// A writable throwaway view of `source` (`given` in the Dockerfile):
+    /// an overlay on it (a directory) or a copy (a regular file; anything
+    /// else, a FIFO or a device node, is refused before it is opened).
+    fn throwaway(
+        &self,
+        p: &mut Prepared,
+        source: &Path,
+        given: &str,
+    ) -> Result<PathBuf, SetupError> {
         let md = std::fs::symlink_metadata(source).map_err(io("looking at", source))?;
         let dir = self.temp_dir(p)?;
         if !md.is_dir() {
+            // A device is never opened (an open has effects); the file is
+            // opened without following a link and without blocking, and
+            // looked at again through the descriptor: what is copied is a
+            // regular file, whatever replaced its name meanwhile.
+            let refused = || SetupError::Source {
+                path: given.to_owned(),
+                reason: "is neither a regular file nor a directory (rw copies it)",
+            };
+            if !md.is_file() {
+                return Err(refused());
+            }
+            let from: std::fs::File = rustix::fs::open(
+                source,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::LOOP => refused(),
+                e => io("opening", source)(e.into()),
+            })?
+            .into();
+            if !from.metadata().map_err(io("looking at", source))?.is_file() {
+                return Err(refused());
+            }
             let copy = dir.join("file");
-            std::fs::copy(source, &copy).map_err(io("copying", source))?;
+            let mut to = std::fs::File::create_new(&copy).map_err(io("making", &copy))?;
+            std::io::copy(&mut &from, &mut to).map_err(io("copying", source))?;
+            to.set_permissions(md.permissions())
+                .map_err(io("changing the mode of", &copy))?;
             return Ok(copy);
         }
         let text = source.to_string_lossy();
@@ -308,12 +383,19 @@ impl Setup<'_> {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| io("opening the lock", &lock_path)(e.into()))?;
-            let op = if c.sharing == Sharing::Locked {
-                FlockOperation::LockExclusive
-            } else {
-                FlockOperation::NonBlockingLockExclusive
-            };
-            match rustix::fs::flock(&lock, op) {
+            let mut locked = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive);
+            // Locked: waited for, the interrupt looked at meanwhile (a
+            // blocking flock would not return on Ctrl-C).
+            while c.sharing == Sharing::Locked && locked == Err(Errno::WOULDBLOCK) {
+                if self.interrupt.is_some_and(image_core::Interrupt::is_set) {
+                    return Err(SetupError::Cancelled {
+                        id: c.id.to_string(),
+                    });
+                }
+                std::thread::sleep(LOCK_POLL);
+                locked = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive);
+            }
+            match locked {
                 Ok(()) => p.locks.push(lock),
                 Err(Errno::WOULDBLOCK) => {
                     // Private and busy: a new directory for this run only.
@@ -443,6 +525,74 @@ impl Setup<'_> {
         });
         Ok(())
     }
+}
+
+/// How often a wait for a locked cache mount tries the lock again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The name prefix of a RUN's throwaway directories in [`Setup::work`].
+const THROWAWAY: &str = "run-mount-";
+
+fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Removes from `work` (a [`Setup::work`]) the throwaway directories of
+/// RUNs whose process is gone without undoing its mounts (killed in the
+/// middle of a RUN): each is unmounted (lazily: a container left running
+/// may still hold it) and removed, with what it held (a secret's tmpfs,
+/// a `rw` bind's writes). A directory is another process's while that
+/// process holds its `flock`, which the kernel releases when it dies.
+/// [`Setup::prepare`] sweeps before it makes anything; returns how many
+/// directories went.
+///
+/// # Errors
+/// [`SetupError::Io`] when `work` cannot be listed or a directory not
+/// removed.
+pub fn sweep(work: &Path) -> Result<usize, SetupError> {
+    let entries = match std::fs::read_dir(work) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("listing", work)(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(io("listing", work))?;
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(THROWAWAY.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(lock) = open_dir(&path) else { continue };
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(io("locking", &path)(e.into())),
+        }
+        // What a RUN mounts there: a tmpfs on the directory itself, or an
+        // overlay on its `merged` (never a link: NOFOLLOW).
+        use image_overlay::mount::Mounter;
+        for point in [path.clone(), path.join("merged")] {
+            for _ in 0..8 {
+                if SysMounter.unmount(&point, true).is_err() {
+                    break;
+                }
+            }
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &path)(e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// A mount of type `fs` (`tmpfs`, `overlay`) with `options` on `dir`,
