@@ -89,9 +89,7 @@ enum Work<'a> {
         stage: usize,
     },
     /// An `ADD` of remote sources: only a cache record gives its layer.
-    Remote {
-        source: String,
-    },
+    Remote { source: String },
 }
 
 impl<'b, S> Run<'b, S>
