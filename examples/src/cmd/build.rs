@@ -83,6 +83,15 @@ pub struct BuildArgs {
     /// instead of building.
     #[arg(long)]
     pub print: bool,
+    /// How many stages build at once (default: the number of cores).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub jobs: usize,
+    /// Stamp every timestamp of the image with this time (seconds since
+    /// the Unix epoch) and clamp the files' mtimes to it, for a
+    /// reproducible image. Default: the build arg or environment variable
+    /// SOURCE_DATE_EPOCH.
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<i64>,
     #[command(flatten)]
     pub places: PlaceArgs,
 }
@@ -158,6 +167,8 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;
     options.no_cache_filter = a.no_cache_filter.clone();
+    options.jobs = a.jobs;
+    options.source_date_epoch = a.source_date_epoch;
     options.network = match a.network {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,

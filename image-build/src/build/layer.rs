@@ -130,7 +130,7 @@ where
                 &self.lease.protect(self.store),
                 self.snapshotter(),
                 layers,
-                self.options.tracker.as_ref(),
+                Some(&self.tracker),
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;
         }
@@ -181,7 +181,8 @@ where
         match self.graph.source(from, at) {
             Source::Scratch => Ok((Vec::new(), None)),
             Source::Stage(j) => {
-                let state = self.states[j].as_ref().ok_or_else(|| StepError::Invalid {
+                let states = super::lock(&self.states);
+                let state = states[j].as_ref().ok_or_else(|| StepError::Invalid {
                     what: "--from",
                     value: from.to_owned(),
                     reason: "names a stage that is not built",
@@ -216,7 +217,7 @@ where
     /// Runs one RUN, COPY or ADD (expanded) of stage `stage_index` on
     /// `state`.
     pub(super) fn layer_step(
-        &mut self,
+        &self,
         state: &mut State,
         scope: &Scope,
         command: &Command,
@@ -229,7 +230,7 @@ where
         let step = self.next_step();
         let escape = self.df.directives.escape;
         let text = history::text(command, escape);
-        self.observer.event(&BuildEvent::StepStarted {
+        self.emit(&BuildEvent::StepStarted {
             step,
             stage: stage.clone(),
             index,
@@ -292,7 +293,14 @@ where
             }
             _ => unreachable!("layer_step is called for RUN, COPY and ADD only"),
         };
-        self.steps += 1;
+        // A reproducible build's layers are packed for its epoch: a layer
+        // made for another (or none) is not the same layer.
+        let key = match self.epoch {
+            Some(e) => key.child(&format!("SOURCE_DATE_EPOCH={e}"), &[]),
+            None => key,
+        };
+        entry.created = Some(self.created_now());
+        self.steps.fetch_add(1, Ordering::Relaxed);
         let use_cache = !self.options.no_cache
             && !self
                 .options
@@ -305,12 +313,13 @@ where
                 .lookup(&key)
                 .map_err(|e| StepError::Cache(Box::new(e)))?
             {
-                self.cached += 1;
-                self.observer.event(&BuildEvent::StepCached { step });
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                self.emit(&BuildEvent::StepCached { step });
                 entry.created_by = Some(hit.created_by);
                 // The first build's time, so that a cached rebuild makes
-                // the same config (and so no new blob).
-                if hit.created.is_some() {
+                // the same config (and so no new blob); a reproducible
+                // build's is its epoch already.
+                if hit.created.is_some() && self.epoch.is_none() {
                     entry.created = hit.created;
                 }
                 let size = hit.layer.descriptor.size();
@@ -321,7 +330,7 @@ where
                     history: entry,
                     layer: Some(hit.layer),
                 });
-                self.observer.event(&BuildEvent::StepDone {
+                self.emit(&BuildEvent::StepDone {
                     step,
                     layer_size: Some(size),
                     elapsed: started.elapsed(),
@@ -346,7 +355,7 @@ where
             history: entry,
             layer: Some(layer),
         });
-        self.observer.event(&BuildEvent::StepDone {
+        self.emit(&BuildEvent::StepDone {
             step,
             layer_size: Some(size),
             elapsed: started.elapsed(),
@@ -357,7 +366,7 @@ where
     /// Prepares an active snapshot on `state`'s top, lets `work` change
     /// it, stores its changes as a layer, commits it as the new top.
     fn make_layer(
-        &mut self,
+        &self,
         state: &mut State,
         work: Work<'b>,
         step: usize,
@@ -395,23 +404,21 @@ where
                 drop(from);
             }
             Work::Run { spec } => {
-                let interrupt = self.options.tracker.as_ref().map(|t| t.interrupt().clone());
-                let observer = &mut *self.observer;
+                let interrupt = self.tracker.interrupt().clone();
                 let mut output = |stream, line: &[u8]| {
-                    observer.event(&BuildEvent::Output {
+                    self.emit(&BuildEvent::Output {
                         step,
                         stream,
                         line: String::from_utf8_lossy(line).into_owned(),
                     });
                 };
-                run::run(self.runtime, mounts, &spec, &mut output, interrupt.as_ref())
+                run::run(self.runtime, mounts, &spec, &mut output, Some(&interrupt))
                     .map_err(|e| StepError::Run(Box::new(e)))?;
             }
         }
-        let mut pack = PackOptions::default().with_source_date_epoch_from_env();
-        if let Some(t) = &self.options.tracker {
-            pack.tracker = t.clone();
-        }
+        let mut pack = PackOptions::default();
+        pack.source_date_epoch = self.epoch;
+        pack.tracker = self.tracker.clone();
         let compared =
             image_overlay::compare_into(&self.lease.protect(self.store), sn, &key, &pack)
                 .map_err(|e| StepError::Layer(Box::new(e)))?;
@@ -427,13 +434,36 @@ where
             .try_stat(&name)
             .map_err(|e| snap_err(&name, e))?
             .is_some_and(|i| i.kind == Kind::Committed);
-        if !exists {
-            sn.commit(&name, &key).map_err(|e| snap_err(&key, e))?;
+        // Another stage building the same content at the same time may
+        // commit it first: its snapshot is then the one kept.
+        if !exists && !committed_by_another(sn, &name, sn.commit(&name, &key))? {
             active.keep = true;
         }
         drop(active);
         state.top = Some(name);
         Ok(layer)
+    }
+}
+
+/// Whether `commit`, the commit of an active snapshot as `name`, failed
+/// only because another step committed `name` first (`Ok(true)`: the
+/// active one is then removed); `Ok(false)` when it succeeded.
+fn committed_by_another(
+    sn: &dyn Snapshotter,
+    name: &str,
+    commit: Result<(), image_overlay::snapshot::SnapshotError>,
+) -> Result<bool, StepError> {
+    let Err(e) = commit else {
+        return Ok(false);
+    };
+    let there = sn
+        .try_stat(name)
+        .map_err(|e| snap_err(name, e))?
+        .is_some_and(|i| i.kind == Kind::Committed);
+    if there {
+        Ok(true)
+    } else {
+        Err(snap_err(name, e))
     }
 }
 
