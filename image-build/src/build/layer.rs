@@ -531,3 +531,29 @@ fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
         _ => (CopySpec::default(), None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use image_overlay::snapshot::CopySnapshotter;
+
+    use super::*;
+
+    /// Two steps of two stages making the same layer at once commit it
+    /// under the same chain ID: the second commit finds the first's
+    /// snapshot, which is kept, and is not an error; its own active
+    /// snapshot is then removed by its guard. Any other failure is one.
+    #[test]
+    fn a_chain_committed_by_another_step_is_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sn = CopySnapshotter::open(tmp.path()).unwrap();
+        sn.prepare("first", None).unwrap();
+        sn.prepare("second", None).unwrap();
+        assert!(!committed_by_another(&sn, "chain", sn.commit("chain", "first")).unwrap());
+        assert!(committed_by_another(&sn, "chain", sn.commit("chain", "second")).unwrap());
+        // A commit that failed for another reason (no such active
+        // snapshot), with nothing committed under the name, stays an error.
+        let e = committed_by_another(&sn, "other", sn.commit("other", "missing"))
+            .expect_err("not committed by anyone");
+        assert!(matches!(e, StepError::Snapshot { .. }), "{e:?}");
+    }
+}
