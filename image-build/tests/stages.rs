@@ -131,20 +131,7 @@ fn fixture() -> Option<Fixture> {
     std::env::remove_var("SOURCE_DATE_EPOCH");
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
-    let rootfs = tmp.path().join("rootfs");
-    image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
-    let mut base = ImageBuilder::scratch(&store, &Platform::host()).expect("scratch");
-    base.source_date_epoch(BASE_EPOCH);
-    base.add_dir(&rootfs, History::default())
-        .expect("base layer");
-    let rc = base
-        .config_mut()
-        .config
-        .get_or_insert_with(Default::default);
-    rc.env = Some(vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()]);
-    rc.cmd = Some(vec!["sh".into()]);
-    base.commit(&[BASE]).expect("base image");
-    std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
+    make_base(&store, tmp.path(), &[]);
     std::fs::create_dir(tmp.path().join("context")).expect("context");
     let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
     let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
@@ -156,6 +143,28 @@ fn fixture() -> Option<Fixture> {
         store,
         runtime,
     })
+}
+
+/// Tags as BASE an image of busybox-static with `extra` files (name,
+/// content) at its root, PATH set, CMD sh, stamped with [`BASE_EPOCH`].
+fn make_base(store: &OciDir, tmp: &Path, extra: &[(&str, &str)]) {
+    let rootfs = tmp.join("rootfs");
+    image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
+    for (name, data) in extra {
+        std::fs::write(rootfs.join(name), data).expect("extra file");
+    }
+    let mut base = ImageBuilder::scratch(store, &Platform::host()).expect("scratch");
+    base.source_date_epoch(BASE_EPOCH);
+    base.add_dir(&rootfs, History::default())
+        .expect("base layer");
+    let rc = base
+        .config_mut()
+        .config
+        .get_or_insert_with(Default::default);
+    rc.env = Some(vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()]);
+    rc.cmd = Some(vec!["sh".into()]);
+    base.commit(&[BASE]).expect("base image");
+    std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
 }
 
 /// A TCP port of the loopback no one listens on now.
@@ -398,4 +407,79 @@ fn a_bad_source_date_epoch_is_refused() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     options.source_date_epoch = Some(5);
     assert_eq!(options.epoch().unwrap(), Some(5));
+}
+
+/// The paths of a layer's entries, with their kind and owner.
+fn layer_entries(f: &Fixture, layer: &image_core::Descriptor) -> Vec<(String, String)> {
+    use image_core::DescriptorExt;
+    use image_store::Provider;
+    let digest = layer.checked_digest().expect("digest");
+    let mut out = Vec::new();
+    image_overlay::list::list(
+        f.store.reader(&digest).expect("blob"),
+        &image_overlay::list::ListOptions::default(),
+        |e| out.push((e.path_lossy(), format!("{:?} {}:{}", e.kind, e.uid, e.gid))),
+    )
+    .expect("list");
+    out.sort();
+    out
+}
+
+/// `COPY --link` makes its layer in an empty snapshot: the layer holds the
+/// files copied and the directories made for them, nothing of the base;
+/// its cache key ignores the layers below, so a rebuild on a changed base
+/// reuses it (the same layer), while a plain COPY after it runs again; a
+/// RUN after both sees the files of both on the new base.
+#[test]
+fn a_link_copy_is_reused_over_a_changed_base() {
+    let Some(f) = fixture() else { return };
+    std::fs::write(f.context().join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(f.context().join("plain.txt"), "plain\n").unwrap();
+    let text = format!(
+        "FROM {BASE}
+WORKDIR /srv
+COPY --link hello.txt app/linked/
+COPY plain.txt /app/plain/
+RUN cat /srv/app/linked/hello.txt /app/plain/plain.txt; ls /extra.txt || true
+"
+    );
+    let (first, _) = f.build(&text, 120, |_| {});
+    let first = first.expect("first build");
+    assert_eq!((first.steps, first.cached), (3, 0));
+    let link_layer = first.manifest.layers()[1].clone();
+    let dir = |p: &str| (p.to_owned(), "Directory 0:0".to_owned());
+    assert_eq!(
+        layer_entries(&f, &link_layer),
+        [
+            dir("srv/"),
+            dir("srv/app/"),
+            dir("srv/app/linked/"),
+            (
+                "srv/app/linked/hello.txt".to_owned(),
+                "Regular 0:0".to_owned()
+            ),
+        ]
+    );
+
+    // Another base under the same name: one more file.
+    make_base(&f.store, f.tmp.path(), &[("extra.txt", "extra\n")]);
+    let (second, events) = f.build(&text, 120, |_| {});
+    let second = second.expect("rebuild on the new base");
+    assert_eq!((second.steps, second.cached), (3, 1), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, BuildEvent::StepCached { step: 2 })),
+        "the --link COPY (step 2) is the cached one: {events:?}"
+    );
+    assert_eq!(second.manifest.layers()[1], link_layer);
+    let lines: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Output { line, .. } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, ["hello", "plain", "/extra.txt"]);
+    f.assert_clean();
 }

@@ -6,6 +6,23 @@
 //!
 //! A failing step leaves no active snapshot, view or mount behind: each is
 //! held by a guard that undoes it on every path.
+//!
+//! # `COPY --link` and `ADD --link`
+//! The copy is made into an empty snapshot, as BuildKit's merge-op does:
+//! its layer holds the files copied and, as plain directories (0755,
+//! owned by the `--chown` owner, else root), every directory of the
+//! destination's path; its cache key is the instruction, the working
+//! directory and the digest of what is copied, never the stage's layers,
+//! so a rebuild on another base reuses the layer. The layer is then
+//! stacked on the stage's: the next step that needs a filesystem applies
+//! it onto the stage's snapshot. Where this differs from a plain COPY:
+//! - a destination directory the base already has is not looked at: the
+//!   layer's directory (root's, 0755) replaces its owner and mode, where a
+//!   plain COPY keeps them;
+//! - a destination directory that is a symlink in the base is not followed:
+//!   the layer's directory replaces the link;
+//! - a `--chown` by name is looked up in the layer's own empty root (no
+//!   `/etc/passwd`), so only numeric ids are taken.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +39,7 @@ use super::events::BuildEvent;
 use super::graph::Source;
 use super::state::{Entry, State};
 use super::{history, Run};
-use crate::cache::{self, CachedLayer};
+use crate::cache::{self, CacheKey, CachedLayer};
 use crate::copy::{self, CopySource, CopySpec};
 use crate::dockerfile::{Command, Scope, PROXY_ARGS};
 use crate::run::{self, RunSpec};
@@ -280,7 +297,11 @@ where
                     copy::plan(&source, &spec).map_err(|e| StepError::Copy(Box::new(e)))?
                 };
                 let entry = history::copy(command.keyword(), &plan.created_by_source, &spec.dest);
-                let key = state.key.child(&text, std::slice::from_ref(&plan.digest));
+                let key = if spec.link {
+                    link_key(&self.platform, &text, &spec.workdir, &plan.digest)
+                } else {
+                    state.key.child(&text, std::slice::from_ref(&plan.digest))
+                };
                 (
                     Work::Copy {
                         spec: Box::new(spec),
@@ -293,6 +314,7 @@ where
             }
             _ => unreachable!("layer_step is called for RUN, COPY and ADD only"),
         };
+        let link = matches!(&work, Work::Copy { spec, .. } if spec.link);
         // A reproducible build's layers are packed for its epoch: a layer
         // made for another (or none) is not the same layer.
         let key = match self.epoch {
@@ -325,7 +347,7 @@ where
                 let size = hit.layer.descriptor.size();
                 state.layers.push(hit.layer.clone());
                 state.top = None;
-                state.key = key;
+                state.key = stacked_key(state, key, link, &text, &hit.layer);
                 state.added.push(Entry {
                     history: entry,
                     layer: Some(hit.layer),
@@ -349,7 +371,7 @@ where
                 },
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;
-        state.key = key;
+        state.key = stacked_key(state, key, link, &text, &layer);
         let size = layer.descriptor.size();
         state.added.push(Entry {
             history: entry,
@@ -365,13 +387,20 @@ where
 
     /// Prepares an active snapshot on `state`'s top, lets `work` change
     /// it, stores its changes as a layer, commits it as the new top.
+    ///
+    /// A `COPY --link` copies into an empty snapshot instead: its layer
+    /// holds the files copied and the directories made for them, whatever
+    /// the stage's layers hold. That snapshot is not kept; the stage's next
+    /// step that needs a filesystem applies the layer onto the stage's top
+    /// ([`Run::ensure_top`]).
     fn make_layer(
         &self,
         state: &mut State,
         work: Work<'b>,
         step: usize,
     ) -> Result<Layer, StepError> {
-        let parent = self.ensure_top(state)?;
+        let link = matches!(&work, Work::Copy { spec, .. } if spec.link);
+        let parent = if link { None } else { self.ensure_top(state)? };
         let sn = self.snapshotter();
         let key = unique("build");
         let mounts = sn
@@ -427,6 +456,10 @@ where
             diff_id: compared.report.diff_id,
         };
         state.layers.push(layer.clone());
+        if link {
+            state.top = None;
+            return Ok(layer);
+        }
         let name = cache::chain_name(&state.layers).unwrap_or_default();
         // The same content may have been built before (without a cache
         // record): the committed snapshot is then already there.
@@ -442,6 +475,37 @@ where
         drop(active);
         state.top = Some(name);
         Ok(layer)
+    }
+}
+
+/// The cache key of a `COPY --link` (or `ADD --link`): the instruction as
+/// expanded, the working directory its destination is relative to, and
+/// the digest of what it copies, and nothing of the stage's layers (the
+/// layer is made in an empty snapshot), so that a rebuild on another base
+/// finds it.
+fn link_key(
+    platform: &image_core::Platform,
+    text: &str,
+    workdir: &str,
+    content: &Digest,
+) -> CacheKey {
+    CacheKey::base(None, platform).child(
+        &format!("{text}\0link\0workdir={workdir}"),
+        std::slice::from_ref(content),
+    )
+}
+
+/// The stage's key once a layer step made (or found) `layer` under `key`:
+/// `key` itself, but for a `--link` step, whose key ignores the stage,
+/// the stage's key followed by the step and the layer it stacked.
+fn stacked_key(state: &State, key: CacheKey, link: bool, text: &str, layer: &Layer) -> CacheKey {
+    if link {
+        state.key.child(
+            &format!("{text}\0link"),
+            std::slice::from_ref(&layer.diff_id),
+        )
+    } else {
+        key
     }
 }
 
