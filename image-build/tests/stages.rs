@@ -6,6 +6,8 @@
 //! network). A missing tool or privilege skips a test loudly unless
 //! CI=true, where it fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,23 +100,7 @@ impl Fixture {
 /// Nothing outlives a test: snapshots and mounts.
 impl Drop for Fixture {
     fn drop(&mut self) {
-        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(self.tmp.path()) {
-            for m in mounts.iter().rev() {
-                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
-        if let Some(s) = self.runtime.snapshots() {
-            let sn = s.snapshotter();
-            for _ in 0..64 {
-                let all = sn.list().unwrap_or_default();
-                if all.is_empty() {
-                    break;
-                }
-                for i in all {
-                    let _ = sn.remove(&i.name);
-                }
-            }
-        }
+        common::clean_up(self.tmp.path(), &self.runtime);
     }
 }
 
