@@ -12,8 +12,7 @@ use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Buil
 use image_core::config::ConfigFile;
 use image_core::{Classify, ErrorKind, Platform};
 use image_overlay::ConfigChanges;
-use image_runtime::snapshots::Snapshots;
-use image_runtime::{NativeOptions, Runtime};
+use image_runtime::Runtime;
 use image_store::{Manager, OciDir, Provider};
 
 const BASE: &str = "test.local/busybox:1";
@@ -94,11 +93,7 @@ fn fixture() -> Option<Fixture> {
     .expect("base image");
     std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
     std::fs::create_dir(tmp.path().join("context")).expect("context");
-    let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
-    let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
-        .expect("runtime")
-        .with_snapshots(snapshots)
-        .expect("with snapshots");
+    let runtime = common::runtime(tmp.path());
     Some(Fixture {
         tmp,
         store,

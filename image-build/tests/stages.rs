@@ -16,8 +16,7 @@ use image_build::builder::ImageBuilder;
 use image_core::config::History;
 use image_core::progress::Interrupt;
 use image_core::{Classify, ErrorKind, Platform, Tracker};
-use image_runtime::snapshots::Snapshots;
-use image_runtime::{NativeOptions, Runtime};
+use image_runtime::Runtime;
 use image_store::OciDir;
 
 const BASE: &str = "test.local/busybox:1";
@@ -119,11 +118,7 @@ fn fixture() -> Option<Fixture> {
     let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
     make_base(&store, tmp.path(), &[]);
     std::fs::create_dir(tmp.path().join("context")).expect("context");
-    let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
-    let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
-        .expect("runtime")
-        .with_snapshots(snapshots)
-        .expect("with snapshots");
+    let runtime = common::runtime(tmp.path());
     Some(Fixture {
         tmp,
         store,

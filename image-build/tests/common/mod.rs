@@ -26,3 +26,14 @@ pub fn clean_up(dir: &Path, runtime: &Runtime) {
         }
     }
 }
+
+/// A native runtime with state in `dir/state` and its snapshots in
+/// `dir/snapshots` (the default driver), as the builds of a test use.
+pub fn runtime(dir: &Path) -> Runtime {
+    let snapshots = image_runtime::snapshots::Snapshots::open_default(&dir.join("snapshots"))
+        .expect("snapshots");
+    Runtime::native(&dir.join("state"), image_runtime::NativeOptions::default())
+        .expect("runtime")
+        .with_snapshots(snapshots)
+        .expect("with snapshots")
+}
