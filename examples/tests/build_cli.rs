@@ -369,3 +369,57 @@ fn progress_auto_draws_in_place_on_a_terminal_only() {
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     assert!(stderr.contains(" from-the-run\n"), "{stderr}");
 }
+
+/// `--jobs` and `--source-date-epoch`: two stages built at once and then
+/// one by one, seconds apart and with no cache, give the same image when
+/// the epoch is given; each output line names its step (`#N`), so the
+/// lines of the stages built at once stay apart.
+#[test]
+fn build_jobs_and_source_date_epoch() {
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    base(&cli);
+    let dockerfile = format!(
+        "FROM {BASE} AS one\nRUN echo from-one > /one\nFROM {BASE} AS two\nRUN echo from-two > /two; echo two-says\nFROM {BASE}\nCOPY --from=one /one /one\nCOPY --from=two /two /two\n"
+    );
+    let build = |jobs: &str| {
+        let out = with_stdin(
+            &cli,
+            &[
+                "build",
+                "--no-cache",
+                "--jobs",
+                jobs,
+                "--source-date-epoch",
+                "1700000000",
+                "-",
+            ],
+            &dockerfile,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            stderr,
+        )
+    };
+    let (parallel, stderr) = build("2");
+    assert!(stderr.contains(": 4 steps, 0 cached"), "{stderr}");
+    let said = stderr
+        .lines()
+        .find(|l| l.ends_with(" two-says"))
+        .expect("the RUN's output");
+    let step = said.split(' ').next().unwrap();
+    assert!(
+        stderr.contains(&format!("{step} [two 2/2] RUN echo from-two")),
+        "{stderr}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (serial, _) = build("1");
+    assert_eq!(parallel, serial);
+
+    let out = cli.imagectl(&["build", "--source-date-epoch", "soon", "-"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}

@@ -415,6 +415,18 @@ where
         }
     }
 
+    /// Makes the image reproducible for `epoch` (seconds since the Unix
+    /// epoch), whatever the environment says: the config's `created` and
+    /// that of each history entry added without one are `epoch`, and the
+    /// mtimes of the files of each layer this builder packs are clamped to
+    /// it.
+    pub fn source_date_epoch(&mut self, epoch: i64) -> &mut Self {
+        self.epoch = Some(epoch);
+        self.created = image_core::time::rfc3339(epoch);
+        self.config.created = Some(self.created.clone());
+        self
+    }
+
     /// The config as it will be written (its `rootfs` and `history` are
     /// replaced at commit by the builder's).
     pub fn config(&self) -> &ConfigFile {

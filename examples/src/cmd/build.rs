@@ -98,6 +98,15 @@ pub struct BuildArgs {
     /// through (`network.host` is accepted: host networking needs none).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// How many stages build at once (default: the number of cores).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub jobs: usize,
+    /// Stamp every timestamp of the image with this time (seconds since
+    /// the Unix epoch) and clamp the files' mtimes to it, for a
+    /// reproducible image. Default: the build arg or environment variable
+    /// SOURCE_DATE_EPOCH.
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<i64>,
     #[command(flatten)]
     pub places: PlaceArgs,
 }
@@ -238,6 +247,8 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     // Ctrl-C stops the build between steps and a RUN's container at once.
     options.tracker =
         Some(image_core::Tracker::default().with_interrupt(super::progress::interrupt()));
+    options.jobs = a.jobs;
+    options.source_date_epoch = a.source_date_epoch;
     options.network = match a.network {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,

@@ -77,13 +77,20 @@ pub enum BuildError {
     /// The build was interrupted between steps.
     #[error("the build was interrupted")]
     Cancelled(#[source] Cancelled),
+    /// The build arg `SOURCE_DATE_EPOCH` is not a number of seconds.
+    #[error(
+        "the build arg SOURCE_DATE_EPOCH={0:?} is not a number of seconds since the Unix epoch"
+    )]
+    SourceDateEpoch(String),
 }
 
 impl Classify for BuildError {
     fn kind(&self) -> ErrorKind {
         match self {
             BuildError::Read { source, .. } => ErrorKind::from_io(source),
-            BuildError::TooLarge { .. } | BuildError::NoTarget(_) => ErrorKind::InvalidInput,
+            BuildError::TooLarge { .. }
+            | BuildError::NoTarget(_)
+            | BuildError::SourceDateEpoch(_) => ErrorKind::InvalidInput,
             BuildError::Dockerfile(e) => e.kind(),
             BuildError::NoSnapshots => ErrorKind::FailedPrecondition,
             BuildError::Lease(e) => e.kind(),

@@ -7,7 +7,8 @@ pub use crate::run::OutputStream;
 
 /// One thing that happened in a build, in order.
 ///
-/// Steps are numbered from 1 across the whole build (`step`); within its
+/// Steps are numbered from 1 across the whole build (`step`, in the order
+/// they start: stages building at once take numbers in turn); within its
 /// stage a step is `index` of `total` (BuildKit's `[2/5]`), the stage's FROM
 /// being the first. Only FROM and the steps that make a layer (RUN, COPY,
 /// ADD) are steps: the instructions that change only the config are not
@@ -63,7 +64,10 @@ pub enum BuildEvent {
     },
 }
 
-/// Receives the events of a build, in order, on the thread that builds.
+/// Receives the events of a build, one at a time (never two at once), from
+/// the threads that build its stages: the events of one step come in
+/// order; those of stages building at the same time interleave, each
+/// naming its step (and [`BuildEvent::StepStarted`] the step's stage).
 pub trait Observer: Send {
     /// One event.
     fn event(&mut self, event: &BuildEvent);

@@ -1,10 +1,11 @@
 //! The build as a graph of stages: each stage depends on the stages its
-//! `FROM` and its `COPY --from` name. A stage can only name a stage before
-//! it (a later or unknown name is an image), so the graph has no cycle;
-//! the stages the target needs are found by one walk from the target with
-//! a visited set, and built in file order.
+//! `FROM` and its instructions' `--from` name ([`references`]). A stage can
+//! only name a stage before it (a later or unknown name is an image), so
+//! the graph has no cycle; the stages the target needs are found by one
+//! walk from the target with a visited set, and built as soon as the
+//! stages they need are ([`Schedule`]), several at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::dockerfile::{Command, Dockerfile, DockerfileError, Expander, Stage};
 
@@ -59,21 +60,15 @@ impl Graph {
             }
             let mut scope = expander.stage_scope(BTreeMap::new());
             for ins in &stage.instructions {
-                // ARG and ENV update the scope; COPY's --from is read in it.
-                if !matches!(
-                    &ins.command,
-                    Command::Copy(_) | Command::Arg(_) | Command::Env(_) | Command::Run(_)
-                ) {
+                // ARG and ENV update the scope; the references are read in
+                // it.
+                let scoping = matches!(&ins.command, Command::Arg(_) | Command::Env(_));
+                if !scoping && references(&ins.command).is_empty() {
                     continue;
                 }
-                let froms = match expander.step(&mut scope, ins)? {
-                    Command::Copy(c) => c.from.into_iter().collect(),
-                    // RUN --mount=from=... (a bad mount is the step's error).
-                    Command::Run(r) => crate::mounts::froms(&r.mounts),
-                    _ => Vec::new(),
-                };
-                for f in froms {
-                    if let Source::Stage(j) = resolve(&names, &f, stage.index) {
+                let expanded = expander.step(&mut scope, ins)?;
+                for name in references(&expanded) {
+                    if let Source::Stage(j) = resolve(&names, &name, stage.index) {
                         mine.push(j);
                     }
                 }
@@ -143,6 +138,73 @@ impl Graph {
     /// The stages `i` depends on directly.
     pub fn deps(&self, i: usize) -> &[usize] {
         self.deps.get(i).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The names of the stages (or images) an instruction reads files from,
+/// besides its stage's own: `COPY --from`. Every flag that makes a step
+/// wait for another stage joins here (`RUN --mount=from=` too), so that
+/// the graph and the schedule see it. Read on the instruction as written
+/// (is there a reference?) and as expanded (what does it name?).
+pub fn references(command: &Command) -> Vec<String> {
+    match command {
+        Command::Copy(c) => c.from.iter().cloned().collect(),
+        // RUN --mount=from=... (a bad mount is the step's error).
+        Command::Run(r) => crate::mounts::froms(&r.mounts),
+        _ => Vec::new(),
+    }
+}
+
+/// Which stage to build next: a stage is ready once every stage it needs
+/// is built, and the ready ones are taken lowest index first (so one job
+/// builds them in file order). Each stage and each dependency is looked at
+/// once.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// For each stage, how many of the stages it needs are not built yet.
+    waiting: Vec<usize>,
+    /// For each stage, the stages built that need it.
+    dependents: Vec<Vec<usize>>,
+    ready: BTreeSet<usize>,
+}
+
+impl Schedule {
+    /// The schedule of the stages `graph` builds, none built yet.
+    pub fn new(graph: &Graph) -> Schedule {
+        let n = graph.deps.len();
+        let mut waiting = vec![0; n];
+        let mut dependents = vec![Vec::new(); n];
+        let mut ready = BTreeSet::new();
+        for i in (0..n).filter(|&i| graph.needed[i]) {
+            let deps: BTreeSet<usize> = graph.deps[i].iter().copied().collect();
+            waiting[i] = deps.len();
+            for j in deps {
+                dependents[j].push(i);
+            }
+            if waiting[i] == 0 {
+                ready.insert(i);
+            }
+        }
+        Schedule {
+            waiting,
+            dependents,
+            ready,
+        }
+    }
+
+    /// The next stage that may start (taken off the ready set).
+    pub fn next_ready(&mut self) -> Option<usize> {
+        self.ready.pop_first()
+    }
+
+    /// Stage `i` is built: the stages waiting only for it become ready.
+    pub fn done(&mut self, i: usize) {
+        for d in std::mem::take(&mut self.dependents[i]) {
+            self.waiting[d] -= 1;
+            if self.waiting[d] == 0 {
+                self.ready.insert(d);
+            }
+        }
     }
 }
 
@@ -218,5 +280,67 @@ mod tests {
         }
         let g = graph(&text, None).unwrap();
         assert!((0..100).all(|i| g.is_needed(i)));
+    }
+
+    /// Every stage drained from a schedule, taking all the ready ones at
+    /// each round (as unbounded jobs would).
+    fn rounds(g: &Graph) -> Vec<Vec<usize>> {
+        let mut s = Schedule::new(g);
+        let mut out = Vec::new();
+        loop {
+            let round: Vec<usize> = std::iter::from_fn(|| s.next_ready()).collect();
+            if round.is_empty() {
+                return out;
+            }
+            for &i in &round {
+                s.done(i);
+            }
+            out.push(round);
+        }
+    }
+
+    #[test]
+    fn independent_stages_are_ready_together() {
+        let text = "FROM scratch AS a\nFROM scratch AS b\nFROM a AS c\nCOPY --from=b / /\nCOPY --from=b /x /y\nFROM scratch AS unused\nFROM scratch AS d\nCOPY --from=c / /\nCOPY --from=a / /\n";
+        let g = graph(text, Some("d")).unwrap();
+        assert_eq!(rounds(&g), [vec![0, 1], vec![2], vec![4]]);
+    }
+
+    /// Property: for generated graphs, every needed stage is scheduled
+    /// exactly once, after every stage it depends on, and nothing else is.
+    #[test]
+    fn a_schedule_respects_every_dependency() {
+        // A small deterministic generator (no dependency on a RNG crate).
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % m as u64) as usize
+        };
+        for _ in 0..200 {
+            let n = 1 + next(12);
+            let mut text = String::new();
+            for i in 0..n {
+                match (i, next(3)) {
+                    (0, _) | (_, 0) => text.push_str(&format!("FROM scratch AS s{i}\n")),
+                    _ => text.push_str(&format!("FROM s{} AS s{i}\n", next(i))),
+                }
+                for _ in 0..next(3) {
+                    if i > 0 {
+                        text.push_str(&format!("COPY --from=s{} /a /b\n", next(i)));
+                    }
+                }
+            }
+            let g = graph(&text, None).unwrap();
+            let order: Vec<usize> = rounds(&g).concat();
+            let mut seen = vec![false; n];
+            for &i in &order {
+                assert!(!seen[i], "{i} twice in {order:?}\n{text}");
+                assert!(g.deps(i).iter().all(|&j| seen[j]), "{i} early\n{text}");
+                seen[i] = true;
+            }
+            assert!((0..n).all(|i| seen[i] == g.is_needed(i)), "{text}");
+        }
     }
 }

@@ -49,9 +49,11 @@ pub fn copy(keyword: &str, source: &str, dest: &str) -> History {
     entry(format!("{keyword} {source} in {dest} "), false)
 }
 
+/// An entry without its time: the build gives it (its clock, or its
+/// `SOURCE_DATE_EPOCH`).
 fn entry(created_by: String, empty_layer: bool) -> History {
     History {
-        created: Some(image_core::time::created_now()),
+        created: None,
         created_by: Some(created_by),
         empty_layer,
         ..History::default()

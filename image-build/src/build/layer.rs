@@ -6,6 +6,23 @@
 //!
 //! A failing step leaves no active snapshot, view or mount behind: each is
 //! held by a guard that undoes it on every path.
+//!
+//! # `COPY --link` and `ADD --link`
+//! The copy is made into an empty snapshot, as BuildKit's merge-op does:
+//! its layer holds the files copied and, as plain directories (0755,
+//! owned by the `--chown` owner, else root), every directory of the
+//! destination's path; its cache key is the instruction, the working
+//! directory and the digest of what is copied, never the stage's layers,
+//! so a rebuild on another base reuses the layer. The layer is then
+//! stacked on the stage's: the next step that needs a filesystem applies
+//! it onto the stage's snapshot. Where this differs from a plain COPY:
+//! - a destination directory the base already has is not looked at: the
+//!   layer's directory (root's, 0755) replaces its owner and mode, where a
+//!   plain COPY keeps them;
+//! - a destination directory that is a symlink in the base is not followed:
+//!   the layer's directory replaces the link;
+//! - a `--chown` by name is looked up in the layer's own empty root (no
+//!   `/etc/passwd`), so only numeric ids are taken.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +39,7 @@ use super::events::BuildEvent;
 use super::graph::Source;
 use super::state::{Entry, State};
 use super::{history, Run};
-use crate::cache::{self, CachedLayer};
+use crate::cache::{self, CacheKey, CachedLayer};
 use crate::copy::{self, CopySource, CopySpec};
 use crate::dockerfile::{Command, Scope, PROXY_ARGS};
 use crate::run::{self, RunSpec};
@@ -134,7 +151,7 @@ where
                 &self.lease.protect(self.store),
                 self.snapshotter(),
                 layers,
-                self.options.tracker.as_ref(),
+                Some(&self.tracker),
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;
         }
@@ -185,7 +202,8 @@ where
         match self.graph.source(from, at) {
             Source::Scratch => Ok((Vec::new(), None)),
             Source::Stage(j) => {
-                let state = self.states[j].as_ref().ok_or_else(|| StepError::Invalid {
+                let states = super::lock(&self.states);
+                let state = states[j].as_ref().ok_or_else(|| StepError::Invalid {
                     what: "--from",
                     value: from.to_owned(),
                     reason: "names a stage that is not built",
@@ -269,7 +287,7 @@ where
     /// Runs one RUN, COPY or ADD (expanded) of stage `stage_index` on
     /// `state`.
     pub(super) fn layer_step(
-        &mut self,
+        &self,
         state: &mut State,
         scope: &Scope,
         command: &Command,
@@ -282,7 +300,7 @@ where
         let step = self.next_step();
         let escape = self.df.directives.escape;
         let text = history::text(command, escape);
-        self.observer.event(&BuildEvent::StepStarted {
+        self.emit(&BuildEvent::StepStarted {
             step,
             stage: stage.clone(),
             index,
@@ -346,7 +364,11 @@ where
                     copy::plan(&source, &spec).map_err(|e| StepError::Copy(Box::new(e)))?
                 };
                 let entry = history::copy(command.keyword(), &plan.created_by_source, &spec.dest);
-                let key = state.key.child(&text, std::slice::from_ref(&plan.digest));
+                let key = if spec.link {
+                    link_key(&self.platform, &text, &spec.workdir, &plan.digest)
+                } else {
+                    state.key.child(&text, std::slice::from_ref(&plan.digest))
+                };
                 (
                     Work::Copy {
                         spec: Box::new(spec),
@@ -359,7 +381,15 @@ where
             }
             _ => unreachable!("layer_step is called for RUN, COPY and ADD only"),
         };
-        self.steps += 1;
+        let link = matches!(&work, Work::Copy { spec, .. } if spec.link);
+        // A reproducible build's layers are packed for its epoch: a layer
+        // made for another (or none) is not the same layer.
+        let key = match self.epoch {
+            Some(e) => key.child(&format!("SOURCE_DATE_EPOCH={e}"), &[]),
+            None => key,
+        };
+        entry.created = Some(self.created_now());
+        self.steps.fetch_add(1, Ordering::Relaxed);
         let use_cache = !self.options.no_cache
             && !self
                 .options
@@ -372,23 +402,24 @@ where
                 .lookup(&key)
                 .map_err(|e| StepError::Cache(Box::new(e)))?
             {
-                self.cached += 1;
-                self.observer.event(&BuildEvent::StepCached { step });
+                self.cached.fetch_add(1, Ordering::Relaxed);
+                self.emit(&BuildEvent::StepCached { step });
                 entry.created_by = Some(hit.created_by);
                 // The first build's time, so that a cached rebuild makes
-                // the same config (and so no new blob).
-                if hit.created.is_some() {
+                // the same config (and so no new blob); a reproducible
+                // build's is its epoch already.
+                if hit.created.is_some() && self.epoch.is_none() {
                     entry.created = hit.created;
                 }
                 let size = hit.layer.descriptor.size();
                 state.layers.push(hit.layer.clone());
                 state.top = None;
-                state.key = key;
+                state.key = stacked_key(state, key, link, &text, &hit.layer);
                 state.added.push(Entry {
                     history: entry,
                     layer: Some(hit.layer),
                 });
-                self.observer.event(&BuildEvent::StepDone {
+                self.emit(&BuildEvent::StepDone {
                     step,
                     layer_size: Some(size),
                     elapsed: started.elapsed(),
@@ -412,13 +443,13 @@ where
                 },
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;
-        state.key = key;
+        state.key = stacked_key(state, key, link, &text, &layer);
         let size = layer.descriptor.size();
         state.added.push(Entry {
             history: entry,
             layer: Some(layer),
         });
-        self.observer.event(&BuildEvent::StepDone {
+        self.emit(&BuildEvent::StepDone {
             step,
             layer_size: Some(size),
             elapsed: started.elapsed(),
@@ -428,13 +459,20 @@ where
 
     /// Prepares an active snapshot on `state`'s top, lets `work` change
     /// it, stores its changes as a layer, commits it as the new top.
+    ///
+    /// A `COPY --link` copies into an empty snapshot instead: its layer
+    /// holds the files copied and the directories made for them, whatever
+    /// the stage's layers hold. That snapshot is not kept; the stage's next
+    /// step that needs a filesystem applies the layer onto the stage's top
+    /// ([`Run::ensure_top`]).
     fn make_layer(
-        &mut self,
+        &self,
         state: &mut State,
         work: Work<'b>,
         step: usize,
     ) -> Result<Layer, StepError> {
-        let parent = self.ensure_top(state)?;
+        let link = matches!(&work, Work::Copy { spec, .. } if spec.link);
+        let parent = if link { None } else { self.ensure_top(state)? };
         let sn = self.snapshotter();
         let key = unique("build");
         let mounts = sn
@@ -484,7 +522,7 @@ where
                     }
                 }
                 let work = self.runtime.root().join("build");
-                let interrupt = self.options.tracker.as_ref().map(|t| t.interrupt().clone());
+                let interrupt = Some(self.tracker.interrupt().clone());
                 let prepared = crate::mounts::Setup {
                     work: &work,
                     state: self.runtime.root(),
@@ -501,9 +539,8 @@ where
                 })?;
                 spec.binds.clone_from(&prepared.binds);
                 spec.env.extend(prepared.env.iter().cloned());
-                let observer = &mut *self.observer;
                 let mut output = |stream, line: &[u8]| {
-                    observer.event(&BuildEvent::Output {
+                    self.emit(&BuildEvent::Output {
                         step,
                         stream,
                         line: String::from_utf8_lossy(line).into_owned(),
@@ -515,10 +552,9 @@ where
                 ran.map_err(|e| StepError::Run(Box::new(e)))?;
             }
         }
-        let mut pack = PackOptions::default().with_source_date_epoch_from_env();
-        if let Some(t) = &self.options.tracker {
-            pack.tracker = t.clone();
-        }
+        let mut pack = PackOptions::default();
+        pack.source_date_epoch = self.epoch;
+        pack.tracker = self.tracker.clone();
         let compared =
             image_overlay::compare_into(&self.lease.protect(self.store), sn, &key, &pack)
                 .map_err(|e| StepError::Layer(Box::new(e)))?;
@@ -527,6 +563,10 @@ where
             diff_id: compared.report.diff_id,
         };
         state.layers.push(layer.clone());
+        if link {
+            state.top = None;
+            return Ok(layer);
+        }
         let name = cache::chain_name(&state.layers).unwrap_or_default();
         // The same content may have been built before (without a cache
         // record): the committed snapshot is then already there.
@@ -534,8 +574,9 @@ where
             .try_stat(&name)
             .map_err(|e| snap_err(&name, e))?
             .is_some_and(|i| i.kind == Kind::Committed);
-        if !exists {
-            sn.commit(&name, &key).map_err(|e| snap_err(&key, e))?;
+        // Another stage building the same content at the same time may
+        // commit it first: its snapshot is then the one kept.
+        if !exists && !committed_by_another(sn, &name, sn.commit(&name, &key))? {
             active.keep = true;
         }
         drop(active);
@@ -570,6 +611,59 @@ fn remote_add<'a>(
     let key = state.key.child(text, &[digest]);
     let source = spec.sources.first().cloned().unwrap_or_default();
     Ok(Some((Work::Remote { source }, key, entry)))
+}
+
+/// The cache key of a `COPY --link` (or `ADD --link`): the instruction as
+/// expanded, the working directory its destination is relative to, and
+/// the digest of what it copies, and nothing of the stage's layers (the
+/// layer is made in an empty snapshot), so that a rebuild on another base
+/// finds it.
+fn link_key(
+    platform: &image_core::Platform,
+    text: &str,
+    workdir: &str,
+    content: &Digest,
+) -> CacheKey {
+    CacheKey::base(None, platform).child(
+        &format!("{text}\0link\0workdir={workdir}"),
+        std::slice::from_ref(content),
+    )
+}
+
+/// The stage's key once a layer step made (or found) `layer` under `key`:
+/// `key` itself, but for a `--link` step, whose key ignores the stage,
+/// the stage's key followed by the step and the layer it stacked.
+fn stacked_key(state: &State, key: CacheKey, link: bool, text: &str, layer: &Layer) -> CacheKey {
+    if link {
+        state.key.child(
+            &format!("{text}\0link"),
+            std::slice::from_ref(&layer.diff_id),
+        )
+    } else {
+        key
+    }
+}
+
+/// Whether `commit`, the commit of an active snapshot as `name`, failed
+/// only because another step committed `name` first (`Ok(true)`: the
+/// active one is then removed); `Ok(false)` when it succeeded.
+fn committed_by_another(
+    sn: &dyn Snapshotter,
+    name: &str,
+    commit: Result<(), image_overlay::snapshot::SnapshotError>,
+) -> Result<bool, StepError> {
+    let Err(e) = commit else {
+        return Ok(false);
+    };
+    let there = sn
+        .try_stat(name)
+        .map_err(|e| snap_err(name, e))?
+        .is_some_and(|i| i.kind == Kind::Committed);
+    if there {
+        Ok(true)
+    } else {
+        Err(snap_err(name, e))
+    }
 }
 
 fn snap_err(key: &str, source: image_overlay::snapshot::SnapshotError) -> StepError {
@@ -634,5 +728,31 @@ fn copy_spec(command: &Command, workdir: String) -> (CopySpec, Option<String>) {
             (spec, None)
         }
         _ => (CopySpec::default(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use image_overlay::snapshot::CopySnapshotter;
+
+    use super::*;
+
+    /// Two steps of two stages making the same layer at once commit it
+    /// under the same chain ID: the second commit finds the first's
+    /// snapshot, which is kept, and is not an error; its own active
+    /// snapshot is then removed by its guard. Any other failure is one.
+    #[test]
+    fn a_chain_committed_by_another_step_is_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sn = CopySnapshotter::open(tmp.path()).unwrap();
+        sn.prepare("first", None).unwrap();
+        sn.prepare("second", None).unwrap();
+        assert!(!committed_by_another(&sn, "chain", sn.commit("chain", "first")).unwrap());
+        assert!(committed_by_another(&sn, "chain", sn.commit("chain", "second")).unwrap());
+        // A commit that failed for another reason (no such active
+        // snapshot), with nothing committed under the name, stays an error.
+        let e = committed_by_another(&sn, "other", sn.commit("other", "missing"))
+            .expect_err("not committed by anyone");
+        assert!(matches!(e, StepError::Snapshot { .. }), "{e:?}");
     }
 }

@@ -3,15 +3,21 @@
 //!
 //! A build parses the Dockerfile, expands it for the build args and the
 //! host platform, and finds the stages the target needs ([`graph`]); each
-//! of those is built in file order from its FROM (scratch, an earlier
-//! stage, or an image in the store). A step that makes a layer prepares an
+//! of those is built from its FROM (scratch, an earlier stage, or an image
+//! in the store) on a thread of its own as soon as the stages it needs are
+//! built, up to [`BuildOptions::jobs`] at once. The first failure sets the
+//! build's interrupt: the stages still running stop (a RUN's container is
+//! killed, every snapshot and mount a step made is undone by its guard),
+//! and that failure is the error. A step that makes a layer prepares an
 //! active snapshot on the stage's committed snapshot, lets COPY/ADD or RUN
 //! change it, stores its changes as a layer and commits it under the chain
 //! ID of the stage's layers, so the next step builds on it without
 //! unpacking anything. The cache ([`crate::cache`]) is asked before each
 //! layer step; after cache hits, snapshots are made only when a later step
 //! needs a filesystem. One lease covers every blob the build writes until
-//! the result is tagged.
+//! the result is tagged. With a source date epoch
+//! ([`BuildOptions::source_date_epoch`]) every time the result holds comes
+//! from it, so that the same Dockerfile and context give the same image.
 //!
 //! # Security
 //! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), its
@@ -30,8 +36,11 @@ mod state;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use image_core::progress::Interrupt;
 use image_core::{Digest, ImageConfig, Manifest, Platform, Tracker};
 use image_runtime::Runtime;
 use image_store::{ContentStore, LeaseGuard, Leased, Leases, TagStore};
@@ -86,6 +95,16 @@ pub struct BuildOptions {
     /// Progress of long operations (unpacking, packing) and the interrupt,
     /// checked between steps and passed to RUN.
     pub tracker: Option<Tracker>,
+    /// `--jobs`: how many stages build at once; 0 for the number of cores.
+    pub jobs: usize,
+    /// `--source-date-epoch`: the time (seconds since the Unix epoch) every
+    /// timestamp of the result comes from: the config's and each new
+    /// history entry's `created`, and the mtimes of the files of each
+    /// layer the build makes, clamped to it (BuildKit's
+    /// `rewrite-timestamp`). When `None`, the build arg
+    /// `SOURCE_DATE_EPOCH` (as BuildKit reads it), else the environment
+    /// variable of that name.
+    pub source_date_epoch: Option<i64>,
 }
 
 impl BuildOptions {
@@ -94,6 +113,34 @@ impl BuildOptions {
         BuildOptions {
             context: Some(context.into()),
             ..BuildOptions::default()
+        }
+    }
+
+    /// The time the build stamps: [`BuildOptions::source_date_epoch`], else
+    /// the build arg `SOURCE_DATE_EPOCH`, else the environment variable.
+    ///
+    /// # Errors
+    /// [`BuildError::SourceDateEpoch`] for a build arg that is not a number.
+    pub fn epoch(&self) -> Result<Option<i64>, BuildError> {
+        if let Some(e) = self.source_date_epoch {
+            return Ok(Some(e));
+        }
+        match self.build_args.get("SOURCE_DATE_EPOCH") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| BuildError::SourceDateEpoch(v.clone())),
+            None => Ok(image_core::time::source_date_epoch()),
+        }
+    }
+
+    /// How many stages build at once: [`BuildOptions::jobs`], or the number
+    /// of cores for 0.
+    pub fn parallelism(&self) -> usize {
+        match self.jobs {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
         }
     }
 }
@@ -173,10 +220,19 @@ where
             }
             None => Context::none(),
         };
+        let epoch = options.epoch()?;
         let lease = self.store.begin_lease().map_err(BuildError::Lease)?;
         let leased = lease.protect(self.store);
         let cache = Cache::open(&leased).map_err(|e| BuildError::Cache(Box::new(e)))?;
-        let mut run = Run {
+        // The build's own flag: set on the first failure (and when the
+        // caller's is), so that every stage still running stops.
+        let cancel = Interrupt::new();
+        let tracker = options
+            .tracker
+            .clone()
+            .unwrap_or_default()
+            .with_interrupt(cancel.clone());
+        let run = Run {
             store: self.store,
             runtime: self.runtime,
             lease: &lease,
@@ -188,33 +244,31 @@ where
             expander: &expander,
             graph: &graph,
             platform,
-            observer,
-            states: vec![None; df.stages.len()],
-            step: 0,
-            steps: 0,
-            cached: 0,
-            declared: df
-                .global_args
-                .iter()
-                .flat_map(arg_names)
-                .collect::<BTreeSet<String>>(),
+            epoch,
+            observer: Mutex::new(observer),
+            states: Mutex::new(vec![None; df.stages.len()]),
+            step: AtomicUsize::new(0),
+            steps: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            declared: Mutex::new(
+                df.global_args
+                    .iter()
+                    .flat_map(arg_names)
+                    .collect::<BTreeSet<String>>(),
+            ),
+            cancel,
+            tracker,
         };
         for stage in &df.stages {
             if !graph.is_needed(stage.index) {
-                run.observer.event(&BuildEvent::StageSkipped {
+                run.emit(&BuildEvent::StageSkipped {
                     stage: stage_name(stage),
                 });
             }
         }
-        for i in 0..df.stages.len() {
-            if graph.is_needed(i) {
-                run.check_interrupt()?;
-                let state = run.stage(i)?;
-                run.states[i] = Some(state);
-            }
-        }
+        run.stages(options.parallelism())?;
         run.warn_unused_args();
-        let state = run.states[graph.target()]
+        let state = lock(&run.states)[graph.target()]
             .take()
             .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
         cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
@@ -224,7 +278,7 @@ where
     }
 }
 
-/// One build in progress.
+/// One build in progress, shared by the threads that build its stages.
 struct Run<'b, S: ?Sized> {
     store: &'b S,
     runtime: &'b Runtime,
@@ -237,14 +291,31 @@ struct Run<'b, S: ?Sized> {
     expander: &'b Expander<'b>,
     graph: &'b Graph,
     platform: Platform,
-    observer: &'b mut dyn Observer,
-    states: Vec<Option<State>>,
+    /// The time every timestamp comes from, when reproducible.
+    epoch: Option<i64>,
+    observer: Mutex<&'b mut dyn Observer>,
+    /// Each stage's state once built (taken by the one stage that needs it
+    /// when only one does).
+    states: Mutex<Vec<Option<State>>>,
     /// The last step number given.
-    step: usize,
-    steps: usize,
-    cached: usize,
+    step: AtomicUsize,
+    steps: AtomicUsize,
+    cached: AtomicUsize,
     /// Every ARG name the stages built declare (for the unused warning).
-    declared: BTreeSet<String>,
+    declared: Mutex<BTreeSet<String>>,
+    /// The build's interrupt (see [`Builder::build`]).
+    cancel: Interrupt,
+    /// The caller's progress with the build's interrupt: what every long
+    /// operation of every stage reports to and is stopped by.
+    tracker: Tracker,
+}
+
+/// `mutex` locked; a lock a panicking stage poisoned is still taken (the
+/// panic itself is raised when the build's threads are joined).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where an instruction comes from: the Dockerfile, or a base image's
@@ -259,9 +330,98 @@ impl<S> Run<'_, S>
 where
     S: ContentStore + TagStore + Leases + Sync + ?Sized,
 {
+    /// `Err(Cancelled)` once the build's interrupt or the caller's is set
+    /// (the caller's reaches the build's within a poll of
+    /// [`Run::stages`]; here it is seen at once).
     fn check_interrupt(&self) -> Result<(), BuildError> {
-        match &self.options.tracker {
-            Some(t) => t.check().map_err(BuildError::Cancelled),
+        if self.caller_interrupted() {
+            self.cancel.set();
+        }
+        self.tracker.check().map_err(BuildError::Cancelled)
+    }
+
+    /// Whether the caller asked the build to stop.
+    fn caller_interrupted(&self) -> bool {
+        self.options
+            .tracker
+            .as_ref()
+            .is_some_and(|t| t.interrupt().is_set())
+    }
+
+    /// Tells the observer `event` (from whichever stage's thread).
+    fn emit(&self, event: &BuildEvent) {
+        lock(&self.observer).event(event);
+    }
+
+    /// The `created` time of a history entry made now: the epoch when
+    /// reproducible.
+    fn created_now(&self) -> String {
+        self.epoch.map_or_else(
+            || image_core::time::rfc3339(image_core::time::now_secs()),
+            image_core::time::rfc3339,
+        )
+    }
+
+    /// Builds every stage the target needs, up to `jobs` at once, each as
+    /// soon as the stages it needs are built (see [`graph::Schedule`]).
+    /// The first failure sets the build's interrupt, so that the stages
+    /// still running stop (their containers killed, their snapshots
+    /// removed), and is the error returned; no other stage starts then.
+    fn stages(&self, jobs: usize) -> Result<(), BuildError> {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut schedule = graph::Schedule::new(self.graph);
+        let mut first_err = None;
+        let mut panic = None;
+        std::thread::scope(|scope| {
+            let mut running = 0usize;
+            loop {
+                while first_err.is_none() && running < jobs.max(1) {
+                    let Some(i) = schedule.next_ready() else {
+                        break;
+                    };
+                    let tx = done_tx.clone();
+                    running += 1;
+                    scope.spawn(move || {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.check_interrupt()?;
+                            self.stage(i)
+                        }));
+                        let _ = tx.send((i, r));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                // The caller's interrupt becomes the build's, looked at
+                // while the stages run.
+                match done.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok((i, r)) => {
+                        running -= 1;
+                        match r {
+                            Ok(Ok(state)) => {
+                                lock(&self.states)[i] = Some(state);
+                                schedule.done(i);
+                            }
+                            Ok(Err(e)) => {
+                                self.cancel.set();
+                                first_err.get_or_insert(e);
+                            }
+                            Err(p) => {
+                                self.cancel.set();
+                                panic.get_or_insert(p);
+                            }
+                        }
+                    }
+                    Err(_) if self.caller_interrupted() => self.cancel.set(),
+                    Err(_) => {}
+                }
+            }
+        });
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+        match first_err {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -319,13 +479,12 @@ where
         Ok(platform)
     }
 
-    fn next_step(&mut self) -> usize {
-        self.step += 1;
-        self.step
+    fn next_step(&self) -> usize {
+        self.step.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Builds stage `i` (every stage it needs is built).
-    fn stage(&mut self, i: usize) -> Result<State, BuildError> {
+    fn stage(&self, i: usize) -> Result<State, BuildError> {
         let df = self.df;
         let stage = &df.stages[i];
         let name = stage_name(stage);
@@ -338,11 +497,11 @@ where
             Source::Scratch => State::scratch(&platform),
             // A stage named by this FROM only is taken, not copied: a
             // chain of stages costs the same per stage however long.
-            Source::Stage(j) if self.graph.used_once(j) => self.states[j]
+            Source::Stage(j) if self.graph.used_once(j) => lock(&self.states)[j]
                 .take()
                 .map(State::into_child)
                 .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
-            Source::Stage(j) => self.states[j]
+            Source::Stage(j) => lock(&self.states)[j]
                 .as_ref()
                 .map(State::child)
                 .ok_or_else(|| BuildError::NoTarget(from.image.clone()))?,
@@ -361,14 +520,14 @@ where
             .count();
         let total = layer_steps + 1;
         let step = self.next_step();
-        self.observer.event(&BuildEvent::StepStarted {
+        self.emit(&BuildEvent::StepStarted {
             step,
             stage: name.clone(),
             index: 1,
             total,
             text: format!("FROM {}", from.image),
         });
-        self.observer.event(&BuildEvent::StepDone {
+        self.emit(&BuildEvent::StepDone {
             step,
             layer_size: None,
             elapsed: started.elapsed(),
@@ -381,7 +540,7 @@ where
             .chain(stage.instructions.iter().map(|t| (t, Origin::File)))
         {
             self.check_interrupt()?;
-            self.declared.extend(arg_names(ins));
+            lock(&self.declared).extend(arg_names(ins));
             let keyword = match origin {
                 Origin::File => ins.command.keyword().to_owned(),
                 Origin::Trigger => format!("ONBUILD {}", ins.command.keyword()),
@@ -406,7 +565,8 @@ where
                     .map_err(self.at(line, keyword))?;
             } else {
                 state.apply(&command).map_err(self.at(line, keyword))?;
-                let entry = history::config_only(&command, df.directives.escape);
+                let mut entry = history::config_only(&command, df.directives.escape);
+                entry.created = Some(self.created_now());
                 let by = entry.created_by.as_deref().unwrap_or_default();
                 state.key = state.key.child(by, &[]);
                 state.added.push(Entry {
@@ -448,16 +608,21 @@ where
 
     /// Warns of build args that no ARG of the stages built declares (as
     /// Docker does, not an error).
-    fn warn_unused_args(&mut self) {
+    fn warn_unused_args(&self) {
+        let declared = lock(&self.declared);
         let unused: Vec<&str> = self
             .options
             .build_args
             .keys()
-            .filter(|k| !self.declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .filter(|k| {
+                !declared.contains(*k)
+                    && !PROXY_ARGS.contains(&k.as_str())
+                    && k.as_str() != "SOURCE_DATE_EPOCH"
+            })
             .map(String::as_str)
             .collect();
         if !unused.is_empty() {
-            self.observer.event(&BuildEvent::Warning {
+            self.emit(&BuildEvent::Warning {
                 message: format!(
                     "one or more build args were not consumed: [{}]",
                     unused.join(" ")
@@ -469,7 +634,7 @@ where
     /// Writes the final stage as an image through the builder API: its
     /// base image (or scratch), the layers and history entries the build
     /// added, its config; and tags it.
-    fn commit(&mut self, mut state: State) -> Result<BuildResult, BuildError> {
+    fn commit(&self, mut state: State) -> Result<BuildResult, BuildError> {
         if !self.options.labels.is_empty() {
             let labels = state.run_config().labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.options.labels.clone());
@@ -479,12 +644,15 @@ where
             .base
             .as_ref()
             .and_then(|b| b.config.file().created.clone());
-        let created = settle_times(&mut state.added, base_created);
+        let created = settle_times(&mut state.added, base_created, self.epoch);
         let mut image = match state.base.take() {
             Some(base) => ImageBuilder::from_resolved(self.store, base),
             None => ImageBuilder::scratch(self.store, &self.platform),
         }
         .map_err(commit_err)?;
+        if let Some(epoch) = self.epoch {
+            image.source_date_epoch(epoch);
+        }
         for entry in state.added {
             match entry.layer {
                 Some(layer) => image.add_layer(layer, entry.history),
@@ -508,8 +676,8 @@ where
             manifest: built.manifest,
             config: built.config,
             tags: built.tags,
-            steps: self.steps,
-            cached: self.cached,
+            steps: self.steps.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
         })
     }
 }
@@ -520,13 +688,17 @@ where
 /// takes the time of the layer step before it (the base image's time
 /// before the first; the first layer step's in a stage from scratch), as
 /// BuildKit's exporter does, so that a rebuild with every step cached
-/// writes the same config and manifest, i.e. no new blob. With
-/// `SOURCE_DATE_EPOCH` every new entry has that time already, and is left.
+/// writes the same config and manifest, i.e. no new blob. With an `epoch`
+/// every new entry has that time already, and the image has it too.
 /// `None` when there is no time to give (a build of config steps only on
 /// scratch): the builder's time then.
-fn settle_times(entries: &mut [state::Entry], base: Option<String>) -> Option<String> {
-    if image_core::time::source_date_epoch().is_some() {
-        return entries.last().and_then(|e| e.history.created.clone());
+fn settle_times(
+    entries: &mut [state::Entry],
+    base: Option<String>,
+    epoch: Option<i64>,
+) -> Option<String> {
+    if let Some(epoch) = epoch {
+        return Some(image_core::time::rfc3339(epoch));
     }
     let first_layer = || {
         entries

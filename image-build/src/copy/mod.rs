@@ -78,7 +78,8 @@ pub struct CopySpec {
     pub exclude: Vec<String>,
     /// `--parents`.
     pub parents: bool,
-    /// `--link`: same result as without it (recorded only).
+    /// `--link`: the copy is the same; the build makes it into an empty
+    /// root of its own (see the build's `COPY --link`).
     pub link: bool,
     /// `ADD`: local archives are unpacked, URL and git sources refused.
     pub add: bool,

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder};
 use image_core::Platform;
 use image_overlay::ConfigChanges;
-use image_runtime::snapshots::Snapshots;
-use image_runtime::{NativeOptions, Runtime};
+use image_runtime::Runtime;
+
+#[path = "../common/mod.rs"]
+mod common;
 use image_store::{Manager, OciDir};
 
 pub const BASE: &str = "test.local/busybox:1";
@@ -62,23 +64,7 @@ impl Fixture {
 /// Nothing outlives a test: snapshots and mounts.
 impl Drop for Fixture {
     fn drop(&mut self) {
-        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(self.tmp.path()) {
-            for m in mounts.iter().rev() {
-                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
-        if let Some(s) = self.runtime.snapshots() {
-            let sn = s.snapshotter();
-            for _ in 0..64 {
-                let all = sn.list().unwrap_or_default();
-                if all.is_empty() {
-                    break;
-                }
-                for i in all {
-                    let _ = sn.remove(&i.name);
-                }
-            }
-        }
+        common::clean_up(self.tmp.path(), &self.runtime);
     }
 }
 
@@ -112,11 +98,7 @@ pub fn fixture() -> Option<Fixture> {
     .expect("base image");
     std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
     std::fs::create_dir(tmp.path().join("context")).expect("context");
-    let snapshots = Snapshots::open_default(&tmp.path().join("snapshots")).expect("snapshots");
-    let runtime = Runtime::native(&tmp.path().join("state"), NativeOptions::default())
-        .expect("runtime")
-        .with_snapshots(snapshots)
-        .expect("with snapshots");
+    let runtime = common::runtime(tmp.path());
     Some(Fixture {
         tmp,
         store,
