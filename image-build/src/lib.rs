@@ -59,6 +59,8 @@ image_core::classify_registry!(
     crate::build::StepError,
     crate::builder::BuilderError,
     crate::cache::CacheError,
+    crate::cache::export::ExportError,
+    crate::cache::export::ImportError,
     crate::context::ContextError,
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
@@ -70,6 +72,8 @@ image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::builder::BuilderError,
     crate::cache::CacheError,
+    crate::cache::export::ExportError,
+    crate::cache::export::ImportError,
     crate::context::ContextError,
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,

@@ -108,6 +108,9 @@ pub struct BuildResult {
     pub steps: usize,
     /// How many of them came from the cache.
     pub cached: usize,
+    /// The cache records the build found or made, in order: what
+    /// [`crate::cache::export`] writes.
+    pub cache_records: Vec<crate::cache::UsedRecord>,
 }
 
 /// Builds Dockerfiles into images of a store, running RUN steps with a
@@ -212,7 +215,8 @@ where
             .take()
             .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
         cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
-        let result = run.commit(state)?;
+        let mut result = run.commit(state)?;
+        result.cache_records = cache.used();
         lease.release().map_err(BuildError::Lease)?;
         Ok(result)
     }
@@ -503,6 +507,7 @@ where
             tags: built.tags,
             steps: self.steps,
             cached: self.cached,
+            cache_records: Vec::new(),
         })
     }
 }
