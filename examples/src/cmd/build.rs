@@ -15,6 +15,8 @@ use image_build::run::{Network, RunError};
 use image_store::archive::{save_docker, save_oci, SaveImage, SaveOptions};
 
 use super::archive::write_file;
+use super::cache;
+use super::registry::ReachArgs;
 use super::run::{PlaceArgs, RuntimeArg};
 use super::store::StoreArgs;
 
@@ -83,6 +85,18 @@ pub struct BuildArgs {
     /// instead of building.
     #[arg(long)]
     pub print: bool,
+    /// Export the build cache: type=local,dest=DIR (an OCI layout) or
+    /// type=registry,ref=REF, with mode=min (the final image's steps, the
+    /// default) or mode=max (every step of every stage). Repeatable.
+    #[arg(long = "cache-to", value_name = "type=local,dest=DIR[,mode=max]")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache first: type=local,src=DIR or
+    /// type=registry,ref=REF (repeatable; one that cannot be read is a
+    /// warning).
+    #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
+    pub cache_from: Vec<String>,
+    #[command(flatten)]
+    pub reach: ReachArgs,
     #[command(flatten)]
     pub places: PlaceArgs,
 }
@@ -138,6 +152,12 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         return super::dockerfile::print(&file, &a.build_args, a.target.as_deref(), true);
     }
     let output = a.output.as_deref().map(parse_output).transpose()?;
+    let cache_to = (a.cache_to.iter())
+        .map(|c| cache::parse(c, true))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_from = (a.cache_from.iter())
+        .map(|c| cache::parse(c, false))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut options = BuildOptions::default();
     if a.context.as_os_str() == "-" {
         let mut text = String::new();
@@ -164,6 +184,7 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     };
     let s = store.open()?;
     let runtime = a.places.runtime(store, RuntimeArg::Native)?;
+    cache::import_all(&s, &cache_from, &a.reach);
     let builder = Builder::new(&s, &runtime);
     let mut display = Display::new(a.progress, std::io::stderr());
     let started = Instant::now();
@@ -175,6 +196,9 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         }
     };
     display.summary(&result, started.elapsed());
+    for c in &cache_to {
+        cache::export_to(&s, &result, c, &a.reach)?;
+    }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, result.image_id.to_string())
             .with_context(|| format!("writing {}", path.display()))?;

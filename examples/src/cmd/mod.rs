@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod build;
 pub mod builder;
+pub mod cache;
 pub mod digest;
 pub mod dockerfile;
 pub mod layer;

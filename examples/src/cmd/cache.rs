@@ -1,0 +1,225 @@
+//! `imagectl build --cache-to/--cache-from`: the build cache exported to
+//! and imported from an OCI layout directory (`type=local`), or a registry
+//! repository (`type=registry`), in BuildKit's forms.
+//!
+//! image-build writes and reads the cache as an OCI index in any store
+//! ([`image_build::cache::export`]); the registry form composes it with
+//! image-registry here (image-build does not depend on image-registry):
+//! an export is written into a temporary layout and pushed from it, an
+//! import is pulled into a temporary layout and read from it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use image_build::build::BuildResult;
+use image_build::cache::export::{export, import, select, CacheMode, DEFAULT_NAME};
+use image_core::Reference;
+use image_registry::{PullOptions, PushOptions};
+use image_store::OciDir;
+
+use super::registry::ReachArgs;
+
+/// Where a cache goes to or comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// An OCI layout directory (`type=local,dest=DIR` / `src=DIR`).
+    Local(PathBuf),
+    /// A registry repository (`type=registry,ref=REF`).
+    Registry(String),
+}
+
+/// A `--cache-to` or `--cache-from` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// Where.
+    pub place: Place,
+    /// Which records (`mode=`; `--cache-to` only).
+    pub mode: CacheMode,
+}
+
+/// Parses `type=local,dest=DIR[,mode=min|max]` (`src=DIR` for an import:
+/// `to` says which) or `type=registry,ref=REF[,mode=...]`.
+pub fn parse(spec: &str, to: bool) -> anyhow::Result<CacheSpec> {
+    let flag = if to { "--cache-to" } else { "--cache-from" };
+    let dir_key = if to { "dest" } else { "src" };
+    let mut kind = None;
+    let mut dir = None;
+    let mut reference = None;
+    let mut mode = CacheMode::Min;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", t)) => kind = Some(t),
+            Some((k, d)) if k == dir_key => dir = Some(PathBuf::from(d)),
+            Some(("ref", r)) => reference = Some(r.to_owned()),
+            Some(("mode", m)) if to => {
+                mode = m
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("{flag} {spec:?}: {e}"))?;
+            }
+            _ => bail!(
+                "{flag} {spec:?}: expected type=local,{dir_key}=DIR or type=registry,ref=REF{}",
+                if to { " (and mode=min|max)" } else { "" }
+            ),
+        }
+    }
+    let place = match (kind, dir, reference) {
+        (Some("local"), Some(d), None) => Place::Local(d),
+        (Some("registry"), None, Some(r)) => Place::Registry(r),
+        (Some("local"), _, _) => bail!("{flag} {spec:?}: type=local takes {dir_key}=DIR"),
+        (Some("registry"), _, _) => bail!("{flag} {spec:?}: type=registry takes ref=REF"),
+        _ => bail!("{flag} {spec:?}: expected type=local or type=registry"),
+    };
+    Ok(CacheSpec { place, mode })
+}
+
+/// A temporary layout for the registry forms, removed when dropped.
+struct TempLayout {
+    dir: PathBuf,
+    layout: OciDir,
+}
+
+impl TempLayout {
+    fn new() -> anyhow::Result<TempLayout> {
+        let dir = tempfile::Builder::new()
+            .prefix("imagectl-cache-")
+            .tempdir()
+            .context("making a temporary directory for the cache")?
+            .keep();
+        let layout = OciDir::open_or_create(dir.join("layout"))
+            .with_context(|| format!("making a layout in {}", dir.display()))?;
+        Ok(TempLayout { dir, layout })
+    }
+}
+
+impl Drop for TempLayout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Imports each cache into the store's cache, in order. A cache that
+/// cannot be imported is a warning, not a failure (as BuildKit: the first
+/// build of a CI runner has none).
+pub fn import_all(store: &OciDir, specs: &[CacheSpec], reach: &ReachArgs) {
+    for spec in specs {
+        match import_one(store, spec, reach) {
+            Ok(records) => eprintln!(
+                "imported {records} build cache records from {}",
+                spec.name()
+            ),
+            Err(e) => eprintln!(
+                "WARNING: importing the build cache from {}: {}",
+                spec.name(),
+                super::describe(&e)
+            ),
+        }
+    }
+}
+
+impl CacheSpec {
+    fn name(&self) -> String {
+        match &self.place {
+            Place::Local(d) => d.display().to_string(),
+            Place::Registry(r) => r.clone(),
+        }
+    }
+}
+
+fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Result<usize> {
+    let report = match &spec.place {
+        Place::Local(dir) => {
+            let layout = OciDir::open(dir)
+                .with_context(|| format!("opening the layout {}", dir.display()))?;
+            import(&layout, DEFAULT_NAME, store)?
+        }
+        Place::Registry(r) => {
+            let reference = Reference::parse_name(r)?;
+            let client = reach.client(reference.domain())?;
+            let tmp = TempLayout::new()?;
+            let options = PullOptions::default().with_all_platforms(true);
+            let pulled = reach.hint(
+                reference.domain(),
+                client.pull(&reference, &tmp.layout, &options),
+            )?;
+            let tag = pulled.tag.unwrap_or_else(|| reference.to_string());
+            import(&tmp.layout, &tag, store)?
+        }
+    };
+    Ok(report.records)
+}
+
+/// Exports the records of `result` that `spec`'s mode selects.
+pub fn export_to(
+    store: &OciDir,
+    result: &BuildResult,
+    spec: &CacheSpec,
+    reach: &ReachArgs,
+) -> anyhow::Result<()> {
+    let records = select(&result.cache_records, spec.mode, &result.manifest);
+    match &spec.place {
+        Place::Local(dir) => {
+            let layout = OciDir::open_or_create(dir)
+                .with_context(|| format!("opening the layout {}", dir.display()))?;
+            let report = export(store, &records, &layout, DEFAULT_NAME)?;
+            eprintln!(
+                "exported {} build cache records to {}",
+                report.records,
+                dir.display()
+            );
+        }
+        Place::Registry(r) => {
+            let dest = Reference::parse_name(r)?;
+            let client = reach.client(dest.domain())?;
+            let tmp = TempLayout::new()?;
+            let report = export(store, &records, &tmp.layout, DEFAULT_NAME)?;
+            reach.hint(
+                dest.domain(),
+                client.push(
+                    &tmp.layout,
+                    &report.descriptor,
+                    &dest,
+                    &PushOptions::default(),
+                ),
+            )?;
+            eprintln!("exported {} build cache records to {dest}", report.records);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_specs() {
+        assert_eq!(
+            parse("type=local,dest=/tmp/c,mode=max", true).unwrap(),
+            CacheSpec {
+                place: Place::Local("/tmp/c".into()),
+                mode: CacheMode::Max
+            }
+        );
+        assert_eq!(
+            parse("type=registry,ref=127.0.0.1:5000/app:cache", false)
+                .unwrap()
+                .place,
+            Place::Registry("127.0.0.1:5000/app:cache".into())
+        );
+        assert_eq!(
+            parse("src=/c,type=local", false).unwrap().mode,
+            CacheMode::Min
+        );
+        for (bad, to) in [
+            ("type=local,src=/c", true),
+            ("type=local,dest=/c", false),
+            ("type=local,src=/c,mode=max", false),
+            ("type=local,dest=/c,mode=all", true),
+            ("type=gha", true),
+            ("type=registry", true),
+            ("type=local,dest=/c,ref=x", true),
+        ] {
+            assert!(parse(bad, to).is_err(), "{bad}");
+        }
+    }
+}
