@@ -1,8 +1,10 @@
 //! `imagectl build --cache-to/--cache-from`: a build on store A exports
 //! its cache (an OCI layout, and a repository of the real distribution
 //! registry); a fresh store B (another directory, another context path)
-//! imports it and rebuilds with every step cached, to the same image. As
-//! root; a missing tool skips loudly unless CI=true.
+//! imports it and rebuilds with every step cached, to the same image. And
+//! what a build says about its result: manifest annotations and the
+//! provenance referrer `inspect --referrers` lists. As root; a missing
+//! tool skips loudly unless CI=true.
 
 mod common;
 
@@ -157,4 +159,127 @@ fn a_registry_cache_export_makes_a_fresh_store_start_warm() {
     );
     assert!(stderr.contains(": 4 steps, 4 cached"), "{stderr}");
     assert_eq!(id_b, id);
+}
+
+#[test]
+fn annotations_and_a_provenance_referrer_are_on_the_image() {
+    if !ready(&[]) {
+        return;
+    }
+    let a = machine();
+    let ctx = context(&a, "ctx");
+    let (id, _) = build(
+        &a,
+        &ctx,
+        &[
+            "-t",
+            "test.local/app:1",
+            "--annotation",
+            "org.example.team=build",
+            "--oci-annotations",
+            "--label",
+            "org.opencontainers.image.source=https://example.org/app.git",
+            "--build-arg",
+            "FLAVOUR=plain",
+            "--provenance",
+        ],
+    );
+    let store = OciDir::open(a.store()).unwrap();
+    let base_digest = store.resolve_tag(BASE).unwrap().digest().to_string();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&a.ok(&["inspect", "test.local/app:1"])).unwrap();
+    assert_eq!(inspect["id"], id);
+    let ann = &inspect["manifest"]["annotations"];
+    assert_eq!(ann["org.example.team"], "build");
+    assert_eq!(ann["org.opencontainers.image.base.name"], BASE);
+    assert_eq!(ann["org.opencontainers.image.base.digest"], base_digest);
+    assert_eq!(
+        ann["org.opencontainers.image.source"],
+        "https://example.org/app.git"
+    );
+    assert_eq!(
+        ann["org.opencontainers.image.created"],
+        inspect["config"]["created"]
+    );
+    let manifest_digest = inspect["manifestDigest"].as_str().unwrap().to_owned();
+
+    // gc keeps the referrer; images does not list its list's tag.
+    a.ok(&["gc", "--grace", "0"]);
+    let images = a.ok(&["images"]);
+    assert!(!images.contains("referrers"), "{images}");
+    let referrers: serde_json::Value =
+        serde_json::from_str(&a.ok(&["inspect", "--referrers", "test.local/app:1"])).unwrap();
+    let list = referrers.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{referrers}");
+    assert_eq!(list[0]["artifactType"], "application/vnd.in-toto+json");
+    let referrer: image_core::Descriptor = serde_json::from_value(list[0].clone()).unwrap();
+    let manifest = image_core::Manifest::from_bytes(
+        image_store::Provider::read_descriptor_to_vec(&store, &referrer, 1 << 20).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest.subject().unwrap().digest().to_string(),
+        manifest_digest
+    );
+    let statement: serde_json::Value = serde_json::from_slice(
+        &image_store::Provider::read_descriptor_to_vec(&store, &manifest.layers()[0], 1 << 20)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        statement["predicateType"],
+        "https://slsa.dev/provenance/v0.2"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        manifest_digest
+    );
+    let predicate = &statement["predicate"];
+    assert_eq!(
+        predicate["invocation"]["parameters"]["args"]["FLAVOUR"],
+        "plain"
+    );
+    assert_eq!(
+        predicate["invocation"]["parameters"]["frontend"],
+        "dockerfile.v0"
+    );
+    let dockerfile = std::fs::read(format!("{ctx}/Dockerfile")).unwrap();
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            predicate["invocation"]["configSource"]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        image_core::Digest::sha256(&dockerfile).to_string()
+    );
+    let materials = predicate["materials"].as_array().unwrap();
+    assert_eq!(
+        materials.len(),
+        1,
+        "both stages start from BASE: {predicate}"
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            materials[0]["digest"]["sha256"].as_str().unwrap()
+        ),
+        base_digest
+    );
+
+    // Without --provenance and --annotation: no referrer, no annotations.
+    build(&a, &ctx, &["-t", "test.local/plain:1"]);
+    let plain: serde_json::Value =
+        serde_json::from_str(&a.ok(&["inspect", "test.local/plain:1"])).unwrap();
+    assert!(plain["manifest"]["annotations"].is_null(), "{plain}");
+    assert_eq!(
+        a.ok(&["inspect", "--referrers", "test.local/plain:1"])
+            .trim(),
+        "[]"
+    );
 }

@@ -44,6 +44,7 @@ pub mod dockerfile;
 pub mod dockerignore;
 mod glob;
 pub mod layer;
+pub mod provenance;
 pub mod run;
 
 pub use builder::{BuilderError, ImageBuilder};
@@ -65,6 +66,7 @@ image_core::classify_registry!(
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::provenance::ReferrerError,
     crate::run::RunError,
 );
 #[cfg(not(feature = "runtime"))]
@@ -78,5 +80,6 @@ image_core::classify_registry!(
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
+    crate::provenance::ReferrerError,
     crate::run::RunError,
 );

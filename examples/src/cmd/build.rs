@@ -95,6 +95,20 @@ pub struct BuildArgs {
     /// warning).
     #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
     pub cache_from: Vec<String>,
+    /// An annotation KEY=VALUE of the image's manifest (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Fill the OCI annotations org.opencontainers.image.created,
+    /// .base.name, .base.digest, and .source/.revision from the labels of
+    /// those names, as BuildKit does.
+    #[arg(long)]
+    pub oci_annotations: bool,
+    /// Attach a provenance record (SLSA provenance in an in-toto
+    /// statement: base images by digest, build args, the Dockerfile's
+    /// digest, the target) to the image as an OCI referrer; see `imagectl
+    /// inspect --referrers`.
+    #[arg(long)]
+    pub provenance: bool,
     #[command(flatten)]
     pub reach: ReachArgs,
     #[command(flatten)]
@@ -127,15 +141,15 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     Ok(Output { docker, dest })
 }
 
-/// `--label` pairs: each `KEY=VALUE` with a key.
-fn labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+/// `--label` or `--annotation` (`flag`) pairs: each `KEY=VALUE` with a key.
+fn key_values(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
         match item.split_once('=') {
             Some((k, v)) if !k.is_empty() => {
                 out.insert(k.to_owned(), v.to_owned());
             }
-            _ => bail!("--label {item:?}: expected KEY=VALUE"),
+            _ => bail!("{flag} {item:?}: expected KEY=VALUE"),
         }
     }
     Ok(out)
@@ -173,7 +187,10 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         options.dockerfile = a.file.clone().unwrap_or_default();
     }
     options.build_args = super::dockerfile::parse_build_args(&a.build_args)?;
-    options.labels = labels(&a.labels)?;
+    options.labels = key_values("--label", &a.labels)?;
+    options.annotations = key_values("--annotation", &a.annotations)?;
+    options.oci_annotations = a.oci_annotations;
+    options.provenance = a.provenance;
     options.target = a.target.clone();
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;

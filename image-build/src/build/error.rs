@@ -77,6 +77,9 @@ pub enum BuildError {
     /// The build was interrupted between steps.
     #[error("the build was interrupted")]
     Cancelled(#[source] Cancelled),
+    /// The provenance record could not be attached to the image.
+    #[error("attaching the provenance record")]
+    Provenance(#[source] Box<crate::provenance::ReferrerError>),
 }
 
 impl Classify for BuildError {
@@ -92,6 +95,7 @@ impl Classify for BuildError {
             BuildError::Cache(e) => e.kind(),
             BuildError::Commit(e) => e.kind(),
             BuildError::Cancelled(_) => ErrorKind::Cancelled,
+            BuildError::Provenance(e) => e.kind(),
         }
     }
 }

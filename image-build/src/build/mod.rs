@@ -20,6 +20,7 @@
 //! What COPY reads and RUN runs is guarded by [`crate::copy`] and
 //! [`crate::run`].
 
+mod attest;
 mod error;
 mod events;
 pub mod graph;
@@ -80,6 +81,16 @@ pub struct BuildOptions {
     /// Progress of long operations (unpacking, packing) and the interrupt,
     /// checked between steps and passed to RUN.
     pub tracker: Option<Tracker>,
+    /// `--annotation KEY=VALUE`: annotations of the image's manifest (an
+    /// OCI manifest; a Docker-format one has none and fails the commit).
+    pub annotations: BTreeMap<String, String>,
+    /// Fill the OCI `org.opencontainers.image.*` annotations as BuildKit
+    /// does when asked: `created`, `base.name`, `base.digest`, and
+    /// `source`/`revision` from the labels of those names.
+    pub oci_annotations: bool,
+    /// `--provenance`: attach a provenance record to the image as an OCI
+    /// referrer (see [`crate::provenance`]).
+    pub provenance: bool,
 }
 
 impl BuildOptions {
@@ -111,6 +122,9 @@ pub struct BuildResult {
     /// The cache records the build found or made, in order: what
     /// [`crate::cache::export`] writes.
     pub cache_records: Vec<crate::cache::UsedRecord>,
+    /// The provenance referrer attached, with
+    /// [`BuildOptions::provenance`].
+    pub provenance: Option<image_core::Descriptor>,
 }
 
 /// Builds Dockerfiles into images of a store, running RUN steps with a
@@ -217,6 +231,16 @@ where
         cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
         let mut result = run.commit(state)?;
         result.cache_records = cache.used();
+        if options.provenance {
+            let record = run.provenance(&text)?;
+            let attached = crate::provenance::attach_provenance(
+                &leased,
+                &result.manifest.descriptor(),
+                &record,
+            )
+            .map_err(|e| BuildError::Provenance(Box::new(e)))?;
+            result.provenance = Some(attached);
+        }
         lease.release().map_err(BuildError::Lease)?;
         Ok(result)
     }
@@ -477,6 +501,7 @@ where
             .as_ref()
             .and_then(|b| b.config.file().created.clone());
         let created = settle_times(&mut state.added, base_created);
+        let base_digest = state.base.as_ref().map(|b| b.manifest_digest().clone());
         let mut image = match state.base.take() {
             Some(base) => ImageBuilder::from_resolved(self.store, base),
             None => ImageBuilder::scratch(self.store, &self.platform),
@@ -498,6 +523,7 @@ where
         if let Some(created) = created {
             config.created = Some(created);
         }
+        *image.annotations_mut() = self.manifest_annotations(base_digest.as_ref(), image.config());
         let tags: Vec<&str> = self.options.tags.iter().map(String::as_str).collect();
         let built = image.commit(&tags).map_err(commit_err)?;
         Ok(BuildResult {
@@ -508,6 +534,7 @@ where
             steps: self.steps,
             cached: self.cached,
             cache_records: Vec::new(),
+            provenance: None,
         })
     }
 }
