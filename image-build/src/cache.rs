@@ -68,6 +68,7 @@
 //! does; [`chain_name`] is the name of the top one.
 
 pub mod export;
+pub mod mounts;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

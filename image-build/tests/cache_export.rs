@@ -354,3 +354,131 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     assert!(found.lookup(&key).expect("lookup").is_some());
     assert_eq!(found.stats().records, 1, "only the real record is tagged");
 }
+
+// ---- cache mounts ------------------------------------------------------
+
+/// Every file under `dir` (relative path, mode, content), links as targets.
+fn tree(dir: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(dir).expect("below").display().to_string();
+            let body = if m.is_symlink() {
+                std::fs::read_link(&p)
+                    .expect("link")
+                    .into_os_string()
+                    .into_vec()
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&p).expect("read")
+            };
+            out.push((rel, m.permissions().mode(), body));
+        }
+    }
+    out.sort();
+    out
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+#[test]
+fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
+    use image_build::cache::export::{export_with_mounts, import_with_mounts};
+    use image_build::cache::mounts::MOUNT_ANNOTATION;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+    let root = tmp.path().join("machine-a/cache-mounts");
+    std::fs::create_dir_all(root.join("apt/archives/partial")).expect("apt");
+    std::fs::write(root.join("apt/archives/pkg.deb"), vec![7u8; 100_000]).expect("deb");
+    std::os::unix::fs::symlink("pkg.deb", root.join("apt/archives/latest")).expect("link");
+    std::fs::create_dir_all(root.join("%2Froot%2F%2Ecache%2Fgo-build/ab")).expect("go");
+    std::fs::write(root.join("%2Froot%2F%2Ecache%2Fgo-build/ab/cd"), b"object").expect("obj");
+    // Not mounts: a lock file, a directory being made, a link named like
+    // a mount (to a directory outside, never read).
+    std::fs::write(root.join("apt.lock"), b"").expect("lock");
+    std::fs::create_dir(root.join(".new-123")).expect("new");
+    std::fs::write(root.join(".new-123/half"), b"half").expect("half");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::write(outside.join("secret"), b"SECRET").expect("secret");
+    std::os::unix::fs::symlink(&outside, root.join("evil")).expect("evil");
+
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let report =
+        export_with_mounts(&store, &[], Some(&root), &layout, DEFAULT_NAME).expect("export");
+    assert_eq!((report.records, report.mounts), (0, 2));
+    let index = read_index(&layout, &report.descriptor);
+    let names: Vec<&str> = index
+        .manifests()
+        .iter()
+        .filter_map(|d| {
+            d.annotations()
+                .as_ref()?
+                .get(MOUNT_ANNOTATION)
+                .map(String::as_str)
+        })
+        .collect();
+    assert_eq!(names, ["%2Froot%2F%2Ecache%2Fgo-build", "apt"]);
+    // Deterministic: the same tree exports to the same index.
+    let again = OciDir::open_or_create(tmp.path().join("cache2")).expect("layout");
+    let second =
+        export_with_mounts(&store, &[], Some(&root), &again, DEFAULT_NAME).expect("export");
+    assert_eq!(second.descriptor, report.descriptor);
+
+    // A fresh machine: its store and mount root are empty.
+    let b_store = OciDir::open_or_create(tmp.path().join("machine-b/store")).expect("store");
+    let b_root = tmp.path().join("machine-b/state/cache-mounts");
+    let r = import_with_mounts(&layout, DEFAULT_NAME, &b_store, Some(&b_root)).expect("import");
+    assert_eq!(
+        (r.mounts.imported, r.mounts.kept, r.mounts.foreign),
+        (2, 0, 0)
+    );
+    for name in ["apt", "%2Froot%2F%2Ecache%2Fgo-build"] {
+        assert_eq!(tree(&b_root.join(name)), tree(&root.join(name)), "{name}");
+    }
+    let made: Vec<String> = std::fs::read_dir(&b_root)
+        .expect("root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        made.len(),
+        2,
+        "no lock, no half-made directory, no link: {made:?}"
+    );
+
+    // A mount the machine has is kept; a forged name is skipped.
+    std::fs::write(b_root.join("apt/archives/pkg.deb"), b"local").expect("local");
+    let hostile = index
+        .modify(|i| {
+            let mut m = i.manifests().clone();
+            let mut forged = m[1].clone();
+            forged.set_annotations(Some(HashMap::from([(
+                MOUNT_ANNOTATION.to_owned(),
+                "../../escape".to_owned(),
+            )])));
+            m.push(forged);
+            i.set_manifests(m);
+        })
+        .expect("modify");
+    layout.write_blob(hostile.raw()).expect("blob");
+    layout
+        .set_tag("test.local/hostile:1", &hostile.descriptor())
+        .expect("tag");
+    let r = import_with_mounts(&layout, "test.local/hostile:1", &b_store, Some(&b_root))
+        .expect("import");
+    assert_eq!(
+        (r.mounts.imported, r.mounts.kept, r.mounts.foreign),
+        (0, 2, 1)
+    );
+    assert_eq!(
+        std::fs::read(b_root.join("apt/archives/pkg.deb")).expect("read"),
+        b"local"
+    );
+    assert!(!tmp.path().join("machine-b/escape").exists());
+}

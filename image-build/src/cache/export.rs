@@ -32,6 +32,7 @@
 //! in one batch at the end: a failed import tags nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use image_core::manifest::descriptor_media_type;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
@@ -44,6 +45,7 @@ use image_store::{
     TagStore,
 };
 
+use super::mounts::{export_mounts, import_mounts, mount_entry_name, MountCacheError, MountImport};
 use super::{
     tag_entry, CacheError, CacheKey, CachedLayer, RecordConfig, UsedRecord,
     CACHE_CONFIG_MEDIA_TYPE, MAX_CONFIG_SIZE,
@@ -110,6 +112,8 @@ pub struct ExportReport {
     pub descriptor: Descriptor,
     /// The records it lists.
     pub records: usize,
+    /// The cache mounts it lists.
+    pub mounts: usize,
     /// Blobs copied (those the destination had are not counted).
     pub copied: usize,
 }
@@ -142,6 +146,13 @@ pub enum ExportError {
         #[source]
         source: Box<ContentError>,
     },
+    /// The cache mounts could not be exported.
+    #[error("exporting the cache mounts")]
+    Mounts {
+        /// Why.
+        #[source]
+        source: Box<MountCacheError>,
+    },
     /// The index could not be tagged.
     #[error("tagging the build cache index as {name}")]
     Tag {
@@ -160,6 +171,7 @@ impl Classify for ExportError {
             ExportError::Index { source } => source.kind(),
             ExportError::Write { source } => source.kind(),
             ExportError::Tag { source, .. } => source.kind(),
+            ExportError::Mounts { source } => source.kind(),
         }
     }
 }
@@ -174,6 +186,25 @@ impl Classify for ExportError {
 pub fn export<S, D>(
     src: &S,
     records: &[UsedRecord],
+    dst: &D,
+    name: &str,
+) -> Result<ExportReport, ExportError>
+where
+    S: Provider + ?Sized,
+    D: BlobStore + TagStore + ?Sized,
+{
+    export_with_mounts(src, records, None, dst, name)
+}
+
+/// [`export`], and the cache mounts of the directory `mounts` (see
+/// [`super::mounts`]), each as an entry of the same index.
+///
+/// # Errors
+/// As [`export`]; [`ExportError::Mounts`].
+pub fn export_with_mounts<S, D>(
+    src: &S,
+    records: &[UsedRecord],
+    mounts: Option<&Path>,
     dst: &D,
     name: &str,
 ) -> Result<ExportReport, ExportError>
@@ -199,6 +230,14 @@ where
             r.key.digest().to_string(),
         )])));
         entries.push(entry);
+    }
+    let mut mount_count = 0;
+    if let Some(root) = mounts {
+        let found = export_mounts(root, dst).map_err(|source| ExportError::Mounts {
+            source: Box::new(source),
+        })?;
+        mount_count = found.len();
+        entries.extend(found);
     }
     let index_err = |source| ExportError::Index { source };
     let inner = ImageIndexBuilder::default()
@@ -228,6 +267,7 @@ where
     Ok(ExportReport {
         descriptor,
         records: seen.len(),
+        mounts: mount_count,
         copied,
     })
 }
@@ -242,6 +282,8 @@ pub struct ImportReport {
     pub foreign: usize,
     /// Blobs copied (those the store had are not counted).
     pub copied: usize,
+    /// The cache mounts made (with [`import_with_mounts`]).
+    pub mounts: MountImport,
 }
 
 /// A failed import: no record of it is tagged.
@@ -312,6 +354,13 @@ pub enum ImportError {
         #[source]
         source: Box<LeaseError>,
     },
+    /// The cache mounts could not be imported.
+    #[error("importing the cache mounts")]
+    Mounts {
+        /// Why.
+        #[source]
+        source: Box<MountCacheError>,
+    },
     /// The records could not be tagged.
     #[error("tagging {records} imported build cache records")]
     Tag {
@@ -334,6 +383,7 @@ impl Classify for ImportError {
             ImportError::Copy { source, .. } => source.kind(),
             ImportError::Record { source } => source.kind(),
             ImportError::Lease { source } => source.kind(),
+            ImportError::Mounts { source } => source.kind(),
         }
     }
 }
@@ -435,6 +485,25 @@ where
     P: Provider + TagStore + ?Sized,
     S: BlobStore + TagStore + Leases + ?Sized,
 {
+    import_with_mounts(src, name, dst, None)
+}
+
+/// [`import`], and the cache mounts the index lists into the directory
+/// `mounts` (see [`super::mounts`]; without it they are skipped). The
+/// mounts are made after the records are tagged.
+///
+/// # Errors
+/// As [`import`]; [`ImportError::Mounts`].
+pub fn import_with_mounts<P, S>(
+    src: &P,
+    name: &str,
+    dst: &S,
+    mounts: Option<&Path>,
+) -> Result<ImportReport, ImportError>
+where
+    P: Provider + TagStore + ?Sized,
+    S: BlobStore + TagStore + Leases + ?Sized,
+{
     let root = resolve_reference(src, name).map_err(|source| ImportError::Resolve {
         name: name.to_owned(),
         source: Box::new(source),
@@ -472,7 +541,12 @@ where
     let mut report = ImportReport::default();
     let mut found = Vec::new();
     let mut keys = HashSet::new();
+    let mut mount_entries = Vec::new();
     for d in index.manifests() {
+        if mount_entry_name(d).is_some() {
+            mount_entries.push(d.clone());
+            continue;
+        }
         match check_entry(src, d)? {
             Some(f) if keys.insert(f.key.digest().clone()) => found.push(f),
             _ => report.foreign += 1,
@@ -506,5 +580,11 @@ where
     lease.release().map_err(|source| ImportError::Lease {
         source: Box::new(source),
     })?;
+    if let Some(root) = mounts {
+        report.mounts =
+            import_mounts(src, &mount_entries, root).map_err(|source| ImportError::Mounts {
+                source: Box::new(source),
+            })?;
+    }
     Ok(report)
 }
