@@ -70,6 +70,7 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
     let a = machine();
     let max = a.tmp.path().join("cache-max");
     let min = a.tmp.path().join("cache-min");
+    let archive = a.tmp.path().join("cache.tar");
     let (id, stderr) = build(
         &a,
         &context(&a, "ctx"),
@@ -78,6 +79,8 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
             &format!("type=local,dest={},mode=max", max.display()),
             "--cache-to",
             &format!("type=local,dest={}", min.display()),
+            "--cache-to",
+            &format!("type=oci-archive,dest={}", archive.display()),
         ],
     );
     assert!(stderr.contains(": 4 steps, 0 cached"), "{stderr}");
@@ -118,6 +121,19 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
     );
     assert!(stderr.contains(": 4 steps, 2 cached"), "{stderr}");
     assert_eq!(id_c, id);
+
+    // An OCI archive (mode=min by default): as the min layout.
+    let d = fresh_from(&a);
+    let (id_d, stderr) = build(
+        &d,
+        &context(&d, "ctx"),
+        &[
+            "--cache-from",
+            &format!("type=oci-archive,src={}", archive.display()),
+        ],
+    );
+    assert!(stderr.contains(": 4 steps, 2 cached"), "{stderr}");
+    assert_eq!(id_d, id);
 }
 
 #[test]

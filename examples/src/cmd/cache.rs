@@ -1,12 +1,16 @@
 //! `imagectl build --cache-to/--cache-from`: the build cache exported to
-//! and imported from an OCI layout directory (`type=local`), or a registry
-//! repository (`type=registry`), in BuildKit's forms.
+//! and imported from an OCI layout directory (`type=local`), an OCI
+//! archive (`type=oci-archive`: the tar of such a layout, a form of our
+//! own) or a registry repository (`type=registry`), in BuildKit's forms.
 //!
 //! image-build writes and reads the cache as an OCI index in any store
 //! ([`image_build::cache::export`]); the registry form composes it with
 //! image-registry here (image-build does not depend on image-registry):
 //! an export is written into a temporary layout and pushed from it, an
-//! import is pulled into a temporary layout and read from it.
+//! import is pulled into a temporary layout and read from it. An archive
+//! is packed from a temporary layout by image-overlay's pack, and
+//! unpacked into one by its unpack (in-root, bounded: the archive is
+//! input).
 
 use std::path::PathBuf;
 
@@ -24,6 +28,8 @@ use super::registry::ReachArgs;
 pub enum Place {
     /// An OCI layout directory (`type=local,dest=DIR` / `src=DIR`).
     Local(PathBuf),
+    /// An OCI archive (`type=oci-archive,dest=FILE` / `src=FILE`).
+    Archive(PathBuf),
     /// A registry repository (`type=registry,ref=REF`).
     Registry(String),
 }
@@ -64,10 +70,14 @@ pub fn parse(spec: &str, to: bool) -> anyhow::Result<CacheSpec> {
     }
     let place = match (kind, dir, reference) {
         (Some("local"), Some(d), None) => Place::Local(d),
+        (Some("oci-archive"), Some(f), None) => Place::Archive(f),
         (Some("registry"), None, Some(r)) => Place::Registry(r),
         (Some("local"), _, _) => bail!("{flag} {spec:?}: type=local takes {dir_key}=DIR"),
+        (Some("oci-archive"), _, _) => {
+            bail!("{flag} {spec:?}: type=oci-archive takes {dir_key}=FILE")
+        }
         (Some("registry"), _, _) => bail!("{flag} {spec:?}: type=registry takes ref=REF"),
-        _ => bail!("{flag} {spec:?}: expected type=local or type=registry"),
+        _ => bail!("{flag} {spec:?}: expected type=local, type=oci-archive or type=registry"),
     };
     Ok(CacheSpec { place, mode })
 }
@@ -119,7 +129,7 @@ pub fn import_all(store: &OciDir, specs: &[CacheSpec], reach: &ReachArgs) {
 impl CacheSpec {
     fn name(&self) -> String {
         match &self.place {
-            Place::Local(d) => d.display().to_string(),
+            Place::Local(d) | Place::Archive(d) => d.display().to_string(),
             Place::Registry(r) => r.clone(),
         }
     }
@@ -131,6 +141,18 @@ fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Re
             let layout = OciDir::open(dir)
                 .with_context(|| format!("opening the layout {}", dir.display()))?;
             import(&layout, DEFAULT_NAME, store)?
+        }
+        Place::Archive(file) => {
+            let tmp = TempLayout::new()?;
+            let f =
+                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            image_overlay::unpack::unpack(
+                f,
+                &tmp.dir.join("layout"),
+                &image_overlay::unpack::UnpackOptions::default(),
+            )
+            .with_context(|| format!("unpacking {}", file.display()))?;
+            import(&tmp.layout, DEFAULT_NAME, store)?
         }
         Place::Registry(r) => {
             let reference = Reference::parse_name(r)?;
@@ -165,6 +187,20 @@ pub fn export_to(
                 "exported {} build cache records to {}",
                 report.records,
                 dir.display()
+            );
+        }
+        Place::Archive(file) => {
+            let tmp = TempLayout::new()?;
+            let report = export(store, &records, &tmp.layout, DEFAULT_NAME)?;
+            let options = image_overlay::PackOptions::new(image_core::Compression::None);
+            super::archive::write_file(file, |out| {
+                image_overlay::pack::pack_dir(&tmp.dir.join("layout"), out, &options)?;
+                Ok(())
+            })?;
+            eprintln!(
+                "exported {} build cache records to {}",
+                report.records,
+                file.display()
             );
         }
         Place::Registry(r) => {
@@ -210,12 +246,17 @@ mod tests {
             parse("src=/c,type=local", false).unwrap().mode,
             CacheMode::Min
         );
+        assert_eq!(
+            parse("type=oci-archive,src=/c.tar", false).unwrap().place,
+            Place::Archive("/c.tar".into())
+        );
         for (bad, to) in [
             ("type=local,src=/c", true),
             ("type=local,dest=/c", false),
             ("type=local,src=/c,mode=max", false),
             ("type=local,dest=/c,mode=all", true),
             ("type=gha", true),
+            ("type=oci-archive,src=/c.tar", true),
             ("type=registry", true),
             ("type=local,dest=/c,ref=x", true),
         ] {
