@@ -16,9 +16,10 @@ use image_build::cache::export::{
     KEY_ANNOTATION,
 };
 use image_build::cache::{Cache, CacheKey, CachedLayer};
+use image_build::ImageBuilder;
+use image_core::config::History;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::{Classify, Digest, ErrorKind, Index, Platform};
-use image_overlay::ConfigChanges;
 use image_runtime::snapshots::Snapshots;
 use image_runtime::{NativeOptions, Runtime};
 use image_store::{copy_tag, Ingester, OciDir, Provider, TagStore};
@@ -66,25 +67,12 @@ impl Machine {
     }
 }
 
-/// Nothing outlives a test: mounts and snapshots.
+/// No mount outlives a test (the snapshots go with its directory).
 impl Drop for Machine {
     fn drop(&mut self) {
-        if let Ok(mounts) = image_runtime::mountinfo::mounts_under(&self.dir) {
-            for m in mounts.iter().rev() {
-                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
-        if let Some(s) = self.runtime.snapshots() {
-            let sn = s.snapshotter();
-            for _ in 0..64 {
-                let all = sn.list().unwrap_or_default();
-                if all.is_empty() {
-                    break;
-                }
-                for i in all {
-                    let _ = sn.remove(&i.name);
-                }
-            }
+        let mounts = image_runtime::mountinfo::mounts_under(&self.dir).unwrap_or_default();
+        for m in mounts.iter().rev() {
+            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }
@@ -101,17 +89,18 @@ fn machines(tmp: &Path) -> Option<(Machine, Machine)> {
     let a = Machine::new(&tmp.join("machine-a"));
     let rootfs = tmp.join("rootfs");
     image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
-    image_overlay::append_dir(
-        &a.store,
-        None,
-        &rootfs,
-        &Platform::host(),
-        &ConfigChanges::new()
-            .cmd(["sh"])
-            .env("PATH=/usr/local/bin:/usr/bin:/bin"),
-        BASE,
-    )
-    .expect("base image");
+    // Made through the builder API: a layer of the root filesystem, a
+    // shell as the command.
+    let mut base = ImageBuilder::scratch(&a.store, &Platform::host()).expect("builder");
+    base.add_dir(&rootfs, History::default())
+        .expect("rootfs layer");
+    let run = base
+        .config_mut()
+        .config
+        .get_or_insert_with(Default::default);
+    run.cmd = Some(vec!["sh".into()]);
+    run.env = Some(vec!["PATH=/bin".into()]);
+    base.commit(&[BASE]).expect("base image");
     let b = Machine::new(&tmp.join("elsewhere/machine-b"));
     copy_tag(&a.store, BASE, &b.store, None).expect("base on B");
     Some((a, b))
@@ -228,7 +217,7 @@ fn an_imported_cache_rebuilds_every_step_on_a_fresh_store() {
 
     let layout = OciDir::open_or_create(tmp.path().join("cache-max")).expect("layout");
     let records = select(&built.cache_records, CacheMode::Max, &built.manifest);
-    let report = export(&a.store, &records, &layout, DEFAULT_NAME).expect("export");
+    let report = export(&a.store, &records, None, &layout, DEFAULT_NAME).expect("export");
     assert_eq!(report.records, 5);
     // The export is an index of our type, each entry keyed.
     let index = read_index(&layout, &report.descriptor);
@@ -246,7 +235,7 @@ fn an_imported_cache_rebuilds_every_step_on_a_fresh_store() {
         .as_ref()
         .is_some_and(|a| a.contains_key(KEY_ANNOTATION))));
 
-    let imported = import(&layout, DEFAULT_NAME, &b.store).expect("import");
+    let imported = import(&layout, DEFAULT_NAME, &b.store, None).expect("import");
     assert_eq!((imported.records, imported.foreign), (5, 0));
     let (rebuilt, events) = b.build(MULTI, &ctx_b, |_| {});
     assert_eq!(runs_executed(&events), 0, "no RUN executes on B");
@@ -267,8 +256,8 @@ fn mode_min_covers_the_final_image_and_max_every_stage() {
     // The final stage's three layer steps; not the builder's COPY and RUN.
     assert_eq!(min.len(), 3);
     let layout = OciDir::open_or_create(tmp.path().join("cache-min")).expect("layout");
-    export(&a.store, &min, &layout, DEFAULT_NAME).expect("export");
-    import(&layout, DEFAULT_NAME, &b.store).expect("import");
+    export(&a.store, &min, None, &layout, DEFAULT_NAME).expect("export");
+    import(&layout, DEFAULT_NAME, &b.store, None).expect("import");
     let (rebuilt, events) = b.build(MULTI, &ctx, |_| {});
     // The builder stage's RUN runs again (its record was not exported);
     // it makes the same artifact, so the final stage is all cached.
@@ -294,7 +283,7 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     src.write_blob(other.raw()).expect("blob");
     src.set_tag("test.local/other:1", &other.descriptor())
         .expect("tag");
-    let e = import(&src, "test.local/other:1", &dst).expect_err("not a cache");
+    let e = import(&src, "test.local/other:1", &dst, None).expect_err("not a cache");
     assert!(matches!(e, ImportError::NotCache { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 
@@ -326,7 +315,7 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     let used = store_cache.used();
     assert_eq!(used.len(), 1);
     let out = OciDir::open_or_create(tmp.path().join("out")).expect("out");
-    let report = export(&src, &used, &out, DEFAULT_NAME).expect("export");
+    let report = export(&src, &used, None, &out, DEFAULT_NAME).expect("export");
     let index = read_index(&out, &report.descriptor);
     let real = index.manifests()[0].clone();
     let forged = |k: Option<&str>| {
@@ -348,7 +337,7 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     out.write_blob(hostile.raw()).expect("blob");
     out.set_tag("test.local/hostile:1", &hostile.descriptor())
         .expect("tag");
-    let r = import(&out, "test.local/hostile:1", &dst).expect("import");
+    let r = import(&out, "test.local/hostile:1", &dst, None).expect("import");
     assert_eq!((r.records, r.foreign), (1, 3));
     let found = Cache::open(&dst).expect("cache");
     assert!(found.lookup(&key).expect("lookup").is_some());
@@ -389,7 +378,6 @@ use std::os::unix::ffi::OsStringExt;
 
 #[test]
 fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
-    use image_build::cache::export::{export_with_mounts, import_with_mounts};
     use image_build::cache::mounts::MOUNT_ANNOTATION;
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
@@ -410,8 +398,7 @@ fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
     std::os::unix::fs::symlink(&outside, root.join("evil")).expect("evil");
 
     let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
-    let report =
-        export_with_mounts(&store, &[], Some(&root), &layout, DEFAULT_NAME).expect("export");
+    let report = export(&store, &[], Some(&root), &layout, DEFAULT_NAME).expect("export");
     assert_eq!((report.records, report.mounts), (0, 2));
     let index = read_index(&layout, &report.descriptor);
     let names: Vec<&str> = index
@@ -427,14 +414,13 @@ fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
     assert_eq!(names, ["%2Froot%2F%2Ecache%2Fgo-build", "apt"]);
     // Deterministic: the same tree exports to the same index.
     let again = OciDir::open_or_create(tmp.path().join("cache2")).expect("layout");
-    let second =
-        export_with_mounts(&store, &[], Some(&root), &again, DEFAULT_NAME).expect("export");
+    let second = export(&store, &[], Some(&root), &again, DEFAULT_NAME).expect("export");
     assert_eq!(second.descriptor, report.descriptor);
 
     // A fresh machine: its store and mount root are empty.
     let b_store = OciDir::open_or_create(tmp.path().join("machine-b/store")).expect("store");
     let b_root = tmp.path().join("machine-b/state/cache-mounts");
-    let r = import_with_mounts(&layout, DEFAULT_NAME, &b_store, Some(&b_root)).expect("import");
+    let r = import(&layout, DEFAULT_NAME, &b_store, Some(&b_root)).expect("import");
     assert_eq!(
         (r.mounts.imported, r.mounts.kept, r.mounts.foreign),
         (2, 0, 0)
@@ -470,8 +456,7 @@ fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
     layout
         .set_tag("test.local/hostile:1", &hostile.descriptor())
         .expect("tag");
-    let r = import_with_mounts(&layout, "test.local/hostile:1", &b_store, Some(&b_root))
-        .expect("import");
+    let r = import(&layout, "test.local/hostile:1", &b_store, Some(&b_root)).expect("import");
     assert_eq!(
         (r.mounts.imported, r.mounts.kept, r.mounts.foreign),
         (0, 2, 1)

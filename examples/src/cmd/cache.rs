@@ -140,7 +140,7 @@ fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Re
         Place::Local(dir) => {
             let layout = OciDir::open(dir)
                 .with_context(|| format!("opening the layout {}", dir.display()))?;
-            import(&layout, DEFAULT_NAME, store)?
+            import(&layout, DEFAULT_NAME, store, None)?
         }
         Place::Archive(file) => {
             let tmp = TempLayout::new()?;
@@ -152,7 +152,7 @@ fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Re
                 &image_overlay::unpack::UnpackOptions::default(),
             )
             .with_context(|| format!("unpacking {}", file.display()))?;
-            import(&tmp.layout, DEFAULT_NAME, store)?
+            import(&tmp.layout, DEFAULT_NAME, store, None)?
         }
         Place::Registry(r) => {
             let reference = Reference::parse_name(r)?;
@@ -164,7 +164,7 @@ fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Re
                 client.pull(&reference, &tmp.layout, &options),
             )?;
             let tag = pulled.tag.unwrap_or_else(|| reference.to_string());
-            import(&tmp.layout, &tag, store)?
+            import(&tmp.layout, &tag, store, None)?
         }
     };
     Ok(report.records)
@@ -182,7 +182,7 @@ pub fn export_to(
         Place::Local(dir) => {
             let layout = OciDir::open_or_create(dir)
                 .with_context(|| format!("opening the layout {}", dir.display()))?;
-            let report = export(store, &records, &layout, DEFAULT_NAME)?;
+            let report = export(store, &records, None, &layout, DEFAULT_NAME)?;
             eprintln!(
                 "exported {} build cache records to {}",
                 report.records,
@@ -191,7 +191,7 @@ pub fn export_to(
         }
         Place::Archive(file) => {
             let tmp = TempLayout::new()?;
-            let report = export(store, &records, &tmp.layout, DEFAULT_NAME)?;
+            let report = export(store, &records, None, &tmp.layout, DEFAULT_NAME)?;
             let options = image_overlay::PackOptions::new(image_core::Compression::None);
             super::archive::write_file(file, |out| {
                 image_overlay::pack::pack_dir(&tmp.dir.join("layout"), out, &options)?;
@@ -207,7 +207,7 @@ pub fn export_to(
             let dest = Reference::parse_name(r)?;
             let client = reach.client(dest.domain())?;
             let tmp = TempLayout::new()?;
-            let report = export(store, &records, &tmp.layout, DEFAULT_NAME)?;
+            let report = export(store, &records, None, &tmp.layout, DEFAULT_NAME)?;
             reach.hint(
                 dest.domain(),
                 client.push(

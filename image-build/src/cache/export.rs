@@ -180,28 +180,13 @@ impl Classify for ExportError {
 /// `name` (see the [module docs](self)). The index lists the records in
 /// the order given, each key once.
 ///
+/// With `mounts`, the cache mounts of that directory too (see
+/// [`super::mounts`]), each an entry of the same index.
+///
 /// # Errors
 /// [`ExportError`]; the tag is set last, so a failed export leaves the
 /// destination's tag as it was.
 pub fn export<S, D>(
-    src: &S,
-    records: &[UsedRecord],
-    dst: &D,
-    name: &str,
-) -> Result<ExportReport, ExportError>
-where
-    S: Provider + ?Sized,
-    D: BlobStore + TagStore + ?Sized,
-{
-    export_with_mounts(src, records, None, dst, name)
-}
-
-/// [`export`], and the cache mounts of the directory `mounts` (see
-/// [`super::mounts`]), each as an entry of the same index.
-///
-/// # Errors
-/// As [`export`]; [`ExportError::Mounts`].
-pub fn export_with_mounts<S, D>(
     src: &S,
     records: &[UsedRecord],
     mounts: Option<&Path>,
@@ -282,7 +267,7 @@ pub struct ImportReport {
     pub foreign: usize,
     /// Blobs copied (those the store had are not counted).
     pub copied: usize,
-    /// The cache mounts made (with [`import_with_mounts`]).
+    /// The cache mounts made (with a mount directory).
     pub mounts: MountImport,
 }
 
@@ -478,23 +463,13 @@ fn check_entry<P: Provider + ?Sized>(
 /// [module docs](self)). A record `dst` has already is replaced by the
 /// same one.
 ///
-/// # Errors
-/// [`ImportError`]; nothing is tagged then.
-pub fn import<P, S>(src: &P, name: &str, dst: &S) -> Result<ImportReport, ImportError>
-where
-    P: Provider + TagStore + ?Sized,
-    S: BlobStore + TagStore + Leases + ?Sized,
-{
-    import_with_mounts(src, name, dst, None)
-}
-
-/// [`import`], and the cache mounts the index lists into the directory
-/// `mounts` (see [`super::mounts`]; without it they are skipped). The
-/// mounts are made after the records are tagged.
+/// With `mounts`, the cache mounts the index lists are made in that
+/// directory (see [`super::mounts`]) after the records are tagged;
+/// without it they are skipped.
 ///
 /// # Errors
-/// As [`import`]; [`ImportError::Mounts`].
-pub fn import_with_mounts<P, S>(
+/// [`ImportError`]; nothing is tagged then.
+pub fn import<P, S>(
     src: &P,
     name: &str,
     dst: &S,
