@@ -204,6 +204,79 @@ fn keys_do_not_depend_on_the_context_path_owner_mtime_or_store() {
     assert_eq!(ra.manifest.digest(), rb.manifest.digest());
 }
 
+/// Generated trees checked out by many "machines": random owners,
+/// modes kept, random mtimes and paths of the checkout. A copy from the
+/// context plans to the same digest on each (so its key is the same);
+/// a change of content or mode gives another.
+#[test]
+fn context_copy_digests_ignore_the_machine_on_generated_trees() {
+    use image_build::context::Context;
+    use image_build::copy::{plan, CopySource, CopySpec};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = CopySpec::new(vec![".".into()], "/app/", "/");
+    for round in 0..24u64 {
+        let mut next = image_testsupport::xorshift(0x9e37_79b9_7f4a_7c15 ^ (round + 1));
+        let files: Vec<(String, Vec<u8>, u32)> = (0..1 + next() % 12)
+            .map(|i| {
+                let dir = ["", "a/", "a/b/", "c/"][(next() % 4) as usize];
+                let body = (0..next() % 64).map(|_| next() as u8).collect();
+                let mode = [0o644, 0o755, 0o600][(next() % 3) as usize];
+                (format!("{dir}f{i}"), body, mode)
+            })
+            .collect();
+        let mut digests = Vec::new();
+        for machine in 0..3 {
+            let root = tmp.path().join(format!("r{round}/m{machine}/checkout"));
+            for (path, body, mode) in &files {
+                let p = root.join(path);
+                std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+                std::fs::write(&p, body).expect("file");
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("mode");
+            }
+            let uid = (next() % 60000) as u32;
+            let mtime = 1_700_000_000 + (next() % 100_000_000) as i64;
+            let paths: Vec<String> = std::iter::once(String::new())
+                .chain(files.iter().map(|(p, _, _)| p.clone()))
+                .collect();
+            for p in paths {
+                let p = root.join(p);
+                chown(&p, Some(uid), Some(uid)).expect("chown");
+                let t = rustix::fs::Timespec {
+                    tv_sec: mtime,
+                    tv_nsec: 0,
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                };
+                rustix::fs::utimensat(rustix::fs::CWD, &p, &times, rustix::fs::AtFlags::empty())
+                    .expect("utimes");
+            }
+            let context = Context::open(&root, None).expect("context");
+            digests.push(
+                plan(&CopySource::Context(&context), &spec)
+                    .expect("plan")
+                    .digest,
+            );
+        }
+        assert!(
+            digests.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: {digests:?}"
+        );
+        // Content and mode still count.
+        let root = tmp.path().join(format!("r{round}/m0/checkout"));
+        let (first, _, _) = &files[0];
+        std::fs::set_permissions(root.join(first), std::fs::Permissions::from_mode(0o700))
+            .expect("mode");
+        let context = Context::open(&root, None).expect("context");
+        let changed = plan(&CopySource::Context(&context), &spec)
+            .expect("plan")
+            .digest;
+        assert_ne!(changed, digests[0], "round {round}: a mode counts");
+    }
+}
+
 #[test]
 fn an_imported_cache_rebuilds_every_step_on_a_fresh_store() {
     let tmp = tempfile::tempdir().expect("tempdir");
