@@ -68,6 +68,11 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
         return;
     }
     let a = machine();
+    // A cache mount A's RUN steps filled (`RUN --mount=type=cache`): its
+    // directory under the runtime's state, as image-build keeps it.
+    let apt = a.tmp.path().join("containers/cache-mounts/apt");
+    std::fs::create_dir_all(&apt).unwrap();
+    std::fs::write(apt.join("pkg.deb"), b"package").unwrap();
     let max = a.tmp.path().join("cache-max");
     let min = a.tmp.path().join("cache-min");
     let archive = a.tmp.path().join("cache.tar");
@@ -85,7 +90,7 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
     );
     assert!(stderr.contains(": 4 steps, 0 cached"), "{stderr}");
     assert!(
-        stderr.contains("exported 4 build cache records"),
+        stderr.contains("exported 4 build cache records and 1 cache mounts"),
         "{stderr}"
     );
     assert!(
@@ -111,6 +116,11 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
     );
     assert!(stderr.contains(": 4 steps, 4 cached"), "{stderr}");
     assert_eq!(id_b, id);
+    // B starts with A's cache mount.
+    assert_eq!(
+        std::fs::read(b.tmp.path().join("containers/cache-mounts/apt/pkg.deb")).unwrap(),
+        b"package"
+    );
 
     // mode=min: the builder's steps run again, the final stage's are cached.
     let c = fresh_from(&a);
@@ -156,7 +166,9 @@ fn a_registry_cache_export_makes_a_fresh_store_start_warm() {
         ],
     );
     assert!(
-        stderr.contains(&format!("exported 4 build cache records to {cache}")),
+        stderr.contains(&format!(
+            "exported 4 build cache records and 0 cache mounts to {cache}"
+        )),
         "{stderr}"
     );
     let b = fresh_from(&a);

@@ -201,7 +201,8 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     };
     let s = store.open()?;
     let runtime = a.places.runtime(store, RuntimeArg::Native)?;
-    cache::import_all(&s, &cache_from, &a.reach);
+    let mount_root = cache::mount_root(runtime.root());
+    cache::import_all(&s, &cache_from, &a.reach, &mount_root);
     let builder = Builder::new(&s, &runtime);
     let mut display = Display::new(a.progress, std::io::stderr());
     let started = Instant::now();
@@ -214,7 +215,7 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     };
     display.summary(&result, started.elapsed());
     for c in &cache_to {
-        cache::export_to(&s, &result, c, &a.reach)?;
+        cache::export_to(&s, &result, c, &a.reach, &mount_root)?;
     }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, result.image_id.to_string())

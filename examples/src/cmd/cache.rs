@@ -12,11 +12,11 @@
 //! unpacked into one by its unpack (in-root, bounded: the archive is
 //! input).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image_build::build::BuildResult;
-use image_build::cache::export::{export, import, select, CacheMode, DEFAULT_NAME};
+use image_build::cache::export::{export, import, select, CacheMode, ImportReport, DEFAULT_NAME};
 use image_core::Reference;
 use image_registry::{PullOptions, PushOptions};
 use image_store::OciDir;
@@ -41,6 +41,9 @@ pub struct CacheSpec {
     pub place: Place,
     /// Which records (`mode=`; `--cache-to` only).
     pub mode: CacheMode,
+    /// Whether the cache mount directories go with the records
+    /// (`mounts=true|false`, true by default).
+    pub mounts: bool,
 }
 
 /// Parses `type=local,dest=DIR[,mode=min|max]` (`src=DIR` for an import:
@@ -52,11 +55,14 @@ pub fn parse(spec: &str, to: bool) -> anyhow::Result<CacheSpec> {
     let mut dir = None;
     let mut reference = None;
     let mut mode = CacheMode::Min;
+    let mut mounts = true;
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("type", t)) => kind = Some(t),
             Some((k, d)) if k == dir_key => dir = Some(PathBuf::from(d)),
             Some(("ref", r)) => reference = Some(r.to_owned()),
+            Some(("mounts", "true")) => mounts = true,
+            Some(("mounts", "false")) => mounts = false,
             Some(("mode", m)) if to => {
                 mode = m
                     .parse()
@@ -64,7 +70,11 @@ pub fn parse(spec: &str, to: bool) -> anyhow::Result<CacheSpec> {
             }
             _ => bail!(
                 "{flag} {spec:?}: expected type=local,{dir_key}=DIR or type=registry,ref=REF{}",
-                if to { " (and mode=min|max)" } else { "" }
+                if to {
+                    " (and mode=min|max, mounts=true|false)"
+                } else {
+                    " (and mounts=true|false)"
+                }
             ),
         }
     }
@@ -79,7 +89,19 @@ pub fn parse(spec: &str, to: bool) -> anyhow::Result<CacheSpec> {
         (Some("registry"), _, _) => bail!("{flag} {spec:?}: type=registry takes ref=REF"),
         _ => bail!("{flag} {spec:?}: expected type=local, type=oci-archive or type=registry"),
     };
-    Ok(CacheSpec { place, mode })
+    Ok(CacheSpec {
+        place,
+        mode,
+        mounts,
+    })
+}
+
+/// The directory of the cache mounts of a runtime whose state directory
+/// is `state`: `image_build::mounts::cache_dir_root(state)`, where
+/// `RUN --mount=type=cache` keeps them (see image-build's `mounts` module:
+/// `<state>/cache-mounts/<escaped id>/`).
+pub fn mount_root(state: &Path) -> PathBuf {
+    state.join("cache-mounts")
 }
 
 /// A temporary layout for the registry forms, removed when dropped.
@@ -110,11 +132,15 @@ impl Drop for TempLayout {
 /// Imports each cache into the store's cache, in order. A cache that
 /// cannot be imported is a warning, not a failure (as BuildKit: the first
 /// build of a CI runner has none).
-pub fn import_all(store: &OciDir, specs: &[CacheSpec], reach: &ReachArgs) {
+pub fn import_all(store: &OciDir, specs: &[CacheSpec], reach: &ReachArgs, mount_root: &Path) {
     for spec in specs {
-        match import_one(store, spec, reach) {
-            Ok(records) => eprintln!(
-                "imported {records} build cache records from {}",
+        let mounts = spec.mounts.then_some(mount_root);
+        match import_one(store, spec, reach, mounts) {
+            Ok(r) => eprintln!(
+                "imported {} build cache records and {} cache mounts ({} kept) from {}",
+                r.records,
+                r.mounts.imported,
+                r.mounts.kept,
                 spec.name()
             ),
             Err(e) => eprintln!(
@@ -135,12 +161,17 @@ impl CacheSpec {
     }
 }
 
-fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Result<usize> {
+fn import_one(
+    store: &OciDir,
+    spec: &CacheSpec,
+    reach: &ReachArgs,
+    mounts: Option<&Path>,
+) -> anyhow::Result<ImportReport> {
     let report = match &spec.place {
         Place::Local(dir) => {
             let layout = OciDir::open(dir)
                 .with_context(|| format!("opening the layout {}", dir.display()))?;
-            import(&layout, DEFAULT_NAME, store, None)?
+            import(&layout, DEFAULT_NAME, store, mounts)?
         }
         Place::Archive(file) => {
             let tmp = TempLayout::new()?;
@@ -152,7 +183,7 @@ fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Re
                 &image_overlay::unpack::UnpackOptions::default(),
             )
             .with_context(|| format!("unpacking {}", file.display()))?;
-            import(&tmp.layout, DEFAULT_NAME, store, None)?
+            import(&tmp.layout, DEFAULT_NAME, store, mounts)?
         }
         Place::Registry(r) => {
             let reference = Reference::parse_name(r)?;
@@ -164,10 +195,10 @@ fn import_one(store: &OciDir, spec: &CacheSpec, reach: &ReachArgs) -> anyhow::Re
                 client.pull(&reference, &tmp.layout, &options),
             )?;
             let tag = pulled.tag.unwrap_or_else(|| reference.to_string());
-            import(&tmp.layout, &tag, store, None)?
+            import(&tmp.layout, &tag, store, mounts)?
         }
     };
-    Ok(report.records)
+    Ok(report)
 }
 
 /// Exports the records of `result` that `spec`'s mode selects.
@@ -176,30 +207,34 @@ pub fn export_to(
     result: &BuildResult,
     spec: &CacheSpec,
     reach: &ReachArgs,
+    mount_root: &Path,
 ) -> anyhow::Result<()> {
     let records = select(&result.cache_records, spec.mode, &result.manifest);
+    let mounts = spec.mounts.then_some(mount_root);
     match &spec.place {
         Place::Local(dir) => {
             let layout = OciDir::open_or_create(dir)
                 .with_context(|| format!("opening the layout {}", dir.display()))?;
-            let report = export(store, &records, None, &layout, DEFAULT_NAME)?;
+            let report = export(store, &records, mounts, &layout, DEFAULT_NAME)?;
             eprintln!(
-                "exported {} build cache records to {}",
+                "exported {} build cache records and {} cache mounts to {}",
                 report.records,
+                report.mounts,
                 dir.display()
             );
         }
         Place::Archive(file) => {
             let tmp = TempLayout::new()?;
-            let report = export(store, &records, None, &tmp.layout, DEFAULT_NAME)?;
+            let report = export(store, &records, mounts, &tmp.layout, DEFAULT_NAME)?;
             let options = image_overlay::PackOptions::new(image_core::Compression::None);
             super::archive::write_file(file, |out| {
                 image_overlay::pack::pack_dir(&tmp.dir.join("layout"), out, &options)?;
                 Ok(())
             })?;
             eprintln!(
-                "exported {} build cache records to {}",
+                "exported {} build cache records and {} cache mounts to {}",
                 report.records,
+                report.mounts,
                 file.display()
             );
         }
@@ -207,7 +242,7 @@ pub fn export_to(
             let dest = Reference::parse_name(r)?;
             let client = reach.client(dest.domain())?;
             let tmp = TempLayout::new()?;
-            let report = export(store, &records, None, &tmp.layout, DEFAULT_NAME)?;
+            let report = export(store, &records, mounts, &tmp.layout, DEFAULT_NAME)?;
             reach.hint(
                 dest.domain(),
                 client.push(
@@ -217,7 +252,10 @@ pub fn export_to(
                     &PushOptions::default(),
                 ),
             )?;
-            eprintln!("exported {} build cache records to {dest}", report.records);
+            eprintln!(
+                "exported {} build cache records and {} cache mounts to {dest}",
+                report.records, report.mounts
+            );
         }
     }
     Ok(())
@@ -233,7 +271,8 @@ mod tests {
             parse("type=local,dest=/tmp/c,mode=max", true).unwrap(),
             CacheSpec {
                 place: Place::Local("/tmp/c".into()),
-                mode: CacheMode::Max
+                mode: CacheMode::Max,
+                mounts: true,
             }
         );
         assert_eq!(
@@ -255,6 +294,7 @@ mod tests {
             ("type=local,dest=/c", false),
             ("type=local,src=/c,mode=max", false),
             ("type=local,dest=/c,mode=all", true),
+            ("type=local,dest=/c,mounts=yes", true),
             ("type=gha", true),
             ("type=oci-archive,src=/c.tar", true),
             ("type=registry", true),

@@ -12,7 +12,9 @@
 //! its key ([`KEY_ANNOTATION`]). The index is tagged in the destination
 //! (by default [`DEFAULT_NAME`]). Everything is content-addressed, so the
 //! same records export to the same blobs on any machine, and an importing
-//! store verifies every blob by digest as it copies it.
+//! store verifies every blob by digest as it copies it. Cache mount
+//! directories ([`super::mounts`]) are entries of the same index,
+//! annotated with their names instead of a key.
 //!
 //! # Modes
 //!
