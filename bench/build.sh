@@ -66,20 +66,7 @@ fi
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK ($(findmnt -no FSTYPE -T "$WORK")), $(buildah --version)"
 
 # --- the contexts and Dockerfiles
-gen() { # gen DIR FILES: FILES small text files in 10 directories, the same bytes every time
-  python3 - "$@" <<'PY'
-import os, random, sys
-root, n = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(42)
-words = ["alpha", "beta", "gamma", "delta", "layer", "image", "build", "cache", "step", "copy"]
-for i in range(n):
-    d = os.path.join(root, f"d{i % 10}")
-    os.makedirs(d, exist_ok=True)
-    lines = [" ".join(rnd.choice(words) for _ in range(8)) for _ in range(rnd.randint(1, 40))]
-    with open(os.path.join(d, f"f{i:04d}.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-PY
-}
+. "$ROOT/bench/build-common.sh"
 for ctx in small ten; do
   mkdir -p "$WORK/$ctx"
   gen "$WORK/$ctx/files" "$FILES"
@@ -92,29 +79,14 @@ COPY files/ /app/files/
 ENV APP=/app
 CMD ["cat", "/app/built.txt"]
 EOF
-cat > "$WORK/ten/Dockerfile" <<'EOF'
-FROM bench/busybox:latest
-ENV APP=/app MODE=bench
-RUN mkdir -p /app/bin && echo built > /app/built.txt
-COPY files/ /app/files/
-WORKDIR /app
-COPY config.txt /app/config.txt
-RUN ls files > list.txt
-LABEL bench=build
-EXPOSE 8080
-CMD ["cat", "/app/list.txt"]
-EOF
+ten_dockerfile "$WORK/ten/Dockerfile"
 # Layer-making steps of ten before its first COPY (on top of the base's).
 TEN_BEFORE_COPY=1
 CHANGED=$WORK/ten/files/d3/f0003.txt
 
 # --- the base, once, as an OCI layout both load from
 ROOTFS=$WORK/rootfs
-mkdir -p "$ROOTFS"/{bin,etc,tmp,root}
-cp /bin/busybox "$ROOTFS/bin/busybox"
-for a in sh cat echo env id ls mkdir rm stat test true; do ln -s busybox "$ROOTFS/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$ROOTFS/etc/passwd"
-printf 'root:x:0:\n' > "$ROOTFS/etc/group"
+base_rootfs "$ROOTFS"
 BASE_STORE=$WORK/base-store
 if [ -n "$MAKE_BASE" ]; then
   "$MAKE_BASE" "$BASE_STORE" bench/busybox:latest >/dev/null

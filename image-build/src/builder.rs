@@ -294,6 +294,13 @@ pub enum BuilderError {
     /// The new image could not be tagged.
     #[error("tagging the new image")]
     Tag(#[source] TagError),
+    /// Manifest annotations were asked for an image whose manifest format
+    /// has none (Docker's, kept from a Docker-format base).
+    #[error("a {media_type} manifest has no annotations")]
+    Annotations {
+        /// The manifest's media type.
+        media_type: String,
+    },
 }
 
 impl Classify for BuilderError {
@@ -313,6 +320,7 @@ impl Classify for BuilderError {
             BuilderError::MissingLayer { .. } => ErrorKind::NotFound,
             BuilderError::Mutate(e) => e.kind(),
             BuilderError::Tag(e) => e.kind(),
+            BuilderError::Annotations { .. } => ErrorKind::Unsupported,
         }
     }
 }
@@ -329,6 +337,7 @@ pub struct ImageBuilder<'s, S: ?Sized> {
     history: Vec<History>,
     created: String,
     epoch: Option<i64>,
+    annotations: BTreeMap<String, String>,
 }
 
 impl<S: ?Sized> std::fmt::Debug for ImageBuilder<'_, S> {
@@ -412,6 +421,7 @@ where
             history: Vec::new(),
             created,
             epoch,
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -425,6 +435,13 @@ where
         self.created = image_core::time::rfc3339(epoch);
         self.config.created = Some(self.created.clone());
         self
+    }
+
+    /// The annotations of the new image's manifest (none by default), to
+    /// change: an OCI manifest carries them (a Docker one cannot, and
+    /// [`commit`](ImageBuilder::commit) then fails).
+    pub fn annotations_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.annotations
     }
 
     /// The config as it will be written (its `rootfs` and `history` are
@@ -635,6 +652,7 @@ where
             },
         )
         .map_err(BuilderError::Mutate)?;
+        let appended = annotate(&store, appended, &self.annotations)?;
         let manifest = appended.manifest.descriptor();
         let batch: Vec<(&str, &image_core::Descriptor)> =
             names.iter().map(|n| (n.as_str(), &manifest)).collect();
@@ -646,6 +664,38 @@ where
             tags: names,
         })
     }
+}
+
+/// `appended` with `annotations` on its manifest (written), or as it is
+/// when there are none.
+fn annotate<S: image_store::Ingester + ?Sized>(
+    store: &S,
+    appended: image_store::mutate::Appended,
+    annotations: &BTreeMap<String, String>,
+) -> Result<image_store::mutate::Appended, BuilderError> {
+    if annotations.is_empty() {
+        return Ok(appended);
+    }
+    let media_type = appended.manifest.media_type();
+    if *media_type != image_core::MediaType::OciManifest {
+        return Err(BuilderError::Annotations {
+            media_type: media_type.to_string(),
+        });
+    }
+    let map: HashMap<String, String> = annotations.clone().into_iter().collect();
+    let manifest = appended
+        .manifest
+        .modify(|m| {
+            m.set_annotations(Some(map));
+        })
+        .map_err(|e| BuilderError::Mutate(MutateError::Build(e)))?;
+    store
+        .write_blob(manifest.raw())
+        .map_err(|e| BuilderError::Mutate(MutateError::from(e)))?;
+    Ok(image_store::mutate::Appended {
+        manifest,
+        config: appended.config,
+    })
 }
 
 /// Copies what is read into a writer (the layer being recompressed).

@@ -50,6 +50,16 @@
 //! build's lease, and gc at any grace period leaves them until the tags
 //! exist.
 //!
+//! # Beyond one machine
+//!
+//! A cache records which records a build used ([`Cache::used`]); the
+//! [`export`] module writes them (`mode=min`: those of the final image's
+//! layers; `mode=max`: every one) as one OCI index into another store (an
+//! OCI layout, an archive, a registry through a layout), and imports such
+//! an index into a store's cache. Keys name content, never the machine:
+//! no absolute path, no mtime, no owner of a context file (a copy from the
+//! context is owned by root whoever owns the files), no store location.
+//!
 //! # Snapshots
 //!
 //! [`ensure_snapshots`] makes the committed chain-ID snapshots of a stack
@@ -57,7 +67,10 @@
 //! [`image_overlay::image_unpack::unpack_layers`], as an image's unpack
 //! does; [`chain_name`] is the name of the top one.
 
-use std::collections::HashMap;
+pub mod export;
+pub mod mounts;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -357,6 +370,19 @@ struct Entry {
     created_by: Option<String>,
     created: Option<String>,
     config: Descriptor,
+    /// The record's manifest (the tag's descriptor, without its note).
+    manifest: Descriptor,
+}
+
+/// A record a build used (found or made), as an export needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsedRecord {
+    /// The step's key.
+    pub key: CacheKey,
+    /// The record's manifest.
+    pub manifest: Descriptor,
+    /// The step's layer.
+    pub layer: Layer,
 }
 
 /// Whether `s` looks like the RFC 3339 time a history entry holds (short,
@@ -395,6 +421,8 @@ fn parse_entry(hex: &str, d: &Descriptor) -> Option<(Digest, Entry)> {
     if descriptor_media_type(&config).as_str() != CACHE_CONFIG_MEDIA_TYPE {
         return None;
     }
+    let mut manifest = d.clone();
+    manifest.set_annotations(None);
     let entry = Entry {
         layer: Layer {
             descriptor: layer,
@@ -403,6 +431,7 @@ fn parse_entry(hex: &str, d: &Descriptor) -> Option<(Digest, Entry)> {
         created_by: note.created_by,
         created: note.created.filter(|c| is_time(c)),
         config,
+        manifest,
     };
     Some((key, entry))
 }
@@ -412,6 +441,17 @@ struct State {
     records: HashMap<Digest, Entry>,
     /// Records made and not yet tagged: (tag, manifest descriptor with its note).
     pending: Vec<(String, Descriptor)>,
+    /// The keys this cache found or recorded, in order, each once.
+    used: Vec<Digest>,
+    used_set: HashSet<Digest>,
+}
+
+impl State {
+    fn mark_used(&mut self, key: &Digest) {
+        if self.used_set.insert(key.clone()) {
+            self.used.push(key.clone());
+        }
+    }
 }
 
 /// The build cache of a store (see the [module docs](self)).
@@ -478,7 +518,7 @@ where
             records: records.len(),
             state: Mutex::new(State {
                 records,
-                pending: Vec::new(),
+                ..State::default()
             }),
             foreign,
             hits: AtomicUsize::new(0),
@@ -504,6 +544,9 @@ where
             None => None,
             Some(entry) => self.check(key, entry)?,
         };
+        if hit.is_some() {
+            self.state().mark_used(&key.0);
+        }
         let counter = if hit.is_some() {
             &self.hits
         } else {
@@ -631,33 +674,30 @@ where
         self.store
             .write_blob(manifest.raw())
             .map_err(|e| write("manifest", e))?;
-        let short = layer.created_by.len() <= MAX_NOTE_CREATED_BY;
-        let note = RecordNote {
-            key: k.to_string(),
-            layer: NoteDescriptor::of(&l.descriptor),
-            diff_id: l.diff_id.to_string(),
-            created_by: short.then(|| layer.created_by.clone()),
-            created: created.clone(),
-            config: NoteDescriptor::of(&config_desc),
-        };
-        let note = image_core::json::to_canonical_vec(&note).map_err(serialize)?;
-        let note = String::from_utf8(note).map_err(|e| {
-            serialize(serde::ser::Error::custom(format!(
-                "canonical JSON is not UTF-8: {e}"
-            )))
-        })?;
-        let mut entry_desc = manifest.descriptor();
-        entry_desc.set_annotations(Some(HashMap::from([(RECORD_ANNOTATION.to_owned(), note)])));
-        let entry = Entry {
-            layer: l.clone(),
-            created_by: short.then(|| layer.created_by.clone()),
-            created,
-            config: config_desc,
-        };
+        let (tag, entry) = tag_entry(key, layer, config_desc, manifest.descriptor())?;
         let mut state = self.state();
         state.records.insert(k.clone(), entry);
-        state.pending.push((key.reference(), entry_desc));
+        state.pending.push(tag);
+        state.mark_used(k);
         Ok(())
+    }
+
+    /// The records this cache found or recorded so far, in the order first
+    /// used, each once: what a build's cache export writes.
+    pub fn used(&self) -> Vec<UsedRecord> {
+        let state = self.state();
+        state
+            .used
+            .iter()
+            .filter_map(|k| {
+                let e = state.records.get(k)?;
+                Some(UsedRecord {
+                    key: CacheKey(k.clone()),
+                    manifest: e.manifest.clone(),
+                    layer: e.layer.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Tags every record made since the last flush, in one batch (one
@@ -685,6 +725,49 @@ where
         state.pending.clear();
         Ok(())
     }
+}
+
+/// The tag of a record (name, `index.json` descriptor with its note) and
+/// its entry: the record of `key` whose config blob is `config` and
+/// manifest `manifest` (both written), for `layer`.
+fn tag_entry(
+    key: &CacheKey,
+    layer: &CachedLayer,
+    config: Descriptor,
+    manifest: Descriptor,
+) -> Result<((String, Descriptor), Entry), CacheError> {
+    let k = &key.0;
+    let serialize = |source| CacheError::Serialize {
+        key: k.clone(),
+        source,
+    };
+    let l = &layer.layer;
+    let created = layer.created.clone().filter(|c| is_time(c));
+    let short = layer.created_by.len() <= MAX_NOTE_CREATED_BY;
+    let note = RecordNote {
+        key: k.to_string(),
+        layer: NoteDescriptor::of(&l.descriptor),
+        diff_id: l.diff_id.to_string(),
+        created_by: short.then(|| layer.created_by.clone()),
+        created: created.clone(),
+        config: NoteDescriptor::of(&config),
+    };
+    let note = image_core::json::to_canonical_vec(&note).map_err(serialize)?;
+    let note = String::from_utf8(note).map_err(|e| {
+        serialize(serde::ser::Error::custom(format!(
+            "canonical JSON is not UTF-8: {e}"
+        )))
+    })?;
+    let mut entry_desc = manifest.clone();
+    entry_desc.set_annotations(Some(HashMap::from([(RECORD_ANNOTATION.to_owned(), note)])));
+    let entry = Entry {
+        layer: l.clone(),
+        created_by: short.then(|| layer.created_by.clone()),
+        created,
+        config,
+        manifest,
+    };
+    Ok(((key.reference(), entry_desc), entry))
 }
 
 /// Drops every record of the store's build cache (every tag of

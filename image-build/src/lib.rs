@@ -45,6 +45,7 @@ pub mod dockerignore;
 mod glob;
 pub mod layer;
 pub mod mounts;
+pub mod provenance;
 pub mod run;
 
 pub use builder::{BuilderError, ImageBuilder};
@@ -60,12 +61,16 @@ image_core::classify_registry!(
     crate::build::StepError,
     crate::builder::BuilderError,
     crate::cache::CacheError,
+    crate::cache::export::ExportError,
+    crate::cache::export::ImportError,
+    crate::cache::mounts::MountCacheError,
     crate::context::ContextError,
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::mounts::MountError,
     crate::mounts::SetupError,
+    crate::provenance::ReferrerError,
     crate::run::RunError,
 );
 #[cfg(not(feature = "runtime"))]
@@ -73,11 +78,15 @@ image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::builder::BuilderError,
     crate::cache::CacheError,
+    crate::cache::export::ExportError,
+    crate::cache::export::ImportError,
+    crate::cache::mounts::MountCacheError,
     crate::context::ContextError,
     crate::copy::CopyError,
     crate::dockerfile::DockerfileError,
     crate::dockerignore::IgnoreError,
     crate::mounts::MountError,
     crate::mounts::SetupError,
+    crate::provenance::ReferrerError,
     crate::run::RunError,
 );

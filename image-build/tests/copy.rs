@@ -671,7 +671,7 @@ fn add_refuses_remote_sources_and_local_checksums() {
 }
 
 #[test]
-fn the_digest_follows_content_mode_and_owner_but_not_mtime() {
+fn the_digest_follows_content_mode_and_a_kept_owner_but_not_mtime() {
     let f = Fixture::new();
     let c = f.ctx();
     write(&c.join("d/a"), "a", 0o644, 1);
@@ -682,11 +682,23 @@ fn the_digest_follows_content_mode_and_owner_but_not_mtime() {
     set_mtime(&c.join("d/a"), 99);
     set_mtime(&c.join("d"), 99);
     assert_eq!(f.plan(&s).unwrap().digest, d0.digest, "mtime ignored");
+    // A copy from the context is owned by root whoever owns the files:
+    // their owner (the machine's checkout user) is not in the digest, so a
+    // cache key is the same on every machine. A copy from a root keeps its
+    // owners: there they are.
+    let from_root = || plan(&CopySource::Root(&c), &s).unwrap().digest;
+    let root0 = from_root();
+    chown(&c.join("d/b"), 5, 5);
+    assert_eq!(
+        f.plan(&s).unwrap().digest,
+        d0.digest,
+        "context owner ignored"
+    );
+    assert_ne!(from_root(), root0, "a kept owner is in the digest");
     let mut seen = vec![d0.digest.clone()];
-    let changes: [&dyn Fn(); 5] = [
+    let changes: [&dyn Fn(); 4] = [
         &|| fs::write(c.join("d/a"), "A").unwrap(),
         &|| fs::set_permissions(c.join("d/a"), fs::Permissions::from_mode(0o600)).unwrap(),
-        &|| chown(&c.join("d/b"), 5, 5),
         &|| symlink("a", c.join("d/l")).unwrap(),
         &|| fs::rename(c.join("d/b"), c.join("d/c")).unwrap(),
     ];

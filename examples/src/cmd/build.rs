@@ -18,6 +18,8 @@ use image_build::run::{Network, RunError};
 use image_store::archive::{save_docker, save_oci, SaveImage, SaveOptions};
 
 use super::archive::write_file;
+use super::cache;
+use super::registry::ReachArgs;
 use super::run::{PlaceArgs, RuntimeArg};
 use super::store::StoreArgs;
 
@@ -107,6 +109,32 @@ pub struct BuildArgs {
     /// SOURCE_DATE_EPOCH.
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<i64>,
+    /// Export the build cache: type=local,dest=DIR (an OCI layout) or
+    /// type=registry,ref=REF, with mode=min (the final image's steps, the
+    /// default) or mode=max (every step of every stage). Repeatable.
+    #[arg(long = "cache-to", value_name = "type=local,dest=DIR[,mode=max]")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache first: type=local,src=DIR or
+    /// type=registry,ref=REF (repeatable; one that cannot be read is a
+    /// warning).
+    #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
+    pub cache_from: Vec<String>,
+    /// An annotation KEY=VALUE of the image's manifest (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Fill the OCI annotations org.opencontainers.image.created,
+    /// .base.name, .base.digest, and .source/.revision from the labels of
+    /// those names, as BuildKit does.
+    #[arg(long)]
+    pub oci_annotations: bool,
+    /// Attach a provenance record (SLSA provenance in an in-toto
+    /// statement: base images by digest, build args, the Dockerfile's
+    /// digest, the target) to the image as an OCI referrer; see `imagectl
+    /// inspect --referrers`.
+    #[arg(long)]
+    pub provenance: bool,
+    #[command(flatten)]
+    pub reach: ReachArgs,
     #[command(flatten)]
     pub places: PlaceArgs,
 }
@@ -197,15 +225,15 @@ fn allow_insecure(items: &[String]) -> anyhow::Result<bool> {
     Ok(insecure)
 }
 
-/// `--label` pairs: each `KEY=VALUE` with a key.
-fn labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+/// `--label` or `--annotation` (`flag`) pairs: each `KEY=VALUE` with a key.
+fn key_values(flag: &str, items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
         match item.split_once('=') {
             Some((k, v)) if !k.is_empty() => {
                 out.insert(k.to_owned(), v.to_owned());
             }
-            _ => bail!("--label {item:?}: expected KEY=VALUE"),
+            _ => bail!("{flag} {item:?}: expected KEY=VALUE"),
         }
     }
     Ok(out)
@@ -222,6 +250,12 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         return super::dockerfile::print(&file, &a.build_args, a.target.as_deref(), true);
     }
     let output = a.output.as_deref().map(parse_output).transpose()?;
+    let cache_to = (a.cache_to.iter())
+        .map(|c| cache::parse(c, true))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_from = (a.cache_from.iter())
+        .map(|c| cache::parse(c, false))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut options = BuildOptions::default();
     if a.context.as_os_str() == "-" {
         let mut text = String::new();
@@ -237,7 +271,10 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         options.dockerfile = a.file.clone().unwrap_or_default();
     }
     options.build_args = super::dockerfile::parse_build_args(&a.build_args)?;
-    options.labels = labels(&a.labels)?;
+    options.labels = key_values("--label", &a.labels)?;
+    options.annotations = key_values("--annotation", &a.annotations)?;
+    options.oci_annotations = a.oci_annotations;
+    options.provenance = a.provenance;
     options.target = a.target.clone();
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;
@@ -255,6 +292,8 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     };
     let s = store.open()?;
     let runtime = a.places.runtime(store, RuntimeArg::Native)?;
+    let mount_root = image_build::mounts::cache_dir_root(runtime.root());
+    cache::import_all(&s, &cache_from, &a.reach, &mount_root);
     let builder = Builder::new(&s, &runtime);
     let mode = match a.progress {
         ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressArg::Tty,
@@ -286,6 +325,9 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         built
     };
     let result = built?;
+    for c in &cache_to {
+        cache::export_to(&s, &result, c, &a.reach, &mount_root)?;
+    }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, result.image_id.to_string())
             .with_context(|| format!("writing {}", path.display()))?;

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod archive;
 pub mod build;
 pub mod builder;
+pub mod cache;
 pub mod digest;
 pub mod dockerfile;
 pub mod layer;

@@ -30,7 +30,7 @@ pub struct ReachArgs {
 
 impl ReachArgs {
     /// A client for registry `domain`, with the default auth files.
-    fn client(&self, domain: &str) -> anyhow::Result<blocking::Client> {
+    pub(crate) fn client(&self, domain: &str) -> anyhow::Result<blocking::Client> {
         self.client_for(&[domain])
     }
 
@@ -53,7 +53,7 @@ impl ReachArgs {
 
     /// `result`, with the hint that names `--insecure` when the registry
     /// could not be reached without it.
-    fn hint<T, E>(&self, domain: &str, result: Result<T, E>) -> anyhow::Result<T>
+    pub(crate) fn hint<T, E>(&self, domain: &str, result: Result<T, E>) -> anyhow::Result<T>
     where
         E: std::error::Error + Classify + Send + Sync + 'static,
     {

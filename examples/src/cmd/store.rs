@@ -52,11 +52,10 @@ pub fn images(store: &StoreArgs, args: ImagesArgs) -> anyhow::Result<()> {
     let s = store.open()?;
     let mut rows = Vec::new();
     // The build cache's records are images of the store, not the user's.
-    for t in s
-        .tags()?
-        .into_iter()
-        .filter(|t| !image_build::cache::is_cache_reference(&t.name))
-    {
+    for t in s.tags()?.into_iter().filter(|t| {
+        !image_build::cache::is_cache_reference(&t.name)
+            && !image_build::provenance::is_referrers_reference(&t.name)
+    }) {
         // The listed descriptor itself: resolving each name again would
         // read index.json once per tag.
         let image = resolve_descriptor(&s, &t.name, &t.descriptor, None);
@@ -137,6 +136,11 @@ pub struct InspectArgs {
     /// The platform to choose from an index (default: the host's).
     #[arg(long)]
     pub platform: Option<String>,
+    /// List the manifests that refer to the image's manifest (OCI
+    /// referrers: a provenance record of `imagectl build --provenance`)
+    /// instead of the documents.
+    #[arg(long, conflicts_with = "history")]
+    pub referrers: bool,
 }
 
 /// Prints an image's manifest, config and IDs, or its history.
@@ -148,6 +152,11 @@ pub fn inspect(store: &StoreArgs, args: InspectArgs) -> anyhow::Result<()> {
         .map(str::parse::<Platform>)
         .transpose()?;
     let image = resolve_image(&s, &args.reference, platform.as_ref())?;
+    if args.referrers {
+        let found = image_build::provenance::referrers(&s, image.manifest_digest())?;
+        println!("{}", serde_json::to_string_pretty(&found)?);
+        return Ok(());
+    }
     if args.history {
         println!(
             "{:<14} {:<30} {:<60} {:>10}  COMMENT",
@@ -215,6 +224,7 @@ pub fn history(store: &StoreArgs, args: HistoryArgs) -> anyhow::Result<()> {
             reference: args.reference,
             history: true,
             platform: args.platform,
+            referrers: false,
         },
     )
 }

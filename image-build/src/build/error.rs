@@ -82,6 +82,9 @@ pub enum BuildError {
         "the build arg SOURCE_DATE_EPOCH={0:?} is not a number of seconds since the Unix epoch"
     )]
     SourceDateEpoch(String),
+    /// The provenance record could not be attached to the image.
+    #[error("attaching the provenance record")]
+    Provenance(#[source] Box<crate::provenance::ReferrerError>),
 }
 
 impl Classify for BuildError {
@@ -99,6 +102,7 @@ impl Classify for BuildError {
             BuildError::Cache(e) => e.kind(),
             BuildError::Commit(e) => e.kind(),
             BuildError::Cancelled(_) => ErrorKind::Cancelled,
+            BuildError::Provenance(e) => e.kind(),
         }
     }
 }

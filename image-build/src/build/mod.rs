@@ -26,6 +26,7 @@
 //! What COPY reads and RUN runs is guarded by [`crate::copy`] and
 //! [`crate::run`].
 
+mod attest;
 mod error;
 mod events;
 pub mod graph;
@@ -105,6 +106,16 @@ pub struct BuildOptions {
     /// `SOURCE_DATE_EPOCH` (as BuildKit reads it), else the environment
     /// variable of that name.
     pub source_date_epoch: Option<i64>,
+    /// `--annotation KEY=VALUE`: annotations of the image's manifest (an
+    /// OCI manifest; a Docker-format one has none and fails the commit).
+    pub annotations: BTreeMap<String, String>,
+    /// Fill the OCI `org.opencontainers.image.*` annotations as BuildKit
+    /// does when asked: `created`, `base.name`, `base.digest`, and
+    /// `source`/`revision` from the labels of those names.
+    pub oci_annotations: bool,
+    /// `--provenance`: attach a provenance record to the image as an OCI
+    /// referrer (see [`crate::provenance`]).
+    pub provenance: bool,
 }
 
 impl BuildOptions {
@@ -161,6 +172,12 @@ pub struct BuildResult {
     pub steps: usize,
     /// How many of them came from the cache.
     pub cached: usize,
+    /// The cache records the build found or made, in order: what
+    /// [`crate::cache::export`] writes.
+    pub cache_records: Vec<crate::cache::UsedRecord>,
+    /// The provenance referrer attached, with
+    /// [`BuildOptions::provenance`].
+    pub provenance: Option<image_core::Descriptor>,
 }
 
 /// Builds Dockerfiles into images of a store, running RUN steps with a
@@ -272,7 +289,18 @@ where
             .take()
             .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
         cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
-        let result = run.commit(state)?;
+        let mut result = run.commit(state)?;
+        result.cache_records = cache.used();
+        if options.provenance {
+            let record = run.provenance(&text)?;
+            let attached = crate::provenance::attach_provenance(
+                &leased,
+                &result.manifest.descriptor(),
+                &record,
+            )
+            .map_err(|e| BuildError::Provenance(Box::new(e)))?;
+            result.provenance = Some(attached);
+        }
         lease.release().map_err(BuildError::Lease)?;
         Ok(result)
     }
@@ -645,6 +673,7 @@ where
             .as_ref()
             .and_then(|b| b.config.file().created.clone());
         let created = settle_times(&mut state.added, base_created, self.epoch);
+        let base_digest = state.base.as_ref().map(|b| b.manifest_digest().clone());
         let mut image = match state.base.take() {
             Some(base) => ImageBuilder::from_resolved(self.store, base),
             None => ImageBuilder::scratch(self.store, &self.platform),
@@ -669,6 +698,7 @@ where
         if let Some(created) = created {
             config.created = Some(created);
         }
+        *image.annotations_mut() = self.manifest_annotations(base_digest.as_ref(), image.config());
         let tags: Vec<&str> = self.options.tags.iter().map(String::as_str).collect();
         let built = image.commit(&tags).map_err(commit_err)?;
         Ok(BuildResult {
@@ -678,6 +708,8 @@ where
             tags: built.tags,
             steps: self.steps.load(Ordering::Relaxed),
             cached: self.cached.load(Ordering::Relaxed),
+            cache_records: Vec::new(),
+            provenance: None,
         })
     }
 }

@@ -270,7 +270,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
             dest: spec.dest.clone(),
         });
     }
-    let digest = digest(&items, &w.entries);
+    let digest = digest(&items, &w.entries, keeps_owners(source, spec));
     let prefix = match items.as_slice() {
         [Item {
             kind: ItemKind::Tree { first, .. },
@@ -293,9 +293,19 @@ pub(crate) fn dest_is_dir(dest: &str) -> bool {
     dest.ends_with('/') || dest == "." || dest.ends_with("/.") || dest.is_empty()
 }
 
+/// Whether a copy keeps its sources' owners: as Docker and BuildKit, a
+/// copy from the context is owned by root (whoever owns the files on the
+/// machine that builds), a copy from another stage or an image keeps its
+/// owners (moby#38599), and `--chown` overrides both.
+pub(crate) fn keeps_owners(source: &CopySource<'_>, spec: &CopySpec) -> bool {
+    spec.chown.is_none() && matches!(source, CopySource::Root(_))
+}
+
 /// The plan's digest: every item's name and kind, every kept entry's path,
-/// type, mode, owner, content hash or link target; never a time.
-fn digest(items: &[Item], entries: &[Entry]) -> Digest {
+/// type, mode, content hash or link target, and its owner when the copy
+/// keeps it (`owners`); never a time, nor an owner the copy drops, so
+/// that the key of a copy from the context is the same on every machine.
+fn digest(items: &[Item], entries: &[Entry], owners: bool) -> Digest {
     let mut h = Sha256::new();
     let field = |h: &mut Sha256, b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());
@@ -310,8 +320,10 @@ fn digest(items: &[Item], entries: &[Entry]) -> Digest {
                 for e in entries[*first..*end].iter().filter(|e| e.keep) {
                     field(&mut h, &e.rel);
                     h.update(e.mode.to_le_bytes());
-                    h.update(e.uid.to_le_bytes());
-                    h.update(e.gid.to_le_bytes());
+                    if owners {
+                        h.update(e.uid.to_le_bytes());
+                        h.update(e.gid.to_le_bytes());
+                    }
                     match &e.kind {
                         Kind::File(c) => {
                             field(&mut h, b"f");

@@ -46,10 +46,7 @@ pub(crate) fn apply(
             link_targets.insert(j, None);
         }
     }
-    // As Docker and BuildKit: a copy from the context is owned by root, a
-    // copy from another stage or an image keeps its owners (moby#38599),
-    // and `--chown` overrides both.
-    let keep_owners = spec.chown.is_none() && matches!(source, CopySource::Root(_));
+    let keep_owners = super::walk::keeps_owners(source, spec);
     let mut w = Writer {
         root,
         uid,

@@ -1,0 +1,378 @@
+//! Provenance records, and OCI referrers kept in a store.
+//!
+//! # The record
+//!
+//! A build's provenance ([`Provenance`]: the base images by digest, the
+//! build args, the Dockerfile's name and digest, the target and the
+//! frontend) is an in-toto statement ([`Provenance::statement`]) whose
+//! predicate is SLSA provenance v0.2, as BuildKit's `--provenance` writes
+//! it. It is attached to the image as an OCI 1.1 referrer: a manifest of
+//! `artifactType` [`IN_TOTO_MEDIA_TYPE`] whose `subject` is the image's
+//! manifest, whose config is the OCI empty descriptor and whose one layer
+//! is the statement, annotated with its predicate type
+//! ([`PREDICATE_TYPE_ANNOTATION`]). Secrets are never build args, so none
+//! is in it.
+//!
+//! # Referrers in a store
+//!
+//! A store has no referrers API, and finding the manifests whose subject
+//! is an image by reading every manifest would cost the whole store per
+//! question. So the referrers of a manifest are listed, as the OCI
+//! distribution spec's referrers tag schema does, in an index tagged
+//! `image-build.local/referrers:sha256-<hex>` ([`referrers_tag`]): a
+//! lookup ([`referrers`]) is one tag resolution and one bounded read, and
+//! the tag keeps the referrers from gc. [`attach`] adds one (a read, then a
+//! write of that index: two attaches to one image at the same moment may
+//! keep only one).
+
+use std::collections::{BTreeMap, HashMap};
+
+use image_core::manifest::descriptor;
+use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
+use image_core::{
+    Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Index, Manifest, MediaType, ParseError,
+};
+use image_store::refs::MAX_DOCUMENT_SIZE;
+use image_store::{ContentError, Ingester, Provider, TagError, TagStore};
+use serde_json::json;
+
+/// The media type (and `artifactType`) of an in-toto statement.
+pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+
+/// The annotation of a statement layer naming its predicate type.
+pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
+
+/// SLSA provenance v0.2's predicate type.
+pub const SLSA_PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
+
+/// The repository of the tags listing referrers.
+pub const REFERRERS_REPOSITORY: &str = "image-build.local/referrers";
+
+/// The most referrers one manifest's list keeps.
+pub const MAX_REFERRERS: usize = 4096;
+
+/// The OCI empty descriptor's media type (a config of `{}`).
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+/// A base image a build used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    /// Its name as the Dockerfile gives it.
+    pub name: String,
+    /// Its manifest's digest.
+    pub digest: Digest,
+}
+
+/// What a build was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Provenance {
+    /// The Dockerfile's name.
+    pub dockerfile: String,
+    /// The digest of the Dockerfile's text.
+    pub dockerfile_digest: Digest,
+    /// The target stage, when one was asked.
+    pub target: Option<String>,
+    /// The build args given.
+    pub build_args: BTreeMap<String, String>,
+    /// The base images of the stages built, by digest.
+    pub materials: Vec<Material>,
+}
+
+impl Provenance {
+    /// The in-toto statement (SLSA provenance v0.2) about `subject`.
+    pub fn statement(&self, subject: &Descriptor) -> serde_json::Value {
+        let hex = |d: &Digest| json!({ d.algorithm().to_string(): d.hex() });
+        let materials: Vec<serde_json::Value> = self
+            .materials
+            .iter()
+            .map(|m| json!({ "uri": format!("pkg:docker/{}", m.name), "digest": hex(&m.digest) }))
+            .collect();
+        let subject_digest: Digest = subject
+            .digest()
+            .as_ref()
+            .parse()
+            .unwrap_or_else(|_| Digest::sha256(b""));
+        let mut params = serde_json::Map::new();
+        params.insert("frontend".into(), json!("dockerfile.v0"));
+        if let Some(t) = &self.target {
+            params.insert("target".into(), json!(t));
+        }
+        params.insert("args".into(), json!(self.build_args));
+        json!({
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": SLSA_PROVENANCE,
+            "subject": [{ "name": "_", "digest": hex(&subject_digest) }],
+            "predicate": {
+                "builder": { "id": "image-build" },
+                "buildType": "https://mobyproject.org/buildkit@v1",
+                "invocation": {
+                    "configSource": {
+                        "entryPoint": self.dockerfile,
+                        "digest": hex(&self.dockerfile_digest),
+                    },
+                    "parameters": params,
+                },
+                "materials": materials,
+            }
+        })
+    }
+}
+
+/// A failed attach or lookup of referrers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReferrerError {
+    /// A blob could not be written.
+    #[error("writing the referrer's {what}")]
+    Write {
+        /// Which blob.
+        what: &'static str,
+        /// The store's error.
+        #[source]
+        source: Box<ContentError>,
+    },
+    /// The list of referrers could not be read.
+    #[error("reading the referrers of {subject}")]
+    Read {
+        /// The subject.
+        subject: Digest,
+        /// The store's error.
+        #[source]
+        source: Box<ContentError>,
+    },
+    /// A document could not be made or parsed.
+    #[error("the referrers of {subject}")]
+    Parse {
+        /// The subject.
+        subject: Digest,
+        /// Why.
+        #[source]
+        source: ParseError,
+    },
+    /// The list's tag could not be read or set.
+    #[error("tagging the referrers of {subject}")]
+    Tag {
+        /// The subject.
+        subject: Digest,
+        /// The store's error.
+        #[source]
+        source: Box<TagError>,
+    },
+    /// The list holds [`MAX_REFERRERS`] already.
+    #[error("{subject} has {limit} referrers already")]
+    TooMany {
+        /// The subject.
+        subject: Digest,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl Classify for ReferrerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ReferrerError::Write { source, .. } | ReferrerError::Read { source, .. } => {
+                source.kind()
+            }
+            ReferrerError::Parse { source, .. } => source.kind(),
+            ReferrerError::Tag { source, .. } => source.kind(),
+            ReferrerError::TooMany { .. } => ErrorKind::Unsafe,
+        }
+    }
+}
+
+/// The tag listing the referrers of `subject`:
+/// `image-build.local/referrers:<algorithm>-<hex>`.
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!(
+        "{REFERRERS_REPOSITORY}:{}-{}",
+        subject.algorithm(),
+        subject.hex()
+    )
+}
+
+/// Whether an image name is a referrers list's tag: what `imagectl
+/// images` hides.
+pub fn is_referrers_reference(name: &str) -> bool {
+    name.strip_prefix(REFERRERS_REPOSITORY)
+        .is_some_and(|rest| rest.starts_with([':', '@']))
+}
+
+/// The referrers of the manifest `subject` in `store`: the descriptors of
+/// the manifests whose subject it is (with their `artifactType` and
+/// annotations), oldest first; none when it has none.
+///
+/// # Errors
+/// [`ReferrerError`] when the list cannot be read or parsed.
+pub fn referrers<S>(store: &S, subject: &Digest) -> Result<Vec<Descriptor>, ReferrerError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    Ok(read_list(store, subject)?
+        .map(|i| i.manifests().to_vec())
+        .unwrap_or_default())
+}
+
+fn read_list<S>(store: &S, subject: &Digest) -> Result<Option<Index>, ReferrerError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    let d = match store.resolve_tag(&referrers_tag(subject)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ReferrerError::Tag {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })
+        }
+    };
+    let bytes = store
+        .read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE)
+        .map_err(|source| ReferrerError::Read {
+            subject: subject.clone(),
+            source: Box::new(source),
+        })?;
+    Index::from_bytes(bytes)
+        .map(Some)
+        .map_err(|source| ReferrerError::Parse {
+            subject: subject.clone(),
+            source,
+        })
+}
+
+/// Attaches `content` (of media type `artifact_type`, with `annotations`
+/// on its layer) to the manifest `subject` as a referrer: writes the
+/// empty config, the content and the referrer's manifest, and adds it to
+/// the subject's list of referrers. Returns the referrer's descriptor.
+/// Call it through a lease of the store until it returns (its blobs are
+/// tagged last).
+///
+/// # Errors
+/// [`ReferrerError`].
+pub fn attach<S>(
+    store: &S,
+    subject: &Descriptor,
+    artifact_type: &str,
+    content: &[u8],
+    annotations: HashMap<String, String>,
+) -> Result<Descriptor, ReferrerError>
+where
+    S: Provider + Ingester + TagStore + ?Sized,
+{
+    let subject_digest = subject
+        .checked_digest()
+        .map_err(|source| ReferrerError::Parse {
+            subject: Digest::sha256(b""),
+            source,
+        })?;
+    let write = |what, bytes: &[u8]| {
+        store
+            .write_blob(bytes)
+            .map_err(|source| ReferrerError::Write {
+                what,
+                source: Box::new(source),
+            })
+    };
+    let parse = |source| ReferrerError::Parse {
+        subject: subject_digest.clone(),
+        source,
+    };
+    let empty = write("config", b"{}")?;
+    let content_digest = write("content", content)?;
+    let mut layer = descriptor(
+        &MediaType::from(artifact_type),
+        &content_digest,
+        content.len() as u64,
+    );
+    layer.set_annotations(Some(annotations.clone()));
+    let config = descriptor(&MediaType::from(EMPTY_MEDIA_TYPE), &empty, 2);
+    let mut bare_subject = descriptor(
+        &image_core::manifest::descriptor_media_type(subject),
+        &subject_digest,
+        subject.size(),
+    );
+    bare_subject.set_annotations(None);
+    let manifest = Manifest::build(&MediaType::OciManifest, config, vec![layer], None)
+        .and_then(|m| {
+            m.modify(|i| {
+                i.set_artifact_type(Some(OciMediaType::from(artifact_type)));
+                i.set_subject(Some(bare_subject));
+                i.set_annotations(Some(annotations.clone()));
+            })
+        })
+        .map_err(parse)?;
+    write("manifest", manifest.raw())?;
+    let mut entry = manifest.descriptor();
+    entry.set_artifact_type(Some(OciMediaType::from(artifact_type)));
+    entry.set_annotations(Some(annotations));
+
+    let mut list: Vec<Descriptor> = match read_list(store, &subject_digest)? {
+        Some(i) => i.manifests().to_vec(),
+        None => Vec::new(),
+    };
+    if list.iter().any(|d| d.digest() == entry.digest()) {
+        return Ok(entry);
+    }
+    if list.len() >= MAX_REFERRERS {
+        return Err(ReferrerError::TooMany {
+            subject: subject_digest,
+            limit: MAX_REFERRERS,
+        });
+    }
+    list.push(entry.clone());
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(OciMediaType::ImageIndex)
+        .manifests(list)
+        .build()
+        .map_err(|source| {
+            parse(ParseError::Build {
+                what: "a list of referrers",
+                source,
+            })
+        })
+        .and_then(|i| Index::new(i).map_err(parse))?;
+    write("list of referrers", index.raw())?;
+    store
+        .set_tag(&referrers_tag(&subject_digest), &index.descriptor())
+        .map_err(|source| ReferrerError::Tag {
+            subject: subject_digest.clone(),
+            source: Box::new(source),
+        })?;
+    Ok(entry)
+}
+
+/// Attaches `provenance`'s statement about `subject` (see [`attach`]).
+///
+/// # Errors
+/// As [`attach`].
+pub fn attach_provenance<S>(
+    store: &S,
+    subject: &Descriptor,
+    provenance: &Provenance,
+) -> Result<Descriptor, ReferrerError>
+where
+    S: Provider + Ingester + TagStore + ?Sized,
+{
+    let statement = provenance.statement(subject);
+    let bytes =
+        image_core::json::to_canonical_vec(&statement).map_err(|e| ReferrerError::Parse {
+            subject: Digest::sha256(b""),
+            source: ParseError::Serialize {
+                what: "a provenance statement",
+                source: e,
+            },
+        })?;
+    attach(
+        store,
+        subject,
+        IN_TOTO_MEDIA_TYPE,
+        &bytes,
+        HashMap::from([(
+            PREDICATE_TYPE_ANNOTATION.to_owned(),
+            SLSA_PROVENANCE.to_owned(),
+        )]),
+    )
+}

@@ -1,0 +1,542 @@
+//! The build cache beyond one machine: keys that do not depend on the
+//! machine, export to an OCI layout and import into another store (another
+//! directory standing for another machine, with another context path),
+//! `mode=min` against `mode=max`, and hostile indexes. As root, on real
+//! stores, snapshots and mounts; the base image is made from Debian's
+//! busybox-static (no network). A missing tool or privilege skips loudly
+//! unless CI=true, where it fails.
+
+use std::collections::HashMap;
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+
+use image_build::build::{BuildEvent, BuildOptions, BuildResult, Builder};
+use image_build::cache::export::{
+    export, import, select, CacheMode, ImportError, CACHE_INDEX_ARTIFACT_TYPE, DEFAULT_NAME,
+    KEY_ANNOTATION,
+};
+use image_build::cache::{Cache, CacheKey, CachedLayer};
+use image_build::ImageBuilder;
+use image_core::config::History;
+use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
+use image_core::{Classify, Digest, ErrorKind, Index, Platform};
+use image_runtime::snapshots::Snapshots;
+use image_runtime::{NativeOptions, Runtime};
+use image_store::{copy_tag, Ingester, OciDir, Provider, TagStore};
+
+const BASE: &str = "test.local/busybox:1";
+const APPLETS: &[&str] = &["sh", "cat", "echo", "rm"];
+
+/// A store and a runtime with snapshots in their own directory: a machine.
+struct Machine {
+    dir: PathBuf,
+    store: OciDir,
+    runtime: Runtime,
+}
+
+impl Machine {
+    fn new(dir: &Path) -> Machine {
+        let store = OciDir::open_or_create(dir.join("store")).expect("store");
+        let snapshots = Snapshots::open_default(&dir.join("snapshots")).expect("snapshots");
+        let runtime = Runtime::native(&dir.join("state"), NativeOptions::default())
+            .expect("runtime")
+            .with_snapshots(snapshots)
+            .expect("with snapshots");
+        Machine {
+            dir: dir.to_owned(),
+            store,
+            runtime,
+        }
+    }
+
+    /// Builds `dockerfile` with `context`, recording events.
+    fn build(
+        &self,
+        dockerfile: &str,
+        context: &Path,
+        change: impl FnOnce(&mut BuildOptions),
+    ) -> (BuildResult, Vec<BuildEvent>) {
+        let mut options = BuildOptions::new(context);
+        options.dockerfile_text = Some(dockerfile.to_owned());
+        change(&mut options);
+        let mut events = Vec::new();
+        let r = Builder::new(&self.store, &self.runtime)
+            .build(&options, &mut |e: &BuildEvent| events.push(e.clone()))
+            .expect("build");
+        (r, events)
+    }
+}
+
+/// No mount outlives a test (the snapshots go with its directory).
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let mounts = image_runtime::mountinfo::mounts_under(&self.dir).unwrap_or_default();
+        for m in mounts.iter().rev() {
+            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// Two machines: A holding BASE, B holding the same BASE (copied, as a
+/// pull would give it) and nothing else; `None` after a loud skip.
+fn machines(tmp: &Path) -> Option<(Machine, Machine)> {
+    if !image_testsupport::tools::ready(&[]) {
+        return None;
+    }
+    // Every time of an image is this one (as in tests/build.rs).
+    static EPOCH: std::sync::Once = std::sync::Once::new();
+    EPOCH.call_once(|| std::env::set_var("SOURCE_DATE_EPOCH", "1700000000"));
+    let a = Machine::new(&tmp.join("machine-a"));
+    let rootfs = tmp.join("rootfs");
+    image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
+    // Made through the builder API: a layer of the root filesystem, a
+    // shell as the command.
+    let mut base = ImageBuilder::scratch(&a.store, &Platform::host()).expect("builder");
+    base.add_dir(&rootfs, History::default())
+        .expect("rootfs layer");
+    let run = base
+        .config_mut()
+        .config
+        .get_or_insert_with(Default::default);
+    run.cmd = Some(vec!["sh".into()]);
+    run.env = Some(vec!["PATH=/bin".into()]);
+    base.commit(&[BASE]).expect("base image");
+    let b = Machine::new(&tmp.join("elsewhere/machine-b"));
+    copy_tag(&a.store, BASE, &b.store, None).expect("base on B");
+    Some((a, b))
+}
+
+/// A context directory at `dir` whose files belong to `uid` and were
+/// changed at `mtime`.
+fn context(dir: &Path, uid: u32, mtime: i64) -> PathBuf {
+    std::fs::create_dir_all(dir.join("src")).expect("context");
+    std::fs::write(dir.join("greeting.txt"), "hello\n").expect("file");
+    std::fs::write(dir.join("src/main.txt"), "main\n").expect("file");
+    for p in ["greeting.txt", "src/main.txt", "src", ""] {
+        let path = dir.join(p);
+        chown(&path, Some(uid), Some(uid)).expect("chown");
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: mtime,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &path,
+            &t,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .expect("utimes");
+    }
+    dir.to_owned()
+}
+
+const MULTI: &str = r#"FROM test.local/busybox:1 AS builder
+WORKDIR /src
+COPY . .
+RUN echo "built from $(cat greeting.txt)" > /artifact && echo junk > /junk
+FROM test.local/busybox:1
+COPY --from=builder /artifact /app/artifact
+COPY src/ /app/src/
+RUN cat /app/artifact /app/src/main.txt > /app/out
+CMD ["cat", "/app/out"]
+"#;
+
+fn read_index(store: &OciDir, d: &image_core::Descriptor) -> Index {
+    Index::from_bytes(
+        store
+            .read_descriptor_to_vec(d, 1 << 20)
+            .expect("index blob"),
+    )
+    .expect("index")
+}
+
+fn keys(r: &BuildResult) -> Vec<Digest> {
+    r.cache_records
+        .iter()
+        .map(|c| c.key.digest().clone())
+        .collect()
+}
+
+fn runs_executed(events: &[BuildEvent]) -> usize {
+    let mut run_steps = Vec::new();
+    let mut cached = std::collections::HashSet::new();
+    for e in events {
+        match e {
+            BuildEvent::StepStarted { step, text, .. } if text.starts_with("RUN ") => {
+                run_steps.push(*step);
+            }
+            BuildEvent::StepCached { step } => {
+                cached.insert(*step);
+            }
+            _ => {}
+        }
+    }
+    run_steps.iter().filter(|s| !cached.contains(s)).count()
+}
+
+#[test]
+fn keys_do_not_depend_on_the_context_path_owner_mtime_or_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some((a, b)) = machines(tmp.path()) else {
+        return;
+    };
+    let ctx_a = context(&tmp.path().join("checkout-a"), 1000, 1_800_000_000);
+    let ctx_b = context(
+        &tmp.path().join("ci/runner/checkout-b"),
+        2345,
+        1_900_000_000,
+    );
+    let (ra, _) = a.build(MULTI, &ctx_a, |_| {});
+    let (rb, _) = b.build(MULTI, &ctx_b, |_| {});
+    assert_eq!(ra.steps, 5);
+    assert_eq!(keys(&ra).len(), 5, "every layer step has a record");
+    assert_eq!(
+        keys(&ra),
+        keys(&rb),
+        "the same project gives the same keys on another machine"
+    );
+    assert_eq!(ra.manifest.digest(), rb.manifest.digest());
+}
+
+/// Generated trees checked out by many "machines": random owners,
+/// modes kept, random mtimes and paths of the checkout. A copy from the
+/// context plans to the same digest on each (so its key is the same);
+/// a change of content or mode gives another.
+#[test]
+fn context_copy_digests_ignore_the_machine_on_generated_trees() {
+    use image_build::context::Context;
+    use image_build::copy::{plan, CopySource, CopySpec};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = CopySpec::new(vec![".".into()], "/app/", "/");
+    for round in 0..24u64 {
+        let mut next = image_testsupport::xorshift(0x9e37_79b9_7f4a_7c15 ^ (round + 1));
+        let files: Vec<(String, Vec<u8>, u32)> = (0..1 + next() % 12)
+            .map(|i| {
+                let dir = ["", "a/", "a/b/", "c/"][(next() % 4) as usize];
+                let body = (0..next() % 64).map(|_| next() as u8).collect();
+                let mode = [0o644, 0o755, 0o600][(next() % 3) as usize];
+                (format!("{dir}f{i}"), body, mode)
+            })
+            .collect();
+        let mut digests = Vec::new();
+        for machine in 0..3 {
+            let root = tmp.path().join(format!("r{round}/m{machine}/checkout"));
+            for (path, body, mode) in &files {
+                let p = root.join(path);
+                std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+                std::fs::write(&p, body).expect("file");
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("mode");
+            }
+            let uid = (next() % 60000) as u32;
+            let mtime = 1_700_000_000 + (next() % 100_000_000) as i64;
+            let paths: Vec<String> = std::iter::once(String::new())
+                .chain(files.iter().map(|(p, _, _)| p.clone()))
+                .collect();
+            for p in paths {
+                let p = root.join(p);
+                chown(&p, Some(uid), Some(uid)).expect("chown");
+                let t = rustix::fs::Timespec {
+                    tv_sec: mtime,
+                    tv_nsec: 0,
+                };
+                let times = rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                };
+                rustix::fs::utimensat(rustix::fs::CWD, &p, &times, rustix::fs::AtFlags::empty())
+                    .expect("utimes");
+            }
+            let context = Context::open(&root, None).expect("context");
+            digests.push(
+                plan(&CopySource::Context(&context), &spec)
+                    .expect("plan")
+                    .digest,
+            );
+        }
+        assert!(
+            digests.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: {digests:?}"
+        );
+        // Content and mode still count.
+        let root = tmp.path().join(format!("r{round}/m0/checkout"));
+        let (first, _, _) = &files[0];
+        std::fs::set_permissions(root.join(first), std::fs::Permissions::from_mode(0o700))
+            .expect("mode");
+        let context = Context::open(&root, None).expect("context");
+        let changed = plan(&CopySource::Context(&context), &spec)
+            .expect("plan")
+            .digest;
+        assert_ne!(changed, digests[0], "round {round}: a mode counts");
+    }
+}
+
+#[test]
+fn an_imported_cache_rebuilds_every_step_on_a_fresh_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some((a, b)) = machines(tmp.path()) else {
+        return;
+    };
+    let ctx_a = context(&tmp.path().join("checkout-a"), 0, 1_800_000_000);
+    let ctx_b = context(&tmp.path().join("other/checkout-b"), 0, 1_800_000_000);
+    let (built, events) = a.build(MULTI, &ctx_a, |_| {});
+    assert_eq!(runs_executed(&events), 2);
+
+    let layout = OciDir::open_or_create(tmp.path().join("cache-max")).expect("layout");
+    let records = select(&built.cache_records, CacheMode::Max, &built.manifest);
+    let report = export(&a.store, &records, None, &layout, DEFAULT_NAME).expect("export");
+    assert_eq!(report.records, 5);
+    // The export is an index of our type, each entry keyed.
+    let index = read_index(&layout, &report.descriptor);
+    assert_eq!(
+        index
+            .inner()
+            .artifact_type()
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some(CACHE_INDEX_ARTIFACT_TYPE)
+    );
+    assert!(index.manifests().iter().all(|m| m
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(KEY_ANNOTATION))));
+
+    let imported = import(&layout, DEFAULT_NAME, &b.store, None).expect("import");
+    assert_eq!((imported.records, imported.foreign), (5, 0));
+    let (rebuilt, events) = b.build(MULTI, &ctx_b, |_| {});
+    assert_eq!(runs_executed(&events), 0, "no RUN executes on B");
+    assert_eq!((rebuilt.steps, rebuilt.cached), (5, 5));
+    assert_eq!(rebuilt.manifest.digest(), built.manifest.digest());
+    assert_eq!(rebuilt.image_id, built.image_id);
+}
+
+#[test]
+fn mode_min_covers_the_final_image_and_max_every_stage() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some((a, b)) = machines(tmp.path()) else {
+        return;
+    };
+    let ctx = context(&tmp.path().join("checkout"), 0, 1_800_000_000);
+    let (built, _) = a.build(MULTI, &ctx, |_| {});
+    let min = select(&built.cache_records, CacheMode::Min, &built.manifest);
+    // The final stage's three layer steps; not the builder's COPY and RUN.
+    assert_eq!(min.len(), 3);
+    let layout = OciDir::open_or_create(tmp.path().join("cache-min")).expect("layout");
+    export(&a.store, &min, None, &layout, DEFAULT_NAME).expect("export");
+    import(&layout, DEFAULT_NAME, &b.store, None).expect("import");
+    let (rebuilt, events) = b.build(MULTI, &ctx, |_| {});
+    // The builder stage's RUN runs again (its record was not exported);
+    // it makes the same artifact, so the final stage is all cached.
+    assert_eq!(runs_executed(&events), 1);
+    assert_eq!((rebuilt.steps, rebuilt.cached), (5, 3));
+    assert_eq!(rebuilt.manifest.digest(), built.manifest.digest());
+}
+
+#[test]
+fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = OciDir::open_or_create(tmp.path().join("src")).expect("src");
+    let dst = OciDir::open_or_create(tmp.path().join("dst")).expect("dst");
+
+    // Not a cache: an index of another artifact type.
+    let other = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(OciMediaType::ImageIndex)
+        .manifests(vec![])
+        .build()
+        .expect("index");
+    let other = Index::new(other).expect("index");
+    src.write_blob(other.raw()).expect("blob");
+    src.set_tag("test.local/other:1", &other.descriptor())
+        .expect("tag");
+    let e = import(&src, "test.local/other:1", &dst, None).expect_err("not a cache");
+    assert!(matches!(e, ImportError::NotCache { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+
+    // A real record beside forged entries: one under another key, one with
+    // a key that is no digest, one without a key.
+    let store_cache = Cache::open(&src).expect("cache");
+    let blob = b"not really a layer".to_vec();
+    let digest = src.write_blob(&blob).expect("layer");
+    let layer = image_build::Layer {
+        descriptor: image_core::manifest::descriptor(
+            &image_core::MediaType::OciLayerGzip,
+            &digest,
+            blob.len() as u64,
+        ),
+        diff_id: Digest::sha256(b"x"),
+    };
+    let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child("RUN x", &[]);
+    store_cache
+        .record(
+            &key,
+            &CachedLayer {
+                layer: layer.clone(),
+                created_by: "RUN x".into(),
+                created: None,
+            },
+        )
+        .expect("record");
+    store_cache.flush().expect("flush");
+    let used = store_cache.used();
+    assert_eq!(used.len(), 1);
+    let out = OciDir::open_or_create(tmp.path().join("out")).expect("out");
+    let report = export(&src, &used, None, &out, DEFAULT_NAME).expect("export");
+    let index = read_index(&out, &report.descriptor);
+    let real = index.manifests()[0].clone();
+    let forged = |k: Option<&str>| {
+        let mut d = real.clone();
+        d.set_annotations(k.map(|k| HashMap::from([(KEY_ANNOTATION.to_owned(), k.to_owned())])));
+        d
+    };
+    let wrong_key = Digest::sha256(b"another step").to_string();
+    let hostile = index
+        .modify(|i| {
+            i.set_manifests(vec![
+                forged(Some(&wrong_key)),
+                forged(Some("sha256:../../etc")),
+                forged(None),
+                real.clone(),
+            ]);
+        })
+        .expect("modify");
+    out.write_blob(hostile.raw()).expect("blob");
+    out.set_tag("test.local/hostile:1", &hostile.descriptor())
+        .expect("tag");
+    let r = import(&out, "test.local/hostile:1", &dst, None).expect("import");
+    assert_eq!((r.records, r.foreign), (1, 3));
+    let found = Cache::open(&dst).expect("cache");
+    assert!(found.lookup(&key).expect("lookup").is_some());
+    assert_eq!(found.stats().records, 1, "only the real record is tagged");
+}
+
+// ---- cache mounts ------------------------------------------------------
+
+/// Every file under `dir` (relative path, mode, content), links as targets.
+fn tree(dir: &Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(dir).expect("below").display().to_string();
+            let body = if m.is_symlink() {
+                std::fs::read_link(&p)
+                    .expect("link")
+                    .into_os_string()
+                    .into_vec()
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&p).expect("read")
+            };
+            out.push((rel, m.permissions().mode(), body));
+        }
+    }
+    out.sort();
+    out
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+#[test]
+fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
+    use image_build::cache::mounts::MOUNT_ANNOTATION;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+    let root = tmp.path().join("machine-a/cache-mounts");
+    std::fs::create_dir_all(root.join("apt/archives/partial")).expect("apt");
+    std::fs::write(root.join("apt/archives/pkg.deb"), vec![7u8; 100_000]).expect("deb");
+    std::os::unix::fs::symlink("pkg.deb", root.join("apt/archives/latest")).expect("link");
+    std::fs::create_dir_all(root.join("%2Froot%2F%2Ecache%2Fgo-build/ab")).expect("go");
+    std::fs::write(root.join("%2Froot%2F%2Ecache%2Fgo-build/ab/cd"), b"object").expect("obj");
+    // Not mounts: a lock file, a directory being made, a link named like
+    // a mount (to a directory outside, never read).
+    std::fs::write(root.join("apt.lock"), b"").expect("lock");
+    std::fs::create_dir(root.join(".new-123")).expect("new");
+    std::fs::write(root.join(".new-123/half"), b"half").expect("half");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::write(outside.join("secret"), b"SECRET").expect("secret");
+    std::os::unix::fs::symlink(&outside, root.join("evil")).expect("evil");
+
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let report = export(&store, &[], Some(&root), &layout, DEFAULT_NAME).expect("export");
+    assert_eq!((report.records, report.mounts), (0, 2));
+    let index = read_index(&layout, &report.descriptor);
+    let names: Vec<&str> = index
+        .manifests()
+        .iter()
+        .filter_map(|d| {
+            d.annotations()
+                .as_ref()?
+                .get(MOUNT_ANNOTATION)
+                .map(String::as_str)
+        })
+        .collect();
+    assert_eq!(names, ["%2Froot%2F%2Ecache%2Fgo-build", "apt"]);
+    // Deterministic: the same tree exports to the same index.
+    let again = OciDir::open_or_create(tmp.path().join("cache2")).expect("layout");
+    let second = export(&store, &[], Some(&root), &again, DEFAULT_NAME).expect("export");
+    assert_eq!(second.descriptor, report.descriptor);
+
+    // A fresh machine: its store and mount root are empty.
+    let b_store = OciDir::open_or_create(tmp.path().join("machine-b/store")).expect("store");
+    let b_root = tmp.path().join("machine-b/state/cache-mounts");
+    let r = import(&layout, DEFAULT_NAME, &b_store, Some(&b_root)).expect("import");
+    assert_eq!(
+        (r.mounts.imported, r.mounts.kept, r.mounts.foreign),
+        (2, 0, 0)
+    );
+    for name in ["apt", "%2Froot%2F%2Ecache%2Fgo-build"] {
+        assert_eq!(tree(&b_root.join(name)), tree(&root.join(name)), "{name}");
+    }
+    let made: Vec<String> = std::fs::read_dir(&b_root)
+        .expect("root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        made.len(),
+        2,
+        "no lock, no half-made directory, no link: {made:?}"
+    );
+
+    // A mount the machine has is kept; a forged name is skipped.
+    std::fs::write(b_root.join("apt/archives/pkg.deb"), b"local").expect("local");
+    let hostile = index
+        .modify(|i| {
+            let mut m = i.manifests().clone();
+            let mut forged = m[1].clone();
+            forged.set_annotations(Some(HashMap::from([(
+                MOUNT_ANNOTATION.to_owned(),
+                "../../escape".to_owned(),
+            )])));
+            m.push(forged);
+            i.set_manifests(m);
+        })
+        .expect("modify");
+    layout.write_blob(hostile.raw()).expect("blob");
+    layout
+        .set_tag("test.local/hostile:1", &hostile.descriptor())
+        .expect("tag");
+    let r = import(&layout, "test.local/hostile:1", &b_store, Some(&b_root)).expect("import");
+    assert_eq!(
+        (r.mounts.imported, r.mounts.kept, r.mounts.foreign),
+        (0, 2, 1)
+    );
+    assert_eq!(
+        std::fs::read(b_root.join("apt/archives/pkg.deb")).expect("read"),
+        b"local"
+    );
+    assert!(!tmp.path().join("machine-b/escape").exists());
+}
