@@ -93,6 +93,7 @@ pub mod nonblocking;
 pub mod pack;
 pub mod resolve;
 pub mod snapshot;
+pub mod stream_unpack;
 mod tarwriter;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -118,6 +119,7 @@ pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,
     Snapshotter,
 };
+pub use stream_unpack::{LayerFeed, StreamUnpacker};
 pub use unpack::{unpack, unpack_at, PathResolution, UnpackError, UnpackOptions, UnpackReport};
 pub use whiteout::{OverlayXattrs, WhiteoutMode};
 
