@@ -13,6 +13,7 @@ pub mod registry;
 pub mod run;
 pub mod snapshot;
 pub mod store;
+pub mod unpack_sink;
 
 use image_core::ErrorKind;
 
