@@ -70,6 +70,32 @@ fn pushed() -> Option<(Registry, Cli, String, Digest)> {
     Some((registry, cli, dest, top.parse().unwrap()))
 }
 
+/// [`pushed`], reached through a fault proxy with one fault (made for
+/// the big layer's digest).
+struct Proxied {
+    _registry: Registry,
+    _pusher: Cli,
+    dest: String,
+    big: Digest,
+    proxy: FaultProxy,
+    /// `dest` through the proxy.
+    through: String,
+}
+
+fn proxied(fault: impl FnOnce(&Digest) -> Fault) -> Option<Proxied> {
+    let (registry, pusher, dest, big) = pushed()?;
+    let proxy = FaultProxy::start(registry.addr(), Faults::none().with(fault(&big)));
+    let through = dest.replace(&registry.host_port(), &proxy.host_port());
+    Some(Proxied {
+        _registry: registry,
+        _pusher: pusher,
+        dest,
+        big,
+        proxy,
+        through,
+    })
+}
+
 /// The layer directories of the snapshot chain ending at `top` in the
 /// overlay snapshots at `dir`, bottom first.
 fn layer_dirs(dir: &Path, top: &str) -> Vec<Tree> {
@@ -119,34 +145,33 @@ fn unpack_lines(cli: &Cli, reference: &str, dir: &Path) -> Vec<(String, String)>
 
 #[test]
 fn pull_unpack_gives_the_snapshots_of_pull_then_unpack_through_a_cut_layer() {
-    let Some((registry, _pusher, dest, big)) = pushed() else {
+    let Some(p) = proxied(|big| Fault::cut_after(1_000_000).on(big.hex()).method("GET")) else {
         return;
     };
-    let faults = Faults::none().with(Fault::cut_after(1_000_000).on(big.hex()).method("GET"));
-    let proxy = FaultProxy::start(registry.addr(), faults);
-    let through = dest.replace(&registry.host_port(), &proxy.host_port());
+    let (dest, big, through) = (p.dest.as_str(), &p.big, p.through.as_str());
 
     let one = Cli::new(Cleanup::Containers);
-    let out = one.ok(&["pull", &through, "--unpack", "--insecure", "--quiet"]);
+    let out = one.ok(&["pull", through, "--unpack", "--insecure", "--quiet"]);
     // busybox and the big layer in one pass; the hardlink to a lower
     // layer needs that layer committed, so it is unpacked from the store.
     assert!(out.contains("3 layers unpacked (2 in one pass)"), "{out}");
-    let ranged = proxy
+    let ranged = p
+        .proxy
         .exchanges()
         .iter()
         .filter(|e| e.range.is_some() && e.target.contains(big.hex()))
         .count();
-    assert!(ranged >= 1, "no Range request: {:?}", proxy.exchanges());
+    assert!(ranged >= 1, "no Range request: {:?}", p.proxy.exchanges());
 
     let two = Cli::new(Cleanup::Containers);
-    two.ok(&["pull", &dest, "--insecure", "--quiet"]);
+    two.ok(&["pull", dest, "--insecure", "--quiet"]);
     let two_dir = two.tmp.path().join("snapshots");
-    let expected = unpack_lines(&two, &dest, &two_dir);
+    let expected = unpack_lines(&two, dest, &two_dir);
     assert!(expected.iter().all(|(_, how)| how == "unpacked"));
 
     // What `run` and `unpack --driver` find: every snapshot there already.
     let one_dir = one.tmp.path().join("snapshots");
-    let again = unpack_lines(&one, &through, &one_dir);
+    let again = unpack_lines(&one, through, &one_dir);
     assert_eq!(
         again.iter().map(|(c, _)| c).collect::<Vec<_>>(),
         expected.iter().map(|(c, _)| c).collect::<Vec<_>>()
@@ -164,21 +189,19 @@ fn pull_unpack_gives_the_snapshots_of_pull_then_unpack_through_a_cut_layer() {
 
 #[test]
 fn a_flipped_byte_leaves_neither_the_blob_nor_a_snapshot() {
-    let Some((registry, _pusher, dest, big)) = pushed() else {
+    let Some(p) = proxied(|big| Fault::flip_byte(1000).on(big.hex()).method("GET")) else {
         return;
     };
-    let faults = Faults::none().with(Fault::flip_byte(1000).on(big.hex()).method("GET"));
-    let proxy = FaultProxy::start(registry.addr(), faults);
-    let through = dest.replace(&registry.host_port(), &proxy.host_port());
+    let (big, through) = (&p.big, p.through.as_str());
 
     let cli = Cli::new(Cleanup::Containers);
-    let err = cli.fails(&["pull", &through, "--unpack", "--insecure", "--quiet"]);
+    let err = cli.fails(&["pull", through, "--unpack", "--insecure", "--quiet"]);
     assert!(err.contains("digest"), "{err}");
     let snaps = Snapshots::open(&cli.tmp.path().join("snapshots"), Driver::Overlay).unwrap();
     let left = snaps.snapshotter().list().unwrap();
     assert!(left.is_empty(), "{left:?}");
     let store = OciDir::open(cli.store()).unwrap();
-    assert!(!store.exists(&big).unwrap());
+    assert!(!store.exists(big).unwrap());
     assert!(store.ingests().unwrap().is_empty());
     assert!(store.tags().unwrap().is_empty());
     cli.ok(&["fsck"]);

@@ -247,6 +247,11 @@ where
     P: Provider + Sync + ?Sized,
     S: Snapshotter + ?Sized,
 {
+    unpack_layers(store, &image_layers(image)?, snapshotter, options)
+}
+
+/// An image's layers, each with the diff ID the config gives it.
+pub(crate) fn image_layers(image: &Image) -> Result<Vec<(Descriptor, Digest)>, ImageUnpackError> {
     let (layers, diff_ids) = (image.layers(), image.diff_ids());
     if layers.len() != diff_ids.len() {
         return Err(ImageUnpackError::LayerCount {
@@ -254,12 +259,11 @@ where
             diff_ids: diff_ids.len(),
         });
     }
-    let layers: Vec<(Descriptor, Digest)> = layers
+    Ok(layers
         .iter()
         .cloned()
         .zip(diff_ids.iter().cloned())
-        .collect();
-    unpack_layers(store, &layers, snapshotter, options)
+        .collect())
 }
 
 /// Makes the committed snapshots of a stack of layers present in

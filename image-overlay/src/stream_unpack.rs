@@ -42,8 +42,8 @@ use image_core::{chain_ids, Descriptor, DescriptorExt, Digest, Tracker};
 use image_store::{Image, Provider};
 
 use crate::image_unpack::{
-    commit_job, remove_stale, sync_dirs, temp_key, unpack_layers, writable_dir, ImageUnpackError,
-    ImageUnpackOptions, ImageUnpackReport, Job,
+    commit_job, image_layers, remove_stale, sync_dirs, temp_key, unpack_layers, writable_dir,
+    ImageUnpackError, ImageUnpackOptions, ImageUnpackReport, Job,
 };
 use crate::snapshot::{Kind, Labels, Snapshotter};
 use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
@@ -219,33 +219,20 @@ impl StreamUnpacker {
     where
         P: Provider + Sync + ?Sized,
     {
-        let result = self.commit_all(store, image, options);
+        let result =
+            image_layers(image).and_then(|layers| self.commit_all(store, &layers, options));
         self.discard();
         result
     }
 
-    fn commit_all<P>(
+    fn commit_all<P: Provider + Sync + ?Sized>(
         &self,
         store: &P,
-        image: &Image,
+        layers: &[(Descriptor, Digest)],
         options: &ImageUnpackOptions,
-    ) -> Result<ImageUnpackReport, ImageUnpackError>
-    where
-        P: Provider + Sync + ?Sized,
-    {
-        let (layers, diff_ids) = (image.layers(), image.diff_ids());
-        if layers.len() != diff_ids.len() {
-            return Err(ImageUnpackError::LayerCount {
-                layers: layers.len(),
-                diff_ids: diff_ids.len(),
-            });
-        }
-        let layers: Vec<(Descriptor, Digest)> = layers
-            .iter()
-            .cloned()
-            .zip(diff_ids.iter().cloned())
-            .collect();
-        let chains = chain_ids(diff_ids);
+    ) -> Result<ImageUnpackReport, ImageUnpackError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
+        let chains = chain_ids(&diff_ids);
         let sn = &*self.shared.snapshotter;
         let mut report = ImageUnpackReport {
             chain_ids: chains.clone(),
