@@ -16,9 +16,9 @@
 # `--*-tls-verify=false` for skopeo).
 #
 # Fair: each repetition runs ours and skopeo in turn (their order
-# alternating), each into a fresh store / layout / repository, so both pay
-# the same uploads (a new repository: the registry has the blobs but
-# neither tool may mount them) and the same downloads (everything). Times
+# alternating), each into a fresh store / layout, and each push into a
+# registry with empty storage (so both upload every blob) on a second
+# port; both pull everything. Times
 # to exit (our store fsyncs each blob; skopeo's layout does not), so the
 # durable difference is on skopeo's side. Ratios are theirs / ours: above 1
 # means we are faster. Medians, min..max.
@@ -39,8 +39,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$(mktemp -d /var/tmp/registry-bench.XXXXXX)}
 mkdir -p "$WORK"
 REG_PID=
+PUSH_PID=
 cleanup() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  for p in $REG_PID $PUSH_PID; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
   findmnt -rno TARGET | grep "^$WORK/" | sort -r | xargs -r umount -l 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -70,8 +71,12 @@ gen "$WORK/rss4" 0 $((RSS_MB * 4)) 6
 rm -rf "$WORK"/src? "$WORK"/rss?
 echo "compressed image: $(du -sh "$WORK/layout" | cut -f1) in the layout (bench:1 and the two memory images)"
 
-mkdir -p "$WORK/registry"
-cat > "$WORK/registry/config.yml" <<EOF
+# registry NAME PORT: a docker-registry with empty storage in WORK/NAME;
+# sets PID.
+registry() {
+  local dir=$WORK/$1 port=$2
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat > "$dir/config.yml" <<EOF
 version: 0.1
 log:
   level: error
@@ -79,21 +84,32 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $WORK/registry/storage
+    rootdirectory: $dir/storage
   maintenance:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:$PORT
+  addr: 127.0.0.1:$port
   secret: bench
 EOF
-env -u REGISTRY_HTTP_ADDR docker-registry serve "$WORK/registry/config.yml" > "$WORK/registry/log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null || fail "the registry did not start: $(cat "$WORK/registry/log")"
+  env -u REGISTRY_HTTP_ADDR docker-registry serve "$dir/config.yml" > "$dir/log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  fail "the registry did not start: $(cat "$dir/log")"
+}
+# The pulls' registry, seeded once below; the pushes go to a second one,
+# emptied before each push (a registry that has the blobs lets skopeo
+# mount them from where its blob-info cache saw them, and then it uploads
+# nothing).
+registry registry "$PORT"; REG_PID=$PID
+P=127.0.0.1:$((PORT + 1))
+fresh_push_registry() {
+  if [ -n "$PUSH_PID" ]; then kill "$PUSH_PID"; wait "$PUSH_PID" 2>/dev/null || true; fi
+  registry push $((PORT + 1)); PUSH_PID=$PID
+}
 R=127.0.0.1:$PORT
 SRC=docker.io/library/bench:1
 
@@ -119,8 +135,8 @@ skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/layout:$SRC"
 declare -a PUSH_OURS PUSH_THEIRS PUSH_R PULL_OURS PULL_THEIRS PULL_R ONE TWO ONE_R
 echo "== $RUNS repetitions (times to exit, seconds)"
 for i in $(seq "$RUNS"); do
-  ours_push() { t "$IMAGECTL" --store "$WORK/layout" push bench:1 "$R/ours$i/bench:1" --insecure --quiet; PO=$T; }
-  theirs_push() { t skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/layout:$SRC" "docker://$R/skopeo$i/bench:1"; PT=$T; }
+  ours_push() { fresh_push_registry; t "$IMAGECTL" --store "$WORK/layout" push bench:1 "$P/ours$i/bench:1" --insecure --quiet; PO=$T; }
+  theirs_push() { fresh_push_registry; t skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/layout:$SRC" "docker://$P/skopeo$i/bench:1"; PT=$T; }
   ours_pull() { rm -rf "$WORK/pull"; t "$IMAGECTL" --store "$WORK/pull" pull "$R/seed/ours:1" --insecure --quiet; LO=$T; }
   theirs_pull() { rm -rf "$WORK/sk"; t skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$R/seed/ours:1" "oci:$WORK/sk:bench"; LT=$T; }
   if [ $((i % 2)) -eq 1 ]; then ours_push; theirs_push; ours_pull; theirs_pull
@@ -146,7 +162,9 @@ rm -rf "$WORK/pull" "$WORK/sk" "$WORK/p1" "$WORK/p2"
 echo "== peak memory (max RSS, KiB): our pull and push of one layer of ${RSS_MB} MiB and of $((RSS_MB * 4)) MiB"
 for tag in rss:1 rss:4; do
   rm -rf "$WORK/m"
-  t "$IMAGECTL" --store "$WORK/layout" push "$tag" "$R/mem/${tag/:/}:1" --insecure --quiet; PUSH_RSS=$RSS
+  fresh_push_registry
+  t "$IMAGECTL" --store "$WORK/layout" push "$tag" "$P/mem/${tag/:/}:1" --insecure --quiet; PUSH_RSS=$RSS
+  "$IMAGECTL" --store "$WORK/layout" push "$tag" "$R/mem/${tag/:/}:1" --insecure --quiet >/dev/null
   t "$IMAGECTL" --store "$WORK/m" pull "$R/mem/${tag/:/}:1" --insecure --quiet; PULL_RSS=$RSS
   printf "  %-6s push %8d KiB   pull %8d KiB\n" "$tag" "$PUSH_RSS" "$PULL_RSS"
 done
