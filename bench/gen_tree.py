@@ -4,7 +4,8 @@
 FILES files under DIR/l<SEED>/dNNN/sN, sizes from 0 to 64000 bytes, half
 text-like (compressible words), half binary-like (half random, half
 zeros); with LARGE_MB, one file of that many MiB, alternating random and
-zero MiB. Shared by bench/overlay/unpack.sh and bench/analyze.sh.
+zero MiB. Shared by bench/overlay/unpack.sh, bench/analyze.sh and
+bench/registry.sh, so all measure the same image.
 """
 import os, sys, random
 root, n, large, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -171,6 +171,16 @@ pub enum ImageUnpackError {
         #[source]
         source: SnapshotError,
     },
+    /// A thread to unpack a streamed layer on could not be started
+    /// ([`crate::stream_unpack`]).
+    #[error("starting a thread to unpack layer {digest}")]
+    Thread {
+        /// The layer's blob.
+        digest: Digest,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The driver returned mounts whose directory this unpacker cannot find.
     #[error("snapshot {key}: cannot write into mounts {mounts:?} without mounting")]
     UnsupportedMounts {
@@ -190,6 +200,7 @@ impl Classify for ImageUnpackError {
             ImageUnpackError::Content { source, .. } => source.kind(),
             ImageUnpackError::Unpack { source, .. } => source.kind(),
             ImageUnpackError::Snapshot { source, .. } => source.kind(),
+            ImageUnpackError::Thread { source, .. } => ErrorKind::from_io(source),
             ImageUnpackError::UnsupportedMounts { .. } => ErrorKind::Unsupported,
         }
     }
@@ -204,7 +215,7 @@ fn snap_err(key: &str) -> impl FnOnce(SnapshotError) -> ImageUnpackError + '_ {
 
 /// The directory an active snapshot's mounts write into, without mounting:
 /// the upper directory of an overlay, or the source of a writable bind mount.
-fn writable_dir(mounts: &[Mount]) -> Option<String> {
+pub(crate) fn writable_dir(mounts: &[Mount]) -> Option<String> {
     match mounts {
         [m] if m.fs_type == "overlay" => m.option("upperdir").map(str::to_owned),
         [m] if m.fs_type == "bind" && !m.is_read_only() => Some(m.source.clone()),
@@ -213,12 +224,12 @@ fn writable_dir(mounts: &[Mount]) -> Option<String> {
 }
 
 /// One layer to unpack.
-struct Job {
-    index: usize,
-    digest: Digest,
-    chain: Digest,
-    key: String,
-    dir: String,
+pub(crate) struct Job {
+    pub(crate) index: usize,
+    pub(crate) digest: Digest,
+    pub(crate) chain: Digest,
+    pub(crate) key: String,
+    pub(crate) dir: String,
 }
 
 /// Unpacks every layer of `image` from `store` into `snapshotter` (see the
@@ -236,6 +247,11 @@ where
     P: Provider + Sync + ?Sized,
     S: Snapshotter + ?Sized,
 {
+    unpack_layers(store, &image_layers(image)?, snapshotter, options)
+}
+
+/// An image's layers, each with the diff ID the config gives it.
+pub(crate) fn image_layers(image: &Image) -> Result<Vec<(Descriptor, Digest)>, ImageUnpackError> {
     let (layers, diff_ids) = (image.layers(), image.diff_ids());
     if layers.len() != diff_ids.len() {
         return Err(ImageUnpackError::LayerCount {
@@ -243,12 +259,11 @@ where
             diff_ids: diff_ids.len(),
         });
     }
-    let layers: Vec<(Descriptor, Digest)> = layers
+    Ok(layers
         .iter()
         .cloned()
         .zip(diff_ids.iter().cloned())
-        .collect();
-    unpack_layers(store, &layers, snapshotter, options)
+        .collect())
 }
 
 /// Makes the committed snapshots of a stack of layers present in
@@ -338,7 +353,7 @@ where
     Ok(report)
 }
 
-fn temp_key(chain: &Digest) -> String {
+pub(crate) fn temp_key(chain: &Digest) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -351,7 +366,7 @@ fn temp_key(chain: &Digest) -> String {
 }
 
 /// Removes temporary snapshots of unpacks whose process is gone.
-fn remove_stale<S: Snapshotter + ?Sized>(snapshotter: &S) {
+pub(crate) fn remove_stale<S: Snapshotter + ?Sized>(snapshotter: &S) {
     let Ok(all) = snapshotter.list() else {
         return;
     };
@@ -443,7 +458,7 @@ fn unpack_layer<P: Provider + ?Sized>(
 /// Commits `job` under its chain ID (onto `rebase` if given; `synced` when
 /// its content is durable already). Someone else having committed the same
 /// chain ID meanwhile is success.
-fn commit_job<S: Snapshotter + ?Sized>(
+pub(crate) fn commit_job<S: Snapshotter + ?Sized>(
     snapshotter: &S,
     job: &Job,
     rebase: Option<String>,
@@ -555,7 +570,7 @@ where
     // one (instead of one per commit); a layer unpacked again below is
     // synced by its own commit. A driver that does not sync on commit is
     // not synced here either.
-    let synced = sync && sync_dirs(&jobs);
+    let synced = sync && sync_dirs(jobs.iter().map(|j| j.dir.as_str()));
     // Commit in order up to the first failure; remove the rest.
     let mut error = None;
     for (mut job, slot) in jobs.into_iter().zip(results) {
@@ -609,12 +624,12 @@ where
     error.map_or(Ok(()), Err)
 }
 
-/// Makes the content of the jobs' directories durable: one `syncfs` per
+/// Makes the content of directories (the jobs') durable: one `syncfs` per
 /// filesystem they are on (normally one). Whether that worked.
-fn sync_dirs(jobs: &[Job]) -> bool {
+pub(crate) fn sync_dirs<'a>(dirs: impl Iterator<Item = &'a str>) -> bool {
     let mut devices = std::collections::HashSet::new();
-    for job in jobs {
-        let Ok(dir) = std::fs::File::open(&job.dir) else {
+    for path in dirs {
+        let Ok(dir) = std::fs::File::open(path) else {
             return false;
         };
         let Ok(st) = rustix::fs::fstat(&dir) else {

@@ -98,6 +98,7 @@ pub mod nonblocking;
 pub mod pack;
 pub mod resolve;
 pub mod snapshot;
+pub mod stream_unpack;
 pub mod surgery;
 mod tarwriter;
 #[cfg(feature = "testsuite")]
@@ -124,6 +125,7 @@ pub use snapshot::{
     CopySnapshotter, Info as SnapshotInfo, Kind as SnapshotKind, OverlaySnapshotter, SnapshotError,
     Snapshotter,
 };
+pub use stream_unpack::{LayerFeed, StreamUnpacker};
 pub use unpack::{unpack, unpack_at, PathResolution, UnpackError, UnpackOptions, UnpackReport};
 pub use whiteout::{OverlayXattrs, WhiteoutMode};
 

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod blob_writer;
 pub mod blocking;
 pub mod client;
 pub mod config;
@@ -53,6 +54,7 @@ pub mod error;
 pub mod pull;
 pub mod push;
 pub mod secret;
+pub mod sink;
 
 pub use auth::{Challenge, CredentialError, Credentials, DockerConfig};
 pub use client::{BlobStream, Client, ClientBuilder, RetryPolicy};
@@ -62,6 +64,7 @@ pub use error::RegistryError;
 pub use pull::{pull, PullError, PullOptions, PullReport, PullStore};
 pub use push::{push, PushError, PushOptions, PushReport};
 pub use secret::Secret;
+pub use sink::{LayerFeed, LayerSink};
 
 image_core::classify_registry!(
     below: image_store::kind_of;

@@ -12,12 +12,19 @@
 //! tagged with the reference it was pulled by (a reference by digest alone
 //! is not tagged: a tag cannot hold a digest).
 //!
+//! Store I/O (writes, commits) happens on a blocking thread per blob, not
+//! on the async executor. With [`PullOptions::layer_sink`], each blob
+//! downloaded from its first byte is also handed, byte for byte, to the
+//! sink while it streams (see [`crate::sink`]): a pull that unpacks in one
+//! pass.
+//!
 //! Progress: each blob is an item named by its digest (started with its
 //! size, bytes as they arrive, finished when committed or found present).
 //! The tracker's interrupt stops the pull between chunks with `Cancelled`;
 //! the partial ingest stays for the next pull to resume.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use image_core::{
@@ -26,8 +33,10 @@ use image_core::{
 };
 use image_store::{ContentError, Ingester, LeaseError, Leases, Provider, TagError, TagStore};
 
+use crate::blob_writer::{BlobWriter, Orphans, WriteError};
 use crate::client::{check_interrupt, Client, MAX_DOCUMENT_SIZE};
 use crate::error::RegistryError;
+use crate::sink::LayerSink;
 
 /// The deepest nesting of indexes followed.
 const MAX_DEPTH: usize = 4;
@@ -49,6 +58,9 @@ pub struct PullOptions {
     /// The tag to set instead of the reference pulled (a copy into a
     /// store names the image as its destination says).
     pub tag: Option<String>,
+    /// Where each blob's bytes also go while they stream (an unpacker
+    /// into snapshots); see [`crate::sink`].
+    pub layer_sink: Option<Arc<dyn LayerSink>>,
 }
 
 impl Default for PullOptions {
@@ -59,6 +71,7 @@ impl Default for PullOptions {
             parallel: 4,
             tracker: Tracker::default(),
             tag: None,
+            layer_sink: None,
         }
     }
 }
@@ -91,6 +104,12 @@ impl PullOptions {
     /// Tags the image as `tag` instead of the reference pulled.
     pub fn with_tag(mut self, tag: impl Into<String>) -> PullOptions {
         self.tag = Some(tag.into());
+        self
+    }
+
+    /// Hands each blob's bytes to `sink` too, while they stream.
+    pub fn with_layer_sink(mut self, sink: Arc<dyn LayerSink>) -> PullOptions {
+        self.layer_sink = Some(sink);
         self
     }
 }
@@ -232,6 +251,21 @@ pub async fn pull<S: PullStore + ?Sized>(
     store: &S,
     options: &PullOptions,
 ) -> Result<PullReport, PullError> {
+    let orphans = Orphans::default();
+    let result = pull_with(client, reference, store, options, &orphans).await;
+    // Writers of blobs stopped by another blob's error end before this
+    // returns: their ingests closed, their feeds dropped.
+    orphans.wait().await;
+    result
+}
+
+async fn pull_with<S: PullStore + ?Sized>(
+    client: &Client,
+    reference: &Reference,
+    store: &S,
+    options: &PullOptions,
+    orphans: &Orphans,
+) -> Result<PullReport, PullError> {
     let lease = store.begin_lease().map_err(PullError::Lease)?;
     let leased = lease.protect(store);
     let registry = |source| PullError::Registry {
@@ -308,7 +342,7 @@ pub async fn pull<S: PullStore + ?Sized>(
 
     let parallel = options.parallel.max(1);
     let outcomes: Vec<BlobOutcome> = futures_util::stream::iter(blobs.iter())
-        .map(|d| fetch_blob(client, reference, &leased, d, &options.tracker))
+        .map(|d| fetch_blob(client, reference, &leased, d, options, orphans))
         .buffer_unordered(parallel)
         .try_collect()
         .await?;
@@ -448,14 +482,18 @@ struct BlobOutcome {
 }
 
 /// Fetches one blob into the store, resuming its ingest and retrying a cut
-/// download from where it stopped.
+/// download from where it stopped; the ingest is written on a blocking
+/// thread, and a blob downloaded from its first byte goes to the layer
+/// sink too.
 async fn fetch_blob<S: Provider + Ingester + Sync + ?Sized>(
     client: &Client,
     reference: &Reference,
     store: &S,
     d: &Descriptor,
-    tracker: &Tracker,
+    options: &PullOptions,
+    orphans: &Orphans,
 ) -> Result<BlobOutcome, PullError> {
+    let tracker = &options.tracker;
     let digest = checked(d, &Digest::sha256(b""))?;
     let size = d.size();
     let item = digest.to_string();
@@ -484,22 +522,40 @@ async fn fetch_blob<S: Provider + Ingester + Sync + ?Sized>(
         w.truncate(0).map_err(store_err)?;
     }
     let resumed_from = (w.offset() > 0).then(|| w.offset());
+    // A sink sees a blob from its first byte only.
+    let feed = match (&options.layer_sink, resumed_from) {
+        (Some(sink), None) => sink.begin(d),
+        _ => None,
+    };
+    let ingest = w.reference().to_owned();
+    let mut w = BlobWriter::new(w, feed, orphans);
     let mut received = 0u64;
     let policy = client.retry_policy();
     let mut retries = 0u32;
+    let stop = |e: Stop| match e {
+        Stop::Content(e) => store_err(e),
+        Stop::Write(source) => PullError::Write {
+            digest: digest.clone(),
+            source,
+        },
+        Stop::Net(e) => blob_err(e),
+    };
     while w.offset() < size {
-        check_interrupt(tracker.interrupt()).map_err(blob_err)?;
+        if let Err(e) = check_interrupt(tracker.interrupt()) {
+            w.close().await;
+            return Err(blob_err(e));
+        }
         let attempt: Result<(), Stop> = async {
             let mut stream = client.get_blob(reference, d, w.offset()).await?;
             if stream.offset() != w.offset() {
                 // The registry sent the whole blob: start again.
-                w.truncate(stream.offset()).map_err(Stop::Content)?;
+                w.truncate(stream.offset()).await?;
             }
             progress.item_progress(&item, w.offset());
             while let Some(chunk) = stream.chunk().await? {
                 check_interrupt(tracker.interrupt())?;
                 received += chunk.len() as u64;
-                std::io::Write::write_all(&mut w, &chunk).map_err(Stop::Write)?;
+                w.write(chunk).await?;
                 progress.item_progress(&item, w.offset());
             }
             Ok(())
@@ -507,27 +563,26 @@ async fn fetch_blob<S: Provider + Ingester + Sync + ?Sized>(
         .await;
         match attempt {
             Ok(()) => break,
-            Err(Stop::Content(e)) => return Err(store_err(e)),
-            Err(Stop::Write(source)) => {
-                return Err(PullError::Write {
-                    digest: digest.clone(),
-                    source,
-                })
-            }
             Err(Stop::Net(e))
                 if e.kind().is_retryable() && retries + 1 < policy.attempts.max(1) =>
             {
                 tokio::time::sleep(policy.delay(retries, None)).await;
                 retries += 1;
             }
-            Err(Stop::Net(e)) => return Err(blob_err(e)),
+            Err(e) => {
+                w.close().await;
+                return Err(stop(e));
+            }
         }
     }
     if w.offset() > size {
-        let _ = store.abort(w.reference());
+        w.close().await;
+        let _ = store.abort(&ingest);
         return Err(PullError::BlobTooLarge { digest, size });
     }
-    w.commit(Some(size), Some(&digest)).map_err(store_err)?;
+    w.commit(size, digest.clone())
+        .await
+        .map_err(|e| stop(e.into()))?;
     progress.item_finished(&item);
     Ok(BlobOutcome {
         digest,
@@ -548,5 +603,14 @@ enum Stop {
 impl From<RegistryError> for Stop {
     fn from(e: RegistryError) -> Stop {
         Stop::Net(e)
+    }
+}
+
+impl From<WriteError> for Stop {
+    fn from(e: WriteError) -> Stop {
+        match e {
+            WriteError::Content(e) => Stop::Content(e),
+            WriteError::Write(e) => Stop::Write(e),
+        }
     }
 }

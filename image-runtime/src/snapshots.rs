@@ -109,6 +109,12 @@ impl Snapshots {
         &*self.snapshotter
     }
 
+    /// The snapshotter, shared (for work that outlives a borrow, such as a
+    /// pull's layer sink).
+    pub fn shared(&self) -> Arc<dyn Snapshotter> {
+        self.snapshotter.clone()
+    }
+
     fn is(&self, driver: Driver, root: &Path) -> bool {
         self.driver == driver && self.root == root
     }

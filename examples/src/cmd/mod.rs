@@ -16,6 +16,7 @@ pub mod run;
 pub mod snapshot;
 pub mod store;
 pub mod surgery;
+pub mod unpack_sink;
 
 use image_core::ErrorKind;
 

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use base64::Engine;
@@ -19,6 +20,7 @@ use image_store::{resolve_reference, OciDir};
 
 use super::progress::UiArgs;
 use super::store::StoreArgs;
+use super::unpack_sink::SnapshotSink;
 
 /// How to reach a registry, shared by the commands that talk to one.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,6 +84,12 @@ pub struct PullArgs {
     /// Take every platform of an index.
     #[arg(long)]
     pub all_platforms: bool,
+    /// Unpack the layers into snapshots while they download (in one pass),
+    /// as `run` and `unpack --driver` would find them.
+    #[arg(long, conflicts_with = "all_platforms")]
+    pub unpack: bool,
+    #[command(flatten)]
+    pub place: super::snapshot::SnapshotsArgs,
     #[command(flatten)]
     pub reach: ReachArgs,
 }
@@ -94,22 +102,53 @@ pub fn pull(store: &StoreArgs, ui: &UiArgs, args: PullArgs) -> anyhow::Result<()
     let mut options = PullOptions::default()
         .with_all_platforms(args.all_platforms)
         .with_tracker(ui.tracker());
-    if let Some(p) = &args.platform {
-        options = options.with_platform(p.parse()?);
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<image_core::Platform>)
+        .transpose()?;
+    if let Some(p) = &platform {
+        options = options.with_platform(p.clone());
     }
+    let unpack_options = image_overlay::ImageUnpackOptions::default();
+    let unpacker = if args.unpack {
+        let snaps = args.place.open(store)?;
+        let unpacker = Arc::new(image_overlay::StreamUnpacker::new(
+            snaps.shared(),
+            &unpack_options,
+        ));
+        options = options.with_layer_sink(Arc::new(SnapshotSink(unpacker.clone())));
+        Some(unpacker)
+    } else {
+        None
+    };
     let report = args
         .reach
         .hint(reference.domain(), client.pull(&reference, &s, &options))?;
+    let name = report.tag.as_deref().unwrap_or(&args.reference);
     let digest = report
         .descriptor
+        .as_ref()
         .map(|d| d.digest().to_string())
         .unwrap_or_default();
     println!(
-        "Pulled {} ({digest}): {} blobs fetched, {} present",
-        report.tag.as_deref().unwrap_or(&args.reference),
+        "Pulled {name} ({digest}): {} blobs fetched, {} present",
         report.fetched.len(),
         report.skipped.len()
     );
+    if let (Some(unpacker), Some(root)) = (unpacker, &report.descriptor) {
+        let image = image_store::image::resolve_descriptor(&s, name, root, platform.as_ref())?;
+        let unpacked = unpacker
+            .finish(&s, &image, &unpack_options)
+            .with_context(|| format!("unpacking {name}"))?;
+        println!(
+            "Unpacked {name}: {} layers unpacked ({} in one pass), {} present; top snapshot {}",
+            unpacked.unpacked.len(),
+            unpacker.streamed().len(),
+            unpacked.reused.len(),
+            unpacked.top().unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

@@ -39,7 +39,8 @@ pub struct SnapshotsArgs {
 }
 
 impl SnapshotsArgs {
-    fn open(&self, store: &StoreArgs) -> anyhow::Result<Snapshots> {
+    /// Opens the snapshot directory these arguments name.
+    pub(crate) fn open(&self, store: &StoreArgs) -> anyhow::Result<Snapshots> {
         let dir = match &self.snapshots {
             Some(p) => p.clone(),
             None => {

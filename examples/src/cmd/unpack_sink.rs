@@ -1,0 +1,39 @@
+//! `pull --unpack`: image-overlay's stream unpacker given to image-registry
+//! as a pull's layer sink, so each layer is downloaded, stored and unpacked
+//! into its snapshot in one pass (the two crates do not know each other;
+//! this is the composition a library user writes too).
+
+use std::sync::Arc;
+
+use image_core::Descriptor;
+use image_overlay::StreamUnpacker;
+use image_registry::LayerSink;
+
+/// A pull's layer sink that unpacks into snapshots.
+#[derive(Debug)]
+pub struct SnapshotSink(pub Arc<StreamUnpacker>);
+
+impl LayerSink for SnapshotSink {
+    fn begin(&self, blob: &Descriptor) -> Option<Box<dyn image_registry::LayerFeed>> {
+        // A snapshot that cannot be prepared now is tried again, from the
+        // store, by `StreamUnpacker::finish`, which reports its error.
+        match self.0.begin(blob) {
+            Ok(Some(feed)) => Some(Box::new(Feed(feed))),
+            Ok(None) | Err(_) => None,
+        }
+    }
+}
+
+struct Feed(image_overlay::LayerFeed);
+
+impl image_registry::LayerFeed for Feed {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write(bytes)
+    }
+
+    fn verified(self: Box<Self>) {
+        // A layer that failed to unpack is unpacked again from the store
+        // by `finish`, which reports the error.
+        let _ = self.0.finish();
+    }
+}

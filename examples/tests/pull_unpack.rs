@@ -1,0 +1,277 @@
+//! `pull --unpack` (a pull that unpacks each layer into its snapshot while
+//! it downloads) against the real distribution registry: the same
+//! snapshots as a pull then an unpack, through a cut and resumed layer; a
+//! flipped byte leaves neither the blob nor a snapshot; a pull cancelled
+//! in the middle of a layer leaves no active snapshot, and the pull that
+//! resumes it gives the right snapshot.
+
+mod common;
+#[path = "parity_support/image.rs"]
+#[allow(dead_code)]
+mod tree;
+#[path = "../src/cmd/unpack_sink.rs"]
+mod unpack_sink;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Cleanup, Cli};
+use image_core::error::classify;
+use image_core::progress::Recorder;
+use image_core::{Digest, ErrorKind, Interrupt, Reference, Tracker};
+use image_overlay::{unpack_image, ImageUnpackOptions, SnapshotKind, StreamUnpacker};
+use image_registry::{blocking, Client, PullOptions, RegistryConfig};
+use image_runtime::snapshots::{Driver, Snapshots};
+use image_store::{Ingester, OciDir, Provider, TagStore};
+use image_testsupport::registry::{Fault, FaultProxy, Faults, Registry, RegistryOptions};
+use tree::{tree_differences, Tree};
+use unpack_sink::SnapshotSink;
+
+/// Bytes of random content in the top layer (so it is the big one).
+const BIG: usize = 3 * 1024 * 1024;
+
+/// A registry with `cli/app:3` pushed by imagectl: three layers, busybox;
+/// a layer with a hardlink to busybox (in the layer below), a whiteout and
+/// a file; a layer of [`BIG`] random bytes. The registry, the pushing
+/// Cli, the reference and the digest of the big layer.
+fn pushed() -> Option<(Registry, Cli, String, Digest)> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let cli = Cli::new(Cleanup::Containers);
+    let tmp = cli.tmp.path();
+    let rootfs = tmp.join("rootfs");
+    image_testsupport::rootfs::container_rootfs(&rootfs, &["sh", "echo", "ls"]);
+    cli.append_shell_image(&rootfs, "app:1");
+    let tar = image_testsupport::tar::TarBuf::new()
+        .dir("bin/")
+        .hardlink("bin/hl", "bin/busybox")
+        .file("bin/.wh.echo", b"")
+        .file("etc/motd", b"one pass\n")
+        .end();
+    let layer = tmp.join("layer2.tar.gz");
+    std::fs::write(&layer, image_testsupport::codec::gzip(&tar)).unwrap();
+    let layer = layer.to_str().unwrap();
+    cli.ok(&[
+        "append", "--base", "app:1", "--layer", layer, "--tag", "app:2",
+    ]);
+    let big = tmp.join("big");
+    std::fs::create_dir_all(big.join("data")).unwrap();
+    let mut next = image_testsupport::xorshift(7);
+    let bytes: Vec<u8> = (0..BIG).map(|_| next() as u8).collect();
+    std::fs::write(big.join("data/random"), bytes).unwrap();
+    let big = big.to_str().unwrap();
+    cli.ok(&[
+        "append", "--base", "app:2", "--rootfs", big, "--tag", "app:3",
+    ]);
+    let dest = format!("{}/cli/app:3", registry.host_port());
+    cli.ok(&["push", "app:3", &dest, "--insecure", "--quiet"]);
+    let store = OciDir::open(cli.store()).unwrap();
+    let image = image_store::image::resolve_image(&store, "app:3", None).unwrap();
+    let top = image.layers().last().unwrap().digest().to_string();
+    Some((registry, cli, dest, top.parse().unwrap()))
+}
+
+/// [`pushed`], reached through a fault proxy with one fault (made for
+/// the big layer's digest).
+struct Proxied {
+    _registry: Registry,
+    _pusher: Cli,
+    dest: String,
+    big: Digest,
+    proxy: FaultProxy,
+    /// `dest` through the proxy.
+    through: String,
+}
+
+fn proxied(fault: impl FnOnce(&Digest) -> Fault) -> Option<Proxied> {
+    let (registry, pusher, dest, big) = pushed()?;
+    let proxy = FaultProxy::start(registry.addr(), Faults::none().with(fault(&big)));
+    let through = dest.replace(&registry.host_port(), &proxy.host_port());
+    Some(Proxied {
+        _registry: registry,
+        _pusher: pusher,
+        dest,
+        big,
+        proxy,
+        through,
+    })
+}
+
+/// The layer directories of the snapshot chain ending at `top` in the
+/// overlay snapshots at `dir`, bottom first.
+fn layer_dirs(dir: &Path, top: &str) -> Vec<Tree> {
+    let snaps = Snapshots::open(dir, Driver::Overlay).unwrap();
+    let sn = snaps.snapshotter();
+    let key = "test-view";
+    let mounts = sn.view(key, Some(top)).unwrap();
+    let mut dirs: Vec<Tree> = match mounts.as_slice() {
+        [m] if m.fs_type == "overlay" => m
+            .lowerdirs()
+            .iter()
+            .map(|d| Tree::from_dir(Path::new(d)))
+            .collect(),
+        [m] if m.fs_type == "bind" => vec![Tree::from_dir(Path::new(&m.source))],
+        other => panic!("unexpected mounts {other:?}"),
+    };
+    sn.remove(key).unwrap();
+    dirs.reverse();
+    dirs
+}
+
+fn same_layers(a: &[Tree], b: &[Tree]) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let diff = tree_differences("one pass", x, "pull then unpack", y);
+        assert!(diff.is_empty(), "layer {i}: {diff:#?}");
+    }
+}
+
+/// The chain IDs `imagectl unpack --driver overlay` prints, with how.
+fn unpack_lines(cli: &Cli, reference: &str, dir: &Path) -> Vec<(String, String)> {
+    let out = cli.ok(&[
+        "unpack",
+        reference,
+        dir.to_str().unwrap(),
+        "--driver",
+        "overlay",
+        "--quiet",
+    ]);
+    out.lines()
+        .map(|l| {
+            let (c, how) = l.split_once(' ').unwrap();
+            (c.to_owned(), how.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn pull_unpack_gives_the_snapshots_of_pull_then_unpack_through_a_cut_layer() {
+    let Some(p) = proxied(|big| Fault::cut_after(1_000_000).on(big.hex()).method("GET")) else {
+        return;
+    };
+    let (dest, big, through) = (p.dest.as_str(), &p.big, p.through.as_str());
+
+    let one = Cli::new(Cleanup::Containers);
+    let out = one.ok(&["pull", through, "--unpack", "--insecure", "--quiet"]);
+    // busybox and the big layer in one pass; the hardlink to a lower
+    // layer needs that layer committed, so it is unpacked from the store.
+    assert!(out.contains("3 layers unpacked (2 in one pass)"), "{out}");
+    let ranged = p
+        .proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.range.is_some() && e.target.contains(big.hex()))
+        .count();
+    assert!(ranged >= 1, "no Range request: {:?}", p.proxy.exchanges());
+
+    let two = Cli::new(Cleanup::Containers);
+    two.ok(&["pull", dest, "--insecure", "--quiet"]);
+    let two_dir = two.tmp.path().join("snapshots");
+    let expected = unpack_lines(&two, dest, &two_dir);
+    assert!(expected.iter().all(|(_, how)| how == "unpacked"));
+
+    // What `run` and `unpack --driver` find: every snapshot there already.
+    let one_dir = one.tmp.path().join("snapshots");
+    let again = unpack_lines(&one, through, &one_dir);
+    assert_eq!(
+        again.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        expected.iter().map(|(c, _)| c).collect::<Vec<_>>()
+    );
+    assert!(again.iter().all(|(_, how)| how == "reused"), "{again:?}");
+
+    let top = &expected.last().unwrap().0;
+    let ours = layer_dirs(&one_dir, top);
+    let theirs = layer_dirs(&two_dir, top);
+    assert_eq!(ours.len(), 3);
+    assert!(ours[1].get("bin/hl").is_some());
+    assert!(ours[2].get("data/random").is_some());
+    same_layers(&ours, &theirs);
+}
+
+#[test]
+fn a_flipped_byte_leaves_neither_the_blob_nor_a_snapshot() {
+    let Some(p) = proxied(|big| Fault::flip_byte(1000).on(big.hex()).method("GET")) else {
+        return;
+    };
+    let (big, through) = (&p.big, p.through.as_str());
+
+    let cli = Cli::new(Cleanup::Containers);
+    let err = cli.fails(&["pull", through, "--unpack", "--insecure", "--quiet"]);
+    assert!(err.contains("digest"), "{err}");
+    let snaps = Snapshots::open(&cli.tmp.path().join("snapshots"), Driver::Overlay).unwrap();
+    let left = snaps.snapshotter().list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let store = OciDir::open(cli.store()).unwrap();
+    assert!(!store.exists(big).unwrap());
+    assert!(store.ingests().unwrap().is_empty());
+    assert!(store.tags().unwrap().is_empty());
+    cli.ok(&["fsck"]);
+}
+
+#[test]
+fn a_pull_cancelled_mid_layer_leaves_no_active_snapshot_and_its_resume_unpacks_right() {
+    let Some((_registry, _pusher, dest, big)) = pushed() else {
+        return;
+    };
+    let reference = Reference::parse_name(&dest).unwrap();
+    let client = blocking::Client::from_builder(
+        Client::builder().config(RegistryConfig::new().with_loopback_http(true)),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = OciDir::open_or_create(tmp.path().join("store")).unwrap();
+    let snaps = Snapshots::open(&tmp.path().join("snapshots"), Driver::Overlay).unwrap();
+    let options = ImageUnpackOptions::default();
+
+    let unpacker = Arc::new(StreamUnpacker::new(snaps.shared(), &options));
+    let interrupt = Interrupt::new();
+    let stop_at = 2 * 1024 * 1024;
+    let recorder = Arc::new(Recorder::stopping_at(interrupt.clone(), stop_at));
+    let pull = PullOptions::default()
+        .with_parallel(1)
+        .with_tracker(Tracker::new(recorder.clone(), interrupt))
+        .with_layer_sink(Arc::new(SnapshotSink(unpacker.clone())));
+    let e = client.pull(&reference, &store, &pull).unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Cancelled),
+        "{e:?}"
+    );
+    let done = recorder.items()[&big.to_string()].done;
+    assert!(done >= stop_at && done < BIG as u64, "{done}");
+    // When the pull returns, the cancelled layer's snapshot is gone; the
+    // layers verified before it wait in the unpacker for a commit that
+    // will not come, and go with it.
+    let left = snaps.snapshotter().list().unwrap();
+    assert!(
+        left.iter()
+            .all(|i| i.kind == SnapshotKind::Active && !i.name.ends_with(&big.to_string())),
+        "{left:?}"
+    );
+    drop((pull, unpacker));
+    let left = snaps.snapshotter().list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Resumed from the ingest with Range: the resumed layer is unpacked
+    // from the store, the others while they stream.
+    let unpacker = Arc::new(StreamUnpacker::new(snaps.shared(), &options));
+    let pull = PullOptions::default().with_layer_sink(Arc::new(SnapshotSink(unpacker.clone())));
+    let report = client.pull(&reference, &store, &pull).unwrap();
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    assert_eq!(report.resumed[0].0, big);
+    let image = image_store::image::resolve_image(&store, &dest, None).unwrap();
+    let ours = unpacker.finish(&store, &image, &options).unwrap();
+    drop((pull, unpacker));
+    assert_eq!(ours.unpacked.len(), 3);
+
+    let other = Snapshots::open(&tmp.path().join("reference"), Driver::Overlay).unwrap();
+    let theirs = unpack_image(&store, &image, other.snapshotter(), &options).unwrap();
+    assert_eq!(ours.chain_ids, theirs.chain_ids);
+    let top = ours.top().unwrap();
+    same_layers(
+        &layer_dirs(&tmp.path().join("snapshots"), &top),
+        &layer_dirs(&tmp.path().join("reference"), &top),
+    );
+    // Only the committed layers are left.
+    let left = snaps.snapshotter().list().unwrap();
+    assert_eq!(left.len(), 3, "{left:?}");
+}

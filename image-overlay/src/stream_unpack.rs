@@ -1,0 +1,442 @@
+//! Unpack layers while their blobs arrive: the snapshot half of a pull that
+//! unpacks in one pass.
+//!
+//! A [`StreamUnpacker`] is given each layer's compressed bytes as they are
+//! downloaded (through a [`LayerFeed`], fed by whoever downloads: a
+//! registry pull's layer sink), and unpacks them at once into an active
+//! snapshot of their own, on a thread per layer, the compressed digest and
+//! the diff ID hashed on the way. Nothing is committed while bytes arrive:
+//! [`StreamUnpacker::finish`], called once the image's blobs are verified
+//! and stored, commits each layer's snapshot under its chain ID, bottom
+//! first, after checking the diff ID it computed against the config's.
+//!
+//! Only drivers that keep each layer in a directory of its own
+//! ([`Capabilities::rebase`](crate::snapshot::Capabilities), overlay) can
+//! unpack a layer before its parent is committed, so only they stream;
+//! with another driver (copy) [`StreamUnpacker::begin`] declines and
+//! `finish` unpacks from the store. `finish` also unpacks from the store
+//! every layer that was not streamed whole: a blob the store had already,
+//! a download resumed from an earlier pull's ingest, a layer whose feed was
+//! dropped, a layer with a hardlink to a file of a lower layer (which needs
+//! the lower layers committed first, see [`crate::image_unpack`]).
+//!
+//! What is never left behind: a feed dropped before
+//! [`LayerFeed::finish`] (a bad digest, a cancelled download) stops its
+//! unpack and removes its active snapshot before the drop returns; the
+//! snapshots of layers streamed but never committed are removed by
+//! `finish`, or when the unpacker is dropped (with every feed and every
+//! sink holding it). Memory is bounded: a feed holds at most
+//! [`FEED_CHUNKS`] chunks in flight; a writer that outruns the unpack
+//! blocks.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use image_core::manifest::descriptor_media_type;
+use image_core::{chain_ids, Descriptor, DescriptorExt, Digest, Tracker};
+use image_store::{Image, Provider};
+
+use crate::image_unpack::{
+    commit_job, image_layers, remove_stale, sync_dirs, temp_key, unpack_layers, writable_dir,
+    ImageUnpackError, ImageUnpackOptions, ImageUnpackReport, Job,
+};
+use crate::snapshot::{Kind, Labels, Snapshotter};
+use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
+
+/// Chunks a feed holds between its writer and its unpack thread.
+pub const FEED_CHUNKS: usize = 32;
+
+/// Unpacks layers into snapshots while they are downloaded; see the
+/// [module documentation](self).
+#[derive(Debug)]
+pub struct StreamUnpacker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    snapshotter: Arc<dyn Snapshotter>,
+    /// Each layer's options start from these (whiteouts set by the driver).
+    base: UnpackOptions,
+    streams: bool,
+    /// Layers unpacked whole, by blob digest, waiting for their commit.
+    done: Mutex<HashMap<Digest, Streamed>>,
+    /// The chain IDs committed from streams.
+    committed: Mutex<Vec<Digest>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamUnpacker")
+            .field("driver", &self.snapshotter.driver())
+            .field("streams", &self.streams)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A layer unpacked whole into the active snapshot `key`.
+struct Streamed {
+    key: String,
+    dir: String,
+    report: UnpackReport,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let done = std::mem::take(self.done.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for s in done.into_values() {
+            let _ = self.snapshotter.remove(&s.key);
+        }
+    }
+}
+
+impl StreamUnpacker {
+    /// An unpacker into `snapshotter`, each layer unpacked with
+    /// `options.unpack` (its digests, compression and whiteout mode set
+    /// per layer). Leftover temporary snapshots of dead processes are
+    /// removed, as [`unpack_layers`] does.
+    pub fn new(snapshotter: Arc<dyn Snapshotter>, options: &ImageUnpackOptions) -> StreamUnpacker {
+        let caps = snapshotter.capabilities();
+        let mut base = options.unpack.clone();
+        base.whiteouts = caps.layer_whiteouts;
+        // The download reports progress and carries the interrupt; a
+        // cancelled download drops its feed, which stops the unpack.
+        base.tracker = Tracker::default();
+        remove_stale(&*snapshotter);
+        StreamUnpacker {
+            shared: Arc::new(Shared {
+                snapshotter,
+                base,
+                streams: caps.rebase,
+                done: Mutex::new(HashMap::new()),
+                committed: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The chain IDs that [`finish`](StreamUnpacker::finish) committed
+    /// from what was streamed (the others were present or unpacked from
+    /// the store).
+    pub fn streamed(&self) -> Vec<Digest> {
+        self.shared
+            .committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether layers are unpacked while they arrive (the driver keeps
+    /// each layer apart); otherwise `finish` unpacks from the store.
+    pub fn streams(&self) -> bool {
+        self.shared.streams
+    }
+
+    /// Starts unpacking `layer` from its first byte: an active snapshot
+    /// and a thread that applies what is written into the returned feed.
+    /// `None` when this layer is not streamed (a driver without rebase, a
+    /// descriptor that is not a layer this unpacker reads, such as a
+    /// config).
+    ///
+    /// # Errors
+    /// The snapshot could not be prepared, or its mounts have no directory
+    /// to write into.
+    pub fn begin(&self, layer: &Descriptor) -> Result<Option<LayerFeed>, ImageUnpackError> {
+        let media = descriptor_media_type(layer);
+        let (true, Ok(_), Ok(digest)) = (
+            self.shared.streams,
+            media.require_layer_compression(),
+            layer.checked_digest(),
+        ) else {
+            return Ok(None);
+        };
+        let sn = &self.shared.snapshotter;
+        let key = temp_key(&digest);
+        let mounts = sn
+            .prepare_with(&key, None, Labels::new())
+            .map_err(|source| ImageUnpackError::Snapshot {
+                key: key.clone(),
+                source,
+            })?;
+        let Some(dir) = writable_dir(&mounts) else {
+            let _ = sn.remove(&key);
+            return Err(ImageUnpackError::UnsupportedMounts { key, mounts });
+        };
+        let mut opts = self.shared.base.clone().with_digest(digest.clone());
+        opts.size = Some(layer.size());
+        if let Some(c) = media.layer_compression() {
+            opts = opts.with_compression(c);
+        }
+        let (tx, rx) = sync_channel(FEED_CHUNKS);
+        let aborted = Arc::new(AtomicBool::new(false));
+        let reader = FeedReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            aborted: aborted.clone(),
+        };
+        let target = dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("stream-unpack".into())
+            .spawn(move || unpack(reader, Path::new(&target), &opts));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = sn.remove(&key);
+                return Err(ImageUnpackError::Thread { digest, source: e });
+            }
+        };
+        Ok(Some(LayerFeed {
+            shared: self.shared.clone(),
+            digest,
+            key,
+            dir,
+            tx: Some(tx),
+            aborted,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Makes the committed snapshots of `image`'s layers present, named by
+    /// their chain IDs, as [`unpack_image`](crate::unpack_image) does:
+    /// present ones reused, streamed ones committed (their diff ID checked
+    /// against the config's), the others unpacked from `store` (see the
+    /// [module documentation](self)). Streamed snapshots not used are
+    /// removed.
+    ///
+    /// # Errors
+    /// An [`ImageUnpackError`]; no snapshot of a failed layer is left
+    /// behind, the layers below it stay committed.
+    pub fn finish<P>(
+        &self,
+        store: &P,
+        image: &Image,
+        options: &ImageUnpackOptions,
+    ) -> Result<ImageUnpackReport, ImageUnpackError>
+    where
+        P: Provider + Sync + ?Sized,
+    {
+        let result =
+            image_layers(image).and_then(|layers| self.commit_all(store, &layers, options));
+        self.discard();
+        result
+    }
+
+    fn commit_all<P: Provider + Sync + ?Sized>(
+        &self,
+        store: &P,
+        layers: &[(Descriptor, Digest)],
+        options: &ImageUnpackOptions,
+    ) -> Result<ImageUnpackReport, ImageUnpackError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let sn = &*self.shared.snapshotter;
+        let mut report = ImageUnpackReport {
+            chain_ids: chains.clone(),
+            unpacked: Vec::new(),
+            reused: Vec::new(),
+            layers: Vec::new(),
+        };
+        // One syncfs for every streamed layer before the commits record
+        // them, as the image unpack does.
+        let synced = sn.capabilities().sync_on_commit && {
+            let done = self.lock();
+            sync_dirs(done.values().map(|s| s.dir.as_str()))
+        };
+        for (index, ((desc, diff_id), chain)) in layers.iter().zip(&chains).enumerate() {
+            let name = chain.to_string();
+            let present = sn
+                .try_stat(&name)
+                .map_err(|source| ImageUnpackError::Snapshot {
+                    key: name.clone(),
+                    source,
+                })?
+                .is_some_and(|i| i.kind == Kind::Committed);
+            if present {
+                report.reused.push(chain.clone());
+                continue;
+            }
+            let streamed = desc
+                .checked_digest()
+                .ok()
+                .and_then(|d| self.lock().remove(&d));
+            let Some(s) = streamed else {
+                // Not streamed whole: from the store, onto what is
+                // committed below it.
+                let r = unpack_layers(store, &layers[..=index], sn, options)?;
+                report.unpacked.extend(r.unpacked);
+                report.layers.extend(r.layers);
+                continue;
+            };
+            let job = Job {
+                index,
+                digest: s.report.digest.clone(),
+                chain: chain.clone(),
+                key: s.key,
+                dir: s.dir,
+            };
+            if &s.report.diff_id != diff_id {
+                let _ = sn.remove(&job.key);
+                return Err(ImageUnpackError::Unpack {
+                    index,
+                    digest: job.digest,
+                    source: UnpackError::DiffIdMismatch {
+                        expected: diff_id.clone(),
+                        found: s.report.diff_id,
+                    },
+                });
+            }
+            let rebase = (index > 0).then(|| chains[index - 1].to_string());
+            if let Err(e) = commit_job(sn, &job, rebase, synced) {
+                let _ = sn.remove(&job.key);
+                return Err(e);
+            }
+            self.shared
+                .committed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(job.chain.clone());
+            report.unpacked.push(job.chain);
+            report.layers.push(s.report);
+        }
+        Ok(report)
+    }
+
+    /// Removes the snapshots of layers streamed but not committed.
+    fn discard(&self) {
+        let done = std::mem::take(&mut *self.lock());
+        for s in done.into_values() {
+            let _ = self.shared.snapshotter.remove(&s.key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Streamed>> {
+        self.shared.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One layer's bytes on their way into its active snapshot; see
+/// [`StreamUnpacker::begin`]. Dropped before [`finish`](LayerFeed::finish),
+/// it stops the unpack and removes the snapshot.
+#[derive(Debug)]
+pub struct LayerFeed {
+    shared: Arc<Shared>,
+    digest: Digest,
+    key: String,
+    dir: String,
+    tx: Option<SyncSender<Vec<u8>>>,
+    aborted: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<UnpackReport, UnpackError>>>,
+}
+
+impl LayerFeed {
+    /// The next compressed bytes of the layer, in order. Blocks while
+    /// [`FEED_CHUNKS`] chunks wait for the unpack.
+    ///
+    /// # Errors
+    /// The unpack stopped (a corrupt or hostile layer): its error, as an
+    /// `InvalidData` I/O error. The feed is of no further use then.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(bytes.to_vec()).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        self.tx = None;
+        let why = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => io::Error::new(io::ErrorKind::InvalidData, e),
+            _ => io::Error::other("the layer's unpack stopped"),
+        };
+        let _ = self.shared.snapshotter.remove(&self.key);
+        Err(why)
+    }
+
+    /// Every byte of the layer was written and the blob verified: waits
+    /// for the unpack to end and keeps its snapshot for
+    /// [`StreamUnpacker::finish`].
+    ///
+    /// # Errors
+    /// The unpack failed (its snapshot is removed).
+    pub fn finish(mut self) -> Result<UnpackReport, UnpackError> {
+        self.tx = None;
+        let result = match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) | None => Err(UnpackError::Fs {
+                path: self.dir.clone().into(),
+                op: "unpacking (the thread stopped)",
+                source: io::Error::other("the layer's unpack thread panicked"),
+            }),
+        };
+        match result {
+            Ok(report) => {
+                let mut done = self.shared.done.lock().unwrap_or_else(|e| e.into_inner());
+                let old = done.insert(
+                    self.digest.clone(),
+                    Streamed {
+                        key: std::mem::take(&mut self.key),
+                        dir: self.dir.clone(),
+                        report: report.clone(),
+                    },
+                );
+                drop(done);
+                if let Some(old) = old {
+                    let _ = self.shared.snapshotter.remove(&old.key);
+                }
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for LayerFeed {
+    fn drop(&mut self) {
+        self.aborted.store(true, Ordering::Release);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if !self.key.is_empty() {
+            let _ = self.shared.snapshotter.remove(&self.key);
+        }
+    }
+}
+
+/// The unpack thread's end of a feed: the chunks in order, then the end
+/// of the layer when the writer closes it, or an error once aborted.
+struct FeedReader {
+    rx: Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    aborted: Arc<AtomicBool>,
+}
+
+impl Read for FeedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.aborted.load(Ordering::Acquire) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the layer's download stopped",
+                ));
+            }
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Err(_) if self.aborted.load(Ordering::Acquire) => continue,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

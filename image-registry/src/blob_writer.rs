@@ -1,0 +1,192 @@
+//! An ingest written on a blocking thread: the store's writes, its commit
+//! (hash check, fsync, rename) and a layer sink's work happen off the
+//! async executor, so a slow disk or a slow unpack holds back only its own
+//! download (through a bounded channel), never the executor's other tasks.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use image_core::Digest;
+use image_store::{ContentError, ContentWriter};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::sink::LayerFeed;
+
+/// Chunks in flight between a download and its writer thread.
+const CHUNKS: usize = 16;
+
+/// Why a blob's writer stopped.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The store refused (truncate or commit; a digest or size mismatch).
+    Content(ContentError),
+    /// Writing into the ingest failed.
+    Write(std::io::Error),
+}
+
+type Task = JoinHandle<Result<(), WriteError>>;
+
+/// Writer threads whose handle was dropped before it was closed (the pull
+/// stopped on another blob's error): the pull awaits them before it
+/// returns, so their ingests are closed and their feeds dropped by then.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Orphans(Arc<Mutex<Vec<Task>>>);
+
+impl Orphans {
+    /// Waits for every orphaned writer to end.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let next = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match next {
+                Some(task) => {
+                    let _ = task.await;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+enum Op {
+    Data(Bytes),
+    Truncate(u64),
+    Commit { size: u64, digest: Digest },
+}
+
+/// The async end of an ingest written on a blocking thread.
+pub(crate) struct BlobWriter {
+    tx: Option<mpsc::Sender<Op>>,
+    task: Option<Task>,
+    offset: u64,
+    orphans: Orphans,
+}
+
+impl BlobWriter {
+    /// Moves `writer` (and `feed`, which gets the same bytes) onto a
+    /// blocking thread.
+    pub(crate) fn new(
+        writer: Box<dyn ContentWriter>,
+        feed: Option<Box<dyn LayerFeed>>,
+        orphans: &Orphans,
+    ) -> BlobWriter {
+        let offset = writer.offset();
+        let (tx, rx) = mpsc::channel(CHUNKS);
+        let task = tokio::task::spawn_blocking(move || run(writer, feed, rx));
+        BlobWriter {
+            tx: Some(tx),
+            task: Some(task),
+            offset,
+            orphans: orphans.clone(),
+        }
+    }
+
+    /// Bytes in the ingest once what was sent is written.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Appends `chunk`.
+    pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), WriteError> {
+        let len = chunk.len() as u64;
+        self.send(Op::Data(chunk)).await?;
+        self.offset += len;
+        Ok(())
+    }
+
+    /// Keeps the first `size` bytes (a feed that has seen more is dropped).
+    pub(crate) async fn truncate(&mut self, size: u64) -> Result<(), WriteError> {
+        self.send(Op::Truncate(size)).await?;
+        self.offset = size;
+        Ok(())
+    }
+
+    /// Commits the blob against `size` and `digest`, then tells the feed.
+    pub(crate) async fn commit(mut self, size: u64, digest: Digest) -> Result<(), WriteError> {
+        self.send(Op::Commit { size, digest }).await?;
+        self.close_inner().await
+    }
+
+    /// Stops without committing: the ingest is kept (to resume), the feed
+    /// dropped. Waits for the thread.
+    pub(crate) async fn close(mut self) {
+        let _ = self.close_inner().await;
+    }
+
+    async fn send(&mut self, op: Op) -> Result<(), WriteError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(op).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The thread ended early: its error says why.
+            self.close_inner().await.and(Err(gone()))
+        }
+    }
+
+    async fn close_inner(&mut self) -> Result<(), WriteError> {
+        self.tx = None;
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_else(|_| Err(gone())),
+            None => Err(gone()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(task) = self.task.take() {
+            self.orphans
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
+        }
+    }
+}
+
+fn gone() -> WriteError {
+    WriteError::Write(std::io::Error::other("the blob's writer thread stopped"))
+}
+
+/// The blocking end: writes, truncates and commits in order; a closed
+/// channel without a commit drops the writer (keeping the ingest) and the
+/// feed.
+fn run(
+    mut writer: Box<dyn ContentWriter>,
+    mut feed: Option<Box<dyn LayerFeed>>,
+    mut rx: mpsc::Receiver<Op>,
+) -> Result<(), WriteError> {
+    while let Some(op) = rx.blocking_recv() {
+        match op {
+            Op::Data(bytes) => {
+                writer.write_all(&bytes).map_err(WriteError::Write)?;
+                if let Some(f) = feed.as_mut() {
+                    if f.write(&bytes).is_err() {
+                        feed = None;
+                    }
+                }
+            }
+            Op::Truncate(size) => {
+                if size != writer.offset() {
+                    feed = None;
+                }
+                writer.truncate(size).map_err(WriteError::Content)?;
+            }
+            Op::Commit { size, digest } => {
+                writer
+                    .commit(Some(size), Some(&digest))
+                    .map_err(WriteError::Content)?;
+                if let Some(f) = feed {
+                    f.verified();
+                }
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
