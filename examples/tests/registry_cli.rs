@@ -72,8 +72,7 @@ fn push_pull_tags_and_manifest_round_trip_with_insecure_and_are_refused_without_
     assert_eq!(stored_digest(&other.store(), &dest), digest);
 
     // podman pulls what we pushed (a private store under the test's
-    // directory) and finds our digest. (`podman run` cannot run here:
-    // this sandbox refuses the setrlimit every OCI runtime makes.)
+    // directory), finds our digest and runs it.
     let Some(podman) = image_testsupport::tools::which("podman") else {
         image_testsupport::tools::skip_or_fail("podman");
         return;
@@ -100,6 +99,31 @@ fn push_pull_tags_and_manifest_round_trip_with_insecure_and_are_refused_without_
         podman(&["image", "inspect", "--format", "{{.Digest}}", &dest]),
         digest
     );
+    // (runc when installed: crun 1.x refuses this machine's hybrid cgroups
+    // through containers/common; podman raises the container's rlimits to
+    // its own defaults, which a test machine's limits may forbid: these fit
+    // under any.)
+    let runtime = if image_testsupport::tools::which("runc").is_some() {
+        "runc"
+    } else {
+        "crun"
+    };
+    let ran = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        runtime,
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &dest,
+        "echo",
+        "pushed-and-run",
+    ]);
+    assert_eq!(ran, "pushed-and-run");
 }
 
 #[test]
