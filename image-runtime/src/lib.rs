@@ -170,7 +170,7 @@ pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::Rootfs;
 pub use runtime::Runtime;
 pub use snapshots::Snapshots;
-pub use spec::{NetworkMode, Resources, RunOptions, Volume};
+pub use spec::{NetworkMode, Resources, RunOptions, SeccompMode, Volume};
 pub use user::UserError;
 
 // The registry of image-runtime's public errors, for
@@ -185,5 +185,7 @@ image_core::classify_registry!(
     crate::cgroup::manager::CgroupError,
     crate::rootfs::RootfsError,
     crate::spec::SpecError,
+    crate::spec::seccomp::SeccompError,
+    crate::native::SeccompCompileError,
     crate::user::UserError,
 );

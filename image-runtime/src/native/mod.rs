@@ -91,7 +91,11 @@
 
 mod io;
 mod plan;
+mod seccomp;
 mod spawner;
+mod syscalls;
+
+pub use self::seccomp::{compile as compile_seccomp, SeccompCompileError};
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -300,6 +304,31 @@ impl NativeRuntime {
         plan::namespaces(spec)
     }
 
+    /// The BPF programs of the spec's `linux.seccomp` (none without one).
+    fn seccomp(&self, id: &str, spec: &Spec) -> Result<Vec<Vec<libc::sock_filter>>, BackendError> {
+        let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(Vec::new());
+        };
+        let programs = seccomp::compile(s).map_err(|source| BackendError::Seccomp {
+            backend: NAME.into(),
+            id: id.into(),
+            source,
+        })?;
+        Ok(programs
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|i| libc::sock_filter {
+                        code: i.code,
+                        jt: i.jt,
+                        jf: i.jf,
+                        k: i.k,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     fn wants_init(&self, spec: &Spec) -> bool {
         self.options.init
             || spec
@@ -325,6 +354,8 @@ struct ProcessPlan {
     rlimits: Vec<(libc::c_int, u64, u64)>,
     tty: Option<(u16, u16)>,
     arg0: String,
+    /// The container's seccomp programs (set by the caller from the spec).
+    seccomp: Vec<Vec<libc::sock_filter>>,
 }
 
 fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError> {
@@ -368,6 +399,7 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
         rlimits: plan::rlimits(process),
         tty,
         arg0,
+        seccomp: Vec::new(),
     })
 }
 
@@ -450,6 +482,7 @@ fn describe_step(step_no: u32, ops: &[String], arg0: &str) -> String {
         step::CWD_OUTSIDE_ROOT => "working directory outside the container's root".into(),
         step::INIT_FORK => "forking the init process".into(),
         step::EXEC => format!("executing {arg0}"),
+        step::SECCOMP => "installing the seccomp filter".into(),
         n => format!("step {n}"),
     }
 }
@@ -596,6 +629,7 @@ impl Backend for NativeRuntime {
         self.namespaces(&spec)
             .map_err(|e| self.failure(id, "create", e))?;
         process_plan(spec.process().as_ref()).map_err(|e| self.failure(id, "create", e))?;
+        self.seccomp(id, &spec)?;
         let userns = self.namespaces(&spec).unwrap_or(0) & libc::CLONE_NEWUSER != 0;
         self.save(
             id,
@@ -756,7 +790,9 @@ impl Backend for NativeRuntime {
                 message: "the container is not running".into(),
             });
         };
-        let pp = process_plan(Some(process)).map_err(|e| self.failure(id, "exec", e))?;
+        let mut pp = process_plan(Some(process)).map_err(|e| self.failure(id, "exec", e))?;
+        // A process joining the container is confined as its init is.
+        pp.seccomp = self.seccomp(id, &self.read_spec(&st.bundle)?)?;
         let (pid, pumps) = self.exec_launch(id, target, st.userns, pp, &st.cgroups, stdio)?;
         Ok(Box::new(NativeProcess::new(id, pid, pumps, Vec::new())))
     }
@@ -780,6 +816,7 @@ impl NativeRuntime {
         let ops = plan::mount_ops(spec, &mounts, userns, cgroups)
             .map_err(|e| self.failure(id, "start", e))?;
         let op_names: Vec<String> = ops.iter().map(describe_op).collect();
+        let seccomp = self.seccomp(id, spec)?;
         let prepared = io::prepare(stdio, pp.tty).map_err(io_err("preparing stdio"))?;
         let pipes = pipes().map_err(io_err("creating pipes"))?;
         let hostname = match spec.hostname().as_deref() {
@@ -817,6 +854,7 @@ impl NativeRuntime {
             groups: pp.groups,
             umask: pp.umask,
             no_new_privs: pp.no_new_privs,
+            seccomp,
             cwd: pp.cwd,
             programs: pp.programs,
             argv: pp.argv,
@@ -915,6 +953,7 @@ impl NativeRuntime {
             groups: pp.groups,
             umask: pp.umask,
             no_new_privs: pp.no_new_privs,
+            seccomp: pp.seccomp,
             cwd: pp.cwd,
             programs: pp.programs,
             argv: pp.argv,
