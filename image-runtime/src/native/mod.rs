@@ -28,7 +28,8 @@
 //! in a new network namespace; rlimits; a new session (with a terminal:
 //! the slave as controlling terminal); the bounding set, groups, gid, uid,
 //! capability sets (ambient cleared); `no_new_privs` when asked; every
-//! descriptor but 0-2 closed; the working directory; `execve`. Mount
+//! descriptor but 0-2 closed; the working directory; the seccomp filter
+//! (earlier without `no_new_privs`, see below); `execve`. Mount
 //! targets are resolved with `openat2(RESOLVE_IN_ROOT)` so no symlink in
 //! the image can aim a mount outside the root.
 //!
@@ -59,18 +60,28 @@
 //! - Inherited descriptors: the caller's descriptors, close-on-exec or not,
 //!   are closed in the child (`close_range`); tested with a descriptor
 //!   opened without `O_CLOEXEC`.
-//! - **Seccomp: none by default**, as `docker run --security-opt
-//!   seccomp=unconfined`. Docker's default profile is an allow-list of
-//!   ~350 system calls with per-architecture and per-capability rules;
-//!   a faithful copy must be maintained against the kernel and libc in
-//!   step with moby, and a small home-made deny list would give a false
-//!   sense of confinement. Confinement here comes from namespaces,
-//!   dropped capabilities (Docker's 14), read-only and masked paths and
-//!   cgroups. A spec that asks for a seccomp profile is refused with
-//!   [`BackendError::Unsupported`] rather than run unconfined silently,
-//!   and so is every other field the native backend does not implement
-//!   (AppArmor and SELinux labels, sysctls, hooks, device nodes, limits
-//!   other than memory, pids and CPU, ...), named in the error.
+//! - **Seccomp: Docker's default profile** (`crate::spec::seccomp`),
+//!   written by spec generation into `linux.seccomp` unless the caller
+//!   says `unconfined` or gives a profile, and honoured here: compiled to
+//!   BPF before the clone with `seccompiler` (pure Rust, no libseccomp; see
+//!   [`compile_seccomp`] for how several actions become a stack of
+//!   programs), installed by the child with `seccomp(2)`. With
+//!   `no_new_privs` the filter is the last step before `execve` (after the
+//!   capabilities are dropped and `no_new_privs` set, and before an init is
+//!   forked, which it confines too); without, it goes in before the
+//!   credentials change, as runc does, because installing a filter needs
+//!   `CAP_SYS_ADMIN` or `no_new_privs`, so the profile must then allow the
+//!   setup's last calls (`setgroups`, `setresuid`, `capset`, `prctl`,
+//!   `close_range`, `chdir`, `getcwd`, `execve`; Docker's does). A process
+//!   joining the container ([`Backend::exec`]) gets the same filter. What
+//!   `seccompiler` cannot express (`SCMP_ACT_NOTIFY`, filter flags, an
+//!   architecture other than x86_64) is refused at create with
+//!   [`BackendError::Seccomp`]; a system call made through another ABI
+//!   (`int 0x80`) kills the process where libseccomp would filter it by
+//!   the profile's sub-architectures. Every other field the native backend
+//!   does not implement (AppArmor and SELinux labels, sysctls, hooks,
+//!   device nodes, limits other than memory, pids and CPU, ...) is refused
+//!   with [`BackendError::Unsupported`], named in the error.
 //!
 //! # Processes
 //! [`Process::wait`] reaps with `waitpid` (exit code, or 128 + signal);

@@ -158,7 +158,16 @@ impl Rules {
     }
 }
 
-/// The programs for `seccomp`, in installation order (see the module).
+/// The BPF programs for a spec's `linux.seccomp`, in installation order.
+///
+/// A `seccompiler` filter has one action on a match and one on none, so a
+/// profile with several actions becomes a stack: a base program where
+/// every rule's condition allows and nothing else matches the default
+/// action, then one program per other action whose rules take it (and
+/// allow the rest). The kernel runs them all and takes the most severe
+/// result: a call matching a rule gets the rule's action, any other the
+/// default. An allow-all profile gives no program. Names unknown on the
+/// host's architecture are skipped, as runc does.
 ///
 /// # Errors
 /// [`SeccompCompileError`].
