@@ -211,6 +211,8 @@ fn a_callers_profile_with_kill_errno_and_argument_rules_applies_alike() {
             {"names": ["uname"], "action": "SCMP_ACT_ERRNO"},
             {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22,
              "args": [{"index": 0, "value": 6, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+             "args": [{"index": 0, "value": 2, "valueTwo": 18, "op": "SCMP_CMP_MASKED_EQ"}]},
             {"names": ["setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
              "args": [{"index": 1, "value": 255, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}
         ]
@@ -230,6 +232,9 @@ fn a_callers_profile_with_kill_errno_and_argument_rules_applies_alike() {
             ("personality_odd", "E22"),
             ("personality_linux", "ok"),
             ("setns", "E13"),
+            // MASKED_EQ compares with valueTwo masked too (libseccomp's
+            // way): AF_INET & 2 == 18 & 2.
+            ("socket_inet", "E13"),
             ("getpid", "ok"),
             ("clone3", "ok"),
         ] {
