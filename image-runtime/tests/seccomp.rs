@@ -258,3 +258,35 @@ fn a_callers_profile_with_kill_errno_and_argument_rules_applies_alike() {
         );
     }
 }
+
+/// A process joining a running container (`exec`) is confined by the
+/// container's filter, as runc confines it.
+#[test]
+fn exec_into_a_native_container_gets_its_filter() {
+    if !ready(&["gcc"]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new(), &["sh", "-c", "exec sleep 100"]);
+    let native = NativeRuntime::new(&b.tmp.path().join("native")).unwrap();
+    native.create("exec", &b.dir).unwrap();
+    let mut p = native.start("exec", &b.dir, Stdio::capture()).unwrap();
+    let spec = image_core::oci_spec::runtime::Spec::load(b.dir.join("config.json")).unwrap();
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(vec!["/bin/probe".into()]));
+    let mut e = native
+        .exec("exec", &b.dir, &process, Stdio::capture())
+        .unwrap();
+    let exit = backend::wait_timeout(&mut *e, TIMEOUT).unwrap().unwrap();
+    drop(e);
+    p.kill_now();
+    drop(p);
+    native.delete("exec", true).unwrap();
+    common::assert_no_cgroups("exec");
+    let got: BTreeMap<String, String> = exit
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(got, default_table(), "{}", exit.stderr_str());
+}
