@@ -85,13 +85,24 @@ fn run(be: &dyn Backend, id: &str, b: &Bundle) -> Exit {
 fn probe(be: &dyn Backend, id: &str, b: &Bundle) -> BTreeMap<String, String> {
     let exit = run(be, id, b);
     assert!(exit.status.success(), "{id}: {}", exit.stderr_str());
-    exit.stdout_str()
-        .lines()
+    parse_table(&exit.stdout_str())
+}
+
+/// The lines `NAME=RESULT` of the probe's output.
+fn parse_table(out: &str) -> BTreeMap<String, String> {
+    out.lines()
         .map(|l| {
             let (k, v) = l.split_once('=').expect("NAME=RESULT");
             (k.to_owned(), v.to_owned())
         })
         .collect()
+}
+
+/// Asserts the rows `want` of the table `got` of backend `name`.
+fn assert_rows(name: &str, got: &BTreeMap<String, String>, want: &[(&str, &str)]) {
+    for (k, v) in want {
+        assert_eq!(got[*k], *v, "{name}: {k} in {got:?}");
+    }
 }
 
 fn table(rows: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -182,16 +193,18 @@ fn unconfined_lets_through_what_the_default_denies() {
         let got = probe(&*be, &format!("unconfined-{name}"), &b);
         // No filter: the kernel's own answer (bad fd, bad clock, no
         // capability for mount), and keys and personas as root may.
-        for (k, v) in [
-            ("setns", "E9"),
-            ("clock_settime", "E22"),
-            ("personality_odd", "ok"),
-            ("clone3", "ok"),
-            ("keyctl", "ok"),
-            ("add_key", "ok"),
-        ] {
-            assert_eq!(got[k], v, "{name}: {k} in {got:?}");
-        }
+        assert_rows(
+            &name,
+            &got,
+            &[
+                ("setns", "E9"),
+                ("clock_settime", "E22"),
+                ("personality_odd", "ok"),
+                ("clone3", "ok"),
+                ("keyctl", "ok"),
+                ("add_key", "ok"),
+            ],
+        );
         tables.push(got);
     }
     assert_eq!(tables[0], tables[1], "native against runc");
@@ -225,21 +238,23 @@ fn a_callers_profile_with_kill_errno_and_argument_rules_applies_alike() {
     let mut tables = Vec::new();
     for (name, be) in b.backends(&["native", "runc", "crun"]) {
         let got = probe(&*be, &format!("custom-{name}"), &b);
-        for (k, v) in [
-            ("keyctl", "S31"),
-            ("add_key", "E38"),
-            ("uname", "E1"),
-            ("personality_odd", "E22"),
-            ("personality_linux", "ok"),
-            ("setns", "E13"),
-            // MASKED_EQ compares with valueTwo masked too (libseccomp's
-            // way): AF_INET & 2 == 18 & 2.
-            ("socket_inet", "E13"),
-            ("getpid", "ok"),
-            ("clone3", "ok"),
-        ] {
-            assert_eq!(got[k], v, "{name}: {k} in {got:?}");
-        }
+        assert_rows(
+            &name,
+            &got,
+            &[
+                ("keyctl", "S31"),
+                ("add_key", "E38"),
+                ("uname", "E1"),
+                ("personality_odd", "E22"),
+                ("personality_linux", "ok"),
+                ("setns", "E13"),
+                // MASKED_EQ compares with valueTwo masked too (libseccomp's
+                // way): AF_INET & 2 == 18 & 2.
+                ("socket_inet", "E13"),
+                ("getpid", "ok"),
+                ("clone3", "ok"),
+            ],
+        );
         tables.push((name, got));
     }
     for (name, t) in &tables[1..] {
@@ -282,11 +297,6 @@ fn exec_into_a_native_container_gets_its_filter() {
     drop(p);
     native.delete("exec", true).unwrap();
     common::assert_no_cgroups("exec");
-    let got: BTreeMap<String, String> = exit
-        .stdout_str()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    assert_eq!(got, default_table(), "{}", exit.stderr_str());
+    assert!(exit.status.success(), "{}", exit.stderr_str());
+    assert_eq!(parse_table(&exit.stdout_str()), default_table());
 }
