@@ -9,7 +9,9 @@
 //!   `/etc/group` (read inside the root through `openat2(RESOLVE_IN_ROOT)`,
 //!   see [`rootfs`]; failures are [`UserError`]), Docker's capabilities,
 //!   masked and read-only paths, default mounts, namespaces, rlimits capped
-//!   at the host's.
+//!   at the host's, and Docker's default seccomp profile
+//!   ([`spec::seccomp`]; [`SeccompMode`] for `unconfined` or a profile of
+//!   the caller's), which runc, crun and the native backend all apply.
 //! - [`bundle`]: OCI bundles that runc and crun run unchanged.
 //! - [`Backend`]: the process side (create, start, wait, kill, state,
 //!   delete, exec), implemented by [`NativeRuntime`] (in process, the
