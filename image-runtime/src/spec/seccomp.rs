@@ -514,8 +514,9 @@ const AF_VSOCK: u64 = 40;
 /// Personas `personality(2)` may set: `PER_LINUX`, `PER_LINUX32`,
 /// `UNAME26`, `PER_LINUX32|UNAME26`, and `0xffffffff` (the query).
 const PERSONAS: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
-/// Every `CLONE_NEW*` flag (and `CLONE_NEWTIME`'s neighbours): `clone`
-/// without `CAP_SYS_ADMIN` must have all of them clear.
+/// `CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
+/// CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET`: `clone` without
+/// `CAP_SYS_ADMIN` must have all of them clear.
 const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 /// `ENOSYS`, what `clone3` fails with without `CAP_SYS_ADMIN` so that libc
 /// falls back to `clone`, whose flags can be filtered.
