@@ -82,6 +82,7 @@ macro_rules! corpus_tests {
 
 corpus_tests!(
     digest, reference, platform, document, config, unpack, archive, layout, spec, dockerfile,
+    seccomp,
 );
 
 /// Writes the seeds of the `archive`, `layout` and `spec` targets (small

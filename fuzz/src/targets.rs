@@ -519,3 +519,38 @@ pub fn dockerfile(data: &[u8]) {
         }
     }
 }
+
+/// Seccomp profiles in Docker's format: a parsed profile is within its
+/// limits, prints and parses back to itself, resolves for every
+/// capability set with no more rules than it has, and compiles for the
+/// native backend to programs the kernel takes (at most 4096
+/// instructions each) or to a typed refusal.
+pub fn seccomp(data: &[u8]) {
+    use image_runtime::spec::seccomp::{Profile, Target};
+
+    let Ok(profile) = Profile::from_slice(data) else {
+        return;
+    };
+    profile
+        .check_limits()
+        .expect("a parsed profile is within limits");
+    let again = serde_json::to_vec(&profile).expect("encode");
+    assert_eq!(
+        Profile::from_slice(&again).expect("reparse"),
+        profile,
+        "round trip"
+    );
+    let rules = profile.syscalls.as_ref().map_or(0, Vec::len);
+    for caps in [&[][..], &["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"][..]] {
+        let target = Target {
+            arch: "amd64".into(),
+            caps: caps.iter().map(|c| (*c).to_owned()).collect(),
+            kernel: Some((6, 1)),
+        };
+        let spec = profile.resolve(&target);
+        assert!(spec.syscalls().as_ref().map_or(0, Vec::len) <= rules);
+        if let Ok(programs) = image_runtime::native::compile_seccomp(&spec) {
+            assert!(programs.iter().all(|p| !p.is_empty() && p.len() <= 4096));
+        }
+    }
+}

@@ -139,6 +139,17 @@ pub enum BackendError {
         /// What.
         what: &'static str,
     },
+    /// The spec's seccomp profile cannot be compiled or installed by this
+    /// backend.
+    #[error("{backend} cannot confine container {id} with its seccomp profile")]
+    Seccomp {
+        /// The backend's name.
+        backend: String,
+        /// The container.
+        id: String,
+        /// Why.
+        source: crate::native::SeccompCompileError,
+    },
     /// The backend does not know this container.
     #[error("container {id} does not exist in the backend")]
     NotFound {
@@ -241,6 +252,7 @@ impl Classify for BackendError {
             BackendError::RuntimeSpec { source, .. } => oci_spec_kind(source),
             BackendError::Json { .. } => ErrorKind::InvalidInput,
             BackendError::Cgroup { source, .. } => source.kind(),
+            BackendError::Seccomp { source, .. } => source.kind(),
         }
     }
 }

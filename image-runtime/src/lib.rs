@@ -9,7 +9,9 @@
 //!   `/etc/group` (read inside the root through `openat2(RESOLVE_IN_ROOT)`,
 //!   see [`rootfs`]; failures are [`UserError`]), Docker's capabilities,
 //!   masked and read-only paths, default mounts, namespaces, rlimits capped
-//!   at the host's.
+//!   at the host's, and Docker's default seccomp profile
+//!   ([`spec::seccomp`]; [`SeccompMode`] for `unconfined` or a profile of
+//!   the caller's), which runc, crun and the native backend all apply.
 //! - [`bundle`]: OCI bundles that runc and crun run unchanged.
 //! - [`Backend`]: the process side (create, start, wait, kill, state,
 //!   delete, exec), implemented by [`NativeRuntime`] (in process, the
@@ -170,7 +172,7 @@ pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::Rootfs;
 pub use runtime::Runtime;
 pub use snapshots::Snapshots;
-pub use spec::{NetworkMode, Resources, RunOptions, Volume};
+pub use spec::{NetworkMode, Resources, RunOptions, SeccompMode, Volume};
 pub use user::UserError;
 
 // The registry of image-runtime's public errors, for
@@ -185,5 +187,7 @@ image_core::classify_registry!(
     crate::cgroup::manager::CgroupError,
     crate::rootfs::RootfsError,
     crate::spec::SpecError,
+    crate::spec::seccomp::SeccompError,
+    crate::native::SeccompCompileError,
     crate::user::UserError,
 );

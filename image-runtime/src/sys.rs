@@ -72,6 +72,7 @@ pub(crate) mod step {
     pub const CWD_OUTSIDE_ROOT: u32 = 26;
     pub const INIT_FORK: u32 = 27;
     pub const EXEC: u32 = 28;
+    pub const SECCOMP: u32 = 29;
     pub const OPS: u32 = 100;
 }
 
@@ -172,6 +173,11 @@ pub(crate) struct ChildPlan {
     pub groups: Vec<libc::gid_t>,
     pub umask: u32,
     pub no_new_privs: bool,
+    /// Seccomp BPF programs, installed in order (see
+    /// `native::seccomp`): the last step before `execve` with
+    /// `no_new_privs`, else before the credentials change (installing a
+    /// filter without `no_new_privs` needs `CAP_SYS_ADMIN`), as runc does.
+    pub seccomp: Vec<Vec<libc::sock_filter>>,
     /// The working directory (absolute, inside the container).
     pub cwd: CString,
     /// Paths to try `execve` on, in order (PATH lookup done in advance).
@@ -928,6 +934,12 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
         let r = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as c_ulong, 0, 0, 0) };
         check(plan, step::KEEPCAPS, r as libc::c_long);
     }
+    if !plan.no_new_privs {
+        let e = install_seccomp(&plan.seccomp);
+        if e != 0 {
+            fail(plan, step::SECCOMP, e);
+        }
+    }
     // SAFETY: raw setgroups/setresgid/setresuid system calls: the glibc
     // wrappers broadcast the change to every thread glibc knows of (a stale
     // list in this child, with locks), the raw calls change only this
@@ -1000,6 +1012,14 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
         plan_err.fail(step::CWD_OUTSIDE_ROOT, errno());
     }
 
+    // With no_new_privs the filter comes last, so that it need not allow
+    // what only the setup does; the init process is confined with it.
+    if plan.no_new_privs {
+        let e = install_seccomp(&plan.seccomp);
+        if e != 0 {
+            plan_err.fail(step::SECCOMP, e);
+        }
+    }
     if plan.init {
         init_fork(&plan_err);
     }
@@ -1021,6 +1041,31 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
         }
     }
     plan_err.fail(step::EXEC, last)
+}
+
+/// Installs each program with `seccomp(SECCOMP_SET_MODE_FILTER)`; the
+/// errno of the first failure, or 0.
+fn install_seccomp(programs: &[Vec<libc::sock_filter>]) -> c_int {
+    for p in programs {
+        let prog = libc::sock_fprog {
+            len: p.len() as libc::c_ushort,
+            filter: p.as_ptr().cast_mut(),
+        };
+        // SAFETY: seccomp(2) with a sock_fprog pointing at `p`, which
+        // outlives the call; the kernel copies the program.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0 as c_ulong,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if r < 0 {
+            return errno();
+        }
+    }
+    0
 }
 
 /// The error pipe after it was moved to fd 3.

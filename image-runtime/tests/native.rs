@@ -254,14 +254,14 @@ fn native_stop_init_and_refusals() {
     assert!(e.to_string().contains("executable file not found"), "{e}");
     be.delete("missing", true).unwrap();
     assert_clean("missing", b.tmp.path());
-    // A seccomp profile is refused, not ignored.
+    // A seccomp action the native backend cannot install (a user-space
+    // notifier) is refused at create, not ignored.
     b.write(&["true"], |s| {
-        s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})
+        s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY"})
     });
-    assert!(matches!(
-        be.create("seccomp", &b.dir),
-        Err(BackendError::Unsupported { .. })
-    ));
+    let e = be.create("seccomp", &b.dir).unwrap_err();
+    assert!(matches!(e, BackendError::Seccomp { .. }), "{e}");
+    assert_eq!(e.kind(), image_core::ErrorKind::Unsupported);
 }
 
 #[test]

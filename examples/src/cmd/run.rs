@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use image_runtime::snapshots::Snapshots;
 use image_runtime::spec::resources::{parse_bytes, parse_cpus};
+use image_runtime::spec::seccomp::Profile;
 use image_runtime::spec::ANNOTATION_STDIN;
 use image_runtime::state::{self, ContainerStatus};
 use image_runtime::CommitOptions;
 use image_runtime::{
     ContainerRecord, ExecOptions, NativeOptions, NetworkMode, RunOptions, Runtime, RuntimeKind,
-    Signal, Stdio, Volume,
+    SeccompMode, Signal, Stdio, Volume,
 };
 
 use super::snapshot::{open_snapshots, DriverArg};
@@ -184,6 +185,29 @@ pub struct ContainerFlags {
     /// (the command runs as pid 2; native backend only).
     #[arg(long)]
     pub init: bool,
+    /// A security option, repeatable: seccomp=unconfined (no seccomp
+    /// filter) or seccomp=PROFILE.json (a profile in Docker's format).
+    /// Docker's default seccomp profile applies otherwise.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+}
+
+/// The seccomp mode of a `--security-opt` (`seccomp=unconfined`,
+/// `seccomp=FILE`; Docker also accepts `seccomp:`).
+fn seccomp_option(opt: &str) -> anyhow::Result<SeccompMode> {
+    match opt.split_once(['=', ':']) {
+        Some(("seccomp", "unconfined")) => Ok(SeccompMode::Unconfined),
+        Some(("seccomp", path)) if !path.is_empty() => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("opening seccomp profile {path}"))?;
+            let profile = Profile::from_reader(file)
+                .with_context(|| format!("seccomp profile {path}"))?;
+            Ok(SeccompMode::Profile(Box::new(profile)))
+        }
+        _ => bail!(
+            "unsupported --security-opt {opt:?}: expected seccomp=unconfined or seccomp=PROFILE.json"
+        ),
+    }
 }
 
 impl ContainerFlags {
@@ -215,6 +239,9 @@ impl ContainerFlags {
         o.resources.pids = self.pids;
         if let Some(c) = &self.cpus {
             o.resources.nano_cpus = Some(parse_cpus(c)?);
+        }
+        for opt in &self.security_opt {
+            o.seccomp = seccomp_option(opt)?;
         }
         Ok(o)
     }

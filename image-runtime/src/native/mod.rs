@@ -28,7 +28,8 @@
 //! in a new network namespace; rlimits; a new session (with a terminal:
 //! the slave as controlling terminal); the bounding set, groups, gid, uid,
 //! capability sets (ambient cleared); `no_new_privs` when asked; every
-//! descriptor but 0-2 closed; the working directory; `execve`. Mount
+//! descriptor but 0-2 closed; the working directory; the seccomp filter
+//! (earlier without `no_new_privs`, see below); `execve`. Mount
 //! targets are resolved with `openat2(RESOLVE_IN_ROOT)` so no symlink in
 //! the image can aim a mount outside the root.
 //!
@@ -59,18 +60,28 @@
 //! - Inherited descriptors: the caller's descriptors, close-on-exec or not,
 //!   are closed in the child (`close_range`); tested with a descriptor
 //!   opened without `O_CLOEXEC`.
-//! - **Seccomp: none by default**, as `docker run --security-opt
-//!   seccomp=unconfined`. Docker's default profile is an allow-list of
-//!   ~350 system calls with per-architecture and per-capability rules;
-//!   a faithful copy must be maintained against the kernel and libc in
-//!   step with moby, and a small home-made deny list would give a false
-//!   sense of confinement. Confinement here comes from namespaces,
-//!   dropped capabilities (Docker's 14), read-only and masked paths and
-//!   cgroups. A spec that asks for a seccomp profile is refused with
-//!   [`BackendError::Unsupported`] rather than run unconfined silently,
-//!   and so is every other field the native backend does not implement
-//!   (AppArmor and SELinux labels, sysctls, hooks, device nodes, limits
-//!   other than memory, pids and CPU, ...), named in the error.
+//! - **Seccomp: Docker's default profile** (`crate::spec::seccomp`),
+//!   written by spec generation into `linux.seccomp` unless the caller
+//!   says `unconfined` or gives a profile, and honoured here: compiled to
+//!   BPF before the clone with `seccompiler` (pure Rust, no libseccomp; see
+//!   [`compile_seccomp`] for how several actions become a stack of
+//!   programs), installed by the child with `seccomp(2)`. With
+//!   `no_new_privs` the filter is the last step before `execve` (after the
+//!   capabilities are dropped and `no_new_privs` set, and before an init is
+//!   forked, which it confines too); without, it goes in before the
+//!   credentials change, as runc does, because installing a filter needs
+//!   `CAP_SYS_ADMIN` or `no_new_privs`, so the profile must then allow the
+//!   setup's last calls (`setgroups`, `setresuid`, `capset`, `prctl`,
+//!   `close_range`, `chdir`, `getcwd`, `execve`; Docker's does). A process
+//!   joining the container ([`Backend::exec`]) gets the same filter. What
+//!   `seccompiler` cannot express (`SCMP_ACT_NOTIFY`, filter flags, an
+//!   architecture other than x86_64) is refused at create with
+//!   [`BackendError::Seccomp`]; a system call made through another ABI
+//!   (`int 0x80`) kills the process where libseccomp would filter it by
+//!   the profile's sub-architectures. Every other field the native backend
+//!   does not implement (AppArmor and SELinux labels, sysctls, hooks,
+//!   device nodes, limits other than memory, pids and CPU, ...) is refused
+//!   with [`BackendError::Unsupported`], named in the error.
 //!
 //! # Processes
 //! [`Process::wait`] reaps with `waitpid` (exit code, or 128 + signal);
@@ -91,7 +102,11 @@
 
 mod io;
 mod plan;
+mod seccomp;
 mod spawner;
+mod syscalls;
+
+pub use self::seccomp::{compile as compile_seccomp, SeccompCompileError};
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -300,6 +315,31 @@ impl NativeRuntime {
         plan::namespaces(spec)
     }
 
+    /// The BPF programs of the spec's `linux.seccomp` (none without one).
+    fn seccomp(&self, id: &str, spec: &Spec) -> Result<Vec<Vec<libc::sock_filter>>, BackendError> {
+        let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(Vec::new());
+        };
+        let programs = seccomp::compile(s).map_err(|source| BackendError::Seccomp {
+            backend: NAME.into(),
+            id: id.into(),
+            source,
+        })?;
+        Ok(programs
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|i| libc::sock_filter {
+                        code: i.code,
+                        jt: i.jt,
+                        jf: i.jf,
+                        k: i.k,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     fn wants_init(&self, spec: &Spec) -> bool {
         self.options.init
             || spec
@@ -325,6 +365,8 @@ struct ProcessPlan {
     rlimits: Vec<(libc::c_int, u64, u64)>,
     tty: Option<(u16, u16)>,
     arg0: String,
+    /// The container's seccomp programs (set by the caller from the spec).
+    seccomp: Vec<Vec<libc::sock_filter>>,
 }
 
 fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError> {
@@ -368,6 +410,7 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
         rlimits: plan::rlimits(process),
         tty,
         arg0,
+        seccomp: Vec::new(),
     })
 }
 
@@ -450,6 +493,7 @@ fn describe_step(step_no: u32, ops: &[String], arg0: &str) -> String {
         step::CWD_OUTSIDE_ROOT => "working directory outside the container's root".into(),
         step::INIT_FORK => "forking the init process".into(),
         step::EXEC => format!("executing {arg0}"),
+        step::SECCOMP => "installing the seccomp filter".into(),
         n => format!("step {n}"),
     }
 }
@@ -596,6 +640,7 @@ impl Backend for NativeRuntime {
         self.namespaces(&spec)
             .map_err(|e| self.failure(id, "create", e))?;
         process_plan(spec.process().as_ref()).map_err(|e| self.failure(id, "create", e))?;
+        self.seccomp(id, &spec)?;
         let userns = self.namespaces(&spec).unwrap_or(0) & libc::CLONE_NEWUSER != 0;
         self.save(
             id,
@@ -756,7 +801,9 @@ impl Backend for NativeRuntime {
                 message: "the container is not running".into(),
             });
         };
-        let pp = process_plan(Some(process)).map_err(|e| self.failure(id, "exec", e))?;
+        let mut pp = process_plan(Some(process)).map_err(|e| self.failure(id, "exec", e))?;
+        // A process joining the container is confined as its init is.
+        pp.seccomp = self.seccomp(id, &self.read_spec(&st.bundle)?)?;
         let (pid, pumps) = self.exec_launch(id, target, st.userns, pp, &st.cgroups, stdio)?;
         Ok(Box::new(NativeProcess::new(id, pid, pumps, Vec::new())))
     }
@@ -780,6 +827,7 @@ impl NativeRuntime {
         let ops = plan::mount_ops(spec, &mounts, userns, cgroups)
             .map_err(|e| self.failure(id, "start", e))?;
         let op_names: Vec<String> = ops.iter().map(describe_op).collect();
+        let seccomp = self.seccomp(id, spec)?;
         let prepared = io::prepare(stdio, pp.tty).map_err(io_err("preparing stdio"))?;
         let pipes = pipes().map_err(io_err("creating pipes"))?;
         let hostname = match spec.hostname().as_deref() {
@@ -817,6 +865,7 @@ impl NativeRuntime {
             groups: pp.groups,
             umask: pp.umask,
             no_new_privs: pp.no_new_privs,
+            seccomp,
             cwd: pp.cwd,
             programs: pp.programs,
             argv: pp.argv,
@@ -915,6 +964,7 @@ impl NativeRuntime {
             groups: pp.groups,
             umask: pp.umask,
             no_new_privs: pp.no_new_privs,
+            seccomp: pp.seccomp,
             cwd: pp.cwd,
             programs: pp.programs,
             argv: pp.argv,

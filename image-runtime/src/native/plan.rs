@@ -95,10 +95,6 @@ pub(crate) fn unsupported(spec: &Spec) -> Result<(), PlanError> {
         return Ok(());
     };
     refuse(
-        linux.seccomp().is_some(),
-        "linux.seccomp (a seccomp profile: the native backend runs without seccomp)",
-    )?;
-    refuse(
         linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()),
         "linux.sysctl",
     )?;
@@ -787,12 +783,7 @@ mod tests {
             "linux": {"namespaces": [{"type": "mount"}]}
         });
         assert!(unsupported(&spec(base.clone())).is_ok());
-        let cases: [(&str, serde_json::Value, &str); 12] = [
-            (
-                "/linux/seccomp",
-                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),
-                "linux.seccomp",
-            ),
+        let cases: [(&str, serde_json::Value, &str); 11] = [
             (
                 "/linux/sysctl",
                 serde_json::json!({"net.ipv4.ip_forward": "1"}),

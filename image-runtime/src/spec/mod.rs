@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod mounts;
 pub mod process;
 pub mod resources;
+pub mod seccomp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,8 @@ use std::str::FromStr;
 use image_core::config::{ConfigLimitError, RunConfig};
 use image_core::oci_spec::runtime::{
     Box as ConsoleSize, BoxBuilder, Capabilities, Linux, LinuxCapabilities, LinuxDeviceCgroup,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, Process, Root, Spec, User,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources, LinuxSeccomp, PosixRlimit,
+    PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec, User,
 };
 use image_core::{Classify, ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ use crate::user::MAX_ID;
 
 pub use mounts::default_mounts;
 pub use resources::{NetworkMode, Resources};
+pub use seccomp::SeccompMode;
 
 /// Annotation recording the image's and the caller's exposed ports,
 /// comma-separated (`80/tcp,53/udp`).
@@ -138,6 +140,9 @@ pub struct RunOptions {
     pub network: NetworkMode,
     /// Extra annotations.
     pub annotations: BTreeMap<String, String>,
+    /// `--security-opt seccomp=`: Docker's default profile unless the
+    /// caller says `unconfined` or gives a profile.
+    pub seccomp: SeccompMode,
 }
 
 impl RunOptions {
@@ -449,6 +454,7 @@ pub fn generate(
     let env = env(config, opts, &hostname, &ctx.user.home);
 
     let caps: Capabilities = defaults::DEFAULT_CAPABILITIES.into_iter().collect();
+    let seccomp = seccomp_for(&opts.seccomp, &caps);
     let mut capabilities = LinuxCapabilities::default();
     capabilities
         .set_bounding(Some(caps.clone()))
@@ -540,7 +546,8 @@ pub fn generate(
         .set_masked_paths(Some(strings(&defaults::MASKED_PATHS)))
         .set_readonly_paths(Some(strings(&defaults::READONLY_PATHS)))
         .set_resources(Some(resources))
-        .set_cgroups_path(ctx.cgroups_path.as_ref().map(PathBuf::from));
+        .set_cgroups_path(ctx.cgroups_path.as_ref().map(PathBuf::from))
+        .set_seccomp(seccomp);
 
     let console_size = opts.tty.then(|| console_size(24, 80));
     let mut process = Process::default();
@@ -568,6 +575,19 @@ pub fn generate(
         .set_linux(Some(linux))
         .set_annotations((!annotations.is_empty()).then(|| annotations.into_iter().collect()));
     Ok(spec)
+}
+
+/// The spec's `linux.seccomp` for `mode`, resolved against the bounding
+/// set `caps` and the host (Docker's rule: the default profile unless the
+/// caller says `unconfined` or gives one).
+fn seccomp_for(mode: &SeccompMode, caps: &Capabilities) -> Option<LinuxSeccomp> {
+    let profile = match mode {
+        SeccompMode::Unconfined => return None,
+        SeccompMode::Default => &seccomp::default_profile(),
+        SeccompMode::Profile(p) => &**p,
+    };
+    let names = caps.iter().map(|c| format!("CAP_{c}"));
+    Some(profile.resolve(&seccomp::Target::host(names)))
 }
 
 // `PosixRlimit` and `Box` are the two oci-spec types used here without
