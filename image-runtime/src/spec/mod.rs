@@ -218,6 +218,18 @@ pub enum SpecError {
         /// How many distinct groups.
         found: usize,
     },
+    /// `--cpus` above the CPUs of the host (see
+    /// [`Resources::validate_for_host`]).
+    #[error(
+        "invalid cpus {:.2}: range of CPUs is from 0.01 to {host_cpus}.00, as there are only {host_cpus} CPUs available",
+        *nano_cpus as f64 / 1e9
+    )]
+    CpusAboveHost {
+        /// The limit asked for, in billionths of a CPU.
+        nano_cpus: u64,
+        /// The CPUs the host has for this process.
+        host_cpus: u32,
+    },
 }
 
 impl Classify for SpecError {
@@ -226,7 +238,8 @@ impl Classify for SpecError {
             SpecError::NoCommand
             | SpecError::InvalidOption { .. }
             | SpecError::IdOutOfRange { .. }
-            | SpecError::TooManyGroups { .. } => ErrorKind::InvalidInput,
+            | SpecError::TooManyGroups { .. }
+            | SpecError::CpusAboveHost { .. } => ErrorKind::InvalidInput,
             SpecError::ConfigLimit(e) => e.kind(),
         }
     }
