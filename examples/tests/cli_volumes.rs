@@ -46,3 +46,161 @@ fn cpus_above_the_host_are_refused_with_both_numbers() {
     // Nothing is left of the refused container.
     assert_eq!(cli.ok(&["ps", "-q"]), "");
 }
+
+/// The volumes' directory of the CLI's default state directory.
+fn volumes_dir(cli: &Cli) -> std::path::PathBuf {
+    cli.tmp.path().join("containers/volumes")
+}
+
+/// The names `volume ls -q` prints.
+fn volume_names(cli: &Cli) -> Vec<String> {
+    cli.ok(&["-q", "volume", "ls"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An image declaring VOLUME /data, holding `/data/seed` and a symlink
+/// `/data/link` to `/etc/shadow`.
+fn volume_image(cli: &Cli) {
+    let rootfs = cli.tmp.path().join("rootfs");
+    container_rootfs(&rootfs, APPLETS);
+    std::fs::create_dir_all(rootfs.join("data/sub")).unwrap();
+    std::fs::write(rootfs.join("data/seed"), "from the image\n").unwrap();
+    std::fs::write(rootfs.join("data/sub/deep"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", rootfs.join("data/link")).unwrap();
+    cli.append_shell_image(&rootfs, "test.local/vol-base:1");
+    cli.ok(&[
+        "mutate",
+        "test.local/vol-base:1",
+        IMAGE,
+        "--volume",
+        "/data",
+    ]);
+}
+
+#[test]
+fn named_volumes_are_filled_from_the_image_shared_and_kept() {
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    volume_image(&cli);
+    // The first container sees the image's files and writes another.
+    let out = cli.ok(&[
+        "run",
+        "--name",
+        "a",
+        "-v",
+        "vol1:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /data/seed /data/sub/deep; readlink /data/link; echo second > /data/second",
+    ]);
+    assert_eq!(out, "from the image\ndeep\n/etc/shadow\n");
+    // The copy kept the symlink a symlink: nothing was read through it.
+    let data = volumes_dir(&cli).join("vol1/_data");
+    let link = std::fs::symlink_metadata(data.join("link")).unwrap();
+    assert!(link.file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(data.join("link")).unwrap(),
+        Path::new("/etc/shadow")
+    );
+    // A second container with the same volume sees both files.
+    let out = cli.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol1:/data",
+        IMAGE,
+        "cat",
+        "/data/seed",
+        "/data/second",
+    ]);
+    assert_eq!(out, "from the image\nsecond\n");
+    // The named volume covers /data: no anonymous volume was made.
+    assert_eq!(volume_names(&cli), ["vol1"]);
+    let info = cli.ok(&["volume", "inspect", "vol1"]);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info[0]["anonymous"], false);
+    assert_eq!(info[0]["containers"], serde_json::json!(["a"]));
+    // In use by `a`: refused; `rm -v a` keeps a named volume.
+    let err = cli.fails(&["volume", "rm", "vol1"]);
+    assert!(err.contains("volume vol1 is in use"), "{err}");
+    cli.ok(&["rm", "-v", "a"]);
+    assert_eq!(volume_names(&cli), ["vol1"]);
+    cli.ok(&["volume", "rm", "vol1"]);
+    assert!(volume_names(&cli).is_empty());
+    assert!(!volumes_dir(&cli).join("vol1").exists());
+    // `volume create` then `ls`.
+    cli.ok(&["volume", "create", "made"]);
+    assert_eq!(volume_names(&cli), ["made"]);
+}
+
+#[test]
+fn anonymous_volumes_go_with_rm_v_and_stay_without() {
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    volume_image(&cli);
+    let out = cli.ok(&[
+        "run",
+        "--name",
+        "b",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /data/seed; echo new > /data/new",
+    ]);
+    assert_eq!(out, "from the image\n");
+    let b_volumes = volume_names(&cli);
+    assert_eq!(b_volumes.len(), 1, "{b_volumes:?}");
+    let b_volume = &b_volumes[0];
+    assert_eq!(b_volume.len(), 64);
+    let data = volumes_dir(&cli).join(b_volume).join("_data");
+    assert_eq!(std::fs::read_to_string(data.join("new")).unwrap(), "new\n");
+    assert!(std::fs::symlink_metadata(data.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // rm without -v keeps it.
+    cli.ok(&["rm", "b"]);
+    assert_eq!(volume_names(&cli), b_volumes);
+    assert!(data.join("new").is_file());
+    // rm -v removes the container's own, not b's.
+    cli.ok(&["run", "--name", "c", IMAGE, "true"]);
+    assert_eq!(volume_names(&cli).len(), 2);
+    cli.ok(&["rm", "-v", "c"]);
+    assert_eq!(volume_names(&cli), b_volumes);
+    // run --rm removes its anonymous volume, as Docker's does.
+    cli.ok(&["run", "--rm", IMAGE, "true"]);
+    assert_eq!(volume_names(&cli), b_volumes);
+    // A -v host path over /data makes no anonymous volume.
+    let host = cli.tmp.path().join("host");
+    let spec = format!("{}:/data:ro", host.display());
+    cli.ok(&["run", "--rm", "-v", &spec, IMAGE, "true"]);
+    assert_eq!(volume_names(&cli), b_volumes);
+}
+
+#[test]
+fn volume_names_with_a_slash_or_dots_are_refused() {
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    volume_image(&cli);
+    for bad in ["../x", "a/b", "..", ".x", "x"] {
+        let spec = format!("{bad}:/data");
+        let err = cli.fails(&["run", "--rm", "-v", &spec, IMAGE, "true"]);
+        assert!(err.contains("invalid volume"), "{bad}: {err}");
+        let err = cli.fails(&["volume", "create", bad]);
+        assert!(err.contains("invalid volume name"), "{bad}: {err}");
+        let err = cli.fails(&["volume", "rm", bad]);
+        assert!(err.contains("invalid volume name"), "{bad}: {err}");
+    }
+    assert!(volume_names(&cli).is_empty());
+    assert!(!cli.tmp.path().join("containers/x").exists());
+    assert_eq!(cli.ok(&["ps", "-q"]), "");
+}

@@ -152,6 +152,7 @@ pub mod testsuite;
 pub mod user;
 #[cfg(not(feature = "testing"))]
 mod user;
+pub mod volume;
 
 pub use backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
@@ -186,4 +187,5 @@ image_core::classify_registry!(
     crate::rootfs::RootfsError,
     crate::spec::SpecError,
     crate::user::UserError,
+    crate::volume::VolumeError,
 );

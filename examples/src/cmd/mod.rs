@@ -14,6 +14,7 @@ pub mod run;
 pub mod snapshot;
 pub mod store;
 pub mod surgery;
+pub mod volume;
 
 use image_core::ErrorKind;
 

@@ -80,7 +80,7 @@ impl PlaceArgs {
         Ok(s.parent().unwrap_or(Path::new("/")).join(name))
     }
 
-    fn state_dir(&self, store: &StoreArgs) -> anyhow::Result<PathBuf> {
+    pub(crate) fn state_dir(&self, store: &StoreArgs) -> anyhow::Result<PathBuf> {
         match &self.state {
             Some(p) => Ok(p.clone()),
             None => PlaceArgs::beside_store(store, "containers"),
@@ -154,7 +154,12 @@ pub struct ContainerFlags {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// Bind-mount a host directory: SRC:DST[:ro].
+    /// Bind-mount a host directory or a named volume: SRC:DST[:ro|rw]
+    /// (read-write unless ro). A SRC that is not an absolute path names a
+    /// volume ([a-zA-Z0-9][a-zA-Z0-9_.-]+), made in the state directory on
+    /// first use and filled from the image's content at DST when empty.
+    /// The image's VOLUME paths get anonymous volumes the same way
+    /// (removed by `rm -v` and by `run --rm`).
     #[arg(short, long = "volume")]
     pub volume: Vec<String>,
     /// The hostname (default: the first 12 characters of the ID).
@@ -298,7 +303,8 @@ fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Resul
     let mut running = c.start(stdio(stdin))?;
     let exit = running.wait();
     let c = running.into_container();
-    let deleted = if rm { c.delete() } else { Ok(()) };
+    // As `docker run --rm`: the anonymous volumes go too.
+    let deleted = if rm { c.delete_with_volumes() } else { Ok(()) };
     let code = exit?.status.code();
     deleted?;
     Ok(code)
@@ -505,6 +511,9 @@ pub struct RmArgs {
     /// Remove running containers too (killed first).
     #[arg(short, long)]
     pub force: bool,
+    /// Remove the containers' anonymous volumes too (named ones stay).
+    #[arg(short, long)]
+    pub volumes: bool,
     /// The containers (IDs or unique prefixes).
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -519,7 +528,11 @@ pub fn rm(store: &StoreArgs, a: RmArgs) -> anyhow::Result<()> {
             if running && !a.force {
                 bail!("container {} is running: stop it or use --force", r.id);
             }
-            rt.delete(&r.id)?;
+            if a.volumes {
+                rt.delete_with_volumes(&r.id)?;
+            } else {
+                rt.delete(&r.id)?;
+            }
             println!("{}", r.id);
             Ok(())
         });

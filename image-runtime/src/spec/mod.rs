@@ -43,10 +43,13 @@ pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";
 /// OCI spec has no field for it.
 pub const ANNOTATION_STDIN: &str = "io.image-crates.runtime.stdin";
 
-/// A bind mount from the host: `src:dst[:ro|rw]`.
+/// A bind mount from the host or a named volume: `src:dst[:ro|rw]`,
+/// read-write unless `ro`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
-    /// Absolute host path.
+    /// Absolute host path, or the name of a volume (not absolute:
+    /// Docker's rule; see [`crate::volume`]), created on first use in the
+    /// runtime's state directory.
     pub source: PathBuf,
     /// Absolute path in the container.
     pub destination: PathBuf,
@@ -71,8 +74,14 @@ impl FromStr for Volume {
             [_, _, _] => return Err(bad("mode must be ro or rw")),
             _ => return Err(bad("expected SRC:DST[:ro|rw]")),
         };
-        if !src.starts_with('/') || !dst.starts_with('/') {
-            return Err(bad("both paths must be absolute"));
+        if !dst.starts_with('/') {
+            return Err(bad("the path in the container must be absolute"));
+        }
+        // Docker's rule: a source that is not absolute names a volume.
+        if !src.starts_with('/') && crate::volume::validate_name(src).is_err() {
+            return Err(bad(
+                "the source is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)",
+            ));
         }
         Ok(Volume {
             source: PathBuf::from(src),
