@@ -16,7 +16,7 @@
 //!
 //! # Security
 //! The image controls what lies at the mount path: the path itself is
-//! resolved inside the root filesystem ([`crate::rootfs::RootDir`]: a
+//! resolved inside the root filesystem (`openat2(RESOLVE_IN_ROOT)`: a
 //! symlink there is read as if the root were `/`), and the content is
 //! copied entry by entry with `O_NOFOLLOW` from directory handles: a
 //! symlink is copied as a symlink, never followed, whether it points in

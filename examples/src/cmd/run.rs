@@ -34,8 +34,12 @@ was given when they were made; the native backend's state is in \
 const LIMITS: &str = "Limits (--memory, --pids, --cpus) are enforced through cgroups: each \
 container gets a cgroup under this process's own one, in the v1 hierarchies \
 where there are any, else in the unified (v2) one. A limit whose controller \
-is missing fails with \"limit cannot be enforced\" before anything runs. \
---init and -t need the native backend.";
+is missing fails with \"limit cannot be enforced\" before anything runs; \
+--cpus above the CPUs this process may use is refused. \
+--init and -t need the native backend. \
+Network: --net none (the default: loopback only) or --net host. Port \
+publishing (docker run -p) is out of scope: there is no bridge or NAT, \
+so there is no -p; the image's EXPOSE is only recorded.";
 
 /// Where containers and snapshots live, and which OCI runtime runs them.
 #[derive(Debug, Clone, clap::Args)]
@@ -183,6 +187,7 @@ pub struct ContainerFlags {
     pub cpus: Option<String>,
     /// The network: none (a network namespace with loopback only, the
     /// default) or host (the host's network, /etc/hosts, /etc/resolv.conf).
+    /// No port publishing: there is no bridge or NAT.
     #[arg(long, alias = "network", value_name = "MODE", default_value = "none")]
     pub net: String,
     /// Run a tiny init as pid 1 that forwards signals and reaps zombies
