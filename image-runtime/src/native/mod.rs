@@ -92,6 +92,7 @@
 mod io;
 mod plan;
 mod spawner;
+mod tty;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
