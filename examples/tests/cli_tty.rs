@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::{container_rootfs, ready, Cleanup, Cli, TIMEOUT};
+use common::{Cli, TIMEOUT};
 use rustix::termios::{tcgetattr, tcsetwinsize, LocalModes, Winsize};
 
 const IMAGE: &str = "test.local/tty-busybox:1";
@@ -65,13 +65,9 @@ fn canonical(master: &OwnedFd) -> bool {
 
 #[test]
 fn run_t_makes_the_terminal_raw_and_forwards_window_sizes() {
-    if !ready(&[]) {
+    let Some(cli) = Cli::with_shell_image(APPLETS, IMAGE) else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    let rootfs = cli.tmp.path().join("rootfs");
-    container_rootfs(&rootfs, APPLETS);
-    cli.append_shell_image(&rootfs, IMAGE);
+    };
 
     let (master, slave) = pty();
     tcsetwinsize(&master, winsize(30, 100)).unwrap();

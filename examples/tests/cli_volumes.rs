@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{container_rootfs, ready, Cleanup, Cli};
+use common::Cli;
 
 const IMAGE: &str = "test.local/vol-busybox:1";
 const APPLETS: &[&str] = &["sh", "echo", "cat", "ls", "readlink", "true"];
@@ -26,13 +26,9 @@ fn host_cpus() -> u32 {
 
 #[test]
 fn cpus_above_the_host_are_refused_with_both_numbers() {
-    if !ready(&[]) {
+    let Some(cli) = Cli::with_shell_image(APPLETS, IMAGE) else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    let rootfs = cli.tmp.path().join("rootfs");
-    container_rootfs(&rootfs, APPLETS);
-    cli.append_shell_image(&rootfs, IMAGE);
+    };
     let n = host_cpus();
     let too_many = format!("{}.5", n);
     let err = cli.fails(&["run", "--rm", "--cpus", &too_many, IMAGE, "true"]);
@@ -60,32 +56,29 @@ fn volume_names(cli: &Cli) -> Vec<String> {
         .collect()
 }
 
-/// An image declaring VOLUME /data, holding `/data/seed` and a symlink
-/// `/data/link` to `/etc/shadow`.
-fn volume_image(cli: &Cli) {
-    let rootfs = cli.tmp.path().join("rootfs");
-    container_rootfs(&rootfs, APPLETS);
-    std::fs::create_dir_all(rootfs.join("data/sub")).unwrap();
-    std::fs::write(rootfs.join("data/seed"), "from the image\n").unwrap();
-    std::fs::write(rootfs.join("data/sub/deep"), "deep\n").unwrap();
-    std::os::unix::fs::symlink("/etc/shadow", rootfs.join("data/link")).unwrap();
-    cli.append_shell_image(&rootfs, "test.local/vol-base:1");
+/// A [`Cli`] with IMAGE: VOLUME /data, holding `/data/seed`,
+/// `/data/sub/deep` and a symlink `/data/link` to `/etc/shadow`; `None`
+/// when containers cannot run here.
+fn volume_cli() -> Option<Cli> {
+    let cli = Cli::with_shell_image(APPLETS, "test.local/vol-base:1")?;
+    let layer = cli.tmp.path().join("layer");
+    std::fs::create_dir_all(layer.join("data/sub")).unwrap();
+    std::fs::write(layer.join("data/seed"), "from the image\n").unwrap();
+    std::fs::write(layer.join("data/sub/deep"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", layer.join("data/link")).unwrap();
+    let layer = layer.to_str().unwrap();
+    let base = "test.local/vol-base:1";
     cli.ok(&[
-        "mutate",
-        "test.local/vol-base:1",
-        IMAGE,
-        "--volume",
-        "/data",
+        "mutate", base, IMAGE, "--volume", "/data", "--append", layer,
     ]);
+    Some(cli)
 }
 
 #[test]
 fn named_volumes_are_filled_from_the_image_shared_and_kept() {
-    if !ready(&[]) {
+    let Some(cli) = volume_cli() else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    volume_image(&cli);
+    };
     // The first container sees the image's files and writes another.
     let out = cli.ok(&[
         "run",
@@ -140,11 +133,9 @@ fn named_volumes_are_filled_from_the_image_shared_and_kept() {
 
 #[test]
 fn anonymous_volumes_go_with_rm_v_and_stay_without() {
-    if !ready(&[]) {
+    let Some(cli) = volume_cli() else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    volume_image(&cli);
+    };
     let out = cli.ok(&[
         "run",
         "--name",
@@ -186,11 +177,9 @@ fn anonymous_volumes_go_with_rm_v_and_stay_without() {
 
 #[test]
 fn volume_names_with_a_slash_or_dots_are_refused() {
-    if !ready(&[]) {
+    let Some(cli) = volume_cli() else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    volume_image(&cli);
+    };
     for bad in ["../x", "a/b", "..", ".x", "x"] {
         let spec = format!("{bad}:/data");
         let err = cli.fails(&["run", "--rm", "-v", &spec, IMAGE, "true"]);

@@ -493,38 +493,15 @@ impl Copy<'_> {
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
                     rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).map_err(fail)?;
-                    let open = |fd, flags| {
-                        rustix::fs::openat(
-                            fd,
-                            name,
-                            flags | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                            Mode::empty(),
-                        )
-                    };
-                    let s = open(src, OFlags::RDONLY).map_err(fail)?;
-                    let d = open(dst, OFlags::RDONLY).map_err(fail)?;
+                    let s = open_at(src, name, OFlags::DIRECTORY).map_err(fail)?;
+                    let d = open_at(dst, name, OFlags::DIRECTORY).map_err(fail)?;
                     self.dir(s.as_fd(), d.as_fd(), &here, depth + 1)?;
                     set_meta(&d, owner, mode).map_err(|e| self.err(&here, e))?;
                 }
                 FileType::RegularFile => {
-                    let s = rustix::fs::openat(
-                        src,
-                        name,
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(fail)?;
-                    let d = rustix::fs::openat(
-                        dst,
-                        name,
-                        OFlags::WRONLY
-                            | OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                    .map_err(fail)?;
+                    let s = open_at(src, name, OFlags::empty()).map_err(fail)?;
+                    let new = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+                    let d = open_at(dst, name, new).map_err(fail)?;
                     let mut from = std::fs::File::from(s);
                     let mut to = std::fs::File::from(d);
                     io::copy(&mut from, &mut to).map_err(|e| VolumeError::Copy {
@@ -546,6 +523,14 @@ impl Copy<'_> {
         }
         Ok(())
     }
+}
+
+/// Opens `name` in `dir` with `flags`, never through a symlink
+/// (`O_NOFOLLOW`); read-only unless `flags` say otherwise, a new file
+/// `0600` until its mode is copied.
+fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> Result<OwnedFd, rustix::io::Errno> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
 }
 
 fn set_meta(
