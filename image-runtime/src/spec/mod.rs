@@ -495,6 +495,16 @@ pub fn generate(
         }
     }
     for v in &opts.volumes {
+        // A name is resolved to its directory by the runtime that keeps
+        // the volumes (`ContainerBuilder::create`); unresolved, it would
+        // be a path relative to wherever the spec is run.
+        if crate::volume::is_volume_name(&v.source) {
+            return Err(SpecError::InvalidOption {
+                option: "volume",
+                value: v.source.display().to_string(),
+                reason: "a named volume is only known to a runtime's state directory (create the container with a Runtime)".into(),
+            });
+        }
         mounts.push(mounts::bind(&v.destination, &v.source, v.read_only));
     }
 
@@ -976,6 +986,17 @@ mod tests {
             Err(SpecError::InvalidOption { .. })
         ));
         assert!("a:/b".parse::<Volume>().is_err());
+        // A named volume parses, but a spec cannot bind it unresolved.
+        let mut opts = RunOptions::new();
+        opts.cmd = Some(vec!["/bin/sh".into()]);
+        opts.volumes = vec!["vol1:/data".parse::<Volume>().unwrap()];
+        assert!(matches!(
+            generate(&RunConfig::default(), &opts, &ctx()),
+            Err(SpecError::InvalidOption {
+                option: "volume",
+                ..
+            })
+        ));
         assert!("/a:/b:xx".parse::<Volume>().is_err());
         assert_eq!(
             "/a:/b/../c".parse::<Volume>().unwrap().destination,
