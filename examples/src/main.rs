@@ -87,6 +87,9 @@ enum Command {
     Kill(cmd::run::KillArgs),
     /// Remove containers (their writable snapshots too).
     Rm(cmd::run::RmArgs),
+    /// Manage volumes: ls, create, inspect, rm.
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCommand),
     /// Make a new image from a container's changes.
     Commit(cmd::run::CommitArgs),
     /// Write an OCI bundle (config.json + flattened rootfs) of an image.
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
         Command::Ps(a) => cmd::run::ps(&cli.store, &cli.ui, a),
         Command::Kill(a) => cmd::run::kill(&cli.store, a),
         Command::Rm(a) => cmd::run::rm(&cli.store, a),
+        Command::Volume(c) => cmd::volume::volume(&cli.store, &cli.ui, c),
         Command::Commit(a) => cmd::run::commit(&cli.store, a),
         Command::Bundle(a) => cmd::run::bundle(&cli.store, a),
         Command::Exec(a) => cmd::run::exec(&cli.store, a),

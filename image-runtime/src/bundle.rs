@@ -76,6 +76,8 @@ fn write_with_root(
     config: &RunConfig,
     opts: &RunOptions,
 ) -> Result<Spec, ContainerError> {
+    opts.resources
+        .validate_for_host(spec::resources::host_cpus())?;
     let user_spec = opts
         .user
         .as_deref()

@@ -33,6 +33,9 @@ pub enum ContainerError {
     /// The root filesystem could not be opened, mounted or unmounted.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    /// A volume could not be made, filled from the image or removed.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     /// The backend failed (runtime missing, runtime failed, no permission).
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -185,6 +188,7 @@ impl Classify for ContainerError {
             ContainerError::Lookup(e) => e.kind(),
             ContainerError::Rootfs(e) => e.kind(),
             ContainerError::Backend(e) => e.kind(),
+            ContainerError::Volume(e) => e.kind(),
             ContainerError::State { source, .. } => ErrorKind::from_io(source),
             ContainerError::Json { .. } => ErrorKind::InvalidInput,
             ContainerError::Bundle { source, .. } => match source.raw_os_error() {

@@ -19,9 +19,20 @@
 //!   Resource limits ([`Resources`]: memory, pids, CPUs), the network
 //!   ([`NetworkMode`]), a terminal and an init are [`RunOptions`] written
 //!   into the spec, so every backend gets the same one.
+//! - [`volume`]: named volumes (`-v name:/path`) and anonymous ones for
+//!   the image's `VOLUME` paths, in the state directory, filled from the
+//!   image when new.
 //! - [`Runtime`] / [`Container`]: the lifecycle, with state on disk (a
 //!   directory per container) so another process can list and clean up,
 //!   and [`Runtime::gc`] removing what crashed processes left.
+//!
+//! # Network
+//! A container has no network of its own beyond loopback: `--net none`
+//! (the default, a network namespace with `lo` up) or `--net host` (the
+//! host's namespace). Port publishing (`docker run -p`) is out of scope:
+//! it needs a bridge, veth pairs and NAT, which this crate does not make;
+//! exposed ports ([`RunOptions::exposed_ports`], the image's `EXPOSE`)
+//! are only recorded in the spec's annotations.
 //!
 //! The root filesystem is a [`Rootfs`]: a plain directory, or a list of
 //! mounts as a snapshotter's `prepare` returns them (image-overlay's
@@ -154,6 +165,7 @@ pub mod testsuite;
 pub mod user;
 #[cfg(not(feature = "testing"))]
 mod user;
+pub mod volume;
 
 pub use backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
@@ -190,4 +202,5 @@ image_core::classify_registry!(
     crate::spec::seccomp::SeccompError,
     crate::native::SeccompCompileError,
     crate::user::UserError,
+    crate::volume::VolumeError,
 );

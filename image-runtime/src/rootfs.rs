@@ -294,6 +294,15 @@ impl RootDir {
         })
     }
 
+    /// Opens the directory at `path` inside the root for reading its
+    /// entries, following symlinks inside the root.
+    ///
+    /// # Errors
+    /// [`RootfsError::Access`] (`ENOTDIR` when it is no directory).
+    pub(crate) fn open_dir(&self, path: &Path) -> Result<OwnedFd, RootfsError> {
+        self.open_in(path, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+
     /// Reads a whole file inside the root, following symlinks inside it;
     /// at most [`MAX_READ`] bytes.
     ///

@@ -35,8 +35,12 @@ was given when they were made; the native backend's state is in \
 const LIMITS: &str = "Limits (--memory, --pids, --cpus) are enforced through cgroups: each \
 container gets a cgroup under this process's own one, in the v1 hierarchies \
 where there are any, else in the unified (v2) one. A limit whose controller \
-is missing fails with \"limit cannot be enforced\" before anything runs. \
---init and -t need the native backend.";
+is missing fails with \"limit cannot be enforced\" before anything runs; \
+--cpus above the CPUs this process may use is refused. \
+--init and -t need the native backend. \
+Network: --net none (the default: loopback only) or --net host. Port \
+publishing (docker run -p) is out of scope: there is no bridge or NAT, \
+so there is no -p; the image's EXPOSE is only recorded.";
 
 /// Where containers and snapshots live, and which OCI runtime runs them.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,7 +85,7 @@ impl PlaceArgs {
         Ok(s.parent().unwrap_or(Path::new("/")).join(name))
     }
 
-    fn state_dir(&self, store: &StoreArgs) -> anyhow::Result<PathBuf> {
+    pub(crate) fn state_dir(&self, store: &StoreArgs) -> anyhow::Result<PathBuf> {
         match &self.state {
             Some(p) => Ok(p.clone()),
             None => PlaceArgs::beside_store(store, "containers"),
@@ -155,7 +159,12 @@ pub struct ContainerFlags {
     /// Mount the root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// Bind-mount a host directory: SRC:DST[:ro].
+    /// Bind-mount a host directory or a named volume: SRC:DST[:ro|rw]
+    /// (read-write unless ro). A SRC that is not an absolute path names a
+    /// volume ([a-zA-Z0-9][a-zA-Z0-9_.-]+), made in the state directory on
+    /// first use and filled from the image's content at DST when empty.
+    /// The image's VOLUME paths get anonymous volumes the same way
+    /// (removed by `rm -v` and by `run --rm`).
     #[arg(short, long = "volume")]
     pub volume: Vec<String>,
     /// The hostname (default: the first 12 characters of the ID).
@@ -179,6 +188,7 @@ pub struct ContainerFlags {
     pub cpus: Option<String>,
     /// The network: none (a network namespace with loopback only, the
     /// default) or host (the host's network, /etc/hosts, /etc/resolv.conf).
+    /// No port publishing: there is no bridge or NAT.
     #[arg(long, alias = "network", value_name = "MODE", default_value = "none")]
     pub net: String,
     /// Run a tiny init as pid 1 that forwards signals and reaps zombies
@@ -325,7 +335,8 @@ fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Resul
     let mut running = c.start(stdio(stdin))?;
     let exit = running.wait();
     let c = running.into_container();
-    let deleted = if rm { c.delete() } else { Ok(()) };
+    // As `docker run --rm`: the anonymous volumes go too.
+    let deleted = if rm { c.delete_with_volumes() } else { Ok(()) };
     let code = exit?.status.code();
     deleted?;
     Ok(code)
@@ -532,6 +543,9 @@ pub struct RmArgs {
     /// Remove running containers too (killed first).
     #[arg(short, long)]
     pub force: bool,
+    /// Remove the containers' anonymous volumes too (named ones stay).
+    #[arg(short, long)]
+    pub volumes: bool,
     /// The containers (IDs or unique prefixes).
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -546,7 +560,11 @@ pub fn rm(store: &StoreArgs, a: RmArgs) -> anyhow::Result<()> {
             if running && !a.force {
                 bail!("container {} is running: stop it or use --force", r.id);
             }
-            rt.delete(&r.id)?;
+            if a.volumes {
+                rt.delete_with_volumes(&r.id)?;
+            } else {
+                rt.delete(&r.id)?;
+            }
             println!("{}", r.id);
             Ok(())
         });

@@ -133,6 +133,20 @@ impl Cli {
         ]);
     }
 
+    /// A [`Cli`] whose store holds the image `tag` of a busybox root
+    /// filesystem with `applets` ([`Cli::append_shell_image`]), or `None`
+    /// when a container cannot run here ([`ready`] skipped loudly).
+    pub fn with_shell_image(applets: &[&str], tag: &str) -> Option<Cli> {
+        if !ready(&[]) {
+            return None;
+        }
+        let cli = Cli::new(Cleanup::Containers);
+        let rootfs = cli.tmp.path().join("rootfs");
+        container_rootfs(&rootfs, applets);
+        cli.append_shell_image(&rootfs, tag);
+        Some(cli)
+    }
+
     /// Starts imagectl in the background, in its own process group, killed
     /// on drop if still there.
     pub fn spawn(&mut self, args: &[&str]) {

@@ -317,12 +317,12 @@ impl ContainerBuilder {
             .save(&record)
             .and_then(|()| self.prepare(&id, &dir, &options, &mut record));
         if let Err(e) = result {
-            let cleanup = crate::container::delete::delete(&self.runtime, &id);
+            let cleanup = crate::container::volumes::delete_with_volumes(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
         }
         record.status = ContainerStatus::Created;
         if let Err(e) = sd.save(&record) {
-            let cleanup = crate::container::delete::delete(&self.runtime, &id);
+            let cleanup = crate::container::volumes::delete_with_volumes(&self.runtime, &id);
             return Err(e.with_cleanup(cleanup));
         }
         Ok(Container::from_record(self.runtime, record))
@@ -368,6 +368,22 @@ impl ContainerBuilder {
                 target
             }
         };
+        // Named volumes and the image's VOLUME paths become directories
+        // of the state's volumes, filled from the image when new.
+        let image_volumes: Vec<String> = self
+            .config
+            .volumes
+            .iter()
+            .flat_map(|m| m.keys().cloned())
+            .collect();
+        let root = crate::rootfs::RootDir::open(&rootfs)?;
+        let options = &crate::container::volumes::resolve(
+            &self.runtime,
+            dir,
+            &root,
+            &image_volumes,
+            options,
+        )?;
         // As `docker run -v`: a missing host source directory is created.
         for v in &options.volumes {
             if !v.source.exists() {

@@ -1,6 +1,6 @@
 //! The container lifecycle, a file per verb as youki's libcontainer lays
 //! it out: `builder` (create), `from_image`, `start`, `wait`, `kill`,
-//! `exec`, `delete` and `commit`, all on the handles of `handle`
+//! `exec`, `delete` (`volumes`: with `rm -v`) and `commit`, all on the handles of `handle`
 //! ([`Container`], [`RunningContainer`]).
 
 pub(crate) mod builder;
@@ -11,6 +11,7 @@ pub(crate) mod from_image;
 pub(crate) mod handle;
 pub(crate) mod kill;
 pub(crate) mod start;
+pub(crate) mod volumes;
 pub(crate) mod wait;
 
 pub use self::builder::ContainerBuilder;

@@ -20,6 +20,8 @@ pub(crate) struct Prepared {
 
 #[derive(Debug)]
 struct Pending {
+    /// The caller's terminal, raw while the container's pty is open.
+    link: Option<super::tty::Link>,
     input: Option<(OwnedFd, Vec<u8>)>,
     copy_stdin: Option<OwnedFd>,
     stdout: Option<(OwnedFd, Output)>,
@@ -91,6 +93,7 @@ pub(crate) fn prepare(stdio: Stdio, tty: Option<(u16, u16)>) -> std::io::Result<
     Ok(Prepared {
         child: [stdin, out, err],
         pending: Pending {
+            link: None,
             input,
             copy_stdin,
             stdout,
@@ -110,6 +113,14 @@ fn prepare_tty(stdio: Stdio, rows: u16, cols: u16) -> std::io::Result<Prepared> 
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
+    // The caller's own terminal gives its size (and is made raw below).
+    let caller = matches!(stdio.stdin, Input::Inherit)
+        .then(std::io::stdin)
+        .filter(|s| rustix::termios::isatty(s));
+    let (rows, cols) = caller
+        .as_ref()
+        .and_then(super::tty::size_of)
+        .unwrap_or((rows, cols));
     let ws = rustix::termios::Winsize {
         ws_row: rows,
         ws_col: cols,
@@ -127,6 +138,10 @@ fn prepare_tty(stdio: Stdio, rows: u16, cols: u16) -> std::io::Result<Prepared> 
         Input::Fd(fd) => copy_stdin = Some(fd),
         _ => {}
     }
+    let link = match &caller {
+        Some(terminal) => super::tty::Link::new(terminal, &master)?,
+        None => None,
+    };
     let stdout = match stdio.stdout {
         o @ (Output::Capture | Output::Stream(_)) => Some((master, o)),
         Output::Inherit => Some((master, Output::Stream(Box::new(std::io::stdout())))),
@@ -136,6 +151,7 @@ fn prepare_tty(stdio: Stdio, rows: u16, cols: u16) -> std::io::Result<Prepared> 
     Ok(Prepared {
         child,
         pending: Pending {
+            link,
             input,
             copy_stdin,
             stdout,
@@ -144,7 +160,9 @@ fn prepare_tty(stdio: Stdio, rows: u16, cols: u16) -> std::io::Result<Prepared> 
     })
 }
 
-fn pump(r: OwnedFd, out: Output) -> Option<JoinHandle<Vec<u8>>> {
+/// Drains `r` into `out` on a thread; `link` is dropped (the caller's
+/// terminal restored) when `r` ends.
+fn pump(r: OwnedFd, out: Output, link: Option<super::tty::Link>) -> Option<JoinHandle<Vec<u8>>> {
     let mut r = File::from(r);
     // A terminal master reports EIO once every slave is closed: an end.
     let read_all = move |r: &mut File, sink: &mut dyn FnMut(&[u8])| {
@@ -162,6 +180,7 @@ fn pump(r: OwnedFd, out: Output) -> Option<JoinHandle<Vec<u8>>> {
         Output::Capture => Some(std::thread::spawn(move || {
             let mut v = Vec::new();
             read_all(&mut r, &mut |b| v.extend_from_slice(b));
+            drop(link);
             v
         })),
         Output::Stream(mut w) => Some(std::thread::spawn(move || {
@@ -169,6 +188,7 @@ fn pump(r: OwnedFd, out: Output) -> Option<JoinHandle<Vec<u8>>> {
                 let _ = w.write_all(b);
             });
             let _ = w.flush();
+            drop(link);
             Vec::new()
         })),
         _ => None,
@@ -196,8 +216,8 @@ impl Prepared {
         }
         Pumps::new(
             input,
-            pending.stdout.and_then(|(r, o)| pump(r, o)),
-            pending.stderr.and_then(|(r, o)| pump(r, o)),
+            pending.stdout.and_then(|(r, o)| pump(r, o, pending.link)),
+            pending.stderr.and_then(|(r, o)| pump(r, o, None)),
         )
     }
 }

@@ -45,10 +45,13 @@ pub const ANNOTATION_INIT: &str = "io.image-crates.runtime.init";
 /// OCI spec has no field for it.
 pub const ANNOTATION_STDIN: &str = "io.image-crates.runtime.stdin";
 
-/// A bind mount from the host: `src:dst[:ro|rw]`.
+/// A bind mount from the host or a named volume: `src:dst[:ro|rw]`,
+/// read-write unless `ro`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
-    /// Absolute host path.
+    /// Absolute host path, or the name of a volume (not absolute:
+    /// Docker's rule; see [`crate::volume`]), created on first use in the
+    /// runtime's state directory.
     pub source: PathBuf,
     /// Absolute path in the container.
     pub destination: PathBuf,
@@ -73,8 +76,14 @@ impl FromStr for Volume {
             [_, _, _] => return Err(bad("mode must be ro or rw")),
             _ => return Err(bad("expected SRC:DST[:ro|rw]")),
         };
-        if !src.starts_with('/') || !dst.starts_with('/') {
-            return Err(bad("both paths must be absolute"));
+        if !dst.starts_with('/') {
+            return Err(bad("the path in the container must be absolute"));
+        }
+        // Docker's rule: a source that is not absolute names a volume.
+        if !src.starts_with('/') && crate::volume::validate_name(src).is_err() {
+            return Err(bad(
+                "the source is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)",
+            ));
         }
         Ok(Volume {
             source: PathBuf::from(src),
@@ -223,6 +232,18 @@ pub enum SpecError {
         /// How many distinct groups.
         found: usize,
     },
+    /// `--cpus` above the CPUs of the host (see
+    /// [`Resources::validate_for_host`]).
+    #[error(
+        "invalid cpus {:.2}: range of CPUs is from 0.01 to {host_cpus}.00, as there are only {host_cpus} CPUs available",
+        *nano_cpus as f64 / 1e9
+    )]
+    CpusAboveHost {
+        /// The limit asked for, in billionths of a CPU.
+        nano_cpus: u64,
+        /// The CPUs the host has for this process.
+        host_cpus: u32,
+    },
 }
 
 impl Classify for SpecError {
@@ -231,7 +252,8 @@ impl Classify for SpecError {
             SpecError::NoCommand
             | SpecError::InvalidOption { .. }
             | SpecError::IdOutOfRange { .. }
-            | SpecError::TooManyGroups { .. } => ErrorKind::InvalidInput,
+            | SpecError::TooManyGroups { .. }
+            | SpecError::CpusAboveHost { .. } => ErrorKind::InvalidInput,
             SpecError::ConfigLimit(e) => e.kind(),
         }
     }
@@ -479,6 +501,16 @@ pub fn generate(
         }
     }
     for v in &opts.volumes {
+        // A name is resolved to its directory by the runtime that keeps
+        // the volumes (`ContainerBuilder::create`); unresolved, it would
+        // be a path relative to wherever the spec is run.
+        if crate::volume::is_volume_name(&v.source) {
+            return Err(SpecError::InvalidOption {
+                option: "volume",
+                value: v.source.display().to_string(),
+                reason: "a named volume is only known to a runtime's state directory (create the container with a Runtime)".into(),
+            });
+        }
         mounts.push(mounts::bind(&v.destination, &v.source, v.read_only));
     }
 
@@ -974,6 +1006,17 @@ mod tests {
             Err(SpecError::InvalidOption { .. })
         ));
         assert!("a:/b".parse::<Volume>().is_err());
+        // A named volume parses, but a spec cannot bind it unresolved.
+        let mut opts = RunOptions::new();
+        opts.cmd = Some(vec!["/bin/sh".into()]);
+        opts.volumes = vec!["vol1:/data".parse::<Volume>().unwrap()];
+        assert!(matches!(
+            generate(&RunConfig::default(), &opts, &ctx()),
+            Err(SpecError::InvalidOption {
+                option: "volume",
+                ..
+            })
+        ));
         assert!("/a:/b:xx".parse::<Volume>().is_err());
         assert_eq!(
             "/a:/b/../c".parse::<Volume>().unwrap().destination,

@@ -78,6 +78,23 @@ impl Resources {
         Ok(())
     }
 
+    /// Checks the CPU limit against a host with `host_cpus` CPUs: above
+    /// them is refused, as Docker refuses it ("range of CPUs is from 0.01
+    /// to N.00, as there are only N CPUs available"); a quota the CPUs
+    /// could never use would read as a limit that is not one.
+    ///
+    /// # Errors
+    /// [`SpecError::CpusAboveHost`].
+    pub fn validate_for_host(&self, host_cpus: u32) -> Result<(), SpecError> {
+        match self.nano_cpus {
+            Some(n) if n > u64::from(host_cpus) * 1_000_000_000 => Err(SpecError::CpusAboveHost {
+                nano_cpus: n,
+                host_cpus,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the spec's `linux.resources` entries other than devices:
     /// `memory` (`limit`, and `swap` equal to it when `swap_limit`),
     /// `pids`, `cpu`; a limit that is not set is left as it is.
@@ -179,6 +196,22 @@ pub fn parse_cpus(s: &str) -> Result<u64, SpecError> {
     Ok((f * 1e9).round() as u64)
 }
 
+/// The CPUs this process may run on (its affinity mask, as Docker's
+/// daemon counts them), at least 1; what [`Resources::validate_for_host`]
+/// is given when a bundle is written.
+pub fn host_cpus() -> u32 {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| set.count())
+        .ok()
+        .or_else(|| {
+            std::thread::available_parallelism()
+                .ok()
+                .and_then(|n| u32::try_from(n.get()).ok())
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The container's network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -268,5 +301,33 @@ mod tests {
         assert_eq!("host".parse::<NetworkMode>().unwrap(), NetworkMode::Host);
         assert_eq!("none".parse::<NetworkMode>().unwrap(), NetworkMode::None);
         assert!("bridge".parse::<NetworkMode>().is_err());
+    }
+
+    /// Above the host's CPUs is refused with both numbers in the message;
+    /// exactly the host's count is accepted.
+    #[test]
+    fn cpus_above_the_host_are_refused() {
+        let r = |n| Resources {
+            nano_cpus: Some(n),
+            ..Resources::new()
+        };
+        assert!(r(2_000_000_000).validate_for_host(2).is_ok());
+        assert!(Resources::new().validate_for_host(1).is_ok());
+        let e = r(2_500_000_000).validate_for_host(2).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SpecError::CpusAboveHost {
+                    nano_cpus: 2_500_000_000,
+                    host_cpus: 2
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid cpus 2.50: range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available"
+        );
+        assert!(host_cpus() >= 1);
     }
 }

@@ -1,0 +1,593 @@
+//! Volumes, as `docker run -v` and `docker volume` know them: named
+//! volumes (`-v name:/path`) and anonymous ones made for the image's
+//! `VOLUME` paths, kept in the runtime's state directory.
+//!
+//! A volume is a directory `<state>/volumes/<name>/_data`, bind-mounted
+//! read-write (unless `:ro`) into the containers that use it. A named
+//! volume is created on first use; an anonymous one gets a random
+//! 64-hex name and a marker file `anonymous` next to its `_data`, and
+//! belongs to its container: [`crate::Runtime::delete_with_volumes`]
+//! (`rm -v`) removes it, [`crate::Runtime::delete`] keeps it, as Docker does. A volume
+//! whose `_data` is empty when a container is created is first filled
+//! with the image's content at the mount path (Docker's copy-up of a
+//! fresh volume). Which volumes a container uses is written to
+//! `volumes.json` in its state directory: what `rm -v` removes and what
+//! [`VolumeStore::remove`] reads to refuse a volume still in use.
+//!
+//! # Security
+//! The image controls what lies at the mount path: the path itself is
+//! resolved inside the root filesystem (`openat2(RESOLVE_IN_ROOT)`: a
+//! symlink there is read as if the root were `/`), and the content is
+//! copied entry by entry with `O_NOFOLLOW` from directory handles: a
+//! symlink is copied as a symlink, never followed, whether it points in
+//! or out of the root. Regular files, directories and symlinks are copied
+//! with their owners and modes; device nodes, fifos and sockets are left
+//! out (a volume is data), hard links become separate files. The copy is
+//! bounded in depth ([`MAX_COPY_DEPTH`]) and entries
+//! ([`MAX_COPY_ENTRIES`]). A volume name is one path component of
+//! Docker's grammar, so it never leaves `<state>/volumes`.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use image_core::{Classify, ErrorKind};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::rootfs::RootDir;
+
+/// The directory of volumes under a runtime's state directory.
+pub const VOLUMES_DIR: &str = "volumes";
+/// A volume's data directory inside its own directory.
+pub const DATA_DIR: &str = "_data";
+/// The marker file of an anonymous volume, next to its `_data`.
+const ANONYMOUS_MARKER: &str = "anonymous";
+/// The file in a container's state directory naming its volumes.
+pub const CONTAINER_VOLUMES_FILE: &str = "volumes.json";
+/// The deepest directory the copy from the image descends to (each level
+/// holds two open directories).
+pub const MAX_COPY_DEPTH: usize = 128;
+/// The most entries copied from the image into one volume.
+pub const MAX_COPY_ENTRIES: u64 = 1 << 20;
+/// The longest volume name accepted.
+pub const MAX_NAME_LEN: usize = 255;
+/// The largest `volumes.json` read back (a container's volumes are few).
+const MAX_RECORD: u64 = 1 << 20;
+
+/// Errors of volumes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VolumeError {
+    /// The name is not Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (at most
+    /// [`MAX_NAME_LEN`] bytes).
+    #[error("invalid volume name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least two characters")]
+    InvalidName {
+        /// The name.
+        name: String,
+    },
+    /// No volume has this name.
+    #[error("no such volume: {name}")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The volume is used by containers (remove them first, or force).
+    #[error("volume {name} is in use by containers {containers:?}")]
+    InUse {
+        /// The name.
+        name: String,
+        /// The containers using it.
+        containers: Vec<String>,
+    },
+    /// A volume's directory could not be made, read or removed.
+    #[error("volume directory {path}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The image's content at a volume's path could not be copied into it.
+    #[error("copying the image's {path} into volume {name}")]
+    Copy {
+        /// The volume.
+        name: String,
+        /// The path in the container (below the mount path).
+        path: PathBuf,
+        /// The cause (`ELOOP` for a symlink where a directory was opened).
+        source: io::Error,
+    },
+    /// The image's content at a volume's path is deeper or larger than
+    /// the copy allows ([`MAX_COPY_DEPTH`], [`MAX_COPY_ENTRIES`]).
+    #[error(
+        "the image's {path} is too large to copy into volume {name}: more than {limit} {what}"
+    )]
+    TooLarge {
+        /// The volume.
+        name: String,
+        /// The mount path in the container.
+        path: PathBuf,
+        /// `levels` or `entries`.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl Classify for VolumeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            VolumeError::InvalidName { .. } => ErrorKind::InvalidInput,
+            VolumeError::NotFound { .. } => ErrorKind::NotFound,
+            VolumeError::InUse { .. } => ErrorKind::FailedPrecondition,
+            VolumeError::Io { source, .. } => ErrorKind::from_io(source),
+            VolumeError::Copy { source, .. } => match source.raw_os_error() {
+                Some(libc::ELOOP) => ErrorKind::Unsafe,
+                _ => ErrorKind::from_io(source),
+            },
+            VolumeError::TooLarge { .. } => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// Checks a volume name: Docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, at most
+/// [`MAX_NAME_LEN`] bytes. A name is one path component and never `.`
+/// or `..`.
+///
+/// # Errors
+/// [`VolumeError::InvalidName`].
+pub fn validate_name(name: &str) -> Result<(), VolumeError> {
+    let b = name.as_bytes();
+    let ok = b.len() >= 2
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VolumeError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Whether `-v SOURCE:...` names a volume rather than a host path
+/// (Docker's rule: a host path is absolute).
+pub fn is_volume_name(source: &Path) -> bool {
+    !source.as_os_str().as_bytes().starts_with(b"/")
+}
+
+/// One volume, as `volume ls` and `volume inspect` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct VolumeInfo {
+    /// The name.
+    pub name: String,
+    /// The directory bind-mounted into containers.
+    pub mountpoint: PathBuf,
+    /// Made for an image's `VOLUME` path (removed with its container by `rm -v`).
+    pub anonymous: bool,
+    /// The containers using it.
+    pub containers: Vec<String>,
+}
+
+/// A volume a container uses, as its `volumes.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Use {
+    pub(crate) name: String,
+    pub(crate) destination: PathBuf,
+    pub(crate) anonymous: bool,
+}
+
+/// The volumes of a runtime's state directory (`<state>/volumes`).
+#[derive(Debug, Clone)]
+pub struct VolumeStore {
+    state: PathBuf,
+    root: PathBuf,
+}
+
+impl VolumeStore {
+    /// The volumes under the runtime state directory `state` (nothing is
+    /// made until a volume is created).
+    pub fn new(state: &Path) -> VolumeStore {
+        VolumeStore {
+            state: state.to_owned(),
+            root: state.join(VOLUMES_DIR),
+        }
+    }
+
+    pub(crate) fn io(path: &Path) -> impl FnOnce(io::Error) -> VolumeError + '_ {
+        move |source| VolumeError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The data directory of volume `name` (it may not exist).
+    ///
+    /// # Errors
+    /// [`VolumeError::InvalidName`].
+    pub fn mountpoint(&self, name: &str) -> Result<PathBuf, VolumeError> {
+        validate_name(name)?;
+        Ok(self.root.join(name).join(DATA_DIR))
+    }
+
+    /// Creates volume `name` if it does not exist; its data directory.
+    ///
+    /// # Errors
+    /// [`VolumeError::InvalidName`], [`VolumeError::Io`] (a symlink where
+    /// the volumes or the volume's directory go is refused).
+    pub fn create(&self, name: &str) -> Result<PathBuf, VolumeError> {
+        self.create_as(name, false)
+    }
+
+    pub(crate) fn create_as(&self, name: &str, anonymous: bool) -> Result<PathBuf, VolumeError> {
+        let data = self.mountpoint(name)?;
+        let dir = self.root.join(name);
+        for d in [&self.root, &dir, &data] {
+            mkdir_no_symlink(d).map_err(Self::io(d))?;
+        }
+        if anonymous {
+            let marker = dir.join(ANONYMOUS_MARKER);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&marker)
+                .map_err(Self::io(&marker))?;
+        }
+        Ok(data)
+    }
+
+    /// Volume `name`.
+    ///
+    /// # Errors
+    /// [`VolumeError::InvalidName`], [`VolumeError::NotFound`],
+    /// [`VolumeError::Io`].
+    pub fn inspect(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
+        let data = self.mountpoint(name)?;
+        let dir = self.root.join(name);
+        match std::fs::symlink_metadata(&data) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(VolumeError::NotFound {
+                    name: name.to_owned(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(VolumeError::NotFound {
+                    name: name.to_owned(),
+                })
+            }
+            Err(e) => return Err(Self::io(&data)(e)),
+        }
+        Ok(VolumeInfo {
+            name: name.to_owned(),
+            mountpoint: data,
+            anonymous: std::fs::symlink_metadata(dir.join(ANONYMOUS_MARKER)).is_ok(),
+            containers: self.users(name)?,
+        })
+    }
+
+    /// Every volume, by name.
+    ///
+    /// # Errors
+    /// [`VolumeError::Io`].
+    pub fn list(&self) -> Result<Vec<VolumeInfo>, VolumeError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(&self.root)(e)),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(Self::io(&self.root))?;
+            if let Some(n) = e.file_name().to_str() {
+                if validate_name(n).is_ok() {
+                    names.push(n.to_owned());
+                }
+            }
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            match self.inspect(&n) {
+                Ok(i) => out.push(i),
+                Err(VolumeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes volume `name`; one a container uses is refused unless
+    /// `force`.
+    ///
+    /// # Errors
+    /// [`VolumeError::InvalidName`], [`VolumeError::NotFound`],
+    /// [`VolumeError::InUse`], [`VolumeError::Io`].
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
+        let info = self.inspect(name)?;
+        if !force && !info.containers.is_empty() {
+            return Err(VolumeError::InUse {
+                name: name.to_owned(),
+                containers: info.containers,
+            });
+        }
+        let dir = self.root.join(name);
+        std::fs::remove_dir_all(&dir).map_err(Self::io(&dir))
+    }
+
+    /// The containers whose `volumes.json` names volume `name`.
+    fn users(&self, name: &str) -> Result<Vec<String>, VolumeError> {
+        let containers = self.state.join("containers");
+        let entries = match std::fs::read_dir(&containers) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(&containers)(e)),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(Self::io(&containers))?;
+            let uses = read_uses(&e.path()).unwrap_or_default();
+            if uses.iter().any(|u| u.name == name) {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// `mkdir` of `path` (0755, root's) unless it is a directory already; a
+/// symlink there is refused (`ELOOP`), never followed.
+fn mkdir_no_symlink(path: &Path) -> io::Result<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(path)?;
+    if m.is_dir() {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(if m.is_symlink() {
+            libc::ELOOP
+        } else {
+            libc::ENOTDIR
+        }))
+    }
+}
+
+/// The volumes recorded in the container directory `dir` (none when it
+/// has no `volumes.json`).
+pub(crate) fn read_uses(dir: &Path) -> io::Result<Vec<Use>> {
+    use std::io::Read;
+    let path = dir.join(CONTAINER_VOLUMES_FILE);
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_RECORD).read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(io::Error::other)
+}
+
+/// Copies the image's content at `path` (resolved in `root`) into the
+/// empty directory `data`, with the path's own owner and mode; nothing
+/// when the image has no directory there.
+pub(crate) fn copy_up(
+    root: &RootDir,
+    path: &Path,
+    data: &Path,
+    name: &str,
+) -> Result<(), VolumeError> {
+    let src = match root.open_dir(path) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(()),
+    };
+    let copy_err = |rel: &Path, e: rustix::io::Errno| VolumeError::Copy {
+        name: name.to_owned(),
+        path: path.join(rel),
+        source: e.into(),
+    };
+    let dst = rustix::fs::open(
+        data,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| VolumeError::Io {
+        path: data.to_owned(),
+        source: e.into(),
+    })?;
+    let mut copy = Copy {
+        entries: 0,
+        name,
+        path,
+    };
+    copy.dir(src.as_fd(), dst.as_fd(), Path::new(""), 0)?;
+    let st = rustix::fs::fstat(&src).map_err(|e| copy_err(Path::new(""), e))?;
+    rustix::fs::fchown(
+        &dst,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )
+    .and_then(|()| rustix::fs::fchmod(&dst, Mode::from_raw_mode(st.st_mode & 0o7777)))
+    .map_err(|e| copy_err(Path::new(""), e))
+}
+
+/// One copy from the image into a volume, with its bounds.
+struct Copy<'a> {
+    entries: u64,
+    name: &'a str,
+    path: &'a Path,
+}
+
+impl Copy<'_> {
+    fn err(&self, rel: &Path, e: rustix::io::Errno) -> VolumeError {
+        VolumeError::Copy {
+            name: self.name.to_owned(),
+            path: self.path.join(rel),
+            source: e.into(),
+        }
+    }
+
+    fn too_large(&self, what: &'static str, limit: u64) -> VolumeError {
+        VolumeError::TooLarge {
+            name: self.name.to_owned(),
+            path: self.path.to_owned(),
+            what,
+            limit,
+        }
+    }
+
+    fn dir(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        rel: &Path,
+        depth: usize,
+    ) -> Result<(), VolumeError> {
+        if depth >= MAX_COPY_DEPTH {
+            return Err(self.too_large("levels", MAX_COPY_DEPTH as u64));
+        }
+        let names = {
+            let dup = rustix::io::dup(src).map_err(|e| self.err(rel, e))?;
+            let mut d = rustix::fs::Dir::new(dup).map_err(|e| self.err(rel, e))?;
+            let mut names = Vec::new();
+            while let Some(entry) = d.read() {
+                let entry = entry.map_err(|e| self.err(rel, e))?;
+                let n = entry.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push(n.to_vec());
+                }
+            }
+            names
+        };
+        for n in names {
+            self.entries += 1;
+            if self.entries > MAX_COPY_ENTRIES {
+                return Err(self.too_large("entries", MAX_COPY_ENTRIES));
+            }
+            let name = OsStr::from_bytes(&n);
+            let here = rel.join(name);
+            let fail = |e| self.err(&here, e);
+            let st = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+            let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
+            let owner = (
+                Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+            );
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).map_err(fail)?;
+                    let s = open_at(src, name, OFlags::DIRECTORY).map_err(fail)?;
+                    let d = open_at(dst, name, OFlags::DIRECTORY).map_err(fail)?;
+                    self.dir(s.as_fd(), d.as_fd(), &here, depth + 1)?;
+                    set_meta(&d, owner, mode).map_err(|e| self.err(&here, e))?;
+                }
+                FileType::RegularFile => {
+                    let s = open_at(src, name, OFlags::empty()).map_err(fail)?;
+                    let new = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+                    let d = open_at(dst, name, new).map_err(fail)?;
+                    let mut from = std::fs::File::from(s);
+                    let mut to = std::fs::File::from(d);
+                    io::copy(&mut from, &mut to).map_err(|e| VolumeError::Copy {
+                        name: self.name.to_owned(),
+                        path: self.path.join(&here),
+                        source: e,
+                    })?;
+                    let d: OwnedFd = to.into();
+                    set_meta(&d, owner, mode).map_err(|e| self.err(&here, e))?;
+                }
+                FileType::Symlink => {
+                    let target = rustix::fs::readlinkat(src, name, Vec::new()).map_err(fail)?;
+                    rustix::fs::symlinkat(target.as_c_str(), dst, name).map_err(fail)?;
+                    rustix::fs::chownat(dst, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(fail)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens `name` in `dir` with `flags`, never through a symlink
+/// (`O_NOFOLLOW`); read-only unless `flags` say otherwise, a new file
+/// `0600` until its mode is copied.
+fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> Result<OwnedFd, rustix::io::Errno> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
+}
+
+fn set_meta(
+    fd: &OwnedFd,
+    owner: (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>),
+    mode: Mode,
+) -> Result<(), rustix::io::Errno> {
+    rustix::fs::fchown(fd, owner.0, owner.1)?;
+    rustix::fs::fchmod(fd, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dockers_grammar() {
+        for ok in ["ab", "data", "my-vol_1.x", "0a", "A.b-c_d"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        for bad in [
+            "", "a", "..", ".a", "-a", "_a", "a/b", "../x", "a b", "a:b", "é1", &long,
+        ] {
+            assert!(
+                matches!(validate_name(bad), Err(VolumeError::InvalidName { .. })),
+                "{bad}"
+            );
+        }
+        assert!(is_volume_name(Path::new("data")));
+        assert!(!is_volume_name(Path::new("/data")));
+    }
+
+    /// Generated names: accepted ones are always one normal path
+    /// component below the volumes directory.
+    #[test]
+    fn generated_names_never_leave_the_volumes_directory() {
+        let mut next = crate::spec::test_rng(0x9e37_79b9_7f4a_7c15);
+        let alphabet: Vec<char> = "ab0./-_:\\ \0.".chars().collect();
+        let store = VolumeStore::new(Path::new("/state"));
+        for _ in 0..20000 {
+            let len = next(6);
+            let name: String = (0..len)
+                .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                .collect();
+            if let Ok(p) = store.mountpoint(&name) {
+                assert_eq!(
+                    p,
+                    Path::new("/state/volumes").join(&name).join(DATA_DIR),
+                    "{name:?}"
+                );
+                let mut c = Path::new(&name).components();
+                assert!(
+                    matches!(c.next(), Some(std::path::Component::Normal(_))) && c.next().is_none(),
+                    "{name:?}"
+                );
+            }
+        }
+    }
+}
