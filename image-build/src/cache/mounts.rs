@@ -53,19 +53,13 @@ pub const MOUNT_ANNOTATION: &str = "local.image-build.cache.mount";
 /// The most cache mounts exported or imported at once.
 pub const MAX_MOUNTS: usize = 1024;
 
-/// The longest mount name (an id of at most 80 bytes, escaped).
-pub const MAX_NAME: usize = 3 * 80;
-
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
-/// Whether `name` is a cache mount directory's name: 1 to [`MAX_NAME`]
-/// bytes of ASCII letters, digits, `-`, `_` and `%` (no `.`, no `/`).
+/// Whether `name` is a cache mount directory's name: the escaped form of
+/// a cache mount id (`crate::mounts::CacheMountId::from_escaped`, the
+/// one rule the RUN step names them by).
 pub fn is_mount_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'%'))
+    crate::mounts::CacheMountId::from_escaped(name).is_some()
 }
 
 /// A failed export or import of cache mounts.
