@@ -147,6 +147,16 @@ impl CacheKey {
         CacheKey(h.finish())
     }
 
+    /// The key of a layer step whose layer is packed for `epoch` (a
+    /// reproducible build's `SOURCE_DATE_EPOCH`): a layer packed for
+    /// another epoch, or none, is another layer. `None` keeps the key.
+    pub fn packed_for(self, epoch: Option<i64>) -> CacheKey {
+        match epoch {
+            Some(e) => self.child(&format!("SOURCE_DATE_EPOCH={e}"), &[]),
+            None => self,
+        }
+    }
+
     /// The key of the step after this one: `instruction` is its text after
     /// expansion, `inputs` the digests of what it reads, in order.
     pub fn child(&self, instruction: &str, inputs: &[Digest]) -> CacheKey {

@@ -587,7 +587,7 @@ fn a_remote_add_is_taken_from_the_cache_or_fails_naming_its_source() {
     // The fixture's builds are reproducible (SOURCE_DATE_EPOCH): a layer
     // step's key says for which epoch its layer was packed.
     let epoch = std::env::var("SOURCE_DATE_EPOCH").expect("the fixture's epoch");
-    let key = key.child(&format!("SOURCE_DATE_EPOCH={epoch}"), &[]);
+    let key = key.packed_for(Some(epoch.parse().expect("a number")));
     let cache = Cache::open(&f.store).expect("cache");
     cache
         .record(

@@ -384,10 +384,7 @@ where
         let link = matches!(&work, Work::Copy { spec, .. } if spec.link);
         // A reproducible build's layers are packed for its epoch: a layer
         // made for another (or none) is not the same layer.
-        let key = match self.epoch {
-            Some(e) => key.child(&format!("SOURCE_DATE_EPOCH={e}"), &[]),
-            None => key,
-        };
+        let key = key.packed_for(self.epoch);
         entry.created = Some(self.created_now());
         self.steps.fetch_add(1, Ordering::Relaxed);
         let use_cache = !self.options.no_cache
