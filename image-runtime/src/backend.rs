@@ -129,7 +129,7 @@ pub enum BackendError {
         message: String,
     },
     /// The spec asks for something this backend does not do (a terminal
-    /// without a console socket, for runc and crun).
+    /// for an exec under runc and crun).
     #[error("{backend} cannot run container {id}: {what} is not supported")]
     Unsupported {
         /// The backend's name.
@@ -234,6 +234,18 @@ pub enum BackendError {
         /// The cause.
         source: std::io::Error,
     },
+    /// runc or crun gave no terminal over the console socket to a
+    /// container whose spec asks for one.
+    #[error("{runtime} create {id}: getting the container's terminal")]
+    Console {
+        /// runc, crun.
+        runtime: String,
+        /// The container.
+        id: String,
+        /// The cause.
+        #[source]
+        source: crate::console::ConsoleError,
+    },
 }
 
 impl Classify for BackendError {
@@ -253,6 +265,7 @@ impl Classify for BackendError {
             BackendError::Json { .. } => ErrorKind::InvalidInput,
             BackendError::Cgroup { source, .. } => source.kind(),
             BackendError::Seccomp { source, .. } => source.kind(),
+            BackendError::Console { source, .. } => source.kind(),
         }
     }
 }

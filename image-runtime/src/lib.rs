@@ -136,6 +136,7 @@ pub mod bundle;
 pub mod cgroup;
 #[cfg(not(feature = "testing"))]
 mod cgroup;
+pub mod console;
 mod container;
 mod error;
 mod etc_files;

@@ -109,6 +109,8 @@ mod tty;
 
 pub use self::seccomp::{compile as compile_seccomp, SeccompCompileError};
 
+pub(crate) use self::io::drive_master;
+
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -385,13 +387,7 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
     if !cwd.is_absolute() {
         return Err(PlanError::Invalid(format!("relative cwd {cwd:?}")));
     }
-    let tty = process.terminal().unwrap_or(false).then(|| {
-        let (height, width) = process
-            .console_size()
-            .map_or((24, 80), |s| (s.height(), s.width()));
-        let cap = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
-        (cap(height), cap(width))
-    });
+    let tty = terminal_size(process);
     Ok(ProcessPlan {
         caps: plan::caps(process),
         uid,
@@ -412,6 +408,18 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
         tty,
         arg0,
         seccomp: Vec::new(),
+    })
+}
+
+/// With `process.terminal`, the terminal's first size (rows, columns):
+/// `process.consoleSize`, else 24 x 80.
+pub(crate) fn terminal_size(process: &SpecProcess) -> Option<(u16, u16)> {
+    process.terminal().unwrap_or(false).then(|| {
+        let (height, width) = process
+            .console_size()
+            .map_or((24, 80), |s| (s.height(), s.width()));
+        let cap = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+        (cap(height), cap(width))
     })
 }
 
@@ -1034,7 +1042,8 @@ struct NativeProcess {
     cgroups: Vec<CgroupDir>,
 }
 
-fn to_status(s: rustix::process::WaitStatus) -> ExitStatus {
+/// A `waitpid` status as an exit status (128 + signal when killed).
+pub(crate) fn to_status(s: rustix::process::WaitStatus) -> ExitStatus {
     match (s.exit_status(), s.terminating_signal()) {
         (Some(c), _) => ExitStatus(c),
         (None, Some(sig)) => ExitStatus(128 + sig),
