@@ -7,6 +7,8 @@
 # namespace where /sys/fs/cgroup/unified is unmounted and each v1 hierarchy
 # whose own cgroup is not its root is replaced by a bind of our cgroup (as
 # image-runtime's OciRuntime does; see image-runtime/NOTES.md).
+# Then the native in-process start's breakdown: its create/start/wait/delete
+# parts, and the child's own phases (IMAGE_RUNTIME_START_TRACE=1 runs).
 # Usage (root): bench/runtime/start.sh [N] (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -201,6 +201,33 @@ fn runc_and_crun_conform() {
     }
 }
 
+/// `wait_timeout` of a native process (a pidfd slept on, no polling):
+/// a process still running at the deadline is killed and reaped, and
+/// `None` returned; one that ends is waited for with its code.
+#[test]
+fn native_wait_timeout_kills_at_the_deadline() {
+    if !ready(&[]) {
+        return;
+    }
+    let b = Bundle::new(&RunOptions::new());
+    let be = b.native();
+    b.write(&["sleep", "100"], |_| {});
+    be.create("late", &b.dir).unwrap();
+    let mut p = be.start("late", &b.dir, Stdio::capture()).unwrap();
+    let pid = p.pid().unwrap();
+    assert!(backend::wait_timeout(&mut *p, Duration::from_millis(200))
+        .unwrap()
+        .is_none());
+    // Killed and reaped: the pid is gone, the container stopped.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(be.state("late").unwrap().status, Status::Stopped);
+    drop(p);
+    be.delete("late", true).unwrap();
+    let exit = sh(&b, &be, "ends", "exit 7");
+    assert_eq!(exit.status.code(), 7);
+    assert_clean("late", b.tmp.path());
+}
+
 #[test]
 fn native_stop_init_and_refusals() {
     if !ready(&[]) {
