@@ -194,6 +194,7 @@ pub use user::UserError;
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::backend::BackendError,
+    crate::console::ConsoleError,
     crate::container::CommitError,
     crate::error::ContainerError,
     crate::lookup::LookupError,
