@@ -201,31 +201,11 @@ fn runc_and_crun_conform() {
     }
 }
 
-/// `wait_timeout` of a native process (a pidfd slept on, no polling):
-/// a process still running at the deadline is killed and reaped, and
-/// `None` returned; one that ends is waited for with its code.
-#[test]
-fn native_wait_timeout_kills_at_the_deadline() {
-    if !ready(&[]) {
-        return;
-    }
-    let b = Bundle::new(&RunOptions::new());
-    let be = b.native();
+/// Container `id` of `b` running `sleep 100` on `be`.
+fn start_sleeping(b: &Bundle, be: &NativeRuntime, id: &str) -> Box<dyn backend::Process> {
     b.write(&["sleep", "100"], |_| {});
-    be.create("late", &b.dir).unwrap();
-    let mut p = be.start("late", &b.dir, Stdio::capture()).unwrap();
-    let pid = p.pid().unwrap();
-    assert!(backend::wait_timeout(&mut *p, Duration::from_millis(200))
-        .unwrap()
-        .is_none());
-    // Killed and reaped: the pid is gone, the container stopped.
-    assert!(!Path::new(&format!("/proc/{pid}")).exists());
-    assert_eq!(be.state("late").unwrap().status, Status::Stopped);
-    drop(p);
-    be.delete("late", true).unwrap();
-    let exit = sh(&b, &be, "ends", "exit 7");
-    assert_eq!(exit.status.code(), 7);
-    assert_clean("late", b.tmp.path());
+    be.create(id, &b.dir).unwrap();
+    be.start(id, &b.dir, Stdio::capture()).unwrap()
 }
 
 #[test]
@@ -236,10 +216,19 @@ fn native_stop_init_and_refusals() {
     let b = Bundle::new(&RunOptions::new());
     let be = b.native();
 
+    // wait_timeout (a pidfd slept on, no polling): a process still running
+    // at the deadline is killed and reaped, and None returned.
+    let mut p = start_sleeping(&b, &be, "late");
+    let pid = p.pid().unwrap();
+    let late = backend::wait_timeout(&mut *p, Duration::from_millis(200)).unwrap();
+    assert!(late.is_none());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(be.state("late").unwrap().status, Status::Stopped);
+    drop(p);
+    be.delete("late", true).unwrap();
+
     // stop: sleep as pid 1 ignores SIGTERM, so it is killed after the timeout.
-    b.write(&["sleep", "100"], |_| {});
-    be.create("stopped", &b.dir).unwrap();
-    let mut p = be.start("stopped", &b.dir, Stdio::capture()).unwrap();
+    let mut p = start_sleeping(&b, &be, "stopped");
     let t = Instant::now();
     be.stop("stopped", Duration::from_millis(300)).unwrap();
     let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();
