@@ -6,6 +6,8 @@
 //! layer diff LOWER UPPER FILE [none|gzip|zstd]
 //! layer compress IN OUT [gzip|zstd] [LEVEL]   # the compressor alone, for profiling
 //! layer flatten LAYOUT REF DIR     # flatten an image of an OCI layout onto DIR
+//! layer decode LAYOUT REF          # flatten's reading alone: every layer
+//!                                  # decompressed, parsed, both digests checked, nothing written
 //! layer image LAYOUT REF COMPRESSION DIR...  # one layer per DIR, tagged REF
 //! ```
 
@@ -16,13 +18,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use image_core::config::History;
-use image_core::Compression;
+use image_core::{Compression, DescriptorExt};
 use image_overlay::compress::Encoder;
 use image_overlay::{
-    diff_dirs, flatten_image, pack_dir, unpack, Encoding, PackOptions, UnpackOptions,
+    diff_dirs, flatten_image, list, pack_dir, unpack, Encoding, ListOptions, PackOptions,
+    UnpackOptions,
 };
 use image_store::mutate::{append, NewLayer};
-use image_store::{resolve_image, Ingester, OciDir, TagStore};
+use image_store::{resolve_image, Ingester, OciDir, Provider, TagStore};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -79,6 +82,23 @@ fn main() -> Result<(), Box<dyn Error>> {
             let entries: u64 = reports.iter().map(|r| r.entries).sum();
             println!("layers {}\nentries {entries}", reports.len());
         }
+        Some("decode") if args.len() == 3 => {
+            // What flatten does minus the filesystem: the same reading path
+            // (list shares unpack's walk: decompressor thread, both hashes
+            // on helper threads, tar parse), every layer in turn.
+            let store = OciDir::open(&args[1])?;
+            let image = resolve_image(&store, &args[2], None)?;
+            let mut entries = 0;
+            for (layer, diff_id) in image.layers().iter().zip(image.diff_ids()) {
+                let reader = store.reader_for_unverified(layer)?;
+                let report = list(reader, &ListOptions::default(), |_| {})?;
+                if report.digest != layer.checked_digest()? || report.diff_id != *diff_id {
+                    return Err(format!("layer {} does not verify", layer.digest()).into());
+                }
+                entries += report.entries;
+            }
+            println!("layers {}\nentries {entries}", image.layers().len());
+        }
         Some("image") if args.len() >= 5 => {
             let store = OciDir::open_or_create(&args[1])?;
             let c: Compression = args[3].parse()?;
@@ -123,7 +143,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             );
         }
         _ => {
-            eprintln!("usage: layer unpack FILE DIR | pack DIR FILE [none|gzip|zstd] [LEVEL] | diff LOWER UPPER FILE [COMPRESSION] | compress IN OUT [COMPRESSION] [LEVEL] | flatten LAYOUT REF DIR | image LAYOUT REF COMPRESSION DIR...");
+            eprintln!("usage: layer unpack FILE DIR | pack DIR FILE [none|gzip|zstd] [LEVEL] | diff LOWER UPPER FILE [COMPRESSION] | compress IN OUT [COMPRESSION] [LEVEL] | flatten LAYOUT REF DIR | decode LAYOUT REF | image LAYOUT REF COMPRESSION DIR...");
             std::process::exit(2);
         }
     }

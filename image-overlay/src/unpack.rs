@@ -21,7 +21,11 @@
 //! created with `O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `symlinkat`,
 //! `linkat` (not following) or `mknodat`, after removing whatever had the
 //! name; metadata is set through the opened file (`fchown`, `fchmod`,
-//! `fsetxattr`, `futimens`) or with no-follow calls. `..` components are
+//! `fsetxattr`, `futimens`) or with no-follow calls. A regular file is
+//! created with mode 0600 and given its own mode after its data, or,
+//! when `openat` gives exactly that mode (no setuid, setgid or sticky
+//! bit, nothing the umask removes, no default ACL on the parent), created
+//! with it and not chmodded. `..` components are
 //! rejected, absolute paths are taken relative to the target. Entry count,
 //! expanded bytes, entry sizes and the size of each entry's header group
 //! (PAX records, GNU long names, held in memory) are limited ([`Limits`]); device nodes,
@@ -36,7 +40,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::digest::ThreadedHasher;
@@ -985,6 +989,14 @@ struct Applier<'r, 'o> {
     buf: Vec<u8>,
     /// Lower layers, for hardlinks to their files (overlay form).
     lowers: Lowers,
+    /// The process's umask when the unpack started (`None` when it could
+    /// not be read): a regular file whose mode the umask leaves whole is
+    /// created with that mode, and needs no `fchmod`.
+    umask: Option<u32>,
+    /// Whether the cached parent has a default ACL (which, not the umask,
+    /// shapes a created file's mode): learned at the first regular file
+    /// created in it, forgotten with the cache.
+    parent_acl: Option<bool>,
 }
 
 /// The metadata of one entry, from its header and PAX records.
@@ -1184,6 +1196,8 @@ fn unpack_core(
         skipped_total: 0,
         buf: vec![0u8; 256 * 1024],
         lowers: Lowers::new(opts.lowers.clone(), opts.path_resolution),
+        umask: process_umask(),
+        parent_acl: None,
     };
     let stream = walk(
         &mut compressed,
@@ -1444,6 +1458,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             };
             self.cache = Some((parent.to_vec(), fd));
             self.born = None;
+            self.parent_acl = None;
         }
         match &self.cache {
             Some((_, fd)) => Ok(fd.as_fd()),
@@ -1727,10 +1742,12 @@ impl<'r, 'o> Applier<'r, 'o> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut tries = 0;
-        let fd = loop {
+        let (fd, mode_set) = loop {
+            let mode_set = self.creates_exactly(meta.mode, norm.parent(), raw)?;
+            let create = if mode_set { meta.mode } else { 0o600 };
             let parent = self.parent(norm.parent(), raw)?;
-            match rfs::openat(parent, norm.name(), flags, Mode::from_raw_mode(0o600)) {
-                Ok(fd) => break fd,
+            match rfs::openat(parent, norm.name(), flags, Mode::from_raw_mode(create)) {
+                Ok(fd) => break (fd, mode_set),
                 Err(Errno::EXIST) if tries == 0 => {
                     tries += 1;
                     self.clear_name(norm, raw, false)?;
@@ -1761,10 +1778,50 @@ impl<'r, 'o> Applier<'r, 'o> {
                 }
             };
             if born == (meta.uid, meta.gid) {
-                return self.set_meta_fd(fd.as_fd(), raw, meta, true, false);
+                return self.set_meta_fd(fd.as_fd(), raw, meta, true, false, mode_set);
             }
         }
-        self.set_meta_fd(fd.as_fd(), raw, meta, true, true)
+        self.set_meta_fd(fd.as_fd(), raw, meta, true, true, mode_set)
+    }
+
+    /// Whether a regular file of `mode` created in `parent` gets exactly
+    /// that mode from `openat`: no setuid, setgid or sticky bit (a chown
+    /// clears the first two, `openat` may drop them), no bit the umask
+    /// removes, and no default ACL on the parent (it would shape the mode
+    /// instead of the umask). Then the `fchmod` after the data is skipped,
+    /// one syscall of the few a small file costs.
+    fn creates_exactly(
+        &mut self,
+        mode: u32,
+        parent: &[u8],
+        raw: &[u8],
+    ) -> Result<bool, UnpackError> {
+        let Some(umask) = self.umask else {
+            return Ok(false);
+        };
+        if mode & 0o7000 != 0 || mode & umask != 0 {
+            return Ok(false);
+        }
+        // Opened (or taken from the cache) first: a new parent forgets
+        // what was learned of the previous one.
+        self.parent(parent, raw)?;
+        let acl = match self.parent_acl {
+            Some(acl) => acl,
+            None => {
+                // The parent is open with O_PATH, which fgetxattr refuses:
+                // asked through its descriptor's magic link instead (the
+                // directory itself, no path walked).
+                let fd = self.parent(parent, raw)?;
+                let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                let acl = match rfs::getxattr_query(link.as_str(), "system.posix_acl_default") {
+                    Err(Errno::NODATA | Errno::OPNOTSUPP) => false,
+                    // Present, or unknown (no /proc): fchmod as always.
+                    _ => true,
+                };
+                *self.parent_acl.insert(acl)
+            }
+        };
+        Ok(!acl)
     }
 
     fn read_entry(
@@ -1922,8 +1979,9 @@ impl<'r, 'o> Applier<'r, 'o> {
         Ok(())
     }
 
-    /// Sets owner (unless `chown` is false: it is already right), mode,
-    /// xattrs and times through an open file.
+    /// Sets owner (unless `chown` is false: it is already right), mode
+    /// (unless `mode_set`: the file was created with it), xattrs and times
+    /// through an open file.
     fn set_meta_fd(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -1931,6 +1989,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         meta: &Meta,
         mode_and_times: bool,
         chown: bool,
+        mode_set: bool,
     ) -> Result<(), UnpackError> {
         if chown && self.opts.preserve_ownership {
             rfs::fchown(
@@ -1940,7 +1999,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             )
             .map_err(|e| fs_err(raw, "chown", e))?;
         }
-        if mode_and_times {
+        if mode_and_times && !mode_set {
             rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(|e| fs_err(raw, "chmod", e))?;
         }
         self.set_xattrs(fd, raw, &meta.xattrs)?;
@@ -2026,7 +2085,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         };
         self.created.insert(norm.full.clone());
-        self.set_meta_fd(fd.as_fd(), raw, meta, false, true)?;
+        self.set_meta_fd(fd.as_fd(), raw, meta, false, true, false)?;
         self.dirs.push((norm.full.clone(), meta.mode, meta.mtime));
         Ok(())
     }
@@ -2467,6 +2526,7 @@ impl<'r, 'o> Applier<'r, 'o> {
         let dirs = std::mem::take(&mut self.dirs);
         self.cache = None;
         self.born = None;
+        self.parent_acl = None;
         for (path, mode, mtime) in dirs.iter().rev() {
             let fd = match fsops::open_real_dir_in_root(self.root, path, self.opts.path_resolution)
             {
@@ -2480,6 +2540,15 @@ impl<'r, 'o> Applier<'r, 'o> {
         }
         Ok(())
     }
+}
+
+/// The process's umask, read from `/proc/self/status` (its `Umask:`
+/// line); `None` when it cannot be read. Reading it with `umask(2)` would
+/// mean setting it, which races with other threads creating files.
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// Whether a file is an overlayfs whiteout (a 0/0 character device).

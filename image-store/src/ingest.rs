@@ -343,6 +343,7 @@ impl Ingester for OciDir {
             algorithm,
             hasher: Mutex::new(ThreadedHasher::from_hasher(hasher)),
             offset,
+            unkicked: offset,
             writeback: None,
         }))
     }
@@ -417,46 +418,62 @@ struct OciWriter {
     /// only because [`ContentWriter::digest`] takes `&self`; never contended).
     hasher: Mutex<ThreadedHasher>,
     offset: u64,
+    /// Where the data this writer wrote and has not kicked to the disk
+    /// yet starts (the bytes of a resumed ingest before it are left alone).
+    unkicked: u64,
     writeback: Option<Writeback>,
 }
 
-/// Bytes written between two nudges of early writeback.
+/// Bytes written between two kicks of early writeback.
 const WRITEBACK_STEP: u64 = 32 << 20;
 
 /// Starts the kernel writing a large ingest's data to disk while the rest
 /// is still being received, so the fsync at commit finds little left to
 /// do: one pass with the disk busy throughout, instead of a write burst at
-/// the end. A thread syncs a duplicate descriptor whenever the writer has
-/// moved on by [`WRITEBACK_STEP`]; its errors are ignored, because the
-/// fsync of the commit, through the filesystem seam, is the one that
-/// decides durability and reports failure.
+/// the end.
+///
+/// Each kick only starts the writes of the range written since the last
+/// one and waits for nothing: no `fdatasync` per step (each of those is a
+/// journal commit and a flush of the disk's cache, and waits for every
+/// page written so far; with 32 of them per GiB the fair bench measured
+/// an ingest at 1.36 to 1.52 times `dd conv=fsync`). The one durable sync
+/// is the fsync of the
+/// commit, through the filesystem seam, which reports failure; the
+/// kicks' errors are ignored.
+///
+/// The kick is `posix_fadvise(POSIX_FADV_DONTNEED)` of the range: Linux
+/// starts writeback of its dirty pages without waiting (`WB_SYNC_NONE`)
+/// and then drops only the pages already clean, which the just-written
+/// range has none of; that is `sync_file_range(SYNC_FILE_RANGE_WRITE)`,
+/// which rustix does not wrap and this crate has no `unsafe` for. A
+/// helper thread makes the call, so the writer never waits on the disk.
 struct Writeback {
-    nudge: std::sync::mpsc::SyncSender<()>,
+    kick: std::sync::mpsc::SyncSender<(u64, u64)>,
     thread: std::thread::JoinHandle<()>,
-    next: u64,
 }
 
 impl Writeback {
-    fn start(file: &File, next: u64) -> Option<Writeback> {
+    fn start(file: &File) -> Option<Writeback> {
         let dup = file.try_clone().ok()?;
-        let (nudge, wake) = std::sync::mpsc::sync_channel::<()>(1);
+        let (kick, ranges) = std::sync::mpsc::sync_channel::<(u64, u64)>(1);
         let thread = std::thread::Builder::new()
             .name("ingest-writeback".into())
             .spawn(move || {
-                while wake.recv().is_ok() {
-                    let _ = dup.sync_data();
+                for (offset, len) in ranges {
+                    let _ = rustix::fs::fadvise(
+                        &dup,
+                        offset,
+                        std::num::NonZeroU64::new(len),
+                        rustix::fs::Advice::DontNeed,
+                    );
                 }
             })
             .ok()?;
-        Some(Writeback {
-            nudge,
-            thread,
-            next,
-        })
+        Some(Writeback { kick, thread })
     }
 
     fn stop(self) {
-        drop(self.nudge);
+        drop(self.kick);
         let _ = self.thread.join();
     }
 }
@@ -469,17 +486,20 @@ impl OciWriter {
     }
 
     fn nudge_writeback(&mut self) {
-        if self.offset < WRITEBACK_STEP {
+        if self.offset < self.unkicked + WRITEBACK_STEP {
             return;
         }
         if self.writeback.is_none() {
-            self.writeback = Writeback::start(&self.file, self.offset);
+            self.writeback = Writeback::start(&self.file);
         }
-        if let Some(w) = &mut self.writeback {
-            if self.offset >= w.next {
-                // A full channel means a sync is already under way.
-                let _ = w.nudge.try_send(());
-                w.next = self.offset + WRITEBACK_STEP;
+        if let Some(w) = &self.writeback {
+            // A full channel means a kick is under way; this range goes
+            // with the next one.
+            if w.kick
+                .try_send((self.unkicked, self.offset - self.unkicked))
+                .is_ok()
+            {
+                self.unkicked = self.offset;
             }
         }
     }
@@ -603,6 +623,7 @@ impl ContentWriter for OciWriter {
         let (hasher, n) = rehash(&self.file, self.algorithm, Some(size), &self.data)?;
         *self.hasher_mut() = ThreadedHasher::from_hasher(hasher);
         self.offset = n;
+        self.unkicked = self.unkicked.min(n);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod flatten;
 mod hostile;
 mod interop;
 mod list;
+mod modes;
 mod pack;
 mod producers;
 mod surgery;

@@ -8,3 +8,4 @@ mod faults;
 mod interop;
 mod leases;
 mod tags_gc;
+mod writeback;
