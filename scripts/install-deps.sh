@@ -8,6 +8,7 @@ packages=(
   docker-registry                             # the CNCF distribution server
   busybox-static                              # tiny root filesystems
   tar gzip pigz zstd bc                       # layer peers and bench tools
+  strace                                      # syscall counts in the ingest and unpack tests
   libarchive-tools buildah                    # more layer producers (bsdtar, buildah commit)
   curl                                        # an HTTPS client for the registry fixtures' tests
   chromium                                    # headless check of imagectl analyze --html
