@@ -786,3 +786,63 @@ fn generated_referrer_graphs_copy_exactly_what_is_reachable() {
         }
     }
 }
+
+/// Pushes racing on one tag-schema referrers index (distribution 2.8 has
+/// no referrers API and no conditional PUT): each pusher re-reads the
+/// index after its PUT and merges again when its entry was lost, so every
+/// referrer ends up listed.
+#[test]
+fn racing_referrer_pushes_on_the_tag_schema_index_all_end_up_listed() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    const PUSHERS: usize = 12;
+    let c = client();
+    let (_dir, src) = image_testsupport::store::oci_dir();
+    let image = make_image(&src, &Platform::host(), 11);
+    src.set_tag("app:1", &image.descriptor()).unwrap();
+    let repo = format!("{}/race/app", registry.host_port());
+    c.copy(
+        &in_store(&src, "app:1"),
+        &at(&format!("{repo}:1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let sigs: Vec<Manifest> = (0..PUSHERS)
+        .map(|i| {
+            artifact(
+                &src,
+                &image.descriptor(),
+                format!("signature {i}").as_bytes(),
+                "application/vnd.example.sig",
+            )
+        })
+        .collect();
+    let untagged = Reference::parse_name(&repo).unwrap();
+    // The first starts the index and uploads the blobs the artifacts share
+    // (distribution refuses a manifest while the same blob is committed by
+    // several uploads at once, a race of its own not at stake here).
+    c.push(
+        &src,
+        &sigs[0].descriptor(),
+        &untagged,
+        &PushOptions::default(),
+    )
+    .unwrap();
+    // The others start at once, each on its own client.
+    let start = std::sync::Barrier::new(PUSHERS - 1);
+    std::thread::scope(|s| {
+        for m in &sigs[1..] {
+            let (start, src, untagged) = (&start, &src, &untagged);
+            s.spawn(move || {
+                let c = client();
+                start.wait();
+                c.push(src, &m.descriptor(), untagged, &PushOptions::default())
+                    .unwrap();
+            });
+        }
+    });
+    let mut want: Vec<String> = sigs.iter().map(|m| m.digest().to_string()).collect();
+    want.sort();
+    assert_eq!(referrers(&c, &repo, image.digest()), want);
+}
