@@ -3,8 +3,10 @@
 //! request (which skopeo cannot: containers/skopeo#1674).
 //!
 //! [`copy`] takes a source and a destination [`Location`]: a registry
-//! reference, or a store (an image-store, an OCI layout: any
-//! [`OciDir`](image_store::OciDir)) with the image's name in it. Every
+//! reference, a store (an image-store, an OCI layout: any
+//! [`OciDir`](image_store::OciDir)) with the image's name in it, or an
+//! OCI archive file (skopeo's `oci-archive:`; read in place at a source,
+//! written whole then renamed into place at a destination). Every
 //! platform of an index is copied unless [`CopyOptions::platform`] picks
 //! one. The documents keep their bytes, so every digest is the source's.
 //! Each pair is one of the operations this crate and image-store already
@@ -35,11 +37,13 @@
 //! item per blob.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use image_core::{
     platform::{select_manifest, PlatformError},
     Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Platform, Reference, Tracker,
 };
+use image_store::archive::{ArchiveError, OciArchive};
 use image_store::{copy_image_with, LeaseError, Provider, TagError, TagStore};
 
 use crate::client::{check_interrupt, Client};
@@ -48,6 +52,8 @@ use crate::pull::{pull, PullError, PullOptions, PullStore};
 use crate::push::{
     check_destination, push_from, put_tag, PushError, PushOptions, PushReport, Source,
 };
+
+mod archive;
 
 /// The deepest chain of referrers followed (a signature of an SBOM of an
 /// image is 2).
@@ -67,6 +73,18 @@ pub enum Location<'a, S: ?Sized> {
         store: &'a S,
         /// The image's name.
         name: String,
+    },
+    /// An OCI archive file (skopeo's `oci-archive:PATH[:REF]`) and the
+    /// image's name in it (`None`: the archive's only image, and an
+    /// unnamed image when written). A source archive is read in place
+    /// ([`OciArchive`]: an uncompressed tar); a destination is written
+    /// whole once the image is read, beside its path, then renamed over
+    /// it (nothing half-written is ever at the path).
+    Archive {
+        /// The archive file.
+        path: PathBuf,
+        /// The image's name in it (its `ref.name`, as given).
+        name: Option<String>,
     },
 }
 
@@ -240,6 +258,31 @@ pub enum CopyError {
         /// The document it refers to.
         parent: Digest,
     },
+    /// An OCI archive could not be read or written.
+    #[error("copying through archive {}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        source: Box<ArchiveError>,
+    },
+    /// A source archive holds several images and none was named.
+    #[error("archive {} holds {images} images: name one (oci-archive:PATH:REF)", path.display())]
+    ArchiveImage {
+        /// The archive.
+        path: PathBuf,
+        /// The images it holds.
+        images: usize,
+    },
+    /// The scratch store a registry source is pulled into before it is
+    /// written as an archive could not be made.
+    #[error("making scratch store {}", path.display())]
+    Scratch {
+        /// The scratch store's directory.
+        path: PathBuf,
+        /// Why.
+        source: Box<image_store::LayoutError>,
+    },
     /// Referrers were asked for with a store at one end.
     #[error("referrers are copied between registries only")]
     ReferrersNeedRegistries,
@@ -260,6 +303,9 @@ impl Classify for CopyError {
             }
             CopyError::Referrer { .. } => ErrorKind::InvalidInput,
             CopyError::ReferrersNeedRegistries => ErrorKind::Unsupported,
+            CopyError::Archive { source, .. } => source.kind(),
+            CopyError::ArchiveImage { .. } => ErrorKind::InvalidInput,
+            CopyError::Scratch { source, .. } => source.kind(),
         }
     }
 }
@@ -285,8 +331,32 @@ where
     if options.referrers && !registries {
         return Err(CopyError::ReferrersNeedRegistries);
     }
-    match (src, dst) {
-        (Location::Registry(from), Location::Store { store, name }) => {
+    if let Location::Archive { path, name } = dst {
+        return archive::to_archive(client, src, path, name.as_deref(), options).await;
+    }
+    match src {
+        Location::Archive { path, name } => {
+            let archive = OciArchive::open(path).map_err(|e| archive::error(path, e))?;
+            let top = archive::image(&archive, name.as_deref())?;
+            from_store(client, &archive, top, dst, options).await
+        }
+        Location::Store { store, name } => {
+            let top = resolve(*store, name)?;
+            from_store(client, *store, top, dst, options).await
+        }
+        Location::Registry(from) => from_registry(client, from, dst, options).await,
+    }
+}
+
+/// Copies `from` to a registry or a store.
+async fn from_registry<D: PullStore>(
+    client: &Client,
+    from: &Reference,
+    dst: &Location<'_, D>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    match dst {
+        Location::Store { store, name } => {
             let mut pull_options = PullOptions::default()
                 .with_parallel(options.parallel)
                 .with_tracker(options.tracker.clone())
@@ -306,19 +376,47 @@ where
                 ..CopyReport::default()
             })
         }
-        (
-            Location::Store { store, name },
-            Location::Store {
-                store: to,
-                name: as_name,
-            },
-        ) => {
-            let top = resolve(*store, name)?;
-            let top = select(&Source::Store(*store), top, options).await?;
+        Location::Registry(to) => {
+            let top = client
+                .get_manifest(from)
+                .await
+                .map_err(|source| CopyError::Source {
+                    reference: from.to_string(),
+                    source: Box::new(source),
+                })?
+                .descriptor();
+            let source: Source<'_, D> = Source::Registry {
+                client,
+                reference: from,
+            };
+            // Between repositories of one registry, blobs are mounted.
+            let mount = (from.domain() == to.domain() && from.repository() != to.repository())
+                .then(|| from.repository());
+            to_registry(client, &source, top, to, mount, options).await
+        }
+        Location::Archive { .. } => unreachable!("an archive destination is written first"),
+    }
+}
+
+/// Copies `top` from a store (or an archive read in place) to a registry
+/// or a store.
+async fn from_store<S: Provider + Sync + ?Sized, D: PullStore>(
+    client: &Client,
+    store: &S,
+    top: Descriptor,
+    dst: &Location<'_, D>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    match dst {
+        Location::Store {
+            store: to,
+            name: as_name,
+        } => {
+            let top = select(&Source::Store(store), top, options).await?;
             let lease = to.begin_lease().map_err(CopyError::Lease)?;
             let store_options =
                 image_store::CopyOptions::default().with_tracker(options.tracker.clone());
-            let r = copy_image_with(*store, &lease.protect(*to), &top, &store_options)
+            let r = copy_image_with(store, &lease.protect(*to), &top, &store_options)
                 .map_err(CopyError::Store)?;
             options
                 .tracker
@@ -338,28 +436,10 @@ where
                 ..CopyReport::default()
             })
         }
-        (Location::Store { store, name }, Location::Registry(to)) => {
-            let top = resolve(*store, name)?;
-            to_registry(client, &Source::Store(*store), top, to, None, options).await
+        Location::Registry(to) => {
+            to_registry(client, &Source::Store(store), top, to, None, options).await
         }
-        (Location::Registry(from), Location::Registry(to)) => {
-            let top = client
-                .get_manifest(from)
-                .await
-                .map_err(|source| CopyError::Source {
-                    reference: from.to_string(),
-                    source: Box::new(source),
-                })?
-                .descriptor();
-            let source: Source<'_, S> = Source::Registry {
-                client,
-                reference: from,
-            };
-            // Between repositories of one registry, blobs are mounted.
-            let mount = (from.domain() == to.domain() && from.repository() != to.repository())
-                .then(|| from.repository());
-            to_registry(client, &source, top, to, mount, options).await
-        }
+        Location::Archive { .. } => unreachable!("an archive destination is written first"),
     }
 }
 

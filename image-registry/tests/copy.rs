@@ -846,3 +846,243 @@ fn racing_referrer_pushes_on_the_tag_schema_index_all_end_up_listed() {
     want.sort();
     assert_eq!(referrers(&c, &repo, image.digest()), want);
 }
+
+fn archive(path: &std::path::Path, name: Option<&str>) -> Location<'static, OciDir> {
+    Location::Archive {
+        path: path.to_owned(),
+        name: name.map(str::to_owned),
+    }
+}
+
+/// `skopeo copy --all --preserve-digests SRC DEST`; `None` (after a loud skip) without it.
+fn skopeo_copy(src: &str, dest: &str) -> Option<()> {
+    let Some(skopeo) = which("skopeo") else {
+        skip_or_fail("skopeo");
+        return None;
+    };
+    let mut cmd = Command::new(skopeo);
+    cmd.args(["copy", "--all", "--preserve-digests", src, dest]);
+    let out = image_testsupport::process::run_bounded(cmd);
+    assert!(
+        out.status.success(),
+        "skopeo copy {src} {dest}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(())
+}
+
+/// The names in `dir` besides `keep`: what a copy left behind.
+fn leftovers(dir: &std::path::Path, keep: &[&str]) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    left.sort();
+    left
+}
+
+/// skopeo's `oci-archive:` both ways: an index skopeo archived goes from
+/// the archive (read in place) to the registry and to a store with every
+/// digest kept; our archives, from the registry and from a store, are read
+/// by skopeo byte for byte; a failed write leaves the old archive whole.
+#[test]
+fn oci_archives_go_both_ways_with_skopeo_with_identical_digests() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (dir, src) = image_testsupport::store::oci_dir();
+    let (index, _, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let want = all_digests(&src, &index.descriptor());
+    let stored = src.tags().unwrap()[0].name.clone();
+    let work = tempfile::tempdir().unwrap();
+    let theirs = work.path().join("theirs.tar");
+    let Some(()) = skopeo_copy(
+        &format!("oci:{}:{stored}", dir.path().join("layout").display()),
+        &format!("oci-archive:{}:app:1", theirs.display()),
+    ) else {
+        return;
+    };
+
+    // skopeo's archive -> registry, read in place.
+    let on_registry = format!("{}/arch/app:1", registry.host_port());
+    let report = c
+        .copy(
+            &archive(&theirs, Some("app:1")),
+            &at(&on_registry),
+            &CopyOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        report.descriptor.unwrap().digest(),
+        index.descriptor().digest()
+    );
+    assert_eq!(
+        c.get_manifest(&Reference::parse_name(&on_registry).unwrap())
+            .unwrap()
+            .raw(),
+        index.raw()
+    );
+    // skopeo's archive -> store (its only image, unnamed).
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    c.copy(
+        &archive(&theirs, None),
+        &in_store(&dst, "x:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let top = dst.resolve_tag("x:1").unwrap();
+    assert_eq!(top.digest(), index.descriptor().digest());
+    assert_eq!(all_digests(&dst, &top), want);
+
+    // Ours, from the registry and from a store: skopeo reads them.
+    let ours_from_registry = work.path().join("from-registry.tar");
+    let ours_from_store = work.path().join("from-store.tar");
+    c.copy(
+        &at(&on_registry),
+        &archive(&ours_from_registry, Some("v1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    c.copy(
+        &in_store(&src, "multi:1"),
+        &archive(&ours_from_store, Some("v1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    for ours in [&ours_from_registry, &ours_from_store] {
+        let Some(skopeo) = which("skopeo") else {
+            return;
+        };
+        let mut cmd = Command::new(skopeo);
+        cmd.args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}:v1", ours.display()));
+        let out = image_testsupport::process::run_bounded(cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, index.raw(), "skopeo reads {}", ours.display());
+        let layout = tempfile::tempdir().unwrap();
+        skopeo_copy(
+            &format!("oci-archive:{}:v1", ours.display()),
+            &format!("oci:{}:v1", layout.path().display()),
+        )
+        .unwrap();
+        let read_back = OciDir::open(layout.path()).unwrap();
+        let top = image_store::resolve_reference(&read_back, "v1").unwrap();
+        assert_eq!(all_digests(&read_back, &top), want);
+    }
+    // The scratch store and the temporary files are gone.
+    assert_eq!(
+        leftovers(
+            work.path(),
+            &["theirs.tar", "from-registry.tar", "from-store.tar"]
+        ),
+        Vec::<String>::new()
+    );
+
+    // A copy stopped while it writes leaves the archive as it was.
+    use image_core::progress::Recorder;
+    use image_core::{Interrupt, Tracker};
+    let before = std::fs::read(&ours_from_store).unwrap();
+    let interrupt = Interrupt::new();
+    let stopping = std::sync::Arc::new(Recorder::stopping_at(interrupt.clone(), 1));
+    let e = c
+        .copy(
+            &at(&on_registry),
+            &archive(&ours_from_store, Some("v2")),
+            &CopyOptions::default().with_tracker(Tracker::new(stopping, interrupt)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Cancelled),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read(&ours_from_store).unwrap(), before);
+    assert_eq!(
+        leftovers(
+            work.path(),
+            &["theirs.tar", "from-registry.tar", "from-store.tar"]
+        ),
+        Vec::<String>::new()
+    );
+}
+
+/// An archive that cannot be read in place is refused, typed: compressed
+/// (load reads those), several images and none named, a name it lacks.
+#[test]
+fn archives_that_cannot_be_read_in_place_are_refused_typed() {
+    let c = client();
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let (index, m_amd, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    src.set_tag("amd:1", &m_amd.descriptor()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let two = work.path().join("two.tar");
+    let mut tar = Vec::new();
+    let images =
+        ["multi:1", "amd:1"].map(|n| image_store::archive::SaveImage::from_tag(&src, n).unwrap());
+    image_store::archive::save_oci(&src, &images, &mut tar).unwrap();
+    std::fs::write(&two, &tar).unwrap();
+    let (_e, dst) = image_testsupport::store::oci_dir();
+    let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
+
+    let e = c
+        .copy(
+            &archive(&two, None),
+            &in_store(&dst, "x:1"),
+            &CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, CopyError::ArchiveImage { images: 2, .. }),
+        "{e:?}"
+    );
+    let e = c
+        .copy(
+            &archive(&two, Some("nope:1")),
+            &in_store(&dst, "x:1"),
+            &CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::NotFound), "{e:?}");
+    // Named, it copies.
+    c.copy(
+        &archive(&two, Some("amd:1")),
+        &in_store(&dst, "x:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        dst.resolve_tag("x:1").unwrap().digest(),
+        m_amd.descriptor().digest()
+    );
+
+    let gz = work.path().join("two.tar.gz");
+    std::fs::write(&gz, image_testsupport::codec::gzip(&tar)).unwrap();
+    let e = c
+        .copy(
+            &archive(&gz, Some("amd:1")),
+            &in_store(&dst, "y:1"),
+            &CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::Unsupported), "{e:?}");
+    // A cut archive: refused when opened, nothing tagged.
+    let cut = work.path().join("cut.tar");
+    std::fs::write(&cut, &tar[..tar.len() / 2]).unwrap();
+    let e = c
+        .copy(
+            &archive(&cut, Some("amd:1")),
+            &in_store(&dst, "y:1"),
+            &CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, CopyError::Archive { .. }), "{e:?}");
+    assert!(dst.resolve_tag("y:1").is_err());
+}
