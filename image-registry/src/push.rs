@@ -765,7 +765,7 @@ impl<'a> Repo<'a> {
             })?;
         let tag = referrers::tag_schema_tag(&subject);
         let suffix = format!("manifests/{tag}");
-        let entry = referrers::referrer_entry(doc);
+        let entry = image_store::referrers::entry(doc);
         // The index last written or read once the entry was in: done when
         // a re-read a moment later finds it unchanged (no writer between).
         let mut settled: Option<Digest> = None;

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use image_core::{Descriptor, Digest, Document, Index};
+use image_core::{Descriptor, Digest, Index};
 
 /// The most reads of one tag-schema index a pusher makes (each followed
 /// by a write when its entry is missing) before giving up.
@@ -26,28 +26,6 @@ pub const TAG_INDEX_ROUNDS: u32 = 16;
 /// The tag of `subject`'s referrers index under the tag schema.
 pub(crate) fn tag_schema_tag(subject: &Digest) -> String {
     format!("{}-{}", subject.algorithm(), subject.hex())
-}
-
-/// The descriptor a referrers list gives `doc`: its own, with the
-/// artifact type (the config's media type for a manifest without one)
-/// and its annotations, as the spec asks.
-pub(crate) fn referrer_entry(doc: &Document) -> Descriptor {
-    let mut entry = doc.descriptor();
-    let (artifact_type, annotations) = match doc {
-        Document::Manifest(m) => (
-            m.artifact_type()
-                .map(|a| a.to_string())
-                .or_else(|| Some(m.config().media_type().to_string())),
-            m.inner().annotations().clone(),
-        ),
-        Document::Index(i) => (
-            i.inner().artifact_type().as_ref().map(|a| a.to_string()),
-            i.inner().annotations().clone(),
-        ),
-    };
-    entry.set_artifact_type(artifact_type.map(|a| a.as_str().into()));
-    entry.set_annotations(annotations);
-    entry
 }
 
 /// Whether `index` lists `digest`.

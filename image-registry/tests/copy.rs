@@ -489,17 +489,117 @@ fn referrers_are_copied_on_request_recursively_and_absent_without() {
     if let Some(raw) = skopeo_raw(&format!("{with}@{}", w.sig.digest())) {
         assert_eq!(raw, w.sig.raw());
     }
-    // From or into a store, referrers are refused, before anything moves.
-    let (_d, dst) = image_testsupport::store::oci_dir();
+    // Into an archive (which keeps no list of referrers), referrers are
+    // refused, before anything moves.
+    let work = tempfile::tempdir().unwrap();
     let e = c
         .copy(
             &at(&format!("{src}:1")),
-            &in_store(&dst, "x:1"),
+            &archive(&work.path().join("a.tar"), None),
             &CopyOptions::default().with_referrers(true),
         )
         .unwrap_err();
     assert!(matches!(e, CopyError::ReferrersNeedRegistries), "{e:?}");
-    assert!(dst.resolve_tag("x:1").is_err());
+    assert_eq!(leftovers(work.path(), &[]), Vec::<String>::new());
+}
+
+/// The referrers a store lists (`image_store::referrers`), sorted.
+fn in_store_referrers(store: &OciDir, digest: &Digest) -> Vec<String> {
+    let mut found: Vec<String> = image_store::referrers::referrers(store, digest)
+        .unwrap()
+        .iter()
+        .map(|d| d.digest().to_string())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Referrers go registry -> store -> store -> registry: the store lists
+/// them (with their artifact type and annotations), keeps them through gc
+/// while the image is tagged, and gives them back to a registry.
+#[test]
+fn referrers_go_registry_store_store_registry_and_the_store_lists_them() {
+    let Some(w) = with_referrers() else {
+        return;
+    };
+    let c = client();
+    let host = w.registry.host_port();
+    let with = CopyOptions::default().with_referrers(true);
+    let (sig, sig_of_sig) = (w.sig.digest(), w.sig_of_sig.digest());
+    let both = vec![sig.clone(), sig_of_sig.clone()];
+
+    let (_d, first) = image_testsupport::store::oci_dir();
+    let report = c
+        .copy(
+            &at(&format!("{host}/src/app:1")),
+            &in_store(&first, "app:1"),
+            &with,
+        )
+        .unwrap();
+    assert_eq!(report.referrers, both);
+    let (_e, second) = image_testsupport::store::oci_dir();
+    let report = c
+        .copy(
+            &in_store(&first, "app:1"),
+            &in_store(&second, "app:1"),
+            &with,
+        )
+        .unwrap();
+    assert_eq!(report.referrers, both);
+    for store in [&first, &second] {
+        store
+            .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+            .unwrap();
+        assert_eq!(
+            in_store_referrers(store, w.image.digest()),
+            vec![sig.to_string()]
+        );
+        assert_eq!(in_store_referrers(store, sig), vec![sig_of_sig.to_string()]);
+        let listed = image_store::referrers::referrers(store, w.image.digest()).unwrap();
+        assert_eq!(
+            listed[0]
+                .artifact_type()
+                .as_ref()
+                .map(|a| a.to_string())
+                .as_deref(),
+            Some("application/vnd.example.sig")
+        );
+        for m in [&w.sig, &w.sig_of_sig] {
+            assert_eq!(
+                store.read_blob_to_vec(m.digest(), 1 << 20).unwrap(),
+                m.raw()
+            );
+        }
+        assert_eq!(
+            all_digests(store, &w.sig.descriptor()),
+            all_digests(&w.src, &w.sig.descriptor())
+        );
+    }
+
+    let back = format!("{host}/back/app");
+    let report = c
+        .copy(
+            &in_store(&second, "app:1"),
+            &at(&format!("{back}:1")),
+            &with,
+        )
+        .unwrap();
+    assert_eq!(report.referrers, both);
+    assert_eq!(
+        referrers(&c, &back, w.image.digest()),
+        vec![sig.to_string()]
+    );
+    assert_eq!(referrers(&c, &back, sig), vec![sig_of_sig.to_string()]);
+
+    // Without the option, a store gets none.
+    let (_f, plain) = image_testsupport::store::oci_dir();
+    c.copy(
+        &at(&format!("{host}/src/app:1")),
+        &in_store(&plain, "app:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(in_store_referrers(&plain, w.image.digest()).is_empty());
 }
 
 #[test]
