@@ -28,7 +28,7 @@ use image_core::oci_spec::image::MediaType as OciMediaType;
 use image_core::{
     Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType, ParseError,
 };
-use image_store::{ContentError, Ingester, Provider, TagError, TagStore};
+use image_store::{ContentError, Ingester, Provider, TagStore};
 use serde_json::json;
 
 /// The media type (and `artifactType`) of an in-toto statement.
@@ -125,15 +125,6 @@ pub enum ReferrerError {
         #[source]
         source: Box<ContentError>,
     },
-    /// The list of referrers could not be read.
-    #[error("reading the referrers of {subject}")]
-    Read {
-        /// The subject.
-        subject: Digest,
-        /// The store's error.
-        #[source]
-        source: Box<ContentError>,
-    },
     /// A document could not be made or parsed.
     #[error("the referrers of {subject}")]
     Parse {
@@ -143,54 +134,22 @@ pub enum ReferrerError {
         #[source]
         source: ParseError,
     },
-    /// The list's tag could not be read or set.
-    #[error("tagging the referrers of {subject}")]
-    Tag {
-        /// The subject.
-        subject: Digest,
-        /// The store's error.
-        #[source]
-        source: Box<TagError>,
-    },
-    /// The list holds [`MAX_REFERRERS`] already.
-    #[error("{subject} has {limit} referrers already")]
-    TooMany {
-        /// The subject.
-        subject: Digest,
-        /// The limit.
-        limit: usize,
-    },
-    /// The store's list of referrers failed otherwise.
+    /// The store's list of referrers could not be read or written.
     #[error("the store's list of referrers")]
     Store(#[source] Box<image_store::referrers::ReferrersError>),
 }
 
 impl From<image_store::referrers::ReferrersError> for ReferrerError {
     fn from(e: image_store::referrers::ReferrersError) -> ReferrerError {
-        use image_store::referrers::ReferrersError as E;
-        match e {
-            E::Read { subject, source } => ReferrerError::Read { subject, source },
-            E::Write { source, .. } => ReferrerError::Write {
-                what: "list of referrers",
-                source,
-            },
-            E::Parse { subject, source } => ReferrerError::Parse { subject, source },
-            E::Tag { subject, source } => ReferrerError::Tag { subject, source },
-            E::TooMany { subject, limit } => ReferrerError::TooMany { subject, limit },
-            other => ReferrerError::Store(Box::new(other)),
-        }
+        ReferrerError::Store(Box::new(e))
     }
 }
 
 impl Classify for ReferrerError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ReferrerError::Write { source, .. } | ReferrerError::Read { source, .. } => {
-                source.kind()
-            }
+            ReferrerError::Write { source, .. } => source.kind(),
             ReferrerError::Parse { source, .. } => source.kind(),
-            ReferrerError::Tag { source, .. } => source.kind(),
-            ReferrerError::TooMany { .. } => ErrorKind::Unsafe,
             ReferrerError::Store(source) => source.kind(),
         }
     }

@@ -138,17 +138,27 @@ fn all_digests(store: &OciDir, top: &Descriptor) -> Vec<Digest> {
 /// `skopeo inspect --raw` of `reference`, `None` (after a loud skip)
 /// without skopeo.
 fn skopeo_raw(reference: &str) -> Option<Vec<u8>> {
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])
+}
+
+/// skopeo's output for `args`, which must succeed; `None` (after a loud
+/// skip) without skopeo.
+fn skopeo(args: &[&str]) -> Option<Vec<u8>> {
     let Some(skopeo) = which("skopeo") else {
         skip_or_fail("skopeo");
         return None;
     };
     let mut cmd = Command::new(skopeo);
-    cmd.args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"));
+    cmd.args(args);
     let out = image_testsupport::process::run_bounded(cmd);
     assert!(
         out.status.success(),
-        "skopeo: {}",
+        "skopeo {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Some(out.stdout)
@@ -378,19 +388,31 @@ impl WithReferrers {
     }
 }
 
-fn with_referrers() -> Option<WithReferrers> {
-    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
-    let c = client();
+/// An image (of `seed`) in a new store as `app:1`, copied to `repo:1` on
+/// `registry` (`repo` a path there).
+fn pushed_image(
+    registry: &Registry,
+    c: &blocking::Client,
+    seed: u64,
+    repo: &str,
+) -> (tempfile::TempDir, OciDir, Manifest, String) {
     let (dir, src) = image_testsupport::store::oci_dir();
-    let image = make_image(&src, &Platform::host(), 7);
+    let image = make_image(&src, &Platform::host(), seed);
     src.set_tag("app:1", &image.descriptor()).unwrap();
-    let repo = format!("{}/src/app", registry.host_port());
+    let repo = format!("{}/{repo}", registry.host_port());
     c.copy(
         &in_store(&src, "app:1"),
         &at(&format!("{repo}:1")),
         &CopyOptions::default(),
     )
     .unwrap();
+    (dir, src, image, repo)
+}
+
+fn with_referrers() -> Option<WithReferrers> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let c = client();
+    let (dir, src, image, repo) = pushed_image(&registry, &c, 7, "src/app");
     let sig = artifact(
         &src,
         &image.descriptor(),
@@ -419,12 +441,15 @@ fn with_referrers() -> Option<WithReferrers> {
 }
 
 fn referrers(c: &blocking::Client, repo: &str, digest: &Digest) -> Vec<String> {
-    let mut found: Vec<String> = c
-        .referrers(&Reference::parse_name(repo).unwrap(), digest, None)
-        .unwrap()
-        .iter()
-        .map(|d| d.digest().to_string())
-        .collect();
+    sorted_digests(
+        c.referrers(&Reference::parse_name(repo).unwrap(), digest, None)
+            .unwrap(),
+    )
+}
+
+/// The digests of `listed`, sorted.
+fn sorted_digests(listed: Vec<Descriptor>) -> Vec<String> {
+    let mut found: Vec<String> = listed.iter().map(|d| d.digest().to_string()).collect();
     found.sort();
     found
 }
@@ -505,13 +530,7 @@ fn referrers_are_copied_on_request_recursively_and_absent_without() {
 
 /// The referrers a store lists (`image_store::referrers`), sorted.
 fn in_store_referrers(store: &OciDir, digest: &Digest) -> Vec<String> {
-    let mut found: Vec<String> = image_store::referrers::referrers(store, digest)
-        .unwrap()
-        .iter()
-        .map(|d| d.digest().to_string())
-        .collect();
-    found.sort();
-    found
+    sorted_digests(image_store::referrers::referrers(store, digest).unwrap())
 }
 
 /// Referrers go registry -> store -> store -> registry: the store lists
@@ -522,8 +541,7 @@ fn referrers_go_registry_store_store_registry_and_the_store_lists_them() {
     let Some(w) = with_referrers() else {
         return;
     };
-    let c = client();
-    let host = w.registry.host_port();
+    let (c, host) = (client(), w.registry.host_port());
     let with = CopyOptions::default().with_referrers(true);
     let (sig, sig_of_sig) = (w.sig.digest(), w.sig_of_sig.digest());
     let both = vec![sig.clone(), sig_of_sig.clone()];
@@ -898,16 +916,7 @@ fn racing_referrer_pushes_on_the_tag_schema_index_all_end_up_listed() {
     };
     const PUSHERS: usize = 12;
     let c = client();
-    let (_dir, src) = image_testsupport::store::oci_dir();
-    let image = make_image(&src, &Platform::host(), 11);
-    src.set_tag("app:1", &image.descriptor()).unwrap();
-    let repo = format!("{}/race/app", registry.host_port());
-    c.copy(
-        &in_store(&src, "app:1"),
-        &at(&format!("{repo}:1")),
-        &CopyOptions::default(),
-    )
-    .unwrap();
+    let (_dir, src, image, repo) = pushed_image(&registry, &c, 11, "race/app");
     let sigs: Vec<Manifest> = (0..PUSHERS)
         .map(|i| {
             artifact(
@@ -954,21 +963,10 @@ fn archive(path: &std::path::Path, name: Option<&str>) -> Location<'static, OciD
     }
 }
 
-/// `skopeo copy --all --preserve-digests SRC DEST`; `None` (after a loud skip) without it.
+/// `skopeo copy --all --preserve-digests SRC DEST`; `None` (after a loud
+/// skip) without it.
 fn skopeo_copy(src: &str, dest: &str) -> Option<()> {
-    let Some(skopeo) = which("skopeo") else {
-        skip_or_fail("skopeo");
-        return None;
-    };
-    let mut cmd = Command::new(skopeo);
-    cmd.args(["copy", "--all", "--preserve-digests", src, dest]);
-    let out = image_testsupport::process::run_bounded(cmd);
-    assert!(
-        out.status.success(),
-        "skopeo copy {src} {dest}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(())
+    skopeo(&["copy", "--all", "--preserve-digests", src, dest]).map(drop)
 }
 
 /// The names in `dir` besides `keep`: what a copy left behind.
@@ -1053,25 +1051,11 @@ fn oci_archives_go_both_ways_with_skopeo_with_identical_digests() {
     )
     .unwrap();
     for ours in [&ours_from_registry, &ours_from_store] {
-        let Some(skopeo) = which("skopeo") else {
-            return;
-        };
-        let mut cmd = Command::new(skopeo);
-        cmd.args(["inspect", "--raw"])
-            .arg(format!("oci-archive:{}:v1", ours.display()));
-        let out = image_testsupport::process::run_bounded(cmd);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, index.raw(), "skopeo reads {}", ours.display());
+        let in_archive = format!("oci-archive:{}:v1", ours.display());
+        let raw = skopeo(&["inspect", "--raw", &in_archive]).unwrap();
+        assert_eq!(raw, index.raw(), "skopeo reads {}", ours.display());
         let layout = tempfile::tempdir().unwrap();
-        skopeo_copy(
-            &format!("oci-archive:{}:v1", ours.display()),
-            &format!("oci:{}:v1", layout.path().display()),
-        )
-        .unwrap();
+        skopeo_copy(&in_archive, &format!("oci:{}:v1", layout.path().display())).unwrap();
         let read_back = OciDir::open(layout.path()).unwrap();
         let top = image_store::resolve_reference(&read_back, "v1").unwrap();
         assert_eq!(all_digests(&read_back, &top), want);
@@ -1131,33 +1115,23 @@ fn archives_that_cannot_be_read_in_place_are_refused_typed() {
     std::fs::write(&two, &tar).unwrap();
     let (_e, dst) = image_testsupport::store::oci_dir();
     let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
-
-    let e = c
-        .copy(
-            &archive(&two, None),
-            &in_store(&dst, "x:1"),
+    let from = |path: &std::path::Path, name: Option<&str>, tag: &str| {
+        c.copy(
+            &archive(path, name),
+            &in_store(&dst, tag),
             &CopyOptions::default(),
         )
-        .unwrap_err();
+    };
+
+    let e = from(&two, None, "x:1").unwrap_err();
     assert!(
         matches!(e, CopyError::ArchiveImage { images: 2, .. }),
         "{e:?}"
     );
-    let e = c
-        .copy(
-            &archive(&two, Some("nope:1")),
-            &in_store(&dst, "x:1"),
-            &CopyOptions::default(),
-        )
-        .unwrap_err();
+    let e = from(&two, Some("nope:1"), "x:1").unwrap_err();
     assert_eq!(kind(&e), Some(ErrorKind::NotFound), "{e:?}");
     // Named, it copies.
-    c.copy(
-        &archive(&two, Some("amd:1")),
-        &in_store(&dst, "x:1"),
-        &CopyOptions::default(),
-    )
-    .unwrap();
+    from(&two, Some("amd:1"), "x:1").unwrap();
     assert_eq!(
         dst.resolve_tag("x:1").unwrap().digest(),
         m_amd.descriptor().digest()
@@ -1165,24 +1139,12 @@ fn archives_that_cannot_be_read_in_place_are_refused_typed() {
 
     let gz = work.path().join("two.tar.gz");
     std::fs::write(&gz, image_testsupport::codec::gzip(&tar)).unwrap();
-    let e = c
-        .copy(
-            &archive(&gz, Some("amd:1")),
-            &in_store(&dst, "y:1"),
-            &CopyOptions::default(),
-        )
-        .unwrap_err();
+    let e = from(&gz, Some("amd:1"), "y:1").unwrap_err();
     assert_eq!(kind(&e), Some(ErrorKind::Unsupported), "{e:?}");
     // A cut archive: refused when opened, nothing tagged.
     let cut = work.path().join("cut.tar");
     std::fs::write(&cut, &tar[..tar.len() / 2]).unwrap();
-    let e = c
-        .copy(
-            &archive(&cut, Some("amd:1")),
-            &in_store(&dst, "y:1"),
-            &CopyOptions::default(),
-        )
-        .unwrap_err();
+    let e = from(&cut, Some("amd:1"), "y:1").unwrap_err();
     assert!(matches!(e, CopyError::Archive { .. }), "{e:?}");
     assert!(dst.resolve_tag("y:1").is_err());
 }

@@ -292,17 +292,24 @@ fn several_images_in_one_archive_share_layers() {
     }
 }
 
-#[test]
-fn oci_archive_round_trip_of_an_index() {
-    let (_d, src) = oci_dir();
-    let amd = make_image(&src, &[(busybox_layer(), Compression::Gzip)], "amd64");
+/// An index of an amd64 (busybox, gzip) and an arm64 (zstd) image in
+/// `src`, tagged `multi:1`.
+fn two_platform_index(src: &OciDir) -> (TestImage, TestImage, image_core::Descriptor) {
+    let amd = make_image(src, &[(busybox_layer(), Compression::Gzip)], "amd64");
     let arm = make_image(
-        &src,
+        src,
         &[(file_layer("etc/arch", b"arm64"), Compression::Zstd)],
         "arm64",
     );
-    let index = make_index(&src, &[(&amd, "amd64"), (&arm, "arm64")]);
+    let index = make_index(src, &[(&amd, "amd64"), (&arm, "arm64")]);
     src.set_tag("multi:1", &index).expect("tag");
+    (amd, arm, index)
+}
+
+#[test]
+fn oci_archive_round_trip_of_an_index() {
+    let (_d, src) = oci_dir();
+    let (amd, arm, index) = two_platform_index(&src);
     let mut tarball = Vec::new();
     let report = save_oci(
         &src,
@@ -702,14 +709,7 @@ fn loading_twice_skips_present_blobs_and_still_detects_truncation() {
 fn an_oci_archive_read_in_place_serves_what_load_stores() {
     use image_store::archive::OciArchive;
     let (_d, src) = oci_dir();
-    let amd = make_image(&src, &[(busybox_layer(), Compression::Gzip)], "amd64");
-    let arm = make_image(
-        &src,
-        &[(file_layer("etc/arch", b"arm"), Compression::Zstd)],
-        "arm64",
-    );
-    let index = make_index(&src, &[(&amd, "amd64"), (&arm, "arm64")]);
-    src.set_tag("multi:1", &index).expect("tag");
+    let (amd, _, index) = two_platform_index(&src);
     let mut tarball = Vec::new();
     save_oci(
         &src,
