@@ -64,7 +64,7 @@ enum Command {
     Load(cmd::archive::LoadArgs),
     /// Export images as a `docker save` tarball or an OCI archive.
     Save(cmd::archive::SaveArgs),
-    /// Copy an image between the store, OCI layouts (oci:DIR:REF) and registries (docker://REF), skipping blobs already there.
+    /// Copy an image between the store, OCI layouts (oci:DIR:REF), OCI archives (oci-archive:PATH[:REF]) and registries (docker://REF), skipping blobs already there.
     Copy(cmd::archive::CopyArgs),
     /// Make a new image: a base (or nothing) plus a layer, with config changes.
     Append(cmd::layer::AppendArgs),

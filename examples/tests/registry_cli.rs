@@ -237,9 +237,52 @@ fn copy_between_store_registries_and_layouts_keeps_the_digest() {
     let back = Reference::parse_name("back:1").unwrap().to_string();
     assert_eq!(stored_digest(&cli.store(), &back), digest);
 
-    // Referrers need a registry at both ends.
-    let err = cli.fails(&["copy", &second, "store:x:1", "--referrers", "--insecure"]);
+    // Registry -> OCI archive -> the store, and skopeo's transport name.
+    let archive = format!("oci-archive:{}:v1", cli.tmp.path().join("a.tar").display());
+    cli.ok(&["copy", &second, &archive, "--insecure", "--quiet"]);
+    cli.ok(&["copy", &archive, "store:from-archive:1", "--quiet"]);
+    let from_archive = Reference::parse_name("from-archive:1").unwrap().to_string();
+    assert_eq!(stored_digest(&cli.store(), &from_archive), digest);
+
+    // Referrers: not into an archive (it keeps no list of them)...
+    let err = cli.fails(&["copy", &second, &archive, "--referrers", "--insecure"]);
     assert!(err.contains("referrers"), "{err}");
+    // ...but store -> registry -> another store, listed by inspect there.
+    let store = OciDir::open(cli.store()).unwrap();
+    let subject = store.resolve_tag(&local).unwrap();
+    image_build::provenance::attach(
+        &store,
+        &subject,
+        "application/vnd.example.sig",
+        b"signed",
+        Default::default(),
+    )
+    .unwrap();
+    let signed = format!("docker://{host}/signed/app:1");
+    let out = cli.ok(&[
+        "copy",
+        "app:1",
+        &signed,
+        "--referrers",
+        "--insecure",
+        "--quiet",
+    ]);
+    assert!(out.contains("1 referrers"), "{out}");
+    let other = Cli::new(Cleanup::Containers);
+    let out = other.ok(&[
+        "copy",
+        &signed,
+        "store:y:1",
+        "--referrers",
+        "--insecure",
+        "--quiet",
+    ]);
+    assert!(out.contains("1 referrers"), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&other.ok(&["inspect", "--referrers", "y:1"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["artifactType"], "application/vnd.example.sig");
     // With --referrers between registries: the image (it has none).
     let out = cli.ok(&[
         "copy",

@@ -15,25 +15,20 @@
 //!
 //! # Referrers in a store
 //!
-//! A store has no referrers API, and finding the manifests whose subject
-//! is an image by reading every manifest would cost the whole store per
-//! question. So the referrers of a manifest are listed, as the OCI
-//! distribution spec's referrers tag schema does, in an index tagged
-//! `image-build.local/referrers:sha256-<hex>` ([`referrers_tag`]): a
-//! lookup ([`referrers`]) is one tag resolution and one bounded read, and
-//! the tag keeps the referrers from gc. [`attach`] adds one (a read, then a
-//! write of that index: two attaches to one image at the same moment may
-//! keep only one).
+//! The store keeps the list of a manifest's referrers
+//! ([`image_store::referrers`]: an index tagged
+//! `image-build.local/referrers:sha256-<hex>`, the distribution spec's
+//! referrers tag schema); [`attach`] adds to it and [`referrers`] reads
+//! it, as `imagectl copy --referrers` does.
 
 use std::collections::{BTreeMap, HashMap};
 
 use image_core::manifest::descriptor;
-use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
+use image_core::oci_spec::image::MediaType as OciMediaType;
 use image_core::{
-    Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Index, Manifest, MediaType, ParseError,
+    Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType, ParseError,
 };
-use image_store::refs::MAX_DOCUMENT_SIZE;
-use image_store::{ContentError, Ingester, Provider, TagError, TagStore};
+use image_store::{ContentError, Ingester, Provider, TagStore};
 use serde_json::json;
 
 /// The media type (and `artifactType`) of an in-toto statement.
@@ -45,11 +40,9 @@ pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
 /// SLSA provenance v0.2's predicate type.
 pub const SLSA_PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 
-/// The repository of the tags listing referrers.
-pub const REFERRERS_REPOSITORY: &str = "image-build.local/referrers";
-
-/// The most referrers one manifest's list keeps.
-pub const MAX_REFERRERS: usize = 4096;
+pub use image_store::referrers::{
+    is_referrers_reference, referrers_tag, MAX_REFERRERS, REFERRERS_REPOSITORY,
+};
 
 /// The OCI empty descriptor's media type (a config of `{}`).
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -132,15 +125,6 @@ pub enum ReferrerError {
         #[source]
         source: Box<ContentError>,
     },
-    /// The list of referrers could not be read.
-    #[error("reading the referrers of {subject}")]
-    Read {
-        /// The subject.
-        subject: Digest,
-        /// The store's error.
-        #[source]
-        source: Box<ContentError>,
-    },
     /// A document could not be made or parsed.
     #[error("the referrers of {subject}")]
     Parse {
@@ -150,58 +134,31 @@ pub enum ReferrerError {
         #[source]
         source: ParseError,
     },
-    /// The list's tag could not be read or set.
-    #[error("tagging the referrers of {subject}")]
-    Tag {
-        /// The subject.
-        subject: Digest,
-        /// The store's error.
-        #[source]
-        source: Box<TagError>,
-    },
-    /// The list holds [`MAX_REFERRERS`] already.
-    #[error("{subject} has {limit} referrers already")]
-    TooMany {
-        /// The subject.
-        subject: Digest,
-        /// The limit.
-        limit: usize,
-    },
+    /// The store's list of referrers could not be read or written.
+    #[error("the store's list of referrers")]
+    Store(#[source] Box<image_store::referrers::ReferrersError>),
+}
+
+impl From<image_store::referrers::ReferrersError> for ReferrerError {
+    fn from(e: image_store::referrers::ReferrersError) -> ReferrerError {
+        ReferrerError::Store(Box::new(e))
+    }
 }
 
 impl Classify for ReferrerError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ReferrerError::Write { source, .. } | ReferrerError::Read { source, .. } => {
-                source.kind()
-            }
+            ReferrerError::Write { source, .. } => source.kind(),
             ReferrerError::Parse { source, .. } => source.kind(),
-            ReferrerError::Tag { source, .. } => source.kind(),
-            ReferrerError::TooMany { .. } => ErrorKind::Unsafe,
+            ReferrerError::Store(source) => source.kind(),
         }
     }
 }
 
-/// The tag listing the referrers of `subject`:
-/// `image-build.local/referrers:<algorithm>-<hex>`.
-pub fn referrers_tag(subject: &Digest) -> String {
-    format!(
-        "{REFERRERS_REPOSITORY}:{}-{}",
-        subject.algorithm(),
-        subject.hex()
-    )
-}
-
-/// Whether an image name is a referrers list's tag: what `imagectl
-/// images` hides.
-pub fn is_referrers_reference(name: &str) -> bool {
-    name.strip_prefix(REFERRERS_REPOSITORY)
-        .is_some_and(|rest| rest.starts_with([':', '@']))
-}
-
 /// The referrers of the manifest `subject` in `store`: the descriptors of
 /// the manifests whose subject it is (with their `artifactType` and
-/// annotations), oldest first; none when it has none.
+/// annotations), oldest first; none when it has none (the store's list:
+/// [`image_store::referrers`]).
 ///
 /// # Errors
 /// [`ReferrerError`] when the list cannot be read or parsed.
@@ -209,37 +166,7 @@ pub fn referrers<S>(store: &S, subject: &Digest) -> Result<Vec<Descriptor>, Refe
 where
     S: Provider + TagStore + ?Sized,
 {
-    Ok(read_list(store, subject)?
-        .map(|i| i.manifests().to_vec())
-        .unwrap_or_default())
-}
-
-fn read_list<S>(store: &S, subject: &Digest) -> Result<Option<Index>, ReferrerError>
-where
-    S: Provider + TagStore + ?Sized,
-{
-    let d = match store.resolve_tag(&referrers_tag(subject)) {
-        Ok(d) => d,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(ReferrerError::Tag {
-                subject: subject.clone(),
-                source: Box::new(source),
-            })
-        }
-    };
-    let bytes = store
-        .read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE)
-        .map_err(|source| ReferrerError::Read {
-            subject: subject.clone(),
-            source: Box::new(source),
-        })?;
-    Index::from_bytes(bytes)
-        .map(Some)
-        .map_err(|source| ReferrerError::Parse {
-            subject: subject.clone(),
-            source,
-        })
+    Ok(image_store::referrers::referrers(store, subject)?)
 }
 
 /// Attaches `content` (of media type `artifact_type`, with `annotations`
@@ -308,39 +235,7 @@ where
     entry.set_artifact_type(Some(OciMediaType::from(artifact_type)));
     entry.set_annotations(Some(annotations));
 
-    let mut list: Vec<Descriptor> = match read_list(store, &subject_digest)? {
-        Some(i) => i.manifests().to_vec(),
-        None => Vec::new(),
-    };
-    if list.iter().any(|d| d.digest() == entry.digest()) {
-        return Ok(entry);
-    }
-    if list.len() >= MAX_REFERRERS {
-        return Err(ReferrerError::TooMany {
-            subject: subject_digest,
-            limit: MAX_REFERRERS,
-        });
-    }
-    list.push(entry.clone());
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(OciMediaType::ImageIndex)
-        .manifests(list)
-        .build()
-        .map_err(|source| {
-            parse(ParseError::Build {
-                what: "a list of referrers",
-                source,
-            })
-        })
-        .and_then(|i| Index::new(i).map_err(parse))?;
-    write("list of referrers", index.raw())?;
-    store
-        .set_tag(&referrers_tag(&subject_digest), &index.descriptor())
-        .map_err(|source| ReferrerError::Tag {
-            subject: subject_digest.clone(),
-            source: Box::new(source),
-        })?;
+    image_store::referrers::add(store, &subject_digest, &entry)?;
     Ok(entry)
 }
 

@@ -603,7 +603,7 @@ impl Client {
                     .map_err(|source| RegistryError::Document { url, source })?
             }
             Err(e) if e.kind() == image_core::ErrorKind::NotFound => {
-                let tag = format!("{}-{}", digest.algorithm(), digest.hex());
+                let tag = crate::referrers::tag_schema_tag(digest);
                 let Ok(tagged) = reference.without_digest().with_tag(&tag) else {
                     return Ok(Vec::new());
                 };

@@ -3,8 +3,10 @@
 //! request (which skopeo cannot: containers/skopeo#1674).
 //!
 //! [`copy`] takes a source and a destination [`Location`]: a registry
-//! reference, or a store (an image-store, an OCI layout: any
-//! [`OciDir`](image_store::OciDir)) with the image's name in it. Every
+//! reference, a store (an image-store, an OCI layout: any
+//! [`OciDir`](image_store::OciDir)) with the image's name in it, or an
+//! OCI archive file (skopeo's `oci-archive:`; read in place at a source,
+//! written whole then renamed into place at a destination). Every
 //! platform of an index is copied unless [`CopyOptions::platform`] picks
 //! one. The documents keep their bytes, so every digest is the source's.
 //! Each pair is one of the operations this crate and image-store already
@@ -35,11 +37,13 @@
 //! item per blob.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use image_core::{
     platform::{select_manifest, PlatformError},
     Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Platform, Reference, Tracker,
 };
+use image_store::archive::{ArchiveError, OciArchive};
 use image_store::{copy_image_with, LeaseError, Provider, TagError, TagStore};
 
 use crate::client::{check_interrupt, Client};
@@ -48,6 +52,8 @@ use crate::pull::{pull, PullError, PullOptions, PullStore};
 use crate::push::{
     check_destination, push_from, put_tag, PushError, PushOptions, PushReport, Source,
 };
+
+mod archive;
 
 /// The deepest chain of referrers followed (a signature of an SBOM of an
 /// image is 2).
@@ -68,6 +74,24 @@ pub enum Location<'a, S: ?Sized> {
         /// The image's name.
         name: String,
     },
+    /// An OCI archive file (skopeo's `oci-archive:PATH[:REF]`) and the
+    /// image's name in it (`None`: the archive's only image, and an
+    /// unnamed image when written). A source archive is read in place
+    /// ([`OciArchive`]: an uncompressed tar); a destination is written
+    /// whole once the image is read, beside its path, then renamed over
+    /// it (nothing half-written is ever at the path).
+    Archive {
+        /// The archive file.
+        path: PathBuf,
+        /// The image's name in it (its `ref.name`, as given).
+        name: Option<String>,
+    },
+}
+
+impl<S: ?Sized> Location<'_, S> {
+    fn is_archive(&self) -> bool {
+        matches!(self, Location::Archive { .. })
+    }
 }
 
 /// How to copy.
@@ -232,6 +256,14 @@ pub enum CopyError {
         /// The referrer past the depth.
         digest: Digest,
     },
+    /// A store's list of referrers could not be read or written.
+    #[error("the store's referrers of {digest}")]
+    StoreReferrers {
+        /// The document referred to.
+        digest: Digest,
+        /// Why.
+        source: Box<image_store::referrers::ReferrersError>,
+    },
     /// A referrers listing names an unusable descriptor.
     #[error("referrer {digest} of {parent} is unusable")]
     Referrer {
@@ -240,8 +272,34 @@ pub enum CopyError {
         /// The document it refers to.
         parent: Digest,
     },
-    /// Referrers were asked for with a store at one end.
-    #[error("referrers are copied between registries only")]
+    /// An OCI archive could not be read or written.
+    #[error("copying through archive {}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        source: Box<ArchiveError>,
+    },
+    /// A source archive holds several images and none was named.
+    #[error("archive {} holds {images} images: name one (oci-archive:PATH:REF)", path.display())]
+    ArchiveImage {
+        /// The archive.
+        path: PathBuf,
+        /// The images it holds.
+        images: usize,
+    },
+    /// The scratch store a registry source is pulled into before it is
+    /// written as an archive could not be made.
+    #[error("making scratch store {}", path.display())]
+    Scratch {
+        /// The scratch store's directory.
+        path: PathBuf,
+        /// Why.
+        source: Box<image_store::LayoutError>,
+    },
+    /// Referrers were asked for with an archive at one end (an archive
+    /// keeps no list of referrers).
+    #[error("referrers are copied between registries and stores only")]
     ReferrersNeedRegistries,
 }
 
@@ -260,6 +318,10 @@ impl Classify for CopyError {
             }
             CopyError::Referrer { .. } => ErrorKind::InvalidInput,
             CopyError::ReferrersNeedRegistries => ErrorKind::Unsupported,
+            CopyError::Archive { source, .. } => source.kind(),
+            CopyError::ArchiveImage { .. } => ErrorKind::InvalidInput,
+            CopyError::Scratch { source, .. } => source.kind(),
+            CopyError::StoreReferrers { source, .. } => source.kind(),
         }
     }
 }
@@ -281,12 +343,36 @@ where
     S: Provider + TagStore + Sync,
     D: PullStore,
 {
-    let registries = matches!((src, dst), (Location::Registry(_), Location::Registry(_)));
-    if options.referrers && !registries {
+    let archive = [src.is_archive(), dst.is_archive()].contains(&true);
+    if options.referrers && archive {
         return Err(CopyError::ReferrersNeedRegistries);
     }
-    match (src, dst) {
-        (Location::Registry(from), Location::Store { store, name }) => {
+    if let Location::Archive { path, name } = dst {
+        return archive::to_archive(client, src, path, name.as_deref(), options).await;
+    }
+    match src {
+        Location::Archive { path, name } => {
+            let archive = OciArchive::open(path).map_err(|e| archive::error(path, e))?;
+            let top = archive::image(&archive, name.as_deref())?;
+            from_store(client, &archive, top, dst, options).await
+        }
+        Location::Store { store, name } => {
+            let top = resolve(*store, name)?;
+            from_store(client, *store, top, dst, options).await
+        }
+        Location::Registry(from) => from_registry(client, from, dst, options).await,
+    }
+}
+
+/// Copies `from` to a registry or a store.
+async fn from_registry<D: PullStore>(
+    client: &Client,
+    from: &Reference,
+    dst: &Location<'_, D>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    match dst {
+        Location::Store { store, name } => {
             let mut pull_options = PullOptions::default()
                 .with_parallel(options.parallel)
                 .with_tracker(options.tracker.clone())
@@ -298,27 +384,64 @@ where
             let r = pull(client, from, *store, &pull_options)
                 .await
                 .map_err(|e| CopyError::Pull(Box::new(e)))?;
-            Ok(CopyReport {
+            let mut report = CopyReport {
                 descriptor: r.descriptor,
                 tag: r.tag,
                 copied: r.fetched.len(),
                 skipped: r.skipped.len(),
                 ..CopyReport::default()
-            })
+            };
+            if let (true, Some(top)) = (options.referrers, &report.descriptor) {
+                let roots = documents_in(*store, top).await?;
+                let from: End<'_, D> = End::Registry(from);
+                let to = End::Store(*store);
+                let push_options = PushOptions::default();
+                copy_referrers(client, from, roots, to, &push_options, options, &mut report)
+                    .await?;
+            }
+            Ok(report)
         }
-        (
-            Location::Store { store, name },
-            Location::Store {
-                store: to,
-                name: as_name,
-            },
-        ) => {
-            let top = resolve(*store, name)?;
-            let top = select(&Source::Store(*store), top, options).await?;
+        Location::Registry(to) => {
+            let top = client
+                .get_manifest(from)
+                .await
+                .map_err(|source| CopyError::Source {
+                    reference: from.to_string(),
+                    source: Box::new(source),
+                })?
+                .descriptor();
+            let source: Source<'_, D> = Source::Registry {
+                client,
+                reference: from,
+            };
+            // Between repositories of one registry, blobs are mounted.
+            let mount = (from.domain() == to.domain() && from.repository() != to.repository())
+                .then(|| from.repository());
+            to_registry(client, &source, top, to, mount, options).await
+        }
+        Location::Archive { .. } => unreachable!("an archive destination is written first"),
+    }
+}
+
+/// Copies `top` from a store (or an archive read in place) to a registry
+/// or a store.
+async fn from_store<S: Provider + TagStore + Sync + ?Sized, D: PullStore>(
+    client: &Client,
+    store: &S,
+    top: Descriptor,
+    dst: &Location<'_, D>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    match dst {
+        Location::Store {
+            store: to,
+            name: as_name,
+        } => {
+            let top = select(&Source::Store(store), top, options).await?;
             let lease = to.begin_lease().map_err(CopyError::Lease)?;
             let store_options =
                 image_store::CopyOptions::default().with_tracker(options.tracker.clone());
-            let r = copy_image_with(*store, &lease.protect(*to), &top, &store_options)
+            let r = copy_image_with(store, &lease.protect(*to), &top, &store_options)
                 .map_err(CopyError::Store)?;
             options
                 .tracker
@@ -330,37 +453,60 @@ where
                     source: Box::new(source),
                 })?;
             lease.release().map_err(CopyError::Lease)?;
-            Ok(CopyReport {
+            let mut report = CopyReport {
                 descriptor: Some(r.descriptor),
                 tag: Some(as_name.clone()),
                 copied: r.copied,
                 skipped: r.skipped,
                 ..CopyReport::default()
-            })
-        }
-        (Location::Store { store, name }, Location::Registry(to)) => {
-            let top = resolve(*store, name)?;
-            to_registry(client, &Source::Store(*store), top, to, None, options).await
-        }
-        (Location::Registry(from), Location::Registry(to)) => {
-            let top = client
-                .get_manifest(from)
-                .await
-                .map_err(|source| CopyError::Source {
-                    reference: from.to_string(),
-                    source: Box::new(source),
-                })?
-                .descriptor();
-            let source: Source<'_, S> = Source::Registry {
-                client,
-                reference: from,
             };
-            // Between repositories of one registry, blobs are mounted.
-            let mount = (from.domain() == to.domain() && from.repository() != to.repository())
-                .then(|| from.repository());
-            to_registry(client, &source, top, to, mount, options).await
+            if options.referrers {
+                let roots = documents_in(*to, &top).await?;
+                let (from, to) = (End::Store(store), End::Store(*to));
+                let push_options = PushOptions::default();
+                copy_referrers(client, from, roots, to, &push_options, options, &mut report)
+                    .await?;
+            }
+            Ok(report)
         }
+        Location::Registry(to) => {
+            to_registry(client, &Source::Store(store), top, to, None, options).await
+        }
+        Location::Archive { .. } => unreachable!("an archive destination is written first"),
     }
+}
+
+/// The documents of the image `top` in `store`: itself and, for an
+/// index, the manifests it lists that the store holds (a copy for one
+/// platform holds one).
+async fn documents_in<S: Provider + Sync + ?Sized>(
+    store: &S,
+    top: &Descriptor,
+) -> Result<Vec<Digest>, CopyError> {
+    let read_err = |source| CopyError::Read {
+        digest: top.digest().to_string(),
+        source: Box::new(source),
+    };
+    let mut out = Vec::new();
+    match Source::Store(store).document(top).await.map_err(read_err)? {
+        Document::Index(index) => {
+            out.push(index.digest().clone());
+            for m in index.manifests() {
+                let Ok(d) = m.checked_digest() else { continue };
+                let present = store.exists(&d).map_err(|e| {
+                    read_err(PushError::Store {
+                        digest: d.clone(),
+                        source: Box::new(e),
+                    })
+                })?;
+                if present {
+                    out.push(d);
+                }
+            }
+        }
+        Document::Manifest(m) => out.push(m.digest().clone()),
+    }
+    Ok(out)
 }
 
 /// The image `name` names in a source store.
@@ -401,7 +547,7 @@ async fn select<S: Provider + Sync + ?Sized>(
 /// Copies `top` from `source` to registry reference `to` (mounting from
 /// repository `mount` of the same registry), then its referrers when
 /// asked.
-async fn to_registry<S: Provider + Sync + ?Sized>(
+async fn to_registry<S: Provider + TagStore + Sync + ?Sized>(
     client: &Client,
     source: &Source<'_, S>,
     top: Descriptor,
@@ -422,8 +568,9 @@ async fn to_registry<S: Provider + Sync + ?Sized>(
         push_options = push_options.with_mount_from(from);
     }
     let referrers = match source {
-        Source::Registry { reference, .. } if options.referrers => Some(*reference),
-        _ => None,
+        _ if !options.referrers => None,
+        Source::Registry { reference, .. } => Some(End::Registry(reference)),
+        Source::Store(store) => Some(End::Store(*store)),
     };
     // With referrers, the tag is set after them: last, as always.
     let first = match referrers {
@@ -441,29 +588,48 @@ async fn to_registry<S: Provider + Sync + ?Sized>(
     report.add_push(&pushed);
     if let Some(from) = referrers {
         let roots = documents.iter().map(|d| d.digest().clone()).collect();
-        copy_referrers(client, from, roots, to, &push_options, options, &mut report).await?;
+        let dest: End<'_, image_store::MemoryStore> = End::Registry(to);
+        copy_referrers(
+            client,
+            from,
+            roots,
+            dest,
+            &push_options,
+            options,
+            &mut report,
+        )
+        .await?;
         let top_doc = documents.last().expect("a push yields its top document");
         report.tag = put_tag(client, to, top_doc).await.map_err(push_err)?;
     }
     Ok(report)
 }
 
-/// Copies the referrers of `roots` (documents already copied) from
-/// repository `from` to repository `to`, recursively, each once.
-async fn copy_referrers(
+/// One end of a copy of referrers: a registry's repository, or a store
+/// (its lists of referrers, [`image_store::referrers`]).
+enum End<'a, T: ?Sized> {
+    Registry(&'a Reference),
+    Store(&'a T),
+}
+
+/// Copies the referrers of `roots` (documents already copied) from `from`
+/// to `to`, recursively, each once: listed by the registry's referrers API
+/// (or its tag schema) or the store's lists; pushed to a registry (which
+/// lists them as any pushed referrer), or pulled or copied into a store
+/// and added to its list of the subject's referrers.
+async fn copy_referrers<S, D>(
     client: &Client,
-    from: &Reference,
+    from: End<'_, S>,
     roots: Vec<Digest>,
-    to: &Reference,
+    to: End<'_, D>,
     push_options: &PushOptions,
     options: &CopyOptions,
     report: &mut CopyReport,
-) -> Result<(), CopyError> {
-    let source: Source<'_, image_store::MemoryStore> = Source::Registry {
-        client,
-        reference: from,
-    };
-    let dest = to.without_tag().without_digest();
+) -> Result<(), CopyError>
+where
+    S: Provider + TagStore + Sync + ?Sized,
+    D: PullStore,
+{
     let mut seen: HashSet<Digest> = roots.iter().cloned().collect();
     let mut pending: Vec<(Digest, usize)> = roots.into_iter().map(|d| (d, 0)).collect();
     let mut taken = 0usize;
@@ -472,13 +638,24 @@ async fn copy_referrers(
             digest: digest.clone(),
             source: Box::new(source),
         })?;
-        let listed = client
-            .referrers(from, &digest, None)
-            .await
-            .map_err(|source| CopyError::Referrers {
-                digest: digest.clone(),
-                source: Box::new(source),
-            })?;
+        let listed =
+            match &from {
+                End::Registry(reference) => client
+                    .referrers(reference, &digest, None)
+                    .await
+                    .map_err(|source| CopyError::Referrers {
+                        digest: digest.clone(),
+                        source: Box::new(source),
+                    })?,
+                End::Store(store) => {
+                    image_store::referrers::referrers(*store, &digest).map_err(|source| {
+                        CopyError::StoreReferrers {
+                            digest: digest.clone(),
+                            source: Box::new(source),
+                        }
+                    })?
+                }
+            };
         let mut fresh = Vec::new();
         for r in listed {
             let rd = r.checked_digest().map_err(|_| CopyError::Referrer {
@@ -502,16 +679,102 @@ async fn copy_referrers(
                 return Err(CopyError::ReferrersTooDeep { digest: rd });
             }
             taken += 1;
-            let (pushed, _) = push_from(client, &source, &r, &dest, push_options)
+            let how = How {
+                client,
+                push_options,
+                options,
+            };
+            copy_referrer(&how, &from, &r, &digest, &to, report).await?;
+            report.referrers.push(rd.clone());
+            pending.push((rd, depth + 1));
+        }
+    }
+    Ok(())
+}
+
+/// How referrers are moved: the client and the options.
+struct How<'a> {
+    client: &'a Client,
+    push_options: &'a PushOptions,
+    options: &'a CopyOptions,
+}
+
+/// Copies the referrer `r` of `subject` from `from` to `to`.
+async fn copy_referrer<S, D>(
+    how: &How<'_>,
+    from: &End<'_, S>,
+    r: &Descriptor,
+    subject: &Digest,
+    to: &End<'_, D>,
+    report: &mut CopyReport,
+) -> Result<(), CopyError>
+where
+    S: Provider + TagStore + Sync + ?Sized,
+    D: PullStore,
+{
+    let How {
+        client,
+        push_options,
+        options,
+    } = *how;
+    let source = match from {
+        End::Registry(reference) => Source::Registry { client, reference },
+        End::Store(store) => Source::Store(*store),
+    };
+    let store = match to {
+        End::Registry(to) => {
+            let dest = to.without_tag().without_digest();
+            let (pushed, _) = push_from(client, &source, r, &dest, push_options)
                 .await
                 .map_err(|source| CopyError::Push {
                     dest: dest.to_string(),
                     source: Box::new(source),
                 })?;
             report.add_push(&pushed);
-            report.referrers.push(rd.clone());
-            pending.push((rd, depth + 1));
+            return Ok(());
+        }
+        End::Store(store) => *store,
+    };
+    let digest = r.checked_digest().map_err(|_| CopyError::Referrer {
+        digest: r.digest().to_string(),
+        parent: subject.clone(),
+    })?;
+    match from {
+        End::Registry(reference) => {
+            let by_digest = reference.without_tag().without_digest().with_digest(digest);
+            let pull_options = PullOptions::default()
+                .with_parallel(options.parallel)
+                .with_tracker(options.tracker.clone())
+                .with_all_platforms(true);
+            let pulled = pull(client, &by_digest, store, &pull_options)
+                .await
+                .map_err(|e| CopyError::Pull(Box::new(e)))?;
+            report.copied += pulled.fetched.len();
+            report.skipped += pulled.skipped.len();
+        }
+        End::Store(from) => {
+            let lease = store.begin_lease().map_err(CopyError::Lease)?;
+            let store_options =
+                image_store::CopyOptions::default().with_tracker(options.tracker.clone());
+            let copied = copy_image_with(*from, &lease.protect(store), r, &store_options)
+                .map_err(CopyError::Store)?;
+            report.copied += copied.copied;
+            report.skipped += copied.skipped;
+            add_referrer(store, subject, r)?;
+            return lease.release().map_err(CopyError::Lease);
         }
     }
-    Ok(())
+    add_referrer(store, subject, r)
+}
+
+/// Lists `r` among the referrers of `subject` in `store`.
+fn add_referrer<D: PullStore>(
+    store: &D,
+    subject: &Digest,
+    r: &Descriptor,
+) -> Result<(), CopyError> {
+    image_store::referrers::add(store, subject, r).map_err(|source| CopyError::StoreReferrers {
+        digest: subject.clone(),
+        source: Box::new(source),
+    })
 }

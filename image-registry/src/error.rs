@@ -132,6 +132,15 @@ pub enum RegistryError {
         /// reqwest's error.
         source: reqwest::Error,
     },
+    /// A tag-schema referrers index kept losing this pusher's entry to
+    /// other writers (a registry without conditional writes).
+    #[error("referrers index {url} lost the entry written {attempts} times to other writers")]
+    IndexContended {
+        /// The index (its tag's path).
+        url: String,
+        /// The writes tried.
+        attempts: u32,
+    },
     /// The caller's interrupt was set.
     #[error("registry request cancelled")]
     Cancelled(#[source] image_core::Cancelled),
@@ -157,6 +166,7 @@ impl Classify for RegistryError {
             RegistryError::Credentials { source, .. } => source.kind(),
             RegistryError::Client { .. } => ErrorKind::InvalidInput,
             RegistryError::Cancelled(_) => ErrorKind::Cancelled,
+            RegistryError::IndexContended { .. } => ErrorKind::Unavailable,
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod copy;
 pub mod error;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 pub mod secret;
 pub mod sink;
 

@@ -47,7 +47,7 @@ use image_core::{
 };
 use image_store::{ContentError, Provider};
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, RANGE,
 };
 use reqwest::{Method, StatusCode, Url};
 
@@ -57,6 +57,7 @@ use crate::client::{
 };
 use crate::config::Endpoint;
 use crate::error::RegistryError;
+use crate::referrers;
 
 /// The deepest nesting of indexes pushed.
 pub const MAX_DEPTH: usize = 4;
@@ -700,7 +701,16 @@ impl<'a> Repo<'a> {
     /// acknowledged the document's `subject` (`OCI-Subject`: it keeps
     /// the referrers list itself).
     async fn put_document(&self, doc: &Document, name: &str) -> Result<bool, RegistryError> {
-        let mut headers = HeaderMap::new();
+        self.put_document_with(doc, name, HeaderMap::new()).await
+    }
+
+    /// [`put_document`](Repo::put_document) with `headers` besides.
+    async fn put_document_with(
+        &self,
+        doc: &Document,
+        name: &str,
+        mut headers: HeaderMap,
+    ) -> Result<bool, RegistryError> {
         let media_type = doc.media_type().to_string();
         headers.insert(
             CONTENT_TYPE,
@@ -738,80 +748,95 @@ impl<'a> Repo<'a> {
 
     /// Adds `doc` to the referrers of `subject` kept under the tag schema
     /// (`<alg>-<hex>`), for a registry without the referrers API: the
-    /// index under that tag is read (or started), the document's
-    /// descriptor (with its artifact type and annotations) added unless
-    /// there, and the index put back, as the distribution spec asks.
+    /// index under that tag is read (or started), the document's entry
+    /// added unless there, and the index put back, as the distribution
+    /// spec asks; then read again and merged again while another pusher's
+    /// write lost the entry (see [`crate::referrers`]).
     async fn add_referrer(
         &self,
         subject: &Descriptor,
         doc: &Document,
     ) -> Result<(), RegistryError> {
-        let invalid = |what| RegistryError::InvalidAnswer {
-            url: format!("{}/manifests/{}", self.path, subject.digest()),
-            what,
-        };
         let subject = subject
             .checked_digest()
-            .map_err(|_| invalid("subject digest"))?;
-        let tag = format!("{}-{}", subject.algorithm(), subject.hex());
+            .map_err(|_| RegistryError::InvalidAnswer {
+                url: format!("{}/manifests/{}", self.path, subject.digest()),
+                what: "subject digest",
+            })?;
+        let tag = referrers::tag_schema_tag(&subject);
+        let suffix = format!("manifests/{tag}");
+        let entry = image_store::referrers::entry(doc);
+        // The index last written or read once the entry was in: done when
+        // a re-read a moment later finds it unchanged (no writer between).
+        let mut settled: Option<Digest> = None;
+        for round in 0..referrers::TAG_INDEX_ROUNDS {
+            let (index, etag) = self.tag_index(&suffix).await?;
+            if let Some(index) = index.as_ref().filter(|i| referrers::lists(i, doc.digest())) {
+                // Listed before this pusher wrote, or unchanged since.
+                if round == 0 || settled.as_ref() == Some(index.digest()) {
+                    return Ok(());
+                }
+                settled = Some(index.digest().clone());
+            } else {
+                let body =
+                    referrers::merged(index.as_ref().map(|i| i.raw()), &entry).map_err(|what| {
+                        RegistryError::InvalidAnswer {
+                            url: suffix.clone(),
+                            what,
+                        }
+                    })?;
+                let updated = image_core::Index::from_bytes(body).map_err(|source| {
+                    RegistryError::Document {
+                        url: suffix.clone(),
+                        source,
+                    }
+                })?;
+                let mut headers = HeaderMap::new();
+                if let Some(etag) = etag {
+                    headers.insert(IF_MATCH, etag);
+                }
+                settled = Some(updated.digest().clone());
+                match self
+                    .put_document_with(&Document::Index(Box::new(updated)), &tag, headers)
+                    .await
+                {
+                    Ok(_) => {}
+                    // Another pusher wrote first: merge into theirs.
+                    Err(RegistryError::Status { status: 412, .. }) => settled = None,
+                    Err(e) => return Err(e),
+                }
+            }
+            tokio::time::sleep(referrers::settle(round)).await;
+        }
+        Err(RegistryError::IndexContended {
+            url: suffix,
+            attempts: referrers::TAG_INDEX_ROUNDS,
+        })
+    }
+
+    /// The tag-schema index at `suffix` (`None` when there is none) and
+    /// its `ETag`, if the registry gave one.
+    async fn tag_index(
+        &self,
+        suffix: &str,
+    ) -> Result<(Option<image_core::Index>, Option<HeaderValue>), RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             ACCEPT,
             HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
         );
-        let suffix = format!("manifests/{tag}");
-        let mut index = match self.request(Method::GET, &suffix, headers, None).await {
+        match self.request(Method::GET, suffix, headers, None).await {
             Ok(resp) => {
                 let url = show_url(resp.url());
+                let etag = resp.headers().get(ETAG).cloned();
                 let body = read_bounded(resp, MAX_DOCUMENT_SIZE, "referrers index", &url).await?;
-                image_core::Index::from_bytes(body.clone())
+                let index = image_core::Index::from_bytes(body)
                     .map_err(|source| RegistryError::Document { url, source })?;
-                serde_json::from_slice::<serde_json::Value>(&body)
-                    .map_err(|_| invalid("referrers index"))?
+                Ok((Some(index), etag))
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.index.v1+json",
-                "manifests": [],
-            }),
-            Err(e) => return Err(e),
-        };
-        let digest = doc.digest().to_string();
-        let manifests = index
-            .get_mut("manifests")
-            .and_then(serde_json::Value::as_array_mut)
-            .ok_or_else(|| invalid("referrers index without manifests"))?;
-        if manifests
-            .iter()
-            .any(|m| m.get("digest").and_then(serde_json::Value::as_str) == Some(&digest))
-        {
-            return Ok(());
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok((None, None)),
+            Err(e) => Err(e),
         }
-        let mut entry = doc.descriptor();
-        let (artifact_type, annotations) = match doc {
-            Document::Manifest(m) => (
-                m.artifact_type()
-                    .map(|a| a.to_string())
-                    .or_else(|| Some(m.config().media_type().to_string())),
-                m.inner().annotations().clone(),
-            ),
-            Document::Index(i) => (
-                i.inner().artifact_type().as_ref().map(|a| a.to_string()),
-                i.inner().annotations().clone(),
-            ),
-        };
-        entry.set_artifact_type(artifact_type.map(|a| a.as_str().into()));
-        entry.set_annotations(annotations);
-        manifests.push(serde_json::to_value(&entry).map_err(|_| invalid("referrer descriptor"))?);
-        let raw = serde_json::to_vec(&index).map_err(|_| invalid("referrers index"))?;
-        let updated =
-            image_core::Index::from_bytes(raw).map_err(|source| RegistryError::Document {
-                url: suffix.clone(),
-                source,
-            })?;
-        self.put_document(&Document::Index(Box::new(updated)), &tag)
-            .await
-            .map(drop)
     }
 
     /// Starts an upload (with a mount when asked): `None` when the blob

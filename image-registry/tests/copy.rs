@@ -138,17 +138,27 @@ fn all_digests(store: &OciDir, top: &Descriptor) -> Vec<Digest> {
 /// `skopeo inspect --raw` of `reference`, `None` (after a loud skip)
 /// without skopeo.
 fn skopeo_raw(reference: &str) -> Option<Vec<u8>> {
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])
+}
+
+/// skopeo's output for `args`, which must succeed; `None` (after a loud
+/// skip) without skopeo.
+fn skopeo(args: &[&str]) -> Option<Vec<u8>> {
     let Some(skopeo) = which("skopeo") else {
         skip_or_fail("skopeo");
         return None;
     };
     let mut cmd = Command::new(skopeo);
-    cmd.args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"));
+    cmd.args(args);
     let out = image_testsupport::process::run_bounded(cmd);
     assert!(
         out.status.success(),
-        "skopeo: {}",
+        "skopeo {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Some(out.stdout)
@@ -378,19 +388,31 @@ impl WithReferrers {
     }
 }
 
-fn with_referrers() -> Option<WithReferrers> {
-    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
-    let c = client();
+/// An image (of `seed`) in a new store as `app:1`, copied to `repo:1` on
+/// `registry` (`repo` a path there).
+fn pushed_image(
+    registry: &Registry,
+    c: &blocking::Client,
+    seed: u64,
+    repo: &str,
+) -> (tempfile::TempDir, OciDir, Manifest, String) {
     let (dir, src) = image_testsupport::store::oci_dir();
-    let image = make_image(&src, &Platform::host(), 7);
+    let image = make_image(&src, &Platform::host(), seed);
     src.set_tag("app:1", &image.descriptor()).unwrap();
-    let repo = format!("{}/src/app", registry.host_port());
+    let repo = format!("{}/{repo}", registry.host_port());
     c.copy(
         &in_store(&src, "app:1"),
         &at(&format!("{repo}:1")),
         &CopyOptions::default(),
     )
     .unwrap();
+    (dir, src, image, repo)
+}
+
+fn with_referrers() -> Option<WithReferrers> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let c = client();
+    let (dir, src, image, repo) = pushed_image(&registry, &c, 7, "src/app");
     let sig = artifact(
         &src,
         &image.descriptor(),
@@ -419,12 +441,15 @@ fn with_referrers() -> Option<WithReferrers> {
 }
 
 fn referrers(c: &blocking::Client, repo: &str, digest: &Digest) -> Vec<String> {
-    let mut found: Vec<String> = c
-        .referrers(&Reference::parse_name(repo).unwrap(), digest, None)
-        .unwrap()
-        .iter()
-        .map(|d| d.digest().to_string())
-        .collect();
+    sorted_digests(
+        c.referrers(&Reference::parse_name(repo).unwrap(), digest, None)
+            .unwrap(),
+    )
+}
+
+/// The digests of `listed`, sorted.
+fn sorted_digests(listed: Vec<Descriptor>) -> Vec<String> {
+    let mut found: Vec<String> = listed.iter().map(|d| d.digest().to_string()).collect();
     found.sort();
     found
 }
@@ -489,17 +514,110 @@ fn referrers_are_copied_on_request_recursively_and_absent_without() {
     if let Some(raw) = skopeo_raw(&format!("{with}@{}", w.sig.digest())) {
         assert_eq!(raw, w.sig.raw());
     }
-    // From or into a store, referrers are refused, before anything moves.
-    let (_d, dst) = image_testsupport::store::oci_dir();
+    // Into an archive (which keeps no list of referrers), referrers are
+    // refused, before anything moves.
+    let work = tempfile::tempdir().unwrap();
     let e = c
         .copy(
             &at(&format!("{src}:1")),
-            &in_store(&dst, "x:1"),
+            &archive(&work.path().join("a.tar"), None),
             &CopyOptions::default().with_referrers(true),
         )
         .unwrap_err();
     assert!(matches!(e, CopyError::ReferrersNeedRegistries), "{e:?}");
-    assert!(dst.resolve_tag("x:1").is_err());
+    assert_eq!(leftovers(work.path(), &[]), Vec::<String>::new());
+}
+
+/// The referrers a store lists (`image_store::referrers`), sorted.
+fn in_store_referrers(store: &OciDir, digest: &Digest) -> Vec<String> {
+    sorted_digests(image_store::referrers::referrers(store, digest).unwrap())
+}
+
+/// Referrers go registry -> store -> store -> registry: the store lists
+/// them (with their artifact type and annotations), keeps them through gc
+/// while the image is tagged, and gives them back to a registry.
+#[test]
+fn referrers_go_registry_store_store_registry_and_the_store_lists_them() {
+    let Some(w) = with_referrers() else {
+        return;
+    };
+    let (c, host) = (client(), w.registry.host_port());
+    let with = CopyOptions::default().with_referrers(true);
+    let (sig, sig_of_sig) = (w.sig.digest(), w.sig_of_sig.digest());
+    let both = vec![sig.clone(), sig_of_sig.clone()];
+
+    let (_d, first) = image_testsupport::store::oci_dir();
+    let report = c
+        .copy(
+            &at(&format!("{host}/src/app:1")),
+            &in_store(&first, "app:1"),
+            &with,
+        )
+        .unwrap();
+    assert_eq!(report.referrers, both);
+    let (_e, second) = image_testsupport::store::oci_dir();
+    let report = c
+        .copy(
+            &in_store(&first, "app:1"),
+            &in_store(&second, "app:1"),
+            &with,
+        )
+        .unwrap();
+    assert_eq!(report.referrers, both);
+    for store in [&first, &second] {
+        store
+            .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+            .unwrap();
+        assert_eq!(
+            in_store_referrers(store, w.image.digest()),
+            vec![sig.to_string()]
+        );
+        assert_eq!(in_store_referrers(store, sig), vec![sig_of_sig.to_string()]);
+        let listed = image_store::referrers::referrers(store, w.image.digest()).unwrap();
+        assert_eq!(
+            listed[0]
+                .artifact_type()
+                .as_ref()
+                .map(|a| a.to_string())
+                .as_deref(),
+            Some("application/vnd.example.sig")
+        );
+        for m in [&w.sig, &w.sig_of_sig] {
+            assert_eq!(
+                store.read_blob_to_vec(m.digest(), 1 << 20).unwrap(),
+                m.raw()
+            );
+        }
+        assert_eq!(
+            all_digests(store, &w.sig.descriptor()),
+            all_digests(&w.src, &w.sig.descriptor())
+        );
+    }
+
+    let back = format!("{host}/back/app");
+    let report = c
+        .copy(
+            &in_store(&second, "app:1"),
+            &at(&format!("{back}:1")),
+            &with,
+        )
+        .unwrap();
+    assert_eq!(report.referrers, both);
+    assert_eq!(
+        referrers(&c, &back, w.image.digest()),
+        vec![sig.to_string()]
+    );
+    assert_eq!(referrers(&c, &back, sig), vec![sig_of_sig.to_string()]);
+
+    // Without the option, a store gets none.
+    let (_f, plain) = image_testsupport::store::oci_dir();
+    c.copy(
+        &at(&format!("{host}/src/app:1")),
+        &in_store(&plain, "app:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(in_store_referrers(&plain, w.image.digest()).is_empty());
 }
 
 #[test]
@@ -785,4 +903,248 @@ fn generated_referrer_graphs_copy_exactly_what_is_reachable() {
             c.head_manifest(&by_digest).unwrap().expect("copied");
         }
     }
+}
+
+/// Pushes racing on one tag-schema referrers index (distribution 2.8 has
+/// no referrers API and no conditional PUT): each pusher re-reads the
+/// index after its PUT and merges again when its entry was lost, so every
+/// referrer ends up listed.
+#[test]
+fn racing_referrer_pushes_on_the_tag_schema_index_all_end_up_listed() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    const PUSHERS: usize = 12;
+    let c = client();
+    let (_dir, src, image, repo) = pushed_image(&registry, &c, 11, "race/app");
+    let sigs: Vec<Manifest> = (0..PUSHERS)
+        .map(|i| {
+            artifact(
+                &src,
+                &image.descriptor(),
+                format!("signature {i}").as_bytes(),
+                "application/vnd.example.sig",
+            )
+        })
+        .collect();
+    let untagged = Reference::parse_name(&repo).unwrap();
+    // The first starts the index and uploads the blobs the artifacts share
+    // (distribution refuses a manifest while the same blob is committed by
+    // several uploads at once, a race of its own not at stake here).
+    c.push(
+        &src,
+        &sigs[0].descriptor(),
+        &untagged,
+        &PushOptions::default(),
+    )
+    .unwrap();
+    // The others start at once, each on its own client.
+    let start = std::sync::Barrier::new(PUSHERS - 1);
+    std::thread::scope(|s| {
+        for m in &sigs[1..] {
+            let (start, src, untagged) = (&start, &src, &untagged);
+            s.spawn(move || {
+                let c = client();
+                start.wait();
+                c.push(src, &m.descriptor(), untagged, &PushOptions::default())
+                    .unwrap();
+            });
+        }
+    });
+    let mut want: Vec<String> = sigs.iter().map(|m| m.digest().to_string()).collect();
+    want.sort();
+    assert_eq!(referrers(&c, &repo, image.digest()), want);
+}
+
+fn archive(path: &std::path::Path, name: Option<&str>) -> Location<'static, OciDir> {
+    Location::Archive {
+        path: path.to_owned(),
+        name: name.map(str::to_owned),
+    }
+}
+
+/// `skopeo copy --all --preserve-digests SRC DEST`; `None` (after a loud
+/// skip) without it.
+fn skopeo_copy(src: &str, dest: &str) -> Option<()> {
+    skopeo(&["copy", "--all", "--preserve-digests", src, dest]).map(drop)
+}
+
+/// The names in `dir` besides `keep`: what a copy left behind.
+fn leftovers(dir: &std::path::Path, keep: &[&str]) -> Vec<String> {
+    let mut left: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect();
+    left.sort();
+    left
+}
+
+/// skopeo's `oci-archive:` both ways: an index skopeo archived goes from
+/// the archive (read in place) to the registry and to a store with every
+/// digest kept; our archives, from the registry and from a store, are read
+/// by skopeo byte for byte; a failed write leaves the old archive whole.
+#[test]
+fn oci_archives_go_both_ways_with_skopeo_with_identical_digests() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (dir, src) = image_testsupport::store::oci_dir();
+    let (index, _, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let want = all_digests(&src, &index.descriptor());
+    let stored = src.tags().unwrap()[0].name.clone();
+    let work = tempfile::tempdir().unwrap();
+    let theirs = work.path().join("theirs.tar");
+    let Some(()) = skopeo_copy(
+        &format!("oci:{}:{stored}", dir.path().join("layout").display()),
+        &format!("oci-archive:{}:app:1", theirs.display()),
+    ) else {
+        return;
+    };
+
+    // skopeo's archive -> registry, read in place.
+    let on_registry = format!("{}/arch/app:1", registry.host_port());
+    let report = c
+        .copy(
+            &archive(&theirs, Some("app:1")),
+            &at(&on_registry),
+            &CopyOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        report.descriptor.unwrap().digest(),
+        index.descriptor().digest()
+    );
+    assert_eq!(
+        c.get_manifest(&Reference::parse_name(&on_registry).unwrap())
+            .unwrap()
+            .raw(),
+        index.raw()
+    );
+    // skopeo's archive -> store (its only image, unnamed).
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    c.copy(
+        &archive(&theirs, None),
+        &in_store(&dst, "x:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    let top = dst.resolve_tag("x:1").unwrap();
+    assert_eq!(top.digest(), index.descriptor().digest());
+    assert_eq!(all_digests(&dst, &top), want);
+
+    // Ours, from the registry and from a store: skopeo reads them.
+    let ours_from_registry = work.path().join("from-registry.tar");
+    let ours_from_store = work.path().join("from-store.tar");
+    c.copy(
+        &at(&on_registry),
+        &archive(&ours_from_registry, Some("v1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    c.copy(
+        &in_store(&src, "multi:1"),
+        &archive(&ours_from_store, Some("v1")),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    for ours in [&ours_from_registry, &ours_from_store] {
+        let in_archive = format!("oci-archive:{}:v1", ours.display());
+        let raw = skopeo(&["inspect", "--raw", &in_archive]).unwrap();
+        assert_eq!(raw, index.raw(), "skopeo reads {}", ours.display());
+        let layout = tempfile::tempdir().unwrap();
+        skopeo_copy(&in_archive, &format!("oci:{}:v1", layout.path().display())).unwrap();
+        let read_back = OciDir::open(layout.path()).unwrap();
+        let top = image_store::resolve_reference(&read_back, "v1").unwrap();
+        assert_eq!(all_digests(&read_back, &top), want);
+    }
+    // The scratch store and the temporary files are gone.
+    assert_eq!(
+        leftovers(
+            work.path(),
+            &["theirs.tar", "from-registry.tar", "from-store.tar"]
+        ),
+        Vec::<String>::new()
+    );
+
+    // A copy stopped while it writes leaves the archive as it was.
+    use image_core::progress::Recorder;
+    use image_core::{Interrupt, Tracker};
+    let before = std::fs::read(&ours_from_store).unwrap();
+    let interrupt = Interrupt::new();
+    let stopping = std::sync::Arc::new(Recorder::stopping_at(interrupt.clone(), 1));
+    let e = c
+        .copy(
+            &at(&on_registry),
+            &archive(&ours_from_store, Some("v2")),
+            &CopyOptions::default().with_tracker(Tracker::new(stopping, interrupt)),
+        )
+        .unwrap_err();
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Cancelled),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read(&ours_from_store).unwrap(), before);
+    assert_eq!(
+        leftovers(
+            work.path(),
+            &["theirs.tar", "from-registry.tar", "from-store.tar"]
+        ),
+        Vec::<String>::new()
+    );
+}
+
+/// An archive that cannot be read in place is refused, typed: compressed
+/// (load reads those), several images and none named, a name it lacks.
+#[test]
+fn archives_that_cannot_be_read_in_place_are_refused_typed() {
+    let c = client();
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let (index, m_amd, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    src.set_tag("amd:1", &m_amd.descriptor()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let two = work.path().join("two.tar");
+    let mut tar = Vec::new();
+    let images =
+        ["multi:1", "amd:1"].map(|n| image_store::archive::SaveImage::from_tag(&src, n).unwrap());
+    image_store::archive::save_oci(&src, &images, &mut tar).unwrap();
+    std::fs::write(&two, &tar).unwrap();
+    let (_e, dst) = image_testsupport::store::oci_dir();
+    let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
+    let from = |path: &std::path::Path, name: Option<&str>, tag: &str| {
+        c.copy(
+            &archive(path, name),
+            &in_store(&dst, tag),
+            &CopyOptions::default(),
+        )
+    };
+
+    let e = from(&two, None, "x:1").unwrap_err();
+    assert!(
+        matches!(e, CopyError::ArchiveImage { images: 2, .. }),
+        "{e:?}"
+    );
+    let e = from(&two, Some("nope:1"), "x:1").unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::NotFound), "{e:?}");
+    // Named, it copies.
+    from(&two, Some("amd:1"), "x:1").unwrap();
+    assert_eq!(
+        dst.resolve_tag("x:1").unwrap().digest(),
+        m_amd.descriptor().digest()
+    );
+
+    let gz = work.path().join("two.tar.gz");
+    std::fs::write(&gz, image_testsupport::codec::gzip(&tar)).unwrap();
+    let e = from(&gz, Some("amd:1"), "y:1").unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::Unsupported), "{e:?}");
+    // A cut archive: refused when opened, nothing tagged.
+    let cut = work.path().join("cut.tar");
+    std::fs::write(&cut, &tar[..tar.len() / 2]).unwrap();
+    let e = from(&cut, Some("amd:1"), "y:1").unwrap_err();
+    assert!(matches!(e, CopyError::Archive { .. }), "{e:?}");
+    assert!(dst.resolve_tag("y:1").is_err());
 }

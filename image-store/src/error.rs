@@ -233,6 +233,14 @@ pub enum TagError {
         /// The error.
         source: io::Error,
     },
+    /// The store is read-only (an archive read in place).
+    #[error("cannot change tag {name:?} of read-only {}", path.display())]
+    ReadOnly {
+        /// The tag.
+        name: String,
+        /// The store.
+        path: PathBuf,
+    },
 }
 
 impl Classify for TagError {
@@ -244,6 +252,7 @@ impl Classify for TagError {
             TagError::Index { source, .. } => Classify::kind(source),
             TagError::Content(e) => e.kind(),
             TagError::Io { source, .. } => crate::fs::io_kind(source),
+            TagError::ReadOnly { .. } => ErrorKind::Unsupported,
         }
     }
 }

@@ -401,6 +401,23 @@ pub fn write_file_atomic(
     path: &Path,
     bytes: &[u8],
 ) -> io::Result<()> {
+    write_file_atomic_with(fs, root, target, path, |w| w.write_all(bytes), |e| e)
+}
+
+/// [`write_file_atomic`] of what `fill` writes, streamed (every write
+/// through `fs`): the file appears whole at `path` once `fill` succeeds,
+/// or not at all. `io_err` turns a step's error into `fill`'s error type.
+///
+/// # Errors
+/// `fill`'s error, or the first failing step's error through `io_err`.
+pub fn write_file_atomic_with<E>(
+    fs: &dyn Fs,
+    root: &Root,
+    target: Target,
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    io_err: impl Fn(io::Error) -> E,
+) -> Result<(), E> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -409,17 +426,45 @@ pub fn write_file_atomic(
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let _in_use = TempInUse::claim(&tmp);
     let result = (|| {
-        let mut f = fs.open_temp(target, root, &tmp, true)?;
-        write_all(fs, target, &mut f, bytes)?;
-        fs.sync_file(target, &f)?;
+        let mut f = fs.open_temp(target, root, &tmp, true).map_err(&io_err)?;
+        {
+            let mut through = io::BufWriter::with_capacity(
+                1 << 16,
+                SeamWriter {
+                    fs,
+                    target,
+                    file: &mut f,
+                },
+            );
+            fill(&mut through)?;
+            through.flush().map_err(&io_err)?;
+        }
+        fs.sync_file(target, &f).map_err(&io_err)?;
         drop(f);
-        fs.rename(target, root, &tmp, path)?;
-        fs.sync_dir(target, root, dir)
+        fs.rename(target, root, &tmp, path).map_err(&io_err)?;
+        fs.sync_dir(target, root, dir).map_err(&io_err)
     })();
     if result.is_err() && matches!(root.stat(&tmp), Ok(Some(_))) {
         let _ = RealFs.remove_file(target, root, &tmp);
     }
     result
+}
+
+/// A file written through the [`Fs`] seam.
+struct SeamWriter<'a> {
+    fs: &'a dyn Fs,
+    target: Target,
+    file: &'a mut File,
+}
+
+impl Write for SeamWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.fs.write(self.target, self.file, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A temporary name of [`write_file_atomic`] held by one writer of this
@@ -496,6 +541,20 @@ impl Root {
     /// As [`write_file_atomic`].
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         write_file_atomic(&RealFs, self, Target::Layout, path, bytes)
+    }
+
+    /// [`write_atomic`](Root::write_atomic) of what `fill` streams: see
+    /// [`write_file_atomic_with`].
+    ///
+    /// # Errors
+    /// As [`write_file_atomic_with`].
+    pub fn write_atomic_with<E>(
+        &self,
+        path: &Path,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+        io_err: impl Fn(io::Error) -> E,
+    ) -> Result<(), E> {
+        write_file_atomic_with(&RealFs, self, Target::Layout, path, fill, io_err)
     }
 
     /// The directory as named.

@@ -69,6 +69,7 @@ pub mod mutate;
 #[cfg(feature = "tokio")]
 pub mod nonblocking;
 pub mod oci_dir;
+pub mod referrers;
 pub mod refs;
 pub mod tags;
 pub mod tar_ending;
@@ -107,5 +108,6 @@ image_core::classify_registry!(
     crate::error::LeaseError,
     crate::mutate::MutateError,
     crate::oci_dir::LayoutError,
+    crate::referrers::ReferrersError,
     crate::error::TagError,
 );

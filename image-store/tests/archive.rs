@@ -292,17 +292,24 @@ fn several_images_in_one_archive_share_layers() {
     }
 }
 
-#[test]
-fn oci_archive_round_trip_of_an_index() {
-    let (_d, src) = oci_dir();
-    let amd = make_image(&src, &[(busybox_layer(), Compression::Gzip)], "amd64");
+/// An index of an amd64 (busybox, gzip) and an arm64 (zstd) image in
+/// `src`, tagged `multi:1`.
+fn two_platform_index(src: &OciDir) -> (TestImage, TestImage, image_core::Descriptor) {
+    let amd = make_image(src, &[(busybox_layer(), Compression::Gzip)], "amd64");
     let arm = make_image(
-        &src,
+        src,
         &[(file_layer("etc/arch", b"arm64"), Compression::Zstd)],
         "arm64",
     );
-    let index = make_index(&src, &[(&amd, "amd64"), (&arm, "arm64")]);
+    let index = make_index(src, &[(&amd, "amd64"), (&arm, "arm64")]);
     src.set_tag("multi:1", &index).expect("tag");
+    (amd, arm, index)
+}
+
+#[test]
+fn oci_archive_round_trip_of_an_index() {
+    let (_d, src) = oci_dir();
+    let (amd, arm, index) = two_platform_index(&src);
     let mut tarball = Vec::new();
     let report = save_oci(
         &src,
@@ -693,4 +700,149 @@ fn loading_twice_skips_present_blobs_and_still_detects_truncation() {
     let err =
         load(&dst, &tarball[..tarball.len() / 2], &LoadOptions::default()).expect_err("truncated");
     assert!(matches!(err, ArchiveError::Truncated { .. }), "{err:?}");
+}
+
+/// An OCI archive read in place gives what `load` gives: the same tags
+/// and blobs, each verified; a symlinked blob is followed within the
+/// archive; a corrupt blob fails its read, typed.
+#[test]
+fn an_oci_archive_read_in_place_serves_what_load_stores() {
+    use image_store::archive::OciArchive;
+    let (_d, src) = oci_dir();
+    let (amd, _, index) = two_platform_index(&src);
+    let mut tarball = Vec::new();
+    save_oci(
+        &src,
+        &[SaveImage::from_tag(&src, "multi:1").expect("image")],
+        &mut tarball,
+    )
+    .expect("save");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.tar");
+    std::fs::write(&path, &tarball).expect("write");
+
+    let archive = OciArchive::open(&path).expect("open");
+    let loaded = MemoryStore::new();
+    load(&loaded, &tarball[..], &LoadOptions::default()).expect("load");
+    let tags = |t: Vec<image_store::Tagged>| {
+        let mut t: Vec<_> = t.into_iter().map(|t| (t.name, t.descriptor)).collect();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    assert_eq!(tags(archive.tags().expect("tags")).len(), 1);
+    assert_eq!(
+        image_store::resolve_reference(&archive, "multi:1")
+            .expect("resolve")
+            .digest(),
+        index.digest()
+    );
+    use image_store::Manager;
+    let blobs: Vec<Digest> = loaded
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.digest)
+        .collect();
+    assert_eq!(blobs.len(), 7);
+    for d in &blobs {
+        assert_eq!(
+            archive.read_blob_to_vec(d, 1 << 30).expect("archive blob"),
+            loaded.read_blob_to_vec(d, 1 << 30).expect("loaded blob"),
+        );
+    }
+    assert!(archive.set_tag("x:1", &index).is_err());
+
+    // A blob reached through a symlink; one with a flipped byte.
+    let layer = amd.layers[0].clone();
+    let hex = layer
+        .digest()
+        .as_ref()
+        .rsplit(':')
+        .next()
+        .expect("hex")
+        .to_owned();
+    let bytes = src
+        .read_blob_to_vec(
+            &Digest::try_from(layer.digest().as_ref()).expect("digest"),
+            1 << 30,
+        )
+        .expect("layer");
+    let mut flipped = bytes.clone();
+    flipped[10] ^= 1;
+    let other = Digest::sha256(b"other");
+    let linked = tar_of(&[
+        (
+            "oci-layout",
+            Node::File(br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644),
+        ),
+        (
+            "index.json",
+            Node::File(br#"{"schemaVersion":2,"manifests":[]}"#, 0o644),
+        ),
+        ("data/layer", Node::File(&bytes, 0o644)),
+        (
+            &format!("blobs/sha256/{hex}"),
+            Node::Symlink("../../data/layer"),
+        ),
+        (
+            &format!("blobs/sha256/{}", other.hex()),
+            Node::File(&flipped, 0o644),
+        ),
+    ]);
+    std::fs::write(&path, &linked).expect("write");
+    let archive = OciArchive::open(&path).expect("open");
+    let d = Digest::try_from(layer.digest().as_ref()).expect("digest");
+    assert_eq!(
+        archive.read_blob_to_vec(&d, 1 << 30).expect("linked"),
+        bytes
+    );
+    let e = archive
+        .read_blob_to_vec(&other, 1 << 30)
+        .expect_err("corrupt");
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+}
+
+/// Hostile archives opened in place: an entry climbing out of the
+/// archive, a missing layout, and every cut of a good archive give typed
+/// errors or (cut past the last entry) the archive's blobs, verified.
+#[test]
+fn hostile_or_cut_archives_opened_in_place_give_typed_errors() {
+    use image_store::archive::OciArchive;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.tar");
+    let open = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).expect("write");
+        OciArchive::open(&path)
+    };
+    // tar-rs refuses to write `..`: the name goes into the header by hand.
+    let mut h = tar::Header::new_ustar();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_old_mut().name[..16].copy_from_slice(b"../../etc/passwd");
+    h.set_cksum();
+    let mut climbing = h.as_bytes().to_vec();
+    climbing.extend_from_slice(&[b'x'; 512]);
+    climbing.extend_from_slice(&[0; 1024]);
+    let e = open(&climbing).expect_err("climbing");
+    assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
+    let e = open(&tar_of(&[("index.json", Node::File(b"{}", 0o644))])).expect_err("no layout");
+    assert!(matches!(e, ArchiveError::NotAnArchive), "{e}");
+    let e = open(&[]).expect_err("empty");
+    assert!(matches!(e, ArchiveError::NotAnArchive), "{e}");
+
+    let blob = b"some layer bytes".repeat(100);
+    let good = oci_archive_pointing_at(&blob, "application/vnd.oci.image.manifest.v1+json");
+    let d = Digest::sha256(&blob);
+    for cut in (0..good.len()).step_by(97).chain([good.len()]) {
+        match open(&good[..cut]) {
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Io
+                ),
+                "cut at {cut}: {e:?}"
+            ),
+            Ok(a) => assert_eq!(a.read_blob_to_vec(&d, 1 << 20).expect("blob"), blob),
+        }
+    }
 }

@@ -412,6 +412,9 @@ type End<'a> = (&'a OciDir, &'a str, &'a str);
 /// Copies between registries, stores and layouts.
 pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyhow::Result<()> {
     fn end<'a>(store: &'a OciDir, name: &str) -> anyhow::Result<Location<'a, OciDir>> {
+        if let Some(archive) = super::archive::archive_location(name) {
+            return Ok(archive);
+        }
         Ok(match name.strip_prefix(DOCKER_PREFIX) {
             Some(r) => Location::Registry(Reference::parse_name(r)?),
             None => Location::Store {
@@ -426,7 +429,7 @@ pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyho
         .into_iter()
         .filter_map(|l| match l {
             Location::Registry(r) => Some(r.domain()),
-            Location::Store { .. } => None,
+            _ => None,
         })
         .collect();
     let client = flags.reach.client_for(&domains)?;

@@ -202,6 +202,14 @@ pub enum ArchiveError {
         /// The format (`xz`, `bzip2`).
         compression: &'static str,
     },
+    /// The archive file could not be opened or read.
+    #[error("reading archive {}", path.display())]
+    Read {
+        /// The archive.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Writing the output archive failed.
     #[error("writing the archive")]
     Write {
@@ -247,7 +255,9 @@ impl Classify for ArchiveError {
                 | io::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
                 _ => Classify::kind(source),
             },
-            ArchiveError::Write { source } => Classify::kind(source),
+            ArchiveError::Write { source } | ArchiveError::Read { source, .. } => {
+                Classify::kind(source)
+            }
             ArchiveError::Cancelled(e) => e.kind(),
         }
     }

@@ -9,6 +9,8 @@
 //!   `docker save` before Docker 25 and skopeo write it), the newer one
 //!   (`blobs/sha256/<hex>` beside `manifest.json`, Docker 25+), and OCI
 //!   image layouts (`oci-archive:`).
+//! - [`OciArchive`] reads an uncompressed OCI archive in place, as a
+//!   read-only store (blobs read at their offset in the file, verified).
 //! - [`save_docker`] writes a docker-save archive (old layout by default,
 //!   which skopeo, podman and every Docker read; the newer one on request)
 //!   and [`save_oci`] an OCI archive, both straight from the store to any
@@ -56,6 +58,7 @@ use crate::content::{Ingester, Provider};
 
 mod error;
 pub mod load;
+pub mod open;
 pub mod save;
 mod tarstream;
 
@@ -63,6 +66,7 @@ pub use error::ArchiveError;
 pub use load::{
     load, ArchiveFormat, LoadOptions, LoadReport, LoadedImage, DEFAULT_MAX_EXPANDED_BYTES,
 };
+pub use open::OciArchive;
 pub use save::{
     save_docker, save_oci, save_oci_with, DockerLayout, RepoTagForm, SaveImage, SaveOptions,
     SaveReport,

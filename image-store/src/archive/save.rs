@@ -37,12 +37,27 @@ pub struct SaveImage {
     pub descriptor: Descriptor,
     /// Its names (`busybox:latest`, normalised when written); may be empty.
     pub names: Vec<String>,
+    /// Write the names of an OCI archive's `index.json` (its `ref.name`
+    /// annotations) as given, not normalised, as skopeo writes
+    /// `oci-archive:PATH:REF` (each is still checked as a reference).
+    pub names_as_given: bool,
 }
 
 impl SaveImage {
     /// An image with these names.
     pub fn new(descriptor: Descriptor, names: Vec<String>) -> SaveImage {
-        SaveImage { descriptor, names }
+        SaveImage {
+            descriptor,
+            names,
+            names_as_given: false,
+        }
+    }
+
+    /// Writes its names into an OCI archive as given (see
+    /// [`names_as_given`](SaveImage::names_as_given)).
+    pub fn with_names_as_given(mut self, as_given: bool) -> SaveImage {
+        self.names_as_given = as_given;
+        self
     }
 
     /// The image `name` names (see [`resolve_reference`]), named by it
@@ -802,8 +817,14 @@ fn save_oci_dyn(
         let names = image
             .names
             .iter()
-            .map(|n| parse_name(n))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|n| {
+                let parsed = parse_name(n)?;
+                Ok(match image.names_as_given {
+                    true => n.clone(),
+                    false => parsed.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, ArchiveError>>()?;
         let media_type = descriptor_media_type(&image.descriptor);
         if !(media_type.is_manifest() || media_type.is_index()) {
             return Err(ArchiveError::MediaType {
@@ -831,7 +852,7 @@ fn save_oci_dyn(
             for n in names {
                 let mut d = plain.clone();
                 let mut a = annotations.clone();
-                a.insert(REF_NAME.to_owned(), n.to_string());
+                a.insert(REF_NAME.to_owned(), n);
                 d.set_annotations(Some(a));
                 index.push(d);
             }

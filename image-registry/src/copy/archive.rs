@@ -1,0 +1,182 @@
+//! An OCI archive (`oci-archive:PATH[:REF]`) at either end of a copy.
+//!
+//! A source archive is read in place ([`OciArchive`]) and copied as any
+//! store is. A destination is written by image-store's OCI archive writer
+//! ([`save_oci_with`]) into a temporary file beside `PATH`, renamed over
+//! it once whole (image-store's atomic write), from the source store, or
+//! from a scratch store beside `PATH` that a registry source is pulled
+//! into first (verified as any pull; removed after).
+
+use std::path::{Path, PathBuf};
+
+use image_core::{Descriptor, Reference};
+use image_store::archive::{save_oci_with, ArchiveError, OciArchive, SaveImage, SaveOptions};
+use image_store::fs::Root;
+use image_store::{OciDir, Provider, TagStore};
+
+use super::{resolve, select, CopyError, CopyOptions, CopyReport, Location};
+use crate::client::Client;
+use crate::pull::{pull, PullOptions};
+use crate::push::Source;
+
+/// `e`, met reading or writing the archive at `path`.
+pub(super) fn error(path: &Path, e: ArchiveError) -> CopyError {
+    CopyError::Archive {
+        path: path.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+/// The image `name` names in `archive`, or its only image.
+pub(super) fn image(archive: &OciArchive, name: Option<&str>) -> Result<Descriptor, CopyError> {
+    match name {
+        Some(name) => resolve(archive, name),
+        None => archive
+            .only_image()
+            .cloned()
+            .ok_or_else(|| CopyError::ArchiveImage {
+                path: archive.path().to_owned(),
+                images: archive.index().manifests().len(),
+            }),
+    }
+}
+
+/// Copies the image `src` names into a new OCI archive at `path`, named
+/// `name` there (as given).
+pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
+    client: &Client,
+    src: &Location<'_, S>,
+    path: &Path,
+    name: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    match src {
+        Location::Store { store, name: from } => {
+            let top = resolve(*store, from)?;
+            write(*store, top, path, name, options).await
+        }
+        Location::Archive {
+            path: from,
+            name: in_it,
+        } => {
+            let archive = OciArchive::open(from).map_err(|e| error(from, e))?;
+            let top = image(&archive, in_it.as_deref())?;
+            write(&archive, top, path, name, options).await
+        }
+        Location::Registry(from) => {
+            let scratch = Scratch::beside(path)?;
+            let top = pulled(client, from, &scratch.store, options).await?;
+            write(&scratch.store, top, path, name, options).await
+        }
+    }
+}
+
+/// Pulls `from` into the scratch store; the descriptor pulled.
+async fn pulled(
+    client: &Client,
+    from: &Reference,
+    store: &OciDir,
+    options: &CopyOptions,
+) -> Result<Descriptor, CopyError> {
+    let mut pull_options = PullOptions::default()
+        .with_parallel(options.parallel)
+        .with_tracker(options.tracker.clone())
+        .with_all_platforms(options.platform.is_none());
+    if let Some(p) = &options.platform {
+        pull_options = pull_options.with_platform(p.clone());
+    }
+    let r = pull(client, from, store, &pull_options)
+        .await
+        .map_err(|e| CopyError::Pull(Box::new(e)))?;
+    Ok(r.descriptor
+        .expect("a pull that succeeds names what it pulled"))
+}
+
+/// Writes `top` (or its manifest for the platform asked for) from
+/// `store` as the OCI archive `path`, atomically.
+async fn write<P: Provider + Sync + ?Sized>(
+    store: &P,
+    top: Descriptor,
+    path: &Path,
+    name: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let top = select(&Source::Store(store), top, options).await?;
+    let (dir, file) = split(path)?;
+    let root = Root::open(&dir).map_err(|source| error(path, ArchiveError::Write { source }))?;
+    let image = SaveImage::new(top.clone(), name.map(str::to_owned).into_iter().collect())
+        .with_names_as_given(true);
+    let save_options = SaveOptions::default().with_tracker(options.tracker.clone());
+    let mut saved = None;
+    root.write_atomic_with(
+        &dir.join(file),
+        |out| {
+            saved = Some(save_oci_with(store, &[image], out, &save_options)?);
+            Ok(())
+        },
+        |source| ArchiveError::Write { source },
+    )
+    .map_err(|e| error(path, e))?;
+    Ok(CopyReport {
+        descriptor: Some(top),
+        tag: name.map(str::to_owned),
+        // Every file but `oci-layout` and `index.json` is a blob.
+        copied: saved.map_or(0, |s| s.files.saturating_sub(2)),
+        ..CopyReport::default()
+    })
+}
+
+/// The directory of `path` (`.` for a bare name) and its file name.
+fn split(path: &Path) -> Result<(PathBuf, &std::ffi::OsStr), CopyError> {
+    let file = path.file_name().ok_or_else(|| {
+        error(
+            path,
+            ArchiveError::Unsupported {
+                what: "an archive path without a file name".into(),
+            },
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, file))
+}
+
+/// A store a registry source is pulled into before it is written as an
+/// archive: a new directory beside the archive (same file system, the
+/// space the archive needs anyway), removed when done.
+struct Scratch {
+    dir: PathBuf,
+    store: OciDir,
+}
+
+impl Scratch {
+    fn beside(path: &Path) -> Result<Scratch, CopyError> {
+        let (dir, file) = split(path)?;
+        let dir = dir.join(format!(
+            ".{}.copy-{}-{:016x}",
+            file.to_string_lossy(),
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        // A new directory (never one already there, nor a link).
+        std::fs::create_dir(&dir).map_err(|source| error(path, ArchiveError::Write { source }))?;
+        match OciDir::open_or_create(&dir) {
+            Ok(store) => Ok(Scratch { dir, store }),
+            Err(source) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(CopyError::Scratch {
+                    path: dir,
+                    source: Box::new(source),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,237 @@
+//! The referrers of a manifest kept in a store (signatures, SBOMs,
+//! attestations: OCI 1.1 manifests whose `subject` names it).
+//!
+//! A store has no referrers API, and finding the manifests whose subject
+//! is a given one by reading every manifest would cost the whole store per
+//! question. So the referrers of a manifest are listed, as the OCI
+//! distribution spec's referrers tag schema lists them on a registry
+//! without the API, in an index (the referrers API's answer: each
+//! referrer's descriptor with its `artifactType` and annotations) tagged
+//! `image-build.local/referrers:<alg>-<hex>` ([`referrers_tag`]; the name
+//! image-build's provenance first gave it, kept so that existing stores
+//! read the same). A lookup ([`referrers`]) is one tag resolution and one
+//! bounded read; [`add`] writes the new index as a blob and moves the tag,
+//! under the store's own atomic, locked tagging (crash-safe: the old list
+//! or the new one, never a torn one). Two writers adding to one list at
+//! the same moment may keep only one entry: callers add under their own
+//! lease, one writer per image.
+//!
+//! # gc
+//! The list's tag is a root: it keeps its referrers, and through their
+//! `subject` link the subject, until the tag is removed. Referrers that
+//! no list names are kept while their subject is kept (gc's back link, as
+//! containerd's back references keep a referrer while its subject lives).
+
+use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
+use image_core::{Classify, Descriptor, Digest, Document, ErrorKind, Index, ParseError};
+
+use crate::content::{ContentError, Ingester, Provider};
+use crate::error::TagError;
+use crate::refs::MAX_DOCUMENT_SIZE;
+use crate::tags::TagStore;
+
+/// The repository of the tags listing referrers.
+pub const REFERRERS_REPOSITORY: &str = "image-build.local/referrers";
+
+/// The most referrers one manifest's list keeps.
+pub const MAX_REFERRERS: usize = 4096;
+
+/// A failed lookup of, or addition to, a list of referrers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReferrersError {
+    /// The list could not be read.
+    #[error("reading the referrers of {subject}")]
+    Read {
+        /// The subject.
+        subject: Digest,
+        /// The store's error.
+        #[source]
+        source: Box<ContentError>,
+    },
+    /// The list could not be written.
+    #[error("writing the referrers of {subject}")]
+    Write {
+        /// The subject.
+        subject: Digest,
+        /// The store's error.
+        #[source]
+        source: Box<ContentError>,
+    },
+    /// The list could not be made or parsed.
+    #[error("the list of referrers of {subject}")]
+    Parse {
+        /// The subject.
+        subject: Digest,
+        /// Why.
+        #[source]
+        source: ParseError,
+    },
+    /// The list's tag could not be read or set.
+    #[error("tagging the referrers of {subject}")]
+    Tag {
+        /// The subject.
+        subject: Digest,
+        /// The store's error.
+        #[source]
+        source: Box<TagError>,
+    },
+    /// The list holds [`MAX_REFERRERS`] already.
+    #[error("{subject} has {limit} referrers already")]
+    TooMany {
+        /// The subject.
+        subject: Digest,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl Classify for ReferrersError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ReferrersError::Read { source, .. } | ReferrersError::Write { source, .. } => {
+                source.kind()
+            }
+            ReferrersError::Parse { source, .. } => source.kind(),
+            ReferrersError::Tag { source, .. } => source.kind(),
+            ReferrersError::TooMany { .. } => ErrorKind::Unsafe,
+        }
+    }
+}
+
+/// The tag listing the referrers of `subject`:
+/// `image-build.local/referrers:<algorithm>-<hex>`.
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!(
+        "{REFERRERS_REPOSITORY}:{}-{}",
+        subject.algorithm(),
+        subject.hex()
+    )
+}
+
+/// Whether an image name is a referrers list's tag (what `imagectl
+/// images` hides).
+pub fn is_referrers_reference(name: &str) -> bool {
+    name.strip_prefix(REFERRERS_REPOSITORY)
+        .is_some_and(|rest| rest.starts_with([':', '@']))
+}
+
+/// The descriptor a list of referrers gives `doc`: its own, with its
+/// artifact type (the config's media type for a manifest without one, as
+/// the distribution spec asks) and its annotations.
+pub fn entry(doc: &Document) -> Descriptor {
+    let mut entry = doc.descriptor();
+    let (artifact_type, annotations) = match doc {
+        Document::Manifest(m) => (
+            m.artifact_type()
+                .map(|a| a.to_string())
+                .or_else(|| Some(m.config().media_type().to_string())),
+            m.inner().annotations().clone(),
+        ),
+        Document::Index(i) => (
+            i.inner().artifact_type().as_ref().map(|a| a.to_string()),
+            i.inner().annotations().clone(),
+        ),
+    };
+    entry.set_artifact_type(artifact_type.map(|a| a.as_str().into()));
+    entry.set_annotations(annotations);
+    entry
+}
+
+/// The referrers of `subject` in `store`, oldest first; none when it has
+/// no list.
+///
+/// # Errors
+/// [`ReferrersError`] when the list cannot be read or parsed.
+pub fn referrers<S>(store: &S, subject: &Digest) -> Result<Vec<Descriptor>, ReferrersError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    Ok(list(store, subject)?
+        .map(|i| i.manifests().to_vec())
+        .unwrap_or_default())
+}
+
+/// The list of referrers of `subject`, if it has one.
+fn list<S>(store: &S, subject: &Digest) -> Result<Option<Index>, ReferrersError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    let d = match store.resolve_tag(&referrers_tag(subject)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ReferrersError::Tag {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })
+        }
+    };
+    let bytes = store
+        .read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE)
+        .map_err(|source| ReferrersError::Read {
+            subject: subject.clone(),
+            source: Box::new(source),
+        })?;
+    Index::from_bytes(bytes)
+        .map(Some)
+        .map_err(|source| ReferrersError::Parse {
+            subject: subject.clone(),
+            source,
+        })
+}
+
+/// Adds `entry` (a referrer's descriptor, see [`entry`]) to the list of
+/// referrers of `subject`, unless it is there; the referrer's blobs must be
+/// in the store already (tagging checks the list's whole closure). Call it
+/// under a lease holding the referrer until it returns.
+///
+/// # Errors
+/// [`ReferrersError`]; [`ReferrersError::TooMany`] past [`MAX_REFERRERS`].
+pub fn add<S>(store: &S, subject: &Digest, entry: &Descriptor) -> Result<(), ReferrersError>
+where
+    S: Provider + Ingester + TagStore + ?Sized,
+{
+    let parse = |source| ReferrersError::Parse {
+        subject: subject.clone(),
+        source,
+    };
+    let mut manifests: Vec<Descriptor> = match list(store, subject)? {
+        Some(i) => i.manifests().to_vec(),
+        None => Vec::new(),
+    };
+    if manifests.iter().any(|d| d.digest() == entry.digest()) {
+        return Ok(());
+    }
+    if manifests.len() >= MAX_REFERRERS {
+        return Err(ReferrersError::TooMany {
+            subject: subject.clone(),
+            limit: MAX_REFERRERS,
+        });
+    }
+    manifests.push(entry.clone());
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(OciMediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(|source| {
+            parse(ParseError::Build {
+                what: "a list of referrers",
+                source,
+            })
+        })
+        .and_then(|i| Index::new(i).map_err(parse))?;
+    store
+        .write_blob(index.raw())
+        .map_err(|source| ReferrersError::Write {
+            subject: subject.clone(),
+            source: Box::new(source),
+        })?;
+    store
+        .set_tag(&referrers_tag(subject), &index.descriptor())
+        .map_err(|source| ReferrersError::Tag {
+            subject: subject.clone(),
+            source: Box::new(source),
+        })
+}
