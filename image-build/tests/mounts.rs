@@ -398,8 +398,6 @@ fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
     let e = run_error(&f, insecure, |_| {});
     assert!(matches!(e, RunError::InsecureNotAllowed), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    let e = run_error(&f, insecure, |o| o.allow_insecure = true);
-    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
     let out = output(
         &f,
         "RUN --security=sandbox --network=none echo ok\n",
@@ -695,4 +693,37 @@ fn a_wait_for_a_locked_cache_mount_honours_the_interrupt() {
     rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     drop(fd);
     no_mounts_left(&f);
+}
+
+/// `RUN --security=insecure`, allowed by the caller, runs privileged:
+/// every capability of the kernel is effective and a tmpfs can be
+/// mounted (CAP_SYS_ADMIN, no seccomp); the same RUN under the sandbox
+/// fails, and without the caller's leave it is refused by name before
+/// anything runs.
+#[test]
+fn an_allowed_insecure_run_is_privileged_and_the_sandbox_is_not() {
+    let Some(f) = fixture() else { return };
+    // Every capability the builder itself holds.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let body = |security: &str| {
+        format!(
+            "RUN --security={security} sh -c 'grep CapEff /proc/self/status; \\
+             mkdir -p /m && mount -t tmpfs none /m && echo mounted && umount /m'\n"
+        )
+    };
+    let out = output(&f, &body("insecure"), |o| o.allow_insecure = true);
+    assert_eq!(out, [format!("CapEff:\t{all}"), "mounted".to_owned()]);
+
+    let e = run_error(&f, &body("sandbox"), |o| o.allow_insecure = true);
+    assert!(matches!(e, RunError::Failed { .. }), "{e:?}");
+    let e = run_error(&f, &body("insecure"), |_| {});
+    assert!(matches!(e, RunError::InsecureNotAllowed), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.to_string().contains("security.insecure"), "{e}");
 }
