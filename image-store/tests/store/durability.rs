@@ -1,21 +1,18 @@
 //! Deferred durability (`OciDir::deferring_sync`): a batch of ingests is
 //! synced in one pass, and that pass always runs before a tag can reach
-//! any of its blobs. A recording seam logs every sync, rename and index
+//! any of its blobs. A tapped seam logs every sync, rename and index
 //! write in order, naming files by inode, so the tests check the crash
 //! rule on the real order of the system calls.
 
-use std::fs::File;
-use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use image_core::{Classify, ErrorKind};
-use image_store::fs::{FaultyFs, Fs, Op, RealFs, Root, Target};
+use image_store::fs::{FaultyFs, Fs, Op, RealFs, Target};
 use image_store::gc::GcOptions;
 use image_store::{Ingester, Manager, OciDir, Provider, TagError, TagStore};
 
-use crate::common::{verify_all, write_image, TestImage};
+use crate::common::{verify_all, write_image, Seen, Tap, TestImage};
 
 /// One call of the seam, as the tests look at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,16 +27,22 @@ enum Call {
     Index,
 }
 
-/// Passes every call to another seam and logs it.
-#[derive(Debug)]
+/// The calls a test's store made, in order.
+#[derive(Debug, Default)]
 struct Recording {
-    inner: Arc<dyn Fs>,
     calls: Mutex<Vec<Call>>,
 }
 
 impl Recording {
-    fn log(&self, c: Call) {
-        self.calls.lock().unwrap().push(c);
+    fn seen(&self, c: Seen<'_>) {
+        let call = match c {
+            Seen::Opened(Target::Index, _) => Call::Index,
+            Seen::SyncedFile(t, f) => Call::SyncFile(t, f.metadata().unwrap().ino()),
+            Seen::SyncedDir(t, d) => Call::SyncDir(t, d.display().to_string()),
+            Seen::Renamed(t, to) => Call::Rename(t, to.display().to_string()),
+            _ => return,
+        };
+        self.calls.lock().unwrap().push(call);
     }
 
     fn take(&self) -> Vec<Call> {
@@ -47,57 +50,19 @@ impl Recording {
     }
 }
 
-impl Fs for Recording {
-    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(t, r, p)
-    }
-    fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> io::Result<File> {
-        if t == Target::Index {
-            self.log(Call::Index);
-        }
-        self.inner.open_temp(t, r, p, truncate)
-    }
-    fn write(&self, t: Target, f: &mut File, b: &[u8]) -> io::Result<usize> {
-        self.inner.write(t, f, b)
-    }
-    fn set_len(&self, t: Target, f: &File, l: u64) -> io::Result<()> {
-        self.inner.set_len(t, f, l)
-    }
-    fn sync_file(&self, t: Target, f: &File) -> io::Result<()> {
-        self.inner.sync_file(t, f)?;
-        self.log(Call::SyncFile(t, f.metadata()?.ino()));
-        Ok(())
-    }
-    fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(t, r, from, to)?;
-        self.log(Call::Rename(t, to.display().to_string()));
-        Ok(())
-    }
-    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
-        self.inner.sync_dir(t, r, d)?;
-        self.log(Call::SyncDir(t, d.display().to_string()));
-        Ok(())
-    }
-    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.remove_file(t, r, p)
-    }
-    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(t, r, p)
-    }
-    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir(t, r, p)
-    }
-}
-
-fn recording_store(inner: Arc<dyn Fs>) -> (tempfile::TempDir, OciDir, Arc<Recording>) {
+/// A store whose seam calls `rec` records, and the seam itself (for a
+/// second handle on the same directory).
+fn recording_store(inner: Arc<dyn Fs>) -> (tempfile::TempDir, OciDir, Arc<Recording>, Arc<dyn Fs>) {
     let tmp = tempfile::tempdir().unwrap();
-    let rec = Arc::new(Recording {
+    let rec = Arc::new(Recording::default());
+    let seen = rec.clone();
+    let tap = Arc::new(Tap {
         inner,
-        calls: Mutex::new(Vec::new()),
+        on: move |c: Seen<'_>| seen.seen(c),
     });
-    let store = OciDir::open_or_create_with(tmp.path().join("layout"), rec.clone()).unwrap();
+    let store = OciDir::open_or_create_with(tmp.path().join("layout"), tap.clone()).unwrap();
     rec.take();
-    (tmp, store, rec)
+    (tmp, store, rec, tap)
 }
 
 /// The blobs of `image`, with the inodes of their files in `store`.
@@ -125,7 +90,7 @@ fn layers(n: usize, tag: &str) -> Vec<Vec<u8>> {
 /// syncs twice per blob.
 #[test]
 fn a_deferred_batch_is_synced_once_before_the_tag_reaches_it() {
-    let (_t, store, rec) = recording_store(Arc::new(RealFs));
+    let (_t, store, rec, _) = recording_store(Arc::new(RealFs));
     let batch = store.deferring_sync();
     assert!(batch.defers_sync() && !store.defers_sync());
     let image = write_image(&batch, &layers(8, "deferred"), "deferred");
@@ -215,7 +180,7 @@ fn a_deferred_batch_is_synced_once_before_the_tag_reaches_it() {
 /// syncs them first too; a pass with nothing pending syncs nothing.
 #[test]
 fn a_tag_through_any_handle_syncs_what_a_deferring_handle_left() {
-    let (_t, store, rec) = recording_store(Arc::new(RealFs));
+    let (_t, store, rec, _) = recording_store(Arc::new(RealFs));
     let image = write_image(&store.deferring_sync(), &layers(3, "other"), "other");
     let blobs = blob_inodes(&store, &image);
     rec.take();
@@ -246,11 +211,11 @@ fn a_tag_through_any_handle_syncs_what_a_deferring_handle_left() {
 /// commit returns, on an ordinary handle.
 #[test]
 fn a_commit_finding_its_blob_present_syncs_it() {
-    let (_t, store, rec) = recording_store(Arc::new(RealFs));
+    let (_t, store, rec, tap) = recording_store(Arc::new(RealFs));
     let data = b"present".repeat(1000);
     let digest = store.deferring_sync().write_blob(&data).unwrap();
     // Another process's view: a store of its own, knowing nothing pending.
-    let other = OciDir::open_with(store.root(), rec.clone()).unwrap();
+    let other = OciDir::open_with(store.root(), tap).unwrap();
     rec.take();
     assert_eq!(other.write_blob(&data).unwrap(), digest);
     let ino = std::fs::metadata(store.blob_path(&digest)).unwrap().ino();
@@ -266,7 +231,7 @@ fn a_commit_finding_its_blob_present_syncs_it() {
 #[test]
 fn a_failed_sync_pass_sets_no_tag_and_is_retried() {
     let faulty = Arc::new(FaultyFs::new(Arc::new(RealFs)));
-    let (_t, store, rec) = recording_store(faulty.clone());
+    let (_t, store, rec, _) = recording_store(faulty.clone());
     let image = write_image(&store.deferring_sync(), &layers(4, "fail"), "fail");
     let blobs = blob_inodes(&store, &image);
     faulty.arm(Op::SyncFile, Some(Target::Blob), 1, rustix::io::Errno::IO);
@@ -295,7 +260,7 @@ fn a_failed_sync_pass_sets_no_tag_and_is_retried() {
 /// gave up) is garbage at once: no tag names it and no lease holds it.
 #[test]
 fn an_untagged_deferred_batch_is_collected_at_once() {
-    let (_t, store, _rec) = recording_store(Arc::new(RealFs));
+    let (_t, store, _rec, _) = recording_store(Arc::new(RealFs));
     let image = write_image(&store.deferring_sync(), &layers(3, "debris"), "debris");
     assert!(store.exists(&image.config).unwrap());
     let report = store
@@ -310,7 +275,7 @@ fn an_untagged_deferred_batch_is_collected_at_once() {
 /// `MAX_PENDING` files wait, and all are synced before the tag.
 #[test]
 fn a_long_batch_is_synced_in_bounded_parts() {
-    let (_t, store, rec) = recording_store(Arc::new(RealFs));
+    let (_t, store, rec, _) = recording_store(Arc::new(RealFs));
     let batch = store.deferring_sync();
     let n = image_store::durability::MAX_PENDING + 10;
     for i in 0..n {
