@@ -101,8 +101,9 @@ pub struct RunSpec {
     /// mounts' host side): their mount points are removed from the root
     /// filesystem after the run when the runtime created them.
     pub binds: Vec<HostBind>,
-    /// `--security=insecure`: refused by [`run`] (this runtime makes no
-    /// privileged container).
+    /// `--security=insecure`: [`run`] makes the container privileged
+    /// (`image_runtime`'s `RunOptions::privileged`); the build refuses it
+    /// unless the caller allowed `security.insecure`.
     pub insecure: bool,
 }
 
@@ -464,11 +465,6 @@ mod exec {
                 reason: "a file's name must be one path component",
             });
         }
-        if spec.insecure {
-            return Err(RunError::Unsupported {
-                what: "RUN --security=insecure (this runtime makes no privileged container)",
-            });
-        }
         if interrupt.is_some_and(Interrupt::is_set) {
             return Err(RunError::Cancelled);
         }
@@ -653,7 +649,9 @@ mod exec {
                 Network::None => NetworkMode::None,
                 Network::Host => NetworkMode::Host,
             })
-            .auto_remove(true);
+            .auto_remove(true)
+            // The caller allowed it (see `BuildOptions::allow_insecure`).
+            .privileged(spec.insecure);
         for e in &spec.env {
             b = b.env(e.clone());
         }

@@ -679,3 +679,83 @@ fn an_interrupt_stops_the_build_between_steps() {
     assert_eq!(started, [1, 2], "no step starts after the interrupt");
     assert!(image_store::resolve_image(&f.store, "test.local/interrupted:1", None).is_err());
 }
+
+/// BASE again, as a Docker v2 schema 2 image (its layers and config given
+/// Docker's media types), tagged `name`.
+fn docker_format_base(f: &Fixture, name: &str) {
+    use image_core::manifest::{descriptor_media_type, Descriptor, Manifest};
+    use image_core::MediaType;
+    use image_store::{Ingester, TagStore};
+    let oci = image_store::resolve_image(&f.store, BASE, None).expect("base");
+    let docker = |d: &Descriptor| {
+        let mut d = d.clone();
+        let t = descriptor_media_type(&d)
+            .to_docker()
+            .expect("a Docker type");
+        d.set_media_type((&t).into());
+        d
+    };
+    let manifest = Manifest::build(
+        &MediaType::DockerManifest,
+        docker(oci.manifest.config()),
+        oci.manifest.layers().iter().map(docker).collect(),
+        None,
+    )
+    .expect("manifest");
+    f.store.write_blob(manifest.raw()).expect("manifest blob");
+    f.store.set_tag(name, &manifest.descriptor()).expect("tag");
+}
+
+/// A Docker v2 schema 2 manifest has no annotations: a build whose result
+/// keeps a Docker base's format refuses `--annotation` and
+/// `--oci-annotations` with a typed error naming the format, and tags
+/// nothing; without them the same build gives a Docker manifest.
+#[test]
+fn annotations_on_a_docker_format_image_are_refused() {
+    let Some(f) = fixture() else { return };
+    let base = "test.local/busybox-docker:1";
+    docker_format_base(&f, base);
+    let text = format!("FROM {base}\nRUN echo hi > /hi\nLABEL a=b\n");
+    let (r, _) = f.build(&text, |o| o.tags = vec!["test.local/plain:1".into()]);
+    let built = r.expect("without annotations");
+    assert_eq!(
+        *built.manifest.media_type(),
+        image_core::MediaType::DockerManifest
+    );
+
+    type Ask = fn(&mut BuildOptions);
+    let asks: [(&str, Ask); 2] = [
+        ("annotation", |o| {
+            o.annotations.insert("org.example.note".into(), "x".into());
+        }),
+        ("oci-annotations", |o| o.oci_annotations = true),
+    ];
+    for (what, ask) in asks {
+        let tag = format!("test.local/annotated-{what}:1");
+        let (r, _) = f.build(&text, |o| {
+            o.tags = vec![tag.clone()];
+            ask(o);
+        });
+        let e = r.expect_err(what);
+        assert!(
+            matches!(&e, BuildError::Commit(b)
+                if matches!(**b, image_build::builder::BuilderError::Annotations { .. })),
+            "{what}: {e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{what}");
+        let chain: Vec<String> =
+            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect();
+        let chain = chain.join(": ");
+        assert!(
+            chain.contains("application/vnd.docker.distribution.manifest.v2+json")
+                && chain.contains("annotations"),
+            "{what}: {chain}"
+        );
+        assert!(
+            image_store::resolve_image(&f.store, &tag, None).is_err(),
+            "{what}: nothing tagged"
+        );
+    }
+}

@@ -398,8 +398,6 @@ fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
     let e = run_error(&f, insecure, |_| {});
     assert!(matches!(e, RunError::InsecureNotAllowed), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    let e = run_error(&f, insecure, |o| o.allow_insecure = true);
-    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
     let out = output(
         &f,
         "RUN --security=sandbox --network=none echo ok\n",
@@ -695,4 +693,102 @@ fn a_wait_for_a_locked_cache_mount_honours_the_interrupt() {
     rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     drop(fd);
     no_mounts_left(&f);
+}
+
+/// `RUN --security=insecure`, allowed by the caller, runs privileged:
+/// every capability of the kernel is effective and a tmpfs can be
+/// mounted (CAP_SYS_ADMIN, no seccomp); the same RUN under the sandbox
+/// fails, and without the caller's leave it is refused by name before
+/// anything runs.
+#[test]
+fn an_allowed_insecure_run_is_privileged_and_the_sandbox_is_not() {
+    let Some(f) = fixture() else { return };
+    // Every capability the builder itself holds.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let all = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let body = |security: &str| {
+        format!(
+            "RUN --security={security} sh -c 'grep CapEff /proc/self/status; \\
+             mkdir -p /m && mount -t tmpfs none /m && echo mounted && umount /m'\n"
+        )
+    };
+    let out = output(&f, &body("insecure"), |o| o.allow_insecure = true);
+    assert_eq!(out, [format!("CapEff:\t{all}"), "mounted".to_owned()]);
+
+    let e = run_error(&f, &body("sandbox"), |o| o.allow_insecure = true);
+    assert!(matches!(e, RunError::Failed { .. }), "{e:?}");
+    let e = run_error(&f, &body("insecure"), |_| {});
+    assert!(matches!(e, RunError::InsecureNotAllowed), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.to_string().contains("security.insecure"), "{e}");
+}
+
+/// A bind of the context is given to the container as the file it was
+/// resolved to, not as a path resolved again when the runtime mounts it:
+/// after `prepare`, the source's directory is swapped for a symlink to a
+/// directory outside the context (the race a build's neighbour could
+/// win), and the bind still reaches the original directory. A source
+/// that is itself a link out of the context resolves inside the context
+/// (here: to nothing), never to the link's target outside.
+#[test]
+fn a_context_bind_mounts_what_was_resolved_not_a_name_swapped_since() {
+    use image_build::context::Context;
+    use image_build::mounts::{MountSpec, Setup, SetupError};
+    let tmp = tempfile::tempdir().unwrap();
+    let (ctx, outside) = (tmp.path().join("ctx"), tmp.path().join("outside"));
+    std::fs::create_dir_all(ctx.join("dir")).unwrap();
+    std::fs::write(ctx.join("dir/inside"), "resolved\n").unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "host file\n").unwrap();
+    std::os::unix::fs::symlink(&outside, ctx.join("out")).unwrap();
+    let context = Context::open(&ctx, None).unwrap();
+    let (secrets, roots) = (BTreeMap::new(), BTreeMap::new());
+    let setup = Setup {
+        work: &tmp.path().join("work"),
+        state: &tmp.path().join("state"),
+        secrets: &secrets,
+        context: &context,
+        roots: &roots,
+        interrupt: None,
+    };
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for rw in [false, true] {
+        let flag = format!(
+            "type=bind,source=dir,target=/d{}",
+            if rw { ",rw" } else { "" }
+        );
+        let spec = MountSpec::parse(&flag, "/").unwrap();
+        let prepared = setup.prepare(&[spec]).unwrap();
+        // The swap: the directory moves away, a link to outside takes its name.
+        std::fs::rename(ctx.join("dir"), ctx.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, ctx.join("dir")).unwrap();
+        let source = &prepared.binds[0].source;
+        assert_eq!(names(source), ["inside"], "rw={rw}: {}", source.display());
+        drop(prepared);
+        std::fs::remove_file(ctx.join("dir")).unwrap();
+        std::fs::rename(ctx.join("moved"), ctx.join("dir")).unwrap();
+    }
+    let spec = MountSpec::parse("type=bind,source=out,target=/o", "/").unwrap();
+    match setup.prepare(&[spec]) {
+        Err(SetupError::Source { path, reason }) => {
+            assert_eq!((path.as_str(), reason), ("out", "does not exist"));
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(p) => {
+            let source = &p.binds[0].source;
+            panic!("bound {} ({:?})", source.display(), names(source));
+        }
+    }
 }

@@ -13,7 +13,9 @@
 //! A blob appears under `blobs/<alg>/<hex>` only by `rename` of a file that
 //! was verified and fsynced, so a crash at any point leaves either no blob
 //! or the whole verified blob. The directory is fsynced after the rename so
-//! that a committed blob survives power loss.
+//! that a committed blob survives power loss. A handle made by
+//! [`OciDir::deferring_sync`] leaves both syncs to one pass before the
+//! store's next tag (see [`crate::durability`]).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -553,21 +555,32 @@ impl OciWriter {
     fn publish(&mut self, digest: &Digest) -> Result<bool> {
         self.stop_writeback();
         let fs = &*self.store.fs;
-        fs.sync_file(Target::Blob, &self.file)
-            .map_err(|e| ContentError::io("fsync", &self.data, e))?;
+        // A deferring handle leaves every sync to its store's one pass
+        // before the next tag (see `crate::durability`).
+        let defer = self.store.defer_sync;
+        if !defer {
+            fs.sync_file(Target::Blob, &self.file)
+                .map_err(|e| ContentError::io("fsync", &self.data, e))?;
+        }
         let alg_dir = self.store.alg_dir(digest.algorithm());
         let blob = self.store.blob_path(digest);
+        let mut dirs = vec![alg_dir.clone()];
         // Looked at without following a symlink: a link planted at the
         // blob's name is replaced by the rename below, never touched.
-        let renamed = match self.store.dir.open_regular(&blob) {
+        let (renamed, published) = match self.store.dir.open_regular(&blob) {
             // Already present: each blob is stored once. Refresh its time so
-            // gc's grace period protects it like a new blob, and sync the
-            // directory in case the process that renamed it died first.
+            // gc's grace period protects it like a new blob, and sync it and
+            // its directory: the writer that renamed it may have died
+            // first, or deferred its syncs.
             Ok((f, len)) if len == self.offset => {
                 {
                     let _ = f.set_modified(SystemTime::now());
                 }
-                false
+                if !defer {
+                    fs.sync_file(Target::Blob, &f)
+                        .map_err(|e| ContentError::io("fsync", &blob, e))?;
+                }
+                (false, Some(f))
             }
             _ => {
                 // Looked at, not followed: a link there is refused below.
@@ -575,16 +588,32 @@ impl OciWriter {
                     fs.create_dir_all(Target::Blob, &self.store.dir, &alg_dir)
                         .map_err(|e| ContentError::io("create directory", &alg_dir, e))?;
                     let blobs = self.store.root.join("blobs");
-                    fs.sync_dir(Target::Blob, &self.store.dir, &blobs)
-                        .map_err(|e| ContentError::io("fsync", blobs, e))?;
+                    if defer {
+                        dirs.push(blobs);
+                    } else {
+                        fs.sync_dir(Target::Blob, &self.store.dir, &blobs)
+                            .map_err(|e| ContentError::io("fsync", blobs, e))?;
+                    }
                 }
                 fs.rename(Target::Blob, &self.store.dir, &self.data, &blob)
                     .map_err(|e| ContentError::io("rename", &self.data, e))?;
-                true
+                let file = match defer {
+                    true => Some(
+                        self.file
+                            .try_clone()
+                            .map_err(|e| ContentError::io("duplicate", &blob, e))?,
+                    ),
+                    false => None,
+                };
+                (true, file)
             }
         };
-        fs.sync_dir(Target::Blob, &self.store.dir, &alg_dir)
-            .map_err(|e| ContentError::io("fsync", &alg_dir, e))?;
+        if let (true, Some(file)) = (defer, published) {
+            self.store.defer_blob(&blob, file, dirs)?;
+        } else {
+            fs.sync_dir(Target::Blob, &self.store.dir, &alg_dir)
+                .map_err(|e| ContentError::io("fsync", &alg_dir, e))?;
+        }
         Ok(renamed)
     }
 }

@@ -57,6 +57,7 @@
 pub mod archive;
 pub mod content;
 pub mod copy;
+pub mod durability;
 pub mod error;
 pub mod fs;
 pub mod fsck;

@@ -124,6 +124,11 @@ pub struct OciDir {
     /// `root`, opened once; every path inside is resolved from it.
     pub(crate) dir: Arc<Root>,
     pub(crate) fs: Arc<dyn Fs>,
+    /// Blobs published unsynced by deferring handles, shared by clones
+    /// (see [`crate::durability`]).
+    pub(crate) pending: Arc<crate::durability::Pending>,
+    /// Whether this handle's ingests defer their syncs.
+    pub(crate) defer_sync: bool,
 }
 
 /// The [`LayoutError`] for an I/O error: a [`RefusedFile`] it carries is
@@ -183,6 +188,8 @@ impl OciDir {
             root,
             dir: Arc::new(dir),
             fs,
+            pending: Arc::default(),
+            defer_sync: false,
         };
         if dir.layout_file_missing()? {
             dir.init()?;
@@ -221,6 +228,8 @@ impl OciDir {
             root,
             dir: Arc::new(dir),
             fs,
+            pending: Arc::default(),
+            defer_sync: false,
         };
         dir.check_layout()?;
         Ok(dir)

@@ -356,6 +356,8 @@ impl OciDir {
                 path: path.clone(),
                 source,
             })?;
+        // Every blob a tag may now reach is durable first.
+        self.sync_deferred().map_err(TagError::Content)?;
         write_file_atomic(&*self.fs, &self.dir, Target::Index, &path, new.raw()).map_err(|source| {
             TagError::Io {
                 op: "write",

@@ -159,6 +159,9 @@ fn import_one(
     reach: &ReachArgs,
     mounts: Option<&Path>,
 ) -> anyhow::Result<ImportReport> {
+    // The import's blobs are synced in one pass before its records are
+    // tagged, not two syncs each (see image_store::durability).
+    let store = &store.deferring_sync();
     let report = match &spec.place {
         Place::Local(dir) => {
             let layout = OciDir::open(dir)

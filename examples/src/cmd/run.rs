@@ -201,6 +201,11 @@ pub struct ContainerFlags {
     /// Docker's default seccomp profile applies otherwise.
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
+    /// Give the container every capability, no seccomp filter, no masked
+    /// or read-only paths, writable /sys and cgroups, every device allowed
+    /// (host device nodes are not added to /dev).
+    #[arg(long)]
+    pub privileged: bool,
 }
 
 /// The seccomp mode of a `--security-opt` (`seccomp=unconfined`,
@@ -243,6 +248,7 @@ impl ContainerFlags {
         o.stdin = self.interactive;
         o.tty = self.tty;
         o.init = self.init;
+        o.privileged = self.privileged;
         o.network = self.net.parse::<NetworkMode>()?;
         if let Some(m) = &self.memory {
             o.resources.memory = Some(parse_bytes("memory", m)?);

@@ -338,9 +338,17 @@ where
                 let mounts = self.mounts_key(&spec, stage_index, &mut files)?;
                 let entry = history::run(&spec.args, &args);
                 let by = entry.created_by.clone().unwrap_or_default();
-                let key = state
-                    .key
-                    .child(&format!("{by}\0network={:?}{mounts}", spec.network), &files);
+                // A privileged run's result is not the sandbox's: each keys
+                // apart (a sandboxed key stays as it was).
+                let security = if spec.insecure {
+                    "\0security=insecure"
+                } else {
+                    ""
+                };
+                let key = state.key.child(
+                    &format!("{by}\0network={:?}{mounts}{security}", spec.network),
+                    &files,
+                );
                 (
                     Work::Run {
                         spec,

@@ -89,9 +89,9 @@ pub struct BuildOptions {
     pub network: Network,
     /// `--secret`: the secrets a `RUN --mount=type=secret` may mount, by id.
     pub secrets: BTreeMap<String, crate::mounts::Secret>,
-    /// `--allow security.insecure`: a `RUN --security=insecure` is let
-    /// through to the runtime (which refuses it: it makes no privileged
-    /// container) instead of refused as not allowed.
+    /// `--allow security.insecure`: a `RUN --security=insecure` runs in a
+    /// privileged container (all capabilities, no seccomp, no masked
+    /// paths) instead of being refused as not allowed.
     pub allow_insecure: bool,
     /// Progress of long operations (unpacking, packing) and the interrupt,
     /// checked between steps and passed to RUN.

@@ -4,8 +4,13 @@
 //!
 //! - bind: the source resolved inside its root (`openat2` with
 //!   `RESOLVE_IN_ROOT`: a link in the context or a stage's root resolves
-//!   inside it, never out), mounted read-only; with `rw`, an overlay whose
-//!   lower directory is the source and whose upper directory is thrown
+//!   inside it, never out), opened `O_PATH`, and that descriptor
+//!   bind-mounted (`/proc/self/fd/<n>`) on a throwaway directory of ours,
+//!   which the container gets: what it mounts is the file resolved,
+//!   whatever replaces a name on the source's path meanwhile (the
+//!   container's mount namespace cannot bind a descriptor of ours
+//!   itself); mounted read-only; with `rw`, an overlay whose
+//!   lower directory is that bind and whose upper directory is thrown
 //!   away (a single file: a throwaway copy);
 //! - cache: the id's directory under [`cache_dir_root`], made (seeded,
 //!   then renamed into place) on first use; `locked` holds (waiting, the
@@ -208,7 +213,8 @@ impl Setup<'_> {
         for spec in specs {
             match spec {
                 MountSpec::Bind(b) => {
-                    let source = self.resolve(b.from.as_deref(), &b.source)?;
+                    let resolved = self.resolve(b.from.as_deref(), &b.source)?;
+                    let source = self.pin(&mut p, &resolved)?;
                     let source = if b.rw {
                         self.throwaway(&mut p, &source, &b.source)?
                     } else {
@@ -279,17 +285,56 @@ impl Setup<'_> {
         ))
     }
 
+    /// The file `resolved` holds, bound read-only on a new throwaway
+    /// directory (a directory) or on a file in one (anything else): a
+    /// path only this build makes and names, for the container to bind.
+    /// The bind is of the descriptor (`/proc/self/fd/<n>`: the kernel
+    /// follows the magic link to the very file), never of a name in the
+    /// source's root, so a link swapped in since it was resolved is not
+    /// followed; no file is opened (a FIFO or device is bound as itself).
+    /// Read-only and not recursive, so that a removal of the throwaway
+    /// directory that found it still mounted could change nothing of the
+    /// source.
+    fn pin(&self, p: &mut Prepared, resolved: &OwnedFd) -> Result<PathBuf, SetupError> {
+        let dir = self.temp_dir(p)?;
+        let held = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(resolved)
+        ));
+        let st = rustix::fs::fstat(resolved).map_err(|e| io("looking at", &held)(e.into()))?;
+        let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir();
+        let target = (!is_dir).then(|| PathBuf::from("file"));
+        if let Some(t) = &target {
+            let point = dir.join(t);
+            std::fs::File::create_new(&point).map_err(io("making", &point))?;
+        }
+        let m = Mount {
+            fs_type: "bind".to_owned(),
+            source: held.to_string_lossy().into_owned(),
+            target: target.clone(),
+            options: vec!["bind".to_owned(), "ro".to_owned()],
+        };
+        let guard =
+            MountGuard::mount(SysMounter, &[m], &dir).map_err(|source| SetupError::Mount {
+                what: "bind",
+                path: dir.clone(),
+                source: Box::new(source),
+            })?;
+        p.mounts.push(guard);
+        Ok(target.map_or(dir.clone(), |t| dir.join(t)))
+    }
+
     /// A new tmpfs with `options`, mounted on a throwaway directory.
     fn tmpfs(&self, p: &mut Prepared, options: Vec<String>) -> Result<PathBuf, SetupError> {
         let dir = self.temp_dir(p)?;
         mount_on(p, "tmpfs", options, dir)
     }
 
-    /// The host path of `source` inside the root of `from` (the context
-    /// when `None`), every link resolved inside that root.
-    fn resolve(&self, from: Option<&str>, source: &str) -> Result<PathBuf, SetupError> {
+    /// `source` inside the root of `from` (the context when `None`),
+    /// every link resolved inside that root, opened `O_PATH`.
+    fn resolve(&self, from: Option<&str>, source: &str) -> Result<OwnedFd, SetupError> {
         match from {
-            None => resolve_in_context(self.context, source),
+            None => open_in_context(self.context, source),
             Some(f) => {
                 let path = self
                     .roots
@@ -301,7 +346,7 @@ impl Setup<'_> {
                     Mode::empty(),
                 )
                 .map_err(|e| io("opening", path)(e.into()))?;
-                resolve_in(&root, source)
+                open_in(&root, source)
             }
         }
     }
@@ -576,10 +621,11 @@ pub fn sweep(work: &Path) -> Result<usize, SetupError> {
             Err(Errno::WOULDBLOCK) => continue,
             Err(e) => return Err(io("locking", &path)(e.into())),
         }
-        // What a RUN mounts there: a tmpfs on the directory itself, or an
-        // overlay on its `merged` (never a link: NOFOLLOW).
+        // What a RUN mounts there: a tmpfs or a bind on the directory
+        // itself, a bind on its `file`, or an overlay on its `merged`
+        // (never a link: NOFOLLOW).
         use image_overlay::mount::Mounter;
-        for point in [path.clone(), path.join("merged")] {
+        for point in [path.join("file"), path.clone(), path.join("merged")] {
             for _ in 0..8 {
                 if SysMounter.unmount(&point, true).is_err() {
                     break;
@@ -643,16 +689,21 @@ fn libc_nofollow() -> i32 {
 /// [`SetupError::Source`] when the build has no context, or `source` is
 /// missing; [`SetupError::Io`].
 pub fn resolve_in_context(context: &Context, source: &str) -> Result<PathBuf, SetupError> {
+    fd_path(&open_in_context(context, source)?)
+}
+
+/// `source` in the context, opened as [`open_in`] opens it.
+fn open_in_context(context: &Context, source: &str) -> Result<OwnedFd, SetupError> {
     let dir = context.dir().ok_or_else(|| SetupError::Source {
         path: source.to_owned(),
         reason: "is in the context, and the build has none",
     })?;
-    resolve_in(&dir, source)
+    open_in(&dir, source)
 }
 
-/// The host path of `source` under the directory `root`, every link
-/// resolved inside it; checked to be beneath `root`'s own path.
-fn resolve_in(root: &impl AsFd, source: &str) -> Result<PathBuf, SetupError> {
+/// `source` under the directory `root`, every link resolved inside it,
+/// opened `O_PATH`; its path checked to be beneath `root`'s own path.
+fn open_in(root: &impl AsFd, source: &str) -> Result<OwnedFd, SetupError> {
     let name = if source.is_empty() { "." } else { source };
     let fd = rustix::fs::openat2(
         root,
@@ -675,7 +726,7 @@ fn resolve_in(root: &impl AsFd, source: &str) -> Result<PathBuf, SetupError> {
             reason: "resolves outside its root",
         });
     }
-    Ok(host)
+    Ok(fd)
 }
 
 /// The path the kernel gives the open `fd`.

@@ -18,7 +18,7 @@ pub const BASE: &str = "test.local/busybox:1";
 /// The applets of the base image.
 pub const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "env", "id", "dd",
-    "sleep", "grep", "wc", "readlink",
+    "sleep", "grep", "wc", "readlink", "mount", "umount",
 ];
 
 /// A store, a runtime with snapshots and a context, under one directory.

@@ -72,6 +72,7 @@ enum Edit {
     NanoCpus(u64),
     Network(NetworkMode),
     Init(bool),
+    Privileged(bool),
 }
 
 impl Edit {
@@ -90,6 +91,7 @@ impl Edit {
             Edit::NanoCpus(v) => o.resources.nano_cpus = Some(v),
             Edit::Network(v) => o.network = v,
             Edit::Init(v) => o.init = v,
+            Edit::Privileged(v) => o.privileged = v,
         }
     }
 }
@@ -261,6 +263,12 @@ impl ContainerBuilder {
     /// Runs a reaper as pid 1 (`--init`; native backend only).
     pub fn init(self, yes: bool) -> Self {
         self.edit(Edit::Init(yes))
+    }
+
+    /// Runs the container privileged (`--privileged`; see
+    /// [`RunOptions::privileged`]).
+    pub fn privileged(self, yes: bool) -> Self {
+        self.edit(Edit::Privileged(yes))
     }
 
     /// Creates the container: state directory, writable snapshot prepared

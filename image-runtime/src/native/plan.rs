@@ -366,7 +366,7 @@ pub(crate) fn mount_ops(
                 remount: flags,
             });
         } else if typ == "cgroup" || typ == "cgroup2" {
-            cgroup_ops(&mut ops, &target, cgroups)?;
+            cgroup_ops(&mut ops, &target, cgroups, m.is_read_only())?;
         } else {
             let data = options.data_string();
             ops.push(Op::Mount {
@@ -404,10 +404,17 @@ pub(crate) fn mount_ops(
 }
 
 /// `/sys/fs/cgroup` as runc makes it without a cgroup namespace: a tmpfs,
-/// and each hierarchy's container cgroup bound read-only under its name.
-fn cgroup_ops(ops: &mut Vec<Op>, target: &str, cgroups: &[CgroupDir]) -> Result<(), PlanError> {
+/// and each hierarchy's container cgroup bound under its name, read-only
+/// unless the mount is writable (a privileged container's).
+fn cgroup_ops(
+    ops: &mut Vec<Op>,
+    target: &str,
+    cgroups: &[CgroupDir],
+    read_only: bool,
+) -> Result<(), PlanError> {
     let v1: Vec<&CgroupDir> = cgroups.iter().filter(|c| !c.v2).collect();
-    let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let ro = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let ro = if read_only { ro | libc::MS_RDONLY } else { ro };
     if v1.is_empty() {
         if let Some(c) = cgroups.iter().find(|c| c.v2) {
             ops.push(Op::Bind {

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use image_core::config::{ConfigLimitError, RunConfig};
 use image_core::oci_spec::runtime::{
     Box as ConsoleSize, BoxBuilder, Capabilities, Linux, LinuxCapabilities, LinuxDeviceCgroup,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources, LinuxSeccomp, PosixRlimit,
+    LinuxDeviceType, LinuxNamespace, LinuxNamespaceType, LinuxResources, LinuxSeccomp, PosixRlimit,
     PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec, User,
 };
 use image_core::{Classify, ErrorKind};
@@ -152,6 +152,14 @@ pub struct RunOptions {
     /// `--security-opt seccomp=`: Docker's default profile unless the
     /// caller says `unconfined` or gives a profile.
     pub seccomp: SeccompMode,
+    /// `--privileged` (Docker's): every capability the host kernel has, no
+    /// seccomp filter (whatever [`seccomp`](Self::seccomp) says), no
+    /// masked or read-only paths, `/sys` and `/sys/fs/cgroup` writable,
+    /// and a device cgroup that allows every device. Unlike Docker, the
+    /// host's device nodes are not added to `/dev` (the native backend
+    /// refuses `linux.devices`); the container may make the nodes it
+    /// needs (`CAP_MKNOD`, every device allowed).
+    pub privileged: bool,
 }
 
 impl RunOptions {
@@ -475,8 +483,15 @@ pub fn generate(
     let hostname = hostname(&ctx.id, opts);
     let env = env(config, opts, &hostname, &ctx.user.home);
 
-    let caps: Capabilities = defaults::DEFAULT_CAPABILITIES.into_iter().collect();
-    let seccomp = seccomp_for(&opts.seccomp, &caps);
+    let caps: Capabilities = if opts.privileged {
+        host_capabilities()
+    } else {
+        defaults::DEFAULT_CAPABILITIES.into_iter().collect()
+    };
+    let seccomp = match opts.privileged {
+        true => None,
+        false => seccomp_for(&opts.seccomp, &caps),
+    };
     let mut capabilities = LinuxCapabilities::default();
     capabilities
         .set_bounding(Some(caps.clone()))
@@ -491,6 +506,9 @@ pub fn generate(
     let user = process_user(&ctx.user, &opts.additional_gids)?;
 
     let mut mounts = mounts::default_mounts();
+    if opts.privileged {
+        mounts::make_writable(&mut mounts, &["/sys", "/sys/fs/cgroup"]);
+    }
     if let Some(f) = &ctx.etc_files {
         for (dest, src) in [
             ("/etc/resolv.conf", &f.resolv_conf),
@@ -538,7 +556,11 @@ pub fn generate(
         .set_typ(None)
         .set_access(Some("rwm".to_owned()));
     let mut devices = vec![deny_all];
-    for (typ, major, minor, access) in defaults::ALLOWED_DEVICES {
+    let allowed = match opts.privileged {
+        true => &[(LinuxDeviceType::A, None, None, "rwm")][..],
+        false => &defaults::ALLOWED_DEVICES[..],
+    };
+    for &(typ, major, minor, access) in allowed {
         let mut d = LinuxDeviceCgroup::default();
         d.set_allow(true)
             .set_typ(Some(typ))
@@ -575,8 +597,8 @@ pub fn generate(
     let mut linux = Linux::default();
     linux
         .set_namespaces(Some(namespaces))
-        .set_masked_paths(Some(strings(&defaults::MASKED_PATHS)))
-        .set_readonly_paths(Some(strings(&defaults::READONLY_PATHS)))
+        .set_masked_paths((!opts.privileged).then(|| strings(&defaults::MASKED_PATHS)))
+        .set_readonly_paths((!opts.privileged).then(|| strings(&defaults::READONLY_PATHS)))
         .set_resources(Some(resources))
         .set_cgroups_path(ctx.cgroups_path.as_ref().map(PathBuf::from))
         .set_seccomp(seccomp);
@@ -607,6 +629,28 @@ pub fn generate(
         .set_linux(Some(linux))
         .set_annotations((!annotations.is_empty()).then(|| annotations.into_iter().collect()));
     Ok(spec)
+}
+
+/// Every capability this process may give (a privileged container's set,
+/// as Docker's daemon counts them): those of its bounding set
+/// (`CapBnd` of `/proc/self/status`, which holds only what the kernel
+/// knows); all that [`defaults::ALL_CAPABILITIES`] knows when it cannot
+/// be read.
+fn host_capabilities() -> Capabilities {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    defaults::ALL_CAPABILITIES
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| bounding >> n & 1 == 1)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// The spec's `linux.seccomp` for `mode`, resolved against the bounding
@@ -1037,5 +1081,79 @@ mod tests {
         assert!(matches!(e, SpecError::InvalidOption { .. }), "{e:?}");
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.to_string().len() < 400, "{e}");
+    }
+
+    /// `privileged`: every capability of the kernel in every set, no
+    /// seccomp even when a profile was asked, no masked or read-only
+    /// paths, `/sys` and cgroups writable, every device allowed; the
+    /// default spec keeps all of those.
+    #[test]
+    fn privileged_drops_every_confinement_docker_drops() {
+        let look = |privileged: bool| {
+            let mut opts = RunOptions::new();
+            opts.privileged = privileged;
+            opts.seccomp = SeccompMode::Default;
+            generate(&config(), &opts, &ctx()).unwrap()
+        };
+        let ro = |spec: &Spec, dest: &str| {
+            let m = spec
+                .mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == Path::new(dest));
+            m.unwrap()
+                .options()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|o| o == "ro")
+        };
+        let bounding = std::fs::read_to_string("/proc/self/status").unwrap();
+        let bounding = bounding
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .unwrap();
+        let held = u64::from_str_radix(bounding.trim(), 16)
+            .unwrap()
+            .count_ones() as usize;
+        for privileged in [false, true] {
+            let spec = look(privileged);
+            let caps = spec
+                .process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .clone()
+                .unwrap();
+            for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+                let set = set.as_ref().unwrap();
+                let want = if privileged { held } else { 14 };
+                assert_eq!(set.len(), want, "{privileged}: {set:?}");
+                assert_eq!(set.contains(&Capability::SysAdmin), privileged);
+            }
+            let linux = spec.linux().as_ref().unwrap();
+            assert_eq!(linux.seccomp().is_none(), privileged);
+            assert_eq!(linux.masked_paths().is_none(), privileged);
+            assert_eq!(linux.readonly_paths().is_none(), privileged);
+            assert_eq!(ro(&spec, "/sys"), !privileged);
+            assert_eq!(ro(&spec, "/sys/fs/cgroup"), !privileged);
+            let devices = linux
+                .resources()
+                .as_ref()
+                .unwrap()
+                .devices()
+                .as_ref()
+                .unwrap();
+            let all = devices
+                .iter()
+                .any(|d| d.allow() && d.typ() == Some(LinuxDeviceType::A) && d.major().is_none());
+            assert_eq!(all, privileged, "{devices:?}");
+            // The same mounts, only writable.
+            assert_eq!(
+                spec.mounts().as_ref().unwrap().len(),
+                look(!privileged).mounts().as_ref().unwrap().len()
+            );
+        }
     }
 }

@@ -96,6 +96,20 @@ pub fn bind(destination: &Path, source: &Path, read_only: bool) -> OciMount {
     m
 }
 
+/// Drops `ro` from the options of the mounts at `destinations` (a
+/// privileged container's `/sys` and cgroups).
+pub fn make_writable(mounts: &mut [OciMount], destinations: &[&str]) {
+    for m in mounts {
+        if !destinations.iter().any(|d| m.destination() == Path::new(d)) {
+            continue;
+        }
+        if let Some(options) = m.options().clone() {
+            let kept: Vec<String> = options.into_iter().filter(|o| o != "ro").collect();
+            m.set_options(Some(kept));
+        }
+    }
+}
+
 /// Docker's default mounts: `/proc`, `/dev`, `/dev/pts`, `/sys` (ro),
 /// `/sys/fs/cgroup` (ro), `/dev/mqueue`, `/dev/shm`.
 pub fn default_mounts() -> Vec<OciMount> {

@@ -6,7 +6,13 @@ pub use image_testsupport::scratch::scratch;
 pub use image_testsupport::store::{bytes, oci_dir};
 pub use image_testsupport::tools::have as have_tool;
 
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
 use image_core::{Descriptor, Digest, MediaType};
+use image_store::fs::{Fs, Root, Target};
 use image_store::{ContentStore, Provider};
 
 /// The pieces of an image written by [`write_image`].
@@ -68,5 +74,76 @@ pub fn verify_all<P: Provider + ?Sized>(store: &P, digests: &[Digest]) {
     for d in digests {
         let mut r = store.reader(d).unwrap_or_else(|e| panic!("open {d}: {e}"));
         std::io::copy(&mut r, &mut std::io::sink()).unwrap_or_else(|e| panic!("verify {d}: {e}"));
+    }
+}
+
+/// A seam call, as a [`Tap`] reports it once the inner seam made it.
+#[derive(Debug, Clone, Copy)]
+pub enum Seen<'a> {
+    /// A file was opened (`open_temp`) at this path.
+    Opened(Target, &'a Path),
+    /// This many bytes were offered to a write.
+    Wrote(Target, usize),
+    /// This file was fsynced.
+    SyncedFile(Target, &'a File),
+    /// Something was renamed to this path.
+    Renamed(Target, &'a Path),
+    /// This directory was fsynced.
+    SyncedDir(Target, &'a Path),
+}
+
+/// A seam that passes every call to `inner` and reports the ones a test
+/// watches ([`Seen`]) to `on` after they succeeded.
+pub struct Tap<F> {
+    pub inner: Arc<dyn Fs>,
+    pub on: F,
+}
+
+impl<F> std::fmt::Debug for Tap<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap").field("inner", &self.inner).finish()
+    }
+}
+
+impl<F: Fn(Seen<'_>) + Send + Sync> Fs for Tap<F> {
+    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(t, r, p)
+    }
+    fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> io::Result<File> {
+        let f = self.inner.open_temp(t, r, p, truncate)?;
+        (self.on)(Seen::Opened(t, p));
+        Ok(f)
+    }
+    fn write(&self, t: Target, f: &mut File, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(t, f, b)?;
+        (self.on)(Seen::Wrote(t, b.len()));
+        Ok(n)
+    }
+    fn set_len(&self, t: Target, f: &File, l: u64) -> io::Result<()> {
+        self.inner.set_len(t, f, l)
+    }
+    fn sync_file(&self, t: Target, f: &File) -> io::Result<()> {
+        self.inner.sync_file(t, f)?;
+        (self.on)(Seen::SyncedFile(t, f));
+        Ok(())
+    }
+    fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(t, r, from, to)?;
+        (self.on)(Seen::Renamed(t, to));
+        Ok(())
+    }
+    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
+        self.inner.sync_dir(t, r, d)?;
+        (self.on)(Seen::SyncedDir(t, d));
+        Ok(())
+    }
+    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.remove_file(t, r, p)
+    }
+    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(t, r, p)
+    }
+    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+        self.inner.remove_dir(t, r, p)
     }
 }

@@ -5,19 +5,17 @@
 //! and verifies.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use image_core::Digest;
-use image_store::fs::{Fs, RealFs, Root, Target};
+use image_store::fs::{RealFs, Target};
 use image_store::fsck::FsckOptions;
 use image_store::{Ingester, OciDir, Provider, TagStore};
 
-use crate::common::{bytes, child_guard, image_json, kill_group, scratch, spawn_self};
+use crate::common::{bytes, child_guard, image_json, kill_group, scratch, spawn_self, Seen, Tap};
 
 const PHASES: [&str; 5] = [
     "temp-created",
@@ -31,7 +29,6 @@ const CHILD_ENV: &str = "IMAGE_STORE_CRASH_CHILD";
 /// Reports phases and stops in the chosen one until killed.
 #[derive(Debug)]
 struct PhaseFs {
-    inner: RealFs,
     pause: String,
     pause_at: usize,
     counts: Mutex<HashMap<&'static str, usize>>,
@@ -54,56 +51,19 @@ impl PhaseFs {
     }
 }
 
-impl Fs for PhaseFs {
-    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(t, r, p)
-    }
-    fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> io::Result<File> {
-        let f = self.inner.open_temp(t, r, p, truncate)?;
-        if t == Target::Blob && p.ends_with("data") {
-            self.reached("temp-created");
-        }
-        Ok(f)
-    }
-    fn write(&self, t: Target, f: &mut File, b: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(t, f, b)?;
-        if t == Target::Blob && b.len() >= 1024 {
-            self.reached("mid-write");
-        }
-        Ok(n)
-    }
-    fn set_len(&self, t: Target, f: &File, l: u64) -> io::Result<()> {
-        self.inner.set_len(t, f, l)
-    }
-    fn sync_file(&self, t: Target, f: &File) -> io::Result<()> {
-        self.inner.sync_file(t, f)?;
-        match t {
-            Target::Blob => self.reached("synced"),
-            Target::Index => self.reached("index-update"),
+impl PhaseFs {
+    /// The phase a seam call reaches, if any.
+    fn seen(&self, call: Seen<'_>) {
+        match call {
+            Seen::Opened(Target::Blob, p) if p.ends_with("data") => self.reached("temp-created"),
+            Seen::Wrote(Target::Blob, len) if len >= 1024 => self.reached("mid-write"),
+            Seen::SyncedFile(Target::Blob, _) => self.reached("synced"),
+            Seen::Renamed(Target::Blob, _) => self.reached("renamed"),
+            Seen::SyncedFile(Target::Index, _) | Seen::Renamed(Target::Index, _) => {
+                self.reached("index-update")
+            }
             _ => {}
         }
-        Ok(())
-    }
-    fn rename(&self, t: Target, r: &Root, a: &Path, b: &Path) -> io::Result<()> {
-        self.inner.rename(t, r, a, b)?;
-        match t {
-            Target::Blob => self.reached("renamed"),
-            Target::Index => self.reached("index-update"),
-            _ => {}
-        }
-        Ok(())
-    }
-    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
-        self.inner.sync_dir(t, r, d)
-    }
-    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.remove_file(t, r, p)
-    }
-    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(t, r, p)
-    }
-    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir(t, r, p)
     }
 }
 
@@ -117,12 +77,15 @@ fn crash_child() {
     let pause = std::env::var("PAUSE_PHASE").unwrap();
     let pause_at: usize = std::env::var("PAUSE_AT").unwrap().parse().unwrap();
     let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
-    let fs = Arc::new(PhaseFs {
-        inner: RealFs,
+    let phases = PhaseFs {
         pause,
         pause_at,
         counts: Mutex::new(HashMap::new()),
         _calls: AtomicUsize::new(0),
+    };
+    let fs = Arc::new(Tap {
+        inner: Arc::new(RealFs),
+        on: move |call: Seen<'_>| phases.seen(call),
     });
     let store = OciDir::open_or_create_with(&dir, fs).unwrap();
     for i in 0u64.. {

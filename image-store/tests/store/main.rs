@@ -4,6 +4,7 @@ mod common;
 mod concurrency;
 mod conformance;
 mod crash;
+mod durability;
 mod faults;
 mod interop;
 mod leases;
