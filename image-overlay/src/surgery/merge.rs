@@ -32,12 +32,11 @@ use image_core::manifest::descriptor_media_type;
 use image_core::{Descriptor, DescriptorExt, Digest, HashingReader};
 use image_store::Provider;
 
+use crate::flatten::{open_layer_with, OpenFailure};
 use crate::fsops::display_path;
 use crate::list::{describe, EntryKind, ListEntry, WhiteoutKind};
 use crate::tarwriter::{Entry as TarEntry, Kind, TarWriter};
-use crate::unpack::{
-    blame_the_blob, descriptor_mismatch, sniff, walk, Ending, Limits, SourceTag, UnpackError,
-};
+use crate::unpack::{blame_the_blob, sniff, walk, Ending, Limits, SourceTag, UnpackError};
 
 use super::SurgeryError;
 
@@ -289,32 +288,27 @@ fn read_layer<P: Provider + ?Sized>(
     let compression = descriptor_media_type(desc)
         .require_layer_compression()
         .map_err(|source| SurgeryError::MediaType { index, source })?;
-    let digest = desc
-        .checked_digest()
-        .map_err(|source| SurgeryError::BadLayer {
+    let (digest, mut reader) = open_layer_with(store, desc, |failure| match failure {
+        OpenFailure::BadDigest(source) => SurgeryError::BadLayer {
             index,
             source: Box::new(source),
-        })?;
+        },
+        OpenFailure::Stream(digest, source) => SurgeryError::Layer {
+            index,
+            digest,
+            source: Box::new(source),
+        },
+        OpenFailure::Content(digest, source) => SurgeryError::Content {
+            index,
+            digest,
+            source: Box::new(source),
+        },
+    })?;
     let layer_err = |e: UnpackError| SurgeryError::Layer {
         index,
         digest: digest.clone(),
         source: Box::new(blame_the_blob(store, &digest, e)),
     };
-    let mut reader =
-        store
-            .reader_for_unverified(desc)
-            .map_err(|e| match descriptor_mismatch(e) {
-                Ok(unpack) => SurgeryError::Layer {
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(unpack),
-                },
-                Err(e) => SurgeryError::Content {
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(e),
-                },
-            })?;
     let mut tagged = SourceTag(&mut reader);
     let mut hashing = HashingReader::new(&mut tagged as &mut dyn Read, digest.algorithm());
     let (head, compression) = sniff(&mut hashing, Some(compression)).map_err(layer_err)?;
