@@ -699,7 +699,7 @@ pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
                 // which is what an unpacked tree shows.
                 head.mode = 0o777;
             }
-            tar.header(&head).map_err(write_err)?;
+            tar.header_nanos(&head, e.mtime_nanos).map_err(write_err)?;
             let mut left = size;
             while left > 0 {
                 let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());

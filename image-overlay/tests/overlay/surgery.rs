@@ -803,3 +803,98 @@ fn squash_and_export_of_generated_stacks_keep_the_tree() {
         assert_eq!(facts(&want), facts(&got), "round {round}, export");
     }
 }
+
+/// The tree's facts with sub-second mtimes, directory times aside (see
+/// [`facts`]).
+fn facts_with_nanos(
+    root: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
+    let mut t = snapshot(root, true);
+    for f in t.values_mut() {
+        if f.kind == "dir" {
+            f.mtime = 0;
+            f.mtime_nsec = 0;
+        }
+    }
+    t
+}
+
+/// GNU tar's PAX form of the tree at `dir` (sub-second mtimes kept).
+fn gnu_pax_tar(dir: &std::path::Path) -> Vec<u8> {
+    let out = Command::new("tar")
+        .arg("--format=posix")
+        .arg("--numeric-owner")
+        .arg("--sort=name")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg("-")
+        .arg(".")
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Squash and export keep sub-second mtimes: the squashed image and the
+/// exported tree are the original's to the nanosecond.
+#[test]
+fn squash_and_export_keep_sub_second_mtimes() {
+    use image_overlay::flatten::flatten_image;
+    use image_overlay::unpack::UnpackOptions;
+    if !tools(&["tar"]) {
+        return;
+    }
+    let (work, store) = image_testsupport::store::oci_dir();
+    let set = |p: &std::path::Path, secs: i64, nsec: i64| crate::common::set_mtime(p, secs, nsec);
+    let d0 = work.path().join("l0");
+    std::fs::create_dir_all(d0.join("etc")).expect("mkdir");
+    std::fs::write(d0.join("etc/a"), b"a").expect("write");
+    std::fs::write(d0.join("etc/b"), b"b").expect("write");
+    std::os::unix::fs::symlink("a", d0.join("etc/l")).expect("symlink");
+    set(&d0.join("etc/a"), 1_700_000_000, 123_456_789);
+    set(&d0.join("etc/b"), 1_600_000_000, 500_000_000);
+    let d1 = work.path().join("l1");
+    std::fs::create_dir_all(d1.join("etc")).expect("mkdir");
+    std::fs::write(d1.join("etc/b"), b"b2").expect("write");
+    std::fs::write(d1.join("top"), b"t").expect("write");
+    set(&d1.join("etc/b"), 1_650_000_000, 1);
+    set(&d1.join("top"), 1_700_000_001, 999_999_999);
+    let layers = [
+        layer_from_tar(&store, &gnu_pax_tar(&d0), Compression::Gzip),
+        layer_from_tar(&store, &gnu_pax_tar(&d1), Compression::Gzip),
+    ];
+    let original = build_image(&store, &layers, "ns:1");
+    let want = work.path().join("want");
+    flatten_image(&store, &original, &want, &UnpackOptions::default()).expect("flatten");
+    let md = std::fs::symlink_metadata(want.join("etc/a")).expect("lstat");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 123_456_789));
+
+    squash(&store, "ns:1", "ns:2", &SquashOptions::new(SquashFrom::All)).expect("squash");
+    let squashed = resolve_image(&store, "ns:2", None).expect("resolve");
+    let got = work.path().join("got");
+    flatten_image(&store, &squashed, &got, &UnpackOptions::default()).expect("flatten");
+    assert_eq!(facts_with_nanos(&want), facts_with_nanos(&got));
+
+    let mut tar = Vec::new();
+    export(&store, "ns:1", None, &mut tar, MergeLimits::default()).expect("export");
+    let exported = work.path().join("exported");
+    std::fs::create_dir(&exported).expect("mkdir");
+    let mut child = Command::new("tar")
+        .arg("-xpf")
+        .arg("-")
+        .arg("--numeric-owner")
+        .arg("-C")
+        .arg(&exported)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &tar).expect("write");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(facts_with_nanos(&want), facts_with_nanos(&exported));
+}
