@@ -6,7 +6,11 @@
 //! must not be called from inside another runtime's asynchronous task
 //! (use [`crate::Client`] there).
 
-use image_core::{Descriptor, Digest, Document, Reference};
+use std::io::{self, Read};
+
+use image_core::{Descriptor, DescriptorExt, Digest, Document, Reference, VerifyingReader};
+
+use crate::client::BlobStream;
 
 use crate::client::{Client as AsyncClient, ClientBuilder};
 use crate::error::RegistryError;
@@ -154,6 +158,43 @@ impl Client {
             .block_on(self.client.delete_blob(reference, digest))
     }
 
+    /// Opens the blob `descriptor` names in `reference`'s repository as a
+    /// blocking stream of its bytes, verified: the read that reaches the
+    /// end fails (an `InvalidData` I/O error wrapping an
+    /// [`image_core::VerifyError`]) when the bytes are not the descriptor's
+    /// digest and size, and no more than its size is ever read. Nothing is
+    /// written anywhere; a cut connection is an I/O error (no resume).
+    ///
+    /// The reader owns a handle of this client's runtime, so it may be
+    /// moved to another thread and outlive the borrow (not the client).
+    ///
+    /// # Errors
+    /// [`RegistryError::Document`] for a descriptor whose digest is
+    /// invalid; the errors of [`crate::Client::get_blob`].
+    pub fn blob_reader(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobReader, RegistryError> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| RegistryError::Document {
+                url: format!("{}/{}", reference.domain(), reference.repository()),
+                source,
+            })?;
+        let stream = self
+            .runtime
+            .block_on(self.client.get_blob(reference, descriptor, 0))?;
+        let body = BlobBody {
+            runtime: self.runtime.handle().clone(),
+            stream,
+            chunk: bytes::Bytes::new(),
+        };
+        Ok(BlobReader {
+            inner: VerifyingReader::new(body, digest, Some(descriptor.size())),
+        })
+    }
+
     /// Blocks on [`crate::pull()`].
     ///
     /// # Errors
@@ -204,5 +245,48 @@ impl Client {
     {
         self.runtime
             .block_on(crate::copy::copy(&self.client, src, dst, options))
+    }
+}
+
+/// A blob streamed from a registry, verified as it is read (see
+/// [`Client::blob_reader`]).
+#[derive(Debug)]
+pub struct BlobReader {
+    inner: VerifyingReader<BlobBody>,
+}
+
+impl BlobReader {
+    /// Whether the whole blob was read and is the descriptor's.
+    pub fn is_verified(&self) -> bool {
+        self.inner.is_verified()
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+/// The body of a blob GET as a blocking reader, chunk by chunk.
+#[derive(Debug)]
+struct BlobBody {
+    runtime: tokio::runtime::Handle,
+    stream: BlobStream,
+    chunk: bytes::Bytes,
+}
+
+impl Read for BlobBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.chunk()) {
+                Ok(Some(next)) => self.chunk = next,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }
