@@ -275,21 +275,30 @@ fn dom_value_attr<'a>(dom: &'a str, attr: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{attr} in the DOM"))
 }
 
+/// `t:3` of [`leaky_image`] pushed to `repo_tag` on a registry started
+/// for the test; `None` (skipped) without busybox or the registry.
+fn leaky_image_pushed(
+    repo_tag: &str,
+) -> Option<(image_testsupport::registry::Registry, Cli, String)> {
+    use image_testsupport::registry::{Registry, RegistryOptions};
+    if !busybox_ready() {
+        return None;
+    }
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let cli = Cli::new(Cleanup::Mounts);
+    leaky_image(&cli);
+    let dest = format!("{}/{repo_tag}", registry.host_port());
+    cli.ok(&["push", "t:3", &dest, "--insecure", "--quiet"]);
+    Some((registry, cli, dest))
+}
+
 /// `docker://REF` reads the image from a registry (the real distribution
 /// server): the same numbers as from the store it was pushed from.
 #[test]
 fn a_registry_source_gives_the_same_numbers() {
-    use image_testsupport::registry::{Registry, RegistryOptions};
-    if !busybox_ready() {
-        return;
-    }
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((_registry, cli, dest)) = leaky_image_pushed("analyze/leaky:3") else {
         return;
     };
-    let cli = Cli::new(Cleanup::Mounts);
-    leaky_image(&cli);
-    let dest = format!("{}/analyze/leaky:3", registry.host_port());
-    cli.ok(&["push", "t:3", &dest, "--insecure", "--quiet"]);
     let pick = |v: Value| {
         (
             v["wastedBytes"].clone(),
@@ -322,17 +331,10 @@ fn a_registry_source_gives_the_same_numbers() {
 /// analysis, naming the digest, and prints no report.
 #[test]
 fn a_registry_source_streams_layers_and_writes_nothing() {
-    use image_testsupport::registry::{blob_data_path, Registry, RegistryOptions};
-    if !busybox_ready() {
-        return;
-    }
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    use image_testsupport::registry::blob_data_path;
+    let Some((registry, cli, dest)) = leaky_image_pushed("analyze/stream:3") else {
         return;
     };
-    let cli = Cli::new(Cleanup::Mounts);
-    leaky_image(&cli);
-    let dest = format!("{}/analyze/stream:3", registry.host_port());
-    cli.ok(&["push", "t:3", &dest, "--insecure", "--quiet"]);
     let no_tmp = cli.tmp.path().join("not-a-directory");
     std::fs::write(&no_tmp, b"").expect("write");
     let remote = |args: &[&str]| {

@@ -758,10 +758,19 @@ fn random_layer(
 fn facts(
     root: &std::path::Path,
 ) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
-    let mut t = snapshot(root, false);
+    facts_dir_times_aside(root, false)
+}
+
+/// [`facts`], with sub-second mtimes when `nanos`.
+fn facts_dir_times_aside(
+    root: &std::path::Path,
+    nanos: bool,
+) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
+    let mut t = snapshot(root, nanos);
     for f in t.values_mut() {
         if f.kind == "dir" {
             f.mtime = 0;
+            f.mtime_nsec = 0;
         }
     }
     t
@@ -854,40 +863,19 @@ fn generated_stacks_keep_the_tree(seed: u64, cross: bool) -> usize {
     refused
 }
 
-/// The tree's facts with sub-second mtimes, directory times aside (see
-/// [`facts`]).
-fn facts_with_nanos(
-    root: &std::path::Path,
-) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
-    let mut t = snapshot(root, true);
-    for f in t.values_mut() {
-        if f.kind == "dir" {
-            f.mtime = 0;
-            f.mtime_nsec = 0;
-        }
-    }
-    t
-}
-
 /// GNU tar's PAX form of the tree at `dir` (sub-second mtimes kept).
 fn gnu_pax_tar(dir: &std::path::Path) -> Vec<u8> {
-    let out = Command::new("tar")
+    let file = dir.with_extension("tar");
+    run(Command::new("tar")
         .arg("--format=posix")
         .arg("--numeric-owner")
         .arg("--sort=name")
         .arg("-C")
         .arg(dir)
         .arg("-cf")
-        .arg("-")
-        .arg(".")
-        .output()
-        .expect("tar");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+        .arg(&file)
+        .arg("."));
+    std::fs::read(&file).expect("read the tar")
 }
 
 /// Squash and export keep sub-second mtimes: the squashed image and the
@@ -929,7 +917,10 @@ fn squash_and_export_keep_sub_second_mtimes() {
     let squashed = resolve_image(&store, "ns:2", None).expect("resolve");
     let got = work.path().join("got");
     flatten_image(&store, &squashed, &got, &UnpackOptions::default()).expect("flatten");
-    assert_eq!(facts_with_nanos(&want), facts_with_nanos(&got));
+    assert_eq!(
+        facts_dir_times_aside(&want, true),
+        facts_dir_times_aside(&got, true)
+    );
 
     let mut tar = Vec::new();
     export(&store, "ns:1", None, &mut tar, MergeLimits::default()).expect("export");
@@ -946,7 +937,10 @@ fn squash_and_export_keep_sub_second_mtimes() {
         .expect("tar");
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &tar).expect("write");
     assert!(child.wait().expect("wait").success());
-    assert_eq!(facts_with_nanos(&want), facts_with_nanos(&exported));
+    assert_eq!(
+        facts_dir_times_aside(&want, true),
+        facts_dir_times_aside(&exported, true)
+    );
 }
 
 /// A layer that hard-links to a file of an earlier layer (as `ln` in a RUN
