@@ -182,16 +182,49 @@ impl Client {
                 url: format!("{}/{}", reference.domain(), reference.repository()),
                 source,
             })?;
+        let body = self.blob_body(reference, descriptor)?;
+        Ok(BlobReader {
+            inner: Body::Verified(Box::new(VerifyingReader::new(
+                body,
+                digest,
+                Some(descriptor.size()),
+            ))),
+        })
+    }
+
+    /// Opens the blob as [`blob_reader`](Client::blob_reader) does, without
+    /// hashing it: for a caller that hashes what it reads and compares the
+    /// digest and size itself (an unpack, the analysis), so the blob is
+    /// hashed once, not twice. At most the descriptor's size is read.
+    ///
+    /// # Security
+    /// The bytes are not known to be the blob until the caller's check
+    /// passes: a caller that does not check must use `blob_reader`.
+    ///
+    /// # Errors
+    /// The errors of [`crate::Client::get_blob`].
+    pub fn blob_reader_unverified(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobReader, RegistryError> {
+        Ok(BlobReader {
+            inner: Body::Plain(self.blob_body(reference, descriptor)?),
+        })
+    }
+
+    fn blob_body(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobBody, RegistryError> {
         let stream = self
             .runtime
             .block_on(self.client.get_blob(reference, descriptor, 0))?;
-        let body = BlobBody {
+        Ok(BlobBody {
             runtime: self.runtime.handle().clone(),
             stream,
             chunk: bytes::Bytes::new(),
-        };
-        Ok(BlobReader {
-            inner: VerifyingReader::new(body, digest, Some(descriptor.size())),
         })
     }
 
@@ -249,22 +282,35 @@ impl Client {
 }
 
 /// A blob streamed from a registry, verified as it is read (see
-/// [`Client::blob_reader`]).
+/// [`Client::blob_reader`]) or not ([`Client::blob_reader_unverified`]).
 #[derive(Debug)]
 pub struct BlobReader {
-    inner: VerifyingReader<BlobBody>,
+    inner: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Verified(Box<VerifyingReader<BlobBody>>),
+    Plain(BlobBody),
 }
 
 impl BlobReader {
-    /// Whether the whole blob was read and is the descriptor's.
+    /// Whether the whole blob was read and is the descriptor's (always
+    /// false for an unverified reader).
     pub fn is_verified(&self) -> bool {
-        self.inner.is_verified()
+        match &self.inner {
+            Body::Verified(v) => v.is_verified(),
+            Body::Plain(_) => false,
+        }
     }
 }
 
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        match &mut self.inner {
+            Body::Verified(v) => v.read(buf),
+            Body::Plain(p) => p.read(buf),
+        }
     }
 }
 

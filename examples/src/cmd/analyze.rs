@@ -225,6 +225,28 @@ impl Provider for Remote<'_> {
     }
 
     fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.open(descriptor, true)
+    }
+
+    /// The layers: the analysis hashes what it reads and checks digest,
+    /// size and diff ID itself before it returns, so each is hashed once.
+    fn reader_for_unverified(
+        &self,
+        descriptor: &Descriptor,
+    ) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.open(descriptor, false)
+    }
+}
+
+impl Remote<'_> {
+    /// A manifest or index from the manifest endpoint (its digest checked
+    /// by the client), any other blob streamed from its blob GET, verified
+    /// as it is read when `verify`.
+    fn open(
+        &self,
+        descriptor: &Descriptor,
+        verify: bool,
+    ) -> Result<Box<dyn Read + Send>, ContentError> {
         let digest = descriptor
             .checked_digest()
             .map_err(|source| ContentError::InvalidDescriptor { source })?;
@@ -236,11 +258,13 @@ impl Provider for Remote<'_> {
                 .map_err(|e| self.failed(&digest, e))?;
             return Ok(Box::new(std::io::Cursor::new(doc.raw().to_vec())));
         }
-        let blob = self
-            .client
-            .blob_reader(&self.reference, descriptor)
-            .map_err(|e| self.failed(&digest, e))?;
-        Ok(Box::new(blob))
+        let blob = if verify {
+            self.client.blob_reader(&self.reference, descriptor)
+        } else {
+            self.client
+                .blob_reader_unverified(&self.reference, descriptor)
+        };
+        Ok(Box::new(blob.map_err(|e| self.failed(&digest, e))?))
     }
 }
 
