@@ -275,21 +275,30 @@ fn dom_value_attr<'a>(dom: &'a str, attr: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{attr} in the DOM"))
 }
 
+/// `t:3` of [`leaky_image`] pushed to `repo_tag` on a registry started
+/// for the test; `None` (skipped) without busybox or the registry.
+fn leaky_image_pushed(
+    repo_tag: &str,
+) -> Option<(image_testsupport::registry::Registry, Cli, String)> {
+    use image_testsupport::registry::{Registry, RegistryOptions};
+    if !busybox_ready() {
+        return None;
+    }
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let cli = Cli::new(Cleanup::Mounts);
+    leaky_image(&cli);
+    let dest = format!("{}/{repo_tag}", registry.host_port());
+    cli.ok(&["push", "t:3", &dest, "--insecure", "--quiet"]);
+    Some((registry, cli, dest))
+}
+
 /// `docker://REF` reads the image from a registry (the real distribution
 /// server): the same numbers as from the store it was pushed from.
 #[test]
 fn a_registry_source_gives_the_same_numbers() {
-    use image_testsupport::registry::{Registry, RegistryOptions};
-    if !busybox_ready() {
-        return;
-    }
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((_registry, cli, dest)) = leaky_image_pushed("analyze/leaky:3") else {
         return;
     };
-    let cli = Cli::new(Cleanup::Mounts);
-    leaky_image(&cli);
-    let dest = format!("{}/analyze/leaky:3", registry.host_port());
-    cli.ok(&["push", "t:3", &dest, "--insecure", "--quiet"]);
     let pick = |v: Value| {
         (
             v["wastedBytes"].clone(),
@@ -312,6 +321,66 @@ fn a_registry_source_gives_the_same_numbers() {
         "--json",
     ]));
     assert_eq!(v["findings"][0]["path"], "/tmp/pass");
+}
+
+/// `docker://REF` streams each layer from its blob GET: the whole analysis
+/// (every number, the change lists, the findings) is the one of the store
+/// the image was pushed from; no temporary store is made (imagectl runs
+/// with `TMPDIR` naming a file, where no temporary directory can be
+/// created); a layer blob changed in the registry's storage fails the
+/// analysis, naming the digest, and prints no report.
+#[test]
+fn a_registry_source_streams_layers_and_writes_nothing() {
+    use image_testsupport::registry::blob_data_path;
+    let Some((registry, cli, dest)) = leaky_image_pushed("analyze/stream:3") else {
+        return;
+    };
+    let no_tmp = cli.tmp.path().join("not-a-directory");
+    std::fs::write(&no_tmp, b"").expect("write");
+    let remote = |args: &[&str]| {
+        let mut cmd = cli.command(args);
+        cmd.env("TMPDIR", &no_tmp);
+        run_bounded(cmd)
+    };
+    let source = format!("docker://{dest}");
+    for verb in ["analyze", "layers", "secrets"] {
+        let mut local = json(&cli.ok(&[verb, "t:3", "--json"]));
+        let out = remote(&[verb, &source, "--insecure", "--json"]);
+        assert!(
+            out.status.success(),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut streamed = json(&String::from_utf8_lossy(&out.stdout));
+        // The name the image was read by is the one thing that differs.
+        for v in [&mut local, &mut streamed] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("image");
+            }
+        }
+        assert_eq!(local, streamed, "{verb}");
+    }
+    assert_eq!(std::fs::read(&no_tmp).expect("read"), b"", "TMPDIR touched");
+
+    // A layer's bytes changed in the registry (the gzip header's time
+    // field: the stream still decompresses, only the digest tells).
+    let local = json(&cli.ok(&["analyze", "t:3", "--json"]));
+    let digest = local["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["digest"].as_str())
+        .expect("the top layer's digest")
+        .to_owned();
+    let hex = digest.strip_prefix("sha256:").expect("sha256");
+    let data = blob_data_path(&registry.storage(), hex);
+    let mut bytes = std::fs::read(&data).expect("blob");
+    bytes[4] ^= 0x5a;
+    std::fs::write(&data, &bytes).expect("write");
+    let out = remote(&["analyze", &source, "--insecure", "--json"]);
+    assert!(!out.status.success(), "a changed blob was analysed");
+    assert!(out.stdout.is_empty(), "a report was printed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(hex) && err.contains("digest"), "{err}");
 }
 
 /// A Debian image (made offline from this machine's own packages, as the

@@ -183,39 +183,69 @@ pub(crate) fn layer_compressions(image: &Image) -> Result<Vec<Compression>, Flat
         .collect()
 }
 
-/// Opens layer `index` of `image` (its descriptor `layer`): its digest
-/// checked, its blob opened unverified, for a caller that hashes what it
-/// reads and compares digest, size and diff ID itself.
+/// Why [`open_layer_with`] could not open a layer blob, for the caller to
+/// wrap in its own error with its own context (image name, position).
+#[derive(Debug)]
+pub(crate) enum OpenFailure {
+    /// The descriptor's digest is invalid.
+    BadDigest(ParseError),
+    /// The store holds the blob with another size than the descriptor's:
+    /// the stream error an unpack of it would give.
+    Stream(Digest, UnpackError),
+    /// The store could not open the blob.
+    Content(Digest, ContentError),
+}
+
+/// Opens the blob of the layer descriptor `layer`: its digest checked, its
+/// blob opened unverified (a size that is not the descriptor's refused
+/// before any byte is read), for a caller that hashes what it reads and
+/// compares digest, size and diff ID itself. A failure is handed to `map`,
+/// which makes the caller's own error of it.
+pub(crate) fn open_layer_with<P: Provider + ?Sized, E>(
+    store: &P,
+    layer: &image_core::Descriptor,
+    map: impl FnOnce(OpenFailure) -> E,
+) -> Result<(Digest, Box<dyn std::io::Read + Send>), E> {
+    let digest = match layer.checked_digest() {
+        Ok(d) => d,
+        Err(e) => return Err(map(OpenFailure::BadDigest(e))),
+    };
+    match store.reader_for_unverified(layer) {
+        Ok(reader) => Ok((digest, reader)),
+        Err(e) => Err(map(match crate::unpack::descriptor_mismatch(e) {
+            Ok(unpack) => OpenFailure::Stream(digest, unpack),
+            Err(e) => OpenFailure::Content(digest, e),
+        })),
+    }
+}
+
+/// Opens layer `index` of `image` (its descriptor `layer`) as
+/// [`open_layer_with`] does, its failures as [`FlattenError`]s.
 pub(crate) fn open_layer<P: Provider + ?Sized>(
     store: &P,
     image: &Image,
     index: usize,
     layer: &image_core::Descriptor,
 ) -> Result<(Digest, Box<dyn std::io::Read + Send>), FlattenError> {
-    let media_type = descriptor_media_type(layer);
-    let digest = layer
-        .checked_digest()
-        .map_err(|source| FlattenError::BadLayer {
-            image: image.name.clone(),
+    let name = || image.name.clone();
+    open_layer_with(store, layer, |failure| match failure {
+        OpenFailure::BadDigest(source) => FlattenError::BadLayer {
+            image: name(),
             index,
-            media_type: media_type.to_string(),
+            media_type: descriptor_media_type(layer).to_string(),
             source: Box::new(source),
-        })?;
-    let reader = store.reader_for_unverified(layer).map_err(|source| {
-        match crate::unpack::descriptor_mismatch(source) {
-            Ok(unpack) => FlattenError::Unpack {
-                image: image.name.clone(),
-                index,
-                digest: digest.clone(),
-                source: Box::new(unpack),
-            },
-            Err(source) => FlattenError::Content {
-                image: image.name.clone(),
-                index,
-                digest: digest.clone(),
-                source: Box::new(source),
-            },
-        }
-    })?;
-    Ok((digest, reader))
+        },
+        OpenFailure::Stream(digest, source) => FlattenError::Unpack {
+            image: name(),
+            index,
+            digest,
+            source: Box::new(source),
+        },
+        OpenFailure::Content(digest, source) => FlattenError::Content {
+            image: name(),
+            index,
+            digest,
+            source: Box::new(source),
+        },
+    })
 }

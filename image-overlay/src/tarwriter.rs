@@ -79,6 +79,18 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
+/// A PAX time of `secs` plus `nanos` (0 < nanos < 10^9): the decimal
+/// value, its fraction without trailing zeros (`-1.5` for -2 s + 0.5 s).
+fn pax_time(secs: i64, nanos: u32) -> String {
+    let (sign, whole, frac) = if secs < 0 {
+        ("-", -(secs + 1), 1_000_000_000 - nanos)
+    } else {
+        ("", secs, nanos)
+    };
+    let frac = format!("{frac:09}");
+    format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+}
+
 impl<W: Write> TarWriter<W> {
     pub(crate) fn new(out: W) -> Self {
         TarWriter { out, written: 0 }
@@ -92,6 +104,14 @@ impl<W: Write> TarWriter<W> {
 
     /// Writes the header (and a PAX header before it when needed).
     pub(crate) fn header(&mut self, e: &Entry<'_>) -> io::Result<()> {
+        self.header_nanos(e, 0)
+    }
+
+    /// Writes the header with a sub-second mtime: `mtime_nanos` (below a
+    /// second) past `e.mtime`. A non-zero part goes into a PAX `mtime`
+    /// record (`1700000000.5`), which unpack, GNU tar and Go's archive/tar
+    /// read; the ustar field keeps the whole seconds.
+    pub(crate) fn header_nanos(&mut self, e: &Entry<'_>, mtime_nanos: u32) -> io::Result<()> {
         let mut pax = Vec::new();
         let (type_flag, size, link): (u8, u64, &[u8]) = match &e.kind {
             Kind::File { size } => (b'0', *size, b""),
@@ -114,7 +134,12 @@ impl<W: Write> TarWriter<W> {
         if link.len() > 100 {
             records.push((b"linkpath".to_vec(), link.to_vec()));
         }
-        if e.mtime < 0 || e.mtime as u64 > OCTAL11 {
+        if mtime_nanos != 0 && mtime_nanos < 1_000_000_000 {
+            records.push((
+                b"mtime".to_vec(),
+                pax_time(e.mtime, mtime_nanos).into_bytes(),
+            ));
+        } else if e.mtime < 0 || e.mtime as u64 > OCTAL11 {
             records.push((b"mtime".to_vec(), e.mtime.to_string().into_bytes()));
         }
         if e.path.len() > 100 {
@@ -257,6 +282,53 @@ mod tests {
         let s = String::from_utf8(v.clone()).expect("utf8");
         let n: usize = s.split(' ').next().expect("len").parse().expect("num");
         assert_eq!(n, v.len());
+    }
+
+    #[test]
+    fn sub_second_mtimes_round_trip_through_pax() {
+        use crate::unpack::parse_pax_time;
+        for (secs, nanos) in [
+            (1_700_000_000i64, 123_456_789u32),
+            (5, 500_000_000),
+            (0, 1),
+            (-2, 500_000_000),
+            (-1, 999_999_999),
+        ] {
+            let text = pax_time(secs, nanos);
+            let t = parse_pax_time(text.as_bytes()).expect(&text);
+            assert_eq!((t.tv_sec, t.tv_nsec), (secs, i64::from(nanos)), "{text}");
+        }
+        assert_eq!(pax_time(12, 500_000_000), "12.5");
+        let mut w = TarWriter::new(Vec::new());
+        let e = Entry {
+            path: b"f",
+            kind: Kind::File { size: 0 },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            xattrs: &[],
+        };
+        w.header_nanos(&e, 250_000_000).expect("header");
+        let out = w.finish().expect("finish");
+        let mut a = tar::Archive::new(&out[..]);
+        let mut entry = a
+            .entries()
+            .expect("entries")
+            .next()
+            .expect("one")
+            .expect("entry");
+        let mtime: Vec<String> = entry
+            .pax_extensions()
+            .expect("pax")
+            .expect("some")
+            .filter_map(|x| {
+                let x = x.expect("x");
+                (x.key().expect("k") == "mtime").then(|| x.value().expect("v").to_owned())
+            })
+            .collect();
+        assert_eq!(mtime, ["1700000000.25"]);
+        assert_eq!(entry.header().mtime().expect("mtime"), 1_700_000_000);
     }
 
     #[test]

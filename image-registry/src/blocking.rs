@@ -6,7 +6,11 @@
 //! must not be called from inside another runtime's asynchronous task
 //! (use [`crate::Client`] there).
 
-use image_core::{Descriptor, Digest, Document, Reference};
+use std::io::{self, Read};
+
+use image_core::{Descriptor, DescriptorExt, Digest, Document, Reference, VerifyingReader};
+
+use crate::client::BlobStream;
 
 use crate::client::{Client as AsyncClient, ClientBuilder};
 use crate::error::RegistryError;
@@ -154,6 +158,76 @@ impl Client {
             .block_on(self.client.delete_blob(reference, digest))
     }
 
+    /// Opens the blob `descriptor` names in `reference`'s repository as a
+    /// blocking stream of its bytes, verified: the read that reaches the
+    /// end fails (an `InvalidData` I/O error wrapping an
+    /// [`image_core::VerifyError`]) when the bytes are not the descriptor's
+    /// digest and size, and no more than its size is ever read. Nothing is
+    /// written anywhere; a cut connection is an I/O error (no resume).
+    ///
+    /// The reader owns a handle of this client's runtime, so it may be
+    /// moved to another thread and outlive the borrow (not the client).
+    ///
+    /// # Errors
+    /// [`RegistryError::Document`] for a descriptor whose digest is
+    /// invalid; the errors of [`crate::Client::get_blob`].
+    pub fn blob_reader(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobReader, RegistryError> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| RegistryError::Document {
+                url: format!("{}/{}", reference.domain(), reference.repository()),
+                source,
+            })?;
+        let body = self.blob_body(reference, descriptor)?;
+        Ok(BlobReader {
+            inner: Body::Verified(Box::new(VerifyingReader::new(
+                body,
+                digest,
+                Some(descriptor.size()),
+            ))),
+        })
+    }
+
+    /// Opens the blob as [`blob_reader`](Client::blob_reader) does, without
+    /// hashing it: for a caller that hashes what it reads and compares the
+    /// digest and size itself (an unpack, the analysis), so the blob is
+    /// hashed once, not twice. At most the descriptor's size is read.
+    ///
+    /// # Security
+    /// The bytes are not known to be the blob until the caller's check
+    /// passes: a caller that does not check must use `blob_reader`.
+    ///
+    /// # Errors
+    /// The errors of [`crate::Client::get_blob`].
+    pub fn blob_reader_unverified(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobReader, RegistryError> {
+        Ok(BlobReader {
+            inner: Body::Plain(self.blob_body(reference, descriptor)?),
+        })
+    }
+
+    fn blob_body(
+        &self,
+        reference: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobBody, RegistryError> {
+        let stream = self
+            .runtime
+            .block_on(self.client.get_blob(reference, descriptor, 0))?;
+        Ok(BlobBody {
+            runtime: self.runtime.handle().clone(),
+            stream,
+            chunk: bytes::Bytes::new(),
+        })
+    }
+
     /// Blocks on [`crate::pull()`].
     ///
     /// # Errors
@@ -204,5 +278,61 @@ impl Client {
     {
         self.runtime
             .block_on(crate::copy::copy(&self.client, src, dst, options))
+    }
+}
+
+/// A blob streamed from a registry, verified as it is read (see
+/// [`Client::blob_reader`]) or not ([`Client::blob_reader_unverified`]).
+#[derive(Debug)]
+pub struct BlobReader {
+    inner: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Verified(Box<VerifyingReader<BlobBody>>),
+    Plain(BlobBody),
+}
+
+impl BlobReader {
+    /// Whether the whole blob was read and is the descriptor's (always
+    /// false for an unverified reader).
+    pub fn is_verified(&self) -> bool {
+        match &self.inner {
+            Body::Verified(v) => v.is_verified(),
+            Body::Plain(_) => false,
+        }
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Body::Verified(v) => v.read(buf),
+            Body::Plain(p) => p.read(buf),
+        }
+    }
+}
+
+/// The body of a blob GET as a blocking reader, chunk by chunk.
+#[derive(Debug)]
+struct BlobBody {
+    runtime: tokio::runtime::Handle,
+    stream: BlobStream,
+    chunk: bytes::Bytes,
+}
+
+impl Read for BlobBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.chunk()) {
+                Ok(Some(next)) => self.chunk = next,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
     }
 }

@@ -849,3 +849,50 @@ fn reads_try_the_mirrors_first_then_the_registry() {
         .iter()
         .any(|s| s.path == "/v2/app/manifests/1"));
 }
+
+/// The blocking facade's blob stream: a blob's bytes, verified at the end;
+/// a blob changed in the registry's storage fails the read that reaches
+/// the end (`InvalidData` wrapping the `VerifyError`), while the unverified
+/// stream hands the same number of bytes on for the caller to check.
+#[test]
+fn a_blob_reader_streams_a_blob_and_refuses_a_changed_one() {
+    use image_testsupport::registry::blob_data_path;
+    let Some(p) = pushed(RegistryOptions::plain(), "stream/blob:1", 300_000, 21) else {
+        return;
+    };
+    let c = client(RegistryConfig::new().with_loopback_http(true));
+    let layer = &p.manifest.layers()[0];
+    let digest = image_core::DescriptorExt::checked_digest(layer).unwrap();
+    let mut want = Vec::new();
+    p.src
+        .reader(&digest)
+        .unwrap()
+        .read_to_end(&mut want)
+        .unwrap();
+
+    let mut r = c.blob_reader(&p.reference, layer).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    assert_eq!(got, want);
+    assert!(r.is_verified());
+
+    let data = blob_data_path(&p.registry.storage(), digest.hex());
+    let mut changed = std::fs::read(&data).unwrap();
+    changed[4] ^= 0x5a;
+    std::fs::write(&data, &changed).unwrap();
+    let mut r = c.blob_reader(&p.reference, layer).unwrap();
+    let e = r.read_to_end(&mut Vec::new()).expect_err("a changed blob");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    assert!(
+        e.get_ref()
+            .and_then(|s| s.downcast_ref::<image_core::VerifyError>())
+            .is_some(),
+        "{e:?}"
+    );
+    assert!(!r.is_verified());
+
+    let mut r = c.blob_reader_unverified(&p.reference, layer).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    assert_eq!(got, changed);
+}

@@ -4,7 +4,8 @@
 //! Sources: `REF` in the store, `oci:DIR:REF` in an OCI layout,
 //! `archive:FILE` for a `docker save` tarball or an OCI archive (loaded
 //! into a temporary store first, removed after), and `docker://REF` on a
-//! registry (pulled into a temporary store first, removed after).
+//! registry (the manifest and config fetched into memory, each layer
+//! streamed once from its blob GET and verified: nothing written to disk).
 //!
 //! JSON shapes (documented in `imagectl analyze --help`):
 //! - `analyze --json`: `{"image", "manifest", "efficiency" (0..1),
@@ -21,17 +22,17 @@
 //! - `layers --json`: `{"layers": [{... as analyze, "changes": [{"path",
 //!   "kind", "type", "size", "mode", "previous"?, "removed"?}]}]}`.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use image_core::Platform;
+use image_core::{Descriptor, DescriptorExt, Digest, MediaType, Platform};
 use image_overlay::analysis::{
     analyze, html, AllowList, Analysis, AnalyzeOptions, ChangeKind, Gates, SecretOptions,
 };
 use image_store::archive::{load, LoadOptions};
 use image_store::image::{resolve_descriptor, resolve_image, Image};
-use image_store::OciDir;
+use image_store::{ContentError, Info, OciDir, Provider};
 use serde::Serialize;
 
 use super::store::StoreArgs;
@@ -148,42 +149,123 @@ fn run(
         return Ok(analyze(&tmp.1, &image, options)?);
     }
     if let Some(reference) = spec.strip_prefix("docker://") {
-        let tmp = temp_store()?;
-        let image = pull_into(&tmp.1, reference, platform.as_ref(), source.insecure)?;
-        return Ok(analyze(&tmp.1, &image, options)?);
+        let parsed = image_core::Reference::parse_name(reference)?;
+        let client = connect(&parsed, source.insecure)?;
+        let remote = Remote {
+            client: &client,
+            reference: parsed.clone(),
+        };
+        let root = client.get_manifest(&parsed)?.descriptor();
+        let image = resolve_descriptor(&remote, reference, &root, platform.as_ref())?;
+        return Ok(analyze(&remote, &image, options)?);
     }
     let s = store.open()?;
     let image: Image = resolve_image(&s, spec, platform.as_ref())?;
     Ok(analyze(&s, &image, options)?)
 }
 
-/// Pulls `reference` (one platform) into `store` and resolves it.
-fn pull_into(
-    store: &OciDir,
-    reference: &str,
-    platform: Option<&Platform>,
+/// A blocking client for `reference`'s registry (plain HTTP and unverified
+/// TLS allowed for its host when `insecure`), with the default credentials.
+fn connect(
+    reference: &image_core::Reference,
     insecure: bool,
-) -> anyhow::Result<Image> {
-    use image_registry::{blocking, Client, PullOptions, RegistryConfig};
-    let parsed = image_core::Reference::parse_name(reference)?;
+) -> anyhow::Result<image_registry::blocking::Client> {
+    use image_registry::{blocking, Client, RegistryConfig};
     let mut config = RegistryConfig::new();
     if insecure {
-        config = config.with_insecure(parsed.domain());
+        config = config.with_insecure(reference.domain());
     }
-    let client = blocking::Client::from_builder(
+    Ok(blocking::Client::from_builder(
         Client::builder()
             .config(config)
             .docker_config(image_registry::DockerConfig::load_default()?),
-    )?;
-    let mut options = PullOptions::default();
-    if let Some(p) = platform {
-        options = options.with_platform(p.clone());
+    )?)
+}
+
+/// A registry repository as a read-only [`Provider`]: manifests and indexes
+/// from the manifest endpoint (their digest checked by the client), every
+/// other blob streamed from its blob GET and verified as it is read. The
+/// analysis reads each layer from it once; nothing is written to disk.
+struct Remote<'c> {
+    client: &'c image_registry::blocking::Client,
+    reference: image_core::Reference,
+}
+
+impl Remote<'_> {
+    fn failed(&self, digest: &Digest, e: image_registry::RegistryError) -> ContentError {
+        ContentError::Read {
+            what: format!("{}@{digest}", self.reference.name()),
+            source: std::io::Error::other(e),
+        }
     }
-    let report = client.pull(&parsed, store, &options)?;
-    let descriptor = report
-        .descriptor
-        .with_context(|| format!("{reference}: nothing pulled"))?;
-    Ok(resolve_descriptor(store, reference, &descriptor, platform)?)
+}
+
+impl Provider for Remote<'_> {
+    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
+        let size = self
+            .try_info(digest)?
+            .ok_or_else(|| ContentError::NotFound {
+                digest: digest.clone(),
+            })?
+            .size;
+        let d = image_core::manifest::descriptor(
+            &MediaType::Other("application/octet-stream".into()),
+            digest,
+            size,
+        );
+        self.reader_for(&d)
+    }
+
+    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
+        let size = self
+            .client
+            .blob_size(&self.reference, digest)
+            .map_err(|e| self.failed(digest, e))?;
+        Ok(size.map(|size| Info::new(digest.clone(), size, None)))
+    }
+
+    fn reader_for(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.open(descriptor, true)
+    }
+
+    /// The layers: the analysis hashes what it reads and checks digest,
+    /// size and diff ID itself before it returns, so each is hashed once.
+    fn reader_for_unverified(
+        &self,
+        descriptor: &Descriptor,
+    ) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.open(descriptor, false)
+    }
+}
+
+impl Remote<'_> {
+    /// A manifest or index from the manifest endpoint (its digest checked
+    /// by the client), any other blob streamed from its blob GET, verified
+    /// as it is read when `verify`.
+    fn open(
+        &self,
+        descriptor: &Descriptor,
+        verify: bool,
+    ) -> Result<Box<dyn Read + Send>, ContentError> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| ContentError::InvalidDescriptor { source })?;
+        let media_type = image_core::manifest::descriptor_media_type(descriptor);
+        if media_type.is_manifest() || media_type.is_index() {
+            let doc = self
+                .client
+                .get_manifest(&self.reference.with_digest(digest.clone()))
+                .map_err(|e| self.failed(&digest, e))?;
+            return Ok(Box::new(std::io::Cursor::new(doc.raw().to_vec())));
+        }
+        let blob = if verify {
+            self.client.blob_reader(&self.reference, descriptor)
+        } else {
+            self.client
+                .blob_reader_unverified(&self.reference, descriptor)
+        };
+        Ok(Box::new(blob.map_err(|e| self.failed(&digest, e))?))
+    }
 }
 
 /// A store in a temporary directory (removed when dropped).

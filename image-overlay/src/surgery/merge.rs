@@ -12,9 +12,18 @@
 //!    survives unless a higher layer wrote or removed its path, or removed,
 //!    made opaque or replaced by a non-directory one of its parents; within
 //!    a layer the last entry of a path wins. Whiteouts act on lower layers
-//!    only, as unpack applies them. A hard link must name an earlier entry
-//!    of its own layer; when that entry does not survive but a link does,
-//!    the first surviving link carries the data.
+//!    only, as unpack applies them. A hard link names an earlier entry of
+//!    its own layer, or a file a lower layer left at that path (as
+//!    flattening links to what is on disk): such a group waits, keyed by
+//!    the path, until the lower layer is read, and is refused when a layer
+//!    between removed the file or hid a parent of it. A group's first
+//!    surviving member carries the data (written at the file's place in
+//!    the output, under the member's name, when the file itself does not
+//!    survive); the others link to it (crane's export, too, gives a link
+//!    whose target an upper layer hid the target's content). Above a base
+//!    (squash `--from`), a link to a file of the base stays a link to its
+//!    path, refused ([`SurgeryError::LinkIntoBase`]) only where the merged
+//!    layer's markers would remove that file before the link is made.
 //! 2. the output: the surviving entries, oldest layer first and in each
 //!    layer's order (so parents and link targets come before what needs
 //!    them), their data streamed from the layer to the writer.
@@ -32,12 +41,11 @@ use image_core::manifest::descriptor_media_type;
 use image_core::{Descriptor, DescriptorExt, Digest, HashingReader};
 use image_store::Provider;
 
+use crate::flatten::{open_layer_with, OpenFailure};
 use crate::fsops::display_path;
 use crate::list::{describe, EntryKind, ListEntry, WhiteoutKind};
 use crate::tarwriter::{Entry as TarEntry, Kind, TarWriter};
-use crate::unpack::{
-    blame_the_blob, descriptor_mismatch, sniff, walk, Ending, Limits, SourceTag, UnpackError,
-};
+use crate::unpack::{blame_the_blob, sniff, walk, Ending, Limits, SourceTag, UnpackError};
 
 use super::SurgeryError;
 
@@ -107,6 +115,11 @@ struct Node {
     seen: u32,
     /// What the merged layer, on a base, writes for it before its entries.
     out: Out,
+    /// 1 + the lowest layer read so far that removed this path.
+    gone: u32,
+    /// 1 + the lowest layer read so far that hid what lower layers have
+    /// below this path (removed it, made it opaque, wrote a non-directory).
+    covered: u32,
 }
 
 /// The index of paths: one node per distinct path, children found by
@@ -130,6 +143,8 @@ impl Tree {
                 opaque: false,
                 seen: 0,
                 out: Out::None,
+                gone: u32::MAX,
+                covered: u32::MAX,
             }],
             children: HashMap::new(),
             key: Vec::new(),
@@ -170,6 +185,8 @@ impl Tree {
             opaque: false,
             seen: 0,
             out: Out::None,
+            gone: u32::MAX,
+            covered: u32::MAX,
         });
         Ok(Some(id))
     }
@@ -198,6 +215,39 @@ impl Tree {
             }
             node = n.parent;
         }
+    }
+
+    /// Whether a layer below `from` (a stamp, 1 + its position) and above
+    /// the layers read after it removed `node` or hid what is below one of
+    /// its parents: what a hard link written in that layer cannot see.
+    fn removed_before(&self, node: u32, from: u32) -> bool {
+        if self.nodes[node as usize].gone < from {
+            return true;
+        }
+        let mut at = node;
+        while at != ROOT {
+            at = self.nodes[at as usize].parent;
+            if self.nodes[at as usize].covered < from {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the merged layer, on a base, removes `node` or a parent of
+    /// it with a marker written before every entry.
+    fn marked(&self, node: u32) -> bool {
+        if self.nodes[node as usize].out != Out::None {
+            return true;
+        }
+        let mut at = node;
+        while at != ROOT {
+            at = self.nodes[at as usize].parent;
+            if self.nodes[at as usize].out != Out::None {
+                return true;
+            }
+        }
+        false
     }
 
     /// The path of a node, relative, without a trailing `/`.
@@ -244,7 +294,10 @@ enum Hdr {
     Entry {
         node: u32,
         dir: bool,
+        /// A hard link to an earlier entry of its layer: its group's first.
         link: Option<usize>,
+        /// A hard link to a file of a lower layer (or the base): the path.
+        cross: Option<u32>,
     },
     Remove {
         target: u32,
@@ -255,6 +308,26 @@ enum Hdr {
     Ignored,
 }
 
+/// The first surviving entry of a hard link group (layer, entry, node).
+#[derive(Debug, Clone, Copy)]
+struct Rep {
+    layer: usize,
+    entry: usize,
+    node: u32,
+}
+
+/// A hard link group led by a link to a file of a lower layer, waiting for
+/// the layer that has the file.
+struct Pending {
+    /// 1 + the layer of the link: what it sees is below it.
+    from: u32,
+    /// The group's first surviving entry, if any survives.
+    rep: Option<Rep>,
+    /// The link's position in the image and its path, for errors.
+    index: usize,
+    path: Vec<u8>,
+}
+
 /// What the merge decided: per layer, per entry, what to write; and the
 /// whiteouts and opaque markers a merged layer on a base needs.
 pub(crate) struct Plan {
@@ -262,6 +335,8 @@ pub(crate) struct Plan {
     actions: Vec<Vec<Action>>,
     pub(crate) read: Read2,
 }
+
+const REMOVED_BELOW: &str = "a hard link to a file a layer below it removed";
 
 fn bad_path(index: usize, raw: &[u8], reason: &'static str) -> SurgeryError {
     SurgeryError::Entry {
@@ -289,32 +364,27 @@ fn read_layer<P: Provider + ?Sized>(
     let compression = descriptor_media_type(desc)
         .require_layer_compression()
         .map_err(|source| SurgeryError::MediaType { index, source })?;
-    let digest = desc
-        .checked_digest()
-        .map_err(|source| SurgeryError::BadLayer {
+    let (digest, mut reader) = open_layer_with(store, desc, |failure| match failure {
+        OpenFailure::BadDigest(source) => SurgeryError::BadLayer {
             index,
             source: Box::new(source),
-        })?;
+        },
+        OpenFailure::Stream(digest, source) => SurgeryError::Layer {
+            index,
+            digest,
+            source: Box::new(source),
+        },
+        OpenFailure::Content(digest, source) => SurgeryError::Content {
+            index,
+            digest,
+            source: Box::new(source),
+        },
+    })?;
     let layer_err = |e: UnpackError| SurgeryError::Layer {
         index,
         digest: digest.clone(),
         source: Box::new(blame_the_blob(store, &digest, e)),
     };
-    let mut reader =
-        store
-            .reader_for_unverified(desc)
-            .map_err(|e| match descriptor_mismatch(e) {
-                Ok(unpack) => SurgeryError::Layer {
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(unpack),
-                },
-                Err(e) => SurgeryError::Content {
-                    index,
-                    digest: digest.clone(),
-                    source: Box::new(e),
-                },
-            })?;
     let mut tagged = SourceTag(&mut reader);
     let mut hashing = HashingReader::new(&mut tagged as &mut dyn Read, digest.algorithm());
     let (head, compression) = sniff(&mut hashing, Some(compression)).map_err(layer_err)?;
@@ -386,6 +456,8 @@ pub(crate) fn plan<P: Provider + ?Sized>(
 ) -> Result<Plan, SurgeryError> {
     let mut tree = Tree::new(limits.max_paths);
     let mut actions = vec![Vec::new(); layers.len()];
+    // Hard link groups led by a link to a lower layer's file, by its path.
+    let mut pending: HashMap<u32, Vec<Pending>> = HashMap::new();
     let mut read = Read2::default();
     for (l, source) in layers.iter().enumerate().rev() {
         let stamp = u32::try_from(l + 1).unwrap_or(u32::MAX);
@@ -394,6 +466,8 @@ pub(crate) fn plan<P: Provider + ?Sized>(
         // that was at their target when they were written.
         let mut hdrs: Vec<Hdr> = Vec::new();
         let mut last: HashMap<u32, usize> = HashMap::new();
+        // The paths of this layer's links to lower layers, for errors.
+        let mut paths: HashMap<usize, Vec<u8>> = HashMap::new();
         let mut total = read.entries;
         let r = read_layer(store, source, limits.layer, &mut |_, e| {
             total += 1;
@@ -431,37 +505,57 @@ pub(crate) fn plan<P: Provider + ?Sized>(
                                 Some(t) => tree.lookup(&t, false)?,
                                 None => None,
                             };
-                            let Some(t) = found.and_then(|t| last.get(&t).copied()) else {
-                                return Err(bad_path(
-                                    index,
-                                    &e.path,
-                                    "a hard link to no earlier entry of its layer",
-                                ));
-                            };
-                            let leader = match hdrs[t] {
-                                Hdr::Entry {
-                                    dir: false, link, ..
-                                } => link.unwrap_or(t),
-                                _ => {
-                                    return Err(bad_path(
-                                        index,
-                                        &e.path,
-                                        "a hard link to a directory",
-                                    ))
+                            match found.and_then(|t| last.get(&t).copied()) {
+                                Some(t) => match hdrs[t] {
+                                    Hdr::Entry {
+                                        dir: false, link, ..
+                                    } => (Some(link.unwrap_or(t)), None),
+                                    _ => {
+                                        return Err(bad_path(
+                                            index,
+                                            &e.path,
+                                            "a hard link to a directory",
+                                        ))
+                                    }
+                                },
+                                // A file of a lower layer: resolved when
+                                // that layer is read.
+                                None => {
+                                    let Some(t) = components(target) else {
+                                        return Err(bad_path(
+                                            index,
+                                            &e.path,
+                                            "a hard link to a path with '..'",
+                                        ));
+                                    };
+                                    match tree.lookup(&t, true)? {
+                                        Some(n) if n != ROOT => (None, Some(n)),
+                                        _ => {
+                                            return Err(bad_path(
+                                                index,
+                                                &e.path,
+                                                "a hard link to a directory",
+                                            ))
+                                        }
+                                    }
                                 }
-                            };
-                            Some(leader)
+                            }
                         }
                         EntryKind::Other(_) => {
                             return Err(bad_path(index, &e.path, "an unsupported entry type"))
                         }
-                        _ => None,
+                        _ => (None, None),
                     };
+                    let (link, cross) = link;
+                    if cross.is_some() {
+                        paths.insert(hdrs.len(), e.path.clone());
+                    }
                     last.insert(node, hdrs.len());
                     Hdr::Entry {
                         node,
                         dir: e.kind == EntryKind::Directory,
                         link,
+                        cross,
                     }
                 }
             };
@@ -472,6 +566,28 @@ pub(crate) fn plan<P: Provider + ?Sized>(
         read.uncompressed += r.uncompressed;
         read.entries += r.entries;
 
+        // Links of the layers above to a file of this one join its group.
+        let mut extras: HashMap<usize, Vec<Pending>> = HashMap::new();
+        if !pending.is_empty() {
+            for (&node, &t) in &last {
+                let Some(waiting) = pending.remove(&node) else {
+                    continue;
+                };
+                for p in waiting {
+                    if tree.removed_before(node, p.from) {
+                        return Err(bad_path(p.index, &p.path, REMOVED_BELOW));
+                    }
+                    let leader = match hdrs[t] {
+                        Hdr::Entry {
+                            dir: false, link, ..
+                        } => link.unwrap_or(t),
+                        _ => return Err(bad_path(p.index, &p.path, "a hard link to a directory")),
+                    };
+                    extras.entry(leader).or_default().push(p);
+                }
+            }
+        }
+
         // Backward: what survives against the layers above (their state is
         // applied after this layer, whiteouts last).
         let mut kept = vec![false; hdrs.len()];
@@ -480,6 +596,10 @@ pub(crate) fn plan<P: Provider + ?Sized>(
         for (i, h) in hdrs.iter().enumerate().rev() {
             match *h {
                 Hdr::Entry { node, dir, .. } => {
+                    if !dir {
+                        let n = &mut tree.nodes[node as usize];
+                        n.covered = n.covered.min(stamp);
+                    }
                     let n = &tree.nodes[node as usize];
                     let shadowed = n.state != State::Free || n.seen == stamp;
                     if shadowed || (node != ROOT && tree.hidden_below(n.parent)) {
@@ -490,12 +610,17 @@ pub(crate) fn plan<P: Provider + ?Sized>(
                     writes.push((node, dir));
                 }
                 Hdr::Remove { target } => {
+                    let n = &mut tree.nodes[target as usize];
+                    n.gone = n.gone.min(stamp);
+                    n.covered = n.covered.min(stamp);
                     let parent = tree.nodes[target as usize].parent;
                     if !tree.hidden_below(parent) {
                         whiteouts.push((target, false));
                     }
                 }
                 Hdr::Opaque { dir } => {
+                    let n = &mut tree.nodes[dir as usize];
+                    n.covered = n.covered.min(stamp);
                     let n = &tree.nodes[dir as usize];
                     let hidden = matches!(n.state, State::Other | State::Removed)
                         || (dir != ROOT && tree.hidden_below(n.parent));
@@ -537,9 +662,15 @@ pub(crate) fn plan<P: Provider + ?Sized>(
             }
         }
 
-        // Forward again: hard link groups get a carrier.
+        // Forward again: hard link groups get a carrier. A group's members
+        // are its surviving entries in this layer, then the links of the
+        // layers above that joined it; the first is the group's
+        // representative: it carries the data when the group's file is
+        // this layer's (written here under its name when the file itself
+        // does not survive), the others link to it.
         let mut layer_actions = vec![Action::Skip; hdrs.len()];
-        let mut carrier: HashMap<usize, u32> = HashMap::new();
+        let mut first: HashMap<usize, Rep> = HashMap::new();
+        let local = |g: usize| matches!(hdrs[g], Hdr::Entry { cross: None, .. });
         for (i, h) in hdrs.iter().enumerate() {
             let Hdr::Entry { node, link, .. } = *h else {
                 continue;
@@ -547,21 +678,85 @@ pub(crate) fn plan<P: Provider + ?Sized>(
             if !kept[i] {
                 continue;
             }
-            match link {
+            let leader = link.unwrap_or(i);
+            match first.get(&leader) {
+                Some(r) => layer_actions[i] = Action::LinkTo(r.node),
                 None => {
-                    layer_actions[i] = Action::Emit;
-                    carrier.insert(i, node);
-                }
-                Some(leader) => match carrier.get(&leader) {
-                    Some(c) => layer_actions[i] = Action::LinkTo(*c),
-                    None => {
+                    first.insert(
+                        leader,
+                        Rep {
+                            layer: l,
+                            entry: i,
+                            node,
+                        },
+                    );
+                    if !local(leader) {
+                        // Decided when the lower layer is read.
+                    } else if leader == i {
+                        layer_actions[i] = Action::Emit;
+                    } else {
                         layer_actions[leader] = Action::EmitAs(node);
-                        carrier.insert(leader, node);
                     }
-                },
+                }
+            }
+        }
+        let mut joined: Vec<(usize, Vec<Pending>)> = extras.into_iter().collect();
+        joined.sort_by_key(|(g, _)| *g);
+        for (leader, mut waiting) in joined {
+            waiting.sort_by_key(|p| p.rep.map(|r| (r.layer, r.entry)));
+            for p in waiting {
+                let Some(r) = p.rep else { continue };
+                match first.get(&leader) {
+                    Some(c) => actions[r.layer][r.entry] = Action::LinkTo(c.node),
+                    None => {
+                        first.insert(leader, r);
+                        if local(leader) {
+                            layer_actions[leader] = Action::EmitAs(r.node);
+                        }
+                    }
+                }
+            }
+        }
+        for (i, h) in hdrs.iter().enumerate() {
+            if let Hdr::Entry {
+                cross: Some(target),
+                ..
+            } = *h
+            {
+                pending.entry(target).or_default().push(Pending {
+                    from: stamp,
+                    rep: first.get(&i).copied(),
+                    index,
+                    path: paths.remove(&i).unwrap_or_default(),
+                });
             }
         }
         actions[l] = layer_actions;
+    }
+    // Links to no file of the merged layers: to the base's file, which must
+    // still be there when the merged layer is applied.
+    for (target, waiting) in pending {
+        for p in waiting {
+            if !on_base {
+                return Err(bad_path(
+                    p.index,
+                    &p.path,
+                    "a hard link to no earlier entry",
+                ));
+            }
+            if tree.removed_before(target, p.from) {
+                return Err(bad_path(p.index, &p.path, REMOVED_BELOW));
+            }
+            if tree.marked(target) {
+                return Err(SurgeryError::LinkIntoBase {
+                    index: p.index,
+                    path: display_path(&p.path),
+                });
+            }
+            if let Some(r) = p.rep {
+                actions[r.layer][r.entry] = Action::LinkTo(target);
+            }
+        }
     }
     Ok(Plan {
         tree,
@@ -705,7 +900,7 @@ pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
                 // which is what an unpacked tree shows.
                 head.mode = 0o777;
             }
-            tar.header(&head).map_err(write_err)?;
+            tar.header_nanos(&head, e.mtime_nanos).map_err(write_err)?;
             let mut left = size;
             while left > 0 {
                 let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());

@@ -26,9 +26,11 @@
 //! # Security
 //! Layers are hostile: unpack's [`Limits`](crate::unpack::Limits) bound
 //! each layer, [`MergeLimits`] the paths and entries the merge remembers;
-//! a path with `..`, an invalid whiteout name, a hard link to anything but
-//! an earlier entry of its layer, or a file whose data is not its declared
-//! size is refused with [`SurgeryError::Entry`]. A directory appended by
+//! a path with `..`, an invalid whiteout name, a hard link to a directory
+//! or to a path no earlier entry of its layer nor a lower layer holds, or a
+//! file whose data is not its declared size is refused with
+//! [`SurgeryError::Entry`]. A hard link group is resolved once per layer
+//! (keyed by path), so links across layers keep the merge linear. A directory appended by
 //! [`mutate`](mutate::mutate) is packed by [`pack_dir`](crate::pack_dir),
 //! which follows no symlink inside it.
 
@@ -142,6 +144,18 @@ pub enum SurgeryError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Squash above a base: a hard link to a file of the base that a
+    /// squashed layer above the link removes (or hides under an opaque or
+    /// removed directory). Flattening the image keeps the link's content,
+    /// but the squashed layer would need the base's bytes, which a squash
+    /// does not read: squash from a lower layer.
+    #[error("layer {index}: {path}: a hard link to a file of the base that a squashed layer above it removes")]
+    LinkIntoBase {
+        /// The link's layer.
+        index: usize,
+        /// The link's path.
+        path: PathBuf,
+    },
     /// More distinct paths than [`MergeLimits::max_paths`].
     #[error("the layers name more than {limit} paths")]
     TooManyPaths {
@@ -231,6 +245,7 @@ impl Classify for SurgeryError {
             E::Build(e) => e.kind(),
             E::TooManyPaths { .. } | E::TooManyEntries { .. } => ErrorKind::Unsafe,
             E::NotABase { .. } | E::NothingToSquash { .. } => ErrorKind::FailedPrecondition,
+            E::LinkIntoBase { .. } => ErrorKind::Unsupported,
             E::LayerCount { .. } | E::Entry { .. } | E::Invalid { .. } => ErrorKind::InvalidInput,
         }
     }

@@ -632,6 +632,7 @@ fn random_layer(
     next: &mut dyn FnMut() -> u64,
     model: &mut std::collections::BTreeMap<String, Made>,
     layer: usize,
+    cross: bool,
 ) -> Vec<u8> {
     const NAMES: [&str; 4] = ["a", "b", "c", "d"];
     let mut t = TarBuf::new();
@@ -681,7 +682,7 @@ fn random_layer(
         let below = |m: &mut std::collections::BTreeMap<String, Made>| {
             m.retain(|k, _| !k.starts_with(&format!("{p}/")));
         };
-        match (next() % 7, model.get(&p).copied()) {
+        match (next() % if cross { 8 } else { 7 }, model.get(&p).copied()) {
             // Delete what is there.
             (0 | 1, Some(_)) => {
                 t.file(&format!("{parent}.wh.{name}"), b"");
@@ -714,6 +715,27 @@ fn random_layer(
                     model.insert(p.clone(), Made::File);
                 }
             }
+            // A hard link to a file an earlier layer made (left alone here).
+            (6, None | Some(Made::File | Made::Link)) if cross => {
+                let earlier: Vec<String> = model
+                    .iter()
+                    .filter(|(k, m)| {
+                        **m != Made::Dir
+                            && **k != p
+                            && !files_here.contains(k)
+                            && !touched.iter().any(|t| {
+                                *k == t || k.starts_with(&format!("{}/", t.trim_end_matches('/')))
+                            })
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !earlier.is_empty() {
+                    let target = earlier[(next() % earlier.len() as u64) as usize].clone();
+                    touched.insert(target.clone());
+                    t.hardlink(&p, &target);
+                    model.insert(p.clone(), Made::File);
+                }
+            }
             // A file, replacing anything (a directory through its whiteout).
             (_, current) => {
                 if current == Some(Made::Dir) {
@@ -736,10 +758,19 @@ fn random_layer(
 fn facts(
     root: &std::path::Path,
 ) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
-    let mut t = snapshot(root, false);
+    facts_dir_times_aside(root, false)
+}
+
+/// [`facts`], with sub-second mtimes when `nanos`.
+fn facts_dir_times_aside(
+    root: &std::path::Path,
+    nanos: bool,
+) -> std::collections::BTreeMap<std::path::PathBuf, crate::common::Facts> {
+    let mut t = snapshot(root, nanos);
     for f in t.values_mut() {
         if f.kind == "dir" {
             f.mtime = 0;
+            f.mtime_nsec = 0;
         }
     }
     t
@@ -750,10 +781,26 @@ fn facts(
 /// applies the layers one by one, so it is an independent view of the merge).
 #[test]
 fn squash_and_export_of_generated_stacks_keep_the_tree() {
+    generated_stacks_keep_the_tree(0x005e_ed0f_5a5a, false);
+}
+
+/// The same with hard links to files of earlier layers in the stacks: a
+/// squash above a base may refuse one (`LinkIntoBase`), never give
+/// another tree; a squash of all layers and an export always take them.
+#[test]
+fn squash_and_export_of_generated_stacks_with_links_across_layers_keep_the_tree() {
+    let refused = generated_stacks_keep_the_tree(0x11a4_c0de_7e57, true);
+    assert!(refused < 30, "{refused} squashes refused");
+}
+
+/// Runs 30 generated stacks; returns how many squashes were refused as
+/// `LinkIntoBase`.
+fn generated_stacks_keep_the_tree(seed: u64, cross: bool) -> usize {
     use image_overlay::flatten::flatten_image;
     use image_overlay::unpack::UnpackOptions;
     let (work, store) = image_testsupport::store::oci_dir();
-    let mut next = image_testsupport::xorshift(0x005e_ed0f_5a5a);
+    let mut next = image_testsupport::xorshift(seed);
+    let mut refused = 0;
     for round in 0..30 {
         let mut model = std::collections::BTreeMap::new();
         let count = 2 + (next() % 4) as usize;
@@ -761,7 +808,7 @@ fn squash_and_export_of_generated_stacks_keep_the_tree() {
             .map(|l| {
                 layer_from_tar(
                     &store,
-                    &random_layer(&mut next, &mut model, l),
+                    &random_layer(&mut next, &mut model, l, cross),
                     Compression::Gzip,
                 )
             })
@@ -773,13 +820,19 @@ fn squash_and_export_of_generated_stacks_keep_the_tree() {
             .unwrap_or_else(|e| panic!("round {round}: flatten: {e:?}"));
         for from in 0..count {
             let sq = format!("gen:{round}-{from}");
-            squash(
+            match squash(
                 &store,
                 &tag,
                 &sq,
                 &SquashOptions::new(SquashFrom::Layer(from)),
-            )
-            .unwrap_or_else(|e| panic!("round {round} from {from}: {e:?}"));
+            ) {
+                Ok(_) => {}
+                Err(SurgeryError::LinkIntoBase { .. }) if from > 0 => {
+                    refused += 1;
+                    continue;
+                }
+                Err(e) => panic!("round {round} from {from}: {e:?}"),
+            }
             let image = resolve_image(&store, &sq, None).expect("resolve");
             let got = work.path().join(format!("got{round}-{from}"));
             flatten_image(&store, &image, &got, &UnpackOptions::default()).expect("flatten");
@@ -801,5 +854,208 @@ fn squash_and_export_of_generated_stacks_keep_the_tree() {
         image_overlay::unpack::unpack(&tar[..], &got, &UnpackOptions::default())
             .unwrap_or_else(|e| panic!("round {round}: unpack of the export: {e:?}"));
         assert_eq!(facts(&want), facts(&got), "round {round}, export");
+        assert_eq!(
+            hardlink_groups(&want),
+            hardlink_groups(&got),
+            "round {round}, export"
+        );
     }
+    refused
+}
+
+/// GNU tar's PAX form of the tree at `dir` (sub-second mtimes kept).
+fn gnu_pax_tar(dir: &std::path::Path) -> Vec<u8> {
+    let file = dir.with_extension("tar");
+    run(Command::new("tar")
+        .arg("--format=posix")
+        .arg("--numeric-owner")
+        .arg("--sort=name")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(&file)
+        .arg("."));
+    std::fs::read(&file).expect("read the tar")
+}
+
+/// Squash and export keep sub-second mtimes: the squashed image and the
+/// exported tree are the original's to the nanosecond.
+#[test]
+fn squash_and_export_keep_sub_second_mtimes() {
+    use image_overlay::flatten::flatten_image;
+    use image_overlay::unpack::UnpackOptions;
+    if !tools(&["tar"]) {
+        return;
+    }
+    let (work, store) = image_testsupport::store::oci_dir();
+    let set = |p: &std::path::Path, secs: i64, nsec: i64| crate::common::set_mtime(p, secs, nsec);
+    let d0 = work.path().join("l0");
+    std::fs::create_dir_all(d0.join("etc")).expect("mkdir");
+    std::fs::write(d0.join("etc/a"), b"a").expect("write");
+    std::fs::write(d0.join("etc/b"), b"b").expect("write");
+    std::os::unix::fs::symlink("a", d0.join("etc/l")).expect("symlink");
+    set(&d0.join("etc/a"), 1_700_000_000, 123_456_789);
+    set(&d0.join("etc/b"), 1_600_000_000, 500_000_000);
+    let d1 = work.path().join("l1");
+    std::fs::create_dir_all(d1.join("etc")).expect("mkdir");
+    std::fs::write(d1.join("etc/b"), b"b2").expect("write");
+    std::fs::write(d1.join("top"), b"t").expect("write");
+    set(&d1.join("etc/b"), 1_650_000_000, 1);
+    set(&d1.join("top"), 1_700_000_001, 999_999_999);
+    let layers = [
+        layer_from_tar(&store, &gnu_pax_tar(&d0), Compression::Gzip),
+        layer_from_tar(&store, &gnu_pax_tar(&d1), Compression::Gzip),
+    ];
+    let original = build_image(&store, &layers, "ns:1");
+    let want = work.path().join("want");
+    flatten_image(&store, &original, &want, &UnpackOptions::default()).expect("flatten");
+    let md = std::fs::symlink_metadata(want.join("etc/a")).expect("lstat");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 123_456_789));
+
+    squash(&store, "ns:1", "ns:2", &SquashOptions::new(SquashFrom::All)).expect("squash");
+    let squashed = resolve_image(&store, "ns:2", None).expect("resolve");
+    let got = work.path().join("got");
+    flatten_image(&store, &squashed, &got, &UnpackOptions::default()).expect("flatten");
+    assert_eq!(
+        facts_dir_times_aside(&want, true),
+        facts_dir_times_aside(&got, true)
+    );
+
+    let mut tar = Vec::new();
+    export(&store, "ns:1", None, &mut tar, MergeLimits::default()).expect("export");
+    let exported = work.path().join("exported");
+    std::fs::create_dir(&exported).expect("mkdir");
+    let mut child = Command::new("tar")
+        .arg("-xpf")
+        .arg("-")
+        .arg("--numeric-owner")
+        .arg("-C")
+        .arg(&exported)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &tar).expect("write");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(
+        facts_dir_times_aside(&want, true),
+        facts_dir_times_aside(&exported, true)
+    );
+}
+
+/// A layer that hard-links to a file of an earlier layer (as `ln` in a RUN
+/// step makes): squash and export give the tree and link groups flatten
+/// gives, whether the target survives, is overwritten or is removed above
+/// the link, and through a chain of such links; above a base, a link to a
+/// base file stays a link (refused only where the base's file is removed
+/// above the link).
+#[test]
+fn squash_and_export_take_hard_links_to_lower_layers() {
+    use image_overlay::flatten::flatten_image;
+    use image_overlay::unpack::UnpackOptions;
+    let (work, store) = image_testsupport::store::oci_dir();
+    let l0 = TarBuf::new()
+        .dir("bin/")
+        .file("bin/tool", b"the tool")
+        .file("bin/old", b"overwritten above the link")
+        .file("bin/gone", b"removed above the link")
+        .file("bin/chain", b"linked twice")
+        .symlink("bin/sym", "tool")
+        .end();
+    let l1 = TarBuf::new()
+        .dir("usr/")
+        .hardlink("usr/tool", "bin/tool")
+        .hardlink("usr/old", "bin/old")
+        .hardlink("usr/gone", "bin/gone")
+        .hardlink("usr/chain", "bin/chain")
+        .hardlink("usr/chain2", "usr/chain")
+        .hardlink("usr/sym", "bin/sym")
+        .end();
+    let l2 = TarBuf::new()
+        .file("bin/old", b"new old")
+        .file("bin/.wh.gone", b"")
+        .file("bin/.wh.chain", b"")
+        .dir("opt/")
+        .hardlink("opt/chain", "usr/chain2")
+        .end();
+    let l3 = TarBuf::new().file("usr/.wh.chain", b"").end();
+    let layers: Vec<NewLayer> = [l0, l1, l2, l3]
+        .iter()
+        .map(|t| layer_from_tar(&store, t, Compression::Gzip))
+        .collect();
+    let original = build_image(&store, &layers, "links:1");
+    let want = work.path().join("want");
+    flatten_image(&store, &original, &want, &UnpackOptions::default()).expect("flatten");
+    assert_eq!(
+        std::fs::read(want.join("opt/chain")).expect("read"),
+        b"linked twice"
+    );
+    for from in 0..layers.len() {
+        let tag = format!("links:sq{from}");
+        if from == 1 {
+            // On a base holding `bin/gone` and `bin/chain`, which layer 2
+            // removes above the links of layer 1: the squashed layer would
+            // need the base's bytes. Refused, typed, nothing tagged.
+            let e = squash(
+                &store,
+                "links:1",
+                &tag,
+                &SquashOptions::new(SquashFrom::Layer(from)),
+            )
+            .expect_err("a link into the base whose file is removed above");
+            assert!(
+                matches!(e, SurgeryError::LinkIntoBase { index: 1, .. }),
+                "{e:?}"
+            );
+            assert_eq!(e.kind(), ErrorKind::Unsupported);
+            assert!(resolve_image(&store, &tag, None).is_err());
+            continue;
+        }
+        squash(
+            &store,
+            "links:1",
+            &tag,
+            &SquashOptions::new(SquashFrom::Layer(from)),
+        )
+        .unwrap_or_else(|e| panic!("squash from {from}: {e}"));
+        let image = resolve_image(&store, &tag, None).expect("resolve");
+        let got = work.path().join(format!("sq{from}"));
+        flatten_image(&store, &image, &got, &UnpackOptions::default())
+            .unwrap_or_else(|e| panic!("flatten of the squash from {from}: {e}"));
+        assert_eq!(facts(&want), facts(&got), "squash from {from}");
+        assert_eq!(
+            hardlink_groups(&want),
+            hardlink_groups(&got),
+            "squash from {from}"
+        );
+    }
+    let mut tar = Vec::new();
+    export(&store, "links:1", None, &mut tar, MergeLimits::default()).expect("export");
+    let got = work.path().join("export");
+    std::fs::create_dir(&got).expect("mkdir");
+    image_overlay::unpack::unpack(&tar[..], &got, &UnpackOptions::default()).expect("unpack");
+    assert_eq!(facts(&want), facts(&got), "export");
+    assert_eq!(hardlink_groups(&want), hardlink_groups(&got), "export");
+
+    // A link to a path no lower layer has is still refused, typed.
+    let l0 = layer_from_tar(
+        &store,
+        &TarBuf::new().file("a", b"a").end(),
+        Compression::Gzip,
+    );
+    let l1 = layer_from_tar(
+        &store,
+        &TarBuf::new().hardlink("b", "nothing").end(),
+        Compression::Gzip,
+    );
+    build_image(&store, &[l0, l1], "dangling:1");
+    let e = squash(
+        &store,
+        "dangling:1",
+        "dangling:2",
+        &SquashOptions::new(SquashFrom::All),
+    )
+    .expect_err("dangling");
+    assert!(matches!(e, SurgeryError::Entry { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
