@@ -153,6 +153,7 @@ pub mod nonblocking;
 pub mod oci_runtime;
 mod open;
 pub mod rootfs;
+pub mod rootless;
 mod runtime;
 pub mod snapshots;
 pub mod spec;
@@ -198,6 +199,7 @@ image_core::classify_registry!(
     crate::lookup::LookupError,
     crate::cgroup::manager::CgroupError,
     crate::rootfs::RootfsError,
+    crate::rootless::RootlessError,
     crate::spec::SpecError,
     crate::spec::seccomp::SeccompError,
     crate::native::SeccompCompileError,
