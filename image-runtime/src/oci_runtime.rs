@@ -415,13 +415,7 @@ impl Backend for OciRuntime {
             });
         }
         // A limit without its controller: say so before the runtime fails.
-        crate::cgroup::check_limits(&spec).map_err(|(limit, reason)| {
-            BackendError::LimitUnavailable {
-                id: id.into(),
-                limit,
-                reason,
-            }
-        })
+        crate::cgroup::check_limits(&spec).map_err(|e| BackendError::of_cgroup(id, e))
     }
 
     fn start(
