@@ -219,10 +219,29 @@ pub fn check_limits(spec: &Spec) -> Result<(), CgroupError> {
     let all = super::hierarchy::hierarchies().map_err(io_err(Path::new("/proc/self/mountinfo")))?;
     let chosen = select(&all);
     check(&chosen, &limits)?;
-    match (undelegated(&chosen), limits.controllers().first()) {
-        (Some(dir), Some(limit)) => Err(CgroupError::NotDelegated { limit, dir }),
-        _ => Ok(()),
+    match undelegated(&chosen).and_then(|dir| not_delegated(&chosen, &limits, dir)) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
+}
+
+/// [`CgroupError::NotDelegated`] for the first of `limits`, naming the
+/// cgroup of its controller (else `dir`, the first not delegated);
+/// `None` without limits.
+fn not_delegated(chosen: &[&Hierarchy], limits: &Limits, dir: PathBuf) -> Option<CgroupError> {
+    let limit = *limits.controllers().first()?;
+    let dir = chosen
+        .iter()
+        .find(|h| h.v2 || h.controllers.iter().any(|c| c == limit))
+        .map_or(dir, |h| h.own_dir.clone());
+    Some(CgroupError::NotDelegated { limit, dir })
+}
+
+/// Whether the cgroups a container's cgroups would be made in are
+/// delegated to this process ([`undelegated`] finds none that is not);
+/// `false` when the hierarchies cannot be read.
+pub fn delegated() -> bool {
+    super::hierarchy::hierarchies().is_ok_and(|all| undelegated(&select(&all)).is_none())
 }
 
 /// The first of `chosen`'s own cgroup directories (where a container's
@@ -257,8 +276,8 @@ pub fn create(
     let chosen = select(hierarchies);
     if let Some(dir) = undelegated(&chosen) {
         check(&chosen, limits)?;
-        return match limits.controllers().first() {
-            Some(limit) => Err(CgroupError::NotDelegated { limit, dir }),
+        return match not_delegated(&chosen, limits, dir) {
+            Some(e) => Err(e),
             None => Ok(Vec::new()),
         };
     }
