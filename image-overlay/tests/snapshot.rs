@@ -320,7 +320,12 @@ fn userxattr_mounts_ask_for_redirect_dir_nofollow() {
     sn.commit("l1", "l1-a").expect("commit");
     let m = sn.prepare("c", Some("l1")).expect("prepare");
     let o = &m[0].options;
-    for want in ["userxattr", "redirect_dir=nofollow", "index=off", "metacopy=off"] {
+    for want in [
+        "userxattr",
+        "redirect_dir=nofollow",
+        "index=off",
+        "metacopy=off",
+    ] {
         assert!(o.iter().any(|x| x == want), "{want} missing: {o:?}");
     }
     assert!(!o.iter().any(|x| x == "redirect_dir=off"), "{o:?}");
