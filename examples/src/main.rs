@@ -164,12 +164,20 @@ impl Command {
 fn main() -> ExitCode {
     // First, while single-threaded: a re-executed rootless command moves
     // into its user namespace here.
-    if let Err(e) = image_runtime::rootless::finish_entry() {
-        return fail(anyhow::Error::new(e));
-    }
+    let entered = match image_runtime::rootless::finish_entry() {
+        Ok(entered) => entered,
+        Err(e) => return fail(anyhow::Error::new(e)),
+    };
     let cli = Cli::parse();
     if cli.command.wants_user_namespace() && image_runtime::rootless::wants_user_namespace() {
         return cmd::unshare::reexec().unwrap_or_else(fail);
+    }
+    if entered && matches!(cli.command, Command::Mount(_)) {
+        // Its mount would vanish with this command's mount namespace.
+        return fail(anyhow::anyhow!(
+            "mount as an unprivileged user works only inside `imagectl unshare`, \
+             whose mount namespace the mount lives in"
+        ));
     }
     let result = match cli.command {
         Command::Digest(a) => cmd::digest::run(a),

@@ -215,6 +215,26 @@ fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
     assert!(data.join("store/index.json").is_file());
     assert_eq!(owner(&data.join("store/index.json")), (user.uid, user.uid));
 
+    // mount lives in a command's mount namespace: refused on its own,
+    // usable inside `unshare`.
+    let mnt = user.home.join("mnt");
+    let mnt_s = mnt.to_str().expect("utf8");
+    let refused = user.imagectl(&["mount", IMAGE, mnt_s]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only inside `imagectl unshare`"));
+    let script = format!("\"$0\" mount {IMAGE} {mnt_s} >/dev/null && cat {mnt_s}/etc/doomed && \"$0\" umount {mnt_s} >/dev/null");
+    assert_eq!(
+        user.ok(&[
+            "unshare",
+            "--",
+            "sh",
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_imagectl")
+        ]),
+        "to be deleted\n"
+    );
+
     // unpack: owners in the image are kept through the mapping.
     let out = user.home.join("unpacked");
     user.ok(&["unpack", IMAGE, out.to_str().expect("utf8")]);
