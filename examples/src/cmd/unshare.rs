@@ -40,8 +40,11 @@ pub fn unshare(args: Args) -> anyhow::Result<()> {
 
 /// Runs this imagectl again, with the same arguments, in a new user
 /// namespace with the user's subordinate ids, and waits for it; its exit
-/// status is ours. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this
-/// process are passed on.
+/// status is ours. SIGTERM and SIGHUP sent to this process are passed on.
+/// SIGINT and SIGQUIT are not: a terminal sends them to its whole
+/// foreground group, the command included, and a second SIGINT would make
+/// the command stop at once instead of cancelling cleanly (see
+/// `progress`); this process only outlives them until the command ends.
 pub fn reexec() -> anyhow::Result<ExitCode> {
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "imagectl".into());
@@ -49,18 +52,16 @@ pub fn reexec() -> anyhow::Result<ExitCode> {
     cmd.arg0(arg0).args(args);
     let child = rootless::spawn_in_user_namespace(&mut cmd)
         .context("entering a user namespace for this unprivileged user")?;
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGQUIT,
-    ])
-    .context("forwarding signals")?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .context("forwarding signals")?;
     let handle = signals.handle();
     let code = std::thread::scope(|scope| {
         scope.spawn(|| {
             for s in signals.forever() {
-                child.signal(s);
+                if s == SIGTERM || s == SIGHUP {
+                    child.signal(s);
+                }
             }
         });
         let code = child.wait();
