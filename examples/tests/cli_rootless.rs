@@ -272,15 +272,8 @@ fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
 
     // commit: a container's changes (a new file, a deletion: a whiteout in
     // the user.overlay form) become an image the user runs.
-    user.ok(&[
-        "run",
-        "--name",
-        "c1",
-        IMAGE,
-        "sh",
-        "-c",
-        "echo data > /greeting && rm /etc/doomed",
-    ]);
+    let changes = "echo data > /greeting && rm /etc/doomed";
+    user.ok(&["run", "--name", "c1", IMAGE, "sh", "-c", changes]);
     user.ok(&["commit", "c1", COMMITTED]);
     assert_eq!(
         user.ok(&[

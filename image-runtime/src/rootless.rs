@@ -196,15 +196,14 @@ pub enum RootlessError {
 impl Classify for RootlessError {
     fn kind(&self) -> ErrorKind {
         match self {
-            RootlessError::Read { source, .. } | RootlessError::Process { source, .. } => {
-                ErrorKind::from_io(source)
-            }
+            RootlessError::Read { source, .. }
+            | RootlessError::Process { source, .. }
+            | RootlessError::HelperSpawn { source, .. } => ErrorKind::from_io(source),
             RootlessError::TooLarge { .. } => ErrorKind::InvalidInput,
             RootlessError::UnknownUser { .. } | RootlessError::NoRanges { .. } => {
                 ErrorKind::FailedPrecondition
             }
             RootlessError::HelperMissing { .. } => ErrorKind::Unsupported,
-            RootlessError::HelperSpawn { source, .. } => ErrorKind::from_io(source),
             RootlessError::HelperFailed { .. } | RootlessError::Enter { .. } => {
                 ErrorKind::PermissionDenied
             }
@@ -303,15 +302,13 @@ pub struct UserNamespaceMaps {
 }
 
 fn read_bounded(path: &Path) -> Result<String, RootlessError> {
-    let read_err = |source| RootlessError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
-    f.take(MAX_SUBID_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(read_err)?;
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SUBID_FILE + 1).read_to_string(&mut text))
+        .map_err(|source| RootlessError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     if text.len() as u64 > MAX_SUBID_FILE {
         return Err(RootlessError::TooLarge {
             path: path.to_owned(),
