@@ -288,6 +288,27 @@ fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
     );
     user.ok(&["rm", "c1"]);
 
+    // build: RUN steps run in containers in the same namespace.
+    let ctx = user.home.join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN id -u > /who\n"),
+    )
+    .expect("Dockerfile");
+    std::fs::set_permissions(&ctx, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    user.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "test.local/rootless-built:1",
+        ctx.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        user.ok(&["run", "--rm", "test.local/rootless-built:1", "cat", "/who"]),
+        "0\n"
+    );
+
     // Limits need a delegated cgroup, which this host does not give: each
     // is refused, naming why, under every backend.
     // runc and crun where installed (missing: loud skip, failure in CI).
