@@ -7,6 +7,8 @@
 # namespace where /sys/fs/cgroup/unified is unmounted and each v1 hierarchy
 # whose own cgroup is not its root is replaced by a bind of our cgroup (as
 # image-runtime's OciRuntime does; see image-runtime/NOTES.md).
+# Then the native in-process start's breakdown: its create/start/wait/delete
+# parts, and the child's own phases (IMAGE_RUNTIME_START_TRACE=1 runs).
 # Usage (root): bench/runtime/start.sh [N] (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +29,13 @@ loop() { # loop NAME CMD...: prints per-run ms of "$@"
   done
 }
 
-ours_lib=$("$bin" run "$bundle" "$n" | median)
+"$bin" run "$bundle" "$n" > "$scratch/lib.txt"
+ours_lib=$(median < "$scratch/lib.txt")
+col_median() { awk -v c="$1" '{print $c}' "$scratch/lib.txt" | median; }
+# The child's own timing of each start (ms since the clone), traced runs.
+IMAGE_RUNTIME_START_TRACE=1 "$bin" run "$bundle" "$n" 2> "$scratch/trace.txt" > /dev/null
+phase_median() { # the median of "NAME x.xx" over the trace lines
+  grep -o "$1 [0-9.]*" "$scratch/trace.txt" | awk '{print $NF}' | median; }
 run_ours() { "$bin" run "$bundle" 1; }
 ours_cli=$(loop run_ours | median)
 run_runc() { runc --root "$scratch/runc" run -b "$bundle" "b-runc-$1"; }
@@ -66,6 +74,14 @@ printf '  native_run, a process per run  %8s\n' "$ours_cli"
 printf '  crun run                       %8s\n' "$crun_ms"
 printf '  runc run                       %8s\n' "$runc_ms"
 [ -n "$podman_ms" ] && printf '  podman run --rm (runc)         %8s\n' "$podman_ms"
+printf 'native in-process, its parts (medians, ms): create %s, start %s, wait %s, delete %s\n' \
+  "$(col_median 2)" "$(col_median 3)" "$(col_median 4)" "$(col_median 5)"
+printf 'native start, in the child (traced runs, medians, ms since the clone):\n '
+for p in released "root set up" "hostname, loopback" "in its cgroups" credentials "before execve" \
+    "execve seen"; do
+  printf ' %s %s;' "$p" "$(phase_median "$p")"
+done
+printf '\n'
 printf 'ratios (their time / ours, >= 1 means we are faster; goal: >= 1 against crun)\n'
 printf '  crun / native in-process   %s\n' "$(ratio "$crun_ms" "$ours_lib")"
 printf '  crun / native_run process  %s\n' "$(ratio "$crun_ms" "$ours_cli")"

@@ -4,6 +4,9 @@
 //! native_run bundle DIR [CMD...]   # busybox-static rootfs + config.json (root user)
 //! native_run run DIR [N]           # start+wait N times in this process; prints ms each
 //! ```
+//! With N > 1 each line is the total, then its parts: create, start,
+//! wait, delete (ms). `IMAGE_RUNTIME_START_TRACE=1` adds the child's own
+//! timing of each start on stderr (see `image_runtime::native::TRACE_VAR`).
 //! Needs root and /bin/busybox (busybox-static).
 
 use std::path::Path;
@@ -54,20 +57,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for i in 0..n {
                 let id = format!("bench-{}-{i}", std::process::id());
                 let t = Instant::now();
+                let mut marks = Vec::with_capacity(4);
+                let mut mark = || marks.push(t.elapsed().as_secs_f64() * 1000.0);
                 be.create(&id, &dir)?;
+                mark();
                 let stdio = if n == 1 {
                     Stdio::inherit()
                 } else {
                     Stdio::capture()
                 };
                 let mut p = be.start(&id, &dir, stdio)?;
+                mark();
                 let exit = backend::wait_timeout(&mut *p, std::time::Duration::from_secs(60))?
                     .ok_or("timed out")?;
                 drop(p);
+                mark();
                 be.delete(&id, true)?;
+                mark();
                 code = exit.status.code();
                 if n > 1 {
-                    println!("{:.3}", t.elapsed().as_secs_f64() * 1000.0);
+                    let parts: Vec<String> = marks
+                        .iter()
+                        .scan(0.0, |prev, m| {
+                            let part = m - *prev;
+                            *prev = *m;
+                            Some(format!("{part:.3}"))
+                        })
+                        .collect();
+                    println!("{:.3} {}", marks[3], parts.join(" "));
                 }
             }
             let _ = std::fs::remove_dir_all(&state);

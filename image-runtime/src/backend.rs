@@ -129,7 +129,7 @@ pub enum BackendError {
         message: String,
     },
     /// The spec asks for something this backend does not do (a terminal
-    /// without a console socket, for runc and crun).
+    /// for an exec under runc and crun).
     #[error("{backend} cannot run container {id}: {what} is not supported")]
     Unsupported {
         /// The backend's name.
@@ -247,6 +247,18 @@ pub enum BackendError {
         /// The cause.
         source: std::io::Error,
     },
+    /// runc or crun gave no terminal over the console socket to a
+    /// container whose spec asks for one.
+    #[error("{runtime} create {id}: getting the container's terminal")]
+    Console {
+        /// runc, crun.
+        runtime: String,
+        /// The container.
+        id: String,
+        /// The cause.
+        #[source]
+        source: crate::console::ConsoleError,
+    },
 }
 
 impl BackendError {
@@ -291,6 +303,7 @@ impl Classify for BackendError {
                 source.kind()
             }
             BackendError::Seccomp { source, .. } => source.kind(),
+            BackendError::Console { source, .. } => source.kind(),
         }
     }
 }
@@ -316,14 +329,36 @@ pub trait Process: Send + std::fmt::Debug {
     /// Kills the process and everything it started, then reaps it
     /// (best effort; used on drop and on timeouts).
     fn kill_now(&mut self);
+
+    /// Waits at most `timeout`; on expiry kills the process (see
+    /// [`Process::kill_now`]) and returns `None`. The default polls
+    /// [`Process::try_wait`] ([`poll_wait`]); a backend that can sleep
+    /// until the exit (the native one, on a pidfd) does so instead.
+    ///
+    /// # Errors
+    /// As [`Process::wait`].
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, BackendError> {
+        poll_wait(self, timeout)
+    }
 }
 
 /// Waits at most `timeout`; on expiry kills the process (see
-/// [`Process::kill_now`]) and returns `None`.
+/// [`Process::kill_now`]) and returns `None`: [`Process::wait_timeout`].
 ///
 /// # Errors
 /// As [`Process::wait`].
 pub fn wait_timeout(p: &mut dyn Process, timeout: Duration) -> Result<Option<Exit>, BackendError> {
+    p.wait_timeout(timeout)
+}
+
+/// [`Process::wait_timeout`] by polling [`Process::try_wait`] every 10 ms.
+///
+/// # Errors
+/// As [`Process::wait`].
+pub fn poll_wait<P: Process + ?Sized>(
+    p: &mut P,
+    timeout: Duration,
+) -> Result<Option<Exit>, BackendError> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if p.try_wait()?.is_some() {

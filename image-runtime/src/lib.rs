@@ -136,6 +136,7 @@ pub mod bundle;
 pub mod cgroup;
 #[cfg(not(feature = "testing"))]
 mod cgroup;
+pub mod console;
 mod container;
 mod error;
 mod etc_files;
@@ -194,6 +195,7 @@ pub use user::UserError;
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::backend::BackendError,
+    crate::console::ConsoleError,
     crate::container::CommitError,
     crate::error::ContainerError,
     crate::lookup::LookupError,

@@ -11,6 +11,17 @@
 //! which is killed on timeout; a [`Process`] dropped before it was waited
 //! for is killed (container first, then the runtime's group).
 //!
+//! A terminal (`process.terminal`) comes through the console socket
+//! ([`crate::console`]): runc takes `--console-socket` only when detached,
+//! so such a container is made with `create --console-socket`, its pty
+//! master received and sized (the caller's terminal's size, else the
+//! spec's `consoleSize`) and driven as the native backend drives its own
+//! pty (raw caller terminal, `SIGWINCH`), and only then `start`ed. The
+//! runtime exits after `create`; for its exit status to reach us the
+//! calling process is made a child subreaper
+//! (`PR_SET_CHILD_SUBREAPER`, as containerd's shim and conmon are), so
+//! the orphaned container becomes our child and is reaped with `waitpid`.
+//!
 //! crun 1.8 needs help on v1 and hybrid hosts, so every crun command runs
 //! through `unshare -m --propagation private` and, in that private mount
 //! namespace only:
@@ -22,6 +33,7 @@
 //!   `cgroupsPath` from the hierarchy's root (runc takes it from its own
 //!   cgroup), so this puts crun's container cgroups under ours too.
 
+use std::ffi::OsStr;
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -237,11 +249,11 @@ impl OciRuntime {
     }
 
     /// Runs a short runtime command to completion, bounded in time.
-    fn run_cmd(
+    fn run_cmd<S: AsRef<OsStr>>(
         &self,
         operation: &'static str,
         id: &str,
-        args: &[&str],
+        args: &[S],
     ) -> Result<Exit, BackendError> {
         let mut cmd = self.command();
         cmd.args(args);
@@ -314,13 +326,108 @@ impl OciRuntime {
         Ok(Box::new(OciProcess {
             runtime: self.clone(),
             id: id.to_owned(),
-            child,
+            child: Waited::Runtime(child),
             pumps,
             log,
             pid_file,
             status: None,
             finished: false,
             exec_files,
+        }))
+    }
+
+    /// `start` of a container with a terminal (see the module docs):
+    /// `create --console-socket`, the master received and driven, `start`,
+    /// and the orphaned container reaped by us as its subreaper.
+    fn start_with_console(
+        &self,
+        id: &str,
+        bundle: &Path,
+        (log, pid_file): (PathBuf, PathBuf),
+        stdio: Stdio,
+        size: (u16, u16),
+    ) -> Result<Box<dyn Process>, BackendError> {
+        let io = |context: &str| {
+            let context = format!("{} {context} {id}", self.kind.program());
+            move |source| BackendError::Io { context, source }
+        };
+        // Before the runtime can exit: its orphans must come to us.
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| io("becoming the subreaper of")(e.into()))?;
+        let console =
+            crate::console::ConsoleSocket::bind().map_err(|source| BackendError::Console {
+                runtime: self.kind.program().into(),
+                id: id.into(),
+                source,
+            })?;
+        let args: Vec<&OsStr> = vec![
+            "--log".as_ref(),
+            log.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            bundle.as_os_str(),
+            "--console-socket".as_ref(),
+            console.path().as_os_str(),
+            "--pid-file".as_ref(),
+            pid_file.as_os_str(),
+            id.as_ref(),
+        ];
+        let out = self.run_cmd("create", id, &args)?;
+        if !out.status.success() {
+            let mut errors = log_errors(&log);
+            if errors.is_empty() {
+                errors.push(out.stderr_str().trim().to_owned());
+            }
+            let _ = self.delete(id, true);
+            return Err(self.failure("create", id, errors.join("; ")));
+        }
+        // From here a failure deletes the created container.
+        let started = (|| -> Result<(i32, Pumps), BackendError> {
+            let master = console
+                .receive(self.timeout)
+                .map_err(|source| BackendError::Console {
+                    runtime: self.kind.program().into(),
+                    id: id.into(),
+                    source,
+                })?;
+            drop(console);
+            let pid = std::fs::read_to_string(&pid_file)
+                .map_err(io("reading the pid file of"))?
+                .trim()
+                .parse::<i32>()
+                .map_err(|e| {
+                    io("reading the pid file of")(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        e,
+                    ))
+                })?;
+            let pumps = crate::native::drive_master(master, stdio, size)
+                .map_err(io("attaching the terminal of"))?;
+            let out = self.run_cmd("start", id, &["start", id])?;
+            if !out.status.success() {
+                return Err(self.failure("start", id, out.stderr_str().trim().to_owned()));
+            }
+            Ok((pid, pumps))
+        })();
+        let (pid, pumps) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.delete(id, true);
+                return Err(e);
+            }
+        };
+        Ok(Box::new(OciProcess {
+            runtime: self.clone(),
+            id: id.to_owned(),
+            child: Waited::Orphan(pid),
+            pumps,
+            log,
+            pid_file,
+            status: None,
+            finished: false,
+            exec_files: None,
         }))
     }
 
@@ -396,15 +503,6 @@ impl Backend for OciRuntime {
                 source,
             }
         })?;
-        // runc and crun need a console socket (and a process receiving the
-        // pty master) for a terminal; not provided yet.
-        if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-            return Err(BackendError::Unsupported {
-                backend: self.kind.program().into(),
-                id: id.into(),
-                what: "a terminal (tty)",
-            });
-        }
         // An init as pid 1 is the native backend's (runc and crun run the
         // program as pid 1; `docker run --init` bind-mounts tini instead).
         let init = spec
@@ -439,6 +537,20 @@ impl Backend for OciRuntime {
         match std::fs::remove_file(&pid_file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
+        }
+        let config = bundle.join("config.json");
+        let spec = image_core::oci_spec::runtime::Spec::load(&config).map_err(|source| {
+            BackendError::RuntimeSpec {
+                path: config,
+                source,
+            }
+        })?;
+        if let Some(size) = spec
+            .process()
+            .as_ref()
+            .and_then(crate::native::terminal_size)
+        {
+            return self.start_with_console(id, bundle, (log, pid_file), stdio, size);
         }
         self.spawn_foreground(id, ("run", "--bundle", bundle), log, pid_file, stdio, None)
     }
@@ -544,7 +656,7 @@ static EXEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 struct OciProcess {
     runtime: OciRuntime,
     id: String,
-    child: Child,
+    child: Waited,
     pumps: Pumps,
     log: PathBuf,
     pid_file: PathBuf,
@@ -554,6 +666,63 @@ struct OciProcess {
     /// file once it exited. The pid file then names the exec'd process,
     /// which `kill_now` kills (not the container).
     exec_files: Option<PathBuf>,
+}
+
+/// What an [`OciProcess`] waits for.
+#[derive(Debug)]
+enum Waited {
+    /// The runtime in the foreground (`run`, `exec`), exiting with the
+    /// container's code.
+    Runtime(Child),
+    /// The container's init itself (pid), orphaned by a runtime that
+    /// exited after `create` and reparented to us, its subreaper.
+    Orphan(i32),
+}
+
+impl Waited {
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Waited::Runtime(child) => Ok(child.try_wait()?.map(exit_status)),
+            Waited::Orphan(pid) => reap_orphan(*pid, rustix::process::WaitOptions::NOHANG),
+        }
+    }
+
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Waited::Runtime(child) => Ok(exit_status(child.wait()?)),
+            Waited::Orphan(pid) => reap_orphan(*pid, rustix::process::WaitOptions::empty())?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+        }
+    }
+
+    /// Kills what is waited for (the runtime's group, or the init).
+    fn kill(&mut self) {
+        match self {
+            Waited::Runtime(child) => kill_group(child),
+            Waited::Orphan(pid) => {
+                if let Some(p) = rustix::process::Pid::from_raw(*pid) {
+                    let _ = rustix::process::kill_process(p, Signal::KILL);
+                }
+                let _ = reap_orphan(*pid, rustix::process::WaitOptions::empty());
+            }
+        }
+    }
+}
+
+/// `waitpid` on a container init we are the subreaper of.
+fn reap_orphan(
+    pid: i32,
+    options: rustix::process::WaitOptions,
+) -> std::io::Result<Option<ExitStatus>> {
+    let p = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    loop {
+        match rustix::process::waitpid(Some(p), options) {
+            Ok(s) => return Ok(s.map(|(_, s)| crate::native::to_status(s))),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 impl OciProcess {
@@ -603,8 +772,7 @@ impl Process for OciProcess {
 
     fn try_wait(&mut self) -> Result<Option<ExitStatus>, BackendError> {
         if self.status.is_none() {
-            let s = self.child.try_wait().map_err(|e| self.wait_failed(e))?;
-            self.status = s.map(exit_status);
+            self.status = self.child.try_wait().map_err(|e| self.wait_failed(e))?;
         }
         Ok(self.status)
     }
@@ -614,7 +782,6 @@ impl Process for OciProcess {
             Some(s) => s,
             None => {
                 let s = self.child.wait().map_err(|e| self.wait_failed(e))?;
-                let s = exit_status(s);
                 self.status = Some(s);
                 s
             }
@@ -658,13 +825,13 @@ impl Process for OciProcess {
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(s)) = self.child.try_wait() {
-                    self.status = Some(exit_status(s));
+                    self.status = Some(s);
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
             if self.status.is_none() {
-                kill_group(&mut self.child);
+                self.child.kill();
                 self.status = Some(ExitStatus(128 + 9));
             }
         }

@@ -73,6 +73,19 @@ pub(crate) mod step {
     pub const INIT_FORK: u32 = 27;
     pub const EXEC: u32 = 28;
     pub const SECCOMP: u32 = 29;
+    /// A timing record, not a failure (`ChildPlan::trace_base_us`): this
+    /// plus the phase's index in [`TRACE_PHASES`], with the microseconds
+    /// since the clone in place of the errno.
+    pub const TRACE: u32 = 1 << 30;
+    /// The phases a traced child reports the end of.
+    pub const TRACE_PHASES: [&str; 6] = [
+        "released",
+        "root set up",
+        "hostname, loopback",
+        "in its cgroups",
+        "credentials",
+        "before execve",
+    ];
     pub const OPS: u32 = 100;
 }
 
@@ -184,8 +197,12 @@ pub(crate) struct ChildPlan {
     pub programs: Vec<CString>,
     pub argv: CVec,
     pub envp: CVec,
-    /// The read end of the "go" pipe: the child waits for one byte (EOF
-    /// means the parent is gone).
+    /// The read end of the "go" pipe: the child waits for one byte before
+    /// anything (the uid/gid maps are written), and for a second one once
+    /// its mounts are done, before its limits, credentials and `execve`
+    /// (it is in its cgroups: the parent joins them meanwhile, so that the
+    /// cgroup move's RCU grace period overlaps the mount work instead of
+    /// preceding it). EOF means the parent is gone, or gave up.
     pub go_read: RawFd,
     /// Descriptors the child closes at once (the parent's ends of pipes).
     pub close_first: Vec<RawFd>,
@@ -193,6 +210,36 @@ pub(crate) struct ChildPlan {
     pub err_write: RawFd,
     /// Namespaces to join first (exec): `(fd, CLONE_NEW*)`.
     pub setns: Vec<(RawFd, c_int)>,
+    /// With a value (the parent's [`monotonic_us`] at the clone), the
+    /// child reports the end of each of [`step::TRACE_PHASES`] on the
+    /// error pipe (`IMAGE_RUNTIME_START_TRACE`, for the start bench).
+    pub trace_base_us: Option<i64>,
+}
+
+/// `CLOCK_MONOTONIC` in microseconds (async-signal-safe).
+pub(crate) fn monotonic_us() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes the timespec it is given; it is
+    // async-signal-safe.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec * 1_000_000 + ts.tv_nsec / 1000
+}
+
+/// Reports the end of trace phase `phase` on `fd` when tracing.
+fn trace(plan: &ChildPlan, fd: c_int, phase: u32) {
+    if let Some(base) = plan.trace_base_us {
+        let us = (monotonic_us() - base).clamp(0, i64::from(i32::MAX)) as i32;
+        let rec = record(step::TRACE + phase, us);
+        // SAFETY: write(2) of an 8-byte stack buffer.
+        unsafe {
+            libc::write(fd, rec.as_ptr().cast(), rec.len());
+        }
+    }
 }
 
 /// A null-terminated array of C strings, as `execve` wants it.
@@ -854,21 +901,17 @@ fn exec_helper(plan: &ChildPlan, pid_write: RawFd) -> ! {
     }
 }
 
-/// The container's process from clone to execve.
-pub(crate) fn child_main(plan: &ChildPlan) -> ! {
-    for fd in &plan.close_first {
-        close(*fd);
-    }
-    // Wait for the parent: uid/gid maps written, cgroups joined.
+/// Reads one byte of the "go" pipe; the parent gone (EOF) ends the child.
+fn await_parent(plan: &ChildPlan) {
     let mut go = [0u8; 1];
     loop {
         // SAFETY: read(2) into a 1-byte stack buffer.
         let r = unsafe { libc::read(plan.go_read, go.as_mut_ptr().cast(), 1) };
         if r == 1 {
-            break;
+            return;
         }
         if r == 0 {
-            // The parent is gone: nobody wants this container.
+            // The parent is gone or gave up: nobody wants this container.
             // SAFETY: _exit(2).
             unsafe { libc::_exit(125) }
         }
@@ -876,7 +919,16 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
             fail(plan, step::READ_GO, errno());
         }
     }
-    close(plan.go_read);
+}
+
+/// The container's process from clone to execve.
+pub(crate) fn child_main(plan: &ChildPlan) -> ! {
+    for fd in &plan.close_first {
+        close(*fd);
+    }
+    // Wait for the parent: uid/gid maps written.
+    await_parent(plan);
+    trace(plan, plan.err_write, 0);
     // SAFETY: prctl(2) with integer arguments.
     let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0) };
     check(plan, step::PDEATHSIG, r as libc::c_long);
@@ -884,6 +936,7 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
     if let Some(root) = &plan.root {
         setup_root(plan, root);
     }
+    trace(plan, plan.err_write, 1);
 
     if let Some(h) = &plan.hostname {
         // SAFETY: sethostname(2) with a buffer and its length.
@@ -896,6 +949,11 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
             fail(plan, step::LOOPBACK, e);
         }
     }
+    trace(plan, plan.err_write, 2);
+    // Wait for the parent again: in the container's cgroups now.
+    await_parent(plan);
+    close(plan.go_read);
+    trace(plan, plan.err_write, 3);
     for (res, soft, hard) in &plan.rlimits {
         let lim = libc::rlimit {
             rlim_cur: *soft,
@@ -973,6 +1031,7 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
     unsafe {
         libc::umask(plan.umask as libc::mode_t);
     }
+    trace(plan, plan.err_write, 4);
 
     // Every descriptor but 0-2 goes (runc CVE-2024-21626): the error pipe
     // becomes 3 (close-on-exec), the rest is closed before the chdir, so no
@@ -1023,6 +1082,7 @@ pub(crate) fn child_main(plan: &ChildPlan) -> ! {
     if plan.init {
         init_fork(&plan_err);
     }
+    trace(plan, plan_err.0, 5);
 
     let mut last = libc::ENOENT;
     for prog in &plan.programs {

@@ -201,6 +201,13 @@ fn runc_and_crun_conform() {
     }
 }
 
+/// Container `id` of `b` running `sleep 100` on `be`.
+fn start_sleeping(b: &Bundle, be: &NativeRuntime, id: &str) -> Box<dyn backend::Process> {
+    b.write(&["sleep", "100"], |_| {});
+    be.create(id, &b.dir).unwrap();
+    be.start(id, &b.dir, Stdio::capture()).unwrap()
+}
+
 #[test]
 fn native_stop_init_and_refusals() {
     if !ready(&[]) {
@@ -209,10 +216,19 @@ fn native_stop_init_and_refusals() {
     let b = Bundle::new(&RunOptions::new());
     let be = b.native();
 
+    // wait_timeout (a pidfd slept on, no polling): a process still running
+    // at the deadline is killed and reaped, and None returned.
+    let mut p = start_sleeping(&b, &be, "late");
+    let pid = p.pid().unwrap();
+    let late = backend::wait_timeout(&mut *p, Duration::from_millis(200)).unwrap();
+    assert!(late.is_none());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(be.state("late").unwrap().status, Status::Stopped);
+    drop(p);
+    be.delete("late", true).unwrap();
+
     // stop: sleep as pid 1 ignores SIGTERM, so it is killed after the timeout.
-    b.write(&["sleep", "100"], |_| {});
-    be.create("stopped", &b.dir).unwrap();
-    let mut p = be.start("stopped", &b.dir, Stdio::capture()).unwrap();
+    let mut p = start_sleeping(&b, &be, "stopped");
     let t = Instant::now();
     be.stop("stopped", Duration::from_millis(300)).unwrap();
     let exit = backend::wait_timeout(&mut *p, TIMEOUT).unwrap().unwrap();

@@ -438,8 +438,9 @@ fn typed_errors_before_anything_runs() {
         "{e}"
     );
     // Nothing was left behind by the failed creations.
+    // A terminal is runc's now (the console socket); an init is not.
     let mut o = sh("true");
-    o.tty = true;
+    o.init = true;
     let e = create(image_config(), o).unwrap_err();
     assert!(
         matches!(e, ContainerError::Backend(BackendError::Unsupported { .. })),

@@ -176,7 +176,8 @@ pub struct ContainerFlags {
     /// Keep standard input attached (recorded: `start` attaches it too).
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a terminal for the process (native backend only).
+    /// Allocate a terminal for the process (runc and crun: through their
+    /// console socket).
     #[arg(short, long)]
     pub tty: bool,
     /// Memory limit: bytes or a number with b, k, m, g (64m, 1g). Swap is

@@ -113,25 +113,44 @@ fn prepare_tty(stdio: Stdio, rows: u16, cols: u16) -> std::io::Result<Prepared> 
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
-    // The caller's own terminal gives its size (and is made raw below).
-    let caller = matches!(stdio.stdin, Input::Inherit)
+    rustix::termios::tcsetwinsize(&slave, window(&stdio, rows, cols))?;
+    let child = [high(&slave)?, high(&slave)?, high(&slave)?];
+    drop(slave);
+    Ok(Prepared {
+        child,
+        pending: master_side(master, stdio)?,
+    })
+}
+
+/// The caller's own terminal, when `stdio` inherits a stdin that is one.
+fn caller_terminal(stdio: &Stdio) -> Option<std::io::Stdin> {
+    matches!(stdio.stdin, Input::Inherit)
         .then(std::io::stdin)
-        .filter(|s| rustix::termios::isatty(s));
-    let (rows, cols) = caller
+        .filter(|s| rustix::termios::isatty(s))
+}
+
+/// The container terminal's first size: the caller's terminal's, else
+/// `rows` x `cols` (the spec's `consoleSize`).
+fn window(stdio: &Stdio, rows: u16, cols: u16) -> rustix::termios::Winsize {
+    let (rows, cols) = caller_terminal(stdio)
         .as_ref()
         .and_then(super::tty::size_of)
         .unwrap_or((rows, cols));
-    let ws = rustix::termios::Winsize {
+    rustix::termios::Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
-    };
-    rustix::termios::tcsetwinsize(&slave, ws)?;
-    let child = [high(&slave)?, high(&slave)?, high(&slave)?];
-    drop(slave);
+    }
+}
+
+/// The parent's work on a terminal's `master`: stdin into it, its output
+/// (stdout and stderr merged) out, the caller's terminal linked (raw,
+/// window sizes followed) while it is open.
+fn master_side(master: OwnedFd, stdio: Stdio) -> std::io::Result<Pending> {
     let mut input = None;
     let mut copy_stdin = None;
+    let caller = caller_terminal(&stdio);
     match stdio.stdin {
         Input::Bytes(b) => input = Some((master.try_clone()?, b)),
         Input::Inherit => copy_stdin = Some(master.try_clone()?),
@@ -148,16 +167,29 @@ fn prepare_tty(stdio: Stdio, rows: u16, cols: u16) -> std::io::Result<Prepared> 
         Output::Fd(fd) => Some((master, Output::Stream(Box::new(File::from(fd))))),
         _ => None,
     };
-    Ok(Prepared {
-        child,
-        pending: Pending {
-            link,
-            input,
-            copy_stdin,
-            stdout,
-            stderr: None,
-        },
+    Ok(Pending {
+        link,
+        input,
+        copy_stdin,
+        stdout,
+        stderr: None,
     })
+}
+
+/// Drives the `master` of a terminal made by someone else (runc or crun,
+/// received over their console socket) as the native backend drives its
+/// own: sized `rows` x `cols` or as the caller's terminal, then the same
+/// pumps and link of the caller's terminal as [`prepare`] with a tty.
+///
+/// # Errors
+/// The window size, the caller's terminal, descriptors.
+pub(crate) fn drive_master(
+    master: OwnedFd,
+    stdio: Stdio,
+    (rows, cols): (u16, u16),
+) -> std::io::Result<Pumps> {
+    rustix::termios::tcsetwinsize(&master, window(&stdio, rows, cols))?;
+    Ok(master_side(master, stdio)?.start())
 }
 
 /// Drains `r` into `out` on a thread; `link` is dropped (the caller's
@@ -200,6 +232,13 @@ impl Prepared {
     pub(crate) fn start(self) -> Pumps {
         let Prepared { child, pending } = self;
         drop(child);
+        pending.start()
+    }
+}
+
+impl Pending {
+    fn start(self) -> Pumps {
+        let pending = self;
         let input = pending.input.map(|(w, bytes)| {
             std::thread::spawn(move || {
                 let mut w = File::from(w);

@@ -10,8 +10,11 @@
 //! built as C data. Then one raw `clone` (made on a dedicated thread, see
 //! below) creates the child in new mount, pid, uts, ipc and network
 //! namespaces (and a user namespace when the spec has one). The parent
-//! writes the uid/gid maps, puts the child into the cgroups and only then
-//! releases it over a pipe. Between clone and `execve` the child does
+//! writes the uid/gid maps and releases it over a pipe to set up its
+//! mounts, meanwhile puts it into the cgroups (the first `cgroup.procs`
+//! write and the old root's `MNT_DETACH` each wait for an RCU grace
+//! period, which then overlap), and only then releases it again to set its
+//! limits and credentials and `execve`. Between clone and `execve` the child does
 //! raw system calls only (see the crate's `sys` module): no allocation, no locks, so
 //! starting containers from a multi-threaded host (a tokio runtime, a
 //! thread pool) is safe; a failure comes back as a fixed (step, errno)
@@ -109,13 +112,15 @@ mod tty;
 
 pub use self::seccomp::{compile as compile_seccomp, SeccompCompileError};
 
+pub(crate) use self::io::drive_master;
+
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image_core::oci_spec::runtime::{LinuxIdMapping, Process as SpecProcess, Spec};
-use image_store::fs::Root;
+use image_store::fs::{self, Root};
 
 use crate::backend::{
     Backend, BackendError, BackendState, Exit, ExitStatus, Process, Signal, Status,
@@ -172,6 +177,53 @@ struct State {
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
     let context = context.into();
     move |source| BackendError::Io { context, source }
+}
+
+/// The store's file system with the two `fsync`s of an atomic write left
+/// out, for the state files: they describe processes, which a crash of the
+/// host ends anyway (the next command finds them gone), so they need the
+/// write's atomicity (rename, no symlink followed) but not its durability,
+/// and each `fsync` costs a start milliseconds on a busy disk.
+#[derive(Debug)]
+struct Volatile;
+
+impl fs::Fs for Volatile {
+    fn create_dir_all(&self, t: fs::Target, root: &Root, path: &Path) -> std::io::Result<()> {
+        fs::RealFs.create_dir_all(t, root, path)
+    }
+    fn open_temp(
+        &self,
+        t: fs::Target,
+        root: &Root,
+        path: &Path,
+        truncate: bool,
+    ) -> std::io::Result<std::fs::File> {
+        fs::RealFs.open_temp(t, root, path, truncate)
+    }
+    fn write(&self, t: fs::Target, file: &mut std::fs::File, buf: &[u8]) -> std::io::Result<usize> {
+        fs::RealFs.write(t, file, buf)
+    }
+    fn set_len(&self, t: fs::Target, file: &std::fs::File, len: u64) -> std::io::Result<()> {
+        fs::RealFs.set_len(t, file, len)
+    }
+    fn sync_file(&self, _: fs::Target, _: &std::fs::File) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn rename(&self, t: fs::Target, root: &Root, from: &Path, to: &Path) -> std::io::Result<()> {
+        fs::RealFs.rename(t, root, from, to)
+    }
+    fn sync_dir(&self, _: fs::Target, _: &Root, _: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn remove_file(&self, t: fs::Target, root: &Root, path: &Path) -> std::io::Result<()> {
+        fs::RealFs.remove_file(t, root, path)
+    }
+    fn remove_dir_all(&self, t: fs::Target, root: &Root, path: &Path) -> std::io::Result<()> {
+        fs::RealFs.remove_dir_all(t, root, path)
+    }
+    fn remove_dir(&self, t: fs::Target, root: &Root, path: &Path) -> std::io::Result<()> {
+        fs::RealFs.remove_dir(t, root, path)
+    }
 }
 
 /// `(state, start time)` of `/proc/<pid>/stat`.
@@ -253,7 +305,7 @@ impl NativeRuntime {
             source,
         })?;
         Root::open(&self.state_root)
-            .and_then(|root| root.write_atomic(&p, &json))
+            .and_then(|root| fs::write_file_atomic(&Volatile, &root, fs::Target::Layout, &p, &json))
             .map_err(io_err(format!("native state {}", p.display())))
     }
 
@@ -385,13 +437,7 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
     if !cwd.is_absolute() {
         return Err(PlanError::Invalid(format!("relative cwd {cwd:?}")));
     }
-    let tty = process.terminal().unwrap_or(false).then(|| {
-        let (height, width) = process
-            .console_size()
-            .map_or((24, 80), |s| (s.height(), s.width()));
-        let cap = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
-        (cap(height), cap(width))
-    });
+    let tty = terminal_size(process);
     Ok(ProcessPlan {
         caps: plan::caps(process),
         uid,
@@ -415,6 +461,18 @@ fn process_plan(process: Option<&SpecProcess>) -> Result<ProcessPlan, PlanError>
     })
 }
 
+/// With `process.terminal`, the terminal's first size (rows, columns):
+/// `process.consoleSize`, else 24 x 80.
+pub(crate) fn terminal_size(process: &SpecProcess) -> Option<(u16, u16)> {
+    process.terminal().unwrap_or(false).then(|| {
+        let (height, width) = process
+            .console_size()
+            .map_or((24, 80), |s| (s.height(), s.width()));
+        let cap = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+        (cap(height), cap(width))
+    })
+}
+
 /// The pipes between parent and child.
 struct Pipes {
     go_read: OwnedFd,
@@ -423,19 +481,33 @@ struct Pipes {
     err_write: OwnedFd,
 }
 
+/// The parent's ends of the "go" pipe: the write end, and the read end
+/// kept open until the child is released, so that a write to a child that
+/// died meanwhile is no `EPIPE` (nor a `SIGPIPE` for an embedding program
+/// that did not ignore it).
+struct Go {
+    write: OwnedFd,
+    _read: OwnedFd,
+}
+
 impl Pipes {
-    /// After the clone: closes the child's ends (`go_read`, then
-    /// `err_write`) and returns the parent's, `(go_write, err_read)`.
-    fn into_parent_ends(self) -> (OwnedFd, OwnedFd) {
+    /// After the clone: closes the child's end of the error pipe and
+    /// returns the parent's ends, `(go, err_read)`.
+    fn into_parent_ends(self) -> (Go, OwnedFd) {
         let Pipes {
             go_read,
             go_write,
             err_read,
             err_write,
         } = self;
-        drop(go_read);
         drop(err_write);
-        (go_write, err_read)
+        (
+            Go {
+                write: go_write,
+                _read: go_read,
+            },
+            err_read,
+        )
     }
 }
 
@@ -578,45 +650,94 @@ struct Launch<'a> {
     operation: &'static str,
     op_names: Vec<String>,
     arg0: String,
+    /// The clone's time when the start is traced ([`trace_base`]).
+    trace_base_us: Option<i64>,
+}
+
+/// The variable that makes the native backend print the child's timing of
+/// each start and exec on stderr (`bench/runtime/start.sh` shows it).
+pub const TRACE_VAR: &str = "IMAGE_RUNTIME_START_TRACE";
+
+/// `Some(now)` when [`TRACE_VAR`] is set to `1`.
+fn trace_base() -> Option<i64> {
+    (std::env::var_os(TRACE_VAR).as_deref() == Some(std::ffi::OsStr::new("1")))
+        .then(sys::monotonic_us)
 }
 
 impl Launch<'_> {
-    /// Lets the cloned child `pid` go and checks it: writes the uid/gid
-    /// maps of `id_maps` (a spec, when the child has a new user namespace),
-    /// joins it to `cgroups`, writes `g` on `go_write` to release it and
-    /// closes `go_write` whatever happened. On a failure there the child is
-    /// reaped and the error returned; otherwise [`Launch::verdict`].
+    /// Lets the cloned child `pid` go and checks it, in two steps (see
+    /// `ChildPlan::go_read`): writes the uid/gid maps of `id_maps` (a spec,
+    /// when the child has a new user namespace) and a first byte on `go`,
+    /// so that the child sets up its mounts while we join it to `cgroups`
+    /// (both wait for an RCU grace period: the waits overlap), then a
+    /// second byte for it to go on to `execve`; `go` is closed whatever
+    /// happened. On a failure the child is reaped and the error returned
+    /// (the child's own, when it failed first); otherwise
+    /// [`Launch::verdict`].
     fn release(
         &self,
         pid: i32,
         id_maps: Option<&Spec>,
         cgroups: &[CgroupDir],
-        go_write: OwnedFd,
+        go: Go,
         err_read: &OwnedFd,
     ) -> Result<(), BackendError> {
-        let released = (|| -> Result<(), BackendError> {
-            if let Some(spec) = id_maps {
-                write_id_maps(pid, spec).map_err(io_err("writing uid/gid maps"))?;
-            }
-            cgroup::join(cgroups, pid as u32).map_err(|source| BackendError::Cgroup {
+        let signal = |go: &Go| {
+            rustix::io::write(&go.write, b"g")
+                .map(drop)
+                .map_err(|e| io_err("releasing the child")(e.into()))
+        };
+        let maps = id_maps.map_or(Ok(()), |spec| {
+            write_id_maps(pid, spec).map_err(io_err("writing uid/gid maps"))
+        });
+        if let Err(e) = maps.and_then(|()| signal(&go)) {
+            drop(go);
+            reap(pid);
+            return Err(e);
+        }
+        let joined = cgroup::join(cgroups, pid as u32)
+            .map_err(|source| BackendError::Cgroup {
                 id: self.id.into(),
                 source,
-            })?;
-            rustix::io::write(&go_write, b"g")
-                .map_err(|e| io_err("releasing the child")(e.into()))?;
-            Ok(())
-        })();
-        drop(go_write);
-        if let Err(e) = released {
+            })
+            .and_then(|()| signal(&go));
+        drop(go);
+        if let Err(e) = joined {
+            // The child's own failure, if it had one, says more.
+            self.verdict(pid, err_read)?;
             reap(pid);
             return Err(e);
         }
         self.verdict(pid, err_read)
     }
 
-    /// Waits for the child's verdict on the error pipe.
+    /// Waits for the child's verdict on the error pipe (timing records of
+    /// a traced start are printed on stderr, in ms since the clone).
     fn verdict(&self, pid: i32, err_read: &OwnedFd) -> Result<(), BackendError> {
-        match sys::read_child_error(err_read.as_raw_fd()) {
+        let mut phases = Vec::new();
+        let verdict = loop {
+            match sys::read_child_error(err_read.as_raw_fd()) {
+                Ok(Some((s, us))) if s >= step::TRACE => {
+                    let name = step::TRACE_PHASES.get((s - step::TRACE) as usize);
+                    phases.push(format!(
+                        "{} {:.2}",
+                        name.unwrap_or(&"?"),
+                        f64::from(us) / 1000.0
+                    ));
+                }
+                other => break other,
+            }
+        };
+        if let Some(base) = self.trace_base_us {
+            let ms = (sys::monotonic_us() - base) as f64 / 1000.0;
+            eprintln!(
+                "{NAME} {} {} trace (ms since clone): {}, execve seen {ms:.2}",
+                self.operation,
+                self.id,
+                phases.join(", ")
+            );
+        }
+        match verdict {
             Ok(None) => Ok(()),
             Ok(Some((step_no, errno))) => {
                 reap(pid);
@@ -868,7 +989,9 @@ impl NativeRuntime {
             close_first: vec![pipes.go_write.as_raw_fd(), pipes.err_read.as_raw_fd()],
             err_write: pipes.err_write.as_raw_fd(),
             setns: Vec::new(),
+            trace_base_us: trace_base(),
         };
+        let trace_base_us = child.trace_base_us;
         let pid = spawner::run(move || sys::spawn(flags, &child, None))
             .and_then(|r| r)
             .map_err(|e| {
@@ -883,14 +1006,15 @@ impl NativeRuntime {
                     io_err("clone")(e)
                 }
             })?;
-        let (go_write, err_read) = pipes.into_parent_ends();
+        let (go, err_read) = pipes.into_parent_ends();
         let launch = Launch {
             id,
             operation: "start",
             op_names,
             arg0: pp.arg0,
+            trace_base_us,
         };
-        launch.release(pid, userns.then_some(spec), cgroups, go_write, &err_read)?;
+        launch.release(pid, userns.then_some(spec), cgroups, go, &err_read)?;
         Ok((pid, prepared.start()))
     }
 
@@ -971,19 +1095,22 @@ impl NativeRuntime {
             ],
             err_write: pipes.err_write.as_raw_fd(),
             setns: ns.iter().map(|(fd, f)| (fd.as_raw_fd(), *f)).collect(),
+            trace_base_us: trace_base(),
         };
+        let trace_base_us = child.trace_base_us;
         let pw = pid_write.as_raw_fd();
         let helper = spawner::run(move || sys::spawn(0, &child, Some(pw)))
             .and_then(|r| r)
             .map_err(io_err("clone"))?;
         drop(pid_write);
         drop(ns);
-        let (go_write, err_read) = pipes.into_parent_ends();
+        let (go, err_read) = pipes.into_parent_ends();
         let launch = Launch {
             id,
             operation: "exec",
             op_names: Vec::new(),
             arg0: pp.arg0,
+            trace_base_us,
         };
         let inner = sys::read_pid(pid_read.as_raw_fd());
         // The helper exits at once; reap it.
@@ -994,7 +1121,7 @@ impl NativeRuntime {
             Ok(Some(pid)) => pid,
             _ => {
                 // The helper failed (setns): its record is on the error pipe.
-                drop(go_write);
+                drop(go);
                 return match sys::read_child_error(err_read.as_raw_fd()) {
                     Ok(Some((s, errno))) => Err(child_error(
                         id,
@@ -1011,7 +1138,7 @@ impl NativeRuntime {
                 };
             }
         };
-        launch.release(pid, None, cgroups, go_write, &err_read)?;
+        launch.release(pid, None, cgroups, go, &err_read)?;
         Ok((pid, prepared.start()))
     }
 }
@@ -1027,7 +1154,8 @@ struct NativeProcess {
     cgroups: Vec<CgroupDir>,
 }
 
-fn to_status(s: rustix::process::WaitStatus) -> ExitStatus {
+/// A `waitpid` status as an exit status (128 + signal when killed).
+pub(crate) fn to_status(s: rustix::process::WaitStatus) -> ExitStatus {
     match (s.exit_status(), s.terminating_signal()) {
         (Some(c), _) => ExitStatus(c),
         (None, Some(sig)) => ExitStatus(128 + sig),
@@ -1070,6 +1198,43 @@ impl NativeProcess {
     }
 }
 
+impl NativeProcess {
+    /// Waits on a pidfd of our child (readable once it exited) for at most
+    /// `timeout`, then reaps it if it exited; whether it did.
+    fn sleep_until_exit(&mut self, timeout: Duration) -> Result<bool, BackendError> {
+        let err =
+            |e: rustix::io::Errno| io_err(format!("waiting for container {}", self.id))(e.into());
+        let pidfd = rustix::process::pidfd_open(
+            pid_of(self.pid as u32)?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(err)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // In slices of at most an hour (any timeout converts).
+            let slice = left.min(Duration::from_secs(3600));
+            let t = rustix::event::Timespec {
+                tv_sec: slice.as_secs() as i64,
+                tv_nsec: i64::from(slice.subsec_nanos()),
+            };
+            let mut fds = [rustix::event::PollFd::new(
+                &pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&t)) {
+                Ok(0) if left == slice => return Ok(false),
+                Ok(0) => continue,
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        self.reap(rustix::process::WaitOptions::NOHANG)?;
+        Ok(self.status.is_some())
+    }
+}
+
 impl Process for NativeProcess {
     fn pid(&self) -> Option<u32> {
         Some(self.pid as u32)
@@ -1094,6 +1259,16 @@ impl Process for NativeProcess {
             stdout,
             stderr,
         })
+    }
+
+    /// Sleeps on a pidfd until the exit or `timeout` (no polling: the exit
+    /// is seen when it happens).
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, BackendError> {
+        if self.status.is_none() && !self.sleep_until_exit(timeout)? {
+            self.kill_now();
+            return Ok(None);
+        }
+        self.wait().map(Some)
     }
 
     fn kill_now(&mut self) {
