@@ -137,10 +137,48 @@ enum Command {
     Secrets(cmd::analyze::SecretsArgs),
     /// Print what each layer adds, modifies and deletes.
     Layers(cmd::analyze::LayersArgs),
+    /// Run a program (default: $SHELL) in the user namespace an
+    /// unprivileged user's commands run in, as `podman unshare`.
+    Unshare(cmd::unshare::Args),
+}
+
+impl Command {
+    /// Whether the command works on the store, snapshots, containers or a
+    /// tree whose owners matter, so that an unprivileged user runs it in a
+    /// user namespace (`cmd::unshare`); the others read or print only.
+    fn wants_user_namespace(&self) -> bool {
+        !matches!(
+            self,
+            Command::Digest(_)
+                | Command::Ref(_)
+                | Command::Platform(_)
+                | Command::Dockerfile(_)
+                | Command::Tags(_)
+                | Command::Manifest(_)
+                | Command::Login(_)
+                | Command::Logout(_)
+        )
+    }
 }
 
 fn main() -> ExitCode {
+    // First, while single-threaded: a re-executed rootless command moves
+    // into its user namespace here.
+    let entered = match image_runtime::rootless::finish_entry() {
+        Ok(entered) => entered,
+        Err(e) => return fail(anyhow::Error::new(e)),
+    };
     let cli = Cli::parse();
+    if cli.command.wants_user_namespace() && image_runtime::rootless::wants_user_namespace() {
+        return cmd::unshare::reexec().unwrap_or_else(fail);
+    }
+    if entered && matches!(cli.command, Command::Mount(_)) {
+        // Its mount would vanish with this command's mount namespace.
+        return fail(anyhow::anyhow!(
+            "mount as an unprivileged user works only inside `imagectl unshare`, \
+             whose mount namespace the mount lives in"
+        ));
+    }
     let result = match cli.command {
         Command::Digest(a) => cmd::digest::run(a),
         Command::Ref(a) => cmd::reference::run(a),
@@ -188,12 +226,13 @@ fn main() -> ExitCode {
         Command::Analyze(a) => cmd::analyze::analyze_cmd(&cli.store, a),
         Command::Secrets(a) => cmd::analyze::secrets_cmd(&cli.store, a),
         Command::Layers(a) => cmd::analyze::layers_cmd(&cli.store, a),
+        Command::Unshare(a) => cmd::unshare::unshare(a),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imagectl: {}", cmd::describe(&e));
-            ExitCode::from(cmd::exit_code(cmd::classify(&e)))
-        }
-    }
+    result.map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// Reports a failure on stderr; its exit status.
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("imagectl: {}", cmd::describe(&e));
+    ExitCode::from(cmd::exit_code(cmd::classify(&e)))
 }

@@ -305,6 +305,32 @@ fn with_mounted_by<T>(mounter: &dyn Mounter, mounts: &[Mount], f: impl FnOnce(&P
     out
 }
 
+/// In a user namespace (`userxattr`) the kernel refuses `redirect_dir=off`
+/// ("redirect_dir requires permission to access trusted xattrs"): the
+/// rootless mount asks for `nofollow`, which it takes.
+#[test]
+fn userxattr_mounts_ask_for_redirect_dir_nofollow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = OverlaySnapshotter::open_with(
+        dir.path(),
+        image_overlay::snapshot::OverlayOptions::default().with_userxattr(true),
+    )
+    .expect("open");
+    sn.prepare("l1-a", None).expect("prepare");
+    sn.commit("l1", "l1-a").expect("commit");
+    let m = sn.prepare("c", Some("l1")).expect("prepare");
+    let o = &m[0].options;
+    for want in [
+        "userxattr",
+        "redirect_dir=nofollow",
+        "index=off",
+        "metacopy=off",
+    ] {
+        assert!(o.iter().any(|x| x == want), "{want} missing: {o:?}");
+    }
+    assert!(!o.iter().any(|x| x == "redirect_dir=off"), "{o:?}");
+}
+
 #[test]
 fn overlay_mount_options_are_explicit() {
     let dir = tempfile::tempdir().expect("tempdir");

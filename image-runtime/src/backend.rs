@@ -179,6 +179,19 @@ pub enum BackendError {
         /// Why.
         reason: String,
     },
+    /// A resource limit cannot be enforced for a reason its source
+    /// types ([`CgroupError::NotDelegated`]: the cgroups here are not
+    /// delegated to this unprivileged user). The class is the source's.
+    ///
+    /// [`CgroupError::NotDelegated`]: crate::cgroup::manager::CgroupError
+    #[error("container {id}: setting its limits")]
+    Limit {
+        /// The container.
+        id: String,
+        /// Why.
+        #[source]
+        source: crate::cgroup::manager::CgroupError,
+    },
     /// The container's root filesystem cannot be used as its spec asks,
     /// found before anything is mounted: a proc or sysfs mount point
     /// reached through a symlink ([`RootfsError::Symlink`], classified
@@ -248,6 +261,29 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// The error of container `id` whose cgroups could not be set up
+    /// (before anything ran).
+    pub(crate) fn of_cgroup(id: &str, e: crate::cgroup::manager::CgroupError) -> BackendError {
+        use crate::cgroup::manager::CgroupError;
+        match e {
+            CgroupError::Unavailable { limit, reason } => BackendError::LimitUnavailable {
+                id: id.into(),
+                limit,
+                reason,
+            },
+            CgroupError::Io { path, source } => BackendError::Io {
+                context: format!("cgroup {}", path.display()),
+                source,
+            },
+            source => BackendError::Limit {
+                id: id.into(),
+                source,
+            },
+        }
+    }
+}
+
 impl Classify for BackendError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -263,7 +299,9 @@ impl Classify for BackendError {
             BackendError::Rootfs { source, .. } => source.kind(),
             BackendError::RuntimeSpec { source, .. } => oci_spec_kind(source),
             BackendError::Json { .. } => ErrorKind::InvalidInput,
-            BackendError::Cgroup { source, .. } => source.kind(),
+            BackendError::Cgroup { source, .. } | BackendError::Limit { source, .. } => {
+                source.kind()
+            }
             BackendError::Seccomp { source, .. } => source.kind(),
             BackendError::Console { source, .. } => source.kind(),
         }

@@ -103,7 +103,11 @@ fn write_with_root(
         user,
         etc_files: Some(etc),
         host_hard_limits: spec::host_hard_limits(),
-        cgroups_path: Some(cgroup::cgroups_path(layout.id)),
+        // Where the cgroups are not ours to write (a rootless command), no
+        // path: runc and crun then run the container in their own cgroup,
+        // as they do rootless (runc ignores a cgroup it may not make only
+        // when no path was asked for).
+        cgroups_path: cgroup::delegated().then(|| cgroup::cgroups_path(layout.id)),
         swap_limit: opts.resources.memory.is_some() && cgroup::swap_limit_supported(),
     };
     let spec = spec::generate(config, opts, &ctx)?;

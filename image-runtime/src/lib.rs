@@ -154,6 +154,7 @@ pub mod nonblocking;
 pub mod oci_runtime;
 mod open;
 pub mod rootfs;
+pub mod rootless;
 mod runtime;
 pub mod snapshots;
 pub mod spec;
@@ -200,6 +201,7 @@ image_core::classify_registry!(
     crate::lookup::LookupError,
     crate::cgroup::manager::CgroupError,
     crate::rootfs::RootfsError,
+    crate::rootless::RootlessError,
     crate::spec::SpecError,
     crate::spec::seccomp::SeccompError,
     crate::native::SeccompCompileError,

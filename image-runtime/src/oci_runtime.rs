@@ -132,9 +132,14 @@ fn crun_cgroup_fixups() -> (Option<PathBuf>, Vec<(PathBuf, PathBuf)>) {
 
 /// The script run by `sh -c` inside crun's private mount namespace:
 /// `$1` the v2 mount to unmount (or `-`), then pairs of bind source and
-/// target up to `--`, then crun's argv.
+/// target up to `--`, then crun's argv. In a rootless user namespace the
+/// v2 mount is locked (the kernel refuses to unmount what a more
+/// privileged namespace mounted), so it is covered by an empty tmpfs
+/// instead, which crun takes for no v2 mount just as well.
 const CRUN_WRAPPER: &str = r#"u=$1; shift
-if [ "$u" != - ]; then umount "$u" 2>/dev/null || umount -l "$u" || exit 125; fi
+if [ "$u" != - ]; then
+  umount "$u" 2>/dev/null || umount -l "$u" 2>/dev/null || mount -t tmpfs -o ro none "$u" || exit 125
+fi
 while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done
 shift
 exec "$@""#;
@@ -513,13 +518,7 @@ impl Backend for OciRuntime {
             });
         }
         // A limit without its controller: say so before the runtime fails.
-        crate::cgroup::check_limits(&spec).map_err(|(limit, reason)| {
-            BackendError::LimitUnavailable {
-                id: id.into(),
-                limit,
-                reason,
-            }
-        })
+        crate::cgroup::check_limits(&spec).map_err(|e| BackendError::of_cgroup(id, e))
     }
 
     fn start(

@@ -19,7 +19,8 @@ use crate::rootfs::RootfsError;
 use crate::state::StateDir;
 use image_overlay::mount::SysMounter;
 use image_overlay::snapshot::{
-    CommitOptions, CopySnapshotter, Kind, Labels, OverlaySnapshotter, SnapshotError, Snapshotter,
+    CommitOptions, CopySnapshotter, Kind, Labels, OverlayOptions, OverlaySnapshotter,
+    SnapshotError, Snapshotter,
 };
 
 /// Label on a container's snapshot: the container ID.
@@ -57,7 +58,13 @@ impl Snapshots {
             source,
         })?;
         let snapshotter: Arc<dyn Snapshotter> = match driver {
-            Driver::Overlay => Arc::new(OverlaySnapshotter::open(&root)?),
+            // In a user namespace (rootless) overlayfs keeps its whiteouts
+            // and opaque marks in `user.overlay.*` xattrs: the trusted ones
+            // need the host's CAP_SYS_ADMIN.
+            Driver::Overlay => Arc::new(OverlaySnapshotter::open_with(
+                &root,
+                OverlayOptions::default().with_userxattr(crate::rootless::in_user_namespace()),
+            )?),
             Driver::Copy => Arc::new(CopySnapshotter::open(&root)?),
         };
         Ok(Snapshots {

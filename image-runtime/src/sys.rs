@@ -1288,3 +1288,18 @@ fn init_loop(child: libc::pid_t, all: &libc::sigset_t) -> ! {
         }
     }
 }
+
+/// `unshare(CLONE_NEWUSER | CLONE_NEWNS)` ([unshare(2)]): the calling
+/// process moves into a new user namespace and a new mount namespace owned
+/// by it (see `crate::rootless`). The kernel refuses (`EINVAL`) in a
+/// multi-threaded process.
+///
+/// [unshare(2)]: https://man7.org/linux/man-pages/man2/unshare.2.html
+pub(crate) fn unshare_user_and_mount() -> io::Result<()> {
+    use rustix::thread::UnshareFlags;
+    // SAFETY: `unshare_unsafe` is unsafe only for `CLONE_FILES` (threads
+    // that would then disagree on the descriptor table); these flags leave
+    // the descriptor table and memory shared as they were.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }
+        .map_err(io::Error::from)
+}

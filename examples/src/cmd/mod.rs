@@ -17,6 +17,7 @@ pub mod snapshot;
 pub mod store;
 pub mod surgery;
 pub mod unpack_sink;
+pub mod unshare;
 pub mod volume;
 
 use image_core::ErrorKind;

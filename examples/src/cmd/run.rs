@@ -40,7 +40,10 @@ is missing fails with \"limit cannot be enforced\" before anything runs; \
 --init and -t need the native backend. \
 Network: --net none (the default: loopback only) or --net host. Port \
 publishing (docker run -p) is out of scope: there is no bridge or NAT, \
-so there is no -p; the image's EXPOSE is only recorded.";
+so there is no -p; the image's EXPOSE is only recorded. \
+As an unprivileged user (each command runs in a user namespace with the \
+user's /etc/subuid and /etc/subgid ranges, as podman's) limits need \
+cgroups delegated to the user: where they are not, they are refused.";
 
 /// Where containers and snapshots live, and which OCI runtime runs them.
 #[derive(Debug, Clone, clap::Args)]

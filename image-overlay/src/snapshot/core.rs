@@ -178,9 +178,13 @@ impl Core {
                     ([], _) => vec![Mount::bind(own, ro)],
                     ([only], true) => vec![Mount::bind(parent_fs(*only), true)],
                     _ => {
+                        // In a user namespace (`userxattr`) the kernel takes
+                        // only `redirect_dir=nofollow` (`off` still follows
+                        // redirects, which needs trusted xattrs).
+                        let redirect = if *userxattr { "nofollow" } else { "off" };
                         let mut options = vec![
                             "index=off".to_owned(),
-                            "redirect_dir=off".to_owned(),
+                            format!("redirect_dir={redirect}"),
                             "metacopy=off".to_owned(),
                         ];
                         if *userxattr {

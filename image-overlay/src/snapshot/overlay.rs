@@ -9,7 +9,9 @@
 //! - otherwise one `overlay` mount: `lowerdir=` the parents' `fs`
 //!   directories, nearest first, `upperdir=`/`workdir=` for an active one,
 //!   and always `index=off,redirect_dir=off,metacopy=off`, so that an upper
-//!   directory is a faithful diff (no redirects, no metadata-only copy-ups).
+//!   directory is a faithful diff (no redirects, no metadata-only copy-ups);
+//!   with `userxattr` (in a user namespace) `redirect_dir=nofollow`, the
+//!   only redirect mode the kernel takes there.
 //!
 //! A lowerdir list longer than a page is fine: [`crate::mount::SysMounter`]
 //! passes it one directory at a time (`fsconfig` `lowerdir+`, kernel 6.8+).

@@ -92,6 +92,22 @@ pub enum CgroupError {
         /// Why.
         reason: String,
     },
+    /// A limit was asked for and the cgroup a container's cgroup would be
+    /// made in is not delegated to this user (not writable): a rootless
+    /// command on a host whose cgroups only root may write, as cgroup v1
+    /// always is and v2 is unless a manager delegates a subtree (systemd's
+    /// `Delegate=yes`).
+    #[error(
+        "{limit} limit cannot be enforced: cgroup {} is not delegated to this user (not \
+         writable; an unprivileged user's limits need a cgroup v2 subtree delegated to it)",
+        dir.display()
+    )]
+    NotDelegated {
+        /// `memory`, `pids`, `cpu`.
+        limit: &'static str,
+        /// The cgroup directory that is not writable.
+        dir: PathBuf,
+    },
     /// A cgroup file or directory could not be written.
     #[error("cgroup {path}")]
     Io {
@@ -105,7 +121,9 @@ pub enum CgroupError {
 impl Classify for CgroupError {
     fn kind(&self) -> ErrorKind {
         match self {
-            CgroupError::Unavailable { .. } => ErrorKind::Unsupported,
+            CgroupError::Unavailable { .. } | CgroupError::NotDelegated { .. } => {
+                ErrorKind::Unsupported
+            }
             CgroupError::Io { source, .. } => ErrorKind::from_io(source),
         }
     }
@@ -186,30 +204,69 @@ pub fn swap_limit_supported() -> bool {
 }
 
 /// Checks that every limit `spec` (as JSON) asks for in `linux.resources`
-/// has its controller in a hierarchy a container's cgroups would go in.
+/// has its controller in a hierarchy a container's cgroups would go in,
+/// and that the cgroups there are delegated to us ([`undelegated`]).
 ///
 /// # Errors
-/// `(limit, reason)` of the first that cannot be enforced.
-pub fn check_limits(spec: &Spec) -> Result<(), (&'static str, String)> {
+/// [`CgroupError::Unavailable`] or [`CgroupError::NotDelegated`] for the
+/// first limit that cannot be enforced, [`CgroupError::Io`] when the
+/// hierarchies cannot be read.
+pub fn check_limits(spec: &Spec) -> Result<(), CgroupError> {
     let limits = Limits::from_spec(spec);
     if limits.controllers().is_empty() {
         return Ok(());
     }
-    let all = super::hierarchy::hierarchies()
-        .map_err(|e| ("cgroup", format!("reading cgroup hierarchies: {e}")))?;
+    let all = super::hierarchy::hierarchies().map_err(io_err(Path::new("/proc/self/mountinfo")))?;
     let chosen = select(&all);
-    check(&chosen, &limits).map_err(|e| match e {
-        CgroupError::Unavailable { limit, reason } => (limit, reason),
-        other => ("cgroup", other.to_string()),
-    })
+    check(&chosen, &limits)?;
+    match undelegated(&chosen).and_then(|dir| not_delegated(&chosen, &limits, dir)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// [`CgroupError::NotDelegated`] for the first of `limits`, naming the
+/// cgroup of its controller (else `dir`, the first not delegated);
+/// `None` without limits.
+fn not_delegated(chosen: &[&Hierarchy], limits: &Limits, dir: PathBuf) -> Option<CgroupError> {
+    let limit = *limits.controllers().first()?;
+    let dir = chosen
+        .iter()
+        .find(|h| h.v2 || h.controllers.iter().any(|c| c == limit))
+        .map_or(dir, |h| h.own_dir.clone());
+    Some(CgroupError::NotDelegated { limit, dir })
+}
+
+/// Whether the cgroups a container's cgroups would be made in are
+/// delegated to this process ([`undelegated`] finds none that is not);
+/// `false` when the hierarchies cannot be read.
+pub fn delegated() -> bool {
+    super::hierarchy::hierarchies().is_ok_and(|all| undelegated(&select(&all)).is_none())
+}
+
+/// The first of `chosen`'s own cgroup directories (where a container's
+/// cgroups are made) this process may not write: the cgroup is not
+/// delegated to it. Root may write them all (a read-only cgroupfs is
+/// reported by the write itself, not here).
+pub fn undelegated(chosen: &[&Hierarchy]) -> Option<PathBuf> {
+    use rustix::fs::{access, Access};
+    chosen
+        .iter()
+        .find_map(|h| match access(&h.own_dir, Access::WRITE_OK) {
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => Some(h.own_dir.clone()),
+            _ => None,
+        })
 }
 
 /// Creates the container's cgroups in `hierarchies` (see [`select`]) under
 /// `subpath`, and writes `limits`. On failure what was created is removed.
+/// Where the cgroups are not delegated to this process ([`undelegated`]:
+/// a rootless command) a container without limits gets none, as rootless
+/// podman's on cgroup v1, and one with limits is refused.
 ///
 /// # Errors
 /// [`CgroupError::Unavailable`] when a limit's controller is missing,
-/// [`CgroupError::Io`].
+/// [`CgroupError::NotDelegated`], [`CgroupError::Io`].
 pub fn create(
     hierarchies: &[Hierarchy],
     subpath: &Path,
@@ -217,6 +274,13 @@ pub fn create(
     limits: &Limits,
 ) -> Result<Vec<CgroupDir>, CgroupError> {
     let chosen = select(hierarchies);
+    if let Some(dir) = undelegated(&chosen) {
+        check(&chosen, limits)?;
+        return match not_delegated(&chosen, limits, dir) {
+            Some(e) => Err(e),
+            None => Ok(Vec::new()),
+        };
+    }
     let mut made = Vec::new();
     let r = create_in(&chosen, subpath, id, limits, &mut made);
     if let Err(e) = r {

@@ -7,4 +7,4 @@ mod hierarchy;
 pub(crate) mod manager;
 
 pub use self::hierarchy::*;
-pub use self::manager::{check_limits, swap_limit_supported};
+pub use self::manager::{check_limits, delegated, swap_limit_supported};

@@ -129,7 +129,7 @@ use crate::stdio::Stdio;
 use crate::sys::{self, step, CVec, ChildPlan};
 
 use self::plan::PlanError;
-use crate::cgroup::manager::{self as cgroup, CgroupDir, CgroupError, Limits};
+use crate::cgroup::manager::{self as cgroup, CgroupDir, Limits};
 
 pub use crate::spec::ANNOTATION_INIT;
 
@@ -806,17 +806,7 @@ impl Backend for NativeRuntime {
         let limits = Limits::from_spec(&spec);
         let hierarchies = crate::cgroup::hierarchies().map_err(io_err("reading cgroups"))?;
         let cgroups = cgroup::create(&hierarchies, &self.options.cgroup_subpath, id, &limits)
-            .map_err(|e| match e {
-                CgroupError::Unavailable { limit, reason } => BackendError::LimitUnavailable {
-                    id: id.into(),
-                    limit,
-                    reason,
-                },
-                CgroupError::Io { path, source } => BackendError::Io {
-                    context: format!("cgroup {}", path.display()),
-                    source,
-                },
-            })?;
+            .map_err(|e| BackendError::of_cgroup(id, e))?;
         let result = self.launch(id, &spec, flags, pp, &root, &cgroups, stdio);
         let (pid, pumps) = match result {
             Ok(v) => v,
@@ -946,7 +936,10 @@ impl NativeRuntime {
         let userns = flags & libc::CLONE_NEWUSER != 0;
         let mounts = plan::spec_mounts(spec).map_err(|e| self.failure(id, "start", e))?;
         plan::check_mount_targets(&mounts, root).map_err(|e| self.failure(id, "start", e))?;
-        let ops = plan::mount_ops(spec, &mounts, userns, cgroups)
+        // Device nodes are bound from the host's where mknod is refused:
+        // in the spec's user namespace, or in a rootless command's.
+        let bind_devices = userns || crate::rootless::in_user_namespace();
+        let ops = plan::mount_ops(spec, &mounts, bind_devices, cgroups)
             .map_err(|e| self.failure(id, "start", e))?;
         let op_names: Vec<String> = ops.iter().map(describe_op).collect();
         let seccomp = self.seccomp(id, spec)?;
