@@ -11,6 +11,7 @@ pub(crate) mod exec;
 pub(crate) mod from_image;
 pub(crate) mod handle;
 pub(crate) mod kill;
+pub(crate) mod monitor;
 pub(crate) mod start;
 pub(crate) mod volumes;
 pub(crate) mod wait;
