@@ -215,5 +215,5 @@ image_core::classify_registry!(
     crate::user::UserError,
     crate::volume::VolumeError,
     crate::monitor::DetachError,
-    crate::monitor::log::LogOptionError,
+    crate::monitor::log::DetachOptionError,
 );

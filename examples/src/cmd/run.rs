@@ -113,7 +113,7 @@ impl PlaceArgs {
     }
 
     /// The record of the container `id` (a full ID or a unique prefix).
-    fn find(&self, store: &StoreArgs, id: &str) -> anyhow::Result<ContainerRecord> {
+    pub(crate) fn find(&self, store: &StoreArgs, id: &str) -> anyhow::Result<ContainerRecord> {
         let root = self.state_dir(store)?;
         if let Ok(r) = state::load(&root, id) {
             return Ok(r);
@@ -130,7 +130,7 @@ impl PlaceArgs {
     }
 
     /// The runtime that made the container `id`, and its record.
-    fn runtime_of(
+    pub(crate) fn runtime_of(
         &self,
         store: &StoreArgs,
         id: &str,
@@ -286,6 +286,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub rm: bool,
     #[command(flatten)]
+    pub detach: super::detach::DetachArgs,
+    #[command(flatten)]
     pub create: CreateArgs,
 }
 
@@ -353,6 +355,12 @@ fn exit_with(code: i32) -> anyhow::Result<()> {
 /// Creates and runs a container attached, printing its output; exits with
 /// its exit code.
 pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
+    if a.detach.detach {
+        let options = a.detach.options(a.rm)?;
+        let c = create_container(store, &a.create, a.rm)?;
+        return super::detach::start_detached(c, &options);
+    }
+    a.detach.check_attached()?;
     let c = create_container(store, &a.create, a.rm)?;
     let code = attached(c, a.create.flags.interactive, a.rm)?;
     exit_with(code)
@@ -367,6 +375,11 @@ pub struct StartArgs {
     /// Attach standard input (the default for a container made with -i).
     #[arg(short, long)]
     pub interactive: bool,
+    /// Start it in the background under a monitor and print its ID (as
+    /// `docker start` without -a); its --restart and --log-opt are those
+    /// of its last detached run, else the defaults.
+    #[arg(short, long, conflicts_with = "interactive")]
+    pub detach: bool,
     /// The container (ID or unique prefix).
     pub container: String,
 }
@@ -376,6 +389,15 @@ pub struct StartArgs {
 pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let c = rt.load(&record.id)?;
+    if a.detach {
+        let d = record.detached.clone().unwrap_or_default();
+        let options = image_runtime::DetachOptions {
+            restart: d.restart,
+            log: d.log,
+            monitor_command: None,
+        };
+        return super::detach::start_detached(c, &options);
+    }
     let made_with_stdin = c.spec().ok().is_some_and(|s| {
         s.annotations()
             .as_ref()
@@ -442,6 +464,9 @@ pub struct PsArgs {
     /// Print JSON records.
     #[arg(long)]
     pub json: bool,
+    /// Accepted for Docker's sake: every container is listed anyway.
+    #[arg(short, long)]
+    pub all: bool,
 }
 
 /// Lists the containers (every status).
@@ -555,15 +580,29 @@ pub struct RmArgs {
 pub fn rm(store: &StoreArgs, a: RmArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     for id in &a.containers {
-        let result = a.place.runtime_of(store, id).and_then(|(rt, r)| {
-            let running = r.observed_status() == ContainerStatus::Running;
+        let result = a.place.find(store, id).and_then(|r| {
+            // An unknown one (its monitor killed) may run: --force too.
+            // Checked before the runtime is opened: its gc would collect it.
+            let status = r.observed_status();
+            let running = matches!(status, ContainerStatus::Running | ContainerStatus::Unknown);
             if running && !a.force {
-                bail!("container {} is running: stop it or use --force", r.id);
+                bail!(
+                    "container {} is {}: stop it or use --force",
+                    r.id,
+                    format!("{status:?}").to_lowercase()
+                );
             }
-            if a.volumes {
-                rt.delete_with_volumes(&r.id)?;
+            let rt = a.place.runtime(store, RuntimeArg::of_record(&r.backend))?;
+            let deleted = if a.volumes {
+                rt.delete_with_volumes(&r.id)
             } else {
-                rt.delete(&r.id)?;
+                rt.delete(&r.id)
+            };
+            match deleted {
+                // Collected by the runtime's gc when it was opened (its
+                // monitor or owner died): removed all the same.
+                Err(image_runtime::ContainerError::NotFound { .. }) => {}
+                other => other?,
             }
             println!("{}", r.id);
             Ok(())

@@ -75,11 +75,7 @@ impl Container {
                 .into())
             }
         }
-        if let Some(owner) = self
-            .record
-            .owner
-            .filter(|o| self.record.detached.is_some() && o.is_alive())
-        {
+        if let Some(owner) = self.record.owner.filter(|_| monitor_alive(&self.record)) {
             if owner.pid != std::process::id() {
                 return Err(DetachError::MonitorRunning { id, pid: owner.pid });
             }
@@ -107,6 +103,26 @@ impl Container {
     }
 }
 
+/// Asks the monitor of the container in `dir` not to restart it (a file
+/// it looks for; no symlink followed).
+pub(crate) fn request_stop(dir: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(STOP_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map(drop)
+        .map_err(ContainerError::state(&path))
+}
+
+/// True while the monitor of a detached record runs.
+fn monitor_alive(r: &ContainerRecord) -> bool {
+    r.detached.is_some() && r.owner.is_some_and(|o| o.is_alive())
+}
+
 fn remove_stop_file(dir: &Path) -> Result<(), ContainerError> {
     let path = dir.join(STOP_FILE);
     match std::fs::remove_file(&path) {
@@ -132,44 +148,55 @@ impl Runtime {
         let dir = self.state().dir(id);
         let r = self.state().load(id)?;
         if r.detached.is_some() {
-            let path = dir.join(STOP_FILE);
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(false)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(ContainerError::state(&path))?;
+            request_stop(&dir)?;
         }
         let root = self.root().to_owned();
+        // A signal that cannot be sent yet (runc still setting the
+        // container up) is tried again until the limit.
+        let mut unsent = None;
         for (signal, limit) in [
             (Signal::TERM, grace),
             (Signal::KILL, Duration::from_secs(30)),
         ] {
-            if try_wait(&root, id)?.is_some() {
-                break;
-            }
-            match self.backend().kill(id, signal) {
-                // Exited meanwhile: the record says so soon.
-                Err(_) if try_wait(&root, id)?.is_some() => break,
-                Err(e) if observed(&root, id)?.status == ContainerStatus::Running => {
-                    return Err(e.into())
-                }
-                _ => {}
-            }
             let end = Instant::now() + limit;
-            while Instant::now() < end && try_wait(&root, id)?.is_none() {
+            let mut sent = false;
+            while try_wait(&root, id)?.is_none() {
+                if !sent {
+                    match self.backend().kill(id, signal) {
+                        Ok(()) => {
+                            sent = true;
+                            unsent = None;
+                        }
+                        Err(e) => unsent = Some(e),
+                    }
+                }
+                if Instant::now() >= end {
+                    break;
+                }
                 std::thread::sleep(POLL);
             }
         }
-        match try_wait(&root, id)? {
-            Some(code) => Ok(code),
-            None => Err(ContainerError::Timeout {
-                id: id.to_owned(),
-                operation: "stop",
-            }),
+        if let Some(e) = unsent.filter(|_| matches!(try_wait(&root, id), Ok(None))) {
+            return Err(e.into());
         }
+        let code = match try_wait(&root, id)? {
+            Some(code) => code,
+            None => {
+                return Err(ContainerError::Timeout {
+                    id: id.to_owned(),
+                    operation: "stop",
+                })
+            }
+        };
+        // Told not to restart, the monitor exits once it has recorded the
+        // exit: wait for that, so a start right after finds it gone.
+        if r.detached.is_some() {
+            let end = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < end && monitor_alive(&self.state().load(id)?) {
+                std::thread::sleep(POLL);
+            }
+        }
+        Ok(code)
     }
 
     /// Waits until the current run of container `id` ends and returns its
@@ -243,15 +270,7 @@ impl Runtime {
         if status != ContainerStatus::Created {
             self.stop(id, grace)?;
         }
-        let end = Instant::now() + Duration::from_secs(30);
-        let record = loop {
-            let r = self.state().load(id)?;
-            let monitor_alive = r.detached.is_some() && r.owner.is_some_and(|o| o.is_alive());
-            if !monitor_alive || Instant::now() >= end {
-                break r;
-            }
-            std::thread::sleep(POLL);
-        };
+        let record = self.state().load(id)?;
         let detached = record.detached.clone().unwrap_or_default();
         let options = DetachOptions {
             restart: detached.restart,

@@ -26,18 +26,18 @@ pub const LOG_FILE: &str = "container.log";
 /// (16 KiB).
 pub const MAX_ENTRY: usize = 16 * 1024;
 
-/// A `--log-opt` that cannot be used.
+/// A `--log-opt` or `--restart` that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LogOptionError {
-    /// Not `max-size=SIZE` or `max-file=N`.
-    #[error("unsupported log option {option:?}: expected max-size=SIZE or max-file=N")]
+pub enum DetachOptionError {
+    /// Not `max-size=SIZE` or `max-file=N`; not a restart policy.
+    #[error("unsupported option {option:?}: expected max-size=SIZE or max-file=N (--log-opt), or no, on-failure[:N], always, unless-stopped (--restart)")]
     Unknown {
         /// The option as given.
         option: String,
     },
     /// A value out of range or not a number.
-    #[error("log option {option:?}: {why}")]
+    #[error("option {option:?}: {why}")]
     Value {
         /// The option as given.
         option: String,
@@ -46,7 +46,7 @@ pub enum LogOptionError {
     },
 }
 
-impl image_core::Classify for LogOptionError {
+impl image_core::Classify for DetachOptionError {
     fn kind(&self) -> image_core::ErrorKind {
         image_core::ErrorKind::InvalidInput
     }
@@ -56,9 +56,9 @@ impl LogOptions {
     /// Applies one `--log-opt` (`max-size=10m`, `max-file=3`).
     ///
     /// # Errors
-    /// [`LogOptionError`].
-    pub fn set(&mut self, option: &str) -> Result<(), LogOptionError> {
-        let bad = |why| LogOptionError::Value {
+    /// [`DetachOptionError`].
+    pub fn set(&mut self, option: &str) -> Result<(), DetachOptionError> {
+        let bad = |why| DetachOptionError::Value {
             option: option.to_owned(),
             why,
         };
@@ -79,7 +79,7 @@ impl LogOptions {
                 self.max_file = n;
             }
             _ => {
-                return Err(LogOptionError::Unknown {
+                return Err(DetachOptionError::Unknown {
                     option: option.to_owned(),
                 })
             }

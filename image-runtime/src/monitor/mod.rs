@@ -193,6 +193,46 @@ impl Classify for DetachError {
     }
 }
 
+impl std::str::FromStr for RestartPolicy {
+    type Err = log::DetachOptionError;
+
+    /// Docker's forms: `no`, `on-failure`, `on-failure:N`, `always`,
+    /// `unless-stopped`.
+    fn from_str(s: &str) -> Result<RestartPolicy, log::DetachOptionError> {
+        Ok(match s.split_once(':') {
+            None if s == "no" => RestartPolicy::No,
+            None if s == "always" => RestartPolicy::Always,
+            None if s == "unless-stopped" => RestartPolicy::UnlessStopped,
+            None if s == "on-failure" => RestartPolicy::OnFailure { max_retries: None },
+            Some(("on-failure", n)) => RestartPolicy::OnFailure {
+                max_retries: Some(n.parse().map_err(|_| log::DetachOptionError::Value {
+                    option: s.to_owned(),
+                    why: "the most restarts must be a number",
+                })?),
+            },
+            _ => {
+                return Err(log::DetachOptionError::Unknown {
+                    option: s.to_owned(),
+                })
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::OnFailure {
+                max_retries: Some(n),
+            } => write!(f, "on-failure:{n}"),
+            RestartPolicy::OnFailure { max_retries: None } => f.write_str("on-failure"),
+            RestartPolicy::Always => f.write_str("always"),
+            RestartPolicy::UnlessStopped => f.write_str("unless-stopped"),
+            RestartPolicy::No => f.write_str("no"),
+        }
+    }
+}
+
 /// Runs the monitor when this process was started as one (see the
 /// [module docs](self)) and then exits; returns at once otherwise.
 pub use crate::container::monitor::run_if_requested;
@@ -377,6 +417,26 @@ mod tests {
         assert_eq!(&seen[..4], &[ms(100), ms(200), ms(400), ms(800)]);
         assert_eq!(*seen.last().unwrap(), Duration::from_secs(60));
         assert_eq!(next_delay(Some(ms(800)), Duration::from_secs(10)), ms(100));
+    }
+
+    /// Every policy's text parses back to it.
+    #[test]
+    fn restart_policies_round_trip() {
+        use RestartPolicy::*;
+        for p in [
+            No,
+            Always,
+            UnlessStopped,
+            OnFailure { max_retries: None },
+            OnFailure {
+                max_retries: Some(2),
+            },
+        ] {
+            assert_eq!(p.to_string().parse::<RestartPolicy>().unwrap(), p);
+        }
+        for bad in ["", "sometimes", "on-failure:x", "always:3"] {
+            assert!(bad.parse::<RestartPolicy>().is_err(), "{bad}");
+        }
     }
 
     #[test]
