@@ -11,9 +11,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Cleanup, Cli, TIMEOUT};
+use common::{Cleanup, Cli};
+use image_testsupport::process::eventually;
 
 const IMAGE: &str = "test.local/detached:1";
 const APPLETS: &[&str] = &["sh", "echo", "sleep", "test", "[", "touch", "true"];
@@ -39,16 +40,14 @@ fn runtimes() -> Vec<&'static str> {
     v
 }
 
-/// Polls `f` until it gives `Some`, for at most [`TIMEOUT`].
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// `run -d` of `script` (with `sh -c`) as container `name` under `rt`,
+/// `extra` options before the image; waits until `ps` shows it running.
+fn run_d(cli: &Cli, rt: &str, name: &str, extra: &[&str], script: &str) {
+    let mut args = vec!["run", "-d", "--runtime", rt, "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
+    assert_eq!(cli.ok(&args), format!("{name}\n"));
+    cli.wait_running(name);
 }
 
 /// The `ps` line of container `name`.
@@ -85,20 +84,7 @@ fn run_d_ps_logs_wait_stop_start_restart_attach_under_each_runtime() {
     std::fs::create_dir_all(&sync).unwrap();
     for rt in runtimes() {
         let name = format!("{rt}-d");
-        let out = cli.ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt,
-            "--name",
-            &name,
-            IMAGE,
-            "sh",
-            "-c",
-            SERVICE,
-        ]);
-        assert_eq!(out, format!("{name}\n"));
-        cli.wait_running(&name);
+        run_d(&cli, rt, &name, &[], SERVICE);
         eventually("hello in the log", || {
             cli.ok(&["logs", &name]).contains("hello").then_some(())
         });
@@ -119,15 +105,21 @@ fn run_d_ps_logs_wait_stop_start_restart_attach_under_each_runtime() {
         assert_eq!(cli.ok(&["logs", "--since", "1h", &name]), "hello\nterm\n");
         assert_eq!(cli.ok(&["logs", "--since", "4000000000", &name]), "");
 
-        // Started again without attaching, then restarted.
+        // Started again without attaching, then restarted; each run is
+        // stopped only once it said hello (its TERM trap is set).
+        let hellos = |n: usize| {
+            eventually("the run's hello", || {
+                (cli.ok(&["logs", &name]).matches("hello").count() == n).then_some(())
+            })
+        };
         assert_eq!(cli.ok(&["start", "-d", &name]), format!("{name}\n"));
         cli.wait_running(&name);
+        hellos(2);
         assert_eq!(cli.ok(&["restart", "-t", "30", &name]), format!("{name}\n"));
         cli.wait_running(&name);
+        hellos(3);
         cli.ok(&["stop", "-t", "30", &name]);
-        eventually("three runs in the log", || {
-            (cli.ok(&["logs", &name]).matches("term").count() == 3).then_some(())
-        });
+        assert_eq!(cli.ok(&["logs", &name]).matches("term").count(), 3, "{rt}");
         cli.ok(&["rm", &name]);
 
         // attach follows the output until the exit, with its code.
@@ -135,21 +127,7 @@ fn run_d_ps_logs_wait_stop_start_restart_attach_under_each_runtime() {
         let waiter = format!("while [ ! -e /sync/{rt}-go ]; do sleep 0.1; done; echo bye; exit 3");
         let volume = format!("{}:/sync", sync.display());
         let name = format!("{rt}-a");
-        cli.ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt,
-            "--name",
-            &name,
-            "-v",
-            &volume,
-            IMAGE,
-            "sh",
-            "-c",
-            &waiter,
-        ]);
-        cli.wait_running(&name);
+        run_d(&cli, rt, &name, &["-v", &volume], &waiter);
         let attach = cli
             .command(&["attach", &name])
             .stdout(Stdio::piped())
@@ -194,19 +172,7 @@ fn a_killed_monitor_is_unknown_and_rm_f_cleans_up() {
     let Some(cli) = cli() else { return };
     for rt in runtimes() {
         let name = format!("{rt}-k");
-        cli.ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt,
-            "--name",
-            &name,
-            IMAGE,
-            "sh",
-            "-c",
-            SERVICE,
-        ]);
-        cli.wait_running(&name);
+        run_d(&cli, rt, &name, &[], SERVICE);
         kill9(monitor_pid(&cli, &name));
         eventually("ps to say unknown", || {
             ps_line(&cli, &name).contains("unknown").then_some(())
@@ -222,8 +188,7 @@ fn a_killed_monitor_is_unknown_and_rm_f_cleans_up() {
 fn a_reboot_is_reconciled_by_the_next_command() {
     let Some(cli) = cli() else { return };
     let name = "rebooted";
-    cli.ok(&["run", "-d", "--name", name, IMAGE, "sh", "-c", SERVICE]);
-    cli.wait_running(name);
+    run_d(&cli, "native", name, &[], SERVICE);
     eventually("hello in the log", || {
         cli.ok(&["logs", name]).contains("hello").then_some(())
     });
@@ -259,6 +224,25 @@ fn a_reboot_is_reconciled_by_the_next_command() {
     cli.ok(&["stop", "-t", "30", name]);
     cli.ok(&["rm", name]);
     assert_nothing_left(&cli, name);
+}
+
+/// `run -d --rm`: the monitor removes the container, its mounts and its
+/// snapshot once it exited.
+#[test]
+fn run_d_rm_is_removed_by_its_monitor() {
+    let Some(cli) = cli() else { return };
+    let script = "while [ ! -e /sync/go ]; do sleep 0.1; done; echo bye";
+    let sync = cli.tmp.path().join("sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let volume = format!("{}:/sync", sync.display());
+    run_d(&cli, "native", "gone", &["--rm", "-v", &volume], script);
+    std::fs::write(sync.join("go"), "").unwrap();
+    eventually("the container to be removed", || {
+        (!cli.ok(&["ps", "-q"]).contains("gone")).then_some(())
+    });
+    assert_nothing_left(&cli, "gone");
+    let err = cli.fails(&["run", "-d", "--rm", "--restart", "always", IMAGE, "true"]);
+    assert!(err.contains("--restart and --rm"), "{err}");
 }
 
 fn is_mountpoint(p: &Path) -> bool {

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use image_runtime::monitor::{DetachOptions, LogEntry, LogQuery};
 use image_runtime::{
@@ -17,6 +17,7 @@ use image_runtime::{
 };
 
 use common::{assert_no_cgroups, TIMEOUT};
+use image_testsupport::process::eventually;
 
 /// The grace of a stop whose SIGTERM the container ignores (a shell as
 /// pid 1 without a trap).
@@ -90,6 +91,29 @@ fn fixture() -> Fixture {
     }
 }
 
+/// A fixture and its native runtime, or `None` (skipped loudly) when
+/// containers cannot run here.
+fn native() -> Option<(Fixture, Runtime)> {
+    if !common::ready(&[]) {
+        return None;
+    }
+    let f = fixture();
+    let rt = runtime(&f.root, "native").unwrap();
+    Some((f, rt))
+}
+
+/// Creates a container of `cmd` on the fixture's root and starts it
+/// detached with `o`; its ID.
+fn detached(rt: &Runtime, f: &Fixture, cmd: &[&str], o: &DetachOptions) -> String {
+    rt.container(Rootfs::Directory(f.rootfs.clone()))
+        .cmd(cmd.iter().copied())
+        .create()
+        .unwrap()
+        .start_detached(o)
+        .unwrap()
+        .id
+}
+
 fn runtime(root: &Path, kind: &str) -> Result<Runtime, image_runtime::ContainerError> {
     match kind {
         "native" => Runtime::native(root, NativeOptions::default()),
@@ -106,18 +130,6 @@ fn backends() -> Vec<&'static str> {
         image_testsupport::tools::skip_or_fail("runc or crun (detached under them)");
     }
     v
-}
-
-/// Polls `f` until it gives `Some`, for at most [`TIMEOUT`].
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn texts(entries: &[LogEntry], stream: &str) -> Vec<String> {
@@ -217,24 +229,13 @@ fn detached_run_stop_wait_and_logs_under_each_backend() {
 /// `max_file` files, each within the cap, the newest lines kept in order.
 #[test]
 fn the_log_is_capped_and_rotated() {
-    if !common::ready(&[]) {
-        return;
-    }
-    let f = fixture();
-    let rt = runtime(&f.root, "native").unwrap();
+    let Some((f, rt)) = native() else { return };
     let cap = LogOptions {
         max_size: LogOptions::MIN_SIZE,
         max_file: 2,
     };
-    let c = rt
-        .container(Rootfs::Directory(f.rootfs.clone()))
-        .cmd(["/bin/seq", "1", "20000"])
-        .create()
-        .unwrap();
-    let id = c
-        .start_detached(&options(RestartPolicy::No, cap))
-        .unwrap()
-        .id;
+    let o = options(RestartPolicy::No, cap);
+    let id = detached(&rt, &f, &["/bin/seq", "1", "20000"], &o);
     assert_eq!(rt.wait(&id, Some(TIMEOUT)).unwrap(), Some(0));
     let dir = rt.load(&id).unwrap().bundle().to_owned();
     let mut logs: Vec<(String, u64)> = std::fs::read_dir(&dir)
@@ -269,23 +270,12 @@ fn the_log_is_capped_and_rotated() {
 /// file of its root and in the log), then leaves it stopped with its code.
 #[test]
 fn on_failure_2_runs_three_times() {
-    if !common::ready(&[]) {
-        return;
-    }
-    let f = fixture();
-    let rt = runtime(&f.root, "native").unwrap();
-    let c = rt
-        .container(Rootfs::Directory(f.rootfs.clone()))
-        .cmd(["/bin/sh", "-c", "echo run >> /data/count; echo run; exit 1"])
-        .create()
-        .unwrap();
+    let Some((f, rt)) = native() else { return };
     let policy = RestartPolicy::OnFailure {
         max_retries: Some(2),
     };
-    let id = c
-        .start_detached(&options(policy, LogOptions::default()))
-        .unwrap()
-        .id;
+    let cmd = ["/bin/sh", "-c", "echo run >> /data/count; echo run; exit 1"];
+    let id = detached(&rt, &f, &cmd, &options(policy, LogOptions::default()));
     eventually("the monitor to finish", || {
         (!monitor_alive(&rt, &id)).then_some(())
     });
@@ -305,20 +295,10 @@ fn on_failure_2_runs_three_times() {
 /// that: the monitor exits and the runs it logged are all there were.
 #[test]
 fn always_restarts_until_stopped() {
-    if !common::ready(&[]) {
-        return;
-    }
-    let f = fixture();
-    let rt = runtime(&f.root, "native").unwrap();
-    let c = rt
-        .container(Rootfs::Directory(f.rootfs.clone()))
-        .cmd(["/bin/sh", "-c", "echo run; sleep 0.2; exit 0"])
-        .create()
-        .unwrap();
-    let id = c
-        .start_detached(&options(RestartPolicy::Always, LogOptions::default()))
-        .unwrap()
-        .id;
+    let Some((f, rt)) = native() else { return };
+    let cmd = ["/bin/sh", "-c", "echo run; sleep 0.2; exit 0"];
+    let o = options(RestartPolicy::Always, LogOptions::default());
+    let id = detached(&rt, &f, &cmd, &o);
     eventually("two restarts", || {
         (record(&rt, &id).detached.unwrap().restart_count >= 2).then_some(())
     });
@@ -352,11 +332,7 @@ fn default_monitor() -> Option<Vec<std::ffi::OsString>> {
 /// is reconciled by the next runtime: stopped with 255, kept, startable.
 #[test]
 fn a_killed_monitor_and_a_reboot() {
-    if !common::ready(&[]) {
-        return;
-    }
-    let f = fixture();
-    let rt = runtime(&f.root, "native").unwrap();
+    let Some((f, rt)) = native() else { return };
     let sleeper = |name: &str| {
         rt.container(Rootfs::Directory(f.rootfs.clone()))
             .id(name)
@@ -428,11 +404,7 @@ fn kill9(pid: u32) {
 /// created.
 #[test]
 fn a_monitor_without_the_hook_fails_cleanly() {
-    if !common::ready(&[]) {
-        return;
-    }
-    let f = fixture();
-    let rt = runtime(&f.root, "native").unwrap();
+    let Some((f, rt)) = native() else { return };
     let c = rt
         .container(Rootfs::Directory(f.rootfs.clone()))
         .cmd(["/bin/true"])

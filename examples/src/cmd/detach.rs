@@ -164,13 +164,13 @@ pub fn wait(store: &StoreArgs, a: WaitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Arguments of `imagectl stop`.
+/// Arguments of `imagectl stop` and `imagectl restart`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = DETACHED)]
 pub struct StopArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
-    /// Seconds between SIGTERM and SIGKILL.
+    /// Seconds between SIGTERM and SIGKILL (restart: when stopping).
     #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
     pub time: u64,
     /// The containers (IDs or unique prefixes).
@@ -188,19 +188,8 @@ pub fn stop(store: &StoreArgs, a: StopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Arguments of `imagectl restart`.
-#[derive(Debug, clap::Args)]
-#[command(after_help = DETACHED)]
-pub struct RestartArgs {
-    #[command(flatten)]
-    pub place: PlaceArgs,
-    /// Seconds between SIGTERM and SIGKILL when stopping.
-    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
-    pub time: u64,
-    /// The containers (IDs or unique prefixes).
-    #[arg(required = true)]
-    pub containers: Vec<String>,
-}
+/// Arguments of `imagectl restart` (as `stop`'s).
+pub type RestartArgs = StopArgs;
 
 /// Stops each container and starts it detached again; prints its ID.
 pub fn restart(store: &StoreArgs, a: RestartArgs) -> anyhow::Result<()> {

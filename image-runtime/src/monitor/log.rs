@@ -380,16 +380,9 @@ impl LogFollower {
 /// as Docker's json-file writes it.
 pub fn format_rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    let secs = image_core::time::rfc3339(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    // `...:SSZ` with the nanoseconds before the `Z`.
+    format!("{}.{:09}Z", secs.trim_end_matches('Z'), d.subsec_nanos())
 }
 
 /// Parses what [`format_rfc3339`] writes, with any number of fraction
@@ -473,22 +466,8 @@ pub fn parse_since(s: &str, now: SystemTime) -> Option<SystemTime> {
     now.checked_sub(Duration::from_secs(total))
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// The inverse of [`civil_from_days`].
+/// Days since 1970-01-01 of a date, proleptic Gregorian (the inverse of
+/// Howard Hinnant's `civil_from_days`, which `image_core::time` uses).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
