@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Context};
 use image_runtime::monitor::log::parse_since;
 use image_runtime::monitor::{LogEntry, LogFollower, LogQuery};
-use image_runtime::{ContainerStatus, DetachOptions, LogOptions, RestartPolicy};
+use image_runtime::ContainerStatus;
 
 use super::run::PlaceArgs;
 use super::store::StoreArgs;
@@ -23,54 +23,6 @@ records each exit in the container's record and restarts it as --restart says (n
 on-failure[:N], always, unless-stopped; 100 ms doubling between restarts, reset after 10 s of \
 running); `stop` ends the restarts. `ps` shows a container whose monitor was killed as \
 unknown: `rm -f` or the next command's gc removes it.";
-
-/// The detached-run flags of `run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DetachArgs {
-    /// Run in the background under a monitor; print the container's ID and return.
-    #[arg(short = 'd', long)]
-    pub detach: bool,
-    /// When to restart it (with -d): no, on-failure[:N], always, unless-stopped.
-    #[arg(long, value_name = "POLICY", default_value = "no")]
-    pub restart: String,
-    /// A log option (with -d), repeatable: max-size=SIZE (at least 64k), max-file=N.
-    #[arg(long = "log-opt", value_name = "OPT")]
-    pub log_opt: Vec<String>,
-}
-
-impl DetachArgs {
-    /// The options of a detached run; `rm`: `--rm` was given.
-    pub fn options(&self, rm: bool) -> anyhow::Result<DetachOptions> {
-        let restart: RestartPolicy = self.restart.parse()?;
-        if rm && restart != RestartPolicy::No {
-            bail!("conflicting options: --restart and --rm");
-        }
-        let mut log = LogOptions::default();
-        for o in &self.log_opt {
-            log.set(o)?;
-        }
-        Ok(DetachOptions {
-            restart,
-            log,
-            monitor_command: None,
-        })
-    }
-
-    /// Refuses the detached-only flags without -d.
-    pub fn check_attached(&self) -> anyhow::Result<()> {
-        if self.restart != "no" || !self.log_opt.is_empty() {
-            bail!("--restart and --log-opt need -d (a monitor applies them)");
-        }
-        Ok(())
-    }
-}
-
-/// Starts `c` detached and prints its ID.
-pub fn start_detached(c: image_runtime::Container, options: &DetachOptions) -> anyhow::Result<()> {
-    let r = c.start_detached(options)?;
-    println!("{}", r.id);
-    Ok(())
-}
 
 /// Arguments of `imagectl logs`.
 #[derive(Debug, clap::Args)]

@@ -20,6 +20,7 @@ use image_runtime::{
     ContainerRecord, ExecOptions, NativeOptions, NetworkMode, RunOptions, Runtime, RuntimeKind,
     SeccompMode, Signal, Stdio, Volume,
 };
+use image_runtime::{DetachOptions, LogOptions, RestartPolicy};
 
 use super::snapshot::{open_snapshots, DriverArg};
 use super::store::StoreArgs;
@@ -257,6 +258,54 @@ impl ContainerFlags {
     }
 }
 
+/// The detached-run flags of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetachArgs {
+    /// Run in the background under a monitor; print the container's ID and return.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// When to restart it (with -d): no, on-failure[:N], always, unless-stopped.
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
+    /// A log option (with -d), repeatable: max-size=SIZE (at least 64k), max-file=N.
+    #[arg(long = "log-opt", value_name = "OPT")]
+    pub log_opt: Vec<String>,
+}
+
+impl DetachArgs {
+    /// The options of a detached run; `rm`: `--rm` was given.
+    pub fn options(&self, rm: bool) -> anyhow::Result<DetachOptions> {
+        let restart: RestartPolicy = self.restart.parse()?;
+        if rm && restart != RestartPolicy::No {
+            bail!("conflicting options: --restart and --rm");
+        }
+        let mut log = LogOptions::default();
+        for o in &self.log_opt {
+            log.set(o)?;
+        }
+        Ok(DetachOptions {
+            restart,
+            log,
+            monitor_command: None,
+        })
+    }
+
+    /// Refuses the detached-only flags without -d.
+    pub fn check_attached(&self) -> anyhow::Result<()> {
+        if self.restart != "no" || !self.log_opt.is_empty() {
+            bail!("--restart and --log-opt need -d (a monitor applies them)");
+        }
+        Ok(())
+    }
+}
+
+/// Starts `c` detached and prints its ID.
+pub fn start_detached(c: image_runtime::Container, options: &DetachOptions) -> anyhow::Result<()> {
+    let r = c.start_detached(options)?;
+    println!("{}", r.id);
+    Ok(())
+}
+
 /// Arguments of `imagectl create`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = format!("{PLACES}\n\n{LIMITS}"))]
@@ -286,7 +335,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub rm: bool,
     #[command(flatten)]
-    pub detach: super::detach::DetachArgs,
+    pub detach: DetachArgs,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -358,7 +407,7 @@ pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
     if a.detach.detach {
         let options = a.detach.options(a.rm)?;
         let c = create_container(store, &a.create, a.rm)?;
-        return super::detach::start_detached(c, &options);
+        return start_detached(c, &options);
     }
     a.detach.check_attached()?;
     let c = create_container(store, &a.create, a.rm)?;
@@ -396,7 +445,7 @@ pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
             log: d.log,
             monitor_command: None,
         };
-        return super::detach::start_detached(c, &options);
+        return start_detached(c, &options);
     }
     let made_with_stdin = c.spec().ok().is_some_and(|s| {
         s.annotations()

@@ -16,7 +16,7 @@ use crate::error::ContainerError;
 use crate::model::{ContainerRecord, ContainerStatus, Detached};
 use crate::monitor::log::{self, LogEntry, LogFollower, LogQuery};
 use crate::monitor::{follow, logs, observed, try_wait, wait};
-use crate::monitor::{DetachError, DetachOptions, STOP_FILE};
+use crate::monitor::{request_stop, DetachError, DetachOptions, STOP_FILE};
 use crate::runtime::Runtime;
 
 use crate::monitor::query::POLL;
@@ -101,21 +101,6 @@ impl Container {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// Asks the monitor of the container in `dir` not to restart it (a file
-/// it looks for; no symlink followed).
-pub(crate) fn request_stop(dir: &Path) -> Result<(), ContainerError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(STOP_FILE);
-    std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map(drop)
-        .map_err(ContainerError::state(&path))
 }
 
 /// True while the monitor of a detached record runs.

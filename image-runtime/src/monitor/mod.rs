@@ -277,6 +277,21 @@ pub(crate) fn report(r: &Report) {
     }
 }
 
+/// Asks the monitor of the container in `dir` not to restart it (a file
+/// it looks for; no symlink followed).
+pub(crate) fn request_stop(dir: &std::path::Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(STOP_FILE);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map(drop)
+        .map_err(ContainerError::state(&path))
+}
+
 /// The whole error chain of `e`, as one line.
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     std::iter::successors(Some(e), |e| e.source())
