@@ -13,7 +13,7 @@ const EXIT_STATUS: &str = "\
 Exit status: 0 on success; 1 on a failure, reported on stderr as
 `imagectl: <class>: <message>`; 75 when a peer is unavailable for now
 (retry later), 77 when it refused the credentials, 130 when cancelled.
-run, start and exec exit with the container's own status.";
+run, start, exec and attach exit with the container's own status.";
 
 /// Work with OCI and Docker images: digests, references, platforms, stores, layers.
 #[derive(Debug, Parser)]
@@ -87,6 +87,16 @@ enum Command {
     Kill(cmd::run::KillArgs),
     /// Remove containers (their writable snapshots too).
     Rm(cmd::run::RmArgs),
+    /// Print a detached container's output (its JSON log).
+    Logs(cmd::detach::LogsArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait(cmd::detach::WaitArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after a grace.
+    Stop(cmd::detach::StopArgs),
+    /// Follow a detached container's output until it exits; exit with its code.
+    Attach(cmd::detach::AttachArgs),
+    /// Stop and start detached containers again.
+    Restart(cmd::detach::RestartArgs),
     /// Manage volumes: ls, create, inspect, rm.
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCommand),
@@ -168,6 +178,9 @@ fn main() -> ExitCode {
         Ok(entered) => entered,
         Err(e) => return fail(anyhow::Error::new(e)),
     };
+    // A detached container's monitor is imagectl run again: it never
+    // returns from here.
+    image_runtime::monitor::run_if_requested();
     let cli = Cli::parse();
     if cli.command.wants_user_namespace() && image_runtime::rootless::wants_user_namespace() {
         return cmd::unshare::reexec().unwrap_or_else(fail);
@@ -203,6 +216,11 @@ fn main() -> ExitCode {
         Command::Ps(a) => cmd::run::ps(&cli.store, &cli.ui, a),
         Command::Kill(a) => cmd::run::kill(&cli.store, a),
         Command::Rm(a) => cmd::run::rm(&cli.store, a),
+        Command::Logs(a) => cmd::detach::logs(&cli.store, a),
+        Command::Wait(a) => cmd::detach::wait(&cli.store, a),
+        Command::Stop(a) => cmd::detach::stop(&cli.store, a),
+        Command::Attach(a) => cmd::detach::attach(&cli.store, a),
+        Command::Restart(a) => cmd::detach::restart(&cli.store, a),
         Command::Volume(c) => cmd::volume::volume(&cli.store, &cli.ui, c),
         Command::Commit(a) => cmd::run::commit(&cli.store, a),
         Command::Bundle(a) => cmd::run::bundle(&cli.store, a),

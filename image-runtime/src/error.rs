@@ -116,6 +116,14 @@ pub enum ContainerError {
         /// The operation.
         operation: &'static str,
     },
+    /// A wait for a container (`stop`, `wait`) ran out of time.
+    #[error("container {id}: {operation} timed out")]
+    Timeout {
+        /// The ID.
+        id: String,
+        /// `stop`, `wait`.
+        operation: &'static str,
+    },
     /// No image has this name in the store.
     #[error("no such image: {name}")]
     NoSuchImage {
@@ -201,6 +209,7 @@ impl Classify for ContainerError {
             ContainerError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ContainerError::InvalidId { .. } => ErrorKind::InvalidInput,
             ContainerError::WrongStatus { .. } => ErrorKind::FailedPrecondition,
+            ContainerError::Timeout { .. } => ErrorKind::Unavailable,
             ContainerError::NoSuchImage { .. } => ErrorKind::NotFound,
             ContainerError::Image { source, .. } => source.kind(),
             ContainerError::Unpack { source, .. } => source.kind(),

@@ -25,6 +25,15 @@ impl Runtime {
         let mut removed = Vec::new();
         for id in sd.ids()? {
             let stale = match sd.load(&id) {
+                // A reboot left it: recorded as stopped, kept.
+                Ok(record)
+                    if record.backend == runtime.backend().name()
+                        && !record.auto_remove
+                        && record.ran_before_reboot() =>
+                {
+                    let _ = crate::container::detach::reconcile(runtime, record);
+                    false
+                }
                 // Another backend's containers wait for a runtime of theirs:
                 // only it can kill their process (runc's outlives its owner).
                 Ok(record) => record.backend == runtime.backend().name() && record.is_stale(),

@@ -25,6 +25,12 @@
 //! - [`Runtime`] / [`Container`]: the lifecycle, with state on disk (a
 //!   directory per container) so another process can list and clean up,
 //!   and [`Runtime::gc`] removing what crashed processes left.
+//! - [`monitor`]: detached containers ([`Container::start_detached`],
+//!   `docker run -d`) under a monitor process each, with a capped JSON
+//!   log, restart policies, and [`Runtime::stop`], [`Runtime::wait`],
+//!   [`Runtime::logs`], [`Runtime::attach`] from any process. The one
+//!   requirement: the program calls [`monitor::run_if_requested`] first
+//!   thing in `main`.
 //!
 //! # Network
 //! A container has no network of its own beyond loopback: `--net none`
@@ -144,6 +150,7 @@ mod gc;
 mod image;
 mod lookup;
 pub mod model;
+pub mod monitor;
 #[cfg(feature = "testing")]
 pub mod mountinfo;
 #[cfg(not(feature = "testing"))]
@@ -180,7 +187,11 @@ pub use container::{
 pub use error::ContainerError;
 pub use image::ImageStore;
 pub use lookup::LookupError;
-pub use model::{ContainerRecord, ContainerStatus, Driver, ImageRef, Owner, SnapshotRef};
+pub use model::{
+    ContainerRecord, ContainerStatus, Detached, Driver, ImageRef, LogOptions, Owner, RestartPolicy,
+    SnapshotRef,
+};
+pub use monitor::{DetachError, DetachOptions};
 pub use native::{NativeOptions, NativeRuntime};
 pub use oci_runtime::{OciRuntime, RuntimeKind};
 pub use rootfs::Rootfs;
@@ -207,4 +218,6 @@ image_core::classify_registry!(
     crate::native::SeccompCompileError,
     crate::user::UserError,
     crate::volume::VolumeError,
+    crate::monitor::DetachError,
+    crate::monitor::log::DetachOptionError,
 );

@@ -27,6 +27,10 @@ pub enum ContainerStatus {
     Running,
     /// Its process exited.
     Stopped,
+    /// Never saved, only observed: a detached container whose monitor died
+    /// while it ran (killed, not a reboot), so whether its process still
+    /// runs and how it ended are not known. `rm -f` and `gc` remove it.
+    Unknown,
 }
 
 /// The process that started a container, identified beyond PID reuse.
@@ -92,6 +96,92 @@ pub struct ContainerRecord {
     /// once its owner is gone (a `run --rm` killed before it could delete).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_remove: bool,
+    /// Set when it runs detached, under a monitor process (the
+    /// [`owner`](Self::owner) while it runs): its policies and its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached: Option<Detached>,
+}
+
+/// A detached container's settings and the story of its runs, kept by its
+/// monitor (see [`Container::start_detached`](crate::Container::start_detached)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    /// When the monitor restarts it.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// The cap and rotation of its log.
+    #[serde(default)]
+    pub log: LogOptions,
+    /// The host's boot ID (`/proc/sys/kernel/random/boot_id`) when it was
+    /// started: another one means the host rebooted since.
+    #[serde(default)]
+    pub boot_id: String,
+    /// When its last run started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When its last run ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// How many times the monitor restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// How many of its runs have ended (what `wait` watches).
+    #[serde(default)]
+    pub exits: u64,
+}
+
+/// Docker's restart policies (`--restart`), honoured by a detached
+/// container's monitor. With no daemon here, `always` and `unless-stopped`
+/// behave alike: restarted after every exit, never after a `stop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RestartPolicy {
+    /// Never restarted (the default).
+    #[default]
+    No,
+    /// Restarted after a non-zero exit, at most `max_retries` times when set.
+    OnFailure {
+        /// The most restarts.
+        max_retries: Option<u32>,
+    },
+    /// Restarted after every exit, unless stopped.
+    Always,
+    /// As `Always`.
+    UnlessStopped,
+}
+
+/// The size cap and rotation of a detached container's log (`--log-opt
+/// max-size=,max-file=`). The defaults are bounded: 10 MiB, 3 files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogOptions {
+    /// The largest a log file grows before it is rotated (bytes; at least
+    /// [`LogOptions::MIN_SIZE`]).
+    pub max_size: u64,
+    /// How many files are kept, the current one included (1..=100; with 1
+    /// the file is emptied instead of rotated).
+    pub max_file: u32,
+}
+
+impl LogOptions {
+    /// The least `max_size` accepted (64 KiB).
+    pub const MIN_SIZE: u64 = 64 << 10;
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            max_size: 10 << 20,
+            max_file: 3,
+        }
+    }
+}
+
+/// The host's current boot ID, empty when unreadable.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 impl ContainerRecord {
@@ -104,9 +194,23 @@ impl ContainerRecord {
         let owner_gone = !self.owner.is_some_and(|o| o.is_alive());
         match self.status {
             _ if self.auto_remove => owner_gone,
+            // Reconciled by `gc` (recorded as stopped), not removed.
+            ContainerStatus::Running if self.ran_before_reboot() => false,
             ContainerStatus::Stopped | ContainerStatus::Created => false,
-            ContainerStatus::Creating | ContainerStatus::Running => owner_gone,
+            ContainerStatus::Creating | ContainerStatus::Running | ContainerStatus::Unknown => {
+                owner_gone
+            }
         }
+    }
+
+    /// True for a detached container recorded as running in an earlier
+    /// boot of the host (its monitor, process and mounts are gone with it).
+    pub fn ran_before_reboot(&self) -> bool {
+        self.status == ContainerStatus::Running
+            && self
+                .detached
+                .as_ref()
+                .is_some_and(|d| !d.boot_id.is_empty() && d.boot_id != boot_id())
     }
 }
 

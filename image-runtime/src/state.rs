@@ -21,12 +21,25 @@ impl ContainerRecord {
     /// the container's own cgroup (not a process that reused the PID).
     /// `gc` kills and removes such an orphan. Cheap: a few reads under
     /// `/proc`, no lock and no backend call, so `ps` can use it.
+    ///
+    /// A detached container's owner is its monitor: when the monitor is
+    /// gone while the record says running, the container is
+    /// [`Unknown`](ContainerStatus::Unknown) (the monitor was killed: its
+    /// process may or may not run, its exit is not known), or stopped when
+    /// the host rebooted since it started (see
+    /// [`ran_before_reboot`](ContainerRecord::ran_before_reboot)).
     pub fn observed_status(&self) -> ContainerStatus {
         match self.status {
-            ContainerStatus::Running
-                if !self.owner.is_some_and(|o| o.is_alive()) && !self.orphan_runs() =>
-            {
-                ContainerStatus::Stopped
+            ContainerStatus::Running if !self.owner.is_some_and(|o| o.is_alive()) => {
+                if self.ran_before_reboot() {
+                    ContainerStatus::Stopped
+                } else if self.detached.is_some() {
+                    ContainerStatus::Unknown
+                } else if self.orphan_runs() {
+                    ContainerStatus::Running
+                } else {
+                    ContainerStatus::Stopped
+                }
             }
             status => status,
         }
@@ -209,6 +222,7 @@ mod tests {
             image_ref: None,
             snapshot: None,
             auto_remove: false,
+            detached: None,
         }
     }
 
@@ -312,6 +326,7 @@ mod tests {
             image_ref: None,
             snapshot: None,
             auto_remove: false,
+            detached: None,
         };
         sd.save(&r).unwrap();
         assert_eq!(sd.load(&id).unwrap(), r);
@@ -354,6 +369,7 @@ mod tests {
                         image_ref: None,
                         snapshot: None,
                         auto_remove,
+                        detached: None,
                     };
                     let expected =
                         !owner_alive && (auto_remove || matches!(status, Creating | Running));
@@ -368,6 +384,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A detached record whose monitor is gone: unknown in this boot
+    /// (collected by `gc`), stopped and kept when the host rebooted since
+    /// it started (`gc` reconciles it), collected when auto-removed.
+    #[test]
+    fn a_detached_record_without_its_monitor() {
+        let gone = Some(Owner {
+            pid: u32::MAX - 1,
+            start_time: 1,
+        });
+        let mut r = record("c", "/x".into());
+        r.status = ContainerStatus::Running;
+        r.owner = gone;
+        r.detached = Some(crate::model::Detached {
+            boot_id: crate::model::boot_id(),
+            ..Default::default()
+        });
+        assert_eq!(r.observed_status(), ContainerStatus::Unknown);
+        assert!(r.is_stale());
+        assert!(!r.ran_before_reboot());
+        r.detached.as_mut().unwrap().boot_id = "another-boot".into();
+        assert!(r.ran_before_reboot());
+        assert_eq!(r.observed_status(), ContainerStatus::Stopped);
+        assert!(!r.is_stale());
+        r.auto_remove = true;
+        assert!(r.is_stale());
+        // With its monitor alive it runs.
+        r.owner = Owner::current();
+        r.auto_remove = false;
+        r.detached.as_mut().unwrap().boot_id = crate::model::boot_id();
+        assert_eq!(r.observed_status(), ContainerStatus::Running);
+        // A record of before this change still loads.
+        let old = br#"{"id":"c","image":null,"backend":"native","bundle":"/x",
+            "rootfs":{"Directory":"/x"},"status":"running","owner":null,"exit_code":null}"#;
+        let parsed: ContainerRecord = serde_json::from_slice(old).unwrap();
+        assert_eq!(parsed.detached, None);
     }
 
     /// A runc record whose owner is gone counts as running only while the
@@ -396,6 +449,7 @@ mod tests {
             image_ref: None,
             snapshot: None,
             auto_remove: false,
+            detached: None,
         };
         assert_eq!(r.observed_status(), ContainerStatus::Stopped);
     }

@@ -130,3 +130,17 @@ pub fn child_guard(seconds: u64) {
         std::process::exit(3);
     });
 }
+
+/// Polls `f` every 20 ms until it gives `Some`, for at most [`TIMEOUT`];
+/// panics naming `what` when time runs out. For states another process
+/// reaches (a container running, a line in a log), never for timing.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod build;
 pub mod builder;
 pub mod cache;
+pub mod detach;
 pub mod digest;
 pub mod dockerfile;
 pub mod layer;

@@ -20,6 +20,7 @@ use image_runtime::{
     ContainerRecord, ExecOptions, NativeOptions, NetworkMode, RunOptions, Runtime, RuntimeKind,
     SeccompMode, Signal, Stdio, Volume,
 };
+use image_runtime::{DetachOptions, LogOptions, RestartPolicy};
 
 use super::snapshot::{open_snapshots, DriverArg};
 use super::store::StoreArgs;
@@ -116,7 +117,7 @@ impl PlaceArgs {
     }
 
     /// The record of the container `id` (a full ID or a unique prefix).
-    fn find(&self, store: &StoreArgs, id: &str) -> anyhow::Result<ContainerRecord> {
+    pub(crate) fn find(&self, store: &StoreArgs, id: &str) -> anyhow::Result<ContainerRecord> {
         let root = self.state_dir(store)?;
         if let Ok(r) = state::load(&root, id) {
             return Ok(r);
@@ -133,7 +134,7 @@ impl PlaceArgs {
     }
 
     /// The runtime that made the container `id`, and its record.
-    fn runtime_of(
+    pub(crate) fn runtime_of(
         &self,
         store: &StoreArgs,
         id: &str,
@@ -267,6 +268,54 @@ impl ContainerFlags {
     }
 }
 
+/// The detached-run flags of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetachArgs {
+    /// Run in the background under a monitor; print the container's ID and return.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// When to restart it (with -d): no, on-failure[:N], always, unless-stopped.
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
+    /// A log option (with -d), repeatable: max-size=SIZE (at least 64k), max-file=N.
+    #[arg(long = "log-opt", value_name = "OPT")]
+    pub log_opt: Vec<String>,
+}
+
+impl DetachArgs {
+    /// The options of a detached run; `rm`: `--rm` was given.
+    pub fn options(&self, rm: bool) -> anyhow::Result<DetachOptions> {
+        let restart: RestartPolicy = self.restart.parse()?;
+        if rm && restart != RestartPolicy::No {
+            bail!("conflicting options: --restart and --rm");
+        }
+        let mut log = LogOptions::default();
+        for o in &self.log_opt {
+            log.set(o)?;
+        }
+        Ok(DetachOptions {
+            restart,
+            log,
+            monitor_command: None,
+        })
+    }
+
+    /// Refuses the detached-only flags without -d.
+    pub fn check_attached(&self) -> anyhow::Result<()> {
+        if self.restart != "no" || !self.log_opt.is_empty() {
+            bail!("--restart and --log-opt need -d (a monitor applies them)");
+        }
+        Ok(())
+    }
+}
+
+/// Starts `c` detached and prints its ID.
+pub fn start_detached(c: image_runtime::Container, options: &DetachOptions) -> anyhow::Result<()> {
+    let r = c.start_detached(options)?;
+    println!("{}", r.id);
+    Ok(())
+}
+
 /// Arguments of `imagectl create`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = format!("{PLACES}\n\n{LIMITS}"))]
@@ -295,6 +344,8 @@ pub struct RunArgs {
     /// Delete the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    #[command(flatten)]
+    pub detach: DetachArgs,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -363,6 +414,12 @@ fn exit_with(code: i32) -> anyhow::Result<()> {
 /// Creates and runs a container attached, printing its output; exits with
 /// its exit code.
 pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
+    if a.detach.detach {
+        let options = a.detach.options(a.rm)?;
+        let c = create_container(store, &a.create, a.rm)?;
+        return start_detached(c, &options);
+    }
+    a.detach.check_attached()?;
     let c = create_container(store, &a.create, a.rm)?;
     let code = attached(c, a.create.flags.interactive, a.rm)?;
     exit_with(code)
@@ -377,6 +434,11 @@ pub struct StartArgs {
     /// Attach standard input (the default for a container made with -i).
     #[arg(short, long)]
     pub interactive: bool,
+    /// Start it in the background under a monitor and print its ID (as
+    /// `docker start` without -a); its --restart and --log-opt are those
+    /// of its last detached run, else the defaults.
+    #[arg(short, long, conflicts_with = "interactive")]
+    pub detach: bool,
     /// The container (ID or unique prefix).
     pub container: String,
 }
@@ -386,6 +448,15 @@ pub struct StartArgs {
 pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let c = rt.load(&record.id)?;
+    if a.detach {
+        let d = record.detached.clone().unwrap_or_default();
+        let options = image_runtime::DetachOptions {
+            restart: d.restart,
+            log: d.log,
+            monitor_command: None,
+        };
+        return start_detached(c, &options);
+    }
     let made_with_stdin = c.spec().ok().is_some_and(|s| {
         s.annotations()
             .as_ref()
@@ -452,6 +523,9 @@ pub struct PsArgs {
     /// Print JSON records.
     #[arg(long)]
     pub json: bool,
+    /// Accepted for Docker's sake: every container is listed anyway.
+    #[arg(short, long)]
+    pub all: bool,
 }
 
 /// Lists the containers (every status).
@@ -565,15 +639,29 @@ pub struct RmArgs {
 pub fn rm(store: &StoreArgs, a: RmArgs) -> anyhow::Result<()> {
     let mut failed = 0;
     for id in &a.containers {
-        let result = a.place.runtime_of(store, id).and_then(|(rt, r)| {
-            let running = r.observed_status() == ContainerStatus::Running;
+        let result = a.place.find(store, id).and_then(|r| {
+            // An unknown one (its monitor killed) may run: --force too.
+            // Checked before the runtime is opened: its gc would collect it.
+            let status = r.observed_status();
+            let running = matches!(status, ContainerStatus::Running | ContainerStatus::Unknown);
             if running && !a.force {
-                bail!("container {} is running: stop it or use --force", r.id);
+                bail!(
+                    "container {} is {}: stop it or use --force",
+                    r.id,
+                    format!("{status:?}").to_lowercase()
+                );
             }
-            if a.volumes {
-                rt.delete_with_volumes(&r.id)?;
+            let rt = a.place.runtime(store, RuntimeArg::of_record(&r.backend))?;
+            let deleted = if a.volumes {
+                rt.delete_with_volumes(&r.id)
             } else {
-                rt.delete(&r.id)?;
+                rt.delete(&r.id)
+            };
+            match deleted {
+                // Collected by the runtime's gc when it was opened (its
+                // monitor or owner died): removed all the same.
+                Err(image_runtime::ContainerError::NotFound { .. }) => {}
+                other => other?,
             }
             println!("{}", r.id);
             Ok(())

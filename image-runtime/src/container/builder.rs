@@ -319,6 +319,7 @@ impl ContainerBuilder {
                 init: Some(snapshots::init_name(&id)),
             }),
             auto_remove: self.auto_remove,
+            detached: None,
         };
         let options = self.run_options();
         let result = sd

@@ -24,6 +24,10 @@ pub(crate) fn delete(runtime: &Runtime, id: &str) -> Result<(), ContainerError> 
             ours: ours.to_owned(),
         });
     }
+    // A detached container's monitor must not restart what goes now.
+    if record.as_ref().is_some_and(|r| r.detached.is_some()) {
+        let _ = crate::monitor::request_stop(&dir);
+    }
     let snapshot = record.and_then(|r| r.snapshot);
     let mut first: Option<ContainerError> = None;
     let mut note = |r: Result<(), ContainerError>| {

@@ -1,0 +1,186 @@
+//! Detached containers: `run -d` and `start -d` (through [`DetachArgs`]),
+//! `logs`, `wait`, `stop`, `attach`, `restart`. Each detached container has
+//! a monitor process (imagectl run again, see `image_runtime::monitor`)
+//! that owns its process, writes its output to a JSON log and records its
+//! exit; these commands work by ID from any later imagectl.
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use image_runtime::monitor::log::parse_since;
+use image_runtime::monitor::{LogEntry, LogFollower, LogQuery};
+use image_runtime::ContainerStatus;
+
+use super::run::PlaceArgs;
+use super::store::StoreArgs;
+
+const DETACHED: &str =
+    "A detached container's output goes to <state>/containers/<id>/container.log \
+in Docker's json-file format (one JSON object per line: log, stream, time), rotated at \
+--log-opt max-size (default 10m) keeping --log-opt max-file files (default 3). Its monitor \
+records each exit in the container's record and restarts it as --restart says (no, \
+on-failure[:N], always, unless-stopped; 100 ms doubling between restarts, reset after 10 s of \
+running); `stop` ends the restarts. `ps` shows a container whose monitor was killed as \
+unknown: `rm -f` or the next command's gc removes it.";
+
+/// Arguments of `imagectl logs`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = DETACHED)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// Keep printing new output until the container stops.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (or "all").
+    #[arg(long, short = 'n', value_name = "N", default_value = "all")]
+    pub tail: String,
+    /// Only lines since a time: RFC 3339, Unix seconds, or a duration before now (10m, 1h30m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Prefix each line with its time (RFC 3339 with nanoseconds).
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The container (ID or unique prefix).
+    pub container: String,
+}
+
+/// Writes one entry to stdout or stderr, as its stream was.
+fn print_entry(e: &LogEntry, timestamps: bool) {
+    let text = if timestamps {
+        format!("{} {}", e.time, e.log)
+    } else {
+        e.log.clone()
+    };
+    let _ = if e.stream == "stderr" {
+        std::io::stderr().write_all(text.as_bytes())
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    };
+}
+
+/// Prints a container's log.
+pub fn logs(store: &StoreArgs, a: LogsArgs) -> anyhow::Result<()> {
+    let root = a.place.state_dir(store)?;
+    let record = a.place.find(store, &a.container)?;
+    let query = LogQuery {
+        tail: match a.tail.as_str() {
+            "all" => None,
+            n => Some(
+                n.parse()
+                    .with_context(|| format!("--tail {n:?}: a number or all"))?,
+            ),
+        },
+        since: match &a.since {
+            Some(s) => Some(
+                parse_since(s, SystemTime::now())
+                    .with_context(|| format!("--since {s:?}: not a time or duration"))?,
+            ),
+            None => None,
+        },
+    };
+    let (entries, follower) = image_runtime::monitor::logs(&root, &record.id, &query)?;
+    for e in &entries {
+        print_entry(e, a.timestamps);
+    }
+    if a.follow {
+        image_runtime::monitor::follow(&root, &record.id, follower, |e| {
+            print_entry(e, a.timestamps)
+        })?;
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl wait`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = DETACHED)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// The containers (IDs or unique prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Waits for each container's run to end and prints its exit code, as
+/// `docker wait` does (-1 when the code is unknown).
+pub fn wait(store: &StoreArgs, a: WaitArgs) -> anyhow::Result<()> {
+    let root = a.place.state_dir(store)?;
+    for c in &a.containers {
+        let record = a.place.find(store, c)?;
+        let code = image_runtime::monitor::wait(&root, &record.id, None)?;
+        println!("{}", code.unwrap_or(-1));
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl stop` and `imagectl restart`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = DETACHED)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// Seconds between SIGTERM and SIGKILL (restart: when stopping).
+    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+    pub time: u64,
+    /// The containers (IDs or unique prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Stops each container (SIGTERM, SIGKILL after the grace); prints its ID.
+pub fn stop(store: &StoreArgs, a: StopArgs) -> anyhow::Result<()> {
+    for c in &a.containers {
+        let (rt, record) = a.place.runtime_of(store, c)?;
+        rt.stop(&record.id, Duration::from_secs(a.time))?;
+        println!("{}", record.id);
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl restart` (as `stop`'s).
+pub type RestartArgs = StopArgs;
+
+/// Stops each container and starts it detached again; prints its ID.
+pub fn restart(store: &StoreArgs, a: RestartArgs) -> anyhow::Result<()> {
+    for c in &a.containers {
+        let (rt, record) = a.place.runtime_of(store, c)?;
+        rt.restart(&record.id, Duration::from_secs(a.time), None)?;
+        println!("{}", record.id);
+    }
+    Ok(())
+}
+
+/// Arguments of `imagectl attach`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = DETACHED)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    /// The container (ID or unique prefix).
+    pub container: String,
+}
+
+/// Follows a running detached container's output from now until its run
+/// ends; exits with its exit code. Standard input is not attached.
+pub fn attach(store: &StoreArgs, a: AttachArgs) -> anyhow::Result<()> {
+    let root = a.place.state_dir(store)?;
+    let record = a.place.find(store, &a.container)?;
+    if record.detached.is_none() || record.observed_status() != ContainerStatus::Running {
+        bail!(
+            "container {} is not a running detached container",
+            record.id
+        );
+    }
+    let follower = LogFollower::at_end(&record.bundle);
+    let code =
+        image_runtime::monitor::follow(&root, &record.id, follower, |e| print_entry(e, false))?;
+    let _ = std::io::stdout().flush();
+    let code = code.unwrap_or(255);
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}

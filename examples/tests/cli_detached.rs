@@ -1,0 +1,254 @@
+//! Detached containers end to end through `imagectl`, as root: `run -d`
+//! returns at once with the ID, `ps` shows the container running and then
+//! exited with its code, `logs` (-t, --tail), `wait`, `stop`, `start -d`,
+//! `restart` and `attach`, under the native backend, runc and crun; a
+//! monitor killed with SIGKILL leaves a container `ps` calls unknown that
+//! `rm -f` removes with its mounts, cgroups and snapshot; a simulated
+//! reboot is reconciled by the next command. A missing tool or privilege
+//! skips loudly unless CI=true.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{Cleanup, Cli};
+use image_testsupport::process::eventually;
+
+const IMAGE: &str = "test.local/detached:1";
+const APPLETS: &[&str] = &["sh", "echo", "sleep", "test", "[", "touch", "true"];
+
+/// A Cli with IMAGE, or `None` (skipped loudly) when containers cannot run.
+fn cli() -> Option<Cli> {
+    if !common::ready(&[]) {
+        return None;
+    }
+    let cli = Cli::new(Cleanup::ContainersAndCgroups);
+    let rootfs = cli.tmp.path().join("rootfs");
+    common::container_rootfs(&rootfs, APPLETS);
+    cli.append_shell_image(&rootfs, IMAGE);
+    Some(cli)
+}
+
+fn runtimes() -> Vec<&'static str> {
+    let mut v = vec!["native"];
+    v.extend(image_testsupport::tools::installed(&["runc", "crun"]));
+    if v.len() < 3 {
+        image_testsupport::tools::skip_or_fail("runc or crun (detached under them)");
+    }
+    v
+}
+
+/// `run -d` of `script` (with `sh -c`) as container `name` under `rt`,
+/// `extra` options before the image; waits until `ps` shows it running.
+fn run_d(cli: &Cli, rt: &str, name: &str, extra: &[&str], script: &str) {
+    let mut args = vec!["run", "-d", "--runtime", rt, "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
+    assert_eq!(cli.ok(&args), format!("{name}\n"));
+    cli.wait_running(name);
+}
+
+/// The `ps` line of container `name`.
+fn ps_line(cli: &Cli, name: &str) -> String {
+    cli.ok(&["ps", "-a"])
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The record of `name`, as `ps --json` shows it.
+fn record(cli: &Cli, name: &str) -> serde_json::Value {
+    let all: Vec<serde_json::Value> = serde_json::from_str(&cli.ok(&["ps", "--json"])).unwrap();
+    all.into_iter().find(|r| r["id"] == name).unwrap()
+}
+
+fn kill9(pid: u64) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+}
+
+fn monitor_pid(cli: &Cli, name: &str) -> u64 {
+    record(cli, name)["owner"]["pid"].as_u64().unwrap()
+}
+
+const SERVICE: &str =
+    "trap 'echo term; exit 7' TERM; echo hello; echo oops >&2; while true; do sleep 0.1; done";
+
+#[test]
+fn run_d_ps_logs_wait_stop_start_restart_attach_under_each_runtime() {
+    let Some(cli) = cli() else { return };
+    let sync = cli.tmp.path().join("sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    for rt in runtimes() {
+        let name = format!("{rt}-d");
+        run_d(&cli, rt, &name, &[], SERVICE);
+        eventually("hello in the log", || {
+            cli.ok(&["logs", &name]).contains("hello").then_some(())
+        });
+        let out = cli.imagectl(&["logs", &name]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n", "{rt}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n", "{rt}");
+        assert_eq!(cli.ok(&["stop", "-t", "30", &name]), format!("{name}\n"));
+        assert_eq!(cli.ok(&["wait", &name]), "7\n", "{rt}");
+        assert!(ps_line(&cli, &name).contains("exited (7)"), "{rt}");
+        assert_eq!(cli.ok(&["logs", "--tail", "1", &name]), "term\n", "{rt}");
+        let stamped = cli.ok(&["logs", "-t", &name]);
+        assert!(
+            stamped
+                .lines()
+                .all(|l| l.starts_with("20") && l.contains("Z ")),
+            "{rt}: {stamped}"
+        );
+        assert_eq!(cli.ok(&["logs", "--since", "1h", &name]), "hello\nterm\n");
+        assert_eq!(cli.ok(&["logs", "--since", "4000000000", &name]), "");
+
+        // Started again without attaching, then restarted; each run is
+        // stopped only once it said hello (its TERM trap is set).
+        let hellos = |n: usize| {
+            eventually("the run's hello", || {
+                (cli.ok(&["logs", &name]).matches("hello").count() == n).then_some(())
+            })
+        };
+        assert_eq!(cli.ok(&["start", "-d", &name]), format!("{name}\n"));
+        cli.wait_running(&name);
+        hellos(2);
+        assert_eq!(cli.ok(&["restart", "-t", "30", &name]), format!("{name}\n"));
+        cli.wait_running(&name);
+        hellos(3);
+        cli.ok(&["stop", "-t", "30", &name]);
+        assert_eq!(cli.ok(&["logs", &name]).matches("term").count(), 3, "{rt}");
+        cli.ok(&["rm", &name]);
+
+        // attach follows the output until the exit, with its code.
+        let go = sync.join(format!("{rt}-go"));
+        let waiter = format!("while [ ! -e /sync/{rt}-go ]; do sleep 0.1; done; echo bye; exit 3");
+        let volume = format!("{}:/sync", sync.display());
+        let name = format!("{rt}-a");
+        run_d(&cli, rt, &name, &["-v", &volume], &waiter);
+        let attach = cli
+            .command(&["attach", &name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Let attach reach the log before the line is written.
+        std::thread::sleep(Duration::from_secs(2));
+        std::fs::write(&go, "").unwrap();
+        let out = attach.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{rt}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n", "{rt}");
+        cli.ok(&["rm", &name]);
+    }
+}
+
+/// Leftovers of the test's containers: mount points below its directory,
+/// active snapshots, container directories.
+fn assert_nothing_left(cli: &Cli, id: &str) {
+    assert!(cli.mounted().is_empty(), "mounted: {:?}", cli.mounted());
+    let active: Vec<String> = cli
+        .ok(&["snapshots"])
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("committed"))
+        .map(str::to_owned)
+        .collect();
+    assert!(active.is_empty(), "active snapshots: {active:?}");
+    assert!(!cli
+        .tmp
+        .path()
+        .join("containers/containers")
+        .join(id)
+        .exists());
+    let dirs = image_runtime::cgroup::container_dirs(id).unwrap_or_default();
+    let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups of {id} left: {left:?}");
+}
+
+#[test]
+fn a_killed_monitor_is_unknown_and_rm_f_cleans_up() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        let name = format!("{rt}-k");
+        run_d(&cli, rt, &name, &[], SERVICE);
+        kill9(monitor_pid(&cli, &name));
+        eventually("ps to say unknown", || {
+            ps_line(&cli, &name).contains("unknown").then_some(())
+        });
+        let err = cli.fails(&["rm", &name]);
+        assert!(err.contains("--force"), "{err}");
+        cli.ok(&["rm", "-f", &name]);
+        assert_nothing_left(&cli, &name);
+    }
+}
+
+#[test]
+fn a_reboot_is_reconciled_by_the_next_command() {
+    let Some(cli) = cli() else { return };
+    let name = "rebooted";
+    run_d(&cli, "native", name, &[], SERVICE);
+    eventually("hello in the log", || {
+        cli.ok(&["logs", name]).contains("hello").then_some(())
+    });
+    // The reboot: monitor and process gone, mounts gone, another boot ID.
+    kill9(monitor_pid(&cli, name));
+    eventually("ps to say unknown", || {
+        ps_line(&cli, name).contains("unknown").then_some(())
+    });
+    let dir = cli.tmp.path().join("containers/containers").join(name);
+    let rootfs = dir.join("rootfs");
+    eventually("the root to be unmounted", || {
+        rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::empty())
+            .ok()
+            .or_else(|| (!is_mountpoint(&rootfs)).then_some(()))
+    });
+    let path = dir.join("container.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    r["detached"]["boot_id"] = "a-boot-before-this-one".into();
+    std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+    assert!(ps_line(&cli, name).contains("stopped"));
+    // Any command that opens the runtime reconciles it; then it starts again.
+    cli.ok(&["stop", name]);
+    assert!(
+        ps_line(&cli, name).contains("exited (255)"),
+        "{}",
+        ps_line(&cli, name)
+    );
+    assert!(is_mountpoint(&rootfs));
+    cli.ok(&["start", "-d", name]);
+    eventually("hello twice in the log", || {
+        (cli.ok(&["logs", name]).matches("hello").count() == 2).then_some(())
+    });
+    cli.ok(&["stop", "-t", "30", name]);
+    cli.ok(&["rm", name]);
+    assert_nothing_left(&cli, name);
+}
+
+/// `run -d --rm`: the monitor removes the container, its mounts and its
+/// snapshot once it exited.
+#[test]
+fn run_d_rm_is_removed_by_its_monitor() {
+    let Some(cli) = cli() else { return };
+    let script = "while [ ! -e /sync/go ]; do sleep 0.1; done; echo bye";
+    let sync = cli.tmp.path().join("sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let volume = format!("{}:/sync", sync.display());
+    run_d(&cli, "native", "gone", &["--rm", "-v", &volume], script);
+    std::fs::write(sync.join("go"), "").unwrap();
+    eventually("the container to be removed", || {
+        (!cli.ok(&["ps", "-q"]).contains("gone")).then_some(())
+    });
+    assert_nothing_left(&cli, "gone");
+    let err = cli.fails(&["run", "-d", "--rm", "--restart", "always", IMAGE, "true"]);
+    assert!(err.contains("--restart and --rm"), "{err}");
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let p = p.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}

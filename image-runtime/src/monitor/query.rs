@@ -1,0 +1,122 @@
+//! The verbs on a detached container by ID, from any process and without
+//! a runtime (no backend, no `gc`): what `imagectl logs`, `wait` and
+//! `attach` use, and what the [`Runtime`](crate::Runtime) methods of the
+//! same names call.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::ContainerError;
+use crate::model::{ContainerRecord, ContainerStatus};
+use crate::monitor::log::{self, LogEntry, LogFollower, LogQuery};
+
+/// How often the blocking verbs look at a container's record.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
+
+/// The record of `id` under the state directory `root`, as it is now
+/// ([`ContainerRecord::observed`]).
+pub(crate) fn observed(root: &Path, id: &str) -> Result<ContainerRecord, ContainerError> {
+    Ok(crate::state::load(root, id)?.observed())
+}
+
+/// The exit code of `id` when it is not running (see [`Runtime::try_wait`]).
+///
+/// # Errors
+/// As [`crate::state::load`].
+pub fn try_wait(root: &Path, id: &str) -> Result<Option<Option<i32>>, ContainerError> {
+    let r = observed(root, id)?;
+    Ok(match r.status {
+        ContainerStatus::Running | ContainerStatus::Creating => None,
+        ContainerStatus::Created if r.detached.as_ref().is_none_or(|d| d.exits == 0) => None,
+        _ => Some(r.exit_code),
+    })
+}
+
+/// Waits until the current run of `id` ends (see [`Runtime::wait`]).
+///
+/// # Errors
+/// As [`crate::state::load`]; [`ContainerError::Timeout`] on expiry.
+pub fn wait(
+    root: &Path,
+    id: &str,
+    timeout: Option<Duration>,
+) -> Result<Option<i32>, ContainerError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let first = observed(root, id)?;
+    let exits = first.detached.as_ref().map_or(0, |d| d.exits);
+    loop {
+        let r = observed(root, id)?;
+        let ended = r.detached.as_ref().is_some_and(|d| d.exits > exits)
+            || matches!(
+                r.status,
+                ContainerStatus::Stopped | ContainerStatus::Unknown
+            );
+        if ended {
+            // When restarted since, that run's exit is the one recorded last.
+            return Ok(r.exit_code);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(ContainerError::Timeout {
+                id: id.to_owned(),
+                operation: "wait",
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The log entries of `id` and a follower continuing after them (see
+/// [`Runtime::logs`]).
+///
+/// # Errors
+/// As [`crate::state::load`]; [`ContainerError::State`] when the log
+/// cannot be read.
+pub fn logs(
+    root: &Path,
+    id: &str,
+    query: &LogQuery,
+) -> Result<(Vec<LogEntry>, LogFollower), ContainerError> {
+    let r = crate::state::load(root, id)?;
+    let max_file = r.detached.map_or(1, |d| d.log.max_file);
+    let dir = r.bundle;
+    log::read_and_follow(&dir, query, max_file).map_err(ContainerError::state(&dir))
+}
+
+/// Follows `follower` of container `id`, calling `each` for every entry,
+/// until the container's current run ends; returns its exit code.
+///
+/// # Errors
+/// As [`wait`]; [`ContainerError::State`] when the log cannot be read.
+pub fn follow(
+    root: &Path,
+    id: &str,
+    mut follower: LogFollower,
+    mut each: impl FnMut(&LogEntry),
+) -> Result<Option<i32>, ContainerError> {
+    let first = observed(root, id)?;
+    let exits = first.detached.as_ref().map_or(0, |d| d.exits);
+    let dir = first.bundle.clone();
+    loop {
+        // Read the record first: what was logged before it said stopped
+        // is then all read by the poll below.
+        let r = observed(root, id);
+        for e in follower.poll().map_err(ContainerError::state(&dir))? {
+            each(&e);
+        }
+        let r = match r {
+            Ok(r) => r,
+            // Removed after its run (auto-removed): the run is over.
+            Err(ContainerError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let ended = r.detached.as_ref().is_some_and(|d| d.exits > exits)
+            || !matches!(
+                r.status,
+                ContainerStatus::Running | ContainerStatus::Creating
+            );
+        if ended {
+            return Ok(r.exit_code);
+        }
+        std::thread::sleep(POLL);
+    }
+}
