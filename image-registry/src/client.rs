@@ -803,12 +803,7 @@ impl Client {
         headers: HeaderMap,
         body: Option<bytes::Bytes>,
     ) -> Result<reqwest::Response, RegistryError> {
-        let scheme = self.scheme(target.endpoint).await;
-        let url = format!("{scheme}://{}/v2/{}", target.endpoint.host, target.path);
-        let url = Url::parse(&url).map_err(|_| RegistryError::InvalidAnswer {
-            url: target.endpoint.host.clone(),
-            what: "URL for the request",
-        })?;
+        let url = self.url_of(target).await?;
         let retry = self.inner.retry;
         let mut attempt = 0u32;
         let mut reauthenticated = false;
@@ -843,6 +838,53 @@ impl Client {
             };
             tokio::time::sleep(retry.delay(attempt - 1, retry_after)).await;
         }
+    }
+
+    /// Sends `body`, a stream that can be read only once, in one attempt:
+    /// no retry and no redirect followed (the caller goes on from what the
+    /// registry acknowledged: an upload asks where it stands). A `401`
+    /// answer teaches the client the challenge for the next attempt.
+    pub(crate) async fn send_stream(
+        &self,
+        target: &Target<'_>,
+        method: Method,
+        headers: HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.url_of(target).await?;
+        let auth = self.authorization(target).await?;
+        let http = if target.endpoint.insecure {
+            &self.inner.unverified
+        } else {
+            &self.inner.verifying
+        };
+        let mut request = http.request(method.clone(), url.clone()).headers(headers);
+        if let Some(auth) = &auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let resp = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| RegistryError::Transport {
+                method: method.to_string(),
+                url: show_url(&url),
+                source,
+            })?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.learn_challenge(target, &resp, auth.is_some())?;
+        }
+        Ok(resp)
+    }
+
+    /// The URL of `target` (its endpoint's scheme learned first).
+    async fn url_of(&self, target: &Target<'_>) -> Result<Url, RegistryError> {
+        let scheme = self.scheme(target.endpoint).await;
+        let url = format!("{scheme}://{}/v2/{}", target.endpoint.host, target.path);
+        Url::parse(&url).map_err(|_| RegistryError::InvalidAnswer {
+            url: target.endpoint.host.clone(),
+            what: "URL for the request",
+        })
     }
 
     /// Follows redirects; `Authorization` only to the first URL's origin,
