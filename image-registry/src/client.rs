@@ -862,15 +862,7 @@ impl Client {
         if let Some(auth) = &auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let resp = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| RegistryError::Transport {
-                method: method.to_string(),
-                url: show_url(&url),
-                source,
-            })?;
+        let resp = sent(request.body(body), &method, &url).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             self.learn_challenge(target, &resp, auth.is_some())?;
         }
@@ -918,14 +910,7 @@ impl Client {
             if let Some(body) = body {
                 request = request.body(body.clone());
             }
-            let resp = request
-                .send()
-                .await
-                .map_err(|source| RegistryError::Transport {
-                    method: method.to_string(),
-                    url: show_url(&url),
-                    source,
-                })?;
+            let resp = sent(request, &method, &url).await?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -1199,6 +1184,23 @@ impl Client {
 }
 
 /// Checks `interrupt` between chunks of a long download.
+/// Sends `request` (to `method` `url`), a failure to get an answer as a
+/// transport error.
+async fn sent(
+    request: reqwest::RequestBuilder,
+    method: &Method,
+    url: &Url,
+) -> Result<reqwest::Response, RegistryError> {
+    request
+        .send()
+        .await
+        .map_err(|source| RegistryError::Transport {
+            method: method.to_string(),
+            url: show_url(url),
+            source,
+        })
+}
+
 pub(crate) fn check_interrupt(interrupt: &Interrupt) -> Result<(), RegistryError> {
     interrupt.check().map_err(RegistryError::Cancelled)
 }
