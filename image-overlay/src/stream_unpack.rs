@@ -10,6 +10,11 @@
 //! and stored, commits each layer's snapshot under its chain ID, bottom
 //! first, after checking the diff ID it computed against the config's.
 //!
+//! When commits must be durable, each layer unpacked whole wakes a
+//! flusher thread that syncs the snapshots' filesystem while the other
+//! layers still arrive, so that the sync `finish` makes before its commits
+//! finds little left to write.
+//!
 //! Only drivers that keep each layer in a directory of its own
 //! ([`Capabilities::rebase`](crate::snapshot::Capabilities), overlay) can
 //! unpack a layer before its parent is committed, so only they stream;
@@ -67,6 +72,10 @@ struct Shared {
     done: Mutex<HashMap<Digest, Streamed>>,
     /// The chain IDs committed from streams.
     committed: Mutex<Vec<Digest>>,
+    /// Wakes the thread that syncs the filesystem of the snapshots each
+    /// time a layer is unpacked whole (when commits must be durable);
+    /// started with the first layer.
+    flusher: Mutex<Option<SyncSender<()>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -94,6 +103,38 @@ impl Drop for Shared {
     }
 }
 
+impl Shared {
+    /// The handle that wakes the flusher, which is started (syncing the
+    /// filesystem of `dir`) on the first call; `None` when commits need
+    /// not be durable or no flusher could be started.
+    ///
+    /// Each layer unpacked whole wakes it: the writeback of finished
+    /// layers overlaps the download and unpack of the others, and the
+    /// sync before the commits ([`StreamUnpacker::finish`]) finds little
+    /// left to write, as the image unpack's flusher does. Its errors are
+    /// ignored: that last sync decides.
+    fn flusher(&self, dir: &str) -> Option<SyncSender<()>> {
+        if !self.snapshotter.capabilities().sync_on_commit {
+            return None;
+        }
+        let mut flusher = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+        if flusher.is_none() {
+            let fd = std::fs::File::open(dir).ok()?;
+            let (tx, rx) = sync_channel::<()>(1);
+            std::thread::Builder::new()
+                .name("stream-unpack-sync".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        let _ = rustix::fs::syncfs(&fd);
+                    }
+                })
+                .ok()?;
+            *flusher = Some(tx);
+        }
+        flusher.clone()
+    }
+}
+
 impl StreamUnpacker {
     /// An unpacker into `snapshotter`, each layer unpacked with
     /// `options.unpack` (its digests, compression and whiteout mode set
@@ -114,6 +155,7 @@ impl StreamUnpacker {
                 streams: caps.rebase,
                 done: Mutex::new(HashMap::new()),
                 committed: Mutex::new(Vec::new()),
+                flusher: Mutex::new(None),
             }),
         }
     }
@@ -179,9 +221,17 @@ impl StreamUnpacker {
             aborted: aborted.clone(),
         };
         let target = dir.clone();
+        let flusher = self.shared.flusher(&dir);
         let thread = std::thread::Builder::new()
             .name("stream-unpack".into())
-            .spawn(move || unpack(reader, Path::new(&target), &opts));
+            .spawn(move || {
+                let report = unpack(reader, Path::new(&target), &opts);
+                if let (Ok(_), Some(flusher)) = (&report, flusher) {
+                    // A full channel means a sync is pending already.
+                    let _ = flusher.try_send(());
+                }
+                report
+            });
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {

@@ -803,12 +803,7 @@ impl Client {
         headers: HeaderMap,
         body: Option<bytes::Bytes>,
     ) -> Result<reqwest::Response, RegistryError> {
-        let scheme = self.scheme(target.endpoint).await;
-        let url = format!("{scheme}://{}/v2/{}", target.endpoint.host, target.path);
-        let url = Url::parse(&url).map_err(|_| RegistryError::InvalidAnswer {
-            url: target.endpoint.host.clone(),
-            what: "URL for the request",
-        })?;
+        let url = self.url_of(target).await?;
         let retry = self.inner.retry;
         let mut attempt = 0u32;
         let mut reauthenticated = false;
@@ -845,6 +840,45 @@ impl Client {
         }
     }
 
+    /// Sends `body`, a stream that can be read only once, in one attempt:
+    /// no retry and no redirect followed (the caller goes on from what the
+    /// registry acknowledged: an upload asks where it stands). A `401`
+    /// answer teaches the client the challenge for the next attempt.
+    pub(crate) async fn send_stream(
+        &self,
+        target: &Target<'_>,
+        method: Method,
+        headers: HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let url = self.url_of(target).await?;
+        let auth = self.authorization(target).await?;
+        let http = if target.endpoint.insecure {
+            &self.inner.unverified
+        } else {
+            &self.inner.verifying
+        };
+        let mut request = http.request(method.clone(), url.clone()).headers(headers);
+        if let Some(auth) = &auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let resp = sent(request.body(body), &method, &url).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.learn_challenge(target, &resp, auth.is_some())?;
+        }
+        Ok(resp)
+    }
+
+    /// The URL of `target` (its endpoint's scheme learned first).
+    async fn url_of(&self, target: &Target<'_>) -> Result<Url, RegistryError> {
+        let scheme = self.scheme(target.endpoint).await;
+        let url = format!("{scheme}://{}/v2/{}", target.endpoint.host, target.path);
+        Url::parse(&url).map_err(|_| RegistryError::InvalidAnswer {
+            url: target.endpoint.host.clone(),
+            what: "URL for the request",
+        })
+    }
+
     /// Follows redirects; `Authorization` only to the first URL's origin,
     /// the body (when any) only with the first method (a 303 turns it
     /// into a GET without one).
@@ -876,14 +910,7 @@ impl Client {
             if let Some(body) = body {
                 request = request.body(body.clone());
             }
-            let resp = request
-                .send()
-                .await
-                .map_err(|source| RegistryError::Transport {
-                    method: method.to_string(),
-                    url: show_url(&url),
-                    source,
-                })?;
+            let resp = sent(request, &method, &url).await?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -1157,6 +1184,23 @@ impl Client {
 }
 
 /// Checks `interrupt` between chunks of a long download.
+/// Sends `request` (to `method` `url`), a failure to get an answer as a
+/// transport error.
+async fn sent(
+    request: reqwest::RequestBuilder,
+    method: &Method,
+    url: &Url,
+) -> Result<reqwest::Response, RegistryError> {
+    request
+        .send()
+        .await
+        .map_err(|source| RegistryError::Transport {
+            method: method.to_string(),
+            url: show_url(url),
+            source,
+        })
+}
+
 pub(crate) fn check_interrupt(interrupt: &Interrupt) -> Result<(), RegistryError> {
     interrupt.check().map_err(RegistryError::Cancelled)
 }

@@ -16,9 +16,12 @@
 //!   (`POST ...?mount=<digest>&from=<repository>`, with a token for both
 //!   repositories); a registry that cannot mount starts an upload instead;
 //! - is uploaded in one `PUT` when not larger than
-//!   [`PushOptions::monolithic_limit`], else in `PATCH` chunks of
-//!   [`PushOptions::chunk_size`] with `Content-Range`, then a closing
-//!   `PUT ?digest=`.
+//!   [`PushOptions::monolithic_limit`], else in `PATCH`es of at most
+//!   [`PushOptions::chunk_size`] with `Content-Range` (by default the
+//!   whole blob in one, as skopeo and crane send it: each `PATCH` costs
+//!   the registry a flush of the upload), then a closing `PUT ?digest=`.
+//!   A `PATCH` body streams from the store while it is read (on a
+//!   blocking thread, [`PIECE`] bytes at a time), never held whole.
 //!
 //! A failed upload asks the registry where it stands (`GET` on the upload
 //! URL, its `Range`) and goes on from there; a registry that no longer
@@ -29,16 +32,24 @@
 //!
 //! Progress: each blob is an item named by its digest (started with its
 //! size, bytes as they are sent, finished when the registry has it). The
-//! tracker's interrupt stops the push between chunks with `Cancelled`.
+//! tracker's interrupt stops the push with `Cancelled`, in the middle of
+//! a `PATCH` body too.
 //!
 //! # Security
 //! Documents are read from the store up to [`MAX_DOCUMENT_SIZE`]; a blob
-//! is held in memory one chunk at a time (or whole up to the monolithic
-//! limit). Upload locations must stay on the registry's origin (the
+//! is held in memory [`PIECES`] pieces at a time (or whole up to the
+//! monolithic limit). A stored blob is checked against its digest as it
+//! is read: one changed in the store fails the push (a `Read` error)
+//! before the upload is closed. Upload locations must stay on the registry's origin (the
 //! credentials go with them).
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use image_core::{
@@ -47,7 +58,8 @@ use image_core::{
 };
 use image_store::{ContentError, Provider};
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, RANGE,
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH,
+    LOCATION, RANGE,
 };
 use reqwest::{Method, StatusCode, Url};
 
@@ -72,8 +84,8 @@ pub struct PushOptions {
     pub parallel: usize,
     /// Blobs up to this size go in one `PUT` (default 16 MiB).
     pub monolithic_limit: u64,
-    /// The size of each `PATCH` of a chunked upload (at least 1 byte;
-    /// default 8 MiB).
+    /// The most bytes one `PATCH` of a chunked upload carries (at least 1
+    /// byte; default `u64::MAX`: the whole blob in one `PATCH`, streamed).
     pub chunk_size: u64,
     /// A repository of the same registry to mount blobs from.
     pub mount_from: Option<String>,
@@ -86,7 +98,7 @@ impl Default for PushOptions {
         PushOptions {
             parallel: 4,
             monolithic_limit: 16 * 1024 * 1024,
-            chunk_size: 8 * 1024 * 1024,
+            chunk_size: u64::MAX,
             mount_from: None,
             tracker: Tracker::default(),
         }
@@ -356,7 +368,10 @@ impl<S: Provider + Sync + ?Sized> Source<'_, S> {
                 }));
                 // A registry that ignored the Range sent the whole blob.
                 if offset > 0 && from_start {
-                    reader.chunk(offset).await?;
+                    let (tx, mut rx) = mpsc::channel(PIECES);
+                    let skipped = reader.send(offset, false, tx);
+                    let drained = async { while rx.recv().await.is_some() {} };
+                    tokio::join!(skipped, drained).0?;
                 }
                 Ok(reader)
             }
@@ -383,62 +398,157 @@ struct FromRegistry {
 }
 
 impl BlobReader {
-    /// The next `n` bytes (fewer is an error).
-    async fn chunk(&mut self, n: u64) -> Result<Vec<u8>, Stop> {
+    /// The next `n` bytes in memory (fewer is an error); `last` when they
+    /// end the blob (a store's blob is then checked against its digest).
+    async fn chunk(&mut self, n: u64, last: bool) -> Result<Vec<u8>, Stop> {
         let mut chunk = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
         match self {
             BlobReader::Store(reader) => {
-                reader.take(n).read_to_end(&mut chunk).map_err(|source| {
-                    Stop::Push(PushError::Read {
-                        digest: Digest::sha256(b""),
-                        source,
-                    })
-                })?;
+                chunk.resize(chunk.capacity(), 0);
+                read_store(reader, &mut chunk, last).map_err(read_error)?;
             }
             BlobReader::Registry(from) => {
-                let FromRegistry {
-                    stream,
-                    pending,
-                    hasher,
-                    read,
-                    digest,
-                    size,
-                } = from.as_mut();
                 while (chunk.len() as u64) < n {
-                    if pending.is_empty() {
-                        match stream.chunk().await? {
-                            Some(next) => *pending = next,
-                            None => break,
-                        }
-                    }
-                    let take = pending.len().min((n - chunk.len() as u64) as usize);
-                    let part = pending.split_to(take);
-                    if let Some(h) = hasher {
-                        h.update(&part);
-                    }
-                    chunk.extend_from_slice(&part);
-                }
-                *read += chunk.len() as u64;
-                if *read == *size {
-                    if let Some(h) = hasher.take() {
-                        let found = h.finish();
-                        if &found != digest {
-                            return Err(Stop::Push(PushError::SourceDigest {
-                                digest: digest.clone(),
-                                found,
-                            }));
-                        }
-                    }
+                    let piece = from.piece(n - chunk.len() as u64).await?;
+                    chunk.extend_from_slice(&piece);
                 }
             }
         }
-        if chunk.len() as u64 != n {
-            return Err(Stop::Push(PushError::Read {
-                digest: Digest::sha256(b""),
-                source: std::io::ErrorKind::UnexpectedEof.into(),
-            }));
-        }
         Ok(chunk)
+    }
+
+    /// Sends the next `n` bytes into `tx` in pieces of at most [`PIECE`]
+    /// bytes (fewer is an error, sent into `tx` too so that the request
+    /// carrying them fails); `last` as for [`chunk`](BlobReader::chunk).
+    /// A closed `tx` (the request ended early) ends the sending: the
+    /// request's answer says why.
+    async fn send(
+        &mut self,
+        n: u64,
+        last: bool,
+        tx: mpsc::Sender<io::Result<Bytes>>,
+    ) -> Result<(), Stop> {
+        match self {
+            BlobReader::Store(reader) => {
+                // Reading (and hashing) on a blocking thread, while the
+                // executor sends what was read.
+                let mut r = std::mem::replace(reader, Box::new(io::empty()));
+                let (r, result) = tokio::task::spawn_blocking(move || {
+                    let result = pump(&mut r, n, last, &tx);
+                    if let Err(e) = &result {
+                        let _ = tx.blocking_send(Err(io::Error::new(
+                            e.kind(),
+                            "the blob could not be read",
+                        )));
+                    }
+                    (r, result)
+                })
+                .await
+                .map_err(|_| read_error(io::Error::other("the blob's reader thread stopped")))?;
+                *reader = r;
+                result.map_err(read_error)
+            }
+            BlobReader::Registry(from) => {
+                let mut left = n;
+                while left > 0 {
+                    let piece = match from.piece(left.min(PIECE as u64)).await {
+                        Ok(piece) => piece,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(io::Error::other("the source blob stopped")))
+                                .await;
+                            return Err(e);
+                        }
+                    };
+                    left -= piece.len() as u64;
+                    if tx.send(Ok(piece)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Bytes of a blob held per piece of an upload's streamed body.
+pub const PIECE: usize = 256 * 1024;
+/// Pieces in flight between a blob's reader and its request.
+pub const PIECES: usize = 8;
+
+/// The blocking half of [`BlobReader::send`] for a store.
+fn pump(
+    reader: &mut dyn Read,
+    n: u64,
+    last: bool,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let mut piece = vec![0u8; usize::try_from(left.min(PIECE as u64)).unwrap_or(PIECE)];
+        left -= piece.len() as u64;
+        read_store(reader, &mut piece, last && left == 0)?;
+        if tx.blocking_send(Ok(piece.into())).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf` from a store's reader; `last` when it ends the blob: the
+/// reader is then read to its end, where it checks the digest (a blob
+/// longer than its descriptor is refused too).
+fn read_store(reader: &mut dyn Read, buf: &mut [u8], last: bool) -> io::Result<()> {
+    reader.read_exact(buf)?;
+    if last && reader.read(&mut [0u8; 1])? != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the stored blob is longer than its descriptor",
+        ));
+    }
+    Ok(())
+}
+
+/// A store's read error, the blob named by the caller (the reader does
+/// not know it).
+fn read_error(source: io::Error) -> Stop {
+    Stop::Push(PushError::Read {
+        digest: Digest::sha256(b""),
+        source,
+    })
+}
+
+impl FromRegistry {
+    /// The next bytes, at most `max` (at least one: an early end is an
+    /// error); the digest is checked with the blob's last byte.
+    async fn piece(&mut self, max: u64) -> Result<Bytes, Stop> {
+        if self.pending.is_empty() {
+            match self.stream.chunk().await? {
+                Some(next) => self.pending = next,
+                None => return Err(read_error(io::ErrorKind::UnexpectedEof.into())),
+            }
+        }
+        let take = self
+            .pending
+            .len()
+            .min(usize::try_from(max).unwrap_or(usize::MAX));
+        let part = self.pending.split_to(take);
+        if let Some(h) = &mut self.hasher {
+            h.update(&part);
+        }
+        self.read += part.len() as u64;
+        if self.read == self.size {
+            if let Some(h) = self.hasher.take() {
+                let found = h.finish();
+                if found != self.digest {
+                    return Err(Stop::Push(PushError::SourceDigest {
+                        digest: self.digest.clone(),
+                        found,
+                    }));
+                }
+            }
+        }
+        Ok(part)
     }
 }
 
@@ -679,6 +789,22 @@ impl<'a> Repo<'a> {
         let resp = self
             .client
             .send_body(&target, method.clone(), headers, body)
+            .await?;
+        check_status(method, resp).await
+    }
+
+    /// A request with a body streamed once (see [`Client::send_stream`]).
+    async fn request_stream(
+        &self,
+        method: Method,
+        suffix: &str,
+        headers: HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let target = self.target(suffix, &self.scope);
+        let resp = self
+            .client
+            .send_stream(&target, method.clone(), headers, body)
             .await?;
         check_status(method, resp).await
     }
@@ -1001,7 +1127,7 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
         location,
         offset: 0,
         sent: 0,
-        shown: 0,
+        shown: Arc::new(AtomicU64::new(0)),
     };
     let mut resumed = Vec::new();
     let mut restarts = 0u32;
@@ -1046,13 +1172,15 @@ struct Upload {
     offset: u64,
     /// The bytes sent in all (some again after a failure).
     sent: u64,
-    /// The progress shown (never going back after a new upload).
-    shown: u64,
+    /// The progress shown (never going back after a new upload; moved
+    /// on by the body of a `PATCH` as it is sent).
+    shown: Arc<AtomicU64>,
 }
 
 /// Sends blob `digest` from `state.offset` to the upload at
-/// `state.location`, in one `PUT` when small, else in chunks; keeps the
-/// state up to date with what the registry acknowledged.
+/// `state.location`, in one `PUT` when small, else in `PATCH`es of at
+/// most the chunk size, each body streamed from the source while it is
+/// read; keeps the state up to date with what the registry acknowledged.
 async fn upload<S: Provider + Sync + ?Sized>(
     repo: &Repo<'_>,
     source: &Source<'_, S>,
@@ -1070,46 +1198,78 @@ async fn upload<S: Provider + Sync + ?Sized>(
         sent,
         shown,
     } = state;
-    let mut reader = source.open(d, *offset).await?;
-    let progress = options.tracker.progress();
-    let item = digest.to_string();
-    let octets = HeaderValue::from_static("application/octet-stream");
-    let chunked = size > options.monolithic_limit;
-    let chunk_size = if chunked {
-        options.chunk_size.max(1)
-    } else {
-        size.max(1)
+    // The blob's digest, which a store's reader does not know.
+    let named = |stop| match stop {
+        Stop::Push(PushError::Read { source, .. }) => Stop::Push(PushError::Read {
+            digest: digest.clone(),
+            source,
+        }),
+        other => other,
     };
+    let mut reader = source.open(d, *offset).await.map_err(named)?;
+    let octets = HeaderValue::from_static("application/octet-stream");
+    if size <= options.monolithic_limit && *offset < size {
+        // The rest of the blob in the closing PUT.
+        check_interrupt(options.tracker.interrupt())?;
+        let n = size - *offset;
+        let chunk = reader.chunk(n, true).await.map_err(named)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, octets);
+        let put = with_query(location, "digest", &digest.to_string());
+        repo.request(Method::PUT, &put, headers, Some(chunk.into()))
+            .await?;
+        *sent += n;
+        *offset = size;
+        return Ok(());
+    }
+    let chunk_size = options.chunk_size.max(1);
+    let policy = repo.client.retry_policy();
     while *offset < size {
         check_interrupt(options.tracker.interrupt())?;
         let n = chunk_size.min(size - *offset);
-        let chunk = reader.chunk(n).await.map_err(|stop| match stop {
-            // The blob's digest, which the reader does not know for a store.
-            Stop::Push(PushError::Read { source, .. }) => Stop::Push(PushError::Read {
-                digest: digest.clone(),
-                source,
-            }),
-            other => other,
-        })?;
+        let range = format!("{}-{}", *offset, *offset + n - 1);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, octets.clone());
-        if !chunked {
-            // The whole blob in the closing PUT.
-            let put = with_query(location, "digest", &digest.to_string());
-            repo.request(Method::PUT, &put, headers, Some(chunk.into()))
-                .await?;
-            *sent += n;
-            *offset = size;
-            return Ok(());
-        }
-        let range = format!("{}-{}", *offset, *offset + n - 1);
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
         headers.insert(
             CONTENT_RANGE,
             HeaderValue::from_str(&range).expect("digits and a dash"),
         );
-        let resp = repo
-            .request(Method::PATCH, location, headers, Some(chunk.into()))
-            .await?;
+        let mut tries = 0u32;
+        let mut reauthenticated = false;
+        let resp = loop {
+            tries += 1;
+            let (tx, rx) = mpsc::channel(PIECES);
+            let body = Sending {
+                tracker: options.tracker.clone(),
+                item: digest.to_string(),
+                at: *offset,
+                shown: shown.clone(),
+            }
+            .body(rx);
+            let (fed, resp) = tokio::join!(
+                reader.send(n, *offset + n == size, tx),
+                repo.request_stream(Method::PATCH, location, headers.clone(), body)
+            );
+            // Why the body stopped, before what the request made of it.
+            check_interrupt(options.tracker.interrupt())?;
+            fed.map_err(named)?;
+            match resp {
+                Ok(resp) => break resp,
+                // The client does not send a streamed body again: the
+                // same bytes go again from a reader opened anew, tried as
+                // often as the client tries a request held in memory.
+                Err(e) if e.kind() == ErrorKind::Unauthenticated && !reauthenticated => {
+                    reauthenticated = true;
+                    tries -= 1;
+                }
+                Err(e) if e.kind().is_retryable() && tries < policy.attempts.max(1) => {
+                    tokio::time::sleep(policy.delay(tries - 1, None)).await;
+                }
+                Err(e) => return Err(Stop::Net(e)),
+            }
+            reader = source.open(d, *offset).await.map_err(named)?;
+        };
         *sent += n;
         let acknowledged = range_end(&resp)?;
         *location = self::location(&resp)?;
@@ -1121,13 +1281,44 @@ async fn upload<S: Provider + Sync + ?Sized>(
             }));
         }
         *offset = acknowledged;
-        if *offset > *shown {
-            *shown = *offset;
-            progress.item_progress(&item, *offset);
-        }
     }
     let put = with_query(location, "digest", &digest.to_string());
     repo.request(Method::PUT, &put, HeaderMap::new(), None)
         .await?;
     Ok(())
+}
+
+/// The progress of one `PATCH` body, moved on as the request takes its
+/// pieces, never back (a new upload starts again below what was shown),
+/// and its interrupt, which stops the body (the request fails; the caller
+/// tells it apart as `Cancelled`).
+struct Sending {
+    tracker: Tracker,
+    item: String,
+    /// The blob's offset after what the body gave so far.
+    at: u64,
+    shown: Arc<AtomicU64>,
+}
+
+impl Sending {
+    /// The request body streaming what `rx` receives.
+    fn body(self, rx: mpsc::Receiver<io::Result<Bytes>>) -> reqwest::Body {
+        let pieces = futures_util::stream::unfold((rx, self), |(mut rx, mut s)| async move {
+            let mut next = rx.recv().await?;
+            if s.tracker.interrupt().check().is_err() {
+                next = Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the push was interrupted",
+                ));
+            }
+            if let Ok(piece) = &next {
+                s.at += piece.len() as u64;
+                if s.shown.fetch_max(s.at, Ordering::Relaxed) < s.at {
+                    s.tracker.progress().item_progress(&s.item, s.at);
+                }
+            }
+            Some((next, (rx, s)))
+        });
+        reqwest::Body::wrap_stream(pieces)
+    }
 }

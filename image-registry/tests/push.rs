@@ -478,21 +478,30 @@ fn an_interrupt_stops_the_push_between_chunks_and_sets_no_tag() {
         return;
     };
     let (_s, src) = image_testsupport::store::oci_dir();
-    let m = image(&src, &[3_000_000], 7);
+    interrupted_push(&src, &registry.host_port(), "stop/app", 7, 512 * 1024);
+}
+
+/// Pushes a one-layer image (3 MB, seeded by `seed`) from `src` to
+/// `repository` on `host`, in PATCHes of `chunk` bytes, interrupted once
+/// 512 KiB of the layer are sent; checks that the push is `Cancelled`
+/// and set no tag.
+fn interrupted_push(src: &OciDir, host: &str, repository: &str, seed: u64, chunk: u64) -> Manifest {
+    let m = image(src, &[3_000_000], seed);
     let interrupt = Interrupt::new();
     let recorder = Arc::new(Recorder::stopping_at(interrupt.clone(), 512 * 1024));
     let options = PushOptions::default()
-        .with_chunking(1024, 512 * 1024)
+        .with_chunking(1024, chunk)
         .with_tracker(Tracker::new(recorder, interrupt));
-    let dest = Reference::parse_name(&format!("{}/stop/app:1", registry.host_port())).unwrap();
+    let dest = Reference::parse_name(&format!("{host}/{repository}:1")).unwrap();
     let c = client();
-    let e = push(&c, &src, &m, &dest, &options).unwrap_err();
+    let e = push(&c, src, &m, &dest, &options).unwrap_err();
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(image_core::ErrorKind::Cancelled),
         "{e:?}"
     );
     assert!(c.head_manifest(&dest).unwrap().is_none());
+    m
 }
 
 #[test]
@@ -521,4 +530,119 @@ fn a_digest_in_the_destination_must_be_the_images() {
     let right = Reference::parse_name(&format!("{host}/x@{}", m.digest())).unwrap();
     push(&c, &src, &m, &right, &PushOptions::default()).unwrap();
     assert_eq!(c.get_manifest(&right).unwrap().raw(), m.raw());
+}
+
+/// A registry behind a fault proxy without faults, and an empty store.
+fn proxied() -> Option<(Registry, FaultProxy, tempfile::TempDir, OciDir)> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let proxy = FaultProxy::start(registry.addr(), Faults::none());
+    let (dir, src) = image_testsupport::store::oci_dir();
+    Some((registry, proxy, dir, src))
+}
+
+#[test]
+fn a_large_blob_goes_in_one_streamed_patch_by_default() {
+    // Above the monolithic limit (16 MiB) the default sends the whole
+    // blob in one PATCH, as skopeo does: every PATCH costs distribution a
+    // flush of the upload, so 8 MiB chunks made the push slower than
+    // skopeo's.
+    let Some((_registry, proxy, _s, src)) = proxied() else {
+        return;
+    };
+    let large = 20 * 1024 * 1024 + 5;
+    let m = image(&src, &[10_000, large], 8);
+    let dest = Reference::parse_name(&format!("{}/one/patch:1", proxy.host_port())).unwrap();
+    let c = client();
+    let recorder = Arc::new(Recorder::new());
+    let options =
+        PushOptions::default().with_tracker(Tracker::new(recorder.clone(), Interrupt::new()));
+    let report = push(&c, &src, &m, &dest, &options).unwrap();
+    assert_eq!(report.uploaded.len(), 3, "{report:?}");
+    assert_eq!(report.bytes_sent, blobs_size(&m));
+    let exchanges = proxy.exchanges();
+    let uploads = upload_requests(&exchanges, "one/patch");
+    let patches: Vec<_> = uploads.iter().filter(|e| e.method == "PATCH").collect();
+    assert_eq!(patches.len(), 1, "{uploads:#?}");
+    assert_eq!(patches[0].request_bytes, large as u64);
+    assert_eq!(uploads.iter().filter(|e| e.method == "PUT").count(), 3);
+    assert!(
+        recorder.violations().is_empty(),
+        "{:?}",
+        recorder.violations()
+    );
+    assert!(recorder.items().values().all(|i| i.finished));
+    pulled_back(&c, &dest, &src, &m);
+}
+
+fn blobs_size(m: &Manifest) -> u64 {
+    std::iter::once(m.config())
+        .chain(m.layers())
+        .map(Descriptor::size)
+        .sum()
+}
+
+#[test]
+fn a_blob_changed_in_the_store_fails_the_push_before_its_upload_closes() {
+    let Some((_registry, proxy, _s, src)) = proxied() else {
+        return;
+    };
+    let m = image(&src, &[3_000_000], 9);
+    let layer: Digest = m.layers()[0].digest().to_string().parse().unwrap();
+    // One byte in the middle of the stored layer changed behind the
+    // store's back.
+    let path = src.blob_path(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1_500_000] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let c = client();
+    // In one PUT (below the monolithic limit), then in PATCHes.
+    for (i, options) in [
+        PushOptions::default(),
+        PushOptions::default().with_chunking(1024 * 1024, 1024 * 1024),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repo = format!("changed/app{i}");
+        let dest = Reference::parse_name(&format!("{}/{repo}:1", proxy.host_port())).unwrap();
+        let e = push(&c, &src, &m, &dest, &options).unwrap_err();
+        match &e {
+            image_registry::PushError::Read { digest, .. } => assert_eq!(digest, &layer),
+            other => panic!("{repo}: {other:?}"),
+        }
+        // The upload of the changed blob was never closed, no tag set.
+        let exchanges = proxy.exchanges();
+        let closing = format!("digest={layer}");
+        assert!(
+            !upload_requests(&exchanges, &repo)
+                .iter()
+                .any(|e| e.method == "PUT" && e.target.contains(&closing)),
+            "{exchanges:#?}"
+        );
+        assert!(c.head_manifest(&dest).unwrap().is_none());
+    }
+}
+
+#[test]
+fn an_interrupt_stops_the_push_in_the_middle_of_a_streamed_patch() {
+    let Some((_registry, proxy, _s, src)) = proxied() else {
+        return;
+    };
+    // One PATCH for the whole layer: the interrupt comes in its middle.
+    let m = interrupted_push(&src, &proxy.host_port(), "midstop/app", 10, u64::MAX);
+    let exchanges = proxy.exchanges();
+    let uploads = upload_requests(&exchanges, "midstop/app");
+    // The PATCH stopped short of the layer, and the layer's upload was not
+    // closed (the config's may have been, in parallel).
+    assert!(uploads
+        .iter()
+        .filter(|e| e.method == "PATCH")
+        .all(|e| e.request_bytes < 3_000_000));
+    let closing = format!("digest={}", m.layers()[0].digest());
+    assert!(
+        !uploads
+            .iter()
+            .any(|e| e.method == "PUT" && e.target.contains(&closing)),
+        "{uploads:#?}"
+    );
 }
