@@ -70,6 +70,7 @@ pub mod mutate;
 #[cfg(feature = "tokio")]
 pub mod nonblocking;
 pub mod oci_dir;
+mod pending;
 pub mod referrers;
 pub mod refs;
 pub mod tags;

@@ -125,8 +125,8 @@ pub struct OciDir {
     pub(crate) dir: Arc<Root>,
     pub(crate) fs: Arc<dyn Fs>,
     /// Blobs published unsynced by deferring handles, shared by clones
-    /// (see [`crate::durability`]).
-    pub(crate) pending: Arc<crate::durability::Pending>,
+    /// (see the `durability` module).
+    pub(crate) pending: Arc<crate::pending::Pending>,
     /// Whether this handle's ingests defer their syncs.
     pub(crate) defer_sync: bool,
 }

@@ -199,7 +199,9 @@ fn location<'a>(
     spec: &'a str,
     create: bool,
 ) -> anyhow::Result<(OciDir, &'a str)> {
-    if spec.starts_with(super::registry::DOCKER_PREFIX) || spec.starts_with(ARCHIVE_PREFIX) {
+    if spec.starts_with(super::registry::DOCKER_PREFIX)
+        || spec.starts_with(super::registry::ARCHIVE_PREFIX)
+    {
         // A registry or an archive: no store at this end (the store is
         // opened, unused).
         return Ok((store.open()?, spec));
@@ -220,30 +222,12 @@ fn location<'a>(
     }
 }
 
-/// The prefix of an OCI archive at either end of `imagectl copy`
-/// (skopeo's transport name).
-pub const ARCHIVE_PREFIX: &str = "oci-archive:";
-
-/// The OCI archive `spec` names (`oci-archive:PATH[:REF]`, split at the
-/// first colon as skopeo does), if it names one.
-pub fn archive_location<S>(spec: &str) -> Option<image_registry::Location<'static, S>> {
-    let rest = spec.strip_prefix(ARCHIVE_PREFIX)?;
-    let (path, name) = match rest.split_once(':') {
-        Some((path, name)) => (path, Some(name.to_owned())),
-        None => (rest, None),
-    };
-    Some(image_registry::Location::Archive {
-        path: path.into(),
-        name,
-    })
-}
-
 /// Copies an image (or a whole index) between stores, layouts, archives
 /// and registries, skipping blobs the destination has.
 pub fn copy(store: &StoreArgs, ui: &UiArgs, args: CopyArgs) -> anyhow::Result<()> {
     let archive = [&args.source, &args.destination]
         .iter()
-        .any(|s| s.starts_with(ARCHIVE_PREFIX));
+        .any(|s| s.starts_with(super::registry::ARCHIVE_PREFIX));
     if archive
         || super::registry::wants_registry_copy(&args.source, &args.destination, &args.registry)
     {

@@ -405,6 +405,24 @@ pub fn wants_registry_copy(source: &str, destination: &str, flags: &CopyFlags) -
         || flags.referrers
 }
 
+/// The prefix of an OCI archive at either end of `imagectl copy`
+/// (skopeo's transport name).
+pub const ARCHIVE_PREFIX: &str = "oci-archive:";
+
+/// The OCI archive `spec` names (`oci-archive:PATH[:REF]`, split at the
+/// first colon as skopeo does), if it names one.
+pub fn archive_location<S>(spec: &str) -> Option<image_registry::Location<'static, S>> {
+    let rest = spec.strip_prefix(ARCHIVE_PREFIX)?;
+    let (path, name) = match rest.split_once(':') {
+        Some((path, name)) => (path, Some(name.to_owned())),
+        None => (rest, None),
+    };
+    Some(image_registry::Location::Archive {
+        path: path.into(),
+        name,
+    })
+}
+
 /// One end of a copy: the store or layout, the name in it (or the
 /// `docker://` reference), and the end as given.
 type End<'a> = (&'a OciDir, &'a str, &'a str);
@@ -412,7 +430,7 @@ type End<'a> = (&'a OciDir, &'a str, &'a str);
 /// Copies between registries, stores and layouts.
 pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyhow::Result<()> {
     fn end<'a>(store: &'a OciDir, name: &str) -> anyhow::Result<Location<'a, OciDir>> {
-        if let Some(archive) = super::archive::archive_location(name) {
+        if let Some(archive) = archive_location(name) {
             return Ok(archive);
         }
         Ok(match name.strip_prefix(DOCKER_PREFIX) {
