@@ -68,6 +68,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every class, in declaration order.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::InvalidInput,
+        ErrorKind::DigestMismatch,
+        ErrorKind::SizeMismatch,
+        ErrorKind::Unsupported,
+        ErrorKind::PermissionDenied,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::Unsafe,
+        ErrorKind::Io,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Unavailable,
+        ErrorKind::Cancelled,
+    ];
+
+    /// The class whose [`as_str`](Self::as_str) name is `name`, if any
+    /// (for a class carried as text, e.g. across a process boundary).
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// A short lower-case name for the class, as printed by the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -285,21 +308,7 @@ mod tests {
 
     #[test]
     fn only_unavailable_is_retryable() {
-        let all = [
-            ErrorKind::NotFound,
-            ErrorKind::AlreadyExists,
-            ErrorKind::InvalidInput,
-            ErrorKind::DigestMismatch,
-            ErrorKind::SizeMismatch,
-            ErrorKind::Unsupported,
-            ErrorKind::PermissionDenied,
-            ErrorKind::FailedPrecondition,
-            ErrorKind::Unsafe,
-            ErrorKind::Io,
-            ErrorKind::Unauthenticated,
-            ErrorKind::Unavailable,
-            ErrorKind::Cancelled,
-        ];
+        let all = ErrorKind::ALL;
         let retryable: Vec<_> = all.iter().filter(|k| k.is_retryable()).collect();
         assert_eq!(retryable, [&ErrorKind::Unavailable]);
         let names: std::collections::HashSet<_> = all.iter().map(|k| k.as_str()).collect();
