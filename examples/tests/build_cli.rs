@@ -312,13 +312,8 @@ fn sigint_stops_a_build_and_leaves_nothing_behind() {
 
     assert_eq!(processes_rooted_in(cli.tmp.path()), Vec::<String>::new());
     assert_eq!(cli.mounted(), Vec::<std::path::PathBuf>::new());
-    let snapshots = cli.ok(&["snapshots"]);
-    let active: Vec<&str> = snapshots
-        .lines()
-        .skip(1)
-        .filter(|l| !l.starts_with("committed"))
-        .collect();
-    assert!(active.is_empty(), "{snapshots}");
+    let active = cli.active_snapshots();
+    assert!(active.is_empty(), "active snapshots: {active:?}");
     let leases: Vec<_> = std::fs::read_dir(cli.store().join("leases"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -148,13 +148,7 @@ fn run_d_ps_logs_wait_stop_start_restart_attach_under_each_runtime() {
 /// active snapshots, container directories.
 fn assert_nothing_left(cli: &Cli, id: &str) {
     assert!(cli.mounted().is_empty(), "mounted: {:?}", cli.mounted());
-    let active: Vec<String> = cli
-        .ok(&["snapshots"])
-        .lines()
-        .skip(1)
-        .filter(|l| !l.starts_with("committed"))
-        .map(str::to_owned)
-        .collect();
+    let active = cli.active_snapshots();
     assert!(active.is_empty(), "active snapshots: {active:?}");
     assert!(!cli
         .tmp

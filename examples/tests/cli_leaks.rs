@@ -50,13 +50,7 @@ fn leftovers(cli: &Cli) -> Leftovers {
                 .collect()
         })
         .unwrap_or_default();
-    let active_snapshots = cli
-        .ok(&["snapshots"])
-        .lines()
-        .skip(1)
-        .filter(|l| !l.starts_with("committed"))
-        .map(str::to_owned)
-        .collect();
+    let active_snapshots = cli.active_snapshots().into_iter().collect();
     Leftovers {
         mounts,
         containers,

@@ -174,6 +174,17 @@ impl Cli {
         }
     }
 
+    /// The lines of `imagectl snapshots` for snapshots that are not
+    /// committed (what a finished container or build must not leave).
+    pub fn active_snapshots(&self) -> Vec<String> {
+        self.ok(&["snapshots"])
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("committed"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Mount points below the temporary directory, deepest first.
     pub fn mounted(&self) -> Vec<PathBuf> {
         let tmp = self.tmp.path().to_string_lossy().into_owned();
