@@ -147,7 +147,12 @@ pub(crate) fn apply(
                         false => Err(write_err(&target, Errno::NOSPC)),
                     })?;
                 let now = image_core::time::now_secs();
-                w.meta_fd(&f, (0o644, (w.uid, w.gid)), false, (now, 0), &target)?;
+                let meta = Meta {
+                    mode: 0o644,
+                    source_owner: (w.uid, w.gid),
+                    mtime: (now, 0),
+                };
+                w.meta_fd(&f, meta, false, &target)?;
                 w.report.files += 1;
                 w.report.bytes += content.len() as u64;
             }
@@ -192,6 +197,25 @@ fn same(fd: &OwnedFd, e: &Entry, path: &str) -> Result<(), CopyError> {
         });
     }
     Ok(())
+}
+
+/// What [`Writer::meta_fd`] sets on a written entry: its mode before
+/// `--chmod`, its owner in the source before `--chown`, its mtime.
+#[derive(Clone, Copy)]
+struct Meta {
+    mode: u32,
+    source_owner: (u32, u32),
+    mtime: (i64, u32),
+}
+
+impl Meta {
+    fn of(e: &Entry) -> Self {
+        Meta {
+            mode: e.mode,
+            source_owner: (e.uid, e.gid),
+            mtime: e.mtime,
+        }
+    }
 }
 
 fn stamp(t: (i64, u32)) -> Timestamps {
@@ -385,15 +409,13 @@ impl Writer {
     }
 
     /// Owner, mode and times of an open file or directory.
-    fn meta_fd(
-        &self,
-        fd: &OwnedFd,
-        (mode, source): (u32, (u32, u32)),
-        dir: bool,
-        mtime: (i64, u32),
-        path: &str,
-    ) -> Result<(), CopyError> {
-        let (uid, gid) = self.owner(source);
+    fn meta_fd(&self, fd: &OwnedFd, meta: Meta, dir: bool, path: &str) -> Result<(), CopyError> {
+        let Meta {
+            mode,
+            source_owner,
+            mtime,
+        } = meta;
+        let (uid, gid) = self.owner(source_owner);
         rfs::fchown(
             fd,
             Some(rfs::Uid::from_raw(uid)),
@@ -431,7 +453,7 @@ impl Writer {
                 let p = paths.pop().expect("a path");
                 if i != 0 {
                     let e = &entries[i];
-                    self.meta_fd(&d, (e.mode, (e.uid, e.gid)), true, e.mtime, &p)?;
+                    self.meta_fd(&d, Meta::of(e), true, &p)?;
                 }
             }
             let (s, d, _) = stack.last().expect("the parent");
@@ -471,7 +493,7 @@ impl Writer {
             let p = paths.pop().expect("a path");
             if i != 0 {
                 let e = &entries[i];
-                self.meta_fd(&d, (e.mode, (e.uid, e.gid)), true, e.mtime, &p)?;
+                self.meta_fd(&d, Meta::of(e), true, &p)?;
             }
         }
         Ok(())
@@ -542,7 +564,7 @@ impl Writer {
                 same(&sfile, e, path)?;
                 let f = self.create_file(dir, name, path)?;
                 let f = self.copy_checked(sfile, f, e.size, want, path)?;
-                self.meta_fd(&f, (e.mode, (e.uid, e.gid)), false, e.mtime, path)?;
+                self.meta_fd(&f, Meta::of(e), false, path)?;
                 self.report.bytes += e.size;
             }
             Kind::Hardlink(j) => {
