@@ -54,39 +54,26 @@ pub use layer::Layer;
 // The registry of image-build's public errors, for
 // `image_core::error::classify`: it recognises each error type of this crate
 // and, through the registry of the crate beneath it, of every crate below.
+#[cfg(not(feature = "runtime"))]
+use image_overlay::kind_of as kind_below;
 #[cfg(feature = "runtime")]
+use image_runtime::kind_of as kind_below;
 image_core::classify_registry!(
-    below: image_runtime::kind_of;
+    below: kind_below;
+    crate::builder::BuilderError,
+    crate::cache::CacheError,
+    crate::cache::export::ExportError,
+    crate::cache::export::ImportError,
+    crate::cache::mounts::MountCacheError,
+    crate::context::ContextError,
+    crate::copy::CopyError,
+    crate::dockerfile::DockerfileError,
+    crate::dockerignore::IgnoreError,
+    crate::mounts::MountError,
+    crate::mounts::SetupError,
+    crate::provenance::ReferrerError,
+    crate::run::RunError;
+    #[cfg(feature = "runtime")]
     crate::build::BuildError,
     crate::build::StepError,
-    crate::builder::BuilderError,
-    crate::cache::CacheError,
-    crate::cache::export::ExportError,
-    crate::cache::export::ImportError,
-    crate::cache::mounts::MountCacheError,
-    crate::context::ContextError,
-    crate::copy::CopyError,
-    crate::dockerfile::DockerfileError,
-    crate::dockerignore::IgnoreError,
-    crate::mounts::MountError,
-    crate::mounts::SetupError,
-    crate::provenance::ReferrerError,
-    crate::run::RunError,
-);
-#[cfg(not(feature = "runtime"))]
-image_core::classify_registry!(
-    below: image_overlay::kind_of;
-    crate::builder::BuilderError,
-    crate::cache::CacheError,
-    crate::cache::export::ExportError,
-    crate::cache::export::ImportError,
-    crate::cache::mounts::MountCacheError,
-    crate::context::ContextError,
-    crate::copy::CopyError,
-    crate::dockerfile::DockerfileError,
-    crate::dockerignore::IgnoreError,
-    crate::mounts::MountError,
-    crate::mounts::SetupError,
-    crate::provenance::ReferrerError,
-    crate::run::RunError,
 );

@@ -241,6 +241,9 @@ pub type Registry = fn(&(dyn Error + 'static)) -> Option<ErrorKind>;
 /// `below` (the registry of the crate beneath) for any other, and a
 /// `pub const CLASSIFIED` naming the listed types, which a test compares
 /// with the crate's `impl Classify for` items so that none is forgotten.
+/// Types that exist only under a cargo feature follow the others after a
+/// `;` and one `#[cfg(...)]`, so the list is written once:
+/// `classify_registry!(below: b; A, B; #[cfg(feature = "x")] C)`.
 ///
 /// ```
 /// mod error {
@@ -262,6 +265,9 @@ pub type Registry = fn(&(dyn Error + 'static)) -> Option<ErrorKind>;
 #[macro_export]
 macro_rules! classify_registry {
     (below: $below:expr; $($t:ty),+ $(,)?) => {
+        $crate::classify_registry!(below: $below; $($t),+; #[cfg(all())]);
+    };
+    (below: $below:expr; $($t:ty),+ $(,)?; #[cfg($c:meta)] $($ct:ty),* $(,)?) => {
         /// The class of `err` when it is one of this crate's public errors
         /// or one of the crates below (a registry for
         /// `image_core::error::classify`).
@@ -273,11 +279,24 @@ macro_rules! classify_registry {
                     return ::core::option::Option::Some($crate::Classify::kind(e));
                 }
             )+
+            #[cfg($c)]
+            {
+                $(
+                    if let ::core::option::Option::Some(e) = err.downcast_ref::<$ct>() {
+                        return ::core::option::Option::Some($crate::Classify::kind(e));
+                    }
+                )*
+            }
             let below: $crate::error::Registry = $below;
             below(err)
         }
 
         /// The names of the error types this crate's `kind_of` recognises.
+        #[cfg($c)]
+        pub const CLASSIFIED: &[&str] =
+            &[$(::core::stringify!($t),)+ $(::core::stringify!($ct)),*];
+        /// The names of the error types this crate's `kind_of` recognises.
+        #[cfg(not($c))]
         pub const CLASSIFIED: &[&str] = &[$(::core::stringify!($t)),+];
     };
 }

@@ -81,7 +81,6 @@ fn nothing_below(_: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     None
 }
 
-#[cfg(feature = "codec")]
 classify_registry!(
     below: nothing_below;
     std::io::Error,
@@ -92,19 +91,7 @@ classify_registry!(
     crate::config::ConfigLimitError,
     crate::manifest::ParseError,
     crate::platform::PlatformError,
-    crate::progress::Cancelled,
+    crate::progress::Cancelled;
+    #[cfg(feature = "codec")]
     crate::codec::CompressError,
-);
-#[cfg(not(feature = "codec"))]
-classify_registry!(
-    below: nothing_below;
-    std::io::Error,
-    crate::digest::DigestError,
-    crate::digest::VerifyError,
-    crate::reference::ReferenceError,
-    crate::media_type::MediaTypeError,
-    crate::config::ConfigLimitError,
-    crate::manifest::ParseError,
-    crate::platform::PlatformError,
-    crate::progress::Cancelled,
 );

@@ -26,6 +26,7 @@ pub use ast::*;
 pub use error::{DockerfileError, ExpandProblem, Problem};
 pub use expand::{BuildInputs, Expander, Scope, PROXY_ARGS};
 pub use lex::{expand_heredoc, expand_word, MAX_DEPTH, MAX_EXPANDED};
+#[cfg(feature = "runtime")]
 pub(crate) use parse::heredoc_word;
 pub use parse::{parse, MAX_BYTES, MAX_HEREDOCS, MAX_INSTRUCTIONS};
 pub use print::{print, print_command};
