@@ -156,7 +156,16 @@ mkdir -p "$MNT"
 newfs() { # newfs ext4|tmpfs
   mountpoint -q "$MNT" && umount "$MNT"
   case $1 in
-    ext4) mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP"
+    # mkfs refuses a device something still holds ("apparently in use by
+    # the system": udev's probe after each umount, or a copy of the mount
+    # in a mount namespace another process made meanwhile, until it
+    # ends): wait and retry, for up to half a minute.
+    ext4) for try in $(seq 30); do
+            udevadm settle 2>/dev/null || true
+            mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP" && break
+            [ "$try" = 30 ] && return 1
+            sleep 1
+          done
           mount "$LOOP" "$MNT" ;;
     tmpfs) mount -t tmpfs -o "size=${FS_MB}m" tmpfs "$MNT" ;;
   esac
