@@ -157,9 +157,9 @@ newfs() { # newfs ext4|tmpfs
   mountpoint -q "$MNT" && umount "$MNT"
   case $1 in
     # mkfs refuses a device something still holds ("apparently in use by
-    # the system": udev's probe after each umount, or a copy of the mount
-    # in a mount namespace another process made meanwhile, until it
-    # ends): wait and retry, for up to half a minute.
+    # the system": seen for seconds after a umount on a machine shared with
+    # tests that make mount namespaces, which keep a copy of the mount
+    # until they end): wait and retry, for up to half a minute.
     ext4) for try in $(seq 30); do
             udevadm settle 2>/dev/null || true
             mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP" && break
