@@ -18,7 +18,7 @@ use common::{container_rootfs, ready, run_bounded, which, Cleanup, Cli};
 
 const IMAGE: &str = "test.local/rootless-busybox:1";
 const COMMITTED: &str = "test.local/rootless-busybox:committed";
-const APPLETS: &[&str] = &["sh", "echo", "cat", "id", "touch", "ls"];
+const APPLETS: &[&str] = &["sh", "echo", "cat", "id", "touch", "ls", "sleep"];
 
 /// A user made for one test, with a home in the test's directory and
 /// subordinate ranges; `userdel` and the removal of its `/etc/subuid` and
@@ -137,6 +137,13 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        // Its pause process and whatever else its commands left running
+        // (userdel refuses a user with processes).
+        for pid in processes_of(self.uid) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = run_bounded({
             let mut c = Command::new("userdel");
             c.arg(&self.name);
@@ -157,6 +164,31 @@ impl Drop for TestUser {
             }
         }
     }
+}
+
+/// The pids of the processes whose real uid is `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        // A zombie has exited already.
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if real == Some(uid) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 fn owner(p: &Path) -> (u32, u32) {
@@ -362,5 +394,120 @@ fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
     }
     assert_eq!(user.ok(&["ps", "-q"]), "");
     // Nothing the user's commands mounted is left on the host.
+    assert_eq!(cli.mounted(), Vec::<PathBuf>::new());
+}
+
+/// The pause process recorded in the user's data directory (no runtime
+/// directory in a `runuser` session): its pid.
+fn pause_pid(user: &TestUser) -> u32 {
+    let path = user.home.join(".local/share/imagectl/pause.pid");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("pause.pid")).expect("json");
+    u32::try_from(record["pid"].as_u64().expect("pid")).expect("pid")
+}
+
+/// The observed status of the container `name` in `ps --json`, or `None`
+/// when there is none.
+fn ps_status(user: &TestUser, name: &str) -> Option<String> {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&user.ok(&["ps", "--json"])).expect("ps json");
+    all.iter()
+        .find(|r| r["id"] == name)
+        .map(|r| r["status"].as_str().expect("status").to_owned())
+}
+
+/// Polls `f` for up to two minutes.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
+    if !ready(&["newuidmap", "newgidmap", "useradd", "userdel", "runuser"]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    std::fs::set_permissions(cli.tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod tmp");
+    let archive = image_archive(&cli);
+    let user = TestUser::create(cli.tmp.path());
+    let archive = archive.to_str().expect("utf8");
+
+    // Two commands at once start one pause process, which outlives both:
+    // once they are done it is the user's only process.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| user.ok(&["load", "-q", archive]));
+        let b = s.spawn(|| user.ok(&["images"]));
+        a.join().expect("load");
+        b.join().expect("images");
+    });
+    let pause = pause_pid(&user);
+    assert_eq!(processes_of(user.uid), vec![pause]);
+
+    // run -d, then ps, logs, exec and stop, each a command of its own.
+    let script = "echo hello; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done";
+    user.ok(&["run", "-d", "--name", "d1", IMAGE, "sh", "-c", script]);
+    assert_eq!(ps_status(&user, "d1").as_deref(), Some("running"));
+    eventually("hello in the log", || {
+        user.ok(&["logs", "d1"]).contains("hello").then_some(())
+    });
+    assert_eq!(
+        user.ok(&["exec", "d1", "cat", "/etc/doomed"]),
+        "to be deleted\n"
+    );
+    assert_eq!(
+        user.ok(&["exec", "d1", "sh", "-c", "echo from-exec > /proc/1/fd/1"]),
+        ""
+    );
+    eventually("exec's line in the log", || {
+        user.ok(&["logs", "d1"]).contains("from-exec").then_some(())
+    });
+    assert_eq!(user.ok(&["stop", "-t", "30", "d1"]), "d1\n");
+    assert_eq!(ps_status(&user, "d1").as_deref(), Some("stopped"));
+    assert!(user.ok(&["logs", "d1"]).ends_with("term\n"));
+    user.ok(&["rm", "d1"]);
+    assert_eq!(pause_pid(&user), pause, "the pause process was replaced");
+    assert_eq!(processes_of(user.uid), vec![pause]);
+
+    // A killed pause process is replaced by the next command; the
+    // containers of its namespace are stale: unknown, then collected.
+    user.ok(&["run", "-d", "--name", "d2", IMAGE, "sh", "-c", script]);
+    eventually("hello in d2's log", || {
+        user.ok(&["logs", "d2"]).contains("hello").then_some(())
+    });
+    assert!(Command::new("kill")
+        .args(["-KILL", &pause.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    // The first command after the kill replaces it and kills what was
+    // left in its namespaces (the monitor, then reaped by its parent).
+    user.ok(&["ps", "-q"]);
+    let replaced = pause_pid(&user);
+    eventually("ps to say unknown", || {
+        (ps_status(&user, "d2").as_deref() == Some("unknown")).then_some(())
+    });
+    assert_ne!(replaced, pause);
+    // Any command that opens the runtime collects it.
+    assert_eq!(user.ok(&["run", "--rm", IMAGE, "echo", "ok"]), "ok\n");
+    assert_eq!(ps_status(&user, "d2"), None);
+    assert_eq!(user.ok(&["ps", "-q"]), "");
+    let snapshots = user.ok(&["snapshots"]);
+    assert!(
+        snapshots
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with("committed")),
+        "{snapshots}"
+    );
+    // Only the new pause process is left, and nothing is mounted on the host.
+    assert_eq!(processes_of(user.uid), vec![replaced]);
     assert_eq!(cli.mounted(), Vec::<PathBuf>::new());
 }
