@@ -450,6 +450,10 @@ fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
     });
     let pause = pause_pid(&user);
     assert_eq!(processes_of(user.uid), vec![pause]);
+    // `unshare` runs in that same namespace.
+    let pause_ns = std::fs::read_link(format!("/proc/{pause}/ns/user")).expect("pause's ns");
+    let ns = user.ok(&["unshare", "--", "readlink", "/proc/self/ns/user"]);
+    assert_eq!(ns.trim_end(), pause_ns.to_str().expect("utf8"));
 
     // run -d, then ps, logs, exec and stop, each a command of its own.
     let script = "echo hello; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done";
@@ -510,4 +514,55 @@ fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
     // Only the new pause process is left, and nothing is mounted on the host.
     assert_eq!(processes_of(user.uid), vec![replaced]);
     assert_eq!(cli.mounted(), Vec::<PathBuf>::new());
+}
+
+/// A snapshot root made rootless keeps overlayfs' marks in `user.overlay.*`
+/// xattrs; root using it later mounts it the same way (`userxattr`
+/// recorded in the root), so an opaque directory stays opaque.
+#[test]
+fn a_snapshot_root_made_rootless_is_mounted_with_userxattr_by_root() {
+    if !ready(&["newuidmap", "newgidmap", "useradd", "userdel", "runuser"]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    std::fs::set_permissions(cli.tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod tmp");
+    let archive = image_archive(&cli);
+    let user = TestUser::create(cli.tmp.path());
+    user.ok(&["load", "-q", archive.to_str().expect("utf8")]);
+    // The second step makes /d opaque in its layer.
+    let ctx = user.home.join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\nRUN mkdir /d && touch /d/a\nRUN rm -r /d && mkdir /d && touch /d/b\n"
+        ),
+    )
+    .expect("Dockerfile");
+    std::fs::set_permissions(&ctx, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let built = "test.local/rootless-opaque:1";
+    user.ok(&["build", "-q", "-t", built, ctx.to_str().expect("utf8")]);
+    assert_eq!(user.ok(&["run", "--rm", built, "ls", "/d"]), "b\n");
+    let data = user.home.join(".local/share/imagectl");
+    assert!(data.join("snapshots/userxattr").is_file());
+
+    // Root, on the same store and snapshots (its own container state).
+    let out = run_bounded({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imagectl"));
+        c.arg("--store")
+            .arg(data.join("store"))
+            .args(["run", "--rm", "--snapshots"])
+            .arg(data.join("snapshots"))
+            .arg("--state")
+            .arg(cli.tmp.path().join("root-state"))
+            .args([built, "ls", "/d"]);
+        c
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b\n");
 }
