@@ -592,3 +592,119 @@ fn set_up(parent: Option<u32>) -> Result<(), RootlessError> {
     crate::sys::close_from(3);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_core::{Classify, ErrorKind};
+
+    /// This test process as a pause record: a live process whose identity
+    /// the checks can read.
+    fn me() -> PauseRecord {
+        open_record_of(std::process::id()).expect("own record")
+    }
+
+    fn write(dir: &Path, r: &PauseRecord) {
+        let fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        write_record(&fd, dir, r).unwrap();
+    }
+
+    #[test]
+    fn a_record_names_a_process_only_when_every_part_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert_eq!(current(&dir.join("missing")).unwrap(), None);
+        assert_eq!(current(dir).unwrap(), None);
+        let live = me();
+        write(dir, &live);
+        assert_eq!(current(dir).unwrap(), Some(live.clone()));
+        // A pid reused (another start time), another boot, other namespaces.
+        for changed in [
+            PauseRecord {
+                start_time: live.start_time + 1,
+                ..live.clone()
+            },
+            PauseRecord {
+                boot_id: "another-boot".into(),
+                ..live.clone()
+            },
+            PauseRecord {
+                user_ns: (live.user_ns.0, live.user_ns.1 + 1),
+                ..live.clone()
+            },
+            PauseRecord {
+                mnt_ns: (live.mnt_ns.0, live.mnt_ns.1 + 1),
+                ..live.clone()
+            },
+        ] {
+            write(dir, &changed);
+            assert_eq!(current(dir).unwrap(), None, "{changed:?}");
+        }
+        // Nothing for a process that is gone; nothing left in namespaces
+        // no process is in.
+        let gone = PauseRecord {
+            pid: u32::MAX / 2,
+            ..live.clone()
+        };
+        write(dir, &gone);
+        assert_eq!(current(dir).unwrap(), None);
+        let dead_ns = PauseRecord {
+            user_ns: (0, 1),
+            mnt_ns: (0, 2),
+            ..gone
+        };
+        assert_eq!(kill_leftovers(&dead_ns), 0);
+    }
+
+    #[test]
+    fn hostile_pid_files_name_no_process_and_links_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let pid_file = dir.join(PID_FILE);
+        for junk in [
+            b"".to_vec(),
+            b"{".to_vec(),
+            b"12345".to_vec(),
+            vec![b' '; MAX_PID_FILE as usize + 1],
+        ] {
+            std::fs::write(&pid_file, &junk).unwrap();
+            assert_eq!(current(dir).unwrap(), None);
+        }
+        // A record padded past the limit is not read whole, so not trusted.
+        let mut padded = serde_json::to_vec(&me()).unwrap();
+        padded.resize(MAX_PID_FILE as usize + 1, b' ');
+        std::fs::write(&pid_file, &padded).unwrap();
+        assert_eq!(current(dir).unwrap(), None);
+        // A pid file that is a link, to a valid record, is refused.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, serde_json::to_vec(&me()).unwrap()).unwrap();
+        std::fs::remove_file(&pid_file).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &pid_file).unwrap();
+        let e = current(dir).unwrap_err();
+        assert!(matches!(e, RootlessError::PauseState { .. }), "{e:?}");
+        // So is a directory that is a link.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(dir, &link).unwrap();
+        let e = join_or_start(&link).unwrap_err();
+        assert!(matches!(e, RootlessError::PauseState { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn another_users_directory_is_refused() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to give a directory away");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("theirs");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(54321), None).unwrap();
+        for e in [current(&dir).unwrap_err(), join_or_start(&dir).unwrap_err()] {
+            assert!(
+                matches!(e, RootlessError::DirNotOwned { owner: 54321, .. }),
+                "{e:?}"
+            );
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        }
+    }
+}
