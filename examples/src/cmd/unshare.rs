@@ -44,10 +44,18 @@ pub fn unshare(args: Args) -> anyhow::Result<()> {
 }
 
 /// The directory of the pause process's pid file: `$XDG_RUNTIME_DIR/imagectl`
-/// when there is a runtime directory, else the parent of the store.
+/// when there is a runtime directory of this user's (`su` may leave
+/// another user's in the environment), else the parent of the store.
 pub fn pause_dir(store: &StoreArgs) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::getuid().as_raw();
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(run) if run.is_absolute() => run.join("imagectl"),
+        Some(run)
+            if run.is_absolute()
+                && std::fs::metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == uid) =>
+        {
+            run.join("imagectl")
+        }
         _ => {
             let store = std::path::absolute(store.path()).unwrap_or_else(|_| store.path());
             store
