@@ -111,6 +111,11 @@ impl TestUser {
     /// whose HOME is the user's: the store, snapshots and state are the
     /// defaults under ~/.local/share/imagectl.
     fn imagectl(&self, args: &[&str]) -> Output {
+        self.imagectl_env(args, &[])
+    }
+
+    /// As [`TestUser::imagectl`], with `env` added to the environment.
+    fn imagectl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(which("runuser").expect("runuser"));
         c.args(["-u", &self.name, "--"])
             .arg(env!("CARGO_BIN_EXE_imagectl"))
@@ -118,6 +123,7 @@ impl TestUser {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", &self.home)
+            .envs(env.iter().copied())
             .current_dir(&self.home);
         run_bounded(c)
     }
@@ -454,6 +460,18 @@ fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
     let pause_ns = std::fs::read_link(format!("/proc/{pause}/ns/user")).expect("pause's ns");
     let ns = user.ok(&["unshare", "--", "readlink", "/proc/self/ns/user"]);
     assert_eq!(ns.trim_end(), pause_ns.to_str().expect("utf8"));
+    // A runtime directory of another user's (as `su` can leave) is not
+    // used: the same pause process is joined.
+    let out = user.imagectl_env(
+        &["unshare", "--", "readlink", "/proc/self/ns/user"],
+        &[("XDG_RUNTIME_DIR", "/root")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        pause_ns.to_str().expect("utf8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // run -d, then ps, logs, exec and stop, each a command of its own.
     let script = "echo hello; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done";
