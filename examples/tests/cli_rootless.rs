@@ -219,17 +219,26 @@ fn image_archive(cli: &Cli) -> PathBuf {
     archive
 }
 
-#[test]
-fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
+/// The tools checked (a loud skip, or a failure under CI, when missing),
+/// the test's directory open to the user (its home is below), the image
+/// archive and the test user; `None` when skipped.
+fn set_up() -> Option<(Cli, PathBuf, TestUser)> {
     if !ready(&["newuidmap", "newgidmap", "useradd", "userdel", "runuser"]) {
-        return;
+        return None;
     }
     let cli = Cli::new(Cleanup::Containers);
-    // The user walks into the test's directory (its home is below).
     std::fs::set_permissions(cli.tmp.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod tmp");
     let archive = image_archive(&cli);
     let user = TestUser::create(cli.tmp.path());
+    Some((cli, archive, user))
+}
+
+#[test]
+fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
+    let Some((cli, archive, user)) = set_up() else {
+        return;
+    };
     let (sub_uid, sub_gid) = user.sub_start;
 
     // The command runs as root of the user's namespace, mapped as said.
@@ -436,14 +445,9 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
-    if !ready(&["newuidmap", "newgidmap", "useradd", "userdel", "runuser"]) {
+    let Some((cli, archive, user)) = set_up() else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    std::fs::set_permissions(cli.tmp.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod tmp");
-    let archive = image_archive(&cli);
-    let user = TestUser::create(cli.tmp.path());
+    };
     let archive = archive.to_str().expect("utf8");
 
     // Two commands at once start one pause process, which outlives both:
@@ -539,14 +543,9 @@ fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
 /// recorded in the root), so an opaque directory stays opaque.
 #[test]
 fn a_snapshot_root_made_rootless_is_mounted_with_userxattr_by_root() {
-    if !ready(&["newuidmap", "newgidmap", "useradd", "userdel", "runuser"]) {
+    let Some((cli, archive, user)) = set_up() else {
         return;
-    }
-    let cli = Cli::new(Cleanup::Containers);
-    std::fs::set_permissions(cli.tmp.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod tmp");
-    let archive = image_archive(&cli);
-    let user = TestUser::create(cli.tmp.path());
+    };
     user.ok(&["load", "-q", archive.to_str().expect("utf8")]);
     // The second step makes /d opaque in its layer.
     let ctx = user.home.join("ctx");
