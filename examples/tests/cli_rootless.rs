@@ -145,10 +145,19 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         // Its pause process and whatever else its commands left running
         // (userdel refuses a user with processes).
-        for pid in processes_of(self.uid) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        // Killed processes take a moment to exit: until they have, userdel
+        // refuses.
+        for _ in 0..100 {
+            let left = processes_of(self.uid);
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = run_bounded({
             let mut c = Command::new("userdel");
