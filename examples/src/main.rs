@@ -173,8 +173,8 @@ impl Command {
 
 fn main() -> ExitCode {
     // First, while single-threaded: a re-executed rootless command moves
-    // into its user namespace here.
-    let entered = match image_runtime::rootless::finish_entry() {
+    // into its user namespace here, and the pause process lives here.
+    let mut entered = match image_runtime::rootless::finish_entry() {
         Ok(entered) => entered,
         Err(e) => return fail(anyhow::Error::new(e)),
     };
@@ -183,7 +183,11 @@ fn main() -> ExitCode {
     image_runtime::monitor::run_if_requested();
     let cli = Cli::parse();
     if cli.command.wants_user_namespace() && image_runtime::rootless::wants_user_namespace() {
-        return cmd::unshare::reexec().unwrap_or_else(fail);
+        // Still single-threaded: parsing starts no thread.
+        if let Err(e) = cmd::unshare::join(&cli.store) {
+            return fail(e);
+        }
+        entered = true;
     }
     if entered && matches!(cli.command, Command::Mount(_)) {
         // Its mount would vanish with this command's mount namespace.

@@ -18,7 +18,7 @@ use common::{container_rootfs, ready, run_bounded, which, Cleanup, Cli};
 
 const IMAGE: &str = "test.local/rootless-busybox:1";
 const COMMITTED: &str = "test.local/rootless-busybox:committed";
-const APPLETS: &[&str] = &["sh", "echo", "cat", "id", "touch", "ls"];
+const APPLETS: &[&str] = &["sh", "echo", "cat", "id", "touch", "ls", "sleep"];
 
 /// A user made for one test, with a home in the test's directory and
 /// subordinate ranges; `userdel` and the removal of its `/etc/subuid` and
@@ -111,6 +111,11 @@ impl TestUser {
     /// whose HOME is the user's: the store, snapshots and state are the
     /// defaults under ~/.local/share/imagectl.
     fn imagectl(&self, args: &[&str]) -> Output {
+        self.imagectl_env(args, &[])
+    }
+
+    /// As [`TestUser::imagectl`], with `env` added to the environment.
+    fn imagectl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(which("runuser").expect("runuser"));
         c.args(["-u", &self.name, "--"])
             .arg(env!("CARGO_BIN_EXE_imagectl"))
@@ -118,6 +123,7 @@ impl TestUser {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", &self.home)
+            .envs(env.iter().copied())
             .current_dir(&self.home);
         run_bounded(c)
     }
@@ -137,6 +143,22 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        // Its pause process and whatever else its commands left running
+        // (userdel refuses a user with processes).
+        // Killed processes take a moment to exit: until they have, userdel
+        // refuses.
+        for _ in 0..100 {
+            let left = processes_of(self.uid);
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = run_bounded({
             let mut c = Command::new("userdel");
             c.arg(&self.name);
@@ -157,6 +179,31 @@ impl Drop for TestUser {
             }
         }
     }
+}
+
+/// The pids of the processes whose real uid is `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let real = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        // A zombie has exited already.
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if real == Some(uid) && !zombie {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 fn owner(p: &Path) -> (u32, u32) {
@@ -181,17 +228,26 @@ fn image_archive(cli: &Cli) -> PathBuf {
     archive
 }
 
-#[test]
-fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
+/// The tools checked (a loud skip, or a failure under CI, when missing),
+/// the test's directory open to the user (its home is below), the image
+/// archive and the test user; `None` when skipped.
+fn set_up() -> Option<(Cli, PathBuf, TestUser)> {
     if !ready(&["newuidmap", "newgidmap", "useradd", "userdel", "runuser"]) {
-        return;
+        return None;
     }
     let cli = Cli::new(Cleanup::Containers);
-    // The user walks into the test's directory (its home is below).
     std::fs::set_permissions(cli.tmp.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod tmp");
     let archive = image_archive(&cli);
     let user = TestUser::create(cli.tmp.path());
+    Some((cli, archive, user))
+}
+
+#[test]
+fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
+    let Some((cli, archive, user)) = set_up() else {
+        return;
+    };
     let (sub_uid, sub_gid) = user.sub_start;
 
     // The command runs as root of the user's namespace, mapped as said.
@@ -363,4 +419,176 @@ fn an_unprivileged_user_loads_unpacks_runs_and_commits() {
     assert_eq!(user.ok(&["ps", "-q"]), "");
     // Nothing the user's commands mounted is left on the host.
     assert_eq!(cli.mounted(), Vec::<PathBuf>::new());
+}
+
+/// The pause process recorded in the user's data directory (no runtime
+/// directory in a `runuser` session): its pid.
+fn pause_pid(user: &TestUser) -> u32 {
+    let path = user.home.join(".local/share/imagectl/pause.pid");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("pause.pid")).expect("json");
+    u32::try_from(record["pid"].as_u64().expect("pid")).expect("pid")
+}
+
+/// The observed status of the container `name` in `ps --json`, or `None`
+/// when there is none.
+fn ps_status(user: &TestUser, name: &str) -> Option<String> {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&user.ok(&["ps", "--json"])).expect("ps json");
+    all.iter()
+        .find(|r| r["id"] == name)
+        .map(|r| r["status"].as_str().expect("status").to_owned())
+}
+
+/// Polls `f` for up to two minutes.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
+    let Some((cli, archive, user)) = set_up() else {
+        return;
+    };
+    let archive = archive.to_str().expect("utf8");
+
+    // Two commands at once start one pause process, which outlives both:
+    // once they are done it is the user's only process.
+    std::thread::scope(|s| {
+        let a = s.spawn(|| user.ok(&["load", "-q", archive]));
+        let b = s.spawn(|| user.ok(&["images"]));
+        a.join().expect("load");
+        b.join().expect("images");
+    });
+    let pause = pause_pid(&user);
+    assert_eq!(processes_of(user.uid), vec![pause]);
+    // `unshare` runs in that same namespace.
+    let pause_ns = std::fs::read_link(format!("/proc/{pause}/ns/user")).expect("pause's ns");
+    let ns = user.ok(&["unshare", "--", "readlink", "/proc/self/ns/user"]);
+    assert_eq!(ns.trim_end(), pause_ns.to_str().expect("utf8"));
+    // A runtime directory of another user's (as `su` can leave) is not
+    // used: the same pause process is joined.
+    let out = user.imagectl_env(
+        &["unshare", "--", "readlink", "/proc/self/ns/user"],
+        &[("XDG_RUNTIME_DIR", "/root")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        pause_ns.to_str().expect("utf8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // run -d, then ps, logs, exec and stop, each a command of its own.
+    let script = "echo hello; trap 'echo term; exit 0' TERM; while true; do sleep 0.1; done";
+    user.ok(&["run", "-d", "--name", "d1", IMAGE, "sh", "-c", script]);
+    assert_eq!(ps_status(&user, "d1").as_deref(), Some("running"));
+    eventually("hello in the log", || {
+        user.ok(&["logs", "d1"]).contains("hello").then_some(())
+    });
+    assert_eq!(
+        user.ok(&["exec", "d1", "cat", "/etc/doomed"]),
+        "to be deleted\n"
+    );
+    assert_eq!(
+        user.ok(&["exec", "d1", "sh", "-c", "echo from-exec > /proc/1/fd/1"]),
+        ""
+    );
+    eventually("exec's line in the log", || {
+        user.ok(&["logs", "d1"]).contains("from-exec").then_some(())
+    });
+    assert_eq!(user.ok(&["stop", "-t", "30", "d1"]), "d1\n");
+    assert_eq!(ps_status(&user, "d1").as_deref(), Some("stopped"));
+    assert!(user.ok(&["logs", "d1"]).ends_with("term\n"));
+    user.ok(&["rm", "d1"]);
+    assert_eq!(pause_pid(&user), pause, "the pause process was replaced");
+    assert_eq!(processes_of(user.uid), vec![pause]);
+
+    // A killed pause process is replaced by the next command; the
+    // containers of its namespace are stale: unknown, then collected.
+    user.ok(&["run", "-d", "--name", "d2", IMAGE, "sh", "-c", script]);
+    eventually("hello in d2's log", || {
+        user.ok(&["logs", "d2"]).contains("hello").then_some(())
+    });
+    assert!(Command::new("kill")
+        .args(["-KILL", &pause.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    // The first command after the kill replaces it and kills what was
+    // left in its namespaces (the monitor, then reaped by its parent).
+    user.ok(&["ps", "-q"]);
+    let replaced = pause_pid(&user);
+    eventually("ps to say unknown", || {
+        (ps_status(&user, "d2").as_deref() == Some("unknown")).then_some(())
+    });
+    assert_ne!(replaced, pause);
+    // Any command that opens the runtime collects it.
+    assert_eq!(user.ok(&["run", "--rm", IMAGE, "echo", "ok"]), "ok\n");
+    assert_eq!(ps_status(&user, "d2"), None);
+    assert_eq!(user.ok(&["ps", "-q"]), "");
+    let snapshots = user.ok(&["snapshots"]);
+    assert!(
+        snapshots
+            .lines()
+            .skip(1)
+            .all(|l| l.starts_with("committed")),
+        "{snapshots}"
+    );
+    // Only the new pause process is left, and nothing is mounted on the host.
+    assert_eq!(processes_of(user.uid), vec![replaced]);
+    assert_eq!(cli.mounted(), Vec::<PathBuf>::new());
+}
+
+/// A snapshot root made rootless keeps overlayfs' marks in `user.overlay.*`
+/// xattrs; root using it later mounts it the same way (`userxattr`
+/// recorded in the root), so an opaque directory stays opaque.
+#[test]
+fn a_snapshot_root_made_rootless_is_mounted_with_userxattr_by_root() {
+    let Some((cli, archive, user)) = set_up() else {
+        return;
+    };
+    user.ok(&["load", "-q", archive.to_str().expect("utf8")]);
+    // The second step makes /d opaque in its layer.
+    let ctx = user.home.join("ctx");
+    std::fs::create_dir(&ctx).expect("ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\nRUN mkdir /d && touch /d/a\nRUN rm -r /d && mkdir /d && touch /d/b\n"
+        ),
+    )
+    .expect("Dockerfile");
+    std::fs::set_permissions(&ctx, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let built = "test.local/rootless-opaque:1";
+    user.ok(&["build", "-q", "-t", built, ctx.to_str().expect("utf8")]);
+    assert_eq!(user.ok(&["run", "--rm", built, "ls", "/d"]), "b\n");
+    let data = user.home.join(".local/share/imagectl");
+    assert!(data.join("snapshots/userxattr").is_file());
+
+    // Root, on the same store and snapshots (its own container state).
+    let out = run_bounded({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imagectl"));
+        c.arg("--store")
+            .arg(data.join("store"))
+            .args(["run", "--rm", "--snapshots"])
+            .arg(data.join("snapshots"))
+            .arg("--state")
+            .arg(cli.tmp.path().join("root-state"))
+            .args([built, "ls", "/d"]);
+        c
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b\n");
 }

@@ -1,5 +1,5 @@
-//! Rootless operation: an unprivileged user's command runs in a user
-//! namespace of its own, as podman's does.
+//! Rootless operation: an unprivileged user's commands run in a user
+//! namespace of the user's, as podman's do.
 //!
 //! # The namespace
 //! The calling user is root inside; inside ids 1 and up map, in order, to
@@ -10,13 +10,22 @@
 //! `newgidmap` (the uidmap package) may write such maps for an
 //! unprivileged user; this module runs them, never writes the maps itself.
 //!
+//! # One namespace for every command: the pause process
+//! A user's commands share one user and mount namespace, held by a pause
+//! process ([`pause`], podman's model): each command joins it first thing
+//! ([`join_or_start`], `setns`), starting the pause process when there is
+//! none. So what one command mounts or starts (a detached container and
+//! its monitor) is there for the next.
+//!
 //! # Entering it: the whole command, once
 //! The namespace is entered once per command, before anything else, and
 //! everything happens inside it: store and snapshot writes, unpacks,
 //! overlay mounts (in a mount namespace owned by the user namespace, which
 //! kernels since 5.11 allow) and containers (the native executor creates
 //! the container's other namespaces from there). A command that wants this
-//! re-executes itself ([`spawn_in_user_namespace`]): the child, still
+//! joins the pause process's namespaces ([`join_or_start`]); one that
+//! wants a namespace of its own re-executes itself
+//! ([`spawn_in_user_namespace`]): the child, still
 //! single-threaded, calls [`finish_entry`] first thing, which moves it into
 //! new user and mount namespaces and stops itself; the parent, still in the
 //! host's namespace, runs the helpers with the child's pid and continues
@@ -36,6 +45,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use image_core::{Classify, ErrorKind};
+
+pub mod pause;
+pub use pause::{join_or_start, Joined, PauseRecord};
 
 /// The subordinate user ids file.
 pub const SUBUID: &str = "/etc/subuid";
@@ -183,7 +195,8 @@ pub enum RootlessError {
         status: i32,
     },
     /// The kernel refused a step of entering (`unshare`, making the mounts
-    /// private), or the maps were not in place when the child went on.
+    /// private, `setns` into the pause process's namespaces), or the maps
+    /// were not in place when the child went on.
     #[error("entering the user namespace: {step}")]
     Enter {
         /// The step.
@@ -191,12 +204,34 @@ pub enum RootlessError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The pause process's directory, lock or pid file could not be used
+    /// ([`pause`]).
+    #[error("{op} {path}")]
+    PauseState {
+        /// What was done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The pause process's directory belongs to another user.
+    #[error("{path} belongs to uid {owner}, not to this user (uid {uid})")]
+    DirNotOwned {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The calling user.
+        uid: u32,
+    },
 }
 
 impl Classify for RootlessError {
     fn kind(&self) -> ErrorKind {
         match self {
             RootlessError::Read { source, .. }
+            | RootlessError::PauseState { source, .. }
             | RootlessError::Process { source, .. }
             | RootlessError::HelperSpawn { source, .. } => ErrorKind::from_io(source),
             RootlessError::TooLarge { .. } => ErrorKind::InvalidInput,
@@ -204,9 +239,9 @@ impl Classify for RootlessError {
                 ErrorKind::FailedPrecondition
             }
             RootlessError::HelperMissing { .. } => ErrorKind::Unsupported,
-            RootlessError::HelperFailed { .. } | RootlessError::Enter { .. } => {
-                ErrorKind::PermissionDenied
-            }
+            RootlessError::HelperFailed { .. }
+            | RootlessError::Enter { .. }
+            | RootlessError::DirNotOwned { .. } => ErrorKind::PermissionDenied,
             RootlessError::ChildEnded { .. } => ErrorKind::Io,
         }
     }
@@ -543,13 +578,19 @@ fn status_code(s: rustix::process::WaitStatus) -> i32 {
 /// In a child started by [`spawn_in_user_namespace`] (its environment has
 /// [`ENTER_ENV`]), moves this process into new user and mount namespaces,
 /// stops until the parent has written the maps, then makes every mount
-/// private; `Ok(true)` then. `Ok(false)` in any other process. Must be
+/// private; `Ok(true)` then. In the pause process a command starts
+/// ([`pause::PAUSE_ENV`], see [`join_or_start`]), does that process's
+/// work and never returns. `Ok(false)` in any other process. Must be
 /// called while the process is single-threaded (first thing in `main`).
 ///
 /// # Errors
 /// [`RootlessError::Enter`].
 pub fn finish_entry() -> Result<bool, RootlessError> {
     use rustix::process::{getpid, getuid, kill_process, Signal};
+    if let Some(parent) = std::env::var_os(pause::PAUSE_ENV) {
+        std::env::remove_var(pause::PAUSE_ENV);
+        pause::run(parent.to_str().and_then(|p| p.parse().ok()));
+    }
     if std::env::var_os(ENTER_ENV).is_none() {
         return Ok(false);
     }

@@ -60,11 +60,20 @@ impl Snapshots {
         let snapshotter: Arc<dyn Snapshotter> = match driver {
             // In a user namespace (rootless) overlayfs keeps its whiteouts
             // and opaque marks in `user.overlay.*` xattrs: the trusted ones
-            // need the host's CAP_SYS_ADMIN.
-            Driver::Overlay => Arc::new(OverlaySnapshotter::open_with(
-                &root,
-                OverlayOptions::default().with_userxattr(crate::rootless::in_user_namespace()),
-            )?),
+            // need the host's CAP_SYS_ADMIN. The choice is the root's, not
+            // the process's: recorded at the first rootless opening.
+            Driver::Overlay => {
+                let recorded = userxattr_recorded(&root)?;
+                let userxattr = recorded || crate::rootless::in_user_namespace();
+                let s = OverlaySnapshotter::open_with(
+                    &root,
+                    OverlayOptions::default().with_userxattr(userxattr),
+                )?;
+                if userxattr && !recorded {
+                    record_userxattr(&root)?;
+                }
+                Arc::new(s)
+            }
             Driver::Copy => Arc::new(CopySnapshotter::open(&root)?),
         };
         Ok(Snapshots {
@@ -125,6 +134,49 @@ impl Snapshots {
     fn is(&self, driver: Driver, root: &Path) -> bool {
         self.driver == driver && self.root == root
     }
+}
+
+/// The file in an overlay snapshot root recording that its snapshots keep
+/// overlayfs' marks in `user.overlay.*` xattrs (made in a user namespace):
+/// every later opening mounts them with `userxattr`, rootless or not.
+pub const USERXATTR_FILE: &str = "userxattr";
+
+/// Whether `root` records `userxattr` ([`USERXATTR_FILE`], a regular file
+/// not followed if a link).
+fn userxattr_recorded(root: &Path) -> Result<bool, SnapshotError> {
+    let path = root.join(USERXATTR_FILE);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(_) => Err(SnapshotError::BadRoot {
+            path,
+            reason: "is not a regular file".to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(SnapshotError::Io {
+            op: "stat",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Records `userxattr` in `root` (created without following a link).
+fn record_userxattr(root: &Path) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(USERXATTR_FILE);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| SnapshotError::Io {
+            op: "create",
+            path,
+            source,
+        })
 }
 
 /// The name of container `id`'s init snapshot.

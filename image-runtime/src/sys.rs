@@ -1303,3 +1303,22 @@ pub(crate) fn unshare_user_and_mount() -> io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }
         .map_err(io::Error::from)
 }
+
+/// Closes every descriptor from `first` on ([close_range(2)]); errors are
+/// ignored (nothing to close, or a kernel before 5.9).
+///
+/// [close_range(2)]: https://man7.org/linux/man-pages/man2/close_range.2.html
+pub(crate) fn close_from(first: u32) {
+    // SAFETY: close_range(2) on descriptors no object of this process owns
+    // any more: the caller (the pause process, single-threaded, past its
+    // set-up) keeps none of its own from `first` on, and nothing reads or
+    // writes them afterwards.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            !0 as libc::c_uint,
+            0,
+        );
+    }
+}

@@ -1,20 +1,25 @@
-//! Rootless imagectl: a command of an unprivileged user runs in a user
-//! namespace of its own (`image_runtime::rootless`), as podman's do, and
-//! `imagectl unshare` runs any program there (as `podman unshare`).
+//! Rootless imagectl: the commands of an unprivileged user run in one user
+//! and mount namespace, held by a pause process (`image_runtime::rootless`),
+//! as podman's do, and `imagectl unshare` runs any program there (as
+//! `podman unshare`).
 //!
-//! The namespace is entered once for the whole command: `main` re-executes
-//! imagectl with the same arguments in it ([`reexec`]) and waits, forwarding
-//! the signals a user sends; the re-executed imagectl finishes entering
-//! first thing ([`image_runtime::rootless::finish_entry`]) and then runs
-//! the command as root inside, store writes, unpacks, mounts and
-//! containers included. Nothing outlives the command: its mounts are in
-//! its own mount namespace, gone when it exits.
+//! The first command starts the pause process; every command joins its
+//! namespaces first thing in `main` ([`join`]) and then runs as root
+//! inside, store writes, unpacks, mounts and containers included. So a
+//! detached container run by one command is there for the next one's `ps`,
+//! `exec`, `logs` and `stop`. The pause process's pid file is in
+//! `$XDG_RUNTIME_DIR/imagectl`, or, without a runtime directory (a
+//! `runuser` or `su` session), in the directory holding the store and the
+//! container state (`$XDG_DATA_HOME/imagectl` by default).
 
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::Command;
 
 use anyhow::{bail, Context};
 use image_runtime::rootless;
+
+use super::store::StoreArgs;
 
 /// Arguments of `imagectl unshare`.
 #[derive(Debug, clap::Args)]
@@ -38,35 +43,33 @@ pub fn unshare(args: Args) -> anyhow::Result<()> {
     Err(e).with_context(|| format!("running {}", argv[0]))
 }
 
-/// Runs this imagectl again, with the same arguments, in a new user
-/// namespace with the user's subordinate ids, and waits for it; its exit
-/// status is ours. SIGTERM and SIGHUP sent to this process are passed on.
-/// SIGINT and SIGQUIT are not: a terminal sends them to its whole
-/// foreground group, the command included, and a second SIGINT would make
-/// the command stop at once instead of cancelling cleanly (see
-/// `progress`); this process only outlives them until the command ends.
-pub fn reexec() -> anyhow::Result<ExitCode> {
-    let mut args = std::env::args_os();
-    let arg0 = args.next().unwrap_or_else(|| "imagectl".into());
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(arg0).args(args);
-    let child = rootless::spawn_in_user_namespace(&mut cmd)
-        .context("entering a user namespace for this unprivileged user")?;
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
-        .context("forwarding signals")?;
-    let handle = signals.handle();
-    let code = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for s in signals.forever() {
-                if s == SIGTERM || s == SIGHUP {
-                    child.signal(s);
-                }
-            }
-        });
-        let code = child.wait();
-        handle.close();
-        code
-    })?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+/// The directory of the pause process's pid file: `$XDG_RUNTIME_DIR/imagectl`
+/// when there is a runtime directory of this user's (`su` may leave
+/// another user's in the environment), else the parent of the store.
+pub fn pause_dir(store: &StoreArgs) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::getuid().as_raw();
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(run)
+            if run.is_absolute()
+                && std::fs::metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == uid) =>
+        {
+            run.join("imagectl")
+        }
+        _ => {
+            let store = std::path::absolute(store.path()).unwrap_or_else(|_| store.path());
+            store
+                .parent()
+                .map_or_else(|| PathBuf::from("/"), PathBuf::from)
+        }
+    }
+}
+
+/// Joins the user and mount namespaces of this user's pause process,
+/// starting it when there is none. Must run while imagectl is
+/// single-threaded.
+pub fn join(store: &StoreArgs) -> anyhow::Result<()> {
+    let dir = pause_dir(store);
+    rootless::join_or_start(&dir).context("joining this unprivileged user's namespaces")?;
+    Ok(())
 }
