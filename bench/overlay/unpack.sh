@@ -10,7 +10,13 @@
 # RUNS=N repetitions (default 5; medians, min and max are printed);
 # INGEST_MB=1024 the blob of the ingest comparison; PACK=0 skips pack and
 # peak RSS; WORK=DIR puts the data elsewhere (default: a temp dir under
-# /var/tmp). Needs root (loop device, mount, drop_caches).
+# /var/tmp). To cut a run to some rows: FS="ext4" (default "ext4 tmpfs"),
+# MODES="cold" (default "cold warm"), TOOLS="flatten decode overlay
+# plainwrite" (default every tool), INGEST=0 skips the ingest comparison.
+# BIN_DIR=DIR takes the example binaries (layer, snapshots, plainwrite,
+# load) from DIR as they are, unbuilt: the binaries of another commit, for
+# a before/after comparison.
+# Needs root (loop device, mount, drop_caches).
 #
 # Unpack: the whole image flattened by us (`layer flatten`: every layer,
 # both digests verified), and unpacked into overlay snapshots (layers in
@@ -54,6 +60,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${RUNS:-5}
 INGEST_MB=${INGEST_MB:-1024}
 PACK=${PACK:-1}
+FS=${FS:-ext4 tmpfs}
+MODES=${MODES:-cold warm}
+TOOLS=${TOOLS:-flatten decode overlay overlay-nosync umoci tar-xzf gzip-dc plainwrite}
+INGEST=${INGEST:-1}
 WORK=${WORK:-$(mktemp -d /var/tmp/overlay-bench.XXXXXX)}
 mkdir -p "$WORK"
 MNT="$WORK/mnt"
@@ -65,11 +75,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p image-overlay --example layer --example snapshots --example plainwrite --manifest-path "$ROOT/Cargo.toml"
-cargo build --release -q -p image-store --example load --manifest-path "$ROOT/Cargo.toml"
-L="$ROOT/target/release/examples/layer"
-P="$ROOT/target/release/examples/plainwrite"
-I="$ROOT/target/release/examples/load"
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release -q -p image-overlay --example layer --example snapshots --example plainwrite --manifest-path "$ROOT/Cargo.toml"
+  cargo build --release -q -p image-store --example load --manifest-path "$ROOT/Cargo.toml"
+fi
+BIN_DIR=${BIN_DIR:-$ROOT/target/release/examples}
+L="$BIN_DIR/layer"
+P="$BIN_DIR/plainwrite"
+I="$BIN_DIR/load"
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK ($(findmnt -no FSTYPE -T "$WORK"))"
 
 gen() { # gen DIR FILES LARGE_MB SEED (bench/gen_tree.py)
@@ -129,7 +142,7 @@ PY
 # does not go through the host's page cache a second time), made anew
 # with mkfs before each run; or a tmpfs mounted anew.
 SRC_MB=$(du -sm "$WORK"/src? | awk '{s += $1} END {print s}')
-FS_MB=$(( SRC_MB * 3 + INGEST_MB * 2 + 512 ))
+FS_MB=$(( SRC_MB * 3 + (INGEST == 1 ? INGEST_MB * 2 : 0) + 512 ))
 echo "== a ${FS_MB} MiB loop device for the fresh ext4 of each run"
 dd if=/dev/zero of="$WORK/fs.img" bs=16M count=$(( (FS_MB + 15) / 16 )) conv=fsync status=none
 LOOP=$(losetup --direct-io=on -f --show "$WORK/fs.img")
@@ -164,32 +177,36 @@ run() {
 untar_each() { d=$1; shift; mkdir -p "$d"; for l in "$@"; do tar -xzf "$l" -C "$d" || return 1; done; }
 gunzip_each() { for l in "$@"; do gzip -dc "$l" > /dev/null || return 1; done; }
 
-S="$ROOT/target/release/examples/snapshots"
+S="$BIN_DIR/snapshots"
 echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers), $RUNS runs of every tool per filesystem and cache state"
-for fs in ext4 tmpfs; do
-  for mode in cold warm; do
+# tool NAME: whether TOOLS asks for the row NAME.
+tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+for fs in $FS; do
+  for mode in $MODES; do
     for _ in $(seq "$RUNS"); do
-      run $fs $mode flatten "$L" flatten "$WORK/layout" "$REF" "$MNT/rootfs"
-      run $fs $mode decode "$L" decode "$WORK/layout" "$REF"
-      run $fs $mode overlay "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
-      SNAPSHOTS_SYNC=0 run $fs $mode overlay-nosync "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
-      run $fs $mode umoci umoci unpack --image "$WORK/layout:$REF" "$MNT/bundle"
+      tool flatten && run $fs $mode flatten "$L" flatten "$WORK/layout" "$REF" "$MNT/rootfs"
+      tool decode && run $fs $mode decode "$L" decode "$WORK/layout" "$REF"
+      tool overlay && run $fs $mode overlay "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
+      tool overlay-nosync && SNAPSHOTS_SYNC=0 run $fs $mode overlay-nosync "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
+      tool umoci && run $fs $mode umoci umoci unpack --image "$WORK/layout:$REF" "$MNT/bundle"
       # shellcheck disable=SC2086
-      run $fs $mode tar-xzf untar_each "$MNT/tar" $LAYERS
+      tool tar-xzf && run $fs $mode tar-xzf untar_each "$MNT/tar" $LAYERS
       # shellcheck disable=SC2086
-      run $fs $mode gzip-dc gunzip_each $LAYERS
-      run $fs $mode plainwrite "$P" "$WORK/plain.list" "$MNT/plain"
+      tool gzip-dc && run $fs $mode gzip-dc gunzip_each $LAYERS
+      tool plainwrite && run $fs $mode plainwrite "$P" "$WORK/plain.list" "$MNT/plain"
     done
   done
 done
 
-echo "== ingest of a ${INGEST_MB} MiB blob into a fresh ext4, cold, against dd conv=fsync"
-head -c $((INGEST_MB * 1024 * 1024)) /dev/urandom > "$WORK/blob"
-for _ in $(seq "$RUNS"); do
-  run ext4 cold ingest "$I" ingest "$WORK/blob" "$MNT/store"
-  run ext4 cold dd-fsync dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync status=none
-done
-rm -f "$WORK/blob"
+if [ "$INGEST" = 1 ]; then
+  echo "== ingest of a ${INGEST_MB} MiB blob into a fresh ext4, cold, against dd conv=fsync"
+  head -c $((INGEST_MB * 1024 * 1024)) /dev/urandom > "$WORK/blob"
+  for _ in $(seq "$RUNS"); do
+    run ext4 cold ingest "$I" ingest "$WORK/blob" "$MNT/store"
+    run ext4 cold dd-fsync dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync status=none
+  done
+  rm -f "$WORK/blob"
+fi
 mountpoint -q "$MNT" && umount "$MNT"
 
 echo "== medians (min..max) of $RUNS runs, seconds; ratios of medians: theirs / ours (above 1: we are faster), ours / the limit (plainwrite, dd: at most the goal)"
