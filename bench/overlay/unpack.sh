@@ -68,9 +68,13 @@ WORK=${WORK:-$(mktemp -d /var/tmp/overlay-bench.XXXXXX)}
 mkdir -p "$WORK"
 MNT="$WORK/mnt"
 LOOP=
+# ours: whether $LOOP still backs our file. Engineers share this machine
+# and its loop devices: a device detached under us may have been given to
+# someone else's file, which mkfs would wipe and a detach would take away.
+ours() { [ -n "$LOOP" ] && [ "$(cat "/sys/block/${LOOP#/dev/}/loop/backing_file" 2>/dev/null)" = "$(realpath "$WORK/fs.img")" ]; }
 cleanup() {
   mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
-  [ -n "$LOOP" ] && losetup -d "$LOOP"
+  ours && losetup -d "$LOOP"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -150,7 +154,8 @@ mkdir -p "$MNT"
 newfs() { # newfs ext4|tmpfs
   mountpoint -q "$MNT" && umount "$MNT"
   case $1 in
-    ext4) mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP"
+    ext4) ours || { echo "$LOOP no longer backs $WORK/fs.img: stopping" >&2; exit 1; }
+          mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP"
           mount "$LOOP" "$MNT" ;;
     tmpfs) mount -t tmpfs -o "size=${FS_MB}m" tmpfs "$MNT" ;;
   esac
@@ -232,6 +237,8 @@ def ratio(fs, mode, a, b, i, goal=None, what=""):
     print(f"  {a} / {b} = {r:.2f}{g}{what}")
 for fs in ("ext4", "tmpfs"):
     for mode in ("cold", "warm"):
+        if not any(k[:2] == (fs, mode) for k in runs):
+            continue
         for i, t in ((1, "durable"), (0, "exit")):
             print(f"ratios {fs} {mode} ({t}):")
             ratio(fs, mode, "umoci", "flatten", i, 3)
