@@ -890,8 +890,8 @@ pub(crate) struct ReadAhead {
     rx: Receiver<Ahead>,
     /// Chunks the reader is done with, back to the thread.
     recycle: Sender<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
+    /// The chunk being read.
+    cur: io::Cursor<Vec<u8>>,
     end: Option<(Digest, u64)>,
     failed: bool,
     thread: Option<JoinHandle<()>>,
@@ -925,8 +925,7 @@ impl ReadAhead {
             Ok(thread) => Ok(ReadAhead {
                 rx,
                 recycle,
-                cur: Vec::new(),
-                pos: 0,
+                cur: io::Cursor::new(Vec::new()),
                 end: None,
                 failed: false,
                 thread: Some(thread),
@@ -995,10 +994,8 @@ fn read_ahead(
 impl Read for ReadAhead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.pos < self.cur.len() {
-                let n = buf.len().min(self.cur.len() - self.pos);
-                buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-                self.pos += n;
+            let n = self.cur.read(buf)?;
+            if n > 0 {
                 return Ok(n);
             }
             if self.failed {
@@ -1009,8 +1006,7 @@ impl Read for ReadAhead {
             }
             match self.rx.recv() {
                 Ok(Ahead::Data(d)) => {
-                    let used = std::mem::replace(&mut self.cur, d);
-                    self.pos = 0;
+                    let used = std::mem::replace(&mut self.cur, io::Cursor::new(d)).into_inner();
                     if used.capacity() > 0 {
                         // The thread may be gone: then the buffer drops.
                         let _ = self.recycle.send(used);
