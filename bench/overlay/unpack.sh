@@ -10,7 +10,13 @@
 # RUNS=N repetitions (default 5; medians, min and max are printed);
 # INGEST_MB=1024 the blob of the ingest comparison; PACK=0 skips pack and
 # peak RSS; WORK=DIR puts the data elsewhere (default: a temp dir under
-# /var/tmp). Needs root (loop device, mount, drop_caches).
+# /var/tmp). To cut a run to some rows: FS="ext4" (default "ext4 tmpfs"),
+# MODES="cold" (default "cold warm"), TOOLS="flatten decode overlay
+# plainwrite" (default every tool), INGEST=0 skips the ingest comparison.
+# BIN_DIR=DIR takes the example binaries (layer, snapshots, plainwrite,
+# load) from DIR as they are, unbuilt: the binaries of another commit, for
+# a before/after comparison.
+# Needs root (loop device, mount, drop_caches).
 #
 # Unpack: the whole image flattened by us (`layer flatten`: every layer,
 # both digests verified), and unpacked into overlay snapshots (layers in
@@ -68,23 +74,34 @@ INGEST_MB=${INGEST_MB:-1024}
 PACK=${PACK:-1}
 ONLY=${ONLY:-}
 case $ONLY in ''|ingest) ;; *) echo "ONLY=$ONLY: only ONLY=ingest is known" >&2; exit 2 ;; esac
-[ "$ONLY" = ingest ] && PACK=0
+FS=${FS:-ext4 tmpfs}
+MODES=${MODES:-cold warm}
+TOOLS=${TOOLS:-flatten decode overlay overlay-nosync umoci tar-xzf gzip-dc plainwrite}
+INGEST=${INGEST:-1}
+if [ "$ONLY" = ingest ]; then PACK=0; TOOLS=; INGEST=1; fi
 WORK=${WORK:-$(mktemp -d /var/tmp/overlay-bench.XXXXXX)}
 mkdir -p "$WORK"
 MNT="$WORK/mnt"
 LOOP=
+# ours: whether $LOOP still backs our file. Engineers share this machine
+# and its loop devices: a device detached under us may have been given to
+# someone else's file, which mkfs would wipe and a detach would take away.
+ours() { [ -n "$LOOP" ] && [ "$(cat "/sys/block/${LOOP#/dev/}/loop/backing_file" 2>/dev/null)" = "$(realpath "$WORK/fs.img")" ]; }
 cleanup() {
   mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"
-  [ -n "$LOOP" ] && losetup -d "$LOOP"
+  ours && losetup -d "$LOOP"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-[ "$ONLY" = ingest ] || cargo build --release -q -p image-overlay --example layer --example snapshots --example plainwrite --manifest-path "$ROOT/Cargo.toml"
-cargo build --release -q -p image-store --example load --manifest-path "$ROOT/Cargo.toml"
-L="$ROOT/target/release/examples/layer"
-P="$ROOT/target/release/examples/plainwrite"
-I="$ROOT/target/release/examples/load"
+if [ -z "${BIN_DIR:-}" ]; then
+  [ -z "$TOOLS" ] || cargo build --release -q -p image-overlay --example layer --example snapshots --example plainwrite --manifest-path "$ROOT/Cargo.toml"
+  cargo build --release -q -p image-store --example load --manifest-path "$ROOT/Cargo.toml"
+fi
+BIN_DIR=${BIN_DIR:-$ROOT/target/release/examples}
+L="$BIN_DIR/layer"
+P="$BIN_DIR/plainwrite"
+I="$BIN_DIR/load"
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK ($(findmnt -no FSTYPE -T "$WORK"))"
 
 gen() { # gen DIR FILES LARGE_MB SEED (bench/gen_tree.py)
@@ -147,8 +164,8 @@ PY
 # does not go through the host's page cache a second time), made anew
 # with mkfs before each run; or a tmpfs mounted anew.
 SRC_MB=0
-[ "$ONLY" = ingest ] || SRC_MB=$(du -sm "$WORK"/src? | awk '{s += $1} END {print s}')
-FS_MB=$(( SRC_MB * 3 + INGEST_MB * 2 + 512 ))
+[ -z "$TOOLS" ] || SRC_MB=$(du -sm "$WORK"/src? | awk '{s += $1} END {print s}')
+FS_MB=$(( SRC_MB * 3 + (INGEST == 1 ? INGEST_MB * 2 : 0) + 512 ))
 echo "== a ${FS_MB} MiB loop device for the fresh ext4 of each run"
 dd if=/dev/zero of="$WORK/fs.img" bs=16M count=$(( (FS_MB + 15) / 16 )) conv=fsync status=none
 LOOP=$(losetup --direct-io=on -f --show "$WORK/fs.img")
@@ -159,9 +176,10 @@ newfs() { # newfs ext4|tmpfs
     # mkfs refuses a device something still holds ("apparently in use by
     # the system": seen for seconds after a umount on a machine shared with
     # tests that make mount namespaces, which keep a copy of the mount
-    # until they end): wait and retry, for up to half a minute.
+    # until they end): wait and retry, for up to half a minute; and stop if
+    # the device no longer backs our file.
     ext4) for try in $(seq 30); do
-            udevadm settle 2>/dev/null || true
+            ours || { echo "$LOOP no longer backs $WORK/fs.img: stopping" >&2; exit 1; }
             mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$LOOP" && break
             [ "$try" = 30 ] && return 1
             sleep 1
@@ -196,39 +214,43 @@ run() {
 untar_each() { d=$1; shift; mkdir -p "$d"; for l in "$@"; do tar -xzf "$l" -C "$d" || return 1; done; }
 gunzip_each() { for l in "$@"; do gzip -dc "$l" > /dev/null || return 1; done; }
 
-S="$ROOT/target/release/examples/snapshots"
-if [ "$ONLY" != ingest ]; then
+S="$BIN_DIR/snapshots"
+if [ -n "$TOOLS" ]; then
 echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers), $RUNS runs of every tool per filesystem and cache state"
-for fs in ext4 tmpfs; do
-  for mode in cold warm; do
+# tool NAME: whether TOOLS asks for the row NAME.
+tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+for fs in $FS; do
+  for mode in $MODES; do
     for _ in $(seq "$RUNS"); do
-      run $fs $mode flatten "$L" flatten "$WORK/layout" "$REF" "$MNT/rootfs"
-      run $fs $mode decode "$L" decode "$WORK/layout" "$REF"
-      run $fs $mode overlay "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
-      SNAPSHOTS_SYNC=0 run $fs $mode overlay-nosync "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
-      run $fs $mode umoci umoci unpack --image "$WORK/layout:$REF" "$MNT/bundle"
+      tool flatten && run $fs $mode flatten "$L" flatten "$WORK/layout" "$REF" "$MNT/rootfs"
+      tool decode && run $fs $mode decode "$L" decode "$WORK/layout" "$REF"
+      tool overlay && run $fs $mode overlay "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
+      tool overlay-nosync && SNAPSHOTS_SYNC=0 run $fs $mode overlay-nosync "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
+      tool umoci && run $fs $mode umoci umoci unpack --image "$WORK/layout:$REF" "$MNT/bundle"
       # shellcheck disable=SC2086
-      run $fs $mode tar-xzf untar_each "$MNT/tar" $LAYERS
+      tool tar-xzf && run $fs $mode tar-xzf untar_each "$MNT/tar" $LAYERS
       # shellcheck disable=SC2086
-      run $fs $mode gzip-dc gunzip_each $LAYERS
-      run $fs $mode plainwrite "$P" "$WORK/plain.list" "$MNT/plain"
+      tool gzip-dc && run $fs $mode gzip-dc gunzip_each $LAYERS
+      tool plainwrite && run $fs $mode plainwrite "$P" "$WORK/plain.list" "$MNT/plain"
     done
   done
 done
 fi
 
-echo "== ingest of a ${INGEST_MB} MiB blob into a fresh ext4, cold, against dd conv=fsync"
-head -c $((INGEST_MB * 1024 * 1024)) /dev/urandom > "$WORK/blob"
-init_store() { "$I" init "$MNT/store"; }
-ingest() { SETUP=init_store run ext4 cold ingest "$I" ingest "$WORK/blob" "$MNT/store"; }
-dd_fsync() { run ext4 cold dd-fsync dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync status=none; }
-for r in $(seq "$RUNS"); do
-  if [ $((r % 2)) = 1 ]; then ingest; dd_fsync; else dd_fsync; ingest; fi
-  run ext4 cold dd-nocache dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync oflag=nocache status=none
-  run ext4 cold read cat "$WORK/blob"
-  WARM_FILES="$WORK/blob" run ext4 warm hash "$I" hash "$WORK/blob"
-done
-rm -f "$WORK/blob"
+if [ "$INGEST" = 1 ]; then
+  echo "== ingest of a ${INGEST_MB} MiB blob into a fresh ext4, cold, against dd conv=fsync"
+  head -c $((INGEST_MB * 1024 * 1024)) /dev/urandom > "$WORK/blob"
+  init_store() { "$I" init "$MNT/store"; }
+  ingest() { SETUP=init_store run ext4 cold ingest "$I" ingest "$WORK/blob" "$MNT/store"; }
+  dd_fsync() { run ext4 cold dd-fsync dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync status=none; }
+  for r in $(seq "$RUNS"); do
+    if [ $((r % 2)) = 1 ]; then ingest; dd_fsync; else dd_fsync; ingest; fi
+    run ext4 cold dd-nocache dd if="$WORK/blob" of="$MNT/dd" bs=1M conv=fsync oflag=nocache status=none
+    run ext4 cold read cat "$WORK/blob"
+    WARM_FILES="$WORK/blob" run ext4 warm hash "$I" hash "$WORK/blob"
+  done
+  rm -f "$WORK/blob"
+fi
 mountpoint -q "$MNT" && umount "$MNT"
 
 echo "== medians (min..max) of $RUNS runs, seconds; ratios of medians: theirs / ours (above 1: we are faster), ours / the limit (plainwrite, dd: at most the goal)"
@@ -254,6 +276,8 @@ def ratio(fs, mode, a, b, i, goal=None, what=""):
     print(f"  {a} / {b} = {r:.2f}{g}{what}")
 for fs in ("ext4", "tmpfs") if any(k[2] == "flatten" for k in runs) else ():
     for mode in ("cold", "warm"):
+        if not any(k[:2] == (fs, mode) for k in runs):
+            continue
         for i, t in ((1, "durable"), (0, "exit")):
             print(f"ratios {fs} {mode} ({t}):")
             ratio(fs, mode, "umoci", "flatten", i, 3)

@@ -4,8 +4,10 @@
 //!
 //! Layers are applied one after the other (a later layer may remove or
 //! replace what an earlier one made); each is a single streaming pass of
-//! [`unpack()`](crate::unpack::unpack). For one directory per layer, unpacked
-//! in parallel, use the snapshotters and [`unpack_image`](crate::unpack_image).
+//! [`unpack()`](crate::unpack::unpack), its blob read and hashed on a
+//! thread of its own ahead of the thread that applies it. For one
+//! directory per layer, unpacked in parallel, use the snapshotters and
+//! [`unpack_image`](crate::unpack_image).
 
 use image_core::error::unless_named;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use image_core::{Classify, Compression, Digest, ErrorKind, MediaTypeError, Parse
 use image_store::image::Image;
 use image_store::{ContentError, Provider};
 
-use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
+use crate::unpack::{unpack_read_ahead, UnpackError, UnpackOptions, UnpackReport};
 use crate::whiteout::WhiteoutMode;
 
 /// A failure to flatten an image.
@@ -142,11 +144,13 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layer_options.size = Some(layer.size());
         layer_options.diff_id = Some(diff_id.clone());
         layer_options.whiteouts = WhiteoutMode::Apply;
-        let report = unpack(reader, target, &layer_options).map_err(|e| FlattenError::Unpack {
-            image: image.name.clone(),
-            index,
-            source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
-            digest,
+        let report = unpack_read_ahead(reader, target, &layer_options).map_err(|e| {
+            FlattenError::Unpack {
+                image: image.name.clone(),
+                index,
+                source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
+                digest,
+            }
         })?;
         reports.push(report);
     }

@@ -43,7 +43,7 @@ use image_store::{ContentError, Image, Provider};
 
 use crate::mount::Mount;
 use crate::snapshot::{CommitOptions, Kind, Labels, SnapshotError, Snapshotter};
-use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
+use crate::unpack::{unpack_read_ahead, UnpackError, UnpackOptions, UnpackReport};
 
 /// The label set on temporary snapshots, naming the chain ID they become.
 pub const LABEL_CHAIN_ID: &str = "image-overlay.unpack/chain-id";
@@ -448,10 +448,12 @@ fn unpack_layer<P: Provider + ?Sized>(
                 },
             },
         )?;
-    unpack(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| ImageUnpackError::Unpack {
-        index: job.index,
-        digest: job.digest.clone(),
-        source: crate::unpack::blame_the_blob(store, &job.digest, e),
+    unpack_read_ahead(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| {
+        ImageUnpackError::Unpack {
+            index: job.index,
+            digest: job.digest.clone(),
+            source: crate::unpack::blame_the_blob(store, &job.digest, e),
+        }
     })
 }
 
