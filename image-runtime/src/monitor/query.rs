@@ -65,6 +65,34 @@ pub fn wait(
     }
 }
 
+/// Waits until container `id`'s run that followed `exits` recorded exits
+/// ends; its exit code (`None`: unknown, or the container was removed).
+///
+/// # Errors
+/// As [`crate::state::load`].
+pub(crate) fn wait_after(root: &Path, id: &str, exits: u64) -> Result<Option<i32>, ContainerError> {
+    loop {
+        let r = match observed(root, id) {
+            Ok(r) => r,
+            Err(ContainerError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if run_ended(&r, exits) {
+            return Ok(r.exit_code);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether the run of `r` that followed `exits` recorded exits is over.
+fn run_ended(r: &ContainerRecord, exits: u64) -> bool {
+    r.detached.as_ref().is_some_and(|d| d.exits > exits)
+        || !matches!(
+            r.status,
+            ContainerStatus::Running | ContainerStatus::Creating
+        )
+}
+
 /// The log entries of `id` and a follower continuing after them (see
 /// [`Runtime::logs`]).
 ///
@@ -109,12 +137,7 @@ pub fn follow(
             Err(ContainerError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let ended = r.detached.as_ref().is_some_and(|d| d.exits > exits)
-            || !matches!(
-                r.status,
-                ContainerStatus::Running | ContainerStatus::Creating
-            );
-        if ended {
+        if run_ended(&r, exits) {
             return Ok(r.exit_code);
         }
         std::thread::sleep(POLL);
