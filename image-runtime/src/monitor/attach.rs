@@ -24,7 +24,7 @@
 //! nor grow the monitor's memory.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -516,12 +516,43 @@ impl AttachInput {
         self.send(IN_RESIZE, &size)
     }
 
+    /// Links the caller's terminal `terminal` to the container's, as
+    /// `docker attach` does under `-t`: raw mode (keys, ctrl-c and the
+    /// detach keys included, go to the container), its window size sent
+    /// now and on every `SIGWINCH`; dropping the link restores the
+    /// terminal. `None` when `terminal` is no terminal. `SIGWINCH` is
+    /// watched process-wide while the link lives.
+    ///
+    /// # Errors
+    /// The terminal's attributes, the signal handler, sending the size.
+    pub fn link_terminal(&self, terminal: impl AsFd) -> std::io::Result<Option<TerminalLink>> {
+        let size = crate::native::tty::size_of(&terminal);
+        let to = self.clone();
+        let Some(link) = crate::native::tty::Link::with_resize(terminal, move |ws| {
+            let _ = to.resize(ws.ws_row, ws.ws_col);
+        })?
+        else {
+            return Ok(None);
+        };
+        if let Some((rows, cols)) = size {
+            self.resize(rows, cols)?;
+        }
+        Ok(Some(TerminalLink { _link: link }))
+    }
+
     /// Detaches: the output ends with [`AttachEnd::Detached`], the
     /// container runs on.
     pub fn detach(&self) {
         self.detached.store(true, Ordering::SeqCst);
         let _ = lock(&self.conn).shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// The caller's terminal linked to an attached container's terminal (see
+/// [`AttachInput::link_terminal`]); dropping it restores the terminal.
+#[derive(Debug)]
+pub struct TerminalLink {
+    _link: crate::native::tty::Link,
 }
 
 /// Connects to container `id`'s monitor under the state directory `root`
@@ -631,12 +662,29 @@ pub fn attach_io(
     stderr: &mut dyn Write,
     keys: DetachKeys,
 ) -> Result<AttachEnd, AttachError> {
-    let attachment = connect(root, id)?;
-    if let Some(stdin) = stdin {
-        let input = attachment.input()?;
-        std::thread::spawn(move || forward_input(stdin, &input, keys));
+    connect(root, id)?.run(stdin, stdout, stderr, keys)
+}
+
+impl Attachment {
+    /// Sends `stdin` (read on a thread of its own) to the container until
+    /// its end, which closes the container's stdin, or until `keys`, which
+    /// detach; copies the output meanwhile (see [`Attachment::copy_output`]).
+    ///
+    /// # Errors
+    /// As [`Attachment::copy_output`].
+    pub fn run(
+        self,
+        stdin: Option<Box<dyn Read + Send>>,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+        keys: DetachKeys,
+    ) -> Result<AttachEnd, AttachError> {
+        if let Some(stdin) = stdin {
+            let input = self.input()?;
+            std::thread::spawn(move || forward_input(stdin, &input, keys));
+        }
+        self.copy_output(stdout, stderr)
     }
-    attachment.copy_output(stdout, stderr)
 }
 
 /// Sends `stdin` to the container until its end (then the container's

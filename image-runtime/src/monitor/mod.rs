@@ -61,7 +61,7 @@ use crate::error::ContainerError;
 use crate::model::RestartPolicy;
 
 pub use crate::model::{Detached, LogOptions};
-pub use attach::{AttachEnd, AttachError, AttachInput, Attachment, DetachKeys};
+pub use attach::{AttachEnd, AttachError, AttachInput, Attachment, DetachKeys, TerminalLink};
 pub use log::{LogEntry, LogFollower, LogQuery};
 
 /// The environment variable that marks a run of the program as a monitor
