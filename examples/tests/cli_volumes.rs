@@ -12,7 +12,7 @@ use std::path::Path;
 use common::Cli;
 
 const IMAGE: &str = "test.local/vol-busybox:1";
-const APPLETS: &[&str] = &["sh", "echo", "cat", "ls", "readlink", "true"];
+const APPLETS: &[&str] = &["sh", "echo", "cat", "ls", "readlink", "true", "sleep"];
 
 /// The CPUs `imagectl` may run on (its affinity, as `nproc` counts them).
 fn host_cpus() -> u32 {
@@ -192,4 +192,45 @@ fn volume_names_with_a_slash_or_dots_are_refused() {
     assert!(volume_names(&cli).is_empty());
     assert!(!cli.tmp.path().join("containers/x").exists());
     assert_eq!(cli.ok(&["ps", "-q"]), "");
+}
+
+/// `run -d --rm` containers whose monitors were killed (SIGKILL, so they
+/// never removed them): the next command's gc, here opened by `rm -f` of
+/// one of them, removes both with their anonymous volumes, as Docker
+/// removes a `--rm` container's; the named volume they used stays.
+#[test]
+fn a_crashed_run_d_rm_loses_its_anonymous_volumes_and_keeps_named_ones() {
+    let Some(cli) = volume_cli() else {
+        return;
+    };
+    let forever = "while true; do sleep 0.1; done";
+    for name in ["crashed-1", "crashed-2"] {
+        cli.ok(&[
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            name,
+            "-v",
+            "kept:/kept",
+            IMAGE,
+            "sh",
+            "-c",
+            forever,
+        ]);
+        cli.wait_running(name);
+    }
+    let names = volume_names(&cli);
+    assert_eq!(names.len(), 3, "two anonymous and kept: {names:?}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&cli.ok(&["ps", "--json"])).unwrap();
+    for r in &records {
+        let pid = rustix::process::Pid::from_raw(r["owner"]["pid"].as_i64().unwrap() as i32);
+        rustix::process::kill_process(pid.unwrap(), rustix::process::Signal::KILL).unwrap();
+    }
+    image_testsupport::process::eventually("both to be unknown", || {
+        (cli.ok(&["ps"]).matches("unknown").count() == 2).then_some(())
+    });
+    cli.ok(&["rm", "-f", "crashed-1"]);
+    assert_eq!(cli.ok(&["ps", "-q"]), "");
+    assert_eq!(volume_names(&cli), ["kept"]);
 }
