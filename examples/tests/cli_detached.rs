@@ -358,3 +358,51 @@ fn attach_t_is_raw_forwards_window_sizes_and_detaches_under_each_runtime() {
         cli.ok(&["rm", &name]);
     }
 }
+
+/// `create --restart --log-opt` records the policies and `start -d`
+/// honours them, as `docker create` then `docker start`: on-failure:2
+/// runs three times; a bad policy is refused at create.
+#[test]
+fn create_records_restart_and_log_options_for_start_d() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        let name = format!("{rt}-p");
+        let args = [
+            "create",
+            "--runtime",
+            rt,
+            "--name",
+            &name,
+            "--restart",
+            "on-failure:2",
+            "--log-opt",
+            "max-file=2",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo run; exit 1",
+        ];
+        assert_eq!(cli.ok(&args), format!("{name}\n"));
+        let r = record(&cli, &name);
+        assert_eq!(
+            r["detached"]["restart"],
+            serde_json::json!({"on-failure": {"max_retries": 2}}),
+            "{rt}: {r}"
+        );
+        assert_eq!(cli.ok(&["start", "-d", &name]), format!("{name}\n"));
+        eventually("three runs", || {
+            let r = record(&cli, &name);
+            (r["detached"]["exits"] == 3 && !ps_line(&cli, &name).contains("running")).then_some(())
+        });
+        assert_eq!(cli.ok(&["logs", &name]), "run\nrun\nrun\n", "{rt}");
+        assert_eq!(
+            record(&cli, &name)["detached"]["log"]["max_file"],
+            2,
+            "{rt}"
+        );
+        cli.ok(&["rm", &name]);
+    }
+    let err = cli.fails(&["create", "--restart", "sometimes", IMAGE, "true"]);
+    assert!(err.contains("sometimes"), "{err}");
+    assert_eq!(cli.ok(&["ps", "-q"]), "");
+}
