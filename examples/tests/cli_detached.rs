@@ -254,6 +254,27 @@ fn reading(from: impl Into<std::os::fd::OwnedFd>) -> common::pty::Seen {
     common::pty::Seen::start(from.into())
 }
 
+/// `imagectl args` (an attach) with its stdin and stdout piped: the
+/// process, what it prints, its input.
+fn attach_piped(
+    cli: &Cli,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    common::pty::Seen,
+    std::process::ChildStdin,
+) {
+    let mut attach = cli
+        .command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = reading(attach.stdout.take().unwrap());
+    let input = attach.stdin.take().unwrap();
+    (attach, out, input)
+}
+
 /// `attach` with stdin, as `docker attach`, under native, runc and crun:
 /// lines typed into a `run -d -i` container's `cat` come back; ctrl-p
 /// ctrl-q detaches with 0 and leaves it running; `--detach-keys` names
@@ -266,14 +287,7 @@ fn attach_with_stdin_detaches_and_closes_under_each_runtime() {
     for rt in runtimes() {
         let name = format!("{rt}-i");
         run_d(&cli, rt, &name, &["-i"], "cat; exit 4");
-        let mut attach = cli
-            .command(&["attach", &name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = reading(attach.stdout.take().unwrap());
-        let mut input = attach.stdin.take().unwrap();
+        let (mut attach, out, mut input) = attach_piped(&cli, &["attach", &name]);
         input.write_all(b"one\n").unwrap();
         out.wait_for("one\n");
         input.write_all(b"\x10\x11").unwrap();
@@ -281,14 +295,8 @@ fn attach_with_stdin_detaches_and_closes_under_each_runtime() {
         assert!(status.success(), "{rt}: {status:?}");
         assert!(ps_line(&cli, &name).contains("running"), "{rt}");
 
-        let mut attach = cli
-            .command(&["attach", "--detach-keys", "ctrl-x,x", &name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = reading(attach.stdout.take().unwrap());
-        let mut input = attach.stdin.take().unwrap();
+        let (mut attach, out, mut input) =
+            attach_piped(&cli, &["attach", "--detach-keys", "ctrl-x,x", &name]);
         // ctrl-p ctrl-q are input now; a lone ctrl-x is too.
         input.write_all(b"two\x10\x11\x18y\n").unwrap();
         out.wait_for("two\x10\x11\x18y\n");
@@ -345,14 +353,9 @@ fn attach_t_is_raw_forwards_window_sizes_and_detaches_under_each_runtime() {
         drop((keys, master));
         let _ = seen.finish();
 
-        let mut attach = cli
-            .command(&["attach", &name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = reading(attach.stdout.take().unwrap());
-        attach.stdin.take().unwrap().write_all(b"bye\n").unwrap();
+        let (mut attach, out, mut input) = attach_piped(&cli, &["attach", &name]);
+        input.write_all(b"bye\n").unwrap();
+        drop(input);
         let status = attach.wait().unwrap();
         assert_eq!(status.code(), Some(6), "{rt}: {:?}", out.finish());
         cli.ok(&["rm", &name]);

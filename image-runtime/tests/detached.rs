@@ -467,6 +467,24 @@ fn attached(
     (out, input, t)
 }
 
+/// Creates container `id` of `sh -c script` with stdin (`-i`; `tty`:
+/// and a terminal, `-t`) and starts it detached; its ID.
+fn interactive(rt: &Runtime, f: &Fixture, id: &str, script: &str, tty: bool) -> String {
+    let b = rt
+        .container(Rootfs::Directory(f.rootfs.clone()))
+        .id(id)
+        .cmd(["/bin/sh", "-c", script]);
+    let mut o = b.run_options();
+    o.stdin = true;
+    o.tty = tty;
+    b.options(o)
+        .create()
+        .unwrap()
+        .start_detached(&default_options())
+        .unwrap()
+        .id
+}
+
 /// A detached container made with stdin (`run -d -i`) under native, runc
 /// and crun: two attachers both see what `cat` echoes of the lines one of
 /// them sends; an attacher that types the detach keys (ctrl-p ctrl-q)
@@ -481,19 +499,13 @@ fn attach_sends_stdin_detaches_and_reattaches_under_each_backend() {
     let f = fixture();
     for kind in backends() {
         let rt = runtime(&f.root, kind).unwrap();
-        let b = rt
-            .container(Rootfs::Directory(f.rootfs.clone()))
-            .id(format!("{kind}-cat"))
-            .cmd(["/bin/sh", "-c", "cat; echo done >&2; exit 5"]);
-        let mut o = b.run_options();
-        o.stdin = true;
-        let id = b
-            .options(o)
-            .create()
-            .unwrap()
-            .start_detached(&default_options())
-            .unwrap()
-            .id;
+        let id = interactive(
+            &rt,
+            &f,
+            &format!("{kind}-cat"),
+            "cat; echo done >&2; exit 5",
+            false,
+        );
         // The monitor's socket: a socket, for root only.
         let socket = f.root.join("containers").join(&id).join("attach");
         let meta = std::fs::symlink_metadata(&socket).unwrap();
@@ -561,20 +573,13 @@ fn attach_sizes_the_terminal_under_each_backend() {
     let f = fixture();
     for kind in backends() {
         let rt = runtime(&f.root, kind).unwrap();
-        let b = rt
-            .container(Rootfs::Directory(f.rootfs.clone()))
-            .id(format!("{kind}-tty"))
-            .cmd(["/bin/sh", "-c", "read x; stty size; exit 3"]);
-        let mut o = b.run_options();
-        o.stdin = true;
-        o.tty = true;
-        let id = b
-            .options(o)
-            .create()
-            .unwrap()
-            .start_detached(&default_options())
-            .unwrap()
-            .id;
+        let id = interactive(
+            &rt,
+            &f,
+            &format!("{kind}-tty"),
+            "read x; stty size; exit 3",
+            true,
+        );
         let (seen, input, end) = attached(&rt, &id);
         input.resize(33, 77).unwrap();
         input.write(b"go\n").unwrap();

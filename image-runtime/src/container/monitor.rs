@@ -136,7 +136,8 @@ impl Monitor {
         let detached = c.record.detached.clone().unwrap_or_default();
         let log = log::LogWriter::open(&dir, detached.log)
             .map_err(ContainerError::state(dir.join(log::LOG_FILE)))?;
-        // Still one thread here, as the bind needs.
+        // Before the monitor starts a thread of its own (the bind changes
+        // the process-wide umask for a moment).
         let hub = Hub::listen(&dir).map_err(ContainerError::state(dir.join(attach::SOCKET)))?;
         Ok(Monitor {
             runtime,

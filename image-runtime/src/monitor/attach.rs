@@ -769,13 +769,7 @@ mod tests {
     /// frequent), cut anywhere: the scanner agrees with the reference.
     #[test]
     fn the_scanner_finds_exactly_the_first_sequence_however_cut() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = image_testsupport::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let klen = (next() % 4) as usize;
             let keys: Vec<u8> = (0..klen).map(|_| (next() % 3) as u8).collect();
