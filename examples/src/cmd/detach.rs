@@ -21,7 +21,10 @@ in Docker's json-file format (one JSON object per line: log, stream, time), rota
 records each exit in the container's record and restarts it as --restart says (no, \
 on-failure[:N], always, unless-stopped; 100 ms doubling between restarts, reset after 10 s of \
 running); `stop` ends the restarts. `ps` shows a container whose monitor was killed as \
-unknown: `rm -f` or the next command's gc removes it.";
+unknown: `rm -f` or the next command's gc removes it (a --rm one with its anonymous volumes). \
+`attach` connects to the monitor's socket (<state>/containers/<id>/attach): the output from \
+then on, standard input to a container made with -i (the end of the input closes its stdin), \
+the terminal raw with its size followed under -t; ctrl-p ctrl-q (--detach-keys) detach.";
 
 /// Arguments of `imagectl logs`.
 #[derive(Debug, clap::Args)]
