@@ -17,7 +17,9 @@ use common::{Cleanup, Cli};
 use image_testsupport::process::eventually;
 
 const IMAGE: &str = "test.local/detached:1";
-const APPLETS: &[&str] = &["sh", "echo", "sleep", "test", "[", "touch", "true"];
+const APPLETS: &[&str] = &[
+    "sh", "echo", "sleep", "test", "[", "touch", "true", "cat", "stty",
+];
 
 /// A Cli with IMAGE, or `None` (skipped loudly) when containers cannot run.
 fn cli() -> Option<Cli> {
@@ -245,4 +247,165 @@ fn is_mountpoint(p: &Path) -> bool {
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+/// Reads `from` into a buffer on a thread.
+fn reading(from: impl Into<std::os::fd::OwnedFd>) -> common::pty::Seen {
+    common::pty::Seen::start(from.into())
+}
+
+/// `imagectl args` (an attach) with its stdin and stdout piped: the
+/// process, what it prints, its input.
+fn attach_piped(
+    cli: &Cli,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    common::pty::Seen,
+    std::process::ChildStdin,
+) {
+    let mut attach = cli
+        .command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = reading(attach.stdout.take().unwrap());
+    let input = attach.stdin.take().unwrap();
+    (attach, out, input)
+}
+
+/// `attach` with stdin, as `docker attach`, under native, runc and crun:
+/// lines typed into a `run -d -i` container's `cat` come back; ctrl-p
+/// ctrl-q detaches with 0 and leaves it running; `--detach-keys` names
+/// other keys; the end of attach's input closes the container's stdin, so
+/// attach exits with the container's code.
+#[test]
+fn attach_with_stdin_detaches_and_closes_under_each_runtime() {
+    use std::io::Write;
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        let name = format!("{rt}-i");
+        run_d(&cli, rt, &name, &["-i"], "cat; exit 4");
+        let (mut attach, out, mut input) = attach_piped(&cli, &["attach", &name]);
+        input.write_all(b"one\n").unwrap();
+        out.wait_for("one\n");
+        input.write_all(b"\x10\x11").unwrap();
+        let status = attach.wait().unwrap();
+        assert!(status.success(), "{rt}: {status:?}");
+        assert!(ps_line(&cli, &name).contains("running"), "{rt}");
+
+        let (mut attach, out, mut input) =
+            attach_piped(&cli, &["attach", "--detach-keys", "ctrl-x,x", &name]);
+        // ctrl-p ctrl-q are input now; a lone ctrl-x is too.
+        input.write_all(b"two\x10\x11\x18y\n").unwrap();
+        out.wait_for("two\x10\x11\x18y\n");
+        drop(input);
+        let status = attach.wait().unwrap();
+        assert_eq!(status.code(), Some(4), "{rt}");
+        assert_eq!(out.finish(), "two\x10\x11\x18y\n", "{rt}");
+        assert_eq!(cli.ok(&["wait", &name]), "4\n", "{rt}");
+        assert_eq!(cli.ok(&["logs", &name]), "one\ntwo\x10\x11\x18y\n", "{rt}");
+        cli.ok(&["rm", &name]);
+    }
+}
+
+/// `attach` from a terminal to a `run -d -t -i` container, under native,
+/// runc and crun: the terminal is raw while attached (keys go to the
+/// container) and restored after; the container's terminal gets the
+/// caller's size and follows it on SIGWINCH; ctrl-p ctrl-q detach and
+/// leave it running; a later attach ends with its code.
+#[test]
+fn attach_t_is_raw_forwards_window_sizes_and_detaches_under_each_runtime() {
+    use common::pty::{canonical, pty, winsize};
+    use rustix::termios::tcsetwinsize;
+    use std::io::Write;
+    let Some(cli) = cli() else { return };
+    let script = "read x; stty size; \
+        while [ \"$(stty size)\" != \"40 120\" ]; do sleep 0.1; done; echo resized; \
+        read y; exit 6";
+    for rt in runtimes() {
+        let name = format!("{rt}-t");
+        run_d(&cli, rt, &name, &["-t", "-i"], script);
+        let (master, slave) = pty();
+        tcsetwinsize(&master, winsize(30, 100)).unwrap();
+        let mut cmd = cli.command(&["attach", &name]);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        let mut attach = cmd.spawn().unwrap();
+        drop(cmd);
+        drop(slave);
+        let seen = reading(master.try_clone().unwrap());
+        let mut keys = std::fs::File::from(master.try_clone().unwrap());
+        eventually("the terminal raw", || (!canonical(&master)).then_some(()));
+        keys.write_all(b"go\r").unwrap();
+        seen.wait_for("30 100");
+        tcsetwinsize(&master, winsize(40, 120)).unwrap();
+        let pid = rustix::process::Pid::from_raw(attach.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::WINCH).unwrap();
+        seen.wait_for("resized");
+        keys.write_all(b"\x10\x11").unwrap();
+        let status = attach.wait().unwrap();
+        assert!(status.success(), "{rt}: {status:?}");
+        assert!(canonical(&master), "{rt}: the terminal restored");
+        assert!(ps_line(&cli, &name).contains("running"), "{rt}");
+        drop((keys, master));
+        let _ = seen.finish();
+
+        let (mut attach, out, mut input) = attach_piped(&cli, &["attach", &name]);
+        input.write_all(b"bye\n").unwrap();
+        drop(input);
+        let status = attach.wait().unwrap();
+        assert_eq!(status.code(), Some(6), "{rt}: {:?}", out.finish());
+        cli.ok(&["rm", &name]);
+    }
+}
+
+/// `create --restart --log-opt` records the policies and `start -d`
+/// honours them, as `docker create` then `docker start`: on-failure:2
+/// runs three times; a bad policy is refused at create.
+#[test]
+fn create_records_restart_and_log_options_for_start_d() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        let name = format!("{rt}-p");
+        let args = [
+            "create",
+            "--runtime",
+            rt,
+            "--name",
+            &name,
+            "--restart",
+            "on-failure:2",
+            "--log-opt",
+            "max-file=2",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo run; exit 1",
+        ];
+        assert_eq!(cli.ok(&args), format!("{name}\n"));
+        let r = record(&cli, &name);
+        assert_eq!(
+            r["detached"]["restart"],
+            serde_json::json!({"on-failure": {"max_retries": 2}}),
+            "{rt}: {r}"
+        );
+        assert_eq!(cli.ok(&["start", "-d", &name]), format!("{name}\n"));
+        eventually("three runs", || {
+            let r = record(&cli, &name);
+            (r["detached"]["exits"] == 3 && !ps_line(&cli, &name).contains("running")).then_some(())
+        });
+        assert_eq!(cli.ok(&["logs", &name]), "run\nrun\nrun\n", "{rt}");
+        assert_eq!(
+            record(&cli, &name)["detached"]["log"]["max_file"],
+            2,
+            "{rt}"
+        );
+        cli.ok(&["rm", &name]);
+    }
+    let err = cli.fails(&["create", "--restart", "sometimes", IMAGE, "true"]);
+    assert!(err.contains("sometimes"), "{err}");
+    assert_eq!(cli.ok(&["ps", "-q"]), "");
 }

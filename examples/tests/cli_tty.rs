@@ -7,61 +7,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-use common::{Cli, TIMEOUT};
-use rustix::termios::{tcgetattr, tcsetwinsize, LocalModes, Winsize};
+use common::pty::{canonical, pty, winsize, Seen};
+use common::Cli;
+use rustix::termios::tcsetwinsize;
 
 const IMAGE: &str = "test.local/tty-busybox:1";
 const APPLETS: &[&str] = &["sh", "stty", "sleep", "echo", "test", "[", "tty"];
-
-fn winsize(rows: u16, cols: u16) -> Winsize {
-    Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    }
-}
-
-/// A new pty: (master, slave).
-fn pty() -> (OwnedFd, OwnedFd) {
-    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
-    grantpt(&master).unwrap();
-    unlockpt(&master).unwrap();
-    let name = ptsname(&master, Vec::new()).unwrap();
-    let slave = rustix::fs::open(
-        name.as_c_str(),
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .unwrap();
-    (master, slave)
-}
-
-/// Waits (bounded by TIMEOUT) until what the master read holds `text`.
-fn wait_for(seen: &Arc<Mutex<Vec<u8>>>, text: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let s = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-        if s.contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {text:?} in {s:?}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn canonical(master: &OwnedFd) -> bool {
-    tcgetattr(master)
-        .unwrap()
-        .local_modes
-        .contains(LocalModes::ICANON)
-}
 
 const RESIZED: &str =
     "stty size; while [ \"$(stty size)\" != \"40 120\" ]; do sleep 0.1; done; echo resized";
@@ -114,36 +65,20 @@ fn run_t_from_a_terminal(cli: &Cli, runtime_args: &[&str], script: &str) -> Stri
     // Only imagectl holds the slave now: the master reads EIO once it exits.
     drop(cmd);
     drop(slave);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let seen = Arc::clone(&seen);
-        let mut m = std::fs::File::from(master.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // EIO once every slave is closed: the end.
-            while let Ok(n) = m.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
+    let seen = Seen::start(master.try_clone().unwrap());
     // The container's terminal starts at the caller's size...
-    wait_for(&seen, "30 100");
+    seen.wait_for("30 100");
     // ...while the caller's terminal is raw.
     assert!(!canonical(&master));
     // A new size and SIGWINCH (as the terminal would send it) reach it.
     tcsetwinsize(&master, winsize(40, 120)).unwrap();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::WINCH).unwrap();
-    wait_for(&seen, "resized");
+    seen.wait_for("resized");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     // The caller's terminal is restored.
     assert!(canonical(&master));
     drop(master);
-    let _ = reader.join();
-    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    seen
+    seen.finish()
 }

@@ -12,7 +12,9 @@ use std::path::Path;
 use common::Cli;
 
 const IMAGE: &str = "test.local/vol-busybox:1";
-const APPLETS: &[&str] = &["sh", "echo", "cat", "ls", "readlink", "true"];
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "readlink", "true", "sleep", "test",
+];
 
 /// The CPUs `imagectl` may run on (its affinity, as `nproc` counts them).
 fn host_cpus() -> u32 {
@@ -192,4 +194,105 @@ fn volume_names_with_a_slash_or_dots_are_refused() {
     assert!(volume_names(&cli).is_empty());
     assert!(!cli.tmp.path().join("containers/x").exists());
     assert_eq!(cli.ok(&["ps", "-q"]), "");
+}
+
+/// `run -d --rm` containers whose monitors were killed (SIGKILL, so they
+/// never removed them): the next command's gc, here opened by `rm -f` of
+/// one of them, removes both with their anonymous volumes, as Docker
+/// removes a `--rm` container's; the named volume they used stays.
+#[test]
+fn a_crashed_run_d_rm_loses_its_anonymous_volumes_and_keeps_named_ones() {
+    let Some(cli) = volume_cli() else {
+        return;
+    };
+    let forever = "while true; do sleep 0.1; done";
+    for name in ["crashed-1", "crashed-2"] {
+        cli.ok(&[
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            name,
+            "-v",
+            "kept:/kept",
+            IMAGE,
+            "sh",
+            "-c",
+            forever,
+        ]);
+        cli.wait_running(name);
+    }
+    let names = volume_names(&cli);
+    assert_eq!(names.len(), 3, "two anonymous and kept: {names:?}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&cli.ok(&["ps", "--json"])).unwrap();
+    for r in &records {
+        let pid = rustix::process::Pid::from_raw(r["owner"]["pid"].as_i64().unwrap() as i32);
+        rustix::process::kill_process(pid.unwrap(), rustix::process::Signal::KILL).unwrap();
+    }
+    image_testsupport::process::eventually("both to be unknown", || {
+        (cli.ok(&["ps"]).matches("unknown").count() == 2).then_some(())
+    });
+    cli.ok(&["rm", "-f", "crashed-1"]);
+    assert_eq!(cli.ok(&["ps", "-q"]), "");
+    assert_eq!(volume_names(&cli), ["kept"]);
+}
+
+/// An image whose VOLUME path holds a fifo and a character device node
+/// (appended as a layer, so they come from the image's tar): the new
+/// anonymous volume holds both, of the same type, device number, owner
+/// and mode, as Docker's copy-up makes them.
+#[test]
+fn a_new_volume_holds_the_images_fifo_and_device_node() {
+    use rustix::fs::{FileType, Mode};
+    use std::os::unix::fs::MetadataExt;
+    let Some(cli) = Cli::with_shell_image(APPLETS, "test.local/vol-base:1") else {
+        return;
+    };
+    let layer = cli.tmp.path().join("nodes");
+    std::fs::create_dir_all(layer.join("data")).unwrap();
+    let nodes = [
+        ("fifo", FileType::Fifo, 0),
+        ("null", FileType::CharacterDevice, rustix::fs::makedev(1, 3)),
+    ];
+    for (name, kind, dev) in nodes {
+        let p = layer.join("data").join(name);
+        rustix::fs::mknodat(rustix::fs::CWD, &p, kind, Mode::from_raw_mode(0o640), dev).unwrap();
+        std::os::unix::fs::chown(&p, Some(1234), Some(4321)).unwrap();
+    }
+    let image = "test.local/vol-nodes:1";
+    let layer = layer.to_str().unwrap();
+    cli.ok(&[
+        "mutate",
+        "test.local/vol-base:1",
+        image,
+        "--volume",
+        "/data",
+        "--append",
+        layer,
+    ]);
+    let out = cli.ok(&[
+        "run",
+        "--name",
+        "n",
+        image,
+        "sh",
+        "-c",
+        "test -p /data/fifo && test -c /data/null && echo both",
+    ]);
+    assert_eq!(out, "both\n");
+    let names = volume_names(&cli);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let data = volumes_dir(&cli).join(&names[0]).join("_data");
+    for (name, kind, dev) in nodes {
+        let m = std::fs::symlink_metadata(data.join(name)).unwrap();
+        assert_eq!(FileType::from_raw_mode(m.mode()), kind, "{name}");
+        assert_eq!(m.rdev(), dev, "{name}");
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (1234, 4321, 0o640),
+            "{name}"
+        );
+    }
+    cli.ok(&["rm", "-v", "n"]);
+    assert!(volume_names(&cli).is_empty());
 }

@@ -1,6 +1,7 @@
 //! `gc`: cleaning up after processes that crashed or were killed while
 //! they managed containers: records of this runtime's backend whose owner
-//! is gone while creating or running (or, auto-removed, in any status),
+//! is gone while creating or running (or, auto-removed, in any status:
+//! these with their anonymous volumes, as `docker run --rm` removes them),
 //! and directories without a record older than a minute (their snapshots
 //! go with them, see [`crate::Runtime::delete`]); then active snapshots labelled
 //! with this runtime whose container directory is gone.
@@ -13,7 +14,8 @@ use crate::runtime::Runtime;
 impl Runtime {
     /// Removes containers nobody manages any more (see
     /// [`ContainerRecord::is_stale`](crate::ContainerRecord::is_stale)) and
-    /// half-created ones, with their mounts, cgroups and snapshots, and,
+    /// half-created ones, with their mounts, cgroups and snapshots (an
+    /// auto-removed one with its anonymous volumes too), and,
     /// when the runtime has [`Snapshots`](crate::Snapshots), active
     /// snapshots of its containers whose state is gone; returns their IDs.
     ///
@@ -24,6 +26,9 @@ impl Runtime {
         let sd = runtime.state();
         let mut removed = Vec::new();
         for id in sd.ids()? {
+            // An auto-removed (`--rm`) container's anonymous volumes go with
+            // it, as its owner would have removed them.
+            let mut with_volumes = false;
             let stale = match sd.load(&id) {
                 // A reboot left it: recorded as stopped, kept.
                 Ok(record)
@@ -36,7 +41,10 @@ impl Runtime {
                 }
                 // Another backend's containers wait for a runtime of theirs:
                 // only it can kill their process (runc's outlives its owner).
-                Ok(record) => record.backend == runtime.backend().name() && record.is_stale(),
+                Ok(record) => {
+                    with_volumes = record.auto_remove;
+                    record.backend == runtime.backend().name() && record.is_stale()
+                }
                 Err(ContainerError::NotFound { .. }) => {
                     // Being created right now by another process, or left over.
                     std::fs::metadata(sd.dir(&id))
@@ -47,10 +55,12 @@ impl Runtime {
                 }
                 Err(_) => false,
             };
-            if stale
-                && crate::state::validate_id(&id).is_ok()
-                && crate::container::delete::delete(runtime, &id).is_ok()
-            {
+            let delete = if with_volumes {
+                crate::container::volumes::delete_with_volumes
+            } else {
+                crate::container::delete::delete
+            };
+            if stale && crate::state::validate_id(&id).is_ok() && delete(runtime, &id).is_ok() {
                 removed.push(id);
             }
         }

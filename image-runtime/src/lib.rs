@@ -220,4 +220,6 @@ image_core::classify_registry!(
     crate::volume::VolumeError,
     crate::monitor::DetachError,
     crate::monitor::log::DetachOptionError,
+    crate::monitor::attach::AttachError,
+    crate::monitor::attach::DetachKeysError,
 );

@@ -21,6 +21,16 @@ pub enum Input {
     Bytes(Vec<u8>),
     /// A file descriptor (a pipe, a file).
     Fd(OwnedFd),
+    /// Read from `input` as [`Input::Fd`]; when the process has a terminal
+    /// (`process.terminal`), a copy of the terminal's master is also sent
+    /// on `master` as soon as it exists, so that the caller can size it
+    /// (what a detached container's monitor does for its attachers).
+    Terminal {
+        /// Where the input comes from.
+        input: OwnedFd,
+        /// Receives the terminal's master.
+        master: std::sync::mpsc::Sender<OwnedFd>,
+    },
 }
 
 /// Where stdout or stderr goes.
@@ -103,7 +113,7 @@ pub fn apply(cmd: &mut Command, mut stdio: Stdio) -> PendingIo {
         Input::Inherit => {
             cmd.stdin(std::process::Stdio::inherit());
         }
-        Input::Fd(fd) => {
+        Input::Fd(fd) | Input::Terminal { input: fd, .. } => {
             cmd.stdin(std::process::Stdio::from(fd));
         }
         Input::Bytes(b) => {

@@ -20,9 +20,13 @@
 //! symlink there is read as if the root were `/`), and the content is
 //! copied entry by entry with `O_NOFOLLOW` from directory handles: a
 //! symlink is copied as a symlink, never followed, whether it points in
-//! or out of the root. Regular files, directories and symlinks are copied
-//! with their owners and modes; device nodes, fifos and sockets are left
-//! out (a volume is data), hard links become separate files. The copy is
+//! or out of the root. Every entry keeps its owner and mode, and, but for
+//! a symlink, its extended attributes (overlayfs's own left out; one the
+//! volume's filesystem does not support skipped): regular files,
+//! directories, symlinks, and device nodes, fifos and sockets made anew
+//! with `mknodat` (as Docker's copy-up makes them; never opened, so a
+//! fifo cannot block the copy); hard links become separate files. The
+//! copy is
 //! bounded in depth ([`MAX_COPY_DEPTH`]) and entries
 //! ([`MAX_COPY_ENTRIES`]). A volume name is one path component of
 //! Docker's grammar, so it never leaves `<state>/volumes`.
@@ -419,12 +423,14 @@ pub(crate) fn copy_up(
     };
     copy.dir(src.as_fd(), dst.as_fd(), Path::new(""), 0)?;
     let st = rustix::fs::fstat(&src).map_err(|e| copy_err(Path::new(""), e))?;
+    let xattrs = xattrs_of(src.as_fd()).map_err(|e| copy_err(Path::new(""), e))?;
     rustix::fs::fchown(
         &dst,
         Some(rustix::fs::Uid::from_raw(st.st_uid)),
         Some(rustix::fs::Gid::from_raw(st.st_gid)),
     )
     .and_then(|()| rustix::fs::fchmod(&dst, Mode::from_raw_mode(st.st_mode & 0o7777)))
+    .and_then(|()| set_xattrs(dst.as_fd(), &xattrs))
     .map_err(|e| copy_err(Path::new(""), e))
 }
 
@@ -490,16 +496,43 @@ impl Copy<'_> {
                 Some(rustix::fs::Uid::from_raw(st.st_uid)),
                 Some(rustix::fs::Gid::from_raw(st.st_gid)),
             );
-            match FileType::from_raw_mode(st.st_mode) {
+            let file_type = FileType::from_raw_mode(st.st_mode);
+            match file_type {
                 FileType::Directory => {
                     rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700)).map_err(fail)?;
                     let s = open_at(src, name, OFlags::DIRECTORY).map_err(fail)?;
                     let d = open_at(dst, name, OFlags::DIRECTORY).map_err(fail)?;
+                    let xattrs = xattrs_of(s.as_fd()).map_err(fail)?;
                     self.dir(s.as_fd(), d.as_fd(), &here, depth + 1)?;
-                    set_meta(&d, owner, mode).map_err(|e| self.err(&here, e))?;
+                    set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
+                }
+                FileType::CharacterDevice
+                | FileType::BlockDevice
+                | FileType::Fifo
+                | FileType::Socket => {
+                    // Never opened but by O_PATH: a fifo cannot block, a
+                    // device is not touched.
+                    let s = open_at(src, name, OFlags::PATH).map_err(fail)?;
+                    let xattrs = xattrs_of(s.as_fd()).map_err(fail)?;
+                    rustix::fs::mknodat(
+                        dst,
+                        name,
+                        file_type,
+                        Mode::from_raw_mode(0o600),
+                        st.st_rdev,
+                    )
+                    .map_err(fail)?;
+                    let d = open_at(dst, name, OFlags::PATH).map_err(fail)?;
+                    let made = rustix::fs::fstat(&d).map_err(fail)?;
+                    if FileType::from_raw_mode(made.st_mode) != file_type {
+                        // Replaced between the mknod and the open.
+                        return Err(self.err(&here, rustix::io::Errno::EXIST));
+                    }
+                    set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
                 }
                 FileType::RegularFile => {
                     let s = open_at(src, name, OFlags::empty()).map_err(fail)?;
+                    let xattrs = xattrs_of(s.as_fd()).map_err(fail)?;
                     let new = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
                     let d = open_at(dst, name, new).map_err(fail)?;
                     let mut from = std::fs::File::from(s);
@@ -510,7 +543,7 @@ impl Copy<'_> {
                         source: e,
                     })?;
                     let d: OwnedFd = to.into();
-                    set_meta(&d, owner, mode).map_err(|e| self.err(&here, e))?;
+                    set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
                 }
                 FileType::Symlink => {
                     let target = rustix::fs::readlinkat(src, name, Vec::new()).map_err(fail)?;
@@ -518,7 +551,7 @@ impl Copy<'_> {
                     rustix::fs::chownat(dst, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
                         .map_err(fail)?;
                 }
-                _ => {}
+                FileType::Unknown => {}
             }
         }
         Ok(())
@@ -533,13 +566,88 @@ fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> Result<OwnedFd, 
     rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
 }
 
+/// Gives the file behind `fd` (any descriptor, `O_PATH` included) its
+/// owner, then its mode (a chown clears set-id bits), then its extended
+/// attributes (a chown clears `security.capability`).
 fn set_meta(
     fd: &OwnedFd,
     owner: (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>),
     mode: Mode,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<(), rustix::io::Errno> {
-    rustix::fs::fchown(fd, owner.0, owner.1)?;
-    rustix::fs::fchmod(fd, mode)
+    rustix::fs::chownat(fd, "", owner.0, owner.1, AtFlags::EMPTY_PATH)?;
+    // fchmod refuses an O_PATH descriptor: through its magic link, which
+    // names the file itself (no path walked, nothing followed beyond it).
+    rustix::fs::chmod(magic_link(fd.as_fd()).as_str(), mode)?;
+    set_xattrs(fd.as_fd(), xattrs)
+}
+
+/// `/proc/self/fd/N` of `fd`.
+fn magic_link(fd: BorrowedFd<'_>) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// The largest list of names, or value, of extended attributes read (the
+/// kernel's own limits: `XATTR_LIST_MAX`, `XATTR_SIZE_MAX`).
+const MAX_XATTR_BYTES: usize = 64 << 10;
+
+/// Extended attributes: (name, value) pairs.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Whether an extended attribute is overlayfs's own (never copied: it
+/// would mean something to an overlay mount of the volume).
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// The extended attributes of the file behind `fd` (any descriptor,
+/// `O_PATH` included: read through its magic link), but overlayfs's own;
+/// none where the filesystem has none.
+fn xattrs_of(fd: BorrowedFd<'_>) -> Result<Xattrs, rustix::io::Errno> {
+    use rustix::io::Errno;
+    let link = magic_link(fd);
+    let mut names = vec![0u8; MAX_XATTR_BYTES];
+    let n = match rustix::fs::listxattr(link.as_str(), &mut names[..]) {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    let mut value = vec![0u8; MAX_XATTR_BYTES];
+    for name in names[..n].split(|&b| b == 0) {
+        if name.is_empty() || is_overlay_xattr(name) {
+            continue;
+        }
+        match rustix::fs::getxattr(link.as_str(), name, &mut value[..]) {
+            Ok(len) => out.push((name.to_vec(), value[..len].to_vec())),
+            // Removed since listed.
+            Err(Errno::NODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `xattrs` on the file behind `fd` (through its magic link); one
+/// the filesystem does not support is skipped.
+fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), rustix::io::Errno> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let link = magic_link(fd);
+    for (name, value) in xattrs {
+        match rustix::fs::setxattr(
+            link.as_str(),
+            &name[..],
+            value,
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use image_runtime::monitor::{DetachOptions, LogEntry, LogQuery};
+use image_runtime::monitor::{AttachInput, DetachKeys, DetachOptions, LogEntry, LogQuery};
 use image_runtime::{
     ContainerRecord, ContainerStatus, LogOptions, NativeOptions, RestartPolicy, Rootfs, Runtime,
     RuntimeKind,
@@ -23,7 +23,7 @@ use image_testsupport::process::eventually;
 /// pid 1 without a trap).
 const GRACE: Duration = Duration::from_millis(300);
 
-const APPLETS: &[&str] = &["sh", "echo", "sleep", "seq", "cat", "true", "wc"];
+const APPLETS: &[&str] = &["sh", "echo", "sleep", "seq", "cat", "true", "wc", "stty"];
 
 /// The monitor's entry point in this test binary: the monitor re-executes
 /// the binary to run just this test, whose hook then never returns. In an
@@ -420,4 +420,176 @@ fn a_monitor_without_the_hook_fails_cleanly() {
     );
     assert_eq!(record(&rt, &id).status, ContainerStatus::Created);
     rt.delete(&id).unwrap();
+}
+
+/// A writer into a buffer shared with the test.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (bounded) until the buffer holds `s`.
+    fn wait_for(&self, s: &str) {
+        eventually(&format!("{s:?} in the output"), || {
+            self.text().contains(s).then_some(())
+        });
+    }
+}
+
+/// An attachment copying the output into a buffer on a thread: the
+/// buffer, its input, and the thread giving how the attachment ended.
+fn attached(
+    rt: &Runtime,
+    id: &str,
+) -> (
+    Shared,
+    AttachInput,
+    std::thread::JoinHandle<image_runtime::monitor::AttachEnd>,
+) {
+    let a = rt.attach_stream(id).unwrap();
+    let input = a.input().unwrap();
+    let out = Shared::default();
+    let mut sink = out.clone();
+    let t = std::thread::spawn(move || a.copy_output(&mut sink.clone(), &mut sink).unwrap());
+    (out, input, t)
+}
+
+/// Creates container `id` of `sh -c script` with stdin (`-i`; `tty`:
+/// and a terminal, `-t`) and starts it detached; its ID.
+fn interactive(rt: &Runtime, f: &Fixture, id: &str, script: &str, tty: bool) -> String {
+    let b = rt
+        .container(Rootfs::Directory(f.rootfs.clone()))
+        .id(id)
+        .cmd(["/bin/sh", "-c", script]);
+    let mut o = b.run_options();
+    o.stdin = true;
+    o.tty = tty;
+    b.options(o)
+        .create()
+        .unwrap()
+        .start_detached(&default_options())
+        .unwrap()
+        .id
+}
+
+/// A detached container made with stdin (`run -d -i`) under native, runc
+/// and crun: two attachers both see what `cat` echoes of the lines one of
+/// them sends; an attacher that types the detach keys (ctrl-p ctrl-q)
+/// leaves it running (what followed the keys never reaches it); one that
+/// attaches again and reaches the end of its input closes the
+/// container's stdin, so `cat` ends and every attacher gets the exit code.
+#[test]
+fn attach_sends_stdin_detaches_and_reattaches_under_each_backend() {
+    if !common::ready(&[]) {
+        return;
+    }
+    let f = fixture();
+    for kind in backends() {
+        let rt = runtime(&f.root, kind).unwrap();
+        let id = interactive(
+            &rt,
+            &f,
+            &format!("{kind}-cat"),
+            "cat; echo done >&2; exit 5",
+            false,
+        );
+        // The monitor's socket: a socket, for root only.
+        let socket = f.root.join("containers").join(&id).join("attach");
+        let meta = std::fs::symlink_metadata(&socket).unwrap();
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        assert!(meta.file_type().is_socket(), "{kind}");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "{kind}");
+        let (first, input, first_end) = attached(&rt, &id);
+        let (second, _, second_end) = attached(&rt, &id);
+        input.write(b"one\n").unwrap();
+        first.wait_for("one\n");
+        second.wait_for("one\n");
+
+        // Typed keys: input up to the keys, then detached.
+        let keys: Box<dyn std::io::Read + Send> =
+            Box::new(std::io::Cursor::new(b"two\n\x10\x11three\n".to_vec()));
+        let (mut out, mut err) = (Shared::default(), Shared::default());
+        let end = rt
+            .attach_io(&id, Some(keys), &mut out, &mut err, DetachKeys::default())
+            .unwrap();
+        assert_eq!(end, image_runtime::monitor::AttachEnd::Detached, "{kind}");
+        first.wait_for("two\n");
+        assert_eq!(rt.try_wait(&id).unwrap(), None, "{kind}: still running");
+
+        // Again; the end of this input closes the container's stdin.
+        let rest: Box<dyn std::io::Read + Send> =
+            Box::new(std::io::Cursor::new(b"four\n".to_vec()));
+        let (mut out, mut err) = (Shared::default(), Shared::default());
+        let end = rt
+            .attach_io(&id, Some(rest), &mut out, &mut err, DetachKeys::default())
+            .unwrap();
+        assert_eq!(
+            end,
+            image_runtime::monitor::AttachEnd::Exited(Some(5)),
+            "{kind}"
+        );
+        assert!(out.text().contains("four\n"), "{kind}: {:?}", out.text());
+        assert_eq!(err.text(), "done\n", "{kind}");
+        for (seen, end) in [(first, first_end), (second, second_end)] {
+            assert_eq!(
+                end.join().unwrap(),
+                image_runtime::monitor::AttachEnd::Exited(Some(5)),
+                "{kind}"
+            );
+            assert_eq!(seen.text(), "one\ntwo\nfour\ndone\n", "{kind}");
+        }
+        let (logged, _) = rt.logs(&id, &LogQuery::default()).unwrap();
+        assert_eq!(
+            texts(&logged, "stdout"),
+            ["one\n", "two\n", "four\n"],
+            "{kind}"
+        );
+        rt.delete(&id).unwrap();
+        assert_no_cgroups(&id);
+    }
+}
+
+/// `run -d -t -i` under native, runc and crun: an attacher's window size
+/// reaches the container's terminal (`stty size` inside), its input goes
+/// through the terminal, and the exit code comes back.
+#[test]
+fn attach_sizes_the_terminal_under_each_backend() {
+    if !common::ready(&[]) {
+        return;
+    }
+    let f = fixture();
+    for kind in backends() {
+        let rt = runtime(&f.root, kind).unwrap();
+        let id = interactive(
+            &rt,
+            &f,
+            &format!("{kind}-tty"),
+            "read x; stty size; exit 3",
+            true,
+        );
+        let (seen, input, end) = attached(&rt, &id);
+        input.resize(33, 77).unwrap();
+        input.write(b"go\n").unwrap();
+        assert_eq!(
+            end.join().unwrap(),
+            image_runtime::monitor::AttachEnd::Exited(Some(3)),
+            "{kind}"
+        );
+        assert!(seen.text().contains("33 77"), "{kind}: {:?}", seen.text());
+        rt.delete(&id).unwrap();
+        assert_no_cgroups(&id);
+    }
 }

@@ -441,6 +441,20 @@ fn native_exec_joins_a_running_container_and_tty() {
     // fd 0 and 1 are the terminal, and it is the controlling one
     // (/dev/tty opens). Its name is the caller's devpts (see NOTES.md).
     assert_eq!(out, "both-tty\nctty\n");
+
+    // A terminal's input from a descriptor (a pipe) reaches the container
+    // through the terminal (it once read the caller's own stdin instead).
+    b.write(&["sh", "-c", "read x; echo got-$x"], |s| {
+        s["process"]["terminal"] = json!(true);
+    });
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    std::io::Write::write_all(&mut std::fs::File::from(w), b"typed\n").unwrap();
+    let stdio = Stdio {
+        stdin: image_runtime::Input::Fd(r),
+        ..Stdio::capture()
+    };
+    let exit = run(&be, "tty-fd", &b, stdio);
+    assert!(exit.stdout_str().contains("got-typed"), "{exit:?}");
 }
 
 /// The process's groups, as Docker, containerd and buildah set them: the

@@ -177,3 +177,88 @@ fn a_copy_deeper_than_the_bound_is_refused_and_leaves_nothing() {
     rt.delete_with_volumes(&id).unwrap();
     assert!(rt.volumes().list().unwrap().is_empty());
 }
+
+/// Docker's copy-up of a new volume makes every kind of entry: a fifo, a
+/// character and a block device node and a socket node at the image's
+/// VOLUME path are made anew (same type and device number, never opened),
+/// and each entry, those and a file and a directory, keeps its owner, its
+/// mode (set-id bits included) and its extended attributes.
+#[test]
+fn a_new_volume_copies_device_nodes_fifos_and_sockets_with_owners_modes_and_xattrs() {
+    use rustix::fs::{FileType, Mode};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !ready(&[]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    busybox_rootfs(&rootfs, APPLETS);
+    let data = rootfs.join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("file"), "x").unwrap();
+    let nodes = [
+        ("fifo", FileType::Fifo, 0),
+        ("null", FileType::CharacterDevice, rustix::fs::makedev(1, 3)),
+        ("loop", FileType::BlockDevice, rustix::fs::makedev(7, 200)),
+        ("sock", FileType::Socket, 0),
+    ];
+    for (name, kind, dev) in nodes {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            data.join(name),
+            kind,
+            Mode::from_raw_mode(0o600),
+            dev,
+        )
+        .unwrap();
+    }
+    // Owner, mode and one attribute per entry, all different.
+    let entries = ["fifo", "null", "loop", "sock", "file", "sub"];
+    for (i, name) in entries.iter().enumerate() {
+        let p = data.join(name);
+        let id = 1000 + i as u32;
+        std::os::unix::fs::chown(&p, Some(id), Some(id + 100)).unwrap();
+        let mode = if *name == "sub" {
+            0o2750
+        } else {
+            0o4640 - i as u32
+        };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        // user.* is for files and directories only; trusted.* for any.
+        let key = if matches!(*name, "file" | "sub") {
+            "user.note"
+        } else {
+            "trusted.note"
+        };
+        rustix::fs::setxattr(&p, key, name.as_bytes(), rustix::fs::XattrFlags::empty()).unwrap();
+    }
+    let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default()).unwrap();
+    let (_, id) = run(&rt, &rootfs, &[named("nodes")], "test -p /data/fifo");
+    let copied = rt.volumes().mountpoint("nodes").unwrap();
+    for (name, kind, dev) in nodes {
+        let m = std::fs::symlink_metadata(copied.join(name)).unwrap();
+        assert_eq!(FileType::from_raw_mode(m.mode()), kind, "{name}");
+        assert_eq!(m.rdev(), dev, "{name}");
+    }
+    for name in entries {
+        let (src, dst) = (data.join(name), copied.join(name));
+        let (a, b) = (
+            std::fs::symlink_metadata(&src).unwrap(),
+            std::fs::symlink_metadata(&dst).unwrap(),
+        );
+        assert_eq!(
+            (b.uid(), b.gid(), b.mode()),
+            (a.uid(), a.gid(), a.mode()),
+            "{name}"
+        );
+        let key = if matches!(name, "file" | "sub") {
+            "user.note"
+        } else {
+            "trusted.note"
+        };
+        let mut v = [0u8; 16];
+        let n = rustix::fs::getxattr(&dst, key, &mut v[..]).unwrap();
+        assert_eq!(&v[..n], name.as_bytes(), "{name}");
+    }
+    rt.delete(&id).unwrap();
+}

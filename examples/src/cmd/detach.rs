@@ -7,10 +7,9 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use image_runtime::monitor::log::parse_since;
-use image_runtime::monitor::{LogEntry, LogFollower, LogQuery};
-use image_runtime::ContainerStatus;
+use image_runtime::monitor::{AttachEnd, DetachKeys, LogEntry, LogQuery};
 
 use super::run::PlaceArgs;
 use super::store::StoreArgs;
@@ -22,7 +21,10 @@ in Docker's json-file format (one JSON object per line: log, stream, time), rota
 records each exit in the container's record and restarts it as --restart says (no, \
 on-failure[:N], always, unless-stopped; 100 ms doubling between restarts, reset after 10 s of \
 running); `stop` ends the restarts. `ps` shows a container whose monitor was killed as \
-unknown: `rm -f` or the next command's gc removes it.";
+unknown: `rm -f` or the next command's gc removes it (a --rm one with its anonymous volumes). \
+`attach` connects to the monitor's socket (<state>/containers/<id>/attach): the output from \
+then on, standard input to a container made with -i (the end of the input closes its stdin), \
+the terminal raw with its size followed under -t; ctrl-p ctrl-q (--detach-keys) detach.";
 
 /// Arguments of `imagectl logs`.
 #[derive(Debug, clap::Args)]
@@ -159,28 +161,55 @@ pub fn restart(store: &StoreArgs, a: RestartArgs) -> anyhow::Result<()> {
 pub struct AttachArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
+    /// Do not attach standard input (output only).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// The keys that detach and leave the container running, Docker's
+    /// syntax: comma-separated, each a character or ctrl-X (default
+    /// ctrl-p,ctrl-q).
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     /// The container (ID or unique prefix).
     pub container: String,
 }
 
-/// Follows a running detached container's output from now until its run
-/// ends; exits with its exit code. Standard input is not attached.
+/// Attaches to a running detached container as `docker attach` does: its
+/// output from now on, this process's standard input to its stdin (when it
+/// was made with -i; the end of this input closes it), the terminal raw
+/// with window sizes forwarded when it has one (-t); the detach keys leave
+/// it running. Exits with its exit code when its run ends.
 pub fn attach(store: &StoreArgs, a: AttachArgs) -> anyhow::Result<()> {
-    let root = a.place.state_dir(store)?;
-    let record = a.place.find(store, &a.container)?;
-    if record.detached.is_none() || record.observed_status() != ContainerStatus::Running {
-        bail!(
-            "container {} is not a running detached container",
-            record.id
-        );
-    }
-    let follower = LogFollower::at_end(&record.bundle);
-    let code =
-        image_runtime::monitor::follow(&root, &record.id, follower, |e| print_entry(e, false))?;
+    let (rt, record) = a.place.runtime_of(store, &a.container)?;
+    let keys = match &a.detach_keys {
+        Some(k) => k.parse::<DetachKeys>()?,
+        None => DetachKeys::default(),
+    };
+    let terminal = rt
+        .load(&record.id)?
+        .spec()?
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let attachment = rt.attach_stream(&record.id)?;
+    let stdin: Option<Box<dyn std::io::Read + Send>> =
+        (!a.no_stdin).then(|| Box::new(std::io::stdin()) as _);
+    let _link = if terminal && stdin.is_some() {
+        attachment.input()?.link_terminal(std::io::stdin())?
+    } else {
+        None
+    };
+    let end = attachment.run(stdin, &mut std::io::stdout(), &mut std::io::stderr(), keys)?;
+    drop(_link);
     let _ = std::io::stdout().flush();
-    let code = code.unwrap_or(255);
-    if code != 0 {
-        std::process::exit(code);
+    match end {
+        AttachEnd::Detached => Ok(()),
+        AttachEnd::Exited(code) => {
+            let code = code.unwrap_or(255);
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
-    Ok(())
 }

@@ -268,23 +268,36 @@ impl ContainerFlags {
     }
 }
 
-/// The detached-run flags of `run`.
+/// The detached-run flag of `run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetachArgs {
     /// Run in the background under a monitor; print the container's ID and return.
     #[arg(short = 'd', long)]
     pub detach: bool,
-    /// When to restart it (with -d): no, on-failure[:N], always, unless-stopped.
+}
+
+/// The policies of a detached run, given to `run -d` or recorded by
+/// `create` for a later `start -d`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// When to restart it (with run -d, or recorded by create for start -d):
+    /// no, on-failure[:N], always, unless-stopped.
     #[arg(long, value_name = "POLICY", default_value = "no")]
     pub restart: String,
-    /// A log option (with -d), repeatable: max-size=SIZE (at least 64k), max-file=N.
+    /// A log option (with run -d, or recorded by create for start -d),
+    /// repeatable: max-size=SIZE (at least 64k), max-file=N.
     #[arg(long = "log-opt", value_name = "OPT")]
     pub log_opt: Vec<String>,
 }
 
-impl DetachArgs {
-    /// The options of a detached run; `rm`: `--rm` was given.
-    pub fn options(&self, rm: bool) -> anyhow::Result<DetachOptions> {
+impl PolicyArgs {
+    /// True when neither flag was given.
+    fn is_default(&self) -> bool {
+        self.restart == "no" && self.log_opt.is_empty()
+    }
+
+    /// The restart policy and log options; `rm`: `--rm` was given.
+    fn parse(&self, rm: bool) -> anyhow::Result<(RestartPolicy, LogOptions)> {
         let restart: RestartPolicy = self.restart.parse()?;
         if rm && restart != RestartPolicy::No {
             bail!("conflicting options: --restart and --rm");
@@ -293,6 +306,12 @@ impl DetachArgs {
         for o in &self.log_opt {
             log.set(o)?;
         }
+        Ok((restart, log))
+    }
+
+    /// The options of a detached run; `rm`: `--rm` was given.
+    pub fn options(&self, rm: bool) -> anyhow::Result<DetachOptions> {
+        let (restart, log) = self.parse(rm)?;
         Ok(DetachOptions {
             restart,
             log,
@@ -300,9 +319,9 @@ impl DetachArgs {
         })
     }
 
-    /// Refuses the detached-only flags without -d.
+    /// Refuses the detached-only flags on an attached run.
     pub fn check_attached(&self) -> anyhow::Result<()> {
-        if self.restart != "no" || !self.log_opt.is_empty() {
+        if !self.is_default() {
             bail!("--restart and --log-opt need -d (a monitor applies them)");
         }
         Ok(())
@@ -330,6 +349,8 @@ pub struct CreateArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub flags: ContainerFlags,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// The image.
     pub image: String,
     /// The command (replaces the image's Cmd).
@@ -365,6 +386,10 @@ fn create_container(
         .auto_remove(rm);
     if let Some(n) = &a.name {
         b = b.id(n.clone());
+    }
+    if !a.policy.is_default() {
+        let (restart, log) = a.policy.parse(rm)?;
+        b = b.detach_policies(restart, log);
     }
     Ok(b.create()?)
 }
@@ -415,11 +440,11 @@ fn exit_with(code: i32) -> anyhow::Result<()> {
 /// its exit code.
 pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
     if a.detach.detach {
-        let options = a.detach.options(a.rm)?;
+        let options = a.create.policy.options(a.rm)?;
         let c = create_container(store, &a.create, a.rm)?;
         return start_detached(c, &options);
     }
-    a.detach.check_attached()?;
+    a.create.policy.check_attached()?;
     let c = create_container(store, &a.create, a.rm)?;
     let code = attached(c, a.create.flags.interactive, a.rm)?;
     exit_with(code)
@@ -436,7 +461,8 @@ pub struct StartArgs {
     pub interactive: bool,
     /// Start it in the background under a monitor and print its ID (as
     /// `docker start` without -a); its --restart and --log-opt are those
-    /// of its last detached run, else the defaults.
+    /// of its last detached run, else those given to create, else the
+    /// defaults.
     #[arg(short, long, conflicts_with = "interactive")]
     pub detach: bool,
     /// The container (ID or unique prefix).

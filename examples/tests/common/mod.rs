@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use image_overlay::mount::{Mounter, SysMounter};
 
+pub mod pty;
+
 #[allow(unused_imports)] // each test binary uses a part
 pub use image_testsupport::process::{kill_group, run_bounded, run_bounded_in_group, TIMEOUT};
 #[allow(unused_imports)] // each test binary uses a part

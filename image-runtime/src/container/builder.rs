@@ -53,6 +53,8 @@ pub struct ContainerBuilder {
     id: Option<String>,
     snapshot: Option<PendingSnapshot>,
     auto_remove: bool,
+    /// The policies a later detached start uses, recorded at create.
+    detach: Option<crate::model::Detached>,
 }
 
 /// One option setter's change, kept apart from the base options so that
@@ -132,6 +134,7 @@ impl ContainerBuilder {
             id: None,
             snapshot: None,
             auto_remove: false,
+            detach: None,
         }
     }
 
@@ -232,6 +235,24 @@ impl ContainerBuilder {
         self
     }
 
+    /// Records the restart policy and log options that a later detached
+    /// start of the container uses when it is given none of its own
+    /// (`docker create --restart --log-opt`, then `docker start`): kept
+    /// in its record's [`detached`](ContainerRecord::detached) settings,
+    /// which [`Runtime::restart`] and imagectl's `start -d` read.
+    pub fn detach_policies(
+        mut self,
+        restart: crate::model::RestartPolicy,
+        log: crate::model::LogOptions,
+    ) -> Self {
+        self.detach = Some(crate::model::Detached {
+            restart,
+            log,
+            ..crate::model::Detached::default()
+        });
+        self
+    }
+
     /// Adds a bind mount.
     pub fn volume(self, volume: Volume) -> Self {
         self.edit(Edit::Volume(volume))
@@ -319,7 +340,7 @@ impl ContainerBuilder {
                 init: Some(snapshots::init_name(&id)),
             }),
             auto_remove: self.auto_remove,
-            detached: None,
+            detached: self.detach.clone(),
         };
         let options = self.run_options();
         let result = sd

@@ -17,6 +17,7 @@ use crate::model::{ContainerRecord, ContainerStatus, Detached};
 use crate::monitor::log::{self, LogEntry, LogFollower, LogQuery};
 use crate::monitor::{follow, logs, observed, try_wait, wait};
 use crate::monitor::{request_stop, DetachError, DetachOptions, STOP_FILE};
+use crate::monitor::{AttachEnd, AttachError, Attachment, DetachKeys};
 use crate::runtime::Runtime;
 
 use crate::monitor::query::POLL;
@@ -237,6 +238,51 @@ impl Runtime {
     ) -> Result<Option<i32>, ContainerError> {
         let r = self.state().load(id)?;
         follow(self.root(), id, LogFollower::at_end(&r.bundle), each)
+    }
+
+    /// Connects to the monitor of running detached container `id`, as
+    /// `docker attach` does: the [`Attachment`] copies its output as it
+    /// comes ([`Attachment::copy_output`]), its [`AttachInput`](crate::monitor::AttachInput) sends input
+    /// (when the container was made with stdin), closes the stdin, sizes
+    /// its terminal and detaches. Several attachments may be open at once;
+    /// each sees the output. No terminal is needed.
+    ///
+    /// # Errors
+    /// [`AttachError::NotRunning`], [`AttachError::Connect`], the record's.
+    pub fn attach_stream(&self, id: &str) -> Result<Attachment, AttachError> {
+        crate::monitor::attach::connect(self.root(), id)
+    }
+
+    /// Attaches the caller's streams to running detached container `id`:
+    /// `stdin` (read on a thread of its own) goes to the container until
+    /// its end, which closes the container's stdin, or until `keys`, which
+    /// detach; the output goes to `stdout` and `stderr`. Blocks until the
+    /// run ends ([`AttachEnd::Exited`] with its code) or the keys detach
+    /// ([`AttachEnd::Detached`], the container runs on). `None` for
+    /// `stdin`: output only (`docker attach --no-stdin`).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use image_runtime::monitor::{AttachEnd, DetachKeys};
+    /// # let rt: image_runtime::Runtime = todo!();
+    /// let input = std::io::Cursor::new(b"hello\n".to_vec());
+    /// let (mut out, mut err) = (Vec::new(), Vec::new());
+    /// let end = rt.attach_io("web", Some(Box::new(input)), &mut out, &mut err, DetachKeys::default())?;
+    /// assert_eq!(end, AttachEnd::Exited(Some(0)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Runtime::attach_stream`] and [`Attachment::copy_output`].
+    pub fn attach_io(
+        &self,
+        id: &str,
+        stdin: Option<Box<dyn std::io::Read + Send>>,
+        stdout: &mut dyn std::io::Write,
+        stderr: &mut dyn std::io::Write,
+        keys: DetachKeys,
+    ) -> Result<AttachEnd, AttachError> {
+        crate::monitor::attach::attach_io(self.root(), id, stdin, stdout, stderr, keys)
     }
 
     /// Stops container `id` (see [`Runtime::stop`]), waits for its monitor

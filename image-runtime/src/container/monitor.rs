@@ -15,6 +15,7 @@ use crate::backend::{Input, Output, Stdio};
 use crate::container::handle::Container;
 use crate::error::ContainerError;
 use crate::model::{ContainerStatus, Detached};
+use crate::monitor::attach::{self, Hub};
 use crate::monitor::log;
 use crate::monitor::{
     chain, kind_named, next_delay, read_report, report, should_restart, DetachError, DetachOptions,
@@ -124,6 +125,8 @@ struct Monitor {
     dir: PathBuf,
     detached: Detached,
     log: Arc<Mutex<log::LogWriter>>,
+    /// The attach socket's attachers and the run's stdin.
+    hub: Arc<Hub>,
 }
 
 impl Monitor {
@@ -133,12 +136,16 @@ impl Monitor {
         let detached = c.record.detached.clone().unwrap_or_default();
         let log = log::LogWriter::open(&dir, detached.log)
             .map_err(ContainerError::state(dir.join(log::LOG_FILE)))?;
+        // Before the monitor starts a thread of its own (the bind changes
+        // the process-wide umask for a moment).
+        let hub = Hub::listen(&dir).map_err(ContainerError::state(dir.join(attach::SOCKET)))?;
         Ok(Monitor {
             runtime,
             id: id.to_owned(),
             dir,
             detached,
             log: Arc::new(Mutex::new(log)),
+            hub,
         })
     }
 
@@ -222,18 +229,39 @@ impl Monitor {
         self.detached.finished_at = None;
         self.detached.boot_id = crate::model::boot_id();
         c.record.detached = Some(self.detached.clone());
+        let (stdin, keep) = self.stdin_of(&c)?;
+        let (master_tx, master_rx) = std::sync::mpsc::channel();
+        let stdin = match stdin {
+            Some(input) => Input::Terminal {
+                input,
+                master: master_tx,
+            },
+            None => Input::Null,
+        };
         let stdio = Stdio {
-            stdin: Input::Null,
+            stdin,
             stdout: Output::Fd(out_w),
             stderr: Output::Fd(err_w),
         };
         let mut running = c.start(stdio)?;
+        // A terminal's master is sent while the start makes it.
+        self.hub.begin_run(keep, master_rx.try_recv().ok());
         if first {
             report(&Report::Started);
         }
         let pumps = [
-            pump(out_r, "stdout", Arc::clone(&self.log)),
-            pump(err_r, "stderr", Arc::clone(&self.log)),
+            pump(
+                out_r,
+                "stdout",
+                Arc::clone(&self.log),
+                Arc::clone(&self.hub),
+            ),
+            pump(
+                err_r,
+                "stderr",
+                Arc::clone(&self.log),
+                Arc::clone(&self.hub),
+            ),
         ];
         let result = running.process.wait();
         let code = result.as_ref().ok().map(|e| e.status.code());
@@ -256,8 +284,37 @@ impl Monitor {
         c.record.status = ContainerStatus::Stopped;
         c.record.exit_code = code;
         c.record.detached = Some(self.detached.clone());
-        self.runtime.state().save(&c.record)?;
+        let saved = self.runtime.state().save(&c.record);
+        // Attachers read the exit from the record once disconnected.
+        self.hub.end_run();
+        saved?;
         Ok(code)
+    }
+
+    /// The container's stdin for one run, when it was made with stdin
+    /// (`-i`) or a terminal (whose master the monitor needs for window
+    /// sizes): the read end for the container, and the write end the
+    /// attachers' input goes to (`None` without `-i`: no input).
+    fn stdin_of(
+        &self,
+        c: &Container,
+    ) -> Result<(Option<OwnedFd>, Option<OwnedFd>), ContainerError> {
+        let spec = c.spec()?;
+        let wants_stdin = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::spec::ANNOTATION_STDIN))
+            .is_some_and(|v| v == "true");
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        if !wants_stdin && !terminal {
+            return Ok((None, None));
+        }
+        let (r, w) = pipe(&self.dir)?;
+        Ok((Some(r), wants_stdin.then_some(w)))
     }
 }
 
@@ -274,7 +331,13 @@ fn pump(
     fd: OwnedFd,
     stream: &'static str,
     log: Arc<Mutex<log::LogWriter>>,
+    hub: Arc<Hub>,
 ) -> std::thread::JoinHandle<()> {
+    let kind = if stream == "stderr" {
+        attach::OUT_STDERR
+    } else {
+        attach::OUT_STDOUT
+    };
     std::thread::spawn(move || {
         let mut file = std::fs::File::from(fd);
         let mut split = log::LineSplitter::default();
@@ -296,7 +359,10 @@ fn pump(
         loop {
             match file.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => split.feed(&buf[..n], &mut write),
+                Ok(n) => {
+                    hub.broadcast(kind, &buf[..n]);
+                    split.feed(&buf[..n], &mut write)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }

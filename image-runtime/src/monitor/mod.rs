@@ -43,6 +43,7 @@
 //! records it as stopped (exit code 255, as Docker shows it) and mounts
 //! its root filesystem again, so it can be started or removed.
 
+pub mod attach;
 pub mod log;
 pub(crate) mod query;
 
@@ -60,6 +61,7 @@ use crate::error::ContainerError;
 use crate::model::RestartPolicy;
 
 pub use crate::model::{Detached, LogOptions};
+pub use attach::{AttachEnd, AttachError, AttachInput, Attachment, DetachKeys, TerminalLink};
 pub use log::{LogEntry, LogFollower, LogQuery};
 
 /// The environment variable that marks a run of the program as a monitor

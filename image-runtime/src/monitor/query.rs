@@ -65,6 +65,50 @@ pub fn wait(
     }
 }
 
+/// Waits until container `id`'s run that followed `exits` recorded exits
+/// ends; its exit code (`None`: unknown, or the container was removed).
+///
+/// # Errors
+/// As [`crate::state::load`].
+pub(crate) fn wait_after(root: &Path, id: &str, exits: u64) -> Result<Option<i32>, ContainerError> {
+    until_ended(root, id, exits, || Ok(()))
+}
+
+/// Polls the record of `id` until its run that followed `exits` recorded
+/// exits is over (then its exit code; `None` when removed since), calling
+/// `between` after each read of the record and before its verdict (what
+/// `between` reads was then written before the record said so).
+fn until_ended(
+    root: &Path,
+    id: &str,
+    exits: u64,
+    mut between: impl FnMut() -> Result<(), ContainerError>,
+) -> Result<Option<i32>, ContainerError> {
+    loop {
+        let r = observed(root, id);
+        between()?;
+        let r = match r {
+            Ok(r) => r,
+            // Removed after its run (auto-removed): the run is over.
+            Err(ContainerError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if run_ended(&r, exits) {
+            return Ok(r.exit_code);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Whether the run of `r` that followed `exits` recorded exits is over.
+fn run_ended(r: &ContainerRecord, exits: u64) -> bool {
+    r.detached.as_ref().is_some_and(|d| d.exits > exits)
+        || !matches!(
+            r.status,
+            ContainerStatus::Running | ContainerStatus::Creating
+        )
+}
+
 /// The log entries of `id` and a follower continuing after them (see
 /// [`Runtime::logs`]).
 ///
@@ -96,27 +140,12 @@ pub fn follow(
     let first = observed(root, id)?;
     let exits = first.detached.as_ref().map_or(0, |d| d.exits);
     let dir = first.bundle.clone();
-    loop {
-        // Read the record first: what was logged before it said stopped
-        // is then all read by the poll below.
-        let r = observed(root, id);
+    // The record is read before the log: what was logged before it said
+    // stopped is then all read.
+    until_ended(root, id, exits, || {
         for e in follower.poll().map_err(ContainerError::state(&dir))? {
             each(&e);
         }
-        let r = match r {
-            Ok(r) => r,
-            // Removed after its run (auto-removed): the run is over.
-            Err(ContainerError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let ended = r.detached.as_ref().is_some_and(|d| d.exits > exits)
-            || !matches!(
-                r.status,
-                ContainerStatus::Running | ContainerStatus::Creating
-            );
-        if ended {
-            return Ok(r.exit_code);
-        }
-        std::thread::sleep(POLL);
-    }
+        Ok(())
+    })
 }

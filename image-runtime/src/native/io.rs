@@ -24,6 +24,8 @@ struct Pending {
     link: Option<super::tty::Link>,
     input: Option<(OwnedFd, Vec<u8>)>,
     copy_stdin: Option<OwnedFd>,
+    /// Copied from the first to the second (a descriptor into a master).
+    feed: Option<(OwnedFd, OwnedFd)>,
     stdout: Option<(OwnedFd, Output)>,
     stderr: Option<(OwnedFd, Output)>,
 }
@@ -81,7 +83,7 @@ pub(crate) fn prepare(stdio: Stdio, tty: Option<(u16, u16)>) -> std::io::Result<
     let stdin = match stdio.stdin {
         Input::Null => dev_null(false)?,
         Input::Inherit => high(std::io::stdin().as_fd())?,
-        Input::Fd(fd) => high(fd)?,
+        Input::Fd(fd) | Input::Terminal { input: fd, .. } => high(fd)?,
         Input::Bytes(b) => {
             let (r, w) = pipe()?;
             input = Some((w, b));
@@ -96,6 +98,7 @@ pub(crate) fn prepare(stdio: Stdio, tty: Option<(u16, u16)>) -> std::io::Result<
             link: None,
             input,
             copy_stdin,
+            feed: None,
             stdout,
             stderr,
         },
@@ -150,11 +153,20 @@ fn window(stdio: &Stdio, rows: u16, cols: u16) -> rustix::termios::Winsize {
 fn master_side(master: OwnedFd, stdio: Stdio) -> std::io::Result<Pending> {
     let mut input = None;
     let mut copy_stdin = None;
+    let mut feed = None;
     let caller = caller_terminal(&stdio);
     match stdio.stdin {
         Input::Bytes(b) => input = Some((master.try_clone()?, b)),
         Input::Inherit => copy_stdin = Some(master.try_clone()?),
-        Input::Fd(fd) => copy_stdin = Some(fd),
+        Input::Fd(fd) => feed = Some((fd, master.try_clone()?)),
+        Input::Terminal {
+            input: fd,
+            master: to,
+        } => {
+            feed = Some((fd, master.try_clone()?));
+            // The receiver may be gone: then nobody sizes the terminal.
+            let _ = to.send(master.try_clone()?);
+        }
         _ => {}
     }
     let link = match &caller {
@@ -171,6 +183,7 @@ fn master_side(master: OwnedFd, stdio: Stdio) -> std::io::Result<Pending> {
         link,
         input,
         copy_stdin,
+        feed,
         stdout,
         stderr: None,
     })
@@ -251,6 +264,12 @@ impl Pending {
             std::thread::spawn(move || {
                 let mut w = File::from(fd);
                 let _ = std::io::copy(&mut std::io::stdin(), &mut w);
+            });
+        }
+        if let Some((from, to)) = pending.feed {
+            // Ends with its input (the terminal stays open).
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut File::from(from), &mut File::from(to));
             });
         }
         Pumps::new(

@@ -108,7 +108,7 @@ mod plan;
 mod seccomp;
 mod spawner;
 mod syscalls;
-mod tty;
+pub(crate) mod tty;
 
 pub use self::seccomp::{compile as compile_seccomp, SeccompCompileError};
 

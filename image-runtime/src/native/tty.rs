@@ -8,7 +8,9 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::termios::{tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize, OptionalActions, Termios};
+use rustix::termios::{
+    tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize, OptionalActions, Termios, Winsize,
+};
 use signal_hook::consts::SIGWINCH;
 use signal_hook::iterator::{Handle, Signals};
 
@@ -37,6 +39,22 @@ impl Link {
     /// The terminal's attributes could not be read or set; the signal
     /// handler could not be installed.
     pub(crate) fn new(terminal: impl AsFd, master: &OwnedFd) -> std::io::Result<Option<Link>> {
+        let to = master.try_clone()?;
+        Link::with_resize(terminal, move |ws| {
+            let _ = tcsetwinsize(&to, ws);
+        })
+    }
+
+    /// Links the caller's terminal `terminal` to whatever `resize` sizes:
+    /// raw mode now, `resize` called with each new window size on
+    /// `SIGWINCH`. `None` when `terminal` is no terminal.
+    ///
+    /// # Errors
+    /// As [`Link::new`].
+    pub(crate) fn with_resize(
+        terminal: impl AsFd,
+        resize: impl Fn(Winsize) + Send + 'static,
+    ) -> std::io::Result<Option<Link>> {
         if !rustix::termios::isatty(&terminal) {
             return Ok(None);
         }
@@ -44,11 +62,11 @@ impl Link {
         let saved = tcgetattr(&terminal)?;
         let mut signals = Signals::new([SIGWINCH])?;
         let winch = signals.handle();
-        let (from, to) = (terminal.try_clone()?, master.try_clone()?);
+        let from = terminal.try_clone()?;
         std::thread::spawn(move || {
             for _ in signals.forever() {
                 if let Ok(ws) = tcgetwinsize(&from) {
-                    let _ = tcsetwinsize(&to, ws);
+                    resize(ws);
                 }
             }
         });
