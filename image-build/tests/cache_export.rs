@@ -7,8 +7,10 @@
 //! unless CI=true, where it fails.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use image_build::build::{BuildEvent, BuildOptions, BuildResult, Builder};
 use image_build::cache::export::{
@@ -19,10 +21,12 @@ use image_build::cache::{Cache, CacheKey, CachedLayer};
 use image_build::ImageBuilder;
 use image_core::config::History;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
-use image_core::{Classify, Digest, ErrorKind, Index, Platform};
+use image_core::{Classify, Descriptor, Digest, ErrorKind, Index, Platform};
 use image_runtime::snapshots::Snapshots;
 use image_runtime::{NativeOptions, Runtime};
-use image_store::{copy_tag, Ingester, OciDir, Provider, TagStore};
+use image_store::{
+    copy_tag, ContentError, Info, Ingester, OciDir, Provider, TagError, TagStore, Tagged,
+};
 
 const BASE: &str = "test.local/busybox:1";
 const APPLETS: &[&str] = &["sh", "cat", "echo", "rm"];
@@ -362,33 +366,7 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
 
     // A real record beside forged entries: one under another key, one with
     // a key that is no digest, one without a key.
-    let store_cache = Cache::open(&src).expect("cache");
-    let blob = b"not really a layer".to_vec();
-    let digest = src.write_blob(&blob).expect("layer");
-    let layer = image_build::Layer {
-        descriptor: image_core::manifest::descriptor(
-            &image_core::MediaType::OciLayerGzip,
-            &digest,
-            blob.len() as u64,
-        ),
-        diff_id: Digest::sha256(b"x"),
-    };
-    let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child("RUN x", &[]);
-    store_cache
-        .record(
-            &key,
-            &CachedLayer {
-                layer: layer.clone(),
-                created_by: "RUN x".into(),
-                created: None,
-            },
-        )
-        .expect("record");
-    store_cache.flush().expect("flush");
-    let used = store_cache.used();
-    assert_eq!(used.len(), 1);
-    let out = OciDir::open_or_create(tmp.path().join("out")).expect("out");
-    let report = export(&src, &used, None, &out, DEFAULT_NAME).expect("export");
+    let (key, out, report) = one_record_exported(&src, &tmp.path().join("out"));
     let index = read_index(&out, &report.descriptor);
     let real = index.manifests()[0].clone();
     let forged = |k: Option<&str>| {
@@ -415,6 +393,117 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     let found = Cache::open(&dst).expect("cache");
     assert!(found.lookup(&key).expect("lookup").is_some());
     assert_eq!(found.stats().records, 1, "only the real record is tagged");
+}
+
+/// A record of one made-up layer in `src`'s cache, exported into a new
+/// layout at `dir`: its key, the layout and the export's report.
+fn one_record_exported(
+    src: &OciDir,
+    dir: &Path,
+) -> (CacheKey, OciDir, image_build::cache::export::ExportReport) {
+    let store_cache = Cache::open(src).expect("cache");
+    let blob = b"not really a layer".to_vec();
+    let digest = src.write_blob(&blob).expect("layer");
+    let layer = image_build::Layer {
+        descriptor: image_core::manifest::descriptor(
+            &image_core::MediaType::OciLayerGzip,
+            &digest,
+            blob.len() as u64,
+        ),
+        diff_id: Digest::sha256(b"x"),
+    };
+    let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child("RUN x", &[]);
+    store_cache
+        .record(
+            &key,
+            &CachedLayer {
+                layer,
+                created_by: "RUN x".into(),
+                created: None,
+            },
+        )
+        .expect("record");
+    store_cache.flush().expect("flush");
+    let used = store_cache.used();
+    assert_eq!(used.len(), 1);
+    let out = OciDir::open_or_create(dir).expect("out");
+    let report = export(src, &used, None, &out, DEFAULT_NAME).expect("export");
+    (key, out, report)
+}
+
+/// A source that counts the reads of each blob.
+struct CountingSource<'a> {
+    inner: &'a OciDir,
+    reads: Mutex<HashMap<Digest, usize>>,
+}
+
+impl Provider for CountingSource<'_> {
+    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
+        *self
+            .reads
+            .lock()
+            .unwrap()
+            .entry(digest.clone())
+            .or_default() += 1;
+        self.inner.reader(digest)
+    }
+
+    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
+        self.inner.try_info(digest)
+    }
+}
+
+impl TagStore for CountingSource<'_> {
+    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
+        self.inner.tags()
+    }
+
+    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
+        self.inner.set_tag(name, descriptor)
+    }
+
+    fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
+        self.inner.remove_tag(name)
+    }
+}
+
+/// An import reads each blob of the source once: a record's manifest and
+/// config are checked, then written into the store from the bytes read
+/// (not read, verified and parsed again), its layer copied once.
+#[test]
+fn an_import_reads_each_blob_of_the_source_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = OciDir::open_or_create(tmp.path().join("src")).expect("src");
+    let (key, out, _) = one_record_exported(&src, &tmp.path().join("out"));
+    let counting = CountingSource {
+        inner: &out,
+        reads: Mutex::new(HashMap::new()),
+    };
+    let dst = OciDir::open_or_create(tmp.path().join("dst")).expect("dst");
+    let r = import(&counting, DEFAULT_NAME, &dst, None).expect("import");
+    assert_eq!((r.records, r.foreign, r.copied), (1, 0, 3));
+    let reads = counting.reads.into_inner().unwrap();
+    assert_eq!(
+        reads.len(),
+        4,
+        "the index and the record's three blobs: {reads:?}"
+    );
+    assert!(reads.values().all(|&n| n == 1), "{reads:?}");
+    // What was written is the record, whole and verified.
+    let found = Cache::open(&dst).expect("cache");
+    assert!(found.lookup(&key).expect("lookup").is_some());
+    let index = out.resolve_tag(DEFAULT_NAME).expect("index");
+    for digest in reads
+        .keys()
+        .filter(|d| d.to_string() != index.digest().to_string())
+    {
+        dst.read_blob_to_vec(digest, 1 << 20)
+            .expect("copied and verified");
+    }
+    // A second import finds every blob present: it writes none, and still
+    // reads each once at most (to check the records).
+    let again = import(&out, DEFAULT_NAME, &dst, None).expect("again");
+    assert_eq!((again.records, again.copied), (1, 0));
 }
 
 // ---- cache mounts ------------------------------------------------------
