@@ -291,9 +291,15 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         NetworkArg::Host => Network::Host,
     };
     let s = store.open()?;
-    let runtime = a.places.runtime(store, RuntimeArg::Native)?;
+    let state = a.places.state_dir(store)?;
+    let runtime = cache::import_beside(
+        &s,
+        &cache_from,
+        &a.reach,
+        || a.places.runtime(store, RuntimeArg::Native),
+        &state,
+    )?;
     let mount_root = image_build::mounts::cache_dir_root(runtime.root());
-    cache::import_all(&s, &cache_from, &a.reach, &mount_root);
     let builder = Builder::new(&s, &runtime);
     let mode = match a.progress {
         ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressArg::Tty,
