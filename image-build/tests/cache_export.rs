@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use image_build::build::{BuildEvent, BuildOptions, BuildResult, Builder};
 use image_build::cache::export::{
@@ -24,9 +24,13 @@ use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::{Classify, Descriptor, Digest, ErrorKind, Index, Platform};
 use image_runtime::snapshots::Snapshots;
 use image_runtime::{NativeOptions, Runtime};
+use image_store::fs::{Op, Target};
 use image_store::{
     copy_tag, ContentError, Info, Ingester, OciDir, Provider, TagError, TagStore, Tagged,
 };
+
+mod recording;
+use recording::Recording;
 
 const BASE: &str = "test.local/busybox:1";
 const APPLETS: &[&str] = &["sh", "cat", "echo", "rm"];
@@ -41,6 +45,11 @@ struct Machine {
 impl Machine {
     fn new(dir: &Path) -> Machine {
         let store = OciDir::open_or_create(dir.join("store")).expect("store");
+        Machine::with_store(dir, store)
+    }
+
+    /// A machine at `dir` whose store is `store`.
+    fn with_store(dir: &Path, store: OciDir) -> Machine {
         let snapshots = Snapshots::open_default(&dir.join("snapshots")).expect("snapshots");
         let runtime = Runtime::native(&dir.join("state"), NativeOptions::default())
             .expect("runtime")
@@ -504,6 +513,81 @@ fn an_import_reads_each_blob_of_the_source_once() {
     // reads each once at most (to check the records).
     let again = import(&out, DEFAULT_NAME, &dst, None).expect("again");
     assert_eq!((again.records, again.copied), (1, 0));
+}
+
+/// What `imagectl build --cache-from` does, on a store whose seam records
+/// every call: the import and the build go through one deferring handle
+/// (`image_store::durability`). Neither syncs a blob as it writes it;
+/// before each `index.json` write (the import's records, then the image's
+/// tag) every blob renamed into the store since the last one is synced,
+/// after its rename, and then its directory, once; when the build returns
+/// no blob waits unsynced. So no tag reaches a blob a power loss could
+/// take back, with one pass per tag instead of two syncs per blob.
+#[test]
+fn an_imported_build_syncs_its_blobs_in_one_pass_before_each_tag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some((a, _)) = machines(tmp.path()) else {
+        return;
+    };
+    let ctx = context(&tmp.path().join("checkout"), 0, 1_800_000_000);
+    let (built, _) = a.build(MULTI, &ctx, |_| {});
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let records = select(&built.cache_records, CacheMode::Max, &built.manifest);
+    export(&a.store, &records, None, &layout, DEFAULT_NAME).expect("export");
+
+    let fs = Arc::new(Recording::default());
+    let dir = tmp.path().join("machine-c");
+    let store = OciDir::open_or_create_with(dir.join("store"), fs.clone()).expect("store");
+    copy_tag(&a.store, BASE, &store, None).expect("base on C");
+    let c = Machine::with_store(&dir, store.deferring_sync());
+    fs.take();
+    import(&layout, DEFAULT_NAME, &c.store, None).expect("import");
+    let (rebuilt, events) = c.build(MULTI, &ctx, |o| o.tags = vec!["test.local/c:1".into()]);
+    assert_eq!(runs_executed(&events), 0);
+    assert_eq!(rebuilt.manifest.digest(), built.manifest.digest());
+    // What imagectl does last: nothing is left to sync.
+    let calls = fs.take();
+    c.store.sync_deferred().expect("sync");
+    assert_eq!(fs.take(), [], "nothing pending after the tag");
+
+    let blob = |op: Op| move |c: &&(Op, Target)| **c == (op, Target::Blob);
+    let mut tags = 0;
+    for part in calls.split_inclusive(|c| *c == (Op::Rename, Target::Index)) {
+        let renamed = part.iter().filter(blob(Op::Rename)).count();
+        if part.last() != Some(&(Op::Rename, Target::Index)) {
+            assert_eq!(
+                renamed, 0,
+                "a blob left unsynced after the last tag: {part:?}"
+            );
+            continue;
+        }
+        tags += 1;
+        assert!(renamed > 0, "each tag follows its blobs: {part:?}");
+        let synced = part.iter().filter(blob(Op::SyncFile)).count();
+        assert!(
+            synced >= renamed,
+            "every blob synced before the tag: {part:?}"
+        );
+        let last_rename = part.iter().rposition(|c| *c == (Op::Rename, Target::Blob));
+        let first_sync = part
+            .iter()
+            .position(|c| matches!(c, (Op::SyncFile | Op::SyncDir, Target::Blob)));
+        assert!(
+            first_sync > last_rename,
+            "no sync as blobs are written: {part:?}"
+        );
+        let dirs: Vec<usize> = (0..part.len())
+            .filter(|&i| part[i] == (Op::SyncDir, Target::Blob))
+            .collect();
+        let last_file = part
+            .iter()
+            .rposition(|c| *c == (Op::SyncFile, Target::Blob));
+        assert!(
+            !dirs.is_empty() && dirs.len() <= 2 && dirs.iter().all(|&d| Some(d) > last_file),
+            "the directories once, after the files: {part:?}"
+        );
+    }
+    assert_eq!(tags, 2, "the import's records, then the image: {calls:?}");
 }
 
 // ---- cache mounts ------------------------------------------------------

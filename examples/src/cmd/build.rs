@@ -290,7 +290,10 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,
     };
-    let s = store.open()?;
+    // A build is a batch of blobs followed by its tags: they are synced in
+    // one pass before each `index.json` write (see
+    // image_store::durability), not twice each as they are written.
+    let s = store.open()?.deferring_sync();
     let state = a.places.state_dir(store)?;
     let runtime = cache::import_beside(
         &s,
@@ -331,6 +334,10 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         built
     };
     let result = built?;
+    // Tagged, the image's blobs were synced before the tag; untagged, they
+    // are synced now: either way durable when the command returns.
+    s.sync_deferred()
+        .context("syncing the image's blobs to the disk")?;
     for c in &cache_to {
         cache::export_to(&s, &result, c, &a.reach, &mount_root)?;
     }
