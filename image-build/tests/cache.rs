@@ -3,8 +3,6 @@
 //! the snapshots of cached layers on both snapshot drivers.
 
 use std::collections::HashSet;
-use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,23 +14,18 @@ use image_build::cache::{
 use image_build::Layer;
 use image_core::manifest::descriptor;
 use image_core::{
-    Algorithm, Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType,
-    Platform,
+    Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType, Platform,
 };
 use image_overlay::image_unpack::ImageUnpackOptions;
 use image_overlay::snapshot::{CopySnapshotter, Kind, OverlaySnapshotter, Snapshotter};
-use image_store::content::{ContentWriter, Info, IngestStatus};
 use image_store::fs::{Op, Target};
-use image_store::{
-    ContentError, GcOptions, Ingester, Leases, Manager, OciDir, Provider, TagError, TagStore,
-    Tagged,
-};
+use image_store::{GcOptions, Ingester, Leases, Manager, OciDir, Provider, TagStore};
 use image_testsupport::codec::gzip;
 use image_testsupport::store::oci_dir;
 use image_testsupport::tar::{archive, Entry};
 
 mod recording;
-use recording::Recording;
+use recording::{CountingReads, Recording};
 
 fn amd64() -> Platform {
     Platform::new("linux", "amd64")
@@ -531,51 +524,6 @@ fn a_cached_rebuild_writes_and_syncs_nothing() {
 
 // ---- hostile records ---------------------------------------------------------
 
-/// A store seen through a counter of blob reads (every read of a blob,
-/// whole or streamed, opens a reader).
-struct CountingReads<'a> {
-    store: &'a OciDir,
-    readers: AtomicUsize,
-}
-
-impl Provider for CountingReads<'_> {
-    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
-        self.readers.fetch_add(1, Ordering::SeqCst);
-        self.store.reader(digest)
-    }
-    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
-        self.store.try_info(digest)
-    }
-}
-
-impl Ingester for CountingReads<'_> {
-    fn writer_with(
-        &self,
-        reference: &str,
-        algorithm: Algorithm,
-    ) -> Result<Box<dyn ContentWriter>, ContentError> {
-        self.store.writer_with(reference, algorithm)
-    }
-    fn abort(&self, reference: &str) -> Result<(), ContentError> {
-        self.store.abort(reference)
-    }
-    fn ingests(&self) -> Result<Vec<IngestStatus>, ContentError> {
-        self.store.ingests()
-    }
-}
-
-impl TagStore for CountingReads<'_> {
-    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
-        self.store.tags()
-    }
-    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
-        self.store.set_tag(name, descriptor)
-    }
-    fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
-        self.store.remove_tag(name)
-    }
-}
-
 /// Tags `manifest` (written to the store) as the record of `key` with the
 /// annotation `note`.
 fn forge(store: &OciDir, key: &CacheKey, manifest: &Manifest, note: Option<String>) {
@@ -700,10 +648,7 @@ fn hostile_records_are_misses_and_bounded() {
         .set_tag(&format!("{CACHE_REPOSITORY}:latest"), &fine.descriptor())
         .expect("tag");
 
-    let counting = CountingReads {
-        store: &store,
-        readers: AtomicUsize::new(0),
-    };
+    let counting = CountingReads::new(&store);
     let cache = Cache::open(&counting).expect("open");
     for k in &keys[..5] {
         assert_eq!(cache.lookup(k).expect("lookup"), None, "{k}");
@@ -717,7 +662,7 @@ fn hostile_records_are_misses_and_bounded() {
         })
     );
     assert_eq!(
-        counting.readers.load(Ordering::SeqCst),
+        counting.reads().values().sum::<usize>(),
         0,
         "a blob was read"
     );

@@ -7,10 +7,9 @@
 //! unless CI=true, where it fails.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use image_build::build::{BuildEvent, BuildOptions, BuildResult, Builder};
 use image_build::cache::export::{
@@ -21,16 +20,14 @@ use image_build::cache::{Cache, CacheKey, CachedLayer};
 use image_build::ImageBuilder;
 use image_core::config::History;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
-use image_core::{Classify, Descriptor, Digest, ErrorKind, Index, Platform};
+use image_core::{Classify, Digest, ErrorKind, Index, Platform};
 use image_runtime::snapshots::Snapshots;
 use image_runtime::{NativeOptions, Runtime};
 use image_store::fs::{Op, Target};
-use image_store::{
-    copy_tag, ContentError, Info, Ingester, OciDir, Provider, TagError, TagStore, Tagged,
-};
+use image_store::{copy_tag, Ingester, OciDir, Provider, TagStore};
 
 mod recording;
-use recording::Recording;
+use recording::{CountingReads, Recording};
 
 const BASE: &str = "test.local/busybox:1";
 const APPLETS: &[&str] = &["sh", "cat", "echo", "rm"];
@@ -440,42 +437,6 @@ fn one_record_exported(
     (key, out, report)
 }
 
-/// A source that counts the reads of each blob.
-struct CountingSource<'a> {
-    inner: &'a OciDir,
-    reads: Mutex<HashMap<Digest, usize>>,
-}
-
-impl Provider for CountingSource<'_> {
-    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
-        *self
-            .reads
-            .lock()
-            .unwrap()
-            .entry(digest.clone())
-            .or_default() += 1;
-        self.inner.reader(digest)
-    }
-
-    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
-        self.inner.try_info(digest)
-    }
-}
-
-impl TagStore for CountingSource<'_> {
-    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
-        self.inner.tags()
-    }
-
-    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
-        self.inner.set_tag(name, descriptor)
-    }
-
-    fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
-        self.inner.remove_tag(name)
-    }
-}
-
 /// An import reads each blob of the source once: a record's manifest and
 /// config are checked, then written into the store from the bytes read
 /// (not read, verified and parsed again), its layer copied once.
@@ -484,14 +445,11 @@ fn an_import_reads_each_blob_of_the_source_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = OciDir::open_or_create(tmp.path().join("src")).expect("src");
     let (key, out, _) = one_record_exported(&src, &tmp.path().join("out"));
-    let counting = CountingSource {
-        inner: &out,
-        reads: Mutex::new(HashMap::new()),
-    };
+    let counting = CountingReads::new(&out);
     let dst = OciDir::open_or_create(tmp.path().join("dst")).expect("dst");
     let r = import(&counting, DEFAULT_NAME, &dst, None).expect("import");
     assert_eq!((r.records, r.foreign, r.copied), (1, 0, 3));
-    let reads = counting.reads.into_inner().unwrap();
+    let reads = counting.reads();
     assert_eq!(
         reads.len(),
         4,

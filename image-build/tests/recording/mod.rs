@@ -1,10 +1,17 @@
-//! A store seam that records every mutation, by kind and target, for the
-//! tests of the cache's writes and syncs.
+//! What the cache's tests watch a store through: a seam that records
+//! every mutation, by kind and target, and a view that counts the reads of
+//! each blob.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
 
+use image_core::{Algorithm, Descriptor, Digest};
+use image_store::content::{ContentWriter, Info, IngestStatus};
 use image_store::fs::{Fs, Op, RealFs, Root, Target};
+use image_store::{ContentError, Ingester, OciDir, Provider, TagError, TagStore, Tagged};
 
 /// A seam that records every mutation of the store, by kind and target.
 #[derive(Debug, Default)]
@@ -63,5 +70,70 @@ impl Fs for Recording {
     fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
         self.note(Op::RemoveDir, t);
         RealFs.remove_dir(t, r, p)
+    }
+}
+
+/// A store seen through a counter of blob reads (every read of a blob,
+/// whole or streamed, opens a reader).
+pub struct CountingReads<'a> {
+    store: &'a OciDir,
+    reads: Mutex<HashMap<Digest, usize>>,
+}
+
+impl<'a> CountingReads<'a> {
+    /// `store`, with no read counted yet.
+    pub fn new(store: &'a OciDir) -> Self {
+        CountingReads {
+            store,
+            reads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many readers each blob had so far.
+    pub fn reads(&self) -> HashMap<Digest, usize> {
+        self.reads.lock().expect("reads").clone()
+    }
+}
+
+impl Provider for CountingReads<'_> {
+    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
+        *self
+            .reads
+            .lock()
+            .expect("reads")
+            .entry(digest.clone())
+            .or_default() += 1;
+        self.store.reader(digest)
+    }
+    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
+        self.store.try_info(digest)
+    }
+}
+
+impl Ingester for CountingReads<'_> {
+    fn writer_with(
+        &self,
+        reference: &str,
+        algorithm: Algorithm,
+    ) -> Result<Box<dyn ContentWriter>, ContentError> {
+        self.store.writer_with(reference, algorithm)
+    }
+    fn abort(&self, reference: &str) -> Result<(), ContentError> {
+        self.store.abort(reference)
+    }
+    fn ingests(&self) -> Result<Vec<IngestStatus>, ContentError> {
+        self.store.ingests()
+    }
+}
+
+impl TagStore for CountingReads<'_> {
+    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
+        self.store.tags()
+    }
+    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
+        self.store.set_tag(name, descriptor)
+    }
+    fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
+        self.store.remove_tag(name)
     }
 }
