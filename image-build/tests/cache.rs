@@ -3,10 +3,6 @@
 //! the snapshots of cached layers on both snapshot drivers.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,20 +14,18 @@ use image_build::cache::{
 use image_build::Layer;
 use image_core::manifest::descriptor;
 use image_core::{
-    Algorithm, Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType,
-    Platform,
+    Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Manifest, MediaType, Platform,
 };
 use image_overlay::image_unpack::ImageUnpackOptions;
 use image_overlay::snapshot::{CopySnapshotter, Kind, OverlaySnapshotter, Snapshotter};
-use image_store::content::{ContentWriter, Info, IngestStatus};
-use image_store::fs::{Fs, Op, RealFs, Root, Target};
-use image_store::{
-    ContentError, GcOptions, Ingester, Leases, Manager, OciDir, Provider, TagError, TagStore,
-    Tagged,
-};
+use image_store::fs::{Op, Target};
+use image_store::{GcOptions, Ingester, Leases, Manager, OciDir, Provider, TagStore};
 use image_testsupport::codec::gzip;
 use image_testsupport::store::oci_dir;
 use image_testsupport::tar::{archive, Entry};
+
+mod recording;
+use recording::{CountingReads, Recording};
 
 fn amd64() -> Platform {
     Platform::new("linux", "amd64")
@@ -473,65 +467,6 @@ fn concurrent_builders_both_keep_their_records() {
     }
 }
 
-/// A seam that records every mutation of the store, by kind and target.
-#[derive(Debug, Default)]
-struct Recording {
-    calls: std::sync::Mutex<Vec<(Op, Target)>>,
-}
-
-impl Recording {
-    fn note(&self, op: Op, target: Target) {
-        self.calls.lock().expect("calls").push((op, target));
-    }
-
-    fn take(&self) -> Vec<(Op, Target)> {
-        std::mem::take(&mut *self.calls.lock().expect("calls"))
-    }
-}
-
-impl Fs for Recording {
-    fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
-        self.note(Op::CreateDir, t);
-        RealFs.create_dir_all(t, r, p)
-    }
-    fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> std::io::Result<File> {
-        self.note(Op::CreateTemp, t);
-        RealFs.open_temp(t, r, p, truncate)
-    }
-    fn write(&self, t: Target, f: &mut File, buf: &[u8]) -> std::io::Result<usize> {
-        self.note(Op::Write, t);
-        RealFs.write(t, f, buf)
-    }
-    fn set_len(&self, t: Target, f: &File, len: u64) -> std::io::Result<()> {
-        self.note(Op::SetLen, t);
-        RealFs.set_len(t, f, len)
-    }
-    fn sync_file(&self, t: Target, f: &File) -> std::io::Result<()> {
-        self.note(Op::SyncFile, t);
-        RealFs.sync_file(t, f)
-    }
-    fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.note(Op::Rename, t);
-        RealFs.rename(t, r, from, to)
-    }
-    fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> std::io::Result<()> {
-        self.note(Op::SyncDir, t);
-        RealFs.sync_dir(t, r, d)
-    }
-    fn remove_file(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
-        self.note(Op::RemoveFile, t);
-        RealFs.remove_file(t, r, p)
-    }
-    fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
-        self.note(Op::RemoveDir, t);
-        RealFs.remove_dir_all(t, r, p)
-    }
-    fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> std::io::Result<()> {
-        self.note(Op::RemoveDir, t);
-        RealFs.remove_dir(t, r, p)
-    }
-}
-
 /// A fully cached rebuild of ten steps (open, ten hits, a flush of
 /// nothing) changes nothing in the store but the build's own lease: no
 /// blob or `index.json` written, nothing synced or renamed; and the first
@@ -588,51 +523,6 @@ fn a_cached_rebuild_writes_and_syncs_nothing() {
 }
 
 // ---- hostile records ---------------------------------------------------------
-
-/// A store seen through a counter of blob reads (every read of a blob,
-/// whole or streamed, opens a reader).
-struct CountingReads<'a> {
-    store: &'a OciDir,
-    readers: AtomicUsize,
-}
-
-impl Provider for CountingReads<'_> {
-    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
-        self.readers.fetch_add(1, Ordering::SeqCst);
-        self.store.reader(digest)
-    }
-    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
-        self.store.try_info(digest)
-    }
-}
-
-impl Ingester for CountingReads<'_> {
-    fn writer_with(
-        &self,
-        reference: &str,
-        algorithm: Algorithm,
-    ) -> Result<Box<dyn ContentWriter>, ContentError> {
-        self.store.writer_with(reference, algorithm)
-    }
-    fn abort(&self, reference: &str) -> Result<(), ContentError> {
-        self.store.abort(reference)
-    }
-    fn ingests(&self) -> Result<Vec<IngestStatus>, ContentError> {
-        self.store.ingests()
-    }
-}
-
-impl TagStore for CountingReads<'_> {
-    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
-        self.store.tags()
-    }
-    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
-        self.store.set_tag(name, descriptor)
-    }
-    fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
-        self.store.remove_tag(name)
-    }
-}
 
 /// Tags `manifest` (written to the store) as the record of `key` with the
 /// annotation `note`.
@@ -758,10 +648,7 @@ fn hostile_records_are_misses_and_bounded() {
         .set_tag(&format!("{CACHE_REPOSITORY}:latest"), &fine.descriptor())
         .expect("tag");
 
-    let counting = CountingReads {
-        store: &store,
-        readers: AtomicUsize::new(0),
-    };
+    let counting = CountingReads::new(&store);
     let cache = Cache::open(&counting).expect("open");
     for k in &keys[..5] {
         assert_eq!(cache.lookup(k).expect("lookup"), None, "{k}");
@@ -775,7 +662,7 @@ fn hostile_records_are_misses_and_bounded() {
         })
     );
     assert_eq!(
-        counting.readers.load(Ordering::SeqCst),
+        counting.reads().values().sum::<usize>(),
         0,
         "a blob was read"
     );

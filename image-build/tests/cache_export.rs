@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image_build::build::{BuildEvent, BuildOptions, BuildResult, Builder};
 use image_build::cache::export::{
@@ -22,7 +23,11 @@ use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::{Classify, Digest, ErrorKind, Index, Platform};
 use image_runtime::snapshots::Snapshots;
 use image_runtime::{NativeOptions, Runtime};
+use image_store::fs::{Op, Target};
 use image_store::{copy_tag, Ingester, OciDir, Provider, TagStore};
+
+mod recording;
+use recording::{CountingReads, Recording};
 
 const BASE: &str = "test.local/busybox:1";
 const APPLETS: &[&str] = &["sh", "cat", "echo", "rm"];
@@ -37,6 +42,11 @@ struct Machine {
 impl Machine {
     fn new(dir: &Path) -> Machine {
         let store = OciDir::open_or_create(dir.join("store")).expect("store");
+        Machine::with_store(dir, store)
+    }
+
+    /// A machine at `dir` whose store is `store`.
+    fn with_store(dir: &Path, store: OciDir) -> Machine {
         let snapshots = Snapshots::open_default(&dir.join("snapshots")).expect("snapshots");
         let runtime = Runtime::native(&dir.join("state"), NativeOptions::default())
             .expect("runtime")
@@ -362,33 +372,7 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
 
     // A real record beside forged entries: one under another key, one with
     // a key that is no digest, one without a key.
-    let store_cache = Cache::open(&src).expect("cache");
-    let blob = b"not really a layer".to_vec();
-    let digest = src.write_blob(&blob).expect("layer");
-    let layer = image_build::Layer {
-        descriptor: image_core::manifest::descriptor(
-            &image_core::MediaType::OciLayerGzip,
-            &digest,
-            blob.len() as u64,
-        ),
-        diff_id: Digest::sha256(b"x"),
-    };
-    let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child("RUN x", &[]);
-    store_cache
-        .record(
-            &key,
-            &CachedLayer {
-                layer: layer.clone(),
-                created_by: "RUN x".into(),
-                created: None,
-            },
-        )
-        .expect("record");
-    store_cache.flush().expect("flush");
-    let used = store_cache.used();
-    assert_eq!(used.len(), 1);
-    let out = OciDir::open_or_create(tmp.path().join("out")).expect("out");
-    let report = export(&src, &used, None, &out, DEFAULT_NAME).expect("export");
+    let (key, out, report) = one_record_exported(&src, &tmp.path().join("out"));
     let index = read_index(&out, &report.descriptor);
     let real = index.manifests()[0].clone();
     let forged = |k: Option<&str>| {
@@ -415,6 +399,153 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     let found = Cache::open(&dst).expect("cache");
     assert!(found.lookup(&key).expect("lookup").is_some());
     assert_eq!(found.stats().records, 1, "only the real record is tagged");
+}
+
+/// A record of one made-up layer in `src`'s cache, exported into a new
+/// layout at `dir`: its key, the layout and the export's report.
+fn one_record_exported(
+    src: &OciDir,
+    dir: &Path,
+) -> (CacheKey, OciDir, image_build::cache::export::ExportReport) {
+    let store_cache = Cache::open(src).expect("cache");
+    let blob = b"not really a layer".to_vec();
+    let digest = src.write_blob(&blob).expect("layer");
+    let layer = image_build::Layer {
+        descriptor: image_core::manifest::descriptor(
+            &image_core::MediaType::OciLayerGzip,
+            &digest,
+            blob.len() as u64,
+        ),
+        diff_id: Digest::sha256(b"x"),
+    };
+    let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child("RUN x", &[]);
+    store_cache
+        .record(
+            &key,
+            &CachedLayer {
+                layer,
+                created_by: "RUN x".into(),
+                created: None,
+            },
+        )
+        .expect("record");
+    store_cache.flush().expect("flush");
+    let used = store_cache.used();
+    assert_eq!(used.len(), 1);
+    let out = OciDir::open_or_create(dir).expect("out");
+    let report = export(src, &used, None, &out, DEFAULT_NAME).expect("export");
+    (key, out, report)
+}
+
+/// An import reads each blob of the source once: a record's manifest and
+/// config are checked, then written into the store from the bytes read
+/// (not read, verified and parsed again), its layer copied once.
+#[test]
+fn an_import_reads_each_blob_of_the_source_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = OciDir::open_or_create(tmp.path().join("src")).expect("src");
+    let (key, out, _) = one_record_exported(&src, &tmp.path().join("out"));
+    let counting = CountingReads::new(&out);
+    let dst = OciDir::open_or_create(tmp.path().join("dst")).expect("dst");
+    let r = import(&counting, DEFAULT_NAME, &dst, None).expect("import");
+    assert_eq!((r.records, r.foreign, r.copied), (1, 0, 3));
+    let reads = counting.reads();
+    assert_eq!(
+        reads.len(),
+        4,
+        "the index and the record's three blobs: {reads:?}"
+    );
+    assert!(reads.values().all(|&n| n == 1), "{reads:?}");
+    // What was written is the record, whole and verified.
+    let found = Cache::open(&dst).expect("cache");
+    assert!(found.lookup(&key).expect("lookup").is_some());
+    let index = out.resolve_tag(DEFAULT_NAME).expect("index");
+    for digest in reads
+        .keys()
+        .filter(|d| d.to_string() != index.digest().to_string())
+    {
+        dst.read_blob_to_vec(digest, 1 << 20)
+            .expect("copied and verified");
+    }
+    // A second import finds every blob present: it writes none, and still
+    // reads each once at most (to check the records).
+    let again = import(&out, DEFAULT_NAME, &dst, None).expect("again");
+    assert_eq!((again.records, again.copied), (1, 0));
+}
+
+/// What `imagectl build --cache-from` does, on a store whose seam records
+/// every call: the import and the build go through one deferring handle
+/// (`image_store::durability`). Neither syncs a blob as it writes it;
+/// before each `index.json` write (the import's records, then the image's
+/// tag) every blob renamed into the store since the last one is synced,
+/// after its rename, and then its directory, once; when the build returns
+/// no blob waits unsynced. So no tag reaches a blob a power loss could
+/// take back, with one pass per tag instead of two syncs per blob.
+#[test]
+fn an_imported_build_syncs_its_blobs_in_one_pass_before_each_tag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some((a, _)) = machines(tmp.path()) else {
+        return;
+    };
+    let ctx = context(&tmp.path().join("checkout"), 0, 1_800_000_000);
+    let (built, _) = a.build(MULTI, &ctx, |_| {});
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let records = select(&built.cache_records, CacheMode::Max, &built.manifest);
+    export(&a.store, &records, None, &layout, DEFAULT_NAME).expect("export");
+
+    let fs = Arc::new(Recording::default());
+    let dir = tmp.path().join("machine-c");
+    let store = OciDir::open_or_create_with(dir.join("store"), fs.clone()).expect("store");
+    copy_tag(&a.store, BASE, &store, None).expect("base on C");
+    let c = Machine::with_store(&dir, store.deferring_sync());
+    fs.take();
+    import(&layout, DEFAULT_NAME, &c.store, None).expect("import");
+    let (rebuilt, events) = c.build(MULTI, &ctx, |o| o.tags = vec!["test.local/c:1".into()]);
+    assert_eq!(runs_executed(&events), 0);
+    assert_eq!(rebuilt.manifest.digest(), built.manifest.digest());
+    // What imagectl does last: nothing is left to sync.
+    let calls = fs.take();
+    c.store.sync_deferred().expect("sync");
+    assert_eq!(fs.take(), [], "nothing pending after the tag");
+
+    let blob = |op: Op| move |c: &&(Op, Target)| **c == (op, Target::Blob);
+    let mut tags = 0;
+    for part in calls.split_inclusive(|c| *c == (Op::Rename, Target::Index)) {
+        let renamed = part.iter().filter(blob(Op::Rename)).count();
+        if part.last() != Some(&(Op::Rename, Target::Index)) {
+            assert_eq!(
+                renamed, 0,
+                "a blob left unsynced after the last tag: {part:?}"
+            );
+            continue;
+        }
+        tags += 1;
+        assert!(renamed > 0, "each tag follows its blobs: {part:?}");
+        let synced = part.iter().filter(blob(Op::SyncFile)).count();
+        assert!(
+            synced >= renamed,
+            "every blob synced before the tag: {part:?}"
+        );
+        let last_rename = part.iter().rposition(|c| *c == (Op::Rename, Target::Blob));
+        let first_sync = part
+            .iter()
+            .position(|c| matches!(c, (Op::SyncFile | Op::SyncDir, Target::Blob)));
+        assert!(
+            first_sync > last_rename,
+            "no sync as blobs are written: {part:?}"
+        );
+        let dirs: Vec<usize> = (0..part.len())
+            .filter(|&i| part[i] == (Op::SyncDir, Target::Blob))
+            .collect();
+        let last_file = part
+            .iter()
+            .rposition(|c| *c == (Op::SyncFile, Target::Blob));
+        assert!(
+            !dirs.is_empty() && dirs.len() <= 2 && dirs.iter().all(|&d| Some(d) > last_file),
+            "the directories once, after the files: {part:?}"
+        );
+    }
+    assert_eq!(tags, 2, "the import's records, then the image: {calls:?}");
 }
 
 // ---- cache mounts ------------------------------------------------------

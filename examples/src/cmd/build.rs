@@ -290,10 +290,19 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         NetworkArg::None => Network::None,
         NetworkArg::Host => Network::Host,
     };
-    let s = store.open()?;
-    let runtime = a.places.runtime(store, RuntimeArg::Native)?;
+    // A build is a batch of blobs followed by its tags: they are synced in
+    // one pass before each `index.json` write (see
+    // image_store::durability), not twice each as they are written.
+    let s = store.open()?.deferring_sync();
+    let state = a.places.state_dir(store)?;
+    let runtime = cache::import_beside(
+        &s,
+        &cache_from,
+        &a.reach,
+        || a.places.runtime(store, RuntimeArg::Native),
+        &state,
+    )?;
     let mount_root = image_build::mounts::cache_dir_root(runtime.root());
-    cache::import_all(&s, &cache_from, &a.reach, &mount_root);
     let builder = Builder::new(&s, &runtime);
     let mode = match a.progress {
         ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressArg::Tty,
@@ -325,6 +334,10 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         built
     };
     let result = built?;
+    // Tagged, the image's blobs were synced before the tag; untagged, they
+    // are synced now: either way durable when the command returns.
+    s.sync_deferred()
+        .context("syncing the image's blobs to the disk")?;
     for c in &cache_to {
         cache::export_to(&s, &result, c, &a.reach, &mount_root)?;
     }

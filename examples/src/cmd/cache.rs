@@ -19,6 +19,7 @@ use image_build::build::BuildResult;
 use image_build::cache::export::{export, import, select, CacheMode, ImportReport, DEFAULT_NAME};
 use image_core::Reference;
 use image_registry::{PullOptions, PushOptions};
+use image_runtime::Runtime;
 use image_store::OciDir;
 
 use super::registry::ReachArgs;
@@ -142,6 +143,35 @@ pub fn import_all(store: &OciDir, specs: &[CacheSpec], reach: &ReachArgs, mount_
             ),
         }
     }
+}
+
+/// Imports each cache (as [`import_all`]) while `open` opens the build's
+/// runtime on another thread, and returns the runtime. The two share
+/// nothing (the store's blobs and tags; the runtime's state and
+/// snapshots) and both mostly wait: the import on its one durability
+/// pass, the runtime, on a fresh machine, on the overlay probe's unmount
+/// (an RCU grace period of the kernel). The cache mounts go under the
+/// runtime's state directory, whose path is known before it is opened.
+pub fn import_beside(
+    store: &OciDir,
+    specs: &[CacheSpec],
+    reach: &ReachArgs,
+    open: impl FnOnce() -> anyhow::Result<Runtime> + Send,
+    state: &Path,
+) -> anyhow::Result<Runtime> {
+    if specs.is_empty() {
+        return open();
+    }
+    let mount_root = image_build::mounts::cache_dir_root(
+        &std::path::absolute(state).with_context(|| format!("resolving {}", state.display()))?,
+    );
+    std::thread::scope(|scope| {
+        let opening = scope.spawn(open);
+        import_all(store, specs, reach, &mount_root);
+        opening
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl CacheSpec {

@@ -39,7 +39,7 @@ use std::path::Path;
 use image_core::manifest::descriptor_media_type;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::{Algorithm, MediaType, ParseError};
-use image_core::{Classify, Descriptor, Digest, ErrorKind, Index, Manifest};
+use image_core::{Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Index, Manifest};
 use image_store::archive::BlobStore;
 use image_store::refs::MAX_DOCUMENT_SIZE;
 use image_store::{
@@ -375,11 +375,15 @@ impl Classify for ImportError {
     }
 }
 
-/// A record of the index, checked from its documents in the source.
+/// A record of the index, checked from its documents in the source, which
+/// it keeps: they are written into the destination from these bytes, not
+/// read again.
 struct Found {
     key: CacheKey,
     manifest: Descriptor,
+    manifest_bytes: Vec<u8>,
     config: Descriptor,
+    config_bytes: Vec<u8>,
     layer: CachedLayer,
 }
 
@@ -413,7 +417,8 @@ fn check_entry<P: Provider + ?Sized>(
                 source: Box::new(source),
             })
     };
-    let Ok(manifest) = Manifest::from_bytes(read("manifest", d, MAX_DOCUMENT_SIZE)?) else {
+    let manifest_bytes = read("manifest", d, MAX_DOCUMENT_SIZE)?;
+    let Ok(manifest) = Manifest::from_bytes(manifest_bytes.clone()) else {
         return Ok(None);
     };
     let config = manifest.config().clone();
@@ -432,8 +437,8 @@ fn check_entry<P: Provider + ?Sized>(
     {
         return Ok(None);
     }
-    let Ok(rc) = serde_json::from_slice::<RecordConfig>(&read("config", &config, MAX_CONFIG_SIZE)?)
-    else {
+    let config_bytes = read("config", &config, MAX_CONFIG_SIZE)?;
+    let Ok(rc) = serde_json::from_slice::<RecordConfig>(&config_bytes) else {
         return Ok(None);
     };
     let Ok(diff_id) = rc.diff_id.parse::<Digest>() else {
@@ -447,7 +452,9 @@ fn check_entry<P: Provider + ?Sized>(
     Ok(Some(Found {
         key: CacheKey(key),
         manifest: manifest_desc,
+        manifest_bytes,
         config,
+        config_bytes,
         layer: CachedLayer {
             layer: Layer {
                 descriptor: layer,
@@ -457,6 +464,47 @@ fn check_entry<P: Provider + ?Sized>(
             created: rc.created,
         },
     }))
+}
+
+/// Copies the record `f` into `dst`, children first (its layer, its
+/// config, its manifest), skipping what `dst` has; returns how many blobs
+/// it wrote. The config and manifest are written from the bytes
+/// [`check_entry`] read and verified; only the layer is read from `src`,
+/// at most its descriptor's size, and verified as it is written.
+fn copy_record<P, D>(src: &P, dst: &D, f: &Found) -> Result<usize, CopyError>
+where
+    P: Provider + ?Sized,
+    D: BlobStore + ?Sized,
+{
+    let layer = &f.layer.layer.descriptor;
+    let blobs: [(&Descriptor, Option<&[u8]>); 3] = [
+        (layer, None),
+        (&f.config, Some(&f.config_bytes)),
+        (&f.manifest, Some(&f.manifest_bytes)),
+    ];
+    let mut copied = 0;
+    for (d, bytes) in blobs {
+        let digest = d.checked_digest().map_err(|source| CopyError::Parse {
+            what: format!("record {}", f.key),
+            source,
+        })?;
+        let content = |source| CopyError::Content {
+            digest: digest.clone(),
+            source,
+        };
+        if dst.exists(&digest).map_err(content)? {
+            continue;
+        }
+        let written = match bytes {
+            Some(b) => dst.ingest_reader(&mut &b[..], Some(d.size()), Some(&digest)),
+            None => src
+                .reader_for(d)
+                .and_then(|mut r| dst.ingest_reader(&mut r, Some(d.size()), Some(&digest))),
+        };
+        written.map_err(content)?;
+        copied += 1;
+    }
+    Ok(copied)
 }
 
 /// Imports the cache index tagged `name` in `src` into `dst`'s build
@@ -535,11 +583,10 @@ where
     let leased = lease.protect(dst);
     let mut tags = Vec::with_capacity(found.len());
     for f in found {
-        let copy = copy_image(src, &leased, &f.manifest).map_err(|source| ImportError::Copy {
+        report.copied += copy_record(src, &leased, &f).map_err(|source| ImportError::Copy {
             key: f.key.digest().clone(),
             source: Box::new(source),
         })?;
-        report.copied += copy.copied;
         let (tag, _) =
             tag_entry(&f.key, &f.layer, f.config, f.manifest).map_err(|e| ImportError::Record {
                 source: Box::new(e),
