@@ -329,6 +329,20 @@ pub trait Mounter: Send + Sync {
     /// # Errors
     /// [`MountError::Unmount`].
     fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError>;
+
+    /// Checks that `mounts` can be mounted on `target`, leaving no mount.
+    /// By default it mounts and unmounts lazily; [`SysMounter`] creates a
+    /// lone overlay with the new mount API and closes it unattached, so no
+    /// unmount waits for the kernel's grace period (tens of milliseconds,
+    /// paid by every fresh snapshot root's probe).
+    ///
+    /// # Errors
+    /// As [`Mounter::mount`].
+    fn probe(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        self.mount(mounts, target)?;
+        let _ = self.unmount(target, true);
+        Ok(())
+    }
 }
 
 impl<T: Mounter + ?Sized> Mounter for &T {
@@ -337,6 +351,9 @@ impl<T: Mounter + ?Sized> Mounter for &T {
     }
     fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
         (**self).unmount(target, detach)
+    }
+    fn probe(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        (**self).probe(mounts, target)
     }
 }
 
@@ -347,6 +364,9 @@ impl<T: Mounter + ?Sized> Mounter for Box<T> {
     fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
         (**self).unmount(target, detach)
     }
+    fn probe(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        (**self).probe(mounts, target)
+    }
 }
 
 impl<T: Mounter + ?Sized> Mounter for std::sync::Arc<T> {
@@ -355,6 +375,9 @@ impl<T: Mounter + ?Sized> Mounter for std::sync::Arc<T> {
     }
     fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
         (**self).unmount(target, detach)
+    }
+    fn probe(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        (**self).probe(mounts, target)
     }
 }
 
@@ -469,6 +492,18 @@ impl Mounter for SysMounter {
 
     fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
         unmount(target, detach)
+    }
+
+    fn probe(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+        if let [m] = mounts {
+            if m.fs_type == "overlay" && m.target.is_none() && create_overlay_unattached(m, target)?
+            {
+                return Ok(());
+            }
+        }
+        self.mount(mounts, target)?;
+        let _ = self.unmount(target, true);
+        Ok(())
     }
 }
 
@@ -609,26 +644,7 @@ fn mount_overlay(
         Err(Errno::NOSYS) | Err(Errno::PERM) => return mount_overlay_legacy(m, options, point),
         Err(e) => return Err(err("fsopen", e)),
     };
-    rmount::fsconfig_set_string(&fs, "source", m.source.as_str())
-        .map_err(|e| err("fsconfig source", e))?;
-    if options.flags.contains(MountFlags::SYNCHRONOUS) {
-        rmount::fsconfig_set_flag(&fs, "sync").map_err(|e| err("fsconfig sync", e))?;
-    }
-    for o in &options.data {
-        match o.split_once('=') {
-            Some(("lowerdir", list)) => {
-                for dir in list.split(':').filter(|d| !d.is_empty()) {
-                    rmount::fsconfig_set_string(&fs, "lowerdir+", dir)
-                        .map_err(|e| err(&format!("fsconfig lowerdir+ {dir}"), e))?;
-                }
-            }
-            Some((key, value)) => rmount::fsconfig_set_string(&fs, key, value)
-                .map_err(|e| err(&format!("fsconfig {key}={value}"), e))?,
-            None => rmount::fsconfig_set_flag(&fs, o.as_str())
-                .map_err(|e| err(&format!("fsconfig {o}"), e))?,
-        }
-    }
-    rmount::fsconfig_create(&fs).map_err(|e| err("fsconfig create", e))?;
+    configure_overlay(&fs, m, options, point)?;
     let mnt = rmount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, options.attrs())
         .map_err(|e| err("fsmount", e))?;
     rmount::move_mount(
@@ -639,6 +655,54 @@ fn mount_overlay(
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
     .map_err(|e| err("move_mount", e))
+}
+
+/// Creates the overlay `m` describes in a filesystem context and closes it
+/// unattached: the kernel checks its options, directories and the caller's
+/// privilege as a mount would, and there is no mount to undo. `Ok(false)`
+/// where the new mount API (with `lowerdir+`) is not there to do it.
+fn create_overlay_unattached(m: &Mount, point: &Path) -> Result<bool, MountError> {
+    if !has_lowerdir_plus() {
+        return Ok(false);
+    }
+    let fs = match rmount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fs) => fs,
+        Err(Errno::NOSYS) | Err(Errno::PERM) => return Ok(false),
+        Err(e) => return Err(mount_err(m, point, "fsopen", e)),
+    };
+    configure_overlay(&fs, m, &m.parsed_options(), point)?;
+    Ok(true)
+}
+
+/// Sets `m`'s source and options on the overlay context `fs` and creates
+/// the filesystem (`FSCONFIG_CMD_CREATE`).
+fn configure_overlay(
+    fs: &OwnedFd,
+    m: &Mount,
+    options: &MountOptions,
+    point: &Path,
+) -> Result<(), MountError> {
+    let err = |step: &str, e: Errno| mount_err(m, point, step, e);
+    rmount::fsconfig_set_string(fs, "source", m.source.as_str())
+        .map_err(|e| err("fsconfig source", e))?;
+    if options.flags.contains(MountFlags::SYNCHRONOUS) {
+        rmount::fsconfig_set_flag(fs, "sync").map_err(|e| err("fsconfig sync", e))?;
+    }
+    for o in &options.data {
+        match o.split_once('=') {
+            Some(("lowerdir", list)) => {
+                for dir in list.split(':').filter(|d| !d.is_empty()) {
+                    rmount::fsconfig_set_string(fs, "lowerdir+", dir)
+                        .map_err(|e| err(&format!("fsconfig lowerdir+ {dir}"), e))?;
+                }
+            }
+            Some((key, value)) => rmount::fsconfig_set_string(fs, key, value)
+                .map_err(|e| err(&format!("fsconfig {key}={value}"), e))?,
+            None => rmount::fsconfig_set_flag(fs, o.as_str())
+                .map_err(|e| err(&format!("fsconfig {o}"), e))?,
+        }
+    }
+    rmount::fsconfig_create(fs).map_err(|e| err("fsconfig create", e))
 }
 
 /// The most bytes of mount options `mount(2)` takes (one page).

@@ -1761,6 +1761,41 @@ fn overlay_works_at_probes_through_the_mounter() {
     }
 }
 
+/// The system mounter's probe of a lone overlay creates the filesystem
+/// and closes it unattached: it needs no mount point (a probe by mounting
+/// fails on a missing one), yet refuses what a mount refuses (a missing
+/// upper directory), with the mount's error.
+#[test]
+fn the_system_overlay_probe_mounts_nothing() {
+    if !mounts_permitted("the_system_overlay_probe_mounts_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    for d in ["lower", "upper", "work"] {
+        fs::create_dir(dir.path().join(d)).expect("mkdir");
+    }
+    let s = |d: &str| dir.path().join(d).to_string_lossy().into_owned();
+    let overlay = |upper: &str| Mount {
+        fs_type: "overlay".to_owned(),
+        source: "overlay".to_owned(),
+        target: None,
+        options: vec![
+            format!("lowerdir={}", s("lower")),
+            format!("upperdir={}", s(upper)),
+            format!("workdir={}", s("work")),
+        ],
+    };
+    let nowhere = dir.path().join("no-mount-point");
+    SysMounter
+        .probe(&[overlay("upper")], &nowhere)
+        .expect("the probe needs no mount point");
+    assert!(!nowhere.exists());
+    let e = SysMounter
+        .probe(&[overlay("no-upper")], &nowhere)
+        .expect_err("a missing upper directory");
+    assert!(matches!(e, MountError::Mount { .. }), "{e:?}");
+}
+
 /// A deterministic generator: the SHA-256 of a seed and a counter, so
 /// that a failing seed can be replayed.
 struct Gen {

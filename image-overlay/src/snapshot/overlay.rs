@@ -72,7 +72,8 @@ impl OverlaySnapshotter {
     /// Checks that an overlay mount with its upper directory under `root`
     /// works here through `mounter` (mount privilege, a filesystem overlayfs
     /// accepts as an upper layer): a probe directory under `root` is made,
-    /// mounted, unmounted and removed. Creates `root` if missing.
+    /// checked with [`Mounter::probe`] (no mount is left) and removed.
+    /// Creates `root` if missing.
     ///
     /// # Errors
     /// [`SnapshotError::Io`] when the probe directories cannot be made;
@@ -105,10 +106,7 @@ impl OverlaySnapshotter {
                 format!("workdir={}", s(&dirs[2])),
             ],
         };
-        let mounted = mounter.mount(&[mount], &dirs[3]);
-        if mounted.is_ok() {
-            let _ = mounter.unmount(&dirs[3], true);
-        }
+        let mounted = mounter.probe(&[mount], &dirs[3]);
         let _ = std::fs::remove_dir_all(&probe);
         mounted.map_err(|source| SnapshotError::OverlayUnavailable {
             path: root.to_owned(),
