@@ -11,7 +11,7 @@ use image_core::{Classify, ErrorKind, Platform};
 use image_store::{OciDir, Provider};
 
 mod support;
-use support::{fixture, Fixture, BASE};
+use support::{docker_format_base, fixture, Fixture, BASE};
 
 fn config(r: &BuildResult) -> &ConfigFile {
     r.config.file()
@@ -678,32 +678,6 @@ fn an_interrupt_stops_the_build_between_steps() {
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
     assert_eq!(started, [1, 2], "no step starts after the interrupt");
     assert!(image_store::resolve_image(&f.store, "test.local/interrupted:1", None).is_err());
-}
-
-/// BASE again, as a Docker v2 schema 2 image (its layers and config given
-/// Docker's media types), tagged `name`.
-fn docker_format_base(f: &Fixture, name: &str) {
-    use image_core::manifest::{descriptor_media_type, Descriptor, Manifest};
-    use image_core::MediaType;
-    use image_store::{Ingester, TagStore};
-    let oci = image_store::resolve_image(&f.store, BASE, None).expect("base");
-    let docker = |d: &Descriptor| {
-        let mut d = d.clone();
-        let t = descriptor_media_type(&d)
-            .to_docker()
-            .expect("a Docker type");
-        d.set_media_type((&t).into());
-        d
-    };
-    let manifest = Manifest::build(
-        &MediaType::DockerManifest,
-        docker(oci.manifest.config()),
-        oci.manifest.layers().iter().map(docker).collect(),
-        None,
-    )
-    .expect("manifest");
-    f.store.write_blob(manifest.raw()).expect("manifest blob");
-    f.store.set_tag(name, &manifest.descriptor()).expect("tag");
 }
 
 /// A Docker v2 schema 2 manifest has no annotations: a build whose result
