@@ -220,7 +220,7 @@ mod tests {
             "manifests:k",
             "foo:k",
             "index[linux/amd64]:k",
-            "manifest[linux]:k",
+            "manifest[not/a/plat/form]:k",
             "manifest:",
             "",
         ] {

@@ -107,6 +107,14 @@ pub enum BuildError {
     /// A platform is asked twice.
     #[error("the platform {0} is asked more than once")]
     DuplicatePlatform(Box<image_core::Platform>),
+    /// More platforms are asked than a build is for.
+    #[error("{found} platforms are asked, more than {limit}")]
+    TooManyPlatforms {
+        /// How many.
+        found: usize,
+        /// The limit ([`super::MAX_PLATFORMS`]).
+        limit: usize,
+    },
 }
 
 impl Classify for BuildError {
@@ -127,7 +135,8 @@ impl Classify for BuildError {
             BuildError::Provenance(e) => e.kind(),
             BuildError::Annotation { .. }
             | BuildError::AnnotationNeedsIndex { .. }
-            | BuildError::DuplicatePlatform(_) => ErrorKind::InvalidInput,
+            | BuildError::DuplicatePlatform(_)
+            | BuildError::TooManyPlatforms { .. } => ErrorKind::InvalidInput,
         }
     }
 }

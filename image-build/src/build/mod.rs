@@ -68,6 +68,10 @@ use annotate::Annotations;
 /// The most ONBUILD triggers a base image may hold.
 pub const MAX_TRIGGERS: usize = 1024;
 
+/// The most platforms one build is for (each is a build of the whole
+/// Dockerfile).
+pub const MAX_PLATFORMS: usize = 64;
+
 /// What to build and how.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -168,10 +172,17 @@ impl BuildOptions {
     /// host's when none is given.
     ///
     /// # Errors
-    /// [`BuildError::DuplicatePlatform`] for a platform given twice.
+    /// [`BuildError::DuplicatePlatform`] for a platform given twice;
+    /// [`BuildError::TooManyPlatforms`] beyond [`MAX_PLATFORMS`].
     pub fn target_platforms(&self) -> Result<Vec<Platform>, BuildError> {
         if self.platforms.is_empty() {
             return Ok(vec![Platform::host()]);
+        }
+        if self.platforms.len() > MAX_PLATFORMS {
+            return Err(BuildError::TooManyPlatforms {
+                found: self.platforms.len(),
+                limit: MAX_PLATFORMS,
+            });
         }
         let mut seen = BTreeSet::new();
         for p in &self.platforms {
@@ -909,4 +920,33 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
         ))
     })?;
     Ok((name, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_platforms_are_the_hosts_by_default_distinct_and_bounded() {
+        let mut o = BuildOptions::default();
+        assert_eq!(o.target_platforms().expect("host"), [Platform::host()]);
+        let arm = Platform::new("linux", "arm64");
+        o.platforms = vec![arm.clone(), Platform::new("linux", "amd64"), arm];
+        assert!(matches!(
+            o.target_platforms(),
+            Err(BuildError::DuplicatePlatform(p)) if p.architecture == "arm64"
+        ));
+        o.platforms = (0..=MAX_PLATFORMS)
+            .map(|i| Platform::new("linux", format!("arch{i}")))
+            .collect();
+        assert!(matches!(
+            o.target_platforms(),
+            Err(BuildError::TooManyPlatforms { found, .. }) if found == MAX_PLATFORMS + 1
+        ));
+        o.platforms.pop();
+        assert_eq!(
+            o.target_platforms().expect("at the limit").len(),
+            MAX_PLATFORMS
+        );
+    }
 }
