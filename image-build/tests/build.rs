@@ -11,7 +11,7 @@ use image_core::{Classify, ErrorKind, Platform};
 use image_store::{OciDir, Provider};
 
 mod support;
-use support::{docker_format_base, fixture, Fixture, BASE};
+use support::{count_events, docker_format_base, error_chain, fixture, Fixture, BASE};
 
 fn config(r: &BuildResult) -> &ConfigFile {
     r.config.file()
@@ -277,10 +277,7 @@ fn cat(f: &Fixture, name: &str, path: &str) -> String {
 }
 
 fn cached_steps(events: &[BuildEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, BuildEvent::StepCached { .. }))
-        .count()
+    count_events(events, |e| matches!(e, BuildEvent::StepCached { .. }))
 }
 
 const MULTI: &str = r#"FROM test.local/busybox:1 AS build
@@ -717,11 +714,7 @@ fn annotations_on_a_docker_format_image_are_refused() {
             "{what}: {e:?}"
         );
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{what}");
-        let chain: Vec<String> =
-            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                .map(ToString::to_string)
-                .collect();
-        let chain = chain.join(": ");
+        let chain = error_chain(&e);
         assert!(
             chain.contains("application/vnd.docker.distribution.manifest.v2+json")
                 && chain.contains("annotations"),

@@ -13,7 +13,10 @@ use image_core::{Classify, ErrorKind, Platform};
 use image_store::OciDir;
 
 mod support;
-use support::{docker_format_base, fixture, foreign_platform, two_platform_base, Fixture, BASE};
+use support::{
+    count_events, docker_format_base, error_chain, fixture, foreign_platform, two_platform_base,
+    Fixture, BASE,
+};
 
 /// The RUN steps that executed (not from the cache), by their text.
 fn runs_executed(events: &[BuildEvent]) -> Vec<String> {
@@ -38,10 +41,7 @@ fn runs_executed(events: &[BuildEvent]) -> Vec<String> {
 }
 
 fn steps_started(events: &[BuildEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, BuildEvent::StepStarted { .. }))
-        .count()
+    count_events(events, |e| matches!(e, BuildEvent::StepStarted { .. }))
 }
 
 /// Every check that depends only on the options and the Dockerfile (and
@@ -159,11 +159,7 @@ fn checks_that_need_no_step_fail_before_any_step_runs() {
         o.platforms = vec![foreign.clone()]
     });
     let e = r.expect_err("foreign RUN");
-    let chain: Vec<String> =
-        std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .map(ToString::to_string)
-            .collect();
-    let chain = chain.join(": ");
+    let chain = error_chain(&e);
     assert!(
         chain.contains("stage out") && chain.contains(&foreign.to_string()),
         "{chain}"

@@ -176,3 +176,16 @@ pub fn two_platform_base(f: &Fixture, name: &str) {
     f.store.write_blob(index.raw()).expect("index blob");
     f.store.set_tag(name, &index.descriptor()).expect("tag");
 }
+
+/// How many of `events` `kind` holds for.
+pub fn count_events(events: &[BuildEvent], kind: impl Fn(&BuildEvent) -> bool) -> usize {
+    events.iter().filter(|e| kind(e)).count()
+}
+
+/// `e` and its sources, joined by `: ` (what a user reads).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.join(": ")
+}
