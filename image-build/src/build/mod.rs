@@ -19,6 +19,14 @@
 //! ([`BuildOptions::source_date_epoch`]) every time the result holds comes
 //! from it, so that the same Dockerfile and context give the same image.
 //!
+//! With [`BuildOptions::platforms`] the Dockerfile is built once per
+//! platform, as BuildKit does (`TARGETPLATFORM` and friends per platform,
+//! `BUILDPLATFORM` the host's, base images chosen per platform from an
+//! index), and the result is an OCI image index of the platforms'
+//! manifests. A stage may RUN only on the host's platform: there is no
+//! emulation. Annotations are placed as buildx spells them ([`annotate`]).
+//! Every check that needs no step (`preflight`) is made before any runs.
+//!
 //! # Security
 //! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), its
 //! stage graph walked once; the base image's ONBUILD triggers are bounded
