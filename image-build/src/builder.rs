@@ -607,9 +607,9 @@ where
     }
 
     /// Writes the image as [`commit`](ImageBuilder::commit) does, but tags
-    /// nothing: its manifest and config are added to `keep` (a lease of
-    /// the caller's, which the image then outlives the builder under)
-    /// before the builder's own lease ends. For an image that is one of
+    /// nothing: its manifest (and so, for gc, every blob the manifest
+    /// names) is added to `keep`, a lease of the caller's, before the
+    /// builder's own lease ends, so the image outlives the builder under it. For an image that is one of
     /// several the caller assembles, such as the manifests of an index.
     ///
     /// # Errors
@@ -671,6 +671,7 @@ where
             names.iter().map(|n| (n.as_str(), &manifest)).collect();
         store.set_tags(&batch).map_err(BuilderError::Tag)?;
         if let Some(keep) = keep {
+            // gc marks from a leased manifest to its config and layers.
             keep.add(&[
                 appended.manifest.digest().clone(),
                 appended.config.digest().clone(),

@@ -20,6 +20,17 @@ use support::{
 
 /// The RUN steps that executed (not from the cache), by their text.
 fn runs_executed(events: &[BuildEvent]) -> Vec<String> {
+    made(events, "RUN ")
+}
+
+/// How many steps starting with `prefix` made their layer (not from the
+/// cache).
+fn steps_made(events: &[BuildEvent], prefix: &str) -> usize {
+    made(events, prefix).len()
+}
+
+/// The steps starting with `prefix` that made their layer, by their text.
+fn made(events: &[BuildEvent], prefix: &str) -> Vec<String> {
     let cached: HashSet<usize> = events
         .iter()
         .filter_map(|e| match e {
@@ -31,7 +42,7 @@ fn runs_executed(events: &[BuildEvent]) -> Vec<String> {
         .iter()
         .filter_map(|e| match e {
             BuildEvent::StepStarted { step, text, .. }
-                if text.starts_with("RUN ") && !cached.contains(step) =>
+                if text.starts_with(prefix) && !cached.contains(step) =>
             {
                 Some(text.clone())
             }
@@ -173,12 +184,18 @@ fn cross_compile(base: &str) -> String {
     format!(
         "FROM --platform=$BUILDPLATFORM {BASE} AS build\n\
          RUN mkdir /out && echo shared > /out/shared\n\
+         COPY --link hello.txt /in/hello.txt\n\
          ARG TARGETARCH\n\
          ARG TARGETPLATFORM\n\
          RUN echo \"$TARGETARCH\" > /out/arch && echo \"$TARGETPLATFORM\" > /out/platform\n\
          FROM {base}\n\
          COPY --from=build /out/ /out/\n"
     )
+}
+
+/// The context of the cross-compile build.
+fn cross_context(f: &Fixture) {
+    std::fs::write(f.context().join("hello.txt"), "hello\n").expect("context file");
 }
 
 /// Options of the cross-compile build: the host's platform and the
@@ -236,6 +253,7 @@ fn a_multi_platform_build_makes_an_index_of_each_platforms_image() {
     let Some(f) = fixture() else { return };
     let base = "test.local/base:multi";
     two_platform_base(&f, base);
+    cross_context(&f);
     let host = Platform::host();
     let foreign = foreign_platform();
     let (r, events) = f.build(&cross_compile(base), cross_options);
@@ -322,6 +340,7 @@ fn a_multi_platform_build_makes_an_index_of_each_platforms_image() {
     image_store::copy_image(&f.store, &g.store, &ours).expect("copy the base");
     image_store::TagStore::set_tag(&g.store, BASE, &ours).expect("tag the base");
     two_platform_base(&g, base);
+    cross_context(&g);
     let (again, _) = g.build(&cross_compile(base), cross_options);
     let again = again.expect("second build");
     assert_eq!(again.index.expect("index").digest(), index.digest());
@@ -348,6 +367,7 @@ fn no_cache_shares_the_build_stage_and_one_platform_makes_one_manifest() {
     let Some(f) = fixture() else { return };
     let base = "test.local/base:multi";
     two_platform_base(&f, base);
+    cross_context(&f);
     let (r, events) = f.build(&cross_compile(base), |o| {
         cross_options(o);
         o.no_cache = true;
@@ -355,6 +375,10 @@ fn no_cache_shares_the_build_stage_and_one_platform_makes_one_manifest() {
     r.expect("build");
     let ran = runs_executed(&events);
     assert_eq!(ran.len(), 3, "one shared RUN, one per platform: {ran:?}");
+    // The shared stage's COPY --link (keyed by its stage's platform, not
+    // the target's) is made once too.
+    let links = steps_made(&events, "COPY --link");
+    assert_eq!(links, 1, "{events:?}");
     let foreign = foreign_platform();
     let (r, _) = f.build(&cross_compile(base), |o| {
         o.platforms = vec![foreign.clone()];

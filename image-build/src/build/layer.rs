@@ -373,7 +373,12 @@ where
                 };
                 let entry = history::copy(command.keyword(), &plan.created_by_source, &spec.dest);
                 let key = if spec.link {
-                    link_key(&self.platform, &text, &spec.workdir, &plan.digest)
+                    link_key(
+                        &self.stage_platforms[stage_index],
+                        &text,
+                        &spec.workdir,
+                        &plan.digest,
+                    )
                 } else {
                     state.key.child(&text, std::slice::from_ref(&plan.digest))
                 };
