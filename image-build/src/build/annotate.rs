@@ -232,6 +232,58 @@ mod tests {
         }
     }
 
+    /// Generated keys from pieces that matter to the parser (colons,
+    /// brackets, slashes, types known and not): it never panics, a key
+    /// with no type shape is a manifest key kept whole, and a parsed
+    /// typed key spells back to what was given.
+    #[test]
+    fn generated_keys_parse_or_fail_typed_and_spell_back() {
+        let pieces = [
+            "manifest",
+            "index",
+            "manifest-descriptor",
+            "index-descriptor",
+            "foo",
+            ":",
+            "[",
+            "]",
+            "linux/arm64",
+            "/",
+            "org.example.k",
+            "Key",
+            " ",
+            "",
+            "-",
+            "a",
+        ];
+        let mut rng = image_testsupport::rng::Rng(0x5eed);
+        for _ in 0..20_000 {
+            let n = (rng.next() % 6) as usize;
+            let spelled: String = (0..n).map(|_| rng.pick(&pieces)).collect();
+            match parse(&spelled) {
+                Ok(a) if a.level == Level::Manifest && a.platform.is_none() && a.key == spelled => {
+                }
+                Ok(a) => {
+                    let platform = a.platform.as_ref().map(|p| format!("[{p}]"));
+                    let head = spelled.split_once(':').map(|(h, _)| h).expect("typed");
+                    assert!(head.starts_with(a.level.name()), "{spelled:?}: {a:?}");
+                    assert!(
+                        platform.is_some() == head.contains('['),
+                        "{spelled:?}: {a:?}"
+                    );
+                    assert_eq!(
+                        spelled.split_once(':').map(|(_, k)| k),
+                        Some(a.key.as_str())
+                    );
+                }
+                Err(BuildError::Annotation { annotation, .. }) => {
+                    assert_eq!(annotation, spelled);
+                }
+                Err(other) => panic!("{spelled:?}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn a_platform_annotation_wins_for_its_platform_only() {
         let given = BTreeMap::from([
