@@ -418,3 +418,85 @@ fn build_jobs_and_source_date_epoch() {
     let out = cli.imagectl(&["build", "--source-date-epoch", "soon", "-"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
+
+/// `--platform` with two platforms, the cross-compile pattern: the index
+/// of two manifests is printed and tagged, each entry with its platform,
+/// and `--annotation index:` lands on it (read by skopeo); a RUN in a stage
+/// for the platform the host cannot run is refused before any step, naming
+/// the stage and the platform.
+#[test]
+fn build_platforms_makes_an_index_and_refuses_a_foreign_run_first() {
+    if !ready(&["skopeo"]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    base(&cli);
+    let host = image_core::Platform::host();
+    let foreign = if host.architecture == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let platforms = format!("{}/{},{foreign}", host.os, host.architecture);
+    let ctx = context(
+        &cli,
+        &format!(
+            "FROM --platform=$BUILDPLATFORM {BASE} AS build\nARG TARGETARCH\nRUN mkdir /out && echo $TARGETARCH > /out/arch\nFROM scratch\nCOPY --from=build /out /out\n"
+        ),
+    );
+    let id = cli.ok(&[
+        "build",
+        "--platform",
+        &platforms,
+        "--annotation",
+        "index:org.example.index=yes",
+        "-t",
+        "test.local/multi:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let id = id.trim();
+    let name = image_store::tags::normalize_name("test.local/multi:1").expect("name");
+    let src = format!("oci:{}:{name}", cli.store().display());
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", &src])
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = image_core::Digest::sha256(&out.stdout);
+    assert_eq!(
+        digest.to_string(),
+        id,
+        "the index printed is the one tagged"
+    );
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(index["annotations"]["org.example.index"], "yes");
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().expect("arch"))
+        .collect();
+    assert_eq!(archs, [host.architecture.as_str(), &foreign[6..]]);
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM --platform=$BUILDPLATFORM {BASE} AS build\nRUN echo ran\nFROM scratch AS out\nRUN true\n"),
+    )
+    .unwrap();
+    let out = cli.imagectl(&["build", "--platform", foreign, ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("stage out") && stderr.contains(foreign),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("#1 "), "no step started: {stderr}");
+}

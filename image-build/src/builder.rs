@@ -602,15 +602,28 @@ where
     /// [`BuilderError::Mutate`], [`BuilderError::Tag`],
     /// [`BuilderError::Lease`].
     pub fn commit(self, tags: &[&str]) -> Result<Built, BuilderError> {
-        let names = tags
-            .iter()
-            .map(|t| {
-                normalize_name(t).map_err(|source| BuilderError::InvalidTag {
-                    tag: (*t).to_owned(),
-                    source: Box::new(source),
-                })
-            })
-            .collect::<Result<Vec<String>, _>>()?;
+        let names = normalize_tags(tags)?;
+        self.commit_with(names, None)
+    }
+
+    /// Writes the image as [`commit`](ImageBuilder::commit) does, but tags
+    /// nothing: its manifest (and so, for gc, every blob the manifest
+    /// names) is added to `keep`, a lease of the caller's, before the
+    /// builder's own lease ends, so the image outlives the builder under it. For an image that is one of
+    /// several the caller assembles, such as the manifests of an index.
+    ///
+    /// # Errors
+    /// As [`commit`](ImageBuilder::commit), and [`BuilderError::Lease`]
+    /// when `keep` cannot take the new blobs.
+    pub fn commit_under(self, keep: &LeaseGuard) -> Result<Built, BuilderError> {
+        self.commit_with(Vec::new(), Some(keep))
+    }
+
+    fn commit_with(
+        self,
+        names: Vec<String>,
+        keep: Option<&LeaseGuard>,
+    ) -> Result<Built, BuilderError> {
         let store = self.lease.protect(self.store);
         let mut new_layers = Vec::with_capacity(self.layers.len());
         let layer_history = self.history.iter().filter(|h| !h.empty_layer);
@@ -657,6 +670,13 @@ where
         let batch: Vec<(&str, &image_core::Descriptor)> =
             names.iter().map(|n| (n.as_str(), &manifest)).collect();
         store.set_tags(&batch).map_err(BuilderError::Tag)?;
+        if let Some(keep) = keep {
+            // gc marks from a leased manifest to its config and layers.
+            keep.add(&[
+                appended.manifest.digest().clone(),
+                appended.config.digest().clone(),
+            ])?;
+        }
         self.lease.release()?;
         Ok(Built {
             manifest: appended.manifest,
@@ -664,6 +684,22 @@ where
             tags: names,
         })
     }
+}
+
+/// `tags` normalised (`docker.io/library/x:1`), every one checked before
+/// anything is written.
+///
+/// # Errors
+/// [`BuilderError::InvalidTag`] for the first that is not a valid name.
+pub fn normalize_tags<T: AsRef<str>>(tags: &[T]) -> Result<Vec<String>, BuilderError> {
+    tags.iter()
+        .map(|t| {
+            normalize_name(t.as_ref()).map_err(|source| BuilderError::InvalidTag {
+                tag: t.as_ref().to_owned(),
+                source: Box::new(source),
+            })
+        })
+        .collect()
 }
 
 /// `appended` with `annotations` on its manifest (written), or as it is

@@ -11,7 +11,7 @@ use image_core::{Classify, ErrorKind, Platform};
 use image_store::{OciDir, Provider};
 
 mod support;
-use support::{fixture, Fixture, BASE};
+use support::{count_events, docker_format_base, error_chain, fixture, Fixture, BASE};
 
 fn config(r: &BuildResult) -> &ConfigFile {
     r.config.file()
@@ -277,10 +277,7 @@ fn cat(f: &Fixture, name: &str, path: &str) -> String {
 }
 
 fn cached_steps(events: &[BuildEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, BuildEvent::StepCached { .. }))
-        .count()
+    count_events(events, |e| matches!(e, BuildEvent::StepCached { .. }))
 }
 
 const MULTI: &str = r#"FROM test.local/busybox:1 AS build
@@ -680,32 +677,6 @@ fn an_interrupt_stops_the_build_between_steps() {
     assert!(image_store::resolve_image(&f.store, "test.local/interrupted:1", None).is_err());
 }
 
-/// BASE again, as a Docker v2 schema 2 image (its layers and config given
-/// Docker's media types), tagged `name`.
-fn docker_format_base(f: &Fixture, name: &str) {
-    use image_core::manifest::{descriptor_media_type, Descriptor, Manifest};
-    use image_core::MediaType;
-    use image_store::{Ingester, TagStore};
-    let oci = image_store::resolve_image(&f.store, BASE, None).expect("base");
-    let docker = |d: &Descriptor| {
-        let mut d = d.clone();
-        let t = descriptor_media_type(&d)
-            .to_docker()
-            .expect("a Docker type");
-        d.set_media_type((&t).into());
-        d
-    };
-    let manifest = Manifest::build(
-        &MediaType::DockerManifest,
-        docker(oci.manifest.config()),
-        oci.manifest.layers().iter().map(docker).collect(),
-        None,
-    )
-    .expect("manifest");
-    f.store.write_blob(manifest.raw()).expect("manifest blob");
-    f.store.set_tag(name, &manifest.descriptor()).expect("tag");
-}
-
 /// A Docker v2 schema 2 manifest has no annotations: a build whose result
 /// keeps a Docker base's format refuses `--annotation` and
 /// `--oci-annotations` with a typed error naming the format, and tags
@@ -743,11 +714,7 @@ fn annotations_on_a_docker_format_image_are_refused() {
             "{what}: {e:?}"
         );
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{what}");
-        let chain: Vec<String> =
-            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-                .map(ToString::to_string)
-                .collect();
-        let chain = chain.join(": ");
+        let chain = error_chain(&e);
         assert!(
             chain.contains("application/vnd.docker.distribution.manifest.v2+json")
                 && chain.contains("annotations"),

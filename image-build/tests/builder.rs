@@ -658,3 +658,36 @@ fn deep_in_memory_paths_are_bounded_and_checked_linearly() {
     let listed = entries(&store, &layer);
     assert_eq!(listed.len(), 3000 + 1000);
 }
+
+/// `commit_under`: the image is written untagged and every blob it needs,
+/// its base's included, is kept by the caller's lease after the builder's
+/// ends: gc with no grace, the base's tags gone, removes none of them;
+/// once the caller's lease ends they are collectable.
+#[test]
+fn commit_under_keeps_the_whole_image_under_the_callers_lease() {
+    let b = build();
+    let gc = GcOptions::default().grace(std::time::Duration::ZERO);
+    let keep = image_store::Leases::begin_lease(&b.store).expect("lease");
+    let mut on = ImageBuilder::from_image(&b.store, "example/built:1", None).expect("base");
+    let new = File::regular("new", b"under a lease\n".to_vec(), 0o644);
+    on.add_files(&[new], history("files")).expect("files");
+    let built = on.commit_under(&keep).expect("commit");
+    assert!(built.tags.is_empty());
+    for t in ["example/built:1", "example/built:latest"] {
+        assert!(b.store.remove_tag(t).expect("untag"));
+    }
+    b.store.gc(&gc).expect("gc");
+    let image = image_store::image::resolve_descriptor(
+        &b.store,
+        "built",
+        &built.manifest.descriptor(),
+        None,
+    )
+    .expect("resolve");
+    for (d, _) in image.blobs() {
+        assert!(b.store.exists(&d).expect("exists"), "{d} missing");
+    }
+    keep.release().expect("release");
+    b.store.gc(&gc).expect("gc");
+    assert!(!b.store.exists(built.manifest.digest()).expect("exists"));
+}

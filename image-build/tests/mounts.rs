@@ -65,10 +65,7 @@ fn lines(events: &[BuildEvent]) -> Vec<String> {
 }
 
 fn cached(events: &[BuildEvent]) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, BuildEvent::StepCached { .. }))
-        .count()
+    support::count_events(events, |e| matches!(e, BuildEvent::StepCached { .. }))
 }
 
 /// No mount is left under the fixture's directory.

@@ -119,9 +119,24 @@ pub struct BuildArgs {
     /// warning).
     #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
     pub cache_from: Vec<String>,
-    /// An annotation KEY=VALUE of the image's manifest (repeatable).
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    /// An annotation (repeatable): KEY=VALUE of the image's manifest, or
+    /// TYPE:KEY=VALUE as buildx spells it, TYPE one of manifest,
+    /// manifest-descriptor, index, index-descriptor (the index ones for a
+    /// multi-platform build), a manifest type narrowed to one platform as
+    /// manifest[linux/arm64]:KEY=VALUE.
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// The platforms to build for, comma-separated or repeated
+    /// (linux/amd64,linux/arm64): the Dockerfile is built once per
+    /// platform, and two or more give an OCI image index of their images.
+    /// A stage for a platform not the host's may not RUN (no emulation).
+    /// Default: the host's.
+    #[arg(
+        long = "platform",
+        value_name = "OS/ARCH[/VARIANT],...",
+        value_delimiter = ','
+    )]
+    pub platforms: Vec<String>,
     /// Fill the OCI annotations org.opencontainers.image.created,
     /// .base.name, .base.digest, and .source/.revision from the labels of
     /// those names, as BuildKit does.
@@ -274,6 +289,12 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     options.labels = key_values("--label", &a.labels)?;
     options.annotations = key_values("--annotation", &a.annotations)?;
     options.oci_annotations = a.oci_annotations;
+    options.platforms = (a.platforms.iter())
+        .map(|p| {
+            p.parse::<image_core::Platform>()
+                .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     options.provenance = a.provenance;
     options.target = a.target.clone();
     options.tags = a.tags.clone();
@@ -341,12 +362,17 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
     for c in &cache_to {
         cache::export_to(&s, &result, c, &a.reach, &mount_root)?;
     }
+    // A multi-platform build's ID is its index's digest, as buildx gives it.
+    let id = match &result.index {
+        Some(index) => index.digest().clone(),
+        None => result.image_id.clone(),
+    };
     if let Some(path) = &a.iidfile {
-        std::fs::write(path, result.image_id.to_string())
+        std::fs::write(path, id.to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(o) = output {
-        let image = SaveImage::new(result.manifest.descriptor(), result.tags.clone());
+        let image = SaveImage::new(result.descriptor(), result.tags.clone());
         write_file(&o.dest, |out| {
             if o.docker {
                 save_docker(&s, &[image], out, &SaveOptions::default())?;
@@ -356,7 +382,7 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
             Ok(())
         })?;
     }
-    println!("{}", result.image_id);
+    println!("{id}");
     Ok(())
 }
 
@@ -453,7 +479,7 @@ impl<W: Write> Display<W> {
         let _ = writeln!(
             self.out,
             "Built {} in {:.1}s: {} steps, {} cached",
-            r.image_id,
+            r.index.as_ref().map_or(&r.image_id, |i| i.digest()),
             elapsed.as_secs_f64(),
             r.steps,
             r.cached

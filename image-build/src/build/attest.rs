@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use image_core::config::ConfigFile;
-use image_core::{Digest, Platform};
+use image_core::Digest;
 use image_store::{ContentStore, Leases, TagStore};
 
 use super::graph::Source;
@@ -31,17 +31,7 @@ where
     /// The image the target stage starts from through its chain of FROMs:
     /// its name as the Dockerfile gives it (expanded), `None` for scratch.
     fn base_name(&self) -> Option<String> {
-        let mut i = self.graph.target();
-        // Each FROM names an earlier stage: at most one step per stage.
-        for _ in 0..self.df.stages.len() {
-            let from = self.expander.from(&self.df.stages[i]).ok()?;
-            match self.graph.source(&from.image, i) {
-                Source::Scratch => return None,
-                Source::Image(name) => return Some(name),
-                Source::Stage(j) => i = j,
-            }
-        }
-        None
+        super::preflight::target_base(self.df, self.expander, self.graph).map(|(_, name)| name)
     }
 
     /// The manifest's annotations: with
@@ -49,7 +39,8 @@ where
     /// (the config's), `base.name` and `base.digest` (the target's base
     /// image, none from scratch), and `source` and `revision` from the
     /// labels of those names, as BuildKit fills them; then
-    /// [`annotations`](super::BuildOptions::annotations), which win.
+    /// [`annotations`](super::BuildOptions::annotations) of the manifest
+    /// level for this platform, which win.
     pub(super) fn manifest_annotations(
         &self,
         base: Option<&Digest>,
@@ -71,7 +62,10 @@ where
                 }
             }
         }
-        out.extend(self.options.annotations.clone());
+        out.extend(
+            self.annotations
+                .of(super::annotate::Level::Manifest, Some(&self.platform)),
+        );
         out
     }
 
@@ -88,12 +82,8 @@ where
             let Source::Image(name) = self.graph.source(&from.image, stage.index) else {
                 continue;
             };
-            let platform: Platform = match &from.platform {
-                Some(p) => p.parse().unwrap_or_else(|_| self.platform.clone()),
-                None => self.platform.clone(),
-            };
             let image = self
-                .resolve(&name, &platform)
+                .resolve(&name, &self.stage_platforms[stage.index])
                 .map_err(self.at(stage.pos.line, "FROM".into()))?;
             let m = Material {
                 name,

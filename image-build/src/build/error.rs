@@ -85,6 +85,36 @@ pub enum BuildError {
     /// The provenance record could not be attached to the image.
     #[error("attaching the provenance record")]
     Provenance(#[source] Box<crate::provenance::ReferrerError>),
+    /// An `--annotation` key that does not parse (an unknown type, a
+    /// platform where none may be).
+    #[error("--annotation {annotation:?}: {reason}")]
+    Annotation {
+        /// The key as given.
+        annotation: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An `index:` or `index-descriptor:` annotation on a build whose
+    /// result is one image manifest, not an index.
+    #[error(
+        "--annotation {annotation:?} is for an image index, and a build for one platform makes \
+         one image manifest"
+    )]
+    AnnotationNeedsIndex {
+        /// The annotation, as `TYPE:KEY`.
+        annotation: String,
+    },
+    /// A platform is asked twice.
+    #[error("the platform {0} is asked more than once")]
+    DuplicatePlatform(Box<image_core::Platform>),
+    /// More platforms are asked than a build is for.
+    #[error("{found} platforms are asked, more than {limit}")]
+    TooManyPlatforms {
+        /// How many.
+        found: usize,
+        /// The limit ([`super::MAX_PLATFORMS`]).
+        limit: usize,
+    },
 }
 
 impl Classify for BuildError {
@@ -103,6 +133,10 @@ impl Classify for BuildError {
             BuildError::Commit(e) => e.kind(),
             BuildError::Cancelled(_) => ErrorKind::Cancelled,
             BuildError::Provenance(e) => e.kind(),
+            BuildError::Annotation { .. }
+            | BuildError::AnnotationNeedsIndex { .. }
+            | BuildError::DuplicatePlatform(_)
+            | BuildError::TooManyPlatforms { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -194,6 +228,18 @@ pub enum StepError {
     /// The step was interrupted.
     #[error("interrupted")]
     Cancelled(#[source] Cancelled),
+    /// A RUN in a stage for a platform the host cannot run (there is no
+    /// emulation); such a stage may only COPY, ADD and change its config.
+    #[error(
+        "stage {stage} is for {platform}, which this host cannot run (there is no emulation): \
+         a stage for another platform may only COPY, ADD and change its config"
+    )]
+    ForeignRun {
+        /// The stage's name (`stage-N` for a stage without one).
+        stage: String,
+        /// Its platform.
+        platform: Box<image_core::Platform>,
+    },
 }
 
 impl Classify for StepError {
@@ -213,6 +259,7 @@ impl Classify for StepError {
             StepError::MountPoint { source, .. } => ErrorKind::from_io(source),
             StepError::Layer(e) => e.kind(),
             StepError::Cancelled(_) => ErrorKind::Cancelled,
+            StepError::ForeignRun { .. } => ErrorKind::Unsupported,
         }
     }
 }

@@ -302,7 +302,7 @@ where
         let text = history::text(command, escape);
         self.emit(&BuildEvent::StepStarted {
             step,
-            stage: stage.clone(),
+            stage: self.shown_stage(stage.clone()),
             index,
             total,
             text: text.clone(),
@@ -373,7 +373,12 @@ where
                 };
                 let entry = history::copy(command.keyword(), &plan.created_by_source, &spec.dest);
                 let key = if spec.link {
-                    link_key(&self.platform, &text, &spec.workdir, &plan.digest)
+                    link_key(
+                        &self.stage_platforms[stage_index],
+                        &text,
+                        &spec.workdir,
+                        &plan.digest,
+                    )
                 } else {
                     state.key.child(&text, std::slice::from_ref(&plan.digest))
                 };
@@ -394,20 +399,22 @@ where
         // made for another (or none) is not the same layer.
         let key = key.packed_for(self.epoch);
         entry.created = Some(self.created_now());
-        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.counts.steps.fetch_add(1, Ordering::Relaxed);
         let use_cache = !self.options.no_cache
             && !self
                 .options
                 .no_cache_filter
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(&stage) || *s == stage_index.to_string());
-        if use_cache {
+        // A layer an earlier platform of this build made.
+        let made_here = self.shared && super::lock(&self.counts.made).contains(key.digest());
+        if use_cache || made_here {
             if let Some(hit) = self
                 .cache
                 .lookup(&key)
                 .map_err(|e| StepError::Cache(Box::new(e)))?
             {
-                self.cached.fetch_add(1, Ordering::Relaxed);
+                self.counts.cached.fetch_add(1, Ordering::Relaxed);
                 self.emit(&BuildEvent::StepCached { step });
                 entry.created_by = Some(hit.created_by);
                 // The first build's time, so that a cached rebuild makes
@@ -448,6 +455,9 @@ where
                 },
             )
             .map_err(|e| StepError::Cache(Box::new(e)))?;
+        if self.shared {
+            super::lock(&self.counts.made).insert(key.digest().clone());
+        }
         state.key = stacked_key(state, key, link, &text, &layer);
         let size = layer.descriptor.size();
         state.added.push(Entry {

@@ -19,6 +19,14 @@
 //! ([`BuildOptions::source_date_epoch`]) every time the result holds comes
 //! from it, so that the same Dockerfile and context give the same image.
 //!
+//! With [`BuildOptions::platforms`] the Dockerfile is built once per
+//! platform, as BuildKit does (`TARGETPLATFORM` and friends per platform,
+//! `BUILDPLATFORM` the host's, base images chosen per platform from an
+//! index), and the result is an OCI image index of the platforms'
+//! manifests. A stage may RUN only on the host's platform: there is no
+//! emulation. Annotations are placed as buildx spells them ([`annotate`]).
+//! Every check that needs no step (`preflight`) is made before any runs.
+//!
 //! # Security
 //! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), its
 //! stage graph walked once; the base image's ONBUILD triggers are bounded
@@ -26,12 +34,15 @@
 //! What COPY reads and RUN runs is guarded by [`crate::copy`] and
 //! [`crate::run`].
 
+pub mod annotate;
 mod attest;
 mod error;
 mod events;
 pub mod graph;
 mod history;
 mod layer;
+mod output;
+mod preflight;
 mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,25 +53,32 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use image_core::progress::Interrupt;
-use image_core::{Digest, ImageConfig, Manifest, Platform, Tracker};
+use image_core::{Digest, ImageConfig, Index, Manifest, Platform, Tracker};
 use image_runtime::Runtime;
 use image_store::{ContentStore, LeaseGuard, Leased, Leases, TagStore};
 
 pub use error::{BuildError, StepError};
 pub use events::{BuildEvent, Observer, OutputStream};
 use graph::{stage_name, Graph, Source};
+pub use output::PlatformImage;
+use preflight::Plan;
 pub use state::{Entry, State};
 
-use crate::builder::ImageBuilder;
+use crate::builder::{Built, ImageBuilder};
 use crate::cache::Cache;
 use crate::context::Context;
 use crate::dockerfile::{
     self, BuildInputs, Command, Dockerfile, Expander, Instruction, PROXY_ARGS,
 };
 use crate::run::Network;
+use annotate::Annotations;
 
 /// The most ONBUILD triggers a base image may hold.
 pub const MAX_TRIGGERS: usize = 1024;
+
+/// The most platforms one build is for (each is a build of the whole
+/// Dockerfile).
+pub const MAX_PLATFORMS: usize = 64;
 
 /// What to build and how.
 #[derive(Debug, Clone, Default)]
@@ -106,16 +124,28 @@ pub struct BuildOptions {
     /// `SOURCE_DATE_EPOCH` (as BuildKit reads it), else the environment
     /// variable of that name.
     pub source_date_epoch: Option<i64>,
-    /// `--annotation KEY=VALUE`: annotations of the image's manifest (an
-    /// OCI manifest; a Docker-format one has none and fails the commit).
+    /// `--annotation [TYPE[\[PLATFORM\]]:]KEY=VALUE`, keys as buildx spells
+    /// them ([`annotate`]): without a type, annotations of the image's
+    /// manifest (an OCI manifest: a Docker-format one has none, and the
+    /// build fails before any step); `index:` and `index-descriptor:` need
+    /// a multi-platform build.
     pub annotations: BTreeMap<String, String>,
     /// Fill the OCI `org.opencontainers.image.*` annotations as BuildKit
     /// does when asked: `created`, `base.name`, `base.digest`, and
     /// `source`/`revision` from the labels of those names.
     pub oci_annotations: bool,
     /// `--provenance`: attach a provenance record to the image as an OCI
-    /// referrer (see [`crate::provenance`]).
+    /// referrer (see [`crate::provenance`]); to each platform's image of a
+    /// multi-platform build.
     pub provenance: bool,
+    /// `--platform`: the platforms to build for, as BuildKit does: the
+    /// Dockerfile is built once per platform, with `TARGETPLATFORM` and
+    /// friends set to it (`BUILDPLATFORM` is the host's); a stage whose
+    /// platform is not the host's may not RUN (there is no emulation). With
+    /// two or more the result is an OCI image index of the platforms'
+    /// manifests, tagged; with one, that platform's image; with none, the
+    /// host's.
+    pub platforms: Vec<Platform>,
 }
 
 impl BuildOptions {
@@ -146,6 +176,31 @@ impl BuildOptions {
         }
     }
 
+    /// The platforms the build is for: [`BuildOptions::platforms`], or the
+    /// host's when none is given.
+    ///
+    /// # Errors
+    /// [`BuildError::DuplicatePlatform`] for a platform given twice;
+    /// [`BuildError::TooManyPlatforms`] beyond [`MAX_PLATFORMS`].
+    pub fn target_platforms(&self) -> Result<Vec<Platform>, BuildError> {
+        if self.platforms.is_empty() {
+            return Ok(vec![Platform::host()]);
+        }
+        if self.platforms.len() > MAX_PLATFORMS {
+            return Err(BuildError::TooManyPlatforms {
+                found: self.platforms.len(),
+                limit: MAX_PLATFORMS,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for p in &self.platforms {
+            if !seen.insert(p.to_string()) {
+                return Err(BuildError::DuplicatePlatform(Box::new(p.clone())));
+            }
+        }
+        Ok(self.platforms.clone())
+    }
+
     /// How many stages build at once: [`BuildOptions::jobs`], or the number
     /// of cores for 0.
     pub fn parallelism(&self) -> usize {
@@ -160,12 +215,18 @@ impl BuildOptions {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BuildResult {
-    /// The image's manifest, as stored.
+    /// The image's manifest, as stored (the first platform's, for a
+    /// multi-platform build: see [`BuildResult::images`]).
     pub manifest: Manifest,
-    /// The image's config, as stored.
+    /// The image's config, as stored (the first platform's).
     pub config: ImageConfig,
-    /// The image ID (the config's digest).
+    /// The image ID (the config's digest; the first platform's).
     pub image_id: Digest,
+    /// The image index of a multi-platform build, as tagged.
+    pub index: Option<Index>,
+    /// Each platform's image, in the order of
+    /// [`BuildOptions::platforms`] (one for a single-platform build).
+    pub images: Vec<PlatformImage>,
     /// The tags set.
     pub tags: Vec<String>,
     /// The layer steps (RUN, COPY, ADD) of the stages built.
@@ -176,8 +237,18 @@ pub struct BuildResult {
     /// [`crate::cache::export`] writes.
     pub cache_records: Vec<crate::cache::UsedRecord>,
     /// The provenance referrer attached, with
-    /// [`BuildOptions::provenance`].
+    /// [`BuildOptions::provenance`] (the first platform's).
     pub provenance: Option<image_core::Descriptor>,
+}
+
+impl BuildResult {
+    /// What the build tagged: the index of a multi-platform build, else
+    /// the image's manifest.
+    pub fn descriptor(&self) -> image_core::Descriptor {
+        self.index
+            .as_ref()
+            .map_or_else(|| self.manifest.descriptor(), Index::descriptor)
+    }
 }
 
 /// Builds Dockerfiles into images of a store, running RUN steps with a
@@ -207,6 +278,15 @@ where
 
     /// Builds as `options` say, telling `observer` what happens.
     ///
+    /// What depends only on the options, the Dockerfile and the base
+    /// images' names is checked before any step runs: every platform's
+    /// stage graph, a RUN in a stage the host cannot run, the annotations
+    /// (their types, and where they can land) and the tags. The platforms
+    /// then build one after the other under one lease and one cache, so a
+    /// stage that is the same for each (a `FROM --platform=$BUILDPLATFORM`
+    /// stage whose steps do not read the target) runs once and is found
+    /// in the cache by the next.
+    ///
     /// # Errors
     /// A [`BuildError`]; a failed step names its instruction's line. Nothing
     /// is tagged then, and no active snapshot or mount is left.
@@ -217,15 +297,22 @@ where
     ) -> Result<BuildResult, BuildError> {
         let (file, text) = read_dockerfile(options)?;
         let df = dockerfile::parse(&file, &text)?;
-        let platform = Platform::host();
-        let inputs = BuildInputs {
-            build_args: options.build_args.clone(),
-            target: platform.clone(),
-            build: platform.clone(),
-        };
-        let expander = Expander::new(&file, &df, &inputs)?;
-        let graph = Graph::new(&df, &expander, options.target.as_deref())?
-            .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+        let host = Platform::host();
+        let inputs: Vec<BuildInputs> = options
+            .target_platforms()?
+            .into_iter()
+            .map(|target| BuildInputs {
+                build_args: options.build_args.clone(),
+                target,
+                build: host.clone(),
+            })
+            .collect();
+        let plans = inputs
+            .iter()
+            .map(|i| Plan::new(&file, &df, i, options.target.as_deref()))
+            .collect::<Result<Vec<Plan<'_>>, BuildError>>()?;
+        let (annotations, tags) =
+            preflight::check_options(self.store, &file, &df, &plans, options)?;
         if self.runtime.snapshots().is_none() {
             return Err(BuildError::NoSnapshots);
         }
@@ -249,61 +336,111 @@ where
             .clone()
             .unwrap_or_default()
             .with_interrupt(cancel.clone());
-        let run = Run {
-            store: self.store,
-            runtime: self.runtime,
-            lease: &lease,
-            cache: &cache,
-            context: &context,
-            options,
-            file: &file,
-            df: &df,
-            expander: &expander,
-            graph: &graph,
-            platform,
-            epoch,
-            observer: Mutex::new(observer),
-            states: Mutex::new(vec![None; df.stages.len()]),
-            step: AtomicUsize::new(0),
-            steps: AtomicUsize::new(0),
-            cached: AtomicUsize::new(0),
-            declared: Mutex::new(
-                df.global_args
-                    .iter()
-                    .flat_map(arg_names)
-                    .collect::<BTreeSet<String>>(),
-            ),
-            cancel,
-            tracker,
-        };
-        for stage in &df.stages {
-            if !graph.is_needed(stage.index) {
-                run.emit(&BuildEvent::StageSkipped {
-                    stage: stage_name(stage),
-                });
+        let counts = Counts::default();
+        let declared = Mutex::new(
+            df.global_args
+                .iter()
+                .flat_map(arg_names)
+                .collect::<BTreeSet<String>>(),
+        );
+        let multi = plans.len() > 1;
+        let mut images = Vec::with_capacity(plans.len());
+        for (n, plan) in plans.iter().enumerate() {
+            let run = Run {
+                store: self.store,
+                runtime: self.runtime,
+                lease: &lease,
+                cache: &cache,
+                context: &context,
+                options,
+                file: &file,
+                df: &df,
+                expander: &plan.expander,
+                graph: &plan.graph,
+                platform: plan.platform.clone(),
+                stage_platforms: &plan.stage_platforms,
+                shown: multi.then(|| plan.platform.to_string()),
+                annotations: &annotations,
+                epoch,
+                observer: Mutex::new(&mut *observer),
+                states: Mutex::new(vec![None; df.stages.len()]),
+                counts: &counts,
+                shared: multi,
+                declared: &declared,
+                cancel: cancel.clone(),
+                tracker: tracker.clone(),
+            };
+            for stage in &df.stages {
+                if n == 0 && !plan.graph.is_needed(stage.index) {
+                    run.emit(&BuildEvent::StageSkipped {
+                        stage: stage_name(stage),
+                    });
+                }
             }
+            run.stages(options.parallelism())?;
+            let state = lock(&run.states)[plan.graph.target()]
+                .take()
+                .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+            let built = run.commit(state)?;
+            let provenance = if options.provenance {
+                let record = run.provenance(&text)?;
+                let attached = crate::provenance::attach_provenance(
+                    &leased,
+                    &built.manifest.descriptor(),
+                    &record,
+                )
+                .map_err(|e| BuildError::Provenance(Box::new(e)))?;
+                Some(attached)
+            } else {
+                None
+            };
+            images.push(PlatformImage {
+                platform: plan.platform.clone(),
+                manifest: built.manifest,
+                config: built.config,
+                provenance,
+            });
         }
-        run.stages(options.parallelism())?;
-        run.warn_unused_args();
-        let state = lock(&run.states)[graph.target()]
-            .take()
-            .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+        if let Some(warning) = unused_args(options, &lock(&declared)) {
+            observer.event(&warning);
+        }
         cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
-        let mut result = run.commit(state)?;
-        result.cache_records = cache.used();
-        if options.provenance {
-            let record = run.provenance(&text)?;
-            let attached = crate::provenance::attach_provenance(
-                &leased,
-                &result.manifest.descriptor(),
-                &record,
-            )
-            .map_err(|e| BuildError::Provenance(Box::new(e)))?;
-            result.provenance = Some(attached);
-        }
+        let index = output::tag_output(&leased, &images, &annotations, &tags, multi)?;
+        let first = images
+            .first()
+            .cloned()
+            .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
+        let cache_records = cache.used();
         lease.release().map_err(BuildError::Lease)?;
-        Ok(result)
+        Ok(BuildResult {
+            image_id: first.config.digest().clone(),
+            manifest: first.manifest,
+            config: first.config,
+            index,
+            images,
+            tags,
+            steps: counts.steps.load(Ordering::Relaxed),
+            cached: counts.cached.load(Ordering::Relaxed),
+            cache_records,
+            provenance: first.provenance,
+        })
     }
+}
+
+/// The counters every platform's run of a build shares.
+#[derive(Default)]
+struct Counts {
+    /// The last step number given.
+    step: AtomicUsize,
+    /// The layer steps.
+    steps: AtomicUsize,
+    /// Those that came from the cache.
+    cached: AtomicUsize,
+    /// The keys of the layers this build made, in a multi-platform build:
+    /// a later platform's step of the same key reuses the layer even with
+    /// `--no-cache` (a stage shared between platforms is built once, as
+    /// BuildKit solves one graph).
+    made: Mutex<std::collections::HashSet<Digest>>,
 }
 
 /// One build in progress, shared by the threads that build its stages.
@@ -318,19 +455,28 @@ struct Run<'b, S: ?Sized> {
     df: &'b Dockerfile,
     expander: &'b Expander<'b>,
     graph: &'b Graph,
+    /// The platform the result is for (the host's unless asked).
     platform: Platform,
+    /// Each stage's platform ([`Plan::stage_platforms`]).
+    stage_platforms: &'b [Platform],
+    /// The platform, shown before each stage's name in the events of a
+    /// multi-platform build (BuildKit's `[linux/arm64 build 2/3]`).
+    shown: Option<String>,
+    /// The build's annotations, parsed.
+    annotations: &'b Annotations,
     /// The time every timestamp comes from, when reproducible.
     epoch: Option<i64>,
     observer: Mutex<&'b mut dyn Observer>,
     /// Each stage's state once built (taken by the one stage that needs it
     /// when only one does).
     states: Mutex<Vec<Option<State>>>,
-    /// The last step number given.
-    step: AtomicUsize,
-    steps: AtomicUsize,
-    cached: AtomicUsize,
+    /// Step numbers and counts, across the platforms.
+    counts: &'b Counts,
+    /// Whether other platforms' runs share this one's layers (see
+    /// [`Counts::made`]).
+    shared: bool,
     /// Every ARG name the stages built declare (for the unused warning).
-    declared: Mutex<BTreeSet<String>>,
+    declared: &'b Mutex<BTreeSet<String>>,
     /// The build's interrupt (see [`Builder::build`]).
     cancel: Interrupt,
     /// The caller's progress with the build's interrupt: what every long
@@ -475,40 +621,17 @@ where
         )
     }
 
-    /// The platform of a stage: `FROM --platform` (expanded), else the
-    /// host's. A stage for a platform the host cannot run may COPY, ADD and
-    /// change its config, but not RUN (there is no emulation here).
-    fn stage_platform(
-        &self,
-        stage: &crate::dockerfile::Stage,
-        asked: Option<&str>,
-    ) -> Result<Platform, StepError> {
-        let Some(asked) = asked else {
-            return Ok(self.platform.clone());
-        };
-        let platform: Platform = asked.parse().map_err(|_| StepError::Invalid {
-            what: "FROM --platform",
-            value: asked.to_owned(),
-            reason: "expected os/arch[/variant]",
-        })?;
-        let runs = stage
-            .instructions
-            .iter()
-            .any(|i| matches!(i.command, Command::Run(_)));
-        if runs && !self.platform.matches(&platform) {
-            return Err(StepError::Invalid {
-                what: "FROM --platform",
-                value: asked.to_owned(),
-                reason:
-                    "a stage that RUNs must be for the host's platform (there is no emulation); \
-                         one for another platform may only COPY, ADD and change its config",
-            });
+    /// How the events name stage `name`: as it is, or after its platform
+    /// in a multi-platform build.
+    fn shown_stage(&self, name: String) -> String {
+        match &self.shown {
+            Some(p) => format!("{p} {name}"),
+            None => name,
         }
-        Ok(platform)
     }
 
     fn next_step(&self) -> usize {
-        self.step.fetch_add(1, Ordering::Relaxed) + 1
+        self.counts.step.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Builds stage `i` (every stage it needs is built).
@@ -518,9 +641,8 @@ where
         let name = stage_name(stage);
         let started = Instant::now();
         let from = self.expander.from(stage)?;
-        let platform = self
-            .stage_platform(stage, from.platform.as_deref())
-            .map_err(self.at(stage.pos.line, "FROM".into()))?;
+        // Checked before the build started ([`Plan::new`]).
+        let platform = self.stage_platforms[i].clone();
         let mut state = match self.graph.source(&from.image, i) {
             Source::Scratch => State::scratch(&platform),
             // A stage named by this FROM only is taken, not copied: a
@@ -541,6 +663,19 @@ where
             }
         };
         let triggers = self.triggers(&mut state, stage.pos.line)?;
+        // A base image's ONBUILD RUN: known only now.
+        if !Platform::host().matches(&platform)
+            && triggers
+                .iter()
+                .any(|t| matches!(t.command, Command::Run(_)))
+        {
+            return Err(self.at(stage.pos.line, "ONBUILD RUN".into())(
+                StepError::ForeignRun {
+                    stage: name,
+                    platform: Box::new(platform),
+                },
+            ));
+        }
         let layer_steps = triggers
             .iter()
             .chain(&stage.instructions)
@@ -550,7 +685,7 @@ where
         let step = self.next_step();
         self.emit(&BuildEvent::StepStarted {
             step,
-            stage: name.clone(),
+            stage: self.shown_stage(name.clone()),
             index: 1,
             total,
             text: format!("FROM {}", from.image),
@@ -568,7 +703,7 @@ where
             .chain(stage.instructions.iter().map(|t| (t, Origin::File)))
         {
             self.check_interrupt()?;
-            lock(&self.declared).extend(arg_names(ins));
+            lock(self.declared).extend(arg_names(ins));
             let keyword = match origin {
                 Origin::File => ins.command.keyword().to_owned(),
                 Origin::Trigger => format!("ONBUILD {}", ins.command.keyword()),
@@ -634,35 +769,11 @@ where
         Ok(out)
     }
 
-    /// Warns of build args that no ARG of the stages built declares (as
-    /// Docker does, not an error).
-    fn warn_unused_args(&self) {
-        let declared = lock(&self.declared);
-        let unused: Vec<&str> = self
-            .options
-            .build_args
-            .keys()
-            .filter(|k| {
-                !declared.contains(*k)
-                    && !PROXY_ARGS.contains(&k.as_str())
-                    && k.as_str() != "SOURCE_DATE_EPOCH"
-            })
-            .map(String::as_str)
-            .collect();
-        if !unused.is_empty() {
-            self.emit(&BuildEvent::Warning {
-                message: format!(
-                    "one or more build args were not consumed: [{}]",
-                    unused.join(" ")
-                ),
-            });
-        }
-    }
-
     /// Writes the final stage as an image through the builder API: its
     /// base image (or scratch), the layers and history entries the build
-    /// added, its config; and tags it.
-    fn commit(&self, mut state: State) -> Result<BuildResult, BuildError> {
+    /// added, its config, its manifest annotations; kept under the build's
+    /// lease, untagged (the build tags its output last).
+    fn commit(&self, mut state: State) -> Result<Built, BuildError> {
         if !self.options.labels.is_empty() {
             let labels = state.run_config().labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.options.labels.clone());
@@ -699,19 +810,29 @@ where
             config.created = Some(created);
         }
         *image.annotations_mut() = self.manifest_annotations(base_digest.as_ref(), image.config());
-        let tags: Vec<&str> = self.options.tags.iter().map(String::as_str).collect();
-        let built = image.commit(&tags).map_err(commit_err)?;
-        Ok(BuildResult {
-            image_id: built.config.digest().clone(),
-            manifest: built.manifest,
-            config: built.config,
-            tags: built.tags,
-            steps: self.steps.load(Ordering::Relaxed),
-            cached: self.cached.load(Ordering::Relaxed),
-            cache_records: Vec::new(),
-            provenance: None,
-        })
+        image.commit_under(self.lease).map_err(commit_err)
     }
+}
+
+/// The warning of build args that no ARG of the stages built declares (as
+/// Docker gives it: not an error), if any.
+fn unused_args(options: &BuildOptions, declared: &BTreeSet<String>) -> Option<BuildEvent> {
+    let unused: Vec<&str> = options
+        .build_args
+        .keys()
+        .filter(|k| {
+            !declared.contains(*k)
+                && !PROXY_ARGS.contains(&k.as_str())
+                && k.as_str() != "SOURCE_DATE_EPOCH"
+        })
+        .map(String::as_str)
+        .collect();
+    (!unused.is_empty()).then(|| BuildEvent::Warning {
+        message: format!(
+            "one or more build args were not consumed: [{}]",
+            unused.join(" ")
+        ),
+    })
 }
 
 /// Gives every history entry a time that a cached rebuild reproduces, and
@@ -807,4 +928,33 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
         ))
     })?;
     Ok((name, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_platforms_are_the_hosts_by_default_distinct_and_bounded() {
+        let mut o = BuildOptions::default();
+        assert_eq!(o.target_platforms().expect("host"), [Platform::host()]);
+        let arm = Platform::new("linux", "arm64");
+        o.platforms = vec![arm.clone(), Platform::new("linux", "amd64"), arm];
+        assert!(matches!(
+            o.target_platforms(),
+            Err(BuildError::DuplicatePlatform(p)) if p.architecture == "arm64"
+        ));
+        o.platforms = (0..=MAX_PLATFORMS)
+            .map(|i| Platform::new("linux", format!("arch{i}")))
+            .collect();
+        assert!(matches!(
+            o.target_platforms(),
+            Err(BuildError::TooManyPlatforms { found, .. }) if found == MAX_PLATFORMS + 1
+        ));
+        o.platforms.pop();
+        assert_eq!(
+            o.target_platforms().expect("at the limit").len(),
+            MAX_PLATFORMS
+        );
+    }
 }

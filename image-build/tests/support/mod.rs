@@ -105,3 +105,87 @@ pub fn fixture() -> Option<Fixture> {
         runtime,
     })
 }
+
+/// BASE again, as a Docker v2 schema 2 image (its layers and config given
+/// Docker's media types), tagged `name`.
+pub fn docker_format_base(f: &Fixture, name: &str) {
+    use image_core::manifest::{descriptor_media_type, Descriptor, Manifest};
+    use image_core::MediaType;
+    use image_store::{Ingester, TagStore};
+    let oci = image_store::resolve_image(&f.store, BASE, None).expect("base");
+    let docker = |d: &Descriptor| {
+        let mut d = d.clone();
+        let t = descriptor_media_type(&d)
+            .to_docker()
+            .expect("a Docker type");
+        d.set_media_type((&t).into());
+        d
+    };
+    let manifest = Manifest::build(
+        &MediaType::DockerManifest,
+        docker(oci.manifest.config()),
+        oci.manifest.layers().iter().map(docker).collect(),
+        None,
+    )
+    .expect("manifest");
+    f.store.write_blob(manifest.raw()).expect("manifest blob");
+    f.store.set_tag(name, &manifest.descriptor()).expect("tag");
+}
+
+/// A platform the host cannot run: arm64, or amd64 on an arm64 host.
+pub fn foreign_platform() -> Platform {
+    let arch = if Platform::host().architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    Platform::new("linux", arch)
+}
+
+/// An OCI index tagged `name` of two images: BASE for the host, and for
+/// [`foreign_platform`] an image whose one layer holds `/payload` saying
+/// its architecture (a file, never run).
+pub fn two_platform_base(f: &Fixture, name: &str) {
+    use image_build::builder::{File, ImageBuilder};
+    use image_core::oci_spec::image::{ImageIndexBuilder, MediaType};
+    use image_store::{Ingester, TagStore};
+    let foreign = foreign_platform();
+    let mut b = ImageBuilder::scratch(&f.store, &foreign).expect("scratch");
+    let payload = format!("{} payload\n", foreign.architecture).into_bytes();
+    b.add_files(
+        &[File::regular("payload", payload, 0o644)],
+        image_core::config::History::default(),
+    )
+    .expect("payload layer");
+    let other = b.commit(&[]).expect("foreign image");
+    let host = image_store::resolve_image(&f.store, BASE, None).expect("base");
+    let entry = |mut d: image_core::Descriptor, p: &Platform| {
+        d.set_platform(Some(p.into()));
+        d
+    };
+    let inner = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![
+            entry(host.manifest.descriptor(), &Platform::host()),
+            entry(other.manifest.descriptor(), &foreign),
+        ])
+        .build()
+        .expect("index");
+    let index = image_core::Index::new(inner).expect("index");
+    f.store.write_blob(index.raw()).expect("index blob");
+    f.store.set_tag(name, &index.descriptor()).expect("tag");
+}
+
+/// How many of `events` `kind` holds for.
+pub fn count_events(events: &[BuildEvent], kind: impl Fn(&BuildEvent) -> bool) -> usize {
+    events.iter().filter(|e| kind(e)).count()
+}
+
+/// `e` and its sources, joined by `: ` (what a user reads).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let chain: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect();
+    chain.join(": ")
+}

@@ -1,0 +1,207 @@
+//! What a build knows before any step runs, and the checks that need
+//! nothing more: each target platform's expansion and stage graph, each
+//! stage's platform (a stage that RUNs must be for the host's), the
+//! annotations and where they can land, the tags. A build that would fail
+//! one of these at its end fails here, before a RUN has run, with the
+//! error the late check gave.
+
+use image_core::{MediaType, Platform};
+use image_store::{Provider, TagStore};
+
+use super::annotate::{Annotations, Level};
+use super::graph::{stage_name, Graph, Source};
+use super::{BuildError, BuildOptions, StepError};
+use crate::builder::BuilderError;
+use crate::dockerfile::{BuildInputs, Command, Dockerfile, Expander};
+
+/// One target platform of a build: its expansion (`TARGETPLATFORM` and
+/// friends), its stage graph and each stage's platform.
+pub(super) struct Plan<'a> {
+    /// The platform the result is for.
+    pub platform: Platform,
+    pub expander: Expander<'a>,
+    pub graph: Graph,
+    /// By stage index: `FROM --platform` (expanded), else the platform of
+    /// the stage its FROM names, else [`Plan::platform`]. Stages the target
+    /// does not need have the target's.
+    pub stage_platforms: Vec<Platform>,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan of `inputs.target`, checked: every stage the target needs
+    /// that RUNs is for the host's platform.
+    ///
+    /// # Errors
+    /// An expansion error; [`BuildError::NoTarget`]; at a stage's FROM, an
+    /// `--platform` that does not parse or names a platform the host
+    /// cannot run for a stage that RUNs ([`StepError::Invalid`]); at a
+    /// RUN, [`StepError::ForeignRun`] for a stage whose platform comes
+    /// from the target.
+    pub fn new(
+        file: &'a str,
+        df: &'a Dockerfile,
+        inputs: &'a BuildInputs,
+        target: Option<&str>,
+    ) -> Result<Plan<'a>, BuildError> {
+        let expander = Expander::new(file, df, inputs)?;
+        let graph = Graph::new(df, &expander, target)?
+            .ok_or_else(|| BuildError::NoTarget(target.unwrap_or_default().to_owned()))?;
+        let stage_platforms = stage_platforms(file, df, &expander, &graph, &inputs.target)?;
+        Ok(Plan {
+            platform: inputs.target.clone(),
+            expander,
+            graph,
+            stage_platforms,
+        })
+    }
+}
+
+/// Each stage's platform (see [`Plan::stage_platforms`]), refusing a RUN
+/// in a stage the host cannot run.
+fn stage_platforms(
+    file: &str,
+    df: &Dockerfile,
+    expander: &Expander<'_>,
+    graph: &Graph,
+    target: &Platform,
+) -> Result<Vec<Platform>, BuildError> {
+    let host = Platform::host();
+    let mut out: Vec<Platform> = Vec::with_capacity(df.stages.len());
+    for stage in &df.stages {
+        if !graph.is_needed(stage.index) {
+            out.push(target.clone());
+            continue;
+        }
+        let at = |line, instruction: &str, source| BuildError::Step {
+            file: file.to_owned(),
+            line,
+            instruction: instruction.to_owned(),
+            source,
+        };
+        let from = expander.from(stage)?;
+        let first_run = stage
+            .instructions
+            .iter()
+            .find(|i| matches!(i.command, Command::Run(_)));
+        let platform = match &from.platform {
+            Some(asked) => {
+                let invalid = |reason| {
+                    at(
+                        stage.pos.line,
+                        "FROM",
+                        StepError::Invalid {
+                            what: "FROM --platform",
+                            value: asked.clone(),
+                            reason,
+                        },
+                    )
+                };
+                let platform: Platform = asked
+                    .parse()
+                    .map_err(|_| invalid("expected os/arch[/variant]"))?;
+                if first_run.is_some() && !host.matches(&platform) {
+                    return Err(invalid(
+                        "a stage that RUNs must be for the host's platform (there is no \
+                         emulation); one for another platform may only COPY, ADD and change its \
+                         config",
+                    ));
+                }
+                platform
+            }
+            None => match graph.source(&from.image, stage.index) {
+                Source::Stage(j) => out[j].clone(),
+                Source::Scratch | Source::Image(_) => target.clone(),
+            },
+        };
+        if let Some(run) = first_run.filter(|_| !host.matches(&platform)) {
+            return Err(at(
+                run.pos.line,
+                "RUN",
+                StepError::ForeignRun {
+                    stage: stage_name(stage),
+                    platform: Box::new(platform),
+                },
+            ));
+        }
+        out.push(platform);
+    }
+    Ok(out)
+}
+
+/// The image the target stage starts from through its chain of FROMs:
+/// the stage whose FROM names it and the name as expanded; `None` for
+/// scratch.
+pub(super) fn target_base(
+    df: &Dockerfile,
+    expander: &Expander<'_>,
+    graph: &Graph,
+) -> Option<(usize, String)> {
+    let mut i = graph.target();
+    // Each FROM names an earlier stage: at most one step per stage.
+    for _ in 0..df.stages.len() {
+        let from = expander.from(&df.stages[i]).ok()?;
+        match graph.source(&from.image, i) {
+            Source::Scratch => return None,
+            Source::Image(name) => return Some((i, name)),
+            Source::Stage(j) => i = j,
+        }
+    }
+    None
+}
+
+/// The checks of the options against the plans: the annotations parse,
+/// an index level only on a multi-platform build, manifest annotations
+/// only where the result is an OCI manifest (a Docker-format base keeps
+/// its format), the tags valid. Returns the annotations parsed and the
+/// tags normalised.
+///
+/// # Errors
+/// [`BuildError::Annotation`], [`BuildError::AnnotationNeedsIndex`];
+/// [`BuildError::Commit`] with [`BuilderError::Annotations`] or
+/// [`BuilderError::InvalidTag`], as the commit would fail; the base
+/// image's error at its FROM when it cannot be resolved.
+pub(super) fn check_options<S: Provider + TagStore + ?Sized>(
+    store: &S,
+    file: &str,
+    df: &Dockerfile,
+    plans: &[Plan<'_>],
+    options: &BuildOptions,
+) -> Result<(Annotations, Vec<String>), BuildError> {
+    let annotations = Annotations::parse(&options.annotations)?;
+    if plans.len() < 2 {
+        if let Some(annotation) = annotations.needing_index() {
+            return Err(BuildError::AnnotationNeedsIndex { annotation });
+        }
+    }
+    for plan in plans {
+        let annotated = options.oci_annotations
+            || !annotations
+                .of(Level::Manifest, Some(&plan.platform))
+                .is_empty();
+        if !annotated {
+            continue;
+        }
+        let Some((i, name)) = target_base(df, &plan.expander, &plan.graph) else {
+            continue;
+        };
+        let image = image_store::resolve_image(store, &name, Some(&plan.stage_platforms[i]))
+            .map_err(|source| BuildError::Step {
+                file: file.to_owned(),
+                line: df.stages[i].pos.line,
+                instruction: "FROM".to_owned(),
+                source: StepError::BaseImage {
+                    name: name.clone(),
+                    source: Box::new(source),
+                },
+            })?;
+        let media_type = image.manifest.media_type();
+        if *media_type != MediaType::OciManifest {
+            return Err(BuildError::Commit(Box::new(BuilderError::Annotations {
+                media_type: media_type.to_string(),
+            })));
+        }
+    }
+    let tags = crate::builder::normalize_tags(&options.tags)
+        .map_err(|e| BuildError::Commit(Box::new(e)))?;
+    Ok((annotations, tags))
+}
