@@ -518,6 +518,15 @@ impl<S: TagStore + ?Sized> TagStore for Leased<'_, S> {
         self.store.set_tags(tags)
     }
 
+    fn replace_tag(
+        &self,
+        name: &str,
+        expected: Option<&Digest>,
+        descriptor: &Descriptor,
+    ) -> Result<bool, TagError> {
+        self.store.replace_tag(name, expected, descriptor)
+    }
+
     fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
         self.store.remove_tag(name)
     }

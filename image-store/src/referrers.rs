@@ -12,9 +12,12 @@
 //! read the same). A lookup ([`referrers`]) is one tag resolution and one
 //! bounded read; [`add`] writes the new index as a blob and moves the tag,
 //! under the store's own atomic, locked tagging (crash-safe: the old list
-//! or the new one, never a torn one). Two writers adding to one list at
-//! the same moment may keep only one entry: callers add under their own
-//! lease, one writer per image.
+//! or the new one, never a torn one). The move is a compare-and-set
+//! ([`TagStore::replace_tag`]: under `index.json`'s lock in an
+//! [`OciDir`](crate::OciDir), so across processes): a writer whose list
+//! changed since it read it reads it again and adds anew, so writers
+//! adding to one list at once (threads or processes) all keep their
+//! entries.
 //!
 //! # gc
 //! The list's tag is a root: it keeps its referrers, and through their
@@ -35,6 +38,12 @@ pub const REFERRERS_REPOSITORY: &str = "image-build.local/referrers";
 
 /// The most referrers one manifest's list keeps.
 pub const MAX_REFERRERS: usize = 4096;
+
+/// The most times [`add`] reads, extends and tries to move a list that
+/// other writers keep moving. Each failed attempt means another writer's
+/// succeeded, so it takes more writers than this adding at once to
+/// exhaust it.
+pub const MAX_ADD_ROUNDS: usize = 1024;
 
 /// A failed lookup of, or addition to, a list of referrers.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +85,15 @@ pub enum ReferrersError {
         #[source]
         source: Box<TagError>,
     },
+    /// Other writers moved the list every time this one tried, for
+    /// [`MAX_ADD_ROUNDS`] rounds.
+    #[error("the referrers of {subject} changed under {rounds} attempts to add to them")]
+    Contended {
+        /// The subject.
+        subject: Digest,
+        /// The attempts made.
+        rounds: usize,
+    },
     /// The list holds [`MAX_REFERRERS`] already.
     #[error("{subject} has {limit} referrers already")]
     TooMany {
@@ -95,6 +113,7 @@ impl Classify for ReferrersError {
             ReferrersError::Parse { source, .. } => source.kind(),
             ReferrersError::Tag { source, .. } => source.kind(),
             ReferrersError::TooMany { .. } => ErrorKind::Unsafe,
+            ReferrersError::Contended { .. } => ErrorKind::Unavailable,
         }
     }
 }
@@ -152,7 +171,8 @@ where
         .unwrap_or_default())
 }
 
-/// The list of referrers of `subject`, if it has one.
+/// The list of referrers of `subject`, if it has one (its digest is the
+/// tag's, what [`add`] compares before it moves the tag).
 fn list<S>(store: &S, subject: &Digest) -> Result<Option<Index>, ReferrersError>
 where
     S: Provider + TagStore + ?Sized,
@@ -196,42 +216,56 @@ where
         subject: subject.clone(),
         source,
     };
-    let mut manifests: Vec<Descriptor> = match list(store, subject)? {
-        Some(i) => i.manifests().to_vec(),
-        None => Vec::new(),
-    };
-    if manifests.iter().any(|d| d.digest() == entry.digest()) {
-        return Ok(());
-    }
-    if manifests.len() >= MAX_REFERRERS {
-        return Err(ReferrersError::TooMany {
-            subject: subject.clone(),
-            limit: MAX_REFERRERS,
-        });
-    }
-    manifests.push(entry.clone());
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(OciMediaType::ImageIndex)
-        .manifests(manifests)
-        .build()
-        .map_err(|source| {
-            parse(ParseError::Build {
-                what: "a list of referrers",
-                source,
+    for _ in 0..MAX_ADD_ROUNDS {
+        let current = list(store, subject)?;
+        let mut manifests: Vec<Descriptor> = match &current {
+            Some(i) => i.manifests().to_vec(),
+            None => Vec::new(),
+        };
+        if manifests.iter().any(|d| d.digest() == entry.digest()) {
+            return Ok(());
+        }
+        if manifests.len() >= MAX_REFERRERS {
+            return Err(ReferrersError::TooMany {
+                subject: subject.clone(),
+                limit: MAX_REFERRERS,
+            });
+        }
+        manifests.push(entry.clone());
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(OciMediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .map_err(|source| {
+                parse(ParseError::Build {
+                    what: "a list of referrers",
+                    source,
+                })
             })
-        })
-        .and_then(|i| Index::new(i).map_err(parse))?;
-    store
-        .write_blob(index.raw())
-        .map_err(|source| ReferrersError::Write {
-            subject: subject.clone(),
-            source: Box::new(source),
-        })?;
-    store
-        .set_tag(&referrers_tag(subject), &index.descriptor())
-        .map_err(|source| ReferrersError::Tag {
-            subject: subject.clone(),
-            source: Box::new(source),
-        })
+            .and_then(|i| Index::new(i).map_err(parse))?;
+        store
+            .write_blob(index.raw())
+            .map_err(|source| ReferrersError::Write {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })?;
+        let moved = store
+            .replace_tag(
+                &referrers_tag(subject),
+                current.as_ref().map(Index::digest),
+                &index.descriptor(),
+            )
+            .map_err(|source| ReferrersError::Tag {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })?;
+        if moved {
+            return Ok(());
+        }
+    }
+    Err(ReferrersError::Contended {
+        subject: subject.clone(),
+        rounds: MAX_ADD_ROUNDS,
+    })
 }
