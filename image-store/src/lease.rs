@@ -535,6 +535,14 @@ impl<S: TagStore + ?Sized> TagStore for Leased<'_, S> {
         self.store.remove_tags(names)
     }
 
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        self.store.index_entries()
+    }
+
+    fn list_untagged(&self, descriptor: &Descriptor) -> Result<bool, TagError> {
+        self.store.list_untagged(descriptor)
+    }
+
     fn resolve_tag(&self, name: &str) -> Result<Descriptor, TagError> {
         self.store.resolve_tag(name)
     }

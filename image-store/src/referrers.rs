@@ -19,14 +19,26 @@
 //! adding to one list at once (threads or processes) all keep their
 //! entries.
 //!
+//! # OCI layouts
+//! A layout written by another tool lists its referrers as the image
+//! layout spec allows and oras does: each referrer manifest is an
+//! untagged entry of `index.json`, found by its `subject`. [`in_index`]
+//! reads those (once per store: a map from subject to referrers), and
+//! [`list_in_index`] writes a referrer so into a layout.
+//!
 //! # gc
 //! The list's tag is a root: it keeps its referrers, and through their
 //! `subject` link the subject, until the tag is removed. Referrers that
 //! no list names are kept while their subject is kept (gc's back link, as
 //! containerd's back references keep a referrer while its subject lives).
 
+use std::collections::{HashMap, HashSet};
+
+use image_core::manifest::descriptor_media_type;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
-use image_core::{Classify, Descriptor, Digest, Document, ErrorKind, Index, ParseError};
+use image_core::{
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Index, ParseError,
+};
 
 use crate::content::{ContentError, Ingester, Provider};
 use crate::error::TagError;
@@ -38,6 +50,9 @@ pub const REFERRERS_REPOSITORY: &str = "image-build.local/referrers";
 
 /// The most referrers one manifest's list keeps.
 pub const MAX_REFERRERS: usize = 4096;
+
+/// The most entries of a store's top-level index [`in_index`] reads.
+pub const MAX_INDEX_ENTRIES: usize = 65_536;
 
 /// The most times [`add`] reads, extends and tries to move a list that
 /// other writers keep moving. Each failed attempt means another writer's
@@ -94,6 +109,21 @@ pub enum ReferrersError {
         /// The attempts made.
         rounds: usize,
     },
+    /// The store's top-level index has more than [`MAX_INDEX_ENTRIES`]
+    /// entries that may be referrers.
+    #[error("the store's index lists more than {limit} untagged manifests")]
+    TooManyEntries {
+        /// The limit.
+        limit: usize,
+    },
+    /// The store's top-level index could not be read, or the referrer not
+    /// listed in it.
+    #[error("the store's index")]
+    Index {
+        /// The store's error.
+        #[source]
+        source: Box<TagError>,
+    },
     /// The list holds [`MAX_REFERRERS`] already.
     #[error("{subject} has {limit} referrers already")]
     TooMany {
@@ -114,6 +144,8 @@ impl Classify for ReferrersError {
             ReferrersError::Tag { source, .. } => source.kind(),
             ReferrersError::TooMany { .. } => ErrorKind::Unsafe,
             ReferrersError::Contended { .. } => ErrorKind::Unavailable,
+            ReferrersError::TooManyEntries { .. } => ErrorKind::Unsafe,
+            ReferrersError::Index { source } => source.kind(),
         }
     }
 }
@@ -268,4 +300,80 @@ where
         subject: subject.clone(),
         rounds: MAX_ADD_ROUNDS,
     })
+}
+
+/// The referrers an OCI layout lists in its top-level index (oras's form:
+/// untagged entries, or entries with an `artifactType`, whose document has
+/// a `subject`), by subject. Each entry is read once (by digest), bounded
+/// in number ([`MAX_INDEX_ENTRIES`]) and size; an entry that is no
+/// manifest or index, or that cannot be read, is no referrer.
+///
+/// # Errors
+/// [`ReferrersError::Index`] when the index cannot be read;
+/// [`ReferrersError::TooManyEntries`].
+pub fn in_index<S>(store: &S) -> Result<HashMap<Digest, Vec<Descriptor>>, ReferrersError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    let entries = store
+        .index_entries()
+        .map_err(|source| ReferrersError::Index {
+            source: Box::new(source),
+        })?;
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut out: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+    for d in entries {
+        let untagged = crate::tags::ref_name(&d).is_none();
+        if !(untagged || d.artifact_type().is_some()) {
+            continue;
+        }
+        let media_type = descriptor_media_type(&d);
+        if !(media_type.is_manifest() || media_type.is_index()) {
+            continue;
+        }
+        let Ok(digest) = d.checked_digest() else {
+            continue;
+        };
+        if !seen.insert(digest) {
+            continue;
+        }
+        if seen.len() > MAX_INDEX_ENTRIES {
+            return Err(ReferrersError::TooManyEntries {
+                limit: MAX_INDEX_ENTRIES,
+            });
+        }
+        let Ok(bytes) = store.read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE) else {
+            continue;
+        };
+        let Ok(doc) = Document::from_bytes(bytes, Some(&media_type)) else {
+            continue;
+        };
+        let subject = match &doc {
+            Document::Manifest(m) => m.inner().subject().clone(),
+            Document::Index(i) => i.inner().subject().clone(),
+        };
+        let Some(subject) = subject.and_then(|s| s.checked_digest().ok()) else {
+            continue;
+        };
+        out.entry(subject).or_default().push(entry(&doc));
+    }
+    Ok(out)
+}
+
+/// Lists the referrer `entry` in `store`'s top-level index, untagged, as
+/// an OCI layout keeps it for oras and [`in_index`] to find (its blobs
+/// must be in the store).
+///
+/// # Errors
+/// [`ReferrersError::Index`].
+pub fn list_in_index<S>(store: &S, entry: &Descriptor) -> Result<(), ReferrersError>
+where
+    S: TagStore + ?Sized,
+{
+    store
+        .list_untagged(entry)
+        .map(drop)
+        .map_err(|source| ReferrersError::Index {
+            source: Box::new(source),
+        })
 }

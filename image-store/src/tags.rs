@@ -175,6 +175,32 @@ pub trait TagStore {
         Ok(true)
     }
 
+    /// Every entry of the store's top-level index (an OCI layout's
+    /// `index.json`), tagged or not, in its order: where a layout lists
+    /// the manifests it holds untagged (oras lists referrers so). The
+    /// provided form gives the tags' descriptors.
+    ///
+    /// # Errors
+    /// As [`tags`](TagStore::tags).
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        Ok(self.tags()?.into_iter().map(|t| t.descriptor).collect())
+    }
+
+    /// Lists `descriptor` in the store's top-level index without a name,
+    /// as an OCI layout lists a manifest it holds untagged (oras keeps
+    /// referrers so), unless an unnamed entry with its digest is there;
+    /// returns whether it added one. Its blobs must be in the store.
+    /// [`OciDir`] does (under its lock, its closure checked as a tag's); the
+    /// provided form refuses ([`TagError::Unsupported`]).
+    ///
+    /// # Errors
+    /// [`TagError::Dangling`] for a blob missing; I/O errors.
+    fn list_untagged(&self, descriptor: &Descriptor) -> Result<bool, TagError> {
+        Err(TagError::Unsupported {
+            what: format!("an untagged entry for {}", descriptor.digest()),
+        })
+    }
+
     /// Removes the tag `name` (every entry that resolves to it); returns
     /// whether there was one.
     ///
@@ -571,6 +597,38 @@ impl TagStore for OciDir {
         descriptor: &Descriptor,
     ) -> Result<bool, TagError> {
         self.set_tags_if(&[(name, descriptor)], || points_at(self, name, expected))
+    }
+
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        Ok(self.read_index()?.manifests().to_vec())
+    }
+
+    fn list_untagged(&self, descriptor: &Descriptor) -> Result<bool, TagError> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| TagError::Index {
+                path: self.root.join("index.json"),
+                source,
+            })?;
+        let mut plain = descriptor.clone();
+        if let Some(mut a) = plain.annotations().clone() {
+            a.remove(REF_NAME);
+            plain.set_annotations((!a.is_empty()).then_some(a));
+        }
+        let _lock = self.lock_index()?;
+        self.check_closures(&[(digest.to_string(), plain.clone())])?;
+        let mut added = false;
+        self.update_index_locked(|manifests| {
+            let listed = manifests
+                .iter()
+                .any(|m| ref_name(m).is_none() && m.digest().to_string() == digest.to_string());
+            if !listed {
+                manifests.push(plain);
+                added = true;
+            }
+            Ok(added)
+        })?;
+        Ok(added)
     }
 
     fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {
