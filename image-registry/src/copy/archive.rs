@@ -50,7 +50,7 @@ pub(super) fn image(archive: &OciArchive, name: Option<&str>) -> Result<Descript
 }
 
 /// Copies the image `src` names into a new OCI archive at `path`, named
-/// `name` there (as given).
+/// `name` there (as given); with referrers, through a scratch store.
 pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
     client: &Client,
     src: &Location<'_, S>,
@@ -58,13 +58,10 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
     name: Option<&str>,
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
-    if options.referrers {
-        return with_referrers(client, src, path, name, options).await;
-    }
     match src {
         Location::Store { store, name: from } => {
             let top = resolve(*store, from)?;
-            write(*store, top, path, name, options).await
+            from_a_store(client, *store, top, path, name, options).await
         }
         Location::Archive {
             path: from,
@@ -72,10 +69,14 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
         } => {
             let archive = OciArchive::open(from).map_err(|e| error(from, e))?;
             let top = image(&archive, in_it.as_deref())?;
-            write(&archive, top, path, name, options).await
+            from_a_store(client, &archive, top, path, name, options).await
         }
         Location::Registry(from) => {
             let scratch = Scratch::beside(path)?;
+            if options.referrers {
+                let report = from_registry(client, from, &scratch.staged(), options).await?;
+                return with_referrers(&scratch.store, report, path, name, options);
+            }
             let top = pulled(client, from, &scratch.store, options).await?;
             write(&scratch.store, top, path, name, options).await
         }
@@ -83,41 +84,38 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
     }
 }
 
-/// The image's name in the scratch store.
-const STAGED: &str = "localhost/copy/staged:latest";
-
-/// Copies the image `src` names and its referrers into a scratch store
-/// beside `path`, then writes them as the OCI archive `path`: the image
-/// named `name`, each referrer an untagged entry.
-async fn with_referrers<S: Provider + TagStore + Sync>(
+/// Writes `top` of a source store (or archive) as the archive `path`;
+/// with referrers, through a scratch store they are copied into first.
+async fn from_a_store<S: Provider + TagStore + Sync + ?Sized>(
     client: &Client,
-    src: &Location<'_, S>,
+    store: &S,
+    top: Descriptor,
     path: &Path,
     name: Option<&str>,
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
+    if !options.referrers {
+        return write(store, top, path, name, options).await;
+    }
     let scratch = Scratch::beside(path)?;
-    let staged: Location<'_, OciDir> = Location::Store {
-        store: &scratch.store,
-        name: STAGED.to_owned(),
-    };
-    let mut report = match src {
-        Location::Store { store, name: from } => {
-            let top = resolve(*store, from)?;
-            from_store(client, *store, top, &staged, options).await?
-        }
-        Location::Archive {
-            path: from,
-            name: in_it,
-        } => {
-            let archive = OciArchive::open(from).map_err(|e| error(from, e))?;
-            let top = image(&archive, in_it.as_deref())?;
-            from_store(client, &archive, top, &staged, options).await?
-        }
-        Location::Registry(from) => from_registry(client, from, &staged, options).await?,
-        Location::Layout { .. } => unreachable!("a layout source is read as a store"),
-    };
-    let top = resolve(&scratch.store, STAGED)?;
+    let report = from_store(client, store, top, &scratch.staged(), options).await?;
+    with_referrers(&scratch.store, report, path, name, options)
+}
+
+/// The image's name in the scratch store.
+const STAGED: &str = "localhost/copy/staged:latest";
+
+/// Writes the image staged in `scratch` and the referrers `report`
+/// names as the OCI archive `path`: the image named `name`, each referrer
+/// an untagged entry.
+fn with_referrers(
+    scratch: &OciDir,
+    mut report: CopyReport,
+    path: &Path,
+    name: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let top = resolve(scratch, STAGED)?;
     let mut images = vec![image_named(top.clone(), name)];
     for digest in &report.referrers {
         let read_err = |source| CopyError::StoreReferrers {
@@ -125,7 +123,6 @@ async fn with_referrers<S: Provider + TagStore + Sync>(
             source: Box::new(source),
         };
         let bytes = scratch
-            .store
             .read_blob_to_vec(digest, image_store::refs::MAX_DOCUMENT_SIZE)
             .map_err(|source| {
                 read_err(image_store::referrers::ReferrersError::Read {
@@ -144,7 +141,7 @@ async fn with_referrers<S: Provider + TagStore + Sync>(
             Vec::new(),
         ));
     }
-    let files = write_images(&scratch.store, images, path, options)?;
+    let files = write_images(scratch, images, path, options)?;
     report.descriptor = Some(top);
     report.tag = name.map(str::to_owned);
     report.copied = files;
@@ -247,6 +244,15 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// The scratch store as a copy's destination, the image named
+    /// [`STAGED`] there.
+    fn staged(&self) -> Location<'_, OciDir> {
+        Location::Store {
+            store: &self.store,
+            name: STAGED.to_owned(),
+        }
+    }
+
     fn beside(path: &Path) -> Result<Scratch, CopyError> {
         let (dir, file) = split(path)?;
         let dir = dir.join(format!(
