@@ -54,6 +54,10 @@ pub const MAX_REFERRERS: usize = 4096;
 /// The most entries of a store's top-level index [`in_index`] reads.
 pub const MAX_INDEX_ENTRIES: usize = 65_536;
 
+/// The most bytes of documents [`in_index`] reads in all (each is also
+/// bounded alone).
+pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The most times [`add`] reads, extends and tries to move a list that
 /// other writers keep moving. Each failed attempt means another writer's
 /// succeeded, so it takes more writers than this adding at once to
@@ -110,11 +114,12 @@ pub enum ReferrersError {
         rounds: usize,
     },
     /// The store's top-level index has more than [`MAX_INDEX_ENTRIES`]
-    /// entries that may be referrers.
-    #[error("the store's index lists more than {limit} untagged manifests")]
+    /// entries that may be referrers, or more than [`MAX_INDEX_BYTES`] of
+    /// them.
+    #[error("the store's index lists more than {limit} untagged manifests or bytes of them")]
     TooManyEntries {
-        /// The limit.
-        limit: usize,
+        /// The limit passed.
+        limit: u64,
     },
     /// The store's top-level index could not be read, or the referrer not
     /// listed in it.
@@ -305,7 +310,8 @@ where
 /// The referrers an OCI layout lists in its top-level index (oras's form:
 /// untagged entries, or entries with an `artifactType`, whose document has
 /// a `subject`), by subject. Each entry is read once (by digest), bounded
-/// in number ([`MAX_INDEX_ENTRIES`]) and size; an entry that is no
+/// in number ([`MAX_INDEX_ENTRIES`]), each in size and all together
+/// ([`MAX_INDEX_BYTES`]); an entry that is no
 /// manifest or index, or that cannot be read, is no referrer.
 ///
 /// # Errors
@@ -322,6 +328,7 @@ where
         })?;
     let mut seen: HashSet<Digest> = HashSet::new();
     let mut out: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+    let mut bytes = 0u64;
     for d in entries {
         let untagged = crate::tags::ref_name(&d).is_none();
         if !(untagged || d.artifact_type().is_some()) {
@@ -337,15 +344,19 @@ where
         if !seen.insert(digest) {
             continue;
         }
-        if seen.len() > MAX_INDEX_ENTRIES {
-            return Err(ReferrersError::TooManyEntries {
-                limit: MAX_INDEX_ENTRIES,
-            });
+        bytes = bytes.saturating_add(d.size());
+        for (over, limit) in [
+            (seen.len() > MAX_INDEX_ENTRIES, MAX_INDEX_ENTRIES as u64),
+            (bytes > MAX_INDEX_BYTES, MAX_INDEX_BYTES),
+        ] {
+            if over {
+                return Err(ReferrersError::TooManyEntries { limit });
+            }
         }
-        let Ok(bytes) = store.read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE) else {
+        let Ok(raw) = store.read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE) else {
             continue;
         };
-        let Ok(doc) = Document::from_bytes(bytes, Some(&media_type)) else {
+        let Ok(doc) = Document::from_bytes(raw, Some(&media_type)) else {
             continue;
         };
         let subject = match &doc {

@@ -178,3 +178,44 @@ impl<S: ContentStore + TagStore> Check for S {
         assert_eq!(self.resolve_tag("cas:1").unwrap().digest(), b.digest());
     }
 }
+
+/// A layout's untagged entries are read by subject once, and bounded: an
+/// entry claiming more bytes than the whole budget is refused, typed,
+/// before anything is read.
+#[test]
+fn untagged_referrers_are_found_by_subject_and_bounded() {
+    use image_core::{Classify, ErrorKind};
+    let (_tmp, store) = oci_dir();
+    let subject = write_image(&store, &[b"subject layer".to_vec()], "subject").manifest;
+    store.write_blob(b"{}").unwrap();
+    let sig = write_referrer(&store, &subject, "sig");
+    assert!(store.list_untagged(&sig).unwrap());
+    assert!(!store.list_untagged(&sig).unwrap(), "listed once");
+    let found = referrers::in_index(&store).unwrap();
+    let subject_digest = subject.checked_digest().unwrap();
+    assert_eq!(found[&subject_digest].len(), 1);
+    assert_eq!(found[&subject_digest][0].digest(), sig.digest());
+    assert_eq!(
+        found[&subject_digest][0]
+            .artifact_type()
+            .as_ref()
+            .map(|a| a.to_string()),
+        Some("application/example.sig".to_owned())
+    );
+
+    let mut huge = sig.clone();
+    huge.set_digest(Digest::sha256(b"not here").to_string().parse().unwrap());
+    huge.set_size(referrers::MAX_INDEX_BYTES + 1);
+    store
+        .update_index(|m| {
+            m.push(huge);
+            Ok(true)
+        })
+        .unwrap();
+    let e = referrers::in_index(&store).unwrap_err();
+    assert!(
+        matches!(e, referrers::ReferrersError::TooManyEntries { .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Unsafe);
+}
