@@ -244,10 +244,8 @@ fn copy_between_store_registries_and_layouts_keeps_the_digest() {
     let from_archive = Reference::parse_name("from-archive:1").unwrap().to_string();
     assert_eq!(stored_digest(&cli.store(), &from_archive), digest);
 
-    // Referrers: not into an archive (it keeps no list of them)...
-    let err = cli.fails(&["copy", &second, &archive, "--referrers", "--insecure"]);
-    assert!(err.contains("referrers"), "{err}");
-    // ...but store -> registry -> another store, listed by inspect there.
+    // Referrers: store -> registry -> another store, listed by inspect
+    // there.
     let store = OciDir::open(cli.store()).unwrap();
     let subject = store.resolve_tag(&local).unwrap();
     image_build::provenance::attach(
@@ -283,6 +281,38 @@ fn copy_between_store_registries_and_layouts_keeps_the_digest() {
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["artifactType"], "application/vnd.example.sig");
+    // ...and store -> layout -> archive -> another store: the layout and
+    // the archive list the signature as an untagged index.json entry.
+    let signed_layout = format!("oci:{}:signed", cli.tmp.path().join("signed").display());
+    let signed_archive = format!(
+        "oci-archive:{}:signed",
+        cli.tmp.path().join("signed.tar").display()
+    );
+    for (from, to) in [("app:1", &signed_layout), (&signed_layout, &signed_archive)] {
+        let out = cli.ok(&["copy", from, to, "--referrers", "--quiet"]);
+        assert!(out.contains("1 referrers"), "{from} -> {to}: {out}");
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cli.tmp.path().join("signed/index.json")).unwrap())
+            .unwrap();
+    let untagged = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["annotations"]["org.opencontainers.image.ref.name"].is_null())
+        .count();
+    assert_eq!(untagged, 1, "{index}");
+    let out = other.ok(&[
+        "copy",
+        &signed_archive,
+        "store:z:1",
+        "--referrers",
+        "--quiet",
+    ]);
+    assert!(out.contains("1 referrers"), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&other.ok(&["inspect", "--referrers", "z:1"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:?}");
     // With --referrers between registries: the image (it has none).
     let out = cli.ok(&[
         "copy",

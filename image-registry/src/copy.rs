@@ -30,13 +30,17 @@
 //! loop of referrers ends), at most [`MAX_REFERRER_DEPTH`] deep and
 //! [`CopyOptions::max_referrers`] in all. They go to the destination as
 //! any manifest with a `subject` is pushed: a registry without the
-//! referrers API gets its tag-schema index updated. Referrers are copied
-//! between registries only (a store keeps no referrers index).
+//! referrers API gets its tag-schema index updated. A store lists them in
+//! its lists of referrers ([`image_store::referrers`]); an OCI layout
+//! ([`Location::Layout`]) and an OCI archive as the image layout spec
+//! allows and oras does: each referrer an untagged entry of `index.json`,
+//! found by its `subject` (skopeo's layout transport keeps no referrers).
+//! A source store, layout or archive is read in both forms.
 //!
 //! Progress and cancellation go through [`CopyOptions::tracker`], one
 //! item per blob.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use image_core::{
@@ -74,6 +78,15 @@ pub enum Location<'a, S: ?Sized> {
         /// The image's name.
         name: String,
     },
+    /// An OCI layout (`oci:DIR:REF`) and the image's name in it: read as
+    /// a store; at a destination, referrers are listed in its `index.json`
+    /// untagged (oras's form) rather than in a store's lists.
+    Layout {
+        /// The layout.
+        store: &'a S,
+        /// The image's name.
+        name: String,
+    },
     /// An OCI archive file (skopeo's `oci-archive:PATH[:REF]`) and the
     /// image's name in it (`None`: the archive's only image, and an
     /// unnamed image when written). A source archive is read in place
@@ -88,9 +101,17 @@ pub enum Location<'a, S: ?Sized> {
     },
 }
 
-impl<S: ?Sized> Location<'_, S> {
-    fn is_archive(&self) -> bool {
-        matches!(self, Location::Archive { .. })
+impl<'a, S: ?Sized> Location<'a, S> {
+    /// A layout as the store it is (how everything but the referrers'
+    /// listing treats it).
+    fn as_store(&self) -> Option<Location<'a, S>> {
+        match self {
+            Location::Layout { store, name } => Some(Location::Store {
+                store: *store,
+                name: name.clone(),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -297,8 +318,8 @@ pub enum CopyError {
         /// Why.
         source: Box<image_store::LayoutError>,
     },
-    /// Referrers were asked for with an archive at one end (an archive
-    /// keeps no list of referrers).
+    /// No longer returned: referrers are copied to and from archives too
+    /// (kept so that code matching it still builds).
     #[error("referrers are copied between registries and stores only")]
     ReferrersNeedRegistries,
 }
@@ -343,10 +364,8 @@ where
     S: Provider + TagStore + Sync,
     D: PullStore,
 {
-    let archive = [src.is_archive(), dst.is_archive()].contains(&true);
-    if options.referrers && archive {
-        return Err(CopyError::ReferrersNeedRegistries);
-    }
+    let src_store = src.as_store();
+    let src = src_store.as_ref().unwrap_or(src);
     if let Location::Archive { path, name } = dst {
         return archive::to_archive(client, src, path, name.as_deref(), options).await;
     }
@@ -361,6 +380,7 @@ where
             from_store(client, *store, top, dst, options).await
         }
         Location::Registry(from) => from_registry(client, from, dst, options).await,
+        Location::Layout { .. } => unreachable!("a layout source is read as a store"),
     }
 }
 
@@ -372,7 +392,7 @@ async fn from_registry<D: PullStore>(
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
     match dst {
-        Location::Store { store, name } => {
+        Location::Store { store, name } | Location::Layout { store, name } => {
             let mut pull_options = PullOptions::default()
                 .with_parallel(options.parallel)
                 .with_tracker(options.tracker.clone())
@@ -394,7 +414,7 @@ async fn from_registry<D: PullStore>(
             if let (true, Some(top)) = (options.referrers, &report.descriptor) {
                 let roots = documents_in(*store, top).await?;
                 let from: End<'_, D> = End::Registry(from);
-                let to = End::Store(*store);
+                let to = End::of(dst);
                 let push_options = PushOptions::default();
                 copy_referrers(client, from, roots, to, &push_options, options, &mut report)
                     .await?;
@@ -436,6 +456,10 @@ async fn from_store<S: Provider + TagStore + Sync + ?Sized, D: PullStore>(
         Location::Store {
             store: to,
             name: as_name,
+        }
+        | Location::Layout {
+            store: to,
+            name: as_name,
         } => {
             let top = select(&Source::Store(store), top, options).await?;
             let lease = to.begin_lease().map_err(CopyError::Lease)?;
@@ -462,7 +486,7 @@ async fn from_store<S: Provider + TagStore + Sync + ?Sized, D: PullStore>(
             };
             if options.referrers {
                 let roots = documents_in(*to, &top).await?;
-                let (from, to) = (End::Store(store), End::Store(*to));
+                let (from, to) = (End::Store(store), End::of(dst));
                 let push_options = PushOptions::default();
                 copy_referrers(client, from, roots, to, &push_options, options, &mut report)
                     .await?;
@@ -605,11 +629,24 @@ async fn to_registry<S: Provider + TagStore + Sync + ?Sized>(
     Ok(report)
 }
 
-/// One end of a copy of referrers: a registry's repository, or a store
-/// (its lists of referrers, [`image_store::referrers`]).
+/// One end of a copy of referrers: a registry's repository, a store (its
+/// lists of referrers, [`image_store::referrers`], and at a source its
+/// index's untagged referrers too), or a layout destination (its index).
 enum End<'a, T: ?Sized> {
     Registry(&'a Reference),
     Store(&'a T),
+    Layout(&'a T),
+}
+
+impl<'a, T: ?Sized> End<'a, T> {
+    /// The end a store or layout destination is.
+    fn of(location: &Location<'a, T>) -> End<'a, T> {
+        match location {
+            Location::Layout { store, .. } => End::Layout(*store),
+            Location::Store { store, .. } => End::Store(*store),
+            _ => unreachable!("referrers go into a store or a layout here"),
+        }
+    }
 }
 
 /// Copies the referrers of `roots` (documents already copied) from `from`
@@ -633,6 +670,8 @@ where
     let mut seen: HashSet<Digest> = roots.iter().cloned().collect();
     let mut pending: Vec<(Digest, usize)> = roots.into_iter().map(|d| (d, 0)).collect();
     let mut taken = 0usize;
+    // A source store's (layout's, archive's) untagged referrers, read once.
+    let mut in_index: Option<HashMap<Digest, Vec<Descriptor>>> = None;
     while let Some((digest, depth)) = pending.pop() {
         check_interrupt(options.tracker.interrupt()).map_err(|source| CopyError::Referrers {
             digest: digest.clone(),
@@ -647,13 +686,20 @@ where
                         digest: digest.clone(),
                         source: Box::new(source),
                     })?,
-                End::Store(store) => {
-                    image_store::referrers::referrers(*store, &digest).map_err(|source| {
-                        CopyError::StoreReferrers {
-                            digest: digest.clone(),
-                            source: Box::new(source),
-                        }
-                    })?
+                End::Store(store) | End::Layout(store) => {
+                    let store_err = |source| CopyError::StoreReferrers {
+                        digest: digest.clone(),
+                        source: Box::new(source),
+                    };
+                    let mut listed =
+                        image_store::referrers::referrers(*store, &digest).map_err(store_err)?;
+                    let in_index = match &mut in_index {
+                        Some(m) => m,
+                        None => in_index
+                            .insert(image_store::referrers::in_index(*store).map_err(store_err)?),
+                    };
+                    listed.extend(in_index.get(&digest).into_iter().flatten().cloned());
+                    listed
                 }
             };
         let mut fresh = Vec::new();
@@ -719,9 +765,9 @@ where
     } = *how;
     let source = match from {
         End::Registry(reference) => Source::Registry { client, reference },
-        End::Store(store) => Source::Store(*store),
+        End::Store(store) | End::Layout(store) => Source::Store(*store),
     };
-    let store = match to {
+    let (store, layout) = match to {
         End::Registry(to) => {
             let dest = to.without_tag().without_digest();
             let (pushed, _) = push_from(client, &source, r, &dest, push_options)
@@ -733,7 +779,8 @@ where
             report.add_push(&pushed);
             return Ok(());
         }
-        End::Store(store) => *store,
+        End::Store(store) => (*store, false),
+        End::Layout(store) => (*store, true),
     };
     let digest = r.checked_digest().map_err(|_| CopyError::Referrer {
         digest: r.digest().to_string(),
@@ -752,7 +799,7 @@ where
             report.copied += pulled.fetched.len();
             report.skipped += pulled.skipped.len();
         }
-        End::Store(from) => {
+        End::Store(from) | End::Layout(from) => {
             let lease = store.begin_lease().map_err(CopyError::Lease)?;
             let store_options =
                 image_store::CopyOptions::default().with_tracker(options.tracker.clone());
@@ -760,20 +807,26 @@ where
                 .map_err(CopyError::Store)?;
             report.copied += copied.copied;
             report.skipped += copied.skipped;
-            add_referrer(store, subject, r)?;
+            add_referrer(store, layout, subject, r)?;
             return lease.release().map_err(CopyError::Lease);
         }
     }
-    add_referrer(store, subject, r)
+    add_referrer(store, layout, subject, r)
 }
 
-/// Lists `r` among the referrers of `subject` in `store`.
+/// Lists `r` among the referrers of `subject` in `store`: in its list of
+/// them, or in a layout's index, untagged.
 fn add_referrer<D: PullStore>(
     store: &D,
+    layout: bool,
     subject: &Digest,
     r: &Descriptor,
 ) -> Result<(), CopyError> {
-    image_store::referrers::add(store, subject, r).map_err(|source| CopyError::StoreReferrers {
+    match layout {
+        true => image_store::referrers::list_in_index(store, r),
+        false => image_store::referrers::add(store, subject, r),
+    }
+    .map_err(|source| CopyError::StoreReferrers {
         digest: subject.clone(),
         source: Box::new(source),
     })

@@ -514,18 +514,224 @@ fn referrers_are_copied_on_request_recursively_and_absent_without() {
     if let Some(raw) = skopeo_raw(&format!("{with}@{}", w.sig.digest())) {
         assert_eq!(raw, w.sig.raw());
     }
-    // Into an archive (which keeps no list of referrers), referrers are
-    // refused, before anything moves.
+    // Into an archive, referrers are untagged entries of its index.json
+    // (oras's form), and the scratch store is gone.
     let work = tempfile::tempdir().unwrap();
-    let e = c
+    let report = c
         .copy(
             &at(&format!("{src}:1")),
             &archive(&work.path().join("a.tar"), None),
             &CopyOptions::default().with_referrers(true),
         )
+        .unwrap();
+    assert_eq!(
+        report.referrers,
+        vec![w.sig.digest().clone(), w.sig_of_sig.digest().clone()]
+    );
+    assert_eq!(leftovers(work.path(), &["a.tar"]), Vec::<String>::new());
+    let a = image_store::archive::OciArchive::open(work.path().join("a.tar")).unwrap();
+    let found = image_store::referrers::in_index(&a).unwrap();
+    assert_eq!(
+        sorted_digests(found[w.image.digest()].clone()),
+        vec![w.sig.digest().to_string()]
+    );
+}
+
+/// The untagged entries of a layout's or an archive's index.json.
+fn untagged(entries: Vec<Descriptor>) -> Vec<String> {
+    sorted_digests(
+        entries
+            .into_iter()
+            .filter(|d| image_store::tags::ref_name(d).is_none())
+            .collect(),
+    )
+}
+
+/// What a store, layout or archive lists as referrers of `digest`, in
+/// both forms (lists, and untagged index entries found by subject).
+fn listed_anywhere<S: Provider + TagStore>(store: &S, digest: &Digest) -> Vec<String> {
+    let mut all = image_store::referrers::referrers(store, digest).unwrap();
+    let by_subject = image_store::referrers::in_index(store).unwrap();
+    all.extend(by_subject.get(digest).cloned().unwrap_or_default());
+    let mut found = sorted_digests(all);
+    found.dedup();
+    found
+}
+
+/// Referrers through OCI layouts and archives (issue 14): a signature and
+/// an SBOM of each platform manifest of an index, and a signature of each
+/// SBOM, go store -> `oci:` layout -> fresh store -> registry ->
+/// `oci-archive:` -> fresh store, every one kept by digest at each hop.
+/// The layout and the archive list them as untagged entries of their
+/// index.json (oras's form; no list tags); the stores in their lists. A
+/// loop in the source's lists (an SBOM listed as a referrer of its own
+/// signature) is followed once, and a bound below the count is refused,
+/// typed.
+#[test]
+fn referrers_go_through_layouts_and_archives_and_keep_their_digests() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let with = CopyOptions::default().with_referrers(true);
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let (index, amd, arm) = make_index(&src);
+    src.set_tag("app:1", &index.descriptor()).unwrap();
+    let entry = |m: &Manifest| {
+        image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
+    };
+    // subject -> its referrers; and every referrer with its own blobs.
+    let mut want: Vec<(Digest, Vec<String>)> = Vec::new();
+    let mut artifacts: Vec<Manifest> = Vec::new();
+    for m in [&amd, &arm] {
+        let payload = |what: &str| format!("{what} of {}", m.digest()).into_bytes();
+        let sig = artifact(
+            &src,
+            &m.descriptor(),
+            &payload("signature"),
+            "application/vnd.example.sig",
+        );
+        let sbom = artifact(
+            &src,
+            &m.descriptor(),
+            &payload("sbom"),
+            "application/spdx+json",
+        );
+        let sbom_sig = artifact(
+            &src,
+            &sbom.descriptor(),
+            &payload("sbom signature"),
+            "application/vnd.example.sig",
+        );
+        for (subject, r) in [(m, &sig), (m, &sbom), (&sbom, &sbom_sig)] {
+            image_store::referrers::add(&src, subject.digest(), &entry(r)).unwrap();
+        }
+        // A loop: the SBOM listed again as a referrer of its signature.
+        image_store::referrers::add(&src, sbom_sig.digest(), &entry(&sbom)).unwrap();
+        let mut of_m = vec![sig.digest().to_string(), sbom.digest().to_string()];
+        of_m.sort();
+        want.push((m.digest().clone(), of_m));
+        want.push((sbom.digest().clone(), vec![sbom_sig.digest().to_string()]));
+        artifacts.extend([sig, sbom, sbom_sig]);
+    }
+    let mut all: Vec<String> = artifacts.iter().map(|a| a.digest().to_string()).collect();
+    all.sort();
+    let check = |what: &str, report: image_registry::CopyReport| {
+        let mut got: Vec<String> = report.referrers.iter().map(Digest::to_string).collect();
+        got.sort();
+        assert_eq!(got, all, "{what}: each referrer copied once");
+    };
+    let check_store = |what: &str, store: &dyn Fn(&Digest) -> Vec<String>| {
+        for (subject, referrers) in &want {
+            let mut got = store(subject);
+            got.retain(|d| referrers.contains(d));
+            assert_eq!(&got, referrers, "{what}: referrers of {subject}");
+        }
+    };
+
+    // store -> layout: untagged entries of index.json, no list tags.
+    let work = tempfile::tempdir().unwrap();
+    let layout = OciDir::open_or_create(work.path().join("layout")).unwrap();
+    let to_layout = Location::Layout {
+        store: &layout,
+        name: "app:1".to_owned(),
+    };
+    check(
+        "store to layout",
+        c.copy(&in_store(&src, "app:1"), &to_layout, &with).unwrap(),
+    );
+    assert_eq!(untagged(layout.index_entries().unwrap()), all);
+    assert!(layout
+        .tags()
+        .unwrap()
+        .iter()
+        .all(|t| !image_store::referrers::is_referrers_reference(&t.name)));
+    let by_subject = image_store::referrers::in_index(&layout).unwrap();
+    check_store("layout", &|d| {
+        sorted_digests(by_subject.get(d).cloned().unwrap_or_default())
+    });
+
+    // layout -> fresh store: the store's lists.
+    let (_e, second) = image_testsupport::store::oci_dir();
+    let from_layout = Location::Layout {
+        store: &layout,
+        name: "app:1".to_owned(),
+    };
+    check(
+        "layout to store",
+        c.copy(&from_layout, &in_store(&second, "app:1"), &with)
+            .unwrap(),
+    );
+    check_store("second store", &|d| in_store_referrers(&second, d));
+
+    // store -> registry.
+    let repo = format!("{}/through/app", registry.host_port());
+    check(
+        "store to registry",
+        c.copy(
+            &in_store(&second, "app:1"),
+            &at(&format!("{repo}:1")),
+            &with,
+        )
+        .unwrap(),
+    );
+    check_store("registry", &|d| referrers(&c, &repo, d));
+
+    // registry -> archive: untagged entries of its index.json.
+    let tar = work.path().join("app.tar");
+    check(
+        "registry to archive",
+        c.copy(
+            &at(&format!("{repo}:1")),
+            &archive(&tar, Some("app:1")),
+            &with,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        leftovers(work.path(), &["layout", "app.tar"]),
+        Vec::<String>::new()
+    );
+    let a = image_store::archive::OciArchive::open(&tar).unwrap();
+    assert_eq!(untagged(a.index_entries().unwrap()), all);
+    check_store("archive", &|d| listed_anywhere(&a, d));
+
+    // archive -> fresh store, every blob as the source's.
+    let (_f, third) = image_testsupport::store::oci_dir();
+    check(
+        "archive to store",
+        c.copy(
+            &archive(&tar, Some("app:1")),
+            &in_store(&third, "app:1"),
+            &with,
+        )
+        .unwrap(),
+    );
+    check_store("third store", &|d| in_store_referrers(&third, d));
+    for m in &artifacts {
+        assert_eq!(
+            all_digests(&third, &m.descriptor()),
+            all_digests(&src, &m.descriptor())
+        );
+    }
+    assert_eq!(
+        third.resolve_tag("app:1").unwrap().digest(),
+        index.descriptor().digest()
+    );
+
+    // Counts bounded: an archive source with more referrers than taken.
+    let (_g, bounded) = image_testsupport::store::oci_dir();
+    let e = c
+        .copy(
+            &archive(&tar, Some("app:1")),
+            &in_store(&bounded, "app:1"),
+            &CopyOptions::default()
+                .with_referrers(true)
+                .with_max_referrers(3),
+        )
         .unwrap_err();
-    assert!(matches!(e, CopyError::ReferrersNeedRegistries), "{e:?}");
-    assert_eq!(leftovers(work.path(), &[]), Vec::<String>::new());
+    assert!(matches!(e, CopyError::TooManyReferrers { .. }), "{e:?}");
+    assert_eq!(image_core::Classify::kind(&e), ErrorKind::Unsafe);
 }
 
 /// The referrers a store lists (`image_store::referrers`), sorted.

@@ -233,6 +233,13 @@ pub enum TagError {
         /// The error.
         source: io::Error,
     },
+    /// The store cannot do this (a store that keeps no untagged index
+    /// entries).
+    #[error("this store cannot keep {what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+    },
     /// The store is read-only (an archive read in place).
     #[error("cannot change tag {name:?} of read-only {}", path.display())]
     ReadOnly {
@@ -252,7 +259,7 @@ impl Classify for TagError {
             TagError::Index { source, .. } => Classify::kind(source),
             TagError::Content(e) => e.kind(),
             TagError::Io { source, .. } => crate::fs::io_kind(source),
-            TagError::ReadOnly { .. } => ErrorKind::Unsupported,
+            TagError::ReadOnly { .. } | TagError::Unsupported { .. } => ErrorKind::Unsupported,
         }
     }
 }

@@ -518,12 +518,29 @@ impl<S: TagStore + ?Sized> TagStore for Leased<'_, S> {
         self.store.set_tags(tags)
     }
 
+    fn replace_tag(
+        &self,
+        name: &str,
+        expected: Option<&Digest>,
+        descriptor: &Descriptor,
+    ) -> Result<bool, TagError> {
+        self.store.replace_tag(name, expected, descriptor)
+    }
+
     fn remove_tag(&self, name: &str) -> Result<bool, TagError> {
         self.store.remove_tag(name)
     }
 
     fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {
         self.store.remove_tags(names)
+    }
+
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        self.store.index_entries()
+    }
+
+    fn list_untagged(&self, descriptor: &Descriptor) -> Result<bool, TagError> {
+        self.store.list_untagged(descriptor)
     }
 
     fn resolve_tag(&self, name: &str) -> Result<Descriptor, TagError> {

@@ -216,6 +216,21 @@ impl TagStore for MemoryStore {
         Ok(())
     }
 
+    fn replace_tag(
+        &self,
+        name: &str,
+        expected: Option<&Digest>,
+        descriptor: &image_core::Descriptor,
+    ) -> std::result::Result<bool, TagError> {
+        let name = crate::tags::normalize_name(name)?;
+        let mut g = self.lock();
+        if !crate::tags::same_digest(g.tags.get(&name), expected) {
+            return Ok(false);
+        }
+        g.tags.insert(name, descriptor.clone());
+        Ok(true)
+    }
+
     fn remove_tag(&self, name: &str) -> std::result::Result<bool, TagError> {
         let name = crate::tags::normalize_name(name)?;
         Ok(self.lock().tags.remove(&name).is_some())

@@ -12,9 +12,19 @@
 //! read the same). A lookup ([`referrers`]) is one tag resolution and one
 //! bounded read; [`add`] writes the new index as a blob and moves the tag,
 //! under the store's own atomic, locked tagging (crash-safe: the old list
-//! or the new one, never a torn one). Two writers adding to one list at
-//! the same moment may keep only one entry: callers add under their own
-//! lease, one writer per image.
+//! or the new one, never a torn one). The move is a compare-and-set
+//! ([`TagStore::replace_tag`]: under `index.json`'s lock in an
+//! [`OciDir`](crate::OciDir), so across processes): a writer whose list
+//! changed since it read it reads it again and adds anew, so writers
+//! adding to one list at once (threads or processes) all keep their
+//! entries.
+//!
+//! # OCI layouts
+//! A layout written by another tool lists its referrers as the image
+//! layout spec allows and oras does: each referrer manifest is an
+//! untagged entry of `index.json`, found by its `subject`. [`in_index`]
+//! reads those (once per store: a map from subject to referrers), and
+//! [`list_in_index`] writes a referrer so into a layout.
 //!
 //! # gc
 //! The list's tag is a root: it keeps its referrers, and through their
@@ -22,8 +32,13 @@
 //! no list names are kept while their subject is kept (gc's back link, as
 //! containerd's back references keep a referrer while its subject lives).
 
+use std::collections::{HashMap, HashSet};
+
+use image_core::manifest::descriptor_media_type;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
-use image_core::{Classify, Descriptor, Digest, Document, ErrorKind, Index, ParseError};
+use image_core::{
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Index, ParseError,
+};
 
 use crate::content::{ContentError, Ingester, Provider};
 use crate::error::TagError;
@@ -35,6 +50,19 @@ pub const REFERRERS_REPOSITORY: &str = "image-build.local/referrers";
 
 /// The most referrers one manifest's list keeps.
 pub const MAX_REFERRERS: usize = 4096;
+
+/// The most entries of a store's top-level index [`in_index`] reads.
+pub const MAX_INDEX_ENTRIES: usize = 65_536;
+
+/// The most bytes of documents [`in_index`] reads in all (each is also
+/// bounded alone).
+pub const MAX_INDEX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The most times [`add`] reads, extends and tries to move a list that
+/// other writers keep moving. Each failed attempt means another writer's
+/// succeeded, so it takes more writers than this adding at once to
+/// exhaust it.
+pub const MAX_ADD_ROUNDS: usize = 1024;
 
 /// A failed lookup of, or addition to, a list of referrers.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +104,31 @@ pub enum ReferrersError {
         #[source]
         source: Box<TagError>,
     },
+    /// Other writers moved the list every time this one tried, for
+    /// [`MAX_ADD_ROUNDS`] rounds.
+    #[error("the referrers of {subject} changed under {rounds} attempts to add to them")]
+    Contended {
+        /// The subject.
+        subject: Digest,
+        /// The attempts made.
+        rounds: usize,
+    },
+    /// The store's top-level index has more than [`MAX_INDEX_ENTRIES`]
+    /// entries that may be referrers, or more than [`MAX_INDEX_BYTES`] of
+    /// them.
+    #[error("the store's index lists more than {limit} untagged manifests or bytes of them")]
+    TooManyEntries {
+        /// The limit passed.
+        limit: u64,
+    },
+    /// The store's top-level index could not be read, or the referrer not
+    /// listed in it.
+    #[error("the store's index")]
+    Index {
+        /// The store's error.
+        #[source]
+        source: Box<TagError>,
+    },
     /// The list holds [`MAX_REFERRERS`] already.
     #[error("{subject} has {limit} referrers already")]
     TooMany {
@@ -95,6 +148,9 @@ impl Classify for ReferrersError {
             ReferrersError::Parse { source, .. } => source.kind(),
             ReferrersError::Tag { source, .. } => source.kind(),
             ReferrersError::TooMany { .. } => ErrorKind::Unsafe,
+            ReferrersError::Contended { .. } => ErrorKind::Unavailable,
+            ReferrersError::TooManyEntries { .. } => ErrorKind::Unsafe,
+            ReferrersError::Index { source } => source.kind(),
         }
     }
 }
@@ -152,7 +208,8 @@ where
         .unwrap_or_default())
 }
 
-/// The list of referrers of `subject`, if it has one.
+/// The list of referrers of `subject`, if it has one (its digest is the
+/// tag's, what [`add`] compares before it moves the tag).
 fn list<S>(store: &S, subject: &Digest) -> Result<Option<Index>, ReferrersError>
 where
     S: Provider + TagStore + ?Sized,
@@ -196,42 +253,138 @@ where
         subject: subject.clone(),
         source,
     };
-    let mut manifests: Vec<Descriptor> = match list(store, subject)? {
-        Some(i) => i.manifests().to_vec(),
-        None => Vec::new(),
-    };
-    if manifests.iter().any(|d| d.digest() == entry.digest()) {
-        return Ok(());
-    }
-    if manifests.len() >= MAX_REFERRERS {
-        return Err(ReferrersError::TooMany {
-            subject: subject.clone(),
-            limit: MAX_REFERRERS,
-        });
-    }
-    manifests.push(entry.clone());
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(OciMediaType::ImageIndex)
-        .manifests(manifests)
-        .build()
-        .map_err(|source| {
-            parse(ParseError::Build {
-                what: "a list of referrers",
-                source,
+    for _ in 0..MAX_ADD_ROUNDS {
+        let current = list(store, subject)?;
+        let mut manifests: Vec<Descriptor> = match &current {
+            Some(i) => i.manifests().to_vec(),
+            None => Vec::new(),
+        };
+        if manifests.iter().any(|d| d.digest() == entry.digest()) {
+            return Ok(());
+        }
+        if manifests.len() >= MAX_REFERRERS {
+            return Err(ReferrersError::TooMany {
+                subject: subject.clone(),
+                limit: MAX_REFERRERS,
+            });
+        }
+        manifests.push(entry.clone());
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(OciMediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .map_err(|source| {
+                parse(ParseError::Build {
+                    what: "a list of referrers",
+                    source,
+                })
             })
-        })
-        .and_then(|i| Index::new(i).map_err(parse))?;
-    store
-        .write_blob(index.raw())
-        .map_err(|source| ReferrersError::Write {
-            subject: subject.clone(),
+            .and_then(|i| Index::new(i).map_err(parse))?;
+        store
+            .write_blob(index.raw())
+            .map_err(|source| ReferrersError::Write {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })?;
+        let moved = store
+            .replace_tag(
+                &referrers_tag(subject),
+                current.as_ref().map(Index::digest),
+                &index.descriptor(),
+            )
+            .map_err(|source| ReferrersError::Tag {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })?;
+        if moved {
+            return Ok(());
+        }
+    }
+    Err(ReferrersError::Contended {
+        subject: subject.clone(),
+        rounds: MAX_ADD_ROUNDS,
+    })
+}
+
+/// The referrers an OCI layout lists in its top-level index (oras's form:
+/// untagged entries, or entries with an `artifactType`, whose document has
+/// a `subject`), by subject. Each entry is read once (by digest), bounded
+/// in number ([`MAX_INDEX_ENTRIES`]), each in size and all together
+/// ([`MAX_INDEX_BYTES`]); an entry that is no
+/// manifest or index, or that cannot be read, is no referrer.
+///
+/// # Errors
+/// [`ReferrersError::Index`] when the index cannot be read;
+/// [`ReferrersError::TooManyEntries`].
+pub fn in_index<S>(store: &S) -> Result<HashMap<Digest, Vec<Descriptor>>, ReferrersError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    let entries = store
+        .index_entries()
+        .map_err(|source| ReferrersError::Index {
             source: Box::new(source),
         })?;
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut out: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+    let mut bytes = 0u64;
+    for d in entries {
+        let untagged = crate::tags::ref_name(&d).is_none();
+        if !(untagged || d.artifact_type().is_some()) {
+            continue;
+        }
+        let media_type = descriptor_media_type(&d);
+        if !(media_type.is_manifest() || media_type.is_index()) {
+            continue;
+        }
+        let Ok(digest) = d.checked_digest() else {
+            continue;
+        };
+        if !seen.insert(digest) {
+            continue;
+        }
+        bytes = bytes.saturating_add(d.size());
+        for (over, limit) in [
+            (seen.len() > MAX_INDEX_ENTRIES, MAX_INDEX_ENTRIES as u64),
+            (bytes > MAX_INDEX_BYTES, MAX_INDEX_BYTES),
+        ] {
+            if over {
+                return Err(ReferrersError::TooManyEntries { limit });
+            }
+        }
+        let Ok(raw) = store.read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE) else {
+            continue;
+        };
+        let Ok(doc) = Document::from_bytes(raw, Some(&media_type)) else {
+            continue;
+        };
+        let subject = match &doc {
+            Document::Manifest(m) => m.inner().subject().clone(),
+            Document::Index(i) => i.inner().subject().clone(),
+        };
+        let Some(subject) = subject.and_then(|s| s.checked_digest().ok()) else {
+            continue;
+        };
+        out.entry(subject).or_default().push(entry(&doc));
+    }
+    Ok(out)
+}
+
+/// Lists the referrer `entry` in `store`'s top-level index, untagged, as
+/// an OCI layout keeps it for oras and [`in_index`] to find (its blobs
+/// must be in the store).
+///
+/// # Errors
+/// [`ReferrersError::Index`].
+pub fn list_in_index<S>(store: &S, entry: &Descriptor) -> Result<(), ReferrersError>
+where
+    S: TagStore + ?Sized,
+{
     store
-        .set_tag(&referrers_tag(subject), &index.descriptor())
-        .map_err(|source| ReferrersError::Tag {
-            subject: subject.clone(),
+        .list_untagged(entry)
+        .map(drop)
+        .map_err(|source| ReferrersError::Index {
             source: Box::new(source),
         })
 }

@@ -41,7 +41,7 @@ use std::io;
 
 use image_core::oci_spec::image::{ImageIndex, ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::reference::{Reference, ReferenceError};
-use image_core::{Descriptor, DescriptorExt, Index, ParseError};
+use image_core::{Descriptor, DescriptorExt, Digest, Index, ParseError};
 use rustix::fs::FlockOperation;
 
 use crate::content::{ContentError, Provider};
@@ -152,6 +152,55 @@ pub trait TagStore {
         Ok(())
     }
 
+    /// Points the tag `name` at `descriptor` only if it points at
+    /// `expected` now (`None`: only if there is no such tag); returns
+    /// whether it did. This is the compare-and-set a read-modify-write of
+    /// a tag (a list of referrers) retries on: [`OciDir`] compares and
+    /// writes under its `index.json` lock, so it holds across processes;
+    /// `MemoryStore` under its mutex. The provided form compares, then
+    /// sets, and is only as atomic as the store's own tagging.
+    ///
+    /// # Errors
+    /// As [`set_tag`](TagStore::set_tag).
+    fn replace_tag(
+        &self,
+        name: &str,
+        expected: Option<&Digest>,
+        descriptor: &Descriptor,
+    ) -> Result<bool, TagError> {
+        if !points_at(self, name, expected)? {
+            return Ok(false);
+        }
+        self.set_tag(name, descriptor)?;
+        Ok(true)
+    }
+
+    /// Every entry of the store's top-level index (an OCI layout's
+    /// `index.json`), tagged or not, in its order: where a layout lists
+    /// the manifests it holds untagged (oras lists referrers so). The
+    /// provided form gives the tags' descriptors.
+    ///
+    /// # Errors
+    /// As [`tags`](TagStore::tags).
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        Ok(self.tags()?.into_iter().map(|t| t.descriptor).collect())
+    }
+
+    /// Lists `descriptor` in the store's top-level index without a name,
+    /// as an OCI layout lists a manifest it holds untagged (oras keeps
+    /// referrers so), unless an unnamed entry with its digest is there;
+    /// returns whether it added one. Its blobs must be in the store.
+    /// [`OciDir`] does (under its lock, its closure checked as a tag's); the
+    /// provided form refuses ([`TagError::Unsupported`]).
+    ///
+    /// # Errors
+    /// [`TagError::Dangling`] for a blob missing; I/O errors.
+    fn list_untagged(&self, descriptor: &Descriptor) -> Result<bool, TagError> {
+        Err(TagError::Unsupported {
+            what: format!("an untagged entry for {}", descriptor.digest()),
+        })
+    }
+
     /// Removes the tag `name` (every entry that resolves to it); returns
     /// whether there was one.
     ///
@@ -206,6 +255,31 @@ pub trait TagStore {
             .ok_or_else(|| TagError::NotFound {
                 name: name.to_owned(),
             })
+    }
+}
+
+/// Whether the tag `name` in `store` points at `expected` (`None`: is no
+/// tag), digests compared as written.
+fn points_at<S: TagStore + ?Sized>(
+    store: &S,
+    name: &str,
+    expected: Option<&Digest>,
+) -> Result<bool, TagError> {
+    let current = match store.resolve_tag(name) {
+        Ok(d) => Some(d),
+        Err(TagError::NotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(same_digest(current.as_ref(), expected))
+}
+
+/// Whether `current` (a tag's descriptor, if any) has the digest
+/// `expected` (`None`: there is no descriptor).
+pub(crate) fn same_digest(current: Option<&Descriptor>, expected: Option<&Digest>) -> bool {
+    match (current, expected) {
+        (None, None) => true,
+        (Some(d), Some(e)) => d.digest().to_string() == e.to_string(),
+        _ => false,
     }
 }
 
@@ -440,24 +514,15 @@ pub fn ref_name(descriptor: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-impl TagStore for OciDir {
-    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
-        let index = self.read_index()?;
-        let mut out: Vec<Tagged> = index
-            .manifests()
-            .iter()
-            .filter_map(|d| ref_name(d).map(|n| Tagged::new(n.to_owned(), d.clone())))
-            .filter(|t| !holds_digest(&t.name))
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
-        self.set_tags(&[(name, descriptor)])
-    }
-
-    fn set_tags(&self, tags: &[(&str, &Descriptor)]) -> Result<(), TagError> {
+impl OciDir {
+    /// [`TagStore::set_tags`], done only if `guard`, run under the
+    /// `index.json` lock before anything is checked or written, says so;
+    /// returns whether it was.
+    fn set_tags_if(
+        &self,
+        tags: &[(&str, &Descriptor)],
+        guard: impl FnOnce() -> Result<bool, TagError>,
+    ) -> Result<bool, TagError> {
         // Every name first, so a bad one sets nothing. A later equal name
         // replaces an earlier one in place (`slot`).
         let mut entries: Vec<(String, Descriptor)> = Vec::with_capacity(tags.len());
@@ -479,9 +544,12 @@ impl TagStore for OciDir {
             }
         }
         if entries.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let _lock = self.lock_index()?;
+        if !guard()? {
+            return Ok(false);
+        }
         // Under the lock, so gc (which takes it too) cannot remove what we
         // are about to reference once we checked it is there.
         self.check_closures(&entries)?;
@@ -496,7 +564,71 @@ impl TagStore for OciDir {
             manifests.retain(|m| !ref_name(m).is_some_and(replaced));
             manifests.extend(entries.into_iter().map(|(_, d)| d));
             Ok(true)
-        })
+        })?;
+        Ok(true)
+    }
+}
+
+impl TagStore for OciDir {
+    fn tags(&self) -> Result<Vec<Tagged>, TagError> {
+        let index = self.read_index()?;
+        let mut out: Vec<Tagged> = index
+            .manifests()
+            .iter()
+            .filter_map(|d| ref_name(d).map(|n| Tagged::new(n.to_owned(), d.clone())))
+            .filter(|t| !holds_digest(&t.name))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), TagError> {
+        self.set_tags(&[(name, descriptor)])
+    }
+
+    fn set_tags(&self, tags: &[(&str, &Descriptor)]) -> Result<(), TagError> {
+        self.set_tags_if(tags, || Ok(true)).map(drop)
+    }
+
+    fn replace_tag(
+        &self,
+        name: &str,
+        expected: Option<&Digest>,
+        descriptor: &Descriptor,
+    ) -> Result<bool, TagError> {
+        self.set_tags_if(&[(name, descriptor)], || points_at(self, name, expected))
+    }
+
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        Ok(self.read_index()?.manifests().to_vec())
+    }
+
+    fn list_untagged(&self, descriptor: &Descriptor) -> Result<bool, TagError> {
+        let digest = descriptor
+            .checked_digest()
+            .map_err(|source| TagError::Index {
+                path: self.root.join("index.json"),
+                source,
+            })?;
+        let mut plain = descriptor.clone();
+        if let Some(mut a) = plain.annotations().clone() {
+            a.remove(REF_NAME);
+            plain.set_annotations((!a.is_empty()).then_some(a));
+        }
+        let _lock = self.lock_index()?;
+        self.check_closures(&[(digest.to_string(), plain.clone())])?;
+        let mut added = false;
+        self.update_index_locked(|manifests| {
+            let listed = manifests
+                .iter()
+                .any(|m| ref_name(m).is_none() && m.digest().to_string() == digest.to_string());
+            if !listed {
+                manifests.push(plain);
+                added = true;
+            }
+            Ok(added)
+        })?;
+        Ok(added)
     }
 
     fn remove_tags(&self, names: &[&str]) -> Result<usize, TagError> {

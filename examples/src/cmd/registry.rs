@@ -388,7 +388,9 @@ pub struct CopyFlags {
     #[arg(long)]
     pub platform: Option<String>,
     /// Copy the referrers (signatures, SBOMs, attestations) of every
-    /// manifest copied, recursively; between registries only.
+    /// manifest copied, recursively: between registries, stores, OCI
+    /// layouts and OCI archives (a layout or an archive lists them in its
+    /// index.json, untagged, as oras does).
     #[arg(long)]
     pub referrers: bool,
     #[command(flatten)]
@@ -404,6 +406,10 @@ pub fn wants_registry_copy(source: &str, destination: &str, flags: &CopyFlags) -
         || flags.platform.is_some()
         || flags.referrers
 }
+
+/// The prefix of an OCI layout at either end of `imagectl copy`
+/// (skopeo's transport name).
+pub const LAYOUT_PREFIX: &str = "oci:";
 
 /// The prefix of an OCI archive at either end of `imagectl copy`
 /// (skopeo's transport name).
@@ -429,20 +435,25 @@ type End<'a> = (&'a OciDir, &'a str, &'a str);
 
 /// Copies between registries, stores and layouts.
 pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyhow::Result<()> {
-    fn end<'a>(store: &'a OciDir, name: &str) -> anyhow::Result<Location<'a, OciDir>> {
+    fn end<'a>((store, name, spec): End<'a>) -> anyhow::Result<Location<'a, OciDir>> {
         if let Some(archive) = archive_location(name) {
             return Ok(archive);
         }
         Ok(match name.strip_prefix(DOCKER_PREFIX) {
             Some(r) => Location::Registry(Reference::parse_name(r)?),
+            // An OCI layout keeps referrers as untagged index entries.
+            None if spec.starts_with(LAYOUT_PREFIX) => Location::Layout {
+                store,
+                name: name.to_owned(),
+            },
             None => Location::Store {
                 store,
                 name: name.to_owned(),
             },
         })
     }
-    let from = end(src.0, src.1)?;
-    let to = end(dst.0, dst.1)?;
+    let from = end(src)?;
+    let to = end(dst)?;
     let domains: Vec<&str> = [&from, &to]
         .into_iter()
         .filter_map(|l| match l {

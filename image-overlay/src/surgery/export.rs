@@ -80,7 +80,7 @@ pub fn export_image<P: Provider + ?Sized>(
             index,
         })
         .collect();
-    let planned = plan(store, &sources, limits, false)?;
+    let planned = plan(store, &sources, &[], limits)?;
     let mut tar = TarWriter::new(std::io::BufWriter::with_capacity(256 * 1024, out));
     let written = emit(store, &sources, &planned, limits.layer, &mut tar)?;
     let mut buffered = tar

@@ -22,8 +22,13 @@
 //!    survive); the others link to it (crane's export, too, gives a link
 //!    whose target an upper layer hid the target's content). Above a base
 //!    (squash `--from`), a link to a file of the base stays a link to its
-//!    path, refused ([`SurgeryError::LinkIntoBase`]) only where the merged
-//!    layer's markers would remove that file before the link is made.
+//!    path, unless the merged layer's markers remove that file before the
+//!    link is made: then the file is found in the base's layers (newest
+//!    first, through the base's own hard links, each base layer read once
+//!    for its headers) and its bytes kept in an unnamed temporary file (one
+//!    more read of the base layers holding them), and the group's first
+//!    surviving member carries them, with the base file's metadata, as the
+//!    unsquashed image shows it.
 //! 2. the output: the surviving entries, oldest layer first and in each
 //!    layer's order (so parents and link targets come before what needs
 //!    them), their data streamed from the layer to the writer.
@@ -34,8 +39,10 @@
 //! when it meets a file, whether a later entry of the same layer links to
 //! it, nor write a parent before its children.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 
 use image_core::manifest::descriptor_media_type;
 use image_core::{Descriptor, DescriptorExt, Digest, HashingReader};
@@ -287,6 +294,9 @@ enum Action {
     EmitAs(u32),
     /// A surviving hard link, to the entry that carries its group's data.
     LinkTo(u32),
+    /// A surviving hard link to a base file the merged layer removes: it
+    /// carries that file (the key of [`Plan::carried`]) under its own name.
+    Carry(u32),
 }
 
 /// One header of the plan's read.
@@ -333,7 +343,18 @@ struct Pending {
 pub(crate) struct Plan {
     tree: Tree,
     actions: Vec<Vec<Action>>,
+    /// The base files the merged layer carries, by their node.
+    carried: HashMap<u32, Carried>,
+    /// Their bytes, one after the other (an unnamed temporary file).
+    spool: Option<File>,
     pub(crate) read: Read2,
+}
+
+/// A base file the merged layer carries: its header and where its bytes
+/// are in the plan's spool.
+struct Carried {
+    entry: ListEntry,
+    offset: u64,
 }
 
 const REMOVED_BELOW: &str = "a hard link to a file a layer below it removed";
@@ -445,15 +466,18 @@ fn read_layer<P: Provider + ?Sized>(
     })
 }
 
-/// Plans the merge of `layers` (base first). With `on_base`, the merged
-/// layer is meant to sit on lower layers, so the removals and opaque
-/// directories that reach below the merged ones are kept.
+/// Plans the merge of `layers` (lowest first) on the layers of `base`
+/// (lowest first; none for a merge of a whole image). On a base, the
+/// merged layer keeps the removals and opaque directories that reach below
+/// the merged ones, and the base is read for the files a link of the merged
+/// layers needs but the merged layer removes.
 pub(crate) fn plan<P: Provider + ?Sized>(
     store: &P,
     layers: &[Source<'_>],
+    base: &[Source<'_>],
     limits: MergeLimits,
-    on_base: bool,
 ) -> Result<Plan, SurgeryError> {
+    let on_base = !base.is_empty();
     let mut tree = Tree::new(limits.max_paths);
     let mut actions = vec![Vec::new(); layers.len()];
     // Hard link groups led by a link to a lower layer's file, by its path.
@@ -733,9 +757,15 @@ pub(crate) fn plan<P: Provider + ?Sized>(
         }
         actions[l] = layer_actions;
     }
-    // Links to no file of the merged layers: to the base's file, which must
-    // still be there when the merged layer is applied.
+    // Links to no file of the merged layers: to the base's file, which
+    // stays a link where it is still there when the merged layer is
+    // applied, and is found in the base where the merged layer removes it.
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let mut pending: Vec<(u32, Vec<Pending>)> = pending.into_iter().collect();
+    pending.sort_by_key(|(target, _)| *target);
     for (target, waiting) in pending {
+        let mut carriers: Vec<Rep> = Vec::new();
+        let mut link = None;
         for p in waiting {
             if !on_base {
                 return Err(bad_path(
@@ -747,22 +777,327 @@ pub(crate) fn plan<P: Provider + ?Sized>(
             if tree.removed_before(target, p.from) {
                 return Err(bad_path(p.index, &p.path, REMOVED_BELOW));
             }
-            if tree.marked(target) {
-                return Err(SurgeryError::LinkIntoBase {
-                    index: p.index,
-                    path: display_path(&p.path),
-                });
-            }
-            if let Some(r) = p.rep {
-                actions[r.layer][r.entry] = Action::LinkTo(target);
+            link.get_or_insert((p.index, p.path));
+            match p.rep {
+                Some(r) if tree.marked(target) => carriers.push(r),
+                Some(r) => actions[r.layer][r.entry] = Action::LinkTo(target),
+                None => {}
             }
         }
+        if carriers.is_empty() {
+            continue;
+        }
+        carriers.sort_by_key(|r| (r.layer, r.entry));
+        let (index, link) = link.unwrap_or_default();
+        wanted.push(Wanted {
+            target,
+            carriers,
+            index,
+            link,
+        });
     }
+    let (carried, spool) = if wanted.is_empty() {
+        (HashMap::new(), None)
+    } else {
+        let (carried, spool) =
+            from_base(store, base, &mut tree, &mut actions, wanted, limits.layer)?;
+        (carried, Some(spool))
+    };
     Ok(Plan {
         tree,
         actions,
+        carried,
+        spool,
         read,
     })
+}
+
+/// A file of the base that the merged layer removes but links of the
+/// merged layers name: its node, their surviving first members (lowest
+/// first), and the first link, for errors.
+struct Wanted {
+    target: u32,
+    carriers: Vec<Rep>,
+    index: usize,
+    link: Vec<u8>,
+}
+
+/// The non-directories of the base's tree as its layers leave it: each
+/// path's file (an index into `files`), and each file's entry (base layer,
+/// position). Hard links share their target's file.
+#[derive(Default)]
+struct BaseFiles {
+    paths: BTreeMap<Vec<u8>, usize>,
+    files: Vec<(usize, usize)>,
+}
+
+impl BaseFiles {
+    /// Forgets `path` and, when `below`, everything under it.
+    fn remove(&mut self, path: &[u8], itself: bool, below: bool) {
+        if itself {
+            self.paths.remove(path);
+        }
+        if below {
+            let mut prefix = path.to_vec();
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            let under: Vec<Vec<u8>> = self
+                .paths
+                .range(prefix.clone()..)
+                .take_while(|(p, _)| p.starts_with(&prefix))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in under {
+                self.paths.remove(&p);
+            }
+        }
+    }
+
+    /// Reads the `base` layers, lowest first, as unpack applies them:
+    /// each layer's whiteouts and opaque markers act on the layers below
+    /// it, then its entries in order.
+    fn read<P: Provider + ?Sized>(
+        store: &P,
+        base: &[Source<'_>],
+        limits: Limits,
+    ) -> Result<BaseFiles, SurgeryError> {
+        let mut model = BaseFiles::default();
+        for (l, source) in base.iter().enumerate() {
+            // (path, position, kind, normalised hard link target)
+            let mut entries: Vec<(Vec<u8>, usize, EntryKind, Vec<u8>)> = Vec::new();
+            let mut at = 0usize;
+            read_layer(store, source, limits, &mut |_, e| {
+                let i = at;
+                at += 1;
+                let Some(parts) = components(&e.path) else {
+                    return Err(bad_path(source.index, &e.path, "a path with '..'"));
+                };
+                let parent = parts[..parts.len().saturating_sub(1)].join(&b'/');
+                match &e.whiteout {
+                    Some(WhiteoutKind::Remove(name)) => {
+                        let mut p = parent;
+                        if !p.is_empty() {
+                            p.push(b'/');
+                        }
+                        p.extend_from_slice(name);
+                        model.remove(&p, true, true);
+                    }
+                    Some(WhiteoutKind::Opaque) => model.remove(&parent, false, true),
+                    Some(_) => {}
+                    None => {
+                        let to = match (&e.kind, e.link_target.as_deref()) {
+                            (EntryKind::HardLink, Some(t)) => {
+                                components(t).map(|c| c.join(&b'/')).unwrap_or_default()
+                            }
+                            _ => Vec::new(),
+                        };
+                        entries.push((parts.join(&b'/'), i, e.kind, to));
+                    }
+                }
+                Ok(())
+            })?;
+            for (path, i, kind, to) in entries {
+                match kind {
+                    EntryKind::Regular
+                    | EntryKind::Symlink
+                    | EntryKind::Char
+                    | EntryKind::Block
+                    | EntryKind::Fifo => {
+                        model.remove(&path, true, true);
+                        model.paths.insert(path, model.files.len());
+                        model.files.push((l, i));
+                    }
+                    EntryKind::HardLink => {
+                        match model.paths.get(&to).copied() {
+                            Some(f) => {
+                                model.remove(&path, true, true);
+                                model.paths.insert(path, f);
+                            }
+                            // A link to no file: unpack refuses the base.
+                            None => model.remove(&path, true, true),
+                        }
+                    }
+                    EntryKind::Directory => model.remove(&path, true, false),
+                    _ => model.remove(&path, true, true),
+                }
+            }
+        }
+        Ok(model)
+    }
+}
+
+/// Whether the base's `path` is still there once the merged layer is
+/// applied: neither it nor a parent is removed, replaced or hidden by it.
+fn survives(tree: &mut Tree, path: &[u8]) -> Result<bool, SurgeryError> {
+    let Some(parts) = components(path) else {
+        return Ok(false);
+    };
+    let mut at = ROOT;
+    for (k, c) in parts.iter().enumerate() {
+        let last = k + 1 == parts.len();
+        let n = &tree.nodes[at as usize];
+        if n.opaque || n.out != Out::None || matches!(n.state, State::Other | State::Removed) {
+            return Ok(false);
+        }
+        match tree.child(at, c, false)? {
+            Some(next) => at = next,
+            None => return Ok(true),
+        }
+        if last {
+            let n = &tree.nodes[at as usize];
+            return Ok(n.state == State::Free && n.out == Out::None);
+        }
+    }
+    Ok(false)
+}
+
+/// Resolves the wanted files in the base: where another name of the base
+/// file survives the merged layer, the links link to it; otherwise the
+/// lowest one carries the file's bytes (kept from the base's layer in an
+/// unnamed temporary file) and the others link to it.
+fn from_base<P: Provider + ?Sized>(
+    store: &P,
+    base: &[Source<'_>],
+    tree: &mut Tree,
+    actions: &mut [Vec<Action>],
+    wanted: Vec<Wanted>,
+    limits: Limits,
+) -> Result<(HashMap<u32, Carried>, File), SurgeryError> {
+    let model = BaseFiles::read(store, base, limits)?;
+    // Every name of each wanted file, in path order.
+    let mut files: HashMap<usize, Vec<&[u8]>> = HashMap::new();
+    for w in &wanted {
+        let path = tree.path(w.target);
+        let Some(&f) = model.paths.get(&path) else {
+            return Err(bad_path(
+                w.index,
+                &w.link,
+                "a hard link to no earlier entry",
+            ));
+        };
+        files.entry(f).or_default();
+    }
+    for (p, f) in &model.paths {
+        if let Some(names) = files.get_mut(f) {
+            names.push(p);
+        }
+    }
+    // (base layer, entry) -> the files whose bytes it holds.
+    let mut needed: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
+    for w in &wanted {
+        let f = model.paths[&tree.path(w.target)];
+        let mut survivor = None;
+        for name in &files[&f] {
+            if survives(tree, name)? {
+                survivor = Some(*name);
+                break;
+            }
+        }
+        let first = match survivor {
+            Some(name) => {
+                let parts = components(name).unwrap_or_default();
+                let node = tree.lookup(&parts, true)?.unwrap_or(ROOT);
+                Action::LinkTo(node)
+            }
+            None => {
+                let (l, i) = model.files[f];
+                needed.entry((l, i)).or_default().push(w.target);
+                Action::Carry(w.target)
+            }
+        };
+        let lowest = w.carriers[0];
+        actions[lowest.layer][lowest.entry] = first;
+        for r in &w.carriers[1..] {
+            actions[r.layer][r.entry] = match first {
+                Action::LinkTo(node) => Action::LinkTo(node),
+                _ => Action::LinkTo(lowest.node),
+            };
+        }
+    }
+    let spool_err = |source| SurgeryError::Write { source };
+    let mut spool = temporary_file().map_err(spool_err)?;
+    let mut carried = HashMap::new();
+    let mut offset = 0u64;
+    let mut layers: Vec<usize> = needed.keys().map(|(l, _)| *l).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    for l in layers {
+        let source = &base[l];
+        let mut at = 0usize;
+        read_layer(store, source, limits, &mut |entry, e| {
+            let i = at;
+            at += 1;
+            let Some(nodes) = needed.get(&(l, i)) else {
+                return Ok(());
+            };
+            let copied = copy_entry(entry, e.size, source, &mut |data| {
+                spool.write_all(data).map_err(spool_err)
+            })?;
+            if copied != e.size {
+                return Err(bad_path(
+                    source.index,
+                    &e.path,
+                    "file data shorter than its size (a sparse file?)",
+                ));
+            }
+            for n in nodes {
+                carried.insert(
+                    *n,
+                    Carried {
+                        entry: e.clone(),
+                        offset,
+                    },
+                );
+            }
+            offset += copied;
+            Ok(())
+        })?;
+    }
+    Ok((carried, spool))
+}
+
+/// An unnamed file in the temporary directory (`O_TMPFILE`: it has no
+/// name to remove, and goes with its last descriptor).
+fn temporary_file() -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        std::env::temp_dir(),
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Hands the first `size` bytes of `entry`'s data, in pieces, to `out`;
+/// returns how many there were (fewer at a short entry).
+fn copy_entry(
+    entry: &mut tar::Entry<'_, Ending<'_>>,
+    size: u64,
+    source: &Source<'_>,
+    out: &mut dyn FnMut(&[u8]) -> Result<(), SurgeryError>,
+) -> Result<u64, SurgeryError> {
+    let mut buf = vec![0u8; usize::try_from(size.min(256 * 1024)).unwrap_or(256 * 1024)];
+    let mut left = size;
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let k = entry
+            .read(&mut buf[..want])
+            .map_err(|e| SurgeryError::Layer {
+                index: source.index,
+                digest: source
+                    .descriptor
+                    .checked_digest()
+                    .unwrap_or_else(|_| source.diff_id.clone()),
+                source: Box::new(UnpackError::Source { source: e }),
+            })?;
+        if k == 0 {
+            break;
+        }
+        out(&buf[..k])?;
+        left -= k as u64;
+    }
+    Ok(size - left)
 }
 
 /// The header the output writes for an entry.
@@ -798,6 +1133,58 @@ pub(crate) fn whiteout_entry(path: &[u8]) -> TarEntry<'_> {
 
 fn marker<W: Write>(tar: &mut TarWriter<W>, path: &[u8]) -> Result<(), SurgeryError> {
     tar.header(&whiteout_entry(path)).map_err(write_err)
+}
+
+/// The output kind of an entry written as itself (not as a hard link), a
+/// directory's `path` given its trailing `/`.
+fn plain_kind(e: &ListEntry, path: &mut Vec<u8>, index: usize) -> Result<Kind, SurgeryError> {
+    Ok(match e.kind {
+        EntryKind::Regular => Kind::File { size: e.size },
+        EntryKind::Directory => {
+            if path.is_empty() {
+                path.push(b'.');
+            }
+            path.push(b'/');
+            Kind::Dir
+        }
+        EntryKind::Symlink => Kind::Symlink(e.link_target.clone().unwrap_or_default()),
+        EntryKind::Char => {
+            let (a, b) = e.device.unwrap_or_default();
+            Kind::Char(a.into(), b.into())
+        }
+        EntryKind::Block => {
+            let (a, b) = e.device.unwrap_or_default();
+            Kind::Block(a.into(), b.into())
+        }
+        EntryKind::Fifo => Kind::Fifo,
+        _ => return Err(bad_path(index, &e.path, "an unsupported entry type")),
+    })
+}
+
+/// Writes the bytes of the carried file `c` from the plan's spool.
+fn write_spooled<W: Write>(
+    plan: &Plan,
+    c: &Carried,
+    tar: &mut TarWriter<W>,
+) -> Result<(), SurgeryError> {
+    let Some(spool) = &plan.spool else {
+        return Err(write_err(io::Error::other("no spool for a carried file")));
+    };
+    let mut buf = vec![0u8; usize::try_from(c.entry.size.min(256 * 1024)).unwrap_or(256 * 1024)];
+    let mut done = 0u64;
+    while done < c.entry.size {
+        let want =
+            usize::try_from((c.entry.size - done).min(buf.len() as u64)).unwrap_or(buf.len());
+        let k = spool
+            .read_at(&mut buf[..want], c.offset + done)
+            .map_err(write_err)?;
+        if k == 0 {
+            return Err(write_err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        tar.data(&buf[..k]).map_err(write_err)?;
+        done += k as u64;
+    }
+    Ok(())
 }
 
 /// Writes the merged tar stream of `layers` (as planned) into `tar`:
@@ -837,25 +1224,18 @@ pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
             written += 1;
         }
     }
-    let mut buf = vec![0u8; 256 * 1024];
     for (l, source) in layers.iter().enumerate() {
         let actions = &plan.actions[l];
-        let digest = source
-            .descriptor
-            .checked_digest()
-            .map_err(|e| SurgeryError::BadLayer {
-                index: source.index,
-                source: Box::new(e),
-            })?;
         let mut at = 0usize;
         read_layer(store, source, limits, &mut |entry, e| {
             let action = actions.get(at).copied().unwrap_or(Action::Skip);
             at += 1;
-            let (node, link) = match action {
+            let (node, link, carried) = match action {
                 Action::Skip => return Ok(()),
-                Action::Emit => (None, None),
-                Action::EmitAs(n) => (Some(n), None),
-                Action::LinkTo(n) => (None, Some(tree.path(n))),
+                Action::Emit => (None, None, None),
+                Action::EmitAs(n) => (Some(n), None, None),
+                Action::LinkTo(n) => (None, Some(tree.path(n)), None),
+                Action::Carry(n) => (None, None, plan.carried.get(&n)),
             };
             let mut path = match node {
                 Some(n) => tree.path(n),
@@ -864,31 +1244,26 @@ pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
                     parts.join(&b'/')
                 }
             };
-            let kind = match (link, e.kind) {
-                (Some(target), _) => Kind::Hardlink(target),
-                (None, EntryKind::Regular) => Kind::File { size: e.size },
-                (None, EntryKind::Directory) => {
-                    if path.is_empty() {
-                        path.push(b'.');
-                    }
-                    path.push(b'/');
-                    Kind::Dir
+            if let Some(c) = carried {
+                // The base file (its bytes, metadata and kind) under the
+                // link's name.
+                let kind = plain_kind(&c.entry, &mut path, source.index)?;
+                let mut head = header(&path, &c.entry, kind);
+                if c.entry.kind == EntryKind::Symlink {
+                    head.mode = 0o777;
                 }
-                (None, EntryKind::Symlink) => {
-                    Kind::Symlink(e.link_target.clone().unwrap_or_default())
+                tar.header_nanos(&head, c.entry.mtime_nanos)
+                    .map_err(write_err)?;
+                if c.entry.kind == EntryKind::Regular {
+                    write_spooled(plan, c, tar)?;
+                    tar.pad(c.entry.size).map_err(write_err)?;
                 }
-                (None, EntryKind::Char) => {
-                    let (a, b) = e.device.unwrap_or_default();
-                    Kind::Char(a.into(), b.into())
-                }
-                (None, EntryKind::Block) => {
-                    let (a, b) = e.device.unwrap_or_default();
-                    Kind::Block(a.into(), b.into())
-                }
-                (None, EntryKind::Fifo) => Kind::Fifo,
-                (None, _) => {
-                    return Err(bad_path(source.index, &e.path, "an unsupported entry type"))
-                }
+                written += 1;
+                return Ok(());
+            }
+            let kind = match link {
+                Some(target) => Kind::Hardlink(target),
+                None => plain_kind(e, &mut path, source.index)?,
             };
             let size = match kind {
                 Kind::File { size } => size,
@@ -901,25 +1276,15 @@ pub(crate) fn emit<P: Provider + ?Sized, W: Write>(
                 head.mode = 0o777;
             }
             tar.header_nanos(&head, e.mtime_nanos).map_err(write_err)?;
-            let mut left = size;
-            while left > 0 {
-                let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-                let k = entry
-                    .read(&mut buf[..want])
-                    .map_err(|e| SurgeryError::Layer {
-                        index: source.index,
-                        digest: digest.clone(),
-                        source: Box::new(UnpackError::Source { source: e }),
-                    })?;
-                if k == 0 {
-                    return Err(bad_path(
-                        source.index,
-                        &e.path,
-                        "file data shorter than its size (a sparse file?)",
-                    ));
-                }
-                tar.data(&buf[..k]).map_err(write_err)?;
-                left -= k as u64;
+            let copied = copy_entry(entry, size, source, &mut |data| {
+                tar.data(data).map_err(write_err)
+            })?;
+            if copied != size {
+                return Err(bad_path(
+                    source.index,
+                    &e.path,
+                    "file data shorter than its size (a sparse file?)",
+                ));
             }
             tar.pad(size).map_err(write_err)?;
             written += 1;

@@ -145,10 +145,9 @@ pub enum SurgeryError {
         reason: &'static str,
     },
     /// Squash above a base: a hard link to a file of the base that a
-    /// squashed layer above the link removes (or hides under an opaque or
-    /// removed directory). Flattening the image keeps the link's content,
-    /// but the squashed layer would need the base's bytes, which a squash
-    /// does not read: squash from a lower layer.
+    /// squashed layer above the link removes. No longer returned: the
+    /// squash now reads the base for that file and the squashed layer
+    /// carries it (kept so that code matching it still builds).
     #[error("layer {index}: {path}: a hard link to a file of the base that a squashed layer above it removes")]
     LinkIntoBase {
         /// The link's layer.

@@ -167,21 +167,22 @@ where
             layers: layers.len(),
         });
     }
-    let sources: Vec<Source<'_>> = layers[from..]
+    let all: Vec<Source<'_>> = layers
         .iter()
         .enumerate()
-        .map(|(i, (descriptor, diff_id))| Source {
+        .map(|(index, (descriptor, diff_id))| Source {
             descriptor,
             diff_id,
-            index: from + i,
+            index,
         })
         .collect();
-    let planned = plan(&s, &sources, options.limits, from > 0)?;
+    let (base, sources) = all.split_at(from);
+    let planned = plan(&s, sources, base, options.limits)?;
 
     let mut w = s.writer(&unique_reference()).map_err(SurgeryError::Store)?;
     let stream = LayerStream::new(&mut w, &options.pack).map_err(SurgeryError::Pack)?;
     let mut tar = TarWriter::new(stream);
-    let entries = emit(&s, &sources, &planned, options.limits.layer, &mut tar)?;
+    let entries = emit(&s, sources, &planned, options.limits.layer, &mut tar)?;
     let stream = tar
         .finish()
         .map_err(|source| SurgeryError::Write { source })?;

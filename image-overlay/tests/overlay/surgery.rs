@@ -785,22 +785,20 @@ fn squash_and_export_of_generated_stacks_keep_the_tree() {
 }
 
 /// The same with hard links to files of earlier layers in the stacks: a
-/// squash above a base may refuse one (`LinkIntoBase`), never give
-/// another tree; a squash of all layers and an export always take them.
+/// squash from any layer and an export take them all, including links to
+/// a base file a squashed layer removes.
 #[test]
 fn squash_and_export_of_generated_stacks_with_links_across_layers_keep_the_tree() {
-    let refused = generated_stacks_keep_the_tree(0x11a4_c0de_7e57, true);
-    assert!(refused < 30, "{refused} squashes refused");
+    generated_stacks_keep_the_tree(0x11a4_c0de_7e57, true);
 }
 
-/// Runs 30 generated stacks; returns how many squashes were refused as
-/// `LinkIntoBase`.
-fn generated_stacks_keep_the_tree(seed: u64, cross: bool) -> usize {
+/// Runs 30 generated stacks: every squash and the export give the tree
+/// and hard link groups flatten gives the original.
+fn generated_stacks_keep_the_tree(seed: u64, cross: bool) {
     use image_overlay::flatten::flatten_image;
     use image_overlay::unpack::UnpackOptions;
     let (work, store) = image_testsupport::store::oci_dir();
     let mut next = image_testsupport::xorshift(seed);
-    let mut refused = 0;
     for round in 0..30 {
         let mut model = std::collections::BTreeMap::new();
         let count = 2 + (next() % 4) as usize;
@@ -820,19 +818,13 @@ fn generated_stacks_keep_the_tree(seed: u64, cross: bool) -> usize {
             .unwrap_or_else(|e| panic!("round {round}: flatten: {e:?}"));
         for from in 0..count {
             let sq = format!("gen:{round}-{from}");
-            match squash(
+            squash(
                 &store,
                 &tag,
                 &sq,
                 &SquashOptions::new(SquashFrom::Layer(from)),
-            ) {
-                Ok(_) => {}
-                Err(SurgeryError::LinkIntoBase { .. }) if from > 0 => {
-                    refused += 1;
-                    continue;
-                }
-                Err(e) => panic!("round {round} from {from}: {e:?}"),
-            }
+            )
+            .unwrap_or_else(|e| panic!("round {round} from {from}: {e:?}"));
             let image = resolve_image(&store, &sq, None).expect("resolve");
             let got = work.path().join(format!("got{round}-{from}"));
             flatten_image(&store, &image, &got, &UnpackOptions::default()).expect("flatten");
@@ -860,7 +852,6 @@ fn generated_stacks_keep_the_tree(seed: u64, cross: bool) -> usize {
             "round {round}, export"
         );
     }
-    refused
 }
 
 /// GNU tar's PAX form of the tree at `dir` (sub-second mtimes kept).
@@ -943,12 +934,112 @@ fn squash_and_export_keep_sub_second_mtimes() {
     );
 }
 
+/// Squash above a base, where a squashed layer removes the base file a
+/// squashed link names (issue 15): the squashed layer carries the file's
+/// bytes and metadata under the link's first surviving name, the group's
+/// other names link to it, and where the base file keeps another name the
+/// links link to that one; the squashed image unpacks (umoci, and our
+/// flatten) to the original's tree and hard link groups.
+#[test]
+fn squash_above_a_base_carries_a_linked_base_file_a_squashed_layer_removes() {
+    use image_overlay::flatten::flatten_image;
+    use image_overlay::unpack::UnpackOptions;
+    if !tools(&["umoci"]) {
+        return;
+    }
+    let (work, store) = image_testsupport::store::oci_dir();
+    let layout = work.path().join("layout");
+    let base_file = |extra: &mut TarBuf| {
+        let mut h = image_testsupport::tar::Raw::new("a", b'0');
+        h.mode = 0o640;
+        h.uid = 1000;
+        h.gid = 1001;
+        h.mtime = 1_234_567;
+        h.size = 10;
+        let mut t = TarBuf::new();
+        t.raw(&h, b"base bytes");
+        t.0.extend_from_slice(&extra.0);
+        t.end()
+    };
+    // (name, base layer, layer with the links, layer removing `a`)
+    type Case = (&'static str, Vec<u8>, Vec<u8>, Vec<u8>);
+    let cases: [Case; 3] = [
+        // The issue's case: `a` in the base, `b` linked to it, `a` removed.
+        (
+            "plain",
+            base_file(&mut TarBuf::new()),
+            TarBuf::new().hardlink("b", "a").end(),
+            TarBuf::new().file(".wh.a", b"").end(),
+        ),
+        // A group of names: `c` links to `b`, `d` (in the layer that
+        // removes `a`, after it) to `b` too.
+        (
+            "group",
+            base_file(&mut TarBuf::new()),
+            TarBuf::new()
+                .dir("sub/")
+                .hardlink("sub/b", "a")
+                .hardlink("c", "sub/b")
+                .end(),
+            TarBuf::new()
+                .file(".wh.a", b"")
+                .hardlink("d", "sub/b")
+                .end(),
+        ),
+        // The base file has another name that survives: the links stay
+        // links to it (one inode, as in the original).
+        (
+            "kept",
+            base_file(TarBuf::new().hardlink("keep", "a")),
+            TarBuf::new().hardlink("b", "a").end(),
+            TarBuf::new().file(".wh.a", b"").end(),
+        ),
+    ];
+    for (name, l0, l1, l2) in cases {
+        let layers: Vec<NewLayer> = [l0, l1, l2]
+            .iter()
+            .map(|t| layer_from_tar(&store, t, Compression::Gzip))
+            .collect();
+        let tag = format!("carry:{name}");
+        let original = build_image(&store, &layers, &tag);
+        let expected = umoci_unpack(&layout, &tag, &work.path().join(format!("{name}-orig")));
+        let want = work.path().join(format!("{name}-want"));
+        flatten_image(&store, &original, &want, &UnpackOptions::default()).expect("flatten");
+        for from in [1, 2] {
+            let sq = format!("carry:{name}-{from}");
+            squash(
+                &store,
+                &tag,
+                &sq,
+                &SquashOptions::new(SquashFrom::Layer(from)),
+            )
+            .unwrap_or_else(|e| panic!("{name}: squash from {from}: {e:?}"));
+            let got = umoci_unpack(&layout, &sq, &work.path().join(format!("{name}-sq{from}")));
+            assert_same_image_tree(&expected, &got, false);
+            let image = resolve_image(&store, &sq, None).expect("resolve");
+            let flat = work.path().join(format!("{name}-flat{from}"));
+            flatten_image(&store, &image, &flat, &UnpackOptions::default()).expect("flatten");
+            assert_eq!(facts(&want), facts(&flat), "{name}: squash from {from}");
+            assert_eq!(
+                hardlink_groups(&want),
+                hardlink_groups(&flat),
+                "{name}: squash from {from}"
+            );
+        }
+        let b = if name == "group" { "sub/b" } else { "b" };
+        assert_eq!(
+            std::fs::read(expected.join(b)).expect("read"),
+            b"base bytes"
+        );
+    }
+}
+
 /// A layer that hard-links to a file of an earlier layer (as `ln` in a RUN
 /// step makes): squash and export give the tree and link groups flatten
 /// gives, whether the target survives, is overwritten or is removed above
 /// the link, and through a chain of such links; above a base, a link to a
-/// base file stays a link (refused only where the base's file is removed
-/// above the link).
+/// base file stays a link, and carries the base file's bytes where a
+/// squashed layer above the link removes it.
 #[test]
 fn squash_and_export_take_hard_links_to_lower_layers() {
     use image_overlay::flatten::flatten_image;
@@ -992,25 +1083,6 @@ fn squash_and_export_take_hard_links_to_lower_layers() {
     );
     for from in 0..layers.len() {
         let tag = format!("links:sq{from}");
-        if from == 1 {
-            // On a base holding `bin/gone` and `bin/chain`, which layer 2
-            // removes above the links of layer 1: the squashed layer would
-            // need the base's bytes. Refused, typed, nothing tagged.
-            let e = squash(
-                &store,
-                "links:1",
-                &tag,
-                &SquashOptions::new(SquashFrom::Layer(from)),
-            )
-            .expect_err("a link into the base whose file is removed above");
-            assert!(
-                matches!(e, SurgeryError::LinkIntoBase { index: 1, .. }),
-                "{e:?}"
-            );
-            assert_eq!(e.kind(), ErrorKind::Unsupported);
-            assert!(resolve_image(&store, &tag, None).is_err());
-            continue;
-        }
         squash(
             &store,
             "links:1",

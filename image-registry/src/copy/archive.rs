@@ -6,6 +6,12 @@
 //! it once whole (image-store's atomic write), from the source store, or
 //! from a scratch store beside `PATH` that a registry source is pulled
 //! into first (verified as any pull; removed after).
+//!
+//! With referrers, the image and its referrers are first copied into the
+//! scratch store, as into any store (whatever the source), then written
+//! with the referrers as untagged entries of the archive's `index.json`:
+//! the OCI image layout's form, which oras reads and writes, and which a
+//! source archive is read in ([`image_store::referrers::in_index`]).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +20,9 @@ use image_store::archive::{save_oci_with, ArchiveError, OciArchive, SaveImage, S
 use image_store::fs::Root;
 use image_store::{OciDir, Provider, TagStore};
 
-use super::{resolve, select, CopyError, CopyOptions, CopyReport, Location};
+use super::{
+    from_registry, from_store, resolve, select, CopyError, CopyOptions, CopyReport, Location,
+};
 use crate::client::Client;
 use crate::pull::{pull, PullOptions};
 use crate::push::Source;
@@ -42,7 +50,7 @@ pub(super) fn image(archive: &OciArchive, name: Option<&str>) -> Result<Descript
 }
 
 /// Copies the image `src` names into a new OCI archive at `path`, named
-/// `name` there (as given).
+/// `name` there (as given); with referrers, through a scratch store.
 pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
     client: &Client,
     src: &Location<'_, S>,
@@ -53,7 +61,7 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
     match src {
         Location::Store { store, name: from } => {
             let top = resolve(*store, from)?;
-            write(*store, top, path, name, options).await
+            from_a_store(client, *store, top, path, name, options).await
         }
         Location::Archive {
             path: from,
@@ -61,14 +69,88 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
         } => {
             let archive = OciArchive::open(from).map_err(|e| error(from, e))?;
             let top = image(&archive, in_it.as_deref())?;
-            write(&archive, top, path, name, options).await
+            from_a_store(client, &archive, top, path, name, options).await
         }
         Location::Registry(from) => {
             let scratch = Scratch::beside(path)?;
+            if options.referrers {
+                let report = from_registry(client, from, &scratch.staged(), options).await?;
+                return with_referrers(&scratch.store, report, path, name, options);
+            }
             let top = pulled(client, from, &scratch.store, options).await?;
             write(&scratch.store, top, path, name, options).await
         }
+        Location::Layout { .. } => unreachable!("a layout source is read as a store"),
     }
+}
+
+/// Writes `top` of a source store (or archive) as the archive `path`;
+/// with referrers, through a scratch store they are copied into first.
+async fn from_a_store<S: Provider + TagStore + Sync + ?Sized>(
+    client: &Client,
+    store: &S,
+    top: Descriptor,
+    path: &Path,
+    name: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    if !options.referrers {
+        return write(store, top, path, name, options).await;
+    }
+    let scratch = Scratch::beside(path)?;
+    let report = from_store(client, store, top, &scratch.staged(), options).await?;
+    with_referrers(&scratch.store, report, path, name, options)
+}
+
+/// The image's name in the scratch store.
+const STAGED: &str = "localhost/copy/staged:latest";
+
+/// Writes the image staged in `scratch` and the referrers `report`
+/// names as the OCI archive `path`: the image named `name`, each referrer
+/// an untagged entry.
+fn with_referrers(
+    scratch: &OciDir,
+    mut report: CopyReport,
+    path: &Path,
+    name: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let top = resolve(scratch, STAGED)?;
+    let mut images = vec![image_named(top.clone(), name)];
+    for digest in &report.referrers {
+        let read_err = |source| CopyError::StoreReferrers {
+            digest: digest.clone(),
+            source: Box::new(source),
+        };
+        let bytes = scratch
+            .read_blob_to_vec(digest, image_store::refs::MAX_DOCUMENT_SIZE)
+            .map_err(|source| {
+                read_err(image_store::referrers::ReferrersError::Read {
+                    subject: digest.clone(),
+                    source: Box::new(source),
+                })
+            })?;
+        let doc = image_core::Document::from_bytes(bytes, None).map_err(|source| {
+            read_err(image_store::referrers::ReferrersError::Parse {
+                subject: digest.clone(),
+                source,
+            })
+        })?;
+        images.push(SaveImage::new(
+            image_store::referrers::entry(&doc),
+            Vec::new(),
+        ));
+    }
+    let files = write_images(scratch, images, path, options)?;
+    report.descriptor = Some(top);
+    report.tag = name.map(str::to_owned);
+    report.copied = files;
+    Ok(report)
+}
+
+/// The image `top` to save, named `name` (as given) when named.
+fn image_named(top: Descriptor, name: Option<&str>) -> SaveImage {
+    SaveImage::new(top, name.map(str::to_owned).into_iter().collect()).with_names_as_given(true)
 }
 
 /// Pulls `from` into the scratch store; the descriptor pulled.
@@ -102,28 +184,38 @@ async fn write<P: Provider + Sync + ?Sized>(
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
     let top = select(&Source::Store(store), top, options).await?;
+    let copied = write_images(store, vec![image_named(top.clone(), name)], path, options)?;
+    Ok(CopyReport {
+        descriptor: Some(top),
+        tag: name.map(str::to_owned),
+        copied,
+        ..CopyReport::default()
+    })
+}
+
+/// Writes `images` from `store` as the OCI archive `path`, atomically;
+/// returns the blobs written.
+fn write_images<P: Provider + Sync + ?Sized>(
+    store: &P,
+    images: Vec<SaveImage>,
+    path: &Path,
+    options: &CopyOptions,
+) -> Result<usize, CopyError> {
     let (dir, file) = split(path)?;
     let root = Root::open(&dir).map_err(|source| error(path, ArchiveError::Write { source }))?;
-    let image = SaveImage::new(top.clone(), name.map(str::to_owned).into_iter().collect())
-        .with_names_as_given(true);
     let save_options = SaveOptions::default().with_tracker(options.tracker.clone());
     let mut saved = None;
     root.write_atomic_with(
         &dir.join(file),
         |out| {
-            saved = Some(save_oci_with(store, &[image], out, &save_options)?);
+            saved = Some(save_oci_with(store, &images, out, &save_options)?);
             Ok(())
         },
         |source| ArchiveError::Write { source },
     )
     .map_err(|e| error(path, e))?;
-    Ok(CopyReport {
-        descriptor: Some(top),
-        tag: name.map(str::to_owned),
-        // Every file but `oci-layout` and `index.json` is a blob.
-        copied: saved.map_or(0, |s| s.files.saturating_sub(2)),
-        ..CopyReport::default()
-    })
+    // Every file but `oci-layout` and `index.json` is a blob.
+    Ok(saved.map_or(0, |s| s.files.saturating_sub(2)))
 }
 
 /// The directory of `path` (`.` for a bare name) and its file name.
@@ -152,6 +244,15 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// The scratch store as a copy's destination, the image named
+    /// [`STAGED`] there.
+    fn staged(&self) -> Location<'_, OciDir> {
+        Location::Store {
+            store: &self.store,
+            name: STAGED.to_owned(),
+        }
+    }
+
     fn beside(path: &Path) -> Result<Scratch, CopyError> {
         let (dir, file) = split(path)?;
         let dir = dir.join(format!(

@@ -312,6 +312,10 @@ impl TagStore for OciArchive {
             .collect())
     }
 
+    fn index_entries(&self) -> Result<Vec<Descriptor>, TagError> {
+        Ok(self.index.manifests().to_vec())
+    }
+
     fn set_tag(&self, name: &str, _descriptor: &Descriptor) -> Result<(), TagError> {
         Err(TagError::ReadOnly {
             name: name.to_owned(),

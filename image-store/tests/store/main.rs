@@ -8,5 +8,6 @@ mod durability;
 mod faults;
 mod interop;
 mod leases;
+mod referrers;
 mod tags_gc;
 mod writeback;
