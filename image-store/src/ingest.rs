@@ -47,7 +47,8 @@ impl OciDir {
     }
 
     /// Opens and locks `dir/data`, retrying when the file was replaced
-    /// between open and lock (an abort or gc removed it).
+    /// between open and lock (a commit, an abort or gc removed it);
+    /// [`ContentError::Locked`] when that keeps happening.
     fn open_locked_data(&self, reference: &str, dir: &Path) -> Result<File> {
         let data = dir.join(DATA);
         for _ in 0..8 {
@@ -69,11 +70,14 @@ impl OciDir {
                 return Ok(file);
             }
         }
-        Err(ContentError::io(
-            "lock",
-            data,
-            io::Error::other("the ingest was removed repeatedly while opening it"),
-        ))
+        // Every file we locked had just been committed or aborted by
+        // another writer of the same reference (many writers of one blob
+        // follow each other through it): the reference is contended, which
+        // is what `Locked` says; a writer by digest then ingests under a
+        // reference of its own, and the loser of the commit deduplicates.
+        Err(ContentError::Locked {
+            reference: reference.to_owned(),
+        })
     }
 
     /// Removes ingests that no writer holds and that were not written to

@@ -314,3 +314,36 @@ fn gc_leaves_a_data_file_made_after_it_looked() {
     assert_eq!(report.ingests_removed, 1, "{report:?}");
     assert!(!dir.exists());
 }
+
+/// Many writers of one blob at once (pulls sharing a base layer, adders
+/// writing the same empty config): each finds the shared ingest locked or
+/// just committed and renamed under it, and every write succeeds with the
+/// one digest, whatever the interleaving.
+#[test]
+fn many_writers_of_one_blob_all_succeed() {
+    let (_tmp, store) = crate::common::oci_dir();
+    let store = Arc::new(store);
+    let data = bytes(77, 4096);
+    let want = Digest::sha256(&data);
+    for round in 0..20 {
+        let go = Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, data, go) = (store.clone(), data.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    store.write_blob(&data)
+                })
+            })
+            .collect();
+        for h in handles {
+            let got = h.join().expect("writer thread");
+            assert_eq!(
+                got.expect("write_blob").to_string(),
+                want.to_string(),
+                "round {round}"
+            );
+        }
+        image_store::Manager::delete(&*store, &want).expect("delete for the next round");
+    }
+}
