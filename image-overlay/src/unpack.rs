@@ -168,6 +168,12 @@ pub struct UnpackOptions {
     pub diff_id: Option<Digest>,
     /// The expected size of the compressed blob.
     pub size: Option<u64>,
+    /// The caller verifies the compressed bytes against
+    /// [`digest`](UnpackOptions::digest) itself (a pull whose store hashes
+    /// the same bytes as they are written, and keeps the unpack only once
+    /// the blob is committed): they are not hashed again here, and the
+    /// report's `digest` is the one given. Ignored without a `digest`.
+    pub digest_checked_by_caller: bool,
     /// The algorithm for digests not given above (their own algorithm wins).
     pub algorithm: Algorithm,
     /// Whiteout handling.
@@ -212,6 +218,7 @@ impl Default for UnpackOptions {
             digest: None,
             diff_id: None,
             size: None,
+            digest_checked_by_caller: false,
             algorithm: Algorithm::Sha256,
             whiteouts: WhiteoutMode::Apply,
             limits: Limits::default(),
@@ -837,17 +844,36 @@ impl Read for SourceTag<'_> {
 }
 
 /// Hashes and counts the compressed stream, hashing on a helper thread
-/// (the decompressor and the applier keep this thread busy).
+/// (the decompressor and the applier keep this thread busy); only counts
+/// when the caller checks the digest.
 struct BlobReader<'a> {
     inner: &'a mut dyn Read,
-    hasher: ThreadedHasher,
+    hasher: BlobHash,
     read: u64,
+}
+
+/// The compressed stream's digest: hashed here, or the one the caller
+/// checks ([`UnpackOptions::digest_checked_by_caller`]).
+enum BlobHash {
+    Hashed(Box<ThreadedHasher>),
+    Given(Digest),
+}
+
+impl BlobHash {
+    fn finish(self) -> Digest {
+        match self {
+            BlobHash::Hashed(h) => h.finish(),
+            BlobHash::Given(d) => d,
+        }
+    }
 }
 
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let BlobHash::Hashed(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.read += n as u64;
         Ok(n)
     }
@@ -1172,9 +1198,13 @@ fn unpack_core(
         .tracker
         .reader(item.as_deref().unwrap_or("layer"), opts.size, src);
     let mut tagged = SourceTag(&mut src);
+    let hasher = match &opts.digest {
+        Some(d) if opts.digest_checked_by_caller => BlobHash::Given(d.clone()),
+        _ => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_alg))),
+    };
     let mut compressed = BlobReader {
         inner: &mut tagged,
-        hasher: ThreadedHasher::new(blob_alg),
+        hasher,
         read: 0,
     };
     let (head, compression) = sniff(&mut compressed, opts.compression)?;
