@@ -4,8 +4,12 @@
 //! A [`StreamUnpacker`] is given each layer's compressed bytes as they are
 //! downloaded (through a [`LayerFeed`], fed by whoever downloads: a
 //! registry pull's layer sink), and unpacks them at once into an active
-//! snapshot of their own, on a thread per layer, the compressed digest and
-//! the diff ID hashed on the way. Nothing is committed while bytes arrive:
+//! snapshot of their own, on a thread per layer, the diff ID hashed on the
+//! way. The compressed bytes are not hashed here: the feeder stores the
+//! same bytes and verifies them against the blob's digest and size (a
+//! pull's store does so at its commit), and a layer's snapshot is kept only
+//! once the feeder says so ([`LayerFeed::finish`]); a feed dropped before
+//! that removes it. Nothing is committed while bytes arrive:
 //! [`StreamUnpacker::finish`], called once the image's blobs are verified
 //! and stored, commits each layer's snapshot under its chain ID, bottom
 //! first, after checking the diff ID it computed against the config's.
@@ -209,17 +213,13 @@ impl StreamUnpacker {
         };
         let mut opts = self.shared.base.clone().with_digest(digest.clone());
         opts.size = Some(layer.size());
+        // The feeder verifies the blob (see the module documentation).
+        opts.digest_checked_by_caller = true;
         if let Some(c) = media.layer_compression() {
             opts = opts.with_compression(c);
         }
-        let (tx, rx) = sync_channel(FEED_CHUNKS);
-        let aborted = Arc::new(AtomicBool::new(false));
-        let reader = FeedReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-            aborted: aborted.clone(),
-        };
+        let (tx, reader) = pipe();
+        let aborted = reader.aborted.clone();
         let target = dir.clone();
         let flusher = self.shared.flusher(&dir);
         let thread = std::thread::Builder::new()
@@ -377,7 +377,7 @@ pub struct LayerFeed {
     digest: Digest,
     key: String,
     dir: String,
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<FeedWriter>,
     aborted: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<UnpackReport, UnpackError>>>,
 }
@@ -390,8 +390,8 @@ impl LayerFeed {
     /// The unpack stopped (a corrupt or hostile layer): its error, as an
     /// `InvalidData` I/O error. The feed is of no further use then.
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(bytes.to_vec()).is_ok(),
+        let sent = match &mut self.tx {
+            Some(tx) => tx.send(bytes),
             None => false,
         };
         if sent {
@@ -406,9 +406,10 @@ impl LayerFeed {
         Err(why)
     }
 
-    /// Every byte of the layer was written and the blob verified: waits
-    /// for the unpack to end and keeps its snapshot for
-    /// [`StreamUnpacker::finish`].
+    /// Every byte of the layer was written and the blob verified against
+    /// its digest and size (by the caller: this unpack does not hash the
+    /// compressed bytes): waits for the unpack to end and keeps its
+    /// snapshot for [`StreamUnpacker::finish`].
     ///
     /// # Errors
     /// The unpack failed (its snapshot is removed).
@@ -457,10 +458,71 @@ impl Drop for LayerFeed {
     }
 }
 
+/// Buffers a feed allocates at most: [`FEED_CHUNKS`] in flight, the one
+/// being read and the one being filled.
+const FEED_BUFFERS: usize = FEED_CHUNKS + 2;
+
+/// A feed's channel: at most [`FEED_CHUNKS`] chunks in flight, their
+/// buffers handed back by the reader and refilled by the writer, so a
+/// layer's bytes are copied into at most [`FEED_BUFFERS`] buffers instead
+/// of one fresh allocation per chunk.
+fn pipe() -> (FeedWriter, FeedReader) {
+    let (tx, rx) = sync_channel(FEED_CHUNKS);
+    let (spare_tx, spare_rx) = sync_channel(FEED_BUFFERS);
+    let writer = FeedWriter {
+        tx,
+        spare: spare_rx,
+        allocated: 0,
+    };
+    let reader = FeedReader {
+        rx,
+        spare: spare_tx,
+        chunk: Vec::new(),
+        pos: 0,
+        aborted: Arc::new(AtomicBool::new(false)),
+    };
+    (writer, reader)
+}
+
+/// The writer's end of a feed.
+#[derive(Debug)]
+struct FeedWriter {
+    tx: SyncSender<Vec<u8>>,
+    /// Buffers the reader is done with.
+    spare: Receiver<Vec<u8>>,
+    /// Buffers allocated (not taken from `spare`).
+    allocated: usize,
+}
+
+impl FeedWriter {
+    /// Sends a copy of `bytes`; blocks while [`FEED_CHUNKS`] wait. Whether
+    /// the reader is still there.
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        let mut buf = match self.spare.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if self.allocated < FEED_BUFFERS => {
+                self.allocated += 1;
+                Vec::new()
+            }
+            // Every buffer is in flight or being read: the reader hands
+            // one back when it takes the next chunk.
+            Err(_) => match self.spare.recv() {
+                Ok(buf) => buf,
+                Err(_) => return false,
+            },
+        };
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.tx.send(buf).is_ok()
+    }
+}
+
 /// The unpack thread's end of a feed: the chunks in order, then the end
 /// of the layer when the writer closes it, or an error once aborted.
 struct FeedReader {
     rx: Receiver<Vec<u8>>,
+    /// Where a read chunk's buffer goes back to the writer.
+    spare: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
     aborted: Arc<AtomicBool>,
@@ -477,7 +539,9 @@ impl Read for FeedReader {
             }
             match self.rx.recv() {
                 Ok(c) => {
-                    self.chunk = c;
+                    let done = std::mem::replace(&mut self.chunk, c);
+                    // Room for every buffer; a writer gone drops it.
+                    let _ = self.spare.try_send(done);
                     self.pos = 0;
                 }
                 Err(_) if self.aborted.load(Ordering::Acquire) => continue,
@@ -488,5 +552,78 @@ impl Read for FeedReader {
         out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_reuses_its_buffers() {
+        let (mut writer, mut reader) = pipe();
+        let chunks = 2000usize;
+        let total = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).map(|_| out)
+        });
+        let mut expected = Vec::new();
+        for i in 0..chunks {
+            let chunk = vec![(i % 251) as u8; 1000 + i % 7];
+            expected.extend_from_slice(&chunk);
+            assert!(writer.send(&chunk));
+        }
+        let allocated = writer.allocated;
+        drop(writer);
+        let got = total.join().unwrap().unwrap();
+        assert_eq!(got, expected, "the bytes arrive in order, whole");
+        assert!(
+            allocated <= FEED_BUFFERS,
+            "{allocated} buffers for {chunks} chunks"
+        );
+    }
+
+    /// A one-file uncompressed layer.
+    fn layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "a", &b"abc"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_digest_the_caller_checks_is_not_hashed_again() {
+        let bytes = layer();
+        let given = Digest::sha256(b"not the layer");
+        let mut opts = UnpackOptions::default().with_digest(given.clone());
+        opts.preserve_ownership = false;
+        opts.size = Some(bytes.len() as u64);
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y", "z"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        // Hashed here, the wrong digest is found...
+        let e = unpack(&bytes[..], &dir.path().join("x"), &opts);
+        assert!(
+            matches!(e, Err(UnpackError::DigestMismatch { .. })),
+            "{e:?}"
+        );
+        // ...checked by the caller, the bytes are not hashed again: the
+        // report carries the digest given, the diff ID is still computed,
+        // and the size is still checked.
+        opts.digest_checked_by_caller = true;
+        let r = unpack(&bytes[..], &dir.path().join("y"), &opts).unwrap();
+        assert_eq!(r.digest, given);
+        assert_eq!(r.diff_id, Digest::sha256(&bytes));
+        assert_eq!(std::fs::read(dir.path().join("y/a")).unwrap(), b"abc");
+        opts.size = Some(1);
+        let e = unpack(&bytes[..], &dir.path().join("z"), &opts);
+        assert!(matches!(e, Err(UnpackError::SizeMismatch { .. })), "{e:?}");
     }
 }

@@ -171,6 +171,12 @@ pub struct UnpackOptions {
     pub diff_id: Option<Digest>,
     /// The expected size of the compressed blob.
     pub size: Option<u64>,
+    /// The caller verifies the compressed bytes against
+    /// [`digest`](UnpackOptions::digest) itself (a pull whose store hashes
+    /// the same bytes as they are written, and keeps the unpack only once
+    /// the blob is committed): they are not hashed again here, and the
+    /// report's `digest` is the one given. Ignored without a `digest`.
+    pub digest_checked_by_caller: bool,
     /// The algorithm for digests not given above (their own algorithm wins).
     pub algorithm: Algorithm,
     /// Whiteout handling.
@@ -215,6 +221,7 @@ impl Default for UnpackOptions {
             digest: None,
             diff_id: None,
             size: None,
+            digest_checked_by_caller: false,
             algorithm: Algorithm::Sha256,
             whiteouts: WhiteoutMode::Apply,
             limits: Limits::default(),
@@ -845,17 +852,36 @@ impl Read for SourceTag<'_> {
 }
 
 /// Hashes and counts the compressed stream, hashing on a helper thread
-/// (the decompressor and the applier keep this thread busy).
+/// (the decompressor and the applier keep this thread busy); only counts
+/// when the caller checks the digest.
 struct BlobReader<'a> {
     inner: &'a mut dyn Read,
-    hasher: ThreadedHasher,
+    hasher: BlobHash,
     read: u64,
+}
+
+/// The compressed stream's digest: hashed here, or the one the caller
+/// checks ([`UnpackOptions::digest_checked_by_caller`]).
+enum BlobHash {
+    Hashed(Box<ThreadedHasher>),
+    Given(Digest),
+}
+
+impl BlobHash {
+    fn finish(self) -> Digest {
+        match self {
+            BlobHash::Hashed(h) => h.finish(),
+            BlobHash::Given(d) => d,
+        }
+    }
 }
 
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let BlobHash::Hashed(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.read += n as u64;
         Ok(n)
     }
@@ -1349,9 +1375,13 @@ fn unpack_core(
 ) -> Result<UnpackReport, UnpackError> {
     let mut src = opts.tracker.reader(&progress_item(opts), opts.size, src);
     let mut tagged = SourceTag(&mut src);
+    let hasher = match &opts.digest {
+        Some(d) if opts.digest_checked_by_caller => BlobHash::Given(d.clone()),
+        _ => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
+    };
     let mut compressed = BlobReader {
         inner: &mut tagged,
-        hasher: ThreadedHasher::new(blob_algorithm(opts)),
+        hasher,
         read: 0,
     };
     let applied = apply_stream(&mut compressed, root, opts)?;
