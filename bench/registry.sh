@@ -115,9 +115,10 @@ SRC=docker.io/library/bench:1
 
 # t CMD... : runs CMD, sets T (seconds) and RSS (KiB, peak of the largest process).
 t() {
-  /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" >/dev/null 2>"$WORK/err.out" || {
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time.out" "$@" >/dev/null 2>"$WORK/err.out" || {
     echo "FAILED: $*"; cat "$WORK/err.out"; exit 1; }
-  read -r T RSS < <(tail -1 "$WORK/time.out")
+  read -r T RSS U S < <(tail -1 "$WORK/time.out")
+  CPU=$(echo "$U + $S" | bc -l)
 }
 stats() { # stats VALUES... : median (min..max)
   python3 - "$@" <<'PY'
@@ -132,7 +133,7 @@ ratio() { echo "scale=3; $1 / $2" | bc -l; }
 "$IMAGECTL" --store "$WORK/layout" push bench:1 "$R/seed/ours:1" --insecure --quiet >/dev/null
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$WORK/layout:$SRC" "docker://$R/seed/skopeo:1"
 
-declare -a PUSH_OURS PUSH_THEIRS PUSH_R PULL_OURS PULL_THEIRS PULL_R ONE TWO ONE_R TWO_PULL TWO_UNPACK
+declare -a PUSH_OURS PUSH_THEIRS PUSH_R PULL_OURS PULL_THEIRS PULL_R ONE TWO ONE_R TWO_PULL TWO_UNPACK CPU_ONE CPU_TWO
 echo "== $RUNS repetitions (times to exit, seconds)"
 for i in $(seq "$RUNS"); do
   ours_push() { fresh_push_registry; t "$IMAGECTL" --store "$WORK/layout" push bench:1 "$P/ours$i/bench:1" --insecure --quiet; PO=$T; }
@@ -143,18 +144,18 @@ for i in $(seq "$RUNS"); do
   else theirs_push; ours_push; theirs_pull; ours_pull; fi
   # One pass against pull then unpack, each into a fresh store and
   # snapshot directory.
-  one_pass() { rm -rf "$WORK/p1"; t "$IMAGECTL" --store "$WORK/p1/store" pull "$R/seed/ours:1" --insecure --quiet --unpack --snapshots "$WORK/p1/snap" --snapshotter overlay; O1=$T; }
+  one_pass() { rm -rf "$WORK/p1"; t "$IMAGECTL" --store "$WORK/p1/store" pull "$R/seed/ours:1" --insecure --quiet --unpack --snapshots "$WORK/p1/snap" --snapshotter overlay; O1=$T; C1=$CPU; }
   two_pass() {
     rm -rf "$WORK/p2"
-    t "$IMAGECTL" --store "$WORK/p2/store" pull "$R/seed/ours:1" --insecure --quiet; local a=$T
+    t "$IMAGECTL" --store "$WORK/p2/store" pull "$R/seed/ours:1" --insecure --quiet; local a=$T c=$CPU
     t "$IMAGECTL" --store "$WORK/p2/store" unpack "$R/seed/ours:1" "$WORK/p2/snap" --driver overlay --quiet
-    O2=$(echo "$a + $T" | bc -l); O2_PULL=$a; O2_UNPACK=$T
+    O2=$(echo "$a + $T" | bc -l); O2_PULL=$a; O2_UNPACK=$T; C2=$(echo "$c + $CPU" | bc -l)
   }
   if [ $((i % 2)) -eq 1 ]; then one_pass; two_pass; else two_pass; one_pass; fi
   PUSH_OURS+=("$PO"); PUSH_THEIRS+=("$PT"); PUSH_R+=("$(ratio "$PT" "$PO")")
   PULL_OURS+=("$LO"); PULL_THEIRS+=("$LT"); PULL_R+=("$(ratio "$LT" "$LO")")
   ONE+=("$O1"); TWO+=("$O2"); ONE_R+=("$(ratio "$O2" "$O1")")
-  TWO_PULL+=("$O2_PULL"); TWO_UNPACK+=("$O2_UNPACK")
+  TWO_PULL+=("$O2_PULL"); TWO_UNPACK+=("$O2_UNPACK"); CPU_ONE+=("$C1"); CPU_TWO+=("$C2")
   printf "  run %d: push ours %6.2f skopeo %6.2f | pull ours %6.2f skopeo %6.2f | pull --unpack %6.2f, pull+unpack %6.2f\n" \
     "$i" "$PO" "$PT" "$LO" "$LT" "$O1" "$O2"
 done
@@ -177,4 +178,8 @@ echo "unpack: pull --unpack $(stats "${ONE[@]}") s, pull then unpack $(stats "${
 # The breakdown: the one pass can at best hide the pull behind the
 # unpack, so the unpack alone bounds it from below.
 echo "        pull then unpack = pull $(stats "${TWO_PULL[@]}") s + unpack $(stats "${TWO_UNPACK[@]}") s; the one pass against the unpack alone: $(python3 -c "import statistics as s,sys; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]; print(f'{s.median(a)/s.median(b):.2f}x')" "${ONE[*]}" "${TWO_UNPACK[*]}")"
+# CPU (user + system, seconds): on N cores neither form can take less
+# wall time than its CPU time / N, so overlapping the download only helps
+# where the unpack leaves cores idle.
+echo "        CPU time: pull --unpack $(stats "${CPU_ONE[@]}") s, pull then unpack $(stats "${CPU_TWO[@]}") s, on $(nproc) CPUs"
 echo "== $(uptime | sed 's/.*load/load/')"
