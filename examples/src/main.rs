@@ -190,10 +190,11 @@ fn main() -> ExitCode {
         entered = true;
     }
     if entered && matches!(cli.command, Command::Mount(_)) {
-        // Its mount would vanish with this command's mount namespace.
+        // The mount would live in the pause process's mount namespace,
+        // which the user's shell is not in: refused, as podman does.
         return fail(anyhow::anyhow!(
-            "mount as an unprivileged user works only inside `imagectl unshare`, \
-             whose mount namespace the mount lives in"
+            "mount as an unprivileged user works only inside `imagectl unshare`: \
+             the mount is made in the rootless mount namespace, which this shell is not in"
         ));
     }
     let result = match cli.command {

@@ -45,7 +45,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +222,16 @@ fn read_record(dirfd: &OwnedFd, dir: &Path) -> Result<Option<PauseRecord>, Rootl
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         r => r.map_err(state_err("open", &path))?,
     };
+    // Only a file this user wrote and nobody linked elsewhere: a file
+    // planted by someone who can write to the directory (a group-writable
+    // parent of the store) names no pause process.
+    let st = rustix::fs::fstat(&fd).map_err(state_err("stat", &path))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_uid != rustix::process::getuid().as_raw()
+        || st.st_nlink != 1
+    {
+        return Ok(None);
+    }
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
         .take(MAX_PID_FILE + 1)
@@ -292,13 +302,28 @@ fn ns_id(fd: &OwnedFd) -> Option<(u64, u64)> {
     Some((st.st_dev, st.st_ino))
 }
 
-/// Kills every process still in both namespaces of the dead pause process
-/// `r` (same boot only), scanning `/proc` until a scan finds none (at most
-/// [`KILL_ROUNDS`]); how many were killed.
+/// Kills every process of this program (the same executable: monitors
+/// and commands that had joined) still in both namespaces of the dead
+/// pause process `r` (same boot only), scanning `/proc` until a scan
+/// finds none (at most [`KILL_ROUNDS`]); how many were killed. A
+/// namespace's inode number is reused once it is freed, so the numbers
+/// alone could name another program's sandbox: that program is never
+/// another run of this executable, and the caller's own namespaces are
+/// never the dead ones.
 fn kill_leftovers(r: &PauseRecord) -> usize {
     if r.boot_id != crate::model::boot_id() {
         return 0;
     }
+    let id = |path: &str| {
+        let st = rustix::fs::stat(path).ok()?;
+        Some((st.st_dev, st.st_ino))
+    };
+    if id("/proc/self/ns/user") == Some(r.user_ns) || id("/proc/self/ns/mnt") == Some(r.mnt_ns) {
+        return 0;
+    }
+    let Some(exe) = id("/proc/self/exe") else {
+        return 0;
+    };
     let mut killed = 0;
     for _ in 0..KILL_ROUNDS {
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -313,7 +338,10 @@ fn kill_leftovers(r: &PauseRecord) -> usize {
                 let st = rustix::fs::stat(format!("/proc/{pid}/ns/{name}")).ok()?;
                 Some((st.st_dev, st.st_ino))
             };
-            if ns("user") == Some(r.user_ns) && ns("mnt") == Some(r.mnt_ns) {
+            if ns("user") == Some(r.user_ns)
+                && ns("mnt") == Some(r.mnt_ns)
+                && id(&format!("/proc/{pid}/exe")) == Some(exe)
+            {
                 if let Some(p) = Pid::from_raw(pid) {
                     if rustix::process::kill_process(p, Signal::KILL).is_ok() {
                         found += 1;
@@ -654,6 +682,15 @@ mod tests {
             ..gone
         };
         assert_eq!(kill_leftovers(&dead_ns), 0);
+        // A dead pause process whose namespace numbers are the caller's own
+        // (reused, or planted): nothing is killed, this process included.
+        assert_eq!(
+            kill_leftovers(&PauseRecord {
+                pid: u32::MAX / 2,
+                ..live
+            }),
+            0
+        );
     }
 
     #[test]
@@ -682,6 +719,17 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, &pid_file).unwrap();
         let e = current(dir).unwrap_err();
         assert!(matches!(e, RootlessError::PauseState { .. }), "{e:?}");
+        // A valid record hard-linked from elsewhere, or written by another
+        // user (root gives it away here), names no process.
+        std::fs::remove_file(&pid_file).unwrap();
+        std::fs::hard_link(&elsewhere, &pid_file).unwrap();
+        assert_eq!(current(dir).unwrap(), None);
+        std::fs::remove_file(&elsewhere).unwrap();
+        assert_eq!(current(dir).unwrap(), Some(me()));
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&pid_file, Some(54321), None).unwrap();
+            assert_eq!(current(dir).unwrap(), None);
+        }
         // So is a directory that is a link.
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(dir, &link).unwrap();
