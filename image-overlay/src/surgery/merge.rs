@@ -799,8 +799,7 @@ pub(crate) fn plan<P: Provider + ?Sized>(
     let (carried, spool) = if wanted.is_empty() {
         (HashMap::new(), None)
     } else {
-        let (carried, spool) =
-            from_base(store, base, &mut tree, &mut actions, wanted, limits.layer)?;
+        let (carried, spool) = from_base(store, base, &mut tree, &mut actions, wanted, limits)?;
         (carried, Some(spool))
     };
     Ok(Plan {
@@ -857,17 +856,28 @@ impl BaseFiles {
     /// Reads the `base` layers, lowest first, as unpack applies them:
     /// each layer's whiteouts and opaque markers act on the layers below
     /// it, then its entries in order.
+    ///
+    /// The base's entries, all layers together, count against
+    /// [`MergeLimits::max_entries`] and its paths against
+    /// [`MergeLimits::max_paths`], as the merged layers' do.
     fn read<P: Provider + ?Sized>(
         store: &P,
         base: &[Source<'_>],
-        limits: Limits,
+        limits: MergeLimits,
     ) -> Result<BaseFiles, SurgeryError> {
         let mut model = BaseFiles::default();
+        let mut total = 0u64;
         for (l, source) in base.iter().enumerate() {
             // (path, position, kind, normalised hard link target)
             let mut entries: Vec<(Vec<u8>, usize, EntryKind, Vec<u8>)> = Vec::new();
             let mut at = 0usize;
-            read_layer(store, source, limits, &mut |_, e| {
+            read_layer(store, source, limits.layer, &mut |_, e| {
+                total += 1;
+                if total > limits.max_entries {
+                    return Err(SurgeryError::TooManyEntries {
+                        limit: limits.max_entries,
+                    });
+                }
                 let i = at;
                 at += 1;
                 let Some(parts) = components(&e.path) else {
@@ -921,6 +931,11 @@ impl BaseFiles {
                     EntryKind::Directory => model.remove(&path, true, false),
                     _ => model.remove(&path, true, true),
                 }
+                if model.paths.len() > limits.max_paths {
+                    return Err(SurgeryError::TooManyPaths {
+                        limit: limits.max_paths,
+                    });
+                }
             }
         }
         Ok(model)
@@ -962,9 +977,10 @@ fn from_base<P: Provider + ?Sized>(
     tree: &mut Tree,
     actions: &mut [Vec<Action>],
     wanted: Vec<Wanted>,
-    limits: Limits,
+    limits: MergeLimits,
 ) -> Result<(HashMap<u32, Carried>, File), SurgeryError> {
     let model = BaseFiles::read(store, base, limits)?;
+    let limits = limits.layer;
     // Every name of each wanted file, in path order.
     let mut files: HashMap<usize, Vec<&[u8]>> = HashMap::new();
     for w in &wanted {
@@ -985,25 +1001,43 @@ fn from_base<P: Provider + ?Sized>(
     }
     // (base layer, entry) -> the files whose bytes it holds.
     let mut needed: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
-    for w in &wanted {
+    // Each base file resolved once (its names searched once, however many
+    // wanted targets name it): where none of its names survives, the
+    // wanted target written first carries it and every later one links
+    // to that carrier, so the file stays one inode as in the original.
+    let mut resolved: HashMap<usize, Action> = HashMap::new();
+    let mut order: Vec<&Wanted> = wanted.iter().collect();
+    order.sort_by_key(|w| (w.carriers[0].layer, w.carriers[0].entry));
+    for w in order {
         let f = model.paths[&tree.path(w.target)];
-        let mut survivor = None;
-        for name in &files[&f] {
-            if survives(tree, name)? {
-                survivor = Some(*name);
-                break;
-            }
-        }
-        let first = match survivor {
-            Some(name) => {
-                let parts = components(name).unwrap_or_default();
-                let node = tree.lookup(&parts, true)?.unwrap_or(ROOT);
-                Action::LinkTo(node)
-            }
+        let first = match resolved.get(&f) {
+            Some(done) => *done,
             None => {
-                let (l, i) = model.files[f];
-                needed.entry((l, i)).or_default().push(w.target);
-                Action::Carry(w.target)
+                let mut survivor = None;
+                for name in &files[&f] {
+                    if survives(tree, name)? {
+                        survivor = Some(*name);
+                        break;
+                    }
+                }
+                let first = match survivor {
+                    Some(name) => {
+                        let parts = components(name).unwrap_or_default();
+                        let node = tree.lookup(&parts, true)?.unwrap_or(ROOT);
+                        Action::LinkTo(node)
+                    }
+                    None => {
+                        let (l, i) = model.files[f];
+                        needed.entry((l, i)).or_default().push(w.target);
+                        Action::Carry(w.target)
+                    }
+                };
+                let later = match first {
+                    Action::LinkTo(node) => Action::LinkTo(node),
+                    _ => Action::LinkTo(w.carriers[0].node),
+                };
+                resolved.insert(f, later);
+                first
             }
         };
         let lowest = w.carriers[0];

@@ -963,7 +963,7 @@ fn squash_above_a_base_carries_a_linked_base_file_a_squashed_layer_removes() {
     };
     // (name, base layer, layer with the links, layer removing `a`)
     type Case = (&'static str, Vec<u8>, Vec<u8>, Vec<u8>);
-    let cases: [Case; 3] = [
+    let cases: [Case; 4] = [
         // The case: `a` in the base, `b` linked to it, `a` removed.
         (
             "plain",
@@ -993,6 +993,15 @@ fn squash_above_a_base_carries_a_linked_base_file_a_squashed_layer_removes() {
             base_file(TarBuf::new().hardlink("keep", "a")),
             TarBuf::new().hardlink("b", "a").end(),
             TarBuf::new().file(".wh.a", b"").end(),
+        ),
+        // Links to two names of one base file, both names removed: the
+        // links are still one inode (one carries the file, the other links
+        // to it), as in the original.
+        (
+            "two-names",
+            base_file(TarBuf::new().hardlink("e", "a")),
+            TarBuf::new().hardlink("b", "a").hardlink("f", "e").end(),
+            TarBuf::new().file(".wh.a", b"").file(".wh.e", b"").end(),
         ),
     ];
     for (name, l0, l1, l2) in cases {
@@ -1032,6 +1041,49 @@ fn squash_above_a_base_carries_a_linked_base_file_a_squashed_layer_removes() {
             b"base bytes"
         );
     }
+}
+
+/// The base layers a squash reads to carry a removed base file count
+/// against the squash's limits like the squashed layers: a base of more
+/// entries than `max_entries` is refused, typed, not held in memory.
+#[test]
+fn carrying_from_a_base_is_bounded_by_the_merge_limits() {
+    let (_work, store) = image_testsupport::store::oci_dir();
+    let mut big = TarBuf::new();
+    big.file("a", b"base bytes");
+    for i in 0..64 {
+        big.file(&format!("f{i}"), b"x");
+    }
+    let layers: Vec<NewLayer> = [
+        big.end(),
+        TarBuf::new().hardlink("b", "a").end(),
+        TarBuf::new().file(".wh.a", b"").end(),
+    ]
+    .iter()
+    .map(|t| layer_from_tar(&store, t, Compression::Gzip))
+    .collect();
+    build_image(&store, &layers, "bounded:1");
+    let mut options = SquashOptions::new(SquashFrom::Layer(1));
+    options.limits.max_entries = 32;
+    let e = squash(&store, "bounded:1", "bounded:2", &options).expect_err("over the limit");
+    assert!(
+        matches!(e, SurgeryError::TooManyEntries { limit: 32 }),
+        "{e:?}"
+    );
+    options.limits.max_entries = 1_000;
+    options.limits.max_paths = 32;
+    let e = squash(&store, "bounded:1", "bounded:2", &options).expect_err("over the limit");
+    assert!(
+        matches!(e, SurgeryError::TooManyPaths { limit: 32 }),
+        "{e:?}"
+    );
+    squash(
+        &store,
+        "bounded:1",
+        "bounded:2",
+        &SquashOptions::new(SquashFrom::Layer(1)),
+    )
+    .expect("within the default limits");
 }
 
 /// A layer that hard-links to a file of an earlier layer (as `ln` in a RUN
