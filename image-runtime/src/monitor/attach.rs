@@ -60,6 +60,9 @@ pub const IN_RESIZE: u8 = 2;
 pub const OUT_STDOUT: u8 = 1;
 /// Monitor → attacher: the container's standard error.
 pub const OUT_STDERR: u8 = 2;
+/// Monitor → attacher: refused, [`MAX_ATTACHERS`] are attached already
+/// (the only frame, then the connection closes).
+pub const OUT_REFUSED: u8 = 3;
 
 /// Errors of attaching to a detached container.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,14 @@ pub enum AttachError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The monitor refused the attacher: [`MAX_ATTACHERS`] are attached.
+    #[error("container {id} has {max} attachers already")]
+    Busy {
+        /// The container.
+        id: String,
+        /// The most attachers a container takes.
+        max: usize,
+    },
     /// The monitor sent a frame this side does not accept.
     #[error("attached to container {id}: the monitor sent a malformed frame ({why})")]
     Protocol {
@@ -113,6 +124,7 @@ impl Classify for AttachError {
                 ErrorKind::from_io(source)
             }
             AttachError::Protocol { .. } => ErrorKind::InvalidInput,
+            AttachError::Busy { .. } => ErrorKind::Unavailable,
         }
     }
 }
@@ -361,6 +373,10 @@ impl Hub {
         {
             let mut clients = lock(&self.clients);
             if clients.len() >= MAX_ATTACHERS {
+                // Said, so the attacher does not take the close for the
+                // end of the run.
+                let mut conn = conn;
+                let _ = write_frame(&mut conn, OUT_REFUSED, &[]);
                 return;
             }
             clients.push((n, writer));
@@ -626,6 +642,12 @@ impl Attachment {
                 Frame::TooLong => return Err(self.protocol("too long")),
                 Frame::Data(OUT_STDOUT, b) => (false, b),
                 Frame::Data(OUT_STDERR, b) => (true, b),
+                Frame::Data(OUT_REFUSED, _) => {
+                    return Err(AttachError::Busy {
+                        id: self.id.clone(),
+                        max: MAX_ATTACHERS,
+                    })
+                }
                 Frame::Data(..) => return Err(self.protocol("unknown kind")),
             };
             let sink: &mut dyn Write = if to_stderr { stderr } else { stdout };
@@ -786,6 +808,35 @@ mod tests {
                 "keys {keys:?} input {input:?} cuts {cuts:?}"
             );
         }
+    }
+
+    /// A refused attacher gets a typed `Busy`, not the end of a run.
+    #[test]
+    fn a_refused_attacher_is_told_so() {
+        let (mine, mut theirs) = UnixStream::pair().unwrap();
+        write_frame(&mut theirs, OUT_REFUSED, &[]).unwrap();
+        drop(theirs);
+        let a = Attachment {
+            root: PathBuf::from("/nonexistent"),
+            id: "c1".into(),
+            exits: 0,
+            conn: mine,
+            detached: Arc::new(AtomicBool::new(false)),
+        };
+        let e = a
+            .copy_output(&mut std::io::sink(), &mut std::io::sink())
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                AttachError::Busy {
+                    max: MAX_ATTACHERS,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
     }
 
     #[test]
