@@ -788,16 +788,28 @@ where
     })?;
     match from {
         End::Registry(reference) => {
-            let by_digest = reference.without_tag().without_digest().with_digest(digest);
+            let by_digest = reference
+                .without_tag()
+                .without_digest()
+                .with_digest(digest.clone());
             let pull_options = PullOptions::default()
                 .with_parallel(options.parallel)
                 .with_tracker(options.tracker.clone())
                 .with_all_platforms(true);
+            // The referrer held from before its pull until it is listed:
+            // the pull's own lease ends with the pull, and an untagged
+            // manifest (and what it names) is gc's.
+            let lease = store.begin_lease().map_err(CopyError::Lease)?;
+            lease
+                .add(std::slice::from_ref(&digest))
+                .map_err(CopyError::Lease)?;
             let pulled = pull(client, &by_digest, store, &pull_options)
                 .await
                 .map_err(|e| CopyError::Pull(Box::new(e)))?;
             report.copied += pulled.fetched.len();
             report.skipped += pulled.skipped.len();
+            add_referrer(store, layout, subject, r)?;
+            lease.release().map_err(CopyError::Lease)
         }
         End::Store(from) | End::Layout(from) => {
             let lease = store.begin_lease().map_err(CopyError::Lease)?;
@@ -808,10 +820,9 @@ where
             report.copied += copied.copied;
             report.skipped += copied.skipped;
             add_referrer(store, layout, subject, r)?;
-            return lease.release().map_err(CopyError::Lease);
+            lease.release().map_err(CopyError::Lease)
         }
     }
-    add_referrer(store, layout, subject, r)
 }
 
 /// Lists `r` among the referrers of `subject` in `store`: in its list of
