@@ -897,13 +897,30 @@ impl<M: Mounter> MountGuard<M> {
     fn release(&mut self) -> Result<(), MountError> {
         let mut first = None;
         while let Some(p) = self.points.pop() {
-            if let Err(e) = self.mounter.unmount(&p, false) {
+            let mut result = self.mounter.unmount(&p, false);
+            // Busy for a moment: a process forked elsewhere in this program
+            // holds a copy of a descriptor under the mount until its exec
+            // closes it. Wait for that (at most about 127 ms) before
+            // giving up and detaching.
+            let mut wait = std::time::Duration::from_millis(1);
+            while is_busy(&result) && wait <= std::time::Duration::from_millis(64) {
+                std::thread::sleep(wait);
+                wait *= 2;
+                result = self.mounter.unmount(&p, false);
+            }
+            if let Err(e) = result {
                 let _ = self.mounter.unmount(&p, true);
                 first.get_or_insert(e);
             }
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// Whether an unmount failed because the mount was busy (`EBUSY`).
+fn is_busy(result: &Result<(), MountError>) -> bool {
+    matches!(result, Err(MountError::Unmount { source, .. })
+        if source.raw_os_error() == Some(Errno::BUSY.raw_os_error()))
 }
 
 impl<M: Mounter> Drop for MountGuard<M> {
@@ -915,6 +932,59 @@ impl<M: Mounter> Drop for MountGuard<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mounter whose plain unmount is busy `busy` times, then succeeds.
+    struct Busy {
+        busy: std::sync::atomic::AtomicUsize,
+        plain: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Mounter for &Busy {
+        fn mount(&self, _: &[Mount], _: &Path) -> Result<(), MountError> {
+            Ok(())
+        }
+        fn unmount(&self, target: &Path, detach: bool) -> Result<(), MountError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if detach {
+                return Ok(());
+            }
+            self.plain.fetch_add(1, SeqCst);
+            if self.busy.load(SeqCst) == 0 {
+                return Ok(());
+            }
+            self.busy.fetch_sub(1, SeqCst);
+            Err(MountError::Unmount {
+                target: target.to_owned(),
+                source: io::Error::from_raw_os_error(Errno::BUSY.raw_os_error()),
+            })
+        }
+    }
+
+    /// A mount busy for a moment (a forked child's copy of a descriptor)
+    /// is unmounted once it is free, not reported; one that stays busy is.
+    #[test]
+    fn a_briefly_busy_mount_is_waited_for() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let m = Mount::bind("/x", false);
+        for (busy, ok) in [(3, true), (100, false)] {
+            let mounter = Busy {
+                busy: AtomicUsize::new(busy),
+                plain: AtomicUsize::new(0),
+            };
+            let guard = MountGuard::mount(&mounter, std::slice::from_ref(&m), Path::new("/mnt"))
+                .expect("mount");
+            assert_eq!(guard.unmount().is_ok(), ok, "busy {busy}");
+            let tries = mounter.plain.load(SeqCst);
+            assert!(
+                if ok {
+                    tries == 4
+                } else {
+                    tries > 4 && tries < 10
+                },
+                "{tries}"
+            );
+        }
+    }
 
     #[test]
     fn options_are_read() {
