@@ -146,6 +146,101 @@ fn a_local_cache_export_makes_a_fresh_store_start_warm_and_min_leaves_the_builde
     assert_eq!(id_d, id);
 }
 
+/// The plain progress of a build: each step's title (`[STAGE N/M] TEXT`)
+/// and whether it came from the cache.
+fn step_reports(stderr: &str) -> Vec<(String, bool)> {
+    let mut titles = std::collections::BTreeMap::new();
+    let mut cached = std::collections::BTreeSet::new();
+    for line in stderr.lines() {
+        let Some((step, rest)) = line.strip_prefix('#').and_then(|l| l.split_once(' ')) else {
+            continue;
+        };
+        let Ok(step) = step.parse::<usize>() else {
+            continue;
+        };
+        if rest == "CACHED" {
+            cached.insert(step);
+        } else if rest.starts_with('[') {
+            titles.insert(step, rest.to_owned());
+        }
+    }
+    titles
+        .into_iter()
+        .map(|(step, title)| (title, cached.contains(&step)))
+        .collect()
+}
+
+/// `--cache-to mode=min` of a two-platform build exports every platform's
+/// final stage, as BuildKit does (it kept the first platform's only): a
+/// fresh store building both platforms from it finds each platform's
+/// final-stage steps in the cache, and makes the same index.
+#[test]
+fn a_min_cache_export_of_a_multi_platform_build_holds_every_platform() {
+    if !ready(&[]) {
+        return;
+    }
+    let host = image_core::Platform::host();
+    let foreign = if host.architecture == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let host = format!("{}/{}", host.os, host.architecture);
+    let platforms = format!("{host},{foreign}");
+    let dockerfile = format!(
+        "FROM --platform=$BUILDPLATFORM {BASE} AS build\nARG TARGETARCH\nRUN mkdir /out && echo $TARGETARCH > /out/arch && echo $TARGETARCH > /built\nFROM scratch\nCOPY --from=build /out /out\nCOPY greeting.txt /greeting.txt\n"
+    );
+    let context = |cli: &Cli| {
+        let ctx = context(cli, "ctx");
+        std::fs::write(format!("{ctx}/Dockerfile"), &dockerfile).unwrap();
+        ctx
+    };
+    let a = machine();
+    let min = a.tmp.path().join("cache-min");
+    let (id, stderr) = build(
+        &a,
+        &context(&a),
+        &[
+            "--platform",
+            &platforms,
+            "--cache-to",
+            &format!("type=local,dest={},mode=min", min.display()),
+        ],
+    );
+    assert!(
+        stderr.contains("exported 4 build cache records"),
+        "two final-stage steps of each platform: {stderr}"
+    );
+
+    let b = fresh_from(&a);
+    let (id_b, stderr) = build(
+        &b,
+        &context(&b),
+        &[
+            "--platform",
+            &platforms,
+            "--cache-from",
+            &format!("type=local,src={}", min.display()),
+        ],
+    );
+    let reports = step_reports(&stderr);
+    for platform in [host.as_str(), foreign] {
+        let copies: Vec<&(String, bool)> = reports
+            .iter()
+            .filter(|(title, _)| {
+                title.starts_with(&format!("[{platform} stage-1 ")) && title.contains("] COPY ")
+            })
+            .collect();
+        assert_eq!(copies.len(), 2, "{platform}: {stderr}");
+        assert!(
+            copies.iter().all(|(_, cached)| *cached),
+            "{platform}'s final stage is cached: {stderr}"
+        );
+    }
+    assert!(stderr.contains(": 6 steps, 4 cached"), "{stderr}");
+    assert_eq!(id_b, id);
+}
+
 #[test]
 fn a_registry_cache_export_makes_a_fresh_store_start_warm() {
     let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use image_build::build::BuildResult;
-use image_build::cache::export::{export, import, select, CacheMode, ImportReport, DEFAULT_NAME};
+use image_build::cache::export::{export, import, CacheMode, ImportReport, DEFAULT_NAME};
 use image_core::Reference;
 use image_registry::{PullOptions, PushOptions};
 use image_runtime::Runtime;
@@ -226,7 +226,8 @@ fn import_one(
     Ok(report)
 }
 
-/// Exports the records of `result` that `spec`'s mode selects.
+/// Exports the records of `result` that `spec`'s mode selects (every
+/// platform's, of a multi-platform build).
 pub fn export_to(
     store: &OciDir,
     result: &BuildResult,
@@ -234,7 +235,7 @@ pub fn export_to(
     reach: &ReachArgs,
     mount_root: &Path,
 ) -> anyhow::Result<()> {
-    let records = select(&result.cache_records, spec.mode, &result.manifest);
+    let records = result.exported_records(spec.mode);
     let mounts = spec.mounts.then_some(mount_root);
     match &spec.place {
         Place::Local(dir) => {

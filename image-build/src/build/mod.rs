@@ -242,6 +242,21 @@ pub struct BuildResult {
 }
 
 impl BuildResult {
+    /// The cache records an export in `mode` writes: for
+    /// [`CacheMode::Min`](crate::cache::export::CacheMode::Min) those of
+    /// every platform's image's layers (each platform's final stage), for
+    /// `Max` every record the build used.
+    pub fn exported_records(
+        &self,
+        mode: crate::cache::export::CacheMode,
+    ) -> Vec<crate::cache::UsedRecord> {
+        crate::cache::export::select_for(
+            &self.cache_records,
+            mode,
+            self.images.iter().map(|i| &i.manifest),
+        )
+    }
+
     /// What the build tagged: the index of a multi-platform build, else
     /// the image's manifest.
     pub fn descriptor(&self) -> image_core::Descriptor {

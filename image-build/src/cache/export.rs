@@ -91,13 +91,28 @@ impl std::str::FromStr for CacheMode {
 
 /// The records of `used` that `mode` exports for a build whose result is
 /// `image`: all for [`CacheMode::Max`]; for [`CacheMode::Min`] those whose
-/// layer is one of the image's.
+/// layer is one of the image's. A multi-platform build has an image per
+/// platform: see [`select_for`].
 pub fn select(used: &[UsedRecord], mode: CacheMode, image: &Manifest) -> Vec<UsedRecord> {
+    select_for(used, mode, [image])
+}
+
+/// The records of `used` that `mode` exports for a build whose result is
+/// `images` (each platform's of a multi-platform build, as BuildKit
+/// exports the cache of every platform built): all for [`CacheMode::Max`];
+/// for [`CacheMode::Min`] those whose layer is one of any image's.
+pub fn select_for<'m>(
+    used: &[UsedRecord],
+    mode: CacheMode,
+    images: impl IntoIterator<Item = &'m Manifest>,
+) -> Vec<UsedRecord> {
     match mode {
         CacheMode::Max => used.to_vec(),
         CacheMode::Min => {
-            let layers: HashSet<&str> =
-                image.layers().iter().map(|l| l.digest().as_ref()).collect();
+            let layers: HashSet<&str> = images
+                .into_iter()
+                .flat_map(|image| image.layers().iter().map(|l| l.digest().as_ref()))
+                .collect();
             used.iter()
                 .filter(|r| layers.contains(r.layer.descriptor.digest().as_ref()))
                 .cloned()
