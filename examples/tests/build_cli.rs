@@ -500,3 +500,81 @@ fn build_platforms_makes_an_index_and_refuses_a_foreign_run_first() {
     );
     assert!(!stderr.contains("#1 "), "no step started: {stderr}");
 }
+
+/// `--output type=docker` of a multi-platform build: a Docker archive's
+/// `manifest.json` lists images (`docker load`, `podman load` and skopeo's
+/// `docker-archive:` take one image per entry), so the index is refused
+/// before any step, naming `type=oci`, and nothing is written or tagged;
+/// `type=oci` writes the index, as skopeo reads it.
+#[test]
+fn build_platforms_refuses_a_docker_archive_first_and_writes_an_oci_one() {
+    if !ready(&["skopeo"]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Mounts);
+    base(&cli);
+    let host = image_core::Platform::host();
+    let foreign = if host.architecture == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let platforms = format!("{}/{},{foreign}", host.os, host.architecture);
+    let ctx = context(
+        &cli,
+        &format!(
+            "FROM --platform=$BUILDPLATFORM {BASE} AS build\nRUN mkdir /out && echo built > /out/file\nFROM scratch\nCOPY --from=build /out /out\n"
+        ),
+    );
+    let docker = cli.tmp.path().join("multi-docker.tar");
+    let out = cli.imagectl(&[
+        "build",
+        "--progress",
+        "plain",
+        "--platform",
+        &platforms,
+        "-t",
+        "test.local/multi:1",
+        "--output",
+        &format!("type=docker,dest={}", docker.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unsupported") && stderr.contains("type=oci"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("#1 "), "no step started: {stderr}");
+    assert!(!docker.exists());
+    assert!(!cli.ok(&["images"]).contains("test.local/multi"));
+
+    let oci = cli.tmp.path().join("multi-oci.tar");
+    let id = cli.ok(&[
+        "build",
+        "--platform",
+        &platforms,
+        "--output",
+        &format!("type=oci,dest={}", oci.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci-archive:{}", oci.display()),
+        ])
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        image_core::Digest::sha256(&out.stdout).to_string(),
+        id.trim()
+    );
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(index["manifests"].as_array().expect("manifests").len(), 2);
+}

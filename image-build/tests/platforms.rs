@@ -139,6 +139,16 @@ fn checks_that_need_no_step_fail_before_any_step_runs() {
             ErrorKind::Unsupported,
         ),
         (
+            "a multi-platform build's index as a Docker archive",
+            format!("{first}FROM scratch\nCOPY --from=first /ran /ran\n"),
+            Box::new(|o| {
+                o.platforms = vec![Platform::host(), foreign_platform()];
+                o.docker_archive = true;
+            }),
+            |e| matches!(e, BuildError::IndexInDockerArchive { platforms: 2 }),
+            ErrorKind::Unsupported,
+        ),
+        (
             "a tag that is no name",
             format!("{first}FROM {BASE}\n"),
             Box::new(|o| o.tags = vec!["Not A Name".into()]),

@@ -77,7 +77,9 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
-    /// Also write the image as an archive: type=oci|docker,dest=PATH.
+    /// Also write the image as an archive: type=oci|docker,dest=PATH
+    /// (a multi-platform build's index needs type=oci: a Docker archive
+    /// holds images only, and is refused before the build).
     #[arg(long, value_name = "type=oci|docker,dest=PATH")]
     pub output: Option<String>,
     /// How to show progress.
@@ -296,6 +298,7 @@ pub fn run(store: &StoreArgs, a: BuildArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     options.provenance = a.provenance;
+    options.docker_archive = output.as_ref().is_some_and(|o| o.docker);
     options.target = a.target.clone();
     options.tags = a.tags.clone();
     options.no_cache = a.no_cache;

@@ -115,6 +115,17 @@ pub enum BuildError {
         /// The limit ([`super::MAX_PLATFORMS`]).
         limit: usize,
     },
+    /// A multi-platform build's result (an image index) is asked as a
+    /// Docker archive ([`super::BuildOptions::docker_archive`]), whose
+    /// `manifest.json` lists images, not an index.
+    #[error(
+        "a Docker archive holds one image per entry, not the index of a {platforms}-platform \
+         build: write an OCI archive (type=oci)"
+    )]
+    IndexInDockerArchive {
+        /// How many platforms are asked.
+        platforms: usize,
+    },
 }
 
 impl Classify for BuildError {
@@ -137,6 +148,7 @@ impl Classify for BuildError {
             | BuildError::AnnotationNeedsIndex { .. }
             | BuildError::DuplicatePlatform(_)
             | BuildError::TooManyPlatforms { .. } => ErrorKind::InvalidInput,
+            BuildError::IndexInDockerArchive { .. } => ErrorKind::Unsupported,
         }
     }
 }

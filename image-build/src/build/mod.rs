@@ -146,6 +146,14 @@ pub struct BuildOptions {
     /// manifests, tagged; with one, that platform's image; with none, the
     /// host's.
     pub platforms: Vec<Platform>,
+    /// The result is to be written as a Docker archive (`--output
+    /// type=docker`, the `docker save` form, whose `manifest.json` lists
+    /// one image per entry, as `docker load`, `podman load` and skopeo's
+    /// `docker-archive:` read it): a build of two or more platforms, whose
+    /// result is an image index, is refused before any step runs
+    /// ([`BuildError::IndexInDockerArchive`]); an OCI archive holds the
+    /// index.
+    pub docker_archive: bool,
 }
 
 impl BuildOptions {

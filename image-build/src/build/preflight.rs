@@ -149,14 +149,16 @@ pub(super) fn target_base(
     None
 }
 
-/// The checks of the options against the plans: the annotations parse,
-/// an index level only on a multi-platform build, manifest annotations
+/// The checks of the options against the plans: a multi-platform build's
+/// index not asked as a Docker archive, the annotations parse, an index
+/// level only on a multi-platform build, manifest annotations
 /// only where the result is an OCI manifest (a Docker-format base keeps
 /// its format), the tags valid. Returns the annotations parsed and the
 /// tags normalised.
 ///
 /// # Errors
-/// [`BuildError::Annotation`], [`BuildError::AnnotationNeedsIndex`];
+/// [`BuildError::IndexInDockerArchive`]; [`BuildError::Annotation`],
+/// [`BuildError::AnnotationNeedsIndex`];
 /// [`BuildError::Commit`] with [`BuilderError::Annotations`] or
 /// [`BuilderError::InvalidTag`], as the commit would fail; the base
 /// image's error at its FROM when it cannot be resolved.
@@ -167,6 +169,11 @@ pub(super) fn check_options<S: Provider + TagStore + ?Sized>(
     plans: &[Plan<'_>],
     options: &BuildOptions,
 ) -> Result<(Annotations, Vec<String>), BuildError> {
+    if options.docker_archive && plans.len() > 1 {
+        return Err(BuildError::IndexInDockerArchive {
+            platforms: plans.len(),
+        });
+    }
     let annotations = Annotations::parse(&options.annotations)?;
     if plans.len() < 2 {
         if let Some(annotation) = annotations.needing_index() {
