@@ -401,3 +401,86 @@ fn no_cache_shares_the_build_stage_and_one_platform_makes_one_manifest() {
     let tagged = image_store::resolve_reference(&f.store, "test.local/one:1").expect("tag");
     assert_eq!(tagged.digest().to_string(), r.manifest.digest().to_string());
 }
+
+/// A build stage on the build platform whose RUN (keyed by the target's
+/// arch, so it runs once per platform) starts with `script`, in a shell
+/// where `$TARGETARCH` is the platform's, `/rv` a cache mount the
+/// platforms share and `$HOST`, `$FOREIGN` the two archs; the final stage
+/// copies what it wrote.
+fn rendezvous(script: &str) -> String {
+    format!(
+        "FROM --platform=$BUILDPLATFORM {BASE} AS build\n\
+         ARG TARGETARCH\n\
+         ENV HOST={host} FOREIGN={foreign}\n\
+         RUN --mount=type=cache,target=/rv,id=rendezvous {script} && echo $TARGETARCH > /arch\n\
+         FROM scratch\n\
+         COPY --from=build /arch /arch\n",
+        host = Platform::host().architecture,
+        foreign = foreign_platform().architecture,
+    )
+}
+
+/// The wait of a rendezvous script: until `/rv/$1` exists, at most 30 s
+/// (then it fails with 7).
+const WAIT: &str =
+    "i=0; while ! test -e /rv/$1; do i=$((i+1)); test $i -le 300 || exit 7; sleep 0.1; done";
+
+/// The platforms build at once: each platform's RUN marks itself in a
+/// cache mount both share and waits (at most 30 s) for the other's mark,
+/// so the build succeeds only if both run at the same time (one after the
+/// other, the first waits in vain and fails).
+#[test]
+fn the_platforms_build_at_once() {
+    let Some(f) = fixture() else { return };
+    let script = format!(
+        "sh -c 'touch /rv/$TARGETARCH; {WAIT}' wait $(test $TARGETARCH = $HOST && echo $FOREIGN || echo $HOST)"
+    );
+    let (r, events) = f.build(&rendezvous(&script), |o| {
+        o.platforms = vec![Platform::host(), foreign_platform()];
+        o.tags = vec!["test.local/at-once:1".into()];
+        o.jobs = 2;
+    });
+    let built = r.expect("each platform's RUN met the other's");
+    assert_eq!(built.images.len(), 2);
+    assert_eq!(runs_executed(&events).len(), 2, "{events:?}");
+    assert!(image_store::resolve_image(&f.store, "test.local/at-once:1", None).is_ok());
+}
+
+/// A platform's failure stops the others at once: the host's RUN fails
+/// once the foreign platform's has started; that one, which would sleep
+/// for two minutes, is killed (its step never done), the error is the
+/// failed RUN's, and nothing is tagged.
+#[test]
+fn a_failing_platform_stops_the_others_and_nothing_is_tagged() {
+    let Some(f) = fixture() else { return };
+    let script = format!(
+        "sh -c 'if test $TARGETARCH = $HOST; then {WAIT}; exit 3; else touch /rv/$TARGETARCH; sleep 120; fi' wait $FOREIGN"
+    );
+    let (r, events) = f.build(&rendezvous(&script), |o| {
+        o.platforms = vec![Platform::host(), foreign_platform()];
+        o.tags = vec!["test.local/stopped:1".into()];
+        o.jobs = 2;
+    });
+    let e = r.expect_err("the host's RUN fails");
+    assert!(
+        matches!(&e, BuildError::Step { source: StepError::Run(run), .. }
+            if matches!(**run, image_build::run::RunError::Failed { code: 3, .. })),
+        "{e:?}"
+    );
+    let foreign_run = events.iter().find_map(|e| match e {
+        BuildEvent::StepStarted {
+            step, stage, text, ..
+        } if text.starts_with("RUN ") && stage.starts_with(&foreign_platform().to_string()) => {
+            Some(*step)
+        }
+        _ => None,
+    });
+    let foreign_run = foreign_run.expect("the foreign platform's RUN started");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, BuildEvent::StepDone { step, .. } if *step == foreign_run)),
+        "the foreign platform's RUN was stopped: {events:?}"
+    );
+    assert!(image_store::resolve_image(&f.store, "test.local/stopped:1", None).is_err());
+}

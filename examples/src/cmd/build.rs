@@ -102,7 +102,8 @@ pub struct BuildArgs {
     /// through (`network.host` is accepted: host networking needs none).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
-    /// How many stages build at once (default: the number of cores).
+    /// How many stages build at once, the platforms' stages together
+    /// (default: the number of cores).
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub jobs: usize,
     /// Stamp every timestamp of the image with this time (seconds since
@@ -130,7 +131,8 @@ pub struct BuildArgs {
     pub annotations: Vec<String>,
     /// The platforms to build for, comma-separated or repeated
     /// (linux/amd64,linux/arm64): the Dockerfile is built once per
-    /// platform, and two or more give an OCI image index of their images.
+    /// platform (the platforms at once), and two or more give an OCI image
+    /// index of their images.
     /// A stage for a platform not the host's may not RUN (no emulation).
     /// Default: the host's.
     #[arg(

@@ -84,6 +84,19 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// A layer step's key held in [`super::Counts::running`] until dropped.
+struct Claim<'c> {
+    counts: &'c super::Counts,
+    key: Digest,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        super::lock(&self.counts.running).remove(&self.key);
+        self.counts.finished.notify_all();
+    }
+}
+
 /// A root filesystem mounted read-only for `COPY --from` (or an empty
 /// directory for a source with no layer), undone on drop.
 struct SourceRoot<'a> {
@@ -119,6 +132,36 @@ where
             .snapshots()
             .map(|s| s.snapshotter())
             .expect("the runtime has snapshots")
+    }
+
+    /// Holds `key` as running for the step that has it, in a multi-platform
+    /// build (`None` in a build of one platform), after waiting while
+    /// another platform's step of the same key runs.
+    ///
+    /// # Errors
+    /// [`StepError::Cancelled`] when the build is interrupted while waiting.
+    fn claim(&self, key: &Digest) -> Result<Option<Claim<'b>>, StepError> {
+        if !self.shared {
+            return Ok(None);
+        }
+        let mut running = super::lock(&self.counts.running);
+        while running.contains(key) {
+            if self.caller_interrupted() {
+                self.cancel.set();
+            }
+            self.tracker.check().map_err(StepError::Cancelled)?;
+            running = self
+                .counts
+                .finished
+                .wait_timeout(running, std::time::Duration::from_millis(100))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        running.insert(key.clone());
+        Ok(Some(Claim {
+            counts: self.counts,
+            key: key.clone(),
+        }))
     }
 
     /// A directory for a mount, below the runtime's state directory.
@@ -406,7 +449,11 @@ where
                 .no_cache_filter
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(&stage) || *s == stage_index.to_string());
-        // A layer an earlier platform of this build made.
+        // Another platform's step of the same key that is running now is
+        // waited for: its layer is then this step's (held until the
+        // layer is recorded and in `made`).
+        let _claim = self.claim(key.digest())?;
+        // A layer another platform of this build made.
         let made_here = self.shared && super::lock(&self.counts.made).contains(key.digest());
         if use_cache || made_here {
             if let Some(hit) = self

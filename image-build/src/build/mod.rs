@@ -23,7 +23,10 @@
 //! platform, as BuildKit does (`TARGETPLATFORM` and friends per platform,
 //! `BUILDPLATFORM` the host's, base images chosen per platform from an
 //! index), and the result is an OCI image index of the platforms'
-//! manifests. A stage may RUN only on the host's platform: there is no
+//! manifests. The platforms build at once, their stages sharing the
+//! [`BuildOptions::jobs`] places; a step another platform is running with
+//! the same cache key is waited for and its layer taken, so a stage they
+//! share runs once. A stage may RUN only on the host's platform: there is no
 //! emulation. Annotations are placed as buildx spells them ([`annotate`]).
 //! Every check that needs no step (`preflight`) is made before any runs.
 //!
@@ -114,7 +117,8 @@ pub struct BuildOptions {
     /// Progress of long operations (unpacking, packing) and the interrupt,
     /// checked between steps and passed to RUN.
     pub tracker: Option<Tracker>,
-    /// `--jobs`: how many stages build at once; 0 for the number of cores.
+    /// `--jobs`: how many stages build at once (across the platforms of a
+    /// multi-platform build); 0 for the number of cores.
     pub jobs: usize,
     /// `--source-date-epoch`: the time (seconds since the Unix epoch) every
     /// timestamp of the result comes from: the config's and each new
@@ -305,10 +309,12 @@ where
     /// images' names is checked before any step runs: every platform's
     /// stage graph, a RUN in a stage the host cannot run, the annotations
     /// (their types, and where they can land) and the tags. The platforms
-    /// then build one after the other under one lease and one cache, so a
-    /// stage that is the same for each (a `FROM --platform=$BUILDPLATFORM`
-    /// stage whose steps do not read the target) runs once and is found
-    /// in the cache by the next.
+    /// then build at once under one lease and one cache, at most
+    /// [`BuildOptions::jobs`] stages running in all; a step whose key
+    /// another platform's running step has waits for it and takes its
+    /// layer, so a stage that is the same for each (a `FROM
+    /// --platform=$BUILDPLATFORM` stage whose steps do not read the
+    /// target) runs once. A failure of one platform stops the others.
     ///
     /// # Errors
     /// A [`BuildError`]; a failed step names its instruction's line. Nothing
@@ -367,9 +373,10 @@ where
                 .collect::<BTreeSet<String>>(),
         );
         let multi = plans.len() > 1;
-        let mut images = Vec::with_capacity(plans.len());
-        for (n, plan) in plans.iter().enumerate() {
-            let run = Run {
+        let shared_observer: Mutex<&mut dyn Observer> = Mutex::new(observer);
+        let runs: Vec<Run<'_, S>> = plans
+            .iter()
+            .map(|plan| Run {
                 store: self.store,
                 runtime: self.runtime,
                 lease: &lease,
@@ -385,23 +392,30 @@ where
                 shown: multi.then(|| plan.platform.to_string()),
                 annotations: &annotations,
                 epoch,
-                observer: Mutex::new(&mut *observer),
+                observer: &shared_observer,
                 states: Mutex::new(vec![None; df.stages.len()]),
                 counts: &counts,
                 shared: multi,
                 declared: &declared,
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
-            };
+            })
+            .collect();
+        if let Some(first) = runs.first() {
             for stage in &df.stages {
-                if n == 0 && !plan.graph.is_needed(stage.index) {
-                    run.emit(&BuildEvent::StageSkipped {
+                if !first.graph.is_needed(stage.index) {
+                    first.emit(&BuildEvent::StageSkipped {
                         stage: stage_name(stage),
                     });
                 }
             }
-            run.stages(options.parallelism())?;
-            let state = lock(&run.states)[plan.graph.target()]
+        }
+        // Every platform's stages at once, up to `jobs` in all; nothing is
+        // committed until all are built.
+        build_stages(&runs, options.parallelism())?;
+        let mut images = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let state = lock(&run.states)[run.graph.target()]
                 .take()
                 .ok_or_else(|| BuildError::NoTarget(options.target.clone().unwrap_or_default()))?;
             let built = run.commit(state)?;
@@ -418,14 +432,15 @@ where
                 None
             };
             images.push(PlatformImage {
-                platform: plan.platform.clone(),
+                platform: run.platform.clone(),
                 manifest: built.manifest,
                 config: built.config,
                 provenance,
             });
         }
+        drop(runs);
         if let Some(warning) = unused_args(options, &lock(&declared)) {
-            observer.event(&warning);
+            lock(&shared_observer).event(&warning);
         }
         cache.flush().map_err(|e| BuildError::Cache(Box::new(e)))?;
         let index = output::tag_output(&leased, &images, &annotations, &tags, multi)?;
@@ -464,6 +479,13 @@ struct Counts {
     /// `--no-cache` (a stage shared between platforms is built once, as
     /// BuildKit solves one graph).
     made: Mutex<std::collections::HashSet<Digest>>,
+    /// The keys of the layer steps running now, in a multi-platform build:
+    /// a platform's step waits while another's of the same key runs, then
+    /// takes its layer (see `made`), so that a stage the platforms share
+    /// runs once though the platforms build at once.
+    running: Mutex<std::collections::HashSet<Digest>>,
+    /// Told when a key leaves `running`.
+    finished: std::sync::Condvar,
 }
 
 /// One build in progress, shared by the threads that build its stages.
@@ -489,7 +511,8 @@ struct Run<'b, S: ?Sized> {
     annotations: &'b Annotations,
     /// The time every timestamp comes from, when reproducible.
     epoch: Option<i64>,
-    observer: Mutex<&'b mut dyn Observer>,
+    /// The build's observer, shared by every platform's run.
+    observer: &'b Mutex<&'b mut dyn Observer>,
     /// Each stage's state once built (taken by the one stage that needs it
     /// when only one does).
     states: Mutex<Vec<Option<State>>>,
@@ -505,6 +528,93 @@ struct Run<'b, S: ?Sized> {
     /// The caller's progress with the build's interrupt: what every long
     /// operation of every stage reports to and is stopped by.
     tracker: Tracker,
+}
+
+/// Builds every stage each platform's target needs (each of `runs` is one
+/// platform's), up to `jobs` at once across the platforms, each as soon as
+/// the stages it needs are built (see [`graph::Schedule`]); the platforms
+/// take turns at the free places. The first failure sets the build's
+/// interrupt, so that the stages still running, of every platform, stop
+/// (their containers killed, their snapshots removed), and is the error
+/// returned; no other stage starts then.
+fn build_stages<S>(runs: &[Run<'_, S>], jobs: usize) -> Result<(), BuildError>
+where
+    S: ContentStore + TagStore + Leases + Sync + ?Sized,
+{
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let mut schedules: Vec<graph::Schedule> =
+        runs.iter().map(|r| graph::Schedule::new(r.graph)).collect();
+    // The platform whose turn it is to start a stage.
+    let mut turn = 0;
+    let mut next_ready = |schedules: &mut [graph::Schedule]| {
+        let n = schedules.len();
+        let start = turn;
+        let found = (0..n)
+            .map(|k| (start + k) % n)
+            .find_map(|p| Some((p, schedules[p].next_ready()?)));
+        if let Some((p, _)) = found {
+            turn = (p + 1) % n;
+        }
+        found
+    };
+    let mut first_err = None;
+    let mut panic = None;
+    std::thread::scope(|scope| {
+        let mut running = 0usize;
+        loop {
+            while first_err.is_none() && running < jobs.max(1) {
+                let Some((p, i)) = next_ready(&mut schedules) else {
+                    break;
+                };
+                let tx = done_tx.clone();
+                let run = &runs[p];
+                running += 1;
+                scope.spawn(move || {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run.check_interrupt()?;
+                        run.stage(i)
+                    }));
+                    let _ = tx.send((p, i, r));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            // The caller's interrupt becomes the build's, looked at while
+            // the stages run.
+            match done.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok((p, i, r)) => {
+                    running -= 1;
+                    match r {
+                        Ok(Ok(state)) => {
+                            lock(&runs[p].states)[i] = Some(state);
+                            schedules[p].done(i);
+                        }
+                        Ok(Err(e)) => {
+                            first.cancel.set();
+                            first_err.get_or_insert(e);
+                        }
+                        Err(e) => {
+                            first.cancel.set();
+                            panic.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(_) if first.caller_interrupted() => first.cancel.set(),
+                Err(_) => {}
+            }
+        }
+    });
+    if let Some(p) = panic {
+        std::panic::resume_unwind(p);
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `mutex` locked; a lock a panicking stage poisoned is still taken (the
@@ -547,7 +657,7 @@ where
 
     /// Tells the observer `event` (from whichever stage's thread).
     fn emit(&self, event: &BuildEvent) {
-        lock(&self.observer).event(event);
+        lock(self.observer).event(event);
     }
 
     /// The `created` time of a history entry made now: the epoch when
@@ -557,70 +667,6 @@ where
             || image_core::time::rfc3339(image_core::time::now_secs()),
             image_core::time::rfc3339,
         )
-    }
-
-    /// Builds every stage the target needs, up to `jobs` at once, each as
-    /// soon as the stages it needs are built (see [`graph::Schedule`]).
-    /// The first failure sets the build's interrupt, so that the stages
-    /// still running stop (their containers killed, their snapshots
-    /// removed), and is the error returned; no other stage starts then.
-    fn stages(&self, jobs: usize) -> Result<(), BuildError> {
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let mut schedule = graph::Schedule::new(self.graph);
-        let mut first_err = None;
-        let mut panic = None;
-        std::thread::scope(|scope| {
-            let mut running = 0usize;
-            loop {
-                while first_err.is_none() && running < jobs.max(1) {
-                    let Some(i) = schedule.next_ready() else {
-                        break;
-                    };
-                    let tx = done_tx.clone();
-                    running += 1;
-                    scope.spawn(move || {
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            self.check_interrupt()?;
-                            self.stage(i)
-                        }));
-                        let _ = tx.send((i, r));
-                    });
-                }
-                if running == 0 {
-                    break;
-                }
-                // The caller's interrupt becomes the build's, looked at
-                // while the stages run.
-                match done.recv_timeout(std::time::Duration::from_millis(100)) {
-                    Ok((i, r)) => {
-                        running -= 1;
-                        match r {
-                            Ok(Ok(state)) => {
-                                lock(&self.states)[i] = Some(state);
-                                schedule.done(i);
-                            }
-                            Ok(Err(e)) => {
-                                self.cancel.set();
-                                first_err.get_or_insert(e);
-                            }
-                            Err(p) => {
-                                self.cancel.set();
-                                panic.get_or_insert(p);
-                            }
-                        }
-                    }
-                    Err(_) if self.caller_interrupted() => self.cancel.set(),
-                    Err(_) => {}
-                }
-            }
-        });
-        if let Some(p) = panic {
-            std::panic::resume_unwind(p);
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 
     fn at(&self, line: usize, instruction: String) -> impl FnOnce(StepError) -> BuildError {
