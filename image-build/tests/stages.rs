@@ -6,146 +6,18 @@
 //! network). A missing tool or privilege skips a test loudly unless
 //! CI=true, where it fails.
 
-mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder, StepError};
-use image_build::builder::ImageBuilder;
-use image_core::config::History;
-use image_core::progress::Interrupt;
-use image_core::{Classify, ErrorKind, Platform, Tracker};
-use image_runtime::Runtime;
-use image_store::OciDir;
+use image_build::build::{BuildError, BuildEvent, BuildOptions, StepError};
+use image_core::{Classify, ErrorKind};
+use support::{fixture_with, make_base, EpochEnv, Fixture, BASE};
 
-const BASE: &str = "test.local/busybox:1";
-const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "nc", "sleep",
-];
-/// The time the base image is stamped with, so that it is the same image
-/// in every store.
-const BASE_EPOCH: i64 = 1_600_000_000;
-
-struct Fixture {
-    tmp: tempfile::TempDir,
-    store: OciDir,
-    runtime: Runtime,
-}
-
-impl Fixture {
-    fn context(&self) -> PathBuf {
-        self.tmp.path().join("context")
-    }
-
-    /// Builds `dockerfile` with the context on another thread, recording
-    /// events, and waits at most `secs` for it: a build that deadlocks (or
-    /// waits for a sibling it should have stopped) fails the test, after
-    /// its interrupt is set so that its containers go.
-    fn build(
-        &self,
-        dockerfile: &str,
-        secs: u64,
-        change: impl FnOnce(&mut BuildOptions),
-    ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
-        let mut options = BuildOptions::new(self.context());
-        options.dockerfile_text = Some(dockerfile.to_owned());
-        let interrupt = Interrupt::new();
-        options.tracker = Some(Tracker::default().with_interrupt(interrupt.clone()));
-        change(&mut options);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut events = Vec::new();
-                let r = Builder::new(&self.store, &self.runtime)
-                    .build(&options, &mut |e: &BuildEvent| events.push(e.clone()));
-                let _ = tx.send((r, events));
-            });
-            match rx.recv_timeout(Duration::from_secs(secs)) {
-                Ok(done) => done,
-                Err(_) => {
-                    interrupt.set();
-                    panic!("the build did not finish in {secs} s");
-                }
-            }
-        })
-    }
-
-    /// Neither a container, an active snapshot, a mount nor a lease is
-    /// left.
-    fn assert_clean(&self) {
-        let containers = self.runtime.list().expect("containers");
-        assert!(containers.is_empty(), "{containers:?}");
-        let snapshots = self
-            .runtime
-            .snapshots()
-            .unwrap()
-            .snapshotter()
-            .list()
-            .unwrap();
-        assert!(
-            snapshots
-                .iter()
-                .all(|i| i.kind != image_overlay::snapshot::Kind::Active),
-            "{snapshots:?}"
-        );
-        let mounts = image_runtime::mountinfo::mounts_under(self.tmp.path()).unwrap();
-        assert!(mounts.is_empty(), "{mounts:?}");
-        let leases = self.store.held_leases().expect("leases");
-        assert!(leases.is_empty(), "{leases:?}");
-    }
-}
-
-/// Nothing outlives a test: snapshots and mounts.
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        common::clean_up(self.tmp.path(), &self.runtime);
-    }
-}
-
-/// A store holding BASE (busybox-static, PATH set, stamped with
-/// [`BASE_EPOCH`] so that it is the same image in every store), a runtime
-/// with snapshots beside it, and an empty context directory; `None` (after
-/// a loud skip) when the test cannot run here.
+/// The fixture of these tests: no build reads the environment's epoch.
 fn fixture() -> Option<Fixture> {
-    if !image_testsupport::tools::ready(&[]) {
-        return None;
-    }
-    // The builds here say whether they are reproducible; none of this
-    // binary's reads the environment's epoch.
-    std::env::remove_var("SOURCE_DATE_EPOCH");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
-    make_base(&store, tmp.path(), &[]);
-    std::fs::create_dir(tmp.path().join("context")).expect("context");
-    let runtime = common::runtime(tmp.path());
-    Some(Fixture {
-        tmp,
-        store,
-        runtime,
-    })
-}
-
-/// Tags as BASE an image of busybox-static with `extra` files (name,
-/// content) at its root, PATH set, CMD sh, stamped with [`BASE_EPOCH`].
-fn make_base(store: &OciDir, tmp: &Path, extra: &[(&str, &str)]) {
-    let rootfs = tmp.join("rootfs");
-    image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
-    for (name, data) in extra {
-        std::fs::write(rootfs.join(name), data).expect("extra file");
-    }
-    let mut base = ImageBuilder::scratch(store, &Platform::host()).expect("scratch");
-    base.source_date_epoch(BASE_EPOCH);
-    base.add_dir(&rootfs, History::default())
-        .expect("base layer");
-    let rc = base
-        .config_mut()
-        .config
-        .get_or_insert_with(Default::default);
-    rc.env = Some(vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()]);
-    rc.cmd = Some(vec!["sh".into()]);
-    base.commit(&[BASE]).expect("base image");
-    std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
+    fixture_with(EpochEnv::Removed)
 }
 
 /// A TCP port of the loopback no one listens on now.
@@ -185,7 +57,7 @@ COPY --from=listens /heard /a
 COPY --from=connects /heard /b
 "
     );
-    let (r, events) = f.build(&text, 120, |o| {
+    let (r, events) = f.build_within(&text, 120, |o| {
         o.jobs = 2;
         o.no_cache = true;
     });
@@ -225,7 +97,7 @@ COPY --from=b /b /b
 COPY --from=a /a /a
 "
     );
-    let (r, events) = f.build(&text, 120, |o| o.jobs = 1);
+    let (r, events) = f.build_within(&text, 120, |o| o.jobs = 1);
     let r = r.expect("build");
     assert_eq!(r.steps, 4);
     assert_eq!(
@@ -261,7 +133,7 @@ COPY --from=sleeps /bin/sh /a
 COPY --from=fails /bin/sh /b
 "
     );
-    let (r, events) = f.build(&text, 120, |o| {
+    let (r, events) = f.build_within(&text, 120, |o| {
         o.jobs = 4;
         o.no_cache = true;
         o.tags = vec!["test.local/cancelled:1".into()];
@@ -333,10 +205,10 @@ fn a_source_date_epoch_makes_the_image_reproducible() {
         o.source_date_epoch = Some(epoch);
         o.no_cache = true;
     };
-    let (ra, _) = a.build(REPRODUCIBLE, 120, with);
+    let (ra, _) = a.build_within(REPRODUCIBLE, 120, with);
     let ra = ra.expect("build in store A");
     std::thread::sleep(Duration::from_secs(2));
-    let (rb, _) = b.build(REPRODUCIBLE, 120, with);
+    let (rb, _) = b.build_within(REPRODUCIBLE, 120, with);
     let rb = rb.expect("build in store B");
     assert_eq!(
         ra.manifest.descriptor().digest(),
@@ -355,7 +227,7 @@ fn a_source_date_epoch_makes_the_image_reproducible() {
         .all(|h| h.created.as_deref() == Some(stamp.as_str())));
 
     // The build arg SOURCE_DATE_EPOCH does the same, from the cache.
-    let (again, _) = a.build(REPRODUCIBLE, 120, |o| {
+    let (again, _) = a.build_within(REPRODUCIBLE, 120, |o| {
         o.build_args
             .insert("SOURCE_DATE_EPOCH".into(), epoch.to_string());
     });
@@ -365,9 +237,9 @@ fn a_source_date_epoch_makes_the_image_reproducible() {
 
     // The control: without an epoch, two builds seconds apart differ.
     let without = |o: &mut BuildOptions| o.no_cache = true;
-    let (ca, _) = a.build(REPRODUCIBLE, 120, without);
+    let (ca, _) = a.build_within(REPRODUCIBLE, 120, without);
     std::thread::sleep(Duration::from_secs(2));
-    let (cb, _) = b.build(REPRODUCIBLE, 120, without);
+    let (cb, _) = b.build_within(REPRODUCIBLE, 120, without);
     assert_ne!(
         ca.expect("control A").manifest.descriptor().digest(),
         cb.expect("control B").manifest.descriptor().digest()
@@ -424,7 +296,7 @@ COPY plain.txt /app/plain/
 RUN cat /srv/app/linked/hello.txt /app/plain/plain.txt; ls /extra.txt || true
 "
     );
-    let (first, _) = f.build(&text, 120, |_| {});
+    let (first, _) = f.build_within(&text, 120, |_| {});
     let first = first.expect("first build");
     assert_eq!((first.steps, first.cached), (3, 0));
     let link_layer = first.manifest.layers()[1].clone();
@@ -444,7 +316,7 @@ RUN cat /srv/app/linked/hello.txt /app/plain/plain.txt; ls /extra.txt || true
 
     // Another base under the same name: one more file.
     make_base(&f.store, f.tmp.path(), &[("extra.txt", "extra\n")]);
-    let (second, events) = f.build(&text, 120, |_| {});
+    let (second, events) = f.build_within(&text, 120, |_| {});
     let second = second.expect("rebuild on the new base");
     assert_eq!((second.steps, second.cached), (3, 1), "{events:?}");
     assert!(

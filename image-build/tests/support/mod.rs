@@ -1,12 +1,17 @@
 //! The fixture of the build engine's end-to-end tests (`build.rs`,
-//! `mounts.rs`): a store holding a busybox-static base image made in the
-//! test, a runtime with snapshots beside it, a context directory.
+//! `mounts.rs`, `platforms.rs`, `stages.rs`): a store holding a
+//! busybox-static base image made in the test, a runtime with snapshots
+//! beside it, a context directory.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use image_build::build::{BuildError, BuildEvent, BuildOptions, BuildResult, Builder};
-use image_core::Platform;
+use image_build::builder::ImageBuilder;
+use image_core::config::History;
+use image_core::progress::Interrupt;
+use image_core::{Platform, Tracker};
 use image_overlay::ConfigChanges;
 use image_runtime::Runtime;
 
@@ -18,8 +23,24 @@ pub const BASE: &str = "test.local/busybox:1";
 /// The applets of the base image.
 pub const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "ls", "mkdir", "rm", "touch", "test", "true", "false", "env", "id", "dd",
-    "sleep", "grep", "wc", "readlink", "mount", "umount",
+    "sleep", "grep", "wc", "readlink", "mount", "umount", "nc",
 ];
+/// The time the base image is stamped with, so that it is the same image
+/// in every store.
+pub const BASE_EPOCH: i64 = 1_600_000_000;
+
+/// What a test binary's builds see of the environment variable
+/// `SOURCE_DATE_EPOCH` (the one difference between the binaries that use
+/// this fixture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochEnv {
+    /// Set to 1700000000: every time in an image is this one, so that a
+    /// rebuild from the cache gives the same image (without it, only the
+    /// config and manifest are new).
+    Set,
+    /// Removed: each build says itself whether it is reproducible.
+    Removed,
+}
 
 /// A store, a runtime with snapshots and a context, under one directory.
 pub struct Fixture {
@@ -40,24 +61,91 @@ impl Fixture {
         Builder::new(&self.store, &self.runtime)
     }
 
+    /// The options of a build of `dockerfile` with the context directory.
+    fn options(&self, dockerfile: &str) -> BuildOptions {
+        let mut options = BuildOptions::new(self.context());
+        options.dockerfile_text = Some(dockerfile.to_owned());
+        options
+    }
+
+    /// Builds as `options` say, recording events.
+    fn build_with(
+        &self,
+        options: &BuildOptions,
+    ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
+        let mut events = Vec::new();
+        let r = self
+            .builder()
+            .build(options, &mut |e: &BuildEvent| events.push(e.clone()));
+        (r, events)
+    }
+
     /// Builds `dockerfile` with the context directory, recording events.
     pub fn build(
         &self,
         dockerfile: &str,
         change: impl FnOnce(&mut BuildOptions),
     ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
-        let mut options = BuildOptions::new(self.context());
-        options.dockerfile_text = Some(dockerfile.to_owned());
+        let mut options = self.options(dockerfile);
         change(&mut options);
-        let mut events = Vec::new();
-        let r = self
-            .builder()
-            .build(&options, &mut |e: &BuildEvent| events.push(e.clone()));
-        (r, events)
+        self.build_with(&options)
+    }
+
+    /// Builds `dockerfile` with the context on another thread, recording
+    /// events, and waits at most `secs` for it: a build that deadlocks (or
+    /// waits for a sibling it should have stopped) fails the test, after
+    /// its interrupt is set so that its containers go.
+    pub fn build_within(
+        &self,
+        dockerfile: &str,
+        secs: u64,
+        change: impl FnOnce(&mut BuildOptions),
+    ) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
+        let mut options = self.options(dockerfile);
+        let interrupt = Interrupt::new();
+        options.tracker = Some(Tracker::default().with_interrupt(interrupt.clone()));
+        change(&mut options);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _ = tx.send(self.build_with(&options));
+            });
+            match rx.recv_timeout(Duration::from_secs(secs)) {
+                Ok(done) => done,
+                Err(_) => {
+                    interrupt.set();
+                    panic!("the build did not finish in {secs} s");
+                }
+            }
+        })
     }
 
     pub fn blobs(&self) -> usize {
         self.store.list().expect("list").len()
+    }
+
+    /// Neither a container, an active snapshot, a mount nor a lease is
+    /// left.
+    pub fn assert_clean(&self) {
+        let containers = self.runtime.list().expect("containers");
+        assert!(containers.is_empty(), "{containers:?}");
+        let snapshots = self
+            .runtime
+            .snapshots()
+            .unwrap()
+            .snapshotter()
+            .list()
+            .unwrap();
+        assert!(
+            snapshots
+                .iter()
+                .all(|i| i.kind != image_overlay::snapshot::Kind::Active),
+            "{snapshots:?}"
+        );
+        let mounts = image_runtime::mountinfo::mounts_under(self.tmp.path()).unwrap();
+        assert!(mounts.is_empty(), "{mounts:?}");
+        let leases = self.store.held_leases().expect("leases");
+        assert!(leases.is_empty(), "{leases:?}");
     }
 }
 
@@ -68,25 +156,53 @@ impl Drop for Fixture {
     }
 }
 
-/// A store holding BASE (busybox-static, PATH set, CMD sh), a runtime with
-/// snapshots beside it, and an empty context directory; `None` (after a
-/// loud skip) when the test cannot run here.
+/// [`fixture_with`] the environment's epoch [`EpochEnv::Set`].
 pub fn fixture() -> Option<Fixture> {
+    fixture_with(EpochEnv::Set)
+}
+
+/// A store holding BASE, a runtime with snapshots beside it, and an empty
+/// context directory, the environment's `SOURCE_DATE_EPOCH` as `env` says
+/// (set: BASE appended with that time; removed: BASE made by [`make_base`],
+/// stamped with [`BASE_EPOCH`]); `None` (after a loud skip) when the test
+/// cannot run here.
+pub fn fixture_with(env: EpochEnv) -> Option<Fixture> {
     if !image_testsupport::tools::ready(&[]) {
         return None;
     }
-    // Every time in an image is this one, so that a rebuild from the cache
-    // gives the same image (without it, only the config and manifest are
-    // new). Set once, before any build of any test reads it: every test
-    // starts here and waits for the one writer.
-    static EPOCH: std::sync::Once = std::sync::Once::new();
-    EPOCH.call_once(|| std::env::set_var("SOURCE_DATE_EPOCH", "1700000000"));
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
-    let rootfs = tmp.path().join("rootfs");
+    match env {
+        EpochEnv::Set => {
+            // Set once, before any build of any test reads it: every test
+            // starts here and waits for the one writer.
+            static EPOCH: std::sync::Once = std::sync::Once::new();
+            EPOCH.call_once(|| std::env::set_var("SOURCE_DATE_EPOCH", "1700000000"));
+            append_base(&store, tmp.path());
+        }
+        EpochEnv::Removed => {
+            // None of the binary's builds reads the environment's epoch.
+            std::env::remove_var("SOURCE_DATE_EPOCH");
+            make_base(&store, tmp.path(), &[]);
+        }
+    }
+    std::fs::create_dir(tmp.path().join("context")).expect("context");
+    let runtime = common::runtime(tmp.path());
+    Some(Fixture {
+        tmp,
+        store,
+        runtime,
+    })
+}
+
+/// Tags as BASE an image of busybox-static ([`APPLETS`]), PATH set, CMD
+/// sh, appended as `imagectl append` does (its times from the
+/// environment's epoch).
+fn append_base(store: &OciDir, tmp: &Path) {
+    let rootfs = tmp.join("rootfs");
     image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
     image_overlay::append_dir(
-        &store,
+        store,
         None,
         &rootfs,
         &Platform::host(),
@@ -97,13 +213,29 @@ pub fn fixture() -> Option<Fixture> {
     )
     .expect("base image");
     std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
-    std::fs::create_dir(tmp.path().join("context")).expect("context");
-    let runtime = common::runtime(tmp.path());
-    Some(Fixture {
-        tmp,
-        store,
-        runtime,
-    })
+}
+
+/// Tags as BASE an image of busybox-static ([`APPLETS`]) with `extra` files
+/// (name, content) at its root, PATH set, CMD sh, stamped with
+/// [`BASE_EPOCH`] (the same image in every store).
+pub fn make_base(store: &OciDir, tmp: &Path, extra: &[(&str, &str)]) {
+    let rootfs = tmp.join("rootfs");
+    image_testsupport::rootfs::container_rootfs(&rootfs, APPLETS);
+    for (name, data) in extra {
+        std::fs::write(rootfs.join(name), data).expect("extra file");
+    }
+    let mut base = ImageBuilder::scratch(store, &Platform::host()).expect("scratch");
+    base.source_date_epoch(BASE_EPOCH);
+    base.add_dir(&rootfs, History::default())
+        .expect("base layer");
+    let rc = base
+        .config_mut()
+        .config
+        .get_or_insert_with(Default::default);
+    rc.env = Some(vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()]);
+    rc.cmd = Some(vec!["sh".into()]);
+    base.commit(&[BASE]).expect("base image");
+    std::fs::remove_dir_all(&rootfs).expect("rm rootfs");
 }
 
 /// BASE again, as a Docker v2 schema 2 image (its layers and config given
