@@ -179,13 +179,7 @@ fn a_min_cache_export_of_a_multi_platform_build_holds_every_platform() {
     if !ready(&[]) {
         return;
     }
-    let host = image_core::Platform::host();
-    let foreign = if host.architecture == "arm64" {
-        "linux/amd64"
-    } else {
-        "linux/arm64"
-    };
-    let host = format!("{}/{}", host.os, host.architecture);
+    let (host, foreign) = common::host_and_foreign_platforms();
     let platforms = format!("{host},{foreign}");
     let dockerfile = format!(
         "FROM --platform=$BUILDPLATFORM {BASE} AS build\nARG TARGETARCH\nRUN mkdir /out && echo $TARGETARCH > /out/arch && echo $TARGETARCH > /built\nFROM scratch\nCOPY --from=build /out /out\nCOPY greeting.txt /greeting.txt\n"

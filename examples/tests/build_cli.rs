@@ -419,6 +419,17 @@ fn build_jobs_and_source_date_epoch() {
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
 
+/// A CLI with the base image, a context of `dockerfile`, the host's
+/// platform and a foreign one as `--platform` takes them (`host,foreign`),
+/// and the foreign one.
+fn two_platforms(dockerfile: &str) -> (Cli, std::path::PathBuf, String, &'static str) {
+    let cli = Cli::new(Cleanup::Mounts);
+    base(&cli);
+    let ctx = context(&cli, dockerfile);
+    let (host, foreign) = common::host_and_foreign_platforms();
+    (cli, ctx, format!("{host},{foreign}"), foreign)
+}
+
 /// `--platform` with two platforms, the cross-compile pattern: the index
 /// of two manifests is printed and tagged, each entry with its platform,
 /// and `--annotation index:` lands on it (read by skopeo); a RUN in a stage
@@ -429,21 +440,9 @@ fn build_platforms_makes_an_index_and_refuses_a_foreign_run_first() {
     if !ready(&["skopeo"]) {
         return;
     }
-    let cli = Cli::new(Cleanup::Mounts);
-    base(&cli);
-    let host = image_core::Platform::host();
-    let foreign = if host.architecture == "arm64" {
-        "linux/amd64"
-    } else {
-        "linux/arm64"
-    };
-    let platforms = format!("{}/{},{foreign}", host.os, host.architecture);
-    let ctx = context(
-        &cli,
-        &format!(
-            "FROM --platform=$BUILDPLATFORM {BASE} AS build\nARG TARGETARCH\nRUN mkdir /out && echo $TARGETARCH > /out/arch\nFROM scratch\nCOPY --from=build /out /out\n"
-        ),
-    );
+    let (cli, ctx, platforms, foreign) = two_platforms(&format!(
+        "FROM --platform=$BUILDPLATFORM {BASE} AS build\nARG TARGETARCH\nRUN mkdir /out && echo $TARGETARCH > /out/arch\nFROM scratch\nCOPY --from=build /out /out\n"
+    ));
     let id = cli.ok(&[
         "build",
         "--platform",
@@ -484,7 +483,13 @@ fn build_platforms_makes_an_index_and_refuses_a_foreign_run_first() {
         .iter()
         .map(|m| m["platform"]["architecture"].as_str().expect("arch"))
         .collect();
-    assert_eq!(archs, [host.architecture.as_str(), &foreign[6..]]);
+    assert_eq!(
+        archs,
+        [
+            image_core::Platform::host().architecture.as_str(),
+            &foreign[6..]
+        ]
+    );
 
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -511,21 +516,9 @@ fn build_platforms_refuses_a_docker_archive_first_and_writes_an_oci_one() {
     if !ready(&["skopeo"]) {
         return;
     }
-    let cli = Cli::new(Cleanup::Mounts);
-    base(&cli);
-    let host = image_core::Platform::host();
-    let foreign = if host.architecture == "arm64" {
-        "linux/amd64"
-    } else {
-        "linux/arm64"
-    };
-    let platforms = format!("{}/{},{foreign}", host.os, host.architecture);
-    let ctx = context(
-        &cli,
-        &format!(
-            "FROM --platform=$BUILDPLATFORM {BASE} AS build\nRUN mkdir /out && echo built > /out/file\nFROM scratch\nCOPY --from=build /out /out\n"
-        ),
-    );
+    let (cli, ctx, platforms, _) = two_platforms(&format!(
+        "FROM --platform=$BUILDPLATFORM {BASE} AS build\nRUN mkdir /out && echo built > /out/file\nFROM scratch\nCOPY --from=build /out /out\n"
+    ));
     let docker = cli.tmp.path().join("multi-docker.tar");
     let out = cli.imagectl(&[
         "build",

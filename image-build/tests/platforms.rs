@@ -420,6 +420,20 @@ fn rendezvous(script: &str) -> String {
     )
 }
 
+/// Builds the [`rendezvous`] of `script` for the host's platform and the
+/// foreign one, two stages at once at most, tagged `tag`.
+fn build_both(
+    f: &Fixture,
+    script: &str,
+    tag: &str,
+) -> (Result<BuildResult, BuildError>, Vec<BuildEvent>) {
+    f.build(&rendezvous(script), |o| {
+        o.platforms = vec![Platform::host(), foreign_platform()];
+        o.tags = vec![tag.into()];
+        o.jobs = 2;
+    })
+}
+
 /// The wait of a rendezvous script: until `/rv/$1` exists, at most 30 s
 /// (then it fails with 7).
 const WAIT: &str =
@@ -435,11 +449,7 @@ fn the_platforms_build_at_once() {
     let script = format!(
         "sh -c 'touch /rv/$TARGETARCH; {WAIT}' wait $(test $TARGETARCH = $HOST && echo $FOREIGN || echo $HOST)"
     );
-    let (r, events) = f.build(&rendezvous(&script), |o| {
-        o.platforms = vec![Platform::host(), foreign_platform()];
-        o.tags = vec!["test.local/at-once:1".into()];
-        o.jobs = 2;
-    });
+    let (r, events) = build_both(&f, &script, "test.local/at-once:1");
     let built = r.expect("each platform's RUN met the other's");
     assert_eq!(built.images.len(), 2);
     assert_eq!(runs_executed(&events).len(), 2, "{events:?}");
@@ -456,11 +466,7 @@ fn a_failing_platform_stops_the_others_and_nothing_is_tagged() {
     let script = format!(
         "sh -c 'if test $TARGETARCH = $HOST; then {WAIT}; exit 3; else touch /rv/$TARGETARCH; sleep 120; fi' wait $FOREIGN"
     );
-    let (r, events) = f.build(&rendezvous(&script), |o| {
-        o.platforms = vec![Platform::host(), foreign_platform()];
-        o.tags = vec!["test.local/stopped:1".into()];
-        o.jobs = 2;
-    });
+    let (r, events) = build_both(&f, &script, "test.local/stopped:1");
     let e = r.expect_err("the host's RUN fails");
     assert!(
         matches!(&e, BuildError::Step { source: StepError::Run(run), .. }

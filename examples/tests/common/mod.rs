@@ -25,6 +25,19 @@ pub use image_testsupport::rootfs::{busybox_rootfs, container_rootfs};
 #[allow(unused_imports)] // each test binary uses a part
 pub use image_testsupport::tools::{ready, which};
 
+/// The host's platform and one the host cannot run (arm64, or amd64 on an
+/// arm64 host), as `--platform` takes them (`os/arch`).
+#[allow(dead_code)]
+pub fn host_and_foreign_platforms() -> (String, &'static str) {
+    let host = image_core::Platform::host();
+    let foreign = if host.architecture == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    (format!("{}/{}", host.os, host.architecture), foreign)
+}
+
 /// What dropping a [`Cli`] undoes, then checks (the checks are left out
 /// when the test is already panicking).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
