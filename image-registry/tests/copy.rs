@@ -1354,3 +1354,145 @@ fn archives_that_cannot_be_read_in_place_are_refused_typed() {
     assert!(matches!(e, CopyError::Archive { .. }), "{e:?}");
     assert!(dst.resolve_tag("y:1").is_err());
 }
+
+/// A layout or an archive named without a reference means its one image:
+/// the untagged entries a copy with referrers writes beside it (oras's
+/// form: each a manifest whose `subject` the layout holds) are no
+/// candidates, whether the image itself is named or not. With
+/// `--referrers` they come along; without, they stay behind. Two images
+/// and no reference are still refused, typed, referrers or not.
+#[test]
+fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
+    let c = client();
+    let with = CopyOptions::default().with_referrers(true);
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let (index, amd, _arm) = make_index(&src);
+    src.set_tag("app:1", &index.descriptor()).unwrap();
+    let entry = |m: &Manifest| {
+        image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
+    };
+    // A signature of the index, one of a platform manifest (a subject that
+    // is no entry of index.json) and one of that signature.
+    let sig = artifact(
+        &src,
+        &index.descriptor(),
+        b"sig",
+        "application/vnd.example.sig",
+    );
+    let amd_sig = artifact(
+        &src,
+        &amd.descriptor(),
+        b"amd",
+        "application/vnd.example.sig",
+    );
+    let sig_sig = artifact(
+        &src,
+        &amd_sig.descriptor(),
+        b"2",
+        "application/vnd.example.sig",
+    );
+    for (subject, r) in [
+        (index.digest(), &sig),
+        (amd.digest(), &amd_sig),
+        (amd_sig.digest(), &sig_sig),
+    ] {
+        image_store::referrers::add(&src, subject, &entry(r)).unwrap();
+    }
+    let mut all: Vec<String> = [&sig, &amd_sig, &sig_sig]
+        .iter()
+        .map(|m| m.digest().to_string())
+        .collect();
+    all.sort();
+    let sorted = |report: &image_registry::CopyReport| {
+        let mut got: Vec<String> = report.referrers.iter().map(Digest::to_string).collect();
+        got.sort();
+        got
+    };
+
+    let work = tempfile::tempdir().unwrap();
+    let layout = OciDir::open_or_create(work.path().join("layout")).unwrap();
+    let layout_at = |name: &str| Location::Layout {
+        store: &layout,
+        name: name.to_owned(),
+    };
+    let named_tar = work.path().join("named.tar");
+    let unnamed_tar = work.path().join("unnamed.tar");
+    for to in [
+        layout_at("app:1"),
+        archive(&named_tar, Some("app:1")),
+        archive(&unnamed_tar, None),
+    ] {
+        let report = c.copy(&in_store(&src, "app:1"), &to, &with).unwrap();
+        assert_eq!(sorted(&report), all, "to {to:?}");
+    }
+    assert_eq!(untagged(layout.index_entries().unwrap()).len(), 3);
+
+    // Back without a reference, with and without the referrers.
+    for from in [
+        archive(&named_tar, None),
+        archive(&unnamed_tar, None),
+        layout_at(""),
+    ] {
+        let (_e, back) = image_testsupport::store::oci_dir();
+        let report = c
+            .copy(&from, &in_store(&back, "back:1"), &with)
+            .unwrap_or_else(|e| panic!("from {from:?}: {e:?}"));
+        assert_eq!(report.descriptor.as_ref(), Some(&index.descriptor()));
+        assert_eq!(sorted(&report), all, "from {from:?}");
+        assert_eq!(
+            back.resolve_tag("back:1").unwrap().digest(),
+            index.descriptor().digest()
+        );
+        assert_eq!(
+            in_store_referrers(&back, amd_sig.digest()),
+            vec![sig_sig.digest().to_string()]
+        );
+        let (_f, bare) = image_testsupport::store::oci_dir();
+        let report = c
+            .copy(&from, &in_store(&bare, "bare:1"), &CopyOptions::default())
+            .unwrap_or_else(|e| panic!("from {from:?}: {e:?}"));
+        assert!(report.referrers.is_empty(), "from {from:?}");
+        assert_eq!(
+            bare.resolve_tag("bare:1").unwrap().digest(),
+            index.descriptor().digest()
+        );
+        assert!(!bare.exists(sig.digest()).unwrap());
+    }
+
+    // A second image in each: no reference is ambiguous again, typed.
+    let other = make_image(&src, &Platform::host(), 99);
+    src.set_tag("other:1", &other.descriptor()).unwrap();
+    let two_tar = work.path().join("two.tar");
+    for (tag, to) in [
+        ("app:1", archive(&two_tar, Some("app:1"))),
+        ("other:1", layout_at("other:1")),
+    ] {
+        c.copy(&in_store(&src, tag), &to, &with).unwrap();
+    }
+    let mut tar_images = Vec::new();
+    image_store::archive::save_oci(
+        &src,
+        &[
+            image_store::archive::SaveImage::from_tag(&src, "app:1").unwrap(),
+            image_store::archive::SaveImage::from_tag(&src, "other:1").unwrap(),
+            image_store::archive::SaveImage::new(entry(&sig), Vec::new()),
+        ],
+        &mut tar_images,
+    )
+    .unwrap();
+    std::fs::write(&two_tar, &tar_images).unwrap();
+    let (_g, none) = image_testsupport::store::oci_dir();
+    let e = c
+        .copy(&archive(&two_tar, None), &in_store(&none, "x:1"), &with)
+        .unwrap_err();
+    assert!(
+        matches!(e, CopyError::ArchiveImage { images: 2, .. }),
+        "{e:?}"
+    );
+    let e = c
+        .copy(&layout_at(""), &in_store(&none, "x:1"), &with)
+        .unwrap_err();
+    let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
+    assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
+    assert!(none.tags().unwrap().is_empty());
+}

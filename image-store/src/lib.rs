@@ -110,6 +110,7 @@ image_core::classify_registry!(
     crate::error::LeaseError,
     crate::mutate::MutateError,
     crate::oci_dir::LayoutError,
+    crate::referrers::OnlyImageError,
     crate::referrers::ReferrersError,
     crate::error::TagError,
 );
