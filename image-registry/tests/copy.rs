@@ -1496,3 +1496,149 @@ fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
     assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
     assert!(none.tags().unwrap().is_empty());
 }
+
+/// The real file system, running `hook` once right after the first held
+/// lease is released (its file removed) once a blob whose path ends with
+/// `after` is in place: the moment a pull's own lease ends.
+struct AfterLeaseRelease {
+    after: String,
+    stored: std::sync::atomic::AtomicBool,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for AfterLeaseRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterLeaseRelease")
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+mod seam {
+    use super::AfterLeaseRelease;
+    use image_store::fs::{Fs, RealFs, Root, Target};
+    use std::fs::File;
+    use std::io;
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+
+    impl Fs for AfterLeaseRelease {
+        fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.create_dir_all(t, r, p)
+        }
+        fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> io::Result<File> {
+            RealFs.open_temp(t, r, p, truncate)
+        }
+        fn write(&self, t: Target, f: &mut File, buf: &[u8]) -> io::Result<usize> {
+            RealFs.write(t, f, buf)
+        }
+        fn set_len(&self, t: Target, f: &File, len: u64) -> io::Result<()> {
+            RealFs.set_len(t, f, len)
+        }
+        fn sync_file(&self, t: Target, f: &File) -> io::Result<()> {
+            RealFs.sync_file(t, f)
+        }
+        fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> io::Result<()> {
+            RealFs.rename(t, r, from, to)?;
+            if t == Target::Blob && to.to_string_lossy().ends_with(&self.after) {
+                self.stored.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
+            RealFs.sync_dir(t, r, d)
+        }
+        fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.remove_file(t, r, p)?;
+            let held = p.extension().is_some_and(|e| e == "held");
+            if t == Target::Lease && held && self.stored.load(Ordering::SeqCst) {
+                if let Some(hook) = self.hook.lock().unwrap().take() {
+                    hook();
+                }
+            }
+            Ok(())
+        }
+        fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.remove_dir_all(t, r, p)
+        }
+        fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.remove_dir(t, r, p)
+        }
+    }
+}
+
+/// A referrer pulled from a registry is held from before its pull until
+/// it is listed: its pull's own lease ends with the pull, and an
+/// unlisted manifest is gc's once nothing keeps its subject. The store's
+/// file-system seam runs gc (grace 0, from another handle) right after
+/// the signature's pull released its lease, with the image's tag just
+/// removed (a concurrent `rmi`, so gc's back link from a kept subject
+/// does not keep it either): the signature survives, the copy completes,
+/// and the signature is listed and kept by its list.
+#[test]
+fn a_pulled_referrer_is_held_between_its_pull_and_its_listing() {
+    let Some(w) = with_referrers() else {
+        return;
+    };
+    let c = client();
+    let src = format!("{}/src/app:1", w.registry.host_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // A blob nothing holds: what proves the collection effective.
+    let canary = OciDir::open_or_create(&path)
+        .unwrap()
+        .write_blob(b"canary")
+        .unwrap();
+    let collector = OciDir::open(&path).unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hook = {
+        let (ran, report) = (ran.clone(), report.clone());
+        move || {
+            collector.remove_tag("app:1").unwrap();
+            let gc = collector
+                .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+                .unwrap();
+            *report.lock().unwrap() = Some(gc);
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let fs = AfterLeaseRelease {
+        after: w.sig.digest().hex().to_owned(),
+        stored: Default::default(),
+        hook: std::sync::Mutex::new(Some(Box::new(hook))),
+    };
+    let store = OciDir::open_with(&path, std::sync::Arc::new(fs)).unwrap();
+    let copied = c
+        .copy(
+            &at(&src),
+            &in_store(&store, "app:1"),
+            &CopyOptions::default().with_referrers(true),
+        )
+        .unwrap();
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+    let gc = report.lock().unwrap().take().unwrap();
+    assert_eq!(gc.removed, vec![canary], "gc collected what nothing held");
+    assert!(!gc.removed.contains(w.sig.digest()), "{gc:?}");
+    assert_eq!(
+        copied.referrers,
+        vec![w.sig.digest().clone(), w.sig_of_sig.digest().clone()]
+    );
+    assert_eq!(
+        in_store_referrers(&store, w.image.digest()),
+        vec![w.sig.digest().to_string()]
+    );
+    // Kept by its list from now on, and its subject through it.
+    store
+        .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    for m in [&w.sig, &w.sig_of_sig, &w.image] {
+        assert_eq!(
+            all_digests(&store, &m.descriptor()),
+            all_digests(&w.src, &m.descriptor())
+        );
+    }
+}
