@@ -1642,3 +1642,123 @@ fn a_pulled_referrer_is_held_between_its_pull_and_its_listing() {
         );
     }
 }
+
+/// Two pushers of different referrers of one subject, interleaved by two
+/// fault proxies into the lost update the tag-schema index allows
+/// (distribution 2.8: no referrers API, no conditional PUT): both read
+/// the index; A's PUT lands; B's PUT, held until then, lands after it and
+/// drops A's entry; A's re-read, held until B is done, finds its entry
+/// gone, merges into B's index and puts it back. Both end up listed.
+#[test]
+fn a_referrer_lost_to_a_later_put_on_the_tag_schema_index_is_merged_back() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_dir, src, image, repo) = pushed_image(&registry, &c, 12, "two/app");
+    let sig = |what: &str| {
+        artifact(
+            &src,
+            &image.descriptor(),
+            what.as_bytes(),
+            "application/vnd.example.sig",
+        )
+    };
+    let (first, a, b) = (sig("first"), sig("a"), sig("b"));
+    // The index starts with a first referrer (and the blobs all share).
+    let direct = Reference::parse_name(&repo).unwrap();
+    c.push(&src, &first.descriptor(), &direct, &PushOptions::default())
+        .unwrap();
+    let tag_schema = "manifests/sha256-";
+    // B's PUT of the index is held; A's first read passes (the whole
+    // answer, then the connection closed) and its second, the re-read
+    // after its PUT, is held.
+    let proxy_b = FaultProxy::start(
+        registry.addr(),
+        Faults::none().with(Fault::hold().on(tag_schema).method("PUT")),
+    );
+    let proxy_a = FaultProxy::start(
+        registry.addr(),
+        Faults::none()
+            .with(Fault::cut_after(u64::MAX).on(tag_schema).method("GET"))
+            .with(Fault::hold().on(tag_schema).method("GET")),
+    );
+    let through = |proxy: &FaultProxy| {
+        let path = repo.split_once('/').unwrap().1;
+        Reference::parse_name(&format!("{}/{path}", proxy.host_port())).unwrap()
+    };
+    let wait = Duration::from_secs(60);
+    std::thread::scope(|s| {
+        let (to_b, to_a) = (through(&proxy_b), through(&proxy_a));
+        let (src, a, b) = (&src, &a, &b);
+        let pusher_b =
+            s.spawn(move || client().push(src, &b.descriptor(), &to_b, &PushOptions::default()));
+        assert!(proxy_b.wait_held(1, wait), "B read the index and put");
+        let pusher_a =
+            s.spawn(move || client().push(src, &a.descriptor(), &to_a, &PushOptions::default()));
+        // A's PUT landed; its re-read waits (a pusher that does not
+        // re-read is done instead).
+        let started = std::time::Instant::now();
+        while !proxy_a.wait_held(1, Duration::from_millis(50)) && !pusher_a.is_finished() {
+            assert!(started.elapsed() < wait, "A neither re-read nor ended");
+        }
+        proxy_b.release();
+        pusher_b.join().unwrap().unwrap();
+        proxy_a.release();
+        pusher_a.join().unwrap().unwrap();
+    });
+    let mut want: Vec<String> = [&first, &a, &b]
+        .iter()
+        .map(|m| m.digest().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(referrers(&c, &repo, image.digest()), want);
+    // The interleaving happened as planned: B's held PUT came after A's.
+    let puts = |p: &FaultProxy| {
+        p.exchanges()
+            .iter()
+            .filter(|e| e.method == "PUT" && e.target.contains(tag_schema))
+            .count()
+    };
+    assert_eq!(puts(&proxy_b), 1);
+    assert_eq!(puts(&proxy_a), 2, "A put, lost its entry, put again");
+}
+
+/// A registry that honours `If-Match` answers 412 to a PUT of the
+/// tag-schema index another writer moved since it was read (here the
+/// proxy answers so, as such a registry would): the pusher reads the
+/// index again, merges and puts it, and its referrer is listed.
+#[test]
+fn a_412_on_the_tag_schema_index_is_read_again_merged_and_put() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_dir, src, image, repo) = pushed_image(&registry, &c, 13, "cas/app");
+    let sig = artifact(
+        &src,
+        &image.descriptor(),
+        b"conditional",
+        "application/vnd.example.sig",
+    );
+    let tag_schema = "manifests/sha256-";
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        Faults::none().with(Fault::status(412).on(tag_schema).method("PUT")),
+    );
+    let path = repo.split_once('/').unwrap().1;
+    let through = Reference::parse_name(&format!("{}/{path}", proxy.host_port())).unwrap();
+    c.push(&src, &sig.descriptor(), &through, &PushOptions::default())
+        .unwrap();
+    assert_eq!(
+        referrers(&c, &repo, image.digest()),
+        vec![sig.digest().to_string()]
+    );
+    let statuses: Vec<u16> = proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.target.contains(tag_schema))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, vec![412, 201]);
+}
