@@ -33,6 +33,20 @@ fn stored_digest(store: &std::path::Path, tag: &str) -> String {
         .to_string()
 }
 
+/// Attaches a signature (a referrer) to the image `local` of `cli`'s store.
+fn sign(cli: &Cli, local: &str) {
+    let store = OciDir::open(cli.store()).unwrap();
+    let subject = store.resolve_tag(local).unwrap();
+    image_build::provenance::attach(
+        &store,
+        &subject,
+        "application/vnd.example.sig",
+        b"signed",
+        Default::default(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn push_pull_tags_and_manifest_round_trip_with_insecure_and_are_refused_without_it() {
     let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
@@ -246,16 +260,7 @@ fn copy_between_store_registries_and_layouts_keeps_the_digest() {
 
     // Referrers: store -> registry -> another store, listed by inspect
     // there.
-    let store = OciDir::open(cli.store()).unwrap();
-    let subject = store.resolve_tag(&local).unwrap();
-    image_build::provenance::attach(
-        &store,
-        &subject,
-        "application/vnd.example.sig",
-        b"signed",
-        Default::default(),
-    )
-    .unwrap();
+    sign(&cli, &local);
     let signed = format!("docker://{host}/signed/app:1");
     let out = cli.ok(&[
         "copy",
@@ -336,16 +341,7 @@ fn copy_from_a_layout_or_archive_without_a_reference_takes_its_image() {
     let cli = cli_with_image();
     let local = Reference::parse_name("app:1").unwrap().to_string();
     let digest = stored_digest(&cli.store(), &local);
-    let store = OciDir::open(cli.store()).unwrap();
-    let subject = store.resolve_tag(&local).unwrap();
-    image_build::provenance::attach(
-        &store,
-        &subject,
-        "application/vnd.example.sig",
-        b"signed",
-        Default::default(),
-    )
-    .unwrap();
+    sign(&cli, &local);
     let dir = cli.tmp.path().join("layout");
     let layout = format!("oci:{}", dir.display());
     let archive = format!("oci-archive:{}", cli.tmp.path().join("a.tar").display());

@@ -96,6 +96,16 @@ fn artifact(store: &OciDir, subject: &Descriptor, payload: &[u8], kind: &str) ->
     m
 }
 
+/// A signature-like artifact of `subject` in `store`.
+fn signature(store: &OciDir, subject: &Descriptor, payload: &[u8]) -> Manifest {
+    artifact(store, subject, payload, "application/vnd.example.sig")
+}
+
+/// The entry a list of referrers gives `m`.
+fn entry(m: &Manifest) -> Descriptor {
+    image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
+}
+
 fn at(s: &str) -> Location<'static, OciDir> {
     Location::Registry(Reference::parse_name(s).unwrap())
 }
@@ -577,9 +587,6 @@ fn referrers_go_through_layouts_and_archives_and_keep_their_digests() {
     let (_d, src) = image_testsupport::store::oci_dir();
     let (index, amd, arm) = make_index(&src);
     src.set_tag("app:1", &index.descriptor()).unwrap();
-    let entry = |m: &Manifest| {
-        image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
-    };
     // subject -> its referrers; and every referrer with its own blobs.
     let mut want: Vec<(Digest, Vec<String>)> = Vec::new();
     let mut artifacts: Vec<Manifest> = Vec::new();
@@ -1368,29 +1375,11 @@ fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
     let (_d, src) = image_testsupport::store::oci_dir();
     let (index, amd, _arm) = make_index(&src);
     src.set_tag("app:1", &index.descriptor()).unwrap();
-    let entry = |m: &Manifest| {
-        image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
-    };
     // A signature of the index, one of a platform manifest (a subject that
     // is no entry of index.json) and one of that signature.
-    let sig = artifact(
-        &src,
-        &index.descriptor(),
-        b"sig",
-        "application/vnd.example.sig",
-    );
-    let amd_sig = artifact(
-        &src,
-        &amd.descriptor(),
-        b"amd",
-        "application/vnd.example.sig",
-    );
-    let sig_sig = artifact(
-        &src,
-        &amd_sig.descriptor(),
-        b"2",
-        "application/vnd.example.sig",
-    );
+    let sig = signature(&src, &index.descriptor(), b"sig");
+    let amd_sig = signature(&src, &amd.descriptor(), b"amd");
+    let sig_sig = signature(&src, &amd_sig.descriptor(), b"2");
     for (subject, r) in [
         (index.digest(), &sig),
         (amd.digest(), &amd_sig),
@@ -1643,6 +1632,15 @@ fn a_pulled_referrer_is_held_between_its_pull_and_its_listing() {
     }
 }
 
+/// What the requests for a tag-schema referrers index hold in their path.
+const TAG_SCHEMA: &str = "manifests/sha256-";
+
+/// `repo` (`host/path`) reached through `proxy`.
+fn through(proxy: &FaultProxy, repo: &str) -> Reference {
+    let path = repo.split_once('/').unwrap().1;
+    Reference::parse_name(&format!("{}/{path}", proxy.host_port())).unwrap()
+}
+
 /// Two pushers of different referrers of one subject, interleaved by two
 /// fault proxies into the lost update the tag-schema index allows
 /// (distribution 2.8: no referrers API, no conditional PUT): both read
@@ -1656,40 +1654,28 @@ fn a_referrer_lost_to_a_later_put_on_the_tag_schema_index_is_merged_back() {
     };
     let c = client();
     let (_dir, src, image, repo) = pushed_image(&registry, &c, 12, "two/app");
-    let sig = |what: &str| {
-        artifact(
-            &src,
-            &image.descriptor(),
-            what.as_bytes(),
-            "application/vnd.example.sig",
-        )
-    };
+    let sig = |what: &str| signature(&src, &image.descriptor(), what.as_bytes());
     let (first, a, b) = (sig("first"), sig("a"), sig("b"));
     // The index starts with a first referrer (and the blobs all share).
     let direct = Reference::parse_name(&repo).unwrap();
     c.push(&src, &first.descriptor(), &direct, &PushOptions::default())
         .unwrap();
-    let tag_schema = "manifests/sha256-";
     // B's PUT of the index is held; A's first read passes (the whole
     // answer, then the connection closed) and its second, the re-read
     // after its PUT, is held.
     let proxy_b = FaultProxy::start(
         registry.addr(),
-        Faults::none().with(Fault::hold().on(tag_schema).method("PUT")),
+        Faults::none().with(Fault::hold().on(TAG_SCHEMA).method("PUT")),
     );
     let proxy_a = FaultProxy::start(
         registry.addr(),
         Faults::none()
-            .with(Fault::cut_after(u64::MAX).on(tag_schema).method("GET"))
-            .with(Fault::hold().on(tag_schema).method("GET")),
+            .with(Fault::cut_after(u64::MAX).on(TAG_SCHEMA).method("GET"))
+            .with(Fault::hold().on(TAG_SCHEMA).method("GET")),
     );
-    let through = |proxy: &FaultProxy| {
-        let path = repo.split_once('/').unwrap().1;
-        Reference::parse_name(&format!("{}/{path}", proxy.host_port())).unwrap()
-    };
     let wait = Duration::from_secs(60);
     std::thread::scope(|s| {
-        let (to_b, to_a) = (through(&proxy_b), through(&proxy_a));
+        let (to_b, to_a) = (through(&proxy_b, &repo), through(&proxy_a, &repo));
         let (src, a, b) = (&src, &a, &b);
         let pusher_b =
             s.spawn(move || client().push(src, &b.descriptor(), &to_b, &PushOptions::default()));
@@ -1717,7 +1703,7 @@ fn a_referrer_lost_to_a_later_put_on_the_tag_schema_index_is_merged_back() {
     let puts = |p: &FaultProxy| {
         p.exchanges()
             .iter()
-            .filter(|e| e.method == "PUT" && e.target.contains(tag_schema))
+            .filter(|e| e.method == "PUT" && e.target.contains(TAG_SCHEMA))
             .count()
     };
     assert_eq!(puts(&proxy_b), 1);
@@ -1735,21 +1721,18 @@ fn a_412_on_the_tag_schema_index_is_read_again_merged_and_put() {
     };
     let c = client();
     let (_dir, src, image, repo) = pushed_image(&registry, &c, 13, "cas/app");
-    let sig = artifact(
-        &src,
-        &image.descriptor(),
-        b"conditional",
-        "application/vnd.example.sig",
-    );
-    let tag_schema = "manifests/sha256-";
+    let sig = signature(&src, &image.descriptor(), b"conditional");
     let proxy = FaultProxy::start(
         registry.addr(),
-        Faults::none().with(Fault::status(412).on(tag_schema).method("PUT")),
+        Faults::none().with(Fault::status(412).on(TAG_SCHEMA).method("PUT")),
     );
-    let path = repo.split_once('/').unwrap().1;
-    let through = Reference::parse_name(&format!("{}/{path}", proxy.host_port())).unwrap();
-    c.push(&src, &sig.descriptor(), &through, &PushOptions::default())
-        .unwrap();
+    c.push(
+        &src,
+        &sig.descriptor(),
+        &through(&proxy, &repo),
+        &PushOptions::default(),
+    )
+    .unwrap();
     assert_eq!(
         referrers(&c, &repo, image.digest()),
         vec![sig.digest().to_string()]
@@ -1757,7 +1740,7 @@ fn a_412_on_the_tag_schema_index_is_read_again_merged_and_put() {
     let statuses: Vec<u16> = proxy
         .exchanges()
         .iter()
-        .filter(|e| e.method == "PUT" && e.target.contains(tag_schema))
+        .filter(|e| e.method == "PUT" && e.target.contains(TAG_SCHEMA))
         .map(|e| e.status)
         .collect();
     assert_eq!(statuses, vec![412, 201]);
