@@ -33,6 +33,20 @@ fn stored_digest(store: &std::path::Path, tag: &str) -> String {
         .to_string()
 }
 
+/// Attaches a signature (a referrer) to the image `local` of `cli`'s store.
+fn sign(cli: &Cli, local: &str) {
+    let store = OciDir::open(cli.store()).unwrap();
+    let subject = store.resolve_tag(local).unwrap();
+    image_build::provenance::attach(
+        &store,
+        &subject,
+        "application/vnd.example.sig",
+        b"signed",
+        Default::default(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn push_pull_tags_and_manifest_round_trip_with_insecure_and_are_refused_without_it() {
     let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
@@ -246,16 +260,7 @@ fn copy_between_store_registries_and_layouts_keeps_the_digest() {
 
     // Referrers: store -> registry -> another store, listed by inspect
     // there.
-    let store = OciDir::open(cli.store()).unwrap();
-    let subject = store.resolve_tag(&local).unwrap();
-    image_build::provenance::attach(
-        &store,
-        &subject,
-        "application/vnd.example.sig",
-        b"signed",
-        Default::default(),
-    )
-    .unwrap();
+    sign(&cli, &local);
     let signed = format!("docker://{host}/signed/app:1");
     let out = cli.ok(&[
         "copy",
@@ -323,4 +328,50 @@ fn copy_between_store_registries_and_layouts_keeps_the_digest() {
         "--quiet",
     ]);
     assert!(out.contains("0 referrers"), "{out}");
+}
+
+/// `oci:DIR` and `oci-archive:PATH` without a reference (skopeo's forms)
+/// mean the one image there, also when a copy with `--referrers` listed
+/// its referrers beside it as untagged entries (oras's form): copied
+/// back, the image comes with its referrer when asked and alone when
+/// not. A second image in the layout makes `oci:DIR` ambiguous again,
+/// refused.
+#[test]
+fn copy_from_a_layout_or_archive_without_a_reference_takes_its_image() {
+    let cli = cli_with_image();
+    let local = Reference::parse_name("app:1").unwrap().to_string();
+    let digest = stored_digest(&cli.store(), &local);
+    sign(&cli, &local);
+    let dir = cli.tmp.path().join("layout");
+    let layout = format!("oci:{}", dir.display());
+    let archive = format!("oci-archive:{}", cli.tmp.path().join("a.tar").display());
+    for to in [format!("{layout}:app"), archive.clone()] {
+        let out = cli.ok(&["copy", "app:1", &to, "--referrers", "--quiet"]);
+        assert!(out.contains("1 referrers"), "{to}: {out}");
+    }
+    for (n, from) in [&layout, &archive].into_iter().enumerate() {
+        let with = format!("store:with{n}:1");
+        let out = cli.ok(&["copy", from, &with, "--referrers", "--quiet"]);
+        assert!(out.contains("1 referrers"), "{from}: {out}");
+        let name = Reference::parse_name(&format!("with{n}:1")).unwrap();
+        assert_eq!(stored_digest(&cli.store(), &name.to_string()), digest);
+        let listed: serde_json::Value =
+            serde_json::from_str(&cli.ok(&["inspect", "--referrers", &format!("with{n}:1")]))
+                .unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{from}: {listed:?}");
+        let without = format!("store:without{n}:1");
+        let out = cli.ok(&["copy", from, &without, "--quiet"]);
+        assert!(out.contains("0 referrers"), "{from}: {out}");
+        let name = Reference::parse_name(&format!("without{n}:1")).unwrap();
+        assert_eq!(stored_digest(&cli.store(), &name.to_string()), digest);
+    }
+    // A second name of the image is the same image.
+    cli.ok(&["copy", "app:1", &format!("{layout}:again"), "--quiet"]);
+    cli.ok(&["copy", &layout, "store:again:1", "--quiet"]);
+    let rootfs = cli.tmp.path().join("rootfs");
+    std::fs::write(rootfs.join("other"), b"another image").unwrap();
+    cli.append_shell_image(&rootfs, "other:1");
+    cli.ok(&["copy", "other:1", &format!("{layout}:other"), "--quiet"]);
+    let err = cli.fails(&["copy", &layout, "store:x:1", "--quiet"]);
+    assert!(err.contains("2 images"), "{err}");
 }

@@ -8,7 +8,9 @@
 //! way. The compressed bytes are not hashed here: the feeder stores the
 //! same bytes and verifies them against the blob's digest and size (a
 //! pull's store does so at its commit), and a layer's snapshot is kept only
-//! once the feeder says so ([`LayerFeed::finish`]); a feed dropped before
+//! once the feeder hands over the store's proof of that commit
+//! ([`LayerFeed::finish`] takes a [`VerifiedBlob`], which only a store's
+//! verified commit makes); a feed dropped before
 //! that removes it. Nothing is committed while bytes arrive:
 //! [`StreamUnpacker::finish`], called once the image's blobs are verified
 //! and stored, commits each layer's snapshot under its chain ID, bottom
@@ -48,7 +50,7 @@ use std::thread::JoinHandle;
 
 use image_core::manifest::descriptor_media_type;
 use image_core::{chain_ids, Descriptor, DescriptorExt, Digest, Tracker};
-use image_store::{Image, Provider};
+use image_store::{Image, Provider, VerifiedBlob};
 
 use crate::image_unpack::{
     commit_job, image_layers, remove_stale, sync_dirs, temp_key, unpack_layers, writable_dir,
@@ -406,14 +408,22 @@ impl LayerFeed {
         Err(why)
     }
 
-    /// Every byte of the layer was written and the blob verified against
-    /// its digest and size (by the caller: this unpack does not hash the
-    /// compressed bytes): waits for the unpack to end and keeps its
-    /// snapshot for [`StreamUnpacker::finish`].
+    /// Every byte of the layer was written and the store committed the
+    /// blob verified against its digest and size (`blob`, which only the
+    /// store's commit makes: this unpack does not hash the compressed
+    /// bytes): waits for the unpack to end and keeps its snapshot for
+    /// [`StreamUnpacker::finish`].
     ///
     /// # Errors
-    /// The unpack failed (its snapshot is removed).
-    pub fn finish(mut self) -> Result<UnpackReport, UnpackError> {
+    /// The unpack failed, or `blob` is another blob's
+    /// ([`UnpackError::DigestMismatch`]); its snapshot is removed.
+    pub fn finish(mut self, blob: &VerifiedBlob) -> Result<UnpackReport, UnpackError> {
+        if blob.digest() != &self.digest {
+            return Err(UnpackError::DigestMismatch {
+                expected: self.digest.clone(),
+                found: blob.digest().clone(),
+            });
+        }
         self.tx = None;
         let result = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,

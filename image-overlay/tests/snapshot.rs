@@ -2142,3 +2142,56 @@ fn dropping_an_image_unpack_future_stops_it_and_leaves_no_snapshot() {
     let sn = CopySnapshotter::open(dir.path()).expect("open");
     assert!(sn.list().expect("list").is_empty());
 }
+
+/// A layer unpacked while its blob streams is kept only given the store's
+/// proof that it committed that blob verified ([`image_store::VerifiedBlob`],
+/// which only a store's commit makes): the proof of another blob is
+/// refused, typed, and the layer's snapshot goes; its own keeps it.
+#[test]
+fn a_streamed_layer_is_kept_only_with_the_stores_proof_of_its_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshotter: Arc<dyn Snapshotter> =
+        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
+    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
+    let mut options = ImageUnpackOptions::default();
+    options.unpack.preserve_ownership = false;
+    let unpacker = image_overlay::StreamUnpacker::new(snapshotter.clone(), &options);
+    let layer = image_testsupport::tar::TarBuf::new()
+        .file("a", b"streamed")
+        .end();
+    let digest = Digest::sha256(&layer);
+    let descriptor =
+        image_core::manifest::descriptor(&MediaType::OciLayer, &digest, layer.len() as u64);
+    let committed = |bytes: &[u8], reference: &str| {
+        let mut w = store.writer(reference).unwrap();
+        w.write_all(bytes).unwrap();
+        w.commit_verified(bytes.len() as u64, &Digest::sha256(bytes))
+            .unwrap()
+    };
+    let other = committed(b"another blob", "other");
+    assert_eq!(other.digest(), &Digest::sha256(b"another blob"));
+    assert_eq!(other.size(), 12);
+
+    let mut feed = unpacker
+        .begin(&descriptor)
+        .unwrap()
+        .expect("overlay streams");
+    feed.write(&layer).unwrap();
+    let e = feed.finish(&other).unwrap_err();
+    assert!(
+        matches!(&e, image_overlay::unpack::UnpackError::DigestMismatch { expected, found }
+            if expected == &digest && found == other.digest()),
+        "{e:?}"
+    );
+    assert!(snapshotter.list().unwrap().is_empty());
+
+    let mut feed = unpacker
+        .begin(&descriptor)
+        .unwrap()
+        .expect("overlay streams");
+    feed.write(&layer).unwrap();
+    let ours = committed(&layer, "layer");
+    let report = feed.finish(&ours).unwrap();
+    assert_eq!(report.diff_id, digest);
+    assert_eq!(snapshotter.list().unwrap().len(), 1);
+}

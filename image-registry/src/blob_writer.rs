@@ -178,11 +178,11 @@ fn run(
                 writer.truncate(size).map_err(WriteError::Content)?;
             }
             Op::Commit { size, digest } => {
-                writer
-                    .commit(Some(size), Some(&digest))
+                let verified = writer
+                    .commit_verified(size, &digest)
                     .map_err(WriteError::Content)?;
                 if let Some(f) = feed {
-                    f.verified();
+                    f.verified(&verified);
                 }
                 return Ok(());
             }

@@ -71,14 +71,17 @@ pub enum Location<'a, S: ?Sized> {
     /// (a digest there must be the source's).
     Registry(Reference),
     /// A store (an image-store or any OCI layout) and the image's name in
-    /// it: a tag, or at a source a digest reference.
+    /// it: a tag, or at a source a digest reference, or empty for its only
+    /// image besides referrers (`oci:DIR`, as skopeo names a layout's only
+    /// image: [`image_store::referrers::only_image`]).
     Store {
         /// The store.
         store: &'a S,
         /// The image's name.
         name: String,
     },
-    /// An OCI layout (`oci:DIR:REF`) and the image's name in it: read as
+    /// An OCI layout (`oci:DIR:REF`, or `oci:DIR` at a source: an empty
+    /// name, as for a store) and the image's name in it: read as
     /// a store; at a destination, referrers are listed in its `index.json`
     /// untagged (oras's form) rather than in a store's lists.
     Layout {
@@ -88,7 +91,8 @@ pub enum Location<'a, S: ?Sized> {
         name: String,
     },
     /// An OCI archive file (skopeo's `oci-archive:PATH[:REF]`) and the
-    /// image's name in it (`None`: the archive's only image, and an
+    /// image's name in it (`None`: the archive's only image besides its
+    /// referrers, and an
     /// unnamed image when written). A source archive is read in place
     /// ([`OciArchive`]: an uncompressed tar); a destination is written
     /// whole once the image is read, beside its path, then renamed over
@@ -309,6 +313,16 @@ pub enum CopyError {
         /// The images it holds.
         images: usize,
     },
+    /// A source named without a reference (an empty name, `oci:DIR`; an
+    /// archive without one) holds no one image besides its referrers (an
+    /// archive of several images is [`CopyError::ArchiveImage`]).
+    #[error("choosing the image of {of}, named without a reference")]
+    OnlyImage {
+        /// The source.
+        of: String,
+        /// Why.
+        source: Box<image_store::referrers::OnlyImageError>,
+    },
     /// The scratch store a registry source is pulled into before it is
     /// written as an archive could not be made.
     #[error("making scratch store {}", path.display())]
@@ -341,6 +355,7 @@ impl Classify for CopyError {
             CopyError::ReferrersNeedRegistries => ErrorKind::Unsupported,
             CopyError::Archive { source, .. } => source.kind(),
             CopyError::ArchiveImage { .. } => ErrorKind::InvalidInput,
+            CopyError::OnlyImage { source, .. } => source.kind(),
             CopyError::Scratch { source, .. } => source.kind(),
             CopyError::StoreReferrers { source, .. } => source.kind(),
         }
@@ -535,6 +550,12 @@ async fn documents_in<S: Provider + Sync + ?Sized>(
 
 /// The image `name` names in a source store.
 fn resolve<S: Provider + TagStore>(store: &S, name: &str) -> Result<Descriptor, CopyError> {
+    if name.is_empty() {
+        return image_store::referrers::only_image(store).map_err(|source| CopyError::OnlyImage {
+            of: "the source store".to_owned(),
+            source: Box::new(source),
+        });
+    }
     image_store::resolve_reference(store, name).map_err(|source| CopyError::Name {
         name: name.to_owned(),
         source: Box::new(source),

@@ -15,7 +15,8 @@
 //!   ingest. A download cut and resumed with a Range request continues the
 //!   same feed; a download that has to start again drops it.
 //! - [`LayerFeed::verified`] is called once the blob is committed to the
-//!   store against its digest and size. A feed dropped without it (a bad
+//!   store against its digest and size, with the store's proof of it
+//!   ([`VerifiedBlob`], which only that commit makes). A feed dropped without it (a bad
 //!   digest, a cancelled or failed download, a failed write) must leave
 //!   nothing behind; the drop happens before the pull returns.
 //! - A feed whose `write` fails is dropped and the pull goes on: the blob
@@ -23,6 +24,7 @@
 //!   the blob from the store.
 
 use image_core::Descriptor;
+use image_store::VerifiedBlob;
 
 /// Receives the blobs of a pull while they stream; see the
 /// [module documentation](self).
@@ -44,6 +46,7 @@ pub trait LayerFeed: Send {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
 
     /// Every byte was written and the blob is committed to the store,
-    /// verified against its digest and size.
-    fn verified(self: Box<Self>);
+    /// verified against its digest and size: `blob` is the store's proof
+    /// (only its commit makes one), for a sink whose own API asks for it.
+    fn verified(self: Box<Self>, blob: &VerifiedBlob);
 }

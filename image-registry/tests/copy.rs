@@ -96,6 +96,16 @@ fn artifact(store: &OciDir, subject: &Descriptor, payload: &[u8], kind: &str) ->
     m
 }
 
+/// A signature-like artifact of `subject` in `store`.
+fn signature(store: &OciDir, subject: &Descriptor, payload: &[u8]) -> Manifest {
+    artifact(store, subject, payload, "application/vnd.example.sig")
+}
+
+/// The entry a list of referrers gives `m`.
+fn entry(m: &Manifest) -> Descriptor {
+    image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
+}
+
 fn at(s: &str) -> Location<'static, OciDir> {
     Location::Registry(Reference::parse_name(s).unwrap())
 }
@@ -577,9 +587,6 @@ fn referrers_go_through_layouts_and_archives_and_keep_their_digests() {
     let (_d, src) = image_testsupport::store::oci_dir();
     let (index, amd, arm) = make_index(&src);
     src.set_tag("app:1", &index.descriptor()).unwrap();
-    let entry = |m: &Manifest| {
-        image_store::referrers::entry(&image_core::Document::from_bytes(m.raw(), None).unwrap())
-    };
     // subject -> its referrers; and every referrer with its own blobs.
     let mut want: Vec<(Digest, Vec<String>)> = Vec::new();
     let mut artifacts: Vec<Manifest> = Vec::new();
@@ -1353,4 +1360,388 @@ fn archives_that_cannot_be_read_in_place_are_refused_typed() {
     let e = from(&cut, Some("amd:1"), "y:1").unwrap_err();
     assert!(matches!(e, CopyError::Archive { .. }), "{e:?}");
     assert!(dst.resolve_tag("y:1").is_err());
+}
+
+/// A layout or an archive named without a reference means its one image:
+/// the untagged entries a copy with referrers writes beside it (oras's
+/// form: each a manifest whose `subject` the layout holds) are no
+/// candidates, whether the image itself is named or not. With
+/// `--referrers` they come along; without, they stay behind. Two images
+/// and no reference are still refused, typed, referrers or not.
+#[test]
+fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
+    let c = client();
+    let with = CopyOptions::default().with_referrers(true);
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let (index, amd, _arm) = make_index(&src);
+    src.set_tag("app:1", &index.descriptor()).unwrap();
+    // A signature of the index, one of a platform manifest (a subject that
+    // is no entry of index.json) and one of that signature.
+    let sig = signature(&src, &index.descriptor(), b"sig");
+    let amd_sig = signature(&src, &amd.descriptor(), b"amd");
+    let sig_sig = signature(&src, &amd_sig.descriptor(), b"2");
+    for (subject, r) in [
+        (index.digest(), &sig),
+        (amd.digest(), &amd_sig),
+        (amd_sig.digest(), &sig_sig),
+    ] {
+        image_store::referrers::add(&src, subject, &entry(r)).unwrap();
+    }
+    let mut all: Vec<String> = [&sig, &amd_sig, &sig_sig]
+        .iter()
+        .map(|m| m.digest().to_string())
+        .collect();
+    all.sort();
+    let sorted = |report: &image_registry::CopyReport| {
+        let mut got: Vec<String> = report.referrers.iter().map(Digest::to_string).collect();
+        got.sort();
+        got
+    };
+
+    let work = tempfile::tempdir().unwrap();
+    let layout = OciDir::open_or_create(work.path().join("layout")).unwrap();
+    let layout_at = |name: &str| Location::Layout {
+        store: &layout,
+        name: name.to_owned(),
+    };
+    let named_tar = work.path().join("named.tar");
+    let unnamed_tar = work.path().join("unnamed.tar");
+    for to in [
+        layout_at("app:1"),
+        archive(&named_tar, Some("app:1")),
+        archive(&unnamed_tar, None),
+    ] {
+        let report = c.copy(&in_store(&src, "app:1"), &to, &with).unwrap();
+        assert_eq!(sorted(&report), all, "to {to:?}");
+    }
+    assert_eq!(untagged(layout.index_entries().unwrap()).len(), 3);
+
+    // Back without a reference, with and without the referrers.
+    for from in [
+        archive(&named_tar, None),
+        archive(&unnamed_tar, None),
+        layout_at(""),
+    ] {
+        let (_e, back) = image_testsupport::store::oci_dir();
+        let report = c
+            .copy(&from, &in_store(&back, "back:1"), &with)
+            .unwrap_or_else(|e| panic!("from {from:?}: {e:?}"));
+        assert_eq!(report.descriptor.as_ref(), Some(&index.descriptor()));
+        assert_eq!(sorted(&report), all, "from {from:?}");
+        assert_eq!(
+            back.resolve_tag("back:1").unwrap().digest(),
+            index.descriptor().digest()
+        );
+        assert_eq!(
+            in_store_referrers(&back, amd_sig.digest()),
+            vec![sig_sig.digest().to_string()]
+        );
+        let (_f, bare) = image_testsupport::store::oci_dir();
+        let report = c
+            .copy(&from, &in_store(&bare, "bare:1"), &CopyOptions::default())
+            .unwrap_or_else(|e| panic!("from {from:?}: {e:?}"));
+        assert!(report.referrers.is_empty(), "from {from:?}");
+        assert_eq!(
+            bare.resolve_tag("bare:1").unwrap().digest(),
+            index.descriptor().digest()
+        );
+        assert!(!bare.exists(sig.digest()).unwrap());
+    }
+
+    // A second image in each: no reference is ambiguous again, typed.
+    let other = make_image(&src, &Platform::host(), 99);
+    src.set_tag("other:1", &other.descriptor()).unwrap();
+    let two_tar = work.path().join("two.tar");
+    for (tag, to) in [
+        ("app:1", archive(&two_tar, Some("app:1"))),
+        ("other:1", layout_at("other:1")),
+    ] {
+        c.copy(&in_store(&src, tag), &to, &with).unwrap();
+    }
+    let mut tar_images = Vec::new();
+    image_store::archive::save_oci(
+        &src,
+        &[
+            image_store::archive::SaveImage::from_tag(&src, "app:1").unwrap(),
+            image_store::archive::SaveImage::from_tag(&src, "other:1").unwrap(),
+            image_store::archive::SaveImage::new(entry(&sig), Vec::new()),
+        ],
+        &mut tar_images,
+    )
+    .unwrap();
+    std::fs::write(&two_tar, &tar_images).unwrap();
+    let (_g, none) = image_testsupport::store::oci_dir();
+    let e = c
+        .copy(&archive(&two_tar, None), &in_store(&none, "x:1"), &with)
+        .unwrap_err();
+    assert!(
+        matches!(e, CopyError::ArchiveImage { images: 2, .. }),
+        "{e:?}"
+    );
+    let e = c
+        .copy(&layout_at(""), &in_store(&none, "x:1"), &with)
+        .unwrap_err();
+    let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
+    assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
+    assert!(none.tags().unwrap().is_empty());
+}
+
+/// The real file system, running `hook` once right after the first held
+/// lease is released (its file removed) once a blob whose path ends with
+/// `after` is in place: the moment a pull's own lease ends.
+struct AfterLeaseRelease {
+    after: String,
+    stored: std::sync::atomic::AtomicBool,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for AfterLeaseRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterLeaseRelease")
+            .field("after", &self.after)
+            .finish()
+    }
+}
+
+mod seam {
+    use super::AfterLeaseRelease;
+    use image_store::fs::{Fs, RealFs, Root, Target};
+    use std::fs::File;
+    use std::io;
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+
+    impl Fs for AfterLeaseRelease {
+        fn create_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.create_dir_all(t, r, p)
+        }
+        fn open_temp(&self, t: Target, r: &Root, p: &Path, truncate: bool) -> io::Result<File> {
+            RealFs.open_temp(t, r, p, truncate)
+        }
+        fn write(&self, t: Target, f: &mut File, buf: &[u8]) -> io::Result<usize> {
+            RealFs.write(t, f, buf)
+        }
+        fn set_len(&self, t: Target, f: &File, len: u64) -> io::Result<()> {
+            RealFs.set_len(t, f, len)
+        }
+        fn sync_file(&self, t: Target, f: &File) -> io::Result<()> {
+            RealFs.sync_file(t, f)
+        }
+        fn rename(&self, t: Target, r: &Root, from: &Path, to: &Path) -> io::Result<()> {
+            RealFs.rename(t, r, from, to)?;
+            if t == Target::Blob && to.to_string_lossy().ends_with(&self.after) {
+                self.stored.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        fn sync_dir(&self, t: Target, r: &Root, d: &Path) -> io::Result<()> {
+            RealFs.sync_dir(t, r, d)
+        }
+        fn remove_file(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.remove_file(t, r, p)?;
+            let held = p.extension().is_some_and(|e| e == "held");
+            if t == Target::Lease && held && self.stored.load(Ordering::SeqCst) {
+                if let Some(hook) = self.hook.lock().unwrap().take() {
+                    hook();
+                }
+            }
+            Ok(())
+        }
+        fn remove_dir_all(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.remove_dir_all(t, r, p)
+        }
+        fn remove_dir(&self, t: Target, r: &Root, p: &Path) -> io::Result<()> {
+            RealFs.remove_dir(t, r, p)
+        }
+    }
+}
+
+/// A referrer pulled from a registry is held from before its pull until
+/// it is listed: its pull's own lease ends with the pull, and an
+/// unlisted manifest is gc's once nothing keeps its subject. The store's
+/// file-system seam runs gc (grace 0, from another handle) right after
+/// the signature's pull released its lease, with the image's tag just
+/// removed (a concurrent `rmi`, so gc's back link from a kept subject
+/// does not keep it either): the signature survives, the copy completes,
+/// and the signature is listed and kept by its list.
+#[test]
+fn a_pulled_referrer_is_held_between_its_pull_and_its_listing() {
+    let Some(w) = with_referrers() else {
+        return;
+    };
+    let c = client();
+    let src = format!("{}/src/app:1", w.registry.host_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // A blob nothing holds: what proves the collection effective.
+    let canary = OciDir::open_or_create(&path)
+        .unwrap()
+        .write_blob(b"canary")
+        .unwrap();
+    let collector = OciDir::open(&path).unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let hook = {
+        let (ran, report) = (ran.clone(), report.clone());
+        move || {
+            collector.remove_tag("app:1").unwrap();
+            let gc = collector
+                .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+                .unwrap();
+            *report.lock().unwrap() = Some(gc);
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    let fs = AfterLeaseRelease {
+        after: w.sig.digest().hex().to_owned(),
+        stored: Default::default(),
+        hook: std::sync::Mutex::new(Some(Box::new(hook))),
+    };
+    let store = OciDir::open_with(&path, std::sync::Arc::new(fs)).unwrap();
+    let copied = c
+        .copy(
+            &at(&src),
+            &in_store(&store, "app:1"),
+            &CopyOptions::default().with_referrers(true),
+        )
+        .unwrap();
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the hook ran"
+    );
+    let gc = report.lock().unwrap().take().unwrap();
+    assert_eq!(gc.removed, vec![canary], "gc collected what nothing held");
+    assert!(!gc.removed.contains(w.sig.digest()), "{gc:?}");
+    assert_eq!(
+        copied.referrers,
+        vec![w.sig.digest().clone(), w.sig_of_sig.digest().clone()]
+    );
+    assert_eq!(
+        in_store_referrers(&store, w.image.digest()),
+        vec![w.sig.digest().to_string()]
+    );
+    // Kept by its list from now on, and its subject through it.
+    store
+        .gc(&image_store::GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    for m in [&w.sig, &w.sig_of_sig, &w.image] {
+        assert_eq!(
+            all_digests(&store, &m.descriptor()),
+            all_digests(&w.src, &m.descriptor())
+        );
+    }
+}
+
+/// What the requests for a tag-schema referrers index hold in their path.
+const TAG_SCHEMA: &str = "manifests/sha256-";
+
+/// `repo` (`host/path`) reached through `proxy`.
+fn through(proxy: &FaultProxy, repo: &str) -> Reference {
+    let path = repo.split_once('/').unwrap().1;
+    Reference::parse_name(&format!("{}/{path}", proxy.host_port())).unwrap()
+}
+
+/// Two pushers of different referrers of one subject, interleaved by two
+/// fault proxies into the lost update the tag-schema index allows
+/// (distribution 2.8: no referrers API, no conditional PUT): both read
+/// the index; A's PUT lands; B's PUT, held until then, lands after it and
+/// drops A's entry; A's re-read, held until B is done, finds its entry
+/// gone, merges into B's index and puts it back. Both end up listed.
+#[test]
+fn a_referrer_lost_to_a_later_put_on_the_tag_schema_index_is_merged_back() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_dir, src, image, repo) = pushed_image(&registry, &c, 12, "two/app");
+    let sig = |what: &str| signature(&src, &image.descriptor(), what.as_bytes());
+    let (first, a, b) = (sig("first"), sig("a"), sig("b"));
+    // The index starts with a first referrer (and the blobs all share).
+    let direct = Reference::parse_name(&repo).unwrap();
+    c.push(&src, &first.descriptor(), &direct, &PushOptions::default())
+        .unwrap();
+    // B's PUT of the index is held; A's first read passes (the whole
+    // answer, then the connection closed) and its second, the re-read
+    // after its PUT, is held.
+    let proxy_b = FaultProxy::start(
+        registry.addr(),
+        Faults::none().with(Fault::hold().on(TAG_SCHEMA).method("PUT")),
+    );
+    let proxy_a = FaultProxy::start(
+        registry.addr(),
+        Faults::none()
+            .with(Fault::cut_after(u64::MAX).on(TAG_SCHEMA).method("GET"))
+            .with(Fault::hold().on(TAG_SCHEMA).method("GET")),
+    );
+    let wait = Duration::from_secs(60);
+    std::thread::scope(|s| {
+        let (to_b, to_a) = (through(&proxy_b, &repo), through(&proxy_a, &repo));
+        let (src, a, b) = (&src, &a, &b);
+        let pusher_b =
+            s.spawn(move || client().push(src, &b.descriptor(), &to_b, &PushOptions::default()));
+        assert!(proxy_b.wait_held(1, wait), "B read the index and put");
+        let pusher_a =
+            s.spawn(move || client().push(src, &a.descriptor(), &to_a, &PushOptions::default()));
+        // A's PUT landed; its re-read waits (a pusher that does not
+        // re-read is done instead).
+        let started = std::time::Instant::now();
+        while !proxy_a.wait_held(1, Duration::from_millis(50)) && !pusher_a.is_finished() {
+            assert!(started.elapsed() < wait, "A neither re-read nor ended");
+        }
+        proxy_b.release();
+        pusher_b.join().unwrap().unwrap();
+        proxy_a.release();
+        pusher_a.join().unwrap().unwrap();
+    });
+    let mut want: Vec<String> = [&first, &a, &b]
+        .iter()
+        .map(|m| m.digest().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(referrers(&c, &repo, image.digest()), want);
+    // The interleaving happened as planned: B's held PUT came after A's.
+    let puts = |p: &FaultProxy| {
+        p.exchanges()
+            .iter()
+            .filter(|e| e.method == "PUT" && e.target.contains(TAG_SCHEMA))
+            .count()
+    };
+    assert_eq!(puts(&proxy_b), 1);
+    assert_eq!(puts(&proxy_a), 2, "A put, lost its entry, put again");
+}
+
+/// A registry that honours `If-Match` answers 412 to a PUT of the
+/// tag-schema index another writer moved since it was read (here the
+/// proxy answers so, as such a registry would): the pusher reads the
+/// index again, merges and puts it, and its referrer is listed.
+#[test]
+fn a_412_on_the_tag_schema_index_is_read_again_merged_and_put() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_dir, src, image, repo) = pushed_image(&registry, &c, 13, "cas/app");
+    let sig = signature(&src, &image.descriptor(), b"conditional");
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        Faults::none().with(Fault::status(412).on(TAG_SCHEMA).method("PUT")),
+    );
+    c.push(
+        &src,
+        &sig.descriptor(),
+        &through(&proxy, &repo),
+        &PushOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        referrers(&c, &repo, image.digest()),
+        vec![sig.digest().to_string()]
+    );
+    let statuses: Vec<u16> = proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.target.contains(TAG_SCHEMA))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(statuses, vec![412, 201]);
 }

@@ -224,6 +224,47 @@ pub trait ContentWriter: Write + Send {
         expected_size: Option<u64>,
         expected: Option<&Digest>,
     ) -> Result<Digest>;
+
+    /// [`commit`](ContentWriter::commit) against the blob's `size` and
+    /// `digest`, returning the proof that the store holds it verified:
+    /// what a consumer of the same bytes that must act only on verified
+    /// ones (a layer unpacked while it downloads) is given.
+    ///
+    /// # Errors
+    /// As [`commit`](ContentWriter::commit).
+    fn commit_verified(self: Box<Self>, size: u64, digest: &Digest) -> Result<VerifiedBlob> {
+        let digest = self.commit(Some(size), Some(digest))?;
+        Ok(VerifiedBlob { digest, size })
+    }
+}
+
+/// Proof that a store committed a blob after verifying its bytes against
+/// this digest and size. Only [`ContentWriter::commit_verified`] makes
+/// one, so an operation that must wait for the verification (keeping a
+/// layer unpacked from the same bytes while they streamed) takes one
+/// instead of trusting its caller's word.
+///
+/// ```compile_fail,E0451
+/// # let digest = image_core::Digest::sha256(b"x");
+/// // Not made outside the store's commit:
+/// let proof = image_store::VerifiedBlob { digest, size: 1 };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBlob {
+    digest: Digest,
+    size: u64,
+}
+
+impl VerifiedBlob {
+    /// The blob's digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The blob's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
 }
 
 /// Reads committed blobs.

@@ -81,7 +81,7 @@ pub mod testsuite;
 pub use archive::{load, save_docker, save_oci, ArchiveError};
 pub use content::{
     ContentError, ContentStore, ContentWriter, Info, IngestStatus, Ingester, Labels, Manager,
-    Provider,
+    Provider, VerifiedBlob,
 };
 pub use copy::{
     copy_image, copy_image_with, copy_tag, copy_tag_with, CopyError, CopyOptions, CopyReport,
@@ -110,6 +110,7 @@ image_core::classify_registry!(
     crate::error::LeaseError,
     crate::mutate::MutateError,
     crate::oci_dir::LayoutError,
+    crate::referrers::OnlyImageError,
     crate::referrers::ReferrersError,
     crate::error::TagError,
 );

@@ -321,11 +321,29 @@ pub fn in_index<S>(store: &S) -> Result<HashMap<Digest, Vec<Descriptor>>, Referr
 where
     S: Provider + TagStore + ?Sized,
 {
-    let entries = store
+    in_entries(store, index_entries(store)?)
+}
+
+/// The entries of `store`'s top-level index.
+fn index_entries<S>(store: &S) -> Result<Vec<Descriptor>, ReferrersError>
+where
+    S: TagStore + ?Sized,
+{
+    store
         .index_entries()
         .map_err(|source| ReferrersError::Index {
             source: Box::new(source),
-        })?;
+        })
+}
+
+/// [`in_index`] of the top-level index's `entries`.
+fn in_entries<S>(
+    store: &S,
+    entries: Vec<Descriptor>,
+) -> Result<HashMap<Digest, Vec<Descriptor>>, ReferrersError>
+where
+    S: Provider + ?Sized,
+{
     let mut seen: HashSet<Digest> = HashSet::new();
     let mut out: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
     let mut bytes = 0u64;
@@ -369,6 +387,92 @@ where
         out.entry(subject).or_default().push(entry(&doc));
     }
     Ok(out)
+}
+
+/// Why a store's top-level index means no one image when a source names
+/// none (`oci:DIR`, `oci-archive:PATH`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OnlyImageError {
+    /// The index, or an entry that may be a referrer, could not be read.
+    #[error("telling its referrers from its images")]
+    Referrers(#[source] ReferrersError),
+    /// The index holds several images.
+    #[error("{images} images and no reference naming one")]
+    Several {
+        /// The images (distinct digests) it holds besides referrers.
+        images: usize,
+    },
+    /// The index holds no image, only referrers of what it holds (or
+    /// nothing).
+    #[error("no image besides {referrers} referrers")]
+    NoImage {
+        /// The referrers it holds.
+        referrers: usize,
+    },
+}
+
+impl Classify for OnlyImageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            OnlyImageError::Referrers(source) => source.kind(),
+            OnlyImageError::Several { .. } => ErrorKind::InvalidInput,
+            OnlyImageError::NoImage { .. } => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// The one image `store`'s top-level index holds, what a source named
+/// without a reference means (`oci:DIR`, `oci-archive:PATH`).
+///
+/// skopeo takes the index's only entry and refuses any other count. A
+/// layout or archive holding referrers in oras's form (as [`in_index`]
+/// reads and a copy with referrers writes them) lists each beside the
+/// image, so an untagged entry whose document has a `subject` this store
+/// holds is no candidate: it is there as a referrer of something here.
+/// A tagged entry always is (a name is a reason to be there of its own),
+/// and so is an entry that cannot be read as a referrer. Entries of one
+/// digest are one image. The work is [`in_index`]'s (each entry read
+/// once, bounded) and one existence check per subject.
+///
+/// # Errors
+/// [`OnlyImageError::Several`] and [`OnlyImageError::NoImage`] when the
+/// index holds more or fewer than one image; [`OnlyImageError::Referrers`]
+/// when it cannot be read.
+pub fn only_image<S>(store: &S) -> Result<Descriptor, OnlyImageError>
+where
+    S: Provider + TagStore + ?Sized,
+{
+    let entries = index_entries(store).map_err(OnlyImageError::Referrers)?;
+    let by_subject = in_entries(store, entries.clone()).map_err(OnlyImageError::Referrers)?;
+    let mut referrers: HashSet<String> = HashSet::new();
+    for (subject, listed) in &by_subject {
+        let held = store.exists(subject).map_err(|source| {
+            OnlyImageError::Referrers(ReferrersError::Read {
+                subject: subject.clone(),
+                source: Box::new(source),
+            })
+        })?;
+        if held {
+            referrers.extend(listed.iter().map(|d| d.digest().to_string()));
+        }
+    }
+    let mut images: HashSet<String> = HashSet::new();
+    let mut image = None;
+    for d in entries {
+        let digest = d.digest().to_string();
+        let referrer = crate::tags::ref_name(&d).is_none() && referrers.contains(&digest);
+        if !referrer && images.insert(digest) {
+            image.get_or_insert(d);
+        }
+    }
+    match (images.len(), image) {
+        (1, Some(image)) => Ok(image),
+        (0, _) => Err(OnlyImageError::NoImage {
+            referrers: referrers.len(),
+        }),
+        (images, _) => Err(OnlyImageError::Several { images }),
+    }
 }
 
 /// Lists the referrer `entry` in `store`'s top-level index, untagged, as

@@ -183,7 +183,8 @@ pub struct CopyArgs {
     /// The source: `REF` (or `store:REF`) in the store, `oci:DIR:REF` in
     /// an OCI layout, `oci-archive:PATH[:REF]` in an OCI archive (read in
     /// place; written whole, then renamed into place), `docker://REF` on a
-    /// registry.
+    /// registry. A source layout or archive without `:REF` means its only
+    /// image (referrers listed beside it aside).
     pub source: String,
     /// The destination, in the same forms.
     pub destination: String,
@@ -207,9 +208,13 @@ fn location<'a>(
         return Ok((store.open()?, spec));
     }
     if let Some(rest) = spec.strip_prefix("oci:") {
-        let (dir, reference) = rest
-            .split_once(':')
-            .with_context(|| format!("{spec}: expected oci:DIR:REF"))?;
+        // A source layout without a reference means its only image (an
+        // empty name), as skopeo's `oci:DIR` does.
+        let (dir, reference) = match rest.split_once(':') {
+            Some(split) => split,
+            None if !create => (rest, ""),
+            None => anyhow::bail!("{spec}: expected oci:DIR:REF"),
+        };
         let layout = if create {
             OciDir::open_or_create(dir)
         } else {
@@ -228,7 +233,14 @@ pub fn copy(store: &StoreArgs, ui: &UiArgs, args: CopyArgs) -> anyhow::Result<()
     let archive = [&args.source, &args.destination]
         .iter()
         .any(|s| s.starts_with(super::registry::ARCHIVE_PREFIX));
+    // `oci:DIR`: the layout's only image, which image-registry's copy
+    // chooses.
+    let unnamed_layout = args
+        .source
+        .strip_prefix(super::registry::LAYOUT_PREFIX)
+        .is_some_and(|rest| !rest.contains(':'));
     if archive
+        || unnamed_layout
         || super::registry::wants_registry_copy(&args.source, &args.destination, &args.registry)
     {
         let (src, src_ref) = location(store, &args.source, false)?;

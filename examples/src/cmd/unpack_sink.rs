@@ -31,9 +31,9 @@ impl image_registry::LayerFeed for Feed {
         self.0.write(bytes)
     }
 
-    fn verified(self: Box<Self>) {
+    fn verified(self: Box<Self>, blob: &image_store::VerifiedBlob) {
         // A layer that failed to unpack is unpacked again from the store
         // by `finish`, which reports the error.
-        let _ = self.0.finish();
+        let _ = self.0.finish(blob);
     }
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use image_core::{Descriptor, Reference};
 use image_store::archive::{save_oci_with, ArchiveError, OciArchive, SaveImage, SaveOptions};
 use image_store::fs::Root;
+use image_store::referrers::{only_image, OnlyImageError};
 use image_store::{OciDir, Provider, TagStore};
 
 use super::{
@@ -35,18 +36,23 @@ pub(super) fn error(path: &Path, e: ArchiveError) -> CopyError {
     }
 }
 
-/// The image `name` names in `archive`, or its only image.
+/// The image `name` names in `archive`, or its only image (its
+/// referrers aside: [`image_store::referrers::only_image`]).
 pub(super) fn image(archive: &OciArchive, name: Option<&str>) -> Result<Descriptor, CopyError> {
-    match name {
-        Some(name) => resolve(archive, name),
-        None => archive
-            .only_image()
-            .cloned()
-            .ok_or_else(|| CopyError::ArchiveImage {
-                path: archive.path().to_owned(),
-                images: archive.index().manifests().len(),
-            }),
-    }
+    let Some(name) = name else {
+        let path = archive.path();
+        return only_image(archive).map_err(|source| match source {
+            OnlyImageError::Several { images } => CopyError::ArchiveImage {
+                path: path.to_owned(),
+                images,
+            },
+            source => CopyError::OnlyImage {
+                of: path.display().to_string(),
+                source: Box::new(source),
+            },
+        });
+    };
+    resolve(archive, name)
 }
 
 /// Copies the image `src` names into a new OCI archive at `path`, named

@@ -113,8 +113,11 @@ impl OciArchive {
         &self.index
     }
 
-    /// The one image of an archive that holds exactly one (what
-    /// `oci-archive:PATH` names without a reference).
+    /// The archive's index entry when it holds exactly one, skopeo's rule
+    /// for `oci-archive:PATH` without a reference. An archive written with
+    /// referrers lists them beside the image:
+    /// [`referrers::only_image`](crate::referrers::only_image) leaves
+    /// them out.
     pub fn only_image(&self) -> Option<&Descriptor> {
         match self.index.manifests() {
             [only] => Some(only),

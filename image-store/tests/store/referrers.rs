@@ -219,3 +219,89 @@ fn untagged_referrers_are_found_by_subject_and_bounded() {
     );
     assert_eq!(e.kind(), ErrorKind::Unsafe);
 }
+
+/// What a layout named without a reference means, over generated
+/// layouts: images tagged or not, referrers (oras's untagged entries, or
+/// tagged) whose subject is a listed image, a manifest the layout holds
+/// unlisted, another referrer or a digest it lacks, and entries listed
+/// twice. The one image is found exactly when the entries that are not
+/// referrers of something held (a tagged entry always counts) name one
+/// digest; otherwise the count is reported, typed.
+#[test]
+fn the_only_image_of_generated_layouts_leaves_out_referrers_of_what_it_holds() {
+    use image_core::{Classify, ErrorKind};
+    let mut next = image_testsupport::xorshift(14);
+    let mut below = |n: usize| (next() % n as u64) as usize;
+    for round in 0..60 {
+        let (_tmp, store) = oci_dir();
+        store.write_blob(b"{}").unwrap();
+        let mut candidates: HashSet<String> = HashSet::new();
+        let mut referrers_held = 0usize;
+        // Manifests a referrer may name: (descriptor, held by the store).
+        let mut subjects: Vec<(Descriptor, bool)> = Vec::new();
+        // Listed as another tool may have written it: no closure checked
+        // (a referrer of a manifest the layout lacks).
+        let list = |d: &Descriptor, tag: Option<String>| {
+            let mut d = d.clone();
+            if let Some(t) = tag {
+                let name = "org.opencontainers.image.ref.name".to_owned();
+                d.set_annotations(Some([(name, t)].into_iter().collect()));
+            }
+            store
+                .update_index(|m| {
+                    m.push(d);
+                    Ok(true)
+                })
+                .unwrap();
+        };
+        for i in 0..below(3) {
+            let layer = format!("round {round} image {i}").into_bytes();
+            let m = write_image(&store, &[layer], "img").manifest;
+            let tag = (below(2) == 0).then(|| format!("img{i}:1"));
+            list(&m, tag);
+            // Listed twice sometimes (two names, or tagged and untagged):
+            // still one image.
+            if below(4) == 0 {
+                list(&m, Some(format!("again{i}:1")));
+            }
+            candidates.insert(m.digest().to_string());
+            subjects.push((m, true));
+        }
+        // A manifest the layout holds without listing it (a platform
+        // manifest of an index), and one it lacks.
+        let child = write_image(&store, &[format!("child {round}").into_bytes()], "c");
+        subjects.push((child.manifest, true));
+        let mut absent = subjects[subjects.len() - 1].0.clone();
+        absent.set_digest(Digest::sha256(b"absent").to_string().parse().unwrap());
+        subjects.push((absent, false));
+        for r in 0..below(5) {
+            let (subject, held) = subjects[below(subjects.len())].clone();
+            let entry = write_referrer(&store, &subject, &format!("round {round} sig {r}"));
+            let tagged = below(5) == 0;
+            list(&entry, tagged.then(|| format!("sig{r}:1")));
+            if tagged || !held {
+                candidates.insert(entry.digest().to_string());
+            } else {
+                referrers_held += 1;
+            }
+            subjects.push((entry, true));
+        }
+        let entries = store.index_entries().unwrap().len();
+        match (referrers::only_image(&store), candidates.len()) {
+            (Ok(d), 1) => assert!(
+                candidates.contains(&d.digest().to_string()),
+                "round {round}"
+            ),
+            (Err(e @ referrers::OnlyImageError::NoImage { .. }), 0) => {
+                assert_eq!(e.kind(), ErrorKind::NotFound);
+            }
+            (Err(e @ referrers::OnlyImageError::Several { images }), n) if images == n => {
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            }
+            (got, n) => panic!(
+                "round {round}: {n} candidates, {referrers_held} referrers held, \
+                 {entries} entries: {got:?}"
+            ),
+        }
+    }
+}
