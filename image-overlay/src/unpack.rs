@@ -177,6 +177,20 @@ pub struct UnpackOptions {
     /// the blob is committed): they are not hashed again here, and the
     /// report's `digest` is the one given. Ignored without a `digest`.
     pub digest_checked_by_caller: bool,
+    /// The compressed bytes are a blob of a store, which checked them
+    /// against [`digest`](UnpackOptions::digest) when it took them in:
+    /// with a [`diff_id`](UnpackOptions::diff_id) to check they are not
+    /// hashed again, and the report's `digest` is the one given (the size
+    /// is still counted and checked). The diff ID covers every byte that
+    /// is unpacked: stored bytes changed since either fail to decompress
+    /// (gzip's CRC-32, zstd's frame checks) or give another diff ID, and
+    /// either fails the unpack before its caller keeps anything; a change
+    /// that decompresses to the same tar (a gzip header's time field)
+    /// unpacks the tree the diff ID names, and is the store's `fsck`'s to
+    /// find. Without a diff ID or a digest, the bytes are hashed as ever.
+    /// [`flatten_image`](crate::flatten_image) and
+    /// [`unpack_image`](crate::unpack_image) set it.
+    pub digest_checked_by_store: bool,
     /// The algorithm for digests not given above (their own algorithm wins).
     pub algorithm: Algorithm,
     /// Whiteout handling.
@@ -222,6 +236,7 @@ impl Default for UnpackOptions {
             diff_id: None,
             size: None,
             digest_checked_by_caller: false,
+            digest_checked_by_store: false,
             algorithm: Algorithm::Sha256,
             whiteouts: WhiteoutMode::Apply,
             limits: Limits::default(),
@@ -793,12 +808,14 @@ pub(crate) fn descriptor_mismatch(
 }
 
 /// The error of an unpack of the blob `digest` of `store` that failed on
-/// the layer's bytes (a corrupt compressed stream or tar, a cut): the blob is
-/// read again to its end through the store's verifying reader, and when it
-/// is not what its digest says, that mismatch is the error, as the cause,
-/// rather than what the decoder tripped on first (a gzip checksum sits
-/// before the digest check at the end). Other errors are returned as they
-/// are. The extra read happens only on this error path, at most the blob's
+/// the layer's bytes (a corrupt compressed stream or tar, a cut, or another
+/// diff ID than the image's, which is all an unpack with
+/// [`UnpackOptions::digest_checked_by_store`] finds of a blob changed in the
+/// store): the blob is read again to its end through the store's verifying
+/// reader, and when it is not what its digest says, that mismatch is the
+/// error, as the cause, rather than what the decoder tripped on first (a
+/// gzip checksum sits before the digest check at the end). Other errors are
+/// returned as they are. The extra read happens only on this error path, at most the blob's
 /// size (the reader stops there).
 pub(crate) fn blame_the_blob<P: image_store::Provider + ?Sized>(
     store: &P,
@@ -810,6 +827,7 @@ pub(crate) fn blame_the_blob<P: image_store::Provider + ?Sized>(
         UnpackError::Decompress { .. }
             | UnpackError::Corrupt { .. }
             | UnpackError::Truncated { .. }
+            | UnpackError::DiffIdMismatch { .. }
     ) {
         return e;
     }
@@ -924,12 +942,12 @@ pub(crate) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading `source`, hashing it with `algorithm`. Gives the
-    /// source back when reading ahead would not help (one CPU) or no
-    /// thread could be started.
+    /// Starts reading `source`, its digest hashed or given as `digest`
+    /// says. Gives the source back when reading ahead would not help (one
+    /// CPU) or no thread could be started.
     pub(crate) fn start(
         source: Box<dyn Read + Send>,
-        algorithm: Algorithm,
+        digest: AheadDigest,
     ) -> Result<Self, Box<dyn Read + Send>> {
         if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
             return Err(source);
@@ -944,7 +962,7 @@ impl ReadAhead {
             .spawn(move || {
                 let source = theirs.lock().ok().and_then(|mut s| s.take());
                 if let Some(source) = source {
-                    read_ahead(source, algorithm, &tx, &recycled);
+                    read_ahead(source, digest, &tx, &recycled);
                 }
             });
         match spawned {
@@ -981,37 +999,49 @@ impl ReadAhead {
     }
 }
 
+/// The digest a [`ReadAhead`] gives for what it read.
+pub(crate) enum AheadDigest {
+    /// Hashed with this algorithm as it is read.
+    Hash(Algorithm),
+    /// Given, not hashed ([`given_digest`]).
+    Given(Digest),
+}
+
 /// The body of a [`ReadAhead`] thread: reads `source` to its end or
-/// first error, hashing what it reads, until the reader goes away.
+/// first error, hashing what it reads unless its `digest` is given,
+/// until the reader goes away.
 fn read_ahead(
     mut source: Box<dyn Read + Send>,
-    algorithm: Algorithm,
+    digest: AheadDigest,
     tx: &SyncSender<Ahead>,
     recycled: &Receiver<Vec<u8>>,
 ) {
-    let mut hasher = Some(algorithm.hasher());
+    let (mut hasher, mut given) = match digest {
+        AheadDigest::Hash(algorithm) => (Some(algorithm.hasher()), None),
+        AheadDigest::Given(digest) => (None, Some(digest)),
+    };
     let mut read: u64 = 0;
-    while let Some(h) = hasher.as_mut() {
+    loop {
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(AHEAD_CHUNK, 0);
-        let msg = match source.read(&mut buf) {
-            Ok(0) => match hasher.take() {
-                Some(h) => Ahead::End(h.finish(), read),
-                None => return,
+        let (msg, last) = match source.read(&mut buf) {
+            Ok(0) => match (hasher.take(), given.take()) {
+                (Some(h), _) => (Ahead::End(h.finish(), read), true),
+                (None, Some(d)) => (Ahead::End(d, read), true),
+                (None, None) => return,
             },
             Ok(n) => {
                 buf.truncate(n);
-                h.update(&buf);
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf);
+                }
                 read += n as u64;
-                Ahead::Data(buf)
+                (Ahead::Data(buf), false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                hasher = None;
-                Ahead::Failed(e)
-            }
+            Err(e) => (Ahead::Failed(e), true),
         };
-        if tx.send(msg).is_err() {
+        if tx.send(msg).is_err() || last {
             return;
         }
     }
@@ -1361,6 +1391,17 @@ fn blob_algorithm(opts: &UnpackOptions) -> Algorithm {
         .map_or(opts.algorithm, Digest::algorithm)
 }
 
+/// The blob digest an unpack takes as given instead of hashing the
+/// compressed bytes: one its caller checks
+/// ([`UnpackOptions::digest_checked_by_caller`]), or one its store checked
+/// where a diff ID is checked here
+/// ([`UnpackOptions::digest_checked_by_store`]).
+fn given_digest(opts: &UnpackOptions) -> Option<&Digest> {
+    let digest = opts.digest.as_ref()?;
+    let store_checked = opts.digest_checked_by_store && opts.diff_id.is_some();
+    (opts.digest_checked_by_caller || store_checked).then_some(digest)
+}
+
 /// The progress item of an unpack: its digest, or `"layer"`.
 fn progress_item(opts: &UnpackOptions) -> String {
     opts.digest
@@ -1375,9 +1416,9 @@ fn unpack_core(
 ) -> Result<UnpackReport, UnpackError> {
     let mut src = opts.tracker.reader(&progress_item(opts), opts.size, src);
     let mut tagged = SourceTag(&mut src);
-    let hasher = match &opts.digest {
-        Some(d) if opts.digest_checked_by_caller => BlobHash::Given(d.clone()),
-        _ => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
+    let hasher = match given_digest(opts) {
+        Some(d) => BlobHash::Given(d.clone()),
+        None => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
     };
     let mut compressed = BlobReader {
         inner: &mut tagged,
@@ -1400,7 +1441,11 @@ pub(crate) fn unpack_read_ahead(
     options: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
     let root = open_target(target)?;
-    let mut ahead = match ReadAhead::start(reader, blob_algorithm(options)) {
+    let digest = match given_digest(options) {
+        Some(d) => AheadDigest::Given(d.clone()),
+        None => AheadDigest::Hash(blob_algorithm(options)),
+    };
+    let mut ahead = match ReadAhead::start(reader, digest) {
         Ok(ahead) => ahead,
         Err(mut reader) => return unpack_core(&mut reader, root.as_fd(), options),
     };
@@ -3016,6 +3061,55 @@ mod tests {
         h.finish()
     }
 
+    /// A blob its store checked at ingest, with a diff ID to check: its
+    /// compressed bytes are not hashed again, on either path (the report
+    /// carries the digest given, here one that is not the bytes'); the
+    /// size is still checked, a wrong diff ID still fails, and without a
+    /// diff ID the bytes are hashed as ever.
+    #[test]
+    fn a_digest_the_store_checked_is_not_hashed_again() {
+        let layer = random_layer(11, 25, Compression::Gzip);
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let plain = UnpackOptions::default();
+        let diff_id = unpack(&layer[..], scratch.path(), &plain)
+            .expect("unpack")
+            .diff_id;
+        let given = digest_of(b"not the layer");
+        let mut opts = UnpackOptions::default()
+            .with_digest(given.clone())
+            .with_diff_id(diff_id.clone());
+        opts.size = Some(layer.len() as u64);
+        opts.digest_checked_by_store = true;
+        type Run = fn(&[u8], &Path, &UnpackOptions) -> Result<UnpackReport, UnpackError>;
+        let paths: [(&str, Run); 2] = [
+            ("plain", |l, t, o| unpack(l, t, o)),
+            ("read-ahead", |l, t, o| {
+                unpack_read_ahead(Box::new(Source::new(l.to_vec(), 5)), t, o)
+            }),
+        ];
+        for (name, run) in paths {
+            let target = tempfile::tempdir().expect("tempdir");
+            let r = run(&layer, target.path(), &opts).expect(name);
+            assert_eq!((&r.digest, &r.diff_id), (&given, &diff_id), "{name}");
+            assert_eq!(tree(target.path()), tree(scratch.path()), "{name}");
+            let mut wrong_size = opts.clone();
+            wrong_size.size = Some(1);
+            let mut wrong_diff_id = opts.clone();
+            wrong_diff_id.diff_id = Some(digest_of(b"another tar"));
+            let mut no_diff_id = opts.clone();
+            no_diff_id.diff_id = None;
+            for (case, o) in [(1, wrong_size), (2, wrong_diff_id), (3, no_diff_id)] {
+                let target = tempfile::tempdir().expect("tempdir");
+                match (case, run(&layer, target.path(), &o)) {
+                    (1, Err(UnpackError::SizeMismatch { .. }))
+                    | (2, Err(UnpackError::DiffIdMismatch { .. }))
+                    | (3, Err(UnpackError::DigestMismatch { .. })) => {}
+                    (_, other) => panic!("{name}, case {case}: {other:?}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn read_ahead_source_errors_keep_their_class() {
         let layer = random_layer(7, 30, Compression::Gzip);
@@ -3067,7 +3161,9 @@ mod tests {
         let layer: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
         let source = Source::new(layer.clone(), 9);
         let given = Arc::clone(&source.given);
-        let Ok(mut ahead) = ReadAhead::start(Box::new(source), Algorithm::Sha256) else {
+        let Ok(mut ahead) =
+            ReadAhead::start(Box::new(source), AheadDigest::Hash(Algorithm::Sha256))
+        else {
             eprintln!("SKIP: one CPU, where nothing is read ahead");
             return;
         };
