@@ -905,6 +905,78 @@ impl Read for BlobReader<'_> {
     }
 }
 
+/// With a [`Writeback`], bytes of a file's data written between two
+/// starts of their writeback ([`crate::sys::start_writeback`]): a large
+/// file's pages go to the disk while the rest of it is decompressed.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Files a [`Writeback`] thread may hold that it has not taken yet.
+const WRITEBACK_QUEUE: usize = 256;
+
+/// For an unpack whose caller does not sync (a flatten), a thread that
+/// starts the writeback of each file written and closes it
+/// ([`crate::sys::start_writeback`]): the data goes to the disk while the
+/// rest is unpacked, rather than all at a `sync` after the unpack, and the
+/// unpack's thread neither pays for the call nor waits where the disk's
+/// queue is full. Best effort: a file it cannot take (no second CPU, no
+/// thread, a full queue) is closed at once, its writeback left to the
+/// kernel as before. Dropped, it lets its thread close what it holds and
+/// waits for it (at most the queue). Off, it only closes the files.
+struct Writeback {
+    on: bool,
+    tx: Option<SyncSender<OwnedFd>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writeback {
+    /// A writeback thread if `on` and there is a second CPU.
+    fn start(on: bool) -> Self {
+        let none = Writeback {
+            on,
+            tx: None,
+            thread: None,
+        };
+        if !on || !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+            return none;
+        }
+        let (tx, rx) = mpsc::sync_channel::<OwnedFd>(WRITEBACK_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                for fd in rx {
+                    // A failure to start it early changes nothing of the result.
+                    let _ = crate::sys::start_writeback(&fd, 0, 0);
+                }
+            });
+        match spawned {
+            Ok(thread) => Writeback {
+                on,
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            Err(_) => none,
+        }
+    }
+
+    /// Hands over `fd`, a file whose data and metadata are written: to the
+    /// thread, or closed.
+    fn hand_over(&mut self, fd: OwnedFd) {
+        if let Some(tx) = &self.tx {
+            // Full or gone: `fd` comes back and is closed here.
+            let _ = tx.try_send(fd);
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Compressed chunks a [`ReadAhead`] may hold that the unpack has not
 /// taken yet: how far ahead of the decoder it reads, at most.
 const AHEAD_CHUNKS: usize = 4;
@@ -1226,6 +1298,8 @@ struct Applier<'r, 'o> {
     /// shapes a created file's mode): learned at the first regular file
     /// created in it, forgotten with the cache.
     parent_acl: Option<bool>,
+    /// Starts the writeback of the files written, when asked.
+    writeback: Writeback,
 }
 
 /// The metadata of one entry, from its header and PAX records.
@@ -1425,7 +1499,7 @@ fn unpack_core(
         hasher,
         read: 0,
     };
-    let applied = apply_stream(&mut compressed, root, opts)?;
+    let applied = apply_stream(&mut compressed, root, opts, false)?;
     let (digest, compressed_size) = (compressed.hasher.finish(), compressed.read);
     verified_report(applied, digest, compressed_size, opts)
 }
@@ -1435,10 +1509,14 @@ fn unpack_core(
 /// applies the layer neither waits for the source's reads nor pays for
 /// them: for a source that can move to another thread (a blob of a
 /// store), on a machine with a second CPU. Elsewhere it is [`unpack`].
+/// With `early_writeback` (for a caller that does not sync the target),
+/// the writeback of each file is started once it is written
+/// ([`Writeback`]).
 pub(crate) fn unpack_read_ahead(
     reader: Box<dyn Read + Send>,
     target: &Path,
     options: &UnpackOptions,
+    early_writeback: bool,
 ) -> Result<UnpackReport, UnpackError> {
     let root = open_target(target)?;
     let digest = match given_digest(options) {
@@ -1454,7 +1532,7 @@ pub(crate) fn unpack_read_ahead(
             .tracker
             .reader(&progress_item(options), options.size, &mut ahead);
         let mut tagged = SourceTag(&mut src);
-        apply_stream(&mut tagged, root.as_fd(), options)?
+        apply_stream(&mut tagged, root.as_fd(), options, early_writeback)?
     };
     let (digest, compressed_size) = ahead.finish().map_err(source_failed)?;
     verified_report(applied, digest, compressed_size, options)
@@ -1472,11 +1550,13 @@ struct Applied {
 /// Applies the layer whose compressed bytes `compressed` gives (already
 /// tracked and tagged as the source): sniffs its compression, walks and
 /// applies every entry, reads the stream to its end and sets the
-/// directories' modes and times.
+/// directories' modes and times; with `early_writeback`, starts the
+/// writeback of the files it writes ([`Writeback`]).
 fn apply_stream(
     compressed: &mut dyn Read,
     root: BorrowedFd<'_>,
     opts: &UnpackOptions,
+    early_writeback: bool,
 ) -> Result<Applied, UnpackError> {
     let diff_alg = opts
         .diff_id
@@ -1503,6 +1583,7 @@ fn apply_stream(
         lowers: Lowers::new(opts.lowers.clone(), opts.path_resolution),
         umask: process_umask(),
         parent_acl: None,
+        writeback: Writeback::start(early_writeback),
     };
     let walked = walk(
         &mut *compressed,
@@ -2095,6 +2176,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         }
         let fd = OwnedFd::from(file);
+        let mut chown = true;
         if self.opts.preserve_ownership {
             let born = match self.born {
                 Some(b) => b,
@@ -2103,11 +2185,13 @@ impl<'r, 'o> Applier<'r, 'o> {
                     *self.born.insert((st.st_uid, st.st_gid))
                 }
             };
-            if born == (meta.uid, meta.gid) {
-                return self.set_meta_fd(fd.as_fd(), raw, meta, true, false, mode_set);
-            }
+            chown = born != (meta.uid, meta.gid);
         }
-        self.set_meta_fd(fd.as_fd(), raw, meta, true, true, mode_set)
+        self.set_meta_fd(fd.as_fd(), raw, meta, true, chown, mode_set)?;
+        if size > 0 {
+            self.writeback.hand_over(fd);
+        }
+        Ok(())
     }
 
     /// Whether a regular file of `mode` created in `parent` gets exactly
@@ -2181,7 +2265,13 @@ impl<'r, 'o> Applier<'r, 'o> {
         holes: bool,
     ) -> Result<(), UnpackError> {
         let mut done: u64 = 0;
+        let mut kicked: u64 = 0;
         while done < expected {
+            if self.writeback.on && done - kicked >= WRITEBACK_STEP {
+                // A failure to start it early changes nothing of the result.
+                let _ = crate::sys::start_writeback(&*file, kicked, done - kicked);
+                kicked = done;
+            }
             let want = usize::try_from((expected - done).min(self.buf.len() as u64))
                 .unwrap_or(self.buf.len());
             let k = self.read_entry(entry, raw, want)?;
@@ -3042,7 +3132,8 @@ mod tests {
             let ahead = tempfile::tempdir().expect("tempdir");
             let source = Source::new(layer.clone(), round + 100);
             let readers = Arc::clone(&source.readers);
-            let got = unpack_read_ahead(Box::new(source), ahead.path(), &opts)
+            // With and without starting the writeback of the files.
+            let got = unpack_read_ahead(Box::new(source), ahead.path(), &opts, round % 2 == 0)
                 .expect("read-ahead unpack");
             assert_eq!(got, want, "round {round} ({compression:?})");
             assert_eq!(got.compressed_size, layer.len() as u64);
@@ -3084,7 +3175,7 @@ mod tests {
         let paths: [(&str, Run); 2] = [
             ("plain", |l, t, o| unpack(l, t, o)),
             ("read-ahead", |l, t, o| {
-                unpack_read_ahead(Box::new(Source::new(l.to_vec(), 5)), t, o)
+                unpack_read_ahead(Box::new(Source::new(l.to_vec(), 5)), t, o, true)
             }),
         ];
         for (name, run) in paths {
@@ -3106,6 +3197,31 @@ mod tests {
                     | (3, Err(UnpackError::DigestMismatch { .. })) => {}
                     (_, other) => panic!("{name}, case {case}: {other:?}"),
                 }
+            }
+        }
+    }
+
+    /// Every file handed to a [`Writeback`] is closed once it is dropped,
+    /// whether its thread took it or it was off: here pipes, whose read
+    /// ends then see their end (and whose writeback cannot be started,
+    /// which is no error).
+    #[test]
+    fn a_writeback_closes_every_file_it_is_handed() {
+        for on in [true, false] {
+            let mut writeback = Writeback::start(on);
+            let mut readers = Vec::new();
+            for _ in 0..40 {
+                let (r, w) =
+                    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).expect("pipe");
+                writeback.hand_over(w);
+                readers.push(File::from(r));
+            }
+            drop(writeback);
+            for mut r in readers {
+                let mut rest = Vec::new();
+                // Non-blocking: a writer still open is an error, not a wait.
+                r.read_to_end(&mut rest).expect("the writer is closed");
+                assert!(rest.is_empty());
             }
         }
     }
@@ -3132,8 +3248,13 @@ mod tests {
             let target = tempfile::tempdir().expect("tempdir");
             let mut source = Source::new(layer.clone(), 3);
             source.fail_at = Some((at, fail));
-            let err = unpack_read_ahead(Box::new(source), target.path(), &UnpackOptions::default())
-                .expect_err("a failing source fails the unpack");
+            let err = unpack_read_ahead(
+                Box::new(source),
+                target.path(),
+                &UnpackOptions::default(),
+                false,
+            )
+            .expect_err("a failing source fails the unpack");
             match (i, &err) {
                 (0 | 1, UnpackError::Source { source }) => {
                     assert_eq!(source.to_string(), "disk gone")
@@ -3208,8 +3329,13 @@ mod tests {
         source.dropped = Some(tx);
         let given = Arc::clone(&source.given);
         let target = tempfile::tempdir().expect("tempdir");
-        let err = unpack_read_ahead(Box::new(source), target.path(), &UnpackOptions::default())
-            .expect_err("a corrupt header");
+        let err = unpack_read_ahead(
+            Box::new(source),
+            target.path(),
+            &UnpackOptions::default(),
+            false,
+        )
+        .expect_err("a corrupt header");
         assert!(matches!(err, UnpackError::Corrupt { .. }), "{err:?}");
         // A bound on a hang, not a timing assertion.
         rx.recv_timeout(std::time::Duration::from_secs(120))
