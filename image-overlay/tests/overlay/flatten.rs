@@ -13,7 +13,7 @@ use image_overlay::flatten::flatten_image;
 use image_overlay::image_unpack::{unpack_image, ImageUnpackOptions};
 use image_overlay::snapshot::{CopySnapshotter, Kind, OverlaySnapshotter, Snapshotter};
 use image_overlay::unpack::UnpackOptions;
-use image_store::image::resolve_image;
+use image_store::image::{resolve_image, Image};
 use image_store::{ContentError, Info, OciDir, Provider};
 
 use crate::common::{assert_same_tree, make_tree};
@@ -119,12 +119,21 @@ fn flatten_refuses_a_changed_blob() {
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e:?}");
 }
 
-/// Where the store keeps the blob of `layer`.
-fn stored_blob(work: &std::path::Path, layer: &Descriptor) -> std::path::PathBuf {
-    let digest = layer.checked_digest().expect("digest");
-    work.join("layout/blobs")
+/// The two-layer image in `work`, flattened onto `work/want`, and where
+/// the store keeps its second layer's blob.
+fn flattened_app(
+    work: &std::path::Path,
+) -> (OciDir, Image, std::path::PathBuf, std::path::PathBuf) {
+    let (store, _) = two_layer_image(work);
+    let image = resolve_image(&store, "t/app:1", None).expect("resolve");
+    let want = work.join("want");
+    flatten_image(&store, &image, &want, &UnpackOptions::default()).expect("flatten");
+    let digest = image.layers()[1].checked_digest().expect("digest");
+    let blob = work
+        .join("layout/blobs")
         .join(digest.algorithm().as_str())
-        .join(digest.hex())
+        .join(digest.hex());
+    (store, image, want, blob)
 }
 
 /// A layer blob changed in the store after its ingest, one byte at a
@@ -142,11 +151,7 @@ fn stored_blob(work: &std::path::Path, layer: &Descriptor) -> std::path::PathBuf
 #[test]
 fn a_blob_changed_in_the_store_unpacks_nothing_else() {
     let work = tempfile::tempdir().expect("tempdir");
-    let (store, _) = two_layer_image(work.path());
-    let image = resolve_image(&store, "t/app:1", None).expect("resolve");
-    let want = work.path().join("want");
-    flatten_image(&store, &image, &want, &UnpackOptions::default()).expect("flatten");
-    let path = stored_blob(work.path(), &image.layers()[1]);
+    let (store, image, want, path) = flattened_app(work.path());
     let good = std::fs::read(&path).expect("read blob");
     let n = good.len();
     let chains = image_core::chain_ids(image.diff_ids());
@@ -228,11 +233,7 @@ fn a_blob_changed_in_the_store_unpacks_nothing_else() {
 #[test]
 fn a_stored_blob_is_not_hashed_again() {
     let work = tempfile::tempdir().expect("tempdir");
-    let (store, _) = two_layer_image(work.path());
-    let image = resolve_image(&store, "t/app:1", None).expect("resolve");
-    let want = work.path().join("want");
-    flatten_image(&store, &image, &want, &UnpackOptions::default()).expect("flatten");
-    let path = stored_blob(work.path(), &image.layers()[1]);
+    let (store, image, want, path) = flattened_app(work.path());
     let mut bytes = std::fs::read(&path).expect("read blob");
     assert_eq!(&bytes[..3], &[0x1f, 0x8b, 8], "a gzip member");
     bytes[5] ^= 0x55;
