@@ -910,8 +910,11 @@ impl Read for BlobReader<'_> {
 /// file's pages go to the disk while the rest of it is decompressed.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Files a [`Writeback`] thread may hold that it has not taken yet.
-const WRITEBACK_QUEUE: usize = 256;
+/// Files handed to a [`Writeback`] thread at once (one wake-up of it per
+/// batch, not per file: a wake-up per file cost a futex call per file).
+const WRITEBACK_BATCH: usize = 64;
+/// Batches a [`Writeback`] thread may hold that it has not taken yet.
+const WRITEBACK_QUEUE: usize = 4;
 
 /// For an unpack whose caller does not sync (a flatten), a thread that
 /// starts the writeback of each file written and closes it
@@ -924,7 +927,9 @@ const WRITEBACK_QUEUE: usize = 256;
 /// waits for it (at most the queue). Off, it only closes the files.
 struct Writeback {
     on: bool,
-    tx: Option<SyncSender<OwnedFd>>,
+    tx: Option<SyncSender<Vec<OwnedFd>>>,
+    /// Files not handed over yet.
+    batch: Vec<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -934,24 +939,29 @@ impl Writeback {
         let none = Writeback {
             on,
             tx: None,
+            batch: Vec::new(),
             thread: None,
         };
         if !on || !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
             return none;
         }
-        let (tx, rx) = mpsc::sync_channel::<OwnedFd>(WRITEBACK_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFd>>(WRITEBACK_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("writeback".into())
             .spawn(move || {
-                for fd in rx {
-                    // A failure to start it early changes nothing of the result.
-                    let _ = crate::sys::start_writeback(&fd, 0, 0);
+                for batch in rx {
+                    for fd in batch {
+                        // A failure to start it early changes nothing of
+                        // the result.
+                        let _ = crate::sys::start_writeback(&fd, 0, 0);
+                    }
                 }
             });
         match spawned {
             Ok(thread) => Writeback {
                 on,
                 tx: Some(tx),
+                batch: Vec::with_capacity(WRITEBACK_BATCH),
                 thread: Some(thread),
             },
             Err(_) => none,
@@ -961,16 +971,24 @@ impl Writeback {
     /// Hands over `fd`, a file whose data and metadata are written: to the
     /// thread, or closed.
     fn hand_over(&mut self, fd: OwnedFd) {
-        if let Some(tx) = &self.tx {
-            // Full or gone: `fd` comes back and is closed here.
-            let _ = tx.try_send(fd);
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        self.batch.push(fd);
+        if self.batch.len() >= WRITEBACK_BATCH {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITEBACK_BATCH));
+            // Full or gone: the batch comes back and is closed here.
+            let _ = tx.try_send(batch);
         }
     }
 }
 
 impl Drop for Writeback {
     fn drop(&mut self) {
-        self.tx = None;
+        if let Some(tx) = self.tx.take() {
+            // The last files: waits for room (the thread is taking).
+            let _ = tx.send(std::mem::take(&mut self.batch));
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -3210,7 +3228,7 @@ mod tests {
         for on in [true, false] {
             let mut writeback = Writeback::start(on);
             let mut readers = Vec::new();
-            for _ in 0..40 {
+            for _ in 0..WRITEBACK_BATCH * 2 + 5 {
                 let (r, w) =
                     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).expect("pipe");
                 writeback.hand_over(w);
