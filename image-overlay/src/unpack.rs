@@ -3244,6 +3244,12 @@ mod tests {
         }
     }
 
+    /// `source` unpacked with the read-ahead onto `target`, with the
+    /// default options.
+    fn unpack_ahead_default(source: Source, target: &Path) -> Result<UnpackReport, UnpackError> {
+        unpack_read_ahead(Box::new(source), target, &UnpackOptions::default(), false)
+    }
+
     #[test]
     fn read_ahead_source_errors_keep_their_class() {
         let layer = random_layer(7, 30, Compression::Gzip);
@@ -3266,13 +3272,8 @@ mod tests {
             let target = tempfile::tempdir().expect("tempdir");
             let mut source = Source::new(layer.clone(), 3);
             source.fail_at = Some((at, fail));
-            let err = unpack_read_ahead(
-                Box::new(source),
-                target.path(),
-                &UnpackOptions::default(),
-                false,
-            )
-            .expect_err("a failing source fails the unpack");
+            let err = unpack_ahead_default(source, target.path())
+                .expect_err("a failing source fails the unpack");
             match (i, &err) {
                 (0 | 1, UnpackError::Source { source }) => {
                     assert_eq!(source.to_string(), "disk gone")
@@ -3347,13 +3348,7 @@ mod tests {
         source.dropped = Some(tx);
         let given = Arc::clone(&source.given);
         let target = tempfile::tempdir().expect("tempdir");
-        let err = unpack_read_ahead(
-            Box::new(source),
-            target.path(),
-            &UnpackOptions::default(),
-            false,
-        )
-        .expect_err("a corrupt header");
+        let err = unpack_ahead_default(source, target.path()).expect_err("a corrupt header");
         assert!(matches!(err, UnpackError::Corrupt { .. }), "{err:?}");
         // A bound on a hang, not a timing assertion.
         rx.recv_timeout(std::time::Duration::from_secs(120))
