@@ -19,14 +19,16 @@
 # Needs root (loop device, mount, drop_caches).
 #
 # Unpack: the whole image flattened by us (`layer flatten`: every layer,
-# both digests verified), and unpacked into overlay snapshots (layers in
-# parallel, both digests verified, with and without the syncfs that makes
-# commits durable), against `umoci unpack` (verifies, does not sync),
-# `tar -xzf` of each layer in turn (no verification), `gzip -dc` of each
-# layer to /dev/null (decompression alone, no filesystem), `decode` (our
-# reading path alone: every layer decompressed, parsed and both digests
-# checked as flatten does, nothing written: the CPU part of flatten's
-# time, `layer decode`), and `plainwrite`
+# its diff ID verified; the blob digest, which the store checked at
+# ingest, is not hashed again), and unpacked into overlay snapshots
+# (layers in parallel, verified as flatten does, with and without the
+# syncfs that makes commits durable), against `umoci unpack` (verifies,
+# does not sync), `tar -xzf` of each layer in turn (no verification),
+# `gzip -dc` of each layer to /dev/null (decompression alone, no
+# filesystem), `decode` (our reading path alone: every layer
+# decompressed, parsed and both digests checked, nothing written: the
+# CPU part of flatten's time, plus the blob digest's SHA-256 that
+# flatten no longer pays, `layer decode`), and `plainwrite`
 # (image-overlay/examples/plainwrite.rs: the same directories,
 # files and bytes created, written and closed, nothing else: the limit of
 # the filesystem).

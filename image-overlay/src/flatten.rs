@@ -4,8 +4,14 @@
 //!
 //! Layers are applied one after the other (a later layer may remove or
 //! replace what an earlier one made); each is a single streaming pass of
-//! [`unpack()`](crate::unpack::unpack), its blob read and hashed on a
-//! thread of its own ahead of the thread that applies it. For one
+//! [`unpack()`](crate::unpack::unpack), its blob read on a thread of its
+//! own ahead of the thread that applies it. The blob is not hashed again:
+//! the store checked its digest when it took it in, and the diff ID,
+//! checked here, covers all that is unpacked
+//! ([`UnpackOptions::digest_checked_by_store`]). Nothing syncs the target
+//! after a flatten, so the writeback of each file is started (not waited
+//! for) once it is written, on a helper thread: the data goes to the disk
+//! while the layers are still being unpacked. For one
 //! directory per layer, unpacked in parallel, use the snapshotters and
 //! [`unpack_image`](crate::unpack_image).
 
@@ -143,8 +149,11 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layer_options.digest = Some(digest.clone());
         layer_options.size = Some(layer.size());
         layer_options.diff_id = Some(diff_id.clone());
+        layer_options.digest_checked_by_store = true;
         layer_options.whiteouts = WhiteoutMode::Apply;
-        let report = unpack_read_ahead(reader, target, &layer_options).map_err(|e| {
+        // Nothing syncs the target after a flatten: its files' writeback is
+        // started as they are written, to overlap the unpack.
+        let report = unpack_read_ahead(reader, target, &layer_options, true).map_err(|e| {
             FlattenError::Unpack {
                 image: image.name.clone(),
                 index,

@@ -5,9 +5,10 @@
 //! ID exists, it is reused (an image sharing layers with another shares
 //! their snapshots); otherwise an active snapshot is prepared under a
 //! temporary key, the layer blob is streamed from the store into its
-//! directory (decompressed, verified against its digest and against the
-//! diff ID in the config, in one pass), and it is committed under the chain
-//! ID. A layer that fails is removed, so no partial snapshot is ever
+//! directory (decompressed and verified against the diff ID in the config
+//! in one pass; its digest, checked by the store when it took the blob in,
+//! is not hashed again: [`UnpackOptions::digest_checked_by_store`]), and it
+//! is committed under the chain ID. A layer that fails is removed, so no partial snapshot is ever
 //! committed; layers below it that were complete stay committed.
 //!
 //! Drivers with [`Capabilities::rebase`](crate::snapshot::Capabilities)
@@ -430,6 +431,7 @@ fn unpack_layer<P: Provider + ?Sized>(
         .with_digest(job.digest.clone())
         .with_diff_id(diff_id.clone());
     opts.size = Some(desc.size());
+    opts.digest_checked_by_store = true;
     if let Some(c) = descriptor_media_type(desc).layer_compression() {
         opts = opts.with_compression(c);
     }
@@ -448,7 +450,9 @@ fn unpack_layer<P: Provider + ?Sized>(
                 },
             },
         )?;
-    unpack_read_ahead(reader, std::path::Path::new(&job.dir), &opts).map_err(|e| {
+    // No early writeback: the snapshot's sync at its commit is the writeback
+    // (started early, it made this slower on the bench).
+    unpack_read_ahead(reader, std::path::Path::new(&job.dir), &opts, false).map_err(|e| {
         ImageUnpackError::Unpack {
             index: job.index,
             digest: job.digest.clone(),

@@ -73,7 +73,7 @@
 //! - `tokio`: the `nonblocking` module (see [Blocking](#blocking)).
 //! - `testsuite`: the snapshotter conformance suite, for this crate's
 //!   drivers and for other implementations of [`Snapshotter`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod analysis;
@@ -100,6 +100,7 @@ pub mod resolve;
 pub mod snapshot;
 pub mod stream_unpack;
 pub mod surgery;
+mod sys;
 mod tarwriter;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

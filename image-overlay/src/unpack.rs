@@ -177,6 +177,20 @@ pub struct UnpackOptions {
     /// the blob is committed): they are not hashed again here, and the
     /// report's `digest` is the one given. Ignored without a `digest`.
     pub digest_checked_by_caller: bool,
+    /// The compressed bytes are a blob of a store, which checked them
+    /// against [`digest`](UnpackOptions::digest) when it took them in:
+    /// with a [`diff_id`](UnpackOptions::diff_id) to check they are not
+    /// hashed again, and the report's `digest` is the one given (the size
+    /// is still counted and checked). The diff ID covers every byte that
+    /// is unpacked: stored bytes changed since either fail to decompress
+    /// (gzip's CRC-32, zstd's frame checks) or give another diff ID, and
+    /// either fails the unpack before its caller keeps anything; a change
+    /// that decompresses to the same tar (a gzip header's time field)
+    /// unpacks the tree the diff ID names, and is the store's `fsck`'s to
+    /// find. Without a diff ID or a digest, the bytes are hashed as ever.
+    /// [`flatten_image`](crate::flatten_image) and
+    /// [`unpack_image`](crate::unpack_image) set it.
+    pub digest_checked_by_store: bool,
     /// The algorithm for digests not given above (their own algorithm wins).
     pub algorithm: Algorithm,
     /// Whiteout handling.
@@ -222,6 +236,7 @@ impl Default for UnpackOptions {
             diff_id: None,
             size: None,
             digest_checked_by_caller: false,
+            digest_checked_by_store: false,
             algorithm: Algorithm::Sha256,
             whiteouts: WhiteoutMode::Apply,
             limits: Limits::default(),
@@ -793,12 +808,14 @@ pub(crate) fn descriptor_mismatch(
 }
 
 /// The error of an unpack of the blob `digest` of `store` that failed on
-/// the layer's bytes (a corrupt compressed stream or tar, a cut): the blob is
-/// read again to its end through the store's verifying reader, and when it
-/// is not what its digest says, that mismatch is the error, as the cause,
-/// rather than what the decoder tripped on first (a gzip checksum sits
-/// before the digest check at the end). Other errors are returned as they
-/// are. The extra read happens only on this error path, at most the blob's
+/// the layer's bytes (a corrupt compressed stream or tar, a cut, or another
+/// diff ID than the image's, which is all an unpack with
+/// [`UnpackOptions::digest_checked_by_store`] finds of a blob changed in the
+/// store): the blob is read again to its end through the store's verifying
+/// reader, and when it is not what its digest says, that mismatch is the
+/// error, as the cause, rather than what the decoder tripped on first (a
+/// gzip checksum sits before the digest check at the end). Other errors are
+/// returned as they are. The extra read happens only on this error path, at most the blob's
 /// size (the reader stops there).
 pub(crate) fn blame_the_blob<P: image_store::Provider + ?Sized>(
     store: &P,
@@ -810,6 +827,7 @@ pub(crate) fn blame_the_blob<P: image_store::Provider + ?Sized>(
         UnpackError::Decompress { .. }
             | UnpackError::Corrupt { .. }
             | UnpackError::Truncated { .. }
+            | UnpackError::DiffIdMismatch { .. }
     ) {
         return e;
     }
@@ -887,6 +905,96 @@ impl Read for BlobReader<'_> {
     }
 }
 
+/// With a [`Writeback`], bytes of a file's data written between two
+/// starts of their writeback ([`crate::sys::start_writeback`]): a large
+/// file's pages go to the disk while the rest of it is decompressed.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Files handed to a [`Writeback`] thread at once (one wake-up of it per
+/// batch, not per file: a wake-up per file cost a futex call per file).
+const WRITEBACK_BATCH: usize = 64;
+/// Batches a [`Writeback`] thread may hold that it has not taken yet.
+const WRITEBACK_QUEUE: usize = 4;
+
+/// For an unpack whose caller does not sync (a flatten), a thread that
+/// starts the writeback of each file written and closes it
+/// ([`crate::sys::start_writeback`]): the data goes to the disk while the
+/// rest is unpacked, rather than all at a `sync` after the unpack, and the
+/// unpack's thread neither pays for the call nor waits where the disk's
+/// queue is full. Best effort: a file it cannot take (no second CPU, no
+/// thread, a full queue) is closed at once, its writeback left to the
+/// kernel as before. Dropped, it lets its thread close what it holds and
+/// waits for it (at most the queue). Off, it only closes the files.
+struct Writeback {
+    on: bool,
+    tx: Option<SyncSender<Vec<OwnedFd>>>,
+    /// Files not handed over yet.
+    batch: Vec<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writeback {
+    /// A writeback thread if `on` and there is a second CPU.
+    fn start(on: bool) -> Self {
+        let none = Writeback {
+            on,
+            tx: None,
+            batch: Vec::new(),
+            thread: None,
+        };
+        if !on || !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+            return none;
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFd>>(WRITEBACK_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("writeback".into())
+            .spawn(move || {
+                for batch in rx {
+                    for fd in batch {
+                        // A failure to start it early changes nothing of
+                        // the result.
+                        let _ = crate::sys::start_writeback(&fd, 0, 0);
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => Writeback {
+                on,
+                tx: Some(tx),
+                batch: Vec::with_capacity(WRITEBACK_BATCH),
+                thread: Some(thread),
+            },
+            Err(_) => none,
+        }
+    }
+
+    /// Hands over `fd`, a file whose data and metadata are written: to the
+    /// thread, or closed.
+    fn hand_over(&mut self, fd: OwnedFd) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        self.batch.push(fd);
+        if self.batch.len() >= WRITEBACK_BATCH {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITEBACK_BATCH));
+            // Full or gone: the batch comes back and is closed here.
+            let _ = tx.try_send(batch);
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            // The last files: waits for room (the thread is taking).
+            let _ = tx.send(std::mem::take(&mut self.batch));
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Compressed chunks a [`ReadAhead`] may hold that the unpack has not
 /// taken yet: how far ahead of the decoder it reads, at most.
 const AHEAD_CHUNKS: usize = 4;
@@ -924,12 +1032,12 @@ pub(crate) struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading `source`, hashing it with `algorithm`. Gives the
-    /// source back when reading ahead would not help (one CPU) or no
-    /// thread could be started.
+    /// Starts reading `source`, its digest hashed or given as `digest`
+    /// says. Gives the source back when reading ahead would not help (one
+    /// CPU) or no thread could be started.
     pub(crate) fn start(
         source: Box<dyn Read + Send>,
-        algorithm: Algorithm,
+        digest: AheadDigest,
     ) -> Result<Self, Box<dyn Read + Send>> {
         if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
             return Err(source);
@@ -944,7 +1052,7 @@ impl ReadAhead {
             .spawn(move || {
                 let source = theirs.lock().ok().and_then(|mut s| s.take());
                 if let Some(source) = source {
-                    read_ahead(source, algorithm, &tx, &recycled);
+                    read_ahead(source, digest, &tx, &recycled);
                 }
             });
         match spawned {
@@ -981,37 +1089,49 @@ impl ReadAhead {
     }
 }
 
+/// The digest a [`ReadAhead`] gives for what it read.
+pub(crate) enum AheadDigest {
+    /// Hashed with this algorithm as it is read.
+    Hash(Algorithm),
+    /// Given, not hashed ([`given_digest`]).
+    Given(Digest),
+}
+
 /// The body of a [`ReadAhead`] thread: reads `source` to its end or
-/// first error, hashing what it reads, until the reader goes away.
+/// first error, hashing what it reads unless its `digest` is given,
+/// until the reader goes away.
 fn read_ahead(
     mut source: Box<dyn Read + Send>,
-    algorithm: Algorithm,
+    digest: AheadDigest,
     tx: &SyncSender<Ahead>,
     recycled: &Receiver<Vec<u8>>,
 ) {
-    let mut hasher = Some(algorithm.hasher());
+    let (mut hasher, mut given) = match digest {
+        AheadDigest::Hash(algorithm) => (Some(algorithm.hasher()), None),
+        AheadDigest::Given(digest) => (None, Some(digest)),
+    };
     let mut read: u64 = 0;
-    while let Some(h) = hasher.as_mut() {
+    loop {
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(AHEAD_CHUNK, 0);
-        let msg = match source.read(&mut buf) {
-            Ok(0) => match hasher.take() {
-                Some(h) => Ahead::End(h.finish(), read),
-                None => return,
+        let (msg, last) = match source.read(&mut buf) {
+            Ok(0) => match (hasher.take(), given.take()) {
+                (Some(h), _) => (Ahead::End(h.finish(), read), true),
+                (None, Some(d)) => (Ahead::End(d, read), true),
+                (None, None) => return,
             },
             Ok(n) => {
                 buf.truncate(n);
-                h.update(&buf);
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf);
+                }
                 read += n as u64;
-                Ahead::Data(buf)
+                (Ahead::Data(buf), false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                hasher = None;
-                Ahead::Failed(e)
-            }
+            Err(e) => (Ahead::Failed(e), true),
         };
-        if tx.send(msg).is_err() {
+        if tx.send(msg).is_err() || last {
             return;
         }
     }
@@ -1196,6 +1316,8 @@ struct Applier<'r, 'o> {
     /// shapes a created file's mode): learned at the first regular file
     /// created in it, forgotten with the cache.
     parent_acl: Option<bool>,
+    /// Starts the writeback of the files written, when asked.
+    writeback: Writeback,
 }
 
 /// The metadata of one entry, from its header and PAX records.
@@ -1361,6 +1483,17 @@ fn blob_algorithm(opts: &UnpackOptions) -> Algorithm {
         .map_or(opts.algorithm, Digest::algorithm)
 }
 
+/// The blob digest an unpack takes as given instead of hashing the
+/// compressed bytes: one its caller checks
+/// ([`UnpackOptions::digest_checked_by_caller`]), or one its store checked
+/// where a diff ID is checked here
+/// ([`UnpackOptions::digest_checked_by_store`]).
+fn given_digest(opts: &UnpackOptions) -> Option<&Digest> {
+    let digest = opts.digest.as_ref()?;
+    let store_checked = opts.digest_checked_by_store && opts.diff_id.is_some();
+    (opts.digest_checked_by_caller || store_checked).then_some(digest)
+}
+
 /// The progress item of an unpack: its digest, or `"layer"`.
 fn progress_item(opts: &UnpackOptions) -> String {
     opts.digest
@@ -1375,16 +1508,16 @@ fn unpack_core(
 ) -> Result<UnpackReport, UnpackError> {
     let mut src = opts.tracker.reader(&progress_item(opts), opts.size, src);
     let mut tagged = SourceTag(&mut src);
-    let hasher = match &opts.digest {
-        Some(d) if opts.digest_checked_by_caller => BlobHash::Given(d.clone()),
-        _ => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
+    let hasher = match given_digest(opts) {
+        Some(d) => BlobHash::Given(d.clone()),
+        None => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
     };
     let mut compressed = BlobReader {
         inner: &mut tagged,
         hasher,
         read: 0,
     };
-    let applied = apply_stream(&mut compressed, root, opts)?;
+    let applied = apply_stream(&mut compressed, root, opts, false)?;
     let (digest, compressed_size) = (compressed.hasher.finish(), compressed.read);
     verified_report(applied, digest, compressed_size, opts)
 }
@@ -1394,13 +1527,21 @@ fn unpack_core(
 /// applies the layer neither waits for the source's reads nor pays for
 /// them: for a source that can move to another thread (a blob of a
 /// store), on a machine with a second CPU. Elsewhere it is [`unpack`].
+/// With `early_writeback` (for a caller that does not sync the target),
+/// the writeback of each file is started once it is written
+/// ([`Writeback`]).
 pub(crate) fn unpack_read_ahead(
     reader: Box<dyn Read + Send>,
     target: &Path,
     options: &UnpackOptions,
+    early_writeback: bool,
 ) -> Result<UnpackReport, UnpackError> {
     let root = open_target(target)?;
-    let mut ahead = match ReadAhead::start(reader, blob_algorithm(options)) {
+    let digest = match given_digest(options) {
+        Some(d) => AheadDigest::Given(d.clone()),
+        None => AheadDigest::Hash(blob_algorithm(options)),
+    };
+    let mut ahead = match ReadAhead::start(reader, digest) {
         Ok(ahead) => ahead,
         Err(mut reader) => return unpack_core(&mut reader, root.as_fd(), options),
     };
@@ -1409,7 +1550,7 @@ pub(crate) fn unpack_read_ahead(
             .tracker
             .reader(&progress_item(options), options.size, &mut ahead);
         let mut tagged = SourceTag(&mut src);
-        apply_stream(&mut tagged, root.as_fd(), options)?
+        apply_stream(&mut tagged, root.as_fd(), options, early_writeback)?
     };
     let (digest, compressed_size) = ahead.finish().map_err(source_failed)?;
     verified_report(applied, digest, compressed_size, options)
@@ -1427,11 +1568,13 @@ struct Applied {
 /// Applies the layer whose compressed bytes `compressed` gives (already
 /// tracked and tagged as the source): sniffs its compression, walks and
 /// applies every entry, reads the stream to its end and sets the
-/// directories' modes and times.
+/// directories' modes and times; with `early_writeback`, starts the
+/// writeback of the files it writes ([`Writeback`]).
 fn apply_stream(
     compressed: &mut dyn Read,
     root: BorrowedFd<'_>,
     opts: &UnpackOptions,
+    early_writeback: bool,
 ) -> Result<Applied, UnpackError> {
     let diff_alg = opts
         .diff_id
@@ -1458,6 +1601,7 @@ fn apply_stream(
         lowers: Lowers::new(opts.lowers.clone(), opts.path_resolution),
         umask: process_umask(),
         parent_acl: None,
+        writeback: Writeback::start(early_writeback),
     };
     let walked = walk(
         &mut *compressed,
@@ -2050,6 +2194,7 @@ impl<'r, 'o> Applier<'r, 'o> {
             }
         }
         let fd = OwnedFd::from(file);
+        let mut chown = true;
         if self.opts.preserve_ownership {
             let born = match self.born {
                 Some(b) => b,
@@ -2058,11 +2203,13 @@ impl<'r, 'o> Applier<'r, 'o> {
                     *self.born.insert((st.st_uid, st.st_gid))
                 }
             };
-            if born == (meta.uid, meta.gid) {
-                return self.set_meta_fd(fd.as_fd(), raw, meta, true, false, mode_set);
-            }
+            chown = born != (meta.uid, meta.gid);
         }
-        self.set_meta_fd(fd.as_fd(), raw, meta, true, true, mode_set)
+        self.set_meta_fd(fd.as_fd(), raw, meta, true, chown, mode_set)?;
+        if size > 0 {
+            self.writeback.hand_over(fd);
+        }
+        Ok(())
     }
 
     /// Whether a regular file of `mode` created in `parent` gets exactly
@@ -2136,7 +2283,13 @@ impl<'r, 'o> Applier<'r, 'o> {
         holes: bool,
     ) -> Result<(), UnpackError> {
         let mut done: u64 = 0;
+        let mut kicked: u64 = 0;
         while done < expected {
+            if self.writeback.on && done - kicked >= WRITEBACK_STEP {
+                // A failure to start it early changes nothing of the result.
+                let _ = crate::sys::start_writeback(&*file, kicked, done - kicked);
+                kicked = done;
+            }
             let want = usize::try_from((expected - done).min(self.buf.len() as u64))
                 .unwrap_or(self.buf.len());
             let k = self.read_entry(entry, raw, want)?;
@@ -2997,7 +3150,8 @@ mod tests {
             let ahead = tempfile::tempdir().expect("tempdir");
             let source = Source::new(layer.clone(), round + 100);
             let readers = Arc::clone(&source.readers);
-            let got = unpack_read_ahead(Box::new(source), ahead.path(), &opts)
+            // With and without starting the writeback of the files.
+            let got = unpack_read_ahead(Box::new(source), ahead.path(), &opts, round % 2 == 0)
                 .expect("read-ahead unpack");
             assert_eq!(got, want, "round {round} ({compression:?})");
             assert_eq!(got.compressed_size, layer.len() as u64);
@@ -3014,6 +3168,86 @@ mod tests {
         let mut h = Algorithm::Sha256.hasher();
         h.update(bytes);
         h.finish()
+    }
+
+    /// A blob its store checked at ingest, with a diff ID to check: its
+    /// compressed bytes are not hashed again, on either path (the report
+    /// carries the digest given, here one that is not the bytes'); the
+    /// size is still checked, a wrong diff ID still fails, and without a
+    /// diff ID the bytes are hashed as ever.
+    #[test]
+    fn a_digest_the_store_checked_is_not_hashed_again() {
+        let layer = random_layer(11, 25, Compression::Gzip);
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let plain = UnpackOptions::default();
+        let diff_id = unpack(&layer[..], scratch.path(), &plain)
+            .expect("unpack")
+            .diff_id;
+        let given = digest_of(b"not the layer");
+        let mut opts = UnpackOptions::default()
+            .with_digest(given.clone())
+            .with_diff_id(diff_id.clone());
+        opts.size = Some(layer.len() as u64);
+        opts.digest_checked_by_store = true;
+        type Run = fn(&[u8], &Path, &UnpackOptions) -> Result<UnpackReport, UnpackError>;
+        let paths: [(&str, Run); 2] = [
+            ("plain", |l, t, o| unpack(l, t, o)),
+            ("read-ahead", |l, t, o| {
+                unpack_read_ahead(Box::new(Source::new(l.to_vec(), 5)), t, o, true)
+            }),
+        ];
+        for (name, run) in paths {
+            let target = tempfile::tempdir().expect("tempdir");
+            let r = run(&layer, target.path(), &opts).expect(name);
+            assert_eq!((&r.digest, &r.diff_id), (&given, &diff_id), "{name}");
+            assert_eq!(tree(target.path()), tree(scratch.path()), "{name}");
+            let mut wrong_size = opts.clone();
+            wrong_size.size = Some(1);
+            let mut wrong_diff_id = opts.clone();
+            wrong_diff_id.diff_id = Some(digest_of(b"another tar"));
+            let mut no_diff_id = opts.clone();
+            no_diff_id.diff_id = None;
+            for (case, o) in [(1, wrong_size), (2, wrong_diff_id), (3, no_diff_id)] {
+                let target = tempfile::tempdir().expect("tempdir");
+                match (case, run(&layer, target.path(), &o)) {
+                    (1, Err(UnpackError::SizeMismatch { .. }))
+                    | (2, Err(UnpackError::DiffIdMismatch { .. }))
+                    | (3, Err(UnpackError::DigestMismatch { .. })) => {}
+                    (_, other) => panic!("{name}, case {case}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Every file handed to a [`Writeback`] is closed once it is dropped,
+    /// whether its thread took it or it was off: here pipes, whose read
+    /// ends then see their end (and whose writeback cannot be started,
+    /// which is no error).
+    #[test]
+    fn a_writeback_closes_every_file_it_is_handed() {
+        for on in [true, false] {
+            let mut writeback = Writeback::start(on);
+            let mut readers = Vec::new();
+            for _ in 0..WRITEBACK_BATCH * 2 + 5 {
+                let (r, w) =
+                    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).expect("pipe");
+                writeback.hand_over(w);
+                readers.push(File::from(r));
+            }
+            drop(writeback);
+            for mut r in readers {
+                let mut rest = Vec::new();
+                // Non-blocking: a writer still open is an error, not a wait.
+                r.read_to_end(&mut rest).expect("the writer is closed");
+                assert!(rest.is_empty());
+            }
+        }
+    }
+
+    /// `source` unpacked with the read-ahead onto `target`, with the
+    /// default options.
+    fn unpack_ahead_default(source: Source, target: &Path) -> Result<UnpackReport, UnpackError> {
+        unpack_read_ahead(Box::new(source), target, &UnpackOptions::default(), false)
     }
 
     #[test]
@@ -3038,7 +3272,7 @@ mod tests {
             let target = tempfile::tempdir().expect("tempdir");
             let mut source = Source::new(layer.clone(), 3);
             source.fail_at = Some((at, fail));
-            let err = unpack_read_ahead(Box::new(source), target.path(), &UnpackOptions::default())
+            let err = unpack_ahead_default(source, target.path())
                 .expect_err("a failing source fails the unpack");
             match (i, &err) {
                 (0 | 1, UnpackError::Source { source }) => {
@@ -3067,7 +3301,9 @@ mod tests {
         let layer: Vec<u8> = (0..8u32 << 20).map(|i| (i % 253) as u8).collect();
         let source = Source::new(layer.clone(), 9);
         let given = Arc::clone(&source.given);
-        let Ok(mut ahead) = ReadAhead::start(Box::new(source), Algorithm::Sha256) else {
+        let Ok(mut ahead) =
+            ReadAhead::start(Box::new(source), AheadDigest::Hash(Algorithm::Sha256))
+        else {
             eprintln!("SKIP: one CPU, where nothing is read ahead");
             return;
         };
@@ -3112,8 +3348,7 @@ mod tests {
         source.dropped = Some(tx);
         let given = Arc::clone(&source.given);
         let target = tempfile::tempdir().expect("tempdir");
-        let err = unpack_read_ahead(Box::new(source), target.path(), &UnpackOptions::default())
-            .expect_err("a corrupt header");
+        let err = unpack_ahead_default(source, target.path()).expect_err("a corrupt header");
         assert!(matches!(err, UnpackError::Corrupt { .. }), "{err:?}");
         // A bound on a hang, not a timing assertion.
         rx.recv_timeout(std::time::Duration::from_secs(120))
