@@ -72,10 +72,12 @@ for t in skopeo docker-registry python3 bc /usr/bin/time mkfs.ext4 losetup; do
   command -v $t >/dev/null || fail "$t is not installed"
 done
 
-cargo build --release -q -p imagectl --bin imagectl --manifest-path "$ROOT/Cargo.toml"
-cargo build --release -q -p image-overlay --example layer --manifest-path "$ROOT/Cargo.toml"
+# IMAGECTL=PATH and LAYER=PATH use those binaries instead of building
+# them (an earlier build's imagectl, paired against this one's).
+[ -n "${IMAGECTL:-}" ] || cargo build --release -q -p imagectl --bin imagectl --manifest-path "$ROOT/Cargo.toml"
+[ -n "${LAYER:-}" ] || cargo build --release -q -p image-overlay --example layer --manifest-path "$ROOT/Cargo.toml"
 IMAGECTL=${IMAGECTL:-$ROOT/target/release/imagectl}
-L="$ROOT/target/release/examples/layer"
+L=${LAYER:-$ROOT/target/release/examples/layer}
 echo "== $(nproc) CPUs, $(uptime | sed 's/.*load/load/'), data in $WORK ($(findmnt -no FSTYPE -T "$WORK"))"
 
 # The generator of bench/overlay/unpack.sh: the same image.
