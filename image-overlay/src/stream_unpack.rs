@@ -741,16 +741,7 @@ mod tests {
 
     /// An uncompressed layer of one file `name` holding `data`.
     fn file_layer(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).unwrap();
-        b.into_inner().unwrap()
+        image_testsupport::tar::TarBuf::new().file(name, data).end()
     }
 
     fn layer_descriptor(bytes: &[u8]) -> Descriptor {
