@@ -37,24 +37,13 @@
 //! sink holding it). Memory is bounded: a feed holds at most
 //! [`FEED_CHUNKS`] chunks in flight; a writer that outruns the unpack
 //! blocks.
-//!
-//! CPU is bounded apart from the downloads: at most
-//! [`ImageUnpackOptions::parallelism`] layers (0: the number of cores) are
-//! unpacked at once, as [`unpack_image`](crate::unpack_image) does, however
-//! many downloads feed them. A layer begun beyond that waits, its feed
-//! full and its download held back by it, until an earlier layer's unpack
-//! ends (in the order the layers were begun). Each unpack keeps a
-//! decompressor, a hasher and the writer busy, so more of them than cores
-//! only interleave on the same cores (the bench image's one pass took
-//! about 6% more user CPU time with its four layers unpacking at once than
-//! with two, on two cores; see ARCHITECTURE's decisions).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use image_core::manifest::descriptor_media_type;
@@ -91,8 +80,6 @@ struct Shared {
     /// time a layer is unpacked whole (when commits must be durable);
     /// started with the first layer.
     flusher: Mutex<Option<SyncSender<()>>>,
-    /// The layers unpacked at once.
-    slots: Slots,
 }
 
 impl std::fmt::Debug for Shared {
@@ -173,7 +160,6 @@ impl StreamUnpacker {
                 done: Mutex::new(HashMap::new()),
                 committed: Mutex::new(Vec::new()),
                 flusher: Mutex::new(None),
-                slots: Slots::new(options.parallelism),
             }),
         }
     }
@@ -236,16 +222,9 @@ impl StreamUnpacker {
         let aborted = reader.aborted.clone();
         let target = dir.clone();
         let flusher = self.shared.flusher(&dir);
-        let shared = self.shared.clone();
-        let ticket = shared.slots.ticket();
         let thread = std::thread::Builder::new()
             .name("stream-unpack".into())
             .spawn(move || {
-                let Some(_slot) = shared.slots.acquire(ticket, &reader.aborted) else {
-                    return Err(UnpackError::Source {
-                        source: download_stopped(),
-                    });
-                };
                 let report = unpack(reader, Path::new(&target), &opts);
                 if let (Ok(_), Some(flusher)) = (&report, flusher) {
                     // A full channel means a sync is pending already.
@@ -256,7 +235,6 @@ impl StreamUnpacker {
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
-                self.shared.slots.give_up(ticket);
                 let _ = sn.remove(&key);
                 return Err(ImageUnpackError::Thread { digest, source: e });
             }
@@ -470,8 +448,6 @@ impl LayerFeed {
 impl Drop for LayerFeed {
     fn drop(&mut self) {
         self.aborted.store(true, Ordering::Release);
-        // An unpack still waiting for its turn ends now.
-        self.shared.slots.wake_all();
         self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -479,127 +455,6 @@ impl Drop for LayerFeed {
         if !self.key.is_empty() {
             let _ = self.shared.snapshotter.remove(&self.key);
         }
-    }
-}
-
-/// The error of an unpack whose feed was dropped before its end.
-fn download_stopped() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "the layer's download stopped",
-    )
-}
-
-/// Turns to unpack: at most `limit` layers at once, handed out in the
-/// order the layers were begun (tickets), so which layer waits does not
-/// depend on how its thread was scheduled.
-#[derive(Debug)]
-struct Slots {
-    limit: usize,
-    state: Mutex<SlotState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct SlotState {
-    /// The next ticket to give out.
-    issued: u64,
-    /// Tickets below this one have had their turn (or given it up).
-    served: u64,
-    /// Unpacks running now.
-    running: usize,
-    /// Tickets given up before their turn (an aborted feed), not yet
-    /// reached by `served`.
-    skipped: std::collections::BTreeSet<u64>,
-    /// The most unpacks seen running at once, and the threads waiting for
-    /// their turn now (the tests look at both).
-    peak: usize,
-    waiting: usize,
-}
-
-impl Slots {
-    /// `parallelism` unpacks at once, 0 meaning the number of cores.
-    fn new(parallelism: usize) -> Slots {
-        let limit = match parallelism {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        Slots {
-            limit,
-            state: Mutex::new(SlotState::default()),
-            changed: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A place in the queue, taken when the layer is begun.
-    fn ticket(&self) -> u64 {
-        let mut s = self.lock();
-        s.issued += 1;
-        s.issued - 1
-    }
-
-    /// Waits until `ticket` is next in line and fewer than `limit` unpacks
-    /// run; `None` (the ticket given up) once `aborted` is set.
-    fn acquire<'s>(&'s self, ticket: u64, aborted: &AtomicBool) -> Option<Slot<'s>> {
-        let mut s = self.lock();
-        s.waiting += 1;
-        while (s.served != ticket || s.running >= self.limit) && !aborted.load(Ordering::Acquire) {
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        s.waiting -= 1;
-        if s.served != ticket || s.running >= self.limit {
-            drop(s);
-            self.give_up(ticket);
-            return None;
-        }
-        s.served += 1;
-        s.advance();
-        s.running += 1;
-        s.peak = s.peak.max(s.running);
-        drop(s);
-        // The next ticket may run too.
-        self.changed.notify_all();
-        Some(Slot(self))
-    }
-
-    /// Gives `ticket` up without its turn (its unpack never started).
-    fn give_up(&self, ticket: u64) {
-        let mut s = self.lock();
-        s.skipped.insert(ticket);
-        s.advance();
-        drop(s);
-        self.changed.notify_all();
-    }
-
-    /// Wakes the waiting unpacks (to see an abort).
-    fn wake_all(&self) {
-        // Under the lock, so a waiter between its check and its wait
-        // does not miss the wake-up.
-        let _s = self.lock();
-        self.changed.notify_all();
-    }
-}
-
-impl SlotState {
-    /// Moves `served` past tickets given up.
-    fn advance(&mut self) {
-        while self.skipped.remove(&self.served) {
-            self.served += 1;
-        }
-    }
-}
-
-/// A turn to unpack, given back when dropped.
-struct Slot<'s>(&'s Slots);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.lock().running -= 1;
-        self.0.changed.notify_all();
     }
 }
 
@@ -677,7 +532,10 @@ impl Read for FeedReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.chunk.len() {
             if self.aborted.load(Ordering::Acquire) {
-                return Err(download_stopped());
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the layer's download stopped",
+                ));
             }
             match self.rx.recv() {
                 Ok(c) => {
@@ -737,150 +595,6 @@ mod tests {
         h.set_cksum();
         b.append_data(&mut h, "a", &b"abc"[..]).unwrap();
         b.into_inner().unwrap()
-    }
-
-    /// An uncompressed layer of one file `name` holding `data`.
-    fn file_layer(name: &str, data: &[u8]) -> Vec<u8> {
-        image_testsupport::tar::TarBuf::new().file(name, data).end()
-    }
-
-    fn layer_descriptor(bytes: &[u8]) -> Descriptor {
-        image_core::manifest::descriptor(
-            &image_core::MediaType::OciLayer,
-            &Digest::sha256(bytes),
-            bytes.len() as u64,
-        )
-    }
-
-    /// A stream unpacker into a fresh overlay snapshotter that unpacks
-    /// at most `parallelism` layers at once.
-    fn unpacker(dir: &Path, parallelism: usize) -> StreamUnpacker {
-        let sn = crate::snapshot::OverlaySnapshotter::open(dir).unwrap();
-        let mut options = ImageUnpackOptions::default().with_parallelism(parallelism);
-        options.unpack.preserve_ownership = false;
-        let unpacker = StreamUnpacker::new(Arc::new(sn), &options);
-        assert!(unpacker.streams());
-        unpacker
-    }
-
-    /// Chunks written before a writer waits at the gate: more than a feed
-    /// holds, so once they are written the layer's unpack is running.
-    const FIRST_CHUNKS: usize = FEED_BUFFERS + 8;
-    const CHUNK: usize = 512;
-
-    #[test]
-    fn no_more_layers_unpack_at_once_than_the_parallelism() {
-        let (layers, limit) = (5usize, 2usize);
-        let dir = tempfile::tempdir().unwrap();
-        let unpacker = unpacker(dir.path(), limit);
-        let datas: Vec<Vec<u8>> = (0..layers)
-            .map(|i| vec![b'a' + i as u8; CHUNK * (FIRST_CHUNKS * 3)])
-            .collect();
-        let tars: Vec<Vec<u8>> = datas
-            .iter()
-            .enumerate()
-            .map(|(i, d)| file_layer(&format!("f{i}"), d))
-            .collect();
-        // Every layer begun before any byte arrives, as parallel
-        // downloads begin theirs.
-        let feeds: Vec<LayerFeed> = tars
-            .iter()
-            .map(|t| unpacker.begin(&layer_descriptor(t)).unwrap().unwrap())
-            .collect();
-        let dirs: Vec<String> = feeds.iter().map(|f| f.dir.clone()).collect();
-        // (writers past their first chunks, gate open)
-        let state = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
-        let writers: Vec<_> = feeds
-            .into_iter()
-            .zip(tars)
-            .map(|(mut feed, tar)| {
-                let state = state.clone();
-                std::thread::spawn(move || {
-                    let mut chunks = tar.chunks(CHUNK);
-                    for c in chunks.by_ref().take(FIRST_CHUNKS) {
-                        feed.write(c).unwrap();
-                    }
-                    let (lock, cv) = &*state;
-                    let mut s = lock.lock().unwrap();
-                    s.0 += 1;
-                    cv.notify_all();
-                    while !s.1 {
-                        s = cv.wait(s).unwrap();
-                    }
-                    drop(s);
-                    for c in chunks {
-                        feed.write(c).unwrap();
-                    }
-                    feed.finish().unwrap()
-                })
-            })
-            .collect();
-        // The gate opens once every writer is past its first chunks, or
-        // once `limit` are and the others' unpacks wait for their turn
-        // (their writers then wait on a full feed).
-        let (lock, cv) = &*state;
-        let mut s = lock.lock().unwrap();
-        loop {
-            let waiting = unpacker.shared.slots.lock().waiting;
-            // (a writer that ended early failed: its join says why)
-            if s.0 == layers
-                || (s.0 == limit && waiting == layers - limit)
-                || writers.iter().any(|w| w.is_finished())
-            {
-                break;
-            }
-            s = cv
-                .wait_timeout(s, std::time::Duration::from_millis(10))
-                .unwrap()
-                .0;
-        }
-        s.1 = true;
-        cv.notify_all();
-        drop(s);
-        for w in writers {
-            w.join().unwrap();
-        }
-        let peak = unpacker.shared.slots.lock().peak;
-        assert!(
-            peak <= limit,
-            "{peak} layers unpacked at once, at most {limit} asked for"
-        );
-        for (i, (dir, data)) in dirs.iter().zip(&datas).enumerate() {
-            let got = std::fs::read(Path::new(dir).join(format!("f{i}"))).unwrap();
-            assert!(got == *data, "layer {i} unpacked whole");
-        }
-    }
-
-    #[test]
-    fn a_layer_dropped_while_waiting_for_its_turn_ends_and_passes_its_turn_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let unpacker = unpacker(dir.path(), 1);
-        let tars: Vec<Vec<u8>> = (0..3)
-            .map(|i| file_layer(&format!("f{i}"), &[b'x'; 100]))
-            .collect();
-        let mut feeds: Vec<Option<LayerFeed>> = tars
-            .iter()
-            .map(|t| Some(unpacker.begin(&layer_descriptor(t)).unwrap().unwrap()))
-            .collect();
-        // The second waits behind the first; dropped, it ends (the drop
-        // returns) and leaves nothing.
-        let second = feeds[1].take().unwrap();
-        let key = second.key.clone();
-        drop(second);
-        assert!(unpacker
-            .shared
-            .snapshotter
-            .try_stat(&key)
-            .unwrap()
-            .is_none());
-        // The first and then the third get their turn.
-        for i in [0, 2] {
-            let mut feed = feeds[i].take().unwrap();
-            feed.write(&tars[i]).unwrap();
-            let report = feed.finish().unwrap();
-            assert_eq!(report.diff_id, Digest::sha256(&tars[i]));
-        }
-        assert_eq!(unpacker.shared.slots.lock().peak, 1);
     }
 
     #[test]
