@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use image_core::Digest;
 use image_store::{ContentError, ContentWriter};
 use tokio::sync::mpsc;
@@ -16,6 +16,13 @@ use crate::sink::LayerFeed;
 
 /// Chunks in flight between a download and its writer thread.
 const CHUNKS: usize = 16;
+
+/// Bytes gathered from smaller chunks before they go to the writer thread
+/// as one. A slow link delivers a blob in many small reads; each chunk
+/// handed over wakes the writer thread, and through the layer sink the
+/// unpack's threads, so a one-pass pull through a 100 Mbit/s link spent
+/// about a third more CPU time than over loopback.
+const GATHER: usize = 256 * 1024;
 
 /// Why a blob's writer stopped.
 #[derive(Debug)]
@@ -59,7 +66,11 @@ enum Op {
 pub(crate) struct BlobWriter {
     tx: Option<mpsc::Sender<Op>>,
     task: Option<Task>,
+    /// Bytes in the ingest once what was sent and what is gathered are
+    /// written.
     offset: u64,
+    /// Small chunks gathered, not yet sent (at most [`GATHER`] bytes).
+    gathered: BytesMut,
     orphans: Orphans,
 }
 
@@ -78,6 +89,7 @@ impl BlobWriter {
             tx: Some(tx),
             task: Some(task),
             offset,
+            gathered: BytesMut::new(),
             orphans: orphans.clone(),
         }
     }
@@ -87,16 +99,38 @@ impl BlobWriter {
         self.offset
     }
 
-    /// Appends `chunk`.
+    /// Appends `chunk`: sent as it is when it is large, gathered with the
+    /// next ones (up to [`GATHER`] bytes) when it is small.
     pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), WriteError> {
         let len = chunk.len() as u64;
-        self.send(Op::Data(chunk)).await?;
+        if chunk.len() >= GATHER {
+            self.send_gathered().await?;
+            self.send(Op::Data(chunk)).await?;
+        } else {
+            if self.gathered.is_empty() {
+                self.gathered.reserve(GATHER);
+            }
+            self.gathered.extend_from_slice(&chunk);
+            if self.gathered.len() >= GATHER {
+                self.send_gathered().await?;
+            }
+        }
         self.offset += len;
         Ok(())
     }
 
+    /// Sends what was gathered.
+    async fn send_gathered(&mut self) -> Result<(), WriteError> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.gathered.split().freeze();
+        self.send(Op::Data(bytes)).await
+    }
+
     /// Keeps the first `size` bytes (a feed that has seen more is dropped).
     pub(crate) async fn truncate(&mut self, size: u64) -> Result<(), WriteError> {
+        self.send_gathered().await?;
         self.send(Op::Truncate(size)).await?;
         self.offset = size;
         Ok(())
@@ -104,6 +138,7 @@ impl BlobWriter {
 
     /// Commits the blob against `size` and `digest`, then tells the feed.
     pub(crate) async fn commit(mut self, size: u64, digest: Digest) -> Result<(), WriteError> {
+        self.send_gathered().await?;
         self.send(Op::Commit { size, digest }).await?;
         self.close_inner().await
     }
@@ -111,6 +146,8 @@ impl BlobWriter {
     /// Stops without committing: the ingest is kept (to resume), the feed
     /// dropped. Waits for the thread.
     pub(crate) async fn close(mut self) {
+        // What arrived is kept for the resume.
+        let _ = self.send_gathered().await;
         let _ = self.close_inner().await;
     }
 
@@ -189,4 +226,67 @@ fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image_store::{Ingester, MemoryStore, Provider};
+
+    /// A feed that notes the size of each write it is given.
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+    impl LayerFeed for Sizes {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(bytes.len());
+            Ok(())
+        }
+
+        fn verified(self: Box<Self>) {}
+    }
+
+    #[test]
+    fn small_chunks_reach_the_writer_thread_gathered() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let store = MemoryStore::new();
+        // 2,000 reads of 1,000 to 1,006 bytes, as a slow link gives them,
+        // then one large chunk that goes as it is.
+        let mut blob = Vec::new();
+        let mut chunks: Vec<Bytes> = (0..2000usize)
+            .map(|i| Bytes::from(vec![(i % 251) as u8; 1000 + i % 7]))
+            .collect();
+        chunks.push(Bytes::from(vec![7u8; GATHER * 2]));
+        for c in &chunks {
+            blob.extend_from_slice(c);
+        }
+        let digest = Digest::sha256(&blob);
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        rt.block_on(async {
+            let w = store.writer("pull-test").unwrap();
+            let feed: Box<dyn LayerFeed> = Box::new(Sizes(sizes.clone()));
+            let mut w = BlobWriter::new(w, Some(feed), &Orphans::default());
+            for c in chunks.clone() {
+                w.write(c).await.unwrap();
+            }
+            assert_eq!(w.offset(), blob.len() as u64);
+            w.commit(blob.len() as u64, digest.clone()).await.unwrap();
+        });
+        let stored = store.read_blob_to_vec(&digest, u64::MAX).unwrap();
+        assert!(stored == blob, "the blob is stored whole, in order");
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), blob.len());
+        // About 2 MB of small chunks in pieces of at least GATHER bytes
+        // (the last one before the large chunk may be shorter), then the
+        // large chunk.
+        assert!(
+            sizes.len() <= 10,
+            "{} writes for {} chunks",
+            sizes.len(),
+            chunks.len()
+        );
+        assert_eq!(*sizes.last().unwrap(), GATHER * 2);
+    }
 }
