@@ -242,7 +242,7 @@ mod tests {
             Ok(())
         }
 
-        fn verified(self: Box<Self>) {}
+        fn verified(self: Box<Self>, _blob: &image_store::VerifiedBlob) {}
     }
 
     #[test]
