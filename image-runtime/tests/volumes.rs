@@ -157,27 +157,19 @@ fn an_anonymous_volume_another_container_mounts_is_kept_by_rm_v() {
     let by_name: Volume = format!("{}:/elsewhere", anonymous[0].name).parse().unwrap();
     let (out, second) = run(&rt, &rootfs, &[by_name], "cat /elsewhere/first");
     assert_eq!(out, "first\n");
-    let before: Vec<String> = rt
-        .volumes()
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    assert_eq!(before.len(), 2, "the second's own anonymous one too");
+    assert_eq!(names(&rt).len(), 2, "the second's own anonymous one too");
     rt.delete_with_volumes(&first).unwrap();
     let info = rt.volumes().inspect(&anonymous[0].name).unwrap();
     assert_eq!(info.containers, std::slice::from_ref(&second));
     assert!(info.mountpoint.join("first").is_file());
     rt.delete_with_volumes(&second).unwrap();
-    let after: Vec<String> = rt
-        .volumes()
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    assert_eq!(after, [anonymous[0].name.clone()]);
+    assert_eq!(names(&rt), [anonymous[0].name.clone()]);
+}
+
+/// The names of `rt`'s volumes.
+fn names(rt: &Runtime) -> Vec<String> {
+    let list = rt.volumes().list().unwrap();
+    list.into_iter().map(|v| v.name).collect()
 }
 
 /// A tree at the volume path deeper than the copy allows is refused with
