@@ -515,8 +515,8 @@ impl Hub {
         *lock(&self.master) = master;
     }
 
-    /// Closes the run's stdin (the container reads its end once every
-    /// write in progress has given up).
+    /// Closes the run's stdin (the container reads the end of its input
+    /// once every write in progress has given up).
     fn close_stdin(&self) {
         let stdin = lock(&self.stdin).take();
         if let Some(stdin) = stdin {
