@@ -409,3 +409,83 @@ fn create_records_restart_and_log_options_for_start_d() {
     assert!(err.contains("sometimes"), "{err}");
     assert_eq!(cli.ok(&["ps", "-q"]), "");
 }
+
+/// Whether process `pid` catches signal `s` (its `SigCgt` in /proc).
+fn catches(pid: u32, s: rustix::process::Signal) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (s.as_raw() - 1)) != 0)
+}
+
+fn send(child: &std::process::Child, s: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, s).unwrap();
+}
+
+/// `--sig-proxy`, on by default, as `docker run` and `docker attach`: a
+/// SIGUSR1 sent to `imagectl run` (foreground) or `imagectl attach` (no
+/// terminal) reaches the container's process, which traps it and exits
+/// 3; with `--sig-proxy=false` it acts on imagectl, which it ends (the
+/// attached container runs on). Under the native backend.
+#[test]
+fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
+    use rustix::process::Signal;
+    use std::os::unix::process::ExitStatusExt;
+    let Some(cli) = cli() else { return };
+    let script = "trap 'echo got USR1; exit 3' USR1; echo ready; \
+        while true; do sleep 0.1; done";
+    let run = |extra: &[&str], name: &str| {
+        let mut args = vec!["run", "--name", name];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
+        let mut run = cli.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let out = reading(run.stdout.take().unwrap());
+        out.wait_for("ready\n");
+        send(&run, Signal::USR1);
+        (run.wait().unwrap(), out.finish())
+    };
+    let (status, out) = run(&[], "proxied");
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    assert_eq!(out, "ready\ngot USR1\n");
+    let (status, out) = run(&["--sig-proxy=false"], "not-proxied");
+    assert_eq!(status.signal(), Some(Signal::USR1.as_raw()), "{status:?}");
+    assert_eq!(out, "ready\n");
+    cli.ok(&["rm", "proxied"]);
+    // Its owner gone, the next command's gc may have collected it.
+    let _ = cli.imagectl(&["rm", "-f", "not-proxied"]);
+
+    run_d(&cli, "native", "attached", &[], script);
+    let attach = |proxy: bool| {
+        let mut args = vec!["attach", "--no-stdin"];
+        if !proxy {
+            args.push("--sig-proxy=false");
+        }
+        args.push("attached");
+        let mut attach = cli.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let out = reading(attach.stdout.take().unwrap());
+        // Attached once it has its socket; proxying, once it catches the
+        // signal (its handler comes after the connection).
+        eventually("the attacher to be ready", || {
+            let pid = attach.id();
+            let connected = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .any(|l| l.to_string_lossy().starts_with("socket:"));
+            (connected && (!proxy || catches(pid, Signal::USR1))).then_some(())
+        });
+        send(&attach, Signal::USR1);
+        (attach.wait().unwrap(), out.finish())
+    };
+    let (status, out) = attach(false);
+    assert_eq!(status.signal(), Some(Signal::USR1.as_raw()), "{status:?}");
+    assert_eq!(out, "");
+    assert!(ps_line(&cli, "attached").contains("running"));
+    let (status, out) = attach(true);
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    assert_eq!(out, "got USR1\n");
+    cli.ok(&["rm", "attached"]);
+}

@@ -237,6 +237,42 @@ fn a_crashed_run_d_rm_loses_its_anonymous_volumes_and_keeps_named_ones() {
     assert_eq!(volume_names(&cli), ["kept"]);
 }
 
+/// gc of a crashed `run -d --rm` container keeps its anonymous volume
+/// while another container mounts it by its generated name (`docker rm -v`
+/// leaves a volume in use); that container's own `rm -v` keeps it too (it
+/// named it).
+#[test]
+fn a_crashed_run_d_rm_keeps_an_anonymous_volume_another_container_uses() {
+    let Some(cli) = volume_cli() else {
+        return;
+    };
+    let forever = "while true; do sleep 0.1; done";
+    cli.ok(&[
+        "run", "-d", "--rm", "--name", "crashed", IMAGE, "sh", "-c", forever,
+    ]);
+    cli.wait_running("crashed");
+    let names = volume_names(&cli);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let shared = names[0].clone();
+    let by_name = format!("{shared}:/shared");
+    cli.ok(&["create", "--name", "user", "-v", &by_name, IMAGE, "true"]);
+    assert_eq!(volume_names(&cli).len(), 2, "with the user's own");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&cli.ok(&["ps", "--json"])).unwrap();
+    let crashed = records.iter().find(|r| r["id"] == "crashed").unwrap();
+    let pid = rustix::process::Pid::from_raw(crashed["owner"]["pid"].as_i64().unwrap() as i32);
+    rustix::process::kill_process(pid.unwrap(), rustix::process::Signal::KILL).unwrap();
+    image_testsupport::process::eventually("it to be unknown", || {
+        cli.ok(&["ps"]).contains("unknown").then_some(())
+    });
+    cli.ok(&["rm", "-f", "crashed"]);
+    assert!(
+        volume_names(&cli).contains(&shared),
+        "removed under its user"
+    );
+    cli.ok(&["rm", "-v", "user"]);
+    assert_eq!(volume_names(&cli), [shared]);
+}
+
 /// An image whose VOLUME path holds a fifo and a character device node
 /// (appended as a layer, so they come from the image's tar): the new
 /// anonymous volume holds both, of the same type, device number, owner

@@ -339,10 +339,20 @@ pub trait Mounter: Send + Sync {
     /// # Errors
     /// As [`Mounter::mount`].
     fn probe(&self, mounts: &[Mount], target: &Path) -> Result<(), MountError> {
-        self.mount(mounts, target)?;
-        let _ = self.unmount(target, true);
-        Ok(())
+        probe_by_mounting(self, mounts, target)
     }
+}
+
+/// [`Mounter::probe`] by mounting `mounts` on `target` with `mounter`,
+/// then unmounting them lazily.
+fn probe_by_mounting(
+    mounter: &(impl Mounter + ?Sized),
+    mounts: &[Mount],
+    target: &Path,
+) -> Result<(), MountError> {
+    mounter.mount(mounts, target)?;
+    let _ = mounter.unmount(target, true);
+    Ok(())
 }
 
 impl<T: Mounter + ?Sized> Mounter for &T {
@@ -501,9 +511,7 @@ impl Mounter for SysMounter {
                 return Ok(());
             }
         }
-        self.mount(mounts, target)?;
-        let _ = self.unmount(target, true);
-        Ok(())
+        probe_by_mounting(self, mounts, target)
     }
 }
 

@@ -7,7 +7,8 @@
 //! volume is created on first use; an anonymous one gets a random
 //! 64-hex name and a marker file `anonymous` next to its `_data`, and
 //! belongs to its container: [`crate::Runtime::delete_with_volumes`]
-//! (`rm -v`) removes it, [`crate::Runtime::delete`] keeps it, as Docker does. A volume
+//! (`rm -v`) removes it unless another container uses it (mounted by its
+//! name), [`crate::Runtime::delete`] keeps it, as Docker does. A volume
 //! whose `_data` is empty when a container is created is first filled
 //! with the image's content at the mount path (Docker's copy-up of a
 //! fresh volume). Which volumes a container uses is written to

@@ -138,6 +138,40 @@ fn volumes_under_native_runc_and_crun() {
     volumes_under(&crun, &rootfs);
 }
 
+/// `docker rm -v`: an anonymous volume that another container mounts by
+/// its generated name stays while that container uses it (and stays after:
+/// it uses it by name); the deleted container's other anonymous volume
+/// goes.
+#[test]
+fn an_anonymous_volume_another_container_mounts_is_kept_by_rm_v() {
+    if !ready(&[]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    rootfs_with_data(&rootfs);
+    let rt = Runtime::native(&tmp.path().join("state"), NativeOptions::default()).unwrap();
+    let (_, first) = run(&rt, &rootfs, &[], "echo first > /data/first");
+    let anonymous = rt.volumes().list().unwrap();
+    assert_eq!(anonymous.len(), 1);
+    let by_name: Volume = format!("{}:/elsewhere", anonymous[0].name).parse().unwrap();
+    let (out, second) = run(&rt, &rootfs, &[by_name], "cat /elsewhere/first");
+    assert_eq!(out, "first\n");
+    assert_eq!(names(&rt).len(), 2, "the second's own anonymous one too");
+    rt.delete_with_volumes(&first).unwrap();
+    let info = rt.volumes().inspect(&anonymous[0].name).unwrap();
+    assert_eq!(info.containers, std::slice::from_ref(&second));
+    assert!(info.mountpoint.join("first").is_file());
+    rt.delete_with_volumes(&second).unwrap();
+    assert_eq!(names(&rt), [anonymous[0].name.clone()]);
+}
+
+/// The names of `rt`'s volumes.
+fn names(rt: &Runtime) -> Vec<String> {
+    let list = rt.volumes().list().unwrap();
+    list.into_iter().map(|v| v.name).collect()
+}
+
 /// A tree at the volume path deeper than the copy allows is refused with
 /// a typed error, and the refused container leaves no volume behind.
 #[test]

@@ -11,7 +11,7 @@ use anyhow::Context;
 use image_runtime::monitor::log::parse_since;
 use image_runtime::monitor::{AttachEnd, DetachKeys, LogEntry, LogQuery};
 
-use super::run::PlaceArgs;
+use super::run::{PlaceArgs, SigProxyArg, SignalProxy};
 use super::store::StoreArgs;
 
 const DETACHED: &str =
@@ -169,6 +169,8 @@ pub struct AttachArgs {
     /// ctrl-p,ctrl-q).
     #[arg(long, value_name = "KEYS")]
     pub detach_keys: Option<String>,
+    #[command(flatten)]
+    pub sig_proxy: SigProxyArg,
     /// The container (ID or unique prefix).
     pub container: String,
 }
@@ -177,7 +179,8 @@ pub struct AttachArgs {
 /// output from now on, this process's standard input to its stdin (when it
 /// was made with -i; the end of this input closes it), the terminal raw
 /// with window sizes forwarded when it has one (-t); the detach keys leave
-/// it running. Exits with its exit code when its run ends.
+/// it running; without a terminal, the signals this process receives go to
+/// its process (`--sig-proxy`). Exits with its exit code when its run ends.
 pub fn attach(store: &StoreArgs, a: AttachArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let keys = match &a.detach_keys {
@@ -199,7 +202,14 @@ pub fn attach(store: &StoreArgs, a: AttachArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Under a terminal its keys reach the container through it, as
+    // `docker attach` proxies only without one.
+    let proxy = SigProxyArg {
+        on: a.sig_proxy.on && !terminal,
+    };
+    let proxy = SignalProxy::start(proxy, &rt, &record.id)?;
     let end = attachment.run(stdin, &mut std::io::stdout(), &mut std::io::stderr(), keys)?;
+    drop(proxy);
     drop(_link);
     let _ = std::io::stdout().flush();
     match end {

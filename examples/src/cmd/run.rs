@@ -366,18 +366,109 @@ pub struct RunArgs {
     #[arg(long)]
     pub rm: bool,
     #[command(flatten)]
+    pub sig_proxy: SigProxyArg,
+    #[command(flatten)]
     pub detach: DetachArgs,
     #[command(flatten)]
     pub create: CreateArgs,
 }
 
+/// `--sig-proxy` of `run` and `attach`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct SigProxyArg {
+    /// Send the signals this process receives to the container's process
+    /// (not SIGCHLD, SIGPIPE, SIGURG, SIGWINCH, SIGTTIN, SIGTTOU, the
+    /// faults, nor the uncatchable SIGKILL and SIGSTOP), as docker does;
+    /// `--sig-proxy=false`: they act on this process (SIGINT ends it and
+    /// its container). Not for `run -d`, nor `attach` to a container with
+    /// a terminal, whose keys reach it through the terminal.
+    #[arg(
+        long = "sig-proxy",
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub on: bool,
+}
+
+/// The signals `--sig-proxy` forwards: those a program is sent rather
+/// than raises itself, except the ones about this process's own
+/// children, pipes, sockets and terminal.
+const PROXIED: [Signal; 15] = [
+    Signal::HUP,
+    Signal::INT,
+    Signal::QUIT,
+    Signal::USR1,
+    Signal::USR2,
+    Signal::ALARM,
+    Signal::TERM,
+    Signal::STKFLT,
+    Signal::CONT,
+    Signal::TSTP,
+    Signal::XCPU,
+    Signal::XFSZ,
+    Signal::VTALARM,
+    Signal::PROF,
+    Signal::POWER,
+];
+
+/// While it lives, the signals of [`PROXIED`] that this process receives
+/// go to a container's process (`rt.kill`; one that fails, the container
+/// not running yet or any more, is dropped), as `docker run` and `docker
+/// attach` forward them. Dropping it stops forwarding; the signals then
+/// stay caught (and ignored) until the process ends.
+pub(crate) struct SignalProxy {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalProxy {
+    /// Forwards to container `id` of `rt` when `arg` is on; `None` when off.
+    pub(crate) fn start(
+        arg: SigProxyArg,
+        rt: &Runtime,
+        id: &str,
+    ) -> anyhow::Result<Option<SignalProxy>> {
+        if !arg.on {
+            return Ok(None);
+        }
+        let mut signals = signal_hook::iterator::Signals::new(PROXIED.map(Signal::as_raw))
+            .context("catching the signals to forward")?;
+        let handle = signals.handle();
+        let (rt, id) = (rt.clone(), id.to_owned());
+        let thread = std::thread::spawn(move || {
+            for s in signals.forever() {
+                if let Some(signal) = Signal::from_named_raw(s) {
+                    let _ = rt.kill(&id, signal);
+                }
+            }
+        });
+        Ok(Some(SignalProxy {
+            handle,
+            thread: Some(thread),
+        }))
+    }
+}
+
+impl Drop for SignalProxy {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Creates the container of `a`; `rm`: removed when its run ends (also
 /// when it fails to start, or by a later gc if this process is killed).
+/// With the runtime it was made in.
 fn create_container(
     store: &StoreArgs,
     a: &CreateArgs,
     rm: bool,
-) -> anyhow::Result<image_runtime::Container> {
+) -> anyhow::Result<(Runtime, image_runtime::Container)> {
     let s = store.open()?;
     let rt = a.place.runtime(store, a.runtime)?;
     let mut b = rt
@@ -391,12 +482,12 @@ fn create_container(
         let (restart, log) = a.policy.parse(rm)?;
         b = b.detach_policies(restart, log);
     }
-    Ok(b.create()?)
+    Ok((rt, b.create()?))
 }
 
 /// Creates a container from an image; prints its ID.
 pub fn create(store: &StoreArgs, a: CreateArgs) -> anyhow::Result<()> {
-    let c = create_container(store, &a, false)?;
+    let (_, c) = create_container(store, &a, false)?;
     println!("{}", c.id());
     Ok(())
 }
@@ -414,12 +505,23 @@ fn stdio(stdin: bool) -> Stdio {
     }
 }
 
-/// Runs `c` attached; returns its exit code. With `rm` it is deleted
-/// afterwards, whatever happened (a failed start deletes an auto-removed
-/// container itself).
-fn attached(c: image_runtime::Container, stdin: bool, rm: bool) -> anyhow::Result<i32> {
+/// Runs `c` of `rt` attached, the signals this process receives
+/// forwarded to it under `sig_proxy`; returns its exit code. With `rm` it
+/// is deleted afterwards, whatever happened (a failed start deletes an
+/// auto-removed container itself).
+fn attached(
+    rt: &Runtime,
+    c: image_runtime::Container,
+    stdin: bool,
+    rm: bool,
+    sig_proxy: SigProxyArg,
+) -> anyhow::Result<i32> {
+    // Before the start, as docker: no signal between the two ends this
+    // process instead.
+    let proxy = SignalProxy::start(sig_proxy, rt, c.id())?;
     let mut running = c.start(stdio(stdin))?;
     let exit = running.wait();
+    drop(proxy);
     let c = running.into_container();
     // As `docker run --rm`: the anonymous volumes go too.
     let deleted = if rm { c.delete_with_volumes() } else { Ok(()) };
@@ -441,12 +543,12 @@ fn exit_with(code: i32) -> anyhow::Result<()> {
 pub fn run(store: &StoreArgs, a: RunArgs) -> anyhow::Result<()> {
     if a.detach.detach {
         let options = a.create.policy.options(a.rm)?;
-        let c = create_container(store, &a.create, a.rm)?;
+        let (_, c) = create_container(store, &a.create, a.rm)?;
         return start_detached(c, &options);
     }
     a.create.policy.check_attached()?;
-    let c = create_container(store, &a.create, a.rm)?;
-    let code = attached(c, a.create.flags.interactive, a.rm)?;
+    let (rt, c) = create_container(store, &a.create, a.rm)?;
+    let code = attached(&rt, c, a.create.flags.interactive, a.rm, a.sig_proxy)?;
     exit_with(code)
 }
 
@@ -489,7 +591,9 @@ pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
             .and_then(|a| a.get(ANNOTATION_STDIN))
             .is_some_and(|v| v == "true")
     });
-    let code = attached(c, a.interactive || made_with_stdin, false)?;
+    // No proxy: `start` keeps what it did (docker's `start -a` proxies).
+    let no_proxy = SigProxyArg { on: false };
+    let code = attached(&rt, c, a.interactive || made_with_stdin, false, no_proxy)?;
     exit_with(code)
 }
 

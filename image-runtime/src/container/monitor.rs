@@ -298,7 +298,7 @@ impl Monitor {
     fn stdin_of(
         &self,
         c: &Container,
-    ) -> Result<(Option<OwnedFd>, Option<OwnedFd>), ContainerError> {
+    ) -> Result<(Option<OwnedFd>, Option<attach::RunStdin>), ContainerError> {
         let spec = c.spec()?;
         let wants_stdin = spec
             .annotations()
@@ -314,7 +314,11 @@ impl Monitor {
             return Ok((None, None));
         }
         let (r, w) = pipe(&self.dir)?;
-        Ok((Some(r), wants_stdin.then_some(w)))
+        let w = wants_stdin
+            .then(|| attach::RunStdin::new(w))
+            .transpose()
+            .map_err(ContainerError::state(&self.dir))?;
+        Ok((Some(r), w))
     }
 }
 

@@ -99,15 +99,17 @@ fn dir_is_empty(dir: &Path) -> io::Result<bool> {
 }
 
 /// Deletes container `id` (see [`crate::container::delete`]), then the
-/// anonymous volumes its `volumes.json` names.
+/// anonymous volumes its `volumes.json` names, except one that another
+/// container uses (mounted by its generated name), as `docker rm -v`
+/// leaves it.
 pub(crate) fn delete_with_volumes(runtime: &Runtime, id: &str) -> Result<(), ContainerError> {
     // Read before the directory goes.
     let uses = read_uses(&runtime.state().dir(id)).unwrap_or_default();
     crate::container::delete::delete(runtime, id)?;
     let store = runtime.volumes();
     for u in uses.iter().filter(|u| u.anonymous) {
-        match store.remove(&u.name, true) {
-            Ok(()) | Err(VolumeError::NotFound { .. }) => {}
+        match store.remove(&u.name, false) {
+            Ok(()) | Err(VolumeError::NotFound { .. } | VolumeError::InUse { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -116,7 +118,8 @@ pub(crate) fn delete_with_volumes(runtime: &Runtime, id: &str) -> Result<(), Con
 
 impl crate::Container {
     /// Deletes the container and its anonymous volumes (`docker rm -v`,
-    /// and what `docker run --rm` does); named volumes stay.
+    /// and what `docker run --rm` does); named volumes stay, and so does
+    /// an anonymous one another container uses.
     ///
     /// # Errors
     /// As [`crate::Container::delete`]; then [`ContainerError::Volume`].
@@ -132,7 +135,8 @@ impl Runtime {
     }
 
     /// Deletes a container as [`Runtime::delete`] does, then its anonymous
-    /// volumes (`rm -v`); named volumes stay.
+    /// volumes (`rm -v`); named volumes stay, and so does an anonymous one
+    /// another container uses.
     ///
     /// # Errors
     /// As [`Runtime::delete`]; then [`ContainerError::Volume`].

@@ -21,13 +21,18 @@
 //! serves at most [`MAX_ATTACHERS`] attachers, drops one whose frame is
 //! malformed or too long, and drops one that does not take its output
 //! within [`SEND_TIMEOUT`], so an attacher can neither stall the container
-//! nor grow the monitor's memory.
+//! nor grow the monitor's memory. Input goes to the container's stdin
+//! through a non-blocking pipe without any lock but its own: a container
+//! that does not read stalls only the attachers whose input waits (one
+//! frame each, counted among the [`MAX_ATTACHERS`] until it gives up),
+//! never another attacher's close or detach, nor the run's end, which
+//! closes the stdin and ends the waiting writes.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -322,17 +327,102 @@ fn socket_path(dir: &Path) -> std::io::Result<(OwnedFd, PathBuf)> {
     Ok((fd, path))
 }
 
+/// A run's stdin as attachers write it: the pipe's writing end, made
+/// non-blocking, so that a container that does not read its stdin stalls
+/// only the attachers whose input waits for room (one frame at a time,
+/// behind `writing`), never a close, a detach or the run's end: those
+/// [`close`](RunStdin::close) it, which wakes a waiting write. The pipe
+/// closes once the hub and every write have let go of it.
+#[derive(Debug)]
+pub(crate) struct RunStdin {
+    pipe: OwnedFd,
+    /// Held while one frame is written, so two attachers' frames do not
+    /// interleave.
+    writing: Mutex<()>,
+    closed: AtomicBool,
+    /// An eventfd, readable once closed.
+    wake: OwnedFd,
+}
+
+impl RunStdin {
+    /// The stdin of a run whose pipe's writing end is `pipe`.
+    ///
+    /// # Errors
+    /// Making it non-blocking, or the eventfd, failed.
+    pub(crate) fn new(pipe: OwnedFd) -> std::io::Result<RunStdin> {
+        use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+        fcntl_setfl(&pipe, fcntl_getfl(&pipe)? | OFlags::NONBLOCK)?;
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        Ok(RunStdin {
+            pipe,
+            writing: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            wake,
+        })
+    }
+
+    /// Writes `data` whole, waiting for room as long as it takes, unless
+    /// the stdin is closed meanwhile (the rest is dropped) or the container
+    /// closed its end.
+    fn write(&self, mut data: &[u8]) {
+        use rustix::event::{poll, PollFd, PollFlags};
+        use rustix::io::Errno;
+        let _frame = lock(&self.writing);
+        while !data.is_empty() && !self.closed.load(Ordering::SeqCst) {
+            match rustix::io::write(&self.pipe, data) {
+                Ok(n) => data = &data[n..],
+                Err(Errno::AGAIN) => {
+                    let mut fds = [
+                        PollFd::new(&self.pipe, PollFlags::OUT),
+                        PollFd::new(&self.wake, PollFlags::IN),
+                    ];
+                    match poll(&mut fds, None) {
+                        Ok(_) | Err(Errno::INTR) => {}
+                        Err(_) => return,
+                    }
+                }
+                Err(Errno::INTR) => {}
+                // The container may have closed its stdin.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Closes it for writers: a waiting write gives up.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+}
+
 /// The monitor's side: the listening socket, the attachers, the current
 /// run's stdin and terminal.
 #[derive(Debug)]
 pub(crate) struct Hub {
     clients: Mutex<Vec<(u64, UnixStream)>>,
     next: AtomicU64,
-    stdin: Mutex<Option<std::fs::File>>,
+    /// Attachers being served, counted until their thread ends (which a
+    /// write waiting for the container may delay past their leaving).
+    serving: AtomicUsize,
+    stdin: Mutex<Option<Arc<RunStdin>>>,
     master: Mutex<Option<OwnedFd>>,
 }
 
 impl Hub {
+    /// A hub with no attacher and no run.
+    fn new() -> Arc<Hub> {
+        Arc::new(Hub {
+            clients: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+            serving: AtomicUsize::new(0),
+            stdin: Mutex::new(None),
+            master: Mutex::new(None),
+        })
+    }
+
     /// Binds the attach socket in `dir` (a stale one removed first, no
     /// link followed) and serves attachers on a thread. Call while the
     /// process has one thread: the umask is changed around the bind.
@@ -346,12 +436,7 @@ impl Hub {
         let bound = UnixListener::bind(&path);
         rustix::process::umask(old);
         let listener = bound?;
-        let hub = Arc::new(Hub {
-            clients: Mutex::new(Vec::new()),
-            next: AtomicU64::new(0),
-            stdin: Mutex::new(None),
-            master: Mutex::new(None),
-        });
+        let hub = Hub::new();
         let serving = Arc::clone(&hub);
         std::thread::spawn(move || {
             let _dir = dir_fd;
@@ -363,7 +448,7 @@ impl Hub {
         Ok(hub)
     }
 
-    /// Takes a new attacher (refused beyond [`MAX_ATTACHERS`]).
+    /// Takes a new attacher (refused beyond [`MAX_ATTACHERS`] served).
     fn add(self: &Arc<Hub>, conn: UnixStream) {
         let Ok(writer) = conn.try_clone() else { return };
         if writer.set_write_timeout(Some(SEND_TIMEOUT)).is_err() {
@@ -372,7 +457,7 @@ impl Hub {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         {
             let mut clients = lock(&self.clients);
-            if clients.len() >= MAX_ATTACHERS {
+            if self.serving.load(Ordering::SeqCst) >= MAX_ATTACHERS {
                 // Said, so the attacher does not take the close for the
                 // end of the run.
                 let mut conn = conn;
@@ -380,6 +465,7 @@ impl Hub {
                 return;
             }
             clients.push((n, writer));
+            self.serving.fetch_add(1, Ordering::SeqCst);
         }
         let hub = Arc::clone(self);
         std::thread::spawn(move || {
@@ -387,6 +473,7 @@ impl Hub {
             hub.serve(&mut conn);
             lock(&hub.clients).retain(|(m, _)| *m != n);
             let _ = conn.shutdown(std::net::Shutdown::Both);
+            hub.serving.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -395,14 +482,14 @@ impl Hub {
         loop {
             match read_frame(conn) {
                 Ok(Frame::Data(IN_DATA, data)) => {
-                    if let Some(w) = lock(&self.stdin).as_mut() {
-                        // The container may have closed its stdin.
-                        let _ = w.write_all(&data);
+                    // Written without the lock, which a close and the
+                    // run's end take.
+                    let stdin = lock(&self.stdin).clone();
+                    if let Some(stdin) = stdin {
+                        stdin.write(&data);
                     }
                 }
-                Ok(Frame::Data(IN_CLOSE, _)) => {
-                    lock(&self.stdin).take();
-                }
+                Ok(Frame::Data(IN_CLOSE, _)) => self.close_stdin(),
                 Ok(Frame::Data(IN_RESIZE, size)) if size.len() == 4 => {
                     let ws = rustix::termios::Winsize {
                         ws_row: u16::from_be_bytes([size[0], size[1]]),
@@ -419,16 +506,28 @@ impl Hub {
         }
     }
 
-    /// A run begins: its stdin's writing end and its terminal's master.
-    pub(crate) fn begin_run(&self, stdin: Option<OwnedFd>, master: Option<OwnedFd>) {
-        *lock(&self.stdin) = stdin.map(std::fs::File::from);
+    /// A run begins: its stdin and its terminal's master.
+    pub(crate) fn begin_run(&self, stdin: Option<RunStdin>, master: Option<OwnedFd>) {
+        let old = std::mem::replace(&mut *lock(&self.stdin), stdin.map(Arc::new));
+        if let Some(old) = old {
+            old.close();
+        }
         *lock(&self.master) = master;
+    }
+
+    /// Closes the run's stdin (the container reads the end of its input
+    /// once every write in progress has given up).
+    fn close_stdin(&self) {
+        let stdin = lock(&self.stdin).take();
+        if let Some(stdin) = stdin {
+            stdin.close();
+        }
     }
 
     /// A run's exit is recorded: its stdin closed, every attacher
     /// disconnected (each then reads the exit from the record).
     pub(crate) fn end_run(&self) {
-        lock(&self.stdin).take();
+        self.close_stdin();
         lock(&self.master).take();
         for (_, c) in lock(&self.clients).drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
@@ -486,6 +585,9 @@ pub struct Attachment {
 #[derive(Debug)]
 pub struct AttachInput {
     conn: Arc<Mutex<UnixStream>>,
+    /// The same connection, shut down by a detach without waiting for a
+    /// send that the container's full stdin holds up.
+    control: Arc<UnixStream>,
     detached: Arc<AtomicBool>,
 }
 
@@ -493,6 +595,7 @@ impl Clone for AttachInput {
     fn clone(&self) -> AttachInput {
         AttachInput {
             conn: Arc::clone(&self.conn),
+            control: Arc::clone(&self.control),
             detached: Arc::clone(&self.detached),
         }
     }
@@ -560,7 +663,7 @@ impl AttachInput {
     /// container runs on.
     pub fn detach(&self) {
         self.detached.store(true, Ordering::SeqCst);
-        let _ = lock(&self.conn).shutdown(std::net::Shutdown::Both);
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -603,13 +706,16 @@ impl Attachment {
     /// # Errors
     /// The connection could not be duplicated.
     pub fn input(&self) -> Result<AttachInput, AttachError> {
-        let conn = self.conn.try_clone().map_err(|source| AttachError::Io {
-            id: self.id.clone(),
-            what: "sharing the connection",
-            source,
-        })?;
+        let share = || {
+            self.conn.try_clone().map_err(|source| AttachError::Io {
+                id: self.id.clone(),
+                what: "sharing the connection",
+                source,
+            })
+        };
         Ok(AttachInput {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(share()?)),
+            control: Arc::new(share()?),
             detached: Arc::clone(&self.detached),
         })
     }
@@ -837,6 +943,173 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.kind(), ErrorKind::Unavailable);
+    }
+
+    /// Bytes waiting in the pipe whose read end is `r`.
+    fn waiting(r: &OwnedFd) -> u64 {
+        rustix::io::ioctl_fionread(r).unwrap()
+    }
+
+    /// Whether every write end of the pipe whose read end is `r` is
+    /// closed (without reading it).
+    fn hung_up(r: &OwnedFd) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(r, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&now)).unwrap();
+        fds[0].revents().contains(PollFlags::HUP)
+    }
+
+    /// Waits, a generous minute at most, until `done` holds; whether it did.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < end {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// `f`'s result, run on a thread, if it ends within a generous minute.
+    fn within<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(60)).ok()
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A new attacher of `hub` (a connected pair, as the listener adds).
+    fn attacher(hub: &Arc<Hub>) -> AttachInput {
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        hub.add(theirs);
+        AttachInput {
+            control: Arc::new(mine.try_clone().unwrap()),
+            conn: Arc::new(Mutex::new(mine)),
+            detached: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// What the attacher of [`stalled`] sends, in pipefuls: more than
+    /// the pipe and the socket's buffers hold together.
+    const SENT: usize = 16;
+
+    /// A run whose stdin is a real pipe nobody reads yet (its read end,
+    /// and how much it holds), with one attacher (returned) that sends
+    /// [`SENT`] times what the pipe holds: once the pipe is full, that
+    /// input waits, and so does the attacher's sending.
+    fn stalled() -> (Arc<Hub>, OwnedFd, usize, AttachInput) {
+        let hub = Hub::new();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let room = rustix::pipe::fcntl_getpipe_size(&r).unwrap();
+        hub.begin_run(Some(RunStdin::new(w).unwrap()), None);
+        let input = attacher(&hub);
+        let sending = input.clone();
+        std::thread::spawn(move || sending.write(&pattern(SENT * room)));
+        assert!(
+            eventually(|| waiting(&r) == room as u64),
+            "the pipe never filled"
+        );
+        (hub, r, room, input)
+    }
+
+    /// Another attacher's close (the end of its input) is served while
+    /// the first one's input waits for a container that does not read:
+    /// the container's stdin closes, after the bytes already in the pipe.
+    #[test]
+    fn a_close_is_served_while_another_attachers_input_waits() {
+        let (hub, r, room, _) = stalled();
+        let other = attacher(&hub);
+        other.close_stdin().unwrap();
+        other.detach();
+        assert!(
+            eventually(|| hung_up(&r)),
+            "the close waited behind the pending input"
+        );
+        let mut got = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut got).unwrap();
+        assert_eq!(got, pattern(room));
+    }
+
+    /// The run's end is recorded while an attacher's input waits for a
+    /// container that does not read: `end_run` returns and the stdin
+    /// closes.
+    #[test]
+    fn the_run_ends_while_an_attachers_input_waits() {
+        let (hub, r, _, _) = stalled();
+        let ending = Arc::clone(&hub);
+        assert!(
+            within(move || ending.end_run()).is_some(),
+            "the run's end waited behind the pending input"
+        );
+        assert!(eventually(|| hung_up(&r)));
+    }
+
+    /// A container that reads slowly gets every byte of a pending input,
+    /// in order.
+    #[test]
+    fn a_slow_reader_gets_all_the_input_in_order() {
+        let (_hub, r, room, _) = stalled();
+        let got = within(move || {
+            let mut got = vec![0u8; SENT * room];
+            std::fs::File::from(r).read_exact(&mut got).map(|()| got)
+        });
+        assert_eq!(
+            got.expect("the input stopped").unwrap(),
+            pattern(SENT * room)
+        );
+    }
+
+    /// An attacher whose sending waits for the container can still
+    /// detach (its connection is shut down without the sending's lock).
+    #[test]
+    fn an_attacher_whose_input_waits_detaches() {
+        let (_hub, _r, _, input) = stalled();
+        assert!(
+            within(move || input.detach()).is_some(),
+            "the detach waited behind the attacher's own input"
+        );
+    }
+
+    /// Attachers whose input waits for the container count against
+    /// [`MAX_ATTACHERS`] until their serving ends, even once they have
+    /// left (and an output has dropped them): no attacher can pile up
+    /// threads behind a container that does not read.
+    #[test]
+    fn attachers_count_until_their_waiting_input_gives_up() {
+        let (hub, _r, _, first) = stalled();
+        first.detach();
+        for _ in 1..MAX_ATTACHERS {
+            let other = attacher(&hub);
+            // Sent whole into the socket, read by the monitor after the
+            // detach: it then waits behind the first attacher's input.
+            other.write(b"more").unwrap();
+            other.detach();
+        }
+        hub.broadcast(OUT_STDOUT, b"output");
+        assert!(lock(&hub.clients).is_empty());
+        let (mut refused, theirs) = UnixStream::pair().unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        hub.add(theirs);
+        assert!(
+            matches!(read_frame(&mut refused), Ok(Frame::Data(OUT_REFUSED, _))),
+            "a 17th attacher was served"
+        );
+        hub.end_run();
+        assert!(eventually(|| hub.serving.load(Ordering::SeqCst) == 0));
+        let _served = attacher(&hub);
+        assert_eq!(hub.serving.load(Ordering::SeqCst), 1);
     }
 
     #[test]

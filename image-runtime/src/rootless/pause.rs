@@ -297,8 +297,16 @@ fn open_namespaces(r: &PauseRecord) -> Option<(Namespaces, PauseRecord)> {
     (found == *r).then_some((Namespaces { user, mnt }, found))
 }
 
+/// The (device, inode) of the file `fd` opens.
 fn ns_id(fd: &OwnedFd) -> Option<(u64, u64)> {
     let st = rustix::fs::fstat(fd).ok()?;
+    Some((st.st_dev, st.st_ino))
+}
+
+/// The (device, inode) of what `path` names, its last link followed (a
+/// namespace's or `exe`'s magic link in `/proc`).
+fn stat_id(path: impl rustix::path::Arg) -> Option<(u64, u64)> {
+    let st = rustix::fs::stat(path).ok()?;
     Some((st.st_dev, st.st_ino))
 }
 
@@ -314,14 +322,12 @@ fn kill_leftovers(r: &PauseRecord) -> usize {
     if r.boot_id != crate::model::boot_id() {
         return 0;
     }
-    let id = |path: &str| {
-        let st = rustix::fs::stat(path).ok()?;
-        Some((st.st_dev, st.st_ino))
-    };
-    if id("/proc/self/ns/user") == Some(r.user_ns) || id("/proc/self/ns/mnt") == Some(r.mnt_ns) {
+    if stat_id("/proc/self/ns/user") == Some(r.user_ns)
+        || stat_id("/proc/self/ns/mnt") == Some(r.mnt_ns)
+    {
         return 0;
     }
-    let Some(exe) = id("/proc/self/exe") else {
+    let Some(exe) = stat_id("/proc/self/exe") else {
         return 0;
     };
     let mut killed = 0;
@@ -334,13 +340,9 @@ fn kill_leftovers(r: &PauseRecord) -> usize {
             let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
                 continue;
             };
-            let ns = |name: &str| {
-                let st = rustix::fs::stat(format!("/proc/{pid}/ns/{name}")).ok()?;
-                Some((st.st_dev, st.st_ino))
-            };
-            if ns("user") == Some(r.user_ns)
-                && ns("mnt") == Some(r.mnt_ns)
-                && id(&format!("/proc/{pid}/exe")) == Some(exe)
+            if stat_id(format!("/proc/{pid}/ns/user")) == Some(r.user_ns)
+                && stat_id(format!("/proc/{pid}/ns/mnt")) == Some(r.mnt_ns)
+                && stat_id(format!("/proc/{pid}/exe")) == Some(exe)
             {
                 if let Some(p) = Pid::from_raw(pid) {
                     if rustix::process::kill_process(p, Signal::KILL).is_ok() {
@@ -456,10 +458,7 @@ fn start(dirfd: &OwnedFd, dir: &Path) -> Result<PauseRecord, RootlessError> {
 
 /// The record of the process `pid` as it is now.
 fn open_record_of(pid: u32) -> Option<PauseRecord> {
-    let ns = |name: &str| {
-        let st = rustix::fs::stat(format!("/proc/{pid}/ns/{name}")).ok()?;
-        Some((st.st_dev, st.st_ino))
-    };
+    let ns = |name: &str| stat_id(format!("/proc/{pid}/ns/{name}"));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(PauseRecord {
         pid,
