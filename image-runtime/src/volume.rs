@@ -40,6 +40,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use image_core::{Classify, ErrorKind};
+use image_store::fs::Root;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,9 @@ pub const VOLUMES_DIR: &str = "volumes";
 pub const DATA_DIR: &str = "_data";
 /// The marker file of an anonymous volume, next to its `_data`.
 const ANONYMOUS_MARKER: &str = "anonymous";
+/// The lock file of the volumes directory (not a volume name: it starts
+/// with a dot).
+pub const LOCK_FILE: &str = ".lock";
 /// The file in a container's state directory naming its volumes.
 pub const CONTAINER_VOLUMES_FILE: &str = "volumes.json";
 /// The deepest directory the copy from the image descends to (each level
@@ -319,6 +323,10 @@ impl VolumeStore {
     /// [`VolumeError::InvalidName`], [`VolumeError::NotFound`],
     /// [`VolumeError::InUse`], [`VolumeError::Io`].
     pub fn remove(&self, name: &str, force: bool) -> Result<(), VolumeError> {
+        // Checked and removed under the store's lock, which a container
+        // holds while it records and makes its volumes: no container can
+        // take the volume between the check and the removal.
+        let _lock = self.lock()?;
         let info = self.inspect(name)?;
         if !force && !info.containers.is_empty() {
             return Err(VolumeError::InUse {
@@ -330,7 +338,33 @@ impl VolumeStore {
         std::fs::remove_dir_all(&dir).map_err(Self::io(&dir))
     }
 
-    /// The containers whose `volumes.json` names volume `name`.
+    /// Takes the store's lock: an exclusive `flock` on [`LOCK_FILE`] in
+    /// the volumes directory (both made if missing, no symlink followed),
+    /// held until the guard is dropped (or its holder dies). A removal
+    /// holds it across its check of the users and the removal, a container
+    /// being made across recording its volumes and making them.
+    pub(crate) fn lock(&self) -> Result<VolumesLock, VolumeError> {
+        mkdir_no_symlink(&self.root).map_err(Self::io(&self.root))?;
+        let path = self.root.join(LOCK_FILE);
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .and_then(|fd| {
+            rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)?;
+            Ok(fd)
+        })
+        .map_err(|e| VolumeError::Io {
+            path,
+            source: e.into(),
+        })?;
+        Ok(VolumesLock { _fd: fd })
+    }
+
+    /// The containers whose `volumes.json` names volume `name`; one whose
+    /// `volumes.json` cannot be read or parsed counts as a user (it may
+    /// name the volume: removing it could pull it from under a container).
     fn users(&self, name: &str) -> Result<Vec<String>, VolumeError> {
         let containers = self.state.join("containers");
         let entries = match std::fs::read_dir(&containers) {
@@ -341,14 +375,20 @@ impl VolumeStore {
         let mut out = Vec::new();
         for e in entries {
             let e = e.map_err(Self::io(&containers))?;
-            let uses = read_uses(&e.path()).unwrap_or_default();
-            if uses.iter().any(|u| u.name == name) {
+            let uses = read_uses(&e.path());
+            if uses.map_or(true, |uses| uses.iter().any(|u| u.name == name)) {
                 out.push(e.file_name().to_string_lossy().into_owned());
             }
         }
         out.sort();
         Ok(out)
     }
+}
+
+/// The store's lock (see [`VolumeStore::lock`]), released when dropped.
+#[derive(Debug)]
+pub(crate) struct VolumesLock {
+    _fd: OwnedFd,
 }
 
 /// `mkdir` of `path` (0755, root's) unless it is a directory already; a
@@ -388,6 +428,15 @@ pub(crate) fn read_uses(dir: &Path) -> io::Result<Vec<Use>> {
     let mut buf = Vec::new();
     f.take(MAX_RECORD).read_to_end(&mut buf)?;
     serde_json::from_slice(&buf).map_err(io::Error::other)
+}
+
+/// Records `uses` in the container directory `dir`'s `volumes.json`,
+/// atomically and durably as the container's record is written
+/// ([`Root::write_atomic`]: a temporary file, fsync, rename): a reader
+/// sees the old record or the new one, never a part.
+pub(crate) fn write_uses(dir: &Path, uses: &[Use]) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(uses).map_err(io::Error::other)?;
+    Root::open(dir)?.write_atomic(&dir.join(CONTAINER_VOLUMES_FILE), &json)
 }
 
 /// Copies the image's content at `path` (resolved in `root`) into the
@@ -671,6 +720,110 @@ mod tests {
         }
         assert!(is_volume_name(Path::new("data")));
         assert!(!is_volume_name(Path::new("/data")));
+    }
+
+    /// A store under a fresh state directory holding volume `data`, and
+    /// the directory of container `id` in it.
+    fn store_with_volume(id: &str) -> (tempfile::TempDir, VolumeStore, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = VolumeStore::new(tmp.path());
+        store.create("data").unwrap();
+        let dir = tmp.path().join("containers").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        (tmp, store, dir)
+    }
+
+    fn uses_of(name: &str) -> Vec<Use> {
+        vec![Use {
+            name: name.into(),
+            destination: "/data".into(),
+            anonymous: false,
+        }]
+    }
+
+    /// Another container's `volumes.json` that cannot be parsed (cut
+    /// short, say) may name the volume: the volume is in use, not free.
+    #[test]
+    fn an_unparsable_volumes_record_keeps_the_volume() {
+        let (_tmp, store, dir) = store_with_volume("c1");
+        std::fs::write(dir.join(CONTAINER_VOLUMES_FILE), b"[{\"name\": \"da").unwrap();
+        match store.remove("data", false) {
+            Err(VolumeError::InUse { containers, .. }) => assert_eq!(containers, ["c1"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.inspect("data").is_ok());
+        store.remove("data", true).unwrap();
+        assert!(matches!(
+            store.inspect("data"),
+            Err(VolumeError::NotFound { .. })
+        ));
+    }
+
+    /// `volumes.json` is replaced by a rename (a new inode each time),
+    /// never rewritten in place: a reader racing the writer over many
+    /// rounds always parses a whole record.
+    #[test]
+    fn the_volumes_record_is_replaced_whole() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, _store, dir) = store_with_volume("c1");
+        let path = dir.join(CONTAINER_VOLUMES_FILE);
+        write_uses(&dir, &uses_of("data")).unwrap();
+        let first = std::fs::metadata(&path).unwrap().ino();
+        let kept = std::fs::File::open(&path).unwrap();
+        write_uses(&dir, &uses_of("other")).unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), first);
+        // The file opened before still holds the first record whole.
+        let old: Vec<Use> = serde_json::from_reader(kept).unwrap();
+        assert_eq!(old, uses_of("data"));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..500 {
+                    write_uses(&dir, &uses_of(&format!("v{i}"))).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let uses = read_uses(&dir).expect("a whole record");
+                assert_eq!(uses.len(), 1);
+            }
+        });
+    }
+
+    /// A removal waits for the store's lock (held by a container being
+    /// made), then sees the record written under it and keeps the volume.
+    #[test]
+    fn a_removal_waits_for_the_lock_and_sees_the_new_user() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, store, dir) = store_with_volume("c1");
+        let lock = store.lock().unwrap();
+        let ino = std::fs::metadata(store.root.join(LOCK_FILE)).unwrap().ino();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let remover = store.clone();
+        let t = std::thread::spawn(move || tx.send(remover.remove("data", false)).unwrap());
+        // Until the kernel lists the removal as blocked on the lock file.
+        let waiting = format!(":{ino} ");
+        loop {
+            if let Ok(r) = rx.try_recv() {
+                panic!("the removal did not wait for the lock: {r:?}");
+            }
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            if locks
+                .lines()
+                .any(|l| l.contains("-> FLOCK") && l.contains(&waiting))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        write_uses(&dir, &uses_of("data")).unwrap();
+        drop(lock);
+        t.join().unwrap();
+        match rx.recv().unwrap() {
+            Err(VolumeError::InUse { containers, .. }) => assert_eq!(containers, ["c1"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.inspect("data").is_ok());
     }
 
     /// Generated names: accepted ones are always one normal path

@@ -13,7 +13,7 @@ use crate::rootfs::RootDir;
 use crate::runtime::Runtime;
 use crate::spec::{clean_absolute, RunOptions, Volume};
 use crate::volume::{
-    copy_up, is_volume_name, read_uses, validate_name, Use, VolumeError, VolumeStore,
+    copy_up, is_volume_name, read_uses, validate_name, write_uses, Use, VolumeError, VolumeStore,
     CONTAINER_VOLUMES_FILE,
 };
 
@@ -22,7 +22,8 @@ use crate::volume::{
 /// no `-v` covers; each volume new or empty is filled from the image at
 /// its path in `root`. Records the volumes in `<dir>/volumes.json` before
 /// making any, so that a failure leaves nothing `delete_with_volumes`
-/// cannot find.
+/// cannot find, and holds the volume store's lock from the record to the
+/// last volume made, so a removal never takes a volume being taken.
 pub(crate) fn resolve(
     runtime: &Runtime,
     dir: &Path,
@@ -71,12 +72,12 @@ pub(crate) fn resolve(
     if uses.is_empty() {
         return Ok(out);
     }
+    // Held until every volume is made and filled: a removal checks its
+    // users and removes under the same lock, so it sees this record or
+    // finishes before the volume is made anew.
+    let _lock = store.lock()?;
     let record = dir.join(CONTAINER_VOLUMES_FILE);
-    let json = serde_json::to_vec_pretty(&uses).map_err(|source| ContainerError::Json {
-        what: format!("serialising {}", record.display()),
-        source,
-    })?;
-    std::fs::write(&record, json).map_err(ContainerError::state(&record))?;
+    write_uses(dir, &uses).map_err(ContainerError::state(&record))?;
     out.volumes.extend(anonymous);
     for v in out.volumes.iter_mut() {
         let Some(u) = uses
