@@ -26,10 +26,12 @@
 //! that does not read stalls only the attachers whose input waits (one
 //! frame each, counted among the [`MAX_ATTACHERS`] until it gives up),
 //! never another attacher's close or detach, nor the run's end, which
-//! closes the stdin and ends the waiting writes.
+//! closes the stdin and ends the waiting writes. A waiting write also
+//! ends when its own attacher detaches or goes away, so attachers that
+//! left hold no place among the [`MAX_ATTACHERS`].
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -329,66 +331,152 @@ fn socket_path(dir: &Path) -> std::io::Result<(OwnedFd, PathBuf)> {
 
 /// A run's stdin as attachers write it: the pipe's writing end, made
 /// non-blocking, so that a container that does not read its stdin stalls
-/// only the attachers whose input waits for room (one frame at a time,
-/// behind `writing`), never a close, a detach or the run's end: those
-/// [`close`](RunStdin::close) it, which wakes a waiting write. The pipe
-/// closes once the hub and every write have let go of it.
+/// only the attachers whose input waits for room (one frame at a time, a
+/// turn each), never a close, a detach or the run's end: those
+/// [`close`](RunStdin::close) it, which wakes a waiting write. A write
+/// (waiting for its turn or for room) also watches its attacher's
+/// connection and ends when the attacher leaves (detaches, goes away, or
+/// is dropped), so a departed attacher holds no place. The pipe closes
+/// once the hub and every write have let go of it.
 #[derive(Debug)]
 pub(crate) struct RunStdin {
     pipe: OwnedFd,
-    /// Held while one frame is written, so two attachers' frames do not
-    /// interleave.
-    writing: Mutex<()>,
+    /// True while one frame is written (its turn), so two attachers'
+    /// frames do not interleave.
+    busy: Mutex<bool>,
+    /// An eventfd, readable once a turn ends (reset by the next taker).
+    freed: OwnedFd,
     closed: AtomicBool,
     /// An eventfd, readable once closed.
     wake: OwnedFd,
+}
+
+/// How a waiting write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Written whole, or the rest dropped: the stdin was closed, or the
+    /// container closed its end.
+    Done,
+    /// The attacher left (its connection hung up) before it was written:
+    /// the rest is dropped.
+    Left,
+}
+
+/// What a wait of [`RunStdin::wait`] saw.
+enum Woken {
+    /// Room, or a turn, may be free now.
+    Retry,
+    /// The attacher left.
+    Left,
+    /// The wait failed or the stdin closed: give up.
+    GiveUp,
+}
+
+/// One attacher's turn at writing a frame; ends when dropped.
+struct Turn<'a>(&'a RunStdin);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut busy = lock(&self.0.busy);
+        *busy = false;
+        let _ = rustix::io::write(&self.0.freed, &1u64.to_ne_bytes());
+    }
 }
 
 impl RunStdin {
     /// The stdin of a run whose pipe's writing end is `pipe`.
     ///
     /// # Errors
-    /// Making it non-blocking, or the eventfd, failed.
+    /// Making it non-blocking, or the eventfds, failed.
     pub(crate) fn new(pipe: OwnedFd) -> std::io::Result<RunStdin> {
+        use rustix::event::{eventfd, EventfdFlags};
         use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
         fcntl_setfl(&pipe, fcntl_getfl(&pipe)? | OFlags::NONBLOCK)?;
-        let wake = rustix::event::eventfd(
-            0,
-            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-        )?;
+        let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
         Ok(RunStdin {
             pipe,
-            writing: Mutex::new(()),
+            busy: Mutex::new(false),
+            freed: eventfd(0, flags)?,
             closed: AtomicBool::new(false),
-            wake,
+            wake: eventfd(0, flags)?,
         })
     }
 
-    /// Writes `data` whole, waiting for room as long as it takes, unless
-    /// the stdin is closed meanwhile (the rest is dropped) or the container
-    /// closed its end.
-    fn write(&self, mut data: &[u8]) {
+    /// Waits until `ready` is ready, the stdin is closed or the attacher
+    /// on `conn` leaves (its peer hung up, or the monitor shut it down).
+    fn wait(&self, ready: rustix::event::PollFd<'_>, conn: BorrowedFd<'_>) -> Woken {
         use rustix::event::{poll, PollFd, PollFlags};
         use rustix::io::Errno;
-        let _frame = lock(&self.writing);
+        let mut fds = [
+            ready,
+            PollFd::new(&self.wake, PollFlags::IN),
+            PollFd::new(&conn, PollFlags::RDHUP),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return Woken::GiveUp,
+        }
+        let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+        if fds[2].revents().intersects(gone) {
+            Woken::Left
+        } else if self.closed.load(Ordering::SeqCst) {
+            Woken::GiveUp
+        } else {
+            Woken::Retry
+        }
+    }
+
+    /// Takes the turn to write a frame, waiting for it; `Err` with how
+    /// the wait ended when the stdin closes or the attacher leaves first.
+    fn turn(&self, conn: BorrowedFd<'_>) -> Result<Turn<'_>, Written> {
+        use rustix::event::{PollFd, PollFlags};
+        loop {
+            {
+                let mut busy = lock(&self.busy);
+                if self.closed.load(Ordering::SeqCst) {
+                    return Err(Written::Done);
+                }
+                if !*busy {
+                    *busy = true;
+                    let mut count = [0u8; 8];
+                    let _ = rustix::io::read(&self.freed, &mut count);
+                    return Ok(Turn(self));
+                }
+            }
+            match self.wait(PollFd::new(&self.freed, PollFlags::IN), conn) {
+                Woken::Retry => {}
+                Woken::Left => return Err(Written::Left),
+                Woken::GiveUp => return Err(Written::Done),
+            }
+        }
+    }
+
+    /// Writes `data` whole, waiting for its turn and for room as long as
+    /// it takes, unless the stdin is closed meanwhile or the container
+    /// closed its end ([`Written::Done`], the rest dropped), or the
+    /// attacher on `conn` leaves ([`Written::Left`], the rest dropped).
+    fn write(&self, mut data: &[u8], conn: BorrowedFd<'_>) -> Written {
+        use rustix::event::{PollFd, PollFlags};
+        use rustix::io::Errno;
+        let _turn = match self.turn(conn) {
+            Ok(t) => t,
+            Err(why) => return why,
+        };
         while !data.is_empty() && !self.closed.load(Ordering::SeqCst) {
             match rustix::io::write(&self.pipe, data) {
                 Ok(n) => data = &data[n..],
-                Err(Errno::AGAIN) => {
-                    let mut fds = [
-                        PollFd::new(&self.pipe, PollFlags::OUT),
-                        PollFd::new(&self.wake, PollFlags::IN),
-                    ];
-                    match poll(&mut fds, None) {
-                        Ok(_) | Err(Errno::INTR) => {}
-                        Err(_) => return,
-                    }
-                }
+                Err(Errno::AGAIN) => match self.wait(PollFd::new(&self.pipe, PollFlags::OUT), conn)
+                {
+                    Woken::Retry => {}
+                    Woken::Left => return Written::Left,
+                    Woken::GiveUp => return Written::Done,
+                },
                 Err(Errno::INTR) => {}
                 // The container may have closed its stdin.
-                Err(_) => return,
+                Err(_) => return Written::Done,
             }
         }
+        Written::Done
     }
 
     /// Closes it for writers: a waiting write gives up.
@@ -404,8 +492,8 @@ impl RunStdin {
 pub(crate) struct Hub {
     clients: Mutex<Vec<(u64, UnixStream)>>,
     next: AtomicU64,
-    /// Attachers being served, counted until their thread ends (which a
-    /// write waiting for the container may delay past their leaving).
+    /// Attachers being served, counted until their thread ends (a write
+    /// waiting for the container ends when its attacher leaves).
     serving: AtomicUsize,
     stdin: Mutex<Option<Arc<RunStdin>>>,
     master: Mutex<Option<OwnedFd>>,
@@ -486,7 +574,9 @@ impl Hub {
                     // run's end take.
                     let stdin = lock(&self.stdin).clone();
                     if let Some(stdin) = stdin {
-                        stdin.write(&data);
+                        if stdin.write(&data, conn.as_fd()) == Written::Left {
+                            return;
+                        }
                     }
                 }
                 Ok(Frame::Data(IN_CLOSE, _)) => self.close_stdin(),
@@ -608,6 +698,14 @@ impl AttachInput {
 
     /// Sends bytes to the container's stdin (dropped when it was not made
     /// with stdin).
+    ///
+    /// The monitor writes each frame (at most [`MAX_FRAME`] bytes) whole
+    /// unless the container's stdin closes first: a frame waiting for a
+    /// container that does not read is cut (its rest dropped) when any
+    /// attacher closes the stdin ([`AttachInput::close_stdin`]), when the
+    /// run ends or restarts (the next run gets a new stdin), or when this
+    /// attacher detaches or goes away. A return of `Ok` means the bytes
+    /// were sent to the monitor, not that the container read them.
     ///
     /// # Errors
     /// The connection is gone (the run ended or the attacher detached).
@@ -1055,10 +1153,10 @@ mod tests {
     }
 
     /// A container that reads slowly gets every byte of a pending input,
-    /// in order.
+    /// in order, from an attacher that stays attached.
     #[test]
     fn a_slow_reader_gets_all_the_input_in_order() {
-        let (_hub, r, room, _) = stalled();
+        let (_hub, r, room, _staying) = stalled();
         let got = within(move || {
             let mut got = vec![0u8; SENT * room];
             std::fs::File::from(r).read_exact(&mut got).map(|()| got)
@@ -1081,22 +1179,19 @@ mod tests {
     }
 
     /// Attachers whose input waits for the container count against
-    /// [`MAX_ATTACHERS`] until their serving ends, even once they have
-    /// left (and an output has dropped them): no attacher can pile up
-    /// threads behind a container that does not read.
+    /// [`MAX_ATTACHERS`] while they stay (a 17th is refused), but once
+    /// they detach their waiting input gives up and their places free: a
+    /// new attacher is then served and its input reaches the container.
     #[test]
-    fn attachers_count_until_their_waiting_input_gives_up() {
-        let (hub, _r, _, first) = stalled();
-        first.detach();
+    fn attachers_whose_waiting_input_detach_free_their_places() {
+        let (hub, r, room, first) = stalled();
+        let mut others = Vec::new();
         for _ in 1..MAX_ATTACHERS {
             let other = attacher(&hub);
-            // Sent whole into the socket, read by the monitor after the
-            // detach: it then waits behind the first attacher's input.
+            // Waits behind the first attacher's input.
             other.write(b"more").unwrap();
-            other.detach();
+            others.push(other);
         }
-        hub.broadcast(OUT_STDOUT, b"output");
-        assert!(lock(&hub.clients).is_empty());
         let (mut refused, theirs) = UnixStream::pair().unwrap();
         refused
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -1106,10 +1201,24 @@ mod tests {
             matches!(read_frame(&mut refused), Ok(Frame::Data(OUT_REFUSED, _))),
             "a 17th attacher was served"
         );
-        hub.end_run();
-        assert!(eventually(|| hub.serving.load(Ordering::SeqCst) == 0));
-        let _served = attacher(&hub);
+        first.detach();
+        others.iter().for_each(AttachInput::detach);
+        assert!(
+            eventually(|| hub.serving.load(Ordering::SeqCst) == 0),
+            "detached attachers kept their places"
+        );
+        let served = attacher(&hub);
         assert_eq!(hub.serving.load(Ordering::SeqCst), 1);
+        let mut pipe = std::fs::File::from(r);
+        let mut got = vec![0u8; room];
+        pipe.read_exact(&mut got).unwrap();
+        assert_eq!(got, pattern(room), "a departed attacher's input got in");
+        served.write(b"new").unwrap();
+        let got = within(move || {
+            let mut got = [0u8; 3];
+            pipe.read_exact(&mut got).map(|()| got)
+        });
+        assert_eq!(&got.expect("the new input never came").unwrap(), b"new");
     }
 
     #[test]
