@@ -701,7 +701,7 @@ fn set_xattrs(fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), r
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -724,7 +724,7 @@ mod tests {
 
     /// A store under a fresh state directory holding volume `data`, and
     /// the directory of container `id` in it.
-    fn store_with_volume(id: &str) -> (tempfile::TempDir, VolumeStore, PathBuf) {
+    pub(crate) fn store_with_volume(id: &str) -> (tempfile::TempDir, VolumeStore, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let store = VolumeStore::new(tmp.path());
         store.create("data").unwrap();
@@ -794,28 +794,12 @@ mod tests {
     /// made), then sees the record written under it and keeps the volume.
     #[test]
     fn a_removal_waits_for_the_lock_and_sees_the_new_user() {
-        use std::os::unix::fs::MetadataExt;
         let (_tmp, store, dir) = store_with_volume("c1");
         let lock = store.lock().unwrap();
-        let ino = std::fs::metadata(store.root.join(LOCK_FILE)).unwrap().ino();
         let (tx, rx) = std::sync::mpsc::channel();
         let remover = store.clone();
         let t = std::thread::spawn(move || tx.send(remover.remove("data", false)).unwrap());
-        // Until the kernel lists the removal as blocked on the lock file.
-        let waiting = format!(":{ino} ");
-        loop {
-            if let Ok(r) = rx.try_recv() {
-                panic!("the removal did not wait for the lock: {r:?}");
-            }
-            let locks = std::fs::read_to_string("/proc/locks").unwrap();
-            if locks
-                .lines()
-                .any(|l| l.contains("-> FLOCK") && l.contains(&waiting))
-            {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_a_waiter(&store, &rx, "removal");
         write_uses(&dir, &uses_of("data")).unwrap();
         drop(lock);
         t.join().unwrap();
@@ -824,6 +808,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(store.inspect("data").is_ok());
+    }
+
+    /// Returns once the kernel lists a process blocked on `store`'s lock
+    /// (`/proc/locks`); panics if `done` (what the `what` waiting for it
+    /// sends when it ends) comes first, since it did not wait.
+    pub(crate) fn wait_for_a_waiter<T: std::fmt::Debug>(
+        store: &VolumeStore,
+        done: &std::sync::mpsc::Receiver<T>,
+        what: &str,
+    ) {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(store.root.join(LOCK_FILE)).unwrap().ino();
+        let waiting = format!(":{ino} ");
+        loop {
+            if let Ok(r) = done.try_recv() {
+                panic!("the {what} did not wait for the lock: {r:?}");
+            }
+            let locks = std::fs::read_to_string("/proc/locks").unwrap();
+            if locks
+                .lines()
+                .any(|l| l.contains("-> FLOCK") && l.contains(&waiting))
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Generated names: accepted ones are always one normal path

@@ -146,3 +146,58 @@ impl Runtime {
         delete_with_volumes(self, id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::volume::tests::{store_with_volume, wait_for_a_waiter};
+
+    /// A container being made records and makes its volumes under the
+    /// store's lock: while a removal holds it, nothing is recorded; once
+    /// it is released, the record and the volume are made.
+    #[test]
+    fn a_new_container_waits_for_the_lock_to_take_its_volumes() {
+        let (tmp, store, dir) = store_with_volume("c1");
+        let backend = crate::oci_runtime::OciRuntime::with_binary(
+            crate::oci_runtime::RuntimeKind::Runc,
+            Path::new("/bin/sh"),
+            &tmp.path().join("runc"),
+        )
+        .unwrap();
+        let runtime = Runtime::from_parts(
+            tmp.path().to_owned(),
+            crate::state::StateDir::open(tmp.path()).unwrap(),
+            Arc::new(backend),
+            None,
+        );
+        let rootfs = tmp.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        let mut options = RunOptions::default();
+        options.volumes.push(Volume {
+            source: "fresh".into(),
+            destination: "/data".into(),
+            read_only: false,
+        });
+        let lock = store.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let making = dir.clone();
+        let t = std::thread::spawn(move || {
+            let root = RootDir::open(&rootfs).unwrap();
+            let made = resolve(&runtime, &making, &root, &[], &options).map(|o| o.volumes);
+            tx.send(made).unwrap();
+        });
+        wait_for_a_waiter(&store, &rx, "container");
+        assert!(!dir.join(CONTAINER_VOLUMES_FILE).exists());
+        assert!(matches!(
+            store.inspect("fresh"),
+            Err(VolumeError::NotFound { .. })
+        ));
+        drop(lock);
+        t.join().unwrap();
+        let volumes = rx.recv().unwrap().unwrap();
+        assert_eq!(volumes[0].source, store.mountpoint("fresh").unwrap());
+        assert_eq!(store.inspect("fresh").unwrap().containers, ["c1"]);
+    }
+}
