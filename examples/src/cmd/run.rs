@@ -377,11 +377,15 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct SigProxyArg {
     /// Send the signals this process receives to the container's process
-    /// (not SIGCHLD, SIGPIPE, SIGURG, SIGWINCH, SIGTTIN, SIGTTOU, the
-    /// faults, nor the uncatchable SIGKILL and SIGSTOP), as docker does;
-    /// `--sig-proxy=false`: they act on this process (SIGINT ends it and
-    /// its container). Not for `run -d`, nor `attach` to a container with
-    /// a terminal, whose keys reach it through the terminal.
+    /// (HUP, INT, QUIT, USR1, USR2, TERM, CONT, TSTP, XCPU, XFSZ), as
+    /// docker does; one that comes before the container runs is sent as
+    /// soon as it does. As with docker, ctrl-C then goes to the container:
+    /// a pid 1 without a handler for SIGINT ignores it, so `run IMAGE
+    /// sleep 1000` goes on (use --init, -t, `imagectl stop`, or
+    /// --sig-proxy=false). `--sig-proxy=false`: they act on this process
+    /// (SIGINT ends it and its container). Not for `run -d`, nor `attach`
+    /// to a container with a terminal, whose keys reach it through the
+    /// terminal.
     #[arg(
         long = "sig-proxy",
         value_name = "BOOL",
@@ -395,38 +399,108 @@ pub struct SigProxyArg {
 
 /// The signals `--sig-proxy` forwards: those a program is sent rather
 /// than raises itself, except the ones about this process's own
-/// children, pipes, sockets and terminal.
-const PROXIED: [Signal; 15] = [
+/// children, pipes, sockets and terminal, and the timer ticks (SIGALRM,
+/// SIGVTALRM, SIGPROF: a profiler's would each cost a runtime `kill`).
+/// SIGSTKFLT and SIGPWR are left out: not every Linux architecture has
+/// them. The real-time signals are not forwarded: the runtime's `kill`
+/// takes a rustix `Signal`, which only names the standard ones.
+const PROXIED: [Signal; 10] = [
     Signal::HUP,
     Signal::INT,
     Signal::QUIT,
     Signal::USR1,
     Signal::USR2,
-    Signal::ALARM,
     Signal::TERM,
-    Signal::STKFLT,
     Signal::CONT,
     Signal::TSTP,
     Signal::XCPU,
     Signal::XFSZ,
-    Signal::VTALARM,
-    Signal::PROF,
-    Signal::POWER,
 ];
+
+/// Where a caught signal goes: held until [`Relay::open`] (the container
+/// does not run yet), then sent at once.
+enum Gate {
+    /// Each signal at most once (the kernel merges repeats of a pending
+    /// standard signal too), in the order they first came.
+    Held(Vec<Signal>),
+    Open,
+}
+
+/// The signals caught for a container, held until it runs and then sent
+/// with `send`, in order.
+struct Relay<F> {
+    gate: std::sync::Mutex<Gate>,
+    send: F,
+}
+
+impl<F: Fn(Signal)> Relay<F> {
+    /// Holds what it receives until [`Relay::open`].
+    fn held(send: F) -> Self {
+        Relay {
+            gate: std::sync::Mutex::new(Gate::Held(Vec::new())),
+            send,
+        }
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends `signal`, or holds it while the gate is closed.
+    fn receive(&self, signal: Signal) {
+        match &mut *self.gate() {
+            Gate::Held(held) if !held.contains(&signal) => held.push(signal),
+            Gate::Held(_) => {}
+            Gate::Open => (self.send)(signal),
+        }
+    }
+
+    /// Sends what was held and from now on each signal as it comes (under
+    /// the lock: none overtakes the held ones).
+    fn open(&self) {
+        let mut gate = self.gate();
+        if let Gate::Held(held) = std::mem::replace(&mut *gate, Gate::Open) {
+            held.into_iter().for_each(&self.send);
+        }
+    }
+}
+
+/// How a [`SignalProxy`] sends a signal on.
+type Sender = Box<dyn Fn(Signal) + Send + Sync>;
 
 /// While it lives, the signals of [`PROXIED`] that this process receives
 /// go to a container's process (`rt.kill`; one that fails, the container
-/// not running yet or any more, is dropped), as `docker run` and `docker
-/// attach` forward them. Dropping it stops forwarding; the signals then
-/// stay caught (and ignored) until the process ends.
+/// not running any more, is dropped), as `docker run` and `docker attach`
+/// forward them; those that come before [`SignalProxy::release`] (the
+/// container not started yet) are held and sent then. Dropping it stops
+/// forwarding and gives the signals their default action back (SIGINT and
+/// SIGTERM end this process again).
 pub(crate) struct SignalProxy {
     handle: signal_hook::iterator::Handle,
+    relay: std::sync::Arc<Relay<Sender>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SignalProxy {
-    /// Forwards to container `id` of `rt` when `arg` is on; `None` when off.
+    /// Forwards to the running container `id` of `rt` when `arg` is on;
+    /// `None` when off.
     pub(crate) fn start(
+        arg: SigProxyArg,
+        rt: &Runtime,
+        id: &str,
+    ) -> anyhow::Result<Option<SignalProxy>> {
+        let proxy = SignalProxy::held(arg, rt, id)?;
+        if let Some(p) = &proxy {
+            p.release();
+        }
+        Ok(proxy)
+    }
+
+    /// As [`SignalProxy::start`] for a container not started yet: holds
+    /// the signals until [`SignalProxy::release`].
+    pub(crate) fn held(
         arg: SigProxyArg,
         rt: &Runtime,
         id: &str,
@@ -434,26 +508,54 @@ impl SignalProxy {
         if !arg.on {
             return Ok(None);
         }
+        let (rt, id) = (rt.clone(), id.to_owned());
+        SignalProxy::catch(Box::new(move |signal| {
+            let _ = rt.kill(&id, signal);
+        }))
+        .map(Some)
+    }
+
+    /// Catches [`PROXIED`] into a held relay to `send`.
+    fn catch(send: Sender) -> anyhow::Result<SignalProxy> {
         let mut signals = signal_hook::iterator::Signals::new(PROXIED.map(Signal::as_raw))
             .context("catching the signals to forward")?;
         let handle = signals.handle();
-        let (rt, id) = (rt.clone(), id.to_owned());
-        let thread = std::thread::spawn(move || {
-            for s in signals.forever() {
-                if let Some(signal) = Signal::from_named_raw(s) {
-                    let _ = rt.kill(&id, signal);
+        let relay = std::sync::Arc::new(Relay::held(send));
+        let thread = std::thread::spawn({
+            let relay = relay.clone();
+            move || {
+                for s in signals.forever() {
+                    if let Some(signal) = Signal::from_named_raw(s) {
+                        relay.receive(signal);
+                    }
                 }
             }
         });
-        Ok(Some(SignalProxy {
+        Ok(SignalProxy {
             handle,
+            relay,
             thread: Some(thread),
-        }))
+        })
+    }
+
+    /// The container runs: sends the signals held so far, then each as it
+    /// comes.
+    pub(crate) fn release(&self) {
+        self.relay.open();
     }
 }
 
 impl Drop for SignalProxy {
     fn drop(&mut self) {
+        // The default actions first, so that no signal falls between the
+        // two (signal-hook keeps its handler installed: this emulates the
+        // default from it).
+        let default = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        for s in PROXIED {
+            // Only fails for a signal signal-hook does not know; all of
+            // PROXIED are standard.
+            let _ = signal_hook::flag::register_conditional_default(s.as_raw(), default.clone());
+        }
         self.handle.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -517,9 +619,12 @@ fn attached(
     sig_proxy: SigProxyArg,
 ) -> anyhow::Result<i32> {
     // Before the start, as docker: no signal between the two ends this
-    // process instead.
-    let proxy = SignalProxy::start(sig_proxy, rt, c.id())?;
+    // process instead; those held until the container runs go to it then.
+    let proxy = SignalProxy::held(sig_proxy, rt, c.id())?;
     let mut running = c.start(stdio(stdin))?;
+    if let Some(p) = &proxy {
+        p.release();
+    }
     let exit = running.wait();
     drop(proxy);
     let c = running.into_container();
@@ -864,4 +969,93 @@ pub fn bundle(store: &StoreArgs, a: BundleArgs) -> anyhow::Result<()> {
     image_runtime::bundle::export_image(&s, &a.image, &a.dir, &opts)?;
     println!("{}", a.dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What a test relay sent.
+    type Sent = Arc<Mutex<Vec<Signal>>>;
+
+    /// A relay that records what it sends.
+    fn recording() -> (Relay<impl Fn(Signal)>, Sent) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let record = sent.clone();
+        let relay = Relay::held(move |s| record.lock().unwrap().push(s));
+        (relay, sent)
+    }
+
+    #[test]
+    fn signals_before_the_start_are_held_then_sent_once_each_in_order() {
+        let (relay, sent) = recording();
+        for s in [Signal::INT, Signal::TERM, Signal::INT, Signal::HUP] {
+            relay.receive(s);
+        }
+        assert_eq!(*sent.lock().unwrap(), [], "sent before the container runs");
+        relay.open();
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [Signal::INT, Signal::TERM, Signal::HUP]
+        );
+        relay.receive(Signal::INT);
+        relay.receive(Signal::INT);
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [
+                Signal::INT,
+                Signal::TERM,
+                Signal::HUP,
+                Signal::INT,
+                Signal::INT
+            ]
+        );
+    }
+
+    #[test]
+    fn a_relay_holds_at_most_one_of_each_signal() {
+        let (relay, sent) = recording();
+        for _ in 0..10_000 {
+            PROXIED.into_iter().for_each(|s| relay.receive(s));
+        }
+        relay.open();
+        let sent = sent.lock().unwrap();
+        assert_eq!(sent.len(), PROXIED.len(), "held more than one of each");
+        assert_eq!(*sent, PROXIED);
+    }
+
+    /// Set in the child of the test below, which runs the test again.
+    const CHILD: &str = "IMAGECTL_TEST_SIGNAL_AFTER_PROXY";
+
+    /// After a proxy is dropped, SIGINT and SIGTERM end the process again
+    /// (they did nothing, signal-hook's handler staying installed). Each
+    /// in a child process of its own: the signal ends it.
+    #[test]
+    fn a_dropped_proxy_gives_the_signals_their_default_action_back() {
+        use std::os::unix::process::ExitStatusExt;
+        if let Ok(raw) = std::env::var(CHILD) {
+            drop(SignalProxy::catch(Box::new(|_| {})).unwrap());
+            signal_hook::low_level::raise(raw.parse().unwrap()).unwrap();
+            // Still here: the signal was caught and dropped.
+            std::process::exit(0);
+        }
+        for signal in [Signal::INT, Signal::TERM] {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "cmd::run::tests::a_dropped_proxy_gives_the_signals_their_default_action_back",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, signal.as_raw().to_string())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(
+                status.signal(),
+                Some(signal.as_raw()),
+                "{signal:?}: {status}"
+            );
+        }
+    }
 }
