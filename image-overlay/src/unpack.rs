@@ -188,9 +188,11 @@ pub struct UnpackOptions {
     /// that decompresses to the same tar (a gzip header's time field)
     /// unpacks the tree the diff ID names, and is the store's `fsck`'s to
     /// find. Without a diff ID or a digest, the bytes are hashed as ever.
-    /// [`flatten_image`](crate::flatten_image) and
-    /// [`unpack_image`](crate::unpack_image) set it.
-    pub digest_checked_by_store: bool,
+    /// Not public: [`flatten_image`](crate::flatten_image) and
+    /// [`unpack_image`](crate::unpack_image) set it from their provider's
+    /// [`verified_at_ingest`](image_store::Provider::verified_at_ingest),
+    /// never a caller for a source of its choosing.
+    pub(crate) digest_checked_by_store: bool,
     /// The algorithm for digests not given above (their own algorithm wins).
     pub algorithm: Algorithm,
     /// Whiteout handling.
@@ -810,7 +812,7 @@ pub(crate) fn descriptor_mismatch(
 /// The error of an unpack of the blob `digest` of `store` that failed on
 /// the layer's bytes (a corrupt compressed stream or tar, a cut, or another
 /// diff ID than the image's, which is all an unpack with
-/// [`UnpackOptions::digest_checked_by_store`] finds of a blob changed in the
+/// `digest_checked_by_store` finds of a blob changed in the
 /// store): the blob is read again to its end through the store's verifying
 /// reader, and when it is not what its digest says, that mismatch is the
 /// error, as the cause, rather than what the decoder tripped on first (a
@@ -1486,8 +1488,8 @@ fn blob_algorithm(opts: &UnpackOptions) -> Algorithm {
 /// The blob digest an unpack takes as given instead of hashing the
 /// compressed bytes: one its caller checks
 /// ([`UnpackOptions::digest_checked_by_caller`]), or one its store checked
-/// where a diff ID is checked here
-/// ([`UnpackOptions::digest_checked_by_store`]).
+/// where a diff ID is checked here (`digest_checked_by_store`, set only
+/// for a provider [`verified_at_ingest`](image_store::Provider::verified_at_ingest)).
 fn given_digest(opts: &UnpackOptions) -> Option<&Digest> {
     let digest = opts.digest.as_ref()?;
     let store_checked = opts.digest_checked_by_store && opts.diff_id.is_some();
