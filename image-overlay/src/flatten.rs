@@ -5,10 +5,11 @@
 //! Layers are applied one after the other (a later layer may remove or
 //! replace what an earlier one made); each is a single streaming pass of
 //! [`unpack()`](crate::unpack::unpack), its blob read on a thread of its
-//! own ahead of the thread that applies it. The blob is not hashed again:
-//! the store checked its digest when it took it in, and the diff ID,
-//! checked here, covers all that is unpacked
-//! ([`UnpackOptions::digest_checked_by_store`]). Nothing syncs the target
+//! own ahead of the thread that applies it. A store's blob is not hashed
+//! again: the store checked its digest when it took it in, and the diff ID,
+//! checked here, covers all that is unpacked; a provider that is not
+//! [`verified_at_ingest`](image_store::Provider::verified_at_ingest) (a
+//! registry, an archive) has its blobs hashed as they are read. Nothing syncs the target
 //! after a flatten, so the writeback of each file is started (not waited
 //! for) once it is written, on a helper thread: the data goes to the disk
 //! while the layers are still being unpacked. For one
@@ -149,7 +150,8 @@ pub fn flatten_image<P: Provider + ?Sized>(
         layer_options.digest = Some(digest.clone());
         layer_options.size = Some(layer.size());
         layer_options.diff_id = Some(diff_id.clone());
-        layer_options.digest_checked_by_store = true;
+        // Taken as given only from a store that checked it at ingest.
+        layer_options.digest_checked_by_store = store.verified_at_ingest();
         layer_options.whiteouts = WhiteoutMode::Apply;
         // Nothing syncs the target after a flatten: its files' writeback is
         // started as they are written, to overlap the unpack.

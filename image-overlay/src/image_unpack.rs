@@ -6,8 +6,9 @@
 //! their snapshots); otherwise an active snapshot is prepared under a
 //! temporary key, the layer blob is streamed from the store into its
 //! directory (decompressed and verified against the diff ID in the config
-//! in one pass; its digest, checked by the store when it took the blob in,
-//! is not hashed again: [`UnpackOptions::digest_checked_by_store`]), and it
+//! in one pass; its digest, checked by a store when it took the blob in,
+//! is not hashed again: see
+//! [`Provider::verified_at_ingest`](image_store::Provider::verified_at_ingest)), and it
 //! is committed under the chain ID. A layer that fails is removed, so no partial snapshot is ever
 //! committed; layers below it that were complete stay committed.
 //!
@@ -431,7 +432,8 @@ fn unpack_layer<P: Provider + ?Sized>(
         .with_digest(job.digest.clone())
         .with_diff_id(diff_id.clone());
     opts.size = Some(desc.size());
-    opts.digest_checked_by_store = true;
+    // Taken as given only from a store that checked it at ingest.
+    opts.digest_checked_by_store = store.verified_at_ingest();
     if let Some(c) = descriptor_media_type(desc).layer_compression() {
         opts = opts.with_compression(c);
     }

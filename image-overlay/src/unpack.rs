@@ -42,8 +42,9 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use image_core::digest::ThreadedHasher;
@@ -188,9 +189,11 @@ pub struct UnpackOptions {
     /// that decompresses to the same tar (a gzip header's time field)
     /// unpacks the tree the diff ID names, and is the store's `fsck`'s to
     /// find. Without a diff ID or a digest, the bytes are hashed as ever.
-    /// [`flatten_image`](crate::flatten_image) and
-    /// [`unpack_image`](crate::unpack_image) set it.
-    pub digest_checked_by_store: bool,
+    /// Not public: [`flatten_image`](crate::flatten_image) and
+    /// [`unpack_image`](crate::unpack_image) set it from their provider's
+    /// [`verified_at_ingest`](image_store::Provider::verified_at_ingest),
+    /// never a caller for a source of its choosing.
+    pub(crate) digest_checked_by_store: bool,
     /// The algorithm for digests not given above (their own algorithm wins).
     pub algorithm: Algorithm,
     /// Whiteout handling.
@@ -810,7 +813,7 @@ pub(crate) fn descriptor_mismatch(
 /// The error of an unpack of the blob `digest` of `store` that failed on
 /// the layer's bytes (a corrupt compressed stream or tar, a cut, or another
 /// diff ID than the image's, which is all an unpack with
-/// [`UnpackOptions::digest_checked_by_store`] finds of a blob changed in the
+/// `digest_checked_by_store` finds of a blob changed in the
 /// store): the blob is read again to its end through the store's verifying
 /// reader, and when it is not what its digest says, that mismatch is the
 /// error, as the cause, rather than what the decoder tripped on first (a
@@ -915,71 +918,212 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 const WRITEBACK_BATCH: usize = 64;
 /// Batches a [`Writeback`] thread may hold that it has not taken yet.
 const WRITEBACK_QUEUE: usize = 4;
+/// The most descriptors all [`Writeback`]s of the process hold at once,
+/// whatever the descriptor limit: the batches a thread may hold.
+const WRITEBACK_FDS_MAX: usize = WRITEBACK_BATCH * WRITEBACK_QUEUE;
+
+/// The descriptors the [`Writeback`]s of this process hold (the files
+/// handed over and not closed yet), counted against one cap for them all:
+/// parallel flattens share it, so together they keep at most a quarter of
+/// the soft `RLIMIT_NOFILE` (and at most [`WRITEBACK_FDS_MAX`]) open for
+/// their writeback. A file beyond the cap is closed at once, its writeback
+/// left to the kernel.
+struct FdBudget {
+    held: AtomicUsize,
+    /// The cap; 0: a quarter of the soft descriptor limit, read once.
+    fixed: usize,
+    cap: OnceLock<usize>,
+}
+
+/// The budget every [`Writeback`] of the process takes from.
+static WRITEBACK_FDS: FdBudget = FdBudget::new(0);
+
+impl FdBudget {
+    const fn new(fixed: usize) -> Self {
+        FdBudget {
+            held: AtomicUsize::new(0),
+            fixed,
+            cap: OnceLock::new(),
+        }
+    }
+
+    fn cap(&self) -> usize {
+        *self.cap.get_or_init(|| {
+            if self.fixed > 0 {
+                return self.fixed;
+            }
+            let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+            let quarter = soft.map_or(u64::MAX, |n| n / 4);
+            usize::try_from(quarter).map_or(WRITEBACK_FDS_MAX, |q| q.min(WRITEBACK_FDS_MAX))
+        })
+    }
+
+    /// The descriptors held now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// `job` counted against the cap, or `None` (its file closed) when the
+    /// cap is reached.
+    fn take(&'static self, job: WritebackJob) -> Option<Held> {
+        let cap = self.cap();
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Held {
+            job: Some(job),
+            budget: self,
+        })
+    }
+}
+
+/// The writeback to start of `len` bytes of `fd` from `offset` (`len` 0:
+/// to its end), then `fd` closed.
+struct WritebackJob {
+    fd: OwnedFd,
+    offset: u64,
+    len: u64,
+}
+
+/// A [`WritebackJob`] counted in its [`FdBudget`]: dropped, its file is
+/// closed, then given back.
+struct Held {
+    job: Option<WritebackJob>,
+    budget: &'static FdBudget,
+}
+
+impl Held {
+    fn start(&self) {
+        if let Some(job) = &self.job {
+            // A failure to start it early changes nothing of the result.
+            let _ = crate::sys::start_writeback(&job.fd, job.offset, job.len);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.job.take());
+        self.budget.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// For an unpack whose caller does not sync (a flatten), a thread that
-/// starts the writeback of each file written and closes it
+/// starts the writeback of each file written and closes it, and of each
+/// [`WRITEBACK_STEP`] of a large file while it is written
 /// ([`crate::sys::start_writeback`]): the data goes to the disk while the
 /// rest is unpacked, rather than all at a `sync` after the unpack, and the
 /// unpack's thread neither pays for the call nor waits where the disk's
 /// queue is full. Best effort: a file it cannot take (no second CPU, no
-/// thread, a full queue) is closed at once, its writeback left to the
-/// kernel as before. Dropped, it lets its thread close what it holds and
-/// waits for it (at most the queue). Off, it only closes the files.
+/// thread, a full queue, the process's [`FdBudget`] spent) is closed at
+/// once, its writeback left to the kernel as before, and without the
+/// thread no writeback is started at all. Dropped, it lets its thread
+/// close what it holds and waits for it (at most the queue). Off, it only
+/// closes the files.
 struct Writeback {
-    on: bool,
-    tx: Option<SyncSender<Vec<OwnedFd>>>,
+    tx: Option<SyncSender<Vec<Held>>>,
     /// Files not handed over yet.
-    batch: Vec<OwnedFd>,
+    batch: Vec<Held>,
+    budget: &'static FdBudget,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Writeback {
     /// A writeback thread if `on` and there is a second CPU.
     fn start(on: bool) -> Self {
+        Self::with_budget(on, &WRITEBACK_FDS)
+    }
+
+    /// As [`start`](Writeback::start), its descriptors counted in `budget`.
+    fn with_budget(on: bool, budget: &'static FdBudget) -> Self {
         let none = Writeback {
-            on,
             tx: None,
             batch: Vec::new(),
+            budget,
             thread: None,
         };
         if !on || !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
             return none;
         }
-        let (tx, rx) = mpsc::sync_channel::<Vec<OwnedFd>>(WRITEBACK_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Vec<Held>>(WRITEBACK_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("writeback".into())
             .spawn(move || {
                 for batch in rx {
-                    for fd in batch {
-                        // A failure to start it early changes nothing of
-                        // the result.
-                        let _ = crate::sys::start_writeback(&fd, 0, 0);
+                    for held in batch {
+                        held.start();
                     }
                 }
             });
         match spawned {
             Ok(thread) => Writeback {
-                on,
                 tx: Some(tx),
                 batch: Vec::with_capacity(WRITEBACK_BATCH),
+                budget,
                 thread: Some(thread),
             },
             Err(_) => none,
         }
     }
 
+    /// Whether a thread takes the writeback (else nothing is started).
+    fn started(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Hands over `fd`, a file whose data and metadata are written: to the
     /// thread, or closed.
     fn hand_over(&mut self, fd: OwnedFd) {
+        self.take(WritebackJob {
+            fd,
+            offset: 0,
+            len: 0,
+        });
+        if self.batch.len() >= WRITEBACK_BATCH {
+            self.send();
+        }
+    }
+
+    /// Has the thread start the writeback of `len` bytes of `file` from
+    /// `offset` (a large file still being written, through a descriptor of
+    /// its own), at once; nothing without a thread.
+    fn kick(&mut self, file: &File, offset: u64, len: u64) {
+        if !self.started() {
+            return;
+        }
+        // A descriptor that cannot be had means no early writeback.
+        if let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(file, 0) {
+            self.take(WritebackJob { fd, offset, len });
+            self.send();
+        }
+    }
+
+    /// Adds `job` to the batch, or closes its file (no thread, or the
+    /// budget spent: then the batch goes, so the thread can give back).
+    fn take(&mut self, job: WritebackJob) {
+        if !self.started() {
+            return;
+        }
+        match self.budget.take(job) {
+            Some(held) => self.batch.push(held),
+            None => self.send(),
+        }
+    }
+
+    /// Sends the batch to the thread; full or gone, it comes back and is
+    /// closed here.
+    fn send(&mut self) {
         let Some(tx) = &self.tx else {
             return;
         };
-        self.batch.push(fd);
-        if self.batch.len() >= WRITEBACK_BATCH {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITEBACK_BATCH));
-            // Full or gone: the batch comes back and is closed here.
-            let _ = tx.try_send(batch);
+        if self.batch.is_empty() {
+            return;
         }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(WRITEBACK_BATCH));
+        let _ = tx.try_send(batch);
     }
 }
 
@@ -1486,8 +1630,8 @@ fn blob_algorithm(opts: &UnpackOptions) -> Algorithm {
 /// The blob digest an unpack takes as given instead of hashing the
 /// compressed bytes: one its caller checks
 /// ([`UnpackOptions::digest_checked_by_caller`]), or one its store checked
-/// where a diff ID is checked here
-/// ([`UnpackOptions::digest_checked_by_store`]).
+/// where a diff ID is checked here (`digest_checked_by_store`, set only
+/// for a provider [`verified_at_ingest`](image_store::Provider::verified_at_ingest)).
 fn given_digest(opts: &UnpackOptions) -> Option<&Digest> {
     let digest = opts.digest.as_ref()?;
     let store_checked = opts.digest_checked_by_store && opts.diff_id.is_some();
@@ -2285,9 +2429,9 @@ impl<'r, 'o> Applier<'r, 'o> {
         let mut done: u64 = 0;
         let mut kicked: u64 = 0;
         while done < expected {
-            if self.writeback.on && done - kicked >= WRITEBACK_STEP {
-                // A failure to start it early changes nothing of the result.
-                let _ = crate::sys::start_writeback(&*file, kicked, done - kicked);
+            if self.writeback.started() && done - kicked >= WRITEBACK_STEP {
+                // On the writeback thread, never this one's.
+                self.writeback.kick(file, kicked, done - kicked);
                 kicked = done;
             }
             let want = usize::try_from((expected - done).min(self.buf.len() as u64))
@@ -3242,6 +3386,47 @@ mod tests {
                 assert!(rest.is_empty());
             }
         }
+    }
+
+    /// Whether the writing end of the pipe read by `r` (non-blocking) is
+    /// still open somewhere.
+    fn writer_open(mut r: &File) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(r.read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// A [`Writeback`] holds at most its budget's cap of descriptors,
+    /// counted as the write ends of pipes still open: a file beyond it is
+    /// closed at once, and a large file's kicks (a descriptor of its own
+    /// each) count too. Before, a batch of 64 was held whatever the
+    /// process's descriptor limit (up to ~383 per unpack).
+    #[test]
+    fn a_writeback_holds_at_most_its_budget() {
+        const CAP: usize = 8;
+        static BUDGET: FdBudget = FdBudget::new(CAP);
+        let mut writeback = Writeback::with_budget(true, &BUDGET);
+        if !writeback.started() {
+            eprintln!("SKIP a_writeback_holds_at_most_its_budget: one CPU, no writeback thread");
+            return;
+        }
+        let mut readers = Vec::new();
+        let big = tempfile::tempfile().expect("tempfile");
+        (&big).write_all(&[1u8; 1 << 16]).expect("write");
+        for i in 0..WRITEBACK_BATCH * 2 {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).expect("pipe");
+            writeback.hand_over(w);
+            readers.push(File::from(r));
+            // Kicks after a whole batch, which alone must stay within the cap.
+            if i >= WRITEBACK_BATCH && i % 5 == 0 {
+                writeback.kick(&big, 0, 4096);
+            }
+            let open = readers.iter().filter(|r| writer_open(r)).count();
+            assert!(open <= CAP, "{open} files held after {} handed over", i + 1);
+            assert!(BUDGET.held() <= CAP);
+        }
+        drop(writeback);
+        assert_eq!(BUDGET.held(), 0);
+        assert!(readers.iter().all(|r| !writer_open(r)), "a file left open");
     }
 
     /// `source` unpacked with the read-ahead onto `target`, with the

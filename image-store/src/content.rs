@@ -330,6 +330,21 @@ pub trait Provider {
         self.reader_for(descriptor)
     }
 
+    /// Whether every blob this provider returns went through a verified
+    /// commit of this store (its digest and size checked when it was taken
+    /// in), so that a caller checking what it unpacks by a diff ID may take
+    /// a blob's digest as given instead of hashing its bytes again. False
+    /// by default: a provider that serves bytes from elsewhere (a registry,
+    /// an archive) or that cannot vouch for its blobs must keep it false. A
+    /// wrapper that forwards every read to one store forwards this too.
+    ///
+    /// # Security
+    /// True only for a store whose blobs were all committed through its
+    /// own digest check (and whose `fsck` finds one changed since).
+    fn verified_at_ingest(&self) -> bool {
+        false
+    }
+
     /// Facts about a blob.
     ///
     /// # Errors
@@ -710,6 +725,9 @@ macro_rules! forward {
             }
             fn reader_for_unverified(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send>> {
                 (**self).reader_for_unverified(descriptor)
+            }
+            fn verified_at_ingest(&self) -> bool {
+                (**self).verified_at_ingest()
             }
             fn info(&self, digest: &Digest) -> Result<Info> {
                 (**self).info(digest)

@@ -477,6 +477,10 @@ impl<S: Provider + ?Sized> Provider for Leased<'_, S> {
         self.store.reader_for_unverified(descriptor)
     }
 
+    fn verified_at_ingest(&self) -> bool {
+        self.store.verified_at_ingest()
+    }
+
     fn try_info(&self, digest: &Digest) -> ContentResult<Option<Info>> {
         self.protect(digest)?;
         self.store.try_info(digest)

@@ -349,6 +349,13 @@ impl OciDir {
 }
 
 impl Provider for OciDir {
+    /// A store: its blobs are committed through the ingest's digest and
+    /// size check (a directory opened as a store is one; `fsck` finds a
+    /// blob changed since).
+    fn verified_at_ingest(&self) -> bool {
+        true
+    }
+
     fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
         let path = self.blob_path(digest);
         match self.dir.open_regular(&path) {

@@ -228,6 +228,11 @@ impl Provider for Remote<'_> {
         self.open(descriptor, true)
     }
 
+    /// Raw registry bytes: never checked by a store, so hashed where read.
+    fn verified_at_ingest(&self) -> bool {
+        false
+    }
+
     /// The layers: the analysis hashes what it reads and checks digest,
     /// size and diff ID itself before it returns, so each is hashed once.
     fn reader_for_unverified(

@@ -40,6 +40,9 @@ impl Provider for Counting<'_> {
         self.unverified.fetch_add(1, Ordering::SeqCst);
         self.inner.reader_for_unverified(descriptor)
     }
+    fn verified_at_ingest(&self) -> bool {
+        self.inner.verified_at_ingest()
+    }
 }
 
 fn two_layer_image(work: &std::path::Path) -> (OciDir, std::path::PathBuf) {
@@ -249,4 +252,53 @@ fn a_stored_blob_is_not_hashed_again() {
     let sn = CopySnapshotter::open(work.path().join("copy")).expect("open");
     unpack_image(&store, &image, &sn, &ImageUnpackOptions::default())
         .expect("the same tar unpacks");
+}
+
+/// A provider that returns a store's bytes but does not vouch for them
+/// (as a registry source, analyze's `Remote`, does not): its
+/// `verified_at_ingest` is the trait's default, false.
+struct Unvouched<'a>(&'a OciDir);
+
+impl Provider for Unvouched<'_> {
+    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.0.reader(digest)
+    }
+    fn try_info(&self, digest: &Digest) -> Result<Option<Info>, ContentError> {
+        self.0.try_info(digest)
+    }
+    fn reader_for_unverified(
+        &self,
+        descriptor: &Descriptor,
+    ) -> Result<Box<dyn Read + Send>, ContentError> {
+        self.0.reader_for_unverified(descriptor)
+    }
+}
+
+/// The change of `a_stored_blob_is_not_hashed_again` (the gzip header's
+/// time field), read through a provider that is not verified at ingest:
+/// its blob is hashed, so the flatten and the snapshot unpack refuse it as
+/// a digest mismatch. Before, every provider's digest was taken as given,
+/// and this flattened.
+#[test]
+fn a_blob_no_store_vouches_for_is_hashed() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let (store, image, _, path) = flattened_app(work.path());
+    assert!(store.verified_at_ingest() && Provider::verified_at_ingest(&&store));
+    let source = Unvouched(&store);
+    assert!(!source.verified_at_ingest());
+    let mut bytes = std::fs::read(&path).expect("read blob");
+    bytes[5] ^= 0x55;
+    std::fs::write(&path, &bytes).expect("change the header's time");
+    let e = flatten_image(
+        &source,
+        &image,
+        &work.path().join("got"),
+        &UnpackOptions::default(),
+    )
+    .expect_err("an unvouched changed blob flattened");
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e:?}");
+    let sn = CopySnapshotter::open(work.path().join("copy")).expect("open");
+    let e = unpack_image(&source, &image, &sn, &ImageUnpackOptions::default())
+        .expect_err("an unvouched changed blob unpacked");
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
 }
