@@ -126,6 +126,49 @@ fn same_layers(a: &[Tree], b: &[Tree]) {
     }
 }
 
+/// What a pull of `dest` by the library needs: its reference, a client
+/// (plain HTTP on loopback), and a directory with a store and overlay
+/// snapshots (`store`, `snapshots`).
+fn pulling(
+    dest: &str,
+) -> (
+    Reference,
+    blocking::Client,
+    tempfile::TempDir,
+    OciDir,
+    Snapshots,
+) {
+    let reference = Reference::parse_name(dest).unwrap();
+    let client = blocking::Client::from_builder(
+        Client::builder().config(RegistryConfig::new().with_loopback_http(true)),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
+    let snaps = Snapshots::open(&dir.path().join("snapshots"), Driver::Overlay).unwrap();
+    (reference, client, dir, store, snaps)
+}
+
+/// `ours`, a one pass into the overlay snapshots at `dir/snapshots`, has
+/// the chain IDs and layer trees of a plain unpack of `image` (made into
+/// `dir/reference`).
+fn same_as_a_plain_unpack(
+    dir: &Path,
+    store: &OciDir,
+    image: &image_store::Image,
+    ours: &image_overlay::ImageUnpackReport,
+    options: &ImageUnpackOptions,
+) {
+    let other = Snapshots::open(&dir.join("reference"), Driver::Overlay).unwrap();
+    let theirs = unpack_image(store, image, other.snapshotter(), options).unwrap();
+    assert_eq!(ours.chain_ids, theirs.chain_ids);
+    let top = ours.top().unwrap();
+    same_layers(
+        &layer_dirs(&dir.join("snapshots"), &top),
+        &layer_dirs(&dir.join("reference"), &top),
+    );
+}
+
 /// The chain IDs `imagectl unpack --driver overlay` prints, with how.
 fn unpack_lines(cli: &Cli, reference: &str, dir: &Path) -> Vec<(String, String)> {
     let out = cli.ok(&[
@@ -213,14 +256,7 @@ fn a_pull_cancelled_mid_layer_leaves_no_active_snapshot_and_its_resume_unpacks_r
     let Some((_registry, _pusher, dest, big)) = pushed() else {
         return;
     };
-    let reference = Reference::parse_name(&dest).unwrap();
-    let client = blocking::Client::from_builder(
-        Client::builder().config(RegistryConfig::new().with_loopback_http(true)),
-    )
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let store = OciDir::open_or_create(tmp.path().join("store")).unwrap();
-    let snaps = Snapshots::open(&tmp.path().join("snapshots"), Driver::Overlay).unwrap();
+    let (reference, client, tmp, store, snaps) = pulling(&dest);
     let options = ImageUnpackOptions::default();
 
     let unpacker = Arc::new(StreamUnpacker::new(snaps.shared(), &options));
@@ -264,14 +300,7 @@ fn a_pull_cancelled_mid_layer_leaves_no_active_snapshot_and_its_resume_unpacks_r
     drop((pull, unpacker));
     assert_eq!(ours.unpacked.len(), 3);
 
-    let other = Snapshots::open(&tmp.path().join("reference"), Driver::Overlay).unwrap();
-    let theirs = unpack_image(&store, &image, other.snapshotter(), &options).unwrap();
-    assert_eq!(ours.chain_ids, theirs.chain_ids);
-    let top = ours.top().unwrap();
-    same_layers(
-        &layer_dirs(&tmp.path().join("snapshots"), &top),
-        &layer_dirs(&tmp.path().join("reference"), &top),
-    );
+    same_as_a_plain_unpack(tmp.path(), &store, &image, &ours, &options);
     // Only the committed layers are left.
     let left = snaps.snapshotter().list().unwrap();
     assert_eq!(left.len(), 3, "{left:?}");
@@ -392,14 +421,7 @@ fn one_slot_streams_one_layer_at_a_time_without_holding_a_download_back() {
         .collect();
     assert_eq!(layers.len(), 4);
 
-    let reference = Reference::parse_name(&dest).unwrap();
-    let client = blocking::Client::from_builder(
-        Client::builder().config(RegistryConfig::new().with_loopback_http(true)),
-    )
-    .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let store = OciDir::open_or_create(work.path().join("store")).unwrap();
-    let snaps = Snapshots::open(&work.path().join("snapshots"), Driver::Overlay).unwrap();
+    let (reference, client, work, store, snaps) = pulling(&dest);
     let options = ImageUnpackOptions::default().with_parallelism(1);
     let unpacker = Arc::new(StreamUnpacker::new(snaps.shared(), &options));
     let (peak, arrived) = (Arc::default(), Arc::default());
@@ -426,14 +448,7 @@ fn one_slot_streams_one_layer_at_a_time_without_holding_a_download_back() {
     assert_eq!(unpacker.streamed().len(), 1);
     drop((pull, unpacker));
 
-    let other = Snapshots::open(&work.path().join("reference"), Driver::Overlay).unwrap();
-    let theirs = unpack_image(&store, &image, other.snapshotter(), &options).unwrap();
-    assert_eq!(ours.chain_ids, theirs.chain_ids);
-    let top = ours.top().unwrap();
-    same_layers(
-        &layer_dirs(&work.path().join("snapshots"), &top),
-        &layer_dirs(&work.path().join("reference"), &top),
-    );
+    same_as_a_plain_unpack(work.path(), &store, &image, &ours, &options);
     // Only the committed layers are left.
     let left = snaps.snapshotter().list().unwrap();
     assert_eq!(left.len(), 4, "{left:?}");
