@@ -423,7 +423,7 @@ fn one_slot_streams_one_layer_at_a_time_without_holding_a_download_back() {
 
     let (reference, client, work, store, snaps) = pulling(&dest);
     let options = ImageUnpackOptions::default().with_parallelism(1);
-    let unpacker = Arc::new(StreamUnpacker::new(snaps.shared(), &options));
+    let unpacker = Arc::new(StreamUnpacker::bounded(snaps.shared(), &options));
     let (peak, arrived) = (Arc::default(), Arc::default());
     let sink = Held {
         inner: SnapshotSink(unpacker.clone()),

@@ -40,7 +40,8 @@
 //! [`FEED_CHUNKS`] chunks in flight; a writer that outruns the unpack
 //! blocks.
 //!
-//! CPU is bounded without holding a download back: at most
+//! An unpacker made [`bounded`](StreamUnpacker::bounded) bounds CPU
+//! without holding a download back: at most
 //! [`ImageUnpackOptions::parallelism`] layers (0: the number of cores)
 //! stream into their snapshots at once (a layer under [`SLOTLESS_BELOW`]
 //! bytes needs no slot). A layer whose download begins
@@ -183,9 +184,26 @@ impl StreamUnpacker {
                 done: Mutex::new(HashMap::new()),
                 committed: Mutex::new(Vec::new()),
                 flusher: Mutex::new(None),
-                slots: Arc::new(Slots::new(options.parallelism)),
+                slots: Arc::new(Slots::new(usize::MAX)),
             }),
         }
+    }
+
+    /// An unpacker as [`new`](StreamUnpacker::new) makes, which streams
+    /// at most `options.parallelism` layers (0: the cores) at once (see
+    /// the [module documentation](self)). Not yet what `pull --unpack`
+    /// uses: through a 1 Gbit/s link, the layers left to `finish` waited
+    /// for the pull's end and made the one pass slower (ARCHITECTURE's
+    /// decisions).
+    pub fn bounded(
+        snapshotter: Arc<dyn Snapshotter>,
+        options: &ImageUnpackOptions,
+    ) -> StreamUnpacker {
+        let mut unpacker = StreamUnpacker::new(snapshotter, options);
+        if let Some(shared) = Arc::get_mut(&mut unpacker.shared) {
+            shared.slots = Arc::new(Slots::new(options.parallelism));
+        }
+        unpacker
     }
 
     /// The chain IDs that [`finish`](StreamUnpacker::finish) committed
@@ -456,7 +474,7 @@ impl StreamUnpacker {
                 }
             }
         };
-        let threads = self.shared.slots.limit.min(todo.len());
+        let threads = Slots::new(options.parallelism).limit.min(todo.len());
         std::thread::scope(|s| {
             for _ in 1..threads {
                 s.spawn(work);
