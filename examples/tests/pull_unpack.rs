@@ -13,12 +13,13 @@ mod tree;
 mod unpack_sink;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{Cleanup, Cli};
 use image_core::error::classify;
 use image_core::progress::Recorder;
-use image_core::{Digest, ErrorKind, Interrupt, Reference, Tracker};
+use image_core::{DescriptorExt, Digest, ErrorKind, Interrupt, Reference, Tracker};
 use image_overlay::{unpack_image, ImageUnpackOptions, SnapshotKind, StreamUnpacker};
 use image_registry::{blocking, Client, PullOptions, RegistryConfig};
 use image_runtime::snapshots::{Driver, Snapshots};
@@ -125,6 +126,49 @@ fn same_layers(a: &[Tree], b: &[Tree]) {
     }
 }
 
+/// What a pull of `dest` by the library needs: its reference, a client
+/// (plain HTTP on loopback), and a directory with a store and overlay
+/// snapshots (`store`, `snapshots`).
+fn pulling(
+    dest: &str,
+) -> (
+    Reference,
+    blocking::Client,
+    tempfile::TempDir,
+    OciDir,
+    Snapshots,
+) {
+    let reference = Reference::parse_name(dest).unwrap();
+    let client = blocking::Client::from_builder(
+        Client::builder().config(RegistryConfig::new().with_loopback_http(true)),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
+    let snaps = Snapshots::open(&dir.path().join("snapshots"), Driver::Overlay).unwrap();
+    (reference, client, dir, store, snaps)
+}
+
+/// `ours`, a one pass into the overlay snapshots at `dir/snapshots`, has
+/// the chain IDs and layer trees of a plain unpack of `image` (made into
+/// `dir/reference`).
+fn same_as_a_plain_unpack(
+    dir: &Path,
+    store: &OciDir,
+    image: &image_store::Image,
+    ours: &image_overlay::ImageUnpackReport,
+    options: &ImageUnpackOptions,
+) {
+    let other = Snapshots::open(&dir.join("reference"), Driver::Overlay).unwrap();
+    let theirs = unpack_image(store, image, other.snapshotter(), options).unwrap();
+    assert_eq!(ours.chain_ids, theirs.chain_ids);
+    let top = ours.top().unwrap();
+    same_layers(
+        &layer_dirs(&dir.join("snapshots"), &top),
+        &layer_dirs(&dir.join("reference"), &top),
+    );
+}
+
 /// The chain IDs `imagectl unpack --driver overlay` prints, with how.
 fn unpack_lines(cli: &Cli, reference: &str, dir: &Path) -> Vec<(String, String)> {
     let out = cli.ok(&[
@@ -212,14 +256,7 @@ fn a_pull_cancelled_mid_layer_leaves_no_active_snapshot_and_its_resume_unpacks_r
     let Some((_registry, _pusher, dest, big)) = pushed() else {
         return;
     };
-    let reference = Reference::parse_name(&dest).unwrap();
-    let client = blocking::Client::from_builder(
-        Client::builder().config(RegistryConfig::new().with_loopback_http(true)),
-    )
-    .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let store = OciDir::open_or_create(tmp.path().join("store")).unwrap();
-    let snaps = Snapshots::open(&tmp.path().join("snapshots"), Driver::Overlay).unwrap();
+    let (reference, client, tmp, store, snaps) = pulling(&dest);
     let options = ImageUnpackOptions::default();
 
     let unpacker = Arc::new(StreamUnpacker::new(snaps.shared(), &options));
@@ -263,15 +300,156 @@ fn a_pull_cancelled_mid_layer_leaves_no_active_snapshot_and_its_resume_unpacks_r
     drop((pull, unpacker));
     assert_eq!(ours.unpacked.len(), 3);
 
-    let other = Snapshots::open(&tmp.path().join("reference"), Driver::Overlay).unwrap();
-    let theirs = unpack_image(&store, &image, other.snapshotter(), &options).unwrap();
-    assert_eq!(ours.chain_ids, theirs.chain_ids);
-    let top = ours.top().unwrap();
-    same_layers(
-        &layer_dirs(&tmp.path().join("snapshots"), &top),
-        &layer_dirs(&tmp.path().join("reference"), &top),
-    );
+    same_as_a_plain_unpack(tmp.path(), &store, &image, &ours, &options);
     // Only the committed layers are left.
     let left = snaps.snapshotter().list().unwrap();
     assert_eq!(left.len(), 3, "{left:?}");
+}
+
+/// Bytes of random content in each layer of [`one_slot_streams_one_layer_at_a_time_without_holding_a_download_back`]:
+/// above the size that streams without a slot.
+const SLOTTED: usize = image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 512 * 1024;
+
+/// A sink that counts the feeds open at once and holds the first one's
+/// bytes until every other layer's blob is in the store.
+#[derive(Debug)]
+struct Held {
+    inner: SnapshotSink,
+    store: std::path::PathBuf,
+    /// The layers the held one waits for (all but the first begun).
+    layers: Vec<Digest>,
+    live: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    first: AtomicBool,
+    /// Whether the other blobs all arrived while the first was held.
+    arrived: Arc<AtomicBool>,
+}
+
+struct HeldFeed {
+    inner: Option<Box<dyn image_registry::LayerFeed>>,
+    /// (the store, the other layers) for the first feed, until its first
+    /// write.
+    hold: Option<(std::path::PathBuf, Vec<Digest>)>,
+    live: Arc<AtomicUsize>,
+    arrived: Arc<AtomicBool>,
+}
+
+impl image_registry::LayerSink for Held {
+    fn begin(&self, blob: &image_core::Descriptor) -> Option<Box<dyn image_registry::LayerFeed>> {
+        let inner = image_registry::LayerSink::begin(&self.inner, blob)?;
+        let n = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        let hold = self.first.swap(false, Ordering::SeqCst).then(|| {
+            let this = blob.checked_digest().ok();
+            let others = self.layers.iter().filter(|d| Some(*d) != this.as_ref());
+            (self.store.clone(), others.cloned().collect())
+        });
+        Some(Box::new(HeldFeed {
+            inner: Some(inner),
+            hold,
+            live: self.live.clone(),
+            arrived: self.arrived.clone(),
+        }))
+    }
+}
+
+impl image_registry::LayerFeed for HeldFeed {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some((store, others)) = self.hold.take() {
+            // Generous: the downloads are on loopback.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            let store = OciDir::open(store).unwrap();
+            while std::time::Instant::now() < deadline {
+                if others.iter().all(|d| store.exists(d).unwrap()) {
+                    self.arrived.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        self.inner.as_mut().unwrap().write(bytes)
+    }
+
+    fn verified(mut self: Box<Self>, blob: &image_store::VerifiedBlob) {
+        self.inner.take().unwrap().verified(blob);
+    }
+}
+
+impl Drop for HeldFeed {
+    fn drop(&mut self) {
+        // After `verified` (its unpack joined) or the feed's own drop.
+        drop(self.inner.take());
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// With one slot, four layers above the slotless size stream one at a
+/// time, and no download waits for the slot: while the first layer's
+/// feed is held, the three others are downloaded whole into the store
+/// (they get no feed); `finish` unpacks them from the store, and the
+/// snapshots are those of a plain unpack.
+#[test]
+fn one_slot_streams_one_layer_at_a_time_without_holding_a_download_back() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let cli = Cli::new(Cleanup::Containers);
+    let tmp = cli.tmp.path();
+    let mut next = image_testsupport::xorshift(11);
+    let mut base: Option<String> = None;
+    for i in 0..4 {
+        let dir = tmp.join(format!("layer{i}"));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let bytes: Vec<u8> = (0..SLOTTED).map(|_| next() as u8).collect();
+        std::fs::write(dir.join(format!("data/{i}")), bytes).unwrap();
+        let tag = format!("four:{i}");
+        let mut args = vec!["append", "--rootfs", dir.to_str().unwrap(), "--tag", &tag];
+        if let Some(b) = &base {
+            args.extend(["--base", b.as_str()]);
+        }
+        cli.ok(&args);
+        base = Some(tag);
+    }
+    let dest = format!("{}/cli/four:3", registry.host_port());
+    cli.ok(&["push", "four:3", &dest, "--insecure", "--quiet"]);
+    let pushed = OciDir::open(cli.store()).unwrap();
+    let layers: Vec<Digest> = image_store::image::resolve_image(&pushed, "four:3", None)
+        .unwrap()
+        .layers()
+        .iter()
+        .map(|d| d.checked_digest().unwrap())
+        .collect();
+    assert_eq!(layers.len(), 4);
+
+    let (reference, client, work, store, snaps) = pulling(&dest);
+    let options = ImageUnpackOptions::default().with_parallelism(1);
+    let unpacker = Arc::new(StreamUnpacker::bounded(snaps.shared(), &options));
+    let (peak, arrived) = (Arc::default(), Arc::default());
+    let sink = Held {
+        inner: SnapshotSink(unpacker.clone()),
+        store: work.path().join("store"),
+        layers,
+        live: Arc::default(),
+        peak: Arc::clone(&peak),
+        first: AtomicBool::new(true),
+        arrived: Arc::clone(&arrived),
+    };
+    let pull = PullOptions::default().with_layer_sink(Arc::new(sink));
+    client.pull(&reference, &store, &pull).unwrap();
+    let peak = peak.load(Ordering::SeqCst);
+    assert_eq!(peak, 1, "{peak} layers streamed at once with one slot");
+    assert!(
+        arrived.load(Ordering::SeqCst),
+        "the other downloads waited for the held layer"
+    );
+    let image = image_store::image::resolve_image(&store, &dest, None).unwrap();
+    let ours = unpacker.finish(&store, &image, &options).unwrap();
+    assert_eq!(ours.unpacked.len(), 4);
+    assert_eq!(unpacker.streamed().len(), 1);
+    drop((pull, unpacker));
+
+    same_as_a_plain_unpack(work.path(), &store, &image, &ours, &options);
+    // Only the committed layers are left.
+    let left = snaps.snapshotter().list().unwrap();
+    assert_eq!(left.len(), 4, "{left:?}");
 }

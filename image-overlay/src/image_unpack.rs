@@ -389,7 +389,7 @@ pub(crate) fn remove_stale<S: Snapshotter + ?Sized>(snapshotter: &S) {
     }
 }
 
-fn prepare_job<S: Snapshotter + ?Sized>(
+pub(crate) fn prepare_job<S: Snapshotter + ?Sized>(
     snapshotter: &S,
     layers: &[(Descriptor, Digest)],
     chains: &[Digest],
@@ -420,7 +420,7 @@ fn prepare_job<S: Snapshotter + ?Sized>(
     })
 }
 
-fn unpack_layer<P: Provider + ?Sized>(
+pub(crate) fn unpack_layer<P: Provider + ?Sized>(
     store: &P,
     layers: &[(Descriptor, Digest)],
     job: &Job,
