@@ -309,6 +309,8 @@ impl Write for MemoryWriter {
     }
 }
 
+impl crate::content::sealed::Writer for MemoryWriter {}
+
 impl ContentWriter for MemoryWriter {
     fn reference(&self) -> &str {
         &self.reference
