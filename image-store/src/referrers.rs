@@ -37,7 +37,7 @@ use std::collections::{HashMap, HashSet};
 use image_core::manifest::descriptor_media_type;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::{
-    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Index, ParseError,
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Index, MediaType, ParseError,
 };
 
 use crate::content::{ContentError, Ingester, Provider};
@@ -336,6 +336,17 @@ where
         })
 }
 
+/// The media type of `d` when it is a manifest or an index with a valid
+/// digest not in `seen` (then added to it): a document to read once.
+fn new_document(d: &Descriptor, seen: &mut HashSet<Digest>) -> Option<MediaType> {
+    let media_type = descriptor_media_type(d);
+    if !(media_type.is_manifest() || media_type.is_index()) {
+        return None;
+    }
+    let digest = d.checked_digest().ok()?;
+    seen.insert(digest).then_some(media_type)
+}
+
 /// [`in_index`] of the top-level index's `entries`.
 fn in_entries<S>(
     store: &S,
@@ -352,16 +363,9 @@ where
         if !(untagged || d.artifact_type().is_some()) {
             continue;
         }
-        let media_type = descriptor_media_type(&d);
-        if !(media_type.is_manifest() || media_type.is_index()) {
-            continue;
-        }
-        let Ok(digest) = d.checked_digest() else {
+        let Some(media_type) = new_document(&d, &mut seen) else {
             continue;
         };
-        if !seen.insert(digest) {
-            continue;
-        }
         bytes = bytes.saturating_add(d.size());
         for (over, limit) in [
             (seen.len() > MAX_INDEX_ENTRIES, MAX_INDEX_ENTRIES as u64),
@@ -495,16 +499,9 @@ where
     let mut pending: Vec<Descriptor> = entries.to_vec();
     let mut bytes = 0u64;
     while let Some(d) = pending.pop() {
-        let media_type = descriptor_media_type(&d);
-        if !(media_type.is_manifest() || media_type.is_index()) {
-            continue;
-        }
-        let Ok(digest) = d.checked_digest() else {
+        let Some(media_type) = new_document(&d, &mut seen) else {
             continue;
         };
-        if !seen.insert(digest) {
-            continue;
-        }
         if seen.len() > MAX_INDEX_ENTRIES {
             return Err(ReferrersError::TooManyEntries {
                 limit: MAX_INDEX_ENTRIES as u64,
