@@ -490,3 +490,44 @@ fn a_failing_platform_stops_the_others_and_nothing_is_tagged() {
     );
     assert!(image_store::resolve_image(&f.store, "test.local/stopped:1", None).is_err());
 }
+
+/// A step the platforms share (a `$BUILDPLATFORM` stage: one cache key)
+/// that fails runs once: the platform waiting for it stops, cancelled,
+/// instead of finding no layer and running the failed step itself. The
+/// step counts its runs in a cache mount (and lasts long enough for the
+/// other platform to wait for it); a second build reads the count back
+/// as its RUN's exit code.
+#[test]
+fn a_failing_shared_step_runs_once() {
+    let Some(f) = fixture() else { return };
+    let shared = format!(
+        "FROM --platform=$BUILDPLATFORM {BASE} AS build\n\
+         RUN --mount=type=cache,target=/rv,id=runs-once sh -c 'echo ran >> /rv/runs; sleep 3; exit 3'\n\
+         FROM scratch\n\
+         COPY --from=build /bin/busybox /busybox\n"
+    );
+    let (r, _) = f.build(&shared, |o| {
+        o.platforms = vec![Platform::host(), foreign_platform()];
+        o.tags = vec!["test.local/runs-once:1".into()];
+        o.jobs = 2;
+        o.no_cache = true;
+    });
+    let e = r.expect_err("the shared RUN fails");
+    assert!(
+        matches!(&e, BuildError::Step { source: StepError::Run(run), .. }
+            if matches!(**run, image_build::run::RunError::Failed { code: 3, .. })),
+        "{e:?}"
+    );
+    let count = format!(
+        "FROM {BASE}\n\
+         RUN --mount=type=cache,target=/rv,id=runs-once sh -c 'exit $(wc -l < /rv/runs)'\n"
+    );
+    let (r, _) = f.build(&count, |o| o.no_cache = true);
+    let e = r.expect_err("the count is the exit code");
+    assert!(
+        matches!(&e, BuildError::Step { source: StepError::Run(run), .. }
+            if matches!(**run, image_build::run::RunError::Failed { code: 1, .. })),
+        "the shared step ran more than once: {e:?}"
+    );
+    assert!(image_store::resolve_image(&f.store, "test.local/runs-once:1", None).is_err());
+}

@@ -541,13 +541,13 @@ impl LayerFeed {
     /// [`StreamUnpacker::finish`].
     ///
     /// # Errors
-    /// The unpack failed, or `blob` is another blob's
-    /// ([`UnpackError::DigestMismatch`]); its snapshot is removed.
+    /// The unpack failed, or `blob` is another blob's (the caller's
+    /// mistake, [`UnpackError::WrongProof`]); its snapshot is removed.
     pub fn finish(mut self, blob: &VerifiedBlob) -> Result<UnpackReport, UnpackError> {
         if blob.digest() != &self.digest {
-            return Err(UnpackError::DigestMismatch {
-                expected: self.digest.clone(),
-                found: blob.digest().clone(),
+            return Err(UnpackError::WrongProof {
+                layer: self.digest.clone(),
+                given: blob.digest().clone(),
             });
         }
         self.tx = None;

@@ -573,6 +573,15 @@ pub enum UnpackError {
         /// Computed.
         found: Digest,
     },
+    /// A caller handed a streamed layer the store's proof of another blob:
+    /// nothing was hashed to `given`, the caller passed the wrong proof.
+    #[error("the proof given for layer {layer} is of another blob, {given}")]
+    WrongProof {
+        /// The layer being unpacked.
+        layer: Digest,
+        /// The digest the given proof is of.
+        given: Digest,
+    },
     /// The diff ID is not the expected one.
     #[error("layer diff ID mismatch: expected {expected}, found {found}")]
     DiffIdMismatch {
@@ -648,6 +657,7 @@ impl Classify for UnpackError {
                 ErrorKind::Unsupported
             }
             E::DigestMismatch { .. } | E::DiffIdMismatch { .. } => ErrorKind::DigestMismatch,
+            E::WrongProof { .. } => ErrorKind::InvalidInput,
             E::SizeMismatch { .. } => ErrorKind::SizeMismatch,
         }
     }

@@ -2179,10 +2179,12 @@ fn a_streamed_layer_is_kept_only_with_the_stores_proof_of_its_blob() {
     feed.write(&layer).unwrap();
     let e = feed.finish(&other).unwrap_err();
     assert!(
-        matches!(&e, image_overlay::unpack::UnpackError::DigestMismatch { expected, found }
-            if expected == &digest && found == other.digest()),
+        matches!(&e, image_overlay::unpack::UnpackError::WrongProof { layer, given }
+            if layer == &digest && given == other.digest()),
         "{e:?}"
     );
+    // The caller's mistake, not content that hashed wrong.
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(snapshotter.list().unwrap().is_empty());
 
     let mut feed = unpacker

@@ -71,17 +71,16 @@ pub enum Location<'a, S: ?Sized> {
     /// (a digest there must be the source's).
     Registry(Reference),
     /// A store (an image-store or any OCI layout) and the image's name in
-    /// it: a tag, or at a source a digest reference, or empty for its only
-    /// image besides referrers (`oci:DIR`, as skopeo names a layout's only
-    /// image: [`image_store::referrers::only_image`]).
+    /// it: a tag, or at a source a digest reference (never empty: a
+    /// store's only image is [`Location::OnlyImage`]).
     Store {
         /// The store.
         store: &'a S,
         /// The image's name.
         name: String,
     },
-    /// An OCI layout (`oci:DIR:REF`, or `oci:DIR` at a source: an empty
-    /// name, as for a store) and the image's name in it: read as
+    /// An OCI layout (`oci:DIR:REF`; `oci:DIR` at a source is
+    /// [`Location::OnlyImage`]) and the image's name in it: read as
     /// a store; at a destination, referrers are listed in its `index.json`
     /// untagged (oras's form) rather than in a store's lists.
     Layout {
@@ -89,6 +88,14 @@ pub enum Location<'a, S: ?Sized> {
         store: &'a S,
         /// The image's name.
         name: String,
+    },
+    /// At a source only: the one image a store or layout holds besides
+    /// its referrers (`oci:DIR`, as skopeo names a layout's only image:
+    /// [`image_store::referrers::only_image`]), asked for explicitly so
+    /// that an empty name stays an error.
+    OnlyImage {
+        /// The store or layout.
+        store: &'a S,
     },
     /// An OCI archive file (skopeo's `oci-archive:PATH[:REF]`) and the
     /// image's name in it (`None`: the archive's only image besides its
@@ -313,8 +320,8 @@ pub enum CopyError {
         /// The images it holds.
         images: usize,
     },
-    /// A source named without a reference (an empty name, `oci:DIR`; an
-    /// archive without one) holds no one image besides its referrers (an
+    /// A source named without a reference ([`Location::OnlyImage`],
+    /// `oci:DIR`; an archive without one) holds no one image besides its referrers (an
     /// archive of several images is [`CopyError::ArchiveImage`]).
     #[error("choosing the image of {of}, named without a reference")]
     OnlyImage {
@@ -323,6 +330,9 @@ pub enum CopyError {
         /// Why.
         source: Box<image_store::referrers::OnlyImageError>,
     },
+    /// [`Location::OnlyImage`] given as a destination, which needs a name.
+    #[error("a copy's destination needs a name: \"the only image\" names a source")]
+    UnnamedDestination,
     /// The scratch store a registry source is pulled into before it is
     /// written as an archive could not be made.
     #[error("making scratch store {}", path.display())]
@@ -351,7 +361,7 @@ impl Classify for CopyError {
             CopyError::TooManyReferrers { .. } | CopyError::ReferrersTooDeep { .. } => {
                 ErrorKind::Unsafe
             }
-            CopyError::Referrer { .. } => ErrorKind::InvalidInput,
+            CopyError::Referrer { .. } | CopyError::UnnamedDestination => ErrorKind::InvalidInput,
             CopyError::ReferrersNeedRegistries => ErrorKind::Unsupported,
             CopyError::Archive { source, .. } => source.kind(),
             CopyError::ArchiveImage { .. } => ErrorKind::InvalidInput,
@@ -381,6 +391,9 @@ where
 {
     let src_store = src.as_store();
     let src = src_store.as_ref().unwrap_or(src);
+    if let Location::OnlyImage { .. } = dst {
+        return Err(CopyError::UnnamedDestination);
+    }
     if let Location::Archive { path, name } = dst {
         return archive::to_archive(client, src, path, name.as_deref(), options).await;
     }
@@ -392,6 +405,10 @@ where
         }
         Location::Store { store, name } => {
             let top = resolve(*store, name)?;
+            from_store(client, *store, top, dst, options).await
+        }
+        Location::OnlyImage { store } => {
+            let top = the_only_image(*store)?;
             from_store(client, *store, top, dst, options).await
         }
         Location::Registry(from) => from_registry(client, from, dst, options).await,
@@ -455,6 +472,7 @@ async fn from_registry<D: PullStore>(
             to_registry(client, &source, top, to, mount, options).await
         }
         Location::Archive { .. } => unreachable!("an archive destination is written first"),
+        Location::OnlyImage { .. } => unreachable!("refused as a destination first"),
     }
 }
 
@@ -512,6 +530,7 @@ async fn from_store<S: Provider + TagStore + Sync + ?Sized, D: PullStore>(
             to_registry(client, &Source::Store(store), top, to, None, options).await
         }
         Location::Archive { .. } => unreachable!("an archive destination is written first"),
+        Location::OnlyImage { .. } => unreachable!("refused as a destination first"),
     }
 }
 
@@ -548,14 +567,16 @@ async fn documents_in<S: Provider + Sync + ?Sized>(
     Ok(out)
 }
 
-/// The image `name` names in a source store.
+/// The only image of a source store besides its referrers.
+fn the_only_image<S: Provider + TagStore>(store: &S) -> Result<Descriptor, CopyError> {
+    image_store::referrers::only_image(store).map_err(|source| CopyError::OnlyImage {
+        of: "the source store".to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// The image `name` names in a source store (an empty name is refused).
 fn resolve<S: Provider + TagStore>(store: &S, name: &str) -> Result<Descriptor, CopyError> {
-    if name.is_empty() {
-        return image_store::referrers::only_image(store).map_err(|source| CopyError::OnlyImage {
-            of: "the source store".to_owned(),
-            source: Box::new(source),
-        });
-    }
     image_store::resolve_reference(store, name).map_err(|source| CopyError::Name {
         name: name.to_owned(),
         source: Box::new(source),

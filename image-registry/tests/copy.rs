@@ -1420,7 +1420,7 @@ fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
     for from in [
         archive(&named_tar, None),
         archive(&unnamed_tar, None),
-        layout_at(""),
+        Location::OnlyImage { store: &layout },
     ] {
         let (_e, back) = image_testsupport::store::oci_dir();
         let report = c
@@ -1479,11 +1479,64 @@ fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
         "{e:?}"
     );
     let e = c
-        .copy(&layout_at(""), &in_store(&none, "x:1"), &with)
+        .copy(
+            &Location::OnlyImage { store: &layout },
+            &in_store(&none, "x:1"),
+            &with,
+        )
         .unwrap_err();
     let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
     assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
     assert!(none.tags().unwrap().is_empty());
+}
+
+/// "The only image" is asked for explicitly ([`Location::OnlyImage`]):
+/// an empty name, of a store or a layout holding one image, stays an
+/// error naming it, and "the only image" names no destination.
+#[test]
+fn an_empty_name_is_an_error_not_the_only_image() {
+    let c = client();
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let image = make_image(&src, &Platform::host(), 7);
+    src.set_tag("app:1", &image.descriptor()).unwrap();
+    let (_e, to) = image_testsupport::store::oci_dir();
+    let with = CopyOptions::default();
+    for from in [
+        in_store(&src, ""),
+        Location::Layout {
+            store: &src,
+            name: String::new(),
+        },
+    ] {
+        let e = c
+            .copy(&from, &in_store(&to, "x:1"), &with)
+            .expect_err("an empty name picked an image");
+        assert!(matches!(e, CopyError::Name { .. }), "{e:?}");
+    }
+    assert!(to.tags().unwrap().is_empty());
+    let e = c
+        .copy(
+            &in_store(&src, "app:1"),
+            &Location::OnlyImage { store: &to },
+            &with,
+        )
+        .unwrap_err();
+    assert!(matches!(e, CopyError::UnnamedDestination), "{e:?}");
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(ErrorKind::InvalidInput)
+    );
+    // Asked for, the store's only image is copied.
+    c.copy(
+        &Location::OnlyImage { store: &src },
+        &in_store(&to, "x:1"),
+        &with,
+    )
+    .unwrap();
+    assert_eq!(
+        to.resolve_tag("x:1").unwrap().digest(),
+        image.descriptor().digest()
+    );
 }
 
 /// The real file system, running `hook` once right after the first held

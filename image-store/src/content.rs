@@ -189,7 +189,33 @@ pub(crate) fn check_reference(reference: &str) -> Result<()> {
 /// A blob being ingested: hashes while written, published by [`commit`](ContentWriter::commit).
 ///
 /// See the [module documentation](self) for the lifecycle.
-pub trait ContentWriter: Write + Send {
+///
+/// Sealed: only this crate's writers implement it, so
+/// [`commit_verified`](ContentWriter::commit_verified) (and the
+/// [`VerifiedBlob`] it returns) always follows one of their own verifying
+/// commits. A writer from another crate does not compile:
+///
+/// ```compile_fail,E0277
+/// struct Forged;
+/// impl std::io::Write for Forged {
+///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { Ok(b.len()) }
+///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// }
+/// impl image_store::ContentWriter for Forged {
+///     fn reference(&self) -> &str { "" }
+///     fn offset(&self) -> u64 { 0 }
+///     fn digest(&self) -> image_core::Digest { image_core::Digest::sha256(b"") }
+///     fn truncate(&mut self, _: u64) -> image_store::content::Result<()> { Ok(()) }
+///     fn commit(
+///         self: Box<Self>,
+///         _: Option<u64>,
+///         expected: Option<&image_core::Digest>,
+///     ) -> image_store::content::Result<image_core::Digest> {
+///         Ok(expected.cloned().unwrap_or_else(|| image_core::Digest::sha256(b"")))
+///     }
+/// }
+/// ```
+pub trait ContentWriter: Write + Send + sealed::Writer {
     /// The ingest reference this writer holds.
     fn reference(&self) -> &str;
 
@@ -238,9 +264,16 @@ pub trait ContentWriter: Write + Send {
     }
 }
 
+/// This crate's writers, the only ones [`ContentWriter`] admits.
+pub(crate) mod sealed {
+    /// Implemented only inside image-store; not nameable outside it.
+    pub trait Writer {}
+}
+
 /// Proof that a store committed a blob after verifying its bytes against
 /// this digest and size. Only [`ContentWriter::commit_verified`] makes
-/// one, so an operation that must wait for the verification (keeping a
+/// one (the trait is sealed: its `commit` is always one of this crate's
+/// verifying commits), so an operation that must wait for the verification (keeping a
 /// layer unpacked from the same bytes while they streamed) takes one
 /// instead of trusting its caller's word.
 ///

@@ -622,6 +622,8 @@ impl OciWriter {
     }
 }
 
+impl crate::content::sealed::Writer for OciWriter {}
+
 impl ContentWriter for OciWriter {
     fn reference(&self) -> &str {
         &self.reference

@@ -576,6 +576,8 @@ impl Write for LeasedWriter {
     }
 }
 
+impl crate::content::sealed::Writer for LeasedWriter {}
+
 impl ContentWriter for LeasedWriter {
     fn reference(&self) -> &str {
         self.inner.reference()

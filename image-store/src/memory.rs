@@ -315,6 +315,8 @@ impl Write for MemoryWriter {
     }
 }
 
+impl crate::content::sealed::Writer for MemoryWriter {}
+
 impl ContentWriter for MemoryWriter {
     fn reference(&self) -> &str {
         &self.reference

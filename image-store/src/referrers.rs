@@ -37,7 +37,7 @@ use std::collections::{HashMap, HashSet};
 use image_core::manifest::descriptor_media_type;
 use image_core::oci_spec::image::{ImageIndexBuilder, MediaType as OciMediaType};
 use image_core::{
-    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Index, ParseError,
+    Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Index, MediaType, ParseError,
 };
 
 use crate::content::{ContentError, Ingester, Provider};
@@ -336,6 +336,17 @@ where
         })
 }
 
+/// The media type of `d` when it is a manifest or an index with a valid
+/// digest not in `seen` (then added to it): a document to read once.
+fn new_document(d: &Descriptor, seen: &mut HashSet<Digest>) -> Option<MediaType> {
+    let media_type = descriptor_media_type(d);
+    if !(media_type.is_manifest() || media_type.is_index()) {
+        return None;
+    }
+    let digest = d.checked_digest().ok()?;
+    seen.insert(digest).then_some(media_type)
+}
+
 /// [`in_index`] of the top-level index's `entries`.
 fn in_entries<S>(
     store: &S,
@@ -352,16 +363,9 @@ where
         if !(untagged || d.artifact_type().is_some()) {
             continue;
         }
-        let media_type = descriptor_media_type(&d);
-        if !(media_type.is_manifest() || media_type.is_index()) {
-            continue;
-        }
-        let Ok(digest) = d.checked_digest() else {
+        let Some(media_type) = new_document(&d, &mut seen) else {
             continue;
         };
-        if !seen.insert(digest) {
-            continue;
-        }
         bytes = bytes.saturating_add(d.size());
         for (over, limit) in [
             (seen.len() > MAX_INDEX_ENTRIES, MAX_INDEX_ENTRIES as u64),
@@ -429,11 +433,15 @@ impl Classify for OnlyImageError {
 /// layout or archive holding referrers in oras's form (as [`in_index`]
 /// reads and a copy with referrers writes them) lists each beside the
 /// image, so an untagged entry whose document has a `subject` this store
-/// holds is no candidate: it is there as a referrer of something here.
+/// holds, listed in the index or reachable from it (a platform manifest
+/// of a listed index), is no candidate: it is there as a referrer of
+/// something here. A subject that is merely some blob of the store (a
+/// manifest nothing listed names) does not make its referrer one.
 /// A tagged entry always is (a name is a reason to be there of its own),
 /// and so is an entry that cannot be read as a referrer. Entries of one
 /// digest are one image. The work is [`in_index`]'s (each entry read
-/// once, bounded) and one existence check per subject.
+/// once, bounded), one read of each index reachable from the listed
+/// entries (bounded alike) and one existence check per subject.
 ///
 /// # Errors
 /// [`OnlyImageError::Several`] and [`OnlyImageError::NoImage`] when the
@@ -445,8 +453,12 @@ where
 {
     let entries = index_entries(store).map_err(OnlyImageError::Referrers)?;
     let by_subject = in_entries(store, entries.clone()).map_err(OnlyImageError::Referrers)?;
+    let documents = reachable(store, &entries).map_err(OnlyImageError::Referrers)?;
     let mut referrers: HashSet<String> = HashSet::new();
     for (subject, listed) in &by_subject {
+        if !documents.contains(subject) {
+            continue;
+        }
         let held = store.exists(subject).map_err(|source| {
             OnlyImageError::Referrers(ReferrersError::Read {
                 subject: subject.clone(),
@@ -473,6 +485,45 @@ where
         }),
         (images, _) => Err(OnlyImageError::Several { images }),
     }
+}
+
+/// The manifests and indexes `entries` (a top-level index's) name, and
+/// those their indexes name, read once each (a visited set), as
+/// [`in_entries`] bounds them: [`MAX_INDEX_ENTRIES`] documents and
+/// [`MAX_INDEX_BYTES`] read. A child that cannot be read is left out.
+fn reachable<S>(store: &S, entries: &[Descriptor]) -> Result<HashSet<Digest>, ReferrersError>
+where
+    S: Provider + ?Sized,
+{
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut pending: Vec<Descriptor> = entries.to_vec();
+    let mut bytes = 0u64;
+    while let Some(d) = pending.pop() {
+        let Some(media_type) = new_document(&d, &mut seen) else {
+            continue;
+        };
+        if seen.len() > MAX_INDEX_ENTRIES {
+            return Err(ReferrersError::TooManyEntries {
+                limit: MAX_INDEX_ENTRIES as u64,
+            });
+        }
+        if !media_type.is_index() {
+            continue;
+        }
+        bytes = bytes.saturating_add(d.size());
+        if bytes > MAX_INDEX_BYTES {
+            return Err(ReferrersError::TooManyEntries {
+                limit: MAX_INDEX_BYTES,
+            });
+        }
+        let Ok(raw) = store.read_descriptor_to_vec(&d, MAX_DOCUMENT_SIZE) else {
+            continue;
+        };
+        if let Ok(Document::Index(index)) = Document::from_bytes(raw, Some(&media_type)) {
+            pending.extend(index.manifests().iter().cloned());
+        }
+    }
+    Ok(seen)
 }
 
 /// Lists the referrer `entry` in `store`'s top-level index, untagged, as

@@ -441,6 +441,10 @@ pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyho
         }
         Ok(match name.strip_prefix(DOCKER_PREFIX) {
             Some(r) => Location::Registry(Reference::parse_name(r)?),
+            // `oci:DIR` at a source: the layout's only image.
+            None if spec.starts_with(LAYOUT_PREFIX) && name.is_empty() => {
+                Location::OnlyImage { store }
+            }
             // An OCI layout keeps referrers as untagged index entries.
             None if spec.starts_with(LAYOUT_PREFIX) => Location::Layout {
                 store,

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use image_core::progress::Interrupt;
 use image_core::Digest;
 use image_overlay::mount::{MountGuard, SysMounter};
 use image_overlay::snapshot::{Kind, Snapshotter};
@@ -85,13 +86,31 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A layer step's key held in [`super::Counts::running`] until dropped.
+///
+/// Dropped before [`Claim::succeeded`] (the step failed, or panicked), it
+/// sets the build's interrupt before it lets the key go: a step of
+/// another platform waiting for the key then stops, cancelled, instead
+/// of finding no layer and running the failed step again (the failure
+/// reaches the scheduler, which sets the same interrupt, only later).
 struct Claim<'c> {
     counts: &'c super::Counts,
+    cancel: &'c Interrupt,
     key: Digest,
+    succeeded: bool,
+}
+
+impl Claim<'_> {
+    /// The step made or found its layer (recorded in `made` first).
+    fn succeeded(mut self) {
+        self.succeeded = true;
+    }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
+        if !self.succeeded {
+            self.cancel.set();
+        }
         super::lock(&self.counts.running).remove(&self.key);
         self.counts.finished.notify_all();
     }
@@ -139,8 +158,9 @@ where
     /// another platform's step of the same key runs.
     ///
     /// # Errors
-    /// [`StepError::Cancelled`] when the build is interrupted while waiting.
-    fn claim(&self, key: &Digest) -> Result<Option<Claim<'b>>, StepError> {
+    /// [`StepError::Cancelled`] when the build is interrupted while waiting
+    /// (as it is when the step waited for fails).
+    fn claim(&self, key: &Digest) -> Result<Option<Claim<'_>>, StepError> {
         if !self.shared {
             return Ok(None);
         }
@@ -157,10 +177,14 @@ where
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
+        // The step waited for failed (its claim set the interrupt).
+        self.tracker.check().map_err(StepError::Cancelled)?;
         running.insert(key.clone());
         Ok(Some(Claim {
             counts: self.counts,
+            cancel: &self.cancel,
             key: key.clone(),
+            succeeded: false,
         }))
     }
 
@@ -452,7 +476,7 @@ where
         // Another platform's step of the same key that is running now is
         // waited for: its layer is then this step's (held until the
         // layer is recorded and in `made`).
-        let _claim = self.claim(key.digest())?;
+        let claim = self.claim(key.digest())?;
         // A layer another platform of this build made.
         let made_here = self.shared && super::lock(&self.counts.made).contains(key.digest());
         if use_cache || made_here {
@@ -483,6 +507,9 @@ where
                     layer_size: Some(size),
                     elapsed: started.elapsed(),
                 });
+                if let Some(claim) = claim {
+                    claim.succeeded();
+                }
                 return Ok(());
             }
         }
@@ -504,6 +531,9 @@ where
             .map_err(|e| StepError::Cache(Box::new(e)))?;
         if self.shared {
             super::lock(&self.counts.made).insert(key.digest().clone());
+        }
+        if let Some(claim) = claim {
+            claim.succeeded();
         }
         state.key = stacked_key(state, key, link, &text, &layer);
         let size = layer.descriptor.size();

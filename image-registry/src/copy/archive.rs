@@ -22,7 +22,8 @@ use image_store::referrers::{only_image, OnlyImageError};
 use image_store::{OciDir, Provider, TagStore};
 
 use super::{
-    from_registry, from_store, resolve, select, CopyError, CopyOptions, CopyReport, Location,
+    from_registry, from_store, resolve, select, the_only_image, CopyError, CopyOptions, CopyReport,
+    Location,
 };
 use crate::client::Client;
 use crate::pull::{pull, PullOptions};
@@ -67,6 +68,10 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
     match src {
         Location::Store { store, name: from } => {
             let top = resolve(*store, from)?;
+            from_a_store(client, *store, top, path, name, options).await
+        }
+        Location::OnlyImage { store } => {
+            let top = the_only_image(*store)?;
             from_a_store(client, *store, top, path, name, options).await
         }
         Location::Archive {

@@ -222,11 +222,13 @@ fn untagged_referrers_are_found_by_subject_and_bounded() {
 
 /// What a layout named without a reference means, over generated
 /// layouts: images tagged or not, referrers (oras's untagged entries, or
-/// tagged) whose subject is a listed image, a manifest the layout holds
-/// unlisted, another referrer or a digest it lacks, and entries listed
-/// twice. The one image is found exactly when the entries that are not
-/// referrers of something held (a tagged entry always counts) name one
-/// digest; otherwise the count is reported, typed.
+/// tagged) whose subject is a listed image, a platform manifest of a
+/// listed index, a manifest the layout holds that nothing listed names,
+/// another referrer or a digest it lacks, and entries listed twice. The
+/// one image is found exactly when the entries that are not referrers of
+/// something held and listed or reachable from the index (a tagged entry
+/// always counts) name one digest; otherwise the count is reported,
+/// typed.
 #[test]
 fn the_only_image_of_generated_layouts_leaves_out_referrers_of_what_it_holds() {
     use image_core::{Classify, ErrorKind};
@@ -237,7 +239,8 @@ fn the_only_image_of_generated_layouts_leaves_out_referrers_of_what_it_holds() {
         store.write_blob(b"{}").unwrap();
         let mut candidates: HashSet<String> = HashSet::new();
         let mut referrers_held = 0usize;
-        // Manifests a referrer may name: (descriptor, held by the store).
+        // Manifests a referrer may name: (descriptor, held by the store
+        // and listed in its index or reachable from it).
         let mut subjects: Vec<(Descriptor, bool)> = Vec::new();
         // Listed as another tool may have written it: no closure checked
         // (a referrer of a manifest the layout lacks).
@@ -267,10 +270,27 @@ fn the_only_image_of_generated_layouts_leaves_out_referrers_of_what_it_holds() {
             candidates.insert(m.digest().to_string());
             subjects.push((m, true));
         }
-        // A manifest the layout holds without listing it (a platform
-        // manifest of an index), and one it lacks.
+        // A manifest the layout holds without listing it: a platform
+        // manifest of a listed index, or one nothing listed names (its
+        // referrers are images of their own); and one it lacks.
         let child = write_image(&store, &[format!("child {round}").into_bytes()], "c");
-        subjects.push((child.manifest, true));
+        let in_listed_index = below(2) == 0;
+        if in_listed_index {
+            let index = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [child.manifest],
+            }))
+            .unwrap();
+            let digest = store.write_blob(&index).unwrap();
+            let d = image_core::manifest::descriptor(
+                &image_core::MediaType::OciIndex,
+                &digest,
+                index.len() as u64,
+            );
+            list(&d, (below(2) == 0).then(|| "index:1".to_owned()));
+            candidates.insert(d.digest().to_string());
+        }
+        subjects.push((child.manifest, in_listed_index));
         let mut absent = subjects[subjects.len() - 1].0.clone();
         absent.set_digest(Digest::sha256(b"absent").to_string().parse().unwrap());
         subjects.push((absent, false));
