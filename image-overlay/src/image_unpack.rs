@@ -518,13 +518,7 @@ where
             }
         }
     }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = match options.parallelism {
-        0 => cores,
-        n => n,
-    }
-    .min(jobs.len())
-    .max(1);
+    let threads = parallelism(options.parallelism).min(jobs.len()).max(1);
     let results: Vec<Mutex<Option<Result<UnpackReport, ImageUnpackError>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -695,6 +689,15 @@ where
     };
     let _ = snapshotter.remove(&view);
     result
+}
+
+/// The layers to unpack at once for [`ImageUnpackOptions::parallelism`]:
+/// the number given, 0 meaning the number of cores.
+pub(crate) fn parallelism(given: usize) -> usize {
+    match given {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
 }
 
 #[cfg(test)]

@@ -474,7 +474,7 @@ impl StreamUnpacker {
                 }
             }
         };
-        let threads = Slots::new(options.parallelism).limit.min(todo.len());
+        let threads = crate::image_unpack::parallelism(options.parallelism).min(todo.len());
         std::thread::scope(|s| {
             for _ in 1..threads {
                 s.spawn(work);
@@ -608,12 +608,8 @@ struct Slots {
 impl Slots {
     /// `parallelism` slots, 0 meaning the number of cores.
     fn new(parallelism: usize) -> Slots {
-        let limit = match parallelism {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
         Slots {
-            limit,
+            limit: crate::image_unpack::parallelism(parallelism),
             taken: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
         }
