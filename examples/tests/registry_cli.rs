@@ -375,3 +375,57 @@ fn copy_from_a_layout_or_archive_without_a_reference_takes_its_image() {
     let err = cli.fails(&["copy", &layout, "store:x:1", "--quiet"]);
     assert!(err.contains("2 images"), "{err}");
 }
+
+/// `oci:DIR` without a reference at a destination (skopeo's form): the
+/// image is an entry of `index.json` without a name, which skopeo reads
+/// and which copies back out (`oci:DIR` at a source) with its digest; the
+/// same image copied there again adds nothing, another image adds a
+/// second unnamed entry (as skopeo does), and the layout then names no
+/// one image: refused, saying so.
+#[test]
+fn copy_into_a_layout_without_a_reference_lists_the_image_unnamed() {
+    let cli = cli_with_image();
+    let local = Reference::parse_name("app:1").unwrap().to_string();
+    let digest = stored_digest(&cli.store(), &local);
+    let dir = cli.tmp.path().join("layout");
+    let layout = format!("oci:{}", dir.display());
+    let entries = || -> Vec<serde_json::Value> {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        index["manifests"].as_array().unwrap().clone()
+    };
+    let out = cli.ok(&["copy", "app:1", &layout, "--quiet"]);
+    assert!(out.contains(&digest), "{out}");
+    let listed = entries();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["digest"], digest.as_str());
+    assert!(listed[0].get("annotations").is_none(), "{listed:?}");
+    if let Some(skopeo) = image_testsupport::tools::which("skopeo") {
+        let mut cmd = std::process::Command::new(skopeo);
+        cmd.args(["inspect", "--raw", &layout]);
+        let out = image_testsupport::process::run_bounded(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(Digest::sha256(&out.stdout).to_string(), digest);
+    } else {
+        image_testsupport::tools::skip_or_fail("skopeo");
+    }
+    cli.ok(&["copy", &layout, "store:back:1", "--quiet"]);
+    let back = Reference::parse_name("back:1").unwrap().to_string();
+    assert_eq!(stored_digest(&cli.store(), &back), digest);
+
+    cli.ok(&["copy", "app:1", &layout, "--quiet"]);
+    assert_eq!(entries().len(), 1, "{:?}", entries());
+    let rootfs = cli.tmp.path().join("rootfs");
+    std::fs::write(rootfs.join("other"), b"another image").unwrap();
+    cli.append_shell_image(&rootfs, "other:1");
+    cli.ok(&["copy", "other:1", &layout, "--quiet"]);
+    let listed = entries();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|m| m.get("annotations").is_none()));
+    let err = cli.fails(&["copy", &layout, "store:x:1", "--quiet"]);
+    assert!(
+        err.contains("2 images and no reference naming one"),
+        "{err}"
+    );
+}

@@ -8,7 +8,11 @@
 //! OCI archive file (skopeo's `oci-archive:`; read in place at a source,
 //! written whole then renamed into place at a destination). Every
 //! platform of an index is copied unless [`CopyOptions::platform`] picks
-//! one. The documents keep their bytes, so every digest is the source's.
+//! one. A layout named without a reference (skopeo's `oci:DIR`) is its
+//! only image at a source ([`Location::OnlyImage`]) and, at a
+//! destination ([`Location::Untagged`]), an entry of its `index.json`
+//! without a name, as skopeo writes it. The documents keep their bytes,
+//! so every digest is the source's.
 //! Each pair is one of the operations this crate and image-store already
 //! have, so there is one walk of an image for push and copy alike:
 //! - registry to store: [`pull`](crate::pull::pull), tagged with the
@@ -97,6 +101,17 @@ pub enum Location<'a, S: ?Sized> {
         /// The store or layout.
         store: &'a S,
     },
+    /// At a destination only: an OCI layout named without a reference
+    /// (skopeo's `oci:DIR`), which lists the image in its `index.json`
+    /// without a name, unless an unnamed entry of its digest is there
+    /// (as skopeo's layout destination does: a named entry of that digest
+    /// is left as it is, and the unnamed one added beside it). A source
+    /// named so is [`Location::OnlyImage`]: given as a source, this is
+    /// read as that.
+    Untagged {
+        /// The layout.
+        store: &'a S,
+    },
     /// An OCI archive file (skopeo's `oci-archive:PATH[:REF]`) and the
     /// image's name in it (`None`: the archive's only image besides its
     /// referrers, and an
@@ -114,13 +129,14 @@ pub enum Location<'a, S: ?Sized> {
 
 impl<'a, S: ?Sized> Location<'a, S> {
     /// A layout as the store it is (how everything but the referrers'
-    /// listing treats it).
+    /// listing treats it); an unnamed layout as its only image.
     fn as_store(&self) -> Option<Location<'a, S>> {
         match self {
             Location::Layout { store, name } => Some(Location::Store {
                 store: *store,
                 name: name.clone(),
             }),
+            Location::Untagged { store } => Some(Location::OnlyImage { store: *store }),
             _ => None,
         }
     }
@@ -333,6 +349,15 @@ pub enum CopyError {
     /// [`Location::OnlyImage`] given as a destination, which needs a name.
     #[error("a copy's destination needs a name: \"the only image\" names a source")]
     UnnamedDestination,
+    /// The image copied could not be listed without a name in the
+    /// destination layout's index ([`Location::Untagged`]).
+    #[error("listing {digest} in the destination layout without a name")]
+    Untagged {
+        /// The image's digest.
+        digest: String,
+        /// Why.
+        source: Box<TagError>,
+    },
     /// The scratch store a registry source is pulled into before it is
     /// written as an archive could not be made.
     #[error("making scratch store {}", path.display())]
@@ -354,7 +379,7 @@ impl Classify for CopyError {
             CopyError::Pull(source) => source.kind(),
             CopyError::Push { source, .. } | CopyError::Read { source, .. } => source.kind(),
             CopyError::Store(source) => source.kind(),
-            CopyError::Name { source, .. } => source.kind(),
+            CopyError::Name { source, .. } | CopyError::Untagged { source, .. } => source.kind(),
             CopyError::Lease(source) => source.kind(),
             CopyError::Source { source, .. } | CopyError::Referrers { source, .. } => source.kind(),
             CopyError::Platform { source, .. } => source.kind(),
@@ -412,7 +437,9 @@ where
             from_store(client, *store, top, dst, options).await
         }
         Location::Registry(from) => from_registry(client, from, dst, options).await,
-        Location::Layout { .. } => unreachable!("a layout source is read as a store"),
+        Location::Layout { .. } | Location::Untagged { .. } => {
+            unreachable!("a layout source is read as a store")
+        }
     }
 }
 
@@ -423,36 +450,9 @@ async fn from_registry<D: PullStore>(
     dst: &Location<'_, D>,
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
-    match dst {
-        Location::Store { store, name } | Location::Layout { store, name } => {
-            let mut pull_options = PullOptions::default()
-                .with_parallel(options.parallel)
-                .with_tracker(options.tracker.clone())
-                .with_tag(name.clone())
-                .with_all_platforms(options.platform.is_none());
-            if let Some(p) = &options.platform {
-                pull_options = pull_options.with_platform(p.clone());
-            }
-            let r = pull(client, from, *store, &pull_options)
-                .await
-                .map_err(|e| CopyError::Pull(Box::new(e)))?;
-            let mut report = CopyReport {
-                descriptor: r.descriptor,
-                tag: r.tag,
-                copied: r.fetched.len(),
-                skipped: r.skipped.len(),
-                ..CopyReport::default()
-            };
-            if let (true, Some(top)) = (options.referrers, &report.descriptor) {
-                let roots = documents_in(*store, top).await?;
-                let from: End<'_, D> = End::Registry(from);
-                let to = End::of(dst);
-                let push_options = PushOptions::default();
-                copy_referrers(client, from, roots, to, &push_options, options, &mut report)
-                    .await?;
-            }
-            Ok(report)
-        }
+    let (store, name) = match dst {
+        Location::Store { store, name } | Location::Layout { store, name } => (*store, Some(name)),
+        Location::Untagged { store } => (*store, None),
         Location::Registry(to) => {
             let top = client
                 .get_manifest(from)
@@ -469,11 +469,84 @@ async fn from_registry<D: PullStore>(
             // Between repositories of one registry, blobs are mounted.
             let mount = (from.domain() == to.domain() && from.repository() != to.repository())
                 .then(|| from.repository());
-            to_registry(client, &source, top, to, mount, options).await
+            return to_registry(client, &source, top, to, mount, options).await;
         }
         Location::Archive { .. } => unreachable!("an archive destination is written first"),
         Location::OnlyImage { .. } => unreachable!("refused as a destination first"),
+    };
+    let mut pull_options = PullOptions::default()
+        .with_parallel(options.parallel)
+        .with_tracker(options.tracker.clone())
+        .with_all_platforms(options.platform.is_none());
+    if let Some(p) = &options.platform {
+        pull_options = pull_options.with_platform(p.clone());
     }
+    let r = match name {
+        Some(name) => pull(client, from, store, &pull_options.with_tag(name.clone()))
+            .await
+            .map_err(|e| CopyError::Pull(Box::new(e)))?,
+        None => pull_untagged(client, from, store, &pull_options, options).await?,
+    };
+    let mut report = CopyReport {
+        descriptor: r.descriptor,
+        tag: r.tag,
+        copied: r.fetched.len(),
+        skipped: r.skipped.len(),
+        ..CopyReport::default()
+    };
+    if let (true, Some(top)) = (options.referrers, &report.descriptor) {
+        let roots = documents_in(store, top).await?;
+        let from: End<'_, D> = End::Registry(from);
+        let to = End::of(dst);
+        let push_options = PushOptions::default();
+        copy_referrers(client, from, roots, to, &push_options, options, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Pulls `from` into the layout `store` and lists it there without a name
+/// ([`Location::Untagged`]): the image is chosen first (an index's
+/// manifest for the platform asked for), then pulled by its digest (which
+/// sets no tag) under a lease holding it from before the pull until it is
+/// listed, so gc never takes it in between.
+async fn pull_untagged<D: PullStore>(
+    client: &Client,
+    from: &Reference,
+    store: &D,
+    pull_options: &PullOptions,
+    options: &CopyOptions,
+) -> Result<crate::pull::PullReport, CopyError> {
+    let document = client
+        .get_manifest(from)
+        .await
+        .map_err(|source| CopyError::Source {
+            reference: from.to_string(),
+            source: Box::new(source),
+        })?;
+    let source: Source<'_, D> = Source::Registry {
+        client,
+        reference: from,
+    };
+    let top = select(&source, document.descriptor(), options).await?;
+    let digest = top.checked_digest().map_err(|_| CopyError::Read {
+        digest: document.digest().to_string(),
+        source: Box::new(PushError::Descriptor {
+            digest: top.digest().to_string(),
+            parent: document.digest().clone(),
+        }),
+    })?;
+    let lease = store.begin_lease().map_err(CopyError::Lease)?;
+    lease
+        .add(std::slice::from_ref(&digest))
+        .map_err(CopyError::Lease)?;
+    let by_digest = from.without_tag().without_digest().with_digest(digest);
+    let mut r = pull(client, &by_digest, store, pull_options)
+        .await
+        .map_err(|e| CopyError::Pull(Box::new(e)))?;
+    let pulled = r.descriptor.get_or_insert(top);
+    name_in(store, None, pulled)?;
+    lease.release().map_err(CopyError::Lease)?;
+    Ok(r)
 }
 
 /// Copies `top` from a store (or an archive read in place) to a registry
@@ -485,52 +558,64 @@ async fn from_store<S: Provider + TagStore + Sync + ?Sized, D: PullStore>(
     dst: &Location<'_, D>,
     options: &CopyOptions,
 ) -> Result<CopyReport, CopyError> {
-    match dst {
-        Location::Store {
-            store: to,
-            name: as_name,
-        }
-        | Location::Layout {
-            store: to,
-            name: as_name,
-        } => {
-            let top = select(&Source::Store(store), top, options).await?;
-            let lease = to.begin_lease().map_err(CopyError::Lease)?;
-            let store_options =
-                image_store::CopyOptions::default().with_tracker(options.tracker.clone());
-            let r = copy_image_with(store, &lease.protect(*to), &top, &store_options)
-                .map_err(CopyError::Store)?;
-            options
-                .tracker
-                .check()
-                .map_err(|e| CopyError::Store(e.into()))?;
-            to.set_tag(as_name, &r.descriptor)
-                .map_err(|source| CopyError::Name {
-                    name: as_name.clone(),
-                    source: Box::new(source),
-                })?;
-            lease.release().map_err(CopyError::Lease)?;
-            let mut report = CopyReport {
-                descriptor: Some(r.descriptor),
-                tag: Some(as_name.clone()),
-                copied: r.copied,
-                skipped: r.skipped,
-                ..CopyReport::default()
-            };
-            if options.referrers {
-                let roots = documents_in(*to, &top).await?;
-                let (from, to) = (End::Store(store), End::of(dst));
-                let push_options = PushOptions::default();
-                copy_referrers(client, from, roots, to, &push_options, options, &mut report)
-                    .await?;
-            }
-            Ok(report)
-        }
+    let (to, as_name) = match dst {
+        Location::Store { store, name } | Location::Layout { store, name } => (*store, Some(name)),
+        Location::Untagged { store } => (*store, None),
         Location::Registry(to) => {
-            to_registry(client, &Source::Store(store), top, to, None, options).await
+            return to_registry(client, &Source::Store(store), top, to, None, options).await
         }
         Location::Archive { .. } => unreachable!("an archive destination is written first"),
         Location::OnlyImage { .. } => unreachable!("refused as a destination first"),
+    };
+    let top = select(&Source::Store(store), top, options).await?;
+    let lease = to.begin_lease().map_err(CopyError::Lease)?;
+    let store_options = image_store::CopyOptions::default().with_tracker(options.tracker.clone());
+    let r = copy_image_with(store, &lease.protect(to), &top, &store_options)
+        .map_err(CopyError::Store)?;
+    options
+        .tracker
+        .check()
+        .map_err(|e| CopyError::Store(e.into()))?;
+    name_in(to, as_name, &r.descriptor)?;
+    lease.release().map_err(CopyError::Lease)?;
+    let mut report = CopyReport {
+        descriptor: Some(r.descriptor),
+        tag: as_name.cloned(),
+        copied: r.copied,
+        skipped: r.skipped,
+        ..CopyReport::default()
+    };
+    if options.referrers {
+        let roots = documents_in(to, &top).await?;
+        let (from, to) = (End::Store(store), End::of(dst));
+        let push_options = PushOptions::default();
+        copy_referrers(client, from, roots, to, &push_options, options, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Names the image `descriptor` copied into the destination store `to`:
+/// tags it `name`, or lists it in the layout's index without a name
+/// ([`Location::Untagged`]).
+fn name_in<D: TagStore + ?Sized>(
+    to: &D,
+    name: Option<&String>,
+    descriptor: &Descriptor,
+) -> Result<(), CopyError> {
+    match name {
+        Some(name) => to
+            .set_tag(name, descriptor)
+            .map_err(|source| CopyError::Name {
+                name: name.clone(),
+                source: Box::new(source),
+            }),
+        None => to
+            .list_untagged(descriptor)
+            .map(drop)
+            .map_err(|source| CopyError::Untagged {
+                digest: descriptor.digest().to_string(),
+                source: Box::new(source),
+            }),
     }
 }
 
@@ -684,7 +769,7 @@ impl<'a, T: ?Sized> End<'a, T> {
     /// The end a store or layout destination is.
     fn of(location: &Location<'a, T>) -> End<'a, T> {
         match location {
-            Location::Layout { store, .. } => End::Layout(*store),
+            Location::Layout { store, .. } | Location::Untagged { store } => End::Layout(*store),
             Location::Store { store, .. } => End::Store(*store),
             _ => unreachable!("referrers go into a store or a layout here"),
         }

@@ -1539,6 +1539,94 @@ fn an_empty_name_is_an_error_not_the_only_image() {
     );
 }
 
+/// A layout named without a reference at a destination
+/// ([`Location::Untagged`], skopeo's `oci:DIR`) lists the image in its
+/// `index.json` without a name, as skopeo 1.9 writes it: once however
+/// often it is copied there, beside a named entry of the same digest;
+/// skopeo reads it, and read back without a reference it is the same
+/// image. From a registry, one platform of an index is listed (its
+/// manifest, the index not stored). With two images there, reading
+/// without a reference is refused, typed, naming the choice.
+#[test]
+fn a_layout_without_a_reference_gets_the_image_unnamed_as_skopeo_writes_it() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let c = client();
+    let (_d, src) = image_testsupport::store::oci_dir();
+    let (index, m_amd, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    let image = make_image(&src, &Platform::host(), 5);
+    src.set_tag("app:1", &image.descriptor()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let layout = OciDir::open_or_create(&dir).unwrap();
+    let unnamed = Location::Untagged { store: &layout };
+    let with = CopyOptions::default();
+
+    let report = c.copy(&in_store(&src, "app:1"), &unnamed, &with).unwrap();
+    assert_eq!(report.descriptor, Some(image.descriptor()));
+    assert_eq!(report.tag, None);
+    let entries = || layout.index_entries().unwrap();
+    assert_eq!(entries(), vec![image.descriptor()]);
+    if let Some(raw) = skopeo(&["inspect", "--raw", &format!("oci:{}", dir.display())]) {
+        assert_eq!(Digest::sha256(&raw), *image.digest());
+    }
+    let (_e, back) = image_testsupport::store::oci_dir();
+    let only = Location::OnlyImage { store: &layout };
+    c.copy(&only, &in_store(&back, "back:1"), &with).unwrap();
+    assert_eq!(
+        back.resolve_tag("back:1").unwrap().digest(),
+        image.descriptor().digest()
+    );
+    // Again, then beside a name of the same image: one unnamed entry.
+    c.copy(&in_store(&src, "app:1"), &unnamed, &with).unwrap();
+    assert_eq!(entries().len(), 1);
+    let named = Location::Layout {
+        store: &layout,
+        name: "app:1".to_owned(),
+    };
+    c.copy(&in_store(&src, "app:1"), &named, &with).unwrap();
+    c.copy(&in_store(&src, "app:1"), &unnamed, &with).unwrap();
+    assert_eq!(entries().len(), 2, "{:?}", entries());
+    assert_eq!(untagged(entries()), vec![image.digest().to_string()]);
+
+    // From a registry, for one platform: its manifest, unnamed.
+    let multi = format!("{}/multi/app:1", registry.host_port());
+    c.copy(&in_store(&src, "multi:1"), &at(&multi), &with)
+        .unwrap();
+    let amd = CopyOptions::default().with_platform(Platform::new("linux", "amd64"));
+    let report = c.copy(&at(&multi), &unnamed, &amd).unwrap();
+    assert_eq!(
+        report.descriptor.as_ref().map(Descriptor::digest),
+        Some(m_amd.descriptor().digest())
+    );
+    assert_eq!(report.tag, None);
+    let mut want = vec![image.digest().to_string(), m_amd.digest().to_string()];
+    want.sort();
+    assert_eq!(untagged(entries()), want);
+    assert!(!layout.exists(index.digest()).unwrap());
+    assert_eq!(
+        all_digests(&layout, &m_amd.descriptor()),
+        all_digests(&src, &m_amd.descriptor())
+    );
+
+    // Two images: no reference names one.
+    let e = c
+        .copy(&only, &in_store(&back, "x:1"), &with)
+        .expect_err("two images, none named");
+    assert!(
+        matches!(&e, CopyError::OnlyImage { source, .. }
+            if matches!(**source, image_store::referrers::OnlyImageError::Several { images: 2 })),
+        "{e:?}"
+    );
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(ErrorKind::InvalidInput)
+    );
+    assert!(back.resolve_tag("x:1").is_err());
+}
+
 /// The real file system, running `hook` once right after the first held
 /// lease is released (its file removed) once a blob whose path ends with
 /// `after` is in place: the moment a pull's own lease ends.

@@ -180,13 +180,18 @@ fn saved(report: &image_store::archive::SaveReport) -> anyhow::Result<()> {
 /// Arguments of `imagectl copy`.
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
-    /// The source: `REF` (or `store:REF`) in the store, `oci:DIR:REF` in
-    /// an OCI layout, `oci-archive:PATH[:REF]` in an OCI archive (read in
-    /// place; written whole, then renamed into place), `docker://REF` on a
-    /// registry. A source layout or archive without `:REF` means its only
-    /// image (referrers listed beside it aside).
+    /// The source: `REF` (or `store:REF`) in the store, `oci:DIR[:REF]`
+    /// in an OCI layout, `oci-archive:PATH[:REF]` in an OCI archive (read
+    /// in place; written whole, then renamed into place), `docker://REF`
+    /// on a registry. A source layout or archive without `:REF` means its
+    /// only image (referrers listed beside it aside; several images are
+    /// refused).
     pub source: String,
-    /// The destination, in the same forms.
+    /// The destination, in the same forms. A destination layout or
+    /// archive without `:REF` gets the image without a name (in a
+    /// layout, an entry of `index.json` without
+    /// `org.opencontainers.image.ref.name`, added beside the others, as
+    /// skopeo does).
     pub destination: String,
     #[command(flatten)]
     pub registry: super::registry::CopyFlags,
@@ -208,13 +213,10 @@ fn location<'a>(
         return Ok((store.open()?, spec));
     }
     if let Some(rest) = spec.strip_prefix("oci:") {
-        // A source layout without a reference means its only image (an
-        // empty name), as skopeo's `oci:DIR` does.
-        let (dir, reference) = match rest.split_once(':') {
-            Some(split) => split,
-            None if !create => (rest, ""),
-            None => anyhow::bail!("{spec}: expected oci:DIR:REF"),
-        };
+        // A layout without a reference (an empty name) means its only
+        // image at a source and an unnamed entry at a destination, as
+        // skopeo's `oci:DIR` does.
+        let (dir, reference) = rest.split_once(':').unwrap_or((rest, ""));
         let layout = if create {
             OciDir::open_or_create(dir)
         } else {
@@ -233,12 +235,12 @@ pub fn copy(store: &StoreArgs, ui: &UiArgs, args: CopyArgs) -> anyhow::Result<()
     let archive = [&args.source, &args.destination]
         .iter()
         .any(|s| s.starts_with(super::registry::ARCHIVE_PREFIX));
-    // `oci:DIR`: the layout's only image, which image-registry's copy
-    // chooses.
-    let unnamed_layout = args
-        .source
-        .strip_prefix(super::registry::LAYOUT_PREFIX)
-        .is_some_and(|rest| !rest.contains(':'));
+    // `oci:DIR`: the layout's only image at a source, an unnamed entry
+    // at a destination, both image-registry's copy's.
+    let unnamed_layout = [&args.source, &args.destination].iter().any(|s| {
+        s.strip_prefix(super::registry::LAYOUT_PREFIX)
+            .is_some_and(|rest| !rest.contains(':'))
+    });
     if archive
         || unnamed_layout
         || super::registry::wants_registry_copy(&args.source, &args.destination, &args.registry)

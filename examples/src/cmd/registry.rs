@@ -435,12 +435,17 @@ type End<'a> = (&'a OciDir, &'a str, &'a str);
 
 /// Copies between registries, stores and layouts.
 pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyhow::Result<()> {
-    fn end<'a>((store, name, spec): End<'a>) -> anyhow::Result<Location<'a, OciDir>> {
+    fn end<'a>((store, name, spec): End<'a>, to: bool) -> anyhow::Result<Location<'a, OciDir>> {
         if let Some(archive) = archive_location(name) {
             return Ok(archive);
         }
         Ok(match name.strip_prefix(DOCKER_PREFIX) {
             Some(r) => Location::Registry(Reference::parse_name(r)?),
+            // `oci:DIR` at a destination: an unnamed entry of its index,
+            // as skopeo writes it.
+            None if spec.starts_with(LAYOUT_PREFIX) && name.is_empty() && to => {
+                Location::Untagged { store }
+            }
             // `oci:DIR` at a source: the layout's only image.
             None if spec.starts_with(LAYOUT_PREFIX) && name.is_empty() => {
                 Location::OnlyImage { store }
@@ -456,8 +461,8 @@ pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyho
             },
         })
     }
-    let from = end(src)?;
-    let to = end(dst)?;
+    let from = end(src, false)?;
+    let to = end(dst, true)?;
     let domains: Vec<&str> = [&from, &to]
         .into_iter()
         .filter_map(|l| match l {

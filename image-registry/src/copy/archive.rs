@@ -91,7 +91,9 @@ pub(super) async fn to_archive<S: Provider + TagStore + Sync>(
             let top = pulled(client, from, &scratch.store, options).await?;
             write(&scratch.store, top, path, name, options).await
         }
-        Location::Layout { .. } => unreachable!("a layout source is read as a store"),
+        Location::Layout { .. } | Location::Untagged { .. } => {
+            unreachable!("a layout source is read as a store")
+        }
     }
 }
 
