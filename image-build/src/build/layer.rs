@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use image_core::progress::Interrupt;
+use image_core::progress::{Cancelled, Interrupt};
 use image_core::Digest;
 use image_overlay::mount::{MountGuard, SysMounter};
 use image_overlay::snapshot::{Kind, Snapshotter};
@@ -116,6 +116,38 @@ impl Drop for Claim<'_> {
     }
 }
 
+impl super::Counts {
+    /// Holds `key` as running, after waiting while another step holds it;
+    /// `interrupted` (the build's interrupt, which `cancel` sets) is
+    /// looked at before each wait and after the last, so a step whose
+    /// claim was dropped without success stops its waiters cancelled.
+    fn claim<'c>(
+        &'c self,
+        key: &Digest,
+        cancel: &'c Interrupt,
+        interrupted: impl Fn() -> Result<(), Cancelled>,
+    ) -> Result<Claim<'c>, StepError> {
+        let mut running = super::lock(&self.running);
+        while running.contains(key) {
+            interrupted().map_err(StepError::Cancelled)?;
+            running = self
+                .finished
+                .wait_timeout(running, std::time::Duration::from_millis(100))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        // The step waited for failed (its claim set the interrupt).
+        interrupted().map_err(StepError::Cancelled)?;
+        running.insert(key.clone());
+        Ok(Claim {
+            counts: self,
+            cancel,
+            key: key.clone(),
+            succeeded: false,
+        })
+    }
+}
+
 /// A root filesystem mounted read-only for `COPY --from` (or an empty
 /// directory for a source with no layer), undone on drop.
 struct SourceRoot<'a> {
@@ -164,28 +196,13 @@ where
         if !self.shared {
             return Ok(None);
         }
-        let mut running = super::lock(&self.counts.running);
-        while running.contains(key) {
+        let interrupted = || {
             if self.caller_interrupted() {
                 self.cancel.set();
             }
-            self.tracker.check().map_err(StepError::Cancelled)?;
-            running = self
-                .counts
-                .finished
-                .wait_timeout(running, std::time::Duration::from_millis(100))
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        // The step waited for failed (its claim set the interrupt).
-        self.tracker.check().map_err(StepError::Cancelled)?;
-        running.insert(key.clone());
-        Ok(Some(Claim {
-            counts: self.counts,
-            cancel: &self.cancel,
-            key: key.clone(),
-            succeeded: false,
-        }))
+            self.tracker.check()
+        };
+        self.counts.claim(key, &self.cancel, interrupted).map(Some)
     }
 
     /// A directory for a mount, below the runtime's state directory.
@@ -828,6 +845,43 @@ mod tests {
     use image_overlay::snapshot::CopySnapshotter;
 
     use super::*;
+
+    /// A shared step's claim dropped without success (the step failed)
+    /// sets the build's interrupt before it lets the key go, so a step of
+    /// another platform waiting for the key stops cancelled instead of
+    /// running the failed step again: deterministically, before the
+    /// scheduler (which sets the same interrupt once the failure reaches
+    /// it) could. One that succeeded lets its waiter take the key.
+    #[test]
+    fn a_failed_claim_stops_its_waiter_and_a_succeeded_one_lets_it_go() {
+        let key = Digest::sha256(b"a shared RUN");
+        for succeeded in [true, false] {
+            let counts = super::super::Counts::default();
+            let cancel = Interrupt::new();
+            let check = || cancel.check();
+            let first = counts.claim(&key, &cancel, check).unwrap();
+            let waited = std::thread::scope(|s| {
+                let waiter = s.spawn(|| counts.claim(&key, &cancel, check).map(Claim::succeeded));
+                // Give the waiter time to wait (what it gets does not
+                // depend on whether it did).
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if succeeded {
+                    first.succeeded();
+                } else {
+                    drop(first);
+                }
+                waiter.join().unwrap()
+            });
+            if succeeded {
+                waited.unwrap();
+                assert!(!cancel.is_set());
+            } else {
+                let e = waited.expect_err("the waiter ran the failed step again");
+                assert!(matches!(e, StepError::Cancelled(_)), "{e:?}");
+            }
+            assert!(super::super::lock(&counts.running).is_empty());
+        }
+    }
 
     /// Two steps of two stages making the same layer at once commit it
     /// under the same chain ID: the second commit finds the first's
