@@ -496,7 +496,17 @@ fn a_failing_platform_stops_the_others_and_nothing_is_tagged() {
 /// instead of finding no layer and running the failed step itself. The
 /// step counts its runs in a cache mount (and lasts long enough for the
 /// other platform to wait for it); a second build reads the count back
-/// as its RUN's exit code.
+/// as its RUN's exit code. The build reports the step's failure, not the
+/// waiter's cancellation.
+///
+/// The window this guards is the moment between the failed claim letting
+/// the key go and the scheduler setting the interrupt: here too short to
+/// be seen (with the claim's mend reverted this still passed; it failed,
+/// count 2, only with the scheduler's reaction also delayed by hand), so
+/// the mend's own tests are the claim's unit test in `build/layer.rs`
+/// (`a_failed_claim_stops_its_waiter_and_a_succeeded_one_lets_it_go`) and
+/// the error kept, `build/mod.rs`'s
+/// `a_failure_is_kept_over_a_cancellation_that_came_first`.
 #[test]
 fn a_failing_shared_step_runs_once() {
     let Some(f) = fixture() else { return };

@@ -595,7 +595,7 @@ where
                         }
                         Ok(Err(e)) => {
                             first.cancel.set();
-                            first_err.get_or_insert(e);
+                            keep_cause(&mut first_err, e);
                         }
                         Err(e) => {
                             first.cancel.set();
@@ -614,6 +614,20 @@ where
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Keeps the build's first error in `first`, but a failure rather than a
+/// cancellation that reached the scheduler before it: a failed step
+/// shared between platforms sets the interrupt itself (its claim) before
+/// its error is sent, so a waiter's `Cancelled` may arrive first.
+fn keep_cause(first: &mut Option<BuildError>, e: BuildError) {
+    use image_core::{Classify, ErrorKind};
+    let cancelled = |e: &BuildError| e.kind() == ErrorKind::Cancelled;
+    match first {
+        Some(f) if cancelled(f) && !cancelled(&e) => *f = e,
+        Some(_) => {}
+        None => *first = Some(e),
     }
 }
 
@@ -1002,6 +1016,26 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The build reports the failure, not a cancellation it caused that
+    /// reached the scheduler first; otherwise the first error.
+    #[test]
+    fn a_failure_is_kept_over_a_cancellation_that_came_first() {
+        let cancelled = || BuildError::Cancelled(image_core::progress::Cancelled);
+        let failed = |n: usize| BuildError::NoTarget(format!("stage{n}"));
+        let is_failed = |e: &Option<BuildError>, n: usize| matches!(e, Some(BuildError::NoTarget(s)) if *s == format!("stage{n}"));
+        let mut first = None;
+        keep_cause(&mut first, cancelled());
+        keep_cause(&mut first, failed(1));
+        assert!(is_failed(&first, 1), "{first:?}");
+        keep_cause(&mut first, cancelled());
+        keep_cause(&mut first, failed(2));
+        assert!(is_failed(&first, 1), "{first:?}");
+        let mut only = None;
+        keep_cause(&mut only, cancelled());
+        keep_cause(&mut only, cancelled());
+        assert!(matches!(only, Some(BuildError::Cancelled(_))), "{only:?}");
+    }
 
     #[test]
     fn target_platforms_are_the_hosts_by_default_distinct_and_bounded() {
