@@ -454,14 +454,7 @@ async fn from_registry<D: PullStore>(
         Location::Store { store, name } | Location::Layout { store, name } => (*store, Some(name)),
         Location::Untagged { store } => (*store, None),
         Location::Registry(to) => {
-            let top = client
-                .get_manifest(from)
-                .await
-                .map_err(|source| CopyError::Source {
-                    reference: from.to_string(),
-                    source: Box::new(source),
-                })?
-                .descriptor();
+            let top = source_document(client, from).await?.descriptor();
             let source: Source<'_, D> = Source::Registry {
                 client,
                 reference: from,
@@ -474,13 +467,7 @@ async fn from_registry<D: PullStore>(
         Location::Archive { .. } => unreachable!("an archive destination is written first"),
         Location::OnlyImage { .. } => unreachable!("refused as a destination first"),
     };
-    let mut pull_options = PullOptions::default()
-        .with_parallel(options.parallel)
-        .with_tracker(options.tracker.clone())
-        .with_all_platforms(options.platform.is_none());
-    if let Some(p) = &options.platform {
-        pull_options = pull_options.with_platform(p.clone());
-    }
+    let pull_options = pull_options(options);
     let r = match name {
         Some(name) => pull(client, from, store, &pull_options.with_tag(name.clone()))
             .await
@@ -504,6 +491,29 @@ async fn from_registry<D: PullStore>(
     Ok(report)
 }
 
+/// The pull's options for a copy: every platform, or the one asked for.
+fn pull_options(options: &CopyOptions) -> PullOptions {
+    let pull_options = PullOptions::default()
+        .with_parallel(options.parallel)
+        .with_tracker(options.tracker.clone())
+        .with_all_platforms(options.platform.is_none());
+    match &options.platform {
+        Some(p) => pull_options.with_platform(p.clone()),
+        None => pull_options,
+    }
+}
+
+/// The top document `from` names on its registry.
+async fn source_document(client: &Client, from: &Reference) -> Result<Document, CopyError> {
+    client
+        .get_manifest(from)
+        .await
+        .map_err(|source| CopyError::Source {
+            reference: from.to_string(),
+            source: Box::new(source),
+        })
+}
+
 /// Pulls `from` into the layout `store` and lists it there without a name
 /// ([`Location::Untagged`]): the image is chosen first (an index's
 /// manifest for the platform asked for), then pulled by its digest (which
@@ -516,13 +526,7 @@ async fn pull_untagged<D: PullStore>(
     pull_options: &PullOptions,
     options: &CopyOptions,
 ) -> Result<crate::pull::PullReport, CopyError> {
-    let document = client
-        .get_manifest(from)
-        .await
-        .map_err(|source| CopyError::Source {
-            reference: from.to_string(),
-            source: Box::new(source),
-        })?;
+    let document = source_document(client, from).await?;
     let source: Source<'_, D> = Source::Registry {
         client,
         reference: from,

@@ -1193,19 +1193,32 @@ fn leftovers(dir: &std::path::Path, keep: &[&str]) -> Vec<String> {
     left
 }
 
+/// A registry, a client and a store holding [`make_index`]'s index as
+/// `multi:1` (and its amd64 manifest); `None` after a loud skip.
+fn registry_and_index() -> Option<(
+    Registry,
+    blocking::Client,
+    tempfile::TempDir,
+    OciDir,
+    Index,
+    Manifest,
+)> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let (dir, src) = image_testsupport::store::oci_dir();
+    let (index, m_amd, _) = make_index(&src);
+    src.set_tag("multi:1", &index.descriptor()).unwrap();
+    Some((registry, client(), dir, src, index, m_amd))
+}
+
 /// skopeo's `oci-archive:` both ways: an index skopeo archived goes from
 /// the archive (read in place) to the registry and to a store with every
 /// digest kept; our archives, from the registry and from a store, are read
 /// by skopeo byte for byte; a failed write leaves the old archive whole.
 #[test]
 fn oci_archives_go_both_ways_with_skopeo_with_identical_digests() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((registry, c, dir, src, index, _)) = registry_and_index() else {
         return;
     };
-    let c = client();
-    let (dir, src) = image_testsupport::store::oci_dir();
-    let (index, _, _) = make_index(&src);
-    src.set_tag("multi:1", &index.descriptor()).unwrap();
     let want = all_digests(&src, &index.descriptor());
     let stored = src.tags().unwrap()[0].name.clone();
     let work = tempfile::tempdir().unwrap();
@@ -1549,13 +1562,9 @@ fn an_empty_name_is_an_error_not_the_only_image() {
 /// without a reference is refused, typed, naming the choice.
 #[test]
 fn a_layout_without_a_reference_gets_the_image_unnamed_as_skopeo_writes_it() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((registry, c, _d, src, index, m_amd)) = registry_and_index() else {
         return;
     };
-    let c = client();
-    let (_d, src) = image_testsupport::store::oci_dir();
-    let (index, m_amd, _) = make_index(&src);
-    src.set_tag("multi:1", &index.descriptor()).unwrap();
     let image = make_image(&src, &Platform::host(), 5);
     src.set_tag("app:1", &image.descriptor()).unwrap();
     let work = tempfile::tempdir().unwrap();

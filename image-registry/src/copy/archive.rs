@@ -22,11 +22,11 @@ use image_store::referrers::{only_image, OnlyImageError};
 use image_store::{OciDir, Provider, TagStore};
 
 use super::{
-    from_registry, from_store, resolve, select, the_only_image, CopyError, CopyOptions, CopyReport,
-    Location,
+    from_registry, from_store, pull_options, resolve, select, the_only_image, CopyError,
+    CopyOptions, CopyReport, Location,
 };
 use crate::client::Client;
-use crate::pull::{pull, PullOptions};
+use crate::pull::pull;
 use crate::push::Source;
 
 /// `e`, met reading or writing the archive at `path`.
@@ -173,14 +173,7 @@ async fn pulled(
     store: &OciDir,
     options: &CopyOptions,
 ) -> Result<Descriptor, CopyError> {
-    let mut pull_options = PullOptions::default()
-        .with_parallel(options.parallel)
-        .with_tracker(options.tracker.clone())
-        .with_all_platforms(options.platform.is_none());
-    if let Some(p) = &options.platform {
-        pull_options = pull_options.with_platform(p.clone());
-    }
-    let r = pull(client, from, store, &pull_options)
+    let r = pull(client, from, store, &pull_options(options))
         .await
         .map_err(|e| CopyError::Pull(Box::new(e)))?;
     Ok(r.descriptor
