@@ -1328,15 +1328,40 @@ impl Read for ReadAhead {
 
 /// Hashes (on a helper thread), counts and limits the uncompressed stream.
 pub(crate) struct Meter<'a> {
-    inner: Box<dyn Read + 'a>,
-    hasher: ThreadedHasher,
+    inner: Decoded<'a>,
     count: u64,
     limit: u64,
 }
 
+/// The uncompressed stream and the hasher of its diff ID.
+enum Decoded<'a> {
+    /// Decompressed on a worker thread; the decoder feeds the hasher its
+    /// own output buffers, once read, without a copy.
+    Threaded(compress::ThreadedDecoder<'a>),
+    /// Decoded on this thread (or not compressed): each read is hashed.
+    Plain(Box<dyn Read + 'a>, ThreadedHasher),
+}
+
+impl Meter<'_> {
+    /// The diff ID: the digest of every byte read.
+    fn finish(self) -> Digest {
+        match self.inner {
+            Decoded::Threaded(mut d) => match d.take_hasher() {
+                Some(h) => h.finish(),
+                None => unreachable!("the threaded decoder of a meter hashes"),
+            },
+            Decoded::Plain(_, h) => h.finish(),
+        }
+    }
+}
+
 impl Read for Meter<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|e| {
+        let read = match &mut self.inner {
+            Decoded::Threaded(d) => d.read(buf),
+            Decoded::Plain(r, _) => r.read(buf),
+        };
+        let n = read.map_err(|e| {
             let tagged = e
                 .get_ref()
                 .is_some_and(|i| i.is::<SourceFailure>() || i.is::<LimitHit>());
@@ -1350,7 +1375,9 @@ impl Read for Meter<'_> {
         if self.count > self.limit {
             return Err(io::Error::other(LimitHit));
         }
-        self.hasher.update(&buf[..n]);
+        if let Decoded::Plain(_, h) = &mut self.inner {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -1916,24 +1943,25 @@ pub(crate) fn walk(
         && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
     .then(|| compress::DecompressWorker::start(compression))
     .flatten();
-    let decoder: Box<dyn Read + '_> = match worker {
-        Some(w) => Box::new(w.decoder(head.to_vec(), compressed)),
+    let hasher = ThreadedHasher::new(diff_alg);
+    let decoded = match worker {
+        Some(w) => Decoded::Threaded(w.hashing_decoder(head.to_vec(), compressed, hasher)),
         None => {
             let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
-            Box::new(compress::decoder(compression, head_reader).map_err(|e| {
+            let decoder = compress::decoder(compression, head_reader).map_err(|e| {
                 UnpackError::Decompress {
                     compression,
                     source: e,
                 }
-            })?)
+            })?;
+            Decoded::Plain(Box::new(decoder), hasher)
         }
     };
     let end = EndState::default();
     end.set_header_limit(limits.max_header_bytes);
     let ending = Ending::new(
         Meter {
-            inner: decoder,
-            hasher: ThreadedHasher::new(diff_alg),
+            inner: decoded,
             count: 0,
             limit: limits.max_expanded_bytes,
         },
@@ -1980,8 +2008,7 @@ pub(crate) fn walk(
     }
     let trailing_bytes = meter.count - before;
     let size = meter.count;
-    let diff_id = meter.hasher.finish();
-    drop(meter.inner);
+    let diff_id = meter.finish();
     Ok(Walked {
         diff_id,
         size,
