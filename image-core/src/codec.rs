@@ -29,7 +29,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -686,11 +686,13 @@ struct ChunkReader {
     done: bool,
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+/// The decompressor reads the chunks where they are ([`BufRead`]): no copy
+/// into a buffer of its own.
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.cur.len() {
             if self.done {
-                return Ok(0);
+                return Ok(&[]);
             }
             match self.rx.recv() {
                 Ok(Compressed::Data(d)) => {
@@ -704,15 +706,42 @@ impl Read for ChunkReader {
                 }
                 Err(_) => {
                     self.done = true;
-                    return Ok(0);
+                    return Ok(&[]);
                 }
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let chunk = self.fill_buf()?;
+            let n = buf.len().min(chunk.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            n
+        };
+        self.consume(n);
         Ok(n)
     }
+}
+
+/// A decoder for `compression` over a reader that is buffered already:
+/// [`decoder`] without a [`BufReader`] (and its copy) of its own.
+fn buffered_decoder<'a, B: BufRead + 'a>(
+    compression: Compression,
+    inner: B,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(inner),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(inner)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(inner)?),
+    })
 }
 
 fn decompress_worker(
@@ -729,7 +758,7 @@ fn decompress_worker(
         pos: 0,
         done: false,
     };
-    let mut dec = match decoder(compression, input) {
+    let mut dec = match buffered_decoder(compression, input) {
         Ok(d) => d,
         Err(e) => {
             let _ = tx.send(Decompressed::Failed(e));
