@@ -1468,6 +1468,13 @@ impl Ctx<'_> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Parent directories resolved from the root (cache misses) on this
+    /// thread, for the tests.
+    static PARENT_OPENS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 struct Applier<'r, 'o> {
     root: BorrowedFd<'r>,
     compression: Compression,
@@ -2052,6 +2059,8 @@ impl<'r, 'o> Applier<'r, 'o> {
     fn parent(&mut self, parent: &[u8], raw: &[u8]) -> Result<BorrowedFd<'_>, UnpackError> {
         let hit = matches!(&self.cache, Some((p, _)) if p == parent);
         if !hit {
+            #[cfg(test)]
+            PARENT_OPENS.with(|c| c.set(c.get() + 1));
             let fd = match fsops::open_dir_in_root(self.root, parent, self.opts.path_resolution) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => self.create_parents(parent, raw)?,
@@ -2702,6 +2711,12 @@ impl<'r, 'o> Applier<'r, 'o> {
         self.created.insert(norm.full.clone());
         self.set_meta_fd(fd.as_fd(), raw, meta, false, true, false)?;
         self.dirs.push((norm.full.clone(), meta.mode, meta.mtime));
+        // The entries that follow a directory are mostly its own: it is
+        // their parent, open already (from its parent, no link followed),
+        // so it need not be resolved from the root again.
+        self.cache = Some((norm.full.clone(), fd));
+        self.born = None;
+        self.parent_acl = None;
         Ok(())
     }
 
@@ -3307,6 +3322,64 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A directory's entries that follow it find it open: no parent
+    /// resolved from the root for them (it was one per directory), and
+    /// the tree is the same (files in their directories, the directories'
+    /// modes set at the end).
+    #[test]
+    fn a_new_directory_is_the_parent_of_the_entries_that_follow() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut dirs = 0u64;
+        let mut files = 0u64;
+        for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_path(format!("{d}/")).expect("path");
+            h.set_size(0);
+            h.set_mode(0o751);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            tar.append(&h, io::empty()).expect("append");
+            dirs += 1;
+            for i in 0..4 {
+                let mut h = tar::Header::new_ustar();
+                h.set_path(format!("{d}/f{i}")).expect("path");
+                h.set_size(3);
+                h.set_mode(0o640);
+                h.set_mtime(1_700_000_000);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_cksum();
+                tar.append(&h, &b"abc"[..]).expect("append");
+                files += 1;
+            }
+        }
+        let layer = tar.into_inner().expect("tar");
+        let dir = tempfile::tempdir().expect("tempdir");
+        PARENT_OPENS.with(|c| c.set(0));
+        let report = unpack(&layer[..], dir.path(), &UnpackOptions::default()).expect("unpack");
+        let opens = PARENT_OPENS.with(|c| c.get());
+        assert_eq!(report.entries, dirs + files);
+        // The root, for "a" and again for "e": each other directory
+        // follows its parent, each file its directory.
+        assert_eq!(
+            opens, 2,
+            "parents resolved for {dirs} directories and {files} files"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
+            let meta = std::fs::symlink_metadata(dir.path().join(d)).expect("dir");
+            assert!(meta.is_dir());
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o751, "{d}");
+            for i in 0..4 {
+                let f = dir.path().join(d).join(format!("f{i}"));
+                assert_eq!(std::fs::read(&f).expect("file"), b"abc", "{f:?}");
+            }
+        }
     }
 
     #[test]
