@@ -3331,30 +3331,24 @@ mod tests {
     #[test]
     fn a_new_directory_is_the_parent_of_the_entries_that_follow() {
         let mut tar = tar::Builder::new(Vec::new());
-        let mut dirs = 0u64;
-        let mut files = 0u64;
-        for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
+        let mut add = |path: String, kind, data: &[u8], mode| {
             let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_path(format!("{d}/")).expect("path");
-            h.set_size(0);
-            h.set_mode(0o751);
+            h.set_entry_type(kind);
+            h.set_path(path).expect("path");
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
             h.set_mtime(1_700_000_000);
             h.set_uid(0);
             h.set_gid(0);
             h.set_cksum();
-            tar.append(&h, io::empty()).expect("append");
+            tar.append(&h, data).expect("append");
+        };
+        let (mut dirs, mut files) = (0u64, 0u64);
+        for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
+            add(format!("{d}/"), tar::EntryType::Directory, b"", 0o751);
             dirs += 1;
             for i in 0..4 {
-                let mut h = tar::Header::new_ustar();
-                h.set_path(format!("{d}/f{i}")).expect("path");
-                h.set_size(3);
-                h.set_mode(0o640);
-                h.set_mtime(1_700_000_000);
-                h.set_uid(0);
-                h.set_gid(0);
-                h.set_cksum();
-                tar.append(&h, &b"abc"[..]).expect("append");
+                add(format!("{d}/f{i}"), tar::EntryType::Regular, b"abc", 0o640);
                 files += 1;
             }
         }
