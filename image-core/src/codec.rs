@@ -29,10 +29,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::digest::ThreadedHasher;
 use crate::{Classify, Compression, ErrorKind};
 
 /// How a layer is compressed when packing, with its level.
@@ -683,11 +686,13 @@ struct ChunkReader {
     done: bool,
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+/// The decompressor reads the chunks where they are ([`BufRead`]): no copy
+/// into a buffer of its own.
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.pos == self.cur.len() {
             if self.done {
-                return Ok(0);
+                return Ok(&[]);
             }
             match self.rx.recv() {
                 Ok(Compressed::Data(d)) => {
@@ -701,15 +706,42 @@ impl Read for ChunkReader {
                 }
                 Err(_) => {
                     self.done = true;
-                    return Ok(0);
+                    return Ok(&[]);
                 }
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let chunk = self.fill_buf()?;
+            let n = buf.len().min(chunk.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            n
+        };
+        self.consume(n);
         Ok(n)
     }
+}
+
+/// A decoder for `compression` over a reader that is buffered already:
+/// [`decoder`] without a [`BufReader`] (and its copy) of its own.
+fn buffered_decoder<'a, B: BufRead + 'a>(
+    compression: Compression,
+    inner: B,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(inner),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(inner)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(inner)?),
+    })
 }
 
 fn decompress_worker(
@@ -717,6 +749,7 @@ fn decompress_worker(
     rx: Receiver<Compressed>,
     tx: SyncSender<Decompressed>,
     recycled: Receiver<Vec<u8>>,
+    allocated: Arc<AtomicUsize>,
 ) {
     let input = ChunkReader {
         rx,
@@ -725,7 +758,7 @@ fn decompress_worker(
         pos: 0,
         done: false,
     };
-    let mut dec = match decoder(compression, input) {
+    let mut dec = match buffered_decoder(compression, input) {
         Ok(d) => d,
         Err(e) => {
             let _ = tx.send(Decompressed::Failed(e));
@@ -734,21 +767,38 @@ fn decompress_worker(
     };
     loop {
         // Output buffers the reader is done with come back: no allocation
-        // (and no zeroing) per chunk once a few are in circulation.
-        let mut buf = recycled.try_recv().unwrap_or_default();
+        // per chunk once a few are in circulation, and no zeroing either,
+        // since each is filled whole (a buffer comes back at the length it
+        // was sent with).
+        let mut buf = recycled.try_recv().unwrap_or_else(|_| {
+            allocated.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        });
         buf.resize(OUT_CHUNK, 0);
-        let msg = match dec.read(&mut buf) {
-            Ok(0) => Decompressed::End,
-            Ok(n) => {
-                buf.truncate(n);
-                Decompressed::Data(buf)
+        let mut n = 0;
+        let mut last = None;
+        while n < buf.len() {
+            match dec.read(&mut buf[n..]) {
+                Ok(0) => {
+                    last = Some(Decompressed::End);
+                    break;
+                }
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    last = Some(Decompressed::Failed(e));
+                    break;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Decompressed::Failed(e),
-        };
-        let last = !matches!(msg, Decompressed::Data(_));
-        // The reader went away (an error, or the end): stop.
-        if tx.send(msg).is_err() || last {
+        }
+        // The bytes before the end or the error go first; the reader went
+        // away (an error, or the end): stop.
+        buf.truncate(n);
+        if n > 0 && tx.send(Decompressed::Data(buf)).is_err() {
+            return;
+        }
+        if let Some(last) = last {
+            let _ = tx.send(last);
             return;
         }
     }
@@ -775,6 +825,10 @@ pub struct ThreadedDecoder<'a> {
     recycle: Sender<Vec<u8>>,
     /// Input buffers the worker is done with.
     spare: Vec<Vec<u8>>,
+    /// Hashes every byte read ([`DecompressWorker::hashing_decoder`]).
+    hasher: Option<ThreadedHasher>,
+    /// Output buffers the worker has allocated (the rest were recycled).
+    allocated: Arc<AtomicUsize>,
 }
 
 /// A started decompressor thread, waiting for its source.
@@ -782,6 +836,7 @@ pub struct DecompressWorker {
     to_worker: Sender<Compressed>,
     from_worker: Receiver<Decompressed>,
     recycle: Sender<Vec<u8>>,
+    allocated: Arc<AtomicUsize>,
 }
 
 impl DecompressWorker {
@@ -791,19 +846,47 @@ impl DecompressWorker {
         let (to_worker, worker_rx) = mpsc::channel();
         let (worker_tx, from_worker) = mpsc::sync_channel(OUT_QUEUE);
         let (recycle, recycled) = mpsc::channel();
+        let allocated = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&allocated);
         std::thread::Builder::new()
             .name("layer-decompress".into())
-            .spawn(move || decompress_worker(compression, worker_rx, worker_tx, recycled))
+            .spawn(move || decompress_worker(compression, worker_rx, worker_tx, recycled, counted))
             .ok()?;
         Some(DecompressWorker {
             to_worker,
             from_worker,
             recycle,
+            allocated,
         })
     }
 
     /// Decompresses `head` then the rest of `source`.
     pub fn decoder(self, head: Vec<u8>, source: &mut dyn Read) -> ThreadedDecoder<'_> {
+        self.decoder_with(head, source, None)
+    }
+
+    /// Decompresses `head` then the rest of `source`, as
+    /// [`decoder`](Self::decoder) does, and feeds `hasher` exactly the
+    /// bytes read from the decoder: each output buffer, once read whole,
+    /// is handed to the hasher as it is (no copy of the bytes; the buffers
+    /// come back to the decompressor, so a bounded number circulate), and
+    /// what was read of the last one when the hasher is taken back
+    /// ([`ThreadedDecoder::take_hasher`]).
+    pub fn hashing_decoder(
+        self,
+        head: Vec<u8>,
+        source: &mut dyn Read,
+        hasher: ThreadedHasher,
+    ) -> ThreadedDecoder<'_> {
+        self.decoder_with(head, source, Some(hasher))
+    }
+
+    fn decoder_with(
+        self,
+        head: Vec<u8>,
+        source: &mut dyn Read,
+        hasher: Option<ThreadedHasher>,
+    ) -> ThreadedDecoder<'_> {
         ThreadedDecoder {
             source,
             head: Some(head),
@@ -816,11 +899,47 @@ impl DecompressWorker {
             finished: false,
             recycle: self.recycle,
             spare: Vec::new(),
+            hasher,
+            allocated: self.allocated,
         }
     }
 }
 
 impl ThreadedDecoder<'_> {
+    /// The hasher of a [`DecompressWorker::hashing_decoder`], having been
+    /// fed every byte read so far and no other; `None` for a plain
+    /// decoder, or once taken. Bytes read after it is taken are not hashed.
+    pub fn take_hasher(&mut self) -> Option<ThreadedHasher> {
+        let mut hasher = self.hasher.take()?;
+        if self.pos == self.cur.len() {
+            let read = std::mem::take(&mut self.cur);
+            self.pos = 0;
+            self.give_back(hasher.update_owned(read));
+        } else {
+            hasher.update(&self.cur[..self.pos]);
+            // Those bytes are hashed; the rest of the buffer is still to read.
+            self.cur.drain(..self.pos);
+            self.pos = 0;
+        }
+        Some(hasher)
+    }
+
+    /// Output buffers the decompressor has allocated so far; every other
+    /// chunk it gave reused a buffer that came back (from the reader, or
+    /// from the hasher of a [`DecompressWorker::hashing_decoder`]), so the
+    /// count stays small whatever the stream's length.
+    pub fn buffers_allocated(&self) -> usize {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// Sends an output buffer back to the worker for reuse.
+    fn give_back(&mut self, used: Option<Vec<u8>>) {
+        if let Some(used) = used.filter(|u| u.capacity() > 0) {
+            // The worker may be gone: then the buffer just drops.
+            let _ = self.recycle.send(used);
+        }
+    }
+
     /// Reads one chunk of the source (or its end, or its error) and hands
     /// it to the worker.
     fn feed(&mut self) {
@@ -887,12 +1006,15 @@ impl Read for ThreadedDecoder<'_> {
             };
             match msg {
                 Decompressed::Data(d) => {
+                    // Read whole: hashed in place by the hasher's thread,
+                    // which gives a buffer back.
                     let used = std::mem::replace(&mut self.cur, d);
-                    if used.capacity() > 0 {
-                        // The worker may be gone: then the buffer just drops.
-                        let _ = self.recycle.send(used);
-                    }
                     self.pos = 0;
+                    let back = match &mut self.hasher {
+                        Some(h) if !used.is_empty() => h.update_owned(used),
+                        _ => Some(used),
+                    };
+                    self.give_back(back);
                 }
                 Decompressed::Took(used) => {
                     self.in_flight = self.in_flight.saturating_sub(1);
@@ -1174,6 +1296,133 @@ mod tests {
             let err = d.read_to_end(&mut got).expect_err("source error");
             assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
             assert!(!got.is_empty() && data.starts_with(&got));
+        }
+    }
+
+    /// A hashing decoder's hasher has been fed exactly the bytes read from
+    /// it, wherever the reading stops and however it is split; its output
+    /// buffers go to the hasher as they are (no byte copied once it hashes
+    /// on its helper thread) and come back, so a few circulate.
+    #[test]
+    fn hashing_decoder_hashes_what_is_read_without_a_copy() {
+        // A linear congruential sequence: reproducible read sizes.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        };
+        // Well beyond the hasher's inline start and many output chunks.
+        let data = sample(8 << 20);
+        for (round, c) in [Compression::Gzip, Compression::Zstd, Compression::Gzip]
+            .into_iter()
+            .enumerate()
+        {
+            let mut e = Encoder::new(Vec::new(), Encoding::new(c)).expect("encoder");
+            e.write_all(&data).expect("write");
+            let blob = e.finish().expect("finish");
+            // Read to the end, then cut short at a random point.
+            for whole in [true, false] {
+                let stop = if whole {
+                    data.len()
+                } else {
+                    (next() % data.len() as u64) as usize
+                };
+                let mut src = &blob[2..];
+                let mut d = DecompressWorker::start(c).expect("thread").hashing_decoder(
+                    blob[..2].to_vec(),
+                    &mut src,
+                    ThreadedHasher::new(crate::digest::Algorithm::Sha256),
+                );
+                let mut buf = vec![0u8; 3 * OUT_CHUNK];
+                let mut got = 0;
+                while got < stop {
+                    let want = match next() % 3 {
+                        0 => 512,
+                        1 => (next() % 70_000) as usize + 1,
+                        _ => buf.len(),
+                    }
+                    .min(stop - got);
+                    let n = d.read(&mut buf[..want]).expect("read");
+                    assert_eq!(&buf[..n], &data[got..got + n], "{c:?}");
+                    got += n;
+                }
+                if whole {
+                    assert_eq!(d.read(&mut buf).expect("end"), 0);
+                }
+                let hasher = d.take_hasher().expect("a hashing decoder");
+                assert!(d.take_hasher().is_none(), "taken once");
+                let allocated = d.buffers_allocated();
+                if whole {
+                    assert_eq!(hasher.copied(), 0, "{c:?}: no byte copied for the hash");
+                    // The worker's queue, the reader's chunk, the hasher's
+                    // queue and helper, a few in passing: not one per chunk.
+                    let bound = OUT_QUEUE + ThreadedHasher::QUEUE + 6;
+                    assert!(
+                        allocated <= bound,
+                        "{c:?}: {allocated} output buffers allocated for {} chunks",
+                        data.len() / OUT_CHUNK
+                    );
+                }
+                assert_eq!(
+                    hasher.finish(),
+                    crate::digest::Digest::sha256(&data[..stop]),
+                    "{c:?} round {round}, read {stop} of {}",
+                    data.len()
+                );
+            }
+        }
+    }
+
+    /// A source that gives at most `step` bytes a read.
+    struct Dribble<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// The worker fills each output chunk whole before it hands it over
+    /// (only the last is short), however the source and the decompressor
+    /// split their reads: a recycled chunk is then refilled without being
+    /// zeroed again.
+    #[test]
+    fn threaded_decoder_hands_over_whole_chunks() {
+        let data = sample(3 << 20);
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let mut e = Encoder::new(Vec::new(), Encoding::new(c)).expect("encoder");
+            e.write_all(&data).expect("write");
+            let blob = e.finish().expect("finish");
+            let mut src = Dribble {
+                data: &blob,
+                step: 1000,
+            };
+            let mut d = DecompressWorker::start(c)
+                .expect("thread")
+                .decoder(Vec::new(), &mut src);
+            let mut buf = vec![0u8; 2 * OUT_CHUNK];
+            let mut sizes = Vec::new();
+            loop {
+                let n = d.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                sizes.push(n);
+            }
+            assert_eq!(sizes.iter().sum::<usize>(), data.len());
+            let (_, whole) = sizes.split_last().expect("some");
+            assert!(
+                whole.iter().all(|n| *n == OUT_CHUNK),
+                "{c:?}: chunks of {sizes:?}"
+            );
         }
     }
 

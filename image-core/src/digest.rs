@@ -357,8 +357,10 @@ impl fmt::Debug for Hasher {
 /// A [`Hasher`] that hashes on a thread of its own once the input is
 /// large, so that the thread feeding it (a writer, a parser) does not pay
 /// for the hash: the bytes are copied into batches of [`BATCH`](Self::BATCH)
-/// bytes that a helper thread hashes while the feeder moves on. The digest
-/// is the same as a [`Hasher`]'s over the same bytes.
+/// bytes that a helper thread hashes while the feeder moves on, or, fed
+/// by [`update_owned`](Self::update_owned), handed over in the feeder's
+/// own buffers without a copy. The digest is the same as a [`Hasher`]'s
+/// over the same bytes.
 ///
 /// The first [`INLINE`](Self::INLINE) bytes are hashed on the caller's
 /// thread, so small inputs start no thread; on a machine with one CPU, or
@@ -374,6 +376,8 @@ pub struct ThreadedHasher {
     fed: u64,
     helper: Option<HashHelper>,
     batch: Vec<u8>,
+    /// Bytes copied into batches so far (the cost `update_owned` avoids).
+    copied: u64,
 }
 
 /// What the helper thread of a [`ThreadedHasher`] is sent.
@@ -421,6 +425,7 @@ impl ThreadedHasher {
             fed: 0,
             helper: None,
             batch: Vec::new(),
+            copied: 0,
         }
     }
 
@@ -429,19 +434,30 @@ impl ThreadedHasher {
         self.algorithm
     }
 
+    /// Bytes copied into batches for the helper thread so far: those fed
+    /// by [`update`](Self::update) once the helper hashes; not those
+    /// hashed inline nor those handed over by
+    /// [`update_owned`](Self::update_owned).
+    pub fn copied(&self) -> u64 {
+        self.copied
+    }
+
     /// Feeds bytes to the hash.
     pub fn update(&mut self, mut data: &[u8]) {
-        self.fed += data.len() as u64;
-        if let Some(h) = &mut self.inline {
-            if self.fed <= Self::INLINE || !Self::start(h, &mut self.helper) {
-                h.update(data);
-                return;
-            }
-            self.inline = None;
+        if let Some(h) = self.inline_for(data.len()) {
+            h.update(data);
+            return;
         }
+        self.copied += data.len() as u64;
         while !data.is_empty() {
             if self.batch.capacity() == 0 {
-                self.batch = self.take_spare();
+                self.batch = match self.take_spare() {
+                    Some(mut b) => {
+                        b.clear();
+                        b
+                    }
+                    None => Vec::with_capacity(Self::BATCH),
+                };
             }
             let room = Self::BATCH - self.batch.len();
             let k = room.min(data.len());
@@ -451,6 +467,39 @@ impl ThreadedHasher {
                 self.send_batch();
             }
         }
+    }
+
+    /// Feeds the bytes of `data` to the hash, as [`update`](Self::update)
+    /// does, but hands the buffer itself to the helper thread instead of
+    /// copying it into a batch (hashed inline, like the first
+    /// [`INLINE`](Self::INLINE) bytes, it is only read). Returns a buffer
+    /// free for reuse, when there is one: `data` itself once hashed
+    /// inline, else one the helper has finished with, so a feeder that
+    /// recycles what comes back keeps a bounded number of buffers in
+    /// circulation (at most [`QUEUE`](Self::QUEUE) wait for the helper).
+    /// A buffer comes back as it was fed, its length and bytes kept (a
+    /// feeder refilling it in place need not zero it again).
+    pub fn update_owned(&mut self, data: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(h) = self.inline_for(data.len()) {
+            h.update(&data);
+            return Some(data);
+        }
+        // Bytes fed by `update` before these go first.
+        self.send_batch();
+        self.send(data).or_else(|| self.take_spare())
+    }
+
+    /// Counts `len` more bytes fed and gives the inline hasher when they
+    /// are to be hashed on the caller's thread: within the first
+    /// [`INLINE`](Self::INLINE) bytes, or when no helper can be started.
+    fn inline_for(&mut self, len: usize) -> Option<&mut Hasher> {
+        self.fed += len as u64;
+        let h = self.inline.as_mut()?;
+        if self.fed <= Self::INLINE || !Self::start(h, &mut self.helper) {
+            return self.inline.as_mut();
+        }
+        self.inline = None;
+        None
     }
 
     /// Starts the helper with the state of `h`; false when there is a
@@ -467,9 +516,8 @@ impl ThreadedHasher {
             .spawn(move || {
                 for job in rx {
                     match job {
-                        HashJob::Data(mut d) => {
+                        HashJob::Data(d) => {
                             state.update(&d);
-                            d.clear();
                             // The feeder may be gone; the buffer drops then.
                             let _ = give_back.send(d);
                         }
@@ -493,12 +541,9 @@ impl ThreadedHasher {
         }
     }
 
-    /// An empty batch buffer: one the helper gave back, or a new one.
-    fn take_spare(&mut self) -> Vec<u8> {
-        self.helper
-            .as_ref()
-            .and_then(|h| h.spare.try_recv().ok())
-            .unwrap_or_else(|| Vec::with_capacity(Self::BATCH))
+    /// An empty buffer the helper gave back, if one is waiting.
+    fn take_spare(&mut self) -> Option<Vec<u8>> {
+        self.helper.as_ref().and_then(|h| h.spare.try_recv().ok())
     }
 
     /// Hands the pending batch to the helper.
@@ -507,18 +552,30 @@ impl ThreadedHasher {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        self.send(batch);
+    }
+
+    /// Hands `data` to the helper; gives it back hashed when the helper
+    /// had stopped.
+    fn send(&mut self, data: Vec<u8>) -> Option<Vec<u8>> {
         let Some(helper) = &self.helper else {
             unreachable!("a threaded hasher has a helper")
         };
-        if let Err(std::sync::mpsc::SendError(job)) = helper.jobs.send(HashJob::Data(batch)) {
-            // The helper stopped: only by a panic, which the join resumes;
-            // a helper that returned instead is continued inline.
-            let mut h = self.join_helper();
-            if let HashJob::Data(d) = job {
+        let Err(std::sync::mpsc::SendError(job)) = helper.jobs.send(HashJob::Data(data)) else {
+            return None;
+        };
+        // The helper stopped: only by a panic, which the join resumes;
+        // a helper that returned instead is continued inline.
+        let mut h = self.join_helper();
+        let back = match job {
+            HashJob::Data(d) => {
                 h.update(&d);
+                Some(d)
             }
-            self.inline = Some(h);
-        }
+            HashJob::Snapshot(_) => None,
+        };
+        self.inline = Some(h);
+        back
     }
 
     /// Ends the helper and returns its state, resuming its panic.
@@ -835,8 +892,9 @@ mod tests {
     use super::*;
 
     /// A threaded hasher gives a plain hasher's digest for any split of
-    /// the input into updates, with snapshots taken anywhere, on either
-    /// side of the inline threshold and of batch boundaries.
+    /// the input into updates, copied or handed over as owned buffers in
+    /// any mix, with snapshots taken anywhere, on either side of the
+    /// inline threshold and of batch boundaries.
     #[test]
     fn threaded_hasher_matches_plain() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -873,7 +931,14 @@ mod tests {
                 };
                 let end = (pos + step).min(len);
                 plain.update(&data[pos..end]);
-                threaded.update(&data[pos..end]);
+                if next() % 3 == 0 {
+                    // Handed over; what comes back is free to overwrite.
+                    if let Some(mut back) = threaded.update_owned(data[pos..end].to_vec()) {
+                        back.fill(0xa5);
+                    }
+                } else {
+                    threaded.update(&data[pos..end]);
+                }
                 pos = end;
                 if next() % 16 == 0 {
                     assert_eq!(

@@ -1328,15 +1328,40 @@ impl Read for ReadAhead {
 
 /// Hashes (on a helper thread), counts and limits the uncompressed stream.
 pub(crate) struct Meter<'a> {
-    inner: Box<dyn Read + 'a>,
-    hasher: ThreadedHasher,
+    inner: Decoded<'a>,
     count: u64,
     limit: u64,
 }
 
+/// The uncompressed stream and the hasher of its diff ID.
+enum Decoded<'a> {
+    /// Decompressed on a worker thread; the decoder feeds the hasher its
+    /// own output buffers, once read, without a copy.
+    Threaded(compress::ThreadedDecoder<'a>),
+    /// Decoded on this thread (or not compressed): each read is hashed.
+    Plain(Box<dyn Read + 'a>, ThreadedHasher),
+}
+
+impl Meter<'_> {
+    /// The diff ID: the digest of every byte read.
+    fn finish(self) -> Digest {
+        match self.inner {
+            Decoded::Threaded(mut d) => match d.take_hasher() {
+                Some(h) => h.finish(),
+                None => unreachable!("the threaded decoder of a meter hashes"),
+            },
+            Decoded::Plain(_, h) => h.finish(),
+        }
+    }
+}
+
 impl Read for Meter<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|e| {
+        let read = match &mut self.inner {
+            Decoded::Threaded(d) => d.read(buf),
+            Decoded::Plain(r, _) => r.read(buf),
+        };
+        let n = read.map_err(|e| {
             let tagged = e
                 .get_ref()
                 .is_some_and(|i| i.is::<SourceFailure>() || i.is::<LimitHit>());
@@ -1350,7 +1375,9 @@ impl Read for Meter<'_> {
         if self.count > self.limit {
             return Err(io::Error::other(LimitHit));
         }
-        self.hasher.update(&buf[..n]);
+        if let Decoded::Plain(_, h) = &mut self.inner {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -1439,6 +1466,13 @@ impl Ctx<'_> {
     fn err(&self, e: io::Error, path: Option<&[u8]>) -> UnpackError {
         classify_read(e, path, self.limits, self.compression)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Parent directories resolved from the root (cache misses) on this
+    /// thread, for the tests.
+    static PARENT_OPENS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 struct Applier<'r, 'o> {
@@ -1916,24 +1950,25 @@ pub(crate) fn walk(
         && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
     .then(|| compress::DecompressWorker::start(compression))
     .flatten();
-    let decoder: Box<dyn Read + '_> = match worker {
-        Some(w) => Box::new(w.decoder(head.to_vec(), compressed)),
+    let hasher = ThreadedHasher::new(diff_alg);
+    let decoded = match worker {
+        Some(w) => Decoded::Threaded(w.hashing_decoder(head.to_vec(), compressed, hasher)),
         None => {
             let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
-            Box::new(compress::decoder(compression, head_reader).map_err(|e| {
+            let decoder = compress::decoder(compression, head_reader).map_err(|e| {
                 UnpackError::Decompress {
                     compression,
                     source: e,
                 }
-            })?)
+            })?;
+            Decoded::Plain(Box::new(decoder), hasher)
         }
     };
     let end = EndState::default();
     end.set_header_limit(limits.max_header_bytes);
     let ending = Ending::new(
         Meter {
-            inner: decoder,
-            hasher: ThreadedHasher::new(diff_alg),
+            inner: decoded,
             count: 0,
             limit: limits.max_expanded_bytes,
         },
@@ -1980,8 +2015,7 @@ pub(crate) fn walk(
     }
     let trailing_bytes = meter.count - before;
     let size = meter.count;
-    let diff_id = meter.hasher.finish();
-    drop(meter.inner);
+    let diff_id = meter.finish();
     Ok(Walked {
         diff_id,
         size,
@@ -2025,6 +2059,8 @@ impl<'r, 'o> Applier<'r, 'o> {
     fn parent(&mut self, parent: &[u8], raw: &[u8]) -> Result<BorrowedFd<'_>, UnpackError> {
         let hit = matches!(&self.cache, Some((p, _)) if p == parent);
         if !hit {
+            #[cfg(test)]
+            PARENT_OPENS.with(|c| c.set(c.get() + 1));
             let fd = match fsops::open_dir_in_root(self.root, parent, self.opts.path_resolution) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => self.create_parents(parent, raw)?,
@@ -2675,6 +2711,12 @@ impl<'r, 'o> Applier<'r, 'o> {
         self.created.insert(norm.full.clone());
         self.set_meta_fd(fd.as_fd(), raw, meta, false, true, false)?;
         self.dirs.push((norm.full.clone(), meta.mode, meta.mtime));
+        // The entries that follow a directory are mostly its own: it is
+        // their parent, open already (from its parent, no link followed),
+        // so it need not be resolved from the root again.
+        self.cache = Some((norm.full.clone(), fd));
+        self.born = None;
+        self.parent_acl = None;
         Ok(())
     }
 
@@ -3280,6 +3322,58 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A directory's entries that follow it find it open: no parent
+    /// resolved from the root for them (it was one per directory), and
+    /// the tree is the same (files in their directories, the directories'
+    /// modes set at the end).
+    #[test]
+    fn a_new_directory_is_the_parent_of_the_entries_that_follow() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |path: String, kind, data: &[u8], mode| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_path(path).expect("path");
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            tar.append(&h, data).expect("append");
+        };
+        let (mut dirs, mut files) = (0u64, 0u64);
+        for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
+            add(format!("{d}/"), tar::EntryType::Directory, b"", 0o751);
+            dirs += 1;
+            for i in 0..4 {
+                add(format!("{d}/f{i}"), tar::EntryType::Regular, b"abc", 0o640);
+                files += 1;
+            }
+        }
+        let layer = tar.into_inner().expect("tar");
+        let dir = tempfile::tempdir().expect("tempdir");
+        PARENT_OPENS.with(|c| c.set(0));
+        let report = unpack(&layer[..], dir.path(), &UnpackOptions::default()).expect("unpack");
+        let opens = PARENT_OPENS.with(|c| c.get());
+        assert_eq!(report.entries, dirs + files);
+        // The root, for "a" and again for "e": each other directory
+        // follows its parent, each file its directory.
+        assert_eq!(
+            opens, 2,
+            "parents resolved for {dirs} directories and {files} files"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
+            let meta = std::fs::symlink_metadata(dir.path().join(d)).expect("dir");
+            assert!(meta.is_dir());
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o751, "{d}");
+            for i in 0..4 {
+                let f = dir.path().join(d).join(format!("f{i}"));
+                assert_eq!(std::fs::read(&f).expect("file"), b"abc", "{f:?}");
+            }
+        }
     }
 
     #[test]
