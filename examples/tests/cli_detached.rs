@@ -489,3 +489,45 @@ fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
     assert_eq!(out, "got USR1\n");
     cli.ok(&["rm", "attached"]);
 }
+
+/// A process that exits 3 on SIGUSR1 and 5 on SIGRTMIN+3, after "ready".
+const TRAPS: &str = "trap 'echo got USR1; exit 3' USR1; trap 'echo got RTMIN+3; exit 5' 37; \
+    echo ready; while true; do sleep 0.1; done";
+
+/// `imagectl kill -s` takes the real-time signals as docker does
+/// (`RTMIN+3`, `SIGRTMAX-1`, numbers): a container's process that traps
+/// SIGRTMIN+3 gets it, under the native backend, runc and crun. A signal
+/// out of range or reserved is refused, naming it.
+#[test]
+fn kill_s_sends_real_time_signals_under_each_runtime() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        for spec in ["RTMIN+3", "SIGRTMIN+3", "37", "sigrtmax-27"] {
+            let name = format!("{rt}-rt");
+            run_d(&cli, rt, &name, &[], TRAPS);
+            eventually("ready in the log", || {
+                cli.ok(&["logs", &name]).contains("ready").then_some(())
+            });
+            cli.ok(&["kill", "-s", spec, &name]);
+            assert_eq!(cli.ok(&["wait", &name]), "5\n", "{rt} {spec}");
+            assert_eq!(
+                cli.ok(&["logs", &name]),
+                "ready\ngot RTMIN+3\n",
+                "{rt} {spec}"
+            );
+            cli.ok(&["rm", &name]);
+        }
+    }
+    run_d(&cli, "native", "target", &[], TRAPS);
+    for (spec, says) in [
+        ("RTMIN+31", "out of range"),
+        ("65", "out of range"),
+        ("32", "reserved"),
+        ("RTMIN-1", "unknown"),
+    ] {
+        let err = cli.fails(&["kill", "-s", spec, "target"]);
+        assert!(err.contains(spec) && err.contains(says), "{spec}: {err}");
+    }
+    assert!(ps_line(&cli, "target").contains("running"));
+    cli.ok(&["rm", "-f", "target"]);
+}

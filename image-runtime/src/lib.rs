@@ -163,6 +163,7 @@ mod open;
 pub mod rootfs;
 pub mod rootless;
 mod runtime;
+mod signal;
 pub mod snapshots;
 pub mod spec;
 pub mod state;
@@ -177,8 +178,8 @@ mod user;
 pub mod volume;
 
 pub use backend::{
-    Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
-    Stdio,
+    Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal,
+    SignalError, Status, Stdio,
 };
 pub use container::{
     CommitError, CommitOptions, Committed, Container, ContainerBuilder, ExecOptions,
@@ -206,6 +207,7 @@ pub use user::UserError;
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::backend::BackendError,
+    crate::signal::SignalError,
     crate::console::ConsoleError,
     crate::container::CommitError,
     crate::error::ContainerError,

@@ -402,8 +402,7 @@ pub struct SigProxyArg {
 /// children, pipes, sockets and terminal, and the timer ticks (SIGALRM,
 /// SIGVTALRM, SIGPROF: a profiler's would each cost a runtime `kill`).
 /// SIGSTKFLT and SIGPWR are left out: not every Linux architecture has
-/// them. The real-time signals are not forwarded: the runtime's `kill`
-/// takes a rustix `Signal`, which only names the standard ones.
+/// them. The real-time signals are not forwarded yet.
 const PROXIED: [Signal; 10] = [
     Signal::HUP,
     Signal::INT,
@@ -525,7 +524,7 @@ impl SignalProxy {
             let relay = relay.clone();
             move || {
                 for s in signals.forever() {
-                    if let Some(signal) = Signal::from_named_raw(s) {
+                    if let Ok(signal) = Signal::from_raw(s) {
                         relay.receive(signal);
                     }
                 }
@@ -821,33 +820,17 @@ pub fn ps(store: &StoreArgs, ui: &super::progress::UiArgs, a: PsArgs) -> anyhow:
 pub struct KillArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
-    /// The signal: a name (KILL, TERM, INT, HUP, QUIT, USR1, USR2) or a number.
+    /// The signal: a number or a name as docker takes it (KILL, SIGTERM,
+    /// usr1, RTMIN+3, SIGRTMAX-1).
     #[arg(short, long, default_value = "KILL")]
     pub signal: String,
     /// The container (ID or unique prefix).
     pub container: String,
 }
 
-fn parse_signal(s: &str) -> anyhow::Result<Signal> {
-    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
-    let n = match name.as_str() {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        other => other
-            .parse::<i32>()
-            .with_context(|| format!("unknown signal {s:?}"))?,
-    };
-    Signal::from_named_raw(n).with_context(|| format!("unknown signal {s:?}"))
-}
-
 /// Sends a signal to a running container.
 pub fn kill(store: &StoreArgs, a: KillArgs) -> anyhow::Result<()> {
-    let signal = parse_signal(&a.signal)?;
+    let signal: Signal = a.signal.parse()?;
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     rt.kill(&record.id, signal)?;
     Ok(())
