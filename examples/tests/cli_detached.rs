@@ -601,3 +601,39 @@ fn kill_s_sends_real_time_signals_under_each_runtime() {
     assert!(ps_line(&cli, "target").contains("running"));
     cli.ok(&["rm", "-f", "target"]);
 }
+
+/// `stop --signal` and `restart --signal`, as `docker stop -s`: the
+/// signal given goes first in place of SIGTERM (a real-time one too),
+/// under the native backend, runc and crun.
+#[test]
+fn stop_and_restart_send_the_signal_given_under_each_runtime() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        let name = format!("{rt}-stop");
+        let readies = |n: usize| {
+            eventually("the run's ready", || {
+                (cli.ok(&["logs", &name]).matches("ready").count() == n).then_some(())
+            })
+        };
+        run_d(&cli, rt, &name, &[], TRAPS);
+        readies(1);
+        let stopped = cli.ok(&["stop", "-s", "RTMIN+3", "-t", "30", &name]);
+        assert_eq!(stopped, format!("{name}\n"));
+        assert_eq!(cli.ok(&["wait", &name]), "5\n", "{rt}");
+        assert_eq!(cli.ok(&["start", "-d", &name]), format!("{name}\n"));
+        cli.wait_running(&name);
+        readies(2);
+        let restarted = cli.ok(&["restart", "--signal", "SIGUSR1", "-t", "30", &name]);
+        assert_eq!(restarted, format!("{name}\n"));
+        cli.wait_running(&name);
+        readies(3);
+        assert_eq!(
+            cli.ok(&["logs", &name]),
+            "ready\ngot RTMIN+3\nready\ngot USR1\nready\n",
+            "{rt}"
+        );
+        cli.ok(&["rm", "-f", &name]);
+    }
+    let err = cli.fails(&["stop", "-s", "NOPE", "x"]);
+    assert!(err.contains("NOPE"), "{err}");
+}
