@@ -410,82 +410,230 @@ fn create_records_restart_and_log_options_for_start_d() {
     assert_eq!(cli.ok(&["ps", "-q"]), "");
 }
 
-/// Whether process `pid` catches signal `s` (its `SigCgt` in /proc).
-fn catches(pid: u32, s: rustix::process::Signal) -> bool {
+/// Whether process `pid` catches signal number `s` (its `SigCgt` in /proc).
+fn catches(pid: u32, s: i32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigCgt:"))
         .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-        .is_some_and(|m| m & (1 << (s.as_raw() - 1)) != 0)
+        .is_some_and(|m| m & (1 << (s - 1)) != 0)
 }
 
-fn send(child: &std::process::Child, s: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, s).unwrap();
+/// SIGRTMIN+3 by number: busybox's `trap` takes a real-time signal only so.
+const RTMIN_3: i32 = 37;
+
+/// Sends signal number `s` to `child` with kill(1) (rustix sends only the
+/// standard signals without `unsafe`).
+fn send(child: &std::process::Child, s: i32) {
+    let out = std::process::Command::new("kill")
+        .args(["-s", &s.to_string(), &child.id().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kill -s {s}: {out:?}");
 }
 
-/// `--sig-proxy`, on by default, as `docker run` and `docker attach`: a
-/// SIGUSR1 sent to `imagectl run` (foreground) or `imagectl attach` (no
-/// terminal) reaches the container's process, which traps it and exits
-/// 3; with `--sig-proxy=false` it acts on imagectl, which it ends (the
-/// attached container runs on). Under the native backend.
+/// kill(1) is there, or the test is skipped loudly (fails under CI).
+fn have_kill() -> bool {
+    let ok = !image_testsupport::tools::installed(&["kill"]).is_empty();
+    if !ok {
+        image_testsupport::tools::skip_or_fail("kill (procps, to send real-time signals)");
+    }
+    ok
+}
+
+/// A process that exits 3 on SIGUSR1 and 5 on SIGRTMIN+3, after "ready".
+const TRAPS: &str = "trap 'echo got USR1; exit 3' USR1; trap 'echo got RTMIN+3; exit 5' 37; \
+    echo ready; while true; do sleep 0.1; done";
+
+/// The exit code and the output of `imagectl args` (a foreground `run`
+/// or `start -a` of TRAPS) sent signal `s` once its container is ready;
+/// `rm -f` of `name` once imagectl has ended, since a container whose
+/// client died runs on (as docker's, under runc and crun).
+fn signalled(cli: &Cli, args: &[&str], name: &str, s: i32) -> (std::process::ExitStatus, String) {
+    let mut child = cli.command(args).stdout(Stdio::piped()).spawn().unwrap();
+    let out = reading(child.stdout.take().unwrap());
+    out.wait_for("ready\n");
+    send(&child, s);
+    let status = child.wait().unwrap();
+    if status.code().is_none() {
+        // Its owner gone, the next command's gc may have collected it.
+        let _ = cli.imagectl(&["rm", "-f", name]);
+    }
+    (status, out.finish())
+}
+
+/// `--sig-proxy`, on by default, as `docker run`, `docker start -a` and
+/// `docker attach`, under the native backend, runc and crun: a SIGUSR1 or
+/// a SIGRTMIN+3 sent to `imagectl run` (foreground), `imagectl start`
+/// (attached) or `imagectl attach` (no terminal) reaches the container's
+/// process, which traps it and exits 3 or 5; with `--sig-proxy=false` it
+/// acts on imagectl, which it ends (the container is then removed by the
+/// test: under runc and crun it runs on, as docker's does).
 #[test]
 fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
-    use rustix::process::Signal;
     use std::os::unix::process::ExitStatusExt;
     let Some(cli) = cli() else { return };
-    let script = "trap 'echo got USR1; exit 3' USR1; echo ready; \
-        while true; do sleep 0.1; done";
-    let run = |extra: &[&str], name: &str| {
-        let mut args = vec!["run", "--name", name];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[IMAGE, "sh", "-c", script]);
-        let mut run = cli.command(&args).stdout(Stdio::piped()).spawn().unwrap();
-        let out = reading(run.stdout.take().unwrap());
-        out.wait_for("ready\n");
-        send(&run, Signal::USR1);
-        (run.wait().unwrap(), out.finish())
-    };
-    let (status, out) = run(&[], "proxied");
-    assert_eq!(status.code(), Some(3), "{status:?}");
-    assert_eq!(out, "ready\ngot USR1\n");
-    let (status, out) = run(&["--sig-proxy=false"], "not-proxied");
-    assert_eq!(status.signal(), Some(Signal::USR1.as_raw()), "{status:?}");
-    assert_eq!(out, "ready\n");
-    cli.ok(&["rm", "proxied"]);
-    // Its owner gone, the next command's gc may have collected it.
-    let _ = cli.imagectl(&["rm", "-f", "not-proxied"]);
+    if !have_kill() {
+        return;
+    }
+    let usr1 = rustix::process::Signal::USR1.as_raw();
+    for rt in runtimes() {
+        let run = |extra: &[&str], name: &str, s: i32| {
+            let mut args = vec!["run", "--runtime", rt, "--name", name];
+            args.extend_from_slice(extra);
+            args.extend_from_slice(&[IMAGE, "sh", "-c", TRAPS]);
+            signalled(&cli, &args, name, s)
+        };
+        let name = format!("{rt}-proxied");
+        let (status, out) = run(&[], &name, usr1);
+        assert_eq!(status.code(), Some(3), "{rt}: {status:?}");
+        assert_eq!(out, "ready\ngot USR1\n", "{rt}");
+        cli.ok(&["rm", &name]);
+        let (status, out) = run(&[], &name, RTMIN_3);
+        assert_eq!(status.code(), Some(5), "{rt}: {status:?}");
+        assert_eq!(out, "ready\ngot RTMIN+3\n", "{rt}");
+        cli.ok(&["rm", &name]);
+        let name = format!("{rt}-not-proxied");
+        let (status, out) = run(&["--sig-proxy=false"], &name, usr1);
+        assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
+        assert_eq!(out, "ready\n", "{rt}");
+        let (status, out) = run(&["--sig-proxy=false"], &name, RTMIN_3);
+        assert_eq!(status.signal(), Some(RTMIN_3), "{rt}: {status:?}");
+        assert_eq!(out, "ready\n", "{rt}");
 
-    run_d(&cli, "native", "attached", &[], script);
-    let attach = |proxy: bool| {
-        let mut args = vec!["attach", "--no-stdin"];
-        if !proxy {
-            args.push("--sig-proxy=false");
-        }
-        args.push("attached");
-        let mut attach = cli.command(&args).stdout(Stdio::piped()).spawn().unwrap();
-        let out = reading(attach.stdout.take().unwrap());
-        // Attached once it has its socket; proxying, once it catches the
-        // signal (its handler comes after the connection).
-        eventually("the attacher to be ready", || {
-            let pid = attach.id();
-            let connected = std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .unwrap()
-                .flatten()
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .any(|l| l.to_string_lossy().starts_with("socket:"));
-            (connected && (!proxy || catches(pid, Signal::USR1))).then_some(())
+        // `start` attached (with or without -a), as `docker start -a`.
+        let name = format!("{rt}-started");
+        cli.ok(&[
+            "create",
+            "--runtime",
+            rt,
+            "--name",
+            &name,
+            IMAGE,
+            "sh",
+            "-c",
+            TRAPS,
+        ]);
+        let (status, out) = signalled(&cli, &["start", "-a", &name], &name, usr1);
+        assert_eq!(status.code(), Some(3), "{rt}: {status:?}");
+        assert_eq!(out, "ready\ngot USR1\n", "{rt}");
+        let (status, out) = signalled(&cli, &["start", &name], &name, RTMIN_3);
+        assert_eq!(status.code(), Some(5), "{rt}: {status:?}");
+        assert_eq!(out, "ready\ngot RTMIN+3\n", "{rt}");
+        let (status, out) = signalled(&cli, &["start", "--sig-proxy=false", &name], &name, usr1);
+        assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
+        assert_eq!(out, "ready\n", "{rt}");
+
+        let name = format!("{rt}-att");
+        run_d(&cli, rt, &name, &[], TRAPS);
+        // Attached after "ready", which it then does not see.
+        eventually("ready in the log", || {
+            cli.ok(&["logs", &name]).contains("ready").then_some(())
         });
-        send(&attach, Signal::USR1);
-        (attach.wait().unwrap(), out.finish())
-    };
-    let (status, out) = attach(false);
-    assert_eq!(status.signal(), Some(Signal::USR1.as_raw()), "{status:?}");
-    assert_eq!(out, "");
-    assert!(ps_line(&cli, "attached").contains("running"));
-    let (status, out) = attach(true);
-    assert_eq!(status.code(), Some(3), "{status:?}");
-    assert_eq!(out, "got USR1\n");
-    cli.ok(&["rm", "attached"]);
+        let attach = |proxy: bool, s: i32| {
+            let mut args = vec!["attach", "--no-stdin"];
+            if !proxy {
+                args.push("--sig-proxy=false");
+            }
+            args.push(&name);
+            let mut attach = cli.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+            let out = reading(attach.stdout.take().unwrap());
+            // Attached once it has its socket; proxying, once it catches the
+            // signal (its handler comes after the connection).
+            eventually("the attacher to be ready", || {
+                let pid = attach.id();
+                let connected = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .any(|l| l.to_string_lossy().starts_with("socket:"));
+                (connected && (!proxy || catches(pid, s))).then_some(())
+            });
+            send(&attach, s);
+            (attach.wait().unwrap(), out.finish())
+        };
+        let (status, out) = attach(false, usr1);
+        assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
+        assert_eq!(out, "", "{rt}");
+        assert!(ps_line(&cli, &name).contains("running"), "{rt}");
+        let (status, out) = attach(true, RTMIN_3);
+        assert_eq!(status.code(), Some(5), "{rt}: {status:?}");
+        assert_eq!(out, "got RTMIN+3\n", "{rt}");
+        cli.ok(&["rm", &name]);
+    }
+}
+
+/// `imagectl kill -s` takes the real-time signals as docker does
+/// (`RTMIN+3`, `SIGRTMAX-1`, numbers): a container's process that traps
+/// SIGRTMIN+3 gets it, under the native backend, runc and crun. A signal
+/// out of range or reserved is refused, naming it.
+#[test]
+fn kill_s_sends_real_time_signals_under_each_runtime() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        for spec in ["RTMIN+3", "SIGRTMIN+3", "37", "sigrtmax-27"] {
+            let name = format!("{rt}-rt");
+            run_d(&cli, rt, &name, &[], TRAPS);
+            eventually("ready in the log", || {
+                cli.ok(&["logs", &name]).contains("ready").then_some(())
+            });
+            cli.ok(&["kill", "-s", spec, &name]);
+            assert_eq!(cli.ok(&["wait", &name]), "5\n", "{rt} {spec}");
+            assert_eq!(
+                cli.ok(&["logs", &name]),
+                "ready\ngot RTMIN+3\n",
+                "{rt} {spec}"
+            );
+            cli.ok(&["rm", &name]);
+        }
+    }
+    run_d(&cli, "native", "target", &[], TRAPS);
+    for (spec, says) in [
+        ("RTMIN+31", "out of range"),
+        ("65", "out of range"),
+        ("32", "reserved"),
+        ("RTMIN-1", "unknown"),
+    ] {
+        let err = cli.fails(&["kill", "-s", spec, "target"]);
+        assert!(err.contains(spec) && err.contains(says), "{spec}: {err}");
+    }
+    assert!(ps_line(&cli, "target").contains("running"));
+    cli.ok(&["rm", "-f", "target"]);
+}
+
+/// `stop --signal` and `restart --signal`, as `docker stop -s`: the
+/// signal given goes first in place of SIGTERM (a real-time one too),
+/// under the native backend, runc and crun.
+#[test]
+fn stop_and_restart_send_the_signal_given_under_each_runtime() {
+    let Some(cli) = cli() else { return };
+    for rt in runtimes() {
+        let name = format!("{rt}-stop");
+        let readies = |n: usize| {
+            eventually("the run's ready", || {
+                (cli.ok(&["logs", &name]).matches("ready").count() == n).then_some(())
+            })
+        };
+        run_d(&cli, rt, &name, &[], TRAPS);
+        readies(1);
+        let stopped = cli.ok(&["stop", "-s", "RTMIN+3", "-t", "30", &name]);
+        assert_eq!(stopped, format!("{name}\n"));
+        assert_eq!(cli.ok(&["wait", &name]), "5\n", "{rt}");
+        assert_eq!(cli.ok(&["start", "-d", &name]), format!("{name}\n"));
+        cli.wait_running(&name);
+        readies(2);
+        let restarted = cli.ok(&["restart", "--signal", "SIGUSR1", "-t", "30", &name]);
+        assert_eq!(restarted, format!("{name}\n"));
+        cli.wait_running(&name);
+        readies(3);
+        assert_eq!(
+            cli.ok(&["logs", &name]),
+            "ready\ngot RTMIN+3\nready\ngot USR1\nready\n",
+            "{rt}"
+        );
+        cli.ok(&["rm", "-f", &name]);
+    }
+    let err = cli.fails(&["stop", "-s", "NOPE", "x"]);
+    assert!(err.contains("NOPE"), "{err}");
 }

@@ -19,7 +19,7 @@ use image_core::{Classify, ErrorKind};
 
 use crate::rootfs::RootfsError;
 
-pub use rustix::process::Signal;
+pub use crate::signal::{Signal, SignalError};
 
 pub use crate::stdio::{Input, Output, Stdio};
 

@@ -16,6 +16,9 @@
 //! - [`Backend`]: the process side (create, start, wait, kill, state,
 //!   delete, exec), implemented by [`NativeRuntime`] (in process, the
 //!   default of imagectl) and by [`OciRuntime`] driving runc or crun.
+//!   `kill` takes this crate's [`Signal`]: any Linux signal a process can
+//!   be sent, the real-time ones included, parsed from Docker's names
+//!   (`TERM`, `SIGRTMIN+3`, `15`).
 //!   Resource limits ([`Resources`]: memory, pids, CPUs), the network
 //!   ([`NetworkMode`]), a terminal and an init are [`RunOptions`] written
 //!   into the spec, so every backend gets the same one.
@@ -27,7 +30,8 @@
 //!   and [`Runtime::gc`] removing what crashed processes left.
 //! - [`monitor`]: detached containers ([`Container::start_detached`],
 //!   `docker run -d`) under a monitor process each, with a capped JSON
-//!   log, restart policies, and [`Runtime::stop`], [`Runtime::wait`],
+//!   log, restart policies, and [`Runtime::stop`] (or
+//!   [`Runtime::stop_with`] a signal), [`Runtime::wait`],
 //!   [`Runtime::logs`], [`Runtime::attach`] from any process. The one
 //!   requirement: the program calls [`monitor::run_if_requested`] first
 //!   thing in `main`.
@@ -163,6 +167,7 @@ mod open;
 pub mod rootfs;
 pub mod rootless;
 mod runtime;
+mod signal;
 pub mod snapshots;
 pub mod spec;
 pub mod state;
@@ -177,8 +182,8 @@ mod user;
 pub mod volume;
 
 pub use backend::{
-    Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal, Status,
-    Stdio,
+    Backend, BackendError, BackendState, Exit, ExitStatus, Input, Output, Process, Signal,
+    SignalError, Status, Stdio,
 };
 pub use container::{
     CommitError, CommitOptions, Committed, Container, ContainerBuilder, ExecOptions,
@@ -206,6 +211,7 @@ pub use user::UserError;
 image_core::classify_registry!(
     below: image_overlay::kind_of;
     crate::backend::BackendError,
+    crate::signal::SignalError,
     crate::console::ConsoleError,
     crate::container::CommitError,
     crate::error::ContainerError,

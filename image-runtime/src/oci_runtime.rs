@@ -467,7 +467,7 @@ fn exit_status(s: std::process::ExitStatus) -> ExitStatus {
 
 fn kill_group(child: &mut Child) {
     if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -701,7 +701,7 @@ impl Waited {
             Waited::Runtime(child) => kill_group(child),
             Waited::Orphan(pid) => {
                 if let Some(p) = rustix::process::Pid::from_raw(*pid) {
-                    let _ = rustix::process::kill_process(p, Signal::KILL);
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
                 }
                 let _ = reap_orphan(*pid, rustix::process::WaitOptions::empty());
             }
@@ -817,7 +817,7 @@ impl Process for OciProcess {
                     .and_then(|s| s.trim().parse::<i32>().ok())
                     .and_then(rustix::process::Pid::from_raw);
                 if let Some(pid) = pid {
-                    let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }
             } else {
                 let _ = self.runtime.kill(&self.id, Signal::KILL);

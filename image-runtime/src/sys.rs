@@ -230,6 +230,20 @@ pub(crate) fn monotonic_us() -> i64 {
     ts.tv_sec * 1_000_000 + ts.tv_nsec / 1000
 }
 
+/// Sends `signal` to process `pid` (kill(2)), a real-time one too:
+/// rustix names only the standard signals safely.
+pub(crate) fn kill(pid: rustix::process::Pid, signal: crate::signal::Signal) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    // `Signal` holds 1..=31 or 34..=64, never glibc's own 32 and 33; the
+    // process signalled is a container's, never this one.
+    let r = unsafe { libc::kill(pid.as_raw_nonzero().get(), signal.as_raw()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Reports the end of trace phase `phase` on `fd` when tracing.
 fn trace(plan: &ChildPlan, fd: c_int, phase: u32) {
     if let Some(base) = plan.trace_base_us {

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use image_runtime::monitor::log::parse_since;
 use image_runtime::monitor::{AttachEnd, DetachKeys, LogEntry, LogQuery};
+use image_runtime::state::ContainerStatus;
+use image_runtime::Signal;
 
 use super::run::{PlaceArgs, SigProxyArg, SignalProxy};
 use super::store::StoreArgs;
@@ -127,16 +129,22 @@ pub struct StopArgs {
     /// Seconds between SIGTERM and SIGKILL (restart: when stopping).
     #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
     pub time: u64,
+    /// The signal sent first, in place of SIGTERM: a number or a name as
+    /// docker takes it (TERM, SIGINT, RTMIN+3).
+    #[arg(short, long, default_value = "TERM")]
+    pub signal: String,
     /// The containers (IDs or unique prefixes).
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
 
-/// Stops each container (SIGTERM, SIGKILL after the grace); prints its ID.
+/// Stops each container (SIGTERM or `--signal`, SIGKILL after the
+/// grace); prints its ID.
 pub fn stop(store: &StoreArgs, a: StopArgs) -> anyhow::Result<()> {
+    let signal: Signal = a.signal.parse()?;
     for c in &a.containers {
         let (rt, record) = a.place.runtime_of(store, c)?;
-        rt.stop(&record.id, Duration::from_secs(a.time))?;
+        rt.stop_with(&record.id, signal, Duration::from_secs(a.time))?;
         println!("{}", record.id);
     }
     Ok(())
@@ -145,11 +153,19 @@ pub fn stop(store: &StoreArgs, a: StopArgs) -> anyhow::Result<()> {
 /// Arguments of `imagectl restart` (as `stop`'s).
 pub type RestartArgs = StopArgs;
 
-/// Stops each container and starts it detached again; prints its ID.
+/// Stops each container (with `--signal` first) and starts it detached
+/// again; prints its ID.
 pub fn restart(store: &StoreArgs, a: RestartArgs) -> anyhow::Result<()> {
+    let signal: Signal = a.signal.parse()?;
     for c in &a.containers {
         let (rt, record) = a.place.runtime_of(store, c)?;
-        rt.restart(&record.id, Duration::from_secs(a.time), None)?;
+        let grace = Duration::from_secs(a.time);
+        // Stopped with `signal` first; restart's own stop then finds it
+        // stopped.
+        if record.observed_status() == ContainerStatus::Running {
+            rt.stop_with(&record.id, signal, grace)?;
+        }
+        rt.restart(&record.id, grace, None)?;
         println!("{}", record.id);
     }
     Ok(())

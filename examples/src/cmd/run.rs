@@ -373,13 +373,13 @@ pub struct RunArgs {
     pub create: CreateArgs,
 }
 
-/// `--sig-proxy` of `run` and `attach`.
+/// `--sig-proxy` of `run`, `start` and `attach`.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct SigProxyArg {
     /// Send the signals this process receives to the container's process
-    /// (HUP, INT, QUIT, USR1, USR2, TERM, CONT, TSTP, XCPU, XFSZ), as
-    /// docker does; one that comes before the container runs is sent as
-    /// soon as it does. As with docker, ctrl-C then goes to the container:
+    /// (HUP, INT, QUIT, USR1, USR2, TERM, CONT, TSTP, XCPU, XFSZ and the
+    /// real-time ones, RTMIN to RTMAX), as docker does; one that comes
+    /// before the container runs is sent as soon as it does. As with docker, ctrl-C then goes to the container:
     /// a pid 1 without a handler for SIGINT ignores it, so `run IMAGE
     /// sleep 1000` goes on (use --init, -t, `imagectl stop`, or
     /// --sig-proxy=false). `--sig-proxy=false`: they act on this process
@@ -397,13 +397,12 @@ pub struct SigProxyArg {
     pub on: bool,
 }
 
-/// The signals `--sig-proxy` forwards: those a program is sent rather
-/// than raises itself, except the ones about this process's own
+/// The standard signals `--sig-proxy` forwards: those a program is sent
+/// rather than raises itself, except the ones about this process's own
 /// children, pipes, sockets and terminal, and the timer ticks (SIGALRM,
 /// SIGVTALRM, SIGPROF: a profiler's would each cost a runtime `kill`).
 /// SIGSTKFLT and SIGPWR are left out: not every Linux architecture has
-/// them. The real-time signals are not forwarded: the runtime's `kill`
-/// takes a rustix `Signal`, which only names the standard ones.
+/// them. Every real-time signal is forwarded too ([`proxied`]).
 const PROXIED: [Signal; 10] = [
     Signal::HUP,
     Signal::INT,
@@ -416,6 +415,14 @@ const PROXIED: [Signal; 10] = [
     Signal::XCPU,
     Signal::XFSZ,
 ];
+
+/// Every signal `--sig-proxy` forwards: [`PROXIED`] and the real-time
+/// signals (SIGRTMIN to SIGRTMAX), as docker forwards them.
+fn proxied() -> impl Iterator<Item = Signal> {
+    PROXIED
+        .into_iter()
+        .chain(Signal::all().filter(|s| s.is_realtime()))
+}
 
 /// Where a caught signal goes: held until [`Relay::open`] (the container
 /// does not run yet), then sent at once.
@@ -517,7 +524,7 @@ impl SignalProxy {
 
     /// Catches [`PROXIED`] into a held relay to `send`.
     fn catch(send: Sender) -> anyhow::Result<SignalProxy> {
-        let mut signals = signal_hook::iterator::Signals::new(PROXIED.map(Signal::as_raw))
+        let mut signals = signal_hook::iterator::Signals::new(proxied().map(Signal::as_raw))
             .context("catching the signals to forward")?;
         let handle = signals.handle();
         let relay = std::sync::Arc::new(Relay::held(send));
@@ -525,7 +532,7 @@ impl SignalProxy {
             let relay = relay.clone();
             move || {
                 for s in signals.forever() {
-                    if let Some(signal) = Signal::from_named_raw(s) {
+                    if let Ok(signal) = Signal::from_raw(s) {
                         relay.receive(signal);
                     }
                 }
@@ -551,10 +558,19 @@ impl Drop for SignalProxy {
         // two (signal-hook keeps its handler installed: this emulates the
         // default from it).
         let default = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        for s in PROXIED {
-            // Only fails for a signal signal-hook does not know; all of
-            // PROXIED are standard.
-            let _ = signal_hook::flag::register_conditional_default(s.as_raw(), default.clone());
+        for s in proxied() {
+            // signal-hook emulates the default of the standard signals
+            // only; a real-time one's is to end the process, here with
+            // 128 + its number, as a shell reports it.
+            let _ = if s.is_realtime() {
+                signal_hook::flag::register_conditional_shutdown(
+                    s.as_raw(),
+                    128 + s.as_raw(),
+                    default.clone(),
+                )
+            } else {
+                signal_hook::flag::register_conditional_default(s.as_raw(), default.clone())
+            };
         }
         self.handle.close();
         if let Some(t) = self.thread.take() {
@@ -672,12 +688,19 @@ pub struct StartArgs {
     /// defaults.
     #[arg(short, long, conflicts_with = "interactive")]
     pub detach: bool,
+    /// Attached (the default without -d; accepted as `docker start -a`).
+    #[arg(short, long, conflicts_with = "detach")]
+    pub attach: bool,
+    #[command(flatten)]
+    pub sig_proxy: SigProxyArg,
     /// The container (ID or unique prefix).
     pub container: String,
 }
 
 /// Starts a created or stopped container attached (the runtime runs in the
-/// foreground: this process waits for it); exits with its exit code.
+/// foreground: this process waits for it), the signals this process
+/// receives forwarded to it (`--sig-proxy`, as `docker start -a`); exits
+/// with its exit code.
 pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let c = rt.load(&record.id)?;
@@ -696,9 +719,8 @@ pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
             .and_then(|a| a.get(ANNOTATION_STDIN))
             .is_some_and(|v| v == "true")
     });
-    // No proxy: `start` keeps what it did (docker's `start -a` proxies).
-    let no_proxy = SigProxyArg { on: false };
-    let code = attached(&rt, c, a.interactive || made_with_stdin, false, no_proxy)?;
+    let stdin = a.interactive || made_with_stdin;
+    let code = attached(&rt, c, stdin, false, a.sig_proxy)?;
     exit_with(code)
 }
 
@@ -821,33 +843,17 @@ pub fn ps(store: &StoreArgs, ui: &super::progress::UiArgs, a: PsArgs) -> anyhow:
 pub struct KillArgs {
     #[command(flatten)]
     pub place: PlaceArgs,
-    /// The signal: a name (KILL, TERM, INT, HUP, QUIT, USR1, USR2) or a number.
+    /// The signal: a number or a name as docker takes it (KILL, SIGTERM,
+    /// usr1, RTMIN+3, SIGRTMAX-1).
     #[arg(short, long, default_value = "KILL")]
     pub signal: String,
     /// The container (ID or unique prefix).
     pub container: String,
 }
 
-fn parse_signal(s: &str) -> anyhow::Result<Signal> {
-    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
-    let n = match name.as_str() {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        other => other
-            .parse::<i32>()
-            .with_context(|| format!("unknown signal {s:?}"))?,
-    };
-    Signal::from_named_raw(n).with_context(|| format!("unknown signal {s:?}"))
-}
-
 /// Sends a signal to a running container.
 pub fn kill(store: &StoreArgs, a: KillArgs) -> anyhow::Result<()> {
-    let signal = parse_signal(&a.signal)?;
+    let signal: Signal = a.signal.parse()?;
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     rt.kill(&record.id, signal)?;
     Ok(())
@@ -1028,8 +1034,9 @@ mod tests {
     /// Set in the child of the test below, which runs the test again.
     const CHILD: &str = "IMAGECTL_TEST_SIGNAL_AFTER_PROXY";
 
-    /// After a proxy is dropped, SIGINT and SIGTERM end the process again
-    /// (they did nothing, signal-hook's handler staying installed). Each
+    /// After a proxy is dropped, SIGINT, SIGTERM and a real-time signal
+    /// end the process again (they did nothing, signal-hook's handler
+    /// staying installed). Each
     /// in a child process of its own: the signal ends it.
     #[test]
     fn a_dropped_proxy_gives_the_signals_their_default_action_back() {
@@ -1040,7 +1047,8 @@ mod tests {
             // Still here: the signal was caught and dropped.
             std::process::exit(0);
         }
-        for signal in [Signal::INT, Signal::TERM] {
+        let rt = "RTMIN+3".parse::<Signal>().unwrap();
+        for signal in [Signal::INT, Signal::TERM, rt] {
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
@@ -1051,11 +1059,13 @@ mod tests {
                 .stdout(std::process::Stdio::null())
                 .status()
                 .unwrap();
-            assert_eq!(
-                status.signal(),
-                Some(signal.as_raw()),
-                "{signal:?}: {status}"
-            );
+            // A real-time signal's default is emulated as an exit with
+            // 128 + its number (signal-hook knows only the standard ones).
+            let ended = match signal.is_realtime() {
+                false => status.signal(),
+                true => status.code().map(|c| c - 128),
+            };
+            assert_eq!(ended, Some(signal.as_raw()), "{signal}: {status}");
         }
     }
 }

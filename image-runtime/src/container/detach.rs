@@ -130,6 +130,20 @@ impl Runtime {
     /// running container, [`ContainerError::Timeout`] when it still runs
     /// 30 s after SIGKILL.
     pub fn stop(&self, id: &str, grace: Duration) -> Result<Option<i32>, ContainerError> {
+        self.stop_with(id, Signal::TERM, grace)
+    }
+
+    /// As [`Runtime::stop`] with `signal` in place of SIGTERM (`docker
+    /// stop --signal`); SIGKILL still follows after `grace`.
+    ///
+    /// # Errors
+    /// As [`Runtime::stop`].
+    pub fn stop_with(
+        &self,
+        id: &str,
+        signal: Signal,
+        grace: Duration,
+    ) -> Result<Option<i32>, ContainerError> {
         crate::state::validate_id(id)?;
         let dir = self.state().dir(id);
         let r = self.state().load(id)?;
@@ -140,10 +154,7 @@ impl Runtime {
         // A signal that cannot be sent yet (runc still setting the
         // container up) is tried again until the limit.
         let mut unsent = None;
-        for (signal, limit) in [
-            (Signal::TERM, grace),
-            (Signal::KILL, Duration::from_secs(30)),
-        ] {
+        for (signal, limit) in [(signal, grace), (Signal::KILL, Duration::from_secs(30))] {
             let end = Instant::now() + limit;
             let mut sent = false;
             while try_wait(&root, id)?.is_none() {

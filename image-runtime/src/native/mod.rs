@@ -320,7 +320,7 @@ impl NativeRuntime {
         let Some(pid) = st.pid.filter(|p| alive(*p, st.start_time)) else {
             return Ok(());
         };
-        let _ = rustix::process::kill_process(pid_of(pid)?, Signal::TERM);
+        let _ = rustix::process::kill_process(pid_of(pid)?, rustix::process::Signal::TERM);
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if !alive(pid, st.start_time) {
@@ -329,7 +329,7 @@ impl NativeRuntime {
             std::thread::sleep(Duration::from_millis(10));
         }
         if alive(pid, st.start_time) {
-            let _ = rustix::process::kill_process(pid_of(pid)?, Signal::KILL);
+            let _ = rustix::process::kill_process(pid_of(pid)?, rustix::process::Signal::KILL);
         }
         Ok(())
     }
@@ -621,7 +621,7 @@ fn child_error(id: &str, operation: &'static str, what: String, errno: i32) -> B
 
 fn reap(pid: i32) {
     if let Some(p) = rustix::process::Pid::from_raw(pid) {
-        let _ = rustix::process::kill_process(p, Signal::KILL);
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
         while let Err(rustix::io::Errno::INTR) =
             rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty())
         {}
@@ -832,8 +832,8 @@ impl Backend for NativeRuntime {
     fn kill(&self, id: &str, signal: Signal) -> Result<(), BackendError> {
         let st = self.load(id)?;
         match st.pid.filter(|p| alive(*p, st.start_time)) {
-            Some(pid) => rustix::process::kill_process(pid_of(pid)?, signal)
-                .map_err(|e| io_err(format!("kill {id}"))(e.into())),
+            Some(pid) => crate::sys::kill(pid_of(pid)?, signal)
+                .map_err(io_err(format!("kill {id} with {signal}"))),
             None => Err(BackendError::RuntimeFailed {
                 runtime: NAME.into(),
                 operation: "kill",
@@ -876,7 +876,7 @@ impl Backend for NativeRuntime {
                     message: "the container is running (delete with force)".into(),
                 });
             }
-            let _ = rustix::process::kill_process(pid_of(pid)?, Signal::KILL);
+            let _ = rustix::process::kill_process(pid_of(pid)?, rustix::process::Signal::KILL);
             let deadline = Instant::now() + Duration::from_secs(10);
             while alive(pid, st.start_time) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
@@ -1277,7 +1277,7 @@ impl Process for NativeProcess {
         }
         if self.status.is_none() {
             if let Some(p) = rustix::process::Pid::from_raw(self.pid) {
-                let _ = rustix::process::kill_process(p, Signal::KILL);
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
             }
             let _ = self.reap(rustix::process::WaitOptions::empty());
         }
