@@ -4,7 +4,9 @@
 //! The archive is read once, entry by entry, in stream order. Every file
 //! that looks like a blob goes straight into an ingest writer of the store
 //! as it streams past, hashed while written (a `blobs/<alg>/<hex>` entry is
-//! verified against its name); the few metadata files (`manifest.json`,
+//! verified against its name; an unnamed entry of at most 1 MiB is hashed
+//! first, and bytes this load already stored are not stored again); the
+//! few metadata files (`manifest.json`,
 //! `index.json`, `oci-layout`, `repositories`) are kept in memory (at most
 //! 8 MiB each); the legacy `<id>/json` and `<id>/VERSION` files are
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
@@ -346,6 +348,8 @@ fn scan(
     let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), &end);
     let mut archive = tar::Archive::new(src);
     let mut out = Scan::default();
+    // The small unnamed entries stored so far, by digest (see `small_entry`).
+    let mut stored: HashMap<Digest, Blob> = HashMap::new();
     let mut last = String::from("<start>");
     let entries = archive
         .entries()
@@ -403,7 +407,10 @@ fn scan(
             out.has_blobs_dir = true;
         }
         let mut src = tracker.reader(&path, Some(size), &mut entry);
-        let blob = ingest_entry(store, &mut src, size, expected.as_ref(), &path)?;
+        let blob = match expected {
+            None if size <= SMALL_ENTRY => small_entry(store, &mut src, size, &path, &mut stored)?,
+            _ => ingest_entry(store, &mut src, size, expected.as_ref(), &path)?,
+        };
         // A blob already stored was only sniffed: it is done all the same.
         tracker
             .progress()
@@ -440,6 +447,38 @@ fn blob_name(path: &str) -> Option<Digest> {
     let (alg, hex) = rest.split_once('/')?;
     let alg: Algorithm = alg.parse().ok()?;
     Digest::from_hex(alg, hex).ok()
+}
+
+/// The largest entry not named by a digest that is read into memory and
+/// hashed before it reaches the store (configs, manifests and small layers).
+const SMALL_ENTRY: u64 = 1 << 20;
+
+/// Stores a small entry not named by a digest, read whole and hashed
+/// first: bytes this load already stored (`stored`, by digest) cost no
+/// ingest and no sync again. A docker-save archive may carry one config
+/// once per image that names it; without this, each copy was a new
+/// ingest, committed and synced (three fsyncs) only to find its blob
+/// present.
+fn small_entry(
+    store: &dyn BlobStore,
+    src: &mut dyn Read,
+    size: u64,
+    path: &str,
+    stored: &mut HashMap<Digest, Blob>,
+) -> Result<Blob, ArchiveError> {
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    src.take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| tar_error(e, path, false))?;
+    if (data.len() as u64) < size {
+        return Err(truncated(path, data.len() as u64, size));
+    }
+    if let Some(blob) = stored.get(&Digest::sha256(&data)) {
+        return Ok(blob.clone());
+    }
+    let blob = ingest_entry(store, &mut &data[..], size, None, path)?;
+    stored.insert(blob.digest.clone(), blob.clone());
+    Ok(blob)
 }
 
 /// Streams one entry into the store, sniffing its compression from the
