@@ -30,8 +30,10 @@ use serde_json::json;
 struct Counting {
     inner: MemoryStore,
     opens: Mutex<HashMap<Digest, usize>>,
-    /// Ingest writers opened: one per blob written, present or not.
+    /// Ingest writers opened, and ingests aborted: those not aborted
+    /// were committed (the load aborts or commits each writer).
     writers: AtomicUsize,
+    aborts: AtomicUsize,
 }
 
 impl Counting {
@@ -57,8 +59,9 @@ impl Counting {
         self.opens.lock().expect("lock").values().sum()
     }
 
-    fn writers(&self) -> usize {
-        self.writers.load(Ordering::Relaxed)
+    /// Ingests committed: writers opened and not aborted.
+    fn commits(&self) -> usize {
+        self.writers.load(Ordering::Relaxed) - self.aborts.load(Ordering::Relaxed)
     }
 }
 
@@ -86,6 +89,7 @@ impl Ingester for Counting {
         self.inner.writer_with(reference, algorithm)
     }
     fn abort(&self, reference: &str) -> ContentResult<()> {
+        self.aborts.fetch_add(1, Ordering::Relaxed);
         self.inner.abort(reference)
     }
     fn ingests(&self) -> ContentResult<Vec<IngestStatus>> {
@@ -356,11 +360,11 @@ fn a_layer_named_by_many_entries_is_verified_once() {
     assert!(store.total_opens() <= 3);
 }
 
-/// A config entry repeated once per image in the stream is stored once:
-/// the load opens one ingest per distinct blob (layer, config, manifest),
-/// not one per entry (each was a commit with three fsyncs into `OciDir`).
+/// A config entry repeated once per image in the stream is committed
+/// once: one commit per distinct blob (layer, config, manifest), not one
+/// per entry (each was a commit with three fsyncs into `OciDir`).
 #[test]
-fn a_config_repeated_per_image_is_stored_once() {
+fn a_config_repeated_per_image_is_committed_once() {
     let (layer, diff_id) = gzip_zeros(4096);
     let config = config_with_diff_ids(std::slice::from_ref(&diff_id));
     let name = format!("{}.json", config.digest().hex());
@@ -375,17 +379,17 @@ fn a_config_repeated_per_image_is_stored_once() {
         let report = load(&store, &tarball[..], &LoadOptions::default()).expect("load");
         assert_eq!(report.images.len(), n);
         assert_eq!(report.blobs, n + 1, "every entry is counted as streamed");
-        assert_eq!(store.writers(), 3, "{n} copies: layer, config, manifest");
+        assert_eq!(store.commits(), 3, "{n} copies: layer, config, manifest");
         assert!(store.exists(config.digest()).expect("exists"));
     }
 }
 
 /// Generated streams of config entries, names and contents drawn from
 /// small pools (so both repeat, and a name is reused for other bytes):
-/// each distinct content is written once, and every image gets the
+/// each distinct content is committed once, and every image gets the
 /// content its config's name held last in the stream, as before.
 #[test]
-fn generated_repeated_entries_store_each_content_once_and_keep_the_last_name() {
+fn generated_repeated_entries_commit_each_content_once_and_keep_the_last_name() {
     let (layer, diff_id) = gzip_zeros(512);
     let pool: Vec<image_core::ImageConfig> = (0..4)
         .map(|i| {
@@ -434,9 +438,9 @@ fn generated_repeated_entries_store_each_content_once_and_keep_the_last_name() {
         );
         let manifests: std::collections::HashSet<_> = want.iter().collect();
         assert_eq!(
-            store.writers(),
+            store.commits(),
             distinct.len() + 1 + manifests.len(),
-            "case {case}: one ingest per distinct config, the layer and each manifest"
+            "case {case}: one commit per distinct config, the layer and each manifest"
         );
     }
 }

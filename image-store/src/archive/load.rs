@@ -4,9 +4,7 @@
 //! The archive is read once, entry by entry, in stream order. Every file
 //! that looks like a blob goes straight into an ingest writer of the store
 //! as it streams past, hashed while written (a `blobs/<alg>/<hex>` entry is
-//! verified against its name; an unnamed entry of at most 1 MiB is hashed
-//! first, and bytes this load already stored are not stored again); the
-//! few metadata files (`manifest.json`,
+//! verified against its name); the few metadata files (`manifest.json`,
 //! `index.json`, `oci-layout`, `repositories`) are kept in memory (at most
 //! 8 MiB each); the legacy `<id>/json` and `<id>/VERSION` files are
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
@@ -348,7 +346,7 @@ fn scan(
     let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), &end);
     let mut archive = tar::Archive::new(src);
     let mut out = Scan::default();
-    // The small unnamed entries stored so far, by digest (see `small_entry`).
+    // The blobs of unnamed entries committed so far, by digest.
     let mut stored: HashMap<Digest, Blob> = HashMap::new();
     let mut last = String::from("<start>");
     let entries = archive
@@ -407,10 +405,7 @@ fn scan(
             out.has_blobs_dir = true;
         }
         let mut src = tracker.reader(&path, Some(size), &mut entry);
-        let blob = match expected {
-            None if size <= SMALL_ENTRY => small_entry(store, &mut src, size, &path, &mut stored)?,
-            _ => ingest_entry(store, &mut src, size, expected.as_ref(), &path)?,
-        };
+        let blob = ingest_entry(store, &mut src, size, expected.as_ref(), &path, &mut stored)?;
         // A blob already stored was only sniffed: it is done all the same.
         tracker
             .progress()
@@ -449,48 +444,20 @@ fn blob_name(path: &str) -> Option<Digest> {
     Digest::from_hex(alg, hex).ok()
 }
 
-/// The largest entry not named by a digest that is read into memory and
-/// hashed before it reaches the store (configs, manifests and small layers).
-const SMALL_ENTRY: u64 = 1 << 20;
-
-/// Stores a small entry not named by a digest, read whole and hashed
-/// first: bytes this load already stored (`stored`, by digest) cost no
-/// ingest and no sync again. A docker-save archive may carry one config
-/// once per image that names it; without this, each copy was a new
-/// ingest, committed and synced (three fsyncs) only to find its blob
-/// present.
-fn small_entry(
-    store: &dyn BlobStore,
-    src: &mut dyn Read,
-    size: u64,
-    path: &str,
-    stored: &mut HashMap<Digest, Blob>,
-) -> Result<Blob, ArchiveError> {
-    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    src.take(size)
-        .read_to_end(&mut data)
-        .map_err(|e| tar_error(e, path, false))?;
-    if (data.len() as u64) < size {
-        return Err(truncated(path, data.len() as u64, size));
-    }
-    if let Some(blob) = stored.get(&Digest::sha256(&data)) {
-        return Ok(blob.clone());
-    }
-    let blob = ingest_entry(store, &mut &data[..], size, None, path)?;
-    stored.insert(blob.digest.clone(), blob.clone());
-    Ok(blob)
-}
-
 /// Streams one entry into the store, sniffing its compression from the
 /// first bytes, and commits it (against `expected` when the entry's name is
 /// a digest; such a blob already in the store is not written again). A
-/// failed ingest is aborted.
+/// failed ingest is aborted. An unnamed entry whose bytes this load
+/// already committed (`stored`, by digest) is aborted rather than
+/// committed again: a docker-save archive may carry a config once per
+/// image, and each commit of a present blob still synced (three fsyncs).
 fn ingest_entry(
     store: &dyn BlobStore,
     src: &mut dyn Read,
     size: u64,
     expected: Option<&Digest>,
     path: &str,
+    stored: &mut HashMap<Digest, Blob>,
 ) -> Result<Blob, ArchiveError> {
     if let Some(digest) = expected {
         let present = store
@@ -556,12 +523,25 @@ fn ingest_entry(
         let _ = store.abort(&reference);
         return Err(e);
     }
+    if expected.is_none() {
+        if let Some(blob) = stored.get(&w.digest()) {
+            drop(w);
+            let _ = store.abort(&reference);
+            return Ok(blob.clone());
+        }
+    }
     match w.commit(Some(size), expected) {
-        Ok(digest) => Ok(Blob {
-            digest,
-            size,
-            compression: Compression::sniff(&head[..head_len]),
-        }),
+        Ok(digest) => {
+            let blob = Blob {
+                digest,
+                size,
+                compression: Compression::sniff(&head[..head_len]),
+            };
+            if expected.is_none() {
+                stored.insert(blob.digest.clone(), blob.clone());
+            }
+            Ok(blob)
+        }
         Err(e) => {
             let _ = store.abort(&reference);
             Err(match e {
