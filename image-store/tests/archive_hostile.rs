@@ -59,6 +59,10 @@ impl Counting {
         self.opens.lock().expect("lock").values().sum()
     }
 
+    fn writers(&self) -> usize {
+        self.writers.load(Ordering::Relaxed)
+    }
+
     /// Ingests committed: writers opened and not aborted.
     fn commits(&self) -> usize {
         self.writers.load(Ordering::Relaxed) - self.aborts.load(Ordering::Relaxed)
@@ -380,6 +384,11 @@ fn a_config_repeated_per_image_is_committed_once() {
         assert_eq!(report.images.len(), n);
         assert_eq!(report.blobs, n + 1, "every entry is counted as streamed");
         assert_eq!(store.commits(), 3, "{n} copies: layer, config, manifest");
+        assert_eq!(
+            store.writers(),
+            3,
+            "{n} copies: a repeated config opens no ingest"
+        );
         assert!(store.exists(config.digest()).expect("exists"));
     }
 }
@@ -387,7 +396,9 @@ fn a_config_repeated_per_image_is_committed_once() {
 /// Generated streams of config entries, names and contents drawn from
 /// small pools (so both repeat, and a name is reused for other bytes):
 /// each distinct content is committed once, and every image gets the
-/// content its config's name held last in the stream, as before.
+/// content its config's name held last in the stream, as before; with
+/// configs named `.json` (read whole first) and otherwise (streamed into
+/// an ingest, a repeat aborted).
 #[test]
 fn generated_repeated_entries_commit_each_content_once_and_keep_the_last_name() {
     let (layer, diff_id) = gzip_zeros(512);
@@ -405,14 +416,14 @@ fn generated_repeated_entries_commit_each_content_once_and_keep_the_last_name() 
         })
         .collect();
     let mut rng = Rng(0x5eed_f1a7);
-    for case in 0..50 {
+    for (case, suffix) in (0..100).map(|c| (c, if c % 2 == 0 { "json" } else { "cfg" })) {
         let entries = 1 + rng.below(40);
         let mut names = Vec::new();
         let mut configs: Vec<&[u8]> = Vec::new();
         let mut last: HashMap<String, Digest> = HashMap::new();
         let mut distinct = std::collections::HashSet::new();
         for _ in 0..entries {
-            let name = format!("c{}.json", rng.below(3));
+            let name = format!("c{}.{suffix}", rng.below(3));
             let config = &pool[rng.below(pool.len())];
             last.insert(name.clone(), config.digest().clone());
             distinct.insert(config.digest().clone());

@@ -4,7 +4,9 @@
 //! The archive is read once, entry by entry, in stream order. Every file
 //! that looks like a blob goes straight into an ingest writer of the store
 //! as it streams past, hashed while written (a `blobs/<alg>/<hex>` entry is
-//! verified against its name); the few metadata files (`manifest.json`,
+//! verified against its name; a small unnamed `.json` entry, a config,
+//! is hashed first, and bytes the load already committed are not stored
+//! again); the few metadata files (`manifest.json`,
 //! `index.json`, `oci-layout`, `repositories`) are kept in memory (at most
 //! 8 MiB each); the legacy `<id>/json` and `<id>/VERSION` files are
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
@@ -405,7 +407,12 @@ fn scan(
             out.has_blobs_dir = true;
         }
         let mut src = tracker.reader(&path, Some(size), &mut entry);
-        let blob = ingest_entry(store, &mut src, size, expected.as_ref(), &path, &mut stored)?;
+        let blob = match expected {
+            None if size <= SMALL_DOCUMENT && path.ends_with(".json") => {
+                small_document(store, &mut src, size, &path, &mut stored)?
+            }
+            _ => ingest_entry(store, &mut src, size, expected.as_ref(), &path, &mut stored)?,
+        };
         // A blob already stored was only sniffed: it is done all the same.
         tracker
             .progress()
@@ -442,6 +449,33 @@ fn blob_name(path: &str) -> Option<Digest> {
     let (alg, hex) = rest.split_once('/')?;
     let alg: Algorithm = alg.parse().ok()?;
     Digest::from_hex(alg, hex).ok()
+}
+
+/// The largest `.json` entry not named by a digest (a docker-save
+/// config) that is read whole and hashed before it reaches the store.
+const SMALL_DOCUMENT: u64 = 1 << 20;
+
+/// Stores a small `.json` entry (a docker-save config), read whole and
+/// hashed first: a repeat of bytes this load already committed (an
+/// archive may carry its config once per image) opens no ingest at all.
+fn small_document(
+    store: &dyn BlobStore,
+    src: &mut dyn Read,
+    size: u64,
+    path: &str,
+    stored: &mut HashMap<Digest, Blob>,
+) -> Result<Blob, ArchiveError> {
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    src.take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| tar_error(e, path, false))?;
+    if (data.len() as u64) < size {
+        return Err(truncated(path, data.len() as u64, size));
+    }
+    match stored.get(&Digest::sha256(&data)) {
+        Some(blob) => Ok(blob.clone()),
+        None => ingest_entry(store, &mut &data[..], size, None, path, stored),
+    }
 }
 
 /// Streams one entry into the store, sniffing its compression from the
