@@ -430,6 +430,17 @@ fn pause_pid(user: &TestUser) -> u32 {
     u32::try_from(record["pid"].as_u64().expect("pid")).expect("pid")
 }
 
+/// Whether the process `pid` has exited: gone, or a zombie its parent
+/// has not reaped yet.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        matches!(state, Some('Z' | 'X'))
+    })
+}
+
 /// The observed status of the container `name` in `ps --json`, or `None`
 /// when there is none.
 fn ps_status(user: &TestUser, name: &str) -> Option<String> {
@@ -522,8 +533,12 @@ fn rootless_commands_share_one_pause_process_and_its_detached_containers() {
         .status()
         .expect("kill")
         .success());
+    // The signal is sent, not yet acted on: a command that came first
+    // would join the dying process's namespaces and replace nothing.
+    eventually("the pause process to exit", || exited(pause).then_some(()));
     // The first command after the kill replaces it and kills what was
-    // left in its namespaces (the monitor, then reaped by its parent).
+    // left in its namespaces (the monitor: exited, it is gone for `ps`
+    // whether or not init has reaped it yet).
     user.ok(&["ps", "-q"]);
     let replaced = pause_pid(&user);
     eventually("ps to say unknown", || {

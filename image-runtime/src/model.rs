@@ -52,14 +52,26 @@ impl Owner {
         })
     }
 
-    /// True while that very process exists.
+    /// True while that very process exists and has not exited. A zombie
+    /// (exited, not yet reaped) is gone: when its parent reaps it is the
+    /// parent's business (init reaps late under load; a pid 1 that never
+    /// reaps keeps it forever), and the process does nothing more.
     pub fn is_alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        parse_start_time(&stat) == Some(self.start_time)
+            && !matches!(parse_state(&stat), Some('Z' | 'X' | 'x'))
     }
 }
 
 fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The state letter in a `/proc/<pid>/stat` text (field 3: `R`, `S`, `Z`...).
+pub(crate) fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// The start time in a `/proc/<pid>/stat` text (field 22).

@@ -386,6 +386,46 @@ mod tests {
         }
     }
 
+    /// A detached record whose monitor has exited but is not reaped yet (a
+    /// zombie: its parent, init, reaps late under load): unknown, as for
+    /// a monitor reaped, not running until the reap.
+    #[test]
+    fn a_detached_record_whose_monitor_is_a_zombie_is_unknown() {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let monitor = Owner {
+            pid,
+            start_time: crate::model::parse_start_time(&stat()).unwrap(),
+        };
+        let mut r = record("c", "/x".into());
+        r.status = ContainerStatus::Running;
+        r.owner = Some(monitor);
+        r.detached = Some(crate::model::Detached {
+            boot_id: crate::model::boot_id(),
+            ..Default::default()
+        });
+        assert!(monitor.is_alive());
+        assert_eq!(r.observed_status(), ContainerStatus::Running);
+        // It exits when its input ends; not waited for, it stays a zombie.
+        drop(child.stdin.take());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while crate::model::parse_state(&stat()) != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "cat never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!monitor.is_alive(), "a zombie is not alive");
+        assert_eq!(r.observed_status(), ContainerStatus::Unknown);
+        assert!(r.is_stale());
+        child.wait().unwrap();
+        assert!(!monitor.is_alive());
+    }
+
     /// A detached record whose monitor is gone: unknown in this boot
     /// (collected by `gc`), stopped and kept when the host rebooted since
     /// it started (`gc` reconciles it), collected when auto-removed.

@@ -10,6 +10,7 @@ mod archive_fixtures;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use archive_fixtures::*;
@@ -29,6 +30,10 @@ use serde_json::json;
 struct Counting {
     inner: MemoryStore,
     opens: Mutex<HashMap<Digest, usize>>,
+    /// Ingest writers opened, and ingests aborted: those not aborted
+    /// were committed (the load aborts or commits each writer).
+    writers: AtomicUsize,
+    aborts: AtomicUsize,
 }
 
 impl Counting {
@@ -53,6 +58,15 @@ impl Counting {
     fn total_opens(&self) -> usize {
         self.opens.lock().expect("lock").values().sum()
     }
+
+    fn writers(&self) -> usize {
+        self.writers.load(Ordering::Relaxed)
+    }
+
+    /// Ingests committed: writers opened and not aborted.
+    fn commits(&self) -> usize {
+        self.writers.load(Ordering::Relaxed) - self.aborts.load(Ordering::Relaxed)
+    }
 }
 
 impl Provider for Counting {
@@ -75,9 +89,11 @@ impl Ingester for Counting {
         reference: &str,
         algorithm: Algorithm,
     ) -> ContentResult<Box<dyn ContentWriter>> {
+        self.writers.fetch_add(1, Ordering::Relaxed);
         self.inner.writer_with(reference, algorithm)
     }
     fn abort(&self, reference: &str) -> ContentResult<()> {
+        self.aborts.fetch_add(1, Ordering::Relaxed);
         self.inner.abort(reference)
     }
     fn ingests(&self) -> ContentResult<Vec<IngestStatus>> {
@@ -194,6 +210,25 @@ fn amplified_docker(entries: usize, layer: &[u8], diff_id: &Digest) -> Vec<u8> {
         (&cfg, config.raw()),
         ("manifest.json", &mj),
     ])
+}
+
+/// A docker-save archive as a naive writer makes it: each of its
+/// `images` carries its config entry again (named `names[i]`, holding
+/// `configs[i]`), then comes the one `layer` every config's image names.
+fn config_per_image(names: &[String], configs: &[&[u8]], images: &[&str], layer: &[u8]) -> Vec<u8> {
+    let manifest: Vec<_> = images
+        .iter()
+        .map(|cfg| json!({"Config": cfg, "RepoTags": null, "Layers": ["l/layer.tar"]}))
+        .collect();
+    let mj = serde_json::to_vec(&manifest).expect("json");
+    let mut files: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(String::as_str)
+        .zip(configs.iter().copied())
+        .collect();
+    files.push(("l/layer.tar", layer));
+    files.push(("manifest.json", &mj));
+    archive_of(&files)
 }
 
 /// A config declaring these diff IDs.
@@ -327,6 +362,98 @@ fn a_layer_named_by_many_entries_is_verified_once() {
     let config = config_with_diff_ids(&[diff_id]);
     assert_eq!(store.opens(config.digest()), 1, "the config is read once");
     assert!(store.total_opens() <= 3);
+}
+
+/// A config entry repeated once per image in the stream is committed
+/// once: one commit per distinct blob (layer, config, manifest), not one
+/// per entry (each was a commit with three fsyncs into `OciDir`).
+#[test]
+fn a_config_repeated_per_image_is_committed_once() {
+    let (layer, diff_id) = gzip_zeros(4096);
+    let config = config_with_diff_ids(std::slice::from_ref(&diff_id));
+    let name = format!("{}.json", config.digest().hex());
+    for n in [1, 2, 2000] {
+        let tarball = config_per_image(
+            &vec![name.clone(); n],
+            &vec![config.raw(); n],
+            &vec![name.as_str(); n],
+            &layer,
+        );
+        let store = Counting::default();
+        let report = load(&store, &tarball[..], &LoadOptions::default()).expect("load");
+        assert_eq!(report.images.len(), n);
+        assert_eq!(report.blobs, n + 1, "every entry is counted as streamed");
+        assert_eq!(store.commits(), 3, "{n} copies: layer, config, manifest");
+        assert_eq!(
+            store.writers(),
+            3,
+            "{n} copies: a repeated config opens no ingest"
+        );
+        assert!(store.exists(config.digest()).expect("exists"));
+    }
+}
+
+/// Generated streams of config entries, names and contents drawn from
+/// small pools (so both repeat, and a name is reused for other bytes):
+/// each distinct content is committed once, and every image gets the
+/// content its config's name held last in the stream, as before; with
+/// configs named `.json` (read whole first) and otherwise (streamed into
+/// an ingest, a repeat aborted).
+#[test]
+fn generated_repeated_entries_commit_each_content_once_and_keep_the_last_name() {
+    let (layer, diff_id) = gzip_zeros(512);
+    let pool: Vec<image_core::ImageConfig> = (0..4)
+        .map(|i| {
+            let v = json!({
+                "architecture": "amd64", "os": "linux",
+                "config": {"Labels": {"n": i.to_string()}},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+            });
+            image_core::ImageConfig::from_bytes(
+                image_core::json::to_canonical_vec(&v).expect("json"),
+            )
+            .expect("config")
+        })
+        .collect();
+    let mut rng = Rng(0x5eed_f1a7);
+    for (case, suffix) in (0..100).map(|c| (c, if c % 2 == 0 { "json" } else { "cfg" })) {
+        let entries = 1 + rng.below(40);
+        let mut names = Vec::new();
+        let mut configs: Vec<&[u8]> = Vec::new();
+        let mut last: HashMap<String, Digest> = HashMap::new();
+        let mut distinct = std::collections::HashSet::new();
+        for _ in 0..entries {
+            let name = format!("c{}.{suffix}", rng.below(3));
+            let config = &pool[rng.below(pool.len())];
+            last.insert(name.clone(), config.digest().clone());
+            distinct.insert(config.digest().clone());
+            names.push(name);
+            configs.push(config.raw());
+        }
+        let named: Vec<&str> = (0..1 + rng.below(10))
+            .map(|_| names[rng.below(names.len())].as_str())
+            .collect();
+        let tarball = config_per_image(&names, &configs, &named, &layer);
+        let store = Counting::default();
+        let report = load(&store, &tarball[..], &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("case {case}: {e:?}"));
+        let got: Vec<Digest> = report
+            .images
+            .iter()
+            .map(|i| i.config.clone().expect("config"))
+            .collect();
+        let want: Vec<Digest> = named.iter().map(|n| last[*n].clone()).collect();
+        assert_eq!(
+            got, want,
+            "case {case}: each image has its name's last config"
+        );
+        let manifests: std::collections::HashSet<_> = want.iter().collect();
+        assert_eq!(
+            store.commits(),
+            distinct.len() + 1 + manifests.len(),
+            "case {case}: one commit per distinct config, the layer and each manifest"
+        );
+    }
 }
 
 /// #8: a mismatching layer named many times still fails, on its first use.

@@ -4,7 +4,9 @@
 //! The archive is read once, entry by entry, in stream order. Every file
 //! that looks like a blob goes straight into an ingest writer of the store
 //! as it streams past, hashed while written (a `blobs/<alg>/<hex>` entry is
-//! verified against its name); the few metadata files (`manifest.json`,
+//! verified against its name; a small unnamed `.json` entry, a config,
+//! is hashed first, and bytes the load already committed are not stored
+//! again); the few metadata files (`manifest.json`,
 //! `index.json`, `oci-layout`, `repositories`) are kept in memory (at most
 //! 8 MiB each); the legacy `<id>/json` and `<id>/VERSION` files are
 //! skipped. Links (skopeo writes `<id>/layer.tar` as a symlink) become
@@ -346,6 +348,8 @@ fn scan(
     let src = Ending::new(BufReader::with_capacity(256 * 1024, decoded), &end);
     let mut archive = tar::Archive::new(src);
     let mut out = Scan::default();
+    // The blobs of unnamed entries committed so far, by digest.
+    let mut stored: HashMap<Digest, Blob> = HashMap::new();
     let mut last = String::from("<start>");
     let entries = archive
         .entries()
@@ -403,7 +407,12 @@ fn scan(
             out.has_blobs_dir = true;
         }
         let mut src = tracker.reader(&path, Some(size), &mut entry);
-        let blob = ingest_entry(store, &mut src, size, expected.as_ref(), &path)?;
+        let blob = match expected {
+            None if size <= SMALL_DOCUMENT && path.ends_with(".json") => {
+                small_document(store, &mut src, size, &path, &mut stored)?
+            }
+            _ => ingest_entry(store, &mut src, size, expected.as_ref(), &path, &mut stored)?,
+        };
         // A blob already stored was only sniffed: it is done all the same.
         tracker
             .progress()
@@ -442,16 +451,47 @@ fn blob_name(path: &str) -> Option<Digest> {
     Digest::from_hex(alg, hex).ok()
 }
 
+/// The largest `.json` entry not named by a digest (a docker-save
+/// config) that is read whole and hashed before it reaches the store.
+const SMALL_DOCUMENT: u64 = 1 << 20;
+
+/// Stores a small `.json` entry (a docker-save config), read whole and
+/// hashed first: a repeat of bytes this load already committed (an
+/// archive may carry its config once per image) opens no ingest at all.
+fn small_document(
+    store: &dyn BlobStore,
+    src: &mut dyn Read,
+    size: u64,
+    path: &str,
+    stored: &mut HashMap<Digest, Blob>,
+) -> Result<Blob, ArchiveError> {
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    src.take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| tar_error(e, path, false))?;
+    if (data.len() as u64) < size {
+        return Err(truncated(path, data.len() as u64, size));
+    }
+    match stored.get(&Digest::sha256(&data)) {
+        Some(blob) => Ok(blob.clone()),
+        None => ingest_entry(store, &mut &data[..], size, None, path, stored),
+    }
+}
+
 /// Streams one entry into the store, sniffing its compression from the
 /// first bytes, and commits it (against `expected` when the entry's name is
 /// a digest; such a blob already in the store is not written again). A
-/// failed ingest is aborted.
+/// failed ingest is aborted. An unnamed entry whose bytes this load
+/// already committed (`stored`, by digest) is aborted rather than
+/// committed again: a docker-save archive may carry a config once per
+/// image, and each commit of a present blob still synced (three fsyncs).
 fn ingest_entry(
     store: &dyn BlobStore,
     src: &mut dyn Read,
     size: u64,
     expected: Option<&Digest>,
     path: &str,
+    stored: &mut HashMap<Digest, Blob>,
 ) -> Result<Blob, ArchiveError> {
     if let Some(digest) = expected {
         let present = store
@@ -517,12 +557,25 @@ fn ingest_entry(
         let _ = store.abort(&reference);
         return Err(e);
     }
+    if expected.is_none() {
+        if let Some(blob) = stored.get(&w.digest()) {
+            drop(w);
+            let _ = store.abort(&reference);
+            return Ok(blob.clone());
+        }
+    }
     match w.commit(Some(size), expected) {
-        Ok(digest) => Ok(Blob {
-            digest,
-            size,
-            compression: Compression::sniff(&head[..head_len]),
-        }),
+        Ok(digest) => {
+            let blob = Blob {
+                digest,
+                size,
+                compression: Compression::sniff(&head[..head_len]),
+            };
+            if expected.is_none() {
+                stored.insert(blob.digest.clone(), blob.clone());
+            }
+            Ok(blob)
+        }
         Err(e) => {
             let _ = store.abort(&reference);
             Err(match e {

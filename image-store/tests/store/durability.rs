@@ -8,9 +8,11 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
 use image_core::{Classify, ErrorKind};
+use image_store::archive::{load, LoadOptions};
 use image_store::fs::{FaultyFs, Fs, Op, RealFs, Target};
 use image_store::gc::GcOptions;
 use image_store::{Ingester, Manager, OciDir, Provider, TagError, TagStore};
+use image_testsupport::tar::TarBuf;
 
 use crate::common::{verify_all, write_image, Seen, Tap, TestImage};
 
@@ -298,4 +300,52 @@ fn a_long_batch_is_synced_in_bounded_parts() {
         .filter(|c| matches!(c, Call::SyncFile(Target::Blob, _)))
         .count();
     assert_eq!(after, 10);
+}
+
+/// A docker-save archive of `copies` images of one config and one layer,
+/// the config entry written again for each image (as a naive writer does).
+fn config_per_image(copies: usize) -> Vec<u8> {
+    let layer = TarBuf::new().file("etc/x", b"x\n").end();
+    let diff_id = image_core::Digest::sha256(&layer);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let name = format!(
+        "{}.json",
+        image_core::Digest::sha256(config.as_bytes()).hex()
+    );
+    let entry = format!(r#"{{"Config":"{name}","RepoTags":null,"Layers":["l/layer.tar"]}}"#);
+    let manifest = format!("[{}]", vec![entry; copies].join(","));
+    let mut tar = TarBuf::new();
+    for _ in 0..copies {
+        tar.file(&name, config.as_bytes());
+    }
+    tar.file("l/layer.tar", &layer)
+        .file("manifest.json", manifest.as_bytes())
+        .end()
+}
+
+/// A load syncs each distinct blob once: a config entry the archive
+/// repeats once per image costs the syncs one copy costs (each copy was
+/// committed again, and a commit of a present blob syncs it).
+#[test]
+fn a_load_syncs_a_config_repeated_per_image_once() {
+    let syncs = |copies: usize| {
+        let (_t, store, rec, _) = recording_store(Arc::new(RealFs));
+        let report = load(
+            &store,
+            &config_per_image(copies)[..],
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(report.images.len(), copies);
+        rec.take()
+            .iter()
+            .filter(|c| matches!(c, Call::SyncFile(..) | Call::SyncDir(..)))
+            .count()
+    };
+    let one = syncs(1);
+    for copies in [2, 50] {
+        assert_eq!(syncs(copies), one, "{copies} copies");
+    }
 }
