@@ -562,10 +562,6 @@ impl OciWriter {
         // A deferring handle leaves every sync to its store's one pass
         // before the next tag (see `crate::durability`).
         let defer = self.store.defer_sync;
-        if !defer {
-            fs.sync_file(Target::Blob, &self.file)
-                .map_err(|e| ContentError::io("fsync", &self.data, e))?;
-        }
         let alg_dir = self.store.alg_dir(digest.algorithm());
         let blob = self.store.blob_path(digest);
         let mut dirs = vec![alg_dir.clone()];
@@ -587,6 +583,12 @@ impl OciWriter {
                 (false, Some(f))
             }
             _ => {
+                // The data is synced before its rename publishes it (an
+                // ingest discarded for a blob already present is not).
+                if !defer {
+                    fs.sync_file(Target::Blob, &self.file)
+                        .map_err(|e| ContentError::io("fsync", &self.data, e))?;
+                }
                 // Looked at, not followed: a link there is refused below.
                 if !matches!(self.store.dir.stat(&alg_dir), Ok(Some(_))) {
                     fs.create_dir_all(Target::Blob, &self.store.dir, &alg_dir)

@@ -227,6 +227,29 @@ fn a_commit_finding_its_blob_present_syncs_it() {
     );
 }
 
+/// A commit finding its blob present syncs that blob and its directory,
+/// and not the data it is about to discard: a repeated blob (a config
+/// carried once per image, a layer pulled twice) costs no fsync of its
+/// own ingest.
+#[test]
+fn a_commit_finding_its_blob_present_syncs_no_discarded_data() {
+    let (_t, store, rec, _) = recording_store(Arc::new(RealFs));
+    let data = b"repeated".repeat(1000);
+    let digest = store.write_blob(&data).unwrap();
+    rec.take();
+    assert_eq!(store.write_blob(&data).unwrap(), digest);
+    let ino = std::fs::metadata(store.blob_path(&digest)).unwrap().ino();
+    let files: Vec<u64> = rec
+        .take()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::SyncFile(_, i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(files, vec![ino], "only the present blob synced");
+}
+
 /// A failed pass fails the tag with the sync's typed error and leaves
 /// `index.json` as it was; what was not synced stays pending, and the
 /// retry syncs it and tags.
