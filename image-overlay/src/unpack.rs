@@ -3098,6 +3098,19 @@ impl<'r, 'o> Applier<'r, 'o> {
                 };
                 fsops::remove_all_at(parent.as_fd(), target)
                     .map_err(|e| fs_err(raw, "apply whiteout", e))?;
+                // The parent was opened here, not through the cache: a
+                // cached directory the whiteout removed (the victim or
+                // one below it) is forgotten, or the entries after it
+                // would be made in an unlinked directory or through a
+                // link that is gone.
+                if let Some((cached, _)) = &self.cache {
+                    if cached.starts_with(&victim)
+                        && matches!(cached.get(victim.len()), None | Some(b'/'))
+                    {
+                        self.cache = None;
+                        self.parent_acl = None;
+                    }
+                }
                 Ok(())
             }
             WhiteoutMode::Overlay(_) => {
@@ -3322,6 +3335,61 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A whiteout that removes a directory the cache holds open (or one of
+    /// its ancestors) leaves no stale parent behind: the entries after it
+    /// make the path anew, where the layer says, not in the unlinked
+    /// directory nor through a link the whiteout removed.
+    #[test]
+    fn a_whiteout_forgets_the_parent_it_removes() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_path(path).expect("path");
+            h.set_size(data.len() as u64);
+            h.set_mode(if kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            tar.append(&h, data).expect("append");
+        };
+        add("a/b/", tar::EntryType::Directory, b"");
+        add(".wh.a", tar::EntryType::Regular, b"");
+        add("a/b/x", tar::EntryType::Regular, b"new");
+        add("l/b/", tar::EntryType::Directory, b"");
+        add(".wh.l", tar::EntryType::Regular, b"");
+        add("l/b/y", tar::EntryType::Regular, b"new");
+        let layer = tar.into_inner().expect("tar");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The lower layers: a directory `a` with a file, and `l` a link
+        // to the directory `c`.
+        std::fs::create_dir_all(dir.path().join("a")).expect("a");
+        std::fs::write(dir.path().join("a/old"), b"old").expect("old");
+        std::fs::create_dir(dir.path().join("c")).expect("c");
+        std::os::unix::fs::symlink("c", dir.path().join("l")).expect("l");
+        unpack(&layer[..], dir.path(), &UnpackOptions::default()).expect("unpack");
+        assert_eq!(
+            std::fs::read(dir.path().join("a/b/x")).expect("a/b/x"),
+            b"new"
+        );
+        assert!(!dir.path().join("a/old").exists(), "a was whited out");
+        let l = std::fs::symlink_metadata(dir.path().join("l")).expect("l");
+        assert!(l.is_dir(), "l made anew as a directory");
+        assert_eq!(
+            std::fs::read(dir.path().join("l/b/y")).expect("l/b/y"),
+            b"new"
+        );
+        assert!(
+            !dir.path().join("c/b/y").exists(),
+            "nothing written through the removed link"
+        );
     }
 
     /// A directory's entries that follow it find it open: no parent
