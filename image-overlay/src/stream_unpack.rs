@@ -371,7 +371,9 @@ impl StreamUnpacker {
     /// ([`stored`](StreamUnpacker::stored)) and a slot is free, within the
     /// same `options.parallelism` slots, rather than at
     /// [`finish`](StreamUnpacker::finish) (see the
-    /// [module documentation](self)).
+    /// [module documentation](self)). Not what `pull --unpack` uses: on a
+    /// loaded machine it made the one pass faster over loopback but not
+    /// through a 1 Gbit/s link (ARCHITECTURE's decisions).
     pub fn bounded_with_store(
         snapshotter: Arc<dyn Snapshotter>,
         store: Arc<dyn Provider + Send + Sync>,

@@ -2143,18 +2143,33 @@ fn dropping_an_image_unpack_future_stops_it_and_leaves_no_snapshot() {
     assert!(sn.list().expect("list").is_empty());
 }
 
+/// What a stream unpack test needs: a directory with overlay snapshots
+/// (`snapshots`) and a store (`store`), and unpack options of
+/// `parallelism` that keep no ownership.
+fn streaming(
+    parallelism: usize,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn Snapshotter>,
+    OciDir,
+    ImageUnpackOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshotter: Arc<dyn Snapshotter> =
+        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
+    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
+    let mut options = ImageUnpackOptions::default().with_parallelism(parallelism);
+    options.unpack.preserve_ownership = false;
+    (dir, snapshotter, store, options)
+}
+
 /// A layer unpacked while its blob streams is kept only given the store's
 /// proof that it committed that blob verified ([`image_store::VerifiedBlob`],
 /// which only a store's commit makes): the proof of another blob is
 /// refused, typed, and the layer's snapshot goes; its own keeps it.
 #[test]
 fn a_streamed_layer_is_kept_only_with_the_stores_proof_of_its_blob() {
-    let dir = tempfile::tempdir().unwrap();
-    let snapshotter: Arc<dyn Snapshotter> =
-        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
-    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
-    let mut options = ImageUnpackOptions::default();
-    options.unpack.preserve_ownership = false;
+    let (_dir, snapshotter, store, options) = streaming(0);
     let unpacker = image_overlay::StreamUnpacker::new(snapshotter.clone(), &options);
     let layer = image_testsupport::tar::TarBuf::new()
         .file("a", b"streamed")
@@ -2204,12 +2219,7 @@ fn a_streamed_layer_is_kept_only_with_the_stores_proof_of_its_blob() {
 /// stops it: once the last feed goes, no snapshot is left.
 #[test]
 fn a_declined_layer_waits_for_the_slot_and_a_dropped_unpacker_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let snapshotter: Arc<dyn Snapshotter> =
-        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
-    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
-    let mut options = ImageUnpackOptions::default().with_parallelism(1);
-    options.unpack.preserve_ownership = false;
+    let (_dir, snapshotter, store, options) = streaming(1);
     let provider: Arc<dyn image_store::Provider + Send + Sync> = Arc::new(store.clone());
     let unpacker = image_overlay::StreamUnpacker::bounded_with_store(
         snapshotter.clone(),
