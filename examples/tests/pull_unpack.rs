@@ -310,6 +310,43 @@ fn a_pull_cancelled_mid_layer_leaves_no_active_snapshot_and_its_resume_unpacks_r
 /// above the size that streams without a slot.
 const SLOTTED: usize = image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 512 * 1024;
 
+/// A registry with `cli/four:N` pushed by imagectl: one layer per size in
+/// `sizes`, bottom first, each a file of that many random bytes (so its
+/// blob is about as large). The registry, the pushing Cli, the reference
+/// and the layers' digests.
+fn pushed_random(sizes: &[usize]) -> Option<(Registry, Cli, String, Vec<Digest>)> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let cli = Cli::new(Cleanup::Containers);
+    let tmp = cli.tmp.path();
+    let mut next = image_testsupport::xorshift(11);
+    let mut base: Option<String> = None;
+    for (i, size) in sizes.iter().enumerate() {
+        let dir = tmp.join(format!("layer{i}"));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let bytes: Vec<u8> = (0..*size).map(|_| next() as u8).collect();
+        std::fs::write(dir.join(format!("data/{i}")), bytes).unwrap();
+        let tag = format!("four:{i}");
+        let mut args = vec!["append", "--rootfs", dir.to_str().unwrap(), "--tag", &tag];
+        if let Some(b) = &base {
+            args.extend(["--base", b.as_str()]);
+        }
+        cli.ok(&args);
+        base = Some(tag);
+    }
+    let top = base.expect("at least one layer");
+    let dest = format!("{}/cli/{top}", registry.host_port());
+    cli.ok(&["push", &top, &dest, "--insecure", "--quiet"]);
+    let pushed = OciDir::open(cli.store()).unwrap();
+    let layers: Vec<Digest> = image_store::image::resolve_image(&pushed, &top, None)
+        .unwrap()
+        .layers()
+        .iter()
+        .map(|d| d.checked_digest().unwrap())
+        .collect();
+    assert_eq!(layers.len(), sizes.len());
+    Some((registry, cli, dest, layers))
+}
+
 /// A sink that counts the feeds open at once and holds the first one's
 /// bytes until every other layer's blob is in the store.
 #[derive(Debug)]
@@ -390,36 +427,9 @@ impl Drop for HeldFeed {
 /// snapshots are those of a plain unpack.
 #[test]
 fn one_slot_streams_one_layer_at_a_time_without_holding_a_download_back() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((_registry, _cli, dest, layers)) = pushed_random(&[SLOTTED; 4]) else {
         return;
     };
-    let cli = Cli::new(Cleanup::Containers);
-    let tmp = cli.tmp.path();
-    let mut next = image_testsupport::xorshift(11);
-    let mut base: Option<String> = None;
-    for i in 0..4 {
-        let dir = tmp.join(format!("layer{i}"));
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let bytes: Vec<u8> = (0..SLOTTED).map(|_| next() as u8).collect();
-        std::fs::write(dir.join(format!("data/{i}")), bytes).unwrap();
-        let tag = format!("four:{i}");
-        let mut args = vec!["append", "--rootfs", dir.to_str().unwrap(), "--tag", &tag];
-        if let Some(b) = &base {
-            args.extend(["--base", b.as_str()]);
-        }
-        cli.ok(&args);
-        base = Some(tag);
-    }
-    let dest = format!("{}/cli/four:3", registry.host_port());
-    cli.ok(&["push", "four:3", &dest, "--insecure", "--quiet"]);
-    let pushed = OciDir::open(cli.store()).unwrap();
-    let layers: Vec<Digest> = image_store::image::resolve_image(&pushed, "four:3", None)
-        .unwrap()
-        .layers()
-        .iter()
-        .map(|d| d.checked_digest().unwrap())
-        .collect();
-    assert_eq!(layers.len(), 4);
 
     let (reference, client, work, store, snaps) = pulling(&dest);
     let options = ImageUnpackOptions::default().with_parallelism(1);
@@ -452,4 +462,119 @@ fn one_slot_streams_one_layer_at_a_time_without_holding_a_download_back() {
     // Only the committed layers are left.
     let left = snaps.snapshotter().list().unwrap();
     assert_eq!(left.len(), 4, "{left:?}");
+}
+
+/// With one slot and the store given, a layer declined for want of the
+/// slot is unpacked from the store as soon as its blob is stored and the
+/// slot is free, not when `finish` is called: the last layer's download
+/// (a small layer, which needs no slot) is held until each of the three
+/// large layers below it has its snapshot, so at least two of them were
+/// unpacked from the store before the pull could end. The snapshots are
+/// those of a plain unpack.
+#[test]
+fn a_declined_layer_is_unpacked_from_the_store_before_the_pull_ends() {
+    let Some((_registry, _cli, dest, layers)) = pushed_random(&[SLOTTED, SLOTTED, SLOTTED, 1000])
+    else {
+        return;
+    };
+    let (reference, client, work, store, snaps) = pulling(&dest);
+    let options = ImageUnpackOptions::default().with_parallelism(1);
+    let provider: Arc<dyn Provider + Send + Sync> = Arc::new(store.clone());
+    let unpacker = Arc::new(StreamUnpacker::bounded_with_store(
+        snaps.shared(),
+        provider,
+        &options,
+    ));
+    let seen = Arc::new(AtomicBool::new(false));
+    let sink = HoldLast {
+        inner: SnapshotSink(unpacker.clone()),
+        snapshots: snaps.shared(),
+        last: layers[3].clone(),
+        below: layers[..3].to_vec(),
+        seen: seen.clone(),
+    };
+    let pull = PullOptions::default().with_layer_sink(Arc::new(sink));
+    client.pull(&reference, &store, &pull).unwrap();
+    assert!(
+        seen.load(Ordering::SeqCst),
+        "the large layers were not all unpacked while the last download was held"
+    );
+    let image = image_store::image::resolve_image(&store, &dest, None).unwrap();
+    let ours = unpacker.finish(&store, &image, &options).unwrap();
+    assert_eq!(ours.unpacked.len(), 4);
+    // One large layer and the small one streamed; the two others came
+    // from the store.
+    assert_eq!(unpacker.streamed().len(), 2, "{:?}", unpacker.streamed());
+    drop((pull, unpacker));
+
+    same_as_a_plain_unpack(work.path(), &store, &image, &ours, &options);
+    let left = snaps.snapshotter().list().unwrap();
+    assert_eq!(left.len(), 4, "{left:?}");
+}
+
+/// A sink that holds the first bytes of the `last` layer until every
+/// layer `below` has a snapshot (streamed or unpacked from the store).
+struct HoldLast {
+    inner: SnapshotSink,
+    snapshots: Arc<dyn image_overlay::Snapshotter>,
+    last: Digest,
+    below: Vec<Digest>,
+    /// Whether they all had one while the last layer was held.
+    seen: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for HoldLast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldLast")
+            .field("last", &self.last)
+            .finish()
+    }
+}
+
+struct HoldLastFeed {
+    inner: Box<dyn image_registry::LayerFeed>,
+    /// For the last layer's feed, until its first write.
+    hold: Option<(Arc<dyn image_overlay::Snapshotter>, Vec<Digest>)>,
+    seen: Arc<AtomicBool>,
+}
+
+impl image_registry::LayerSink for HoldLast {
+    fn begin(&self, blob: &image_core::Descriptor) -> Option<Box<dyn image_registry::LayerFeed>> {
+        let inner = image_registry::LayerSink::begin(&self.inner, blob)?;
+        let hold = (blob.checked_digest().ok().as_ref() == Some(&self.last))
+            .then(|| (self.snapshots.clone(), self.below.clone()));
+        Some(Box::new(HoldLastFeed {
+            inner,
+            hold,
+            seen: self.seen.clone(),
+        }))
+    }
+}
+
+impl image_registry::LayerFeed for HoldLastFeed {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some((snapshots, below)) = self.hold.take() {
+            // Generous: the downloads are on loopback.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while std::time::Instant::now() < deadline {
+                let names: Vec<String> = snapshots
+                    .list()
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect();
+                let has = |d: &Digest| names.iter().any(|n| n.ends_with(&d.to_string()));
+                if below.iter().all(has) {
+                    self.seen.store(true, Ordering::SeqCst);
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        self.inner.write(bytes)
+    }
+
+    fn verified(self: Box<Self>, blob: &image_store::VerifiedBlob) {
+        self.inner.verified(blob);
+    }
 }

@@ -51,8 +51,26 @@
 //! that many at once, verified as [`unpack_image`](crate::unpack_image)
 //! verifies. (Waiting for a slot instead held the download back, a full
 //! feed blocking its writer: slower through a real link.)
+//!
+//! Made [`bounded_with_store`](StreamUnpacker::bounded_with_store), it
+//! does not leave a declined layer to `finish`: once the feeder has
+//! stored its blob verified and says so ([`StreamUnpacker::stored`],
+//! with the store's proof), the layer is unpacked from that store, as
+//! soon as a slot is free and within the same slots, into an active
+//! snapshot of its own as a stream's, while the other layers still
+//! download; where several wait, the one `begin` saw first (the bottom
+//! one, as a pull begins them) goes first. A worker keeps its slot for
+//! the next waiting layer. Its compressed bytes are not hashed again (the
+//! store verified them at the commit whose proof `stored` took), its diff
+//! ID is, and `finish` checks it against the config's before the commit,
+//! as for a stream; a layer that fails there (a hardlink to a lower
+//! layer's file, a bad blob) leaves nothing and is unpacked again by
+//! `finish` in order, which reports the error. `finish` waits for these
+//! unpacks first; dropping the unpacker stops them (nothing queued
+//! starts, the running ones are interrupted and awaited), and what they
+//! made goes with the last feed, as a stream's does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -61,7 +79,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use image_core::manifest::descriptor_media_type;
-use image_core::{chain_ids, Descriptor, DescriptorExt, Digest, Tracker};
+use image_core::{chain_ids, Descriptor, DescriptorExt, Digest, Interrupt, Tracker};
 use image_store::{Image, Provider, VerifiedBlob};
 
 use crate::image_unpack::{
@@ -69,7 +87,7 @@ use crate::image_unpack::{
     unpack_layers, writable_dir, ImageUnpackError, ImageUnpackOptions, ImageUnpackReport, Job,
 };
 use crate::snapshot::{Kind, Labels, Snapshotter};
-use crate::unpack::{unpack, UnpackError, UnpackOptions, UnpackReport};
+use crate::unpack::{unpack, unpack_read_ahead, UnpackError, UnpackOptions, UnpackReport};
 
 /// Layers smaller than this (compressed bytes) stream without taking a
 /// slot (see the [module documentation](self)): their unpack costs little
@@ -100,8 +118,33 @@ struct Shared {
     /// time a layer is unpacked whole (when commits must be durable);
     /// started with the first layer.
     flusher: Mutex<Option<SyncSender<()>>>,
-    /// The layers streaming into their snapshots now.
+    /// The layers streaming into their snapshots now, and those unpacked
+    /// from the store before `finish`.
     slots: Arc<Slots>,
+    /// Where a layer declined for want of a slot is unpacked from once
+    /// its blob is stored ([`StreamUnpacker::bounded_with_store`]).
+    store: Option<Arc<dyn Provider + Send + Sync>>,
+    /// The declined layers and their unpacks from the store.
+    queue: Mutex<Queue>,
+    /// Stops the unpacks from the store when the unpacker is dropped.
+    interrupt: Interrupt,
+}
+
+/// The layers [`StreamUnpacker::begin`] declined for want of a slot, on
+/// an unpacker with a store.
+#[derive(Default)]
+struct Queue {
+    /// Declined, their blobs not stored yet: by digest, their order.
+    declined: HashMap<Digest, (u64, Descriptor)>,
+    /// Stored verified, waiting for a slot: by order (bottom first, as
+    /// a pull begins its layers).
+    waiting: BTreeMap<u64, Descriptor>,
+    /// The order of the next layer declined.
+    next: u64,
+    /// The threads unpacking waiting layers from the store.
+    workers: Vec<JoinHandle<()>>,
+    /// The unpacker is gone: nothing more starts.
+    closed: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -163,12 +206,189 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes `layer`, declined for want of a slot, for its unpack from
+    /// the store once it is stored (an unpacker without a store leaves it
+    /// to `finish`).
+    fn decline(&self, layer: &Descriptor, digest: Digest) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut queue = self.queue();
+        let order = queue.next;
+        queue.next += 1;
+        queue.declined.insert(digest, (order, layer.clone()));
+    }
+
+    /// Starts the unpacks of the lowest waiting layers from the store
+    /// while slots are free. Called whenever a layer starts waiting and
+    /// whenever a stream gives its slot back; under the queue's lock, so a
+    /// layer never waits while a slot is free (a worker gives its slot
+    /// back under the lock too).
+    fn dispatch(shared: &Arc<Shared>) {
+        let mut queue = shared.queue();
+        if queue.closed {
+            return;
+        }
+        queue.workers.retain(|w| !w.is_finished());
+        while !queue.waiting.is_empty() {
+            let Some(slot) = Slots::take(&shared.slots) else {
+                return;
+            };
+            let Some((order, layer)) = queue.waiting.pop_first() else {
+                return;
+            };
+            let this = shared.clone();
+            let first = layer.clone();
+            let worker = std::thread::Builder::new()
+                .name("stream-unpack-stored".into())
+                .spawn(move || this.work(slot, first));
+            match worker {
+                Ok(worker) => queue.workers.push(worker),
+                Err(_) => {
+                    // Left waiting (for `finish`, if no thread ever starts).
+                    queue.waiting.insert(order, layer);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A worker's loop: unpacks `layer` from the store, then the lowest
+    /// waiting layer while any waits, in `slot`.
+    fn work(&self, slot: Slot, layer: Descriptor) {
+        let mut layer = layer;
+        loop {
+            self.unpack_stored(&layer);
+            let mut queue = self.queue();
+            let next = if queue.closed {
+                None
+            } else {
+                queue.waiting.pop_first()
+            };
+            let Some((_, next)) = next else {
+                drop(slot);
+                return;
+            };
+            drop(queue);
+            layer = next;
+        }
+    }
+
+    /// Unpacks `layer`, whose blob the store committed verified, from the
+    /// store into an active snapshot of its own, as a stream would have:
+    /// kept for `finish`, which checks its diff ID against the config's
+    /// before the commit. A layer that fails here (a hardlink to a lower
+    /// layer's file, a bad blob) leaves nothing, and is unpacked again by
+    /// `finish` in order, which reports the error.
+    fn unpack_stored(&self, layer: &Descriptor) {
+        let (Some(store), Ok(digest)) = (&self.store, layer.checked_digest()) else {
+            return;
+        };
+        let sn = &self.snapshotter;
+        let key = temp_key(&digest);
+        let Ok(mounts) = sn.prepare_with(&key, None, Labels::new()) else {
+            return;
+        };
+        let Some(dir) = writable_dir(&mounts) else {
+            let _ = sn.remove(&key);
+            return;
+        };
+        let mut opts = self.base.clone().with_digest(digest.clone());
+        opts.size = Some(layer.size());
+        // The store verified these bytes at the commit whose proof
+        // `stored` was given; the diff ID, checked before the commit,
+        // covers every byte unpacked (as for a stream).
+        opts.digest_checked_by_caller = true;
+        opts.tracker = Tracker::default().with_interrupt(self.interrupt.clone());
+        if let Some(c) = descriptor_media_type(layer).layer_compression() {
+            opts = opts.with_compression(c);
+        }
+        let report = store
+            .reader_for_unverified(layer)
+            .ok()
+            .and_then(|r| unpack_read_ahead(r, Path::new(&dir), &opts, false).ok());
+        let Some(report) = report else {
+            let _ = sn.remove(&key);
+            return;
+        };
+        if let Some(flusher) = self.flusher(&dir) {
+            let _ = flusher.try_send(());
+        }
+        let streamed = Streamed {
+            key,
+            dir,
+            report,
+            streamed: false,
+        };
+        let old = {
+            // Not kept once the unpacker is gone.
+            let queue = self.queue();
+            if queue.closed {
+                Some(streamed)
+            } else {
+                let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+                done.insert(digest, streamed)
+            }
+        };
+        if let Some(old) = old {
+            let _ = sn.remove(&old.key);
+        }
+    }
+}
+
 impl StreamUnpacker {
     /// An unpacker into `snapshotter`, each layer unpacked with
     /// `options.unpack` (its digests, compression and whiteout mode set
     /// per layer). Leftover temporary snapshots of dead processes are
     /// removed, as [`unpack_layers`] does.
     pub fn new(snapshotter: Arc<dyn Snapshotter>, options: &ImageUnpackOptions) -> StreamUnpacker {
+        StreamUnpacker::make(snapshotter, options, Slots::new(usize::MAX), None)
+    }
+
+    /// An unpacker as [`new`](StreamUnpacker::new) makes, which streams
+    /// at most `options.parallelism` layers (0: the cores) at once (see
+    /// the [module documentation](self)); the layers it declines wait for
+    /// [`finish`](StreamUnpacker::finish) ([`bounded_with_store`]
+    /// unpacks them as soon as they are stored instead).
+    ///
+    /// [`bounded_with_store`]: StreamUnpacker::bounded_with_store
+    pub fn bounded(
+        snapshotter: Arc<dyn Snapshotter>,
+        options: &ImageUnpackOptions,
+    ) -> StreamUnpacker {
+        let slots = Slots::new(options.parallelism);
+        StreamUnpacker::make(snapshotter, options, slots, None)
+    }
+
+    /// An unpacker as [`bounded`](StreamUnpacker::bounded) makes, which
+    /// unpacks a layer it declined for want of a slot from `store` (where
+    /// the feeder stores the blobs) as soon as its blob is stored verified
+    /// ([`stored`](StreamUnpacker::stored)) and a slot is free, within the
+    /// same `options.parallelism` slots, rather than at
+    /// [`finish`](StreamUnpacker::finish) (see the
+    /// [module documentation](self)). Not what `pull --unpack` uses: on a
+    /// loaded machine it made the one pass faster over loopback but not
+    /// through a 1 Gbit/s link (ARCHITECTURE's decisions).
+    pub fn bounded_with_store(
+        snapshotter: Arc<dyn Snapshotter>,
+        store: Arc<dyn Provider + Send + Sync>,
+        options: &ImageUnpackOptions,
+    ) -> StreamUnpacker {
+        let slots = Slots::new(options.parallelism);
+        StreamUnpacker::make(snapshotter, options, slots, Some(store))
+    }
+
+    fn make(
+        snapshotter: Arc<dyn Snapshotter>,
+        options: &ImageUnpackOptions,
+        slots: Slots,
+        store: Option<Arc<dyn Provider + Send + Sync>>,
+    ) -> StreamUnpacker {
         let caps = snapshotter.capabilities();
         let mut base = options.unpack.clone();
         base.whiteouts = caps.layer_whiteouts;
@@ -184,26 +404,12 @@ impl StreamUnpacker {
                 done: Mutex::new(HashMap::new()),
                 committed: Mutex::new(Vec::new()),
                 flusher: Mutex::new(None),
-                slots: Arc::new(Slots::new(usize::MAX)),
+                slots: Arc::new(slots),
+                store,
+                queue: Mutex::new(Queue::default()),
+                interrupt: Interrupt::new(),
             }),
         }
-    }
-
-    /// An unpacker as [`new`](StreamUnpacker::new) makes, which streams
-    /// at most `options.parallelism` layers (0: the cores) at once (see
-    /// the [module documentation](self)). Not yet what `pull --unpack`
-    /// uses: through a 1 Gbit/s link, the layers left to `finish` waited
-    /// for the pull's end and made the one pass slower (ARCHITECTURE's
-    /// decisions).
-    pub fn bounded(
-        snapshotter: Arc<dyn Snapshotter>,
-        options: &ImageUnpackOptions,
-    ) -> StreamUnpacker {
-        let mut unpacker = StreamUnpacker::new(snapshotter, options);
-        if let Some(shared) = Arc::get_mut(&mut unpacker.shared) {
-            shared.slots = Arc::new(Slots::new(options.parallelism));
-        }
-        unpacker
     }
 
     /// The chain IDs that [`finish`](StreamUnpacker::finish) committed
@@ -248,7 +454,10 @@ impl StreamUnpacker {
         } else {
             match Slots::take(&self.shared.slots) {
                 Some(slot) => Some(slot),
-                None => return Ok(None),
+                None => {
+                    self.shared.decline(layer, digest);
+                    return Ok(None);
+                }
             }
         };
         let sn = &self.shared.snapshotter;
@@ -274,12 +483,18 @@ impl StreamUnpacker {
         let aborted = reader.aborted.clone();
         let target = dir.clone();
         let flusher = self.shared.flusher(&dir);
+        let shared = self.shared.clone();
         let thread = std::thread::Builder::new()
             .name("stream-unpack".into())
             .spawn(move || {
                 let report = unpack(reader, Path::new(&target), &opts);
-                // Free for the next layer to begin, before the sync.
+                // Free for a stored layer or the next layer to begin,
+                // before the sync.
+                let slotted = slot.is_some();
                 drop(slot);
+                if slotted {
+                    Shared::dispatch(&shared);
+                }
                 if let (Ok(_), Some(flusher)) = (&report, flusher) {
                     // A full channel means a sync is pending already.
                     let _ = flusher.try_send(());
@@ -304,6 +519,68 @@ impl StreamUnpacker {
         }))
     }
 
+    /// Whether [`begin`](StreamUnpacker::begin) declined `layer` for want
+    /// of a slot and waits for [`stored`](StreamUnpacker::stored) to
+    /// unpack it from the store (only on an unpacker made
+    /// [`bounded_with_store`](StreamUnpacker::bounded_with_store)): a
+    /// feeder that got no feed for it should call `stored` once the blob
+    /// is stored.
+    pub fn declined(&self, layer: &Descriptor) -> bool {
+        layer
+            .checked_digest()
+            .is_ok_and(|d| self.shared.queue().declined.contains_key(&d))
+    }
+
+    /// `blob` is committed to the store verified (the store's proof): if
+    /// it is a layer [`begin`](StreamUnpacker::begin) declined for want of
+    /// a slot, on an unpacker made
+    /// [`bounded_with_store`](StreamUnpacker::bounded_with_store), its
+    /// unpack from that store starts as soon as a slot is free (the
+    /// layers waiting start in the order `begin` saw them: bottom first,
+    /// as a pull begins them), into an active snapshot of its own as a
+    /// stream's, for [`finish`](StreamUnpacker::finish) to commit.
+    /// Returns whether it was such a layer (otherwise nothing happens:
+    /// `finish` unpacks from the store whatever was not streamed). Does
+    /// not wait for the unpack.
+    pub fn stored(&self, blob: &VerifiedBlob) -> bool {
+        let mut queue = self.shared.queue();
+        let Some((order, layer)) = queue.declined.remove(blob.digest()) else {
+            return false;
+        };
+        if queue.closed {
+            return false;
+        }
+        queue.waiting.insert(order, layer);
+        drop(queue);
+        Shared::dispatch(&self.shared);
+        true
+    }
+
+    /// Waits for the unpacks from the store that [`stored`] started or
+    /// queued, as far as the slots let them start; a layer still waiting
+    /// then (a slot still held by a feed) is left to `finish`'s own
+    /// unpack from the store.
+    ///
+    /// [`stored`]: StreamUnpacker::stored
+    fn settle(&self) {
+        loop {
+            Shared::dispatch(&self.shared);
+            let workers = {
+                let mut queue = self.shared.queue();
+                let workers = std::mem::take(&mut queue.workers);
+                if workers.is_empty() {
+                    queue.waiting.clear();
+                    queue.declined.clear();
+                    return;
+                }
+                workers
+            };
+            for w in workers {
+                let _ = w.join();
+            }
+        }
+    }
+
     /// Makes the committed snapshots of `image`'s layers present, named by
     /// their chain IDs, as [`unpack_image`](crate::unpack_image) does:
     /// present ones reused, streamed ones committed (their diff ID checked
@@ -323,6 +600,7 @@ impl StreamUnpacker {
     where
         P: Provider + Sync + ?Sized,
     {
+        self.settle();
         let result =
             image_layers(image).and_then(|layers| self.commit_all(store, &layers, options));
         self.discard();
@@ -493,6 +771,24 @@ impl StreamUnpacker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Streamed>> {
         self.shared.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for StreamUnpacker {
+    /// Stops the unpacks from the store and waits for them; what they
+    /// made goes with the last feed.
+    fn drop(&mut self) {
+        let workers = {
+            let mut queue = self.shared.queue();
+            queue.closed = true;
+            queue.waiting.clear();
+            queue.declined.clear();
+            std::mem::take(&mut queue.workers)
+        };
+        self.shared.interrupt.set();
+        for w in workers {
+            let _ = w.join();
+        }
     }
 }
 

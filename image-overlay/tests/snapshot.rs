@@ -2143,18 +2143,33 @@ fn dropping_an_image_unpack_future_stops_it_and_leaves_no_snapshot() {
     assert!(sn.list().expect("list").is_empty());
 }
 
+/// What a stream unpack test needs: a directory with overlay snapshots
+/// (`snapshots`) and a store (`store`), and unpack options of
+/// `parallelism` that keep no ownership.
+fn streaming(
+    parallelism: usize,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn Snapshotter>,
+    OciDir,
+    ImageUnpackOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshotter: Arc<dyn Snapshotter> =
+        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
+    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
+    let mut options = ImageUnpackOptions::default().with_parallelism(parallelism);
+    options.unpack.preserve_ownership = false;
+    (dir, snapshotter, store, options)
+}
+
 /// A layer unpacked while its blob streams is kept only given the store's
 /// proof that it committed that blob verified ([`image_store::VerifiedBlob`],
 /// which only a store's commit makes): the proof of another blob is
 /// refused, typed, and the layer's snapshot goes; its own keeps it.
 #[test]
 fn a_streamed_layer_is_kept_only_with_the_stores_proof_of_its_blob() {
-    let dir = tempfile::tempdir().unwrap();
-    let snapshotter: Arc<dyn Snapshotter> =
-        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
-    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
-    let mut options = ImageUnpackOptions::default();
-    options.unpack.preserve_ownership = false;
+    let (_dir, snapshotter, store, options) = streaming(0);
     let unpacker = image_overlay::StreamUnpacker::new(snapshotter.clone(), &options);
     let layer = image_testsupport::tar::TarBuf::new()
         .file("a", b"streamed")
@@ -2196,4 +2211,82 @@ fn a_streamed_layer_is_kept_only_with_the_stores_proof_of_its_blob() {
     let report = feed.finish(&ours).unwrap();
     assert_eq!(report.diff_id, digest);
     assert_eq!(snapshotter.list().unwrap().len(), 1);
+}
+
+/// On an unpacker bounded to one slot and given the store, a layer
+/// declined for want of the slot is noted as such, waits for the slot
+/// once its blob is stored (`stored`, once), and a dropped unpacker
+/// stops it: once the last feed goes, no snapshot is left.
+#[test]
+fn a_declined_layer_waits_for_the_slot_and_a_dropped_unpacker_leaves_nothing() {
+    let (_dir, snapshotter, store, options) = streaming(1);
+    let provider: Arc<dyn image_store::Provider + Send + Sync> = Arc::new(store.clone());
+    let unpacker = image_overlay::StreamUnpacker::bounded_with_store(
+        snapshotter.clone(),
+        provider.clone(),
+        &options,
+    );
+    let big = image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 4096;
+    let layers: Vec<Vec<u8>> = (0..2)
+        .map(|i| {
+            image_testsupport::tar::TarBuf::new()
+                .file(&format!("big{i}"), &noise(big + i))
+                .end()
+        })
+        .collect();
+    let descriptors: Vec<_> = layers
+        .iter()
+        .map(|l| {
+            image_core::manifest::descriptor(
+                &MediaType::OciLayer,
+                &Digest::sha256(l),
+                l.len() as u64,
+            )
+        })
+        .collect();
+    let committed = |bytes: &[u8]| {
+        let mut w = store.writer(&Digest::sha256(bytes).to_string()).unwrap();
+        w.write_all(bytes).unwrap();
+        w.commit_verified(bytes.len() as u64, &Digest::sha256(bytes))
+            .unwrap()
+    };
+
+    let mut first = unpacker
+        .begin(&descriptors[0])
+        .unwrap()
+        .expect("the free slot");
+    assert!(!unpacker.declined(&descriptors[0]));
+    assert!(unpacker.begin(&descriptors[1]).unwrap().is_none());
+    assert!(unpacker.declined(&descriptors[1]));
+    let second = committed(&layers[1]);
+    assert!(unpacker.stored(&second));
+    assert!(!unpacker.stored(&second), "queued once");
+    assert!(!unpacker.declined(&descriptors[1]));
+    // The first layer's feed holds the slot: the second waits for it.
+    assert_eq!(snapshotter.list().unwrap().len(), 1);
+
+    // A small layer (no slot) keeps what the unpacker made alive.
+    let small = image_testsupport::tar::TarBuf::new().file("s", b"s").end();
+    let small = image_core::manifest::descriptor(
+        &MediaType::OciLayer,
+        &Digest::sha256(&small),
+        small.len() as u64,
+    );
+    let keep = unpacker.begin(&small).unwrap().expect("no slot needed");
+
+    drop(unpacker);
+    // The slot frees, but the second layer's unpack does not start.
+    first.write(&layers[0]).unwrap();
+    let proof = committed(&layers[0]);
+    let second = Digest::sha256(&layers[1]).to_string();
+    let report = first.finish(&proof).unwrap();
+    let left = snapshotter.list().unwrap();
+    assert_eq!(report.diff_id, Digest::sha256(&layers[0]));
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.iter().any(|i| i.name.ends_with(&second)), "{left:?}");
+    drop(keep);
+    // No unpack from the store goes on holding it.
+    assert_eq!(Arc::strong_count(&provider), 1);
+    let left = snapshotter.list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -19,8 +19,25 @@ impl LayerSink for SnapshotSink {
         // store, by `StreamUnpacker::finish`, which reports its error.
         match self.0.begin(blob) {
             Ok(Some(feed)) => Some(Box::new(Feed(feed))),
+            // Declined for want of a slot: the bytes only go to the store,
+            // and the layer is unpacked from there once it is stored.
+            Ok(None) if self.0.declined(blob) => Some(Box::new(Stored(self.0.clone()))),
             Ok(None) | Err(_) => None,
         }
+    }
+}
+
+/// The feed of a layer the unpacker declined: discards the bytes (the
+/// store has them) and tells the unpacker once the blob is stored.
+struct Stored(Arc<StreamUnpacker>);
+
+impl image_registry::LayerFeed for Stored {
+    fn write(&mut self, _bytes: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn verified(self: Box<Self>, blob: &image_store::VerifiedBlob) {
+        self.0.stored(blob);
     }
 }
 
