@@ -417,11 +417,20 @@ const PROXIED: [Signal; 10] = [
 ];
 
 /// Every signal `--sig-proxy` forwards: [`PROXIED`] and the real-time
-/// signals (SIGRTMIN to SIGRTMAX), as docker forwards them.
+/// signals, as docker forwards them. The real-time ones are those this
+/// process's libc leaves to programs (glibc's `SIGRTMIN` is 34, musl's
+/// 35: below it the libc's own, which cannot be caught), each sent to the
+/// container as the same number (the kernel's).
 fn proxied() -> impl Iterator<Item = Signal> {
     PROXIED
         .into_iter()
-        .chain(Signal::all().filter(|s| s.is_realtime()))
+        .chain(realtime(libc::SIGRTMIN(), libc::SIGRTMAX()))
+}
+
+/// The real-time signals from `min` to `max` (a libc's range) that a
+/// container's process can be sent ([`Signal`]'s range, 34 to 64).
+fn realtime(min: i32, max: i32) -> impl Iterator<Item = Signal> {
+    (min..=max).filter_map(|n| Signal::from_raw(n).ok().filter(|s| s.is_realtime()))
 }
 
 /// Where a caught signal goes: held until [`Relay::open`] (the container
@@ -991,6 +1000,21 @@ mod tests {
         let record = sent.clone();
         let relay = Relay::held(move |s| record.lock().unwrap().push(s));
         (relay, sent)
+    }
+
+    #[test]
+    fn the_real_time_signals_caught_are_those_of_the_libc() {
+        // musl's range starts at 35: 34 is its own, and is not caught.
+        let musl: Vec<i32> = realtime(35, 64).map(Signal::as_raw).collect();
+        assert_eq!(musl, (35..=64).collect::<Vec<_>>());
+        // A wider range than a container can be sent keeps to Signal's.
+        assert_eq!(realtime(32, 70).count(), 31);
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        let caught: Vec<i32> = proxied()
+            .filter(|s| s.is_realtime())
+            .map(Signal::as_raw)
+            .collect();
+        assert_eq!(caught, (min..=max).collect::<Vec<_>>());
     }
 
     #[test]
