@@ -453,7 +453,7 @@ const TRAPS: &str = "trap 'echo got USR1; exit 3' USR1; trap 'echo got RTMIN+3; 
 fn signalled(cli: &Cli, args: &[&str], name: &str, s: i32) -> (std::process::ExitStatus, String) {
     let mut child = cli.command(args).stdout(Stdio::piped()).spawn().unwrap();
     let out = reading(child.stdout.take().unwrap());
-    out.wait_for("ready\n");
+    out.wait_for("ready");
     send(&child, s);
     let status = child.wait().unwrap();
     if status.code().is_none() {
@@ -524,6 +524,25 @@ fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
         let (status, out) = signalled(&cli, &["start", "--sig-proxy=false", &name], &name, usr1);
         assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
         assert_eq!(out, "ready\n", "{rt}");
+
+        // Made with -t: not proxied (as `docker start -a` and `run -t`),
+        // its keys reach it through its terminal; the signal ends imagectl.
+        let name = format!("{rt}-tty");
+        cli.ok(&[
+            "create",
+            "--runtime",
+            rt,
+            "-t",
+            "--name",
+            &name,
+            IMAGE,
+            "sh",
+            "-c",
+            TRAPS,
+        ]);
+        let (status, out) = signalled(&cli, &["start", &name], &name, usr1);
+        assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
+        assert_eq!(out.replace('\r', ""), "ready\n", "{rt}");
 
         let name = format!("{rt}-att");
         run_d(&cli, rt, &name, &[], TRAPS);

@@ -383,9 +383,9 @@ pub struct SigProxyArg {
     /// a pid 1 without a handler for SIGINT ignores it, so `run IMAGE
     /// sleep 1000` goes on (use --init, -t, `imagectl stop`, or
     /// --sig-proxy=false). `--sig-proxy=false`: they act on this process
-    /// (SIGINT ends it and its container). Not for `run -d`, nor `attach`
-    /// to a container with a terminal, whose keys reach it through the
-    /// terminal.
+    /// (SIGINT ends it and its container). Not for `run -d`, nor for a
+    /// container with a terminal (`run -t`, `start` or `attach` of one made
+    /// with -t), whose keys reach it through the terminal.
     #[arg(
         long = "sig-proxy",
         value_name = "BOOL",
@@ -643,6 +643,11 @@ fn attached(
     rm: bool,
     sig_proxy: SigProxyArg,
 ) -> anyhow::Result<i32> {
+    // Under a terminal its keys reach the container through it: docker
+    // proxies only without one (`run -t`, `start -a` of a `create -t`).
+    let sig_proxy = SigProxyArg {
+        on: sig_proxy.on && !has_terminal(&c)?,
+    };
     // Before the start, as docker: no signal between the two ends this
     // process instead; those held until the container runs go to it then.
     let proxy = SignalProxy::held(sig_proxy, rt, c.id())?;
@@ -658,6 +663,15 @@ fn attached(
     let code = exit?.status.code();
     deleted?;
     Ok(code)
+}
+
+/// Whether the process of `c` has a terminal (`create -t`, `run -t`).
+pub(crate) fn has_terminal(c: &image_runtime::Container) -> anyhow::Result<bool> {
+    Ok(c.spec()?
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false))
 }
 
 fn exit_with(code: i32) -> anyhow::Result<()> {
@@ -708,8 +722,8 @@ pub struct StartArgs {
 
 /// Starts a created or stopped container attached (the runtime runs in the
 /// foreground: this process waits for it), the signals this process
-/// receives forwarded to it (`--sig-proxy`, as `docker start -a`); exits
-/// with its exit code.
+/// receives forwarded to it when it has no terminal (`--sig-proxy`, as
+/// `docker start -a` forwards them); exits with its exit code.
 pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let c = rt.load(&record.id)?;
