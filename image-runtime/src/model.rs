@@ -59,14 +59,20 @@ impl Owner {
     /// zombie leader whose other threads still run (its main thread
     /// called `pthread_exit`) is alive.
     pub fn is_alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return false;
-        };
-        parse_start_time(&stat) == Some(self.start_time)
-            && !exited(&stat, || {
-                std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()
-            })
+        running(self.pid, self.start_time)
     }
+}
+
+/// Whether process `pid`, started at `start_time` (clock ticks after boot),
+/// still exists and has not [`exited`].
+pub(crate) fn running(pid: u32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    parse_start_time(&stat) == Some(start_time)
+        && !exited(&stat, || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+        })
 }
 
 /// Whether the process of the `/proc/<pid>/stat` text `stat` has exited:
@@ -95,7 +101,8 @@ fn parse_threads(status: &str) -> Option<u64> {
         .ok()
 }
 
-fn start_time(pid: u32) -> Option<u64> {
+/// The start time of process `pid` (`/proc/<pid>/stat` field 22).
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 

@@ -226,19 +226,10 @@ impl fs::Fs for Volatile {
     }
 }
 
-/// `(state, start time)` of `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f.first()?.chars().next()?, f.get(19)?.parse().ok()?))
-}
-
+/// Whether the container's process `pid` started at `start_time` still
+/// runs: not a zombie, unless a leader whose other threads run on.
 fn alive(pid: u32, start_time: Option<u64>) -> bool {
-    match proc_stat(pid) {
-        Some((state, st)) => state != 'Z' && state != 'X' && Some(st) == start_time,
-        None => false,
-    }
+    start_time.is_some_and(|t| crate::model::running(pid, t))
 }
 
 /// `pid` (read from a state) as one process to signal: 1 to `i32::MAX`.
@@ -818,7 +809,7 @@ impl Backend for NativeRuntime {
                 return Err(e);
             }
         };
-        let start_time = proc_stat(pid as u32).map(|(_, t)| t);
+        let start_time = crate::model::start_time(pid as u32);
         st.pid = Some(pid as u32);
         st.start_time = start_time;
         st.cgroups = cgroups.clone();
