@@ -446,6 +446,15 @@ fn have_kill() -> bool {
 const TRAPS: &str = "trap 'echo got USR1; exit 3' USR1; trap 'echo got RTMIN+3; exit 5' 37; \
     echo ready; while true; do sleep 0.1; done";
 
+/// The arguments of `imagectl verb` (`run`, `create`) of TRAPS as
+/// container `name` under runtime `rt`, `extra` options before the image.
+fn traps<'a>(verb: &'a str, rt: &'a str, name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![verb, "--runtime", rt, "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, "sh", "-c", TRAPS]);
+    args
+}
+
 /// The exit code and the output of `imagectl args` (a foreground `run`
 /// or `start -a` of TRAPS) sent signal `s` once its container is ready;
 /// `rm -f` of `name` once imagectl has ended, since a container whose
@@ -453,7 +462,7 @@ const TRAPS: &str = "trap 'echo got USR1; exit 3' USR1; trap 'echo got RTMIN+3; 
 fn signalled(cli: &Cli, args: &[&str], name: &str, s: i32) -> (std::process::ExitStatus, String) {
     let mut child = cli.command(args).stdout(Stdio::piped()).spawn().unwrap();
     let out = reading(child.stdout.take().unwrap());
-    out.wait_for("ready\n");
+    out.wait_for("ready");
     send(&child, s);
     let status = child.wait().unwrap();
     if status.code().is_none() {
@@ -480,10 +489,7 @@ fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
     let usr1 = rustix::process::Signal::USR1.as_raw();
     for rt in runtimes() {
         let run = |extra: &[&str], name: &str, s: i32| {
-            let mut args = vec!["run", "--runtime", rt, "--name", name];
-            args.extend_from_slice(extra);
-            args.extend_from_slice(&[IMAGE, "sh", "-c", TRAPS]);
-            signalled(&cli, &args, name, s)
+            signalled(&cli, &traps("run", rt, name, extra), name, s)
         };
         let name = format!("{rt}-proxied");
         let (status, out) = run(&[], &name, usr1);
@@ -504,17 +510,7 @@ fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
 
         // `start` attached (with or without -a), as `docker start -a`.
         let name = format!("{rt}-started");
-        cli.ok(&[
-            "create",
-            "--runtime",
-            rt,
-            "--name",
-            &name,
-            IMAGE,
-            "sh",
-            "-c",
-            TRAPS,
-        ]);
+        cli.ok(&traps("create", rt, &name, &[]));
         let (status, out) = signalled(&cli, &["start", "-a", &name], &name, usr1);
         assert_eq!(status.code(), Some(3), "{rt}: {status:?}");
         assert_eq!(out, "ready\ngot USR1\n", "{rt}");
@@ -524,6 +520,14 @@ fn signals_to_run_and_attach_reach_the_container_unless_sig_proxy_is_false() {
         let (status, out) = signalled(&cli, &["start", "--sig-proxy=false", &name], &name, usr1);
         assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
         assert_eq!(out, "ready\n", "{rt}");
+
+        // Made with -t: not proxied (as `docker start -a` and `run -t`),
+        // its keys reach it through its terminal; the signal ends imagectl.
+        let name = format!("{rt}-tty");
+        cli.ok(&traps("create", rt, &name, &["-t"]));
+        let (status, out) = signalled(&cli, &["start", &name], &name, usr1);
+        assert_eq!(status.signal(), Some(usr1), "{rt}: {status:?}");
+        assert_eq!(out.replace('\r', ""), "ready\n", "{rt}");
 
         let name = format!("{rt}-att");
         run_d(&cli, rt, &name, &[], TRAPS);

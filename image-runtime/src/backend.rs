@@ -247,6 +247,14 @@ pub enum BackendError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A process ID read from a container's state that names no single
+    /// process (0, or above `i32::MAX`, which kill(2) would take as a
+    /// process group): the state is corrupt, nothing is signalled.
+    #[error("process ID {pid} in the container's state is out of range")]
+    InvalidPid {
+        /// The number read.
+        pid: u32,
+    },
     /// runc or crun gave no terminal over the console socket to a
     /// container whose spec asks for one.
     #[error("{runtime} create {id}: getting the container's terminal")]
@@ -298,7 +306,7 @@ impl Classify for BackendError {
             BackendError::Io { source, .. } => ErrorKind::from_io(source),
             BackendError::Rootfs { source, .. } => source.kind(),
             BackendError::RuntimeSpec { source, .. } => oci_spec_kind(source),
-            BackendError::Json { .. } => ErrorKind::InvalidInput,
+            BackendError::Json { .. } | BackendError::InvalidPid { .. } => ErrorKind::InvalidInput,
             BackendError::Cgroup { source, .. } | BackendError::Limit { source, .. } => {
                 source.kind()
             }

@@ -55,17 +55,54 @@ impl Owner {
     /// True while that very process exists and has not exited. A zombie
     /// (exited, not yet reaped) is gone: when its parent reaps it is the
     /// parent's business (init reaps late under load; a pid 1 that never
-    /// reaps keeps it forever), and the process does nothing more.
+    /// reaps keeps it forever), and the process does nothing more. A
+    /// zombie leader whose other threads still run (its main thread
+    /// called `pthread_exit`) is alive.
     pub fn is_alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return false;
-        };
-        parse_start_time(&stat) == Some(self.start_time)
-            && !matches!(parse_state(&stat), Some('Z' | 'X' | 'x'))
+        running(self.pid, self.start_time)
     }
 }
 
-fn start_time(pid: u32) -> Option<u64> {
+/// Whether process `pid`, started at `start_time` (clock ticks after boot),
+/// still exists and has not [`exited`].
+pub(crate) fn running(pid: u32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    parse_start_time(&stat) == Some(start_time)
+        && !exited(&stat, || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+        })
+}
+
+/// Whether the process of the `/proc/<pid>/stat` text `stat` has exited:
+/// dead (`X`), or a zombie (`Z`) with no thread of its group left, as
+/// `status` (its `/proc/<pid>/status` text, read only for a zombie; `None`
+/// once it is gone) counts them. The `Z` of a thread-group leader says
+/// only that its own thread ended: its `Threads:` count includes itself
+/// until the last thread of the group exits.
+pub(crate) fn exited(stat: &str, status: impl FnOnce() -> Option<String>) -> bool {
+    match parse_state(stat) {
+        Some('X' | 'x') => true,
+        Some('Z') => status()
+            .and_then(|s| parse_threads(&s))
+            .is_none_or(|n| n <= 1),
+        _ => false,
+    }
+}
+
+/// The `Threads:` count in a `/proc/<pid>/status` text.
+fn parse_threads(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The start time of process `pid` (`/proc/<pid>/stat` field 22).
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
@@ -326,4 +363,42 @@ pub fn random_id() -> std::io::Result<String> {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/proc/<pid>/stat` of a process in state `state` (captured from a
+    /// real one, its command name holding a space and a parenthesis).
+    fn stat(state: char) -> String {
+        format!(
+            "4242 (my (prog) x) {state} 1 4242 4242 0 -1 4194560 97 0 0 0 0 0 0 0 20 0 \
+             2 0 987654 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0"
+        )
+    }
+
+    /// `/proc/<pid>/status` (its first lines) with `threads` threads.
+    fn status(state: &str, threads: u32) -> Option<String> {
+        Some(format!(
+            "Name:\tmy (prog) x\nUmask:\t0022\nState:\t{state}\nTgid:\t4242\n\
+             Ngid:\t0\nPid:\t4242\nPPid:\t1\nTracerPid:\t0\n\
+             Threads:\t{threads}\nSigQ:\t0/63448\n"
+        ))
+    }
+
+    #[test]
+    fn a_zombie_leader_whose_threads_run_on_has_not_exited() {
+        assert_eq!(parse_start_time(&stat('Z')), Some(987654));
+        // Its main thread called pthread_exit; another one still runs.
+        assert!(!exited(&stat('Z'), || status("Z (zombie)", 2)));
+        // The last thread gone: only the leader's zombie is left.
+        assert!(exited(&stat('Z'), || status("Z (zombie)", 1)));
+        // Reaped between the two reads.
+        assert!(exited(&stat('Z'), || None));
+        assert!(exited(&stat('X'), || panic!("not read for a dead one")));
+        for running in ['R', 'S', 'D', 'T', 't', 'I'] {
+            assert!(!exited(&stat(running), || panic!("not read")), "{running}");
+        }
+    }
 }

@@ -231,12 +231,19 @@ pub(crate) fn monotonic_us() -> i64 {
 }
 
 /// Sends `signal` to process `pid` (kill(2)), a real-time one too:
-/// rustix names only the standard signals safely.
+/// rustix names only the standard signals safely. A `pid` that is not
+/// positive (a process group, or every process, to kill(2)) or that is
+/// this process is refused (`InvalidInput`).
 pub(crate) fn kill(pid: rustix::process::Pid, signal: crate::signal::Signal) -> io::Result<()> {
+    let raw = pid.as_raw_nonzero().get();
+    if raw <= 0 || pid == rustix::process::getpid() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
     // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    // `Signal` holds 1..=31 or 34..=64, never glibc's own 32 and 33; the
-    // process signalled is a container's, never this one.
-    let r = unsafe { libc::kill(pid.as_raw_nonzero().get(), signal.as_raw()) };
+    // `raw` is positive and not this process's ID, so it names one other
+    // process (checked above); `Signal` holds 1..=31 or 34..=64, never
+    // glibc's own 32 and 33.
+    let r = unsafe { libc::kill(raw, signal.as_raw()) };
     if r == 0 {
         Ok(())
     } else {

@@ -13,7 +13,7 @@ use image_runtime::monitor::{AttachEnd, DetachKeys, LogEntry, LogQuery};
 use image_runtime::state::ContainerStatus;
 use image_runtime::Signal;
 
-use super::run::{PlaceArgs, SigProxyArg, SignalProxy};
+use super::run::{has_terminal, PlaceArgs, SigProxyArg, SignalProxy};
 use super::store::StoreArgs;
 
 const DETACHED: &str =
@@ -203,13 +203,7 @@ pub fn attach(store: &StoreArgs, a: AttachArgs) -> anyhow::Result<()> {
         Some(k) => k.parse::<DetachKeys>()?,
         None => DetachKeys::default(),
     };
-    let terminal = rt
-        .load(&record.id)?
-        .spec()?
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
+    let terminal = has_terminal(&rt.load(&record.id)?)?;
     let attachment = rt.attach_stream(&record.id)?;
     let stdin: Option<Box<dyn std::io::Read + Send>> =
         (!a.no_stdin).then(|| Box::new(std::io::stdin()) as _);

@@ -383,9 +383,9 @@ pub struct SigProxyArg {
     /// a pid 1 without a handler for SIGINT ignores it, so `run IMAGE
     /// sleep 1000` goes on (use --init, -t, `imagectl stop`, or
     /// --sig-proxy=false). `--sig-proxy=false`: they act on this process
-    /// (SIGINT ends it and its container). Not for `run -d`, nor `attach`
-    /// to a container with a terminal, whose keys reach it through the
-    /// terminal.
+    /// (SIGINT ends it and its container). Not for `run -d`, nor for a
+    /// container with a terminal (`run -t`, `start` or `attach` of one made
+    /// with -t), whose keys reach it through the terminal.
     #[arg(
         long = "sig-proxy",
         value_name = "BOOL",
@@ -417,11 +417,20 @@ const PROXIED: [Signal; 10] = [
 ];
 
 /// Every signal `--sig-proxy` forwards: [`PROXIED`] and the real-time
-/// signals (SIGRTMIN to SIGRTMAX), as docker forwards them.
+/// signals, as docker forwards them. The real-time ones are those this
+/// process's libc leaves to programs (glibc's `SIGRTMIN` is 34, musl's
+/// 35: below it the libc's own, which cannot be caught), each sent to the
+/// container as the same number (the kernel's).
 fn proxied() -> impl Iterator<Item = Signal> {
     PROXIED
         .into_iter()
-        .chain(Signal::all().filter(|s| s.is_realtime()))
+        .chain(realtime(libc::SIGRTMIN(), libc::SIGRTMAX()))
+}
+
+/// The real-time signals from `min` to `max` (a libc's range) that a
+/// container's process can be sent ([`Signal`]'s range, 34 to 64).
+fn realtime(min: i32, max: i32) -> impl Iterator<Item = Signal> {
+    (min..=max).filter_map(|n| Signal::from_raw(n).ok().filter(|s| s.is_realtime()))
 }
 
 /// Where a caught signal goes: held until [`Relay::open`] (the container
@@ -634,6 +643,11 @@ fn attached(
     rm: bool,
     sig_proxy: SigProxyArg,
 ) -> anyhow::Result<i32> {
+    // Under a terminal its keys reach the container through it: docker
+    // proxies only without one (`run -t`, `start -a` of a `create -t`).
+    let sig_proxy = SigProxyArg {
+        on: sig_proxy.on && !has_terminal(&c)?,
+    };
     // Before the start, as docker: no signal between the two ends this
     // process instead; those held until the container runs go to it then.
     let proxy = SignalProxy::held(sig_proxy, rt, c.id())?;
@@ -649,6 +663,15 @@ fn attached(
     let code = exit?.status.code();
     deleted?;
     Ok(code)
+}
+
+/// Whether the process of `c` has a terminal (`create -t`, `run -t`).
+pub(crate) fn has_terminal(c: &image_runtime::Container) -> anyhow::Result<bool> {
+    Ok(c.spec()?
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false))
 }
 
 fn exit_with(code: i32) -> anyhow::Result<()> {
@@ -699,8 +722,8 @@ pub struct StartArgs {
 
 /// Starts a created or stopped container attached (the runtime runs in the
 /// foreground: this process waits for it), the signals this process
-/// receives forwarded to it (`--sig-proxy`, as `docker start -a`); exits
-/// with its exit code.
+/// receives forwarded to it when it has no terminal (`--sig-proxy`, as
+/// `docker start -a` forwards them); exits with its exit code.
 pub fn start(store: &StoreArgs, a: StartArgs) -> anyhow::Result<()> {
     let (rt, record) = a.place.runtime_of(store, &a.container)?;
     let c = rt.load(&record.id)?;
@@ -991,6 +1014,21 @@ mod tests {
         let record = sent.clone();
         let relay = Relay::held(move |s| record.lock().unwrap().push(s));
         (relay, sent)
+    }
+
+    #[test]
+    fn the_real_time_signals_caught_are_those_of_the_libc() {
+        // musl's range starts at 35: 34 is its own, and is not caught.
+        let musl: Vec<i32> = realtime(35, 64).map(Signal::as_raw).collect();
+        assert_eq!(musl, (35..=64).collect::<Vec<_>>());
+        // A wider range than a container can be sent keeps to Signal's.
+        assert_eq!(realtime(32, 70).count(), 31);
+        let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+        let caught: Vec<i32> = proxied()
+            .filter(|s| s.is_realtime())
+            .map(Signal::as_raw)
+            .collect();
+        assert_eq!(caught, (min..=max).collect::<Vec<_>>());
     }
 
     #[test]

@@ -595,7 +595,7 @@ where
                         }
                         Ok(Err(e)) => {
                             first.cancel.set();
-                            keep_cause(&mut first_err, e);
+                            keep_cause(&mut first_err, e, first.caller_interrupted());
                         }
                         Err(e) => {
                             first.cancel.set();
@@ -620,12 +620,15 @@ where
 /// Keeps the build's first error in `first`, but a failure rather than a
 /// cancellation that reached the scheduler before it: a failed step
 /// shared between platforms sets the interrupt itself (its claim) before
-/// its error is sent, so a waiter's `Cancelled` may arrive first.
-fn keep_cause(first: &mut Option<BuildError>, e: BuildError) {
+/// its error is sent, so a waiter's `Cancelled` may arrive first. Not when
+/// the caller interrupted the build (`caller_interrupted`): the
+/// cancellation is then the cause, and a later failure only an operation
+/// the interrupt cut short.
+fn keep_cause(first: &mut Option<BuildError>, e: BuildError, caller_interrupted: bool) {
     use image_core::{Classify, ErrorKind};
     let cancelled = |e: &BuildError| e.kind() == ErrorKind::Cancelled;
     match first {
-        Some(f) if cancelled(f) && !cancelled(&e) => *f = e,
+        Some(f) if cancelled(f) && !cancelled(&e) && !caller_interrupted => *f = e,
         Some(_) => {}
         None => *first = Some(e),
     }
@@ -1025,16 +1028,33 @@ mod tests {
         let failed = |n: usize| BuildError::NoTarget(format!("stage{n}"));
         let is_failed = |e: &Option<BuildError>, n: usize| matches!(e, Some(BuildError::NoTarget(s)) if *s == format!("stage{n}"));
         let mut first = None;
-        keep_cause(&mut first, cancelled());
-        keep_cause(&mut first, failed(1));
+        keep_cause(&mut first, cancelled(), false);
+        keep_cause(&mut first, failed(1), false);
         assert!(is_failed(&first, 1), "{first:?}");
-        keep_cause(&mut first, cancelled());
-        keep_cause(&mut first, failed(2));
+        keep_cause(&mut first, cancelled(), false);
+        keep_cause(&mut first, failed(2), false);
         assert!(is_failed(&first, 1), "{first:?}");
         let mut only = None;
-        keep_cause(&mut only, cancelled());
-        keep_cause(&mut only, cancelled());
+        keep_cause(&mut only, cancelled(), false);
+        keep_cause(&mut only, cancelled(), false);
         assert!(matches!(only, Some(BuildError::Cancelled(_))), "{only:?}");
+    }
+
+    /// When the caller interrupted the build, its cancellation stays the
+    /// error (and the exit code): a failure after it is of an operation
+    /// the interrupt cut short. A failure before it is still kept.
+    #[test]
+    fn a_cancellation_by_the_caller_is_kept_over_a_later_failure() {
+        let cancelled = || BuildError::Cancelled(image_core::progress::Cancelled);
+        let failed = || BuildError::NoTarget("stage1".into());
+        let mut first = None;
+        keep_cause(&mut first, cancelled(), true);
+        keep_cause(&mut first, failed(), true);
+        assert!(matches!(first, Some(BuildError::Cancelled(_))), "{first:?}");
+        let mut first = None;
+        keep_cause(&mut first, failed(), true);
+        keep_cause(&mut first, cancelled(), true);
+        assert!(matches!(first, Some(BuildError::NoTarget(_))), "{first:?}");
     }
 
     #[test]

@@ -226,26 +226,20 @@ impl fs::Fs for Volatile {
     }
 }
 
-/// `(state, start time)` of `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f.first()?.chars().next()?, f.get(19)?.parse().ok()?))
-}
-
+/// Whether the container's process `pid` started at `start_time` still
+/// runs: not a zombie, unless a leader whose other threads run on.
 fn alive(pid: u32, start_time: Option<u64>) -> bool {
-    match proc_stat(pid) {
-        Some((state, st)) => state != 'Z' && state != 'X' && Some(st) == start_time,
-        None => false,
-    }
+    start_time.is_some_and(|t| crate::model::running(pid, t))
 }
 
+/// `pid` (read from a state) as one process to signal: 1 to `i32::MAX`.
+/// 0 and a larger number (negative as kill(2)'s) would signal a process
+/// group, or every process, and are refused.
 fn pid_of(pid: u32) -> Result<rustix::process::Pid, BackendError> {
-    rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| BackendError::Io {
-        context: "invalid pid".into(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
-    })
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or(BackendError::InvalidPid { pid })
 }
 
 impl NativeRuntime {
@@ -815,7 +809,7 @@ impl Backend for NativeRuntime {
                 return Err(e);
             }
         };
-        let start_time = proc_stat(pid as u32).map(|(_, t)| t);
+        let start_time = crate::model::start_time(pid as u32);
         st.pid = Some(pid as u32);
         st.start_time = start_time;
         st.cgroups = cgroups.clone();
@@ -1297,6 +1291,27 @@ mod tests {
     use super::*;
     use image_core::error::{Classify, ErrorKind};
     use std::error::Error as _;
+
+    /// A pid in a state that kill(2) would take as a process group (0, or
+    /// a number above `i32::MAX`, negative as an `i32`) is refused with a
+    /// typed error, naming it; the kill shim refuses this process.
+    #[test]
+    fn a_state_pid_out_of_range_is_refused_not_signalled() {
+        for pid in [0, 1 << 31, (1 << 31) + 1, u32::MAX] {
+            let e = pid_of(pid).unwrap_err();
+            assert!(
+                matches!(e, BackendError::InvalidPid { pid: p } if p == pid),
+                "{pid}: {e:?}"
+            );
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert!(e.to_string().contains(&pid.to_string()), "{e}");
+        }
+        assert_eq!(pid_of(1).unwrap().as_raw_nonzero().get(), 1);
+        let max = i32::MAX as u32;
+        assert_eq!(pid_of(max).unwrap().as_raw_nonzero().get(), i32::MAX);
+        let own = crate::sys::kill(rustix::process::getpid(), crate::signal::Signal::CONT);
+        assert_eq!(own.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    }
 
     /// A step's errno stays the typed source of the error, so its class is
     /// the errno's rather than a blanket I/O failure; the message names the
