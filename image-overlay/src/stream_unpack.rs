@@ -65,10 +65,17 @@
 //! ID is, and `finish` checks it against the config's before the commit,
 //! as for a stream; a layer that fails there (a hardlink to a lower
 //! layer's file, a bad blob) leaves nothing and is unpacked again by
-//! `finish` in order, which reports the error. `finish` waits for these
-//! unpacks first; dropping the unpacker stops them (nothing queued
-//! starts, the running ones are interrupted and awaited), and what they
-//! made goes with the last feed, as a stream's does.
+//! `finish` in order, which reports the error. These unpacks report
+//! their progress to the tracker of the options given at construction
+//! (`options.unpack.tracker`), as an image unpack's do, and stop once its
+//! interrupt is set. `finish` waits for them first, watching that
+//! interrupt and the one of its own options: once either is set it stops
+//! them (nothing queued starts, the running ones are interrupted and
+//! awaited, their snapshots removed) and returns
+//! [`ImageUnpackError::Cancelled`]; a panic in one removes its snapshot
+//! and `finish` returns [`ImageUnpackError::Panicked`]. Dropping the
+//! unpacker stops them too, and what they made goes with the last feed,
+//! as a stream's does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -126,8 +133,16 @@ struct Shared {
     store: Option<Arc<dyn Provider + Send + Sync>>,
     /// The declined layers and their unpacks from the store.
     queue: Mutex<Queue>,
-    /// Stops the unpacks from the store when the unpacker is dropped.
+    /// Stops the unpacks from the store when the unpacker is dropped or
+    /// its `finish` is cancelled.
     interrupt: Interrupt,
+    /// The caller's tracker (`options.unpack.tracker` at construction):
+    /// the unpacks from the store report to it and stop once its
+    /// interrupt is set, as an image unpack's do.
+    tracker: Tracker,
+    /// The layers whose unpack from the store panicked (their snapshots
+    /// removed), for `finish` to report.
+    panicked: Mutex<Vec<Digest>>,
 }
 
 /// The layers [`StreamUnpacker::begin`] declined for want of a slot, on
@@ -263,9 +278,15 @@ impl Shared {
     fn work(&self, slot: Slot, layer: Descriptor) {
         let mut layer = layer;
         loop {
-            self.unpack_stored(&layer);
+            let mut temp = Temp {
+                shared: self,
+                digest: layer.checked_digest().ok(),
+                key: None,
+            };
+            self.unpack_stored(&layer, &mut temp);
+            drop(temp);
             let mut queue = self.queue();
-            let next = if queue.closed {
+            let next = if queue.closed || self.tracker.interrupt().is_set() {
                 None
             } else {
                 queue.waiting.pop_first()
@@ -285,7 +306,10 @@ impl Shared {
     /// before the commit. A layer that fails here (a hardlink to a lower
     /// layer's file, a bad blob) leaves nothing, and is unpacked again by
     /// `finish` in order, which reports the error.
-    fn unpack_stored(&self, layer: &Descriptor) {
+    ///
+    /// The snapshot is `temp`'s until it is kept: removed on any early
+    /// return and on a panic.
+    fn unpack_stored(&self, layer: &Descriptor, temp: &mut Temp<'_>) {
         let (Some(store), Ok(digest)) = (&self.store, layer.checked_digest()) else {
             return;
         };
@@ -294,8 +318,8 @@ impl Shared {
         let Ok(mounts) = sn.prepare_with(&key, None, Labels::new()) else {
             return;
         };
+        temp.key = Some(key.clone());
         let Some(dir) = writable_dir(&mounts) else {
-            let _ = sn.remove(&key);
             return;
         };
         let mut opts = self.base.clone().with_digest(digest.clone());
@@ -304,21 +328,23 @@ impl Shared {
         // `stored` was given; the diff ID, checked before the commit,
         // covers every byte unpacked (as for a stream).
         opts.digest_checked_by_caller = true;
-        opts.tracker = Tracker::default().with_interrupt(self.interrupt.clone());
+        // The caller's progress and interrupt, as an image unpack's; the
+        // unpacker's own interrupt stops the reads.
+        opts.tracker = self.tracker.clone();
+        let stop = Tracker::default().with_interrupt(self.interrupt.clone());
         if let Some(c) = descriptor_media_type(layer).layer_compression() {
             opts = opts.with_compression(c);
         }
-        let report = store
-            .reader_for_unverified(layer)
-            .ok()
-            .and_then(|r| unpack_read_ahead(r, Path::new(&dir), &opts, false).ok());
+        let report = store.reader_for_unverified(layer).ok().and_then(|r| {
+            unpack_read_ahead(Box::new(stop.checked(r)), Path::new(&dir), &opts, false).ok()
+        });
         let Some(report) = report else {
-            let _ = sn.remove(&key);
             return;
         };
         if let Some(flusher) = self.flusher(&dir) {
             let _ = flusher.try_send(());
         }
+        temp.key = None;
         let streamed = Streamed {
             key,
             dir,
@@ -337,6 +363,32 @@ impl Shared {
         };
         if let Some(old) = old {
             let _ = sn.remove(&old.key);
+        }
+    }
+}
+
+/// A worker's layer: its active snapshot (once prepared, until kept) is
+/// removed when this is dropped, and a panic on the way is recorded for
+/// `finish` to report.
+struct Temp<'a> {
+    shared: &'a Shared,
+    digest: Option<Digest>,
+    key: Option<String>,
+}
+
+impl Drop for Temp<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let _ = self.shared.snapshotter.remove(&key);
+        }
+        if std::thread::panicking() {
+            if let Some(digest) = self.digest.take() {
+                let panicked = &self.shared.panicked;
+                panicked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(digest);
+            }
         }
     }
 }
@@ -391,6 +443,7 @@ impl StreamUnpacker {
     ) -> StreamUnpacker {
         let caps = snapshotter.capabilities();
         let mut base = options.unpack.clone();
+        let tracker = std::mem::take(&mut base.tracker);
         base.whiteouts = caps.layer_whiteouts;
         // The download reports progress and carries the interrupt; a
         // cancelled download drops its feed, which stops the unpack.
@@ -408,6 +461,8 @@ impl StreamUnpacker {
                 store,
                 queue: Mutex::new(Queue::default()),
                 interrupt: Interrupt::new(),
+                tracker,
+                panicked: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -561,23 +616,91 @@ impl StreamUnpacker {
     /// then (a slot still held by a feed) is left to `finish`'s own
     /// unpack from the store.
     ///
+    /// # Errors
+    /// Once `tracker`'s interrupt (`finish`'s) or the one given at
+    /// construction is set, or a worker panicked: the unpacks from the
+    /// store are stopped and awaited (nothing more starts), then
+    /// [`ImageUnpackError::Cancelled`] or [`ImageUnpackError::Panicked`].
+    ///
     /// [`stored`]: StreamUnpacker::stored
-    fn settle(&self) {
+    fn settle(&self, tracker: &Tracker) -> Result<(), ImageUnpackError> {
+        let cancelled = || tracker.interrupt().is_set() || self.shared.tracker.interrupt().is_set();
         loop {
             Shared::dispatch(&self.shared);
-            let workers = {
+            let mut workers = {
                 let mut queue = self.shared.queue();
                 let workers = std::mem::take(&mut queue.workers);
                 if workers.is_empty() {
                     queue.waiting.clear();
                     queue.declined.clear();
-                    return;
+                    return self.stop_if_panicked();
                 }
                 workers
             };
-            for w in workers {
-                let _ = w.join();
+            // Joined once finished: the interrupt is watched meanwhile.
+            while let Some(w) = workers.pop() {
+                if cancelled() {
+                    workers.push(w);
+                    self.stop(workers);
+                    self.stop_if_panicked()?;
+                    return Err(ImageUnpackError::Cancelled(image_core::Cancelled));
+                }
+                if !w.is_finished() {
+                    workers.push(w);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
+                if w.join().is_err() {
+                    // Without a layer recorded: a panic between two.
+                    self.stop(workers);
+                    return Err(self
+                        .panic_error()
+                        .unwrap_or(ImageUnpackError::Panicked { digest: None }));
+                }
             }
+            self.stop_if_panicked()?;
+        }
+    }
+
+    /// `Err` if an unpack from the store panicked; the others are
+    /// stopped first.
+    fn stop_if_panicked(&self) -> Result<(), ImageUnpackError> {
+        match self.panic_error() {
+            Some(e) => {
+                self.stop(Vec::new());
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The first layer whose unpack from the store panicked, as an error.
+    fn panic_error(&self) -> Option<ImageUnpackError> {
+        let panicked = self
+            .shared
+            .panicked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let digest = panicked.first()?.clone();
+        Some(ImageUnpackError::Panicked {
+            digest: Some(digest),
+        })
+    }
+
+    /// Stops the unpacks from the store for good (nothing queued starts,
+    /// the running ones are interrupted) and waits for them and for
+    /// `workers` (taken from the queue already).
+    fn stop(&self, mut workers: Vec<JoinHandle<()>>) {
+        {
+            let mut queue = self.shared.queue();
+            queue.closed = true;
+            queue.waiting.clear();
+            queue.declined.clear();
+            workers.append(&mut queue.workers);
+        }
+        self.shared.interrupt.set();
+        for w in workers {
+            let _ = w.join();
         }
     }
 
@@ -600,9 +723,10 @@ impl StreamUnpacker {
     where
         P: Provider + Sync + ?Sized,
     {
-        self.settle();
-        let result =
-            image_layers(image).and_then(|layers| self.commit_all(store, &layers, options));
+        let result = self
+            .settle(&options.unpack.tracker)
+            .and_then(|()| image_layers(image))
+            .and_then(|layers| self.commit_all(store, &layers, options));
         self.discard();
         result
     }
@@ -778,17 +902,7 @@ impl Drop for StreamUnpacker {
     /// Stops the unpacks from the store and waits for them; what they
     /// made goes with the last feed.
     fn drop(&mut self) {
-        let workers = {
-            let mut queue = self.shared.queue();
-            queue.closed = true;
-            queue.waiting.clear();
-            queue.declined.clear();
-            std::mem::take(&mut queue.workers)
-        };
-        self.shared.interrupt.set();
-        for w in workers {
-            let _ = w.join();
-        }
+        self.stop(Vec::new());
     }
 }
 
