@@ -228,12 +228,16 @@ impl Shared {
 
     /// Notes `layer`, declined for want of a slot, for its unpack from
     /// the store once it is stored (an unpacker without a store leaves it
-    /// to `finish`).
+    /// to `finish`). A digest declined already (a manifest that repeats a
+    /// layer) keeps its first, lower place: one unpack serves both.
     fn decline(&self, layer: &Descriptor, digest: Digest) {
         if self.store.is_none() {
             return;
         }
         let mut queue = self.queue();
+        if queue.declined.contains_key(&digest) {
+            return;
+        }
         let order = queue.next;
         queue.next += 1;
         queue.declined.insert(digest, (order, layer.clone()));
@@ -354,10 +358,12 @@ impl Shared {
         let old = {
             // Not kept once the unpacker is gone.
             let queue = self.queue();
-            if queue.closed {
+            let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.closed || done.contains_key(&digest) {
+                // Or unpacked already (a repeated layer, its stream
+                // kept).
                 Some(streamed)
             } else {
-                let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
                 done.insert(digest, streamed)
             }
         };
@@ -594,15 +600,18 @@ impl StreamUnpacker {
     /// layers waiting start in the order `begin` saw them: bottom first,
     /// as a pull begins them), into an active snapshot of its own as a
     /// stream's, for [`finish`](StreamUnpacker::finish) to commit.
-    /// Returns whether it was such a layer (otherwise nothing happens:
-    /// `finish` unpacks from the store whatever was not streamed). Does
+    /// Returns whether it was such a layer and its unpack is queued
+    /// (otherwise nothing happens: `finish` unpacks from the store
+    /// whatever was not streamed; a layer that a manifest repeats and
+    /// whose other copy is unpacked already is not unpacked again). Does
     /// not wait for the unpack.
     pub fn stored(&self, blob: &VerifiedBlob) -> bool {
         let mut queue = self.shared.queue();
         let Some((order, layer)) = queue.declined.remove(blob.digest()) else {
             return false;
         };
-        if queue.closed {
+        let unpacked = || self.lock().contains_key(blob.digest());
+        if queue.closed || unpacked() {
             return false;
         }
         queue.waiting.insert(order, layer);

@@ -2458,3 +2458,57 @@ fn a_panic_in_an_unpack_from_the_store_leaves_nothing_and_fails_finish() {
     let left = snapshotter.list().unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+/// The trees of the layers under the top snapshot of `report`, bottom
+/// first.
+fn layer_trees(sn: &dyn Snapshotter, report: &image_overlay::ImageUnpackReport) -> Vec<Tree> {
+    let mounts = sn.view("compare", report.top().as_deref()).unwrap();
+    let lower = mounts[0].option("lowerdir").expect("an overlay of layers");
+    let trees = lower.split(':').rev().map(|d| tree(Path::new(d))).collect();
+    sn.remove("compare").unwrap();
+    trees
+}
+
+/// An image whose two layers are the same blob, under one slot: the
+/// first copy streams, the second is declined, then stored. The streamed
+/// copy is kept (not replaced by an unpack from the store), and the
+/// snapshots are those of a plain unpack.
+#[test]
+fn a_layer_repeated_in_an_image_streams_once_and_unpacks_as_a_plain_unpack() {
+    let big = image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 4096;
+    let files = vec![("same", noise(big))];
+    let t = make_image(&[files.clone(), files], "test/twice:1");
+    let (_, dir, snapshotter, options) = early(&[]);
+    let layers = t.image.layers();
+    assert_eq!(layers[0], layers[1]);
+    let provider = Arc::new(t.store.clone());
+    let unpacker =
+        image_overlay::StreamUnpacker::bounded_with_store(snapshotter.clone(), provider, &options);
+    let mut first = unpacker.begin(&layers[0]).unwrap().expect("the slot");
+    assert!(unpacker.begin(&layers[1]).unwrap().is_none());
+    let blob = proof(&t.store, &layers[0]);
+    let bytes = image_store::Provider::read_blob_to_vec(
+        &t.store,
+        &layers[0].checked_digest().unwrap(),
+        u64::MAX,
+    )
+    .unwrap();
+    first.write(&bytes).unwrap();
+    first.finish(&blob).unwrap();
+    // The repeat's download ends: its blob is the streamed one's.
+    unpacker.stored(&blob);
+    let ours = unpacker.finish(&t.store, &t.image, &options).unwrap();
+    let chains = image_core::chain_ids(t.image.diff_ids());
+    assert_eq!(unpacker.streamed(), vec![chains[0].clone()]);
+
+    let plain = OverlaySnapshotter::open(dir.path().join("plain")).unwrap();
+    let theirs = unpack_image(&t.store, &t.image, &plain, &options).unwrap();
+    assert_eq!(ours.chain_ids, theirs.chain_ids);
+    assert_eq!(ours.unpacked, theirs.unpacked);
+    assert_eq!(
+        layer_trees(&*snapshotter, &ours),
+        layer_trees(&plain, &theirs)
+    );
+    let left = snapshotter.list().unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|i| i.kind == Kind::Committed), "{left:?}");
+}
