@@ -141,8 +141,9 @@ struct Shared {
     /// interrupt is set, as an image unpack's do.
     tracker: Tracker,
     /// The layers whose unpack from the store panicked (their snapshots
-    /// removed), for `finish` to report.
-    panicked: Mutex<Vec<Digest>>,
+    /// removed; `None`: a panic between two layers), for `finish` to
+    /// report.
+    panicked: Mutex<Vec<Option<Digest>>>,
 }
 
 /// The layers [`StreamUnpacker::begin`] declined for want of a slot, on
@@ -222,6 +223,12 @@ impl Shared {
 }
 
 impl Shared {
+    /// Records a worker's panic, for `finish` to report.
+    fn panicked(&self, digest: Option<Digest>) {
+        let mut panicked = self.panicked.lock().unwrap_or_else(|e| e.into_inner());
+        panicked.push(digest);
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -250,10 +257,20 @@ impl Shared {
     /// back under the lock too).
     fn dispatch(shared: &Arc<Shared>) {
         let mut queue = shared.queue();
-        if queue.closed {
+        if queue.closed || shared.tracker.interrupt().is_set() {
             return;
         }
-        queue.workers.retain(|w| !w.is_finished());
+        let (ended, running) = std::mem::take(&mut queue.workers)
+            .into_iter()
+            .partition::<Vec<_>, _>(JoinHandle::is_finished);
+        queue.workers = running;
+        for w in ended {
+            if w.join().is_err() {
+                // A panic between two layers (one in a layer is recorded
+                // with its digest).
+                shared.panicked(None);
+            }
+        }
         while !queue.waiting.is_empty() {
             let Some(slot) = Slots::take(&shared.slots) else {
                 return;
@@ -388,13 +405,7 @@ impl Drop for Temp<'_> {
             let _ = self.shared.snapshotter.remove(&key);
         }
         if std::thread::panicking() {
-            if let Some(digest) = self.digest.take() {
-                let panicked = &self.shared.panicked;
-                panicked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(digest);
-            }
+            self.shared.panicked(self.digest.take());
         }
     }
 }
@@ -660,11 +671,8 @@ impl StreamUnpacker {
                     continue;
                 }
                 if w.join().is_err() {
-                    // Without a layer recorded: a panic between two.
-                    self.stop(workers);
-                    return Err(self
-                        .panic_error()
-                        .unwrap_or(ImageUnpackError::Panicked { digest: None }));
+                    // Recorded with its layer's digest if in one.
+                    self.shared.panicked(None);
                 }
             }
             self.stop_if_panicked()?;
@@ -683,17 +691,19 @@ impl StreamUnpacker {
         }
     }
 
-    /// The first layer whose unpack from the store panicked, as an error.
+    /// The first panic of an unpack from the store (the first naming its
+    /// layer, if any does), as an error.
     fn panic_error(&self) -> Option<ImageUnpackError> {
         let panicked = self
             .shared
             .panicked
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let digest = panicked.first()?.clone();
-        Some(ImageUnpackError::Panicked {
-            digest: Some(digest),
-        })
+        if panicked.is_empty() {
+            return None;
+        }
+        let digest = panicked.iter().flatten().next().cloned();
+        Some(ImageUnpackError::Panicked { digest })
     }
 
     /// Stops the unpacks from the store for good (nothing queued starts,
