@@ -478,13 +478,7 @@ fn a_declined_layer_is_unpacked_from_the_store_before_the_pull_ends() {
         return;
     };
     let (reference, client, work, store, snaps) = pulling(&dest);
-    let options = ImageUnpackOptions::default().with_parallelism(1);
-    let provider: Arc<dyn Provider + Send + Sync> = Arc::new(store.clone());
-    let unpacker = Arc::new(StreamUnpacker::bounded_with_store(
-        snaps.shared(),
-        provider,
-        &options,
-    ));
+    let (options, unpacker) = one_slot_with_store(&snaps, &store);
     let seen = Arc::new(AtomicBool::new(false));
     let sink = HoldLast {
         inner: SnapshotSink(unpacker.clone()),
@@ -589,13 +583,7 @@ fn a_declined_layers_feed_does_not_keep_the_unpacker() {
     let dir = tempfile::tempdir().unwrap();
     let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
     let snaps = Snapshots::open(&dir.path().join("snapshots"), Driver::Overlay).unwrap();
-    let options = ImageUnpackOptions::default().with_parallelism(1);
-    let provider: Arc<dyn Provider + Send + Sync> = Arc::new(store.clone());
-    let unpacker = Arc::new(StreamUnpacker::bounded_with_store(
-        snaps.shared(),
-        provider,
-        &options,
-    ));
+    let (_, unpacker) = one_slot_with_store(&snaps, &store);
     let sink = SnapshotSink(unpacker.clone());
     let blobs: Vec<Vec<u8>> = (0..2u8)
         .map(|i| vec![i; image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 1])
@@ -627,4 +615,16 @@ fn a_declined_layers_feed_does_not_keep_the_unpacker() {
     assert_eq!(snaps.snapshotter().list().unwrap().len(), 1);
     drop(first);
     assert!(snaps.snapshotter().list().unwrap().is_empty());
+}
+
+/// Options of one slot and an unpacker made with them that unpacks a
+/// declined layer from `store` into `snaps`.
+fn one_slot_with_store(
+    snaps: &Snapshots,
+    store: &OciDir,
+) -> (ImageUnpackOptions, Arc<StreamUnpacker>) {
+    let options = ImageUnpackOptions::default().with_parallelism(1);
+    let provider: Arc<dyn Provider + Send + Sync> = Arc::new(store.clone());
+    let unpacker = StreamUnpacker::bounded_with_store(snaps.shared(), provider, &options);
+    (options, Arc::new(unpacker))
 }

@@ -2344,19 +2344,27 @@ fn stream_first_store_second(
     let unpacker =
         image_overlay::StreamUnpacker::bounded_with_store(snapshotter.clone(), provider, options);
     let layers = t.image.layers();
-    let mut first = unpacker.begin(&layers[0]).unwrap().expect("the free slot");
+    let first = unpacker.begin(&layers[0]).unwrap().expect("the free slot");
     assert!(unpacker.begin(&layers[1]).unwrap().is_none());
     assert!(unpacker.declined(&layers[1]));
     assert!(unpacker.stored(&proof(&t.store, &layers[1])));
-    let bytes = image_store::Provider::read_blob_to_vec(
-        &t.store,
-        &layers[0].checked_digest().unwrap(),
-        u64::MAX,
-    )
-    .unwrap();
-    first.write(&bytes).unwrap();
-    first.finish(&proof(&t.store, &layers[0])).unwrap();
+    feed_whole(first, &t.store, &layers[0]);
     unpacker
+}
+
+/// Writes `layer`'s blob from `store` into its `feed` and finishes it
+/// with the store's proof; the proof.
+fn feed_whole(
+    mut feed: image_overlay::LayerFeed,
+    store: &OciDir,
+    layer: &image_core::Descriptor,
+) -> image_store::VerifiedBlob {
+    let digest = layer.checked_digest().unwrap();
+    let bytes = image_store::Provider::read_blob_to_vec(store, &digest, u64::MAX).unwrap();
+    feed.write(&bytes).unwrap();
+    let blob = proof(store, layer);
+    feed.finish(&blob).unwrap();
+    blob
 }
 
 /// The caller's interrupt (given at construction) stops an unpack from
@@ -2483,17 +2491,9 @@ fn a_layer_repeated_in_an_image_streams_once_and_unpacks_as_a_plain_unpack() {
     let provider = Arc::new(t.store.clone());
     let unpacker =
         image_overlay::StreamUnpacker::bounded_with_store(snapshotter.clone(), provider, &options);
-    let mut first = unpacker.begin(&layers[0]).unwrap().expect("the slot");
+    let first = unpacker.begin(&layers[0]).unwrap().expect("the slot");
     assert!(unpacker.begin(&layers[1]).unwrap().is_none());
-    let blob = proof(&t.store, &layers[0]);
-    let bytes = image_store::Provider::read_blob_to_vec(
-        &t.store,
-        &layers[0].checked_digest().unwrap(),
-        u64::MAX,
-    )
-    .unwrap();
-    first.write(&bytes).unwrap();
-    first.finish(&blob).unwrap();
+    let blob = feed_whole(first, &t.store, &layers[0]);
     // The repeat's download ends: its blob is the streamed one's.
     unpacker.stored(&blob);
     let ours = unpacker.finish(&t.store, &t.image, &options).unwrap();
