@@ -478,13 +478,7 @@ fn a_declined_layer_is_unpacked_from_the_store_before_the_pull_ends() {
         return;
     };
     let (reference, client, work, store, snaps) = pulling(&dest);
-    let options = ImageUnpackOptions::default().with_parallelism(1);
-    let provider: Arc<dyn Provider + Send + Sync> = Arc::new(store.clone());
-    let unpacker = Arc::new(StreamUnpacker::bounded_with_store(
-        snaps.shared(),
-        provider,
-        &options,
-    ));
+    let (options, unpacker) = one_slot_with_store(&snaps, &store);
     let seen = Arc::new(AtomicBool::new(false));
     let sink = HoldLast {
         inner: SnapshotSink(unpacker.clone()),
@@ -577,4 +571,60 @@ impl image_registry::LayerFeed for HoldLastFeed {
     fn verified(self: Box<Self>, blob: &image_store::VerifiedBlob) {
         self.inner.verified(blob);
     }
+}
+
+/// The discarding feed the sink gives a layer the unpacker declined does
+/// not keep the unpacker (whose last reference, dropped, joins its unpacks
+/// from the store: not on a download's thread): only the caller and the
+/// sink hold it; once both let go, the unpacker is gone and the feed's
+/// `verified` unpacks nothing.
+#[test]
+fn a_declined_layers_feed_does_not_keep_the_unpacker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = OciDir::open_or_create(dir.path().join("store")).unwrap();
+    let snaps = Snapshots::open(&dir.path().join("snapshots"), Driver::Overlay).unwrap();
+    let (_, unpacker) = one_slot_with_store(&snaps, &store);
+    let sink = SnapshotSink(unpacker.clone());
+    let blobs: Vec<Vec<u8>> = (0..2u8)
+        .map(|i| vec![i; image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 1])
+        .collect();
+    let layer = |bytes: &[u8]| {
+        image_core::manifest::descriptor(
+            &image_core::MediaType::OciLayer,
+            &Digest::sha256(bytes),
+            bytes.len() as u64,
+        )
+    };
+    let first = image_registry::LayerSink::begin(&sink, &layer(&blobs[0])).expect("the slot");
+    let second = image_registry::LayerSink::begin(&sink, &layer(&blobs[1])).expect("declined");
+    assert!(!unpacker.declined(&layer(&blobs[0])));
+    assert_eq!(
+        Arc::strong_count(&unpacker),
+        2,
+        "the caller's and the sink's"
+    );
+
+    drop((sink, unpacker));
+    let mut w = store.writer("second").unwrap();
+    std::io::Write::write_all(&mut w, &blobs[1]).unwrap();
+    let proof = w
+        .commit_verified(blobs[1].len() as u64, &Digest::sha256(&blobs[1]))
+        .unwrap();
+    second.verified(&proof);
+    // Only the first layer's snapshot, which its feed removes.
+    assert_eq!(snaps.snapshotter().list().unwrap().len(), 1);
+    drop(first);
+    assert!(snaps.snapshotter().list().unwrap().is_empty());
+}
+
+/// Options of one slot and an unpacker made with them that unpacks a
+/// declined layer from `store` into `snaps`.
+fn one_slot_with_store(
+    snaps: &Snapshots,
+    store: &OciDir,
+) -> (ImageUnpackOptions, Arc<StreamUnpacker>) {
+    let options = ImageUnpackOptions::default().with_parallelism(1);
+    let provider: Arc<dyn Provider + Send + Sync> = Arc::new(store.clone());
+    let unpacker = StreamUnpacker::bounded_with_store(snaps.shared(), provider, &options);
+    (options, Arc::new(unpacker))
 }

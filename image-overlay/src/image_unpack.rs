@@ -183,6 +183,21 @@ pub enum ImageUnpackError {
         #[source]
         source: std::io::Error,
     },
+    /// The caller's interrupt stopped the unpacks from the store that a
+    /// [`StreamUnpacker`](crate::StreamUnpacker) started before `finish`.
+    #[error("unpacking layers from the store")]
+    Cancelled(#[source] image_core::Cancelled),
+    /// A thread unpacking a layer from the store before `finish`
+    /// ([`crate::stream_unpack`]) panicked (a bug); its snapshot was
+    /// removed.
+    #[error(
+        "an unpack from the store panicked{}",
+        .digest.as_ref().map(|d| format!(" (layer {d})")).unwrap_or_default()
+    )]
+    Panicked {
+        /// The layer's blob, when the panic came while unpacking one.
+        digest: Option<Digest>,
+    },
     /// The driver returned mounts whose directory this unpacker cannot find.
     #[error("snapshot {key}: cannot write into mounts {mounts:?} without mounting")]
     UnsupportedMounts {
@@ -204,6 +219,8 @@ impl Classify for ImageUnpackError {
             ImageUnpackError::Snapshot { source, .. } => source.kind(),
             ImageUnpackError::Thread { source, .. } => ErrorKind::from_io(source),
             ImageUnpackError::UnsupportedMounts { .. } => ErrorKind::Unsupported,
+            ImageUnpackError::Cancelled(c) => c.kind(),
+            ImageUnpackError::Panicked { .. } => ErrorKind::Io,
         }
     }
 }

@@ -65,10 +65,17 @@
 //! ID is, and `finish` checks it against the config's before the commit,
 //! as for a stream; a layer that fails there (a hardlink to a lower
 //! layer's file, a bad blob) leaves nothing and is unpacked again by
-//! `finish` in order, which reports the error. `finish` waits for these
-//! unpacks first; dropping the unpacker stops them (nothing queued
-//! starts, the running ones are interrupted and awaited), and what they
-//! made goes with the last feed, as a stream's does.
+//! `finish` in order, which reports the error. These unpacks report
+//! their progress to the tracker of the options given at construction
+//! (`options.unpack.tracker`), as an image unpack's do, and stop once its
+//! interrupt is set. `finish` waits for them first, watching that
+//! interrupt and the one of its own options: once either is set it stops
+//! them (nothing queued starts, the running ones are interrupted and
+//! awaited, their snapshots removed) and returns
+//! [`ImageUnpackError::Cancelled`]; a panic in one removes its snapshot
+//! and `finish` returns [`ImageUnpackError::Panicked`]. Dropping the
+//! unpacker stops them too, and what they made goes with the last feed,
+//! as a stream's does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -126,8 +133,17 @@ struct Shared {
     store: Option<Arc<dyn Provider + Send + Sync>>,
     /// The declined layers and their unpacks from the store.
     queue: Mutex<Queue>,
-    /// Stops the unpacks from the store when the unpacker is dropped.
+    /// Stops the unpacks from the store when the unpacker is dropped or
+    /// its `finish` is cancelled.
     interrupt: Interrupt,
+    /// The caller's tracker (`options.unpack.tracker` at construction):
+    /// the unpacks from the store report to it and stop once its
+    /// interrupt is set, as an image unpack's do.
+    tracker: Tracker,
+    /// The layers whose unpack from the store panicked (their snapshots
+    /// removed; `None`: a panic between two layers), for `finish` to
+    /// report.
+    panicked: Mutex<Vec<Option<Digest>>>,
 }
 
 /// The layers [`StreamUnpacker::begin`] declined for want of a slot, on
@@ -207,18 +223,28 @@ impl Shared {
 }
 
 impl Shared {
+    /// Records a worker's panic, for `finish` to report.
+    fn panicked(&self, digest: Option<Digest>) {
+        let mut panicked = self.panicked.lock().unwrap_or_else(|e| e.into_inner());
+        panicked.push(digest);
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes `layer`, declined for want of a slot, for its unpack from
     /// the store once it is stored (an unpacker without a store leaves it
-    /// to `finish`).
+    /// to `finish`). A digest declined already (a manifest that repeats a
+    /// layer) keeps its first, lower place: one unpack serves both.
     fn decline(&self, layer: &Descriptor, digest: Digest) {
         if self.store.is_none() {
             return;
         }
         let mut queue = self.queue();
+        if queue.declined.contains_key(&digest) {
+            return;
+        }
         let order = queue.next;
         queue.next += 1;
         queue.declined.insert(digest, (order, layer.clone()));
@@ -231,10 +257,20 @@ impl Shared {
     /// back under the lock too).
     fn dispatch(shared: &Arc<Shared>) {
         let mut queue = shared.queue();
-        if queue.closed {
+        if queue.closed || shared.tracker.interrupt().is_set() {
             return;
         }
-        queue.workers.retain(|w| !w.is_finished());
+        let (ended, running) = std::mem::take(&mut queue.workers)
+            .into_iter()
+            .partition::<Vec<_>, _>(JoinHandle::is_finished);
+        queue.workers = running;
+        for w in ended {
+            if w.join().is_err() {
+                // A panic between two layers (one in a layer is recorded
+                // with its digest).
+                shared.panicked(None);
+            }
+        }
         while !queue.waiting.is_empty() {
             let Some(slot) = Slots::take(&shared.slots) else {
                 return;
@@ -263,9 +299,15 @@ impl Shared {
     fn work(&self, slot: Slot, layer: Descriptor) {
         let mut layer = layer;
         loop {
-            self.unpack_stored(&layer);
+            let mut temp = Temp {
+                shared: self,
+                digest: layer.checked_digest().ok(),
+                key: None,
+            };
+            self.unpack_stored(&layer, &mut temp);
+            drop(temp);
             let mut queue = self.queue();
-            let next = if queue.closed {
+            let next = if queue.closed || self.tracker.interrupt().is_set() {
                 None
             } else {
                 queue.waiting.pop_first()
@@ -285,7 +327,10 @@ impl Shared {
     /// before the commit. A layer that fails here (a hardlink to a lower
     /// layer's file, a bad blob) leaves nothing, and is unpacked again by
     /// `finish` in order, which reports the error.
-    fn unpack_stored(&self, layer: &Descriptor) {
+    ///
+    /// The snapshot is `temp`'s until it is kept: removed on any early
+    /// return and on a panic.
+    fn unpack_stored(&self, layer: &Descriptor, temp: &mut Temp<'_>) {
         let (Some(store), Ok(digest)) = (&self.store, layer.checked_digest()) else {
             return;
         };
@@ -294,8 +339,8 @@ impl Shared {
         let Ok(mounts) = sn.prepare_with(&key, None, Labels::new()) else {
             return;
         };
+        temp.key = Some(key.clone());
         let Some(dir) = writable_dir(&mounts) else {
-            let _ = sn.remove(&key);
             return;
         };
         let mut opts = self.base.clone().with_digest(digest.clone());
@@ -304,21 +349,23 @@ impl Shared {
         // `stored` was given; the diff ID, checked before the commit,
         // covers every byte unpacked (as for a stream).
         opts.digest_checked_by_caller = true;
-        opts.tracker = Tracker::default().with_interrupt(self.interrupt.clone());
+        // The caller's progress and interrupt, as an image unpack's; the
+        // unpacker's own interrupt stops the reads.
+        opts.tracker = self.tracker.clone();
+        let stop = Tracker::default().with_interrupt(self.interrupt.clone());
         if let Some(c) = descriptor_media_type(layer).layer_compression() {
             opts = opts.with_compression(c);
         }
-        let report = store
-            .reader_for_unverified(layer)
-            .ok()
-            .and_then(|r| unpack_read_ahead(r, Path::new(&dir), &opts, false).ok());
+        let report = store.reader_for_unverified(layer).ok().and_then(|r| {
+            unpack_read_ahead(Box::new(stop.checked(r)), Path::new(&dir), &opts, false).ok()
+        });
         let Some(report) = report else {
-            let _ = sn.remove(&key);
             return;
         };
         if let Some(flusher) = self.flusher(&dir) {
             let _ = flusher.try_send(());
         }
+        temp.key = None;
         let streamed = Streamed {
             key,
             dir,
@@ -328,15 +375,37 @@ impl Shared {
         let old = {
             // Not kept once the unpacker is gone.
             let queue = self.queue();
-            if queue.closed {
+            let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.closed || done.contains_key(&digest) {
+                // Or unpacked already (a repeated layer, its stream
+                // kept).
                 Some(streamed)
             } else {
-                let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
                 done.insert(digest, streamed)
             }
         };
         if let Some(old) = old {
             let _ = sn.remove(&old.key);
+        }
+    }
+}
+
+/// A worker's layer: its active snapshot (once prepared, until kept) is
+/// removed when this is dropped, and a panic on the way is recorded for
+/// `finish` to report.
+struct Temp<'a> {
+    shared: &'a Shared,
+    digest: Option<Digest>,
+    key: Option<String>,
+}
+
+impl Drop for Temp<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let _ = self.shared.snapshotter.remove(&key);
+        }
+        if std::thread::panicking() {
+            self.shared.panicked(self.digest.take());
         }
     }
 }
@@ -391,6 +460,7 @@ impl StreamUnpacker {
     ) -> StreamUnpacker {
         let caps = snapshotter.capabilities();
         let mut base = options.unpack.clone();
+        let tracker = std::mem::take(&mut base.tracker);
         base.whiteouts = caps.layer_whiteouts;
         // The download reports progress and carries the interrupt; a
         // cancelled download drops its feed, which stops the unpack.
@@ -408,6 +478,8 @@ impl StreamUnpacker {
                 store,
                 queue: Mutex::new(Queue::default()),
                 interrupt: Interrupt::new(),
+                tracker,
+                panicked: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -539,15 +611,18 @@ impl StreamUnpacker {
     /// layers waiting start in the order `begin` saw them: bottom first,
     /// as a pull begins them), into an active snapshot of its own as a
     /// stream's, for [`finish`](StreamUnpacker::finish) to commit.
-    /// Returns whether it was such a layer (otherwise nothing happens:
-    /// `finish` unpacks from the store whatever was not streamed). Does
+    /// Returns whether it was such a layer and its unpack is queued
+    /// (otherwise nothing happens: `finish` unpacks from the store
+    /// whatever was not streamed; a layer that a manifest repeats and
+    /// whose other copy is unpacked already is not unpacked again). Does
     /// not wait for the unpack.
     pub fn stored(&self, blob: &VerifiedBlob) -> bool {
         let mut queue = self.shared.queue();
         let Some((order, layer)) = queue.declined.remove(blob.digest()) else {
             return false;
         };
-        if queue.closed {
+        let unpacked = || self.lock().contains_key(blob.digest());
+        if queue.closed || unpacked() {
             return false;
         }
         queue.waiting.insert(order, layer);
@@ -561,23 +636,90 @@ impl StreamUnpacker {
     /// then (a slot still held by a feed) is left to `finish`'s own
     /// unpack from the store.
     ///
+    /// # Errors
+    /// Once `tracker`'s interrupt (`finish`'s) or the one given at
+    /// construction is set, or a worker panicked: the unpacks from the
+    /// store are stopped and awaited (nothing more starts), then
+    /// [`ImageUnpackError::Cancelled`] or [`ImageUnpackError::Panicked`].
+    ///
     /// [`stored`]: StreamUnpacker::stored
-    fn settle(&self) {
+    fn settle(&self, tracker: &Tracker) -> Result<(), ImageUnpackError> {
+        let cancelled = || tracker.interrupt().is_set() || self.shared.tracker.interrupt().is_set();
         loop {
             Shared::dispatch(&self.shared);
-            let workers = {
+            let mut workers = {
                 let mut queue = self.shared.queue();
                 let workers = std::mem::take(&mut queue.workers);
                 if workers.is_empty() {
                     queue.waiting.clear();
                     queue.declined.clear();
-                    return;
+                    return self.stop_if_panicked();
                 }
                 workers
             };
-            for w in workers {
-                let _ = w.join();
+            // Joined once finished: the interrupt is watched meanwhile.
+            while let Some(w) = workers.pop() {
+                if cancelled() {
+                    workers.push(w);
+                    self.stop(workers);
+                    self.stop_if_panicked()?;
+                    return Err(ImageUnpackError::Cancelled(image_core::Cancelled));
+                }
+                if !w.is_finished() {
+                    workers.push(w);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
+                if w.join().is_err() {
+                    // Recorded with its layer's digest if in one.
+                    self.shared.panicked(None);
+                }
             }
+            self.stop_if_panicked()?;
+        }
+    }
+
+    /// `Err` if an unpack from the store panicked; the others are
+    /// stopped first.
+    fn stop_if_panicked(&self) -> Result<(), ImageUnpackError> {
+        match self.panic_error() {
+            Some(e) => {
+                self.stop(Vec::new());
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The first panic of an unpack from the store (the first naming its
+    /// layer, if any does), as an error.
+    fn panic_error(&self) -> Option<ImageUnpackError> {
+        let panicked = self
+            .shared
+            .panicked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if panicked.is_empty() {
+            return None;
+        }
+        let digest = panicked.iter().flatten().next().cloned();
+        Some(ImageUnpackError::Panicked { digest })
+    }
+
+    /// Stops the unpacks from the store for good (nothing queued starts,
+    /// the running ones are interrupted) and waits for them and for
+    /// `workers` (taken from the queue already).
+    fn stop(&self, mut workers: Vec<JoinHandle<()>>) {
+        {
+            let mut queue = self.shared.queue();
+            queue.closed = true;
+            queue.waiting.clear();
+            queue.declined.clear();
+            workers.append(&mut queue.workers);
+        }
+        self.shared.interrupt.set();
+        for w in workers {
+            let _ = w.join();
         }
     }
 
@@ -600,9 +742,10 @@ impl StreamUnpacker {
     where
         P: Provider + Sync + ?Sized,
     {
-        self.settle();
-        let result =
-            image_layers(image).and_then(|layers| self.commit_all(store, &layers, options));
+        let result = self
+            .settle(&options.unpack.tracker)
+            .and_then(|()| image_layers(image))
+            .and_then(|layers| self.commit_all(store, &layers, options));
         self.discard();
         result
     }
@@ -778,17 +921,7 @@ impl Drop for StreamUnpacker {
     /// Stops the unpacks from the store and waits for them; what they
     /// made goes with the last feed.
     fn drop(&mut self) {
-        let workers = {
-            let mut queue = self.shared.queue();
-            queue.closed = true;
-            queue.waiting.clear();
-            queue.declined.clear();
-            std::mem::take(&mut queue.workers)
-        };
-        self.shared.interrupt.set();
-        for w in workers {
-            let _ = w.join();
-        }
+        self.stop(Vec::new());
     }
 }
 

@@ -2290,3 +2290,225 @@ fn a_declined_layer_waits_for_the_slot_and_a_dropped_unpacker_leaves_nothing() {
     let left = snapshotter.list().unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// An image of `layers` (each one file of `noise` of that many bytes, so
+/// each above the slotless size), an overlay snapshotter beside it, and
+/// unpack options of one slot that keep no ownership.
+fn early(
+    layers: &[(&str, usize)],
+) -> (
+    TestImage,
+    tempfile::TempDir,
+    Arc<dyn Snapshotter>,
+    ImageUnpackOptions,
+) {
+    let files: Vec<Vec<(&str, Vec<u8>)>> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, size))| vec![(*name, noise(size + i % 2))])
+        .collect();
+    let t = make_image(&files, "test/early:1");
+    let dir = tempfile::tempdir().unwrap();
+    let snapshotter: Arc<dyn Snapshotter> =
+        Arc::new(OverlaySnapshotter::open(dir.path().join("snapshots")).unwrap());
+    let mut options = ImageUnpackOptions::default().with_parallelism(1);
+    options.unpack.preserve_ownership = false;
+    (t, dir, snapshotter, options)
+}
+
+/// The store's proof that it holds `layer`'s blob verified (committed
+/// again: the store has it).
+fn proof(store: &OciDir, layer: &image_core::Descriptor) -> image_store::VerifiedBlob {
+    use std::io::Write;
+    let bytes =
+        image_store::Provider::read_blob_to_vec(store, &layer.checked_digest().unwrap(), u64::MAX)
+            .unwrap();
+    let mut w = store
+        .writer(&layer.checked_digest().unwrap().to_string())
+        .unwrap();
+    w.write_all(&bytes).unwrap();
+    w.commit_verified(layer.size(), &layer.checked_digest().unwrap())
+        .unwrap()
+}
+
+/// On an unpacker of one slot given the store: the first layer streams
+/// (its feed holds the slot), the second is declined and stored, so it
+/// is unpacked from the store as soon as the first layer's feed ends,
+/// which this does. The unpacker.
+fn stream_first_store_second(
+    t: &TestImage,
+    snapshotter: &Arc<dyn Snapshotter>,
+    provider: Arc<dyn image_store::Provider + Send + Sync>,
+    options: &ImageUnpackOptions,
+) -> image_overlay::StreamUnpacker {
+    let unpacker =
+        image_overlay::StreamUnpacker::bounded_with_store(snapshotter.clone(), provider, options);
+    let layers = t.image.layers();
+    let first = unpacker.begin(&layers[0]).unwrap().expect("the free slot");
+    assert!(unpacker.begin(&layers[1]).unwrap().is_none());
+    assert!(unpacker.declined(&layers[1]));
+    assert!(unpacker.stored(&proof(&t.store, &layers[1])));
+    feed_whole(first, &t.store, &layers[0]);
+    unpacker
+}
+
+/// Writes `layer`'s blob from `store` into its `feed` and finishes it
+/// with the store's proof; the proof.
+fn feed_whole(
+    mut feed: image_overlay::LayerFeed,
+    store: &OciDir,
+    layer: &image_core::Descriptor,
+) -> image_store::VerifiedBlob {
+    let digest = layer.checked_digest().unwrap();
+    let bytes = image_store::Provider::read_blob_to_vec(store, &digest, u64::MAX).unwrap();
+    feed.write(&bytes).unwrap();
+    let blob = proof(store, layer);
+    feed.finish(&blob).unwrap();
+    blob
+}
+
+/// The caller's interrupt (given at construction) stops an unpack from
+/// the store while it runs, which reports its progress to the caller's
+/// tracker: the recorder sets the interrupt once 1 MiB of the second
+/// layer is read, so that layer is never read whole; `finish` returns
+/// the typed cancellation, and no snapshot is left.
+#[test]
+fn the_callers_interrupt_stops_an_unpack_from_the_store_and_finish_is_cancelled() {
+    let (t, _dir, snapshotter, options) = early(&[("a", 2 << 20), ("b", 16 << 20)]);
+    let (rec, tracker) = recorder(1 << 20);
+    let options = options.with_tracker(tracker);
+    let provider = Arc::new(t.store.clone());
+    let unpacker = stream_first_store_second(&t, &snapshotter, provider, &options);
+    let e = unpacker
+        .finish(&t.store, &t.image, &options)
+        .expect_err("cancelled");
+    assert!(matches!(e, ImageUnpackError::Cancelled(_)), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    let second = t.image.layers()[1].clone();
+    let items = rec.items();
+    let item = &items[&second.checked_digest().unwrap().to_string()];
+    assert_eq!(item.total, Some(second.size()), "{items:?}");
+    assert!(
+        !item.finished && item.done < second.size(),
+        "read whole: {items:?}"
+    );
+    let left = snapshotter.list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `finish` called with its interrupt set does not wait for the unpack
+/// from the store that runs (a large layer): it stops it and returns the
+/// typed cancellation, no snapshot left.
+#[test]
+fn a_cancelled_finish_stops_the_unpacks_from_the_store_and_leaves_nothing() {
+    let (t, _dir, snapshotter, options) = early(&[("a", 2 << 20), ("b", 32 << 20)]);
+    let provider = Arc::new(t.store.clone());
+    let unpacker = stream_first_store_second(&t, &snapshotter, provider, &options);
+    let interrupt = Interrupt::new();
+    interrupt.set();
+    let cancelled = options
+        .clone()
+        .with_tracker(Tracker::default().with_interrupt(interrupt));
+    let e = unpacker
+        .finish(&t.store, &t.image, &cancelled)
+        .expect_err("cancelled");
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+    let left = snapshotter.list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A store whose reads for an unpack that hashes on its own panic (a
+/// bug in a provider), the rest delegated to `inner`.
+struct PanickingStore {
+    inner: OciDir,
+}
+
+impl image_store::Provider for PanickingStore {
+    fn reader(
+        &self,
+        digest: &Digest,
+    ) -> image_store::content::Result<Box<dyn std::io::Read + Send>> {
+        self.inner.reader(digest)
+    }
+
+    fn try_info(
+        &self,
+        digest: &Digest,
+    ) -> image_store::content::Result<Option<image_store::content::Info>> {
+        self.inner.try_info(digest)
+    }
+
+    fn reader_for_unverified(
+        &self,
+        _: &image_core::Descriptor,
+    ) -> image_store::content::Result<Box<dyn std::io::Read + Send>> {
+        panic!("a provider's bug");
+    }
+}
+
+/// A worker that panics after preparing its snapshot leaves no snapshot,
+/// and `finish` reports the panic, naming the layer.
+#[test]
+fn a_panic_in_an_unpack_from_the_store_leaves_nothing_and_fails_finish() {
+    let (t, _dir, snapshotter, options) = early(&[("a", 2 << 20), ("b", 2 << 20)]);
+    let provider = Arc::new(PanickingStore {
+        inner: t.store.clone(),
+    });
+    let unpacker = stream_first_store_second(&t, &snapshotter, provider, &options);
+    let e = unpacker
+        .finish(&t.store, &t.image, &options)
+        .expect_err("the panic");
+    let second = t.image.layers()[1].checked_digest().unwrap();
+    assert!(
+        matches!(&e, ImageUnpackError::Panicked { digest: Some(d) } if d == &second),
+        "{e:?}"
+    );
+    let left = snapshotter.list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+/// The trees of the layers under the top snapshot of `report`, bottom
+/// first.
+fn layer_trees(sn: &dyn Snapshotter, report: &image_overlay::ImageUnpackReport) -> Vec<Tree> {
+    let mounts = sn.view("compare", report.top().as_deref()).unwrap();
+    let lower = mounts[0].option("lowerdir").expect("an overlay of layers");
+    let trees = lower.split(':').rev().map(|d| tree(Path::new(d))).collect();
+    sn.remove("compare").unwrap();
+    trees
+}
+
+/// An image whose two layers are the same blob, under one slot: the
+/// first copy streams, the second is declined, then stored. The streamed
+/// copy is kept (not replaced by an unpack from the store), and the
+/// snapshots are those of a plain unpack.
+#[test]
+fn a_layer_repeated_in_an_image_streams_once_and_unpacks_as_a_plain_unpack() {
+    let big = image_overlay::stream_unpack::SLOTLESS_BELOW as usize + 4096;
+    let files = vec![("same", noise(big))];
+    let t = make_image(&[files.clone(), files], "test/twice:1");
+    let (_, dir, snapshotter, options) = early(&[]);
+    let layers = t.image.layers();
+    assert_eq!(layers[0], layers[1]);
+    let provider = Arc::new(t.store.clone());
+    let unpacker =
+        image_overlay::StreamUnpacker::bounded_with_store(snapshotter.clone(), provider, &options);
+    let first = unpacker.begin(&layers[0]).unwrap().expect("the slot");
+    assert!(unpacker.begin(&layers[1]).unwrap().is_none());
+    let blob = feed_whole(first, &t.store, &layers[0]);
+    // The repeat's download ends: its blob is the streamed one's.
+    unpacker.stored(&blob);
+    let ours = unpacker.finish(&t.store, &t.image, &options).unwrap();
+    let chains = image_core::chain_ids(t.image.diff_ids());
+    assert_eq!(unpacker.streamed(), vec![chains[0].clone()]);
+
+    let plain = OverlaySnapshotter::open(dir.path().join("plain")).unwrap();
+    let theirs = unpack_image(&t.store, &t.image, &plain, &options).unwrap();
+    assert_eq!(ours.chain_ids, theirs.chain_ids);
+    assert_eq!(ours.unpacked, theirs.unpacked);
+    assert_eq!(
+        layer_trees(&*snapshotter, &ours),
+        layer_trees(&plain, &theirs)
+    );
+    let left = snapshotter.list().unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|i| i.kind == Kind::Committed), "{left:?}");
+}

@@ -3,7 +3,7 @@
 //! into its snapshot in one pass (the two crates do not know each other;
 //! this is the composition a library user writes too).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use image_core::Descriptor;
 use image_overlay::StreamUnpacker;
@@ -21,7 +21,7 @@ impl LayerSink for SnapshotSink {
             Ok(Some(feed)) => Some(Box::new(Feed(feed))),
             // Declined for want of a slot: the bytes only go to the store,
             // and the layer is unpacked from there once it is stored.
-            Ok(None) if self.0.declined(blob) => Some(Box::new(Stored(self.0.clone()))),
+            Ok(None) if self.0.declined(blob) => Some(Box::new(Stored(Arc::downgrade(&self.0)))),
             Ok(None) | Err(_) => None,
         }
     }
@@ -29,7 +29,15 @@ impl LayerSink for SnapshotSink {
 
 /// The feed of a layer the unpacker declined: discards the bytes (the
 /// store has them) and tells the unpacker once the blob is stored.
-struct Stored(Arc<StreamUnpacker>);
+///
+/// It does not keep the unpacker: the last reference to an unpacker
+/// joins its unpacks from the store when dropped, which must not happen
+/// on the registry's download path (an async executor's thread, maybe).
+/// The sink holds one for as long as the pull holds the sink (the
+/// caller's options, borrowed by the pull, keep it), so the reference
+/// `verified` takes for the call is never the last while the pull runs;
+/// an unpacker gone already has nothing to unpack.
+struct Stored(Weak<StreamUnpacker>);
 
 impl image_registry::LayerFeed for Stored {
     fn write(&mut self, _bytes: &[u8]) -> std::io::Result<()> {
@@ -37,7 +45,9 @@ impl image_registry::LayerFeed for Stored {
     }
 
     fn verified(self: Box<Self>, blob: &image_store::VerifiedBlob) {
-        self.0.stored(blob);
+        if let Some(unpacker) = self.0.upgrade() {
+            unpacker.stored(blob);
+        }
     }
 }
 
