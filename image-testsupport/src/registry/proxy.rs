@@ -53,6 +53,10 @@ pub enum FaultKind {
     /// `Authorization` ([`FaultProxy::redirect_hits`]). Other methods do
     /// not match.
     Redirect,
+    /// Forwards the request and the registry's answer with the response
+    /// header `.0` set to `.1` (a registry's lie in a header: another
+    /// `Docker-Content-Digest`, an upload `Range` it never acknowledged).
+    SetHeader(String, String),
 }
 
 /// A fault, the requests it applies to and how many times.
@@ -110,6 +114,11 @@ impl Fault {
     /// [`FaultKind::Redirect`], once, on any GET.
     pub fn redirect() -> Fault {
         Fault::new(FaultKind::Redirect)
+    }
+
+    /// [`FaultKind::SetHeader`]`(name, value)`, once, on any request.
+    pub fn set_header(name: impl Into<String>, value: impl Into<String>) -> Fault {
+        Fault::new(FaultKind::SetHeader(name.into(), value.into()))
     }
 
     /// With `Retry-After: seconds` (a [`FaultKind::Status`] only).
@@ -547,6 +556,9 @@ fn relay(
     e: &Entry<'_>,
 ) -> io::Result<bool> {
     let close = client_closes || framing == Framing::UntilClose;
+    if let Some(FaultKind::SetHeader(name, value)) = &fault {
+        reply.set(name, value.clone());
+    }
     if close {
         reply.set("Connection", "close");
     } else {
