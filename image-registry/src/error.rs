@@ -108,14 +108,16 @@ pub enum RegistryError {
         /// Why.
         source: ParseError,
     },
-    /// A document asked for by digest has another digest.
-    #[error("document from {url} has digest {found}, not {expected}")]
+    /// A document asked for by digest has another digest, or the registry
+    /// answered a write with another digest than the one written.
+    #[error("{url} gave digest {found}, not {expected}")]
     DigestMismatch {
         /// The URL (without its query).
         url: String,
-        /// The digest asked for.
+        /// The digest asked for, or written.
         expected: Digest,
-        /// The digest of the bytes received.
+        /// The digest of the bytes received, or the one the registry
+        /// answered with (`Docker-Content-Digest`).
         found: Digest,
     },
     /// Credentials for the registry could not be found.

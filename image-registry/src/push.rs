@@ -854,21 +854,7 @@ impl<'a> Repo<'a> {
                 Some(body),
             )
             .await?;
-        let url = show_url(resp.url());
-        if let Some(found) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Digest>().ok())
-        {
-            if &found != doc.digest() {
-                return Err(RegistryError::DigestMismatch {
-                    url,
-                    expected: doc.digest().clone(),
-                    found,
-                });
-            }
-        }
+        answered_digest(&resp, doc.digest())?;
         Ok(resp.headers().contains_key("oci-subject"))
     }
 
@@ -983,6 +969,7 @@ impl<'a> Repo<'a> {
             .request_scoped(Method::POST, &suffix, HeaderMap::new(), None, scope)
             .await?;
         if resp.status() == StatusCode::CREATED && mount {
+            answered_digest(&resp, digest)?;
             return Ok(None);
         }
         location(&resp).map(Some)
@@ -1000,6 +987,27 @@ impl<'a> Repo<'a> {
             Err(RegistryError::Status { status: 416, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Refuses the answer to a write (a blob's closing `PUT`, a mount, a
+/// document's `PUT`) whose `Docker-Content-Digest` names another digest
+/// than the one written: the registry holds something else than we sent
+/// (containerd refuses it too). A header that does not parse is ignored,
+/// as containerd ignores it.
+fn answered_digest(resp: &reqwest::Response, expected: &Digest) -> Result<(), RegistryError> {
+    let found = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
+    match found {
+        Some(found) if &found != expected => Err(RegistryError::DigestMismatch {
+            url: show_url(resp.url()),
+            expected: expected.clone(),
+            found,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -1216,11 +1224,12 @@ async fn upload<S: Provider + Sync + ?Sized>(
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, octets);
         let put = with_query(location, "digest", &digest.to_string());
-        repo.request(Method::PUT, &put, headers, Some(chunk.into()))
+        let resp = repo
+            .request(Method::PUT, &put, headers, Some(chunk.into()))
             .await?;
         *sent += n;
         *offset = size;
-        return Ok(());
+        return closed(&resp, digest);
     }
     let chunk_size = options.chunk_size.max(1);
     let policy = repo.client.retry_policy();
@@ -1283,9 +1292,22 @@ async fn upload<S: Provider + Sync + ?Sized>(
         *offset = acknowledged;
     }
     let put = with_query(location, "digest", &digest.to_string());
-    repo.request(Method::PUT, &put, HeaderMap::new(), None)
+    let resp = repo
+        .request(Method::PUT, &put, HeaderMap::new(), None)
         .await?;
-    Ok(())
+    closed(&resp, digest)
+}
+
+/// The answer to an upload's closing `PUT` checked: another digest than
+/// the blob's is not retried (the registry holds what it holds), it ends
+/// the push.
+fn closed(resp: &reqwest::Response, digest: &Digest) -> Result<(), Stop> {
+    answered_digest(resp, digest).map_err(|source| {
+        Stop::Push(PushError::Blob {
+            digest: digest.clone(),
+            source: Box::new(source),
+        })
+    })
 }
 
 /// The progress of one `PATCH` body, moved on as the request takes its

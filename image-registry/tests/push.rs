@@ -646,3 +646,106 @@ fn an_interrupt_stops_the_push_in_the_middle_of_a_streamed_patch() {
         "{uploads:#?}"
     );
 }
+
+/// Pushes `m` from `src` through `proxy` to `repository:1` (blobs one at
+/// a time, mounted from `mount_from` when given; above 1 MiB in 1 MiB
+/// PATCHes), which must fail with `kind` and leave no tag; the upload
+/// requests the registry saw.
+fn refused_push(
+    proxy: &FaultProxy,
+    (src, m): (&OciDir, &Manifest),
+    repository: &str,
+    mount_from: Option<&str>,
+    kind: image_core::ErrorKind,
+) -> Vec<Exchange> {
+    let c = client();
+    let dest = Reference::parse_name(&format!("{}/{repository}:1", proxy.host_port())).unwrap();
+    let before = proxy.exchanges().len();
+    let mut options = PushOptions::default()
+        .with_parallel(1)
+        .with_chunking(1024 * 1024, 1024 * 1024);
+    if let Some(from) = mount_from {
+        options = options.with_mount_from(from);
+    }
+    let e = push(&c, src, m, &dest, &options).unwrap_err();
+    assert_eq!(
+        image_core::error::classify(&e, image_registry::kind_of),
+        Some(kind),
+        "{e:?}"
+    );
+    assert_eq!(c.head_manifest(&dest).unwrap(), None, "no tag");
+    upload_requests(&proxy.exchanges()[before..], repository)
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_blob_put_answered_with_another_digest_fails_the_push_without_a_tag() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[10_000, 2_500_000], 31);
+    let other = Digest::sha256(b"not what was sent").to_string();
+    let proxy = FaultProxy::start(registry.addr(), Faults::none());
+
+    // The closing PUT of a monolithic upload (the config, first).
+    proxy.add(
+        Fault::set_header("Docker-Content-Digest", other.clone())
+            .on("/blobs/uploads/")
+            .method("PUT")
+            .always(),
+    );
+    let uploads = refused_push(
+        &proxy,
+        (&src, &m),
+        "lies/put",
+        None,
+        image_core::ErrorKind::DigestMismatch,
+    );
+    // Refused at once, not uploaded again.
+    let puts = uploads.iter().filter(|e| e.method == "PUT").count();
+    assert_eq!(puts, 1, "{uploads:#?}");
+
+    // The closing PUT after the PATCHes of a chunked upload.
+    let layer = m.layers()[1].digest().to_string();
+    let proxy = FaultProxy::start(registry.addr(), Faults::none());
+    proxy.add(
+        Fault::set_header("Docker-Content-Digest", other)
+            .on(format!("digest={layer}"))
+            .method("PUT")
+            .always(),
+    );
+    let uploads = refused_push(
+        &proxy,
+        (&src, &m),
+        "lies/chunked",
+        None,
+        image_core::ErrorKind::DigestMismatch,
+    );
+    let patched: u64 = uploads
+        .iter()
+        .filter(|e| e.method == "PATCH")
+        .map(|e| e.request_bytes)
+        .sum();
+    assert_eq!(patched, m.layers()[1].size(), "sent once: {uploads:#?}");
+
+    // A mount answered 201 with another digest (the config, which the
+    // registry got in lies/put above).
+    let proxy = FaultProxy::start(registry.addr(), Faults::none());
+    proxy.add(
+        Fault::set_header("Docker-Content-Digest", Digest::sha256(b"x").to_string())
+            .on("mount=")
+            .method("POST")
+            .always(),
+    );
+    let uploads = refused_push(
+        &proxy,
+        (&src, &m),
+        "lies/mount",
+        Some("lies/put"),
+        image_core::ErrorKind::DigestMismatch,
+    );
+    assert!(uploads.iter().all(|e| e.method == "POST"), "{uploads:#?}");
+}
