@@ -1049,7 +1049,7 @@ fn range_end(resp: &reqwest::Response) -> Result<u64, RegistryError> {
         .and_then(|r| r.trim().strip_prefix("bytes=").or(Some(r.trim())))
         .and_then(|r| r.split_once('-'))
         .and_then(|(_, last)| last.parse::<u64>().ok())
-        .map(|last| last + 1)
+        .and_then(|last| last.checked_add(1))
         .ok_or_else(|| RegistryError::InvalidAnswer {
             url: show_url(resp.url()),
             what: "upload Range",

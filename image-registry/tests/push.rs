@@ -749,3 +749,34 @@ fn a_blob_put_answered_with_another_digest_fails_the_push_without_a_tag() {
     );
     assert!(uploads.iter().all(|e| e.method == "POST"), "{uploads:#?}");
 }
+
+#[test]
+fn an_upload_range_past_u64_or_going_back_is_refused_typed_after_bounded_tries() {
+    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+        return;
+    };
+    let (_s, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[10_000, 2_500_000], 32);
+    for (repository, range) in [
+        ("range/overflow", "0-18446744073709551615"),
+        ("range/back", "0-99"),
+    ] {
+        let proxy = FaultProxy::start(registry.addr(), Faults::none());
+        proxy.add(
+            Fault::set_header("Range", range)
+                .on("/blobs/uploads/")
+                .method("PATCH")
+                .always(),
+        );
+        let uploads = refused_push(
+            &proxy,
+            (&src, &m),
+            repository,
+            None,
+            image_core::ErrorKind::InvalidInput,
+        );
+        // One PATCH per attempt (3), each from where the registry stands.
+        let patches = uploads.iter().filter(|e| e.method == "PATCH").count();
+        assert!(patches <= 3, "{range}: {uploads:#?}");
+    }
+}
