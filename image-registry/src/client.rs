@@ -361,13 +361,27 @@ impl Client {
     }
 
     /// Fetches the manifest or index `reference` names (by its digest when
-    /// it has one, else its tag, else `latest`), checking a digest asked for.
+    /// it has one, else its tag, else `latest`), checking a digest asked for
+    /// and that the document is of the kind (manifest or index) its
+    /// `Content-Type` names.
     ///
     /// # Errors
-    /// [`RegistryError::Document`] for schema 1 (`Unsupported`) and other
+    /// [`RegistryError::Document`] for schema 1 (`Unsupported`), a document
+    /// of another kind than its `Content-Type` (`InvalidInput`) and other
     /// unusable documents; `DigestMismatch`; `TooLarge` past
     /// [`MAX_DOCUMENT_SIZE`]; any request error.
     pub async fn get_manifest(&self, reference: &Reference) -> Result<Document, RegistryError> {
+        self.get_document(reference, None).await
+    }
+
+    /// [`get_manifest`](Client::get_manifest) of a document a descriptor
+    /// of media type `described` names: its kind must agree with that
+    /// type too.
+    pub(crate) async fn get_document(
+        &self,
+        reference: &Reference,
+        described: Option<&MediaType>,
+    ) -> Result<Document, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let what = manifest_ref(reference);
@@ -402,8 +416,15 @@ impl Client {
             });
         }
         let hint = content_type.filter(|m| m.is_index() || m.is_manifest());
-        Document::from_bytes(body, hint.as_ref())
-            .map_err(|source| RegistryError::Document { url, source })
+        let doc = Document::from_bytes(body, hint.as_ref())
+            .and_then(|doc| {
+                for expected in hint.iter().chain(described) {
+                    kind_agrees(&doc, expected)?;
+                }
+                Ok(doc)
+            })
+            .map_err(|source| RegistryError::Document { url, source })?;
+        Ok(doc)
     }
 
     /// Asks whether the manifest `reference` names exists (`HEAD`), and
@@ -1183,7 +1204,26 @@ impl Client {
     }
 }
 
-/// Checks `interrupt` between chunks of a long download.
+/// Refuses `doc` when `expected` (its `Content-Type`, or the media type
+/// of the descriptor it was fetched by) names the other kind: an index
+/// described as a manifest or the reverse, which clients would read
+/// differently (CVE-2021-41190; containerd and Docker refuse it too).
+/// Another media type of the same kind (Docker's for an OCI manifest) is
+/// taken, as containerd takes it.
+fn kind_agrees(doc: &Document, expected: &MediaType) -> Result<(), image_core::ParseError> {
+    let wrong = |expected| {
+        Err(image_core::ParseError::WrongKind {
+            expected,
+            found: doc.media_type().to_string(),
+        })
+    };
+    match doc {
+        Document::Index(_) if expected.is_manifest() => wrong("an image manifest"),
+        Document::Manifest(_) if expected.is_index() => wrong("an image index"),
+        _ => Ok(()),
+    }
+}
+
 /// Sends `request` (to `method` `url`), a failure to get an answer as a
 /// transport error.
 async fn sent(
@@ -1201,6 +1241,7 @@ async fn sent(
         })
 }
 
+/// Checks `interrupt` between chunks of a long download.
 pub(crate) fn check_interrupt(interrupt: &Interrupt) -> Result<(), RegistryError> {
     interrupt.check().map_err(RegistryError::Cancelled)
 }

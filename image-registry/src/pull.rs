@@ -428,7 +428,7 @@ async fn fetch_child(
         .without_digest()
         .with_digest(digest.clone());
     let doc = client
-        .get_manifest(&by_digest)
+        .get_document(&by_digest, Some(&d.media_type().into()))
         .await
         .map_err(|source| PullError::Blob {
             digest: digest.clone(),

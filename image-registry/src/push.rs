@@ -330,7 +330,7 @@ impl<S: Provider + Sync + ?Sized> Source<'_, S> {
                     .without_digest()
                     .with_digest(digest.clone());
                 client
-                    .get_manifest(&by_digest)
+                    .get_document(&by_digest, Some(&d.media_type().into()))
                     .await
                     .map_err(|source| PushError::Source {
                         digest,

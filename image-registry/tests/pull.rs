@@ -896,3 +896,99 @@ fn a_blob_reader_streams_a_blob_and_refuses_a_changed_one() {
     r.read_to_end(&mut got).unwrap();
     assert_eq!(got, changed);
 }
+
+#[test]
+fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refused() {
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let layer = random(5_000, 11);
+    let (m, config) = fake_image(&layer);
+    let index = |media_type: &str, digest: &Digest, size: usize| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{INDEX}","manifests":[{{"mediaType":"{media_type}","digest":"{digest}","size":{size},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        )
+        .into_bytes()
+    };
+    // An honest index of the manifest, and one listing that index as if
+    // it were a manifest.
+    let inner = index(MANIFEST, m.digest(), m.raw().len());
+    let inner_digest = Digest::sha256(&inner);
+    let outer = index(MANIFEST, &inner_digest, inner.len());
+    let raw = m.raw().to_vec();
+    let (config_digest, m_digest) = (Digest::sha256(&config), m.digest().clone());
+    let honest = inner_digest.clone();
+    let outer_digest = Digest::sha256(&outer).to_string();
+    let registry = Fake::start(Arc::new(move |s: &Seen| {
+        let answer =
+            |ct: &str, body: &[u8]| (200, vec![("Content-Type".into(), ct.into())], body.to_vec());
+        match s.path.rsplit_once("/manifests/").map(|(_, r)| r) {
+            Some("disguised") => answer(INDEX, &raw),
+            Some("docker-typed") => answer(DOCKER_MANIFEST, &raw),
+            Some(r) if r == "nested" || r == outer_digest => answer(INDEX, &outer),
+            Some("honest") => answer(INDEX, &inner),
+            Some(d) if d == inner_digest.to_string() => answer(INDEX, &inner),
+            Some(d) if d == m_digest.to_string() => answer(MANIFEST, &raw),
+            Some(_) => (404, vec![], vec![]),
+            None if s.path.ends_with(&config_digest.to_string()) => (200, vec![], config.clone()),
+            None => (200, vec![], layer.clone()),
+        }
+    }));
+    let c = registry.client(None);
+    let at = |tag: &str| Reference::parse_name(&format!("{}/app:{tag}", registry.host)).unwrap();
+
+    // A manifest answered as an index: refused, as containerd and Docker
+    // refuse it (CVE-2021-41190's confusion of kinds).
+    let e = c.get_manifest(&at("disguised")).unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::InvalidInput),
+        "{e:?}"
+    );
+    // Another media type of the same kind is taken, as containerd takes it.
+    assert_eq!(
+        c.get_manifest(&at("docker-typed")).unwrap().digest(),
+        m.digest()
+    );
+
+    // An index listed as a manifest: the pull fails, nothing is tagged and
+    // the index is not stored.
+    let all = PullOptions::default().with_all_platforms(true);
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let e = c.pull(&at("nested"), &dst, &all).unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::InvalidInput),
+        "{e:?}"
+    );
+    assert!(dst.tags().unwrap().is_empty());
+    assert!(!dst.exists(&honest).unwrap());
+    // A copy between registries walks the index the same way: refused
+    // before anything is sent to the destination.
+    let e = c
+        .copy(
+            &image_registry::Location::<OciDir>::Registry(at("nested")),
+            &image_registry::Location::<OciDir>::Registry(
+                Reference::parse_name(&format!("{}/copy:1", registry.host)).unwrap(),
+            ),
+            &image_registry::CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::InvalidInput),
+        "{e:?}"
+    );
+    assert!(registry
+        .seen()
+        .iter()
+        .all(|s| !s.path.starts_with("/v2/copy/")));
+
+    // The same documents, each as its parent and Content-Type say.
+    let report = c.pull(&at("honest"), &dst, &all).unwrap();
+    assert_eq!(
+        report.descriptor.unwrap().digest().to_string(),
+        honest.to_string()
+    );
+    assert!(dst.exists(&honest).unwrap());
+}
