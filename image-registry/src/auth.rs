@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use image_core::{Classify, ErrorKind};
@@ -26,6 +28,9 @@ use crate::secret::Secret;
 
 /// The largest answer read from a credential helper.
 const MAX_HELPER_OUTPUT: u64 = 64 * 1024;
+/// The longest a credential helper may take to answer and end (Docker
+/// waits for ever; a helper may ask for a keyring's password).
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a client presents to one registry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -110,7 +115,19 @@ pub enum CredentialError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A credential helper failed or answered something unreadable.
+    /// A credential helper did not answer and end within its limit
+    /// ([`HELPER_TIMEOUT`]); it was killed.
+    #[error("credential helper {helper:?} did not answer for {registry:?} within {limit:?}")]
+    HelperTimedOut {
+        /// The helper's executable name.
+        helper: String,
+        /// The registry asked about.
+        registry: String,
+        /// The time it was given.
+        limit: Duration,
+    },
+    /// A credential helper failed or answered something unreadable
+    /// (more than 64 KiB among them).
     #[error("credential helper {helper:?} failed for {registry:?}")]
     HelperFailed {
         /// The helper's executable name.
@@ -127,6 +144,7 @@ impl Classify for CredentialError {
                 ErrorKind::from_io(source)
             }
             CredentialError::HelperFailed { .. } => ErrorKind::Unauthenticated,
+            CredentialError::HelperTimedOut { .. } => ErrorKind::Unavailable,
             _ => ErrorKind::InvalidInput,
         }
     }
@@ -352,40 +370,80 @@ fn run_helper(helper: &str, server: &str) -> Result<Option<Credentials>, Credent
     if helper.is_empty() || helper.contains('/') {
         return Err(failed());
     }
-    let mut child = Command::new(&program)
+    run_program(&program, server, HELPER_TIMEOUT)
+}
+
+/// Runs credential helper `program` with `server` on its input: its
+/// answer read (at most [`MAX_HELPER_OUTPUT`] bytes, on a thread) and its
+/// end awaited for at most `limit` in all, then it is killed. (A process
+/// of its own that keeps its output open keeps the reading thread until
+/// it closes it; the caller goes on.)
+fn run_program(
+    program: &str,
+    server: &str,
+    limit: Duration,
+) -> Result<Option<Credentials>, CredentialError> {
+    let failed = || CredentialError::HelperFailed {
+        helper: program.to_owned(),
+        registry: server.to_owned(),
+    };
+    let timed_out = || CredentialError::HelperTimedOut {
+        helper: program.to_owned(),
+        registry: server.to_owned(),
+        limit,
+    };
+    let spawn_error = |source| CredentialError::HelperSpawn {
+        helper: program.to_owned(),
+        source,
+    };
+    let deadline = Instant::now() + limit;
+    let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|source| CredentialError::HelperSpawn {
-            helper: program.clone(),
-            source,
-        })?;
+        .map_err(spawn_error)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A helper that exits without reading makes this fail: its status
-        // tells what happened.
+        // tells what happened. (The server's name fits in the pipe.)
         let _ = stdin.write_all(server.as_bytes());
     }
-    let mut out = Vec::new();
+    let (tx, rx) = mpsc::channel();
     if let Some(stdout) = child.stdout.take() {
-        let _ = stdout.take(MAX_HELPER_OUTPUT + 1).read_to_end(&mut out);
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.take(MAX_HELPER_OUTPUT + 1).read_to_end(&mut out);
+            let _ = tx.send(out);
+        });
     }
-    let status = child
-        .wait()
-        .map_err(|source| CredentialError::HelperSpawn {
-            helper: program.clone(),
-            source,
-        })?;
+    let stop = |mut child: Child, e: CredentialError| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(e)
+    };
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Vec::new(),
+        Err(mpsc::RecvTimeoutError::Timeout) => return stop(child, timed_out()),
+    };
+    if out.len() as u64 > MAX_HELPER_OUTPUT {
+        return stop(child, failed());
+    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => return stop(child, timed_out()),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(source) => return stop(child, spawn_error(source)),
+        }
+    };
     if !status.success() {
         // Docker's helpers say "credentials not found in native keychain"
         // and exit 1 when they know nothing of the server.
         if String::from_utf8_lossy(&out).contains("credentials not found") {
             return Ok(None);
         }
-        return Err(failed());
-    }
-    if out.len() as u64 > MAX_HELPER_OUTPUT {
         return Err(failed());
     }
     let answer: HelperAnswer = serde_json::from_slice(&out).map_err(|_| failed())?;
@@ -571,5 +629,38 @@ mod tests {
             c.credentials("unknown.example", "x").unwrap(),
             Credentials::Anonymous
         );
+    }
+
+    #[test]
+    fn a_credential_helper_that_hangs_or_floods_is_stopped_within_its_limit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, script) in [
+            // Never answers (for a minute).
+            ("hang", "#!/bin/sh\nexec sleep 60\n"),
+            // Megabytes, then still running.
+            (
+                "flood",
+                "#!/bin/sh\nhead -c 4000000 /dev/zero | tr '\\0' x\nexec sleep 60\n",
+            ),
+        ] {
+            let helper = dir.path().join(format!("docker-credential-{name}"));
+            std::fs::write(&helper, script).unwrap();
+            std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let program = helper.to_str().unwrap().to_owned();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(run_program(&program, "x", Duration::from_millis(500)));
+            });
+            let result = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("helper {name} still runs"));
+            let e = result.unwrap_err();
+            let expected = match name {
+                "hang" => ErrorKind::Unavailable,
+                _ => ErrorKind::Unauthenticated,
+            };
+            assert_eq!(e.kind(), expected, "{name}: {e:?}");
+        }
     }
 }
