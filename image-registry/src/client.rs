@@ -13,7 +13,9 @@
 //! the `Authorization` header for the host and scope, redirects followed by
 //! this client itself (the header is sent only to the origin the request
 //! was made to, HTTPS never downgrades to HTTP, at most
-//! [`MAX_REDIRECTS`] hops), a 401 answered once with a new token, and
+//! [`MAX_REDIRECTS`] hops), a 401 of the registry's own origin answered
+//! once with a new token (a redirect target's challenge is never taken
+//! for the registry's), and
 //! retries with exponential backoff and full jitter on connection failures,
 //! 408, 429 (its `Retry-After`, seconds or an HTTP date, honoured, capped) and 5xx answers
 //! ([`RetryPolicy`]). Reads go to the registry's mirrors first, then to the
@@ -841,7 +843,15 @@ impl Client {
                 )
                 .await;
             let retry_after = match outcome {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthenticated => {
+                // A challenge is learned from the registry's own origin
+                // only: one from a redirect's target (blob storage) would
+                // have the registry's credentials sent to a token server
+                // of its choosing. Its 401 is the answer.
+                Ok(resp)
+                    if resp.status() == StatusCode::UNAUTHORIZED
+                        && !reauthenticated
+                        && resp.url().origin() == url.origin() =>
+                {
                     reauthenticated = true;
                     self.learn_challenge(target, &resp, auth.is_some())?;
                     // The challenge round is not a failed attempt.

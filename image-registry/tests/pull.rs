@@ -992,3 +992,48 @@ fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refuse
     );
     assert!(dst.exists(&honest).unwrap());
 }
+
+#[test]
+fn a_challenge_from_a_redirect_target_is_not_taken_for_the_registrys() {
+    let layer = random(20_000, 13);
+    let (m, config) = fake_image(&layer);
+    // A token server of the blob store's choosing, recording who asks.
+    let foreign = Fake::start(Arc::new(|_s: &Seen| {
+        (200, vec![], br#"{"token":"foreign"}"#.to_vec())
+    }));
+    let realm = format!("http://{}/token", foreign.host);
+    let blob_store = Fake::start(Arc::new(move |_s: &Seen| {
+        let challenge = format!(r#"Bearer realm="{realm}",service="blobs""#);
+        (401, vec![("WWW-Authenticate".into(), challenge)], vec![])
+    }));
+    let blob_host = blob_store.host.clone();
+    let raw = m.raw().to_vec();
+    let layer_path = format!("/v2/app/blobs/{}", Digest::sha256(&layer));
+    let registry = Fake::start(Arc::new(move |s: &Seen| {
+        if !s.headers.contains_key("authorization") {
+            return (
+                401,
+                vec![("WWW-Authenticate".into(), "Basic realm=\"fake\"".into())],
+                vec![],
+            );
+        }
+        if s.path == layer_path {
+            let to = format!("http://{blob_host}/storage/layer");
+            return (307, vec![("Location".into(), to)], vec![]);
+        }
+        if s.path.contains("/manifests/") {
+            return manifest_answer(&raw);
+        }
+        (200, vec![], config.clone())
+    }));
+    let c = registry.client(Some(Credentials::basic("alice", "s3cret-pw")));
+    let reference = Reference::parse_name(&format!("{}/app:1", registry.host)).unwrap();
+    let (_d, _store, e) = failed_pull(&c, &reference, ErrorKind::Unauthenticated);
+    assert!(!format!("{e:?}").contains("s3cret-pw"));
+    // The registry's credentials went to the registry only.
+    assert!(foreign.seen().is_empty(), "{:?}", foreign.seen());
+    assert!(blob_store
+        .seen()
+        .iter()
+        .all(|s| !s.headers.contains_key("authorization")));
+}
