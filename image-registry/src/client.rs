@@ -573,7 +573,8 @@ impl Client {
     /// headers on the same origin only).
     ///
     /// # Errors
-    /// A request error; `TooMany`, `TooLarge`, `ForeignLink`.
+    /// A request error; `TooMany`, `TooLarge`, `ForeignLink`;
+    /// `InvalidAnswer` for an entry that is not a tag (`[\w][\w.-]{0,127}`).
     pub async fn tags(&self, reference: &Reference) -> Result<Vec<String>, RegistryError> {
         self.list(
             reference.domain(),
@@ -588,7 +589,8 @@ impl Client {
     /// followed.
     ///
     /// # Errors
-    /// As [`tags`](Client::tags).
+    /// As [`tags`](Client::tags), an entry that is not a repository name
+    /// refused.
     pub async fn catalog(&self, domain: &str) -> Result<Vec<String>, RegistryError> {
         self.list(domain, "", "_catalog?n=1000", ("catalog", "repositories"))
             .await
@@ -693,7 +695,9 @@ impl Client {
     }
 
     /// Every entry of a paginated list: the strings of field `field.1` of
-    /// each page (a `field.0`, as messages name it).
+    /// each page (a `field.0`, as messages name it), each a tag (or, for
+    /// the catalog, a repository name): a registry's list is printed, and
+    /// anything else (a terminal's escape sequence) is no name.
     async fn list(
         &self,
         domain: &str,
@@ -737,7 +741,18 @@ impl Client {
             let entries: Option<Vec<String>> =
                 serde_json::from_value(page.remove(field.1).unwrap_or_default())
                     .map_err(json_err)?;
-            out.extend(entries.unwrap_or_default());
+            let entries = entries.unwrap_or_default();
+            let (valid, what): (fn(&str) -> bool, _) = match repository.is_empty() {
+                true => (is_repository_name, "catalog entry (not a repository name)"),
+                false => (is_tag, "tags list entry (not a tag)"),
+            };
+            if !entries.iter().all(|e| valid(e)) {
+                return Err(RegistryError::InvalidAnswer {
+                    url: shown.clone(),
+                    what,
+                });
+            }
+            out.extend(entries);
             pages += 1;
             let too_many = |limit| RegistryError::TooMany {
                 what: field.0,
@@ -1435,6 +1450,22 @@ pub(crate) async fn read_bounded(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Whether `tag` is a tag as references spell it.
+fn is_tag(tag: &str) -> bool {
+    Reference::parse_name("registry.invalid/r").is_ok_and(|r| r.with_tag(tag).is_ok())
+}
+
+/// Whether `name` is a repository name as references spell it (no tag,
+/// no digest, no other registry).
+fn is_repository_name(name: &str) -> bool {
+    Reference::parse_name(&format!("registry.invalid/{name}")).is_ok_and(|r| {
+        r.domain() == "registry.invalid"
+            && r.repository() == name
+            && r.tag().is_none()
+            && r.digest().is_none()
+    })
 }
 
 /// The `rel="next"` link of a list page, resolved against its URL and

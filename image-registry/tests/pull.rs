@@ -1037,3 +1037,37 @@ fn a_challenge_from_a_redirect_target_is_not_taken_for_the_registrys() {
         .iter()
         .all(|s| !s.headers.contains_key("authorization")));
 }
+
+#[test]
+fn a_tags_list_or_catalog_entry_outside_the_name_grammar_is_refused() {
+    let registry = Fake::start(Arc::new(|s: &Seen| {
+        let body: &[u8] = match s.path.split('?').next().unwrap_or("") {
+            "/v2/fine/tags/list" => br#"{"tags":["1.0","latest","sha256-abc"]}"#,
+            // A terminal's escape sequence, as a tag.
+            "/v2/app/tags/list" => br#"{"tags":["1.0","\u001b]0;owned\u0007"]}"#,
+            "/v2/_catalog" if s.path.contains("last=") => br#"{"repositories":["../../etc"]}"#,
+            "/v2/_catalog" => {
+                let link = "</v2/_catalog?n=1&last=a>; rel=\"next\"";
+                return (
+                    200,
+                    vec![("Link".into(), link.into())],
+                    br#"{"repositories":["a/b"]}"#.to_vec(),
+                );
+            }
+            _ => return (404, vec![], vec![]),
+        };
+        (200, vec![], body.to_vec())
+    }));
+    let c = registry.client(None);
+    let at = |repo: &str| Reference::parse_name(&format!("{}/{repo}", registry.host)).unwrap();
+    let kind = |e: &(dyn std::error::Error + 'static)| classify(e, image_registry::kind_of);
+    assert_eq!(
+        c.tags(&at("fine")).unwrap(),
+        vec!["1.0", "latest", "sha256-abc"]
+    );
+    let e = c.tags(&at("app")).unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
+    assert!(!format!("{e}").contains('\u{1b}'), "{e}");
+    let e = c.catalog(&registry.host).unwrap_err();
+    assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
+}
