@@ -44,6 +44,11 @@ use crate::secret::Secret;
 
 pub use image_store::refs::MAX_DOCUMENT_SIZE;
 
+/// The most bytes of manifests and indexes one image (an index and
+/// everything under it) holds as pull, push and copy walk it: each is
+/// up to [`MAX_DOCUMENT_SIZE`], and an index may list a thousand.
+pub const MAX_IMAGE_DOCUMENTS: u64 = 64 * 1024 * 1024;
+
 /// The longest redirect chain followed.
 pub const MAX_REDIRECTS: usize = 10;
 /// The largest page of a tags list or catalog read.

@@ -1,7 +1,8 @@
 //! Pull: an image from a registry into a store.
 //!
 //! [`pull`] fetches the manifest (or index, then the platform's manifest,
-//! or every manifest with [`PullOptions::all_platforms`]), then the configs
+//! or every manifest with [`PullOptions::all_platforms`], each once, at
+//! most [`MAX_IMAGE_DOCUMENTS`] bytes of them in all), then the configs
 //! and layers, at most [`PullOptions::parallel`] at once. Each blob streams
 //! into an ingest of the store named `pull-<digest>` and is committed
 //! against its descriptor's digest and size, so nothing unverified is ever
@@ -34,7 +35,7 @@ use image_core::{
 use image_store::{ContentError, Ingester, LeaseError, Leases, Provider, TagError, TagStore};
 
 use crate::blob_writer::{BlobWriter, Orphans, WriteError};
-use crate::client::{check_interrupt, Client, MAX_DOCUMENT_SIZE};
+use crate::client::{check_interrupt, Client, MAX_DOCUMENT_SIZE, MAX_IMAGE_DOCUMENTS};
 use crate::error::RegistryError;
 use crate::sink::LayerSink;
 
@@ -197,8 +198,10 @@ pub enum PullError {
         source: PlatformError,
     },
     /// Indexes nest deeper than this puller follows, or list too many
-    /// manifests.
-    #[error("index {digest} nests too deep or lists too many manifests")]
+    /// manifests, or more than
+    /// [`MAX_IMAGE_DOCUMENTS`](crate::client::MAX_IMAGE_DOCUMENTS) bytes of
+    /// them.
+    #[error("index {digest} nests too deep or lists too many manifests (or bytes of them)")]
     TooDeep {
         /// The index.
         digest: Digest,
@@ -288,6 +291,9 @@ async fn pull_with<S: PullStore + ?Sized>(
         Document::Index(index) if options.all_platforms => {
             let mut pending = vec![(index.as_ref().clone(), 0usize)];
             let mut count = 0usize;
+            // The documents' bytes held (each child's size is checked
+            // against its descriptor's as it is fetched).
+            let mut held = top.raw().len() as u64;
             while let Some((index, depth)) = pending.pop() {
                 for d in index.manifests() {
                     let digest = checked(d, index.digest())?;
@@ -295,7 +301,8 @@ async fn pull_with<S: PullStore + ?Sized>(
                         continue;
                     }
                     count += 1;
-                    if depth >= MAX_DEPTH || count > MAX_MANIFESTS {
+                    held = held.saturating_add(d.size());
+                    if depth >= MAX_DEPTH || count > MAX_MANIFESTS || held > MAX_IMAGE_DOCUMENTS {
                         return Err(PullError::TooDeep {
                             digest: index.digest().clone(),
                         });

@@ -2,7 +2,8 @@
 //!
 //! [`push`] reads the document a descriptor names from the store (a
 //! manifest, or an index and every manifest under it, walked once with a
-//! visited set, at most [`MAX_DEPTH`] deep and [`MAX_MANIFESTS`] wide),
+//! visited set, at most [`MAX_DEPTH`] deep, [`MAX_MANIFESTS`] wide and
+//! [`MAX_IMAGE_DOCUMENTS`] bytes in all),
 //! then uploads the blobs (configs and layers), at most
 //! [`PushOptions::parallel`] at once, then the manifests by digest, then
 //! the indexes from the deepest up, and the tag last: a registry never
@@ -65,7 +66,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use crate::client::{
     check_interrupt, check_status, read_bounded, show_url, Client, Target, MANIFEST_ACCEPT,
-    MAX_DOCUMENT_SIZE,
+    MAX_DOCUMENT_SIZE, MAX_IMAGE_DOCUMENTS,
 };
 use crate::config::Endpoint;
 use crate::error::RegistryError;
@@ -213,8 +214,8 @@ pub enum PushError {
         parent: Digest,
     },
     /// Indexes nest deeper than this pusher follows, or list too many
-    /// manifests.
-    #[error("index {digest} nests too deep or lists too many manifests")]
+    /// manifests, or more than [`MAX_IMAGE_DOCUMENTS`] bytes of them.
+    #[error("index {digest} nests too deep or lists too many manifests (or bytes of them)")]
     TooDeep {
         /// The index.
         digest: Digest,
@@ -661,8 +662,15 @@ async fn walk<S: Provider + Sync + ?Sized>(
     let top_digest = checked(top, &Digest::sha256(b""))?;
     let mut pending = vec![(top.clone(), 0usize)];
     seen.insert(top_digest);
+    let mut held = 0u64;
     while let Some((d, depth)) = pending.pop() {
         let doc = source.document(&d).await?;
+        held += doc.raw().len() as u64;
+        if held > MAX_IMAGE_DOCUMENTS {
+            return Err(PushError::TooDeep {
+                digest: checked(top, &Digest::sha256(b""))?,
+            });
+        }
         match &doc {
             Document::Manifest(m) => {
                 for b in std::iter::once(m.config()).chain(m.layers()) {

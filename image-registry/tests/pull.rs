@@ -1071,3 +1071,105 @@ fn a_tags_list_or_catalog_entry_outside_the_name_grammar_is_refused() {
     let e = c.catalog(&registry.host).unwrap_err();
     assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
 }
+
+#[test]
+fn the_documents_of_one_image_are_bounded_in_all_not_only_each() {
+    // An index of 70 distinct manifests of 1 MiB each (padded in an
+    // annotation), each under the 8 MiB bound of one document: 70 MiB
+    // of documents a walk would hold.
+    let layer = random(1_000, 17);
+    let (m, config) = fake_image(&layer);
+    let base: serde_json::Value = serde_json::from_slice(m.raw()).unwrap();
+    let mut by_digest = std::collections::HashMap::new();
+    let mut entries = Vec::new();
+    for i in 0..70 {
+        let mut doc = base.clone();
+        doc["annotations"] = serde_json::json!({ "pad": "x".repeat(1 << 20), "i": i.to_string() });
+        let raw = serde_json::to_vec(&doc).unwrap();
+        let digest = Digest::sha256(&raw);
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest.to_string(),
+            "size": raw.len(),
+            "platform": { "architecture": "amd64", "os": "linux", "variant": format!("v{i}") },
+        }));
+        by_digest.insert(digest.to_string(), raw);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let index_digest = Digest::sha256(&index).to_string();
+    let config_digest = Digest::sha256(&config).to_string();
+    let registry = Fake::start(Arc::new(move |s: &Seen| {
+        let ct = |t: &str| vec![("Content-Type".to_owned(), t.to_owned())];
+        match s.path.rsplit_once("/manifests/").map(|(_, r)| r) {
+            Some(r) if r == "1" || r == index_digest => (
+                200,
+                ct("application/vnd.oci.image.index.v1+json"),
+                index.clone(),
+            ),
+            Some(r) => match by_digest.get(r) {
+                Some(raw) => (
+                    200,
+                    ct("application/vnd.oci.image.manifest.v1+json"),
+                    raw.clone(),
+                ),
+                None => (404, vec![], vec![]),
+            },
+            None if s.path.ends_with(&config_digest) => (200, vec![], config.clone()),
+            None => (200, vec![], layer.clone()),
+        }
+    }));
+    let c = registry.client(None);
+    let at = |r: &str| Reference::parse_name(&format!("{}/{r}", registry.host)).unwrap();
+    let fetched = || {
+        registry
+            .seen()
+            .iter()
+            .filter(|s| s.path.contains("/manifests/sha256:"))
+            .count()
+    };
+
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let all = PullOptions::default().with_all_platforms(true);
+    let e = c.pull(&at("app:1"), &dst, &all).unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Unsafe),
+        "{e:?}"
+    );
+    assert!(dst.tags().unwrap().is_empty());
+    let limit = image_registry::client::MAX_IMAGE_DOCUMENTS;
+    assert!(
+        fetched() as u64 <= limit / (1 << 20),
+        "fetched {}",
+        fetched()
+    );
+
+    // A copy between registries walks it with the same bound, before
+    // anything goes to the destination.
+    let before = fetched();
+    let e = c
+        .copy(
+            &image_registry::Location::<OciDir>::Registry(at("app:1")),
+            &image_registry::Location::<OciDir>::Registry(at("copy:1")),
+            &image_registry::CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Unsafe),
+        "{e:?}"
+    );
+    // The index by its digest, then the manifests up to the one that
+    // crossed the bound.
+    let walked = (fetched() - before) as u64;
+    assert!(walked <= limit / (1 << 20) + 1, "walked {walked}");
+    assert!(registry
+        .seen()
+        .iter()
+        .all(|s| !s.path.starts_with("/v2/copy/")));
+}
