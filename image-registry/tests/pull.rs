@@ -137,10 +137,18 @@ fn failed_pull(
     reference: &Reference,
     kind: ErrorKind,
 ) -> (tempfile::TempDir, OciDir, image_registry::PullError) {
+    failed_pull_with(c, reference, &PullOptions::default(), kind)
+}
+
+/// [`failed_pull`] with `options`.
+fn failed_pull_with(
+    c: &blocking::Client,
+    reference: &Reference,
+    options: &PullOptions,
+    kind: ErrorKind,
+) -> (tempfile::TempDir, OciDir, image_registry::PullError) {
     let (dir, store) = image_testsupport::store::oci_dir();
-    let e = c
-        .pull(reference, &store, &PullOptions::default())
-        .unwrap_err();
+    let e = c.pull(reference, &store, options).unwrap_err();
     assert_eq!(classify(&e, image_registry::kind_of), Some(kind), "{e:?}");
     assert!(store.tags().unwrap().is_empty());
     (dir, store, e)
@@ -457,18 +465,14 @@ fn fake_image(layer: &[u8]) -> (Manifest, Vec<u8>) {
     (m, config.raw().to_vec())
 }
 
-#[test]
-fn a_redirect_to_another_host_is_followed_without_the_authorization_header() {
-    let layer = random(50_000, 5);
-    let (m, config) = fake_image(&layer);
-    let blob_store = {
-        let layer = layer.clone();
-        Fake::start(Arc::new(move |_s: &Seen| (200, vec![], layer.clone())))
-    };
-    let blob_host = blob_store.host.clone();
+/// A fake registry asking for Basic credentials that serves the image
+/// of `layer` (its manifest and config from [`fake_image`]) and answers
+/// the layer with a redirect to `to`.
+fn redirecting_registry(layer: &[u8], to: String) -> Fake {
+    let (m, config) = fake_image(layer);
     let raw = m.raw().to_vec();
-    let layer_path = format!("/v2/app/blobs/{}", Digest::sha256(&layer));
-    let registry = Fake::start(Arc::new(move |s: &Seen| {
+    let layer_path = format!("/v2/app/blobs/{}", Digest::sha256(layer));
+    Fake::start(Arc::new(move |s: &Seen| {
         if !s.headers.contains_key("authorization") {
             return (
                 401,
@@ -477,8 +481,7 @@ fn a_redirect_to_another_host_is_followed_without_the_authorization_header() {
             );
         }
         if s.path == layer_path {
-            let to = format!("http://{blob_host}/storage/layer?X-Signature=abc");
-            return (307, vec![("Location".into(), to)], vec![]);
+            return (307, vec![("Location".into(), to.clone())], vec![]);
         }
         if s.path.contains("/manifests/") {
             return manifest_answer(&raw);
@@ -487,7 +490,18 @@ fn a_redirect_to_another_host_is_followed_without_the_authorization_header() {
             return (200, vec![], config.clone());
         }
         (404, vec![], vec![])
-    }));
+    }))
+}
+
+#[test]
+fn a_redirect_to_another_host_is_followed_without_the_authorization_header() {
+    let layer = random(50_000, 5);
+    let blob_store = {
+        let layer = layer.clone();
+        Fake::start(Arc::new(move |_s: &Seen| (200, vec![], layer.clone())))
+    };
+    let to = format!("http://{}/storage/layer?X-Signature=abc", blob_store.host);
+    let registry = redirecting_registry(&layer, to);
     let c = registry.client(Some(Credentials::basic("alice", "s3cret-pw")));
     let (_d, dst) = image_testsupport::store::oci_dir();
     let reference = Reference::parse_name(&format!("{}/app:1", registry.host)).unwrap();
@@ -954,35 +968,11 @@ fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refuse
     // An index listed as a manifest: the pull fails, nothing is tagged and
     // the index is not stored.
     let all = PullOptions::default().with_all_platforms(true);
-    let (_d, dst) = image_testsupport::store::oci_dir();
-    let e = c.pull(&at("nested"), &dst, &all).unwrap_err();
-    assert_eq!(
-        classify(&e, image_registry::kind_of),
-        Some(ErrorKind::InvalidInput),
-        "{e:?}"
-    );
-    assert!(dst.tags().unwrap().is_empty());
+    let (_d, dst, _) = failed_pull_with(&c, &at("nested"), &all, ErrorKind::InvalidInput);
     assert!(!dst.exists(&honest).unwrap());
     // A copy between registries walks the index the same way: refused
     // before anything is sent to the destination.
-    let e = c
-        .copy(
-            &image_registry::Location::<OciDir>::Registry(at("nested")),
-            &image_registry::Location::<OciDir>::Registry(
-                Reference::parse_name(&format!("{}/copy:1", registry.host)).unwrap(),
-            ),
-            &image_registry::CopyOptions::default(),
-        )
-        .unwrap_err();
-    assert_eq!(
-        classify(&e, image_registry::kind_of),
-        Some(ErrorKind::InvalidInput),
-        "{e:?}"
-    );
-    assert!(registry
-        .seen()
-        .iter()
-        .all(|s| !s.path.starts_with("/v2/copy/")));
+    refused_copy(&registry, "app:nested", ErrorKind::InvalidInput);
 
     // The same documents, each as its parent and Content-Type say.
     let report = c.pull(&at("honest"), &dst, &all).unwrap();
@@ -996,7 +986,6 @@ fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refuse
 #[test]
 fn a_challenge_from_a_redirect_target_is_not_taken_for_the_registrys() {
     let layer = random(20_000, 13);
-    let (m, config) = fake_image(&layer);
     // A token server of the blob store's choosing, recording who asks.
     let foreign = Fake::start(Arc::new(|_s: &Seen| {
         (200, vec![], br#"{"token":"foreign"}"#.to_vec())
@@ -1006,26 +995,8 @@ fn a_challenge_from_a_redirect_target_is_not_taken_for_the_registrys() {
         let challenge = format!(r#"Bearer realm="{realm}",service="blobs""#);
         (401, vec![("WWW-Authenticate".into(), challenge)], vec![])
     }));
-    let blob_host = blob_store.host.clone();
-    let raw = m.raw().to_vec();
-    let layer_path = format!("/v2/app/blobs/{}", Digest::sha256(&layer));
-    let registry = Fake::start(Arc::new(move |s: &Seen| {
-        if !s.headers.contains_key("authorization") {
-            return (
-                401,
-                vec![("WWW-Authenticate".into(), "Basic realm=\"fake\"".into())],
-                vec![],
-            );
-        }
-        if s.path == layer_path {
-            let to = format!("http://{blob_host}/storage/layer");
-            return (307, vec![("Location".into(), to)], vec![]);
-        }
-        if s.path.contains("/manifests/") {
-            return manifest_answer(&raw);
-        }
-        (200, vec![], config.clone())
-    }));
+    let registry =
+        redirecting_registry(&layer, format!("http://{}/storage/layer", blob_store.host));
     let c = registry.client(Some(Credentials::basic("alice", "s3cret-pw")));
     let reference = Reference::parse_name(&format!("{}/app:1", registry.host)).unwrap();
     let (_d, _store, e) = failed_pull(&c, &reference, ErrorKind::Unauthenticated);
@@ -1133,15 +1104,8 @@ fn the_documents_of_one_image_are_bounded_in_all_not_only_each() {
             .count()
     };
 
-    let (_d, dst) = image_testsupport::store::oci_dir();
     let all = PullOptions::default().with_all_platforms(true);
-    let e = c.pull(&at("app:1"), &dst, &all).unwrap_err();
-    assert_eq!(
-        classify(&e, image_registry::kind_of),
-        Some(ErrorKind::Unsafe),
-        "{e:?}"
-    );
-    assert!(dst.tags().unwrap().is_empty());
+    failed_pull_with(&c, &at("app:1"), &all, ErrorKind::Unsafe);
     let limit = image_registry::client::MAX_IMAGE_DOCUMENTS;
     assert!(
         fetched() as u64 <= limit / (1 << 20),
@@ -1152,22 +1116,26 @@ fn the_documents_of_one_image_are_bounded_in_all_not_only_each() {
     // A copy between registries walks it with the same bound, before
     // anything goes to the destination.
     let before = fetched();
-    let e = c
-        .copy(
-            &image_registry::Location::<OciDir>::Registry(at("app:1")),
-            &image_registry::Location::<OciDir>::Registry(at("copy:1")),
-            &image_registry::CopyOptions::default(),
-        )
-        .unwrap_err();
-    assert_eq!(
-        classify(&e, image_registry::kind_of),
-        Some(ErrorKind::Unsafe),
-        "{e:?}"
-    );
+    refused_copy(&registry, "app:1", ErrorKind::Unsafe);
     // The index by its digest, then the manifests up to the one that
     // crossed the bound.
     let walked = (fetched() - before) as u64;
     assert!(walked <= limit / (1 << 20) + 1, "walked {walked}");
+}
+
+/// Copies `from` on the fake `registry` to its `copy:1`, which must fail
+/// with `kind` before anything is sent to `copy`.
+fn refused_copy(registry: &Fake, from: &str, kind: ErrorKind) {
+    let at = |r: &str| Reference::parse_name(&format!("{}/{r}", registry.host)).unwrap();
+    let e = registry
+        .client(None)
+        .copy(
+            &image_registry::Location::<OciDir>::Registry(at(from)),
+            &image_registry::Location::<OciDir>::Registry(at("copy:1")),
+            &image_registry::CopyOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(classify(&e, image_registry::kind_of), Some(kind), "{e:?}");
     assert!(registry
         .seen()
         .iter()

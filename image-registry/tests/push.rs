@@ -647,20 +647,39 @@ fn an_interrupt_stops_the_push_in_the_middle_of_a_streamed_patch() {
     );
 }
 
-/// Pushes `m` from `src` through `proxy` to `repository:1` (blobs one at
-/// a time, mounted from `mount_from` when given; above 1 MiB in 1 MiB
-/// PATCHes), which must fail with `kind` and leave no tag; the upload
-/// requests the registry saw.
+/// A registry (or `None` after a loud skip) and a store with an image of
+/// a small layer and one of 2.5 MB (chunked by [`refused_push`]).
+fn registry_and_image(seed: u64) -> Option<(Registry, tempfile::TempDir, OciDir, Manifest)> {
+    let registry = Registry::start_or_skip(RegistryOptions::plain())?;
+    let (dir, src) = image_testsupport::store::oci_dir();
+    let m = image(&src, &[10_000, 2_500_000], seed);
+    Some((registry, dir, src, m))
+}
+
+/// A registry's lie: header `name` set to `value` in every answer to a
+/// `method` request whose target holds `on`.
+fn lie(name: &str, value: &str, on: &str, method: &str) -> Fault {
+    Fault::set_header(name, value)
+        .on(on)
+        .method(method)
+        .always()
+}
+
+/// Pushes `m` from `src` to `repository:1` of `registry` through a fault
+/// proxy injecting `fault` (blobs one at a time, mounted from
+/// `mount_from` when given; above 1 MiB in 1 MiB PATCHes), which must
+/// fail with `kind` and leave no tag; the upload requests the registry
+/// saw.
 fn refused_push(
-    proxy: &FaultProxy,
+    registry: &Registry,
+    fault: Fault,
     (src, m): (&OciDir, &Manifest),
-    repository: &str,
-    mount_from: Option<&str>,
+    (repository, mount_from): (&str, Option<&str>),
     kind: image_core::ErrorKind,
 ) -> Vec<Exchange> {
+    let proxy = FaultProxy::start(registry.addr(), Faults::none().with(fault));
     let c = client();
     let dest = Reference::parse_name(&format!("{}/{repository}:1", proxy.host_port())).unwrap();
-    let before = proxy.exchanges().len();
     let mut options = PushOptions::default()
         .with_parallel(1)
         .with_chunking(1024 * 1024, 1024 * 1024);
@@ -674,7 +693,7 @@ fn refused_push(
         "{e:?}"
     );
     assert_eq!(c.head_manifest(&dest).unwrap(), None, "no tag");
-    upload_requests(&proxy.exchanges()[before..], repository)
+    upload_requests(&proxy.exchanges(), repository)
         .into_iter()
         .cloned()
         .collect()
@@ -682,47 +701,35 @@ fn refused_push(
 
 #[test]
 fn a_blob_put_answered_with_another_digest_fails_the_push_without_a_tag() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    use image_core::ErrorKind::DigestMismatch;
+    let Some((registry, _s, src, m)) = registry_and_image(31) else {
         return;
     };
-    let (_s, src) = image_testsupport::store::oci_dir();
-    let m = image(&src, &[10_000, 2_500_000], 31);
     let other = Digest::sha256(b"not what was sent").to_string();
-    let proxy = FaultProxy::start(registry.addr(), Faults::none());
+    let header = "Docker-Content-Digest";
 
     // The closing PUT of a monolithic upload (the config, first).
-    proxy.add(
-        Fault::set_header("Docker-Content-Digest", other.clone())
-            .on("/blobs/uploads/")
-            .method("PUT")
-            .always(),
-    );
+    let fault = lie(header, &other, "/blobs/uploads/", "PUT");
     let uploads = refused_push(
-        &proxy,
+        &registry,
+        fault,
         (&src, &m),
-        "lies/put",
-        None,
-        image_core::ErrorKind::DigestMismatch,
+        ("lies/put", None),
+        DigestMismatch,
     );
     // Refused at once, not uploaded again.
     let puts = uploads.iter().filter(|e| e.method == "PUT").count();
     assert_eq!(puts, 1, "{uploads:#?}");
 
     // The closing PUT after the PATCHes of a chunked upload.
-    let layer = m.layers()[1].digest().to_string();
-    let proxy = FaultProxy::start(registry.addr(), Faults::none());
-    proxy.add(
-        Fault::set_header("Docker-Content-Digest", other)
-            .on(format!("digest={layer}"))
-            .method("PUT")
-            .always(),
-    );
+    let layer = format!("digest={}", m.layers()[1].digest());
+    let fault = lie(header, &other, &layer, "PUT");
     let uploads = refused_push(
-        &proxy,
+        &registry,
+        fault,
         (&src, &m),
-        "lies/chunked",
-        None,
-        image_core::ErrorKind::DigestMismatch,
+        ("lies/chunked", None),
+        DigestMismatch,
     );
     let patched: u64 = uploads
         .iter()
@@ -733,46 +740,27 @@ fn a_blob_put_answered_with_another_digest_fails_the_push_without_a_tag() {
 
     // A mount answered 201 with another digest (the config, which the
     // registry got in lies/put above).
-    let proxy = FaultProxy::start(registry.addr(), Faults::none());
-    proxy.add(
-        Fault::set_header("Docker-Content-Digest", Digest::sha256(b"x").to_string())
-            .on("mount=")
-            .method("POST")
-            .always(),
-    );
-    let uploads = refused_push(
-        &proxy,
-        (&src, &m),
-        "lies/mount",
-        Some("lies/put"),
-        image_core::ErrorKind::DigestMismatch,
-    );
+    let fault = lie(header, &other, "mount=", "POST");
+    let to = ("lies/mount", Some("lies/put"));
+    let uploads = refused_push(&registry, fault, (&src, &m), to, DigestMismatch);
     assert!(uploads.iter().all(|e| e.method == "POST"), "{uploads:#?}");
 }
 
 #[test]
 fn an_upload_range_past_u64_or_going_back_is_refused_typed_after_bounded_tries() {
-    let Some(registry) = Registry::start_or_skip(RegistryOptions::plain()) else {
+    let Some((registry, _s, src, m)) = registry_and_image(32) else {
         return;
     };
-    let (_s, src) = image_testsupport::store::oci_dir();
-    let m = image(&src, &[10_000, 2_500_000], 32);
     for (repository, range) in [
         ("range/overflow", "0-18446744073709551615"),
         ("range/back", "0-99"),
     ] {
-        let proxy = FaultProxy::start(registry.addr(), Faults::none());
-        proxy.add(
-            Fault::set_header("Range", range)
-                .on("/blobs/uploads/")
-                .method("PATCH")
-                .always(),
-        );
+        let fault = lie("Range", range, "/blobs/uploads/", "PATCH");
         let uploads = refused_push(
-            &proxy,
+            &registry,
+            fault,
             (&src, &m),
-            repository,
-            None,
+            (repository, None),
             image_core::ErrorKind::InvalidInput,
         );
         // One PATCH per attempt (3), each from where the registry stands.
