@@ -63,8 +63,12 @@ const MAX_TOKEN_ANSWER: u64 = 1024 * 1024;
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// A token is not reused this close to its expiry.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
-/// The lifetime of a token whose answer gives none (the spec's default).
-const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// The lifetime of a token whose answer gives none or less (the spec's
+/// default and least: "a token should never be returned with less than
+/// 60 seconds to live"; Docker's client raises a shorter one to it too).
+const MIN_TOKEN_LIFETIME: i64 = 60;
+/// The longest a token is kept, whatever its answer says.
+const MAX_TOKEN_LIFETIME: i64 = 24 * 3600;
 
 /// The manifest media types asked for, in order of preference.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -1133,7 +1137,7 @@ impl Client {
             #[serde(default)]
             access_token: Option<Secret>,
             #[serde(default)]
-            expires_in: Option<u64>,
+            expires_in: Option<i64>,
         }
         let realm = challenge.param("realm").unwrap_or_default();
         let mut url = Url::parse(realm).map_err(|_| RegistryError::InvalidAnswer {
@@ -1226,10 +1230,13 @@ impl Client {
             .filter(|t| !t.is_empty())
             .or(answer.access_token.filter(|t| !t.is_empty()))
             .ok_or(RegistryError::Token { realm: shown })?;
-        let lifetime = answer.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1);
+        let lifetime = answer
+            .expires_in
+            .unwrap_or(MIN_TOKEN_LIFETIME)
+            .clamp(MIN_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME);
         Ok(Token {
             value,
-            expires: Instant::now() + Duration::from_secs(lifetime.min(24 * 3600)),
+            expires: Instant::now() + Duration::from_secs(lifetime.unsigned_abs()),
         })
     }
 }

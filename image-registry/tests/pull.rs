@@ -1141,3 +1141,37 @@ fn refused_copy(registry: &Fake, from: &str, kind: ErrorKind) {
         .iter()
         .all(|s| !s.path.starts_with("/v2/copy/")));
 }
+
+#[test]
+fn a_token_lifetime_below_a_minute_or_negative_is_taken_as_a_minute() {
+    // Docker's client does the same (the token spec: never less than 60 s
+    // to live); the token is reused, and a 401 would fetch a new one.
+    for expires_in in ["-1", "0", "1"] {
+        let layer = random(10_000, 19);
+        let (m, config) = fake_image(&layer);
+        let raw = m.raw().to_vec();
+        let answer = format!(r#"{{"token":"tok","expires_in":{expires_in}}}"#).into_bytes();
+        let token_server = Fake::start(Arc::new(move |_s: &Seen| (200, vec![], answer.clone())));
+        let realm = format!("http://{}/token", token_server.host);
+        let config_digest = Digest::sha256(&config);
+        let registry = Fake::start(Arc::new(move |s: &Seen| {
+            if s.headers.get("authorization").map(String::as_str) != Some("Bearer tok") {
+                let challenge = format!(r#"Bearer realm="{realm}",service="fake""#);
+                return (401, vec![("WWW-Authenticate".into(), challenge)], vec![]);
+            }
+            if s.path.contains("/manifests/") {
+                return manifest_answer(&raw);
+            }
+            if s.path.ends_with(&config_digest.to_string()) {
+                return (200, vec![], config.clone());
+            }
+            (200, vec![], layer.clone())
+        }));
+        let c = registry.client(None);
+        let (_d, dst) = image_testsupport::store::oci_dir();
+        let reference = Reference::parse_name(&format!("{}/app:1", registry.host)).unwrap();
+        c.pull(&reference, &dst, &PullOptions::default())
+            .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e:?}"));
+        assert_eq!(token_server.seen().len(), 1, "expires_in {expires_in}");
+    }
+}
