@@ -374,7 +374,8 @@ impl Client {
     /// Fetches the manifest or index `reference` names (by its digest when
     /// it has one, else its tag, else `latest`), checking a digest asked for
     /// and that the document is of the kind (manifest or index) its
-    /// `Content-Type` names.
+    /// `Content-Type` names, and of one kind only (no index with a
+    /// manifest's `config` or `layers`).
     ///
     /// # Errors
     /// [`RegistryError::Document`] for schema 1 (`Unsupported`), a document
@@ -429,6 +430,7 @@ impl Client {
         let hint = content_type.filter(|m| m.is_index() || m.is_manifest());
         let doc = Document::from_bytes(body, hint.as_ref())
             .and_then(|doc| {
+                unambiguous(&doc)?;
                 for expected in hint.iter().chain(described) {
                     kind_agrees(&doc, expected)?;
                 }
@@ -1257,6 +1259,25 @@ fn kind_agrees(doc: &Document, expected: &MediaType) -> Result<(), image_core::P
     match doc {
         Document::Index(_) if expected.is_manifest() => wrong("an image manifest"),
         Document::Manifest(_) if expected.is_index() => wrong("an image index"),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses an index that also has a manifest's `config` or `layers` (a
+/// manifest with `manifests` is refused by its parser): read as an index
+/// here and as a manifest by another client (containerd refuses it too).
+fn unambiguous(doc: &Document) -> Result<(), image_core::ParseError> {
+    match doc {
+        Document::Index(i)
+            if ["config", "layers"]
+                .iter()
+                .any(|k| i.extra_fields().contains_key(*k)) =>
+        {
+            Err(image_core::ParseError::WrongKind {
+                expected: "an image index",
+                found: "an index with a manifest's config or layers".to_owned(),
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -931,6 +931,16 @@ fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refuse
     let outer = index(MANIFEST, &inner_digest, inner.len());
     let raw = m.raw().to_vec();
     let (config_digest, m_digest) = (Digest::sha256(&config), m.digest().clone());
+    // Both an index's and a manifest's fields, no mediaType: an index to
+    // one reader, a manifest to another.
+    let both = {
+        let mut doc: serde_json::Value = serde_json::from_slice(&inner).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(m.raw()).unwrap();
+        doc.as_object_mut().unwrap().remove("mediaType");
+        doc["config"] = manifest["config"].clone();
+        doc["layers"] = manifest["layers"].clone();
+        serde_json::to_vec(&doc).unwrap()
+    };
     let honest = inner_digest.clone();
     let outer_digest = Digest::sha256(&outer).to_string();
     let registry = Fake::start(Arc::new(move |s: &Seen| {
@@ -939,6 +949,7 @@ fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refuse
         match s.path.rsplit_once("/manifests/").map(|(_, r)| r) {
             Some("disguised") => answer(INDEX, &raw),
             Some("docker-typed") => answer(DOCKER_MANIFEST, &raw),
+            Some("both") => answer(INDEX, &both),
             Some(r) if r == "nested" || r == outer_digest => answer(INDEX, &outer),
             Some("honest") => answer(INDEX, &inner),
             Some(d) if d == inner_digest.to_string() => answer(INDEX, &inner),
@@ -954,6 +965,12 @@ fn a_document_of_another_kind_than_its_content_type_or_descriptor_says_is_refuse
     // A manifest answered as an index: refused, as containerd and Docker
     // refuse it (CVE-2021-41190's confusion of kinds).
     let e = c.get_manifest(&at("disguised")).unwrap_err();
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::InvalidInput),
+        "{e:?}"
+    );
+    let e = c.get_manifest(&at("both")).unwrap_err();
     assert_eq!(
         classify(&e, image_registry::kind_of),
         Some(ErrorKind::InvalidInput),
