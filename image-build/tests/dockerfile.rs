@@ -557,3 +557,49 @@ fn an_instruction_expands_to_at_most_max_expanded_in_all() {
     let err = expand_all(&many, &[]).unwrap_err();
     assert!(err.contains(&dockerfile::MAX_EXPANDED.to_string()), "{err}");
 }
+
+/// What a scope holds is bounded in all, not only each instruction: ENVs
+/// and ARGs copying a value of half `MAX_EXPANDED` under new names held
+/// half a MiB more per line, terabytes from an 8 MiB Dockerfile (and the
+/// global ARGs, one line of them, had no bound at all). Past
+/// `MAX_SCOPE_BYTES` the instruction fails naming its place; replacing one
+/// name does not add up, however often.
+#[test]
+fn the_variables_in_a_scope_are_bounded_in_all() {
+    use dockerfile::MAX_SCOPE_BYTES;
+    let half = "a".repeat(dockerfile::MAX_EXPANDED / 2);
+    let copies = MAX_SCOPE_BYTES / half.len() + 1;
+    let lines = |keyword: &str| -> String {
+        (0..copies)
+            .map(|i| format!("{keyword} C{i}=$A\n"))
+            .collect()
+    };
+    let one_line: String = (0..copies).map(|i| format!(" C{i}=$A")).collect();
+    for (what, text) in [
+        (
+            "stage ENV",
+            format!("FROM x\nENV A={half}\n{}", lines("ENV")),
+        ),
+        (
+            "stage ARG",
+            format!("FROM x\nARG A={half}\n{}", lines("ARG")),
+        ),
+        (
+            "global ARGs",
+            format!("ARG A={half}\n{}FROM x\n", lines("ARG")),
+        ),
+        (
+            "global ARG line",
+            format!("ARG A={half}{one_line}\nFROM x\n"),
+        ),
+    ] {
+        let e = expand_all(&text, &[]).expect_err(what);
+        assert!(e.contains(&MAX_SCOPE_BYTES.to_string()), "{what}: {e}");
+    }
+    // One name replaced again and again stays one value.
+    let same = format!(
+        "FROM x\nENV A={half}\n{}",
+        "ENV A=${A}\nARG B=$A\n".repeat(copies)
+    );
+    expand_all(&same, &[]).expect("replacing");
+}

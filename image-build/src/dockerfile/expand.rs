@@ -63,6 +63,15 @@ impl BuildInputs {
     }
 }
 
+/// The most bytes (names and values) the ARG and ENV instructions of one
+/// stage, or the global ARGs, may hold in their scope at once. Each
+/// instruction's words are bounded alone ([`MAX_EXPANDED`]); this bounds
+/// what they add up to, since a few bytes of `ENV C1=$A` copy a value of
+/// up to [`MAX_EXPANDED`] under a new name. Twice image-core's bound on a
+/// config's `Env` (`MAX_CONFIG_FIELD_BYTES`), so ARGs as large as any Env
+/// a container can take fit beside it.
+pub const MAX_SCOPE_BYTES: usize = 2 * image_core::config::MAX_CONFIG_FIELD_BYTES;
+
 /// The variables visible to one stage at one point: its ENV and the ARGs
 /// declared so far (ENV wins over an ARG of the same name, as in Docker).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +82,11 @@ pub struct Scope {
     pub env: BTreeMap<String, String>,
     /// ARGs declared so far that have a value.
     pub args: BTreeMap<String, String>,
+    /// The bytes of the names and values the scope's own ARG and ENV
+    /// instructions set, less those they replaced (what the scope started
+    /// with is bounded by where it came from: a base image's config, the
+    /// stage before, the caller's build args).
+    added: usize,
 }
 
 impl Scope {
@@ -82,6 +96,25 @@ impl Scope {
             .get(name)
             .or_else(|| self.args.get(name))
             .map(String::as_str)
+    }
+
+    /// Sets `name` to `value` among the ENV (`env`) or the ARGs, counting
+    /// what the scope holds against [`MAX_SCOPE_BYTES`]: once, not per
+    /// instruction, so the check costs the same however much it holds.
+    fn set(&mut self, env: bool, name: &str, value: String) -> Result<(), Problem> {
+        let map = if env { &mut self.env } else { &mut self.args };
+        let adds = name.len() + value.len();
+        let old = map
+            .insert(name.to_owned(), value)
+            .map_or(0, |v| name.len() + v.len());
+        self.added = (self.added + adds).saturating_sub(old);
+        if self.added > MAX_SCOPE_BYTES {
+            return Err(Problem::TooLarge {
+                what: "the bytes of the ARG and ENV values in scope",
+                limit: MAX_SCOPE_BYTES,
+            });
+        }
+        Ok(())
     }
 
     /// Expands one word in this scope.
@@ -132,6 +165,7 @@ impl<'a> Expander<'a> {
             escape: dockerfile.directives.escape,
             env: BTreeMap::new(),
             args: inputs.platform_args(),
+            added: 0,
         };
         for ins in &dockerfile.global_args {
             if let Command::Arg(decls) = &ins.command {
@@ -146,7 +180,9 @@ impl<'a> Expander<'a> {
                         (None, None) => None,
                     };
                     if let Some(v) = value {
-                        global.args.insert(d.name.clone(), v);
+                        global
+                            .set(false, &d.name, v)
+                            .map_err(|p| placed(file, ins.pos, p))?;
                     }
                 }
             }
@@ -185,6 +221,7 @@ impl<'a> Expander<'a> {
             escape: self.dockerfile.directives.escape,
             env: base_env,
             args: BTreeMap::new(),
+            added: 0,
         }
     }
 
@@ -254,7 +291,9 @@ impl<'a> Expander<'a> {
                         (None, None) => self.global.args.get(&d.name).cloned(),
                     };
                     if let Some(v) = &value {
-                        scope.args.insert(d.name.clone(), v.clone());
+                        scope
+                            .set(false, &d.name, v.clone())
+                            .map_err(|p| placed(file, ins.pos, p))?;
                     }
                     out.push(ArgDecl {
                         name: d.name.clone(),
@@ -275,7 +314,9 @@ impl<'a> Expander<'a> {
                     })
                     .collect::<Result<Vec<_>, DockerfileError>>()?;
                 for kv in &out {
-                    scope.env.insert(kv.key.clone(), kv.value.clone());
+                    scope
+                        .set(true, &kv.key, kv.value.clone())
+                        .map_err(|p| placed(file, ins.pos, p))?;
                 }
                 Command::Env(out)
             }
@@ -328,13 +369,21 @@ impl<'a> Expander<'a> {
 }
 
 fn located(file: &str, pos: Pos, word: &str, reason: ExpandProblem) -> DockerfileError {
+    placed(
+        file,
+        pos,
+        Problem::Expand {
+            word: word.to_string(),
+            reason,
+        },
+    )
+}
+
+fn placed(file: &str, pos: Pos, problem: Problem) -> DockerfileError {
     DockerfileError {
         file: file.to_string(),
         line: pos.line,
         column: pos.column,
-        problem: Problem::Expand {
-            word: word.to_string(),
-            reason,
-        },
+        problem,
     }
 }
