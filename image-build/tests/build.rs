@@ -650,6 +650,58 @@ fn config_lists_and_expose_ranges_are_bounded() {
     );
 }
 
+/// The config's bytes are bounded as its entries are, and so is the text
+/// of the history a build adds: ENV, LABEL or VOLUME copying a half-MiB
+/// ARG under a few new names pass image-core's `MAX_CONFIG_FIELD_BYTES`
+/// (an image no container can be made from: the runtime checks it), and a
+/// label set again and again adds a half-MiB history entry each time, past
+/// `MAX_HISTORY_BYTES` (a config larger than the store's
+/// `MAX_DOCUMENT_SIZE` is written, then read by nothing). Each was a
+/// build that went on; each is now an error naming the instruction.
+#[test]
+fn config_bytes_and_the_history_are_bounded() {
+    use image_build::build::MAX_HISTORY_BYTES;
+    let Some(f) = fixture() else { return };
+    let half = "v".repeat(image_build::dockerfile::MAX_EXPANDED / 2);
+    let copies = |line: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| format!("{}\n", line.replace("{i}", &i.to_string())))
+            .collect()
+    };
+    let fields = image_core::config::MAX_CONFIG_FIELD_BYTES / half.len() + 1;
+    for (field, line) in [
+        ("Env", "ENV E{i}=$V"),
+        ("Labels", "LABEL l{i}=$V"),
+        ("Volumes", "VOLUME /v{i}$V"),
+    ] {
+        let text = format!("FROM scratch\nARG V={half}\n{}", copies(line, fields));
+        let Err(e) = build_within(&f, text, 120) else {
+            panic!("{field}: built");
+        };
+        assert!(
+            matches!(&e, BuildError::Step { line, source: StepError::Limit(l), .. }
+                if l.field == field && l.unit == "bytes" && *line == 1 + fields),
+            "{field}: {e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+    // The ARG's entry (its value written out) is one of them.
+    let entries = MAX_HISTORY_BYTES / half.len() + 1;
+    let text = format!(
+        "FROM scratch\nARG V={half}\n{}",
+        copies("LABEL l=$V", entries)
+    );
+    let Err(e) = build_within(&f, text, 120) else {
+        panic!("history: built");
+    };
+    assert!(
+        matches!(&e, BuildError::Step { line, source: StepError::History { limit, .. }, .. }
+            if *line == entries && *limit == MAX_HISTORY_BYTES),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
 /// The tracker's interrupt stops the build between steps: the build fails
 /// as cancelled, and nothing is tagged.
 #[test]

@@ -483,6 +483,7 @@ where
         // made for another (or none) is not the same layer.
         let key = key.packed_for(self.epoch);
         entry.created = Some(self.created_now());
+        state.fits(&entry)?;
         self.counts.steps.fetch_add(1, Ordering::Relaxed);
         let use_cache = !self.options.no_cache
             && !self
@@ -515,10 +516,10 @@ where
                 state.layers.push(hit.layer.clone());
                 state.top = None;
                 state.key = stacked_key(state, key, link, &text, &hit.layer);
-                state.added.push(Entry {
+                state.add(Entry {
                     history: entry,
                     layer: Some(hit.layer),
-                });
+                })?;
                 self.emit(&BuildEvent::StepDone {
                     step,
                     layer_size: Some(size),
@@ -554,10 +555,10 @@ where
         }
         state.key = stacked_key(state, key, link, &text, &layer);
         let size = layer.descriptor.size();
-        state.added.push(Entry {
+        state.add(Entry {
             history: entry,
             layer: Some(layer),
-        });
+        })?;
         self.emit(&BuildEvent::StepDone {
             step,
             layer_size: Some(size),

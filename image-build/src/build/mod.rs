@@ -65,7 +65,7 @@ pub use events::{BuildEvent, Observer, OutputStream};
 use graph::{stage_name, Graph, Source};
 pub use output::PlatformImage;
 use preflight::Plan;
-pub use state::{Entry, State};
+pub use state::{Entry, State, MAX_HISTORY_BYTES};
 
 use crate::builder::{Built, ImageBuilder};
 use crate::cache::Cache;
@@ -813,15 +813,20 @@ where
                 self.layer_step(&mut state, &scope, &command, i, index, total)
                     .map_err(self.at(line, keyword))?;
             } else {
-                state.apply(&command).map_err(self.at(line, keyword))?;
                 let mut entry = history::config_only(&command, df.directives.escape);
                 entry.created = Some(self.created_now());
                 let by = entry.created_by.as_deref().unwrap_or_default();
-                state.key = state.key.child(by, &[]);
-                state.added.push(Entry {
-                    history: entry,
-                    layer: None,
-                });
+                let key = state.key.child(by, &[]);
+                state
+                    .apply(&command)
+                    .and_then(|()| {
+                        state.key = key;
+                        state.add(Entry {
+                            history: entry,
+                            layer: None,
+                        })
+                    })
+                    .map_err(self.at(line, keyword))?;
             }
         }
         state.keep_scope_env(scope.env);
