@@ -9,11 +9,13 @@
 //! being followed, and the copy reports it as an escape (see
 //! [`crate::copy::CopyError::OutsideContext`]).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
-use rustix::fs::{Mode, OFlags, CWD};
+use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
 
 use crate::dockerignore::{find_ignore_file, Ignore, IgnoreError};
 
@@ -132,4 +134,53 @@ impl Context {
             .as_ref()
             .is_some_and(|o| o.ignore.is_excluded(path))
     }
+}
+
+/// The name of the Dockerfile a build reads from its context when none is
+/// named.
+pub const DEFAULT_DOCKERFILE: &str = "Dockerfile";
+
+/// Opens [`DEFAULT_DOCKERFILE`] in the context directory `dir` as the
+/// context's files are read: resolved beneath `dir` (a link out of it, or
+/// a magic link, is refused, not followed), and only when it is a regular
+/// file, looked at before it is opened for reading (a FIFO would block the
+/// build for ever, and opening a device node can have effects).
+///
+/// # Errors
+/// The I/O error; a link out of the context and anything but a regular
+/// file are [`std::io::ErrorKind::InvalidInput`].
+pub fn open_dockerfile(dir: &Path) -> std::io::Result<File> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let root = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    let pinned = loop {
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        match rustix::fs::openat2(&root, DEFAULT_DOCKERFILE, flags, Mode::empty(), how) {
+            // A rename elsewhere on the system raced the lookup.
+            Err(Errno::AGAIN) if tries < 63 => tries += 1,
+            Err(Errno::XDEV) => {
+                return Err(invalid("is a link that leads out of the build context"))
+            }
+            r => break r?,
+        }
+    };
+    let mode = rustix::fs::fstat(&pinned)?.st_mode;
+    if rustix::fs::FileType::from_raw_mode(mode) != rustix::fs::FileType::RegularFile {
+        return Err(invalid("is not a regular file"));
+    }
+    // Reopened through the descriptor: the file looked at, whatever has
+    // taken its name since.
+    let fd = rustix::fs::openat(
+        CWD,
+        format!("/proc/self/fd/{}", pinned.as_raw_fd()),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
 }

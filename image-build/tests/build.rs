@@ -485,17 +485,74 @@ fn gc_beside_a_build_removes_nothing_it_needs() {
 /// Builds `text` on another thread and waits at most `secs` for it: a
 /// build whose work grows faster than its input never returns in time.
 fn build_within(f: &Fixture, text: String, secs: u64) -> Result<BuildResult, BuildError> {
+    let mut options = BuildOptions::default();
+    options.dockerfile_text = Some(text);
+    build_options_within(f, options, secs)
+}
+
+/// Builds as `options` say on another thread (not joined: a build blocked
+/// in a system call cannot be stopped) and waits at most `secs` for it.
+fn build_options_within(
+    f: &Fixture,
+    options: BuildOptions,
+    secs: u64,
+) -> Result<BuildResult, BuildError> {
     let store = OciDir::open(f.tmp.path().join("store")).expect("store");
     let runtime = f.runtime.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut options = BuildOptions::default();
-        options.dockerfile_text = Some(text);
         let r = Builder::new(&store, &runtime).build(&options, &mut |_: &BuildEvent| {});
         let _ = tx.send(r);
     });
     rx.recv_timeout(std::time::Duration::from_secs(secs))
         .expect("the build did not finish in time")
+}
+
+/// The context's own `Dockerfile` (when none is named) is one of the
+/// context's files, and is read as they are: beneath the context, so a
+/// link out of it is an error (it read the host's file as the Dockerfile,
+/// and a parse error showed its first word), and a regular file only, so a
+/// FIFO is refused at once (the build waited on it for ever). A link that
+/// stays inside the context is followed there.
+#[test]
+fn the_contexts_own_dockerfile_is_read_beneath_it_and_only_if_regular() {
+    let Some(f) = fixture() else { return };
+    let outside = f.tmp.path().join("outside");
+    std::fs::write(&outside, "FROM scratch\nLABEL read=outside\n").unwrap();
+    let dockerfile = f.context().join("Dockerfile");
+    let build = || build_options_within(&f, BuildOptions::new(f.context()), 30);
+    let refused = |what: &str, e: BuildError| {
+        assert!(
+            matches!(&e, BuildError::Read { path, .. } if *path == dockerfile),
+            "{what}: {e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e:?}");
+    };
+    for link in [outside.clone(), "../outside".into()] {
+        std::os::unix::fs::symlink(&link, &dockerfile).unwrap();
+        refused("a link out", build().expect_err("a link out"));
+        std::fs::remove_file(&dockerfile).unwrap();
+    }
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &dockerfile,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    refused("a FIFO", build().expect_err("a FIFO"));
+    std::fs::remove_file(&dockerfile).unwrap();
+
+    std::fs::write(
+        f.context().join("inside"),
+        "FROM scratch\nLABEL read=inside\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("inside", &dockerfile).unwrap();
+    let r = build().expect("a link inside the context");
+    let labels = config(&r).config.clone().unwrap().labels.unwrap();
+    assert_eq!(labels["read"], "inside");
 }
 
 /// ENV pairs each cost the same however long `Env` is: 65,536 names, then

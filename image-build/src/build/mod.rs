@@ -31,7 +31,9 @@
 //! Every check that needs no step (`preflight`) is made before any runs.
 //!
 //! # Security
-//! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), its
+//! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), the
+//! context's own one as the context's files are
+//! ([`crate::context::open_dockerfile`]: beneath it, a regular file), its
 //! stage graph walked once; the base image's ONBUILD triggers are bounded
 //! ([`MAX_TRIGGERS`]) and parsed as the Dockerfile's own instructions are.
 //! What COPY reads and RUN runs is guarded by [`crate::copy`] and
@@ -985,7 +987,7 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
             .context
             .as_deref()
             .unwrap_or(std::path::Path::new("."))
-            .join("Dockerfile")
+            .join(crate::context::DEFAULT_DOCKERFILE)
     } else {
         options.dockerfile.clone()
     };
@@ -1001,7 +1003,15 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
         path: path.clone(),
         source,
     };
-    let f = std::fs::File::open(&path).map_err(read_err)?;
+    // The context's own Dockerfile is one of its files; a named one is
+    // the caller's choice, followed as the context directory is.
+    let f = match &options.context {
+        Some(dir) if options.dockerfile.as_os_str().is_empty() => {
+            crate::context::open_dockerfile(dir)
+        }
+        _ => std::fs::File::open(&path),
+    }
+    .map_err(read_err)?;
     let mut bytes = Vec::new();
     f.take(dockerfile::MAX_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
