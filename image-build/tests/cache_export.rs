@@ -671,3 +671,37 @@ fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
     );
     assert!(!tmp.path().join("machine-b/escape").exists());
 }
+
+/// What a killed build or import left in a cache mount root (a cache
+/// directory being made, `.new-*`, or a mount being imported,
+/// `.import-*`) was never removed: no export or import reads such a name,
+/// and a package cache seeded or unpacked half-way can be large. The next
+/// import removes each one no process holds (its maker's flock, which the
+/// kernel releases when the maker dies); one being made now is left
+/// alone, and so is everything else in the root.
+#[test]
+fn half_made_mount_directories_of_a_killed_maker_are_swept_by_the_next_import() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+    let root = tmp.path().join("cache-mounts");
+    for dir in [".new-apt-4242-0", ".import-x1y2z3", ".new-held-1-0", "apt"] {
+        std::fs::create_dir_all(root.join(dir).join("sub")).expect("dir");
+        std::fs::write(root.join(dir).join("sub/half"), vec![1u8; 1000]).expect("half");
+    }
+    std::fs::write(root.join("apt.lock"), b"").expect("lock");
+    // Another process's, being made now: it holds the directory's flock.
+    let held = std::fs::File::open(root.join(".new-held-1-0")).expect("open");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).expect("flock");
+
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let none = tmp.path().join("no-mounts");
+    export(&store, &[], Some(&none), &layout, DEFAULT_NAME).expect("export");
+    import(&layout, DEFAULT_NAME, &store, Some(&root)).expect("import");
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .expect("root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".new-held-1-0", "apt", "apt.lock"]);
+    assert!(root.join("apt/sub/half").exists());
+}

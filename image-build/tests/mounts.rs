@@ -592,6 +592,41 @@ fn a_killed_runs_secret_tmpfs_is_swept_by_the_next_run() {
     no_mounts_left(&f);
 }
 
+/// A build killed while it made a cache directory (seeding it, say)
+/// left its `.new-*` directory in the cache mount root, which nothing
+/// removed. The next RUN that makes a cache directory sweeps those no
+/// process holds and leaves one a live build holds; the directory it makes
+/// leaves nothing half-made behind.
+#[test]
+fn a_killed_builds_half_made_cache_directory_is_swept_by_the_next_one_made() {
+    let Some(f) = fixture() else { return };
+    let root = cache_dir_root(f.runtime.root());
+    let dead = root.join(".new-apt-4242-0");
+    std::fs::create_dir_all(dead.join("archives")).unwrap();
+    std::fs::write(dead.join("archives/pkg.deb"), vec![7u8; 100_000]).unwrap();
+    // One a live build holds, locked as it locks it.
+    let live = root.join(".new-live");
+    std::fs::create_dir(&live).unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let out = output(
+        &f,
+        "RUN --mount=type=cache,target=/var/c,id=fresh-c echo ran\n",
+        |_| {},
+    );
+    assert_eq!(out, ["ran"]);
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".new-live", "fresh-c"]);
+    drop(held);
+    std::fs::remove_dir(&live).unwrap();
+    no_mounts_left(&f);
+}
+
 /// A mount target through a symlink of the image (`/run -> /etc`, a
 /// relative `../etc`): the runtime makes its mount point where the link
 /// leads, inside the root, and that stub is removed from the layer as any

@@ -30,8 +30,12 @@
 //! <root>/<escaped id>/        the cache directory itself, mounted as is
 //! <root>/<escaped id>.lock    its lock file (flock), for `sharing=locked`
 //!                             and `private`
-//! <root>/.new-*               a directory being made (seeded, then renamed)
+//! <root>/.new-*/<escaped id>  a directory being made (seeded, then renamed)
+//! <root>/.import-*/mount      an imported mount being unpacked (renamed)
 //! ```
+//! A `.new-*` or `.import-*` directory is held by its maker's `flock`;
+//! one no process holds (its maker was killed) is removed by the next
+//! maker, before it makes its own.
 //! The escaped id ([`CacheMountId::escaped`]) keeps ASCII letters, digits,
 //! `-` and `_` and writes every other byte as `%XX` (so it never holds a
 //! `.` and never starts one: the directories are exactly the entries whose
@@ -49,6 +53,7 @@ use std::path::{Path, PathBuf};
 
 mod prepare;
 
+pub(crate) use prepare::{locked_dir, sweep_staging, IMPORT};
 pub use prepare::{resolve_in_context, sweep, HostBind, Prepared, Secret, Setup, SetupError};
 
 /// The most `--mount` flags a RUN may have.
