@@ -10,14 +10,14 @@
 //! [`crate::copy::CopyError::OutsideContext`]).
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 
-use crate::dockerignore::{find_ignore_file, Ignore, IgnoreError};
+use crate::dockerignore::{find_ignore_file, open_if_regular, Ignore, IgnoreError};
 
 /// A failure to open a build context.
 #[derive(Debug, thiserror::Error)]
@@ -170,17 +170,5 @@ pub fn open_dockerfile(dir: &Path) -> std::io::Result<File> {
             r => break r?,
         }
     };
-    let mode = rustix::fs::fstat(&pinned)?.st_mode;
-    if rustix::fs::FileType::from_raw_mode(mode) != rustix::fs::FileType::RegularFile {
-        return Err(invalid("is not a regular file"));
-    }
-    // Reopened through the descriptor: the file looked at, whatever has
-    // taken its name since.
-    let fd = rustix::fs::openat(
-        CWD,
-        format!("/proc/self/fd/{}", pinned.as_raw_fd()),
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(File::from(fd))
+    Ok(File::from(open_if_regular(&pinned)?))
 }

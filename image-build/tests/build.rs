@@ -10,7 +10,9 @@ use image_core::config::ConfigFile;
 use image_core::{Classify, ErrorKind, Platform};
 use image_store::{OciDir, Provider};
 
+mod fifo;
 mod support;
+use fifo::FifoProbe;
 use support::{count_events, docker_format_base, error_chain, fixture, Fixture, BASE};
 
 fn config(r: &BuildResult) -> &ConfigFile {
@@ -512,8 +514,8 @@ fn build_options_within(
 /// context's files, and is read as they are: beneath the context, so a
 /// link out of it is an error (it read the host's file as the Dockerfile,
 /// and a parse error showed its first word), and a regular file only, so a
-/// FIFO is refused at once (the build waited on it for ever). A link that
-/// stays inside the context is followed there.
+/// FIFO is refused at once and unopened (the build waited on it for ever).
+/// A link that stays inside the context is followed there.
 #[test]
 fn the_contexts_own_dockerfile_is_read_beneath_it_and_only_if_regular() {
     let Some(f) = fixture() else { return };
@@ -533,15 +535,9 @@ fn the_contexts_own_dockerfile_is_read_beneath_it_and_only_if_regular() {
         refused("a link out", build().expect_err("a link out"));
         std::fs::remove_file(&dockerfile).unwrap();
     }
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &dockerfile,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    let fifo = FifoProbe::new(&dockerfile);
     refused("a FIFO", build().expect_err("a FIFO"));
+    assert!(!fifo.was_opened(), "the FIFO was opened for reading");
     std::fs::remove_file(&dockerfile).unwrap();
 
     std::fs::write(
