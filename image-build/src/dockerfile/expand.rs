@@ -2,12 +2,14 @@
 //! instruction at a time, so a builder expands each step as it reaches it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use image_core::Platform;
 
 use super::ast::*;
 use super::error::{DockerfileError, ExpandProblem, Problem};
-use super::lex::{expand_heredoc, expand_word, MAX_EXPANDED};
+use super::lex::{run, MAX_EXPANDED};
+use crate::glob::{Steps, REPLACE_BUDGET};
 
 /// The build arguments that need no ARG to reach RUN's environment.
 pub const PROXY_ARGS: [&str; 10] = [
@@ -72,6 +74,35 @@ impl BuildInputs {
 /// a container can take fit beside it.
 pub const MAX_SCOPE_BYTES: usize = 2 * image_core::config::MAX_CONFIG_FIELD_BYTES;
 
+/// The most automaton steps the pattern substitutions (`${VAR#pattern}`,
+/// `${VAR%pattern}`, `${VAR/pattern/replacement}`) of a whole Dockerfile
+/// may take, every word of every scope of one [`Expander`] together
+/// (`REPLACE_BUDGET` is one word's alone). A substitution costs the
+/// value's length times the pattern's, or more (each start of a
+/// replacement), for a few bytes of Dockerfile: bounded per word only, an
+/// 8 MiB Dockerfile could ask for hours.
+pub const MAX_PATTERN_STEPS: usize = 4 * REPLACE_BUDGET;
+
+/// The pattern work a Dockerfile's expansion may still do, shared by the
+/// scopes of one [`Expander`]. It is no part of a scope's value: two
+/// scopes compare equal whatever it holds.
+#[derive(Debug, Clone)]
+struct Budget(Arc<Steps>);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(Arc::new(Steps::new(MAX_PATTERN_STEPS)))
+    }
+}
+
+impl PartialEq for Budget {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Budget {}
+
 /// The variables visible to one stage at one point: its ENV and the ARGs
 /// declared so far (ENV wins over an ARG of the same name, as in Docker).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,6 +118,9 @@ pub struct Scope {
     /// with is bounded by where it came from: a base image's config, the
     /// stage before, the caller's build args).
     added: usize,
+    /// What its expansions' pattern substitutions may still take
+    /// ([`MAX_PATTERN_STEPS`], shared with every scope of its expander).
+    steps: Budget,
 }
 
 impl Scope {
@@ -119,7 +153,13 @@ impl Scope {
 
     /// Expands one word in this scope.
     pub fn expand(&self, word: &str) -> Result<String, ExpandProblem> {
-        expand_word(word, self.escape, &|n| self.get(n).map(str::to_string))
+        run(
+            word,
+            self.escape,
+            &|n| self.get(n).map(str::to_string),
+            false,
+            &self.steps.0,
+        )
     }
 
     /// Expands heredoc bodies whose delimiter was not quoted, after `<<-`
@@ -129,8 +169,14 @@ impl Scope {
             .map(|d| {
                 let body = d.body();
                 let content = if d.expand {
-                    expand_heredoc(&body, self.escape, &|n| self.get(n).map(str::to_string))
-                        .map_err(|p| (d.name.clone(), p))?
+                    run(
+                        &body,
+                        self.escape,
+                        &|n| self.get(n).map(str::to_string),
+                        true,
+                        &self.steps.0,
+                    )
+                    .map_err(|p| (d.name.clone(), p))?
                 } else {
                     body
                 };
@@ -166,6 +212,7 @@ impl<'a> Expander<'a> {
             env: BTreeMap::new(),
             args: inputs.platform_args(),
             added: 0,
+            steps: Budget::default(),
         };
         for ins in &dockerfile.global_args {
             if let Command::Arg(decls) = &ins.command {
@@ -222,6 +269,7 @@ impl<'a> Expander<'a> {
             env: base_env,
             args: BTreeMap::new(),
             added: 0,
+            steps: self.global.steps.clone(),
         }
     }
 
