@@ -703,6 +703,41 @@ fn config_lists_and_expose_ranges_are_bounded() {
     );
 }
 
+/// The provenance names the Dockerfile by its file name, as BuildKit's
+/// (buildx passes the base name): a Dockerfile named by a path (`-f`)
+/// kept that path, a directory of the builder's machine, in a record
+/// attached to the image and pushed with it.
+#[test]
+fn the_provenance_names_the_dockerfile_without_the_builders_path() {
+    let Some(f) = fixture() else { return };
+    let dir = f.tmp.path().join("home/alice/private-project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dockerfile = dir.join("app.Dockerfile");
+    std::fs::write(&dockerfile, "FROM scratch\nLABEL a=b\n").unwrap();
+    let mut options = BuildOptions::new(f.context());
+    options.dockerfile = dockerfile;
+    options.provenance = true;
+    let r = build_options_within(&f, options, 60).expect("build");
+    let referrer = r.provenance.expect("a provenance referrer");
+    let manifest = image_core::Manifest::from_bytes(
+        f.store
+            .read_descriptor_to_vec(&referrer, 1 << 20)
+            .expect("manifest"),
+    )
+    .expect("manifest");
+    let statement = f
+        .store
+        .read_descriptor_to_vec(&manifest.layers()[0], 1 << 20)
+        .expect("statement");
+    let json: serde_json::Value = serde_json::from_slice(&statement).expect("json");
+    assert_eq!(
+        json["predicate"]["invocation"]["configSource"]["entryPoint"],
+        "app.Dockerfile"
+    );
+    let text = String::from_utf8_lossy(&statement);
+    assert!(!text.contains("private-project"), "{text}");
+}
+
 /// The config's bytes are bounded as its entries are, and so is the text
 /// of the history a build adds: ENV, LABEL or VOLUME copying a half-MiB
 /// ARG under a few new names pass image-core's `MAX_CONFIG_FIELD_BYTES`
