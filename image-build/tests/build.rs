@@ -402,6 +402,54 @@ fn onbuild_triggers_run_in_the_child() {
         .any(|e| matches!(e, BuildEvent::Output { line, .. } if line == "triggered")));
 }
 
+/// A base image's ONBUILD trigger is one instruction, as BuildKit
+/// requires of the triggers it runs ("onbuild trigger should be a single
+/// expression"): a trigger of several lines ran each of them, and a FROM
+/// in one started a stage whose instructions were run in the child (or,
+/// alone, was dropped without a word). Each is now the trigger's error at
+/// the FROM that named the base, and nothing is built; a heredoc, one
+/// instruction over several lines, still runs.
+#[test]
+fn a_base_images_triggers_are_one_instruction_each() {
+    use image_build::dockerfile::Problem;
+    use image_core::config::RunConfig;
+    let Some(f) = fixture() else { return };
+    let base = |name: &str, trigger: &str| {
+        let mut b =
+            image_build::ImageBuilder::scratch(&f.store, &Platform::host()).expect("builder");
+        b.config_mut().config = Some(RunConfig {
+            on_build: Some(vec![trigger.to_owned()]),
+            ..RunConfig::default()
+        });
+        b.commit(&[name]).expect("base");
+    };
+    for (i, trigger) in [
+        "LABEL a=1\nLABEL b=2",
+        "FROM scratch",
+        "LABEL a=1\nFROM scratch\nLABEL b=2",
+        "",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("test.local/trigger:{i}");
+        base(&name, trigger);
+        let (r, _) = f.build(&format!("FROM {name}\nLABEL c=3\n"), |_| {});
+        let Err(e) = r else {
+            panic!("{trigger:?}: built");
+        };
+        assert!(
+            matches!(&e, BuildError::Step { line: 1, source: StepError::Trigger { source, .. }, .. }
+                if matches!(source.problem, Problem::TriggerNotOneInstruction)),
+            "{trigger:?}: {e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+    base("test.local/trigger:heredoc", "COPY <<EOF /f\nhi\nEOF");
+    let (r, _) = f.build("FROM test.local/trigger:heredoc\n", |_| {});
+    r.expect("a heredoc trigger");
+}
+
 #[test]
 fn a_failing_run_stops_the_build_with_its_code_last_lines_and_line() {
     let Some(f) = fixture() else { return };

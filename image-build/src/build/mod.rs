@@ -835,7 +835,8 @@ where
         Ok(state)
     }
 
-    /// The base's ONBUILD triggers as instructions, bounded; the config's
+    /// The base's ONBUILD triggers as instructions, bounded, each one
+    /// instruction other than FROM (as BuildKit requires); the config's
     /// `OnBuild` is cleared, as Docker does once they have run.
     fn triggers(&self, state: &mut State, line: usize) -> Result<Vec<Instruction>, BuildError> {
         let Some(stored) = state.config.config.as_mut().and_then(|c| c.on_build.take()) else {
@@ -850,14 +851,30 @@ where
         }
         let mut out = Vec::with_capacity(stored.len());
         for trigger in stored {
+            let failed = |source| {
+                at(StepError::Trigger {
+                    trigger: trigger.clone(),
+                    source: Box::new(source),
+                })
+            };
             let parsed = dockerfile::parse("ONBUILD", &format!("FROM scratch\n{trigger}\n"))
-                .map_err(|source| {
-                    at(StepError::Trigger {
-                        trigger: trigger.clone(),
-                        source: Box::new(source),
-                    })
-                })?;
-            out.extend(parsed.stages.into_iter().flat_map(|s| s.instructions));
+                .map_err(failed)?;
+            // One instruction, as BuildKit runs them: several were each
+            // run, and a FROM's stage was run in this one.
+            let mut stages = parsed.stages.into_iter();
+            match (stages.next(), stages.next()) {
+                (Some(mut stage), None) if stage.instructions.len() == 1 => {
+                    out.append(&mut stage.instructions);
+                }
+                _ => {
+                    return Err(failed(dockerfile::DockerfileError {
+                        file: "ONBUILD".to_owned(),
+                        line: 1,
+                        column: 1,
+                        problem: dockerfile::Problem::TriggerNotOneInstruction,
+                    }))
+                }
+            }
         }
         Ok(out)
     }
