@@ -102,31 +102,33 @@ fn history_text(h: &History) -> usize {
         .sum()
 }
 
-/// Fails when a config field's strings take more than
-/// [`MAX_CONFIG_FIELD_BYTES`].
-fn bounded_bytes(field: &'static str, found: usize) -> Result<(), StepError> {
-    if found > MAX_CONFIG_FIELD_BYTES {
+/// Fails when a config field's `found` (of `unit`) is over `limit`.
+fn within(
+    field: &'static str,
+    unit: &'static str,
+    found: usize,
+    limit: usize,
+) -> Result<(), StepError> {
+    if found > limit {
         return Err(StepError::Limit(ConfigLimitError {
             field,
-            unit: "bytes",
+            unit,
             found,
-            limit: MAX_CONFIG_FIELD_BYTES,
+            limit,
         }));
     }
     Ok(())
 }
 
+/// Fails when a config field's strings take more than
+/// [`MAX_CONFIG_FIELD_BYTES`].
+fn bounded_bytes(field: &'static str, found: usize) -> Result<(), StepError> {
+    within(field, "bytes", found, MAX_CONFIG_FIELD_BYTES)
+}
+
 /// Fails when a config list or map holds more than [`MAX_CONFIG_ENTRIES`].
 fn bounded(field: &'static str, found: usize) -> Result<(), StepError> {
-    if found > MAX_CONFIG_ENTRIES {
-        return Err(StepError::Limit(ConfigLimitError {
-            field,
-            unit: "entries",
-            found,
-            limit: MAX_CONFIG_ENTRIES,
-        }));
-    }
-    Ok(())
+    within(field, "entries", found, MAX_CONFIG_ENTRIES)
 }
 
 impl State {
