@@ -355,6 +355,61 @@ fn bind_mounts_are_read_only_in_root_and_rw_writes_are_discarded() {
     no_mounts_left(&f);
 }
 
+/// A bind of the context shows the context as the build has it: what
+/// `.dockerignore` leaves out is not there (BuildKit's context holds only
+/// what the ignore file lets through). The raw directory was bound, so a
+/// RUN read, and could copy into its layer, the files the user kept out
+/// of the build (an `.env`, credentials), and they keyed the step.
+#[test]
+fn a_context_bind_shows_no_file_the_ignore_file_leaves_out() {
+    let Some(f) = fixture() else { return };
+    let ctx = f.context();
+    std::fs::write(ctx.join(".dockerignore"), "secret.env\nsub/*.key\n").unwrap();
+    std::fs::write(ctx.join("secret.env"), "TOKEN=1\n").unwrap();
+    std::fs::write(ctx.join("kept"), "kept\n").unwrap();
+    std::fs::create_dir(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("sub/id.key"), "KEY\n").unwrap();
+    std::fs::write(ctx.join("sub/code"), "code\n").unwrap();
+    let out = output(
+        &f,
+        "RUN --mount=target=/src find /src | sort\n\
+         RUN --mount=target=/s,source=sub,rw find /s | sort\n\
+         RUN --mount=target=/k,source=kept cat /k\n",
+        |_| {},
+    );
+    assert_eq!(
+        out,
+        [
+            "/src",
+            "/src/.dockerignore",
+            "/src/kept",
+            "/src/sub",
+            "/src/sub/code",
+            "/s",
+            "/s/code",
+            "kept"
+        ]
+    );
+    // An ignored source is not in the context, as for a COPY.
+    let (r, _) = build(
+        &f,
+        "RUN --mount=target=/x,source=secret.env cat /x\n",
+        |_| {},
+    );
+    let e = r.expect_err("an ignored source");
+    assert!(
+        chain(&e).contains("\"secret.env\" not found"),
+        "{}",
+        chain(&e)
+    );
+    // An ignored file keys nothing: changed, the step is cached.
+    std::fs::write(ctx.join("secret.env"), "TOKEN=2\n").unwrap();
+    let (r, events) = build(&f, "RUN --mount=target=/src find /src | sort\n", |_| {});
+    r.unwrap();
+    assert_eq!(cached(&events), 1);
+    no_mounts_left(&f);
+}
+
 /// A tmpfs mount takes no more than its size, and is in no layer.
 #[test]
 fn a_tmpfs_mount_honours_its_size() {

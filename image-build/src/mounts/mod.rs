@@ -7,8 +7,10 @@
 //! `ro`, `readonly`, `required`), in any order; a key given twice keeps its
 //! last value; an unknown key is an error naming it. The types:
 //! - `bind` (the default): `target` (required), `from` (a stage, an image,
-//!   or the context when absent), `source` (a path in it, default its
-//!   root), `rw` (writes allowed, then discarded; read-only by default);
+//!   or the context when absent: the context as its ignore rules leave
+//!   it, a copy when they exclude anything), `source` (a path in it,
+//!   default its root), `rw` (writes allowed, then discarded; read-only by
+//!   default);
 //! - `cache`: `target`, `id` (default: the target), `sharing`
 //!   (`shared`, `private`, `locked`), `from`/`source` (what a new cache
 //!   directory starts with), `mode` (octal, default 0755), `uid`, `gid`,
@@ -53,8 +55,11 @@ use std::path::{Path, PathBuf};
 
 mod prepare;
 
+pub use prepare::{
+    context_path, has_ignore_rules, resolve_in_context, sweep, HostBind, Prepared, Secret, Setup,
+    SetupError,
+};
 pub(crate) use prepare::{locked_dir, sweep_staging, IMPORT};
-pub use prepare::{resolve_in_context, sweep, HostBind, Prepared, Secret, Setup, SetupError};
 
 /// The most `--mount` flags a RUN may have.
 pub const MAX_MOUNTS: usize = 64;

@@ -128,6 +128,16 @@ pub enum SetupError {
         #[source]
         source: Box<copy::CopyError>,
     },
+    /// Copying what a bind of the context shows (the context has ignore
+    /// rules) failed.
+    #[error("copying the context's {path:?} for a bind mount")]
+    ContextCopy {
+        /// The source, as given.
+        path: String,
+        /// The copy's error.
+        #[source]
+        source: Box<copy::CopyError>,
+    },
 }
 
 impl image_core::Classify for SetupError {
@@ -141,7 +151,9 @@ impl image_core::Classify for SetupError {
             }
             SetupError::Io { source, .. } => ErrorKind::from_io(source),
             SetupError::Mount { source, .. } => source.kind(),
-            SetupError::Seed { source, .. } => source.kind(),
+            SetupError::Seed { source, .. } | SetupError::ContextCopy { source, .. } => {
+                source.kind()
+            }
         }
     }
 }
@@ -214,11 +226,16 @@ impl Setup<'_> {
             match spec {
                 MountSpec::Bind(b) => {
                     let resolved = self.resolve(b.from.as_deref(), &b.source)?;
-                    let source = self.pin(&mut p, &resolved)?;
-                    let source = if b.rw {
-                        self.throwaway(&mut p, &source, &b.source)?
+                    let source = if b.from.is_none() && has_ignore_rules(self.context) {
+                        // A copy, already throwaway: rw as it is.
+                        self.context_copy(&mut p, &resolved, &b.source)?
                     } else {
-                        source
+                        let source = self.pin(&mut p, &resolved)?;
+                        if b.rw {
+                            self.throwaway(&mut p, &source, &b.source)?
+                        } else {
+                            source
+                        }
                     };
                     p.binds.push(HostBind {
                         source,
@@ -328,6 +345,37 @@ impl Setup<'_> {
                 open_in(&root, source)
             }
         }
+    }
+
+    /// What a bind of the context shows of `resolved` (the source `given`,
+    /// resolved in the context) when the context has ignore rules: a copy,
+    /// in a throwaway directory, made as a `COPY` of it from the context
+    /// makes it, so that what the rules leave out is not there (as in
+    /// BuildKit, whose context holds only what they let through).
+    fn context_copy(
+        &self,
+        p: &mut Prepared,
+        resolved: &OwnedFd,
+        given: &str,
+    ) -> Result<PathBuf, SetupError> {
+        let rel = context_relative(self.context, resolved, given)?;
+        let tree = self.temp_dir(p)?.join("tree");
+        std::fs::create_dir(&tree).map_err(io("making", &tree))?;
+        let spec = CopySpec::new(vec![rel.clone()], "/".to_owned(), "/".to_owned());
+        let source = CopySource::Context(self.context);
+        let failed = |e| SetupError::ContextCopy {
+            path: given.to_owned(),
+            source: Box::new(e),
+        };
+        let plan = copy::plan(&source, &spec).map_err(failed)?;
+        copy::apply(&plan, &source, &spec, &tree).map_err(failed)?;
+        let st = rustix::fs::fstat(resolved).map_err(|e| io("looking at", &tree)(e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
+            return Ok(tree);
+        }
+        // A file is copied into the directory under its name.
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        Ok(tree.join(name))
     }
 
     /// A writable throwaway view of `source` (`given` in the Dockerfile):
@@ -728,6 +776,51 @@ fn libc_nofollow() -> i32 {
 /// missing; [`SetupError::Io`].
 pub fn resolve_in_context(context: &Context, source: &str) -> Result<PathBuf, SetupError> {
     fd_path(&open_in_context(context, source)?)
+}
+
+/// Whether the context has ignore rules (then what a bind of it shows is
+/// a copy that leaves out what they exclude).
+pub fn has_ignore_rules(context: &Context) -> bool {
+    context.ignore().is_some_and(|i| !i.patterns().is_empty())
+}
+
+/// The path of `source` in the context, resolved there (every link
+/// followed inside it, as a bind's source is): relative to the context's
+/// root, `/`-separated, `.` for the root itself, so that a `COPY` from the
+/// context reads it with its ignore rules.
+///
+/// # Errors
+/// As [`resolve_in_context`]; [`SetupError::Source`] for a path that is
+/// not UTF-8.
+pub fn context_path(context: &Context, source: &str) -> Result<String, SetupError> {
+    context_relative(context, &open_in_context(context, source)?, source)
+}
+
+/// [`context_path`] of the file `resolved` (opened in the context).
+fn context_relative(
+    context: &Context,
+    resolved: &OwnedFd,
+    given: &str,
+) -> Result<String, SetupError> {
+    let dir = context.dir().ok_or_else(|| SetupError::Source {
+        path: given.to_owned(),
+        reason: "is in the context, and the build has none",
+    })?;
+    let host = fd_path(resolved)?;
+    let root = fd_path(&dir)?;
+    let rel = host.strip_prefix(&root).map_err(|_| SetupError::Source {
+        path: given.to_owned(),
+        reason: "resolves outside its root",
+    })?;
+    let rel = rel.to_str().ok_or(SetupError::Source {
+        path: given.to_owned(),
+        reason: "resolves to a path that is not UTF-8",
+    })?;
+    Ok(if rel.is_empty() {
+        ".".to_owned()
+    } else {
+        rel.to_owned()
+    })
 }
 
 /// `source` in the context, opened as [`open_in`] opens it.
