@@ -838,6 +838,35 @@ fn config_bytes_and_the_history_are_bounded() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
 
+/// Each config field and the history within their bounds can still add up
+/// past what a store reads back (`MAX_DOCUMENT_SIZE`): nearly 4 MiB of
+/// `Env`, a large label, and their history entries. Such a config
+/// was written and tagged, and then nothing could read the image; the
+/// commit now refuses it, typed, and tags nothing.
+#[test]
+fn a_config_larger_than_a_store_reads_is_refused_and_nothing_tagged() {
+    use image_build::BuilderError;
+    let Some(f) = fixture() else { return };
+    let value = "v".repeat(950_000);
+    let mut text = format!("FROM scratch\nARG V={value}\n");
+    for i in 0..4 {
+        text.push_str(&format!("ENV E{i}=$V\n"));
+    }
+    text.push_str("LABEL l=$V\n");
+    let mut options = BuildOptions::default();
+    options.dockerfile_text = Some(text);
+    options.tags = vec!["test.local/large:1".into()];
+    let Err(e) = build_options_within(&f, options, 120) else {
+        panic!("built");
+    };
+    assert!(
+        matches!(&e, BuildError::Commit(b) if matches!(**b, BuilderError::ConfigTooLarge { .. })),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(image_store::resolve_image(&f.store, "test.local/large:1", None).is_err());
+}
+
 /// The tracker's interrupt stops the build between steps: the build fails
 /// as cancelled, and nothing is tagged.
 #[test]
