@@ -84,6 +84,7 @@ use image_overlay::UnpackError;
 use image_store::content::ContentError;
 use image_store::image::ImageError;
 use image_store::mutate::{append, MutateError, NewLayer};
+use image_store::refs::MAX_DOCUMENT_SIZE;
 use image_store::tags::normalize_name;
 use image_store::{
     ContentStore, Image, LeaseError, LeaseGuard, Leases, Provider, TagError, TagStore,
@@ -188,6 +189,15 @@ pub enum BuilderError {
     /// The store's lease could not be taken or extended.
     #[error("holding a lease for the new image")]
     Lease(#[from] LeaseError),
+    /// The image's config would be larger than a store reads back
+    /// (`image_store::refs::MAX_DOCUMENT_SIZE`): nothing is tagged.
+    #[error("the image config would take {size} bytes, more than the {limit} a store reads")]
+    ConfigTooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The base image could not be resolved (the image error names it).
     #[error("resolving the base image")]
     Base(#[source] Box<ImageError>),
@@ -312,7 +322,8 @@ impl Classify for BuilderError {
             BuilderError::InvalidPath { .. }
             | BuilderError::DuplicatePath { .. }
             | BuilderError::NotADirectory { .. }
-            | BuilderError::HardlinkTarget { .. } => ErrorKind::InvalidInput,
+            | BuilderError::HardlinkTarget { .. }
+            | BuilderError::ConfigTooLarge { .. } => ErrorKind::InvalidInput,
             BuilderError::UnsupportedCompression { .. } => ErrorKind::Unsupported,
             BuilderError::Pack { source, .. } | BuilderError::Write { source, .. } => source.kind(),
             BuilderError::Tar { source, .. } => source.kind(),
@@ -599,7 +610,8 @@ where
     /// # Errors
     /// [`BuilderError::InvalidTag`] before any write;
     /// [`BuilderError::MissingLayer`] for an added layer not in the store;
-    /// [`BuilderError::Mutate`], [`BuilderError::Tag`],
+    /// [`BuilderError::ConfigTooLarge`] for a config no store reads back
+    /// (nothing tagged); [`BuilderError::Mutate`], [`BuilderError::Tag`],
     /// [`BuilderError::Lease`].
     pub fn commit(self, tags: &[&str]) -> Result<Built, BuilderError> {
         let names = normalize_tags(tags)?;
@@ -665,6 +677,15 @@ where
             },
         )
         .map_err(BuilderError::Mutate)?;
+        // Written under the lease, which ends with the builder: a config no
+        // store reads back is collectable, never tagged.
+        let size = appended.config.raw().len() as u64;
+        if size > MAX_DOCUMENT_SIZE {
+            return Err(BuilderError::ConfigTooLarge {
+                size,
+                limit: MAX_DOCUMENT_SIZE,
+            });
+        }
         let appended = annotate(&store, appended, &self.annotations)?;
         let manifest = appended.manifest.descriptor();
         let batch: Vec<(&str, &image_core::Descriptor)> =

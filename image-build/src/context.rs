@@ -9,13 +9,15 @@
 //! being followed, and the copy reports it as an escape (see
 //! [`crate::copy::CopyError::OutsideContext`]).
 
+use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
-use rustix::fs::{Mode, OFlags, CWD};
+use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
 
-use crate::dockerignore::{find_ignore_file, Ignore, IgnoreError};
+use crate::dockerignore::{find_ignore_file, open_if_regular, Ignore, IgnoreError};
 
 /// A failure to open a build context.
 #[derive(Debug, thiserror::Error)]
@@ -132,4 +134,41 @@ impl Context {
             .as_ref()
             .is_some_and(|o| o.ignore.is_excluded(path))
     }
+}
+
+/// The name of the Dockerfile a build reads from its context when none is
+/// named.
+pub const DEFAULT_DOCKERFILE: &str = "Dockerfile";
+
+/// Opens [`DEFAULT_DOCKERFILE`] in the context directory `dir` as the
+/// context's files are read: resolved beneath `dir` (a link out of it, or
+/// a magic link, is refused, not followed), and only when it is a regular
+/// file, looked at before it is opened for reading (a FIFO would block the
+/// build for ever, and opening a device node can have effects).
+///
+/// # Errors
+/// The I/O error; a link out of the context and anything but a regular
+/// file are [`std::io::ErrorKind::InvalidInput`].
+pub fn open_dockerfile(dir: &Path) -> std::io::Result<File> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    let root = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    let mut tries = 0;
+    let pinned = loop {
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        match rustix::fs::openat2(&root, DEFAULT_DOCKERFILE, flags, Mode::empty(), how) {
+            // A rename elsewhere on the system raced the lookup.
+            Err(Errno::AGAIN) if tries < 63 => tries += 1,
+            Err(Errno::XDEV) => {
+                return Err(invalid("is a link that leads out of the build context"))
+            }
+            r => break r?,
+        }
+    };
+    Ok(File::from(open_if_regular(&pinned)?))
 }

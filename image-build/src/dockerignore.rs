@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
@@ -299,16 +299,17 @@ fn read_no_follow(path: &Path) -> Result<Option<String>, IgnoreError> {
         path: path.to_path_buf(),
         source,
     };
-    let fd = match rustix::fs::openat(
+    let pinned = match rustix::fs::openat(
         CWD,
         path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(err(e.into())),
     };
+    let fd = open_if_regular(&pinned).map_err(err)?;
     let Some(buf) = read_regular(fd, MAX_IGNORE_BYTES).map_err(err)? else {
         return Err(IgnoreError::TooLarge {
             what: "the ignore file's size in bytes",
@@ -320,12 +321,39 @@ fn read_no_follow(path: &Path) -> Result<Option<String>, IgnoreError> {
         .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
+/// The file `pinned` (an `O_PATH` descriptor) opened for reading through
+/// that descriptor (`/proc/self/fd`: the file looked at, whatever has
+/// taken its name since) when it is a regular file; anything else is an
+/// [`std::io::ErrorKind::InvalidInput`] error and is never opened (opening
+/// a FIFO or a device node has effects: a waiting writer goes on, a tape
+/// rewinds, a watchdog starts).
+///
+/// # Errors
+/// Not a regular file; the I/O error of looking at or opening it.
+pub(crate) fn open_if_regular(pinned: &OwnedFd) -> std::io::Result<OwnedFd> {
+    let mode = rustix::fs::fstat(pinned)?.st_mode;
+    if rustix::fs::FileType::from_raw_mode(mode) != rustix::fs::FileType::RegularFile {
+        return Err(not_regular());
+    }
+    let fd = rustix::fs::openat(
+        CWD,
+        format!("/proc/self/fd/{}", pinned.as_raw_fd()),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(fd)
+}
+
+fn not_regular() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")
+}
+
 /// Reads the regular file open as `fd` (any other type is an error), at
 /// most `limit` bytes: None when it holds more.
 pub(crate) fn read_regular(fd: OwnedFd, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut file = std::fs::File::from(fd);
     if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+        return Err(not_regular());
     }
     let mut buf = Vec::new();
     (&mut file).take(limit + 1).read_to_end(&mut buf)?;

@@ -4,8 +4,50 @@
 //! and matched by simulating it: linear in the text times the pattern's
 //! length, never backtracking.
 
-/// The most automaton steps one `${VAR/pattern/replacement}` may take.
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The most automaton steps the pattern substitutions (`${VAR#pattern}`,
+/// `${VAR%pattern}`, `${VAR/pattern/replacement}`) of one word expanded
+/// on its own (`dockerfile::expand_word`) may take.
 pub const REPLACE_BUDGET: usize = 50_000_000;
+
+/// A budget of automaton steps, shared by the pattern substitutions of
+/// every word expanded against it (from any thread).
+#[derive(Debug)]
+pub(crate) struct Steps {
+    left: AtomicUsize,
+    limit: usize,
+}
+
+impl Steps {
+    /// `limit` steps.
+    pub(crate) fn new(limit: usize) -> Steps {
+        Steps {
+            left: AtomicUsize::new(limit),
+            limit,
+        }
+    }
+
+    /// The steps it started with.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Takes `n` steps; false (and none left after) when fewer are left.
+    fn take(&self, n: usize) -> bool {
+        let took = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(n))
+            .is_ok();
+        if !took {
+            self.left.store(0, Ordering::Relaxed);
+        }
+        took
+    }
+}
+
+/// The characters read between two takes from a [`Steps`].
+const STEPS_CHUNK: usize = 4096;
 
 /// One element of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,12 +114,6 @@ impl Glob {
                 states[i + 1] = true;
             }
         }
-    }
-
-    /// The states after reading `c`; None when none is left.
-    fn step(&self, cur: &[bool], c: char) -> Option<Vec<bool>> {
-        let mut next = vec![false; cur.len()];
-        self.step_into(cur, c, &mut next).then_some(next)
     }
 
     /// Writes into `next` the states after reading `c`; false when none is
@@ -213,44 +249,61 @@ impl Glob {
         (!last.is_empty()).then(|| last.to_owned())
     }
 
-    /// The length of the shortest (or longest) prefix of `text` it matches.
-    pub(crate) fn prefix(&self, text: &[char], longest: bool) -> Option<usize> {
+    /// The length of the shortest (or longest) prefix of `text` it
+    /// matches (`Some(None)`: none), each character read taking one step
+    /// per state of the automaton from `steps`: `None` when they run out.
+    pub(crate) fn prefix(
+        &self,
+        text: &[char],
+        longest: bool,
+        steps: &Steps,
+    ) -> Option<Option<usize>> {
         let n = self.toks.len();
+        let per_char = 2 * (n + 1);
         let mut cur = self.start();
+        let mut next = vec![false; cur.len()];
         let mut best = cur[n].then_some(0);
-        if best.is_some() && !longest {
-            return best;
-        }
-        for (k, &c) in text.iter().enumerate() {
-            match self.step(&cur, c) {
-                Some(next) => cur = next,
-                None => break,
-            }
-            if cur[n] {
-                best = Some(k + 1);
-                if !longest {
+        let mut unpaid = 1;
+        if best.is_none() || longest {
+            for (k, &c) in text.iter().enumerate() {
+                if unpaid == STEPS_CHUNK {
+                    if !steps.take(unpaid * per_char) {
+                        return None;
+                    }
+                    unpaid = 0;
+                }
+                unpaid += 1;
+                if !self.step_into(&cur, c, &mut next) {
                     break;
+                }
+                std::mem::swap(&mut cur, &mut next);
+                if cur[n] {
+                    best = Some(k + 1);
+                    if !longest {
+                        break;
+                    }
                 }
             }
         }
-        best
+        steps.take(unpaid * per_char).then_some(best)
     }
 
     /// Replaces the first (or every) leftmost-longest match in `text`.
-    /// Trying each start is quadratic at worst, so the work is bounded by
-    /// [`REPLACE_BUDGET`] automaton steps: None beyond it.
-    pub(crate) fn replace(&self, text: &[char], rep: &str, all: bool) -> Option<String> {
+    /// Trying each start is quadratic at worst, so the work is taken from
+    /// `steps`: None when they run out.
+    pub(crate) fn replace(
+        &self,
+        text: &[char],
+        rep: &str,
+        all: bool,
+        steps: &Steps,
+    ) -> Option<String> {
         let mut out = String::new();
         let mut i = 0;
         let mut replaced = false;
-        let mut spent = 0usize;
         while i <= text.len() {
             if !replaced || all {
-                spent = spent.saturating_add((text.len() - i + 1) * (self.toks.len() + 1));
-                if spent > REPLACE_BUDGET {
-                    return None;
-                }
-                if let Some(n) = self.prefix(&text[i..], true) {
+                if let Some(n) = self.prefix(&text[i..], true, steps)? {
                     out.push_str(rep);
                     replaced = true;
                     if n > 0 {

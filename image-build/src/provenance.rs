@@ -60,7 +60,8 @@ pub struct Material {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Provenance {
-    /// The Dockerfile's name.
+    /// The Dockerfile's file name (a build records no path of its
+    /// machine).
     pub dockerfile: String,
     /// The digest of the Dockerfile's text.
     pub dockerfile_digest: Digest,

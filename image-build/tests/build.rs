@@ -10,7 +10,9 @@ use image_core::config::ConfigFile;
 use image_core::{Classify, ErrorKind, Platform};
 use image_store::{OciDir, Provider};
 
+mod fifo;
 mod support;
+use fifo::FifoProbe;
 use support::{count_events, docker_format_base, error_chain, fixture, Fixture, BASE};
 
 fn config(r: &BuildResult) -> &ConfigFile {
@@ -400,6 +402,54 @@ fn onbuild_triggers_run_in_the_child() {
         .any(|e| matches!(e, BuildEvent::Output { line, .. } if line == "triggered")));
 }
 
+/// A base image's ONBUILD trigger is one instruction, as BuildKit
+/// requires of the triggers it runs ("onbuild trigger should be a single
+/// expression"): a trigger of several lines ran each of them, and a FROM
+/// in one started a stage whose instructions were run in the child (or,
+/// alone, was dropped without a word). Each is now the trigger's error at
+/// the FROM that named the base, and nothing is built; a heredoc, one
+/// instruction over several lines, still runs.
+#[test]
+fn a_base_images_triggers_are_one_instruction_each() {
+    use image_build::dockerfile::Problem;
+    use image_core::config::RunConfig;
+    let Some(f) = fixture() else { return };
+    let base = |name: &str, trigger: &str| {
+        let mut b =
+            image_build::ImageBuilder::scratch(&f.store, &Platform::host()).expect("builder");
+        b.config_mut().config = Some(RunConfig {
+            on_build: Some(vec![trigger.to_owned()]),
+            ..RunConfig::default()
+        });
+        b.commit(&[name]).expect("base");
+    };
+    for (i, trigger) in [
+        "LABEL a=1\nLABEL b=2",
+        "FROM scratch",
+        "LABEL a=1\nFROM scratch\nLABEL b=2",
+        "",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("test.local/trigger:{i}");
+        base(&name, trigger);
+        let (r, _) = f.build(&format!("FROM {name}\nLABEL c=3\n"), |_| {});
+        let Err(e) = r else {
+            panic!("{trigger:?}: built");
+        };
+        assert!(
+            matches!(&e, BuildError::Step { line: 1, source: StepError::Trigger { source, .. }, .. }
+                if matches!(source.problem, Problem::TriggerNotOneInstruction)),
+            "{trigger:?}: {e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+    base("test.local/trigger:heredoc", "COPY <<EOF /f\nhi\nEOF");
+    let (r, _) = f.build("FROM test.local/trigger:heredoc\n", |_| {});
+    r.expect("a heredoc trigger");
+}
+
 #[test]
 fn a_failing_run_stops_the_build_with_its_code_last_lines_and_line() {
     let Some(f) = fixture() else { return };
@@ -485,17 +535,68 @@ fn gc_beside_a_build_removes_nothing_it_needs() {
 /// Builds `text` on another thread and waits at most `secs` for it: a
 /// build whose work grows faster than its input never returns in time.
 fn build_within(f: &Fixture, text: String, secs: u64) -> Result<BuildResult, BuildError> {
+    let mut options = BuildOptions::default();
+    options.dockerfile_text = Some(text);
+    build_options_within(f, options, secs)
+}
+
+/// Builds as `options` say on another thread (not joined: a build blocked
+/// in a system call cannot be stopped) and waits at most `secs` for it.
+fn build_options_within(
+    f: &Fixture,
+    options: BuildOptions,
+    secs: u64,
+) -> Result<BuildResult, BuildError> {
     let store = OciDir::open(f.tmp.path().join("store")).expect("store");
     let runtime = f.runtime.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut options = BuildOptions::default();
-        options.dockerfile_text = Some(text);
         let r = Builder::new(&store, &runtime).build(&options, &mut |_: &BuildEvent| {});
         let _ = tx.send(r);
     });
     rx.recv_timeout(std::time::Duration::from_secs(secs))
         .expect("the build did not finish in time")
+}
+
+/// The context's own `Dockerfile` (when none is named) is one of the
+/// context's files, and is read as they are: beneath the context, so a
+/// link out of it is an error (it read the host's file as the Dockerfile,
+/// and a parse error showed its first word), and a regular file only, so a
+/// FIFO is refused at once and unopened (the build waited on it for ever).
+/// A link that stays inside the context is followed there.
+#[test]
+fn the_contexts_own_dockerfile_is_read_beneath_it_and_only_if_regular() {
+    let Some(f) = fixture() else { return };
+    let outside = f.tmp.path().join("outside");
+    std::fs::write(&outside, "FROM scratch\nLABEL read=outside\n").unwrap();
+    let dockerfile = f.context().join("Dockerfile");
+    let build = || build_options_within(&f, BuildOptions::new(f.context()), 30);
+    let refused = |what: &str, e: BuildError| {
+        assert!(
+            matches!(&e, BuildError::Read { path, .. } if *path == dockerfile),
+            "{what}: {e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{what}: {e:?}");
+    };
+    for link in [outside.clone(), "../outside".into()] {
+        std::os::unix::fs::symlink(&link, &dockerfile).unwrap();
+        refused("a link out", build().expect_err("a link out"));
+        std::fs::remove_file(&dockerfile).unwrap();
+    }
+    let fifo = FifoProbe::new(&dockerfile);
+    refused("a FIFO", build().expect_err("a FIFO"));
+    assert!(!fifo.was_opened(), "the FIFO was opened for reading");
+    std::fs::remove_file(&dockerfile).unwrap();
+
+    std::fs::write(
+        f.context().join("inside"),
+        "FROM scratch\nLABEL read=inside\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("inside", &dockerfile).unwrap();
+    let r = build().expect("a link inside the context");
+    let labels = config(&r).config.clone().unwrap().labels.unwrap();
+    assert_eq!(labels["read"], "inside");
 }
 
 /// ENV pairs each cost the same however long `Env` is: 65,536 names, then
@@ -648,6 +749,122 @@ fn config_lists_and_expose_ranges_are_bounded() {
         ),
         "{e:?}"
     );
+}
+
+/// The provenance names the Dockerfile by its file name, as BuildKit's
+/// (buildx passes the base name): a Dockerfile named by a path (`-f`)
+/// kept that path, a directory of the builder's machine, in a record
+/// attached to the image and pushed with it.
+#[test]
+fn the_provenance_names_the_dockerfile_without_the_builders_path() {
+    let Some(f) = fixture() else { return };
+    let dir = f.tmp.path().join("home/alice/private-project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dockerfile = dir.join("app.Dockerfile");
+    std::fs::write(&dockerfile, "FROM scratch\nLABEL a=b\n").unwrap();
+    let mut options = BuildOptions::new(f.context());
+    options.dockerfile = dockerfile;
+    options.provenance = true;
+    let r = build_options_within(&f, options, 60).expect("build");
+    let referrer = r.provenance.expect("a provenance referrer");
+    let manifest = image_core::Manifest::from_bytes(
+        f.store
+            .read_descriptor_to_vec(&referrer, 1 << 20)
+            .expect("manifest"),
+    )
+    .expect("manifest");
+    let statement = f
+        .store
+        .read_descriptor_to_vec(&manifest.layers()[0], 1 << 20)
+        .expect("statement");
+    let json: serde_json::Value = serde_json::from_slice(&statement).expect("json");
+    assert_eq!(
+        json["predicate"]["invocation"]["configSource"]["entryPoint"],
+        "app.Dockerfile"
+    );
+    let text = String::from_utf8_lossy(&statement);
+    assert!(!text.contains("private-project"), "{text}");
+}
+
+/// The config's bytes are bounded as its entries are, and so is the text
+/// of the history a build adds: ENV, LABEL or VOLUME copying a half-MiB
+/// ARG under a few new names pass image-core's `MAX_CONFIG_FIELD_BYTES`
+/// (an image no container can be made from: the runtime checks it), and a
+/// label set again and again adds a half-MiB history entry each time, past
+/// `MAX_HISTORY_BYTES` (a config larger than the store's
+/// `MAX_DOCUMENT_SIZE` is written, then read by nothing). Each was a
+/// build that went on; each is now an error naming the instruction.
+#[test]
+fn config_bytes_and_the_history_are_bounded() {
+    use image_build::build::MAX_HISTORY_BYTES;
+    let Some(f) = fixture() else { return };
+    let half = "v".repeat(image_build::dockerfile::MAX_EXPANDED / 2);
+    let copies = |line: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| format!("{}\n", line.replace("{i}", &i.to_string())))
+            .collect()
+    };
+    let fields = image_core::config::MAX_CONFIG_FIELD_BYTES / half.len() + 1;
+    for (field, line) in [
+        ("Env", "ENV E{i}=$V"),
+        ("Labels", "LABEL l{i}=$V"),
+        ("Volumes", "VOLUME /v{i}$V"),
+    ] {
+        let text = format!("FROM scratch\nARG V={half}\n{}", copies(line, fields));
+        let Err(e) = build_within(&f, text, 120) else {
+            panic!("{field}: built");
+        };
+        assert!(
+            matches!(&e, BuildError::Step { line, source: StepError::Limit(l), .. }
+                if l.field == field && l.unit == "bytes" && *line == 1 + fields),
+            "{field}: {e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    }
+    // The ARG's entry (its value written out) is one of them.
+    let entries = MAX_HISTORY_BYTES / half.len() + 1;
+    let text = format!(
+        "FROM scratch\nARG V={half}\n{}",
+        copies("LABEL l=$V", entries)
+    );
+    let Err(e) = build_within(&f, text, 120) else {
+        panic!("history: built");
+    };
+    assert!(
+        matches!(&e, BuildError::Step { line, source: StepError::History { limit, .. }, .. }
+            if *line == entries && *limit == MAX_HISTORY_BYTES),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+/// Each config field and the history within their bounds can still add up
+/// past what a store reads back (`MAX_DOCUMENT_SIZE`): nearly 4 MiB of
+/// `Env`, a large label, and their history entries. Such a config
+/// was written and tagged, and then nothing could read the image; the
+/// commit now refuses it, typed, and tags nothing.
+#[test]
+fn a_config_larger_than_a_store_reads_is_refused_and_nothing_tagged() {
+    use image_build::BuilderError;
+    let Some(f) = fixture() else { return };
+    let value = "v".repeat(950_000);
+    let mut text = format!("FROM scratch\nARG V={value}\n");
+    for i in 0..4 {
+        text.push_str(&format!("ENV E{i}=$V\n"));
+    }
+    text.push_str("LABEL l=$V\n");
+    let mut options = BuildOptions::default();
+    options.dockerfile_text = Some(text);
+    options.tags = vec!["test.local/large:1".into()];
+    let Err(e) = build_options_within(&f, options, 120) else {
+        panic!("built");
+    };
+    assert!(
+        matches!(&e, BuildError::Commit(b) if matches!(**b, BuilderError::ConfigTooLarge { .. })),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(image_store::resolve_image(&f.store, "test.local/large:1", None).is_err());
 }
 
 /// The tracker's interrupt stops the build between steps: the build fails

@@ -407,34 +407,135 @@ fn one_record_exported(
     src: &OciDir,
     dir: &Path,
 ) -> (CacheKey, OciDir, image_build::cache::export::ExportReport) {
+    let (mut keys, out, report) = records_exported(src, dir, 1);
+    (keys.remove(0), out, report)
+}
+
+/// `n` records of made-up layers in `src`'s cache, exported into a new
+/// layout at `dir`: their keys, the layout and the export's report.
+fn records_exported(
+    src: &OciDir,
+    dir: &Path,
+    n: usize,
+) -> (
+    Vec<CacheKey>,
+    OciDir,
+    image_build::cache::export::ExportReport,
+) {
     let store_cache = Cache::open(src).expect("cache");
-    let blob = b"not really a layer".to_vec();
-    let digest = src.write_blob(&blob).expect("layer");
-    let layer = image_build::Layer {
-        descriptor: image_core::manifest::descriptor(
-            &image_core::MediaType::OciLayerGzip,
-            &digest,
-            blob.len() as u64,
-        ),
-        diff_id: Digest::sha256(b"x"),
-    };
-    let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child("RUN x", &[]);
-    store_cache
-        .record(
-            &key,
-            &CachedLayer {
-                layer,
-                created_by: "RUN x".into(),
-                created: None,
-            },
-        )
-        .expect("record");
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let blob = format!("not really a layer {i}").into_bytes();
+        let digest = src.write_blob(&blob).expect("layer");
+        let layer = image_build::Layer {
+            descriptor: image_core::manifest::descriptor(
+                &image_core::MediaType::OciLayerGzip,
+                &digest,
+                blob.len() as u64,
+            ),
+            diff_id: Digest::sha256(&blob),
+        };
+        let by = if i == 0 {
+            "RUN x".to_owned()
+        } else {
+            format!("RUN x{i}")
+        };
+        let key = CacheKey::base(None, &Platform::new("linux", "amd64")).child(&by, &[]);
+        store_cache
+            .record(
+                &key,
+                &CachedLayer {
+                    layer,
+                    created_by: by,
+                    created: None,
+                },
+            )
+            .expect("record");
+        keys.push(key);
+    }
     store_cache.flush().expect("flush");
     let used = store_cache.used();
-    assert_eq!(used.len(), 1);
+    assert_eq!(used.len(), n);
     let out = OciDir::open_or_create(dir).expect("out");
     let report = export(src, &used, None, &out, DEFAULT_NAME).expect("export");
-    (key, out, report)
+    (keys, out, report)
+}
+
+/// A source that notes, each time a record's manifest is read, how many
+/// blobs the destination holds.
+struct Watched<'a> {
+    store: &'a OciDir,
+    dst: &'a OciDir,
+    manifests: Vec<Digest>,
+    seen: std::sync::Mutex<Vec<usize>>,
+}
+
+impl image_store::Provider for Watched<'_> {
+    fn reader(
+        &self,
+        digest: &Digest,
+    ) -> Result<Box<dyn std::io::Read + Send>, image_store::ContentError> {
+        if self.manifests.contains(digest) {
+            let held = image_store::Manager::list(self.dst).expect("list").len();
+            self.seen.lock().expect("seen").push(held);
+        }
+        self.store.reader(digest)
+    }
+    fn try_info(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<image_store::content::Info>, image_store::ContentError> {
+        self.store.try_info(digest)
+    }
+}
+
+impl TagStore for Watched<'_> {
+    fn tags(&self) -> Result<Vec<image_store::Tagged>, image_store::TagError> {
+        self.store.tags()
+    }
+    fn set_tag(
+        &self,
+        name: &str,
+        descriptor: &image_core::Descriptor,
+    ) -> Result<(), image_store::TagError> {
+        self.store.set_tag(name, descriptor)
+    }
+    fn remove_tag(&self, name: &str) -> Result<bool, image_store::TagError> {
+        self.store.remove_tag(name)
+    }
+}
+
+/// An import copies each record as soon as it has checked it, so it holds
+/// one record's documents at a time: it read every record's manifest and
+/// config first and kept them all (up to `MAX_RECORDS` of 8 MiB manifests
+/// and 1 MiB configs: gigabytes, from a hostile cache) until it copied.
+/// Each record's manifest is read once the records before it are in the
+/// store.
+#[test]
+fn an_import_copies_each_record_before_it_reads_the_next() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = OciDir::open_or_create(tmp.path().join("src")).expect("src");
+    let (keys, out, report) = records_exported(&src, &tmp.path().join("out"), 3);
+    let manifests = read_index(&out, &report.descriptor)
+        .manifests()
+        .iter()
+        .map(|d| d.digest().as_ref().parse().expect("digest"))
+        .collect();
+    let dst = OciDir::open_or_create(tmp.path().join("dst")).expect("dst");
+    let watched = Watched {
+        store: &out,
+        dst: &dst,
+        manifests,
+        seen: std::sync::Mutex::new(Vec::new()),
+    };
+    let r = import(&watched, DEFAULT_NAME, &dst, None).expect("import");
+    assert_eq!((r.records, r.copied), (3, 9));
+    let seen = watched.seen.into_inner().expect("seen");
+    assert_eq!(seen, [0, 3, 6], "blobs in the store at each manifest read");
+    let found = Cache::open(&dst).expect("cache");
+    for key in &keys {
+        assert!(found.lookup(key).expect("lookup").is_some());
+    }
 }
 
 /// An import reads each blob of the source once: a record's manifest and
@@ -670,4 +771,38 @@ fn cache_mounts_travel_with_the_cache_and_start_a_fresh_machine_warm() {
         b"local"
     );
     assert!(!tmp.path().join("machine-b/escape").exists());
+}
+
+/// What a killed build or import left in a cache mount root (a cache
+/// directory being made, `.new-*`, or a mount being imported,
+/// `.import-*`) was never removed: no export or import reads such a name,
+/// and a package cache seeded or unpacked half-way can be large. The next
+/// import removes each one no process holds (its maker's flock, which the
+/// kernel releases when the maker dies); one being made now is left
+/// alone, and so is everything else in the root.
+#[test]
+fn half_made_mount_directories_of_a_killed_maker_are_swept_by_the_next_import() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+    let root = tmp.path().join("cache-mounts");
+    for dir in [".new-apt-4242-0", ".import-x1y2z3", ".new-held-1-0", "apt"] {
+        std::fs::create_dir_all(root.join(dir).join("sub")).expect("dir");
+        std::fs::write(root.join(dir).join("sub/half"), vec![1u8; 1000]).expect("half");
+    }
+    std::fs::write(root.join("apt.lock"), b"").expect("lock");
+    // Another process's, being made now: it holds the directory's flock.
+    let held = std::fs::File::open(root.join(".new-held-1-0")).expect("open");
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).expect("flock");
+
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let none = tmp.path().join("no-mounts");
+    export(&store, &[], Some(&none), &layout, DEFAULT_NAME).expect("export");
+    import(&layout, DEFAULT_NAME, &store, Some(&root)).expect("import");
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .expect("root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".new-held-1-0", "apt", "apt.lock"]);
+    assert!(root.join("apt/sub/half").exists());
 }

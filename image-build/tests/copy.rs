@@ -16,6 +16,9 @@ use image_core::error::{Classify, ErrorKind};
 use image_core::Compression;
 use image_testsupport::tar::{Raw, TarBuf};
 
+mod fifo;
+use fifo::FifoProbe;
+
 /// One entry of a tree as read back: kind and target or content, mode,
 /// owner, mtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -993,6 +996,26 @@ fn hostile_add_archives_stay_in_the_root() {
             f.sentinel_intact();
         }
     }
+}
+
+/// A hostile base's `/etc/passwd` that is not a regular file (a FIFO, a
+/// device node) is refused for `--chown` without being opened: opening
+/// one has effects (a writer waiting on the FIFO goes on, a device acts),
+/// and nothing is written.
+#[test]
+fn a_chown_database_that_is_not_regular_is_refused_unopened() {
+    let f = Fixture::new();
+    write(&f.ctx().join("a"), "a", 0o644, 1);
+    fs::create_dir(f.root().join("etc")).unwrap();
+    let fifo = FifoProbe::new(&f.root().join("etc/passwd"));
+    let mut s = spec(&["a"], "/out");
+    s.chown = Some("app".into());
+    let e = f.copy(&s).unwrap_err();
+    assert!(!fifo.was_opened(), "the FIFO was opened for reading");
+    assert!(matches!(e, CopyError::Write { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(!f.root().join("out").exists());
+    f.sentinel_intact();
 }
 
 /// A hostile base for `--chown`: a 100 MB (sparse) `/etc/passwd` is

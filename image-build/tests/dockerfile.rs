@@ -557,3 +557,104 @@ fn an_instruction_expands_to_at_most_max_expanded_in_all() {
     let err = expand_all(&many, &[]).unwrap_err();
     assert!(err.contains(&dockerfile::MAX_EXPANDED.to_string()), "{err}");
 }
+
+/// What a scope holds is bounded in all, not only each instruction: ENVs
+/// and ARGs copying a value of half `MAX_EXPANDED` under new names held
+/// half a MiB more per line, terabytes from an 8 MiB Dockerfile (and the
+/// global ARGs, one line of them, had no bound at all). Past
+/// `MAX_SCOPE_BYTES` the instruction fails naming its place; replacing one
+/// name does not add up, however often.
+#[test]
+fn the_variables_in_a_scope_are_bounded_in_all() {
+    use dockerfile::MAX_SCOPE_BYTES;
+    let half = "a".repeat(dockerfile::MAX_EXPANDED / 2);
+    let copies = MAX_SCOPE_BYTES / half.len() + 1;
+    let lines = |keyword: &str| -> String {
+        (0..copies)
+            .map(|i| format!("{keyword} C{i}=$A\n"))
+            .collect()
+    };
+    let one_line: String = (0..copies).map(|i| format!(" C{i}=$A")).collect();
+    for (what, text) in [
+        (
+            "stage ENV",
+            format!("FROM x\nENV A={half}\n{}", lines("ENV")),
+        ),
+        (
+            "stage ARG",
+            format!("FROM x\nARG A={half}\n{}", lines("ARG")),
+        ),
+        (
+            "global ARGs",
+            format!("ARG A={half}\n{}FROM x\n", lines("ARG")),
+        ),
+        (
+            "global ARG line",
+            format!("ARG A={half}{one_line}\nFROM x\n"),
+        ),
+    ] {
+        let e = expand_all(&text, &[]).expect_err(what);
+        assert!(e.contains(&MAX_SCOPE_BYTES.to_string()), "{what}: {e}");
+    }
+    // One name replaced again and again stays one value.
+    let same = format!(
+        "FROM x\nENV A={half}\n{}",
+        "ENV A=${A}\nARG B=$A\n".repeat(copies)
+    );
+    expand_all(&same, &[]).expect("replacing");
+}
+
+/// The work of pattern substitutions (`${A#p}`, `${A%p}`, `${A/p/r}`) is
+/// bounded for the whole Dockerfile, not per substitution: each word here
+/// takes tens of millions of automaton steps (a long value, a pattern that
+/// never matches it and keeps every state alive) and expands to nothing,
+/// so a few hundred bytes each asked for hours from an 8 MiB Dockerfile
+/// (`#` and `%` had no bound at all, `/` one per substitution). Past
+/// `MAX_PATTERN_STEPS` in all, the expansion fails as too complex; one
+/// such word is fine.
+#[test]
+fn pattern_work_is_bounded_for_the_whole_dockerfile() {
+    use dockerfile::MAX_PATTERN_STEPS;
+    let suffix = format!("{}b", "*a".repeat(100));
+    let prefix = format!("b{}", "*a".repeat(100));
+    // (operator, value length, pattern, steps per word: the value's
+    // characters times the automaton's states, or, for `/`, each start's
+    // rest of the value times them)
+    let cases = [
+        ("#", 200_000, &suffix, 200_000 * 202),
+        ("##", 200_000, &suffix, 200_000 * 202),
+        ("%", 200_000, &prefix, 200_000 * 202),
+        ("%%", 200_000, &prefix, 200_000 * 202),
+        ("/", 5_000, &"*b".to_owned(), 5_000 * 5_000 / 2 * 3),
+        ("//", 5_000, &"*b".to_owned(), 5_000 * 5_000 / 2 * 3),
+    ];
+    let mut many = String::from("FROM x\n");
+    let mut spent = 0;
+    for (op, len, pattern, per_word) in cases {
+        let value = "a".repeat(len);
+        let word = format!("${{UNSET:+${{A{op}{pattern}}}}}");
+        let one = format!("FROM x\nENV A={value}\nENV B={word}\n");
+        let got = expand_all(&one, &[]).expect("one word");
+        assert_eq!(
+            got[0][2],
+            Command::Env(vec![image_build::dockerfile::KeyValue {
+                key: "B".into(),
+                value: String::new()
+            }]),
+            "{op}"
+        );
+        // Every operator once in one Dockerfile: past the bound only when
+        // each one's work counts.
+        many.push_str(&format!("ENV A={value}\nENV B={word}\n"));
+        spent += per_word;
+    }
+    assert!(spent > MAX_PATTERN_STEPS);
+    let Err(e) = expand_all(&many, &[]) else {
+        panic!("{spent} steps' worth expanded");
+    };
+    assert!(
+        e.contains(&MAX_PATTERN_STEPS.to_string()),
+        "{}",
+        &e[..e.len().min(300)]
+    );
+}

@@ -4,6 +4,9 @@
 use image_build::dockerignore::{find_ignore_file, Ignore, IgnoreError};
 use image_core::error::{Classify, ErrorKind};
 
+mod fifo;
+use fifo::FifoProbe;
+
 /// (ignore file, path, excluded?)
 const TABLE: &[(&str, &str, bool)] = &[
     // Docker's documentation example.
@@ -126,6 +129,20 @@ fn a_symlinked_ignore_file_is_refused() {
     .unwrap();
     let e = find_ignore_file(ctx.path(), None).unwrap_err();
     assert!(matches!(e, IgnoreError::Read { .. }), "{e}");
+}
+
+/// An ignore file that is not a regular file is refused without being
+/// opened for reading: opening has effects on a FIFO (a writer waiting
+/// on it goes on) and on a device node of a hostile context (a tape
+/// rewinds, a watchdog starts), and only a regular file is read.
+#[test]
+fn an_ignore_file_that_is_not_regular_is_refused_unopened() {
+    let ctx = tempfile::tempdir().unwrap();
+    let fifo = FifoProbe::new(&ctx.path().join(".dockerignore"));
+    let e = find_ignore_file(ctx.path(), None).unwrap_err();
+    assert!(!fifo.was_opened(), "the FIFO was opened for reading");
+    assert!(matches!(e, IgnoreError::Read { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 }
 
 #[test]

@@ -355,6 +355,61 @@ fn bind_mounts_are_read_only_in_root_and_rw_writes_are_discarded() {
     no_mounts_left(&f);
 }
 
+/// A bind of the context shows the context as the build has it: what
+/// `.dockerignore` leaves out is not there (BuildKit's context holds only
+/// what the ignore file lets through). The raw directory was bound, so a
+/// RUN read, and could copy into its layer, the files the user kept out
+/// of the build (an `.env`, credentials), and they keyed the step.
+#[test]
+fn a_context_bind_shows_no_file_the_ignore_file_leaves_out() {
+    let Some(f) = fixture() else { return };
+    let ctx = f.context();
+    std::fs::write(ctx.join(".dockerignore"), "secret.env\nsub/*.key\n").unwrap();
+    std::fs::write(ctx.join("secret.env"), "TOKEN=1\n").unwrap();
+    std::fs::write(ctx.join("kept"), "kept\n").unwrap();
+    std::fs::create_dir(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("sub/id.key"), "KEY\n").unwrap();
+    std::fs::write(ctx.join("sub/code"), "code\n").unwrap();
+    let out = output(
+        &f,
+        "RUN --mount=target=/src find /src | sort\n\
+         RUN --mount=target=/s,source=sub,rw find /s | sort\n\
+         RUN --mount=target=/k,source=kept cat /k\n",
+        |_| {},
+    );
+    assert_eq!(
+        out,
+        [
+            "/src",
+            "/src/.dockerignore",
+            "/src/kept",
+            "/src/sub",
+            "/src/sub/code",
+            "/s",
+            "/s/code",
+            "kept"
+        ]
+    );
+    // An ignored source is not in the context, as for a COPY.
+    let (r, _) = build(
+        &f,
+        "RUN --mount=target=/x,source=secret.env cat /x\n",
+        |_| {},
+    );
+    let e = r.expect_err("an ignored source");
+    assert!(
+        chain(&e).contains("\"secret.env\" not found"),
+        "{}",
+        chain(&e)
+    );
+    // An ignored file keys nothing: changed, the step is cached.
+    std::fs::write(ctx.join("secret.env"), "TOKEN=2\n").unwrap();
+    let (r, events) = build(&f, "RUN --mount=target=/src find /src | sort\n", |_| {});
+    r.unwrap();
+    assert_eq!(cached(&events), 1);
+    no_mounts_left(&f);
+}
+
 /// A tmpfs mount takes no more than its size, and is in no layer.
 #[test]
 fn a_tmpfs_mount_honours_its_size() {
@@ -587,6 +642,41 @@ fn a_killed_runs_secret_tmpfs_is_swept_by_the_next_run() {
     assert!(live.is_dir(), "a live RUN's directory was taken");
     let found = files_holding(f.tmp.path(), &secret);
     assert!(found.is_empty(), "the secret is in {found:?}");
+    drop(held);
+    std::fs::remove_dir(&live).unwrap();
+    no_mounts_left(&f);
+}
+
+/// A build killed while it made a cache directory (seeding it, say)
+/// left its `.new-*` directory in the cache mount root, which nothing
+/// removed. The next RUN that makes a cache directory sweeps those no
+/// process holds and leaves one a live build holds; the directory it makes
+/// leaves nothing half-made behind.
+#[test]
+fn a_killed_builds_half_made_cache_directory_is_swept_by_the_next_one_made() {
+    let Some(f) = fixture() else { return };
+    let root = cache_dir_root(f.runtime.root());
+    let dead = root.join(".new-apt-4242-0");
+    std::fs::create_dir_all(dead.join("archives")).unwrap();
+    std::fs::write(dead.join("archives/pkg.deb"), vec![7u8; 100_000]).unwrap();
+    // One a live build holds, locked as it locks it.
+    let live = root.join(".new-live");
+    std::fs::create_dir(&live).unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let out = output(
+        &f,
+        "RUN --mount=type=cache,target=/var/c,id=fresh-c echo ran\n",
+        |_| {},
+    );
+    assert_eq!(out, ["ran"]);
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".new-live", "fresh-c"]);
     drop(held);
     std::fs::remove_dir(&live).unwrap();
     no_mounts_left(&f);

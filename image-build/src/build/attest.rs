@@ -71,7 +71,8 @@ where
 
     /// The provenance of the build: the base images of the stages built
     /// (by digest, resolved as the build resolved them), the build args,
-    /// the Dockerfile's digest, the target.
+    /// the Dockerfile's file name (never the path it was named by) and
+    /// digest, the target.
     pub(super) fn provenance(&self, dockerfile: &str) -> Result<Provenance, BuildError> {
         let mut materials: Vec<Material> = Vec::new();
         for stage in &self.df.stages {
@@ -93,8 +94,14 @@ where
                 materials.push(m);
             }
         }
+        // Its file name, as BuildKit records it: the path it was named by
+        // is a directory of the builder's machine.
+        let name = std::path::Path::new(self.file).file_name().map_or_else(
+            || self.file.to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Ok(Provenance {
-            dockerfile: self.file.to_owned(),
+            dockerfile: name,
             dockerfile_digest: Digest::sha256(dockerfile.as_bytes()),
             target: self.options.target.clone(),
             build_args: self.options.build_args.clone(),

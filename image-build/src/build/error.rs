@@ -179,6 +179,15 @@ pub enum StepError {
     /// The config would hold more than a config may.
     #[error("the stage's config would grow too large")]
     Limit(#[source] ConfigLimitError),
+    /// The history entries the build added to the stage's image would
+    /// take more than [`MAX_HISTORY_BYTES`](super::MAX_HISTORY_BYTES).
+    #[error("the stage's history would take {found} bytes, more than {limit}")]
+    History {
+        /// The bytes it would take with this step's entry.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// An ONBUILD trigger of the base image does not parse.
     #[error("the base image's ONBUILD trigger {trigger:?}")]
     Trigger {
@@ -261,9 +270,9 @@ impl Classify for StepError {
             StepError::Copy(e) => e.kind(),
             StepError::Run(e) => e.kind(),
             StepError::Cache(e) => e.kind(),
-            StepError::Invalid { .. } | StepError::TooManyTriggers { .. } => {
-                ErrorKind::InvalidInput
-            }
+            StepError::Invalid { .. }
+            | StepError::TooManyTriggers { .. }
+            | StepError::History { .. } => ErrorKind::InvalidInput,
             StepError::Trigger { source, .. } => source.kind(),
             StepError::Limit(e) => e.kind(),
             StepError::Snapshot { source, .. } => source.kind(),

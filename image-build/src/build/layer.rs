@@ -329,6 +329,11 @@ where
         stage: usize,
         inputs: &mut Vec<Digest>,
     ) -> Result<String, StepError> {
+        let setup_err = |e| {
+            StepError::Run(Box::new(run::RunError::MountSetup {
+                source: Box::new(e),
+            }))
+        };
         let mut text = String::new();
         for m in &spec.mounts {
             text.push_str("\0mount=");
@@ -342,16 +347,21 @@ where
                     text.push_str(",layers=");
                     text.push_str(&cache::chain_name(&layers).unwrap_or_default());
                 }
+                None if crate::mounts::has_ignore_rules(self.context) => {
+                    // What the mount shows: a COPY of the source from the
+                    // context, what its ignore rules exclude left out.
+                    let rel =
+                        crate::mounts::context_path(self.context, &b.source).map_err(setup_err)?;
+                    let copy = CopySpec::new(vec![rel], "/".to_owned(), "/".to_owned());
+                    let plan = copy::plan(&CopySource::Context(self.context), &copy)
+                        .map_err(|e| StepError::Copy(Box::new(e)))?;
+                    inputs.push(plan.digest);
+                }
                 None => {
                     // What the mount shows: the source resolved in the
                     // context, hashed as a COPY of it would be.
-                    let host = crate::mounts::resolve_in_context(self.context, &b.source).map_err(
-                        |e| {
-                            StepError::Run(Box::new(run::RunError::MountSetup {
-                                source: Box::new(e),
-                            }))
-                        },
-                    )?;
+                    let host = crate::mounts::resolve_in_context(self.context, &b.source)
+                        .map_err(setup_err)?;
                     let (root, name) = match (host.is_dir(), host.parent(), host.file_name()) {
                         (false, Some(parent), Some(name)) => {
                             (parent.to_owned(), name.to_string_lossy().into_owned())
@@ -483,6 +493,7 @@ where
         // made for another (or none) is not the same layer.
         let key = key.packed_for(self.epoch);
         entry.created = Some(self.created_now());
+        state.fits(&entry)?;
         self.counts.steps.fetch_add(1, Ordering::Relaxed);
         let use_cache = !self.options.no_cache
             && !self
@@ -515,10 +526,10 @@ where
                 state.layers.push(hit.layer.clone());
                 state.top = None;
                 state.key = stacked_key(state, key, link, &text, &hit.layer);
-                state.added.push(Entry {
+                state.add(Entry {
                     history: entry,
                     layer: Some(hit.layer),
-                });
+                })?;
                 self.emit(&BuildEvent::StepDone {
                     step,
                     layer_size: Some(size),
@@ -554,10 +565,10 @@ where
         }
         state.key = stacked_key(state, key, link, &text, &layer);
         let size = layer.descriptor.size();
-        state.added.push(Entry {
+        state.add(Entry {
             history: entry,
             layer: Some(layer),
-        });
+        })?;
         self.emit(&BuildEvent::StepDone {
             step,
             layer_size: Some(size),

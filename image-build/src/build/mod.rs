@@ -31,7 +31,9 @@
 //! Every check that needs no step (`preflight`) is made before any runs.
 //!
 //! # Security
-//! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), its
+//! The Dockerfile is read bounded ([`crate::dockerfile::MAX_BYTES`]), the
+//! context's own one as the context's files are
+//! ([`crate::context::open_dockerfile`]: beneath it, a regular file), its
 //! stage graph walked once; the base image's ONBUILD triggers are bounded
 //! ([`MAX_TRIGGERS`]) and parsed as the Dockerfile's own instructions are.
 //! What COPY reads and RUN runs is guarded by [`crate::copy`] and
@@ -65,7 +67,7 @@ pub use events::{BuildEvent, Observer, OutputStream};
 use graph::{stage_name, Graph, Source};
 pub use output::PlatformImage;
 use preflight::Plan;
-pub use state::{Entry, State};
+pub use state::{Entry, State, MAX_HISTORY_BYTES};
 
 use crate::builder::{Built, ImageBuilder};
 use crate::cache::Cache;
@@ -813,22 +815,28 @@ where
                 self.layer_step(&mut state, &scope, &command, i, index, total)
                     .map_err(self.at(line, keyword))?;
             } else {
-                state.apply(&command).map_err(self.at(line, keyword))?;
                 let mut entry = history::config_only(&command, df.directives.escape);
                 entry.created = Some(self.created_now());
                 let by = entry.created_by.as_deref().unwrap_or_default();
-                state.key = state.key.child(by, &[]);
-                state.added.push(Entry {
-                    history: entry,
-                    layer: None,
-                });
+                let key = state.key.child(by, &[]);
+                state
+                    .apply(&command)
+                    .and_then(|()| {
+                        state.key = key;
+                        state.add(Entry {
+                            history: entry,
+                            layer: None,
+                        })
+                    })
+                    .map_err(self.at(line, keyword))?;
             }
         }
         state.keep_scope_env(scope.env);
         Ok(state)
     }
 
-    /// The base's ONBUILD triggers as instructions, bounded; the config's
+    /// The base's ONBUILD triggers as instructions, bounded, each one
+    /// instruction other than FROM (as BuildKit requires); the config's
     /// `OnBuild` is cleared, as Docker does once they have run.
     fn triggers(&self, state: &mut State, line: usize) -> Result<Vec<Instruction>, BuildError> {
         let Some(stored) = state.config.config.as_mut().and_then(|c| c.on_build.take()) else {
@@ -843,14 +851,30 @@ where
         }
         let mut out = Vec::with_capacity(stored.len());
         for trigger in stored {
+            let failed = |source| {
+                at(StepError::Trigger {
+                    trigger: trigger.clone(),
+                    source: Box::new(source),
+                })
+            };
             let parsed = dockerfile::parse("ONBUILD", &format!("FROM scratch\n{trigger}\n"))
-                .map_err(|source| {
-                    at(StepError::Trigger {
-                        trigger: trigger.clone(),
-                        source: Box::new(source),
-                    })
-                })?;
-            out.extend(parsed.stages.into_iter().flat_map(|s| s.instructions));
+                .map_err(failed)?;
+            // One instruction, as BuildKit runs them: several were each
+            // run, and a FROM's stage was run in this one.
+            let mut stages = parsed.stages.into_iter();
+            match (stages.next(), stages.next()) {
+                (Some(mut stage), None) if stage.instructions.len() == 1 => {
+                    out.append(&mut stage.instructions);
+                }
+                _ => {
+                    return Err(failed(dockerfile::DockerfileError {
+                        file: "ONBUILD".to_owned(),
+                        line: 1,
+                        column: 1,
+                        problem: dockerfile::Problem::TriggerNotOneInstruction,
+                    }))
+                }
+            }
         }
         Ok(out)
     }
@@ -980,7 +1004,7 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
             .context
             .as_deref()
             .unwrap_or(std::path::Path::new("."))
-            .join("Dockerfile")
+            .join(crate::context::DEFAULT_DOCKERFILE)
     } else {
         options.dockerfile.clone()
     };
@@ -996,7 +1020,15 @@ fn read_dockerfile(options: &BuildOptions) -> Result<(String, String), BuildErro
         path: path.clone(),
         source,
     };
-    let f = std::fs::File::open(&path).map_err(read_err)?;
+    // The context's own Dockerfile is one of its files; a named one is
+    // the caller's choice, followed as the context directory is.
+    let f = match &options.context {
+        Some(dir) if options.dockerfile.as_os_str().is_empty() => {
+            crate::context::open_dockerfile(dir)
+        }
+        _ => std::fs::File::open(&path),
+    }
+    .map_err(read_err)?;
     let mut bytes = Vec::new();
     f.take(dockerfile::MAX_BYTES as u64 + 1)
         .read_to_end(&mut bytes)

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use image_core::config::{
     ConfigFile, ConfigLimitError, HealthConfig, History, RunConfig, MAX_CONFIG_ENTRIES,
+    MAX_CONFIG_FIELD_BYTES,
 };
 use image_core::Platform;
 use image_store::Image;
@@ -47,6 +48,13 @@ pub struct State {
     /// Where each name of `Env` is in it, made on the first ENV, so that
     /// each pair of an ENV costs the same however long `Env` is.
     env_index: Option<HashMap<String, usize>>,
+    /// The bytes of `Env`, `Labels` and `Volumes` (as
+    /// [`RunConfig::check_limits`] counts them), each counted on the
+    /// first instruction that changes the field, then kept up to date, so
+    /// that the bound costs the same however much a field holds.
+    field_bytes: [Option<usize>; 3],
+    /// The bytes of the text of the history entries in `added`.
+    history_bytes: usize,
     /// The ports EXPOSE ranges have named so far, repeats included.
     ports_named: usize,
     /// The ENV of the stage's expansion scope when the stage ended (the
@@ -73,17 +81,54 @@ pub fn image_layers(image: &Image) -> Vec<Layer> {
 /// [`MAX_CONFIG_ENTRIES`]).
 pub const MAX_EXPOSE_PORTS: usize = 4 * MAX_CONFIG_ENTRIES;
 
-/// Fails when a config list or map holds more than [`MAX_CONFIG_ENTRIES`].
-fn bounded(field: &'static str, found: usize) -> Result<(), StepError> {
-    if found > MAX_CONFIG_ENTRIES {
+/// The most bytes the text (`created_by`, `comment`, `author`) of the
+/// history entries a build adds to one image may take: image-store's
+/// `MAX_DOCUMENT_SIZE`, since a config larger than that is written but
+/// never read back. Each entry is bounded by the instruction that makes it
+/// (an expanded ENV or LABEL by `MAX_EXPANDED`, a RUN by the build args it
+/// sees); this bounds their sum.
+pub const MAX_HISTORY_BYTES: usize = image_store::refs::MAX_DOCUMENT_SIZE as usize;
+
+/// Which of [`State::field_bytes`] a field's count is.
+const ENV: usize = 0;
+const LABELS: usize = 1;
+const VOLUMES: usize = 2;
+
+/// The bytes of a history entry's text.
+fn history_text(h: &History) -> usize {
+    [&h.created_by, &h.comment, &h.author]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum()
+}
+
+/// Fails when a config field's `found` (of `unit`) is over `limit`.
+fn within(
+    field: &'static str,
+    unit: &'static str,
+    found: usize,
+    limit: usize,
+) -> Result<(), StepError> {
+    if found > limit {
         return Err(StepError::Limit(ConfigLimitError {
             field,
-            unit: "entries",
+            unit,
             found,
-            limit: MAX_CONFIG_ENTRIES,
+            limit,
         }));
     }
     Ok(())
+}
+
+/// Fails when a config field's strings take more than
+/// [`MAX_CONFIG_FIELD_BYTES`].
+fn bounded_bytes(field: &'static str, found: usize) -> Result<(), StepError> {
+    within(field, "bytes", found, MAX_CONFIG_FIELD_BYTES)
+}
+
+/// Fails when a config list or map holds more than [`MAX_CONFIG_ENTRIES`].
+fn bounded(field: &'static str, found: usize) -> Result<(), StepError> {
+    within(field, "entries", found, MAX_CONFIG_ENTRIES)
 }
 
 impl State {
@@ -98,6 +143,8 @@ impl State {
             cmd_set: false,
             key: CacheKey::base(None, platform),
             env_index: None,
+            field_bytes: [None; 3],
+            history_bytes: 0,
             ports_named: 0,
             scope_env: None,
         }
@@ -115,6 +162,8 @@ impl State {
             top: None,
             cmd_set: false,
             env_index: None,
+            field_bytes: [None; 3],
+            history_bytes: 0,
             ports_named: 0,
             scope_env: None,
         }
@@ -129,6 +178,35 @@ impl State {
     pub fn into_child(mut self) -> State {
         self.cmd_set = false;
         self
+    }
+
+    /// Fails when `entry` would take the history the build added past
+    /// [`MAX_HISTORY_BYTES`] (asked before a step's work, so that a step
+    /// whose entry cannot be kept does not run).
+    ///
+    /// # Errors
+    /// [`StepError::History`].
+    pub fn fits(&self, entry: &History) -> Result<(), StepError> {
+        let found = self.history_bytes.saturating_add(history_text(entry));
+        if found > MAX_HISTORY_BYTES {
+            return Err(StepError::History {
+                found,
+                limit: MAX_HISTORY_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a history entry (and its layer) to what the build added, its
+    /// text counted against [`MAX_HISTORY_BYTES`].
+    ///
+    /// # Errors
+    /// [`StepError::History`]; nothing is added then.
+    pub fn add(&mut self, entry: Entry) -> Result<(), StepError> {
+        self.fits(&entry.history)?;
+        self.history_bytes += history_text(&entry.history);
+        self.added.push(entry);
+        Ok(())
     }
 
     /// The run config, made if missing.
@@ -233,11 +311,16 @@ impl State {
                         })
                         .collect(),
                 };
+                let mut bytes = match self.field_bytes[ENV] {
+                    Some(n) => n,
+                    None => self.env().iter().map(String::len).sum(),
+                };
                 let env = self.run_config().env.get_or_insert_with(Vec::new);
                 for kv in pairs {
                     let item = format!("{}={}", kv.key, kv.value);
+                    bytes += item.len();
                     match index.get(&kv.key) {
-                        Some(&i) => env[i] = item,
+                        Some(&i) => bytes -= std::mem::replace(&mut env[i], item).len(),
                         None => {
                             index.insert(kv.key.clone(), env.len());
                             env.push(item);
@@ -246,14 +329,25 @@ impl State {
                 }
                 let len = env.len();
                 self.env_index = Some(index);
+                self.field_bytes[ENV] = Some(bytes);
                 bounded("Env", len)?;
+                bounded_bytes("Env", bytes)?;
             }
             Command::Label(pairs) => {
+                let known = self.field_bytes[LABELS];
                 let labels = self.run_config().labels.get_or_insert_with(BTreeMap::new);
+                let mut bytes =
+                    known.unwrap_or_else(|| labels.iter().map(|(k, v)| k.len() + v.len()).sum());
                 for kv in pairs {
-                    labels.insert(kv.key.clone(), kv.value.clone());
+                    bytes += kv.key.len() + kv.value.len();
+                    if let Some(old) = labels.insert(kv.key.clone(), kv.value.clone()) {
+                        bytes -= kv.key.len() + old.len();
+                    }
                 }
-                bounded("Labels", labels.len())?;
+                let len = labels.len();
+                self.field_bytes[LABELS] = Some(bytes);
+                bounded("Labels", len)?;
+                bounded_bytes("Labels", bytes)?;
             }
             Command::Expose(ports) => {
                 let mut named = self.ports_named;
@@ -281,11 +375,19 @@ impl State {
                 self.run_config().working_dir = Some(dir);
             }
             Command::Volume(v) => {
+                let known = self.field_bytes[VOLUMES];
                 let vols = self.run_config().volumes.get_or_insert_with(BTreeMap::new);
+                let mut bytes = known.unwrap_or_else(|| vols.keys().map(String::len).sum());
                 for p in &v.paths {
-                    vols.insert(p.clone(), serde_json::Value::Object(Default::default()));
+                    let empty = serde_json::Value::Object(Default::default());
+                    if vols.insert(p.clone(), empty).is_none() {
+                        bytes += p.len();
+                    }
                 }
-                bounded("Volumes", vols.len())?;
+                let len = vols.len();
+                self.field_bytes[VOLUMES] = Some(bytes);
+                bounded("Volumes", len)?;
+                bounded_bytes("Volumes", bytes)?;
             }
             Command::Shell(s) => self.run_config().shell = Some(s.clone()),
             Command::Stopsignal(s) => self.run_config().stop_signal = Some(s.clone()),

@@ -28,10 +28,12 @@
 //! limit), so is its entry count ([`MAX_RECORDS`]); each record's manifest
 //! and config are read bounded and checked (our artifact and config types,
 //! one layer, a config naming the same key and the layer's media type)
-//! before anything is copied, and an entry that is not such a record is
-//! skipped and counted, never an error. Copies go through the
-//! destination's lease, blob by blob verified, and the records are tagged
-//! in one batch at the end: a failed import tags nothing.
+//! before any of its blobs is copied, and an entry that is not such a
+//! record is skipped and counted, never an error. A record is copied as
+//! soon as it is checked, so one record's documents are held at a time.
+//! Copies go through the destination's lease, blob by blob verified, and
+//! the records are tagged in one batch at the end: a failed import tags
+//! nothing, and what it copied is collectable once its lease ends.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -523,9 +525,9 @@ where
 }
 
 /// Imports the cache index tagged `name` in `src` into `dst`'s build
-/// cache: every record's blobs are copied (verified) under a lease of
-/// `dst`, then every record is tagged in one batch (see the
-/// [module docs](self)). A record `dst` has already is replaced by the
+/// cache: each record's blobs are copied (verified) under a lease of
+/// `dst` as soon as the record is checked, then every record is tagged in
+/// one batch (see the [module docs](self)). A record `dst` has already is replaced by the
 /// same one.
 ///
 /// With `mounts`, the cache mounts the index lists are made in that
@@ -579,25 +581,28 @@ where
         });
     }
     let mut report = ImportReport::default();
-    let mut found = Vec::new();
     let mut keys = HashSet::new();
     let mut mount_entries = Vec::new();
+    let lease = dst.begin_lease().map_err(|source| ImportError::Lease {
+        source: Box::new(source),
+    })?;
+    let leased = lease.protect(dst);
+    let mut tags = Vec::new();
+    // Each record copied as soon as it is checked: one record's documents
+    // are held at a time, not every record's. A failure leaves what was
+    // copied under the lease, which ends with it: collectable, untagged.
     for d in index.manifests() {
         if mount_entry_name(d).is_some() {
             mount_entries.push(d.clone());
             continue;
         }
-        match check_entry(src, d)? {
-            Some(f) if keys.insert(f.key.digest().clone()) => found.push(f),
-            _ => report.foreign += 1,
-        }
-    }
-    let lease = dst.begin_lease().map_err(|source| ImportError::Lease {
-        source: Box::new(source),
-    })?;
-    let leased = lease.protect(dst);
-    let mut tags = Vec::with_capacity(found.len());
-    for f in found {
+        let f = match check_entry(src, d)? {
+            Some(f) if keys.insert(f.key.digest().clone()) => f,
+            _ => {
+                report.foreign += 1;
+                continue;
+            }
+        };
         report.copied += copy_record(src, &leased, &f).map_err(|source| ImportError::Copy {
             key: f.key.digest().clone(),
             source: Box::new(source),

@@ -26,11 +26,14 @@
 //! ([`MAX_MOUNTS`]); pack follows no link inside. Import: a name is
 //! checked before any path is made of it; each layer is read verified by
 //! digest and unpacked in-root with unpack's limits into a new directory
-//! of the root (`.import-*`), renamed to the mount's name only when that
-//! name is free (a mount the machine has already is kept), removed on
-//! failure: nothing half-written under a mount's name.
+//! in a locked directory of the root (`.import-*/mount`), renamed to the
+//! mount's name only when that name is free (a mount the machine has
+//! already is kept), removed on failure: nothing half-written under a
+//! mount's name. What a killed import or build left half-made is removed
+//! by the next import (`crate::mounts` describes the root).
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use image_core::manifest::{descriptor, descriptor_media_type};
@@ -252,6 +255,8 @@ pub fn import_mounts<P: Provider + ?Sized>(
         return Err(MountCacheError::TooMany { limit: MAX_MOUNTS });
     }
     std::fs::create_dir_all(root).map_err(root_err(root))?;
+    // What an import or a build killed half-way left.
+    crate::mounts::sweep_staging(root).map_err(root_err(root))?;
     for d in entries {
         let Some(name) = mount_entry_name(d).filter(|n| is_mount_name(n)) else {
             report.foreign += 1;
@@ -266,9 +271,15 @@ pub fn import_mounts<P: Provider + ?Sized>(
             report.kept += 1;
             continue;
         }
-        let fresh = tempfile::Builder::new()
-            .prefix(".import-")
-            .tempdir_in(root)
+        // Held (flock) while it is made, so that a sweep of another
+        // process leaves it alone; removed with what it holds unless its
+        // mount was renamed out.
+        let (staging, _lock) =
+            crate::mounts::locked_dir(root, crate::mounts::IMPORT).map_err(root_err(root))?;
+        let fresh = staging.path().join("mount");
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&fresh)
             .map_err(root_err(root))?;
         let reader = src
             .reader_for(&layer)
@@ -279,22 +290,19 @@ pub fn import_mounts<P: Provider + ?Sized>(
         let mut options = UnpackOptions::default();
         options.size = Some(layer.size());
         options.digest = layer.checked_digest().ok();
-        unpack(reader, fresh.path(), &options).map_err(|source| MountCacheError::Unpack {
+        unpack(reader, &fresh, &options).map_err(|source| MountCacheError::Unpack {
             name: name.to_owned(),
             source: Box::new(source),
         })?;
         // Renamed only onto a free name: a mount made meanwhile is kept.
         match rustix::fs::renameat_with(
             rustix::fs::CWD,
-            fresh.path(),
+            &fresh,
             rustix::fs::CWD,
             &target,
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
-            Ok(()) => {
-                let _ = fresh.keep();
-                report.imported += 1;
-            }
+            Ok(()) => report.imported += 1,
             Err(rustix::io::Errno::EXIST) => report.kept += 1,
             Err(e) => return Err(root_err(root)(e.into())),
         }

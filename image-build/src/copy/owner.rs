@@ -93,10 +93,12 @@ fn read_db(root: BorrowedFd<'_>, path: &str) -> Result<String, CopyError> {
         path: format!("/{path}"),
         source,
     };
-    let fd = match open_in_root(
+    // Looked at before it is opened: only a regular file is (a FIFO or
+    // a device node of the base image never is).
+    let pinned = match open_in_root(
         root,
         path.as_bytes(),
-        OFlags::RDONLY | OFlags::NONBLOCK,
+        OFlags::PATH,
         Mode::empty(),
         PathResolution::Auto,
     ) {
@@ -104,6 +106,7 @@ fn read_db(root: BorrowedFd<'_>, path: &str) -> Result<String, CopyError> {
         Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
         Err(e) => return Err(err(e.into())),
     };
+    let fd = crate::dockerignore::open_if_regular(&pinned).map_err(err)?;
     match crate::dockerignore::read_regular(fd, MAX_DB_BYTES).map_err(err)? {
         Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         None => Err(CopyError::TooLarge {

@@ -91,6 +91,10 @@ pub enum Problem {
     /// An instruction not allowed as an ONBUILD trigger.
     #[error("{0} is not allowed as an ONBUILD trigger")]
     OnbuildTrigger(&'static str),
+    /// A base image's ONBUILD trigger that is not one instruction other
+    /// than FROM (several lines of instructions, a FROM, nothing).
+    #[error("an ONBUILD trigger must be a single instruction other than FROM")]
+    TriggerNotOneInstruction,
     /// A heredoc whose delimiter never came.
     #[error("unterminated heredoc: expected a line {0:?}")]
     UnterminatedHeredoc(String),

@@ -2,12 +2,14 @@
 //! instruction at a time, so a builder expands each step as it reaches it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use image_core::Platform;
 
 use super::ast::*;
 use super::error::{DockerfileError, ExpandProblem, Problem};
-use super::lex::{expand_heredoc, expand_word, MAX_EXPANDED};
+use super::lex::{run, MAX_EXPANDED};
+use crate::glob::{Steps, REPLACE_BUDGET};
 
 /// The build arguments that need no ARG to reach RUN's environment.
 pub const PROXY_ARGS: [&str; 10] = [
@@ -63,6 +65,44 @@ impl BuildInputs {
     }
 }
 
+/// The most bytes (names and values) the ARG and ENV instructions of one
+/// stage, or the global ARGs, may hold in their scope at once. Each
+/// instruction's words are bounded alone ([`MAX_EXPANDED`]); this bounds
+/// what they add up to, since a few bytes of `ENV C1=$A` copy a value of
+/// up to [`MAX_EXPANDED`] under a new name. Twice image-core's bound on a
+/// config's `Env` (`MAX_CONFIG_FIELD_BYTES`), so ARGs as large as any Env
+/// a container can take fit beside it.
+pub const MAX_SCOPE_BYTES: usize = 2 * image_core::config::MAX_CONFIG_FIELD_BYTES;
+
+/// The most automaton steps the pattern substitutions (`${VAR#pattern}`,
+/// `${VAR%pattern}`, `${VAR/pattern/replacement}`) of a whole Dockerfile
+/// may take, every word of every scope of one [`Expander`] together
+/// (`REPLACE_BUDGET` is one word's alone). A substitution costs the
+/// value's length times the pattern's, or more (each start of a
+/// replacement), for a few bytes of Dockerfile: bounded per word only, an
+/// 8 MiB Dockerfile could ask for hours.
+pub const MAX_PATTERN_STEPS: usize = 4 * REPLACE_BUDGET;
+
+/// The pattern work a Dockerfile's expansion may still do, shared by the
+/// scopes of one [`Expander`]. It is no part of a scope's value: two
+/// scopes compare equal whatever it holds.
+#[derive(Debug, Clone)]
+struct Budget(Arc<Steps>);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(Arc::new(Steps::new(MAX_PATTERN_STEPS)))
+    }
+}
+
+impl PartialEq for Budget {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Budget {}
+
 /// The variables visible to one stage at one point: its ENV and the ARGs
 /// declared so far (ENV wins over an ARG of the same name, as in Docker).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +113,14 @@ pub struct Scope {
     pub env: BTreeMap<String, String>,
     /// ARGs declared so far that have a value.
     pub args: BTreeMap<String, String>,
+    /// The bytes of the names and values the scope's own ARG and ENV
+    /// instructions set, less those they replaced (what the scope started
+    /// with is bounded by where it came from: a base image's config, the
+    /// stage before, the caller's build args).
+    added: usize,
+    /// What its expansions' pattern substitutions may still take
+    /// ([`MAX_PATTERN_STEPS`], shared with every scope of its expander).
+    steps: Budget,
 }
 
 impl Scope {
@@ -84,9 +132,34 @@ impl Scope {
             .map(String::as_str)
     }
 
+    /// Sets `name` to `value` among the ENV (`env`) or the ARGs, counting
+    /// what the scope holds against [`MAX_SCOPE_BYTES`]: once, not per
+    /// instruction, so the check costs the same however much it holds.
+    fn set(&mut self, env: bool, name: &str, value: String) -> Result<(), Problem> {
+        let map = if env { &mut self.env } else { &mut self.args };
+        let adds = name.len() + value.len();
+        let old = map
+            .insert(name.to_owned(), value)
+            .map_or(0, |v| name.len() + v.len());
+        self.added = (self.added + adds).saturating_sub(old);
+        if self.added > MAX_SCOPE_BYTES {
+            return Err(Problem::TooLarge {
+                what: "the bytes of the ARG and ENV values in scope",
+                limit: MAX_SCOPE_BYTES,
+            });
+        }
+        Ok(())
+    }
+
     /// Expands one word in this scope.
     pub fn expand(&self, word: &str) -> Result<String, ExpandProblem> {
-        expand_word(word, self.escape, &|n| self.get(n).map(str::to_string))
+        run(
+            word,
+            self.escape,
+            &|n| self.get(n).map(str::to_string),
+            false,
+            &self.steps.0,
+        )
     }
 
     /// Expands heredoc bodies whose delimiter was not quoted, after `<<-`
@@ -96,8 +169,14 @@ impl Scope {
             .map(|d| {
                 let body = d.body();
                 let content = if d.expand {
-                    expand_heredoc(&body, self.escape, &|n| self.get(n).map(str::to_string))
-                        .map_err(|p| (d.name.clone(), p))?
+                    run(
+                        &body,
+                        self.escape,
+                        &|n| self.get(n).map(str::to_string),
+                        true,
+                        &self.steps.0,
+                    )
+                    .map_err(|p| (d.name.clone(), p))?
                 } else {
                     body
                 };
@@ -132,6 +211,8 @@ impl<'a> Expander<'a> {
             escape: dockerfile.directives.escape,
             env: BTreeMap::new(),
             args: inputs.platform_args(),
+            added: 0,
+            steps: Budget::default(),
         };
         for ins in &dockerfile.global_args {
             if let Command::Arg(decls) = &ins.command {
@@ -146,7 +227,9 @@ impl<'a> Expander<'a> {
                         (None, None) => None,
                     };
                     if let Some(v) = value {
-                        global.args.insert(d.name.clone(), v);
+                        global
+                            .set(false, &d.name, v)
+                            .map_err(|p| placed(file, ins.pos, p))?;
                     }
                 }
             }
@@ -185,6 +268,8 @@ impl<'a> Expander<'a> {
             escape: self.dockerfile.directives.escape,
             env: base_env,
             args: BTreeMap::new(),
+            added: 0,
+            steps: self.global.steps.clone(),
         }
     }
 
@@ -254,7 +339,9 @@ impl<'a> Expander<'a> {
                         (None, None) => self.global.args.get(&d.name).cloned(),
                     };
                     if let Some(v) = &value {
-                        scope.args.insert(d.name.clone(), v.clone());
+                        scope
+                            .set(false, &d.name, v.clone())
+                            .map_err(|p| placed(file, ins.pos, p))?;
                     }
                     out.push(ArgDecl {
                         name: d.name.clone(),
@@ -275,7 +362,9 @@ impl<'a> Expander<'a> {
                     })
                     .collect::<Result<Vec<_>, DockerfileError>>()?;
                 for kv in &out {
-                    scope.env.insert(kv.key.clone(), kv.value.clone());
+                    scope
+                        .set(true, &kv.key, kv.value.clone())
+                        .map_err(|p| placed(file, ins.pos, p))?;
                 }
                 Command::Env(out)
             }
@@ -328,13 +417,21 @@ impl<'a> Expander<'a> {
 }
 
 fn located(file: &str, pos: Pos, word: &str, reason: ExpandProblem) -> DockerfileError {
+    placed(
+        file,
+        pos,
+        Problem::Expand {
+            word: word.to_string(),
+            reason,
+        },
+    )
+}
+
+fn placed(file: &str, pos: Pos, problem: Problem) -> DockerfileError {
     DockerfileError {
         file: file.to_string(),
         line: pos.line,
         column: pos.column,
-        problem: Problem::Expand {
-            word: word.to_string(),
-            reason,
-        },
+        problem,
     }
 }

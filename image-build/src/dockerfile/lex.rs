@@ -2,7 +2,7 @@
 //! does it: quotes, escapes, `$VAR`, `${VAR}` and its modifiers.
 
 use super::error::ExpandProblem;
-use crate::glob::Glob;
+use crate::glob::{Glob, Steps, REPLACE_BUDGET};
 
 /// The deepest nesting of `${...}` inside `${...}` expanded.
 pub const MAX_DEPTH: usize = 32;
@@ -11,13 +11,14 @@ pub const MAX_EXPANDED: usize = 1 << 20;
 
 /// Expands one word: removes quotes and escapes, substitutes variables from
 /// `lookup` (an unset variable expands to nothing). `escape` is the file's
-/// escape character.
+/// escape character. Its pattern substitutions may take
+/// [`REPLACE_BUDGET`] automaton steps in all.
 pub fn expand_word(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandProblem> {
-    run(word, escape, lookup, false)
+    run(word, escape, lookup, false, &Steps::new(REPLACE_BUDGET))
 }
 
 /// Expands the body of a COPY or ADD heredoc as BuildKit does: variables
@@ -28,14 +29,17 @@ pub fn expand_heredoc(
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandProblem> {
-    run(body, escape, lookup, true)
+    run(body, escape, lookup, true, &Steps::new(REPLACE_BUDGET))
 }
 
-fn run(
+/// Expands `text` as [`expand_word`] (or, `raw`, [`expand_heredoc`]), its
+/// pattern substitutions taking their steps from `steps`.
+pub(crate) fn run(
     text: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
     raw: bool,
+    steps: &Steps,
 ) -> Result<String, ExpandProblem> {
     let mut lx = Lexer {
         chars: text.chars().collect(),
@@ -44,6 +48,7 @@ fn run(
         lookup,
         depth: 0,
         raw,
+        steps,
     };
     lx.until(None, raw)
 }
@@ -56,6 +61,8 @@ struct Lexer<'a> {
     depth: usize,
     /// Keep quotes and escapes (heredoc bodies).
     raw: bool,
+    /// What pattern substitutions may still take.
+    steps: &'a Steps,
 }
 
 impl Lexer<'_> {
@@ -288,14 +295,19 @@ impl Lexer<'_> {
                         };
                         let v: Vec<char> = value.chars().collect();
                         let pat = Glob::shell(pat);
+                        let complex = || ExpandProblem::TooComplex(self.steps.limit());
                         Ok(if modifier == '#' {
-                            match pat.prefix(&v, longest) {
+                            match pat.prefix(&v, longest, self.steps).ok_or_else(complex)? {
                                 Some(n) => v[n..].iter().collect(),
                                 None => value,
                             }
                         } else {
                             let rv: Vec<char> = v.iter().rev().copied().collect();
-                            match pat.reversed().prefix(&rv, longest) {
+                            match pat
+                                .reversed()
+                                .prefix(&rv, longest, self.steps)
+                                .ok_or_else(complex)?
+                            {
                                 Some(n) => v[..v.len() - n].iter().collect(),
                                 None => value,
                             }
@@ -312,8 +324,8 @@ impl Lexer<'_> {
                 let rep = self.until(Some(&['}']), true)?;
                 let value: Vec<char> = value.unwrap_or_default().chars().collect();
                 Glob::shell(&pat)
-                    .replace(&value, &rep, all)
-                    .ok_or(ExpandProblem::TooComplex(crate::glob::REPLACE_BUDGET))
+                    .replace(&value, &rep, all, self.steps)
+                    .ok_or(ExpandProblem::TooComplex(self.steps.limit()))
             }
             other => Err(ExpandProblem::Modifier(other.to_string())),
         }

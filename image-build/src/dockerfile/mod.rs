@@ -10,9 +10,11 @@
 //! # Security
 //! The input is hostile: its size ([`MAX_BYTES`]), instruction count
 //! ([`MAX_INSTRUCTIONS`]), heredocs per line ([`MAX_HEREDOCS`]), nesting of
-//! substitutions ([`MAX_DEPTH`]), expanded length ([`MAX_EXPANDED`]) and the
-//! work of a `${VAR/pattern/replacement}` ([`REPLACE_BUDGET`]) are
-//! bounded; every failure is a [`DockerfileError`] with a place.
+//! substitutions ([`MAX_DEPTH`]), expanded length ([`MAX_EXPANDED`]), what
+//! the ARGs and ENVs of a scope hold together ([`MAX_SCOPE_BYTES`]) and the
+//! work of pattern substitutions (a word's alone: [`REPLACE_BUDGET`]; a
+//! whole Dockerfile's: [`MAX_PATTERN_STEPS`]) are bounded; every failure
+//! is a [`DockerfileError`] with a place.
 
 mod ast;
 mod error;
@@ -24,7 +26,7 @@ mod print;
 pub use crate::glob::REPLACE_BUDGET;
 pub use ast::*;
 pub use error::{DockerfileError, ExpandProblem, Problem};
-pub use expand::{BuildInputs, Expander, Scope, PROXY_ARGS};
+pub use expand::{BuildInputs, Expander, Scope, MAX_PATTERN_STEPS, MAX_SCOPE_BYTES, PROXY_ARGS};
 pub use lex::{expand_heredoc, expand_word, MAX_DEPTH, MAX_EXPANDED};
 #[cfg(feature = "runtime")]
 pub(crate) use parse::heredoc_word;

@@ -7,8 +7,10 @@
 //! `ro`, `readonly`, `required`), in any order; a key given twice keeps its
 //! last value; an unknown key is an error naming it. The types:
 //! - `bind` (the default): `target` (required), `from` (a stage, an image,
-//!   or the context when absent), `source` (a path in it, default its
-//!   root), `rw` (writes allowed, then discarded; read-only by default);
+//!   or the context when absent: the context as its ignore rules leave
+//!   it, a copy when they exclude anything), `source` (a path in it,
+//!   default its root), `rw` (writes allowed, then discarded; read-only by
+//!   default);
 //! - `cache`: `target`, `id` (default: the target), `sharing`
 //!   (`shared`, `private`, `locked`), `from`/`source` (what a new cache
 //!   directory starts with), `mode` (octal, default 0755), `uid`, `gid`,
@@ -30,8 +32,12 @@
 //! <root>/<escaped id>/        the cache directory itself, mounted as is
 //! <root>/<escaped id>.lock    its lock file (flock), for `sharing=locked`
 //!                             and `private`
-//! <root>/.new-*               a directory being made (seeded, then renamed)
+//! <root>/.new-*/<escaped id>  a directory being made (seeded, then renamed)
+//! <root>/.import-*/mount      an imported mount being unpacked (renamed)
 //! ```
+//! A `.new-*` or `.import-*` directory is held by its maker's `flock`;
+//! one no process holds (its maker was killed) is removed by the next
+//! maker, before it makes its own.
 //! The escaped id ([`CacheMountId::escaped`]) keeps ASCII letters, digits,
 //! `-` and `_` and writes every other byte as `%XX` (so it never holds a
 //! `.` and never starts one: the directories are exactly the entries whose
@@ -49,7 +55,11 @@ use std::path::{Path, PathBuf};
 
 mod prepare;
 
-pub use prepare::{resolve_in_context, sweep, HostBind, Prepared, Secret, Setup, SetupError};
+pub use prepare::{
+    context_path, has_ignore_rules, resolve_in_context, sweep, HostBind, Prepared, Secret, Setup,
+    SetupError,
+};
+pub(crate) use prepare::{locked_dir, sweep_staging, IMPORT};
 
 /// The most `--mount` flags a RUN may have.
 pub const MAX_MOUNTS: usize = 64;

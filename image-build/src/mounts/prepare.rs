@@ -128,6 +128,16 @@ pub enum SetupError {
         #[source]
         source: Box<copy::CopyError>,
     },
+    /// Copying what a bind of the context shows (the context has ignore
+    /// rules) failed.
+    #[error("copying the context's {path:?} for a bind mount")]
+    ContextCopy {
+        /// The source, as given.
+        path: String,
+        /// The copy's error.
+        #[source]
+        source: Box<copy::CopyError>,
+    },
 }
 
 impl image_core::Classify for SetupError {
@@ -141,7 +151,9 @@ impl image_core::Classify for SetupError {
             }
             SetupError::Io { source, .. } => ErrorKind::from_io(source),
             SetupError::Mount { source, .. } => source.kind(),
-            SetupError::Seed { source, .. } => source.kind(),
+            SetupError::Seed { source, .. } | SetupError::ContextCopy { source, .. } => {
+                source.kind()
+            }
         }
     }
 }
@@ -214,11 +226,16 @@ impl Setup<'_> {
             match spec {
                 MountSpec::Bind(b) => {
                     let resolved = self.resolve(b.from.as_deref(), &b.source)?;
-                    let source = self.pin(&mut p, &resolved)?;
-                    let source = if b.rw {
-                        self.throwaway(&mut p, &source, &b.source)?
+                    let source = if b.from.is_none() && has_ignore_rules(self.context) {
+                        // A copy, already throwaway: rw as it is.
+                        self.context_copy(&mut p, &resolved, &b.source)?
                     } else {
-                        source
+                        let source = self.pin(&mut p, &resolved)?;
+                        if b.rw {
+                            self.throwaway(&mut p, &source, &b.source)?
+                        } else {
+                            source
+                        }
                     };
                     p.binds.push(HostBind {
                         source,
@@ -256,33 +273,12 @@ impl Setup<'_> {
     /// process until `p` is dropped, so that [`sweep`] leaves it alone.
     fn temp_dir(&self, p: &mut Prepared) -> Result<PathBuf, SetupError> {
         std::fs::create_dir_all(self.work).map_err(io("making", self.work))?;
-        // A sweep in another process may take the directory between its
-        // creation and its lock (it is not locked yet): then it is no
-        // longer the one at its name, and another is made.
-        for _ in 0..8 {
-            let dir = tempfile::Builder::new()
-                .prefix(THROWAWAY)
-                .tempdir_in(self.work)
-                .map_err(io("making a directory in", self.work))?;
-            let path = dir.path().to_owned();
-            let lock = open_dir(&path).map_err(|e| io("opening", &path)(e.into()))?;
-            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {}
-                // A sweep took it first: it goes, another is made.
-                Err(Errno::WOULDBLOCK) => continue,
-                Err(e) => return Err(io("locking", &path)(e.into())),
-            }
-            let ours = rustix::fs::fstat(&lock).map_err(|e| io("looking at", &path)(e.into()))?;
-            let named = rustix::fs::lstat(&path);
-            if named.is_ok_and(|n| (n.st_dev, n.st_ino) == (ours.st_dev, ours.st_ino)) {
-                p.dirs.push(dir);
-                p.locks.push(lock);
-                return Ok(path);
-            }
-        }
-        Err(io("making a directory in", self.work)(
-            std::io::Error::other("removed as soon as made, again and again"),
-        ))
+        let (dir, lock) =
+            locked_dir(self.work, THROWAWAY).map_err(io("making a directory in", self.work))?;
+        let path = dir.path().to_owned();
+        p.dirs.push(dir);
+        p.locks.push(lock);
+        Ok(path)
     }
 
     /// The file `resolved` holds, bound read-only on a new throwaway
@@ -349,6 +345,37 @@ impl Setup<'_> {
                 open_in(&root, source)
             }
         }
+    }
+
+    /// What a bind of the context shows of `resolved` (the source `given`,
+    /// resolved in the context) when the context has ignore rules: a copy,
+    /// in a throwaway directory, made as a `COPY` of it from the context
+    /// makes it, so that what the rules leave out is not there (as in
+    /// BuildKit, whose context holds only what they let through).
+    fn context_copy(
+        &self,
+        p: &mut Prepared,
+        resolved: &OwnedFd,
+        given: &str,
+    ) -> Result<PathBuf, SetupError> {
+        let rel = context_relative(self.context, resolved, given)?;
+        let tree = self.temp_dir(p)?.join("tree");
+        std::fs::create_dir(&tree).map_err(io("making", &tree))?;
+        let spec = CopySpec::new(vec![rel.clone()], "/".to_owned(), "/".to_owned());
+        let source = CopySource::Context(self.context);
+        let failed = |e| SetupError::ContextCopy {
+            path: given.to_owned(),
+            source: Box::new(e),
+        };
+        let plan = copy::plan(&source, &spec).map_err(failed)?;
+        copy::apply(&plan, &source, &spec, &tree).map_err(failed)?;
+        let st = rustix::fs::fstat(resolved).map_err(|e| io("looking at", &tree)(e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
+            return Ok(tree);
+        }
+        // A file is copied into the directory under its name.
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        Ok(tree.join(name))
     }
 
     /// A writable throwaway view of `source` (`given` in the Dockerfile):
@@ -462,26 +489,21 @@ impl Setup<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("looking at", &dir)(e)),
         }
-        // Unique to this process and this call: builds in threads may make
-        // the same id at once (the first rename wins).
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let new = root.join(format!(".new-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&new);
-        let made = self.make_cache_dir(&new, c).and_then(|()| {
-            match std::fs::rename(&new, &dir) {
-                Ok(()) => Ok(()),
-                // Another build made it first: theirs is kept.
-                Err(_) if dir.is_dir() => {
-                    std::fs::remove_dir_all(&new).map_err(io("removing", &new))
-                }
-                Err(e) => Err(io("renaming into place", &dir)(e)),
-            }
-        });
-        if made.is_err() {
-            let _ = std::fs::remove_dir_all(&new);
+        // Made in a directory of its own, locked while it is made (builds
+        // in threads may make the same id at once: the first rename wins),
+        // which a killed build leaves for the next maker to sweep.
+        sweep_staging(&root).map_err(io("sweeping", &root))?;
+        let (staging, _lock) =
+            locked_dir(&root, NEW).map_err(io("making a directory in", &root))?;
+        let new = staging.path().join(&name);
+        self.make_cache_dir(&new, c)?;
+        match std::fs::rename(&new, &dir) {
+            Ok(()) => Ok(dir),
+            // Another build made it first: theirs is kept (ours goes with
+            // `staging`).
+            Err(_) if dir.is_dir() => Ok(dir),
+            Err(e) => Err(io("renaming into place", &dir)(e)),
         }
-        made.map(|()| dir)
     }
 
     /// A new cache directory at `dir`: seeded, then given its mode and
@@ -578,6 +600,96 @@ const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// The name prefix of a RUN's throwaway directories in [`Setup::work`].
 const THROWAWAY: &str = "run-mount-";
 
+/// The name prefix of a directory in a cache mount root in which a cache
+/// directory is being made (seeded, then renamed out).
+pub(crate) const NEW: &str = ".new-";
+
+/// The name prefix of a directory in a cache mount root in which an
+/// imported cache mount is being unpacked (then renamed out).
+pub(crate) const IMPORT: &str = ".import-";
+
+/// A new directory in `parent` named `prefix` and a random part, locked
+/// (`flock`) by this process while the descriptor returned is open (the
+/// kernel releases the lock when the process dies), so that a sweep of
+/// `parent` ([`sweep`], [`sweep_staging`]) leaves it alone meanwhile.
+/// The directory is removed when the `TempDir` is dropped.
+///
+/// # Errors
+/// The I/O error.
+pub(crate) fn locked_dir(
+    parent: &Path,
+    prefix: &str,
+) -> std::io::Result<(tempfile::TempDir, OwnedFd)> {
+    // A sweep in another process may take the directory between its
+    // creation and its lock (it is not locked yet): then it is no longer
+    // the one at its name, and another is made.
+    for _ in 0..8 {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
+        let lock = open_dir(dir.path())?;
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            // A sweep took it first: it goes, another is made.
+            Err(Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ours = rustix::fs::fstat(&lock)?;
+        let named = rustix::fs::lstat(dir.path());
+        if named.is_ok_and(|n| (n.st_dev, n.st_ino) == (ours.st_dev, ours.st_ino)) {
+            return Ok((dir, lock));
+        }
+    }
+    Err(std::io::Error::other(
+        "removed as soon as made, again and again",
+    ))
+}
+
+/// Removes from `parent` the directories named with one of `prefixes`
+/// that no process holds (their maker's `flock`, see [`locked_dir`]),
+/// calling `undo` on each first; returns how many went. An entry that is
+/// not a directory (a link) is left alone.
+fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !prefixes
+            .iter()
+            .any(|p| name.as_encoded_bytes().starts_with(p.as_bytes()))
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(lock) = open_dir(&path) else { continue };
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        undo(&path);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes from the cache mount root `root` the directories a killed
+/// build or import left half-made ([`NEW`], [`IMPORT`]), once no process
+/// holds them; returns how many went.
+///
+/// # Errors
+/// The I/O error of listing `root` or removing a directory.
+pub(crate) fn sweep_staging(root: &Path) -> std::io::Result<usize> {
+    sweep_unheld(root, &[NEW, IMPORT], |_| {})
+}
+
 fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
     rustix::fs::open(
         path,
@@ -599,46 +711,20 @@ fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
 /// [`SetupError::Io`] when `work` cannot be listed or a directory not
 /// removed.
 pub fn sweep(work: &Path) -> Result<usize, SetupError> {
-    let entries = match std::fs::read_dir(work) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io("listing", work)(e)),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(io("listing", work))?;
-        if !entry
-            .file_name()
-            .as_encoded_bytes()
-            .starts_with(THROWAWAY.as_bytes())
-        {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(lock) = open_dir(&path) else { continue };
-        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => continue,
-            Err(e) => return Err(io("locking", &path)(e.into())),
-        }
+    sweep_unheld(work, &[THROWAWAY], |path| {
         // What a RUN mounts there: a tmpfs or a bind on the directory
         // itself, a bind on its `file`, or an overlay on its `merged`
         // (never a link: NOFOLLOW).
         use image_overlay::mount::Mounter;
-        for point in [path.join("file"), path.clone(), path.join("merged")] {
+        for point in [path.join("file"), path.to_owned(), path.join("merged")] {
             for _ in 0..8 {
                 if SysMounter.unmount(&point, true).is_err() {
                     break;
                 }
             }
         }
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("removing", &path)(e)),
-        }
-    }
-    Ok(removed)
+    })
+    .map_err(io("sweeping", work))
 }
 
 /// A mount of type `fs` (`tmpfs`, `overlay`) with `options` on `dir`,
@@ -690,6 +776,51 @@ fn libc_nofollow() -> i32 {
 /// missing; [`SetupError::Io`].
 pub fn resolve_in_context(context: &Context, source: &str) -> Result<PathBuf, SetupError> {
     fd_path(&open_in_context(context, source)?)
+}
+
+/// Whether the context has ignore rules (then what a bind of it shows is
+/// a copy that leaves out what they exclude).
+pub fn has_ignore_rules(context: &Context) -> bool {
+    context.ignore().is_some_and(|i| !i.patterns().is_empty())
+}
+
+/// The path of `source` in the context, resolved there (every link
+/// followed inside it, as a bind's source is): relative to the context's
+/// root, `/`-separated, `.` for the root itself, so that a `COPY` from the
+/// context reads it with its ignore rules.
+///
+/// # Errors
+/// As [`resolve_in_context`]; [`SetupError::Source`] for a path that is
+/// not UTF-8.
+pub fn context_path(context: &Context, source: &str) -> Result<String, SetupError> {
+    context_relative(context, &open_in_context(context, source)?, source)
+}
+
+/// [`context_path`] of the file `resolved` (opened in the context).
+fn context_relative(
+    context: &Context,
+    resolved: &OwnedFd,
+    given: &str,
+) -> Result<String, SetupError> {
+    let dir = context.dir().ok_or_else(|| SetupError::Source {
+        path: given.to_owned(),
+        reason: "is in the context, and the build has none",
+    })?;
+    let host = fd_path(resolved)?;
+    let root = fd_path(&dir)?;
+    let rel = host.strip_prefix(&root).map_err(|_| SetupError::Source {
+        path: given.to_owned(),
+        reason: "resolves outside its root",
+    })?;
+    let rel = rel.to_str().ok_or(SetupError::Source {
+        path: given.to_owned(),
+        reason: "resolves to a path that is not UTF-8",
+    })?;
+    Ok(if rel.is_empty() {
+        ".".to_owned()
+    } else {
+        rel.to_owned()
+    })
 }
 
 /// `source` in the context, opened as [`open_in`] opens it.
