@@ -29,8 +29,11 @@
 //! fifo cannot block the copy); hard links become separate files. The
 //! copy is
 //! bounded in depth ([`MAX_COPY_DEPTH`]) and entries
-//! ([`MAX_COPY_ENTRIES`]). A volume name is one path component of
-//! Docker's grammar, so it never leaves `<state>/volumes`.
+//! ([`MAX_COPY_ENTRIES`]). A container has at most
+//! [`MAX_CONTAINER_VOLUMES`] volumes, and its `volumes.json` is written
+//! only when it is small enough to be read back whole. A volume name is
+//! one path component of Docker's grammar, so it never leaves
+//! `<state>/volumes`.
 
 use std::ffi::OsStr;
 use std::io;
@@ -66,6 +69,11 @@ pub const MAX_COPY_ENTRIES: u64 = 1 << 20;
 pub const MAX_NAME_LEN: usize = 255;
 /// The largest `volumes.json` read back (a container's volumes are few).
 const MAX_RECORD: u64 = 1 << 20;
+/// The most volumes one container may have: its `-v` volumes and the
+/// image's `VOLUME` paths together. Docker sets no limit; real images
+/// declare a handful, and each volume is a mount (the kernel allows
+/// 100,000 per mount namespace by default).
+pub const MAX_CONTAINER_VOLUMES: usize = 1024;
 
 /// Errors of volumes.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +133,19 @@ pub enum VolumeError {
         /// The limit.
         limit: u64,
     },
+    /// A container would use more volumes than [`MAX_CONTAINER_VOLUMES`]
+    /// (its `-v` volumes and the image's `VOLUME` paths), or its record
+    /// of them ([`CONTAINER_VOLUMES_FILE`]) would be larger than a
+    /// reader takes.
+    #[error("a container may have at most {limit} {what}: this one would have {found}")]
+    TooMany {
+        /// `volumes` or `bytes of volumes record`.
+        what: &'static str,
+        /// What it would have.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl Classify for VolumeError {
@@ -138,7 +159,7 @@ impl Classify for VolumeError {
                 Some(libc::ELOOP) => ErrorKind::Unsafe,
                 _ => ErrorKind::from_io(source),
             },
-            VolumeError::TooLarge { .. } => ErrorKind::InvalidInput,
+            VolumeError::TooLarge { .. } | VolumeError::TooMany { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -434,9 +455,27 @@ pub(crate) fn read_uses(dir: &Path) -> io::Result<Vec<Use>> {
 /// atomically and durably as the container's record is written
 /// ([`Root::write_atomic`]: a temporary file, fsync, rename): a reader
 /// sees the old record or the new one, never a part.
-pub(crate) fn write_uses(dir: &Path, uses: &[Use]) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(uses).map_err(io::Error::other)?;
-    Root::open(dir)?.write_atomic(&dir.join(CONTAINER_VOLUMES_FILE), &json)
+///
+/// # Errors
+/// [`VolumeError::TooMany`] when the record would be larger than
+/// [`read_uses`] reads (it could not be read back: the volumes would never
+/// be removed, and every removal would count the container as a user);
+/// [`VolumeError::Io`].
+pub(crate) fn write_uses(dir: &Path, uses: &[Use]) -> Result<(), VolumeError> {
+    let path = dir.join(CONTAINER_VOLUMES_FILE);
+    let json = serde_json::to_vec_pretty(uses)
+        .map_err(io::Error::other)
+        .map_err(VolumeStore::io(&path))?;
+    if json.len() as u64 > MAX_RECORD {
+        return Err(VolumeError::TooMany {
+            what: "bytes of volumes record",
+            found: json.len(),
+            limit: MAX_RECORD as usize,
+        });
+    }
+    Root::open(dir)
+        .and_then(|root| root.write_atomic(&path, &json))
+        .map_err(VolumeStore::io(&path))
 }
 
 /// Copies the image's content at `path` (resolved in `root`) into the
@@ -739,6 +778,32 @@ pub(crate) mod tests {
             destination: "/data".into(),
             anonymous: false,
         }]
+    }
+
+    /// A record is written only when a reader takes it back whole: one
+    /// larger than that (long destinations) is refused, typed, and
+    /// nothing is written.
+    #[test]
+    fn a_record_too_large_to_read_back_is_not_written() {
+        let (_tmp, _store, dir) = store_with_volume("c1");
+        let uses: Vec<Use> = (0..300)
+            .map(|i| Use {
+                name: format!("v{i}"),
+                destination: PathBuf::from(format!("/{}", "d".repeat(4000))),
+                anonymous: true,
+            })
+            .collect();
+        match write_uses(&dir, &uses) {
+            Ok(()) => assert!(
+                read_uses(&dir).is_ok_and(|u| u == uses),
+                "the record reads back"
+            ),
+            Err(e) => {
+                assert!(matches!(e, VolumeError::TooMany { .. }), "{e:?}");
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                assert!(!dir.join(CONTAINER_VOLUMES_FILE).exists());
+            }
+        }
     }
 
     /// Another container's `volumes.json` that cannot be parsed (cut
