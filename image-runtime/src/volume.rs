@@ -26,8 +26,10 @@
 //! volume's filesystem does not support skipped): regular files,
 //! directories, symlinks, and device nodes, fifos and sockets made anew
 //! with `mknodat` (as Docker's copy-up makes them; never opened, so a
-//! fifo cannot block the copy); hard links become separate files. The
-//! copy is
+//! fifo cannot block the copy); names of one file stay names of one
+//! file (linked to its first copy, as containerd's copy that Docker's
+//! copy-up uses keeps them), so a file with many names is written once.
+//! The copy is
 //! bounded in depth ([`MAX_COPY_DEPTH`]) and entries
 //! ([`MAX_COPY_ENTRIES`]). A container has at most
 //! [`MAX_CONTAINER_VOLUMES`] volumes, and its `volumes.json` is written
@@ -35,6 +37,7 @@
 //! one path component of Docker's grammar, so it never leaves
 //! `<state>/volumes`.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -509,6 +512,8 @@ pub(crate) fn copy_up(
         entries: 0,
         name,
         path,
+        root: rustix::io::dup(&dst).map_err(|e| copy_err(Path::new(""), e))?,
+        links: HashMap::new(),
     };
     copy.dir(src.as_fd(), dst.as_fd(), Path::new(""), 0)?;
     let st = rustix::fs::fstat(&src).map_err(|e| copy_err(Path::new(""), e))?;
@@ -528,6 +533,12 @@ struct Copy<'a> {
     entries: u64,
     name: &'a str,
     path: &'a Path,
+    /// The volume's directory.
+    root: OwnedFd,
+    /// Each source file with more than one name copied so far (device,
+    /// inode), and its copy: its path below the volume's directory and
+    /// its own (device, inode).
+    links: HashMap<(u64, u64), (PathBuf, (u64, u64))>,
 }
 
 impl Copy<'_> {
@@ -620,6 +631,13 @@ impl Copy<'_> {
                     set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
                 }
                 FileType::RegularFile => {
+                    let source = (st.st_dev, st.st_ino);
+                    if st.st_nlink > 1 {
+                        if let Some((first, made)) = self.links.get(&source) {
+                            self.link(first, *made, dst, name, &here)?;
+                            continue;
+                        }
+                    }
                     let s = open_at(src, name, OFlags::empty()).map_err(fail)?;
                     let xattrs = xattrs_of(s.as_fd()).map_err(fail)?;
                     let new = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
@@ -633,6 +651,11 @@ impl Copy<'_> {
                     })?;
                     let d: OwnedFd = to.into();
                     set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
+                    if st.st_nlink > 1 {
+                        let made = rustix::fs::fstat(&d).map_err(|e| self.err(&here, e))?;
+                        self.links
+                            .insert(source, (here.clone(), (made.st_dev, made.st_ino)));
+                    }
                 }
                 FileType::Symlink => {
                     let target = rustix::fs::readlinkat(src, name, Vec::new()).map_err(fail)?;
@@ -644,6 +667,38 @@ impl Copy<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Copy<'_> {
+    /// Makes `name` in `dst` another name of the copy made at `first`
+    /// (below the volume's directory), which must still be the file
+    /// `made` (device, inode): the way to it is walked one directory at a
+    /// time without following a symlink, and the link made without
+    /// following one, so whatever else might write into the volume (a
+    /// container using it) can only ever have another of its own files
+    /// linked.
+    fn link(
+        &self,
+        first: &Path,
+        made: (u64, u64),
+        dst: BorrowedFd<'_>,
+        name: &OsStr,
+        here: &Path,
+    ) -> Result<(), VolumeError> {
+        let fail = |e| self.err(here, e);
+        let mut dir = rustix::io::dup(&self.root).map_err(fail)?;
+        for c in first.parent().into_iter().flat_map(|p| p.components()) {
+            dir = open_at(dir.as_fd(), c.as_os_str(), OFlags::PATH | OFlags::DIRECTORY)
+                .map_err(fail)?;
+        }
+        let file = first.file_name().unwrap_or_default();
+        let st = rustix::fs::statat(&dir, file, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+        if (st.st_dev, st.st_ino) != made {
+            // Replaced since it was copied.
+            return Err(fail(rustix::io::Errno::EXIST));
+        }
+        rustix::fs::linkat(&dir, file, dst, name, AtFlags::empty()).map_err(fail)
     }
 }
 
@@ -804,6 +859,38 @@ pub(crate) mod tests {
                 assert!(!dir.join(CONTAINER_VOLUMES_FILE).exists());
             }
         }
+    }
+
+    /// Hard links in the image's content stay hard links in the volume
+    /// (as containerd's copy, which Docker's copy-up uses, keeps them):
+    /// copied as separate files, one file with many names (a million are
+    /// within the entry bound) was written as many times, however large.
+    /// Names in other directories link to the first copy too.
+    #[test]
+    fn hard_links_are_copied_once() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        let src = root.join("data");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("big"), vec![7u8; 64 << 10]).unwrap();
+        for i in 0..50 {
+            std::fs::hard_link(src.join("big"), src.join(format!("l{i}"))).unwrap();
+        }
+        std::fs::hard_link(src.join("big"), src.join("sub/deep")).unwrap();
+        std::fs::write(src.join("single"), b"x").unwrap();
+        let data = tmp.path().join("volume");
+        std::fs::create_dir(&data).unwrap();
+        let rootdir = RootDir::open(&root).unwrap();
+        copy_up(&rootdir, Path::new("/data"), &data, "v").unwrap();
+        let meta = |n: &str| std::fs::symlink_metadata(data.join(n)).unwrap();
+        let first = meta("big");
+        assert_eq!(first.nlink(), 52, "one file, 52 names");
+        for n in (0..50).map(|i| format!("l{i}")).chain(["sub/deep".into()]) {
+            assert_eq!(meta(&n).ino(), first.ino(), "{n}");
+        }
+        assert_eq!(std::fs::read(data.join("l7")).unwrap(), vec![7u8; 64 << 10]);
+        assert_eq!(meta("single").nlink(), 1);
     }
 
     /// Another container's `volumes.json` that cannot be parsed (cut
