@@ -1527,6 +1527,72 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
         ],
     ));
 
+    // 10,000 VOLUMEs (within the config's limits): refused before any
+    // volume is made, and none is left.
+    let many: serde_json::Map<String, Value> =
+        (0..10_000).map(|i| (format!("/v{i}"), json!({}))).collect();
+    let (file, tag) = image(
+        world,
+        "many-volumes",
+        &[],
+        json!({"Env": path, "Volumes": many}),
+    );
+    let n = world.name();
+    cases.push(
+        Case::new(
+            "config/many-volumes",
+            vec![
+                args(&["load", &file]),
+                args(&["run", "--rm", "--name", &n, &tag, "true"]),
+                args(&["volume", "ls", "--json"]),
+            ],
+        )
+        .check(|o: &[Output]| {
+            refused(1)(o)?;
+            let err = text(&o[1].stderr);
+            if !err.contains("at most 1024 volumes") {
+                return Err(format!("refused without saying why: {err}"));
+            }
+            let left: Vec<Value> = serde_json::from_slice(&o[2].stdout)
+                .map_err(|e| format!("volume ls --json: {e}"))?;
+            match left.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} volumes left")),
+            }
+        }),
+    );
+
+    // A VOLUME through a link out of the root: its copy reads inside the
+    // root only (the sentinels outside stay as they are).
+    let vol_out = Layer::tar(&[Entry::symlink("v", &out)]);
+    for rt in &rts {
+        let (file, tag) = image(
+            world,
+            "volume-symlink-out",
+            std::slice::from_ref(&vol_out),
+            json!({"Env": path, "Volumes": {"/v": {}}}),
+        );
+        let n = world.name();
+        cases.push(Case::new(
+            format!("config/volume-symlink-out/{rt}"),
+            vec![
+                args(&["load", &file]),
+                args(&[
+                    "run",
+                    "--rm",
+                    "--runtime",
+                    rt,
+                    "--name",
+                    &n,
+                    &tag,
+                    "sh",
+                    "-c",
+                    "echo x > /v/made-in-volume",
+                ]),
+            ],
+        ));
+    }
+
     // WORKDIR through a link out of the root, through `..`, very long.
     let link_out = Layer::tar(&[Entry::symlink("w", &out)]);
     for (what, layers, wd) in [
