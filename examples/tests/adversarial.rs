@@ -97,6 +97,13 @@ fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// `run --rm --runtime RT --name NAME TAG CMD...`.
+fn run_rm(rt: &str, name: &str, tag: &str, cmd: &[&str]) -> Vec<String> {
+    let mut a = args(&["run", "--rm", "--runtime", rt, "--name", name, tag]);
+    a.extend(args(cmd));
+    a
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -1470,20 +1477,7 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
         cases.push(
             Case::new(
                 format!("config/uid-4294967295-image/{rt}"),
-                vec![
-                    args(&["load", &file]),
-                    args(&[
-                        "run",
-                        "--rm",
-                        "--runtime",
-                        rt,
-                        "--name",
-                        &n,
-                        &tag,
-                        "id",
-                        "-u",
-                    ]),
-                ],
+                vec![args(&["load", &file]), run_rm(rt, &n, &tag, &["id", "-u"])],
             )
             .check(not_root(1)),
         );
@@ -1577,18 +1571,7 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
             format!("config/volume-symlink-out/{rt}"),
             vec![
                 args(&["load", &file]),
-                args(&[
-                    "run",
-                    "--rm",
-                    "--runtime",
-                    rt,
-                    "--name",
-                    &n,
-                    &tag,
-                    "sh",
-                    "-c",
-                    "echo x > /v/made-in-volume",
-                ]),
+                run_rm(rt, &n, &tag, &["sh", "-c", "echo x > /v/made-in-volume"]),
             ],
         ));
     }

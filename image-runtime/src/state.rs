@@ -396,17 +396,36 @@ mod tests {
         }
     }
 
+    /// A `cat` reading a pipe: it exits when its `stdin` is dropped, and
+    /// stays a zombie until waited for.
+    fn cat() -> std::process::Child {
+        use std::process::{Command, Stdio};
+        Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Ends the input of `child` (a [`cat`]) and waits until it has exited,
+    /// not waited for: a zombie.
+    fn exit_unreaped(child: &mut std::process::Child) {
+        let pid = child.id();
+        drop(child.stdin.take());
+        let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while crate::model::parse_state(&stat()) != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "cat never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// A detached record whose monitor has exited but is not reaped yet (a
     /// zombie: its parent, init, reaps late under load): unknown, as for
     /// a monitor reaped, not running until the reap.
     #[test]
     fn a_detached_record_whose_monitor_is_a_zombie_is_unknown() {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = cat();
         let pid = child.id();
         let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let monitor = Owner {
@@ -422,13 +441,7 @@ mod tests {
         });
         assert!(monitor.is_alive());
         assert_eq!(r.observed_status(), ContainerStatus::Running);
-        // It exits when its input ends; not waited for, it stays a zombie.
-        drop(child.stdin.take());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while crate::model::parse_state(&stat()) != Some('Z') {
-            assert!(std::time::Instant::now() < deadline, "cat never exited");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        exit_unreaped(&mut child);
         assert!(!monitor.is_alive(), "a zombie is not alive");
         assert_eq!(r.observed_status(), ContainerStatus::Unknown);
         assert!(r.is_stale());
@@ -514,7 +527,6 @@ mod tests {
     /// the container's running init.
     #[test]
     fn an_orphan_whose_init_is_a_zombie_has_stopped() {
-        use std::process::{Command, Stdio};
         if !image_testsupport::tools::root("making a container's cgroup") {
             return;
         }
@@ -529,11 +541,7 @@ mod tests {
         };
         let cgroup = unified.own_dir.join(crate::cgroup::cgroups_path(&id));
         std::fs::create_dir(&cgroup).unwrap();
-        let mut child = Command::new("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = cat();
         let pid = child.id();
         std::fs::write(cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
         let tmp = tempfile::tempdir().unwrap();
@@ -562,14 +570,7 @@ mod tests {
             start_time: crate::model::start_time(pid).unwrap() + 1,
         });
         let older_than_its_owner = later.observed_status();
-        // It exits when its input ends; not waited for, it stays a zombie.
-        drop(child.stdin.take());
-        let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while crate::model::parse_state(&stat()) != Some('Z') {
-            assert!(std::time::Instant::now() < deadline, "cat never exited");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        exit_unreaped(&mut child);
         let zombie_in_cgroup = in_own_cgroup();
         let zombie = r.observed_status();
         child.wait().unwrap();
