@@ -112,7 +112,7 @@ pub enum VolumeError {
         source: io::Error,
     },
     /// The image's content at a volume's path could not be copied into it.
-    #[error("copying the image's {path} into volume {name}")]
+    #[error("copying the image's {path:?} into volume {name}")]
     Copy {
         /// The volume.
         name: String,
@@ -124,7 +124,7 @@ pub enum VolumeError {
     /// The image's content at a volume's path is deeper or larger than
     /// the copy allows ([`MAX_COPY_DEPTH`], [`MAX_COPY_ENTRIES`]).
     #[error(
-        "the image's {path} is too large to copy into volume {name}: more than {limit} {what}"
+        "the image's {path:?} is too large to copy into volume {name}: more than {limit} {what}"
     )]
     TooLarge {
         /// The volume.
@@ -891,6 +891,27 @@ pub(crate) mod tests {
         }
         assert_eq!(std::fs::read(data.join("l7")).unwrap(), vec![7u8; 64 << 10]);
         assert_eq!(meta("single").nlink(), 1);
+    }
+
+    /// The image's path of a volume reaches the error quoted, none of its
+    /// control characters printed (a copy deeper than the bound).
+    #[test]
+    fn a_hostile_volume_path_is_quoted_in_the_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        let deep: PathBuf = std::iter::once("\u{1b}[2Jv")
+            .chain(std::iter::repeat_n("d", MAX_COPY_DEPTH + 1))
+            .collect();
+        std::fs::create_dir_all(root.join(deep)).unwrap();
+        let data = tmp.path().join("volume");
+        std::fs::create_dir(&data).unwrap();
+        let rootdir = RootDir::open(&root).unwrap();
+        let e = copy_up(&rootdir, Path::new("/\u{1b}[2Jv"), &data, "v").unwrap_err();
+        assert!(matches!(e, VolumeError::TooLarge { .. }), "{e:?}");
+        assert!(
+            !e.to_string().contains(char::is_control),
+            "raw control characters"
+        );
     }
 
     /// Another container's `volumes.json` that cannot be parsed (cut
