@@ -1556,6 +1556,46 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
         }),
     );
 
+    // The program a link to /proc/self/exe, or a script whose interpreter
+    // it is (CVE-2019-5736's shapes): what runs must be the container's,
+    // never the host's runtime binary (for the native backend, imagectl
+    // itself, whose clone makes the execve). The link is refused before
+    // the start (the lookup resolves in the root, where /proc is empty).
+    let self_exe = Layer::tar(&[
+        Entry::symlink("bin/selfexe", "/proc/self/exe"),
+        Entry::exe("bin/selfexe-script", "#!/proc/self/exe\n"),
+    ]);
+    for rt in &rts {
+        let (file, tag) = image(
+            world,
+            "program-proc-self-exe",
+            std::slice::from_ref(&self_exe),
+            json!({"Env": path}),
+        );
+        let n = world.name();
+        cases.push(
+            Case::new(
+                format!("config/program-proc-self-exe/{rt}"),
+                vec![
+                    args(&["load", &file]),
+                    run_rm(rt, &n, &tag, &["/bin/selfexe", "--version"]),
+                    run_rm(rt, &n, &tag, &["/bin/selfexe-script", "--version"]),
+                ],
+            )
+            .check(|o: &[Output]| {
+                for x in &o[1..] {
+                    if text(&x.stdout).contains("imagectl") {
+                        return Err(format!(
+                            "the host's imagectl ran in the container: {}",
+                            text(&x.stdout).trim()
+                        ));
+                    }
+                }
+                Ok(())
+            }),
+        );
+    }
+
     // A VOLUME through a link out of the root: its copy reads inside the
     // root only (the sentinels outside stay as they are).
     let vol_out = Layer::tar(&[Entry::symlink("v", &out)]);
