@@ -1580,10 +1580,30 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
                     args(&["load", &file]),
                     run_rm(rt, &n, &tag, &["/bin/selfexe", "--version"]),
                     run_rm(rt, &n, &tag, &["/bin/selfexe-script", "--version"]),
+                    args(&[
+                        "run",
+                        "-d",
+                        "--runtime",
+                        rt,
+                        "--name",
+                        &n,
+                        &tag,
+                        "sleep",
+                        "30",
+                    ]),
+                    args(&["exec", &n, "/bin/selfexe", "--version"]),
+                    args(&["exec", &n, "/bin/selfexe-script", "--version"]),
+                    args(&["rm", "-f", &n]),
                 ],
             )
             .check(|o: &[Output]| {
                 for x in &o[1..] {
+                    eprintln!(
+                        "DEBUG {:?} {} {}",
+                        x.status,
+                        text(&x.stdout),
+                        text(&x.stderr)
+                    );
                     if text(&x.stdout).contains("imagectl") {
                         return Err(format!(
                             "the host's imagectl ran in the container: {}",
