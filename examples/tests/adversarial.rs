@@ -97,6 +97,13 @@ fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// `run --rm --runtime RT --name NAME TAG CMD...`.
+fn run_rm(rt: &str, name: &str, tag: &str, cmd: &[&str]) -> Vec<String> {
+    let mut a = args(&["run", "--rm", "--runtime", rt, "--name", name, tag]);
+    a.extend(args(cmd));
+    a
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -1470,20 +1477,7 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
         cases.push(
             Case::new(
                 format!("config/uid-4294967295-image/{rt}"),
-                vec![
-                    args(&["load", &file]),
-                    args(&[
-                        "run",
-                        "--rm",
-                        "--runtime",
-                        rt,
-                        "--name",
-                        &n,
-                        &tag,
-                        "id",
-                        "-u",
-                    ]),
-                ],
+                vec![args(&["load", &file]), run_rm(rt, &n, &tag, &["id", "-u"])],
             )
             .check(not_root(1)),
         );
@@ -1526,6 +1520,116 @@ fn config_cases(world: &mut World, base: &Base) -> Vec<Case> {
             args(&["run", "--rm", "--name", &n, "-e", "V5=y", &tag, "true"]),
         ],
     ));
+
+    // 10,000 VOLUMEs (within the config's limits): refused before any
+    // volume is made, and none is left.
+    let many: serde_json::Map<String, Value> =
+        (0..10_000).map(|i| (format!("/v{i}"), json!({}))).collect();
+    let (file, tag) = image(
+        world,
+        "many-volumes",
+        &[],
+        json!({"Env": path, "Volumes": many}),
+    );
+    let n = world.name();
+    cases.push(
+        Case::new(
+            "config/many-volumes",
+            vec![
+                args(&["load", &file]),
+                args(&["run", "--rm", "--name", &n, &tag, "true"]),
+                args(&["volume", "ls", "--json"]),
+            ],
+        )
+        .check(|o: &[Output]| {
+            refused(1)(o)?;
+            let err = text(&o[1].stderr);
+            if !err.contains("at most 1024 volumes") {
+                return Err(format!("refused without saying why: {err}"));
+            }
+            let left: Vec<Value> = serde_json::from_slice(&o[2].stdout)
+                .map_err(|e| format!("volume ls --json: {e}"))?;
+            match left.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} volumes left")),
+            }
+        }),
+    );
+
+    // The program a link to /proc/self/exe, or a script whose interpreter
+    // it is (CVE-2019-5736's shapes): what runs must be the container's,
+    // never the host's runtime binary (for the native backend, imagectl
+    // itself, whose clone makes the execve), at the start and in an
+    // exec. The link is refused before the start (the lookup resolves in
+    // the root, where /proc is empty); `exec` has no lookup.
+    let self_exe = Layer::tar(&[
+        Entry::symlink("bin/selfexe", "/proc/self/exe"),
+        Entry::exe("bin/selfexe-script", "#!/proc/self/exe\n"),
+    ]);
+    for rt in &rts {
+        let (file, tag) = image(
+            world,
+            "program-proc-self-exe",
+            std::slice::from_ref(&self_exe),
+            json!({"Env": path}),
+        );
+        let n = world.name();
+        cases.push(
+            Case::new(
+                format!("config/program-proc-self-exe/{rt}"),
+                vec![
+                    args(&["load", &file]),
+                    run_rm(rt, &n, &tag, &["/bin/selfexe", "--version"]),
+                    run_rm(rt, &n, &tag, &["/bin/selfexe-script", "--version"]),
+                    args(&[
+                        "run",
+                        "-d",
+                        "--runtime",
+                        rt,
+                        "--name",
+                        &n,
+                        &tag,
+                        "sleep",
+                        "30",
+                    ]),
+                    args(&["exec", &n, "/bin/selfexe", "--version"]),
+                    args(&["exec", &n, "/bin/selfexe-script", "--version"]),
+                    args(&["rm", "-f", &n]),
+                ],
+            )
+            .check(|o: &[Output]| {
+                for x in &o[1..] {
+                    if text(&x.stdout).contains("imagectl") {
+                        return Err(format!(
+                            "the host's imagectl ran in the container: {}",
+                            text(&x.stdout).trim()
+                        ));
+                    }
+                }
+                Ok(())
+            }),
+        );
+    }
+
+    // A VOLUME through a link out of the root: its copy reads inside the
+    // root only (the sentinels outside stay as they are).
+    let vol_out = Layer::tar(&[Entry::symlink("v", &out)]);
+    for rt in &rts {
+        let (file, tag) = image(
+            world,
+            "volume-symlink-out",
+            std::slice::from_ref(&vol_out),
+            json!({"Env": path, "Volumes": {"/v": {}}}),
+        );
+        let n = world.name();
+        cases.push(Case::new(
+            format!("config/volume-symlink-out/{rt}"),
+            vec![
+                args(&["load", &file]),
+                run_rm(rt, &n, &tag, &["sh", "-c", "echo x > /v/made-in-volume"]),
+            ],
+        ));
+    }
 
     // WORKDIR through a link out of the root, through `..`, very long.
     let link_out = Layer::tar(&[Entry::symlink("w", &out)]);

@@ -22,6 +22,48 @@ fn image_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/doomed"), "to be deleted\n").unwrap();
 }
 
+/// `ps` shows a container's command as `docker ps` does: quoted, its
+/// control characters escaped, cut to 20 characters (all of it with
+/// `--no-trunc`): an image's command that holds terminal escapes (here a
+/// window title and a screen clear) or megabytes never reaches the
+/// operator's terminal as it is. (50,000 bytes: the test's runner reads
+/// a command's output only once it exited, so more than a pipe's 64 KiB
+/// would hang it.)
+#[test]
+fn ps_shows_a_command_quoted_escaped_and_cut() {
+    if !ready(&[]) {
+        return;
+    }
+    let cli = Cli::new(Cleanup::Containers);
+    let rootfs = cli.tmp.path().join("rootfs");
+    image_rootfs(&rootfs);
+    cli.append_shell_image(&rootfs, IMAGE);
+    let hostile = format!("\u{1b}]0;pwned\u{7}\u{1b}[2J{}", "x".repeat(50_000));
+    cli.ok(&["create", "--name", "esc", IMAGE, "echo", &hostile]);
+    let line = |args: &[&str]| {
+        cli.ok(args)
+            .lines()
+            .find(|l| l.starts_with("esc "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (args, longest) in [(&["ps"][..], 200), (&["ps", "--no-trunc"][..], 60_000)] {
+        let l = line(args);
+        assert!(
+            !l.contains(['\u{1b}', '\u{7}']),
+            "{args:?}: raw control characters"
+        );
+        assert!(l.len() < longest, "{args:?}: {} bytes", l.len());
+    }
+    let cut = line(&["ps"]);
+    assert!(
+        cut.ends_with(r#""echo \u{1b}]0;pwned\u{7}\u{1b}[2J…""#),
+        "{cut}"
+    );
+    assert!(line(&["ps", "--no-trunc"]).ends_with(&format!("{}\"", "x".repeat(50_000))));
+    cli.ok(&["rm", "esc"]);
+}
+
 #[test]
 fn imagectl_runs_commits_and_bundles() {
     if !ready(&["runc"]) {

@@ -13,15 +13,18 @@ use crate::rootfs::{RootDir, RootfsError};
 #[non_exhaustive]
 pub enum LookupError {
     /// No file of that name in the root (or in any `PATH` directory).
-    #[error("{program}: executable file not found in the root filesystem (searched {searched})")]
+    #[error(
+        "{program:?}: executable file not found in the root filesystem (searched {searched:?})"
+    )]
     NotFound {
-        /// The program as given.
+        /// The program as given (cut as `searched` is).
         program: String,
-        /// The directories searched, or the path tried.
+        /// The directories searched, or the path tried (at most
+        /// [`MAX_SEARCHED`] bytes of them, then `…`).
         searched: String,
     },
     /// The file exists but is not an executable regular file.
-    #[error("{path}: not an executable file in the root filesystem")]
+    #[error("{path:?}: not an executable file in the root filesystem")]
     NotExecutable {
         /// The path inside the root.
         path: PathBuf,
@@ -39,6 +42,23 @@ impl Classify for LookupError {
             LookupError::Rootfs(e) => e.kind(),
         }
     }
+}
+
+/// The most bytes of the program and of the `PATH` searched that
+/// [`LookupError::NotFound`] keeps (an image's may hold megabytes).
+pub const MAX_SEARCHED: usize = 1024;
+
+/// `s` cut to at most [`MAX_SEARCHED`] bytes (on a character boundary),
+/// with `…` when cut.
+fn cut(s: &str) -> String {
+    if s.len() <= MAX_SEARCHED {
+        return s.to_owned();
+    }
+    let mut end = MAX_SEARCHED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 enum Probe {
@@ -79,8 +99,8 @@ pub fn find_executable(
             Probe::Executable => Ok(path),
             Probe::NotExecutable => Err(LookupError::NotExecutable { path }),
             Probe::Missing => Err(LookupError::NotFound {
-                program: program.to_owned(),
-                searched: path.display().to_string(),
+                program: cut(program),
+                searched: cut(&path.display().to_string()),
             }),
         };
     }
@@ -103,8 +123,8 @@ pub fn find_executable(
     match not_exec {
         Some(path) => Err(LookupError::NotExecutable { path }),
         None => Err(LookupError::NotFound {
-            program: program.to_owned(),
-            searched: path_env.to_owned(),
+            program: cut(program),
+            searched: cut(path_env),
         }),
     }
 }
@@ -113,6 +133,34 @@ pub fn find_executable(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// An image's program name and `PATH` reach the error quoted, none of
+    /// their control characters printed, and the `PATH` searched cut.
+    #[test]
+    fn a_hostile_program_and_path_are_quoted_and_cut_in_the_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("\u{1b}[2Jd")).unwrap();
+        let root = RootDir::open(tmp.path()).unwrap();
+        let path = format!("/\u{1b}[2J:{}", "/x:".repeat(100_000));
+        let cwd = Path::new("/");
+        for (program, e) in [
+            (
+                "\u{1b}]0;pwned\u{7}",
+                find_executable(&root, "\u{1b}]0;pwned\u{7}", &path, cwd),
+            ),
+            (
+                "/\u{1b}[2Jd",
+                find_executable(&root, "/\u{1b}[2Jd", &path, cwd),
+            ),
+        ] {
+            let msg = e.unwrap_err().to_string();
+            assert!(
+                !msg.contains(char::is_control),
+                "{program:?}: raw control characters"
+            );
+            assert!(msg.len() < 4096, "{program:?}: {} bytes", msg.len());
+        }
+    }
 
     #[test]
     fn finds_in_path_inside_the_root() {

@@ -66,13 +66,55 @@ impl Owner {
 /// Whether process `pid`, started at `start_time` (clock ticks after boot),
 /// still exists and has not [`exited`].
 pub(crate) fn running(pid: u32, start_time: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    parse_start_time(&stat) == Some(start_time)
-        && !exited(&stat, || {
-            std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
-        })
+    ProcEntry::open(pid).and_then(|p| p.running_since()) == Some(start_time)
+}
+
+/// The most bytes read of one file of a `/proc/<pid>` directory (its
+/// `stat`, `status` and `cgroup` hold a few hundred bytes to a few KiB).
+const MAX_PROC_FILE: u64 = 64 << 10;
+
+/// A process's `/proc/<pid>` directory, opened once: every file read
+/// through it is that very process's, never another's that reused the
+/// PID (the directory of a reaped process reads nothing), so that all one
+/// look reads of it (state, threads, start time, cgroups) is of one
+/// process.
+#[derive(Debug)]
+pub(crate) struct ProcEntry(std::os::fd::OwnedFd);
+
+impl ProcEntry {
+    /// Opens `/proc/<pid>`; `None` when there is no such process.
+    pub(crate) fn open(pid: u32) -> Option<ProcEntry> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::open(format!("/proc/{pid}"), flags, Mode::empty())
+            .ok()
+            .map(ProcEntry)
+    }
+
+    /// The text of its file `name` (`stat`, `status`, `cgroup`; at most
+    /// [`MAX_PROC_FILE`] bytes); `None` once the process is reaped.
+    pub(crate) fn read(&self, name: &str) -> Option<String> {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Read;
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.0, name, flags, Mode::empty()).ok()?;
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(MAX_PROC_FILE)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    }
+
+    /// Its start time (clock ticks after boot) while it has not
+    /// [`exited`]; `None` once it has, or is gone.
+    pub(crate) fn running_since(&self) -> Option<u64> {
+        let stat = self.read("stat")?;
+        if exited(&stat, || self.read("status")) {
+            return None;
+        }
+        parse_start_time(&stat)
+    }
 }
 
 /// Whether the process of the `/proc/<pid>/stat` text `stat` has exited:

@@ -431,7 +431,11 @@ impl OciRuntime {
         }))
     }
 
+    /// The error of a failed `operation`, classified by the runtime's
+    /// `message`, which is kept with its control characters escaped (it
+    /// may quote what an image controls: its program, a mount path).
     fn failure(&self, operation: &'static str, id: &str, message: String) -> BackendError {
+        let message = escape_controls(&message);
         let lower = message.to_lowercase();
         // runc: "container does not exist"; crun: "error opening file
         // `<root>/<id>/status`: No such file or directory", or (delete)
@@ -646,6 +650,19 @@ impl Backend for OciRuntime {
             e => Err(e),
         }
     }
+}
+
+/// `s` with each control character escaped (`\u{1b}`), the rest as it is.
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Numbers the exec process files of this process.
@@ -879,6 +896,36 @@ mod tests {
         ));
         assert!(
             OciRuntime::with_binary(RuntimeKind::Runc, Path::new("/no/runc"), tmp.path()).is_err()
+        );
+    }
+
+    /// A runtime's message naming what an image controls (its program, a
+    /// mount path) reaches the error with its control characters escaped,
+    /// and is classified as before.
+    #[test]
+    fn runtime_messages_are_shown_escaped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt =
+            OciRuntime::with_binary(RuntimeKind::Runc, Path::new("/bin/sh"), tmp.path()).unwrap();
+        let e = rt.failure(
+            "run",
+            "c1",
+            "exec: \"\u{1b}]0;pwned\u{7}\": executable file not found".into(),
+        );
+        assert!(matches!(e, BackendError::RuntimeFailed { .. }), "{e:?}");
+        assert!(
+            !e.to_string().contains(char::is_control),
+            "raw control characters"
+        );
+        assert!(
+            e.to_string().contains(r#"exec: "\u{1b}]0;pwned\u{7}""#),
+            "{e}"
+        );
+        let e = rt.failure("run", "c1", "open /\u{1b}[2J: permission denied".into());
+        assert!(matches!(e, BackendError::PermissionDenied { .. }), "{e:?}");
+        assert!(
+            !e.to_string().contains(char::is_control),
+            "raw control characters"
         );
     }
 

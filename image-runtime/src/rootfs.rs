@@ -94,7 +94,7 @@ pub enum RootfsError {
         source: std::io::Error,
     },
     /// A path inside the root could not be accessed.
-    #[error("{path} in the root filesystem")]
+    #[error("{path:?} in the root filesystem")]
     Access {
         /// The path, as seen inside the container.
         path: PathBuf,
@@ -102,7 +102,7 @@ pub enum RootfsError {
         source: std::io::Error,
     },
     /// A path inside the root exists but is of the wrong type.
-    #[error("{path} in the root filesystem is not a {expected}")]
+    #[error("{path:?} in the root filesystem is not a {expected}")]
     WrongType {
         /// The path, as seen inside the container.
         path: PathBuf,
@@ -111,13 +111,13 @@ pub enum RootfsError {
     },
     /// A path inside the root that must be reached through no symlink
     /// (a proc or sysfs mount point) has one on its way.
-    #[error("{path} in the root filesystem is a symbolic link")]
+    #[error("{path:?} in the root filesystem is a symbolic link")]
     Symlink {
         /// The path, as seen inside the container, up to the symlink.
         path: PathBuf,
     },
     /// A file inside the root is larger than [`MAX_READ`].
-    #[error("{path} in the root filesystem is larger than {limit} bytes")]
+    #[error("{path:?} in the root filesystem is larger than {limit} bytes")]
     TooLarge {
         /// The path, as seen inside the container.
         path: PathBuf,
@@ -534,6 +534,22 @@ mod tests {
         assert_eq!(r.read(Path::new("/../secret")).unwrap(), b"inside");
         let e = r.read(Path::new("/missing")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    /// A path inside the root (an image's) reaches the error quoted, none
+    /// of its control characters printed.
+    #[test]
+    fn a_hostile_path_is_quoted_in_the_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("\u{1b}[2Jd")).unwrap();
+        let r = RootDir::open(tmp.path()).unwrap();
+        for p in ["/\u{1b}[2Jd", "/\u{1b}]0;missing\u{7}"] {
+            let msg = r.read(Path::new(p)).unwrap_err().to_string();
+            assert!(
+                !msg.contains(char::is_control),
+                "{p:?}: raw control characters"
+            );
+        }
     }
 
     #[test]

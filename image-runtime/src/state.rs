@@ -17,10 +17,14 @@ impl ContainerRecord {
     /// code known, unless its init still runs. The native backend's init
     /// dies with its owner (`PR_SET_PDEATHSIG`); runc's and crun's
     /// foreground `run` outlives a killed owner, so for them the init named
-    /// in the bundle's pid file is looked up, and counts only if it is in
-    /// the container's own cgroup (not a process that reused the PID).
-    /// `gc` kills and removes such an orphan. Cheap: a few reads under
-    /// `/proc`, no lock and no backend call, so `ps` can use it.
+    /// in the bundle's pid file is looked up, in one opening of its
+    /// `/proc/<pid>` (see `model::ProcEntry`), and counts only if it is in
+    /// the container's own cgroup, started after the owner that started
+    /// the container (not a process that reused the PID) and has not
+    /// exited (a zombie, exited but not yet reaped, has, as for
+    /// [`Owner::is_alive`]). `gc` kills and removes such an orphan. Cheap:
+    /// a few reads under `/proc`, no lock and no backend call, so `ps`
+    /// can use it.
     ///
     /// A detached container's owner is its monitor: when the monitor is
     /// gone while the record says running, the container is
@@ -58,11 +62,17 @@ impl ContainerRecord {
         else {
             return false;
         };
+        let Some(init) = crate::model::ProcEntry::open(pid) else {
+            return false;
+        };
         let own = crate::cgroup::cgroups_path(&self.id);
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| {
+        let in_own_cgroup = init.read("cgroup").is_some_and(|cg| {
             cg.lines()
                 .any(|l| l.rsplit('/').next() == Some(own.as_str()))
-        })
+        });
+        // Read last: an init that exits after its cgroup was read has exited.
+        let started = init.running_since();
+        in_own_cgroup && started.is_some_and(|t| self.owner.is_none_or(|o| t >= o.start_time))
     }
 
     /// The record with its [`observed_status`](Self::observed_status).
@@ -386,17 +396,36 @@ mod tests {
         }
     }
 
+    /// A `cat` reading a pipe: it exits when its `stdin` is dropped, and
+    /// stays a zombie until waited for.
+    fn cat() -> std::process::Child {
+        use std::process::{Command, Stdio};
+        Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Ends the input of `child` (a [`cat`]) and waits until it has exited,
+    /// not waited for: a zombie.
+    fn exit_unreaped(child: &mut std::process::Child) {
+        let pid = child.id();
+        drop(child.stdin.take());
+        let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while crate::model::parse_state(&stat()) != Some('Z') {
+            assert!(std::time::Instant::now() < deadline, "cat never exited");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// A detached record whose monitor has exited but is not reaped yet (a
     /// zombie: its parent, init, reaps late under load): unknown, as for
     /// a monitor reaped, not running until the reap.
     #[test]
     fn a_detached_record_whose_monitor_is_a_zombie_is_unknown() {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("cat")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = cat();
         let pid = child.id();
         let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let monitor = Owner {
@@ -412,13 +441,7 @@ mod tests {
         });
         assert!(monitor.is_alive());
         assert_eq!(r.observed_status(), ContainerStatus::Running);
-        // It exits when its input ends; not waited for, it stays a zombie.
-        drop(child.stdin.take());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while crate::model::parse_state(&stat()) != Some('Z') {
-            assert!(std::time::Instant::now() < deadline, "cat never exited");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        exit_unreaped(&mut child);
         assert!(!monitor.is_alive(), "a zombie is not alive");
         assert_eq!(r.observed_status(), ContainerStatus::Unknown);
         assert!(r.is_stale());
@@ -492,5 +515,71 @@ mod tests {
             detached: None,
         };
         assert_eq!(r.observed_status(), ContainerStatus::Stopped);
+    }
+
+    /// A runc record whose owner is gone, with its init a real process in
+    /// a cgroup named as the container's on the unified (v2) hierarchy
+    /// (where a pure v2 host makes the container's cgroups): running
+    /// while the init runs; stopped once it has exited, while it is a
+    /// zombie not yet reaped, and once it is reaped. The kernel shows an
+    /// exiting task's v1 cgroups as `/` but keeps its v2 path in
+    /// `/proc/<pid>/cgroup`, so on v2 the cgroup alone took the zombie for
+    /// the container's running init.
+    #[test]
+    fn an_orphan_whose_init_is_a_zombie_has_stopped() {
+        if !image_testsupport::tools::root("making a container's cgroup") {
+            return;
+        }
+        let id = format!("orphan-zombie-{}", std::process::id());
+        let Some(unified) = crate::cgroup::hierarchies()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.v2)
+        else {
+            image_testsupport::tools::skip_or_fail("a cgroup v2 hierarchy");
+            return;
+        };
+        let cgroup = unified.own_dir.join(crate::cgroup::cgroups_path(&id));
+        std::fs::create_dir(&cgroup).unwrap();
+        let mut child = cat();
+        let pid = child.id();
+        std::fs::write(cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join(crate::oci_runtime::INIT_PID_FILE),
+            pid.to_string(),
+        )
+        .unwrap();
+        let mut r = record(&id, tmp.path().to_owned());
+        r.status = ContainerStatus::Running;
+        r.owner = Some(Owner {
+            pid: u32::MAX - 1,
+            start_time: 1,
+        });
+        let in_own_cgroup = || {
+            let own = format!("/{}", crate::cgroup::cgroups_path(&id));
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|cg| cg.lines().any(|l| l.ends_with(&own)))
+        };
+        assert!(in_own_cgroup());
+        let running = r.observed_status();
+        // An owner that started after the process did not start it.
+        let mut later = r.clone();
+        later.owner = Some(Owner {
+            pid: u32::MAX - 1,
+            start_time: crate::model::start_time(pid).unwrap() + 1,
+        });
+        let older_than_its_owner = later.observed_status();
+        exit_unreaped(&mut child);
+        let zombie_in_cgroup = in_own_cgroup();
+        let zombie = r.observed_status();
+        child.wait().unwrap();
+        let reaped = r.observed_status();
+        std::fs::remove_dir(&cgroup).unwrap();
+        assert_eq!(running, ContainerStatus::Running);
+        assert_eq!(older_than_its_owner, ContainerStatus::Stopped);
+        assert!(zombie_in_cgroup, "the zombie still names its cgroup");
+        assert_eq!(zombie, ContainerStatus::Stopped, "a zombie init has exited");
+        assert_eq!(reaped, ContainerStatus::Stopped);
     }
 }

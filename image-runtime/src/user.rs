@@ -48,13 +48,13 @@ impl ResolvedUser {
 #[non_exhaustive]
 pub enum UserError {
     /// No passwd entry has this name.
-    #[error("unable to find user {user}: no matching entries in passwd file")]
+    #[error("unable to find user {user:?}: no matching entries in passwd file")]
     UserNotFound {
         /// The user name.
         user: String,
     },
     /// No group entry has this name.
-    #[error("unable to find group {group}: no matching entries in group file")]
+    #[error("unable to find group {group:?}: no matching entries in group file")]
     GroupNotFound {
         /// The group name.
         group: String,
@@ -333,6 +333,19 @@ mod tests {
 
     fn r(spec: &str) -> Result<ResolvedUser, UserError> {
         resolve_in(&parse_passwd(PASSWD), &parse_group(GROUP), spec)
+    }
+
+    /// An image's user or group name reaches the error quoted, none of its
+    /// control characters printed.
+    #[test]
+    fn a_hostile_user_or_group_name_is_quoted_in_the_error() {
+        for spec in ["\u{1b}]0;pwned\u{7}", "root:\u{1b}[2J"] {
+            let msg = r(spec).unwrap_err().to_string();
+            assert!(
+                !msg.contains(char::is_control),
+                "{spec:?}: raw control characters"
+            );
+        }
     }
 
     #[test]

@@ -26,12 +26,18 @@
 //! volume's filesystem does not support skipped): regular files,
 //! directories, symlinks, and device nodes, fifos and sockets made anew
 //! with `mknodat` (as Docker's copy-up makes them; never opened, so a
-//! fifo cannot block the copy); hard links become separate files. The
-//! copy is
+//! fifo cannot block the copy); names of one file stay names of one
+//! file (linked to its first copy, as containerd's copy that Docker's
+//! copy-up uses keeps them), so a file with many names is written once.
+//! The copy is
 //! bounded in depth ([`MAX_COPY_DEPTH`]) and entries
-//! ([`MAX_COPY_ENTRIES`]). A volume name is one path component of
-//! Docker's grammar, so it never leaves `<state>/volumes`.
+//! ([`MAX_COPY_ENTRIES`]). A container has at most
+//! [`MAX_CONTAINER_VOLUMES`] volumes, and its `volumes.json` is written
+//! only when it is small enough to be read back whole. A volume name is
+//! one path component of Docker's grammar, so it never leaves
+//! `<state>/volumes`.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -66,6 +72,11 @@ pub const MAX_COPY_ENTRIES: u64 = 1 << 20;
 pub const MAX_NAME_LEN: usize = 255;
 /// The largest `volumes.json` read back (a container's volumes are few).
 const MAX_RECORD: u64 = 1 << 20;
+/// The most volumes one container may have: its `-v` volumes and the
+/// image's `VOLUME` paths together. Docker sets no limit; real images
+/// declare a handful, and each volume is a mount (the kernel allows
+/// 100,000 per mount namespace by default).
+pub const MAX_CONTAINER_VOLUMES: usize = 1024;
 
 /// Errors of volumes.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +112,7 @@ pub enum VolumeError {
         source: io::Error,
     },
     /// The image's content at a volume's path could not be copied into it.
-    #[error("copying the image's {path} into volume {name}")]
+    #[error("copying the image's {path:?} into volume {name}")]
     Copy {
         /// The volume.
         name: String,
@@ -113,7 +124,7 @@ pub enum VolumeError {
     /// The image's content at a volume's path is deeper or larger than
     /// the copy allows ([`MAX_COPY_DEPTH`], [`MAX_COPY_ENTRIES`]).
     #[error(
-        "the image's {path} is too large to copy into volume {name}: more than {limit} {what}"
+        "the image's {path:?} is too large to copy into volume {name}: more than {limit} {what}"
     )]
     TooLarge {
         /// The volume.
@@ -124,6 +135,19 @@ pub enum VolumeError {
         what: &'static str,
         /// The limit.
         limit: u64,
+    },
+    /// A container would use more volumes than [`MAX_CONTAINER_VOLUMES`]
+    /// (its `-v` volumes and the image's `VOLUME` paths), or its record
+    /// of them ([`CONTAINER_VOLUMES_FILE`]) would be larger than a
+    /// reader takes.
+    #[error("a container may have at most {limit} {what}: this one would have {found}")]
+    TooMany {
+        /// `volumes` or `bytes of volumes record`.
+        what: &'static str,
+        /// What it would have.
+        found: usize,
+        /// The limit.
+        limit: usize,
     },
 }
 
@@ -138,7 +162,7 @@ impl Classify for VolumeError {
                 Some(libc::ELOOP) => ErrorKind::Unsafe,
                 _ => ErrorKind::from_io(source),
             },
-            VolumeError::TooLarge { .. } => ErrorKind::InvalidInput,
+            VolumeError::TooLarge { .. } | VolumeError::TooMany { .. } => ErrorKind::InvalidInput,
         }
     }
 }
@@ -434,9 +458,27 @@ pub(crate) fn read_uses(dir: &Path) -> io::Result<Vec<Use>> {
 /// atomically and durably as the container's record is written
 /// ([`Root::write_atomic`]: a temporary file, fsync, rename): a reader
 /// sees the old record or the new one, never a part.
-pub(crate) fn write_uses(dir: &Path, uses: &[Use]) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(uses).map_err(io::Error::other)?;
-    Root::open(dir)?.write_atomic(&dir.join(CONTAINER_VOLUMES_FILE), &json)
+///
+/// # Errors
+/// [`VolumeError::TooMany`] when the record would be larger than
+/// [`read_uses`] reads (it could not be read back: the volumes would never
+/// be removed, and every removal would count the container as a user);
+/// [`VolumeError::Io`].
+pub(crate) fn write_uses(dir: &Path, uses: &[Use]) -> Result<(), VolumeError> {
+    let path = dir.join(CONTAINER_VOLUMES_FILE);
+    let json = serde_json::to_vec_pretty(uses)
+        .map_err(io::Error::other)
+        .map_err(VolumeStore::io(&path))?;
+    if json.len() as u64 > MAX_RECORD {
+        return Err(VolumeError::TooMany {
+            what: "bytes of volumes record",
+            found: json.len(),
+            limit: MAX_RECORD as usize,
+        });
+    }
+    Root::open(dir)
+        .and_then(|root| root.write_atomic(&path, &json))
+        .map_err(VolumeStore::io(&path))
 }
 
 /// Copies the image's content at `path` (resolved in `root`) into the
@@ -470,6 +512,8 @@ pub(crate) fn copy_up(
         entries: 0,
         name,
         path,
+        root: rustix::io::dup(&dst).map_err(|e| copy_err(Path::new(""), e))?,
+        links: HashMap::new(),
     };
     copy.dir(src.as_fd(), dst.as_fd(), Path::new(""), 0)?;
     let st = rustix::fs::fstat(&src).map_err(|e| copy_err(Path::new(""), e))?;
@@ -489,6 +533,12 @@ struct Copy<'a> {
     entries: u64,
     name: &'a str,
     path: &'a Path,
+    /// The volume's directory.
+    root: OwnedFd,
+    /// Each source file with more than one name copied so far (device,
+    /// inode), and its copy: its path below the volume's directory and
+    /// its own (device, inode).
+    links: HashMap<(u64, u64), (PathBuf, (u64, u64))>,
 }
 
 impl Copy<'_> {
@@ -581,6 +631,13 @@ impl Copy<'_> {
                     set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
                 }
                 FileType::RegularFile => {
+                    let source = (st.st_dev, st.st_ino);
+                    if st.st_nlink > 1 {
+                        if let Some((first, made)) = self.links.get(&source) {
+                            self.link(first, *made, dst, name, &here)?;
+                            continue;
+                        }
+                    }
                     let s = open_at(src, name, OFlags::empty()).map_err(fail)?;
                     let xattrs = xattrs_of(s.as_fd()).map_err(fail)?;
                     let new = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
@@ -594,6 +651,11 @@ impl Copy<'_> {
                     })?;
                     let d: OwnedFd = to.into();
                     set_meta(&d, owner, mode, &xattrs).map_err(|e| self.err(&here, e))?;
+                    if st.st_nlink > 1 {
+                        let made = rustix::fs::fstat(&d).map_err(|e| self.err(&here, e))?;
+                        self.links
+                            .insert(source, (here.clone(), (made.st_dev, made.st_ino)));
+                    }
                 }
                 FileType::Symlink => {
                     let target = rustix::fs::readlinkat(src, name, Vec::new()).map_err(fail)?;
@@ -605,6 +667,38 @@ impl Copy<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Copy<'_> {
+    /// Makes `name` in `dst` another name of the copy made at `first`
+    /// (below the volume's directory), which must still be the file
+    /// `made` (device, inode): the way to it is walked one directory at a
+    /// time without following a symlink, and the link made without
+    /// following one, so whatever else might write into the volume (a
+    /// container using it) can only ever have another of its own files
+    /// linked.
+    fn link(
+        &self,
+        first: &Path,
+        made: (u64, u64),
+        dst: BorrowedFd<'_>,
+        name: &OsStr,
+        here: &Path,
+    ) -> Result<(), VolumeError> {
+        let fail = |e| self.err(here, e);
+        let mut dir = rustix::io::dup(&self.root).map_err(fail)?;
+        for c in first.parent().into_iter().flat_map(|p| p.components()) {
+            dir = open_at(dir.as_fd(), c.as_os_str(), OFlags::PATH | OFlags::DIRECTORY)
+                .map_err(fail)?;
+        }
+        let file = first.file_name().unwrap_or_default();
+        let st = rustix::fs::statat(&dir, file, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+        if (st.st_dev, st.st_ino) != made {
+            // Replaced since it was copied.
+            return Err(fail(rustix::io::Errno::EXIST));
+        }
+        rustix::fs::linkat(&dir, file, dst, name, AtFlags::empty()).map_err(fail)
     }
 }
 
@@ -739,6 +833,85 @@ pub(crate) mod tests {
             destination: "/data".into(),
             anonymous: false,
         }]
+    }
+
+    /// A record is written only when a reader takes it back whole: one
+    /// larger than that (long destinations) is refused, typed, and
+    /// nothing is written.
+    #[test]
+    fn a_record_too_large_to_read_back_is_not_written() {
+        let (_tmp, _store, dir) = store_with_volume("c1");
+        let uses: Vec<Use> = (0..300)
+            .map(|i| Use {
+                name: format!("v{i}"),
+                destination: PathBuf::from(format!("/{}", "d".repeat(4000))),
+                anonymous: true,
+            })
+            .collect();
+        match write_uses(&dir, &uses) {
+            Ok(()) => assert!(
+                read_uses(&dir).is_ok_and(|u| u == uses),
+                "the record reads back"
+            ),
+            Err(e) => {
+                assert!(matches!(e, VolumeError::TooMany { .. }), "{e:?}");
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                assert!(!dir.join(CONTAINER_VOLUMES_FILE).exists());
+            }
+        }
+    }
+
+    /// Hard links in the image's content stay hard links in the volume
+    /// (as containerd's copy, which Docker's copy-up uses, keeps them):
+    /// copied as separate files, one file with many names (a million are
+    /// within the entry bound) was written as many times, however large.
+    /// Names in other directories link to the first copy too.
+    #[test]
+    fn hard_links_are_copied_once() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        let src = root.join("data");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("big"), vec![7u8; 64 << 10]).unwrap();
+        for i in 0..50 {
+            std::fs::hard_link(src.join("big"), src.join(format!("l{i}"))).unwrap();
+        }
+        std::fs::hard_link(src.join("big"), src.join("sub/deep")).unwrap();
+        std::fs::write(src.join("single"), b"x").unwrap();
+        let data = tmp.path().join("volume");
+        std::fs::create_dir(&data).unwrap();
+        let rootdir = RootDir::open(&root).unwrap();
+        copy_up(&rootdir, Path::new("/data"), &data, "v").unwrap();
+        let meta = |n: &str| std::fs::symlink_metadata(data.join(n)).unwrap();
+        let first = meta("big");
+        assert_eq!(first.nlink(), 52, "one file, 52 names");
+        for n in (0..50).map(|i| format!("l{i}")).chain(["sub/deep".into()]) {
+            assert_eq!(meta(&n).ino(), first.ino(), "{n}");
+        }
+        assert_eq!(std::fs::read(data.join("l7")).unwrap(), vec![7u8; 64 << 10]);
+        assert_eq!(meta("single").nlink(), 1);
+    }
+
+    /// The image's path of a volume reaches the error quoted, none of its
+    /// control characters printed (a copy deeper than the bound).
+    #[test]
+    fn a_hostile_volume_path_is_quoted_in_the_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("rootfs");
+        let deep: PathBuf = std::iter::once("\u{1b}[2Jv")
+            .chain(std::iter::repeat_n("d", MAX_COPY_DEPTH + 1))
+            .collect();
+        std::fs::create_dir_all(root.join(deep)).unwrap();
+        let data = tmp.path().join("volume");
+        std::fs::create_dir(&data).unwrap();
+        let rootdir = RootDir::open(&root).unwrap();
+        let e = copy_up(&rootdir, Path::new("/\u{1b}[2Jv"), &data, "v").unwrap_err();
+        assert!(matches!(e, VolumeError::TooLarge { .. }), "{e:?}");
+        assert!(
+            !e.to_string().contains(char::is_control),
+            "raw control characters"
+        );
     }
 
     /// Another container's `volumes.json` that cannot be parsed (cut

@@ -806,6 +806,24 @@ pub struct PsArgs {
     /// Accepted for Docker's sake: every container is listed anyway.
     #[arg(short, long)]
     pub all: bool,
+    /// Show each command whole (cut to 20 characters otherwise, as
+    /// `docker ps` does).
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// A container's command as `docker ps` shows it: cut to 20 characters
+/// (19 and `…`) unless `whole`, then quoted with its control characters
+/// (and every other character a terminal could act on) escaped, so an
+/// image's command never writes escape sequences to the terminal.
+fn shown_command(command: &str, whole: bool) -> String {
+    const WIDTH: usize = 20;
+    if !whole && command.chars().nth(WIDTH).is_some() {
+        let cut: String = command.chars().take(WIDTH - 1).chain(['…']).collect();
+        format!("{cut:?}")
+    } else {
+        format!("{command:?}")
+    }
 }
 
 /// Lists the containers (every status).
@@ -854,7 +872,7 @@ pub fn ps(store: &StoreArgs, ui: &super::progress::UiArgs, a: PsArgs) -> anyhow:
             r.image.as_deref().unwrap_or("-"),
             status,
             r.backend,
-            command
+            shown_command(&command, a.no_trunc)
         );
     }
     Ok(())

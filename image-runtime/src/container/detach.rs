@@ -241,12 +241,14 @@ impl Runtime {
     /// is not attached.
     ///
     /// # Errors
-    /// As [`Runtime::logs`].
+    /// [`ContainerError::InvalidId`] for an ID that is not a single name
+    /// (nothing outside the state directory is read); as [`Runtime::logs`].
     pub fn attach(
         &self,
         id: &str,
         each: impl FnMut(&LogEntry),
     ) -> Result<Option<i32>, ContainerError> {
+        crate::state::validate_id(id)?;
         let r = self.state().load(id)?;
         follow(self.root(), id, LogFollower::at_end(&r.bundle), each)
     }
@@ -352,4 +354,23 @@ pub(crate) fn reconcile(
         d.boot_id = crate::model::boot_id();
     }
     runtime.state().save(&record)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::ContainerError;
+
+    /// `attach` by an ID that is a path reads nothing outside the state
+    /// directory: refused as an invalid ID (it was looked up as
+    /// `<root>/x/container.json` and reported missing).
+    #[test]
+    fn attach_refuses_an_id_that_is_a_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (rt, _) = crate::container::volumes::tests::runtime_and_rootfs(tmp.path());
+        let attach = |id: &str| rt.attach(id, |_| panic!("no entry"));
+        assert!(matches!(
+            attach("../x"),
+            Err(ContainerError::InvalidId { .. })
+        ));
+    }
 }

@@ -4,7 +4,7 @@
 //! store itself, its names and the copy from the image are in
 //! [`crate::volume`].
 
-use std::ffi::OsStr;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use crate::runtime::Runtime;
 use crate::spec::{clean_absolute, RunOptions, Volume};
 use crate::volume::{
     copy_up, is_volume_name, read_uses, validate_name, write_uses, Use, VolumeError, VolumeStore,
-    CONTAINER_VOLUMES_FILE,
+    MAX_CONTAINER_VOLUMES,
 };
 
 /// Replaces the options' named volumes with their data directories and
@@ -47,16 +47,29 @@ pub(crate) fn resolve(
             });
         }
     }
-    let mut anonymous = Vec::new();
-    for path in image_volumes {
-        let destination = clean_absolute(path);
-        let covered = out.volumes.iter().any(|v| v.destination == destination)
-            || anonymous
-                .iter()
-                .any(|v: &Volume| v.destination == destination);
-        if covered || destination == Path::new("/") {
-            continue;
+    // Each destination once, the caller's first: linear in the image's
+    // paths, and their number bounded before anything is named or made.
+    let mut taken: HashSet<&Path> = out
+        .volumes
+        .iter()
+        .map(|v| v.destination.as_path())
+        .collect();
+    let cleaned: Vec<PathBuf> = image_volumes.iter().map(|p| clean_absolute(p)).collect();
+    let new: Vec<&PathBuf> = cleaned
+        .iter()
+        .filter(|d| d.as_path() != Path::new("/") && taken.insert(d.as_path()))
+        .collect();
+    let count = out.volumes.len() + new.len();
+    if count > MAX_CONTAINER_VOLUMES {
+        return Err(VolumeError::TooMany {
+            what: "volumes",
+            found: count,
+            limit: MAX_CONTAINER_VOLUMES,
         }
+        .into());
+    }
+    let mut anonymous = Vec::with_capacity(new.len());
+    for destination in new {
         let name = crate::model::random_id().map_err(ContainerError::state("/dev/urandom"))?;
         uses.push(Use {
             name: name.clone(),
@@ -65,7 +78,7 @@ pub(crate) fn resolve(
         });
         anonymous.push(Volume {
             source: PathBuf::from(name),
-            destination,
+            destination: destination.clone(),
             read_only: false,
         });
     }
@@ -76,13 +89,15 @@ pub(crate) fn resolve(
     // users and removes under the same lock, so it sees this record or
     // finishes before the volume is made anew.
     let _lock = store.lock()?;
-    let record = dir.join(CONTAINER_VOLUMES_FILE);
-    write_uses(dir, &uses).map_err(ContainerError::state(&record))?;
+    write_uses(dir, &uses)?;
     out.volumes.extend(anonymous);
+    let by_name: HashMap<&str, &Use> = uses.iter().map(|u| (u.name.as_str(), u)).collect();
     for v in out.volumes.iter_mut() {
-        let Some(u) = uses
-            .iter()
-            .find(|u| v.source.as_os_str() == OsStr::new(&u.name) && is_volume_name(&v.source))
+        let Some(u) = v
+            .source
+            .to_str()
+            .filter(|_| is_volume_name(&v.source))
+            .and_then(|name| by_name.get(name))
         else {
             continue;
         };
@@ -148,11 +163,32 @@ impl Runtime {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::volume::tests::{store_with_volume, wait_for_a_waiter};
+    use crate::volume::CONTAINER_VOLUMES_FILE;
+
+    /// A runtime over the state directory `state` (its backend never
+    /// run) and an empty root filesystem in it.
+    pub(crate) fn runtime_and_rootfs(state: &Path) -> (Runtime, PathBuf) {
+        let backend = crate::oci_runtime::OciRuntime::with_binary(
+            crate::oci_runtime::RuntimeKind::Runc,
+            Path::new("/bin/sh"),
+            &state.join("runc"),
+        )
+        .unwrap();
+        let runtime = Runtime::from_parts(
+            state.to_owned(),
+            crate::state::StateDir::open(state).unwrap(),
+            Arc::new(backend),
+            None,
+        );
+        let rootfs = state.join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        (runtime, rootfs)
+    }
 
     /// A container being made records and makes its volumes under the
     /// store's lock: while a removal holds it, nothing is recorded; once
@@ -160,20 +196,7 @@ mod tests {
     #[test]
     fn a_new_container_waits_for_the_lock_to_take_its_volumes() {
         let (tmp, store, dir) = store_with_volume("c1");
-        let backend = crate::oci_runtime::OciRuntime::with_binary(
-            crate::oci_runtime::RuntimeKind::Runc,
-            Path::new("/bin/sh"),
-            &tmp.path().join("runc"),
-        )
-        .unwrap();
-        let runtime = Runtime::from_parts(
-            tmp.path().to_owned(),
-            crate::state::StateDir::open(tmp.path()).unwrap(),
-            Arc::new(backend),
-            None,
-        );
-        let rootfs = tmp.path().join("rootfs");
-        std::fs::create_dir(&rootfs).unwrap();
+        let (runtime, rootfs) = runtime_and_rootfs(tmp.path());
         let mut options = RunOptions::default();
         options.volumes.push(Volume {
             source: "fresh".into(),
@@ -199,5 +222,49 @@ mod tests {
         let volumes = rx.recv().unwrap().unwrap();
         assert_eq!(volumes[0].source, store.mountpoint("fresh").unwrap());
         assert_eq!(store.inspect("fresh").unwrap().containers, ["c1"]);
+    }
+
+    /// Every volume a container is made with is found again in its
+    /// record (what `rm -v` removes and a volume's removal checks), or
+    /// none is made: an image with 10,000 `VOLUME`s (within the config's
+    /// limits) is refused before any volume is recorded or made.
+    #[test]
+    fn a_container_is_made_only_with_volumes_its_record_gives_back() {
+        let (tmp, store, dir) = store_with_volume("c1");
+        let (runtime, rootfs) = runtime_and_rootfs(tmp.path());
+        let root = RootDir::open(&rootfs).unwrap();
+        let image_volumes: Vec<String> = (0..10_000).map(|i| format!("/v{i}")).collect();
+        let made = resolve(
+            &runtime,
+            &dir,
+            &root,
+            &image_volumes,
+            &RunOptions::default(),
+        );
+        let names = |store: &VolumeStore| -> Vec<String> {
+            store.list().unwrap().into_iter().map(|v| v.name).collect()
+        };
+        match made {
+            Ok(o) => {
+                let recorded = read_uses(&dir).map(|u| u.len());
+                assert_eq!(
+                    recorded.ok(),
+                    Some(o.volumes.len()),
+                    "the record reads back"
+                );
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e, ContainerError::Volume(VolumeError::TooMany { .. })),
+                    "{e:?}"
+                );
+                assert_eq!(
+                    image_core::Classify::kind(&e),
+                    image_core::ErrorKind::InvalidInput
+                );
+                assert!(!dir.join(CONTAINER_VOLUMES_FILE).exists());
+                assert_eq!(names(&store), ["data"], "no volume is made");
+            }
+        }
     }
 }

@@ -559,14 +559,15 @@ fn describe_step(step_no: u32, ops: &[String], arg0: &str) -> String {
         step::CHDIR => "changing to the working directory".into(),
         step::CWD_OUTSIDE_ROOT => "working directory outside the container's root".into(),
         step::INIT_FORK => "forking the init process".into(),
-        step::EXEC => format!("executing {arg0}"),
+        step::EXEC => format!("executing {}", arg0.escape_debug()),
         step::SECCOMP => "installing the seccomp filter".into(),
         n => format!("step {n}"),
     }
 }
 
+/// What an operation does, its paths escaped (an image names them).
 fn describe_op(op: &sys::Op) -> String {
-    let s = |c: &CString| c.to_string_lossy().into_owned();
+    let s = |c: &CString| c.to_string_lossy().escape_debug().to_string();
     match op {
         sys::Op::Mount { fstype, target, .. } => format!(
             "mounting {} on /{}",
@@ -1338,6 +1339,28 @@ mod tests {
         let e = child_error("c1", "start", "executing /x".into(), libc::ENOENT);
         assert!(e.to_string().contains("executable file not found"), "{e}");
         assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    /// What a failed step names from the image (its program, a volume's
+    /// path) reaches the error escaped, none of its control characters
+    /// printed.
+    #[test]
+    fn a_failed_steps_hostile_names_are_escaped() {
+        let hostile = "\u{1b}]0;pwned\u{7}";
+        let c = |s: &str| CString::new(s).unwrap();
+        let bind = sys::Op::Bind {
+            source: c("/var/lib/volumes/v/_data"),
+            target: c(hostile),
+            recursive: false,
+            remount: 0,
+        };
+        for what in [describe_step(step::EXEC, &[], hostile), describe_op(&bind)] {
+            let e = child_error("c1", "start", what, libc::ENOENT);
+            assert!(
+                !e.to_string().contains(char::is_control),
+                "raw control characters"
+            );
+        }
     }
 
     /// A state file that is not JSON is a typed JSON error naming the
