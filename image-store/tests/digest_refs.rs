@@ -602,3 +602,71 @@ fn a_batch_removal_equals_one_removal_at_a_time() {
         assert_eq!(view(&one), view(&mem), "round {round}: {seq:?}");
     }
 }
+
+/// An image whose index names its manifest, and whose manifest its config
+/// and layer, by sha512 digests resolves keyed by those digests: its
+/// manifest digest and ID are the sha512 ones, and its blobs (what a
+/// builder leases, what its size on disk counts) are the ones the store
+/// holds, not the sha256 of their bytes.
+#[test]
+fn an_image_named_by_sha512_digests_resolves_to_the_blobs_the_store_holds() {
+    use image_core::Algorithm;
+    use image_store::Ingester;
+    let store = MemoryStore::new();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of_bytes(Algorithm::Sha512, bytes);
+        store
+            .ingest_reader(&mut &bytes[..], Some(bytes.len() as u64), Some(&d))
+            .expect("ingest")
+    };
+    let layer = file_layer("etc/who", b"sha512");
+    let ld = put(&layer);
+    let host = image_core::Platform::host();
+    let config = serde_json::to_vec(&json!({
+        "architecture": host.architecture, "os": host.os,
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256(&layer).to_string()]},
+    }))
+    .expect("json");
+    let cd = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": layer.len()}],
+    }))
+    .expect("json");
+    let md = put(&manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": manifest.len(),
+            "platform": {"architecture": host.architecture, "os": host.os},
+        }],
+    }))
+    .expect("json");
+    let xd = store.write_blob(&index).expect("index");
+    let top =
+        image_core::manifest::descriptor(&image_core::MediaType::OciIndex, &xd, index.len() as u64);
+    store.set_tag("s512:1", &top).expect("tag");
+
+    let image = resolve_image(&store, "s512:1", None).expect("resolve");
+    assert_eq!(image.manifest_digest(), &md);
+    assert_eq!(image.id(), &cd);
+    let blobs = image.blobs();
+    assert_eq!(
+        blobs,
+        vec![
+            (xd, index.len() as u64),
+            (md, manifest.len() as u64),
+            (cd, config.len() as u64),
+            (ld, layer.len() as u64),
+        ]
+    );
+    for (d, size) in &blobs {
+        assert_eq!(store.info(d).expect("held").size, *size, "{d}");
+    }
+    let total = (index.len() + manifest.len() + config.len() + layer.len()) as u64;
+    assert_eq!(image.size_on_disk(&store).expect("size"), total);
+}

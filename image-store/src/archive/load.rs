@@ -933,12 +933,12 @@ impl<'a> DocumentCheck<'a> {
                 .store
                 .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
                 .map_err(|e| ArchiveError::content(&digest, e))?;
-            let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
-                ArchiveError::Parse {
+            let doc = Document::from_bytes(bytes, Some(&media_type))
+                .map_err(|source| ArchiveError::Parse {
                     what: digest.to_string(),
                     source,
-                }
-            })?;
+                })?
+                .with_algorithm(digest.algorithm());
             let config = match &doc {
                 Document::Manifest(m) => Some(m.config_digest()),
                 Document::Index(_) => None,

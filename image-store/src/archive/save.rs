@@ -261,12 +261,12 @@ fn read_doc(store: &dyn Provider, d: &Descriptor) -> Result<(Digest, Document), 
     let bytes = store
         .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
         .map_err(|e| ArchiveError::content(&digest, e))?;
-    let doc = Document::from_bytes(bytes, Some(&descriptor_media_type(d))).map_err(|source| {
-        ArchiveError::Parse {
+    let doc = Document::from_bytes(bytes, Some(&descriptor_media_type(d)))
+        .map_err(|source| ArchiveError::Parse {
             what: digest.to_string(),
             source,
-        }
-    })?;
+        })?
+        .with_algorithm(digest.algorithm());
     Ok((digest, doc))
 }
 
