@@ -2054,7 +2054,9 @@ fn sha512_config_and_layers_go_store_registry_store_and_back_byte_for_byte() {
 /// named by sha512 too, goes store -> OCI archive -> store -> layout ->
 /// store byte for byte, each store clean and kept whole by gc. The
 /// distribution server refuses a manifest put by a sha512 digest: the push
-/// of that index fails typed and sets no tag.
+/// of that index fails typed and sets no tag. From a registry that serves
+/// the index and its sha512 manifest, a pull and a copy store it whole;
+/// from one that lacks that manifest, they fail NotFound naming it.
 #[test]
 fn an_index_naming_a_sha512_manifest_goes_through_archives_and_layouts_byte_for_byte() {
     let (dir, src) = image_testsupport::store::oci_dir();
@@ -2133,4 +2135,96 @@ fn an_index_naming_a_sha512_manifest_goes_through_archives_and_layouts_byte_for_
         .get_manifest(&Reference::parse_name(&on_r).unwrap())
         .unwrap_err();
     assert_eq!(image_core::Classify::kind(&e), ErrorKind::NotFound, "{e:?}");
+
+    // The registry takes the index itself (by tag) once the manifest's
+    // bytes are there as a sha512 blob, and then serves them as the
+    // manifest by that digest: a pull or copy of the index from it stores
+    // every document and blob under its own digest.
+    use image_testsupport::registry::http;
+    let start = http::request(
+        registry.addr(),
+        "POST",
+        "/v2/i512/app/blobs/uploads/",
+        &[],
+        b"",
+    )
+    .unwrap();
+    let location = start.head.header("Location").unwrap().to_owned();
+    let location = location
+        .strip_prefix(&format!("http://{}", registry.host_port()))
+        .unwrap_or(&location)
+        .to_owned();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put = http::request(
+        registry.addr(),
+        "PUT",
+        &format!("{location}{sep}digest={m_digest}"),
+        &[("Content-Type", "application/octet-stream")],
+        m.raw(),
+    )
+    .unwrap();
+    assert_eq!(put.status(), 201, "{put:?}");
+    let put = http::request(
+        registry.addr(),
+        "PUT",
+        "/v2/i512/app/manifests/raw",
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        index.raw(),
+    )
+    .unwrap();
+    assert_eq!(put.status(), 201, "{put:?}");
+    let raw = format!("{}/i512/app:raw", registry.host_port());
+    let (_p, pulled) = image_testsupport::store::oci_dir();
+    c.pull(
+        &Reference::parse_name(&raw).unwrap(),
+        &pulled,
+        &PullOptions::default()
+            .with_all_platforms(true)
+            .with_tag("pulled:1"),
+    )
+    .unwrap();
+    fsck_and_gc_keep(&pulled, "pulled:1", &want);
+    let (_c, copied) = image_testsupport::store::oci_dir();
+    c.copy(
+        &at(&raw),
+        &in_store(&copied, "copied:1"),
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    fsck_and_gc_keep(&copied, "copied:1", &want);
+
+    // A registry that lacks the sha512 child: it is looked for by that
+    // digest only, and the pull and the copy fail NotFound naming it,
+    // with nothing tagged.
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        Faults::none().with(
+            Fault::status(404)
+                .on(format!("manifests/{m_digest}"))
+                .always(),
+        ),
+    );
+    let lacking = through(&proxy, &raw);
+    let (_e, empty) = image_testsupport::store::oci_dir();
+    for e in [
+        c.pull(
+            &lacking,
+            &empty,
+            &PullOptions::default().with_all_platforms(true),
+        )
+        .map(drop)
+        .map_err(|e| (image_core::Classify::kind(&e), format!("{e:?}"))),
+        c.copy(
+            &Location::<OciDir>::Registry(lacking.clone()),
+            &in_store(&empty, "lacking:1"),
+            &CopyOptions::default(),
+        )
+        .map(drop)
+        .map_err(|e| (image_core::Classify::kind(&e), format!("{e:?}"))),
+    ] {
+        let (kind, shown) = e.unwrap_err();
+        assert_eq!(kind, ErrorKind::NotFound, "{shown}");
+        assert!(shown.contains(&m_digest.to_string()), "{shown}");
+    }
+    assert!(empty.tags().unwrap().is_empty());
 }
