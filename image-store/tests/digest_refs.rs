@@ -669,4 +669,57 @@ fn an_image_named_by_sha512_digests_resolves_to_the_blobs_the_store_holds() {
     }
     let total = (index.len() + manifest.len() + config.len() + layer.len()) as u64;
     assert_eq!(image.size_on_disk(&store).expect("size"), total);
+
+    // docker save checks each layer against its diff ID in the diff ID's
+    // algorithm (the layer is named by sha512, its diff ID is sha256), and
+    // the archive loads back to the same layers (keyed by sha256 there: a
+    // docker-save archive has no descriptors to keep).
+    let saved = SaveImage::from_tag(&store, "s512:1").expect("save image");
+    let mut tarball = Vec::new();
+    save_docker(&store, &[saved], &mut tarball, &SaveOptions::default()).expect("save");
+    let dst = MemoryStore::new();
+    load(&dst, &tarball[..], &LoadOptions::default()).expect("load");
+    let loaded = resolve_image(&dst, "s512:1", None).expect("loaded");
+    assert_eq!(loaded.diff_ids(), image.diff_ids());
+    let layer_digest = Digest::try_from(loaded.layers()[0].digest().as_ref()).expect("digest");
+    assert_eq!(
+        dst.read_blob_to_vec(&layer_digest, 1 << 20).expect("layer"),
+        layer
+    );
+}
+
+/// A docker-save archive whose layer entry is named by its sha512 digest
+/// (`blobs/sha512/<hex>`, the OCI form Docker 25 writes) while the config
+/// gives its sha256 diff ID loads: the layer is checked in the diff ID's
+/// algorithm and kept under the digest its name gives.
+#[test]
+fn a_docker_archive_layer_named_by_sha512_is_checked_against_its_sha256_diff_id() {
+    use image_core::Algorithm;
+    let layer = file_layer("etc/who", b"sha512 entry");
+    let ld = Digest::of_bytes(Algorithm::Sha512, &layer);
+    let layer_path = format!("blobs/sha512/{}", ld.hex());
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256(&layer).to_string()]},
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "config.json", "RepoTags": ["l512:1"], "Layers": [layer_path],
+    }]))
+    .expect("json");
+    let tarball = archive_of(&[
+        (layer_path.as_str(), &layer),
+        ("config.json", &config),
+        ("manifest.json", &manifest),
+    ]);
+    let store = MemoryStore::new();
+    load(&store, &tarball[..], &LoadOptions::default()).expect("load");
+    let image = resolve_image(
+        &store,
+        "l512:1",
+        Some(&image_core::Platform::new("linux", "amd64")),
+    )
+    .expect("loaded");
+    assert_eq!(image.layers()[0].digest().to_string(), ld.to_string());
+    assert_eq!(image.diff_ids(), [Digest::sha256(&layer)]);
 }
