@@ -351,6 +351,17 @@ impl ImageConfig {
         Ok(ImageConfig { raw, digest, file })
     }
 
+    /// The same config keyed by its digest in `algorithm`: a config a
+    /// manifest names by a sha512 digest is that blob, and its ID is that
+    /// digest (as containerd takes the config descriptor's digest). Hashes
+    /// again only when `algorithm` is not the one the config is keyed by.
+    pub fn with_algorithm(mut self, algorithm: crate::digest::Algorithm) -> ImageConfig {
+        if self.digest.algorithm() != algorithm {
+            self.digest = Digest::of_bytes(algorithm, &self.raw);
+        }
+        self
+    }
+
     /// Serialises `file` canonically.
     ///
     /// # Errors

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::digest::{Digest, DigestError};
+use crate::digest::{Algorithm, Digest, DigestError};
 use crate::error::{Classify, ErrorKind};
 use crate::json::to_canonical_vec;
 use crate::media_type::MediaType;
@@ -329,6 +329,15 @@ impl<T: Kind> Raw<T> {
         })
     }
 
+    /// The same document keyed by its digest in `algorithm` (hashed again
+    /// only when that is not the algorithm it is keyed by).
+    fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        if self.digest.algorithm() != algorithm {
+            self.digest = Digest::of_bytes(algorithm, &self.bytes);
+        }
+        self
+    }
+
     /// A descriptor of the document (media type, digest, size).
     fn descriptor(&self) -> Descriptor {
         descriptor(&self.media_type, &self.digest, self.bytes.len() as u64)
@@ -424,9 +433,21 @@ impl Manifest {
         &self.raw.bytes
     }
 
-    /// The sha256 digest of the raw bytes.
+    /// The digest of the raw bytes: sha256, unless keyed by another
+    /// algorithm with [`with_algorithm`](Manifest::with_algorithm).
     pub fn digest(&self) -> &Digest {
         &self.raw.digest
+    }
+
+    /// The same manifest keyed by its digest in `algorithm`: what a
+    /// manifest read through a descriptor is, whose digest is of that
+    /// algorithm (OCI allows sha512), so that it is stored, pushed and
+    /// found under the digest its parent names. Hashes again only when
+    /// `algorithm` is not the one the manifest is keyed by.
+    pub fn with_algorithm(self, algorithm: Algorithm) -> Manifest {
+        Manifest {
+            raw: self.raw.with_algorithm(algorithm),
+        }
     }
 
     /// The manifest's media type: the declared one, or OCI when none is declared.
@@ -522,9 +543,18 @@ impl Index {
         &self.raw.bytes
     }
 
-    /// The sha256 digest of the raw bytes.
+    /// The digest of the raw bytes: sha256, unless keyed by another
+    /// algorithm with [`with_algorithm`](Index::with_algorithm).
     pub fn digest(&self) -> &Digest {
         &self.raw.digest
+    }
+
+    /// The same index keyed by its digest in `algorithm` (see
+    /// [`Manifest::with_algorithm`]).
+    pub fn with_algorithm(self, algorithm: Algorithm) -> Index {
+        Index {
+            raw: self.raw.with_algorithm(algorithm),
+        }
     }
 
     /// The declared media type, or OCI's when none is declared.
@@ -607,11 +637,20 @@ impl Document {
         }
     }
 
-    /// The digest of the raw bytes.
+    /// The digest of the raw bytes (sha256 unless keyed otherwise).
     pub fn digest(&self) -> &Digest {
         match self {
             Document::Manifest(m) => m.digest(),
             Document::Index(i) => i.digest(),
+        }
+    }
+
+    /// The same document keyed by its digest in `algorithm` (see
+    /// [`Manifest::with_algorithm`]).
+    pub fn with_algorithm(self, algorithm: Algorithm) -> Document {
+        match self {
+            Document::Manifest(m) => Document::Manifest(Box::new(m.with_algorithm(algorithm))),
+            Document::Index(i) => Document::Index(Box::new(i.with_algorithm(algorithm))),
         }
     }
 
@@ -777,6 +816,29 @@ mod tests {
         let text = String::from_utf8(changed.raw().to_vec()).expect("utf8");
         assert!(text.contains(r#""x-custom":true"#), "{text}");
         assert_eq!(changed.descriptor().size(), changed.raw().len() as u64);
+    }
+
+    /// A document keyed by sha512 has the sha512 digest of its bytes in
+    /// its digest and descriptor; its bytes and value are unchanged.
+    #[test]
+    fn a_document_keyed_by_sha512_has_its_sha512_digest() {
+        let doc = Document::from_bytes(DOCKER_MANIFEST, None).expect("parses");
+        let keyed = doc.clone().with_algorithm(Algorithm::Sha512);
+        let want = Digest::of_bytes(Algorithm::Sha512, DOCKER_MANIFEST.as_bytes());
+        assert_eq!(keyed.digest(), &want);
+        assert_eq!(keyed.descriptor().digest().to_string(), want.to_string());
+        assert_eq!(keyed.raw(), doc.raw());
+        assert_eq!(keyed.media_type(), doc.media_type());
+        let back = keyed.with_algorithm(Algorithm::Sha256);
+        assert_eq!(back, doc);
+        let text = r#"{"schemaVersion":2,"manifests":[]}"#;
+        let idx = Index::from_bytes(text)
+            .expect("parses")
+            .with_algorithm(Algorithm::Sha512);
+        assert_eq!(
+            idx.digest(),
+            &Digest::of_bytes(Algorithm::Sha512, text.as_bytes())
+        );
     }
 
     #[test]

@@ -684,9 +684,19 @@ struct TestImage {
 }
 
 fn make_image(layers: &[Vec<(&str, Vec<u8>)>], name: &str) -> TestImage {
+    make_image_with(layers, name, image_core::Algorithm::Sha256)
+}
+
+/// [`make_image`] with its layers, config and manifest stored and named
+/// by digests of `algorithm`.
+fn make_image_with(
+    layers: &[Vec<(&str, Vec<u8>)>],
+    name: &str,
+    algorithm: image_core::Algorithm,
+) -> TestImage {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = OciDir::open_or_create(dir.path().join("layout")).expect("store");
-    add_image(&store, layers, name);
+    add_image_with(&store, layers, name, algorithm);
     let image = image_store::resolve_image(&store, name, None).expect("resolve");
     TestImage {
         _dir: dir,
@@ -696,6 +706,21 @@ fn make_image(layers: &[Vec<(&str, Vec<u8>)>], name: &str) -> TestImage {
 }
 
 fn add_image(store: &OciDir, layers: &[Vec<(&str, Vec<u8>)>], name: &str) {
+    add_image_with(store, layers, name, image_core::Algorithm::Sha256);
+}
+
+fn add_image_with(
+    store: &OciDir,
+    layers: &[Vec<(&str, Vec<u8>)>],
+    name: &str,
+    algorithm: image_core::Algorithm,
+) {
+    let put = |bytes: &[u8]| {
+        let digest = image_core::Digest::of_bytes(algorithm, bytes);
+        store
+            .ingest_reader(&mut &bytes[..], Some(bytes.len() as u64), Some(&digest))
+            .expect("blob")
+    };
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for files in layers {
@@ -722,7 +747,7 @@ fn add_image(store: &OciDir, layers: &[Vec<(&str, Vec<u8>)>], name: &str) {
         let opts = PackOptions::new(Compression::Gzip).with_source_date_epoch(1_600_000_000);
         let r =
             pack_overlay_upper(src.path(), &mut blob, &opts, OverlayXattrs::Trusted).expect("pack");
-        let d = store.write_blob(&blob).expect("blob");
+        let d = put(&blob);
         descs.push(serde_json::json!({"mediaType": MediaType::OciLayerGzip.as_str(), "digest": d.to_string(), "size": blob.len()}));
         diff_ids.push(r.diff_id.to_string());
     }
@@ -732,7 +757,7 @@ fn add_image(store: &OciDir, layers: &[Vec<(&str, Vec<u8>)>], name: &str) {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .expect("json");
-    let cd = store.write_blob(&config).expect("config");
+    let cd = put(&config);
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -740,7 +765,7 @@ fn add_image(store: &OciDir, layers: &[Vec<(&str, Vec<u8>)>], name: &str) {
         "layers": descs,
     }))
     .expect("json");
-    let md = store.write_blob(&manifest).expect("manifest");
+    let md = put(&manifest);
     let desc =
         image_core::manifest::descriptor(&MediaType::OciManifest, &md, manifest.len() as u64);
     store.set_tag(name, &desc).expect("tag");
@@ -852,6 +877,29 @@ fn image_unpack_without_sync_on_commit() {
 fn image_unpack_copy() {
     let dir = tempfile::tempdir().expect("tempdir");
     unpack_into(&CopySnapshotter::open(dir.path()).expect("open"), 0);
+}
+
+/// An image whose manifest, config and layers are named by sha512 digests
+/// unpacks as the same image named by sha256 does, keyed by its own
+/// digests.
+#[test]
+fn image_unpack_of_an_image_named_by_sha512() {
+    let t = make_image_with(&layers_abc(), "test/abc:512", image_core::Algorithm::Sha512);
+    assert_eq!(
+        t.image.manifest_digest().algorithm(),
+        image_core::Algorithm::Sha512
+    );
+    assert_eq!(t.image.id().algorithm(), image_core::Algorithm::Sha512);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sn = CopySnapshotter::open(dir.path()).expect("open");
+    let report = unpack_image(&t.store, &t.image, &sn, &ImageUnpackOptions::default())
+        .expect("unpack image");
+    assert_eq!(report.chain_ids, image_core::chain_ids(t.image.diff_ids()));
+    let top = report.top().expect("top");
+    let v = sn.view("check", Some(&top)).expect("view");
+    let mut got = tree(Path::new(&v[0].source));
+    got.remove("");
+    assert_eq!(got, flattened(&make_image(&layers_abc(), "test/abc:256")));
 }
 
 #[test]

@@ -437,7 +437,12 @@ impl Client {
                 Ok(doc)
             })
             .map_err(|source| RegistryError::Document { url, source })?;
-        Ok(doc)
+        // Keyed by the digest it was fetched by (verified above), of
+        // whatever algorithm, so that it is stored and pushed under it.
+        Ok(match reference.digest() {
+            Some(expected) => doc.with_algorithm(expected.algorithm()),
+            None => doc,
+        })
     }
 
     /// Asks whether the manifest `reference` names exists (`HEAD`), and

@@ -467,7 +467,7 @@ fn write_document<S: Provider + Ingester + ?Sized>(
         source: Box::new(source),
     };
     let mut w = store
-        .writer(&format!("pull-{}", doc.digest()))
+        .writer_with(&format!("pull-{}", doc.digest()), doc.digest().algorithm())
         .map_err(store_err)?;
     if w.offset() != 0 {
         w.truncate(0).map_err(store_err)?;
@@ -524,7 +524,9 @@ async fn fetch_blob<S: Provider + Ingester + Sync + ?Sized>(
             received: 0,
         });
     }
-    let mut w = store.writer(&format!("pull-{digest}")).map_err(store_err)?;
+    let mut w = store
+        .writer_with(&format!("pull-{digest}"), digest.algorithm())
+        .map_err(store_err)?;
     if w.offset() > size {
         w.truncate(0).map_err(store_err)?;
     }

@@ -719,8 +719,10 @@ fn read_document<S: Provider + ?Sized>(store: &S, d: &Descriptor) -> Result<Docu
             digest: digest.clone(),
             source: Box::new(source),
         })?;
-    Document::from_bytes(raw, Some(&d.media_type().into()))
-        .map_err(|source| PushError::Document { digest, source })
+    match Document::from_bytes(raw, Some(&d.media_type().into())) {
+        Ok(doc) => Ok(doc.with_algorithm(digest.algorithm())),
+        Err(source) => Err(PushError::Document { digest, source }),
+    }
 }
 
 /// The repository pushed to, on the registry itself (never a mirror).
@@ -1002,13 +1004,17 @@ impl<'a> Repo<'a> {
 /// document's `PUT`) whose `Docker-Content-Digest` names another digest
 /// than the one written: the registry holds something else than we sent
 /// (containerd refuses it too). A header that does not parse is ignored,
-/// as containerd ignores it.
+/// as containerd ignores it, and so is one of another algorithm than the
+/// digest written: the distribution server answers a sha512 blob's upload
+/// (which it verified against our sha512 digest) with its sha256, which
+/// cannot be compared without hashing the blob twice.
 fn answered_digest(resp: &reqwest::Response, expected: &Digest) -> Result<(), RegistryError> {
     let found = resp
         .headers()
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<Digest>().ok());
+        .and_then(|v| v.parse::<Digest>().ok())
+        .filter(|found| found.algorithm() == expected.algorithm());
     match found {
         Some(found) if &found != expected => Err(RegistryError::DigestMismatch {
             url: show_url(resp.url()),

@@ -261,7 +261,9 @@ fn sniff_document<S: Provider + ?Sized>(
         return Ok(None);
     }
     match store.read_blob_to_vec(digest, MAX_DOCUMENT_SIZE) {
-        Ok(bytes) => Ok(Document::from_bytes(bytes, None).ok()),
+        Ok(bytes) => Ok(Document::from_bytes(bytes, None)
+            .ok()
+            .map(|doc| doc.with_algorithm(digest.algorithm()))),
         Err(ContentError::NotFound { .. } | ContentError::Read { .. }) => Ok(None),
         Err(e) => Err(e),
     }

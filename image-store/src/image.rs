@@ -193,11 +193,13 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
         let digest = digest_of(name, &current)?;
         let bytes = read(store, name, &current)?;
         let hint = image_core::manifest::descriptor_media_type(&current);
-        let doc = Document::from_bytes(bytes, Some(&hint)).map_err(|source| ImageError::Parse {
-            name: name.to_owned(),
-            digest: digest.clone(),
-            source: Box::new(source),
-        })?;
+        let doc = Document::from_bytes(bytes, Some(&hint))
+            .map_err(|source| ImageError::Parse {
+                name: name.to_owned(),
+                digest: digest.clone(),
+                source: Box::new(source),
+            })?
+            .with_algorithm(digest.algorithm());
         match doc {
             Document::Index(index) => {
                 let next = select_manifest(&index, wanted)
@@ -212,12 +214,14 @@ pub fn resolve_descriptor<P: Provider + ?Sized>(
             Document::Manifest(manifest) => {
                 let config_digest = digest_of(name, manifest.config())?;
                 let bytes = read(store, name, manifest.config())?;
-                let config =
-                    ImageConfig::from_bytes(bytes).map_err(|source| ImageError::Parse {
+                let algorithm = config_digest.algorithm();
+                let config = ImageConfig::from_bytes(bytes)
+                    .map_err(|source| ImageError::Parse {
                         name: name.to_owned(),
                         digest: config_digest,
                         source: Box::new(source),
-                    })?;
+                    })?
+                    .with_algorithm(algorithm);
                 return Ok(Image {
                     name: name.to_owned(),
                     root: root.clone(),

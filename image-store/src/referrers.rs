@@ -381,6 +381,10 @@ where
         let Ok(doc) = Document::from_bytes(raw, Some(&media_type)) else {
             continue;
         };
+        let doc = match d.checked_digest() {
+            Ok(digest) => doc.with_algorithm(digest.algorithm()),
+            Err(_) => continue,
+        };
         let subject = match &doc {
             Document::Manifest(m) => m.inner().subject().clone(),
             Document::Index(i) => i.inner().subject().clone(),

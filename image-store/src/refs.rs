@@ -59,7 +59,9 @@ pub(crate) fn read_document<P: Provider + ?Sized>(
     match read {
         Ok(bytes) => {
             let hint = image_core::manifest::descriptor_media_type(d);
-            Ok(Document::from_bytes(bytes, Some(&hint)).ok())
+            Ok(Document::from_bytes(bytes, Some(&hint))
+                .ok()
+                .map(|doc| doc.with_algorithm(digest.algorithm())))
         }
         Err(
             ContentError::NotFound { .. }

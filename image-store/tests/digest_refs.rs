@@ -602,3 +602,124 @@ fn a_batch_removal_equals_one_removal_at_a_time() {
         assert_eq!(view(&one), view(&mem), "round {round}: {seq:?}");
     }
 }
+
+/// An image whose index names its manifest, and whose manifest its config
+/// and layer, by sha512 digests resolves keyed by those digests: its
+/// manifest digest and ID are the sha512 ones, and its blobs (what a
+/// builder leases, what its size on disk counts) are the ones the store
+/// holds, not the sha256 of their bytes.
+#[test]
+fn an_image_named_by_sha512_digests_resolves_to_the_blobs_the_store_holds() {
+    use image_core::Algorithm;
+    use image_store::Ingester;
+    let store = MemoryStore::new();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of_bytes(Algorithm::Sha512, bytes);
+        store
+            .ingest_reader(&mut &bytes[..], Some(bytes.len() as u64), Some(&d))
+            .expect("ingest")
+    };
+    let layer = file_layer("etc/who", b"sha512");
+    let ld = put(&layer);
+    let host = image_core::Platform::host();
+    let config = serde_json::to_vec(&json!({
+        "architecture": host.architecture, "os": host.os,
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256(&layer).to_string()]},
+    }))
+    .expect("json");
+    let cd = put(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld.to_string(), "size": layer.len()}],
+    }))
+    .expect("json");
+    let md = put(&manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": manifest.len(),
+            "platform": {"architecture": host.architecture, "os": host.os},
+        }],
+    }))
+    .expect("json");
+    let xd = store.write_blob(&index).expect("index");
+    let top =
+        image_core::manifest::descriptor(&image_core::MediaType::OciIndex, &xd, index.len() as u64);
+    store.set_tag("s512:1", &top).expect("tag");
+
+    let image = resolve_image(&store, "s512:1", None).expect("resolve");
+    assert_eq!(image.manifest_digest(), &md);
+    assert_eq!(image.id(), &cd);
+    let blobs = image.blobs();
+    assert_eq!(
+        blobs,
+        vec![
+            (xd, index.len() as u64),
+            (md, manifest.len() as u64),
+            (cd, config.len() as u64),
+            (ld, layer.len() as u64),
+        ]
+    );
+    for (d, size) in &blobs {
+        assert_eq!(store.info(d).expect("held").size, *size, "{d}");
+    }
+    let total = (index.len() + manifest.len() + config.len() + layer.len()) as u64;
+    assert_eq!(image.size_on_disk(&store).expect("size"), total);
+
+    // docker save checks each layer against its diff ID in the diff ID's
+    // algorithm (the layer is named by sha512, its diff ID is sha256), and
+    // the archive loads back to the same layers (keyed by sha256 there: a
+    // docker-save archive has no descriptors to keep).
+    let saved = SaveImage::from_tag(&store, "s512:1").expect("save image");
+    let mut tarball = Vec::new();
+    save_docker(&store, &[saved], &mut tarball, &SaveOptions::default()).expect("save");
+    let dst = MemoryStore::new();
+    load(&dst, &tarball[..], &LoadOptions::default()).expect("load");
+    let loaded = resolve_image(&dst, "s512:1", None).expect("loaded");
+    assert_eq!(loaded.diff_ids(), image.diff_ids());
+    let layer_digest = Digest::try_from(loaded.layers()[0].digest().as_ref()).expect("digest");
+    assert_eq!(
+        dst.read_blob_to_vec(&layer_digest, 1 << 20).expect("layer"),
+        layer
+    );
+}
+
+/// A docker-save archive whose layer entry is named by its sha512 digest
+/// (`blobs/sha512/<hex>`, the OCI form Docker 25 writes) while the config
+/// gives its sha256 diff ID loads: the layer is checked in the diff ID's
+/// algorithm and kept under the digest its name gives.
+#[test]
+fn a_docker_archive_layer_named_by_sha512_is_checked_against_its_sha256_diff_id() {
+    use image_core::Algorithm;
+    let layer = file_layer("etc/who", b"sha512 entry");
+    let ld = Digest::of_bytes(Algorithm::Sha512, &layer);
+    let layer_path = format!("blobs/sha512/{}", ld.hex());
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256(&layer).to_string()]},
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": "config.json", "RepoTags": ["l512:1"], "Layers": [layer_path],
+    }]))
+    .expect("json");
+    let tarball = archive_of(&[
+        (layer_path.as_str(), &layer),
+        ("config.json", &config),
+        ("manifest.json", &manifest),
+    ]);
+    let store = MemoryStore::new();
+    load(&store, &tarball[..], &LoadOptions::default()).expect("load");
+    let image = resolve_image(
+        &store,
+        "l512:1",
+        Some(&image_core::Platform::new("linux", "amd64")),
+    )
+    .expect("loaded");
+    assert_eq!(image.layers()[0].digest().to_string(), ld.to_string());
+    assert_eq!(image.diff_ids(), [Digest::sha256(&layer)]);
+}

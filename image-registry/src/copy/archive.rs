@@ -143,12 +143,14 @@ fn with_referrers(
                     source: Box::new(source),
                 })
             })?;
-        let doc = image_core::Document::from_bytes(bytes, None).map_err(|source| {
-            read_err(image_store::referrers::ReferrersError::Parse {
-                subject: digest.clone(),
-                source,
-            })
-        })?;
+        let doc = image_core::Document::from_bytes(bytes, None)
+            .map_err(|source| {
+                read_err(image_store::referrers::ReferrersError::Parse {
+                    subject: digest.clone(),
+                    source,
+                })
+            })?
+            .with_algorithm(digest.algorithm());
         images.push(SaveImage::new(
             image_store::referrers::entry(&doc),
             Vec::new(),

@@ -625,12 +625,14 @@ fn read_config(
     Ok(config)
 }
 
-/// The diff ID of a stored layer: its digest when uncompressed, else the
-/// digest of its decompressed stream, which may not expand past `limit`
-/// bytes (the decoder is stopped there, not run to the end).
+/// The diff ID of a stored layer in `algorithm` (the expected diff ID's):
+/// its digest when uncompressed and of that algorithm, else the digest of
+/// its decompressed stream, which may not expand past `limit` bytes (the
+/// decoder is stopped there, not run to the end).
 fn diff_id(
     store: &dyn BlobStore,
     blob: &Blob,
+    algorithm: Algorithm,
     limit: u64,
     tracker: &Tracker,
 ) -> Result<Digest, ArchiveError> {
@@ -638,7 +640,7 @@ fn diff_id(
         digest: blob.digest.clone(),
         limit,
     };
-    if blob.compression == Compression::None {
+    if blob.compression == Compression::None && blob.digest.algorithm() == algorithm {
         if blob.size > limit {
             return Err(too_large());
         }
@@ -653,7 +655,7 @@ fn diff_id(
     })?;
     let d = tracker.checked(d.take(limit.saturating_add(1)));
     let (digest, expanded) =
-        Digest::of_reader(Algorithm::Sha256, d).map_err(|source| ArchiveError::Decompress {
+        Digest::of_reader(algorithm, d).map_err(|source| ArchiveError::Decompress {
             digest: blob.digest.clone(),
             source,
         })?;
@@ -723,7 +725,7 @@ fn docker_images(
     // Entries may name the same config and layers any number of times:
     // each blob is read and verified once.
     let mut configs: HashMap<Digest, ImageConfig> = HashMap::new();
-    let mut verified: HashMap<Digest, Digest> = HashMap::new();
+    let mut verified: HashMap<(Digest, Algorithm), Digest> = HashMap::new();
     let mut out = Vec::new();
     for entry in &entries {
         let image = &entry.config;
@@ -744,11 +746,18 @@ fn docker_images(
         let mut layers = Vec::with_capacity(entry.layers.len());
         for (path, expected) in entry.layers.iter().zip(diff_ids) {
             let blob = scan.lookup(path, "manifest.json")?;
-            let found = match verified.get(&blob.digest) {
+            let key = (blob.digest.clone(), expected.algorithm());
+            let found = match verified.get(&key) {
                 Some(found) => found.clone(),
                 None => {
-                    let found = diff_id(store, blob, options.max_expanded_bytes, &options.tracker)?;
-                    verified.insert(blob.digest.clone(), found.clone());
+                    let found = diff_id(
+                        store,
+                        blob,
+                        expected.algorithm(),
+                        options.max_expanded_bytes,
+                        &options.tracker,
+                    )?;
+                    verified.insert(key, found.clone());
                     found
                 }
             };
@@ -933,12 +942,12 @@ impl<'a> DocumentCheck<'a> {
                 .store
                 .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
                 .map_err(|e| ArchiveError::content(&digest, e))?;
-            let doc = Document::from_bytes(bytes, Some(&media_type)).map_err(|source| {
-                ArchiveError::Parse {
+            let doc = Document::from_bytes(bytes, Some(&media_type))
+                .map_err(|source| ArchiveError::Parse {
                     what: digest.to_string(),
                     source,
-                }
-            })?;
+                })?
+                .with_algorithm(digest.algorithm());
             let config = match &doc {
                 Document::Manifest(m) => Some(m.config_digest()),
                 Document::Index(_) => None,

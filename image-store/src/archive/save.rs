@@ -18,8 +18,8 @@ use image_core::platform::select_manifest;
 use image_core::reference::Reference;
 use image_core::DescriptorExt;
 use image_core::{
-    Algorithm, Compression, Descriptor, Digest, Document, ImageConfig, Manifest, MediaType,
-    MediaTypeError, Platform, Tracker, VerifyError,
+    Compression, Descriptor, Digest, Document, ImageConfig, Manifest, MediaType, MediaTypeError,
+    Platform, Tracker, VerifyError,
 };
 use serde_json::{json, Value};
 
@@ -261,12 +261,12 @@ fn read_doc(store: &dyn Provider, d: &Descriptor) -> Result<(Digest, Document), 
     let bytes = store
         .read_blob_to_vec(&digest, MAX_DOCUMENT_SIZE)
         .map_err(|e| ArchiveError::content(&digest, e))?;
-    let doc = Document::from_bytes(bytes, Some(&descriptor_media_type(d))).map_err(|source| {
-        ArchiveError::Parse {
+    let doc = Document::from_bytes(bytes, Some(&descriptor_media_type(d)))
+        .map_err(|source| ArchiveError::Parse {
             what: digest.to_string(),
             source,
-        }
-    })?;
+        })?
+        .with_algorithm(digest.algorithm());
     Ok((digest, doc))
 }
 
@@ -466,13 +466,15 @@ fn write_layer(
         })?;
         Ok(Box::new(d))
     };
-    let size = if compression == Compression::None {
+    let size = if compression == Compression::None && digest.algorithm() == diff_id.algorithm() {
         if &digest != diff_id {
             return Err(mismatch(digest));
         }
         layer.size()
     } else {
-        let (found, size) = Digest::of_reader(Algorithm::Sha256, open()?).map_err(|source| {
+        // In the diff ID's algorithm, which may not be the blob's (a layer
+        // named by sha512 keeps a sha256 diff ID).
+        let (found, size) = Digest::of_reader(diff_id.algorithm(), open()?).map_err(|source| {
             ArchiveError::Decompress {
                 digest: digest.clone(),
                 source,

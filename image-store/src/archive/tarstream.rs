@@ -65,7 +65,13 @@ impl<'a> TarWriter<'a> {
 
     fn header(&mut self, path: &str, size: u64, kind: tar::EntryType) -> Result<(), ArchiveError> {
         let mut h = tar::Header::new_ustar();
-        h.set_path(path).map_err(write_err)?;
+        if h.set_path(path).is_err() {
+            // Too long for ustar's name and prefix (`blobs/sha512/<128
+            // hex>`): a PAX header gives the path, and the entry's own
+            // name is cut, as Go's archive/tar (so skopeo, Docker) writes it.
+            self.pax_path(path)?;
+            h.set_path(cut_name(path)).map_err(write_err)?;
+        }
         h.set_size(size);
         h.set_entry_type(kind);
         h.set_mode(if kind == tar::EntryType::Directory {
@@ -78,6 +84,25 @@ impl<'a> TarWriter<'a> {
         h.set_mtime(0);
         h.set_cksum();
         self.out.write_all(h.as_bytes()).map_err(write_err)
+    }
+
+    /// A PAX extended header (`x`) whose one record is `path`, for the
+    /// entry that follows.
+    fn pax_path(&mut self, path: &str) -> Result<(), ArchiveError> {
+        let record = pax_record("path", path);
+        let mut h = tar::Header::new_ustar();
+        h.set_path(cut_name(&format!("PaxHeaders.0/{path}")))
+            .map_err(write_err)?;
+        h.set_size(record.len() as u64);
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).map_err(write_err)?;
+        self.out.write_all(&record).map_err(write_err)?;
+        self.pad(record.len() as u64)
     }
 
     fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
@@ -152,6 +177,27 @@ impl<'a> TarWriter<'a> {
     }
 }
 
+/// A PAX record, `"<length> <key>=<value>\n"`, whose length counts its
+/// own digits.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    format!("{len} {key}={value}\n").into_bytes()
+}
+
+/// The first 100 bytes of `path` (at a character boundary): the name a
+/// ustar header holds when a PAX header gives the whole path.
+fn cut_name(path: &str) -> &str {
+    let mut end = path.len().min(100);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +221,22 @@ mod tests {
         );
     }
 
+    /// The entry names tar-rs (the loader's reader) reads from `out`.
+    fn names(out: &[u8]) -> Vec<String> {
+        let mut a = tar::Archive::new(out);
+        a.entries()
+            .map(|es| {
+                es.filter_map(|e| e.ok())
+                    .map(|e| {
+                        e.path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     #[test]
     fn writer_round_trips_through_tar() {
         let mut out = Vec::new();
@@ -190,19 +252,29 @@ mod tests {
                 Err(CopyFail::Short(2))
             ));
         }
-        let mut a = tar::Archive::new(&out[..]);
-        let names: Vec<String> = a
-            .entries()
-            .map(|es| {
-                es.filter_map(|e| e.ok())
-                    .map(|e| {
-                        e.path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(names[..3], ["d/", "d/a", "d/b"]);
+        assert_eq!(names(&out)[..3], ["d/", "d/a", "d/b"]);
+    }
+
+    /// A path too long for ustar (a sha512 blob's) is written with a PAX
+    /// header and read back whole by tar-rs (the loader's reader).
+    #[test]
+    fn a_path_longer_than_ustar_holds_goes_in_a_pax_header() {
+        let long = format!("blobs/sha512/{}", "ab".repeat(64));
+        let mut out = Vec::new();
+        {
+            let mut w = TarWriter::new(&mut out);
+            assert!(w.add_bytes(&long, b"x").is_ok());
+            assert!(w.add_bytes("short", b"y").is_ok());
+            assert!(w.finish().is_ok());
+        }
+        assert_eq!(names(&out), [long.as_str(), "short"]);
+        for (key, value) in [("path", "a"), ("path", &"x".repeat(91)), ("path", &long)] {
+            let r = pax_record(key, value);
+            let (len, _) = std::str::from_utf8(&r)
+                .expect("utf8")
+                .split_once(' ')
+                .expect("len");
+            assert_eq!(len.parse::<usize>().expect("number"), r.len(), "{r:?}");
+        }
     }
 }
