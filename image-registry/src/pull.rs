@@ -27,6 +27,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
+use image_core::error::unless_named;
 use image_core::{
     platform::{select_manifest, PlatformError},
     Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Platform, Reference, Tracker,
@@ -148,7 +149,7 @@ pub enum PullError {
         source: Box<RegistryError>,
     },
     /// A blob could not be fetched.
-    #[error("fetching blob {digest}")]
+    #[error("fetching blob{}", unless_named(.digest, &**.source))]
     Blob {
         /// The blob.
         digest: Digest,
@@ -156,7 +157,7 @@ pub enum PullError {
         source: Box<RegistryError>,
     },
     /// The store refused a blob (a digest or size mismatch among them).
-    #[error("storing blob {digest}")]
+    #[error("storing blob{}", unless_named(.digest, &**.source))]
     Store {
         /// The blob.
         digest: Digest,
@@ -164,7 +165,7 @@ pub enum PullError {
         source: Box<ContentError>,
     },
     /// Bytes could not be written into an ingest.
-    #[error("writing blob {digest} into the store")]
+    #[error("writing blob{} into the store", unless_named(.digest, .source))]
     Write {
         /// The blob.
         digest: Digest,

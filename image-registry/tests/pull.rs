@@ -142,6 +142,7 @@ fn failed_pull(
         .pull(reference, &store, &PullOptions::default())
         .unwrap_err();
     assert_eq!(classify(&e, image_registry::kind_of), Some(kind), "{e:?}");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(store.tags().unwrap().is_empty());
     (dir, store, e)
 }
@@ -552,6 +553,47 @@ fn schema1_is_refused_and_basic_credentials_stay_out_of_errors() {
     assert!(!text.contains("pa55-word"), "{text}");
 }
 
+/// A blob the registry does not have, and a blob store behind a redirect
+/// that refuses connections: each failure keeps its class, its chain says
+/// nothing twice (the digest, the URL), and the redirect's query (a
+/// signature) is in no message and no Debug form.
+#[test]
+fn a_missing_blob_and_a_refused_connection_are_classified_and_said_once() {
+    let layer = random(1_000, 12);
+    let (m, config) = fake_image(&layer);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let raw = m.raw().to_vec();
+    let layer_path = format!("/v2/moved/blobs/{}", Digest::sha256(&layer));
+    let missing_layer = format!("/v2/gone/blobs/{}", Digest::sha256(&layer));
+    let registry = Fake::start(Arc::new(move |s: &Seen| {
+        if s.path == layer_path {
+            let to = format!("http://{closed}/storage/layer?X-Signature=s3cret-sig");
+            return (307, vec![("Location".into(), to)], vec![]);
+        }
+        if s.path.contains("/manifests/") {
+            return manifest_answer(&raw);
+        }
+        if s.path == missing_layer {
+            return (404, vec![], vec![]);
+        }
+        if s.path.contains("/blobs/") {
+            return (200, vec![], config.clone());
+        }
+        (404, vec![], vec![])
+    }));
+    let c = registry.client(None);
+    let gone = Reference::parse_name(&format!("{}/gone:1", registry.host)).unwrap();
+    failed_pull(&c, &gone, ErrorKind::NotFound);
+    let moved = Reference::parse_name(&format!("{}/moved:1", registry.host)).unwrap();
+    let (_d, _s, e) = failed_pull(&c, &moved, ErrorKind::Unavailable);
+    let text = format!("{} {e:?}", image_core::error::Chain(&e));
+    assert!(text.contains(&closed.to_string()), "{text}");
+    assert!(!text.contains("s3cret-sig"), "{text}");
+}
+
 #[test]
 fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried() {
     let layer = random(10_000, 7);
@@ -613,6 +655,8 @@ fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried()
     assert!(tokens[0].headers["authorization"].starts_with("Basic "));
 }
 
+/// An untrusted certificate is refused as unsafe, not retried as a
+/// transport failure; with the CA given, the pull works.
 #[test]
 fn a_tls_registry_is_trusted_through_a_given_ca_only() {
     let Some(Pushed {
@@ -632,6 +676,13 @@ fn a_tls_registry_is_trusted_through_a_given_ca_only() {
         .pull(&reference, &none, &PullOptions::default())
         .unwrap_err();
     assert!(none.tags().unwrap().is_empty(), "{e:?}");
+    // Not a failure a retry cures: the same certificate comes back.
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Unsafe),
+        "{e:?}"
+    );
+    image_testsupport::chain::assert_said_once(&e);
 
     let (_d, dst) = image_testsupport::store::oci_dir();
     let c = client(RegistryConfig::new().with_ca_certificate(ca));
