@@ -112,7 +112,7 @@ pub async fn create(builder: ContainerBuilder) -> Result<Container, ContainerErr
 }
 
 /// [`Container::commit`] on the blocking pool, with the tracker of
-/// `options.pack`; gives the container back with what the commit made
+/// `options.pack` ([`CommitOptions::with_tracker`]); gives the container back with what the commit made
 /// (after an error, [`Runtime::load`] finds it again by its ID).
 ///
 /// # Errors

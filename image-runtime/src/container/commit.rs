@@ -129,6 +129,13 @@ impl CommitOptions {
         self.pack = pack;
         self
     }
+
+    /// Reports the layer's packing to `tracker` and stops when its
+    /// interrupt is set (the pack options' tracker).
+    pub fn with_tracker(mut self, tracker: image_core::Tracker) -> Self {
+        self.pack.tracker = tracker;
+        self
+    }
 }
 
 /// What a commit made.
