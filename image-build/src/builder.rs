@@ -61,7 +61,7 @@
 //! [`add_dir`](ImageBuilder::add_dir) packs the tree without following any
 //! symlink in it (a link pointing out of the directory is packed as a
 //! link). [`add_tar`](ImageBuilder::add_tar) reads the stream through
-//! unpack's stream rules and limits ([`image_overlay::list`]) before the
+//! unpack's stream rules and limits ([`image_overlay::list()`]) before the
 //! layer is committed, so a stream that would not unpack is refused and
 //! leaves no blob.
 

@@ -15,7 +15,7 @@
 //! so every digest is the source's.
 //! Each pair is one of the operations this crate and image-store already
 //! have, so there is one walk of an image for push and copy alike:
-//! - registry to store: [`pull`](crate::pull::pull), tagged with the
+//! - registry to store: [`pull`](crate::pull()), tagged with the
 //!   destination's name, under a lease until tagged;
 //! - store to registry, and registry to registry: the push's walk and
 //!   blob transfer ([`push`](crate::push::push)) reading from the store or

@@ -6,7 +6,7 @@
 //! here runs one on tokio's blocking pool
 //! ([`image_core::progress::spawn_blocking`]) with owned arguments (a
 //! [`Runtime`] is cheap to clone). Where the operation takes a
-//! [`Tracker`](image_core::Tracker) (the image preparation's
+//! [`Tracker`] (the image preparation's
 //! [`ImageUnpackOptions`], a commit's [`PackOptions`](image_overlay::PackOptions)),
 //! it goes with the call, and dropping the future sets its interrupt: the
 //! operation stops at its next chunk or entry, leaves no snapshot of the
