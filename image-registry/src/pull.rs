@@ -208,7 +208,7 @@ pub enum PullError {
     #[error("leasing the pull's blobs")]
     Lease(#[source] LeaseError),
     /// The image could not be tagged.
-    #[error("tagging {tag}")]
+    #[error("tagging{}", unless_named(.tag, &**.source))]
     Tag {
         /// The tag.
         tag: String,
