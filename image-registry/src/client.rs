@@ -271,8 +271,9 @@ impl BlobStream {
         self.offset
     }
 
-    /// The next chunk, `None` at the end. Never yields bytes past the
-    /// descriptor's size: a longer body is an error.
+    /// The next chunk, `None` at the end (a [`bytes::Bytes`], whose crate
+    /// is re-exported as `image_registry::bytes`). Never yields bytes past
+    /// the descriptor's size: a longer body is an error.
     ///
     /// # Errors
     /// [`RegistryError::Transport`] when the body is cut;

@@ -75,6 +75,11 @@ pub mod referrers;
 pub mod secret;
 pub mod sink;
 
+/// The `bytes` crate, whose `Bytes` a [`BlobStream`] yields chunk by chunk:
+/// re-exported so that a caller names the same version without a
+/// dependency of its own (as image-core re-exports `oci_spec`).
+pub use bytes;
+
 pub use auth::{Challenge, CredentialError, Credentials, DockerConfig};
 pub use client::{BlobStream, Client, ClientBuilder, RetryPolicy};
 pub use config::{ConfigError, Endpoint, HostConfig, Mirror, RegistryConfig};
