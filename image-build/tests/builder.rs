@@ -698,3 +698,42 @@ fn commit_under_keeps_the_whole_image_under_the_callers_lease() {
     b.store.gc(&gc).expect("gc");
     assert!(!b.store.exists(built.manifest.digest()).expect("exists"));
 }
+
+/// The builder's tracker sees a directory's layer as it is packed, and its
+/// interrupt stops the next `add_dir` and `add_tar` with `Cancelled`: no
+/// layer added, no blob kept, no ingest left.
+#[test]
+fn the_builders_tracker_reports_a_layer_and_its_interrupt_stops_the_next() {
+    use image_core::progress::{Interrupt, Recorder};
+    let (tmp, store) = store();
+    let dir = tmp.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("big"), vec![7u8; 1 << 20]).unwrap();
+    let recorder = std::sync::Arc::new(Recorder::new());
+    let interrupt = Interrupt::new();
+    let mut b = ImageBuilder::scratch(&store, &amd64()).unwrap();
+    b.with_tracker(
+        image_core::Tracker::default()
+            .with_progress(recorder.clone())
+            .with_interrupt(interrupt.clone()),
+    );
+    b.add_dir(&dir, history("dir")).unwrap();
+    let packed = &recorder.items()["layer"];
+    assert!(packed.done > 0 && packed.finished, "{packed:?}");
+    assert!(recorder.violations().is_empty(), "{:?}", recorder.violations());
+    let blobs = store.list().unwrap().len();
+
+    interrupt.set();
+    std::fs::write(dir.join("more"), b"more").unwrap();
+    let e = b.add_dir(&dir, history("again")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+    let tar = TarBuf::new().file("a", b"a").end();
+    let e = b.add_tar(&tar[..], history("tar")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+
+    assert_eq!(b.layers().len(), 1);
+    assert_eq!(store.list().unwrap().len(), blobs);
+    assert!(store.ingests().unwrap().is_empty());
+}
