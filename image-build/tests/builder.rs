@@ -720,7 +720,11 @@ fn the_builders_tracker_reports_a_layer_and_its_interrupt_stops_the_next() {
     b.add_dir(&dir, history("dir")).unwrap();
     let packed = &recorder.items()["layer"];
     assert!(packed.done > 0 && packed.finished, "{packed:?}");
-    assert!(recorder.violations().is_empty(), "{:?}", recorder.violations());
+    assert!(
+        recorder.violations().is_empty(),
+        "{:?}",
+        recorder.violations()
+    );
     let blobs = store.list().unwrap().len();
 
     interrupt.set();
