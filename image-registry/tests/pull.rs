@@ -947,3 +947,33 @@ fn a_blob_reader_streams_a_blob_and_refuses_a_changed_one() {
     r.read_to_end(&mut got).unwrap();
     assert_eq!(got, changed);
 }
+
+/// A blob read cut short, taken into a store: the store's error wraps an
+/// `io::Error` carrying the registry's, and the class found through the
+/// registry's `kind_of` is the registry's (`Unavailable`: a retry may
+/// work), not the store's catch-all `Io`.
+#[test]
+fn a_cut_blob_read_into_a_store_keeps_the_registrys_class() {
+    use image_testsupport::registry::{Fault, FaultProxy, Faults};
+    let Some(p) = pushed(RegistryOptions::plain(), "cut/blob:1", 2_000_000, 23) else {
+        return;
+    };
+    let layer = &p.manifest.layers()[0];
+    let digest = image_core::DescriptorExt::checked_digest(layer).unwrap();
+    let faults = Faults::none().with(Fault::cut_after(500_000).on(digest.hex()).method("GET"));
+    let proxy = FaultProxy::start(p.registry.addr(), faults);
+    let reference = Reference::parse_name(&format!("{}/cut/blob:1", proxy.host_port())).unwrap();
+    let c = client(RegistryConfig::new().with_loopback_http(true));
+    let mut r = c.blob_reader(&reference, layer).unwrap();
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let e = dst
+        .ingest_reader(&mut r, Some(layer.size()), Some(&digest))
+        .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Unavailable),
+        "{e:?}"
+    );
+    assert!(!dst.exists(&digest).unwrap());
+}
