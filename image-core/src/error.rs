@@ -373,41 +373,20 @@ mod tests {
 
     #[test]
     fn classify_lets_the_catch_all_io_give_way_to_a_deeper_class() {
-        // A store's read error (class Io: it does not know what its io
-        // error carries) over a registry's "not found".
-        #[derive(Debug)]
-        struct Store(Foreign);
-        #[derive(Debug)]
-        struct Foreign;
-        impl fmt::Display for Store {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("reading the blob")
-            }
-        }
-        impl fmt::Display for Foreign {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("answered 404")
-            }
-        }
-        impl Error for Store {
-            fn source(&self) -> Option<&(dyn Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        impl Error for Foreign {}
+        // As a store's read error (class Io: it does not know what its io
+        // error carries) over a registry's "not found": here `Outer` is the
+        // store's error and a plain `fmt::Error` the registry's.
         fn registry(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
-            if e.is::<Store>() {
+            if e.is::<Outer>() {
                 Some(ErrorKind::Io)
-            } else if e.is::<Foreign>() {
+            } else if e.is::<std::fmt::Error>() {
                 Some(ErrorKind::NotFound)
             } else {
                 None
             }
         }
-        assert_eq!(
-            classify(&Store(Foreign), registry),
-            Some(ErrorKind::NotFound)
-        );
+        let e = Outer(Box::new(std::fmt::Error));
+        assert_eq!(classify(&e, registry), Some(ErrorKind::NotFound));
         // Io stays when nothing deeper says more.
         let plain = std::io::Error::other("disk");
         assert_eq!(classify(&plain, kind_of), Some(ErrorKind::Io));
