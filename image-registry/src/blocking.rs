@@ -164,6 +164,9 @@ impl Client {
     ///
     /// The reader owns a handle of this client's runtime, so it may be
     /// moved to another thread and outlive the borrow (not the client).
+    /// For progress and a stop between reads, wrap it in
+    /// [`Tracker::reader`](image_core::Tracker::reader) (a read waiting for
+    /// the network is not interrupted).
     ///
     /// # Errors
     /// [`RegistryError::Document`] for a descriptor whose digest is
