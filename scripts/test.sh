@@ -17,6 +17,16 @@ for c in image-core image-store image-overlay image-runtime image-registry image
   cargo clippy -p "$c" --lib --locked -- -D warnings
 done
 cargo clippy -p image-build --no-default-features --lib --locked -- -D warnings
+# The API docs as a user reads them (docs.rs builds one crate with its
+# default features): no broken or private link, alone and with `tokio`.
+echo "== cargo doc"
+for c in image-core image-store image-overlay image-runtime image-registry image-build; do
+  RUSTDOCFLAGS="-D warnings" cargo doc -p "$c" --no-deps --locked
+done
+for c in image-core image-store image-overlay image-runtime image-build; do
+  RUSTDOCFLAGS="-D warnings" cargo doc -p "$c" --no-deps --locked --features tokio
+done
+RUSTDOCFLAGS="-D warnings" cargo doc -p image-build --no-deps --no-default-features --locked
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test.log
 # A suite that printed no result line ran nothing: fail loudly.

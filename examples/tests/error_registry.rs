@@ -131,6 +131,8 @@ fn no_error_message_prints_its_source() {
         "image-store",
         "image-overlay",
         "image-runtime",
+        "image-build",
+        "image-registry",
     ] {
         messages_printing_their_source(&root.join(krate).join("src"), &mut found);
     }

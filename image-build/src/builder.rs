@@ -61,7 +61,7 @@
 //! [`add_dir`](ImageBuilder::add_dir) packs the tree without following any
 //! symlink in it (a link pointing out of the directory is packed as a
 //! link). [`add_tar`](ImageBuilder::add_tar) reads the stream through
-//! unpack's stream rules and limits ([`image_overlay::list`]) before the
+//! unpack's stream rules and limits ([`image_overlay::list()`]) before the
 //! layer is committed, so a stream that would not unpack is refused and
 //! leaves no blob.
 
@@ -73,6 +73,7 @@ use image_core::config::{ConfigFile, History};
 use image_core::manifest::{descriptor, descriptor_media_type};
 use image_core::{
     Classify, Compression, DescriptorExt, Digest, ErrorKind, ImageConfig, Manifest, Platform,
+    Tracker,
 };
 use image_overlay::compare::store_layer;
 use image_overlay::compress::{decoder, sniff_unsupported};
@@ -349,6 +350,7 @@ pub struct ImageBuilder<'s, S: ?Sized> {
     created: String,
     epoch: Option<i64>,
     annotations: BTreeMap<String, String>,
+    tracker: Tracker,
 }
 
 impl<S: ?Sized> std::fmt::Debug for ImageBuilder<'_, S> {
@@ -433,7 +435,19 @@ where
             created,
             epoch,
             annotations: BTreeMap::new(),
+            tracker: Tracker::default(),
         }
+    }
+
+    /// Reports the layers this builder packs to `tracker` (an item per
+    /// layer, its bytes as they are written or read) and stops a long
+    /// [`add_dir`](ImageBuilder::add_dir) or
+    /// [`add_tar`](ImageBuilder::add_tar) when its interrupt is set: an
+    /// error of class [`Cancelled`](ErrorKind::Cancelled), the layer's
+    /// ingest aborted, nothing added.
+    pub fn with_tracker(&mut self, tracker: Tracker) -> &mut Self {
+        self.tracker = tracker;
+        self
     }
 
     /// Makes the image reproducible for `epoch` (seconds since the Unix
@@ -495,7 +509,7 @@ where
     }
 
     fn pack_options(&self) -> PackOptions {
-        let options = PackOptions::default();
+        let options = PackOptions::default().with_tracker(self.tracker.clone());
         match self.epoch {
             Some(e) => options.with_source_date_epoch(e),
             None => options,
@@ -554,16 +568,21 @@ where
 
     fn add_tar_dyn(&mut self, tar: &mut dyn Read, history: History) -> Result<Layer, BuilderError> {
         let layer = self.layers.len() + 1;
+        let tracker = self.tracker.clone();
+        let mut tar = tracker.reader("layer", None, tar);
         let read_err = |e| BuilderError::Tar {
             layer,
             source: UnpackError::Source { source: e },
         };
         let mut head = Vec::with_capacity(6);
-        tar.take(6).read_to_end(&mut head).map_err(read_err)?;
+        (&mut tar)
+            .take(6)
+            .read_to_end(&mut head)
+            .map_err(read_err)?;
         if let Some(format) = sniff_unsupported(&head) {
             return Err(BuilderError::UnsupportedCompression { format });
         }
-        let input = io::Cursor::new(&head[..]).chain(tar);
+        let input = io::Cursor::new(&head[..]).chain(&mut tar);
         let plain = decoder(Compression::sniff(&head), input).map_err(read_err)?;
         let options = self.pack_options();
         self.add_packed(history, |w, layer| {

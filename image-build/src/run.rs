@@ -3,7 +3,8 @@
 //!
 //! [`RunSpec::from_instruction`] turns a parsed `RUN` into the argv as
 //! BuildKit's Dockerfile frontend does (shell form through the stage's
-//! `SHELL`, exec form as is, heredocs; see its docs). [`run`] runs it
+//! `SHELL`, exec form as is, heredocs; see its docs). `run` (feature
+//! `runtime`) runs it
 //! through image-runtime on the mounts of an active snapshot the caller
 //! prepared: no terminal, stdin empty, stdout and stderr delivered line by
 //! line as they come, the interrupt honoured, the container deleted
@@ -14,7 +15,7 @@
 //! `/etc/hostname`, `/etc/resolv.conf` ... mounted; where the root
 //! filesystem has no such path, the runtime creates an empty directory or
 //! file to mount on, which would end up in the layer. As BuildKit's
-//! executor does (its mount-stub cleaner), [`run`] notes which of those
+//! executor does (its mount-stub cleaner), `run` notes which of those
 //! paths are missing before the run (each resolved inside the root as
 //! the runtime resolves it: through an image's `/run -> /etc` the stub is
 //! `/etc/...`) and removes them afterwards when they
@@ -23,7 +24,7 @@
 //! parent sees only the command's changes. On an overlay snapshot an
 //! empty parent directory that the stub's creation copied up into the
 //! upper directory, identical to its lower one, is removed from the upper
-//! directory too (see [`run`]'s `# Security`).
+//! directory too (see `run`'s `# Security`).
 //!
 //! The working directory is created when missing, as Docker's and
 //! BuildKit's `RUN` do, owned by the command's user (BuildKit's executor
@@ -101,7 +102,7 @@ pub struct RunSpec {
     /// mounts' host side): their mount points are removed from the root
     /// filesystem after the run when the runtime created them.
     pub binds: Vec<HostBind>,
-    /// `--security=insecure`: [`run`] makes the container privileged
+    /// `--security=insecure`: `run` makes the container privileged
     /// (`image_runtime`'s `RunOptions::privileged`); the build refuses it
     /// unless the caller allowed `security.insecure`.
     pub insecure: bool,

@@ -137,6 +137,7 @@ fn a_missing_base_image_is_named_with_its_line() {
     let Some(f) = fixture() else { return };
     let (r, _) = f.build("# a comment\nFROM test.local/nothing:here\n", |_| {});
     let e = r.expect_err("no such image");
+    image_testsupport::chain::assert_said_once(&e);
     match &e {
         BuildError::Step {
             line,
@@ -179,6 +180,7 @@ fn from_platform_makes_a_foreign_image_without_run_and_refuses_run() {
         |_| {},
     );
     let e = r.expect_err("RUN on a foreign platform");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(
             &e,
@@ -459,6 +461,7 @@ fn a_failing_run_stops_the_build_with_its_code_last_lines_and_line() {
         |_| {},
     );
     let e = r.expect_err("fails");
+    image_testsupport::chain::assert_said_once(&e);
     let BuildError::Step {
         line,
         instruction,
@@ -665,6 +668,7 @@ fn a_remote_add_is_taken_from_the_cache_or_fails_naming_its_source() {
     };
     let (r, _) = f.build(&dockerfile, |_| {});
     let e = r.expect_err("no network and no record");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(names_remote(&e), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 
@@ -715,6 +719,7 @@ fn a_remote_add_is_taken_from_the_cache_or_fails_naming_its_source() {
         |_| {},
     );
     let e = r.expect_err("another key");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(names_remote(&e), "{e:?}");
 }
 
@@ -730,6 +735,7 @@ fn config_lists_and_expose_ranges_are_bounded() {
         text.push_str(&format!("ENV {}\n", chunk.join(" ")));
     }
     let e = build_within(&f, text, 120).expect_err("too many names");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, BuildError::Step { line: 67, source: StepError::Limit(l), .. } if l.field == "Env"),
         "{e:?}"
@@ -738,6 +744,7 @@ fn config_lists_and_expose_ranges_are_bounded() {
 
     let text = format!("FROM scratch\n{}", "EXPOSE 0-65535\n".repeat(300));
     let e = build_within(&f, text, 120).expect_err("too many ports");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(
             &e,
@@ -889,6 +896,7 @@ fn an_interrupt_stops_the_build_between_steps() {
         }
     });
     let e = r.expect_err("interrupted");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
     assert_eq!(started, [1, 2], "no step starts after the interrupt");
     assert!(image_store::resolve_image(&f.store, "test.local/interrupted:1", None).is_err());
@@ -925,6 +933,7 @@ fn annotations_on_a_docker_format_image_are_refused() {
             ask(o);
         });
         let e = r.expect_err(what);
+        image_testsupport::chain::assert_said_once(&e);
         assert!(
             matches!(&e, BuildError::Commit(b)
                 if matches!(**b, image_build::builder::BuilderError::Annotations { .. })),

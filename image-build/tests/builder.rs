@@ -318,6 +318,7 @@ fn an_image_on_a_base_keeps_its_layers_history_config_and_format() {
     assert_eq!(run.working_dir.as_deref(), Some("/srv/app"));
 
     let e = ImageBuilder::from_image(&b.store, "example/nope:1", None).expect_err("no base");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, BuilderError::Base(_)), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
@@ -335,6 +336,7 @@ fn an_image_on_a_base_keeps_its_layers_history_config_and_format() {
     let e = missing
         .commit(&["example/missing:1"])
         .expect_err("missing layer");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, BuilderError::MissingLayer { layer: 1, digest } if *digest == absent),
         "{e:?}"
@@ -352,6 +354,7 @@ fn a_bad_tag_is_refused_before_anything_is_written() {
     let e = b
         .commit(&["example/ok:1", "Not A Tag!"])
         .expect_err("bad tag");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, BuilderError::InvalidTag { tag, .. } if tag == "Not A Tag!"),
         "{e:?}"
@@ -386,6 +389,7 @@ fn paths_that_climb_out_or_clash_are_refused_typed_and_write_nothing() {
     ];
     for (files, what) in cases {
         let e = b.add_files(&files, history("bad")).expect_err(what);
+        image_testsupport::chain::assert_said_once(&e);
         let right = match what {
             "escape" | "root" => matches!(e, BuilderError::InvalidPath { .. }),
             "link" => matches!(e, BuilderError::HardlinkTarget { .. }),
@@ -470,9 +474,11 @@ fn a_tar_that_would_not_unpack_leaves_no_blob() {
     let mut cut = tar_stream();
     cut.truncate(700);
     let e = b.add_tar(&cut[..], history("cut")).expect_err("truncated");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, BuilderError::Tar { layer: 1, .. }), "{e:?}");
     let xz = [0xfd, b'7', b'z', b'X', b'Z', 0, 1, 2];
     let e = b.add_tar(&xz[..], history("xz")).expect_err("xz");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, BuilderError::UnsupportedCompression { format: "xz" }),
         "{e:?}"
@@ -645,6 +651,7 @@ fn deep_in_memory_paths_are_bounded_and_checked_linearly() {
     let e = b
         .add_files(&[File::regular(long, vec![], 0o644)], history("long"))
         .expect_err("a path beyond PATH_MAX");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, BuilderError::InvalidPath { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(store.list().expect("list").is_empty(), "nothing written");
@@ -690,4 +697,47 @@ fn commit_under_keeps_the_whole_image_under_the_callers_lease() {
     keep.release().expect("release");
     b.store.gc(&gc).expect("gc");
     assert!(!b.store.exists(built.manifest.digest()).expect("exists"));
+}
+
+/// The builder's tracker sees a directory's layer as it is packed, and its
+/// interrupt stops the next `add_dir` and `add_tar` with `Cancelled`: no
+/// layer added, no blob kept, no ingest left.
+#[test]
+fn the_builders_tracker_reports_a_layer_and_its_interrupt_stops_the_next() {
+    use image_core::progress::{Interrupt, Recorder};
+    let (tmp, store) = store();
+    let dir = tmp.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("big"), vec![7u8; 1 << 20]).unwrap();
+    let recorder = std::sync::Arc::new(Recorder::new());
+    let interrupt = Interrupt::new();
+    let mut b = ImageBuilder::scratch(&store, &amd64()).unwrap();
+    b.with_tracker(
+        image_core::Tracker::default()
+            .with_progress(recorder.clone())
+            .with_interrupt(interrupt.clone()),
+    );
+    b.add_dir(&dir, history("dir")).unwrap();
+    let packed = &recorder.items()["layer"];
+    assert!(packed.done > 0 && packed.finished, "{packed:?}");
+    assert!(
+        recorder.violations().is_empty(),
+        "{:?}",
+        recorder.violations()
+    );
+    let blobs = store.list().unwrap().len();
+
+    interrupt.set();
+    std::fs::write(dir.join("more"), b"more").unwrap();
+    let e = b.add_dir(&dir, history("again")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+    let tar = TarBuf::new().file("a", b"a").end();
+    let e = b.add_tar(&tar[..], history("tar")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
+    assert_eq!(e.kind(), ErrorKind::Cancelled, "{e:?}");
+
+    assert_eq!(b.layers().len(), 1);
+    assert_eq!(store.list().unwrap().len(), blobs);
+    assert!(store.ingests().unwrap().is_empty());
 }

@@ -273,6 +273,7 @@ fn a_record_of_a_missing_layer_is_refused() {
         let err = cache
             .record(&base.child(&format!("bad {i}"), &[]), &cached(bad, "RUN"))
             .expect_err("a missing layer");
+        image_testsupport::chain::assert_said_once(&err);
         assert!(matches!(err, CacheError::MissingLayer { .. }), "{err:?}");
         assert_eq!(err.kind(), ErrorKind::NotFound);
     }

@@ -367,6 +367,7 @@ fn hostile_indexes_are_refused_or_skipped_and_tag_nothing() {
     src.set_tag("test.local/other:1", &other.descriptor())
         .expect("tag");
     let e = import(&src, "test.local/other:1", &dst, None).expect_err("not a cache");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, ImportError::NotCache { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 

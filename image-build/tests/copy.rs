@@ -226,9 +226,11 @@ fn several_sources_need_a_directory_destination() {
     write(&f.ctx().join("a"), "a", 0o644, 1);
     write(&f.ctx().join("b"), "b", 0o644, 1);
     let e = f.copy(&spec(&["a", "b"], "/dest")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::DestNotDirectory { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let e = f.copy(&spec(&["*"], "/dest")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::DestNotDirectory { .. }), "{e}");
     f.copy(&spec(&["a", "b"], "/dest/")).unwrap();
     assert_eq!(tree(&f.root())["dest/b"].kind, "file:b");
@@ -246,9 +248,11 @@ fn globs_match_within_one_element_and_must_match_something() {
     f.copy(&spec(&["*/*.txt"], "/two/")).unwrap();
     assert!(f.root().join("two/a4.txt").exists());
     let e = f.copy(&spec(&["*.none"], "/x/")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::NoMatch { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::NotFound);
     let e = f.copy(&spec(&["missing"], "/x/")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::NotFound { .. }), "{e}");
 }
 
@@ -297,6 +301,7 @@ fn chown_names_resolve_in_the_destination_and_chmod_applies_to_all() {
     let mut s = spec(&["d/f"], "/x");
     s.chown = Some("nobody".into());
     let e = f.copy(&s).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::Chown { .. }), "{e}");
     let mut s = spec(&["d/f"], "/x");
     s.chmod = Some("u*x".into());
@@ -320,6 +325,7 @@ fn chown_names_are_read_inside_the_destination_root() {
     let mut s = spec(&["f"], "/x");
     s.chown = Some("app".into());
     let e = f.copy(&s).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::Chown { .. }), "{e}");
 }
 
@@ -341,6 +347,7 @@ fn escapes_from_the_context_are_errors() {
         "abs",
     ] {
         let e = f.copy(&spec(&[src], "/x")).unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         assert!(
             matches!(e, CopyError::OutsideContext { .. }),
             "{src}: {e:?}"
@@ -420,8 +427,10 @@ fn dockerignore_excludes_with_exceptions_and_may_exclude_itself() {
         ]
     );
     let e = f.copy(&spec(&["secret"], "/x")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::NotFound { .. }), "{e}");
     let e = f.copy(&spec(&["*.log"], "/x/")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::NoMatch { .. }), "{e}");
 }
 
@@ -438,6 +447,7 @@ fn a_named_dockerfile_has_its_own_ignore_file() {
     let p = plan(&CopySource::Context(&ctx), &s).unwrap();
     apply(&p, &CopySource::Context(&ctx), &s, &f.root()).unwrap();
     let e = plan(&CopySource::Context(&ctx), &spec(&["b"], "/b")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::NotFound { .. }));
 }
 
@@ -495,6 +505,7 @@ fn walks_are_bounded_in_depth() {
     }
     fs::create_dir_all(&p).unwrap();
     let e = f.plan(&spec(&["deep"], "/x")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::Unsafe);
 }
@@ -516,6 +527,7 @@ fn heredocs_become_files() {
 fn no_context_fails_clearly() {
     let c = Context::none();
     let e = plan(&CopySource::Context(&c), &spec(&["a"], "/a")).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::NoContext { .. }), "{e}");
 }
 
@@ -658,6 +670,7 @@ fn add_refuses_remote_sources_and_local_checksums() {
         "github.com/moby/moby.git",
     ] {
         let e = f.copy(&add_spec(&[src], "/x")).unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         match &e {
             CopyError::Remote { source } => assert_eq!(source, src),
             other => panic!("{src}: {other:?}"),
@@ -814,6 +827,7 @@ fn a_source_changed_after_the_plan_fails_the_copy() {
     let p = plan(&CopySource::Context(&c), &s).unwrap();
     fs::write(f.ctx().join("d/a"), "longer").unwrap();
     let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::Changed { .. }), "{e}");
     // Replaced by another file (another inode: the old one is kept) of the
     // same size.
@@ -821,6 +835,7 @@ fn a_source_changed_after_the_plan_fails_the_copy() {
     fs::rename(f.ctx().join("d/a"), f.ctx().join("old")).unwrap();
     fs::write(f.ctx().join("d/a"), "LONGER").unwrap();
     let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::Changed { .. }), "{e}");
 }
 
@@ -885,6 +900,7 @@ fn a_source_rewritten_in_place_with_the_same_size_fails_the_copy() {
         fs::write(f.ctx().join("d/a"), "bbbb").unwrap();
         assert_eq!(fs::metadata(f.ctx().join("d/a")).unwrap().ino(), ino);
         let e = apply(&p, &CopySource::Context(&c), &s, &f.root()).unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         assert!(matches!(e, CopyError::Changed { .. }), "{e}");
         assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     }
@@ -899,6 +915,7 @@ fn a_destination_deeper_than_the_bound_is_refused() {
     write(&f.ctx().join("a"), "a", 0o644, 1);
     let deep = "/d".repeat(image_build::copy::MAX_DEPTH + 1) + "/";
     let e = f.copy(&spec(&["a"], &deep)).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::Unsafe);
     assert_eq!(fs::read_dir(f.root()).unwrap().count(), 0);
@@ -934,6 +951,7 @@ fn a_glob_copies_names_that_are_not_utf8() {
     let mut s = spec(&["*.txt"], "/p/");
     s.parents = true;
     let e = f.plan(&s).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::Unsupported { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 }
@@ -1031,6 +1049,7 @@ fn chown_databases_are_bounded_and_read_in_the_root() {
     let mut s = spec(&["a"], "/out");
     s.chown = Some("app".into());
     let e = f.copy(&s).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CopyError::TooLarge { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::Unsafe);
     assert!(!f.root().join("out").exists());

@@ -36,7 +36,7 @@ fn assert_print_stable(df: &Dockerfile, origin: &str) {
 }
 
 /// Every `*.Dockerfile` of the corpus parses to its `.json`, or fails with
-/// the message of its `.err`. `BLESS=1` writes the expectations (review the
+/// the message chain of its `.err`, which says nothing twice. `BLESS=1` writes the expectations (review the
 /// diff before committing).
 #[test]
 fn corpus() {
@@ -70,7 +70,8 @@ fn corpus() {
             Err(e) => {
                 bad += 1;
                 assert_eq!(e.kind(), ErrorKind::InvalidInput);
-                let got = format!("{e}\n");
+                image_testsupport::chain::assert_said_once(&e);
+                let got = format!("{}\n", image_core::error::Chain(&e));
                 if bless {
                     std::fs::write(&err, &got).unwrap();
                 }
@@ -657,4 +658,24 @@ fn pattern_work_is_bounded_for_the_whole_dockerfile() {
         "{}",
         &e[..e.len().min(300)]
     );
+}
+
+/// A bad `RUN --mount` says its cause once: the problem names the flag and
+/// its source what is wrong with it, so both the problem's chain and the
+/// error's (the place, then the problem) carry each message once, and the
+/// cause is reachable by `source()`.
+#[test]
+fn a_bad_mount_flag_says_its_cause_once() {
+    let text = "FROM scratch\nRUN --mount=type=nope,target=/x true\n";
+    let e = dockerfile::parse("Dockerfile", text).unwrap_err();
+    assert!(matches!(e.problem, Problem::Mount { .. }), "{e:?}");
+    image_testsupport::chain::assert_said_once(&e.problem);
+    image_testsupport::chain::assert_said_once(&e);
+    let chain = image_core::error::Chain(&e).to_string();
+    assert_eq!(
+        chain,
+        "Dockerfile:2:1: --mount=type=nope,target=/x: unknown mount type \"nope\"",
+    );
+    assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }

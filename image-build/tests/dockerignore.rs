@@ -89,6 +89,7 @@ fn documented_examples() {
 fn bad_patterns_are_typed_errors() {
     for (text, line) in [("ok\n!", 2), ("[abc", 1)] {
         let e = Ignore::parse(text).unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         assert!(
             matches!(e, IgnoreError::Pattern { line: l, .. } if l == line),
             "{e}"
@@ -128,6 +129,7 @@ fn a_symlinked_ignore_file_is_refused() {
     )
     .unwrap();
     let e = find_ignore_file(ctx.path(), None).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, IgnoreError::Read { .. }), "{e}");
 }
 

@@ -438,11 +438,13 @@ fn ssh_insecure_and_unknown_keys_are_refused_by_name() {
     ] {
         let (r, _) = build(&f, body, |_| {});
         let e = r.expect_err(body);
+        image_testsupport::chain::assert_said_once(&e);
         assert!(chain(&e).contains(want), "{}", chain(&e));
     }
     // A variable makes the check wait for the expansion: same error.
     let (r, _) = build(&f, "ARG T=ssh\nRUN --mount=type=$T true\n", |_| {});
     let e = r.expect_err("ssh");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(chain(&e).contains("type=ssh"), "{}", chain(&e));
 
@@ -769,6 +771,7 @@ fn a_wait_for_a_locked_cache_mount_honours_the_interrupt() {
         "the interrupt did not end the wait for the lock"
     );
     let e = r.expect_err("the build is cancelled");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{}", chain(&e));
     assert!(
         chain(&e).contains("interrupted waiting for the cache mount c"),

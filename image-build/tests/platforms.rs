@@ -162,6 +162,7 @@ fn checks_that_need_no_step_fail_before_any_step_runs() {
             change(o);
         });
         let e = r.expect_err(what);
+        image_testsupport::chain::assert_said_once(&e);
         assert!(expect(&e), "{what}: {e:?}");
         assert_eq!(e.kind(), kind, "{what}");
         assert_eq!(
@@ -180,6 +181,7 @@ fn checks_that_need_no_step_fail_before_any_step_runs() {
         o.platforms = vec![foreign.clone()]
     });
     let e = r.expect_err("foreign RUN");
+    image_testsupport::chain::assert_said_once(&e);
     let chain = error_chain(&e);
     assert!(
         chain.contains("stage out") && chain.contains(&foreign.to_string()),
@@ -468,6 +470,7 @@ fn a_failing_platform_stops_the_others_and_nothing_is_tagged() {
     );
     let (r, events) = build_both(&f, &script, "test.local/stopped:1");
     let e = r.expect_err("the host's RUN fails");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, BuildError::Step { source: StepError::Run(run), .. }
             if matches!(**run, image_build::run::RunError::Failed { code: 3, .. })),
@@ -523,6 +526,7 @@ fn a_failing_shared_step_runs_once() {
         o.no_cache = true;
     });
     let e = r.expect_err("the shared RUN fails");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, BuildError::Step { source: StepError::Run(run), .. }
             if matches!(**run, image_build::run::RunError::Failed { code: 3, .. })),
@@ -534,6 +538,7 @@ fn a_failing_shared_step_runs_once() {
     );
     let (r, _) = f.build(&count, |o| o.no_cache = true);
     let e = r.expect_err("the count is the exit code");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, BuildError::Step { source: StepError::Run(run), .. }
             if matches!(**run, image_build::run::RunError::Failed { code: 1, .. })),

@@ -139,6 +139,7 @@ COPY --from=fails /bin/sh /b
         o.tags = vec!["test.local/cancelled:1".into()];
     });
     let e = r.expect_err("fails");
+    image_testsupport::chain::assert_said_once(&e);
     let BuildError::Step { line, source, .. } = &e else {
         panic!("{e:?}")
     };
@@ -256,6 +257,7 @@ fn a_bad_source_date_epoch_is_refused() {
         .build_args
         .insert("SOURCE_DATE_EPOCH".into(), "yesterday".into());
     let e = options.epoch().expect_err("not a number");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, BuildError::SourceDateEpoch(_)), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     options.source_date_epoch = Some(5);

@@ -158,25 +158,34 @@ impl<T: Classify + ?Sized> Classify for Box<T> {
 
 /// The class of a failure held as `&dyn Error`: the kind of the outermost
 /// link of `err`'s chain (`err`, then each `source()`) that `registry`
-/// recognises, or `None` when no link is an error of the family.
+/// recognises, or `None` when no link is an error of the family. The
+/// catch-all [`ErrorKind::Io`] gives way to a more specific class found
+/// deeper: a crate that wraps an `io::Error` carrying an error of a crate
+/// it does not know (a registry's, under a store's `ContentError`) reports
+/// `Io`, and the registry given here knows better.
 ///
 /// `registry` is the `kind_of` of the highest crate of the family the caller
 /// uses (`image_runtime::kind_of` recognises every crate below it).
 /// An `io::Error` carrying an error of the family (its `source()` skips
 /// what it carries) is classified by what it carries.
 pub fn classify(err: &(dyn Error + 'static), registry: Registry) -> Option<ErrorKind> {
+    let mut found = None;
     let mut link = Some(err);
     while let Some(e) = link {
         let carried = e
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
             .and_then(|inner| registry(inner));
-        if let Some(k) = carried.or_else(|| registry(e)) {
-            return Some(k);
+        match carried.or_else(|| registry(e)) {
+            Some(ErrorKind::Io) => {
+                found.get_or_insert(ErrorKind::Io);
+            }
+            Some(k) => return Some(k),
+            None => {}
         }
         link = e.source();
     }
-    None
+    found
 }
 
 /// Displays an error and each of its sources, outermost first, joined by
@@ -360,6 +369,27 @@ mod tests {
         let io = std::io::Error::other(digest_error());
         let e = Outer(Box::new(io));
         assert_eq!(classify(&e, kind_of), Some(ErrorKind::Unsupported));
+    }
+
+    #[test]
+    fn classify_lets_the_catch_all_io_give_way_to_a_deeper_class() {
+        // As a store's read error (class Io: it does not know what its io
+        // error carries) over a registry's "not found": here `Outer` is the
+        // store's error and a plain `fmt::Error` the registry's.
+        fn registry(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
+            if e.is::<Outer>() {
+                Some(ErrorKind::Io)
+            } else if e.is::<std::fmt::Error>() {
+                Some(ErrorKind::NotFound)
+            } else {
+                None
+            }
+        }
+        let e = Outer(Box::new(std::fmt::Error));
+        assert_eq!(classify(&e, registry), Some(ErrorKind::NotFound));
+        // Io stays when nothing deeper says more.
+        let plain = std::io::Error::other("disk");
+        assert_eq!(classify(&plain, kind_of), Some(ErrorKind::Io));
     }
 
     #[test]

@@ -17,9 +17,22 @@
 //! and archives name, [`time`] writes `created` times (RFC 3339, UTC,
 //! `SOURCE_DATE_EPOCH`), [`Manifest::build`] makes a new manifest.
 //!
-//! With the `codec` feature, the `codec` module compresses and decompresses layer
-//! and archive streams (gzip, zstd), for every crate of the family that
-//! reads or writes them.
+//! Progress and cancellation ([`progress`]): every long operation of the
+//! family takes a [`Tracker`] in its options, a [`Progress`] sink and an
+//! [`Interrupt`] that stops the operation with an error of class
+//! [`ErrorKind::Cancelled`]. Errors ([`error`]): each reports its
+//! [`ErrorKind`] through [`Classify`], and [`error::classify`] finds the
+//! class of any error of the family behind a `&dyn Error`;
+//! [`error::Chain`] prints an error with its causes, each said once.
+//!
+//! # Features
+//! - `codec`: the `codec` module compresses and decompresses layer and
+//!   archive streams (gzip, zstd), for every crate of the family that reads
+//!   or writes them. Off by default, so a user of digests, references and
+//!   documents alone builds neither flate2 nor libzstd.
+//! - `tokio`: `progress::spawn_blocking`, a blocking call on tokio's
+//!   blocking pool whose tracker's interrupt is set when the future is
+//!   dropped (the crates above build their `nonblocking` modules on it).
 //!
 //! ```
 //! use image_core::{chain_ids, Digest, Reference};

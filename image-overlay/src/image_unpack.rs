@@ -8,7 +8,7 @@
 //! directory (decompressed and verified against the diff ID in the config
 //! in one pass; its digest, checked by a store when it took the blob in,
 //! is not hashed again: see
-//! [`Provider::verified_at_ingest`](image_store::Provider::verified_at_ingest)), and it
+//! [`Provider::verified_at_ingest`]), and it
 //! is committed under the chain ID. A layer that fails is removed, so no partial snapshot is ever
 //! committed; layers below it that were complete stay committed.
 //!

@@ -587,6 +587,7 @@ fn a_tampered_layer_is_refused() {
     bytes[4] ^= 0x5a;
     std::fs::write(&blob, &bytes).expect("write");
     let e = analyze(&store, &image, &AnalyzeOptions::default()).expect_err("tampered");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, AnalysisError::Layer { index: 0, .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::DigestMismatch);
 }

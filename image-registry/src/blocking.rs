@@ -42,18 +42,15 @@ impl Client {
     /// needs) and wraps it.
     ///
     /// # Errors
-    /// [`RegistryError::Client`]; an I/O error starting the runtime is
-    /// reported the same way.
+    /// [`RegistryError::Client`]; [`RegistryError::Runtime`] when the
+    /// runtime cannot start.
     pub fn from_builder(builder: ClientBuilder) -> Result<Client, RegistryError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("image-registry")
             .enable_all()
             .build()
-            .map_err(|e| RegistryError::InvalidAnswer {
-                url: e.to_string(),
-                what: "runtime",
-            })?;
+            .map_err(|source| RegistryError::Runtime { source })?;
         let client = {
             let _guard = runtime.enter();
             builder.build()?
@@ -167,6 +164,9 @@ impl Client {
     ///
     /// The reader owns a handle of this client's runtime, so it may be
     /// moved to another thread and outlive the borrow (not the client).
+    /// For progress and a stop between reads, wrap it in
+    /// [`Tracker::reader`](image_core::Tracker::reader) (a read waiting for
+    /// the network is not interrupted).
     ///
     /// # Errors
     /// [`RegistryError::Document`] for a descriptor whose digest is

@@ -282,8 +282,9 @@ impl BlobStream {
         self.offset
     }
 
-    /// The next chunk, `None` at the end. Never yields bytes past the
-    /// descriptor's size: a longer body is an error.
+    /// The next chunk, `None` at the end (a [`bytes::Bytes`], whose crate
+    /// is re-exported as `image_registry::bytes`). Never yields bytes past
+    /// the descriptor's size: a longer body is an error.
     ///
     /// # Errors
     /// [`RegistryError::Transport`] when the body is cut;
@@ -293,11 +294,7 @@ impl BlobStream {
             .response
             .chunk()
             .await
-            .map_err(|source| RegistryError::Transport {
-                method: "GET".into(),
-                url: self.url.clone(),
-                source,
-            })?;
+            .map_err(|source| RegistryError::transport("GET", self.url.clone(), source))?;
         let Some(chunk) = next else {
             return Ok(None);
         };
@@ -1216,11 +1213,7 @@ impl Client {
         let resp = request
             .send()
             .await
-            .map_err(|source| RegistryError::Transport {
-                method: "GET".into(),
-                url: shown.clone(),
-                source,
-            })?;
+            .map_err(|source| RegistryError::transport("GET", shown.clone(), source))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthenticated {
                 url: shown,
@@ -1297,11 +1290,7 @@ async fn sent(
     request
         .send()
         .await
-        .map_err(|source| RegistryError::Transport {
-            method: method.to_string(),
-            url: show_url(url),
-            source,
-        })
+        .map_err(|source| RegistryError::transport(method.to_string(), show_url(url), source))
 }
 
 /// Checks `interrupt` between chunks of a long download.
@@ -1477,11 +1466,8 @@ pub(crate) async fn read_bounded(
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| RegistryError::Transport {
-            method: "GET".into(),
-            url: url.to_owned(),
-            source,
-        })?;
+        let chunk =
+            chunk.map_err(|source| RegistryError::transport("GET", url.to_owned(), source))?;
         if (out.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }

@@ -15,7 +15,7 @@
 //! so every digest is the source's.
 //! Each pair is one of the operations this crate and image-store already
 //! have, so there is one walk of an image for push and copy alike:
-//! - registry to store: [`pull`](crate::pull::pull), tagged with the
+//! - registry to store: [`pull`](crate::pull()), tagged with the
 //!   destination's name, under a lease until tagged;
 //! - store to registry, and registry to registry: the push's walk and
 //!   blob transfer ([`push`](crate::push::push)) reading from the store or
@@ -47,6 +47,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use image_core::error::unless_named;
 use image_core::{
     platform::{select_manifest, PlatformError},
     Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Platform, Reference, Tracker,
@@ -264,7 +265,7 @@ pub enum CopyError {
         source: Box<RegistryError>,
     },
     /// The source's index could not be read to choose a platform.
-    #[error("reading index {digest} from the source")]
+    #[error("reading index{} from the source", unless_named(.digest, &**.source))]
     Read {
         /// The index.
         digest: String,
@@ -280,7 +281,7 @@ pub enum CopyError {
         source: PlatformError,
     },
     /// The referrers of a document could not be listed.
-    #[error("listing the referrers of {digest}")]
+    #[error("listing the referrers{}", unless_named(.digest, &**.source))]
     Referrers {
         /// The document.
         digest: Digest,
@@ -305,7 +306,7 @@ pub enum CopyError {
         digest: Digest,
     },
     /// A store's list of referrers could not be read or written.
-    #[error("the store's referrers of {digest}")]
+    #[error("the store's referrers{}", unless_named(.digest, &**.source))]
     StoreReferrers {
         /// The document referred to.
         digest: Digest,

@@ -11,7 +11,7 @@ use crate::auth::CredentialError;
 #[non_exhaustive]
 pub enum RegistryError {
     /// The connection failed, was reset or timed out, or the answer's body
-    /// was cut.
+    /// was cut. The source is reqwest's error without its URL.
     #[error("request {method} {url} failed in transport")]
     Transport {
         /// The method.
@@ -143,9 +143,33 @@ pub enum RegistryError {
         /// The writes tried.
         attempts: u32,
     },
+    /// The blocking client's private runtime could not start (no threads).
+    #[error("cannot start the blocking client's runtime")]
+    Runtime {
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// The caller's interrupt was set.
-    #[error("registry request cancelled")]
+    #[error("registry request stopped")]
     Cancelled(#[source] image_core::Cancelled),
+}
+
+impl RegistryError {
+    /// A transport failure of `method` `url` (shown without its query).
+    /// reqwest's error loses its own copy of the URL: this message names it
+    /// already, and reqwest's keeps the query (a signed redirect's
+    /// signature).
+    pub(crate) fn transport(
+        method: impl Into<String>,
+        url: impl Into<String>,
+        source: reqwest::Error,
+    ) -> RegistryError {
+        RegistryError::Transport {
+            method: method.into(),
+            url: url.into(),
+            source: source.without_url(),
+        }
+    }
 }
 
 impl Classify for RegistryError {
@@ -167,6 +191,7 @@ impl Classify for RegistryError {
             RegistryError::DigestMismatch { .. } => ErrorKind::DigestMismatch,
             RegistryError::Credentials { source, .. } => source.kind(),
             RegistryError::Client { .. } => ErrorKind::InvalidInput,
+            RegistryError::Runtime { source } => ErrorKind::from_io(source),
             RegistryError::Cancelled(_) => ErrorKind::Cancelled,
             RegistryError::IndexContended { .. } => ErrorKind::Unavailable,
         }
@@ -187,10 +212,39 @@ pub(crate) fn status_kind(status: u16) -> ErrorKind {
 fn transport_kind(e: &reqwest::Error) -> ErrorKind {
     if e.is_builder() {
         ErrorKind::InvalidInput
+    } else if tls_refused(e) {
+        // The registry's certificate is not trusted (or the handshake
+        // failed): a retry meets the same certificate.
+        ErrorKind::Unsafe
     } else {
         // Refused, reset, timed out, cut short: all may work on retry.
         ErrorKind::Unavailable
     }
+}
+
+/// Whether `e`'s chain holds rustls's error, which the connector carries
+/// inside `io::Error`s (nested: an `io::Error`'s `source()` skips what it
+/// carries, so each is opened).
+fn tls_refused(e: &reqwest::Error) -> bool {
+    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(mut l) = link {
+        // Bounded: each step opens one `io::Error`, and a chain of them is
+        // as deep as the connector made it.
+        for _ in 0..8 {
+            if l.is::<rustls::Error>() {
+                return true;
+            }
+            match l
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(inner) => l = inner,
+                None => break,
+            }
+        }
+        link = l.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -209,5 +263,15 @@ mod tests {
             source: ParseError::Schema1,
         };
         assert_eq!(e.kind(), ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn a_runtime_that_cannot_start_is_an_io_failure_not_invalid_input() {
+        // EAGAIN: no thread could be made.
+        let e = RegistryError::Runtime {
+            source: std::io::Error::from_raw_os_error(11),
+        };
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert_eq!(e.to_string(), "cannot start the blocking client's runtime");
     }
 }

@@ -27,6 +27,24 @@
 //! References resolve as Docker resolves them: `busybox` is
 //! `docker.io/library/busybox`, reached at `registry-1.docker.io`.
 //!
+//! # Blocking, progress and privilege
+//!
+//! [`Client`], [`pull()`](pull::pull), [`push()`](push::push) and
+//! [`copy()`](copy::copy) are async (tokio): a pull's store writes and
+//! commits, and a push's store reads, run on tokio's blocking pool, not on
+//! the executor; a copy that goes through an OCI archive or between two
+//! stores does its file work inline, so await it on a multi-threaded
+//! runtime. [`blocking::Client`] blocks its caller on a private runtime
+//! and must not be called from inside another runtime's task. Pull, push
+//! and copy take a [`Tracker`](image_core::Tracker) in their options
+//! (progress per blob; the interrupt stops them between chunks with an
+//! error of class `Cancelled`, a pull's partial ingest kept for the next
+//! to resume); dropping their future stops them too. Nothing needs root.
+//! Every error reports its [`ErrorKind`](image_core::ErrorKind)
+//! (`Unauthenticated`, `NotFound`, `Unavailable` for what a retry may
+//! cure, `Cancelled`...): with [`kind_of`] and
+//! [`image_core::error::classify`] behind a `&dyn Error`.
+//!
 //! ```no_run
 //! use image_core::Reference;
 //! use image_registry::{blocking, Client, PullOptions, RegistryConfig};
@@ -56,6 +74,11 @@ pub mod push;
 pub mod referrers;
 pub mod secret;
 pub mod sink;
+
+/// The `bytes` crate, whose `Bytes` a [`BlobStream`] yields chunk by chunk:
+/// re-exported so that a caller names the same version without a
+/// dependency of its own (as image-core re-exports `oci_spec`).
+pub use bytes;
 
 pub use auth::{Challenge, CredentialError, Credentials, DockerConfig};
 pub use client::{BlobStream, Client, ClientBuilder, RetryPolicy};

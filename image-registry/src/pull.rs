@@ -28,6 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
+use image_core::error::unless_named;
 use image_core::{
     platform::{select_manifest, PlatformError},
     Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, Platform, Reference, Tracker,
@@ -149,7 +150,7 @@ pub enum PullError {
         source: Box<RegistryError>,
     },
     /// A blob could not be fetched.
-    #[error("fetching blob {digest}")]
+    #[error("fetching blob{}", unless_named(.digest, &**.source))]
     Blob {
         /// The blob.
         digest: Digest,
@@ -157,7 +158,7 @@ pub enum PullError {
         source: Box<RegistryError>,
     },
     /// The store refused a blob (a digest or size mismatch among them).
-    #[error("storing blob {digest}")]
+    #[error("storing blob{}", unless_named(.digest, &**.source))]
     Store {
         /// The blob.
         digest: Digest,
@@ -165,7 +166,7 @@ pub enum PullError {
         source: Box<ContentError>,
     },
     /// Bytes could not be written into an ingest.
-    #[error("writing blob {digest} into the store")]
+    #[error("writing blob{} into the store", unless_named(.digest, .source))]
     Write {
         /// The blob.
         digest: Digest,
@@ -210,7 +211,7 @@ pub enum PullError {
     #[error("leasing the pull's blobs")]
     Lease(#[source] LeaseError),
     /// The image could not be tagged.
-    #[error("tagging {tag}")]
+    #[error("tagging{}", unless_named(.tag, &**.source))]
     Tag {
         /// The tag.
         tag: String,

@@ -53,6 +53,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use futures_util::{StreamExt, TryStreamExt};
+use image_core::error::unless_named;
 use image_core::{
     Classify, Descriptor, DescriptorExt, Digest, Document, ErrorKind, ParseError, Reference,
     Tracker,
@@ -172,7 +173,7 @@ pub enum PushError {
         source: Box<RegistryError>,
     },
     /// A blob could not be uploaded.
-    #[error("uploading blob {digest}")]
+    #[error("uploading blob{}", unless_named(.digest, &**.source))]
     Blob {
         /// The blob.
         digest: Digest,
@@ -180,7 +181,7 @@ pub enum PushError {
         source: Box<RegistryError>,
     },
     /// The store could not give a blob or document.
-    #[error("reading {digest} from the store")]
+    #[error("reading{} from the store", unless_named(.digest, &**.source))]
     Store {
         /// The blob.
         digest: Digest,
@@ -189,7 +190,7 @@ pub enum PushError {
     },
     /// A blob's bytes could not be read from the store, or were fewer
     /// than its descriptor says.
-    #[error("reading blob {digest} from the store")]
+    #[error("reading blob{} from the store", unless_named(.digest, .source))]
     Read {
         /// The blob.
         digest: Digest,
@@ -230,7 +231,7 @@ pub enum PushError {
     },
     /// A document or blob could not be read from the source registry (a
     /// copy between registries).
-    #[error("reading {digest} from the source registry")]
+    #[error("reading{} from the source registry", unless_named(.digest, &**.source))]
     Source {
         /// The document or blob.
         digest: Digest,

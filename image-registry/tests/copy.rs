@@ -982,6 +982,7 @@ fn a_copy_reports_each_blob_and_an_interrupt_stops_it_without_a_tag() {
             &CopyOptions::default().with_tracker(Tracker::new(stopping, interrupt)),
         )
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(ErrorKind::Cancelled),
@@ -1308,6 +1309,7 @@ fn oci_archives_go_both_ways_with_skopeo_with_identical_digests() {
             &CopyOptions::default().with_tracker(Tracker::new(stopping, interrupt)),
         )
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(ErrorKind::Cancelled),
@@ -1340,7 +1342,10 @@ fn archives_that_cannot_be_read_in_place_are_refused_typed() {
     image_store::archive::save_oci(&src, &images, &mut tar).unwrap();
     std::fs::write(&two, &tar).unwrap();
     let (_e, dst) = image_testsupport::store::oci_dir();
-    let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
+    let kind = |e: &CopyError| {
+        image_testsupport::chain::assert_said_once(e);
+        image_core::error::classify(e, image_registry::kind_of)
+    };
     let from = |path: &std::path::Path, name: Option<&str>, tag: &str| {
         c.copy(
             &archive(path, name),
@@ -1498,7 +1503,10 @@ fn a_reference_less_layout_or_archive_means_its_image_not_its_referrers() {
             &with,
         )
         .unwrap_err();
-    let kind = |e: &CopyError| image_core::error::classify(e, image_registry::kind_of);
+    let kind = |e: &CopyError| {
+        image_testsupport::chain::assert_said_once(e);
+        image_core::error::classify(e, image_registry::kind_of)
+    };
     assert_eq!(kind(&e), Some(ErrorKind::InvalidInput), "{e:?}");
     assert!(none.tags().unwrap().is_empty());
 }
@@ -1535,6 +1543,7 @@ fn an_empty_name_is_an_error_not_the_only_image() {
         )
         .unwrap_err();
     assert!(matches!(e, CopyError::UnnamedDestination), "{e:?}");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(ErrorKind::InvalidInput)
@@ -1629,6 +1638,7 @@ fn a_layout_without_a_reference_gets_the_image_unnamed_as_skopeo_writes_it() {
             if matches!(**source, image_store::referrers::OnlyImageError::Several { images: 2 })),
         "{e:?}"
     );
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(ErrorKind::InvalidInput)

@@ -150,6 +150,7 @@ fn failed_pull_with(
     let (dir, store) = image_testsupport::store::oci_dir();
     let e = c.pull(reference, &store, options).unwrap_err();
     assert_eq!(classify(&e, image_registry::kind_of), Some(kind), "{e:?}");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(store.tags().unwrap().is_empty());
     (dir, store, e)
 }
@@ -566,6 +567,47 @@ fn schema1_is_refused_and_basic_credentials_stay_out_of_errors() {
     assert!(!text.contains("pa55-word"), "{text}");
 }
 
+/// A blob the registry does not have, and a blob store behind a redirect
+/// that refuses connections: each failure keeps its class, its chain says
+/// nothing twice (the digest, the URL), and the redirect's query (a
+/// signature) is in no message and no Debug form.
+#[test]
+fn a_missing_blob_and_a_refused_connection_are_classified_and_said_once() {
+    let layer = random(1_000, 12);
+    let (m, config) = fake_image(&layer);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let raw = m.raw().to_vec();
+    let layer_path = format!("/v2/moved/blobs/{}", Digest::sha256(&layer));
+    let missing_layer = format!("/v2/gone/blobs/{}", Digest::sha256(&layer));
+    let registry = Fake::start(Arc::new(move |s: &Seen| {
+        if s.path == layer_path {
+            let to = format!("http://{closed}/storage/layer?X-Signature=s3cret-sig");
+            return (307, vec![("Location".into(), to)], vec![]);
+        }
+        if s.path.contains("/manifests/") {
+            return manifest_answer(&raw);
+        }
+        if s.path == missing_layer {
+            return (404, vec![], vec![]);
+        }
+        if s.path.contains("/blobs/") {
+            return (200, vec![], config.clone());
+        }
+        (404, vec![], vec![])
+    }));
+    let c = registry.client(None);
+    let gone = Reference::parse_name(&format!("{}/gone:1", registry.host)).unwrap();
+    failed_pull(&c, &gone, ErrorKind::NotFound);
+    let moved = Reference::parse_name(&format!("{}/moved:1", registry.host)).unwrap();
+    let (_d, _s, e) = failed_pull(&c, &moved, ErrorKind::Unavailable);
+    let text = format!("{} {e:?}", image_core::error::Chain(&e));
+    assert!(text.contains(&closed.to_string()), "{text}");
+    assert!(!text.contains("s3cret-sig"), "{text}");
+}
+
 #[test]
 fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried() {
     let layer = random(10_000, 7);
@@ -627,6 +669,8 @@ fn bearer_tokens_are_fetched_once_per_scope_and_reused_and_5xx_429_are_retried()
     assert!(tokens[0].headers["authorization"].starts_with("Basic "));
 }
 
+/// An untrusted certificate is refused as unsafe, not retried as a
+/// transport failure; with the CA given, the pull works.
 #[test]
 fn a_tls_registry_is_trusted_through_a_given_ca_only() {
     let Some(Pushed {
@@ -646,6 +690,13 @@ fn a_tls_registry_is_trusted_through_a_given_ca_only() {
         .pull(&reference, &none, &PullOptions::default())
         .unwrap_err();
     assert!(none.tags().unwrap().is_empty(), "{e:?}");
+    // Not a failure a retry cures: the same certificate comes back.
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Unsafe),
+        "{e:?}"
+    );
+    image_testsupport::chain::assert_said_once(&e);
 
     let (_d, dst) = image_testsupport::store::oci_dir();
     let c = client(RegistryConfig::new().with_ca_certificate(ca));
@@ -1191,4 +1242,34 @@ fn a_token_lifetime_below_a_minute_or_negative_is_taken_as_a_minute() {
             .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e:?}"));
         assert_eq!(token_server.seen().len(), 1, "expires_in {expires_in}");
     }
+}
+
+/// A blob read cut short, taken into a store: the store's error wraps an
+/// `io::Error` carrying the registry's, and the class found through the
+/// registry's `kind_of` is the registry's (`Unavailable`: a retry may
+/// work), not the store's catch-all `Io`.
+#[test]
+fn a_cut_blob_read_into_a_store_keeps_the_registrys_class() {
+    use image_testsupport::registry::{Fault, FaultProxy, Faults};
+    let Some(p) = pushed(RegistryOptions::plain(), "cut/blob:1", 2_000_000, 23) else {
+        return;
+    };
+    let layer = &p.manifest.layers()[0];
+    let digest = image_core::DescriptorExt::checked_digest(layer).unwrap();
+    let faults = Faults::none().with(Fault::cut_after(500_000).on(digest.hex()).method("GET"));
+    let proxy = FaultProxy::start(p.registry.addr(), faults);
+    let reference = Reference::parse_name(&format!("{}/cut/blob:1", proxy.host_port())).unwrap();
+    let c = client(RegistryConfig::new().with_loopback_http(true));
+    let mut r = c.blob_reader(&reference, layer).unwrap();
+    let (_d, dst) = image_testsupport::store::oci_dir();
+    let e = dst
+        .ingest_reader(&mut r, Some(layer.size()), Some(&digest))
+        .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
+    assert_eq!(
+        classify(&e, image_registry::kind_of),
+        Some(ErrorKind::Unavailable),
+        "{e:?}"
+    );
+    assert!(!dst.exists(&digest).unwrap());
 }

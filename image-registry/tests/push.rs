@@ -308,6 +308,7 @@ fn push_with_basic_and_token_auth() {
         let dest = Reference::parse_name(&format!("{host}/auth/app:1")).unwrap();
         let anonymous = client();
         let e = push(&anonymous, &src, &m, &dest, &PushOptions::default()).unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         assert_eq!(
             image_core::error::classify(&e, image_registry::kind_of),
             Some(image_core::ErrorKind::Unauthenticated),
@@ -340,6 +341,7 @@ fn a_descriptor_the_store_lacks_is_not_found() {
     let e = client()
         .push(&src, &missing, &dest, &PushOptions::default())
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(image_core::ErrorKind::NotFound),
@@ -495,6 +497,7 @@ fn interrupted_push(src: &OciDir, host: &str, repository: &str, seed: u64, chunk
     let dest = Reference::parse_name(&format!("{host}/{repository}:1")).unwrap();
     let c = client();
     let e = push(&c, src, &m, &dest, &options).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(
         image_core::error::classify(&e, image_registry::kind_of),
         Some(image_core::ErrorKind::Cancelled),

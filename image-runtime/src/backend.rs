@@ -180,10 +180,8 @@ pub enum BackendError {
         reason: String,
     },
     /// A resource limit cannot be enforced for a reason its source
-    /// types ([`CgroupError::NotDelegated`]: the cgroups here are not
+    /// types (the cgroup manager's `NotDelegated`: the cgroups here are not
     /// delegated to this unprivileged user). The class is the source's.
-    ///
-    /// [`CgroupError::NotDelegated`]: crate::cgroup::manager::CgroupError
     #[error("container {id}: setting its limits")]
     Limit {
         /// The container.

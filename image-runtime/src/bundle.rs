@@ -14,7 +14,8 @@
 //! never written through), `etc` and the `rootfs` of [`export`] are opened
 //! with `O_NOFOLLOW`, and [`export_image`] flattens only into a `rootfs` it
 //! has just created. Inside the root filesystem every access resolves
-//! inside it ([`RootDir`]).
+//! inside it (the crate's `RootDir`, which resolves every path in the
+//! root with `openat2(RESOLVE_IN_ROOT)`).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! here runs one on tokio's blocking pool
 //! ([`image_core::progress::spawn_blocking`]) with owned arguments (a
 //! [`Runtime`] is cheap to clone). Where the operation takes a
-//! [`Tracker`](image_core::Tracker) (the image preparation's
+//! [`Tracker`] (the image preparation's
 //! [`ImageUnpackOptions`], a commit's [`PackOptions`](image_overlay::PackOptions)),
 //! it goes with the call, and dropping the future sets its interrupt: the
 //! operation stops at its next chunk or entry, leaves no snapshot of the
@@ -112,7 +112,7 @@ pub async fn create(builder: ContainerBuilder) -> Result<Container, ContainerErr
 }
 
 /// [`Container::commit`] on the blocking pool, with the tracker of
-/// `options.pack`; gives the container back with what the commit made
+/// `options.pack` ([`CommitOptions::with_tracker`]); gives the container back with what the commit made
 /// (after an error, [`Runtime::load`] finds it again by its ID).
 ///
 /// # Errors

@@ -1,5 +1,6 @@
 //! The container's root filesystem: where it comes from ([`Rootfs`]) and
-//! safe access to files inside it ([`RootDir`]).
+//! safe access to files inside it (a `RootDir`, crate-private: every path
+//! resolved in the root with `openat2(RESOLVE_IN_ROOT)`).
 //!
 //! # Security
 //! An image controls its own files: `/etc/passwd` may be a symlink to
@@ -22,7 +23,7 @@ use image_overlay::resolve::{open_in_root, PathResolution};
 use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-/// The largest file [`RootDir::read`] reads (the image's `/etc/passwd`
+/// The largest file a `RootDir` reads (the image's `/etc/passwd`
 /// and `/etc/group`, which real images keep to kilobytes).
 pub const MAX_READ: u64 = 16 << 20;
 

@@ -66,7 +66,7 @@ pub enum UserError {
         spec: String,
     },
     /// A user or group ID (given, or found in `/etc/passwd` or
-    /// `/etc/group`) is above [`MAX_ID`].
+    /// `/etc/group`) is above `i32::MAX`.
     #[error("invalid user specification {spec:?}: {what} {id} is out of range 0-{max}", max = MAX_ID)]
     IdOutOfRange {
         /// The string as given.

@@ -414,6 +414,7 @@ fn a_monitor_without_the_hook_fails_cleanly() {
     let mut o = default_options();
     o.monitor_command = Some(vec!["/bin/true".into()]);
     let e = c.start_detached(&o).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, image_runtime::DetachError::MonitorDied { .. }),
         "{e:?}"

@@ -363,6 +363,7 @@ fn image_preparation_reports_progress_and_stops_on_its_interrupt() {
         .container_from_image_with(&f.store, MULTI, None, &options)
         .map(|_| ())
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::Cancelled, "{e}");
     assert!(sn.list().unwrap().is_empty(), "{:?}", sn.list());
     assert!(rt.list().unwrap().is_empty());
@@ -762,6 +763,7 @@ fn commit_with_a_refused_tag_writes_nothing() {
         let e = c
             .commit(&f.store, &CommitOptions::new().tag(&name))
             .expect_err("a refused tag");
+        image_testsupport::chain::assert_said_once(&e);
         assert!(
             matches!(&e, CommitError::Tag { name: n, .. } if *n == name),
             "{e:?}"
@@ -786,6 +788,7 @@ fn typed_errors() {
     let e = rt
         .container_from_image(&f.store, "test.local/nope:1")
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, ContainerError::NoSuchImage { name } if name == "test.local/nope:1"),
         "{e:?}"
@@ -795,6 +798,7 @@ fn typed_errors() {
 
     let bare = Runtime::oci(&f.state(), RuntimeKind::Runc).unwrap();
     let e = bare.container_from_image(&f.store, SINGLE).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, ContainerError::NoSnapshots), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
 
@@ -805,6 +809,7 @@ fn typed_errors() {
         .cmd(["/no/such/program"])
         .create()
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(rt.list().unwrap().is_empty());
     let sn = rt.snapshots().unwrap().snapshotter();
@@ -822,6 +827,7 @@ fn typed_errors() {
         .create()
         .unwrap();
     let e = c.commit(&f.store, &CommitOptions::new()).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, CommitError::NotCommittable { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     c.delete().unwrap();
@@ -919,6 +925,7 @@ fn bundle_export_never_follows_symlinks_in_the_directory() {
     std::fs::create_dir(&b2).unwrap();
     std::os::unix::fs::symlink(&outside, b2.join("etc")).unwrap();
     let e = image_runtime::bundle::export_image(&f.store, SINGLE, &b2, &opts).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, ContainerError::Bundle { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
     untouched(&outside);
@@ -932,6 +939,7 @@ fn bundle_export_never_follows_symlinks_in_the_directory() {
     std::os::unix::fs::symlink(&outside, b3.join("rootfs")).unwrap();
     assert!(image_runtime::bundle::export_image(&f.store, SINGLE, &b3, &opts).is_err());
     let e = image_runtime::bundle::export(&b3, &image_config_of(&f), &opts).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, ContainerError::Rootfs(_)), "{e:?}");
     untouched(&outside);
     assert!(!b3.join("config.json").exists());
@@ -1083,6 +1091,7 @@ fn a_runtime_leaves_other_backends_containers_alone() {
         .unwrap();
     assert_eq!(native.list().unwrap().len(), 1, "collected by native's gc");
     let e = native.delete(&id).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(&e, ContainerError::OtherBackend { backend, .. } if backend == "runc"),
         "{e:?}"
@@ -1160,6 +1169,7 @@ fn an_image_deeper_than_overlayfs_stacks_is_refused_with_a_typed_error() {
             .cmd(["true"])
             .create()
             .unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{backend}: {e}");
         assert!(
             matches!(

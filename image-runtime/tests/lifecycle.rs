@@ -188,6 +188,7 @@ fn lifecycle_through_a_backend() {
         .cmd(["prog"])
         .create()
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(
         e,
         image_runtime::ContainerError::AlreadyExists { .. }

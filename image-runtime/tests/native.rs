@@ -267,6 +267,7 @@ fn native_stop_init_and_refusals() {
     b.write(&["nosuchprog"], |_| {});
     be.create("missing", &b.dir).unwrap();
     let e = be.start("missing", &b.dir, Stdio::capture()).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(e.to_string().contains("executable file not found"), "{e}");
     be.delete("missing", true).unwrap();
     assert_clean("missing", b.tmp.path());
@@ -276,6 +277,7 @@ fn native_stop_init_and_refusals() {
         s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY"})
     });
     let e = be.create("seccomp", &b.dir).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, BackendError::Seccomp { .. }), "{e}");
     assert_eq!(e.kind(), image_core::ErrorKind::Unsupported);
 }
@@ -785,6 +787,7 @@ fn native_refuses_ids_out_of_range_in_a_bundle() {
         let id = format!("ids-{i}");
         // Refused when the bundle is validated, before anything is made.
         let e = be.create(&id, &b.dir).unwrap_err();
+        image_testsupport::chain::assert_said_once(&e);
         assert!(e.to_string().contains("out of range 0-2147483647"), "{e}");
         let _ = be.delete(&id, true);
         assert_clean(&id, b.tmp.path());

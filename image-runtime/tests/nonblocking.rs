@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use image_core::progress::{Interrupt, Progress, Tracker};
 use image_core::Platform;
-use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions, PackOptions};
+use image_overlay::{append_dir, ConfigChanges, ImageUnpackOptions};
 use image_runtime::snapshots::{Driver, Snapshots};
 use image_runtime::{
     nonblocking, CommitOptions, Container, ContainerBuilder, ContainerError, ContainerStatus,
@@ -236,8 +236,9 @@ fn dropping_a_commit_future_stops_it_and_tags_nothing() {
 
     let interrupt = Interrupt::new();
     let (gate, reached) = Gate::new(&interrupt);
-    let pack = PackOptions::default().with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
-    let options = CommitOptions::new().tag("test.local/never:1").pack(pack);
+    let options = CommitOptions::new()
+        .tag("test.local/never:1")
+        .with_tracker(Tracker::new(gate.clone(), interrupt.clone()));
     let commit = nonblocking::commit(container, f.store.clone(), options);
     drop_when_reached(&tokio, commit, &reached);
     assert!(interrupt.is_set(), "dropping the future sets the interrupt");

@@ -411,6 +411,7 @@ fn typed_errors_before_anything_runs() {
     };
 
     let e = create(RunConfig::default(), RunOptions::new()).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, ContainerError::Spec(SpecError::NoCommand)),
         "{e}"
@@ -418,6 +419,7 @@ fn typed_errors_before_anything_runs() {
     let mut o = RunOptions::new();
     o.cmd = Some(vec!["nosuchprog".into()]);
     let e = create(image_config(), o).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, ContainerError::Lookup(LookupError::NotFound { .. })),
         "{e}"
@@ -426,6 +428,7 @@ fn typed_errors_before_anything_runs() {
     let mut o = RunOptions::new();
     o.cmd = Some(vec!["/bin/notexec".into()]);
     let e = create(image_config(), o).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, ContainerError::Lookup(LookupError::NotExecutable { .. })),
         "{e}"
@@ -433,6 +436,7 @@ fn typed_errors_before_anything_runs() {
     let mut o = sh("true");
     o.user = Some("nobody".into());
     let e = create(image_config(), o).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, ContainerError::User(UserError::UserNotFound { .. })),
         "{e}"
@@ -442,6 +446,7 @@ fn typed_errors_before_anything_runs() {
     let mut o = sh("true");
     o.init = true;
     let e = create(image_config(), o).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, ContainerError::Backend(BackendError::Unsupported { .. })),
         "{e}"
@@ -454,6 +459,7 @@ fn typed_errors_before_anything_runs() {
 
     let e = OciRuntime::with_binary(RuntimeKind::Runc, Path::new("/nonexistent/runc"), &f.root)
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, BackendError::RuntimeNotFound { .. }));
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }

@@ -101,6 +101,7 @@ fn volumes_under(rt: &Runtime, rootfs: &Path) {
     assert_eq!(rt.volumes().list().unwrap().len(), 2);
     // In use: refused, typed; once its containers are gone, removed.
     let e = rt.volumes().remove("shared", false).unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, VolumeError::InUse { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
     rt.delete_with_volumes(&a).unwrap();
@@ -194,6 +195,7 @@ fn a_copy_deeper_than_the_bound_is_refused_and_leaves_nothing() {
         .options(sh("true"))
         .create()
         .unwrap_err();
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(
             e,

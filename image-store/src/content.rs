@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use image_core::digest::VerifyError;
+use image_core::error::unless_named;
 use image_core::DescriptorExt;
 use image_core::{Algorithm, Descriptor, Digest};
 
@@ -417,7 +418,7 @@ pub trait Provider {
         reader
             .read_to_end(&mut out)
             .map_err(|source| ContentError::Read {
-                what: format!("blob {digest}"),
+                what: format!("blob{}", unless_named(digest, &source)),
                 source,
             })?;
         Ok(out)
@@ -456,7 +457,11 @@ pub trait Provider {
             .take(size.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|source| ContentError::Read {
-                what: format!("{} {digest}", descriptor.media_type()),
+                what: format!(
+                    "{}{}",
+                    descriptor.media_type(),
+                    unless_named(&digest, &source)
+                ),
                 source,
             })?;
         let found = out.len() as u64;

@@ -27,6 +27,7 @@
 //! ```
 
 use image_core::digest::VerifyError;
+use image_core::error::unless_named;
 use image_core::manifest::descriptor_media_type;
 use image_core::DescriptorExt;
 use image_core::{
@@ -51,7 +52,7 @@ pub enum CopyError {
     /// Reading from the source or writing to the destination failed; a
     /// digest or size mismatch is a [`ContentError::Verify`] or a
     /// [`ContentError::Read`] wrapping a `VerifyError`.
-    #[error("copying blob {digest}")]
+    #[error("copying blob{}", unless_named(.digest, .source))]
     Content {
         /// The blob.
         digest: Digest,

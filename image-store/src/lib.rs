@@ -33,6 +33,13 @@
 //! [`MemoryStore`] blocks only on its own mutex. Nothing needs root: a
 //! store is plain files, readable and writable by whoever owns them.
 //!
+//! # Features
+//! - `tokio`: the `nonblocking` module (see [Blocking](#blocking)).
+//! - `testsuite`: the content store conformance suite
+//!   (`testsuite::content_store`), for other implementations of the traits.
+//! - `testing`: test doubles (`fs::FaultyFs`, `MemoryStore::corrupt`) for
+//!   tests of code handling store failures. Not for production use.
+//!
 //! ```
 //! use image_store::{Ingester, OciDir, Provider, ContentWriter};
 //! use std::io::Write;

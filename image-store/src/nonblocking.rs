@@ -36,7 +36,7 @@ use crate::lease::Leases;
 use crate::tags::TagStore;
 use crate::{OciDir, Provider};
 
-/// [`archive::load`](crate::archive::load) on the blocking pool.
+/// [`archive::load`](crate::archive::load()) on the blocking pool.
 ///
 /// # Errors
 /// As `load`; of class [`Cancelled`](image_core::ErrorKind::Cancelled)

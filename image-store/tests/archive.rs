@@ -357,6 +357,7 @@ fn oci_archive_round_trip_of_an_index() {
         &SaveOptions::default().platform("linux/s390x".parse().expect("platform")),
     )
     .expect_err("no such platform");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::NoPlatform { .. }), "{err}");
 }
 
@@ -435,6 +436,7 @@ fn truncated_archives_are_typed_errors_and_tag_nothing() {
     for cut in [100usize, 512 + 3000, after_header - 200, after_header + 10] {
         let (_d, dst) = oci_dir();
         let err = load(&dst, &tarball[..cut], &LoadOptions::default()).expect_err("truncated");
+        image_testsupport::chain::assert_said_once(&err);
         assert!(
             matches!(err, ArchiveError::Truncated { .. }),
             "cut at {cut}: {err:?}"
@@ -469,6 +471,7 @@ fn layers_not_matching_their_diff_ids_are_rejected() {
         ]);
         let (_d, dst) = oci_dir();
         let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("mismatch");
+        image_testsupport::chain::assert_said_once(&err);
         match &err {
             ArchiveError::LayerMismatch {
                 path,
@@ -497,6 +500,7 @@ fn blobs_not_matching_their_names_are_rejected() {
     ]);
     let (_d, dst) = oci_dir();
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("mismatch");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::BlobMismatch { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::DigestMismatch);
     assert!(image_store::Manager::list(&dst).expect("list").is_empty());
@@ -521,6 +525,7 @@ fn unknown_media_types_are_unsupported() {
     let tarball = oci_archive_pointing_at(b"{}", "application/x-unknown");
     let (_d, dst) = oci_dir();
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("unknown");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::MediaType { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert_untouched(&dst);
@@ -535,6 +540,7 @@ fn json_that_is_not_a_manifest_is_rejected() {
     );
     let (_d, dst) = oci_dir();
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("not a manifest");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::Parse { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert_untouched(&dst);
@@ -542,6 +548,7 @@ fn json_that_is_not_a_manifest_is_rejected() {
     // manifest.json that is not docker-save's array.
     let tarball = archive_of(&[("manifest.json", br#"{"schemaVersion":2}"#)]);
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("not an array");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::Json { .. }), "{err:?}");
 
     // A "config" that is a manifest.
@@ -558,6 +565,7 @@ fn json_that_is_not_a_manifest_is_rejected() {
         ("manifest.json", &mj),
     ]);
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("not a config");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::Parse { .. }), "{err:?}");
     assert_untouched(&dst);
 }
@@ -571,6 +579,7 @@ fn missing_files_and_non_archives_are_rejected() {
         &LoadOptions::default(),
     )
     .expect_err("not an archive");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::NotAnArchive), "{err:?}");
     let err = load(
         &dst,
@@ -578,6 +587,7 @@ fn missing_files_and_non_archives_are_rejected() {
         &LoadOptions::default(),
     )
     .expect_err("garbage");
+    image_testsupport::chain::assert_said_once(&err);
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
 
     let (_, layer, config) = good_legacy_archive();
@@ -592,6 +602,7 @@ fn missing_files_and_non_archives_are_rejected() {
         ("manifest.json", &mj),
     ]);
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("missing");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(
         matches!(&err, ArchiveError::MissingEntry { path, .. } if path == "missing/layer.tar"),
         "{err:?}"
@@ -601,6 +612,7 @@ fn missing_files_and_non_archives_are_rejected() {
         .expect("json");
     let tarball = archive_of(&[(&cfg, config.raw()), ("manifest.json", &mj)]);
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("count");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(
         matches!(
             err,
@@ -618,6 +630,7 @@ fn missing_files_and_non_archives_are_rejected() {
             .expect("json");
     let tarball = archive_of(&[("manifest.json", &mj)]);
     let err = load(&dst, &tarball[..], &LoadOptions::default()).expect_err("unsafe");
+    image_testsupport::chain::assert_said_once(&err);
     assert_eq!(err.kind(), ErrorKind::Unsafe, "{err:?}");
     assert_untouched(&dst);
 }
@@ -659,6 +672,7 @@ fn export_detects_a_corrupt_layer() {
         &SaveOptions::default(),
     )
     .expect_err("corrupt");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(
         matches!(
             err.kind(),
@@ -672,6 +686,7 @@ fn export_detects_a_corrupt_layer() {
         &mut Vec::new(),
     )
     .expect_err("corrupt");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(
         matches!(
             err.kind(),
@@ -799,6 +814,7 @@ fn an_oci_archive_read_in_place_serves_what_load_stores() {
     let e = archive
         .read_blob_to_vec(&other, 1 << 30)
         .expect_err("corrupt");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
 }
 
@@ -824,10 +840,13 @@ fn hostile_or_cut_archives_opened_in_place_give_typed_errors() {
     climbing.extend_from_slice(&[b'x'; 512]);
     climbing.extend_from_slice(&[0; 1024]);
     let e = open(&climbing).expect_err("climbing");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
     let e = open(&tar_of(&[("index.json", Node::File(b"{}", 0o644))])).expect_err("no layout");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, ArchiveError::NotAnArchive), "{e}");
     let e = open(&[]).expect_err("empty");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, ArchiveError::NotAnArchive), "{e}");
 
     let blob = b"some layer bytes".repeat(100);

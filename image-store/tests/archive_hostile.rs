@@ -337,6 +337,7 @@ fn a_chain_of_indexes_deeper_than_the_limit_is_refused() {
     let (tarball, _) = dag_bomb(100, 1);
     let store = Counting::default();
     let err = load(&store, &tarball[..], &LoadOptions::default()).expect_err("too deep");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(
         matches!(err, ArchiveError::TooDeep { limit: 32, .. }),
         "{err:?}"
@@ -464,6 +465,7 @@ fn a_shared_layer_that_does_not_match_fails_once() {
     let tarball = amplified_docker(50, &layer, &wrong);
     let store = Counting::default();
     let err = load(&store, &tarball[..], &LoadOptions::default()).expect_err("mismatch");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::LayerMismatch { .. }), "{err:?}");
     assert_eq!(store.opens(&Digest::sha256(&layer)), 1);
 }
@@ -478,6 +480,7 @@ fn a_zstd_bomb_stops_at_the_expanded_size_limit() {
     let store = Counting::default();
     let options = LoadOptions::default().max_expanded_bytes(4 << 20);
     let err = load(&store, &tarball[..], &options).expect_err("bomb");
+    image_testsupport::chain::assert_said_once(&err);
     match &err {
         ArchiveError::LayerTooLarge { digest, limit } => {
             assert_eq!(*limit, 4 << 20);
@@ -501,6 +504,7 @@ fn the_expanded_size_limit_is_inclusive_and_defaults_to_unpacks() {
     load(&MemoryStore::new(), &tarball[..], &options).expect("at the limit");
     let options = LoadOptions::default().max_expanded_bytes((1 << 20) - 1);
     let err = load(&MemoryStore::new(), &tarball[..], &options).expect_err("one byte over");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::LayerTooLarge { .. }), "{err:?}");
 }
 
@@ -512,6 +516,7 @@ fn an_uncompressed_layer_over_the_limit_is_refused() {
     let limit = layer.len() as u64 - 1;
     let options = LoadOptions::default().max_expanded_bytes(limit);
     let err = load(&MemoryStore::new(), &tarball[..], &options).expect_err("over");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(
         matches!(err, ArchiveError::LayerTooLarge { limit: l, .. } if l == limit),
         "{err:?}"
@@ -544,6 +549,7 @@ fn truncated_compressed_archives_are_truncated() {
         for cut in [packed.len() / 3, packed.len() - 9] {
             let store = MemoryStore::new();
             let err = load(&store, &packed[..cut], &LoadOptions::default()).expect_err("truncated");
+            image_testsupport::chain::assert_said_once(&err);
             assert!(
                 matches!(err, ArchiveError::Truncated { .. }),
                 "{c:?} cut at {cut}: {err:?}"
@@ -563,6 +569,7 @@ fn a_gzip_archive_with_a_bad_checksum_is_refused() {
     packed[crc] ^= 0xff;
     let store = MemoryStore::new();
     let err = load(&store, &packed[..], &LoadOptions::default()).expect_err("bad crc");
+    image_testsupport::chain::assert_said_once(&err);
     assert!(matches!(err, ArchiveError::Tar { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(store.tags().expect("tags").is_empty());
@@ -578,6 +585,7 @@ fn xz_and_bzip2_archives_are_named() {
         let mut data = head.to_vec();
         data.extend_from_slice(&[0u8; 600]);
         let err = load(&MemoryStore::new(), &data[..], &LoadOptions::default()).expect_err(name);
+        image_testsupport::chain::assert_said_once(&err);
         assert!(
             matches!(&err, ArchiveError::CompressedArchive { compression } if *compression == name),
             "{err:?}"

@@ -61,12 +61,18 @@ fn move_out_and_link(file: &Path, outside: &Path) {
 /// Copies `app:1` from the layout at `src` into a fresh layout at `dst`.
 fn copy_from(src: PathBuf, dst: PathBuf) -> Result<(), (ErrorKind, String)> {
     // The message is the whole chain, as imagectl prints it: each link
-    // names only its own context.
-    let s = OciDir::open(&src).map_err(|e| (e.kind(), Chain(&e).to_string()))?;
-    let d = OciDir::open_or_create(&dst).map_err(|e| (e.kind(), Chain(&e).to_string()))?;
+    // names only its own context, which every failure here is checked for.
+    let s = OciDir::open(&src).map_err(|e| failure(&e))?;
+    let d = OciDir::open_or_create(&dst).map_err(|e| failure(&e))?;
     copy_tag(&s, "app:1", &d, None)
         .map(|_| ())
-        .map_err(|e| (e.kind(), Chain(&e).to_string()))
+        .map_err(|e| failure(&e))
+}
+
+/// The class and whole chain of `e`, which must say nothing twice.
+fn failure<E: Classify + std::error::Error + 'static>(e: &E) -> (ErrorKind, String) {
+    image_testsupport::chain::assert_said_once(e);
+    (e.kind(), Chain(e).to_string())
 }
 
 fn mkfifo(path: &Path) {

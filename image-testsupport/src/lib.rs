@@ -1,7 +1,8 @@
 //! The test fixtures shared by the crates of the image family, in one place
 //! instead of a copy in each crate's `tests/`: finding a tool and skipping
 //! loudly without it (failing under `CI=true`), bounded child processes,
-//! a tar writer that writes whatever it is told, compression of test
+//! a tar writer that writes whatever it is told, the check that an error's
+//! chain says nothing twice ([`chain`]), compression of test
 //! inputs, busybox-static root filesystems, and, behind features, a store
 //! in a temporary directory, the family's conformance suites and a
 //! registry with a fault-injecting proxy.
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // fixtures panic on failure
 
+pub mod chain;
 pub mod codec;
 pub mod process;
 pub mod rng;

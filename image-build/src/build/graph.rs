@@ -103,7 +103,7 @@ impl Graph {
         Ok(Some(graph))
     }
 
-    /// What `name`, used in stage `at`, names (see [`resolve`]).
+    /// What `name`, used in stage `at`, names.
     pub fn source(&self, name: &str, at: usize) -> Source {
         resolve(&self.names, name, at)
     }

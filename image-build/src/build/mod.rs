@@ -171,6 +171,13 @@ impl BuildOptions {
         }
     }
 
+    /// Reports progress to `tracker` and stops when its interrupt is set
+    /// (between steps, and a RUN's container).
+    pub fn with_tracker(mut self, tracker: Tracker) -> BuildOptions {
+        self.tracker = Some(tracker);
+        self
+    }
+
     /// The time the build stamps: [`BuildOptions::source_date_epoch`], else
     /// the build arg `SOURCE_DATE_EPOCH`, else the environment variable.
     ///

@@ -3,8 +3,11 @@
 use image_core::error::{Classify, ErrorKind};
 
 /// A Dockerfile that cannot be parsed or expanded: where, and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {problem}")]
+///
+/// Its message is the place and the [`Problem`]'s message; its `source()`
+/// is the problem's own cause (a `--mount` value's [`MountError`](crate::mounts::MountError)),
+/// so a chain printer says each once.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerfileError {
     /// The file name given to the parser.
     pub file: String,
@@ -14,6 +17,26 @@ pub struct DockerfileError {
     pub column: usize,
     /// What was wrong.
     pub problem: Problem,
+}
+
+impl std::fmt::Display for DockerfileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DockerfileError {
+            file,
+            line,
+            column,
+            problem,
+        } = self;
+        write!(f, "{file}:{line}:{column}: {problem}")
+    }
+}
+
+// By hand: the problem is part of this message, so the chain goes on with
+// the problem's cause, not with the problem (which would say it again).
+impl std::error::Error for DockerfileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.problem)
+    }
 }
 
 impl Classify for DockerfileError {
@@ -53,7 +76,7 @@ pub enum Problem {
     },
     /// A `RUN --mount` value that cannot be used (checked when it names no
     /// variable; otherwise when the RUN runs).
-    #[error("--mount={value}: {source}")]
+    #[error("--mount={value}")]
     Mount {
         /// The value.
         value: String,

@@ -1,7 +1,7 @@
 //! What each layer changes: the paths it adds, modifies and deletes, read
 //! against the filesystem the layers below it make.
 //!
-//! The filesystem is kept as a sorted map of paths ([`Stack`]), so that a
+//! The filesystem is kept as a sorted map of paths (a `Stack`), so that a
 //! directory's descendants are one contiguous range: a whiteout or an
 //! opaque directory removes them in one range walk, and every path is
 //! removed at most once after it was added (linear work per layer).

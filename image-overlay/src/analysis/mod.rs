@@ -3,7 +3,7 @@
 //!
 //! [`analyze`] reads an image's layers from any [`Provider`] (the store, an
 //! OCI layout, a registry client's provider) through the layer reader that
-//! [`list`](crate::list) and [`unpack`](crate::unpack) use: each blob is
+//! [`list`](crate::list()) and [`unpack`](crate::unpack()) use: each blob is
 //! streamed once, decompressed and parsed, never written to disk; its
 //! digest, size and diff ID are checked against the manifest and config.
 //! In that pass every entry goes to the change list ([`changes`]) and

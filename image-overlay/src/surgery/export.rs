@@ -2,7 +2,7 @@
 //! whiteouts (crane `export`), without unpacking it to disk.
 //!
 //! The stream is the newest-wins merge of all the image's layers
-//! ([`merge`](super::merge)), each layer verified (digest, size, diff ID)
+//! (the [module](super)'s `merge`), each layer verified (digest, size, diff ID)
 //! as it is read; extracting it with any tar gives the tree that
 //! flattening the image gives.
 //!

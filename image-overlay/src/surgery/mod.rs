@@ -12,14 +12,14 @@
 //! - [`export`](export::export): the final filesystem as one plain tar
 //!   stream.
 //!
-//! Squash and export share one merge ([`merge`]): each layer is read twice
+//! Squash and export share one merge (`merge`): each layer is read twice
 //! through unpack's stream path (a plan of its headers, then its data),
 //! newest wins, with every count bounded ([`MergeLimits`]).
 //!
 //! Each new image is written with the store's canonical JSON (config and
 //! manifest), under a lease of the store from before its inputs are
 //! resolved until its tag is set; the old image is never changed. The
-//! assembly of the new documents is kept small here ([`write_image`])
+//! assembly of the new documents is kept small here (`write_image`)
 //! rather than shared with image-build's `ImageBuilder`, which sits above
 //! this crate.
 //!

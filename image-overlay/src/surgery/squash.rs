@@ -2,7 +2,7 @@
 //! into one layer (crane `flatten`, `docker build --squash`).
 //!
 //! The merged layer is the newest-wins merge of the squashed layers
-//! ([`merge`](super::merge)); on a base it keeps the removals and opaque
+//! (the [module](super)'s `merge`); on a base it keeps the removals and opaque
 //! directories that reach into the base, so the root filesystem is the
 //! original's. The config keeps every history entry, those of the squashed
 //! layers marked `empty_layer`, and gains one for the new layer; the

@@ -169,6 +169,7 @@ fn append_fails_typed_and_tags_nothing() {
         "t/x:1",
     )
     .expect_err("missing base");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, AppendError::Base { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 
@@ -183,6 +184,7 @@ fn append_fails_typed_and_tags_nothing() {
         "t/x:1",
     )
     .expect_err("truncated");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, AppendError::Layer(_)), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(store.tags().expect("tags").is_empty(), "nothing tagged");

@@ -57,6 +57,7 @@ fn assert_complete(tar: &[u8], c: Compression) {
 fn assert_truncated(tar: &[u8], c: Compression) {
     let (r, _dir) = unpack_as(tar, c);
     let e = r.expect_err("a stream cut short must fail");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, UnpackError::Truncated { .. }), "{c:?}: {e:?}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
@@ -180,6 +181,7 @@ fn data_after_an_unterminated_stream_is_still_refused() {
     for c in KINDS {
         let (r, _dir) = unpack_as(&tar, c);
         let e = r.expect_err("trailing data");
+        image_testsupport::chain::assert_said_once(&e);
         assert!(
             matches!(e, UnpackError::TrailingData { .. }),
             "{c:?}: {e:?}"
@@ -360,6 +362,7 @@ fn short_reads_change_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let blob = compress(&cut, c);
         let e = unpack(Dribble(&blob), dir.path(), &UnpackOptions::default()).expect_err("cut");
+        image_testsupport::chain::assert_said_once(&e);
         assert!(matches!(e, UnpackError::Truncated { .. }), "{c:?}: {e:?}");
     }
 }

@@ -119,6 +119,7 @@ fn flatten_refuses_a_changed_blob() {
         &UnpackOptions::default(),
     )
     .expect_err("a changed blob flattens");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e:?}");
 }
 
@@ -296,9 +297,11 @@ fn a_blob_no_store_vouches_for_is_hashed() {
         &UnpackOptions::default(),
     )
     .expect_err("an unvouched changed blob flattened");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e:?}");
     let sn = CopySnapshotter::open(work.path().join("copy")).expect("open");
     let e = unpack_image(&source, &image, &sn, &ImageUnpackOptions::default())
         .expect_err("an unvouched changed blob unpacked");
+    image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
 }

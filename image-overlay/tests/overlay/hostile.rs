@@ -38,7 +38,9 @@ fn overlay_form() -> bool {
 }
 
 fn unsafe_err(r: Result<UnpackReport, UnpackError>) -> UnpackError {
-    r.expect_err("hostile layer must fail")
+    let e = r.expect_err("hostile layer must fail");
+    image_testsupport::chain::assert_said_once(&e);
+    e
 }
 
 /// Defines every case at this level and again in `overlay_form`, where

@@ -60,6 +60,7 @@ fn a_cut_header_or_data_is_truncated() {
     for tar in [cut_header, cut_data] {
         for c in KINDS {
             let e = list_all(&compress(&tar, c)).0.expect_err("cut short");
+            image_testsupport::chain::assert_said_once(&e);
             assert!(matches!(e, UnpackError::Truncated { .. }), "{c:?}: {e:?}");
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
         }
@@ -106,6 +107,7 @@ fn limits_bound_a_listing() {
         ..Limits::default()
     });
     let e = list(&tar[..], &few, |_| {}).expect_err("too many entries");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, UnpackError::TooManyEntries { limit: 5 }),
         "{e:?}"
@@ -115,6 +117,7 @@ fn limits_bound_a_listing() {
         ..Limits::default()
     });
     let e = list(&tar[..], &small, |_| {}).expect_err("too large");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, UnpackError::TooLarge { .. }), "{e:?}");
 }
 
@@ -205,6 +208,7 @@ fn header_groups_are_bounded() {
         for c in KINDS {
             let blob = compress(&tar, c);
             let e = list(&blob[..], &ListOptions::default(), |_| {}).expect_err("too large");
+            image_testsupport::chain::assert_said_once(&e);
             assert!(
                 matches!(e, UnpackError::HeaderTooLarge { limit: l, .. } if l == limit),
                 "{what}, {c:?}: {e:?}"

@@ -176,6 +176,7 @@ fn squash_refuses_hostile_layers_with_typed_errors() {
             &SquashOptions::new(SquashFrom::All),
         )
         .expect_err(name);
+        image_testsupport::chain::assert_said_once(&e);
         assert!(matches!(e, SurgeryError::Entry { .. }), "{name}: {e:?}");
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{name}");
         assert!(
@@ -196,6 +197,7 @@ fn squash_refuses_hostile_layers_with_typed_errors() {
         ..MergeLimits::default()
     };
     let e = squash(&store, "many:1", "many:2", &options).expect_err("too many paths");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, SurgeryError::TooManyPaths { limit: 50 }),
         "{e:?}"
@@ -208,6 +210,7 @@ fn squash_refuses_hostile_layers_with_typed_errors() {
         ..MergeLimits::default()
     };
     let e = squash(&store, "many:1", "many:2", &options).expect_err("too many entries");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, SurgeryError::TooManyEntries { limit: 60 }),
         "{e:?}"
@@ -570,6 +573,7 @@ fn mutate_sets_config_fields_appends_and_removes() {
         },
     ] {
         let e = mutate(&store, "m:1", "m:bad", &bad, Added::None, None).expect_err("invalid");
+        image_testsupport::chain::assert_said_once(&e);
         assert!(matches!(e, SurgeryError::Invalid { .. }), "{e:?}");
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
@@ -582,6 +586,7 @@ fn mutate_sets_config_fields_appends_and_removes() {
         None,
     )
     .expect_err("root");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, SurgeryError::Invalid { .. }), "{e:?}");
     assert!(resolve_image(&store, "m:bad", None).is_err());
 }
@@ -1071,6 +1076,7 @@ fn carrying_from_a_base_is_bounded_by_the_merge_limits() {
     let mut options = SquashOptions::new(SquashFrom::Layer(1));
     options.limits.max_entries = 32;
     let e = squash(&store, "bounded:1", "bounded:2", &options).expect_err("over the limit");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, SurgeryError::TooManyEntries { limit: 32 }),
         "{e:?}"
@@ -1078,6 +1084,7 @@ fn carrying_from_a_base_is_bounded_by_the_merge_limits() {
     options.limits.max_entries = 1_000;
     options.limits.max_paths = 32;
     let e = squash(&store, "bounded:1", "bounded:2", &options).expect_err("over the limit");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(
         matches!(e, SurgeryError::TooManyPaths { limit: 32 }),
         "{e:?}"
@@ -1185,6 +1192,7 @@ fn squash_and_export_take_hard_links_to_lower_layers() {
         &SquashOptions::new(SquashFrom::All),
     )
     .expect_err("dangling");
+    image_testsupport::chain::assert_said_once(&e);
     assert!(matches!(e, SurgeryError::Entry { .. }), "{e:?}");
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }

@@ -50,6 +50,7 @@
 use std::io::Write;
 
 use image_core::config::{ConfigFile, History};
+use image_core::error::unless_named;
 use image_core::{Classify, Compression, ErrorKind, ImageConfig, Manifest, Platform};
 use image_overlay::compare::{compare, store_layer, CompareError};
 use image_overlay::snapshot::SnapshotError;
@@ -127,6 +128,13 @@ impl CommitOptions {
     /// Sets the layer's pack options.
     pub fn pack(mut self, pack: PackOptions) -> Self {
         self.pack = pack;
+        self
+    }
+
+    /// Reports the layer's packing to `tracker` and stops when its
+    /// interrupt is set (the pack options' tracker).
+    pub fn with_tracker(mut self, tracker: image_core::Tracker) -> Self {
+        self.pack.tracker = tracker;
         self
     }
 }
@@ -213,7 +221,7 @@ pub enum CommitError {
     #[error("making the new image")]
     Mutate(#[source] Box<MutateError>),
     /// Tagging the new image failed.
-    #[error("tagging {name}")]
+    #[error("tagging{}", unless_named(.name, &**.source))]
     Tag {
         /// The name.
         name: String,

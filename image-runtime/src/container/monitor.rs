@@ -24,7 +24,7 @@ use crate::monitor::{
 use crate::runtime::Runtime;
 
 /// Runs the monitor when this process was started as one (see the
-/// [module docs](self)) and then exits; returns at once otherwise. Call it
+/// [module docs](crate::monitor)) and then exits; returns at once otherwise. Call it
 /// first thing in `main` of any program that starts detached containers.
 pub fn run_if_requested() {
     match std::env::var(MONITOR_ENV).as_deref() {

@@ -19,7 +19,7 @@ pub(crate) fn observed(root: &Path, id: &str) -> Result<ContainerRecord, Contain
     Ok(crate::state::load(root, id)?.observed())
 }
 
-/// The exit code of `id` when it is not running (see [`Runtime::try_wait`]).
+/// The exit code of `id` when it is not running (see [`Runtime::try_wait`](crate::Runtime::try_wait)).
 ///
 /// # Errors
 /// As [`crate::state::load`].
@@ -32,7 +32,7 @@ pub fn try_wait(root: &Path, id: &str) -> Result<Option<Option<i32>>, ContainerE
     })
 }
 
-/// Waits until the current run of `id` ends (see [`Runtime::wait`]).
+/// Waits until the current run of `id` ends (see [`Runtime::wait`](crate::Runtime::wait)).
 ///
 /// # Errors
 /// As [`crate::state::load`]; [`ContainerError::Timeout`] on expiry.
@@ -110,7 +110,7 @@ fn run_ended(r: &ContainerRecord, exits: u64) -> bool {
 }
 
 /// The log entries of `id` and a follower continuing after them (see
-/// [`Runtime::logs`]).
+/// [`Runtime::logs`](crate::Runtime::logs)).
 ///
 /// # Errors
 /// As [`crate::state::load`]; [`ContainerError::State`] when the log

@@ -188,7 +188,8 @@ pub struct SpecContext {
     pub id: String,
     /// `root.path` of the spec (absolute, or relative to the bundle).
     pub root_path: PathBuf,
-    /// The resolved user (see [`crate::user::resolve`]).
+    /// The resolved user (the image's `/etc/passwd` and `/etc/group`
+    /// read in the root, or [`ResolvedUser::root`]).
     pub user: ResolvedUser,
     /// The `/etc` files to bind-mount, if any.
     pub etc_files: Option<EtcFiles>,
@@ -224,7 +225,7 @@ pub enum SpecError {
     #[error(transparent)]
     ConfigLimit(#[from] ConfigLimitError),
     /// The user's uid or gid, or a supplementary gid, is above
-    /// [`MAX_ID`] (`4294967295` is `-1`, which `setresuid` reads as
+    /// `i32::MAX` (`4294967295` is `-1`, which `setresuid` reads as
     /// "unchanged": the process would stay root).
     #[error("{what} {id} is out of range 0-{max}", max = MAX_ID)]
     IdOutOfRange {
@@ -410,7 +411,7 @@ pub const NGROUPS_MAX: usize = 65_536;
 
 /// The process's supplementary groups: the primary group first, then the
 /// user's (`/etc/group`), then `--group-add`'s, each once; every ID, the
-/// uid and gid too, at most [`MAX_ID`].
+/// uid and gid too, at most `i32::MAX`.
 ///
 /// The primary group is always in the list, as Docker, containerd,
 /// BuildKit and buildah put it since CVE-2022-36109 / CVE-2023-25173: a

@@ -125,7 +125,7 @@ impl Resources {
 /// any case): `64m`, `1g`, `1.5GiB`, `1048576`.
 ///
 /// Public on purpose, with [`parse_cpus`]: they are the grammar of
-/// `docker run`'s `--memory` and `--cpus` for the values [`Resources`](super::Resources)
+/// `docker run`'s `--memory` and `--cpus` for the values [`Resources`]
 /// holds, which every front end offering those flags (imagectl, a build's
 /// `RUN` limits) must read the same way, with the same typed error.
 ///

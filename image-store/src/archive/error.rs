@@ -2,6 +2,7 @@
 
 use std::io;
 
+use image_core::error::unless_named;
 use image_core::{Classify, Digest, ErrorKind, MediaTypeError, ParseError};
 
 use crate::content::ContentError;
@@ -150,7 +151,7 @@ pub enum ArchiveError {
         what: String,
     },
     /// Reading or writing the store failed.
-    #[error("blob {digest}")]
+    #[error("blob{}", unless_named(.digest, .source))]
     Content {
         /// The blob involved (the digest the caller gave, or the computed one).
         digest: String,
