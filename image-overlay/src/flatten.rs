@@ -189,13 +189,21 @@ pub fn flatten_image<P: Provider + ?Sized>(
             (Some(reader), _) => unpack_read_ahead(reader, target, &layer_options, true),
             (None, None) => unreachable!("a layer is queued only with a thread ahead"),
         };
-        let report = unpacked.map_err(|e| FlattenError::Unpack {
+        let e = match unpacked {
+            Ok(report) => {
+                reports.push(report);
+                continue;
+            }
+            Err(e) => e,
+        };
+        // The layers ahead are stopped before the blob is read again.
+        drop(ahead);
+        return Err(FlattenError::Unpack {
             image: image.name.clone(),
             index,
             source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
             digest,
-        })?;
-        reports.push(report);
+        });
     }
     Ok(reports)
 }
