@@ -1174,7 +1174,7 @@ const AHEAD_CHUNK: usize = 256 * 1024;
 /// Decoded bytes a [`LayersAhead`] may hold that the applier has not taken
 /// yet, whichever layers they belong to: how far ahead of the applier the
 /// decoding of a flatten runs, into the next layer too.
-pub(crate) const DECODED_AHEAD: usize = 32 << 20;
+const DECODED_AHEAD: usize = 32 << 20;
 
 /// What a read-ahead thread sends: a stream's chunks, then its end or its
 /// failure; a [`LayersAhead`] sends one such stream per layer (its
