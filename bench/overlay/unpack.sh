@@ -15,7 +15,10 @@
 # plainwrite" (default every tool), INGEST=0 skips the ingest comparison.
 # BIN_DIR=DIR takes the example binaries (layer, snapshots, plainwrite,
 # load) from DIR as they are, unbuilt: the binaries of another commit, for
-# a before/after comparison.
+# a before/after comparison. BASE_BIN_DIR=DIR adds that comparison to the
+# same run: a row "flatten-base" (DIR's `layer flatten`) beside each
+# flatten (after it in odd runs, before it in even ones), and its ratio
+# to ours.
 # Needs root (loop device, mount, drop_caches).
 #
 # Unpack: the whole image flattened by us (`layer flatten`: every layer,
@@ -223,8 +226,12 @@ echo "== unpack the image ($(echo $LAYERS | wc -w) gzip layers), $RUNS runs of e
 tool() { case " $TOOLS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 for fs in $FS; do
   for mode in $MODES; do
-    for _ in $(seq "$RUNS"); do
+    for r in $(seq "$RUNS"); do
+      # With a base, the two flattens in turn, the first swapped every run.
+      base() { [ -z "${BASE_BIN_DIR:-}" ] || ! tool flatten || run $fs $mode flatten-base "$BASE_BIN_DIR/layer" flatten "$WORK/layout" "$REF" "$MNT/rootfs"; }
+      [ $((r % 2)) = 1 ] || base
       tool flatten && run $fs $mode flatten "$L" flatten "$WORK/layout" "$REF" "$MNT/rootfs"
+      [ $((r % 2)) = 0 ] || base
       tool decode && run $fs $mode decode "$L" decode "$WORK/layout" "$REF"
       tool overlay && run $fs $mode overlay "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
       tool overlay-nosync && SNAPSHOTS_SYNC=0 run $fs $mode overlay-nosync "$S" overlay "$WORK/layout" "$MNT/snap" 0 "$REF"
@@ -282,6 +289,7 @@ for fs in ("ext4", "tmpfs") if any(k[2] == "flatten" for k in runs) else ():
             continue
         for i, t in ((1, "durable"), (0, "exit")):
             print(f"ratios {fs} {mode} ({t}):")
+            ratio(fs, mode, "flatten-base", "flatten", i)
             ratio(fs, mode, "umoci", "flatten", i, 3)
             ratio(fs, mode, "tar-xzf", "flatten", i, 2)
             ratio(fs, mode, "umoci", "overlay", i, 4)

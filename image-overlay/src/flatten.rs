@@ -4,8 +4,17 @@
 //!
 //! Layers are applied one after the other (a later layer may remove or
 //! replace what an earlier one made); each is a single streaming pass of
-//! [`unpack()`](crate::unpack::unpack), its blob read on a thread of its
-//! own ahead of the thread that applies it. A store's blob is not hashed
+//! [`unpack()`](crate::unpack::unpack), with the same checks, errors and
+//! limits. Their blobs are read and decoded (decompressed, the diff ID
+//! hashed) on threads of their own, ahead of the thread that applies them
+//! and across layer boundaries: the next layer is decoding while the end
+//! of the current one is applied, at most 32 MiB of decoded tar ahead in
+//! all (`unpack::LayersAhead`). A layer's failure found ahead is reported
+//! only in that layer's turn, after the layers below it are applied; a
+//! flatten that fails stops the decoding and waits for its thread before
+//! it returns. Progress of a layer's bytes is reported as they are read,
+//! so a layer's progress may end before the layer below it is all
+//! applied. A store's blob is not hashed
 //! again: the store checked its digest when it took it in, and the diff ID,
 //! checked here, covers all that is unpacked; a provider that is not
 //! [`verified_at_ingest`](image_store::Provider::verified_at_ingest) (a
@@ -25,7 +34,7 @@ use image_core::{Classify, Compression, Digest, ErrorKind, MediaTypeError, Parse
 use image_store::image::Image;
 use image_store::{ContentError, Provider};
 
-use crate::unpack::{unpack_read_ahead, UnpackError, UnpackOptions, UnpackReport};
+use crate::unpack::{unpack_read_ahead, LayersAhead, UnpackError, UnpackOptions, UnpackReport};
 use crate::whiteout::WhiteoutMode;
 
 /// A failure to flatten an image.
@@ -140,30 +149,61 @@ pub fn flatten_image<P: Provider + ?Sized>(
         path: target.to_path_buf(),
         source,
     })?;
-    let mut reports = Vec::with_capacity(layers.len());
-    for (index, ((layer, diff_id), compression)) in
-        layers.iter().zip(diff_ids).zip(compressions).enumerate()
-    {
+    // The layers are decoded ahead of the applier, on a thread of their
+    // own, the next one queued before the current one is applied
+    // (`LayersAhead`); on one CPU each is unpacked in turn.
+    let mut ahead = LayersAhead::start();
+    let open = |index: usize, ahead: &mut Option<LayersAhead>| {
+        let layer = &layers[index];
         let (digest, reader) = open_layer(store, image, index, layer)?;
         let mut layer_options = options.clone();
-        layer_options.compression = Some(compression);
+        layer_options.compression = Some(compressions[index]);
         layer_options.digest = Some(digest.clone());
         layer_options.size = Some(layer.size());
-        layer_options.diff_id = Some(diff_id.clone());
+        layer_options.diff_id = Some(diff_ids[index].clone());
         // Taken as given only from a store that checked it at ingest.
         layer_options.digest_checked_by_store = store.verified_at_ingest();
         layer_options.whiteouts = WhiteoutMode::Apply;
+        let reader = match ahead {
+            Some(ahead) => {
+                ahead.queue(reader, &layer_options);
+                None
+            }
+            None => Some(reader),
+        };
+        Ok::<_, FlattenError>((digest, layer_options, reader))
+    };
+    let mut reports = Vec::with_capacity(layers.len());
+    let mut next = (!layers.is_empty()).then(|| open(0, &mut ahead));
+    for index in 0..layers.len() {
+        let Some(current) = next.take() else { break };
+        // A layer that could not be opened fails in its turn.
+        let (digest, layer_options, reader) = current?;
+        if index + 1 < layers.len() {
+            next = Some(open(index + 1, &mut ahead));
+        }
         // Nothing syncs the target after a flatten: its files' writeback is
         // started as they are written, to overlap the unpack.
-        let report = unpack_read_ahead(reader, target, &layer_options, true).map_err(|e| {
-            FlattenError::Unpack {
-                image: image.name.clone(),
-                index,
-                source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
-                digest,
+        let unpacked = match (reader, &mut ahead) {
+            (None, Some(ahead)) => ahead.unpack_next(target, &layer_options, true),
+            (Some(reader), _) => unpack_read_ahead(reader, target, &layer_options, true),
+            (None, None) => unreachable!("a layer is queued only with a thread ahead"),
+        };
+        let e = match unpacked {
+            Ok(report) => {
+                reports.push(report);
+                continue;
             }
-        })?;
-        reports.push(report);
+            Err(e) => e,
+        };
+        // The layers ahead are stopped before the blob is read again.
+        drop(ahead);
+        return Err(FlattenError::Unpack {
+            image: image.name.clone(),
+            index,
+            source: Box::new(crate::unpack::blame_the_blob(store, &digest, e)),
+            digest,
+        });
     }
     Ok(reports)
 }

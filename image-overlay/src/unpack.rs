@@ -907,6 +907,22 @@ impl BlobHash {
     }
 }
 
+impl<'a> BlobReader<'a> {
+    /// Reads `inner`, the compressed stream of an unpack with `opts`:
+    /// hashing it, or taking the digest [`given_digest`] gives.
+    fn new(inner: &'a mut dyn Read, opts: &UnpackOptions) -> Self {
+        let hasher = match given_digest(opts) {
+            Some(d) => BlobHash::Given(d.clone()),
+            None => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
+        };
+        BlobReader {
+            inner,
+            hasher,
+            read: 0,
+        }
+    }
+}
+
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -1152,17 +1168,94 @@ impl Drop for Writeback {
 /// Compressed chunks a [`ReadAhead`] may hold that the unpack has not
 /// taken yet: how far ahead of the decoder it reads, at most.
 const AHEAD_CHUNKS: usize = 4;
-/// Bytes a [`ReadAhead`] asks its source for at a time.
+/// Bytes a [`ReadAhead`] asks its source for at a time (and a
+/// [`LayersAhead`] its decoder).
 const AHEAD_CHUNK: usize = 256 * 1024;
+/// Decoded bytes a [`LayersAhead`] may hold that the applier has not taken
+/// yet, whichever layers they belong to: how far ahead of the applier the
+/// decoding of a flatten runs, into the next layer too.
+const DECODED_AHEAD: usize = 32 << 20;
 
-/// What a [`ReadAhead`] thread sends.
+/// What a read-ahead thread sends: a stream's chunks, then its end or its
+/// failure; a [`LayersAhead`] sends one such stream per layer (its
+/// decoded tar), each between a [`Began`](Ahead::Began) and, once it
+/// ended, a [`Blob`](Ahead::Blob).
 enum Ahead {
-    /// The next bytes of the source.
+    /// The next bytes of the stream.
     Data(Vec<u8>),
-    /// The end of the source: the digest and size of all it gave.
+    /// The end of the stream: the digest and size of all it gave.
     End(Digest, u64),
-    /// The source failed; nothing follows.
+    /// The stream failed; nothing of it follows.
     Failed(io::Error),
+    /// A layer's decoding started, with this compression, or failed
+    /// before any byte was decoded (and nothing follows).
+    Began(Result<Compression, UnpackError>),
+    /// After a layer's [`End`](Ahead::End): its compressed stream read to
+    /// its end, with this digest and size, or the failure of that read.
+    Blob(Result<(Digest, u64), UnpackError>),
+}
+
+/// The receiving end of a read-ahead thread: the chunks of one stream at a
+/// time, read in order, their buffers sent back to the thread for reuse.
+struct Chunks {
+    rx: Receiver<Ahead>,
+    /// Chunks the reader is done with, back to the thread.
+    recycle: Sender<Vec<u8>>,
+    /// The chunk being read.
+    cur: io::Cursor<Vec<u8>>,
+    end: Option<(Digest, u64)>,
+    failed: bool,
+}
+
+impl Chunks {
+    fn new(rx: Receiver<Ahead>, recycle: Sender<Vec<u8>>) -> Self {
+        Chunks {
+            rx,
+            recycle,
+            cur: io::Cursor::new(Vec::new()),
+            end: None,
+            failed: false,
+        }
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.cur.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if self.failed {
+                return Err(io::Error::other("the layer's source failed earlier"));
+            }
+            if self.end.is_some() || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ahead::Data(d)) => {
+                    let used = std::mem::replace(&mut self.cur, io::Cursor::new(d)).into_inner();
+                    if used.capacity() > 0 {
+                        // The thread may be gone: then the buffer drops.
+                        let _ = self.recycle.send(used);
+                    }
+                }
+                Ok(Ahead::End(digest, size)) => self.end = Some((digest, size)),
+                Ok(Ahead::Failed(e)) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+                Ok(Ahead::Began(_) | Ahead::Blob(_)) => {
+                    self.failed = true;
+                    return Err(io::Error::other("the layer's reader thread lost its place"));
+                }
+                Err(_) => {
+                    self.failed = true;
+                    return Err(io::Error::other("the layer's reader thread stopped"));
+                }
+            }
+        }
+    }
 }
 
 /// A layer's compressed stream read, hashed and counted on a thread of
@@ -1175,13 +1268,7 @@ enum Ahead {
 /// channel, which stops the thread at its next chunk (it is not waited
 /// for: a source blocked in a read would hold the caller).
 pub(crate) struct ReadAhead {
-    rx: Receiver<Ahead>,
-    /// Chunks the reader is done with, back to the thread.
-    recycle: Sender<Vec<u8>>,
-    /// The chunk being read.
-    cur: io::Cursor<Vec<u8>>,
-    end: Option<(Digest, u64)>,
-    failed: bool,
+    chunks: Chunks,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -1211,11 +1298,7 @@ impl ReadAhead {
             });
         match spawned {
             Ok(thread) => Ok(ReadAhead {
-                rx,
-                recycle,
-                cur: io::Cursor::new(Vec::new()),
-                end: None,
-                failed: false,
+                chunks: Chunks::new(rx, recycle),
                 thread: Some(thread),
             }),
             Err(_) => match slot.lock().ok().and_then(|mut s| s.take()) {
@@ -1230,6 +1313,7 @@ impl ReadAhead {
     /// is resumed here).
     pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
         let end = self
+            .chunks
             .end
             .take()
             .ok_or_else(|| io::Error::other("the layer was not read to its end"))?;
@@ -1240,6 +1324,12 @@ impl ReadAhead {
             }
         }
         Ok(end)
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.chunks.read(buf)
     }
 }
 
@@ -1260,68 +1350,62 @@ fn read_ahead(
     tx: &SyncSender<Ahead>,
     recycled: &Receiver<Vec<u8>>,
 ) {
-    let (mut hasher, mut given) = match digest {
+    let (mut hasher, given) = match digest {
         AheadDigest::Hash(algorithm) => (Some(algorithm.hasher()), None),
         AheadDigest::Given(digest) => (None, Some(digest)),
     };
+    let Sent::End(read) = send_chunks(&mut source, hasher.as_mut(), tx, recycled) else {
+        return;
+    };
+    let digest = match (hasher, given) {
+        (Some(h), _) => h.finish(),
+        (None, Some(d)) => d,
+        (None, None) => return,
+    };
+    let _ = tx.send(Ahead::End(digest, read));
+}
+
+/// How [`send_chunks`] ended.
+enum Sent {
+    /// The source ended after this many bytes, all sent; its
+    /// [`Ahead::End`] is the caller's to send.
+    End(u64),
+    /// The source failed ([`Ahead::Failed`] sent), or the reader went away.
+    Stopped,
+}
+
+/// Reads `source` to its end or first error, sending it in chunks of
+/// [`AHEAD_CHUNK`] bytes (and its error as [`Ahead::Failed`]), each hashed
+/// by `hasher` when there is one, taking the buffers the reader gives back
+/// before allocating, until the reader goes away.
+fn send_chunks(
+    source: &mut dyn Read,
+    mut hasher: Option<&mut image_core::digest::Hasher>,
+    tx: &SyncSender<Ahead>,
+    recycled: &Receiver<Vec<u8>>,
+) -> Sent {
     let mut read: u64 = 0;
     loop {
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(AHEAD_CHUNK, 0);
-        let (msg, last) = match source.read(&mut buf) {
-            Ok(0) => match (hasher.take(), given.take()) {
-                (Some(h), _) => (Ahead::End(h.finish(), read), true),
-                (None, Some(d)) => (Ahead::End(d, read), true),
-                (None, None) => return,
-            },
+        let msg = match source.read(&mut buf) {
+            Ok(0) => return Sent::End(read),
             Ok(n) => {
                 buf.truncate(n);
                 if let Some(h) = hasher.as_mut() {
                     h.update(&buf);
                 }
                 read += n as u64;
-                (Ahead::Data(buf), false)
+                Ahead::Data(buf)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => (Ahead::Failed(e), true),
+            Err(e) => {
+                let _ = tx.send(Ahead::Failed(e));
+                return Sent::Stopped;
+            }
         };
-        if tx.send(msg).is_err() || last {
-            return;
-        }
-    }
-}
-
-impl Read for ReadAhead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let n = self.cur.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            if self.failed {
-                return Err(io::Error::other("the layer's source failed earlier"));
-            }
-            if self.end.is_some() || buf.is_empty() {
-                return Ok(0);
-            }
-            match self.rx.recv() {
-                Ok(Ahead::Data(d)) => {
-                    let used = std::mem::replace(&mut self.cur, io::Cursor::new(d)).into_inner();
-                    if used.capacity() > 0 {
-                        // The thread may be gone: then the buffer drops.
-                        let _ = self.recycle.send(used);
-                    }
-                }
-                Ok(Ahead::End(digest, size)) => self.end = Some((digest, size)),
-                Ok(Ahead::Failed(e)) => {
-                    self.failed = true;
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.failed = true;
-                    return Err(io::Error::other("the layer's reader thread stopped"));
-                }
-            }
+        if tx.send(msg).is_err() {
+            return Sent::Stopped;
         }
     }
 }
@@ -1340,17 +1424,26 @@ enum Decoded<'a> {
     Threaded(compress::ThreadedDecoder<'a>),
     /// Decoded on this thread (or not compressed): each read is hashed.
     Plain(Box<dyn Read + 'a>, ThreadedHasher),
+    /// Decoded and hashed ahead by a [`LayersAhead`] thread: its chunks,
+    /// the diff ID at their end.
+    Ahead(&'a mut Chunks),
 }
 
 impl Meter<'_> {
-    /// The diff ID: the digest of every byte read.
-    fn finish(self) -> Digest {
+    /// The diff ID: the digest of every byte read; for a stream decoded
+    /// ahead, an error unless it was read to its end.
+    fn finish(self) -> io::Result<Digest> {
         match self.inner {
             Decoded::Threaded(mut d) => match d.take_hasher() {
-                Some(h) => h.finish(),
+                Some(h) => Ok(h.finish()),
                 None => unreachable!("the threaded decoder of a meter hashes"),
             },
-            Decoded::Plain(_, h) => h.finish(),
+            Decoded::Plain(_, h) => Ok(h.finish()),
+            Decoded::Ahead(chunks) => chunks
+                .end
+                .as_ref()
+                .map(|(diff_id, _)| diff_id.clone())
+                .ok_or_else(|| io::Error::other("the layer was not decoded to its end")),
         }
     }
 }
@@ -1360,11 +1453,13 @@ impl Read for Meter<'_> {
         let read = match &mut self.inner {
             Decoded::Threaded(d) => d.read(buf),
             Decoded::Plain(r, _) => r.read(buf),
+            Decoded::Ahead(chunks) => chunks.read(buf),
         };
+        // An error a meter ahead already marked keeps its mark.
         let n = read.map_err(|e| {
-            let tagged = e
-                .get_ref()
-                .is_some_and(|i| i.is::<SourceFailure>() || i.is::<LimitHit>());
+            let tagged = e.get_ref().is_some_and(|i| {
+                i.is::<SourceFailure>() || i.is::<LimitHit>() || i.is::<DecodeFailure>()
+            });
             if tagged {
                 e
             } else {
@@ -1696,15 +1791,7 @@ fn unpack_core(
 ) -> Result<UnpackReport, UnpackError> {
     let mut src = opts.tracker.reader(&progress_item(opts), opts.size, src);
     let mut tagged = SourceTag(&mut src);
-    let hasher = match given_digest(opts) {
-        Some(d) => BlobHash::Given(d.clone()),
-        None => BlobHash::Hashed(Box::new(ThreadedHasher::new(blob_algorithm(opts)))),
-    };
-    let mut compressed = BlobReader {
-        inner: &mut tagged,
-        hasher,
-        read: 0,
-    };
+    let mut compressed = BlobReader::new(&mut tagged, opts);
     let applied = apply_stream(&mut compressed, root, opts, false)?;
     let (digest, compressed_size) = (compressed.hasher.finish(), compressed.read);
     verified_report(applied, digest, compressed_size, opts)
@@ -1744,6 +1831,219 @@ pub(crate) fn unpack_read_ahead(
     verified_report(applied, digest, compressed_size, options)
 }
 
+/// A layer for a [`LayersAhead`] to decode: its compressed stream and the
+/// options of its unpack.
+struct AheadJob {
+    source: Box<dyn Read + Send>,
+    opts: UnpackOptions,
+}
+
+/// The layers of a flatten decoded on a thread of their own, one after
+/// the other, ahead of the thread that applies them: each layer's blob is
+/// read (counted and reported to its tracker, its digest hashed unless
+/// [`given_digest`] gives it), decompressed (on the decoder's worker
+/// thread) and its diff ID hashed there, as the unpack of that layer alone
+/// would, and its decoded tar handed over in chunks of [`AHEAD_CHUNK`]
+/// bytes, at most [`DECODED_AHEAD`] bytes ahead of the applier in all.
+/// Once a layer's blob is read the next queued one starts, so the next
+/// layer is decoding while the end of the current one is still applied.
+/// The applier takes the layers in the order they were queued
+/// ([`unpack_next`](LayersAhead::unpack_next)), applies each as an unpack
+/// does (the same checks, errors and limits, in the same order; a layer's
+/// failure ahead is only seen when its turn comes). Dropped, it closes its
+/// queues and waits for its thread, which stops at its next chunk: no
+/// layer is decoded after the flatten returns.
+pub(crate) struct LayersAhead {
+    jobs: Option<Sender<AheadJob>>,
+    chunks: Option<Chunks>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LayersAhead {
+    /// Starts the decoding thread; `None` where decoding ahead would not
+    /// help (one CPU) or no thread could be started.
+    pub(crate) fn start() -> Option<Self> {
+        if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+            return None;
+        }
+        let (jobs, queued) = mpsc::channel::<AheadJob>();
+        let (tx, rx) = mpsc::sync_channel(DECODED_AHEAD / AHEAD_CHUNK);
+        let (recycle, recycled) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("layers-ahead".into())
+            .spawn(move || {
+                for job in queued {
+                    if !decode_ahead(job, &tx, &recycled) {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(LayersAhead {
+            jobs: Some(jobs),
+            chunks: Some(Chunks::new(rx, recycle)),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues the next layer: its compressed stream, to unpack with
+    /// `options` (which must be those given to its
+    /// [`unpack_next`](LayersAhead::unpack_next)).
+    pub(crate) fn queue(&mut self, source: Box<dyn Read + Send>, options: &UnpackOptions) {
+        if let Some(jobs) = &self.jobs {
+            // A thread that stopped is found by `unpack_next`.
+            let _ = jobs.send(AheadJob {
+                source,
+                opts: options.clone(),
+            });
+        }
+    }
+
+    /// Unpacks the next queued layer onto `target`, as
+    /// [`unpack_read_ahead`] would with the same `options`.
+    pub(crate) fn unpack_next(
+        &mut self,
+        target: &Path,
+        options: &UnpackOptions,
+        early_writeback: bool,
+    ) -> Result<UnpackReport, UnpackError> {
+        let root = open_target(target)?;
+        let compression = match self.next()? {
+            Ahead::Began(began) => began?,
+            _ => return Err(lost()),
+        };
+        let mut blob = None;
+        let applied = apply_walked(
+            root.as_fd(),
+            options,
+            compression,
+            early_writeback,
+            |visit| {
+                let chunks = self.chunks.as_mut().ok_or_else(stopped)?;
+                chunks.end = None;
+                let end = EndState::default();
+                let walked = walk_decoded(
+                    Decoded::Ahead(chunks),
+                    &end,
+                    compression,
+                    options.limits,
+                    visit,
+                )?;
+                // The blob read to its end (or that read's failure), where an
+                // unpack reads it: before the directories are finished.
+                blob = Some(match self.next()? {
+                    Ahead::Blob(read) => read?,
+                    _ => return Err(lost()),
+                });
+                Ok(walked)
+            },
+        )?;
+        let (digest, compressed_size) = blob.ok_or_else(lost)?;
+        verified_report(applied, digest, compressed_size, options)
+    }
+
+    /// The thread's next message; once it has stopped, it is waited for
+    /// (its panic resumed) and the unpack fails.
+    fn next(&mut self) -> Result<Ahead, UnpackError> {
+        let chunks = self.chunks.as_mut().ok_or_else(stopped)?;
+        match chunks.rx.recv() {
+            Ok(msg) => Ok(msg),
+            Err(_) => {
+                self.stop();
+                Err(stopped())
+            }
+        }
+    }
+
+    /// Closes the queues and waits for the thread, resuming its panic
+    /// (unless this thread is unwinding already).
+    fn stop(&mut self) {
+        self.jobs = None;
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            if let Err(panic) = thread.join() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LayersAhead {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The error of a [`LayersAhead`] whose thread stopped.
+fn stopped() -> UnpackError {
+    UnpackError::Source {
+        source: io::Error::other("the layers' decoding thread stopped"),
+    }
+}
+
+/// The error of a [`LayersAhead`] whose messages came out of order (a
+/// bug, not the layer's).
+fn lost() -> UnpackError {
+    UnpackError::Source {
+        source: io::Error::other("the layers' decoding thread lost its place"),
+    }
+}
+
+/// Decodes the layer of `job` for a [`LayersAhead`]: sends its
+/// [`Ahead::Began`], its decoded chunks and their end (with the diff ID),
+/// then its [`Ahead::Blob`]. Returns whether the next layer may follow
+/// (not after a failure, nor once the applier went away).
+fn decode_ahead(job: AheadJob, tx: &SyncSender<Ahead>, recycled: &Receiver<Vec<u8>>) -> bool {
+    let AheadJob { mut source, opts } = job;
+    let mut src = opts
+        .tracker
+        .reader(&progress_item(&opts), opts.size, &mut source);
+    let mut tagged = SourceTag(&mut src);
+    let mut compressed = BlobReader::new(&mut tagged, &opts);
+    let compression = {
+        let began = sniff(&mut compressed, opts.compression).and_then(|(head, compression)| {
+            decode(&mut compressed, &head, compression, diff_algorithm(&opts))
+                .map(|decoded| (decoded, compression))
+        });
+        let (decoded, compression) = match began {
+            Ok(began) => began,
+            Err(e) => {
+                let _ = tx.send(Ahead::Began(Err(e)));
+                return false;
+            }
+        };
+        if tx.send(Ahead::Began(Ok(compression))).is_err() {
+            return false;
+        }
+        // Not limited here: the applier's own meter stops at the limit,
+        // where an unpack would; this one is bounded by the queue.
+        let mut meter = Meter {
+            inner: decoded,
+            count: 0,
+            limit: u64::MAX,
+        };
+        let Sent::End(size) = send_chunks(&mut meter, None, tx, recycled) else {
+            return false;
+        };
+        let end = match meter.finish() {
+            Ok(diff_id) => Ahead::End(diff_id, size),
+            Err(e) => Ahead::Failed(e),
+        };
+        if tx.send(end).is_err() {
+            return false;
+        }
+        compression
+    };
+    let read = match io::copy(&mut compressed, &mut io::sink()) {
+        Ok(_) => Ok((compressed.hasher.finish(), compressed.read)),
+        Err(e) => Err(classify_read(e, None, opts.limits, compression)),
+    };
+    let ok = read.is_ok();
+    tx.send(Ahead::Blob(read)).is_ok() && ok
+}
+
 /// What [`apply_stream`] applied and found, before the blob digest and
 /// size are known.
 struct Applied {
@@ -1764,17 +2064,42 @@ fn apply_stream(
     opts: &UnpackOptions,
     early_writeback: bool,
 ) -> Result<Applied, UnpackError> {
-    let diff_alg = opts
-        .diff_id
-        .as_ref()
-        .map_or(opts.algorithm, Digest::algorithm);
     let (head, compression) = sniff(&mut *compressed, opts.compression)?;
+    apply_walked(root, opts, compression, early_writeback, |visit| {
+        let end = EndState::default();
+        let decoded = decode(&mut *compressed, &head, compression, diff_algorithm(opts))?;
+        let walked = walk_decoded(decoded, &end, compression, opts.limits, visit)?;
+        // Anything the decoder left unread (nothing, normally).
+        io::copy(compressed, &mut io::sink())
+            .map_err(|e| classify_read(e, None, opts.limits, compression))?;
+        Ok(walked)
+    })
+}
+
+/// The algorithm of the diff ID of an unpack: the expected diff ID's, or
+/// the options' default.
+fn diff_algorithm(opts: &UnpackOptions) -> Algorithm {
+    opts.diff_id
+        .as_ref()
+        .map_or(opts.algorithm, Digest::algorithm)
+}
+
+/// Applies the entries `walker` hands its visitor (a layer of
+/// `compression`, unpacked with `opts` onto `root`) and then sets the
+/// directories' modes and times; with `early_writeback`, starts the
+/// writeback of the files it writes ([`Writeback`]).
+fn apply_walked(
+    root: BorrowedFd<'_>,
+    opts: &UnpackOptions,
+    compression: Compression,
+    early_writeback: bool,
+    walker: impl FnOnce(&mut Visitor<'_>) -> Result<Walked, UnpackError>,
+) -> Result<Applied, UnpackError> {
     let ctx = Ctx {
         opts,
         limits: opts.limits,
         compression,
     };
-
     let mut applier = Applier {
         root,
         compression,
@@ -1791,25 +2116,15 @@ fn apply_stream(
         parent_acl: None,
         writeback: Writeback::start(early_writeback),
     };
-    let walked = walk(
-        &mut *compressed,
-        &head,
-        compression,
-        opts.limits,
-        diff_alg,
-        &mut |entry, raw_path, global| {
-            opts.tracker.check()?;
-            if global {
-                applier.skip(raw_path, SkipReason::GlobalHeader, None);
-                Ok(())
-            } else {
-                applier.apply(entry, raw_path, &ctx)
-            }
-        },
-    )?;
-    // Anything the decoder left unread (nothing, normally).
-    io::copy(compressed, &mut io::sink()).map_err(|e| ctx.err(e, None))?;
-
+    let walked = walker(&mut |entry, raw_path, global| {
+        opts.tracker.check()?;
+        if global {
+            applier.skip(raw_path, SkipReason::GlobalHeader, None);
+            Ok(())
+        } else {
+            applier.apply(entry, raw_path, &ctx)
+        }
+    })?;
     applier.finish_dirs()?;
     Ok(Applied {
         walked,
@@ -1943,15 +2258,27 @@ pub(crate) fn walk(
     diff_alg: Algorithm,
     visit: &mut Visitor<'_>,
 ) -> Result<Walked, UnpackError> {
-    let err = |e: io::Error, path: Option<&[u8]>| classify_read(e, path, limits, compression);
-    // With a second CPU, decompress on a worker thread while this one
-    // hashes, parses and writes files (the bytes and errors are the same).
+    let end = EndState::default();
+    let decoded = decode(compressed, head, compression, diff_alg)?;
+    walk_decoded(decoded, &end, compression, limits, visit)
+}
+
+/// The decoder of `compressed` (of `compression`; `head` is what [`sniff`]
+/// read), hashing what is read of it with `diff_alg`: with a second CPU,
+/// decompressing on a worker thread while this one hashes, parses and
+/// writes files (the bytes and errors are the same).
+fn decode<'a>(
+    compressed: &'a mut dyn Read,
+    head: &[u8],
+    compression: Compression,
+    diff_alg: Algorithm,
+) -> Result<Decoded<'a>, UnpackError> {
     let worker = (compression != Compression::None
         && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
     .then(|| compress::DecompressWorker::start(compression))
     .flatten();
     let hasher = ThreadedHasher::new(diff_alg);
-    let decoded = match worker {
+    Ok(match worker {
         Some(w) => Decoded::Threaded(w.hashing_decoder(head.to_vec(), compressed, hasher)),
         None => {
             let head_reader = io::Cursor::new(head.to_vec()).chain(compressed);
@@ -1963,8 +2290,20 @@ pub(crate) fn walk(
             })?;
             Decoded::Plain(Box::new(decoder), hasher)
         }
-    };
-    let end = EndState::default();
+    })
+}
+
+/// [`walk`] of a layer decoded already (`decoded`, of `compression`):
+/// counts and limits its bytes, parses it (where it ends kept in `end`,
+/// fresh), hands every entry to `visit` and reads to its end.
+fn walk_decoded<'a>(
+    decoded: Decoded<'a>,
+    end: &'a EndState,
+    compression: Compression,
+    limits: Limits,
+    visit: &mut Visitor<'_>,
+) -> Result<Walked, UnpackError> {
+    let err = |e: io::Error, path: Option<&[u8]>| classify_read(e, path, limits, compression);
     end.set_header_limit(limits.max_header_bytes);
     let ending = Ending::new(
         Meter {
@@ -1972,15 +2311,15 @@ pub(crate) fn walk(
             count: 0,
             limit: limits.max_expanded_bytes,
         },
-        &end,
+        end,
     );
     let mut archive = tar::Archive::new(ending);
     let mut entries_seen: u64 = 0;
     {
-        let entries = archive.entries().map_err(|e| at_end(&end, err(e, None)))?;
+        let entries = archive.entries().map_err(|e| at_end(end, err(e, None)))?;
         let mut last_path: Option<Vec<u8>> = None;
         for entry in entries {
-            let mut entry = entry.map_err(|e| at_end(&end, err(e, last_path.as_deref())))?;
+            let mut entry = entry.map_err(|e| at_end(end, err(e, last_path.as_deref())))?;
             end.entry(&entry);
             let raw_path = entry.path_bytes().into_owned();
             let global = entry.header().entry_type() == tar::EntryType::XGlobalHeader;
@@ -1992,7 +2331,7 @@ pub(crate) fn walk(
                     });
                 }
             }
-            visit(&mut entry, &raw_path, global).map_err(|e| at_end(&end, e))?;
+            visit(&mut entry, &raw_path, global).map_err(|e| at_end(end, e))?;
             last_path = Some(raw_path);
         }
     }
@@ -2015,7 +2354,7 @@ pub(crate) fn walk(
     }
     let trailing_bytes = meter.count - before;
     let size = meter.count;
-    let diff_id = meter.finish();
+    let diff_id = meter.finish().map_err(|e| err(e, None))?;
     Ok(Walked {
         diff_id,
         size,
@@ -3257,6 +3596,18 @@ mod tests {
         enc.finish().expect("finish")
     }
 
+    /// The layer of round `round` of a test over many layers: each
+    /// compression in turn, up to 40 files (`step` more each round).
+    fn round_layer(seed: &mut u64, round: u64, step: usize) -> (Compression, Vec<u8>) {
+        let compression =
+            [Compression::Gzip, Compression::Zstd, Compression::None][(round % 3) as usize];
+        let files = 1 + (round as usize * step) % 40;
+        (
+            compression,
+            random_layer(xorshift(seed), files, compression),
+        )
+    }
+
     /// A source that gives its bytes in short reads of random lengths,
     /// counts them and notes the threads that read it; it fails with
     /// `fail` once `fail_at` bytes were given.
@@ -3452,13 +3803,7 @@ mod tests {
         }
         let mut seed = 0x5eed_u64;
         for round in 0..12u64 {
-            let compression =
-                [Compression::Gzip, Compression::Zstd, Compression::None][(round % 3) as usize];
-            let layer = random_layer(
-                xorshift(&mut seed),
-                1 + (round as usize * 7) % 40,
-                compression,
-            );
+            let (compression, layer) = round_layer(&mut seed, round, 7);
             let opts = UnpackOptions::default().with_compression(compression);
             let plain = tempfile::tempdir().expect("tempdir");
             let want = unpack(Source::new(layer.clone(), round), plain.path(), &opts)
@@ -3711,6 +4056,219 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(120))
             .expect("the read-ahead thread let go of its source");
         assert!(given.load(std::sync::atomic::Ordering::SeqCst) < 64 << 20);
+    }
+
+    // ---- layers decoded ahead (flatten's) -------------------------------
+
+    /// The tests that start a [`LayersAhead`] run one at a time: they count
+    /// its threads in this process.
+    static LAYERS_AHEAD: Mutex<()> = Mutex::new(());
+
+    /// The threads of this process named as a [`LayersAhead`]'s, once
+    /// those joined have left `/proc` (a thread is joined as it exits,
+    /// a moment before the kernel lists it no more: a bound on that
+    /// moment, not a timing assertion).
+    fn layers_ahead_threads() -> usize {
+        let count = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim_end() == "layers-ahead")
+                .count()
+        };
+        for _ in 0..500 {
+            if count() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        count()
+    }
+
+    /// A started [`LayersAhead`], or `None` (the test skipped) on one CPU.
+    fn layers_ahead() -> Option<LayersAhead> {
+        let ahead = LayersAhead::start();
+        if ahead.is_none() {
+            eprintln!("SKIP: one CPU, where nothing is decoded ahead");
+        }
+        ahead
+    }
+
+    /// Layers queued one after the other unpack, each onto its own
+    /// directory, as `unpack` unpacks each alone: the same reports and
+    /// trees, with and without the writeback; the sources are read on the
+    /// thread ahead, not on the applying one.
+    #[test]
+    fn layers_ahead_unpack_what_unpack_does() {
+        let _one = LAYERS_AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut ahead) = layers_ahead() else {
+            return;
+        };
+        let mut seed = 0xa4ead_u64;
+        let mut layers = Vec::new();
+        for round in 0..9u64 {
+            let (compression, layer) = round_layer(&mut seed, round, 11);
+            let plain = tempfile::tempdir().expect("tempdir");
+            let opts = UnpackOptions::default().with_compression(compression);
+            let want = unpack(&layer[..], plain.path(), &opts).expect("plain unpack");
+            // Checked as a flatten checks them.
+            let mut opts = opts
+                .with_digest(want.digest.clone())
+                .with_diff_id(want.diff_id.clone());
+            opts.size = Some(layer.len() as u64);
+            let source = Source::new(layer, round);
+            let readers = Arc::clone(&source.readers);
+            ahead.queue(Box::new(source), &opts);
+            layers.push((plain, want, opts, readers));
+        }
+        for (round, (plain, want, opts, readers)) in layers.into_iter().enumerate() {
+            let target = tempfile::tempdir().expect("tempdir");
+            let got = ahead
+                .unpack_next(target.path(), &opts, round % 2 == 0)
+                .expect("unpack ahead");
+            assert_eq!(got, want, "layer {round}");
+            assert_eq!(tree(target.path()), tree(plain.path()), "layer {round}");
+            let readers = readers.lock().expect("readers");
+            assert!(
+                !readers.contains(&std::thread::current().id()),
+                "layer {round} was read on the applying thread"
+            );
+        }
+        drop(ahead);
+        assert_eq!(
+            layers_ahead_threads(),
+            0,
+            "a decoding thread outlived its flatten"
+        );
+    }
+
+    /// A layer that fails (here its diff ID, found only once it is all
+    /// applied) fails as itself while the next layer, decoded ahead,
+    /// has failed already (cut in the middle of its gzip stream): the
+    /// next layer's failure is not seen before its turn; once the
+    /// `LayersAhead` is dropped, its thread has ended and let go of the
+    /// next layer's source. With the first layer sound, the next one's cut
+    /// is its own failure.
+    #[test]
+    fn a_layer_failing_is_reported_before_the_next_one_decoded_ahead() {
+        let _one = LAYERS_AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+        for first_sound in [false, true] {
+            let Some(mut ahead) = layers_ahead() else {
+                return;
+            };
+            let first = random_layer(21, 30, Compression::Gzip);
+            let scratch = tempfile::tempdir().expect("tempdir");
+            let diff_id = unpack(&first[..], scratch.path(), &UnpackOptions::default())
+                .expect("unpack")
+                .diff_id;
+            let first_opts = UnpackOptions::default()
+                .with_compression(Compression::Gzip)
+                .with_diff_id(if first_sound {
+                    diff_id
+                } else {
+                    digest_of(b"another tar")
+                });
+            let mut cut = random_layer(22, 30, Compression::Gzip);
+            cut.truncate(cut.len() / 2);
+            let cut_opts = UnpackOptions::default().with_compression(Compression::Gzip);
+            let mut cut_source = Source::new(cut.clone(), 4);
+            let (dropped, was_dropped) = mpsc::channel();
+            cut_source.dropped = Some(dropped);
+            let cut_read = Arc::clone(&cut_source.given);
+            ahead.queue(Box::new(Source::new(first, 3)), &first_opts);
+            ahead.queue(Box::new(cut_source), &cut_opts);
+            // The next layer is read to its cut, and fails, before the
+            // first one is applied (a bound on a hang, not a timing
+            // assertion).
+            for _ in 0..6000 {
+                if cut_read.load(std::sync::atomic::Ordering::SeqCst) == cut.len() as u64 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert_eq!(
+                cut_read.load(std::sync::atomic::Ordering::SeqCst),
+                cut.len() as u64,
+                "the next layer was not decoded ahead"
+            );
+            let target = tempfile::tempdir().expect("tempdir");
+            let first_got = ahead.unpack_next(target.path(), &first_opts, true);
+            if first_sound {
+                first_got.expect("the first layer is sound");
+                let err = ahead
+                    .unpack_next(target.path(), &cut_opts, true)
+                    .expect_err("the next layer is cut");
+                assert!(matches!(err, UnpackError::Truncated { .. }), "{err:?}");
+            } else {
+                let err = first_got.expect_err("the first layer's diff ID is wrong");
+                assert!(matches!(err, UnpackError::DiffIdMismatch { .. }), "{err:?}");
+            }
+            drop(ahead);
+            assert!(
+                was_dropped.try_recv().is_ok(),
+                "the next layer's source is held after the drop"
+            );
+            assert_eq!(
+                layers_ahead_threads(),
+                0,
+                "a decoding thread outlived its flatten"
+            );
+        }
+    }
+
+    /// A flatten that fails early stops the thread ahead of it at once,
+    /// wherever it is: a layer of 64 MiB decoded ahead, blocked on its
+    /// full queue, lets go of its source when the `LayersAhead` is dropped
+    /// without reading the rest; and the decoded bytes it held never
+    /// exceeded its bound.
+    #[test]
+    fn layers_ahead_hold_a_bounded_lead_and_stop_when_dropped() {
+        let _one = LAYERS_AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut ahead) = layers_ahead() else {
+            return;
+        };
+        // An uncompressed tar of one 64 MiB file (the decoded bytes are the
+        // compressed ones: what was read is what was decoded).
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("big").expect("path");
+        h.set_size(64 << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append(&h, &vec![5u8; 64 << 20][..]).expect("append");
+        let layer = tar.into_inner().expect("tar");
+        let mut source = Source::new(layer.clone(), 6);
+        let (dropped, was_dropped) = mpsc::channel();
+        source.dropped = Some(dropped);
+        let given = Arc::clone(&source.given);
+        ahead.queue(Box::new(source), &UnpackOptions::default());
+        // Let it run ahead as far as it will (not a timing assertion:
+        // whatever the pause, a bounded thread stays within its bound).
+        let bound = (DECODED_AHEAD + 4 * AHEAD_CHUNK) as u64;
+        let lead = || given.load(std::sync::atomic::Ordering::SeqCst);
+        for i in 0..6000 {
+            if lead() > bound || (i >= 300 && lead() > 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(lead() > 0, "nothing decoded ahead");
+        assert!(
+            lead() <= bound,
+            "decoded {} bytes ahead (bound {bound})",
+            lead()
+        );
+        drop(ahead);
+        assert!(
+            was_dropped.try_recv().is_ok(),
+            "the source is held after the drop"
+        );
+        assert!(given.load(std::sync::atomic::Ordering::SeqCst) < layer.len() as u64);
+        assert_eq!(
+            layers_ahead_threads(),
+            0,
+            "a decoding thread outlived its drop"
+        );
     }
 
     #[test]

@@ -7,16 +7,20 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use image_core::{Classify, Descriptor, DescriptorExt, Digest, ErrorKind, Platform};
+use image_core::{
+    Classify, Compression, Descriptor, DescriptorExt, Digest, ErrorKind, MediaType, Platform,
+};
 use image_overlay::append::{append_dir, ConfigChanges};
-use image_overlay::flatten::flatten_image;
+use image_overlay::flatten::{flatten_image, FlattenError};
 use image_overlay::image_unpack::{unpack_image, ImageUnpackOptions};
 use image_overlay::snapshot::{CopySnapshotter, Kind, OverlaySnapshotter, Snapshotter};
-use image_overlay::unpack::UnpackOptions;
+use image_overlay::unpack::{UnpackError, UnpackOptions};
 use image_store::image::{resolve_image, Image};
-use image_store::{ContentError, Info, OciDir, Provider};
+use image_store::mutate::NewLayer;
+use image_store::{ContentError, Info, Ingester, OciDir, Provider};
 
-use crate::common::{assert_same_tree, make_tree};
+use crate::common::{assert_same_tree, compress, make_tree, TarBuf};
+use crate::umoci::{build_image, layer_from_tar};
 
 /// A provider that counts the blobs read through each way in.
 struct Counting<'a> {
@@ -304,4 +308,142 @@ fn a_blob_no_store_vouches_for_is_hashed() {
         .expect_err("an unvouched changed blob unpacked");
     image_testsupport::chain::assert_said_once(&e);
     assert_eq!(e.kind(), ErrorKind::DigestMismatch, "{e}");
+}
+
+// ---- layers decoded ahead of the one applied ----------------------------------
+
+/// A layer of 2000 small files under `prefix`: applying it takes long
+/// enough that the layers above it are decoded ahead meanwhile.
+fn many_files(prefix: &str) -> Vec<u8> {
+    let mut t = TarBuf::new();
+    t.dir(prefix);
+    for i in 0..2000 {
+        t.file(&format!("{prefix}/f{i}"), format!("file {i}").as_bytes());
+    }
+    t.end()
+}
+
+/// `tar` gzipped with its stream cut in the middle, stored as a blob of
+/// its own (its descriptor is the cut blob's: only the unpack finds it).
+fn cut_layer(store: &OciDir, tar: &[u8]) -> NewLayer {
+    let full = compress(tar, Compression::Gzip);
+    let cut = &full[..full.len() / 2];
+    NewLayer {
+        media_type: MediaType::oci_layer(Compression::Gzip),
+        digest: store.write_blob(cut).expect("write blob"),
+        size: cut.len() as u64,
+        diff_id: Digest::sha256(tar),
+        history: Default::default(),
+    }
+}
+
+/// The error of a flatten of `image` onto `out` that must fail.
+fn flatten_fails(store: &OciDir, image: &Image, out: &std::path::Path) -> FlattenError {
+    match flatten_image(store, image, out, &UnpackOptions::default()) {
+        Ok(_) => panic!("{} flattened", image.name),
+        Err(e) => e,
+    }
+}
+
+/// The layers of a flatten are decoded ahead of the one applied, yet each
+/// fails as itself and in its turn: a layer whose diff ID is wrong (found
+/// once all of it is applied) is the error, naming its position, while
+/// the layer above it, cut short, has failed ahead already; with that
+/// layer sound, the cut layer above is the error, as itself, with the
+/// layers below it applied. A blob missing from the store above a layer
+/// that fails is found when it is opened, ahead, and reported in its turn
+/// too.
+#[test]
+fn a_layer_fails_as_itself_before_the_layer_decoded_ahead() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(work.path().join("layout")).expect("layout");
+    let base = layer_from_tar(&store, &many_files("base"), Compression::Gzip);
+    let mid = layer_from_tar(&store, &many_files("mid"), Compression::Gzip);
+    let mut wrong_mid = mid.clone();
+    wrong_mid.diff_id = Digest::sha256(b"another tar");
+    let cut = cut_layer(&store, &many_files("top"));
+    let image = build_image(
+        &store,
+        &[base.clone(), wrong_mid.clone(), cut.clone()],
+        "t/wrong:1",
+    );
+    let e = flatten_fails(&store, &image, &work.path().join("wrong"));
+    match &e {
+        FlattenError::Unpack {
+            index: 1, source, ..
+        } if matches!(**source, UnpackError::DiffIdMismatch { .. }) => {}
+        other => panic!("not layer 1's diff ID: {other:?}"),
+    }
+    assert_eq!(e.kind(), ErrorKind::DigestMismatch);
+
+    // The blob above it gone from the store: opened (and found missing)
+    // before layer 1 is applied, and reported after it, in its turn.
+    let gone = layer_from_tar(&store, &many_files("gone"), Compression::Gzip);
+    let blob = store.root().join("blobs/sha256").join(gone.digest.hex());
+    let image = build_image(&store, &[base.clone(), wrong_mid, gone], "t/gone:1");
+    std::fs::remove_file(blob).expect("remove blob");
+    match flatten_fails(&store, &image, &work.path().join("gone")) {
+        FlattenError::Unpack {
+            index: 1, source, ..
+        } if matches!(*source, UnpackError::DiffIdMismatch { .. }) => {}
+        other => panic!("not layer 1's diff ID: {other:?}"),
+    }
+
+    let image = build_image(&store, &[base, mid, cut], "t/cut:1");
+    let out = work.path().join("cut");
+    let e = flatten_fails(&store, &image, &out);
+    match &e {
+        FlattenError::Unpack {
+            index: 2, source, ..
+        } if matches!(**source, UnpackError::Truncated { .. }) => {}
+        other => panic!("not layer 2's cut: {other:?}"),
+    }
+    for below in ["base/f1999", "mid/f1999"] {
+        assert_eq!(
+            std::fs::read(out.join(below)).expect("applied below"),
+            b"file 1999"
+        );
+    }
+}
+
+/// A layer decoded ahead is applied only after the one below it, whole:
+/// its whiteouts remove what that layer made (a file, the rest of an
+/// opaque directory), its files replace that layer's, and a file the
+/// layer above them whited out and made again is the later one.
+#[test]
+fn a_layer_decoded_ahead_applies_after_the_one_below() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(work.path().join("layout")).expect("layout");
+    let mut t = TarBuf::new();
+    t.dir("opaque")
+        .file("opaque/x", b"x")
+        .file("keep", b"first");
+    let mut base = t.0;
+    base.extend_from_slice(&many_files("base"));
+    let mut t = TarBuf::new();
+    t.file("base/.wh.f7", b"")
+        .file("base/f8", b"replaced")
+        .dir("opaque")
+        .file("opaque/.wh..wh..opq", b"")
+        .file("opaque/y", b"y")
+        .file(".wh.keep", b"");
+    let upper = t.end();
+    let mut t = TarBuf::new();
+    t.file("keep", b"again").file("base/f7", b"back");
+    let top = t.end();
+    let gzip = |tar: &[u8]| layer_from_tar(&store, tar, Compression::Gzip);
+    let layers = [gzip(&base), gzip(&upper), gzip(&top)];
+    let image = build_image(&store, &layers, "t/whiteouts:1");
+    let out = work.path().join("out");
+    flatten_image(&store, &image, &out, &UnpackOptions::default()).expect("flatten");
+    let read = |p: &str| std::fs::read(out.join(p)).expect(p);
+    assert_eq!(read("base/f7"), b"back");
+    assert_eq!(read("base/f8"), b"replaced");
+    assert_eq!(read("base/f9"), b"file 9");
+    assert_eq!(read("keep"), b"again");
+    let opaque: Vec<_> = std::fs::read_dir(out.join("opaque"))
+        .expect("opaque")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(opaque, ["y"]);
 }
