@@ -213,8 +213,8 @@ fn transport_kind(e: &reqwest::Error) -> ErrorKind {
     if e.is_builder() {
         ErrorKind::InvalidInput
     } else if tls_refused(e) {
-        // The registry's certificate is not trusted (or the handshake
-        // failed): a retry meets the same certificate.
+        // The registry's certificate is not trusted: a retry meets the
+        // same certificate.
         ErrorKind::Unsafe
     } else {
         // Refused, reset, timed out, cut short: all may work on retry.
@@ -222,17 +222,23 @@ fn transport_kind(e: &reqwest::Error) -> ErrorKind {
     }
 }
 
-/// Whether `e`'s chain holds rustls's error, which the connector carries
-/// inside `io::Error`s (nested: an `io::Error`'s `source()` skips what it
-/// carries, so each is opened).
-fn tls_refused(e: &reqwest::Error) -> bool {
+/// Whether `e`'s chain holds rustls's refusal of the peer's certificate
+/// (untrusted, expired, for another name, or none sent), which the
+/// connector carries inside `io::Error`s (nested: an `io::Error`'s
+/// `source()` skips what it carries, so each is opened). rustls's other
+/// errors (alerts, a record that does not decrypt, a peer that misbehaves)
+/// are what a flaky link or a restarting peer makes, so not a refusal.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(mut l) = link {
         // Bounded: each step opens one `io::Error`, and a chain of them is
         // as deep as the connector made it.
         for _ in 0..8 {
-            if l.is::<rustls::Error>() {
-                return true;
+            if let Some(tls) = l.downcast_ref::<rustls::Error>() {
+                return matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+                );
             }
             match l
                 .downcast_ref::<std::io::Error>()
@@ -263,6 +269,49 @@ mod tests {
             source: ParseError::Schema1,
         };
         assert_eq!(e.kind(), ErrorKind::Unsupported);
+    }
+
+    /// An error over an `io::Error`, as hyper's connect error carries the
+    /// TLS stream's failure.
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Connect(#[source] std::io::Error);
+
+    /// `err` as the connector carries it: rustls's error inside an
+    /// `io::Error` inside another, under a connect error.
+    fn carried(err: rustls::Error) -> Connect {
+        use std::io;
+        Connect(io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            err,
+        )))
+    }
+
+    #[test]
+    fn only_an_untrusted_certificate_is_a_tls_refusal() {
+        use rustls::{AlertDescription, CertificateError, PeerMisbehaved};
+        // What a retry meets again: the registry's certificate.
+        for untrusted in [
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
+            rustls::Error::NoCertificatesPresented,
+        ] {
+            assert!(tls_refused(&carried(untrusted.clone())), "{untrusted:?}");
+        }
+        // What a flaky link or a restarting peer makes: retried.
+        for flaky in [
+            rustls::Error::DecryptError,
+            rustls::Error::AlertReceived(AlertDescription::InternalError),
+            rustls::Error::PeerMisbehaved(PeerMisbehaved::IncorrectBinder),
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            rustls::Error::HandshakeNotComplete,
+        ] {
+            assert!(!tls_refused(&carried(flaky.clone())), "{flaky:?}");
+        }
+        // Not TLS at all.
+        let reset = Connect(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!tls_refused(&reset));
     }
 
     #[test]
