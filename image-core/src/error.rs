@@ -221,8 +221,15 @@ impl fmt::Debug for Chain<'_> {
 }
 
 /// `" (value)"`, or nothing when the chain of `source` names `value`
-/// already: for a message whose context is a value (a digest) its cause
-/// may also give, so that the printed chain names it once.
+/// already: for a message whose context is a value (a digest, a name, a
+/// tag) its cause may also give, so that the printed chain names it once.
+///
+/// The cause names `value` only whole: where neither neighbour could
+/// continue a name (`[A-Za-z0-9._:/@-]`; a `:` or `.` that ends a word, as
+/// the chain's `: ` does, ends it). A value with a `:` (a digest, a
+/// reference) is also named after `/`, `@` or `=`, as a blob's URL or
+/// `name@digest` name it. So a tag `1` is not named by `app:10`, nor
+/// `latest` by `app:latest-old`.
 ///
 /// ```
 /// use image_core::error::unless_named;
@@ -230,14 +237,46 @@ impl fmt::Debug for Chain<'_> {
 /// let cause = std::io::Error::other("blob sha256:abc not found");
 /// assert_eq!(unless_named(&"sha256:abc", &cause), "");
 /// assert_eq!(unless_named(&"sha256:def", &cause), " (sha256:def)");
+/// assert_eq!(unless_named(&"a", &cause), " (a)");
 /// ```
 pub fn unless_named(value: &dyn fmt::Display, source: &(dyn Error + 'static)) -> String {
     let value = value.to_string();
-    if Chain(source).to_string().contains(&value) {
+    if value.is_empty() || names_whole(&Chain(source).to_string(), &value) {
         String::new()
     } else {
         format!(" ({value})")
     }
+}
+
+/// Whether `text` holds `value` with neither neighbour continuing it (see
+/// [`unless_named`]). Each occurrence is tried, overlapping ones too.
+fn names_whole(text: &str, value: &str) -> bool {
+    fn in_name(c: char) -> bool {
+        c.is_ascii_alphanumeric() || "._:/@-".contains(c)
+    }
+    let qualified = value.contains(':');
+    let mut from = 0;
+    while let Some(at) = text[from..].find(value) {
+        let start = from + at;
+        let end = start + value.len();
+        let before = text[..start].chars().next_back();
+        let mut after = text[end..].chars();
+        let left = match before {
+            None => true,
+            Some(c) => !in_name(c) || (qualified && "/@=".contains(c)),
+        };
+        let right = match after.next() {
+            None => true,
+            Some(':' | '.') => !after.next().is_some_and(in_name),
+            Some(c) => !in_name(c),
+        };
+        if left && right {
+            return true;
+        }
+        // The next character boundary: occurrences may overlap.
+        from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
 }
 
 /// A crate's registry of its error types: the class of `err` when `err`
@@ -328,6 +367,43 @@ mod tests {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
             Some(&*self.0)
         }
+    }
+
+    #[test]
+    fn unless_named_omits_a_name_its_cause_names_whole_only() {
+        let cause = |text: &str| std::io::Error::other(text.to_owned());
+        // A short name inside other words is not named.
+        assert_eq!(
+            unless_named(&"a", &cause("cannot tag: store locked")),
+            " (a)"
+        );
+        assert_eq!(unless_named(&"1", &cause("tag app:10 exists")), " (1)");
+        assert_eq!(unless_named(&"v1", &cause("invalid tag \"v1.2\"")), " (v1)");
+        // A name inside a longer one is not named.
+        assert_eq!(
+            unless_named(&"latest", &cause("tag app:latest-old exists")),
+            " (latest)"
+        );
+        assert_eq!(
+            unless_named(&"app:latest", &cause("tag my-app:latest exists")),
+            " (app:latest)"
+        );
+        // A name the cause names whole is said once: between spaces,
+        // quotes, at either end, before the chain's `: ` or a full stop.
+        assert_eq!(unless_named(&"a", &cause("invalid tag \"a\"")), "");
+        assert_eq!(unless_named(&"v1", &cause("v1: exists")), "");
+        assert_eq!(unless_named(&"app:1", &cause("no image app:1.")), "");
+        assert_eq!(unless_named(&"app:1", &cause("tag app:1")), "");
+        // A digest (or a reference) at the end of a URL's path or after
+        // `@` is named, as in a blob's URL.
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let url = format!("GET http://r/v2/a/blobs/{d}: 404");
+        assert_eq!(unless_named(&d, &cause(&url)), "");
+        assert_eq!(unless_named(&d, &cause(&format!("x@{d} gone"))), "");
+        // A short name at a URL's end is not: it may be any segment.
+        assert_eq!(unless_named(&"a", &cause("GET http://r/v2/a")), " (a)");
+        // Every occurrence is tried, not the first only.
+        assert_eq!(unless_named(&"a", &cause("tag ab: \"a\" taken")), "");
     }
 
     fn digest_error() -> DigestError {
