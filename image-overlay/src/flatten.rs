@@ -12,7 +12,9 @@
 //! all (`unpack::LayersAhead`). A layer's failure found ahead is reported
 //! only in that layer's turn, after the layers below it are applied; a
 //! flatten that fails stops the decoding and waits for its thread before
-//! it returns. Progress of a layer's bytes is reported as they are read,
+//! it returns, unless that thread is blocked in a source's read (which
+//! may never return): it then ends on its own once the read does, reading
+//! nothing more. Progress of a layer's bytes is reported as they are read,
 //! so a layer's progress may end before the layer below it is all
 //! applied. A store's blob is not hashed
 //! again: the store checked its digest when it took it in, and the diff ID,
@@ -196,7 +198,8 @@ pub fn flatten_image<P: Provider + ?Sized>(
             }
             Err(e) => e,
         };
-        // The layers ahead are stopped before the blob is read again.
+        // The layers ahead are stopped (and their thread joined, unless it
+        // is blocked in a source read) before the blob is read again.
         drop(ahead);
         return Err(FlattenError::Unpack {
             image: image.name.clone(),

@@ -1851,12 +1851,48 @@ struct AheadJob {
 /// ([`unpack_next`](LayersAhead::unpack_next)), applies each as an unpack
 /// does (the same checks, errors and limits, in the same order; a layer's
 /// failure ahead is only seen when its turn comes). Dropped, it closes its
-/// queues and waits for its thread, which stops at its next chunk: no
-/// layer is decoded after the flatten returns.
+/// queues and refuses its thread every further source read, so the
+/// thread stops at its next chunk or read; it waits for the thread unless
+/// that thread is inside a source read, which may never return (a
+/// registry that stalls, a FUSE mount): then, as a [`ReadAhead`], it
+/// does not wait, and the thread ends, letting go of the source, when
+/// the read returns. Either way no layer is decoded after the flatten
+/// returns.
 pub(crate) struct LayersAhead {
     jobs: Option<Sender<AheadJob>>,
     chunks: Option<Chunks>,
     thread: Option<JoinHandle<()>>,
+    /// The source reads in progress on the thread, and [`STOPPED`] once
+    /// no more may start (shared with each queued source's [`InRead`]).
+    reads: Arc<AtomicUsize>,
+}
+
+/// The bit of [`LayersAhead::reads`] that refuses further source reads.
+const STOPPED: usize = 1 << (usize::BITS - 1);
+
+/// A layer's source queued on a [`LayersAhead`]: counts its reads in
+/// progress, and refuses any once the `LayersAhead` is stopped.
+struct InRead {
+    inner: Box<dyn Read + Send>,
+    reads: Arc<AtomicUsize>,
+}
+
+impl Read for InRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        /// Ends the count of a read, also when the source panics.
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let counted = Counted(&self.reads);
+        if self.reads.fetch_add(1, Ordering::SeqCst) & STOPPED != 0 {
+            drop(counted);
+            return Err(io::Error::other("the flatten stopped"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 impl LayersAhead {
@@ -1883,6 +1919,7 @@ impl LayersAhead {
             jobs: Some(jobs),
             chunks: Some(Chunks::new(rx, recycle)),
             thread: Some(thread),
+            reads: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -1892,8 +1929,12 @@ impl LayersAhead {
     pub(crate) fn queue(&mut self, source: Box<dyn Read + Send>, options: &UnpackOptions) {
         if let Some(jobs) = &self.jobs {
             // A thread that stopped is found by `unpack_next`.
+            let source = InRead {
+                inner: source,
+                reads: Arc::clone(&self.reads),
+            };
             let _ = jobs.send(AheadJob {
-                source,
+                source: Box::new(source),
                 opts: options.clone(),
             });
         }
@@ -1955,11 +1996,20 @@ impl LayersAhead {
         }
     }
 
-    /// Closes the queues and waits for the thread, resuming its panic
-    /// (unless this thread is unwinding already).
+    /// Closes the queues, refuses the thread any further source read and
+    /// waits for it, resuming its panic (unless this thread is unwinding
+    /// already); unless it is inside a source read, which may never
+    /// return: then it is left to end once that read does.
     fn stop(&mut self) {
         self.jobs = None;
         self.chunks = None;
+        let reads = self.reads.fetch_or(STOPPED, Ordering::SeqCst);
+        if reads & !STOPPED != 0 {
+            // Not joined: it reads nothing more, and ends when this read
+            // returns (its channels are closed).
+            self.thread = None;
+            return;
+        }
         if let Some(thread) = self.thread.take() {
             if let Err(panic) = thread.join() {
                 if !std::thread::panicking() {
@@ -4268,6 +4318,71 @@ mod tests {
             layers_ahead_threads(),
             0,
             "a decoding thread outlived its drop"
+        );
+    }
+
+    /// A source whose first read signals `entered` and waits until
+    /// `release` is sent to or dropped; reads nothing after.
+    struct Hanging {
+        entered: mpsc::Sender<()>,
+        release: mpsc::Receiver<()>,
+        dropped: mpsc::Sender<()>,
+    }
+
+    impl Read for Hanging {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
+            Ok(0)
+        }
+    }
+
+    impl Drop for Hanging {
+        fn drop(&mut self) {
+            let _ = self.dropped.send(());
+        }
+    }
+
+    /// Dropped while its thread is blocked in a layer's source read (a
+    /// registry that stalls, a FUSE mount), a `LayersAhead` does not wait
+    /// for the read, as a `ReadAhead` does not: its thread ends, letting
+    /// go of the source, once the read returns. Before, the drop joined
+    /// the thread and returned only when the read did.
+    #[test]
+    fn layers_ahead_do_not_wait_for_a_source_blocked_in_a_read() {
+        let _one = LAYERS_AHEAD.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut ahead) = layers_ahead() else {
+            return;
+        };
+        let (entered, was_entered) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let (dropped, was_dropped) = mpsc::channel();
+        let source = Hanging {
+            entered,
+            release: released,
+            dropped,
+        };
+        ahead.queue(Box::new(source), &UnpackOptions::default());
+        // Bounds on a hang, not timing assertions.
+        let bound = std::time::Duration::from_secs(60);
+        was_entered.recv_timeout(bound).expect("the source is read");
+        let (gone, is_gone) = mpsc::channel();
+        let dropping = std::thread::spawn(move || {
+            drop(ahead);
+            let _ = gone.send(());
+        });
+        let returned = is_gone.recv_timeout(bound);
+        // The read returns now, whatever happened.
+        drop(release);
+        dropping.join().expect("drop");
+        returned.expect("the drop waited for the source's read");
+        was_dropped
+            .recv_timeout(bound)
+            .expect("the source is let go once its read returns");
+        assert_eq!(
+            layers_ahead_threads(),
+            0,
+            "a decoding thread outlived its source's read"
         );
     }
 

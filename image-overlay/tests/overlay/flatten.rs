@@ -22,11 +22,14 @@ use image_store::{ContentError, Info, Ingester, OciDir, Provider};
 use crate::common::{assert_same_tree, compress, make_tree, TarBuf};
 use crate::umoci::{build_image, layer_from_tar};
 
-/// A provider that counts the blobs read through each way in.
+/// A provider that counts the blobs read through each way in; the
+/// unverified reads of the blob `hang` names, if any, hang at its gate
+/// until the test opens it.
 struct Counting<'a> {
     inner: &'a OciDir,
     verified: AtomicUsize,
     unverified: AtomicUsize,
+    hang: Option<(Digest, std::sync::Arc<Gate>)>,
 }
 
 impl Provider for Counting<'_> {
@@ -42,7 +45,17 @@ impl Provider for Counting<'_> {
         descriptor: &Descriptor,
     ) -> Result<Box<dyn Read + Send>, ContentError> {
         self.unverified.fetch_add(1, Ordering::SeqCst);
-        self.inner.reader_for_unverified(descriptor)
+        let inner = self.inner.reader_for_unverified(descriptor)?;
+        match &self.hang {
+            Some((blob, gate)) if descriptor.digest().to_string() == blob.to_string() => {
+                Ok(Box::new(GatedReader {
+                    inner,
+                    gate: std::sync::Arc::clone(gate),
+                    waited: false,
+                }))
+            }
+            _ => Ok(inner),
+        }
     }
     fn verified_at_ingest(&self) -> bool {
         self.inner.verified_at_ingest()
@@ -83,6 +96,7 @@ fn flatten_hashes_each_blob_once() {
         inner: &store,
         verified: AtomicUsize::new(0),
         unverified: AtomicUsize::new(0),
+        hang: None,
     };
     let out = work.path().join("out");
     flatten_image(&counting, &image, &out, &UnpackOptions::default()).expect("flatten");
@@ -446,4 +460,87 @@ fn a_layer_decoded_ahead_applies_after_the_one_below() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(opaque, ["y"]);
+}
+
+/// A gate a test opens once: readers wait on it until then.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
+
+/// A blob reader whose first read waits at a gate (a network or FUSE
+/// source that hangs), then reads the blob.
+struct GatedReader {
+    inner: Box<dyn Read + Send>,
+    gate: std::sync::Arc<Gate>,
+    waited: bool,
+}
+
+impl Read for GatedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.waited {
+            self.waited = true;
+            self.gate.wait();
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// A layer that fails returns its error while the source of the layer
+/// above it, read ahead, hangs in a read: the flatten does not wait for a
+/// read that may never return (a registry that stalls, a FUSE mount).
+/// Before, dropping the layers ahead joined their thread, blocked in that
+/// read, and the flatten returned only once the read did.
+#[test]
+fn a_failing_layer_does_not_wait_for_the_next_layers_hanging_read() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(work.path().join("layout")).expect("layout");
+    let mut wrong = layer_from_tar(&store, &many_files("base"), Compression::Gzip);
+    wrong.diff_id = Digest::sha256(b"another tar");
+    let above = layer_from_tar(&store, &many_files("above"), Compression::Gzip);
+    let image = build_image(&store, &[wrong, above.clone()], "t/hang:1");
+    let gate = std::sync::Arc::new(Gate::default());
+    let hanging = Counting {
+        inner: &store,
+        verified: AtomicUsize::new(0),
+        unverified: AtomicUsize::new(0),
+        hang: Some((above.digest.clone(), std::sync::Arc::clone(&gate))),
+    };
+    let out = work.path().join("out");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let got = flatten_image(&hanging, &image, &out, &UnpackOptions::default());
+            let _ = done.send(got.map(|_| ()));
+        });
+        // A bound on a hang, not a timing assertion.
+        let got = finished.recv_timeout(std::time::Duration::from_secs(60));
+        // Let the read return, whatever happened, so the thread ends.
+        gate.open();
+        let e = match got {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => panic!("a layer with a wrong diff ID flattened"),
+            Err(_) => panic!("the flatten waited for the hanging read of the layer above"),
+        };
+        match &e {
+            FlattenError::Unpack {
+                index: 0, source, ..
+            } if matches!(**source, UnpackError::DiffIdMismatch { .. }) => {}
+            other => panic!("not layer 0's diff ID: {other:?}"),
+        }
+    });
 }
