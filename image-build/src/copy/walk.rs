@@ -9,7 +9,7 @@ use image_core::digest::Algorithm;
 use image_core::path::{clean_absolute, clean_relative};
 use image_core::Digest;
 use image_overlay::resolve::{open_in_root, PathResolution};
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
@@ -119,25 +119,9 @@ impl Source<'_> {
 
     pub(crate) fn open(&self, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
         if self.beneath {
-            let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-            let p: &[u8] = if path.is_empty() { b"." } else { path };
-            let mut tries = 0;
-            loop {
-                match rfs::openat2(self.fd(), p, flags | OFlags::CLOEXEC, Mode::empty(), how) {
-                    Err(Errno::AGAIN) if tries < 63 => tries += 1,
-                    // No openat2: the in-root walk still keeps every link
-                    // inside the context.
-                    Err(Errno::NOSYS) => break,
-                    r => return r,
-                }
-            }
+            return crate::context::open_beneath(self.fd(), path, flags, PathResolution::Auto);
         }
-        let res = if self.beneath {
-            PathResolution::ComponentWalk
-        } else {
-            PathResolution::Auto
-        };
-        open_in_root(self.fd(), path, flags, Mode::empty(), res)
+        open_in_root(self.fd(), path, flags, Mode::empty(), PathResolution::Auto)
     }
 
     /// Opens the source of the plan's copy: the context or the `--from`
