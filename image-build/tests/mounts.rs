@@ -684,6 +684,65 @@ fn a_killed_builds_half_made_cache_directory_is_swept_by_the_next_one_made() {
     no_mounts_left(&f);
 }
 
+/// A stale `.new-*` directory (cache mount root) and a stale RUN
+/// throwaway directory (work) that cannot be removed (an empty tmpfs left
+/// mounted inside each: `rmdir` is `EBUSY`) are skipped with a warning;
+/// before, the sweep's error failed that RUN and every later RUN with a
+/// cache mount, for good.
+#[test]
+fn a_stale_directory_the_sweep_cannot_remove_is_skipped_with_a_warning() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    let Some(f) = fixture() else { return };
+    let root = cache_dir_root(f.runtime.root());
+    let work = f.runtime.root().join("build");
+    let stuck = [root.join(".new-stuck-1-0"), work.join("run-mount-stuck")];
+    for dir in &stuck {
+        std::fs::create_dir_all(dir.join("m")).unwrap();
+        let tmpfs = Mount {
+            fs_type: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["ro".into()],
+        };
+        SysMounter.mount(&[tmpfs], &dir.join("m")).unwrap();
+    }
+    let (r, events) = build(
+        &f,
+        "RUN --mount=type=cache,target=/var/c,id=fresh-c echo ran\n",
+        |_| {},
+    );
+    let unmount = || {
+        for dir in &stuck {
+            SysMounter.unmount(&dir.join("m"), false).unwrap();
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    };
+    let r = r.map_err(|e| chain(&e));
+    if r.is_err() {
+        unmount();
+    }
+    r.unwrap();
+    assert_eq!(lines(&events), ["ran"]);
+    let warnings: Vec<&String> = events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    for dir in &stuck {
+        assert!(dir.is_dir(), "{}", dir.display());
+        let name = dir.display().to_string();
+        assert!(
+            warnings.iter().any(|w| w.contains(&name)),
+            "{name}: {warnings:?}"
+        );
+    }
+    assert!(root.join("fresh-c").is_dir());
+    unmount();
+    no_mounts_left(&f);
+}
+
 /// A mount target through a symlink of the image (`/run -> /etc`, a
 /// relative `../etc`): the runtime makes its mount point where the link
 /// leads, inside the root, and that stub is removed from the layer as any

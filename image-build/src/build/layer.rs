@@ -657,6 +657,11 @@ where
                         source: Box::new(e),
                     }))
                 })?;
+                for message in &prepared.warnings {
+                    self.emit(&BuildEvent::Warning {
+                        message: message.clone(),
+                    });
+                }
                 spec.binds.clone_from(&prepared.binds);
                 spec.env.extend(prepared.env.iter().cloned());
                 let mut output = |stream, line: &[u8]| {

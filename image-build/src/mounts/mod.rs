@@ -57,7 +57,7 @@ mod prepare;
 
 pub use prepare::{
     context_path, has_ignore_rules, resolve_in_context, sweep, HostBind, Prepared, Secret, Setup,
-    SetupError,
+    SetupError, Swept,
 };
 pub(crate) use prepare::{locked_dir, sweep_staging, IMPORT};
 

@@ -184,6 +184,9 @@ pub struct Prepared {
     pub binds: Vec<HostBind>,
     /// `KEY=value` entries for the run's environment (secrets with `env=`).
     pub env: Vec<String>,
+    /// What did not stop the RUN but the user should hear of (a stale
+    /// directory a sweep could not remove, [`Swept::warnings`]).
+    pub warnings: Vec<String>,
     // Dropped in declaration order: mounts, then their directories, then
     // the locks.
     mounts: Vec<MountGuard<SysMounter>>,
@@ -218,10 +221,10 @@ impl Setup<'_> {
     /// # Errors
     /// [`SetupError`]; what was made before the failure is undone.
     pub fn prepare(&self, specs: &[MountSpec]) -> Result<Prepared, SetupError> {
-        if !specs.is_empty() {
-            sweep(self.work)?;
-        }
         let mut p = Prepared::default();
+        if !specs.is_empty() {
+            p.warnings.extend(sweep(self.work)?.warnings());
+        }
         for spec in specs {
             match spec {
                 MountSpec::Bind(b) => {
@@ -492,7 +495,8 @@ impl Setup<'_> {
         // Made in a directory of its own, locked while it is made (builds
         // in threads may make the same id at once: the first rename wins),
         // which a killed build leaves for the next maker to sweep.
-        sweep_staging(&root).map_err(io("sweeping", &root))?;
+        let swept = sweep_staging(&root).map_err(io("sweeping", &root))?;
+        p.warnings.extend(swept.warnings());
         let (staging, _lock) =
             locked_dir(&root, NEW).map_err(io("making a directory in", &root))?;
         let new = staging.path().join(&name);
@@ -643,17 +647,46 @@ pub(crate) fn locked_dir(
     ))
 }
 
+/// What a sweep removed, and what it could not.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Swept {
+    /// Directories removed.
+    pub removed: usize,
+    /// Directories no process held that could not be removed (a mount
+    /// left on something inside, a read-only file system), left where they
+    /// are with the error: the next sweep tries them again.
+    pub left: Vec<(PathBuf, std::io::Error)>,
+}
+
+impl Swept {
+    /// One line for each directory left, for the build's warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        self.left
+            .iter()
+            .map(|(path, e)| {
+                format!(
+                    "could not remove {} (left by a build that stopped): {e}",
+                    path.display()
+                )
+            })
+            .collect()
+    }
+}
+
 /// Removes from `parent` the directories named with one of `prefixes`
 /// that no process holds (their maker's `flock`, see [`locked_dir`]),
-/// calling `undo` on each first; returns how many went. An entry that is
-/// not a directory (a link) is left alone.
-fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::io::Result<usize> {
+/// calling `undo` on each first. An entry that is not a directory (a
+/// link) is left alone; one that cannot be removed is skipped and listed
+/// in [`Swept::left`], so that one stuck directory does not stop every
+/// later RUN or import.
+fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::io::Result<Swept> {
     let entries = match std::fs::read_dir(parent) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Swept::default()),
         Err(e) => return Err(e),
     };
-    let mut removed = 0;
+    let mut swept = Swept::default();
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
@@ -672,21 +705,21 @@ fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::
         }
         undo(&path);
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => removed += 1,
+            Ok(()) => swept.removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => swept.left.push((path, e)),
         }
     }
-    Ok(removed)
+    Ok(swept)
 }
 
 /// Removes from the cache mount root `root` the directories a killed
 /// build or import left half-made ([`NEW`], [`IMPORT`]), once no process
-/// holds them; returns how many went.
+/// holds them ([`Swept`]).
 ///
 /// # Errors
-/// The I/O error of listing `root` or removing a directory.
-pub(crate) fn sweep_staging(root: &Path) -> std::io::Result<usize> {
+/// The I/O error of listing `root` or locking an entry.
+pub(crate) fn sweep_staging(root: &Path) -> std::io::Result<Swept> {
     sweep_unheld(root, &[NEW, IMPORT], |_| {})
 }
 
@@ -704,13 +737,12 @@ fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
 /// may still hold it) and removed, with what it held (a secret's tmpfs,
 /// a `rw` bind's writes). A directory is another process's while that
 /// process holds its `flock`, which the kernel releases when it dies.
-/// [`Setup::prepare`] sweeps before it makes anything; returns how many
-/// directories went.
+/// [`Setup::prepare`] sweeps before it makes anything; returns what went
+/// and what could not ([`Swept`]: skipped, for the build's warnings).
 ///
 /// # Errors
-/// [`SetupError::Io`] when `work` cannot be listed or a directory not
-/// removed.
-pub fn sweep(work: &Path) -> Result<usize, SetupError> {
+/// [`SetupError::Io`] when `work` cannot be listed or an entry locked.
+pub fn sweep(work: &Path) -> Result<Swept, SetupError> {
     sweep_unheld(work, &[THROWAWAY], |path| {
         // What a RUN mounts there: a tmpfs or a bind on the directory
         // itself, a bind on its `file`, or an overlay on its `merged`
