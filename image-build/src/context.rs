@@ -191,7 +191,7 @@ pub(crate) fn open_beneath(
 /// in the context directory `dir`, or [`DEFAULT_DOCKERFILE_LOWER`] when
 /// there is nothing by the first name (Docker's CLI looks for both, in
 /// that order), read as the context's files are: resolved beneath `dir`
-/// ([`open_beneath`]: a link out of it, or a magic link, is refused, not
+/// (`open_beneath`: a link out of it, or a magic link, is refused, not
 /// followed), and only when it is a regular file, looked at before it is
 /// opened for reading (a FIFO would block the build for ever, and opening
 /// a device node can have effects).

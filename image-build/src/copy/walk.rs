@@ -231,6 +231,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
         exclude_exceptions: has_exceptions(&exclude),
         exclude,
         stack: Vec::new(),
+        excluded_any: false,
     };
     let mut items = Vec::new();
     if !spec.sources.is_empty() {
@@ -268,6 +269,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
         digest,
         items,
         entries: w.entries,
+        excluded_any: w.excluded_any,
     })
 }
 
@@ -356,6 +358,8 @@ struct Walker {
     exclude_exceptions: bool,
     /// The entries of the directories being walked, outermost first.
     stack: Vec<usize>,
+    /// Something the walk met was excluded (the ignore rules, --exclude).
+    excluded_any: bool,
 }
 
 impl Walker {
@@ -493,6 +497,7 @@ impl Walker {
         // The context's root is never excluded; a named or matched source
         // is by the ignore rules, and by --exclude (its path or its name).
         let excluded = !path.is_empty() && src.excluded(path);
+        self.excluded_any |= excluded;
         let name = path.rsplit('/').next().unwrap_or(path);
         if excluded && (ftype != FileType::Directory || !src.exceptions) {
             return Ok(None);
@@ -501,6 +506,7 @@ impl Walker {
             && !path.is_empty()
             && (self.exclude.is_excluded(path) || self.exclude.is_excluded(name))
         {
+            self.excluded_any = true;
             return Ok(None);
         }
         let first = self.entries.len();
@@ -600,6 +606,7 @@ impl Walker {
             };
             let ftype = FileType::from_raw_mode(st.st_mode);
             let excluded = src.excluded(&full) || self.exclude.is_excluded(&rel_s);
+            self.excluded_any |= excluded;
             let is_dir = ftype == FileType::Directory;
             if excluded && !(is_dir && (src.exceptions || self.exclude_exceptions)) {
                 continue;
