@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
+use image_overlay::resolve::{open_in_root, PathResolution};
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 
@@ -140,16 +141,75 @@ impl Context {
 /// named.
 pub const DEFAULT_DOCKERFILE: &str = "Dockerfile";
 
-/// Opens [`DEFAULT_DOCKERFILE`] in the context directory `dir` as the
-/// context's files are read: resolved beneath `dir` (a link out of it, or
-/// a magic link, is refused, not followed), and only when it is a regular
-/// file, looked at before it is opened for reading (a FIFO would block the
-/// build for ever, and opening a device node can have effects).
+/// The name read instead of [`DEFAULT_DOCKERFILE`] when the context has
+/// none by that name (Docker's CLI does the same).
+pub const DEFAULT_DOCKERFILE_LOWER: &str = "dockerfile";
+
+/// Opens `path` (relative to the directory `root`) resolved beneath
+/// `root`: `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, where a
+/// link out of `root` fails with `EXDEV` and a magic link is not followed;
+/// where the kernel has no `openat2` (`ENOSYS`: before Linux 5.6; `EPERM`:
+/// a seccomp profile that refuses calls it does not know, as older
+/// Docker's did), or `resolution` is [`PathResolution::ComponentWalk`],
+/// image-overlay's walk of one component at a time, which keeps every
+/// link inside `root` (one out of it resolves as if `root` were `/`). An
+/// empty path opens `root`. `O_CLOEXEC` is always added.
 ///
 /// # Errors
-/// The I/O error; a link out of the context and anything but a regular
-/// file are [`std::io::ErrorKind::InvalidInput`].
+/// The errno of the failing step.
+pub(crate) fn open_beneath(
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    flags: OFlags,
+    resolution: PathResolution,
+) -> Result<OwnedFd, Errno> {
+    if resolution == PathResolution::Auto {
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        let p: &[u8] = if path.is_empty() { b"." } else { path };
+        let mut tries = 0;
+        loop {
+            match rustix::fs::openat2(root, p, flags | OFlags::CLOEXEC, Mode::empty(), how) {
+                // A rename elsewhere on the system raced the lookup.
+                Err(Errno::AGAIN) if tries < 63 => tries += 1,
+                // No openat2 (or not allowed it): the in-root walk below.
+                // A real refusal of the path is met again there.
+                Err(Errno::NOSYS | Errno::PERM) => break,
+                r => return r,
+            }
+        }
+    }
+    open_in_root(
+        root,
+        path,
+        flags,
+        Mode::empty(),
+        PathResolution::ComponentWalk,
+    )
+}
+
+/// Opens the context's Dockerfile when none is named: [`DEFAULT_DOCKERFILE`]
+/// in the context directory `dir`, or [`DEFAULT_DOCKERFILE_LOWER`] when
+/// there is nothing by the first name (Docker's CLI looks for both, in
+/// that order), read as the context's files are: resolved beneath `dir`
+/// (`open_beneath`: a link out of it, or a magic link, is refused, not
+/// followed), and only when it is a regular file, looked at before it is
+/// opened for reading (a FIFO would block the build for ever, and opening
+/// a device node can have effects).
+///
+/// # Errors
+/// The I/O error (`NotFound` when neither name is there); a link out of
+/// the context and anything but a regular file are
+/// [`std::io::ErrorKind::InvalidInput`].
 pub fn open_dockerfile(dir: &Path) -> std::io::Result<File> {
+    open_dockerfile_with(dir, PathResolution::Auto)
+}
+
+/// [`open_dockerfile`] with the resolution given (a test forces the walk
+/// that stands in for a missing `openat2`).
+pub(crate) fn open_dockerfile_with(
+    dir: &Path,
+    resolution: PathResolution,
+) -> std::io::Result<File> {
     let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
     let root = rustix::fs::openat(
         CWD,
@@ -157,18 +217,64 @@ pub fn open_dockerfile(dir: &Path) -> std::io::Result<File> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-    let mut tries = 0;
-    let pinned = loop {
-        let flags = OFlags::PATH | OFlags::CLOEXEC;
-        match rustix::fs::openat2(&root, DEFAULT_DOCKERFILE, flags, Mode::empty(), how) {
-            // A rename elsewhere on the system raced the lookup.
-            Err(Errno::AGAIN) if tries < 63 => tries += 1,
-            Err(Errno::XDEV) => {
-                return Err(invalid("is a link that leads out of the build context"))
-            }
-            r => break r?,
-        }
+    let open = |name: &str| open_beneath(root.as_fd(), name.as_bytes(), OFlags::PATH, resolution);
+    let pinned = match open(DEFAULT_DOCKERFILE) {
+        Err(Errno::NOENT) => open(DEFAULT_DOCKERFILE_LOWER),
+        r => r,
+    };
+    let pinned = match pinned {
+        Err(Errno::XDEV) => return Err(invalid("is a link that leads out of the build context")),
+        r => r?,
     };
     Ok(File::from(open_if_regular(&pinned)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn read(dir: &Path, res: PathResolution) -> std::io::Result<String> {
+        let mut s = String::new();
+        open_dockerfile_with(dir, res)?.read_to_string(&mut s)?;
+        Ok(s)
+    }
+
+    /// Where `openat2` is missing (`ENOSYS`, or `EPERM` from a seccomp
+    /// profile) the context's Dockerfile is opened by the component walk
+    /// (forced here as the kernel cannot be made to lack the call): read
+    /// as before, a link out of the context resolved inside it (here: to
+    /// nothing) instead of to the host's file, a FIFO refused unopened,
+    /// the lowercase name taken when there is no `Dockerfile`.
+    #[test]
+    fn the_dockerfile_is_opened_by_the_walk_without_openat2() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = tmp.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "FROM host\n").unwrap();
+        let walk = PathResolution::ComponentWalk;
+        let df = ctx.join(DEFAULT_DOCKERFILE);
+        std::fs::write(ctx.join("inside"), "FROM inside\n").unwrap();
+        std::os::unix::fs::symlink("/inside", &df).unwrap();
+        assert_eq!(read(&ctx, walk).unwrap(), "FROM inside\n");
+        std::fs::remove_file(&df).unwrap();
+        for link in [outside.clone(), "../outside".into()] {
+            std::os::unix::fs::symlink(&link, &df).unwrap();
+            let e = read(&ctx, walk).expect_err("a link out");
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{link:?}: {e}");
+            std::fs::remove_file(&df).unwrap();
+        }
+        let made = std::process::Command::new("mkfifo")
+            .arg(&df)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read(&ctx, walk).expect_err("a FIFO");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        std::fs::remove_file(&df).unwrap();
+        std::fs::write(ctx.join(DEFAULT_DOCKERFILE_LOWER), "FROM lower\n").unwrap();
+        assert_eq!(read(&ctx, walk).unwrap(), "FROM lower\n");
+        assert_eq!(read(&ctx, PathResolution::Auto).unwrap(), "FROM lower\n");
+    }
 }

@@ -602,6 +602,33 @@ fn the_contexts_own_dockerfile_is_read_beneath_it_and_only_if_regular() {
     assert_eq!(labels["read"], "inside");
 }
 
+/// With no Dockerfile named, a context without `Dockerfile` gives its
+/// lowercase `dockerfile` (as Docker's CLI, `getDockerfileRelPath`), read
+/// as safely (a link out of the context is refused); `Dockerfile` comes
+/// first when both are there.
+#[test]
+fn a_lowercase_dockerfile_is_read_when_the_context_has_no_dockerfile() {
+    let Some(f) = fixture() else { return };
+    let lower = f.context().join("dockerfile");
+    let build = || build_options_within(&f, BuildOptions::new(f.context()), 30);
+    let label = |r: &BuildResult| config(r).config.clone().unwrap().labels.unwrap()["read"].clone();
+    std::fs::write(&lower, "FROM scratch\nLABEL read=lower\n").unwrap();
+    assert_eq!(label(&build().expect("a lowercase dockerfile")), "lower");
+    std::fs::write(
+        f.context().join("Dockerfile"),
+        "FROM scratch\nLABEL read=upper\n",
+    )
+    .unwrap();
+    assert_eq!(label(&build().expect("both")), "upper");
+    std::fs::remove_file(f.context().join("Dockerfile")).unwrap();
+    std::fs::remove_file(&lower).unwrap();
+    let outside = f.tmp.path().join("outside");
+    std::fs::write(&outside, "FROM scratch\nLABEL read=outside\n").unwrap();
+    std::os::unix::fs::symlink(&outside, &lower).unwrap();
+    let e = build().expect_err("a link out");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e:?}");
+}
+
 /// ENV pairs each cost the same however long `Env` is: 65,536 names, then
 /// 400,000 replacements of the last one. Scanning `Env` for each pair (as
 /// the first version did) is 26 billion comparisons: a quarter of an hour,

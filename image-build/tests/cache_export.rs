@@ -807,3 +807,37 @@ fn half_made_mount_directories_of_a_killed_maker_are_swept_by_the_next_import() 
     assert_eq!(left, [".new-held-1-0", "apt", "apt.lock"]);
     assert!(root.join("apt/sub/half").exists());
 }
+
+/// A half-made directory the import's sweep cannot remove (here an empty
+/// tmpfs left mounted inside it: `rmdir` is `EBUSY`) is skipped and
+/// reported; before, the sweep's error failed this import and every later
+/// one into that root, for good.
+#[test]
+fn a_half_made_mount_directory_that_cannot_be_removed_is_skipped_and_reported() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = OciDir::open_or_create(tmp.path().join("store")).expect("store");
+    let root = tmp.path().join("cache-mounts");
+    let stuck = root.join(".import-stuck");
+    std::fs::create_dir_all(stuck.join("m")).expect("dir");
+    let tmpfs = Mount {
+        fs_type: "tmpfs".into(),
+        source: "tmpfs".into(),
+        target: None,
+        options: vec!["ro".into()],
+    };
+    if SysMounter.mount(&[tmpfs], &stuck.join("m")).is_err() {
+        eprintln!("skipped: mounting a tmpfs needs CAP_SYS_ADMIN");
+        return;
+    }
+    let layout = OciDir::open_or_create(tmp.path().join("cache")).expect("layout");
+    let none = tmp.path().join("no-mounts");
+    export(&store, &[], Some(&none), &layout, DEFAULT_NAME).expect("export");
+    let r = import(&layout, DEFAULT_NAME, &store, Some(&root));
+    SysMounter
+        .unmount(&stuck.join("m"), false)
+        .expect("unmount");
+    let r = r.expect("import");
+    assert_eq!(r.mounts.left, std::slice::from_ref(&stuck));
+    assert!(stuck.is_dir());
+}

@@ -410,6 +410,56 @@ fn a_context_bind_shows_no_file_the_ignore_file_leaves_out() {
     no_mounts_left(&f);
 }
 
+/// A RUN bind of the context whose source the ignore file leaves whole is
+/// the context's directory itself (its inode in the container), not a
+/// copy; where the ignore file excludes something under the source, every
+/// bind of it in the build shows one filtered copy (one inode, across
+/// RUNs and within one), not a copy per RUN; a `rw` bind's writes to it
+/// reach no other RUN. Before, each RUN copied the whole source as soon
+/// as the ignore file had any pattern.
+#[test]
+fn context_binds_copy_only_what_the_ignore_file_changes_once_per_build() {
+    let Some(f) = fixture() else { return };
+    let ctx = f.context();
+    std::fs::write(ctx.join(".dockerignore"), "secret.env\n").unwrap();
+    std::fs::write(ctx.join("secret.env"), "TOKEN=1\n").unwrap();
+    std::fs::create_dir(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("sub/code"), "code\n").unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let sub = ino(&ctx.join("sub")).to_string();
+    let out = output(
+        &f,
+        "RUN --mount=target=/s,source=sub stat -c %i /s\n\
+         RUN --mount=target=/t,source=sub,rw sh -c 'touch /t/new; cat /t/code'\n\
+         RUN --mount=target=/u,source=sub stat -c %i /u\n",
+        |_| {},
+    );
+    assert_eq!(out, [sub.as_str(), "code", sub.as_str()]);
+    assert!(
+        !ctx.join("sub/new").exists(),
+        "a rw bind wrote to the context"
+    );
+    let out = output(
+        &f,
+        "RUN --mount=target=/a --mount=target=/b stat -c %i /a /b\n\
+         RUN --mount=target=/c,rw sh -c 'touch /c/new; ls -A /c'\n\
+         RUN --mount=target=/d sh -c 'stat -c %i /d; ls -A /d'\n",
+        |_| {},
+    );
+    let root = ino(&ctx).to_string();
+    assert_eq!(out.len(), 8, "{out:?}");
+    assert_eq!(out[0], out[1], "two copies in one RUN: {out:?}");
+    assert_eq!(out[0], out[5], "a copy per RUN: {out:?}");
+    assert_ne!(out[0], root, "the context is bound: {out:?}");
+    assert_eq!(out[2..5], [".dockerignore", "new", "sub"]);
+    assert_eq!(out[6..], [".dockerignore", "sub"]);
+    // The build's copy went with it.
+    let work = f.runtime.root().join("build");
+    let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    no_mounts_left(&f);
+}
+
 /// A tmpfs mount takes no more than its size, and is in no layer.
 #[test]
 fn a_tmpfs_mount_honours_its_size() {
@@ -684,6 +734,65 @@ fn a_killed_builds_half_made_cache_directory_is_swept_by_the_next_one_made() {
     no_mounts_left(&f);
 }
 
+/// A stale `.new-*` directory (cache mount root) and a stale RUN
+/// throwaway directory (work) that cannot be removed (an empty tmpfs left
+/// mounted inside each: `rmdir` is `EBUSY`) are skipped with a warning;
+/// before, the sweep's error failed that RUN and every later RUN with a
+/// cache mount, for good.
+#[test]
+fn a_stale_directory_the_sweep_cannot_remove_is_skipped_with_a_warning() {
+    use image_overlay::mount::{Mount, Mounter, SysMounter};
+    let Some(f) = fixture() else { return };
+    let root = cache_dir_root(f.runtime.root());
+    let work = f.runtime.root().join("build");
+    let stuck = [root.join(".new-stuck-1-0"), work.join("run-mount-stuck")];
+    for dir in &stuck {
+        std::fs::create_dir_all(dir.join("m")).unwrap();
+        let tmpfs = Mount {
+            fs_type: "tmpfs".into(),
+            source: "tmpfs".into(),
+            target: None,
+            options: vec!["ro".into()],
+        };
+        SysMounter.mount(&[tmpfs], &dir.join("m")).unwrap();
+    }
+    let (r, events) = build(
+        &f,
+        "RUN --mount=type=cache,target=/var/c,id=fresh-c echo ran\n",
+        |_| {},
+    );
+    let unmount = || {
+        for dir in &stuck {
+            SysMounter.unmount(&dir.join("m"), false).unwrap();
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    };
+    let r = r.map_err(|e| chain(&e));
+    if r.is_err() {
+        unmount();
+    }
+    r.unwrap();
+    assert_eq!(lines(&events), ["ran"]);
+    let warnings: Vec<&String> = events
+        .iter()
+        .filter_map(|e| match e {
+            BuildEvent::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    for dir in &stuck {
+        assert!(dir.is_dir(), "{}", dir.display());
+        let name = dir.display().to_string();
+        assert!(
+            warnings.iter().any(|w| w.contains(&name)),
+            "{name}: {warnings:?}"
+        );
+    }
+    assert!(root.join("fresh-c").is_dir());
+    unmount();
+    no_mounts_left(&f);
+}
+
 /// A mount target through a symlink of the image (`/run -> /etc`, a
 /// relative `../etc`): the runtime makes its mount point where the link
 /// leads, inside the root, and that stub is removed from the layer as any
@@ -845,6 +954,8 @@ fn a_context_bind_mounts_what_was_resolved_not_a_name_swapped_since() {
         context: &context,
         roots: &roots,
         interrupt: None,
+        views: &[],
+        copies: None,
     };
     let names = |dir: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)

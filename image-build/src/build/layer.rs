@@ -168,6 +168,9 @@ enum Work<'a> {
         spec: RunSpec,
         /// The stage it runs in (for its mounts' `from`).
         stage: usize,
+        /// How each of its mounts that binds the context shows it
+        /// ([`Run::mounts_key`]).
+        views: Vec<Option<crate::mounts::ContextView>>,
     },
     /// An `ADD` of remote sources: only a cache record gives its layer.
     Remote { source: String },
@@ -323,19 +326,24 @@ where
     /// (never a secret's value, never a cache's content) and, for a bind
     /// mount, what it reads: the chain ID of a stage's or image's layers,
     /// or the content digest of the context files (added to `inputs`).
+    /// With it, for each mount (by index), how a bind of the context shows
+    /// it when the context has ignore rules, decided from the same walk:
+    /// whole when they exclude nothing under its source, else the build's
+    /// filtered copy of that content.
     fn mounts_key(
         &self,
         spec: &RunSpec,
         stage: usize,
         inputs: &mut Vec<Digest>,
-    ) -> Result<String, StepError> {
+    ) -> Result<(String, Vec<Option<crate::mounts::ContextView>>), StepError> {
         let setup_err = |e| {
             StepError::Run(Box::new(run::RunError::MountSetup {
                 source: Box::new(e),
             }))
         };
         let mut text = String::new();
-        for m in &spec.mounts {
+        let mut views = vec![None; spec.mounts.len()];
+        for (m, view) in spec.mounts.iter().zip(&mut views) {
             text.push_str("\0mount=");
             text.push_str(&m.key());
             let crate::mounts::MountSpec::Bind(b) = m else {
@@ -355,6 +363,13 @@ where
                     let copy = CopySpec::new(vec![rel], "/".to_owned(), "/".to_owned());
                     let plan = copy::plan(&CopySource::Context(self.context), &copy)
                         .map_err(|e| StepError::Copy(Box::new(e)))?;
+                    // The whole source shows what the copy would: the key
+                    // is the plan's either way.
+                    *view = Some(if plan.excluded_any() {
+                        crate::mounts::ContextView::Filtered(plan.digest.clone())
+                    } else {
+                        crate::mounts::ContextView::Whole
+                    });
                     inputs.push(plan.digest);
                 }
                 None => {
@@ -375,7 +390,7 @@ where
                 }
             }
         }
-        Ok(text)
+        Ok((text, views))
     }
 
     /// Runs one RUN, COPY or ADD (expanded) of stage `stage_index` on
@@ -429,7 +444,7 @@ where
                     .iter()
                     .map(|(name, data)| Digest::sha256(&[name.as_bytes(), b"\0", data].concat()))
                     .collect();
-                let mounts = self.mounts_key(&spec, stage_index, &mut files)?;
+                let (mounts, views) = self.mounts_key(&spec, stage_index, &mut files)?;
                 let entry = history::run(&spec.args, &args);
                 let by = entry.created_by.clone().unwrap_or_default();
                 // A privileged run's result is not the sandbox's: each keys
@@ -447,6 +462,7 @@ where
                     Work::Run {
                         spec,
                         stage: stage_index,
+                        views,
                     },
                     key,
                     entry,
@@ -629,7 +645,11 @@ where
                     source,
                 })));
             }
-            Work::Run { mut spec, stage } => {
+            Work::Run {
+                mut spec,
+                stage,
+                views,
+            } => {
                 // The mounts' host side, undone (and the roots they read
                 // unmounted) when this arm ends.
                 let mut roots = Vec::new();
@@ -650,6 +670,8 @@ where
                     context: self.context,
                     roots: &paths,
                     interrupt: interrupt.as_ref(),
+                    views: &views,
+                    copies: Some(self.context_copies),
                 }
                 .prepare(&spec.mounts)
                 .map_err(|e| {
@@ -657,6 +679,11 @@ where
                         source: Box::new(e),
                     }))
                 })?;
+                for message in &prepared.warnings {
+                    self.emit(&BuildEvent::Warning {
+                        message: message.clone(),
+                    });
+                }
                 spec.binds.clone_from(&prepared.binds);
                 spec.env.extend(prepared.env.iter().cloned());
                 let mut output = |stream, line: &[u8]| {

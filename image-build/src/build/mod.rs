@@ -383,6 +383,7 @@ where
         );
         let multi = plans.len() > 1;
         let shared_observer: Mutex<&mut dyn Observer> = Mutex::new(observer);
+        let context_copies = crate::mounts::ContextCopies::default();
         let runs: Vec<Run<'_, S>> = plans
             .iter()
             .map(|plan| Run {
@@ -408,6 +409,7 @@ where
                 declared: &declared,
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
+                context_copies: &context_copies,
             })
             .collect();
         if let Some(first) = runs.first() {
@@ -537,6 +539,9 @@ struct Run<'b, S: ?Sized> {
     /// The caller's progress with the build's interrupt: what every long
     /// operation of every stage reports to and is stopped by.
     tracker: Tracker,
+    /// The filtered copies of the context its RUN binds share (across
+    /// the platforms), removed when the build ends.
+    context_copies: &'b crate::mounts::ContextCopies,
 }
 
 /// Builds every stage each platform's target needs (each of `runs` is one

@@ -237,6 +237,9 @@ pub struct MountImport {
     pub kept: usize,
     /// Entries that are no cache mount of ours (skipped).
     pub foreign: usize,
+    /// Staging directories a killed build or import left that could not
+    /// be removed (skipped; the next import tries again).
+    pub left: Vec<std::path::PathBuf>,
 }
 
 /// Makes the cache mounts that `entries` (cache index entries of `src`
@@ -256,7 +259,12 @@ pub fn import_mounts<P: Provider + ?Sized>(
     }
     std::fs::create_dir_all(root).map_err(root_err(root))?;
     // What an import or a build killed half-way left.
-    crate::mounts::sweep_staging(root).map_err(root_err(root))?;
+    report.left = crate::mounts::sweep_staging(root)
+        .map_err(root_err(root))?
+        .left
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
     for d in entries {
         let Some(name) = mount_entry_name(d).filter(|n| is_mount_name(n)) else {
             report.foreign += 1;

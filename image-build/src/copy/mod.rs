@@ -117,9 +117,16 @@ pub struct CopyPlan {
     pub created_by_source: String,
     items: Vec<walk::Item>,
     entries: Vec<walk::Entry>,
+    excluded_any: bool,
 }
 
 impl CopyPlan {
+    /// True when the ignore rules (or `--exclude`) left out something the
+    /// walk met: false means the copy holds all of its sources.
+    pub fn excluded_any(&self) -> bool {
+        self.excluded_any
+    }
+
     /// How many files, directories and links the copy writes (archives
     /// count as one).
     pub fn entries(&self) -> usize {

@@ -9,7 +9,7 @@ use image_core::digest::Algorithm;
 use image_core::path::{clean_absolute, clean_relative};
 use image_core::Digest;
 use image_overlay::resolve::{open_in_root, PathResolution};
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
@@ -119,25 +119,9 @@ impl Source<'_> {
 
     pub(crate) fn open(&self, path: &[u8], flags: OFlags) -> Result<OwnedFd, Errno> {
         if self.beneath {
-            let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-            let p: &[u8] = if path.is_empty() { b"." } else { path };
-            let mut tries = 0;
-            loop {
-                match rfs::openat2(self.fd(), p, flags | OFlags::CLOEXEC, Mode::empty(), how) {
-                    Err(Errno::AGAIN) if tries < 63 => tries += 1,
-                    // No openat2: the in-root walk still keeps every link
-                    // inside the context.
-                    Err(Errno::NOSYS) => break,
-                    r => return r,
-                }
-            }
+            return crate::context::open_beneath(self.fd(), path, flags, PathResolution::Auto);
         }
-        let res = if self.beneath {
-            PathResolution::ComponentWalk
-        } else {
-            PathResolution::Auto
-        };
-        open_in_root(self.fd(), path, flags, Mode::empty(), res)
+        open_in_root(self.fd(), path, flags, Mode::empty(), PathResolution::Auto)
     }
 
     /// Opens the source of the plan's copy: the context or the `--from`
@@ -247,6 +231,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
         exclude_exceptions: has_exceptions(&exclude),
         exclude,
         stack: Vec::new(),
+        excluded_any: false,
     };
     let mut items = Vec::new();
     if !spec.sources.is_empty() {
@@ -284,6 +269,7 @@ pub(crate) fn plan(source: &CopySource<'_>, spec: &CopySpec) -> Result<CopyPlan,
         digest,
         items,
         entries: w.entries,
+        excluded_any: w.excluded_any,
     })
 }
 
@@ -372,6 +358,8 @@ struct Walker {
     exclude_exceptions: bool,
     /// The entries of the directories being walked, outermost first.
     stack: Vec<usize>,
+    /// Something the walk met was excluded (the ignore rules, --exclude).
+    excluded_any: bool,
 }
 
 impl Walker {
@@ -509,6 +497,7 @@ impl Walker {
         // The context's root is never excluded; a named or matched source
         // is by the ignore rules, and by --exclude (its path or its name).
         let excluded = !path.is_empty() && src.excluded(path);
+        self.excluded_any |= excluded;
         let name = path.rsplit('/').next().unwrap_or(path);
         if excluded && (ftype != FileType::Directory || !src.exceptions) {
             return Ok(None);
@@ -517,6 +506,7 @@ impl Walker {
             && !path.is_empty()
             && (self.exclude.is_excluded(path) || self.exclude.is_excluded(name))
         {
+            self.excluded_any = true;
             return Ok(None);
         }
         let first = self.entries.len();
@@ -616,6 +606,7 @@ impl Walker {
             };
             let ftype = FileType::from_raw_mode(st.st_mode);
             let excluded = src.excluded(&full) || self.exclude.is_excluded(&rel_s);
+            self.excluded_any |= excluded;
             let is_dir = ftype == FileType::Directory;
             if excluded && !(is_dir && (src.exceptions || self.exclude_exceptions)) {
                 continue;

@@ -56,8 +56,8 @@ use std::path::{Path, PathBuf};
 mod prepare;
 
 pub use prepare::{
-    context_path, has_ignore_rules, resolve_in_context, sweep, HostBind, Prepared, Secret, Setup,
-    SetupError,
+    context_path, has_ignore_rules, resolve_in_context, sweep, ContextCopies, ContextView,
+    HostBind, Prepared, Secret, Setup, SetupError, Swept,
 };
 pub(crate) use prepare::{locked_dir, sweep_staging, IMPORT};
 

@@ -184,6 +184,9 @@ pub struct Prepared {
     pub binds: Vec<HostBind>,
     /// `KEY=value` entries for the run's environment (secrets with `env=`).
     pub env: Vec<String>,
+    /// What did not stop the RUN but the user should hear of (a stale
+    /// directory a sweep could not remove, [`Swept::warnings`]).
+    pub warnings: Vec<String>,
     // Dropped in declaration order: mounts, then their directories, then
     // the locks.
     mounts: Vec<MountGuard<SysMounter>>,
@@ -210,6 +213,45 @@ pub struct Setup<'a> {
     /// Stops a wait for a `sharing=locked` cache mount another build
     /// holds ([`SetupError::Cancelled`]).
     pub interrupt: Option<&'a image_core::Interrupt>,
+    /// For the specs given to [`Setup::prepare`] (by index), how each bind
+    /// of the context shows it when the context has ignore rules, from the
+    /// walk that keyed the RUN; a bind with none here is copied for its
+    /// RUN alone.
+    pub views: &'a [Option<ContextView>],
+    /// The build's shared filtered copies ([`ContextView::Filtered`]);
+    /// None: each is copied for its RUN alone.
+    pub copies: Option<&'a ContextCopies>,
+}
+
+/// How a RUN shows a bind of the context when the context has ignore
+/// rules, decided from the walk that keyed the RUN (a `COPY` plan of the
+/// source from the context).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextView {
+    /// The rules exclude nothing under the source: it is bound as it is,
+    /// as without rules (no copy).
+    Whole,
+    /// They exclude something: the filtered copy of the source whose plan
+    /// has this digest, made once for the build ([`ContextCopies`]).
+    Filtered(image_core::Digest),
+}
+
+/// The filtered copies of the context that one build's RUNs share, one
+/// for each source and content ([`ContextView::Filtered`]): made by the
+/// first RUN that binds it, in a throwaway directory of [`Setup::work`]
+/// held (`flock`) until the build drops this, which removes them.
+#[derive(Debug, Default)]
+pub struct ContextCopies {
+    made: std::sync::Mutex<BTreeMap<(String, image_core::Digest), SharedCopy>>,
+}
+
+#[derive(Debug)]
+struct SharedCopy {
+    /// The copy of the source (a directory, or a file in one).
+    path: PathBuf,
+    // Dropped in order: the directory removed, then its lock let go.
+    _dir: tempfile::TempDir,
+    _lock: OwnedFd,
 }
 
 impl Setup<'_> {
@@ -218,17 +260,33 @@ impl Setup<'_> {
     /// # Errors
     /// [`SetupError`]; what was made before the failure is undone.
     pub fn prepare(&self, specs: &[MountSpec]) -> Result<Prepared, SetupError> {
-        if !specs.is_empty() {
-            sweep(self.work)?;
-        }
         let mut p = Prepared::default();
-        for spec in specs {
+        if !specs.is_empty() {
+            p.warnings.extend(sweep(self.work)?.warnings());
+        }
+        for (i, spec) in specs.iter().enumerate() {
             match spec {
                 MountSpec::Bind(b) => {
                     let resolved = self.resolve(b.from.as_deref(), &b.source)?;
-                    let source = if b.from.is_none() && has_ignore_rules(self.context) {
-                        // A copy, already throwaway: rw as it is.
-                        self.context_copy(&mut p, &resolved, &b.source)?
+                    let filtered = b.from.is_none() && has_ignore_rules(self.context);
+                    let view = self.views.get(i).and_then(Option::as_ref);
+                    let shared = match (view, self.copies) {
+                        (Some(ContextView::Filtered(digest)), Some(copies)) if filtered => {
+                            Some(self.shared_copy(copies, &resolved, &b.source, digest)?)
+                        }
+                        _ => None,
+                    };
+                    let source = if let Some(shared) = shared {
+                        // The build's copy, which no RUN may change.
+                        if b.rw {
+                            self.throwaway(&mut p, &shared, &b.source)?
+                        } else {
+                            shared
+                        }
+                    } else if filtered && view != Some(&ContextView::Whole) {
+                        // A copy for this RUN alone: rw as it is.
+                        let tree = self.temp_dir(&mut p)?.join("tree");
+                        self.context_copy(&tree, &resolved, &b.source)?
                     } else {
                         let source = self.pin(&mut p, &resolved)?;
                         if b.rw {
@@ -349,18 +407,17 @@ impl Setup<'_> {
 
     /// What a bind of the context shows of `resolved` (the source `given`,
     /// resolved in the context) when the context has ignore rules: a copy,
-    /// in a throwaway directory, made as a `COPY` of it from the context
+    /// in `tree` (made here, in a throwaway directory), made as a `COPY` of it from the context
     /// makes it, so that what the rules leave out is not there (as in
     /// BuildKit, whose context holds only what they let through).
     fn context_copy(
         &self,
-        p: &mut Prepared,
+        tree: &Path,
         resolved: &OwnedFd,
         given: &str,
     ) -> Result<PathBuf, SetupError> {
         let rel = context_relative(self.context, resolved, given)?;
-        let tree = self.temp_dir(p)?.join("tree");
-        std::fs::create_dir(&tree).map_err(io("making", &tree))?;
+        std::fs::create_dir(tree).map_err(io("making", tree))?;
         let spec = CopySpec::new(vec![rel.clone()], "/".to_owned(), "/".to_owned());
         let source = CopySource::Context(self.context);
         let failed = |e| SetupError::ContextCopy {
@@ -368,14 +425,50 @@ impl Setup<'_> {
             source: Box::new(e),
         };
         let plan = copy::plan(&source, &spec).map_err(failed)?;
-        copy::apply(&plan, &source, &spec, &tree).map_err(failed)?;
-        let st = rustix::fs::fstat(resolved).map_err(|e| io("looking at", &tree)(e.into()))?;
+        copy::apply(&plan, &source, &spec, tree).map_err(failed)?;
+        let st = rustix::fs::fstat(resolved).map_err(|e| io("looking at", tree)(e.into()))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
-            return Ok(tree);
+            return Ok(tree.to_owned());
         }
         // A file is copied into the directory under its name.
         let name = rel.rsplit('/').next().unwrap_or(&rel);
         Ok(tree.join(name))
+    }
+
+    /// The build's filtered copy of `resolved` (the source `given`) whose
+    /// plan had `digest` when the RUN was keyed: the one made before, else
+    /// made now ([`Setup::context_copy`]) and kept in `copies` for the
+    /// build's other RUNs.
+    fn shared_copy(
+        &self,
+        copies: &ContextCopies,
+        resolved: &OwnedFd,
+        given: &str,
+        digest: &image_core::Digest,
+    ) -> Result<PathBuf, SetupError> {
+        let key = (
+            context_relative(self.context, resolved, given)?,
+            digest.clone(),
+        );
+        // Held while the copy is made: another stage's RUN of the same
+        // source waits for it rather than making its own.
+        let mut made = copies.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = made.get(&key) {
+            return Ok(c.path.clone());
+        }
+        std::fs::create_dir_all(self.work).map_err(io("making", self.work))?;
+        let (dir, lock) =
+            locked_dir(self.work, THROWAWAY).map_err(io("making a directory in", self.work))?;
+        let path = self.context_copy(&dir.path().join("tree"), resolved, given)?;
+        made.insert(
+            key,
+            SharedCopy {
+                path: path.clone(),
+                _dir: dir,
+                _lock: lock,
+            },
+        );
+        Ok(path)
     }
 
     /// A writable throwaway view of `source` (`given` in the Dockerfile):
@@ -492,7 +585,8 @@ impl Setup<'_> {
         // Made in a directory of its own, locked while it is made (builds
         // in threads may make the same id at once: the first rename wins),
         // which a killed build leaves for the next maker to sweep.
-        sweep_staging(&root).map_err(io("sweeping", &root))?;
+        let swept = sweep_staging(&root).map_err(io("sweeping", &root))?;
+        p.warnings.extend(swept.warnings());
         let (staging, _lock) =
             locked_dir(&root, NEW).map_err(io("making a directory in", &root))?;
         let new = staging.path().join(&name);
@@ -643,17 +737,46 @@ pub(crate) fn locked_dir(
     ))
 }
 
+/// What a sweep removed, and what it could not.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Swept {
+    /// Directories removed.
+    pub removed: usize,
+    /// Directories no process held that could not be removed (a mount
+    /// left on something inside, a read-only file system), left where they
+    /// are with the error: the next sweep tries them again.
+    pub left: Vec<(PathBuf, std::io::Error)>,
+}
+
+impl Swept {
+    /// One line for each directory left, for the build's warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        self.left
+            .iter()
+            .map(|(path, e)| {
+                format!(
+                    "could not remove {} (left by a build that stopped): {e}",
+                    path.display()
+                )
+            })
+            .collect()
+    }
+}
+
 /// Removes from `parent` the directories named with one of `prefixes`
 /// that no process holds (their maker's `flock`, see [`locked_dir`]),
-/// calling `undo` on each first; returns how many went. An entry that is
-/// not a directory (a link) is left alone.
-fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::io::Result<usize> {
+/// calling `undo` on each first. An entry that is not a directory (a
+/// link) is left alone; one that cannot be removed is skipped and listed
+/// in [`Swept::left`], so that one stuck directory does not stop every
+/// later RUN or import.
+fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::io::Result<Swept> {
     let entries = match std::fs::read_dir(parent) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Swept::default()),
         Err(e) => return Err(e),
     };
-    let mut removed = 0;
+    let mut swept = Swept::default();
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
@@ -672,21 +795,21 @@ fn sweep_unheld(parent: &Path, prefixes: &[&str], undo: impl Fn(&Path)) -> std::
         }
         undo(&path);
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => removed += 1,
+            Ok(()) => swept.removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => swept.left.push((path, e)),
         }
     }
-    Ok(removed)
+    Ok(swept)
 }
 
 /// Removes from the cache mount root `root` the directories a killed
 /// build or import left half-made ([`NEW`], [`IMPORT`]), once no process
-/// holds them; returns how many went.
+/// holds them ([`Swept`]).
 ///
 /// # Errors
-/// The I/O error of listing `root` or removing a directory.
-pub(crate) fn sweep_staging(root: &Path) -> std::io::Result<usize> {
+/// The I/O error of listing `root` or locking an entry.
+pub(crate) fn sweep_staging(root: &Path) -> std::io::Result<Swept> {
     sweep_unheld(root, &[NEW, IMPORT], |_| {})
 }
 
@@ -704,13 +827,12 @@ fn open_dir(path: &Path) -> rustix::io::Result<OwnedFd> {
 /// may still hold it) and removed, with what it held (a secret's tmpfs,
 /// a `rw` bind's writes). A directory is another process's while that
 /// process holds its `flock`, which the kernel releases when it dies.
-/// [`Setup::prepare`] sweeps before it makes anything; returns how many
-/// directories went.
+/// [`Setup::prepare`] sweeps before it makes anything; returns what went
+/// and what could not ([`Swept`]: skipped, for the build's warnings).
 ///
 /// # Errors
-/// [`SetupError::Io`] when `work` cannot be listed or a directory not
-/// removed.
-pub fn sweep(work: &Path) -> Result<usize, SetupError> {
+/// [`SetupError::Io`] when `work` cannot be listed or an entry locked.
+pub fn sweep(work: &Path) -> Result<Swept, SetupError> {
     sweep_unheld(work, &[THROWAWAY], |path| {
         // What a RUN mounts there: a tmpfs or a bind on the directory
         // itself, a bind on its `file`, or an overlay on its `merged`
