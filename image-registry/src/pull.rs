@@ -200,7 +200,7 @@ pub enum PullError {
     },
     /// Indexes nest deeper than this puller follows, or list too many
     /// manifests, or more than
-    /// [`MAX_IMAGE_DOCUMENTS`](crate::client::MAX_IMAGE_DOCUMENTS) bytes of
+    /// [`MAX_IMAGE_DOCUMENTS`] bytes of
     /// them.
     #[error("index {digest} nests too deep or lists too many manifests (or bytes of them)")]
     TooDeep {

@@ -191,7 +191,7 @@ pub use container::{
 };
 pub use error::ContainerError;
 pub use image::ImageStore;
-pub use lookup::LookupError;
+pub use lookup::{LookupError, MAX_SEARCHED};
 pub use model::{
     ContainerRecord, ContainerStatus, Detached, Driver, ImageRef, LogOptions, Owner, RestartPolicy,
     SnapshotRef,
