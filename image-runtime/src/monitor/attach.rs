@@ -70,6 +70,13 @@ pub const OUT_STDERR: u8 = 2;
 /// Monitor → attacher: refused, [`MAX_ATTACHERS`] are attached already
 /// (the only frame, then the connection closes).
 pub const OUT_REFUSED: u8 = 3;
+/// Monitor → attacher: taken in (the first frame; every piece of output
+/// from then on follows it). [`Runtime::attach_stream`](crate::Runtime::attach_stream)
+/// returns once it has it, so an attachment sees all the output written
+/// after it returns, whatever input another attachment sends.
+pub const OUT_ATTACHED: u8 = 4;
+/// How long [`connect`] waits for the monitor to take the attacher in.
+pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors of attaching to a detached container.
 #[derive(Debug, thiserror::Error)]
@@ -552,6 +559,11 @@ impl Hub {
                 let _ = write_frame(&mut conn, OUT_REFUSED, &[]);
                 return;
             }
+            // Said under the lock a broadcast takes, so the output that
+            // follows reaches this attacher whole from here on.
+            if write_frame(&mut &writer, OUT_ATTACHED, &[]).is_err() {
+                return;
+            }
             clients.push((n, writer));
             self.serving.fetch_add(1, Ordering::SeqCst);
         }
@@ -788,7 +800,8 @@ pub fn connect(root: &Path, id: &str) -> Result<Attachment, AttachError> {
         move |source| AttachError::Connect { id, path, source }
     };
     let (_dir, path) = socket_path(&r.bundle).map_err(connect_err(r.bundle.clone()))?;
-    let conn = UnixStream::connect(&path).map_err(connect_err(r.bundle.join(SOCKET)))?;
+    let mut conn = UnixStream::connect(&path).map_err(connect_err(r.bundle.join(SOCKET)))?;
+    taken_in(&mut conn, id)?;
     Ok(Attachment {
         root: root.to_owned(),
         id: id.to_owned(),
@@ -796,6 +809,33 @@ pub fn connect(root: &Path, id: &str) -> Result<Attachment, AttachError> {
         conn,
         detached: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// Waits (at most [`ATTACH_TIMEOUT`]) for the monitor's first frame on
+/// `conn`: [`OUT_ATTACHED`], or why the attacher was not taken in.
+fn taken_in(conn: &mut UnixStream, id: &str) -> Result<(), AttachError> {
+    let io = |what| {
+        let id = id.to_owned();
+        move |source| AttachError::Io { id, what, source }
+    };
+    conn.set_read_timeout(Some(ATTACH_TIMEOUT))
+        .map_err(io("waiting to be taken in"))?;
+    let frame = read_frame(conn).map_err(io("waiting to be taken in"))?;
+    conn.set_read_timeout(None)
+        .map_err(io("waiting to be taken in"))?;
+    match frame {
+        Frame::Data(OUT_ATTACHED, _) => Ok(()),
+        Frame::Data(OUT_REFUSED, _) => Err(AttachError::Busy {
+            id: id.to_owned(),
+            max: MAX_ATTACHERS,
+        }),
+        // Closed before taking it in: the run ended meanwhile.
+        Frame::End => Err(AttachError::NotRunning { id: id.to_owned() }),
+        Frame::TooLong | Frame::Data(..) => Err(AttachError::Protocol {
+            id: id.to_owned(),
+            why: "its first frame is not the greeting",
+        }),
+    }
 }
 
 impl Attachment {
@@ -1014,7 +1054,46 @@ mod tests {
         }
     }
 
-    /// A refused attacher gets a typed `Busy`, not the end of a run.
+    /// A refused attacher gets a typed `Busy` when it connects.
+    #[test]
+    fn a_refused_attacher_is_told_so_when_it_connects() {
+        let (mut mine, mut theirs) = UnixStream::pair().unwrap();
+        write_frame(&mut theirs, OUT_REFUSED, &[]).unwrap();
+        let e = taken_in(&mut mine, "c1").unwrap_err();
+        assert!(matches!(e, AttachError::Busy { .. }), "{e:?}");
+        drop(theirs);
+        let e = taken_in(&mut mine, "c1").unwrap_err();
+        assert!(matches!(e, AttachError::NotRunning { .. }), "{e:?}");
+    }
+
+    /// An attacher the monitor takes in late (its accept thread slow)
+    /// is told so before any output, and once told sees all the output
+    /// that follows: what `attach_stream` returning promises. Before the
+    /// greeting, an attachment could return before the monitor served
+    /// it, and miss what the container wrote meanwhile (a second
+    /// attacher missed the echo of the first one's input under load).
+    #[test]
+    fn an_attacher_sees_all_the_output_once_taken_in() {
+        let hub = Hub::new();
+        let (mut mine, theirs) = UnixStream::pair().unwrap();
+        let adding = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                hub.add(theirs);
+            })
+        };
+        taken_in(&mut mine, "c1").unwrap();
+        hub.broadcast(OUT_STDOUT, b"right after");
+        assert!(matches!(
+            read_frame(&mut mine).unwrap(),
+            Frame::Data(OUT_STDOUT, b) if b == b"right after"
+        ));
+        adding.join().unwrap();
+    }
+
+    /// A refused attacher's frame read by the output copy is a typed
+    /// `Busy` too, not the end of a run.
     #[test]
     fn a_refused_attacher_is_told_so() {
         let (mine, mut theirs) = UnixStream::pair().unwrap();
