@@ -3738,36 +3738,42 @@ mod tests {
         v
     }
 
+    /// A plain tar of `entries` (path, type, data, mode), each owned by
+    /// root with one mtime.
+    fn tar_of<'a>(
+        entries: impl IntoIterator<Item = (String, tar::EntryType, &'a [u8], u32)>,
+    ) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, kind, data, mode) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_path(path).expect("path");
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            tar.append(&h, data).expect("append");
+        }
+        tar.into_inner().expect("tar")
+    }
+
     /// A whiteout that removes a directory the cache holds open (or one of
     /// its ancestors) leaves no stale parent behind: the entries after it
     /// make the path anew, where the layer says, not in the unlinked
     /// directory nor through a link the whiteout removed.
     #[test]
     fn a_whiteout_forgets_the_parent_it_removes() {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut add = |path: &str, kind, data: &[u8]| {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(kind);
-            h.set_path(path).expect("path");
-            h.set_size(data.len() as u64);
-            h.set_mode(if kind == tar::EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            });
-            h.set_mtime(1_700_000_000);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_cksum();
-            tar.append(&h, data).expect("append");
-        };
-        add("a/b/", tar::EntryType::Directory, b"");
-        add(".wh.a", tar::EntryType::Regular, b"");
-        add("a/b/x", tar::EntryType::Regular, b"new");
-        add("l/b/", tar::EntryType::Directory, b"");
-        add(".wh.l", tar::EntryType::Regular, b"");
-        add("l/b/y", tar::EntryType::Regular, b"new");
-        let layer = tar.into_inner().expect("tar");
+        let (dir_entry, file) = (tar::EntryType::Directory, tar::EntryType::Regular);
+        let layer = tar_of([
+            ("a/b/".to_owned(), dir_entry, &b""[..], 0o755),
+            (".wh.a".to_owned(), file, b"", 0o644),
+            ("a/b/x".to_owned(), file, b"new", 0o644),
+            ("l/b/".to_owned(), dir_entry, b"", 0o755),
+            (".wh.l".to_owned(), file, b"", 0o644),
+            ("l/b/y".to_owned(), file, b"new", 0o644),
+        ]);
         let dir = tempfile::tempdir().expect("tempdir");
         // The lower layers: a directory `a` with a file, and `l` a link
         // to the directory `c`.
@@ -3799,29 +3805,17 @@ mod tests {
     /// modes set at the end).
     #[test]
     fn a_new_directory_is_the_parent_of_the_entries_that_follow() {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut add = |path: String, kind, data: &[u8], mode| {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(kind);
-            h.set_path(path).expect("path");
-            h.set_size(data.len() as u64);
-            h.set_mode(mode);
-            h.set_mtime(1_700_000_000);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_cksum();
-            tar.append(&h, data).expect("append");
-        };
+        let mut entries = Vec::new();
         let (mut dirs, mut files) = (0u64, 0u64);
         for d in ["a", "a/b", "a/b/c", "e", "e/f"] {
-            add(format!("{d}/"), tar::EntryType::Directory, b"", 0o751);
+            entries.push((format!("{d}/"), tar::EntryType::Directory, &b""[..], 0o751));
             dirs += 1;
             for i in 0..4 {
-                add(format!("{d}/f{i}"), tar::EntryType::Regular, b"abc", 0o640);
+                entries.push((format!("{d}/f{i}"), tar::EntryType::Regular, b"abc", 0o640));
                 files += 1;
             }
         }
-        let layer = tar.into_inner().expect("tar");
+        let layer = tar_of(entries);
         let dir = tempfile::tempdir().expect("tempdir");
         PARENT_OPENS.with(|c| c.set(0));
         let report = unpack(&layer[..], dir.path(), &UnpackOptions::default()).expect("unpack");
