@@ -21,23 +21,18 @@
 //! checked here, covers all that is unpacked; a provider that is not
 //! [`verified_at_ingest`](image_store::Provider::verified_at_ingest) (a
 //! registry, an archive) has its blobs hashed as they are read. Nothing syncs the target
-//! after a flatten, so the writeback of what it writes is started early,
-//! to go to the disk while the layers are still being unpacked: once a
-//! layer is applied (all but the last), a `syncfs` of the target's
-//! filesystem on a helper thread writes it back in bulk while the next
-//! layers are applied (at most one at a time; the flatten waits for the
-//! last before it returns, so on a filesystem that others fill with dirty
-//! data it may wait for theirs too); and a large file (1 MiB or more) has
-//! its writeback started as it is written. Small files are not started
-//! one by one: a disk request per file cost more CPU than the whole bulk
-//! writeback (see `unpack::WRITEBACK_MIN`). For one
+//! after a flatten, so the writeback of each large file (1 MiB or more) is
+//! started (not waited for) as it is written, on a helper thread: its data
+//! goes to the disk while the layers are still being unpacked. Small files
+//! are left to the kernel's writeback, which writes many in one pass and
+//! merges them into large disk requests: started one by one, each made a
+//! request of its own and the whole cost more CPU than the unpack could
+//! spare (see `unpack::WRITEBACK_MIN`). For one
 //! directory per layer, unpacked in parallel, use the snapshotters and
 //! [`unpack_image`](crate::unpack_image).
 
 use image_core::error::unless_named;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 
 use image_core::manifest::descriptor_media_type;
 use image_core::DescriptorExt;
@@ -153,28 +148,6 @@ pub fn flatten_image<P: Provider + ?Sized>(
     target: &Path,
     options: &UnpackOptions,
 ) -> Result<Vec<UnpackReport>, FlattenError> {
-    flatten_with(store, image, target, options, |dir| {
-        LayerSync::start(dir, |fd: &OwnedFd| {
-            // Best effort: a failure changes nothing of the result.
-            let _ = rustix::fs::syncfs(fd);
-        })
-    })
-}
-
-/// [`flatten_image`], the writeback of each applied layer but the last
-/// started by the [`LayerSync`] `sync` makes of the target directory.
-fn flatten_with<P, F, S>(
-    store: &P,
-    image: &Image,
-    target: &Path,
-    options: &UnpackOptions,
-    sync: S,
-) -> Result<Vec<UnpackReport>, FlattenError>
-where
-    P: Provider + ?Sized,
-    F: Fn(&OwnedFd) + Send + Sync + 'static,
-    S: FnOnce(OwnedFd) -> LayerSync<F>,
-{
     let layers = image.layers();
     let diff_ids = image.diff_ids();
     let compressions = layer_compressions(image)?;
@@ -182,21 +155,6 @@ where
         path: target.to_path_buf(),
         source,
     })?;
-    // Any descriptor of the target's filesystem serves for its syncfs; none
-    // (it cannot be opened) means no early writeback of the layers.
-    let mut synced = (layers.len() > 1)
-        .then(|| {
-            rustix::fs::open(
-                target,
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .ok()
-        })
-        .flatten()
-        .map(sync);
     // The layers are decoded ahead of the applier, on a thread of their
     // own, the next one queued before the current one is applied
     // (`LayersAhead`); on one CPU each is unpacked in turn.
@@ -231,8 +189,7 @@ where
             next = Some(open(index + 1, &mut ahead));
         }
         // Nothing syncs the target after a flatten: its large files'
-        // writeback is started as they are written, and each layer's once
-        // it is applied (`synced`), to overlap the unpack.
+        // writeback is started as they are written, to overlap the unpack.
         let unpacked = match (reader, &mut ahead) {
             (None, Some(ahead)) => ahead.unpack_next(target, &layer_options, true),
             (Some(reader), _) => unpack_read_ahead(reader, target, &layer_options, true),
@@ -241,11 +198,6 @@ where
         let e = match unpacked {
             Ok(report) => {
                 reports.push(report);
-                if index + 1 < layers.len() {
-                    if let Some(sync) = &mut synced {
-                        sync.layer_applied();
-                    }
-                }
                 continue;
             }
             Err(e) => e,
@@ -260,74 +212,7 @@ where
             digest,
         });
     }
-    // Waits for a writeback still running (no thread outlives the call).
-    drop(synced);
     Ok(reports)
-}
-
-/// The bulk writeback of a flatten's layers: once a layer is applied, a
-/// thread runs the sync (a `syncfs` of the target's filesystem) while the
-/// next layers are applied, so most of the data is on its way to the disk
-/// by the time the flatten ends, rather than all of it left to a `sync`
-/// after it. The kernel writes many files back in one pass and merges
-/// their pages into large requests, where a `sync_file_range` per file
-/// made a request of each. At most one sync runs at a time: a layer
-/// applied while one runs starts none (the next sync takes its files
-/// too). On one CPU none is started (the sync would take the CPU the
-/// unpack needs). Dropped, it waits for the sync running.
-struct LayerSync<F> {
-    /// The target's directory, shared with the thread.
-    dir: std::sync::Arc<OwnedFd>,
-    sync: std::sync::Arc<F>,
-    running: Option<JoinHandle<()>>,
-    /// Syncs started.
-    started: usize,
-    /// Off (one CPU): [`layer_applied`](LayerSync::layer_applied) does
-    /// nothing.
-    on: bool,
-}
-
-impl<F: Fn(&OwnedFd) + Send + Sync + 'static> LayerSync<F> {
-    /// A layer sync of the filesystem of `dir`, running `sync` on it.
-    fn start(dir: OwnedFd, sync: F) -> Self {
-        LayerSync {
-            dir: std::sync::Arc::new(dir),
-            sync: std::sync::Arc::new(sync),
-            running: None,
-            started: 0,
-            on: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
-        }
-    }
-
-    /// A layer is applied: starts the sync on a thread, unless one still
-    /// runs (or no thread can be had: the writeback is then the kernel's).
-    fn layer_applied(&mut self) {
-        if !self.on || self.running.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        if let Some(done) = self.running.take() {
-            let _ = done.join();
-        }
-        let (dir, sync) = (
-            std::sync::Arc::clone(&self.dir),
-            std::sync::Arc::clone(&self.sync),
-        );
-        let spawned = std::thread::Builder::new()
-            .name("layer-sync".into())
-            .spawn(move || sync(&dir));
-        if let Ok(thread) = spawned {
-            self.running = Some(thread);
-            self.started += 1;
-        }
-    }
-}
-
-impl<F> Drop for LayerSync<F> {
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            let _ = running.join();
-        }
-    }
 }
 
 /// The compression of each of `image`'s layers, decided by its media type
@@ -425,122 +310,4 @@ pub(crate) fn open_layer<P: Provider + ?Sized>(
             source: Box::new(source),
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::append::{append_dir, ConfigChanges};
-    use image_core::Platform;
-    use image_store::image::resolve_image;
-    use image_store::OciDir;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc, Mutex};
-
-    fn dir_fd(path: &Path) -> OwnedFd {
-        rustix::fs::open(
-            path,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-            rustix::fs::Mode::empty(),
-        )
-        .expect("open")
-    }
-
-    /// An image of `layers` layers of one small file each, tagged `t/img:1`.
-    fn image_of(work: &Path, layers: usize) -> (OciDir, Image) {
-        let store = OciDir::open_or_create(work.join("layout")).expect("layout");
-        let platform: Platform = "linux/amd64".parse().expect("platform");
-        let mut base: Option<String> = None;
-        for i in 0..layers {
-            let src = work.join(format!("src{i}"));
-            std::fs::create_dir_all(&src).expect("mkdir");
-            std::fs::write(src.join(format!("f{i}")), vec![i as u8; 5000]).expect("write");
-            let tag = format!("t/img:{i}");
-            append_dir(
-                &store,
-                base.as_deref(),
-                &src,
-                &platform,
-                &ConfigChanges::default(),
-                &tag,
-            )
-            .expect("append");
-            base = Some(tag);
-        }
-        let image =
-            resolve_image(&store, base.as_deref().expect("a layer"), None).expect("resolve");
-        (store, image)
-    }
-
-    /// A flatten starts the bulk writeback after each layer but the last
-    /// (never more than one at a time, so once or twice for three layers;
-    /// none for one layer), on the target's filesystem, and has waited for
-    /// it when it returns.
-    #[test]
-    fn a_flatten_writes_back_each_layer_but_the_last_and_waits_for_it() {
-        if !std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
-            eprintln!(
-                "SKIP a_flatten_writes_back_each_layer_but_the_last_and_waits_for_it: one CPU"
-            );
-            return;
-        }
-        for (layers, least, most) in [(1, 0, 0), (3, 1, 2)] {
-            let work = tempfile::tempdir().expect("tempdir");
-            let (store, image) = image_of(work.path(), layers);
-            let target = work.path().join("out");
-            let done = Arc::new(AtomicUsize::new(0));
-            let device = Arc::new(Mutex::new(Vec::new()));
-            let (d, dev) = (Arc::clone(&done), Arc::clone(&device));
-            let reports = flatten_with(&store, &image, &target, &UnpackOptions::default(), |dir| {
-                LayerSync::start(dir, move |fd: &OwnedFd| {
-                    dev.lock()
-                        .expect("lock")
-                        .push(rustix::fs::fstat(fd).expect("stat").st_dev);
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    d.fetch_add(1, Ordering::SeqCst);
-                })
-            })
-            .expect("flatten");
-            assert_eq!(reports.len(), layers);
-            let n = done.load(Ordering::SeqCst);
-            assert!((least..=most).contains(&n), "{n} syncs for {layers} layers");
-            let dev = rustix::fs::stat(&target).expect("stat").st_dev;
-            assert!(device.lock().expect("lock").iter().all(|d| *d == dev));
-            for i in 0..layers {
-                assert_eq!(
-                    std::fs::read(target.join(format!("f{i}")))
-                        .expect("read")
-                        .len(),
-                    5000
-                );
-            }
-        }
-    }
-
-    /// A layer applied while a sync runs starts none; dropping the layer
-    /// sync waits for the one running.
-    #[test]
-    fn one_sync_at_a_time_and_a_drop_waits_for_it() {
-        let work = tempfile::tempdir().expect("tempdir");
-        let (go, wait) = mpsc::channel::<()>();
-        let wait = Mutex::new(wait);
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = Arc::clone(&ran);
-        let mut sync = LayerSync::start(dir_fd(work.path()), move |_: &OwnedFd| {
-            let _ = wait.lock().expect("lock").recv();
-            r.fetch_add(1, Ordering::SeqCst);
-        });
-        sync.on = true;
-        sync.layer_applied();
-        sync.layer_applied();
-        sync.layer_applied();
-        assert_eq!(sync.started, 1);
-        let dropped = std::thread::spawn(move || drop(sync));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(!dropped.is_finished(), "the drop did not wait for the sync");
-        assert_eq!(ran.load(Ordering::SeqCst), 0);
-        go.send(()).expect("send");
-        dropped.join().expect("join");
-        assert_eq!(ran.load(Ordering::SeqCst), 1);
-    }
 }
