@@ -327,14 +327,32 @@ fn docker_config_path() -> anyhow::Result<PathBuf> {
 }
 
 /// Changes the `auths` of the Docker config file at `path` (other keys
-/// kept), written beside it with mode 0600 and renamed over it.
+/// kept), written beside it with mode 0600 and renamed over it. A config
+/// file that is a symlink (a dotfile manager's link into a repository) is
+/// written through: the file it resolves to is replaced (or made, for a
+/// dangling link), the link kept, as Docker's CLI does (`configfile.Save`
+/// resolves the link first). Replacing the link with a file cut the
+/// user's file off from it.
 fn edit_config(
     path: &Path,
     change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    // A dangling link names the file to make (its directory must exist).
+    let linked = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Some(std::fs::canonicalize(path).or_else(|_| {
+            std::fs::read_link(path).map(|to| path.parent().unwrap_or(Path::new("")).join(to))
+        })),
+        _ => None,
+    };
+    let resolved = linked
+        .transpose()
+        .with_context(|| format!("resolving the link {}", path.display()))?;
+    let path = resolved.as_deref().unwrap_or(path);
     let dir = path.parent().context("the config file has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if resolved.is_none() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut doc = match std::fs::File::open(path) {
         Ok(f) => {
             let mut raw = Vec::new();
@@ -495,4 +513,47 @@ pub fn copy(src: End<'_>, dst: End<'_>, ui: &UiArgs, flags: &CopyFlags) -> anyho
         report.referrers.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config file that is a link is written through it: the link stays,
+    /// the file it names gets the change, other keys kept. Before, the link
+    /// was replaced with a new file.
+    #[test]
+    fn a_linked_config_file_is_written_through_the_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dotfiles = dir.path().join("dotfiles");
+        std::fs::create_dir(&dotfiles).expect("mkdir");
+        let real = dotfiles.join("docker-config.json");
+        std::fs::write(&real, br#"{"auths":{},"psFormat":"table"}"#).expect("write");
+        let docker = dir.path().join("docker");
+        std::fs::create_dir(&docker).expect("mkdir");
+        let link = docker.join("config.json");
+        std::os::unix::fs::symlink("../dotfiles/docker-config.json", &link).expect("symlink");
+        // Logs in to `registry` through the link, which must stay one; the
+        // config file it names, after.
+        let login = |registry: &str| {
+            edit_config(&link, |auths| {
+                auths.insert(registry.into(), serde_json::json!({ "auth": "eA==" }));
+            })
+            .expect("edit");
+            let kind = std::fs::symlink_metadata(&link).expect("lstat").file_type();
+            assert!(kind.is_symlink(), "the link was replaced");
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(&real).expect("read"))
+                .expect("json")
+        };
+        let json = login("r.example");
+        assert_eq!(json["auths"]["r.example"]["auth"], "eA==");
+        assert_eq!(json["psFormat"], "table");
+        // Nothing left beside either.
+        assert_eq!(std::fs::read_dir(&docker).expect("ls").count(), 1);
+        assert_eq!(std::fs::read_dir(&dotfiles).expect("ls").count(), 1);
+
+        // A dangling link: the file it names is made.
+        std::fs::remove_file(&real).expect("rm");
+        assert_eq!(login("s.example")["auths"]["s.example"]["auth"], "eA==");
+    }
 }
