@@ -192,6 +192,7 @@ impl ClientBuilder {
                 config: self.config,
                 docker_config: self.docker_config,
                 credentials: self.credentials,
+                looked_up: Mutex::new(HashMap::new()),
                 retry: self.retry,
                 verifying,
                 unverified,
@@ -216,10 +217,27 @@ struct Token {
     expires: Instant,
 }
 
+/// How long a client keeps the credentials its Docker config gave for a
+/// registry and repository before it looks them up again. A credential
+/// helper (`docker-credential-*`) is a process run for each lookup, and a
+/// registry asking for Basic authentication needs the credentials on
+/// every request: a push of a few layers ran the helper a dozen times.
+/// Docker's CLI looks them up once per command; a client may live much
+/// longer, so what it keeps expires (a helper's short-lived password is
+/// looked up again), and a registry that refuses what was sent has them
+/// looked up again at the next request.
+pub const CREDENTIALS_KEPT_FOR: Duration = Duration::from_secs(300);
+
+/// The most lookups a client keeps (registry and repository pairs); when
+/// full, the expired ones go, and if none has, all of them.
+const MAX_KEPT_CREDENTIALS: usize = 1024;
+
 struct Inner {
     config: RegistryConfig,
     docker_config: DockerConfig,
     credentials: HashMap<String, Credentials>,
+    /// What `docker_config` gave, by registry and repository, and when.
+    looked_up: Mutex<HashMap<(String, String), (Credentials, Instant)>>,
     retry: RetryPolicy,
     verifying: reqwest::Client,
     unverified: reqwest::Client,
@@ -870,6 +888,13 @@ impl Client {
                     (auth.as_ref(), body.as_ref()),
                 )
                 .await;
+            if let Ok(resp) = &outcome {
+                if resp.status() == StatusCode::UNAUTHORIZED && auth.is_some() {
+                    // Refused (even after the challenge round): the next
+                    // request looks the credentials up again.
+                    self.forget_credentials(target.domain);
+                }
+            }
             let retry_after = match outcome {
                 // A challenge is learned from the registry's own origin
                 // only: one from a redirect's target (blob storage) would
@@ -1028,17 +1053,51 @@ impl Client {
         scheme
     }
 
+    fn looked_up(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Credentials, Instant)>> {
+        self.inner
+            .looked_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The credentials for `target`: given to the builder, else from the
+    /// Docker config, looked up at most once per [`CREDENTIALS_KEPT_FOR`].
     fn credentials_for(&self, target: &Target<'_>) -> Result<Credentials, RegistryError> {
         if let Some(c) = self.inner.credentials.get(target.domain) {
             return Ok(c.clone());
         }
-        self.inner
+        let key = (target.domain.to_owned(), target.repository.to_owned());
+        if let Some((c, at)) = self.looked_up().get(&key) {
+            if at.elapsed() < CREDENTIALS_KEPT_FOR {
+                return Ok(c.clone());
+            }
+        }
+        // Not under the lock: a helper may take a while.
+        let found = self
+            .inner
             .docker_config
             .credentials(target.domain, target.repository)
             .map_err(|source| RegistryError::Credentials {
                 domain: target.domain.to_owned(),
                 source,
-            })
+            })?;
+        let mut kept = self.looked_up();
+        if kept.len() >= MAX_KEPT_CREDENTIALS {
+            kept.retain(|_, (_, at)| at.elapsed() < CREDENTIALS_KEPT_FOR);
+            if kept.len() >= MAX_KEPT_CREDENTIALS {
+                kept.clear();
+            }
+        }
+        kept.insert(key, (found.clone(), Instant::now()));
+        Ok(found)
+    }
+
+    /// Forgets the credentials looked up for `domain`: it refused what
+    /// was sent, so the next request looks them up again.
+    fn forget_credentials(&self, domain: &str) {
+        self.looked_up().retain(|(d, _), _| d != domain);
     }
 
     /// The `Authorization` header for a request, from what the host asked
@@ -1112,6 +1171,9 @@ impl Client {
                 url: url.clone(),
                 reason: "401 without a Basic or Bearer challenge",
             })?;
+        if had_auth {
+            self.forget_credentials(target.domain);
+        }
         let mut hosts = self.hosts();
         let state = hosts.entry(target.endpoint.host.clone()).or_default();
         let same = state.challenge.as_ref() == Some(&chosen);
