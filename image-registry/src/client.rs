@@ -224,8 +224,9 @@ struct Token {
 /// every request: a push of a few layers ran the helper a dozen times.
 /// Docker's CLI looks them up once per command; a client may live much
 /// longer, so what it keeps expires (a helper's short-lived password is
-/// looked up again), and a registry that refuses what was sent has them
-/// looked up again at the next request.
+/// looked up again), and a 401 from the registry or its token server has
+/// them looked up again for the next try (a Basic registry that refuses
+/// them gets one more round, with what the lookup gives then).
 pub const CREDENTIALS_KEPT_FOR: Duration = Duration::from_secs(300);
 
 /// The most lookups a client keeps (registry and repository pairs); when
@@ -889,9 +890,11 @@ impl Client {
                 )
                 .await;
             if let Ok(resp) = &outcome {
-                if resp.status() == StatusCode::UNAUTHORIZED && auth.is_some() {
-                    // Refused (even after the challenge round): the next
-                    // request looks the credentials up again.
+                if resp.status() == StatusCode::UNAUTHORIZED && resp.url().origin() == url.origin()
+                {
+                    // Refused by the registry (even after the challenge
+                    // round, or with no credentials): the next request
+                    // looks the credentials up again.
                     self.forget_credentials(target.domain);
                 }
             }
@@ -1133,7 +1136,17 @@ impl Client {
                 .and_then(|h| HeaderValue::from_str(&h).ok())
                 .map(sensitive)),
             "bearer" => {
-                let token = self.fetch_token(&challenge, &scope, &credentials).await?;
+                let token = match self.fetch_token(&challenge, &scope, &credentials).await {
+                    Ok(token) => token,
+                    Err(e) => {
+                        // The token server refused them (or failed): the
+                        // next try looks the credentials up again.
+                        if matches!(e, RegistryError::Unauthenticated { .. }) {
+                            self.forget_credentials(target.domain);
+                        }
+                        return Err(e);
+                    }
+                };
                 let header = bearer(&token.value);
                 self.hosts()
                     .entry(host.clone())
@@ -1171,13 +1184,16 @@ impl Client {
                 url: url.clone(),
                 reason: "401 without a Basic or Bearer challenge",
             })?;
-        if had_auth {
-            self.forget_credentials(target.domain);
-        }
+        // What the Docker config gave is looked up again (a helper's
+        // password may have changed since it was kept).
+        self.forget_credentials(target.domain);
         let mut hosts = self.hosts();
         let state = hosts.entry(target.endpoint.host.clone()).or_default();
         let same = state.challenge.as_ref() == Some(&chosen);
-        if had_auth && same && chosen.scheme == "basic" {
+        // Credentials given to the builder and refused are refused; those
+        // of the Docker config get one more round, looked up anew.
+        let given = self.inner.credentials.contains_key(target.domain);
+        if had_auth && same && chosen.scheme == "basic" && given {
             return Err(RegistryError::Unauthenticated {
                 url,
                 reason: "credentials rejected",

@@ -329,30 +329,24 @@ fn docker_config_path() -> anyhow::Result<PathBuf> {
 /// Changes the `auths` of the Docker config file at `path` (other keys
 /// kept), written beside it with mode 0600 and renamed over it. A config
 /// file that is a symlink (a dotfile manager's link into a repository) is
-/// written through: the file it resolves to is replaced (or made, for a
-/// dangling link), the link kept, as Docker's CLI does (`configfile.Save`
-/// resolves the link first). Replacing the link with a file cut the
-/// user's file off from it.
+/// written through: the file it resolves to is replaced (or made, with
+/// its directory, for a dangling link), the link kept, as Docker's CLI
+/// does (`configfile.Save` resolves the link first). Replacing the link
+/// with a file cut the user's file off from it.
 fn edit_config(
     path: &Path,
     change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    // A dangling link names the file to make (its directory must exist).
-    let linked = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Some(std::fs::canonicalize(path).or_else(|_| {
-            std::fs::read_link(path).map(|to| path.parent().unwrap_or(Path::new("")).join(to))
-        })),
+    let resolved = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Some(
+            resolve_link(path).with_context(|| format!("resolving the link {}", path.display()))?,
+        ),
         _ => None,
     };
-    let resolved = linked
-        .transpose()
-        .with_context(|| format!("resolving the link {}", path.display()))?;
     let path = resolved.as_deref().unwrap_or(path);
     let dir = path.parent().context("the config file has no directory")?;
-    if resolved.is_none() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut doc = match std::fs::File::open(path) {
         Ok(f) => {
             let mut raw = Vec::new();
@@ -391,6 +385,30 @@ fn edit_config(
         return Err(e).with_context(|| format!("writing {}", path.display()));
     }
     Ok(())
+}
+
+/// The file the link `path` resolves to; for a dangling link (or a chain
+/// of links ending in nothing), the missing file its last link names, as
+/// Go's `filepath.EvalSymlinks` reports it to Docker's CLI. At most 40
+/// links are followed (the kernel's bound).
+fn resolve_link(path: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::canonicalize(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    let mut at = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&at)?;
+                at = at.parent().unwrap_or(Path::new("")).join(to);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(at),
+            // A directory on the way is missing, or this is not a link.
+            _ => return std::fs::canonicalize(&at),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(40)) // ELOOP
 }
 
 /// The prefix of a registry reference in `imagectl copy`.
@@ -552,8 +570,17 @@ mod tests {
         assert_eq!(std::fs::read_dir(&docker).expect("ls").count(), 1);
         assert_eq!(std::fs::read_dir(&dotfiles).expect("ls").count(), 1);
 
-        // A dangling link: the file it names is made.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&real).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // A dangling link, through a second link: the file the last one
+        // names is made, both links kept.
         std::fs::remove_file(&real).expect("rm");
+        std::fs::rename(&link, docker.join("second")).expect("mv");
+        std::os::unix::fs::symlink("second", &link).expect("symlink");
         assert_eq!(login("s.example")["auths"]["s.example"]["auth"], "eA==");
+        let second = std::fs::symlink_metadata(docker.join("second")).expect("lstat");
+        assert!(second.file_type().is_symlink());
     }
 }
