@@ -951,6 +951,9 @@ impl Client {
         }
         let resp = sent(request.body(body), &method, &url).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
+            // As `send` does: the next request looks the credentials up
+            // again (no redirect is followed here: the 401 is the origin's).
+            self.forget_credentials(target.domain);
             self.learn_challenge(target, &resp, auth.is_some())?;
         }
         Ok(resp)
@@ -1160,7 +1163,8 @@ impl Client {
     }
 
     /// Keeps a 401's challenge for the host; a 401 after credentials were
-    /// sent drops the host's tokens so the next try fetches new ones.
+    /// sent drops the host's tokens so the next try fetches new ones (the
+    /// caller has forgotten the credentials it kept for the registry).
     fn learn_challenge(
         &self,
         target: &Target<'_>,
@@ -1184,14 +1188,12 @@ impl Client {
                 url: url.clone(),
                 reason: "401 without a Basic or Bearer challenge",
             })?;
-        // What the Docker config gave is looked up again (a helper's
-        // password may have changed since it was kept).
-        self.forget_credentials(target.domain);
         let mut hosts = self.hosts();
         let state = hosts.entry(target.endpoint.host.clone()).or_default();
         let same = state.challenge.as_ref() == Some(&chosen);
         // Credentials given to the builder and refused are refused; those
-        // of the Docker config get one more round, looked up anew.
+        // of the Docker config get one more round, looked up anew (the
+        // caller forgot what it kept).
         let given = self.inner.credentials.contains_key(target.domain);
         if had_auth && same && chosen.scheme == "basic" && given {
             return Err(RegistryError::Unauthenticated {
