@@ -338,13 +338,9 @@ fn edit_config(
     change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let resolved = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Some(
-            resolve_link(path).with_context(|| format!("resolving the link {}", path.display()))?,
-        ),
-        _ => None,
-    };
-    let path = resolved.as_deref().unwrap_or(path);
+    let resolved =
+        resolve_link(path).with_context(|| format!("resolving the links to {}", path.display()))?;
+    let path = resolved.as_path();
     let dir = path.parent().context("the config file has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut doc = match std::fs::File::open(path) {
@@ -387,10 +383,11 @@ fn edit_config(
     Ok(())
 }
 
-/// The file the link `path` resolves to; for a dangling link (or a chain
-/// of links ending in nothing), the missing file its last link names, as
-/// Go's `filepath.EvalSymlinks` reports it to Docker's CLI. At most 40
-/// links are followed (the kernel's bound).
+/// The file `path` resolves to, links followed; for a path that does not
+/// exist (a dangling link, a chain of links ending in nothing, no file
+/// yet), the missing file its last link names, or `path` itself, as Go's
+/// `filepath.EvalSymlinks` reports it to Docker's CLI. At most 40 links
+/// are followed (the kernel's bound).
 fn resolve_link(path: &Path) -> std::io::Result<PathBuf> {
     match std::fs::canonicalize(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -408,7 +405,7 @@ fn resolve_link(path: &Path) -> std::io::Result<PathBuf> {
             _ => return std::fs::canonicalize(&at),
         }
     }
-    Err(std::io::Error::from_raw_os_error(40)) // ELOOP
+    Err(rustix::io::Errno::LOOP.into())
 }
 
 /// The prefix of a registry reference in `imagectl copy`.
