@@ -9,8 +9,10 @@
 //! being followed, and the copy reports it as an escape (see
 //! [`crate::copy::CopyError::OutsideContext`]).
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use image_core::error::{Classify, ErrorKind};
@@ -165,17 +167,11 @@ pub(crate) fn open_beneath(
 ) -> Result<OwnedFd, Errno> {
     if resolution == PathResolution::Auto {
         let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        let p: &[u8] = if path.is_empty() { b"." } else { path };
-        let mut tries = 0;
-        loop {
-            match rustix::fs::openat2(root, p, flags | OFlags::CLOEXEC, Mode::empty(), how) {
-                // A rename elsewhere on the system raced the lookup.
-                Err(Errno::AGAIN) if tries < 63 => tries += 1,
-                // No openat2 (or not allowed it): the in-root walk below.
-                // A real refusal of the path is met again there.
-                Err(Errno::NOSYS | Errno::PERM) => break,
-                r => return r,
-            }
+        let p = Path::new(OsStr::from_bytes(path));
+        // `None`: no openat2 here (missing, or refused by a seccomp
+        // filter); the in-root walk below.
+        if let Some(opened) = image_store::fs::openat2_or_none(root, p, flags, Mode::empty(), how) {
+            return opened;
         }
     }
     open_in_root(

@@ -30,9 +30,12 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
+use image_store::fs::openat2_or_none;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
@@ -43,7 +46,8 @@ use rustix::io::Errno;
 pub enum PathResolution {
     /// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS` where the
     /// kernel has it (Linux 5.6 and later), the component walk where it
-    /// does not (`ENOSYS`, also from a seccomp filter).
+    /// does not or a seccomp filter refuses it (`ENOSYS` or `EPERM`:
+    /// [`image_store::fs::openat2_or_none`]).
     #[default]
     Auto,
     /// Always the component walk: one component at a time, each opened
@@ -51,10 +55,6 @@ pub enum PathResolution {
     /// us and kept inside the root.
     ComponentWalk,
 }
-
-/// Whether `openat2` is known to be missing (`ENOSYS`: Linux before 5.6,
-/// or a seccomp filter that hides it).
-static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// Opens `path` (components separated by `/`) under `root` with `flags`,
 /// resolving it as if `root` were `/`: `..` and absolute symlinks never
@@ -76,21 +76,11 @@ pub fn open_in_root(
     mode: Mode,
     resolution: PathResolution,
 ) -> Result<OwnedFd, Errno> {
-    if resolution == PathResolution::Auto && !NO_OPENAT2.load(Ordering::Relaxed) {
-        let p: &[u8] = if path.is_empty() { b"." } else { path };
+    if resolution == PathResolution::Auto {
         let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        // EAGAIN: a rename or mount anywhere raced a `..` of the path;
-        // openat2(2) says to retry (a bounded number of times).
-        let mut tries = 0;
-        loop {
-            match rfs::openat2(root, p, flags | OFlags::CLOEXEC, mode, how) {
-                Err(Errno::AGAIN) if tries < 63 => tries += 1,
-                Err(Errno::NOSYS) => {
-                    NO_OPENAT2.store(true, Ordering::Relaxed);
-                    break;
-                }
-                r => return r,
-            }
+        let p = Path::new(OsStr::from_bytes(path));
+        if let Some(opened) = openat2_or_none(root, p, flags, mode, how) {
+            return opened;
         }
     }
     walk_in_root(root, path, flags, mode)

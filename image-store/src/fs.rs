@@ -499,9 +499,88 @@ impl Drop for TempInUse {
     }
 }
 
-/// Whether `openat2` is known to be missing (`ENOSYS`: Linux before 5.6,
-/// or a seccomp filter hiding it).
+/// Whether `openat2` is known to be unavailable to this process: missing
+/// (`ENOSYS`: Linux before 5.6) or refused by a seccomp filter (`ENOSYS`
+/// or `EPERM`). Set once by [`openat2_or_none`], for every crate of the
+/// family that resolves paths with it.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Opens `path` relative to the directory `dir` with `openat2(2)` and the
+/// resolution `how` (`O_CLOEXEC` added to `flags`), for a caller that has
+/// a walk of its own to fall back on: `None` when `openat2` is
+/// unavailable to this process, so the caller walks instead.
+///
+/// Unavailable means missing (`ENOSYS`: Linux before 5.6) or refused by
+/// a seccomp filter, which answers a call it does not know with `ENOSYS`
+/// (Docker's default profile since 20.10, Podman's) or `EPERM` (older
+/// profiles, and filters written by hand). An `EPERM` can also be the
+/// path's own answer (an immutable file opened for writing, `O_NOATIME`
+/// on another's file): a second `openat2`, of `dir` itself with nothing
+/// asked, tells the two apart, and the path's `EPERM` is returned as it
+/// is. Unavailability is remembered for the process, so later calls
+/// return `None` at once; the store, the layer unpacker and the build
+/// context share it.
+///
+/// `EAGAIN` (a rename or mount anywhere raced the lookup; `openat2(2)`
+/// says to retry) is retried up to 63 times, then returned.
+///
+/// Blocks for the system call; needs no privilege.
+///
+/// # Example
+/// ```
+/// use image_store::fs::openat2_or_none;
+/// use rustix::fs::{Mode, OFlags, ResolveFlags};
+///
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("file"), b"x")?;
+/// let root = rustix::fs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+/// let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+/// match openat2_or_none(&root, "file".as_ref(), OFlags::RDONLY, Mode::empty(), how) {
+///     Some(opened) => drop(opened?),
+///     None => { /* no openat2 here: walk one component at a time */ }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn openat2_or_none(
+    dir: impl AsFd,
+    path: &Path,
+    flags: OFlags,
+    mode: Mode,
+    how: ResolveFlags,
+) -> Option<Result<OwnedFd, Errno>> {
+    if NO_OPENAT2.load(Ordering::Relaxed) {
+        return None;
+    }
+    let dir = dir.as_fd();
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let mut tries = 0;
+    loop {
+        match rfs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, how) {
+            Err(Errno::AGAIN) if tries < 63 => tries += 1,
+            Err(Errno::NOSYS) => break,
+            Err(Errno::PERM) => {
+                let probe = rfs::openat2(
+                    dir,
+                    ".",
+                    OFlags::PATH | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::empty(),
+                );
+                match probe {
+                    Err(Errno::PERM | Errno::NOSYS) => break,
+                    _ => return Some(Err(Errno::PERM)),
+                }
+            }
+            r => return Some(r),
+        }
+    }
+    NO_OPENAT2.store(true, Ordering::Relaxed);
+    None
+}
 
 impl Root {
     /// Opens the directory `path` (following a symlink there).
@@ -875,25 +954,10 @@ fn open_beneath_once(
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     // `..` is refused before the kernel sees it, with either resolution.
     let names = names(rel)?;
-    if !walk && !NO_OPENAT2.load(Ordering::Relaxed) {
-        let p = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
+    if !walk {
         let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
-        // EAGAIN: a rename or mount anywhere raced the lookup; openat2(2)
-        // says to retry (a bounded number of times).
-        let mut tries = 0;
-        loop {
-            match rfs::openat2(dir, p, flags, mode, how) {
-                Err(Errno::AGAIN) if tries < 63 => tries += 1,
-                Err(Errno::NOSYS) => {
-                    NO_OPENAT2.store(true, Ordering::Relaxed);
-                    break;
-                }
-                r => return r,
-            }
+        if let Some(opened) = openat2_or_none(dir, rel, flags, mode, how) {
+            return opened;
         }
     }
     let Some((last, parents)) = names.split_last() else {
@@ -917,6 +981,45 @@ pub use faulty::FaultyFs;
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// An `EPERM` that is the path's own answer (an immutable file opened
+    /// for writing) comes back as it is, and `openat2` is not taken for
+    /// missing: the next open of the same directory still uses it (a
+    /// link at the end is refused with `ELOOP` by `RESOLVE_NO_SYMLINKS`,
+    /// where the caller's walk would be asked instead). Needs root
+    /// (`CAP_LINUX_IMMUTABLE`) and a filesystem with the flag.
+    #[test]
+    fn a_paths_own_eperm_is_not_taken_for_a_missing_openat2() {
+        if !image_testsupport::tools::root("an immutable file") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("locked");
+        std::fs::write(&file, b"kept").expect("write");
+        symlink("locked", dir.path().join("link")).expect("symlink");
+        let f = File::open(&file).expect("open");
+        rfs::ioctl_setflags(&f, rfs::IFlags::IMMUTABLE).expect("chattr +i");
+        let root = rfs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .expect("open the directory");
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+        let opened = openat2_or_none(
+            &root,
+            Path::new("locked"),
+            OFlags::WRONLY,
+            Mode::empty(),
+            how,
+        );
+        let then = openat2_or_none(&root, Path::new("link"), OFlags::RDONLY, Mode::empty(), how);
+        rfs::ioctl_setflags(&f, rfs::IFlags::empty()).expect("chattr -i");
+        assert!(
+            matches!(opened, Some(Err(Errno::PERM))),
+            "the file's EPERM: {opened:?}"
+        );
+        assert!(
+            matches!(then, Some(Err(Errno::LOOP))),
+            "openat2 still used after the file's EPERM: {then:?}"
+        );
+    }
 
     /// A tree with links on the way and at the end, a FIFO, and a target
     /// outside the root that must never be read or written.

@@ -86,16 +86,23 @@ fn mkfifo(path: &Path) {
     .expect("mkfifo");
 }
 
+/// A new layout `dir/name` whose `blobs/sha256` is a link to the empty
+/// directory `dir/elsewhere`; returns both paths.
+fn destination_with_linked_blobs(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dst = dir.join(name);
+    OciDir::open_or_create(&dst).expect("create destination");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::remove_dir(dst.join("blobs/sha256")).expect("rmdir");
+    symlink(&elsewhere, dst.join("blobs/sha256")).expect("symlink");
+    (dst, elsewhere)
+}
+
 #[test]
 fn a_destination_whose_blobs_directory_is_a_symlink_is_not_written_through() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (src, _) = source(dir.path());
-    let dst = dir.path().join("dst");
-    OciDir::open_or_create(&dst).expect("create destination");
-    let elsewhere = dir.path().join("elsewhere");
-    std::fs::create_dir(&elsewhere).expect("mkdir");
-    std::fs::remove_dir(dst.join("blobs/sha256")).expect("rmdir");
-    symlink(&elsewhere, dst.join("blobs/sha256")).expect("symlink");
+    let (dst, elsewhere) = destination_with_linked_blobs(dir.path(), "dst");
 
     let r = within(60, "copy", move || copy_from(src, dst));
     let (kind, msg) = r.expect_err("a symlinked blobs/sha256 must be refused");
@@ -879,4 +886,75 @@ fn the_unverified_reader_keeps_the_checks_before_reading() {
             .map_err(|e| e.kind())
     });
     assert!(kind.is_err(), "a FIFO blob is opened");
+}
+
+/// Where a seccomp filter refuses `openat2` (with `EPERM`, as older Docker
+/// profiles answer a call they do not know, or `ENOSYS`, as newer ones
+/// do), the store walks its paths one component at a time instead: a
+/// copy between two layouts works as it does elsewhere, and a blob or a
+/// blobs directory linked out of a layout is still refused, not followed.
+/// Each errno in a child process of its own, as the fallback, once taken,
+/// is remembered for the process.
+#[test]
+fn where_a_seccomp_filter_refuses_openat2_the_store_walks_and_still_refuses_links() {
+    const NAME: &str =
+        "where_a_seccomp_filter_refuses_openat2_the_store_walks_and_still_refuses_links";
+    if let Some(errno) = std::env::var_os("REFUSE_OPENAT2") {
+        let errno: u16 = errno.to_str().and_then(|e| e.parse().ok()).expect("errno");
+        return refused_openat2_child(errno);
+    }
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let (mut child, lines) =
+            image_testsupport::process::spawn_self(NAME, &[("REFUSE_OPENAT2", errno.to_string())]);
+        let status = child.wait().expect("wait");
+        let said: Vec<String> = lines.iter().collect();
+        assert!(
+            status.success(),
+            "errno {errno}: the child failed: {said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|l| l == "refused openat2: copied, links refused"),
+            "errno {errno}: the child did not get through: {said:?}"
+        );
+    }
+}
+
+/// The child of the test above: the filter on this thread (and the
+/// threads it starts), then the copies.
+fn refused_openat2_child(errno: u16) {
+    image_testsupport::process::child_guard(120);
+    image_testsupport::seccomp::refuse_on_this_thread(libc::SYS_openat2, errno)
+        .expect("install the seccomp filter");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (src, image) = source(dir.path());
+    // The filter holds: openat2 is refused here.
+    let err = rustix::fs::openat2(
+        rustix::fs::CWD,
+        ".",
+        rustix::fs::OFlags::PATH,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::empty(),
+    )
+    .expect_err("openat2 is refused");
+    assert_eq!(err.raw_os_error(), i32::from(errno));
+
+    copy_from(src.clone(), dir.path().join("dst")).expect("copy without openat2");
+    let copied = OciDir::open(dir.path().join("dst")).expect("open the copy");
+    assert!(copied.resolve_tag("app:1").is_ok(), "the copy is tagged");
+
+    let layer = blob_file(&src, image.layers[1].digest().as_ref());
+    move_out_and_link(&layer, &dir.path().join("outside-layer"));
+    let (kind, msg) = copy_from(src, dir.path().join("dst2")).expect_err("refused");
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    assert!(msg.contains("symbolic link"), "{msg}");
+
+    std::fs::create_dir(dir.path().join("third")).expect("mkdir");
+    let (src3, _) = source(&dir.path().join("third"));
+    let (dst3, elsewhere) = destination_with_linked_blobs(dir.path(), "dst3");
+    let (kind, msg) = copy_from(src3, dst3).expect_err("refused");
+    assert_eq!(kind, ErrorKind::Unsafe, "{msg}");
+    let written: Vec<_> = std::fs::read_dir(&elsewhere).expect("read").collect();
+    assert!(written.is_empty(), "written through the link: {written:?}");
+    println!("refused openat2: copied, links refused");
 }

@@ -1,7 +1,8 @@
 //! The test fixtures shared by the crates of the image family, in one place
 //! instead of a copy in each crate's `tests/`: finding a tool and skipping
 //! loudly without it (failing under `CI=true`), bounded child processes,
-//! a tar writer that writes whatever it is told, the check that an error's
+//! a tar writer that writes whatever it is told, a seccomp filter that
+//! refuses one system call, the check that an error's
 //! chain says nothing twice ([`chain`]), compression of test
 //! inputs, busybox-static root filesystems, and, behind features, a store
 //! in a temporary directory, the family's conformance suites and a
@@ -26,7 +27,9 @@
 //!   `image_runtime::testsuite`).
 //! - `registry`: [`registry`] (the distribution server without auth, with
 //!   Basic auth, token auth or TLS, and a fault-injecting proxy).
-#![forbid(unsafe_code)]
+// Unsafe code only where a test needs a system call rustix does not
+// offer (`seccomp`), each with a SAFETY comment.
+#![deny(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // fixtures panic on failure
 
 pub mod chain;
@@ -35,6 +38,7 @@ pub mod process;
 pub mod rng;
 pub mod rootfs;
 pub mod scratch;
+pub mod seccomp;
 pub mod tar;
 pub mod tools;
 

@@ -32,7 +32,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use image_overlay::mount::{Mount, MountGuard, SysMounter};
-use rustix::fs::{FlockOperation, Mode, OFlags, ResolveFlags};
+use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::{cache_dir_root, CacheMount, MountSpec, SecretMount, MAX_SECRET};
@@ -957,13 +957,14 @@ fn open_in_context(context: &Context, source: &str) -> Result<OwnedFd, SetupErro
 /// `source` under the directory `root`, every link resolved inside it,
 /// opened `O_PATH`; its path checked to be beneath `root`'s own path.
 fn open_in(root: &impl AsFd, source: &str) -> Result<OwnedFd, SetupError> {
-    let name = if source.is_empty() { "." } else { source };
-    let fd = rustix::fs::openat2(
-        root,
-        name,
-        OFlags::PATH | OFlags::CLOEXEC,
+    // openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), or the component
+    // walk where a seccomp filter refuses it or the kernel lacks it.
+    let fd = image_overlay::resolve::open_in_root(
+        root.as_fd(),
+        source.as_bytes(),
+        OFlags::PATH,
         Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        image_overlay::PathResolution::Auto,
     )
     .map_err(|e| match e {
         Errno::NOENT | Errno::NOTDIR => SetupError::Source {

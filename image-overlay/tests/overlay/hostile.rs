@@ -898,3 +898,46 @@ fn mutated_layers_never_escape() {
     }
 }
 }
+
+/// Where a seccomp filter refuses `openat2` with `EPERM` (as older Docker
+/// profiles answer a call they do not know), the unpack resolves by the
+/// component walk instead of failing every entry: a layer unpacks, and a
+/// link out of the target is still kept inside it. In a child process of
+/// its own, as the fallback, once taken, is remembered for the process.
+#[test]
+fn where_a_seccomp_filter_refuses_openat2_with_eperm_layers_unpack_contained() {
+    const NAME: &str =
+        "hostile::where_a_seccomp_filter_refuses_openat2_with_eperm_layers_unpack_contained";
+    if std::env::var_os("REFUSE_OPENAT2").is_some() {
+        image_testsupport::process::child_guard(120);
+        image_testsupport::seccomp::refuse_on_this_thread(libc::SYS_openat2, libc::EPERM as u16)
+            .expect("install the seccomp filter");
+        let sb = Sandbox::new();
+        let plain = TarBuf::new()
+            .dir("etc")
+            .file("etc/hostname", b"box\n")
+            .symlink("etc/self", "/etc")
+            .end();
+        run(&sb, &gzip(&plain), &opts()).expect("a plain layer unpacks");
+        let via_link = std::fs::read(sb.target().join("etc/hostname")).expect("unpacked");
+        assert_eq!(via_link, b"box\n");
+        let l1 = TarBuf::new().symlink("evil", &sb.abs_path()).end();
+        run(&sb, &l1, &opts()).expect("layer 1");
+        let l2 = TarBuf::new().file("evil/pwned", b"x").end();
+        let e = unsafe_err(run(&sb, &l2, &opts()));
+        assert!(matches!(e, UnpackError::ParentNotDirectory { .. }), "{e:?}");
+        sb.assert_untouched();
+        println!("refused openat2: unpacked, contained");
+        return;
+    }
+    let (mut child, lines) =
+        image_testsupport::process::spawn_self(NAME, &[("REFUSE_OPENAT2", "1".into())]);
+    let status = child.wait().expect("wait");
+    let said: Vec<String> = lines.iter().collect();
+    assert!(status.success(), "the child failed: {said:?}");
+    assert!(
+        said.iter()
+            .any(|l| l == "refused openat2: unpacked, contained"),
+        "the child did not get through: {said:?}"
+    );
+}
