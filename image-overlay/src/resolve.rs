@@ -149,8 +149,25 @@ fn walk_in_root(
             FileType::Directory if !last => stack.push(fd),
             _ if !last => return Err(Errno::NOTDIR),
             // The last component, not a symlink: open it for real, still
-            // without following (it cannot have become a link unnoticed).
-            _ => return rfs::openat(cur, &comp[..], flags | OFlags::NOFOLLOW, mode),
+            // without following. A link swapped in since the look above
+            // fails that open (`ELOOP`), except for an `O_PATH` open,
+            // which gives the link itself: where the last component is to
+            // be followed, it is looked at again, counted as a link.
+            _ => {
+                let opened = rfs::openat(cur, &comp[..], flags | OFlags::NOFOLLOW, mode)?;
+                if follow_last
+                    && flags.contains(OFlags::PATH)
+                    && FileType::from_raw_mode(rfs::fstat(&opened)?.st_mode) == FileType::Symlink
+                {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(Errno::LOOP);
+                    }
+                    todo.push_front(comp);
+                    continue;
+                }
+                return Ok(opened);
+            }
         }
     }
 }
@@ -165,6 +182,61 @@ fn components(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name swapped between a file and a link (to a file inside the
+    /// root) while the walk opens it `O_PATH`, to be followed: the walk
+    /// never hands out the link itself, which a caller binding or reading
+    /// through `/proc/self/fd` would follow on the host.
+    #[test]
+    fn a_link_swapped_in_under_an_o_path_walk_is_followed_inside_not_handed_out() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("inside"), b"in").expect("write");
+        std::fs::write(dir.path().join("x"), b"file").expect("write");
+        std::os::unix::fs::symlink("/inside", dir.path().join("y")).expect("symlink");
+        let root = rfs::open(dir.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .expect("open root");
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let stop = Arc::clone(&stop);
+            let path = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let d = rfs::open(&path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                    .expect("open");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    rfs::renameat_with(&d, "x", &d, "y", rfs::RenameFlags::EXCHANGE)
+                        .expect("exchange");
+                }
+            })
+        };
+        let mut links = 0;
+        let started = std::time::Instant::now();
+        for _ in 0..200_000 {
+            if started.elapsed() > std::time::Duration::from_secs(5) {
+                break;
+            }
+            let Ok(fd) = open_in_root(
+                root.as_fd(),
+                b"x",
+                OFlags::PATH,
+                Mode::empty(),
+                PathResolution::ComponentWalk,
+            ) else {
+                continue;
+            };
+            let st = rfs::fstat(&fd).expect("fstat");
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                links += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().expect("swapper");
+        assert_eq!(
+            links, 0,
+            "the walk handed out the link itself {links} times"
+        );
+    }
 
     /// What opening a path gave: the file's identity, or the errno.
     fn outcome(r: Result<OwnedFd, Errno>) -> Result<(u64, u64), Errno> {

@@ -895,6 +895,7 @@ fn the_unverified_reader_keeps_the_checks_before_reading() {
 /// blobs directory linked out of a layout is still refused, not followed.
 /// Each errno in a child process of its own, as the fallback, once taken,
 /// is remembered for the process.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn where_a_seccomp_filter_refuses_openat2_the_store_walks_and_still_refuses_links() {
     const NAME: &str =
@@ -922,6 +923,7 @@ fn where_a_seccomp_filter_refuses_openat2_the_store_walks_and_still_refuses_link
 
 /// The child of the test above: the filter on this thread (and the
 /// threads it starts), then the copies.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn refused_openat2_child(errno: u16) {
     image_testsupport::process::child_guard(120);
     image_testsupport::seccomp::refuse_on_this_thread(libc::SYS_openat2, errno)

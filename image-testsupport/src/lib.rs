@@ -38,6 +38,7 @@ pub mod process;
 pub mod rng;
 pub mod rootfs;
 pub mod scratch;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod seccomp;
 pub mod tar;
 pub mod tools;

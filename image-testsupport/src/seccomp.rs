@@ -6,7 +6,8 @@
 //! The filter binds the calling thread and the threads it starts from
 //! then on, for the rest of their lives: run the test in a child process
 //! of its own ([`crate::process::spawn_self`]) when what it sets off is
-//! remembered process-wide.
+//! remembered process-wide. On x86_64 and aarch64 (the architectures
+//! whose `AUDIT_ARCH` it knows).
 #![allow(unsafe_code)]
 
 use std::io;

@@ -899,28 +899,44 @@ fn mutated_layers_never_escape() {
 }
 }
 
-/// Where a seccomp filter refuses `openat2` with `EPERM` (as older Docker
-/// profiles answer a call they do not know), the unpack resolves by the
-/// component walk instead of failing every entry: a layer unpacks, and a
-/// link out of the target is still kept inside it. In a child process of
-/// its own, as the fallback, once taken, is remembered for the process.
+/// Where a seccomp filter refuses `openat2` (with `EPERM`, as older Docker
+/// profiles answer a call they do not know, or `ENOSYS`, as newer ones
+/// do), the unpack resolves by the component walk instead of failing every
+/// entry: a layer unpacks, an entry made through a link inside the target
+/// lands inside it, and a link out of the target is still kept inside it.
+/// Each errno in a child process of its own, as the fallback, once taken,
+/// is remembered for the process.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
-fn where_a_seccomp_filter_refuses_openat2_with_eperm_layers_unpack_contained() {
-    const NAME: &str =
-        "hostile::where_a_seccomp_filter_refuses_openat2_with_eperm_layers_unpack_contained";
-    if std::env::var_os("REFUSE_OPENAT2").is_some() {
+fn where_a_seccomp_filter_refuses_openat2_layers_unpack_contained() {
+    const NAME: &str = "hostile::where_a_seccomp_filter_refuses_openat2_layers_unpack_contained";
+    if let Some(errno) = std::env::var_os("REFUSE_OPENAT2") {
+        let errno: u16 = errno.to_str().and_then(|e| e.parse().ok()).expect("errno");
         image_testsupport::process::child_guard(120);
-        image_testsupport::seccomp::refuse_on_this_thread(libc::SYS_openat2, libc::EPERM as u16)
+        image_testsupport::seccomp::refuse_on_this_thread(libc::SYS_openat2, errno)
             .expect("install the seccomp filter");
+        let err = rustix::fs::openat2(
+            rustix::fs::CWD,
+            ".",
+            rustix::fs::OFlags::PATH,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::empty(),
+        )
+        .expect_err("openat2 is refused");
+        assert_eq!(err.raw_os_error(), i32::from(errno));
         let sb = Sandbox::new();
+        // etc/self -> /etc: the root's etc, so etc/self/motd is etc/motd.
         let plain = TarBuf::new()
             .dir("etc")
             .file("etc/hostname", b"box\n")
             .symlink("etc/self", "/etc")
+            .file("etc/self/motd", b"hi\n")
             .end();
         run(&sb, &gzip(&plain), &opts()).expect("a plain layer unpacks");
-        let via_link = std::fs::read(sb.target().join("etc/hostname")).expect("unpacked");
-        assert_eq!(via_link, b"box\n");
+        let hostname = std::fs::read(sb.target().join("etc/hostname")).expect("unpacked");
+        assert_eq!(hostname, b"box\n");
+        let motd = std::fs::read(sb.target().join("etc/motd")).expect("made through the link");
+        assert_eq!(motd, b"hi\n");
         let l1 = TarBuf::new().symlink("evil", &sb.abs_path()).end();
         run(&sb, &l1, &opts()).expect("layer 1");
         let l2 = TarBuf::new().file("evil/pwned", b"x").end();
@@ -930,14 +946,19 @@ fn where_a_seccomp_filter_refuses_openat2_with_eperm_layers_unpack_contained() {
         println!("refused openat2: unpacked, contained");
         return;
     }
-    let (mut child, lines) =
-        image_testsupport::process::spawn_self(NAME, &[("REFUSE_OPENAT2", "1".into())]);
-    let status = child.wait().expect("wait");
-    let said: Vec<String> = lines.iter().collect();
-    assert!(status.success(), "the child failed: {said:?}");
-    assert!(
-        said.iter()
-            .any(|l| l == "refused openat2: unpacked, contained"),
-        "the child did not get through: {said:?}"
-    );
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let (mut child, lines) =
+            image_testsupport::process::spawn_self(NAME, &[("REFUSE_OPENAT2", errno.to_string())]);
+        let status = child.wait().expect("wait");
+        let said: Vec<String> = lines.iter().collect();
+        assert!(
+            status.success(),
+            "errno {errno}: the child failed: {said:?}"
+        );
+        assert!(
+            said.iter()
+                .any(|l| l == "refused openat2: unpacked, contained"),
+            "errno {errno}: the child did not get through: {said:?}"
+        );
+    }
 }
