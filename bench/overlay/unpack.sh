@@ -208,16 +208,25 @@ run() {
   newfs "$fs"
   if [ -n "${SETUP:-}" ]; then "$SETUP" >/dev/null 2>"$WORK/err.out" || { echo "($name setup failed)"; cat "$WORK/err.out"; }; fi
   if [ "$mode" = cold ]; then drop; else sync; warm_blobs; fi
-  local t0 t1 t2
+  local t0 t1 t2 r0 note=
+  r0=$(reported)
   t0=$(date +%s.%N)
   "$@" >/dev/null 2>"$WORK/err.out" || { echo "($name failed)"; cat "$WORK/err.out"; }
   t1=$(date +%s.%N)
   sync -f "$MNT"
   t2=$(date +%s.%N)
+  [ -z "$r0" ] || [ "$(reported)" = "$r0" ] || note="  (free page reporting: $(( ($(reported) - r0) / 1024 )) MiB given back to the host)"
   echo "$fs $mode $name $(echo "$t1 - $t0" | bc -l) $(echo "$t2 - $t0" | bc -l)" >> "$RESULTS"
-  printf "  %-5s %-4s %-22s exit %7.2fs  durable %7.2fs\n" "$fs" "$mode" "$name" \
-    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t0" | bc -l)"
+  printf "  %-5s %-4s %-22s exit %7.2fs  durable %7.2fs%s\n" "$fs" "$mode" "$name" \
+    "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t0" | bc -l)" "$note"
 }
+# reported: KiB of free memory this VM's balloon has reported to the host
+# so far (a kernel with the page_reporting module's counter), or nothing.
+# A run during which the host took pages back pays for faulting them in
+# again as it touches them: on the bench machine of session 11, a cold
+# buffered read of the blobs took up to 4 times as long. Such runs are
+# marked, so a slow run can be told from a slow tool.
+reported() { cat /sys/module/page_reporting/parameters/reported_kib 2>/dev/null || true; }
 untar_each() { d=$1; shift; mkdir -p "$d"; for l in "$@"; do tar -xzf "$l" -C "$d" || return 1; done; }
 gunzip_each() { for l in "$@"; do gzip -dc "$l" > /dev/null || return 1; done; }
 

@@ -62,6 +62,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod archive;
+mod cold;
 pub mod content;
 pub mod copy;
 pub mod durability;

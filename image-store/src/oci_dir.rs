@@ -118,6 +118,13 @@ impl Classify for LayoutError {
 ///
 /// Cheap to clone; clones share the file-system seam. Several handles,
 /// threads and processes may use one directory at once.
+///
+/// A blob's reader ([`Provider::reader`], and the reader of a descriptor)
+/// reads a large blob (8 MiB or more) that is not in the page cache with
+/// direct I/O, into one buffer it reuses, instead of through the cache: a
+/// blob is read once, start to end, and the cache's copy of it would only
+/// push other files out. A blob cached in part or whole, or on a
+/// filesystem without direct I/O, is read through the cache.
 #[derive(Debug, Clone)]
 pub struct OciDir {
     pub(crate) root: PathBuf,
@@ -362,7 +369,7 @@ impl Provider for OciDir {
             // The size at open is a hard limit: a file that grows while it
             // is read fails verification instead of being read on and on.
             Ok((f, size)) => Ok(Box::new(VerifyingReader::new(
-                f,
+                crate::cold::sequential(f, size),
                 digest.clone(),
                 Some(size),
             ))),
@@ -382,7 +389,9 @@ impl Provider for OciDir {
             .map_err(|source| ContentError::InvalidDescriptor { source })?;
         let path = self.blob_path(&digest);
         match self.dir.open_regular(&path) {
-            Ok((f, size)) if size == descriptor.size() => Ok(Box::new(f.take(size))),
+            Ok((f, size)) if size == descriptor.size() => {
+                Ok(Box::new(crate::cold::sequential(f, size).take(size)))
+            }
             Ok((_, size)) => Err(ContentError::DescriptorMismatch {
                 source: VerifyError::Size {
                     digest,

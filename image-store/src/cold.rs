@@ -1,0 +1,435 @@
+//! Reading a large blob that is not in the page cache: with direct I/O
+//! (`O_DIRECT`), into one aligned buffer that is reused, instead of
+//! through the page cache.
+//!
+//! A blob is read once, from start to end, by an unpack, a copy or a
+//! push; a cold buffered read fills the page cache with it (pages that
+//! must be allocated, filled and then copied out again, and that push
+//! other files out) for a second read that seldom comes. Direct I/O moves
+//! the bytes from the disk straight into the reader's buffer. On a virtual
+//! machine whose free memory goes back to the host (a balloon with free
+//! page reporting, as Firecracker's), the difference is large: each page
+//! the cache takes must first be faulted in on the host if the host has
+//! taken it back. On the bench machine a cold buffered read of the bench
+//! image's blobs (358 MB) took 0.11-0.14 s when the host had taken no
+//! pages back since the cache was dropped and 0.23-0.49 s when it had; a
+//! direct read took 0.19-0.22 s either way, and no CPU to copy (see
+//! docs/ARCHITECTURE.md, session 11).
+//!
+//! A blob is read directly only when it is large ([`DIRECT_READ_MIN`]),
+//! cold (three pages of it, at its start, middle and end, are all missing
+//! from the page cache: `preadv2(RWF_NOWAIT)` fails with `EAGAIN`), and
+//! its filesystem takes `O_DIRECT`. Anything else is read as before: a
+//! blob partly or wholly cached, or with pages not yet written back (a
+//! blob just pulled), a filesystem without direct I/O or without
+//! `RWF_NOWAIT`. A read that would leave the aligned offsets direct I/O
+//! needs goes on buffered.
+
+use std::fs::File;
+use std::io::{self, IoSliceMut, Read};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use rustix::fs::OFlags;
+use rustix::io::{Errno, ReadWriteFlags};
+
+/// Blobs smaller than this are always read through the page cache: what
+/// direct I/O saves on them is less than the probe costs.
+pub(crate) const DIRECT_READ_MIN: u64 = 8 << 20;
+
+/// Bytes read by each direct read.
+const CHUNK: usize = 1 << 20;
+
+/// Alignment of the buffer and of every file offset of a direct read: a
+/// page, which covers the logical block size of every disk Linux drives
+/// (512 or 4096 bytes).
+const ALIGN: usize = 4096;
+
+/// `file` (of `size` bytes, opened for reading, its offset at 0), read
+/// from start to end: directly when it is large and cold and its
+/// filesystem allows, else as it is.
+pub(crate) fn sequential(file: File, size: u64) -> Box<dyn Read + Send> {
+    if size < DIRECT_READ_MIN || !cold(&file, size) {
+        return Box::new(file);
+    }
+    match rustix::fs::fcntl_getfl(&file)
+        .and_then(|fl| rustix::fs::fcntl_setfl(&file, fl | OFlags::DIRECT))
+    {
+        Ok(()) => Box::new(DirectReader::new(file)),
+        Err(_) => Box::new(file),
+    }
+}
+
+/// Whether none of three pages of `file` (at its start, middle and last
+/// page) is in the page cache. A page that is there, or any answer but
+/// `EAGAIN` (a filesystem without `RWF_NOWAIT`), says no.
+///
+/// A probe of a missing page starts the kernel's readahead of a few pages
+/// there (the call does not wait for it): a few KiB read twice per blob.
+fn cold(file: &File, size: u64) -> bool {
+    let page = ALIGN as u64;
+    let last = (size - 1) / page * page;
+    let middle = size / 2 / page * page;
+    let mut byte = [0u8; 1];
+    [0, middle, last].into_iter().all(|offset| {
+        let mut bufs = [IoSliceMut::new(&mut byte)];
+        rustix::io::preadv2(file, &mut bufs, offset, ReadWriteFlags::NOWAIT) == Err(Errno::AGAIN)
+    })
+}
+
+/// An aligned buffer of [`CHUNK`] bytes and how much of it holds data.
+struct Chunk {
+    buf: Vec<u8>,
+    /// Where the aligned part of `buf` starts.
+    start: usize,
+    len: usize,
+}
+
+impl Chunk {
+    fn new() -> Self {
+        let buf = vec![0u8; CHUNK + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Chunk { buf, start, len: 0 }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// A file opened `O_DIRECT`, read a [`Chunk`] at a time. Goes on with
+/// buffered reads (clearing `O_DIRECT`) if the kernel refuses a direct read
+/// or a short read leaves the offset unaligned.
+struct Source {
+    file: File,
+    direct: bool,
+}
+
+impl Source {
+    /// Reads the file as a plain file from here on.
+    fn buffered(&mut self) -> io::Result<()> {
+        self.direct = false;
+        let fl = rustix::fs::fcntl_getfl(&self.file)?;
+        rustix::fs::fcntl_setfl(&self.file, fl - OFlags::DIRECT)?;
+        Ok(())
+    }
+
+    /// Fills `chunk` with the next bytes; 0 at the end of the file.
+    fn fill(&mut self, chunk: &mut Chunk) -> io::Result<usize> {
+        let room = chunk.start..chunk.start + CHUNK;
+        let n = loop {
+            match self.file.read(&mut chunk.buf[room.clone()]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EINVAL: the kernel wants another alignment than ours
+                // (a device of larger logical blocks); nothing was read.
+                Err(e) if self.direct && e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                    self.buffered()?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // A short direct read mid-file would leave the next offset
+        // unaligned: go on buffered from there. At the end it is the end.
+        if self.direct && n % ALIGN != 0 {
+            self.buffered()?;
+        }
+        chunk.len = n;
+        Ok(n)
+    }
+}
+
+/// Chunks in circulation between a [`DirectReader`] and its thread: one
+/// being read out while the next is filled.
+const IN_FLIGHT: usize = 2;
+
+/// Reads a file opened `O_DIRECT` from start to end: a thread of its own
+/// (started at the first read: a flatten opens the blobs of the layers
+/// after the one it reads well before it reads them) fills the next
+/// chunk while this one is handed out, so the disk is not idle while the
+/// reader works (the kernel's readahead does that for a buffered read).
+/// Without a thread, chunks are filled on the caller's thread.
+struct DirectReader {
+    /// The source, until the first read.
+    source: Option<Source>,
+    feed: Feed,
+    cur: Option<Chunk>,
+    pos: usize,
+}
+
+enum Feed {
+    NotStarted,
+    Inline(Source),
+    Ahead {
+        full: Receiver<io::Result<Chunk>>,
+        free: Sender<Chunk>,
+    },
+    /// At the end, or after an error, which was returned.
+    Done,
+    /// No thread could be started nor the descriptor shared.
+    Broken,
+}
+
+impl DirectReader {
+    fn new(file: File) -> Self {
+        DirectReader {
+            source: Some(Source { file, direct: true }),
+            feed: Feed::NotStarted,
+            cur: None,
+            pos: 0,
+        }
+    }
+
+    /// Starts the thread; where none can be started, the chunks are
+    /// filled on this thread (from a second descriptor of the same open
+    /// file, taken first, as a failed spawn drops the source with it).
+    fn start(&mut self) -> io::Result<()> {
+        let Some(source) = self.source.take() else {
+            return Ok(());
+        };
+        let spare = source.file.try_clone().map(|file| Source {
+            file,
+            direct: source.direct,
+        });
+        let (full_tx, full) = mpsc::sync_channel(IN_FLIGHT);
+        let (free, free_rx) = mpsc::channel::<Chunk>();
+        let spawned = std::thread::Builder::new()
+            .name("blob-read".into())
+            .spawn(move || read_ahead(source, &free_rx, &full_tx));
+        self.feed = match spawned {
+            Ok(_) => {
+                for _ in 0..IN_FLIGHT {
+                    let _ = free.send(Chunk::new());
+                }
+                Feed::Ahead { full, free }
+            }
+            Err(e) => match spare {
+                Ok(spare) => Feed::Inline(spare),
+                Err(_) => {
+                    self.feed = Feed::Broken;
+                    return Err(e);
+                }
+            },
+        };
+        Ok(())
+    }
+
+    /// The next chunk with data, `None` at the end.
+    fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if let Some(used) = self.cur.take() {
+            if let Feed::Ahead { free, .. } = &self.feed {
+                // The thread may be done: the chunk just drops then.
+                let _ = free.send(used);
+            }
+        }
+        match &mut self.feed {
+            Feed::NotStarted | Feed::Done => Ok(None),
+            Feed::Broken => Err(io::Error::other("the blob could not be read: no thread")),
+            Feed::Inline(source) => {
+                let mut chunk = Chunk::new();
+                match source.fill(&mut chunk)? {
+                    0 => Ok(None),
+                    _ => Ok(Some(chunk)),
+                }
+            }
+            Feed::Ahead { full, .. } => match full.recv() {
+                Ok(Ok(chunk)) if chunk.len > 0 => Ok(Some(chunk)),
+                Ok(Ok(_)) => {
+                    self.feed = Feed::Done;
+                    Ok(None)
+                }
+                Ok(Err(e)) => {
+                    self.feed = Feed::Done;
+                    Err(e)
+                }
+                Err(_) => Err(io::Error::other("the blob's reading thread stopped")),
+            },
+        }
+    }
+}
+
+/// The thread of a [`DirectReader`]: fills each chunk given back, in
+/// turn, until the end of the file (an empty chunk), an error, or the
+/// reader is gone.
+fn read_ahead(mut source: Source, free: &Receiver<Chunk>, full: &SyncSender<io::Result<Chunk>>) {
+    for mut chunk in free {
+        let filled = source.fill(&mut chunk);
+        let last = !matches!(filled, Ok(n) if n > 0);
+        if full.send(filled.map(|_| chunk)).is_err() || last {
+            return;
+        }
+    }
+}
+
+impl Read for DirectReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        if matches!(self.feed, Feed::NotStarted) {
+            self.start()?;
+        }
+        if self.cur.as_ref().is_none_or(|c| self.pos == c.len) {
+            self.pos = 0;
+            match self.next_chunk()? {
+                Some(chunk) => self.cur = Some(chunk),
+                None => return Ok(0),
+            }
+        }
+        let Some(chunk) = &self.cur else {
+            return Ok(0);
+        };
+        let data = &chunk.data()[self.pos..];
+        let k = out.len().min(data.len());
+        out[..k].copy_from_slice(&data[..k]);
+        self.pos += k;
+        Ok(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn data(len: usize) -> Vec<u8> {
+        let mut rng = image_testsupport::rng::Rng(0x9e37_79b9);
+        (0..len).map(|_| rng.next() as u8).collect()
+    }
+
+    /// Writes `bytes` to a new file in a directory of the test's own (on
+    /// the disk the tests run from, not a tmpfs), synced and dropped from
+    /// the page cache, so it reads cold.
+    fn cold_file(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+            .expect("tempdir");
+        let path = dir.path().join("blob");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(bytes).expect("write");
+        f.sync_all().expect("sync");
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        (dir, path)
+    }
+
+    /// `f` (of `len` bytes) through [`sequential`]: whether it went
+    /// direct, and everything read.
+    fn read_sequential(f: File, len: usize) -> (bool, Vec<u8>) {
+        let probe = f.try_clone().expect("dup");
+        let mut r = sequential(f, len as u64);
+        let direct = is_direct(&probe);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).expect("read");
+        (direct, got)
+    }
+
+    fn is_direct(f: &File) -> bool {
+        rustix::fs::fcntl_getfl(f)
+            .expect("getfl")
+            .contains(OFlags::DIRECT)
+    }
+
+    /// A large cold file is read directly, and gives its bytes exactly,
+    /// whatever the reader's buffer size (its length is not a multiple of
+    /// the alignment: the last read is short); the same file cached is
+    /// read through the cache.
+    #[test]
+    fn a_large_cold_blob_reads_directly_and_whole() {
+        let bytes = data(DIRECT_READ_MIN as usize + 3 * CHUNK + 1234);
+        let (_dir, path) = cold_file(&bytes);
+        let f = File::open(&path).expect("open");
+        if !cold(&f, bytes.len() as u64) {
+            image_testsupport::tools::skip_or_fail(
+                "direct reads: the test file is not seen cold (no RWF_NOWAIT here?)",
+            );
+            return;
+        }
+        for piece in [1usize, 4096, 1000, CHUNK, 3 * CHUNK + 7] {
+            let (_dir, path) = cold_file(&bytes);
+            let f = File::open(&path).expect("open");
+            let probe = f.try_clone().expect("dup");
+            let mut r = sequential(f, bytes.len() as u64);
+            assert!(is_direct(&probe), "cold and large: direct");
+            let mut got = Vec::with_capacity(bytes.len());
+            let mut buf = vec![0u8; piece];
+            loop {
+                let n = r.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if piece == 1 && got.len() > 3 * ALIGN {
+                    // Byte by byte through the first pages, then the rest.
+                    r.read_to_end(&mut got).expect("read the rest");
+                    break;
+                }
+            }
+            assert!(got == bytes, "piece {piece}: the bytes read differ");
+        }
+        // Cached (read once): buffered.
+        let (_dir, path) = cold_file(&bytes);
+        std::fs::read(&path).expect("warm it");
+        let (direct, got) = read_sequential(File::open(&path).expect("open"), bytes.len());
+        assert!(!direct, "cached: through the cache");
+        assert!(got == bytes);
+    }
+
+    /// A small blob, or one with only its end cached, is read through the
+    /// page cache.
+    #[test]
+    fn a_small_or_partly_cached_blob_reads_through_the_cache() {
+        let small = data(DIRECT_READ_MIN as usize - 1);
+        let (_dir, path) = cold_file(&small);
+        let (direct, got) = read_sequential(File::open(&path).expect("open"), small.len());
+        assert!(!direct, "small: through the cache");
+        assert!(got == small);
+
+        let large = data(DIRECT_READ_MIN as usize * 2);
+        let (_dir, path) = cold_file(&large);
+        let mut f = File::open(&path).expect("open");
+        // Its last MiB read, so cached.
+        let mut tail = Vec::new();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::End(-(1 << 20))).expect("seek");
+        f.read_to_end(&mut tail).expect("read the tail");
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).expect("seek");
+        let (direct, got) = read_sequential(f, large.len());
+        assert!(!direct, "partly cached: through the cache");
+        assert!(got == large);
+    }
+
+    /// A source that must go on buffered (here: after a first direct
+    /// chunk, as after a short read) keeps the stream whole; and so does
+    /// a reader whose chunks are filled on its own thread.
+    #[test]
+    fn a_source_that_falls_back_to_buffered_reads_keeps_every_byte() {
+        let bytes = data(3 * CHUNK + 99);
+        let (_dir, path) = cold_file(&bytes);
+        let f = File::open(&path).expect("open");
+        let fl = rustix::fs::fcntl_getfl(&f).expect("getfl");
+        if rustix::fs::fcntl_setfl(&f, fl | OFlags::DIRECT).is_err() {
+            image_testsupport::tools::skip_or_fail("direct reads: O_DIRECT refused here");
+            return;
+        }
+        let mut source = Source {
+            file: f,
+            direct: true,
+        };
+        let mut chunk = Chunk::new();
+        let mut got = Vec::new();
+        assert_eq!(source.fill(&mut chunk).expect("a direct chunk"), CHUNK);
+        got.extend_from_slice(chunk.data());
+        source.buffered().expect("clear O_DIRECT");
+        assert!(!is_direct(&source.file));
+        while source.fill(&mut chunk).expect("a buffered chunk") > 0 {
+            got.extend_from_slice(chunk.data());
+        }
+        assert!(got == bytes);
+
+        let (_dir, path) = cold_file(&bytes);
+        let f = File::open(&path).expect("open");
+        rustix::fs::fcntl_setfl(&f, fl | OFlags::DIRECT).expect("O_DIRECT");
+        let mut r = DirectReader::new(f);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).expect("read");
+        assert!(got == bytes);
+        assert!(matches!(r.feed, Feed::Done), "read to the end");
+    }
+}
