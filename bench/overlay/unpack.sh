@@ -221,7 +221,10 @@ run() {
     "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t0" | bc -l)" "$note"
 }
 # reported: KiB of free memory this VM's balloon has reported to the host
-# so far (a kernel with the page_reporting module's counter), or nothing.
+# so far, or nothing: the counter is the bench VM kernel's own
+# (/sys/module/page_reporting/parameters/reported_kib, not in mainline
+# Linux, which has only page_reporting_order there); elsewhere no run is
+# marked.
 # A run during which the host took pages back pays for faulting them in
 # again as it touches them: on the bench machine of session 11, a cold
 # buffered read of the blobs took up to 4 times as long. Such runs are

@@ -1,6 +1,7 @@
 //! Reading a large blob that is not in the page cache: with direct I/O
-//! (`O_DIRECT`), into one aligned buffer that is reused, instead of
-//! through the page cache.
+//! (`O_DIRECT`), instead of through the page cache, into two aligned 1 MiB
+//! buffers that are reused: a thread of the reader's own (`blob-read`)
+//! fills one while the other is read out.
 //!
 //! A blob is read once, from start to end, by an unpack, a copy or a
 //! push; a cold buffered read fills the page cache with it (pages that
@@ -13,8 +14,8 @@
 //! taken it back. On the bench machine a cold buffered read of the bench
 //! image's blobs (358 MB) took 0.11-0.14 s when the host had taken no
 //! pages back since the cache was dropped and 0.23-0.49 s when it had; a
-//! direct read took 0.19-0.22 s either way, and no CPU to copy (see
-//! docs/ARCHITECTURE.md, session 11).
+//! direct read took 0.19-0.22 s either way, with no page-cache pages to
+//! allocate and fill (see docs/ARCHITECTURE.md, session 11).
 //!
 //! A blob is read directly only when it is large ([`DIRECT_READ_MIN`]),
 //! cold (three pages of it, at its start, middle and end, are all missing
@@ -23,7 +24,9 @@
 //! blob partly or wholly cached, or with pages not yet written back (a
 //! blob just pulled), a filesystem without direct I/O or without
 //! `RWF_NOWAIT`. A read that would leave the aligned offsets direct I/O
-//! needs goes on buffered.
+//! needs goes on buffered. Once a blob has been read directly, what the
+//! probes' readahead left in the cache is dropped, so the blob is seen
+//! cold again the next time.
 
 use std::fs::File;
 use std::io::{self, IoSliceMut, Read};
@@ -39,9 +42,10 @@ pub(crate) const DIRECT_READ_MIN: u64 = 8 << 20;
 /// Bytes read by each direct read.
 const CHUNK: usize = 1 << 20;
 
-/// Alignment of the buffer and of every file offset of a direct read: a
-/// page, which covers the logical block size of every disk Linux drives
-/// (512 or 4096 bytes).
+/// Alignment of the buffers and of every file offset of a direct read:
+/// enough for disks of 512- and 4096-byte logical blocks. A device that
+/// needs more refuses the read (`EINVAL`), and the reader goes on
+/// buffered.
 const ALIGN: usize = 4096;
 
 /// `file` (of `size` bytes, opened for reading, its offset at 0), read
@@ -54,7 +58,7 @@ pub(crate) fn sequential(file: File, size: u64) -> Box<dyn Read + Send> {
     match rustix::fs::fcntl_getfl(&file)
         .and_then(|fl| rustix::fs::fcntl_setfl(&file, fl | OFlags::DIRECT))
     {
-        Ok(()) => Box::new(DirectReader::new(file)),
+        Ok(()) => Box::new(DirectReader::new(file, size)),
         Err(_) => Box::new(file),
     }
 }
@@ -96,12 +100,20 @@ impl Chunk {
     }
 }
 
+/// Bytes of the page cache dropped at each probed place once a blob has
+/// been read directly: more than the readahead a probe starts there.
+const PROBE_SPAN: u64 = 256 << 10;
+
 /// A file opened `O_DIRECT`, read a [`Chunk`] at a time. Goes on with
 /// buffered reads (clearing `O_DIRECT`) if the kernel refuses a direct read
 /// or a short read leaves the offset unaligned.
 struct Source {
     file: File,
     direct: bool,
+    /// The size at open (where the probes were made).
+    size: u64,
+    /// Bytes read so far.
+    offset: u64,
 }
 
 impl Source {
@@ -128,13 +140,36 @@ impl Source {
                 Err(e) => return Err(e),
             }
         };
-        // A short direct read mid-file would leave the next offset
-        // unaligned: go on buffered from there. At the end it is the end.
-        if self.direct && n % ALIGN != 0 {
-            self.buffered()?;
-        }
         chunk.len = n;
+        self.offset += n as u64;
+        // A short direct read before the end (the size at open) would
+        // leave the next offset unaligned: go on buffered from there.
+        // Should O_DIRECT stay set, the next read fails (EINVAL, no longer
+        // retried): the bytes read here are kept either way. (A file grown
+        // since its open fails its next direct read with EINVAL, which
+        // goes on buffered above.)
+        if self.direct && n % ALIGN != 0 && self.offset < self.size {
+            let _ = self.buffered();
+        }
         Ok(n)
+    }
+
+    /// Drops from the page cache what the probes of [`cold`] left there
+    /// (the readahead a missing page starts), now clean: else the next
+    /// open of the blob would find its first page cached, take the blob
+    /// for warm and read it all through the cache.
+    fn forget_probes(&self) {
+        let page = ALIGN as u64;
+        let middle = self.size / 2 / page * page;
+        let last = self.size.saturating_sub(1) / page * page;
+        for at in [0, middle, last] {
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                at,
+                std::num::NonZeroU64::new(PROBE_SPAN),
+                rustix::fs::Advice::DontNeed,
+            );
+        }
     }
 }
 
@@ -147,7 +182,8 @@ const IN_FLIGHT: usize = 2;
 /// after the one it reads well before it reads them) fills the next
 /// chunk while this one is handed out, so the disk is not idle while the
 /// reader works (the kernel's readahead does that for a buffered read).
-/// Without a thread, chunks are filled on the caller's thread.
+/// Without a thread, chunks are filled on the caller's thread. An error
+/// is returned again by every read after it.
 struct DirectReader {
     /// The source, until the first read.
     source: Option<Source>,
@@ -163,16 +199,28 @@ enum Feed {
         full: Receiver<io::Result<Chunk>>,
         free: Sender<Chunk>,
     },
-    /// At the end, or after an error, which was returned.
+    /// At the end.
     Done,
-    /// No thread could be started nor the descriptor shared.
-    Broken,
+    /// Failed: the error (its errno, or its kind and message), returned
+    /// again by each read.
+    Failed(Option<i32>, io::ErrorKind, String),
+}
+
+impl Feed {
+    fn failed(e: &io::Error) -> Feed {
+        Feed::Failed(e.raw_os_error(), e.kind(), e.to_string())
+    }
 }
 
 impl DirectReader {
-    fn new(file: File) -> Self {
+    fn new(file: File, size: u64) -> Self {
         DirectReader {
-            source: Some(Source { file, direct: true }),
+            source: Some(Source {
+                file,
+                direct: true,
+                size,
+                offset: 0,
+            }),
             feed: Feed::NotStarted,
             cur: None,
             pos: 0,
@@ -182,67 +230,76 @@ impl DirectReader {
     /// Starts the thread; where none can be started, the chunks are
     /// filled on this thread (from a second descriptor of the same open
     /// file, taken first, as a failed spawn drops the source with it).
-    fn start(&mut self) -> io::Result<()> {
+    fn start(&mut self) {
         let Some(source) = self.source.take() else {
-            return Ok(());
+            return;
         };
         let spare = source.file.try_clone().map(|file| Source {
             file,
             direct: source.direct,
+            size: source.size,
+            offset: source.offset,
         });
         let (full_tx, full) = mpsc::sync_channel(IN_FLIGHT);
         let (free, free_rx) = mpsc::channel::<Chunk>();
         let spawned = std::thread::Builder::new()
             .name("blob-read".into())
             .spawn(move || read_ahead(source, &free_rx, &full_tx));
-        self.feed = match spawned {
-            Ok(_) => {
+        self.feed = match (spawned, spare) {
+            (Ok(_), _) => {
                 for _ in 0..IN_FLIGHT {
                     let _ = free.send(Chunk::new());
                 }
                 Feed::Ahead { full, free }
             }
-            Err(e) => match spare {
-                Ok(spare) => Feed::Inline(spare),
-                Err(_) => {
-                    self.feed = Feed::Broken;
-                    return Err(e);
-                }
-            },
+            (Err(_), Ok(spare)) => Feed::Inline(spare),
+            (Err(e), Err(_)) => Feed::failed(&e),
         };
-        Ok(())
     }
 
     /// The next chunk with data, `None` at the end.
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
-        if let Some(used) = self.cur.take() {
-            if let Feed::Ahead { free, .. } = &self.feed {
-                // The thread may be done: the chunk just drops then.
-                let _ = free.send(used);
+        let used = self.cur.take();
+        let got = match &mut self.feed {
+            Feed::NotStarted | Feed::Done => return Ok(None),
+            Feed::Failed(Some(errno), _, _) => return Err(io::Error::from_raw_os_error(*errno)),
+            Feed::Failed(None, kind, msg) => return Err(io::Error::new(*kind, msg.clone())),
+            Feed::Inline(source) => {
+                let mut chunk = used.unwrap_or_else(Chunk::new);
+                let filled = source.fill(&mut chunk);
+                if matches!(filled, Ok(0)) {
+                    source.forget_probes();
+                }
+                filled.map(|_| chunk)
+            }
+            Feed::Ahead { full, free } => {
+                if let Some(used) = used {
+                    // The thread may be done: the chunk just drops then.
+                    let _ = free.send(used);
+                }
+                full.recv()
+                    .unwrap_or_else(|_| Err(io::Error::other("the blob's reading thread stopped")))
+            }
+        };
+        match got {
+            Ok(chunk) if chunk.len > 0 => Ok(Some(chunk)),
+            Ok(_) => {
+                self.feed = Feed::Done;
+                Ok(None)
+            }
+            Err(e) => {
+                self.feed = Feed::failed(&e);
+                Err(e)
             }
         }
-        match &mut self.feed {
-            Feed::NotStarted | Feed::Done => Ok(None),
-            Feed::Broken => Err(io::Error::other("the blob could not be read: no thread")),
-            Feed::Inline(source) => {
-                let mut chunk = Chunk::new();
-                match source.fill(&mut chunk)? {
-                    0 => Ok(None),
-                    _ => Ok(Some(chunk)),
-                }
-            }
-            Feed::Ahead { full, .. } => match full.recv() {
-                Ok(Ok(chunk)) if chunk.len > 0 => Ok(Some(chunk)),
-                Ok(Ok(_)) => {
-                    self.feed = Feed::Done;
-                    Ok(None)
-                }
-                Ok(Err(e)) => {
-                    self.feed = Feed::Done;
-                    Err(e)
-                }
-                Err(_) => Err(io::Error::other("the blob's reading thread stopped")),
-            },
+    }
+}
+
+impl Drop for DirectReader {
+    fn drop(&mut self) {
+        // Opened, probed and never read: the probes' pages go all the same.
+        if let Some(source) = &self.source {
+            source.forget_probes();
         }
     }
 }
@@ -253,6 +310,9 @@ impl DirectReader {
 fn read_ahead(mut source: Source, free: &Receiver<Chunk>, full: &SyncSender<io::Result<Chunk>>) {
     for mut chunk in free {
         let filled = source.fill(&mut chunk);
+        if matches!(filled, Ok(0)) {
+            source.forget_probes();
+        }
         let last = !matches!(filled, Ok(n) if n > 0);
         if full.send(filled.map(|_| chunk)).is_err() || last {
             return;
@@ -266,7 +326,7 @@ impl Read for DirectReader {
             return Ok(0);
         }
         if matches!(self.feed, Feed::NotStarted) {
-            self.start()?;
+            self.start();
         }
         if self.cur.as_ref().is_none_or(|c| self.pos == c.len) {
             self.pos = 0;
@@ -300,8 +360,9 @@ mod tests {
     /// the disk the tests run from, not a tmpfs), synced and dropped from
     /// the page cache, so it reads cold.
     fn cold_file(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
-        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
-            .expect("tempdir");
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        std::fs::create_dir_all(base).expect("mkdir target");
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
         let path = dir.path().join("blob");
         let mut f = File::create(&path).expect("create");
         f.write_all(bytes).expect("write");
@@ -327,10 +388,13 @@ mod tests {
             .contains(OFlags::DIRECT)
     }
 
-    /// A large cold file is read directly, and gives its bytes exactly,
-    /// whatever the reader's buffer size (its length is not a multiple of
-    /// the alignment: the last read is short); the same file cached is
-    /// read through the cache.
+    /// A large cold file is read directly, to its end (no fall back to
+    /// buffered reads on the way), and gives its bytes exactly, whatever
+    /// the reader's buffer size (its length is not a multiple of the
+    /// alignment: the last read is short); it is still cold after each
+    /// read, and after a reader dropped unread (the probes' readahead is
+    /// dropped too), so the next read is direct again; the same file
+    /// cached is read through the cache.
     #[test]
     fn a_large_cold_blob_reads_directly_and_whole() {
         let bytes = data(DIRECT_READ_MIN as usize + 3 * CHUNK + 1234);
@@ -342,12 +406,17 @@ mod tests {
             );
             return;
         }
+        // What that probe left in the cache.
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        drop(sequential(
+            File::open(&path).expect("open"),
+            bytes.len() as u64,
+        ));
         for piece in [1usize, 4096, 1000, CHUNK, 3 * CHUNK + 7] {
-            let (_dir, path) = cold_file(&bytes);
             let f = File::open(&path).expect("open");
             let probe = f.try_clone().expect("dup");
             let mut r = sequential(f, bytes.len() as u64);
-            assert!(is_direct(&probe), "cold and large: direct");
+            assert!(is_direct(&probe), "piece {piece}: cold and large: direct");
             let mut got = Vec::with_capacity(bytes.len());
             let mut buf = vec![0u8; piece];
             loop {
@@ -362,6 +431,7 @@ mod tests {
                     break;
                 }
             }
+            assert!(is_direct(&probe), "piece {piece}: direct to the end");
             assert!(got == bytes, "piece {piece}: the bytes read differ");
         }
         // Cached (read once): buffered.
@@ -411,6 +481,8 @@ mod tests {
         let mut source = Source {
             file: f,
             direct: true,
+            size: bytes.len() as u64,
+            offset: 0,
         };
         let mut chunk = Chunk::new();
         let mut got = Vec::new();
@@ -426,10 +498,28 @@ mod tests {
         let (_dir, path) = cold_file(&bytes);
         let f = File::open(&path).expect("open");
         rustix::fs::fcntl_setfl(&f, fl | OFlags::DIRECT).expect("O_DIRECT");
-        let mut r = DirectReader::new(f);
+        let mut r = DirectReader::new(f, bytes.len() as u64);
         let mut got = Vec::new();
         r.read_to_end(&mut got).expect("read");
         assert!(got == bytes);
         assert!(matches!(r.feed, Feed::Done), "read to the end");
+    }
+
+    /// A read that fails fails again when tried again: it is not taken
+    /// for the end of the blob (here: a descriptor not open for reading).
+    #[test]
+    fn a_failed_read_is_not_taken_for_the_end() {
+        let bytes = data(2 * CHUNK);
+        let (_dir, path) = cold_file(&bytes);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open for writing");
+        let mut r = DirectReader::new(f, bytes.len() as u64);
+        let mut buf = vec![0u8; 4096];
+        let first = r.read(&mut buf).expect_err("not open for reading");
+        let again = r.read(&mut buf).expect_err("still an error");
+        assert_eq!(first.raw_os_error(), Some(Errno::BADF.raw_os_error()));
+        assert_eq!(again.raw_os_error(), first.raw_os_error());
     }
 }

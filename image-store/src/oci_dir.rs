@@ -121,9 +121,10 @@ impl Classify for LayoutError {
 ///
 /// A blob's reader ([`Provider::reader`], and the reader of a descriptor)
 /// reads a large blob (8 MiB or more) that is not in the page cache with
-/// direct I/O, into one buffer it reuses, instead of through the cache: a
-/// blob is read once, start to end, and the cache's copy of it would only
-/// push other files out. A blob cached in part or whole, or on a
+/// direct I/O instead of through the cache: a blob is read once, start to
+/// end, and the cache's copy of it would only push other files out. Such
+/// a reader starts a thread of its own at its first read, which reads
+/// ahead into two 1 MiB buffers. A blob cached in part or whole, or on a
 /// filesystem without direct I/O, is read through the cache.
 #[derive(Debug, Clone)]
 pub struct OciDir {
