@@ -24,7 +24,15 @@ pub fn run_bounded_in_group(cmd: Command) -> Output {
     bounded(cmd, true)
 }
 
-fn bounded(mut cmd: Command, own_group: bool) -> Output {
+fn bounded(cmd: Command, own_group: bool) -> Output {
+    bounded_for(cmd, own_group, TIMEOUT)
+}
+
+/// [`bounded`] with the time limit given. The output is read while the
+/// command runs (on two threads), so a command that writes more than a
+/// pipe holds (64 KiB) goes on instead of waiting for a reader until the
+/// limit.
+fn bounded_for(mut cmd: Command, own_group: bool, limit: Duration) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -32,25 +40,50 @@ fn bounded(mut cmd: Command, own_group: bool) -> Output {
         cmd.process_group(0);
     }
     let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + TIMEOUT;
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + limit;
     loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Output {
+                status,
+                stdout: drained(&stdout),
+                stderr: drained(&stderr),
+            };
         }
         if Instant::now() > deadline {
             if own_group {
                 kill_group(&mut child);
             } else {
                 let _ = child.kill();
+                let _ = child.wait();
             }
-            let out = child.wait_with_output().expect("output");
             panic!(
                 "timed out: {cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&drained(&stderr))
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own; the bytes come on the
+/// channel once it ends.
+fn drain(mut pipe: impl std::io::Read + Send + 'static) -> Receiver<Vec<u8>> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = pipe.read_to_end(&mut out);
+        let _ = tx.send(out);
+    });
+    rx
+}
+
+/// What [`drain`] read, once the pipe ends; what a process the command
+/// left behind holding the pipe open has kept it from ending is given up
+/// after 10 s (nothing then).
+fn drained(rx: &Receiver<Vec<u8>>) -> Vec<u8> {
+    rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default()
 }
 
 /// Runs `program args` through timeout(1) (killed 5 s after TERM at
@@ -142,5 +175,26 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that writes more than a pipe holds, to both outputs,
+    /// finishes, its output whole: read only once it had ended, it would
+    /// have waited on its first full pipe until the limit.
+    #[test]
+    fn a_command_writing_more_than_a_pipe_holds_is_not_stalled() {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 1048576 /dev/zero; head -c 300000 /dev/zero >&2; echo done >&2",
+        ]);
+        let out = bounded_for(cmd, false, Duration::from_secs(20));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout.len(), 1 << 20);
+        assert_eq!(out.stderr.len(), 300_005);
     }
 }
