@@ -29,7 +29,8 @@
 //! knows the upload (distribution answers 404 `BLOB_UPLOAD_INVALID` after
 //! a cut `PATCH`) gets a new one from the start. Each request is retried
 //! by the client (backoff, `Retry-After`); an upload is restarted at most
-//! [`RetryPolicy::attempts`](crate::RetryPolicy) times.
+//! [`RetryPolicy::attempts`](crate::RetryPolicy) times, and not at all
+//! after a refusal it would only meet again (401, 403, 405, 413).
 //!
 //! Progress: each blob is an item named by its digest (started with its
 //! size, bytes as they are sent, finished when the registry has it). The
@@ -1160,6 +1161,7 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
             Ok(()) => return done(How::Uploaded, resumed, state.sent),
             Err(Stop::Push(e)) => return Err(e),
             Err(Stop::Net(e)) if e.kind() == ErrorKind::Cancelled => return Err(blob_err(e)),
+            Err(Stop::Net(e)) if !restartable(&e) => return Err(blob_err(e)),
             Err(Stop::Net(e)) if restarts + 1 >= policy.attempts.max(1) => return Err(blob_err(e)),
             Err(Stop::Net(_)) => {
                 restarts += 1;
@@ -1184,6 +1186,23 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
                 resumed.push(state.offset);
             }
         }
+    }
+}
+
+/// Whether an upload that failed with `e` is worth another: not when the
+/// registry refused it in a way the same upload would only meet again:
+/// credentials or permission (401, 403, after the client's own round of
+/// authentication), a method it does not allow (405), a blob too large
+/// for it (413). Docker's pusher gives up on the same refusals
+/// (unauthorized, denied, unsupported). Anything else (the network, a
+/// registry unavailable, an upload it no longer knows, an offset out of
+/// step, an answer it could not have meant) goes on from where the
+/// registry stands, at most [`RetryPolicy::attempts`](crate::RetryPolicy)
+/// times.
+fn restartable(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Status { status, .. } => !matches!(status, 401 | 403 | 405 | 413),
+        e => e.kind() != ErrorKind::Unauthenticated,
     }
 }
 

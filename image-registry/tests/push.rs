@@ -847,3 +847,37 @@ fn an_upload_range_past_u64_or_going_back_is_refused_typed_after_bounded_tries()
         assert!(patches <= 3, "{range}: {uploads:#?}");
     }
 }
+
+/// A registry that refuses an upload (403 to its `PATCH`: the repository
+/// is read-only to these credentials) fails the push at once, typed, with
+/// no tag: the upload is not started again and again, as a failure of the
+/// network would be (Docker's pusher gives up on the same refusals).
+#[test]
+fn an_upload_the_registry_refuses_is_not_restarted() {
+    let Some((registry, _s, src, m)) = registry_and_image(33) else {
+        return;
+    };
+    let fault = Fault::status(403)
+        .on("/blobs/uploads/")
+        .method("PATCH")
+        .always();
+    let uploads = refused_push(
+        &registry,
+        fault,
+        (&src, &m),
+        ("refused/app", None),
+        image_core::ErrorKind::Unauthenticated,
+    );
+    // The small blobs go in one PUT each; the large one's first PATCH is
+    // refused, tried once more after the client's round of
+    // authentication, and no upload is started after it.
+    let first_patch = uploads
+        .iter()
+        .position(|e| e.method == "PATCH")
+        .expect("a PATCH");
+    let after = &uploads[first_patch..];
+    let patches = after.iter().filter(|e| e.method == "PATCH").count();
+    let starts = after.iter().filter(|e| e.method == "POST").count();
+    assert!(patches <= 2, "{uploads:#?}");
+    assert_eq!(starts, 0, "{uploads:#?}");
+}
