@@ -1192,8 +1192,8 @@ async fn push_blob<S: Provider + Sync + ?Sized>(
 /// Whether an upload that failed with `e` is worth another: not when the
 /// registry refused it in a way the same upload would only meet again:
 /// credentials or permission (401, 403, after the client's own round of
-/// authentication), a method it does not allow (405), a blob too large
-/// for it (413). Docker's pusher gives up on the same refusals
+/// authentication, or a token server's refusal), a method it does not
+/// allow (405), a blob too large for it (413). Docker's pusher gives up on the same refusals
 /// (unauthorized, denied, unsupported). Anything else (the network, a
 /// registry unavailable, an upload it no longer knows, an offset out of
 /// step, an answer it could not have meant) goes on from where the

@@ -998,7 +998,9 @@ mod tests {
         std::fs::write(&file, b"kept").expect("write");
         symlink("locked", dir.path().join("link")).expect("symlink");
         let f = File::open(&file).expect("open");
-        if let Err(e) = rfs::ioctl_setflags(&f, rfs::IFlags::IMMUTABLE) {
+        // The file's own flags kept (on ext4, extents), as chattr does.
+        let flags = rfs::ioctl_getflags(&f).unwrap_or(rfs::IFlags::empty());
+        if let Err(e) = rfs::ioctl_setflags(&f, flags | rfs::IFlags::IMMUTABLE) {
             // No CAP_LINUX_IMMUTABLE (a user namespace's root), or a
             // filesystem without the flag.
             image_testsupport::tools::skip_or_fail(&format!("an immutable file: chattr +i: {e}"));
@@ -1015,7 +1017,7 @@ mod tests {
             how,
         );
         let then = openat2_or_none(&root, Path::new("link"), OFlags::RDONLY, Mode::empty(), how);
-        rfs::ioctl_setflags(&f, rfs::IFlags::empty()).expect("chattr -i");
+        rfs::ioctl_setflags(&f, flags).expect("chattr -i");
         assert!(
             matches!(opened, Some(Err(Errno::PERM))),
             "the file's EPERM: {opened:?}"

@@ -120,7 +120,7 @@ impl Classify for LayoutError {
 /// threads and processes may use one directory at once.
 ///
 /// A blob's reader ([`Provider::reader`], and the reader of a descriptor)
-/// reads a large blob (8 MiB or more) that is not in the page cache with
+/// reads a large blob (16 MiB or more) that is not in the page cache with
 /// direct I/O instead of through the cache: a blob is read once, start to
 /// end, and the cache's copy of it would only push other files out. Such
 /// a reader starts a thread of its own at its first read, which reads

@@ -40,15 +40,18 @@ fn bounded_for(mut cmd: Command, own_group: bool, limit: Duration) -> Output {
         cmd.process_group(0);
     }
     let mut child = cmd.spawn().expect("spawn");
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let stdout = Drain::start(child.stdout.take().expect("piped stdout"));
+    let stderr = Drain::start(child.stderr.take().expect("piped stderr"));
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
+            // A process the command left behind may hold the pipes open:
+            // what was read by then is taken, after at most 10 s.
+            let until = Instant::now() + Duration::from_secs(10);
             return Output {
                 status,
-                stdout: drained(&stdout),
-                stderr: drained(&stderr),
+                stdout: stdout.take(until),
+                stderr: stderr.take(until),
             };
         }
         if Instant::now() > deadline {
@@ -58,32 +61,51 @@ fn bounded_for(mut cmd: Command, own_group: bool, limit: Duration) -> Output {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            panic!(
-                "timed out: {cmd:?}: {}",
-                String::from_utf8_lossy(&drained(&stderr))
-            );
+            let said = stderr.take(Instant::now() + Duration::from_secs(10));
+            panic!("timed out: {cmd:?}: {}", String::from_utf8_lossy(&said));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Reads `pipe` to its end on a thread of its own; the bytes come on the
-/// channel once it ends.
-fn drain(mut pipe: impl std::io::Read + Send + 'static) -> Receiver<Vec<u8>> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = pipe.read_to_end(&mut out);
-        let _ = tx.send(out);
-    });
-    rx
+/// A pipe read to its end on a thread of its own, so the command writing
+/// to it never waits for a reader.
+struct Drain {
+    read: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    ended: Receiver<()>,
 }
 
-/// What [`drain`] read, once the pipe ends; what a process the command
-/// left behind holding the pipe open has kept it from ending is given up
-/// after 10 s (nothing then).
-fn drained(rx: &Receiver<Vec<u8>>) -> Vec<u8> {
-    rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default()
+impl Drain {
+    fn start(mut pipe: impl std::io::Read + Send + 'static) -> Drain {
+        let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, ended) = channel();
+        let into = std::sync::Arc::clone(&read);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => into
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+        });
+        Drain { read, ended }
+    }
+
+    /// What was read: all of it once the pipe has ended, or what had come
+    /// by `until`.
+    fn take(&self, until: Instant) -> Vec<u8> {
+        let _ = self
+            .ended
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.read.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Runs `program args` through timeout(1) (killed 5 s after TERM at

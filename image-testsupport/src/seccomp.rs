@@ -8,6 +8,12 @@
 //! of its own ([`crate::process::spawn_self`]) when what it sets off is
 //! remembered process-wide. On x86_64 and aarch64 (the architectures
 //! whose `AUDIT_ARCH` it knows).
+//!
+//! # Safety
+//!
+//! One `unsafe` block: `seccomp(2)` given a pointer to a filter program
+//! that lives on the caller's stack for the length of the call, which the
+//! kernel copies; nothing else of this process is read or written.
 #![allow(unsafe_code)]
 
 use std::io;
