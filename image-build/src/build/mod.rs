@@ -345,10 +345,7 @@ where
                 build: host.clone(),
             })
             .collect();
-        let plans = inputs
-            .iter()
-            .map(|i| Plan::new(&file, &df, i, options.target.as_deref()))
-            .collect::<Result<Vec<Plan<'_>>, BuildError>>()?;
+        let plans = Plan::all(&file, &df, &inputs, options.target.as_deref())?;
         let (annotations, tags) =
             preflight::check_options(self.store, &file, &df, &plans, options)?;
         if self.runtime.snapshots().is_none() {
@@ -741,7 +738,7 @@ where
         let name = stage_name(stage);
         let started = Instant::now();
         let from = self.expander.from(stage)?;
-        // Checked before the build started ([`Plan::new`]).
+        // Checked before the build started ([`Plan::all`]).
         let platform = self.stage_platforms[i].clone();
         let mut state = match self.graph.source(&from.image, i) {
             Source::Scratch => State::scratch(&platform),

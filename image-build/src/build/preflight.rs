@@ -28,22 +28,45 @@ pub(super) struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// The plan of `inputs.target`, checked: every stage the target needs
-    /// that RUNs is for the host's platform.
+    /// The plans of one build, one per platform of `inputs` (its
+    /// `target`), in order, each checked: every stage the target needs
+    /// that RUNs is for the host's platform. Their pattern substitutions
+    /// share one budget
+    /// ([`MAX_PATTERN_STEPS`](crate::dockerfile::MAX_PATTERN_STEPS)), so
+    /// a build for 64 platforms may not do 64 times a Dockerfile's work.
     ///
     /// # Errors
-    /// An expansion error; [`BuildError::NoTarget`]; at a stage's FROM, an
-    /// `--platform` that does not parse or names a platform the host
-    /// cannot run for a stage that RUNs ([`StepError::Invalid`]); at a
-    /// RUN, [`StepError::ForeignRun`] for a stage whose platform comes
+    /// An expansion error (one too complex once the platforms before it
+    /// spent the budget, too); [`BuildError::NoTarget`]; at a stage's
+    /// FROM, an `--platform` that does not parse or names a platform the
+    /// host cannot run for a stage that RUNs ([`StepError::Invalid`]); at
+    /// a RUN, [`StepError::ForeignRun`] for a stage whose platform comes
     /// from the target.
-    pub fn new(
+    pub fn all(
+        file: &'a str,
+        df: &'a Dockerfile,
+        inputs: &'a [BuildInputs],
+        target: Option<&str>,
+    ) -> Result<Vec<Plan<'a>>, BuildError> {
+        let mut plans: Vec<Plan<'a>> = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            let plan = Self::with(file, df, i, target, plans.first().map(|p| &p.expander))?;
+            plans.push(plan);
+        }
+        Ok(plans)
+    }
+
+    fn with(
         file: &'a str,
         df: &'a Dockerfile,
         inputs: &'a BuildInputs,
         target: Option<&str>,
+        sharing: Option<&Expander<'_>>,
     ) -> Result<Plan<'a>, BuildError> {
-        let expander = Expander::new(file, df, inputs)?;
+        let expander = match sharing {
+            Some(other) => Expander::sharing_budget(file, df, inputs, other)?,
+            None => Expander::new(file, df, inputs)?,
+        };
         let graph = Graph::new(df, &expander, target)?
             .ok_or_else(|| BuildError::NoTarget(target.unwrap_or_default().to_owned()))?;
         let stage_platforms = stage_platforms(file, df, &expander, &graph, &inputs.target)?;
@@ -211,4 +234,49 @@ pub(super) fn check_options<S: Provider + TagStore + ?Sized>(
     let tags = crate::builder::normalize_tags(&options.tags)
         .map_err(|e| BuildError::Commit(Box::new(e)))?;
     Ok((annotations, tags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::{self, MAX_PATTERN_STEPS};
+
+    /// A build's pattern work is bounded for the whole build, not per
+    /// platform: global ARGs whose substitutions take between a third and
+    /// half of [`MAX_PATTERN_STEPS`] (three such words are refused) plan
+    /// for one platform and fail as too complex for two (each platform had
+    /// a budget of its own, so 64 platforms could do 64 times the work).
+    #[test]
+    fn the_platforms_of_a_build_share_one_pattern_budget() {
+        // ${A#pattern}: the value's 200,000 characters times the
+        // pattern's 202 states, or more, twice.
+        let value = "a".repeat(200_000);
+        let pattern = format!("{}b", "*a".repeat(100));
+        let mut text = format!("ARG A={value}\n");
+        for i in 0..2 {
+            text.push_str(&format!("ARG B{i}=${{A#{pattern}}}\n"));
+        }
+        text.push_str("FROM scratch\n");
+        let df = dockerfile::parse("Dockerfile", &text).expect("parse");
+        let inputs = |archs: &[&str]| -> Vec<BuildInputs> {
+            archs
+                .iter()
+                .map(|arch| BuildInputs {
+                    build_args: Default::default(),
+                    target: Platform::new("linux", *arch),
+                    build: Platform::host(),
+                })
+                .collect()
+        };
+        let one = inputs(&["amd64"]);
+        if let Err(e) = Plan::all("Dockerfile", &df, &one, None) {
+            panic!("{}", image_core::error::Chain(&e));
+        }
+        let two = inputs(&["amd64", "arm64"]);
+        let Err(e) = Plan::all("Dockerfile", &df, &two, None) else {
+            panic!("two platforms' pattern work planned");
+        };
+        let said = image_core::error::Chain(&e).to_string();
+        assert!(said.contains(&MAX_PATTERN_STEPS.to_string()), "{said}");
+    }
 }

@@ -77,7 +77,8 @@ pub const MAX_SCOPE_BYTES: usize = 2 * image_core::config::MAX_CONFIG_FIELD_BYTE
 /// The most automaton steps the pattern substitutions (`${VAR#pattern}`,
 /// `${VAR%pattern}`, `${VAR/pattern/replacement}`) of a whole Dockerfile
 /// may take, every word of every scope of one [`Expander`] together
-/// (`REPLACE_BUDGET` is one word's alone). A substitution costs the
+/// (`REPLACE_BUDGET` is one word's alone), and in a build for several
+/// platforms every platform's together. A substitution costs the
 /// value's length times the pattern's, or more (each start of a
 /// replacement), for a few bytes of Dockerfile: bounded per word only, an
 /// 8 MiB Dockerfile could ask for hours.
@@ -207,12 +208,34 @@ impl<'a> Expander<'a> {
         dockerfile: &'a Dockerfile,
         inputs: &'a BuildInputs,
     ) -> Result<Self, DockerfileError> {
+        Self::with_budget(file, dockerfile, inputs, Budget::default())
+    }
+
+    /// As [`new`](Self::new), for another platform of the same build: its
+    /// pattern substitutions draw on what `other`'s may still take, not on
+    /// a [`MAX_PATTERN_STEPS`] of their own, so a build's pattern work is
+    /// bounded whatever the number of its platforms.
+    pub(crate) fn sharing_budget(
+        file: &'a str,
+        dockerfile: &'a Dockerfile,
+        inputs: &'a BuildInputs,
+        other: &Expander<'_>,
+    ) -> Result<Self, DockerfileError> {
+        Self::with_budget(file, dockerfile, inputs, other.global.steps.clone())
+    }
+
+    fn with_budget(
+        file: &'a str,
+        dockerfile: &'a Dockerfile,
+        inputs: &'a BuildInputs,
+        steps: Budget,
+    ) -> Result<Self, DockerfileError> {
         let mut global = Scope {
             escape: dockerfile.directives.escape,
             env: BTreeMap::new(),
             args: inputs.platform_args(),
             added: 0,
-            steps: Budget::default(),
+            steps,
         };
         for ins in &dockerfile.global_args {
             if let Command::Arg(decls) = &ins.command {
