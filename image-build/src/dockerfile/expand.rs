@@ -215,6 +215,7 @@ impl<'a> Expander<'a> {
     /// pattern substitutions draw on what `other`'s may still take, not on
     /// a [`MAX_PATTERN_STEPS`] of their own, so a build's pattern work is
     /// bounded whatever the number of its platforms.
+    #[cfg(feature = "runtime")]
     pub(crate) fn sharing_budget(
         file: &'a str,
         dockerfile: &'a Dockerfile,
