@@ -12,7 +12,7 @@
 //! page reporting, as Firecracker's), the difference is large: each page
 //! the cache takes must first be faulted in on the host if the host has
 //! taken it back. On the bench machine a cold buffered read of the bench
-//! image's blobs (358 MB) took 0.11-0.14 s when the host had taken no
+//! image's blobs (358 MB) took 0.11-0.21 s when the host had taken no
 //! pages back since the cache was dropped and 0.23-0.49 s when it had; a
 //! direct read took 0.19-0.22 s either way, with no page-cache pages to
 //! allocate and fill (see docs/ARCHITECTURE.md, session 11).
