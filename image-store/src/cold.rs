@@ -35,6 +35,17 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use rustix::fs::OFlags;
 use rustix::io::{Errno, ReadWriteFlags};
 
+/// Where [`cold`] probes a blob of `size` bytes: its first page, the page
+/// in its middle and its last page.
+fn probe_places(size: u64) -> [u64; 3] {
+    let page = ALIGN as u64;
+    [
+        0,
+        size / 2 / page * page,
+        size.saturating_sub(1) / page * page,
+    ]
+}
+
 /// Blobs smaller than this are always read through the page cache: what
 /// direct I/O saves on them is less than the probe and the thread cost,
 /// and documents (manifests, configs, at most 8 MiB) are read whole into
@@ -72,11 +83,8 @@ pub(crate) fn sequential(file: File, size: u64) -> Box<dyn Read + Send> {
 /// A probe of a missing page starts the kernel's readahead of a few pages
 /// there (the call does not wait for it): a few KiB read twice per blob.
 fn cold(file: &File, size: u64) -> bool {
-    let page = ALIGN as u64;
-    let last = (size - 1) / page * page;
-    let middle = size / 2 / page * page;
     let mut byte = [0u8; 1];
-    [0, middle, last].into_iter().all(|offset| {
+    probe_places(size).into_iter().all(|offset| {
         let mut bufs = [IoSliceMut::new(&mut byte)];
         rustix::io::preadv2(file, &mut bufs, offset, ReadWriteFlags::NOWAIT) == Err(Errno::AGAIN)
     })
@@ -165,10 +173,7 @@ impl Source {
     /// their way in, and stay (the next read of the blob is then a
     /// buffered one).
     fn forget_probes(&self) {
-        let page = ALIGN as u64;
-        let middle = self.size / 2 / page * page;
-        let last = self.size.saturating_sub(1) / page * page;
-        for at in [0, middle, last] {
+        for at in probe_places(self.size) {
             let _ = rustix::fs::fadvise(
                 &self.file,
                 at,
@@ -191,15 +196,14 @@ const IN_FLIGHT: usize = 2;
 /// Without a thread, chunks are filled on the caller's thread. An error
 /// is returned again by every read after it.
 struct DirectReader {
-    /// The source, until the first read.
-    source: Option<Source>,
     feed: Feed,
     cur: Option<Chunk>,
     pos: usize,
 }
 
 enum Feed {
-    NotStarted,
+    /// Not read yet: the source.
+    NotStarted(Source),
     Inline(Source),
     Ahead {
         full: Receiver<io::Result<Chunk>>,
@@ -221,13 +225,12 @@ impl Feed {
 impl DirectReader {
     fn new(file: File, size: u64) -> Self {
         DirectReader {
-            source: Some(Source {
+            feed: Feed::NotStarted(Source {
                 file,
                 direct: true,
                 size,
                 offset: 0,
             }),
-            feed: Feed::NotStarted,
             cur: None,
             pos: 0,
         }
@@ -237,7 +240,7 @@ impl DirectReader {
     /// filled on this thread (from a second descriptor of the same open
     /// file, taken first, as a failed spawn drops the source with it).
     fn start(&mut self) {
-        let Some(source) = self.source.take() else {
+        let Feed::NotStarted(source) = std::mem::replace(&mut self.feed, Feed::Done) else {
             return;
         };
         let spare = source.file.try_clone().map(|file| Source {
@@ -267,7 +270,7 @@ impl DirectReader {
     fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
         let used = self.cur.take();
         let got = match &mut self.feed {
-            Feed::NotStarted | Feed::Done => return Ok(None),
+            Feed::NotStarted(_) | Feed::Done => return Ok(None),
             Feed::Failed(Some(errno), _, _) => return Err(io::Error::from_raw_os_error(*errno)),
             Feed::Failed(None, kind, msg) => return Err(io::Error::new(*kind, msg.clone())),
             Feed::Inline(source) => {
@@ -304,7 +307,7 @@ impl DirectReader {
 impl Drop for DirectReader {
     fn drop(&mut self) {
         // Opened, probed and never read: the probes' pages go all the same.
-        if let Some(source) = &self.source {
+        if let Feed::NotStarted(source) = &self.feed {
             source.forget_probes();
         }
     }
@@ -333,7 +336,7 @@ impl Read for DirectReader {
         if out.is_empty() {
             return Ok(0);
         }
-        if matches!(self.feed, Feed::NotStarted) {
+        if matches!(self.feed, Feed::NotStarted(_)) {
             self.start();
         }
         if self.cur.as_ref().is_none_or(|c| self.pos == c.len) {
@@ -417,9 +420,8 @@ mod tests {
         // (a buffered read of those places waits for it).
         let mut settle = File::open(&path).expect("open");
         let mut page = vec![0u8; PROBE_SPAN as usize];
-        for at in [0, bytes.len() as u64 / 2, bytes.len() as u64 - 1] {
-            std::io::Seek::seek(&mut settle, std::io::SeekFrom::Start(at / 4096 * 4096))
-                .expect("seek");
+        for at in probe_places(bytes.len() as u64) {
+            std::io::Seek::seek(&mut settle, std::io::SeekFrom::Start(at)).expect("seek");
             let _ = settle.read(&mut page).expect("read");
         }
         rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
