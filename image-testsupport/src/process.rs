@@ -200,6 +200,58 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// The variable that tells a child of [`with_openat2_refused`] the errno
+/// its filter answers `openat2` with.
+const REFUSE_OPENAT2: &str = "IMAGE_TESTSUPPORT_REFUSE_OPENAT2";
+
+/// What a child of [`with_openat2_refused`] prints once `body` returned.
+const REFUSED_AND_DONE: &str = "openat2 refused: body done";
+
+/// Runs `body` where a seccomp filter refuses `openat2`, as a container
+/// runtime's profile refuses a call it does not know: once answering
+/// `EPERM` (older Docker profiles), once `ENOSYS` (newer ones), each in a
+/// child process of its own (this test binary started again to run only
+/// the test `name`, its full path), since a library's fallback, once
+/// taken, is remembered for the process. In the parent, fails unless each
+/// child ran `body` to its end; in a child, installs the filter
+/// ([`crate::seccomp::refuse_on_this_thread`]), checks that it holds, and
+/// runs `body`. The test calls it first thing, and does
+/// nothing else.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub fn with_openat2_refused(name: &str, body: impl FnOnce()) {
+    if let Some(errno) = std::env::var_os(REFUSE_OPENAT2) {
+        let errno: u16 = errno.to_str().and_then(|e| e.parse().ok()).expect("errno");
+        child_guard(120);
+        crate::seccomp::refuse_on_this_thread(libc::SYS_openat2, errno)
+            .expect("install the seccomp filter");
+        let err = rustix::fs::openat2(
+            rustix::fs::CWD,
+            ".",
+            rustix::fs::OFlags::PATH,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::empty(),
+        )
+        .expect_err("openat2 is refused");
+        assert_eq!(err.raw_os_error(), i32::from(errno));
+        body();
+        println!("{REFUSED_AND_DONE}");
+        return;
+    }
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let (mut child, lines) = spawn_self(name, &[(REFUSE_OPENAT2, errno.to_string())]);
+        let status = child.wait().expect("wait");
+        let said: Vec<String> = lines.iter().collect();
+        assert!(
+            status.success(),
+            "errno {errno}: the child failed: {said:?}"
+        );
+        assert!(
+            said.iter().any(|l| l == REFUSED_AND_DONE),
+            "errno {errno}: the child did not get through: {said:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
